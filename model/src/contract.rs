@@ -1,0 +1,236 @@
+//! The strategy contract (`wit/since_v0.1.0/strategy.wit`) as plain Rust.
+//! Field meanings are documented once, in the WIT file.
+
+use crate::params::{ParamSpec, ParamValue};
+
+/// One closed OHLCV bar of one symbol.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bar {
+    pub symbol: String,
+    pub time_ms: i64,
+    pub open: f64,
+    pub high: f64,
+    pub low: f64,
+    pub close: f64,
+    pub volume: f64,
+}
+
+/// Direction of a position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    Long,
+    Short,
+}
+
+/// An open position, as the ledger sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Position {
+    pub symbol: String,
+    pub tag: String,
+    pub side: Side,
+    pub size: f64,
+    pub price_entry: f64,
+    pub time_entry_ms: i64,
+    pub pnl_unrealized: f64,
+    pub mae: f64,
+}
+
+/// A strategy's own slice of the portfolio.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Portfolio {
+    pub cash: f64,
+    pub equity: f64,
+    pub positions: Vec<Position>,
+}
+
+impl Portfolio {
+    /// The open position under `symbol` and `tag`, if any.
+    pub fn position(&self, symbol: &str, tag: &str) -> Option<&Position> {
+        self.positions
+            .iter()
+            .find(|p| p.symbol == symbol && p.tag == tag)
+    }
+}
+
+/// Risk limits in force (read-only for strategies).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RiskLimits {
+    pub max_position_fraction: f64,
+    pub max_open_positions: u32,
+    pub max_trade_fraction: f64,
+    pub min_order_quote: f64,
+}
+
+impl Default for RiskLimits {
+    fn default() -> Self {
+        RiskLimits {
+            max_position_fraction: 0.25,
+            max_open_positions: 10,
+            max_trade_fraction: 0.25,
+            min_order_quote: 10.0,
+        }
+    }
+}
+
+/// What `on-bar` receives at each bar close.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tick {
+    pub time_ms: i64,
+    pub bars: Vec<Bar>,
+    pub portfolio: Portfolio,
+    pub limits: RiskLimits,
+}
+
+impl Tick {
+    /// This tick's bar of `symbol`, if that symbol has one now.
+    pub fn bar(&self, symbol: &str) -> Option<&Bar> {
+        self.bars.iter().find(|b| b.symbol == symbol)
+    }
+}
+
+/// What a signal asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    OpenLong,
+    OpenShort,
+    Close,
+    Reduce,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::OpenLong => "open-long",
+            Action::OpenShort => "open-short",
+            Action::Close => "close",
+            Action::Reduce => "reduce",
+        }
+    }
+}
+
+/// How big an order is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Size {
+    FractionOfEquity(f64),
+    Quote(f64),
+    Base(f64),
+}
+
+impl Size {
+    /// The number inside, whatever the unit.
+    pub fn amount(self) -> f64 {
+        match self {
+            Size::FractionOfEquity(x) | Size::Quote(x) | Size::Base(x) => x,
+        }
+    }
+}
+
+/// One trading intent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Signal {
+    pub symbol: String,
+    pub action: Action,
+    pub size: Size,
+    pub tag: String,
+    pub stop_loss: Option<f64>,
+    pub take_profit: Option<f64>,
+    pub reason: String,
+    pub confidence: f64,
+}
+
+impl Signal {
+    fn new(symbol: &str, action: Action, size: Size) -> Signal {
+        Signal {
+            symbol: symbol.to_owned(),
+            action,
+            size,
+            tag: String::new(),
+            stop_loss: None,
+            take_profit: None,
+            reason: String::new(),
+            confidence: 1.0,
+        }
+    }
+    /// Open or add to a long position.
+    pub fn open_long(symbol: &str, size: Size) -> Signal {
+        Signal::new(symbol, Action::OpenLong, size)
+    }
+    /// Open or add to a short position.
+    pub fn open_short(symbol: &str, size: Size) -> Signal {
+        Signal::new(symbol, Action::OpenShort, size)
+    }
+    /// Close the whole position under the signal's tag.
+    pub fn close(symbol: &str) -> Signal {
+        Signal::new(symbol, Action::Close, Size::FractionOfEquity(1.0))
+    }
+    /// Shrink the position under the signal's tag.
+    pub fn reduce(symbol: &str, size: Size) -> Signal {
+        Signal::new(symbol, Action::Reduce, size)
+    }
+    pub fn tag(mut self, tag: impl Into<String>) -> Signal {
+        self.tag = tag.into();
+        self
+    }
+    pub fn stop_loss(mut self, price: f64) -> Signal {
+        self.stop_loss = Some(price);
+        self
+    }
+    pub fn take_profit(mut self, price: f64) -> Signal {
+        self.take_profit = Some(price);
+        self
+    }
+    pub fn reason(mut self, reason: impl Into<String>) -> Signal {
+        self.reason = reason.into();
+        self
+    }
+    pub fn confidence(mut self, confidence: f64) -> Signal {
+        self.confidence = confidence;
+        self
+    }
+}
+
+/// An execution of one of the strategy's orders.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fill {
+    pub symbol: String,
+    pub tag: String,
+    pub action: Action,
+    pub price: f64,
+    pub quantity: f64,
+    pub fee: f64,
+    pub time_ms: i64,
+}
+
+/// Severity of a strategy's log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+/// What a strategy says about itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StrategyInfo {
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    pub symbols: Vec<String>,
+    pub timeframe: String,
+    pub warmup_bars: u32,
+    pub params: Vec<ParamSpec>,
+}
+
+/// A parameter value the host resolved, by name.
+pub type Param = (String, ParamValue);
+
+/// Anything that handles bars like a strategy: a native `Strategy` through the
+/// SDK's adapter, or a sandboxed component through the host.
+pub trait RunningStrategy {
+    /// One bar close. `Err` is the strategy's own failure, as text.
+    fn on_bar(&mut self, tick: &Tick) -> Result<Vec<Signal>, String>;
+    /// One of its orders filled.
+    fn on_fill(&mut self, fill: &Fill) -> Result<(), String>;
+}

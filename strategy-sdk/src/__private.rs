@@ -1,0 +1,199 @@
+//! Glue between the generated component bindings and the SDK's plain types.
+//! Only `export_strategy!` uses this module.
+
+use std::any::Any;
+use std::cell::RefCell;
+
+use crate::Strategy;
+use bindings as b;
+use keel_model as m;
+
+pub use bindings::Guest;
+pub use bindings::export;
+
+#[allow(unsafe_code, missing_debug_implementations, clippy::all)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../wit/since_v0.1.0",
+        world: "keel:strategy/strategy@0.1.0",
+        pub_export_macro: true,
+        export_macro_name: "export",
+        default_bindings_module: "keel_strategy_sdk::__private::bindings",
+    });
+    pub use self::keel::strategy::types::*;
+}
+
+thread_local! {
+    /// The one strategy value of this instance, set by `init`.
+    static STATE: RefCell<Option<Box<dyn Any>>> = RefCell::new(None);
+}
+
+pub fn log(level: m::LogLevel, message: &str) {
+    let level = match level {
+        m::LogLevel::Trace => b::LogLevel::Trace,
+        m::LogLevel::Debug => b::LogLevel::Debug,
+        m::LogLevel::Info => b::LogLevel::Info,
+        m::LogLevel::Warn => b::LogLevel::Warn,
+        m::LogLevel::Error => b::LogLevel::Error,
+    };
+    bindings::keel::strategy::host::log(level, message);
+}
+
+pub fn describe<S: Strategy>() -> b::StrategyInfo {
+    let info = S::describe();
+    b::StrategyInfo {
+        name: info.name,
+        version: info.version,
+        description: info.description,
+        symbols: info.symbols,
+        timeframe: info.timeframe,
+        warmup_bars: info.warmup_bars,
+        params: info.params.into_iter().map(spec_out).collect(),
+    }
+}
+
+pub fn init<S: Strategy>(params: Vec<b::Param>) -> Result<(), String> {
+    let values = params
+        .into_iter()
+        .map(|p| (p.name, value_in(p.value)))
+        .collect();
+    let strategy = S::init(&m::Params::from_values(values))?;
+    STATE.with(|state| *state.borrow_mut() = Some(Box::new(strategy)));
+    Ok(())
+}
+
+pub fn on_bar<S: Strategy>(tick: b::Tick) -> Result<Vec<b::Signal>, String> {
+    let tick = tick_in(tick);
+    with_strategy::<S, _>(|s| s.on_bar(&tick))?
+        .map(|signals| signals.into_iter().map(signal_out).collect())
+}
+
+pub fn on_fill<S: Strategy>(fill: b::Fill) {
+    let fill = m::Fill {
+        symbol: fill.symbol,
+        tag: fill.tag,
+        action: action_in(fill.action),
+        price: fill.price,
+        quantity: fill.quantity,
+        fee: fill.fee,
+        time_ms: fill.time_ms,
+    };
+    // A fill before init has nowhere to go; the host never sends one.
+    let _ = with_strategy::<S, _>(|s| s.on_fill(&fill));
+}
+
+fn with_strategy<S: Strategy, R>(f: impl FnOnce(&mut S) -> R) -> Result<R, String> {
+    STATE.with(|state| {
+        let mut state = state.borrow_mut();
+        let strategy = state
+            .as_mut()
+            .and_then(|s| s.downcast_mut::<S>())
+            .ok_or_else(|| "called before init".to_owned())?;
+        Ok(f(strategy))
+    })
+}
+
+fn tick_in(t: b::Tick) -> m::Tick {
+    m::Tick {
+        time_ms: t.time_ms,
+        bars: t
+            .bars
+            .into_iter()
+            .map(|bar| m::Bar {
+                symbol: bar.symbol,
+                time_ms: bar.time_ms,
+                open: bar.open,
+                high: bar.high,
+                low: bar.low,
+                close: bar.close,
+                volume: bar.volume,
+            })
+            .collect(),
+        portfolio: m::Portfolio {
+            cash: t.portfolio.cash,
+            equity: t.portfolio.equity,
+            positions: t
+                .portfolio
+                .positions
+                .into_iter()
+                .map(|p| m::Position {
+                    symbol: p.symbol,
+                    tag: p.tag,
+                    side: match p.side {
+                        b::Side::Long => m::Side::Long,
+                        b::Side::Short => m::Side::Short,
+                    },
+                    size: p.size,
+                    price_entry: p.price_entry,
+                    time_entry_ms: p.time_entry_ms,
+                    pnl_unrealized: p.pnl_unrealized,
+                    mae: p.mae,
+                })
+                .collect(),
+        },
+        limits: m::RiskLimits {
+            max_position_fraction: t.limits.max_position_fraction,
+            max_open_positions: t.limits.max_open_positions,
+            max_trade_fraction: t.limits.max_trade_fraction,
+            min_order_quote: t.limits.min_order_quote,
+        },
+    }
+}
+
+fn action_in(a: b::Action) -> m::Action {
+    match a {
+        b::Action::OpenLong => m::Action::OpenLong,
+        b::Action::OpenShort => m::Action::OpenShort,
+        b::Action::Close => m::Action::Close,
+        b::Action::Reduce => m::Action::Reduce,
+    }
+}
+
+fn signal_out(s: m::Signal) -> b::Signal {
+    b::Signal {
+        symbol: s.symbol,
+        action: match s.action {
+            m::Action::OpenLong => b::Action::OpenLong,
+            m::Action::OpenShort => b::Action::OpenShort,
+            m::Action::Close => b::Action::Close,
+            m::Action::Reduce => b::Action::Reduce,
+        },
+        size: match s.size {
+            m::Size::FractionOfEquity(x) => b::Size::FractionOfEquity(x),
+            m::Size::Quote(x) => b::Size::Quote(x),
+            m::Size::Base(x) => b::Size::Base(x),
+        },
+        tag: s.tag,
+        stop_loss: s.stop_loss,
+        take_profit: s.take_profit,
+        reason: s.reason,
+        confidence: s.confidence,
+    }
+}
+
+fn value_in(v: b::ParamValue) -> m::ParamValue {
+    match v {
+        b::ParamValue::Int(x) => m::ParamValue::Int(x),
+        b::ParamValue::Float(x) => m::ParamValue::Float(x),
+        b::ParamValue::Flag(x) => m::ParamValue::Flag(x),
+    }
+}
+
+fn spec_out(s: m::ParamSpec) -> b::ParamSpec {
+    b::ParamSpec {
+        name: s.name,
+        description: s.description,
+        kind: match s.kind {
+            m::ParamKind::Int => b::ParamKind::Int,
+            m::ParamKind::Float => b::ParamKind::Float,
+            m::ParamKind::Flag => b::ParamKind::Flag,
+        },
+        default: match s.default {
+            m::ParamValue::Int(x) => b::ParamValue::Int(x),
+            m::ParamValue::Float(x) => b::ParamValue::Float(x),
+            m::ParamValue::Flag(x) => b::ParamValue::Flag(x),
+        },
+        min: s.min,
+        max: s.max,
+    }
+}

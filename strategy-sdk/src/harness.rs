@@ -1,0 +1,104 @@
+//! Run a strategy natively, without wasm: for unit tests of strategy logic.
+//!
+//! The harness resolves parameters exactly as the host does, aligns candle
+//! series on bar close, and replays them through [`keel_model::replay`]
+//! (orders fill at the next bar's open; no fees, no stops), the same loop
+//! `keel strategy run` uses for a component.
+
+use std::cell::RefCell;
+use std::path::Path;
+
+use keel_model::candles::{self, Candle};
+use keel_model::replay::{self, ReplayOutcome, Series};
+use keel_model::{Fill, LogLevel, ParamValue, Params, RiskLimits, RunningStrategy, Signal, Tick};
+
+use crate::Strategy;
+
+thread_local! {
+    static LOGS: RefCell<Vec<(LogLevel, String)>> = const { RefCell::new(Vec::new()) };
+}
+
+pub(crate) fn record_log(level: LogLevel, message: &str) {
+    LOGS.with(|logs| logs.borrow_mut().push((level, message.to_owned())));
+}
+
+/// Every line logged on this thread since the last call.
+pub fn take_logs() -> Vec<(LogLevel, String)> {
+    LOGS.with(|logs| std::mem::take(&mut *logs.borrow_mut()))
+}
+
+/// A native strategy behind the same trait the host's sandbox implements.
+#[derive(Debug)]
+pub struct Native<S>(pub S);
+
+impl<S: Strategy> RunningStrategy for Native<S> {
+    fn on_bar(&mut self, tick: &Tick) -> Result<Vec<Signal>, String> {
+        self.0.on_bar(tick)
+    }
+    fn on_fill(&mut self, fill: &Fill) -> Result<(), String> {
+        self.0.on_fill(fill);
+        Ok(())
+    }
+}
+
+/// Builds `S` with its defaults overridden by `overrides`, checked as the host checks.
+pub fn build<S: Strategy>(overrides: &[(&str, ParamValue)]) -> Result<S, String> {
+    let info = S::describe();
+    let overrides: Vec<(String, ParamValue)> = overrides
+        .iter()
+        .map(|(n, v)| ((*n).to_owned(), *v))
+        .collect();
+    let params = Params::resolve(&info.params, &overrides).map_err(|e| e.to_string())?;
+    S::init(&params)
+}
+
+/// A replay over in-memory candle series.
+#[derive(Debug, Clone)]
+pub struct Harness {
+    series: Vec<Series>,
+    cash: f64,
+    limits: RiskLimits,
+}
+
+impl Harness {
+    /// One symbol from a candle CSV file.
+    pub fn from_csv(path: impl AsRef<Path>, symbol: &str) -> Result<Harness, String> {
+        let candles = candles::read_csv(path.as_ref()).map_err(|e| e.to_string())?;
+        Ok(Harness::new().with_series(symbol, candles))
+    }
+
+    pub fn new() -> Harness {
+        Harness {
+            series: Vec::new(),
+            cash: 10_000.0,
+            limits: RiskLimits::default(),
+        }
+    }
+
+    /// Adds a symbol; its bar length is the candles' most common spacing.
+    pub fn with_series(mut self, symbol: &str, candles: Vec<Candle>) -> Harness {
+        let bar_ms = candles::typical_spacing_ms(&candles).unwrap_or(60_000);
+        self.series.push(Series {
+            symbol: symbol.to_owned(),
+            candles,
+            bar_ms,
+        });
+        self
+    }
+
+    pub fn with_cash(mut self, cash: f64) -> Harness {
+        self.cash = cash;
+        self
+    }
+
+    /// Replays every bar through `strategy`.
+    pub fn run<S: Strategy>(&self, strategy: S) -> ReplayOutcome {
+        replay::replay(&mut Native(strategy), &self.series, self.cash, self.limits)
+    }
+}
+
+impl Default for Harness {
+    fn default() -> Self {
+        Harness::new()
+    }
+}

@@ -1,0 +1,100 @@
+//! Write Keel trading strategies in Rust.
+//!
+//! A strategy is a type that implements [`Strategy`], exported once with
+//! [`export_strategy!`]. Built for `wasm32-wasip2` it becomes a component the
+//! Keel host can load; built natively it runs in the [`harness`], so its logic
+//! can be unit-tested without wasm. You never write bindings yourself.
+//!
+//! ```ignore
+//! use keel_strategy_sdk::prelude::*;
+//!
+//! struct Hold;
+//!
+//! impl Strategy for Hold {
+//!     fn describe() -> StrategyInfo { /* name, symbols, params … */ }
+//!     fn init(params: &Params) -> Result<Self, String> { Ok(Hold) }
+//!     fn on_bar(&mut self, tick: &Tick) -> Result<Vec<Signal>, String> { Ok(vec![]) }
+//! }
+//!
+//! keel_strategy_sdk::export_strategy!(Hold);
+//! ```
+
+pub mod indicators;
+pub mod log;
+
+#[cfg(not(target_arch = "wasm32"))]
+pub mod harness;
+
+pub use keel_model::{
+    Action, Bar, Fill, LogLevel, ParamKind, ParamSpec, ParamValue, Params, Portfolio, Position,
+    RiskLimits, Side, Signal, Size, StrategyInfo, Tick,
+};
+
+/// Everything a strategy file usually needs.
+pub mod prelude {
+    pub use crate::indicators::*;
+    pub use crate::{
+        Action, Bar, Fill, ParamSpec, ParamValue, Params, Portfolio, Position, RiskLimits, Side,
+        Signal, Size, Strategy, StrategyInfo, Tick,
+    };
+}
+
+/// A trading strategy. One value lives per loaded instance; the host calls
+/// `describe` once, `init` once, then `on_bar` at every bar close and
+/// `on_fill` when one of its orders executes.
+pub trait Strategy: Sized + 'static {
+    /// Name, version, default symbols, timeframe, warm-up and parameters.
+    fn describe() -> StrategyInfo;
+
+    /// Builds the strategy from its parameters (every declared one present,
+    /// within bounds). `Err` refuses them.
+    fn init(params: &Params) -> Result<Self, String>;
+
+    /// One bar close: the newly closed bars, the strategy's portfolio and the
+    /// risk limits. Returns this bar's signals; `Err` skips the bar.
+    fn on_bar(&mut self, tick: &Tick) -> Result<Vec<Signal>, String>;
+
+    /// One of its orders filled. The default ignores fills.
+    fn on_fill(&mut self, fill: &Fill) {
+        let _ = fill;
+    }
+}
+
+/// Exports a [`Strategy`] type as the component's implementation of the
+/// `keel:strategy` world. Use it once per strategy crate; it does nothing in a
+/// native build.
+#[macro_export]
+macro_rules! export_strategy {
+    ($strategy:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            struct KeelGuest;
+            impl $crate::__private::Guest for KeelGuest {
+                fn describe() -> $crate::__private::bindings::StrategyInfo {
+                    $crate::__private::describe::<$strategy>()
+                }
+                fn init(
+                    params: ::std::vec::Vec<$crate::__private::bindings::Param>,
+                ) -> ::std::result::Result<(), ::std::string::String> {
+                    $crate::__private::init::<$strategy>(params)
+                }
+                fn on_bar(
+                    tick: $crate::__private::bindings::Tick,
+                ) -> ::std::result::Result<
+                    ::std::vec::Vec<$crate::__private::bindings::Signal>,
+                    ::std::string::String,
+                > {
+                    $crate::__private::on_bar::<$strategy>(tick)
+                }
+                fn on_fill(fill: $crate::__private::bindings::Fill) {
+                    $crate::__private::on_fill::<$strategy>(fill)
+                }
+            }
+    $crate::__private::export!(KeelGuest with_types_in $crate::__private::bindings);
+        };
+    };
+}
+
+#[cfg(target_arch = "wasm32")]
+#[doc(hidden)]
+pub mod __private;
