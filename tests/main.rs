@@ -1,1 +1,6 @@
-fn main() {}
+//! Keel's cross-crate integration tests: one binary, so wasmtime links once.
+//! Strategy components are built from the repo's own sources by `support`.
+
+mod cli;
+mod sandbox;
+mod support;

@@ -1,1 +1,7 @@
+//! The rigid Keel host: the sandbox that runs strategy components under hard
+//! limits, validation of artifacts, and the `keel` command line.
 
+pub mod build_strategy;
+pub mod cli;
+pub mod sandbox;
+pub mod validate;

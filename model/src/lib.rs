@@ -10,6 +10,7 @@ pub mod candles;
 pub mod contract;
 pub mod params;
 pub mod replay;
+pub mod synth;
 
 pub use candles::{Candle, CandleError, Timeframe};
 pub use contract::*;

@@ -13,7 +13,7 @@ pub enum ParamKind {
 
 impl fmt::Display for ParamKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             ParamKind::Int => "int",
             ParamKind::Float => "float",
             ParamKind::Flag => "flag",
@@ -47,13 +47,32 @@ impl ParamValue {
     }
 }
 
+impl From<i64> for ParamValue {
+    fn from(v: i64) -> Self {
+        ParamValue::Int(v)
+    }
+}
+
+impl From<f64> for ParamValue {
+    fn from(v: f64) -> Self {
+        ParamValue::Float(v)
+    }
+}
+
+impl From<bool> for ParamValue {
+    fn from(v: bool) -> Self {
+        ParamValue::Flag(v)
+    }
+}
+
 impl fmt::Display for ParamValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ParamValue::Int(v) => write!(f, "{v}"),
-            ParamValue::Float(v) => write!(f, "{v}"),
-            ParamValue::Flag(v) => write!(f, "{v}"),
-        }
+        let text = match self {
+            ParamValue::Int(v) => v.to_string(),
+            ParamValue::Float(v) => v.to_string(),
+            ParamValue::Flag(v) => v.to_string(),
+        };
+        f.pad(&text)
     }
 }
 

@@ -8,11 +8,15 @@
 use std::cell::RefCell;
 use std::path::Path;
 
-use keel_model::candles::{self, Candle};
+use keel_model::candles;
+pub use keel_model::candles::Candle;
 use keel_model::replay::{self, ReplayOutcome, Series};
 use keel_model::{Fill, LogLevel, ParamValue, Params, RiskLimits, RunningStrategy, Signal, Tick};
 
 use crate::Strategy;
+
+pub use keel_model::candles::read_csv;
+pub use keel_model::replay::ReplayOutcome as Outcome;
 
 thread_local! {
     static LOGS: RefCell<Vec<(LogLevel, String)>> = const { RefCell::new(Vec::new()) };

@@ -168,9 +168,7 @@ impl Rsi {
     }
 
     pub fn update(&mut self, close: f64) -> Option<f64> {
-        let Some(prev) = self.prev.replace(close) else {
-            return None;
-        };
+        let prev = self.prev.replace(close)?;
         let diff = close - prev;
         let gain = self.gain.update(diff.max(0.0));
         let loss = self.loss.update((-diff).max(0.0));
@@ -368,6 +366,38 @@ impl RollingExtreme {
 
     fn full(&self) -> bool {
         self.seen >= self.period
+    }
+}
+
+/// Highest value of the last `period` inputs (a Donchian channel's top).
+#[derive(Debug, Clone)]
+pub struct Highest(RollingExtreme);
+
+impl Highest {
+    pub fn new(period: usize) -> Highest {
+        Highest(RollingExtreme::new(period, true))
+    }
+
+    /// The highest of the last `period` values, once `period` have been seen.
+    pub fn update(&mut self, x: f64) -> Option<f64> {
+        let v = self.0.update(x);
+        self.0.full().then_some(v)
+    }
+}
+
+/// Lowest value of the last `period` inputs (a Donchian channel's bottom).
+#[derive(Debug, Clone)]
+pub struct Lowest(RollingExtreme);
+
+impl Lowest {
+    pub fn new(period: usize) -> Lowest {
+        Lowest(RollingExtreme::new(period, false))
+    }
+
+    /// The lowest of the last `period` values, once `period` have been seen.
+    pub fn update(&mut self, x: f64) -> Option<f64> {
+        let v = self.0.update(x);
+        self.0.full().then_some(v)
     }
 }
 

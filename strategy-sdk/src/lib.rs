@@ -5,18 +5,59 @@
 //! Keel host can load; built natively it runs in the [`harness`], so its logic
 //! can be unit-tested without wasm. You never write bindings yourself.
 //!
-//! ```ignore
+//! ```
 //! use keel_strategy_sdk::prelude::*;
 //!
-//! struct Hold;
-//!
-//! impl Strategy for Hold {
-//!     fn describe() -> StrategyInfo { /* name, symbols, params … */ }
-//!     fn init(params: &Params) -> Result<Self, String> { Ok(Hold) }
-//!     fn on_bar(&mut self, tick: &Tick) -> Result<Vec<Signal>, String> { Ok(vec![]) }
+//! /// Buys once the close is above its 3-bar average.
+//! struct AboveAverage {
+//!     sma: Sma,
 //! }
 //!
-//! keel_strategy_sdk::export_strategy!(Hold);
+//! impl Strategy for AboveAverage {
+//!     fn describe() -> StrategyInfo {
+//!         StrategyInfo {
+//!             name: "above-average".into(),
+//!             version: "0.1.0".into(),
+//!             description: "Buys when the close rises above its moving average.".into(),
+//!             symbols: vec!["BTC/USD".into()],
+//!             timeframe: "1h".into(),
+//!             warmup_bars: 3,
+//!             params: vec![ParamSpec::int("window", 3, 2, 50, "bars in the average")],
+//!         }
+//!     }
+//!
+//!     fn init(params: &Params) -> Result<Self, String> {
+//!         Ok(AboveAverage { sma: Sma::new(params.int("window")? as usize) })
+//!     }
+//!
+//!     fn on_bar(&mut self, tick: &Tick) -> Result<Vec<Signal>, String> {
+//!         let Some(bar) = tick.bar("BTC/USD") else { return Ok(vec![]) };
+//!         let average = self.sma.update(bar.close);
+//!         let flat = tick.portfolio.positions.is_empty();
+//!         Ok(match average {
+//!             Some(avg) if flat && bar.close > avg => {
+//!                 vec![Signal::open_long("BTC/USD", Size::FractionOfEquity(0.1)).reason("above average")]
+//!             }
+//!             _ => vec![],
+//!         })
+//!     }
+//! }
+//!
+//! keel_strategy_sdk::export_strategy!(AboveAverage);
+//!
+//! // Natively, the harness runs it over candles without wasm:
+//! use keel_strategy_sdk::harness::{Candle, Harness, build};
+//! let candles: Vec<Candle> = [10.0, 11.0, 12.0, 13.0, 14.0]
+//!     .iter()
+//!     .enumerate()
+//!     .map(|(i, &p)| Candle { time_ms: i as i64 * 3_600_000, open: p, high: p, low: p, close: p, volume: 1.0 })
+//!     .collect();
+//! let outcome = Harness::new()
+//!     .with_series("BTC/USD", candles)
+//!     .run(build::<AboveAverage>(&[]).unwrap());
+//! assert_eq!(outcome.signals.len(), 1);
+//! // Signalled on the third bar (12 > 11), filled at the fourth bar's open.
+//! assert_eq!(outcome.fills[0].price, 13.0);
 //! ```
 
 pub mod indicators;

@@ -1,0 +1,79 @@
+//! `keel strategy build`: a strategy crate to a `wasm32-wasip2` component.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, bail};
+
+/// Settings that make a small, fast component, given on the command line so
+/// they apply to any crate, inside this workspace or not.
+const PROFILE: [&str; 4] = [
+    "profile.release.lto=true",
+    "profile.release.codegen-units=1",
+    "profile.release.panic=\"abort\"",
+    "profile.release.strip=true",
+];
+
+/// Builds every cdylib of the crate (or workspace) at `manifest_dir` and
+/// returns the component files, in the order cargo reports them.
+pub fn build(manifest_dir: &Path, target_dir: Option<&Path>) -> anyhow::Result<Vec<PathBuf>> {
+    let manifest = manifest_dir.join("Cargo.toml");
+    if !manifest.is_file() {
+        bail!("{}: no Cargo.toml there", manifest_dir.display());
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.arg("build")
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .args([
+            "--target",
+            "wasm32-wasip2",
+            "--release",
+            "--message-format=json-render-diagnostics",
+        ]);
+    for setting in PROFILE {
+        cmd.args(["--config", setting]);
+    }
+    if let Some(dir) = target_dir {
+        cmd.arg("--target-dir").arg(dir);
+    }
+    let output = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .output()
+        .context("failed to run cargo")?;
+    if !output.status.success() {
+        bail!(
+            "{}: cargo build for wasm32-wasip2 failed (see the compiler output above)",
+            manifest.display()
+        );
+    }
+    let mut wasm = Vec::new();
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if msg["reason"] != "compiler-artifact" {
+            continue;
+        }
+        let is_cdylib = msg["target"]["crate_types"]
+            .as_array()
+            .is_some_and(|kinds| kinds.iter().any(|k| k == "cdylib"));
+        if !is_cdylib {
+            continue;
+        }
+        for file in msg["filenames"].as_array().into_iter().flatten() {
+            if let Some(f) = file.as_str().filter(|f| f.ends_with(".wasm")) {
+                wasm.push(PathBuf::from(f));
+            }
+        }
+    }
+    if wasm.is_empty() {
+        bail!(
+            "{}: the build produced no .wasm component (is crate-type = [\"cdylib\"] set?)",
+            manifest.display()
+        );
+    }
+    Ok(wasm)
+}

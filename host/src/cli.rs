@@ -1,0 +1,409 @@
+//! The `keel` command line.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+
+use keel_model::candles::{self, format_time};
+use keel_model::replay::{self, Series};
+use keel_model::{Action, Params, RiskLimits, Size};
+
+use crate::build_strategy;
+use crate::sandbox::{Binding, LoadedStrategy, Metering, Sandbox, SandboxConfig, timed};
+use crate::validate::{self, ValidationReport};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "keel",
+    version,
+    about = "Hot-reloadable host for sandboxed WebAssembly trading strategies"
+)]
+pub struct Cli {
+    /// Where compiled components are cached (default: $KEEL_CACHE_DIR, else ~/.cache/keel).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build, inspect, validate and run strategy components.
+    #[command(subcommand)]
+    Strategy(StrategyCommand),
+    /// Build the example strategies, validate them and run each over the
+    /// sample data: the whole path from source to signals, on built-in defaults.
+    Quickstart(QuickstartArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StrategyCommand {
+    /// Build a strategy crate into a wasm32-wasip2 component.
+    Build {
+        /// The crate's directory (holding Cargo.toml).
+        crate_dir: PathBuf,
+        /// Cargo target directory to build in.
+        #[arg(long, value_name = "DIR")]
+        target_dir: Option<PathBuf>,
+    },
+    /// Show a component's hash, size, describe() and imports.
+    Inspect {
+        file: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run every load-time check, a smoke run and a determinism check; exit 1 on failure.
+    Validate {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Drive a component over candle files and print its signals.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    pub file: PathBuf,
+    /// Candles as CSV: `PATH`, or `SYMBOL=PATH` (repeat for several symbols).
+    #[arg(long = "data", required = true, value_name = "[SYMBOL=]CSV")]
+    pub data: Vec<String>,
+    /// Parameter override `NAME=VALUE` (repeatable).
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
+    /// Starting cash of the replay's book (quote currency).
+    #[arg(long, default_value_t = 10_000.0)]
+    pub cash: f64,
+    /// Print only the summary, not every signal.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct QuickstartArgs {
+    /// The Keel source tree (holding strategies/).
+    #[arg(long, default_value = ".")]
+    pub repo: PathBuf,
+    /// Sample data directory.
+    #[arg(long, default_value = "../shared/data")]
+    pub data: PathBuf,
+}
+
+/// Runs a parsed command; `Ok(false)` means "ran, but the verdict is no" (exit 1).
+pub fn run(cli: Cli) -> anyhow::Result<bool> {
+    let cache_dir = cli.cache_dir.or_else(default_cache_dir);
+    match cli.command {
+        Command::Strategy(StrategyCommand::Build {
+            crate_dir,
+            target_dir,
+        }) => {
+            let files = build_strategy::build(&crate_dir, target_dir.as_deref())?;
+            let sandbox = sandbox(Metering::Fuel, cache_dir)?;
+            let mut all_loaded = true;
+            for file in files {
+                match sandbox.load_file(&file) {
+                    Ok(l) => println!(
+                        "{}  {}  {} {}",
+                        file.display(),
+                        l.hash,
+                        l.info.name,
+                        l.info.version
+                    ),
+                    Err(e) => {
+                        println!("{}  built, but it does not load: {e}", file.display());
+                        all_loaded = false;
+                    }
+                }
+            }
+            Ok(all_loaded)
+        }
+        Command::Strategy(StrategyCommand::Inspect { file, json }) => {
+            let sandbox = sandbox(Metering::Fuel, cache_dir)?;
+            let (loaded, took) = timed(|| sandbox.load_file(&file));
+            let loaded = loaded?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&inspect_json(&loaded))?);
+            } else {
+                print_inspect(&loaded, took);
+            }
+            Ok(true)
+        }
+        Command::Strategy(StrategyCommand::Validate { files }) => {
+            let sandbox = sandbox(Metering::Fuel, cache_dir)?;
+            let mut all_passed = true;
+            for file in files {
+                let report = validate::validate_file(&sandbox, &file);
+                print_report(&report);
+                all_passed &= report.passed();
+            }
+            Ok(all_passed)
+        }
+        Command::Strategy(StrategyCommand::Run(args)) => {
+            let sandbox = sandbox(Metering::Fuel, cache_dir)?;
+            run_file(&sandbox, &args)?;
+            Ok(true)
+        }
+        Command::Quickstart(args) => quickstart(&args, cache_dir),
+    }
+}
+
+fn default_cache_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("KEEL_CACHE_DIR") {
+        return Some(PathBuf::from(dir));
+    }
+    std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache").join("keel"))
+}
+
+fn sandbox(metering: Metering, cache_dir: Option<PathBuf>) -> anyhow::Result<Sandbox> {
+    Sandbox::new(SandboxConfig {
+        metering,
+        cache_dir,
+        ..SandboxConfig::default()
+    })
+    .context("failed to set up the wasm sandbox")
+}
+
+fn print_inspect(loaded: &LoadedStrategy, took: std::time::Duration) {
+    let info = &loaded.info;
+    println!("file       {}", loaded.origin.display());
+    println!("sha256     {}", loaded.hash);
+    println!("size       {} bytes", loaded.size);
+    println!("strategy   {} {}", info.name, info.version);
+    if !info.description.is_empty() {
+        println!("about      {}", info.description);
+    }
+    println!("symbols    {}", info.symbols.join(", "));
+    println!(
+        "timeframe  {}    warm-up {} bars",
+        info.timeframe, info.warmup_bars
+    );
+    for (i, p) in info.params.iter().enumerate() {
+        let range = match (p.min, p.max) {
+            (None, None) => String::new(),
+            (min, max) => format!(
+                "[{}, {}]",
+                min.map_or("-".into(), |v| v.to_string()),
+                max.map_or("-".into(), |v| v.to_string())
+            ),
+        };
+        let head = if i == 0 { "params" } else { "" };
+        println!(
+            "{head:<10} {:<14} {:<5} {:<8} {:<14} {}",
+            p.name, p.kind, p.default, range, p.description
+        );
+    }
+    for (i, import) in loaded.imports.iter().enumerate() {
+        let head = if i == 0 { "imports" } else { "" };
+        println!("{head:<10} {import}");
+    }
+    let source = if loaded.from_cache {
+        "compile cache"
+    } else {
+        "fresh compile"
+    };
+    println!(
+        "loaded     in {:.1} ms ({source})",
+        took.as_secs_f64() * 1e3
+    );
+}
+
+fn inspect_json(loaded: &LoadedStrategy) -> serde_json::Value {
+    let info = &loaded.info;
+    serde_json::json!({
+        "file": loaded.origin.display().to_string(),
+        "sha256": loaded.hash.to_hex(),
+        "size": loaded.size,
+        "name": info.name,
+        "version": info.version,
+        "description": info.description,
+        "symbols": info.symbols,
+        "timeframe": info.timeframe,
+        "warmup_bars": info.warmup_bars,
+        "params": info.params.iter().map(|p| serde_json::json!({
+            "name": p.name,
+            "kind": p.kind.to_string(),
+            "default": p.default.to_string(),
+            "min": p.min,
+            "max": p.max,
+            "description": p.description,
+        })).collect::<Vec<_>>(),
+        "imports": loaded.imports,
+    })
+}
+
+fn print_report(report: &ValidationReport) {
+    let verdict = if report.passed() { "PASS" } else { "FAIL" };
+    let name = report
+        .info
+        .as_ref()
+        .map_or_else(String::new, |i| format!(" ({} {})", i.name, i.version));
+    println!("{verdict}  {}{name}", report.origin);
+    if let Some(hash) = report.hash {
+        println!("      sha256 {hash}");
+    }
+    for check in &report.checks {
+        match &check.outcome {
+            Ok(detail) => println!("  ok    {:<12} {detail}", check.name),
+            Err(reason) => println!("  FAIL  {:<12} {reason}", check.name),
+        }
+    }
+}
+
+/// `SYMBOL=PATH` or `PATH` (symbol: the strategy's n-th default, else the file stem).
+fn parse_data(spec: &str, index: usize, defaults: &[String]) -> anyhow::Result<Series> {
+    let (symbol, path) = match spec.split_once('=') {
+        Some((symbol, path)) => (symbol.to_owned(), PathBuf::from(path)),
+        None => {
+            let path = PathBuf::from(spec);
+            let symbol = defaults.get(index).cloned().unwrap_or_else(|| {
+                path.file_stem().map_or_else(
+                    || format!("SYMBOL{index}"),
+                    |s| s.to_string_lossy().into_owned(),
+                )
+            });
+            (symbol, path)
+        }
+    };
+    let candles = candles::read_csv(&path)?;
+    let bar_ms = candles::typical_spacing_ms(&candles).unwrap_or(60_000);
+    Ok(Series {
+        symbol,
+        candles,
+        bar_ms,
+    })
+}
+
+/// What `strategy run` saw, for printing and for tests.
+#[derive(Debug)]
+pub struct RunSummary {
+    pub outcome: replay::ReplayOutcome,
+    pub rejected: usize,
+}
+
+pub fn run_file(sandbox: &Sandbox, args: &RunArgs) -> anyhow::Result<RunSummary> {
+    let loaded = sandbox.load_file(&args.file)?;
+    let series = args
+        .data
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| parse_data(spec, i, &loaded.info.symbols))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let params = Params::resolve_text(&loaded.info.params, &args.params)
+        .with_context(|| format!("{}: bad parameters", loaded.info.name))?;
+    let binding = Binding {
+        symbols: series.iter().map(|s| s.symbol.clone()).collect(),
+        params,
+        simulated_clock: true,
+        seed: 1,
+    };
+    let mut instance = sandbox.instantiate(&loaded, binding)?;
+    let outcome = replay::replay(&mut instance, &series, args.cash, RiskLimits::default());
+    let rejections = instance.take_rejections();
+    if !args.quiet {
+        for (time, s) in &outcome.signals {
+            let size = match (s.action, s.size) {
+                (Action::Close, _) => String::new(),
+                (_, Size::FractionOfEquity(f)) => format!("{f} of equity"),
+                (_, Size::Quote(q)) => format!("{q} quote"),
+                (_, Size::Base(b)) => format!("{b} base"),
+            };
+            let tag = if s.tag.is_empty() {
+                String::new()
+            } else {
+                format!("[{}]", s.tag)
+            };
+            println!(
+                "{}  {:<10} {:<10} {:<9} {:<22} {}",
+                format_time(*time),
+                s.action.as_str(),
+                s.symbol,
+                tag,
+                size,
+                s.reason
+            );
+        }
+        for r in &rejections {
+            println!(
+                "{}  REJECTED {} {}: {}",
+                format_time(r.time_ms),
+                r.signal.action.as_str(),
+                r.signal.symbol,
+                r.reason
+            );
+        }
+        for (time, e) in &outcome.errors {
+            println!("{}  ERROR {e}", format_time(*time));
+        }
+    }
+    let stats = instance.stats();
+    println!(
+        "{}: {} bars on {} symbol(s), {} signals ({} rejected), {} fills, {} errors, {} traps; replay equity {:.2} -> {:.2} (no fees)",
+        instance.label(),
+        outcome.steps,
+        series.len(),
+        outcome.signals.len(),
+        rejections.len(),
+        outcome.fills.len(),
+        outcome.errors.len(),
+        stats.traps,
+        args.cash,
+        outcome.equity_final
+    );
+    Ok(RunSummary {
+        outcome,
+        rejected: rejections.len(),
+    })
+}
+
+fn quickstart(args: &QuickstartArgs, cache_dir: Option<PathBuf>) -> anyhow::Result<bool> {
+    let examples = [
+        ("sma-cross", vec!["BTC/USD=UNITTEST_BTC-1m.csv"]),
+        ("rsi-reversion", vec!["BTC/USD=UNITTEST_BTC-1m.csv"]),
+        (
+            "atr-breakout",
+            vec![
+                "ETH/BTC=crypto-5m/ETH_BTC-5m.csv",
+                "LTC/BTC=crypto-5m/LTC_BTC-5m.csv",
+                "XMR/BTC=crypto-5m/XMR_BTC-5m.csv",
+            ],
+        ),
+    ];
+    if !args.data.is_dir() {
+        bail!(
+            "{}: sample data directory not found (pass --data)",
+            args.data.display()
+        );
+    }
+    let sandbox = sandbox(Metering::Fuel, cache_dir)?;
+    let mut all_passed = true;
+    for (name, data) in examples {
+        let crate_dir = args.repo.join("strategies").join(name);
+        println!("== {name}: build");
+        let file = build_strategy::build(&crate_dir, None)?
+            .into_iter()
+            .next()
+            .context("no component built")?;
+        println!("== {name}: validate");
+        let report = validate::validate_file(&sandbox, &file);
+        print_report(&report);
+        all_passed &= report.passed();
+        println!("== {name}: run over sample data");
+        let run = RunArgs {
+            file,
+            data: data.iter().map(|d| with_dir(d, &args.data)).collect(),
+            params: vec![],
+            cash: 10_000.0,
+            quiet: true,
+        };
+        run_file(&sandbox, &run)?;
+    }
+    Ok(all_passed)
+}
+
+fn with_dir(spec: &str, dir: &Path) -> String {
+    match spec.split_once('=') {
+        Some((symbol, file)) => format!("{symbol}={}", dir.join(file).display()),
+        None => dir.join(spec).display().to_string(),
+    }
+}

@@ -1,0 +1,561 @@
+//! The sandbox: loads strategy components and runs them under hard limits.
+//!
+//! One place configures the wasm engine ([`Sandbox::new`]). Loading an
+//! artifact checks its size, compiles it (time-capped, cached on disk by
+//! SHA-256 and engine), refuses imports Keel does not provide, type-checks its
+//! exports against the `keel:strategy@0.1.0` world before instantiating, and
+//! reads `describe()` in a throwaway instance. [`StrategyInstance`] then runs
+//! one bound, initialised copy.
+
+mod artifact;
+mod checks;
+mod convert;
+mod instance;
+mod limits;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+pub use artifact::{ArtifactError, StrategyArtifact, StrategyHash};
+pub use checks::{check_info, check_signal};
+pub use instance::{
+    Binding, ClockMode, Fault, InstanceStats, Rejected, StrategyError, StrategyInstance,
+};
+pub use limits::{EPOCH_TICK, SandboxLimits};
+
+use keel_model::{LogLevel, StrategyInfo};
+
+/// Host-side bindings of the `keel:strategy@0.1.0` world.
+pub(crate) mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit/since_v0.1.0",
+        world: "keel:strategy/strategy@0.1.0",
+    });
+    pub use self::keel::strategy::types::*;
+}
+
+/// How a call's running time is bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Metering {
+    /// Wall-clock epoch deadline only (paper and live).
+    WallClock,
+    /// Fuel per call, deterministic across machines (backtests, validation),
+    /// with the wall-clock deadline kept as a backstop.
+    Fuel,
+}
+
+/// What a sandbox is set up with.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    pub limits: SandboxLimits,
+    pub metering: Metering,
+    /// Where compiled components are kept; `None` keeps them in memory only.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            limits: SandboxLimits::default(),
+            metering: Metering::Fuel,
+            cache_dir: None,
+        }
+    }
+}
+
+/// Why an artifact was refused at load time. Each displays as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
+    #[error("{origin}: {size} bytes is over the {limit}-byte limit for a strategy")]
+    TooLarge {
+        origin: String,
+        size: usize,
+        limit: usize,
+    },
+    #[error("{origin}: not a valid WebAssembly component: {reason}")]
+    NotAComponent { origin: String, reason: String },
+    #[error("{origin}: compiling took longer than {limit:?}")]
+    CompileTimeout { origin: String, limit: Duration },
+    #[error(
+        "{origin}: imports {import}, which Keel does not provide (a strategy may import only keel:strategy and WASI)"
+    )]
+    ForbiddenImport { origin: String, import: String },
+    #[error("{origin}: does not implement the keel:strategy@0.1.0 world: {reason}")]
+    WrongExports { origin: String, reason: String },
+    #[error("{origin}: {reason}")]
+    Describe { origin: String, reason: String },
+}
+
+/// A compiled, checked artifact, ready to instantiate many times.
+#[derive(Clone)]
+pub struct LoadedStrategy {
+    pub hash: StrategyHash,
+    pub origin: PathBuf,
+    pub size: usize,
+    pub info: StrategyInfo,
+    /// Every import the component declares, by name.
+    pub imports: Vec<String>,
+    /// Whether the compiled code came from the cache (memory or disk).
+    pub from_cache: bool,
+    pre: bindings::StrategyPre<HostState>,
+}
+
+impl std::fmt::Debug for LoadedStrategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedStrategy")
+            .field("hash", &self.hash)
+            .field("name", &self.info.name)
+            .field("origin", &self.origin)
+            .finish()
+    }
+}
+
+/// The wasm engine, its linker, the compile caches and the epoch ticker.
+pub struct Sandbox {
+    engine: Engine,
+    linker: Linker<HostState>,
+    limits: SandboxLimits,
+    metering: Metering,
+    cache_dir: Option<PathBuf>,
+    engine_key: String,
+    compiled: Mutex<HashMap<StrategyHash, Component>>,
+    _ticker: EpochTicker,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox")
+            .field("metering", &self.metering)
+            .field("engine_key", &self.engine_key)
+            .finish()
+    }
+}
+
+/// Import names a strategy may use: our host interface and WASI (linked deny-all).
+fn import_allowed(name: &str) -> bool {
+    name.starts_with("wasi:")
+        || name == "keel:strategy/host@0.1.0"
+        || name == "keel:strategy/types@0.1.0"
+}
+
+impl Sandbox {
+    pub fn new(config: SandboxConfig) -> anyhow::Result<Sandbox> {
+        config.limits.check().map_err(anyhow::Error::msg)?;
+        let mut wasm = Config::new();
+        wasm.wasm_component_model(true)
+            .epoch_interruption(true)
+            .consume_fuel(config.metering == Metering::Fuel)
+            .max_wasm_stack(config.limits.max_stack_bytes)
+            .cranelift_opt_level(wasmtime::OptLevel::Speed);
+        let engine = Engine::new(&wasm)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        bindings::Strategy::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
+            &mut linker,
+            |state| state,
+        )?;
+        let engine_key = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::hash::DefaultHasher::new();
+            engine.precompile_compatibility_hash().hash(&mut h);
+            config.metering.hash(&mut h);
+            format!("wasmtime-{}-{:016x}", env!("CARGO_PKG_VERSION"), h.finish())
+        };
+        let ticker = EpochTicker::start(engine.clone());
+        Ok(Sandbox {
+            engine,
+            linker,
+            limits: config.limits,
+            metering: config.metering,
+            cache_dir: config.cache_dir,
+            engine_key,
+            compiled: Mutex::new(HashMap::new()),
+            _ticker: ticker,
+        })
+    }
+
+    pub fn limits(&self) -> &SandboxLimits {
+        &self.limits
+    }
+
+    pub fn metering(&self) -> Metering {
+        self.metering
+    }
+
+    /// Reads a `.wasm` file (size-capped) and loads it.
+    pub fn load_file(&self, path: &Path) -> Result<LoadedStrategy, LoadError> {
+        let artifact = StrategyArtifact::read(path, self.limits.max_wasm_bytes)?;
+        self.load(&artifact)
+    }
+
+    /// Every load-time check, then `describe()` in a throwaway instance.
+    pub fn load(&self, artifact: &StrategyArtifact) -> Result<LoadedStrategy, LoadError> {
+        let origin = artifact.origin.display().to_string();
+        if artifact.bytes.len() > self.limits.max_wasm_bytes {
+            return Err(LoadError::TooLarge {
+                origin,
+                size: artifact.bytes.len(),
+                limit: self.limits.max_wasm_bytes,
+            });
+        }
+        let (component, from_cache) = self.compile(artifact)?;
+        let ty = component.component_type();
+        let imports: Vec<String> = ty
+            .imports(&self.engine)
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        if let Some(bad) = imports.iter().find(|name| !import_allowed(name)) {
+            return Err(LoadError::ForbiddenImport {
+                origin,
+                import: bad.clone(),
+            });
+        }
+        let instance_pre =
+            self.linker
+                .instantiate_pre(&component)
+                .map_err(|e| LoadError::WrongExports {
+                    origin: origin.clone(),
+                    reason: one_line(&e),
+                })?;
+        let pre =
+            bindings::StrategyPre::new(instance_pre).map_err(|e| LoadError::WrongExports {
+                origin: origin.clone(),
+                reason: one_line(&e),
+            })?;
+        let info =
+            instance::describe(self, &pre, artifact.hash).map_err(|e| LoadError::Describe {
+                origin: origin.clone(),
+                reason: e.to_string(),
+            })?;
+        check_info(&info, &self.limits).map_err(|reason| LoadError::Describe {
+            origin: origin.clone(),
+            reason: format!("describe(): {reason}"),
+        })?;
+        Ok(LoadedStrategy {
+            hash: artifact.hash,
+            origin: artifact.origin.clone(),
+            size: artifact.bytes.len(),
+            info,
+            imports,
+            from_cache,
+            pre,
+        })
+    }
+
+    /// Starts one instance of `loaded`, bound to symbols and parameters, and
+    /// calls its `init`.
+    pub fn instantiate(
+        &self,
+        loaded: &LoadedStrategy,
+        binding: Binding,
+    ) -> Result<StrategyInstance, StrategyError> {
+        StrategyInstance::start(self, loaded, binding)
+    }
+
+    /// Compiled code for `artifact`: from memory, from the disk cache, or
+    /// compiled now (time-capped) and written to the cache.
+    fn compile(&self, artifact: &StrategyArtifact) -> Result<(Component, bool), LoadError> {
+        let origin = artifact.origin.display().to_string();
+        if let Some(c) = self.lock_compiled().get(&artifact.hash) {
+            return Ok((c.clone(), true));
+        }
+        let cached = self.cache_path(&artifact.hash);
+        if let Some(path) = &cached
+            && path.exists()
+            && let Some(component) = self.read_cached(path)
+        {
+            self.lock_compiled()
+                .insert(artifact.hash, component.clone());
+            return Ok((component, true));
+        }
+        if !is_component(&artifact.bytes) {
+            let reason = if artifact.bytes.starts_with(b"\0asm") {
+                "it is a core wasm module; build for wasm32-wasip2 to get a component".to_owned()
+            } else {
+                "missing the \\0asm header".to_owned()
+            };
+            return Err(LoadError::NotAComponent { origin, reason });
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let engine = self.engine.clone();
+        let bytes = artifact.bytes.clone();
+        std::thread::Builder::new()
+            .name("keel-compile".into())
+            .spawn(move || {
+                let _ = tx.send(Component::new(&engine, &bytes));
+            })
+            .map_err(|e| LoadError::NotAComponent {
+                origin: origin.clone(),
+                reason: format!("cannot start compiler: {e}"),
+            })?;
+        let component = match rx.recv_timeout(self.limits.max_compile_time) {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                return Err(LoadError::NotAComponent {
+                    origin,
+                    reason: one_line(&e),
+                });
+            }
+            Err(_) => {
+                return Err(LoadError::CompileTimeout {
+                    origin,
+                    limit: self.limits.max_compile_time,
+                });
+            }
+        };
+        if let Some(path) = cached {
+            // A cache that cannot be written only costs a recompile next time.
+            if let Err(e) = write_cached(&path, &component) {
+                tracing::warn!(path = %path.display(), "cannot write compile cache: {e:#}");
+            }
+        }
+        self.lock_compiled()
+            .insert(artifact.hash, component.clone());
+        Ok((component, false))
+    }
+
+    fn lock_compiled(&self) -> std::sync::MutexGuard<'_, HashMap<StrategyHash, Component>> {
+        self.compiled
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// `<cache>/<engine key>/<sha256>.cwasm`.
+    fn cache_path(&self, hash: &StrategyHash) -> Option<PathBuf> {
+        self.cache_dir
+            .as_ref()
+            .map(|dir| dir.join(&self.engine_key).join(format!("{hash}.cwasm")))
+    }
+
+    #[allow(unsafe_code)]
+    fn read_cached(&self, path: &Path) -> Option<Component> {
+        // Read into memory rather than map the file: a cache file truncated or
+        // rewritten by someone else must never fault a running host.
+        let bytes = std::fs::read(path).ok()?;
+        // SAFETY: files under the cache directory are written only by
+        // `write_cached`, from `Component::serialize` of this engine's own
+        // compilation, and named by the source's SHA-256 and the engine's
+        // compatibility key; wasmtime re-checks version and settings on load.
+        // The cache directory is trusted like the keel binary itself.
+        match unsafe { Component::deserialize(&self.engine, &bytes) } {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "ignoring unusable compile cache entry: {e:#}");
+                None
+            }
+        }
+    }
+
+    /// Clears the in-memory compile cache (the disk cache stays).
+    pub fn forget_compiled(&self) {
+        self.lock_compiled().clear();
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+}
+
+fn write_cached(path: &Path, component: &Component) -> anyhow::Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| anyhow::anyhow!("no parent directory"))?;
+    std::fs::create_dir_all(dir)?;
+    let bytes = component.serialize()?;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// A component starts with `\0asm`, then version 0x0d and layer 1.
+fn is_component(bytes: &[u8]) -> bool {
+    bytes.len() >= 8 && bytes.starts_with(b"\0asm") && bytes[6..8] == [1, 0]
+}
+
+/// An error chain on one line.
+pub(crate) fn one_line(e: &impl std::fmt::Display) -> String {
+    format!("{e:#}").replace('\n', " ")
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> EpochTicker {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("keel-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .ok();
+        EpochTicker { stop, thread }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Per-store state: the deny-all WASI context, the memory limiter, the
+/// simulated clock, and this call's log budget.
+pub(crate) struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    pub(crate) log: LogBuffer,
+}
+
+/// Log lines of the current call, capped in bytes.
+#[derive(Debug, Default)]
+pub(crate) struct LogBuffer {
+    pub(crate) cap: usize,
+    pub(crate) bytes: usize,
+    pub(crate) dropped: usize,
+    pub(crate) lines: Vec<(LogLevel, String)>,
+    pub(crate) label: String,
+}
+
+impl HostState {
+    pub(crate) fn new(
+        limits: &SandboxLimits,
+        clock: &ClockMode,
+        seed: u64,
+        label: String,
+        stderr: wasmtime_wasi::p2::pipe::MemoryOutputPipe,
+    ) -> HostState {
+        // Deny-all: no preopened directories, no environment, no arguments, no
+        // network; stdout is discarded and stderr is kept only to report panics.
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .stderr(stderr);
+        let mut rng = keel_model::synth::SplitMix64::new(seed);
+        let bytes: Vec<u8> = (0..64).flat_map(|_| rng.next_u64().to_le_bytes()).collect();
+        wasi.secure_random(wasmtime_wasi::Deterministic::new(bytes.clone()))
+            .insecure_random(wasmtime_wasi::Deterministic::new(bytes))
+            .insecure_random_seed(u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64()));
+        if let ClockMode::Simulated(now) = clock {
+            wasi.wall_clock(SimulatedClock(now.clone()))
+                .monotonic_clock(SimulatedClock(now.clone()));
+        }
+        HostState {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(limits.max_memory_bytes)
+                .table_elements(100_000)
+                .instances(64)
+                .memories(16)
+                .tables(64)
+                .trap_on_grow_failure(true)
+                .build(),
+            log: LogBuffer {
+                cap: limits.max_log_bytes_per_call,
+                label,
+                ..LogBuffer::default()
+            },
+        }
+    }
+
+    pub(crate) fn store(engine: &Engine, state: HostState) -> Store<HostState> {
+        let mut store = Store::new(engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_trap();
+        store
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl bindings::keel::strategy::types::Host for HostState {}
+
+impl bindings::keel::strategy::host::Host for HostState {
+    fn log(&mut self, level: bindings::LogLevel, message: String) {
+        let log = &mut self.log;
+        if log.bytes + message.len() > log.cap {
+            log.dropped += message.len();
+            return;
+        }
+        log.bytes += message.len();
+        let level = convert::log_level(level);
+        let label = &log.label;
+        match level {
+            LogLevel::Trace => {
+                tracing::trace!(target: "keel::strategy", strategy = %label, "{message}")
+            }
+            LogLevel::Debug => {
+                tracing::debug!(target: "keel::strategy", strategy = %label, "{message}")
+            }
+            LogLevel::Info => {
+                tracing::info!(target: "keel::strategy", strategy = %label, "{message}")
+            }
+            LogLevel::Warn => {
+                tracing::warn!(target: "keel::strategy", strategy = %label, "{message}")
+            }
+            LogLevel::Error => {
+                tracing::error!(target: "keel::strategy", strategy = %label, "{message}")
+            }
+        }
+        log.lines.push((level, message));
+    }
+}
+
+/// The host's simulated time: what the strategy's WASI clocks read.
+#[derive(Debug, Clone)]
+struct SimulatedClock(Arc<AtomicI64>);
+
+impl wasmtime_wasi::HostWallClock for SimulatedClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_millis(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::from_millis(self.0.load(Ordering::Relaxed).max(0) as u64)
+    }
+}
+
+impl wasmtime_wasi::HostMonotonicClock for SimulatedClock {
+    fn resolution(&self) -> u64 {
+        1_000_000
+    }
+    fn now(&self) -> u64 {
+        self.0.load(Ordering::Relaxed).max(0) as u64 * 1_000_000
+    }
+}
+
+/// Time a closure; used by the CLI and benches to report load costs.
+pub fn timed<R>(f: impl FnOnce() -> R) -> (R, Duration) {
+    let start = Instant::now();
+    let r = f();
+    (r, start.elapsed())
+}

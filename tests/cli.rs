@@ -1,0 +1,265 @@
+//! The `keel` binary as a user runs it.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crate::support::{data, example, fixture};
+
+fn keel(args: &[&str], cache: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(args)
+        .env("KEEL_CACHE_DIR", cache)
+        .env_remove("KEEL_LOG")
+        .output()
+        .expect("run keel")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+#[test]
+fn inspect_shows_hash_describe_and_imports() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let file = example("atr-breakout");
+    let out = keel(&["strategy", "inspect", path(file)], cache.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let bytes = std::fs::read(file).expect("read");
+    let hash = keel_host::sandbox::StrategyHash::of(&bytes).to_hex();
+    assert!(stdout.contains(&format!("sha256     {hash}")), "{stdout}");
+    assert!(stdout.contains("strategy   atr-breakout 1.0.0"), "{stdout}");
+    assert!(
+        stdout.contains("symbols    ETH/BTC, LTC/BTC, XMR/BTC"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("imports    keel:strategy/types@0.1.0"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("size       {} bytes", bytes.len())),
+        "{stdout}"
+    );
+
+    let out = keel(&["strategy", "inspect", "--json", path(file)], cache.path());
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(json["sha256"], hash);
+    assert_eq!(json["params"][0]["name"], "channel");
+    assert_eq!(json["warmup_bars"], 21);
+}
+
+#[test]
+fn validate_passes_the_examples_and_fails_every_hostile_fixture() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let examples: Vec<&str> = ["sma-cross", "rsi-reversion", "atr-breakout"]
+        .iter()
+        .map(|n| path(example(n)))
+        .collect();
+    let mut args = vec!["strategy", "validate"];
+    args.extend(&examples);
+    let out = keel(&args, cache.path());
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    assert_eq!(text(&out.stdout).matches("PASS").count(), 3);
+
+    let cases = [
+        ("loop", "used up its fuel"),
+        ("memory-bomb", "tried to grow memory past its 64 MiB limit"),
+        ("recursion", "exhausted its 512 KiB stack"),
+        (
+            "panic",
+            "panicked: fixture panic: index 7 is out of range for 3 entries",
+        ),
+        ("signal-flood", "tried to grow memory past its 64 MiB limit"),
+        ("log-flood", "log flood:"),
+        ("clock-random", "depends on randomness"),
+        (
+            "foreign-import",
+            "imports hostile:fixture/exfiltrate, which Keel does not provide",
+        ),
+    ];
+    for (name, reason) in cases {
+        let out = keel(&["strategy", "validate", path(fixture(name))], cache.path());
+        let stdout = text(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{name}: {stdout}");
+        assert!(stdout.starts_with("FAIL"), "{name}: {stdout}");
+        assert!(
+            stdout.contains(reason),
+            "{name}: expected {reason:?} in {stdout}"
+        );
+        assert!(
+            !text(&out.stderr).contains("panicked at"),
+            "{name}: the host must not panic"
+        );
+    }
+}
+
+#[test]
+fn garbage_and_missing_files_get_one_line_errors() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let junk = cache.path().join("junk.wasm");
+    std::fs::write(&junk, b"definitely not wasm").expect("write");
+    for args in [
+        vec!["strategy", "inspect", path(&junk)],
+        vec!["strategy", "validate", path(&junk)],
+    ] {
+        let out = keel(&args, cache.path());
+        assert_eq!(out.status.code(), Some(1));
+        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert!(
+            all.contains("junk.wasm: not a valid WebAssembly component: missing the \\0asm header"),
+            "{all}"
+        );
+        assert!(!all.contains("panicked"), "{all}");
+    }
+    let out = keel(
+        &["strategy", "inspect", "/nonexistent/x.wasm"],
+        cache.path(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("error: /nonexistent/x.wasm: cannot read:"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn run_prints_signals_over_a_candle_file() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let btc = format!("BTC/USD={}", path(&data("UNITTEST_BTC-1m.csv")));
+    let out = keel(
+        &[
+            "strategy",
+            "run",
+            path(example("sma-cross")),
+            "--data",
+            &btc,
+            "--param",
+            "fast=5",
+            "--param",
+            "slow=20",
+        ],
+        cache.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let first = stdout.lines().next().expect("a signal line");
+    assert!(
+        first.contains("open-long") && first.contains("BTC/USD") && first.contains("crossed above"),
+        "{first}"
+    );
+    let summary = stdout.lines().last().expect("summary");
+    assert!(summary.starts_with("sma-cross@"), "{summary}");
+    assert!(summary.contains("13681 bars on 1 symbol(s)"), "{summary}");
+    assert!(
+        summary.contains("(0 rejected)") && summary.contains("0 errors, 0 traps"),
+        "{summary}"
+    );
+}
+
+#[test]
+fn run_refuses_bad_candles_and_bad_parameters_in_one_line() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    // A copy of real data with line 101 broken: high below low.
+    let original = std::fs::read_to_string(data("GOOG-1d.csv")).expect("read");
+    let mut lines: Vec<String> = original.lines().map(str::to_owned).collect();
+    let fields: Vec<&str> = lines[100].split(',').collect();
+    lines[100] = format!(
+        "{},{},{},{},{},{}",
+        fields[0], fields[1], "1.0", "2.0", fields[4], fields[5]
+    );
+    let broken = cache.path().join("broken.csv");
+    std::fs::write(&broken, lines.join("\n")).expect("write");
+
+    let out = keel(
+        &[
+            "strategy",
+            "run",
+            path(example("sma-cross")),
+            "--data",
+            path(&broken),
+        ],
+        cache.path(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert_eq!(
+        stderr.trim(),
+        format!("error: {}:101: high 1 is below low 2", broken.display())
+    );
+
+    let goog = path(&data("GOOG-1d.csv")).to_owned();
+    let out = keel(
+        &[
+            "strategy",
+            "run",
+            path(example("sma-cross")),
+            "--data",
+            &goog,
+            "--param",
+            "fast=1",
+        ],
+        cache.path(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr).trim(),
+        "error: sma-cross: bad parameters: parameter 'fast' = 1 is outside [2, 200]"
+    );
+
+    let out = keel(
+        &[
+            "strategy",
+            "run",
+            path(example("sma-cross")),
+            "--data",
+            &goog,
+            "--param",
+            "fast=40",
+        ],
+        cache.path(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("init refused its parameters: fast (40) must be shorter than slow (30)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn build_makes_a_component_from_a_crate() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let repo = crate::support::repo();
+    let target = repo.join("target/keel-wasm");
+    let crate_dir = repo.join("strategies/rsi-reversion");
+    let out = keel(
+        &[
+            "strategy",
+            "build",
+            path(&crate_dir),
+            "--target-dir",
+            path(&target),
+        ],
+        cache.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("rsi_reversion.wasm") && stdout.contains("rsi-reversion 1.0.0"),
+        "{stdout}"
+    );
+
+    let out = keel(&["strategy", "build", "/nonexistent-crate"], cache.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr).trim(),
+        "error: /nonexistent-crate: no Cargo.toml there"
+    );
+}

@@ -1,0 +1,502 @@
+//! The sandbox end to end, with real components built from this repo.
+
+use std::time::{Duration, Instant};
+
+use keel_host::sandbox::{
+    Fault, LoadError, Metering, SandboxLimits, StrategyArtifact, StrategyInstance,
+};
+use keel_host::validate;
+use keel_model::replay::{self, ReplayOutcome, Series};
+use keel_model::{Bar, Portfolio, RiskLimits, Tick};
+use keel_strategy_sdk::harness::{Harness, build};
+
+use crate::support::{self, binding, example, fixture, sandbox, sandbox_with, series, synthetic};
+
+fn tick_of(series: &Series, i: usize) -> Tick {
+    let c = &series.candles[i];
+    Tick {
+        time_ms: c.time_ms + series.bar_ms,
+        bars: vec![Bar {
+            symbol: series.symbol.clone(),
+            time_ms: c.time_ms,
+            open: c.open,
+            high: c.high,
+            low: c.low,
+            close: c.close,
+            volume: c.volume,
+        }],
+        portfolio: Portfolio {
+            cash: 10_000.0,
+            equity: 10_000.0,
+            positions: vec![],
+        },
+        limits: RiskLimits::default(),
+    }
+}
+
+fn run_example(
+    sandbox: &keel_host::sandbox::Sandbox,
+    name: &str,
+    data: &[Series],
+    overrides: &[&str],
+) -> ReplayOutcome {
+    let loaded = sandbox.load_file(example(name)).expect("example loads");
+    let symbols: Vec<&str> = data.iter().map(|s| s.symbol.as_str()).collect();
+    let mut instance = sandbox
+        .instantiate(&loaded, binding(&loaded, &symbols, overrides, 1))
+        .expect("instance");
+    let out = replay::replay(&mut instance, data, 10_000.0, RiskLimits::default());
+    assert!(instance.take_rejections().is_empty());
+    out
+}
+
+#[test]
+fn the_examples_pass_every_validation_check() {
+    let sandbox = sandbox(Metering::Fuel);
+    for name in ["sma-cross", "rsi-reversion", "atr-breakout"] {
+        let report = validate::validate_file(&sandbox, example(name));
+        assert!(report.passed(), "{name}: {:?}", report.failures());
+        assert_eq!(report.info.as_ref().map(|i| i.name.as_str()), Some(name));
+        let names: Vec<&str> = report.checks.iter().map(|c| c.name).collect();
+        assert_eq!(names, ["load", "init", "smoke run", "determinism"]);
+    }
+}
+
+#[test]
+fn wasm_and_native_builds_give_identical_signals_and_fills() {
+    let sandbox = sandbox(Metering::Fuel);
+    // One symbol, real 1-minute data.
+    let btc = vec![series("BTC/USD", "UNITTEST_BTC-1m.csv")];
+    let wasm = run_example(&sandbox, "sma-cross", &btc, &["fast=5", "slow=20"]);
+    let native = Harness::new()
+        .with_series("BTC/USD", btc[0].candles.clone())
+        .run(
+            build::<sma_cross::SmaCross>(&[("fast", 5.into()), ("slow", 20.into())])
+                .expect("params"),
+        );
+    assert!(
+        wasm.signals.len() > 50,
+        "only {} signals",
+        wasm.signals.len()
+    );
+    assert_eq!(wasm.signals, native.signals);
+    assert_eq!(wasm.fills, native.fills);
+    assert_eq!(wasm.errors, native.errors);
+
+    // Three symbols with real gaps.
+    let pairs: Vec<Series> = ["ETH", "LTC", "XMR"]
+        .iter()
+        .map(|p| series(&format!("{p}/BTC"), &format!("crypto-5m/{p}_BTC-5m.csv")))
+        .collect();
+    let wasm = run_example(&sandbox, "atr-breakout", &pairs, &[]);
+    let mut harness = Harness::new();
+    for s in &pairs {
+        harness = harness.with_series(&s.symbol, s.candles.clone());
+    }
+    let native = harness.run(build::<atr_breakout::AtrBreakout>(&[]).expect("defaults"));
+    assert!(wasm.signals.len() > 20);
+    assert_eq!(wasm.signals, native.signals);
+    assert_eq!(wasm.fills, native.fills);
+}
+
+/// What each hostile fixture's first bad call must end with.
+fn expect_fault(name: &str, fault: &Fault) {
+    let ok = match name {
+        "loop" => matches!(fault, Fault::Deadline(d) if *d == Duration::from_millis(50)),
+        "memory-bomb" | "signal-flood" => {
+            matches!(fault, Fault::Memory(limit) if *limit == 64 << 20)
+        }
+        "recursion" => matches!(fault, Fault::Stack(_)),
+        "panic" => {
+            *fault == Fault::Panic("fixture panic: index 7 is out of range for 3 entries".into())
+        }
+        _ => false,
+    };
+    assert!(ok, "{name}: unexpected fault {fault:?}");
+}
+
+#[test]
+fn hostile_fixtures_are_stopped_while_a_good_strategy_keeps_identical_results() {
+    let sandbox = sandbox(Metering::WallClock);
+    let data = vec![synthetic("TEST/USD", 11, 1500)];
+    let baseline = run_example(&sandbox, "sma-cross", &data, &[]);
+    assert!(!baseline.signals.is_empty());
+    let deadline = sandbox.limits().call_deadline;
+
+    for name in ["loop", "memory-bomb", "recursion", "panic", "signal-flood"] {
+        let loaded = sandbox.load_file(fixture(name)).expect("fixture loads");
+        let mut instance = sandbox
+            .instantiate(&loaded, binding(&loaded, &["TEST/USD"], &[], 1))
+            .expect("instance");
+        let started = Instant::now();
+        let error = (0..10)
+            .find_map(|i| instance.on_bar(&tick_of(&data[0], i)).err())
+            .unwrap_or_else(|| panic!("{name} was never stopped"));
+        let took = started.elapsed();
+        expect_fault(name, &error.fault);
+        assert!(
+            error
+                .to_string()
+                .starts_with(&format!("strategy fixture-{name}@")),
+            "{error}"
+        );
+        // Stopped within its limit: the deadline plus scheduling slack, never unbounded.
+        assert!(took < deadline * 20, "{name} took {took:?}");
+        assert_eq!(instance.stats().traps, 1, "{name}");
+        assert_eq!(
+            instance.stats().rebuilds,
+            1,
+            "{name}: rebuilt from the cached InstancePre"
+        );
+
+        let again = run_example(&sandbox, "sma-cross", &data, &[]);
+        assert_eq!(again.signals, baseline.signals, "after {name}");
+        assert_eq!(again.fills, baseline.fills, "after {name}");
+    }
+}
+
+#[test]
+fn fuel_bounds_a_runaway_call_deterministically() {
+    let sandbox = sandbox(Metering::Fuel);
+    let loaded = sandbox.load_file(fixture("loop")).expect("loads");
+    let mut instance = sandbox
+        .instantiate(&loaded, binding(&loaded, &["TEST/USD"], &[], 1))
+        .expect("instance");
+    let data = synthetic("TEST/USD", 1, 5);
+    let err = instance
+        .on_bar(&tick_of(&data, 0))
+        .expect_err("out of fuel");
+    assert_eq!(err.fault, Fault::Fuel(sandbox.limits().fuel_per_call));
+    assert!(
+        err.to_string()
+            .ends_with("used up its fuel (50000000 per call)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn output_beyond_the_byte_cap_fails_before_the_host_copies_it() {
+    // With room to build a million signals in its memory, the flood is cut
+    // off by the host-side byte cap on what a call may hand over.
+    let limits = SandboxLimits {
+        max_memory_bytes: 1 << 30,
+        call_deadline: Duration::from_secs(20),
+        ..SandboxLimits::default()
+    };
+    let sandbox = sandbox_with(Metering::WallClock, limits);
+    let loaded = sandbox.load_file(fixture("signal-flood")).expect("loads");
+    let mut instance = sandbox
+        .instantiate(&loaded, binding(&loaded, &["TEST/USD"], &[], 1))
+        .expect("instance");
+    let err = instance
+        .on_bar(&tick_of(&synthetic("TEST/USD", 1, 2), 0))
+        .expect_err("flood");
+    assert_eq!(err.fault, Fault::OutputTooLarge(1 << 20));
+}
+
+#[test]
+fn too_many_signals_fail_the_call() {
+    let limits = SandboxLimits {
+        max_signals_per_call: 1,
+        ..SandboxLimits::default()
+    };
+    let sandbox = sandbox_with(Metering::Fuel, limits);
+    let pairs: Vec<Series> = ["ETH", "LTC", "XMR"]
+        .iter()
+        .map(|p| series(&format!("{p}/BTC"), &format!("crypto-5m/{p}_BTC-5m.csv")))
+        .collect();
+    let loaded = sandbox.load_file(example("atr-breakout")).expect("loads");
+    let mut instance = sandbox
+        .instantiate(
+            &loaded,
+            binding(
+                &loaded,
+                &["ETH/BTC", "LTC/BTC", "XMR/BTC"],
+                &["channel=2", "exit_channel=2", "atr_period=2"],
+                1,
+            ),
+        )
+        .expect("instance");
+    let out = replay::replay(&mut instance, &pairs, 10_000.0, RiskLimits::default());
+    let (_, first) = out
+        .errors
+        .first()
+        .expect("some bar had two or more signals");
+    assert!(first.contains("more than the 1 allowed per bar"), "{first}");
+}
+
+#[test]
+fn a_strategy_that_keeps_failing_is_quarantined() {
+    let sandbox = sandbox(Metering::WallClock);
+    let loaded = sandbox.load_file(fixture("loop")).expect("loads");
+    let mut instance = sandbox
+        .instantiate(&loaded, binding(&loaded, &["TEST/USD"], &[], 1))
+        .expect("instance");
+    let data = synthetic("TEST/USD", 1, 10);
+    for i in 0..3 {
+        let err = instance.on_bar(&tick_of(&data, i)).expect_err("deadline");
+        assert!(matches!(err.fault, Fault::Deadline(_)), "{err}");
+    }
+    assert!(instance.is_quarantined());
+    let err = instance
+        .on_bar(&tick_of(&data, 3))
+        .expect_err("quarantined");
+    assert!(matches!(err.fault, Fault::Quarantined(_)), "{err}");
+    assert!(
+        err.to_string()
+            .contains("is quarantined after repeated failures"),
+        "{err}"
+    );
+    assert_eq!(
+        instance.stats().traps,
+        3,
+        "a quarantined instance is not called again"
+    );
+}
+
+#[test]
+fn a_trapped_instance_is_rebuilt_and_carries_on() {
+    let sandbox = sandbox(Metering::WallClock);
+    let loaded = sandbox.load_file(fixture("panic")).expect("loads");
+    let mut instance: StrategyInstance = sandbox
+        .instantiate(&loaded, binding(&loaded, &["TEST/USD"], &[], 1))
+        .expect("instance");
+    let data = synthetic("TEST/USD", 1, 12);
+    let failed: Vec<usize> = (0..12)
+        .filter(|&i| instance.on_bar(&tick_of(&data, i)).is_err())
+        .collect();
+    // It panics on its 5th bar; the rebuilt instance starts counting afresh.
+    assert_eq!(failed, vec![4, 9]);
+    assert_eq!(instance.stats().rebuilds, 2);
+    assert!(!instance.is_quarantined());
+}
+
+#[test]
+fn log_output_is_capped_per_call() {
+    let sandbox = sandbox(Metering::WallClock);
+    let loaded = sandbox.load_file(fixture("log-flood")).expect("loads");
+    let mut instance = sandbox
+        .instantiate(&loaded, binding(&loaded, &["TEST/USD"], &[], 1))
+        .expect("instance");
+    let data = synthetic("TEST/USD", 1, 3);
+    for i in 0..3 {
+        assert_eq!(
+            instance.on_bar(&tick_of(&data, i)),
+            Ok(vec![]),
+            "a log flood is not a fault"
+        );
+    }
+    let logs = instance.take_logs();
+    let kept: usize = logs.iter().map(|(_, l)| l.len()).sum();
+    assert_eq!(kept, 3 * 16 * 1024, "16 KiB kept per call");
+    assert_eq!(
+        instance.stats().log_bytes_dropped,
+        3 * (1024 * 1024 - 16 * 1024)
+    );
+}
+
+#[test]
+fn clock_and_randomness_are_the_hosts() {
+    let sandbox = sandbox(Metering::Fuel);
+    let loaded = sandbox.load_file(fixture("clock-random")).expect("loads");
+    let data = synthetic("TEST/USD", 1, 64);
+    let run = |seed| {
+        let mut instance = sandbox
+            .instantiate(&loaded, binding(&loaded, &["TEST/USD"], &[], seed))
+            .expect("instance");
+        (0..64)
+            .map(|i| {
+                let tick = tick_of(&data, i);
+                let signals = instance.on_bar(&tick).expect("runs");
+                // The wall clock reads the simulated close time, not the machine's.
+                assert!(
+                    signals[0]
+                        .reason
+                        .starts_with(&format!("clock={} ", tick.time_ms)),
+                    "{}",
+                    signals[0].reason
+                );
+                signals[0].clone()
+            })
+            .collect::<Vec<_>>()
+    };
+    let a = run(7);
+    assert_eq!(a, run(7), "same seed, same randomness");
+    assert_ne!(a, run(8), "the seed is the only source of randomness");
+    let report = validate::validate_file(&sandbox, fixture("clock-random"));
+    assert!(!report.passed());
+    assert!(
+        report.failures()[0].contains("depends on randomness"),
+        "{:?}",
+        report.failures()
+    );
+}
+
+#[test]
+fn signals_for_unbound_symbols_are_rejected_with_a_reason() {
+    let sandbox = sandbox(Metering::Fuel);
+    let loaded = sandbox.load_file(example("sma-cross")).expect("loads");
+    // Bound to another symbol than the one whose bars it sees.
+    let mut instance = sandbox
+        .instantiate(
+            &loaded,
+            binding(&loaded, &["ETH/USD"], &["fast=5", "slow=20"], 1),
+        )
+        .expect("instance");
+    let out = replay::replay(
+        &mut instance,
+        &[series("BTC/USD", "UNITTEST_BTC-1m.csv")],
+        10_000.0,
+        RiskLimits::default(),
+    );
+    assert!(out.signals.is_empty(), "nothing is accepted");
+    let rejected = instance.take_rejections();
+    assert!(rejected.len() > 50);
+    assert_eq!(
+        rejected[0].reason,
+        "unknown symbol \"BTC/USD\" (bound: ETH/USD)"
+    );
+    assert_eq!(instance.stats().signals_rejected, rejected.len() as u64);
+}
+
+#[test]
+fn bad_artifacts_are_refused_at_load_with_a_reason() {
+    let sandbox = sandbox(Metering::Fuel);
+    let foreign = sandbox
+        .load_file(fixture("foreign-import"))
+        .expect_err("foreign import");
+    assert!(
+        matches!(foreign, LoadError::ForbiddenImport { ref import, .. } if import == "hostile:fixture/exfiltrate"),
+        "{foreign}"
+    );
+
+    let garbage = StrategyArtifact::from_bytes(vec![0x42; 4096], "garbage.wasm");
+    let err = sandbox.load(&garbage).expect_err("garbage");
+    assert_eq!(
+        err.to_string(),
+        "garbage.wasm: not a valid WebAssembly component: missing the \\0asm header"
+    );
+
+    let core = StrategyArtifact::from_bytes(b"\0asm\x01\0\0\0".to_vec(), "core.wasm");
+    let err = sandbox.load(&core).expect_err("core module");
+    assert!(
+        err.to_string()
+            .contains("it is a core wasm module; build for wasm32-wasip2"),
+        "{err}"
+    );
+
+    let mut truncated = std::fs::read(example("sma-cross")).expect("read");
+    truncated.truncate(truncated.len() / 2);
+    let err = sandbox
+        .load(&StrategyArtifact::from_bytes(truncated, "half.wasm"))
+        .expect_err("truncated");
+    assert!(
+        err.to_string()
+            .starts_with("half.wasm: not a valid WebAssembly component: "),
+        "{err}"
+    );
+
+    let small = sandbox_with(
+        Metering::Fuel,
+        SandboxLimits {
+            max_wasm_bytes: 1024,
+            ..SandboxLimits::default()
+        },
+    );
+    let err = small
+        .load_file(example("sma-cross"))
+        .expect_err("too large");
+    assert!(
+        err.to_string()
+            .ends_with("bytes is over the 1024-byte limit for a strategy"),
+        "{err}"
+    );
+
+    let slow = sandbox_with(
+        Metering::Fuel,
+        SandboxLimits {
+            max_compile_time: Duration::from_nanos(1),
+            ..SandboxLimits::default()
+        },
+    );
+    let err = slow
+        .load_file(example("sma-cross"))
+        .expect_err("compile cap");
+    assert!(
+        err.to_string().contains("compiling took longer than"),
+        "{err}"
+    );
+}
+
+#[test]
+fn compiled_components_are_cached_on_disk_by_hash_and_engine() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = |metering| keel_host::sandbox::SandboxConfig {
+        limits: SandboxLimits::default(),
+        metering,
+        cache_dir: Some(dir.path().to_owned()),
+    };
+    let first = keel_host::sandbox::Sandbox::new(config(Metering::Fuel)).expect("sandbox");
+    let cold = first.load_file(example("sma-cross")).expect("loads");
+    assert!(!cold.from_cache);
+    assert!(
+        first
+            .load_file(example("sma-cross"))
+            .expect("loads")
+            .from_cache,
+        "memory cache"
+    );
+
+    let second = keel_host::sandbox::Sandbox::new(config(Metering::Fuel)).expect("sandbox");
+    let warm = second.load_file(example("sma-cross")).expect("loads");
+    assert!(warm.from_cache, "disk cache");
+    assert_eq!(warm.hash, cold.hash);
+    let entries: Vec<_> = walk(dir.path());
+    assert_eq!(entries.len(), 1);
+    assert!(
+        entries[0].ends_with(format!("{}.cwasm", cold.hash)),
+        "{entries:?}"
+    );
+
+    // Another engine configuration does not share compiled code.
+    let other = keel_host::sandbox::Sandbox::new(config(Metering::WallClock)).expect("sandbox");
+    assert!(
+        !other
+            .load_file(example("sma-cross"))
+            .expect("loads")
+            .from_cache
+    );
+
+    // A damaged entry is ignored and rebuilt, never trusted.
+    for entry in walk(dir.path()) {
+        std::fs::write(&entry, b"not a compiled component").expect("damage");
+    }
+    let third = keel_host::sandbox::Sandbox::new(config(Metering::Fuel)).expect("sandbox");
+    let rebuilt = third
+        .load_file(example("sma-cross"))
+        .expect("loads after damage");
+    assert!(!rebuilt.from_cache);
+    let data = vec![synthetic("BTC/USD", 3, 300)];
+    let mut instance = third
+        .instantiate(&rebuilt, support::binding(&rebuilt, &["BTC/USD"], &[], 1))
+        .expect("runs");
+    assert!(
+        replay::replay(&mut instance, &data, 1e4, RiskLimits::default())
+            .errors
+            .is_empty()
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("dir").flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
