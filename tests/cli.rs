@@ -263,3 +263,22 @@ fn build_makes_a_component_from_a_crate() {
         "error: /nonexistent-crate: no Cargo.toml there"
     );
 }
+
+#[test]
+fn quickstart_builds_validates_and_runs_the_examples() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let repo = crate::support::repo();
+    let data_dir = data("");
+    let target = repo.join("target/keel-wasm");
+    let out = keel(
+        &["quickstart", "--repo", path(&repo), "--data", path(&data_dir), "--target-dir", path(&target)],
+        cache.path(),
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert_eq!(stdout.matches("PASS").count(), 3, "{stdout}");
+    for summary in ["13681 bars on 1 symbol(s)", "5760 bars on 3 symbol(s)"] {
+        assert!(stdout.contains(summary), "{summary} missing from {stdout}");
+    }
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+}

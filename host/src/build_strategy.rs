@@ -21,6 +21,7 @@ pub fn build(manifest_dir: &Path, target_dir: Option<&Path>) -> anyhow::Result<V
     if !manifest.is_file() {
         bail!("{}: no Cargo.toml there", manifest_dir.display());
     }
+    ensure_target()?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.arg("build")
@@ -76,4 +77,27 @@ pub fn build(manifest_dir: &Path, target_dir: Option<&Path>) -> anyhow::Result<V
         );
     }
     Ok(wasm)
+}
+
+/// Installs the wasm32-wasip2 standard library through rustup when missing,
+/// so a fresh checkout builds strategies without a manual step.
+fn ensure_target() -> anyhow::Result<()> {
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let sysroot = Command::new(rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .context("failed to run rustc")?;
+    let sysroot = PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim());
+    if sysroot.join("lib/rustlib/wasm32-wasip2").is_dir() {
+        return Ok(());
+    }
+    eprintln!("installing the wasm32-wasip2 target (rustup target add wasm32-wasip2)");
+    let status = Command::new("rustup")
+        .args(["target", "add", "wasm32-wasip2"])
+        .status()
+        .context("the wasm32-wasip2 target is missing and rustup could not be run to add it")?;
+    if !status.success() {
+        bail!("rustup target add wasm32-wasip2 failed");
+    }
+    Ok(())
 }

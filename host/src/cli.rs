@@ -88,6 +88,9 @@ pub struct QuickstartArgs {
     /// Sample data directory.
     #[arg(long, default_value = "../shared/data")]
     pub data: PathBuf,
+    /// Cargo target directory to build the examples in.
+    #[arg(long, value_name = "DIR")]
+    pub target_dir: Option<PathBuf>,
 }
 
 /// Runs a parsed command; `Ok(false)` means "ran, but the verdict is no" (exit 1).
@@ -380,7 +383,7 @@ fn quickstart(args: &QuickstartArgs, cache_dir: Option<PathBuf>) -> anyhow::Resu
     for (name, data) in examples {
         let crate_dir = args.repo.join("strategies").join(name);
         println!("== {name}: build");
-        let file = build_strategy::build(&crate_dir, None)?
+        let file = build_strategy::build(&crate_dir, args.target_dir.as_deref())?
             .into_iter()
             .next()
             .context("no component built")?;
