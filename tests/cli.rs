@@ -271,7 +271,15 @@ fn quickstart_builds_validates_and_runs_the_examples() {
     let data_dir = data("");
     let target = repo.join("target/keel-wasm");
     let out = keel(
-        &["quickstart", "--repo", path(&repo), "--data", path(&data_dir), "--target-dir", path(&target)],
+        &[
+            "quickstart",
+            "--repo",
+            path(&repo),
+            "--data",
+            path(&data_dir),
+            "--target-dir",
+            path(&target),
+        ],
         cache.path(),
     );
     let stdout = text(&out.stdout);

@@ -16,15 +16,7 @@ fn tick_of(series: &Series, i: usize) -> Tick {
     let c = &series.candles[i];
     Tick {
         time_ms: c.time_ms + series.bar_ms,
-        bars: vec![Bar {
-            symbol: series.symbol.clone(),
-            time_ms: c.time_ms,
-            open: c.open,
-            high: c.high,
-            low: c.low,
-            close: c.close,
-            volume: c.volume,
-        }],
+        bars: vec![Bar::from_candle(&series.symbol, c)],
         portfolio: Portfolio {
             cash: 10_000.0,
             equity: 10_000.0,

@@ -18,8 +18,11 @@ use keel_model::{Bar, Params, Portfolio, RiskLimits, Tick, synth};
 
 fn component() -> PathBuf {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let files = build_strategy::build(&repo.join("strategies/sma-cross"), Some(&repo.join("target/keel-wasm")))
-        .expect("build sma-cross");
+    let files = build_strategy::build(
+        &repo.join("strategies/sma-cross"),
+        Some(&repo.join("target/keel-wasm")),
+    )
+    .expect("build sma-cross");
     files[0].clone()
 }
 
@@ -28,23 +31,24 @@ fn ticks(count: usize) -> Vec<Tick> {
         .into_iter()
         .map(|c| Tick {
             time_ms: c.time_ms + 60_000,
-            bars: vec![Bar {
-                symbol: "BTC/USD".into(),
-                time_ms: c.time_ms,
-                open: c.open,
-                high: c.high,
-                low: c.low,
-                close: c.close,
-                volume: c.volume,
-            }],
-            portfolio: Portfolio { cash: 10_000.0, equity: 10_000.0, positions: vec![] },
+            bars: vec![Bar::from_candle("BTC/USD", &c)],
+            portfolio: Portfolio {
+                cash: 10_000.0,
+                equity: 10_000.0,
+                positions: vec![],
+            },
             limits: RiskLimits::default(),
         })
         .collect()
 }
 
 fn sandbox(metering: Metering, cache_dir: Option<PathBuf>) -> Sandbox {
-    Sandbox::new(SandboxConfig { limits: SandboxLimits::default(), metering, cache_dir }).expect("sandbox")
+    Sandbox::new(SandboxConfig {
+        limits: SandboxLimits::default(),
+        metering,
+        cache_dir,
+    })
+    .expect("sandbox")
 }
 
 fn binding(params: &keel_model::StrategyInfo) -> Binding {
@@ -59,10 +63,15 @@ fn binding(params: &keel_model::StrategyInfo) -> Binding {
 fn on_bar(c: &mut Criterion) {
     let file = component();
     let ticks = ticks(4096);
-    for (name, metering) in [("on_bar/one-symbol/epoch", Metering::WallClock), ("on_bar/one-symbol/fuel", Metering::Fuel)] {
+    for (name, metering) in [
+        ("on_bar/one-symbol/epoch", Metering::WallClock),
+        ("on_bar/one-symbol/fuel", Metering::Fuel),
+    ] {
         let sandbox = sandbox(metering, None);
         let loaded = sandbox.load_file(&file).expect("load");
-        let mut instance = sandbox.instantiate(&loaded, binding(&loaded.info)).expect("instance");
+        let mut instance = sandbox
+            .instantiate(&loaded, binding(&loaded.info))
+            .expect("instance");
         let mut i = 0usize;
         c.bench_function(name, |b| {
             b.iter(|| {
@@ -80,7 +89,13 @@ fn instantiate(c: &mut Criterion) {
     let sandbox = sandbox(Metering::WallClock, Some(cache.path().to_owned()));
     let loaded = sandbox.load_file(&file).expect("load");
     c.bench_function("instantiate/from-instance-pre", |b| {
-        b.iter(|| black_box(sandbox.instantiate(&loaded, binding(&loaded.info)).expect("instance")))
+        b.iter(|| {
+            black_box(
+                sandbox
+                    .instantiate(&loaded, binding(&loaded.info))
+                    .expect("instance"),
+            )
+        })
     });
     c.bench_function("load/from-disk-cache", |b| {
         b.iter(|| {

@@ -1,6 +1,7 @@
 //! The strategy contract (`wit/since_v0.1.0/strategy.wit`) as plain Rust.
 //! Field meanings are documented once, in the WIT file.
 
+use crate::candles::Candle;
 use crate::params::{ParamSpec, ParamValue};
 
 /// One closed OHLCV bar of one symbol.
@@ -13,6 +14,21 @@ pub struct Bar {
     pub low: f64,
     pub close: f64,
     pub volume: f64,
+}
+
+impl Bar {
+    /// `candle` as a bar of `symbol`.
+    pub fn from_candle(symbol: &str, candle: &Candle) -> Bar {
+        Bar {
+            symbol: symbol.to_owned(),
+            time_ms: candle.time_ms,
+            open: candle.open,
+            high: candle.high,
+            low: candle.low,
+            close: candle.close,
+            volume: candle.volume,
+        }
+    }
 }
 
 /// Direction of a position.

@@ -86,18 +86,7 @@ pub fn replay(
         let bars: Vec<Bar> = step
             .bars
             .iter()
-            .map(|&(s, k)| {
-                let c = &series[s].candles[k];
-                Bar {
-                    symbol: series[s].symbol.clone(),
-                    time_ms: c.time_ms,
-                    open: c.open,
-                    high: c.high,
-                    low: c.low,
-                    close: c.close,
-                    volume: c.volume,
-                }
-            })
+            .map(|&(s, k)| Bar::from_candle(&series[s].symbol, &series[s].candles[k]))
             .collect();
         // Orders from earlier bars fill at this bar's open, if their symbol traded.
         let mut waiting = Vec::new();
