@@ -239,11 +239,13 @@ fn build_makes_a_component_from_a_crate() {
     let repo = crate::support::repo();
     let target = repo.join("target/keel-wasm");
     let crate_dir = repo.join("strategies/rsi-reversion");
+    let other = repo.join("strategies/sma-cross");
     let out = keel(
         &[
             "strategy",
             "build",
             path(&crate_dir),
+            path(&other),
             "--target-dir",
             path(&target),
         ],
@@ -255,6 +257,7 @@ fn build_makes_a_component_from_a_crate() {
         stdout.contains("rsi_reversion.wasm") && stdout.contains("rsi-reversion 1.0.0"),
         "{stdout}"
     );
+    assert!(stdout.contains("sma-cross 1.0.0"), "{stdout}");
 
     let out = keel(&["strategy", "build", "/nonexistent-crate"], cache.path());
     assert_eq!(out.status.code(), Some(1));

@@ -39,10 +39,11 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum StrategyCommand {
-    /// Build a strategy crate into a wasm32-wasip2 component.
+    /// Build strategy crates into wasm32-wasip2 components.
     Build {
-        /// The crate's directory (holding Cargo.toml).
-        crate_dir: PathBuf,
+        /// Each crate's directory (holding Cargo.toml), e.g. `strategies/*`.
+        #[arg(required = true)]
+        crate_dirs: Vec<PathBuf>,
         /// Cargo target directory to build in.
         #[arg(long, value_name = "DIR")]
         target_dir: Option<PathBuf>,
@@ -98,10 +99,13 @@ pub fn run(cli: Cli) -> anyhow::Result<bool> {
     let cache_dir = cli.cache_dir.or_else(default_cache_dir);
     match cli.command {
         Command::Strategy(StrategyCommand::Build {
-            crate_dir,
+            crate_dirs,
             target_dir,
         }) => {
-            let files = build_strategy::build(&crate_dir, target_dir.as_deref())?;
+            let mut files = Vec::new();
+            for dir in &crate_dirs {
+                files.extend(build_strategy::build(dir, target_dir.as_deref())?);
+            }
             let sandbox = sandbox(Metering::Fuel, cache_dir)?;
             let mut all_loaded = true;
             for file in files {
