@@ -2,5 +2,6 @@
 //! Strategy components are built from the repo's own sources by `support`.
 
 mod cli;
+mod data;
 mod sandbox;
 mod support;

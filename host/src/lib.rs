@@ -4,4 +4,5 @@
 pub mod build_strategy;
 pub mod cli;
 pub mod sandbox;
+pub mod store;
 pub mod validate;

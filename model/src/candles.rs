@@ -104,20 +104,7 @@ pub fn parse_csv(text: &str, source: &str) -> Result<Vec<Candle>, CandleError> {
             close: values[3],
             volume: values[4],
         };
-        check_candle(&candle).map_err(|m| invalid(line, m))?;
-        if let Some(prev) = candles.last()
-            && candle.time_ms <= prev.time_ms
-        {
-            return Err(invalid(
-                line,
-                format!(
-                    "time {} is not after the previous bar's {}",
-                    format_time(candle.time_ms),
-                    format_time(prev.time_ms)
-                ),
-            ));
-        }
-        candles.push(candle);
+        push_checked(&mut candles, candle).map_err(|m| invalid(line, m))?;
     }
     if candles.is_empty() {
         return Err(CandleError::Empty {
@@ -125,6 +112,194 @@ pub fn parse_csv(text: &str, source: &str) -> Result<Vec<Candle>, CandleError> {
         });
     }
     Ok(candles)
+}
+
+/// Writes candles as `time,open,high,low,close,volume` CSV with RFC 3339 times.
+pub fn write_csv(path: &Path, candles: &[Candle]) -> Result<(), CandleError> {
+    use std::io::Write;
+    let name = path.display().to_string();
+    let io = |source| CandleError::Io {
+        path: name.clone(),
+        source,
+    };
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
+    writeln!(out, "time,open,high,low,close,volume").map_err(io)?;
+    for c in candles {
+        writeln!(
+            out,
+            "{},{},{},{},{},{}",
+            format_time(c.time_ms),
+            c.open,
+            c.high,
+            c.low,
+            c.close,
+            c.volume
+        )
+        .map_err(io)?;
+    }
+    out.flush().map_err(io)
+}
+
+/// Reads freqtrade-style JSON: `[[ms, open, high, low, close, volume], …]`.
+pub fn read_json(path: &Path) -> Result<Vec<Candle>, CandleError> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| CandleError::Io {
+        path: name.clone(),
+        source,
+    })?;
+    parse_json(&text, &name)
+}
+
+/// Reads a candle file by its extension: `.json` as freqtrade JSON, anything else as CSV.
+pub fn read_file(path: &Path) -> Result<Vec<Candle>, CandleError> {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some(ext) if ext.eq_ignore_ascii_case("json") => read_json(path),
+        _ => read_csv(path),
+    }
+}
+
+/// Parses freqtrade JSON; errors name the line where the bad candle starts.
+pub fn parse_json(text: &str, source: &str) -> Result<Vec<Candle>, CandleError> {
+    let invalid = |line: usize, message: String| CandleError::Invalid {
+        path: source.to_owned(),
+        line,
+        message,
+    };
+    let rows: Vec<Vec<serde_json::Value>> = serde_json::from_str(text).map_err(|e| {
+        invalid(
+            e.line().max(1),
+            format!("not a JSON list of [ms, open, high, low, close, volume] rows: {e}"),
+        )
+    })?;
+    let lines = row_lines(text);
+    let mut candles: Vec<Candle> = Vec::with_capacity(rows.len());
+    for (i, row) in rows.iter().enumerate() {
+        let line = lines.get(i).copied().unwrap_or(1);
+        if row.len() != 6 {
+            return Err(invalid(
+                line,
+                format!("candle {} has {} values, expected 6", i + 1, row.len()),
+            ));
+        }
+        let time_ms = row[0]
+            .as_i64()
+            .or_else(|| {
+                row[0]
+                    .as_f64()
+                    .filter(|t| t.fract() == 0.0)
+                    .map(|t| t as i64)
+            })
+            .ok_or_else(|| {
+                invalid(
+                    line,
+                    format!("time {} is not whole epoch milliseconds", row[0]),
+                )
+            })?;
+        let mut values = [0.0f64; 5];
+        for (k, value) in values.iter_mut().enumerate() {
+            let column = COLUMNS[k + 1];
+            *value = row[k + 1]
+                .as_f64()
+                .or_else(|| row[k + 1].as_str().and_then(|s| s.parse().ok()))
+                .filter(|v: &f64| v.is_finite())
+                .ok_or_else(|| {
+                    invalid(
+                        line,
+                        format!("{column} {} is not a finite number", row[k + 1]),
+                    )
+                })?;
+        }
+        let candle = Candle {
+            time_ms,
+            open: values[0],
+            high: values[1],
+            low: values[2],
+            close: values[3],
+            volume: values[4],
+        };
+        push_checked(&mut candles, candle).map_err(|m| invalid(line, m))?;
+    }
+    if candles.is_empty() {
+        return Err(CandleError::Empty {
+            path: source.to_owned(),
+        });
+    }
+    Ok(candles)
+}
+
+/// The line on which each row (a `[` at depth 2) of a JSON array of arrays starts.
+fn row_lines(text: &str) -> Vec<usize> {
+    let (mut depth, mut line, mut in_string, mut escaped) = (0usize, 1usize, false, false);
+    let mut lines = Vec::new();
+    for b in text.bytes() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            if b == b'\n' {
+                line += 1;
+            }
+            continue;
+        }
+        match b {
+            b'\n' => line += 1,
+            b'"' => in_string = true,
+            b'[' => {
+                depth += 1;
+                if depth == 2 {
+                    lines.push(line);
+                }
+            }
+            b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    lines
+}
+
+/// Appends `candle` after checking it and that time moves forward.
+fn push_checked(candles: &mut Vec<Candle>, candle: Candle) -> Result<(), String> {
+    check_candle(&candle)?;
+    if let Some(prev) = candles.last()
+        && candle.time_ms <= prev.time_ms
+    {
+        return Err(format!(
+            "time {} is not after the previous bar's {}",
+            format_time(candle.time_ms),
+            format_time(prev.time_ms)
+        ));
+    }
+    candles.push(candle);
+    Ok(())
+}
+
+/// A run of missing bars: `missing` bars absent after the bar at `after_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gap {
+    pub after_ms: i64,
+    pub missing: u64,
+}
+
+/// Where bars are missing, given the nominal bar length. A step of one and a
+/// half bars or more is a gap of (rounded step / bar − 1) bars, so calendar
+/// months (28 to 31 days against a nominal 30) are not gaps. Never invents bars.
+pub fn gaps(candles: &[Candle], bar_ms: i64) -> Vec<Gap> {
+    if bar_ms <= 0 {
+        return Vec::new();
+    }
+    candles
+        .windows(2)
+        .filter_map(|w| {
+            let step = w[1].time_ms - w[0].time_ms;
+            (2 * step >= 3 * bar_ms).then(|| Gap {
+                after_ms: w[0].time_ms,
+                missing: ((step + bar_ms / 2) / bar_ms - 1) as u64,
+            })
+        })
+        .collect()
 }
 
 /// The consistency rules every candle obeys.
@@ -220,6 +395,16 @@ impl Timeframe {
             Timeframe::D1 => 1440 * MIN,
             Timeframe::W1 => 7 * 1440 * MIN,
             Timeframe::Month1 => 30 * 1440 * MIN,
+        }
+    }
+
+    /// Whether bars `spacing_ms` apart are of this timeframe (within 10%;
+    /// 28 to 31 days for a month).
+    pub fn matches_spacing(self, spacing_ms: i64) -> bool {
+        const DAY: i64 = 86_400_000;
+        match self {
+            Timeframe::Month1 => (28 * DAY..=31 * DAY).contains(&spacing_ms),
+            _ => (spacing_ms - self.duration_ms()).abs() * 10 <= self.duration_ms(),
         }
     }
 
@@ -341,6 +526,94 @@ mod tests {
         let series = [c(0), c(300), c(600), c(1500), c(1800)];
         assert_eq!(typical_spacing_ms(&series), Some(300));
         assert_eq!(typical_spacing_ms(&series[..1]), None);
+    }
+
+    #[test]
+    fn reads_freqtrade_json_and_names_bad_rows_by_line() {
+        let text =
+            "[\n [1515560100000, 1, 2, 0.5, 1.5, 10],\n [1515560400000, 1.5, 2, 1, 1.8, 3]\n]";
+        let candles = parse_json(text, "t.json").expect("valid");
+        assert_eq!(candles.len(), 2);
+        assert_eq!(candles[1].close, 1.8);
+        let cases = [
+            (
+                "[\n [1, 1, 2, 0.5, 1.5, 10],\n [2, 1, 2, 3, 1.5, 10]\n]",
+                "t.json:3: high 2 is below low 3",
+            ),
+            (
+                "[[1, 1, 2, 0.5, 1.5]]",
+                "t.json:1: candle 1 has 5 values, expected 6",
+            ),
+            (
+                "[[1, 1, 2, 0.5, null, 1]]",
+                "t.json:1: close null is not a finite number",
+            ),
+            (
+                "[\n [5, 1, 2, 0.5, 1.5, 10],\n\n [5, 1, 2, 0.5, 1.5, 10]]",
+                "t.json:4: time 1970-01-01T00:00:00Z is not after the previous bar's 1970-01-01T00:00:00Z",
+            ),
+        ];
+        for (text, expect) in cases {
+            assert_eq!(
+                parse_json(text, "t.json").expect_err(text).to_string(),
+                expect
+            );
+        }
+        let err = parse_json("[[1, 2,", "t.json").expect_err("truncated");
+        assert!(
+            err.to_string().starts_with("t.json:1: not a JSON list"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn written_csv_reads_back_exactly() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("synth.csv");
+        let candles = crate::synth::random_walk(9, 200, 1_700_000_000_000, 60_000, 50.0, 0.02);
+        write_csv(&path, &candles).expect("write");
+        assert_eq!(read_csv(&path).expect("read"), candles);
+    }
+
+    #[test]
+    fn gaps_are_found_not_filled() {
+        let c = |t| Candle {
+            time_ms: t,
+            open: 1.0,
+            high: 1.0,
+            low: 1.0,
+            close: 1.0,
+            volume: 0.0,
+        };
+        let series = [c(0), c(300), c(600), c(1500), c(1800), c(2400)];
+        assert_eq!(
+            gaps(&series, 300),
+            vec![
+                Gap {
+                    after_ms: 600,
+                    missing: 2
+                },
+                Gap {
+                    after_ms: 1800,
+                    missing: 1
+                }
+            ]
+        );
+        assert!(gaps(&series[..3], 300).is_empty());
+        // Calendar months: 31-day steps are not gaps, a missing month is.
+        let day = 86_400_000;
+        let months = [c(0), c(31 * day), c(59 * day), c(120 * day)];
+        let month_ms = Timeframe::Month1.duration_ms();
+        assert_eq!(
+            gaps(&months, month_ms),
+            vec![Gap {
+                after_ms: 59 * day,
+                missing: 1
+            }]
+        );
+        assert!(Timeframe::Month1.matches_spacing(31 * day));
+        assert!(Timeframe::M5.matches_spacing(300_000));
+        assert!(!Timeframe::M5.matches_spacing(60_000));
     }
 
     #[test]

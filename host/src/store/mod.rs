@@ -1,0 +1,188 @@
+//! The host's one SQLite file. Opening it applies the migrations in
+//! `migrations/` in order (each recorded in `schema_migrations`), in WAL mode
+//! with `synchronous=FULL`, and refuses a database newer than this binary.
+
+mod candles;
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension};
+
+pub use candles::{ImportReport, StoredSeries};
+
+/// Every migration this binary knows, in order. Forward-only: a file, once
+/// released, never changes; a schema change is a new file.
+const MIGRATIONS: &[(u32, &str, &str)] = &[(
+    1,
+    "candles",
+    include_str!("../../../migrations/0001_candles.sql"),
+)];
+
+/// Why the store could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: cannot open the database: {source}")]
+    Open {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "{path}: the database is at schema version {found}, newer than this keel ({known}); use a newer keel"
+    )]
+    TooNew {
+        path: String,
+        found: u32,
+        known: u32,
+    },
+    #[error("{path}: migration {version} ({name}) failed: {source}")]
+    Migration {
+        path: String,
+        version: u32,
+        name: &'static str,
+        source: rusqlite::Error,
+    },
+    #[error("{path}: {source}")]
+    Sql {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// An open store.
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+    path: String,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` and migrates it.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let name = path.display().to_string();
+        let conn = Connection::open(path).map_err(|source| StoreError::Open {
+            path: name.clone(),
+            source,
+        })?;
+        let mut store = Store { conn, path: name };
+        store.configure()?;
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn sql(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sql {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn configure(&self) -> Result<(), StoreError> {
+        self.conn
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+            )
+            .map_err(|e| StoreError::Open {
+                path: self.path.clone(),
+                source: e,
+            })?;
+        self.conn
+            .busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(|e| self.sql(e))
+    }
+
+    /// The highest applied migration, 0 for a new database.
+    pub fn schema_version(&self) -> Result<u32, StoreError> {
+        self.conn
+            .query_row("SELECT MAX(version) FROM schema_migrations", [], |r| {
+                r.get::<_, Option<u32>>(0)
+            })
+            .optional()
+            .map(|v| v.flatten().unwrap_or(0))
+            .map_err(|e| self.sql(e))
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        self.conn
+            .execute_batch(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (
+                    version    INTEGER PRIMARY KEY,
+                    name       TEXT    NOT NULL,
+                    applied_ms INTEGER NOT NULL
+                )",
+            )
+            .map_err(|e| self.sql(e))?;
+        let current = self.schema_version()?;
+        let known = MIGRATIONS.last().map_or(0, |m| m.0);
+        if current > known {
+            return Err(StoreError::TooNew {
+                path: self.path.clone(),
+                found: current,
+                known,
+            });
+        }
+        for &(version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+            let path = self.path.clone();
+            let failed = |source| StoreError::Migration {
+                path: path.clone(),
+                version,
+                name,
+                source,
+            };
+            let tx = self.conn.transaction().map_err(failed)?;
+            tx.execute_batch(sql).map_err(failed)?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, name, applied_ms) VALUES (?1, ?2, ?3)",
+                rusqlite::params![version, name, now_ms()],
+            )
+            .map_err(failed)?;
+            tx.commit().map_err(failed)?;
+        }
+        Ok(())
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_apply_once_and_a_newer_database_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("keel.db");
+        let store = Store::open(&path).expect("open");
+        assert_eq!(store.schema_version().expect("version"), 1);
+        let mode: String = store
+            .conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .expect("pragma");
+        assert_eq!(mode, "wal");
+        drop(store);
+        // Reopening applies nothing twice.
+        let store = Store::open(&path).expect("reopen");
+        let rows: u32 = store
+            .conn
+            .query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(rows, 1);
+        store
+            .conn
+            .execute("INSERT INTO schema_migrations VALUES (99, 'future', 0)", [])
+            .expect("insert");
+        drop(store);
+        let err = Store::open(&path).expect_err("too new");
+        assert!(
+            err.to_string().ends_with(
+                "the database is at schema version 99, newer than this keel (1); use a newer keel"
+            ),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,278 @@
+//! `keel data`: importing candle files into the SQLite store, as a user would.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crate::support::data;
+
+fn keel(db: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_keel"))
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .output()
+        .expect("run keel")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn import_reports_real_gaps_and_keeps_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("keel.db");
+    let file = data("crypto-5m/ADA_BTC-5m.csv");
+    let out = keel(
+        &db,
+        &[
+            "data",
+            "import",
+            file.to_str().expect("path"),
+            "--symbol",
+            "ADA/BTC",
+            "--timeframe",
+            "5m",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("ADA/BTC 5m") && text.contains("new, 0 unchanged, 0 replaced"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "5 gaps, 40 missing bars (not filled); largest: 33 bars after 2018-01-15T11:55:00Z"
+        ),
+        "{text}"
+    );
+    // Stored exactly as read: no bar invented for the gaps.
+    let store = keel_host::store::Store::open(&db).expect("open");
+    let stored = store
+        .load_candles("ADA/BTC", keel_model::Timeframe::M5, None, None)
+        .expect("load");
+    assert_eq!(stored, keel_model::candles::read_csv(&file).expect("read"));
+
+    // Importing the same file again is harmless.
+    let out = keel(
+        &db,
+        &[
+            "data",
+            "import",
+            file.to_str().expect("path"),
+            "--symbol",
+            "ADA/BTC",
+            "--timeframe",
+            "5m",
+        ],
+    );
+    assert!(stdout(&out).contains("(0 new, "), "{}", stdout(&out));
+    let out = keel(&db, &["data", "list"]);
+    assert!(
+        stdout(&out).starts_with("ADA/BTC      5m"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn import_reads_freqtrade_json() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("keel.db");
+    let json = dir.path().join("btc.json");
+    std::fs::write(
+        &json,
+        "[[1700000000000, 10, 12, 9, 11, 5],\n [1700000060000, 11, 11.5, 10.5, 11.2, 3]]",
+    )
+    .expect("write");
+    let out = keel(
+        &db,
+        &[
+            "data",
+            "import",
+            json.to_str().expect("path"),
+            "--symbol",
+            "BTC/USD",
+            "--timeframe",
+            "1m",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("2 bars (2 new, 0 unchanged, 0 replaced)"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn bad_files_are_refused_in_one_line_and_store_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("keel.db");
+    let json = dir.path().join("bad.json");
+    std::fs::write(
+        &json,
+        "[\n [1700000000000, 10, 12, 9, 11, 5],\n [1700000060000, 11, 9, 10.5, 11.2, 3]\n]",
+    )
+    .expect("write");
+    let out = keel(
+        &db,
+        &[
+            "data",
+            "import",
+            json.to_str().expect("path"),
+            "--symbol",
+            "X",
+            "--timeframe",
+            "1m",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out).trim(),
+        format!("error: {}:3: high 9 is below low 10.5", json.display())
+    );
+
+    let goog = data("GOOG-1d.csv");
+    let out = keel(
+        &db,
+        &[
+            "data",
+            "import",
+            goog.to_str().expect("path"),
+            "--symbol",
+            "GOOG",
+            "--timeframe",
+            "1h",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).ends_with("bars are mostly 86400 s apart, which is not --timeframe 1h\n"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = keel(
+        &db,
+        &[
+            "data",
+            "import",
+            goog.to_str().expect("path"),
+            "--symbol",
+            "GOOG",
+            "--timeframe",
+            "2d",
+        ],
+    );
+    assert_eq!(
+        stderr(&out).trim(),
+        "error: timeframe '2d' is not one of 1m 5m 15m 1h 4h 1d 1w 1M"
+    );
+
+    let out = keel(&db, &["data", "list"]);
+    assert_eq!(
+        stdout(&out).trim(),
+        format!("no candles stored in {}", db.display())
+    );
+}
+
+#[test]
+fn conflicting_reimports_are_refused_unless_replace() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("keel.db");
+    let csv = dir.path().join("a.csv");
+    std::fs::write(&csv, "time,open,high,low,close,volume\n2024-01-01T00:00:00Z,1,2,0.5,1.5,10\n2024-01-01T00:01:00Z,1.5,2,1,1.8,3\n")
+        .expect("write");
+    let import = |replace: bool| {
+        let mut args = vec![
+            "data",
+            "import",
+            csv.to_str().expect("path"),
+            "--symbol",
+            "A",
+            "--timeframe",
+            "1m",
+        ];
+        if replace {
+            args.push("--replace");
+        }
+        keel(&db, &args)
+    };
+    assert!(import(false).status.success());
+    std::fs::write(&csv, "time,open,high,low,close,volume\n2024-01-01T00:00:00Z,1,2,0.5,1.6,10\n2024-01-01T00:01:00Z,1.5,2,1,1.8,3\n2024-01-01T00:02:00Z,1.5,2,1,1.8,3\n")
+        .expect("rewrite");
+    let out = import(false);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("A 1m 2024-01-01T00:00:00Z is already stored with other values (close 1.5 there, 1.6 here); nothing imported"),
+        "{}",
+        stderr(&out)
+    );
+    let out = keel(&db, &["data", "list"]);
+    assert!(
+        stdout(&out).contains("        2 bars"),
+        "the refused import wrote nothing: {}",
+        stdout(&out)
+    );
+    let out = import(true);
+    assert!(
+        stdout(&out).contains("(1 new, 1 unchanged, 1 replaced)"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn synth_is_seeded_and_reproducible() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("keel.db");
+    let (a, b) = (dir.path().join("a.csv"), dir.path().join("b.csv"));
+    for file in [&a, &b] {
+        let out = keel(
+            &db,
+            &[
+                "data",
+                "synth",
+                "--bars",
+                "500",
+                "--seed",
+                "42",
+                "--out",
+                file.to_str().expect("path"),
+            ],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let (a, b) = (std::fs::read(&a).expect("a"), std::fs::read(&b).expect("b"));
+    assert_eq!(a, b, "same seed, same bytes");
+    assert_eq!(String::from_utf8_lossy(&a).lines().count(), 501);
+
+    let out = keel(
+        &db,
+        &[
+            "data",
+            "synth",
+            "--bars",
+            "2000",
+            "--seed",
+            "7",
+            "--symbol",
+            "SYN/USD",
+            "--timeframe",
+            "5m",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = keel(&db, &["data", "list"]);
+    assert!(
+        stdout(&out).contains("SYN/USD      5m        2000 bars  2024-01-01T00:00:00Z"),
+        "{}",
+        stdout(&out)
+    );
+}
