@@ -32,7 +32,8 @@ impl Bar {
 }
 
 /// Direction of a position.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Side {
     Long,
     Short,
@@ -105,7 +106,8 @@ impl Tick {
 }
 
 /// What a signal asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Action {
     OpenLong,
     OpenShort,

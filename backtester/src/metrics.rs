@@ -1,0 +1,105 @@
+//! Performance figures from a backtest's trades and equity curve. Returns are
+//! per step of the merged time axis; annualised with the series' bar length.
+
+use crate::engine::BacktestResult;
+
+const YEAR_MS: f64 = 365.25 * 86_400_000.0;
+
+/// Every figure of a report. Ratios are `None` where undefined (no trades,
+/// no losses, no variance).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Metrics {
+    pub total_return: f64,
+    pub cagr: Option<f64>,
+    pub volatility: f64,
+    pub sharpe: Option<f64>,
+    pub sortino: Option<f64>,
+    pub calmar: Option<f64>,
+    pub max_drawdown: f64,
+    pub max_drawdown_duration_ms: i64,
+    pub trades: usize,
+    pub win_rate: Option<f64>,
+    pub profit_factor: Option<f64>,
+    pub expectancy: Option<f64>,
+    pub average_win: Option<f64>,
+    pub average_loss: Option<f64>,
+    pub exposure: f64,
+    pub fees: f64,
+}
+
+impl Metrics {
+    pub fn of(result: &BacktestResult) -> Metrics {
+        let curve = &result.equity;
+        let start = result.cash_start;
+        let end = result.equity_final;
+        let total_return = end / start - 1.0;
+        let span_ms = match (curve.first(), curve.last()) {
+            (Some(a), Some(b)) => (b.time_ms - a.time_ms + result.bar_ms) as f64,
+            _ => 0.0,
+        };
+        let cagr =
+            (span_ms > 0.0 && end > 0.0).then(|| (end / start).powf(YEAR_MS / span_ms) - 1.0);
+
+        let mut previous = start;
+        let returns: Vec<f64> = curve
+            .iter()
+            .map(|p| {
+                let r = if previous > 0.0 {
+                    p.equity / previous - 1.0
+                } else {
+                    0.0
+                };
+                previous = p.equity;
+                r
+            })
+            .collect();
+        let n = returns.len().max(1) as f64;
+        let mean = returns.iter().sum::<f64>() / n;
+        let variance = returns.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+        let downside = (returns.iter().map(|r| r.min(0.0).powi(2)).sum::<f64>() / n).sqrt();
+        let per_year = YEAR_MS / result.bar_ms.max(1) as f64;
+        let std = variance.sqrt();
+        let volatility = std * per_year.sqrt();
+        let sharpe = (std > 0.0).then(|| mean / std * per_year.sqrt());
+        let sortino = (downside > 0.0).then(|| mean / downside * per_year.sqrt());
+
+        let (mut peak, mut peak_ms, mut max_dd, mut max_dd_ms) =
+            (start, curve.first().map_or(0, |p| p.time_ms), 0.0f64, 0i64);
+        for p in curve {
+            if p.equity >= peak {
+                peak = p.equity;
+                peak_ms = p.time_ms;
+            } else {
+                max_dd = max_dd.max(1.0 - p.equity / peak);
+                max_dd_ms = max_dd_ms.max(p.time_ms - peak_ms);
+            }
+        }
+        let calmar = cagr.filter(|_| max_dd > 0.0).map(|c| c / max_dd);
+
+        let trades = &result.trades;
+        let wins: Vec<f64> = trades.iter().map(|t| t.pnl).filter(|p| *p > 0.0).collect();
+        let losses: Vec<f64> = trades.iter().map(|t| t.pnl).filter(|p| *p <= 0.0).collect();
+        let gross_win: f64 = wins.iter().sum();
+        let gross_loss: f64 = -losses.iter().sum::<f64>();
+        let count = trades.len();
+        let mean_of = |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
+        Metrics {
+            total_return,
+            cagr,
+            volatility,
+            sharpe,
+            sortino,
+            calmar,
+            max_drawdown: max_dd,
+            max_drawdown_duration_ms: max_dd_ms,
+            trades: count,
+            win_rate: (count > 0).then(|| wins.len() as f64 / count as f64),
+            profit_factor: (gross_loss > 0.0).then(|| gross_win / gross_loss),
+            expectancy: (count > 0).then(|| (gross_win - gross_loss) / count as f64),
+            average_win: mean_of(&wins),
+            average_loss: mean_of(&losses),
+            exposure: result.exposure,
+            fees: result.fees,
+        }
+    }
+}
