@@ -2,13 +2,14 @@
 
 use std::time::{Duration, Instant};
 
+use keel_backtester::{BacktestResult, run as backtest};
 use keel_host::sandbox::{
     Fault, LoadError, Metering, SandboxLimits, StrategyArtifact, StrategyInstance,
 };
 use keel_host::validate;
-use keel_model::replay::{self, ReplayOutcome, Series};
+use keel_model::replay::Series;
 use keel_model::{Bar, Portfolio, RiskLimits, Tick};
-use keel_strategy_sdk::harness::{Harness, build};
+use keel_strategy_sdk::harness::{Harness, build, default_config};
 
 use crate::support::{self, binding, example, fixture, sandbox, sandbox_with, series, synthetic};
 
@@ -31,13 +32,13 @@ fn run_example(
     name: &str,
     data: &[Series],
     overrides: &[&str],
-) -> ReplayOutcome {
+) -> BacktestResult {
     let loaded = sandbox.load_file(example(name)).expect("example loads");
     let symbols: Vec<&str> = data.iter().map(|s| s.symbol.as_str()).collect();
     let mut instance = sandbox
         .instantiate(&loaded, binding(&loaded, &symbols, overrides, 1))
         .expect("instance");
-    let out = replay::replay(&mut instance, data, 10_000.0, RiskLimits::default());
+    let out = backtest(&mut instance, data, &default_config());
     assert!(instance.take_rejections().is_empty());
     out
 }
@@ -209,7 +210,7 @@ fn too_many_signals_fail_the_call() {
             ),
         )
         .expect("instance");
-    let out = replay::replay(&mut instance, &pairs, 10_000.0, RiskLimits::default());
+    let out = backtest(&mut instance, &pairs, &default_config());
     let (_, first) = out
         .errors
         .first()
@@ -335,11 +336,10 @@ fn signals_for_unbound_symbols_are_rejected_with_a_reason() {
             binding(&loaded, &["ETH/USD"], &["fast=5", "slow=20"], 1),
         )
         .expect("instance");
-    let out = replay::replay(
+    let out = backtest(
         &mut instance,
         &[series("BTC/USD", "UNITTEST_BTC-1m.csv")],
-        10_000.0,
-        RiskLimits::default(),
+        &default_config(),
     );
     assert!(out.signals.is_empty(), "nothing is accepted");
     let rejected = instance.take_rejections();
@@ -473,7 +473,7 @@ fn compiled_components_are_cached_on_disk_by_hash_and_engine() {
         .instantiate(&rebuilt, support::binding(&rebuilt, &["BTC/USD"], &[], 1))
         .expect("runs");
     assert!(
-        replay::replay(&mut instance, &data, 1e4, RiskLimits::default())
+        backtest(&mut instance, &data, &default_config())
             .errors
             .is_empty()
     );

@@ -104,7 +104,8 @@ pub struct BacktestResult {
     pub fees: f64,
     /// Fills cut by the volume cap.
     pub capped_fills: usize,
-    pub signals: usize,
+    /// Every signal the strategy gave (accepted or not), by close time.
+    pub signals: Vec<(i64, Signal)>,
 }
 
 #[derive(Debug, Clone)]
@@ -177,7 +178,8 @@ pub fn run(
     let mut pending: Vec<Pending> = Vec::new();
     let mut equity_curve = Vec::with_capacity(steps.len());
     let mut errors = Vec::new();
-    let (mut exposed_steps, mut bar_count, mut signal_count) = (0usize, 0usize, 0usize);
+    let (mut exposed_steps, mut bar_count) = (0usize, 0usize);
+    let mut all_signals = Vec::new();
 
     for step in &steps {
         let bars: Vec<Bar> = step
@@ -261,9 +263,9 @@ pub fn run(
                 continue;
             }
         };
-        signal_count += signals.len();
         let mut exposure = book.exposure(equity, &pending, &last_close, &index);
         for signal in signals {
+            all_signals.push((step.time_ms, signal.clone()));
             let price = index
                 .get(signal.symbol.as_str())
                 .map_or(f64::NAN, |&s| last_close[s]);
@@ -314,7 +316,7 @@ pub fn run(
         },
         fees: book.fees,
         capped_fills: book.capped,
-        signals: signal_count,
+        signals: all_signals,
     }
 }
 

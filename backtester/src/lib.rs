@@ -11,7 +11,9 @@
 pub mod engine;
 pub mod fills;
 pub mod metrics;
+pub mod report;
 pub mod risk;
 
 pub use engine::{BacktestConfig, BacktestResult, EquityPoint, ExitReason, Trade, run};
 pub use metrics::Metrics;
+pub use report::Report;

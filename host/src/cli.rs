@@ -6,9 +6,10 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
 use keel_model::candles::{self, format_time};
-use keel_model::replay::{self, Series};
+use keel_model::replay::Series;
 use keel_model::{Action, Params, RiskLimits, Size, Timeframe, synth};
 
+use crate::backtest;
 use crate::build_strategy;
 use crate::sandbox::{Binding, LoadedStrategy, Metering, Sandbox, SandboxConfig, timed};
 use crate::store::Store;
@@ -45,6 +46,8 @@ pub enum Command {
     /// Import, generate and list candle data.
     #[command(subcommand)]
     Data(DataCommand),
+    /// Backtest strategies (× a parameter grid) on candle files or stored series.
+    Backtest(BacktestArgs),
     /// Build the example strategies, validate them and run each over the
     /// sample data: the whole path from source to signals, on built-in defaults.
     Quickstart(QuickstartArgs),
@@ -116,6 +119,37 @@ pub enum DataCommand {
     },
     /// List the stored series.
     List,
+}
+
+#[derive(Debug, Args)]
+pub struct BacktestArgs {
+    /// Strategy components to test.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// `[SYMBOL=]FILE` (CSV or .json) or `SYMBOL@TF` from the store; repeat for several symbols.
+    #[arg(long = "data", required = true, value_name = "SOURCE")]
+    pub data: Vec<String>,
+    /// Fee per fill, basis points of notional.
+    #[arg(long, default_value_t = 10.0, allow_negative_numbers = true)]
+    pub fee_bps: f64,
+    /// Slippage per market fill, basis points.
+    #[arg(long, default_value_t = 5.0, allow_negative_numbers = true)]
+    pub slippage_bps: f64,
+    /// Cap each fill at this share of the bar's volume (0 < x <= 1).
+    #[arg(long, value_name = "SHARE")]
+    pub volume_share: Option<f64>,
+    /// Quantities are rounded down to a multiple of this.
+    #[arg(long, default_value_t = 1e-8)]
+    pub lot_size: f64,
+    /// Starting cash, quote currency.
+    #[arg(long, default_value_t = 10_000.0, allow_negative_numbers = true)]
+    pub cash: f64,
+    /// `NAME=VALUE`, `NAME=a,b,c` or `NAME=from..to:step` (repeatable; a grid runs every combination).
+    #[arg(long = "param", value_name = "NAME=VALUES")]
+    pub params: Vec<String>,
+    /// Write the JSON report here (an array when several runs).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -206,8 +240,140 @@ pub fn run(cli: Cli) -> anyhow::Result<bool> {
             Ok(true)
         }
         Command::Data(command) => data(command, &cli.db),
+        Command::Backtest(args) => backtest(&args, &cli.db, cache_dir),
         Command::Quickstart(args) => quickstart(&args, cache_dir),
     }
+}
+
+fn backtest(args: &BacktestArgs, db: &Path, cache_dir: Option<PathBuf>) -> anyhow::Result<bool> {
+    let finite_non_negative = |name: &str, v: f64| {
+        if v.is_finite() && v >= 0.0 {
+            Ok(())
+        } else {
+            Err(anyhow::anyhow!(
+                "--{name} {v} must be a non-negative number"
+            ))
+        }
+    };
+    finite_non_negative("fee-bps", args.fee_bps)?;
+    finite_non_negative("slippage-bps", args.slippage_bps)?;
+    if !(args.cash.is_finite() && args.cash > 0.0) {
+        bail!("--cash {} must be positive", args.cash);
+    }
+    if !(args.lot_size.is_finite() && args.lot_size > 0.0) {
+        bail!("--lot-size {} must be positive", args.lot_size);
+    }
+    if let Some(v) = args.volume_share
+        && !(v > 0.0 && v <= 1.0)
+    {
+        bail!("--volume-share {v} must be in (0, 1]");
+    }
+    let sandbox = sandbox(Metering::Fuel, cache_dir)?;
+    let loaded = args
+        .files
+        .iter()
+        .map(|f| sandbox.load_file(f))
+        .collect::<Result<Vec<_>, _>>()?;
+    let data = backtest::load_data(&args.data, db, &loaded[0].info.symbols)?;
+    let mut jobs = Vec::new();
+    for strategy in &loaded {
+        for params in backtest::expand_grid(&strategy.info.params, &args.params)
+            .with_context(|| format!("{}: bad parameters", strategy.info.name))?
+        {
+            jobs.push(backtest::Job { strategy, params });
+        }
+    }
+    let config = keel_backtester::BacktestConfig {
+        cash: args.cash,
+        fills: keel_backtester::fills::FillModel {
+            fee_bps: args.fee_bps,
+            slippage_bps: args.slippage_bps,
+            max_volume_share: args.volume_share,
+            lot_size: args.lot_size,
+        },
+        limits: RiskLimits::default(),
+    };
+    let quiet_progress = jobs.len() == 1;
+    let progress =
+        |done: usize, total: usize, i: usize, result: &anyhow::Result<keel_backtester::Report>| {
+            if quiet_progress {
+                return;
+            }
+            let what = match result {
+                Ok(r) => format!(
+                    "return {:+.2}%, {} trades",
+                    r.metrics.total_return * 100.0,
+                    r.metrics.trades
+                ),
+                Err(e) => format!("failed: {e}"),
+            };
+            eprintln!(
+                "[{done:>4}/{total}] {} {}: {what}",
+                jobs[i].strategy.info.name,
+                params_text(&jobs[i].params)
+            );
+        };
+    let results = backtest::run_all(&sandbox, &jobs, &data, &config, progress);
+    let mut reports = Vec::with_capacity(results.len());
+    for (job, result) in jobs.iter().zip(results) {
+        reports.push(
+            result.with_context(|| {
+                format!("{} {}", job.strategy.info.name, params_text(&job.params))
+            })?,
+        );
+    }
+    if let [report] = reports.as_slice() {
+        print!("{}", report.table());
+        for issue in report.errors.iter().take(5) {
+            println!("  error at {}: {}", issue.time, issue.message);
+        }
+    } else {
+        println!(
+            "{:<16} {:<36} {:>10} {:>8} {:>9} {:>7}",
+            "strategy", "params", "return", "Sharpe", "max DD", "trades"
+        );
+        for r in &reports {
+            let params: Vec<String> = r
+                .strategy
+                .params
+                .iter()
+                .map(|p| format!("{}={}", p.name, p.value))
+                .collect();
+            println!(
+                "{:<16} {:<36} {:>9.2}% {:>8} {:>8.2}% {:>7}",
+                r.strategy.name,
+                params.join(" "),
+                r.metrics.total_return * 100.0,
+                r.metrics.sharpe.map_or("-".into(), |s| format!("{s:.2}")),
+                r.metrics.max_drawdown * 100.0,
+                r.metrics.trades
+            );
+        }
+    }
+    if let Some(path) = &args.json {
+        let text = match reports.as_slice() {
+            [one] => one.to_json(),
+            many => format!(
+                "[\n{}\n]",
+                many.iter()
+                    .map(|r| r.to_json())
+                    .collect::<Vec<_>>()
+                    .join(",\n")
+            ),
+        };
+        std::fs::write(path, text + "\n")
+            .with_context(|| format!("{}: cannot write the report", path.display()))?;
+    }
+    Ok(true)
+}
+
+fn params_text(params: &Params) -> String {
+    params
+        .values()
+        .iter()
+        .map(|(n, v)| format!("{n}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn timeframe(text: &str) -> anyhow::Result<Timeframe> {
@@ -457,7 +623,7 @@ fn parse_data(spec: &str, index: usize, defaults: &[String]) -> anyhow::Result<S
 /// What `strategy run` saw, for printing and for tests.
 #[derive(Debug)]
 pub struct RunSummary {
-    pub outcome: replay::ReplayOutcome,
+    pub outcome: keel_backtester::BacktestResult,
     pub rejected: usize,
 }
 
@@ -478,7 +644,11 @@ pub fn run_file(sandbox: &Sandbox, args: &RunArgs) -> anyhow::Result<RunSummary>
         seed: 1,
     };
     let mut instance = sandbox.instantiate(&loaded, binding)?;
-    let outcome = replay::replay(&mut instance, &series, args.cash, RiskLimits::default());
+    let config = keel_backtester::BacktestConfig {
+        cash: args.cash,
+        ..keel_backtester::BacktestConfig::default()
+    };
+    let outcome = keel_backtester::run(&mut instance, &series, &config);
     let rejections = instance.take_rejections();
     if !args.quiet {
         for (time, s) in &outcome.signals {
@@ -512,28 +682,38 @@ pub fn run_file(sandbox: &Sandbox, args: &RunArgs) -> anyhow::Result<RunSummary>
                 r.reason
             );
         }
+        for r in &outcome.rejected {
+            println!(
+                "{}  REJECTED {} {}: {}",
+                format_time(r.time_ms),
+                r.signal.action.as_str(),
+                r.signal.symbol,
+                r.reason
+            );
+        }
         for (time, e) in &outcome.errors {
             println!("{}  ERROR {e}", format_time(*time));
         }
     }
     let stats = instance.stats();
+    let rejected = rejections.len() + outcome.rejected.len();
     println!(
-        "{}: {} bars on {} symbol(s), {} signals ({} rejected), {} fills, {} errors, {} traps; replay equity {:.2} -> {:.2} (no fees)",
+        "{}: {} bars on {} symbol(s), {} signals ({} rejected), {} fills, {} trades, {} errors, {} traps; equity {:.2} -> {:.2} (fees {} bps, slippage {} bps)",
         instance.label(),
         outcome.steps,
         series.len(),
         outcome.signals.len(),
-        rejections.len(),
+        rejected,
         outcome.fills.len(),
+        outcome.trades.len(),
         outcome.errors.len(),
         stats.traps,
         args.cash,
-        outcome.equity_final
+        outcome.equity_final,
+        config.fills.fee_bps,
+        config.fills.slippage_bps
     );
-    Ok(RunSummary {
-        outcome,
-        rejected: rejections.len(),
-    })
+    Ok(RunSummary { outcome, rejected })
 }
 
 fn quickstart(args: &QuickstartArgs, cache_dir: Option<PathBuf>) -> anyhow::Result<bool> {

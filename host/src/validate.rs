@@ -1,13 +1,13 @@
 //! Every check an artifact must pass before it may run: the load-time checks,
-//! `init` with its defaults, a fuel-metered smoke run on seeded synthetic
-//! candles, and determinism (a second run under a different random seed must
+//! `init` with its defaults, a fuel-metered smoke run through the backtester
+//! on seeded synthetic candles, and determinism (a second run under a different random seed must
 //! give the same signals). `keel strategy validate` and the candidate gate
 //! both use this.
 
 use std::path::Path;
 
-use keel_model::replay::{self, Series};
-use keel_model::{Params, RiskLimits, Signal, StrategyInfo, Timeframe, synth};
+use keel_model::replay::Series;
+use keel_model::{Params, Signal, StrategyInfo, Timeframe, synth};
 
 use crate::sandbox::{Binding, LoadedStrategy, Sandbox, StrategyHash};
 
@@ -181,7 +181,11 @@ fn smoke_run(
     let mut instance = sandbox
         .instantiate(loaded, binding)
         .map_err(|e| ("init", e.to_string()))?;
-    let out = replay::replay(&mut instance, series, 10_000.0, RiskLimits::default());
+    let out = keel_backtester::run(
+        &mut instance,
+        series,
+        &keel_backtester::BacktestConfig::default(),
+    );
     if let Some((time, error)) = out.errors.first() {
         let at = keel_model::candles::format_time(*time);
         return Err(("smoke run", format!("at {at}: {error}")));

@@ -1,22 +1,37 @@
 //! Run a strategy natively, without wasm: for unit tests of strategy logic.
 //!
-//! The harness resolves parameters exactly as the host does, aligns candle
-//! series on bar close, and replays them through [`keel_model::replay`]
-//! (orders fill at the next bar's open; no fees, no stops), the same loop
-//! `keel strategy run` uses for a component.
+//! The harness resolves parameters exactly as the host does and runs the
+//! strategy through the backtester's engine — the same loop, fills, stops and
+//! risk checks a component gets from `keel backtest` and `keel strategy run`.
+//! By default it charges no fees or slippage (see [`default_config`]), so
+//! tests read prices straight off the candles.
 
 use std::cell::RefCell;
 use std::path::Path;
 
 use keel_model::candles;
 pub use keel_model::candles::Candle;
-use keel_model::replay::{self, ReplayOutcome, Series};
-use keel_model::{Fill, LogLevel, ParamValue, Params, RiskLimits, RunningStrategy, Signal, Tick};
+use keel_model::replay::Series;
+use keel_model::{Fill, LogLevel, ParamValue, Params, RunningStrategy, Signal, Tick};
 
 use crate::Strategy;
 
+pub use keel_backtester::fills::FillModel;
+pub use keel_backtester::{BacktestConfig, BacktestResult as Outcome, ExitReason, Trade};
 pub use keel_model::candles::read_csv;
-pub use keel_model::replay::ReplayOutcome as Outcome;
+
+/// The harness's default: 10,000 cash, no fees, no slippage, the default
+/// risk limits.
+pub fn default_config() -> BacktestConfig {
+    BacktestConfig {
+        fills: FillModel {
+            fee_bps: 0.0,
+            slippage_bps: 0.0,
+            ..FillModel::default()
+        },
+        ..BacktestConfig::default()
+    }
+}
 
 thread_local! {
     static LOGS: RefCell<Vec<(LogLevel, String)>> = const { RefCell::new(Vec::new()) };
@@ -60,8 +75,7 @@ pub fn build<S: Strategy>(overrides: &[(&str, ParamValue)]) -> Result<S, String>
 #[derive(Debug, Clone)]
 pub struct Harness {
     series: Vec<Series>,
-    cash: f64,
-    limits: RiskLimits,
+    config: BacktestConfig,
 }
 
 impl Harness {
@@ -74,8 +88,7 @@ impl Harness {
     pub fn new() -> Harness {
         Harness {
             series: Vec::new(),
-            cash: 10_000.0,
-            limits: RiskLimits::default(),
+            config: default_config(),
         }
     }
 
@@ -91,13 +104,19 @@ impl Harness {
     }
 
     pub fn with_cash(mut self, cash: f64) -> Harness {
-        self.cash = cash;
+        self.config.cash = cash;
         self
     }
 
-    /// Replays every bar through `strategy`.
-    pub fn run<S: Strategy>(&self, strategy: S) -> ReplayOutcome {
-        replay::replay(&mut Native(strategy), &self.series, self.cash, self.limits)
+    /// Fees, slippage, lot size, risk limits: anything but the defaults.
+    pub fn with_config(mut self, config: BacktestConfig) -> Harness {
+        self.config = config;
+        self
+    }
+
+    /// Runs every bar through `strategy` in the backtester's engine.
+    pub fn run<S: Strategy>(&self, strategy: S) -> Outcome {
+        keel_backtester::run(&mut Native(strategy), &self.series, &self.config)
     }
 }
 

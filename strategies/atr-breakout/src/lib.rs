@@ -109,7 +109,32 @@ impl Strategy for AtrBreakout {
             let sym = bar.symbol.as_str();
             let entry = tick.portfolio.position(sym, "breakout");
             let add = tick.portfolio.position(sym, "add");
-            let quantity = risk * equity / (stop_atr * atr);
+            // Risk-based size, kept inside the host's limits (which it would
+            // otherwise reject): 90% of the smaller of trade and position caps.
+            let limits = &tick.limits;
+            let cap = 0.9 * limits.max_trade_fraction.min(limits.max_position_fraction) * equity
+                / bar.close;
+            let quantity = (risk * equity / (stop_atr * atr)).min(cap);
+            let held: f64 = [entry, add]
+                .iter()
+                .flatten()
+                .map(|p| p.size * bar.close)
+                .sum();
+            let room = (0.9 * limits.max_position_fraction * equity - held).max(0.0) / bar.close;
+            let add_quantity = (quantity / 2.0).min(room);
+            // An add-on never outlives its entry (a stop may have closed the entry).
+            if entry.is_none() && add.is_some() {
+                signals.push(
+                    Signal::close(sym)
+                        .tag("add")
+                        .reason("its breakout entry is closed".to_owned()),
+                );
+                continue;
+            }
+            let exit_now = |side: Side| match side {
+                Side::Long => bar.close < exit_bottom,
+                Side::Short => bar.close > exit_top,
+            };
             match entry.map(|p| (p.side, p.price_entry)) {
                 None if bar.close > top => signals.push(
                     Signal::open_long(sym, Size::Base(quantity))
@@ -129,40 +154,33 @@ impl Strategy for AtrBreakout {
                             bar.close, self.channel
                         )),
                 ),
-                Some((Side::Long, _)) if bar.close < exit_bottom => {
-                    for tag in ["breakout", "add"] {
-                        if tag == "breakout" || add.is_some() {
-                            signals.push(Signal::close(sym).tag(tag).reason(format!(
-                                "close fell below the {}-bar low",
-                                self.exit_channel
-                            )));
-                        }
+                Some((side, _)) if exit_now(side) => {
+                    let why = format!("close crossed the {}-bar exit channel", self.exit_channel);
+                    signals.push(Signal::close(sym).tag("breakout").reason(why.clone()));
+                    if add.is_some() {
+                        signals.push(Signal::close(sym).tag("add").reason(why));
                     }
                 }
-                Some((Side::Short, _)) if bar.close > exit_top => {
-                    for tag in ["breakout", "add"] {
-                        if tag == "breakout" || add.is_some() {
-                            signals.push(Signal::close(sym).tag(tag).reason(format!(
-                                "close rose above the {}-bar high",
-                                self.exit_channel
-                            )));
-                        }
-                    }
-                }
-                Some((Side::Long, price)) if add.is_none() && bar.close > price + atr => signals
-                    .push(
-                        Signal::open_long(sym, Size::Base(quantity / 2.0))
+                Some((Side::Long, price))
+                    if add.is_none() && add_quantity > 0.0 && bar.close > price + atr =>
+                {
+                    signals.push(
+                        Signal::open_long(sym, Size::Base(add_quantity))
                             .tag("add")
                             .stop_loss(bar.close - stop_atr * atr)
-                            .reason("one ATR in favour: add half a unit".to_owned()),
-                    ),
-                Some((Side::Short, price)) if add.is_none() && bar.close < price - atr => signals
-                    .push(
-                        Signal::open_short(sym, Size::Base(quantity / 2.0))
+                            .reason("one ATR in favour: add up to half a unit".to_owned()),
+                    )
+                }
+                Some((Side::Short, price))
+                    if add.is_none() && add_quantity > 0.0 && bar.close < price - atr =>
+                {
+                    signals.push(
+                        Signal::open_short(sym, Size::Base(add_quantity))
                             .tag("add")
                             .stop_loss(bar.close + stop_atr * atr)
-                            .reason("one ATR in favour: add half a unit".to_owned()),
-                    ),
+                            .reason("one ATR in favour: add up to half a unit".to_owned()),
+                    )
+                }
                 _ => {}
             }
         }

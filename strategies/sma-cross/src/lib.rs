@@ -88,7 +88,7 @@ keel_strategy_sdk::export_strategy!(SmaCross);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use keel_strategy_sdk::harness::{Harness, build};
+    use keel_strategy_sdk::harness::{ExitReason, Harness, build};
 
     fn data(file: &str) -> String {
         format!("{}/../../../shared/data/{file}", env!("CARGO_MANIFEST_DIR"))
@@ -110,8 +110,20 @@ mod tests {
             };
             assert_eq!(s.action, expected, "signal {i}");
         }
-        // Each signal fills at the next bar's open; only one from the last bar can be unfilled.
-        assert!(out.signals.len() - out.fills.len() <= 1);
+        assert!(out.rejected.is_empty(), "{:?}", out.rejected);
+        // One trade per entry; each ends at its exit signal, the last one maybe at the end of data.
+        let entries = out
+            .signals
+            .iter()
+            .filter(|(_, s)| s.action == Action::OpenLong)
+            .count();
+        assert_eq!(out.trades.len(), entries);
+        let (last, rest) = out.trades.split_last().expect("trades");
+        assert!(rest.iter().all(|t| t.exit_reason == ExitReason::Signal));
+        assert!(matches!(
+            last.exit_reason,
+            ExitReason::Signal | ExitReason::EndOfData
+        ));
     }
 
     #[test]

@@ -1,0 +1,283 @@
+//! `keel backtest` as a user runs it, and the engine driving real components.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use keel_host::sandbox::Metering;
+use keel_model::replay::Series;
+
+use crate::support::{binding, data, example, sandbox, series};
+
+fn keel(db: &Path, cache: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_keel"))
+        .arg("--db")
+        .arg(db)
+        .env("KEEL_CACHE_DIR", cache)
+        .args(args)
+        .output()
+        .expect("run keel")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+const PAIRS: [&str; 10] = [
+    "ADA", "DASH", "ETC", "ETH", "LTC", "NXT", "TRX", "XLM", "XMR", "ZEC",
+];
+
+#[test]
+fn the_same_backtest_gives_a_byte_identical_report() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, cache) = (dir.path().join("keel.db"), dir.path().join("cache"));
+    let btc = format!("BTC/USD={}", path(&data("UNITTEST_BTC-1m.csv")));
+    let mut reports = Vec::new();
+    for name in ["a.json", "b.json"] {
+        let out_file = dir.path().join(name);
+        let out = keel(
+            &db,
+            &cache,
+            &[
+                "backtest",
+                path(example("rsi-reversion")),
+                "--data",
+                &btc,
+                "--fee-bps",
+                "7.5",
+                "--json",
+                path(&out_file),
+            ],
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stdout).contains("rsi-reversion 1.0.0"),
+            "{}",
+            text(&out.stdout)
+        );
+        reports.push(std::fs::read(&out_file).expect("report"));
+    }
+    assert_eq!(reports[0], reports[1], "byte-identical");
+    let report: serde_json::Value = serde_json::from_slice(&reports[0]).expect("json");
+    assert_eq!(report["schema"], "keel.backtest/1");
+    let wasm = std::fs::read(example("rsi-reversion")).expect("wasm");
+    assert_eq!(
+        report["strategy"]["sha256"],
+        keel_host::sandbox::StrategyHash::of(&wasm).to_hex()
+    );
+    let candles = keel_model::candles::read_csv(&data("UNITTEST_BTC-1m.csv")).expect("candles");
+    assert_eq!(
+        report["data"][0]["sha256"],
+        keel_backtester::report::candles_sha256(&candles)
+    );
+    assert_eq!(report["settings"]["fee_bps"], 7.5);
+    assert_eq!(report["settings"]["fuel_per_call"], 50_000_000);
+    assert!(report["metrics"]["trades"].as_u64().expect("trades") > 10);
+    let trades = report["trades"].as_array().expect("trades");
+    let pnl: f64 = trades.iter().map(|t| t["pnl"].as_f64().expect("pnl")).sum();
+    let (start, end) = (
+        report["summary"]["cash_start"].as_f64(),
+        report["summary"]["equity_final"].as_f64(),
+    );
+    assert!(
+        (start.expect("start") + pnl - end.expect("end")).abs() < 1e-6,
+        "equity = cash + every trade's P&L"
+    );
+}
+
+#[test]
+fn ten_pairs_with_real_gaps_from_the_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, cache) = (dir.path().join("keel.db"), dir.path().join("cache"));
+    let mut args = vec![
+        "backtest".to_owned(),
+        path(example("atr-breakout")).to_owned(),
+    ];
+    for pair in PAIRS {
+        let file = data(&format!("crypto-5m/{pair}_BTC-5m.csv"));
+        let symbol = format!("{pair}/BTC");
+        let out = keel(
+            &db,
+            &cache,
+            &[
+                "data",
+                "import",
+                path(&file),
+                "--symbol",
+                &symbol,
+                "--timeframe",
+                "5m",
+            ],
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        args.extend(["--data".to_owned(), format!("{symbol}@5m")]);
+    }
+    let json = dir.path().join("r.json");
+    args.extend(["--json".to_owned(), path(&json).to_owned()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = keel(&db, &cache, &args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("read")).expect("json");
+    assert_eq!(report["data"].as_array().map(Vec::len), Some(10));
+    assert_eq!(report["data"][0]["source"], "store:ADA/BTC@5m");
+    // 10 pairs of 5,760 bars, less the 50 missing ones: no bar invented.
+    let bars: u64 = report["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|d| d["bars"].as_u64().expect("bars"))
+        .sum();
+    assert_eq!(report["summary"]["bars"].as_u64(), Some(bars));
+    assert_eq!(report["summary"]["errors"], 0);
+    assert!(report["metrics"]["trades"].as_u64().expect("trades") > 100);
+}
+
+#[test]
+fn fills_happen_only_on_bars_that_exist() {
+    let sandbox = sandbox(Metering::Fuel);
+    let loaded = sandbox.load_file(example("atr-breakout")).expect("loads");
+    let pairs: Vec<Series> = PAIRS
+        .iter()
+        .map(|p| series(&format!("{p}/BTC"), &format!("crypto-5m/{p}_BTC-5m.csv")))
+        .collect();
+    let symbols: Vec<&str> = pairs.iter().map(|s| s.symbol.as_str()).collect();
+    let mut instance = sandbox
+        .instantiate(&loaded, binding(&loaded, &symbols, &[], 1))
+        .expect("instance");
+    let result = keel_backtester::run(
+        &mut instance,
+        &pairs,
+        &keel_backtester::BacktestConfig::default(),
+    );
+    assert!(result.errors.is_empty(), "{:?}", result.errors.first());
+    assert!(result.fills.len() > 100);
+    let last_open = pairs
+        .iter()
+        .map(|s| s.candles.last().map_or(0, |c| c.time_ms))
+        .max()
+        .unwrap_or(0);
+    for fill in &result.fills {
+        let s = pairs
+            .iter()
+            .find(|s| s.symbol == fill.symbol)
+            .expect("known symbol");
+        let on_a_bar = s
+            .candles
+            .binary_search_by_key(&fill.time_ms, |c| c.time_ms)
+            .is_ok();
+        // End-of-data exits are stamped with the last close time.
+        assert!(
+            on_a_bar || fill.time_ms > last_open,
+            "{} filled at {} where it has no bar",
+            fill.symbol,
+            fill.time_ms
+        );
+    }
+    let pnl: f64 = result.trades.iter().map(|t| t.pnl).sum();
+    assert!((result.cash_start + pnl - result.equity_final).abs() < 1e-6);
+}
+
+#[test]
+fn a_parameter_grid_runs_every_combination() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, cache) = (dir.path().join("keel.db"), dir.path().join("cache"));
+    let btc = format!("BTC/USD={}", path(&data("UNITTEST_BTC-1m.csv")));
+    let json = dir.path().join("grid.json");
+    let out = keel(
+        &db,
+        &cache,
+        &[
+            "backtest",
+            path(example("sma-cross")),
+            "--data",
+            &btc,
+            "--param",
+            "fast=5..15:5",
+            "--param",
+            "slow=30,60",
+            "--json",
+            path(&json),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        stdout
+            .lines()
+            .filter(|l| l.starts_with("sma-cross "))
+            .count(),
+        6,
+        "{stdout}"
+    );
+    assert_eq!(
+        text(&out.stderr)
+            .lines()
+            .filter(|l| l.contains("/6]"))
+            .count(),
+        6,
+        "progress per run"
+    );
+    let reports: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("read")).expect("json");
+    let params: Vec<String> = reports
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|r| {
+            format!(
+                "{}/{}",
+                r["strategy"]["params"][0]["value"], r["strategy"]["params"][1]["value"]
+            )
+        })
+        .collect();
+    assert_eq!(
+        params,
+        [
+            "\"5\"/\"30\"",
+            "\"5\"/\"60\"",
+            "\"10\"/\"30\"",
+            "\"10\"/\"60\"",
+            "\"15\"/\"30\"",
+            "\"15\"/\"60\""
+        ]
+    );
+}
+
+#[test]
+fn bad_backtest_settings_are_refused_in_one_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, cache) = (dir.path().join("keel.db"), dir.path().join("cache"));
+    let btc = format!("BTC/USD={}", path(&data("UNITTEST_BTC-1m.csv")));
+    let wasm = path(example("sma-cross"));
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["--fee-bps", "-1"],
+            "error: --fee-bps -1 must be a non-negative number",
+        ),
+        (
+            &["--volume-share", "1.5"],
+            "error: --volume-share 1.5 must be in (0, 1]",
+        ),
+        (
+            &["--param", "fast=1..3:1"],
+            "error: sma-cross: bad parameters: parameter 'fast' = 1 is outside [2, 200]",
+        ),
+        (
+            &["--data", "NOPE@5m"],
+            "error: --data NOPE@5m: no NOPE 5m candles in",
+        ),
+    ];
+    for (extra, expect) in cases {
+        let mut args = vec!["backtest", wasm, "--data", &btc];
+        args.extend(extra);
+        let out = keel(&db, &cache, &args);
+        assert_eq!(out.status.code(), Some(1), "{extra:?}");
+        let stderr = text(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.starts_with(expect), "{extra:?}: {stderr}");
+    }
+}
