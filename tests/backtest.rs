@@ -281,3 +281,66 @@ fn bad_backtest_settings_are_refused_in_one_line() {
         assert!(stderr.starts_with(expect), "{extra:?}: {stderr}");
     }
 }
+
+#[test]
+fn the_html_report_is_self_contained() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, cache) = (dir.path().join("keel.db"), dir.path().join("cache"));
+    let btc = format!("BTC/USD={}", path(&data("UNITTEST_BTC-1m.csv")));
+    let (html, json) = (dir.path().join("r.html"), dir.path().join("r.json"));
+    let out = keel(
+        &db,
+        &cache,
+        &[
+            "backtest",
+            path(example("rsi-reversion")),
+            "--data",
+            &btc,
+            "--report",
+            path(&html),
+            "--json",
+            path(&json),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let page = std::fs::read_to_string(&html).expect("html");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("json");
+    let trades = report["trades"].as_array().expect("trades").len();
+    assert!(page.starts_with("<!doctype html>") && page.trim_end().ends_with("</html>"));
+    assert_eq!(page.matches("<svg").count(), 1);
+    assert!(page.contains("<polyline points=\"") && page.contains("drawdown, deepest"));
+    assert_eq!(
+        page.matches("<td class=\"").count(),
+        trades,
+        "one row per trade"
+    );
+    // Opens with no network: nothing to fetch, nothing to run.
+    let without_svg_namespace = page.replace("xmlns=\"http://www.w3.org/2000/svg\"", "");
+    assert!(
+        !without_svg_namespace.contains("http")
+            && !page.contains("<script")
+            && !page.contains("src=")
+    );
+
+    let out = keel(
+        &db,
+        &cache,
+        &[
+            "backtest",
+            path(example("sma-cross")),
+            "--data",
+            &btc,
+            "--param",
+            "fast=5,6",
+            "--report",
+            path(&html),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("--report draws one run; this was 2 runs"),
+        "{}",
+        text(&out.stderr)
+    );
+}

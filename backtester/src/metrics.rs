@@ -103,3 +103,105 @@ impl Metrics {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{EquityPoint, ExitReason, Trade};
+    use keel_model::Side;
+
+    const DAY: i64 = 86_400_000;
+
+    fn trade(pnl: f64) -> Trade {
+        Trade {
+            symbol: "A".into(),
+            tag: String::new(),
+            side: Side::Long,
+            quantity: 1.0,
+            price_entry: 1.0,
+            price_exit: 1.0,
+            time_entry_ms: 0,
+            time_exit_ms: 0,
+            pnl,
+            fees: 0.5,
+            mae: 0.0,
+            mfe: 0.0,
+            exit_reason: ExitReason::Signal,
+        }
+    }
+
+    fn close(a: Option<f64>, b: f64) -> bool {
+        a.is_some_and(|a| (a - b).abs() <= 1e-9 * b.abs().max(1.0))
+    }
+
+    /// Figures checked against an independent computation (Python, same
+    /// definitions): daily bars, equity 100 -> 110 -> 99 -> 121.
+    #[test]
+    fn figures_by_hand() {
+        let result = BacktestResult {
+            cash_start: 100.0,
+            equity_final: 121.0,
+            trades: [10.0, -5.0, 20.0, -5.0].map(trade).to_vec(),
+            equity: [(0, 110.0), (DAY, 99.0), (2 * DAY, 121.0)]
+                .map(|(time_ms, equity)| EquityPoint { time_ms, equity })
+                .to_vec(),
+            fills: vec![],
+            rejected: vec![],
+            errors: vec![],
+            steps: 3,
+            bars: 3,
+            bar_ms: DAY,
+            exposure: 2.0 / 3.0,
+            fees: 2.0,
+            capped_fills: 0,
+            signals: vec![],
+        };
+        let m = Metrics::of(&result);
+        assert!(close(Some(m.total_return), 0.21));
+        assert!(close(Some(m.max_drawdown), 0.1));
+        assert_eq!(m.max_drawdown_duration_ms, DAY);
+        assert!(close(m.sharpe, 8.70279982119768), "{:?}", m.sharpe);
+        assert!(close(m.sortino, 24.52008498968215), "{:?}", m.sortino);
+        assert!(close(Some(m.volatility), 3.108833491683392));
+        assert!(close(m.cagr, 11998275670.32402), "{:?}", m.cagr);
+        assert!(close(m.calmar, 119982756703.2402));
+        assert_eq!(m.trades, 4);
+        assert!(close(m.win_rate, 0.5) && close(m.profit_factor, 3.0) && close(m.expectancy, 5.0));
+        assert!(close(m.average_win, 15.0) && close(m.average_loss, -5.0));
+    }
+
+    #[test]
+    fn undefined_ratios_are_none() {
+        let flat = BacktestResult {
+            cash_start: 100.0,
+            equity_final: 100.0,
+            trades: vec![],
+            equity: vec![
+                EquityPoint {
+                    time_ms: 0,
+                    equity: 100.0,
+                },
+                EquityPoint {
+                    time_ms: DAY,
+                    equity: 100.0,
+                },
+            ],
+            fills: vec![],
+            rejected: vec![],
+            errors: vec![],
+            steps: 2,
+            bars: 2,
+            bar_ms: DAY,
+            exposure: 0.0,
+            fees: 0.0,
+            capped_fills: 0,
+            signals: vec![],
+        };
+        let m = Metrics::of(&flat);
+        assert_eq!(
+            (m.sharpe, m.sortino, m.calmar, m.win_rate, m.profit_factor),
+            (None, None, None, None, None)
+        );
+        assert_eq!(m.max_drawdown, 0.0);
+    }
+}

@@ -150,6 +150,9 @@ pub struct BacktestArgs {
     /// Write the JSON report here (an array when several runs).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Write a self-contained HTML report here (one run only).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -349,6 +352,16 @@ fn backtest(args: &BacktestArgs, db: &Path, cache_dir: Option<PathBuf>) -> anyho
                 r.metrics.trades
             );
         }
+    }
+    if let Some(path) = &args.report {
+        let [report] = reports.as_slice() else {
+            bail!(
+                "--report draws one run; this was {} runs (use --json for all of them)",
+                reports.len()
+            );
+        };
+        std::fs::write(path, report.html())
+            .with_context(|| format!("{}: cannot write the report", path.display()))?;
     }
     if let Some(path) = &args.json {
         let text = match reports.as_slice() {
