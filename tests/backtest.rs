@@ -344,3 +344,72 @@ fn the_html_report_is_self_contained() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn walk_forward_picks_the_in_sample_best_and_tests_it_on_the_next_window() {
+    use keel_host::backtest::{self, Job};
+    let sandbox = sandbox(Metering::Fuel);
+    let loaded = sandbox.load_file(example("sma-cross")).expect("loads");
+    let data = backtest::load_data(
+        &[format!("BTC/USD={}", path(&data("UNITTEST_BTC-1m.csv")))],
+        Path::new("unused.db"),
+        &[],
+    )
+    .expect("data");
+    let grid = backtest::expand_grid(
+        &loaded.info.params,
+        &["fast=5..15:5".into(), "slow=30,60".into()],
+    )
+    .expect("grid");
+    let config = keel_backtester::BacktestConfig::default();
+    let mut calls = 0;
+    let report = backtest::walk_forward(&sandbox, &loaded, &grid, &data, &config, 3, |_, _| {
+        calls += 1
+    })
+    .expect("walk");
+    assert_eq!(calls, 3 * (6 + 1), "progress for every run");
+    assert_eq!(report.schema, "keel.walk-forward/1");
+    assert_eq!(report.folds.len(), 3);
+    for pair in report.folds.windows(2) {
+        assert_eq!(
+            pair[0].out_of_sample.1, pair[1].out_of_sample.0,
+            "out-of-sample windows follow each other"
+        );
+        assert_eq!(
+            pair[1].in_sample, pair[0].out_of_sample,
+            "in-sample is the window before"
+        );
+    }
+    let mut compounded = 1.0;
+    for fold in &report.folds {
+        assert_eq!(fold.in_sample.1, fold.out_of_sample.0);
+        compounded *= 1.0 + fold.out_of_sample_metrics.total_return;
+        // The chosen parameters have the best in-sample Sharpe of the grid.
+        let window = (
+            keel_model::candles::parse_time(&fold.in_sample.0).expect("time"),
+            keel_model::candles::parse_time(&fold.in_sample.1).expect("time"),
+        );
+        let best = grid
+            .iter()
+            .map(|p| {
+                let job = Job {
+                    strategy: &loaded,
+                    params: p.clone(),
+                    window: Some(window),
+                };
+                backtest::run_job(&sandbox, &job, &data, &config)
+                    .expect("run")
+                    .metrics
+                    .sharpe
+                    .unwrap_or(f64::NEG_INFINITY)
+            })
+            .fold(f64::NEG_INFINITY, f64::max);
+        assert_eq!(
+            fold.in_sample_metrics.sharpe,
+            Some(best),
+            "fold {}",
+            fold.fold
+        );
+    }
+    assert!((report.out_of_sample_return - (compounded - 1.0)).abs() < 1e-12);
+}

@@ -169,6 +169,8 @@ fn expand_values(spec: &ParamSpec, text: &str) -> anyhow::Result<Vec<String>> {
 pub struct Job<'a> {
     pub strategy: &'a LoadedStrategy,
     pub params: Params,
+    /// Only bars opening in `[from, to)` (ms), when set.
+    pub window: Option<(i64, i64)>,
 }
 
 /// Runs one job; the strategy's own failures end up in the report, not here.
@@ -178,7 +180,22 @@ pub fn run_job(
     data: &[Dataset],
     config: &BacktestConfig,
 ) -> anyhow::Result<Report> {
-    let series: Vec<Series> = data.iter().map(|d| d.series.clone()).collect();
+    let series: Vec<Series> = data
+        .iter()
+        .map(|d| match job.window {
+            None => d.series.clone(),
+            Some((from, to)) => Series {
+                candles: d
+                    .series
+                    .candles
+                    .iter()
+                    .filter(|c| c.time_ms >= from && c.time_ms < to)
+                    .copied()
+                    .collect(),
+                ..d.series.clone()
+            },
+        })
+        .collect();
     let binding = Binding {
         symbols: series.iter().map(|s| s.symbol.clone()).collect(),
         params: job.params.clone(),
@@ -252,6 +269,132 @@ pub fn run_all(
         .into_iter()
         .map(|r| r.unwrap_or_else(|| Err(anyhow::anyhow!("the job did not run"))))
         .collect()
+}
+
+/// One walk-forward fold: the grid's best on the in-sample window, then
+/// those parameters alone on the out-of-sample window that follows.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Fold {
+    pub fold: usize,
+    pub in_sample: (String, String),
+    pub out_of_sample: (String, String),
+    pub params: Vec<ParamEntry>,
+    pub in_sample_metrics: keel_backtester::Metrics,
+    pub out_of_sample_metrics: keel_backtester::Metrics,
+}
+
+/// The walk-forward report (`keel.walk-forward/1`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WalkForward {
+    pub schema: &'static str,
+    pub strategy: String,
+    pub sha256: String,
+    pub data: Vec<DataRef>,
+    pub candidates_per_fold: usize,
+    pub folds: Vec<Fold>,
+    /// Out-of-sample returns compounded across the folds.
+    pub out_of_sample_return: f64,
+}
+
+/// Splits the data's time span into `folds + 1` equal windows; fold k picks
+/// the best Sharpe (then return) of the grid on window k−1 and runs it on
+/// window k. Each window's run starts from a fresh instance and fresh cash,
+/// so its first warm-up bars are spent warming up.
+pub fn walk_forward(
+    sandbox: &Sandbox,
+    strategy: &LoadedStrategy,
+    grid: &[Params],
+    data: &[Dataset],
+    config: &BacktestConfig,
+    folds: usize,
+    mut progress: impl FnMut(usize, usize),
+) -> anyhow::Result<WalkForward> {
+    if folds == 0 {
+        bail!("--walk-forward needs at least 1 fold");
+    }
+    let start = data
+        .iter()
+        .filter_map(|d| d.series.candles.first())
+        .map(|c| c.time_ms)
+        .min();
+    let end = data
+        .iter()
+        .filter_map(|d| d.series.candles.last().map(|c| c.time_ms + d.series.bar_ms))
+        .max();
+    let (Some(start), Some(end)) = (start, end) else {
+        bail!("no candles to walk forward over")
+    };
+    let segment = (end - start) / (folds as i64 + 1);
+    if segment <= 0 {
+        bail!("too little data for {folds} folds");
+    }
+    let bound = |k: usize| {
+        if k == folds + 1 {
+            end
+        } else {
+            start + segment * k as i64
+        }
+    };
+    let total = folds * (grid.len() + 1);
+    let mut done = 0;
+    let mut out = Vec::with_capacity(folds);
+    let mut compounded = 1.0;
+    for k in 1..=folds {
+        let in_sample = (bound(k - 1), bound(k));
+        let jobs: Vec<Job<'_>> = grid
+            .iter()
+            .map(|params| Job {
+                strategy,
+                params: params.clone(),
+                window: Some(in_sample),
+            })
+            .collect();
+        let reports = run_all(sandbox, &jobs, data, config, |_, _, _, _| {
+            done += 1;
+            progress(done, total);
+        });
+        let mut best: Option<(usize, Report)> = None;
+        for (i, report) in reports.into_iter().enumerate() {
+            let report = report?;
+            let score = |r: &Report| {
+                (
+                    r.metrics.sharpe.unwrap_or(f64::NEG_INFINITY),
+                    r.metrics.total_return,
+                )
+            };
+            if best.as_ref().is_none_or(|(_, b)| score(&report) > score(b)) {
+                best = Some((i, report));
+            }
+        }
+        let (chosen, in_report) = best.context("the parameter grid is empty")?;
+        let out_of_sample = (bound(k), bound(k + 1));
+        let job = Job {
+            strategy,
+            params: grid[chosen].clone(),
+            window: Some(out_of_sample),
+        };
+        let out_report = run_job(sandbox, &job, data, config)?;
+        done += 1;
+        progress(done, total);
+        compounded *= 1.0 + out_report.metrics.total_return;
+        out.push(Fold {
+            fold: k,
+            in_sample: (format_time(in_sample.0), format_time(in_sample.1)),
+            out_of_sample: (format_time(out_of_sample.0), format_time(out_of_sample.1)),
+            params: in_report.strategy.params.clone(),
+            in_sample_metrics: in_report.metrics,
+            out_of_sample_metrics: out_report.metrics,
+        });
+    }
+    Ok(WalkForward {
+        schema: "keel.walk-forward/1",
+        strategy: format!("{} {}", strategy.info.name, strategy.info.version),
+        sha256: strategy.hash.to_hex(),
+        data: data.iter().map(|d| d.reference.clone()).collect(),
+        candidates_per_fold: grid.len(),
+        folds: out,
+        out_of_sample_return: compounded - 1.0,
+    })
 }
 
 #[cfg(test)]

@@ -153,6 +153,9 @@ pub struct BacktestArgs {
     /// Write a self-contained HTML report here (one run only).
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+    /// Walk forward over K folds: pick the grid's best in-sample, test it on the next window.
+    #[arg(long, value_name = "K")]
+    pub walk_forward: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -283,7 +286,11 @@ fn backtest(args: &BacktestArgs, db: &Path, cache_dir: Option<PathBuf>) -> anyho
         for params in backtest::expand_grid(&strategy.info.params, &args.params)
             .with_context(|| format!("{}: bad parameters", strategy.info.name))?
         {
-            jobs.push(backtest::Job { strategy, params });
+            jobs.push(backtest::Job {
+                strategy,
+                params,
+                window: None,
+            });
         }
     }
     let config = keel_backtester::BacktestConfig {
@@ -296,10 +303,73 @@ fn backtest(args: &BacktestArgs, db: &Path, cache_dir: Option<PathBuf>) -> anyho
         },
         limits: RiskLimits::default(),
     };
+    if let Some(folds) = args.walk_forward {
+        let [strategy] = loaded.as_slice() else {
+            bail!(
+                "--walk-forward takes one strategy; {} were given",
+                loaded.len()
+            );
+        };
+        let grid: Vec<Params> = jobs.iter().map(|j| j.params.clone()).collect();
+        let mut bar = ProgressBar::new("walk-forward");
+        let report = backtest::walk_forward(
+            &sandbox,
+            strategy,
+            &grid,
+            &data,
+            &config,
+            folds,
+            |done, total| bar.update(done, total),
+        )?;
+        bar.finish();
+        println!(
+            "{:<5} {:<43} {:<40} {:>9} {:>10} {:>8}",
+            "fold",
+            "out-of-sample window",
+            "chosen params",
+            "IS Sharpe",
+            "OOS return",
+            "OOS trades"
+        );
+        for f in &report.folds {
+            let params: Vec<String> = f
+                .params
+                .iter()
+                .map(|p| format!("{}={}", p.name, p.value))
+                .collect();
+            println!(
+                "{:<5} {:<43} {:<40} {:>9} {:>9.2}% {:>8}",
+                f.fold,
+                format!("{} .. {}", f.out_of_sample.0, f.out_of_sample.1),
+                params.join(" "),
+                f.in_sample_metrics
+                    .sharpe
+                    .map_or("-".into(), |s| format!("{s:.2}")),
+                f.out_of_sample_metrics.total_return * 100.0,
+                f.out_of_sample_metrics.trades
+            );
+        }
+        println!(
+            "out-of-sample return, compounded over {} folds: {:+.2}%",
+            report.folds.len(),
+            report.out_of_sample_return * 100.0
+        );
+        if let Some(path) = &args.json {
+            let text = serde_json::to_string_pretty(&report)?;
+            std::fs::write(path, text + "\n")
+                .with_context(|| format!("{}: cannot write the report", path.display()))?;
+        }
+        return Ok(true);
+    }
     let quiet_progress = jobs.len() == 1;
+    let mut bar = ProgressBar::new("backtests");
     let progress =
         |done: usize, total: usize, i: usize, result: &anyhow::Result<keel_backtester::Report>| {
             if quiet_progress {
+                return;
+            }
+            if bar.tty {
+                bar.update(done, total);
                 return;
             }
             let what = match result {
@@ -317,6 +387,9 @@ fn backtest(args: &BacktestArgs, db: &Path, cache_dir: Option<PathBuf>) -> anyho
             );
         };
     let results = backtest::run_all(&sandbox, &jobs, &data, &config, progress);
+    if !quiet_progress {
+        bar.finish();
+    }
     let mut reports = Vec::with_capacity(results.len());
     for (job, result) in jobs.iter().zip(results) {
         reports.push(
@@ -378,6 +451,46 @@ fn backtest(args: &BacktestArgs, db: &Path, cache_dir: Option<PathBuf>) -> anyho
             .with_context(|| format!("{}: cannot write the report", path.display()))?;
     }
     Ok(true)
+}
+
+/// A one-line progress bar on a terminal; plain lines elsewhere (logs, CI).
+struct ProgressBar {
+    label: &'static str,
+    tty: bool,
+}
+
+impl ProgressBar {
+    fn new(label: &'static str) -> ProgressBar {
+        use std::io::IsTerminal;
+        ProgressBar {
+            label,
+            tty: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn update(&mut self, done: usize, total: usize) {
+        if self.tty {
+            let width = 30;
+            let filled = (done * width)
+                .checked_div(total)
+                .unwrap_or(width)
+                .min(width);
+            eprint!(
+                "\r{} [{}{}] {done}/{total}",
+                self.label,
+                "#".repeat(filled),
+                " ".repeat(width - filled)
+            );
+        } else {
+            eprintln!("{} {done}/{total}", self.label);
+        }
+    }
+
+    fn finish(&self) {
+        if self.tty {
+            eprintln!();
+        }
+    }
 }
 
 fn params_text(params: &Params) -> String {

@@ -1,0 +1,140 @@
+//! Backtest throughput: sma-cross as a wasm component vs the same crate
+//! compiled natively, through the same engine, on generated bars.
+//!
+//!     cargo bench -p keel-host --bench backtest_speed            # 5M bars
+//!     cargo bench -p keel-host --bench backtest_speed -- 10000000
+//!
+//! Each mode runs in its own child process so its peak memory (VmHWM) is its
+//! own. Targets on the 2-core machine: >= 2M bars/s for wasm, wasm/native
+//! time <= 1.5, peak memory <= 200 MB for 10M bars.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use keel_backtester::{BacktestConfig, run};
+use keel_host::build_strategy;
+use keel_host::sandbox::{Binding, Metering, Sandbox, SandboxConfig};
+use keel_model::replay::Series;
+use keel_model::{Params, synth};
+use keel_strategy_sdk::harness::{Native, build};
+
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn series(bars: usize) -> Vec<Series> {
+    vec![Series {
+        symbol: "SYN/USD".into(),
+        candles: synth::random_walk(7, bars, 1_600_000_000_000, 60_000, 100.0, 0.002),
+        bar_ms: 60_000,
+    }]
+}
+
+fn child(mode: &str, bars: usize) {
+    let data = series(bars);
+    let config = BacktestConfig::default();
+    let started = Instant::now();
+    let result = match mode {
+        "native" => {
+            let strategy: sma_cross::SmaCross = build(&[]).expect("defaults");
+            run(&mut Native(strategy), &data, &config)
+        }
+        _ => {
+            let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+            let file = build_strategy::build(
+                &repo.join("strategies/sma-cross"),
+                Some(&repo.join("target/keel-wasm")),
+            )
+            .expect("build")[0]
+                .clone();
+            let metering = if mode == "wasm-epoch" {
+                Metering::WallClock
+            } else {
+                Metering::Fuel
+            };
+            let sandbox = Sandbox::new(SandboxConfig {
+                metering,
+                ..SandboxConfig::default()
+            })
+            .expect("sandbox");
+            let loaded = sandbox.load_file(&file).expect("load");
+            let binding = Binding {
+                symbols: vec!["SYN/USD".into()],
+                params: Params::resolve(&loaded.info.params, &[]).expect("params"),
+                simulated_clock: true,
+                seed: 1,
+            };
+            let mut instance = sandbox.instantiate(&loaded, binding).expect("instance");
+            let started_run = Instant::now();
+            let result = run(&mut instance, &data, &config);
+            let secs = started_run.elapsed().as_secs_f64();
+            println!(
+                "{mode} {bars} {secs} {} {}",
+                peak_rss_mb(),
+                result.trades.len()
+            );
+            return;
+        }
+    };
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "{mode} {bars} {secs} {} {}",
+        peak_rss_mb(),
+        result.trades.len()
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    if let [mode, bars] = args.as_slice()
+        && mode.starts_with("--child=")
+    {
+        child(
+            mode.trim_start_matches("--child="),
+            bars.parse().expect("bars"),
+        );
+        return;
+    }
+    let bars: usize = args
+        .first()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(5_000_000);
+    let me = std::env::current_exe().expect("exe");
+    let mut times = std::collections::BTreeMap::new();
+    println!(
+        "{:<12} {:>12} {:>10} {:>14} {:>12} {:>8}",
+        "mode", "bars", "seconds", "bars/s", "peak MB", "trades"
+    );
+    for mode in ["native", "wasm-fuel", "wasm-epoch"] {
+        let out = Command::new(&me)
+            .arg(format!("--child={mode}"))
+            .arg(bars.to_string())
+            .output()
+            .expect("child");
+        let line = String::from_utf8_lossy(&out.stdout);
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [_, _, secs, mb, trades] = fields.as_slice() else {
+            panic!("{mode}: {line} {}", String::from_utf8_lossy(&out.stderr));
+        };
+        let secs: f64 = secs.parse().expect("secs");
+        times.insert(mode, secs);
+        println!(
+            "{mode:<12} {bars:>12} {secs:>10.2} {:>14.0} {mb:>12} {trades:>8}",
+            bars as f64 / secs
+        );
+    }
+    println!(
+        "ratio wasm/native time: fuel {:.2}, epoch {:.2}",
+        times["wasm-fuel"] / times["native"],
+        times["wasm-epoch"] / times["native"]
+    );
+}
