@@ -263,6 +263,9 @@ pub fn run(
                 continue;
             }
         };
+        if signals.is_empty() {
+            continue;
+        }
         let mut exposure = book.exposure(equity, &pending, &last_close, &index);
         for signal in signals {
             all_signals.push((step.time_ms, signal.clone()));

@@ -38,7 +38,16 @@ fn series(bars: usize) -> Vec<Series> {
 
 fn child(mode: &str, bars: usize) {
     let data = series(bars);
-    let config = BacktestConfig::default();
+    // No fees or slippage: equity is not drained, so the strategy keeps
+    // trading (and the risk checks keep running) over every bar.
+    let config = BacktestConfig {
+        fills: keel_backtester::fills::FillModel {
+            fee_bps: 0.0,
+            slippage_bps: 0.0,
+            ..Default::default()
+        },
+        ..BacktestConfig::default()
+    };
     let started = Instant::now();
     let result = match mode {
         "native" => {
