@@ -161,7 +161,7 @@ pub struct BacktestArgs {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     pub file: PathBuf,
-    /// Candles as CSV: `PATH`, or `SYMBOL=PATH` (repeat for several symbols).
+    /// `[SYMBOL=]FILE` (CSV or .json) or `SYMBOL@TF` from the store (repeat for several symbols).
     #[arg(long = "data", required = true, value_name = "[SYMBOL=]CSV")]
     pub data: Vec<String>,
     /// Parameter override `NAME=VALUE` (repeatable).
@@ -242,12 +242,12 @@ pub fn run(cli: Cli) -> anyhow::Result<bool> {
         }
         Command::Strategy(StrategyCommand::Run(args)) => {
             let sandbox = sandbox(Metering::Fuel, cache_dir)?;
-            run_file(&sandbox, &args)?;
+            run_file(&sandbox, &args, &cli.db)?;
             Ok(true)
         }
         Command::Data(command) => data(command, &cli.db),
         Command::Backtest(args) => backtest(&args, &cli.db, cache_dir),
-        Command::Quickstart(args) => quickstart(&args, cache_dir),
+        Command::Quickstart(args) => quickstart(&args, &cli.db, cache_dir),
     }
 }
 
@@ -722,30 +722,6 @@ fn print_report(report: &ValidationReport) {
     }
 }
 
-/// `SYMBOL=PATH` or `PATH` (symbol: the strategy's n-th default, else the file stem).
-fn parse_data(spec: &str, index: usize, defaults: &[String]) -> anyhow::Result<Series> {
-    let (symbol, path) = match spec.split_once('=') {
-        Some((symbol, path)) => (symbol.to_owned(), PathBuf::from(path)),
-        None => {
-            let path = PathBuf::from(spec);
-            let symbol = defaults.get(index).cloned().unwrap_or_else(|| {
-                path.file_stem().map_or_else(
-                    || format!("SYMBOL{index}"),
-                    |s| s.to_string_lossy().into_owned(),
-                )
-            });
-            (symbol, path)
-        }
-    };
-    let candles = candles::read_csv(&path)?;
-    let bar_ms = candles::typical_spacing_ms(&candles).unwrap_or(60_000);
-    Ok(Series {
-        symbol,
-        candles,
-        bar_ms,
-    })
-}
-
 /// What `strategy run` saw, for printing and for tests.
 #[derive(Debug)]
 pub struct RunSummary {
@@ -753,14 +729,12 @@ pub struct RunSummary {
     pub rejected: usize,
 }
 
-pub fn run_file(sandbox: &Sandbox, args: &RunArgs) -> anyhow::Result<RunSummary> {
+pub fn run_file(sandbox: &Sandbox, args: &RunArgs, db: &Path) -> anyhow::Result<RunSummary> {
     let loaded = sandbox.load_file(&args.file)?;
-    let series = args
-        .data
-        .iter()
-        .enumerate()
-        .map(|(i, spec)| parse_data(spec, i, &loaded.info.symbols))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let series: Vec<Series> = backtest::load_data(&args.data, db, &loaded.info.symbols)?
+        .into_iter()
+        .map(|d| d.series)
+        .collect();
     let params = Params::resolve_text(&loaded.info.params, &args.params)
         .with_context(|| format!("{}: bad parameters", loaded.info.name))?;
     let binding = Binding {
@@ -799,22 +773,22 @@ pub fn run_file(sandbox: &Sandbox, args: &RunArgs) -> anyhow::Result<RunSummary>
                 s.reason
             );
         }
-        for r in &rejections {
-            println!(
-                "{}  REJECTED {} {}: {}",
-                format_time(r.time_ms),
-                r.signal.action.as_str(),
-                r.signal.symbol,
-                r.reason
+        // Refused by the sandbox's checks, then by the risk checks.
+        let refused = rejections
+            .iter()
+            .map(|r| (r.time_ms, &r.signal, &r.reason))
+            .chain(
+                outcome
+                    .rejected
+                    .iter()
+                    .map(|r| (r.time_ms, &r.signal, &r.reason)),
             );
-        }
-        for r in &outcome.rejected {
+        for (time, signal, reason) in refused {
             println!(
-                "{}  REJECTED {} {}: {}",
-                format_time(r.time_ms),
-                r.signal.action.as_str(),
-                r.signal.symbol,
-                r.reason
+                "{}  REJECTED {} {}: {reason}",
+                format_time(time),
+                signal.action.as_str(),
+                signal.symbol
             );
         }
         for (time, e) in &outcome.errors {
@@ -842,7 +816,11 @@ pub fn run_file(sandbox: &Sandbox, args: &RunArgs) -> anyhow::Result<RunSummary>
     Ok(RunSummary { outcome, rejected })
 }
 
-fn quickstart(args: &QuickstartArgs, cache_dir: Option<PathBuf>) -> anyhow::Result<bool> {
+fn quickstart(
+    args: &QuickstartArgs,
+    db: &Path,
+    cache_dir: Option<PathBuf>,
+) -> anyhow::Result<bool> {
     let examples = [
         ("sma-cross", vec!["BTC/USD=UNITTEST_BTC-1m.csv"]),
         ("rsi-reversion", vec!["BTC/USD=UNITTEST_BTC-1m.csv"]),
@@ -882,7 +860,7 @@ fn quickstart(args: &QuickstartArgs, cache_dir: Option<PathBuf>) -> anyhow::Resu
             cash: 10_000.0,
             quiet: true,
         };
-        run_file(&sandbox, &run)?;
+        run_file(&sandbox, &run, db)?;
     }
     Ok(all_passed)
 }

@@ -96,15 +96,7 @@ pub fn parse_csv(text: &str, source: &str) -> Result<Vec<Candle>, CandleError> {
                 return Err(invalid(line, format!("{column} is {text}")));
             }
         }
-        let candle = Candle {
-            time_ms,
-            open: values[0],
-            high: values[1],
-            low: values[2],
-            close: values[3],
-            volume: values[4],
-        };
-        push_checked(&mut candles, candle).map_err(|m| invalid(line, m))?;
+        push_checked(&mut candles, time_ms, values).map_err(|m| invalid(line, m))?;
     }
     if candles.is_empty() {
         return Err(CandleError::Empty {
@@ -209,15 +201,7 @@ pub fn parse_json(text: &str, source: &str) -> Result<Vec<Candle>, CandleError> 
                     )
                 })?;
         }
-        let candle = Candle {
-            time_ms,
-            open: values[0],
-            high: values[1],
-            low: values[2],
-            close: values[3],
-            volume: values[4],
-        };
-        push_checked(&mut candles, candle).map_err(|m| invalid(line, m))?;
+        push_checked(&mut candles, time_ms, values).map_err(|m| invalid(line, m))?;
     }
     if candles.is_empty() {
         return Err(CandleError::Empty {
@@ -260,8 +244,18 @@ fn row_lines(text: &str) -> Vec<usize> {
     lines
 }
 
-/// Appends `candle` after checking it and that time moves forward.
-fn push_checked(candles: &mut Vec<Candle>, candle: Candle) -> Result<(), String> {
+/// Appends the candle of `[open, high, low, close, volume]` after checking it
+/// and that time moves forward.
+fn push_checked(candles: &mut Vec<Candle>, time_ms: i64, values: [f64; 5]) -> Result<(), String> {
+    let [open, high, low, close, volume] = values;
+    let candle = Candle {
+        time_ms,
+        open,
+        high,
+        low,
+        close,
+        volume,
+    };
     check_candle(&candle)?;
     if let Some(prev) = candles.last()
         && candle.time_ms <= prev.time_ms
