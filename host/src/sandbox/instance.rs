@@ -9,7 +9,7 @@ use std::time::Duration;
 use wasmtime::{Engine, Store, Trap};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
-use keel_model::{Bar, Fill, LogLevel, Params, RunningStrategy, Signal, StrategyInfo, Tick};
+use keel_model::{Fill, LogLevel, Params, RunningStrategy, Signal, StrategyInfo, Tick};
 
 use super::bindings::{self, StrategyPre};
 use super::checks::check_signal;
@@ -145,8 +145,9 @@ pub struct StrategyInstance {
     stderr: MemoryOutputPipe,
     stderr_seen: usize,
     exports: bindings::Strategy,
-    /// Bars of the last `warmup_bars` ticks, replayed into a rebuilt instance.
-    recent: VecDeque<(i64, Vec<Bar>)>,
+    /// Bars of the last `warmup_bars` ticks (already in binding form),
+    /// replayed into a rebuilt instance.
+    recent: VecDeque<(i64, Vec<bindings::Bar>)>,
     failures_in_row: u32,
     quarantined: Option<Fault>,
     stats: InstanceStats,
@@ -375,12 +376,13 @@ impl StrategyInstance {
         if let Some(fault) = &self.quarantined {
             return Err(self.error(Fault::Quarantined(fault.to_string())));
         }
-        self.remember(tick);
         self.stats.calls += 1;
         let wit_tick = convert::tick_out(tick);
         let outcome = self.guarded(tick.time_ms, |exports, store| {
             exports.call_on_bar(store, &wit_tick)
         });
+        // Before any rebuild, so a rebuild sees this bar last (and skips it).
+        self.remember(tick.time_ms, wit_tick.bars);
         let signals = match outcome {
             Ok(Ok(signals)) => signals,
             Ok(Err(msg)) => return Err(self.failed(Fault::Returned(truncate(&msg, 256)))),
@@ -442,10 +444,13 @@ impl StrategyInstance {
         let log = &mut self.store.data_mut().log;
         self.stats.log_bytes_dropped += std::mem::take(&mut log.dropped) as u64;
         self.logs.append(&mut log.lines);
-        let outcome =
-            result.map_err(|e| classify(&e, &self.limits, &self.stderr, self.stderr_seen));
-        self.stderr_seen = self.stderr.contents().len();
-        outcome
+        // Stderr is only read when a call failed (it holds a panic message);
+        // reading it copies the buffer, so successful calls leave it alone.
+        result.map_err(|e| {
+            let fault = classify(&e, &self.limits, &self.stderr, self.stderr_seen);
+            self.stderr_seen = self.stderr.contents().len();
+            fault
+        })
     }
 
     /// Counts a failure; rebuilds after a trap; quarantines after too many.
@@ -485,16 +490,16 @@ impl StrategyInstance {
         self.stderr_seen = 0;
         self.exports = exports;
         self.stats.rebuilds += 1;
-        let recent: Vec<(i64, Vec<Bar>)> = self.recent.iter().cloned().collect();
+        let recent: Vec<(i64, Vec<bindings::Bar>)> = self.recent.iter().cloned().collect();
         // The bar that trapped is the last one; replaying it could trap again.
         for (time_ms, bars) in recent.iter().take(recent.len().saturating_sub(1)) {
-            let tick = Tick {
+            let mut wit_tick = convert::tick_out(&Tick {
                 time_ms: *time_ms,
-                bars: bars.clone(),
+                bars: Vec::new(),
                 portfolio: keel_model::Portfolio::default(),
                 limits: keel_model::RiskLimits::default(),
-            };
-            let wit_tick = convert::tick_out(&tick);
+            });
+            wit_tick.bars = bars.clone();
             self.guarded(*time_ms, |exports, store| {
                 exports.call_on_bar(store, &wit_tick)
             })?
@@ -503,7 +508,8 @@ impl StrategyInstance {
         Ok(())
     }
 
-    fn remember(&mut self, tick: &Tick) {
+    /// Keeps this tick's bars for a rebuild's warm-up (moved, not copied).
+    fn remember(&mut self, time_ms: i64, bars: Vec<bindings::Bar>) {
         let keep = self.info.warmup_bars as usize;
         if keep == 0 {
             return;
@@ -511,7 +517,7 @@ impl StrategyInstance {
         if self.recent.len() == keep {
             self.recent.pop_front();
         }
-        self.recent.push_back((tick.time_ms, tick.bars.clone()));
+        self.recent.push_back((time_ms, bars));
     }
 
     fn error(&self, fault: Fault) -> StrategyError {
