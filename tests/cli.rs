@@ -293,3 +293,33 @@ fn quickstart_builds_validates_and_runs_the_examples() {
     }
     assert!(!stdout.contains("FAIL"), "{stdout}");
 }
+
+#[test]
+fn run_keeps_going_past_a_failing_strategy_and_says_so_briefly() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let goog = format!("TEST/USD={}", path(&data("GOOG-1d.csv")));
+    let out = keel(
+        &["strategy", "run", path(fixture("panic")), "--data", &goog],
+        cache.path(),
+    );
+    assert!(
+        out.status.success(),
+        "a strategy's faults are its own: {}",
+        text(&out.stderr)
+    );
+    let stdout = text(&out.stdout);
+    let errors = stdout.lines().filter(|l| l.contains("  ERROR ")).count();
+    assert_eq!(errors, 10, "{stdout}");
+    assert!(
+        stdout.contains("panicked: fixture panic: index 7 is out of range for 3 entries"),
+        "{stdout}"
+    );
+    // It panics every 5th bar and is rebuilt each time: 2,148 bars, 429 faults.
+    assert!(stdout.contains("… and 419 more errors"), "{stdout}");
+    assert!(
+        stdout.lines().last().is_some_and(
+            |l| l.contains("2148 bars on 1 symbol(s)") && l.contains("429 errors, 429 traps")
+        ),
+        "{stdout}"
+    );
+}

@@ -791,8 +791,12 @@ pub fn run_file(sandbox: &Sandbox, args: &RunArgs, db: &Path) -> anyhow::Result<
                 signal.symbol
             );
         }
-        for (time, e) in &outcome.errors {
+        const SHOWN: usize = 10;
+        for (time, e) in outcome.errors.iter().take(SHOWN) {
             println!("{}  ERROR {e}", format_time(*time));
+        }
+        if outcome.errors.len() > SHOWN {
+            println!("… and {} more errors", outcome.errors.len() - SHOWN);
         }
     }
     let stats = instance.stats();
