@@ -288,8 +288,16 @@ pub fn run(
         }
     }
 
-    // Whatever is still open is closed at its symbol's last close.
+    // Orders that never met a later bar of their symbol did not fill.
     let end_ms = steps.last().map_or(0, |s| s.time_ms);
+    for order in pending {
+        let reason = format!(
+            "the data ended before a later {} bar could fill it",
+            order.signal.symbol
+        );
+        book.reject(order, end_ms, reason);
+    }
+    // Whatever is still open is closed at its symbol's last close.
     while let Some(p) = book.open.last() {
         let s = index.get(p.symbol.as_str()).copied().unwrap_or(0);
         let buy = p.side == Side::Short;
@@ -936,6 +944,26 @@ mod tests {
         assert_eq!(r.fills[0].quantity, 10.0);
         assert_eq!(r.capped_fills, 1);
         assert_eq!(r.rejected[0].reason, "0.3 rounds to zero lots of 0.5");
+    }
+
+    #[test]
+    fn an_order_the_data_cannot_fill_is_reported() {
+        let mut s = Script {
+            plan: vec![(2, Signal::open_long("A", Size::Base(1.0)))],
+            ..Script::default()
+        };
+        let r = run(
+            &mut s,
+            &[series("A", flat(&[10.0, 11.0, 12.0]))],
+            &config(0.0, 0.0),
+        );
+        assert!(r.fills.is_empty() && r.trades.is_empty());
+        assert_eq!(r.rejected.len(), 1);
+        assert_eq!(
+            r.rejected[0].reason,
+            "the data ended before a later A bar could fill it"
+        );
+        assert_eq!(r.rejected[0].time_ms, 3 * 60_000);
     }
 
     #[test]
