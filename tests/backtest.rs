@@ -413,3 +413,86 @@ fn walk_forward_picks_the_in_sample_best_and_tests_it_on_the_next_window() {
     }
     assert!((report.out_of_sample_return - (compounded - 1.0)).abs() < 1e-12);
 }
+
+#[test]
+fn a_grid_skips_combinations_the_strategy_refuses() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, cache) = (dir.path().join("keel.db"), dir.path().join("cache"));
+    let btc = format!("BTC/USD={}", path(&data("UNITTEST_BTC-1m.csv")));
+    let wasm = path(example("sma-cross"));
+    // fast=30 slow=30 is refused by the strategy's init; the others run.
+    let out = keel(
+        &db,
+        &cache,
+        &[
+            "backtest",
+            wasm,
+            "--data",
+            &btc,
+            "--param",
+            "fast=20,30",
+            "--param",
+            "slow=30,60",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        stdout
+            .lines()
+            .filter(|l| l.starts_with("sma-cross "))
+            .count(),
+        3,
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("skipped sma-cross fast=30 slow=30 size=0.2: strategy sma-cross@")
+            && stdout
+                .contains("init refused its parameters: fast (30) must be shorter than slow (30)"),
+        "{stdout}"
+    );
+    // Walk-forward skips them too.
+    let out = keel(
+        &db,
+        &cache,
+        &[
+            "backtest",
+            wasm,
+            "--data",
+            &btc,
+            "--param",
+            "fast=20,30",
+            "--param",
+            "slow=30",
+            "--walk-forward",
+            "2",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("fast=20 slow=30"),
+        "{}",
+        text(&out.stdout)
+    );
+    // Nothing runnable: a one-line error.
+    let out = keel(
+        &db,
+        &cache,
+        &[
+            "backtest",
+            wasm,
+            "--data",
+            &btc,
+            "--param",
+            "fast=30,40",
+            "--param",
+            "slow=30",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).ends_with("error: none of the 2 runs could start\n"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -355,7 +355,8 @@ pub fn walk_forward(
         });
         let mut best: Option<(usize, Report)> = None;
         for (i, report) in reports.into_iter().enumerate() {
-            let report = report?;
+            // A combination the strategy refuses cannot win the fold.
+            let Ok(report) = report else { continue };
             let score = |r: &Report| {
                 (
                     r.metrics.sharpe.unwrap_or(f64::NEG_INFINITY),
@@ -366,7 +367,8 @@ pub fn walk_forward(
                 best = Some((i, report));
             }
         }
-        let (chosen, in_report) = best.context("the parameter grid is empty")?;
+        let (chosen, in_report) =
+            best.with_context(|| format!("fold {k}: no parameter combination could run"))?;
         let out_of_sample = (bound(k), bound(k + 1));
         let job = Job {
             strategy,

@@ -390,13 +390,23 @@ fn backtest(args: &BacktestArgs, db: &Path, cache_dir: Option<PathBuf>) -> anyho
     if !quiet_progress {
         bar.finish();
     }
+    // A combination the strategy refuses (its init says no) is skipped and
+    // named; the command fails only when nothing could run.
     let mut reports = Vec::with_capacity(results.len());
+    let mut refused = Vec::new();
     for (job, result) in jobs.iter().zip(results) {
-        reports.push(
-            result.with_context(|| {
-                format!("{} {}", job.strategy.info.name, params_text(&job.params))
-            })?,
-        );
+        let what = || format!("{} {}", job.strategy.info.name, params_text(&job.params));
+        match result {
+            Ok(report) => reports.push(report),
+            Err(e) if jobs.len() == 1 => return Err(e.context(what())),
+            Err(e) => refused.push(format!("{}: {e}", what())),
+        }
+    }
+    for line in &refused {
+        println!("skipped {line}");
+    }
+    if reports.is_empty() {
+        bail!("none of the {} runs could start", jobs.len());
     }
     if let [report] = reports.as_slice() {
         print!("{}", report.table());
