@@ -11,12 +11,13 @@
 
 use std::collections::BTreeMap;
 
-use keel_model::replay::{Series, align};
+use keel_model::replay::{Feed, Merge, Series};
 use keel_model::{
     Action, Bar, Fill, Portfolio, Position, RiskLimits, RunningStrategy, Side, Signal,
 };
 
 use crate::fills::FillModel;
+use crate::metrics::{EquityStats, EquityTracker};
 use crate::risk::{self, Exposure};
 
 /// Everything a backtest is run with besides the strategy and the data.
@@ -26,6 +27,10 @@ pub struct BacktestConfig {
     pub cash: f64,
     pub fills: FillModel,
     pub limits: RiskLimits,
+    /// Keep every signal and every fill in the result (counts are always
+    /// kept). Off for long runs whose report needs only the trades.
+    pub record_signals: bool,
+    pub record_fills: bool,
 }
 
 impl Default for BacktestConfig {
@@ -34,6 +39,8 @@ impl Default for BacktestConfig {
             cash: 10_000.0,
             fills: FillModel::default(),
             limits: RiskLimits::default(),
+            record_signals: true,
+            record_fills: true,
         }
     }
 }
@@ -89,8 +96,13 @@ pub struct BacktestResult {
     pub cash_start: f64,
     pub equity_final: f64,
     pub trades: Vec<Trade>,
+    /// The equity curve, thinned evenly to at most ~10,000 points.
     pub equity: Vec<EquityPoint>,
+    /// Figures accumulated over every step (returns, drawdown).
+    pub equity_stats: EquityStats,
+    /// Every fill, when `record_fills`.
     pub fills: Vec<Fill>,
+    pub fill_count: usize,
     pub rejected: Vec<Rejection>,
     /// Strategy errors, by the close time of the bar.
     pub errors: Vec<(i64, String)>,
@@ -104,8 +116,10 @@ pub struct BacktestResult {
     pub fees: f64,
     /// Fills cut by the volume cap.
     pub capped_fills: usize,
-    /// Every signal the strategy gave (accepted or not), by close time.
+    /// Every signal the strategy gave (accepted or not), by close time,
+    /// when `record_signals`.
     pub signals: Vec<(i64, Signal)>,
+    pub signal_count: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -158,13 +172,29 @@ pub fn run(
     series: &[Series],
     config: &BacktestConfig,
 ) -> BacktestResult {
-    let steps = align(series);
-    let index: BTreeMap<&str, usize> = series
+    run_feeds(strategy, series.iter().map(Series::feed).collect(), config)
+}
+
+/// Runs `strategy` over streaming feeds; memory does not grow with the data.
+pub fn run_feeds(
+    strategy: &mut dyn RunningStrategy,
+    feeds: Vec<Feed<'_>>,
+    config: &BacktestConfig,
+) -> BacktestResult {
+    let mut merge = Merge::new(feeds);
+    let symbols: Vec<String> = merge.feeds().iter().map(|f| f.symbol.clone()).collect();
+    let bar_ms = merge
+        .feeds()
+        .iter()
+        .map(|f| f.bar_ms)
+        .min()
+        .unwrap_or(60_000);
+    let index: BTreeMap<&str, usize> = symbols
         .iter()
         .enumerate()
-        .map(|(i, s)| (s.symbol.as_str(), i))
+        .map(|(i, s)| (s.as_str(), i))
         .collect();
-    let mut last_close = vec![f64::NAN; series.len()];
+    let mut last_close = vec![f64::NAN; symbols.len()];
     let mut book = Book {
         config,
         cash: config.cash,
@@ -176,19 +206,22 @@ pub fn run(
         capped: 0,
     };
     let mut pending: Vec<Pending> = Vec::new();
-    let mut equity_curve = Vec::with_capacity(steps.len());
+    let mut curve = EquityTracker::new(config.cash);
     let mut errors = Vec::new();
-    let (mut exposed_steps, mut bar_count) = (0usize, 0usize);
-    let mut all_signals = Vec::new();
+    let (mut exposed_steps, mut bar_count, mut step_count) = (0usize, 0usize, 0usize);
+    let (mut all_signals, mut signal_count) = (Vec::new(), 0usize);
+    let (mut all_fills, mut fill_count) = (Vec::new(), 0usize);
+    let mut step_candles = Vec::with_capacity(symbols.len());
+    let mut end_ms = 0;
 
-    for step in &steps {
-        let bars: Vec<Bar> = step
-            .bars
+    while let Some(time_ms) = merge.next_step(&mut step_candles) {
+        step_count += 1;
+        end_ms = time_ms;
+        let bars: Vec<Bar> = step_candles
             .iter()
-            .map(|&(s, k)| Bar::from_candle(&series[s].symbol, &series[s].candles[k]))
+            .map(|(s, c)| Bar::from_candle(&symbols[*s], c))
             .collect();
         bar_count += bars.len();
-        let new_fills = book.fills.len();
 
         // 1. Fill waiting orders at this bar's open.
         let mut waiting = Vec::new();
@@ -223,7 +256,7 @@ pub fn run(
         }
 
         // 3. Mark at the close.
-        for (bar, &(s, _)) in bars.iter().zip(&step.bars) {
+        for (bar, &(s, _)) in bars.iter().zip(&step_candles) {
             last_close[s] = bar.close;
             for p in book.open.iter_mut().filter(|p| p.symbol == bar.symbol) {
                 let (worst, best) = match p.side {
@@ -236,22 +269,23 @@ pub fn run(
             }
         }
         let equity = book.equity();
-        equity_curve.push(EquityPoint {
-            time_ms: step.time_ms,
-            equity,
-        });
+        curve.push(EquityPoint { time_ms, equity });
         if !book.open.is_empty() {
             exposed_steps += 1;
         }
 
         // Tell the strategy what filled, then show it the closed bars.
-        for fill in &book.fills[new_fills..] {
-            if let Err(e) = strategy.on_fill(fill) {
-                errors.push((step.time_ms, format!("on-fill: {e}")));
+        for fill in book.fills.drain(..) {
+            if let Err(e) = strategy.on_fill(&fill) {
+                errors.push((time_ms, format!("on-fill: {e}")));
+            }
+            fill_count += 1;
+            if config.record_fills {
+                all_fills.push(fill);
             }
         }
         let tick = keel_model::Tick {
-            time_ms: step.time_ms,
+            time_ms,
             bars,
             portfolio: book.view(equity),
             limits: config.limits,
@@ -259,7 +293,7 @@ pub fn run(
         let signals = match strategy.on_bar(&tick) {
             Ok(signals) => signals,
             Err(e) => {
-                errors.push((step.time_ms, e));
+                errors.push((time_ms, e));
                 continue;
             }
         };
@@ -268,7 +302,10 @@ pub fn run(
         }
         let mut exposure = book.exposure(equity, &pending, &last_close, &index);
         for signal in signals {
-            all_signals.push((step.time_ms, signal.clone()));
+            signal_count += 1;
+            if config.record_signals {
+                all_signals.push((time_ms, signal.clone()));
+            }
             let price = index
                 .get(signal.symbol.as_str())
                 .map_or(f64::NAN, |&s| last_close[s]);
@@ -280,7 +317,7 @@ pub fn run(
                     pending.push(Pending { signal, equity });
                 }
                 Err(reason) => book.rejected.push(Rejection {
-                    time_ms: step.time_ms,
+                    time_ms,
                     signal,
                     reason,
                 }),
@@ -289,7 +326,6 @@ pub fn run(
     }
 
     // Orders that never met a later bar of their symbol did not fill.
-    let end_ms = steps.last().map_or(0, |s| s.time_ms);
     for order in pending {
         let reason = format!(
             "the data ended before a later {} bar could fill it",
@@ -306,28 +342,33 @@ pub fn run(
         book.exit(i, quantity, price, ExitReason::EndOfData, end_ms);
     }
     let equity_final = book.cash;
-    if let Some(last) = equity_curve.last_mut() {
-        last.equity = equity_final;
+    fill_count += book.fills.len();
+    if config.record_fills {
+        all_fills.append(&mut book.fills);
     }
+    let (equity_stats, equity_points) = curve.finish(equity_final);
     BacktestResult {
         cash_start: config.cash,
         equity_final,
         trades: book.trades,
-        equity: equity_curve,
-        fills: book.fills,
+        equity: equity_points,
+        equity_stats,
+        fills: all_fills,
+        fill_count,
         rejected: book.rejected,
         errors,
-        steps: steps.len(),
+        steps: step_count,
         bars: bar_count,
-        bar_ms: series.iter().map(|s| s.bar_ms).min().unwrap_or(60_000),
-        exposure: if steps.is_empty() {
+        bar_ms,
+        exposure: if step_count == 0 {
             0.0
         } else {
-            exposed_steps as f64 / steps.len() as f64
+            exposed_steps as f64 / step_count as f64
         },
         fees: book.fees,
         capped_fills: book.capped,
         signals: all_signals,
+        signal_count,
     }
 }
 
@@ -652,6 +693,7 @@ mod tests {
                 lot_size: 1e-8,
             },
             limits: loose(),
+            ..BacktestConfig::default()
         }
     }
 
@@ -964,6 +1006,57 @@ mod tests {
             "the data ended before a later A bar could fill it"
         );
         assert_eq!(r.rejected[0].time_ms, 3 * 60_000);
+    }
+
+    #[test]
+    fn counts_stay_exact_when_signals_and_fills_are_not_kept() {
+        let plan: Vec<(usize, Signal)> = (0..40)
+            .map(|i| {
+                (
+                    i,
+                    if i % 2 == 0 {
+                        Signal::open_long("A", Size::Base(1.0))
+                    } else {
+                        Signal::close("A")
+                    },
+                )
+            })
+            .collect();
+        let prices: Vec<f64> = (0..50).map(|i| 10.0 + (i % 3) as f64).collect();
+        let full = run(
+            &mut Script {
+                plan: plan.clone(),
+                ..Script::default()
+            },
+            &[series("A", flat(&prices))],
+            &config(10.0, 0.0),
+        );
+        let lean_config = BacktestConfig {
+            record_signals: false,
+            record_fills: false,
+            ..config(10.0, 0.0)
+        };
+        let mut lean_script = Script {
+            plan,
+            ..Script::default()
+        };
+        let lean = run(
+            &mut lean_script,
+            &[series("A", flat(&prices))],
+            &lean_config,
+        );
+        assert!(lean.signals.is_empty() && lean.fills.is_empty());
+        assert_eq!(
+            (lean.signal_count, lean.fill_count),
+            (full.signals.len(), full.fills.len())
+        );
+        assert_eq!(
+            lean_script.fills.len(),
+            full.fills.len(),
+            "the strategy still hears of every fill"
+        );
+        assert_eq!(lean.trades, full.trades);
+        assert_eq!(lean.equity_final, full.equity_final);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Performance figures from a backtest's trades and equity curve. Returns are
 //! per step of the merged time axis; annualised with the series' bar length.
 
-use crate::engine::BacktestResult;
+use crate::engine::{BacktestResult, EquityPoint};
 
 const YEAR_MS: f64 = 365.25 * 86_400_000.0;
 
@@ -27,53 +27,137 @@ pub struct Metrics {
     pub fees: f64,
 }
 
+/// Largest number of points kept of an equity curve.
+pub const CURVE_POINTS: usize = 10_000;
+
+/// Figures of the equity curve accumulated step by step (Welford's running
+/// mean and variance of step returns, downside deviation, drawdown).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EquityStats {
+    pub start: f64,
+    pub points: u64,
+    pub first_ms: Option<i64>,
+    pub last_ms: i64,
+    mean: f64,
+    m2: f64,
+    downside_sq: f64,
+    previous: f64,
+    peak: f64,
+    peak_ms: i64,
+    pub max_drawdown: f64,
+    pub max_drawdown_ms: i64,
+}
+
+impl EquityStats {
+    fn absorb(&mut self, p: EquityPoint) {
+        let first = *self.first_ms.get_or_insert(p.time_ms);
+        if self.points == 0 {
+            self.peak_ms = first;
+        }
+        self.last_ms = p.time_ms;
+        let r = if self.previous > 0.0 {
+            p.equity / self.previous - 1.0
+        } else {
+            0.0
+        };
+        self.previous = p.equity;
+        self.points += 1;
+        let delta = r - self.mean;
+        self.mean += delta / self.points as f64;
+        self.m2 += delta * (r - self.mean);
+        self.downside_sq += r.min(0.0).powi(2);
+        if p.equity >= self.peak {
+            self.peak = p.equity;
+            self.peak_ms = p.time_ms;
+        } else {
+            self.max_drawdown = self.max_drawdown.max(1.0 - p.equity / self.peak);
+            self.max_drawdown_ms = self.max_drawdown_ms.max(p.time_ms - self.peak_ms);
+        }
+    }
+}
+
+/// Takes the equity after every step; keeps its statistics and an evenly
+/// thinned curve of at most [`CURVE_POINTS`] points (plus the last).
+#[derive(Debug, Clone)]
+pub struct EquityTracker {
+    stats: EquityStats,
+    pending: Option<EquityPoint>,
+    curve: Vec<EquityPoint>,
+    stride: u64,
+    seen: u64,
+}
+
+impl EquityTracker {
+    pub fn new(start: f64) -> EquityTracker {
+        EquityTracker {
+            stats: EquityStats {
+                start,
+                previous: start,
+                peak: start,
+                ..EquityStats::default()
+            },
+            pending: None,
+            curve: Vec::new(),
+            stride: 1,
+            seen: 0,
+        }
+    }
+
+    /// The equity after a step. (The last one is held back until `finish`,
+    /// which may correct it for end-of-data exits.)
+    pub fn push(&mut self, point: EquityPoint) {
+        if let Some(previous) = self.pending.replace(point) {
+            self.absorb(previous);
+        }
+    }
+
+    fn absorb(&mut self, p: EquityPoint) {
+        self.stats.absorb(p);
+        if self.seen.is_multiple_of(self.stride) {
+            self.curve.push(p);
+            if self.curve.len() > CURVE_POINTS {
+                self.curve = self.curve.iter().step_by(2).copied().collect();
+                self.stride *= 2;
+            }
+        }
+        self.seen += 1;
+    }
+
+    /// Ends the run with the final equity (after end-of-data exits).
+    pub fn finish(mut self, equity_final: f64) -> (EquityStats, Vec<EquityPoint>) {
+        if let Some(mut last) = self.pending.take() {
+            last.equity = equity_final;
+            self.absorb(last);
+            if self.curve.last() != Some(&last) {
+                self.curve.push(last);
+            }
+        }
+        (self.stats, self.curve)
+    }
+}
+
 impl Metrics {
     pub fn of(result: &BacktestResult) -> Metrics {
-        let curve = &result.equity;
+        let stats = &result.equity_stats;
         let start = result.cash_start;
         let end = result.equity_final;
         let total_return = end / start - 1.0;
-        let span_ms = match (curve.first(), curve.last()) {
-            (Some(a), Some(b)) => (b.time_ms - a.time_ms + result.bar_ms) as f64,
-            _ => 0.0,
-        };
+        let span_ms = stats
+            .first_ms
+            .map_or(0.0, |first| (stats.last_ms - first + result.bar_ms) as f64);
         let cagr =
             (span_ms > 0.0 && end > 0.0).then(|| (end / start).powf(YEAR_MS / span_ms) - 1.0);
-
-        let mut previous = start;
-        let returns: Vec<f64> = curve
-            .iter()
-            .map(|p| {
-                let r = if previous > 0.0 {
-                    p.equity / previous - 1.0
-                } else {
-                    0.0
-                };
-                previous = p.equity;
-                r
-            })
-            .collect();
-        let n = returns.len().max(1) as f64;
-        let mean = returns.iter().sum::<f64>() / n;
-        let variance = returns.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
-        let downside = (returns.iter().map(|r| r.min(0.0).powi(2)).sum::<f64>() / n).sqrt();
+        let n = stats.points.max(1) as f64;
+        let mean = stats.mean;
+        let variance = stats.m2 / (n - 1.0).max(1.0);
+        let downside = (stats.downside_sq / n).sqrt();
         let per_year = YEAR_MS / result.bar_ms.max(1) as f64;
         let std = variance.sqrt();
         let volatility = std * per_year.sqrt();
         let sharpe = (std > 0.0).then(|| mean / std * per_year.sqrt());
         let sortino = (downside > 0.0).then(|| mean / downside * per_year.sqrt());
-
-        let (mut peak, mut peak_ms, mut max_dd, mut max_dd_ms) =
-            (start, curve.first().map_or(0, |p| p.time_ms), 0.0f64, 0i64);
-        for p in curve {
-            if p.equity >= peak {
-                peak = p.equity;
-                peak_ms = p.time_ms;
-            } else {
-                max_dd = max_dd.max(1.0 - p.equity / peak);
-                max_dd_ms = max_dd_ms.max(p.time_ms - peak_ms);
-            }
-        }
+        let max_dd = stats.max_drawdown;
+        let max_dd_ms = stats.max_drawdown_ms;
         let calmar = cagr.filter(|_| max_dd > 0.0).map(|c| c / max_dd);
 
         let trades = &result.trades;
@@ -107,7 +191,7 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{EquityPoint, ExitReason, Trade};
+    use crate::engine::{ExitReason, Trade};
     use keel_model::Side;
 
     const DAY: i64 = 86_400_000;
@@ -130,6 +214,35 @@ mod tests {
         }
     }
 
+    /// A result with the given equity after each step (and at the end).
+    fn result(start: f64, points: &[(i64, f64)], trades: Vec<Trade>) -> BacktestResult {
+        let mut tracker = EquityTracker::new(start);
+        for &(time_ms, equity) in points {
+            tracker.push(EquityPoint { time_ms, equity });
+        }
+        let equity_final = points.last().map_or(start, |p| p.1);
+        let (equity_stats, equity) = tracker.finish(equity_final);
+        BacktestResult {
+            cash_start: start,
+            equity_final,
+            trades,
+            equity,
+            equity_stats,
+            fills: vec![],
+            fill_count: 0,
+            rejected: vec![],
+            errors: vec![],
+            steps: points.len(),
+            bars: points.len(),
+            bar_ms: DAY,
+            exposure: 2.0 / 3.0,
+            fees: 2.0,
+            capped_fills: 0,
+            signals: vec![],
+            signal_count: 0,
+        }
+    }
+
     fn close(a: Option<f64>, b: f64) -> bool {
         a.is_some_and(|a| (a - b).abs() <= 1e-9 * b.abs().max(1.0))
     }
@@ -138,24 +251,11 @@ mod tests {
     /// definitions): daily bars, equity 100 -> 110 -> 99 -> 121.
     #[test]
     fn figures_by_hand() {
-        let result = BacktestResult {
-            cash_start: 100.0,
-            equity_final: 121.0,
-            trades: [10.0, -5.0, 20.0, -5.0].map(trade).to_vec(),
-            equity: [(0, 110.0), (DAY, 99.0), (2 * DAY, 121.0)]
-                .map(|(time_ms, equity)| EquityPoint { time_ms, equity })
-                .to_vec(),
-            fills: vec![],
-            rejected: vec![],
-            errors: vec![],
-            steps: 3,
-            bars: 3,
-            bar_ms: DAY,
-            exposure: 2.0 / 3.0,
-            fees: 2.0,
-            capped_fills: 0,
-            signals: vec![],
-        };
+        let result = result(
+            100.0,
+            &[(0, 110.0), (DAY, 99.0), (2 * DAY, 121.0)],
+            [10.0, -5.0, 20.0, -5.0].map(trade).to_vec(),
+        );
         let m = Metrics::of(&result);
         assert!(close(Some(m.total_return), 0.21));
         assert!(close(Some(m.max_drawdown), 0.1));
@@ -171,32 +271,37 @@ mod tests {
     }
 
     #[test]
+    fn a_long_curve_is_thinned_evenly_but_its_figures_are_exact() {
+        let points: Vec<(i64, f64)> = (0..100_003)
+            .map(|i| (i * DAY, 100.0 + (i % 7) as f64))
+            .collect();
+        let r = result(100.0, &points, vec![]);
+        assert!(r.equity.len() <= CURVE_POINTS + 1, "{}", r.equity.len());
+        assert_eq!(r.equity.first().map(|p| p.time_ms), Some(0));
+        assert_eq!(
+            r.equity.last(),
+            Some(&EquityPoint {
+                time_ms: 100_002 * DAY,
+                equity: 100.0 + (100_002 % 7) as f64
+            })
+        );
+        let gaps: std::collections::BTreeSet<i64> = r
+            .equity
+            .windows(2)
+            .map(|w| w[1].time_ms - w[0].time_ms)
+            .collect();
+        assert!(
+            gaps.len() <= 2,
+            "evenly spaced but for the last point: {gaps:?}"
+        );
+        assert_eq!(r.equity_stats.points, 100_003);
+        // Peak 106 then 100: 1 - 100/106 at most.
+        assert!((r.equity_stats.max_drawdown - (1.0 - 100.0 / 106.0)).abs() < 1e-12);
+    }
+
+    #[test]
     fn undefined_ratios_are_none() {
-        let flat = BacktestResult {
-            cash_start: 100.0,
-            equity_final: 100.0,
-            trades: vec![],
-            equity: vec![
-                EquityPoint {
-                    time_ms: 0,
-                    equity: 100.0,
-                },
-                EquityPoint {
-                    time_ms: DAY,
-                    equity: 100.0,
-                },
-            ],
-            fills: vec![],
-            rejected: vec![],
-            errors: vec![],
-            steps: 2,
-            bars: 2,
-            bar_ms: DAY,
-            exposure: 0.0,
-            fees: 0.0,
-            capped_fills: 0,
-            signals: vec![],
-        };
+        let flat = result(100.0, &[(0, 100.0), (DAY, 100.0)], vec![]);
         let m = Metrics::of(&flat);
         assert_eq!(
             (m.sharpe, m.sortino, m.calmar, m.win_rate, m.profit_factor),

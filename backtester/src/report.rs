@@ -138,8 +138,8 @@ impl Report {
             summary: Summary {
                 steps: result.steps,
                 bars: result.bars,
-                signals: result.signals.len(),
-                fills: result.fills.len(),
+                signals: result.signal_count,
+                fills: result.fill_count,
                 rejected: result.rejected.len(),
                 errors: result.errors.len(),
                 capped_fills: result.capped_fills,

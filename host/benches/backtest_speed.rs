@@ -4,18 +4,20 @@
 //!     cargo bench -p keel-host --bench backtest_speed            # 5M bars
 //!     cargo bench -p keel-host --bench backtest_speed -- 10000000
 //!
-//! Each mode runs in its own child process so its peak memory (VmHWM) is its
-//! own. Targets on the 2-core machine: >= 2M bars/s for wasm, wasm/native
+//! The bars are generated while the engine consumes them (as a file or the
+//! store would stream them). Each mode runs in its own child process so its
+//! peak memory (VmHWM) is its own. Targets on the 2-core machine: >= 2M bars/s for wasm, wasm/native
 //! time <= 1.5, peak memory <= 200 MB for 10M bars.
 
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use keel_backtester::{BacktestConfig, run};
+use keel_backtester::BacktestConfig;
+use keel_backtester::engine::run_feeds;
 use keel_host::build_strategy;
 use keel_host::sandbox::{Binding, Metering, Sandbox, SandboxConfig};
-use keel_model::replay::Series;
+use keel_model::replay::Feed;
 use keel_model::{Params, synth};
 use keel_strategy_sdk::harness::{Native, build};
 
@@ -28,19 +30,29 @@ fn peak_rss_mb() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
-fn series(bars: usize) -> Vec<Series> {
-    vec![Series {
+/// The bars are generated as the engine consumes them: nothing holds them.
+fn feed(bars: usize) -> Vec<Feed<'static>> {
+    vec![Feed {
         symbol: "SYN/USD".into(),
-        candles: synth::random_walk(7, bars, 1_600_000_000_000, 60_000, 100.0, 0.002),
         bar_ms: 60_000,
+        candles: Box::new(synth::random_walk_iter(
+            7,
+            bars,
+            1_600_000_000_000,
+            60_000,
+            100.0,
+            0.002,
+        )),
     }]
 }
 
 fn child(mode: &str, bars: usize) {
-    let data = series(bars);
     // No fees or slippage: equity is not drained, so the strategy keeps
-    // trading (and the risk checks keep running) over every bar.
+    // trading (and the risk checks keep running) over every bar. Signals and
+    // fills are counted, not kept, as in `keel backtest`.
     let config = BacktestConfig {
+        record_signals: false,
+        record_fills: false,
         fills: keel_backtester::fills::FillModel {
             fee_bps: 0.0,
             slippage_bps: 0.0,
@@ -52,7 +64,7 @@ fn child(mode: &str, bars: usize) {
     let result = match mode {
         "native" => {
             let strategy: sma_cross::SmaCross = build(&[]).expect("defaults");
-            run(&mut Native(strategy), &data, &config)
+            run_feeds(&mut Native(strategy), feed(bars), &config)
         }
         _ => {
             let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -81,7 +93,7 @@ fn child(mode: &str, bars: usize) {
             };
             let mut instance = sandbox.instantiate(&loaded, binding).expect("instance");
             let started_run = Instant::now();
-            let result = run(&mut instance, &data, &config);
+            let result = run_feeds(&mut instance, feed(bars), &config);
             let secs = started_run.elapsed().as_secs_f64();
             println!(
                 "{mode} {bars} {secs} {} {}",

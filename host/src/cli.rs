@@ -302,6 +302,10 @@ fn backtest(args: &BacktestArgs, db: &Path, cache_dir: Option<PathBuf>) -> anyho
             lot_size: args.lot_size,
         },
         limits: RiskLimits::default(),
+        // The reports count signals and fills; keeping each one would make
+        // memory grow with the data.
+        record_signals: false,
+        record_fills: false,
     };
     if let Some(folds) = args.walk_forward {
         let [strategy] = loaded.as_slice() else {

@@ -12,37 +12,72 @@ pub struct Series {
     pub bar_ms: i64,
 }
 
-/// One point of the merged time axis: the close time, and for each series
-/// that has a bar closing then, (series index, candle index).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Step {
-    pub time_ms: i64,
-    pub bars: Vec<(usize, usize)>,
+impl Series {
+    /// These candles as a feed.
+    pub fn feed(&self) -> Feed<'_> {
+        Feed {
+            symbol: self.symbol.clone(),
+            bar_ms: self.bar_ms,
+            candles: Box::new(self.candles.iter().copied()),
+        }
+    }
 }
 
-/// Merges the series on close time (`open time + bar length`).
-pub fn align(series: &[Series]) -> Vec<Step> {
-    let mut cursor = vec![0usize; series.len()];
-    let mut steps = Vec::with_capacity(series.iter().map(|s| s.candles.len()).max().unwrap_or(0));
-    loop {
-        let next = series
+/// One symbol's candles as they come — from memory, a file, the store or a
+/// generator — oldest first, never held whole by the merge.
+pub struct Feed<'a> {
+    pub symbol: String,
+    pub bar_ms: i64,
+    pub candles: Box<dyn Iterator<Item = Candle> + 'a>,
+}
+
+impl std::fmt::Debug for Feed<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Feed")
+            .field("symbol", &self.symbol)
+            .field("bar_ms", &self.bar_ms)
+            .finish()
+    }
+}
+
+/// Feeds merged on close time (`open time + bar length`), one step at a time,
+/// holding one candle per feed: memory does not grow with the data.
+#[derive(Debug)]
+pub struct Merge<'a> {
+    feeds: Vec<Feed<'a>>,
+    heads: Vec<Option<Candle>>,
+}
+
+impl<'a> Merge<'a> {
+    pub fn new(mut feeds: Vec<Feed<'a>>) -> Merge<'a> {
+        let heads = feeds.iter_mut().map(|f| f.candles.next()).collect();
+        Merge { feeds, heads }
+    }
+
+    pub fn feeds(&self) -> &[Feed<'a>] {
+        &self.feeds
+    }
+
+    /// The next close time and, in `out`, every (feed index, candle) closing
+    /// then; a feed with no bar at that time is absent. `None` at the end.
+    pub fn next_step(&mut self, out: &mut Vec<(usize, Candle)>) -> Option<i64> {
+        out.clear();
+        let time_ms = self
+            .feeds
             .iter()
-            .zip(&cursor)
-            .filter_map(|(s, &c)| s.candles.get(c).map(|k| k.time_ms + s.bar_ms))
-            .min();
-        let Some(time_ms) = next else { break };
-        let mut bars = Vec::with_capacity(series.len());
-        for (i, s) in series.iter().enumerate() {
-            if let Some(k) = s.candles.get(cursor[i])
-                && k.time_ms + s.bar_ms == time_ms
+            .zip(&self.heads)
+            .filter_map(|(f, head)| head.map(|c| c.time_ms + f.bar_ms))
+            .min()?;
+        for (i, feed) in self.feeds.iter_mut().enumerate() {
+            if let Some(c) = self.heads[i]
+                && c.time_ms + feed.bar_ms == time_ms
             {
-                bars.push((i, cursor[i]));
-                cursor[i] += 1;
+                out.push((i, c));
+                self.heads[i] = feed.candles.next();
             }
         }
-        steps.push(Step { time_ms, bars });
+        Some(time_ms)
     }
-    steps
 }
 
 #[cfg(test)]
@@ -72,10 +107,22 @@ mod tests {
             candles: vec![candle(0, 5.0), candle(120, 6.0)],
             bar_ms: 60,
         };
-        let steps = align(&[a, b]);
-        let times: Vec<i64> = steps.iter().map(|s| s.time_ms).collect();
-        assert_eq!(times, vec![60, 120, 180]);
-        assert_eq!(steps[1].bars, vec![(0, 1)], "B has no bar closing at 120");
-        assert_eq!(steps[2].bars, vec![(0, 2), (1, 1)]);
+        let mut merge = Merge::new(vec![a.feed(), b.feed()]);
+        let mut step = Vec::new();
+        let mut seen = Vec::new();
+        while let Some(time) = merge.next_step(&mut step) {
+            seen.push((
+                time,
+                step.iter().map(|(i, c)| (*i, c.close)).collect::<Vec<_>>(),
+            ));
+        }
+        assert_eq!(
+            seen,
+            vec![
+                (60, vec![(0, 10.0), (1, 5.0)]),
+                (120, vec![(0, 11.0)]), // B has no bar closing at 120
+                (180, vec![(0, 12.0), (1, 6.0)]),
+            ]
+        );
     }
 }

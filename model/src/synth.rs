@@ -42,24 +42,34 @@ pub fn random_walk(
     price: f64,
     sigma: f64,
 ) -> Vec<Candle> {
+    random_walk_iter(seed, count, start_ms, bar_ms, price, sigma).collect()
+}
+
+/// The same candles as [`random_walk`], made one at a time (nothing held).
+pub fn random_walk_iter(
+    seed: u64,
+    count: usize,
+    start_ms: i64,
+    bar_ms: i64,
+    price: f64,
+    sigma: f64,
+) -> impl Iterator<Item = Candle> {
     let mut rng = SplitMix64::new(seed);
     let mut close = price;
-    (0..count)
-        .map(|i| {
-            let open = close;
-            close = open * (sigma * rng.next_normal()).exp();
-            let wick_up = open.max(close) * (1.0 + sigma * rng.next_unit() * 0.5);
-            let wick_down = open.min(close) * (1.0 - sigma * rng.next_unit() * 0.5);
-            Candle {
-                time_ms: start_ms + i as i64 * bar_ms,
-                open,
-                high: wick_up,
-                low: wick_down,
-                close,
-                volume: 100.0 + 900.0 * rng.next_unit(),
-            }
-        })
-        .collect()
+    (0..count).map(move |i| {
+        let open = close;
+        close = open * (sigma * rng.next_normal()).exp();
+        let wick_up = open.max(close) * (1.0 + sigma * rng.next_unit() * 0.5);
+        let wick_down = open.min(close) * (1.0 - sigma * rng.next_unit() * 0.5);
+        Candle {
+            time_ms: start_ms + i as i64 * bar_ms,
+            open,
+            high: wick_up,
+            low: wick_down,
+            close,
+            volume: 100.0 + 900.0 * rng.next_unit(),
+        }
+    })
 }
 
 #[cfg(test)]
