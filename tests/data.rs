@@ -14,6 +14,22 @@ fn keel(db: &Path, args: &[&str]) -> Output {
         .expect("run keel")
 }
 
+/// `keel data import FILE --symbol SYMBOL --timeframe TF`.
+fn import_file(db: &Path, file: &str, symbol: &str, timeframe: &str) -> Output {
+    keel(
+        db,
+        &[
+            "data",
+            "import",
+            file,
+            "--symbol",
+            symbol,
+            "--timeframe",
+            timeframe,
+        ],
+    )
+}
+
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -27,18 +43,7 @@ fn import_reports_real_gaps_and_keeps_them() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("keel.db");
     let file = data("crypto-5m/ADA_BTC-5m.csv");
-    let out = keel(
-        &db,
-        &[
-            "data",
-            "import",
-            file.to_str().expect("path"),
-            "--symbol",
-            "ADA/BTC",
-            "--timeframe",
-            "5m",
-        ],
-    );
+    let out = import_file(&db, file.to_str().expect("path"), "ADA/BTC", "5m");
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(
@@ -59,18 +64,7 @@ fn import_reports_real_gaps_and_keeps_them() {
     assert_eq!(stored, keel_model::candles::read_csv(&file).expect("read"));
 
     // Importing the same file again is harmless.
-    let out = keel(
-        &db,
-        &[
-            "data",
-            "import",
-            file.to_str().expect("path"),
-            "--symbol",
-            "ADA/BTC",
-            "--timeframe",
-            "5m",
-        ],
-    );
+    let out = import_file(&db, file.to_str().expect("path"), "ADA/BTC", "5m");
     assert!(stdout(&out).contains("(0 new, "), "{}", stdout(&out));
     let out = keel(&db, &["data", "list"]);
     assert!(
@@ -90,18 +84,7 @@ fn import_reads_freqtrade_json() {
         "[[1700000000000, 10, 12, 9, 11, 5],\n [1700000060000, 11, 11.5, 10.5, 11.2, 3]]",
     )
     .expect("write");
-    let out = keel(
-        &db,
-        &[
-            "data",
-            "import",
-            json.to_str().expect("path"),
-            "--symbol",
-            "BTC/USD",
-            "--timeframe",
-            "1m",
-        ],
-    );
+    let out = import_file(&db, json.to_str().expect("path"), "BTC/USD", "1m");
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         stdout(&out).contains("2 bars (2 new, 0 unchanged, 0 replaced)"),
@@ -120,18 +103,7 @@ fn bad_files_are_refused_in_one_line_and_store_nothing() {
         "[\n [1700000000000, 10, 12, 9, 11, 5],\n [1700000060000, 11, 9, 10.5, 11.2, 3]\n]",
     )
     .expect("write");
-    let out = keel(
-        &db,
-        &[
-            "data",
-            "import",
-            json.to_str().expect("path"),
-            "--symbol",
-            "X",
-            "--timeframe",
-            "1m",
-        ],
-    );
+    let out = import_file(&db, json.to_str().expect("path"), "X", "1m");
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         stderr(&out).trim(),
@@ -139,18 +111,7 @@ fn bad_files_are_refused_in_one_line_and_store_nothing() {
     );
 
     let goog = data("GOOG-1d.csv");
-    let out = keel(
-        &db,
-        &[
-            "data",
-            "import",
-            goog.to_str().expect("path"),
-            "--symbol",
-            "GOOG",
-            "--timeframe",
-            "1h",
-        ],
-    );
+    let out = import_file(&db, goog.to_str().expect("path"), "GOOG", "1h");
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).ends_with("bars are mostly 86400 s apart, which is not --timeframe 1h\n"),
@@ -158,18 +119,7 @@ fn bad_files_are_refused_in_one_line_and_store_nothing() {
         stderr(&out)
     );
 
-    let out = keel(
-        &db,
-        &[
-            "data",
-            "import",
-            goog.to_str().expect("path"),
-            "--symbol",
-            "GOOG",
-            "--timeframe",
-            "2d",
-        ],
-    );
+    let out = import_file(&db, goog.to_str().expect("path"), "GOOG", "2d");
     assert_eq!(
         stderr(&out).trim(),
         "error: timeframe '2d' is not one of 1m 5m 15m 1h 4h 1d 1w 1M"

@@ -37,12 +37,20 @@ const COLUMNS: [&str; 6] = ["time", "open", "high", "low", "close", "volume"];
 
 /// Reads a `time,open,high,low,close,volume` CSV file (time in RFC 3339 or epoch ms).
 pub fn read_csv(path: &Path) -> Result<Vec<Candle>, CandleError> {
+    read_with(path, parse_csv)
+}
+
+/// Reads `path` whole and parses it, naming the file in every error.
+fn read_with(
+    path: &Path,
+    parse: fn(&str, &str) -> Result<Vec<Candle>, CandleError>,
+) -> Result<Vec<Candle>, CandleError> {
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|source| CandleError::Io {
         path: name.clone(),
         source,
     })?;
-    parse_csv(&text, &name)
+    parse(&text, &name)
 }
 
 /// Parses CSV text; `source` names it in errors.
@@ -134,12 +142,7 @@ pub fn write_csv(path: &Path, candles: &[Candle]) -> Result<(), CandleError> {
 
 /// Reads freqtrade-style JSON: `[[ms, open, high, low, close, volume], …]`.
 pub fn read_json(path: &Path) -> Result<Vec<Candle>, CandleError> {
-    let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| CandleError::Io {
-        path: name.clone(),
-        source,
-    })?;
-    parse_json(&text, &name)
+    read_with(path, parse_json)
 }
 
 /// Reads a candle file by its extension: `.json` as freqtrade JSON, anything else as CSV.
