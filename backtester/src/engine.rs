@@ -421,25 +421,18 @@ impl Book<'_> {
             }
             e.sides.insert(key, p.side);
         }
-        for order in pending {
+        // Orders accepted on earlier bars and not filled yet take their share.
+        for order in pending
+            .iter()
+            .filter(|o| matches!(o.signal.action, Action::OpenLong | Action::OpenShort))
+        {
             let price = index
                 .get(order.signal.symbol.as_str())
                 .map_or(f64::NAN, |&s| last_close[s]);
-            if let Ok(Some(approved)) = risk::check(
-                &order.signal,
-                price,
-                &Exposure {
-                    equity,
-                    ..Exposure::default()
-                },
-                &RiskLimits {
-                    max_position_fraction: f64::INFINITY,
-                    max_open_positions: u32::MAX,
-                    max_trade_fraction: f64::INFINITY,
-                    min_order_quote: 0.0,
-                },
-            ) {
-                e.add(&order.signal, approved);
+            let quantity = risk::quantity(order.signal.size, price, order.equity);
+            let notional = quantity * price;
+            if notional.is_finite() && notional > 0.0 {
+                e.add(&order.signal, risk::Approved { quantity, notional });
             }
         }
         e

@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use keel_backtester::report::{DataRef, ParamEntry, StrategyRef, candles_sha256};
 use keel_backtester::{BacktestConfig, Report};
 use keel_model::candles::{self, format_time};
-use keel_model::replay::Series;
+use keel_model::replay::{Feed, Series};
 use keel_model::{ParamKind, ParamSpec, Params, Timeframe};
 
 use crate::sandbox::{Binding, LoadedStrategy, Metering, Sandbox};
@@ -180,30 +180,31 @@ pub fn run_job(
     data: &[Dataset],
     config: &BacktestConfig,
 ) -> anyhow::Result<Report> {
-    let series: Vec<Series> = data
+    // Each job borrows the loaded candles (only its window of them) instead
+    // of copying every series.
+    let window = job.window.unwrap_or((i64::MIN, i64::MAX));
+    let feeds: Vec<Feed<'_>> = data
         .iter()
-        .map(|d| match job.window {
-            None => d.series.clone(),
-            Some((from, to)) => Series {
-                candles: d
-                    .series
+        .map(|d| Feed {
+            symbol: d.series.symbol.clone(),
+            bar_ms: d.series.bar_ms,
+            candles: Box::new(
+                d.series
                     .candles
                     .iter()
-                    .filter(|c| c.time_ms >= from && c.time_ms < to)
-                    .copied()
-                    .collect(),
-                ..d.series.clone()
-            },
+                    .filter(move |c| c.time_ms >= window.0 && c.time_ms < window.1)
+                    .copied(),
+            ),
         })
         .collect();
     let binding = Binding {
-        symbols: series.iter().map(|s| s.symbol.clone()).collect(),
+        symbols: data.iter().map(|d| d.series.symbol.clone()).collect(),
         params: job.params.clone(),
         simulated_clock: true,
         seed: 1,
     };
     let mut instance = sandbox.instantiate(job.strategy, binding)?;
-    let result = keel_backtester::run(&mut instance, &series, config);
+    let result = keel_backtester::engine::run_feeds(&mut instance, feeds, config);
     let info = &job.strategy.info;
     let strategy = StrategyRef {
         name: info.name.clone(),

@@ -736,14 +736,7 @@ fn print_report(report: &ValidationReport) {
     }
 }
 
-/// What `strategy run` saw, for printing and for tests.
-#[derive(Debug)]
-pub struct RunSummary {
-    pub outcome: keel_backtester::BacktestResult,
-    pub rejected: usize,
-}
-
-pub fn run_file(sandbox: &Sandbox, args: &RunArgs, db: &Path) -> anyhow::Result<RunSummary> {
+pub fn run_file(sandbox: &Sandbox, args: &RunArgs, db: &Path) -> anyhow::Result<()> {
     let loaded = sandbox.load_file(&args.file)?;
     let series: Vec<Series> = backtest::load_data(&args.data, db, &loaded.info.symbols)?
         .into_iter()
@@ -831,7 +824,7 @@ pub fn run_file(sandbox: &Sandbox, args: &RunArgs, db: &Path) -> anyhow::Result<
         config.fills.fee_bps,
         config.fills.slippage_bps
     );
-    Ok(RunSummary { outcome, rejected })
+    Ok(())
 }
 
 fn quickstart(
