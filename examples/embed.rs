@@ -45,10 +45,11 @@ fn main() -> anyhow::Result<()> {
     let candles = candles::read_csv(&PathBuf::from(&csv))?;
     let bar_ms = candles::typical_spacing_ms(&candles).context("need at least two candles")?;
     let mut signals = 0;
+    let shared = keel_model::Symbol::from(symbol.as_str());
     for candle in &candles {
         let tick = Tick {
             time_ms: candle.time_ms + bar_ms,
-            bars: vec![Bar::from_candle(&symbol, candle)],
+            bars: vec![Bar::from_candle(&shared, candle)],
             portfolio: Portfolio {
                 cash: 10_000.0,
                 equity: 10_000.0,

@@ -11,9 +11,11 @@
 
 use std::collections::BTreeMap;
 
+use keel_model::batch::{Batch, BatchBar, BatchOutcome, TickSpan};
+use keel_model::candles::Candle;
 use keel_model::replay::{Feed, Merge, Series};
 use keel_model::{
-    Action, Bar, Fill, Portfolio, Position, RiskLimits, RunningStrategy, Side, Signal,
+    Action, Fill, Portfolio, Position, RiskLimits, RunningStrategy, Side, Signal, Symbol,
 };
 
 use crate::fills::FillModel;
@@ -124,28 +126,16 @@ pub struct BacktestResult {
 
 #[derive(Debug, Clone)]
 struct Open {
-    symbol: String,
-    tag: String,
-    side: Side,
-    quantity: f64,
-    price_entry: f64,
-    time_entry_ms: i64,
+    /// What the strategy sees; `size` is the quantity held, `price_mark` the
+    /// last close.
+    pos: Position,
+    /// Index of the symbol in the run's symbol table.
+    sym: usize,
     stop_loss: Option<f64>,
     take_profit: Option<f64>,
     /// Entry fees not yet charged to a trade.
     fees: f64,
-    mae: f64,
     mfe: f64,
-    mark: f64,
-}
-
-impl Open {
-    fn value(&self) -> f64 {
-        match self.side {
-            Side::Long => self.quantity * self.mark,
-            Side::Short => -self.quantity * self.mark,
-        }
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -166,6 +156,47 @@ struct Book<'a> {
     capped: usize,
 }
 
+/// Most bar closes handed to a strategy in one call.
+pub const MAX_BATCH_TICKS: usize = 256;
+
+/// Bar closes read from the feeds but not yet handled, in batch form.
+#[derive(Default)]
+struct Ahead {
+    ticks: Vec<TickSpan>,
+    bars: Vec<BatchBar>,
+}
+
+impl Ahead {
+    fn fill(&mut self, merge: &mut Merge<'_>, step: &mut Vec<(usize, Candle)>) {
+        while self.ticks.len() < MAX_BATCH_TICKS {
+            let Some(time_ms) = merge.next_step(step) else {
+                return;
+            };
+            self.ticks.push(TickSpan {
+                time_ms,
+                bars: step.len() as u32,
+            });
+            self.bars.extend(step.iter().map(|&(s, candle)| BatchBar {
+                symbol: s as u32,
+                candle,
+            }));
+        }
+    }
+
+    /// The bars of ticks `from..to`.
+    fn bars_of(&self, from: usize, to: usize) -> &[BatchBar] {
+        let start: usize = self.ticks[..from].iter().map(|t| t.bars as usize).sum();
+        let len: usize = self.ticks[from..to].iter().map(|t| t.bars as usize).sum();
+        &self.bars[start..start + len]
+    }
+
+    fn drop_front(&mut self, ticks: usize) {
+        let bars: usize = self.ticks[..ticks].iter().map(|t| t.bars as usize).sum();
+        self.ticks.drain(..ticks);
+        self.bars.drain(..bars);
+    }
+}
+
 /// Runs `strategy` over `series` (aligned on close time) under `config`.
 pub fn run(
     strategy: &mut dyn RunningStrategy,
@@ -176,13 +207,23 @@ pub fn run(
 }
 
 /// Runs `strategy` over streaming feeds; memory does not grow with the data.
+///
+/// Bar closes reach the strategy in batches ([`keel_model::batch`]): after
+/// the host's work at a close (fills, stops, marking), the strategy gets that
+/// close and the ones after it up to the first where an order waits or a stop
+/// or target is within the bar's range, and stops at the first that gives
+/// signals. What it sees and does is the same as one call per close.
 pub fn run_feeds(
     strategy: &mut dyn RunningStrategy,
     feeds: Vec<Feed<'_>>,
     config: &BacktestConfig,
 ) -> BacktestResult {
     let mut merge = Merge::new(feeds);
-    let symbols: Vec<String> = merge.feeds().iter().map(|f| f.symbol.clone()).collect();
+    let symbols: Vec<Symbol> = merge
+        .feeds()
+        .iter()
+        .map(|f| Symbol::from(f.symbol.as_str()))
+        .collect();
     let bar_ms = merge
         .feeds()
         .iter()
@@ -192,7 +233,7 @@ pub fn run_feeds(
     let index: BTreeMap<&str, usize> = symbols
         .iter()
         .enumerate()
-        .map(|(i, s)| (s.as_str(), i))
+        .map(|(i, s)| (&**s, i))
         .collect();
     let mut last_close = vec![f64::NAN; symbols.len()];
     let mut book = Book {
@@ -211,22 +252,22 @@ pub fn run_feeds(
     let (mut exposed_steps, mut bar_count, mut step_count) = (0usize, 0usize, 0usize);
     let (mut all_signals, mut signal_count) = (Vec::new(), 0usize);
     let (mut all_fills, mut fill_count) = (Vec::new(), 0usize);
-    let mut step_candles = Vec::with_capacity(symbols.len());
+    let mut step = Vec::with_capacity(symbols.len());
+    let mut ahead = Ahead::default();
     let mut end_ms = 0;
 
-    while let Some(time_ms) = merge.next_step(&mut step_candles) {
-        step_count += 1;
-        end_ms = time_ms;
-        let bars: Vec<Bar> = step_candles
-            .iter()
-            .map(|(s, c)| Bar::from_candle(&symbols[*s], c))
-            .collect();
-        bar_count += bars.len();
+    loop {
+        ahead.fill(&mut merge, &mut step);
+        let Some(&first) = ahead.ticks.first() else {
+            break;
+        };
+        let bars = ahead.bars_of(0, 1);
 
         // 1. Fill waiting orders at this bar's open.
         let mut waiting = Vec::new();
         for order in pending.drain(..) {
-            match bars.iter().find(|b| b.symbol == order.signal.symbol) {
+            let sym = index.get(order.signal.symbol.as_str()).copied();
+            match bars.iter().find(|b| Some(b.symbol as usize) == sym) {
                 Some(bar) => book.execute(order, bar),
                 None => waiting.push(order),
             }
@@ -234,21 +275,13 @@ pub fn run_feeds(
         pending = waiting;
 
         // 2. Stops and targets inside the bar.
-        for bar in &bars {
+        for bar in bars {
             let mut i = 0;
             while i < book.open.len() {
-                let p = &book.open[i];
-                let exit = (p.symbol == bar.symbol)
-                    .then(|| {
-                        config
-                            .fills
-                            .exit_in_bar(p.side, p.stop_loss, p.take_profit, bar)
-                    })
-                    .flatten();
-                match exit {
+                match book.exit_in_bar(i, bar) {
                     Some((price, reason)) => {
-                        let quantity = book.open[i].quantity;
-                        book.exit(i, quantity, price, reason, bar.time_ms);
+                        let quantity = book.open[i].pos.size;
+                        book.exit(i, quantity, price, reason, bar.candle.time_ms);
                     }
                     None => i += 1,
                 }
@@ -256,52 +289,85 @@ pub fn run_feeds(
         }
 
         // 3. Mark at the close.
-        for (bar, &(s, _)) in bars.iter().zip(&step_candles) {
-            last_close[s] = bar.close;
-            for p in book.open.iter_mut().filter(|p| p.symbol == bar.symbol) {
-                let (worst, best) = match p.side {
-                    Side::Long => (bar.low - p.price_entry, bar.high - p.price_entry),
-                    Side::Short => (p.price_entry - bar.high, p.price_entry - bar.low),
-                };
-                p.mae = p.mae.min(worst * p.quantity);
-                p.mfe = p.mfe.max(best * p.quantity);
-                p.mark = bar.close;
-            }
-        }
-        let equity = book.equity();
-        curve.push(EquityPoint { time_ms, equity });
-        if !book.open.is_empty() {
-            exposed_steps += 1;
-        }
+        let mut equity = book.close_step(bars, &mut last_close);
+        curve.push(EquityPoint {
+            time_ms: first.time_ms,
+            equity,
+        });
+        step_count += 1;
+        bar_count += bars.len();
+        exposed_steps += usize::from(!book.open.is_empty());
 
-        // Tell the strategy what filled, then show it the closed bars.
+        // Tell the strategy what filled, then show it the closed bars: this
+        // close and the later ones at which only prices can move.
         for fill in book.fills.drain(..) {
             if let Err(e) = strategy.on_fill(&fill) {
-                errors.push((time_ms, format!("on-fill: {e}")));
+                errors.push((first.time_ms, format!("on-fill: {e}")));
             }
             fill_count += 1;
             if config.record_fills {
                 all_fills.push(fill);
             }
         }
-        let tick = keel_model::Tick {
-            time_ms,
-            bars,
-            portfolio: book.view(equity),
+        let mut quiet = 1;
+        if pending.is_empty() {
+            while quiet < ahead.ticks.len()
+                && !ahead
+                    .bars_of(quiet, quiet + 1)
+                    .iter()
+                    .any(|bar| (0..book.open.len()).any(|i| book.exit_in_bar(i, bar).is_some()))
+            {
+                quiet += 1;
+            }
+        }
+        let view = book.view(equity);
+        let batch = Batch {
+            symbols: &symbols,
+            ticks: &ahead.ticks[..quiet],
+            bars: ahead.bars_of(0, quiet),
+            portfolio: &view,
             limits: config.limits,
         };
-        let signals = match strategy.on_bar(&tick) {
-            Ok(signals) => signals,
-            Err(e) => {
-                errors.push((time_ms, e));
-                continue;
-            }
+        let outcome = match strategy.on_bars(&batch) {
+            Ok(o) if (1..=quiet).contains(&o.consumed) => o,
+            Ok(o) => BatchOutcome {
+                consumed: 1,
+                signals: Vec::new(),
+                error: Some(format!(
+                    "said it handled {} of a batch of {quiet} bar closes",
+                    o.consumed
+                )),
+            },
+            Err(e) => BatchOutcome {
+                consumed: 1,
+                signals: Vec::new(),
+                error: Some(e),
+            },
         };
-        if signals.is_empty() {
+        // The later closes it handled: only marking.
+        for t in 1..outcome.consumed {
+            let bars = ahead.bars_of(t, t + 1);
+            equity = book.close_step(bars, &mut last_close);
+            curve.push(EquityPoint {
+                time_ms: ahead.ticks[t].time_ms,
+                equity,
+            });
+            step_count += 1;
+            bar_count += bars.len();
+            exposed_steps += usize::from(!book.open.is_empty());
+        }
+        let time_ms = ahead.ticks[outcome.consumed - 1].time_ms;
+        end_ms = time_ms;
+        ahead.drop_front(outcome.consumed);
+        if let Some(e) = outcome.error {
+            errors.push((time_ms, e));
+            continue;
+        }
+        if outcome.signals.is_empty() {
             continue;
         }
         let mut exposure = book.exposure(equity, &pending, &last_close, &index);
-        for signal in signals {
+        for signal in outcome.signals {
             signal_count += 1;
             if config.record_signals {
                 all_signals.push((time_ms, signal.clone()));
@@ -335,10 +401,9 @@ pub fn run_feeds(
     }
     // Whatever is still open is closed at its symbol's last close.
     while let Some(p) = book.open.last() {
-        let s = index.get(p.symbol.as_str()).copied().unwrap_or(0);
-        let buy = p.side == Side::Short;
-        let price = config.fills.market_price(last_close[s], buy);
-        let (i, quantity) = (book.open.len() - 1, p.quantity);
+        let buy = p.pos.side == Side::Short;
+        let price = config.fills.market_price(last_close[p.sym], buy);
+        let (i, quantity) = (book.open.len() - 1, p.pos.size);
         book.exit(i, quantity, price, ExitReason::EndOfData, end_ms);
     }
     let equity_final = book.cash;
@@ -374,30 +439,42 @@ pub fn run_feeds(
 
 impl Book<'_> {
     fn equity(&self) -> f64 {
-        self.cash + self.open.iter().map(Open::value).sum::<f64>()
+        self.cash + self.open.iter().map(|p| p.pos.value()).sum::<f64>()
+    }
+
+    /// Where position `i` exits inside `bar` by its stop or target, if it does.
+    fn exit_in_bar(&self, i: usize, bar: &BatchBar) -> Option<(f64, ExitReason)> {
+        let p = &self.open[i];
+        if p.sym != bar.symbol as usize || (p.stop_loss.is_none() && p.take_profit.is_none()) {
+            return None;
+        }
+        self.config
+            .fills
+            .exit_in_bar(p.pos.side, p.stop_loss, p.take_profit, &bar.candle)
+    }
+
+    /// Marks every position at the closes of one step; returns equity.
+    fn close_step(&mut self, bars: &[BatchBar], last_close: &mut [f64]) -> f64 {
+        for bar in bars {
+            let c = &bar.candle;
+            last_close[bar.symbol as usize] = c.close;
+            for p in self
+                .open
+                .iter_mut()
+                .filter(|p| p.sym == bar.symbol as usize)
+            {
+                let best = p.pos.mark_at(c.low, c.high, c.close);
+                p.mfe = p.mfe.max(best);
+            }
+        }
+        self.equity()
     }
 
     fn view(&self, equity: f64) -> Portfolio {
         Portfolio {
             cash: self.cash,
             equity,
-            positions: self
-                .open
-                .iter()
-                .map(|p| Position {
-                    symbol: p.symbol.clone(),
-                    tag: p.tag.clone(),
-                    side: p.side,
-                    size: p.quantity,
-                    price_entry: p.price_entry,
-                    time_entry_ms: p.time_entry_ms,
-                    pnl_unrealized: match p.side {
-                        Side::Long => (p.mark - p.price_entry) * p.quantity,
-                        Side::Short => (p.price_entry - p.mark) * p.quantity,
-                    },
-                    mae: p.mae,
-                })
-                .collect(),
+            positions: self.open.iter().map(|p| p.pos.clone()).collect(),
         }
     }
 
@@ -414,7 +491,8 @@ impl Book<'_> {
             ..Exposure::default()
         };
         for p in &self.open {
-            *e.notional.entry(p.symbol.clone()).or_default() += p.quantity * p.mark;
+            let p = &p.pos;
+            *e.notional.entry(p.symbol.clone()).or_default() += p.size * p.price_mark;
             let key = (p.symbol.clone(), p.tag.clone());
             if !e.open.contains(&key) {
                 e.open.push(key.clone());
@@ -447,13 +525,14 @@ impl Book<'_> {
     }
 
     /// Fills one order at `bar`'s open.
-    fn execute(&mut self, order: Pending, bar: &Bar) {
+    fn execute(&mut self, order: Pending, bar: &BatchBar) {
+        let (sym, bar) = (bar.symbol as usize, &bar.candle);
         let fills = self.config.fills;
         let signal = &order.signal;
         let index = self
             .open
             .iter()
-            .position(|p| p.symbol == signal.symbol && p.tag == signal.tag);
+            .position(|p| p.pos.symbol == signal.symbol && p.pos.tag == signal.tag);
         match signal.action {
             Action::OpenLong | Action::OpenShort => {
                 let side = if signal.action == Action::OpenLong {
@@ -469,7 +548,7 @@ impl Book<'_> {
                     return self.reject(order, bar.time_ms, reason);
                 }
                 if let Some(i) = index
-                    && self.open[i].side != side
+                    && self.open[i].pos.side != side
                 {
                     let reason = format!("tag '{}' holds the other side", signal.tag);
                     return self.reject(order, bar.time_ms, reason);
@@ -484,26 +563,32 @@ impl Book<'_> {
                 match index {
                     Some(i) => {
                         let p = &mut self.open[i];
-                        p.price_entry = (p.price_entry * p.quantity + price * quantity)
-                            / (p.quantity + quantity);
-                        p.quantity += quantity;
+                        let held = &mut p.pos;
+                        held.price_entry = (held.price_entry * held.size + price * quantity)
+                            / (held.size + quantity);
+                        held.size += quantity;
+                        held.pnl_unrealized = held.unrealized();
                         p.fees += fee;
                         p.stop_loss = signal.stop_loss.or(p.stop_loss);
                         p.take_profit = signal.take_profit.or(p.take_profit);
                     }
                     None => self.open.push(Open {
-                        symbol: signal.symbol.clone(),
-                        tag: signal.tag.clone(),
-                        side,
-                        quantity,
-                        price_entry: price,
-                        time_entry_ms: bar.time_ms,
+                        pos: Position {
+                            symbol: signal.symbol.clone(),
+                            tag: signal.tag.clone(),
+                            side,
+                            size: quantity,
+                            price_entry: price,
+                            time_entry_ms: bar.time_ms,
+                            price_mark: price,
+                            pnl_unrealized: 0.0,
+                            mae: 0.0,
+                        },
+                        sym,
                         stop_loss: signal.stop_loss,
                         take_profit: signal.take_profit,
                         fees: fee,
-                        mae: 0.0,
                         mfe: 0.0,
-                        mark: price,
                     }),
                 }
                 self.fills.push(Fill {
@@ -519,8 +604,8 @@ impl Book<'_> {
             Action::Close | Action::Reduce => {
                 // Nothing open under the tag: nothing to do.
                 let Some(i) = index else { return };
-                let held = self.open[i].quantity;
-                let price = fills.market_price(bar.open, self.open[i].side == Side::Short);
+                let held = self.open[i].pos.size;
+                let price = fills.market_price(bar.open, self.open[i].pos.side == Side::Short);
                 let quantity = match signal.action {
                     Action::Close => held,
                     _ => {
@@ -556,9 +641,10 @@ impl Book<'_> {
         action: Action,
     ) {
         let fee = self.config.fills.fee(quantity, price);
-        let p = &mut self.open[i];
-        let share = (quantity / p.quantity).min(1.0);
-        let entry_fees = p.fees * share;
+        let o = &mut self.open[i];
+        let p = &mut o.pos;
+        let share = (quantity / p.size).min(1.0);
+        let entry_fees = o.fees * share;
         let gross = match p.side {
             Side::Long => (price - p.price_entry) * quantity,
             Side::Short => (p.price_entry - price) * quantity,
@@ -580,7 +666,7 @@ impl Book<'_> {
             pnl: gross - entry_fees - fee,
             fees: entry_fees + fee,
             mae: p.mae * share,
-            mfe: p.mfe * share,
+            mfe: o.mfe * share,
             exit_reason: reason,
         });
         self.fills.push(Fill {
@@ -595,10 +681,11 @@ impl Book<'_> {
         if share >= 1.0 - 1e-12 {
             self.open.remove(i);
         } else {
-            p.quantity -= quantity;
-            p.fees -= entry_fees;
+            p.size -= quantity;
             p.mae *= 1.0 - share;
-            p.mfe *= 1.0 - share;
+            p.pnl_unrealized = p.unrealized();
+            o.fees -= entry_fees;
+            o.mfe *= 1.0 - share;
         }
     }
 }
@@ -1079,5 +1166,140 @@ mod tests {
             )
         };
         assert_eq!(go(), go());
+    }
+
+    /// Trades both sides of two symbols with stops and targets, and records
+    /// every tick it sees.
+    struct Trader {
+        n: usize,
+        seen: Vec<Tick>,
+    }
+
+    impl RunningStrategy for Trader {
+        fn on_bar(&mut self, tick: &Tick) -> Result<Vec<Signal>, String> {
+            self.seen.push(tick.clone());
+            self.n += 1;
+            let Some(bar) = tick.bars.first() else {
+                return Ok(vec![]);
+            };
+            let (symbol, close) = (&*bar.symbol, bar.close);
+            Ok(match self.n % 37 {
+                0 => vec![
+                    Signal::open_long(symbol, Size::FractionOfEquity(0.2))
+                        .stop_loss(close * 0.995)
+                        .take_profit(close * 1.01),
+                ],
+                11 => vec![
+                    Signal::open_short(symbol, Size::Quote(500.0))
+                        .tag("s")
+                        .stop_loss(close * 1.004),
+                ],
+                29 => vec![Signal::close(symbol), Signal::close(symbol).tag("s")],
+                _ if self.n % 101 == 0 => return Err(format!("tick {}", self.n)),
+                _ => vec![],
+            })
+        }
+        fn on_fill(&mut self, _: &Fill) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    /// The same strategy, shown one close per call.
+    struct OneAtATime(Trader);
+
+    impl RunningStrategy for OneAtATime {
+        fn on_bar(&mut self, tick: &Tick) -> Result<Vec<Signal>, String> {
+            self.0.on_bar(tick)
+        }
+        fn on_bars(&mut self, batch: &Batch<'_>) -> Result<BatchOutcome, String> {
+            let first = batch.ticks[0].bars as usize;
+            let one = Batch {
+                ticks: &batch.ticks[..1],
+                bars: &batch.bars[..first],
+                ..*batch
+            };
+            Ok(keel_model::batch::drive(&one, |t| self.0.on_bar(t)))
+        }
+        fn on_fill(&mut self, fill: &Fill) -> Result<(), String> {
+            self.0.on_fill(fill)
+        }
+    }
+
+    #[test]
+    fn batches_show_and_do_exactly_what_one_close_per_call_does() {
+        let a = keel_model::synth::random_walk(1, 4000, 0, 60_000, 100.0, 0.004);
+        // B has gaps: every 5th bar is missing.
+        let b: Vec<Candle> = keel_model::synth::random_walk(2, 4000, 0, 60_000, 50.0, 0.004)
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| i % 5 != 3)
+            .map(|(_, c)| c)
+            .collect();
+        let data = [series("A", a), series("B", b)];
+        let cfg = BacktestConfig::default();
+        let mut batched = Trader {
+            n: 0,
+            seen: Vec::new(),
+        };
+        let mut single = OneAtATime(Trader {
+            n: 0,
+            seen: Vec::new(),
+        });
+        let r1 = run(&mut batched, &data, &cfg);
+        let r2 = run(&mut single, &data, &cfg);
+        assert!(r1.trades.len() > 50, "{} trades", r1.trades.len());
+        assert!(
+            r1.trades
+                .iter()
+                .any(|t| t.exit_reason == ExitReason::StopLoss)
+                && r1
+                    .trades
+                    .iter()
+                    .any(|t| t.exit_reason == ExitReason::TakeProfit)
+        );
+        assert!(!r1.errors.is_empty());
+        assert_eq!(r1, r2);
+        assert_eq!(batched.seen.len(), single.0.seen.len());
+        for (x, y) in batched.seen.iter().zip(&single.0.seen) {
+            assert_eq!(x, y, "at {}", x.time_ms);
+        }
+    }
+
+    /// Claims to have handled a different number of closes than it was given.
+    struct Miscounts;
+
+    impl RunningStrategy for Miscounts {
+        fn on_bar(&mut self, _: &Tick) -> Result<Vec<Signal>, String> {
+            Ok(vec![])
+        }
+        fn on_bars(&mut self, batch: &Batch<'_>) -> Result<BatchOutcome, String> {
+            Ok(BatchOutcome {
+                consumed: if batch.ticks[0].time_ms % 120_000 == 0 {
+                    0
+                } else {
+                    batch.ticks.len() + 1
+                },
+                ..BatchOutcome::default()
+            })
+        }
+        fn on_fill(&mut self, _: &Fill) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_wrong_handled_count_is_an_error_at_that_close_and_the_run_goes_on() {
+        let r = run(
+            &mut Miscounts,
+            &[series("A", flat(&[1.0, 2.0, 3.0, 4.0]))],
+            &config(0.0, 0.0),
+        );
+        assert_eq!(r.steps, 4);
+        let times: Vec<i64> = r.errors.iter().map(|(t, _)| *t).collect();
+        assert_eq!(times, [60_000, 120_000, 180_000, 240_000]);
+        assert_eq!(
+            r.errors[1].1,
+            "said it handled 0 of a batch of 3 bar closes"
+        );
     }
 }

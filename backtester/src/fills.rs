@@ -10,7 +10,8 @@
 //! pay slippage; targets are limit orders and fill at their price (or at a
 //! better open).
 
-use keel_model::{Bar, Side};
+use keel_model::Side;
+use keel_model::candles::Candle;
 
 use crate::engine::ExitReason;
 
@@ -83,7 +84,7 @@ impl FillModel {
         side: Side,
         stop_loss: Option<f64>,
         take_profit: Option<f64>,
-        bar: &Bar,
+        bar: &Candle,
     ) -> Option<(f64, ExitReason)> {
         match side {
             Side::Long => {
@@ -116,9 +117,8 @@ impl FillModel {
 mod tests {
     use super::*;
 
-    fn bar(open: f64, high: f64, low: f64, close: f64) -> Bar {
-        Bar {
-            symbol: "X".into(),
+    fn bar(open: f64, high: f64, low: f64, close: f64) -> Candle {
+        Candle {
             time_ms: 0,
             open,
             high,
@@ -157,7 +157,7 @@ mod tests {
         struct Case {
             name: &'static str,
             side: Side,
-            bar: Bar,
+            bar: Candle,
             expect: Option<(f64, ExitReason)>,
         }
         let cases = [

@@ -27,11 +27,12 @@ fn component() -> PathBuf {
 }
 
 fn ticks(count: usize) -> Vec<Tick> {
+    let btc = keel_model::Symbol::from("BTC/USD");
     synth::random_walk(42, count, 1_700_000_000_000, 60_000, 100.0, 0.01)
         .into_iter()
         .map(|c| Tick {
             time_ms: c.time_ms + 60_000,
-            bars: vec![Bar::from_candle("BTC/USD", &c)],
+            bars: vec![Bar::from_candle(&btc, &c)],
             portfolio: Portfolio {
                 cash: 10_000.0,
                 equity: 10_000.0,

@@ -656,6 +656,7 @@ fn print_inspect(loaded: &LoadedStrategy, took: std::time::Duration) {
     println!("sha256     {}", loaded.hash);
     println!("size       {} bytes", loaded.size);
     println!("strategy   {} {}", info.name, info.version);
+    println!("contract   keel:strategy@{}", loaded.contract);
     if !info.description.is_empty() {
         println!("about      {}", info.description);
     }
@@ -702,6 +703,7 @@ fn inspect_json(loaded: &LoadedStrategy) -> serde_json::Value {
         "size": loaded.size,
         "name": info.name,
         "version": info.version,
+        "contract": loaded.contract,
         "description": info.description,
         "symbols": info.symbols,
         "timeframe": info.timeframe,

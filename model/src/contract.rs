@@ -1,13 +1,20 @@
-//! The strategy contract (`wit/since_v0.1.0/strategy.wit`) as plain Rust.
+//! The strategy contract (`wit/since_v0.2.0/strategy.wit`) as plain Rust.
 //! Field meanings are documented once, in the WIT file.
 
+use std::sync::Arc;
+
+use crate::batch::{Batch, BatchOutcome};
 use crate::candles::Candle;
+
+/// A market symbol, shared by every bar of it (cloning is a reference count,
+/// not a copy).
+pub type Symbol = Arc<str>;
 use crate::params::{ParamSpec, ParamValue};
 
 /// One closed OHLCV bar of one symbol.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Bar {
-    pub symbol: String,
+    pub symbol: Symbol,
     pub time_ms: i64,
     pub open: f64,
     pub high: f64,
@@ -18,9 +25,9 @@ pub struct Bar {
 
 impl Bar {
     /// `candle` as a bar of `symbol`.
-    pub fn from_candle(symbol: &str, candle: &Candle) -> Bar {
+    pub fn from_candle(symbol: &Symbol, candle: &Candle) -> Bar {
         Bar {
-            symbol: symbol.to_owned(),
+            symbol: symbol.clone(),
             time_ms: candle.time_ms,
             open: candle.open,
             high: candle.high,
@@ -48,8 +55,45 @@ pub struct Position {
     pub size: f64,
     pub price_entry: f64,
     pub time_entry_ms: i64,
+    pub price_mark: f64,
     pub pnl_unrealized: f64,
     pub mae: f64,
+}
+
+impl Position {
+    /// Marks the position at a closed bar of its symbol: the adverse
+    /// excursion from the bar's range, then the mark and the unrealized P&L
+    /// at its close. Returns the favourable excursion at the bar's best price
+    /// (quote currency), for callers that track it.
+    ///
+    /// The host and the SDK both mark with this, so a strategy sees the same
+    /// figures whether the host or the strategy did the marking.
+    pub fn mark_at(&mut self, low: f64, high: f64, close: f64) -> f64 {
+        let (worst, best) = match self.side {
+            Side::Long => (low - self.price_entry, high - self.price_entry),
+            Side::Short => (self.price_entry - high, self.price_entry - low),
+        };
+        self.mae = self.mae.min(worst * self.size);
+        self.price_mark = close;
+        self.pnl_unrealized = self.unrealized();
+        best * self.size
+    }
+
+    /// Unrealized P&L at the mark.
+    pub fn unrealized(&self) -> f64 {
+        match self.side {
+            Side::Long => (self.price_mark - self.price_entry) * self.size,
+            Side::Short => (self.price_entry - self.price_mark) * self.size,
+        }
+    }
+
+    /// What the position adds to equity at the mark (negative for a short).
+    pub fn value(&self) -> f64 {
+        match self.side {
+            Side::Long => self.size * self.price_mark,
+            Side::Short => -self.size * self.price_mark,
+        }
+    }
 }
 
 /// A strategy's own slice of the portfolio.
@@ -66,6 +110,25 @@ impl Portfolio {
         self.positions
             .iter()
             .find(|p| p.symbol == symbol && p.tag == tag)
+    }
+
+    /// Cash plus the value of every position at its mark.
+    pub fn equity_of(cash: f64, positions: &[Position]) -> f64 {
+        cash + positions.iter().map(Position::value).sum::<f64>()
+    }
+
+    /// Marks the positions at `bars` (closed at one time) and updates equity.
+    pub fn mark(&mut self, bars: &[Bar]) {
+        for bar in bars {
+            for p in self
+                .positions
+                .iter_mut()
+                .filter(|p| *p.symbol == *bar.symbol)
+            {
+                p.mark_at(bar.low, bar.high, bar.close);
+            }
+        }
+        self.equity = Portfolio::equity_of(self.cash, &self.positions);
     }
 }
 
@@ -89,7 +152,7 @@ impl Default for RiskLimits {
     }
 }
 
-/// What `on-bar` receives at each bar close.
+/// What a strategy's `on_bar` receives at each bar close.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tick {
     pub time_ms: i64,
@@ -101,7 +164,7 @@ pub struct Tick {
 impl Tick {
     /// This tick's bar of `symbol`, if that symbol has one now.
     pub fn bar(&self, symbol: &str) -> Option<&Bar> {
-        self.bars.iter().find(|b| b.symbol == symbol)
+        self.bars.iter().find(|b| &*b.symbol == symbol)
     }
 }
 
@@ -249,6 +312,15 @@ pub type Param = (String, ParamValue);
 pub trait RunningStrategy {
     /// One bar close. `Err` is the strategy's own failure, as text.
     fn on_bar(&mut self, tick: &Tick) -> Result<Vec<Signal>, String>;
+
+    /// Several bar closes, up to and including the first that gives signals
+    /// (see [`crate::batch`]). `Err` fails the batch's first tick. The
+    /// default hands each tick to `on_bar`; a sandboxed component overrides
+    /// it to cross into wasm once per batch.
+    fn on_bars(&mut self, batch: &Batch<'_>) -> Result<BatchOutcome, String> {
+        Ok(crate::batch::drive(batch, |tick| self.on_bar(tick)))
+    }
+
     /// One of its orders filled.
     fn on_fill(&mut self, fill: &Fill) -> Result<(), String>;
 }

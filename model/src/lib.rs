@@ -6,6 +6,7 @@
 //! boundary; the SDK re-exports them to strategy authors; a native strategy and
 //! a sandboxed one therefore run through the same code.
 
+pub mod batch;
 pub mod candles;
 pub mod contract;
 pub mod params;

@@ -7,6 +7,7 @@ use std::cell::RefCell;
 use crate::Strategy;
 use bindings as b;
 use keel_model as m;
+use keel_model::batch::{Batch, BatchBar, TickSpan, drive};
 
 pub use bindings::Guest;
 pub use bindings::export;
@@ -14,8 +15,8 @@ pub use bindings::export;
 #[allow(unsafe_code, missing_debug_implementations, clippy::all)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../wit/since_v0.1.0",
-        world: "keel:strategy/strategy@0.1.0",
+        path: "../wit/since_v0.2.0",
+        world: "keel:strategy/strategy@0.2.0",
         pub_export_macro: true,
         export_macro_name: "export",
         default_bindings_module: "keel_strategy_sdk::__private::bindings",
@@ -26,6 +27,8 @@ pub mod bindings {
 thread_local! {
     /// The one strategy value of this instance, set by `init`.
     static STATE: RefCell<Option<Box<dyn Any>>> = RefCell::new(None);
+    /// The symbols bound at `init`; a bar's index names one.
+    static SYMBOLS: RefCell<Vec<m::Symbol>> = const { RefCell::new(Vec::new()) };
 }
 
 pub fn log(level: m::LogLevel, message: &str) {
@@ -52,7 +55,8 @@ pub fn describe<S: Strategy>() -> b::StrategyInfo {
     }
 }
 
-pub fn init<S: Strategy>(params: Vec<b::Param>) -> Result<(), String> {
+pub fn init<S: Strategy>(params: Vec<b::Param>, symbols: Vec<String>) -> Result<(), String> {
+    SYMBOLS.with(|table| *table.borrow_mut() = symbols.iter().map(|s| m::Symbol::from(s.as_str())).collect());
     let values = params
         .into_iter()
         .map(|p| (p.name, value_in(p.value)))
@@ -62,10 +66,53 @@ pub fn init<S: Strategy>(params: Vec<b::Param>) -> Result<(), String> {
     Ok(())
 }
 
-pub fn on_bar<S: Strategy>(tick: b::Tick) -> Result<Vec<b::Signal>, String> {
-    let tick = tick_in(tick);
-    with_strategy::<S, _>(|s| s.on_bar(&tick))?
-        .map(|signals| signals.into_iter().map(signal_out).collect())
+pub fn on_bars<S: Strategy>(batch: b::Batch) -> Result<b::BatchResult, String> {
+    let ticks: Vec<TickSpan> = batch
+        .ticks
+        .iter()
+        .map(|t| TickSpan {
+            time_ms: t.time_ms,
+            bars: t.bars,
+        })
+        .collect();
+    let bars: Vec<BatchBar> = batch
+        .bars
+        .iter()
+        .map(|bar| BatchBar {
+            symbol: bar.symbol,
+            candle: m::Candle {
+                time_ms: bar.time_ms,
+                open: bar.open,
+                high: bar.high,
+                low: bar.low,
+                close: bar.close,
+                volume: bar.volume,
+            },
+        })
+        .collect();
+    let portfolio = portfolio_in(batch.portfolio);
+    let limits = m::RiskLimits {
+        max_position_fraction: batch.limits.max_position_fraction,
+        max_open_positions: batch.limits.max_open_positions,
+        max_trade_fraction: batch.limits.max_trade_fraction,
+        min_order_quote: batch.limits.min_order_quote,
+    };
+    let outcome = SYMBOLS.with(|symbols| {
+        let symbols = symbols.borrow();
+        let batch = Batch {
+            symbols: &symbols,
+            ticks: &ticks,
+            bars: &bars,
+            portfolio: &portfolio,
+            limits,
+        };
+        with_strategy::<S, _>(|s| drive(&batch, |tick| s.on_bar(tick)))
+    })?;
+    Ok(b::BatchResult {
+        consumed: outcome.consumed as u32,
+        signals: outcome.signals.into_iter().map(signal_out).collect(),
+        error: outcome.error,
+    })
 }
 
 pub fn on_fill<S: Strategy>(fill: b::Fill) {
@@ -93,50 +140,28 @@ fn with_strategy<S: Strategy, R>(f: impl FnOnce(&mut S) -> R) -> Result<R, Strin
     })
 }
 
-fn tick_in(t: b::Tick) -> m::Tick {
-    m::Tick {
-        time_ms: t.time_ms,
-        bars: t
-            .bars
+fn portfolio_in(p: b::Portfolio) -> m::Portfolio {
+    m::Portfolio {
+        cash: p.cash,
+        equity: p.equity,
+        positions: p
+            .positions
             .into_iter()
-            .map(|bar| m::Bar {
-                symbol: bar.symbol,
-                time_ms: bar.time_ms,
-                open: bar.open,
-                high: bar.high,
-                low: bar.low,
-                close: bar.close,
-                volume: bar.volume,
+            .map(|p| m::Position {
+                symbol: p.symbol,
+                tag: p.tag,
+                side: match p.side {
+                    b::Side::Long => m::Side::Long,
+                    b::Side::Short => m::Side::Short,
+                },
+                size: p.size,
+                price_entry: p.price_entry,
+                time_entry_ms: p.time_entry_ms,
+                price_mark: p.price_mark,
+                pnl_unrealized: p.pnl_unrealized,
+                mae: p.mae,
             })
             .collect(),
-        portfolio: m::Portfolio {
-            cash: t.portfolio.cash,
-            equity: t.portfolio.equity,
-            positions: t
-                .portfolio
-                .positions
-                .into_iter()
-                .map(|p| m::Position {
-                    symbol: p.symbol,
-                    tag: p.tag,
-                    side: match p.side {
-                        b::Side::Long => m::Side::Long,
-                        b::Side::Short => m::Side::Short,
-                    },
-                    size: p.size,
-                    price_entry: p.price_entry,
-                    time_entry_ms: p.time_entry_ms,
-                    pnl_unrealized: p.pnl_unrealized,
-                    mae: p.mae,
-                })
-                .collect(),
-        },
-        limits: m::RiskLimits {
-            max_position_fraction: t.limits.max_position_fraction,
-            max_open_positions: t.limits.max_open_positions,
-            max_trade_fraction: t.limits.max_trade_fraction,
-            min_order_quote: t.limits.min_order_quote,
-        },
     }
 }
 

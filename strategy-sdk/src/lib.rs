@@ -68,7 +68,7 @@ pub mod harness;
 
 pub use keel_model::{
     Action, Bar, Fill, LogLevel, ParamKind, ParamSpec, ParamValue, Params, Portfolio, Position,
-    RiskLimits, Side, Signal, Size, StrategyInfo, Tick,
+    RiskLimits, Side, Signal, Size, StrategyInfo, Symbol, Tick,
 };
 
 /// Everything a strategy file usually needs.
@@ -76,13 +76,15 @@ pub mod prelude {
     pub use crate::indicators::*;
     pub use crate::{
         Action, Bar, Fill, ParamSpec, ParamValue, Params, Portfolio, Position, RiskLimits, Side,
-        Signal, Size, Strategy, StrategyInfo, Tick,
+        Signal, Size, Strategy, StrategyInfo, Symbol, Tick,
     };
 }
 
 /// A trading strategy. One value lives per loaded instance; the host calls
 /// `describe` once, `init` once, then `on_bar` at every bar close and
-/// `on_fill` when one of its orders executes.
+/// `on_fill` when one of its orders executes. (Across the wasm boundary the
+/// host hands over bar closes in batches; the SDK unpacks them into these
+/// `on_bar` calls, with the portfolio marked at each close.)
 pub trait Strategy: Sized + 'static {
     /// Name, version, default symbols, timeframe, warm-up and parameters.
     fn describe() -> StrategyInfo;
@@ -116,16 +118,17 @@ macro_rules! export_strategy {
                 }
                 fn init(
                     params: ::std::vec::Vec<$crate::__private::bindings::Param>,
+                    symbols: ::std::vec::Vec<::std::string::String>,
                 ) -> ::std::result::Result<(), ::std::string::String> {
-                    $crate::__private::init::<$strategy>(params)
+                    $crate::__private::init::<$strategy>(params, symbols)
                 }
-                fn on_bar(
-                    tick: $crate::__private::bindings::Tick,
+                fn on_bars(
+                    batch: $crate::__private::bindings::Batch,
                 ) -> ::std::result::Result<
-                    ::std::vec::Vec<$crate::__private::bindings::Signal>,
+                    $crate::__private::bindings::BatchResult,
                     ::std::string::String,
                 > {
-                    $crate::__private::on_bar::<$strategy>(tick)
+                    $crate::__private::on_bars::<$strategy>(batch)
                 }
                 fn on_fill(fill: $crate::__private::bindings::Fill) {
                     $crate::__private::on_fill::<$strategy>(fill)

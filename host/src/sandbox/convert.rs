@@ -1,48 +1,162 @@
 //! Between the generated bindings and the model types, at the sandbox edge.
+//! Each contract version has its own bindings; records whose shape did not
+//! change between versions convert through one macro.
 
 use keel_model as m;
 
-use super::bindings as b;
+/// Conversions of the records both contract versions share, for the
+/// bindings module named `b` where the macro is used.
+macro_rules! same_shape {
+    () => {
+        pub(in crate::sandbox) fn log_level(level: b::LogLevel) -> m::LogLevel {
+            match level {
+                b::LogLevel::Trace => m::LogLevel::Trace,
+                b::LogLevel::Debug => m::LogLevel::Debug,
+                b::LogLevel::Info => m::LogLevel::Info,
+                b::LogLevel::Warn => m::LogLevel::Warn,
+                b::LogLevel::Error => m::LogLevel::Error,
+            }
+        }
 
-pub(super) fn log_level(level: b::LogLevel) -> m::LogLevel {
-    match level {
-        b::LogLevel::Trace => m::LogLevel::Trace,
-        b::LogLevel::Debug => m::LogLevel::Debug,
-        b::LogLevel::Info => m::LogLevel::Info,
-        b::LogLevel::Warn => m::LogLevel::Warn,
-        b::LogLevel::Error => m::LogLevel::Error,
-    }
+        fn action_out(a: m::Action) -> b::Action {
+            match a {
+                m::Action::OpenLong => b::Action::OpenLong,
+                m::Action::OpenShort => b::Action::OpenShort,
+                m::Action::Close => b::Action::Close,
+                m::Action::Reduce => b::Action::Reduce,
+            }
+        }
+
+        pub(in crate::sandbox) fn fill_out(f: &m::Fill) -> b::Fill {
+            b::Fill {
+                symbol: f.symbol.clone(),
+                tag: f.tag.clone(),
+                action: action_out(f.action),
+                price: f.price,
+                quantity: f.quantity,
+                fee: f.fee,
+                time_ms: f.time_ms,
+            }
+        }
+
+        pub(in crate::sandbox) fn signal_in(s: b::Signal) -> m::Signal {
+            m::Signal {
+                symbol: s.symbol,
+                action: match s.action {
+                    b::Action::OpenLong => m::Action::OpenLong,
+                    b::Action::OpenShort => m::Action::OpenShort,
+                    b::Action::Close => m::Action::Close,
+                    b::Action::Reduce => m::Action::Reduce,
+                },
+                size: match s.size {
+                    b::Size::FractionOfEquity(x) => m::Size::FractionOfEquity(x),
+                    b::Size::Quote(x) => m::Size::Quote(x),
+                    b::Size::Base(x) => m::Size::Base(x),
+                },
+                tag: s.tag,
+                stop_loss: s.stop_loss,
+                take_profit: s.take_profit,
+                reason: s.reason,
+                confidence: s.confidence,
+            }
+        }
+
+        fn value_in(v: b::ParamValue) -> m::ParamValue {
+            match v {
+                b::ParamValue::Int(x) => m::ParamValue::Int(x),
+                b::ParamValue::Float(x) => m::ParamValue::Float(x),
+                b::ParamValue::Flag(x) => m::ParamValue::Flag(x),
+            }
+        }
+
+        pub(in crate::sandbox) fn params_out(p: &m::Params) -> Vec<b::Param> {
+            p.values()
+                .iter()
+                .map(|(name, value)| b::Param {
+                    name: name.clone(),
+                    value: match *value {
+                        m::ParamValue::Int(x) => b::ParamValue::Int(x),
+                        m::ParamValue::Float(x) => b::ParamValue::Float(x),
+                        m::ParamValue::Flag(x) => b::ParamValue::Flag(x),
+                    },
+                })
+                .collect()
+        }
+
+        pub(in crate::sandbox) fn info_in(i: b::StrategyInfo) -> m::StrategyInfo {
+            m::StrategyInfo {
+                name: i.name,
+                version: i.version,
+                description: i.description,
+                symbols: i.symbols,
+                timeframe: i.timeframe,
+                warmup_bars: i.warmup_bars,
+                params: i
+                    .params
+                    .into_iter()
+                    .map(|p| m::ParamSpec {
+                        name: p.name,
+                        description: p.description,
+                        kind: match p.kind {
+                            b::ParamKind::Int => m::ParamKind::Int,
+                            b::ParamKind::Float => m::ParamKind::Float,
+                            b::ParamKind::Flag => m::ParamKind::Flag,
+                        },
+                        default: value_in(p.default),
+                        min: p.min,
+                        max: p.max,
+                    })
+                    .collect(),
+            }
+        }
+    };
 }
 
-fn action_out(a: m::Action) -> b::Action {
-    match a {
-        m::Action::OpenLong => b::Action::OpenLong,
-        m::Action::OpenShort => b::Action::OpenShort,
-        m::Action::Close => b::Action::Close,
-        m::Action::Reduce => b::Action::Reduce,
-    }
-}
+/// `keel:strategy@0.2.0`.
+pub(super) mod v2 {
+    use super::m;
+    use crate::sandbox::bindings as b;
 
-pub(super) fn tick_out(t: &m::Tick) -> b::Tick {
-    b::Tick {
-        time_ms: t.time_ms,
-        bars: t
-            .bars
-            .iter()
-            .map(|bar| b::Bar {
-                symbol: bar.symbol.clone(),
-                time_ms: bar.time_ms,
-                open: bar.open,
-                high: bar.high,
-                low: bar.low,
-                close: bar.close,
-                volume: bar.volume,
-            })
-            .collect(),
-        portfolio: b::Portfolio {
-            cash: t.portfolio.cash,
-            equity: t.portfolio.equity,
-            positions: t
+    same_shape!();
+
+    /// The batch in binding form. `symbols` maps the batch's symbol indices
+    /// to the instance's (from `init`); bars of symbols it was not bound to
+    /// are left out.
+    pub(in crate::sandbox) fn batch_out(
+        batch: &m::batch::Batch<'_>,
+        symbols: &[u32],
+        out: &mut b::Batch,
+    ) {
+        out.ticks.clear();
+        out.bars.clear();
+        let mut bars = batch.bars.iter();
+        for span in batch.ticks {
+            let before = out.bars.len();
+            for bar in bars.by_ref().take(span.bars as usize) {
+                let Some(&symbol) = symbols.get(bar.symbol as usize).filter(|&&s| s != u32::MAX)
+                else {
+                    continue;
+                };
+                let c = &bar.candle;
+                out.bars.push(b::Bar {
+                    symbol,
+                    time_ms: c.time_ms,
+                    open: c.open,
+                    high: c.high,
+                    low: c.low,
+                    close: c.close,
+                    volume: c.volume,
+                });
+            }
+            out.ticks.push(b::TickSpan {
+                time_ms: span.time_ms,
+                bars: (out.bars.len() - before) as u32,
+            });
+        }
+        out.portfolio = b::Portfolio {
+            cash: batch.portfolio.cash,
+            equity: batch.portfolio.equity,
+            positions: batch
                 .portfolio
                 .positions
                 .iter()
@@ -56,51 +170,94 @@ pub(super) fn tick_out(t: &m::Tick) -> b::Tick {
                     size: p.size,
                     price_entry: p.price_entry,
                     time_entry_ms: p.time_entry_ms,
+                    price_mark: p.price_mark,
                     pnl_unrealized: p.pnl_unrealized,
                     mae: p.mae,
                 })
                 .collect(),
-        },
-        limits: b::RiskLimits {
-            max_position_fraction: t.limits.max_position_fraction,
-            max_open_positions: t.limits.max_open_positions,
-            max_trade_fraction: t.limits.max_trade_fraction,
-            min_order_quote: t.limits.min_order_quote,
-        },
+        };
+        out.limits = b::RiskLimits {
+            max_position_fraction: batch.limits.max_position_fraction,
+            max_open_positions: batch.limits.max_open_positions,
+            max_trade_fraction: batch.limits.max_trade_fraction,
+            min_order_quote: batch.limits.min_order_quote,
+        };
+    }
+
+    /// An empty batch to fill with [`batch_out`].
+    pub(in crate::sandbox) fn empty_batch() -> b::Batch {
+        b::Batch {
+            ticks: Vec::new(),
+            bars: Vec::new(),
+            portfolio: b::Portfolio {
+                cash: 0.0,
+                equity: 0.0,
+                positions: Vec::new(),
+            },
+            limits: b::RiskLimits {
+                max_position_fraction: 0.0,
+                max_open_positions: 0,
+                max_trade_fraction: 0.0,
+                min_order_quote: 0.0,
+            },
+        }
     }
 }
 
-pub(super) fn fill_out(f: &m::Fill) -> b::Fill {
-    b::Fill {
-        symbol: f.symbol.clone(),
-        tag: f.tag.clone(),
-        action: action_out(f.action),
-        price: f.price,
-        quantity: f.quantity,
-        fee: f.fee,
-        time_ms: f.time_ms,
-    }
-}
+/// `keel:strategy@0.1.0`: one tick per call.
+pub(super) mod v1 {
+    use super::m;
+    use crate::sandbox::bindings_v1 as b;
 
-pub(super) fn signal_in(s: b::Signal) -> m::Signal {
-    m::Signal {
-        symbol: s.symbol,
-        action: match s.action {
-            b::Action::OpenLong => m::Action::OpenLong,
-            b::Action::OpenShort => m::Action::OpenShort,
-            b::Action::Close => m::Action::Close,
-            b::Action::Reduce => m::Action::Reduce,
-        },
-        size: match s.size {
-            b::Size::FractionOfEquity(x) => m::Size::FractionOfEquity(x),
-            b::Size::Quote(x) => m::Size::Quote(x),
-            b::Size::Base(x) => m::Size::Base(x),
-        },
-        tag: s.tag,
-        stop_loss: s.stop_loss,
-        take_profit: s.take_profit,
-        reason: s.reason,
-        confidence: s.confidence,
+    same_shape!();
+
+    /// The tick in binding form, with only the bars of `bound` symbols.
+    pub(in crate::sandbox) fn tick_out(t: &m::Tick, bound: &[String]) -> b::Tick {
+        b::Tick {
+            time_ms: t.time_ms,
+            bars: t
+                .bars
+                .iter()
+                .filter(|bar| bound.iter().any(|s| **s == *bar.symbol))
+                .map(|bar| b::Bar {
+                    symbol: bar.symbol.to_string(),
+                    time_ms: bar.time_ms,
+                    open: bar.open,
+                    high: bar.high,
+                    low: bar.low,
+                    close: bar.close,
+                    volume: bar.volume,
+                })
+                .collect(),
+            portfolio: b::Portfolio {
+                cash: t.portfolio.cash,
+                equity: t.portfolio.equity,
+                positions: t
+                    .portfolio
+                    .positions
+                    .iter()
+                    .map(|p| b::Position {
+                        symbol: p.symbol.clone(),
+                        tag: p.tag.clone(),
+                        side: match p.side {
+                            m::Side::Long => b::Side::Long,
+                            m::Side::Short => b::Side::Short,
+                        },
+                        size: p.size,
+                        price_entry: p.price_entry,
+                        time_entry_ms: p.time_entry_ms,
+                        pnl_unrealized: p.pnl_unrealized,
+                        mae: p.mae,
+                    })
+                    .collect(),
+            },
+            limits: b::RiskLimits {
+                max_position_fraction: t.limits.max_position_fraction,
+                max_open_positions: t.limits.max_open_positions,
+                max_trade_fraction: t.limits.max_trade_fraction,
+                min_order_quote: t.limits.min_order_quote,
+            },
+        }
     }
 }
 
@@ -118,51 +275,3 @@ pub(super) fn shortened(mut s: m::Signal) -> m::Signal {
     s
 }
 
-fn value_in(v: b::ParamValue) -> m::ParamValue {
-    match v {
-        b::ParamValue::Int(x) => m::ParamValue::Int(x),
-        b::ParamValue::Float(x) => m::ParamValue::Float(x),
-        b::ParamValue::Flag(x) => m::ParamValue::Flag(x),
-    }
-}
-
-pub(super) fn params_out(p: &m::Params) -> Vec<b::Param> {
-    p.values()
-        .iter()
-        .map(|(name, value)| b::Param {
-            name: name.clone(),
-            value: match *value {
-                m::ParamValue::Int(x) => b::ParamValue::Int(x),
-                m::ParamValue::Float(x) => b::ParamValue::Float(x),
-                m::ParamValue::Flag(x) => b::ParamValue::Flag(x),
-            },
-        })
-        .collect()
-}
-
-pub(super) fn info_in(i: b::StrategyInfo) -> m::StrategyInfo {
-    m::StrategyInfo {
-        name: i.name,
-        version: i.version,
-        description: i.description,
-        symbols: i.symbols,
-        timeframe: i.timeframe,
-        warmup_bars: i.warmup_bars,
-        params: i
-            .params
-            .into_iter()
-            .map(|p| m::ParamSpec {
-                name: p.name,
-                description: p.description,
-                kind: match p.kind {
-                    b::ParamKind::Int => m::ParamKind::Int,
-                    b::ParamKind::Float => m::ParamKind::Float,
-                    b::ParamKind::Flag => m::ParamKind::Flag,
-                },
-                default: value_in(p.default),
-                min: p.min,
-                max: p.max,
-            })
-            .collect(),
-    }
-}

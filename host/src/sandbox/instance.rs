@@ -9,12 +9,16 @@ use std::time::Duration;
 use wasmtime::{Engine, Store, Trap};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
-use keel_model::{Fill, LogLevel, Params, RunningStrategy, Signal, StrategyInfo, Tick};
+use keel_model::batch::{Batch, BatchBar, BatchOutcome, TickSpan, drive};
+use keel_model::{
+    Fill, LogLevel, Params, Portfolio, RiskLimits, RunningStrategy, Signal, StrategyInfo, Symbol,
+    Tick,
+};
 
-use super::bindings::{self, StrategyPre};
 use super::checks::check_signal;
 use super::{
-    HostState, LoadedStrategy, Metering, Sandbox, SandboxLimits, StrategyHash, convert, one_line,
+    HostState, LoadedStrategy, Metering, Pre, Sandbox, SandboxLimits, StrategyHash, bindings,
+    bindings_v1, convert, one_line,
 };
 
 /// How the strategy's WASI clocks read.
@@ -55,6 +59,8 @@ pub enum Fault {
     },
     /// The strategy returned `err`.
     Returned(String),
+    /// It broke the contract in a way the types cannot express.
+    Contract(String),
     Quarantined(String),
 }
 
@@ -63,7 +69,10 @@ impl Fault {
     pub fn is_trap(&self) -> bool {
         !matches!(
             self,
-            Fault::Returned(_) | Fault::Quarantined(_) | Fault::TooManySignals { .. }
+            Fault::Returned(_)
+                | Fault::Quarantined(_)
+                | Fault::TooManySignals { .. }
+                | Fault::Contract(_)
         )
     }
 }
@@ -90,10 +99,11 @@ impl fmt::Display for Fault {
             Fault::TooManySignals { count, limit } => {
                 write!(
                     f,
-                    "returned {count} signals, more than the {limit} allowed per bar"
+                    "returned {count} signals, more than the {limit} allowed per bar close"
                 )
             }
             Fault::Returned(msg) => write!(f, "returned an error: {msg}"),
+            Fault::Contract(msg) => write!(f, "broke the contract: {msg}"),
             Fault::Quarantined(why) => {
                 write!(f, "is quarantined after repeated failures (last: {why})")
             }
@@ -129,13 +139,61 @@ pub struct InstanceStats {
     pub log_bytes_dropped: u64,
 }
 
+/// The exports of one instance, by contract version.
+enum Exports {
+    V2(bindings::Strategy),
+    V1(bindings_v1::Strategy),
+}
+
+impl Pre {
+    fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<Exports> {
+        Ok(match self {
+            Pre::V2(pre) => Exports::V2(pre.instantiate(store)?),
+            Pre::V1(pre) => Exports::V1(pre.instantiate(store)?),
+        })
+    }
+}
+
+impl Exports {
+    fn describe(&self, store: &mut Store<HostState>) -> wasmtime::Result<StrategyInfo> {
+        Ok(match self {
+            Exports::V2(e) => convert::v2::info_in(e.call_describe(store)?),
+            Exports::V1(e) => convert::v1::info_in(e.call_describe(store)?),
+        })
+    }
+
+    fn init(
+        &self,
+        store: &mut Store<HostState>,
+        binding: &Binding,
+    ) -> wasmtime::Result<Result<(), String>> {
+        match self {
+            Exports::V2(e) => {
+                e.call_init(store, &convert::v2::params_out(&binding.params), &binding.symbols)
+            }
+            Exports::V1(e) => e.call_init(store, &convert::v1::params_out(&binding.params)),
+        }
+    }
+
+    fn on_fill(&self, store: &mut Store<HostState>, fill: &Fill) -> wasmtime::Result<()> {
+        match self {
+            Exports::V2(e) => e.call_on_fill(store, &convert::v2::fill_out(fill)),
+            Exports::V1(e) => e.call_on_fill(store, &convert::v1::fill_out(fill)),
+        }
+    }
+}
+
+/// What one call made of a batch: ticks handled, their last one's signals,
+/// and its error.
+type Handled = (usize, Vec<Signal>, Option<String>);
+
 /// One bound, initialised strategy instance, rebuilt after a trap and
 /// quarantined after repeated failures.
 pub struct StrategyInstance {
     label: String,
     info: StrategyInfo,
     hash: StrategyHash,
-    pre: StrategyPre<HostState>,
+    pre: Pre,
     engine: Engine,
     limits: SandboxLimits,
     metering: Metering,
@@ -144,10 +202,19 @@ pub struct StrategyInstance {
     store: Store<HostState>,
     stderr: MemoryOutputPipe,
     stderr_seen: usize,
-    exports: bindings::Strategy,
-    /// Bars of the last `warmup_bars` ticks (already in binding form),
-    /// replayed into a rebuilt instance.
-    recent: VecDeque<(i64, Vec<bindings::Bar>)>,
+    exports: Exports,
+    /// The symbol table of the last batch, and each entry's index in the
+    /// bound symbols (`u32::MAX`: not bound).
+    symbols: Vec<Symbol>,
+    symbol_map: Vec<u32>,
+    /// The binding-form batch, kept to reuse its buffers.
+    wit_batch: Option<bindings::Batch>,
+    /// Most ticks per call now: starts at one and doubles after each good
+    /// call, so a strategy that misbehaves from the start is caught on a
+    /// one-tick budget; back to one after a fault.
+    batch_cap: usize,
+    /// The last `warmup_bars` ticks, replayed into a rebuilt instance.
+    recent: VecDeque<(TickSpan, Vec<BatchBar>)>,
     failures_in_row: u32,
     quarantined: Option<Fault>,
     stats: InstanceStats,
@@ -167,10 +234,13 @@ impl fmt::Debug for StrategyInstance {
 
 const STDERR_CAPACITY: usize = 64 << 10;
 
+/// Most ticks in one call (the engine may offer more).
+const MAX_BATCH: usize = 256;
+
 /// Calls `describe()` in a throwaway instance under the sandbox's limits.
 pub(super) fn describe(
     sandbox: &Sandbox,
-    pre: &StrategyPre<HostState>,
+    pre: &Pre,
     hash: StrategyHash,
 ) -> Result<StrategyInfo, StrategyError> {
     let label = format!("@{}", hash.short());
@@ -185,46 +255,50 @@ pub(super) fn describe(
         label: label.clone(),
         fault,
     };
-    arm(&mut store, &limits, sandbox.metering()).map_err(fail)?;
+    arm(&mut store, &limits, sandbox.metering(), 1).map_err(fail)?;
     let exports = pre
         .instantiate(&mut store)
-        .map_err(|e| fail(classify(&e, &limits, &stderr, 0)))?;
-    arm(&mut store, &limits, sandbox.metering()).map_err(fail)?;
-    let info = exports
-        .call_describe(&mut store)
-        .map_err(|e| fail(classify(&e, &limits, &stderr, 0)))?;
-    Ok(convert::info_in(info))
+        .map_err(|e| fail(classify(&e, &limits, &stderr, 0, 1)))?;
+    arm(&mut store, &limits, sandbox.metering(), 1).map_err(fail)?;
+    exports
+        .describe(&mut store)
+        .map_err(|e| fail(classify(&e, &limits, &stderr, 0, 1)))
 }
 
-/// Sets this call's fuel, deadline, output budget and log budget.
+/// Sets the fuel, deadline, output budget and log budget of a call that
+/// handles `closes` bar closes (the per-close budgets are pooled).
 fn arm(
     store: &mut Store<HostState>,
     limits: &SandboxLimits,
     metering: Metering,
+    closes: usize,
 ) -> Result<(), Fault> {
+    let closes = closes.max(1) as u64;
     if metering == Metering::Fuel {
         store
-            .set_fuel(limits.fuel_per_call)
+            .set_fuel(limits.fuel_per_call.saturating_mul(closes))
             .map_err(|e| Fault::Trap(one_line(&e)))?;
     }
-    store.set_epoch_deadline(limits.deadline_ticks());
+    store.set_epoch_deadline(limits.deadline_ticks().saturating_mul(closes));
     store.set_hostcall_fuel(limits.max_output_bytes);
     let log = &mut store.data_mut().log;
     log.bytes = 0;
     Ok(())
 }
 
-/// Names what stopped a call.
+/// Names what stopped a call of `closes` bar closes.
 fn classify(
     e: &wasmtime::Error,
     limits: &SandboxLimits,
     stderr: &MemoryOutputPipe,
     seen: usize,
+    closes: usize,
 ) -> Fault {
     let text = one_line(e);
+    let closes = closes.max(1) as u64;
     match e.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => Fault::Deadline(limits.call_deadline),
-        Some(Trap::OutOfFuel) => Fault::Fuel(limits.fuel_per_call),
+        Some(Trap::Interrupt) => Fault::Deadline(limits.call_deadline * closes as u32),
+        Some(Trap::OutOfFuel) => Fault::Fuel(limits.fuel_per_call.saturating_mul(closes)),
         Some(Trap::StackOverflow) => Fault::Stack(limits.max_stack_bytes),
         Some(Trap::UnreachableCodeReached) => Fault::Panic(panic_message(stderr, seen)),
         _ if text.contains("forcing trap when growing memory") => {
@@ -261,6 +335,11 @@ fn truncate(text: &str, max: usize) -> String {
         end -= 1;
     }
     format!("{}… ({} bytes)", &text[..end], text.len())
+}
+
+/// How many bars the first `ticks` spans of a batch hold.
+fn bars_in(ticks: &[TickSpan]) -> usize {
+    ticks.iter().map(|t| t.bars as usize).sum()
 }
 
 impl StrategyInstance {
@@ -302,6 +381,10 @@ impl StrategyInstance {
             stderr,
             stderr_seen: 0,
             exports,
+            symbols: Vec::new(),
+            symbol_map: Vec::new(),
+            wit_batch: Some(convert::v2::empty_batch()),
+            batch_cap: 1,
             recent: VecDeque::new(),
             failures_in_row: 0,
             quarantined: None,
@@ -316,11 +399,11 @@ impl StrategyInstance {
         engine: &Engine,
         limits: &SandboxLimits,
         metering: Metering,
-        pre: &StrategyPre<HostState>,
+        pre: &Pre,
         binding: &Binding,
         clock: &ClockMode,
         label: &str,
-    ) -> Result<(Store<HostState>, MemoryOutputPipe, bindings::Strategy), Fault> {
+    ) -> Result<(Store<HostState>, MemoryOutputPipe, Exports), Fault> {
         let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
         let state = HostState::new(
             limits,
@@ -330,19 +413,18 @@ impl StrategyInstance {
             stderr.clone(),
         );
         let mut store = HostState::store(engine, state);
-        arm(&mut store, limits, metering)?;
+        arm(&mut store, limits, metering, 1)?;
         let exports = pre
             .instantiate(&mut store)
-            .map_err(|e| classify(&e, limits, &stderr, 0))?;
-        arm(&mut store, limits, metering)?;
-        let params = convert::params_out(&binding.params);
-        match exports.call_init(&mut store, &params) {
+            .map_err(|e| classify(&e, limits, &stderr, 0, 1))?;
+        arm(&mut store, limits, metering, 1)?;
+        match exports.init(&mut store, binding) {
             Ok(Ok(())) => Ok((store, stderr, exports)),
             Ok(Err(msg)) => Err(Fault::Returned(format!(
                 "init refused its parameters: {}",
                 truncate(&msg, 256)
             ))),
-            Err(e) => Err(classify(&e, limits, &stderr, 0)),
+            Err(e) => Err(classify(&e, limits, &stderr, 0, 1)),
         }
     }
 
@@ -370,42 +452,107 @@ impl StrategyInstance {
         std::mem::take(&mut self.logs)
     }
 
-    /// Runs one bar close. Accepted signals come back; refused ones are kept
-    /// with their reasons (`take_rejections`). A fault rebuilds the instance.
+    /// Runs one bar close: a batch of one tick.
     pub fn on_bar(&mut self, tick: &Tick) -> Result<Vec<Signal>, StrategyError> {
+        let symbols: Vec<Symbol> = tick.bars.iter().map(|b| b.symbol.clone()).collect();
+        let bars: Vec<BatchBar> = tick
+            .bars
+            .iter()
+            .enumerate()
+            .map(|(i, b)| BatchBar {
+                symbol: i as u32,
+                candle: keel_model::Candle {
+                    time_ms: b.time_ms,
+                    open: b.open,
+                    high: b.high,
+                    low: b.low,
+                    close: b.close,
+                    volume: b.volume,
+                },
+            })
+            .collect();
+        let ticks = [TickSpan {
+            time_ms: tick.time_ms,
+            bars: bars.len() as u32,
+        }];
+        let (outcome, error) = self.handle(&Batch {
+            symbols: &symbols,
+            ticks: &ticks,
+            bars: &bars,
+            portfolio: &tick.portfolio,
+            limits: tick.limits,
+        })?;
+        match error {
+            Some(error) => Err(error),
+            None => Ok(outcome.signals),
+        }
+    }
+
+    /// Runs the bar closes of `batch`, up to the first that gives signals.
+    /// Accepted signals come back; refused ones are kept with their reasons
+    /// (`take_rejections`). A fault rebuilds the instance and fails the
+    /// batch's first tick.
+    pub fn on_bars(&mut self, batch: &Batch<'_>) -> Result<BatchOutcome, StrategyError> {
+        let (mut outcome, error) = self.handle(batch)?;
+        outcome.error = error.map(|e| e.to_string());
+        Ok(outcome)
+    }
+
+    /// `on_bars`, with the last tick's own error (if any) kept whole.
+    fn handle(
+        &mut self,
+        batch: &Batch<'_>,
+    ) -> Result<(BatchOutcome, Option<StrategyError>), StrategyError> {
         if let Some(fault) = &self.quarantined {
             return Err(self.error(Fault::Quarantined(fault.to_string())));
         }
-        self.stats.calls += 1;
-        let wit_tick = convert::tick_out(tick);
-        let outcome = self.guarded(tick.time_ms, |exports, store| {
-            exports.call_on_bar(store, &wit_tick)
-        });
-        // Before any rebuild, so a rebuild sees this bar last (and skips it).
-        self.remember(tick.time_ms, wit_tick.bars);
-        let signals = match outcome {
-            Ok(Ok(signals)) => signals,
-            Ok(Err(msg)) => return Err(self.failed(Fault::Returned(truncate(&msg, 256)))),
-            Err(fault) => return Err(self.failed(fault)),
-        };
-        if signals.len() > self.limits.max_signals_per_call {
-            let fault = Fault::TooManySignals {
-                count: signals.len(),
-                limit: self.limits.max_signals_per_call,
-            };
-            return Err(self.failed(fault));
+        if batch.ticks.is_empty() {
+            return Ok((BatchOutcome::default(), None));
         }
+        self.stats.calls += 1;
+        let cap = match self.exports {
+            Exports::V2(_) => self.batch_cap,
+            Exports::V1(_) => 1,
+        };
+        let ticks = &batch.ticks[..batch.ticks.len().min(cap)];
+        let batch = Batch {
+            ticks,
+            bars: &batch.bars[..bars_in(ticks).min(batch.bars.len())],
+            ..*batch
+        };
+        self.bind_symbols(batch.symbols);
+        let called = self.call(&batch);
+        let handled = called.as_ref().map_or(1, |(consumed, _, _)| *consumed);
+        // Before any rebuild, so a rebuild sees the last of these ticks last
+        // (and skips it).
+        self.remember(&batch, handled);
+        let (consumed, signals, error) = match called {
+            Ok(handled) => handled,
+            Err(fault) => {
+                self.batch_cap = 1;
+                return Err(self.failed(fault));
+            }
+        };
+        if let Some(msg) = error {
+            let error = self.failed(Fault::Returned(truncate(&msg, 256)));
+            let outcome = BatchOutcome {
+                consumed,
+                ..BatchOutcome::default()
+            };
+            return Ok((outcome, Some(error)));
+        }
+        self.batch_cap = (self.batch_cap * 2).min(MAX_BATCH);
         self.failures_in_row = 0;
+        let time_ms = batch.ticks[consumed - 1].time_ms;
         let mut accepted = Vec::with_capacity(signals.len());
-        for raw in signals {
-            let signal = convert::signal_in(raw);
+        for signal in signals {
             match check_signal(&signal, &self.binding.symbols, &self.limits) {
                 Ok(()) => accepted.push(signal),
                 Err(reason) => {
                     self.stats.signals_rejected += 1;
                     tracing::warn!(strategy = %self.label, "signal rejected: {reason}");
                     self.rejections.push(Rejected {
-                        time_ms: tick.time_ms,
+                        time_ms,
                         signal: convert::shortened(signal),
                         reason,
                     });
@@ -413,7 +560,106 @@ impl StrategyInstance {
             }
         }
         self.stats.signals_accepted += accepted.len() as u64;
-        Ok(accepted)
+        let outcome = BatchOutcome {
+            consumed,
+            signals: accepted,
+            error: None,
+        };
+        Ok((outcome, None))
+    }
+
+    /// One call into the component for `batch` (V1: one call per tick).
+    fn call(&mut self, batch: &Batch<'_>) -> Result<Handled, Fault> {
+        let n = batch.ticks.len();
+        let (consumed, signals, error) = match &self.exports {
+            Exports::V2(_) => {
+                let mut wit = self
+                    .wit_batch
+                    .take()
+                    .unwrap_or_else(convert::v2::empty_batch);
+                convert::v2::batch_out(batch, &self.symbol_map, &mut wit);
+                let result = self.guarded(batch.ticks[0].time_ms, n, |exports, store| {
+                    match exports {
+                        Exports::V2(e) => e.call_on_bars(store, &wit),
+                        Exports::V1(_) => Err(wasmtime::Error::msg("not a 0.2.0 component")),
+                    }
+                });
+                self.wit_batch = Some(wit);
+                let result = match result? {
+                    Ok(result) => result,
+                    Err(msg) => return Ok((1, Vec::new(), Some(msg))),
+                };
+                self.check_count(result.signals.len())?;
+                let signals = result.signals.into_iter().map(convert::v2::signal_in);
+                (result.consumed as usize, signals.collect(), result.error)
+            }
+            Exports::V1(_) => {
+                let mut fault = None;
+                let outcome = drive(batch, |tick| {
+                    let wit_tick = convert::v1::tick_out(tick, &self.binding.symbols);
+                    let result = self.guarded(tick.time_ms, 1, |exports, store| match exports {
+                        Exports::V1(e) => e.call_on_bar(store, &wit_tick),
+                        Exports::V2(_) => Err(wasmtime::Error::msg("not a 0.1.0 component")),
+                    });
+                    match result {
+                        Ok(Ok(signals)) => {
+                            if let Err(f) = self.check_count(signals.len()) {
+                                fault = Some(f);
+                                return Err(String::new());
+                            }
+                            Ok(signals.into_iter().map(convert::v1::signal_in).collect())
+                        }
+                        Ok(Err(msg)) => Err(msg),
+                        Err(f) => {
+                            fault = Some(f);
+                            Err(String::new())
+                        }
+                    }
+                });
+                if let Some(fault) = fault {
+                    return Err(fault);
+                }
+                (outcome.consumed, outcome.signals, outcome.error)
+            }
+        };
+        if !(1..=n).contains(&consumed) {
+            return Err(Fault::Contract(format!(
+                "said it handled {consumed} of a batch of {n} bar closes"
+            )));
+        }
+        Ok((consumed, signals, error))
+    }
+
+    fn check_count(&self, count: usize) -> Result<(), Fault> {
+        let limit = self.limits.max_signals_per_call;
+        if count > limit {
+            return Err(Fault::TooManySignals { count, limit });
+        }
+        Ok(())
+    }
+
+    /// Maps the batch's symbol table to the bound symbols, when it changed.
+    fn bind_symbols(&mut self, symbols: &[Symbol]) {
+        let same = self.symbols.len() == symbols.len()
+            && self
+                .symbols
+                .iter()
+                .zip(symbols)
+                .all(|(a, b)| Arc::ptr_eq(a, b) || a == b);
+        if same {
+            return;
+        }
+        self.symbols = symbols.to_vec();
+        self.symbol_map = symbols
+            .iter()
+            .map(|s| {
+                self.binding
+                    .symbols
+                    .iter()
+                    .position(|bound| **bound == **s)
+                    .map_or(u32::MAX, |i| i as u32)
+            })
+            .collect();
     }
 
     /// Tells the strategy one of its orders filled.
@@ -421,25 +667,24 @@ impl StrategyInstance {
         if let Some(fault) = &self.quarantined {
             return Err(self.error(Fault::Quarantined(fault.to_string())));
         }
-        let wit_fill = convert::fill_out(fill);
-        match self.guarded(fill.time_ms, |exports, store| {
-            exports.call_on_fill(store, &wit_fill)
-        }) {
+        match self.guarded(fill.time_ms, 1, |exports, store| exports.on_fill(store, fill)) {
             Ok(()) => Ok(()),
             Err(fault) => Err(self.failed(fault)),
         }
     }
 
-    /// Arms the limits, sets the clock, runs `call`, and collects logs.
+    /// Arms the limits for `closes` bar closes, sets the clock, runs `call`,
+    /// and collects logs.
     fn guarded<R>(
         &mut self,
         time_ms: i64,
-        call: impl FnOnce(&bindings::Strategy, &mut Store<HostState>) -> wasmtime::Result<R>,
+        closes: usize,
+        call: impl FnOnce(&Exports, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, Fault> {
         if let ClockMode::Simulated(now) = &self.clock {
             now.store(time_ms, Ordering::Relaxed);
         }
-        arm(&mut self.store, &self.limits, self.metering)?;
+        arm(&mut self.store, &self.limits, self.metering, closes)?;
         let result = call(&self.exports, &mut self.store);
         let log = &mut self.store.data_mut().log;
         self.stats.log_bytes_dropped += std::mem::take(&mut log.dropped) as u64;
@@ -447,7 +692,7 @@ impl StrategyInstance {
         // Stderr is only read when a call failed (it holds a panic message);
         // reading it copies the buffer, so successful calls leave it alone.
         result.map_err(|e| {
-            let fault = classify(&e, &self.limits, &self.stderr, self.stderr_seen);
+            let fault = classify(&e, &self.limits, &self.stderr, self.stderr_seen, closes);
             self.stderr_seen = self.stderr.contents().len();
             fault
         })
@@ -490,34 +735,49 @@ impl StrategyInstance {
         self.stderr_seen = 0;
         self.exports = exports;
         self.stats.rebuilds += 1;
-        let recent: Vec<(i64, Vec<bindings::Bar>)> = self.recent.iter().cloned().collect();
-        // The bar that trapped is the last one; replaying it could trap again.
-        for (time_ms, bars) in recent.iter().take(recent.len().saturating_sub(1)) {
-            let mut wit_tick = convert::tick_out(&Tick {
-                time_ms: *time_ms,
-                bars: Vec::new(),
-                portfolio: keel_model::Portfolio::default(),
-                limits: keel_model::RiskLimits::default(),
-            });
-            wit_tick.bars = bars.clone();
-            self.guarded(*time_ms, |exports, store| {
-                exports.call_on_bar(store, &wit_tick)
-            })?
-            .map_err(Fault::Returned)?;
+        // The tick that trapped is the last one; replaying it could trap again.
+        let keep = self.recent.len().saturating_sub(1);
+        let ticks: Vec<TickSpan> = self.recent.iter().take(keep).map(|(t, _)| *t).collect();
+        let bars: Vec<BatchBar> = self
+            .recent
+            .iter()
+            .take(keep)
+            .flat_map(|(_, bars)| bars.iter().copied())
+            .collect();
+        let symbols = self.symbols.clone();
+        let portfolio = Portfolio::default();
+        let (mut from_tick, mut from_bar) = (0, 0);
+        while from_tick < ticks.len() {
+            let rest = &ticks[from_tick..(from_tick + MAX_BATCH).min(ticks.len())];
+            let batch = Batch {
+                symbols: &symbols,
+                ticks: rest,
+                bars: &bars[from_bar..from_bar + bars_in(rest)],
+                portfolio: &portfolio,
+                limits: RiskLimits::default(),
+            };
+            let (consumed, _, _) = self.call(&batch)?;
+            from_bar += bars_in(&rest[..consumed]);
+            from_tick += consumed;
         }
         Ok(())
     }
 
-    /// Keeps this tick's bars for a rebuild's warm-up (moved, not copied).
-    fn remember(&mut self, time_ms: i64, bars: Vec<bindings::Bar>) {
+    /// Keeps the first `handled` ticks of `batch` for a rebuild's warm-up.
+    fn remember(&mut self, batch: &Batch<'_>, handled: usize) {
         let keep = self.info.warmup_bars as usize;
         if keep == 0 {
             return;
         }
-        if self.recent.len() == keep {
-            self.recent.pop_front();
+        let mut bars = batch.bars;
+        for span in batch.ticks.iter().take(handled) {
+            let (these, rest) = bars.split_at((span.bars as usize).min(bars.len()));
+            bars = rest;
+            if self.recent.len() == keep {
+                self.recent.pop_front();
+            }
+            self.recent.push_back((*span, these.to_vec()));
         }
-        self.recent.push_back((time_ms, bars));
     }
 
     fn error(&self, fault: Fault) -> StrategyError {
@@ -531,6 +791,9 @@ impl StrategyInstance {
 impl RunningStrategy for StrategyInstance {
     fn on_bar(&mut self, tick: &Tick) -> Result<Vec<Signal>, String> {
         StrategyInstance::on_bar(self, tick).map_err(|e| e.to_string())
+    }
+    fn on_bars(&mut self, batch: &Batch<'_>) -> Result<BatchOutcome, String> {
+        StrategyInstance::on_bars(self, batch).map_err(|e| e.to_string())
     }
     fn on_fill(&mut self, fill: &Fill) -> Result<(), String> {
         StrategyInstance::on_fill(self, fill).map_err(|e| e.to_string())

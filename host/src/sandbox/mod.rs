@@ -3,9 +3,9 @@
 //! One place configures the wasm engine ([`Sandbox::new`]). Loading an
 //! artifact checks its size, compiles it (time-capped, cached on disk by
 //! SHA-256 and engine), refuses imports Keel does not provide, type-checks its
-//! exports against the `keel:strategy@0.1.0` world before instantiating, and
-//! reads `describe()` in a throwaway instance. [`StrategyInstance`] then runs
-//! one bound, initialised copy.
+//! exports against a `keel:strategy` world (0.2.0, or the older 0.1.0) before
+//! instantiating, and reads `describe()` in a throwaway instance.
+//! [`StrategyInstance`] then runs one bound, initialised copy.
 
 mod artifact;
 mod checks;
@@ -32,13 +32,33 @@ pub use limits::{EPOCH_TICK, SandboxLimits};
 
 use keel_model::{LogLevel, StrategyInfo};
 
-/// Host-side bindings of the `keel:strategy@0.1.0` world.
+/// Host-side bindings of the `keel:strategy@0.2.0` world (the current one).
 pub(crate) mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit/since_v0.2.0",
+        world: "keel:strategy/strategy@0.2.0",
+    });
+    pub use self::keel::strategy::types::*;
+}
+
+/// Host-side bindings of the `keel:strategy@0.1.0` world, so components built
+/// against it keep loading.
+pub(crate) mod bindings_v1 {
     wasmtime::component::bindgen!({
         path: "../wit/since_v0.1.0",
         world: "keel:strategy/strategy@0.1.0",
     });
     pub use self::keel::strategy::types::*;
+}
+
+/// Contract versions this host runs, newest first.
+pub const CONTRACT_VERSIONS: [&str; 2] = ["0.2.0", "0.1.0"];
+
+/// A component checked against one contract version, ready to instantiate.
+#[derive(Clone)]
+pub(crate) enum Pre {
+    V2(bindings::StrategyPre<HostState>),
+    V1(bindings_v1::StrategyPre<HostState>),
 }
 
 /// How a call's running time is bounded.
@@ -89,7 +109,7 @@ pub enum LoadError {
         "{origin}: imports {import}, which Keel does not provide (a strategy may import only keel:strategy and WASI)"
     )]
     ForbiddenImport { origin: String, import: String },
-    #[error("{origin}: does not implement the keel:strategy@0.1.0 world: {reason}")]
+    #[error("{origin}: does not implement the keel:strategy@0.2.0 world (nor 0.1.0): {reason}")]
     WrongExports { origin: String, reason: String },
     #[error("{origin}: {reason}")]
     Describe { origin: String, reason: String },
@@ -106,7 +126,9 @@ pub struct LoadedStrategy {
     pub imports: Vec<String>,
     /// Whether the compiled code came from the cache (memory or disk).
     pub from_cache: bool,
-    pre: bindings::StrategyPre<HostState>,
+    /// The `keel:strategy` version it implements, e.g. "0.2.0".
+    pub contract: &'static str,
+    pre: Pre,
 }
 
 impl std::fmt::Debug for LoadedStrategy {
@@ -143,8 +165,13 @@ impl std::fmt::Debug for Sandbox {
 /// Import names a strategy may use: our host interface and WASI (linked deny-all).
 fn import_allowed(name: &str) -> bool {
     name.starts_with("wasi:")
-        || name == "keel:strategy/host@0.1.0"
-        || name == "keel:strategy/types@0.1.0"
+        || CONTRACT_VERSIONS.iter().any(|v| {
+            name.strip_prefix("keel:strategy/")
+                .and_then(|rest| rest.split_once('@'))
+                .is_some_and(|(iface, version)| {
+                    version == *v && (iface == "host" || iface == "types")
+                })
+        })
 }
 
 impl Sandbox {
@@ -163,6 +190,10 @@ impl Sandbox {
             &mut linker,
             |state| state,
         )?;
+        bindings_v1::Strategy::add_to_linker::<
+            HostState,
+            wasmtime::component::HasSelf<HostState>,
+        >(&mut linker, |state| state)?;
         let engine_key = {
             use std::hash::{Hash, Hasher};
             let mut h = std::hash::DefaultHasher::new();
@@ -226,11 +257,18 @@ impl Sandbox {
                     origin: origin.clone(),
                     reason: one_line(&e),
                 })?;
-        let pre =
-            bindings::StrategyPre::new(instance_pre).map_err(|e| LoadError::WrongExports {
-                origin: origin.clone(),
-                reason: one_line(&e),
-            })?;
+        let (pre, contract) = match bindings::StrategyPre::new(instance_pre.clone()) {
+            Ok(pre) => (Pre::V2(pre), CONTRACT_VERSIONS[0]),
+            Err(current) => match bindings_v1::StrategyPre::new(instance_pre) {
+                Ok(pre) => (Pre::V1(pre), CONTRACT_VERSIONS[1]),
+                Err(_) => {
+                    return Err(LoadError::WrongExports {
+                        origin: origin.clone(),
+                        reason: one_line(&current),
+                    });
+                }
+            },
+        };
         let info =
             instance::describe(self, &pre, artifact.hash).map_err(|e| LoadError::Describe {
                 origin: origin.clone(),
@@ -247,6 +285,7 @@ impl Sandbox {
             info,
             imports,
             from_cache,
+            contract,
             pre,
         })
     }
@@ -499,17 +538,29 @@ impl WasiView for HostState {
 }
 
 impl bindings::keel::strategy::types::Host for HostState {}
+impl bindings_v1::keel::strategy::types::Host for HostState {}
 
 impl bindings::keel::strategy::host::Host for HostState {
     fn log(&mut self, level: bindings::LogLevel, message: String) {
-        let log = &mut self.log;
-        if log.bytes + message.len() > log.cap {
-            log.dropped += message.len();
+        self.log.push(convert::v2::log_level(level), message);
+    }
+}
+
+impl bindings_v1::keel::strategy::host::Host for HostState {
+    fn log(&mut self, level: bindings_v1::LogLevel, message: String) {
+        self.log.push(convert::v1::log_level(level), message);
+    }
+}
+
+impl LogBuffer {
+    /// Logs one line of the strategy's, unless it is over its byte cap.
+    fn push(&mut self, level: LogLevel, message: String) {
+        if self.bytes + message.len() > self.cap {
+            self.dropped += message.len();
             return;
         }
-        log.bytes += message.len();
-        let level = convert::log_level(level);
-        let label = &log.label;
+        self.bytes += message.len();
+        let label = &self.label;
         match level {
             LogLevel::Trace => {
                 tracing::trace!(target: "keel::strategy", strategy = %label, "{message}")
@@ -527,7 +578,7 @@ impl bindings::keel::strategy::host::Host for HostState {
                 tracing::error!(target: "keel::strategy", strategy = %label, "{message}")
             }
         }
-        log.lines.push((level, message));
+        self.lines.push((level, message));
     }
 }
 

@@ -106,7 +106,7 @@ impl Strategy for AtrBreakout {
             if atr <= 0.0 {
                 continue;
             }
-            let sym = bar.symbol.as_str();
+            let sym: &str = &bar.symbol;
             let entry = tick.portfolio.position(sym, "breakout");
             let add = tick.portfolio.position(sym, "add");
             // Risk-based size, kept inside the host's limits (which it would

@@ -59,7 +59,7 @@ impl Strategy for RsiReversion {
         let symbol = self.symbol.get_or_insert_with(|| {
             tick.bars
                 .first()
-                .map(|b| b.symbol.clone())
+                .map(|b| b.symbol.to_string())
                 .unwrap_or_default()
         });
         let Some(bar) = tick.bar(symbol) else {
