@@ -104,7 +104,10 @@ fn a_component_built_for_contract_0_1_0_still_loads_and_trades_the_same() {
     let btc = vec![series("BTC/USD", "UNITTEST_BTC-1m.csv")];
     let run = |loaded| {
         let mut instance = sandbox
-            .instantiate(loaded, binding(loaded, &["BTC/USD"], &["fast=5", "slow=20"], 1))
+            .instantiate(
+                loaded,
+                binding(loaded, &["BTC/USD"], &["fast=5", "slow=20"], 1),
+            )
             .expect("instance");
         let out = backtest(&mut instance, &btc, &default_config());
         (out, instance.stats().calls)

@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use keel_model::batch::{Batch, BatchBar, BatchOutcome, TickSpan};
+use keel_model::batch::{BarColumns, Bars, Batch, BatchOutcome};
 use keel_model::candles::Candle;
 use keel_model::replay::{Feed, Merge, Series};
 use keel_model::{
@@ -159,41 +159,89 @@ struct Book<'a> {
 /// Most bar closes handed to a strategy in one call.
 pub const MAX_BATCH_TICKS: usize = 256;
 
-/// Bar closes read from the feeds but not yet handled, in batch form.
+/// Bar closes read from the feeds but not yet handled, in batch form: a
+/// queue whose handled front is dropped in bulk (not on every call).
 #[derive(Default)]
 struct Ahead {
-    ticks: Vec<TickSpan>,
-    bars: Vec<BatchBar>,
+    /// First tick not yet handled.
+    head: usize,
+    tick_times: Vec<i64>,
+    tick_bars: Vec<u32>,
+    /// Where each tick's bars start in `bars`.
+    starts: Vec<usize>,
+    bars: BarColumns,
 }
 
 impl Ahead {
     fn fill(&mut self, merge: &mut Merge<'_>, step: &mut Vec<(usize, Candle)>) {
-        while self.ticks.len() < MAX_BATCH_TICKS {
+        if self.head >= MAX_BATCH_TICKS {
+            let bars = self.start(0);
+            self.tick_times.drain(..self.head);
+            self.tick_bars.drain(..self.head);
+            self.starts.drain(..self.head);
+            self.bars.drop_front(bars);
+            for start in &mut self.starts {
+                *start -= bars;
+            }
+            self.head = 0;
+        }
+        while self.len() < MAX_BATCH_TICKS {
             let Some(time_ms) = merge.next_step(step) else {
                 return;
             };
-            self.ticks.push(TickSpan {
-                time_ms,
-                bars: step.len() as u32,
-            });
-            self.bars.extend(step.iter().map(|&(s, candle)| BatchBar {
-                symbol: s as u32,
-                candle,
-            }));
+            self.tick_times.push(time_ms);
+            self.tick_bars.push(step.len() as u32);
+            self.starts.push(self.bars.len());
+            for (s, candle) in step.iter() {
+                self.bars.push(*s as u32, candle);
+            }
         }
     }
 
-    /// The bars of ticks `from..to`.
-    fn bars_of(&self, from: usize, to: usize) -> &[BatchBar] {
-        let start: usize = self.ticks[..from].iter().map(|t| t.bars as usize).sum();
-        let len: usize = self.ticks[from..to].iter().map(|t| t.bars as usize).sum();
-        &self.bars[start..start + len]
+    /// How many ticks are not yet handled.
+    fn len(&self) -> usize {
+        self.tick_times.len() - self.head
+    }
+
+    /// Close time of (unhandled) tick `i`.
+    fn time(&self, i: usize) -> i64 {
+        self.tick_times[self.head + i]
+    }
+
+    /// Where (unhandled) tick `i`'s bars start; the end for `i == len`.
+    fn start(&self, i: usize) -> usize {
+        self.starts
+            .get(self.head + i)
+            .copied()
+            .unwrap_or(self.bars.len())
+    }
+
+    /// The bars of (unhandled) ticks `from..to`.
+    fn bars_of(&self, from: usize, to: usize) -> Bars<'_> {
+        self.bars.slice(self.start(from), self.start(to))
+    }
+
+    /// The first `ticks` unhandled ticks as a batch.
+    fn batch<'a>(
+        &'a self,
+        ticks: usize,
+        symbols: &'a [Symbol],
+        portfolio: &'a Portfolio,
+        limits: RiskLimits,
+    ) -> Batch<'a> {
+        let range = self.head..self.head + ticks;
+        Batch {
+            symbols,
+            tick_times: &self.tick_times[range.clone()],
+            tick_bars: &self.tick_bars[range],
+            bars: self.bars_of(0, ticks),
+            portfolio,
+            limits,
+        }
     }
 
     fn drop_front(&mut self, ticks: usize) {
-        let bars: usize = self.ticks[..ticks].iter().map(|t| t.bars as usize).sum();
-        self.ticks.drain(..ticks);
-        self.bars.drain(..bars);
+        self.head += ticks;
     }
 }
 
@@ -230,11 +278,7 @@ pub fn run_feeds(
         .map(|f| f.bar_ms)
         .min()
         .unwrap_or(60_000);
-    let index: BTreeMap<&str, usize> = symbols
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (&**s, i))
-        .collect();
+    let index: BTreeMap<&str, usize> = symbols.iter().enumerate().map(|(i, s)| (&**s, i)).collect();
     let mut last_close = vec![f64::NAN; symbols.len()];
     let mut book = Book {
         config,
@@ -258,30 +302,32 @@ pub fn run_feeds(
 
     loop {
         ahead.fill(&mut merge, &mut step);
-        let Some(&first) = ahead.ticks.first() else {
+        if ahead.len() == 0 {
             break;
-        };
+        }
+        let first_ms = ahead.time(0);
         let bars = ahead.bars_of(0, 1);
 
         // 1. Fill waiting orders at this bar's open.
         let mut waiting = Vec::new();
         for order in pending.drain(..) {
             let sym = index.get(order.signal.symbol.as_str()).copied();
-            match bars.iter().find(|b| Some(b.symbol as usize) == sym) {
-                Some(bar) => book.execute(order, bar),
+            match (0..bars.len()).find(|&b| Some(bars.symbol[b] as usize) == sym) {
+                Some(b) => book.execute(order, bars.get(b)),
                 None => waiting.push(order),
             }
         }
         pending = waiting;
 
         // 2. Stops and targets inside the bar.
-        for bar in bars {
+        for b in 0..bars.len() {
+            let bar = bars.get(b);
             let mut i = 0;
             while i < book.open.len() {
                 match book.exit_in_bar(i, bar) {
                     Some((price, reason)) => {
                         let quantity = book.open[i].pos.size;
-                        book.exit(i, quantity, price, reason, bar.candle.time_ms);
+                        book.exit(i, quantity, price, reason, bar.1.time_ms);
                     }
                     None => i += 1,
                 }
@@ -291,7 +337,7 @@ pub fn run_feeds(
         // 3. Mark at the close.
         let mut equity = book.close_step(bars, &mut last_close);
         curve.push(EquityPoint {
-            time_ms: first.time_ms,
+            time_ms: first_ms,
             equity,
         });
         step_count += 1;
@@ -302,7 +348,7 @@ pub fn run_feeds(
         // close and the later ones at which only prices can move.
         for fill in book.fills.drain(..) {
             if let Err(e) = strategy.on_fill(&fill) {
-                errors.push((first.time_ms, format!("on-fill: {e}")));
+                errors.push((first_ms, format!("on-fill: {e}")));
             }
             fill_count += 1;
             if config.record_fills {
@@ -311,23 +357,18 @@ pub fn run_feeds(
         }
         let mut quiet = 1;
         if pending.is_empty() {
-            while quiet < ahead.ticks.len()
-                && !ahead
-                    .bars_of(quiet, quiet + 1)
-                    .iter()
-                    .any(|bar| (0..book.open.len()).any(|i| book.exit_in_bar(i, bar).is_some()))
+            let exits = book
+                .open
+                .iter()
+                .any(|p| p.stop_loss.is_some() || p.take_profit.is_some());
+            while quiet < ahead.len()
+                && !(exits && book.exit_within(ahead.bars_of(quiet, quiet + 1)))
             {
                 quiet += 1;
             }
         }
         let view = book.view(equity);
-        let batch = Batch {
-            symbols: &symbols,
-            ticks: &ahead.ticks[..quiet],
-            bars: ahead.bars_of(0, quiet),
-            portfolio: &view,
-            limits: config.limits,
-        };
+        let batch = ahead.batch(quiet, &symbols, &view, config.limits);
         let outcome = match strategy.on_bars(&batch) {
             Ok(o) if (1..=quiet).contains(&o.consumed) => o,
             Ok(o) => BatchOutcome {
@@ -349,14 +390,14 @@ pub fn run_feeds(
             let bars = ahead.bars_of(t, t + 1);
             equity = book.close_step(bars, &mut last_close);
             curve.push(EquityPoint {
-                time_ms: ahead.ticks[t].time_ms,
+                time_ms: ahead.time(t),
                 equity,
             });
             step_count += 1;
             bar_count += bars.len();
             exposed_steps += usize::from(!book.open.is_empty());
         }
-        let time_ms = ahead.ticks[outcome.consumed - 1].time_ms;
+        let time_ms = ahead.time(outcome.consumed - 1);
         end_ms = time_ms;
         ahead.drop_front(outcome.consumed);
         if let Some(e) = outcome.error {
@@ -443,27 +484,31 @@ impl Book<'_> {
     }
 
     /// Where position `i` exits inside `bar` by its stop or target, if it does.
-    fn exit_in_bar(&self, i: usize, bar: &BatchBar) -> Option<(f64, ExitReason)> {
+    fn exit_in_bar(&self, i: usize, (symbol, candle): (u32, Candle)) -> Option<(f64, ExitReason)> {
         let p = &self.open[i];
-        if p.sym != bar.symbol as usize || (p.stop_loss.is_none() && p.take_profit.is_none()) {
+        if p.sym != symbol as usize || (p.stop_loss.is_none() && p.take_profit.is_none()) {
             return None;
         }
         self.config
             .fills
-            .exit_in_bar(p.pos.side, p.stop_loss, p.take_profit, &bar.candle)
+            .exit_in_bar(p.pos.side, p.stop_loss, p.take_profit, &candle)
+    }
+
+    /// Whether any position's stop or target is inside one of `bars`.
+    fn exit_within(&self, bars: Bars<'_>) -> bool {
+        (0..bars.len()).any(|b| {
+            let bar = bars.get(b);
+            (0..self.open.len()).any(|i| self.exit_in_bar(i, bar).is_some())
+        })
     }
 
     /// Marks every position at the closes of one step; returns equity.
-    fn close_step(&mut self, bars: &[BatchBar], last_close: &mut [f64]) -> f64 {
-        for bar in bars {
-            let c = &bar.candle;
-            last_close[bar.symbol as usize] = c.close;
-            for p in self
-                .open
-                .iter_mut()
-                .filter(|p| p.sym == bar.symbol as usize)
-            {
-                let best = p.pos.mark_at(c.low, c.high, c.close);
+    fn close_step(&mut self, bars: Bars<'_>, last_close: &mut [f64]) -> f64 {
+        for b in 0..bars.len() {
+            let symbol = bars.symbol[b] as usize;
+            last_close[symbol] = bars.close[b];
+            for p in self.open.iter_mut().filter(|p| p.sym == symbol) {
+                let best = p.pos.mark_at(bars.low[b], bars.high[b], bars.close[b]);
                 p.mfe = p.mfe.max(best);
             }
         }
@@ -525,8 +570,8 @@ impl Book<'_> {
     }
 
     /// Fills one order at `bar`'s open.
-    fn execute(&mut self, order: Pending, bar: &BatchBar) {
-        let (sym, bar) = (bar.symbol as usize, &bar.candle);
+    fn execute(&mut self, order: Pending, (sym, bar): (u32, Candle)) {
+        let sym = sym as usize;
         let fills = self.config.fills;
         let signal = &order.signal;
         let index = self
@@ -1195,7 +1240,7 @@ mod tests {
                         .stop_loss(close * 1.004),
                 ],
                 29 => vec![Signal::close(symbol), Signal::close(symbol).tag("s")],
-                _ if self.n % 101 == 0 => return Err(format!("tick {}", self.n)),
+                _ if self.n.is_multiple_of(101) => return Err(format!("tick {}", self.n)),
                 _ => vec![],
             })
         }
@@ -1212,13 +1257,9 @@ mod tests {
             self.0.on_bar(tick)
         }
         fn on_bars(&mut self, batch: &Batch<'_>) -> Result<BatchOutcome, String> {
-            let first = batch.ticks[0].bars as usize;
-            let one = Batch {
-                ticks: &batch.ticks[..1],
-                bars: &batch.bars[..first],
-                ..*batch
-            };
-            Ok(keel_model::batch::drive(&one, |t| self.0.on_bar(t)))
+            Ok(keel_model::batch::drive(&batch.first(1), |t| {
+                self.0.on_bar(t)
+            }))
         }
         fn on_fill(&mut self, fill: &Fill) -> Result<(), String> {
             self.0.on_fill(fill)
@@ -1274,10 +1315,10 @@ mod tests {
         }
         fn on_bars(&mut self, batch: &Batch<'_>) -> Result<BatchOutcome, String> {
             Ok(BatchOutcome {
-                consumed: if batch.ticks[0].time_ms % 120_000 == 0 {
+                consumed: if batch.tick_times[0] % 120_000 == 0 {
                     0
                 } else {
-                    batch.ticks.len() + 1
+                    batch.tick_times.len() + 1
                 },
                 ..BatchOutcome::default()
             })

@@ -11,19 +11,128 @@
 use crate::candles::Candle;
 use crate::contract::{Bar, Portfolio, RiskLimits, Signal, Symbol, Tick};
 
-/// One bar close in a batch: its close time and how many bars closed then.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TickSpan {
-    pub time_ms: i64,
-    pub bars: u32,
+/// Bars, column by column (entry `i` of every column is bar `i`): how they
+/// cross the component boundary, as plain copies.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BarColumns {
+    /// Index into the batch's symbol table.
+    pub symbol: Vec<u32>,
+    pub time_ms: Vec<i64>,
+    pub open: Vec<f64>,
+    pub high: Vec<f64>,
+    pub low: Vec<f64>,
+    pub close: Vec<f64>,
+    pub volume: Vec<f64>,
 }
 
-/// One bar of a batch: its symbol, as an index into the batch's symbol
-/// table, and the candle.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct BatchBar {
-    pub symbol: u32,
-    pub candle: Candle,
+impl BarColumns {
+    pub fn len(&self) -> usize {
+        self.symbol.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.symbol.is_empty()
+    }
+
+    pub fn push(&mut self, symbol: u32, c: &Candle) {
+        self.symbol.push(symbol);
+        self.time_ms.push(c.time_ms);
+        self.open.push(c.open);
+        self.high.push(c.high);
+        self.low.push(c.low);
+        self.close.push(c.close);
+        self.volume.push(c.volume);
+    }
+
+    /// Drops the first `n` bars.
+    pub fn drop_front(&mut self, n: usize) {
+        self.symbol.drain(..n);
+        self.time_ms.drain(..n);
+        for column in [
+            &mut self.open,
+            &mut self.high,
+            &mut self.low,
+            &mut self.close,
+            &mut self.volume,
+        ] {
+            column.drain(..n);
+        }
+    }
+
+    /// Bars `from..to`, borrowed.
+    pub fn slice(&self, from: usize, to: usize) -> Bars<'_> {
+        Bars {
+            symbol: &self.symbol[from..to],
+            time_ms: &self.time_ms[from..to],
+            open: &self.open[from..to],
+            high: &self.high[from..to],
+            low: &self.low[from..to],
+            close: &self.close[from..to],
+            volume: &self.volume[from..to],
+        }
+    }
+}
+
+/// Borrowed bar columns, all of one length.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Bars<'a> {
+    pub symbol: &'a [u32],
+    pub time_ms: &'a [i64],
+    pub open: &'a [f64],
+    pub high: &'a [f64],
+    pub low: &'a [f64],
+    pub close: &'a [f64],
+    pub volume: &'a [f64],
+}
+
+impl<'a> Bars<'a> {
+    /// The shortest column's length (they are equal when well formed).
+    pub fn len(&self) -> usize {
+        [
+            self.symbol.len(),
+            self.time_ms.len(),
+            self.open.len(),
+            self.high.len(),
+            self.low.len(),
+            self.close.len(),
+            self.volume.len(),
+        ]
+        .into_iter()
+        .min()
+        .unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bar `i`'s symbol index and candle.
+    pub fn get(&self, i: usize) -> (u32, Candle) {
+        (
+            self.symbol[i],
+            Candle {
+                time_ms: self.time_ms[i],
+                open: self.open[i],
+                high: self.high[i],
+                low: self.low[i],
+                close: self.close[i],
+                volume: self.volume[i],
+            },
+        )
+    }
+
+    /// Bars `from..to`.
+    pub fn slice(&self, from: usize, to: usize) -> Bars<'a> {
+        Bars {
+            symbol: &self.symbol[from..to],
+            time_ms: &self.time_ms[from..to],
+            open: &self.open[from..to],
+            high: &self.high[from..to],
+            low: &self.low[from..to],
+            close: &self.close[from..to],
+            volume: &self.volume[from..to],
+        }
+    }
 }
 
 /// Consecutive bar closes handed over in one call.
@@ -31,13 +140,29 @@ pub struct BatchBar {
 pub struct Batch<'a> {
     /// What a bar's `symbol` index names.
     pub symbols: &'a [Symbol],
-    /// The closes, in time order; at least one.
-    pub ticks: &'a [TickSpan],
-    /// Their bars, tick after tick.
-    pub bars: &'a [BatchBar],
+    /// Close time of each close, in time order; at least one.
+    pub tick_times: &'a [i64],
+    /// How many bars closed at each, in order.
+    pub tick_bars: &'a [u32],
+    /// The bars, close after close.
+    pub bars: Bars<'a>,
     /// The portfolio after the first tick's close.
     pub portfolio: &'a Portfolio,
     pub limits: RiskLimits,
+}
+
+impl<'a> Batch<'a> {
+    /// The first `ticks` closes of this batch.
+    pub fn first(&self, ticks: usize) -> Batch<'a> {
+        let ticks = ticks.min(self.tick_times.len()).min(self.tick_bars.len());
+        let bars: usize = self.tick_bars[..ticks].iter().map(|&n| n as usize).sum();
+        Batch {
+            tick_times: &self.tick_times[..ticks],
+            tick_bars: &self.tick_bars[..ticks],
+            bars: self.bars.slice(0, bars.min(self.bars.len())),
+            ..*self
+        }
+    }
 }
 
 /// How far a strategy got through a batch.
@@ -52,32 +177,32 @@ pub struct BatchOutcome {
 }
 
 /// Hands `batch` to `on_bar` one tick at a time, until a tick gives signals
-/// or an error, or the batch ends.
-pub fn drive(
+/// or an error, or the batch ends. `tick` is scratch space, reused across
+/// calls to save allocations; its contents on entry do not matter.
+pub fn drive_with(
     batch: &Batch<'_>,
+    tick: &mut Tick,
     mut on_bar: impl FnMut(&Tick) -> Result<Vec<Signal>, String>,
 ) -> BatchOutcome {
-    let widest = batch.ticks.iter().map(|t| t.bars as usize).max();
-    let mut tick = Tick {
-        time_ms: 0,
-        bars: Vec::with_capacity(widest.unwrap_or(0)),
-        portfolio: batch.portfolio.clone(),
-        limits: batch.limits,
-    };
-    let mut start = 0;
-    for (i, span) in batch.ticks.iter().enumerate() {
-        let end = (start + span.bars as usize).min(batch.bars.len());
-        tick.time_ms = span.time_ms;
+    tick.portfolio.clone_from(batch.portfolio);
+    tick.limits = batch.limits;
+    let ticks = batch.tick_times.len().min(batch.tick_bars.len());
+    let (bars, mut start) = (batch.bars.len(), 0);
+    for i in 0..ticks {
+        let end = (start + batch.tick_bars[i] as usize).min(bars);
+        tick.time_ms = batch.tick_times[i];
         tick.bars.clear();
-        tick.bars
-            .extend(batch.bars[start..end].iter().filter_map(|b| {
-                Some(Bar::from_candle(batch.symbols.get(b.symbol as usize)?, &b.candle))
-            }));
+        for b in start..end {
+            let (symbol, candle) = batch.bars.get(b);
+            if let Some(symbol) = batch.symbols.get(symbol as usize) {
+                tick.bars.push(Bar::from_candle(symbol, &candle));
+            }
+        }
         start = end;
-        if i > 0 {
+        if i > 0 && !tick.portfolio.positions.is_empty() {
             tick.portfolio.mark(&tick.bars);
         }
-        let (signals, error) = match on_bar(&tick) {
+        let (signals, error) = match on_bar(tick) {
             Ok(signals) if signals.is_empty() => continue,
             Ok(signals) => (signals, None),
             Err(e) => (Vec::new(), Some(e)),
@@ -89,10 +214,24 @@ pub fn drive(
         };
     }
     BatchOutcome {
-        consumed: batch.ticks.len(),
+        consumed: ticks,
         signals: Vec::new(),
         error: None,
     }
+}
+
+/// [`drive_with`] with fresh scratch space.
+pub fn drive(
+    batch: &Batch<'_>,
+    on_bar: impl FnMut(&Tick) -> Result<Vec<Signal>, String>,
+) -> BatchOutcome {
+    let mut tick = Tick {
+        time_ms: 0,
+        bars: Vec::new(),
+        portfolio: Portfolio::default(),
+        limits: batch.limits,
+    };
+    drive_with(batch, &mut tick, on_bar)
 }
 
 #[cfg(test)]
@@ -111,23 +250,26 @@ mod tests {
         }
     }
 
+    fn columns(bars: &[(u32, Candle)]) -> BarColumns {
+        let mut columns = BarColumns::default();
+        for (symbol, candle) in bars {
+            columns.push(*symbol, candle);
+        }
+        columns
+    }
+
     #[test]
     fn stops_after_the_first_tick_with_signals_and_marks_later_ticks() {
         let symbols: Vec<Symbol> = vec!["A".into(), "B".into()];
-        let ticks = [
-            TickSpan { time_ms: 1, bars: 2 },
-            TickSpan { time_ms: 2, bars: 1 },
-            TickSpan { time_ms: 3, bars: 2 },
-            TickSpan { time_ms: 4, bars: 1 },
-        ];
-        let bars = [
-            BatchBar { symbol: 0, candle: candle(0, 9.0, 11.0, 10.0) },
-            BatchBar { symbol: 1, candle: candle(0, 1.0, 1.0, 1.0) },
-            BatchBar { symbol: 1, candle: candle(1, 1.0, 1.0, 1.0) },
-            BatchBar { symbol: 0, candle: candle(2, 7.0, 12.0, 8.0) },
-            BatchBar { symbol: 1, candle: candle(2, 1.0, 1.0, 1.0) },
-            BatchBar { symbol: 0, candle: candle(3, 8.0, 8.0, 8.0) },
-        ];
+        let (tick_times, tick_bars) = ([1, 2, 3, 4], [2, 1, 2, 1]);
+        let bars = columns(&[
+            (0, candle(0, 9.0, 11.0, 10.0)),
+            (1, candle(0, 1.0, 1.0, 1.0)),
+            (1, candle(1, 1.0, 1.0, 1.0)),
+            (0, candle(2, 7.0, 12.0, 8.0)),
+            (1, candle(2, 1.0, 1.0, 1.0)),
+            (0, candle(3, 8.0, 8.0, 8.0)),
+        ]);
         let mut position = Position {
             symbol: "A".into(),
             tag: String::new(),
@@ -147,8 +289,9 @@ mod tests {
         };
         let batch = Batch {
             symbols: &symbols,
-            ticks: &ticks,
-            bars: &bars,
+            tick_times: &tick_times,
+            tick_bars: &tick_bars,
+            bars: bars.slice(0, bars.len()),
             portfolio: &portfolio,
             limits: RiskLimits::default(),
         };
@@ -156,7 +299,10 @@ mod tests {
         let outcome = drive(&batch, |tick| {
             seen.push((
                 tick.time_ms,
-                tick.bars.iter().map(|b| b.symbol.to_string()).collect::<Vec<_>>(),
+                tick.bars
+                    .iter()
+                    .map(|b| b.symbol.to_string())
+                    .collect::<Vec<_>>(),
                 tick.portfolio.equity,
                 tick.portfolio.positions[0].mae,
             ));
@@ -183,19 +329,14 @@ mod tests {
     #[test]
     fn an_error_ends_the_batch_at_its_tick() {
         let symbols: Vec<Symbol> = vec!["A".into()];
-        let ticks = [
-            TickSpan { time_ms: 1, bars: 1 },
-            TickSpan { time_ms: 2, bars: 1 },
-        ];
-        let bars = [
-            BatchBar { symbol: 0, candle: candle(0, 1.0, 1.0, 1.0) },
-            BatchBar { symbol: 0, candle: candle(1, 1.0, 1.0, 1.0) },
-        ];
+        let (tick_times, tick_bars) = ([1, 2], [1, 1]);
+        let bars = columns(&[(0, candle(0, 1.0, 1.0, 1.0)), (0, candle(1, 1.0, 1.0, 1.0))]);
         let portfolio = Portfolio::default();
         let batch = Batch {
             symbols: &symbols,
-            ticks: &ticks,
-            bars: &bars,
+            tick_times: &tick_times,
+            tick_bars: &tick_bars,
+            bars: bars.slice(0, bars.len()),
             portfolio: &portfolio,
             limits: RiskLimits::default(),
         };

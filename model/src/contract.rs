@@ -38,6 +38,12 @@ impl Bar {
     }
 }
 
+/// `a == b`, answered without comparing bytes when both are the same
+/// string (a strategy holding a bar's [`Symbol`] looks it up this way).
+fn same_text(a: &str, b: &str) -> bool {
+    (a.as_ptr() == b.as_ptr() && a.len() == b.len()) || a == b
+}
+
 /// Direction of a position.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -123,7 +129,7 @@ impl Portfolio {
             for p in self
                 .positions
                 .iter_mut()
-                .filter(|p| *p.symbol == *bar.symbol)
+                .filter(|p| same_text(&p.symbol, &bar.symbol))
             {
                 p.mark_at(bar.low, bar.high, bar.close);
             }
@@ -164,7 +170,7 @@ pub struct Tick {
 impl Tick {
     /// This tick's bar of `symbol`, if that symbol has one now.
     pub fn bar(&self, symbol: &str) -> Option<&Bar> {
-        self.bars.iter().find(|b| &*b.symbol == symbol)
+        self.bars.iter().find(|b| same_text(&b.symbol, symbol))
     }
 }
 

@@ -7,7 +7,7 @@ use std::cell::RefCell;
 use crate::Strategy;
 use bindings as b;
 use keel_model as m;
-use keel_model::batch::{Batch, BatchBar, TickSpan, drive};
+use keel_model::batch::{Bars, Batch, drive_with};
 
 pub use bindings::Guest;
 pub use bindings::export;
@@ -29,6 +29,13 @@ thread_local! {
     static STATE: RefCell<Option<Box<dyn Any>>> = RefCell::new(None);
     /// The symbols bound at `init`; a bar's index names one.
     static SYMBOLS: RefCell<Vec<m::Symbol>> = const { RefCell::new(Vec::new()) };
+    /// The tick handed to `on_bar`, reused across batches.
+    static SCRATCH: RefCell<m::Tick> = RefCell::new(m::Tick {
+        time_ms: 0,
+        bars: Vec::new(),
+        portfolio: m::Portfolio::default(),
+        limits: m::RiskLimits::default(),
+    });
 }
 
 pub fn log(level: m::LogLevel, message: &str) {
@@ -56,7 +63,12 @@ pub fn describe<S: Strategy>() -> b::StrategyInfo {
 }
 
 pub fn init<S: Strategy>(params: Vec<b::Param>, symbols: Vec<String>) -> Result<(), String> {
-    SYMBOLS.with(|table| *table.borrow_mut() = symbols.iter().map(|s| m::Symbol::from(s.as_str())).collect());
+    SYMBOLS.with(|table| {
+        *table.borrow_mut() = symbols
+            .iter()
+            .map(|s| m::Symbol::from(s.as_str()))
+            .collect()
+    });
     let values = params
         .into_iter()
         .map(|p| (p.name, value_in(p.value)))
@@ -67,29 +79,16 @@ pub fn init<S: Strategy>(params: Vec<b::Param>, symbols: Vec<String>) -> Result<
 }
 
 pub fn on_bars<S: Strategy>(batch: b::Batch) -> Result<b::BatchResult, String> {
-    let ticks: Vec<TickSpan> = batch
-        .ticks
-        .iter()
-        .map(|t| TickSpan {
-            time_ms: t.time_ms,
-            bars: t.bars,
-        })
-        .collect();
-    let bars: Vec<BatchBar> = batch
-        .bars
-        .iter()
-        .map(|bar| BatchBar {
-            symbol: bar.symbol,
-            candle: m::Candle {
-                time_ms: bar.time_ms,
-                open: bar.open,
-                high: bar.high,
-                low: bar.low,
-                close: bar.close,
-                volume: bar.volume,
-            },
-        })
-        .collect();
+    let c = &batch.bars;
+    let bars = Bars {
+        symbol: &c.symbol,
+        time_ms: &c.time_ms,
+        open: &c.open,
+        high: &c.high,
+        low: &c.low,
+        close: &c.close,
+        volume: &c.volume,
+    };
     let portfolio = portfolio_in(batch.portfolio);
     let limits = m::RiskLimits {
         max_position_fraction: batch.limits.max_position_fraction,
@@ -101,12 +100,16 @@ pub fn on_bars<S: Strategy>(batch: b::Batch) -> Result<b::BatchResult, String> {
         let symbols = symbols.borrow();
         let batch = Batch {
             symbols: &symbols,
-            ticks: &ticks,
-            bars: &bars,
+            tick_times: &batch.tick_times,
+            tick_bars: &batch.tick_bars,
+            bars,
             portfolio: &portfolio,
             limits,
         };
-        with_strategy::<S, _>(|s| drive(&batch, |tick| s.on_bar(tick)))
+        SCRATCH.with(|tick| {
+            let mut tick = tick.borrow_mut();
+            with_strategy::<S, _>(|s| drive_with(&batch, &mut tick, |t| s.on_bar(t)))
+        })
     })?;
     Ok(b::BatchResult {
         consumed: outcome.consumed as u32,

@@ -127,31 +127,58 @@ pub(super) mod v2 {
         symbols: &[u32],
         out: &mut b::Batch,
     ) {
-        out.ticks.clear();
-        out.bars.clear();
-        let mut bars = batch.bars.iter();
-        for span in batch.ticks {
-            let before = out.bars.len();
-            for bar in bars.by_ref().take(span.bars as usize) {
-                let Some(&symbol) = symbols.get(bar.symbol as usize).filter(|&&s| s != u32::MAX)
-                else {
-                    continue;
-                };
-                let c = &bar.candle;
-                out.bars.push(b::Bar {
-                    symbol,
-                    time_ms: c.time_ms,
-                    open: c.open,
-                    high: c.high,
-                    low: c.low,
-                    close: c.close,
-                    volume: c.volume,
-                });
+        out.tick_times.clear();
+        out.tick_bars.clear();
+        let columns = &mut out.bars;
+        for column in [
+            &mut columns.open,
+            &mut columns.high,
+            &mut columns.low,
+            &mut columns.close,
+            &mut columns.volume,
+        ] {
+            column.clear();
+        }
+        columns.symbol.clear();
+        columns.time_ms.clear();
+        let bars = &batch.bars;
+        let bound = |i: usize| {
+            symbols
+                .get(bars.symbol[i] as usize)
+                .filter(|&&s| s != u32::MAX)
+        };
+        if (0..bars.len()).all(|i| bound(i).is_some()) {
+            // Every bar is of a bound symbol: the columns copy as they are.
+            out.tick_times.extend_from_slice(batch.tick_times);
+            out.tick_bars.extend_from_slice(batch.tick_bars);
+            columns
+                .symbol
+                .extend((0..bars.len()).filter_map(|i| bound(i).copied()));
+            columns.time_ms.extend_from_slice(bars.time_ms);
+            columns.open.extend_from_slice(bars.open);
+            columns.high.extend_from_slice(bars.high);
+            columns.low.extend_from_slice(bars.low);
+            columns.close.extend_from_slice(bars.close);
+            columns.volume.extend_from_slice(bars.volume);
+        } else {
+            let mut start = 0;
+            for (&time_ms, &count) in batch.tick_times.iter().zip(batch.tick_bars) {
+                let end = (start + count as usize).min(bars.len());
+                let before = columns.symbol.len();
+                for i in start..end {
+                    let Some(&symbol) = bound(i) else { continue };
+                    columns.symbol.push(symbol);
+                    columns.time_ms.push(bars.time_ms[i]);
+                    columns.open.push(bars.open[i]);
+                    columns.high.push(bars.high[i]);
+                    columns.low.push(bars.low[i]);
+                    columns.close.push(bars.close[i]);
+                    columns.volume.push(bars.volume[i]);
+                }
+                start = end;
+                out.tick_times.push(time_ms);
+                out.tick_bars.push((columns.symbol.len() - before) as u32);
             }
-            out.ticks.push(b::TickSpan {
-                time_ms: span.time_ms,
-                bars: (out.bars.len() - before) as u32,
-            });
         }
         out.portfolio = b::Portfolio {
             cash: batch.portfolio.cash,
@@ -187,8 +214,17 @@ pub(super) mod v2 {
     /// An empty batch to fill with [`batch_out`].
     pub(in crate::sandbox) fn empty_batch() -> b::Batch {
         b::Batch {
-            ticks: Vec::new(),
-            bars: Vec::new(),
+            tick_times: Vec::new(),
+            tick_bars: Vec::new(),
+            bars: b::Bars {
+                symbol: Vec::new(),
+                time_ms: Vec::new(),
+                open: Vec::new(),
+                high: Vec::new(),
+                low: Vec::new(),
+                close: Vec::new(),
+                volume: Vec::new(),
+            },
             portfolio: b::Portfolio {
                 cash: 0.0,
                 equity: 0.0,
@@ -274,4 +310,3 @@ pub(super) fn shortened(mut s: m::Signal) -> m::Signal {
     }
     s
 }
-

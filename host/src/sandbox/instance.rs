@@ -9,7 +9,8 @@ use std::time::Duration;
 use wasmtime::{Engine, Store, Trap};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
-use keel_model::batch::{Batch, BatchBar, BatchOutcome, TickSpan, drive};
+use keel_model::batch::{BarColumns, Batch, BatchOutcome, drive};
+use keel_model::candles::Candle;
 use keel_model::{
     Fill, LogLevel, Params, Portfolio, RiskLimits, RunningStrategy, Signal, StrategyInfo, Symbol,
     Tick,
@@ -168,9 +169,11 @@ impl Exports {
         binding: &Binding,
     ) -> wasmtime::Result<Result<(), String>> {
         match self {
-            Exports::V2(e) => {
-                e.call_init(store, &convert::v2::params_out(&binding.params), &binding.symbols)
-            }
+            Exports::V2(e) => e.call_init(
+                store,
+                &convert::v2::params_out(&binding.params),
+                &binding.symbols,
+            ),
             Exports::V1(e) => e.call_init(store, &convert::v1::params_out(&binding.params)),
         }
     }
@@ -209,12 +212,16 @@ pub struct StrategyInstance {
     symbol_map: Vec<u32>,
     /// The binding-form batch, kept to reuse its buffers.
     wit_batch: Option<bindings::Batch>,
-    /// Most ticks per call now: starts at one and doubles after each good
-    /// call, so a strategy that misbehaves from the start is caught on a
-    /// one-tick budget; back to one after a fault.
+    /// Most ticks per call now: starts at one and doubles after each call
+    /// that handled all it was given, so a strategy that misbehaves from the
+    /// start is caught on a one-tick budget; back to one after a fault.
     batch_cap: usize,
+    /// Ticks handled per call, smoothed: a batch much longer than the
+    /// strategy uses is converted and copied for nothing, so the cap
+    /// follows twice this.
+    consumed_avg: f64,
     /// The last `warmup_bars` ticks, replayed into a rebuilt instance.
-    recent: VecDeque<(TickSpan, Vec<BatchBar>)>,
+    recent: VecDeque<(i64, Vec<(u32, Candle)>)>,
     failures_in_row: u32,
     quarantined: Option<Fault>,
     stats: InstanceStats,
@@ -337,9 +344,17 @@ fn truncate(text: &str, max: usize) -> String {
     format!("{}… ({} bytes)", &text[..end], text.len())
 }
 
-/// How many bars the first `ticks` spans of a batch hold.
-fn bars_in(ticks: &[TickSpan]) -> usize {
-    ticks.iter().map(|t| t.bars as usize).sum()
+/// The batch cap after a good call that handled `consumed` of `offered`
+/// ticks: double when it took everything, else twice the smoothed number it
+/// takes (at least 2).
+fn next_cap(cap: usize, avg: &mut f64, consumed: usize, offered: usize) -> usize {
+    *avg = 0.75 * *avg + 0.25 * consumed as f64;
+    let next = if consumed == offered && offered == cap {
+        cap * 2
+    } else {
+        (2.0 * *avg).ceil() as usize
+    };
+    next.clamp(2, MAX_BATCH)
 }
 
 impl StrategyInstance {
@@ -385,6 +400,7 @@ impl StrategyInstance {
             symbol_map: Vec::new(),
             wit_batch: Some(convert::v2::empty_batch()),
             batch_cap: 1,
+            consumed_avg: 1.0,
             recent: VecDeque::new(),
             failures_in_row: 0,
             quarantined: None,
@@ -455,30 +471,23 @@ impl StrategyInstance {
     /// Runs one bar close: a batch of one tick.
     pub fn on_bar(&mut self, tick: &Tick) -> Result<Vec<Signal>, StrategyError> {
         let symbols: Vec<Symbol> = tick.bars.iter().map(|b| b.symbol.clone()).collect();
-        let bars: Vec<BatchBar> = tick
-            .bars
-            .iter()
-            .enumerate()
-            .map(|(i, b)| BatchBar {
-                symbol: i as u32,
-                candle: keel_model::Candle {
-                    time_ms: b.time_ms,
-                    open: b.open,
-                    high: b.high,
-                    low: b.low,
-                    close: b.close,
-                    volume: b.volume,
-                },
-            })
-            .collect();
-        let ticks = [TickSpan {
-            time_ms: tick.time_ms,
-            bars: bars.len() as u32,
-        }];
+        let mut bars = BarColumns::default();
+        for (i, b) in tick.bars.iter().enumerate() {
+            let candle = Candle {
+                time_ms: b.time_ms,
+                open: b.open,
+                high: b.high,
+                low: b.low,
+                close: b.close,
+                volume: b.volume,
+            };
+            bars.push(i as u32, &candle);
+        }
         let (outcome, error) = self.handle(&Batch {
             symbols: &symbols,
-            ticks: &ticks,
-            bars: &bars,
+            tick_times: &[tick.time_ms],
+            tick_bars: &[bars.len() as u32],
+            bars: bars.slice(0, bars.len()),
             portfolio: &tick.portfolio,
             limits: tick.limits,
         })?;
@@ -506,7 +515,7 @@ impl StrategyInstance {
         if let Some(fault) = &self.quarantined {
             return Err(self.error(Fault::Quarantined(fault.to_string())));
         }
-        if batch.ticks.is_empty() {
+        if batch.tick_times.is_empty() {
             return Ok((BatchOutcome::default(), None));
         }
         self.stats.calls += 1;
@@ -514,12 +523,7 @@ impl StrategyInstance {
             Exports::V2(_) => self.batch_cap,
             Exports::V1(_) => 1,
         };
-        let ticks = &batch.ticks[..batch.ticks.len().min(cap)];
-        let batch = Batch {
-            ticks,
-            bars: &batch.bars[..bars_in(ticks).min(batch.bars.len())],
-            ..*batch
-        };
+        let batch = batch.first(cap);
         self.bind_symbols(batch.symbols);
         let called = self.call(&batch);
         let handled = called.as_ref().map_or(1, |(consumed, _, _)| *consumed);
@@ -541,9 +545,14 @@ impl StrategyInstance {
             };
             return Ok((outcome, Some(error)));
         }
-        self.batch_cap = (self.batch_cap * 2).min(MAX_BATCH);
+        self.batch_cap = next_cap(
+            self.batch_cap,
+            &mut self.consumed_avg,
+            consumed,
+            batch.tick_times.len(),
+        );
         self.failures_in_row = 0;
-        let time_ms = batch.ticks[consumed - 1].time_ms;
+        let time_ms = batch.tick_times[consumed - 1];
         let mut accepted = Vec::with_capacity(signals.len());
         for signal in signals {
             match check_signal(&signal, &self.binding.symbols, &self.limits) {
@@ -570,7 +579,7 @@ impl StrategyInstance {
 
     /// One call into the component for `batch` (V1: one call per tick).
     fn call(&mut self, batch: &Batch<'_>) -> Result<Handled, Fault> {
-        let n = batch.ticks.len();
+        let n = batch.tick_times.len();
         let (consumed, signals, error) = match &self.exports {
             Exports::V2(_) => {
                 let mut wit = self
@@ -578,11 +587,9 @@ impl StrategyInstance {
                     .take()
                     .unwrap_or_else(convert::v2::empty_batch);
                 convert::v2::batch_out(batch, &self.symbol_map, &mut wit);
-                let result = self.guarded(batch.ticks[0].time_ms, n, |exports, store| {
-                    match exports {
-                        Exports::V2(e) => e.call_on_bars(store, &wit),
-                        Exports::V1(_) => Err(wasmtime::Error::msg("not a 0.2.0 component")),
-                    }
+                let result = self.guarded(batch.tick_times[0], n, |exports, store| match exports {
+                    Exports::V2(e) => e.call_on_bars(store, &wit),
+                    Exports::V1(_) => Err(wasmtime::Error::msg("not a 0.2.0 component")),
                 });
                 self.wit_batch = Some(wit);
                 let result = match result? {
@@ -667,7 +674,9 @@ impl StrategyInstance {
         if let Some(fault) = &self.quarantined {
             return Err(self.error(Fault::Quarantined(fault.to_string())));
         }
-        match self.guarded(fill.time_ms, 1, |exports, store| exports.on_fill(store, fill)) {
+        match self.guarded(fill.time_ms, 1, |exports, store| {
+            exports.on_fill(store, fill)
+        }) {
             Ok(()) => Ok(()),
             Err(fault) => Err(self.failed(fault)),
         }
@@ -737,27 +746,31 @@ impl StrategyInstance {
         self.stats.rebuilds += 1;
         // The tick that trapped is the last one; replaying it could trap again.
         let keep = self.recent.len().saturating_sub(1);
-        let ticks: Vec<TickSpan> = self.recent.iter().take(keep).map(|(t, _)| *t).collect();
-        let bars: Vec<BatchBar> = self
-            .recent
-            .iter()
-            .take(keep)
-            .flat_map(|(_, bars)| bars.iter().copied())
-            .collect();
+        let (mut times, mut counts, mut bars) = (Vec::new(), Vec::new(), BarColumns::default());
+        for (time_ms, tick_bars) in self.recent.iter().take(keep) {
+            times.push(*time_ms);
+            counts.push(tick_bars.len() as u32);
+            for (symbol, candle) in tick_bars {
+                bars.push(*symbol, candle);
+            }
+        }
         let symbols = self.symbols.clone();
         let portfolio = Portfolio::default();
         let (mut from_tick, mut from_bar) = (0, 0);
-        while from_tick < ticks.len() {
-            let rest = &ticks[from_tick..(from_tick + MAX_BATCH).min(ticks.len())];
-            let batch = Batch {
+        while from_tick < times.len() {
+            let rest = Batch {
                 symbols: &symbols,
-                ticks: rest,
-                bars: &bars[from_bar..from_bar + bars_in(rest)],
+                tick_times: &times[from_tick..],
+                tick_bars: &counts[from_tick..],
+                bars: bars.slice(from_bar, bars.len()),
                 portfolio: &portfolio,
                 limits: RiskLimits::default(),
             };
-            let (consumed, _, _) = self.call(&batch)?;
-            from_bar += bars_in(&rest[..consumed]);
+            let (consumed, _, _) = self.call(&rest.first(MAX_BATCH))?;
+            from_bar += counts[from_tick..from_tick + consumed]
+                .iter()
+                .map(|&n| n as usize)
+                .sum::<usize>();
             from_tick += consumed;
         }
         Ok(())
@@ -769,14 +782,15 @@ impl StrategyInstance {
         if keep == 0 {
             return;
         }
-        let mut bars = batch.bars;
-        for span in batch.ticks.iter().take(handled) {
-            let (these, rest) = bars.split_at((span.bars as usize).min(bars.len()));
-            bars = rest;
+        let mut start = 0;
+        for (&time_ms, &count) in batch.tick_times.iter().zip(batch.tick_bars).take(handled) {
+            let end = (start + count as usize).min(batch.bars.len());
+            let these = (start..end).map(|b| batch.bars.get(b)).collect();
+            start = end;
             if self.recent.len() == keep {
                 self.recent.pop_front();
             }
-            self.recent.push_back((*span, these.to_vec()));
+            self.recent.push_back((time_ms, these));
         }
     }
 

@@ -190,10 +190,10 @@ impl Sandbox {
             &mut linker,
             |state| state,
         )?;
-        bindings_v1::Strategy::add_to_linker::<
-            HostState,
-            wasmtime::component::HasSelf<HostState>,
-        >(&mut linker, |state| state)?;
+        bindings_v1::Strategy::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
+            &mut linker,
+            |state| state,
+        )?;
         let engine_key = {
             use std::hash::{Hash, Hasher};
             let mut h = std::hash::DefaultHasher::new();

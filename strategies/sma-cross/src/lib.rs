@@ -8,7 +8,8 @@ pub struct SmaCross {
     fast: Sma,
     slow: Sma,
     size: f64,
-    symbol: Option<String>,
+    /// The symbol it trades (shared with the bars, so lookups are cheap).
+    symbol: Option<Symbol>,
     /// Was fast above slow on the previous bar?
     above: Option<bool>,
 }
@@ -52,7 +53,7 @@ impl Strategy for SmaCross {
         let symbol = self.symbol.get_or_insert_with(|| {
             tick.bars
                 .first()
-                .map(|b| b.symbol.to_string())
+                .map(|b| b.symbol.clone())
                 .unwrap_or_default()
         });
         let Some(bar) = tick.bar(symbol) else {
