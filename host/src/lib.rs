@@ -4,6 +4,8 @@
 pub mod backtest;
 pub mod build_strategy;
 pub mod cli;
+pub mod ledger;
+pub mod risk;
 pub mod sandbox;
 pub mod store;
 pub mod validate;

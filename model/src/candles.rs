@@ -55,56 +55,10 @@ fn read_with(
 
 /// Parses CSV text; `source` names it in errors.
 pub fn parse_csv(text: &str, source: &str) -> Result<Vec<Candle>, CandleError> {
-    let invalid = |line: usize, message: String| CandleError::Invalid {
-        path: source.to_owned(),
-        line,
-        message,
-    };
-    let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l));
-    let (header_line, header) = lines
-        .by_ref()
-        .find(|(_, l)| !l.trim().is_empty())
-        .ok_or_else(|| CandleError::Empty {
-            path: source.to_owned(),
-        })?;
-    let names: Vec<String> = header
-        .split(',')
-        .map(|c| c.trim().trim_start_matches('\u{feff}').to_ascii_lowercase())
-        .collect();
-    let mut index = [0usize; 6];
-    for (slot, column) in index.iter_mut().zip(COLUMNS) {
-        *slot = names.iter().position(|n| n == column).ok_or_else(|| {
-            invalid(
-                header_line,
-                format!("missing column '{column}' (header is '{}')", header.trim()),
-            )
-        })?;
-    }
+    let mut reader = CsvCandles::new(text.lines().map(|l| Ok(l.to_owned())), source)?;
     let mut candles: Vec<Candle> = Vec::with_capacity(text.len() / 48);
-    for (line, raw) in lines {
-        if raw.trim().is_empty() {
-            continue;
-        }
-        let fields: Vec<&str> = raw.split(',').map(str::trim).collect();
-        if fields.len() != names.len() {
-            return Err(invalid(
-                line,
-                format!("expected {} fields, found {}", names.len(), fields.len()),
-            ));
-        }
-        let time_ms = parse_time(fields[index[0]]).map_err(|m| invalid(line, m))?;
-        let mut values = [0.0f64; 5];
-        for (k, value) in values.iter_mut().enumerate() {
-            let column = COLUMNS[k + 1];
-            let text = fields[index[k + 1]];
-            *value = text
-                .parse::<f64>()
-                .map_err(|_| invalid(line, format!("{column} '{text}' is not a number")))?;
-            if !value.is_finite() {
-                return Err(invalid(line, format!("{column} is {text}")));
-            }
-        }
-        push_checked(&mut candles, time_ms, values).map_err(|m| invalid(line, m))?;
+    for candle in reader.by_ref() {
+        candles.push(candle?);
     }
     if candles.is_empty() {
         return Err(CandleError::Empty {
@@ -112,6 +66,160 @@ pub fn parse_csv(text: &str, source: &str) -> Result<Vec<Candle>, CandleError> {
         });
     }
     Ok(candles)
+}
+
+/// Candles read from CSV lines one at a time (a live or replayed feed does
+/// not hold its file). Each is checked as it is read, times included; the
+/// first bad line ends the stream with `source:line: what`.
+pub struct CsvCandles<L> {
+    lines: L,
+    source: String,
+    line: usize,
+    columns: usize,
+    index: [usize; 6],
+    last_ms: Option<i64>,
+    failed: bool,
+}
+
+impl<L> std::fmt::Debug for CsvCandles<L> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CsvCandles")
+            .field("source", &self.source)
+            .field("line", &self.line)
+            .finish()
+    }
+}
+
+impl<L: Iterator<Item = std::io::Result<String>>> CsvCandles<L> {
+    /// Reads the header; `source` names the input in errors.
+    pub fn new(mut lines: L, source: &str) -> Result<CsvCandles<L>, CandleError> {
+        let mut line = 0;
+        let header = loop {
+            line += 1;
+            match lines.next() {
+                None => {
+                    return Err(CandleError::Empty {
+                        path: source.to_owned(),
+                    });
+                }
+                Some(Err(e)) => {
+                    return Err(CandleError::Io {
+                        path: source.to_owned(),
+                        source: e,
+                    });
+                }
+                Some(Ok(l)) if l.trim().is_empty() => continue,
+                Some(Ok(l)) => break l,
+            }
+        };
+        let names: Vec<String> = header
+            .split(',')
+            .map(|c| c.trim().trim_start_matches('\u{feff}').to_ascii_lowercase())
+            .collect();
+        let mut index = [0usize; 6];
+        for (slot, column) in index.iter_mut().zip(COLUMNS) {
+            *slot = names
+                .iter()
+                .position(|n| n == column)
+                .ok_or_else(|| CandleError::Invalid {
+                    path: source.to_owned(),
+                    line,
+                    message: format!("missing column '{column}' (header is '{}')", header.trim()),
+                })?;
+        }
+        Ok(CsvCandles {
+            lines,
+            source: source.to_owned(),
+            line,
+            columns: names.len(),
+            index,
+            last_ms: None,
+            failed: false,
+        })
+    }
+
+    fn parse(&self, raw: &str) -> Result<Candle, String> {
+        let fields: Vec<&str> = raw.split(',').map(str::trim).collect();
+        if fields.len() != self.columns {
+            return Err(format!(
+                "expected {} fields, found {}",
+                self.columns,
+                fields.len()
+            ));
+        }
+        let time_ms = parse_time(fields[self.index[0]])?;
+        let mut values = [0.0f64; 5];
+        for (k, value) in values.iter_mut().enumerate() {
+            let column = COLUMNS[k + 1];
+            let text = fields[self.index[k + 1]];
+            *value = text
+                .parse::<f64>()
+                .map_err(|_| format!("{column} '{text}' is not a number"))?;
+            if !value.is_finite() {
+                return Err(format!("{column} is {text}"));
+            }
+        }
+        let [open, high, low, close, volume] = values;
+        let candle = Candle {
+            time_ms,
+            open,
+            high,
+            low,
+            close,
+            volume,
+        };
+        check_candle(&candle)?;
+        if let Some(prev) = self.last_ms
+            && candle.time_ms <= prev
+        {
+            return Err(format!(
+                "time {} is not after the previous bar's {}",
+                format_time(candle.time_ms),
+                format_time(prev)
+            ));
+        }
+        Ok(candle)
+    }
+}
+
+impl<L: Iterator<Item = std::io::Result<String>>> Iterator for CsvCandles<L> {
+    type Item = Result<Candle, CandleError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        loop {
+            self.line += 1;
+            let raw = match self.lines.next()? {
+                Ok(raw) => raw,
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(CandleError::Io {
+                        path: self.source.clone(),
+                        source: e,
+                    }));
+                }
+            };
+            if raw.trim().is_empty() {
+                continue;
+            }
+            return Some(match self.parse(&raw) {
+                Ok(candle) => {
+                    self.last_ms = Some(candle.time_ms);
+                    Ok(candle)
+                }
+                Err(message) => {
+                    self.failed = true;
+                    Err(CandleError::Invalid {
+                        path: self.source.clone(),
+                        line: self.line,
+                        message,
+                    })
+                }
+            });
+        }
+    }
 }
 
 /// Writes candles as `time,open,high,low,close,volume` CSV with RFC 3339 times.

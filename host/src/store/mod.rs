@@ -12,11 +12,18 @@ pub use candles::{ImportReport, StoredSeries};
 
 /// Every migration this binary knows, in order. Forward-only: a file, once
 /// released, never changes; a schema change is a new file.
-const MIGRATIONS: &[(u32, &str, &str)] = &[(
-    1,
-    "candles",
-    include_str!("../../../migrations/0001_candles.sql"),
-)];
+const MIGRATIONS: &[(u32, &str, &str)] = &[
+    (
+        1,
+        "candles",
+        include_str!("../../../migrations/0001_candles.sql"),
+    ),
+    (
+        2,
+        "ledger",
+        include_str!("../../../migrations/0002_ledger.sql"),
+    ),
+];
 
 /// Why the store could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -158,7 +165,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("keel.db");
         let store = Store::open(&path).expect("open");
-        assert_eq!(store.schema_version().expect("version"), 1);
+        assert_eq!(store.schema_version().expect("version"), 2);
         let mode: String = store
             .conn
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
@@ -171,7 +178,7 @@ mod tests {
             .conn
             .query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0))
             .expect("count");
-        assert_eq!(rows, 1);
+        assert_eq!(rows, 2);
         store
             .conn
             .execute("INSERT INTO schema_migrations VALUES (99, 'future', 0)", [])
@@ -180,7 +187,7 @@ mod tests {
         let err = Store::open(&path).expect_err("too new");
         assert!(
             err.to_string().ends_with(
-                "the database is at schema version 99, newer than this keel (1); use a newer keel"
+                "the database is at schema version 99, newer than this keel (2); use a newer keel"
             ),
             "{err}"
         );

@@ -1,0 +1,348 @@
+//! The risk manager of paper and live trading: the limits in the host's
+//! `risk_limits.toml`, the account's trading state, and the checks made
+//! before an order exists (the contract's basic limits are
+//! `keel_backtester::risk::check`, shared with backtests) and after (halts).
+
+use std::fmt;
+use std::path::Path;
+
+use keel_backtester::risk::{self, Approved, Exposure};
+use keel_model::{Action, RiskLimits, Signal};
+
+/// `risk_limits.toml`. Percentages are of the book's equity.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RiskConfig {
+    /// Largest position per symbol.
+    pub max_position_pct: f64,
+    /// Most positions open at once.
+    pub max_open_positions: u32,
+    /// Largest single order.
+    pub max_trade_pct: f64,
+    /// Halt once equity is this far below the day's starting equity (UTC day).
+    pub daily_loss_halt_pct: f64,
+    /// Halt once equity is this far below its peak.
+    pub max_drawdown_halt_pct: f64,
+    /// Refuse to fill an order at a price this far from the last price the
+    /// order was sized at (a bad tick or a gap).
+    pub fat_finger_pct: f64,
+    /// Smallest order, quote currency.
+    pub min_order_quote: f64,
+}
+
+impl Default for RiskConfig {
+    fn default() -> Self {
+        RiskConfig {
+            max_position_pct: 25.0,
+            max_open_positions: 10,
+            max_trade_pct: 25.0,
+            daily_loss_halt_pct: 5.0,
+            max_drawdown_halt_pct: 20.0,
+            fat_finger_pct: 10.0,
+            min_order_quote: 10.0,
+        }
+    }
+}
+
+impl RiskConfig {
+    /// Reads and checks `path`; every error is one line naming the file.
+    pub fn load(path: &Path) -> Result<RiskConfig, String> {
+        let name = path.display();
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("{name}: cannot read: {e}"))?;
+        let config: RiskConfig = toml::from_str(&text).map_err(|e| {
+            let msg = e.message().trim().to_owned();
+            match e.span() {
+                Some(span) => {
+                    let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                    format!("{name}:{line}: {msg}")
+                }
+                None => format!("{name}: {msg}"),
+            }
+        })?;
+        config.check().map_err(|e| format!("{name}: {e}"))?;
+        Ok(config)
+    }
+
+    /// Every percentage in (0, 100], counts above zero.
+    pub fn check(&self) -> Result<(), String> {
+        let pcts = [
+            ("max_position_pct", self.max_position_pct),
+            ("max_trade_pct", self.max_trade_pct),
+            ("daily_loss_halt_pct", self.daily_loss_halt_pct),
+            ("max_drawdown_halt_pct", self.max_drawdown_halt_pct),
+            ("fat_finger_pct", self.fat_finger_pct),
+        ];
+        for (name, value) in pcts {
+            if !(value > 0.0 && value <= 100.0) {
+                return Err(format!("{name} = {value} must be in (0, 100]"));
+            }
+        }
+        if self.max_open_positions == 0 {
+            return Err("max_open_positions must be at least 1".into());
+        }
+        if !(self.min_order_quote >= 0.0 && self.min_order_quote.is_finite()) {
+            return Err(format!(
+                "min_order_quote = {} must be 0 or more",
+                self.min_order_quote
+            ));
+        }
+        Ok(())
+    }
+
+    /// The limits strategies see and the shared checks apply.
+    pub fn limits(&self) -> RiskLimits {
+        RiskLimits {
+            max_position_fraction: self.max_position_pct / 100.0,
+            max_open_positions: self.max_open_positions,
+            max_trade_fraction: self.max_trade_pct / 100.0,
+            min_order_quote: self.min_order_quote,
+        }
+    }
+}
+
+/// Whether the account may trade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TradingState {
+    Active,
+    /// Closing and reducing only (`keel pause`).
+    ReduceOnly,
+    /// Nothing at all (a halt, or `keel kill`).
+    Halted,
+}
+
+impl TradingState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TradingState::Active => "ACTIVE",
+            TradingState::ReduceOnly => "REDUCE_ONLY",
+            TradingState::Halted => "HALTED",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<TradingState> {
+        match text {
+            "ACTIVE" => Some(TradingState::Active),
+            "REDUCE_ONLY" => Some(TradingState::ReduceOnly),
+            "HALTED" => Some(TradingState::Halted),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for TradingState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Every check before a signal becomes an order: the trading state, then
+/// the shared limits at the reference `price`.
+pub fn pre_trade(
+    signal: &Signal,
+    state: TradingState,
+    price: f64,
+    exposure: &Exposure,
+    config: &RiskConfig,
+) -> Result<Option<Approved>, String> {
+    let opens = matches!(signal.action, Action::OpenLong | Action::OpenShort);
+    match state {
+        TradingState::Halted => return Err("trading is halted".into()),
+        TradingState::ReduceOnly if opens => {
+            return Err("trading is reduce-only: no new exposure".into());
+        }
+        _ => {}
+    }
+    risk::check(signal, price, exposure, &config.limits())
+}
+
+/// Why a book must halt now, if it must: its equity against its peak and
+/// against the day's starting equity.
+pub fn halt_reason(equity: f64, peak: f64, day_start: f64, config: &RiskConfig) -> Option<String> {
+    let drawdown = if peak > 0.0 {
+        (peak - equity) / peak * 100.0
+    } else {
+        0.0
+    };
+    if drawdown >= config.max_drawdown_halt_pct {
+        return Some(format!(
+            "drawdown {drawdown:.2}% from the peak {peak:.2} reached the {}% limit",
+            config.max_drawdown_halt_pct
+        ));
+    }
+    let daily = if day_start > 0.0 {
+        (day_start - equity) / day_start * 100.0
+    } else {
+        0.0
+    };
+    if daily >= config.daily_loss_halt_pct {
+        return Some(format!(
+            "daily loss {daily:.2}% from the day's start {day_start:.2} reached the {}% limit",
+            config.daily_loss_halt_pct
+        ));
+    }
+    None
+}
+
+/// The fat-finger check at fill time: `price` within `max_deviation_pct` of
+/// the `reference` the order was sized at.
+pub fn collar(reference: f64, price: f64, max_deviation_pct: f64) -> Result<(), String> {
+    let deviation = (price - reference).abs() / reference * 100.0;
+    if deviation > max_deviation_pct + 1e-9 {
+        return Err(format!(
+            "fat-finger: price {price} is {deviation:.2}% from the reference {reference}, over the {max_deviation_pct}% limit"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keel_model::Size;
+
+    fn config() -> RiskConfig {
+        RiskConfig {
+            max_position_pct: 20.0,
+            max_open_positions: 2,
+            max_trade_pct: 10.0,
+            daily_loss_halt_pct: 5.0,
+            max_drawdown_halt_pct: 15.0,
+            fat_finger_pct: 10.0,
+            min_order_quote: 50.0,
+        }
+    }
+
+    fn exposure(equity: f64, held: &[(&str, &str, f64)]) -> Exposure {
+        let mut e = Exposure {
+            equity,
+            ..Exposure::default()
+        };
+        for (symbol, tag, notional) in held {
+            *e.notional.entry((*symbol).into()).or_default() += notional;
+            e.open.push(((*symbol).into(), (*tag).into()));
+            e.sides
+                .insert(((*symbol).into(), (*tag).into()), keel_model::Side::Long);
+        }
+        e
+    }
+
+    fn buy(quote: f64) -> Signal {
+        Signal::open_long("BTC", Size::Quote(quote))
+    }
+
+    /// Each limit at its boundary: exactly at the limit passes, just over fails.
+    #[test]
+    fn every_limit_accepts_at_its_boundary_and_rejects_past_it() {
+        let c = config();
+        let flat = exposure(1000.0, &[]);
+        let ok = |s: &Signal, e: &Exposure| pre_trade(s, TradingState::Active, 100.0, e, &c);
+        // Trade size: 10% of 1000.
+        assert!(ok(&buy(100.0), &flat).is_ok());
+        assert_eq!(
+            ok(&buy(100.01), &flat).expect_err("trade"),
+            "order of 10.00% of equity is over the 10.00% trade limit"
+        );
+        // Minimum order: 50.
+        assert!(ok(&buy(50.0), &flat).is_ok());
+        assert_eq!(
+            ok(&buy(49.99), &flat).expect_err("min"),
+            "order of 49.99 is below the minimum order of 50.00"
+        );
+        // Position: 20% of 1000.
+        let held = exposure(1000.0, &[("BTC", "", 140.0)]);
+        assert!(ok(&buy(60.0), &held).is_ok());
+        let more = exposure(1000.0, &[("BTC", "", 140.01)]);
+        assert!(
+            ok(&buy(60.0), &more)
+                .expect_err("position")
+                .contains("over the 20.00% position limit")
+        );
+        // Open positions: 2.
+        let one = exposure(1000.0, &[("ETH", "", 10.0)]);
+        assert!(ok(&buy(60.0), &one).is_ok());
+        let two = exposure(1000.0, &[("ETH", "", 10.0), ("LTC", "", 10.0)]);
+        assert_eq!(
+            ok(&buy(60.0), &two).expect_err("count"),
+            "2 positions are open, the limit is 2"
+        );
+    }
+
+    #[test]
+    fn the_trading_state_gates_new_exposure() {
+        let c = config();
+        let flat = exposure(1000.0, &[]);
+        let close = Signal::close("BTC");
+        for (state, open_ok, close_ok) in [
+            (TradingState::Active, true, true),
+            (TradingState::ReduceOnly, false, true),
+            (TradingState::Halted, false, false),
+        ] {
+            assert_eq!(
+                pre_trade(&buy(60.0), state, 100.0, &flat, &c).is_ok(),
+                open_ok,
+                "{state}"
+            );
+            assert_eq!(
+                pre_trade(&close, state, 100.0, &flat, &c).is_ok(),
+                close_ok,
+                "{state}"
+            );
+        }
+    }
+
+    #[test]
+    fn halts_trigger_at_their_boundaries() {
+        let c = config();
+        // Drawdown 15% from a peak of 1000.
+        assert_eq!(halt_reason(850.01, 1000.0, 850.01, &c), None);
+        assert!(
+            halt_reason(850.0, 1000.0, 850.0, &c)
+                .expect("drawdown")
+                .starts_with("drawdown 15.00%")
+        );
+        // Daily loss 5% from 900.
+        assert_eq!(halt_reason(855.01, 900.0, 900.0, &c), None);
+        assert!(
+            halt_reason(855.0, 900.0, 900.0, &c)
+                .expect("daily")
+                .starts_with("daily loss 5.00%")
+        );
+    }
+
+    #[test]
+    fn the_fat_finger_collar_holds_at_its_boundary() {
+        assert!(collar(100.0, 110.0, 10.0).is_ok());
+        assert!(collar(100.0, 90.0, 10.0).is_ok());
+        assert_eq!(
+            collar(100.0, 110.5, 10.0).expect_err("collar"),
+            "fat-finger: price 110.5 is 10.50% from the reference 100, over the 10% limit"
+        );
+    }
+
+    #[test]
+    fn config_files_are_checked_with_the_line_at_fault() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let write = |text: &str| {
+            let path = dir.path().join("risk_limits.toml");
+            std::fs::write(&path, text).expect("write");
+            path
+        };
+        let good = write("max_trade_pct = 5\nmin_order_quote = 20\n");
+        let c = RiskConfig::load(&good).expect("loads");
+        assert_eq!((c.max_trade_pct, c.min_order_quote), (5.0, 20.0));
+        assert_eq!(c.max_open_positions, 10, "defaults fill the rest");
+        let typo = write("max_trade_pct = 5\nmax_trade_pc = 3\n");
+        let err = RiskConfig::load(&typo).expect_err("unknown key");
+        assert!(
+            err.contains("risk_limits.toml:2: unknown field `max_trade_pc`"),
+            "{err}"
+        );
+        let bad = write("fat_finger_pct = 0\n");
+        assert!(
+            RiskConfig::load(&bad)
+                .expect_err("range")
+                .ends_with("fat_finger_pct = 0 must be in (0, 100]")
+        );
+    }
+}
