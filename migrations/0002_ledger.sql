@@ -181,6 +181,7 @@ CREATE TABLE paper_orders (
     client_order_id TEXT    PRIMARY KEY,
     symbol          TEXT    NOT NULL,
     action          TEXT    NOT NULL,
+    side            TEXT    NOT NULL CHECK (side IN ('buy', 'sell')),
     size            TEXT    NOT NULL,
     equity          REAL    NOT NULL,
     max_quantity    TEXT,

@@ -4,5 +4,6 @@
 mod backtest;
 mod cli;
 mod data;
+mod paper;
 mod sandbox;
 mod support;

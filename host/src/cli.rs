@@ -25,7 +25,7 @@ pub struct Cli {
     /// Where compiled components are cached (default: $KEEL_CACHE_DIR, else ~/.cache/keel).
     #[arg(long, global = true, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
-    /// The SQLite database (candles, and later the ledger).
+    /// The SQLite database (candles and the ledger).
     #[arg(
         long,
         global = true,
@@ -51,6 +51,22 @@ pub enum Command {
     /// Build the example strategies, validate them and run each over the
     /// sample data: the whole path from source to signals, on built-in defaults.
     Quickstart(QuickstartArgs),
+    /// Trade strategies on a feed: `--paper` books every order and fill in
+    /// the ledger through a paper exchange. Serves a control API on loopback.
+    Run(crate::operate::PaperArgs),
+    /// Show a running `keel run`: state, equity, positions per book.
+    Status(crate::operate::ShowArgs),
+    /// Show the open positions of a running `keel run`.
+    Positions(crate::operate::ShowArgs),
+    /// Show the latest closed trades of a running `keel run`.
+    Trades(crate::operate::ShowArgs),
+    /// Reduce-only: no new exposure until `keel resume`.
+    Pause(crate::operate::ReasonArgs),
+    /// Back to ACTIVE trading.
+    Resume(crate::operate::ReasonArgs),
+    /// Kill switch: stop every strategy, block and cancel orders, close all
+    /// positions and halt.
+    Kill(crate::operate::ReasonArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -248,6 +264,13 @@ pub fn run(cli: Cli) -> anyhow::Result<bool> {
         Command::Data(command) => data(command, &cli.db),
         Command::Backtest(args) => backtest(&args, &cli.db, cache_dir),
         Command::Quickstart(args) => quickstart(&args, &cli.db, cache_dir),
+        Command::Run(args) => crate::operate::run(&args, &cli.db, cache_dir),
+        Command::Status(args) => crate::operate::status(&args, &cli.db),
+        Command::Positions(args) => crate::operate::positions(&args, &cli.db),
+        Command::Trades(args) => crate::operate::trades(&args, &cli.db),
+        Command::Pause(args) => crate::operate::command("pause", &args, &cli.db),
+        Command::Resume(args) => crate::operate::command("resume", &args, &cli.db),
+        Command::Kill(args) => crate::operate::command("kill", &args, &cli.db),
     }
 }
 

@@ -17,8 +17,10 @@ use rust_decimal::prelude::{FromPrimitive, ToPrimitive};
 
 use keel_model::{Action, Portfolio, Position, Side};
 
-/// Decimal places kept for money and quantities.
-pub const SCALE: u32 = 12;
+/// Decimal places of prices, quantities and fees as they enter the ledger
+/// (an exchange's usual precision). Products of two such numbers stay well
+/// inside a decimal's 28 digits, so every sum and product is exact.
+pub const SCALE: u32 = 8;
 
 /// A float from outside (feed, fill model) as a decimal, rounded to
 /// [`SCALE`] places. Non-finite numbers are refused.

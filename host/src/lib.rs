@@ -4,7 +4,10 @@
 pub mod backtest;
 pub mod build_strategy;
 pub mod cli;
+pub mod control;
 pub mod ledger;
+pub mod operate;
+pub mod paper;
 pub mod risk;
 pub mod sandbox;
 pub mod store;

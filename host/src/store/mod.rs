@@ -78,6 +78,17 @@ impl Store {
         Ok(store)
     }
 
+    /// The connection, for the modules that own their tables (the paper
+    /// engine and exchange).
+    pub fn conn(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
+    /// Where the database lives.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
     fn sql(&self, source: rusqlite::Error) -> StoreError {
         StoreError::Sql {
             path: self.path.clone(),
