@@ -479,8 +479,17 @@ fn bad_settings_are_refused_in_one_line() {
             "--speed fast: expected e.g. 600x or max".into(),
         ),
         (
-            vec!["--feed".into(), "kraken:XBTUSD".into()],
-            "--feed kraken:XBTUSD: the Kraken feed is not built yet".into(),
+            vec!["--feed".into(), "kraken:XBT;USD".into()],
+            "--feed kraken:XBT;USD: expected a Kraken pair such as kraken:XBTUSD".into(),
+        ),
+        (
+            vec![
+                "--feed".into(),
+                "kraken:XBTUSD".into(),
+                "--interval".into(),
+                "7".into(),
+            ],
+            "--interval 7: Kraken's intervals are 1, 5, 15".into(),
         ),
     ];
     for (extra, expected) in cases {
@@ -501,5 +510,138 @@ fn bad_settings_are_refused_in_one_line() {
         text(&out.stderr).contains("no keel run is running on"),
         "{}",
         text(&out.stderr)
+    );
+}
+
+/// A loopback server answering Kraken's OHLC endpoint from a script, one
+/// reply per request (the last one repeated); it records the requests.
+fn kraken_server(replies: Vec<String>) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for (i, stream) in listener.incoming().enumerate() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            loop {
+                let mut header = String::new();
+                if reader.read_line(&mut header).unwrap_or(0) == 0 || header.trim().is_empty() {
+                    break;
+                }
+            }
+            log.lock().expect("log").push(line.trim().to_owned());
+            let body = &replies[i.min(replies.len() - 1)];
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (port, seen)
+}
+
+fn ohlc(rows: &[i64], last: i64) -> String {
+    let rows: Vec<String> = rows
+        .iter()
+        .map(|t| {
+            let p = 100.0 + (*t % 7) as f64;
+            format!(
+                r#"[{t},"{p}","{}","{}","{p}","{p}","2.5",9]"#,
+                p + 1.0,
+                p - 1.0
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"error":[],"result":{{"XXBTZUSD":[{}],"last":{last}}}}}"#,
+        rows.join(",")
+    )
+}
+
+#[test]
+fn live_bars_come_from_krakens_ohlc_endpoint_and_bad_replies_are_survived() {
+    let s = Setup::new();
+    let t = 1_767_225_600; // seconds, like Kraken
+    let m = 60;
+    let (port, seen) = kraken_server(vec![
+        ohlc(&[t, t + m, t + 2 * m], t + m),
+        r#"{"error":[],"result":"#.to_owned(),
+        r#"{"error":["EService:Unavailable"]}"#.to_owned(),
+        ohlc(&[t + m, t + 2 * m, t + 3 * m, t + 4 * m], t + 3 * m),
+        ohlc(&[t + 4 * m, t + 5 * m, t + 6 * m], t + 5 * m),
+    ]);
+    let db = s.db("kraken.db");
+    let url = format!("http://127.0.0.1:{port}");
+    let out = s.run_to_end(
+        &db,
+        "kraken:XBTUSD",
+        &["--kraken-url", &url, "--poll-ms", "20", "--bars", "5"],
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("5 bars booked"), "{stdout}");
+    let conn = open(&db);
+    // The bars booked are the closed ones, each once, in order.
+    let times: Vec<i64> = {
+        let mut stmt = conn
+            .prepare("SELECT time_ms FROM equity_snapshots ORDER BY time_ms")
+            .expect("sql");
+        stmt.query_map([], |r| r.get(0))
+            .expect("sql")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    };
+    let expected: Vec<i64> = (1..=5).map(|k| (t + k * m) * 1000).collect();
+    assert_eq!(times, expected);
+    let warnings: Vec<String> = {
+        let mut stmt = conn
+            .prepare("SELECT detail FROM risk_events WHERE kind = 'feed' ORDER BY id")
+            .expect("sql");
+        stmt.query_map([], |r| r.get(0))
+            .expect("sql")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    };
+    assert_eq!(
+        warnings,
+        [
+            "kraken OHLC XBTUSD: malformed reply: EOF while parsing a value at line 1 column 21",
+            "kraken OHLC XBTUSD: error: EService:Unavailable",
+        ]
+    );
+    let requests = seen.lock().expect("requests").clone();
+    assert!(
+        requests[0].starts_with("GET /0/public/OHLC?pair=XBTUSD&interval=1 "),
+        "{requests:?}"
+    );
+    assert!(
+        requests[1].contains(&format!("since={}", t + m)),
+        "the next poll asks from Kraken's `last`: {requests:?}"
+    );
+}
+
+#[test]
+fn an_unknown_kraken_pair_stops_the_run_with_krakens_reason() {
+    let s = Setup::new();
+    let (port, _) = kraken_server(vec![
+        r#"{"error":["EQuery:Unknown asset pair"]}"#.to_owned(),
+    ]);
+    let db = s.db("kraken-bad.db");
+    let url = format!("http://127.0.0.1:{port}");
+    let out = s.run_to_end(
+        &db,
+        "kraken:NOPE",
+        &["--kraken-url", &url, "--poll-ms", "20"],
+    );
+    let stdout = text(&out.stdout);
+    assert!(!out.status.success());
+    assert!(
+        stdout.contains("feed stopped: kraken OHLC NOPE: refused: EQuery:Unknown asset pair"),
+        "{stdout}"
     );
 }

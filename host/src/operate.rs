@@ -24,15 +24,29 @@ pub struct PaperArgs {
     /// Paper trading (the only mode so far: live trading is not built yet).
     #[arg(long)]
     pub paper: bool,
-    /// `replay:<csv>` to replay a candle file, or `sample[:BARS]` for the
-    /// built-in seeded sample (default, 1,440 one-minute bars).
+    /// `replay:<csv>` to replay a candle file, `sample[:BARS]` for the
+    /// built-in seeded sample (default: 720 one-minute bars), or
+    /// `kraken:<PAIR>` for live bars from Kraken's public OHLC endpoint.
     #[arg(long, default_value = "sample")]
     pub feed: String,
+    /// Kraken's API base URL.
+    #[arg(long, default_value = "https://api.kraken.com")]
+    pub kraken_url: String,
+    /// Kraken bar length in minutes.
+    #[arg(long, default_value_t = 1)]
+    pub interval: u32,
+    /// How often to poll Kraken, in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    pub poll_ms: u64,
+    /// Stop after booking this many bars.
+    #[arg(long)]
+    pub bars: Option<u64>,
     /// The feed's symbol.
     #[arg(long, default_value = "BTC/USD")]
     pub symbol: String,
     /// Replay speed: `600x` (600 feed seconds per second) or `max`.
-    #[arg(long, default_value = "120x")]
+    /// Ignored by a live feed.
+    #[arg(long, default_value = "1440x")]
     pub speed: String,
     /// A strategy component, with parameter overrides after commas:
     /// `sma_cross.wasm,fast=5,slow=20` (repeatable; each gets its own book).
@@ -88,7 +102,7 @@ fn speed(text: &str) -> anyhow::Result<Option<f64>> {
     Ok(Some(x))
 }
 
-fn feed(spec: &str) -> anyhow::Result<(Feed, String)> {
+fn feed(spec: &str, args: &PaperArgs) -> anyhow::Result<(Feed, String)> {
     if let Some(path) = spec.strip_prefix("replay:") {
         let path = PathBuf::from(path);
         let feed = Feed::replay(&path)?;
@@ -102,15 +116,26 @@ fn feed(spec: &str) -> anyhow::Result<(Feed, String)> {
                 .ok()
                 .filter(|&n: &usize| n >= 2)
                 .with_context(|| format!("--feed {spec}: the bar count must be 2 or more"))?,
-            None if rest.is_empty() => 1440,
+            None if rest.is_empty() => 720,
             None => bail!("--feed {spec}: expected sample or sample:BARS"),
         };
         return Ok((Feed::sample(7, bars), format!("sample:{bars}")));
     }
-    if spec.starts_with("kraken:") {
-        bail!("--feed {spec}: the Kraken feed is not built yet; use replay:<csv> or sample");
+    if let Some(pair) = spec.strip_prefix("kraken:") {
+        if pair.is_empty() || !pair.chars().all(|c| c.is_ascii_alphanumeric() || c == '/') {
+            bail!("--feed {spec}: expected a Kraken pair such as kraken:XBTUSD");
+        }
+        if ![1, 5, 15, 30, 60, 240, 1440, 10080, 21600].contains(&args.interval) {
+            bail!(
+                "--interval {}: Kraken's intervals are 1, 5, 15, 30, 60, 240, 1440, 10080 and 21600 minutes",
+                args.interval
+            );
+        }
+        let poll = std::time::Duration::from_millis(args.poll_ms.max(10));
+        let feed = Feed::kraken(&args.kraken_url, pair, args.interval, poll)?;
+        return Ok((feed, format!("kraken:{pair}@{}m", args.interval)));
     }
-    bail!("--feed {spec}: expected replay:<csv> or sample[:BARS]")
+    bail!("--feed {spec}: expected replay:<csv>, sample[:BARS] or kraken:<PAIR>")
 }
 
 /// `keel run --paper`.
@@ -155,7 +180,7 @@ pub fn run(args: &PaperArgs, db: &Path, cache_dir: Option<PathBuf>) -> anyhow::R
             params: vec![],
         });
     }
-    let (mut feed, feed_name) = feed(&args.feed)?;
+    let (mut feed, feed_name) = feed(&args.feed, args)?;
     let sandbox = Sandbox::new(SandboxConfig {
         metering: Metering::WallClock,
         cache_dir,
@@ -178,6 +203,7 @@ pub fn run(args: &PaperArgs, db: &Path, cache_dir: Option<PathBuf>) -> anyhow::R
             ..FillModel::default()
         },
         strategies,
+        max_bars: args.bars,
     };
     let link = ControlLink {
         commands,

@@ -1,20 +1,35 @@
 //! Where paper trading's bars come from: a candle file replayed line by line
 //! (a bad line stops the feed with `file:line: what`; the bars before it were
-//! already traded), or the built-in seeded sample.
+//! already traded), the built-in seeded sample, or live bars polled from
+//! Kraken's public OHLC endpoint (a bad reply is reported and polled again).
 
 use std::collections::VecDeque;
 use std::io::BufRead;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
-use keel_model::candles::{Candle, CandleError, CsvCandles};
+use keel_model::candles::{Candle, CandleError, CsvCandles, check_candle};
 
 type Candles = Box<dyn Iterator<Item = Result<Candle, CandleError>>>;
+
+/// What the feed has now.
+#[derive(Debug)]
+pub enum Next {
+    Bar(Candle),
+    /// No new bar yet: ask again after this long.
+    Wait(Duration),
+    End,
+    /// The feed cannot go on.
+    Failed(String),
+}
 
 /// A stream of closed bars of one symbol.
 pub struct Feed {
     candles: Candles,
     ahead: VecDeque<Result<Candle, CandleError>>,
     bar_ms: i64,
+    live: Option<Kraken>,
+    warnings: Vec<String>,
 }
 
 impl std::fmt::Debug for Feed {
@@ -38,6 +53,55 @@ impl Feed {
         Feed::start(Box::new(candles), &name)
     }
 
+    /// Live bars of `pair` from Kraken's public OHLC endpoint at `base_url`
+    /// (`https://api.kraken.com` in production), polled every `poll`.
+    pub fn kraken(
+        base_url: &str,
+        pair: &str,
+        interval_min: u32,
+        poll: Duration,
+    ) -> anyhow::Result<Feed> {
+        let client = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .user_agent(concat!("keel/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Feed {
+            candles: Box::new(std::iter::empty()),
+            ahead: VecDeque::new(),
+            bar_ms: i64::from(interval_min) * 60_000,
+            live: Some(Kraken {
+                client,
+                url: format!("{}/0/public/OHLC", base_url.trim_end_matches('/')),
+                pair: pair.to_owned(),
+                interval_min,
+                poll,
+                since: None,
+                last_ms: None,
+                polled: None,
+                queue: VecDeque::new(),
+            }),
+            warnings: Vec::new(),
+        })
+    }
+
+    /// The next bar, or how long to wait for one.
+    pub fn next_bar(&mut self) -> Next {
+        if let Some(live) = &mut self.live {
+            return live.next(&mut self.warnings);
+        }
+        match self.next() {
+            Some(Ok(c)) => Next::Bar(c),
+            Some(Err(e)) => Next::Failed(e.to_string()),
+            None => Next::End,
+        }
+    }
+
+    /// Problems the feed got over (a bad reply, the exchange unreachable),
+    /// since the last call.
+    pub fn take_warnings(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.warnings)
+    }
+
     /// The built-in sample: `bars` seeded random-walk 1-minute candles.
     pub fn sample(seed: u64, bars: usize) -> Feed {
         let start = 1_767_225_600_000; // 2026-01-01T00:00:00Z
@@ -46,6 +110,8 @@ impl Feed {
             candles: Box::new(candles.map(Ok)),
             ahead: VecDeque::new(),
             bar_ms: 60_000,
+            live: None,
+            warnings: Vec::new(),
         }
     }
 
@@ -75,6 +141,8 @@ impl Feed {
             candles,
             ahead,
             bar_ms,
+            live: None,
+            warnings: Vec::new(),
         })
     }
 
@@ -89,5 +157,211 @@ impl Iterator for Feed {
 
     fn next(&mut self) -> Option<Self::Item> {
         self.ahead.pop_front().or_else(|| self.candles.next())
+    }
+}
+
+/// Polls `GET /0/public/OHLC?pair=…&interval=…&since=…`, whose documented
+/// reply is `{"error": [], "result": {"<PAIR>": [[time, "open", "high",
+/// "low", "close", "vwap", "volume", count], …], "last": <id>}}`. The last
+/// row is the bar still forming and is never used.
+struct Kraken {
+    client: reqwest::blocking::Client,
+    url: String,
+    pair: String,
+    interval_min: u32,
+    poll: Duration,
+    since: Option<i64>,
+    last_ms: Option<i64>,
+    polled: Option<Instant>,
+    queue: VecDeque<Candle>,
+}
+
+impl Kraken {
+    fn next(&mut self, warnings: &mut Vec<String>) -> Next {
+        if let Some(c) = self.queue.pop_front() {
+            return Next::Bar(c);
+        }
+        if let Some(at) = self.polled {
+            let since = at.elapsed();
+            if since < self.poll {
+                return Next::Wait(self.poll - since);
+            }
+        }
+        self.polled = Some(Instant::now());
+        match self.fetch() {
+            Ok(()) => {}
+            Err(Fatal(e)) => return Next::Failed(e),
+            Err(Transient(e)) => warnings.push(e),
+        }
+        match self.queue.pop_front() {
+            Some(c) => Next::Bar(c),
+            None => Next::Wait(self.poll),
+        }
+    }
+
+    fn fetch(&mut self) -> Result<(), Problem> {
+        let mut request = self.client.get(&self.url).query(&[
+            ("pair", self.pair.clone()),
+            ("interval", self.interval_min.to_string()),
+        ]);
+        if let Some(since) = self.since {
+            request = request.query(&[("since", since.to_string())]);
+        }
+        let what = format!("kraken OHLC {}", self.pair);
+        let response = request
+            .send()
+            .map_err(|e| Transient(format!("{what}: request failed: {}", one_line(&e))))?;
+        let status = response.status();
+        let body = response.text().map_err(|e| {
+            Transient(format!(
+                "{what}: reading the reply failed: {}",
+                one_line(&e)
+            ))
+        })?;
+        if !status.is_success() {
+            return Err(Transient(format!("{what}: HTTP {status}")));
+        }
+        let (rows, last) = parse_ohlc(&body).map_err(|e| match e {
+            Fatal(m) => Fatal(format!("{what}: {m}")),
+            Transient(m) => Transient(format!("{what}: {m}")),
+        })?;
+        self.since = last.or(self.since);
+        // All but the last row have closed.
+        let closed = rows.len().saturating_sub(1);
+        for candle in rows.into_iter().take(closed) {
+            if self.last_ms.is_some_and(|l| candle.time_ms <= l) {
+                continue;
+            }
+            self.last_ms = Some(candle.time_ms);
+            self.queue.push_back(candle);
+        }
+        Ok(())
+    }
+}
+
+use Problem::{Fatal, Transient};
+
+/// A reply the feed cannot use: `Fatal` ends the run (the pair does not
+/// exist), `Transient` is reported and polled again.
+#[derive(Debug, PartialEq)]
+pub enum Problem {
+    Fatal(String),
+    Transient(String),
+}
+
+fn one_line(e: &dyn std::fmt::Display) -> String {
+    e.to_string().replace('\n', " ")
+}
+
+/// Parses one OHLC reply into its candles (oldest first) and `last`.
+pub fn parse_ohlc(body: &str) -> Result<(Vec<Candle>, Option<i64>), Problem> {
+    let v: serde_json::Value =
+        serde_json::from_str(body).map_err(|e| Transient(format!("malformed reply: {e}")))?;
+    if let Some(errors) = v.get("error").and_then(|e| e.as_array())
+        && !errors.is_empty()
+    {
+        let text: Vec<String> = errors
+            .iter()
+            .map(|e| e.as_str().unwrap_or("?").to_owned())
+            .collect();
+        let text = text.join("; ");
+        // Kraken's query errors are about the request itself: asking again
+        // will not help. Service errors and rate limits pass.
+        return Err(
+            if text.starts_with("EQuery") || text.starts_with("EGeneral:Invalid") {
+                Fatal(format!("refused: {text}"))
+            } else {
+                Transient(format!("error: {text}"))
+            },
+        );
+    }
+    let result = v
+        .get("result")
+        .and_then(|r| r.as_object())
+        .ok_or_else(|| Transient("malformed reply: no result object".into()))?;
+    let last = result.get("last").and_then(serde_json::Value::as_i64);
+    let rows = result
+        .iter()
+        .find(|(k, _)| *k != "last")
+        .and_then(|(_, v)| v.as_array())
+        .ok_or_else(|| Transient("malformed reply: no OHLC rows".into()))?;
+    let mut candles = Vec::with_capacity(rows.len());
+    for (i, row) in rows.iter().enumerate() {
+        let bad = |what: &str| Transient(format!("malformed reply: row {i}: {what}"));
+        let row = row.as_array().ok_or_else(|| bad("not an array"))?;
+        if row.len() < 7 {
+            return Err(bad(&format!("{} fields, expected 8", row.len())));
+        }
+        let time_s = row[0]
+            .as_i64()
+            .ok_or_else(|| bad("time is not an integer"))?;
+        let num = |k: usize, name: &str| -> Result<f64, Problem> {
+            row[k]
+                .as_str()
+                .and_then(|s| s.parse::<f64>().ok())
+                .or_else(|| row[k].as_f64())
+                .filter(|x| x.is_finite())
+                .ok_or_else(|| bad(&format!("{name} is not a number")))
+        };
+        let candle = Candle {
+            time_ms: time_s * 1000,
+            open: num(1, "open")?,
+            high: num(2, "high")?,
+            low: num(3, "low")?,
+            close: num(4, "close")?,
+            volume: num(6, "volume")?,
+        };
+        check_candle(&candle).map_err(|e| bad(&e))?;
+        if candles
+            .last()
+            .is_some_and(|p: &Candle| candle.time_ms <= p.time_ms)
+        {
+            return Err(bad("time is not after the previous row's"));
+        }
+        candles.push(candle);
+    }
+    Ok((candles, last))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_kraken_replies_and_names_what_is_wrong() {
+        let good = r#"{"error":[],"result":{"XXBTZUSD":[
+            [1688671200,"30306.1","30306.2","30305.7","30305.7","30306.1","3.39243896",23],
+            [1688671260,"30305.7","30310.0","30300.0","30309.9","30305.0","1.5",7]],"last":1688671200}}"#;
+        let (rows, last) = parse_ohlc(good).expect("parses");
+        assert_eq!(last, Some(1688671200));
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].time_ms, 1_688_671_200_000);
+        assert_eq!((rows[0].high, rows[0].volume), (30306.2, 3.39243896));
+
+        let cases = [
+            (
+                r#"{"error":["EQuery:Unknown asset pair"]}"#,
+                Fatal("refused: EQuery:Unknown asset pair".into()),
+            ),
+            (
+                r#"{"error":["EService:Unavailable"]}"#,
+                Transient("error: EService:Unavailable".into()),
+            ),
+            (
+                r#"{"error":[],"result":"#,
+                Transient("malformed reply: EOF while parsing a value at line 1 column 21".into()),
+            ),
+            (
+                r#"{"error":[],"result":{"X":[[1,"1","0.5","2","1","1","1",1]]}}"#,
+                Transient("malformed reply: row 0: high 0.5 is below low 2".into()),
+            ),
+            (
+                r#"{"error":[],"result":{"X":[[1,"a","1","1","1","1","1",1]]}}"#,
+                Transient("malformed reply: row 0: open is not a number".into()),
+            ),
+        ];
+        for (body, expected) in cases {
+            assert_eq!(parse_ohlc(body).expect_err(body), expected, "{body}");
+        }
     }
 }

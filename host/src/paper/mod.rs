@@ -36,7 +36,7 @@ use crate::ledger::{self, ClosedTrade, Holding, Ledger, LedgerFill, dec, float};
 use crate::risk::{self, RiskConfig, TradingState};
 use crate::sandbox::{Binding, Sandbox, StrategyHash, StrategyInstance};
 use exchange::{PaperExchange, PaperOrder, action_parse, size_parse, size_text};
-use feed::Feed;
+use feed::{Feed, Next};
 
 /// One strategy to run: its component and parameter overrides.
 #[derive(Debug, Clone)]
@@ -57,6 +57,8 @@ pub struct PaperSettings {
     pub risk: RiskConfig,
     pub fills: FillModel,
     pub strategies: Vec<StrategySpec>,
+    /// Stop after booking this many bars (a live feed never ends).
+    pub max_bars: Option<u64>,
 }
 
 /// How a run ended.
@@ -513,11 +515,23 @@ impl<'c> PaperEngine<'c> {
         let mut feed_error = None;
         let mut last_feed_ms: Option<i64> = None;
         self.publish();
-        for item in feed.by_ref() {
-            let candle = match item {
-                Ok(c) => c,
-                Err(e) => {
-                    let msg = e.to_string();
+        loop {
+            if self.settings.max_bars.is_some_and(|n| self.bars >= n) {
+                break;
+            }
+            let next = feed.next_bar();
+            for warning in feed.take_warnings() {
+                tracing::warn!("feed: {warning}");
+                self.risk_event("feed", None, &warning, None)?;
+            }
+            let candle = match next {
+                Next::Bar(c) => c,
+                Next::Wait(d) => {
+                    self.wait(d)?;
+                    continue;
+                }
+                Next::End => break,
+                Next::Failed(msg) => {
                     tracing::error!("feed stopped: {msg}");
                     self.risk_event("feed", None, &msg, None)?;
                     feed_error = Some(msg);
