@@ -163,6 +163,13 @@ fn a_paper_run_books_every_step_and_answers_a_second_terminal() {
     let json = s.keel(&db, &["status", "--json"]);
     let snap: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
     assert_eq!(snap["books"][0]["start_cash"], 10_000.0);
+    let second = s.keel(&db, &["run", "--paper", "--feed", "sample:600"]);
+    assert!(!second.status.success());
+    assert!(
+        text(&second.stderr).contains("another keel run (pid"),
+        "{}",
+        text(&second.stderr)
+    );
     let positions = s.keel(&db, &["positions"]);
     assert!(positions.status.success(), "{}", text(&positions.stderr));
     let metrics = keel_host::control::request(&db, "GET", "/metrics", "").expect("metrics");

@@ -125,6 +125,16 @@ pub fn control_file(db: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// The pid of another live `keel run` serving `db`, if there is one (a
+/// control file left by a killed process does not count).
+pub fn running_elsewhere(db: &Path) -> Option<u32> {
+    let text = std::fs::read(control_file(db)).ok()?;
+    let endpoint: Endpoint = serde_json::from_slice(&text).ok()?;
+    let alive = Path::new(&format!("/proc/{}", endpoint.pid)).exists()
+        && TcpStream::connect(("127.0.0.1", endpoint.port)).is_ok();
+    (alive && endpoint.pid != std::process::id()).then_some(endpoint.pid)
+}
+
 /// A running control server; removes its control file when dropped.
 #[derive(Debug)]
 pub struct ControlServer {

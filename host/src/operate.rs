@@ -143,6 +143,12 @@ pub fn run(args: &PaperArgs, db: &Path, cache_dir: Option<PathBuf>) -> anyhow::R
     if !args.paper {
         bail!("live trading is not available yet: pass --paper");
     }
+    if let Some(pid) = control::running_elsewhere(db) {
+        bail!(
+            "{}: another keel run (pid {pid}) is trading on this database",
+            db.display()
+        );
+    }
     let speed = speed(&args.speed)?;
     let risk = match &args.risk_limits {
         Some(path) => RiskConfig::load(path).map_err(anyhow::Error::msg)?,
