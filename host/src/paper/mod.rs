@@ -707,6 +707,7 @@ impl<'c> PaperEngine<'c> {
         tx.commit()?;
         self.state = TradingState::Halted;
         let latency = received.elapsed();
+        tracing::warn!(latency_us = latency.as_micros() as u64, reason, "kill switch: strategies stopped, trading halted");
         self.risk_event(
             "kill",
             None,
@@ -948,6 +949,10 @@ impl<'c> PaperEngine<'c> {
                 if decision.is_err() {
                     book.rejected += 1;
                 }
+                tracing::info!(
+                    book = %book.slot, time_ms = close_ms, seq, symbol = %signal.symbol, action = signal.action.as_str(),
+                    decision = text, reason = reason.unwrap_or(""), "signal"
+                );
                 tx.execute(
                     "INSERT OR IGNORE INTO signals (book_id, time_ms, seq, artifact_hash, symbol, action, size, tag,
                          stop_loss, take_profit, reason, confidence, decision, reject_reason)
@@ -1242,6 +1247,10 @@ fn book_fill(
         return Ok(());
     }
     let trade = book.ledger.apply(fill).map_err(|e| anyhow!("{e}"))?;
+    tracing::info!(
+        book = %book.slot, fill_id, symbol = %fill.symbol, tag = %fill.tag, action = fill.action.as_str(),
+        price = %fill.price, quantity = %fill.quantity, fee = %fill.fee, source, "fill booked"
+    );
     tx.execute(
         "INSERT INTO fills (fill_id, client_order_id, book_id, symbol, tag, action, price, quantity, fee, time_ms, source)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
