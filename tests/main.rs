@@ -2,6 +2,7 @@
 //! Strategy components are built from the repo's own sources by `support`.
 
 mod backtest;
+mod candidates;
 mod cli;
 mod data;
 mod paper;

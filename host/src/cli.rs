@@ -67,6 +67,8 @@ pub enum Command {
     /// Kill switch: stop every strategy, block and cancel orders, close all
     /// positions and halt.
     Kill(crate::operate::ReasonArgs),
+    /// Submit, judge, promote and roll back candidate strategies.
+    Candidate(crate::operate::CandidateArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -271,6 +273,7 @@ pub fn run(cli: Cli) -> anyhow::Result<bool> {
         Command::Pause(args) => crate::operate::command("pause", &args, &cli.db),
         Command::Resume(args) => crate::operate::command("resume", &args, &cli.db),
         Command::Kill(args) => crate::operate::command("kill", &args, &cli.db),
+        Command::Candidate(args) => crate::operate::candidate(&args, &cli.db, cache_dir),
     }
 }
 

@@ -88,6 +88,13 @@ pub enum Reply {
         positions_closed: usize,
         orders_cancelled: usize,
     },
+    Swapped {
+        slot: String,
+        from: String,
+        to: String,
+        warmed_bars: usize,
+        after_ms: Option<i64>,
+    },
 }
 
 type Answer = Sender<Result<Reply, String>>;
@@ -106,6 +113,13 @@ pub enum Command {
     Kill {
         reason: String,
         received: Instant,
+        reply: Answer,
+    },
+    /// Hot-swap the main book to a stored artifact.
+    Swap {
+        hash: String,
+        actor: String,
+        reason: String,
         reply: Answer,
     },
 }
@@ -316,6 +330,27 @@ fn serve(
                 json(&serde_json::to_value(snap().trades)?),
             ),
             ("GET", "/metrics") => (200, "text/plain; version=0.0.4", metrics(&snap())),
+            ("POST", "/swap") => {
+                // Body: `<sha256> <actor> <reason…>`.
+                let mut parts = request.body.trim().splitn(3, ' ');
+                let hash = parts.next().unwrap_or_default().to_owned();
+                let actor = parts.next().unwrap_or("operator").to_owned();
+                let reason = parts.next().unwrap_or("no reason given").to_owned();
+                let (reply, answer) = mpsc::channel();
+                commands
+                    .send(Command::Swap {
+                        hash,
+                        actor,
+                        reason,
+                        reply,
+                    })
+                    .map_err(|_| anyhow!("the engine has stopped"))?;
+                match answer.recv_timeout(Duration::from_secs(30)) {
+                    Ok(Ok(reply)) => (200, "application/json", json(&serde_json::to_value(reply)?)),
+                    Ok(Err(e)) => (409, "text/plain", format!("{e}\n")),
+                    Err(_) => (500, "text/plain", "the engine did not answer\n".to_owned()),
+                }
+            }
             ("POST", "/pause" | "/resume" | "/kill") => {
                 let reason = if request.body.trim().is_empty() {
                     "no reason given".to_owned()

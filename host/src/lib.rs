@@ -3,6 +3,7 @@
 
 pub mod backtest;
 pub mod build_strategy;
+pub mod candidates;
 pub mod cli;
 pub mod control;
 pub mod ledger;

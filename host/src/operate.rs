@@ -12,10 +12,14 @@ use keel_backtester::fills::FillModel;
 use keel_model::candles::format_time;
 
 use crate::build_strategy;
+use crate::candidates::{self, CandidatesConfig};
 use crate::control::{self, Snapshot};
 use crate::paper::feed::Feed;
-use crate::paper::{ControlLink, PaperEngine, PaperSettings, PaperSummary, StrategySpec};
+use crate::paper::{
+    ControlLink, PaperEngine, PaperSettings, PaperSummary, StrategySource, StrategySpec,
+};
 use crate::risk::RiskConfig;
+use crate::sandbox::StrategyArtifact;
 use crate::sandbox::{Metering, Sandbox, SandboxConfig};
 use crate::store::Store;
 
@@ -71,6 +75,9 @@ pub struct PaperArgs {
     pub repo: PathBuf,
     #[arg(long, value_name = "DIR")]
     pub target_dir: Option<PathBuf>,
+    /// Paper-gate criteria and the automatic rollback rule.
+    #[arg(long, default_value = "candidates.toml", value_name = "FILE")]
+    pub candidates: PathBuf,
 }
 
 /// Output format of the read-only commands.
@@ -138,6 +145,63 @@ fn feed(spec: &str, args: &PaperArgs) -> anyhow::Result<(Feed, String)> {
     bail!("--feed {spec}: expected replay:<csv>, sample[:BARS] or kraken:<PAIR>")
 }
 
+/// The books of a run: the given strategies, else the active one (the
+/// repo's sma-cross the first time), then candidates waiting for their paper
+/// gate, in shadow.
+fn strategies(
+    args: &PaperArgs,
+    conn: &rusqlite::Connection,
+    config: &CandidatesConfig,
+) -> anyhow::Result<Vec<StrategySpec>> {
+    let mut specs = Vec::new();
+    for spec in &args.strategies {
+        let mut parts = spec.split(',');
+        let file = PathBuf::from(parts.next().unwrap_or_default());
+        specs.push(StrategySpec::file(file, parts.map(str::to_owned).collect()));
+    }
+    if specs.is_empty() {
+        let artifact = match candidates::active(conn)? {
+            Some(hash) => candidates::load_blob(conn, &hash)?,
+            None => {
+                let dir = args.repo.join("strategies/sma-cross");
+                eprintln!("building the default strategy, {}", dir.display());
+                let file = build_strategy::build(&dir, args.target_dir.as_deref())?
+                    .into_iter()
+                    .next()
+                    .context("no component built")?;
+                StrategyArtifact::read(&file, usize::MAX)?
+            }
+        };
+        specs.push(StrategySpec {
+            source: StrategySource::Stored(artifact),
+            params: vec![],
+            slot: Some("main".into()),
+            candidate: None,
+        });
+    }
+    if candidates::active(conn)?.is_none() {
+        let artifact = match &specs[0].source {
+            StrategySource::File(path) => StrategyArtifact::read(path, usize::MAX)?,
+            StrategySource::Stored(a) => a.clone(),
+        };
+        candidates::record_initial(conn, &artifact)?;
+    }
+    let waiting: Vec<candidates::Candidate> = candidates::list(conn)?
+        .into_iter()
+        .filter(|c| c.state == "gated")
+        .take(config.paper.slots)
+        .collect();
+    for c in waiting {
+        specs.push(StrategySpec {
+            source: StrategySource::Stored(candidates::load_blob(conn, &c.hash)?),
+            params: vec![],
+            slot: Some(format!("candidate-{}", c.id)),
+            candidate: Some(c.id),
+        });
+    }
+    Ok(specs)
+}
+
 /// `keel run --paper`.
 pub fn run(args: &PaperArgs, db: &Path, cache_dir: Option<PathBuf>) -> anyhow::Result<bool> {
     if !args.paper {
@@ -165,27 +229,7 @@ pub fn run(args: &PaperArgs, db: &Path, cache_dir: Option<PathBuf>) -> anyhow::R
     if !(args.cash.is_finite() && args.cash > 0.0) {
         bail!("--cash {} must be above zero", args.cash);
     }
-    let mut strategies = Vec::new();
-    for spec in &args.strategies {
-        let mut parts = spec.split(',');
-        let file = PathBuf::from(parts.next().unwrap_or_default());
-        strategies.push(StrategySpec {
-            file,
-            params: parts.map(str::to_owned).collect(),
-        });
-    }
-    if strategies.is_empty() {
-        let dir = args.repo.join("strategies/sma-cross");
-        eprintln!("building the default strategy, {}", dir.display());
-        let file = build_strategy::build(&dir, args.target_dir.as_deref())?
-            .into_iter()
-            .next()
-            .context("no component built")?;
-        strategies.push(StrategySpec {
-            file,
-            params: vec![],
-        });
-    }
+    let candidates_config = CandidatesConfig::load(&args.candidates)?;
     let (mut feed, feed_name) = feed(&args.feed, args)?;
     let sandbox = Sandbox::new(SandboxConfig {
         metering: Metering::WallClock,
@@ -194,6 +238,7 @@ pub fn run(args: &PaperArgs, db: &Path, cache_dir: Option<PathBuf>) -> anyhow::R
     })
     .context("failed to set up the wasm sandbox")?;
     let mut store = Store::open(db)?;
+    let strategies = strategies(args, store.conn(), &candidates_config)?;
     let snapshot = Arc::new(Mutex::new(Snapshot::default()));
     let kill_requested = Arc::new(AtomicBool::new(false));
     let (commands_tx, commands) = mpsc::channel();
@@ -210,6 +255,7 @@ pub fn run(args: &PaperArgs, db: &Path, cache_dir: Option<PathBuf>) -> anyhow::R
         },
         strategies,
         max_bars: args.bars,
+        candidates: candidates_config,
     };
     let link = ControlLink {
         commands,
@@ -374,6 +420,241 @@ pub fn command(which: &str, args: &ReasonArgs, db: &Path) -> anyhow::Result<bool
             "killed in {:.3} ms: strategies stopped, orders blocked; {positions_closed} position(s) closed, {orders_cancelled} order(s) cancelled; trading HALTED",
             latency_us as f64 / 1000.0
         ),
+        control::Reply::Swapped { .. } => println!("{body}"),
     }
     Ok(true)
+}
+
+/// `keel candidate …`.
+#[derive(Debug, Args)]
+pub struct CandidateArgs {
+    /// Gate thresholds and criteria.
+    #[arg(
+        long,
+        global = true,
+        default_value = "candidates.toml",
+        value_name = "FILE"
+    )]
+    pub config: PathBuf,
+    #[command(subcommand)]
+    pub command: CandidateCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum CandidateCommand {
+    /// Store a component (or build a crate) as a candidate and run its
+    /// validate and backtest gates.
+    Submit {
+        /// A `.wasm` component or a strategy crate directory.
+        source: PathBuf,
+        #[arg(long, default_value = "")]
+        note: String,
+        /// Who submits it: `person` or `evolution`.
+        #[arg(long, default_value = "person")]
+        by: String,
+        /// The strategy or candidate it was derived from (hash or id).
+        #[arg(long)]
+        parent: Option<String>,
+        #[arg(long, value_name = "DIR")]
+        target_dir: Option<PathBuf>,
+    },
+    /// Every candidate and its state.
+    List,
+    /// One candidate: lineage, every gate's figures, its history.
+    Show { id: i64 },
+    /// Make it the active strategy (hot-swapped into a running `keel run`).
+    Promote {
+        id: i64,
+        /// Promote although a gate has not passed (needs --reason; audited).
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Refuse it for good.
+    Reject {
+        id: i64,
+        #[arg(long, default_value = "rejected by an operator")]
+        reason: String,
+    },
+    /// Restore the previous active strategy.
+    Rollback {
+        #[arg(long, default_value = "operator rollback")]
+        reason: String,
+    },
+}
+
+fn gate_line(g: &candidates::GateResult) -> String {
+    format!(
+        "{:<9} {}  {}",
+        g.gate,
+        if g.passed { "PASS" } else { "FAIL" },
+        g.detail
+    )
+}
+
+/// Tells a running engine (if any) to swap to `hash`.
+fn hot_swap(db: &Path, hash: &str, reason: &str) -> anyhow::Result<()> {
+    if control::running_elsewhere(db).is_none() {
+        println!(
+            "no keel run is trading on {}; the next one starts with it",
+            db.display()
+        );
+        return Ok(());
+    }
+    let body = call(db, "POST", "/swap", &format!("{hash} operator {reason}"))?;
+    let reply: control::Reply = serde_json::from_str(&body)?;
+    if let control::Reply::Swapped {
+        slot,
+        warmed_bars,
+        after_ms,
+        ..
+    } = reply
+    {
+        println!(
+            "hot-swapped into the running engine: book {slot}, warmed on {warmed_bars} bars, trading from the bar after {}",
+            after_ms.map_or("-".into(), format_time)
+        );
+    }
+    Ok(())
+}
+
+/// `keel candidate …`.
+pub fn candidate(
+    args: &CandidateArgs,
+    db: &Path,
+    cache_dir: Option<PathBuf>,
+) -> anyhow::Result<bool> {
+    let config = CandidatesConfig::load(&args.config)?;
+    let mut store = Store::open(db)?;
+    match &args.command {
+        CandidateCommand::Submit {
+            source,
+            note,
+            by,
+            parent,
+            target_dir,
+        } => {
+            if by != "person" && by != "evolution" {
+                bail!("--by {by}: expected person or evolution");
+            }
+            let file = if source.is_dir() {
+                build_strategy::build(source, target_dir.as_deref())?
+                    .into_iter()
+                    .next()
+                    .context("no component built")?
+            } else {
+                source.clone()
+            };
+            let sandbox = Sandbox::new(SandboxConfig {
+                metering: Metering::Fuel,
+                cache_dir,
+                ..SandboxConfig::default()
+            })?;
+            let artifact = StrategyArtifact::read(&file, sandbox.limits().max_wasm_bytes)?;
+            let submission = candidates::Submission {
+                note: note.clone(),
+                submitted_by: by.clone(),
+                parent: parent.clone(),
+                source: source.display().to_string(),
+            };
+            let (id, existed, gates) =
+                candidates::submit(store.conn(), &sandbox, &config, &artifact, &submission)?;
+            if existed {
+                println!(
+                    "already submitted as candidate {id} ({})",
+                    artifact.hash.short()
+                );
+                return Ok(true);
+            }
+            let c = candidates::get(store.conn(), id)?;
+            println!(
+                "candidate {id}: {} {} ({}) — {}",
+                c.name,
+                c.version,
+                artifact.hash.short(),
+                c.state
+            );
+            for g in &gates {
+                println!("  {}", gate_line(g));
+            }
+            Ok(gates.iter().all(|g| g.passed))
+        }
+        CandidateCommand::List => {
+            let all = candidates::list(store.conn())?;
+            if all.is_empty() {
+                println!("no candidates");
+            }
+            let active = candidates::active(store.conn())?;
+            for c in all {
+                let mark = if active.as_deref() == Some(c.hash.as_str()) {
+                    " (active)"
+                } else {
+                    ""
+                };
+                println!(
+                    "{:>4}  {:<10} {:<16} {:<8} {}  {}  {}{mark}",
+                    c.id,
+                    c.state,
+                    c.name,
+                    c.version,
+                    &c.hash[..12],
+                    format_time(c.created_ms),
+                    c.note
+                );
+            }
+            Ok(true)
+        }
+        CandidateCommand::Show { id } => {
+            let conn = store.conn();
+            let c = candidates::get(conn, *id)?;
+            println!(
+                "candidate {}  {} {}  state {}",
+                c.id, c.name, c.version, c.state
+            );
+            println!("sha256     {}", c.hash);
+            println!("source     {}", c.source);
+            println!("by         {}", c.submitted_by);
+            println!("parent     {}", c.parent.as_deref().unwrap_or("-"));
+            println!("note       {}", c.note);
+            println!("gates");
+            for (g, at) in candidates::gates(conn, *id)? {
+                println!("  {}  {}", format_time(at), gate_line(&g));
+                println!("             {}", g.figures);
+            }
+            println!("history");
+            for (at, actor, action, detail) in candidates::history(conn, *id, &c.hash)? {
+                println!("  {}  {actor:<13} {action}: {detail}", format_time(at));
+            }
+            Ok(true)
+        }
+        CandidateCommand::Promote { id, force, reason } => {
+            let force_reason = match (force, reason) {
+                (true, Some(r)) => Some(r.as_str()),
+                (true, None) => bail!("--force needs --reason"),
+                (false, _) => None,
+            };
+            let c = candidates::promote(store.conn(), &config, *id, "operator", force_reason)?;
+            println!(
+                "candidate {} ({} {}) is the active strategy",
+                c.id, c.name, c.version
+            );
+            let why = reason
+                .clone()
+                .unwrap_or_else(|| format!("promote candidate {id}"));
+            hot_swap(db, &c.hash, &why)?;
+            Ok(true)
+        }
+        CandidateCommand::Reject { id, reason } => {
+            candidates::reject(store.conn(), *id, "operator", reason)?;
+            println!("candidate {id} rejected");
+            Ok(true)
+        }
+        CandidateCommand::Rollback { reason } => {
+            let previous = candidates::rollback(store.conn(), "operator", reason)?;
+            println!("rolled back to {}", &previous[..12]);
+            hot_swap(db, &previous, reason)?;
+            Ok(true)
+        }
+    }
 }

@@ -46,13 +46,32 @@ const SMOKE_BARS: usize = 600;
 
 /// Validates the `.wasm` file at `path`.
 pub fn validate_file(sandbox: &Sandbox, path: &Path) -> ValidationReport {
+    match crate::sandbox::StrategyArtifact::read(path, sandbox.limits().max_wasm_bytes) {
+        Ok(artifact) => validate_artifact(sandbox, &artifact),
+        Err(e) => ValidationReport {
+            origin: path.display().to_string(),
+            hash: None,
+            info: None,
+            checks: vec![Check {
+                name: "load",
+                outcome: Err(e.to_string()),
+            }],
+        },
+    }
+}
+
+/// Validates an artifact already in memory (a stored candidate, say).
+pub fn validate_artifact(
+    sandbox: &Sandbox,
+    artifact: &crate::sandbox::StrategyArtifact,
+) -> ValidationReport {
     let mut report = ValidationReport {
-        origin: path.display().to_string(),
-        hash: None,
+        origin: artifact.origin.display().to_string(),
+        hash: Some(artifact.hash),
         info: None,
         checks: Vec::new(),
     };
-    let loaded = match sandbox.load_file(path) {
+    let loaded = match sandbox.load(artifact) {
         Ok(l) => l,
         Err(e) => {
             report.checks.push(Check {
@@ -62,13 +81,12 @@ pub fn validate_file(sandbox: &Sandbox, path: &Path) -> ValidationReport {
             return report;
         }
     };
-    report.hash = Some(loaded.hash);
     report.info = Some(loaded.info.clone());
     report.checks.push(Check {
         name: "load",
         outcome: Ok(format!(
-            "component of {} bytes, imports only keel:strategy and WASI, exports the keel:strategy@0.1.0 world",
-            loaded.size
+            "component of {} bytes, imports only keel:strategy and WASI, exports the keel:strategy@{} world",
+            loaded.size, loaded.contract
         )),
     });
     validate_loaded(sandbox, &loaded, &mut report.checks);

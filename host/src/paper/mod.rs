@@ -31,18 +31,49 @@ use keel_model::batch::{BarColumns, Batch};
 use keel_model::candles::Candle;
 use keel_model::{Action, Params, Side, Signal, Symbol};
 
+use crate::candidates::{self, CandidatesConfig, GateResult};
 use crate::control::{Command, Reply, Snapshot, SnapshotBook, SnapshotPosition, SnapshotTrade};
 use crate::ledger::{self, ClosedTrade, Holding, Ledger, LedgerFill, dec, float};
 use crate::risk::{self, RiskConfig, TradingState};
-use crate::sandbox::{Binding, Sandbox, StrategyHash, StrategyInstance};
+use crate::sandbox::{Binding, Sandbox, StrategyArtifact, StrategyHash, StrategyInstance};
 use exchange::{PaperExchange, PaperOrder, action_parse, size_parse, size_text};
 use feed::{Feed, Next};
 
-/// One strategy to run: its component and parameter overrides.
+/// Where a strategy's component comes from.
+#[derive(Debug, Clone)]
+pub enum StrategySource {
+    File(PathBuf),
+    /// Bytes already in hand (a stored candidate or deployment).
+    Stored(StrategyArtifact),
+}
+
+/// One strategy to run: its component, parameter overrides and book.
 #[derive(Debug, Clone)]
 pub struct StrategySpec {
-    pub file: PathBuf,
+    pub source: StrategySource,
     pub params: Vec<String>,
+    /// The book's name; default `<name>#<n>`.
+    pub slot: Option<String>,
+    /// Run in shadow as this candidate (its paper gate).
+    pub candidate: Option<i64>,
+}
+
+impl StrategySpec {
+    pub fn file(path: PathBuf, params: Vec<String>) -> StrategySpec {
+        StrategySpec {
+            source: StrategySource::File(path),
+            params,
+            slot: None,
+            candidate: None,
+        }
+    }
+
+    fn origin(&self) -> String {
+        match &self.source {
+            StrategySource::File(p) => p.display().to_string(),
+            StrategySource::Stored(a) => a.origin.display().to_string(),
+        }
+    }
 }
 
 /// Everything a paper run is set up with.
@@ -59,6 +90,8 @@ pub struct PaperSettings {
     pub strategies: Vec<StrategySpec>,
     /// Stop after booking this many bars (a live feed never ends).
     pub max_bars: Option<u64>,
+    /// Paper-gate criteria and the automatic rollback rule.
+    pub candidates: CandidatesConfig,
 }
 
 /// How a run ended.
@@ -96,11 +129,49 @@ struct Book {
     warmup: usize,
     signals: u64,
     rejected: u64,
+    /// The candidate this book runs in shadow, and whether it was judged.
+    candidate: Option<i64>,
+    judged: bool,
+    /// Per-bar equity returns this run (count, mean, M2), for Sharpe.
+    returns: (u64, f64, f64),
+    last_equity: Option<f64>,
+    start_equity: f64,
+    trades: u64,
+    /// Equity and UTC day when the current version took over (main book).
+    promoted_at: Option<(f64, i64)>,
 }
+
+impl Book {
+    fn sharpe(&self) -> Option<f64> {
+        let (n, mean, m2) = self.returns;
+        let sd = (m2 / n.saturating_sub(1).max(1) as f64).sqrt();
+        (n > 1 && sd > 0.0).then(|| mean / sd)
+    }
+
+    fn record_return(&mut self, equity: f64) {
+        if let Some(last) = self.last_equity
+            && last > 0.0
+        {
+            let r = equity / last - 1.0;
+            let (n, mean, m2) = &mut self.returns;
+            *n += 1;
+            let delta = r - *mean;
+            *mean += delta / *n as f64;
+            *m2 += delta * (r - *mean);
+        }
+        self.last_equity = Some(equity);
+    }
+}
+
+/// Bars kept for warming up a swapped-in strategy.
+const RECENT_BARS: usize = 1000;
 
 /// The engine of one run.
 pub struct PaperEngine<'c> {
     conn: &'c mut Connection,
+    sandbox: &'c Sandbox,
+    recent: VecDeque<Candle>,
+    bar_ms: i64,
     settings: PaperSettings,
     run_id: i64,
     resumed: bool,
@@ -217,20 +288,25 @@ impl<'c> PaperEngine<'c> {
     /// strategies; loads and binds every strategy.
     pub fn open(
         conn: &'c mut Connection,
-        sandbox: &Sandbox,
+        sandbox: &'c Sandbox,
         settings: PaperSettings,
         control: Option<ControlLink>,
     ) -> anyhow::Result<PaperEngine<'c>> {
         let symbols: Vec<Symbol> = vec![Symbol::from(settings.symbol.as_str())];
         let mut loaded = Vec::new();
         for (i, spec) in settings.strategies.iter().enumerate() {
-            let strategy = sandbox
-                .load_file(&spec.file)
-                .with_context(|| format!("strategy {}", spec.file.display()))?;
+            let strategy = match &spec.source {
+                StrategySource::File(path) => sandbox.load_file(path),
+                StrategySource::Stored(artifact) => sandbox.load(artifact),
+            }
+            .with_context(|| format!("strategy {}", spec.origin()))?;
             let params = Params::resolve_text(&strategy.info.params, &spec.params)
-                .map_err(|e| anyhow!("{}: {e}", spec.file.display()))?;
-            let slot = format!("{}#{}", strategy.info.name, i + 1);
-            loaded.push((slot, strategy, params));
+                .map_err(|e| anyhow!("{}: {e}", spec.origin()))?;
+            let slot = spec
+                .slot
+                .clone()
+                .unwrap_or_else(|| format!("{}#{}", strategy.info.name, i + 1));
+            loaded.push((slot, strategy, params, spec.candidate));
         }
         let settings_text = serde_json::json!({
             "symbol": settings.symbol,
@@ -238,10 +314,8 @@ impl<'c> PaperEngine<'c> {
             "risk": settings.risk,
             "fee_bps": settings.fills.fee_bps,
             "slippage_bps": settings.fills.slippage_bps,
-            "strategies": loaded.iter().map(|(slot, l, p)| serde_json::json!({
-                "slot": slot, "hash": l.hash.to_hex(),
-                "params": p.values().iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
-            })).collect::<Vec<_>>(),
+            // Slots, not hashes: a run whose strategy was hot-swapped resumes.
+            "strategies": loaded.iter().filter(|l| l.3.is_none()).map(|(slot, ..)| slot.clone()).collect::<Vec<_>>(),
         })
         .to_string();
         let (state, _) = load_state(conn)?;
@@ -294,7 +368,7 @@ impl<'c> PaperEngine<'c> {
             }
         };
         let mut books = Vec::new();
-        for (slot, strategy, params) in loaded {
+        for (slot, strategy, params, candidate) in loaded {
             conn.execute(
                 "INSERT OR IGNORE INTO artifacts (hash, name, version, contract, size, first_seen_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![strategy.hash.to_hex(), strategy.info.name, strategy.info.version, strategy.contract, strategy.size as i64, now_ms()],
@@ -304,6 +378,10 @@ impl<'c> PaperEngine<'c> {
                 "INSERT OR IGNORE INTO books (run_id, slot, artifact_hash, params, start_cash, cash, realized, fees, peak_equity, day_ms, day_start_equity)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?5, '0', '0', ?5, -1, ?5)",
                 params![run_id, slot, strategy.hash.to_hex(), format!("{params:?}"), start.to_string()],
+            )?;
+            conn.execute(
+                "UPDATE books SET artifact_hash = ?3 WHERE run_id = ?1 AND slot = ?2",
+                params![run_id, slot, strategy.hash.to_hex()],
             )?;
             let (id, start_cash, cash, realized, fees, peak, day, day_start): (i64, String, String, String, String, String, i64, String) = conn.query_row(
                 "SELECT id, start_cash, cash, realized, fees, peak_equity, day_ms, day_start_equity FROM books WHERE run_id = ?1 AND slot = ?2",
@@ -373,13 +451,26 @@ impl<'c> PaperEngine<'c> {
                 day_start: d(&day_start),
                 signals: 0,
                 rejected: 0,
+                candidate,
+                judged: false,
+                returns: (0, 0.0, 0.0),
+                last_equity: None,
+                start_equity: 0.0,
+                trades: 0,
+                promoted_at: None,
             });
         }
         let exchange = PaperExchange {
             fills: settings.fills,
         };
+        for book in &mut books {
+            book.start_equity = float(book.ledger.equity());
+        }
         let mut engine = PaperEngine {
             conn,
+            sandbox,
+            recent: VecDeque::new(),
+            bar_ms: 60_000,
             settings,
             run_id,
             resumed: resume.is_some(),
@@ -509,8 +600,7 @@ impl<'c> PaperEngine<'c> {
     /// bad feed data (what was booked stays booked).
     pub fn run(&mut self, feed: &mut Feed) -> anyhow::Result<PaperSummary> {
         let bar_ms = feed.bar_ms();
-        let warmup = self.books.iter().map(|b| b.warmup).max().unwrap_or(0);
-        let mut recent: VecDeque<Candle> = VecDeque::with_capacity(warmup + 1);
+        self.bar_ms = bar_ms;
         let mut warmed = self.cursor_ms.is_none();
         let mut feed_error = None;
         let mut last_feed_ms: Option<i64> = None;
@@ -540,14 +630,11 @@ impl<'c> PaperEngine<'c> {
             };
             let close_ms = candle.time_ms + bar_ms;
             if self.cursor_ms.is_some_and(|c| close_ms <= c) {
-                recent.push_back(candle);
-                if recent.len() > warmup + 1 {
-                    recent.pop_front();
-                }
+                self.remember(candle);
                 continue;
             }
             if !warmed {
-                self.warm_up(&recent, bar_ms)?;
+                self.warm_up(bar_ms)?;
                 warmed = true;
             }
             if let Some(previous) = last_feed_ms
@@ -564,15 +651,14 @@ impl<'c> PaperEngine<'c> {
             self.bar(&candle, close_ms)?;
             failpoint("after-bar");
             self.signal_step(&candle, close_ms)?;
-            recent.push_back(candle);
-            if recent.len() > warmup + 1 {
-                recent.pop_front();
-            }
+            self.remember(candle);
+            self.after_bar()?;
             self.publish();
         }
         if !warmed {
-            self.warm_up(&recent, bar_ms)?;
+            self.warm_up(bar_ms)?;
         }
+        self.judge_shadows(true)?;
         let status = if feed_error.is_some() {
             "stopped"
         } else {
@@ -596,10 +682,11 @@ impl<'c> PaperEngine<'c> {
     /// After a restart: the strategies see the bars before the cursor again
     /// (their signals discarded); if the last booked bar's signals were not
     /// all sent, that bar is signalled again.
-    fn warm_up(&mut self, recent: &VecDeque<Candle>, bar_ms: i64) -> anyhow::Result<()> {
+    fn warm_up(&mut self, bar_ms: i64) -> anyhow::Result<()> {
         let Some(cursor) = self.cursor_ms else {
             return Ok(());
         };
+        let recent = self.recent.clone();
         let resignal = self.signalled_ms != Some(cursor);
         let mut bars: Vec<&Candle> = recent.iter().collect();
         let last = if resignal { bars.pop() } else { None };
@@ -680,6 +767,15 @@ impl<'c> PaperEngine<'c> {
                 let answer = self.kill(&reason, received);
                 let _ = reply.send(answer.map_err(|e| e.to_string()));
             }
+            Command::Swap {
+                hash,
+                actor,
+                reason,
+                reply,
+            } => {
+                let answer = self.swap(&hash, &actor, &reason);
+                let _ = reply.send(answer.map_err(|e| format!("{e:#}")));
+            }
         }
         self.publish();
         Ok(())
@@ -707,7 +803,11 @@ impl<'c> PaperEngine<'c> {
         tx.commit()?;
         self.state = TradingState::Halted;
         let latency = received.elapsed();
-        tracing::warn!(latency_us = latency.as_micros() as u64, reason, "kill switch: strategies stopped, trading halted");
+        tracing::warn!(
+            latency_us = latency.as_micros() as u64,
+            reason,
+            "kill switch: strategies stopped, trading halted"
+        );
         self.risk_event(
             "kill",
             None,
@@ -765,6 +865,207 @@ impl<'c> PaperEngine<'c> {
             positions_closed: closed,
             orders_cancelled: open.len(),
         })
+    }
+
+    fn remember(&mut self, candle: Candle) {
+        if self.recent.len() == RECENT_BARS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(candle);
+    }
+
+    /// Hot swap: the main book (the first that is not a shadow) gets the
+    /// stored artifact `hash`. The new version is loaded and warmed up on the
+    /// last bars now, between two bars, and handles the next one; the book
+    /// and its positions stay.
+    fn swap(&mut self, hash: &str, actor: &str, reason: &str) -> anyhow::Result<Reply> {
+        if self.killed {
+            bail!("this run was killed; start a new one");
+        }
+        let artifact = candidates::load_blob(self.conn, hash)?;
+        let loaded = self.sandbox.load(&artifact)?;
+        let params = Params::resolve(&loaded.info.params, &[])?;
+        let Some(book) = self.books.iter().position(|b| b.candidate.is_none()) else {
+            bail!("this run has no main book to swap");
+        };
+        let binding = Binding {
+            symbols: vec![self.settings.symbol.clone()],
+            params,
+            simulated_clock: false,
+            seed: self.books[book].id as u64,
+        };
+        let mut instance = self
+            .sandbox
+            .instantiate(&loaded, binding)
+            .map_err(|e| anyhow!("{e}"))?;
+        let warmup = loaded.info.warmup_bars as usize;
+        let skip = self.recent.len().saturating_sub(warmup);
+        let view = self.books[book].ledger.view();
+        let mut warmed = 0;
+        for candle in self.recent.iter().skip(skip) {
+            let columns = one_bar(candle);
+            let batch = Batch {
+                symbols: &self.symbols,
+                tick_times: &[candle.time_ms + self.bar_ms],
+                tick_bars: &[1],
+                bars: columns.slice(0, 1),
+                portfolio: &view,
+                limits: self.settings.risk.limits(),
+            };
+            let _ = instance.on_bars(&batch);
+            let _ = instance.take_rejections();
+            warmed += 1;
+        }
+        let b = &mut self.books[book];
+        let old = b.hash;
+        b.instance = instance;
+        b.hash = loaded.hash;
+        b.warmup = warmup;
+        b.promoted_at = Some((
+            float(b.ledger.equity()),
+            self.cursor_ms.unwrap_or(0).div_euclid(86_400_000),
+        ));
+        self.conn.execute(
+            "UPDATE books SET artifact_hash = ?2 WHERE id = ?1",
+            params![b.id, loaded.hash.to_hex()],
+        )?;
+        self.conn.execute(
+            "INSERT OR IGNORE INTO artifacts (hash, name, version, contract, size, first_seen_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![loaded.hash.to_hex(), loaded.info.name, loaded.info.version, loaded.contract, loaded.size as i64, now_ms()],
+        )?;
+        let after = self
+            .cursor_ms
+            .map_or("-".into(), keel_model::candles::format_time);
+        audit(
+            self.conn,
+            actor,
+            "hot swap",
+            &format!(
+                "book {}: {} -> {} ({}), warmed on {warmed} bars, takes over after bar {after}: {reason}",
+                b.slot,
+                old.short(),
+                loaded.hash.short(),
+                loaded.info.name
+            ),
+        )?;
+        tracing::info!(book = %b.slot, from = %old.short(), to = %loaded.hash.short(), warmed, "hot swap");
+        Ok(Reply::Swapped {
+            slot: b.slot.clone(),
+            from: old.to_hex(),
+            to: loaded.hash.to_hex(),
+            warmed_bars: warmed,
+            after_ms: self.cursor_ms,
+        })
+    }
+
+    /// After each bar: returns for the paper gate, shadow verdicts, and the
+    /// automatic rollback of a new version losing too much in its first day.
+    fn after_bar(&mut self) -> anyhow::Result<()> {
+        for book in &mut self.books {
+            let equity = float(book.ledger.equity());
+            book.record_return(equity);
+        }
+        self.judge_shadows(false)?;
+        let rule = self.settings.candidates.rollback.daily_loss_pct;
+        let day = self.cursor_ms.unwrap_or(0).div_euclid(86_400_000);
+        let losing = self.books.iter().find_map(|b| {
+            let (at, since) = b.promoted_at?;
+            let equity = float(b.ledger.equity());
+            let loss = (at - equity) / at * 100.0;
+            (since == day && at > 0.0 && loss >= rule).then_some(loss)
+        });
+        if let Some(loss) = losing {
+            let reason = format!(
+                "the new version lost {loss:.2}% since it took over today, over the {rule}% limit"
+            );
+            let previous = candidates::rollback(self.conn, "risk-manager", &reason)?;
+            self.swap(&previous, "risk-manager", &reason)?;
+            for b in &mut self.books {
+                b.promoted_at = None;
+            }
+            self.risk_event("rollback", None, &reason, None)?;
+        }
+        Ok(())
+    }
+
+    /// Judges each shadow book against the paper gate: it passes once it
+    /// has enough trades, a profit, a drawdown under the limit and a Sharpe
+    /// not worse than the main book's over the same bars; at the end of the
+    /// run one that traded enough but did not pass fails.
+    fn judge_shadows(&mut self, at_end: bool) -> anyhow::Result<()> {
+        let gate = self.settings.candidates.paper.clone();
+        let main_sharpe = self
+            .books
+            .iter()
+            .find(|b| b.candidate.is_none())
+            .and_then(Book::sharpe);
+        for book in &mut self.books {
+            let Some(candidate) = book.candidate else {
+                continue;
+            };
+            if book.judged {
+                continue;
+            }
+            book.trades = self.conn.query_row(
+                "SELECT COUNT(*) FROM trades WHERE book_id = ?1",
+                [book.id],
+                |r| r.get::<_, i64>(0),
+            )? as u64;
+            let equity = float(book.ledger.equity());
+            let pnl = equity - book.start_equity;
+            let peak = float(book.peak);
+            let drawdown = if peak > 0.0 {
+                (peak - equity) / peak * 100.0
+            } else {
+                0.0
+            };
+            let sharpe = book.sharpe();
+            let enough = book.trades as usize >= gate.min_trades;
+            let mut failures = Vec::new();
+            if !enough {
+                failures.push(format!(
+                    "{} paper trades, fewer than {}",
+                    book.trades, gate.min_trades
+                ));
+            }
+            if pnl <= 0.0 {
+                failures.push(format!("P&L {pnl:.2} is not positive"));
+            }
+            if drawdown >= gate.max_drawdown_pct {
+                failures.push(format!(
+                    "drawdown {drawdown:.2}% not under {}%",
+                    gate.max_drawdown_pct
+                ));
+            }
+            match (sharpe, main_sharpe) {
+                (Some(c), Some(a)) if c < a => failures.push(format!(
+                    "Sharpe {c:.4} worse than the active strategy's {a:.4}"
+                )),
+                (None, _) => failures.push("no risk-adjusted return yet".into()),
+                _ => {}
+            }
+            let passed = failures.is_empty();
+            if !(passed || (at_end && enough)) {
+                continue;
+            }
+            book.judged = true;
+            let result = GateResult {
+                gate: "paper".into(),
+                passed,
+                figures: serde_json::json!({
+                    "run": self.run_id, "trades": book.trades, "pnl": pnl, "drawdown_pct": drawdown,
+                    "sharpe_per_bar": sharpe, "active_sharpe_per_bar": main_sharpe,
+                }),
+                detail: if passed {
+                    "every criterion held".into()
+                } else {
+                    failures.join("; ")
+                },
+            };
+            candidates::record_paper_gate(self.conn, candidate, &result)?;
+            tracing::info!(candidate, passed, "paper gate");
+        }
+        Ok(())
     }
 
     fn risk_event(

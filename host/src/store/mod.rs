@@ -23,6 +23,11 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
         "ledger",
         include_str!("../../../migrations/0002_ledger.sql"),
     ),
+    (
+        3,
+        "candidates",
+        include_str!("../../../migrations/0003_candidates.sql"),
+    ),
 ];
 
 /// Why the store could not be used.
@@ -176,7 +181,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("keel.db");
         let store = Store::open(&path).expect("open");
-        assert_eq!(store.schema_version().expect("version"), 2);
+        assert_eq!(store.schema_version().expect("version"), 3);
         let mode: String = store
             .conn
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
@@ -189,7 +194,7 @@ mod tests {
             .conn
             .query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0))
             .expect("count");
-        assert_eq!(rows, 2);
+        assert_eq!(rows, 3);
         store
             .conn
             .execute("INSERT INTO schema_migrations VALUES (99, 'future', 0)", [])
@@ -198,7 +203,7 @@ mod tests {
         let err = Store::open(&path).expect_err("too new");
         assert!(
             err.to_string().ends_with(
-                "the database is at schema version 99, newer than this keel (2); use a newer keel"
+                "the database is at schema version 99, newer than this keel (3); use a newer keel"
             ),
             "{err}"
         );

@@ -1,0 +1,705 @@
+//! Candidates: how a new strategy artifact earns the right to trade.
+//!
+//! `submit` stores the artifact once by SHA-256 (with its lineage and note)
+//! and runs the offline gates — *validate* (every load-time check, init, a
+//! fuel-metered smoke run, determinism) and *backtest* (thresholds from
+//! `candidates.toml`, beside the active strategy on the same data). The
+//! *paper* gate runs in shadow inside `keel run`. `promote` makes a
+//! candidate the active strategy (hot-swapped into a running engine), and
+//! `rollback` restores the previous one. Every state change is audited.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, anyhow, bail};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use keel_backtester::engine::BacktestConfig;
+use keel_backtester::fills::FillModel;
+use keel_model::Params;
+use keel_model::replay::Series;
+
+use crate::backtest::{self, Dataset, Job};
+use crate::paper::audit;
+use crate::sandbox::{LoadedStrategy, Sandbox, StrategyArtifact};
+use crate::validate;
+
+/// `candidates.toml`.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CandidatesConfig {
+    pub backtest: BacktestGate,
+    pub paper: PaperGate,
+    pub rollback: RollbackRule,
+}
+
+/// The backtest gate's data and thresholds.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BacktestGate {
+    /// `[SYMBOL=]FILE` (relative to `candidates.toml`); empty: the built-in
+    /// seeded sample.
+    pub data: Vec<String>,
+    pub min_trades: usize,
+    pub min_sharpe: f64,
+    pub max_drawdown_pct: f64,
+    pub min_profit_factor: f64,
+    /// Walk-forward folds (0: none); each fold's out-of-sample return must
+    /// not be below `min_oos_return_pct`.
+    pub walk_forward: usize,
+    pub min_oos_return_pct: f64,
+    pub fee_bps: f64,
+    pub slippage_bps: f64,
+}
+
+impl Default for BacktestGate {
+    fn default() -> Self {
+        BacktestGate {
+            data: Vec::new(),
+            min_trades: 10,
+            min_sharpe: 0.0,
+            max_drawdown_pct: 25.0,
+            min_profit_factor: 1.0,
+            walk_forward: 0,
+            min_oos_return_pct: -100.0,
+            fee_bps: 10.0,
+            slippage_bps: 5.0,
+        }
+    }
+}
+
+/// The paper gate's criteria.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PaperGate {
+    /// Candidates run in shadow at once.
+    pub slots: usize,
+    pub min_trades: usize,
+    pub max_drawdown_pct: f64,
+    /// Must promotion wait for this gate?
+    pub required: bool,
+}
+
+impl Default for PaperGate {
+    fn default() -> Self {
+        PaperGate {
+            slots: 3,
+            min_trades: 20,
+            max_drawdown_pct: 20.0,
+            required: true,
+        }
+    }
+}
+
+/// When a new version is rolled back by itself.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RollbackRule {
+    /// Loss in a day since promotion, percent of equity at promotion.
+    pub daily_loss_pct: f64,
+}
+
+impl Default for RollbackRule {
+    fn default() -> Self {
+        RollbackRule {
+            daily_loss_pct: 15.0,
+        }
+    }
+}
+
+impl CandidatesConfig {
+    /// Reads `path`, or the defaults when it does not exist. Data paths are
+    /// made relative to the file.
+    pub fn load(path: &Path) -> anyhow::Result<CandidatesConfig> {
+        if !path.exists() {
+            return Ok(CandidatesConfig::default());
+        }
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("{}: cannot read", path.display()))?;
+        let mut config: CandidatesConfig = toml::from_str(&text).map_err(|e| {
+            let line = e.span().map_or(1, |s| {
+                text[..s.start.min(text.len())].matches('\n').count() + 1
+            });
+            anyhow!("{}:{line}: {}", path.display(), e.message().trim())
+        })?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        for spec in &mut config.backtest.data {
+            let (symbol, file) = match spec.split_once('=') {
+                Some((s, f)) => (Some(s.to_owned()), f.to_owned()),
+                None => (None, spec.clone()),
+            };
+            let full = dir.join(&file);
+            *spec = match symbol {
+                Some(s) => format!("{s}={}", full.display()),
+                None => full.display().to_string(),
+            };
+        }
+        Ok(config)
+    }
+}
+
+/// Who submitted a candidate, and what it descends from.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    pub note: String,
+    /// "person" or "evolution".
+    pub submitted_by: String,
+    /// SHA-256 (or candidate id) of the strategy it was derived from.
+    pub parent: Option<String>,
+    /// Where it came from (file or crate directory).
+    pub source: String,
+}
+
+/// One gate's verdict.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GateResult {
+    pub gate: String,
+    pub passed: bool,
+    pub figures: serde_json::Value,
+    pub detail: String,
+}
+
+/// A stored candidate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    pub id: i64,
+    pub hash: String,
+    pub name: String,
+    pub version: String,
+    pub parent: Option<String>,
+    pub submitted_by: String,
+    pub note: String,
+    pub source: String,
+    pub state: String,
+    pub created_ms: i64,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Stores `bytes` once under their hash.
+pub fn store_blob(conn: &Connection, artifact: &StrategyArtifact) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT OR IGNORE INTO artifact_blobs (hash, bytes, size, stored_ms) VALUES (?1, ?2, ?3, ?4)",
+        params![
+            artifact.hash.to_hex(),
+            artifact.bytes,
+            artifact.bytes.len() as i64,
+            now_ms()
+        ],
+    )?;
+    Ok(())
+}
+
+/// A stored artifact by hash.
+pub fn load_blob(conn: &Connection, hash: &str) -> anyhow::Result<StrategyArtifact> {
+    let bytes: Vec<u8> = conn
+        .query_row(
+            "SELECT bytes FROM artifact_blobs WHERE hash = ?1",
+            [hash],
+            |r| r.get(0),
+        )
+        .optional()?
+        .ok_or_else(|| anyhow!("no stored artifact {hash}"))?;
+    Ok(StrategyArtifact::from_bytes(
+        bytes,
+        PathBuf::from(format!("<stored {}>", &hash[..12.min(hash.len())])),
+    ))
+}
+
+/// The active strategy's hash, if one was ever deployed.
+pub fn active(conn: &Connection) -> rusqlite::Result<Option<String>> {
+    conn.query_row(
+        "SELECT hash FROM deployments ORDER BY id DESC LIMIT 1",
+        [],
+        |r| r.get(0),
+    )
+    .optional()
+}
+
+/// Records the first active strategy (what `keel run` traded before any
+/// promotion).
+pub fn record_initial(conn: &Connection, artifact: &StrategyArtifact) -> rusqlite::Result<()> {
+    store_blob(conn, artifact)?;
+    conn.execute(
+        "INSERT INTO deployments (hash, action, actor, reason, time_ms) VALUES (?1, 'initial', 'keel', 'first strategy run', ?2)",
+        params![artifact.hash.to_hex(), now_ms()],
+    )?;
+    audit(
+        conn,
+        "keel",
+        "deploy",
+        &format!("{} is the active strategy", artifact.hash.short()),
+    )
+}
+
+/// Stores a candidate and runs its offline gates. A hash already submitted
+/// is not stored twice: its existing id comes back.
+pub fn submit(
+    conn: &mut Connection,
+    sandbox: &Sandbox,
+    config: &CandidatesConfig,
+    artifact: &StrategyArtifact,
+    submission: &Submission,
+) -> anyhow::Result<(i64, bool, Vec<GateResult>)> {
+    let hash = artifact.hash.to_hex();
+    if let Some(id) = conn
+        .query_row("SELECT id FROM candidates WHERE hash = ?1", [&hash], |r| {
+            r.get::<_, i64>(0)
+        })
+        .optional()?
+    {
+        return Ok((id, true, Vec::new()));
+    }
+    let report = validate::validate_artifact(sandbox, artifact);
+    let (name, version) = report
+        .info
+        .as_ref()
+        .map_or(("?".to_owned(), "?".to_owned()), |i| {
+            (i.name.clone(), i.version.clone())
+        });
+    let tx = conn.transaction()?;
+    store_blob(&tx, artifact)?;
+    tx.execute(
+        "INSERT INTO candidates (hash, name, version, parent, submitted_by, note, source, state, created_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'submitted', ?8)",
+        params![
+            hash,
+            name,
+            version,
+            submission.parent,
+            submission.submitted_by,
+            submission.note,
+            submission.source,
+            now_ms()
+        ],
+    )?;
+    let id = tx.last_insert_rowid();
+    audit(
+        &tx,
+        &submission.submitted_by,
+        "submit",
+        &format!(
+            "candidate {id}: {name} {version} ({})",
+            artifact.hash.short()
+        ),
+    )?;
+    tx.commit()?;
+
+    let mut gates = Vec::new();
+    let checks: Vec<serde_json::Value> = report
+        .checks
+        .iter()
+        .map(|c| match &c.outcome {
+            Ok(d) => serde_json::json!({"check": c.name, "ok": true, "detail": d}),
+            Err(e) => serde_json::json!({"check": c.name, "ok": false, "detail": e}),
+        })
+        .collect();
+    let validate = GateResult {
+        gate: "validate".into(),
+        passed: report.passed(),
+        figures: serde_json::json!({ "checks": checks }),
+        detail: if report.passed() {
+            "every check passed".into()
+        } else {
+            report.failures().join("; ")
+        },
+    };
+    record_gate(conn, id, &validate)?;
+    gates.push(validate.clone());
+    if validate.passed {
+        let loaded = sandbox.load(artifact)?;
+        let gate = backtest_gate(conn, sandbox, config, &loaded)?;
+        record_gate(conn, id, &gate)?;
+        gates.push(gate);
+    }
+    let state = if gates.iter().all(|g| g.passed) {
+        "gated"
+    } else {
+        "failed"
+    };
+    set_state(conn, id, state, "keel", &format!("offline gates: {state}"))?;
+    Ok((id, false, gates))
+}
+
+fn record_gate(conn: &Connection, id: i64, gate: &GateResult) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO gate_results (candidate_id, gate, verdict, figures, detail, time_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            id,
+            gate.gate,
+            if gate.passed { "pass" } else { "fail" },
+            gate.figures.to_string(),
+            gate.detail,
+            now_ms()
+        ],
+    )?;
+    Ok(())
+}
+
+/// Records a paper gate verdict (from `keel run`).
+pub fn record_paper_gate(conn: &Connection, id: i64, gate: &GateResult) -> rusqlite::Result<()> {
+    record_gate(conn, id, gate)?;
+    let state = if gate.passed { "passed" } else { "failed" };
+    set_state(
+        conn,
+        id,
+        state,
+        "keel",
+        &format!("paper gate: {}", gate.detail),
+    )
+}
+
+fn set_state(
+    conn: &Connection,
+    id: i64,
+    state: &str,
+    actor: &str,
+    reason: &str,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE candidates SET state = ?2 WHERE id = ?1",
+        params![id, state],
+    )?;
+    audit(conn, actor, &format!("candidate {id} {state}"), reason)
+}
+
+fn gate_data(config: &CandidatesConfig, db: &Path) -> anyhow::Result<Vec<Dataset>> {
+    if config.backtest.data.is_empty() {
+        let candles =
+            keel_model::synth::random_walk(11, 4000, 1_767_225_600_000, 60_000, 100.0, 0.004);
+        let series = Series {
+            symbol: "SAMPLE/USD".into(),
+            candles,
+            bar_ms: 60_000,
+        };
+        let reference = keel_backtester::report::DataRef {
+            symbol: series.symbol.clone(),
+            source: "sample:4000".into(),
+            bars: series.candles.len(),
+            first: keel_model::candles::format_time(series.candles[0].time_ms),
+            last: keel_model::candles::format_time(
+                series.candles[series.candles.len() - 1].time_ms,
+            ),
+            sha256: keel_backtester::report::candles_sha256(&series.candles),
+        };
+        return Ok(vec![Dataset { series, reference }]);
+    }
+    backtest::load_data(&config.backtest.data, db, &[])
+}
+
+fn metrics_json(m: &keel_backtester::Metrics) -> serde_json::Value {
+    serde_json::json!({
+        "trades": m.trades,
+        "total_return_pct": m.total_return * 100.0,
+        "sharpe": m.sharpe,
+        "max_drawdown_pct": m.max_drawdown * 100.0,
+        "profit_factor": m.profit_factor,
+        "win_rate": m.win_rate,
+    })
+}
+
+/// Backtests `loaded` (default parameters) on the gate's data, beside the
+/// active strategy, and judges it against the thresholds.
+fn backtest_gate(
+    conn: &Connection,
+    sandbox: &Sandbox,
+    config: &CandidatesConfig,
+    loaded: &LoadedStrategy,
+) -> anyhow::Result<GateResult> {
+    let gate = &config.backtest;
+    let db = PathBuf::from(conn.path().unwrap_or("keel.db"));
+    let data = gate_data(config, &db)?;
+    let bt = BacktestConfig {
+        fills: FillModel {
+            fee_bps: gate.fee_bps,
+            slippage_bps: gate.slippage_bps,
+            ..FillModel::default()
+        },
+        record_signals: false,
+        record_fills: false,
+        ..BacktestConfig::default()
+    };
+    let run = |strategy: &LoadedStrategy| -> anyhow::Result<keel_backtester::Metrics> {
+        let params = Params::resolve(&strategy.info.params, &[])?;
+        let job = Job {
+            strategy,
+            params,
+            window: None,
+        };
+        Ok(backtest::run_job(sandbox, &job, &data, &bt)?.metrics)
+    };
+    let m = run(loaded)?;
+    let mut failures = Vec::new();
+    if m.trades < gate.min_trades {
+        failures.push(format!(
+            "{} trades, fewer than {}",
+            m.trades, gate.min_trades
+        ));
+    }
+    match m.sharpe {
+        Some(s) if s >= gate.min_sharpe => {}
+        Some(s) => failures.push(format!("Sharpe {s:.2} below {:.2}", gate.min_sharpe)),
+        None => failures.push("no Sharpe ratio (flat equity)".into()),
+    }
+    if m.max_drawdown * 100.0 > gate.max_drawdown_pct {
+        failures.push(format!(
+            "max drawdown {:.2}% over {:.2}%",
+            m.max_drawdown * 100.0,
+            gate.max_drawdown_pct
+        ));
+    }
+    match m.profit_factor {
+        Some(pf) if pf >= gate.min_profit_factor => {}
+        Some(pf) => failures.push(format!(
+            "profit factor {pf:.2} below {:.2}",
+            gate.min_profit_factor
+        )),
+        None => failures.push("no profit factor (no losing or no winning trade)".into()),
+    }
+    let mut oos = Vec::new();
+    if gate.walk_forward > 0 {
+        let grid = vec![Params::resolve(&loaded.info.params, &[])?];
+        let wf = backtest::walk_forward(
+            sandbox,
+            loaded,
+            &grid,
+            &data,
+            &bt,
+            gate.walk_forward,
+            |_, _| {},
+        )?;
+        for fold in &wf.folds {
+            let r = fold.out_of_sample_metrics.total_return * 100.0;
+            oos.push(r);
+            if r < gate.min_oos_return_pct {
+                failures.push(format!(
+                    "fold {} out-of-sample return {r:.2}% below {:.2}%",
+                    fold.fold, gate.min_oos_return_pct
+                ));
+            }
+        }
+    }
+    let active_figures = match active(conn)? {
+        Some(hash) if hash != loaded.hash.to_hex() => {
+            let artifact = load_blob(conn, &hash)?;
+            let active = sandbox.load(&artifact)?;
+            Some(metrics_json(&run(&active)?))
+        }
+        _ => None,
+    };
+    Ok(GateResult {
+        gate: "backtest".into(),
+        passed: failures.is_empty(),
+        figures: serde_json::json!({
+            "data": data.iter().map(|d| d.reference.source.clone()).collect::<Vec<_>>(),
+            "candidate": metrics_json(&m),
+            "active": active_figures,
+            "out_of_sample_return_pct": oos,
+        }),
+        detail: if failures.is_empty() {
+            "every threshold met".into()
+        } else {
+            failures.join("; ")
+        },
+    })
+}
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Candidate> {
+    Ok(Candidate {
+        id: r.get(0)?,
+        hash: r.get(1)?,
+        name: r.get(2)?,
+        version: r.get(3)?,
+        parent: r.get(4)?,
+        submitted_by: r.get(5)?,
+        note: r.get(6)?,
+        source: r.get(7)?,
+        state: r.get(8)?,
+        created_ms: r.get(9)?,
+    })
+}
+
+const COLUMNS: &str =
+    "id, hash, name, version, parent, submitted_by, note, source, state, created_ms";
+
+pub fn list(conn: &Connection) -> rusqlite::Result<Vec<Candidate>> {
+    let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM candidates ORDER BY id"))?;
+    stmt.query_map([], row)?.collect()
+}
+
+pub fn get(conn: &Connection, id: i64) -> anyhow::Result<Candidate> {
+    conn.query_row(
+        &format!("SELECT {COLUMNS} FROM candidates WHERE id = ?1"),
+        [id],
+        row,
+    )
+    .optional()?
+    .ok_or_else(|| anyhow!("no candidate {id}"))
+}
+
+/// Every gate result of a candidate, oldest first.
+pub fn gates(conn: &Connection, id: i64) -> rusqlite::Result<Vec<(GateResult, i64)>> {
+    let mut stmt = conn.prepare(
+        "SELECT gate, verdict, figures, detail, time_ms FROM gate_results WHERE candidate_id = ?1 ORDER BY id",
+    )?;
+    stmt.query_map([id], |r| {
+        let figures: String = r.get(2)?;
+        Ok((
+            GateResult {
+                gate: r.get(0)?,
+                passed: r.get::<_, String>(1)? == "pass",
+                figures: serde_json::from_str(&figures).unwrap_or(serde_json::Value::Null),
+                detail: r.get(3)?,
+            },
+            r.get(4)?,
+        ))
+    })?
+    .collect()
+}
+
+/// The audit lines about a candidate: (time, actor, action, detail).
+pub fn history(
+    conn: &Connection,
+    id: i64,
+    hash: &str,
+) -> rusqlite::Result<Vec<(i64, String, String, String)>> {
+    let mut stmt = conn.prepare(
+        "SELECT time_ms, actor, action, detail FROM audit_log
+         WHERE action LIKE ?1 OR detail LIKE ?2 OR detail LIKE ?3 ORDER BY id",
+    )?;
+    let short = &hash[..12.min(hash.len())];
+    stmt.query_map(
+        params![
+            format!("candidate {id} %"),
+            format!("candidate {id}:%"),
+            format!("%{short}%")
+        ],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+    )?
+    .collect()
+}
+
+pub fn reject(conn: &Connection, id: i64, actor: &str, reason: &str) -> anyhow::Result<()> {
+    let c = get(conn, id)?;
+    if c.state == "promoted" {
+        bail!("candidate {id} is the active strategy; roll back instead");
+    }
+    set_state(conn, id, "rejected", actor, reason)?;
+    Ok(())
+}
+
+/// Makes candidate `id` the active strategy. Refused unless every required
+/// gate passed, or `force` (a reason, audited) is given.
+pub fn promote(
+    conn: &Connection,
+    config: &CandidatesConfig,
+    id: i64,
+    actor: &str,
+    force: Option<&str>,
+) -> anyhow::Result<Candidate> {
+    let c = get(conn, id)?;
+    if matches!(c.state.as_str(), "rejected" | "promoted") {
+        bail!("candidate {id} is {}; it cannot be promoted", c.state);
+    }
+    let results = gates(conn, id)?;
+    let passed = |gate: &str| {
+        results
+            .iter()
+            .rev()
+            .find(|(g, _)| g.gate == gate)
+            .map(|(g, _)| g.passed)
+    };
+    let mut missing = Vec::new();
+    for gate in ["validate", "backtest", "paper"] {
+        if gate == "paper" && !config.paper.required {
+            continue;
+        }
+        match passed(gate) {
+            Some(true) => {}
+            Some(false) => missing.push(format!("{gate} failed")),
+            None => missing.push(format!("{gate} has not run")),
+        }
+    }
+    if !missing.is_empty() {
+        match force {
+            None => bail!(
+                "candidate {id} cannot be promoted: {} (use --force --reason to override)",
+                missing.join(", ")
+            ),
+            Some(reason) => audit(
+                conn,
+                actor,
+                &format!("candidate {id} forced"),
+                &format!("promoted despite: {}; reason: {reason}", missing.join(", ")),
+            )?,
+        }
+    }
+    if let Some(previous) = active(conn)? {
+        conn.execute(
+            "UPDATE candidates SET state = 'retired' WHERE hash = ?1 AND state = 'promoted'",
+            [&previous],
+        )?;
+    }
+    conn.execute(
+        "INSERT INTO deployments (hash, candidate_id, action, actor, reason, forced, time_ms) VALUES (?1, ?2, 'promote', ?3, ?4, ?5, ?6)",
+        params![
+            c.hash,
+            id,
+            actor,
+            force.unwrap_or("every gate passed"),
+            i64::from(force.is_some()),
+            now_ms()
+        ],
+    )?;
+    set_state(
+        conn,
+        id,
+        "promoted",
+        actor,
+        force.unwrap_or("every gate passed"),
+    )?;
+    get(conn, id)
+}
+
+/// Restores the active strategy before the current one.
+pub fn rollback(conn: &Connection, actor: &str, reason: &str) -> anyhow::Result<String> {
+    let history: Vec<(String, Option<i64>)> = {
+        let mut stmt =
+            conn.prepare("SELECT hash, candidate_id FROM deployments ORDER BY id DESC")?;
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?
+    };
+    let Some((current, current_candidate)) = history.first().cloned() else {
+        bail!("nothing has been deployed; there is nothing to roll back");
+    };
+    let Some((previous, _)) = history.iter().find(|(h, _)| *h != current).cloned() else {
+        bail!("there is no earlier version to roll back to");
+    };
+    conn.execute(
+        "INSERT INTO deployments (hash, action, actor, reason, time_ms) VALUES (?1, 'rollback', ?2, ?3, ?4)",
+        params![previous, actor, reason, now_ms()],
+    )?;
+    if let Some(id) = current_candidate {
+        set_state(
+            conn,
+            id,
+            "retired",
+            actor,
+            &format!("rolled back: {reason}"),
+        )?;
+    }
+    audit(
+        conn,
+        actor,
+        "rollback",
+        &format!(
+            "{} replaced by {}: {reason}",
+            &current[..12.min(current.len())],
+            &previous[..12.min(previous.len())]
+        ),
+    )?;
+    Ok(previous)
+}

@@ -1,0 +1,308 @@
+//! From new strategy code to a promoted strategy: candidates submitted,
+//! judged by their gates, run in shadow, promoted into a running engine and
+//! rolled back — all through the `keel` binary and its database.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+
+use crate::support::{data, example, fixture};
+
+fn keel(db: &Path, cache: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_keel"));
+    cmd.arg("--db")
+        .arg(db)
+        .args(args)
+        .env("KEEL_CACHE_DIR", cache)
+        .env_remove("KEEL_LOG");
+    cmd
+}
+
+fn run(db: &Path, cache: &Path, args: &[&str]) -> Output {
+    keel(db, cache, args).output().expect("keel")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn state(conn: &Connection, id: i64) -> String {
+    conn.query_row("SELECT state FROM candidates WHERE id = ?1", [id], |r| {
+        r.get(0)
+    })
+    .expect("candidate")
+}
+
+#[test]
+fn candidates_are_judged_shadowed_promoted_without_a_missed_bar_and_rolled_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, cache) = (dir.path().join("keel.db"), dir.path().join("cache"));
+    let goog = data("GOOG-1d.csv");
+    let config = dir.path().join("candidates.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[backtest]\ndata = [\"GOOG={}\"]\n\n[paper]\nmin_trades = 4\n",
+            goog.display()
+        ),
+    )
+    .expect("config");
+    let config = config.to_str().expect("utf-8");
+    let feed = format!("replay:{}", goog.display());
+
+    // rsi-reversion trades first and becomes the active strategy.
+    let rsi = example("rsi-reversion").to_str().expect("utf-8");
+    let out = run(
+        &db,
+        &cache,
+        &[
+            "run",
+            "--paper",
+            "--feed",
+            "sample:5",
+            "--speed",
+            "max",
+            "--strategy",
+            rsi,
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // Three candidates: good, losing, hostile.
+    let submit = |file: &Path, note: &str| {
+        let file = file.to_str().expect("utf-8");
+        run(
+            &db,
+            &cache,
+            &[
+                "candidate",
+                "submit",
+                file,
+                "--note",
+                note,
+                "--config",
+                config,
+            ],
+        )
+    };
+    let good = submit(example("sma-cross"), "trend follower");
+    let losing = submit(fixture("churn"), "churns");
+    let hostile = submit(fixture("loop"), "never returns");
+    let (good, losing, hostile) = (
+        text(&good.stdout),
+        text(&losing.stdout),
+        text(&hostile.stdout),
+    );
+    assert!(good.starts_with("candidate 1: sma-cross 1.0.0"), "{good}");
+    assert!(
+        good.contains("validate  PASS") && good.contains("backtest  PASS"),
+        "{good}"
+    );
+    assert!(
+        losing.contains("validate  PASS") && losing.contains("backtest  FAIL"),
+        "{losing}"
+    );
+    assert!(losing.contains("profit factor"), "{losing}");
+    assert!(hostile.contains("validate  FAIL  smoke run"), "{hostile}");
+    assert!(hostile.contains("used up its fuel"), "{hostile}");
+    // The same bytes again are the same candidate.
+    let again = submit(example("sma-cross"), "again");
+    assert!(text(&again.stdout).starts_with("already submitted as candidate 1"));
+
+    let conn = Connection::open(&db).expect("db");
+    assert_eq!(
+        (state(&conn, 1), state(&conn, 2), state(&conn, 3)),
+        ("gated".into(), "failed".into(), "failed".into())
+    );
+    // The backtest gate shows the active strategy beside it.
+    let figures: String = conn
+        .query_row(
+            "SELECT figures FROM gate_results WHERE candidate_id = 1 AND gate = 'backtest'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("figures");
+    let figures: serde_json::Value = serde_json::from_str(&figures).expect("json");
+    assert!(figures["active"]["trades"].as_u64().is_some(), "{figures}");
+    // Not before the paper gate.
+    let early = run(
+        &db,
+        &cache,
+        &["candidate", "promote", "1", "--config", config],
+    );
+    assert!(!early.status.success());
+    assert!(
+        text(&early.stderr).contains("cannot be promoted: paper has not run"),
+        "{}",
+        text(&early.stderr)
+    );
+
+    // A paper run: the active strategy trades, candidate 1 runs in shadow.
+    // 2,148 daily bars at 10 ms a bar.
+    let mut engine = keel(
+        &db,
+        &cache,
+        &[
+            "run",
+            "--paper",
+            "--feed",
+            &feed,
+            "--symbol",
+            "GOOG",
+            "--speed",
+            "8640000x",
+            "--candidates",
+            config,
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("engine");
+    let started = Instant::now();
+    while state(&conn, 1) != "passed" {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the paper gate never passed"
+        );
+        assert!(
+            engine.try_wait().expect("alive").is_none(),
+            "the run ended before the paper gate passed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let promote = run(
+        &db,
+        &cache,
+        &["candidate", "promote", "1", "--config", config],
+    );
+    let said = text(&promote.stdout);
+    assert!(promote.status.success(), "{said}{}", text(&promote.stderr));
+    assert!(
+        said.contains("hot-swapped into the running engine: book main"),
+        "{said}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let rollback = run(
+        &db,
+        &cache,
+        &[
+            "candidate",
+            "rollback",
+            "--reason",
+            "test",
+            "--config",
+            config,
+        ],
+    );
+    assert!(rollback.status.success(), "{}", text(&rollback.stderr));
+    assert!(
+        text(&rollback.stdout).contains("hot-swapped into the running engine"),
+        "{}",
+        text(&rollback.stdout)
+    );
+    let out = engine.wait_with_output().expect("engine");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // No bar was missed: the main book booked every bar of the feed.
+    let run_id: i64 = conn
+        .query_row("SELECT run_id FROM books WHERE slot = 'main'", [], |r| {
+            r.get(0)
+        })
+        .expect("main book");
+    let main_bars: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM equity_snapshots e JOIN books b ON b.id = e.book_id WHERE b.slot = 'main' AND b.run_id = ?1",
+            [run_id],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(main_bars, 2148);
+    // Both swaps happened between bars, each audited with its reason.
+    let swaps: Vec<String> = {
+        let mut stmt = conn
+            .prepare("SELECT detail FROM audit_log WHERE action = 'hot swap' ORDER BY id")
+            .expect("sql");
+        stmt.query_map([], |r| r.get(0))
+            .expect("sql")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    };
+    assert_eq!(swaps.len(), 2, "{swaps:?}");
+    assert!(
+        swaps[0].contains("(sma-cross)") && swaps[1].contains("(rsi-reversion)"),
+        "{swaps:?}"
+    );
+    // The promoted version's signals were its own, after it took over.
+    let sma_hash: String = conn
+        .query_row("SELECT hash FROM candidates WHERE id = 1", [], |r| r.get(0))
+        .expect("hash");
+    let main_hash: String = conn
+        .query_row(
+            "SELECT artifact_hash FROM books WHERE slot = 'main' AND run_id = ?1",
+            [run_id],
+            |r| r.get(0),
+        )
+        .expect("main");
+    assert_ne!(main_hash, sma_hash, "rolled back");
+    let deployments: Vec<String> = {
+        let mut stmt = conn
+            .prepare("SELECT action FROM deployments ORDER BY id")
+            .expect("sql");
+        stmt.query_map([], |r| r.get(0))
+            .expect("sql")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    };
+    assert_eq!(deployments, ["initial", "promote", "rollback"]);
+    assert_eq!(state(&conn, 1), "retired");
+    keel_host::paper::audit_ledger(&conn).expect("ledger adds up");
+
+    // `show` tells the whole story with the figures.
+    let show = text(&run(&db, &cache, &["candidate", "show", "1"]).stdout);
+    for expected in [
+        "validate  PASS",
+        "backtest  PASS",
+        "paper     PASS",
+        "submit",
+        "promoted",
+        "rolled back: test",
+    ] {
+        assert!(show.contains(expected), "{expected} missing from:\n{show}");
+    }
+    // A forced promotion needs a reason, and is audited.
+    let forced = run(
+        &db,
+        &cache,
+        &["candidate", "promote", "2", "--force", "--config", config],
+    );
+    assert!(text(&forced.stderr).contains("--force needs --reason"));
+    let forced = run(
+        &db,
+        &cache,
+        &[
+            "candidate",
+            "promote",
+            "2",
+            "--force",
+            "--reason",
+            "experiment",
+            "--config",
+            config,
+        ],
+    );
+    assert!(forced.status.success(), "{}", text(&forced.stderr));
+    let audited: i64 = conn
+        .query_row("SELECT COUNT(*) FROM audit_log WHERE action = 'candidate 2 forced' AND detail LIKE '%reason: experiment%'", [], |r| r.get(0))
+        .expect("audit");
+    assert_eq!(audited, 1);
+    let rejected = run(
+        &db,
+        &cache,
+        &["candidate", "reject", "3", "--reason", "hostile"],
+    );
+    assert!(rejected.status.success());
+    assert_eq!(state(&conn, 3), "rejected");
+}
