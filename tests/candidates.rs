@@ -140,7 +140,7 @@ fn candidates_are_judged_shadowed_promoted_without_a_missed_bar_and_rolled_back(
     );
 
     // A paper run: the active strategy trades, candidate 1 runs in shadow.
-    // 2,148 daily bars at 10 ms a bar.
+    // 2,148 daily bars at 20 ms a bar.
     let mut engine = keel(
         &db,
         &cache,
@@ -305,4 +305,118 @@ fn candidates_are_judged_shadowed_promoted_without_a_missed_bar_and_rolled_back(
     );
     assert!(rejected.status.success());
     assert_eq!(state(&conn, 3), "rejected");
+}
+
+#[test]
+fn a_new_version_losing_too_much_on_its_first_day_is_rolled_back_by_itself() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, cache) = (dir.path().join("keel.db"), dir.path().join("cache"));
+    let config = dir.path().join("candidates.toml");
+    std::fs::write(&config, "[rollback]\ndaily_loss_pct = 0.3\n").expect("config");
+    let config = config.to_str().expect("utf-8");
+    let sma = example("sma-cross").to_str().expect("utf-8").to_owned();
+    let churn = fixture("churn").to_str().expect("utf-8").to_owned();
+    // sma-cross is active; churn is submitted (its gates fail) and forced in.
+    let out = run(
+        &db,
+        &cache,
+        &[
+            "run",
+            "--paper",
+            "--feed",
+            "sample:5",
+            "--speed",
+            "max",
+            "--strategy",
+            &sma,
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(
+        &db,
+        &cache,
+        &["candidate", "submit", &churn, "--config", config],
+    );
+    assert!(
+        text(&out.stdout).contains("backtest  FAIL"),
+        "{}",
+        text(&out.stdout)
+    );
+    // 720 one-minute bars at 10 ms a bar.
+    let engine = keel(
+        &db,
+        &cache,
+        &[
+            "run",
+            "--paper",
+            "--feed",
+            "sample:720",
+            "--speed",
+            "6000x",
+            "--candidates",
+            config,
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("engine");
+    let control = keel_host::control::control_file(&db);
+    while !control.exists() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let forced = run(
+        &db,
+        &cache,
+        &[
+            "candidate",
+            "promote",
+            "1",
+            "--force",
+            "--reason",
+            "see what happens",
+            "--config",
+            config,
+        ],
+    );
+    assert!(
+        text(&forced.stdout).contains("hot-swapped"),
+        "{}{}",
+        text(&forced.stdout),
+        text(&forced.stderr)
+    );
+    let out = engine.wait_with_output().expect("engine");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let conn = Connection::open(&db).expect("db");
+    let deployments: Vec<(String, String)> = {
+        let mut stmt = conn
+            .prepare("SELECT action, actor FROM deployments ORDER BY id")
+            .expect("sql");
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("sql")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    };
+    assert_eq!(
+        deployments,
+        [
+            ("initial".to_owned(), "keel".to_owned()),
+            ("promote".to_owned(), "operator".to_owned()),
+            ("rollback".to_owned(), "risk-manager".to_owned())
+        ]
+    );
+    let detail: String = conn
+        .query_row(
+            "SELECT detail FROM risk_events WHERE kind = 'rollback'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("rollback event");
+    assert!(
+        detail.contains("in its first day, over the 0.3% limit"),
+        "{detail}"
+    );
+    assert_eq!(state(&conn, 1), "retired");
+    keel_host::paper::audit_ledger(&conn).expect("ledger adds up");
 }

@@ -260,7 +260,7 @@ pub fn submit(
         .map_or(("?".to_owned(), "?".to_owned()), |i| {
             (i.name.clone(), i.version.clone())
         });
-    let tx = conn.transaction()?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     store_blob(&tx, artifact)?;
     tx.execute(
         "INSERT INTO candidates (hash, name, version, parent, submitted_by, note, source, state, created_ms)

@@ -138,7 +138,7 @@ impl PaperExchange {
         symbol: &str,
         bar: &Candle,
     ) -> rusqlite::Result<()> {
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let orders: Vec<PaperOrder> = {
             let mut stmt = tx.prepare(
                 "SELECT client_order_id, action, size, equity, max_quantity, reference_price, max_deviation, side

@@ -137,7 +137,8 @@ struct Book {
     last_equity: Option<f64>,
     start_equity: f64,
     trades: u64,
-    /// Equity and UTC day when the current version took over (main book).
+    /// Equity and feed time (ms) when the current version took over (main
+    /// book), for the automatic rollback.
     promoted_at: Option<(f64, i64)>,
 }
 
@@ -793,7 +794,9 @@ impl<'c> PaperEngine<'c> {
     /// stored with the risk event.
     fn kill(&mut self, reason: &str, received: Instant) -> anyhow::Result<Reply> {
         self.killed = true;
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         store_state(
             &tx,
             TradingState::Halted,
@@ -834,7 +837,9 @@ impl<'c> PaperEngine<'c> {
         let (price_ref, time_ms) = (self.last_close, self.cursor_ms.unwrap_or(0));
         let mut closed = 0;
         if price_ref.is_finite() {
-            let tx = self.conn.transaction()?;
+            let tx = self
+                .conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             for book in &mut self.books {
                 while let Some(h) = book.ledger.holdings.first().cloned() {
                     let price = self
@@ -921,17 +926,14 @@ impl<'c> PaperEngine<'c> {
         b.instance = instance;
         b.hash = loaded.hash;
         b.warmup = warmup;
-        b.promoted_at = Some((
-            float(b.ledger.equity()),
-            self.cursor_ms.unwrap_or(0).div_euclid(86_400_000),
-        ));
-        self.conn.execute(
-            "UPDATE books SET artifact_hash = ?2 WHERE id = ?1",
-            params![b.id, loaded.hash.to_hex()],
-        )?;
+        b.promoted_at = Some((float(b.ledger.equity()), self.cursor_ms.unwrap_or(0)));
         self.conn.execute(
             "INSERT OR IGNORE INTO artifacts (hash, name, version, contract, size, first_seen_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![loaded.hash.to_hex(), loaded.info.name, loaded.info.version, loaded.contract, loaded.size as i64, now_ms()],
+        )?;
+        self.conn.execute(
+            "UPDATE books SET artifact_hash = ?2 WHERE id = ?1",
+            params![b.id, loaded.hash.to_hex()],
         )?;
         let after = self
             .cursor_ms
@@ -967,17 +969,17 @@ impl<'c> PaperEngine<'c> {
         }
         self.judge_shadows(false)?;
         let rule = self.settings.candidates.rollback.daily_loss_pct;
-        let day = self.cursor_ms.unwrap_or(0).div_euclid(86_400_000);
+        let now = self.cursor_ms.unwrap_or(0);
         let losing = self.books.iter().find_map(|b| {
             let (at, since) = b.promoted_at?;
             let equity = float(b.ledger.equity());
             let loss = (at - equity) / at * 100.0;
-            (since == day && at > 0.0 && loss >= rule).then_some(loss)
+            // Its first day (24 hours of feed time) after taking over.
+            (now - since <= 86_400_000 && at > 0.0 && loss >= rule).then_some(loss)
         });
         if let Some(loss) = losing {
-            let reason = format!(
-                "the new version lost {loss:.2}% since it took over today, over the {rule}% limit"
-            );
+            let reason =
+                format!("the new version lost {loss:.2}% in its first day, over the {rule}% limit");
             let previous = candidates::rollback(self.conn, "risk-manager", &reason)?;
             self.swap(&previous, "risk-manager", &reason)?;
             for b in &mut self.books {
@@ -1088,7 +1090,9 @@ impl<'c> PaperEngine<'c> {
         let symbol = self.settings.symbol.clone();
         self.exchange.on_bar(self.conn, &symbol, candle)?;
         failpoint("after-exchange-fill");
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let fills = self.settings.fills;
         let mut halts = Vec::new();
         for book in &mut self.books {
@@ -1240,7 +1244,9 @@ impl<'c> PaperEngine<'c> {
             if !decided.is_empty() {
                 failpoint("before-intent");
             }
-            let tx = self.conn.transaction()?;
+            let tx = self
+                .conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             for (seq, (signal, decision)) in decided.iter().enumerate() {
                 let (text, reason) = match decision {
                     Ok(()) => ("accepted", None),

@@ -153,7 +153,10 @@ impl Store {
                 name,
                 source,
             };
-            let tx = self.conn.transaction().map_err(failed)?;
+            let tx = self
+                .conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(failed)?;
             tx.execute_batch(sql).map_err(failed)?;
             tx.execute(
                 "INSERT INTO schema_migrations (version, name, applied_ms) VALUES (?1, ?2, ?3)",
