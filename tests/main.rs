@@ -5,6 +5,7 @@ mod backtest;
 mod candidates;
 mod cli;
 mod data;
+mod dev;
 mod paper;
 mod sandbox;
 mod support;

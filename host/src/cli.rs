@@ -69,6 +69,9 @@ pub enum Command {
     Kill(crate::operate::ReasonArgs),
     /// Submit, judge, promote and roll back candidate strategies.
     Candidate(crate::operate::CandidateArgs),
+    /// Hot reload while writing a strategy: rebuild, validate and swap on
+    /// every save, over a candle file or into a paper engine.
+    Dev(crate::dev::DevArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -274,6 +277,7 @@ pub fn run(cli: Cli) -> anyhow::Result<bool> {
         Command::Resume(args) => crate::operate::command("resume", &args, &cli.db),
         Command::Kill(args) => crate::operate::command("kill", &args, &cli.db),
         Command::Candidate(args) => crate::operate::candidate(&args, &cli.db, cache_dir),
+        Command::Dev(args) => crate::dev::run(&args, &cli.db, cache_dir),
     }
 }
 

@@ -115,6 +115,10 @@ pub enum Command {
         received: Instant,
         reply: Answer,
     },
+    /// End the run cleanly after the current bar.
+    Stop {
+        reply: Answer,
+    },
     /// Hot-swap the main book to a stored artifact.
     Swap {
         hash: String,

@@ -6,6 +6,7 @@ pub mod build_strategy;
 pub mod candidates;
 pub mod cli;
 pub mod control;
+pub mod dev;
 pub mod ledger;
 pub mod operate;
 pub mod paper;

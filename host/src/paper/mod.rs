@@ -181,6 +181,7 @@ pub struct PaperEngine<'c> {
     exchange: PaperExchange,
     state: TradingState,
     killed: bool,
+    stopping: bool,
     cursor_ms: Option<i64>,
     signalled_ms: Option<i64>,
     last_close: f64,
@@ -480,6 +481,7 @@ impl<'c> PaperEngine<'c> {
             exchange,
             state,
             killed: false,
+            stopping: false,
             cursor_ms,
             signalled_ms,
             last_close: f64::NAN,
@@ -607,7 +609,7 @@ impl<'c> PaperEngine<'c> {
         let mut last_feed_ms: Option<i64> = None;
         self.publish();
         loop {
-            if self.settings.max_bars.is_some_and(|n| self.bars >= n) {
+            if self.stopping || self.settings.max_bars.is_some_and(|n| self.bars >= n) {
                 break;
             }
             let next = feed.next_bar();
@@ -767,6 +769,12 @@ impl<'c> PaperEngine<'c> {
             } => {
                 let answer = self.kill(&reason, received);
                 let _ = reply.send(answer.map_err(|e| e.to_string()));
+            }
+            Command::Stop { reply } => {
+                self.stopping = true;
+                let _ = reply.send(Ok(Reply::State {
+                    state: "stopping".into(),
+                }));
             }
             Command::Swap {
                 hash,

@@ -1,0 +1,372 @@
+//! `keel dev`: hot reload for strategy authors. Watches a strategy crate
+//! (or a `.wasm` file something else rebuilds), and on every save rebuilds,
+//! validates and swaps the new version in — over a candle file (each
+//! version re-run over it, figures printed) or into a running paper engine
+//! (`--paper`, hot-swapped between two bars). A broken build or a failed
+//! check keeps the old version running and says why.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use notify::{Event, RecursiveMode, Watcher};
+
+use keel_backtester::engine::BacktestConfig;
+use keel_model::Params;
+
+use crate::backtest::{self, Job};
+use crate::build_strategy;
+use crate::candidates;
+use crate::control::{self, Command, Reply, Snapshot};
+use crate::paper::feed::Feed;
+use crate::paper::{ControlLink, PaperEngine, PaperSettings, StrategySource, StrategySpec};
+use crate::risk::RiskConfig;
+use crate::sandbox::{LoadedStrategy, Metering, Sandbox, SandboxConfig, StrategyArtifact};
+use crate::store::Store;
+use crate::validate;
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// A strategy crate directory, or a `.wasm` component to watch.
+    pub source: PathBuf,
+    /// `[SYMBOL=]CSV` to re-run every version over.
+    #[arg(long, value_name = "[SYMBOL=]CSV")]
+    pub data: Option<String>,
+    /// Run the strategy in a paper engine on the built-in sample (or
+    /// `--feed`) and hot-swap each new version into it.
+    #[arg(long)]
+    pub paper: bool,
+    #[arg(long, default_value = "sample:100000")]
+    pub feed: String,
+    #[arg(long, default_value = "600x")]
+    pub speed: String,
+    /// Stop after this many swaps (for scripts and tests).
+    #[arg(long)]
+    pub max_reloads: Option<usize>,
+    #[arg(long, value_name = "DIR")]
+    pub target_dir: Option<PathBuf>,
+}
+
+/// What a save produced.
+enum Version {
+    Good(StrategyArtifact, Box<LoadedStrategy>),
+    Broken(String),
+}
+
+struct Builder<'s> {
+    args: &'s DevArgs,
+    sandbox: &'s Sandbox,
+}
+
+impl Builder<'_> {
+    /// Builds (a crate) or reads (a `.wasm`) and validates.
+    fn version(&self) -> Version {
+        let file = if self.args.source.is_dir() {
+            match build_strategy::build(&self.args.source, self.args.target_dir.as_deref()) {
+                Ok(files) => match files.into_iter().next() {
+                    Some(f) => f,
+                    None => return Version::Broken("the build produced no component".into()),
+                },
+                Err(e) => return Version::Broken(format!("{e:#}")),
+            }
+        } else {
+            self.args.source.clone()
+        };
+        let artifact = match StrategyArtifact::read(&file, self.sandbox.limits().max_wasm_bytes) {
+            Ok(a) => a,
+            Err(e) => return Version::Broken(e.to_string()),
+        };
+        let report = validate::validate_artifact(self.sandbox, &artifact);
+        if !report.passed() {
+            return Version::Broken(format!(
+                "{} failed validation: {}",
+                artifact.hash.short(),
+                report.failures().join("; ")
+            ));
+        }
+        match self.sandbox.load(&artifact) {
+            Ok(loaded) => Version::Good(artifact, Box::new(loaded)),
+            Err(e) => Version::Broken(e.to_string()),
+        }
+    }
+}
+
+/// Waits for the next change under the watched path; a burst of events
+/// (an editor's save, a build writing files) counts once.
+fn next_change(events: &Receiver<notify::Result<Event>>, watched: &Path, skip: &Path) -> bool {
+    let relevant = |e: &notify::Result<Event>| match e {
+        Ok(event) => {
+            !matches!(event.kind, notify::EventKind::Access(_))
+                && event
+                    .paths
+                    .iter()
+                    .any(|p| p.starts_with(watched) && !p.starts_with(skip))
+        }
+        Err(_) => false,
+    };
+    loop {
+        match events.recv() {
+            Ok(e) if relevant(&e) => break,
+            Ok(_) => continue,
+            Err(_) => return false,
+        }
+    }
+    // Let the burst settle.
+    let settle = Instant::now() + Duration::from_millis(150);
+    while let Some(left) = settle.checked_duration_since(Instant::now()) {
+        if events.recv_timeout(left).is_err() {
+            break;
+        }
+    }
+    true
+}
+
+fn watch(
+    args: &DevArgs,
+) -> anyhow::Result<(
+    notify::RecommendedWatcher,
+    Receiver<notify::Result<Event>>,
+    PathBuf,
+    PathBuf,
+)> {
+    let (tx, rx) = mpsc::channel();
+    let mut watcher = notify::recommended_watcher(tx)?;
+    let source = std::fs::canonicalize(&args.source)
+        .with_context(|| format!("{}: not found", args.source.display()))?;
+    let (watched, skip) = if source.is_dir() {
+        (source.clone(), source.join("target"))
+    } else {
+        (source.clone(), PathBuf::from("/nonexistent"))
+    };
+    let dir = if source.is_dir() {
+        source.clone()
+    } else {
+        source.parent().map(Path::to_path_buf).unwrap_or_default()
+    };
+    watcher.watch(&dir, RecursiveMode::Recursive)?;
+    Ok((watcher, rx, watched, skip))
+}
+
+/// `keel dev`.
+pub fn run(args: &DevArgs, db: &Path, cache_dir: Option<PathBuf>) -> anyhow::Result<bool> {
+    if args.paper == args.data.is_some() {
+        bail!("keel dev needs exactly one of --data <csv> and --paper");
+    }
+    let sandbox = Sandbox::new(SandboxConfig {
+        metering: Metering::Fuel,
+        cache_dir: cache_dir.clone(),
+        ..SandboxConfig::default()
+    })?;
+    let (_watcher, events, watched, skip) = watch(args)?;
+    let builder = Builder {
+        args,
+        sandbox: &sandbox,
+    };
+    if args.paper {
+        return paper(args, db, &sandbox, &builder, events, &watched, &skip);
+    }
+    let spec = args.data.clone().unwrap_or_default();
+    let data = backtest::load_data(std::slice::from_ref(&spec), db, &[])?;
+    let config = BacktestConfig {
+        record_signals: false,
+        record_fills: false,
+        ..BacktestConfig::default()
+    };
+    let replay = |loaded: &LoadedStrategy| -> anyhow::Result<String> {
+        let params = Params::resolve(&loaded.info.params, &[])?;
+        let job = Job {
+            strategy: loaded,
+            params,
+            window: None,
+        };
+        let report = backtest::run_job(&sandbox, &job, &data, &config)?;
+        let m = &report.metrics;
+        Ok(format!(
+            "{} trades, return {:+.2}%, max drawdown {:.2}%, {} errors",
+            m.trades,
+            m.total_return * 100.0,
+            m.max_drawdown * 100.0,
+            report.errors.len()
+        ))
+    };
+    let mut current: Option<StrategyArtifact> = None;
+    let mut reloads = 0;
+    let mut first = true;
+    loop {
+        if !first && !next_change(&events, &watched, &skip) {
+            return Ok(true);
+        }
+        let changed = Instant::now();
+        match builder.version() {
+            Version::Broken(why) => match &current {
+                Some(old) => println!("still running {}: {why}", old.hash.short()),
+                None => println!("nothing running yet: {why}"),
+            },
+            Version::Good(artifact, loaded) => {
+                let same = current.as_ref().is_some_and(|c| c.hash == artifact.hash);
+                if same {
+                    println!("{} unchanged", artifact.hash.short());
+                } else {
+                    let figures = replay(&loaded)?;
+                    let took = changed.elapsed();
+                    match &current {
+                        Some(old) => {
+                            reloads += 1;
+                            println!(
+                                "swapped {} -> {} ({:.0} ms from the change): {figures}",
+                                old.hash.short(),
+                                artifact.hash.short(),
+                                took.as_secs_f64() * 1e3
+                            );
+                        }
+                        None => println!(
+                            "running {} {} ({}): {figures}",
+                            loaded.info.name,
+                            loaded.info.version,
+                            artifact.hash.short()
+                        ),
+                    }
+                    current = Some(artifact);
+                }
+            }
+        }
+        if first {
+            println!("watching {} (Ctrl-C to stop)", watched.display());
+            first = false;
+        }
+        if args.max_reloads.is_some_and(|n| reloads >= n) {
+            return Ok(true);
+        }
+    }
+}
+
+/// `keel dev --paper`: a paper engine on this thread, the watcher on
+/// another, swaps through the engine's command channel.
+fn paper(
+    args: &DevArgs,
+    db: &Path,
+    sandbox: &Sandbox,
+    builder: &Builder<'_>,
+    events: Receiver<notify::Result<Event>>,
+    watched: &Path,
+    skip: &Path,
+) -> anyhow::Result<bool> {
+    let Version::Good(artifact, _) = builder.version() else {
+        bail!(
+            "{}: the first version must build and validate",
+            args.source.display()
+        );
+    };
+    let mut store = Store::open(db)?;
+    candidates::store_blob(store.conn(), &artifact)?;
+    let speed = match args.speed.as_str() {
+        "max" => None,
+        s => Some(
+            s.trim_end_matches('x')
+                .parse::<f64>()
+                .with_context(|| format!("--speed {s}: expected e.g. 600x or max"))?,
+        ),
+    };
+    let mut feed = match args.feed.strip_prefix("replay:") {
+        Some(path) => Feed::replay(Path::new(path))?,
+        None => {
+            let bars = args
+                .feed
+                .strip_prefix("sample:")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(100_000);
+            Feed::sample(7, bars)
+        }
+    };
+    let (commands_tx, commands) = mpsc::channel();
+    let snapshot = Arc::new(Mutex::new(Snapshot::default()));
+    let kill = Arc::new(AtomicBool::new(false));
+    let settings = PaperSettings {
+        feed_name: format!("dev:{}", args.feed),
+        symbol: "BTC/USD".into(),
+        speed,
+        cash: 10_000.0,
+        risk: RiskConfig::default(),
+        fills: Default::default(),
+        strategies: vec![StrategySpec {
+            source: StrategySource::Stored(artifact.clone()),
+            params: vec![],
+            slot: Some("dev".into()),
+            candidate: None,
+        }],
+        max_bars: None,
+        candidates: Default::default(),
+    };
+    let link = ControlLink {
+        commands,
+        snapshot: snapshot.clone(),
+        kill_requested: kill.clone(),
+    };
+    let mut engine = PaperEngine::open(store.conn(), sandbox, settings, Some(link))?;
+    let _server = control::start(db, 0, snapshot, commands_tx.clone(), kill)?;
+    println!(
+        "running {} in a paper engine; watching {}",
+        artifact.hash.short(),
+        watched.display()
+    );
+    let db = db.to_path_buf();
+    let (watched, skip) = (watched.to_path_buf(), skip.to_path_buf());
+    let max = args.max_reloads;
+    let first = artifact.hash;
+    std::thread::scope(|scope| -> anyhow::Result<bool> {
+        scope.spawn(move || {
+            let mut current = first;
+            let mut reloads = 0;
+            while next_change(&events, &watched, &skip) {
+                let changed = Instant::now();
+                match builder.version() {
+                    Version::Broken(why) => println!("still running {}: {why}", current.short()),
+                    Version::Good(new, _) if new.hash == current => println!("{} unchanged", new.hash.short()),
+                    Version::Good(new, _) => {
+                        let stored = Store::open(&db).and_then(|mut s| {
+                            candidates::store_blob(s.conn(), &new).map_err(|e| crate::store::StoreError::Conflict(e.to_string()))
+                        });
+                        if let Err(e) = stored {
+                            println!("still running {}: {e}", current.short());
+                            continue;
+                        }
+                        let (reply, answer) = mpsc::channel();
+                        let _ = commands_tx.send(Command::Swap {
+                            hash: new.hash.to_hex(),
+                            actor: "keel dev".into(),
+                            reason: "source changed".into(),
+                            reply,
+                        });
+                        match answer.recv_timeout(Duration::from_secs(30)) {
+                            Ok(Ok(Reply::Swapped { warmed_bars, .. })) => {
+                                reloads += 1;
+                                println!(
+                                    "swapped {} -> {} ({:.0} ms from the change, warmed on {warmed_bars} bars)",
+                                    current.short(),
+                                    new.hash.short(),
+                                    changed.elapsed().as_secs_f64() * 1e3
+                                );
+                                current = new.hash;
+                            }
+                            Ok(Ok(_)) => {}
+                            Ok(Err(e)) => println!("still running {}: {e}", current.short()),
+                            Err(_) => println!("still running {}: the engine did not answer", current.short()),
+                        }
+                    }
+                }
+                if max.is_some_and(|n| reloads >= n) {
+                    let (reply, _answer) = mpsc::channel();
+                    let _ = commands_tx.send(Command::Stop { reply });
+                    break;
+                }
+            }
+        });
+        let summary = engine.run(&mut feed)?;
+        println!("{} bars booked", summary.bars);
+        Ok(true)
+    })
+}
