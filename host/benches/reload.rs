@@ -54,18 +54,35 @@ fn median(mut xs: Vec<f64>) -> f64 {
 }
 
 /// Writes `bytes` to `file` and times until the new version handled a bar.
-fn reload_once(sandbox: &Sandbox, file: &Path, bytes: &[u8], history: &[keel_model::Candle]) -> f64 {
+fn reload_once(
+    sandbox: &Sandbox,
+    file: &Path,
+    bytes: &[u8],
+    history: &[keel_model::Candle],
+) -> f64 {
     let (tx, rx) = mpsc::channel();
     let mut watcher = notify::recommended_watcher(tx).expect("watcher");
     watcher
-        .watch(file.parent().expect("dir"), notify::RecursiveMode::NonRecursive)
+        .watch(
+            file.parent().expect("dir"),
+            notify::RecursiveMode::NonRecursive,
+        )
         .expect("watch");
     let started = Instant::now();
     std::fs::write(file, bytes).expect("write");
     loop {
         match rx.recv_timeout(Duration::from_secs(5)).expect("event") {
-            Ok(e) if e.paths.iter().any(|p| p.ends_with(file.file_name().expect("name")))
-                && matches!(e.kind, notify::EventKind::Modify(_) | notify::EventKind::Create(_)) => break,
+            Ok(e)
+                if e.paths
+                    .iter()
+                    .any(|p| p.ends_with(file.file_name().expect("name")))
+                    && matches!(
+                        e.kind,
+                        notify::EventKind::Modify(_) | notify::EventKind::Create(_)
+                    ) =>
+            {
+                break;
+            }
             _ => continue,
         }
     }
@@ -77,7 +94,12 @@ fn reload_once(sandbox: &Sandbox, file: &Path, bytes: &[u8], history: &[keel_mod
         seed: 1,
     };
     let mut instance = sandbox.instantiate(&loaded, binding).expect("instance");
-    let symbols: Vec<Symbol> = loaded.info.symbols.iter().map(|s| Symbol::from(s.as_str())).collect();
+    let symbols: Vec<Symbol> = loaded
+        .info
+        .symbols
+        .iter()
+        .map(|s| Symbol::from(s.as_str()))
+        .collect();
     let portfolio = Portfolio {
         cash: 10_000.0,
         equity: 10_000.0,
