@@ -182,7 +182,8 @@ impl Sandbox {
             .epoch_interruption(true)
             .consume_fuel(config.metering == Metering::Fuel)
             .max_wasm_stack(config.limits.max_stack_bytes)
-            .cranelift_opt_level(wasmtime::OptLevel::Speed);
+            .cranelift_opt_level(wasmtime::OptLevel::Speed)
+            .generate_address_map(false);
         let engine = Engine::new(&wasm)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
