@@ -33,7 +33,7 @@ use keel_model::{Action, Params, Side, Signal, Symbol};
 
 use crate::candidates::{self, CandidatesConfig, GateResult};
 use crate::control::{Command, Reply, Snapshot, SnapshotBook, SnapshotPosition, SnapshotTrade};
-use crate::ledger::{self, ClosedTrade, Holding, Ledger, LedgerFill, dec, float};
+use crate::ledger::{ClosedTrade, Holding, Ledger, LedgerFill, dec, float};
 use crate::risk::{self, RiskConfig, TradingState};
 use crate::sandbox::{Binding, Sandbox, StrategyArtifact, StrategyHash, StrategyInstance};
 use exchange::{PaperExchange, PaperOrder, action_parse, size_parse, size_text};
@@ -1720,10 +1720,4 @@ pub fn audit_ledger(conn: &Connection) -> anyhow::Result<usize> {
         replay.check().map_err(|e| anyhow!("book {id}: {e}"))?;
     }
     Ok(books.len())
-}
-
-impl From<ledger::LedgerError> for rusqlite::Error {
-    fn from(e: ledger::LedgerError) -> Self {
-        rusqlite::Error::ToSqlConversionFailure(Box::new(e))
-    }
 }
