@@ -62,14 +62,15 @@ impl BarColumns {
     /// Bars `from..to`, borrowed.
     pub fn slice(&self, from: usize, to: usize) -> Bars<'_> {
         Bars {
-            symbol: &self.symbol[from..to],
-            time_ms: &self.time_ms[from..to],
-            open: &self.open[from..to],
-            high: &self.high[from..to],
-            low: &self.low[from..to],
-            close: &self.close[from..to],
-            volume: &self.volume[from..to],
+            symbol: &self.symbol,
+            time_ms: &self.time_ms,
+            open: &self.open,
+            high: &self.high,
+            low: &self.low,
+            close: &self.close,
+            volume: &self.volume,
         }
+        .slice(from, to)
     }
 }
 

@@ -159,26 +159,7 @@ impl<L: Iterator<Item = std::io::Result<String>>> CsvCandles<L> {
                 return Err(format!("{column} is {text}"));
             }
         }
-        let [open, high, low, close, volume] = values;
-        let candle = Candle {
-            time_ms,
-            open,
-            high,
-            low,
-            close,
-            volume,
-        };
-        check_candle(&candle)?;
-        if let Some(prev) = self.last_ms
-            && candle.time_ms <= prev
-        {
-            return Err(format!(
-                "time {} is not after the previous bar's {}",
-                format_time(candle.time_ms),
-                format_time(prev)
-            ));
-        }
-        Ok(candle)
+        checked(self.last_ms, time_ms, values)
     }
 }
 
@@ -358,6 +339,14 @@ fn row_lines(text: &str) -> Vec<usize> {
 /// Appends the candle of `[open, high, low, close, volume]` after checking it
 /// and that time moves forward.
 fn push_checked(candles: &mut Vec<Candle>, time_ms: i64, values: [f64; 5]) -> Result<(), String> {
+    let candle = checked(candles.last().map(|c| c.time_ms), time_ms, values)?;
+    candles.push(candle);
+    Ok(())
+}
+
+/// The candle of `[open, high, low, close, volume]`, checked, and checked to
+/// come after a bar opening at `prev_ms`.
+fn checked(prev_ms: Option<i64>, time_ms: i64, values: [f64; 5]) -> Result<Candle, String> {
     let [open, high, low, close, volume] = values;
     let candle = Candle {
         time_ms,
@@ -368,17 +357,16 @@ fn push_checked(candles: &mut Vec<Candle>, time_ms: i64, values: [f64; 5]) -> Re
         volume,
     };
     check_candle(&candle)?;
-    if let Some(prev) = candles.last()
-        && candle.time_ms <= prev.time_ms
+    if let Some(prev) = prev_ms
+        && time_ms <= prev
     {
         return Err(format!(
             "time {} is not after the previous bar's {}",
-            format_time(candle.time_ms),
-            format_time(prev.time_ms)
+            format_time(time_ms),
+            format_time(prev)
         ));
     }
-    candles.push(candle);
-    Ok(())
+    Ok(candle)
 }
 
 /// A run of missing bars: `missing` bars absent after the bar at `after_ms`.
