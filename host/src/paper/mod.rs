@@ -696,22 +696,19 @@ impl<'c> PaperEngine<'c> {
         if let Some(c) = bars.last().or(last.as_ref()) {
             self.last_close = c.close;
         }
+        let limits = self.settings.risk.limits();
         for book in &mut self.books {
             let skip = bars.len().saturating_sub(book.warmup);
-            for candle in &bars[skip..] {
-                let columns = one_bar(candle);
-                let view = book.ledger.view();
-                let batch = Batch {
-                    symbols: &self.symbols,
-                    tick_times: &[candle.time_ms + bar_ms],
-                    tick_bars: &[1],
-                    bars: columns.slice(0, 1),
-                    portfolio: &view,
-                    limits: self.settings.risk.limits(),
-                };
-                let _ = book.instance.on_bars(&batch);
-                let _ = book.instance.take_rejections();
-            }
+            let view = book.ledger.view();
+            let candles = bars[skip..].iter().copied();
+            warm(
+                &mut book.instance,
+                candles,
+                &self.symbols,
+                bar_ms,
+                &view,
+                limits,
+            );
         }
         if let Some(candle) = last {
             self.last_close = candle.close;
@@ -914,21 +911,14 @@ impl<'c> PaperEngine<'c> {
         let warmup = loaded.info.warmup_bars as usize;
         let skip = self.recent.len().saturating_sub(warmup);
         let view = self.books[book].ledger.view();
-        let mut warmed = 0;
-        for candle in self.recent.iter().skip(skip) {
-            let columns = one_bar(candle);
-            let batch = Batch {
-                symbols: &self.symbols,
-                tick_times: &[candle.time_ms + self.bar_ms],
-                tick_bars: &[1],
-                bars: columns.slice(0, 1),
-                portfolio: &view,
-                limits: self.settings.risk.limits(),
-            };
-            let _ = instance.on_bars(&batch);
-            let _ = instance.take_rejections();
-            warmed += 1;
-        }
+        let warmed = warm(
+            &mut instance,
+            self.recent.iter().skip(skip),
+            &self.symbols,
+            self.bar_ms,
+            &view,
+            self.settings.risk.limits(),
+        );
         let b = &mut self.books[book];
         let old = b.hash;
         b.instance = instance;
@@ -1407,6 +1397,35 @@ impl<'c> PaperEngine<'c> {
             snap.trades = trades;
         }
     }
+}
+
+/// Shows `instance` each of `candles` as a closed bar, discarding what it
+/// signals: the warm-up of a restarted or swapped-in strategy. Returns how
+/// many bars it saw.
+fn warm<'a>(
+    instance: &mut StrategyInstance,
+    candles: impl Iterator<Item = &'a Candle>,
+    symbols: &[Symbol],
+    bar_ms: i64,
+    portfolio: &keel_model::Portfolio,
+    limits: keel_model::RiskLimits,
+) -> usize {
+    let mut seen = 0;
+    for candle in candles {
+        let columns = one_bar(candle);
+        let batch = Batch {
+            symbols,
+            tick_times: &[candle.time_ms + bar_ms],
+            tick_bars: &[1],
+            bars: columns.slice(0, 1),
+            portfolio,
+            limits,
+        };
+        let _ = instance.on_bars(&batch);
+        let _ = instance.take_rejections();
+        seen += 1;
+    }
+    seen
 }
 
 /// One candle as bar columns of symbol 0.
