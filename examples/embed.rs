@@ -24,6 +24,8 @@ fn main() -> anyhow::Result<()> {
         limits: SandboxLimits::default(),
         metering: Metering::WallClock,
         cache_dir: Some(std::env::temp_dir().join("keel-embed-cache")),
+        // Optimised code from the start: this example runs a whole file.
+        baseline_first: false,
     })?;
     let loaded = sandbox.load_file(&PathBuf::from(&wasm))?;
     println!(

@@ -4,7 +4,8 @@ use std::time::{Duration, Instant};
 
 use keel_backtester::{BacktestResult, run as backtest};
 use keel_host::sandbox::{
-    Fault, LoadError, Metering, SandboxLimits, StrategyArtifact, StrategyInstance,
+    Fault, LoadError, Metering, Sandbox, SandboxConfig, SandboxLimits, StrategyArtifact,
+    StrategyInstance, Tier,
 };
 use keel_host::validate;
 use keel_model::replay::Series;
@@ -477,6 +478,7 @@ fn compiled_components_are_cached_on_disk_by_hash_and_engine() {
         limits: SandboxLimits::default(),
         metering,
         cache_dir: Some(dir.path().to_owned()),
+        baseline_first: false,
     };
     let first = keel_host::sandbox::Sandbox::new(config(Metering::Fuel)).expect("sandbox");
     let cold = first.load_file(example("sma-cross")).expect("loads");
@@ -527,6 +529,72 @@ fn compiled_components_are_cached_on_disk_by_hash_and_engine() {
             .errors
             .is_empty()
     );
+}
+
+#[test]
+fn a_baseline_first_load_runs_at_once_and_the_optimised_code_follows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let quick = || {
+        Sandbox::new(SandboxConfig {
+            metering: Metering::WallClock,
+            cache_dir: Some(dir.path().to_owned()),
+            baseline_first: true,
+            ..SandboxConfig::default()
+        })
+        .expect("sandbox")
+    };
+    let sandbox = quick();
+    let first = sandbox.load_file(example("sma-cross")).expect("loads");
+    assert_eq!(first.tier, Tier::Baseline);
+    assert!(!first.from_cache);
+
+    // Baseline code trades exactly as optimised code does.
+    let data = vec![synthetic("BTC/USD", 5, 1500)];
+    let run = |sandbox: &Sandbox, loaded: &keel_host::sandbox::LoadedStrategy| {
+        let mut instance = sandbox
+            .instantiate(loaded, binding(loaded, &["BTC/USD"], &[], 1))
+            .expect("instance");
+        backtest(&mut instance, &data, &default_config())
+    };
+    let optimised_sandbox = support::sandbox(Metering::WallClock);
+    let optimised = optimised_sandbox
+        .load_file(example("sma-cross"))
+        .expect("loads");
+    assert_eq!(optimised.tier, Tier::Optimized);
+    let (quick_run, slow_run) = (run(&sandbox, &first), run(&optimised_sandbox, &optimised));
+    assert!(!quick_run.signals.is_empty());
+    assert_eq!(quick_run.signals, slow_run.signals);
+    assert_eq!(quick_run.fills, slow_run.fills);
+
+    // The wall-clock deadline stops a runaway call in baseline code too.
+    let looping = sandbox.load_file(fixture("loop")).expect("loads");
+    assert_eq!(looping.tier, Tier::Baseline);
+    let mut instance = sandbox
+        .instantiate(&looping, binding(&looping, &["BTC/USD"], &[], 1))
+        .expect("instance");
+    let error = (0..10)
+        .find_map(|i| instance.on_bar(&tick_of(&data[0], i)).err())
+        .expect("stopped");
+    expect_fault("loop", &error.fault);
+
+    // The optimised code is built in the background, for this sandbox's
+    // later loads and, through the disk cache, for the next process's.
+    let started = Instant::now();
+    while sandbox.is_optimizing(&first.hash) {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "never optimised"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let later = sandbox.load_file(example("sma-cross")).expect("loads");
+    assert_eq!((later.tier, later.from_cache), (Tier::Optimized, true));
+    let next_process = quick().load_file(example("sma-cross")).expect("loads");
+    assert_eq!(
+        (next_process.tier, next_process.from_cache),
+        (Tier::Optimized, true)
+    );
+    assert_eq!(run(&sandbox, &later).signals, slow_run.signals);
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

@@ -48,6 +48,7 @@ fn sandbox(metering: Metering, cache_dir: Option<PathBuf>) -> Sandbox {
         limits: SandboxLimits::default(),
         metering,
         cache_dir,
+        baseline_first: false,
     })
     .expect("sandbox")
 }

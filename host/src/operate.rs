@@ -231,9 +231,12 @@ pub fn run(args: &PaperArgs, db: &Path, cache_dir: Option<PathBuf>) -> anyhow::R
     }
     let candidates_config = CandidatesConfig::load(&args.candidates)?;
     let (mut feed, feed_name) = feed(&args.feed, args)?;
+    // A promoted candidate swaps in within milliseconds: baseline code at
+    // once, optimised code from the background compile for later loads.
     let sandbox = Sandbox::new(SandboxConfig {
         metering: Metering::WallClock,
         cache_dir,
+        baseline_first: true,
         ..SandboxConfig::default()
     })
     .context("failed to set up the wasm sandbox")?;

@@ -74,7 +74,7 @@ pub fn sandbox_with(metering: Metering, limits: SandboxLimits) -> Sandbox {
     Sandbox::new(SandboxConfig {
         limits,
         metering,
-        cache_dir: None,
+        ..SandboxConfig::default()
     })
     .expect("sandbox")
 }

@@ -948,7 +948,7 @@ impl<'c> PaperEngine<'c> {
                 loaded.info.name
             ),
         )?;
-        tracing::info!(book = %b.slot, from = %old.short(), to = %loaded.hash.short(), warmed, "hot swap");
+        tracing::info!(book = %b.slot, from = %old.short(), to = %loaded.hash.short(), warmed, tier = ?loaded.tier, "hot swap");
         Ok(Reply::Swapped {
             slot: b.slot.clone(),
             from: old.to_hex(),

@@ -220,8 +220,11 @@ pub struct StrategyInstance {
     /// strategy uses is converted and copied for nothing, so the cap
     /// follows twice this.
     consumed_avg: f64,
-    /// The last `warmup_bars` ticks, replayed into a rebuilt instance.
-    recent: VecDeque<(i64, Vec<(u32, Candle)>)>,
+    /// The last `warmup_bars` ticks, replayed into a rebuilt instance:
+    /// each tick's close time and bar count, and their bars in order (flat,
+    /// so remembering a tick allocates nothing once the queues are sized).
+    recent_ticks: VecDeque<(i64, u32)>,
+    recent_bars: VecDeque<(u32, Candle)>,
     failures_in_row: u32,
     quarantined: Option<Fault>,
     stats: InstanceStats,
@@ -247,6 +250,7 @@ const MAX_BATCH: usize = 256;
 /// Calls `describe()` in a throwaway instance under the sandbox's limits.
 pub(super) fn describe(
     sandbox: &Sandbox,
+    engine: &Engine,
     pre: &Pre,
     hash: StrategyHash,
 ) -> Result<StrategyInfo, StrategyError> {
@@ -254,7 +258,7 @@ pub(super) fn describe(
     let clock = ClockMode::Simulated(Arc::new(AtomicI64::new(0)));
     let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
     let mut store = HostState::store(
-        sandbox.engine(),
+        engine,
         HostState::new(sandbox.limits(), &clock, 0, label.clone(), stderr.clone()),
     );
     let limits = sandbox.limits().clone();
@@ -370,7 +374,7 @@ impl StrategyInstance {
             ClockMode::Real
         };
         let (store, stderr, exports) = Self::fresh(
-            sandbox.engine(),
+            &loaded.engine,
             sandbox.limits(),
             sandbox.metering(),
             &loaded.pre,
@@ -387,7 +391,7 @@ impl StrategyInstance {
             info: loaded.info.clone(),
             hash: loaded.hash,
             pre: loaded.pre.clone(),
-            engine: sandbox.engine().clone(),
+            engine: loaded.engine.clone(),
             limits: sandbox.limits().clone(),
             metering: sandbox.metering(),
             binding,
@@ -401,7 +405,8 @@ impl StrategyInstance {
             wit_batch: Some(convert::v2::empty_batch()),
             batch_cap: 1,
             consumed_avg: 1.0,
-            recent: VecDeque::new(),
+            recent_ticks: VecDeque::new(),
+            recent_bars: VecDeque::new(),
             failures_in_row: 0,
             quarantined: None,
             stats: InstanceStats::default(),
@@ -745,14 +750,13 @@ impl StrategyInstance {
         self.exports = exports;
         self.stats.rebuilds += 1;
         // The tick that trapped is the last one; replaying it could trap again.
-        let keep = self.recent.len().saturating_sub(1);
-        let (mut times, mut counts, mut bars) = (Vec::new(), Vec::new(), BarColumns::default());
-        for (time_ms, tick_bars) in self.recent.iter().take(keep) {
-            times.push(*time_ms);
-            counts.push(tick_bars.len() as u32);
-            for (symbol, candle) in tick_bars {
-                bars.push(*symbol, candle);
-            }
+        let keep = self.recent_ticks.len().saturating_sub(1);
+        let (times, counts): (Vec<i64>, Vec<u32>) =
+            self.recent_ticks.iter().take(keep).copied().unzip();
+        let mut bars = BarColumns::default();
+        let replayed: usize = counts.iter().map(|&n| n as usize).sum();
+        for (symbol, candle) in self.recent_bars.iter().take(replayed) {
+            bars.push(*symbol, candle);
         }
         let symbols = self.symbols.clone();
         let portfolio = Portfolio::default();
@@ -785,12 +789,15 @@ impl StrategyInstance {
         let mut start = 0;
         for (&time_ms, &count) in batch.tick_times.iter().zip(batch.tick_bars).take(handled) {
             let end = (start + count as usize).min(batch.bars.len());
-            let these = (start..end).map(|b| batch.bars.get(b)).collect();
-            start = end;
-            if self.recent.len() == keep {
-                self.recent.pop_front();
+            if self.recent_ticks.len() == keep
+                && let Some((_, dropped)) = self.recent_ticks.pop_front()
+            {
+                self.recent_bars.drain(..dropped as usize);
             }
-            self.recent.push_back((time_ms, these));
+            self.recent_ticks.push_back((time_ms, (end - start) as u32));
+            self.recent_bars
+                .extend((start..end).map(|b| batch.bars.get(b)));
+            start = end;
         }
     }
 

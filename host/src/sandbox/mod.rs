@@ -78,6 +78,13 @@ pub struct SandboxConfig {
     pub metering: Metering,
     /// Where compiled components are kept; `None` keeps them in memory only.
     pub cache_dir: Option<PathBuf>,
+    /// Quick first loads (wall-clock metering only): an artifact with no
+    /// optimised code yet is compiled by the baseline compiler, several
+    /// times faster, and runs at once, while the optimised code is built in
+    /// the background for every later load. For paper and live trading,
+    /// where a reload must be quick and one bar a minute is no load;
+    /// backtests keep optimised code throughout.
+    pub baseline_first: bool,
 }
 
 impl Default for SandboxConfig {
@@ -86,8 +93,19 @@ impl Default for SandboxConfig {
             limits: SandboxLimits::default(),
             metering: Metering::Fuel,
             cache_dir: None,
+            baseline_first: false,
         }
     }
+}
+
+/// Which compiler made a loaded strategy's code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// Cranelift, optimising: what backtests and every cached load run.
+    Optimized,
+    /// Winch, wasmtime's baseline compiler: compiles several times faster,
+    /// runs slower; used for a quick first load (`baseline_first`).
+    Baseline,
 }
 
 /// Why an artifact was refused at load time. Each displays as one line.
@@ -128,6 +146,10 @@ pub struct LoadedStrategy {
     pub from_cache: bool,
     /// The `keel:strategy` version it implements, e.g. "0.2.0".
     pub contract: &'static str,
+    /// Which compiler made its code.
+    pub tier: Tier,
+    /// The engine `pre` belongs to (the sandbox's optimising or baseline one).
+    engine: Engine,
     pre: Pre,
 }
 
@@ -141,15 +163,29 @@ impl std::fmt::Debug for LoadedStrategy {
     }
 }
 
-/// The wasm engine, its linker, the compile caches and the epoch ticker.
-pub struct Sandbox {
+/// Compiled components by artifact hash.
+type Compiled = Arc<Mutex<HashMap<StrategyHash, Component>>>;
+
+/// One wasm engine and the linker of its stores.
+struct Compiler {
     engine: Engine,
     linker: Linker<HostState>,
+}
+
+/// The wasm engines, their linkers, the compile caches and the epoch ticker.
+pub struct Sandbox {
+    /// Cranelift: the code every cached load and every backtest runs.
+    optimizing: Compiler,
+    /// Winch, when `baseline_first`: quick first loads.
+    baseline: Option<Compiler>,
     limits: SandboxLimits,
     metering: Metering,
     cache_dir: Option<PathBuf>,
     engine_key: String,
-    compiled: Mutex<HashMap<StrategyHash, Component>>,
+    /// Optimised code only; baseline code is never cached.
+    compiled: Compiled,
+    /// Artifacts whose optimised code is being built in the background.
+    optimizing_now: Arc<Mutex<std::collections::HashSet<StrategyHash>>>,
     _ticker: EpochTicker,
 }
 
@@ -158,6 +194,7 @@ impl std::fmt::Debug for Sandbox {
         f.debug_struct("Sandbox")
             .field("metering", &self.metering)
             .field("engine_key", &self.engine_key)
+            .field("baseline_first", &self.baseline.is_some())
             .finish()
     }
 }
@@ -174,16 +211,22 @@ fn import_allowed(name: &str) -> bool {
         })
 }
 
-impl Sandbox {
-    pub fn new(config: SandboxConfig) -> anyhow::Result<Sandbox> {
-        config.limits.check().map_err(anyhow::Error::msg)?;
+impl Compiler {
+    /// The one place the wasm engine is configured.
+    fn new(config: &SandboxConfig, tier: Tier) -> anyhow::Result<Compiler> {
         let mut wasm = Config::new();
         wasm.wasm_component_model(true)
             .epoch_interruption(true)
             .consume_fuel(config.metering == Metering::Fuel)
             .max_wasm_stack(config.limits.max_stack_bytes)
-            .cranelift_opt_level(wasmtime::OptLevel::Speed)
             .generate_address_map(false);
+        match tier {
+            Tier::Optimized => wasm.cranelift_opt_level(wasmtime::OptLevel::Speed),
+            Tier::Baseline => wasm.strategy(wasmtime::Strategy::Winch),
+        };
+        if std::env::var_os("KEEL_PERFMAP").is_some() {
+            wasm.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&wasm)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
@@ -195,22 +238,74 @@ impl Sandbox {
             &mut linker,
             |state| state,
         )?;
+        Ok(Compiler { engine, linker })
+    }
+
+    /// Compiles `bytes` on a thread of its own, giving up after `limit`.
+    fn compile(&self, origin: &str, bytes: &[u8], limit: Duration) -> Result<Component, LoadError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let engine = self.engine.clone();
+        let bytes = bytes.to_vec();
+        std::thread::Builder::new()
+            .name("keel-compile".into())
+            .spawn(move || {
+                let _ = tx.send(Component::new(&engine, &bytes));
+            })
+            .map_err(|e| LoadError::NotAComponent {
+                origin: origin.to_owned(),
+                reason: format!("cannot start compiler: {e}"),
+            })?;
+        match rx.recv_timeout(limit) {
+            Ok(Ok(c)) => Ok(c),
+            Ok(Err(e)) => Err(LoadError::NotAComponent {
+                origin: origin.to_owned(),
+                reason: one_line(&e),
+            }),
+            Err(_) => Err(LoadError::CompileTimeout {
+                origin: origin.to_owned(),
+                limit,
+            }),
+        }
+    }
+}
+
+impl Sandbox {
+    pub fn new(config: SandboxConfig) -> anyhow::Result<Sandbox> {
+        config.limits.check().map_err(anyhow::Error::msg)?;
+        let optimizing = Compiler::new(&config, Tier::Optimized)?;
+        // Fuel metering needs Cranelift; a platform without Winch keeps the
+        // optimising compiler alone.
+        let baseline = if config.baseline_first && config.metering == Metering::WallClock {
+            Compiler::new(&config, Tier::Baseline)
+                .inspect_err(|e| {
+                    tracing::warn!("no baseline compiler, every load optimises: {e:#}")
+                })
+                .ok()
+        } else {
+            None
+        };
         let engine_key = {
             use std::hash::{Hash, Hasher};
             let mut h = std::hash::DefaultHasher::new();
-            engine.precompile_compatibility_hash().hash(&mut h);
+            optimizing
+                .engine
+                .precompile_compatibility_hash()
+                .hash(&mut h);
             config.metering.hash(&mut h);
             format!("wasmtime-{}-{:016x}", env!("CARGO_PKG_VERSION"), h.finish())
         };
-        let ticker = EpochTicker::start(engine.clone());
+        let mut engines = vec![optimizing.engine.clone()];
+        engines.extend(baseline.as_ref().map(|b| b.engine.clone()));
+        let ticker = EpochTicker::start(engines);
         Ok(Sandbox {
-            engine,
-            linker,
+            optimizing,
+            baseline,
             limits: config.limits,
             metering: config.metering,
             cache_dir: config.cache_dir,
             engine_key,
-            compiled: Mutex::new(HashMap::new()),
+            compiled: Arc::default(),
+            optimizing_now: Arc::default(),
             _ticker: ticker,
         })
     }
@@ -239,10 +334,14 @@ impl Sandbox {
                 limit: self.limits.max_wasm_bytes,
             });
         }
-        let (component, from_cache) = self.compile(artifact)?;
+        let (component, from_cache, tier) = self.compile(artifact)?;
+        let compiler = match (tier, &self.baseline) {
+            (Tier::Baseline, Some(baseline)) => baseline,
+            _ => &self.optimizing,
+        };
         let ty = component.component_type();
         let imports: Vec<String> = ty
-            .imports(&self.engine)
+            .imports(&compiler.engine)
             .map(|(name, _)| name.to_owned())
             .collect();
         if let Some(bad) = imports.iter().find(|name| !import_allowed(name)) {
@@ -252,7 +351,8 @@ impl Sandbox {
             });
         }
         let instance_pre =
-            self.linker
+            compiler
+                .linker
                 .instantiate_pre(&component)
                 .map_err(|e| LoadError::WrongExports {
                     origin: origin.clone(),
@@ -271,9 +371,11 @@ impl Sandbox {
             },
         };
         let info =
-            instance::describe(self, &pre, artifact.hash).map_err(|e| LoadError::Describe {
-                origin: origin.clone(),
-                reason: e.to_string(),
+            instance::describe(self, &compiler.engine, &pre, artifact.hash).map_err(|e| {
+                LoadError::Describe {
+                    origin: origin.clone(),
+                    reason: e.to_string(),
+                }
             })?;
         check_info(&info, &self.limits).map_err(|reason| LoadError::Describe {
             origin: origin.clone(),
@@ -287,6 +389,8 @@ impl Sandbox {
             imports,
             from_cache,
             contract,
+            tier,
+            engine: compiler.engine.clone(),
             pre,
         })
     }
@@ -301,21 +405,22 @@ impl Sandbox {
         StrategyInstance::start(self, loaded, binding)
     }
 
-    /// Compiled code for `artifact`: from memory, from the disk cache, or
-    /// compiled now (time-capped) and written to the cache.
-    fn compile(&self, artifact: &StrategyArtifact) -> Result<(Component, bool), LoadError> {
+    /// Compiled code for `artifact`: optimised code from memory or the disk
+    /// cache; else, with `baseline_first`, baseline code now and optimised
+    /// code in the background; else optimised code now (time-capped),
+    /// written to the cache.
+    fn compile(&self, artifact: &StrategyArtifact) -> Result<(Component, bool, Tier), LoadError> {
         let origin = artifact.origin.display().to_string();
-        if let Some(c) = self.lock_compiled().get(&artifact.hash) {
-            return Ok((c.clone(), true));
+        if let Some(c) = lock(&self.compiled).get(&artifact.hash) {
+            return Ok((c.clone(), true, Tier::Optimized));
         }
         let cached = self.cache_path(&artifact.hash);
         if let Some(path) = &cached
             && path.exists()
             && let Some(component) = self.read_cached(path)
         {
-            self.lock_compiled()
-                .insert(artifact.hash, component.clone());
-            return Ok((component, true));
+            lock(&self.compiled).insert(artifact.hash, component.clone());
+            return Ok((component, true, Tier::Optimized));
         }
         if !is_component(&artifact.bytes) {
             let reason = if artifact.bytes.starts_with(b"\0asm") {
@@ -325,48 +430,48 @@ impl Sandbox {
             };
             return Err(LoadError::NotAComponent { origin, reason });
         }
-        let (tx, rx) = std::sync::mpsc::channel();
-        let engine = self.engine.clone();
-        let bytes = artifact.bytes.clone();
-        std::thread::Builder::new()
-            .name("keel-compile".into())
-            .spawn(move || {
-                let _ = tx.send(Component::new(&engine, &bytes));
-            })
-            .map_err(|e| LoadError::NotAComponent {
-                origin: origin.clone(),
-                reason: format!("cannot start compiler: {e}"),
-            })?;
-        let component = match rx.recv_timeout(self.limits.max_compile_time) {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => {
-                return Err(LoadError::NotAComponent {
-                    origin,
-                    reason: one_line(&e),
-                });
-            }
-            Err(_) => {
-                return Err(LoadError::CompileTimeout {
-                    origin,
-                    limit: self.limits.max_compile_time,
-                });
-            }
-        };
-        if let Some(path) = cached {
-            // A cache that cannot be written only costs a recompile next time.
-            if let Err(e) = write_cached(&path, &component) {
-                tracing::warn!(path = %path.display(), "cannot write compile cache: {e:#}");
-            }
+        let limit = self.limits.max_compile_time;
+        if let Some(baseline) = &self.baseline {
+            let component = baseline.compile(&origin, &artifact.bytes, limit)?;
+            self.optimize_in_background(artifact);
+            return Ok((component, false, Tier::Baseline));
         }
-        self.lock_compiled()
-            .insert(artifact.hash, component.clone());
-        Ok((component, false))
+        let component = self.optimizing.compile(&origin, &artifact.bytes, limit)?;
+        store_compiled(&self.compiled, cached.as_deref(), artifact.hash, &component);
+        Ok((component, false, Tier::Optimized))
     }
 
-    fn lock_compiled(&self) -> std::sync::MutexGuard<'_, HashMap<StrategyHash, Component>> {
-        self.compiled
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// Builds the optimised code of `artifact` on a thread of its own, for
+    /// the memory and disk caches; once per artifact at a time.
+    fn optimize_in_background(&self, artifact: &StrategyArtifact) {
+        if !lock(&self.optimizing_now).insert(artifact.hash) {
+            return;
+        }
+        let engine = self.optimizing.engine.clone();
+        let (compiled, busy) = (self.compiled.clone(), self.optimizing_now.clone());
+        let (hash, bytes, path) = (
+            artifact.hash,
+            artifact.bytes.clone(),
+            self.cache_path(&artifact.hash),
+        );
+        let spawned = std::thread::Builder::new()
+            .name("keel-optimize".into())
+            .spawn(move || {
+                match Component::new(&engine, &bytes) {
+                    Ok(component) => store_compiled(&compiled, path.as_deref(), hash, &component),
+                    Err(e) => tracing::warn!(%hash, "optimising compile failed: {}", one_line(&e)),
+                }
+                lock(&busy).remove(&hash);
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("cannot start the optimising compile: {e}");
+            lock(&self.optimizing_now).remove(&artifact.hash);
+        }
+    }
+
+    /// Whether optimised code for `hash` is being built in the background.
+    pub fn is_optimizing(&self, hash: &StrategyHash) -> bool {
+        lock(&self.optimizing_now).contains(hash)
     }
 
     /// `<cache>/<engine key>/<sha256>.cwasm`.
@@ -386,7 +491,7 @@ impl Sandbox {
         // compilation, and named by the source's SHA-256 and the engine's
         // compatibility key; wasmtime re-checks version and settings on load.
         // The cache directory is trusted like the keel binary itself.
-        match unsafe { Component::deserialize(&self.engine, &bytes) } {
+        match unsafe { Component::deserialize(&self.optimizing.engine, &bytes) } {
             Ok(c) => Some(c),
             Err(e) => {
                 tracing::warn!(path = %path.display(), "ignoring unusable compile cache entry: {e:#}");
@@ -397,12 +502,31 @@ impl Sandbox {
 
     /// Clears the in-memory compile cache (the disk cache stays).
     pub fn forget_compiled(&self) {
-        self.lock_compiled().clear();
+        lock(&self.compiled).clear();
     }
+}
 
-    pub(crate) fn engine(&self) -> &Engine {
-        &self.engine
+/// A lock that a panicked holder does not poison for everyone else.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Keeps optimised code in memory and, given a path, on disk.
+fn store_compiled(
+    compiled: &Compiled,
+    path: Option<&Path>,
+    hash: StrategyHash,
+    component: &Component,
+) {
+    if let Some(path) = path {
+        // A cache that cannot be written only costs a recompile next time.
+        if let Err(e) = write_cached(path, component) {
+            tracing::warn!(path = %path.display(), "cannot write compile cache: {e:#}");
+        }
     }
+    lock(compiled).insert(hash, component.clone());
 }
 
 fn write_cached(path: &Path, component: &Component) -> anyhow::Result<()> {
@@ -434,7 +558,7 @@ struct EpochTicker {
 }
 
 impl EpochTicker {
-    fn start(engine: Engine) -> EpochTicker {
+    fn start(engines: Vec<Engine>) -> EpochTicker {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
@@ -442,7 +566,9 @@ impl EpochTicker {
             .spawn(move || {
                 while !flag.load(Ordering::Relaxed) {
                     std::thread::sleep(EPOCH_TICK);
-                    engine.increment_epoch();
+                    for engine in &engines {
+                        engine.increment_epoch();
+                    }
                 }
             })
             .ok();
