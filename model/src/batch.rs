@@ -177,25 +177,195 @@ pub struct BatchOutcome {
     pub error: Option<String>,
 }
 
+/// Bar closes in some layout: what [`drive_closes`] walks through.
+pub trait Closes {
+    /// How many ticks (bar closes) there are.
+    fn ticks(&self) -> usize;
+    /// Tick `i`'s close time and how many bars closed at it.
+    fn tick(&self, i: usize) -> (i64, u32);
+    /// How many bars there are, over all ticks.
+    fn bars(&self) -> usize;
+    /// Bar `b`'s symbol index and candle.
+    fn bar(&self, b: usize) -> (u32, Candle);
+}
+
+impl Closes for Batch<'_> {
+    #[inline]
+    fn ticks(&self) -> usize {
+        self.tick_times.len().min(self.tick_bars.len())
+    }
+    #[inline]
+    fn tick(&self, i: usize) -> (i64, u32) {
+        (self.tick_times[i], self.tick_bars[i])
+    }
+    #[inline]
+    fn bars(&self) -> usize {
+        self.bars.len()
+    }
+    #[inline]
+    fn bar(&self, b: usize) -> (u32, Candle) {
+        self.bars.get(b)
+    }
+}
+
+/// Lanes per tick in [`Packed::ticks`]: close time, bar count.
+pub const TICK_LANES: usize = 2;
+/// Lanes per bar in [`Packed::keys`]: bar time, symbol index.
+pub const KEY_LANES: usize = 2;
+/// Lanes per bar in [`Packed::prices`]: open, high, low, close, volume.
+pub const PRICE_LANES: usize = 5;
+
+/// Bar closes as `keel:strategy@0.3.0` carries them: three flat lists with
+/// fixed lanes, each one copy across the component boundary.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Packed<'a> {
+    pub ticks: &'a [i64],
+    pub keys: &'a [i64],
+    pub prices: &'a [f64],
+}
+
+impl Closes for Packed<'_> {
+    #[inline]
+    fn ticks(&self) -> usize {
+        self.ticks.len() / TICK_LANES
+    }
+    #[inline]
+    fn tick(&self, i: usize) -> (i64, u32) {
+        let t = &self.ticks[i * TICK_LANES..][..TICK_LANES];
+        (t[0], u32::try_from(t[1]).unwrap_or(0))
+    }
+    #[inline]
+    fn bars(&self) -> usize {
+        (self.keys.len() / KEY_LANES).min(self.prices.len() / PRICE_LANES)
+    }
+    #[inline]
+    fn bar(&self, b: usize) -> (u32, Candle) {
+        let k = &self.keys[b * KEY_LANES..][..KEY_LANES];
+        let p = &self.prices[b * PRICE_LANES..][..PRICE_LANES];
+        (
+            u32::try_from(k[1]).unwrap_or(u32::MAX),
+            Candle {
+                time_ms: k[0],
+                open: p[0],
+                high: p[1],
+                low: p[2],
+                close: p[3],
+                volume: p[4],
+            },
+        )
+    }
+}
+
+/// The buffers of a [`Packed`] batch, reused from call to call.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PackedBuffers {
+    pub ticks: Vec<i64>,
+    pub keys: Vec<i64>,
+    pub prices: Vec<f64>,
+}
+
+impl PackedBuffers {
+    /// Packs `batch`, renaming each bar's symbol index through `symbol`;
+    /// bars it maps to `None` are left out (and their ticks count fewer).
+    pub fn pack(&mut self, batch: &Batch<'_>, symbol: impl Fn(u32) -> Option<u32>) {
+        self.ticks.clear();
+        self.keys.clear();
+        self.prices.clear();
+        let (ticks, bars) = (batch.ticks(), batch.bars());
+        let columns = batch.bars.slice(0, bars);
+        let counted: usize = batch.tick_bars[..ticks].iter().map(|&n| n as usize).sum();
+        if counted == bars && columns.symbol.iter().all(|&s| symbol(s).is_some()) {
+            // Every bar is kept: lane by lane, no per-bar look-ups.
+            let times = batch.tick_times[..ticks].iter();
+            self.ticks.extend(
+                times
+                    .zip(&batch.tick_bars[..ticks])
+                    .flat_map(|(&t, &n)| [t, i64::from(n)]),
+            );
+            self.keys.extend(
+                columns
+                    .time_ms
+                    .iter()
+                    .zip(columns.symbol)
+                    .flat_map(|(&t, &s)| [t, symbol(s).map_or(-1, i64::from)]),
+            );
+            let prices = columns.open.iter().zip(columns.high).zip(columns.low);
+            self.prices.extend(
+                prices
+                    .zip(columns.close)
+                    .zip(columns.volume)
+                    .flat_map(|((((&o, &h), &l), &c), &v)| [o, h, l, c, v]),
+            );
+            return;
+        }
+        let mut start = 0;
+        for i in 0..batch.ticks() {
+            let (time_ms, count) = batch.tick(i);
+            let end = (start + count as usize).min(batch.bars());
+            let mut kept = 0;
+            for b in start..end {
+                let (index, c) = batch.bar(b);
+                let Some(index) = symbol(index) else { continue };
+                self.keys.extend([c.time_ms, i64::from(index)]);
+                self.prices
+                    .extend([c.open, c.high, c.low, c.close, c.volume]);
+                kept += 1;
+            }
+            self.ticks.extend([time_ms, kept]);
+            start = end;
+        }
+    }
+
+    pub fn view(&self) -> Packed<'_> {
+        Packed {
+            ticks: &self.ticks,
+            keys: &self.keys,
+            prices: &self.prices,
+        }
+    }
+}
+
 /// Hands `batch` to `on_bar` one tick at a time, until a tick gives signals
 /// or an error, or the batch ends. `tick` is scratch space, reused across
 /// calls to save allocations; its contents on entry do not matter.
 pub fn drive_with(
     batch: &Batch<'_>,
     tick: &mut Tick,
+    on_bar: impl FnMut(&Tick) -> Result<Vec<Signal>, String>,
+) -> BatchOutcome {
+    drive_closes(
+        batch,
+        batch.symbols,
+        batch.portfolio,
+        batch.limits,
+        tick,
+        on_bar,
+    )
+}
+
+/// [`drive_with`] over closes in any layout: `symbols` names the bars'
+/// symbol indices (bars of an index it lacks are left out), `portfolio` is
+/// the view after the first close.
+pub fn drive_closes<C: Closes + ?Sized>(
+    closes: &C,
+    symbols: &[Symbol],
+    portfolio: &Portfolio,
+    limits: RiskLimits,
+    tick: &mut Tick,
     mut on_bar: impl FnMut(&Tick) -> Result<Vec<Signal>, String>,
 ) -> BatchOutcome {
-    tick.portfolio.clone_from(batch.portfolio);
-    tick.limits = batch.limits;
-    let ticks = batch.tick_times.len().min(batch.tick_bars.len());
-    let (bars, mut start) = (batch.bars.len(), 0);
+    tick.portfolio.clone_from(portfolio);
+    tick.limits = limits;
+    let ticks = closes.ticks();
+    let (bars, mut start) = (closes.bars(), 0);
     for i in 0..ticks {
-        let end = (start + batch.tick_bars[i] as usize).min(bars);
-        tick.time_ms = batch.tick_times[i];
+        let (time_ms, count) = closes.tick(i);
+        let end = (start + count as usize).min(bars);
+        tick.time_ms = time_ms;
         tick.bars.clear();
         for b in start..end {
-            let (symbol, candle) = batch.bars.get(b);
-            if let Some(symbol) = batch.symbols.get(symbol as usize) {
+            let (symbol, candle) = closes.bar(b);
+            if let Some(symbol) = symbols.get(symbol as usize) {
                 tick.bars.push(Bar::from_candle(symbol, &candle));
             }
         }
@@ -325,6 +495,67 @@ mod tests {
                 (3, vec!["A".to_owned(), "B".to_owned()], 116.0, -6.0),
             ]
         );
+    }
+
+    #[test]
+    fn a_packed_batch_drives_exactly_as_its_columns_do() {
+        let symbols: Vec<Symbol> = vec!["A".into(), "B".into(), "C".into()];
+        let (tick_times, tick_bars) = ([60, 120, 180], [2, 1, 2]);
+        let bars = columns(&[
+            (0, candle(0, 9.0, 11.0, 10.0)),
+            (2, candle(0, 1.0, 3.0, 2.0)),
+            (1, candle(60, 4.0, 6.0, 5.0)),
+            (0, candle(120, 7.0, 12.0, 8.0)),
+            (2, candle(120, 2.0, 2.5, 2.25)),
+        ]);
+        let portfolio = Portfolio::default();
+        let batch = Batch {
+            symbols: &symbols,
+            tick_times: &tick_times,
+            tick_bars: &tick_bars,
+            bars: bars.slice(0, bars.len()),
+            portfolio: &portfolio,
+            limits: RiskLimits::default(),
+        };
+        let seen = |closes: &dyn Closes, symbols: &[Symbol]| {
+            let mut seen = Vec::new();
+            let mut tick = Tick {
+                time_ms: 0,
+                bars: Vec::new(),
+                portfolio: Portfolio::default(),
+                limits: RiskLimits::default(),
+            };
+            drive_closes(
+                closes,
+                symbols,
+                &portfolio,
+                RiskLimits::default(),
+                &mut tick,
+                |t| {
+                    seen.push((t.time_ms, t.bars.clone()));
+                    Ok(vec![])
+                },
+            );
+            seen
+        };
+        let mut packed = PackedBuffers::default();
+        packed.pack(&batch, Some);
+        assert_eq!(packed.ticks.len(), 3 * TICK_LANES);
+        assert_eq!(packed.prices.len(), 5 * PRICE_LANES);
+        let expected = seen(&batch, &symbols);
+        assert_eq!(expected.len(), 3);
+        assert_eq!(seen(&packed.view(), &symbols), expected);
+
+        // Renamed and filtered as an instance bound to B and C sees them.
+        packed.pack(&batch, |i| i.checked_sub(1));
+        let bound: Vec<Symbol> = vec!["B".into(), "C".into()];
+        let filtered = seen(&packed.view(), &bound);
+        let names: Vec<Vec<String>> = filtered
+            .iter()
+            .map(|(_, bars)| bars.iter().map(|b| b.symbol.to_string()).collect())
+            .collect();
+        assert_eq!(names, [vec!["C"], vec!["B"], vec!["C"]]);
+        assert_eq!(filtered[2].1[0].close, 2.25);
     }
 
     #[test]

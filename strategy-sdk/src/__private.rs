@@ -7,7 +7,7 @@ use std::cell::RefCell;
 use crate::Strategy;
 use bindings as b;
 use keel_model as m;
-use keel_model::batch::{Bars, Batch, drive_with};
+use keel_model::batch::{Packed, drive_closes};
 
 pub use bindings::Guest;
 pub use bindings::export;
@@ -15,8 +15,8 @@ pub use bindings::export;
 #[allow(unsafe_code, missing_debug_implementations, clippy::all)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../wit/since_v0.2.0",
-        world: "keel:strategy/strategy@0.2.0",
+        path: "../wit/since_v0.3.0",
+        world: "keel:strategy/strategy@0.3.0",
         pub_export_macro: true,
         export_macro_name: "export",
         default_bindings_module: "keel_strategy_sdk::__private::bindings",
@@ -78,37 +78,41 @@ pub fn init<S: Strategy>(params: Vec<b::Param>, symbols: Vec<String>) -> Result<
     Ok(())
 }
 
-pub fn on_bars<S: Strategy>(batch: b::Batch) -> Result<b::BatchResult, String> {
-    let c = &batch.bars;
-    let bars = Bars {
-        symbol: &c.symbol,
-        time_ms: &c.time_ms,
-        open: &c.open,
-        high: &c.high,
-        low: &c.low,
-        close: &c.close,
-        volume: &c.volume,
+pub fn on_bars<S: Strategy>(
+    ticks: Vec<i64>,
+    keys: Vec<i64>,
+    prices: Vec<f64>,
+    portfolio: b::Portfolio,
+    limits: b::RiskLimits,
+    fills: Vec<b::Fill>,
+) -> Result<b::BatchResult, String> {
+    let closes = Packed {
+        ticks: &ticks,
+        keys: &keys,
+        prices: &prices,
     };
-    let portfolio = portfolio_in(batch.portfolio);
+    let portfolio = portfolio_in(portfolio);
     let limits = m::RiskLimits {
-        max_position_fraction: batch.limits.max_position_fraction,
-        max_open_positions: batch.limits.max_open_positions,
-        max_trade_fraction: batch.limits.max_trade_fraction,
-        min_order_quote: batch.limits.min_order_quote,
+        max_position_fraction: limits.max_position_fraction,
+        max_open_positions: limits.max_open_positions,
+        max_trade_fraction: limits.max_trade_fraction,
+        min_order_quote: limits.min_order_quote,
     };
-    let outcome = SYMBOLS.with(|symbols| {
-        let symbols = symbols.borrow();
-        let batch = Batch {
-            symbols: &symbols,
-            tick_times: &batch.tick_times,
-            tick_bars: &batch.tick_bars,
-            bars,
-            portfolio: &portfolio,
-            limits,
-        };
-        SCRATCH.with(|tick| {
-            let mut tick = tick.borrow_mut();
-            with_strategy::<S, _>(|s| drive_with(&batch, &mut tick, |t| s.on_bar(t)))
+    let outcome = with_strategy::<S, _>(|s| {
+        for fill in fills {
+            s.on_fill(&fill_in(fill));
+        }
+        SYMBOLS.with(|symbols| {
+            SCRATCH.with(|tick| {
+                drive_closes(
+                    &closes,
+                    &symbols.borrow(),
+                    &portfolio,
+                    limits,
+                    &mut tick.borrow_mut(),
+                    |t| s.on_bar(t),
+                )
+            })
         })
     })?;
     Ok(b::BatchResult {
@@ -118,8 +122,8 @@ pub fn on_bars<S: Strategy>(batch: b::Batch) -> Result<b::BatchResult, String> {
     })
 }
 
-pub fn on_fill<S: Strategy>(fill: b::Fill) {
-    let fill = m::Fill {
+fn fill_in(fill: b::Fill) -> m::Fill {
+    m::Fill {
         symbol: fill.symbol,
         tag: fill.tag,
         action: action_in(fill.action),
@@ -127,9 +131,7 @@ pub fn on_fill<S: Strategy>(fill: b::Fill) {
         quantity: fill.quantity,
         fee: fill.fee,
         time_ms: fill.time_ms,
-    };
-    // A fill before init has nowhere to go; the host never sends one.
-    let _ = with_strategy::<S, _>(|s| s.on_fill(&fill));
+    }
 }
 
 fn with_strategy<S: Strategy, R>(f: impl FnOnce(&mut S) -> R) -> Result<R, String> {

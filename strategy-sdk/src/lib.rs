@@ -83,8 +83,9 @@ pub mod prelude {
 /// A trading strategy. One value lives per loaded instance; the host calls
 /// `describe` once, `init` once, then `on_bar` at every bar close and
 /// `on_fill` when one of its orders executes. (Across the wasm boundary the
-/// host hands over bar closes in batches; the SDK unpacks them into these
-/// `on_bar` calls, with the portfolio marked at each close.)
+/// host hands over bar closes in batches, each with the fills since the one
+/// before; the SDK unpacks them into these `on_fill` and `on_bar` calls, with
+/// the portfolio marked at each close.)
 pub trait Strategy: Sized + 'static {
     /// Name, version, default symbols, timeframe, warm-up and parameters.
     fn describe() -> StrategyInfo;
@@ -123,15 +124,19 @@ macro_rules! export_strategy {
                     $crate::__private::init::<$strategy>(params, symbols)
                 }
                 fn on_bars(
-                    batch: $crate::__private::bindings::Batch,
+                    ticks: ::std::vec::Vec<i64>,
+                    keys: ::std::vec::Vec<i64>,
+                    prices: ::std::vec::Vec<f64>,
+                    portfolio: $crate::__private::bindings::Portfolio,
+                    limits: $crate::__private::bindings::RiskLimits,
+                    fills: ::std::vec::Vec<$crate::__private::bindings::Fill>,
                 ) -> ::std::result::Result<
                     $crate::__private::bindings::BatchResult,
                     ::std::string::String,
                 > {
-                    $crate::__private::on_bars::<$strategy>(batch)
-                }
-                fn on_fill(fill: $crate::__private::bindings::Fill) {
-                    $crate::__private::on_fill::<$strategy>(fill)
+                    $crate::__private::on_bars::<$strategy>(
+                        ticks, keys, prices, portfolio, limits, fills,
+                    )
                 }
             }
     $crate::__private::export!(KeelGuest with_types_in $crate::__private::bindings);

@@ -112,12 +112,63 @@ macro_rules! same_shape {
     };
 }
 
+/// Conversions of the records unchanged since 0.2.0, for the bindings module
+/// named `b` where the macro is used.
+macro_rules! since_v2 {
+    () => {
+        pub(in crate::sandbox) fn portfolio_out(p: &m::Portfolio) -> b::Portfolio {
+            b::Portfolio {
+                cash: p.cash,
+                equity: p.equity,
+                positions: p
+                    .positions
+                    .iter()
+                    .map(|p| b::Position {
+                        symbol: p.symbol.clone(),
+                        tag: p.tag.clone(),
+                        side: match p.side {
+                            m::Side::Long => b::Side::Long,
+                            m::Side::Short => b::Side::Short,
+                        },
+                        size: p.size,
+                        price_entry: p.price_entry,
+                        time_entry_ms: p.time_entry_ms,
+                        price_mark: p.price_mark,
+                        pnl_unrealized: p.pnl_unrealized,
+                        mae: p.mae,
+                    })
+                    .collect(),
+            }
+        }
+
+        pub(in crate::sandbox) fn limits_out(l: m::RiskLimits) -> b::RiskLimits {
+            b::RiskLimits {
+                max_position_fraction: l.max_position_fraction,
+                max_open_positions: l.max_open_positions,
+                max_trade_fraction: l.max_trade_fraction,
+                min_order_quote: l.min_order_quote,
+            }
+        }
+    };
+}
+
+/// `keel:strategy@0.3.0`: the batch goes out packed
+/// ([`m::batch::PackedBuffers::pack`]), the rest as in 0.2.0.
+pub(super) mod v3 {
+    use super::m;
+    use crate::sandbox::bindings_v3 as b;
+
+    same_shape!();
+    since_v2!();
+}
+
 /// `keel:strategy@0.2.0`.
 pub(super) mod v2 {
     use super::m;
-    use crate::sandbox::bindings as b;
+    use crate::sandbox::bindings_v2 as b;
 
     same_shape!();
+    since_v2!();
 
     /// The batch in binding form. `symbols` maps the batch's symbol indices
     /// to the instance's (from `init`); bars of symbols it was not bound to
@@ -180,35 +231,8 @@ pub(super) mod v2 {
                 out.tick_bars.push((columns.symbol.len() - before) as u32);
             }
         }
-        out.portfolio = b::Portfolio {
-            cash: batch.portfolio.cash,
-            equity: batch.portfolio.equity,
-            positions: batch
-                .portfolio
-                .positions
-                .iter()
-                .map(|p| b::Position {
-                    symbol: p.symbol.clone(),
-                    tag: p.tag.clone(),
-                    side: match p.side {
-                        m::Side::Long => b::Side::Long,
-                        m::Side::Short => b::Side::Short,
-                    },
-                    size: p.size,
-                    price_entry: p.price_entry,
-                    time_entry_ms: p.time_entry_ms,
-                    price_mark: p.price_mark,
-                    pnl_unrealized: p.pnl_unrealized,
-                    mae: p.mae,
-                })
-                .collect(),
-        };
-        out.limits = b::RiskLimits {
-            max_position_fraction: batch.limits.max_position_fraction,
-            max_open_positions: batch.limits.max_open_positions,
-            max_trade_fraction: batch.limits.max_trade_fraction,
-            min_order_quote: batch.limits.min_order_quote,
-        };
+        out.portfolio = portfolio_out(batch.portfolio);
+        out.limits = limits_out(batch.limits);
     }
 
     /// An empty batch to fill with [`batch_out`].

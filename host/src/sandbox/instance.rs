@@ -9,7 +9,7 @@ use std::time::Duration;
 use wasmtime::{Engine, Store, Trap};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
-use keel_model::batch::{BarColumns, Batch, BatchOutcome, drive};
+use keel_model::batch::{BarColumns, Batch, BatchOutcome, PackedBuffers, drive};
 use keel_model::candles::Candle;
 use keel_model::{
     Fill, LogLevel, Params, Portfolio, RiskLimits, RunningStrategy, Signal, StrategyInfo, Symbol,
@@ -18,8 +18,8 @@ use keel_model::{
 
 use super::checks::check_signal;
 use super::{
-    HostState, LoadedStrategy, Metering, Pre, Sandbox, SandboxLimits, StrategyHash, bindings,
-    bindings_v1, convert, one_line,
+    HostState, LoadedStrategy, Metering, Pre, Sandbox, SandboxLimits, StrategyHash, bindings_v1,
+    bindings_v2, bindings_v3, convert, one_line,
 };
 
 /// How the strategy's WASI clocks read.
@@ -142,13 +142,15 @@ pub struct InstanceStats {
 
 /// The exports of one instance, by contract version.
 enum Exports {
-    V2(bindings::Strategy),
+    V3(bindings_v3::Strategy),
+    V2(bindings_v2::Strategy),
     V1(bindings_v1::Strategy),
 }
 
 impl Pre {
     fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<Exports> {
         Ok(match self {
+            Pre::V3(pre) => Exports::V3(pre.instantiate(store)?),
             Pre::V2(pre) => Exports::V2(pre.instantiate(store)?),
             Pre::V1(pre) => Exports::V1(pre.instantiate(store)?),
         })
@@ -158,6 +160,7 @@ impl Pre {
 impl Exports {
     fn describe(&self, store: &mut Store<HostState>) -> wasmtime::Result<StrategyInfo> {
         Ok(match self {
+            Exports::V3(e) => convert::v3::info_in(e.call_describe(store)?),
             Exports::V2(e) => convert::v2::info_in(e.call_describe(store)?),
             Exports::V1(e) => convert::v1::info_in(e.call_describe(store)?),
         })
@@ -169,6 +172,11 @@ impl Exports {
         binding: &Binding,
     ) -> wasmtime::Result<Result<(), String>> {
         match self {
+            Exports::V3(e) => e.call_init(
+                store,
+                &convert::v3::params_out(&binding.params),
+                &binding.symbols,
+            ),
             Exports::V2(e) => e.call_init(
                 store,
                 &convert::v2::params_out(&binding.params),
@@ -178,8 +186,10 @@ impl Exports {
         }
     }
 
+    /// Calls `on-fill` (0.3.0 has none: fills go with the next batch).
     fn on_fill(&self, store: &mut Store<HostState>, fill: &Fill) -> wasmtime::Result<()> {
         match self {
+            Exports::V3(_) => Ok(()),
             Exports::V2(e) => e.call_on_fill(store, &convert::v2::fill_out(fill)),
             Exports::V1(e) => e.call_on_fill(store, &convert::v1::fill_out(fill)),
         }
@@ -210,8 +220,12 @@ pub struct StrategyInstance {
     /// bound symbols (`u32::MAX`: not bound).
     symbols: Vec<Symbol>,
     symbol_map: Vec<u32>,
-    /// The binding-form batch, kept to reuse its buffers.
-    wit_batch: Option<bindings::Batch>,
+    /// The binding-form batch (0.2.0) and the packed one (0.3.0), kept to
+    /// reuse their buffers.
+    wit_batch: Option<bindings_v2::Batch>,
+    packed: PackedBuffers,
+    /// Fills not yet handed to a 0.3.0 component: they go with its next batch.
+    fills: Vec<bindings_v3::Fill>,
     /// Most ticks per call now: starts at one and doubles after each call
     /// that handled all it was given, so a strategy that misbehaves from the
     /// start is caught on a one-tick budget; back to one after a fault.
@@ -403,6 +417,8 @@ impl StrategyInstance {
             symbols: Vec::new(),
             symbol_map: Vec::new(),
             wit_batch: Some(convert::v2::empty_batch()),
+            packed: PackedBuffers::default(),
+            fills: Vec::new(),
             batch_cap: 1,
             consumed_avg: 1.0,
             recent_ticks: VecDeque::new(),
@@ -525,7 +541,7 @@ impl StrategyInstance {
         }
         self.stats.calls += 1;
         let cap = match self.exports {
-            Exports::V2(_) => self.batch_cap,
+            Exports::V3(_) | Exports::V2(_) => self.batch_cap,
             Exports::V1(_) => 1,
         };
         let batch = batch.first(cap);
@@ -586,6 +602,36 @@ impl StrategyInstance {
     fn call(&mut self, batch: &Batch<'_>) -> Result<Handled, Fault> {
         let n = batch.tick_times.len();
         let (consumed, signals, error) = match &self.exports {
+            Exports::V3(_) => {
+                let mut packed = std::mem::take(&mut self.packed);
+                let map = &self.symbol_map;
+                packed.pack(batch, |i| {
+                    map.get(i as usize).copied().filter(|&s| s != u32::MAX)
+                });
+                let fills = std::mem::take(&mut self.fills);
+                let portfolio = convert::v3::portfolio_out(batch.portfolio);
+                let limits = convert::v3::limits_out(batch.limits);
+                let result = self.guarded(batch.tick_times[0], n, |exports, store| match exports {
+                    Exports::V3(e) => e.call_on_bars(
+                        store,
+                        &packed.ticks,
+                        &packed.keys,
+                        &packed.prices,
+                        &portfolio,
+                        limits,
+                        &fills,
+                    ),
+                    _ => Err(wasmtime::Error::msg("not a 0.3.0 component")),
+                });
+                self.packed = packed;
+                let result = match result? {
+                    Ok(result) => result,
+                    Err(msg) => return Ok((1, Vec::new(), Some(msg))),
+                };
+                self.check_count(result.signals.len())?;
+                let signals = result.signals.into_iter().map(convert::v3::signal_in);
+                (result.consumed as usize, signals.collect(), result.error)
+            }
             Exports::V2(_) => {
                 let mut wit = self
                     .wit_batch
@@ -594,7 +640,7 @@ impl StrategyInstance {
                 convert::v2::batch_out(batch, &self.symbol_map, &mut wit);
                 let result = self.guarded(batch.tick_times[0], n, |exports, store| match exports {
                     Exports::V2(e) => e.call_on_bars(store, &wit),
-                    Exports::V1(_) => Err(wasmtime::Error::msg("not a 0.2.0 component")),
+                    _ => Err(wasmtime::Error::msg("not a 0.2.0 component")),
                 });
                 self.wit_batch = Some(wit);
                 let result = match result? {
@@ -611,7 +657,7 @@ impl StrategyInstance {
                     let wit_tick = convert::v1::tick_out(tick, &self.binding.symbols);
                     let result = self.guarded(tick.time_ms, 1, |exports, store| match exports {
                         Exports::V1(e) => e.call_on_bar(store, &wit_tick),
-                        Exports::V2(_) => Err(wasmtime::Error::msg("not a 0.1.0 component")),
+                        _ => Err(wasmtime::Error::msg("not a 0.1.0 component")),
                     });
                     match result {
                         Ok(Ok(signals)) => {
@@ -674,10 +720,15 @@ impl StrategyInstance {
             .collect();
     }
 
-    /// Tells the strategy one of its orders filled.
+    /// Tells the strategy one of its orders filled: at once for an older
+    /// component, with its next batch for a 0.3.0 one.
     pub fn on_fill(&mut self, fill: &Fill) -> Result<(), StrategyError> {
         if let Some(fault) = &self.quarantined {
             return Err(self.error(Fault::Quarantined(fault.to_string())));
+        }
+        if let Exports::V3(_) = self.exports {
+            self.fills.push(convert::v3::fill_out(fill));
+            return Ok(());
         }
         match self.guarded(fill.time_ms, 1, |exports, store| {
             exports.on_fill(store, fill)
@@ -786,8 +837,12 @@ impl StrategyInstance {
         if keep == 0 {
             return;
         }
-        let mut start = 0;
-        for (&time_ms, &count) in batch.tick_times.iter().zip(batch.tick_bars).take(handled) {
+        // Ticks before the last `keep` handled would only be dropped again.
+        let skip = handled.saturating_sub(keep);
+        let skipped: usize = batch.tick_bars[..skip].iter().map(|&n| n as usize).sum();
+        let mut start = skipped.min(batch.bars.len());
+        let ticks = batch.tick_times.iter().zip(batch.tick_bars);
+        for (&time_ms, &count) in ticks.take(handled).skip(skip) {
             let end = (start + count as usize).min(batch.bars.len());
             if self.recent_ticks.len() == keep
                 && let Some((_, dropped)) = self.recent_ticks.pop_front()

@@ -32,8 +32,21 @@ pub use limits::{EPOCH_TICK, SandboxLimits};
 
 use keel_model::{LogLevel, StrategyInfo};
 
-/// Host-side bindings of the `keel:strategy@0.2.0` world (the current one).
-pub(crate) mod bindings {
+/// Host-side bindings of the `keel:strategy@0.3.0` world (the current one).
+/// (`on-bars` takes its parts as separate parameters, so the generated call
+/// has many.)
+#[allow(clippy::too_many_arguments)]
+pub(crate) mod bindings_v3 {
+    wasmtime::component::bindgen!({
+        path: "../wit/since_v0.3.0",
+        world: "keel:strategy/strategy@0.3.0",
+    });
+    pub use self::keel::strategy::types::*;
+}
+
+/// Host-side bindings of the `keel:strategy@0.2.0` world, so components built
+/// against it keep loading.
+pub(crate) mod bindings_v2 {
     wasmtime::component::bindgen!({
         path: "../wit/since_v0.2.0",
         world: "keel:strategy/strategy@0.2.0",
@@ -52,12 +65,13 @@ pub(crate) mod bindings_v1 {
 }
 
 /// Contract versions this host runs, newest first.
-pub const CONTRACT_VERSIONS: [&str; 2] = ["0.2.0", "0.1.0"];
+pub const CONTRACT_VERSIONS: [&str; 3] = ["0.3.0", "0.2.0", "0.1.0"];
 
 /// A component checked against one contract version, ready to instantiate.
 #[derive(Clone)]
 pub(crate) enum Pre {
-    V2(bindings::StrategyPre<HostState>),
+    V3(bindings_v3::StrategyPre<HostState>),
+    V2(bindings_v2::StrategyPre<HostState>),
     V1(bindings_v1::StrategyPre<HostState>),
 }
 
@@ -127,7 +141,9 @@ pub enum LoadError {
         "{origin}: imports {import}, which Keel does not provide (a strategy may import only keel:strategy and WASI)"
     )]
     ForbiddenImport { origin: String, import: String },
-    #[error("{origin}: does not implement the keel:strategy@0.2.0 world (nor 0.1.0): {reason}")]
+    #[error(
+        "{origin}: does not implement the keel:strategy@0.3.0 world (nor 0.2.0 or 0.1.0): {reason}"
+    )]
     WrongExports { origin: String, reason: String },
     #[error("{origin}: {reason}")]
     Describe { origin: String, reason: String },
@@ -230,7 +246,11 @@ impl Compiler {
         let engine = Engine::new(&wasm)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-        bindings::Strategy::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
+        bindings_v3::Strategy::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
+            &mut linker,
+            |state| state,
+        )?;
+        bindings_v2::Strategy::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
             &mut linker,
             |state| state,
         )?;
@@ -358,17 +378,21 @@ impl Sandbox {
                     origin: origin.clone(),
                     reason: one_line(&e),
                 })?;
-        let (pre, contract) = match bindings::StrategyPre::new(instance_pre.clone()) {
-            Ok(pre) => (Pre::V2(pre), CONTRACT_VERSIONS[0]),
-            Err(current) => match bindings_v1::StrategyPre::new(instance_pre) {
-                Ok(pre) => (Pre::V1(pre), CONTRACT_VERSIONS[1]),
-                Err(_) => {
+        // Newest contract first; the error worth reporting is the newest's.
+        let (pre, contract) = match bindings_v3::StrategyPre::new(instance_pre.clone()) {
+            Ok(pre) => (Pre::V3(pre), CONTRACT_VERSIONS[0]),
+            Err(newest) => {
+                if let Ok(pre) = bindings_v2::StrategyPre::new(instance_pre.clone()) {
+                    (Pre::V2(pre), CONTRACT_VERSIONS[1])
+                } else if let Ok(pre) = bindings_v1::StrategyPre::new(instance_pre) {
+                    (Pre::V1(pre), CONTRACT_VERSIONS[2])
+                } else {
                     return Err(LoadError::WrongExports {
                         origin: origin.clone(),
-                        reason: one_line(&current),
+                        reason: one_line(&newest),
                     });
                 }
-            },
+            }
         };
         let info =
             instance::describe(self, &compiler.engine, &pre, artifact.hash).map_err(|e| {
@@ -664,11 +688,18 @@ impl WasiView for HostState {
     }
 }
 
-impl bindings::keel::strategy::types::Host for HostState {}
+impl bindings_v3::keel::strategy::types::Host for HostState {}
+impl bindings_v2::keel::strategy::types::Host for HostState {}
 impl bindings_v1::keel::strategy::types::Host for HostState {}
 
-impl bindings::keel::strategy::host::Host for HostState {
-    fn log(&mut self, level: bindings::LogLevel, message: String) {
+impl bindings_v3::keel::strategy::host::Host for HostState {
+    fn log(&mut self, level: bindings_v3::LogLevel, message: String) {
+        self.log.push(convert::v3::log_level(level), message);
+    }
+}
+
+impl bindings_v2::keel::strategy::host::Host for HostState {
+    fn log(&mut self, level: bindings_v2::LogLevel, message: String) {
         self.log.push(convert::v2::log_level(level), message);
     }
 }
