@@ -1,4 +1,4 @@
-//! The strategy contract (`wit/since_v0.2.0/strategy.wit`) as plain Rust.
+//! The strategy contract (`wit/since_v0.3.0/strategy.wit`) as plain Rust.
 //! Field meanings are documented once, in the WIT file.
 
 use std::sync::Arc;
@@ -79,7 +79,13 @@ impl Position {
             Side::Long => (low - self.price_entry, high - self.price_entry),
             Side::Short => (self.price_entry - high, self.price_entry - low),
         };
-        self.mae = self.mae.min(worst * self.size);
+        // A comparison, not `f64::min`: on wasm32 that is a call to `fmin`
+        // (wasm's own `f64.min` treats NaN differently), and prices are
+        // never NaN here.
+        let adverse = worst * self.size;
+        if adverse < self.mae {
+            self.mae = adverse;
+        }
         self.price_mark = close;
         self.pnl_unrealized = self.unrealized();
         best * self.size

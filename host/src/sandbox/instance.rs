@@ -238,7 +238,10 @@ pub struct StrategyInstance {
     /// each tick's close time and bar count, and their bars in order (flat,
     /// so remembering a tick allocates nothing once the queues are sized).
     recent_ticks: VecDeque<(i64, u32)>,
-    recent_bars: VecDeque<(u32, Candle)>,
+    /// Appended at the end; the live ones start at `recent_from` (the front
+    /// is dropped in bulk, not bar by bar).
+    recent_bars: Vec<(u32, Candle)>,
+    recent_from: usize,
     failures_in_row: u32,
     quarantined: Option<Fault>,
     stats: InstanceStats,
@@ -422,7 +425,8 @@ impl StrategyInstance {
             batch_cap: 1,
             consumed_avg: 1.0,
             recent_ticks: VecDeque::new(),
-            recent_bars: VecDeque::new(),
+            recent_bars: Vec::new(),
+            recent_from: 0,
             failures_in_row: 0,
             quarantined: None,
             stats: InstanceStats::default(),
@@ -806,7 +810,7 @@ impl StrategyInstance {
             self.recent_ticks.iter().take(keep).copied().unzip();
         let mut bars = BarColumns::default();
         let replayed: usize = counts.iter().map(|&n| n as usize).sum();
-        for (symbol, candle) in self.recent_bars.iter().take(replayed) {
+        for (symbol, candle) in self.recent_bars[self.recent_from..].iter().take(replayed) {
             bars.push(*symbol, candle);
         }
         let symbols = self.symbols.clone();
@@ -847,12 +851,16 @@ impl StrategyInstance {
             if self.recent_ticks.len() == keep
                 && let Some((_, dropped)) = self.recent_ticks.pop_front()
             {
-                self.recent_bars.drain(..dropped as usize);
+                self.recent_from += dropped as usize;
             }
             self.recent_ticks.push_back((time_ms, (end - start) as u32));
             self.recent_bars
                 .extend((start..end).map(|b| batch.bars.get(b)));
             start = end;
+        }
+        if self.recent_from > 4096 && self.recent_from * 2 > self.recent_bars.len() {
+            self.recent_bars.drain(..self.recent_from);
+            self.recent_from = 0;
         }
     }
 
