@@ -22,7 +22,7 @@ use notify::Watcher;
 use keel_host::build_strategy;
 use keel_host::paper::feed::Feed;
 use keel_host::paper::{PaperEngine, PaperSettings, StrategySpec};
-use keel_host::sandbox::{Binding, Metering, Sandbox, SandboxConfig};
+use keel_host::sandbox::{Binding, Metering, Sandbox, SandboxConfig, StrategyInstance};
 use keel_model::batch::{BarColumns, Batch};
 use keel_model::{Params, Portfolio, RiskLimits, Symbol, synth};
 
@@ -151,6 +151,28 @@ fn median(mut xs: Vec<f64>) -> f64 {
     xs[xs.len() / 2]
 }
 
+/// Hands each of `instances` the one-minute bar `candle` of the first symbol.
+fn one_bar(
+    symbols: &[Symbol],
+    portfolio: &Portfolio,
+    candle: &keel_model::Candle,
+    instances: &mut [StrategyInstance],
+) {
+    let mut columns = BarColumns::default();
+    columns.push(0, candle);
+    let batch = Batch {
+        symbols,
+        tick_times: &[candle.time_ms + 60_000],
+        tick_bars: &[1],
+        bars: columns.slice(0, 1),
+        portfolio,
+        limits: RiskLimits::default(),
+    };
+    for instance in instances {
+        instance.on_bars(&batch).expect("bar");
+    }
+}
+
 /// Writes `bytes` to `file` and times until the new version handled a bar.
 fn reload_once(
     sandbox: &Sandbox,
@@ -206,17 +228,12 @@ fn reload_once(
     let warmup = loaded.info.warmup_bars as usize;
     // Warm-up bars, then the first live one.
     for candle in &history[history.len() - warmup - 1..] {
-        let mut columns = BarColumns::default();
-        columns.push(0, candle);
-        let batch = Batch {
-            symbols: &symbols,
-            tick_times: &[candle.time_ms + 60_000],
-            tick_bars: &[1],
-            bars: columns.slice(0, 1),
-            portfolio: &portfolio,
-            limits: RiskLimits::default(),
-        };
-        instance.on_bars(&batch).expect("bar");
+        one_bar(
+            &symbols,
+            &portfolio,
+            candle,
+            std::slice::from_mut(&mut instance),
+        );
     }
     started.elapsed().as_secs_f64() * 1e3
 }
@@ -293,19 +310,7 @@ fn main() {
             let bars = synth::random_walk(5, 2000, 1_700_000_000_000, 60_000, 100.0, 0.004);
             let started = Instant::now();
             for candle in &bars {
-                let mut columns = BarColumns::default();
-                columns.push(0, candle);
-                let batch = Batch {
-                    symbols: &symbols,
-                    tick_times: &[candle.time_ms + 60_000],
-                    tick_bars: &[1],
-                    bars: columns.slice(0, 1),
-                    portfolio: &portfolio,
-                    limits: RiskLimits::default(),
-                };
-                for instance in &mut instances {
-                    instance.on_bars(&batch).expect("bar");
-                }
+                one_bar(&symbols, &portfolio, candle, &mut instances);
             }
             per_bar.push(started.elapsed().as_secs_f64() * 1e6 / bars.len() as f64);
         }
