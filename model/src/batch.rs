@@ -153,6 +153,44 @@ pub struct Batch<'a> {
 }
 
 impl<'a> Batch<'a> {
+    /// Whether `symbol` keeps every bar and the ticks account for all of
+    /// them: then the bars can be copied as they are, lane by lane.
+    pub fn keeps_all(&self, symbol: impl Fn(u32) -> Option<u32>) -> bool {
+        let ticks = self.ticks();
+        let counted: usize = self.tick_bars[..ticks].iter().map(|&n| n as usize).sum();
+        let bars = self.bars.len();
+        counted == bars
+            && self.bars.symbol[..bars]
+                .iter()
+                .all(|&s| symbol(s).is_some())
+    }
+
+    /// Walks the bars `symbol` keeps (renaming their symbol index), tick by
+    /// tick: `bar` for each kept bar, then `tick` with the tick's close time
+    /// and how many of its bars were kept.
+    pub fn for_each_kept(
+        &self,
+        symbol: impl Fn(u32) -> Option<u32>,
+        mut bar: impl FnMut(u32, &Candle),
+        mut tick: impl FnMut(i64, u32),
+    ) {
+        let mut start = 0;
+        for i in 0..self.ticks() {
+            let (time_ms, count) = self.tick(i);
+            let end = (start + count as usize).min(self.bars.len());
+            let mut kept = 0;
+            for b in start..end {
+                let (index, candle) = self.bars.get(b);
+                if let Some(index) = symbol(index) {
+                    bar(index, &candle);
+                    kept += 1;
+                }
+            }
+            tick(time_ms, kept);
+            start = end;
+        }
+    }
+
     /// The first `ticks` closes of this batch.
     pub fn first(&self, ticks: usize) -> Batch<'a> {
         let ticks = ticks.min(self.tick_times.len()).min(self.tick_bars.len());
@@ -271,11 +309,9 @@ impl PackedBuffers {
         self.ticks.clear();
         self.keys.clear();
         self.prices.clear();
-        let (ticks, bars) = (batch.ticks(), batch.bars());
-        let columns = batch.bars.slice(0, bars);
-        let counted: usize = batch.tick_bars[..ticks].iter().map(|&n| n as usize).sum();
-        if counted == bars && columns.symbol.iter().all(|&s| symbol(s).is_some()) {
+        if batch.keeps_all(&symbol) {
             // Every bar is kept: lane by lane, no per-bar look-ups.
+            let (ticks, columns) = (batch.ticks(), batch.bars.slice(0, batch.bars.len()));
             let times = batch.tick_times[..ticks].iter();
             self.ticks.extend(
                 times
@@ -298,22 +334,15 @@ impl PackedBuffers {
             );
             return;
         }
-        let mut start = 0;
-        for i in 0..batch.ticks() {
-            let (time_ms, count) = batch.tick(i);
-            let end = (start + count as usize).min(batch.bars());
-            let mut kept = 0;
-            for b in start..end {
-                let (index, c) = batch.bar(b);
-                let Some(index) = symbol(index) else { continue };
-                self.keys.extend([c.time_ms, i64::from(index)]);
-                self.prices
-                    .extend([c.open, c.high, c.low, c.close, c.volume]);
-                kept += 1;
-            }
-            self.ticks.extend([time_ms, kept]);
-            start = end;
-        }
+        let (keys, prices, ticks) = (&mut self.keys, &mut self.prices, &mut self.ticks);
+        batch.for_each_kept(
+            symbol,
+            |index, c| {
+                keys.extend([c.time_ms, i64::from(index)]);
+                prices.extend([c.open, c.high, c.low, c.close, c.volume]);
+            },
+            |time_ms, kept| ticks.extend([time_ms, i64::from(kept)]),
+        );
     }
 
     pub fn view(&self) -> Packed<'_> {

@@ -170,12 +170,12 @@ pub(super) mod v2 {
     same_shape!();
     since_v2!();
 
-    /// The batch in binding form. `symbols` maps the batch's symbol indices
-    /// to the instance's (from `init`); bars of symbols it was not bound to
-    /// are left out.
+    /// The batch in binding form, each bar's symbol index renamed by
+    /// `symbol` (the instance's, from `init`); bars it maps to `None` (of
+    /// symbols it was not bound to) are left out.
     pub(in crate::sandbox) fn batch_out(
         batch: &m::batch::Batch<'_>,
-        symbols: &[u32],
+        symbol: impl Fn(u32) -> Option<u32>,
         out: &mut b::Batch,
     ) {
         out.tick_times.clear();
@@ -192,19 +192,14 @@ pub(super) mod v2 {
         }
         columns.symbol.clear();
         columns.time_ms.clear();
-        let bars = &batch.bars;
-        let bound = |i: usize| {
-            symbols
-                .get(bars.symbol[i] as usize)
-                .filter(|&&s| s != u32::MAX)
-        };
-        if (0..bars.len()).all(|i| bound(i).is_some()) {
-            // Every bar is of a bound symbol: the columns copy as they are.
+        if batch.keeps_all(&symbol) {
+            // Every bar is kept: the columns copy as they are.
+            let bars = batch.bars.slice(0, batch.bars.len());
             out.tick_times.extend_from_slice(batch.tick_times);
             out.tick_bars.extend_from_slice(batch.tick_bars);
             columns
                 .symbol
-                .extend((0..bars.len()).filter_map(|i| bound(i).copied()));
+                .extend(bars.symbol.iter().filter_map(|&s| symbol(s)));
             columns.time_ms.extend_from_slice(bars.time_ms);
             columns.open.extend_from_slice(bars.open);
             columns.high.extend_from_slice(bars.high);
@@ -212,24 +207,23 @@ pub(super) mod v2 {
             columns.close.extend_from_slice(bars.close);
             columns.volume.extend_from_slice(bars.volume);
         } else {
-            let mut start = 0;
-            for (&time_ms, &count) in batch.tick_times.iter().zip(batch.tick_bars) {
-                let end = (start + count as usize).min(bars.len());
-                let before = columns.symbol.len();
-                for i in start..end {
-                    let Some(&symbol) = bound(i) else { continue };
-                    columns.symbol.push(symbol);
-                    columns.time_ms.push(bars.time_ms[i]);
-                    columns.open.push(bars.open[i]);
-                    columns.high.push(bars.high[i]);
-                    columns.low.push(bars.low[i]);
-                    columns.close.push(bars.close[i]);
-                    columns.volume.push(bars.volume[i]);
-                }
-                start = end;
-                out.tick_times.push(time_ms);
-                out.tick_bars.push((columns.symbol.len() - before) as u32);
-            }
+            let (times, counts) = (&mut out.tick_times, &mut out.tick_bars);
+            batch.for_each_kept(
+                symbol,
+                |index, c| {
+                    columns.symbol.push(index);
+                    columns.time_ms.push(c.time_ms);
+                    columns.open.push(c.open);
+                    columns.high.push(c.high);
+                    columns.low.push(c.low);
+                    columns.close.push(c.close);
+                    columns.volume.push(c.volume);
+                },
+                |time_ms, kept| {
+                    times.push(time_ms);
+                    counts.push(kept);
+                },
+            );
         }
         out.portfolio = portfolio_out(batch.portfolio);
         out.limits = limits_out(batch.limits);

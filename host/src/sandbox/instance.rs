@@ -365,6 +365,17 @@ fn truncate(text: &str, max: usize) -> String {
     format!("{}… ({} bytes)", &text[..end], text.len())
 }
 
+/// A batch's symbol index as the instance's own (`symbol_map`), or `None`
+/// for a symbol it is not bound to.
+fn bound(symbol_map: &[u32]) -> impl Fn(u32) -> Option<u32> + '_ {
+    |i| {
+        symbol_map
+            .get(i as usize)
+            .copied()
+            .filter(|&s| s != u32::MAX)
+    }
+}
+
 /// The batch cap after a good call that handled `consumed` of `offered`
 /// ticks: double when it took everything, else twice the smoothed number it
 /// takes (at least 2).
@@ -608,10 +619,7 @@ impl StrategyInstance {
         let (consumed, signals, error) = match &self.exports {
             Exports::V3(_) => {
                 let mut packed = std::mem::take(&mut self.packed);
-                let map = &self.symbol_map;
-                packed.pack(batch, |i| {
-                    map.get(i as usize).copied().filter(|&s| s != u32::MAX)
-                });
+                packed.pack(batch, bound(&self.symbol_map));
                 let fills = std::mem::take(&mut self.fills);
                 let portfolio = convert::v3::portfolio_out(batch.portfolio);
                 let limits = convert::v3::limits_out(batch.limits);
@@ -641,7 +649,7 @@ impl StrategyInstance {
                     .wit_batch
                     .take()
                     .unwrap_or_else(convert::v2::empty_batch);
-                convert::v2::batch_out(batch, &self.symbol_map, &mut wit);
+                convert::v2::batch_out(batch, bound(&self.symbol_map), &mut wit);
                 let result = self.guarded(batch.tick_times[0], n, |exports, store| match exports {
                     Exports::V2(e) => e.call_on_bars(store, &wit),
                     _ => Err(wasmtime::Error::msg("not a 0.2.0 component")),
