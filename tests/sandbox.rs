@@ -222,6 +222,35 @@ fn fuel_bounds_a_runaway_call_deterministically() {
 }
 
 #[test]
+fn under_fuel_the_clock_never_decides_whether_a_call_fails() {
+    // A wall-clock deadline far shorter than the fuel takes to burn: with
+    // fuel metering only fuel may stop the loop, every time, or the same
+    // backtest could fail on a busy machine and pass on an idle one.
+    let limits = SandboxLimits {
+        call_deadline: Duration::from_nanos(1),
+        fuel_per_call: 200_000_000,
+        ..SandboxLimits::default()
+    };
+    let sandbox = sandbox_with(Metering::Fuel, limits);
+    let loaded = sandbox.load_file(fixture("loop")).expect("loads");
+    let mut instance = sandbox
+        .instantiate(&loaded, binding(&loaded, &["TEST/USD"], &[], 1))
+        .expect("instance");
+    let data = synthetic("TEST/USD", 1, 5);
+    for i in 0..2 {
+        let err = instance.on_bar(&tick_of(&data, i)).expect_err("runaway");
+        assert_eq!(err.fault, Fault::Fuel(200_000_000), "call {i}: {err}");
+    }
+    // And a real strategy's results do not depend on the deadline either.
+    let series = vec![synthetic("TEST/USD", 11, 1500)];
+    let tight = run_example(&sandbox, "sma-cross", &series, &[]);
+    let default = run_example(&self::sandbox(Metering::Fuel), "sma-cross", &series, &[]);
+    assert!(tight.errors.is_empty(), "{:?}", tight.errors);
+    assert!(!tight.signals.is_empty());
+    assert_eq!(tight.signals, default.signals);
+}
+
+#[test]
 fn output_beyond_the_byte_cap_fails_before_the_host_copies_it() {
     // With room to build a million signals in its memory, the flood is cut
     // off by the host-side byte cap on what a call may hand over.

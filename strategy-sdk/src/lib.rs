@@ -147,3 +147,11 @@ macro_rules! export_strategy {
 #[cfg(target_arch = "wasm32")]
 #[doc(hidden)]
 pub mod __private;
+
+#[doc(hidden)]
+pub mod heap;
+
+/// Every strategy component allocates through [`heap::SizeClasses`].
+#[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
+#[global_allocator]
+static ALLOCATOR: heap::SizeClasses = heap::SizeClasses::new();

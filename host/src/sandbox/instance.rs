@@ -307,7 +307,9 @@ fn arm(
             .set_fuel(limits.fuel_per_call.saturating_mul(closes))
             .map_err(|e| Fault::Trap(one_line(&e)))?;
     }
-    store.set_epoch_deadline(limits.deadline_ticks().saturating_mul(closes));
+    if metering == Metering::WallClock {
+        store.set_epoch_deadline(limits.deadline_ticks().saturating_mul(closes));
+    }
     store.set_hostcall_fuel(limits.max_output_bytes);
     let log = &mut store.data_mut().log;
     log.bytes = 0;

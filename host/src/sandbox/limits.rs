@@ -13,7 +13,8 @@ pub struct SandboxLimits {
     pub max_memory_bytes: usize,
     /// Wasm stack one call may use, in bytes (deep recursion traps past it).
     pub max_stack_bytes: usize,
-    /// Wall-clock time one call may run (epoch deadline). Always on.
+    /// Wall-clock time one call may run (epoch deadline), under
+    /// `Metering::WallClock`; fuel-metered calls are bounded by fuel alone.
     pub call_deadline: Duration,
     /// Fuel one call may burn, when the engine meters fuel (backtests).
     pub fuel_per_call: u64,
