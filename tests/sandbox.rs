@@ -645,6 +645,59 @@ fn a_baseline_first_load_runs_at_once_and_the_optimised_code_follows() {
     assert_eq!(run(&sandbox, &later).signals, slow_run.signals);
 }
 
+#[test]
+fn a_fuel_metered_baseline_load_validates_and_fuel_stops_its_runaway_code() {
+    // `keel dev` validates and swaps each new version under fuel with
+    // baseline code first, so a save is running within the reload target.
+    let sandbox = Sandbox::new(SandboxConfig {
+        metering: Metering::Fuel,
+        baseline_first: true,
+        ..SandboxConfig::default()
+    })
+    .expect("sandbox");
+    let first = sandbox.load_file(example("sma-cross")).expect("loads");
+    assert_eq!(first.tier, Tier::Baseline);
+    let mut checks = Vec::new();
+    validate::validate_loaded(&sandbox, &first, &mut checks);
+    let names: Vec<_> = checks.iter().map(|c| c.name).collect();
+    assert!(names.contains(&"smoke run"), "{names:?}");
+    assert!(checks.iter().all(|c| c.outcome.is_ok()), "{checks:?}");
+    // Loading it again to run it (as `keel dev` does after validating)
+    // compiles nothing: baseline code is kept until the optimised code lands.
+    let again = sandbox.load_file(example("sma-cross")).expect("loads");
+    assert!(again.from_cache, "{:?}", again.tier);
+
+    // Baseline code under fuel trades as optimised code does.
+    let data = vec![synthetic("BTC/USD", 5, 1500)];
+    let baseline = sandbox.load_file(fixture("loop")).expect("loads");
+    assert_eq!(baseline.tier, Tier::Baseline);
+    let optimised_sandbox = support::sandbox(Metering::Fuel);
+    let run = |sandbox: &Sandbox, loaded: &keel_host::sandbox::LoadedStrategy| {
+        let mut instance = sandbox
+            .instantiate(loaded, binding(loaded, &["BTC/USD"], &[], 1))
+            .expect("instance");
+        backtest(&mut instance, &data, &default_config())
+    };
+    let quick = run(&sandbox, &first);
+    let slow = run(
+        &optimised_sandbox,
+        &optimised_sandbox
+            .load_file(example("sma-cross"))
+            .expect("loads"),
+    );
+    assert!(!quick.signals.is_empty());
+    assert_eq!((quick.signals, quick.fills), (slow.signals, slow.fills));
+
+    // Fuel, not a clock, stops a runaway loop in Winch's code.
+    let mut instance = sandbox
+        .instantiate(&baseline, binding(&baseline, &["BTC/USD"], &[], 1))
+        .expect("instance");
+    let err = instance
+        .on_bar(&tick_of(&data[0], 0))
+        .expect_err("out of fuel");
+    assert_eq!(err.fault, Fault::Fuel(sandbox.limits().fuel_per_call));
+}
+
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).expect("dir").flatten() {

@@ -156,9 +156,12 @@ pub fn run(args: &DevArgs, db: &Path, cache_dir: Option<PathBuf>) -> anyhow::Res
     if args.paper == args.data.is_some() {
         bail!("keel dev needs exactly one of --data <csv> and --paper");
     }
+    // Every save is a new artifact, so every load is a cold compile: the
+    // baseline compiler gets each version validated and running quickly.
     let sandbox = Sandbox::new(SandboxConfig {
         metering: Metering::Fuel,
         cache_dir: cache_dir.clone(),
+        baseline_first: true,
         ..SandboxConfig::default()
     })?;
     let (_watcher, events, watched, skip) = watch(args)?;

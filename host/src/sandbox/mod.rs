@@ -95,12 +95,15 @@ pub struct SandboxConfig {
     pub metering: Metering,
     /// Where compiled components are kept; `None` keeps them in memory only.
     pub cache_dir: Option<PathBuf>,
-    /// Quick first loads (wall-clock metering only): an artifact with no
-    /// optimised code yet is compiled by the baseline compiler, several
-    /// times faster, and runs at once, while the optimised code is built in
-    /// the background for every later load. For paper and live trading,
-    /// where a reload must be quick and one bar a minute is no load;
-    /// backtests keep optimised code throughout.
+    /// Quick first loads: an artifact with no optimised code yet is compiled
+    /// by the baseline compiler, several times faster, and runs at once,
+    /// while the optimised code is built in the background for every later
+    /// load. For paper and live trading and for `keel dev`'s validate and
+    /// swap, where a reload must be quick and one bar a minute is no load;
+    /// backtests keep optimised code throughout. Winch meters fuel and
+    /// epochs as Cranelift does (wasmtime 48's `Config` docs say otherwise,
+    /// but its code generator emits both; the tests prove each stops a
+    /// runaway loop).
     pub baseline_first: bool,
 }
 
@@ -201,8 +204,12 @@ pub struct Sandbox {
     metering: Metering,
     cache_dir: Option<PathBuf>,
     engine_key: String,
-    /// Optimised code only; baseline code is never cached.
+    /// Optimised code (also on disk, under `cache_dir`).
     compiled: Compiled,
+    /// Baseline code, in memory only, until the optimised code replaces it:
+    /// `keel dev` validates a version, then loads it to run, and neither
+    /// load compiles it twice.
+    baseline_compiled: Compiled,
     /// Artifacts whose optimised code is being built in the background.
     optimizing_now: Arc<Mutex<std::collections::HashSet<StrategyHash>>>,
     /// Only under `Metering::WallClock`: fuel-metered code has no epoch checks.
@@ -297,9 +304,8 @@ impl Sandbox {
     pub fn new(config: SandboxConfig) -> anyhow::Result<Sandbox> {
         config.limits.check().map_err(anyhow::Error::msg)?;
         let optimizing = Compiler::new(&config, Tier::Optimized)?;
-        // Fuel metering needs Cranelift; a platform without Winch keeps the
-        // optimising compiler alone.
-        let baseline = if config.baseline_first && config.metering == Metering::WallClock {
+        // A platform without Winch keeps the optimising compiler alone.
+        let baseline = if config.baseline_first {
             Compiler::new(&config, Tier::Baseline)
                 .inspect_err(|e| {
                     tracing::warn!("no baseline compiler, every load optimises: {e:#}")
@@ -329,6 +335,7 @@ impl Sandbox {
             cache_dir: config.cache_dir,
             engine_key,
             compiled: Arc::default(),
+            baseline_compiled: Arc::default(),
             optimizing_now: Arc::default(),
             _ticker: ticker,
         })
@@ -434,8 +441,8 @@ impl Sandbox {
     }
 
     /// Compiled code for `artifact`: optimised code from memory or the disk
-    /// cache; else, with `baseline_first`, baseline code now and optimised
-    /// code in the background; else optimised code now (time-capped),
+    /// cache; else, with `baseline_first`, baseline code (from memory, or
+    /// compiled now) and optimised code in the background; else optimised code now (time-capped),
     /// written to the cache.
     fn compile(&self, artifact: &StrategyArtifact) -> Result<(Component, bool, Tier), LoadError> {
         let origin = artifact.origin.display().to_string();
@@ -460,7 +467,11 @@ impl Sandbox {
         }
         let limit = self.limits.max_compile_time;
         if let Some(baseline) = &self.baseline {
+            if let Some(c) = lock(&self.baseline_compiled).get(&artifact.hash) {
+                return Ok((c.clone(), true, Tier::Baseline));
+            }
             let component = baseline.compile(&origin, &artifact.bytes, limit)?;
+            lock(&self.baseline_compiled).insert(artifact.hash, component.clone());
             self.optimize_in_background(artifact);
             return Ok((component, false, Tier::Baseline));
         }
@@ -476,7 +487,11 @@ impl Sandbox {
             return;
         }
         let engine = self.optimizing.engine.clone();
-        let (compiled, busy) = (self.compiled.clone(), self.optimizing_now.clone());
+        let (compiled, baseline, busy) = (
+            self.compiled.clone(),
+            self.baseline_compiled.clone(),
+            self.optimizing_now.clone(),
+        );
         let (hash, bytes, path) = (
             artifact.hash,
             artifact.bytes.clone(),
@@ -486,7 +501,10 @@ impl Sandbox {
             .name("keel-optimize".into())
             .spawn(move || {
                 match Component::new(&engine, &bytes) {
-                    Ok(component) => store_compiled(&compiled, path.as_deref(), hash, &component),
+                    Ok(component) => {
+                        store_compiled(&compiled, path.as_deref(), hash, &component);
+                        lock(&baseline).remove(&hash);
+                    }
                     Err(e) => tracing::warn!(%hash, "optimising compile failed: {}", one_line(&e)),
                 }
                 lock(&busy).remove(&hash);
