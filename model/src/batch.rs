@@ -44,6 +44,18 @@ impl BarColumns {
         self.volume.push(c.volume);
     }
 
+    /// Appends `bars`, column by column.
+    pub fn extend_from(&mut self, bars: Bars<'_>) {
+        let n = bars.len();
+        self.symbol.extend_from_slice(&bars.symbol[..n]);
+        self.time_ms.extend_from_slice(&bars.time_ms[..n]);
+        self.open.extend_from_slice(&bars.open[..n]);
+        self.high.extend_from_slice(&bars.high[..n]);
+        self.low.extend_from_slice(&bars.low[..n]);
+        self.close.extend_from_slice(&bars.close[..n]);
+        self.volume.extend_from_slice(&bars.volume[..n]);
+    }
+
     /// Drops the first `n` bars.
     pub fn drop_front(&mut self, n: usize) {
         self.symbol.drain(..n);

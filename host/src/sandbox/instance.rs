@@ -1,6 +1,5 @@
 //! One running strategy: a store, an instance, and the guard around every call.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -234,14 +233,8 @@ pub struct StrategyInstance {
     /// strategy uses is converted and copied for nothing, so the cap
     /// follows twice this.
     consumed_avg: f64,
-    /// The last `warmup_bars` ticks, replayed into a rebuilt instance:
-    /// each tick's close time and bar count, and their bars in order (flat,
-    /// so remembering a tick allocates nothing once the queues are sized).
-    recent_ticks: VecDeque<(i64, u32)>,
-    /// Appended at the end; the live ones start at `recent_from` (the front
-    /// is dropped in bulk, not bar by bar).
-    recent_bars: Vec<(u32, Candle)>,
-    recent_from: usize,
+    /// The last `warmup_bars` ticks, replayed into a rebuilt instance.
+    recent: Recent,
     failures_in_row: u32,
     quarantined: Option<Fault>,
     stats: InstanceStats,
@@ -391,6 +384,49 @@ fn next_cap(cap: usize, avg: &mut f64, consumed: usize, offered: usize) -> usize
     next.clamp(2, MAX_BATCH)
 }
 
+/// The last ticks an instance handled, kept to warm a rebuilt instance up:
+/// each tick's close time and bar count, and the bars column by column.
+/// Both are appended in bulk (a call's bars are copied column by column, not
+/// bar by bar) and the live ones start at `ticks_from` and `bars_from`; the
+/// dropped front is removed in bulk too, now and then.
+#[derive(Debug, Default)]
+struct Recent {
+    ticks: Vec<(i64, u32)>,
+    ticks_from: usize,
+    bars: BarColumns,
+    bars_from: usize,
+}
+
+impl Recent {
+    /// Appends the first `handled` ticks of `batch`, keeping the last `keep`.
+    fn remember(&mut self, batch: &Batch<'_>, handled: usize, keep: usize) {
+        // Ticks before the last `keep` handled would only be dropped again.
+        let skip = handled.saturating_sub(keep);
+        let available = batch.bars.len();
+        let skipped: usize = batch.tick_bars[..skip].iter().map(|&n| n as usize).sum();
+        let start = skipped.min(available);
+        let mut end = start;
+        let ticks = batch.tick_times.iter().zip(batch.tick_bars);
+        for (&time_ms, &count) in ticks.take(handled).skip(skip) {
+            let next = (end + count as usize).min(available);
+            self.ticks.push((time_ms, (next - end) as u32));
+            end = next;
+        }
+        self.bars.extend_from(batch.bars.slice(start, end));
+        let live = self.ticks.len() - self.ticks_from;
+        if live > keep {
+            let dropped = &self.ticks[self.ticks_from..][..live - keep];
+            self.bars_from += dropped.iter().map(|&(_, n)| n as usize).sum::<usize>();
+            self.ticks_from += live - keep;
+        }
+        if self.ticks_from > 4096 && self.ticks_from * 2 > self.ticks.len() {
+            self.ticks.drain(..self.ticks_from);
+            self.bars.drop_front(self.bars_from);
+            (self.ticks_from, self.bars_from) = (0, 0);
+        }
+    }
+}
+
 impl StrategyInstance {
     pub(super) fn start(
         sandbox: &Sandbox,
@@ -437,9 +473,7 @@ impl StrategyInstance {
             fills: Vec::new(),
             batch_cap: 1,
             consumed_avg: 1.0,
-            recent_ticks: VecDeque::new(),
-            recent_bars: Vec::new(),
-            recent_from: 0,
+            recent: Recent::default(),
             failures_in_row: 0,
             quarantined: None,
             stats: InstanceStats::default(),
@@ -815,17 +849,18 @@ impl StrategyInstance {
         self.exports = exports;
         self.stats.rebuilds += 1;
         // The tick that trapped is the last one; replaying it could trap again.
-        let keep = self.recent_ticks.len().saturating_sub(1);
-        let (times, counts): (Vec<i64>, Vec<u32>) =
-            self.recent_ticks.iter().take(keep).copied().unzip();
-        let mut bars = BarColumns::default();
-        let replayed: usize = counts.iter().map(|&n| n as usize).sum();
-        for (symbol, candle) in self.recent_bars[self.recent_from..].iter().take(replayed) {
-            bars.push(*symbol, candle);
-        }
+        let recent = std::mem::take(&mut self.recent);
+        let live = &recent.ticks[recent.ticks_from..];
+        let (times, counts): (Vec<i64>, Vec<u32>) = live
+            .iter()
+            .take(live.len().saturating_sub(1))
+            .copied()
+            .unzip();
+        let bars = recent.bars.slice(recent.bars_from, recent.bars.len());
         let symbols = self.symbols.clone();
         let portfolio = Portfolio::default();
         let (mut from_tick, mut from_bar) = (0, 0);
+        let mut replayed = Ok(());
         while from_tick < times.len() {
             let rest = Batch {
                 symbols: &symbols,
@@ -835,42 +870,28 @@ impl StrategyInstance {
                 portfolio: &portfolio,
                 limits: RiskLimits::default(),
             };
-            let (consumed, _, _) = self.call(&rest.first(MAX_BATCH))?;
+            let consumed = match self.call(&rest.first(MAX_BATCH)) {
+                Ok((consumed, _, _)) => consumed,
+                Err(fault) => {
+                    replayed = Err(fault);
+                    break;
+                }
+            };
             from_bar += counts[from_tick..from_tick + consumed]
                 .iter()
                 .map(|&n| n as usize)
                 .sum::<usize>();
             from_tick += consumed;
         }
-        Ok(())
+        self.recent = recent;
+        replayed
     }
 
     /// Keeps the first `handled` ticks of `batch` for a rebuild's warm-up.
     fn remember(&mut self, batch: &Batch<'_>, handled: usize) {
         let keep = self.info.warmup_bars as usize;
-        if keep == 0 {
-            return;
-        }
-        // Ticks before the last `keep` handled would only be dropped again.
-        let skip = handled.saturating_sub(keep);
-        let skipped: usize = batch.tick_bars[..skip].iter().map(|&n| n as usize).sum();
-        let mut start = skipped.min(batch.bars.len());
-        let ticks = batch.tick_times.iter().zip(batch.tick_bars);
-        for (&time_ms, &count) in ticks.take(handled).skip(skip) {
-            let end = (start + count as usize).min(batch.bars.len());
-            if self.recent_ticks.len() == keep
-                && let Some((_, dropped)) = self.recent_ticks.pop_front()
-            {
-                self.recent_from += dropped as usize;
-            }
-            self.recent_ticks.push_back((time_ms, (end - start) as u32));
-            self.recent_bars
-                .extend((start..end).map(|b| batch.bars.get(b)));
-            start = end;
-        }
-        if self.recent_from > 4096 && self.recent_from * 2 > self.recent_bars.len() {
-            self.recent_bars.drain(..self.recent_from);
-            self.recent_from = 0;
+        if keep > 0 {
+            self.recent.remember(batch, handled, keep);
         }
     }
 
@@ -891,5 +912,76 @@ impl RunningStrategy for StrategyInstance {
     }
     fn on_fill(&mut self, fill: &Fill) -> Result<(), String> {
         StrategyInstance::on_fill(self, fill).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A batch of `ticks` one-bar ticks whose close prices count from `first`.
+    fn columns(first: usize, ticks: usize) -> (Vec<i64>, Vec<u32>, BarColumns) {
+        let mut bars = BarColumns::default();
+        for i in first..first + ticks {
+            let p = i as f64;
+            let candle = Candle {
+                time_ms: i as i64,
+                open: p,
+                high: p,
+                low: p,
+                close: p,
+                volume: 1.0,
+            };
+            bars.push(0, &candle);
+        }
+        let times = (first..first + ticks).map(|i| i as i64 + 1).collect();
+        (times, vec![1; ticks], bars)
+    }
+
+    #[test]
+    fn recent_keeps_exactly_the_last_warm_up_ticks_across_calls() {
+        let symbols = [Symbol::from("A")];
+        let portfolio = Portfolio::default();
+        let mut recent = Recent::default();
+        let mut next = 0;
+        // Calls that handle 7 of 9 offered ticks, then all of them, many times
+        // over (so the front is dropped in bulk at least once).
+        for call in 0..3000 {
+            let (times, counts, bars) = columns(next, 9);
+            let batch = Batch {
+                symbols: &symbols,
+                tick_times: &times,
+                tick_bars: &counts,
+                bars: bars.slice(0, bars.len()),
+                portfolio: &portfolio,
+                limits: RiskLimits::default(),
+            };
+            let handled = if call % 2 == 0 { 7 } else { 9 };
+            recent.remember(&batch, handled, 30);
+            next += handled;
+        }
+        let live = &recent.ticks[recent.ticks_from..];
+        let times: Vec<i64> = live.iter().map(|&(t, _)| t).collect();
+        let expected: Vec<i64> = (next - 30..next).map(|i| i as i64 + 1).collect();
+        assert_eq!(times, expected);
+        let closes = &recent.bars.close[recent.bars_from..];
+        let expected: Vec<f64> = (next - 30..next).map(|i| i as f64).collect();
+        assert_eq!(closes, expected);
+        assert!(recent.ticks.len() < 2 * 4096 + 30, "the front is dropped");
+
+        // One call handling more than the warm-up keeps only its last ticks.
+        let (times, counts, bars) = columns(next, 50);
+        let batch = Batch {
+            symbols: &symbols,
+            tick_times: &times,
+            tick_bars: &counts,
+            bars: bars.slice(0, bars.len()),
+            portfolio: &portfolio,
+            limits: RiskLimits::default(),
+        };
+        recent.remember(&batch, 45, 30);
+        let closes = &recent.bars.close[recent.bars_from..];
+        let expected: Vec<f64> = (next + 15..next + 45).map(|i| i as f64).collect();
+        assert_eq!(closes, expected);
     }
 }
