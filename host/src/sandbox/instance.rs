@@ -919,10 +919,11 @@ impl RunningStrategy for StrategyInstance {
 mod tests {
     use super::*;
 
-    /// A batch of `ticks` one-bar ticks whose close prices count from `first`.
-    fn columns(first: usize, ticks: usize) -> (Vec<i64>, Vec<u32>, BarColumns) {
+    /// Offers `recent` a batch of `offered` one-bar ticks whose closes count
+    /// from `first`, of which the instance handled `handled`.
+    fn remember(recent: &mut Recent, first: usize, offered: usize, handled: usize) {
         let mut bars = BarColumns::default();
-        for i in first..first + ticks {
+        for i in first..first + offered {
             let p = i as f64;
             let candle = Candle {
                 time_ms: i as i64,
@@ -934,54 +935,44 @@ mod tests {
             };
             bars.push(0, &candle);
         }
-        let times = (first..first + ticks).map(|i| i as i64 + 1).collect();
-        (times, vec![1; ticks], bars)
+        let times: Vec<i64> = (first..first + offered).map(|i| i as i64 + 1).collect();
+        let batch = Batch {
+            symbols: &[Symbol::from("A")],
+            tick_times: &times,
+            tick_bars: &vec![1; offered],
+            bars: bars.slice(0, bars.len()),
+            portfolio: &Portfolio::default(),
+            limits: RiskLimits::default(),
+        };
+        recent.remember(&batch, handled, 30);
+    }
+
+    fn live_closes(recent: &Recent) -> &[f64] {
+        &recent.bars.close[recent.bars_from..]
     }
 
     #[test]
     fn recent_keeps_exactly_the_last_warm_up_ticks_across_calls() {
-        let symbols = [Symbol::from("A")];
-        let portfolio = Portfolio::default();
         let mut recent = Recent::default();
         let mut next = 0;
         // Calls that handle 7 of 9 offered ticks, then all of them, many times
         // over (so the front is dropped in bulk at least once).
         for call in 0..3000 {
-            let (times, counts, bars) = columns(next, 9);
-            let batch = Batch {
-                symbols: &symbols,
-                tick_times: &times,
-                tick_bars: &counts,
-                bars: bars.slice(0, bars.len()),
-                portfolio: &portfolio,
-                limits: RiskLimits::default(),
-            };
             let handled = if call % 2 == 0 { 7 } else { 9 };
-            recent.remember(&batch, handled, 30);
+            remember(&mut recent, next, 9, handled);
             next += handled;
         }
         let live = &recent.ticks[recent.ticks_from..];
         let times: Vec<i64> = live.iter().map(|&(t, _)| t).collect();
         let expected: Vec<i64> = (next - 30..next).map(|i| i as i64 + 1).collect();
         assert_eq!(times, expected);
-        let closes = &recent.bars.close[recent.bars_from..];
         let expected: Vec<f64> = (next - 30..next).map(|i| i as f64).collect();
-        assert_eq!(closes, expected);
+        assert_eq!(live_closes(&recent), expected);
         assert!(recent.ticks.len() < 2 * 4096 + 30, "the front is dropped");
 
         // One call handling more than the warm-up keeps only its last ticks.
-        let (times, counts, bars) = columns(next, 50);
-        let batch = Batch {
-            symbols: &symbols,
-            tick_times: &times,
-            tick_bars: &counts,
-            bars: bars.slice(0, bars.len()),
-            portfolio: &portfolio,
-            limits: RiskLimits::default(),
-        };
-        recent.remember(&batch, 45, 30);
-        let closes = &recent.bars.close[recent.bars_from..];
+        remember(&mut recent, next, 50, 45);
         let expected: Vec<f64> = (next + 15..next + 45).map(|i| i as f64).collect();
-        assert_eq!(closes, expected);
+        assert_eq!(live_closes(&recent), expected);
     }
 }
