@@ -22,7 +22,9 @@ use notify::Watcher;
 use keel_host::build_strategy;
 use keel_host::paper::feed::Feed;
 use keel_host::paper::{PaperEngine, PaperSettings, StrategySpec};
-use keel_host::sandbox::{Binding, Metering, Sandbox, SandboxConfig, StrategyInstance};
+use keel_host::sandbox::{
+    Binding, Metering, Sandbox, SandboxConfig, StrategyArtifact, StrategyInstance,
+};
 use keel_model::batch::{BarColumns, Batch};
 use keel_model::{Params, Portfolio, RiskLimits, Symbol, synth};
 
@@ -142,9 +144,7 @@ fn sandbox_metered(metering: Metering, cache: Option<PathBuf>, baseline_first: b
 
 /// Waits until `sandbox` has no optimising compile running in the background.
 fn settle(sandbox: &Sandbox, file: &Path) {
-    let hash = keel_host::sandbox::StrategyArtifact::read(file, usize::MAX)
-        .expect("read")
-        .hash;
+    let hash = StrategyArtifact::read(file, usize::MAX).expect("read").hash;
     while sandbox.is_optimizing(&hash) {
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -212,11 +212,15 @@ fn reload_once(
             _ => continue,
         }
     }
-    if validate {
-        let report = keel_host::validate::validate_file(sandbox, file);
+    let loaded = if validate {
+        // As `keel dev` does: the strategy the checks loaded is the one run.
+        let artifact = StrategyArtifact::read(file, usize::MAX).expect("read");
+        let (report, loaded) = keel_host::validate::validate_and_load(sandbox, &artifact);
         assert!(report.passed(), "{:?}", report.failures());
-    }
-    let loaded = sandbox.load_file(file).expect("load");
+        loaded.expect("loaded")
+    } else {
+        sandbox.load_file(file).expect("load")
+    };
     let binding = Binding {
         symbols: loaded.info.symbols.clone(),
         params: Params::resolve(&loaded.info.params, &[]).expect("params"),

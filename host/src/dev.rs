@@ -80,17 +80,13 @@ impl Builder<'_> {
             Ok(a) => a,
             Err(e) => return Version::Broken(e.to_string()),
         };
-        let report = validate::validate_artifact(self.sandbox, &artifact);
-        if !report.passed() {
-            return Version::Broken(format!(
+        match validate::validate_and_load(self.sandbox, &artifact) {
+            (report, Some(loaded)) if report.passed() => Version::Good(artifact, Box::new(loaded)),
+            (report, _) => Version::Broken(format!(
                 "{} failed validation: {}",
                 artifact.hash.short(),
                 report.failures().join("; ")
-            ));
-        }
-        match self.sandbox.load(&artifact) {
-            Ok(loaded) => Version::Good(artifact, Box::new(loaded)),
-            Err(e) => Version::Broken(e.to_string()),
+            )),
         }
     }
 }

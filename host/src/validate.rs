@@ -65,6 +65,16 @@ pub fn validate_artifact(
     sandbox: &Sandbox,
     artifact: &crate::sandbox::StrategyArtifact,
 ) -> ValidationReport {
+    validate_and_load(sandbox, artifact).0
+}
+
+/// [`validate_artifact`], also giving back the strategy as loaded for the
+/// checks (when it loaded), so a caller about to run it need not load it
+/// again (`keel dev`).
+pub fn validate_and_load(
+    sandbox: &Sandbox,
+    artifact: &crate::sandbox::StrategyArtifact,
+) -> (ValidationReport, Option<LoadedStrategy>) {
     let mut report = ValidationReport {
         origin: artifact.origin.display().to_string(),
         hash: Some(artifact.hash),
@@ -78,7 +88,7 @@ pub fn validate_artifact(
                 name: "load",
                 outcome: Err(e.to_string()),
             });
-            return report;
+            return (report, None);
         }
     };
     report.info = Some(loaded.info.clone());
@@ -90,7 +100,7 @@ pub fn validate_artifact(
         )),
     });
     validate_loaded(sandbox, &loaded, &mut report.checks);
-    report
+    (report, Some(loaded))
 }
 
 /// The checks after loading: init, smoke run, determinism.

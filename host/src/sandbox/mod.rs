@@ -442,8 +442,8 @@ impl Sandbox {
 
     /// Compiled code for `artifact`: optimised code from memory or the disk
     /// cache; else, with `baseline_first`, baseline code (from memory, or
-    /// compiled now) and optimised code in the background; else optimised code now (time-capped),
-    /// written to the cache.
+    /// compiled now) and optimised code in the background; else optimised
+    /// code now (time-capped), written to the cache.
     fn compile(&self, artifact: &StrategyArtifact) -> Result<(Component, bool, Tier), LoadError> {
         let origin = artifact.origin.display().to_string();
         if let Some(c) = lock(&self.compiled).get(&artifact.hash) {
