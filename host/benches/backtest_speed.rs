@@ -21,6 +21,10 @@ use keel_model::replay::Feed;
 use keel_model::{Params, synth};
 use keel_strategy_sdk::harness::{Native, build};
 
+/// The `keel` binary's allocator, so figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn peak_rss_mb() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status

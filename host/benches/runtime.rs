@@ -16,6 +16,10 @@ use keel_host::build_strategy;
 use keel_host::sandbox::{Binding, Metering, Sandbox, SandboxConfig, SandboxLimits};
 use keel_model::{Bar, Params, Portfolio, RiskLimits, Tick, synth};
 
+/// The `keel` binary's allocator, so figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn component() -> PathBuf {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let files = build_strategy::build(

@@ -8,6 +8,7 @@
 //! [`StrategyInstance`] then runs one bound, initialised copy.
 
 mod artifact;
+mod background;
 mod checks;
 mod convert;
 mod instance;
@@ -24,6 +25,7 @@ use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 pub use artifact::{ArtifactError, StrategyArtifact, StrategyHash};
+pub use background::BACKGROUND_QUIET;
 pub use checks::{check_info, check_signal};
 pub use instance::{
     Binding, ClockMode, Fault, InstanceStats, Rejected, StrategyError, StrategyInstance,
@@ -212,6 +214,9 @@ pub struct Sandbox {
     baseline_compiled: Compiled,
     /// Artifacts whose optimised code is being built in the background.
     optimizing_now: Arc<Mutex<std::collections::HashSet<StrategyHash>>>,
+    /// Runs those compiles one at a time, on one idle-priority thread, once
+    /// no baseline compile has run for a while (with `baseline_first`).
+    background: Option<background::Background>,
     /// Only under `Metering::WallClock`: fuel-metered code has no epoch checks.
     _ticker: Option<EpochTicker>,
 }
@@ -249,7 +254,13 @@ impl Compiler {
             .generate_address_map(false);
         match tier {
             Tier::Optimized => wasm.cranelift_opt_level(wasmtime::OptLevel::Speed),
-            Tier::Baseline => wasm.strategy(wasmtime::Strategy::Winch),
+            // Winch compiles the strategy's functions; Cranelift still
+            // compiles an entry trampoline for each exported or
+            // address-taken one (thousands in a big table-driven
+            // component), and those gain nothing from optimisation.
+            Tier::Baseline => wasm
+                .strategy(wasmtime::Strategy::Winch)
+                .cranelift_opt_level(wasmtime::OptLevel::None),
         };
         if std::env::var_os("KEEL_PERFMAP").is_some() {
             wasm.profiler(wasmtime::ProfilingStrategy::PerfMap);
@@ -324,6 +335,10 @@ impl Sandbox {
             config.metering.hash(&mut h);
             format!("wasmtime-{}-{:016x}", env!("CARGO_PKG_VERSION"), h.finish())
         };
+        let background = match &baseline {
+            Some(_) => Some(background::Background::new(BACKGROUND_QUIET)?),
+            None => None,
+        };
         let mut engines = vec![optimizing.engine.clone()];
         engines.extend(baseline.as_ref().map(|b| b.engine.clone()));
         let ticker = (config.metering == Metering::WallClock).then(|| EpochTicker::start(engines));
@@ -337,6 +352,7 @@ impl Sandbox {
             compiled: Arc::default(),
             baseline_compiled: Arc::default(),
             optimizing_now: Arc::default(),
+            background,
             _ticker: ticker,
         })
     }
@@ -470,7 +486,10 @@ impl Sandbox {
             if let Some(c) = lock(&self.baseline_compiled).get(&artifact.hash) {
                 return Ok((c.clone(), true, Tier::Baseline));
             }
-            let component = baseline.compile(&origin, &artifact.bytes, limit)?;
+            let component = {
+                let _waited_for = self.background.as_ref().map(|b| b.foreground());
+                baseline.compile(&origin, &artifact.bytes, limit)?
+            };
             lock(&self.baseline_compiled).insert(artifact.hash, component.clone());
             self.optimize_in_background(artifact);
             return Ok((component, false, Tier::Baseline));
@@ -480,9 +499,12 @@ impl Sandbox {
         Ok((component, false, Tier::Optimized))
     }
 
-    /// Builds the optimised code of `artifact` on a thread of its own, for
-    /// the memory and disk caches; once per artifact at a time.
+    /// Queues the optimised compile of `artifact` on the background thread,
+    /// for the memory and disk caches; once per artifact at a time.
     fn optimize_in_background(&self, artifact: &StrategyArtifact) {
+        let Some(background) = &self.background else {
+            return;
+        };
         if !lock(&self.optimizing_now).insert(artifact.hash) {
             return;
         }
@@ -497,22 +519,16 @@ impl Sandbox {
             artifact.bytes.clone(),
             self.cache_path(&artifact.hash),
         );
-        let spawned = std::thread::Builder::new()
-            .name("keel-optimize".into())
-            .spawn(move || {
-                match Component::new(&engine, &bytes) {
-                    Ok(component) => {
-                        store_compiled(&compiled, path.as_deref(), hash, &component);
-                        lock(&baseline).remove(&hash);
-                    }
-                    Err(e) => tracing::warn!(%hash, "optimising compile failed: {}", one_line(&e)),
+        background.spawn(move || {
+            match Component::new(&engine, &bytes) {
+                Ok(component) => {
+                    store_compiled(&compiled, path.as_deref(), hash, &component);
+                    lock(&baseline).remove(&hash);
                 }
-                lock(&busy).remove(&hash);
-            });
-        if let Err(e) = spawned {
-            tracing::warn!("cannot start the optimising compile: {e}");
-            lock(&self.optimizing_now).remove(&artifact.hash);
-        }
+                Err(e) => tracing::warn!(%hash, "optimising compile failed: {}", one_line(&e)),
+            }
+            lock(&busy).remove(&hash);
+        });
     }
 
     /// Whether optimised code for `hash` is being built in the background.
