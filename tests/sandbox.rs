@@ -430,6 +430,62 @@ fn signals_for_unbound_symbols_are_rejected_with_a_reason() {
 }
 
 #[test]
+fn each_fill_reaches_the_strategy_once_in_order_and_whole() {
+    let sandbox = sandbox(Metering::Fuel);
+    let loaded = sandbox.load_file(fixture("fill-echo")).expect("loads");
+    let mut instance = sandbox
+        .instantiate(&loaded, binding(&loaded, &["TEST/USD"], &[], 1))
+        .expect("instance");
+    let out = backtest(
+        &mut instance,
+        &[synthetic("TEST/USD", 11, 3_000)],
+        &default_config(),
+    );
+    // The strategy logs each fill it is told of, as the host made it.
+    let told: Vec<String> = instance
+        .take_logs()
+        .into_iter()
+        .filter_map(|(_, line)| line.strip_prefix("fill ").map(str::to_owned))
+        .collect();
+    let made: Vec<String> = out
+        .fills
+        .iter()
+        .map(|f| {
+            format!(
+                "{}|{}|{:?}|{}|{}|{}|{}",
+                f.symbol, f.tag, f.action, f.price, f.quantity, f.fee, f.time_ms
+            )
+        })
+        .collect();
+    assert!(made.len() > 900, "only {} fills", made.len());
+    assert!(
+        told.len() <= made.len(),
+        "told {} of {}",
+        told.len(),
+        made.len()
+    );
+    assert_eq!(told, made[..told.len()]);
+    // Fills travel with the next batch: only those of the last bar may not
+    // have gone yet.
+    let last = out.fills.last().map(|f| f.time_ms);
+    assert!(
+        out.fills[told.len()..]
+            .iter()
+            .all(|f| Some(f.time_ms) == last),
+        "told {} of {}",
+        told.len(),
+        made.len()
+    );
+    // Tags of every length went across, into buffers of earlier fills too.
+    for tag in ["", "b", "a-much-longer-tag-than-the-others"] {
+        assert!(
+            out.fills.iter().any(|f| f.tag == tag),
+            "no fill tagged {tag:?}"
+        );
+    }
+}
+
+#[test]
 fn a_strategy_sees_only_the_bars_of_the_symbols_it_is_bound_to() {
     let sandbox = sandbox(Metering::Fuel);
     let loaded = sandbox.load_file(example("sma-cross")).expect("loads");

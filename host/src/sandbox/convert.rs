@@ -116,29 +116,48 @@ macro_rules! same_shape {
 /// named `b` where the macro is used.
 macro_rules! since_v2 {
     () => {
-        pub(in crate::sandbox) fn portfolio_out(p: &m::Portfolio) -> b::Portfolio {
-            b::Portfolio {
-                cash: p.cash,
-                equity: p.equity,
-                positions: p
-                    .positions
-                    .iter()
-                    .map(|p| b::Position {
-                        symbol: p.symbol.clone(),
-                        tag: p.tag.clone(),
-                        side: match p.side {
-                            m::Side::Long => b::Side::Long,
-                            m::Side::Short => b::Side::Short,
-                        },
-                        size: p.size,
-                        price_entry: p.price_entry,
-                        time_entry_ms: p.time_entry_ms,
-                        price_mark: p.price_mark,
-                        pnl_unrealized: p.pnl_unrealized,
-                        mae: p.mae,
-                    })
-                    .collect(),
+        /// The portfolio in binding form, written over the one of an earlier
+        /// call: its positions' strings are reused, so a call costs no
+        /// allocation here.
+        pub(in crate::sandbox) fn portfolio_into(p: &m::Portfolio, out: &mut b::Portfolio) {
+            out.cash = p.cash;
+            out.equity = p.equity;
+            out.positions.truncate(p.positions.len());
+            let reused = out.positions.len();
+            for (from, to) in p.positions.iter().zip(&mut out.positions) {
+                position_into(from, to);
             }
+            out.positions
+                .extend(p.positions[reused..].iter().map(|from| {
+                    let mut to = b::Position {
+                        symbol: String::new(),
+                        tag: String::new(),
+                        side: b::Side::Long,
+                        size: 0.0,
+                        price_entry: 0.0,
+                        time_entry_ms: 0,
+                        price_mark: 0.0,
+                        pnl_unrealized: 0.0,
+                        mae: 0.0,
+                    };
+                    position_into(from, &mut to);
+                    to
+                }));
+        }
+
+        fn position_into(p: &m::Position, out: &mut b::Position) {
+            out.symbol.clone_from(&p.symbol);
+            out.tag.clone_from(&p.tag);
+            out.side = match p.side {
+                m::Side::Long => b::Side::Long,
+                m::Side::Short => b::Side::Short,
+            };
+            out.size = p.size;
+            out.price_entry = p.price_entry;
+            out.time_entry_ms = p.time_entry_ms;
+            out.price_mark = p.price_mark;
+            out.pnl_unrealized = p.pnl_unrealized;
+            out.mae = p.mae;
         }
 
         pub(in crate::sandbox) fn limits_out(l: m::RiskLimits) -> b::RiskLimits {
@@ -160,6 +179,27 @@ pub(super) mod v3 {
 
     same_shape!();
     since_v2!();
+
+    /// A portfolio to fill with [`portfolio_into`].
+    pub(in crate::sandbox) fn empty_portfolio() -> b::Portfolio {
+        b::Portfolio {
+            cash: 0.0,
+            equity: 0.0,
+            positions: Vec::new(),
+        }
+    }
+
+    /// [`fill_out`] written over a fill of an earlier call, reusing its
+    /// strings.
+    pub(in crate::sandbox) fn fill_into(f: &m::Fill, out: &mut b::Fill) {
+        out.symbol.clone_from(&f.symbol);
+        out.tag.clone_from(&f.tag);
+        out.action = action_out(f.action);
+        out.price = f.price;
+        out.quantity = f.quantity;
+        out.fee = f.fee;
+        out.time_ms = f.time_ms;
+    }
 }
 
 /// `keel:strategy@0.2.0`.
@@ -225,7 +265,7 @@ pub(super) mod v2 {
                 },
             );
         }
-        out.portfolio = portfolio_out(batch.portfolio);
+        portfolio_into(batch.portfolio, &mut out.portfolio);
         out.limits = limits_out(batch.limits);
     }
 

@@ -223,8 +223,12 @@ pub struct StrategyInstance {
     /// reuse their buffers.
     wit_batch: Option<bindings_v2::Batch>,
     packed: PackedBuffers,
-    /// Fills not yet handed to a 0.3.0 component: they go with its next batch.
+    /// Fills not yet handed to a 0.3.0 component, the first `fills_pending`
+    /// of `fills`: they go with its next batch. The rest, and the portfolio,
+    /// are kept from earlier calls to reuse their strings.
     fills: Vec<bindings_v3::Fill>,
+    fills_pending: usize,
+    wit_portfolio: Option<bindings_v3::Portfolio>,
     /// Most ticks per call now: starts at one and doubles after each call
     /// that handled all it was given, so a strategy that misbehaves from the
     /// start is caught on a one-tick budget; back to one after a fault.
@@ -471,6 +475,8 @@ impl StrategyInstance {
             wit_batch: Some(convert::v2::empty_batch()),
             packed: PackedBuffers::default(),
             fills: Vec::new(),
+            fills_pending: 0,
+            wit_portfolio: None,
             batch_cap: 1,
             consumed_avg: 1.0,
             recent: Recent::default(),
@@ -625,11 +631,14 @@ impl StrategyInstance {
         );
         self.failures_in_row = 0;
         let time_ms = batch.tick_times[consumed - 1];
-        let mut accepted = Vec::with_capacity(signals.len());
-        for signal in signals {
-            match check_signal(&signal, &self.binding.symbols, &self.limits) {
-                Ok(()) => accepted.push(signal),
+        // Refused signals leave the list in place (they are rare).
+        let mut accepted = signals;
+        let mut i = 0;
+        while i < accepted.len() {
+            match check_signal(&accepted[i], &self.binding.symbols, &self.limits) {
+                Ok(()) => i += 1,
                 Err(reason) => {
+                    let signal = accepted.remove(i);
                     self.stats.signals_rejected += 1;
                     tracing::warn!(strategy = %self.label, "signal rejected: {reason}");
                     self.rejections.push(Rejected {
@@ -656,8 +665,14 @@ impl StrategyInstance {
             Exports::V3(_) => {
                 let mut packed = std::mem::take(&mut self.packed);
                 packed.pack(batch, bound(&self.symbol_map));
+                // Delivered with this call, whatever becomes of it.
                 let fills = std::mem::take(&mut self.fills);
-                let portfolio = convert::v3::portfolio_out(batch.portfolio);
+                let pending = std::mem::take(&mut self.fills_pending);
+                let mut portfolio = self
+                    .wit_portfolio
+                    .take()
+                    .unwrap_or_else(convert::v3::empty_portfolio);
+                convert::v3::portfolio_into(batch.portfolio, &mut portfolio);
                 let limits = convert::v3::limits_out(batch.limits);
                 let result = self.guarded(batch.tick_times[0], n, |exports, store| match exports {
                     Exports::V3(e) => e.call_on_bars(
@@ -667,11 +682,13 @@ impl StrategyInstance {
                         &packed.prices,
                         &portfolio,
                         limits,
-                        &fills,
+                        &fills[..pending],
                     ),
                     _ => Err(wasmtime::Error::msg("not a 0.3.0 component")),
                 });
                 self.packed = packed;
+                self.fills = fills;
+                self.wit_portfolio = Some(portfolio);
                 let result = match result? {
                     Ok(result) => result,
                     Err(msg) => return Ok((1, Vec::new(), Some(msg))),
@@ -775,7 +792,11 @@ impl StrategyInstance {
             return Err(self.error(Fault::Quarantined(fault.to_string())));
         }
         if let Exports::V3(_) = self.exports {
-            self.fills.push(convert::v3::fill_out(fill));
+            match self.fills.get_mut(self.fills_pending) {
+                Some(reused) => convert::v3::fill_into(fill, reused),
+                None => self.fills.push(convert::v3::fill_out(fill)),
+            }
+            self.fills_pending += 1;
             return Ok(());
         }
         match self.guarded(fill.time_ms, 1, |exports, store| {
