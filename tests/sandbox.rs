@@ -28,6 +28,14 @@ fn tick_of(series: &Series, i: usize) -> Tick {
     }
 }
 
+/// The fixture `name`, loaded and bound to TEST/USD (seed 1).
+fn fixture_instance(sandbox: &Sandbox, name: &str) -> StrategyInstance {
+    let loaded = sandbox.load_file(fixture(name)).expect("fixture loads");
+    sandbox
+        .instantiate(&loaded, binding(&loaded, &["TEST/USD"], &[], 1))
+        .expect("instance")
+}
+
 fn run_example(
     sandbox: &keel_host::sandbox::Sandbox,
     name: &str,
@@ -171,10 +179,7 @@ fn hostile_fixtures_are_stopped_while_a_good_strategy_keeps_identical_results() 
     let deadline = sandbox.limits().call_deadline;
 
     for name in ["loop", "memory-bomb", "recursion", "panic", "signal-flood"] {
-        let loaded = sandbox.load_file(fixture(name)).expect("fixture loads");
-        let mut instance = sandbox
-            .instantiate(&loaded, binding(&loaded, &["TEST/USD"], &[], 1))
-            .expect("instance");
+        let mut instance = fixture_instance(&sandbox, name);
         let started = Instant::now();
         let error = (0..10)
             .find_map(|i| instance.on_bar(&tick_of(&data[0], i)).err())
@@ -205,10 +210,7 @@ fn hostile_fixtures_are_stopped_while_a_good_strategy_keeps_identical_results() 
 #[test]
 fn fuel_bounds_a_runaway_call_deterministically() {
     let sandbox = sandbox(Metering::Fuel);
-    let loaded = sandbox.load_file(fixture("loop")).expect("loads");
-    let mut instance = sandbox
-        .instantiate(&loaded, binding(&loaded, &["TEST/USD"], &[], 1))
-        .expect("instance");
+    let mut instance = fixture_instance(&sandbox, "loop");
     let data = synthetic("TEST/USD", 1, 5);
     let err = instance
         .on_bar(&tick_of(&data, 0))
@@ -232,10 +234,7 @@ fn under_fuel_the_clock_never_decides_whether_a_call_fails() {
         ..SandboxLimits::default()
     };
     let sandbox = sandbox_with(Metering::Fuel, limits);
-    let loaded = sandbox.load_file(fixture("loop")).expect("loads");
-    let mut instance = sandbox
-        .instantiate(&loaded, binding(&loaded, &["TEST/USD"], &[], 1))
-        .expect("instance");
+    let mut instance = fixture_instance(&sandbox, "loop");
     let data = synthetic("TEST/USD", 1, 5);
     for i in 0..2 {
         let err = instance.on_bar(&tick_of(&data, i)).expect_err("runaway");
@@ -260,10 +259,7 @@ fn output_beyond_the_byte_cap_fails_before_the_host_copies_it() {
         ..SandboxLimits::default()
     };
     let sandbox = sandbox_with(Metering::WallClock, limits);
-    let loaded = sandbox.load_file(fixture("signal-flood")).expect("loads");
-    let mut instance = sandbox
-        .instantiate(&loaded, binding(&loaded, &["TEST/USD"], &[], 1))
-        .expect("instance");
+    let mut instance = fixture_instance(&sandbox, "signal-flood");
     let err = instance
         .on_bar(&tick_of(&synthetic("TEST/USD", 1, 2), 0))
         .expect_err("flood");
@@ -304,10 +300,7 @@ fn too_many_signals_fail_the_call() {
 #[test]
 fn a_strategy_that_keeps_failing_is_quarantined() {
     let sandbox = sandbox(Metering::WallClock);
-    let loaded = sandbox.load_file(fixture("loop")).expect("loads");
-    let mut instance = sandbox
-        .instantiate(&loaded, binding(&loaded, &["TEST/USD"], &[], 1))
-        .expect("instance");
+    let mut instance = fixture_instance(&sandbox, "loop");
     let data = synthetic("TEST/USD", 1, 10);
     for i in 0..3 {
         let err = instance.on_bar(&tick_of(&data, i)).expect_err("deadline");
@@ -333,10 +326,7 @@ fn a_strategy_that_keeps_failing_is_quarantined() {
 #[test]
 fn a_trapped_instance_is_rebuilt_and_carries_on() {
     let sandbox = sandbox(Metering::WallClock);
-    let loaded = sandbox.load_file(fixture("panic")).expect("loads");
-    let mut instance: StrategyInstance = sandbox
-        .instantiate(&loaded, binding(&loaded, &["TEST/USD"], &[], 1))
-        .expect("instance");
+    let mut instance = fixture_instance(&sandbox, "panic");
     let data = synthetic("TEST/USD", 1, 12);
     let failed: Vec<usize> = (0..12)
         .filter(|&i| instance.on_bar(&tick_of(&data, i)).is_err())
@@ -350,10 +340,7 @@ fn a_trapped_instance_is_rebuilt_and_carries_on() {
 #[test]
 fn log_output_is_capped_per_call() {
     let sandbox = sandbox(Metering::WallClock);
-    let loaded = sandbox.load_file(fixture("log-flood")).expect("loads");
-    let mut instance = sandbox
-        .instantiate(&loaded, binding(&loaded, &["TEST/USD"], &[], 1))
-        .expect("instance");
+    let mut instance = fixture_instance(&sandbox, "log-flood");
     let data = synthetic("TEST/USD", 1, 3);
     for i in 0..3 {
         assert_eq!(
@@ -432,10 +419,7 @@ fn signals_for_unbound_symbols_are_rejected_with_a_reason() {
 #[test]
 fn each_fill_reaches_the_strategy_once_in_order_and_whole() {
     let sandbox = sandbox(Metering::Fuel);
-    let loaded = sandbox.load_file(fixture("fill-echo")).expect("loads");
-    let mut instance = sandbox
-        .instantiate(&loaded, binding(&loaded, &["TEST/USD"], &[], 1))
-        .expect("instance");
+    let mut instance = fixture_instance(&sandbox, "fill-echo");
     let out = backtest(
         &mut instance,
         &[synthetic("TEST/USD", 11, 3_000)],
