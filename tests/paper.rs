@@ -90,6 +90,17 @@ fn open(db: &Path) -> Connection {
     Connection::open(db).expect("open db")
 }
 
+/// Equity snapshots booked in `db` so far (one per book and bar); 0 while
+/// it does not exist yet.
+fn snapshots(db: &Path) -> i64 {
+    let Ok(conn) = Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+    else {
+        return 0;
+    };
+    conn.query_row("SELECT COUNT(*) FROM equity_snapshots", [], |r| r.get(0))
+        .unwrap_or(0)
+}
+
 fn count(conn: &Connection, sql: &str) -> i64 {
     conn.query_row(sql, [], |r| r.get(0)).expect(sql)
 }
@@ -240,18 +251,28 @@ fn sigkill_at_any_point_loses_no_fill_and_places_no_order_twice() {
     assert!(expected.fills.len() > 10, "{expected:?}");
 
     let crashy = s.db("crashy.db");
-    // 500 bars at 12000x: 5 ms a bar, ~2.5 s a run. Kill it at varied points.
-    let delays = [400u64, 250, 650, 330, 520, 180, 900, 270];
+    // 500 bars at 12000x: 5 ms a bar, ~2.5 s a run. Kill each run once it
+    // has booked a varied number of bars more, a varied few milliseconds
+    // into the next one. Progress is read from the database, not the clock,
+    // so a busy machine (a starved test thread) cannot let a run finish
+    // before the kills land.
+    let steps = [40i64, 25, 65, 33, 52, 18, 90, 27];
     let mut kills = 0;
     let mut finished = false;
-    for delay in delays.iter().cycle().take(40) {
+    for (i, step) in steps.iter().cycle().take(40).enumerate() {
+        let target = snapshots(&crashy) + step;
         let mut child = s.spawn_run(&crashy, feed, "12000x", &[]);
         let started = Instant::now();
-        while started.elapsed() < Duration::from_millis(*delay) {
-            if child.try_wait().expect("try_wait").is_some() {
+        while child.try_wait().expect("try_wait").is_none() {
+            if snapshots(&crashy) >= target {
+                std::thread::sleep(Duration::from_millis(i as u64 % 5));
                 break;
             }
-            std::thread::sleep(Duration::from_millis(5));
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "the run stopped booking bars"
+            );
+            std::thread::sleep(Duration::from_millis(1));
         }
         if let Some(status) = child.try_wait().expect("try_wait") {
             assert!(status.success(), "a run failed on its own");
