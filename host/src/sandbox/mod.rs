@@ -196,12 +196,21 @@ struct Compiler {
     linker: Linker<HostState>,
 }
 
+/// The baseline tier of a `baseline_first` sandbox: Winch for quick loads,
+/// and the queue that builds their optimised code.
+struct Baseline {
+    compiler: Compiler,
+    /// Runs those compiles one at a time, on one idle-priority thread, once
+    /// no baseline compile has run for a while.
+    background: background::Background,
+}
+
 /// The wasm engines, their linkers, the compile caches and the epoch ticker.
 pub struct Sandbox {
     /// Cranelift: the code every cached load and every backtest runs.
     optimizing: Compiler,
     /// Winch, when `baseline_first`: quick first loads.
-    baseline: Option<Compiler>,
+    baseline: Option<Baseline>,
     limits: SandboxLimits,
     metering: Metering,
     cache_dir: Option<PathBuf>,
@@ -214,9 +223,6 @@ pub struct Sandbox {
     baseline_compiled: Compiled,
     /// Artifacts whose optimised code is being built in the background.
     optimizing_now: Arc<Mutex<std::collections::HashSet<StrategyHash>>>,
-    /// Runs those compiles one at a time, on one idle-priority thread, once
-    /// no baseline compile has run for a while (with `baseline_first`).
-    background: Option<background::Background>,
     /// Only under `Metering::WallClock`: fuel-metered code has no epoch checks.
     _ticker: Option<EpochTicker>,
 }
@@ -316,14 +322,18 @@ impl Sandbox {
         config.limits.check().map_err(anyhow::Error::msg)?;
         let optimizing = Compiler::new(&config, Tier::Optimized)?;
         // A platform without Winch keeps the optimising compiler alone.
-        let baseline = if config.baseline_first {
-            Compiler::new(&config, Tier::Baseline)
-                .inspect_err(|e| {
-                    tracing::warn!("no baseline compiler, every load optimises: {e:#}")
-                })
-                .ok()
-        } else {
-            None
+        let baseline = match config.baseline_first {
+            false => None,
+            true => match Compiler::new(&config, Tier::Baseline) {
+                Ok(compiler) => Some(Baseline {
+                    compiler,
+                    background: background::Background::new(BACKGROUND_QUIET)?,
+                }),
+                Err(e) => {
+                    tracing::warn!("no baseline compiler, every load optimises: {e:#}");
+                    None
+                }
+            },
         };
         let engine_key = {
             use std::hash::{Hash, Hasher};
@@ -335,12 +345,8 @@ impl Sandbox {
             config.metering.hash(&mut h);
             format!("wasmtime-{}-{:016x}", env!("CARGO_PKG_VERSION"), h.finish())
         };
-        let background = match &baseline {
-            Some(_) => Some(background::Background::new(BACKGROUND_QUIET)?),
-            None => None,
-        };
         let mut engines = vec![optimizing.engine.clone()];
-        engines.extend(baseline.as_ref().map(|b| b.engine.clone()));
+        engines.extend(baseline.as_ref().map(|b| b.compiler.engine.clone()));
         let ticker = (config.metering == Metering::WallClock).then(|| EpochTicker::start(engines));
         Ok(Sandbox {
             optimizing,
@@ -352,7 +358,6 @@ impl Sandbox {
             compiled: Arc::default(),
             baseline_compiled: Arc::default(),
             optimizing_now: Arc::default(),
-            background,
             _ticker: ticker,
         })
     }
@@ -383,7 +388,7 @@ impl Sandbox {
         }
         let (component, from_cache, tier) = self.compile(artifact)?;
         let compiler = match (tier, &self.baseline) {
-            (Tier::Baseline, Some(baseline)) => baseline,
+            (Tier::Baseline, Some(baseline)) => &baseline.compiler,
             _ => &self.optimizing,
         };
         let ty = component.component_type();
@@ -487,11 +492,11 @@ impl Sandbox {
                 return Ok((c.clone(), true, Tier::Baseline));
             }
             let component = {
-                let _waited_for = self.background.as_ref().map(|b| b.foreground());
-                baseline.compile(&origin, &artifact.bytes, limit)?
+                let _waited_for = baseline.background.foreground();
+                baseline.compiler.compile(&origin, &artifact.bytes, limit)?
             };
             lock(&self.baseline_compiled).insert(artifact.hash, component.clone());
-            self.optimize_in_background(artifact);
+            self.optimize_in_background(&baseline.background, artifact);
             return Ok((component, false, Tier::Baseline));
         }
         let component = self.optimizing.compile(&origin, &artifact.bytes, limit)?;
@@ -499,12 +504,13 @@ impl Sandbox {
         Ok((component, false, Tier::Optimized))
     }
 
-    /// Queues the optimised compile of `artifact` on the background thread,
-    /// for the memory and disk caches; once per artifact at a time.
-    fn optimize_in_background(&self, artifact: &StrategyArtifact) {
-        let Some(background) = &self.background else {
-            return;
-        };
+    /// Queues the optimised compile of `artifact` on `background`, for the
+    /// memory and disk caches; once per artifact at a time.
+    fn optimize_in_background(
+        &self,
+        background: &background::Background,
+        artifact: &StrategyArtifact,
+    ) {
         if !lock(&self.optimizing_now).insert(artifact.hash) {
             return;
         }
