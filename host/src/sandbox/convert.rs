@@ -116,6 +116,15 @@ macro_rules! same_shape {
 /// named `b` where the macro is used.
 macro_rules! since_v2 {
     () => {
+        /// A portfolio to fill with [`portfolio_into`].
+        pub(in crate::sandbox) fn empty_portfolio() -> b::Portfolio {
+            b::Portfolio {
+                cash: 0.0,
+                equity: 0.0,
+                positions: Vec::new(),
+            }
+        }
+
         /// The portfolio in binding form, written over the one of an earlier
         /// call: its positions' strings are reused, so a call costs no
         /// allocation here.
@@ -179,15 +188,6 @@ pub(super) mod v3 {
 
     same_shape!();
     since_v2!();
-
-    /// A portfolio to fill with [`portfolio_into`].
-    pub(in crate::sandbox) fn empty_portfolio() -> b::Portfolio {
-        b::Portfolio {
-            cash: 0.0,
-            equity: 0.0,
-            positions: Vec::new(),
-        }
-    }
 
     /// [`fill_out`] written over a fill of an earlier call, reusing its
     /// strings.
@@ -283,11 +283,7 @@ pub(super) mod v2 {
                 close: Vec::new(),
                 volume: Vec::new(),
             },
-            portfolio: b::Portfolio {
-                cash: 0.0,
-                equity: 0.0,
-                positions: Vec::new(),
-            },
+            portfolio: empty_portfolio(),
             limits: b::RiskLimits {
                 max_position_fraction: 0.0,
                 max_open_positions: 0,
