@@ -34,7 +34,7 @@ fn inspect_shows_hash_describe_and_imports() {
     assert!(stdout.contains(&format!("sha256     {hash}")), "{stdout}");
     assert!(stdout.contains("strategy   atr-breakout 1.0.0"), "{stdout}");
     assert!(
-        stdout.contains("contract   keel:strategy@0.3.0"),
+        stdout.contains("contract   keel:strategy@0.4.0"),
         "{stdout}"
     );
     assert!(
@@ -42,7 +42,7 @@ fn inspect_shows_hash_describe_and_imports() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("imports    keel:strategy/types@0.3.0"),
+        stdout.contains("imports    keel:strategy/types@0.4.0"),
         "{stdout}"
     );
     assert!(

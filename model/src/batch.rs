@@ -265,7 +265,7 @@ pub const KEY_LANES: usize = 2;
 /// Lanes per bar in [`Packed::prices`]: open, high, low, close, volume.
 pub const PRICE_LANES: usize = 5;
 
-/// Bar closes as `keel:strategy@0.3.0` carries them: three flat lists with
+/// Bar closes as `keel:strategy@0.3.0` and later carry them: flat lists with
 /// fixed lanes, each one copy across the component boundary.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Packed<'a> {
@@ -306,11 +306,15 @@ impl Closes for Packed<'_> {
     }
 }
 
-/// The buffers of a [`Packed`] batch, reused from call to call.
+/// The buffers of a [`Packed`] batch, reused from call to call. The tick
+/// lanes and the key lanes share one list, ticks first, as
+/// `keel:strategy@0.4.0` carries them; [`PackedBuffers::view`] splits it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PackedBuffers {
-    pub ticks: Vec<i64>,
-    pub keys: Vec<i64>,
+    /// How many ticks (bar closes) the batch holds.
+    pub closes: usize,
+    /// [`TICK_LANES`] per tick, then [`KEY_LANES`] per bar.
+    pub lanes: Vec<i64>,
     pub prices: Vec<f64>,
 }
 
@@ -318,19 +322,20 @@ impl PackedBuffers {
     /// Packs `batch`, renaming each bar's symbol index through `symbol`;
     /// bars it maps to `None` are left out (and their ticks count fewer).
     pub fn pack(&mut self, batch: &Batch<'_>, symbol: impl Fn(u32) -> Option<u32>) {
-        self.ticks.clear();
-        self.keys.clear();
+        let ticks = batch.ticks();
+        self.closes = ticks;
+        self.lanes.clear();
         self.prices.clear();
         if batch.keeps_all(&symbol) {
             // Every bar is kept: lane by lane, no per-bar look-ups.
-            let (ticks, columns) = (batch.ticks(), batch.bars.slice(0, batch.bars.len()));
+            let columns = batch.bars.slice(0, batch.bars.len());
             let times = batch.tick_times[..ticks].iter();
-            self.ticks.extend(
+            self.lanes.extend(
                 times
                     .zip(&batch.tick_bars[..ticks])
                     .flat_map(|(&t, &n)| [t, i64::from(n)]),
             );
-            self.keys.extend(
+            self.lanes.extend(
                 columns
                     .time_ms
                     .iter()
@@ -346,21 +351,32 @@ impl PackedBuffers {
             );
             return;
         }
-        let (keys, prices, ticks) = (&mut self.keys, &mut self.prices, &mut self.ticks);
+        // The tick lanes come first but are known only after their bars:
+        // room for them now, filled in as each tick ends.
+        self.lanes.resize(ticks * TICK_LANES, 0);
+        let lanes = std::cell::RefCell::new(std::mem::take(&mut self.lanes));
+        let prices = &mut self.prices;
+        let mut next_tick = 0;
         batch.for_each_kept(
             symbol,
             |index, c| {
-                keys.extend([c.time_ms, i64::from(index)]);
+                lanes.borrow_mut().extend([c.time_ms, i64::from(index)]);
                 prices.extend([c.open, c.high, c.low, c.close, c.volume]);
             },
-            |time_ms, kept| ticks.extend([time_ms, i64::from(kept)]),
+            |time_ms, kept| {
+                lanes.borrow_mut()[next_tick * TICK_LANES..][..TICK_LANES]
+                    .copy_from_slice(&[time_ms, i64::from(kept)]);
+                next_tick += 1;
+            },
         );
+        self.lanes = lanes.into_inner();
     }
 
     pub fn view(&self) -> Packed<'_> {
+        let (ticks, keys) = self.lanes.split_at(self.closes * TICK_LANES);
         Packed {
-            ticks: &self.ticks,
-            keys: &self.keys,
+            ticks,
+            keys,
             prices: &self.prices,
         }
     }
@@ -374,29 +390,22 @@ pub fn drive_with(
     tick: &mut Tick,
     on_bar: impl FnMut(&Tick) -> Result<Vec<Signal>, String>,
 ) -> BatchOutcome {
-    drive_closes(
-        batch,
-        batch.symbols,
-        batch.portfolio,
-        batch.limits,
-        tick,
-        on_bar,
-    )
+    tick.portfolio.clone_from(batch.portfolio);
+    tick.limits = batch.limits;
+    drive_closes(batch, batch.symbols, tick, on_bar)
 }
 
 /// [`drive_with`] over closes in any layout: `symbols` names the bars'
-/// symbol indices (bars of an index it lacks are left out), `portfolio` is
-/// the view after the first close.
+/// symbol indices (bars of an index it lacks are left out). `tick` comes
+/// with the portfolio after the first close and the limits in place (the
+/// caller writes them there, saving a copy); its time and bars do not
+/// matter.
 pub fn drive_closes<C: Closes + ?Sized>(
     closes: &C,
     symbols: &[Symbol],
-    portfolio: &Portfolio,
-    limits: RiskLimits,
     tick: &mut Tick,
     mut on_bar: impl FnMut(&Tick) -> Result<Vec<Signal>, String>,
 ) -> BatchOutcome {
-    tick.portfolio.clone_from(portfolio);
-    tick.limits = limits;
     let ticks = closes.ticks();
     let (bars, mut start) = (closes.bars(), 0);
     for i in 0..ticks {
@@ -566,22 +575,17 @@ mod tests {
                 portfolio: Portfolio::default(),
                 limits: RiskLimits::default(),
             };
-            drive_closes(
-                closes,
-                symbols,
-                &portfolio,
-                RiskLimits::default(),
-                &mut tick,
-                |t| {
-                    seen.push((t.time_ms, t.bars.clone()));
-                    Ok(vec![])
-                },
-            );
+            drive_closes(closes, symbols, &mut tick, |t| {
+                seen.push((t.time_ms, t.bars.clone()));
+                Ok(vec![])
+            });
             seen
         };
         let mut packed = PackedBuffers::default();
         packed.pack(&batch, Some);
-        assert_eq!(packed.ticks.len(), 3 * TICK_LANES);
+        assert_eq!(packed.closes, 3);
+        assert_eq!(packed.view().ticks.len(), 3 * TICK_LANES);
+        assert_eq!(packed.view().keys.len(), 5 * KEY_LANES);
         assert_eq!(packed.prices.len(), 5 * PRICE_LANES);
         let expected = seen(&batch, &symbols);
         assert_eq!(expected.len(), 3);

@@ -1,4 +1,4 @@
-//! The strategy contract (`wit/since_v0.3.0/strategy.wit`) as plain Rust.
+//! The strategy contract (`wit/since_v0.4.0/strategy.wit`) as plain Rust.
 //! Field meanings are documented once, in the WIT file.
 
 use std::sync::Arc;

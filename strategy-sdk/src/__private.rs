@@ -1,13 +1,12 @@
 //! Glue between the generated component bindings and the SDK's plain types.
 //! Only `export_strategy!` uses this module.
 
-use std::any::Any;
 use std::cell::RefCell;
 
 use crate::Strategy;
 use bindings as b;
 use keel_model as m;
-use keel_model::batch::{Packed, drive_closes};
+use keel_model::batch::{KEY_LANES, PRICE_LANES, Packed, TICK_LANES, drive_closes};
 
 pub use bindings::Guest;
 pub use bindings::export;
@@ -15,8 +14,8 @@ pub use bindings::export;
 #[allow(unsafe_code, missing_debug_implementations, clippy::all)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../wit/since_v0.3.0",
-        world: "keel:strategy/strategy@0.3.0",
+        path: "../wit/since_v0.4.0",
+        world: "keel:strategy/strategy@0.4.0",
         pub_export_macro: true,
         export_macro_name: "export",
         default_bindings_module: "keel_strategy_sdk::__private::bindings",
@@ -24,19 +23,22 @@ pub mod bindings {
     pub use self::keel::strategy::types::*;
 }
 
-thread_local! {
-    /// The one strategy value of this instance, set by `init`.
-    static STATE: RefCell<Option<Box<dyn Any>>> = RefCell::new(None);
+/// Everything one instance keeps between calls, set up by `init`. It lives
+/// in a thread-local that `export_strategy!` declares with the strategy's
+/// own type, so a call reaches it without a type check.
+#[allow(missing_debug_implementations)]
+pub struct Instance<S> {
+    strategy: S,
     /// The symbols bound at `init`; a bar's index names one.
-    static SYMBOLS: RefCell<Vec<m::Symbol>> = const { RefCell::new(Vec::new()) };
-    /// The tick handed to `on_bar`, reused across batches.
-    static SCRATCH: RefCell<m::Tick> = RefCell::new(m::Tick {
-        time_ms: 0,
-        bars: Vec::new(),
-        portfolio: m::Portfolio::default(),
-        limits: m::RiskLimits::default(),
-    });
+    symbols: Vec<m::Symbol>,
+    /// The tick handed to `on_bar` and the fill handed to `on_fill`, reused
+    /// across batches (their strings too).
+    tick: m::Tick,
+    fill: m::Fill,
 }
+
+/// Where `export_strategy!` keeps the instance.
+pub type Slot<S> = RefCell<Option<Instance<S>>>;
 
 pub fn log(level: m::LogLevel, message: &str) {
     let level = match level {
@@ -62,59 +64,93 @@ pub fn describe<S: Strategy>() -> b::StrategyInfo {
     }
 }
 
-pub fn init<S: Strategy>(params: Vec<b::Param>, symbols: Vec<String>) -> Result<(), String> {
-    SYMBOLS.with(|table| {
-        *table.borrow_mut() = symbols
-            .iter()
-            .map(|s| m::Symbol::from(s.as_str()))
-            .collect()
-    });
+pub fn init<S: Strategy>(
+    slot: &Slot<S>,
+    params: Vec<b::Param>,
+    symbols: Vec<String>,
+) -> Result<(), String> {
     let values = params
         .into_iter()
         .map(|p| (p.name, value_in(p.value)))
         .collect();
     let strategy = S::init(&m::Params::from_values(values))?;
-    STATE.with(|state| *state.borrow_mut() = Some(Box::new(strategy)));
+    *slot.borrow_mut() = Some(Instance {
+        strategy,
+        symbols: symbols
+            .iter()
+            .map(|s| m::Symbol::from(s.as_str()))
+            .collect(),
+        tick: m::Tick {
+            time_ms: 0,
+            bars: Vec::new(),
+            portfolio: m::Portfolio::default(),
+            limits: m::RiskLimits::default(),
+        },
+        fill: m::Fill {
+            symbol: String::new(),
+            tag: String::new(),
+            action: m::Action::Close,
+            price: 0.0,
+            quantity: 0.0,
+            fee: 0.0,
+            time_ms: 0,
+        },
+    });
     Ok(())
 }
 
 pub fn on_bars<S: Strategy>(
-    ticks: Vec<i64>,
-    keys: Vec<i64>,
+    slot: &Slot<S>,
+    lanes: Vec<i64>,
     prices: Vec<f64>,
     portfolio: b::Portfolio,
     limits: b::RiskLimits,
     fills: Vec<b::Fill>,
+    tags: Vec<String>,
 ) -> Result<b::BatchResult, String> {
-    let closes = Packed {
-        ticks: &ticks,
-        keys: &keys,
+    // Two lanes per close, then two per bar: the closes are what the bars
+    // leave.
+    let bar_lanes = prices.len() / PRICE_LANES * KEY_LANES;
+    let tick_lanes = lanes
+        .len()
+        .checked_sub(bar_lanes)
+        .filter(|&n| n >= TICK_LANES && n % TICK_LANES == 0)
+        .ok_or_else(|| {
+            format!(
+                "{} lanes do not hold the closes of {} bars",
+                lanes.len(),
+                prices.len() / PRICE_LANES
+            )
+        })?;
+    let (ticks, keys) = lanes.split_at(tick_lanes);
+    let packed = Packed {
+        ticks,
+        keys,
         prices: &prices,
     };
-    let portfolio = portfolio_in(portfolio);
-    let limits = m::RiskLimits {
+    let mut slot = slot.borrow_mut();
+    let Instance {
+        strategy,
+        symbols,
+        tick,
+        fill,
+    } = slot.as_mut().ok_or("called before init")?;
+    let names = Names {
+        symbols,
+        tags: &tags,
+    };
+    for f in &fills {
+        fill_into(f, &names, fill);
+        strategy.on_fill(fill);
+    }
+    portfolio_into(&portfolio, &names, &mut tick.portfolio);
+    tick.limits = m::RiskLimits {
         max_position_fraction: limits.max_position_fraction,
         max_open_positions: limits.max_open_positions,
         max_trade_fraction: limits.max_trade_fraction,
         min_order_quote: limits.min_order_quote,
     };
-    let outcome = with_strategy::<S, _>(|s| {
-        for fill in fills {
-            s.on_fill(&fill_in(fill));
-        }
-        SYMBOLS.with(|symbols| {
-            SCRATCH.with(|tick| {
-                drive_closes(
-                    &closes,
-                    &symbols.borrow(),
-                    &portfolio,
-                    limits,
-                    &mut tick.borrow_mut(),
-                    |t| s.on_bar(t),
-                )
-            })
-        })
-    })?;
+    let outcome = drive_closes(&packed, symbols, tick, |t| strategy.on_bar(t));
     Ok(b::BatchResult {
         consumed: outcome.consumed as u32,
         signals: outcome.signals.into_iter().map(signal_out).collect(),
@@ -122,51 +158,72 @@ pub fn on_bars<S: Strategy>(
     })
 }
 
-fn fill_in(fill: b::Fill) -> m::Fill {
-    m::Fill {
-        symbol: fill.symbol,
-        tag: fill.tag,
-        action: action_in(fill.action),
-        price: fill.price,
-        quantity: fill.quantity,
-        fee: fill.fee,
-        time_ms: fill.time_ms,
+/// What positions and fills name by index: the bound symbols and the call's
+/// tags.
+struct Names<'a> {
+    symbols: &'a [m::Symbol],
+    tags: &'a [String],
+}
+
+impl Names<'_> {
+    /// Writes symbol `index` into `out` (empty for an index out of range,
+    /// which the host never sends).
+    fn symbol_into(&self, index: u32, out: &mut String) {
+        out.clear();
+        if let Some(symbol) = self.symbols.get(index as usize) {
+            out.push_str(symbol);
+        }
+    }
+
+    /// Writes tag `index` into `out` (`None`: the empty tag).
+    fn tag_into(&self, index: Option<u32>, out: &mut String) {
+        out.clear();
+        if let Some(tag) = index.and_then(|i| self.tags.get(i as usize)) {
+            out.push_str(tag);
+        }
     }
 }
 
-fn with_strategy<S: Strategy, R>(f: impl FnOnce(&mut S) -> R) -> Result<R, String> {
-    STATE.with(|state| {
-        let mut state = state.borrow_mut();
-        let strategy = state
-            .as_mut()
-            .and_then(|s| s.downcast_mut::<S>())
-            .ok_or_else(|| "called before init".to_owned())?;
-        Ok(f(strategy))
-    })
+fn fill_into(f: &b::Fill, names: &Names<'_>, out: &mut m::Fill) {
+    names.symbol_into(f.symbol, &mut out.symbol);
+    names.tag_into(f.tag, &mut out.tag);
+    out.action = action_in(f.action);
+    out.price = f.price;
+    out.quantity = f.quantity;
+    out.fee = f.fee;
+    out.time_ms = f.time_ms;
 }
 
-fn portfolio_in(p: b::Portfolio) -> m::Portfolio {
-    m::Portfolio {
-        cash: p.cash,
-        equity: p.equity,
-        positions: p
-            .positions
-            .into_iter()
-            .map(|p| m::Position {
-                symbol: p.symbol,
-                tag: p.tag,
-                side: match p.side {
-                    b::Side::Long => m::Side::Long,
-                    b::Side::Short => m::Side::Short,
-                },
-                size: p.size,
-                price_entry: p.price_entry,
-                time_entry_ms: p.time_entry_ms,
-                price_mark: p.price_mark,
-                pnl_unrealized: p.pnl_unrealized,
-                mae: p.mae,
-            })
-            .collect(),
+/// The portfolio written over `out`, reusing its positions' strings.
+fn portfolio_into(p: &b::Portfolio, names: &Names<'_>, out: &mut m::Portfolio) {
+    out.cash = p.cash;
+    out.equity = p.equity;
+    out.positions.truncate(p.positions.len());
+    let missing = p.positions.len() - out.positions.len();
+    out.positions.extend((0..missing).map(|_| m::Position {
+        symbol: String::new(),
+        tag: String::new(),
+        side: m::Side::Long,
+        size: 0.0,
+        price_entry: 0.0,
+        time_entry_ms: 0,
+        price_mark: 0.0,
+        pnl_unrealized: 0.0,
+        mae: 0.0,
+    }));
+    for (from, to) in p.positions.iter().zip(&mut out.positions) {
+        names.symbol_into(from.symbol, &mut to.symbol);
+        names.tag_into(from.tag, &mut to.tag);
+        to.side = match from.side {
+            b::Side::Long => m::Side::Long,
+            b::Side::Short => m::Side::Short,
+        };
+        to.size = from.size;
+        to.price_entry = from.price_entry;
+        to.time_entry_ms = from.time_entry_ms;
+        to.price_mark = from.price_mark;
+        to.pnl_unrealized = from.pnl_unrealized;
+        to.mae = from.mae;
     }
 }
 

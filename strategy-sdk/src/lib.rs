@@ -112,6 +112,10 @@ macro_rules! export_strategy {
     ($strategy:ty) => {
         #[cfg(target_arch = "wasm32")]
         const _: () = {
+            ::std::thread_local! {
+                static KEEL_INSTANCE: $crate::__private::Slot<$strategy> =
+                    const { ::core::cell::RefCell::new(::core::option::Option::None) };
+            }
             struct KeelGuest;
             impl $crate::__private::Guest for KeelGuest {
                 fn describe() -> $crate::__private::bindings::StrategyInfo {
@@ -121,22 +125,24 @@ macro_rules! export_strategy {
                     params: ::std::vec::Vec<$crate::__private::bindings::Param>,
                     symbols: ::std::vec::Vec<::std::string::String>,
                 ) -> ::std::result::Result<(), ::std::string::String> {
-                    $crate::__private::init::<$strategy>(params, symbols)
+                    KEEL_INSTANCE.with(|slot| $crate::__private::init(slot, params, symbols))
                 }
                 fn on_bars(
-                    ticks: ::std::vec::Vec<i64>,
-                    keys: ::std::vec::Vec<i64>,
+                    lanes: ::std::vec::Vec<i64>,
                     prices: ::std::vec::Vec<f64>,
                     portfolio: $crate::__private::bindings::Portfolio,
                     limits: $crate::__private::bindings::RiskLimits,
                     fills: ::std::vec::Vec<$crate::__private::bindings::Fill>,
+                    tags: ::std::vec::Vec<::std::string::String>,
                 ) -> ::std::result::Result<
                     $crate::__private::bindings::BatchResult,
                     ::std::string::String,
                 > {
-                    $crate::__private::on_bars::<$strategy>(
-                        ticks, keys, prices, portfolio, limits, fills,
-                    )
+                    KEEL_INSTANCE.with(|slot| {
+                        $crate::__private::on_bars(
+                            slot, lanes, prices, portfolio, limits, fills, tags,
+                        )
+                    })
                 }
             }
     $crate::__private::export!(KeelGuest with_types_in $crate::__private::bindings);

@@ -4,7 +4,7 @@
 
 use keel_model as m;
 
-/// Conversions of the records both contract versions share, for the
+/// Conversions of the records every contract version shares, for the
 /// bindings module named `b` where the macro is used.
 macro_rules! same_shape {
     () => {
@@ -24,18 +24,6 @@ macro_rules! same_shape {
                 m::Action::OpenShort => b::Action::OpenShort,
                 m::Action::Close => b::Action::Close,
                 m::Action::Reduce => b::Action::Reduce,
-            }
-        }
-
-        pub(in crate::sandbox) fn fill_out(f: &m::Fill) -> b::Fill {
-            b::Fill {
-                symbol: f.symbol.clone(),
-                tag: f.tag.clone(),
-                action: action_out(f.action),
-                price: f.price,
-                quantity: f.quantity,
-                fee: f.fee,
-                time_ms: f.time_ms,
             }
         }
 
@@ -112,19 +100,28 @@ macro_rules! same_shape {
     };
 }
 
-/// Conversions of the records unchanged since 0.2.0, for the bindings module
-/// named `b` where the macro is used.
-macro_rules! since_v2 {
+/// Conversions of the records that name their symbol and tag as strings
+/// (up to 0.3.0), for the bindings module named `b` where the macro is used.
+macro_rules! named_by_string {
     () => {
-        /// A portfolio to fill with [`portfolio_into`].
-        pub(in crate::sandbox) fn empty_portfolio() -> b::Portfolio {
-            b::Portfolio {
-                cash: 0.0,
-                equity: 0.0,
-                positions: Vec::new(),
+        pub(in crate::sandbox) fn fill_out(f: &m::Fill) -> b::Fill {
+            b::Fill {
+                symbol: f.symbol.clone(),
+                tag: f.tag.clone(),
+                action: action_out(f.action),
+                price: f.price,
+                quantity: f.quantity,
+                fee: f.fee,
+                time_ms: f.time_ms,
             }
         }
+    };
+}
 
+/// The portfolio of 0.2.0 and 0.3.0, whose positions name their symbol and
+/// tag as strings, for the bindings module named `b` where the macro is used.
+macro_rules! positions_by_string {
+    () => {
         /// The portfolio in binding form, written over the one of an earlier
         /// call: its positions' strings are reused, so a call costs no
         /// allocation here.
@@ -168,6 +165,21 @@ macro_rules! since_v2 {
             out.pnl_unrealized = p.pnl_unrealized;
             out.mae = p.mae;
         }
+    };
+}
+
+/// Conversions of the records unchanged since 0.2.0, for the bindings module
+/// named `b` where the macro is used.
+macro_rules! since_v2 {
+    () => {
+        /// A portfolio to fill with [`portfolio_into`].
+        pub(in crate::sandbox) fn empty_portfolio() -> b::Portfolio {
+            b::Portfolio {
+                cash: 0.0,
+                equity: 0.0,
+                positions: Vec::new(),
+            }
+        }
 
         pub(in crate::sandbox) fn limits_out(l: m::RiskLimits) -> b::RiskLimits {
             b::RiskLimits {
@@ -180,6 +192,106 @@ macro_rules! since_v2 {
     };
 }
 
+/// `keel:strategy@0.4.0`: the batch goes out packed
+/// ([`m::batch::PackedBuffers::pack`]); positions and fills name their
+/// symbol by index among the bound symbols and their tag through the call's
+/// [`Tags`].
+pub(super) mod v4 {
+    use super::m;
+    use crate::sandbox::bindings_v4 as b;
+
+    same_shape!();
+    since_v2!();
+
+    /// The tags of one call, each once, that its positions and fills name
+    /// by index. The strings are kept after [`Tags::clear`] to be written
+    /// over by the next call's.
+    #[derive(Debug, Default)]
+    pub(in crate::sandbox) struct Tags {
+        names: Vec<String>,
+        used: usize,
+    }
+
+    impl Tags {
+        /// The index of `tag`, added if new; `None` for the empty tag.
+        fn index(&mut self, tag: &str) -> Option<u32> {
+            if tag.is_empty() {
+                return None;
+            }
+            let known = self.names[..self.used].iter().position(|t| t == tag);
+            let index = known.unwrap_or_else(|| {
+                match self.names.get_mut(self.used) {
+                    Some(reused) => tag.clone_into(reused),
+                    None => self.names.push(tag.to_owned()),
+                }
+                self.used += 1;
+                self.used - 1
+            });
+            Some(index as u32)
+        }
+
+        /// What the call hands over.
+        pub(in crate::sandbox) fn list(&self) -> &[String] {
+            &self.names[..self.used]
+        }
+
+        /// Empties the table (after the call that delivered it).
+        pub(in crate::sandbox) fn clear(&mut self) {
+            self.used = 0;
+        }
+    }
+
+    /// `symbol`'s index among the `bound` symbols. A position or fill is
+    /// always in a bound symbol (a signal for any other is refused); were
+    /// one not, the index is out of range and the strategy reads the
+    /// symbol as empty.
+    fn symbol_index(symbol: &str, bound: &[String]) -> u32 {
+        let index = bound.iter().position(|s| s == symbol);
+        debug_assert!(index.is_some(), "{symbol} is not bound");
+        index.map_or(u32::MAX, |i| i as u32)
+    }
+
+    pub(in crate::sandbox) fn fill_out(f: &m::Fill, bound: &[String], tags: &mut Tags) -> b::Fill {
+        b::Fill {
+            symbol: symbol_index(&f.symbol, bound),
+            tag: tags.index(&f.tag),
+            action: action_out(f.action),
+            price: f.price,
+            quantity: f.quantity,
+            fee: f.fee,
+            time_ms: f.time_ms,
+        }
+    }
+
+    /// The portfolio in binding form, written over the one of an earlier
+    /// call (no allocation once its list is long enough).
+    pub(in crate::sandbox) fn portfolio_into(
+        p: &m::Portfolio,
+        bound: &[String],
+        tags: &mut Tags,
+        out: &mut b::Portfolio,
+    ) {
+        out.cash = p.cash;
+        out.equity = p.equity;
+        out.positions.clear();
+        out.positions
+            .extend(p.positions.iter().map(|p| b::Position {
+                symbol: symbol_index(&p.symbol, bound),
+                tag: tags.index(&p.tag),
+                side: match p.side {
+                    m::Side::Long => b::Side::Long,
+                    m::Side::Short => b::Side::Short,
+                },
+                size: p.size,
+                price_entry: p.price_entry,
+                time_entry_ms: p.time_entry_ms,
+                price_mark: p.price_mark,
+                pnl_unrealized: p.pnl_unrealized,
+                mae: p.mae,
+            }));
+    }
+}
+
 /// `keel:strategy@0.3.0`: the batch goes out packed
 /// ([`m::batch::PackedBuffers::pack`]), the rest as in 0.2.0.
 pub(super) mod v3 {
@@ -187,7 +299,9 @@ pub(super) mod v3 {
     use crate::sandbox::bindings_v3 as b;
 
     same_shape!();
+    named_by_string!();
     since_v2!();
+    positions_by_string!();
 
     /// [`fill_out`] written over a fill of an earlier call, reusing its
     /// strings.
@@ -208,7 +322,9 @@ pub(super) mod v2 {
     use crate::sandbox::bindings_v2 as b;
 
     same_shape!();
+    named_by_string!();
     since_v2!();
+    positions_by_string!();
 
     /// The batch in binding form, each bar's symbol index renamed by
     /// `symbol` (the instance's, from `init`); bars it maps to `None` (of
@@ -300,6 +416,7 @@ pub(super) mod v1 {
     use crate::sandbox::bindings_v1 as b;
 
     same_shape!();
+    named_by_string!();
 
     /// The tick in binding form, with only the bars of `bound` symbols.
     pub(in crate::sandbox) fn tick_out(t: &m::Tick, bound: &[String]) -> b::Tick {

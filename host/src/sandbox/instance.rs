@@ -18,7 +18,7 @@ use keel_model::{
 use super::checks::check_signal;
 use super::{
     HostState, LoadedStrategy, Metering, Pre, Sandbox, SandboxLimits, StrategyHash, bindings_v1,
-    bindings_v2, bindings_v3, convert, one_line,
+    bindings_v2, bindings_v3, bindings_v4, convert, one_line,
 };
 
 /// How the strategy's WASI clocks read.
@@ -141,6 +141,7 @@ pub struct InstanceStats {
 
 /// The exports of one instance, by contract version.
 enum Exports {
+    V4(bindings_v4::Strategy),
     V3(bindings_v3::Strategy),
     V2(bindings_v2::Strategy),
     V1(bindings_v1::Strategy),
@@ -149,6 +150,7 @@ enum Exports {
 impl Pre {
     fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<Exports> {
         Ok(match self {
+            Pre::V4(pre) => Exports::V4(pre.instantiate(store)?),
             Pre::V3(pre) => Exports::V3(pre.instantiate(store)?),
             Pre::V2(pre) => Exports::V2(pre.instantiate(store)?),
             Pre::V1(pre) => Exports::V1(pre.instantiate(store)?),
@@ -159,6 +161,7 @@ impl Pre {
 impl Exports {
     fn describe(&self, store: &mut Store<HostState>) -> wasmtime::Result<StrategyInfo> {
         Ok(match self {
+            Exports::V4(e) => convert::v4::info_in(e.call_describe(store)?),
             Exports::V3(e) => convert::v3::info_in(e.call_describe(store)?),
             Exports::V2(e) => convert::v2::info_in(e.call_describe(store)?),
             Exports::V1(e) => convert::v1::info_in(e.call_describe(store)?),
@@ -171,6 +174,11 @@ impl Exports {
         binding: &Binding,
     ) -> wasmtime::Result<Result<(), String>> {
         match self {
+            Exports::V4(e) => e.call_init(
+                store,
+                &convert::v4::params_out(&binding.params),
+                &binding.symbols,
+            ),
             Exports::V3(e) => e.call_init(
                 store,
                 &convert::v3::params_out(&binding.params),
@@ -185,12 +193,54 @@ impl Exports {
         }
     }
 
-    /// Calls `on-fill` (0.3.0 has none: fills go with the next batch).
+    /// Calls `on-fill` (0.3.0 and later have none: fills go with the next
+    /// batch).
     fn on_fill(&self, store: &mut Store<HostState>, fill: &Fill) -> wasmtime::Result<()> {
         match self {
-            Exports::V3(_) => Ok(()),
+            Exports::V4(_) | Exports::V3(_) => Ok(()),
             Exports::V2(e) => e.call_on_fill(store, &convert::v2::fill_out(fill)),
             Exports::V1(e) => e.call_on_fill(store, &convert::v1::fill_out(fill)),
+        }
+    }
+}
+
+/// What an instance hands its component in binding form, kept from call to
+/// call to reuse the buffers (and, up to 0.3.0, the strings), by contract
+/// version. Fills queued here go with the next batch, whatever becomes of
+/// that call.
+enum Outbox {
+    V4 {
+        fills: Vec<bindings_v4::Fill>,
+        /// The tags the queued fills and the next portfolio name.
+        tags: convert::v4::Tags,
+        portfolio: bindings_v4::Portfolio,
+    },
+    V3 {
+        /// The first `pending` are queued; the rest are kept for their
+        /// strings.
+        fills: Vec<bindings_v3::Fill>,
+        pending: usize,
+        portfolio: bindings_v3::Portfolio,
+    },
+    V2(bindings_v2::Batch),
+    V1,
+}
+
+impl Outbox {
+    fn new(exports: &Exports) -> Outbox {
+        match exports {
+            Exports::V4(_) => Outbox::V4 {
+                fills: Vec::new(),
+                tags: convert::v4::Tags::default(),
+                portfolio: convert::v4::empty_portfolio(),
+            },
+            Exports::V3(_) => Outbox::V3 {
+                fills: Vec::new(),
+                pending: 0,
+                portfolio: convert::v3::empty_portfolio(),
+            },
+            Exports::V2(_) => Outbox::V2(convert::v2::empty_batch()),
+            Exports::V1(_) => Outbox::V1,
         }
     }
 }
@@ -219,16 +269,10 @@ pub struct StrategyInstance {
     /// bound symbols (`u32::MAX`: not bound).
     symbols: Vec<Symbol>,
     symbol_map: Vec<u32>,
-    /// The binding-form batch (0.2.0) and the packed one (0.3.0), kept to
-    /// reuse their buffers.
-    wit_batch: Option<bindings_v2::Batch>,
+    /// The packed batch (0.3.0 and later) and the rest of what goes out,
+    /// kept to reuse their buffers.
     packed: PackedBuffers,
-    /// Fills not yet handed to a 0.3.0 component, the first `fills_pending`
-    /// of `fills`: they go with its next batch. The rest, and the portfolio,
-    /// are kept from earlier calls to reuse their strings.
-    fills: Vec<bindings_v3::Fill>,
-    fills_pending: usize,
-    wit_portfolio: Option<bindings_v3::Portfolio>,
+    outbox: Outbox,
     /// Most ticks per call now: starts at one and doubles after each call
     /// that handled all it was given, so a strategy that misbehaves from the
     /// start is caught on a one-tick budget; back to one after a fault.
@@ -469,14 +513,11 @@ impl StrategyInstance {
             store,
             stderr,
             stderr_seen: 0,
+            outbox: Outbox::new(&exports),
             exports,
             symbols: Vec::new(),
             symbol_map: Vec::new(),
-            wit_batch: Some(convert::v2::empty_batch()),
             packed: PackedBuffers::default(),
-            fills: Vec::new(),
-            fills_pending: 0,
-            wit_portfolio: None,
             batch_cap: 1,
             consumed_avg: 1.0,
             recent: Recent::default(),
@@ -598,7 +639,7 @@ impl StrategyInstance {
         }
         self.stats.calls += 1;
         let cap = match self.exports {
-            Exports::V3(_) | Exports::V2(_) => self.batch_cap,
+            Exports::V4(_) | Exports::V3(_) | Exports::V2(_) => self.batch_cap,
             Exports::V1(_) => 1,
         };
         let batch = batch.first(cap);
@@ -661,34 +702,69 @@ impl StrategyInstance {
     /// One call into the component for `batch` (V1: one call per tick).
     fn call(&mut self, batch: &Batch<'_>) -> Result<Handled, Fault> {
         let n = batch.tick_times.len();
-        let (consumed, signals, error) = match &self.exports {
-            Exports::V3(_) => {
+        let mut outbox = std::mem::replace(&mut self.outbox, Outbox::V1);
+        let (consumed, signals, error) = match &mut outbox {
+            Outbox::V4 {
+                fills,
+                tags,
+                portfolio,
+            } => {
                 let mut packed = std::mem::take(&mut self.packed);
                 packed.pack(batch, bound(&self.symbol_map));
+                let bound_symbols = &self.binding.symbols;
+                convert::v4::portfolio_into(batch.portfolio, bound_symbols, tags, portfolio);
+                let limits = convert::v4::limits_out(batch.limits);
+                let result = self.guarded(batch.tick_times[0], n, |exports, store| match exports {
+                    Exports::V4(e) => e.call_on_bars(
+                        store,
+                        &packed.lanes,
+                        &packed.prices,
+                        portfolio,
+                        limits,
+                        fills,
+                        tags.list(),
+                    ),
+                    _ => Err(wasmtime::Error::msg("not a 0.4.0 component")),
+                });
+                self.packed = packed;
                 // Delivered with this call, whatever becomes of it.
-                let fills = std::mem::take(&mut self.fills);
-                let pending = std::mem::take(&mut self.fills_pending);
-                let mut portfolio = self
-                    .wit_portfolio
-                    .take()
-                    .unwrap_or_else(convert::v3::empty_portfolio);
-                convert::v3::portfolio_into(batch.portfolio, &mut portfolio);
+                fills.clear();
+                tags.clear();
+                self.outbox = outbox;
+                let result = match result? {
+                    Ok(result) => result,
+                    Err(msg) => return Ok((1, Vec::new(), Some(msg))),
+                };
+                self.check_count(result.signals.len())?;
+                let signals = result.signals.into_iter().map(convert::v4::signal_in);
+                (result.consumed as usize, signals.collect(), result.error)
+            }
+            Outbox::V3 {
+                fills,
+                pending,
+                portfolio,
+            } => {
+                let mut packed = std::mem::take(&mut self.packed);
+                packed.pack(batch, bound(&self.symbol_map));
+                convert::v3::portfolio_into(batch.portfolio, portfolio);
                 let limits = convert::v3::limits_out(batch.limits);
+                let view = packed.view();
                 let result = self.guarded(batch.tick_times[0], n, |exports, store| match exports {
                     Exports::V3(e) => e.call_on_bars(
                         store,
-                        &packed.ticks,
-                        &packed.keys,
-                        &packed.prices,
-                        &portfolio,
+                        view.ticks,
+                        view.keys,
+                        view.prices,
+                        portfolio,
                         limits,
-                        &fills[..pending],
+                        &fills[..*pending],
                     ),
                     _ => Err(wasmtime::Error::msg("not a 0.3.0 component")),
                 });
                 self.packed = packed;
-                self.fills = fills;
-                self.wit_portfolio = Some(portfolio);
+                // Delivered with this call, whatever becomes of it.
+                *pending = 0;
+                self.outbox = outbox;
                 let result = match result? {
                     Ok(result) => result,
                     Err(msg) => return Ok((1, Vec::new(), Some(msg))),
@@ -697,17 +773,13 @@ impl StrategyInstance {
                 let signals = result.signals.into_iter().map(convert::v3::signal_in);
                 (result.consumed as usize, signals.collect(), result.error)
             }
-            Exports::V2(_) => {
-                let mut wit = self
-                    .wit_batch
-                    .take()
-                    .unwrap_or_else(convert::v2::empty_batch);
-                convert::v2::batch_out(batch, bound(&self.symbol_map), &mut wit);
+            Outbox::V2(wit) => {
+                convert::v2::batch_out(batch, bound(&self.symbol_map), wit);
                 let result = self.guarded(batch.tick_times[0], n, |exports, store| match exports {
-                    Exports::V2(e) => e.call_on_bars(store, &wit),
+                    Exports::V2(e) => e.call_on_bars(store, wit),
                     _ => Err(wasmtime::Error::msg("not a 0.2.0 component")),
                 });
-                self.wit_batch = Some(wit);
+                self.outbox = outbox;
                 let result = match result? {
                     Ok(result) => result,
                     Err(msg) => return Ok((1, Vec::new(), Some(msg))),
@@ -716,7 +788,8 @@ impl StrategyInstance {
                 let signals = result.signals.into_iter().map(convert::v2::signal_in);
                 (result.consumed as usize, signals.collect(), result.error)
             }
-            Exports::V1(_) => {
+            Outbox::V1 => {
+                self.outbox = outbox;
                 let mut fault = None;
                 let outcome = drive(batch, |tick| {
                     let wit_tick = convert::v1::tick_out(tick, &self.binding.symbols);
@@ -786,18 +859,25 @@ impl StrategyInstance {
     }
 
     /// Tells the strategy one of its orders filled: at once for an older
-    /// component, with its next batch for a 0.3.0 one.
+    /// component, with its next batch for a 0.3.0 or later one.
     pub fn on_fill(&mut self, fill: &Fill) -> Result<(), StrategyError> {
         if let Some(fault) = &self.quarantined {
             return Err(self.error(Fault::Quarantined(fault.to_string())));
         }
-        if let Exports::V3(_) = self.exports {
-            match self.fills.get_mut(self.fills_pending) {
-                Some(reused) => convert::v3::fill_into(fill, reused),
-                None => self.fills.push(convert::v3::fill_out(fill)),
+        match &mut self.outbox {
+            Outbox::V4 { fills, tags, .. } => {
+                fills.push(convert::v4::fill_out(fill, &self.binding.symbols, tags));
+                return Ok(());
             }
-            self.fills_pending += 1;
-            return Ok(());
+            Outbox::V3 { fills, pending, .. } => {
+                match fills.get_mut(*pending) {
+                    Some(reused) => convert::v3::fill_into(fill, reused),
+                    None => fills.push(convert::v3::fill_out(fill)),
+                }
+                *pending += 1;
+                return Ok(());
+            }
+            Outbox::V2(_) | Outbox::V1 => {}
         }
         match self.guarded(fill.time_ms, 1, |exports, store| {
             exports.on_fill(store, fill)

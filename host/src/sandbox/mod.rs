@@ -34,9 +34,20 @@ pub use limits::{EPOCH_TICK, SandboxLimits};
 
 use keel_model::{LogLevel, StrategyInfo};
 
-/// Host-side bindings of the `keel:strategy@0.3.0` world (the current one).
+/// Host-side bindings of the `keel:strategy@0.4.0` world (the current one).
 /// (`on-bars` takes its parts as separate parameters, so the generated call
 /// has many.)
+#[allow(clippy::too_many_arguments)]
+pub(crate) mod bindings_v4 {
+    wasmtime::component::bindgen!({
+        path: "../wit/since_v0.4.0",
+        world: "keel:strategy/strategy@0.4.0",
+    });
+    pub use self::keel::strategy::types::*;
+}
+
+/// Host-side bindings of the `keel:strategy@0.3.0` world, so components built
+/// against it keep loading.
 #[allow(clippy::too_many_arguments)]
 pub(crate) mod bindings_v3 {
     wasmtime::component::bindgen!({
@@ -67,11 +78,12 @@ pub(crate) mod bindings_v1 {
 }
 
 /// Contract versions this host runs, newest first.
-pub const CONTRACT_VERSIONS: [&str; 3] = ["0.3.0", "0.2.0", "0.1.0"];
+pub const CONTRACT_VERSIONS: [&str; 4] = ["0.4.0", "0.3.0", "0.2.0", "0.1.0"];
 
 /// A component checked against one contract version, ready to instantiate.
 #[derive(Clone)]
 pub(crate) enum Pre {
+    V4(bindings_v4::StrategyPre<HostState>),
     V3(bindings_v3::StrategyPre<HostState>),
     V2(bindings_v2::StrategyPre<HostState>),
     V1(bindings_v1::StrategyPre<HostState>),
@@ -150,7 +162,7 @@ pub enum LoadError {
     )]
     ForbiddenImport { origin: String, import: String },
     #[error(
-        "{origin}: does not implement the keel:strategy@0.3.0 world (nor 0.2.0 or 0.1.0): {reason}"
+        "{origin}: does not implement the keel:strategy@0.4.0 world (nor 0.3.0, 0.2.0 or 0.1.0): {reason}"
     )]
     WrongExports { origin: String, reason: String },
     #[error("{origin}: {reason}")]
@@ -274,6 +286,10 @@ impl Compiler {
         let engine = Engine::new(&wasm)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        bindings_v4::Strategy::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
+            &mut linker,
+            |state| state,
+        )?;
         bindings_v3::Strategy::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
             &mut linker,
             |state| state,
@@ -411,13 +427,15 @@ impl Sandbox {
                     reason: one_line(&e),
                 })?;
         // Newest contract first; the error worth reporting is the newest's.
-        let (pre, contract) = match bindings_v3::StrategyPre::new(instance_pre.clone()) {
-            Ok(pre) => (Pre::V3(pre), CONTRACT_VERSIONS[0]),
+        let (pre, contract) = match bindings_v4::StrategyPre::new(instance_pre.clone()) {
+            Ok(pre) => (Pre::V4(pre), CONTRACT_VERSIONS[0]),
             Err(newest) => {
-                if let Ok(pre) = bindings_v2::StrategyPre::new(instance_pre.clone()) {
-                    (Pre::V2(pre), CONTRACT_VERSIONS[1])
+                if let Ok(pre) = bindings_v3::StrategyPre::new(instance_pre.clone()) {
+                    (Pre::V3(pre), CONTRACT_VERSIONS[1])
+                } else if let Ok(pre) = bindings_v2::StrategyPre::new(instance_pre.clone()) {
+                    (Pre::V2(pre), CONTRACT_VERSIONS[2])
                 } else if let Ok(pre) = bindings_v1::StrategyPre::new(instance_pre) {
-                    (Pre::V1(pre), CONTRACT_VERSIONS[2])
+                    (Pre::V1(pre), CONTRACT_VERSIONS[3])
                 } else {
                     return Err(LoadError::WrongExports {
                         origin: origin.clone(),
@@ -732,9 +750,16 @@ impl WasiView for HostState {
     }
 }
 
+impl bindings_v4::keel::strategy::types::Host for HostState {}
 impl bindings_v3::keel::strategy::types::Host for HostState {}
 impl bindings_v2::keel::strategy::types::Host for HostState {}
 impl bindings_v1::keel::strategy::types::Host for HostState {}
+
+impl bindings_v4::keel::strategy::host::Host for HostState {
+    fn log(&mut self, level: bindings_v4::LogLevel, message: String) {
+        self.log.push(convert::v4::log_level(level), message);
+    }
+}
 
 impl bindings_v3::keel::strategy::host::Host for HostState {
     fn log(&mut self, level: bindings_v3::LogLevel, message: String) {
