@@ -40,6 +40,7 @@ impl Bar {
 
 /// `a == b`, answered without comparing bytes when both are the same
 /// string (a strategy holding a bar's [`Symbol`] looks it up this way).
+#[inline]
 fn same_text(a: &str, b: &str) -> bool {
     (a.as_ptr() == b.as_ptr() && a.len() == b.len()) || a == b
 }
@@ -175,6 +176,7 @@ pub struct Tick {
 
 impl Tick {
     /// This tick's bar of `symbol`, if that symbol has one now.
+    #[inline] // per bar in most strategies; a wasm build called it
     pub fn bar(&self, symbol: &str) -> Option<&Bar> {
         self.bars.iter().find(|b| same_text(&b.symbol, symbol))
     }
