@@ -287,6 +287,12 @@ fn reload_once(
 }
 
 fn main() {
+    // `cargo bench --bench reload -- NAME…` times only the components whose
+    // file name contains one of the NAMEs (the per-bar table always runs).
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     let files = components();
     let history = synth::random_walk(3, 400, 1_700_000_000_000, 60_000, 100.0, 0.004);
     let dir = tempfile::tempdir().expect("tempdir");
@@ -305,8 +311,11 @@ fn main() {
         "saved again, 0.6 s later"
     );
     for file in &files {
-        let bytes = std::fs::read(file).expect("read");
         let name = file.file_stem().expect("name").to_string_lossy();
+        if !only.is_empty() && !only.iter().any(|o| name.contains(o.as_str())) {
+            continue;
+        }
+        let bytes = std::fs::read(file).expect("read");
         let (mut cold, mut cached, mut dev, mut resaved, mut resaved_later) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut optimizing = Vec::new();
