@@ -24,8 +24,10 @@ fn main() -> anyhow::Result<()> {
         limits: SandboxLimits::default(),
         metering: Metering::WallClock,
         cache_dir: Some(std::env::temp_dir().join("keel-embed-cache")),
-        // Optimised code from the start: this example runs a whole file.
+        // Optimised code from the start: this example runs a whole file
+        // (so no background compiles, and no worker binary for them).
         baseline_first: false,
+        optimizer: None,
     })?;
     let loaded = sandbox.load_file(&PathBuf::from(&wasm))?;
     println!(

@@ -103,6 +103,54 @@ fn validate_passes_the_examples_and_fails_every_hostile_fixture() {
 }
 
 #[test]
+fn the_optimising_worker_compiles_what_it_is_given_and_refuses_garbage_in_one_line() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let worker = |input: &[u8]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_keel"))
+            .args([
+                "__optimize",
+                "--metering",
+                "fuel",
+                "--max-stack-bytes",
+                "524288",
+            ])
+            .env_remove("KEEL_LOG")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run keel");
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(input).expect("write");
+        drop(stdin);
+        child.wait_with_output().expect("output")
+    };
+    let component = std::fs::read(example("sma-cross")).expect("read");
+    let out = worker(&component);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(out.stdout.starts_with(b"keel-optimized-v1\n"));
+    assert!(
+        out.stdout.len() > component.len() / 2,
+        "{}",
+        out.stdout.len()
+    );
+
+    let out = worker(b"definitely not wasm");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("error: failed to parse WebAssembly"),
+        "{stderr}"
+    );
+    // Not in the help a user reads.
+    let help = keel(&["--help"], Path::new("."));
+    assert!(!text(&help.stdout).contains("__optimize"));
+}
+
+#[test]
 fn garbage_and_missing_files_get_one_line_errors() {
     let cache = tempfile::tempdir().expect("tempdir");
     let junk = cache.path().join("junk.wasm");

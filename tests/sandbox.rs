@@ -1,5 +1,6 @@
 //! The sandbox end to end, with real components built from this repo.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use keel_backtester::{BacktestResult, run as backtest};
@@ -578,6 +579,7 @@ fn compiled_components_are_cached_on_disk_by_hash_and_engine() {
         metering,
         cache_dir: Some(dir.path().to_owned()),
         baseline_first: false,
+        optimizer: None,
     };
     let first = keel_host::sandbox::Sandbox::new(config(Metering::Fuel)).expect("sandbox");
     let cold = first.load_file(example("sma-cross")).expect("loads");
@@ -694,6 +696,81 @@ fn a_baseline_first_load_runs_at_once_and_the_optimised_code_follows() {
         (Tier::Optimized, true)
     );
     assert_eq!(run(&sandbox, &later).signals, slow_run.signals);
+}
+
+/// Loads sma-cross baseline-first with `optimizer` running the background
+/// compiles; returns the sandbox once the optimised code has landed, and
+/// the cache directory.
+fn optimised_through(optimizer: PathBuf) -> (Sandbox, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sandbox = Sandbox::new(SandboxConfig {
+        metering: Metering::Fuel,
+        cache_dir: Some(dir.path().to_owned()),
+        baseline_first: true,
+        optimizer: Some(optimizer),
+        ..SandboxConfig::default()
+    })
+    .expect("sandbox");
+    let first = sandbox.load_file(example("sma-cross")).expect("loads");
+    assert_eq!(first.tier, Tier::Baseline);
+    let started = Instant::now();
+    while sandbox.is_optimizing(&first.hash) {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "never optimised"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    (sandbox, dir)
+}
+
+#[test]
+fn the_optimised_compile_runs_in_a_keel_worker_process_and_trades_the_same() {
+    let (sandbox, dir) = optimised_through(PathBuf::from(env!("CARGO_BIN_EXE_keel")));
+    assert_eq!(sandbox.optimized_in_worker(), 1);
+    let later = sandbox.load_file(example("sma-cross")).expect("loads");
+    assert_eq!((later.tier, later.from_cache), (Tier::Optimized, true));
+    // Written to the disk cache for the next process, too.
+    let next = Sandbox::new(SandboxConfig {
+        metering: Metering::Fuel,
+        cache_dir: Some(dir.path().to_owned()),
+        ..SandboxConfig::default()
+    })
+    .expect("sandbox");
+    let next_load = next.load_file(example("sma-cross")).expect("loads");
+    assert_eq!(
+        (next_load.tier, next_load.from_cache),
+        (Tier::Optimized, true)
+    );
+    // The worker's code trades exactly as code compiled here.
+    let data = vec![synthetic("BTC/USD", 5, 1500)];
+    let run = |sandbox: &Sandbox| {
+        let loaded = sandbox.load_file(example("sma-cross")).expect("loads");
+        let mut instance = sandbox
+            .instantiate(&loaded, binding(&loaded, &["BTC/USD"], &[], 1))
+            .expect("instance");
+        backtest(&mut instance, &data, &default_config())
+    };
+    let here = support::sandbox(Metering::Fuel);
+    let (worker_run, here_run) = (run(&sandbox), run(&here));
+    assert!(!worker_run.signals.is_empty());
+    assert_eq!(worker_run.signals, here_run.signals);
+    assert_eq!(worker_run.fills, here_run.fills);
+}
+
+#[test]
+fn a_worker_that_is_not_keel_is_never_trusted_and_the_compile_happens_here() {
+    // `echo` exits 0 and prints its arguments: output without the header
+    // is not deserialised; the host compiles on its own thread instead.
+    let (sandbox, _dir) = optimised_through(PathBuf::from("/bin/echo"));
+    assert_eq!(sandbox.optimized_in_worker(), 0);
+    let later = sandbox.load_file(example("sma-cross")).expect("loads");
+    assert_eq!(later.tier, Tier::Optimized);
+    // A worker that cannot start at all: the same.
+    let (sandbox, _dir) = optimised_through(PathBuf::from("/nonexistent/keel"));
+    assert_eq!(sandbox.optimized_in_worker(), 0);
+    let later = sandbox.load_file(example("sma-cross")).expect("loads");
+    assert_eq!(later.tier, Tier::Optimized);
 }
 
 #[test]

@@ -147,6 +147,9 @@ fn sandbox_metered(metering: Metering, cache: Option<PathBuf>, baseline_first: b
         metering,
         cache_dir: cache,
         baseline_first,
+        // As `keel run` and `keel dev` do: the background compiles in a
+        // `keel` worker process.
+        optimizer: Some(PathBuf::from(env!("CARGO_BIN_EXE_keel"))),
         ..SandboxConfig::default()
     })
     .expect("sandbox")

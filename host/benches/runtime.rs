@@ -53,6 +53,7 @@ fn sandbox(metering: Metering, cache_dir: Option<PathBuf>) -> Sandbox {
         metering,
         cache_dir,
         baseline_first: false,
+        optimizer: None,
     })
     .expect("sandbox")
 }

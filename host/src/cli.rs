@@ -72,6 +72,24 @@ pub enum Command {
     /// Hot reload while writing a strategy: rebuild, validate and swap on
     /// every save, over a candle file or into a paper engine.
     Dev(crate::dev::DevArgs),
+    /// Internal: the worker a host starts for a background optimising
+    /// compile (component on stdin, compiled code on stdout).
+    #[command(name = "__optimize", hide = true)]
+    Optimize {
+        /// `fuel` or `wall-clock`, as the host's sandbox.
+        #[arg(long, value_parser = parse_metering)]
+        metering: Metering,
+        #[arg(long)]
+        max_stack_bytes: usize,
+    },
+}
+
+fn parse_metering(text: &str) -> Result<Metering, String> {
+    match text {
+        "fuel" => Ok(Metering::Fuel),
+        "wall-clock" => Ok(Metering::WallClock),
+        other => Err(format!("{other:?} is not fuel or wall-clock")),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -213,6 +231,18 @@ pub struct QuickstartArgs {
 pub fn run(cli: Cli) -> anyhow::Result<bool> {
     let cache_dir = cli.cache_dir.or_else(default_cache_dir);
     match cli.command {
+        Command::Optimize {
+            metering,
+            max_stack_bytes,
+        } => {
+            crate::sandbox::serve_optimizer(
+                metering,
+                max_stack_bytes,
+                std::io::stdin().lock(),
+                std::io::stdout().lock(),
+            )?;
+            Ok(true)
+        }
         Command::Strategy(StrategyCommand::Build {
             crate_dirs,
             target_dir,

@@ -158,6 +158,8 @@ pub fn run(args: &DevArgs, db: &Path, cache_dir: Option<PathBuf>) -> anyhow::Res
         metering: Metering::Fuel,
         cache_dir: cache_dir.clone(),
         baseline_first: true,
+        // This binary: background compiles in a process of their own.
+        optimizer: std::env::current_exe().ok(),
         ..SandboxConfig::default()
     })?;
     let (_watcher, events, watched, skip) = watch(args)?;

@@ -237,6 +237,8 @@ pub fn run(args: &PaperArgs, db: &Path, cache_dir: Option<PathBuf>) -> anyhow::R
         metering: Metering::WallClock,
         cache_dir,
         baseline_first: true,
+        // This binary: background compiles in a process of their own.
+        optimizer: std::env::current_exe().ok(),
         ..SandboxConfig::default()
     })
     .context("failed to set up the wasm sandbox")?;

@@ -3,7 +3,7 @@
 //! One place configures the wasm engine ([`Sandbox::new`]). Loading an
 //! artifact checks its size, compiles it (time-capped, cached on disk by
 //! SHA-256 and engine), refuses imports Keel does not provide, type-checks its
-//! exports against a `keel:strategy` world (0.2.0, or the older 0.1.0) before
+//! exports against a `keel:strategy` world (0.4.0, or an older one) before
 //! instantiating, and reads `describe()` in a throwaway instance.
 //! [`StrategyInstance`] then runs one bound, initialised copy.
 
@@ -13,6 +13,7 @@ mod checks;
 mod convert;
 mod instance;
 mod limits;
+mod optimizer;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -31,6 +32,7 @@ pub use instance::{
     Binding, ClockMode, Fault, InstanceStats, Rejected, StrategyError, StrategyInstance,
 };
 pub use limits::{EPOCH_TICK, SandboxLimits};
+pub use optimizer::{OPTIMIZER_COMMAND, serve_optimizer};
 
 use keel_model::{LogLevel, StrategyInfo};
 
@@ -119,6 +121,11 @@ pub struct SandboxConfig {
     /// but its code generator emits both; the tests prove each stops a
     /// runaway loop).
     pub baseline_first: bool,
+    /// With `baseline_first`: a `keel` binary to run the background
+    /// optimising compiles in (`keel __optimize`), so that they can be
+    /// stopped outright while a baseline compile runs; `None`, or a worker
+    /// that fails, compiles on the background thread instead.
+    pub optimizer: Option<PathBuf>,
 }
 
 impl Default for SandboxConfig {
@@ -128,6 +135,7 @@ impl Default for SandboxConfig {
             metering: Metering::Fuel,
             cache_dir: None,
             baseline_first: false,
+            optimizer: None,
         }
     }
 }
@@ -215,6 +223,10 @@ struct Baseline {
     /// Runs those compiles one at a time, on one idle-priority thread, once
     /// no baseline compile has run for a while.
     background: background::Background,
+    /// The `keel` binary those compiles run in, if any.
+    optimizer: Option<PathBuf>,
+    /// How many of them a worker process did.
+    in_worker: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// The wasm engines, their linkers, the compile caches and the epoch ticker.
@@ -261,29 +273,36 @@ fn import_allowed(name: &str) -> bool {
         })
 }
 
+/// The one place the wasm engine is configured.
+fn engine(config: &SandboxConfig, tier: Tier) -> anyhow::Result<Engine> {
+    let mut wasm = Config::new();
+    wasm.wasm_component_model(true)
+        .epoch_interruption(config.metering != Metering::Fuel)
+        .consume_fuel(config.metering == Metering::Fuel)
+        .max_wasm_stack(config.limits.max_stack_bytes)
+        .generate_address_map(false);
+    match tier {
+        Tier::Optimized => wasm.cranelift_opt_level(wasmtime::OptLevel::Speed),
+        // Winch compiles the strategy's functions; Cranelift still
+        // compiles an entry trampoline for each exported or
+        // address-taken one (thousands in a big table-driven
+        // component), and those gain nothing from optimisation. (The
+        // single-pass register allocator would compile them ~15%
+        // faster, but wasmtime 48 calls it not production-ready and
+        // outside its security support: not for untrusted code.)
+        Tier::Baseline => wasm
+            .strategy(wasmtime::Strategy::Winch)
+            .cranelift_opt_level(wasmtime::OptLevel::None),
+    };
+    if std::env::var_os("KEEL_PERFMAP").is_some() {
+        wasm.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
+    Ok(Engine::new(&wasm)?)
+}
+
 impl Compiler {
-    /// The one place the wasm engine is configured.
     fn new(config: &SandboxConfig, tier: Tier) -> anyhow::Result<Compiler> {
-        let mut wasm = Config::new();
-        wasm.wasm_component_model(true)
-            .epoch_interruption(config.metering != Metering::Fuel)
-            .consume_fuel(config.metering == Metering::Fuel)
-            .max_wasm_stack(config.limits.max_stack_bytes)
-            .generate_address_map(false);
-        match tier {
-            Tier::Optimized => wasm.cranelift_opt_level(wasmtime::OptLevel::Speed),
-            // Winch compiles the strategy's functions; Cranelift still
-            // compiles an entry trampoline for each exported or
-            // address-taken one (thousands in a big table-driven
-            // component), and those gain nothing from optimisation.
-            Tier::Baseline => wasm
-                .strategy(wasmtime::Strategy::Winch)
-                .cranelift_opt_level(wasmtime::OptLevel::None),
-        };
-        if std::env::var_os("KEEL_PERFMAP").is_some() {
-            wasm.profiler(wasmtime::ProfilingStrategy::PerfMap);
-        }
-        let engine = Engine::new(&wasm)?;
+        let engine = engine(config, tier)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         bindings_v4::Strategy::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
@@ -344,6 +363,8 @@ impl Sandbox {
                 Ok(compiler) => Some(Baseline {
                     compiler,
                     background: background::Background::new(BACKGROUND_QUIET)?,
+                    optimizer: config.optimizer.clone(),
+                    in_worker: Arc::default(),
                 }),
                 Err(e) => {
                     tracing::warn!("no baseline compiler, every load optimises: {e:#}");
@@ -514,7 +535,7 @@ impl Sandbox {
                 baseline.compiler.compile(&origin, &artifact.bytes, limit)?
             };
             lock(&self.baseline_compiled).insert(artifact.hash, component.clone());
-            self.optimize_in_background(&baseline.background, artifact);
+            self.optimize_in_background(baseline, artifact);
             return Ok((component, false, Tier::Baseline));
         }
         let component = self.optimizing.compile(&origin, &artifact.bytes, limit)?;
@@ -522,18 +543,15 @@ impl Sandbox {
         Ok((component, false, Tier::Optimized))
     }
 
-    /// Queues the optimised compile of `artifact` on `background`, for the
-    /// memory and disk caches; once per artifact at a time.
-    fn optimize_in_background(
-        &self,
-        background: &background::Background,
-        artifact: &StrategyArtifact,
-    ) {
+    /// Queues the optimised compile of `artifact` on `baseline`'s
+    /// background queue, for the memory and disk caches; once per artifact
+    /// at a time.
+    fn optimize_in_background(&self, baseline: &Baseline, artifact: &StrategyArtifact) {
         if !lock(&self.optimizing_now).insert(artifact.hash) {
             return;
         }
         let engine = self.optimizing.engine.clone();
-        let (compiled, baseline, busy) = (
+        let (compiled, baseline_compiled, busy) = (
             self.compiled.clone(),
             self.baseline_compiled.clone(),
             self.optimizing_now.clone(),
@@ -543,16 +561,35 @@ impl Sandbox {
             artifact.bytes.clone(),
             self.cache_path(&artifact.hash),
         );
-        background.spawn(move || {
-            match Component::new(&engine, &bytes) {
+        let (worker, in_worker) = (baseline.optimizer.clone(), baseline.in_worker.clone());
+        let config = (self.metering, self.limits.max_stack_bytes);
+        baseline.background.spawn(move |workers| {
+            let from_worker = worker.and_then(|worker| {
+                optimizer::compile_in_worker(&worker, config, &bytes, workers, &engine)
+                    .inspect_err(|e| {
+                        tracing::warn!(%hash, "optimising worker failed, compiling here: {e:#}")
+                    })
+                    .ok()
+            });
+            if from_worker.is_some() {
+                in_worker.fetch_add(1, Ordering::Relaxed);
+            }
+            match from_worker.map_or_else(|| Component::new(&engine, &bytes), Ok) {
                 Ok(component) => {
                     store_compiled(&compiled, path.as_deref(), hash, &component);
-                    lock(&baseline).remove(&hash);
+                    lock(&baseline_compiled).remove(&hash);
                 }
                 Err(e) => tracing::warn!(%hash, "optimising compile failed: {}", one_line(&e)),
             }
             lock(&busy).remove(&hash);
         });
+    }
+
+    /// How many background optimising compiles ran in a worker process.
+    pub fn optimized_in_worker(&self) -> usize {
+        self.baseline
+            .as_ref()
+            .map_or(0, |b| b.in_worker.load(Ordering::Relaxed))
     }
 
     /// Whether optimised code for `hash` is being built in the background.
