@@ -680,14 +680,7 @@ fn a_baseline_first_load_runs_at_once_and_the_optimised_code_follows() {
 
     // The optimised code is built in the background, for this sandbox's
     // later loads and, through the disk cache, for the next process's.
-    let started = Instant::now();
-    while sandbox.is_optimizing(&first.hash) {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "never optimised"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    await_optimised(&sandbox, &first.hash);
     let later = sandbox.load_file(example("sma-cross")).expect("loads");
     assert_eq!((later.tier, later.from_cache), (Tier::Optimized, true));
     let next_process = quick().load_file(example("sma-cross")).expect("loads");
@@ -696,6 +689,18 @@ fn a_baseline_first_load_runs_at_once_and_the_optimised_code_follows() {
         (Tier::Optimized, true)
     );
     assert_eq!(run(&sandbox, &later).signals, slow_run.signals);
+}
+
+/// Waits (up to two minutes) for `sandbox`'s background compile of `hash`.
+fn await_optimised(sandbox: &Sandbox, hash: &keel_host::sandbox::StrategyHash) {
+    let started = Instant::now();
+    while sandbox.is_optimizing(hash) {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "never optimised"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Loads sma-cross baseline-first with `optimizer` running the background
@@ -713,14 +718,7 @@ fn optimised_through(optimizer: PathBuf) -> (Sandbox, tempfile::TempDir) {
     .expect("sandbox");
     let first = sandbox.load_file(example("sma-cross")).expect("loads");
     assert_eq!(first.tier, Tier::Baseline);
-    let started = Instant::now();
-    while sandbox.is_optimizing(&first.hash) {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "never optimised"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    await_optimised(&sandbox, &first.hash);
     (sandbox, dir)
 }
 
