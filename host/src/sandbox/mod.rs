@@ -123,8 +123,9 @@ pub struct SandboxConfig {
     pub baseline_first: bool,
     /// With `baseline_first`: a `keel` binary to run the background
     /// optimising compiles in (`keel __optimize`), so that they can be
-    /// stopped outright while a baseline compile runs; `None`, or a worker
-    /// that fails, compiles on the background thread instead.
+    /// stopped outright while a baseline compile runs (Linux). `None`,
+    /// another platform, or a worker that fails: they run on the
+    /// background thread instead.
     pub optimizer: Option<PathBuf>,
 }
 
@@ -561,7 +562,10 @@ impl Sandbox {
             artifact.bytes.clone(),
             self.cache_path(&artifact.hash),
         );
-        let (worker, in_worker) = (baseline.optimizer.clone(), baseline.in_worker.clone());
+        // Linux only: elsewhere a worker stopped when its host died would
+        // stay stopped (no PR_SET_PDEATHSIG).
+        let worker = (baseline.optimizer.clone()).filter(|_| cfg!(target_os = "linux"));
+        let in_worker = baseline.in_worker.clone();
         let config = (self.metering, self.limits.max_stack_bytes);
         baseline.background.spawn(move |workers| {
             let from_worker = worker.and_then(|worker| {
