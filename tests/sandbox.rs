@@ -722,6 +722,7 @@ fn optimised_through(optimizer: PathBuf) -> (Sandbox, tempfile::TempDir) {
     (sandbox, dir)
 }
 
+#[cfg(target_os = "linux")]
 #[test]
 fn the_optimised_compile_runs_in_a_keel_worker_process_and_trades_the_same() {
     let (sandbox, dir) = optimised_through(PathBuf::from(env!("CARGO_BIN_EXE_keel")));
