@@ -6,6 +6,7 @@
 //! that, `keel dev`'s next save compiled its baseline code beside the
 //! previous save's optimised compile and took half as long again.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,11 +36,23 @@ struct Foreground {
 struct State {
     running: usize,
     last_end: Instant,
-    worker: Option<u32>,
+    /// The worker's pid, and whether it is stopped now.
+    worker: Option<(u32, bool)>,
+}
+
+impl State {
+    /// How long until background work may run (zero: now).
+    fn wait_before_work(&self, quiet: Duration) -> Duration {
+        if self.running > 0 {
+            return quiet;
+        }
+        quiet.saturating_sub(self.last_end.elapsed())
+    }
 }
 
 /// Marks a foreground compile for as long as it lives; the worker process,
-/// if one runs, is stopped meanwhile.
+/// if one runs, is stopped at once, and continued once the sandbox has
+/// been quiet again for the quiet period.
 #[derive(Debug)]
 pub(super) struct ForegroundCompile(Arc<Foreground>);
 
@@ -48,26 +61,7 @@ impl Drop for ForegroundCompile {
         let mut state = lock(&self.0.state);
         state.running -= 1;
         state.last_end = Instant::now();
-        if state.running == 0
-            && let Some(pid) = state.worker
-        {
-            signal(pid, Signal::Continue);
-        }
         self.0.changed.notify_all();
-    }
-}
-
-/// Registers a worker process for as long as it lives (see
-/// [`Workers::register`]).
-#[derive(Debug)]
-pub(super) struct WorkerProcess(Arc<Foreground>);
-
-impl Drop for WorkerProcess {
-    fn drop(&mut self) {
-        // Continued in any case: stopped now, it would never end.
-        if let Some(pid) = lock(&self.0.state).worker.take() {
-            signal(pid, Signal::Continue);
-        }
     }
 }
 
@@ -100,28 +94,25 @@ impl Background {
     pub(super) fn foreground(&self) -> ForegroundCompile {
         let mut state = lock(&self.foreground.state);
         state.running += 1;
-        if state.running == 1
-            && let Some(pid) = state.worker
-        {
-            signal(pid, Signal::Stop);
+        if let Some((pid, stopped @ false)) = &mut state.worker {
+            signal(*pid, Signal::Stop);
+            *stopped = true;
         }
         ForegroundCompile(self.foreground.clone())
     }
 
     /// Runs `job` on the background thread, after the jobs queued before
     /// it, once no foreground compile has run for the quiet period. The
-    /// job registers there any process it runs its work in.
+    /// job runs there any process it does its work in.
     pub(super) fn spawn(&self, job: impl FnOnce(&Workers) + Send + 'static) {
         let (foreground, quiet) = (self.foreground.clone(), self.quiet);
         self.pool.spawn(move || {
             let mut state = lock(&foreground.state);
             loop {
-                let (running, last_end) = (state.running, state.last_end);
-                let waited = last_end.elapsed();
-                if running == 0 && waited >= quiet {
+                let wait = state.wait_before_work(quiet);
+                if wait.is_zero() {
                     break;
                 }
-                let wait = if running > 0 { quiet } else { quiet - waited };
                 state = foreground
                     .changed
                     .wait_timeout(state, wait)
@@ -129,26 +120,71 @@ impl Background {
                     .unwrap_or_else(|poisoned| poisoned.into_inner().0);
             }
             drop(state);
-            job(&Workers(foreground));
+            job(&Workers { foreground, quiet });
         });
     }
 }
 
-/// Where a background job registers the process it runs its work in.
+/// How a background job runs a worker process under the foreground rule.
 #[derive(Debug)]
-pub(super) struct Workers(Arc<Foreground>);
+pub(super) struct Workers {
+    foreground: Arc<Foreground>,
+    quiet: Duration,
+}
 
 impl Workers {
-    /// Registers process `pid` until the guard is dropped (before the
-    /// process is reaped). It is stopped while foreground compiles run (at
-    /// once, if one runs now).
-    pub(super) fn register(&self, pid: u32) -> WorkerProcess {
-        let mut state = lock(&self.0.state);
-        state.worker = Some(pid);
-        if state.running > 0 {
-            signal(pid, Signal::Stop);
-        }
-        WorkerProcess(self.0.clone())
+    /// Runs `wait_for_worker` (which returns once process `pid` has done
+    /// its work) on a thread of its own, while this thread keeps the
+    /// process stopped during foreground compiles and until the sandbox has
+    /// been quiet for the quiet period after them. When it returns, the
+    /// process is no longer tracked and is continued (stopped, it would
+    /// never end), so the caller may reap it.
+    pub(super) fn supervise<T: Send>(
+        &self,
+        pid: u32,
+        wait_for_worker: impl FnOnce() -> T + Send,
+    ) -> T {
+        let foreground = &self.foreground;
+        // Set under the state lock, so the loop below never misses it.
+        let done = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let waiting = scope.spawn(|| {
+                let result = wait_for_worker();
+                let _state = lock(&foreground.state);
+                done.store(true, Ordering::Relaxed);
+                foreground.changed.notify_all();
+                result
+            });
+            let mut state = lock(&foreground.state);
+            state.worker = Some((pid, false));
+            while !done.load(Ordering::Relaxed) {
+                let wait = state.wait_before_work(self.quiet);
+                if let Some((pid, stopped)) = &mut state.worker {
+                    if wait.is_zero() && *stopped {
+                        signal(*pid, Signal::Continue);
+                        *stopped = false;
+                    } else if !wait.is_zero() && !*stopped {
+                        signal(*pid, Signal::Stop);
+                        *stopped = true;
+                    }
+                }
+                // Woken by a foreground compile's end and by the worker's;
+                // the timeout ends the quiet period.
+                let timeout = if wait.is_zero() { self.quiet } else { wait };
+                state = foreground
+                    .changed
+                    .wait_timeout(state, timeout)
+                    .map(|(guard, _)| guard)
+                    .unwrap_or_else(|poisoned| poisoned.into_inner().0);
+            }
+            if let Some((pid, _)) = state.worker.take() {
+                signal(pid, Signal::Continue);
+            }
+            drop(state);
+            waiting
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
     }
 }
 
@@ -257,35 +293,41 @@ mod tests {
 
     #[cfg(target_os = "linux")]
     #[test]
-    fn a_worker_process_is_stopped_while_a_foreground_compile_runs() {
-        let background = Background::new(Duration::from_millis(10)).expect("pool");
+    fn a_worker_process_is_stopped_while_a_foreground_compile_runs_and_for_the_quiet_after() {
+        let quiet = Duration::from_millis(1500);
+        let background = Background::new(quiet).expect("pool");
         let mut child = std::process::Command::new("sleep")
             .arg("30")
             .spawn()
             .expect("sleep");
         let pid = child.id();
-        let (registered_tx, registered_rx) = mpsc::channel();
         let (release_tx, release_rx) = mpsc::channel::<()>();
+        let (ended_tx, ended_rx) = mpsc::channel();
         background.spawn(move |workers| {
-            let guard = workers.register(pid);
-            registered_tx.send(()).expect("send");
-            release_rx.recv().expect("release");
-            drop(guard);
+            workers.supervise(pid, move || release_rx.recv().expect("release"));
+            ended_tx.send(()).expect("send");
         });
-        registered_rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("registered");
+        // The job starts at once (the sandbox starts quiet); the worker runs.
+        std::thread::sleep(Duration::from_millis(50));
         await_stopped(pid, false);
-        // A foreground compile stops it, its end continues it.
+        // A foreground compile stops it at once ...
         let compiling = background.foreground();
         await_stopped(pid, true);
+        // ... and it stays stopped for the quiet period after its end.
         drop(compiling);
+        let ended = Instant::now();
+        std::thread::sleep(quiet / 5);
+        assert_eq!(process_state(pid), 'T');
         await_stopped(pid, false);
-        // Stopped again, then unregistered while stopped: continued, or it
-        // would never end.
+        assert!(ended.elapsed() >= quiet, "{:?}", ended.elapsed());
+        // Stopped again, then its work ends while it is stopped: continued,
+        // or it would never end.
         let compiling = background.foreground();
         await_stopped(pid, true);
         release_tx.send(()).expect("release");
+        ended_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("supervision ended");
         await_stopped(pid, false);
         drop(compiling);
         child.kill().expect("kill");

@@ -5,7 +5,10 @@
 //! low priority: a baseline compile starting meanwhile (`keel dev`'s next
 //! save) still shared the process's memory map and allocator with it, and
 //! took a third longer. Run in a `keel __optimize` process, it is stopped
-//! (`SIGSTOP`) for as long as a baseline compile runs, and continued after.
+//! (`SIGSTOP`) as soon as a baseline compile starts, and continued once the
+//! sandbox has been quiet for as long as a background compile waits before
+//! it starts (the validation and first bars that follow a compile run
+//! undisturbed too).
 //!
 //! The worker reads the component's bytes on stdin and writes
 //! [`MAGIC`] followed by the serialized compiled code on stdout, from an
@@ -61,8 +64,8 @@ pub fn serve_optimizer(
 }
 
 /// The host's side: compiles `bytes` in a `worker` process (the `keel`
-/// binary), registered with `workers` to be stopped while a baseline
-/// compile runs.
+/// binary), supervised by `workers`: stopped while a baseline compile runs
+/// and for the quiet period after it.
 pub(super) fn compile_in_worker(
     worker: &Path,
     config: (Metering, usize),
@@ -88,7 +91,6 @@ pub(super) fn compile_in_worker(
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("cannot start {}", worker.display()))?;
-    let registered = workers.register(child.id());
     let (Some(mut stdin), Some(mut stdout), Some(mut stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
@@ -99,14 +101,16 @@ pub(super) fn compile_in_worker(
         let _ = stderr.read_to_string(&mut text);
         text
     });
-    // The worker reads all of its input before it writes anything.
-    let written = stdin.write_all(bytes);
-    drop(stdin);
-    let mut code = Vec::new();
-    let read = stdout.read_to_end(&mut code);
-    // Unregistered (and continued, were it stopped) before it is reaped, so
-    // a signal never reaches a reused pid.
-    drop(registered);
+    let (written, read, code) = workers.supervise(child.id(), move || {
+        // The worker reads all of its input before it writes anything.
+        let written = stdin.write_all(bytes);
+        drop(stdin);
+        let mut code = Vec::new();
+        let read = stdout.read_to_end(&mut code);
+        (written, read, code)
+    });
+    // No longer tracked, and continued: reaping it cannot leave a pid for
+    // a signal to reach after reuse.
     let status = child.wait()?;
     let errors = errors.join().unwrap_or_default();
     if !status.success() {
