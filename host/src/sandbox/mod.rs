@@ -295,7 +295,13 @@ fn engine(config: &SandboxConfig, tier: Tier) -> anyhow::Result<Engine> {
             .strategy(wasmtime::Strategy::Winch)
             .cranelift_opt_level(wasmtime::OptLevel::None),
     };
-    if std::env::var_os("KEEL_PERFMAP").is_some() {
+    // No `.eh_frame` for the strategy's code: wasmtime never unwinds
+    // natively through wasm frames (a host panic is caught at the boundary
+    // and resumed outside), so it would serve only outside unwinders, and it
+    // costs every compile and load. A profiling run keeps it.
+    let profiling = std::env::var_os("KEEL_PERFMAP").is_some();
+    wasm.native_unwind_info(profiling);
+    if profiling {
         wasm.profiler(wasmtime::ProfilingStrategy::PerfMap);
     }
     Ok(Engine::new(&wasm)?)
