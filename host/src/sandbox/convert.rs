@@ -18,6 +18,13 @@ macro_rules! same_shape {
             }
         }
 
+        fn side_out(s: m::Side) -> b::Side {
+            match s {
+                m::Side::Long => b::Side::Long,
+                m::Side::Short => b::Side::Short,
+            }
+        }
+
         fn action_out(a: m::Action) -> b::Action {
             match a {
                 m::Action::OpenLong => b::Action::OpenLong,
@@ -154,10 +161,7 @@ macro_rules! positions_by_string {
         fn position_into(p: &m::Position, out: &mut b::Position) {
             out.symbol.clone_from(&p.symbol);
             out.tag.clone_from(&p.tag);
-            out.side = match p.side {
-                m::Side::Long => b::Side::Long,
-                m::Side::Short => b::Side::Short,
-            };
+            out.side = side_out(p.side);
             out.size = p.size;
             out.price_entry = p.price_entry;
             out.time_entry_ms = p.time_entry_ms;
@@ -278,10 +282,7 @@ pub(super) mod v4 {
             .extend(p.positions.iter().map(|p| b::Position {
                 symbol: symbol_index(&p.symbol, bound),
                 tag: tags.index(&p.tag),
-                side: match p.side {
-                    m::Side::Long => b::Side::Long,
-                    m::Side::Short => b::Side::Short,
-                },
+                side: side_out(p.side),
                 size: p.size,
                 price_entry: p.price_entry,
                 time_entry_ms: p.time_entry_ms,
@@ -446,10 +447,7 @@ pub(super) mod v1 {
                     .map(|p| b::Position {
                         symbol: p.symbol.clone(),
                         tag: p.tag.clone(),
-                        side: match p.side {
-                            m::Side::Long => b::Side::Long,
-                            m::Side::Short => b::Side::Short,
-                        },
+                        side: side_out(p.side),
                         size: p.size,
                         price_entry: p.price_entry,
                         time_entry_ms: p.time_entry_ms,
