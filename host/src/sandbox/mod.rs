@@ -546,7 +546,13 @@ impl Sandbox {
             return Ok((component, false, Tier::Baseline));
         }
         let component = self.optimizing.compile(&origin, &artifact.bytes, limit)?;
-        store_compiled(&self.compiled, cached.as_deref(), artifact.hash, &component);
+        store_compiled(
+            &self.compiled,
+            cached.as_deref(),
+            artifact.hash,
+            &component,
+            None,
+        );
         Ok((component, false, Tier::Optimized))
     }
 
@@ -581,12 +587,17 @@ impl Sandbox {
                     })
                     .ok()
             });
-            if from_worker.is_some() {
-                in_worker.fetch_add(1, Ordering::Relaxed);
-            }
-            match from_worker.map_or_else(|| Component::new(&engine, &bytes), Ok) {
-                Ok(component) => {
-                    store_compiled(&compiled, path.as_deref(), hash, &component);
+            let done = match from_worker {
+                Some((component, serialized)) => {
+                    in_worker.fetch_add(1, Ordering::Relaxed);
+                    Ok((component, Some(serialized)))
+                }
+                None => Component::new(&engine, &bytes).map(|component| (component, None)),
+            };
+            match done {
+                Ok((component, serialized)) => {
+                    let serialized = serialized.as_deref();
+                    store_compiled(&compiled, path.as_deref(), hash, &component, serialized);
                     lock(&baseline_compiled).remove(&hash);
                 }
                 Err(e) => tracing::warn!(%hash, "optimising compile failed: {}", one_line(&e)),
@@ -621,8 +632,10 @@ impl Sandbox {
         let bytes = std::fs::read(path).ok()?;
         // SAFETY: files under the cache directory are written only by
         // `write_cached`, from `Component::serialize` of this engine's own
-        // compilation, and named by the source's SHA-256 and the engine's
-        // compatibility key; wasmtime re-checks version and settings on load.
+        // compilation or of a `keel __optimize` worker's engine (built by the
+        // same `engine()`), and named by the source's SHA-256 and the
+        // engine's compatibility key; wasmtime re-checks version and settings
+        // on load.
         // The cache directory is trusted like the keel binary itself.
         match unsafe { Component::deserialize(&self.optimizing.engine, &bytes) } {
             Ok(c) => Some(c),
@@ -646,28 +659,37 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Keeps optimised code in memory and, given a path, on disk.
+/// Keeps optimised code in memory and, given a path, on disk. `serialized`
+/// is `component`'s serialized form when the caller has it already (a
+/// worker's output), so it is not serialized again.
 fn store_compiled(
     compiled: &Compiled,
     path: Option<&Path>,
     hash: StrategyHash,
     component: &Component,
+    serialized: Option<&[u8]>,
 ) {
     if let Some(path) = path {
+        let written = match serialized {
+            Some(bytes) => write_cached(path, bytes),
+            None => component
+                .serialize()
+                .map_err(|e| anyhow::anyhow!("{e:#}"))
+                .and_then(|bytes| write_cached(path, &bytes)),
+        };
         // A cache that cannot be written only costs a recompile next time.
-        if let Err(e) = write_cached(path, component) {
+        if let Err(e) = written {
             tracing::warn!(path = %path.display(), "cannot write compile cache: {e:#}");
         }
     }
     lock(compiled).insert(hash, component.clone());
 }
 
-fn write_cached(path: &Path, component: &Component) -> anyhow::Result<()> {
+fn write_cached(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| anyhow::anyhow!("no parent directory"))?;
     std::fs::create_dir_all(dir)?;
-    let bytes = component.serialize()?;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)?;

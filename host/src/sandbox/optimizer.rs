@@ -65,14 +65,15 @@ pub fn serve_optimizer(
 
 /// The host's side: compiles `bytes` in a `worker` process (the `keel`
 /// binary), supervised by `workers`: stopped while a baseline compile runs
-/// and for the quiet period after it.
+/// and for the quiet period after it. Returns the code loaded, and as the
+/// worker serialized it (for the disk cache, as it is).
 pub(super) fn compile_in_worker(
     worker: &Path,
     config: (Metering, usize),
     bytes: &[u8],
     workers: &Workers,
     engine: &wasmtime::Engine,
-) -> anyhow::Result<Component> {
+) -> anyhow::Result<(Component, Vec<u8>)> {
     let (metering, max_stack_bytes) = config;
     let metering = match metering {
         Metering::Fuel => "fuel",
@@ -101,7 +102,7 @@ pub(super) fn compile_in_worker(
         let _ = stderr.read_to_string(&mut text);
         text
     });
-    let (written, read, code) = workers.supervise(child.id(), move || {
+    let (written, read, mut code) = workers.supervise(child.id(), move || {
         // The worker reads all of its input before it writes anything.
         let written = stdin.write_all(bytes);
         drop(stdin);
@@ -122,19 +123,20 @@ pub(super) fn compile_in_worker(
     }
     written.context("writing the component to the worker")?;
     read.context("reading the worker's output")?;
-    let Some(code) = code.strip_prefix(MAGIC) else {
+    if !code.starts_with(MAGIC) {
         bail!(
             "{} is not a keel binary (its {OPTIMIZER_COMMAND} output lacks the header)",
             worker.display()
         );
-    };
+    }
+    code.drain(..MAGIC.len());
     // SAFETY: `code` is `Component::serialize` output of an engine set up
     // by the same `engine()` function, written by a keel binary (the header
     // says so) that the host itself started; wasmtime re-checks the version
     // and settings. It is trusted like the compile cache on disk.
     #[allow(unsafe_code)]
-    let component = unsafe { Component::deserialize(engine, code) }?;
-    Ok(component)
+    let component = unsafe { Component::deserialize(engine, &code) }?;
+    Ok((component, code))
 }
 
 /// Linux: the kernel kills this process when the thread that started it
