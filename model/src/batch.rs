@@ -274,6 +274,26 @@ pub struct Packed<'a> {
     pub prices: &'a [f64],
 }
 
+impl<'a> Packed<'a> {
+    /// The closes in `lanes` (tick lanes, then key lanes, as
+    /// `keel:strategy@0.4.0` carries them) and `prices`: the tick lanes are
+    /// what the bars' key lanes leave. `None` when that is not at least one
+    /// whole tick.
+    pub fn from_lanes(lanes: &'a [i64], prices: &'a [f64]) -> Option<Packed<'a>> {
+        let key_lanes = prices.len() / PRICE_LANES * KEY_LANES;
+        let tick_lanes = lanes
+            .len()
+            .checked_sub(key_lanes)
+            .filter(|&n| n >= TICK_LANES && n % TICK_LANES == 0)?;
+        let (ticks, keys) = lanes.split_at(tick_lanes);
+        Some(Packed {
+            ticks,
+            keys,
+            prices,
+        })
+    }
+}
+
 impl Closes for Packed<'_> {
     #[inline]
     fn ticks(&self) -> usize {
@@ -590,6 +610,14 @@ mod tests {
         let expected = seen(&batch, &symbols);
         assert_eq!(expected.len(), 3);
         assert_eq!(seen(&packed.view(), &symbols), expected);
+        // What a 0.4.0 component is handed splits back into the same closes.
+        let split = Packed::from_lanes(&packed.lanes, &packed.prices).expect("whole ticks");
+        assert_eq!(
+            (split.ticks, split.keys),
+            (packed.view().ticks, packed.view().keys)
+        );
+        assert!(Packed::from_lanes(&packed.lanes[..1], &packed.prices).is_none());
+        assert!(Packed::from_lanes(&packed.lanes[1..], &packed.prices).is_none());
 
         // Renamed and filtered as an instance bound to B and C sees them.
         packed.pack(&batch, |i| i.checked_sub(1));

@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use crate::Strategy;
 use bindings as b;
 use keel_model as m;
-use keel_model::batch::{KEY_LANES, PRICE_LANES, Packed, TICK_LANES, drive_closes};
+use keel_model::batch::{PRICE_LANES, Packed, drive_closes};
 
 pub use bindings::Guest;
 pub use bindings::export;
@@ -108,26 +108,13 @@ pub fn on_bars<S: Strategy>(
     fills: Vec<b::Fill>,
     tags: Vec<String>,
 ) -> Result<b::BatchResult, String> {
-    // Two lanes per close, then two per bar: the closes are what the bars
-    // leave.
-    let bar_lanes = prices.len() / PRICE_LANES * KEY_LANES;
-    let tick_lanes = lanes
-        .len()
-        .checked_sub(bar_lanes)
-        .filter(|&n| n >= TICK_LANES && n % TICK_LANES == 0)
-        .ok_or_else(|| {
-            format!(
-                "{} lanes do not hold the closes of {} bars",
-                lanes.len(),
-                prices.len() / PRICE_LANES
-            )
-        })?;
-    let (ticks, keys) = lanes.split_at(tick_lanes);
-    let packed = Packed {
-        ticks,
-        keys,
-        prices: &prices,
-    };
+    let packed = Packed::from_lanes(&lanes, &prices).ok_or_else(|| {
+        format!(
+            "{} lanes do not hold the closes of {} bars",
+            lanes.len(),
+            prices.len() / PRICE_LANES
+        )
+    })?;
     let mut slot = slot.borrow_mut();
     let Instance {
         strategy,
