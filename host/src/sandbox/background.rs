@@ -50,6 +50,20 @@ impl State {
     }
 }
 
+impl Foreground {
+    /// Waits on `state` until it changes or `timeout` passes.
+    fn wait<'a>(
+        &self,
+        state: std::sync::MutexGuard<'a, State>,
+        timeout: Duration,
+    ) -> std::sync::MutexGuard<'a, State> {
+        self.changed
+            .wait_timeout(state, timeout)
+            .map(|(guard, _)| guard)
+            .unwrap_or_else(|poisoned| poisoned.into_inner().0)
+    }
+}
+
 /// Marks a foreground compile for as long as it lives; the worker process,
 /// if one runs, is stopped at once, and continued once the sandbox has
 /// been quiet again for the quiet period.
@@ -113,11 +127,7 @@ impl Background {
                 if wait.is_zero() {
                     break;
                 }
-                state = foreground
-                    .changed
-                    .wait_timeout(state, wait)
-                    .map(|(guard, _)| guard)
-                    .unwrap_or_else(|poisoned| poisoned.into_inner().0);
+                state = foreground.wait(state, wait);
             }
             drop(state);
             job(&Workers { foreground, quiet });
@@ -171,11 +181,7 @@ impl Workers {
                 // Woken by a foreground compile's end and by the worker's;
                 // the timeout ends the quiet period.
                 let timeout = if wait.is_zero() { self.quiet } else { wait };
-                state = foreground
-                    .changed
-                    .wait_timeout(state, timeout)
-                    .map(|(guard, _)| guard)
-                    .unwrap_or_else(|poisoned| poisoned.into_inner().0);
+                state = foreground.wait(state, timeout);
             }
             if let Some((pid, _)) = state.worker.take() {
                 signal(pid, Signal::Continue);
