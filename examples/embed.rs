@@ -27,7 +27,7 @@ fn main() -> anyhow::Result<()> {
         // Optimised code from the start: this example runs a whole file
         // (so no background compiles, and no worker binary for them).
         baseline_first: false,
-        optimizer: None,
+        ..SandboxConfig::default()
     })?;
     let loaded = sandbox.load_file(&PathBuf::from(&wasm))?;
     println!(

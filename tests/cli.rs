@@ -23,6 +23,63 @@ fn path(p: &Path) -> &str {
 }
 
 #[test]
+fn the_compile_cache_keeps_to_its_budget_dropping_the_least_recently_used() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let cached = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(cache.path())
+            .expect("cache dir")
+            .flat_map(|key| std::fs::read_dir(key.expect("entry").path()).expect("key dir"))
+            .map(|f| f.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let hash = |name| {
+        let bytes = std::fs::read(example(name)).expect("read");
+        format!(
+            "{}.cwasm",
+            keel_host::sandbox::StrategyHash::of(&bytes).to_hex()
+        )
+    };
+    for name in ["sma-cross", "rsi-reversion"] {
+        let out = keel(&["strategy", "inspect", path(example(name))], cache.path());
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let mut both = vec![hash("sma-cross"), hash("rsi-reversion")];
+    both.sort();
+    assert_eq!(cached(), both, "the default budget holds both");
+    // A budget of 0 MB keeps only the code just written.
+    let out = keel(
+        &[
+            "--cache-max-mb",
+            "0",
+            "strategy",
+            "inspect",
+            path(example("atr-breakout")),
+        ],
+        cache.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(cached(), [hash("atr-breakout")]);
+    let out = keel(
+        &[
+            "--cache-max-mb",
+            "lots",
+            "strategy",
+            "inspect",
+            path(example("atr-breakout")),
+        ],
+        cache.path(),
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("--cache-max-mb"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
 fn inspect_shows_hash_describe_and_imports() {
     let cache = tempfile::tempdir().expect("tempdir");
     let file = example("atr-breakout");

@@ -578,8 +578,7 @@ fn compiled_components_are_cached_on_disk_by_hash_and_engine() {
         limits: SandboxLimits::default(),
         metering,
         cache_dir: Some(dir.path().to_owned()),
-        baseline_first: false,
-        optimizer: None,
+        ..SandboxConfig::default()
     };
     let first = keel_host::sandbox::Sandbox::new(config(Metering::Fuel)).expect("sandbox");
     let cold = first.load_file(example("sma-cross")).expect("loads");
@@ -689,6 +688,59 @@ fn a_baseline_first_load_runs_at_once_and_the_optimised_code_follows() {
         (Tier::Optimized, true)
     );
     assert_eq!(run(&sandbox, &later).signals, slow_run.signals);
+}
+
+#[test]
+fn a_version_nothing_holds_any_more_gets_no_optimising_compile_and_no_cache_file() {
+    // `keel dev`: each save replaces the version before; optimised code of
+    // a replaced version would cost a compile and disk for nothing.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sandbox = Sandbox::new(SandboxConfig {
+        metering: Metering::Fuel,
+        cache_dir: Some(dir.path().to_owned()),
+        baseline_first: true,
+        ..SandboxConfig::default()
+    })
+    .expect("sandbox");
+    let bytes = std::fs::read(example("sma-cross")).expect("read");
+    let save = |tag: &str| {
+        StrategyArtifact::from_bytes(with_custom_section(&bytes, tag), example("sma-cross"))
+    };
+    let (first, second) = (save("first save"), save("second save"));
+    let replaced = sandbox.load(&first).expect("loads");
+    assert_eq!(replaced.tier, Tier::Baseline);
+    drop(replaced);
+    let running = sandbox.load(&second).expect("loads");
+    await_optimised(&sandbox, &second.hash);
+    await_optimised(&sandbox, &first.hash);
+    let cached: Vec<String> = std::fs::read_dir(dir.path())
+        .expect("cache dir")
+        .flat_map(|key| std::fs::read_dir(key.expect("entry").path()).expect("key dir"))
+        .map(|file| {
+            file.expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    assert_eq!(cached, [format!("{}.cwasm", second.hash)]);
+    // Nothing kept the replaced version's code: loaded again, it compiles.
+    let again = sandbox.load(&first).expect("loads");
+    assert_eq!((again.tier, again.from_cache), (Tier::Baseline, false));
+    let later = sandbox.load(&second).expect("loads");
+    assert_eq!((later.tier, later.from_cache), (Tier::Optimized, true));
+    drop(running);
+}
+
+/// `component` with a custom section named `name` (under 128 bytes)
+/// appended: the same code, another artifact, as a save that changes
+/// nothing a compiler sees.
+fn with_custom_section(component: &[u8], name: &str) -> Vec<u8> {
+    assert!(name.len() < 127);
+    let mut out = component.to_vec();
+    out.extend([0, name.len() as u8 + 1, name.len() as u8]);
+    out.extend_from_slice(name.as_bytes());
+    out
 }
 
 /// Waits (up to two minutes) for `sandbox`'s background compile of `hash`.

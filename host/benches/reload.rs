@@ -29,7 +29,8 @@ use keel_host::build_strategy;
 use keel_host::paper::feed::Feed;
 use keel_host::paper::{PaperEngine, PaperSettings, StrategySpec};
 use keel_host::sandbox::{
-    BACKGROUND_QUIET, Binding, Metering, Sandbox, SandboxConfig, StrategyArtifact, StrategyInstance,
+    BACKGROUND_QUIET, Binding, LoadedStrategy, Metering, Sandbox, SandboxConfig, StrategyArtifact,
+    StrategyInstance,
 };
 use keel_model::batch::{BarColumns, Batch};
 use keel_model::{Params, Portfolio, RiskLimits, Symbol, synth};
@@ -215,14 +216,16 @@ fn one_bar(
 }
 
 /// Writes `bytes` to `file` and times until the new version handled a bar;
-/// `validate`: all of validation first, as `keel dev` does.
+/// `validate`: all of validation first, as `keel dev` does. Returns the
+/// version loaded, to hold while it "runs": the sandbox builds optimised
+/// code only for versions something still holds.
 fn reload_once(
     sandbox: &Sandbox,
     file: &Path,
     bytes: &[u8],
     history: &[keel_model::Candle],
     validate: bool,
-) -> f64 {
+) -> (f64, LoadedStrategy) {
     let (tx, rx) = mpsc::channel();
     let mut watcher = notify::recommended_watcher(tx).expect("watcher");
     watcher
@@ -286,7 +289,7 @@ fn reload_once(
             std::slice::from_mut(&mut instance),
         );
     }
-    started.elapsed().as_secs_f64() * 1e3
+    (started.elapsed().as_secs_f64() * 1e3, loaded)
 }
 
 fn main() {
@@ -327,28 +330,39 @@ fn main() {
             // way the paper engine does (baseline code first).
             let cache = dir.path().join(format!("cache-{name}-{i}"));
             let fresh = sandbox(Some(cache.clone()), true);
-            cold.push(reload_once(&fresh, &watched, &bytes, &history, false));
+            let (ms, running) = reload_once(&fresh, &watched, &bytes, &history, false);
+            cold.push(ms);
             // From the compile cache on disk, once the background compile
             // wrote it (a new sandbox: nothing in memory).
             settle(&fresh, &watched);
+            drop(running);
             let warm = sandbox(Some(cache), true);
-            cached.push(reload_once(&warm, &watched, &bytes, &history, false));
+            cached.push(reload_once(&warm, &watched, &bytes, &history, false).0);
             // `keel dev`: every save is a new artifact, validated (fuel,
-            // baseline code, two smoke runs) before it runs.
+            // baseline code, two smoke runs) before it replaces the one
+            // running.
             let dev_cache = dir.path().join(format!("dev-{name}-{i}"));
             let dev_sandbox = sandbox_metered(Metering::Fuel, Some(dev_cache), true);
-            dev.push(reload_once(&dev_sandbox, &watched, &bytes, &history, true));
-            // Saved again at once (the first save's optimised compile waits
-            // for a quiet sandbox), then again once that compile is running.
+            let (ms, first) = reload_once(&dev_sandbox, &watched, &bytes, &history, true);
+            dev.push(ms);
+            // Saved again at once, replacing the first save (whose
+            // optimised compile, queued for a quiet sandbox, is then
+            // dropped); then again once the second save's optimised compile
+            // is running.
             let edited = with_custom_section(&bytes, &format!("keel-bench-{i}"));
-            resaved.push(reload_once(&dev_sandbox, &watched, &edited, &history, true));
+            let (ms, second) = reload_once(&dev_sandbox, &watched, &edited, &history, true);
+            resaved.push(ms);
+            drop(first);
             std::thread::sleep(BACKGROUND_QUIET + Duration::from_millis(100));
             let edited = with_custom_section(&bytes, &format!("keel-bench-{i}-later"));
-            resaved_later.push(reload_once(&dev_sandbox, &watched, &edited, &history, true));
+            let (ms, third) = reload_once(&dev_sandbox, &watched, &edited, &history, true);
+            resaved_later.push(ms);
+            drop(second);
             settle(&dev_sandbox, &watched);
+            drop(third);
             // For comparison: the optimising compiler on the critical path.
             let slow = sandbox(None, false);
-            optimizing.push(reload_once(&slow, &watched, &bytes, &history, false));
+            optimizing.push(reload_once(&slow, &watched, &bytes, &history, false).0);
         }
         let (cold, cached, dev) = (median(cold), median(cached), median(dev));
         let (resaved, resaved_later) = (median(resaved), median(resaved_later));
@@ -432,4 +446,68 @@ fn main() {
             sandbox_us / n as f64
         );
     }
+
+    long_session(&files, dir.path());
+}
+
+/// A long `keel dev` session: `SAVES` saves, each a new version replacing
+/// the one running, 0.2 s apart; the process's resident memory and the
+/// disk cache as it goes, and once the background work has settled.
+fn long_session(files: &[PathBuf], dir: &Path) {
+    const SAVES: usize = 30;
+    println!("keel dev, {SAVES} saves 0.2 s apart: resident memory and disk cache");
+    for file in [&files[0], &files[3]] {
+        let name = file.file_stem().expect("name").to_string_lossy();
+        let bytes = std::fs::read(file).expect("read");
+        let cache = dir.join(format!("session-{name}"));
+        let sandbox = sandbox_metered(Metering::Fuel, Some(cache.clone()), true);
+        let before = resident_mb();
+        let mut running = None;
+        let mut peak = before;
+        for i in 0..SAVES {
+            let edited = with_custom_section(&bytes, &format!("keel-session-{i}"));
+            let artifact = StrategyArtifact::from_bytes(edited, file);
+            let (report, loaded) = keel_host::validate::validate_and_load(&sandbox, &artifact);
+            assert!(report.passed(), "{:?}", report.failures());
+            running = loaded;
+            std::thread::sleep(Duration::from_millis(200));
+            peak = peak.max(resident_mb());
+        }
+        let last = running.as_ref().expect("running").hash;
+        while sandbox.is_optimizing(&last) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let (files, bytes) = disk_usage(&cache);
+        println!(
+            "  {name:<14} resident {before:.0} MB before, {peak:.0} MB at most, {:.0} MB settled; disk cache {files} file(s), {:.1} MB",
+            resident_mb(),
+            bytes as f64 / 1e6
+        );
+    }
+}
+
+/// The process's resident set, in MB (Linux; 0 elsewhere).
+fn resident_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+            line.split_whitespace().nth(1)?.parse::<f64>().ok()
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// How many files, and how many bytes, under `dir`.
+fn disk_usage(dir: &Path) -> (usize, u64) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return (0, 0);
+    };
+    entries.flatten().fold((0, 0), |(n, total), entry| {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            let (m, sub) = disk_usage(&entry.path());
+            (n + m, total + sub)
+        } else {
+            (n + 1, total + entry.metadata().map_or(0, |m| m.len()))
+        }
+    })
 }

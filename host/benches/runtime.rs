@@ -52,8 +52,7 @@ fn sandbox(metering: Metering, cache_dir: Option<PathBuf>) -> Sandbox {
         limits: SandboxLimits::default(),
         metering,
         cache_dir,
-        baseline_first: false,
-        optimizer: None,
+        ..SandboxConfig::default()
     })
     .expect("sandbox")
 }

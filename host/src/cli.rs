@@ -25,6 +25,16 @@ pub struct Cli {
     /// Where compiled components are cached (default: $KEEL_CACHE_DIR, else ~/.cache/keel).
     #[arg(long, global = true, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// The most the compile cache may take on disk; the least recently used
+    /// code goes first.
+    #[arg(
+        long,
+        global = true,
+        env = "KEEL_CACHE_MAX_MB",
+        default_value_t = crate::sandbox::DEFAULT_DISK_CACHE_BYTES >> 20,
+        value_name = "MB"
+    )]
+    pub cache_max_mb: u64,
     /// The SQLite database (candles and the ledger).
     #[arg(
         long,
@@ -229,7 +239,10 @@ pub struct QuickstartArgs {
 
 /// Runs a parsed command; `Ok(false)` means "ran, but the verdict is no" (exit 1).
 pub fn run(cli: Cli) -> anyhow::Result<bool> {
-    let cache_dir = cli.cache_dir.or_else(default_cache_dir);
+    let cache = &CompileCache {
+        dir: cli.cache_dir.or_else(default_cache_dir),
+        max_bytes: cli.cache_max_mb.saturating_mul(1 << 20),
+    };
     match cli.command {
         Command::Optimize {
             metering,
@@ -251,7 +264,7 @@ pub fn run(cli: Cli) -> anyhow::Result<bool> {
             for dir in &crate_dirs {
                 files.extend(build_strategy::build(dir, target_dir.as_deref())?);
             }
-            let sandbox = sandbox(Metering::Fuel, cache_dir)?;
+            let sandbox = sandbox(Metering::Fuel, cache)?;
             let mut all_loaded = true;
             for file in files {
                 match sandbox.load_file(&file) {
@@ -271,7 +284,7 @@ pub fn run(cli: Cli) -> anyhow::Result<bool> {
             Ok(all_loaded)
         }
         Command::Strategy(StrategyCommand::Inspect { file, json }) => {
-            let sandbox = sandbox(Metering::Fuel, cache_dir)?;
+            let sandbox = sandbox(Metering::Fuel, cache)?;
             let (loaded, took) = timed(|| sandbox.load_file(&file));
             let loaded = loaded?;
             if json {
@@ -282,7 +295,7 @@ pub fn run(cli: Cli) -> anyhow::Result<bool> {
             Ok(true)
         }
         Command::Strategy(StrategyCommand::Validate { files }) => {
-            let sandbox = sandbox(Metering::Fuel, cache_dir)?;
+            let sandbox = sandbox(Metering::Fuel, cache)?;
             let mut all_passed = true;
             for file in files {
                 let report = validate::validate_file(&sandbox, &file);
@@ -292,26 +305,26 @@ pub fn run(cli: Cli) -> anyhow::Result<bool> {
             Ok(all_passed)
         }
         Command::Strategy(StrategyCommand::Run(args)) => {
-            let sandbox = sandbox(Metering::Fuel, cache_dir)?;
+            let sandbox = sandbox(Metering::Fuel, cache)?;
             run_file(&sandbox, &args, &cli.db)?;
             Ok(true)
         }
         Command::Data(command) => data(command, &cli.db),
-        Command::Backtest(args) => backtest(&args, &cli.db, cache_dir),
-        Command::Quickstart(args) => quickstart(&args, &cli.db, cache_dir),
-        Command::Run(args) => crate::operate::run(&args, &cli.db, cache_dir),
+        Command::Backtest(args) => backtest(&args, &cli.db, cache),
+        Command::Quickstart(args) => quickstart(&args, &cli.db, cache),
+        Command::Run(args) => crate::operate::run(&args, &cli.db, cache),
         Command::Status(args) => crate::operate::status(&args, &cli.db),
         Command::Positions(args) => crate::operate::positions(&args, &cli.db),
         Command::Trades(args) => crate::operate::trades(&args, &cli.db),
         Command::Pause(args) => crate::operate::command("pause", &args, &cli.db),
         Command::Resume(args) => crate::operate::command("resume", &args, &cli.db),
         Command::Kill(args) => crate::operate::command("kill", &args, &cli.db),
-        Command::Candidate(args) => crate::operate::candidate(&args, &cli.db, cache_dir),
-        Command::Dev(args) => crate::dev::run(&args, &cli.db, cache_dir),
+        Command::Candidate(args) => crate::operate::candidate(&args, &cli.db, cache),
+        Command::Dev(args) => crate::dev::run(&args, &cli.db, cache),
     }
 }
 
-fn backtest(args: &BacktestArgs, db: &Path, cache_dir: Option<PathBuf>) -> anyhow::Result<bool> {
+fn backtest(args: &BacktestArgs, db: &Path, cache: &CompileCache) -> anyhow::Result<bool> {
     let finite_non_negative = |name: &str, v: f64| {
         if v.is_finite() && v >= 0.0 {
             Ok(())
@@ -334,7 +347,7 @@ fn backtest(args: &BacktestArgs, db: &Path, cache_dir: Option<PathBuf>) -> anyho
     {
         bail!("--volume-share {v} must be in (0, 1]");
     }
-    let sandbox = sandbox(Metering::Fuel, cache_dir)?;
+    let sandbox = sandbox(Metering::Fuel, cache)?;
     let loaded = args
         .files
         .iter()
@@ -701,12 +714,29 @@ fn default_cache_dir() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache").join("keel"))
 }
 
-fn sandbox(metering: Metering, cache_dir: Option<PathBuf>) -> anyhow::Result<Sandbox> {
-    Sandbox::new(SandboxConfig {
+/// Where compiled code is cached on disk, and how much of it.
+#[derive(Debug, Clone)]
+pub struct CompileCache {
+    pub dir: Option<PathBuf>,
+    pub max_bytes: u64,
+}
+
+impl CompileCache {
+    /// `config` with this cache.
+    pub fn sandbox_config(&self, config: SandboxConfig) -> SandboxConfig {
+        SandboxConfig {
+            cache_dir: self.dir.clone(),
+            cache_max_bytes: self.max_bytes,
+            ..config
+        }
+    }
+}
+
+fn sandbox(metering: Metering, cache: &CompileCache) -> anyhow::Result<Sandbox> {
+    Sandbox::new(cache.sandbox_config(SandboxConfig {
         metering,
-        cache_dir,
         ..SandboxConfig::default()
-    })
+    }))
     .context("failed to set up the wasm sandbox")
 }
 
@@ -889,11 +919,7 @@ pub fn run_file(sandbox: &Sandbox, args: &RunArgs, db: &Path) -> anyhow::Result<
     Ok(())
 }
 
-fn quickstart(
-    args: &QuickstartArgs,
-    db: &Path,
-    cache_dir: Option<PathBuf>,
-) -> anyhow::Result<bool> {
+fn quickstart(args: &QuickstartArgs, db: &Path, cache: &CompileCache) -> anyhow::Result<bool> {
     let examples = [
         ("sma-cross", vec!["BTC/USD=UNITTEST_BTC-1m.csv"]),
         ("rsi-reversion", vec!["BTC/USD=UNITTEST_BTC-1m.csv"]),
@@ -912,7 +938,7 @@ fn quickstart(
             args.data.display()
         );
     }
-    let sandbox = sandbox(Metering::Fuel, cache_dir)?;
+    let sandbox = sandbox(Metering::Fuel, cache)?;
     let mut all_passed = true;
     for (name, data) in examples {
         let crate_dir = args.repo.join("strategies").join(name);

@@ -11,6 +11,8 @@ use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::cli::CompileCache;
+
 use anyhow::{Context, bail};
 use clap::Args;
 use notify::{Event, RecursiveMode, Watcher};
@@ -148,20 +150,19 @@ fn watch(
 }
 
 /// `keel dev`.
-pub fn run(args: &DevArgs, db: &Path, cache_dir: Option<PathBuf>) -> anyhow::Result<bool> {
+pub fn run(args: &DevArgs, db: &Path, cache: &CompileCache) -> anyhow::Result<bool> {
     if args.paper == args.data.is_some() {
         bail!("keel dev needs exactly one of --data <csv> and --paper");
     }
     // Every save is a new artifact, so every load is a cold compile: the
     // baseline compiler gets each version validated and running quickly.
-    let sandbox = Sandbox::new(SandboxConfig {
+    let sandbox = Sandbox::new(cache.sandbox_config(SandboxConfig {
         metering: Metering::Fuel,
-        cache_dir: cache_dir.clone(),
         baseline_first: true,
         // This binary: background compiles in a process of their own.
         optimizer: std::env::current_exe().ok(),
         ..SandboxConfig::default()
-    })?;
+    }))?;
     let (_watcher, events, watched, skip) = watch(args)?;
     let builder = Builder {
         args,
@@ -195,6 +196,10 @@ pub fn run(args: &DevArgs, db: &Path, cache_dir: Option<PathBuf>) -> anyhow::Res
         ))
     };
     let mut current: Option<StrategyArtifact> = None;
+    // The current version, held as a running strategy is: the sandbox
+    // builds optimised code (for the next `keel dev` or backtest of it) only
+    // for versions still held, not for the ones each save replaces.
+    let mut _current_code: Option<Box<LoadedStrategy>> = None;
     let mut reloads = 0;
     let mut first = true;
     loop {
@@ -232,6 +237,7 @@ pub fn run(args: &DevArgs, db: &Path, cache_dir: Option<PathBuf>) -> anyhow::Res
                         ),
                     }
                     current = Some(artifact);
+                    _current_code = Some(loaded);
                 }
             }
         }

@@ -8,6 +8,8 @@ use std::sync::{Arc, Mutex, mpsc};
 use anyhow::{Context, bail};
 use clap::Args;
 
+use crate::cli::CompileCache;
+
 use keel_backtester::fills::FillModel;
 use keel_model::candles::format_time;
 
@@ -203,7 +205,7 @@ fn strategies(
 }
 
 /// `keel run --paper`.
-pub fn run(args: &PaperArgs, db: &Path, cache_dir: Option<PathBuf>) -> anyhow::Result<bool> {
+pub fn run(args: &PaperArgs, db: &Path, cache: &CompileCache) -> anyhow::Result<bool> {
     if !args.paper {
         bail!("live trading is not available yet: pass --paper");
     }
@@ -233,14 +235,13 @@ pub fn run(args: &PaperArgs, db: &Path, cache_dir: Option<PathBuf>) -> anyhow::R
     let (mut feed, feed_name) = feed(&args.feed, args)?;
     // A promoted candidate swaps in within milliseconds: baseline code at
     // once, optimised code from the background compile for later loads.
-    let sandbox = Sandbox::new(SandboxConfig {
+    let sandbox = Sandbox::new(cache.sandbox_config(SandboxConfig {
         metering: Metering::WallClock,
-        cache_dir,
         baseline_first: true,
         // This binary: background compiles in a process of their own.
         optimizer: std::env::current_exe().ok(),
         ..SandboxConfig::default()
-    })
+    }))
     .context("failed to set up the wasm sandbox")?;
     let mut store = Store::open(db)?;
     let strategies = strategies(args, store.conn(), &candidates_config)?;
@@ -525,11 +526,7 @@ fn hot_swap(db: &Path, hash: &str, reason: &str) -> anyhow::Result<()> {
 }
 
 /// `keel candidate …`.
-pub fn candidate(
-    args: &CandidateArgs,
-    db: &Path,
-    cache_dir: Option<PathBuf>,
-) -> anyhow::Result<bool> {
+pub fn candidate(args: &CandidateArgs, db: &Path, cache: &CompileCache) -> anyhow::Result<bool> {
     let config = CandidatesConfig::load(&args.config)?;
     let mut store = Store::open(db)?;
     match &args.command {
@@ -551,11 +548,10 @@ pub fn candidate(
             } else {
                 source.clone()
             };
-            let sandbox = Sandbox::new(SandboxConfig {
+            let sandbox = Sandbox::new(cache.sandbox_config(SandboxConfig {
                 metering: Metering::Fuel,
-                cache_dir,
                 ..SandboxConfig::default()
-            })?;
+            }))?;
             let artifact = StrategyArtifact::read(&file, sandbox.limits().max_wasm_bytes)?;
             let submission = candidates::Submission {
                 note: note.clone(),

@@ -9,6 +9,7 @@
 
 mod artifact;
 mod background;
+mod cache;
 mod checks;
 mod convert;
 mod instance;
@@ -18,7 +19,7 @@ mod optimizer;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, Linker, ResourceTable};
@@ -27,6 +28,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 pub use artifact::{ArtifactError, StrategyArtifact, StrategyHash};
 pub use background::BACKGROUND_QUIET;
+pub use cache::{DEFAULT_DISK_CACHE_BYTES, MEMORY_CACHE_ENTRIES};
 pub use checks::{check_info, check_signal};
 pub use instance::{
     Binding, ClockMode, Fault, InstanceStats, Rejected, StrategyError, StrategyInstance,
@@ -34,6 +36,7 @@ pub use instance::{
 pub use limits::{EPOCH_TICK, SandboxLimits};
 pub use optimizer::{OPTIMIZER_COMMAND, serve_optimizer};
 
+use cache::{DiskCache, MemoryCache};
 use keel_model::{LogLevel, StrategyInfo};
 
 /// Host-side bindings of the `keel:strategy@0.4.0` world (the current one).
@@ -111,6 +114,9 @@ pub struct SandboxConfig {
     pub metering: Metering,
     /// Where compiled components are kept; `None` keeps them in memory only.
     pub cache_dir: Option<PathBuf>,
+    /// The most the files under `cache_dir` may take, all engine versions
+    /// together; the least recently used go first.
+    pub cache_max_bytes: u64,
     /// Quick first loads: an artifact with no optimised code yet is compiled
     /// by the baseline compiler, several times faster, and runs at once,
     /// while the optimised code is built in the background for every later
@@ -135,6 +141,7 @@ impl Default for SandboxConfig {
             limits: SandboxLimits::default(),
             metering: Metering::Fuel,
             cache_dir: None,
+            cache_max_bytes: DEFAULT_DISK_CACHE_BYTES,
             baseline_first: false,
             optimizer: None,
         }
@@ -196,6 +203,7 @@ pub struct LoadedStrategy {
     /// The engine `pre` belongs to (the sandbox's optimising or baseline one).
     engine: Engine,
     pre: Pre,
+    _in_use: Arc<InUse>,
 }
 
 impl std::fmt::Debug for LoadedStrategy {
@@ -208,8 +216,15 @@ impl std::fmt::Debug for LoadedStrategy {
     }
 }
 
-/// Compiled components by artifact hash.
-type Compiled = Arc<Mutex<HashMap<StrategyHash, Component>>>;
+/// Compiled components by artifact hash, bounded.
+type Compiled = Arc<Mutex<MemoryCache>>;
+
+/// Shared by every [`LoadedStrategy`] of one artifact. Once none is left,
+/// a background compile of that artifact not yet started is dropped:
+/// `keel dev`'s superseded saves and strategies that failed their checks
+/// cost no optimising compile and no disk.
+#[derive(Debug)]
+struct InUse;
 
 /// One wasm engine and the linker of its stores.
 struct Compiler {
@@ -238,16 +253,20 @@ pub struct Sandbox {
     baseline: Option<Baseline>,
     limits: SandboxLimits,
     metering: Metering,
-    cache_dir: Option<PathBuf>,
     engine_key: String,
-    /// Optimised code (also on disk, under `cache_dir`).
+    /// Optimised code on disk, if a cache directory was given.
+    disk: Option<DiskCache>,
+    /// Optimised code (also on disk).
     compiled: Compiled,
-    /// Baseline code, in memory only, until the optimised code replaces it:
+    /// Baseline code, in memory only, until the optimised code replaces it
+    /// or nothing holds the artifact loaded any more:
     /// `keel dev` validates a version, then loads it to run, and neither
     /// load compiles it twice.
     baseline_compiled: Compiled,
     /// Artifacts whose optimised code is being built in the background.
     optimizing_now: Arc<Mutex<std::collections::HashSet<StrategyHash>>>,
+    /// Which artifacts some [`LoadedStrategy`] still holds.
+    in_use: Mutex<HashMap<StrategyHash, Weak<InUse>>>,
     /// Only under `Metering::WallClock`: fuel-metered code has no epoch checks.
     _ticker: Option<EpochTicker>,
 }
@@ -397,11 +416,13 @@ impl Sandbox {
             baseline,
             limits: config.limits,
             metering: config.metering,
-            cache_dir: config.cache_dir,
+            disk: (config.cache_dir)
+                .map(|dir| DiskCache::new(dir, &engine_key, config.cache_max_bytes)),
             engine_key,
-            compiled: Arc::default(),
-            baseline_compiled: Arc::default(),
+            compiled: Arc::new(Mutex::new(MemoryCache::new(MEMORY_CACHE_ENTRIES))),
+            baseline_compiled: Arc::new(Mutex::new(MemoryCache::new(MEMORY_CACHE_ENTRIES))),
             optimizing_now: Arc::default(),
+            in_use: Mutex::default(),
             _ticker: ticker,
         })
     }
@@ -430,7 +451,8 @@ impl Sandbox {
                 limit: self.limits.max_wasm_bytes,
             });
         }
-        let (component, from_cache, tier) = self.compile(artifact)?;
+        let in_use = self.in_use(artifact.hash);
+        let (component, from_cache, tier) = self.compile(artifact, &in_use)?;
         let compiler = match (tier, &self.baseline) {
             (Tier::Baseline, Some(baseline)) => &baseline.compiler,
             _ => &self.optimizing,
@@ -494,7 +516,30 @@ impl Sandbox {
             tier,
             engine: compiler.engine.clone(),
             pre,
+            _in_use: in_use,
         })
+    }
+
+    /// The token every [`LoadedStrategy`] of `hash` shares. A new one
+    /// also forgets the artifacts nothing holds any more, and their
+    /// baseline code with them.
+    fn in_use(&self, hash: StrategyHash) -> Arc<InUse> {
+        let mut in_use = lock(&self.in_use);
+        if let Some(token) = in_use.get(&hash).and_then(Weak::upgrade) {
+            return token;
+        }
+        let mut baseline = lock(&self.baseline_compiled);
+        in_use.retain(|hash, token| {
+            let held = token.strong_count() > 0;
+            if !held {
+                baseline.remove(hash);
+            }
+            held
+        });
+        drop(baseline);
+        let token = Arc::new(InUse);
+        in_use.insert(hash, Arc::downgrade(&token));
+        token
     }
 
     /// Starts one instance of `loaded`, bound to symbols and parameters, and
@@ -511,7 +556,11 @@ impl Sandbox {
     /// cache; else, with `baseline_first`, baseline code (from memory, or
     /// compiled now) and optimised code in the background; else optimised
     /// code now (time-capped), written to the cache.
-    fn compile(&self, artifact: &StrategyArtifact) -> Result<(Component, bool, Tier), LoadError> {
+    fn compile(
+        &self,
+        artifact: &StrategyArtifact,
+        in_use: &Arc<InUse>,
+    ) -> Result<(Component, bool, Tier), LoadError> {
         let origin = artifact.origin.display().to_string();
         if let Some(c) = lock(&self.compiled).get(&artifact.hash) {
             return Ok((c.clone(), true, Tier::Optimized));
@@ -521,6 +570,7 @@ impl Sandbox {
             && path.exists()
             && let Some(component) = self.read_cached(path)
         {
+            cache::touch(path);
             lock(&self.compiled).insert(artifact.hash, component.clone());
             return Ok((component, true, Tier::Optimized));
         }
@@ -542,13 +592,13 @@ impl Sandbox {
                 baseline.compiler.compile(&origin, &artifact.bytes, limit)?
             };
             lock(&self.baseline_compiled).insert(artifact.hash, component.clone());
-            self.optimize_in_background(baseline, artifact);
+            self.optimize_in_background(baseline, artifact, Arc::downgrade(in_use));
             return Ok((component, false, Tier::Baseline));
         }
         let component = self.optimizing.compile(&origin, &artifact.bytes, limit)?;
         store_compiled(
             &self.compiled,
-            cached.as_deref(),
+            self.disk.as_ref(),
             artifact.hash,
             &component,
             None,
@@ -558,8 +608,13 @@ impl Sandbox {
 
     /// Queues the optimised compile of `artifact` on `baseline`'s
     /// background queue, for the memory and disk caches; once per artifact
-    /// at a time.
-    fn optimize_in_background(&self, baseline: &Baseline, artifact: &StrategyArtifact) {
+    /// at a time, and dropped if nothing holds the artifact loaded by then.
+    fn optimize_in_background(
+        &self,
+        baseline: &Baseline,
+        artifact: &StrategyArtifact,
+        in_use: Weak<InUse>,
+    ) {
         if !lock(&self.optimizing_now).insert(artifact.hash) {
             return;
         }
@@ -569,17 +624,20 @@ impl Sandbox {
             self.baseline_compiled.clone(),
             self.optimizing_now.clone(),
         );
-        let (hash, bytes, path) = (
-            artifact.hash,
-            artifact.bytes.clone(),
-            self.cache_path(&artifact.hash),
-        );
+        let (hash, bytes) = (artifact.hash, artifact.bytes.clone());
+        let disk = self.disk.clone();
         // Linux only: elsewhere a worker stopped when its host died would
         // stay stopped (no PR_SET_PDEATHSIG).
         let worker = (baseline.optimizer.clone()).filter(|_| cfg!(target_os = "linux"));
         let in_worker = baseline.in_worker.clone();
         let config = (self.metering, self.limits.max_stack_bytes);
         baseline.background.spawn(move |workers| {
+            if in_use.strong_count() == 0 {
+                tracing::debug!(%hash, "no longer loaded: optimising compile dropped");
+                lock(&baseline_compiled).remove(&hash);
+                lock(&busy).remove(&hash);
+                return;
+            }
             let from_worker = worker.and_then(|worker| {
                 optimizer::compile_in_worker(&worker, config, &bytes, workers, &engine)
                     .inspect_err(|e| {
@@ -597,7 +655,7 @@ impl Sandbox {
             match done {
                 Ok((component, serialized)) => {
                     let serialized = serialized.as_deref();
-                    store_compiled(&compiled, path.as_deref(), hash, &component, serialized);
+                    store_compiled(&compiled, disk.as_ref(), hash, &component, serialized);
                     lock(&baseline_compiled).remove(&hash);
                 }
                 Err(e) => tracing::warn!(%hash, "optimising compile failed: {}", one_line(&e)),
@@ -620,9 +678,7 @@ impl Sandbox {
 
     /// `<cache>/<engine key>/<sha256>.cwasm`.
     fn cache_path(&self, hash: &StrategyHash) -> Option<PathBuf> {
-        self.cache_dir
-            .as_ref()
-            .map(|dir| dir.join(&self.engine_key).join(format!("{hash}.cwasm")))
+        self.disk.as_ref().map(|disk| disk.path(hash))
     }
 
     #[allow(unsafe_code)]
@@ -659,41 +715,30 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Keeps optimised code in memory and, given a path, on disk. `serialized`
-/// is `component`'s serialized form when the caller has it already (a
-/// worker's output), so it is not serialized again.
+/// Keeps optimised code in memory and, given a disk cache, on disk.
+/// `serialized` is `component`'s serialized form when the caller has it
+/// already (a worker's output), so it is not serialized again.
 fn store_compiled(
     compiled: &Compiled,
-    path: Option<&Path>,
+    disk: Option<&DiskCache>,
     hash: StrategyHash,
     component: &Component,
     serialized: Option<&[u8]>,
 ) {
-    if let Some(path) = path {
+    if let Some(disk) = disk {
         let written = match serialized {
-            Some(bytes) => write_cached(path, bytes),
+            Some(bytes) => disk.write(&hash, bytes),
             None => component
                 .serialize()
                 .map_err(|e| anyhow::anyhow!("{e:#}"))
-                .and_then(|bytes| write_cached(path, &bytes)),
+                .and_then(|bytes| disk.write(&hash, &bytes)),
         };
         // A cache that cannot be written only costs a recompile next time.
         if let Err(e) = written {
-            tracing::warn!(path = %path.display(), "cannot write compile cache: {e:#}");
+            tracing::warn!(path = %disk.path(&hash).display(), "cannot write compile cache: {e:#}");
         }
     }
     lock(compiled).insert(hash, component.clone());
-}
-
-fn write_cached(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| anyhow::anyhow!("no parent directory"))?;
-    std::fs::create_dir_all(dir)?;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
 }
 
 /// A component starts with `\0asm`, then version 0x0d and layer 1.

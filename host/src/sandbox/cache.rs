@@ -1,0 +1,245 @@
+//! The compile caches, both bounded: a long `keel dev` session saves
+//! hundreds of versions and a `keel run` meets a new candidate every night,
+//! and neither may grow memory or the disk without end.
+//!
+//! In memory, the most recently used [`MEMORY_CACHE_ENTRIES`] components
+//! (a loaded strategy keeps its own code alive whatever the cache drops).
+//! On disk, `<cache>/<engine key>/<sha256>.cwasm` files up to a byte budget;
+//! a hit refreshes a file's modification time, and the least recently used
+//! files go first.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use wasmtime::component::Component;
+
+use super::StrategyHash;
+
+/// How many compiled components a sandbox keeps in memory per tier.
+pub const MEMORY_CACHE_ENTRIES: usize = 32;
+
+/// The default byte budget of the disk cache: at 1–3 MB a strategy, some
+/// hundreds of versions.
+pub const DEFAULT_DISK_CACHE_BYTES: u64 = 1 << 30;
+
+/// Compiled components by artifact hash, the least recently used dropped
+/// first once over capacity.
+#[derive(Debug)]
+pub(super) struct MemoryCache {
+    capacity: usize,
+    entries: HashMap<StrategyHash, (Component, u64)>,
+    /// Ticks on every use; an entry's stamp is the tick of its last use.
+    clock: u64,
+}
+
+impl MemoryCache {
+    pub(super) fn new(capacity: usize) -> MemoryCache {
+        MemoryCache {
+            capacity: capacity.max(1),
+            entries: HashMap::new(),
+            clock: 0,
+        }
+    }
+
+    pub(super) fn get(&mut self, hash: &StrategyHash) -> Option<Component> {
+        self.clock += 1;
+        let clock = self.clock;
+        self.entries.get_mut(hash).map(|(component, used)| {
+            *used = clock;
+            component.clone()
+        })
+    }
+
+    pub(super) fn insert(&mut self, hash: StrategyHash, component: Component) {
+        self.clock += 1;
+        self.entries.insert(hash, (component, self.clock));
+        while self.entries.len() > self.capacity {
+            let oldest = self
+                .entries
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(hash, _)| *hash);
+            match oldest {
+                Some(hash) => self.entries.remove(&hash),
+                None => break,
+            };
+        }
+    }
+
+    pub(super) fn remove(&mut self, hash: &StrategyHash) {
+        self.entries.remove(hash);
+    }
+
+    #[cfg(test)]
+    fn contains(&self, hash: &StrategyHash) -> bool {
+        self.entries.contains_key(hash)
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.entries.clear();
+    }
+}
+
+/// Optimised code on disk: `<root>/<engine key>/<sha256>.cwasm`, the whole
+/// of `root` (every engine key's files) held to `max_bytes`.
+#[derive(Debug, Clone)]
+pub(super) struct DiskCache {
+    root: PathBuf,
+    dir: PathBuf,
+    max_bytes: u64,
+}
+
+impl DiskCache {
+    pub(super) fn new(root: PathBuf, engine_key: &str, max_bytes: u64) -> DiskCache {
+        DiskCache {
+            dir: root.join(engine_key),
+            root,
+            max_bytes,
+        }
+    }
+
+    pub(super) fn path(&self, hash: &StrategyHash) -> PathBuf {
+        self.dir.join(format!("{hash}.cwasm"))
+    }
+
+    /// Writes `hash`'s code whole or not at all (a temporary file renamed),
+    /// then trims the cache to its budget.
+    pub(super) fn write(&self, hash: &StrategyHash, bytes: &[u8]) -> anyhow::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        let path = self.path(hash);
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, bytes)?;
+        std::fs::rename(&tmp, &path)?;
+        trim(&self.root, self.max_bytes, &path)
+    }
+}
+
+/// Marks a cache file as just used, so trimming keeps it longest.
+pub(super) fn touch(path: &Path) {
+    // Only the eviction order suffers if this fails.
+    let _ = std::fs::File::options()
+        .write(true)
+        .open(path)
+        .and_then(|file| file.set_modified(SystemTime::now()));
+}
+
+/// Deletes the least recently used `.cwasm` files under `root` (every
+/// engine key's directory: a stale key's files are never read again, so
+/// they age out first) until the rest fit in `max_bytes`; `keep`, the file
+/// just written, stays even alone over budget. Another process may share
+/// the directory: a file it reads is whole or gone (then recompiled), and
+/// its files in progress are not `.cwasm` yet.
+fn trim(root: &Path, max_bytes: u64, keep: &Path) -> anyhow::Result<()> {
+    let mut files: Vec<(SystemTime, u64, PathBuf)> = Vec::new();
+    for dir in std::fs::read_dir(root)?.flatten() {
+        let Ok(entries) = std::fs::read_dir(dir.path()) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "cwasm") {
+                continue;
+            }
+            if let Ok(meta) = entry.metadata() {
+                let used = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+                files.push((used, meta.len(), path));
+            }
+        }
+    }
+    let mut total: u64 = files.iter().map(|(_, size, _)| size).sum();
+    files.sort();
+    for (_, size, path) in files {
+        if total <= max_bytes {
+            break;
+        }
+        if path == keep {
+            continue;
+        }
+        match std::fs::remove_file(&path) {
+            Ok(()) => total -= size,
+            // Someone else trimmed it first.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => total -= size,
+            Err(e) => tracing::warn!(path = %path.display(), "cannot trim compile cache: {e}"),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn file(dir: &Path, name: &str, size: usize, age_secs: u64) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, vec![0u8; size]).expect("write");
+        let when = SystemTime::now() - Duration::from_secs(age_secs);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(when))
+            .expect("mtime");
+        path
+    }
+
+    #[test]
+    fn trimming_drops_the_least_recently_used_files_first_across_engine_keys() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let cache = DiskCache::new(root.path().to_owned(), "key", 1000);
+        let old_key = root.path().join("old-key");
+        std::fs::create_dir_all(&old_key).expect("dir");
+        std::fs::create_dir_all(&cache.dir).expect("dir");
+        let stale = file(&old_key, "a.cwasm", 400, 500);
+        let old = file(&cache.dir, "b.cwasm", 400, 300);
+        let used = file(&cache.dir, "c.cwasm", 400, 200);
+        let partial = file(&cache.dir, "d.tmp123", 400, 900);
+        // A hit makes the oldest file the newest.
+        touch(&old);
+        let hash = StrategyHash::of(b"new");
+        cache.write(&hash, &[1u8; 400]).expect("write");
+        assert!(!stale.exists(), "the stale engine key's file goes first");
+        assert!(!used.exists(), "then the least recently used");
+        assert!(old.exists(), "a touched file counts as just used");
+        assert_eq!(
+            std::fs::read(cache.path(&hash)).expect("written"),
+            [1u8; 400]
+        );
+        assert!(
+            partial.exists(),
+            "another writer's file in progress is left alone"
+        );
+    }
+
+    #[test]
+    fn the_file_just_written_stays_even_alone_over_budget() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let cache = DiskCache::new(root.path().to_owned(), "key", 200);
+        std::fs::create_dir_all(&cache.dir).expect("dir");
+        let other = file(&cache.dir, "a.cwasm", 100, 10);
+        let hash = StrategyHash::of(b"big");
+        cache.write(&hash, &[1u8; 500]).expect("write");
+        assert!(cache.path(&hash).exists());
+        assert!(!other.exists());
+    }
+
+    #[test]
+    fn the_memory_cache_keeps_the_most_recently_used_components() {
+        let engine = wasmtime::Engine::default();
+        // The empty component: a header alone.
+        let empty = Component::from_binary(&engine, b"\0asm\x0d\0\x01\0").expect("component");
+        let hashes: Vec<StrategyHash> = (0u8..4).map(|i| StrategyHash::of(&[i])).collect();
+        let mut cache = MemoryCache::new(3);
+        for hash in &hashes[..3] {
+            cache.insert(*hash, empty.clone());
+        }
+        // A hit on the oldest makes the second the least recently used.
+        assert!(cache.get(&hashes[0]).is_some());
+        cache.insert(hashes[3], empty.clone());
+        assert!(cache.contains(&hashes[0]));
+        assert!(!cache.contains(&hashes[1]));
+        assert!(cache.contains(&hashes[2]) && cache.contains(&hashes[3]));
+        cache.remove(&hashes[0]);
+        assert!(cache.get(&hashes[0]).is_none());
+    }
+}
