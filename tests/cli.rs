@@ -80,6 +80,51 @@ fn the_compile_cache_keeps_to_its_budget_dropping_the_least_recently_used() {
 }
 
 #[test]
+fn a_paper_run_builds_the_optimised_code_of_what_it_runs_for_the_next_start() {
+    // `keel run` starts on baseline code and compiles optimised code in
+    // the background, at idle priority once quiet; a restart then loads it
+    // from the cache. The session runs until the file appears (at most two
+    // minutes: other tests may keep the cores busy).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, cache) = (dir.path().join("keel.db"), dir.path().join("cache"));
+    let mut session = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(["--db", path(&db), "--cache-dir", path(&cache)])
+        .args([
+            "run",
+            "--paper",
+            "--feed",
+            "sample:100000",
+            "--speed",
+            "600x",
+        ])
+        .args(["--strategy", path(example("sma-cross"))])
+        .env_remove("KEEL_LOG")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("run keel");
+    let bytes = std::fs::read(example("sma-cross")).expect("read");
+    let hash = keel_host::sandbox::StrategyHash::of(&bytes).to_hex();
+    let cached = || -> Vec<String> {
+        let Ok(keys) = std::fs::read_dir(&cache) else {
+            return Vec::new();
+        };
+        keys.flat_map(|key| std::fs::read_dir(key.expect("entry").path()).expect("key dir"))
+            .map(|f| f.expect("entry").file_name().to_string_lossy().into_owned())
+            .filter(|name| name.ends_with(".cwasm"))
+            .collect()
+    };
+    let started = std::time::Instant::now();
+    while cached().is_empty() && started.elapsed() < std::time::Duration::from_secs(120) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let still_running = session.try_wait().expect("status").is_none();
+    let _ = session.kill();
+    let _ = session.wait();
+    assert!(still_running, "the session ended early");
+    assert_eq!(cached(), [format!("{hash}.cwasm")]);
+}
+
+#[test]
 fn inspect_shows_hash_describe_and_imports() {
     let cache = tempfile::tempdir().expect("tempdir");
     let file = example("atr-breakout");

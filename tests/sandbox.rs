@@ -691,7 +691,7 @@ fn a_baseline_first_load_runs_at_once_and_the_optimised_code_follows() {
 }
 
 #[test]
-fn a_version_nothing_holds_any_more_gets_no_optimising_compile_and_no_cache_file() {
+fn a_version_nothing_runs_any_more_gets_no_optimising_compile_and_no_cache_file() {
     // `keel dev`: each save replaces the version before; optimised code of
     // a replaced version would cost a compile and disk for nothing.
     let dir = tempfile::tempdir().expect("tempdir");
@@ -710,7 +710,13 @@ fn a_version_nothing_holds_any_more_gets_no_optimising_compile_and_no_cache_file
     let replaced = sandbox.load(&first).expect("loads");
     assert_eq!(replaced.tier, Tier::Baseline);
     drop(replaced);
-    let running = sandbox.load(&second).expect("loads");
+    // What runs holds its version: here an instance alone, as the paper
+    // engine keeps.
+    let loaded = sandbox.load(&second).expect("loads");
+    let running = sandbox
+        .instantiate(&loaded, binding(&loaded, &["BTC/USD"], &[], 1))
+        .expect("instance");
+    drop(loaded);
     await_optimised(&sandbox, &second.hash);
     await_optimised(&sandbox, &first.hash);
     let cached: Vec<String> = std::fs::read_dir(dir.path())

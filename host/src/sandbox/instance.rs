@@ -257,6 +257,8 @@ pub struct StrategyInstance {
     hash: StrategyHash,
     pre: Pre,
     engine: Engine,
+    /// Keeps the artifact "in use" for the sandbox while this runs.
+    _in_use: std::sync::Arc<super::InUse>,
     limits: SandboxLimits,
     metering: Metering,
     binding: Binding,
@@ -506,6 +508,7 @@ impl StrategyInstance {
             hash: loaded.hash,
             pre: loaded.pre.clone(),
             engine: loaded.engine.clone(),
+            _in_use: loaded.in_use.clone(),
             limits: sandbox.limits().clone(),
             metering: sandbox.metering(),
             binding,

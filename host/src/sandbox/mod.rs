@@ -203,7 +203,7 @@ pub struct LoadedStrategy {
     /// The engine `pre` belongs to (the sandbox's optimising or baseline one).
     engine: Engine,
     pre: Pre,
-    _in_use: Arc<InUse>,
+    in_use: Arc<InUse>,
 }
 
 impl std::fmt::Debug for LoadedStrategy {
@@ -219,8 +219,9 @@ impl std::fmt::Debug for LoadedStrategy {
 /// Compiled components by artifact hash, bounded.
 type Compiled = Arc<Mutex<MemoryCache>>;
 
-/// Shared by every [`LoadedStrategy`] of one artifact. Once none is left,
-/// a background compile of that artifact not yet started is dropped:
+/// Shared by every [`LoadedStrategy`] of one artifact and every instance
+/// started from one. Once none is left, a background compile of that
+/// artifact not yet started is dropped:
 /// `keel dev`'s superseded saves and strategies that failed their checks
 /// cost no optimising compile and no disk.
 #[derive(Debug)]
@@ -516,7 +517,7 @@ impl Sandbox {
             tier,
             engine: compiler.engine.clone(),
             pre,
-            _in_use: in_use,
+            in_use,
         })
     }
 
