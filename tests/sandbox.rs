@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use keel_backtester::{BacktestResult, run as backtest};
 use keel_host::sandbox::{
-    CONTRACT_VERSIONS, Fault, LoadError, Metering, Sandbox, SandboxConfig, SandboxLimits,
-    StrategyArtifact, StrategyInstance, Tier,
+    BACKGROUND_QUIET, CONTRACT_VERSIONS, Fault, LoadError, Metering, Sandbox, SandboxConfig,
+    SandboxLimits, StrategyArtifact, StrategyInstance, Tier,
 };
 use keel_host::validate;
 use keel_model::replay::Series;
@@ -736,6 +736,43 @@ fn a_version_nothing_runs_any_more_gets_no_optimising_compile_and_no_cache_file(
     let later = sandbox.load(&second).expect("loads");
     assert_eq!((later.tier, later.from_cache), (Tier::Optimized, true));
     drop(running);
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_worker_compiling_a_version_nothing_runs_any_more_is_stopped_for_good() {
+    use std::os::unix::fs::PermissionsExt;
+    // A worker that never finishes stands for a long optimising compile.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let worker = dir.path().join("slow-worker");
+    std::fs::write(&worker, "#!/bin/sh\nexec sleep 60\n").expect("script");
+    std::fs::set_permissions(&worker, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let cache = dir.path().join("cache");
+    let sandbox = Sandbox::new(SandboxConfig {
+        metering: Metering::Fuel,
+        cache_dir: Some(cache.clone()),
+        baseline_first: true,
+        optimizer: Some(worker),
+        ..SandboxConfig::default()
+    })
+    .expect("sandbox");
+    let loaded = sandbox.load_file(example("sma-cross")).expect("loads");
+    // The background compile starts once the sandbox has been quiet.
+    std::thread::sleep(BACKGROUND_QUIET * 3);
+    assert!(sandbox.is_optimizing(&loaded.hash));
+    let hash = loaded.hash;
+    drop(loaded);
+    let dropped = Instant::now();
+    while sandbox.is_optimizing(&hash) {
+        assert!(
+            dropped.elapsed() < Duration::from_secs(20),
+            "the worker was left running"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Killed, and not compiled here instead: nothing was written.
+    assert!(!cache.exists() || std::fs::read_dir(&cache).expect("cache").next().is_none());
+    assert_eq!(sandbox.optimized_in_worker(), 0);
 }
 
 /// `component` with a custom section named `name` (under 128 bytes)

@@ -146,12 +146,14 @@ impl Workers {
     /// Runs `wait_for_worker` (which returns once process `pid` has done
     /// its work) on a thread of its own, while this thread keeps the
     /// process stopped during foreground compiles and until the sandbox has
-    /// been quiet for the quiet period after them. When it returns, the
-    /// process is no longer tracked and is continued (stopped, it would
-    /// never end), so the caller may reap it.
+    /// been quiet for the quiet period after them, and kills it once its
+    /// work is no longer `wanted` (checked at least every quiet period).
+    /// When it returns, the process is no longer tracked and is continued
+    /// (stopped, it would never end), so the caller may reap it.
     pub(super) fn supervise<T: Send>(
         &self,
         pid: u32,
+        wanted: &dyn Fn() -> bool,
         wait_for_worker: impl FnOnce() -> T + Send,
     ) -> T {
         let foreground = &self.foreground;
@@ -168,6 +170,11 @@ impl Workers {
             let mut state = lock(&foreground.state);
             state.worker = Some((pid, false));
             while !done.load(Ordering::Relaxed) {
+                if !wanted()
+                    && let Some((pid, _)) = state.worker.take()
+                {
+                    signal(pid, Signal::Kill);
+                }
                 let wait = state.wait_before_work(self.quiet);
                 if let Some((pid, stopped)) = &mut state.worker {
                     if wait.is_zero() && *stopped {
@@ -220,15 +227,17 @@ fn lowest_priority() {}
 enum Signal {
     Stop,
     Continue,
+    Kill,
 }
 
-/// Stops or continues process `pid` (a worker this host started).
+/// Stops, continues or kills process `pid` (a worker this host started).
 #[cfg(unix)]
 #[allow(unsafe_code)]
 fn signal(pid: u32, what: Signal) {
     let number = match what {
         Signal::Stop => libc::SIGSTOP,
         Signal::Continue => libc::SIGCONT,
+        Signal::Kill => libc::SIGKILL,
     };
     let Ok(pid) = libc::pid_t::try_from(pid) else {
         return;
@@ -275,6 +284,33 @@ mod tests {
         );
     }
 
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_worker_whose_work_is_no_longer_wanted_is_killed() {
+        use std::os::unix::process::ExitStatusExt;
+        let background = Background::new(Duration::from_millis(100)).expect("pool");
+        let wanted = Arc::new(AtomicBool::new(true));
+        let flag = wanted.clone();
+        let (tx, rx) = mpsc::channel();
+        background.spawn(move |workers| {
+            let mut child = std::process::Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .expect("sleep");
+            let pid = child.id();
+            let wanted = || flag.load(Ordering::Relaxed);
+            let status = workers.supervise(pid, &wanted, move || child.wait().expect("wait"));
+            tx.send(status).expect("send");
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(rx.try_recv().is_err(), "the worker ended while wanted");
+        let unwanted = Instant::now();
+        wanted.store(false, Ordering::Relaxed);
+        let status = rx.recv_timeout(Duration::from_secs(10)).expect("killed");
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
+        assert!(unwanted.elapsed() < Duration::from_secs(5));
+    }
+
     /// The state letter of process `pid` in /proc (`T`: stopped).
     #[cfg(target_os = "linux")]
     fn process_state(pid: u32) -> char {
@@ -310,7 +346,7 @@ mod tests {
         let (release_tx, release_rx) = mpsc::channel::<()>();
         let (ended_tx, ended_rx) = mpsc::channel();
         background.spawn(move |workers| {
-            workers.supervise(pid, move || release_rx.recv().expect("release"));
+            workers.supervise(pid, &|| true, move || release_rx.recv().expect("release"));
             ended_tx.send(()).expect("send");
         });
         // The job starts at once (the sandbox starts quiet); the worker runs.

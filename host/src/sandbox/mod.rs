@@ -609,7 +609,8 @@ impl Sandbox {
 
     /// Queues the optimised compile of `artifact` on `baseline`'s
     /// background queue, for the memory and disk caches; once per artifact
-    /// at a time, and dropped if nothing holds the artifact loaded by then.
+    /// at a time, and dropped if nothing holds the artifact loaded by then
+    /// (a worker running it is killed once that happens).
     fn optimize_in_background(
         &self,
         baseline: &Baseline,
@@ -633,16 +634,21 @@ impl Sandbox {
         let in_worker = baseline.in_worker.clone();
         let config = (self.metering, self.limits.max_stack_bytes);
         baseline.background.spawn(move |workers| {
-            if in_use.strong_count() == 0 {
+            let wanted = || in_use.strong_count() > 0;
+            let dropped = || {
                 tracing::debug!(%hash, "no longer loaded: optimising compile dropped");
                 lock(&baseline_compiled).remove(&hash);
                 lock(&busy).remove(&hash);
-                return;
+            };
+            if !wanted() {
+                return dropped();
             }
             let from_worker = worker.and_then(|worker| {
-                optimizer::compile_in_worker(&worker, config, &bytes, workers, &engine)
+                optimizer::compile_in_worker(&worker, config, &bytes, workers, &engine, &wanted)
                     .inspect_err(|e| {
-                        tracing::warn!(%hash, "optimising worker failed, compiling here: {e:#}")
+                        if wanted() {
+                            tracing::warn!(%hash, "optimising worker failed, compiling here: {e:#}")
+                        }
                     })
                     .ok()
             });
@@ -651,6 +657,8 @@ impl Sandbox {
                     in_worker.fetch_add(1, Ordering::Relaxed);
                     Ok((component, Some(serialized)))
                 }
+                // The worker was stopped for good: nothing runs the artifact.
+                None if !wanted() => return dropped(),
                 None => Component::new(&engine, &bytes).map(|component| (component, None)),
             };
             match done {

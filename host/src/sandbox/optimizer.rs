@@ -73,6 +73,7 @@ pub(super) fn compile_in_worker(
     bytes: &[u8],
     workers: &Workers,
     engine: &wasmtime::Engine,
+    wanted: &dyn Fn() -> bool,
 ) -> anyhow::Result<(Component, Vec<u8>)> {
     let (metering, max_stack_bytes) = config;
     let metering = match metering {
@@ -102,7 +103,7 @@ pub(super) fn compile_in_worker(
         let _ = stderr.read_to_string(&mut text);
         text
     });
-    let (written, read, mut code) = workers.supervise(child.id(), move || {
+    let (written, read, mut code) = workers.supervise(child.id(), wanted, move || {
         // The worker reads all of its input before it writes anything.
         let written = stdin.write_all(bytes);
         drop(stdin);
