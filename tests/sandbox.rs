@@ -738,6 +738,29 @@ fn a_version_nothing_runs_any_more_gets_no_optimising_compile_and_no_cache_file(
     drop(running);
 }
 
+#[test]
+fn a_version_loaded_again_before_its_turn_still_gets_its_optimised_code() {
+    // Checked, let go, then loaded again to run (as a candidate is): the
+    // background compile queued by the first load is still wanted.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sandbox = Sandbox::new(SandboxConfig {
+        metering: Metering::Fuel,
+        cache_dir: Some(dir.path().to_owned()),
+        baseline_first: true,
+        ..SandboxConfig::default()
+    })
+    .expect("sandbox");
+    let checked = sandbox.load_file(example("sma-cross")).expect("loads");
+    let hash = checked.hash;
+    drop(checked);
+    let running = sandbox.load_file(example("sma-cross")).expect("loads");
+    assert_eq!((running.tier, running.from_cache), (Tier::Baseline, true));
+    await_optimised(&sandbox, &hash);
+    let later = sandbox.load_file(example("sma-cross")).expect("loads");
+    assert_eq!((later.tier, later.from_cache), (Tier::Optimized, true));
+    drop(running);
+}
+
 #[cfg(target_os = "linux")]
 #[test]
 fn a_worker_compiling_a_version_nothing_runs_any_more_is_stopped_for_good() {

@@ -227,6 +227,17 @@ type Compiled = Arc<Mutex<MemoryCache>>;
 #[derive(Debug)]
 struct InUse;
 
+/// Each artifact's [`InUse`] token, while one lives.
+type InUseMap = Arc<Mutex<HashMap<StrategyHash, Weak<InUse>>>>;
+
+/// Whether something holds `hash` loaded (a later load may have made a new
+/// token since a job was queued: it counts).
+fn held(in_use: &InUseMap, hash: &StrategyHash) -> bool {
+    lock(in_use)
+        .get(hash)
+        .is_some_and(|token| token.strong_count() > 0)
+}
+
 /// One wasm engine and the linker of its stores.
 struct Compiler {
     engine: Engine,
@@ -266,8 +277,8 @@ pub struct Sandbox {
     baseline_compiled: Compiled,
     /// Artifacts whose optimised code is being built in the background.
     optimizing_now: Arc<Mutex<std::collections::HashSet<StrategyHash>>>,
-    /// Which artifacts some [`LoadedStrategy`] still holds.
-    in_use: Mutex<HashMap<StrategyHash, Weak<InUse>>>,
+    /// Which artifacts something still holds.
+    in_use: InUseMap,
     /// Only under `Metering::WallClock`: fuel-metered code has no epoch checks.
     _ticker: Option<EpochTicker>,
 }
@@ -423,7 +434,7 @@ impl Sandbox {
             compiled: Arc::new(Mutex::new(MemoryCache::new(MEMORY_CACHE_ENTRIES))),
             baseline_compiled: Arc::new(Mutex::new(MemoryCache::new(MEMORY_CACHE_ENTRIES))),
             optimizing_now: Arc::default(),
-            in_use: Mutex::default(),
+            in_use: Arc::default(),
             _ticker: ticker,
         })
     }
@@ -453,7 +464,7 @@ impl Sandbox {
             });
         }
         let in_use = self.in_use(artifact.hash);
-        let (component, from_cache, tier) = self.compile(artifact, &in_use)?;
+        let (component, from_cache, tier) = self.compile(artifact)?;
         let compiler = match (tier, &self.baseline) {
             (Tier::Baseline, Some(baseline)) => &baseline.compiler,
             _ => &self.optimizing,
@@ -522,7 +533,7 @@ impl Sandbox {
     }
 
     /// The token every [`LoadedStrategy`] of `hash` shares. A new one
-    /// also forgets the artifacts nothing holds any more, and their
+    /// also forgets the other artifacts nothing holds any more, and their
     /// baseline code with them.
     fn in_use(&self, hash: StrategyHash) -> Arc<InUse> {
         let mut in_use = lock(&self.in_use);
@@ -530,10 +541,10 @@ impl Sandbox {
             return token;
         }
         let mut baseline = lock(&self.baseline_compiled);
-        in_use.retain(|hash, token| {
+        in_use.retain(|other, token| {
             let held = token.strong_count() > 0;
-            if !held {
-                baseline.remove(hash);
+            if !held && *other != hash {
+                baseline.remove(other);
             }
             held
         });
@@ -557,11 +568,7 @@ impl Sandbox {
     /// cache; else, with `baseline_first`, baseline code (from memory, or
     /// compiled now) and optimised code in the background; else optimised
     /// code now (time-capped), written to the cache.
-    fn compile(
-        &self,
-        artifact: &StrategyArtifact,
-        in_use: &Arc<InUse>,
-    ) -> Result<(Component, bool, Tier), LoadError> {
+    fn compile(&self, artifact: &StrategyArtifact) -> Result<(Component, bool, Tier), LoadError> {
         let origin = artifact.origin.display().to_string();
         if let Some(c) = lock(&self.compiled).get(&artifact.hash) {
             return Ok((c.clone(), true, Tier::Optimized));
@@ -593,7 +600,7 @@ impl Sandbox {
                 baseline.compiler.compile(&origin, &artifact.bytes, limit)?
             };
             lock(&self.baseline_compiled).insert(artifact.hash, component.clone());
-            self.optimize_in_background(baseline, artifact, Arc::downgrade(in_use));
+            self.optimize_in_background(baseline, artifact);
             return Ok((component, false, Tier::Baseline));
         }
         let component = self.optimizing.compile(&origin, &artifact.bytes, limit)?;
@@ -611,12 +618,7 @@ impl Sandbox {
     /// background queue, for the memory and disk caches; once per artifact
     /// at a time, and dropped if nothing holds the artifact loaded by then
     /// (a worker running it is killed once that happens).
-    fn optimize_in_background(
-        &self,
-        baseline: &Baseline,
-        artifact: &StrategyArtifact,
-        in_use: Weak<InUse>,
-    ) {
+    fn optimize_in_background(&self, baseline: &Baseline, artifact: &StrategyArtifact) {
         if !lock(&self.optimizing_now).insert(artifact.hash) {
             return;
         }
@@ -627,14 +629,14 @@ impl Sandbox {
             self.optimizing_now.clone(),
         );
         let (hash, bytes) = (artifact.hash, artifact.bytes.clone());
-        let disk = self.disk.clone();
+        let (disk, in_use) = (self.disk.clone(), self.in_use.clone());
         // Linux only: elsewhere a worker stopped when its host died would
         // stay stopped (no PR_SET_PDEATHSIG).
         let worker = (baseline.optimizer.clone()).filter(|_| cfg!(target_os = "linux"));
         let in_worker = baseline.in_worker.clone();
         let config = (self.metering, self.limits.max_stack_bytes);
         baseline.background.spawn(move |workers| {
-            let wanted = || in_use.strong_count() > 0;
+            let wanted = || held(&in_use, &hash);
             let dropped = || {
                 tracing::debug!(%hash, "no longer loaded: optimising compile dropped");
                 lock(&baseline_compiled).remove(&hash);
