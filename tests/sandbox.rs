@@ -695,13 +695,7 @@ fn a_version_nothing_runs_any_more_gets_no_optimising_compile_and_no_cache_file(
     // `keel dev`: each save replaces the version before; optimised code of
     // a replaced version would cost a compile and disk for nothing.
     let dir = tempfile::tempdir().expect("tempdir");
-    let sandbox = Sandbox::new(SandboxConfig {
-        metering: Metering::Fuel,
-        cache_dir: Some(dir.path().to_owned()),
-        baseline_first: true,
-        ..SandboxConfig::default()
-    })
-    .expect("sandbox");
+    let sandbox = fuel_baseline_first(dir.path(), None);
     let bytes = std::fs::read(example("sma-cross")).expect("read");
     let save = |tag: &str| {
         StrategyArtifact::from_bytes(with_custom_section(&bytes, tag), example("sma-cross"))
@@ -743,13 +737,7 @@ fn a_version_loaded_again_before_its_turn_still_gets_its_optimised_code() {
     // Checked, let go, then loaded again to run (as a candidate is): the
     // background compile queued by the first load is still wanted.
     let dir = tempfile::tempdir().expect("tempdir");
-    let sandbox = Sandbox::new(SandboxConfig {
-        metering: Metering::Fuel,
-        cache_dir: Some(dir.path().to_owned()),
-        baseline_first: true,
-        ..SandboxConfig::default()
-    })
-    .expect("sandbox");
+    let sandbox = fuel_baseline_first(dir.path(), None);
     let checked = sandbox.load_file(example("sma-cross")).expect("loads");
     let hash = checked.hash;
     drop(checked);
@@ -771,14 +759,7 @@ fn a_worker_compiling_a_version_nothing_runs_any_more_is_stopped_for_good() {
     std::fs::write(&worker, "#!/bin/sh\nexec sleep 60\n").expect("script");
     std::fs::set_permissions(&worker, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let cache = dir.path().join("cache");
-    let sandbox = Sandbox::new(SandboxConfig {
-        metering: Metering::Fuel,
-        cache_dir: Some(cache.clone()),
-        baseline_first: true,
-        optimizer: Some(worker),
-        ..SandboxConfig::default()
-    })
-    .expect("sandbox");
+    let sandbox = fuel_baseline_first(&cache, Some(worker));
     let loaded = sandbox.load_file(example("sma-cross")).expect("loads");
     // The background compile starts once the sandbox has been quiet.
     std::thread::sleep(BACKGROUND_QUIET * 3);
@@ -809,6 +790,19 @@ fn with_custom_section(component: &[u8], name: &str) -> Vec<u8> {
     out
 }
 
+/// A sandbox as `keel dev` sets one up: fuel, baseline code first, the
+/// compile cache in `cache`, background compiles in `optimizer` if given.
+fn fuel_baseline_first(cache: &std::path::Path, optimizer: Option<PathBuf>) -> Sandbox {
+    Sandbox::new(SandboxConfig {
+        metering: Metering::Fuel,
+        cache_dir: Some(cache.to_owned()),
+        baseline_first: true,
+        optimizer,
+        ..SandboxConfig::default()
+    })
+    .expect("sandbox")
+}
+
 /// Waits (up to two minutes) for `sandbox`'s background compile of `hash`.
 fn await_optimised(sandbox: &Sandbox, hash: &keel_host::sandbox::StrategyHash) {
     let started = Instant::now();
@@ -826,14 +820,7 @@ fn await_optimised(sandbox: &Sandbox, hash: &keel_host::sandbox::StrategyHash) {
 /// the cache directory.
 fn optimised_through(optimizer: PathBuf) -> (Sandbox, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let sandbox = Sandbox::new(SandboxConfig {
-        metering: Metering::Fuel,
-        cache_dir: Some(dir.path().to_owned()),
-        baseline_first: true,
-        optimizer: Some(optimizer),
-        ..SandboxConfig::default()
-    })
-    .expect("sandbox");
+    let sandbox = fuel_baseline_first(dir.path(), Some(optimizer));
     let first = sandbox.load_file(example("sma-cross")).expect("loads");
     assert_eq!(first.tier, Tier::Baseline);
     await_optimised(&sandbox, &first.hash);
