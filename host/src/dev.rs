@@ -11,8 +11,6 @@ use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::cli::CompileCache;
-
 use anyhow::{Context, bail};
 use clap::Args;
 use notify::{Event, RecursiveMode, Watcher};
@@ -23,6 +21,7 @@ use keel_model::Params;
 use crate::backtest::{self, Job};
 use crate::build_strategy;
 use crate::candidates;
+use crate::cli::CompileCache;
 use crate::control::{self, Command, Reply, Snapshot};
 use crate::paper::feed::Feed;
 use crate::paper::{ControlLink, PaperEngine, PaperSettings, StrategySource, StrategySpec};

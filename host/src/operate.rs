@@ -8,13 +8,12 @@ use std::sync::{Arc, Mutex, mpsc};
 use anyhow::{Context, bail};
 use clap::Args;
 
-use crate::cli::CompileCache;
-
 use keel_backtester::fills::FillModel;
 use keel_model::candles::format_time;
 
 use crate::build_strategy;
 use crate::candidates::{self, CandidatesConfig};
+use crate::cli::CompileCache;
 use crate::control::{self, Snapshot};
 use crate::paper::feed::Feed;
 use crate::paper::{
