@@ -95,6 +95,17 @@ fn each_save_is_rebuilt_validated_and_swapped_and_a_broken_one_changes_nothing()
     let first = wait_for(&rx, "running sma-cross 1.0.0");
     assert!(first.contains("trades, return"), "{first}");
     wait_for(&rx, "watching");
+    // The version running gets its optimised code in the background (at
+    // idle priority: other tests may keep the cores busy for a while).
+    let cache = dir.path().join("cache");
+    let started = std::time::Instant::now();
+    while cached(&cache) == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the running version was never optimised"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let source = krate.join("src/lib.rs");
 
     // A save that does not compile: the old version keeps running.
@@ -137,6 +148,21 @@ fn each_save_is_rebuilt_validated_and_swapped_and_a_broken_one_changes_nothing()
     );
     let status = child.wait().expect("keel dev");
     assert!(status.success());
+    // The version that failed its checks was never optimised.
+    assert_eq!(cached(&cache), 1);
+}
+
+/// How many compiled components `cache` holds.
+fn cached(cache: &Path) -> usize {
+    let Ok(keys) = std::fs::read_dir(cache) else {
+        return 0;
+    };
+    keys.flatten()
+        .filter_map(|key| std::fs::read_dir(key.path()).ok())
+        .flatten()
+        .flatten()
+        .filter(|file| file.path().extension().is_some_and(|e| e == "cwasm"))
+        .count()
 }
 
 #[test]
