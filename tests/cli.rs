@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use crate::support::{data, example, fixture};
+use crate::support::{cache_files, data, example, fixture};
 
 fn keel(args: &[&str], cache: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_keel"))
@@ -25,15 +25,7 @@ fn path(p: &Path) -> &str {
 #[test]
 fn the_compile_cache_keeps_to_its_budget_dropping_the_least_recently_used() {
     let cache = tempfile::tempdir().expect("tempdir");
-    let cached = || -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(cache.path())
-            .expect("cache dir")
-            .flat_map(|key| std::fs::read_dir(key.expect("entry").path()).expect("key dir"))
-            .map(|f| f.expect("entry").file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    };
+    let cached = || cache_files(cache.path());
     let hash = |name| {
         let bytes = std::fs::read(example(name)).expect("read");
         format!(
@@ -104,14 +96,11 @@ fn a_paper_run_builds_the_optimised_code_of_what_it_runs_for_the_next_start() {
         .expect("run keel");
     let bytes = std::fs::read(example("sma-cross")).expect("read");
     let hash = keel_host::sandbox::StrategyHash::of(&bytes).to_hex();
+    // Only complete files: the worker's output may be mid-write.
     let cached = || -> Vec<String> {
-        let Ok(keys) = std::fs::read_dir(&cache) else {
-            return Vec::new();
-        };
-        keys.flat_map(|key| std::fs::read_dir(key.expect("entry").path()).expect("key dir"))
-            .map(|f| f.expect("entry").file_name().to_string_lossy().into_owned())
-            .filter(|name| name.ends_with(".cwasm"))
-            .collect()
+        let mut names = cache_files(&cache);
+        names.retain(|name| name.ends_with(".cwasm"));
+        names
     };
     let started = std::time::Instant::now();
     while cached().is_empty() && started.elapsed() < std::time::Duration::from_secs(120) {

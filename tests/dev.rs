@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use crate::support::{data, repo};
+use crate::support::{cache_files, data, repo};
 
 /// A copy of sma-cross as its own crate `name`, in `dir`. (Tests running
 /// at once share a target directory, so each names its crate apart.)
@@ -152,16 +152,11 @@ fn each_save_is_rebuilt_validated_and_swapped_and_a_broken_one_changes_nothing()
     assert_eq!(cached(&cache), 1);
 }
 
-/// How many compiled components `cache` holds.
+/// How many compiled components `cache` holds (complete files only).
 fn cached(cache: &Path) -> usize {
-    let Ok(keys) = std::fs::read_dir(cache) else {
-        return 0;
-    };
-    keys.flatten()
-        .filter_map(|key| std::fs::read_dir(key.path()).ok())
-        .flatten()
-        .flatten()
-        .filter(|file| file.path().extension().is_some_and(|e| e == "cwasm"))
+    cache_files(cache)
+        .iter()
+        .filter(|name| name.ends_with(".cwasm"))
         .count()
 }
 

@@ -713,16 +713,7 @@ fn a_version_nothing_runs_any_more_gets_no_optimising_compile_and_no_cache_file(
     drop(loaded);
     await_optimised(&sandbox, &second.hash);
     await_optimised(&sandbox, &first.hash);
-    let cached: Vec<String> = std::fs::read_dir(dir.path())
-        .expect("cache dir")
-        .flat_map(|key| std::fs::read_dir(key.expect("entry").path()).expect("key dir"))
-        .map(|file| {
-            file.expect("entry")
-                .file_name()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect();
+    let cached = support::cache_files(dir.path());
     assert_eq!(cached, [format!("{}.cwasm", second.hash)]);
     // Nothing kept the replaced version's code: loaded again, it compiles.
     let again = sandbox.load(&first).expect("loads");

@@ -114,3 +114,22 @@ pub fn synthetic(symbol: &str, seed: u64, bars: usize) -> Series {
         bar_ms: 60_000,
     }
 }
+
+/// The files of a compile cache directory (`<cache>/<engine key>/<file>`),
+/// by name, sorted; none if it does not exist.
+pub fn cache_files(cache: &Path) -> Vec<String> {
+    let Ok(keys) = std::fs::read_dir(cache) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = keys
+        .flat_map(|key| std::fs::read_dir(key.expect("entry").path()).expect("key dir"))
+        .map(|file| {
+            file.expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    names.sort();
+    names
+}

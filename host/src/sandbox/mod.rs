@@ -221,7 +221,7 @@ type Compiled = Arc<Mutex<MemoryCache>>;
 
 /// Shared by every [`LoadedStrategy`] of one artifact and every instance
 /// started from one. Once none is left, a background compile of that
-/// artifact not yet started is dropped:
+/// artifact is dropped (its worker killed, if one runs it):
 /// `keel dev`'s superseded saves and strategies that failed their checks
 /// cost no optimising compile and no disk.
 #[derive(Debug)]
@@ -573,12 +573,11 @@ impl Sandbox {
         if let Some(c) = lock(&self.compiled).get(&artifact.hash) {
             return Ok((c.clone(), true, Tier::Optimized));
         }
-        let cached = self.cache_path(&artifact.hash);
-        if let Some(path) = &cached
+        if let Some(path) = self.disk.as_ref().map(|disk| disk.path(&artifact.hash))
             && path.exists()
-            && let Some(component) = self.read_cached(path)
+            && let Some(component) = self.read_cached(&path)
         {
-            cache::touch(path);
+            cache::touch(&path);
             lock(&self.compiled).insert(artifact.hash, component.clone());
             return Ok((component, true, Tier::Optimized));
         }
@@ -685,11 +684,6 @@ impl Sandbox {
     /// Whether optimised code for `hash` is being built in the background.
     pub fn is_optimizing(&self, hash: &StrategyHash) -> bool {
         lock(&self.optimizing_now).contains(hash)
-    }
-
-    /// `<cache>/<engine key>/<sha256>.cwasm`.
-    fn cache_path(&self, hash: &StrategyHash) -> Option<PathBuf> {
-        self.disk.as_ref().map(|disk| disk.path(hash))
     }
 
     #[allow(unsafe_code)]
