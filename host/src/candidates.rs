@@ -664,23 +664,51 @@ pub fn promote(
     get(conn, id)
 }
 
-/// Restores the active strategy before the current one.
+/// The active versions the deployments describe, oldest first, each with
+/// its candidate id: the first run and every promotion put a version on
+/// top, a rollback takes the top one off and goes back to the one under it.
+fn deployed_versions(conn: &Connection) -> rusqlite::Result<Vec<(String, Option<i64>)>> {
+    let mut stmt =
+        conn.prepare("SELECT hash, candidate_id, action FROM deployments ORDER BY id")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, Option<i64>>(1)?,
+            r.get::<_, String>(2)?,
+        ))
+    })?;
+    let mut versions: Vec<(String, Option<i64>)> = Vec::new();
+    for row in rows {
+        let (hash, candidate, action) = row?;
+        if action == "rollback" {
+            versions.pop();
+            // What the row says became active is the truth, should the
+            // history say otherwise.
+            if versions.last().is_none_or(|(top, _)| *top != hash) {
+                versions.push((hash, candidate));
+            }
+        } else {
+            versions.push((hash, candidate));
+        }
+    }
+    Ok(versions)
+}
+
+/// Restores the active version from before the current one was deployed:
+/// rolling back twice after two promotions restores the first version, never
+/// the one just rolled back. The version rolled back is retired; a restored
+/// candidate is the promoted one again. Returns the restored hash.
 pub fn rollback(conn: &Connection, actor: &str, reason: &str) -> anyhow::Result<String> {
-    let history: Vec<(String, Option<i64>)> = {
-        let mut stmt =
-            conn.prepare("SELECT hash, candidate_id FROM deployments ORDER BY id DESC")?;
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<rusqlite::Result<_>>()?
-    };
-    let Some((current, current_candidate)) = history.first().cloned() else {
+    let mut versions = deployed_versions(conn)?;
+    let Some((current, current_candidate)) = versions.pop() else {
         bail!("nothing has been deployed; there is nothing to roll back");
     };
-    let Some((previous, _)) = history.iter().find(|(h, _)| *h != current).cloned() else {
+    let Some((previous, previous_candidate)) = versions.pop() else {
         bail!("there is no earlier version to roll back to");
     };
     conn.execute(
-        "INSERT INTO deployments (hash, action, actor, reason, time_ms) VALUES (?1, 'rollback', ?2, ?3, ?4)",
-        params![previous, actor, reason, now_ms()],
+        "INSERT INTO deployments (hash, candidate_id, action, actor, reason, time_ms) VALUES (?1, ?2, 'rollback', ?3, ?4, ?5)",
+        params![previous, previous_candidate, actor, reason, now_ms()],
     )?;
     if let Some(id) = current_candidate {
         set_state(
@@ -689,6 +717,15 @@ pub fn rollback(conn: &Connection, actor: &str, reason: &str) -> anyhow::Result<
             "retired",
             actor,
             &format!("rolled back: {reason}"),
+        )?;
+    }
+    if let Some(id) = previous_candidate {
+        set_state(
+            conn,
+            id,
+            "promoted",
+            actor,
+            &format!("restored by a rollback: {reason}"),
         )?;
     }
     audit(
@@ -702,4 +739,85 @@ pub fn rollback(conn: &Connection, actor: &str, reason: &str) -> anyhow::Result<
         ),
     )?;
     Ok(previous)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stored candidate for `bytes`, in state `gated`; its hash.
+    fn candidate(conn: &Connection, bytes: &[u8]) -> (i64, String) {
+        let artifact = StrategyArtifact::from_bytes(bytes.to_vec(), "test.wasm");
+        store_blob(conn, &artifact).expect("blob");
+        conn.execute(
+            "INSERT INTO candidates (hash, name, version, submitted_by, note, source, state, created_ms)
+             VALUES (?1, 'test', '1.0.0', 'person', '', 'test.wasm', 'gated', 0)",
+            [artifact.hash.to_hex()],
+        )
+        .expect("candidate");
+        (conn.last_insert_rowid(), artifact.hash.to_hex())
+    }
+
+    fn state(conn: &Connection, id: i64) -> String {
+        get(conn, id).expect("candidate").state
+    }
+
+    #[test]
+    fn rollbacks_walk_back_through_the_promotions_never_forward() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = crate::store::Store::open(&dir.path().join("keel.db")).expect("store");
+        let conn = store.conn();
+        let first = StrategyArtifact::from_bytes(b"first".to_vec(), "first.wasm");
+        record_initial(conn, &first).expect("initial");
+        let (b, b_hash) = candidate(conn, b"second");
+        let (c, c_hash) = candidate(conn, b"third");
+        let config = CandidatesConfig::default();
+        for id in [b, c] {
+            promote(conn, &config, id, "operator", Some("test")).expect("promote");
+        }
+        assert_eq!(active(conn).expect("active"), Some(c_hash.clone()));
+        assert_eq!(
+            (state(conn, b), state(conn, c)),
+            ("retired".into(), "promoted".into())
+        );
+
+        // The first rollback restores the second version, which is the
+        // promoted candidate again.
+        assert_eq!(rollback(conn, "operator", "one").expect("rollback"), b_hash);
+        assert_eq!(active(conn).expect("active"), Some(b_hash));
+        assert_eq!(
+            (state(conn, b), state(conn, c)),
+            ("promoted".into(), "retired".into())
+        );
+        // The second goes further back, not forward to the third.
+        assert_eq!(
+            rollback(conn, "operator", "two").expect("rollback"),
+            first.hash.to_hex()
+        );
+        assert_eq!(active(conn).expect("active"), Some(first.hash.to_hex()));
+        assert_eq!(
+            (state(conn, b), state(conn, c)),
+            ("retired".into(), "retired".into())
+        );
+        let err = rollback(conn, "operator", "three").expect_err("nothing earlier");
+        assert_eq!(
+            err.to_string(),
+            "there is no earlier version to roll back to"
+        );
+
+        // A promotion after the rollbacks is rolled back to the first again.
+        promote(conn, &config, c, "operator", Some("again")).expect("promote");
+        assert_eq!(
+            rollback(conn, "operator", "four").expect("rollback"),
+            first.hash.to_hex()
+        );
+        let rollbacks: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM audit_log WHERE action = 'rollback'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("audit");
+        assert_eq!(rollbacks, 3);
+    }
 }
