@@ -469,3 +469,29 @@ fn run_keeps_going_past_a_failing_strategy_and_says_so_briefly() {
         "{stdout}"
     );
 }
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let btc = format!("BTC/USD={}", path(&data("UNITTEST_BTC-1m.csv")));
+    // As `keel strategy run … | head -1`: the reader is gone before keel
+    // prints its first line.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args([
+            "strategy",
+            "run",
+            path(example("sma-cross")),
+            "--data",
+            &btc,
+        ])
+        .env("KEEL_CACHE_DIR", cache.path())
+        .env_remove("KEEL_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run keel");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(text(&out.stderr), "");
+    assert!(out.status.success(), "{:?}", out.status);
+}

@@ -7,12 +7,15 @@ use clap::Parser;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    quiet_on_closed_stdout();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("KEEL_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
         )
         .with_writer(std::io::stderr)
+        // Colour for a terminal; a log file or a pipe gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = keel_host::cli::Cli::parse();
     match keel_host::cli::run(cli) {
@@ -23,4 +26,20 @@ fn main() {
             std::process::exit(1);
         }
     }
+}
+
+/// `keel candidate list | head -3`: once the reader is gone, `println!`
+/// panics on the broken pipe. That ends the output, not in error: leave
+/// quietly, as a tool killed by SIGPIPE would, without a panic message.
+/// (SIGPIPE itself stays ignored, as Rust sets it: `keel run` writes to
+/// sockets whose peers may leave, and must not die of it.)
+fn quiet_on_closed_stdout() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = (info.payload().downcast_ref::<String>()).map_or("", String::as_str);
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        report(info);
+    }));
 }

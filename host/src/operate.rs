@@ -586,14 +586,23 @@ pub fn candidate(args: &CandidateArgs, db: &Path, cache: &CompileCache) -> anyho
                 println!("no candidates");
             }
             let active = candidates::active(store.conn())?;
-            for c in all {
+            // Columns as wide as their longest entry: names come from
+            // strategies, of any length.
+            let width = |field: fn(&candidates::Candidate) -> &str| {
+                all.iter()
+                    .map(|c| field(c).chars().count())
+                    .max()
+                    .unwrap_or(0)
+            };
+            let (name_width, version_width) = (width(|c| &c.name), width(|c| &c.version));
+            for c in &all {
                 let mark = if active.as_deref() == Some(c.hash.as_str()) {
                     " (active)"
                 } else {
                     ""
                 };
                 println!(
-                    "{:>4}  {:<10} {:<16} {:<8} {}  {}  {}{mark}",
+                    "{:>4}  {:<10} {:<name_width$}  {:<version_width$}  {}  {}  {}{mark}",
                     c.id,
                     c.state,
                     c.name,
