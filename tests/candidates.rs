@@ -420,3 +420,189 @@ fn a_new_version_losing_too_much_on_its_first_day_is_rolled_back_by_itself() {
     assert_eq!(state(&conn, 1), "retired");
     keel_host::paper::audit_ledger(&conn).expect("ledger adds up");
 }
+
+/// `(id, action, detail)` of the audit lines whose action starts with `prefix`.
+fn audited(conn: &Connection, prefix: &str) -> Vec<(i64, String, String)> {
+    let mut stmt = conn
+        .prepare("SELECT id, action, detail FROM audit_log WHERE action LIKE ?1 ORDER BY id")
+        .expect("sql");
+    stmt.query_map([format!("{prefix}%")], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    })
+    .expect("sql")
+    .collect::<Result<_, _>>()
+    .expect("rows")
+}
+
+#[test]
+fn candidates_submitted_into_a_running_engine_take_free_shadow_slots_and_never_halt_trading() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, cache) = (dir.path().join("keel.db"), dir.path().join("cache"));
+    let goog = data("GOOG-1d.csv");
+    // Offline gates any strategy passes; one shadow slot; a paper gate
+    // that fails at 2% drawdown and needs more trades than the feed has.
+    let config = dir.path().join("candidates.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[backtest]\ndata = [\"GOOG={}\"]\nmin_trades = 0\nmin_sharpe = -1000\nmax_drawdown_pct = 100\nmin_profit_factor = 0\n\n\
+             [paper]\nslots = 1\nmin_trades = 100000\nmax_drawdown_pct = 2\n",
+            goog.display()
+        ),
+    )
+    .expect("config");
+    // The account halts at 1% below its peak.
+    let limits = dir.path().join("risk_limits.toml");
+    std::fs::write(
+        &limits,
+        "max_drawdown_halt_pct = 1\ndaily_loss_halt_pct = 1\n",
+    )
+    .expect("limits");
+    let (config, limits) = (
+        config.to_str().expect("utf-8"),
+        limits.to_str().expect("utf-8"),
+    );
+    // The active strategy: rsi-reversion, set never to trade.
+    let main = format!(
+        "{},oversold=1,size=0.001",
+        example("rsi-reversion").display()
+    );
+    let feed = format!("replay:{}", goog.display());
+    let engine = keel(
+        &db,
+        &cache,
+        &[
+            "run",
+            "--paper",
+            "--feed",
+            &feed,
+            "--symbol",
+            "GOOG",
+            "--speed",
+            "8640000x",
+            "--strategy",
+            &main,
+            "--risk-limits",
+            limits,
+            "--candidates",
+            config,
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("engine");
+    let bars = |conn: &Connection| -> i64 {
+        conn.query_row("SELECT COUNT(*) FROM equity_snapshots", [], |r| r.get(0))
+            .unwrap_or(0)
+    };
+    let started = Instant::now();
+    let conn = loop {
+        if let Ok(conn) = Connection::open(&db)
+            && bars(&conn) >= 20
+        {
+            break conn;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no bars booked"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+
+    // Submitted while the engine trades: a losing churner, then sma-cross.
+    for file in [fixture("churn"), example("sma-cross")] {
+        let out = run(
+            &db,
+            &cache,
+            &[
+                "candidate",
+                "submit",
+                file.to_str().expect("utf-8"),
+                "--config",
+                config,
+            ],
+        );
+        assert!(
+            text(&out.stdout).contains("— gated"),
+            "{}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+    }
+    let out = engine.wait_with_output().expect("engine");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // The churner started in shadow at a bar of the running engine...
+    let shadows = audited(&conn, "shadow");
+    let (first_start, _, detail) = &shadows[0];
+    assert!(
+        detail.starts_with("book candidate-1: candidate 1 (") && !detail.ends_with("after -"),
+        "{shadows:?}"
+    );
+    // ...lost more than the account may, and failed its paper gate at once
+    // on its drawdown, while the account traded on, never halted.
+    let gate: String = conn
+        .query_row(
+            "SELECT detail FROM gate_results WHERE candidate_id = 1 AND gate = 'paper'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("churn's paper verdict");
+    assert!(gate.contains("max drawdown"), "{gate}");
+    assert_eq!(state(&conn, 1), "failed");
+    let churn_book: i64 = conn
+        .query_row("SELECT id FROM books WHERE slot = 'candidate-1'", [], |r| {
+            r.get(0)
+        })
+        .expect("churn's book");
+    let equity: Vec<f64> = {
+        let mut stmt = conn
+            .prepare("SELECT equity FROM equity_snapshots WHERE book_id = ?1 ORDER BY time_ms")
+            .expect("sql");
+        stmt.query_map([churn_book], |r| r.get::<_, String>(0))
+            .expect("sql")
+            .map(|e| e.expect("row").parse().expect("decimal"))
+            .collect()
+    };
+    let mut peak = 10_000.0_f64;
+    let deepest = equity.iter().fold(0.0_f64, |deepest, e| {
+        peak = peak.max(*e);
+        deepest.max((peak - e) / peak * 100.0)
+    });
+    assert!(deepest >= 1.0, "the churner fell only {deepest}%");
+    let (trading, halts): (String, i64) = conn
+        .query_row(
+            "SELECT state, (SELECT COUNT(*) FROM risk_events WHERE kind = 'halt') FROM trading_state",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("state");
+    assert_eq!((trading.as_str(), halts), ("ACTIVE", 0));
+    // Its shadow ended flat, and only then did the one slot take sma-cross.
+    assert_eq!(shadows[1].1, "shadow ended", "{shadows:?}");
+    assert!(shadows[1].2.starts_with("book candidate-1:"), "{shadows:?}");
+    let open: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM positions WHERE book_id = ?1",
+            [churn_book],
+            |r| r.get(0),
+        )
+        .expect("positions");
+    assert_eq!(open, 0);
+    assert_eq!(shadows[2].1, "shadow started", "{shadows:?}");
+    assert!(
+        shadows[2].2.starts_with("book candidate-2:") && shadows[2].0 > *first_start,
+        "{shadows:?}"
+    );
+    // Every bar of the feed was booked for the active strategy.
+    let main_bars: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM equity_snapshots e JOIN books b ON b.id = e.book_id WHERE b.slot LIKE 'rsi-reversion%'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(main_bars, 2148);
+    keel_host::paper::audit_ledger(&conn).expect("ledger adds up");
+}

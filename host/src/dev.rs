@@ -302,10 +302,16 @@ fn paper(
             source: StrategySource::Stored(artifact.clone()),
             params: vec![],
             slot: Some("dev".into()),
-            candidate: None,
         }],
         max_bars: None,
-        candidates: Default::default(),
+        // The strategy being written runs alone: no candidates in shadow.
+        candidates: candidates::CandidatesConfig {
+            paper: candidates::PaperGate {
+                slots: 0,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
     };
     let link = ControlLink {
         commands,

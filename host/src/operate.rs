@@ -147,13 +147,9 @@ fn feed(spec: &str, args: &PaperArgs) -> anyhow::Result<(Feed, String)> {
 }
 
 /// The books of a run: the given strategies, else the active one (the
-/// repo's sma-cross the first time), then candidates waiting for their paper
-/// gate, in shadow.
-fn strategies(
-    args: &PaperArgs,
-    conn: &rusqlite::Connection,
-    config: &CandidatesConfig,
-) -> anyhow::Result<Vec<StrategySpec>> {
+/// repo's sma-cross the first time). The engine adds the candidates waiting
+/// for their paper gate, in shadow.
+fn strategies(args: &PaperArgs, conn: &rusqlite::Connection) -> anyhow::Result<Vec<StrategySpec>> {
     let mut specs = Vec::new();
     for spec in &args.strategies {
         let mut parts = spec.split(',');
@@ -177,7 +173,6 @@ fn strategies(
             source: StrategySource::Stored(artifact),
             params: vec![],
             slot: Some("main".into()),
-            candidate: None,
         });
     }
     if candidates::active(conn)?.is_none() {
@@ -186,19 +181,6 @@ fn strategies(
             StrategySource::Stored(a) => a.clone(),
         };
         candidates::record_initial(conn, &artifact)?;
-    }
-    let waiting: Vec<candidates::Candidate> = candidates::list(conn)?
-        .into_iter()
-        .filter(|c| c.state == "gated")
-        .take(config.paper.slots)
-        .collect();
-    for c in waiting {
-        specs.push(StrategySpec {
-            source: StrategySource::Stored(candidates::load_blob(conn, &c.hash)?),
-            params: vec![],
-            slot: Some(format!("candidate-{}", c.id)),
-            candidate: Some(c.id),
-        });
     }
     Ok(specs)
 }
@@ -243,7 +225,7 @@ pub fn run(args: &PaperArgs, db: &Path, cache: &CompileCache) -> anyhow::Result<
     }))
     .context("failed to set up the wasm sandbox")?;
     let mut store = Store::open(db)?;
-    let strategies = strategies(args, store.conn(), &candidates_config)?;
+    let strategies = strategies(args, store.conn())?;
     let snapshot = Arc::new(Mutex::new(Snapshot::default()));
     let kill_requested = Arc::new(AtomicBool::new(false));
     let (commands_tx, commands) = mpsc::channel();

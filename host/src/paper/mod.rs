@@ -13,6 +13,7 @@
 
 pub mod exchange;
 pub mod feed;
+mod shadow;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
@@ -31,11 +32,13 @@ use keel_model::batch::{BarColumns, Batch};
 use keel_model::candles::Candle;
 use keel_model::{Action, Params, Side, Signal, Symbol};
 
-use crate::candidates::{self, CandidatesConfig, GateResult};
+use crate::candidates::{self, CandidatesConfig};
 use crate::control::{Command, Reply, Snapshot, SnapshotBook, SnapshotPosition, SnapshotTrade};
 use crate::ledger::{ClosedTrade, Holding, Ledger, LedgerFill, dec, float};
 use crate::risk::{self, RiskConfig, TradingState};
-use crate::sandbox::{Binding, Sandbox, StrategyArtifact, StrategyHash, StrategyInstance};
+use crate::sandbox::{
+    Binding, LoadedStrategy, Sandbox, StrategyArtifact, StrategyHash, StrategyInstance,
+};
 use exchange::{PaperExchange, PaperOrder, action_parse, size_parse, size_text};
 use feed::{Feed, Next};
 
@@ -54,8 +57,6 @@ pub struct StrategySpec {
     pub params: Vec<String>,
     /// The book's name; default `<name>#<n>`.
     pub slot: Option<String>,
-    /// Run in shadow as this candidate (its paper gate).
-    pub candidate: Option<i64>,
 }
 
 impl StrategySpec {
@@ -64,7 +65,6 @@ impl StrategySpec {
             source: StrategySource::File(path),
             params,
             slot: None,
-            candidate: None,
         }
     }
 
@@ -129,13 +129,18 @@ struct Book {
     warmup: usize,
     signals: u64,
     rejected: u64,
-    /// The candidate this book runs in shadow, and whether it was judged.
+    /// The candidate this book runs in shadow (its paper gate), until the
+    /// gate's verdict ends the shadow.
     candidate: Option<i64>,
-    judged: bool,
-    /// Per-bar equity returns this run (count, mean, M2), for Sharpe.
-    returns: (u64, f64, f64),
+    /// Per-bar equity returns, for Sharpe.
+    returns: Returns,
+    /// A shadow's yardstick: the main book's returns over the same bars.
+    active_returns: Returns,
+    /// The highest closing equity and the deepest fall below it so far,
+    /// percent.
+    equity_peak: f64,
+    max_drawdown_pct: f64,
     last_equity: Option<f64>,
-    start_equity: f64,
     trades: u64,
     /// Equity and feed time (ms) when the current version took over (main
     /// book), for the automatic rollback.
@@ -143,24 +148,52 @@ struct Book {
 }
 
 impl Book {
-    fn sharpe(&self) -> Option<f64> {
-        let (n, mean, m2) = self.returns;
-        let sd = (m2 / n.saturating_sub(1).max(1) as f64).sqrt();
-        (n > 1 && sd > 0.0).then(|| mean / sd)
-    }
-
-    fn record_return(&mut self, equity: f64) {
-        if let Some(last) = self.last_equity
-            && last > 0.0
-        {
-            let r = equity / last - 1.0;
-            let (n, mean, m2) = &mut self.returns;
-            *n += 1;
-            let delta = r - *mean;
-            *mean += delta / *n as f64;
-            *m2 += delta * (r - *mean);
+    /// Books this bar's closing equity: its return (none on the first bar)
+    /// and the drawdown.
+    fn record_equity(&mut self, equity: f64) -> Option<f64> {
+        let r = self
+            .last_equity
+            .filter(|last| *last > 0.0)
+            .map(|last| equity / last - 1.0);
+        if let Some(r) = r {
+            self.returns.push(r);
         }
         self.last_equity = Some(equity);
+        self.equity_peak = self.equity_peak.max(equity);
+        if self.equity_peak > 0.0 {
+            let drawdown = (self.equity_peak - equity) / self.equity_peak * 100.0;
+            self.max_drawdown_pct = self.max_drawdown_pct.max(drawdown);
+        }
+        r
+    }
+}
+
+/// Per-bar returns as count, mean and sum of squared deviations (Welford),
+/// so a Sharpe ratio costs no memory however long a run goes.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Returns {
+    n: u64,
+    mean: f64,
+    m2: f64,
+}
+
+impl Returns {
+    fn push(&mut self, r: f64) {
+        self.n += 1;
+        let delta = r - self.mean;
+        self.mean += delta / self.n as f64;
+        self.m2 += delta * (r - self.mean);
+    }
+
+    /// Mean over standard deviation, per bar: 0 for a book that stayed
+    /// flat; none before two returns, or for a constant non-zero return.
+    fn sharpe(&self) -> Option<f64> {
+        let sd = (self.m2 / self.n.saturating_sub(1).max(1) as f64).sqrt();
+        match (self.n > 1, sd > 0.0, self.mean == 0.0) {
+            (false, ..) => None,
+            (true, true, _) => Some(self.mean / sd),
+            (true, false, flat) => flat.then_some(0.0),
+        }
     }
 }
 
@@ -308,7 +341,7 @@ impl<'c> PaperEngine<'c> {
                 .slot
                 .clone()
                 .unwrap_or_else(|| format!("{}#{}", strategy.info.name, i + 1));
-            loaded.push((slot, strategy, params, spec.candidate));
+            loaded.push((slot, strategy, params));
         }
         let settings_text = serde_json::json!({
             "symbol": settings.symbol,
@@ -317,7 +350,7 @@ impl<'c> PaperEngine<'c> {
             "fee_bps": settings.fills.fee_bps,
             "slippage_bps": settings.fills.slippage_bps,
             // Slots, not hashes: a run whose strategy was hot-swapped resumes.
-            "strategies": loaded.iter().filter(|l| l.3.is_none()).map(|(slot, ..)| slot.clone()).collect::<Vec<_>>(),
+            "strategies": loaded.iter().map(|(slot, ..)| slot.clone()).collect::<Vec<_>>(),
         })
         .to_string();
         let (state, _) = load_state(conn)?;
@@ -370,104 +403,20 @@ impl<'c> PaperEngine<'c> {
             }
         };
         let mut books = Vec::new();
-        for (slot, strategy, params, candidate) in loaded {
-            conn.execute(
-                "INSERT OR IGNORE INTO artifacts (hash, name, version, contract, size, first_seen_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![strategy.hash.to_hex(), strategy.info.name, strategy.info.version, strategy.contract, strategy.size as i64, now_ms()],
-            )?;
-            let start = dec(settings.cash)?;
-            conn.execute(
-                "INSERT OR IGNORE INTO books (run_id, slot, artifact_hash, params, start_cash, cash, realized, fees, peak_equity, day_ms, day_start_equity)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?5, '0', '0', ?5, -1, ?5)",
-                params![run_id, slot, strategy.hash.to_hex(), format!("{params:?}"), start.to_string()],
-            )?;
-            conn.execute(
-                "UPDATE books SET artifact_hash = ?3 WHERE run_id = ?1 AND slot = ?2",
-                params![run_id, slot, strategy.hash.to_hex()],
-            )?;
-            let (id, start_cash, cash, realized, fees, peak, day, day_start): (i64, String, String, String, String, String, i64, String) = conn.query_row(
-                "SELECT id, start_cash, cash, realized, fees, peak_equity, day_ms, day_start_equity FROM books WHERE run_id = ?1 AND slot = ?2",
-                params![run_id, slot],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?)),
-            )?;
-            let mut ledger = Ledger::new(d(&start_cash));
-            ledger.cash = d(&cash);
-            ledger.realized = d(&realized);
-            ledger.fees = d(&fees);
-            let mut exits = BTreeMap::new();
-            {
-                let mut stmt = conn.prepare(
-                    "SELECT symbol, tag, side, quantity, cost, fees, opened_ms, mark, mae, stop_loss, take_profit
-                     FROM positions WHERE book_id = ?1 ORDER BY rowid",
-                )?;
-                let rows = stmt.query_map([id], |r| {
-                    let side: String = r.get(2)?;
-                    Ok((
-                        Holding {
-                            symbol: r.get(0)?,
-                            tag: r.get(1)?,
-                            side: if side == "short" {
-                                Side::Short
-                            } else {
-                                Side::Long
-                            },
-                            quantity: d(&r.get::<_, String>(3)?),
-                            cost: d(&r.get::<_, String>(4)?),
-                            fees: d(&r.get::<_, String>(5)?),
-                            opened_ms: r.get(6)?,
-                            mark: d(&r.get::<_, String>(7)?),
-                            mae: d(&r.get::<_, String>(8)?),
-                        },
-                        r.get::<_, Option<f64>>(9)?,
-                        r.get::<_, Option<f64>>(10)?,
-                    ))
-                })?;
-                for row in rows {
-                    let (h, stop, target) = row?;
-                    exits.insert((h.symbol.clone(), h.tag.clone()), (stop, target));
-                    ledger.holdings.push(h);
-                }
-            }
-            ledger
-                .check()
-                .map_err(|e| anyhow!("book {slot}: the stored ledger does not add up: {e}"))?;
-            let binding = Binding {
-                symbols: vec![settings.symbol.clone()],
-                params,
-                simulated_clock: false,
-                seed: id as u64,
-            };
-            let instance = sandbox
-                .instantiate(&strategy, binding)
-                .map_err(|e| anyhow!("{e}"))?;
-            books.push(Book {
-                id,
+        for (slot, strategy, params) in loaded {
+            let plan = BookPlan {
                 slot,
-                hash: strategy.hash,
-                warmup: strategy.info.warmup_bars as usize,
-                instance,
-                ledger,
-                exits,
-                peak: d(&peak),
-                day,
-                day_start: d(&day_start),
-                signals: 0,
-                rejected: 0,
-                candidate,
-                judged: false,
-                returns: (0, 0.0, 0.0),
-                last_equity: None,
-                start_equity: 0.0,
-                trades: 0,
-                promoted_at: None,
-            });
+                strategy: &strategy,
+                params,
+                candidate: None,
+            };
+            let mut book = open_book(conn, sandbox, &settings, run_id, plan)?;
+            shadow::seed_history(conn, &mut book, None)?;
+            books.push(book);
         }
         let exchange = PaperExchange {
             fills: settings.fills,
         };
-        for book in &mut books {
-            book.start_equity = float(book.ledger.equity());
-        }
         let mut engine = PaperEngine {
             conn,
             sandbox,
@@ -488,6 +437,9 @@ impl<'c> PaperEngine<'c> {
             bars: 0,
             control,
         };
+        // Candidates waiting for their paper gate, in shadow from the start
+        // (and, in a resumed run, in the books they had).
+        engine.admit_shadows()?;
         engine.reconcile()?;
         engine.publish();
         Ok(engine)
@@ -823,50 +775,22 @@ impl<'c> PaperEngine<'c> {
             Some(latency.as_micros() as i64),
         )?;
         // Everything still open at the exchange is cancelled.
-        let open: Vec<String> = {
-            let mut stmt = self.conn.prepare(
-                "SELECT o.client_order_id FROM orders o JOIN books b ON b.id = o.book_id
-                 WHERE b.run_id = ?1 AND o.state IN ('new', 'open')",
-            )?;
-            stmt.query_map([self.run_id], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?
-        };
-        for id in &open {
-            self.exchange.cancel(self.conn, id)?;
-            self.conn.execute(
-                "UPDATE orders SET state = 'cancelled', reason = 'kill switch', updated_ms = ?2 WHERE client_order_id = ?1",
-                params![id, now_ms()],
-            )?;
-        }
+        let open = self.cancel_open_orders(None, "kill switch")?;
         // Flatten every book at the last price.
-        let (price_ref, time_ms) = (self.last_close, self.cursor_ms.unwrap_or(0));
         let mut closed = 0;
-        if price_ref.is_finite() {
+        if self.last_close.is_finite() {
             let tx = self
                 .conn
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             for book in &mut self.books {
-                while let Some(h) = book.ledger.holdings.first().cloned() {
-                    let price = self
-                        .settings
-                        .fills
-                        .market_price(price_ref, h.side == Side::Short);
-                    let quantity = float(h.quantity);
-                    let fee = self.settings.fills.fee(quantity, price);
-                    let fill = LedgerFill {
-                        symbol: h.symbol.clone(),
-                        tag: h.tag.clone(),
-                        action: Action::Close,
-                        price: dec(price)?,
-                        quantity: h.quantity,
-                        fee: dec(fee)?,
-                        time_ms,
-                    };
-                    let fill_id = format!("kill-{}-{}-{}-{}", book.id, h.symbol, h.tag, time_ms);
-                    book_fill(&tx, book, &fill_id, None, &fill, "kill")?;
-                    closed += 1;
-                }
-                persist_book(&tx, book)?;
+                closed += flatten(
+                    &tx,
+                    &self.settings.fills,
+                    book,
+                    self.last_close,
+                    self.cursor_ms,
+                    "kill",
+                )?;
             }
             tx.commit()?;
         }
@@ -875,6 +799,31 @@ impl<'c> PaperEngine<'c> {
             positions_closed: closed,
             orders_cancelled: open.len(),
         })
+    }
+
+    /// Cancels the orders still open at the exchange, of one book or of the
+    /// whole run; their ids.
+    fn cancel_open_orders(
+        &mut self,
+        book: Option<i64>,
+        reason: &str,
+    ) -> anyhow::Result<Vec<String>> {
+        let open: Vec<String> = {
+            let mut stmt = self.conn.prepare(
+                "SELECT o.client_order_id FROM orders o JOIN books b ON b.id = o.book_id
+                 WHERE b.run_id = ?1 AND (?2 IS NULL OR b.id = ?2) AND o.state IN ('new', 'open')",
+            )?;
+            stmt.query_map(params![self.run_id, book], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?
+        };
+        for id in &open {
+            self.exchange.cancel(self.conn, id)?;
+            self.conn.execute(
+                "UPDATE orders SET state = 'cancelled', reason = ?3, updated_ms = ?2 WHERE client_order_id = ?1",
+                params![id, now_ms(), reason],
+            )?;
+        }
+        Ok(open)
     }
 
     fn remember(&mut self, candle: Candle) {
@@ -958,14 +907,13 @@ impl<'c> PaperEngine<'c> {
         })
     }
 
-    /// After each bar: returns for the paper gate, shadow verdicts, and the
+    /// After each bar: returns for the paper gate, shadow verdicts (a
+    /// judged shadow ends, and a waiting candidate takes its slot), and the
     /// automatic rollback of a new version losing too much in its first day.
     fn after_bar(&mut self) -> anyhow::Result<()> {
-        for book in &mut self.books {
-            let equity = float(book.ledger.equity());
-            book.record_return(equity);
-        }
+        self.record_returns();
         self.judge_shadows(false)?;
+        self.admit_shadows()?;
         let rule = self.settings.candidates.rollback.daily_loss_pct;
         let now = self.cursor_ms.unwrap_or(0);
         let losing = self.books.iter().find_map(|b| {
@@ -984,86 +932,6 @@ impl<'c> PaperEngine<'c> {
                 b.promoted_at = None;
             }
             self.risk_event("rollback", None, &reason, None)?;
-        }
-        Ok(())
-    }
-
-    /// Judges each shadow book against the paper gate: it passes once it
-    /// has enough trades, a profit, a drawdown under the limit and a Sharpe
-    /// not worse than the main book's over the same bars; at the end of the
-    /// run one that traded enough but did not pass fails.
-    fn judge_shadows(&mut self, at_end: bool) -> anyhow::Result<()> {
-        let gate = self.settings.candidates.paper.clone();
-        let main_sharpe = self
-            .books
-            .iter()
-            .find(|b| b.candidate.is_none())
-            .and_then(Book::sharpe);
-        for book in &mut self.books {
-            let Some(candidate) = book.candidate else {
-                continue;
-            };
-            if book.judged {
-                continue;
-            }
-            book.trades = self.conn.query_row(
-                "SELECT COUNT(*) FROM trades WHERE book_id = ?1",
-                [book.id],
-                |r| r.get::<_, i64>(0),
-            )? as u64;
-            let equity = float(book.ledger.equity());
-            let pnl = equity - book.start_equity;
-            let peak = float(book.peak);
-            let drawdown = if peak > 0.0 {
-                (peak - equity) / peak * 100.0
-            } else {
-                0.0
-            };
-            let sharpe = book.sharpe();
-            let enough = book.trades as usize >= gate.min_trades;
-            let mut failures = Vec::new();
-            if !enough {
-                failures.push(format!(
-                    "{} paper trades, fewer than {}",
-                    book.trades, gate.min_trades
-                ));
-            }
-            if pnl <= 0.0 {
-                failures.push(format!("P&L {pnl:.2} is not positive"));
-            }
-            if drawdown >= gate.max_drawdown_pct {
-                failures.push(format!(
-                    "drawdown {drawdown:.2}% not under {}%",
-                    gate.max_drawdown_pct
-                ));
-            }
-            match (sharpe, main_sharpe) {
-                (Some(c), Some(a)) if c < a => failures.push(format!(
-                    "Sharpe {c:.4} worse than the active strategy's {a:.4}"
-                )),
-                (None, _) => failures.push("no risk-adjusted return yet".into()),
-                _ => {}
-            }
-            let passed = failures.is_empty();
-            if !(passed || (at_end && enough)) {
-                continue;
-            }
-            book.judged = true;
-            let result = GateResult {
-                gate: "paper".into(),
-                passed,
-                figures: serde_json::json!({
-                    "run": self.run_id, "trades": book.trades, "pnl": pnl, "drawdown_pct": drawdown,
-                    "sharpe_per_bar": sharpe, "active_sharpe_per_bar": main_sharpe,
-                }),
-                detail: if passed {
-                    "every criterion held".into()
-                } else {
-                    failures.join("; ")
-                },
-            };
-            candidates::record_paper_gate(self.conn, candidate, &result)?;
-            tracing::info!(candidate, passed, "paper gate");
         }
         Ok(())
     }
@@ -1153,12 +1021,16 @@ impl<'c> PaperEngine<'c> {
                     format!("book {}: ledger identity broken: {e}", book.slot),
                 ));
             }
-            if let Some(why) = risk::halt_reason(
-                float(equity),
-                float(book.peak),
-                float(book.day_start),
-                &self.settings.risk,
-            ) {
+            // A shadow's portfolio is virtual: its losses fail its paper
+            // gate, they never halt the account.
+            if book.candidate.is_none()
+                && let Some(why) = risk::halt_reason(
+                    float(equity),
+                    float(book.peak),
+                    float(book.day_start),
+                    &self.settings.risk,
+                )
+            {
                 halts.push((book.id, format!("book {}: {why}", book.slot)));
             }
             persist_book(&tx, book)?;
@@ -1398,6 +1270,122 @@ impl<'c> PaperEngine<'c> {
         }
     }
 }
+/// A book to open: its slot, the strategy for it, its parameters, and the
+/// candidate it shadows.
+struct BookPlan<'a> {
+    slot: String,
+    strategy: &'a LoadedStrategy,
+    params: Params,
+    candidate: Option<i64>,
+}
+
+/// Opens the book of `plan` in run `run_id` — created, or as stored when the
+/// run resumes — with its strategy bound and initialised.
+fn open_book(
+    conn: &Connection,
+    sandbox: &Sandbox,
+    settings: &PaperSettings,
+    run_id: i64,
+    plan: BookPlan<'_>,
+) -> anyhow::Result<Book> {
+    let BookPlan {
+        slot,
+        strategy,
+        params,
+        candidate,
+    } = plan;
+    conn.execute(
+        "INSERT OR IGNORE INTO artifacts (hash, name, version, contract, size, first_seen_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![strategy.hash.to_hex(), strategy.info.name, strategy.info.version, strategy.contract, strategy.size as i64, now_ms()],
+    )?;
+    let start = dec(settings.cash)?;
+    conn.execute(
+        "INSERT OR IGNORE INTO books (run_id, slot, artifact_hash, params, start_cash, cash, realized, fees, peak_equity, day_ms, day_start_equity)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?5, '0', '0', ?5, -1, ?5)",
+        params![run_id, slot, strategy.hash.to_hex(), format!("{params:?}"), start.to_string()],
+    )?;
+    conn.execute(
+        "UPDATE books SET artifact_hash = ?3 WHERE run_id = ?1 AND slot = ?2",
+        params![run_id, slot, strategy.hash.to_hex()],
+    )?;
+    let (id, start_cash, cash, realized, fees, peak, day, day_start): (i64, String, String, String, String, String, i64, String) = conn.query_row(
+        "SELECT id, start_cash, cash, realized, fees, peak_equity, day_ms, day_start_equity FROM books WHERE run_id = ?1 AND slot = ?2",
+        params![run_id, slot],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?)),
+    )?;
+    let mut ledger = Ledger::new(d(&start_cash));
+    ledger.cash = d(&cash);
+    ledger.realized = d(&realized);
+    ledger.fees = d(&fees);
+    let mut exits = BTreeMap::new();
+    {
+        let mut stmt = conn.prepare(
+            "SELECT symbol, tag, side, quantity, cost, fees, opened_ms, mark, mae, stop_loss, take_profit
+             FROM positions WHERE book_id = ?1 ORDER BY rowid",
+        )?;
+        let rows = stmt.query_map([id], |r| {
+            let side: String = r.get(2)?;
+            Ok((
+                Holding {
+                    symbol: r.get(0)?,
+                    tag: r.get(1)?,
+                    side: if side == "short" {
+                        Side::Short
+                    } else {
+                        Side::Long
+                    },
+                    quantity: d(&r.get::<_, String>(3)?),
+                    cost: d(&r.get::<_, String>(4)?),
+                    fees: d(&r.get::<_, String>(5)?),
+                    opened_ms: r.get(6)?,
+                    mark: d(&r.get::<_, String>(7)?),
+                    mae: d(&r.get::<_, String>(8)?),
+                },
+                r.get::<_, Option<f64>>(9)?,
+                r.get::<_, Option<f64>>(10)?,
+            ))
+        })?;
+        for row in rows {
+            let (h, stop, target) = row?;
+            exits.insert((h.symbol.clone(), h.tag.clone()), (stop, target));
+            ledger.holdings.push(h);
+        }
+    }
+    ledger
+        .check()
+        .map_err(|e| anyhow!("book {slot}: the stored ledger does not add up: {e}"))?;
+    let binding = Binding {
+        symbols: vec![settings.symbol.clone()],
+        params,
+        simulated_clock: false,
+        seed: id as u64,
+    };
+    let instance = sandbox
+        .instantiate(strategy, binding)
+        .map_err(|e| anyhow!("{e}"))?;
+    Ok(Book {
+        id,
+        slot,
+        hash: strategy.hash,
+        warmup: strategy.info.warmup_bars as usize,
+        instance,
+        ledger,
+        exits,
+        peak: d(&peak),
+        day,
+        day_start: d(&day_start),
+        signals: 0,
+        rejected: 0,
+        candidate,
+        returns: Returns::default(),
+        active_returns: Returns::default(),
+        equity_peak: float(d(&start_cash)),
+        max_drawdown_pct: 0.0,
+        last_equity: None,
+        trades: 0,
+        promoted_at: None,
+    })
+}
 
 /// Shows `instance` each of `candles` as a closed bar, discarding what it
 /// signals: the warm-up of a restarted or swapped-in strategy. Returns how
@@ -1560,6 +1548,37 @@ fn book_exchange(tx: &Transaction<'_>, book: &mut Book) -> anyhow::Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// Closes every position of `book` at `price_ref` (plus slippage, with
+/// fees), as fills of `source` at the last booked bar; how many it closed.
+fn flatten(
+    tx: &Transaction<'_>,
+    fills: &FillModel,
+    book: &mut Book,
+    price_ref: f64,
+    cursor_ms: Option<i64>,
+    source: &str,
+) -> anyhow::Result<usize> {
+    let time_ms = cursor_ms.unwrap_or(0);
+    let mut closed = 0;
+    while let Some(h) = book.ledger.holdings.first().cloned() {
+        let price = fills.market_price(price_ref, h.side == Side::Short);
+        let fill = LedgerFill {
+            symbol: h.symbol.clone(),
+            tag: h.tag.clone(),
+            action: Action::Close,
+            price: dec(price)?,
+            quantity: h.quantity,
+            fee: dec(fills.fee(float(h.quantity), price))?,
+            time_ms,
+        };
+        let fill_id = format!("{source}-{}-{}-{}-{time_ms}", book.id, h.symbol, h.tag);
+        book_fill(tx, book, &fill_id, None, &fill, source)?;
+        closed += 1;
+    }
+    persist_book(tx, book)?;
+    Ok(closed)
 }
 
 /// Applies one fill to a book's ledger and records it (and the closed
@@ -1739,4 +1758,62 @@ pub fn audit_ledger(conn: &Connection) -> anyhow::Result<usize> {
         replay.check().map_err(|e| anyhow!("book {id}: {e}"))?;
     }
     Ok(books.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sharpe_of_per_bar_returns() {
+        struct Case {
+            name: &'static str,
+            returns: &'static [f64],
+            sharpe: Option<f64>,
+        }
+        let cases = [
+            Case {
+                name: "no return yet",
+                returns: &[],
+                sharpe: None,
+            },
+            Case {
+                name: "one return",
+                returns: &[0.01],
+                sharpe: None,
+            },
+            Case {
+                name: "flat: zero, not unknown",
+                returns: &[0.0, 0.0, 0.0],
+                sharpe: Some(0.0),
+            },
+            Case {
+                name: "a constant gain has no deviation to divide by",
+                returns: &[0.01, 0.01],
+                sharpe: None,
+            },
+            Case {
+                name: "mean over sample standard deviation",
+                returns: &[0.01, 0.03],
+                sharpe: Some(0.02 / 0.0002_f64.sqrt()),
+            },
+            Case {
+                name: "gains and losses that cancel",
+                returns: &[0.01, -0.01, 0.03, -0.03],
+                sharpe: Some(0.0),
+            },
+        ];
+        for case in cases {
+            let mut returns = Returns::default();
+            for r in case.returns {
+                returns.push(*r);
+            }
+            match (returns.sharpe(), case.sharpe) {
+                (Some(got), Some(want)) => {
+                    assert!((got - want).abs() < 1e-12, "{}: {got}", case.name)
+                }
+                (got, want) => assert_eq!(got, want, "{}", case.name),
+            }
+        }
+    }
 }

@@ -28,6 +28,11 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
         "candidates",
         include_str!("../../../migrations/0003_candidates.sql"),
     ),
+    (
+        4,
+        "candidates_waiting",
+        include_str!("../../../migrations/0004_candidates_waiting.sql"),
+    ),
 ];
 
 /// Why the store could not be used.
@@ -184,7 +189,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("keel.db");
         let store = Store::open(&path).expect("open");
-        assert_eq!(store.schema_version().expect("version"), 3);
+        assert_eq!(store.schema_version().expect("version"), 4);
         let mode: String = store
             .conn
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
@@ -197,7 +202,7 @@ mod tests {
             .conn
             .query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0))
             .expect("count");
-        assert_eq!(rows, 3);
+        assert_eq!(rows, 4);
         store
             .conn
             .execute("INSERT INTO schema_migrations VALUES (99, 'future', 0)", [])
@@ -206,7 +211,7 @@ mod tests {
         let err = Store::open(&path).expect_err("too new");
         assert!(
             err.to_string().ends_with(
-                "the database is at schema version 99, newer than this keel (3); use a newer keel"
+                "the database is at schema version 99, newer than this keel (4); use a newer keel"
             ),
             "{err}"
         );

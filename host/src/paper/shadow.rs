@@ -1,0 +1,293 @@
+//! The paper gate: gated candidates run in shadow books beside the active
+//! strategy, on the same bars, each with a virtual portfolio of its own.
+//! A running engine fills a free slot with the next waiting candidate after
+//! any bar (so a candidate submitted overnight starts its paper run at the
+//! next bar, not at the next restart), judges every shadow after every
+//! bar, and ends a shadow once its verdict is in: its orders cancelled, its
+//! positions closed at the last price, its slot free for the next one.
+
+use std::collections::HashMap;
+
+use rusqlite::{Connection, params};
+
+use keel_model::Params;
+
+use super::{Book, BookPlan, PaperEngine, audit, flatten, open_book, warm};
+use crate::candidates::{self, GateResult};
+use crate::ledger::float;
+
+impl PaperEngine<'_> {
+    /// This bar's return of every book, and of the main book into the
+    /// yardstick of each shadow that had a return of its own on it.
+    pub(super) fn record_returns(&mut self) {
+        let mut main = None;
+        let mut main_seen = false;
+        let mut returned = Vec::new();
+        for (i, book) in self.books.iter_mut().enumerate() {
+            let r = book.record_equity(float(book.ledger.equity()));
+            if book.candidate.is_some() {
+                if r.is_some() {
+                    returned.push(i);
+                }
+            } else if !main_seen {
+                (main, main_seen) = (r, true);
+            }
+        }
+        if let Some(r) = main {
+            for i in returned {
+                self.books[i].active_returns.push(r);
+            }
+        }
+    }
+
+    /// Judges each shadow against the paper gate. It passes once it has
+    /// enough trades, a profit, a deepest drawdown under the limit and a
+    /// Sharpe not worse than the main book's over the same bars; it fails
+    /// as soon as its drawdown reaches the limit (nothing can undo that),
+    /// or at the end of the run when it traded enough but did not pass. A
+    /// verdict ends the shadow.
+    pub(super) fn judge_shadows(&mut self, at_end: bool) -> anyhow::Result<()> {
+        let gate = self.settings.candidates.paper.clone();
+        let mut judged = Vec::new();
+        for (i, book) in self.books.iter_mut().enumerate() {
+            let Some(candidate) = book.candidate else {
+                continue;
+            };
+            book.trades = self.conn.query_row(
+                "SELECT COUNT(*) FROM trades WHERE book_id = ?1",
+                [book.id],
+                |r| r.get::<_, i64>(0),
+            )? as u64;
+            let pnl = float(book.ledger.equity() - book.ledger.start_cash);
+            let drawdown = book.max_drawdown_pct;
+            let (sharpe, active_sharpe) = (book.returns.sharpe(), book.active_returns.sharpe());
+            let enough = book.trades as usize >= gate.min_trades;
+            let breached = drawdown >= gate.max_drawdown_pct;
+            let mut failures = Vec::new();
+            if !enough {
+                failures.push(format!(
+                    "{} paper trades, fewer than {}",
+                    book.trades, gate.min_trades
+                ));
+            }
+            if pnl <= 0.0 {
+                failures.push(format!("P&L {pnl:.2} is not positive"));
+            }
+            if breached {
+                failures.push(format!(
+                    "max drawdown {drawdown:.2}% not under {}%",
+                    gate.max_drawdown_pct
+                ));
+            }
+            match (sharpe, active_sharpe) {
+                (Some(c), Some(a)) if c < a => failures.push(format!(
+                    "Sharpe {c:.4} worse than the active strategy's {a:.4} over the same bars"
+                )),
+                (None, _) => failures.push("no risk-adjusted return yet".into()),
+                _ => {}
+            }
+            let passed = failures.is_empty();
+            if !(passed || breached || (at_end && enough)) {
+                continue;
+            }
+            let result = GateResult {
+                gate: "paper".into(),
+                passed,
+                figures: serde_json::json!({
+                    "run": self.run_id, "bars": book.returns.n + 1, "trades": book.trades, "pnl": pnl,
+                    "max_drawdown_pct": drawdown, "sharpe_per_bar": sharpe,
+                    "active_sharpe_per_bar": active_sharpe,
+                }),
+                detail: if passed {
+                    "every criterion held".into()
+                } else {
+                    failures.join("; ")
+                },
+            };
+            candidates::record_paper_gate(self.conn, candidate, &result)?;
+            tracing::info!(candidate, passed, "paper gate");
+            judged.push(i);
+        }
+        for i in judged.into_iter().rev() {
+            self.end_shadow(i)?;
+        }
+        Ok(())
+    }
+
+    /// Ends shadow book `i`: its open orders cancelled, its positions
+    /// closed at the last price, the book out of the run.
+    fn end_shadow(&mut self, i: usize) -> anyhow::Result<()> {
+        let (id, slot) = (self.books[i].id, self.books[i].slot.clone());
+        let cancelled = self.cancel_open_orders(Some(id), "shadow ended")?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let closed = if self.last_close.is_finite() {
+            let book = &mut self.books[i];
+            flatten(
+                &tx,
+                &self.settings.fills,
+                book,
+                self.last_close,
+                self.cursor_ms,
+                "shadow-end",
+            )?
+        } else {
+            0
+        };
+        audit(
+            &tx,
+            "keel",
+            "shadow ended",
+            &format!(
+                "book {slot}: paper gate judged; {} order(s) cancelled, {closed} position(s) closed at the last price",
+                cancelled.len()
+            ),
+        )?;
+        tx.commit()?;
+        self.books.remove(i);
+        Ok(())
+    }
+
+    /// Fills free shadow slots with the candidates waiting for their paper
+    /// gate, oldest first, each warmed up on the last bars. One that cannot
+    /// start fails its paper gate, saying why.
+    pub(super) fn admit_shadows(&mut self) -> anyhow::Result<()> {
+        let slots = self.settings.candidates.paper.slots;
+        let running: Vec<i64> = self.books.iter().filter_map(|b| b.candidate).collect();
+        if self.killed || self.stopping || running.len() >= slots {
+            return Ok(());
+        }
+        let waiting: Vec<(i64, String)> = {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT id, hash FROM candidates WHERE state = 'gated' ORDER BY id LIMIT ?1",
+            )?;
+            stmt.query_map([slots as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .filter(|row| row.as_ref().map_or(true, |(id, _)| !running.contains(id)))
+                .take(slots - running.len())
+                .collect::<rusqlite::Result<_>>()?
+        };
+        for (candidate, hash) in waiting {
+            match self.start_shadow(candidate, &hash) {
+                Ok(book) => {
+                    audit(
+                        self.conn,
+                        "keel",
+                        "shadow started",
+                        &format!(
+                            "book {}: candidate {candidate} ({}) in shadow from the bar after {}",
+                            book.slot,
+                            book.hash.short(),
+                            self.cursor_ms
+                                .map_or("-".into(), keel_model::candles::format_time)
+                        ),
+                    )?;
+                    tracing::info!(candidate, book = %book.slot, "shadow started");
+                    self.books.push(book);
+                }
+                Err(e) => {
+                    let result = GateResult {
+                        gate: "paper".into(),
+                        passed: false,
+                        figures: serde_json::json!({ "run": self.run_id }),
+                        detail: format!("could not start in shadow: {e:#}"),
+                    };
+                    candidates::record_paper_gate(self.conn, candidate, &result)?;
+                    tracing::warn!(candidate, "could not start in shadow: {e:#}");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Candidate `candidate`'s shadow book, its strategy warmed up on the
+    /// last bars as a hot swap's is.
+    fn start_shadow(&mut self, candidate: i64, hash: &str) -> anyhow::Result<Book> {
+        let artifact = candidates::load_blob(self.conn, hash)?;
+        let loaded = self.sandbox.load(&artifact)?;
+        let params = Params::resolve(&loaded.info.params, &[])?;
+        let plan = BookPlan {
+            slot: format!("candidate-{candidate}"),
+            strategy: &loaded,
+            params,
+            candidate: Some(candidate),
+        };
+        let mut book = open_book(self.conn, self.sandbox, &self.settings, self.run_id, plan)?;
+        let main = self
+            .books
+            .iter()
+            .find(|b| b.candidate.is_none())
+            .map(|b| b.id);
+        seed_history(self.conn, &mut book, main)?;
+        let skip = self.recent.len().saturating_sub(book.warmup);
+        let view = book.ledger.view();
+        warm(
+            &mut book.instance,
+            self.recent.iter().skip(skip),
+            &self.symbols,
+            self.bar_ms,
+            &view,
+            self.settings.risk.limits(),
+        );
+        Ok(book)
+    }
+}
+
+/// What a book of a resumed run had booked before the restart: its last
+/// equity and, for a shadow, its returns and deepest drawdown, with the
+/// main book's (`main`) returns over the same bars, replayed from the
+/// stored equity snapshots. A new book has none.
+pub(super) fn seed_history(
+    conn: &Connection,
+    book: &mut Book,
+    main: Option<i64>,
+) -> rusqlite::Result<()> {
+    if book.candidate.is_none() {
+        book.last_equity = conn
+            .query_row(
+                "SELECT equity FROM equity_snapshots WHERE book_id = ?1 ORDER BY time_ms DESC LIMIT 1",
+                [book.id],
+                |r| r.get::<_, String>(0),
+            )
+            .ok()
+            .and_then(|e| e.parse().ok());
+        return Ok(());
+    }
+    let own = stored_equity(conn, book.id, i64::MIN)?;
+    let Some(&(since, _)) = own.first() else {
+        return Ok(());
+    };
+    let mut main_returns = HashMap::new();
+    if let Some(main) = main {
+        let series = stored_equity(conn, main, since)?;
+        for pair in series.windows(2) {
+            let ((_, before), (time, after)) = (pair[0], pair[1]);
+            if before > 0.0 {
+                main_returns.insert(time, after / before - 1.0);
+            }
+        }
+    }
+    for (time, equity) in own {
+        if book.record_equity(equity).is_some()
+            && let Some(r) = main_returns.get(&time)
+        {
+            book.active_returns.push(*r);
+        }
+    }
+    Ok(())
+}
+
+/// A book's closing equity per bar from `since_ms` on, oldest first.
+fn stored_equity(conn: &Connection, book: i64, since_ms: i64) -> rusqlite::Result<Vec<(i64, f64)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT time_ms, equity FROM equity_snapshots WHERE book_id = ?1 AND time_ms >= ?2 ORDER BY time_ms",
+    )?;
+    stmt.query_map(params![book, since_ms], |r| {
+        let equity: String = r.get(1)?;
+        let equity = equity.parse::<f64>().map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, Box::new(e))
+        })?;
+        Ok((r.get::<_, i64>(0)?, equity))
+    })?
+    .collect()
+}
