@@ -606,3 +606,123 @@ fn candidates_submitted_into_a_running_engine_take_free_shadow_slots_and_never_h
     assert_eq!(main_bars, 2148);
     keel_host::paper::audit_ledger(&conn).expect("ledger adds up");
 }
+
+#[test]
+fn a_promoted_version_takes_over_the_books_tagged_positions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, cache) = (dir.path().join("keel.db"), dir.path().join("cache"));
+    let feed = format!("replay:{}", data("GOOG-1d.csv").display());
+    // The active version opens a position tagged "core" and holds it.
+    let holder = fixture("holder").to_str().expect("utf-8");
+    let engine = keel(
+        &db,
+        &cache,
+        &[
+            "run",
+            "--paper",
+            "--feed",
+            &feed,
+            "--symbol",
+            "GOOG",
+            "--speed",
+            "2880000x",
+            "--bars",
+            "400",
+            "--strategy",
+            holder,
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("engine");
+    let held = |conn: &Connection| -> bool {
+        conn.query_row(
+            "SELECT COUNT(*) FROM positions WHERE tag = 'core'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .is_ok_and(|n| n == 1)
+    };
+    let started = Instant::now();
+    let conn = loop {
+        if let Ok(conn) = Connection::open(&db)
+            && held(&conn)
+        {
+            break conn;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "nothing held");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // The next version, fill-echo, closes every position it is shown, by
+    // its tag.
+    let echo = fixture("fill-echo").to_str().expect("utf-8");
+    let submitted = run(&db, &cache, &["candidate", "submit", echo]);
+    assert!(
+        text(&submitted.stdout).starts_with("candidate 1: fixture-fill-echo"),
+        "{}",
+        text(&submitted.stderr)
+    );
+    let promote = run(
+        &db,
+        &cache,
+        &["candidate", "promote", "1", "--force", "--reason", "test"],
+    );
+    assert!(
+        text(&promote.stdout).contains("hot-swapped into the running engine"),
+        "{}{}",
+        text(&promote.stdout),
+        text(&promote.stderr)
+    );
+    let out = engine.wait_with_output().expect("engine");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let echo_hash: String = conn
+        .query_row("SELECT hash FROM candidates WHERE id = 1", [], |r| r.get(0))
+        .expect("hash");
+    // The holder's "core" position, opened before the swap, was closed
+    // whole after it by a signal of the new version naming its tag: the
+    // book kept it, tag, size and entry, through the swap.
+    let (opened, open_qty, open_price): (i64, String, String) = conn
+        .query_row(
+            "SELECT time_ms, quantity, price FROM fills WHERE tag = 'core' AND action = 'open-long'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .expect("core opened");
+    let (closed, close_qty, signalled_by): (i64, String, String) = conn
+        .query_row(
+            "SELECT f.time_ms, f.quantity, s.artifact_hash FROM fills f
+             JOIN orders o ON o.client_order_id = f.client_order_id
+             JOIN signals s ON s.book_id = o.book_id AND s.time_ms = o.signal_time_ms AND s.seq = o.signal_seq
+             WHERE f.tag = 'core' AND f.action = 'close'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .expect("core closed by the new version");
+    assert_eq!(signalled_by, echo_hash);
+    assert_eq!(close_qty, open_qty);
+    assert!(closed > opened);
+    let entry: String = conn
+        .query_row(
+            "SELECT price_entry FROM trades WHERE tag = 'core'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("core's trade");
+    assert_eq!(entry, open_price);
+    // The swap fell between the two fills, and no bar was missed.
+    let swap: String = conn
+        .query_row(
+            "SELECT detail FROM audit_log WHERE action = 'hot swap'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("swap");
+    assert!(swap.contains("(fixture-fill-echo)"), "{swap}");
+    let bars: i64 = conn
+        .query_row("SELECT COUNT(*) FROM equity_snapshots", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(bars, 400);
+    keel_host::paper::audit_ledger(&conn).expect("ledger adds up");
+}
