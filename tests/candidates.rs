@@ -726,3 +726,95 @@ fn a_promoted_version_takes_over_the_books_tagged_positions() {
     assert_eq!(bars, 400);
     keel_host::paper::audit_ledger(&conn).expect("ledger adds up");
 }
+
+#[test]
+fn lineage_names_parents_by_id_or_hash_and_an_unknown_parent_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, cache) = (dir.path().join("keel.db"), dir.path().join("cache"));
+    // The first run deploys rsi-reversion, which is no candidate.
+    let rsi = example("rsi-reversion").to_str().expect("utf-8");
+    let out = run(
+        &db,
+        &cache,
+        &[
+            "run",
+            "--paper",
+            "--feed",
+            "sample:5",
+            "--speed",
+            "max",
+            "--strategy",
+            rsi,
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let conn = Connection::open(&db).expect("db");
+    let rsi_hash: String = conn
+        .query_row(
+            "SELECT hash FROM artifacts WHERE name = 'rsi-reversion'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("rsi-reversion ran");
+    let list = text(&run(&db, &cache, &["candidate", "list"]).stdout);
+    assert_eq!(
+        list,
+        format!(
+            "no candidates\nactive: {} (rsi-reversion 1.0.0), deployed without being a candidate\n",
+            &rsi_hash[..12]
+        )
+    );
+
+    let submit = |file: &Path, extra: &[&str]| {
+        let mut args = vec!["candidate", "submit", file.to_str().expect("utf-8")];
+        args.extend_from_slice(extra);
+        run(&db, &cache, &args)
+    };
+    // By a prefix of a stored strategy's hash, and by a candidate's id.
+    let sma = submit(example("sma-cross"), &["--parent", &rsi_hash[..10]]);
+    assert!(text(&sma.stdout).starts_with("candidate 1: sma-cross"));
+    let churn = submit(fixture("churn"), &["--parent", "1", "--by", "evolution"]);
+    assert!(text(&churn.stdout).starts_with("candidate 2: fixture-churn"));
+    // Unknown parents are refused in one line, and nothing is stored.
+    for (parent, why) in [
+        (
+            "zzz",
+            "--parent zzz: no candidate has that id, and it is not a SHA-256",
+        ),
+        (
+            "7",
+            "--parent 7: no candidate has that id, and it is not a SHA-256",
+        ),
+        (
+            "abcdef12",
+            "--parent abcdef12: no stored strategy has that hash",
+        ),
+    ] {
+        let out = submit(fixture("loop"), &["--parent", parent]);
+        assert!(!out.status.success());
+        let err = text(&out.stderr);
+        assert!(err.starts_with(&format!("error: {why}")), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+    let stored: i64 = conn
+        .query_row("SELECT COUNT(*) FROM candidates", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(stored, 2);
+    let parent: String = conn
+        .query_row("SELECT parent FROM candidates WHERE id = 1", [], |r| {
+            r.get(0)
+        })
+        .expect("parent");
+    assert_eq!(parent, rsi_hash);
+
+    let show = text(&run(&db, &cache, &["candidate", "show", "2"]).stdout);
+    let sma_hash: String = conn
+        .query_row("SELECT hash FROM candidates WHERE id = 1", [], |r| r.get(0))
+        .expect("hash");
+    let expected = format!(
+        "by         evolution\nparent     {} (candidate 1, sma-cross 1.0.0)\n           <- {} (rsi-reversion 1.0.0)\n",
+        &sma_hash[..12],
+        &rsi_hash[..12]
+    );
+    assert!(show.contains(&expected), "{show}");
+}

@@ -143,7 +143,8 @@ pub struct Submission {
     pub note: String,
     /// "person" or "evolution".
     pub submitted_by: String,
-    /// SHA-256 (or candidate id) of the strategy it was derived from.
+    /// The full SHA-256 of the strategy it was derived from (see
+    /// [`resolve_parent`]).
     pub parent: Option<String>,
     /// Where it came from (file or crate directory).
     pub source: String,
@@ -233,6 +234,87 @@ pub fn record_initial(conn: &Connection, artifact: &StrategyArtifact) -> rusqlit
         "deploy",
         &format!("{} is the active strategy", artifact.hash.short()),
     )
+}
+
+/// The strategy a `--parent` names: a candidate by id, or any stored
+/// strategy (a candidate, a deployment) by its SHA-256 or a prefix of it of
+/// at least 6 hex digits. Its full hash, else why not, in one line.
+pub fn resolve_parent(conn: &Connection, text: &str) -> anyhow::Result<String> {
+    if let Ok(id) = text.parse::<i64>()
+        && let Some(hash) = conn
+            .query_row("SELECT hash FROM candidates WHERE id = ?1", [id], |r| {
+                r.get::<_, String>(0)
+            })
+            .optional()?
+    {
+        return Ok(hash);
+    }
+    let prefix = text.to_ascii_lowercase();
+    if prefix.len() < 6 || prefix.len() > 64 || !prefix.chars().all(|c| c.is_ascii_hexdigit()) {
+        bail!(
+            "--parent {text}: no candidate has that id, and it is not a SHA-256 (or 6 or more of its first hex digits)"
+        );
+    }
+    let matches: Vec<String> = {
+        let mut stmt = conn.prepare(
+            "SELECT hash FROM artifact_blobs WHERE substr(hash, 1, length(?1)) = ?1 LIMIT 2",
+        )?;
+        stmt.query_map([&prefix], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?
+    };
+    match matches.as_slice() {
+        [hash] => Ok(hash.clone()),
+        [] => bail!("--parent {text}: no stored strategy has that hash"),
+        _ => bail!("--parent {text}: more than one stored strategy starts so; give more digits"),
+    }
+}
+
+/// A stored strategy in words: `6580c0aaed81 (candidate 1, sma-cross 1.0.0)`.
+pub fn describe_hash(conn: &Connection, hash: &str) -> rusqlite::Result<String> {
+    let short = &hash[..12.min(hash.len())];
+    let candidate: Option<(i64, String, String)> = conn
+        .query_row(
+            "SELECT id, name, version FROM candidates WHERE hash = ?1",
+            [hash],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    if let Some((id, name, version)) = candidate {
+        return Ok(format!("{short} (candidate {id}, {name} {version})"));
+    }
+    let known: Option<(String, String)> = conn
+        .query_row(
+            "SELECT name, version FROM artifacts WHERE hash = ?1",
+            [hash],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    Ok(match known {
+        Some((name, version)) => format!("{short} ({name} {version})"),
+        None => short.to_owned(),
+    })
+}
+
+/// The ancestors of candidate `id`, parent first, as far as they are known
+/// (a parent that is no candidate ends the line).
+pub fn lineage(conn: &Connection, id: i64) -> anyhow::Result<Vec<String>> {
+    let mut line = Vec::new();
+    let mut next = get(conn, id)?.parent;
+    while let Some(hash) = next.take() {
+        if line.len() == 100 || line.contains(&hash) {
+            break;
+        }
+        next = conn
+            .query_row(
+                "SELECT parent FROM candidates WHERE hash = ?1",
+                [&hash],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .optional()?
+            .flatten();
+        line.push(hash);
+    }
+    Ok(line)
 }
 
 /// Stores a candidate and runs its offline gates. A hash already submitted

@@ -529,6 +529,10 @@ pub fn candidate(args: &CandidateArgs, db: &Path, cache: &CompileCache) -> anyho
             } else {
                 source.clone()
             };
+            let parent = parent
+                .as_deref()
+                .map(|p| candidates::resolve_parent(store.conn(), p))
+                .transpose()?;
             let sandbox = Sandbox::new(cache.sandbox_config(SandboxConfig {
                 metering: Metering::Fuel,
                 ..SandboxConfig::default()
@@ -537,7 +541,7 @@ pub fn candidate(args: &CandidateArgs, db: &Path, cache: &CompileCache) -> anyho
             let submission = candidates::Submission {
                 note: note.clone(),
                 submitted_by: by.clone(),
-                parent: parent.clone(),
+                parent,
                 source: source.display().to_string(),
             };
             let (id, existed, gates) =
@@ -559,6 +563,9 @@ pub fn candidate(args: &CandidateArgs, db: &Path, cache: &CompileCache) -> anyho
             );
             for g in &gates {
                 println!("  {}", gate_line(g));
+            }
+            if c.state == "gated" && control::running_elsewhere(db).is_some() {
+                println!("  paper     next: the running keel run shadows it once a slot is free");
             }
             Ok(gates.iter().all(|g| g.passed))
         }
@@ -594,6 +601,12 @@ pub fn candidate(args: &CandidateArgs, db: &Path, cache: &CompileCache) -> anyho
                     c.note
                 );
             }
+            if let Some(hash) = active.filter(|a| !all.iter().any(|c| c.hash == *a)) {
+                println!(
+                    "active: {}, deployed without being a candidate",
+                    candidates::describe_hash(store.conn(), &hash)?
+                );
+            }
             Ok(true)
         }
         CandidateCommand::Show { id } => {
@@ -606,7 +619,19 @@ pub fn candidate(args: &CandidateArgs, db: &Path, cache: &CompileCache) -> anyho
             println!("sha256     {}", c.hash);
             println!("source     {}", c.source);
             println!("by         {}", c.submitted_by);
-            println!("parent     {}", c.parent.as_deref().unwrap_or("-"));
+            let ancestors = candidates::lineage(conn, c.id)?
+                .iter()
+                .map(|hash| candidates::describe_hash(conn, hash))
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            match ancestors.split_first() {
+                None => println!("parent     -"),
+                Some((parent, older)) => {
+                    println!("parent     {parent}");
+                    for ancestor in older {
+                        println!("           <- {ancestor}");
+                    }
+                }
+            }
             println!("note       {}", c.note);
             println!("gates");
             for (g, at) in candidates::gates(conn, *id)? {
