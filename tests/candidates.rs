@@ -524,7 +524,9 @@ fn candidates_submitted_into_a_running_engine_take_free_shadow_slots_and_never_h
             ],
         );
         assert!(
-            text(&out.stdout).contains("— gated"),
+            text(&out.stdout).contains("— gated")
+                && text(&out.stdout)
+                    .contains("the running keel run shadows it once a slot is free"),
             "{}{}",
             text(&out.stdout),
             text(&out.stderr)
