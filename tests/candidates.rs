@@ -820,3 +820,110 @@ fn lineage_names_parents_by_id_or_hash_and_an_unknown_parent_is_refused() {
     );
     assert!(show.contains(&expected), "{show}");
 }
+
+#[test]
+fn rejecting_a_candidate_withdraws_its_running_shadow() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, cache) = (dir.path().join("keel.db"), dir.path().join("cache"));
+    let goog = data("GOOG-1d.csv");
+    // A paper gate that never decides within the run.
+    let config = dir.path().join("candidates.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[backtest]\ndata = [\"GOOG={}\"]\nmin_trades = 0\nmin_sharpe = -1000\nmax_drawdown_pct = 100\nmin_profit_factor = 0\n\n\
+             [paper]\nmin_trades = 100000\nmax_drawdown_pct = 100\n",
+            goog.display()
+        ),
+    )
+    .expect("config");
+    let config = config.to_str().expect("utf-8");
+    let submitted = run(
+        &db,
+        &cache,
+        &[
+            "candidate",
+            "submit",
+            example("sma-cross").to_str().expect("utf-8"),
+            "--config",
+            config,
+        ],
+    );
+    assert!(submitted.status.success(), "{}", text(&submitted.stdout));
+    let feed = format!("replay:{}", goog.display());
+    let holder = fixture("holder").to_str().expect("utf-8");
+    let engine = keel(
+        &db,
+        &cache,
+        &[
+            "run",
+            "--paper",
+            "--feed",
+            &feed,
+            "--symbol",
+            "GOOG",
+            "--speed",
+            "2880000x",
+            "--bars",
+            "300",
+            "--strategy",
+            holder,
+            "--candidates",
+            config,
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("engine");
+    // Once the shadow has booked a few bars, the operator rejects it.
+    let started = Instant::now();
+    let conn = loop {
+        if let Ok(conn) = Connection::open(&db)
+            && conn
+                .query_row(
+                    "SELECT COUNT(*) FROM equity_snapshots e JOIN books b ON b.id = e.book_id WHERE b.slot = 'candidate-1'",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+                .is_ok_and(|n| n >= 20)
+        {
+            break conn;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "no shadow");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let rejected = run(
+        &db,
+        &cache,
+        &["candidate", "reject", "1", "--reason", "not this one"],
+    );
+    assert!(rejected.status.success(), "{}", text(&rejected.stderr));
+    let out = engine.wait_with_output().expect("engine");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let shadows = audited(&conn, "shadow");
+    assert_eq!(shadows.len(), 2, "{shadows:?}");
+    assert!(
+        shadows[1]
+            .2
+            .starts_with("book candidate-1: candidate 1 is rejected; shadow withdrawn"),
+        "{shadows:?}"
+    );
+    assert_eq!(state(&conn, 1), "rejected");
+    let (bars, open): (i64, i64) = conn
+        .query_row(
+            "SELECT (SELECT COUNT(*) FROM equity_snapshots WHERE book_id = b.id),
+                    (SELECT COUNT(*) FROM positions WHERE book_id = b.id)
+             FROM books b WHERE b.slot = 'candidate-1'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("shadow book");
+    assert!(
+        bars < 300,
+        "the shadow ran on after its rejection: {bars} bars"
+    );
+    assert_eq!(open, 0);
+    keel_host::paper::audit_ledger(&conn).expect("ledger adds up");
+}

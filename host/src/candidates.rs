@@ -422,8 +422,18 @@ fn record_gate(conn: &Connection, id: i64, gate: &GateResult) -> rusqlite::Resul
 }
 
 /// Records a paper gate verdict (from `keel run`).
+/// A verdict moves a candidate on only from `gated`: one promoted or
+/// rejected meanwhile keeps its state.
 pub fn record_paper_gate(conn: &Connection, id: i64, gate: &GateResult) -> rusqlite::Result<()> {
     record_gate(conn, id, gate)?;
+    let gated: bool = conn.query_row(
+        "SELECT state = 'gated' FROM candidates WHERE id = ?1",
+        [id],
+        |r| r.get(0),
+    )?;
+    if !gated {
+        return Ok(());
+    }
     let state = if gate.passed { "passed" } else { "failed" };
     set_state(
         conn,
@@ -842,6 +852,28 @@ mod tests {
 
     fn state(conn: &Connection, id: i64) -> String {
         get(conn, id).expect("candidate").state
+    }
+
+    #[test]
+    fn a_paper_verdict_moves_only_a_candidate_still_waiting_for_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = crate::store::Store::open(&dir.path().join("keel.db")).expect("store");
+        let conn = store.conn();
+        let (waiting, _) = candidate(conn, b"waiting");
+        let (rejected, _) = candidate(conn, b"rejected");
+        reject(conn, rejected, "operator", "no").expect("reject");
+        let verdict = |passed| GateResult {
+            gate: "paper".into(),
+            passed,
+            figures: serde_json::json!({}),
+            detail: "test".into(),
+        };
+        record_paper_gate(conn, waiting, &verdict(true)).expect("verdict");
+        record_paper_gate(conn, rejected, &verdict(true)).expect("verdict");
+        assert_eq!(state(conn, waiting), "passed");
+        assert_eq!(state(conn, rejected), "rejected");
+        // Both verdicts are on record.
+        assert_eq!(gates(conn, rejected).expect("gates").len(), 1);
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! A running engine fills a free slot with the next waiting candidate after
 //! any bar (so a candidate submitted overnight starts its paper run at the
 //! next bar, not at the next restart), judges every shadow after every
-//! bar, and ends a shadow once its verdict is in: its orders cancelled, its
-//! positions closed at the last price, its slot free for the next one.
+//! bar, and ends a shadow once its verdict is in, or once its candidate was
+//! promoted or rejected meanwhile: its orders cancelled, its positions
+//! closed at the last price, its slot free for the next one.
 
 use std::collections::HashMap;
 
@@ -48,16 +49,25 @@ impl PaperEngine<'_> {
     /// verdict ends the shadow.
     pub(super) fn judge_shadows(&mut self, at_end: bool) -> anyhow::Result<()> {
         let gate = self.settings.candidates.paper.clone();
-        let mut judged = Vec::new();
+        let mut ended = Vec::new();
         for (i, book) in self.books.iter_mut().enumerate() {
             let Some(candidate) = book.candidate else {
                 continue;
             };
-            book.trades = self.conn.query_row(
-                "SELECT COUNT(*) FROM trades WHERE book_id = ?1",
-                [book.id],
-                |r| r.get::<_, i64>(0),
-            )? as u64;
+            let (trades, state): (i64, String) = self.conn.query_row(
+                "SELECT (SELECT COUNT(*) FROM trades WHERE book_id = ?1), state FROM candidates WHERE id = ?2",
+                params![book.id, candidate],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            if state != "gated" {
+                // Promoted or rejected meanwhile: its trial is moot.
+                ended.push((
+                    i,
+                    format!("candidate {candidate} is {state}; shadow withdrawn"),
+                ));
+                continue;
+            }
+            book.trades = trades as u64;
             let pnl = float(book.ledger.equity() - book.ledger.start_cash);
             let drawdown = book.max_drawdown_pct;
             let (sharpe, active_sharpe) = (book.returns.sharpe(), book.active_returns.sharpe());
@@ -106,17 +116,17 @@ impl PaperEngine<'_> {
             };
             candidates::record_paper_gate(self.conn, candidate, &result)?;
             tracing::info!(candidate, passed, "paper gate");
-            judged.push(i);
+            ended.push((i, "paper gate judged".to_owned()));
         }
-        for i in judged.into_iter().rev() {
-            self.end_shadow(i)?;
+        for (i, why) in ended.into_iter().rev() {
+            self.end_shadow(i, &why)?;
         }
         Ok(())
     }
 
     /// Ends shadow book `i`: its open orders cancelled, its positions
     /// closed at the last price, the book out of the run.
-    fn end_shadow(&mut self, i: usize) -> anyhow::Result<()> {
+    fn end_shadow(&mut self, i: usize, why: &str) -> anyhow::Result<()> {
         let (id, slot) = (self.books[i].id, self.books[i].slot.clone());
         let cancelled = self.cancel_open_orders(Some(id), "shadow ended")?;
         let tx = self
@@ -140,7 +150,7 @@ impl PaperEngine<'_> {
             "keel",
             "shadow ended",
             &format!(
-                "book {slot}: paper gate judged; {} order(s) cancelled, {closed} position(s) closed at the last price",
+                "book {slot}: {why}; {} order(s) cancelled, {closed} position(s) closed at the last price",
                 cancelled.len()
             ),
         )?;
