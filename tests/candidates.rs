@@ -272,6 +272,50 @@ fn candidates_are_judged_shadowed_promoted_without_a_missed_bar_and_rolled_back(
     ] {
         assert!(show.contains(expected), "{expected} missing from:\n{show}");
     }
+    // The backtest beside the active strategy's, row by row, and each check.
+    let figures: serde_json::Value = serde_json::from_str(
+        &conn
+            .query_row(
+                "SELECT figures FROM gate_results WHERE candidate_id = 1 AND gate = 'backtest'",
+                [],
+                |r| r.get::<_, String>(0),
+            )
+            .expect("figures"),
+    )
+    .expect("json");
+    let side_by_side = format!(
+        "{:<16} {:>12} {:>12}\n",
+        "trades",
+        figures["candidate"]["trades"].to_string(),
+        figures["active"]["trades"].to_string()
+    );
+    for expected in [
+        "candidate       active\n",
+        side_by_side.as_str(),
+        "ok   determinism: two runs under different random seeds gave identical signals",
+    ] {
+        assert!(show.contains(expected), "{expected} missing from:\n{show}");
+    }
+    // And all of it as JSON, for scripts.
+    let json = run(&db, &cache, &["candidate", "show", "1", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).expect("show --json");
+    assert_eq!(json["state"], "retired");
+    let gates: Vec<&str> = json["gates"]
+        .as_array()
+        .expect("gates")
+        .iter()
+        .filter_map(|g| g["gate"].as_str())
+        .collect();
+    assert_eq!(gates, ["validate", "backtest", "paper"]);
+    assert_eq!(json["gates"][1]["figures"], figures);
+    assert!(
+        json["history"]
+            .as_array()
+            .expect("history")
+            .iter()
+            .any(|h| h["detail"] == "rolled back: test"),
+        "{json}"
+    );
     // A forced promotion needs a reason, and is audited.
     let forced = run(
         &db,

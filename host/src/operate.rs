@@ -448,7 +448,12 @@ pub enum CandidateCommand {
     /// Every candidate and its state.
     List,
     /// One candidate: lineage, every gate's figures, its history.
-    Show { id: i64 },
+    Show {
+        id: i64,
+        /// All of it as one JSON object (for scripts and the evolution job).
+        #[arg(long)]
+        json: bool,
+    },
     /// Make it the active strategy (hot-swapped into a running `keel run`).
     Promote {
         id: i64,
@@ -478,6 +483,111 @@ fn gate_line(g: &candidates::GateResult) -> String {
         if g.passed { "PASS" } else { "FAIL" },
         g.detail
     )
+}
+
+/// A gate's figures for a reader: each check of validation; the backtest's
+/// metrics beside the active strategy's on the same data; the paper run's.
+/// Figures of another shape are shown as they were stored.
+fn figure_lines(g: &candidates::GateResult) -> Vec<String> {
+    let f = &g.figures;
+    let number = |v: &serde_json::Value, digits: usize| {
+        v.as_f64()
+            .map_or("-".to_owned(), |x| format!("{x:.digits$}"))
+    };
+    match g.gate.as_str() {
+        "validate" if f["checks"].is_array() => f["checks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                let mark = if c["ok"].as_bool() == Some(true) {
+                    "ok  "
+                } else {
+                    "FAIL"
+                };
+                format!(
+                    "{mark} {}: {}",
+                    c["check"].as_str().unwrap_or("?"),
+                    c["detail"].as_str().unwrap_or("")
+                )
+            })
+            .collect(),
+        "backtest" if f["candidate"].is_object() => {
+            let data: Vec<&str> = f["data"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|d| d.as_str())
+                .collect();
+            let (c, a) = (&f["candidate"], &f["active"]);
+            let mut lines = vec![
+                format!("on {}", data.join(", ")),
+                format!(
+                    "{:<16} {:>12} {:>12}",
+                    "",
+                    "candidate",
+                    if a.is_object() {
+                        "active"
+                    } else {
+                        "(no active)"
+                    }
+                ),
+            ];
+            // Label, key, digits, unit, scale.
+            let rows: [(&str, &str, usize, &str, f64); 6] = [
+                ("trades", "trades", 0, "", 1.0),
+                ("total return", "total_return_pct", 2, "%", 1.0),
+                ("Sharpe", "sharpe", 2, "", 1.0),
+                ("max drawdown", "max_drawdown_pct", 2, "%", 1.0),
+                ("profit factor", "profit_factor", 2, "", 1.0),
+                ("win rate", "win_rate", 1, "%", 100.0),
+            ];
+            for (label, key, digits, unit, scale) in rows {
+                let cell = |side: &serde_json::Value| match side[key].as_f64() {
+                    Some(x) => format!("{:.digits$}{unit}", x * scale),
+                    None if side.is_object() => "-".to_owned(),
+                    None => String::new(),
+                };
+                let line = format!("{label:<16} {:>12} {:>12}", cell(c), cell(a));
+                lines.push(line.trim_end().to_owned());
+            }
+            let oos: Vec<String> = f["out_of_sample_return_pct"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|r| format!("{}%", number(r, 2)))
+                .collect();
+            if !oos.is_empty() {
+                lines.push(format!(
+                    "walk-forward out-of-sample returns: {}",
+                    oos.join(", ")
+                ));
+            }
+            lines
+        }
+        "paper" if f["trades"].is_number() => {
+            let mut parts = Vec::new();
+            if f["bars"].is_number() {
+                parts.push(format!("{} bars", f["bars"]));
+            }
+            parts.push(format!("{} trades", f["trades"]));
+            parts.push(format!("P&L {}", number(&f["pnl"], 2)));
+            // Earlier runs stored the drawdown at the verdict.
+            if let Some(d) = f["max_drawdown_pct"]
+                .as_f64()
+                .or(f["drawdown_pct"].as_f64())
+            {
+                parts.push(format!("max drawdown {d:.2}%"));
+            }
+            parts.push(format!(
+                "Sharpe per bar {} (active strategy, same bars: {})",
+                number(&f["sharpe_per_bar"], 4),
+                number(&f["active_sharpe_per_bar"], 4)
+            ));
+            vec![format!("run {}: {}", f["run"], parts.join(", "))]
+        }
+        _ => vec![f.to_string()],
+    }
 }
 
 /// Tells a running engine (if any) to swap to `hash`.
@@ -563,6 +673,11 @@ pub fn candidate(args: &CandidateArgs, db: &Path, cache: &CompileCache) -> anyho
             );
             for g in &gates {
                 println!("  {}", gate_line(g));
+                if g.gate == "backtest" {
+                    for line in figure_lines(g) {
+                        println!("            {line}");
+                    }
+                }
             }
             if c.state == "gated" && control::running_elsewhere(db).is_some() {
                 println!("  paper     next: the running keel run shadows it once a slot is free");
@@ -609,9 +724,28 @@ pub fn candidate(args: &CandidateArgs, db: &Path, cache: &CompileCache) -> anyho
             }
             Ok(true)
         }
-        CandidateCommand::Show { id } => {
+        CandidateCommand::Show { id, json } => {
             let conn = store.conn();
             let c = candidates::get(conn, *id)?;
+            let lineage = candidates::lineage(conn, c.id)?;
+            let gates = candidates::gates(conn, *id)?;
+            let history = candidates::history(conn, *id, &c.hash)?;
+            if *json {
+                let value = serde_json::json!({
+                    "id": c.id, "sha256": c.hash, "name": c.name, "version": c.version,
+                    "state": c.state, "source": c.source, "submitted_by": c.submitted_by,
+                    "note": c.note, "lineage": lineage,
+                    "gates": gates.iter().map(|(g, at)| serde_json::json!({
+                        "gate": g.gate, "passed": g.passed, "detail": g.detail,
+                        "figures": g.figures, "time": format_time(*at),
+                    })).collect::<Vec<_>>(),
+                    "history": history.iter().map(|(at, actor, action, detail)| serde_json::json!({
+                        "time": format_time(*at), "actor": actor, "action": action, "detail": detail,
+                    })).collect::<Vec<_>>(),
+                });
+                println!("{}", serde_json::to_string_pretty(&value)?);
+                return Ok(true);
+            }
             println!(
                 "candidate {}  {} {}  state {}",
                 c.id, c.name, c.version, c.state
@@ -619,7 +753,7 @@ pub fn candidate(args: &CandidateArgs, db: &Path, cache: &CompileCache) -> anyho
             println!("sha256     {}", c.hash);
             println!("source     {}", c.source);
             println!("by         {}", c.submitted_by);
-            let ancestors = candidates::lineage(conn, c.id)?
+            let ancestors = lineage
                 .iter()
                 .map(|hash| candidates::describe_hash(conn, hash))
                 .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -634,12 +768,14 @@ pub fn candidate(args: &CandidateArgs, db: &Path, cache: &CompileCache) -> anyho
             }
             println!("note       {}", c.note);
             println!("gates");
-            for (g, at) in candidates::gates(conn, *id)? {
-                println!("  {}  {}", format_time(at), gate_line(&g));
-                println!("             {}", g.figures);
+            for (g, at) in &gates {
+                println!("  {}  {}", format_time(*at), gate_line(g));
+                for line in figure_lines(g) {
+                    println!("             {line}");
+                }
             }
             println!("history");
-            for (at, actor, action, detail) in candidates::history(conn, *id, &c.hash)? {
+            for (at, actor, action, detail) in history {
                 println!("  {}  {actor:<13} {action}: {detail}", format_time(at));
             }
             Ok(true)
