@@ -35,6 +35,75 @@ fn state(conn: &Connection, id: i64) -> String {
     .expect("candidate")
 }
 
+/// A short paper run of `strategy` on the built-in sample: it becomes the
+/// active strategy of `db`.
+fn deploy_first(db: &Path, cache: &Path, strategy: &str) {
+    let out = run(
+        db,
+        cache,
+        &[
+            "run",
+            "--paper",
+            "--feed",
+            "sample:5",
+            "--speed",
+            "max",
+            "--strategy",
+            strategy,
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+/// `keel run --paper` replaying the GOOG daily candles at `speed`, with
+/// `extra` arguments, in the background.
+fn spawn_goog(db: &Path, cache: &Path, speed: &str, extra: &[&str]) -> std::process::Child {
+    let feed = format!("replay:{}", data("GOOG-1d.csv").display());
+    let mut args = vec![
+        "run", "--paper", "--feed", &feed, "--symbol", "GOOG", "--speed", speed,
+    ];
+    args.extend_from_slice(extra);
+    keel(db, cache, &args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("engine")
+}
+
+/// Opens `db` once `ready` holds for it, polling for up to a minute.
+fn wait_for_db(db: &Path, what: &str, ready: impl Fn(&Connection) -> bool) -> Connection {
+    let started = Instant::now();
+    loop {
+        if let Ok(conn) = Connection::open(db)
+            && ready(&conn)
+        {
+            return conn;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "{what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One number from `sql`, or none while the database is not there yet.
+fn count(conn: &Connection, sql: &str) -> Option<i64> {
+    conn.query_row(sql, [], |r| r.get(0)).ok()
+}
+
+/// `candidates.toml` for `data` with offline gates any strategy passes,
+/// and `paper` as the paper gate's lines; its path.
+fn permissive_gates(dir: &Path, data: &Path, paper: &str) -> String {
+    let config = dir.join("candidates.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[backtest]\ndata = [\"GOOG={}\"]\nmin_trades = 0\nmin_sharpe = -1000\nmax_drawdown_pct = 100\nmin_profit_factor = 0\n\n[paper]\n{paper}",
+            data.display()
+        ),
+    )
+    .expect("config");
+    config.to_str().expect("utf-8").to_owned()
+}
+
 #[test]
 fn candidates_are_judged_shadowed_promoted_without_a_missed_bar_and_rolled_back() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -50,25 +119,10 @@ fn candidates_are_judged_shadowed_promoted_without_a_missed_bar_and_rolled_back(
     )
     .expect("config");
     let config = config.to_str().expect("utf-8");
-    let feed = format!("replay:{}", goog.display());
 
     // rsi-reversion trades first and becomes the active strategy.
     let rsi = example("rsi-reversion").to_str().expect("utf-8");
-    let out = run(
-        &db,
-        &cache,
-        &[
-            "run",
-            "--paper",
-            "--feed",
-            "sample:5",
-            "--speed",
-            "max",
-            "--strategy",
-            rsi,
-        ],
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    deploy_first(&db, &cache, rsi);
 
     // Three candidates: good, losing, hostile.
     let submit = |file: &Path, note: &str| {
@@ -141,26 +195,7 @@ fn candidates_are_judged_shadowed_promoted_without_a_missed_bar_and_rolled_back(
 
     // A paper run: the active strategy trades, candidate 1 runs in shadow.
     // 2,148 daily bars at 20 ms a bar.
-    let mut engine = keel(
-        &db,
-        &cache,
-        &[
-            "run",
-            "--paper",
-            "--feed",
-            &feed,
-            "--symbol",
-            "GOOG",
-            "--speed",
-            "8640000x",
-            "--candidates",
-            config,
-        ],
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .expect("engine");
+    let mut engine = spawn_goog(&db, &cache, "8640000x", &["--candidates", config]);
     let started = Instant::now();
     while state(&conn, 1) != "passed" {
         assert!(
@@ -361,21 +396,7 @@ fn a_new_version_losing_too_much_on_its_first_day_is_rolled_back_by_itself() {
     let sma = example("sma-cross").to_str().expect("utf-8").to_owned();
     let churn = fixture("churn").to_str().expect("utf-8").to_owned();
     // sma-cross is active; churn is submitted (its gates fail) and forced in.
-    let out = run(
-        &db,
-        &cache,
-        &[
-            "run",
-            "--paper",
-            "--feed",
-            "sample:5",
-            "--speed",
-            "max",
-            "--strategy",
-            &sma,
-        ],
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    deploy_first(&db, &cache, &sma);
     let out = run(
         &db,
         &cache,
@@ -483,18 +504,13 @@ fn candidates_submitted_into_a_running_engine_take_free_shadow_slots_and_never_h
     let dir = tempfile::tempdir().expect("tempdir");
     let (db, cache) = (dir.path().join("keel.db"), dir.path().join("cache"));
     let goog = data("GOOG-1d.csv");
-    // Offline gates any strategy passes; one shadow slot; a paper gate
-    // that fails at 2% drawdown and needs more trades than the feed has.
-    let config = dir.path().join("candidates.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[backtest]\ndata = [\"GOOG={}\"]\nmin_trades = 0\nmin_sharpe = -1000\nmax_drawdown_pct = 100\nmin_profit_factor = 0\n\n\
-             [paper]\nslots = 1\nmin_trades = 100000\nmax_drawdown_pct = 2\n",
-            goog.display()
-        ),
-    )
-    .expect("config");
+    // One shadow slot; a paper gate that fails at 2% drawdown and needs
+    // more trades than the feed has.
+    let config = permissive_gates(
+        dir.path(),
+        &goog,
+        "slots = 1\nmin_trades = 100000\nmax_drawdown_pct = 2\n",
+    );
     // The account halts at 1% below its peak.
     let limits = dir.path().join("risk_limits.toml");
     std::fs::write(
@@ -502,28 +518,17 @@ fn candidates_submitted_into_a_running_engine_take_free_shadow_slots_and_never_h
         "max_drawdown_halt_pct = 1\ndaily_loss_halt_pct = 1\n",
     )
     .expect("limits");
-    let (config, limits) = (
-        config.to_str().expect("utf-8"),
-        limits.to_str().expect("utf-8"),
-    );
+    let (config, limits) = (config.as_str(), limits.to_str().expect("utf-8"));
     // The active strategy: rsi-reversion, set never to trade.
     let main = format!(
         "{},oversold=1,size=0.001",
         example("rsi-reversion").display()
     );
-    let feed = format!("replay:{}", goog.display());
-    let engine = keel(
+    let engine = spawn_goog(
         &db,
         &cache,
+        "8640000x",
         &[
-            "run",
-            "--paper",
-            "--feed",
-            &feed,
-            "--symbol",
-            "GOOG",
-            "--speed",
-            "8640000x",
             "--strategy",
             &main,
             "--risk-limits",
@@ -531,28 +536,10 @@ fn candidates_submitted_into_a_running_engine_take_free_shadow_slots_and_never_h
             "--candidates",
             config,
         ],
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .expect("engine");
-    let bars = |conn: &Connection| -> i64 {
-        conn.query_row("SELECT COUNT(*) FROM equity_snapshots", [], |r| r.get(0))
-            .unwrap_or(0)
-    };
-    let started = Instant::now();
-    let conn = loop {
-        if let Ok(conn) = Connection::open(&db)
-            && bars(&conn) >= 20
-        {
-            break conn;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "no bars booked"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    );
+    let conn = wait_for_db(&db, "no bars booked", |conn| {
+        count(conn, "SELECT COUNT(*) FROM equity_snapshots").is_some_and(|n| n >= 20)
+    });
 
     // Submitted while the engine trades: a losing churner, then sma-cross.
     for file in [fixture("churn"), example("sma-cross")] {
@@ -657,49 +644,17 @@ fn candidates_submitted_into_a_running_engine_take_free_shadow_slots_and_never_h
 fn a_promoted_version_takes_over_the_books_tagged_positions() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (db, cache) = (dir.path().join("keel.db"), dir.path().join("cache"));
-    let feed = format!("replay:{}", data("GOOG-1d.csv").display());
     // The active version opens a position tagged "core" and holds it.
     let holder = fixture("holder").to_str().expect("utf-8");
-    let engine = keel(
+    let engine = spawn_goog(
         &db,
         &cache,
-        &[
-            "run",
-            "--paper",
-            "--feed",
-            &feed,
-            "--symbol",
-            "GOOG",
-            "--speed",
-            "2880000x",
-            "--bars",
-            "400",
-            "--strategy",
-            holder,
-        ],
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .expect("engine");
-    let held = |conn: &Connection| -> bool {
-        conn.query_row(
-            "SELECT COUNT(*) FROM positions WHERE tag = 'core'",
-            [],
-            |r| r.get::<_, i64>(0),
-        )
-        .is_ok_and(|n| n == 1)
-    };
-    let started = Instant::now();
-    let conn = loop {
-        if let Ok(conn) = Connection::open(&db)
-            && held(&conn)
-        {
-            break conn;
-        }
-        assert!(started.elapsed() < Duration::from_secs(60), "nothing held");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+        "2880000x",
+        &["--bars", "400", "--strategy", holder],
+    );
+    let conn = wait_for_db(&db, "nothing held", |conn| {
+        count(conn, "SELECT COUNT(*) FROM positions WHERE tag = 'core'") == Some(1)
+    });
     // The next version, fill-echo, closes every position it is shown, by
     // its tag.
     let echo = fixture("fill-echo").to_str().expect("utf-8");
@@ -779,21 +734,7 @@ fn lineage_names_parents_by_id_or_hash_and_an_unknown_parent_is_refused() {
     let (db, cache) = (dir.path().join("keel.db"), dir.path().join("cache"));
     // The first run deploys rsi-reversion, which is no candidate.
     let rsi = example("rsi-reversion").to_str().expect("utf-8");
-    let out = run(
-        &db,
-        &cache,
-        &[
-            "run",
-            "--paper",
-            "--feed",
-            "sample:5",
-            "--speed",
-            "max",
-            "--strategy",
-            rsi,
-        ],
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    deploy_first(&db, &cache, rsi);
     let conn = Connection::open(&db).expect("db");
     let rsi_hash: String = conn
         .query_row(
@@ -871,17 +812,12 @@ fn rejecting_a_candidate_withdraws_its_running_shadow() {
     let (db, cache) = (dir.path().join("keel.db"), dir.path().join("cache"));
     let goog = data("GOOG-1d.csv");
     // A paper gate that never decides within the run.
-    let config = dir.path().join("candidates.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[backtest]\ndata = [\"GOOG={}\"]\nmin_trades = 0\nmin_sharpe = -1000\nmax_drawdown_pct = 100\nmin_profit_factor = 0\n\n\
-             [paper]\nmin_trades = 100000\nmax_drawdown_pct = 100\n",
-            goog.display()
-        ),
-    )
-    .expect("config");
-    let config = config.to_str().expect("utf-8");
+    let config = permissive_gates(
+        dir.path(),
+        &goog,
+        "min_trades = 100000\nmax_drawdown_pct = 100\n",
+    );
+    let config = config.as_str();
     let submitted = run(
         &db,
         &cache,
@@ -894,20 +830,12 @@ fn rejecting_a_candidate_withdraws_its_running_shadow() {
         ],
     );
     assert!(submitted.status.success(), "{}", text(&submitted.stdout));
-    let feed = format!("replay:{}", goog.display());
     let holder = fixture("holder").to_str().expect("utf-8");
-    let engine = keel(
+    let engine = spawn_goog(
         &db,
         &cache,
+        "2880000x",
         &[
-            "run",
-            "--paper",
-            "--feed",
-            &feed,
-            "--symbol",
-            "GOOG",
-            "--speed",
-            "2880000x",
             "--bars",
             "300",
             "--strategy",
@@ -915,28 +843,15 @@ fn rejecting_a_candidate_withdraws_its_running_shadow() {
             "--candidates",
             config,
         ],
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .expect("engine");
+    );
     // Once the shadow has booked a few bars, the operator rejects it.
-    let started = Instant::now();
-    let conn = loop {
-        if let Ok(conn) = Connection::open(&db)
-            && conn
-                .query_row(
-                    "SELECT COUNT(*) FROM equity_snapshots e JOIN books b ON b.id = e.book_id WHERE b.slot = 'candidate-1'",
-                    [],
-                    |r| r.get::<_, i64>(0),
-                )
-                .is_ok_and(|n| n >= 20)
-        {
-            break conn;
-        }
-        assert!(started.elapsed() < Duration::from_secs(60), "no shadow");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let conn = wait_for_db(&db, "no shadow", |conn| {
+        count(
+            conn,
+            "SELECT COUNT(*) FROM equity_snapshots e JOIN books b ON b.id = e.book_id WHERE b.slot = 'candidate-1'",
+        )
+        .is_some_and(|n| n >= 20)
+    });
     let rejected = run(
         &db,
         &cache,

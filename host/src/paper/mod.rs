@@ -980,16 +980,7 @@ impl<'c> PaperEngine<'c> {
                     i += 1;
                     continue;
                 };
-                let quantity = float(h.quantity);
-                let fill = LedgerFill {
-                    symbol: h.symbol.clone(),
-                    tag: h.tag.clone(),
-                    action: Action::Close,
-                    price: dec(price)?,
-                    quantity: h.quantity,
-                    fee: dec(fills.fee(quantity, price))?,
-                    time_ms: candle.time_ms,
-                };
+                let fill = closing_fill(&h, price, &fills, candle.time_ms)?;
                 let source = match reason {
                     keel_backtester::ExitReason::StopLoss => "stop-loss",
                     keel_backtester::ExitReason::TakeProfit => "take-profit",
@@ -1550,6 +1541,24 @@ fn book_exchange(tx: &Transaction<'_>, book: &mut Book) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The fill closing all of `h` at `price`, with its fee.
+fn closing_fill(
+    h: &Holding,
+    price: f64,
+    fills: &FillModel,
+    time_ms: i64,
+) -> anyhow::Result<LedgerFill> {
+    Ok(LedgerFill {
+        symbol: h.symbol.clone(),
+        tag: h.tag.clone(),
+        action: Action::Close,
+        price: dec(price)?,
+        quantity: h.quantity,
+        fee: dec(fills.fee(float(h.quantity), price))?,
+        time_ms,
+    })
+}
+
 /// Closes every position of `book` at `price_ref` (plus slippage, with
 /// fees), as fills of `source` at the last booked bar; how many it closed.
 fn flatten(
@@ -1564,15 +1573,7 @@ fn flatten(
     let mut closed = 0;
     while let Some(h) = book.ledger.holdings.first().cloned() {
         let price = fills.market_price(price_ref, h.side == Side::Short);
-        let fill = LedgerFill {
-            symbol: h.symbol.clone(),
-            tag: h.tag.clone(),
-            action: Action::Close,
-            price: dec(price)?,
-            quantity: h.quantity,
-            fee: dec(fills.fee(float(h.quantity), price))?,
-            time_ms,
-        };
+        let fill = closing_fill(&h, price, fills, time_ms)?;
         let fill_id = format!("{source}-{}-{}-{}-{time_ms}", book.id, h.symbol, h.tag);
         book_fill(tx, book, &fill_id, None, &fill, source)?;
         closed += 1;
