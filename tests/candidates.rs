@@ -886,3 +886,83 @@ fn rejecting_a_candidate_withdraws_its_running_shadow() {
     assert_eq!(open, 0);
     keel_host::paper::audit_ledger(&conn).expect("ledger adds up");
 }
+
+#[test]
+fn a_shadow_resumed_after_a_crash_is_judged_on_its_whole_trial() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = dir.path().join("cache");
+    let goog = data("GOOG-1d.csv");
+    let config = permissive_gates(
+        dir.path(),
+        &goog,
+        "min_trades = 5\nmax_drawdown_pct = 100\n",
+    );
+    let feed = format!("replay:{}", goog.display());
+    let holder = fixture("holder").to_str().expect("utf-8");
+    let args = [
+        "run",
+        "--paper",
+        "--feed",
+        &feed,
+        "--symbol",
+        "GOOG",
+        "--speed",
+        "max",
+        "--strategy",
+        holder,
+        "--candidates",
+        &config,
+    ];
+    // The paper verdict on sma-cross, in one run and in a run killed at its
+    // 300th bar and started again.
+    let verdict = |name: &str, crash: bool| -> serde_json::Value {
+        let db = dir.path().join(name);
+        let sma = example("sma-cross").to_str().expect("utf-8");
+        let out = run(
+            &db,
+            &cache,
+            &["candidate", "submit", sma, "--config", &config],
+        );
+        assert!(out.status.success(), "{}", text(&out.stdout));
+        if crash {
+            let died = keel(&db, &cache, &args)
+                .env("KEEL_FAILPOINT", "after-bar:300")
+                .output()
+                .expect("run");
+            assert!(!died.status.success(), "the failpoint did not fire");
+        }
+        let out = run(&db, &cache, &args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert_eq!(text(&out.stdout).contains("(resumed)"), crash);
+        let conn = Connection::open(&db).expect("db");
+        let figures: String = conn
+            .query_row(
+                "SELECT figures FROM gate_results WHERE candidate_id = 1 AND gate = 'paper'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("a paper verdict");
+        serde_json::from_str(&figures).expect("json")
+    };
+    let clean = verdict("clean.db", false);
+    let resumed = verdict("crashed.db", true);
+    assert!(clean["bars"].as_u64().is_some_and(|n| n > 300), "{clean}");
+    for key in ["bars", "trades"] {
+        assert_eq!(resumed[key], clean[key], "{key}: {resumed} against {clean}");
+    }
+    for key in [
+        "pnl",
+        "max_drawdown_pct",
+        "sharpe_per_bar",
+        "active_sharpe_per_bar",
+    ] {
+        let (a, b) = (
+            resumed[key].as_f64().expect(key),
+            clean[key].as_f64().expect(key),
+        );
+        assert!(
+            (a - b).abs() <= 1e-9 * b.abs().max(1.0),
+            "{key}: {resumed} against {clean}"
+        );
+    }
+}
