@@ -966,3 +966,85 @@ fn a_shadow_resumed_after_a_crash_is_judged_on_its_whole_trial() {
         );
     }
 }
+
+#[test]
+fn a_shadow_whose_strategy_is_quarantined_fails_at_once_and_frees_its_slot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, cache) = (dir.path().join("keel.db"), dir.path().join("cache"));
+    let goog = data("GOOG-1d.csv");
+    let config = permissive_gates(
+        dir.path(),
+        &goog,
+        "slots = 1\nmin_trades = 100000\nmax_drawdown_pct = 100\n",
+    );
+    // panic-above passes validation on synthetic prices, and breaks once
+    // GOOG closes above 400.
+    for file in [fixture("panic-above"), example("sma-cross")] {
+        let file = file.to_str().expect("utf-8");
+        let out = run(
+            &db,
+            &cache,
+            &["candidate", "submit", file, "--config", &config],
+        );
+        assert!(out.status.success(), "{}", text(&out.stdout));
+    }
+    let holder = fixture("holder").to_str().expect("utf-8");
+    let out = run(
+        &db,
+        &cache,
+        &[
+            "run",
+            "--paper",
+            "--feed",
+            &format!("replay:{}", goog.display()),
+            "--symbol",
+            "GOOG",
+            "--speed",
+            "max",
+            "--strategy",
+            holder,
+            "--candidates",
+            &config,
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let conn = Connection::open(&db).expect("db");
+    let gate: String = conn
+        .query_row(
+            "SELECT detail FROM gate_results WHERE candidate_id = 1 AND gate = 'paper'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("a paper verdict");
+    assert!(
+        gate.contains("quarantined after repeated failures"),
+        "{gate}"
+    );
+    assert_eq!(state(&conn, 1), "failed");
+    let shadows = audited(&conn, "shadow");
+    let books: Vec<&str> = shadows
+        .iter()
+        .map(|(_, action, detail)| {
+            let book = detail.split(':').next().unwrap_or_default();
+            if action == "shadow ended" {
+                "ended"
+            } else {
+                book
+            }
+        })
+        .collect();
+    assert_eq!(
+        books,
+        ["book candidate-1", "ended", "book candidate-2"],
+        "{shadows:?}"
+    );
+    let bars: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM equity_snapshots e JOIN books b ON b.id = e.book_id WHERE b.slot = 'candidate-1'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert!(bars < 2148, "the quarantined shadow ran to the end");
+}

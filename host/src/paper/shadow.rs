@@ -44,9 +44,9 @@ impl PaperEngine<'_> {
     /// Judges each shadow against the paper gate. It passes once it has
     /// enough trades, a profit, a deepest drawdown under the limit and a
     /// Sharpe not worse than the main book's over the same bars; it fails
-    /// as soon as its drawdown reaches the limit (nothing can undo that),
-    /// or at the end of the run when it traded enough but did not pass. A
-    /// verdict ends the shadow.
+    /// as soon as its drawdown reaches the limit or its strategy is
+    /// quarantined (nothing can undo either), or at the end of the run when
+    /// it traded enough but did not pass. A verdict ends the shadow.
     pub(super) fn judge_shadows(&mut self, at_end: bool) -> anyhow::Result<()> {
         let gate = self.settings.candidates.paper.clone();
         let mut ended = Vec::new();
@@ -73,7 +73,12 @@ impl PaperEngine<'_> {
             let (sharpe, active_sharpe) = (book.returns.sharpe(), book.active_returns.sharpe());
             let enough = book.trades as usize >= gate.min_trades;
             let breached = drawdown >= gate.max_drawdown_pct;
+            // A quarantined strategy trades no more: its trial is over.
+            let quarantined = book.instance.is_quarantined();
             let mut failures = Vec::new();
+            if quarantined {
+                failures.push("quarantined after repeated failures".into());
+            }
             if !enough {
                 failures.push(format!(
                     "{} paper trades, fewer than {}",
@@ -97,7 +102,7 @@ impl PaperEngine<'_> {
                 _ => {}
             }
             let passed = failures.is_empty();
-            if !(passed || breached || (at_end && enough)) {
+            if !(passed || breached || quarantined || (at_end && enough)) {
                 continue;
             }
             let result = GateResult {
