@@ -1048,3 +1048,56 @@ fn a_shadow_whose_strategy_is_quarantined_fails_at_once_and_frees_its_slot() {
         .expect("count");
     assert!(bars < 2148, "the quarantined shadow ran to the end");
 }
+
+#[test]
+fn a_promotion_a_killed_engine_refuses_is_recorded_and_says_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, cache) = (dir.path().join("keel.db"), dir.path().join("cache"));
+    let sma = example("sma-cross").to_str().expect("utf-8");
+    let holder = fixture("holder").to_str().expect("utf-8");
+    run(&db, &cache, &["candidate", "submit", sma]);
+    let engine = spawn_goog(
+        &db,
+        &cache,
+        "2880000x",
+        &["--bars", "300", "--strategy", holder],
+    );
+    let conn = wait_for_db(&db, "no bars booked", |conn| {
+        count(conn, "SELECT COUNT(*) FROM equity_snapshots").is_some_and(|n| n >= 10)
+    });
+    let killed = run(&db, &cache, &["kill", "--reason", "test"]);
+    assert!(killed.status.success(), "{}", text(&killed.stderr));
+    let promote = run(
+        &db,
+        &cache,
+        &[
+            "candidate",
+            "promote",
+            "1",
+            "--force",
+            "--reason",
+            "after the kill",
+        ],
+    );
+    assert!(!promote.status.success());
+    let hash: String = conn
+        .query_row("SELECT hash FROM candidates WHERE id = 1", [], |r| r.get(0))
+        .expect("hash");
+    assert_eq!(
+        text(&promote.stderr),
+        format!(
+            "error: recorded, but the running keel run did not swap to {} (the next run starts with it): 409 /swap: this run was killed; start a new one\n",
+            &hash[..12]
+        )
+    );
+    let active: String = conn
+        .query_row(
+            "SELECT hash FROM deployments ORDER BY id DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .expect("active");
+    assert_eq!(active, hash);
+    let out = engine.wait_with_output().expect("engine");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}

@@ -599,7 +599,12 @@ fn hot_swap(db: &Path, hash: &str, reason: &str) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let body = call(db, "POST", "/swap", &format!("{hash} operator {reason}"))?;
+    let body = call(db, "POST", "/swap", &format!("{hash} operator {reason}")).with_context(|| {
+        format!(
+            "recorded, but the running keel run did not swap to {} (the next run starts with it)",
+            &hash[..12.min(hash.len())]
+        )
+    })?;
     let reply: control::Reply = serde_json::from_str(&body)?;
     if let control::Reply::Swapped {
         slot,
