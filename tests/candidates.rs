@@ -783,6 +783,18 @@ fn lineage_names_parents_by_id_or_hash_and_an_unknown_parent_is_refused() {
         assert!(err.starts_with(&format!("error: {why}")), "{err}");
         assert_eq!(err.lines().count(), 1, "{err}");
     }
+    // A file that is no wasm at all is no candidate.
+    let notes = dir.path().join("notes.txt");
+    std::fs::write(&notes, "not a strategy").expect("notes");
+    let out = submit(&notes, &[]);
+    assert!(!out.status.success());
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "error: {}: not a WebAssembly component (no \\0asm header); nothing stored\n",
+            notes.display()
+        )
+    );
     let stored: i64 = conn
         .query_row("SELECT COUNT(*) FROM candidates", [], |r| r.get(0))
         .expect("count");

@@ -270,6 +270,8 @@ fn garbage_and_missing_files_get_one_line_errors() {
         stderr.starts_with("error: /nonexistent/x.wasm: cannot read:"),
         "{stderr}"
     );
+    // The reason once, not again as a cause below itself.
+    assert_eq!(stderr.matches("(os error 2)").count(), 1, "{stderr}");
 }
 
 #[test]

@@ -326,6 +326,14 @@ pub fn submit(
     artifact: &StrategyArtifact,
     submission: &Submission,
 ) -> anyhow::Result<(i64, bool, Vec<GateResult>)> {
+    // Wasm that fails its checks is a candidate the gates judge; a file
+    // that is no wasm at all is not stored.
+    if !artifact.bytes.starts_with(b"\0asm") {
+        bail!(
+            "{}: not a WebAssembly component (no \\0asm header); nothing stored",
+            artifact.origin.display()
+        );
+    }
     let hash = artifact.hash.to_hex();
     if let Some(id) = conn
         .query_row("SELECT id FROM candidates WHERE hash = ?1", [&hash], |r| {

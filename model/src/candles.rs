@@ -18,11 +18,10 @@ pub struct Candle {
 /// Why a candle file was refused. Displays as one line naming file and line.
 #[derive(Debug, thiserror::Error)]
 pub enum CandleError {
-    #[error("{path}: cannot read: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    /// (`error` is part of the line, not a source below it: the one-line
+    /// report would repeat it.)
+    #[error("{path}: cannot read: {error}")]
+    Io { path: String, error: std::io::Error },
     #[error("{path}:{line}: {message}")]
     Invalid {
         path: String,
@@ -46,9 +45,9 @@ fn read_with(
     parse: fn(&str, &str) -> Result<Vec<Candle>, CandleError>,
 ) -> Result<Vec<Candle>, CandleError> {
     let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| CandleError::Io {
+    let text = std::fs::read_to_string(path).map_err(|error| CandleError::Io {
         path: name.clone(),
-        source,
+        error,
     })?;
     parse(&text, &name)
 }
@@ -105,7 +104,7 @@ impl<L: Iterator<Item = std::io::Result<String>>> CsvCandles<L> {
                 Some(Err(e)) => {
                     return Err(CandleError::Io {
                         path: source.to_owned(),
-                        source: e,
+                        error: e,
                     });
                 }
                 Some(Ok(l)) if l.trim().is_empty() => continue,
@@ -178,7 +177,7 @@ impl<L: Iterator<Item = std::io::Result<String>>> Iterator for CsvCandles<L> {
                     self.failed = true;
                     return Some(Err(CandleError::Io {
                         path: self.source.clone(),
-                        source: e,
+                        error: e,
                     }));
                 }
             };
@@ -207,9 +206,9 @@ impl<L: Iterator<Item = std::io::Result<String>>> Iterator for CsvCandles<L> {
 pub fn write_csv(path: &Path, candles: &[Candle]) -> Result<(), CandleError> {
     use std::io::Write;
     let name = path.display().to_string();
-    let io = |source| CandleError::Io {
+    let io = |error| CandleError::Io {
         path: name.clone(),
-        source,
+        error,
     };
     let mut out = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
     writeln!(out, "time,open,high,low,close,volume").map_err(io)?;

@@ -44,9 +44,9 @@ impl Feed {
     /// Replays a CSV candle file, read as it goes.
     pub fn replay(path: &Path) -> Result<Feed, CandleError> {
         let name = path.display().to_string();
-        let file = std::fs::File::open(path).map_err(|source| CandleError::Io {
+        let file = std::fs::File::open(path).map_err(|error| CandleError::Io {
             path: name.clone(),
-            source,
+            error,
         })?;
         let lines = std::io::BufReader::new(file).lines();
         let candles = CsvCandles::new(lines, &name)?;

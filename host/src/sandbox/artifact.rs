@@ -59,11 +59,10 @@ impl fmt::Debug for StrategyArtifact {
 /// Why an artifact could not even be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ArtifactError {
-    #[error("{path}: cannot read: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    /// (`error` is part of the line, not a source below it: the one-line
+    /// report would repeat it.)
+    #[error("{path}: cannot read: {error}")]
+    Io { path: String, error: std::io::Error },
     #[error("{path}: {size} bytes is over the {limit}-byte limit for a strategy")]
     TooLarge {
         path: String,
@@ -84,9 +83,9 @@ impl StrategyArtifact {
     /// Reads a file, refusing one over `max_bytes` before reading it.
     pub fn read(path: &Path, max_bytes: usize) -> Result<StrategyArtifact, ArtifactError> {
         let name = path.display().to_string();
-        let io = |source| ArtifactError::Io {
+        let io = |error| ArtifactError::Io {
             path: name.clone(),
-            source,
+            error,
         };
         let size = std::fs::metadata(path).map_err(io)?.len();
         if size > max_bytes as u64 {
