@@ -667,7 +667,16 @@ fn a_promoted_version_takes_over_the_books_tagged_positions() {
     let promote = run(
         &db,
         &cache,
-        &["candidate", "promote", "1", "--force", "--reason", "test"],
+        &[
+            "candidate",
+            "promote",
+            "1",
+            "--force",
+            "--reason",
+            "test",
+            "--by",
+            "evolution",
+        ],
     );
     assert!(
         text(&promote.stdout).contains("hot-swapped into the running engine"),
@@ -721,6 +730,16 @@ fn a_promoted_version_takes_over_the_books_tagged_positions() {
         )
         .expect("swap");
     assert!(swap.contains("(fixture-fill-echo)"), "{swap}");
+    // The nightly job decided, and is named as the one who did.
+    let actors: (String, String) = conn
+        .query_row(
+            "SELECT (SELECT actor FROM deployments WHERE action = 'promote'),
+                    (SELECT actor FROM audit_log WHERE action = 'hot swap')",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("actors");
+    assert_eq!(actors, ("evolution".into(), "evolution".into()));
     let bars: i64 = conn
         .query_row("SELECT COUNT(*) FROM equity_snapshots", [], |r| r.get(0))
         .expect("count");

@@ -462,18 +462,32 @@ pub enum CandidateCommand {
         force: bool,
         #[arg(long)]
         reason: Option<String>,
+        #[command(flatten)]
+        by: Decider,
     },
     /// Refuse it for good.
     Reject {
         id: i64,
         #[arg(long, default_value = "rejected by an operator")]
         reason: String,
+        #[command(flatten)]
+        by: Decider,
     },
     /// Restore the previous active strategy.
     Rollback {
         #[arg(long, default_value = "operator rollback")]
         reason: String,
+        #[command(flatten)]
+        by: Decider,
     },
+}
+
+/// Who decides, as the audit log and the deployments record it.
+#[derive(Debug, Args)]
+pub struct Decider {
+    /// `operator` (a person) or `evolution` (the nightly job).
+    #[arg(long = "by", default_value = "operator", value_parser = ["operator", "evolution"])]
+    pub actor: String,
 }
 
 fn gate_line(g: &candidates::GateResult) -> String {
@@ -591,7 +605,7 @@ fn figure_lines(g: &candidates::GateResult) -> Vec<String> {
 }
 
 /// Tells a running engine (if any) to swap to `hash`.
-fn hot_swap(db: &Path, hash: &str, reason: &str) -> anyhow::Result<()> {
+fn hot_swap(db: &Path, hash: &str, actor: &str, reason: &str) -> anyhow::Result<()> {
     if control::running_elsewhere(db).is_none() {
         println!(
             "no keel run is trading on {}; the next one starts with it",
@@ -599,7 +613,7 @@ fn hot_swap(db: &Path, hash: &str, reason: &str) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let body = call(db, "POST", "/swap", &format!("{hash} operator {reason}")).with_context(|| {
+    let body = call(db, "POST", "/swap", &format!("{hash} {actor} {reason}")).with_context(|| {
         format!(
             "recorded, but the running keel run did not swap to {} (the next run starts with it)",
             &hash[..12.min(hash.len())]
@@ -785,13 +799,18 @@ pub fn candidate(args: &CandidateArgs, db: &Path, cache: &CompileCache) -> anyho
             }
             Ok(true)
         }
-        CandidateCommand::Promote { id, force, reason } => {
+        CandidateCommand::Promote {
+            id,
+            force,
+            reason,
+            by,
+        } => {
             let force_reason = match (force, reason) {
                 (true, Some(r)) => Some(r.as_str()),
                 (true, None) => bail!("--force needs --reason"),
                 (false, _) => None,
             };
-            let c = candidates::promote(store.conn(), &config, *id, "operator", force_reason)?;
+            let c = candidates::promote(store.conn(), &config, *id, &by.actor, force_reason)?;
             println!(
                 "candidate {} ({} {}) is the active strategy",
                 c.id, c.name, c.version
@@ -799,18 +818,18 @@ pub fn candidate(args: &CandidateArgs, db: &Path, cache: &CompileCache) -> anyho
             let why = reason
                 .clone()
                 .unwrap_or_else(|| format!("promote candidate {id}"));
-            hot_swap(db, &c.hash, &why)?;
+            hot_swap(db, &c.hash, &by.actor, &why)?;
             Ok(true)
         }
-        CandidateCommand::Reject { id, reason } => {
-            candidates::reject(store.conn(), *id, "operator", reason)?;
+        CandidateCommand::Reject { id, reason, by } => {
+            candidates::reject(store.conn(), *id, &by.actor, reason)?;
             println!("candidate {id} rejected");
             Ok(true)
         }
-        CandidateCommand::Rollback { reason } => {
-            let previous = candidates::rollback(store.conn(), "operator", reason)?;
+        CandidateCommand::Rollback { reason, by } => {
+            let previous = candidates::rollback(store.conn(), &by.actor, reason)?;
             println!("rolled back to {}", &previous[..12]);
-            hot_swap(db, &previous, reason)?;
+            hot_swap(db, &previous, &by.actor, reason)?;
             Ok(true)
         }
     }
