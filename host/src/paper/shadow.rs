@@ -21,20 +21,18 @@ impl PaperEngine<'_> {
     /// This bar's return of every book, and of the main book into the
     /// yardstick of each shadow that had a return of its own on it.
     pub(super) fn record_returns(&mut self) {
-        let mut main = None;
-        let mut main_seen = false;
+        // The first book that is no shadow is the main one.
+        let mut main: Option<Option<f64>> = None;
         let mut returned = Vec::new();
         for (i, book) in self.books.iter_mut().enumerate() {
             let r = book.record_equity(float(book.ledger.equity()));
-            if book.candidate.is_some() {
-                if r.is_some() {
-                    returned.push(i);
-                }
-            } else if !main_seen {
-                (main, main_seen) = (r, true);
+            if book.candidate.is_none() {
+                main.get_or_insert(r);
+            } else if r.is_some() {
+                returned.push(i);
             }
         }
-        if let Some(r) = main {
+        if let Some(Some(r)) = main {
             for i in returned {
                 self.books[i].active_returns.push(r);
             }
