@@ -1132,3 +1132,59 @@ fn a_promotion_a_killed_engine_refuses_is_recorded_and_says_so() {
     let out = engine.wait_with_output().expect("engine");
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
+
+#[test]
+fn bad_gate_data_stores_nothing_and_a_candidate_whose_gates_never_finished_is_judged_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, cache) = (dir.path().join("keel.db"), dir.path().join("cache"));
+    let sma = example("sma-cross").to_str().expect("utf-8");
+    let config = dir.path().join("candidates.toml");
+    std::fs::write(&config, "[backtest]\ndata = [\"XRP/BTC@5m\"]\n").expect("config");
+    let config = config.to_str().expect("utf-8");
+    let out = run(
+        &db,
+        &cache,
+        &["candidate", "submit", sma, "--config", config],
+    );
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.starts_with("error: --data XRP/BTC@5m: no XRP/BTC 5m candles in")
+            && err.lines().count() == 1,
+        "{err}"
+    );
+    let conn = Connection::open(&db).expect("db");
+    assert_eq!(count(&conn, "SELECT COUNT(*) FROM candidates"), Some(0));
+
+    // Stored, then the process died before a verdict: submitting the same
+    // bytes again runs its gates again.
+    let out = run(&db, &cache, &["candidate", "submit", sma]);
+    assert!(text(&out.stdout).starts_with("candidate 1: sma-cross"));
+    let judged = state(&conn, 1);
+    conn.execute("UPDATE candidates SET state = 'submitted' WHERE id = 1", [])
+        .expect("as if interrupted");
+    let again = run(&db, &cache, &["candidate", "submit", sma]);
+    assert!(
+        text(&again.stdout).starts_with("candidate 1: sma-cross"),
+        "{}",
+        text(&again.stdout)
+    );
+    assert_eq!(state(&conn, 1), judged);
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT COUNT(*) FROM gate_results WHERE gate = 'validate'"
+        ),
+        Some(2)
+    );
+    // Once judged, the same bytes are the same candidate, left as judged.
+    let once_more = run(&db, &cache, &["candidate", "submit", sma]);
+    assert!(text(&once_more.stdout).starts_with("already submitted as candidate 1"));
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT COUNT(*) FROM gate_results WHERE gate = 'validate'"
+        ),
+        Some(2)
+    );
+}

@@ -36,7 +36,8 @@ pub struct CandidatesConfig {
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BacktestGate {
-    /// `[SYMBOL=]FILE` (relative to `candidates.toml`); empty: the built-in
+    /// `[SYMBOL=]FILE` (relative to `candidates.toml`) or
+    /// `SYMBOL@TIMEFRAME` (candles in the store); empty: the built-in
     /// seeded sample.
     pub data: Vec<String>,
     pub min_trades: usize,
@@ -123,6 +124,10 @@ impl CandidatesConfig {
         })?;
         let dir = path.parent().unwrap_or(Path::new("."));
         for spec in &mut config.backtest.data {
+            // `SYMBOL@TIMEFRAME` names candles in the store, not a file.
+            if !spec.contains('=') && spec.contains('@') && !dir.join(&*spec).exists() {
+                continue;
+            }
             let (symbol, file) = match spec.split_once('=') {
                 Some((s, f)) => (Some(s.to_owned()), f.to_owned()),
                 None => (None, spec.clone()),
@@ -334,16 +339,28 @@ pub fn submit(
             artifact.origin.display()
         );
     }
+    // The gate's data first: a bad `candidates.toml` stores nothing.
+    let db = PathBuf::from(conn.path().unwrap_or("keel.db"));
+    let data = gate_data(config, &db)?;
     let hash = artifact.hash.to_hex();
-    if let Some(id) = conn
-        .query_row("SELECT id FROM candidates WHERE hash = ?1", [&hash], |r| {
-            r.get::<_, i64>(0)
-        })
-        .optional()?
-    {
-        return Ok((id, true, Vec::new()));
-    }
-    let report = validate::validate_artifact(sandbox, artifact);
+    let existing: Option<(i64, String)> = conn
+        .query_row(
+            "SELECT id, state FROM candidates WHERE hash = ?1",
+            [&hash],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let report = match existing {
+        Some((id, state)) if state != "submitted" => return Ok((id, true, Vec::new())),
+        // Stored, but its gates never came to a verdict (the process died,
+        // say): they run again.
+        Some((id, _)) => {
+            let report = validate::validate_artifact(sandbox, artifact);
+            return judge_offline(conn, sandbox, config, &data, artifact, id, &report)
+                .map(|gates| (id, false, gates));
+        }
+        None => validate::validate_artifact(sandbox, artifact),
+    };
     let (name, version) = report
         .info
         .as_ref()
@@ -377,7 +394,22 @@ pub fn submit(
         ),
     )?;
     tx.commit()?;
+    let gates = judge_offline(conn, sandbox, config, &data, artifact, id, &report)?;
+    Ok((id, false, gates))
+}
 
+/// Records the validate gate from `report` and, when it passed, runs and
+/// records the backtest gate on `data`; the candidate is then `gated` or
+/// `failed`.
+fn judge_offline(
+    conn: &Connection,
+    sandbox: &Sandbox,
+    config: &CandidatesConfig,
+    data: &[Dataset],
+    artifact: &StrategyArtifact,
+    id: i64,
+    report: &validate::ValidationReport,
+) -> anyhow::Result<Vec<GateResult>> {
     let mut gates = Vec::new();
     let checks: Vec<serde_json::Value> = report
         .checks
@@ -401,7 +433,7 @@ pub fn submit(
     gates.push(validate.clone());
     if validate.passed {
         let loaded = sandbox.load(artifact)?;
-        let gate = backtest_gate(conn, sandbox, config, &loaded)?;
+        let gate = backtest_gate(conn, sandbox, config, data, &loaded)?;
         record_gate(conn, id, &gate)?;
         gates.push(gate);
     }
@@ -411,7 +443,7 @@ pub fn submit(
         "failed"
     };
     set_state(conn, id, state, "keel", &format!("offline gates: {state}"))?;
-    Ok((id, false, gates))
+    Ok(gates)
 }
 
 fn record_gate(conn: &Connection, id: i64, gate: &GateResult) -> rusqlite::Result<()> {
@@ -507,11 +539,10 @@ fn backtest_gate(
     conn: &Connection,
     sandbox: &Sandbox,
     config: &CandidatesConfig,
+    data: &[Dataset],
     loaded: &LoadedStrategy,
 ) -> anyhow::Result<GateResult> {
     let gate = &config.backtest;
-    let db = PathBuf::from(conn.path().unwrap_or("keel.db"));
-    let data = gate_data(config, &db)?;
     let bt = BacktestConfig {
         fills: FillModel {
             fee_bps: gate.fee_bps,
@@ -529,7 +560,7 @@ fn backtest_gate(
             params,
             window: None,
         };
-        Ok(backtest::run_job(sandbox, &job, &data, &bt)?.metrics)
+        Ok(backtest::run_job(sandbox, &job, data, &bt)?.metrics)
     };
     let m = run(loaded)?;
     let mut failures = Vec::new();
@@ -566,7 +597,7 @@ fn backtest_gate(
             sandbox,
             loaded,
             &grid,
-            &data,
+            data,
             &bt,
             gate.walk_forward,
             |_, _| {},
