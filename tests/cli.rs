@@ -186,10 +186,8 @@ fn validate_passes_the_examples_and_fails_every_hostile_fixture() {
             stdout.contains(reason),
             "{name}: expected {reason:?} in {stdout}"
         );
-        assert!(
-            !text(&out.stderr).contains("panicked at"),
-            "{name}: the host must not panic"
-        );
+        // The report says it all: no error lines from the sandbox beside it.
+        assert_eq!(text(&out.stderr), "", "{name}");
     }
 }
 

@@ -928,7 +928,16 @@ impl StrategyInstance {
             }
         }
         if self.failures_in_row >= self.limits.max_consecutive_failures {
-            tracing::error!(strategy = %self.label, "quarantined after {} failures in a row", self.failures_in_row);
+            let failures = self.failures_in_row;
+            match self.clock {
+                // A replay (backtest, validation) reports it as data.
+                ClockMode::Simulated(_) => {
+                    tracing::warn!(strategy = %self.label, "quarantined after {failures} failures in a row");
+                }
+                ClockMode::Real => {
+                    tracing::error!(strategy = %self.label, "quarantined after {failures} failures in a row");
+                }
+            }
             self.quarantined = Some(fault.clone());
         }
         self.error(fault)
