@@ -486,6 +486,18 @@ fn a_new_version_losing_too_much_on_its_first_day_is_rolled_back_by_itself() {
     keel_host::paper::audit_ledger(&conn).expect("ledger adds up");
 }
 
+/// The detail and figures of candidate `id`'s paper verdict.
+fn paper_verdict(conn: &Connection, id: i64) -> (String, serde_json::Value) {
+    let (detail, figures): (String, String) = conn
+        .query_row(
+            "SELECT detail, figures FROM gate_results WHERE candidate_id = ?1 AND gate = 'paper'",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("a paper verdict");
+    (detail, serde_json::from_str(&figures).expect("json"))
+}
+
 /// `(id, action, detail)` of the audit lines whose action starts with `prefix`.
 fn audited(conn: &Connection, prefix: &str) -> Vec<(i64, String, String)> {
     let mut stmt = conn
@@ -575,13 +587,7 @@ fn candidates_submitted_into_a_running_engine_take_free_shadow_slots_and_never_h
     );
     // ...lost more than the account may, and failed its paper gate at once
     // on its drawdown, while the account traded on, never halted.
-    let gate: String = conn
-        .query_row(
-            "SELECT detail FROM gate_results WHERE candidate_id = 1 AND gate = 'paper'",
-            [],
-            |r| r.get(0),
-        )
-        .expect("churn's paper verdict");
+    let (gate, _) = paper_verdict(&conn, 1);
     assert!(gate.contains("max drawdown"), "{gate}");
     assert_eq!(state(&conn, 1), "failed");
     let churn_book: i64 = conn
@@ -966,14 +972,7 @@ fn a_shadow_resumed_after_a_crash_is_judged_on_its_whole_trial() {
         assert!(out.status.success(), "{}", text(&out.stderr));
         assert_eq!(text(&out.stdout).contains("(resumed)"), crash);
         let conn = Connection::open(&db).expect("db");
-        let figures: String = conn
-            .query_row(
-                "SELECT figures FROM gate_results WHERE candidate_id = 1 AND gate = 'paper'",
-                [],
-                |r| r.get(0),
-            )
-            .expect("a paper verdict");
-        serde_json::from_str(&figures).expect("json")
+        paper_verdict(&conn, 1).1
     };
     let clean = verdict("clean.db", false);
     let resumed = verdict("crashed.db", true);
@@ -1041,13 +1040,7 @@ fn a_shadow_whose_strategy_is_quarantined_fails_at_once_and_frees_its_slot() {
     assert!(out.status.success(), "{}", text(&out.stderr));
 
     let conn = Connection::open(&db).expect("db");
-    let gate: String = conn
-        .query_row(
-            "SELECT detail FROM gate_results WHERE candidate_id = 1 AND gate = 'paper'",
-            [],
-            |r| r.get(0),
-        )
-        .expect("a paper verdict");
+    let (gate, _) = paper_verdict(&conn, 1);
     assert!(
         gate.contains("quarantined after repeated failures"),
         "{gate}"
