@@ -831,6 +831,14 @@ fn lineage_names_parents_by_id_or_hash_and_an_unknown_parent_is_refused() {
         .expect("parent");
     assert_eq!(parent, rsi_hash);
 
+    // The same for scripts.
+    let list = run(&db, &cache, &["candidate", "list", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&list.stdout).expect("list --json");
+    assert_eq!(list["active"], rsi_hash.as_str());
+    assert_eq!(list["candidates"][1]["submitted_by"], "evolution");
+    assert_eq!(list["candidates"][0]["parent"], rsi_hash.as_str());
+    assert_eq!(list["candidates"].as_array().map(Vec::len), Some(2));
+
     let show = text(&run(&db, &cache, &["candidate", "show", "2"]).stdout);
     let sma_hash: String = conn
         .query_row("SELECT hash FROM candidates WHERE id = 1", [], |r| r.get(0))

@@ -446,7 +446,11 @@ pub enum CandidateCommand {
         target_dir: Option<PathBuf>,
     },
     /// Every candidate and its state.
-    List,
+    List {
+        /// As JSON: `{"active": <sha256 or null>, "candidates": [...]}`.
+        #[arg(long)]
+        json: bool,
+    },
     /// One candidate: lineage, every gate's figures, its history.
     Show {
         id: i64,
@@ -703,12 +707,24 @@ pub fn candidate(args: &CandidateArgs, db: &Path, cache: &CompileCache) -> anyho
             }
             Ok(gates.iter().all(|g| g.passed))
         }
-        CandidateCommand::List => {
+        CandidateCommand::List { json } => {
             let all = candidates::list(store.conn())?;
+            let active = candidates::active(store.conn())?;
+            if *json {
+                let value = serde_json::json!({
+                    "active": active,
+                    "candidates": all.iter().map(|c| serde_json::json!({
+                        "id": c.id, "state": c.state, "name": c.name, "version": c.version,
+                        "sha256": c.hash, "parent": c.parent, "submitted_by": c.submitted_by,
+                        "note": c.note, "created": format_time(c.created_ms),
+                    })).collect::<Vec<_>>(),
+                });
+                println!("{}", serde_json::to_string_pretty(&value)?);
+                return Ok(true);
+            }
             if all.is_empty() {
                 println!("no candidates");
             }
-            let active = candidates::active(store.conn())?;
             // Columns as wide as their longest entry: names come from
             // strategies, of any length.
             let width = |field: fn(&candidates::Candidate) -> &str| {
