@@ -656,7 +656,7 @@ fn a_promoted_version_takes_over_the_books_tagged_positions() {
         &db,
         &cache,
         "2880000x",
-        &["--bars", "400", "--strategy", holder],
+        &["--bars", "800", "--strategy", holder],
     );
     let conn = wait_for_db(&db, "nothing held", |conn| {
         count(conn, "SELECT COUNT(*) FROM positions WHERE tag = 'core'") == Some(1)
@@ -749,7 +749,7 @@ fn a_promoted_version_takes_over_the_books_tagged_positions() {
     let bars: i64 = conn
         .query_row("SELECT COUNT(*) FROM equity_snapshots", [], |r| r.get(0))
         .expect("count");
-    assert_eq!(bars, 400);
+    assert_eq!(bars, 800);
     keel_host::paper::audit_ledger(&conn).expect("ledger adds up");
 }
 
