@@ -833,6 +833,26 @@ impl<'c> PaperEngine<'c> {
         self.recent.push_back(candle);
     }
 
+    /// Shows `instance` the last `warmup` bars of the feed (as many as
+    /// are kept), with `ledger`'s portfolio: the warm-up of a version that
+    /// starts between two bars. Returns how many it saw.
+    fn warm_on_recent(
+        &self,
+        instance: &mut StrategyInstance,
+        warmup: usize,
+        ledger: &Ledger,
+    ) -> usize {
+        let skip = self.recent.len().saturating_sub(warmup);
+        warm(
+            instance,
+            self.recent.iter().skip(skip),
+            &self.symbols,
+            self.bar_ms,
+            &ledger.view(),
+            self.settings.risk.limits(),
+        )
+    }
+
     /// Hot swap: the main book (the first that is not a shadow) gets the
     /// stored artifact `hash`. The new version is loaded and warmed up on the
     /// last bars now, between two bars, and handles the next one; the book
@@ -858,16 +878,7 @@ impl<'c> PaperEngine<'c> {
             .instantiate(&loaded, binding)
             .map_err(|e| anyhow!("{e}"))?;
         let warmup = loaded.info.warmup_bars as usize;
-        let skip = self.recent.len().saturating_sub(warmup);
-        let view = self.books[book].ledger.view();
-        let warmed = warm(
-            &mut instance,
-            self.recent.iter().skip(skip),
-            &self.symbols,
-            self.bar_ms,
-            &view,
-            self.settings.risk.limits(),
-        );
+        let warmed = self.warm_on_recent(&mut instance, warmup, &self.books[book].ledger);
         let b = &mut self.books[book];
         let old = b.hash;
         b.instance = instance;

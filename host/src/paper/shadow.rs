@@ -13,7 +13,7 @@ use rusqlite::{Connection, params};
 
 use keel_model::Params;
 
-use super::{Book, BookPlan, PaperEngine, audit, flatten, open_book, warm};
+use super::{Book, BookPlan, PaperEngine, audit, flatten, open_book};
 use crate::candidates::{self, GateResult};
 use crate::ledger::float;
 
@@ -232,16 +232,7 @@ impl PaperEngine<'_> {
             .find(|b| b.candidate.is_none())
             .map(|b| b.id);
         seed_history(self.conn, &mut book, main)?;
-        let skip = self.recent.len().saturating_sub(book.warmup);
-        let view = book.ledger.view();
-        warm(
-            &mut book.instance,
-            self.recent.iter().skip(skip),
-            &self.symbols,
-            self.bar_ms,
-            &view,
-            self.settings.risk.limits(),
-        );
+        self.warm_on_recent(&mut book.instance, book.warmup, &book.ledger);
         Ok(book)
     }
 }
