@@ -7,5 +7,6 @@ mod cli;
 mod data;
 mod dev;
 mod paper;
+mod safety;
 mod sandbox;
 mod support;
