@@ -332,3 +332,131 @@ fn a_kill_that_cannot_reach_the_api_goes_through_the_kill_file() {
         1
     );
 }
+
+/// The risk events a feed left.
+fn feed_events(db: &Path) -> Vec<String> {
+    let conn = open(db);
+    let mut stmt = conn
+        .prepare("SELECT detail FROM risk_events WHERE kind = 'feed' ORDER BY id")
+        .expect("sql");
+    stmt.query_map([], |r| r.get(0))
+        .expect("sql")
+        .collect::<Result<_, _>>()
+        .expect("rows")
+}
+
+#[test]
+fn a_live_feed_that_never_delivers_a_first_bar_ends_the_run_in_one_line() {
+    let s = Setup::new();
+    // Nobody listening, then a server that accepts and never answers.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let refused = closed.local_addr().expect("addr").port();
+    drop(closed);
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let silent_port = silent.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let held: Vec<_> = silent.incoming().collect();
+        drop(held);
+    });
+    for (name, port) in [("refused", refused), ("silent", silent_port)] {
+        let db = s.db(&format!("first-bar-{name}.db"));
+        let url = format!("http://127.0.0.1:{port}");
+        let started = Instant::now();
+        let out = s.run_to_end(
+            &db,
+            "kraken:XBTUSD",
+            &[
+                "--kraken-url",
+                &url,
+                "--poll-ms",
+                "50",
+                "--first-bar-timeout",
+                "2",
+            ],
+        );
+        let stdout = text(&out.stdout);
+        assert!(!out.status.success(), "{name}: {stdout}");
+        assert!(started.elapsed() < Duration::from_secs(30), "{name}");
+        let stopped: Vec<&str> = stdout
+            .lines()
+            .filter(|l| l.starts_with("feed stopped: "))
+            .collect();
+        assert_eq!(stopped.len(), 1, "{name}: {stdout}");
+        assert!(
+            stopped[0].starts_with("feed stopped: kraken OHLC XBTUSD: no closed bar within 2 s of the start (last problem: kraken OHLC XBTUSD: request failed"),
+            "{name}: {stdout}"
+        );
+        // Feed trouble is said on stderr by default, once, not per poll.
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("kraken OHLC XBTUSD: request failed"),
+            "{name}: {err}"
+        );
+        // One row for the outage, one for the stop: not one per poll.
+        assert_eq!(feed_events(&db).len(), 2, "{name}: {:?}", feed_events(&db));
+    }
+}
+
+#[test]
+fn an_outage_after_the_first_bar_shows_in_status_and_metrics_with_one_row() {
+    let s = Setup::new();
+    let t = 1_767_225_600;
+    let huge = format!(
+        r#"{{"error":[],"result":{{"XXBTZUSD":[{}],"last":1}}}}"#,
+        vec!["[1,\"1\",\"1\",\"1\",\"1\",\"1\",\"1\",1]"; 200_000].join(",")
+    );
+    let (port, seen) = crate::paper::kraken_server(vec![
+        crate::paper::ohlc(&[t, t + 60, t + 120], t + 60),
+        huge,
+        r#"{"error":["EService:Unavailable"]}"#.to_owned(),
+    ]);
+    let db = s.db("outage.db");
+    let url = format!("http://127.0.0.1:{port}");
+    let run = s.spawn_run(
+        &db,
+        "kraken:XBTUSD",
+        "max",
+        &["--kraken-url", &url, "--poll-ms", "20"],
+    );
+    wait_for_control(&db);
+    let started = Instant::now();
+    while seen.lock().expect("seen").len() < 30 {
+        assert!(started.elapsed() < Duration::from_secs(60), "too few polls");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = text(&s.keel(&db, &["status"]).stdout);
+    let feed_line = status
+        .lines()
+        .find(|l| l.starts_with("feed: "))
+        .expect(&status);
+    assert!(
+        feed_line.starts_with("feed: last bar 2026-01-01T00:01:00Z, "),
+        "{feed_line}"
+    );
+    assert!(
+        feed_line
+            .contains("failed poll(s) in a row — kraken OHLC XBTUSD: error: EService:Unavailable"),
+        "{feed_line}"
+    );
+    let (_, metrics) = keel_host::control::request(&db, "GET", "/metrics", "").expect("metrics");
+    let failures: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("keel_feed_consecutive_failures "))
+        .and_then(|v| v.parse().ok())
+        .expect(&metrics);
+    assert!(failures >= 20.0, "{metrics}");
+    assert!(
+        metrics.contains(&format!("keel_feed_last_bar_seconds {}\n", t + 60)),
+        "{metrics}"
+    );
+    signal(&run, "TERM");
+    let out = run.wait_with_output().expect("keel run");
+    assert!(out.status.success(), "{out:?}");
+    // The oversized reply was refused unread, and the outage is one row.
+    let events = feed_events(&db);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(
+        events[0].starts_with("kraken OHLC XBTUSD: the reply is larger than 4 MiB; not read"),
+        "{events:?}"
+    );
+}

@@ -42,9 +42,13 @@ pub struct PaperArgs {
     /// Kraken bar length in minutes.
     #[arg(long, default_value_t = 1)]
     pub interval: u32,
-    /// How often to poll Kraken, in milliseconds.
+    /// How often to poll Kraken, in milliseconds (10 to 3600000).
     #[arg(long, default_value_t = 5000)]
     pub poll_ms: u64,
+    /// A live feed that has not delivered a closed bar this many seconds
+    /// after the start ends the run, in error.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    pub first_bar_timeout: u64,
     /// Stop after booking this many bars.
     #[arg(long)]
     pub bars: Option<u64>,
@@ -141,8 +145,21 @@ fn feed(spec: &str, args: &PaperArgs) -> anyhow::Result<(Feed, String)> {
                 args.interval
             );
         }
-        let poll = std::time::Duration::from_millis(args.poll_ms.max(10));
-        let feed = Feed::kraken(&args.kraken_url, pair, args.interval, poll)?;
+        if !(10..=3_600_000).contains(&args.poll_ms) {
+            bail!(
+                "--poll-ms {}: expected 10 to 3600000 (one hour)",
+                args.poll_ms
+            );
+        }
+        if !(1..=86_400).contains(&args.first_bar_timeout) {
+            bail!(
+                "--first-bar-timeout {}: expected 1 to 86400 seconds",
+                args.first_bar_timeout
+            );
+        }
+        let poll = Duration::from_millis(args.poll_ms);
+        let first_bar = Duration::from_secs(args.first_bar_timeout);
+        let feed = Feed::kraken(&args.kraken_url, pair, args.interval, poll, first_bar)?;
         return Ok((feed, format!("kraken:{pair}@{}m", args.interval)));
     }
     bail!("--feed {spec}: expected replay:<csv>, sample[:BARS] or kraken:<PAIR>")
@@ -380,6 +397,20 @@ pub fn status(args: &ShowArgs, db: &Path) -> anyhow::Result<bool> {
         if s.killed { " (killed)" } else { "" },
         s.bars
     );
+    let health = &s.feed_health;
+    if health.consecutive_failures > 0 || s.feed.starts_with("kraken:") {
+        println!(
+            "feed: last bar {}, {} failed poll(s) in a row{}",
+            health
+                .last_bar_ms
+                .map_or("none yet".to_owned(), format_time),
+            health.consecutive_failures,
+            health
+                .last_error
+                .as_deref()
+                .map_or(String::new(), |e| format!(" — {e}"))
+        );
+    }
     for b in &s.books {
         println!(
             "{:<20} equity {:>12.2}  cash {:>12.2}  drawdown {:>5.2}%  positions {}  signals {} ({} rejected)  calls {}  traps {}",

@@ -34,7 +34,7 @@ use keel_model::{Action, Params, Side, Signal, Symbol};
 
 use crate::candidates::{self, CandidatesConfig};
 use crate::control::{
-    self, Command, Reply, Snapshot, SnapshotBook, SnapshotPosition, SnapshotTrade,
+    self, Command, FeedHealth, Reply, Snapshot, SnapshotBook, SnapshotPosition, SnapshotTrade,
 };
 use crate::ledger::{ClosedTrade, Holding, Ledger, LedgerFill, dec, float};
 use crate::risk::{self, RiskConfig, TradingState};
@@ -229,6 +229,8 @@ pub struct PaperEngine<'c> {
     signalled_ms: Option<i64>,
     last_close: f64,
     bars: u64,
+    /// How the (live) feed was doing at the last look.
+    feed_health: FeedHealth,
     control: Option<ControlLink>,
 }
 
@@ -451,6 +453,7 @@ impl<'c> PaperEngine<'c> {
             signalled_ms,
             last_close: f64::NAN,
             bars: 0,
+            feed_health: FeedHealth::default(),
             control,
         };
         // Candidates waiting for their paper gate, in shadow from the start
@@ -585,8 +588,17 @@ impl<'c> PaperEngine<'c> {
             }
             let next = feed.next_bar();
             for warning in feed.take_warnings() {
-                tracing::warn!("feed: {warning}");
+                tracing::warn!(target: "keel::feed", "{warning}");
                 self.risk_event("feed", None, &warning, None)?;
+            }
+            for reminder in feed.take_reminders() {
+                tracing::warn!(target: "keel::feed", "{reminder}");
+            }
+            if let Some(health) = feed.health()
+                && *health != self.feed_health
+            {
+                self.feed_health = health.clone();
+                self.publish();
             }
             let candle = match next {
                 Next::Bar(c) => c,
@@ -1320,6 +1332,7 @@ impl<'c> PaperEngine<'c> {
             snap.bars = self.bars;
             snap.cursor_ms = self.cursor_ms;
             snap.feed = self.settings.feed_name.clone();
+            snap.feed_health = self.feed_health.clone();
             snap.books = books;
             snap.trades = trades;
         }
