@@ -185,14 +185,13 @@ pub fn write_kill_file(db: &Path, reason: &str) -> std::io::Result<PathBuf> {
     Ok(file)
 }
 
-/// The reason in a kill file, if there is one. The file is removed once
-/// read, so a kill is applied once. A reason that is not text, or none,
-/// still kills.
-pub fn take_kill_file(file: &Path) -> Option<String> {
+/// The reason in a kill file, if there is one. The engine removes the file
+/// once the kill is applied and stored, which is what `keel kill` waits
+/// for. A reason that is not text, or none, still kills.
+pub fn read_kill_file(file: &Path) -> Option<String> {
     let opened = std::fs::File::open(file).ok()?;
     let mut bytes = Vec::new();
     let _ = opened.take(KILL_REASON_BYTES).read_to_end(&mut bytes);
-    let _ = std::fs::remove_file(file);
     let text: String = String::from_utf8_lossy(&bytes)
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
@@ -323,20 +322,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_kill_file_is_taken_once_with_its_reason_made_printable() {
+    fn a_kill_files_reason_is_made_printable() {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = dir.path().join("keel.db");
         let file = write_kill_file(&db, "flash\x1b crash\n").expect("write");
         assert_eq!(file, kill_file(&db));
         assert_eq!(
-            take_kill_file(&file).as_deref(),
+            read_kill_file(&file).as_deref(),
             Some("flash  crash (kill file)")
         );
-        assert_eq!(take_kill_file(&file), None);
         std::fs::write(&file, [0x1b, 0xff]).expect("write");
         assert_eq!(
-            take_kill_file(&file).as_deref(),
+            read_kill_file(&file).as_deref(),
             Some("\u{fffd} (kill file)")
         );
+        std::fs::remove_file(&file).expect("remove");
+        assert_eq!(read_kill_file(&file), None);
     }
 }

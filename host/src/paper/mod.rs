@@ -683,11 +683,19 @@ impl<'c> PaperEngine<'c> {
         let Some(control) = &self.control else {
             return Ok(());
         };
-        let Some(reason) = control::take_kill_file(&control.kill_file) else {
+        let Some(reason) = control::read_kill_file(&control.kill_file) else {
             return Ok(());
         };
         control.kill_requested.store(true, Ordering::SeqCst);
+        let file = control.kill_file.clone();
         let reply = self.kill(&reason, Instant::now())?;
+        // Removed once the kill is stored: what `keel kill` waits for.
+        std::fs::remove_file(&file).with_context(|| {
+            format!(
+                "{}: the kill is applied, but the file stays",
+                file.display()
+            )
+        })?;
         tracing::warn!(?reply, "kill file: applied");
         self.publish();
         Ok(())
