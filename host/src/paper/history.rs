@@ -1,0 +1,192 @@
+//! A run's history as its strategies were shown it, so that a strategy
+//! starting mid-run — after a restart, a hot swap, or as a new shadow —
+//! reaches exactly the state it would have had running from the start.
+//!
+//! A strategy's state is whatever its calls made it: recursive indicators
+//! (Wilder's RSI, EMA, ATR) depend on every bar since it began, and its
+//! decisions on the portfolio it was shown at each (a "flat?" check). So a
+//! new instance is shown every bar the run booked, in order, each with the
+//! portfolio its book held at that bar's close — what the running instance
+//! was shown — and what it signals is discarded.
+//!
+//! Both come from the ledger. Each bar is stored in the transaction that
+//! books it (`run_bars`), so the stored bars are exactly the booked ones.
+//! The portfolio at a bar is rebuilt from the book's stored fills: a fill
+//! is booked before the strategy sees the first bar that closes after the
+//! fill's time (an exchange fill or a stop at the bar's open, so inside it;
+//! a kill's flattening at the last close, so before the next bar), and the
+//! fills apply in the order they were booked; then the holdings are marked
+//! at the bar, as the engine marks them. The same decimal operations in the
+//! same order give the same figures, to the last digit.
+//!
+//! Memory does not grow with the run: bars and fills are read as a stream.
+//! Paper trading does not tell strategies of fills (no `on_fill`, no fills
+//! in the batch), so there are none to replay; the portfolio is all they
+//! are told besides the bars.
+
+use anyhow::{Context, anyhow};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use rust_decimal::Decimal;
+
+use keel_model::Portfolio;
+use keel_model::candles::Candle;
+
+use super::exchange::action_parse;
+use crate::ledger::{Ledger, LedgerFill, dec};
+
+/// A book's fills in the order they were booked.
+pub(super) const FILLS_OF_BOOK: &str = "SELECT symbol, tag, action, price, quantity, fee, time_ms
+     FROM fills WHERE book_id = ?1 ORDER BY rowid";
+
+/// One row of [`FILLS_OF_BOOK`].
+pub(super) fn stored_fill(r: &Row<'_>) -> rusqlite::Result<LedgerFill> {
+    Ok(LedgerFill {
+        symbol: r.get(0)?,
+        tag: r.get(1)?,
+        action: action_parse(&r.get::<_, String>(2)?).unwrap_or(keel_model::Action::Close),
+        price: super::d(&r.get::<_, String>(3)?),
+        quantity: super::d(&r.get::<_, String>(4)?),
+        fee: super::d(&r.get::<_, String>(5)?),
+        time_ms: r.get(6)?,
+    })
+}
+
+/// Stores a bar of run `run_id` closing at `close_ms`; called inside the
+/// transaction that books it.
+pub(super) fn store_bar(
+    conn: &Connection,
+    run_id: i64,
+    symbol: &str,
+    candle: &Candle,
+    close_ms: i64,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO run_bars (run_id, close_ms, symbol, time_ms, open, high, low, close, volume)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        run_id,
+        close_ms,
+        symbol,
+        candle.time_ms,
+        candle.open,
+        candle.high,
+        candle.low,
+        candle.close,
+        candle.volume
+    ])?;
+    Ok(())
+}
+
+/// The stored bar of run `run_id` closing at `close_ms`.
+pub(super) fn stored_bar(
+    conn: &Connection,
+    run_id: i64,
+    close_ms: i64,
+) -> rusqlite::Result<Option<Candle>> {
+    conn.query_row(
+        "SELECT time_ms, open, high, low, close, volume FROM run_bars WHERE run_id = ?1 AND close_ms = ?2",
+        params![run_id, close_ms],
+        |r| {
+            Ok(Candle {
+                time_ms: r.get(0)?,
+                open: r.get(1)?,
+                high: r.get(2)?,
+                low: r.get(3)?,
+                close: r.get(4)?,
+                volume: r.get(5)?,
+            })
+        },
+    )
+    .optional()
+}
+
+/// The close time of the last stored bar of run `run_id` before `close_ms`.
+pub(super) fn bar_before(
+    conn: &Connection,
+    run_id: i64,
+    close_ms: i64,
+) -> rusqlite::Result<Option<i64>> {
+    conn.query_row(
+        "SELECT MAX(close_ms) FROM run_bars WHERE run_id = ?1 AND close_ms < ?2",
+        params![run_id, close_ms],
+        |r| r.get(0),
+    )
+}
+
+/// What a replay went through.
+#[derive(Debug)]
+pub(super) struct Replayed {
+    /// Bars shown.
+    pub shown: usize,
+    /// The book as its stored fills and the stored bars leave it: the same
+    /// as the live book, unless the history is incomplete.
+    pub ledger: Ledger,
+}
+
+/// Walks run `run_id`'s stored bars in order, rebuilding book `book_id`'s
+/// portfolio from its stored fills, and calls `show` with each bar that
+/// closed at or before `through_ms`, its close time and the portfolio the
+/// book held at that close.
+pub(super) fn replay(
+    conn: &Connection,
+    run_id: i64,
+    book_id: i64,
+    start_cash: Decimal,
+    through_ms: Option<i64>,
+    mut show: impl FnMut(&Candle, i64, &Portfolio),
+) -> anyhow::Result<Replayed> {
+    let mut ledger = Ledger::new(start_cash);
+    let mut bars = conn.prepare_cached(
+        "SELECT close_ms, symbol, time_ms, open, high, low, close, volume
+         FROM run_bars WHERE run_id = ?1 ORDER BY close_ms, symbol",
+    )?;
+    let mut fills = conn.prepare_cached(FILLS_OF_BOOK)?;
+    let mut fills = fills.query_map([book_id], stored_fill)?.peekable();
+    let apply = |ledger: &mut Ledger, fill: rusqlite::Result<LedgerFill>| {
+        let fill = fill?;
+        ledger
+            .apply(&fill)
+            .map(|_| ())
+            .map_err(|e| anyhow!("book {book_id}: a stored fill does not apply: {e}"))
+    };
+    let rows = bars.query_map([run_id], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            Candle {
+                time_ms: r.get(2)?,
+                open: r.get(3)?,
+                high: r.get(4)?,
+                low: r.get(5)?,
+                close: r.get(6)?,
+                volume: r.get(7)?,
+            },
+        ))
+    })?;
+    let mut shown = 0;
+    for row in rows {
+        let (close_ms, symbol, candle) = row?;
+        // Every fill booked before this bar's close, as booked.
+        while let Some(fill) = fills.next_if(|f| f.as_ref().map_or(true, |f| f.time_ms < close_ms))
+        {
+            apply(&mut ledger, fill)?;
+        }
+        let price = |x: f64| dec(x).with_context(|| format!("stored bar at {close_ms}"));
+        ledger.mark(
+            &symbol,
+            price(candle.low)?,
+            price(candle.high)?,
+            price(candle.close)?,
+        );
+        if through_ms.is_some_and(|through| close_ms <= through) {
+            show(&candle, close_ms, &ledger.view());
+            shown += 1;
+        }
+    }
+    // Fills after the last bar (a kill's flattening at its close).
+    for fill in fills {
+        apply(&mut ledger, fill)?;
+    }
+    Ok(Replayed { shown, ledger })
+}
