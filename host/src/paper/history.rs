@@ -172,13 +172,16 @@ pub(super) fn replay(
         {
             apply(&mut ledger, fill)?;
         }
-        let price = |x: f64| dec(x).with_context(|| format!("stored bar at {close_ms}"));
-        ledger.mark(
-            &symbol,
-            price(candle.low)?,
-            price(candle.high)?,
-            price(candle.close)?,
-        );
+        // Marks touch only what is held of the bar's symbol.
+        if ledger.holdings.iter().any(|h| h.symbol == symbol) {
+            let price = |x: f64| dec(x).with_context(|| format!("stored bar at {close_ms}"));
+            ledger.mark(
+                &symbol,
+                price(candle.low)?,
+                price(candle.high)?,
+                price(candle.close)?,
+            );
+        }
         if through_ms.is_some_and(|through| close_ms <= through) {
             show(&candle, close_ms, &ledger.view());
             shown += 1;

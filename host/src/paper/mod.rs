@@ -9,7 +9,9 @@
 //! so at start-up the engine books whatever the exchange filled, re-sends
 //! intents the exchange never saw, and re-runs the strategies on a bar whose
 //! signals were not all sent — with the same deterministic order ids, so
-//! nothing is placed twice and no fill is lost.
+//! nothing is placed twice and no fill is lost. Before that, every strategy
+//! is replayed through the run's history (`history`), so it resumes in the
+//! state it had.
 
 pub mod exchange;
 pub mod feed;
@@ -832,6 +834,7 @@ impl<'c> PaperEngine<'c> {
         ledger: &Ledger,
     ) -> anyhow::Result<usize> {
         let limits = self.settings.risk.limits();
+        let started = Instant::now();
         let replayed = history::replay(
             self.conn,
             self.run_id,
@@ -851,13 +854,19 @@ impl<'c> PaperEngine<'c> {
             tracing::warn!("{why}");
             self.risk_event("history", Some(book_id), &why, None)?;
         }
+        tracing::info!(
+            book = book_id,
+            bars = replayed.shown,
+            ms = started.elapsed().as_millis() as u64,
+            "strategy replayed through the run's history"
+        );
         Ok(replayed.shown)
     }
 
     /// Hot swap: the main book (the first that is not a shadow) gets the
-    /// stored artifact `hash`. The new version is loaded and warmed up on the
-    /// last bars now, between two bars, and handles the next one; the book
-    /// and its positions stay.
+    /// stored artifact `hash`. The new version is loaded and replayed through
+    /// the run's history now, between two bars, and handles the next one;
+    /// the book and its positions stay.
     fn swap(&mut self, hash: &str, actor: &str, reason: &str) -> anyhow::Result<Reply> {
         if self.killed {
             bail!("this run was killed; start a new one");
