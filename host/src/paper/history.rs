@@ -193,3 +193,112 @@ pub(super) fn replay(
     }
     Ok(Replayed { shown, ledger })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    /// A database with run 1 and its book 1 (start cash 1000), bars closing
+    /// every minute at 60k, 120k, 180k and 240k ms, and the given fills of
+    /// book 1 as (action, price, quantity, time).
+    fn ledger_with(dir: &std::path::Path, fills: &[(&str, &str, &str, i64)]) -> Store {
+        let mut store = Store::open(&dir.join("keel.db")).expect("store");
+        let conn = store.conn();
+        conn.execute_batch(
+            "INSERT INTO artifacts VALUES ('h', 'probe', '1', '0.4.0', 1, 0);
+             INSERT INTO runs (id, mode, feed, settings, started_ms, status) VALUES (1, 'paper', 'f', 's', 0, 'running');
+             INSERT INTO books (id, run_id, slot, artifact_hash, params, start_cash, cash, realized, fees, peak_equity, day_ms, day_start_equity)
+                 VALUES (1, 1, 'b', 'h', '', '1000', '1000', '0', '0', '1000', -1, '1000');",
+        )
+        .expect("rows");
+        for (i, close) in [10.0, 11.0, 12.0, 13.0].into_iter().enumerate() {
+            let time_ms = i as i64 * 60_000;
+            let candle = Candle {
+                time_ms,
+                open: close - 0.5,
+                high: close + 1.0,
+                low: close - 1.0,
+                close,
+                volume: 5.0,
+            };
+            store_bar(conn, 1, "X", &candle, time_ms + 60_000).expect("bar");
+        }
+        for (i, (action, price, quantity, time_ms)) in fills.iter().enumerate() {
+            conn.execute(
+                "INSERT INTO fills VALUES (?1, NULL, 1, 'X', '', ?2, ?3, ?4, '0.1', ?5, 'signal')",
+                params![format!("f{i}"), action, price, quantity, time_ms],
+            )
+            .expect("fill");
+        }
+        store
+    }
+
+    #[test]
+    fn each_bar_is_shown_with_the_portfolio_held_at_its_close() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Bought at the second bar's open; flattened by a kill at the third
+        // bar's close, so flat only from the fourth bar on.
+        let mut store = ledger_with(
+            dir.path(),
+            &[
+                ("open-long", "10.5", "2", 60_000),
+                ("close", "12", "2", 180_000),
+            ],
+        );
+        let mut seen = Vec::new();
+        let replayed = replay(
+            store.conn(),
+            1,
+            1,
+            Decimal::from(1000),
+            Some(240_000),
+            |c, close_ms, p| {
+                seen.push((close_ms, c.close, p.positions.len(), p.cash, p.equity));
+            },
+        )
+        .expect("replay");
+        assert_eq!(
+            seen,
+            [
+                (60_000, 10.0, 0, 1000.0, 1000.0),
+                // 1000 - 2 × 10.5 - 0.1 fee, marked at the close of 11.
+                (120_000, 11.0, 1, 978.9, 1000.9),
+                (180_000, 12.0, 1, 978.9, 1002.9),
+                (240_000, 13.0, 0, 1002.8, 1002.8),
+            ]
+        );
+        assert_eq!(replayed.shown, 4);
+        assert_eq!(replayed.ledger.cash, Decimal::new(10028, 1));
+    }
+
+    #[test]
+    fn bars_after_the_last_shown_are_booked_but_not_shown() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = ledger_with(dir.path(), &[("open-long", "12.5", "1", 180_000)]);
+        let mut shown = Vec::new();
+        let replayed = replay(
+            store.conn(),
+            1,
+            1,
+            Decimal::from(1000),
+            Some(120_000),
+            |_, t, _| shown.push(t),
+        )
+        .expect("replay");
+        assert_eq!(shown, [60_000, 120_000]);
+        // The book as live: the position bought at the last bar's open,
+        // marked at its close.
+        let held = &replayed.ledger.holdings[0];
+        assert_eq!(
+            (held.quantity, held.mark, held.opened_ms),
+            (Decimal::ONE, Decimal::from(13), 180_000)
+        );
+        let mut none = 0;
+        replay(store.conn(), 1, 1, Decimal::from(1000), None, |_, _, _| {
+            none += 1
+        })
+        .expect("replay");
+        assert_eq!(none, 0, "nothing shown yet: nothing replayed");
+    }
+}
