@@ -380,6 +380,69 @@ fn sigkill_at_any_point_loses_no_fill_and_places_no_order_twice() {
     }
 }
 
+/// Shadow books too: rsi-reversion and atr-breakout run in shadow beside
+/// sma-cross (their paper gate asks for more trades than they can make, so
+/// they run to the end), and a run killed at a bar and started again books
+/// exactly what one uninterrupted run books, in every book.
+#[test]
+fn shadows_resumed_after_a_crash_trade_as_in_one_run() {
+    let s = Setup::new();
+    let feed = "sample:400";
+    let config = s.dir.path().join("candidates.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[backtest]\ndata = [\"GOOG={}\"]\nmin_trades = 0\nmin_sharpe = -1000\nmax_drawdown_pct = 100\nmin_profit_factor = 0\n\n[paper]\nslots = 2\nmin_trades = 100000\nmax_drawdown_pct = 100\n",
+            data("GOOG-1d.csv").display()
+        ),
+    )
+    .expect("config");
+    let config = config.to_str().expect("utf-8");
+    let strategies = vec![format!("{},fast=5,slow=20", example("sma-cross").display())];
+    let extra = ["--symbol", "ETH/BTC", "--candidates", config];
+    let args = books_args(feed, "max", &strategies, &extra);
+    let booked_with = |name: &str, failpoint: Option<&str>| {
+        let db = s.db(name);
+        for candidate in ["rsi-reversion", "atr-breakout"] {
+            let file = example(candidate).to_str().expect("utf-8");
+            let out = s.keel(&db, &["candidate", "submit", file, "--config", config]);
+            assert!(out.status.success(), "{}", text(&out.stderr));
+        }
+        if let Some(point) = failpoint {
+            let died = s
+                .command(&db, &args)
+                .env("KEEL_FAILPOINT", point)
+                .output()
+                .expect("run");
+            assert!(!died.status.success(), "{point} did not fire");
+        }
+        let out = s.keel(&db, &args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert_eq!(text(&out.stdout).contains("(resumed)"), failpoint.is_some());
+        db
+    };
+    let clean = booked_with("clean.db", None);
+    let expected = booked(&clean);
+    let conn = open(&clean);
+    let shadows = count(
+        &conn,
+        "SELECT COUNT(*) FROM books WHERE slot LIKE 'candidate-%'",
+    );
+    assert_eq!(shadows, 2);
+    let shadow_fills = count(
+        &conn,
+        "SELECT COUNT(*) FROM fills f JOIN books b ON b.id = f.book_id WHERE b.slot = 'candidate-2'",
+    );
+    assert!(
+        shadow_fills >= 10,
+        "atr-breakout's shadow filled {shadow_fills} times"
+    );
+    for point in ["after-bar:150", "before-intent:7"] {
+        let db = booked_with(&format!("{point}.db"), Some(point));
+        check_same(&db, &expected);
+    }
+}
+
 /// Asserts two sets are equal, naming the first few rows each lacks.
 fn same<T: Ord + std::fmt::Debug>(what: &str, got: &BTreeSet<T>, expected: &BTreeSet<T>) {
     let missing: Vec<&T> = expected.difference(got).take(4).collect();
