@@ -165,12 +165,17 @@ pub(super) fn replay(
         ))
     })?;
     let mut shown = 0;
+    // The portfolio changes only with a fill or a mark: a flat book's is
+    // built once per fill, not once per bar.
+    let mut view = ledger.view();
     for row in rows {
         let (close_ms, symbol, candle) = row?;
+        let mut changed = false;
         // Every fill booked before this bar's close, as booked.
         while let Some(fill) = fills.next_if(|f| f.as_ref().map_or(true, |f| f.time_ms < close_ms))
         {
             apply(&mut ledger, fill)?;
+            changed = true;
         }
         // Marks touch only what is held of the bar's symbol.
         if ledger.holdings.iter().any(|h| h.symbol == symbol) {
@@ -181,9 +186,13 @@ pub(super) fn replay(
                 price(candle.high)?,
                 price(candle.close)?,
             );
+            changed = true;
         }
         if through_ms.is_some_and(|through| close_ms <= through) {
-            show(&candle, close_ms, &ledger.view());
+            if changed {
+                view = ledger.view();
+            }
+            show(&candle, close_ms, &view);
             shown += 1;
         }
     }
