@@ -174,17 +174,39 @@ fn in_paper_mode_a_save_is_hot_swapped_into_the_running_engine() {
         "ParamSpec::int(\"fast\", 8,",
     );
     let swapped = wait_for(&rx, "swapped");
-    assert!(swapped.contains("warmed on 30 bars"), "{swapped}");
+    let warmed: usize = swapped
+        .split_once("warmed on ")
+        .and_then(|(_, rest)| rest.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{swapped}"));
     let booked = wait_for(&rx, "bars booked");
     assert!(child.wait().expect("keel dev").success(), "{booked}");
     let conn = rusqlite::Connection::open(dir.path().join("dev.db")).expect("db");
-    let swaps: i64 = conn
-        .query_row(
-            "SELECT COUNT(*) FROM audit_log WHERE action = 'hot swap' AND actor = 'keel dev'",
-            [],
-            |r| r.get(0),
-        )
-        .expect("audit");
-    assert_eq!(swaps, 1);
+    let swaps: Vec<String> = conn
+        .prepare("SELECT detail FROM audit_log WHERE action = 'hot swap' AND actor = 'keel dev'")
+        .expect("sql")
+        .query_map([], |r| r.get(0))
+        .expect("audit")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(swaps.len(), 1, "{swaps:?}");
+    // The new version was replayed through every bar booked before it took
+    // over, not only its declared warm-up.
+    let after = swaps[0]
+        .split_once("takes over after bar ")
+        .and_then(|(_, rest)| rest.split_once(": "))
+        .map(|(time, _)| time.to_owned())
+        .unwrap_or_else(|| panic!("{swaps:?}"));
+    let closes: Vec<i64> = conn
+        .prepare("SELECT close_ms FROM run_bars ORDER BY close_ms")
+        .expect("sql")
+        .query_map([], |r| r.get(0))
+        .expect("bars")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    let through = closes
+        .iter()
+        .position(|t| keel_model::candles::format_time(*t) == after)
+        .unwrap_or_else(|| panic!("no bar at {after}"));
+    assert_eq!(warmed, through + 1, "{swapped}");
     keel_host::paper::audit_ledger(&conn).expect("ledger adds up");
 }

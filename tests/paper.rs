@@ -44,18 +44,20 @@ impl Setup {
     /// `keel run --paper` with sma-cross (fast 5, slow 20), in the background.
     pub(crate) fn spawn_run(&self, db: &Path, feed: &str, speed: &str, extra: &[&str]) -> Child {
         let strategy = format!("{},fast=5,slow=20", example("sma-cross").display());
-        let mut args = vec![
-            "run",
-            "--paper",
-            "--feed",
-            feed,
-            "--speed",
-            speed,
-            "--strategy",
-            &strategy,
-        ];
-        args.extend_from_slice(extra);
-        self.command(db, &args)
+        self.spawn_books(db, feed, speed, &[strategy], extra)
+    }
+
+    /// `keel run --paper` with one book per `--strategy` value, in the
+    /// background.
+    fn spawn_books(
+        &self,
+        db: &Path,
+        feed: &str,
+        speed: &str,
+        strategies: &[String],
+        extra: &[&str],
+    ) -> Child {
+        self.command(db, &books_args(feed, speed, strategies, extra))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -67,6 +69,38 @@ impl Setup {
             .wait_with_output()
             .expect("keel run")
     }
+}
+
+/// The arguments of a `keel run --paper` with one book per strategy.
+fn books_args<'a>(
+    feed: &'a str,
+    speed: &'a str,
+    strategies: &'a [String],
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec!["run", "--paper", "--feed", feed, "--speed", speed];
+    for strategy in strategies {
+        args.extend(["--strategy", strategy.as_str()]);
+    }
+    args.extend_from_slice(extra);
+    args
+}
+
+/// The three example strategies, one book each, set to trade often on the
+/// sample feed: sma-cross (fast 5, slow 20); rsi-reversion on Wilder's RSI
+/// (recursive: its value depends on every bar since the start) with lines
+/// close together and shorts; atr-breakout (ATR, also recursive) with its
+/// defaults. atr-breakout declares three symbols, but a paper run binds one
+/// (`--symbol`, here its first, ETH/BTC) and it trades what has bars.
+fn three_books() -> Vec<String> {
+    vec![
+        format!("{},fast=5,slow=20", example("sma-cross").display()),
+        format!(
+            "{},oversold=45,overbought=55,allow_short=true",
+            example("rsi-reversion").display()
+        ),
+        example("atr-breakout").display().to_string(),
+    ]
 }
 
 pub(crate) fn text(bytes: &[u8]) -> String {
@@ -113,7 +147,10 @@ struct Booked {
     trades: BTreeSet<(String, String, String, String, i64)>,
     positions: BTreeSet<(String, String, String)>,
     books: BTreeSet<(String, String, String)>,
-    signals: BTreeSet<(i64, i64, String, String)>,
+    /// Book, time, seq, action, decision.
+    signals: BTreeSet<(i64, i64, i64, String, String)>,
+    /// Each book's cash and equity at each bar's close.
+    equity: BTreeSet<(i64, i64, String, String)>,
 }
 
 fn booked(db: &Path) -> Booked {
@@ -141,13 +178,23 @@ fn booked(db: &Path) -> Booked {
             .collect::<Result<_, _>>()
             .expect(sql)
     };
-    let signals = {
-        let sql = "SELECT time_ms, seq, action, decision FROM signals";
+    let equity = {
+        let sql = "SELECT book_id, time_ms, cash, equity FROM equity_snapshots";
         let mut stmt = conn.prepare(sql).expect(sql);
         stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
             .expect(sql)
             .collect::<Result<_, _>>()
             .expect(sql)
+    };
+    let signals = {
+        let sql = "SELECT book_id, time_ms, seq, action, decision FROM signals";
+        let mut stmt = conn.prepare(sql).expect(sql);
+        stmt.query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .expect(sql)
+        .collect::<Result<_, _>>()
+        .expect(sql)
     };
     Booked {
         orders: rows4("SELECT client_order_id, action, size, state FROM orders"),
@@ -156,6 +203,7 @@ fn booked(db: &Path) -> Booked {
         positions: rows3("SELECT symbol, quantity, cost FROM positions"),
         books: rows3("SELECT cash, realized, fees FROM books"),
         signals,
+        equity,
     }
 }
 
@@ -243,15 +291,32 @@ fn a_paper_run_books_every_step_and_answers_a_second_terminal() {
     );
 }
 
+/// Every example strategy in a book of its own, killed again and again:
+/// each book must come out with the same orders, fills, trades and P&L as
+/// in one uninterrupted run. A restarted strategy is replayed through every
+/// bar of the run with the portfolio it held at each, so recursive
+/// indicators (RSI, ATR) reach the state they had.
 #[test]
 fn sigkill_at_any_point_loses_no_fill_and_places_no_order_twice() {
     let s = Setup::new();
     let feed = "sample:500";
+    let strategies = three_books();
+    let symbol = ["--symbol", "ETH/BTC"];
     let clean = s.db("clean.db");
-    let out = s.run_to_end(&clean, feed, &[]);
+    let out = s
+        .spawn_books(&clean, feed, "max", &strategies, &symbol)
+        .wait_with_output()
+        .expect("keel run");
     assert!(out.status.success(), "{}", text(&out.stderr));
     let expected = booked(&clean);
-    assert!(expected.fills.len() > 10, "{expected:?}");
+    let conn = open(&clean);
+    for book in 1..=3 {
+        let fills = count(
+            &conn,
+            &format!("SELECT COUNT(*) FROM fills WHERE book_id = {book}"),
+        );
+        assert!(fills >= 10, "book {book} filled only {fills} times");
+    }
 
     let crashy = s.db("crashy.db");
     // 500 bars at 12000x: 5 ms a bar, ~2.5 s a run. Kill each run once it
@@ -263,8 +328,9 @@ fn sigkill_at_any_point_loses_no_fill_and_places_no_order_twice() {
     let mut kills = 0;
     let mut finished = false;
     for (i, step) in steps.iter().cycle().take(40).enumerate() {
-        let target = snapshots(&crashy) + step;
-        let mut child = s.spawn_run(&crashy, feed, "12000x", &[]);
+        // Three books: three snapshots a bar.
+        let target = snapshots(&crashy) + 3 * step;
+        let mut child = s.spawn_books(&crashy, feed, "12000x", &strategies, &symbol);
         let started = Instant::now();
         while child.try_wait().expect("try_wait").is_none() {
             if snapshots(&crashy) >= target {
@@ -299,27 +365,17 @@ fn sigkill_at_any_point_loses_no_fill_and_places_no_order_twice() {
         ("after-intent", [3, 11]),
         ("after-send", [4, 13]),
     ];
+    let args = books_args(feed, "max", &strategies, &symbol);
     for (point, nth) in points {
         for n in nth {
             let db = s.db(&format!("{point}-{n}.db"));
-            let strategy = format!("{},fast=5,slow=20", example("sma-cross").display());
-            let args = [
-                "run",
-                "--paper",
-                "--feed",
-                feed,
-                "--speed",
-                "max",
-                "--strategy",
-                &strategy,
-            ];
             let died = s
                 .command(&db, &args)
                 .env("KEEL_FAILPOINT", format!("{point}:{n}"))
                 .output()
                 .expect("run");
             assert!(!died.status.success(), "{point}:{n} did not fire");
-            let out = s.run_to_end(&db, feed, &[]);
+            let out = s.keel(&db, &args);
             assert!(out.status.success(), "{point}:{n}: {}", text(&out.stderr));
             assert!(text(&out.stdout).contains("(resumed)"), "{point}:{n}");
             check_same(&db, &expected);
@@ -327,17 +383,176 @@ fn sigkill_at_any_point_loses_no_fill_and_places_no_order_twice() {
     }
 }
 
+/// Shadow books too: rsi-reversion and atr-breakout run in shadow beside
+/// sma-cross (their paper gate asks for more trades than they can make, so
+/// they run to the end), and a run killed at a bar and started again books
+/// exactly what one uninterrupted run books, in every book.
+#[test]
+fn shadows_resumed_after_a_crash_trade_as_in_one_run() {
+    let s = Setup::new();
+    let feed = "sample:400";
+    let config = s.dir.path().join("candidates.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[backtest]\ndata = [\"GOOG={}\"]\nmin_trades = 0\nmin_sharpe = -1000\nmax_drawdown_pct = 100\nmin_profit_factor = 0\n\n[paper]\nslots = 2\nmin_trades = 100000\nmax_drawdown_pct = 100\n",
+            data("GOOG-1d.csv").display()
+        ),
+    )
+    .expect("config");
+    let config = config.to_str().expect("utf-8");
+    let strategies = vec![format!("{},fast=5,slow=20", example("sma-cross").display())];
+    let extra = ["--symbol", "ETH/BTC", "--candidates", config];
+    let args = books_args(feed, "max", &strategies, &extra);
+    let booked_with = |name: &str, failpoint: Option<&str>| {
+        let db = s.db(name);
+        for candidate in ["rsi-reversion", "atr-breakout"] {
+            let file = example(candidate).to_str().expect("utf-8");
+            let out = s.keel(&db, &["candidate", "submit", file, "--config", config]);
+            assert!(out.status.success(), "{}", text(&out.stderr));
+        }
+        if let Some(point) = failpoint {
+            let died = s
+                .command(&db, &args)
+                .env("KEEL_FAILPOINT", point)
+                .output()
+                .expect("run");
+            assert!(!died.status.success(), "{point} did not fire");
+        }
+        let out = s.keel(&db, &args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert_eq!(text(&out.stdout).contains("(resumed)"), failpoint.is_some());
+        db
+    };
+    let clean = booked_with("clean.db", None);
+    let expected = booked(&clean);
+    let conn = open(&clean);
+    let shadows = count(
+        &conn,
+        "SELECT COUNT(*) FROM books WHERE slot LIKE 'candidate-%'",
+    );
+    assert_eq!(shadows, 2);
+    let shadow_fills = count(
+        &conn,
+        "SELECT COUNT(*) FROM fills f JOIN books b ON b.id = f.book_id WHERE b.slot = 'candidate-2'",
+    );
+    assert!(
+        shadow_fills >= 10,
+        "atr-breakout's shadow filled {shadow_fills} times"
+    );
+    for point in ["after-bar:150", "before-intent:7"] {
+        let db = booked_with(&format!("{point}.db"), Some(point));
+        check_same(&db, &expected);
+    }
+}
+
+/// Asserts two sets are equal, naming the first few rows each lacks.
+fn same<T: Ord + std::fmt::Debug>(what: &str, got: &BTreeSet<T>, expected: &BTreeSet<T>) {
+    let missing: Vec<&T> = expected.difference(got).take(4).collect();
+    let unexpected: Vec<&T> = got.difference(expected).take(4).collect();
+    assert!(
+        missing.is_empty() && unexpected.is_empty(),
+        "{what}: {} rows against {}; missing {missing:?}; unexpected {unexpected:?}",
+        got.len(),
+        expected.len()
+    );
+}
+
+/// A hot swap to the very version that is running changes nothing, wherever
+/// it lands: the version swapped in is replayed through every bar of the run
+/// with the portfolio the book held at each, so it takes over in the state
+/// the running one had. atr-breakout sizes by ATR, which depends on every
+/// bar since the start: a version warmed on the last bars only sizes its
+/// next orders differently.
+#[test]
+fn a_hot_swap_to_the_running_version_trades_as_if_nothing_happened() {
+    let s = Setup::new();
+    let feed = "sample:500";
+    let strategies = vec![example("atr-breakout").display().to_string()];
+    let symbol = ["--symbol", "ETH/BTC"];
+    let clean = s.db("clean.db");
+    let out = s
+        .spawn_books(&clean, feed, "max", &strategies, &symbol)
+        .wait_with_output()
+        .expect("keel run");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let expected = booked(&clean);
+
+    let db = s.db("swapped.db");
+    // 10 ms a bar: the swap lands well before the end.
+    let child = s.spawn_books(&db, feed, "6000x", &strategies, &symbol);
+    wait_for_control(&db);
+    let started = Instant::now();
+    while snapshots(&db) < 150 {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the run stopped booking bars"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let hash: String = open(&db)
+        .query_row("SELECT artifact_hash FROM books WHERE id = 1", [], |r| {
+            r.get(0)
+        })
+        .expect("book");
+    let (status, body) = keel_host::control::request(
+        &db,
+        "POST",
+        "/swap",
+        &format!("{hash} tester the same version again"),
+    )
+    .expect("swap");
+    assert_eq!(status, 200, "{body}");
+    let reply: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let out = child.wait_with_output().expect("keel run");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let after = reply["after_ms"].as_i64().expect("after_ms");
+    let conn = open(&db);
+    let (before, last): (i64, i64) = conn
+        .query_row(
+            "SELECT COUNT(*) FILTER (WHERE time_ms <= ?1), MAX(time_ms) FROM equity_snapshots",
+            [after],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("snapshots");
+    assert!(after < last, "the swap landed after the last bar: {reply}");
+    assert_eq!(
+        reply["warmed_bars"].as_i64(),
+        Some(before),
+        "warmed on every bar booked before it took over: {reply}"
+    );
+    check_same(&db, &expected);
+}
+
 fn check_same(db: &Path, expected: &Booked) {
     let got = booked(db);
     let name = db.display();
-    assert_eq!(got.fills, expected.fills, "fills of {name}");
-    assert_eq!(got.orders, expected.orders, "orders of {name}");
-    assert_eq!(got.trades, expected.trades, "trades of {name}");
-    assert_eq!(got.positions, expected.positions, "positions of {name}");
-    assert_eq!(got.books, expected.books, "books of {name}");
-    assert_eq!(got.signals, expected.signals, "signals of {name}");
+    same(&format!("fills of {name}"), &got.fills, &expected.fills);
+    same(&format!("orders of {name}"), &got.orders, &expected.orders);
+    same(&format!("trades of {name}"), &got.trades, &expected.trades);
+    same(
+        &format!("positions of {name}"),
+        &got.positions,
+        &expected.positions,
+    );
+    same(&format!("books of {name}"), &got.books, &expected.books);
+    same(
+        &format!("signals of {name}"),
+        &got.signals,
+        &expected.signals,
+    );
+    same(&format!("equity of {name}"), &got.equity, &expected.equity);
     let conn = open(db);
     keel_host::paper::audit_ledger(&conn).expect("ledger adds up");
+    // Every restart rebuilt each book from the stored bars and fills.
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT COUNT(*) FROM risk_events WHERE kind = 'history'"
+        ),
+        0,
+        "a replayed history did not rebuild its book"
+    );
     // The exchange placed each order once.
     assert_eq!(
         count(&conn, "SELECT COUNT(*) FROM paper_orders"),

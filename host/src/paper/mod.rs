@@ -9,13 +9,16 @@
 //! so at start-up the engine books whatever the exchange filled, re-sends
 //! intents the exchange never saw, and re-runs the strategies on a bar whose
 //! signals were not all sent — with the same deterministic order ids, so
-//! nothing is placed twice and no fill is lost.
+//! nothing is placed twice and no fill is lost. Before that, every strategy
+//! is replayed through the run's history (`history`), so it resumes in the
+//! state it had.
 
 pub mod exchange;
 pub mod feed;
+mod history;
 mod shadow;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,7 +31,7 @@ use rust_decimal::Decimal;
 
 use keel_backtester::fills::FillModel;
 use keel_backtester::risk::Exposure;
-use keel_model::batch::{BarColumns, Batch};
+use keel_model::batch::{BarColumns, Batch, BatchOutcome};
 use keel_model::candles::Candle;
 use keel_model::{Action, Params, Side, Signal, Symbol};
 
@@ -39,7 +42,8 @@ use crate::control::{
 use crate::ledger::{ClosedTrade, Holding, Ledger, LedgerFill, dec, float};
 use crate::risk::{self, RiskConfig, TradingState};
 use crate::sandbox::{
-    Binding, LoadedStrategy, Sandbox, StrategyArtifact, StrategyHash, StrategyInstance,
+    Binding, LoadedStrategy, Sandbox, StrategyArtifact, StrategyError, StrategyHash,
+    StrategyInstance,
 };
 use crate::store::Ownership;
 use exchange::{PaperExchange, PaperOrder, action_parse, size_parse, size_text};
@@ -136,7 +140,6 @@ struct Book {
     peak: Decimal,
     day: i64,
     day_start: Decimal,
-    warmup: usize,
     signals: u64,
     rejected: u64,
     /// The candidate this book runs in shadow (its paper gate), until the
@@ -207,15 +210,10 @@ impl Returns {
     }
 }
 
-/// Bars kept for warming up a swapped-in strategy.
-const RECENT_BARS: usize = 1000;
-
 /// The engine of one run.
 pub struct PaperEngine<'c> {
     conn: &'c mut Connection,
     sandbox: &'c Sandbox,
-    recent: VecDeque<Candle>,
-    bar_ms: i64,
     settings: PaperSettings,
     run_id: i64,
     resumed: bool,
@@ -227,6 +225,9 @@ pub struct PaperEngine<'c> {
     stopping: bool,
     cursor_ms: Option<i64>,
     signalled_ms: Option<i64>,
+    /// The close of the last bar the strategies were shown: a strategy
+    /// starting now is replayed through it (`history`).
+    shown_ms: Option<i64>,
     last_close: f64,
     bars: u64,
     /// How the (live) feed was doing at the last look.
@@ -420,17 +421,22 @@ impl<'c> PaperEngine<'c> {
                 (id, None, None)
             }
         };
-        let mut books = Vec::new();
-        for (slot, strategy, params) in loaded {
-            let plan = BookPlan {
-                slot,
-                strategy: &strategy,
-                params,
-                candidate: None,
-            };
-            let mut book = open_book(conn, sandbox, &settings, run_id, plan)?;
-            shadow::seed_history(conn, &mut book, None)?;
-            books.push(book);
+        // The strategies have been shown every booked bar, except the last
+        // one if its signals were not all sent (it is signalled again).
+        let shown_ms = match cursor_ms {
+            Some(cursor) if signalled_ms == Some(cursor) => Some(cursor),
+            Some(cursor) => history::bar_before(conn, run_id, cursor)?,
+            None => None,
+        };
+        let last_bar = match cursor_ms {
+            Some(cursor) => history::stored_bar(conn, run_id, cursor)?,
+            None => None,
+        };
+        if cursor_ms.is_some() && last_bar.is_none() {
+            tracing::warn!(
+                run_id,
+                "this run began before keel stored the bars it booked: its strategies resume without that history"
+            );
         }
         let exchange = PaperExchange {
             fills: settings.fills,
@@ -438,24 +444,35 @@ impl<'c> PaperEngine<'c> {
         let mut engine = PaperEngine {
             conn,
             sandbox,
-            recent: VecDeque::new(),
-            bar_ms: 60_000,
             settings,
             run_id,
             resumed: resume.is_some(),
             symbols,
-            books,
+            books: Vec::new(),
             exchange,
             state,
             killed: false,
             stopping: false,
             cursor_ms,
             signalled_ms,
-            last_close: f64::NAN,
+            shown_ms,
+            last_close: last_bar.map_or(f64::NAN, |c| c.close),
             bars: 0,
             feed_health: FeedHealth::default(),
             control,
         };
+        for (slot, strategy, params) in loaded {
+            let plan = BookPlan {
+                slot,
+                strategy: &strategy,
+                params,
+                candidate: None,
+            };
+            let mut book = open_book(engine.conn, sandbox, &engine.settings, run_id, plan)?;
+            shadow::seed_history(engine.conn, &mut book, None)?;
+            engine.replay_into(&mut book.instance, book.id, &book.ledger)?;
+            engine.books.push(book);
+        }
         // Candidates waiting for their paper gate, in shadow from the start
         // (and, in a resumed run, in the books they had).
         engine.admit_shadows()?;
@@ -574,8 +591,7 @@ impl<'c> PaperEngine<'c> {
     /// bad feed data (what was booked stays booked).
     pub fn run(&mut self, feed: &mut Feed) -> anyhow::Result<PaperSummary> {
         let bar_ms = feed.bar_ms();
-        self.bar_ms = bar_ms;
-        let mut warmed = self.cursor_ms.is_none();
+        self.resignal()?;
         let mut feed_error = None;
         let mut last_feed_ms: Option<i64> = None;
         self.publish();
@@ -616,12 +632,7 @@ impl<'c> PaperEngine<'c> {
             };
             let close_ms = candle.time_ms + bar_ms;
             if self.cursor_ms.is_some_and(|c| close_ms <= c) {
-                self.remember(candle);
                 continue;
-            }
-            if !warmed {
-                self.warm_up(bar_ms)?;
-                warmed = true;
             }
             if let Some(previous) = last_feed_ms
                 && let Some(speed) = self.settings.speed
@@ -637,12 +648,8 @@ impl<'c> PaperEngine<'c> {
             self.bar(&candle, close_ms)?;
             failpoint("after-bar");
             self.signal_step(&candle, close_ms)?;
-            self.remember(candle);
             self.after_bar()?;
             self.publish();
-        }
-        if !warmed {
-            self.warm_up(bar_ms)?;
         }
         let interrupted = self.stop_requested();
         if !interrupted {
@@ -701,40 +708,29 @@ impl<'c> PaperEngine<'c> {
         Ok(())
     }
 
-    /// After a restart: the strategies see the bars before the cursor again
-    /// (their signals discarded); if the last booked bar's signals were not
-    /// all sent, that bar is signalled again.
-    fn warm_up(&mut self, bar_ms: i64) -> anyhow::Result<()> {
+    /// After a restart whose last booked bar's signals were not all sent:
+    /// that bar is signalled again (the same order ids, so nothing is placed
+    /// twice). The strategies were replayed up to the bar before it.
+    fn resignal(&mut self) -> anyhow::Result<()> {
         let Some(cursor) = self.cursor_ms else {
             return Ok(());
         };
-        let recent = self.recent.clone();
-        let resignal = self.signalled_ms != Some(cursor);
-        let mut bars: Vec<&Candle> = recent.iter().collect();
-        let last = if resignal { bars.pop() } else { None };
-        if let Some(c) = bars.last().or(last.as_ref()) {
-            self.last_close = c.close;
+        if self.signalled_ms == Some(cursor) {
+            return Ok(());
         }
-        let limits = self.settings.risk.limits();
-        for book in &mut self.books {
-            let skip = bars.len().saturating_sub(book.warmup);
-            let view = book.ledger.view();
-            let candles = bars[skip..].iter().copied();
-            warm(
-                &mut book.instance,
-                candles,
-                &self.symbols,
-                bar_ms,
-                &view,
-                limits,
-            );
+        match history::stored_bar(self.conn, self.run_id, cursor)? {
+            Some(candle) => {
+                tracing::info!(bar_ms = cursor, "re-signalling the last booked bar");
+                self.signal_step(&candle, cursor)
+            }
+            None => {
+                tracing::warn!(
+                    bar_ms = cursor,
+                    "the last booked bar is not stored: its signals are not given again"
+                );
+                Ok(())
+            }
         }
-        if let Some(candle) = last {
-            self.last_close = candle.close;
-            tracing::info!(bar_ms = cursor, "re-signalling the last booked bar");
-            self.signal_step(candle, cursor)?;
-        }
-        Ok(())
     }
 
     /// Waits up to `wait` for the next bar, answering control commands.
@@ -899,37 +895,51 @@ impl<'c> PaperEngine<'c> {
         Ok(open)
     }
 
-    fn remember(&mut self, candle: Candle) {
-        if self.recent.len() == RECENT_BARS {
-            self.recent.pop_front();
-        }
-        self.recent.push_back(candle);
-    }
-
-    /// Shows `instance` the last `warmup` bars of the feed (as many as
-    /// are kept), with `ledger`'s portfolio: the warm-up of a version that
-    /// starts between two bars. Returns how many it saw.
-    fn warm_on_recent(
+    /// Replays the run's history (`history`) into `instance`, the strategy
+    /// of book `book_id` starting now: every bar the strategies were shown,
+    /// each with the portfolio the book held at it, signals discarded.
+    /// Returns how many bars it saw. A history that does not rebuild the
+    /// book's `ledger` is reported (a run begun before the bars were stored).
+    fn replay_into(
         &self,
         instance: &mut StrategyInstance,
-        warmup: usize,
+        book_id: i64,
         ledger: &Ledger,
-    ) -> usize {
-        let skip = self.recent.len().saturating_sub(warmup);
-        warm(
-            instance,
-            self.recent.iter().skip(skip),
-            &self.symbols,
-            self.bar_ms,
-            &ledger.view(),
-            self.settings.risk.limits(),
-        )
+    ) -> anyhow::Result<usize> {
+        let limits = self.settings.risk.limits();
+        let started = Instant::now();
+        let replayed = history::replay(
+            self.conn,
+            self.run_id,
+            book_id,
+            ledger.start_cash,
+            self.shown_ms,
+            |candle, close_ms, portfolio| {
+                let _ = show_bar(instance, &self.symbols, candle, close_ms, portfolio, limits);
+                let _ = instance.take_rejections();
+            },
+        )?;
+        if replayed.ledger != *ledger {
+            let why = format!(
+                "book {book_id}: the stored bars and fills do not rebuild the book (cash {} against {}); its strategy resumes on an incomplete history",
+                replayed.ledger.cash, ledger.cash
+            );
+            tracing::warn!("{why}");
+            self.risk_event("history", Some(book_id), &why, None)?;
+        }
+        tracing::info!(
+            book = book_id,
+            bars = replayed.shown,
+            ms = started.elapsed().as_millis() as u64,
+            "strategy replayed through the run's history"
+        );
+        Ok(replayed.shown)
     }
 
     /// Hot swap: the main book (the first that is not a shadow) gets the
-    /// stored artifact `hash`. The new version is loaded and warmed up on the
-    /// last bars now, between two bars, and handles the next one; the book
-    /// and its positions stay.
+    /// stored artifact `hash`. The new version is loaded and replayed through
+    /// the run's history now, between two bars, and handles the next one;
+    /// the book and its positions stay.
     fn swap(&mut self, hash: &str, actor: &str, reason: &str) -> anyhow::Result<Reply> {
         if self.killed {
             bail!("this run was killed; start a new one");
@@ -950,13 +960,12 @@ impl<'c> PaperEngine<'c> {
             .sandbox
             .instantiate(&loaded, binding)
             .map_err(|e| anyhow!("{e}"))?;
-        let warmup = loaded.info.warmup_bars as usize;
-        let warmed = self.warm_on_recent(&mut instance, warmup, &self.books[book].ledger);
+        let (id, ledger) = (self.books[book].id, &self.books[book].ledger);
+        let warmed = self.replay_into(&mut instance, id, ledger)?;
         let b = &mut self.books[book];
         let old = b.hash;
         b.instance = instance;
         b.hash = loaded.hash;
-        b.warmup = warmup;
         b.promoted_at = Some((float(b.ledger.equity()), self.cursor_ms.unwrap_or(0)));
         self.conn.execute(
             "INSERT OR IGNORE INTO artifacts (hash, name, version, contract, size, first_seen_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -1121,6 +1130,7 @@ impl<'c> PaperEngine<'c> {
             self.state = TradingState::Halted;
             tracing::warn!("trading halted: {why}");
         }
+        history::store_bar(&tx, self.run_id, &symbol, candle, close_ms)?;
         tx.execute(
             "UPDATE runs SET cursor_ms = ?2 WHERE id = ?1",
             params![self.run_id, close_ms],
@@ -1135,6 +1145,7 @@ impl<'c> PaperEngine<'c> {
     /// Shows every strategy the closed bar and turns its signals into
     /// orders: risk decision and intent committed, then sent.
     fn signal_step(&mut self, candle: &Candle, close_ms: i64) -> anyhow::Result<()> {
+        self.shown_ms = Some(close_ms);
         let kill_requested = self
             .control
             .as_ref()
@@ -1142,21 +1153,19 @@ impl<'c> PaperEngine<'c> {
         if self.killed || kill_requested {
             return Ok(());
         }
-        let columns = one_bar(candle);
         let limits = self.settings.risk.limits();
         let mut orders = Vec::new();
         for b in 0..self.books.len() {
             let view = self.books[b].ledger.view();
-            let batch = Batch {
-                symbols: &self.symbols,
-                tick_times: &[close_ms],
-                tick_bars: &[1],
-                bars: columns.slice(0, 1),
-                portfolio: &view,
-                limits,
-            };
             let book = &mut self.books[b];
-            let outcome = book.instance.on_bars(&batch);
+            let outcome = show_bar(
+                &mut book.instance,
+                &self.symbols,
+                candle,
+                close_ms,
+                &view,
+                limits,
+            );
             let refused = book.instance.take_rejections();
             let mut decided: Vec<(Signal, Result<(), String>)> = refused
                 .into_iter()
@@ -1443,7 +1452,6 @@ fn open_book(
         id,
         slot,
         hash: strategy.hash,
-        warmup: strategy.info.warmup_bars as usize,
         instance,
         ledger,
         exits,
@@ -1463,33 +1471,25 @@ fn open_book(
     })
 }
 
-/// Shows `instance` each of `candles` as a closed bar, discarding what it
-/// signals: the warm-up of a restarted or swapped-in strategy. Returns how
-/// many bars it saw.
-fn warm<'a>(
+/// Shows `instance` one closed bar, closing at `close_ms`, with `portfolio`:
+/// what a strategy is told at a bar, live and when its history is replayed.
+fn show_bar(
     instance: &mut StrategyInstance,
-    candles: impl Iterator<Item = &'a Candle>,
     symbols: &[Symbol],
-    bar_ms: i64,
+    candle: &Candle,
+    close_ms: i64,
     portfolio: &keel_model::Portfolio,
     limits: keel_model::RiskLimits,
-) -> usize {
-    let mut seen = 0;
-    for candle in candles {
-        let columns = one_bar(candle);
-        let batch = Batch {
-            symbols,
-            tick_times: &[candle.time_ms + bar_ms],
-            tick_bars: &[1],
-            bars: columns.slice(0, 1),
-            portfolio,
-            limits,
-        };
-        let _ = instance.on_bars(&batch);
-        let _ = instance.take_rejections();
-        seen += 1;
-    }
-    seen
+) -> Result<BatchOutcome, StrategyError> {
+    let columns = one_bar(candle);
+    instance.on_bars(&Batch {
+        symbols,
+        tick_times: &[close_ms],
+        tick_bars: &[1],
+        bars: columns.slice(0, 1),
+        portfolio,
+        limits,
+    })
 }
 
 /// One candle as bar columns of symbol 0.
@@ -1803,20 +1803,8 @@ pub fn audit_ledger(conn: &Connection) -> anyhow::Result<usize> {
     };
     for (id, start, cash, realized, fees) in &books {
         let mut replay = Ledger::new(d(start));
-        let mut stmt = conn.prepare(
-            "SELECT symbol, tag, action, price, quantity, fee, time_ms FROM fills WHERE book_id = ?1 ORDER BY rowid",
-        )?;
-        let fills = stmt.query_map([id], |r| {
-            Ok(LedgerFill {
-                symbol: r.get(0)?,
-                tag: r.get(1)?,
-                action: action_parse(&r.get::<_, String>(2)?).unwrap_or(Action::Close),
-                price: d(&r.get::<_, String>(3)?),
-                quantity: d(&r.get::<_, String>(4)?),
-                fee: d(&r.get::<_, String>(5)?),
-                time_ms: r.get(6)?,
-            })
-        })?;
+        let mut stmt = conn.prepare(history::FILLS_OF_BOOK)?;
+        let fills = stmt.query_map([id], history::stored_fill)?;
         for fill in fills {
             replay
                 .apply(&fill?)

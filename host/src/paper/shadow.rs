@@ -163,7 +163,7 @@ impl PaperEngine<'_> {
     }
 
     /// Fills free shadow slots with the candidates waiting for their paper
-    /// gate, oldest first, each warmed up on the last bars. One that cannot
+    /// gate, oldest first, each replayed through the run's history. One that cannot
     /// start fails its paper gate, saying why.
     pub(super) fn admit_shadows(&mut self) -> anyhow::Result<()> {
         let slots = self.settings.candidates.paper.slots;
@@ -213,8 +213,8 @@ impl PaperEngine<'_> {
         Ok(())
     }
 
-    /// Candidate `candidate`'s shadow book, its strategy warmed up on the
-    /// last bars as a hot swap's is.
+    /// Candidate `candidate`'s shadow book, its strategy replayed through
+    /// the run's history as a hot swap's is.
     fn start_shadow(&mut self, candidate: i64, hash: &str) -> anyhow::Result<Book> {
         let artifact = candidates::load_blob(self.conn, hash)?;
         let loaded = self.sandbox.load(&artifact)?;
@@ -232,7 +232,7 @@ impl PaperEngine<'_> {
             .find(|b| b.candidate.is_none())
             .map(|b| b.id);
         seed_history(self.conn, &mut book, main)?;
-        self.warm_on_recent(&mut book.instance, book.warmup, &book.ledger);
+        self.replay_into(&mut book.instance, book.id, &book.ledger)?;
         Ok(book)
     }
 }

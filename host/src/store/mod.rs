@@ -35,6 +35,11 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
         "candidates_waiting",
         include_str!("../../../migrations/0004_candidates_waiting.sql"),
     ),
+    (
+        5,
+        "run_bars",
+        include_str!("../../../migrations/0005_run_bars.sql"),
+    ),
 ];
 
 /// Why the store could not be used.
@@ -234,7 +239,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("keel.db");
         let store = Store::open(&path).expect("open");
-        assert_eq!(store.schema_version().expect("version"), 4);
+        let latest = MIGRATIONS.len() as u32;
+        assert_eq!(store.schema_version().expect("version"), latest);
         let mode: String = store
             .conn
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
@@ -247,7 +253,7 @@ mod tests {
             .conn
             .query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0))
             .expect("count");
-        assert_eq!(rows, 4);
+        assert_eq!(rows, latest);
         store
             .conn
             .execute("INSERT INTO schema_migrations VALUES (99, 'future', 0)", [])
@@ -255,9 +261,9 @@ mod tests {
         drop(store);
         let err = Store::open(&path).expect_err("too new");
         assert!(
-            err.to_string().ends_with(
-                "the database is at schema version 99, newer than this keel (4); use a newer keel"
-            ),
+            err.to_string().ends_with(&format!(
+                "the database is at schema version 99, newer than this keel ({latest}); use a newer keel"
+            )),
             "{err}"
         );
     }
