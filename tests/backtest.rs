@@ -6,7 +6,7 @@ use std::process::{Command, Output};
 use keel_host::sandbox::Metering;
 use keel_model::replay::Series;
 
-use crate::support::{binding, data, example, sandbox, series};
+use crate::support::{binding, data, example, fixture, sandbox, series};
 
 fn keel(db: &Path, cache: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_keel"))
@@ -494,5 +494,61 @@ fn a_grid_skips_combinations_the_strategy_refuses() {
         text(&out.stderr).ends_with("error: none of the 2 runs could start\n"),
         "{}",
         text(&out.stderr)
+    );
+}
+
+#[test]
+fn every_refused_signal_is_counted_and_listed_with_its_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, cache) = (dir.path().join("keel.db"), dir.path().join("cache"));
+    let test = format!("TEST/USD={}", path(&data("UNITTEST_BTC-1m.csv")));
+    let wasm = path(fixture("bad-signals"));
+    let json = dir.path().join("r.json");
+    let out = keel(
+        &db,
+        &cache,
+        &["backtest", wasm, "--data", &test, "--json", path(&json)],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("report")).expect("json");
+    // One malformed signal per bar, every one refused: by the sandbox's
+    // checks, or (a 1e308 order) by risk.
+    let steps = report["summary"]["steps"].as_u64().expect("steps");
+    assert!(steps > 100, "{steps}");
+    assert_eq!(report["summary"]["signals"], steps);
+    assert_eq!(report["summary"]["rejected"], steps);
+    let rejected = report["rejected"].as_array().expect("rejected");
+    assert_eq!(rejected.len() as u64, steps);
+    for expect in [
+        "open-long TEST/USD []: size NaN is not a positive number",
+        "open-long TEST/USD []: size -1 is not a positive number",
+        "open-short TEST/USD []: order of",
+        "open-long TEST/USD []: stop-loss NaN is not a positive price",
+        "open-long  []: unknown symbol \"\" (bound: TEST/USD)",
+    ] {
+        assert!(
+            rejected
+                .iter()
+                .any(|r| r["message"].as_str().is_some_and(|m| m.contains(expect))),
+            "no {expect:?} in {rejected:?}"
+        );
+    }
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(&format!("{} / {steps} / {steps}", steps)),
+        "{stdout}"
+    );
+    // `keel strategy run` counts the same.
+    let out = keel(
+        &db,
+        &cache,
+        &["strategy", "run", wasm, "--data", &test, "--quiet"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains(&format!("{steps} signals ({steps} rejected)")),
+        "{}",
+        text(&out.stdout)
     );
 }

@@ -84,12 +84,25 @@ pub struct EquityPoint {
     pub equity: f64,
 }
 
-/// A signal the risk checks or the fill model refused.
+/// A signal refused before it became a trade.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rejection {
     pub time_ms: i64,
     pub signal: Signal,
     pub reason: String,
+    pub by: RejectedBy,
+}
+
+/// Which check refused a signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectedBy {
+    /// The checks of whatever runs the strategy (a sandbox's: bound symbol,
+    /// finite positive size, …), before any risk check.
+    Sandbox,
+    /// The pre-trade risk checks (`risk::check`).
+    Risk,
+    /// At fill time: no fillable quantity, or no later bar to fill at.
+    Fill,
 }
 
 /// What a run produced.
@@ -373,16 +386,16 @@ pub fn run_feeds(
             Ok(o) if (1..=quiet).contains(&o.consumed) => o,
             Ok(o) => BatchOutcome {
                 consumed: 1,
-                signals: Vec::new(),
                 error: Some(format!(
                     "said it handled {} of a batch of {quiet} bar closes",
                     o.consumed
                 )),
+                ..BatchOutcome::default()
             },
             Err(e) => BatchOutcome {
                 consumed: 1,
-                signals: Vec::new(),
                 error: Some(e),
+                ..BatchOutcome::default()
             },
         };
         // The later closes it handled: only marking.
@@ -403,6 +416,18 @@ pub fn run_feeds(
         if let Some(e) = outcome.error {
             errors.push((time_ms, e));
             continue;
+        }
+        for (signal, reason) in outcome.refused {
+            signal_count += 1;
+            if config.record_signals {
+                all_signals.push((time_ms, signal.clone()));
+            }
+            book.rejected.push(Rejection {
+                time_ms,
+                signal,
+                reason,
+                by: RejectedBy::Sandbox,
+            });
         }
         if outcome.signals.is_empty() {
             continue;
@@ -427,6 +452,7 @@ pub fn run_feeds(
                     time_ms,
                     signal,
                     reason,
+                    by: RejectedBy::Risk,
                 }),
             }
         }
@@ -566,6 +592,7 @@ impl Book<'_> {
             time_ms,
             signal: order.signal,
             reason,
+            by: RejectedBy::Fill,
         });
     }
 

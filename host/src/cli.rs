@@ -848,7 +848,6 @@ pub fn run_file(sandbox: &Sandbox, args: &RunArgs, db: &Path) -> anyhow::Result<
         ..keel_backtester::BacktestConfig::default()
     };
     let outcome = keel_backtester::run(&mut instance, &series, &config);
-    let rejections = instance.take_rejections();
     if !args.quiet {
         for (time, s) in &outcome.signals {
             let size = match (s.action, s.size) {
@@ -872,22 +871,14 @@ pub fn run_file(sandbox: &Sandbox, args: &RunArgs, db: &Path) -> anyhow::Result<
                 s.reason
             );
         }
-        // Refused by the sandbox's checks, then by the risk checks.
-        let refused = rejections
-            .iter()
-            .map(|r| (r.time_ms, &r.signal, &r.reason))
-            .chain(
-                outcome
-                    .rejected
-                    .iter()
-                    .map(|r| (r.time_ms, &r.signal, &r.reason)),
-            );
-        for (time, signal, reason) in refused {
+        // Refused by the sandbox's checks, by risk, or at fill time.
+        for r in &outcome.rejected {
             println!(
-                "{}  REJECTED {} {}: {reason}",
-                format_time(time),
-                signal.action.as_str(),
-                signal.symbol
+                "{}  REJECTED {} {}: {}",
+                format_time(r.time_ms),
+                r.signal.action.as_str(),
+                r.signal.symbol,
+                r.reason
             );
         }
         const SHOWN: usize = 10;
@@ -899,13 +890,13 @@ pub fn run_file(sandbox: &Sandbox, args: &RunArgs, db: &Path) -> anyhow::Result<
         }
     }
     let stats = instance.stats();
-    let rejected = rejections.len() + outcome.rejected.len();
+    let rejected = outcome.rejected.len();
     println!(
         "{}: {} bars on {} symbol(s), {} signals ({} rejected), {} fills, {} trades, {} errors, {} traps; equity {:.2} -> {:.2} (fees {} bps, slippage {} bps)",
         instance.label(),
         outcome.steps,
         series.len(),
-        outcome.signals.len(),
+        outcome.signal_count,
         rejected,
         outcome.fills.len(),
         outcome.trades.len(),

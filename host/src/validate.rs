@@ -218,7 +218,9 @@ fn smoke_run(
         let at = keel_model::candles::format_time(*time);
         return Err(("smoke run", format!("at {at}: {error}")));
     }
-    if let Some(r) = instance.take_rejections().first() {
+    let refused =
+        (out.rejected.iter()).find(|r| r.by == keel_backtester::engine::RejectedBy::Sandbox);
+    if let Some(r) = refused {
         return Err((
             "smoke run",
             format!(

@@ -1084,13 +1084,13 @@ impl<'c> PaperEngine<'c> {
             };
             let book = &mut self.books[b];
             let outcome = book.instance.on_bars(&batch);
-            let refused = book.instance.take_rejections();
-            let mut decided: Vec<(Signal, Result<(), String>)> = refused
-                .into_iter()
-                .map(|r| (r.signal, Err(format!("sandbox: {}", r.reason))))
-                .collect();
+            let mut decided: Vec<(Signal, Result<(), String>)> = Vec::new();
             match outcome {
                 Ok(outcome) => {
+                    decided.extend(
+                        (outcome.refused.into_iter())
+                            .map(|(signal, why)| (signal, Err(format!("sandbox: {why}")))),
+                    );
                     if let Some(e) = outcome.error {
                         tracing::warn!(book = %book.slot, "{e}");
                     }
@@ -1412,7 +1412,6 @@ fn warm<'a>(
             limits,
         };
         let _ = instance.on_bars(&batch);
-        let _ = instance.take_rejections();
         seen += 1;
     }
     seen

@@ -119,14 +119,6 @@ pub struct StrategyError {
     pub fault: Fault,
 }
 
-/// A signal the host refused, with the reason.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Rejected {
-    pub time_ms: i64,
-    pub signal: Signal,
-    pub reason: String,
-}
-
 /// Counters of one instance's life.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct InstanceStats {
@@ -288,7 +280,6 @@ pub struct StrategyInstance {
     failures_in_row: u32,
     quarantined: Option<Fault>,
     stats: InstanceStats,
-    rejections: Vec<Rejected>,
     logs: Vec<(LogLevel, String)>,
 }
 
@@ -527,7 +518,6 @@ impl StrategyInstance {
             failures_in_row: 0,
             quarantined: None,
             stats: InstanceStats::default(),
-            rejections: Vec::new(),
             logs: Vec::new(),
         })
     }
@@ -581,16 +571,13 @@ impl StrategyInstance {
     pub fn is_quarantined(&self) -> bool {
         self.quarantined.is_some()
     }
-    /// Signals refused since the last call of this method.
-    pub fn take_rejections(&mut self) -> Vec<Rejected> {
-        std::mem::take(&mut self.rejections)
-    }
     /// Lines logged since the last call of this method (within the caps).
     pub fn take_logs(&mut self) -> Vec<(LogLevel, String)> {
         std::mem::take(&mut self.logs)
     }
 
-    /// Runs one bar close: a batch of one tick.
+    /// Runs one bar close: a batch of one tick. Refused signals are left
+    /// out (counted in `stats`, and logged); `on_bars` returns them.
     pub fn on_bar(&mut self, tick: &Tick) -> Result<Vec<Signal>, StrategyError> {
         let symbols: Vec<Symbol> = tick.bars.iter().map(|b| b.symbol.clone()).collect();
         let mut bars = BarColumns::default();
@@ -620,8 +607,8 @@ impl StrategyInstance {
     }
 
     /// Runs the bar closes of `batch`, up to the first that gives signals.
-    /// Accepted signals come back; refused ones are kept with their reasons
-    /// (`take_rejections`). A fault rebuilds the instance and fails the
+    /// Accepted signals come back in `signals`, refused ones with their
+    /// reasons in `refused`. A fault rebuilds the instance and fails the
     /// batch's first tick.
     pub fn on_bars(&mut self, batch: &Batch<'_>) -> Result<BatchOutcome, StrategyError> {
         let (mut outcome, error) = self.handle(batch)?;
@@ -676,7 +663,7 @@ impl StrategyInstance {
         self.failures_in_row = 0;
         let time_ms = batch.tick_times[consumed - 1];
         // Refused signals leave the list in place (they are rare).
-        let mut accepted = signals;
+        let (mut accepted, mut refused) = (signals, Vec::new());
         let mut i = 0;
         while i < accepted.len() {
             match check_signal(&accepted[i], &self.binding.symbols, &self.limits) {
@@ -684,12 +671,8 @@ impl StrategyInstance {
                 Err(reason) => {
                     let signal = accepted.remove(i);
                     self.stats.signals_rejected += 1;
-                    tracing::warn!(strategy = %self.label, "signal rejected: {reason}");
-                    self.rejections.push(Rejected {
-                        time_ms,
-                        signal: convert::shortened(signal),
-                        reason,
-                    });
+                    tracing::warn!(strategy = %self.label, time_ms, "signal rejected: {reason}");
+                    refused.push((convert::shortened(signal), reason));
                 }
             }
         }
@@ -697,6 +680,7 @@ impl StrategyInstance {
         let outcome = BatchOutcome {
             consumed,
             signals: accepted,
+            refused,
             error: None,
         };
         Ok((outcome, None))

@@ -30,9 +30,7 @@ pub use artifact::{ArtifactError, StrategyArtifact, StrategyHash};
 pub use background::BACKGROUND_QUIET;
 pub use cache::{DEFAULT_DISK_CACHE_BYTES, MEMORY_CACHE_ENTRIES};
 pub use checks::{check_info, check_signal};
-pub use instance::{
-    Binding, ClockMode, Fault, InstanceStats, Rejected, StrategyError, StrategyInstance,
-};
+pub use instance::{Binding, ClockMode, Fault, InstanceStats, StrategyError, StrategyInstance};
 pub use limits::{EPOCH_TICK, SandboxLimits};
 pub use optimizer::{OPTIMIZER_COMMAND, serve_optimizer};
 
