@@ -552,3 +552,67 @@ fn every_refused_signal_is_counted_and_listed_with_its_reason() {
         text(&out.stdout)
     );
 }
+
+#[test]
+fn the_minimum_order_is_in_each_symbol_s_quote_currency() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, cache) = (dir.path().join("keel.db"), dir.path().join("cache"));
+    let eth = format!("ETH/BTC={}", path(&data("crypto-5m/ETH_BTC-5m.csv")));
+    let ltc = format!("LTC/BTC={}", path(&data("crypto-5m/LTC_BTC-5m.csv")));
+    let wasm = path(example("atr-breakout"));
+    let json = dir.path().join("r.json");
+    let backtest = |extra: &[&str]| {
+        let mut args = vec!["backtest", wasm, "--data", &eth, "--data", &ltc];
+        args.extend(["--json", path(&json)]);
+        args.extend(extra);
+        let out = keel(&db, &cache, &args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&json).expect("report")).expect("json");
+        let below: Vec<String> = report["rejected"]
+            .as_array()
+            .expect("rejected")
+            .iter()
+            .filter_map(|r| r["message"].as_str())
+            .filter(|m| m.contains("below the minimum order"))
+            .map(str::to_owned)
+            .collect();
+        (report, below)
+    };
+    // 10 is meant in dollars: in BTC the minimum is 0.0001.
+    let (report, below) = backtest(&[]);
+    assert!(report["summary"]["signals"].as_u64() > Some(100));
+    assert_eq!(below, Vec::<String>::new());
+    assert_eq!(report["settings"]["min_order_quote"], 10.0);
+    // The same limits file as `keel run`, with a minimum by quote currency.
+    let limits = dir.path().join("risk_limits.toml");
+    std::fs::write(&limits, "min_order_quote = 10\n[min_order]\nBTC = 1000\n").expect("write");
+    let (report, below) = backtest(&["--risk-limits", path(&limits)]);
+    assert!(!below.is_empty());
+    assert!(
+        below[0].ends_with("is below the minimum order of 1000.00"),
+        "{below:?}"
+    );
+    assert_eq!(report["settings"]["min_order"]["BTC"], 1000.0);
+    // A bad file is one line naming it.
+    std::fs::write(&limits, "[min_order]\nBTC = -1\n").expect("write");
+    let out = keel(
+        &db,
+        &cache,
+        &[
+            "backtest",
+            wasm,
+            "--data",
+            &eth,
+            "--risk-limits",
+            path(&limits),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("risk_limits.toml: min_order.BTC = -1 must be 0 or more"),
+        "{stderr}"
+    );
+}

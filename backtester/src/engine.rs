@@ -20,15 +20,18 @@ use keel_model::{
 
 use crate::fills::FillModel;
 use crate::metrics::{EquityStats, EquityTracker};
-use crate::risk::{self, Exposure};
+use crate::risk::{self, Exposure, MinOrders};
 
 /// Everything a backtest is run with besides the strategy and the data.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BacktestConfig {
     /// Starting cash, quote currency.
     pub cash: f64,
     pub fills: FillModel,
     pub limits: RiskLimits,
+    /// The minimum order by symbol or quote currency (`limits.min_order_quote`
+    /// is the one for fiat quotes).
+    pub min_orders: MinOrders,
     /// Keep every signal and every fill in the result (counts are always
     /// kept). Off for long runs whose report needs only the trades.
     pub record_signals: bool,
@@ -41,6 +44,7 @@ impl Default for BacktestConfig {
             cash: 10_000.0,
             fills: FillModel::default(),
             limits: RiskLimits::default(),
+            min_orders: MinOrders::default(),
             record_signals: true,
             record_fills: true,
         }
@@ -293,6 +297,18 @@ pub fn run_feeds(
         .unwrap_or(60_000);
     let index: BTreeMap<&str, usize> = symbols.iter().enumerate().map(|(i, s)| (&**s, i)).collect();
     let mut last_close = vec![f64::NAN; symbols.len()];
+    // The limits per symbol (their minimum orders differ by quote
+    // currency); the strategy is shown the smallest minimum.
+    let limits: Vec<RiskLimits> = symbols
+        .iter()
+        .map(|s| config.min_orders.limits_for(s, &config.limits))
+        .collect();
+    let shown_limits = RiskLimits {
+        min_order_quote: (limits.iter().map(|l| l.min_order_quote))
+            .reduce(f64::min)
+            .unwrap_or(config.limits.min_order_quote),
+        ..config.limits
+    };
     let mut book = Book {
         config,
         cash: config.cash,
@@ -381,7 +397,7 @@ pub fn run_feeds(
             }
         }
         let view = book.view(equity);
-        let batch = ahead.batch(quiet, &symbols, &view, config.limits);
+        let batch = ahead.batch(quiet, &symbols, &view, shown_limits);
         let outcome = match strategy.on_bars(&batch) {
             Ok(o) if (1..=quiet).contains(&o.consumed) => o,
             Ok(o) => BatchOutcome {
@@ -438,10 +454,11 @@ pub fn run_feeds(
             if config.record_signals {
                 all_signals.push((time_ms, signal.clone()));
             }
-            let price = index
-                .get(signal.symbol.as_str())
-                .map_or(f64::NAN, |&s| last_close[s]);
-            match risk::check(&signal, price, &exposure, &config.limits) {
+            let (price, limits) = match index.get(signal.symbol.as_str()) {
+                Some(&s) => (last_close[s], &limits[s]),
+                None => (f64::NAN, &config.limits),
+            };
+            match risk::check(&signal, price, &exposure, limits) {
                 Ok(approved) => {
                     if let Some(a) = approved {
                         exposure.add(&signal, a);

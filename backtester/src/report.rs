@@ -4,6 +4,8 @@
 //! hash of every series' candles, and every setting — and nothing else (no
 //! wall-clock time, no host name), so the same inputs give the same bytes.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use keel_model::candles::{Candle, format_time};
@@ -52,6 +54,8 @@ pub struct Settings {
     pub max_open_positions: u32,
     pub max_trade_fraction: f64,
     pub min_order_quote: f64,
+    /// Minimum orders set by quote currency or symbol (see `risk::MinOrders`).
+    pub min_order: BTreeMap<String, f64>,
     /// How strategy calls were bounded (fuel per call, deterministic).
     pub fuel_per_call: Option<u64>,
     /// A time window, when the run covers only part of the data.
@@ -132,6 +136,7 @@ impl Report {
                 max_open_positions: config.limits.max_open_positions,
                 max_trade_fraction: config.limits.max_trade_fraction,
                 min_order_quote: config.limits.min_order_quote,
+                min_order: config.min_orders.entries().clone(),
                 fuel_per_call,
                 window: window.map(|(a, b)| (format_time(a), format_time(b))),
             },

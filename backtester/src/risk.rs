@@ -27,6 +27,84 @@ pub struct Approved {
     pub notional: f64,
 }
 
+/// Quote currencies a dollar-like minimum (`RiskLimits::min_order_quote`)
+/// fits: fiat money and stablecoins.
+const FIAT_QUOTES: [&str; 16] = [
+    "USD", "USDT", "USDC", "DAI", "BUSD", "TUSD", "FDUSD", "PYUSD", "EUR", "EURT", "GBP", "CHF",
+    "CAD", "AUD", "ZUSD", "ZEUR",
+];
+
+/// Built-in minimums (about ten dollars' worth) for crypto quote currencies.
+const CRYPTO_QUOTES: [(&str, f64); 4] = [
+    ("BTC", 0.0001),
+    ("XBT", 0.0001),
+    ("XXBT", 0.0001),
+    ("ETH", 0.003),
+];
+
+/// The smallest order per symbol, in the symbol's quote currency: entries by
+/// symbol (`ETH/BTC`) or by quote currency (`BTC`), over built-in defaults
+/// for BTC and ETH quotes. A fiat or stablecoin quote, or a symbol whose
+/// quote cannot be told (`BTC`, a file name), takes `min_order_quote`; any
+/// other quote has no minimum unless one is set.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MinOrders(BTreeMap<String, f64>);
+
+impl MinOrders {
+    /// Sets the minimum for a symbol or a quote currency (any case).
+    pub fn set(&mut self, name: &str, minimum: f64) {
+        self.0.insert(name.to_ascii_uppercase(), minimum);
+    }
+
+    /// Every entry set, by upper-case name.
+    pub fn entries(&self) -> &BTreeMap<String, f64> {
+        &self.0
+    }
+
+    /// The minimum order on `symbol`, `fiat` being `min_order_quote`.
+    pub fn for_symbol(&self, symbol: &str, fiat: f64) -> f64 {
+        let symbol = symbol.to_ascii_uppercase();
+        if let Some(&m) = self.0.get(&symbol) {
+            return m;
+        }
+        let Some(quote) = quote_of(&symbol) else {
+            return fiat;
+        };
+        if let Some(&m) = self.0.get(quote) {
+            m
+        } else if let Some(&(_, m)) = CRYPTO_QUOTES.iter().find(|(q, _)| *q == quote) {
+            m
+        } else if FIAT_QUOTES.contains(&quote) {
+            fiat
+        } else {
+            0.0
+        }
+    }
+
+    /// `limits` with the minimum order of `symbol`.
+    pub fn limits_for(&self, symbol: &str, limits: &RiskLimits) -> RiskLimits {
+        RiskLimits {
+            min_order_quote: self.for_symbol(symbol, limits.min_order_quote),
+            ..*limits
+        }
+    }
+}
+
+/// The quote currency of an upper-case symbol: after its `/`, else a known
+/// quote it ends with (`XBTUSD`); none for a bare name (`BTC`).
+fn quote_of(symbol: &str) -> Option<&str> {
+    if let Some((_, quote)) = symbol.rsplit_once('/') {
+        return Some(quote);
+    }
+    let known = FIAT_QUOTES
+        .iter()
+        .chain(CRYPTO_QUOTES.iter().map(|(q, _)| q));
+    known
+        .filter(|q| symbol.len() > q.len() && symbol.ends_with(**q))
+        .max_by_key(|q| q.len())
+        .map(|q| &symbol[symbol.len() - q.len()..])
+}
+
 /// The quantity a size means at `price` for a book of `equity`.
 pub fn quantity(size: Size, price: f64, equity: f64) -> f64 {
     match size {
@@ -356,6 +434,31 @@ mod tests {
                     .is_err_and(|e| e.ends_with("is not a positive number")),
                 "{size:?}"
             );
+        }
+    }
+
+    #[test]
+    fn the_minimum_order_goes_by_symbol_then_quote_currency() {
+        let mut orders = MinOrders::default();
+        orders.set("LTC/BTC", 0.5);
+        orders.set("eur", 20.0);
+        let fiat = 10.0;
+        let cases = [
+            ("BTC/USD", 10.0),
+            ("ETH/USDT", 10.0),
+            ("XBTUSD", 10.0),
+            ("BTC/EUR", 20.0),
+            ("ETH/BTC", 0.0001),
+            ("ETHBTC", 0.0001),
+            ("XMR/XBT", 0.0001),
+            ("LTC/BTC", 0.5),
+            ("LINK/ETH", 0.003),
+            ("BTC", 10.0),
+            ("UNITTEST_BTC-1m", 10.0),
+            ("ADA/BNB", 0.0),
+        ];
+        for (symbol, expect) in cases {
+            assert_eq!(orders.for_symbol(symbol, fiat), expect, "{symbol}");
         }
     }
 

@@ -7,10 +7,11 @@ use clap::{Args, Parser, Subcommand};
 
 use keel_model::candles::{self, format_time};
 use keel_model::replay::Series;
-use keel_model::{Action, Params, RiskLimits, Size, Timeframe, synth};
+use keel_model::{Action, Params, Size, Timeframe, synth};
 
 use crate::backtest;
 use crate::build_strategy;
+use crate::risk::RiskConfig;
 use crate::sandbox::{Binding, LoadedStrategy, Metering, Sandbox, SandboxConfig, timed};
 use crate::store::Store;
 use crate::validate::{self, ValidationReport};
@@ -205,6 +206,10 @@ pub struct BacktestArgs {
     /// Walk forward over K folds: pick the grid's best in-sample, test it on the next window.
     #[arg(long, value_name = "K")]
     pub walk_forward: Option<usize>,
+    /// The pre-trade limits of a `risk_limits.toml` (as `keel run` takes);
+    /// the defaults otherwise. Halts apply to paper and live trading only.
+    #[arg(long, value_name = "FILE")]
+    pub risk_limits: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -366,6 +371,10 @@ fn backtest(args: &BacktestArgs, db: &Path, cache: &CompileCache) -> anyhow::Res
             });
         }
     }
+    let risk = match &args.risk_limits {
+        Some(path) => RiskConfig::load(path).map_err(anyhow::Error::msg)?,
+        None => RiskConfig::default(),
+    };
     let config = keel_backtester::BacktestConfig {
         cash: args.cash,
         fills: keel_backtester::fills::FillModel {
@@ -374,7 +383,8 @@ fn backtest(args: &BacktestArgs, db: &Path, cache: &CompileCache) -> anyhow::Res
             max_volume_share: args.volume_share,
             lot_size: args.lot_size,
         },
-        limits: RiskLimits::default(),
+        limits: risk.base_limits(),
+        min_orders: risk.min_orders(),
         // The reports count signals and fills; keeping each one would make
         // memory grow with the data.
         record_signals: false,

@@ -648,7 +648,7 @@ impl<'c> PaperEngine<'c> {
         if let Some(c) = bars.last().or(last.as_ref()) {
             self.last_close = c.close;
         }
-        let limits = self.settings.risk.limits();
+        let limits = self.settings.risk.limits_for(&self.settings.symbol);
         for book in &mut self.books {
             let skip = bars.len().saturating_sub(book.warmup);
             let view = book.ledger.view();
@@ -849,7 +849,7 @@ impl<'c> PaperEngine<'c> {
             &self.symbols,
             self.bar_ms,
             &ledger.view(),
-            self.settings.risk.limits(),
+            self.settings.risk.limits_for(&self.settings.symbol),
         )
     }
 
@@ -1070,7 +1070,7 @@ impl<'c> PaperEngine<'c> {
             return Ok(());
         }
         let columns = one_bar(candle);
-        let limits = self.settings.risk.limits();
+        let limits = self.settings.risk.limits_for(&self.settings.symbol);
         let mut orders = Vec::new();
         for b in 0..self.books.len() {
             let view = self.books[b].ledger.view();
