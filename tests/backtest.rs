@@ -616,3 +616,85 @@ fn the_minimum_order_is_in_each_symbol_s_quote_currency() {
         "{stderr}"
     );
 }
+
+/// No terminal escape, NUL or bidi control in `out`, and no line longer than
+/// `max` characters.
+fn assert_tame(what: &str, out: &str, max: usize) {
+    for bad in ['\u{1b}', '\0', '\u{202e}'] {
+        assert!(!out.contains(bad), "{what}: {bad:?} in {out}");
+    }
+    let longest = out.lines().map(|l| l.chars().count()).max().unwrap_or(0);
+    assert!(longest <= max, "{what}: a line of {longest} characters");
+}
+
+#[test]
+fn hostile_text_and_huge_numbers_are_shown_escaped_short_and_compact() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, cache) = (dir.path().join("keel.db"), dir.path().join("cache"));
+    let sma = path(example("sma-cross"));
+    let backtest_on = |file: &Path| {
+        let spec = format!("BTC/USD={}", path(file));
+        keel(&db, &cache, &["backtest", sma, "--data", &spec])
+    };
+    // A 10 MB file of one line: a short one-line error.
+    let huge = dir.path().join("huge.csv");
+    std::fs::write(&huge, "x".repeat(10 << 20)).expect("write");
+    let out = backtest_on(&huge);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{}", &stderr[..200]);
+    assert_tame("huge header", &stderr, 400);
+    // Escapes and NULs in a field are shown escaped.
+    let escapes = dir.path().join("escapes.csv");
+    std::fs::write(
+        &escapes,
+        "time,open,high,low,close,volume\n2018-01-10T04:55:00Z,\u{1b}[31m1\0\u{202e},2,0.5,1.5,10\n",
+    )
+    .expect("write");
+    let stderr = text(&backtest_on(&escapes).stderr);
+    assert!(stderr.contains("\\x1b[31m1\\x00\\u{202e}"), "{stderr}");
+    assert_tame("escapes", &stderr, 400);
+    // A number of 309 digits is shown as 1e308.
+    let big = dir.path().join("big.csv");
+    std::fs::write(
+        &big,
+        "time,open,high,low,close,volume\n2018-01-10T04:55:00Z,1,1,1e308,1,10\n",
+    )
+    .expect("write");
+    let stderr = text(&backtest_on(&big).stderr);
+    assert!(stderr.contains("high 1 is below low 1e308"), "{stderr}");
+    // A strategy's symbols, reasons, log lines and 1e308 sizes.
+    let test = format!("TEST/USD={}", path(&data("UNITTEST_BTC-1m.csv")));
+    let out = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .arg("--db")
+        .arg(&db)
+        .env("KEEL_CACHE_DIR", &cache)
+        .env("KEEL_LOG", "info")
+        .args([
+            "strategy",
+            "run",
+            path(fixture("bad-signals")),
+            "--data",
+            &test,
+        ])
+        .output()
+        .expect("run keel");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("\\x1b[31mTEST/USD\\u{202e}"), "{stdout}");
+    assert!(stdout.contains("\\x1b[2J\\x00wiped"), "{stdout}");
+    assert!(stdout.contains("% of equity is over"), "{stdout}");
+    assert!(!stdout.contains("0000000000000000"), "309 digits: {stdout}");
+    assert_tame("strategy run", &stdout, 400);
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("\\x1b[31mlogged\\u{202e}\\x00"), "{stderr}");
+    assert_tame("strategy log", &stderr, 1000);
+    // A hostile symbol in the backtest table.
+    let spec = format!(
+        "\u{1b}[31mBTC\u{202e}={}",
+        path(&data("UNITTEST_BTC-1m.csv"))
+    );
+    let out = keel(&db, &cache, &["backtest", sma, "--data", &spec]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_tame("backtest table", &text(&out.stdout), 400);
+}

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use keel_model::batch::{BarColumns, Bars, Batch, BatchOutcome};
 use keel_model::candles::Candle;
 use keel_model::replay::{Feed, Merge, Series};
+use keel_model::shown::{number, quoted, text};
 use keel_model::{
     Action, Fill, Portfolio, Position, RiskLimits, RunningStrategy, Side, Signal, Symbol,
 };
@@ -479,7 +480,7 @@ pub fn run_feeds(
     for order in pending {
         let reason = format!(
             "the data ended before a later {} bar could fill it",
-            order.signal.symbol
+            text(&order.signal.symbol)
         );
         book.reject(order, end_ms, reason);
     }
@@ -633,13 +634,14 @@ impl Book<'_> {
                 let wanted = risk::quantity(signal.size, price, order.equity);
                 let (quantity, capped) = fills.fillable(wanted, bar.volume);
                 if quantity <= 0.0 {
-                    let reason = format!("{wanted} rounds to zero lots of {}", fills.lot_size);
+                    let (wanted, lot) = (number(wanted), number(fills.lot_size));
+                    let reason = format!("{wanted} rounds to zero lots of {lot}");
                     return self.reject(order, bar.time_ms, reason);
                 }
                 if let Some(i) = index
                     && self.open[i].pos.side != side
                 {
-                    let reason = format!("tag '{}' holds the other side", signal.tag);
+                    let reason = format!("tag {} holds the other side", quoted(&signal.tag));
                     return self.reject(order, bar.time_ms, reason);
                 }
                 self.capped += usize::from(capped);

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use keel_model::candles::{Candle, format_time};
+use keel_model::shown::{fixed, line, text};
 
 use crate::engine::{BacktestConfig, BacktestResult, Trade};
 use crate::metrics::Metrics;
@@ -167,9 +168,9 @@ impl Report {
                         format!(
                             "{} {} [{}]: {}",
                             r.signal.action.as_str(),
-                            r.signal.symbol,
-                            r.signal.tag,
-                            r.reason
+                            text(&r.signal.symbol),
+                            text(&r.signal.tag),
+                            line(&r.reason)
                         ),
                     )
                 })
@@ -177,7 +178,7 @@ impl Report {
             errors: result
                 .errors
                 .iter()
-                .map(|(t, e)| issue(*t, e.clone()))
+                .map(|(t, e)| issue(*t, line(e).to_string()))
                 .collect(),
         }
     }
@@ -190,7 +191,11 @@ impl Report {
     /// A self-contained HTML page: the figures, an SVG equity and drawdown
     /// chart, and the trade list. No script, no external resource.
     pub fn html(&self) -> String {
-        let title = format!("{} {} backtest", self.strategy.name, self.strategy.version);
+        let title = format!(
+            "{} {} backtest",
+            self.strategy.name,
+            text(&self.strategy.version)
+        );
         let mut page = String::with_capacity(64 * 1024);
         page.push_str("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n");
         page.push_str(&format!("<title>{}</title>\n", escape(&title)));
@@ -208,7 +213,7 @@ impl Report {
         for d in &self.data {
             page.push_str(&format!(
                 "{} — {} bars, {} .. {}, <code>{}</code><br>\n",
-                escape(&d.symbol),
+                escape(&text(&d.symbol).to_string()),
                 d.bars,
                 escape(&d.first),
                 escape(&d.last),
@@ -237,19 +242,19 @@ impl Report {
         for t in &self.trades {
             let class = if t.pnl >= 0.0 { "pos" } else { "neg" };
             page.push_str(&format!(
-                "<tr><th>{}</th><th>{}</th><td>{:?}</td><td>{}</td><td>{}</td><td>{:.6}</td><td>{:.8}</td>\
-                 <td>{:.8}</td><td class=\"{class}\">{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:?}</td></tr>\n",
-                escape(&t.symbol),
-                escape(&t.tag),
+                "<tr><th>{}</th><th>{}</th><td>{:?}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+                 <td>{}</td><td class=\"{class}\">{}</td><td>{}</td><td>{}</td><td>{:?}</td></tr>\n",
+                escape(&text(&t.symbol).to_string()),
+                escape(&text(&t.tag).to_string()),
                 t.side,
                 format_time(t.time_entry_ms),
                 format_time(t.time_exit_ms),
-                t.quantity,
-                t.price_entry,
-                t.price_exit,
-                t.pnl,
-                t.mae,
-                t.mfe,
+                fixed(t.quantity, 6),
+                fixed(t.price_entry, 8),
+                fixed(t.price_exit, 8),
+                fixed(t.pnl, 2),
+                fixed(t.mae, 2),
+                fixed(t.mfe, 2),
                 t.exit_reason
             ));
         }
@@ -329,9 +334,9 @@ impl Report {
     /// The figures as an aligned terminal table.
     pub fn table(&self) -> String {
         let m = &self.metrics;
-        let pct = |v: f64| format!("{:.2}%", v * 100.0);
+        let pct = |v: f64| format!("{}%", fixed(v * 100.0, 2));
         let opt = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map_or_else(|| "-".to_owned(), f);
-        let num = |v: f64| format!("{v:.2}");
+        let num = |v: f64| fixed(v, 2).to_string();
         let days = m.max_drawdown_duration_ms as f64 / 86_400_000.0;
         let rows: Vec<(&str, String)> = vec![
             ("total return", pct(m.total_return)),
@@ -353,8 +358,9 @@ impl Report {
             (
                 "equity",
                 format!(
-                    "{:.2} -> {:.2}",
-                    self.summary.cash_start, self.summary.equity_final
+                    "{} -> {}",
+                    fixed(self.summary.cash_start, 2),
+                    fixed(self.summary.equity_final, 2)
                 ),
             ),
             (
@@ -368,11 +374,11 @@ impl Report {
         let mut out = format!(
             "{} {} ({})  on {}\n",
             self.strategy.name,
-            self.strategy.version,
+            text(&self.strategy.version),
             &self.strategy.sha256[..12.min(self.strategy.sha256.len())],
             self.data
                 .iter()
-                .map(|d| d.symbol.as_str())
+                .map(|d| text(&d.symbol).to_string())
                 .collect::<Vec<_>>()
                 .join(", ")
         );

@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 use keel_model::candles::{self, format_time};
 use keel_model::replay::Series;
+use keel_model::shown::{line, number, text};
 use keel_model::{Action, Params, Size, Timeframe, synth};
 
 use crate::backtest;
@@ -755,12 +756,12 @@ fn print_inspect(loaded: &LoadedStrategy, took: std::time::Duration) {
     println!("file       {}", loaded.origin.display());
     println!("sha256     {}", loaded.hash);
     println!("size       {} bytes", loaded.size);
-    println!("strategy   {} {}", info.name, info.version);
+    println!("strategy   {} {}", info.name, text(&info.version));
     println!("contract   keel:strategy@{}", loaded.contract);
     if !info.description.is_empty() {
-        println!("about      {}", info.description);
+        println!("about      {}", line(&info.description));
     }
-    println!("symbols    {}", info.symbols.join(", "));
+    println!("symbols    {}", line(&info.symbols.join(", ")));
     println!(
         "timeframe  {}    warm-up {} bars",
         info.timeframe, info.warmup_bars
@@ -777,7 +778,11 @@ fn print_inspect(loaded: &LoadedStrategy, took: std::time::Duration) {
         let head = if i == 0 { "params" } else { "" };
         println!(
             "{head:<10} {:<14} {:<5} {:<8} {:<14} {}",
-            p.name, p.kind, p.default, range, p.description
+            p.name,
+            p.kind,
+            p.default,
+            range,
+            line(&p.description)
         );
     }
     for (i, import) in loaded.imports.iter().enumerate() {
@@ -862,23 +867,23 @@ pub fn run_file(sandbox: &Sandbox, args: &RunArgs, db: &Path) -> anyhow::Result<
         for (time, s) in &outcome.signals {
             let size = match (s.action, s.size) {
                 (Action::Close, _) => String::new(),
-                (_, Size::FractionOfEquity(f)) => format!("{f} of equity"),
-                (_, Size::Quote(q)) => format!("{q} quote"),
-                (_, Size::Base(b)) => format!("{b} base"),
+                (_, Size::FractionOfEquity(f)) => format!("{} of equity", number(f)),
+                (_, Size::Quote(q)) => format!("{} quote", number(q)),
+                (_, Size::Base(b)) => format!("{} base", number(b)),
             };
             let tag = if s.tag.is_empty() {
                 String::new()
             } else {
-                format!("[{}]", s.tag)
+                format!("[{}]", text(&s.tag))
             };
             println!(
                 "{}  {:<10} {:<10} {:<9} {:<22} {}",
                 format_time(*time),
                 s.action.as_str(),
-                s.symbol,
+                text(&s.symbol),
                 tag,
                 size,
-                s.reason
+                text(&s.reason)
             );
         }
         // Refused by the sandbox's checks, by risk, or at fill time.
@@ -887,13 +892,13 @@ pub fn run_file(sandbox: &Sandbox, args: &RunArgs, db: &Path) -> anyhow::Result<
                 "{}  REJECTED {} {}: {}",
                 format_time(r.time_ms),
                 r.signal.action.as_str(),
-                r.signal.symbol,
-                r.reason
+                text(&r.signal.symbol),
+                line(&r.reason)
             );
         }
         const SHOWN: usize = 10;
         for (time, e) in outcome.errors.iter().take(SHOWN) {
-            println!("{}  ERROR {e}", format_time(*time));
+            println!("{}  ERROR {}", format_time(*time), line(e));
         }
         if outcome.errors.len() > SHOWN {
             println!("… and {} more errors", outcome.errors.len() - SHOWN);

@@ -10,6 +10,7 @@ use clap::Args;
 
 use keel_backtester::fills::FillModel;
 use keel_model::candles::format_time;
+use keel_model::shown;
 
 use crate::build_strategy;
 use crate::candidates::{self, CandidatesConfig};
@@ -348,8 +349,8 @@ pub fn positions(args: &ShowArgs, db: &Path) -> anyhow::Result<bool> {
             println!(
                 "{:<20} {:<10} {:<8} {:<5} qty {:>14.8}  entry {:>12.4}  mark {:>12.4}  unrealized {:>+10.2}",
                 b.slot,
-                p.symbol,
-                if p.tag.is_empty() { "-" } else { &p.tag },
+                shown::text(&p.symbol),
+                shown::text(if p.tag.is_empty() { "-" } else { &p.tag }),
                 p.side,
                 p.quantity,
                 p.entry,
@@ -379,7 +380,7 @@ pub fn trades(args: &ShowArgs, db: &Path) -> anyhow::Result<bool> {
         println!(
             "{:<20} {:<10} {:<5} {} → {}  qty {:>12.8}  {:>10.4} → {:>10.4}  P&L {:>+10.2}  ({})",
             t.slot,
-            t.symbol,
+            shown::text(&t.symbol),
             t.side,
             format_time(t.opened_ms),
             format_time(t.closed_ms),

@@ -13,19 +13,37 @@ use std::fmt::{self, Display, Write};
 /// Most characters of one quoted input shown; the rest becomes `…`.
 pub const MAX_CHARS: usize = 80;
 
+/// Most characters of a whole line shown (an error, a log line).
+pub const MAX_LINE_CHARS: usize = 1000;
+
 /// `text` as it may be shown: at most [`MAX_CHARS`] characters, every
 /// control, bidi and invisible formatting character escaped.
 pub fn text(text: &str) -> Text<'_> {
     Text {
         text,
         quoted: false,
+        max: MAX_CHARS,
+    }
+}
+
+/// A whole line (an error message, a strategy's log line) as it may be
+/// shown: escaped as [`text`], cut at [`MAX_LINE_CHARS`].
+pub fn line(text: &str) -> Text<'_> {
+    Text {
+        text,
+        quoted: false,
+        max: MAX_LINE_CHARS,
     }
 }
 
 /// [`text`] in double quotes, with `"` and `\` escaped too: for naming
 /// input in an error (`symbol "\x1b[31mBTC"`).
 pub fn quoted(text: &str) -> Text<'_> {
-    Text { text, quoted: true }
+    Text {
+        text,
+        quoted: true,
+        max: MAX_CHARS,
+    }
 }
 
 /// `value` in at most ~24 characters: its shortest exact form in
@@ -46,20 +64,33 @@ pub fn fixed(value: f64, decimals: usize) -> Number {
     }
 }
 
-/// See [`text`] and [`quoted`].
+/// See [`text`], [`quoted`] and [`line`].
 #[derive(Debug, Clone, Copy)]
 pub struct Text<'a> {
     text: &'a str,
     quoted: bool,
+    max: usize,
 }
 
 impl Display for Text<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if f.width().is_none() {
+            return self.write_to(f);
+        }
+        // Padding and alignment apply to the text as shown.
+        let mut shown = String::new();
+        self.write_to(&mut shown)?;
+        f.pad(&shown)
+    }
+}
+
+impl Text<'_> {
+    fn write_to(&self, f: &mut impl Write) -> fmt::Result {
         if self.quoted {
             f.write_char('"')?;
         }
         for (i, c) in self.text.chars().enumerate() {
-            if i == MAX_CHARS {
+            if i == self.max {
                 f.write_char('…')?;
                 break;
             }
@@ -167,6 +198,8 @@ mod tests {
         let long = "x".repeat(10_000_000);
         let shown = text(&long).to_string();
         assert_eq!(shown, format!("{}…", "x".repeat(MAX_CHARS)));
+        let shown = line(&long).to_string();
+        assert_eq!(shown.chars().count(), MAX_LINE_CHARS + 1);
         let exact = "é".repeat(MAX_CHARS);
         assert_eq!(
             text(&exact).to_string(),
@@ -204,5 +237,6 @@ mod tests {
             assert!(shown.len() <= 24, "{shown}");
         }
         assert_eq!(format!("{:>8}", number(1.5)), "     1.5");
+        assert_eq!(format!("{:<6}|", text("\u{1b}")), "\\x1b  |");
     }
 }

@@ -10,6 +10,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 use keel_model::batch::{BarColumns, Batch, BatchOutcome, PackedBuffers, drive};
 use keel_model::candles::Candle;
+use keel_model::shown;
 use keel_model::{
     Fill, LogLevel, Params, Portfolio, RiskLimits, RunningStrategy, Signal, StrategyInfo, Symbol,
     Tick,
@@ -91,7 +92,7 @@ impl fmt::Display for Fault {
                 limit >> 10
             ),
             Fault::Panic(msg) if msg.is_empty() => write!(f, "panicked"),
-            Fault::Panic(msg) => write!(f, "panicked: {msg}"),
+            Fault::Panic(msg) => write!(f, "panicked: {}", shown::text(msg)),
             Fault::Trap(msg) => write!(f, "trapped: {msg}"),
             Fault::OutputTooLarge(limit) => {
                 write!(f, "handed the host more than {limit} bytes in one call")
@@ -102,7 +103,7 @@ impl fmt::Display for Fault {
                     "returned {count} signals, more than the {limit} allowed per bar close"
                 )
             }
-            Fault::Returned(msg) => write!(f, "returned an error: {msg}"),
+            Fault::Returned(msg) => write!(f, "returned an error: {}", shown::text(msg)),
             Fault::Contract(msg) => write!(f, "broke the contract: {msg}"),
             Fault::Quarantined(why) => {
                 write!(f, "is quarantined after repeated failures (last: {why})")

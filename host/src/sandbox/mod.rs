@@ -905,6 +905,7 @@ impl LogBuffer {
         }
         self.bytes += message.len();
         let label = &self.label;
+        let message = keel_model::shown::line(&message);
         match level {
             LogLevel::Trace => {
                 tracing::trace!(target: "keel::strategy", strategy = %label, "{message}")
@@ -922,7 +923,7 @@ impl LogBuffer {
                 tracing::error!(target: "keel::strategy", strategy = %label, "{message}")
             }
         }
-        self.lines.push((level, message));
+        self.lines.push((level, message.to_string()));
     }
 }
 
