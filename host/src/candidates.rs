@@ -285,6 +285,7 @@ pub fn describe_hash(conn: &Connection, hash: &str) -> rusqlite::Result<String> 
         )
         .optional()?;
     if let Some((id, name, version)) = candidate {
+        let version = keel_model::shown::text(&version);
         return Ok(format!("{short} (candidate {id}, {name} {version})"));
     }
     let known: Option<(String, String)> = conn
@@ -295,7 +296,10 @@ pub fn describe_hash(conn: &Connection, hash: &str) -> rusqlite::Result<String> 
         )
         .optional()?;
     Ok(match known {
-        Some((name, version)) => format!("{short} ({name} {version})"),
+        Some((name, version)) => {
+            let version = keel_model::shown::text(&version);
+            format!("{short} ({name} {version})")
+        }
         None => short.to_owned(),
     })
 }

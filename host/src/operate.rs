@@ -691,7 +691,7 @@ pub fn candidate(args: &CandidateArgs, db: &Path, cache: &CompileCache) -> anyho
             println!(
                 "candidate {id}: {} {} ({}) — {}",
                 c.name,
-                c.version,
+                shown::text(&c.version),
                 artifact.hash.short(),
                 c.state
             );
@@ -730,7 +730,7 @@ pub fn candidate(args: &CandidateArgs, db: &Path, cache: &CompileCache) -> anyho
             // strategies, of any length.
             let width = |field: fn(&candidates::Candidate) -> &str| {
                 all.iter()
-                    .map(|c| field(c).chars().count())
+                    .map(|c| shown::text(field(c)).to_string().chars().count())
                     .max()
                     .unwrap_or(0)
             };
@@ -746,10 +746,10 @@ pub fn candidate(args: &CandidateArgs, db: &Path, cache: &CompileCache) -> anyho
                     c.id,
                     c.state,
                     c.name,
-                    c.version,
+                    shown::text(&c.version),
                     &c.hash[..12],
                     format_time(c.created_ms),
-                    c.note
+                    shown::line(&c.note)
                 );
             }
             if let Some(hash) = active.filter(|a| !all.iter().any(|c| c.hash == *a)) {
@@ -784,7 +784,10 @@ pub fn candidate(args: &CandidateArgs, db: &Path, cache: &CompileCache) -> anyho
             }
             println!(
                 "candidate {}  {} {}  state {}",
-                c.id, c.name, c.version, c.state
+                c.id,
+                c.name,
+                shown::text(&c.version),
+                c.state
             );
             println!("sha256     {}", c.hash);
             println!("source     {}", c.source);
@@ -802,7 +805,7 @@ pub fn candidate(args: &CandidateArgs, db: &Path, cache: &CompileCache) -> anyho
                     }
                 }
             }
-            println!("note       {}", c.note);
+            println!("note       {}", shown::line(&c.note));
             println!("gates");
             for (g, at) in &gates {
                 println!("  {}  {}", format_time(*at), gate_line(g));
@@ -830,7 +833,9 @@ pub fn candidate(args: &CandidateArgs, db: &Path, cache: &CompileCache) -> anyho
             let c = candidates::promote(store.conn(), &config, *id, &by.actor, force_reason)?;
             println!(
                 "candidate {} ({} {}) is the active strategy",
-                c.id, c.name, c.version
+                c.id,
+                c.name,
+                shown::text(&c.version)
             );
             let why = reason
                 .clone()
