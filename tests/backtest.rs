@@ -503,11 +503,20 @@ fn every_refused_signal_is_counted_and_listed_with_its_reason() {
     let (db, cache) = (dir.path().join("keel.db"), dir.path().join("cache"));
     let test = format!("TEST/USD={}", path(&data("UNITTEST_BTC-1m.csv")));
     let wasm = path(fixture("bad-signals"));
-    let json = dir.path().join("r.json");
+    let (json, html) = (dir.path().join("r.json"), dir.path().join("r.html"));
     let out = keel(
         &db,
         &cache,
-        &["backtest", wasm, "--data", &test, "--json", path(&json)],
+        &[
+            "backtest",
+            wasm,
+            "--data",
+            &test,
+            "--json",
+            path(&json),
+            "--report",
+            path(&html),
+        ],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let report: serde_json::Value =
@@ -538,6 +547,18 @@ fn every_refused_signal_is_counted_and_listed_with_its_reason() {
     assert!(
         stdout.contains(&format!("{} / {steps} / {steps}", steps)),
         "{stdout}"
+    );
+    // The table names the first ones, the page lists them.
+    assert!(
+        stdout.contains("  rejected at ") && stdout.contains(": size -1 is not a positive number"),
+        "{stdout}"
+    );
+    let page = std::fs::read_to_string(&html).expect("html");
+    assert!(
+        page.contains(&format!("Rejected signals ({steps})"))
+            && page.contains("stop-loss NaN is not a positive price"),
+        "{}",
+        &page[..page.len().min(4000)]
     );
     // `keel strategy run` counts the same.
     let out = keel(

@@ -258,7 +258,25 @@ impl Report {
                 t.exit_reason
             ));
         }
-        page.push_str("</table>\n</body></html>\n");
+        page.push_str("</table>\n");
+        for (title, issues) in [
+            ("Rejected signals", &self.rejected),
+            ("Strategy errors", &self.errors),
+        ] {
+            if issues.is_empty() {
+                continue;
+            }
+            page.push_str(&format!("<h2>{title} ({})</h2>\n<table>\n", issues.len()));
+            for issue in issues {
+                page.push_str(&format!(
+                    "<tr><th>{}</th><td style=\"text-align:left\">{}</td></tr>\n",
+                    escape(&issue.time),
+                    escape(&issue.message)
+                ));
+            }
+            page.push_str("</table>\n");
+        }
+        page.push_str("</body></html>\n");
         page
     }
 

@@ -498,8 +498,15 @@ fn backtest(args: &BacktestArgs, db: &Path, cache: &CompileCache) -> anyhow::Res
     }
     if let [report] = reports.as_slice() {
         print!("{}", report.table());
-        for issue in report.errors.iter().take(5) {
-            println!("  error at {}: {}", issue.time, issue.message);
+        const SHOWN: usize = 5;
+        for (what, issues) in [("error", &report.errors), ("rejected", &report.rejected)] {
+            for issue in issues.iter().take(SHOWN) {
+                println!("  {what} at {}: {}", issue.time, issue.message);
+            }
+            if issues.len() > SHOWN {
+                let more = issues.len() - SHOWN;
+                println!("  … and {more} more {what} (every one in --json and --report)");
+            }
         }
     } else {
         println!(
