@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 use keel_model::candles::{self, format_time};
 use keel_model::replay::Series;
-use keel_model::shown::{line, number, text};
+use keel_model::shown::{fixed, line, number, text};
 use keel_model::{Action, Params, Size, Timeframe, synth};
 
 use crate::backtest;
@@ -914,7 +914,7 @@ pub fn run_file(sandbox: &Sandbox, args: &RunArgs, db: &Path) -> anyhow::Result<
     let stats = instance.stats();
     let rejected = outcome.rejected.len();
     println!(
-        "{}: {} bars on {} symbol(s), {} signals ({} rejected), {} fills, {} trades, {} errors, {} traps; equity {:.2} -> {:.2} (fees {} bps, slippage {} bps)",
+        "{}: {} bars on {} symbol(s), {} signals ({} rejected), {} fills, {} trades, {} errors, {} traps; equity {} -> {} (fees {} bps, slippage {} bps)",
         instance.label(),
         outcome.steps,
         series.len(),
@@ -924,8 +924,8 @@ pub fn run_file(sandbox: &Sandbox, args: &RunArgs, db: &Path) -> anyhow::Result<
         outcome.trades.len(),
         outcome.errors.len(),
         stats.traps,
-        args.cash,
-        outcome.equity_final,
+        fixed(args.cash, 2),
+        fixed(outcome.equity_final, 2),
         config.fills.fee_bps,
         config.fills.slippage_bps
     );

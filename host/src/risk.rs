@@ -301,6 +301,21 @@ mod tests {
     }
 
     #[test]
+    fn paper_refuses_exits_on_the_wrong_side_as_backtests_do() {
+        let flat = exposure(1000.0, &[]);
+        let long = buy(60.0).stop_loss(101.0);
+        assert_eq!(
+            pre_trade(&long, TradingState::Active, 100.0, &flat, &config()),
+            Err("stop-loss 101 of a long is not below the price 100".into())
+        );
+        let short = Signal::open_short("BTC", Size::Quote(60.0)).stop_loss(99.0);
+        assert_eq!(
+            pre_trade(&short, TradingState::Active, 100.0, &flat, &config()),
+            Err("stop-loss 99 of a short is not above the price 100".into())
+        );
+    }
+
+    #[test]
     fn the_trading_state_gates_new_exposure() {
         let c = config();
         let flat = exposure(1000.0, &[]);
