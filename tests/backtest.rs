@@ -26,6 +26,13 @@ fn path(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
 
+/// A compile cache these tests share across runs: they test reports, not
+/// the cache, and a fresh compile of each component per test is slow on a
+/// busy machine.
+fn shared_cache() -> std::path::PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("keel-cache")
+}
+
 const PAIRS: [&str; 10] = [
     "ADA", "DASH", "ETC", "ETH", "LTC", "NXT", "TRX", "XLM", "XMR", "ZEC",
 ];
@@ -500,7 +507,7 @@ fn a_grid_skips_combinations_the_strategy_refuses() {
 #[test]
 fn every_refused_signal_is_counted_and_listed_with_its_reason() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (db, cache) = (dir.path().join("keel.db"), dir.path().join("cache"));
+    let (db, cache) = (dir.path().join("keel.db"), shared_cache());
     let test = format!("TEST/USD={}", path(&data("UNITTEST_BTC-1m.csv")));
     let wasm = path(fixture("bad-signals"));
     let (json, html) = (dir.path().join("r.json"), dir.path().join("r.html"));
@@ -577,7 +584,7 @@ fn every_refused_signal_is_counted_and_listed_with_its_reason() {
 #[test]
 fn the_minimum_order_is_in_each_symbol_s_quote_currency() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (db, cache) = (dir.path().join("keel.db"), dir.path().join("cache"));
+    let (db, cache) = (dir.path().join("keel.db"), shared_cache());
     let eth = format!("ETH/BTC={}", path(&data("crypto-5m/ETH_BTC-5m.csv")));
     let ltc = format!("LTC/BTC={}", path(&data("crypto-5m/LTC_BTC-5m.csv")));
     let wasm = path(example("atr-breakout"));
@@ -651,7 +658,7 @@ fn assert_tame(what: &str, out: &str, max: usize) {
 #[test]
 fn hostile_text_and_huge_numbers_are_shown_escaped_short_and_compact() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (db, cache) = (dir.path().join("keel.db"), dir.path().join("cache"));
+    let (db, cache) = (dir.path().join("keel.db"), shared_cache());
     let sma = path(example("sma-cross"));
     let backtest_on = |file: &Path| {
         let spec = format!("BTC/USD={}", path(file));

@@ -905,25 +905,26 @@ impl LogBuffer {
         }
         self.bytes += message.len();
         let label = &self.label;
-        let message = keel_model::shown::line(&message);
+        // The terminal gets it escaped and cut; `take_logs` gets it whole.
+        let shown = keel_model::shown::line(&message);
         match level {
             LogLevel::Trace => {
-                tracing::trace!(target: "keel::strategy", strategy = %label, "{message}")
+                tracing::trace!(target: "keel::strategy", strategy = %label, "{shown}")
             }
             LogLevel::Debug => {
-                tracing::debug!(target: "keel::strategy", strategy = %label, "{message}")
+                tracing::debug!(target: "keel::strategy", strategy = %label, "{shown}")
             }
             LogLevel::Info => {
-                tracing::info!(target: "keel::strategy", strategy = %label, "{message}")
+                tracing::info!(target: "keel::strategy", strategy = %label, "{shown}")
             }
             LogLevel::Warn => {
-                tracing::warn!(target: "keel::strategy", strategy = %label, "{message}")
+                tracing::warn!(target: "keel::strategy", strategy = %label, "{shown}")
             }
             LogLevel::Error => {
-                tracing::error!(target: "keel::strategy", strategy = %label, "{message}")
+                tracing::error!(target: "keel::strategy", strategy = %label, "{shown}")
             }
         }
-        self.lines.push((level, message.to_string()));
+        self.lines.push((level, message));
     }
 }
 
