@@ -225,7 +225,9 @@ fn smoke_run(
             "smoke run",
             format!(
                 "signal rejected: {} ({:?} {})",
-                r.reason, r.signal.action, r.signal.symbol
+                r.reason,
+                r.signal.action,
+                keel_model::shown::text(&r.signal.symbol)
             ),
         ));
     }
