@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use keel_model::shown::{fixed, number, quoted, text};
+use keel_model::shown::{amount, fixed, number, quoted, text};
 use keel_model::{Action, RiskLimits, Side, Signal, Size};
 
 /// What the checks need to know about the book, including orders already
@@ -131,17 +131,14 @@ pub fn check(
     if !(price.is_finite() && price > 0.0) {
         return Err(format!("no price for {} yet", text(&signal.symbol)));
     }
-    let amount = signal.size.amount();
-    if !(amount.is_finite() && amount > 0.0) {
-        return Err(format!("size {} is not a positive number", number(amount)));
+    let size = signal.size.amount();
+    if !(size.is_finite() && size > 0.0) {
+        return Err(format!("size {} is not a positive number", number(size)));
     }
     exits_beyond(signal, side, price)?;
     let equity = exposure.equity;
     if equity <= 0.0 {
-        return Err(format!(
-            "equity {} leaves nothing to trade",
-            fixed(equity, 2)
-        ));
+        return Err(format!("equity {} leaves nothing to trade", amount(equity)));
     }
     let key = (signal.symbol.clone(), signal.tag.clone());
     if let Some(held) = exposure.sides.get(&key)
@@ -159,8 +156,8 @@ pub fn check(
     if notional < limits.min_order_quote {
         return Err(format!(
             "order of {} is below the minimum order of {}",
-            fixed(notional, 2),
-            fixed(limits.min_order_quote, 2)
+            amount(notional),
+            amount(limits.min_order_quote)
         ));
     }
     let trade_fraction = notional / equity;
@@ -364,6 +361,13 @@ mod tests {
             let got = check(&case.signal, 50.0, &case.exposure, &limits()).map(|_| ());
             assert_eq!(got, case.expect.map_err(str::to_owned), "{}", case.name);
         }
+        // A minimum in BTC shows its digits.
+        let btc = MinOrders::default().limits_for("ETH/BTC", &limits());
+        let tiny = Signal::open_long("ETH/BTC", Size::Quote(0.00005));
+        assert_eq!(
+            check(&tiny, 50.0, &book(), &btc),
+            Err("order of 0.0000500 is below the minimum order of 0.000100".into())
+        );
     }
 
     #[test]

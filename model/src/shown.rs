@@ -64,6 +64,21 @@ pub fn fixed(value: f64, decimals: usize) -> Number {
     }
 }
 
+/// An amount of money or of an asset: two decimals from 1 up (`10.00`),
+/// three significant digits below (`0.000123`), so a small amount never
+/// shows as `0.00`.
+pub fn amount(value: f64) -> Number {
+    let size = value.abs();
+    // From 1 up, and below 1e-6 where the scientific form takes over, two
+    // decimals; in between, three significant digits.
+    let decimals = if (1e-6..1.0).contains(&size) {
+        (2 - size.log10().floor() as i64).clamp(2, 8) as usize
+    } else {
+        2
+    };
+    fixed(value, decimals)
+}
+
 /// See [`text`], [`quoted`] and [`line`].
 #[derive(Debug, Clone, Copy)]
 pub struct Text<'a> {
@@ -237,6 +252,20 @@ mod tests {
             assert!(shown.len() <= 24, "{shown}");
         }
         assert_eq!(format!("{:>8}", number(1.5)), "     1.5");
+        let amounts = [
+            (10.0, "10.00"),
+            (9.999, "10.00"),
+            (0.5, "0.500"),
+            (0.0001, "0.000100"),
+            (0.00012345, "0.000123"),
+            (2.5e-7, "2.50e-7"),
+            (0.0, "0.00"),
+            (1e300, "1.00e300"),
+            (f64::NAN, "NaN"),
+        ];
+        for (value, expect) in amounts {
+            assert_eq!(amount(value).to_string(), expect, "{value:?}");
+        }
         assert_eq!(format!("{:<6}|", text("\u{1b}")), "\\x1b  |");
     }
 }
