@@ -6,6 +6,8 @@ mod candidates;
 mod cli;
 mod data;
 mod dev;
+mod fuzz;
 mod paper;
+mod safety;
 mod sandbox;
 mod support;

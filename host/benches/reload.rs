@@ -417,6 +417,7 @@ fn main() {
 
         // A whole paper run with N books.
         let db = dir.path().join(format!("paper-{n}.db"));
+        let owner = keel_host::store::Ownership::claim(&db, "bench").expect("owner");
         let mut store = keel_host::store::Store::open(&db).expect("db");
         let settings = PaperSettings {
             feed_name: "sample:500".into(),
@@ -436,7 +437,8 @@ fn main() {
             candidates: Default::default(),
         };
         let sb = sandbox(None, false);
-        let mut engine = PaperEngine::open(store.conn(), &sb, settings, None).expect("engine");
+        let mut engine =
+            PaperEngine::open(&owner, store.conn(), &sb, settings, None).expect("engine");
         let mut feed = Feed::sample(7, 500);
         let started = Instant::now();
         let summary = engine.run(&mut feed).expect("run");

@@ -1,21 +1,18 @@
-//! The control API of a running `keel run`: HTTP/1.1 on the loopback
-//! interface only, every request carrying the run's bearer token. Where to
-//! connect and the token are in `<db>.control` (readable by its owner only),
-//! which `keel status`, `keel pause` and the rest read.
+//! What a running `keel run` and the commands that talk to it share: the
+//! snapshot the engine publishes, the commands it takes, the control file
+//! `<db>.control` (port, bearer token and pid; readable by its owner only),
+//! the kill file, and the client `keel status`, `keel pause` and the rest
+//! use. The server is `crate::api`.
 //!
-//! Endpoints: `GET /status`, `GET /positions`, `GET /trades`, `GET /metrics`
-//! (Prometheus text), `POST /pause`, `POST /resume`, `POST /kill` (the body
-//! is the reason).
+//! The kill switch does not depend on the API alone: `<db>.kill` (its text
+//! is the reason) is checked by the engine at start, before every bar and
+//! while it waits for one; `keel kill` writes it when the API does not
+//! answer.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
-
-use anyhow::{Context, anyhow, bail};
 
 /// One open position, as served.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -63,11 +60,24 @@ pub struct SnapshotTrade {
     pub exit_reason: String,
 }
 
+/// How the feed is doing, as served.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FeedHealth {
+    /// Open time of the last bar the feed delivered.
+    pub last_bar_ms: Option<i64>,
+    /// Polls in a row that failed (0 while the feed is healthy).
+    pub consecutive_failures: u32,
+    /// The last failure, while it lasts.
+    pub last_error: Option<String>,
+}
+
 /// What the engine last published.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Snapshot {
     pub run_id: i64,
     pub feed: String,
+    #[serde(default)]
+    pub feed_health: FeedHealth,
     pub state: String,
     pub killed: bool,
     pub bars: u64,
@@ -130,84 +140,83 @@ pub enum Command {
 
 /// Where a running engine listens, as written to `<db>.control`.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-struct Endpoint {
-    port: u16,
-    token: String,
-    pid: u32,
+pub(crate) struct Endpoint {
+    pub port: u16,
+    pub token: String,
+    pub pid: u32,
 }
 
 /// The control file of a database.
 pub fn control_file(db: &Path) -> PathBuf {
-    let mut name = db.as_os_str().to_owned();
-    name.push(".control");
+    suffixed(db, ".control")
+}
+
+/// The pid of the live process serving the control API of `db`, if any
+/// (for what a command says; ownership itself is `store::Ownership`).
+pub fn serving_pid(db: &Path) -> Option<u32> {
+    let text = std::fs::read(control_file(db)).ok()?;
+    let endpoint: Endpoint = serde_json::from_slice(&text).ok()?;
+    Path::new(&format!("/proc/{}", endpoint.pid))
+        .exists()
+        .then_some(endpoint.pid)
+}
+
+/// The kill file of a database: its presence halts the engine trading on
+/// it; its text is the reason.
+pub fn kill_file(db: &Path) -> PathBuf {
+    suffixed(db, ".kill")
+}
+
+fn suffixed(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
     PathBuf::from(name)
 }
 
-/// The pid of another live `keel run` serving `db`, if there is one (a
-/// control file left by a killed process does not count).
-pub fn running_elsewhere(db: &Path) -> Option<u32> {
-    let text = std::fs::read(control_file(db)).ok()?;
-    let endpoint: Endpoint = serde_json::from_slice(&text).ok()?;
-    let alive = Path::new(&format!("/proc/{}", endpoint.pid)).exists()
-        && TcpStream::connect(("127.0.0.1", endpoint.port)).is_ok();
-    (alive && endpoint.pid != std::process::id()).then_some(endpoint.pid)
+/// Longest reason read from a kill file.
+const KILL_REASON_BYTES: u64 = 1024;
+
+/// Asks for a kill through the kill file (replaced atomically, private).
+pub fn write_kill_file(db: &Path, reason: &str) -> std::io::Result<PathBuf> {
+    let file = kill_file(db);
+    let partial = suffixed(&file, ".partial");
+    write_private(&partial, reason.as_bytes())?;
+    std::fs::rename(&partial, &file)?;
+    Ok(file)
 }
 
-/// A running control server; removes its control file when dropped.
-#[derive(Debug)]
-pub struct ControlServer {
-    pub port: u16,
-    file: PathBuf,
+/// The reason in a kill file, if there is one. The file is removed once
+/// read, so a kill is applied once. A reason that is not text, or none,
+/// still kills.
+pub fn take_kill_file(file: &Path) -> Option<String> {
+    let opened = std::fs::File::open(file).ok()?;
+    let mut bytes = Vec::new();
+    let _ = opened.take(KILL_REASON_BYTES).read_to_end(&mut bytes);
+    let _ = std::fs::remove_file(file);
+    let text: String = String::from_utf8_lossy(&bytes)
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let text = text.trim();
+    Some(if text.is_empty() {
+        "kill file".to_owned()
+    } else {
+        format!("{text} (kill file)")
+    })
 }
 
-impl Drop for ControlServer {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.file);
-    }
-}
-
-fn token() -> anyhow::Result<String> {
+/// A fresh bearer token: 32 random bytes, hex.
+pub(crate) fn token() -> anyhow::Result<String> {
     let mut bytes = [0u8; 32];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))
-        .context("cannot read /dev/urandom for the control token")?;
+        .map_err(|e| anyhow::anyhow!("cannot read /dev/urandom for the control token: {e}"))?;
     Ok(hex::encode(bytes))
 }
 
-/// Starts serving on 127.0.0.1 (`port` 0 picks a free one).
-pub fn start(
-    db: &Path,
-    port: u16,
-    snapshot: Arc<Mutex<Snapshot>>,
-    commands: Sender<Command>,
-    kill_requested: Arc<AtomicBool>,
-) -> anyhow::Result<ControlServer> {
-    let listener = TcpListener::bind(("127.0.0.1", port)).context("control API: cannot listen")?;
-    let port = listener.local_addr()?.port();
-    let token = token()?;
-    let file = control_file(db);
-    let endpoint = Endpoint {
-        port,
-        token: token.clone(),
-        pid: std::process::id(),
-    };
-    write_private(&file, &serde_json::to_vec(&endpoint)?)
-        .with_context(|| format!("{}: cannot write the control file", file.display()))?;
-    std::thread::Builder::new()
-        .name("keel-control".into())
-        .spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let served = serve(stream, &token, &snapshot, &commands, &kill_requested);
-                if let Err(e) = served {
-                    tracing::debug!("control API: {e:#}");
-                }
-            }
-        })?;
-    Ok(ControlServer { port, file })
-}
-
+/// Writes a file only its owner can read.
 #[cfg(unix)]
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -215,292 +224,119 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .truncate(true)
         .mode(0o600)
         .open(path)?;
-    f.write_all(bytes)
+    f.write_all(bytes)?;
+    f.sync_all()
 }
 
 #[cfg(not(unix))]
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::write(path, bytes)
 }
 
-struct Request {
-    method: String,
-    path: String,
-    token: Option<String>,
-    body: String,
+/// Why a request did not reach the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum Unreachable {
+    #[error("no keel run is running on {db} (no {file})")]
+    NoControlFile { db: String, file: String },
+    #[error("{file}: not a control file: {why}")]
+    BadControlFile { file: String, why: String },
+    #[error("the keel run on {db} (pid {pid}) did not answer on 127.0.0.1:{port}: {why}")]
+    NoAnswer {
+        db: String,
+        pid: u32,
+        port: u16,
+        why: String,
+    },
 }
 
-fn read_request(stream: &mut TcpStream) -> anyhow::Result<Request> {
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let mut parts = line.split_whitespace();
-    let (method, path) = match (parts.next(), parts.next()) {
-        (Some(m), Some(p)) => (m.to_owned(), p.to_owned()),
-        _ => bail!("malformed request line"),
-    };
-    let (mut length, mut token) = (0usize, None);
-    loop {
-        let mut header = String::new();
-        if reader.read_line(&mut header)? == 0 || header.trim().is_empty() {
-            break;
-        }
-        if let Some((name, value)) = header.split_once(':') {
-            let value = value.trim();
-            match name.trim().to_ascii_lowercase().as_str() {
-                "content-length" => length = value.parse().unwrap_or(0).min(64 << 10),
-                "authorization" => token = value.strip_prefix("Bearer ").map(str::to_owned),
-                _ => {}
-            }
-        }
-    }
-    let mut body = vec![0u8; length];
-    reader.read_exact(&mut body)?;
-    Ok(Request {
-        method,
-        path,
-        token,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    })
-}
-
-fn respond(
-    stream: &mut TcpStream,
-    status: u16,
-    content_type: &str,
-    body: &str,
-) -> std::io::Result<()> {
-    let reason = match status {
-        200 => "OK",
-        401 => "Unauthorized",
-        404 => "Not Found",
-        _ => "Error",
-    };
-    write!(
-        stream,
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-}
-
-/// Compares in time independent of where the strings differ.
-fn same_secret(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
-}
-
-fn serve(
-    mut stream: TcpStream,
-    token: &str,
-    snapshot: &Mutex<Snapshot>,
-    commands: &Sender<Command>,
-    kill_requested: &AtomicBool,
-) -> anyhow::Result<()> {
-    let request = read_request(&mut stream)?;
-    let received = Instant::now();
-    if !request
-        .token
-        .as_deref()
-        .is_some_and(|t| same_secret(t, token))
-    {
-        respond(&mut stream, 401, "text/plain", "missing or wrong token\n")?;
-        return Ok(());
-    }
-    let snap = || snapshot.lock().map(|s| s.clone()).unwrap_or_default();
-    let json = |v: &serde_json::Value| serde_json::to_string_pretty(v).unwrap_or_default();
-    let answer = || -> anyhow::Result<(u16, &str, String)> {
-        Ok(match (request.method.as_str(), request.path.as_str()) {
-            ("GET", "/status") => {
-                let mut s = snap();
-                s.trades.clear();
-                (200, "application/json", json(&serde_json::to_value(s)?))
-            }
-            ("GET", "/positions") => {
-                let s = snap();
-                let books: Vec<_> = s
-                    .books
-                    .iter()
-                    .map(|b| serde_json::json!({"slot": b.slot, "positions": b.positions}))
-                    .collect();
-                (200, "application/json", json(&serde_json::json!(books)))
-            }
-            ("GET", "/trades") => (
-                200,
-                "application/json",
-                json(&serde_json::to_value(snap().trades)?),
-            ),
-            ("GET", "/metrics") => (200, "text/plain; version=0.0.4", metrics(&snap())),
-            ("POST", "/swap") => {
-                // Body: `<sha256> <actor> <reason…>`.
-                let mut parts = request.body.trim().splitn(3, ' ');
-                let hash = parts.next().unwrap_or_default().to_owned();
-                let actor = parts.next().unwrap_or("operator").to_owned();
-                let reason = parts.next().unwrap_or("no reason given").to_owned();
-                let (reply, answer) = mpsc::channel();
-                commands
-                    .send(Command::Swap {
-                        hash,
-                        actor,
-                        reason,
-                        reply,
-                    })
-                    .map_err(|_| anyhow!("the engine has stopped"))?;
-                match answer.recv_timeout(Duration::from_secs(30)) {
-                    Ok(Ok(reply)) => (200, "application/json", json(&serde_json::to_value(reply)?)),
-                    Ok(Err(e)) => (409, "text/plain", format!("{e}\n")),
-                    Err(_) => (500, "text/plain", "the engine did not answer\n".to_owned()),
-                }
-            }
-            ("POST", "/pause" | "/resume" | "/kill") => {
-                let reason = if request.body.trim().is_empty() {
-                    "no reason given".to_owned()
-                } else {
-                    request.body.trim().to_owned()
-                };
-                let (reply, answer) = mpsc::channel();
-                let command = match request.path.as_str() {
-                    "/pause" => Command::Pause { reason, reply },
-                    "/resume" => Command::Resume { reason, reply },
-                    _ => {
-                        kill_requested.store(true, Ordering::SeqCst);
-                        Command::Kill {
-                            reason,
-                            received,
-                            reply,
-                        }
-                    }
-                };
-                commands
-                    .send(command)
-                    .map_err(|_| anyhow!("the engine has stopped"))?;
-                match answer.recv_timeout(Duration::from_secs(10)) {
-                    Ok(Ok(reply)) => (200, "application/json", json(&serde_json::to_value(reply)?)),
-                    Ok(Err(e)) => (409, "text/plain", format!("{e}\n")),
-                    Err(_) => (500, "text/plain", "the engine did not answer\n".to_owned()),
-                }
-            }
-            _ => (404, "text/plain", "no such endpoint\n".to_owned()),
-        })
-    };
-    let (status, kind, body) = answer().unwrap_or_else(|e| (500, "text/plain", format!("{e}\n")));
-    respond(&mut stream, status, kind, &body)?;
-    Ok(())
-}
-
-/// The snapshot in Prometheus' text format.
-pub fn metrics(s: &Snapshot) -> String {
-    let mut out = String::new();
-    let mut gauge = |name: &str, help: &str, kind: &str, rows: Vec<(String, f64)>| {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
-        for (labels, value) in rows {
-            out.push_str(&format!("{name}{labels} {value}\n"));
-        }
-    };
-    let per_book = |f: &dyn Fn(&SnapshotBook) -> f64| -> Vec<(String, f64)> {
-        s.books
-            .iter()
-            .map(|b| (format!("{{book=\"{}\"}}", b.slot), f(b)))
-            .collect()
-    };
-    gauge(
-        "keel_equity",
-        "Book equity, quote currency.",
-        "gauge",
-        per_book(&|b| b.equity),
-    );
-    gauge(
-        "keel_drawdown_pct",
-        "Book drawdown from its peak, percent.",
-        "gauge",
-        per_book(&|b| b.drawdown_pct),
-    );
-    gauge(
-        "keel_open_positions",
-        "Open positions per book.",
-        "gauge",
-        per_book(&|b| b.positions.len() as f64),
-    );
-    gauge(
-        "keel_strategy_calls_total",
-        "Calls into the strategy.",
-        "counter",
-        per_book(&|b| b.calls as f64),
-    );
-    gauge(
-        "keel_strategy_traps_total",
-        "Calls the sandbox stopped.",
-        "counter",
-        per_book(&|b| b.traps as f64),
-    );
-    gauge(
-        "keel_signals_rejected_total",
-        "Signals refused by the sandbox or the risk manager.",
-        "counter",
-        per_book(&|b| b.rejected as f64),
-    );
-    gauge(
-        "keel_bars_total",
-        "Bars booked by this process.",
-        "counter",
-        vec![(String::new(), s.bars as f64)],
-    );
-    gauge(
-        "keel_trading_state",
-        "1 for the account's current trading state.",
-        "gauge",
-        ["ACTIVE", "REDUCE_ONLY", "HALTED"]
-            .iter()
-            .map(|st| {
-                (
-                    format!("{{state=\"{st}\"}}"),
-                    f64::from(u8::from(s.state == *st)),
-                )
-            })
-            .collect(),
-    );
-    out
-}
+/// How long a request may take end to end, unless said otherwise.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Sends one request to the engine running on `db`; returns the status
 /// and body.
-pub fn request(db: &Path, method: &str, path: &str, body: &str) -> anyhow::Result<(u16, String)> {
+pub fn request(
+    db: &Path,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> Result<(u16, String), Unreachable> {
+    request_within(db, method, path, body, REQUEST_TIMEOUT)
+}
+
+/// `request`, connecting within 2 s and done within `timeout`.
+pub fn request_within(
+    db: &Path,
+    method: &str,
+    path: &str,
+    body: &str,
+    timeout: Duration,
+) -> Result<(u16, String), Unreachable> {
     let file = control_file(db);
-    let text = std::fs::read(&file).map_err(|_| {
-        anyhow!(
-            "no keel run is running on {} (no {})",
-            db.display(),
-            file.display()
-        )
+    let text = std::fs::read(&file).map_err(|_| Unreachable::NoControlFile {
+        db: db.display().to_string(),
+        file: file.display().to_string(),
     })?;
-    let endpoint: Endpoint = serde_json::from_slice(&text)
-        .map_err(|e| anyhow!("{}: not a control file: {e}", file.display()))?;
-    let mut stream = TcpStream::connect(("127.0.0.1", endpoint.port)).map_err(|e| {
-        anyhow!(
-            "no keel run answers on {} (pid {} is gone?): {e}",
-            db.display(),
-            endpoint.pid
-        )
-    })?;
-    stream.set_read_timeout(Some(Duration::from_secs(15)))?;
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        endpoint.token,
-        body.len()
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| anyhow!("control API: malformed response"))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| anyhow!("control API: malformed status line"))?;
-    Ok((status, body.to_owned()))
+    let endpoint: Endpoint =
+        serde_json::from_slice(&text).map_err(|e| Unreachable::BadControlFile {
+            file: file.display().to_string(),
+            why: e.to_string(),
+        })?;
+    let no_answer = |why: String| Unreachable::NoAnswer {
+        db: db.display().to_string(),
+        pid: endpoint.pid,
+        port: endpoint.port,
+        why,
+    };
+    let started = Instant::now();
+    let client = reqwest::blocking::Client::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(timeout)
+        .no_proxy()
+        .build()
+        .map_err(|e| no_answer(e.to_string()))?;
+    let method =
+        reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| no_answer(e.to_string()))?;
+    let response = client
+        .request(method, format!("http://127.0.0.1:{}{path}", endpoint.port))
+        .bearer_auth(&endpoint.token)
+        .body(body.to_owned())
+        .send()
+        .map_err(|e| {
+            no_answer(if e.is_timeout() {
+                format!("no reply within {:.1} s", started.elapsed().as_secs_f64())
+            } else if e.is_connect() {
+                "cannot connect".to_owned()
+            } else {
+                // Without the URL: nothing of the request is echoed.
+                e.without_url().to_string()
+            })
+        })?;
+    let status = response.status().as_u16();
+    let body = response
+        .text()
+        .map_err(|e| no_answer(e.without_url().to_string()))?;
+    Ok((status, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kill_file_is_taken_once_with_its_reason_made_printable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("keel.db");
+        let file = write_kill_file(&db, "flash\x1b crash\n").expect("write");
+        assert_eq!(file, kill_file(&db));
+        assert_eq!(
+            take_kill_file(&file).as_deref(),
+            Some("flash  crash (kill file)")
+        );
+        assert_eq!(take_kill_file(&file), None);
+        std::fs::write(&file, [0x1b, 0xff]).expect("write");
+        assert_eq!(
+            take_kill_file(&file).as_deref(),
+            Some("\u{fffd} (kill file)")
+        );
+    }
 }

@@ -6,9 +6,7 @@
 //! check keeps the old version running and says why.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{self, Receiver};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -22,12 +20,13 @@ use crate::backtest::{self, Job};
 use crate::build_strategy;
 use crate::candidates;
 use crate::cli::CompileCache;
-use crate::control::{self, Command, Reply, Snapshot};
+use crate::control::{Command, Reply};
+use crate::operate::Controls;
 use crate::paper::feed::Feed;
-use crate::paper::{ControlLink, PaperEngine, PaperSettings, StrategySource, StrategySpec};
+use crate::paper::{PaperEngine, PaperSettings, StrategySource, StrategySpec};
 use crate::risk::RiskConfig;
 use crate::sandbox::{LoadedStrategy, Metering, Sandbox, SandboxConfig, StrategyArtifact};
-use crate::store::Store;
+use crate::store::{Ownership, Store};
 use crate::validate;
 
 #[derive(Debug, Args)]
@@ -269,6 +268,7 @@ fn paper(
             args.source.display()
         );
     };
+    let owner = Ownership::claim(db, "keel dev --paper")?;
     let mut store = Store::open(db)?;
     candidates::store_blob(store.conn(), &artifact)?;
     let speed = match args.speed.as_str() {
@@ -290,9 +290,8 @@ fn paper(
             Feed::sample(7, bars)
         }
     };
-    let (commands_tx, commands) = mpsc::channel();
-    let snapshot = Arc::new(Mutex::new(Snapshot::default()));
-    let kill = Arc::new(AtomicBool::new(false));
+    let mut controls = Controls::start(db, 0)?;
+    let commands_tx = controls.commands();
     let settings = PaperSettings {
         feed_name: format!("dev:{}", args.feed),
         symbol: "BTC/USD".into(),
@@ -315,13 +314,9 @@ fn paper(
             ..Default::default()
         },
     };
-    let link = ControlLink {
-        commands,
-        snapshot: snapshot.clone(),
-        kill_requested: kill.clone(),
-    };
-    let mut engine = PaperEngine::open(store.conn(), sandbox, settings, Some(link))?;
-    let _server = control::start(db, 0, snapshot, commands_tx.clone(), kill)?;
+    let link = controls.link();
+    let mut engine = PaperEngine::open(&owner, store.conn(), sandbox, settings, link)?;
+    let _server = controls.serve(db)?;
     println!(
         "running {} in a paper engine; watching {}",
         artifact.hash.short(),

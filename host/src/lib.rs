@@ -1,6 +1,7 @@
 //! The rigid Keel host: the sandbox that runs strategy components under hard
 //! limits, validation of artifacts, and the `keel` command line.
 
+pub mod api;
 pub mod backtest;
 pub mod build_strategy;
 pub mod candidates;

@@ -11,7 +11,8 @@ fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("KEEL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
+                // Feed trouble is the operator's business from the start.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error,keel::feed=warn")),
         )
         .with_writer(std::io::stderr)
         // Colour for a terminal; a log file or a pipe gets plain text.

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
@@ -12,10 +13,11 @@ use keel_backtester::fills::FillModel;
 use keel_model::candles::format_time;
 use keel_model::shown;
 
+use crate::api::{self, ApiServer, Bound, Edge, Shared};
 use crate::build_strategy;
 use crate::candidates::{self, CandidatesConfig};
 use crate::cli::CompileCache;
-use crate::control::{self, Snapshot};
+use crate::control::{self, Command, Snapshot};
 use crate::paper::feed::Feed;
 use crate::paper::{
     ControlLink, PaperEngine, PaperSettings, PaperSummary, StrategySource, StrategySpec,
@@ -23,7 +25,7 @@ use crate::paper::{
 use crate::risk::RiskConfig;
 use crate::sandbox::StrategyArtifact;
 use crate::sandbox::{Metering, Sandbox, SandboxConfig};
-use crate::store::Store;
+use crate::store::{Ownership, Store};
 
 #[derive(Debug, Args)]
 pub struct PaperArgs {
@@ -41,9 +43,13 @@ pub struct PaperArgs {
     /// Kraken bar length in minutes.
     #[arg(long, default_value_t = 1)]
     pub interval: u32,
-    /// How often to poll Kraken, in milliseconds.
+    /// How often to poll Kraken, in milliseconds (10 to 3600000).
     #[arg(long, default_value_t = 5000)]
     pub poll_ms: u64,
+    /// A live feed that has not delivered a closed bar this many seconds
+    /// after the start ends the run, in error.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    pub first_bar_timeout: u64,
     /// Stop after booking this many bars.
     #[arg(long)]
     pub bars: Option<u64>,
@@ -140,8 +146,21 @@ fn feed(spec: &str, args: &PaperArgs) -> anyhow::Result<(Feed, String)> {
                 args.interval
             );
         }
-        let poll = std::time::Duration::from_millis(args.poll_ms.max(10));
-        let feed = Feed::kraken(&args.kraken_url, pair, args.interval, poll)?;
+        if !(10..=3_600_000).contains(&args.poll_ms) {
+            bail!(
+                "--poll-ms {}: expected 10 to 3600000 (one hour)",
+                args.poll_ms
+            );
+        }
+        if !(1..=86_400).contains(&args.first_bar_timeout) {
+            bail!(
+                "--first-bar-timeout {}: expected 1 to 86400 seconds",
+                args.first_bar_timeout
+            );
+        }
+        let poll = Duration::from_millis(args.poll_ms);
+        let first_bar = Duration::from_secs(args.first_bar_timeout);
+        let feed = Feed::kraken(&args.kraken_url, pair, args.interval, poll, first_bar)?;
         return Ok((feed, format!("kraken:{pair}@{}m", args.interval)));
     }
     bail!("--feed {spec}: expected replay:<csv>, sample[:BARS] or kraken:<PAIR>")
@@ -186,17 +205,74 @@ fn strategies(args: &PaperArgs, conn: &rusqlite::Connection) -> anyhow::Result<V
     Ok(specs)
 }
 
+/// What a process that trades on a database runs beside its engine: the
+/// IO edge (the API server, the signal watch), the API's port bound before
+/// anything is written, and the engine's end of the link.
+pub(crate) struct Controls {
+    edge: Edge,
+    bound: Option<Bound>,
+    shared: Shared,
+    link: Option<ControlLink>,
+}
+
+impl Controls {
+    /// Starts the IO edge and binds the API's port; SIGINT and SIGTERM stop
+    /// the engine cleanly from here on.
+    pub(crate) fn start(db: &Path, port: u16) -> anyhow::Result<Controls> {
+        let edge = Edge::start()?;
+        let (commands_tx, commands) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        edge.stop_on_signals(stop.clone(), commands_tx.clone());
+        let bound = api::bind(port)?;
+        let snapshot = Arc::new(Mutex::new(Snapshot::default()));
+        let kill_requested = Arc::new(AtomicBool::new(false));
+        Ok(Controls {
+            edge,
+            bound: Some(bound),
+            shared: Shared {
+                snapshot: snapshot.clone(),
+                commands: commands_tx,
+                kill_requested: kill_requested.clone(),
+            },
+            link: Some(ControlLink {
+                commands,
+                snapshot,
+                kill_requested,
+                stop_requested: stop,
+                kill_file: control::kill_file(db),
+            }),
+        })
+    }
+
+    /// The engine's end, once.
+    pub(crate) fn link(&mut self) -> Option<ControlLink> {
+        self.link.take()
+    }
+
+    /// A sender of commands to the engine, for in-process callers.
+    pub(crate) fn commands(&self) -> mpsc::Sender<Command> {
+        self.shared.commands.clone()
+    }
+
+    /// Serves the API (once the engine has published its first snapshot)
+    /// and writes `<db>.control`.
+    pub(crate) fn serve(&mut self, db: &Path) -> anyhow::Result<ApiServer> {
+        let bound = self
+            .bound
+            .take()
+            .context("the control API is served once")?;
+        self.edge
+            .serve(bound, db, self.shared.clone(), api::Limits::default())
+    }
+}
+
 /// `keel run --paper`.
 pub fn run(args: &PaperArgs, db: &Path, cache: &CompileCache) -> anyhow::Result<bool> {
     if !args.paper {
         bail!("live trading is not available yet: pass --paper");
     }
-    if let Some(pid) = control::running_elsewhere(db) {
-        bail!(
-            "{}: another keel run (pid {pid}) is trading on this database",
-            db.display()
-        );
-    }
+    // Before anything is read or written: one process trades on a database.
+    let owner = Ownership::claim(db, "keel run")?;
     let speed = speed(&args.speed)?;
     let risk = match &args.risk_limits {
         Some(path) => RiskConfig::load(path).map_err(anyhow::Error::msg)?,
@@ -215,6 +291,7 @@ pub fn run(args: &PaperArgs, db: &Path, cache: &CompileCache) -> anyhow::Result<
     }
     let candidates_config = CandidatesConfig::load(&args.candidates)?;
     let (mut feed, feed_name) = feed(&args.feed, args)?;
+    let mut controls = Controls::start(db, args.control_port)?;
     // A promoted candidate swaps in within milliseconds: baseline code at
     // once, optimised code from the background compile for later loads.
     let sandbox = Sandbox::new(cache.sandbox_config(SandboxConfig {
@@ -227,9 +304,6 @@ pub fn run(args: &PaperArgs, db: &Path, cache: &CompileCache) -> anyhow::Result<
     .context("failed to set up the wasm sandbox")?;
     let mut store = Store::open(db)?;
     let strategies = strategies(args, store.conn())?;
-    let snapshot = Arc::new(Mutex::new(Snapshot::default()));
-    let kill_requested = Arc::new(AtomicBool::new(false));
-    let (commands_tx, commands) = mpsc::channel();
     let settings = PaperSettings {
         feed_name,
         symbol: args.symbol.clone(),
@@ -245,14 +319,10 @@ pub fn run(args: &PaperArgs, db: &Path, cache: &CompileCache) -> anyhow::Result<
         max_bars: args.bars,
         candidates: candidates_config,
     };
-    let link = ControlLink {
-        commands,
-        snapshot: snapshot.clone(),
-        kill_requested: kill_requested.clone(),
-    };
-    let mut engine = PaperEngine::open(store.conn(), &sandbox, settings, Some(link))?;
+    let link = controls.link();
+    let mut engine = PaperEngine::open(&owner, store.conn(), &sandbox, settings, link)?;
     // Served once the engine has published its first snapshot.
-    let server = control::start(db, args.control_port, snapshot, commands_tx, kill_requested)?;
+    let server = controls.serve(db)?;
     println!(
         "paper run {} on {} ({}); control API on 127.0.0.1:{} — try `keel status --db {}`",
         engine.run_id(),
@@ -263,8 +333,8 @@ pub fn run(args: &PaperArgs, db: &Path, cache: &CompileCache) -> anyhow::Result<
     );
     let summary = engine.run(&mut feed)?;
     drop(engine);
-    print_summary(&summary);
     drop(server);
+    print_summary(&summary);
     Ok(summary.feed_error.is_none())
 }
 
@@ -290,6 +360,12 @@ fn print_summary(s: &PaperSummary) {
     if let Some(e) = &s.feed_error {
         println!("feed stopped: {e}");
     }
+    if s.interrupted {
+        println!(
+            "interrupted: `keel run` with the same settings resumes run {} after its last booked bar",
+            s.run_id
+        );
+    }
 }
 
 fn call(db: &Path, method: &str, path: &str, body: &str) -> anyhow::Result<String> {
@@ -298,6 +374,11 @@ fn call(db: &Path, method: &str, path: &str, body: &str) -> anyhow::Result<Strin
         bail!("{} {path}: {}", status, body.trim());
     }
     Ok(body)
+}
+
+/// Whether the process named by an unanswered request is still alive.
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// `keel status`.
@@ -317,6 +398,20 @@ pub fn status(args: &ShowArgs, db: &Path) -> anyhow::Result<bool> {
         if s.killed { " (killed)" } else { "" },
         s.bars
     );
+    let health = &s.feed_health;
+    if health.consecutive_failures > 0 || s.feed.starts_with("kraken:") {
+        println!(
+            "feed: last bar {}, {} failed poll(s) in a row{}",
+            health
+                .last_bar_ms
+                .map_or("none yet".to_owned(), format_time),
+            health.consecutive_failures,
+            health
+                .last_error
+                .as_deref()
+                .map_or(String::new(), |e| format!(" — {e}"))
+        );
+    }
     for b in &s.books {
         println!(
             "{:<20} equity {:>12.2}  cash {:>12.2}  drawdown {:>5.2}%  positions {}  signals {} ({} rejected)  calls {}  traps {}",
@@ -396,7 +491,12 @@ pub fn trades(args: &ShowArgs, db: &Path) -> anyhow::Result<bool> {
 
 /// `keel pause`, `keel resume` and `keel kill`.
 pub fn command(which: &str, args: &ReasonArgs, db: &Path) -> anyhow::Result<bool> {
-    let body = call(db, "POST", &format!("/{which}"), &args.reason)?;
+    let body = match control::request(db, "POST", &format!("/{which}"), &args.reason) {
+        Ok((200, body)) => body,
+        Ok((status, body)) => bail!("{status} /{which}: {}", body.trim()),
+        Err(unreachable) if which == "kill" => return kill_by_file(db, &args.reason, &unreachable),
+        Err(unreachable) => return Err(unreachable.into()),
+    };
     let reply: control::Reply = serde_json::from_str(&body)?;
     match reply {
         control::Reply::State { state } => println!("trading state {state}"),
@@ -410,6 +510,56 @@ pub fn command(which: &str, args: &ReasonArgs, db: &Path) -> anyhow::Result<bool
         ),
         control::Reply::Swapped { .. } => println!("{body}"),
     }
+    Ok(true)
+}
+
+/// How long `keel kill` waits for an engine to take its kill file.
+const KILL_FILE_WAIT: Duration = Duration::from_secs(3);
+
+/// The kill switch's fallback when the API does not answer: `<db>.kill`,
+/// which the engine looks for before every bar, while it waits for one,
+/// and at start.
+fn kill_by_file(
+    db: &Path,
+    reason: &str,
+    unreachable: &control::Unreachable,
+) -> anyhow::Result<bool> {
+    eprintln!("{unreachable}");
+    let file = control::write_kill_file(db, reason).with_context(|| {
+        format!(
+            "the kill was not delivered: cannot write {}",
+            control::kill_file(db).display()
+        )
+    })?;
+    let engine = match unreachable {
+        control::Unreachable::NoAnswer { pid, .. } if alive(*pid) => Some(*pid),
+        _ => None,
+    };
+    let Some(pid) = engine else {
+        println!(
+            "wrote {}: no engine is running on {}; the next keel run on it starts by killing (trading HALTED)",
+            file.display(),
+            db.display()
+        );
+        return Ok(true);
+    };
+    let asked = Instant::now();
+    while file.exists() && asked.elapsed() < KILL_FILE_WAIT {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if file.exists() {
+        println!(
+            "wrote {}: keel run (pid {pid}) has not taken it within {} s; it halts before its next bar — if it never does, stop it with `kill -9 {pid}` (a restart resumes, then halts)",
+            file.display(),
+            KILL_FILE_WAIT.as_secs()
+        );
+        return Ok(false);
+    }
+    println!(
+        "killed through {} in {:.0} ms: keel run (pid {pid}) took it; strategies stopped, positions closed, trading HALTED",
+        file.display(),
+        asked.elapsed().as_secs_f64() * 1e3
+    );
     Ok(true)
 }
 
@@ -609,21 +759,37 @@ fn figure_lines(g: &candidates::GateResult) -> Vec<String> {
     }
 }
 
+/// How long a hot swap may take: a cold compile and a warm-up.
+const SWAP_TIMEOUT: Duration = Duration::from_secs(40);
+
 /// Tells a running engine (if any) to swap to `hash`.
 fn hot_swap(db: &Path, hash: &str, actor: &str, reason: &str) -> anyhow::Result<()> {
-    if control::running_elsewhere(db).is_none() {
-        println!(
-            "no keel run is trading on {}; the next one starts with it",
-            db.display()
-        );
-        return Ok(());
-    }
-    let body = call(db, "POST", "/swap", &format!("{hash} {actor} {reason}")).with_context(|| {
+    let not_swapped = || {
         format!(
             "recorded, but the running keel run did not swap to {} (the next run starts with it)",
             &hash[..12.min(hash.len())]
         )
-    })?;
+    };
+    let body = format!("{hash} {actor} {reason}");
+    let body = match control::request_within(db, "POST", "/swap", &body, SWAP_TIMEOUT) {
+        Ok((200, body)) => body,
+        Ok((status, body)) => bail!("{}: {status} /swap: {}", not_swapped(), body.trim()),
+        Err(control::Unreachable::NoAnswer { pid, .. }) if !alive(pid) => {
+            println!(
+                "no keel run is trading on {}; the next one starts with it",
+                db.display()
+            );
+            return Ok(());
+        }
+        Err(control::Unreachable::NoControlFile { .. }) => {
+            println!(
+                "no keel run is trading on {}; the next one starts with it",
+                db.display()
+            );
+            return Ok(());
+        }
+        Err(e) => return Err(anyhow::Error::from(e).context(not_swapped())),
+    };
     let reply: control::Reply = serde_json::from_str(&body)?;
     if let control::Reply::Swapped {
         slot,
@@ -703,7 +869,7 @@ pub fn candidate(args: &CandidateArgs, db: &Path, cache: &CompileCache) -> anyho
                     }
                 }
             }
-            if c.state == "gated" && control::running_elsewhere(db).is_some() {
+            if c.state == "gated" && control::serving_pid(db).is_some() {
                 println!("  paper     next: the running keel run shadows it once a slot is free");
             }
             Ok(gates.iter().all(|g| g.passed))

@@ -4,11 +4,13 @@
 //! Kraken's public OHLC endpoint (a bad reply is reported and polled again).
 
 use std::collections::VecDeque;
-use std::io::BufRead;
+use std::io::{BufRead, Read};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use keel_model::candles::{Candle, CandleError, CsvCandles, check_candle};
+
+use crate::control::FeedHealth;
 
 type Candles = Box<dyn Iterator<Item = Result<Candle, CandleError>>>;
 
@@ -29,7 +31,11 @@ pub struct Feed {
     ahead: VecDeque<Result<Candle, CandleError>>,
     bar_ms: i64,
     live: Option<Kraken>,
+    /// Worth a log line and a risk event: an outage began or ended.
     warnings: Vec<String>,
+    /// Worth a log line only: an outage still going on, at most once a
+    /// `REMIND_EVERY`.
+    reminders: Vec<String>,
 }
 
 impl std::fmt::Debug for Feed {
@@ -60,9 +66,10 @@ impl Feed {
         pair: &str,
         interval_min: u32,
         poll: Duration,
+        first_bar_within: Duration,
     ) -> anyhow::Result<Feed> {
         let client = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(10))
+            .timeout(REQUEST_TIMEOUT)
             .user_agent(concat!("keel/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Feed {
@@ -79,15 +86,20 @@ impl Feed {
                 last_ms: None,
                 polled: None,
                 queue: VecDeque::new(),
+                started: Instant::now(),
+                first_bar_within,
+                health: FeedHealth::default(),
+                outage: None,
             }),
             warnings: Vec::new(),
+            reminders: Vec::new(),
         })
     }
 
     /// The next bar, or how long to wait for one.
     pub fn next_bar(&mut self) -> Next {
         if let Some(live) = &mut self.live {
-            return live.next(&mut self.warnings);
+            return live.next(&mut self.warnings, &mut self.reminders);
         }
         match self.next() {
             Some(Ok(c)) => Next::Bar(c),
@@ -102,6 +114,17 @@ impl Feed {
         std::mem::take(&mut self.warnings)
     }
 
+    /// Reminders of trouble still going on, since the last call: logged,
+    /// never recorded one by one.
+    pub fn take_reminders(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.reminders)
+    }
+
+    /// How a live feed is doing; `None` for a replay or the sample.
+    pub fn health(&self) -> Option<&FeedHealth> {
+        self.live.as_ref().map(|k| &k.health)
+    }
+
     /// The built-in sample: `bars` seeded random-walk 1-minute candles.
     pub fn sample(seed: u64, bars: usize) -> Feed {
         let start = 1_767_225_600_000; // 2026-01-01T00:00:00Z
@@ -112,6 +135,7 @@ impl Feed {
             bar_ms: 60_000,
             live: None,
             warnings: Vec::new(),
+            reminders: Vec::new(),
         }
     }
 
@@ -143,6 +167,7 @@ impl Feed {
             bar_ms,
             live: None,
             warnings: Vec::new(),
+            reminders: Vec::new(),
         })
     }
 
@@ -174,12 +199,39 @@ struct Kraken {
     last_ms: Option<i64>,
     polled: Option<Instant>,
     queue: VecDeque<Candle>,
+    started: Instant,
+    /// A run whose feed has not delivered a bar by then ends.
+    first_bar_within: Duration,
+    health: FeedHealth,
+    /// Since when polls fail, and when that was last said.
+    outage: Option<(Instant, Instant)>,
 }
 
+/// The largest OHLC reply read: 720 rows, Kraken's most, take about 60 KB.
+const MAX_REPLY_BYTES: u64 = 4 << 20;
+
+/// The longest a poll may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often an outage that goes on is said again.
+const REMIND_EVERY: Duration = Duration::from_secs(60);
+
 impl Kraken {
-    fn next(&mut self, warnings: &mut Vec<String>) -> Next {
+    fn next(&mut self, warnings: &mut Vec<String>, reminders: &mut Vec<String>) -> Next {
         if let Some(c) = self.queue.pop_front() {
-            return Next::Bar(c);
+            return self.deliver(c);
+        }
+        if self.health.last_bar_ms.is_none() && self.started.elapsed() >= self.first_bar_within {
+            let why = self
+                .health
+                .last_error
+                .as_deref()
+                .map_or(String::new(), |e| format!(" (last problem: {e})"));
+            return Next::Failed(format!(
+                "kraken OHLC {}: no closed bar within {} s of the start{why}",
+                self.pair,
+                self.first_bar_within.as_secs()
+            ));
         }
         if let Some(at) = self.polled {
             let since = at.elapsed();
@@ -189,14 +241,58 @@ impl Kraken {
         }
         self.polled = Some(Instant::now());
         match self.fetch() {
-            Ok(()) => {}
+            Ok(()) => self.recovered(warnings),
             Err(Fatal(e)) => return Next::Failed(e),
-            Err(Transient(e)) => warnings.push(e),
+            Err(Transient(e)) => self.failed(e, warnings, reminders),
         }
         match self.queue.pop_front() {
-            Some(c) => Next::Bar(c),
+            Some(c) => self.deliver(c),
             None => Next::Wait(self.poll),
         }
+    }
+
+    fn deliver(&mut self, candle: Candle) -> Next {
+        self.health.last_bar_ms = Some(candle.time_ms);
+        Next::Bar(candle)
+    }
+
+    /// A failed poll: the first of an outage is a warning (logged and
+    /// recorded), the rest a reminder at most once a `REMIND_EVERY`.
+    fn failed(&mut self, error: String, warnings: &mut Vec<String>, reminders: &mut Vec<String>) {
+        self.health.consecutive_failures += 1;
+        let now = Instant::now();
+        match &mut self.outage {
+            None => {
+                self.outage = Some((now, now));
+                warnings.push(format!(
+                    "{error} (polling again every {} ms)",
+                    self.poll.as_millis()
+                ));
+            }
+            Some((since, said)) if now.duration_since(*said) >= REMIND_EVERY => {
+                *said = now;
+                reminders.push(format!(
+                    "{error} ({} polls in a row have failed, for {} s)",
+                    self.health.consecutive_failures,
+                    now.duration_since(*since).as_secs()
+                ));
+            }
+            Some(_) => {}
+        }
+        self.health.last_error = Some(error);
+    }
+
+    fn recovered(&mut self, warnings: &mut Vec<String>) {
+        if let Some((since, _)) = self.outage.take() {
+            warnings.push(format!(
+                "kraken OHLC {}: answering again after {} failed polls in {} s",
+                self.pair,
+                self.health.consecutive_failures,
+                since.elapsed().as_secs()
+            ));
+        }
+        self.health.consecutive_failures = 0;
+        self.health.last_error = None;
     }
 
     fn fetch(&mut self) -> Result<(), Problem> {
@@ -207,17 +303,33 @@ impl Kraken {
         if let Some(since) = self.since {
             request = request.query(&[("since", since.to_string())]);
         }
+        if self.health.last_bar_ms.is_none() {
+            // A server that never answers must not hold the run past its
+            // first-bar deadline.
+            let left = self.first_bar_within.saturating_sub(self.started.elapsed());
+            request = request.timeout(left.clamp(Duration::from_millis(100), REQUEST_TIMEOUT));
+        }
         let what = format!("kraken OHLC {}", self.pair);
         let response = request
             .send()
             .map_err(|e| Transient(format!("{what}: request failed: {}", one_line(&e))))?;
         let status = response.status();
-        let body = response.text().map_err(|e| {
-            Transient(format!(
-                "{what}: reading the reply failed: {}",
-                one_line(&e)
-            ))
-        })?;
+        let mut body = String::new();
+        response
+            .take(MAX_REPLY_BYTES + 1)
+            .read_to_string(&mut body)
+            .map_err(|e| {
+                Transient(format!(
+                    "{what}: reading the reply failed: {}",
+                    one_line(&e)
+                ))
+            })?;
+        if body.len() as u64 > MAX_REPLY_BYTES {
+            return Err(Transient(format!(
+                "{what}: the reply is larger than {} MiB; not read",
+                MAX_REPLY_BYTES >> 20
+            )));
+        }
         if !status.is_success() {
             return Err(Transient(format!("{what}: HTTP {status}")));
         }

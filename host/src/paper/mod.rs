@@ -33,12 +33,15 @@ use keel_model::candles::Candle;
 use keel_model::{Action, Params, Side, Signal, Symbol};
 
 use crate::candidates::{self, CandidatesConfig};
-use crate::control::{Command, Reply, Snapshot, SnapshotBook, SnapshotPosition, SnapshotTrade};
+use crate::control::{
+    self, Command, FeedHealth, Reply, Snapshot, SnapshotBook, SnapshotPosition, SnapshotTrade,
+};
 use crate::ledger::{ClosedTrade, Holding, Ledger, LedgerFill, dec, float};
 use crate::risk::{self, RiskConfig, TradingState};
 use crate::sandbox::{
     Binding, LoadedStrategy, Sandbox, StrategyArtifact, StrategyHash, StrategyInstance,
 };
+use crate::store::Ownership;
 use exchange::{PaperExchange, PaperOrder, action_parse, size_parse, size_text};
 use feed::{Feed, Next};
 
@@ -104,6 +107,8 @@ pub struct PaperSummary {
     pub books: Vec<SnapshotBook>,
     /// The feed stopped on bad data (already booked bars are kept).
     pub feed_error: Option<String>,
+    /// Stopped by a signal: the next start with the same settings resumes.
+    pub interrupted: bool,
 }
 
 /// The control side: commands from the API and the snapshot it serves.
@@ -113,6 +118,11 @@ pub struct ControlLink {
     pub snapshot: Arc<std::sync::Mutex<Snapshot>>,
     /// Set by the API the moment a kill arrives: no order leaves after it.
     pub kill_requested: Arc<AtomicBool>,
+    /// Set by SIGINT or SIGTERM: the run stops after the current bar and
+    /// stays resumable.
+    pub stop_requested: Arc<AtomicBool>,
+    /// `<db>.kill`, checked at start, before every bar and while waiting.
+    pub kill_file: PathBuf,
 }
 
 struct Book {
@@ -219,6 +229,8 @@ pub struct PaperEngine<'c> {
     signalled_ms: Option<i64>,
     last_close: f64,
     bars: u64,
+    /// How the (live) feed was doing at the last look.
+    feed_health: FeedHealth,
     control: Option<ControlLink>,
 }
 
@@ -230,6 +242,9 @@ impl std::fmt::Debug for PaperEngine<'_> {
             .finish()
     }
 }
+
+/// How often a waiting engine looks for the kill file.
+const KILL_FILE_POLL: Duration = Duration::from_millis(50);
 
 /// Crash-test hook: with `KEEL_FAILPOINT=<point>:<n>` set, the process
 /// SIGKILLs itself the `n`th time it reaches `point` (the restart tests use
@@ -322,6 +337,7 @@ impl<'c> PaperEngine<'c> {
     /// Starts a new run, or resumes the unfinished one of the same feed and
     /// strategies; loads and binds every strategy.
     pub fn open(
+        _owner: &'c Ownership,
         conn: &'c mut Connection,
         sandbox: &'c Sandbox,
         settings: PaperSettings,
@@ -356,7 +372,8 @@ impl<'c> PaperEngine<'c> {
         let (state, _) = load_state(conn)?;
         let unfinished: Option<(i64, String, String)> = conn
             .query_row(
-                "SELECT id, feed, settings FROM runs WHERE status = 'running' ORDER BY id DESC LIMIT 1",
+                "SELECT id, feed, settings FROM runs WHERE status IN ('running', 'interrupted')
+                 ORDER BY id DESC LIMIT 1",
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
@@ -380,6 +397,7 @@ impl<'c> PaperEngine<'c> {
         };
         let (run_id, cursor_ms, signalled_ms) = match resume {
             Some(id) => {
+                conn.execute("UPDATE runs SET status = 'running' WHERE id = ?1", [id])?;
                 let (c, s) = conn.query_row(
                     "SELECT cursor_ms, signalled_ms FROM runs WHERE id = ?1",
                     [id],
@@ -435,6 +453,7 @@ impl<'c> PaperEngine<'c> {
             signalled_ms,
             last_close: f64::NAN,
             bars: 0,
+            feed_health: FeedHealth::default(),
             control,
         };
         // Candidates waiting for their paper gate, in shadow from the start
@@ -561,13 +580,25 @@ impl<'c> PaperEngine<'c> {
         let mut last_feed_ms: Option<i64> = None;
         self.publish();
         loop {
-            if self.stopping || self.settings.max_bars.is_some_and(|n| self.bars >= n) {
+            if self.stopping
+                || self.stop_requested()
+                || self.settings.max_bars.is_some_and(|n| self.bars >= n)
+            {
                 break;
             }
             let next = feed.next_bar();
             for warning in feed.take_warnings() {
-                tracing::warn!("feed: {warning}");
+                tracing::warn!(target: "keel::feed", "{warning}");
                 self.risk_event("feed", None, &warning, None)?;
+            }
+            for reminder in feed.take_reminders() {
+                tracing::warn!(target: "keel::feed", "{reminder}");
+            }
+            if let Some(health) = feed.health()
+                && *health != self.feed_health
+            {
+                self.feed_health = health.clone();
+                self.publish();
             }
             let candle = match next {
                 Next::Bar(c) => c,
@@ -613,8 +644,13 @@ impl<'c> PaperEngine<'c> {
         if !warmed {
             self.warm_up(bar_ms)?;
         }
-        self.judge_shadows(true)?;
-        let status = if feed_error.is_some() {
+        let interrupted = self.stop_requested();
+        if !interrupted {
+            self.judge_shadows(true)?;
+        }
+        let status = if interrupted {
+            "interrupted"
+        } else if feed_error.is_some() {
             "stopped"
         } else {
             "finished"
@@ -631,7 +667,30 @@ impl<'c> PaperEngine<'c> {
             state: self.state,
             books: self.snapshot_books(),
             feed_error,
+            interrupted,
         })
+    }
+
+    fn stop_requested(&self) -> bool {
+        self.control
+            .as_ref()
+            .is_some_and(|c| c.stop_requested.load(Ordering::SeqCst))
+    }
+
+    /// A kill asked for through the kill file is applied like one from
+    /// the API.
+    fn poll_kill_file(&mut self) -> anyhow::Result<()> {
+        let Some(control) = &self.control else {
+            return Ok(());
+        };
+        let Some(reason) = control::take_kill_file(&control.kill_file) else {
+            return Ok(());
+        };
+        control.kill_requested.store(true, Ordering::SeqCst);
+        let reply = self.kill(&reason, Instant::now())?;
+        tracing::warn!(?reply, "kill file: applied");
+        self.publish();
+        Ok(())
     }
 
     /// After a restart: the strategies see the bars before the cursor again
@@ -674,11 +733,17 @@ impl<'c> PaperEngine<'c> {
     fn wait(&mut self, wait: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + wait;
         loop {
+            self.poll_kill_file()?;
             let left = deadline.saturating_duration_since(Instant::now());
             let Some(control) = &self.control else {
                 std::thread::sleep(left);
                 return Ok(());
             };
+            if control.stop_requested.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            // The kill file is looked at again at least this often.
+            let left = left.min(KILL_FILE_POLL);
             let command = match control.commands.recv_timeout(left) {
                 Ok(c) => c,
                 Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
@@ -1267,6 +1332,7 @@ impl<'c> PaperEngine<'c> {
             snap.bars = self.bars;
             snap.cursor_ms = self.cursor_ms;
             snap.feed = self.settings.feed_name.clone();
+            snap.feed_health = self.feed_health.clone();
             snap.books = books;
             snap.trades = trades;
         }

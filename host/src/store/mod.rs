@@ -3,12 +3,14 @@
 //! with `synchronous=FULL`, and refuses a database newer than this binary.
 
 mod candles;
+mod owner;
 
 use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension};
 
 pub use candles::{ImportReport, StoredSeries};
+pub use owner::{OwnerError, Ownership, lock_file};
 
 /// Every migration this binary knows, in order. Forward-only: a file, once
 /// released, never changes; a schema change is a new file.
@@ -107,6 +109,11 @@ impl Store {
     }
 
     fn configure(&self) -> Result<(), StoreError> {
+        // The wait first: another process may be creating or migrating
+        // this file at this very moment.
+        self.conn
+            .busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(|e| self.sql(e))?;
         self.conn
             .execute_batch(
                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
@@ -114,10 +121,7 @@ impl Store {
             .map_err(|e| StoreError::Open {
                 path: self.path.clone(),
                 source: e,
-            })?;
-        self.conn
-            .busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(|e| self.sql(e))
+            })
     }
 
     /// The highest applied migration, 0 for a new database.
@@ -162,6 +166,18 @@ impl Store {
                 .conn
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
                 .map_err(failed)?;
+            // Another process opening the same new file may have applied
+            // it between our read and our write lock: ask again inside.
+            let applied: bool = tx
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = ?1)",
+                    [version],
+                    |r| r.get(0),
+                )
+                .map_err(failed)?;
+            if applied {
+                continue;
+            }
             tx.execute_batch(sql).map_err(failed)?;
             tx.execute(
                 "INSERT INTO schema_migrations (version, name, applied_ms) VALUES (?1, ?2, ?3)",
@@ -183,6 +199,35 @@ fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn processes_opening_a_new_database_at_once_migrate_it_once() {
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join("keel.db");
+            let barrier = std::sync::Barrier::new(6);
+            std::thread::scope(|s| {
+                let opened: Vec<_> = (0..6)
+                    .map(|_| {
+                        s.spawn(|| {
+                            barrier.wait();
+                            Store::open(&path).map(|_| ())
+                        })
+                    })
+                    .collect();
+                for o in opened {
+                    let result = o.join().expect("thread");
+                    assert!(
+                        result.is_ok(),
+                        "{}",
+                        result.err().map(|e| e.to_string()).unwrap_or_default()
+                    );
+                }
+            });
+            let store = Store::open(&path).expect("open");
+            assert_eq!(store.schema_version().expect("version"), 4);
+        }
+    }
 
     #[test]
     fn migrations_apply_once_and_a_newer_database_is_refused() {

@@ -1,0 +1,352 @@
+//! The control API's HTTP server: hyper (HTTP/1.1) on the IO edge's tokio
+//! runtime, on 127.0.0.1 only. Hand-written HTTP served one connection at a
+//! time, so any local process holding a few sockets open blocked the kill
+//! switch; hyper is a well-kept parser with the limits a hostile peer needs,
+//! and the accept loop here adds the rest:
+//!
+//! - every connection runs as its own task, up to `Limits::connections` at
+//!   once; one more is closed at accept, so the backlog never fills;
+//! - the request head must arrive within `Limits::head_timeout` and fit in
+//!   `Limits::head_bytes` (hyper answers 431 past it), with at most
+//!   `Limits::headers` header lines; a whole connection lives at most
+//!   `Limits::connection_timeout`, and serves one request;
+//! - the bearer token is checked before the body is read, and a body is read
+//!   only up to `Limits::body_bytes`, within the head's timeout.
+//!
+//! Endpoints: `GET /status`, `GET /positions`, `GET /trades`, `GET /metrics`
+//! (Prometheus text), `POST /pause`, `POST /resume`, `POST /kill` (the body
+//! is the reason), `POST /swap` (`<sha256> <actor> <reason…>`).
+
+use std::convert::Infallible;
+use std::net::TcpListener as StdListener;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::sync::Semaphore;
+
+use crate::control::{self, Command, Endpoint, Snapshot};
+
+/// The server's limits. The defaults hold against a hostile local process:
+/// a few hundred idle or slow connections leave room for the operator's,
+/// and memory stays within a few megabytes whatever is sent.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub connections: usize,
+    pub head_bytes: usize,
+    pub headers: usize,
+    pub body_bytes: usize,
+    pub head_timeout: Duration,
+    pub connection_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            connections: 512,
+            head_bytes: 16 << 10,
+            headers: 32,
+            body_bytes: 64 << 10,
+            head_timeout: Duration::from_secs(5),
+            connection_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A bound listener, not served yet: binding first means a taken port
+/// fails a start before anything is written.
+#[derive(Debug)]
+pub struct Bound {
+    listener: StdListener,
+    pub port: u16,
+}
+
+/// Binds 127.0.0.1:`port` (0: any free port).
+pub fn bind(port: u16) -> anyhow::Result<Bound> {
+    let listener = StdListener::bind(("127.0.0.1", port))
+        .with_context(|| format!("control API: cannot listen on 127.0.0.1:{port}"))?;
+    listener.set_nonblocking(true)?;
+    let port = listener.local_addr()?.port();
+    Ok(Bound { listener, port })
+}
+
+/// What the handlers reach: the engine's snapshot and command channel.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    pub snapshot: Arc<Mutex<Snapshot>>,
+    pub commands: Sender<Command>,
+    pub kill_requested: Arc<AtomicBool>,
+}
+
+/// A served control API; stops serving and removes its control file when
+/// dropped.
+#[derive(Debug)]
+pub struct ApiServer {
+    pub port: u16,
+    file: PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.file);
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+struct Server {
+    token: String,
+    shared: Shared,
+    limits: Limits,
+}
+
+/// Writes `<db>.control` and serves `bound` on `runtime`.
+pub fn serve(
+    runtime: &tokio::runtime::Handle,
+    bound: Bound,
+    db: &Path,
+    shared: Shared,
+    limits: Limits,
+) -> anyhow::Result<ApiServer> {
+    let token = control::token()?;
+    let file = control::control_file(db);
+    let endpoint = Endpoint {
+        port: bound.port,
+        token: token.clone(),
+        pid: std::process::id(),
+    };
+    control::write_private(&file, &serde_json::to_vec(&endpoint)?)
+        .with_context(|| format!("{}: cannot write the control file", file.display()))?;
+    let listener = {
+        let _inside = runtime.enter();
+        tokio::net::TcpListener::from_std(bound.listener)?
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+    let server = Arc::new(Server {
+        token,
+        shared,
+        limits,
+    });
+    runtime.spawn(accept(listener, server, stop_rx));
+    Ok(ApiServer {
+        port: bound.port,
+        file,
+        stop: Some(stop_tx),
+    })
+}
+
+async fn accept(
+    listener: tokio::net::TcpListener,
+    server: Arc<Server>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    let slots = Arc::new(Semaphore::new(server.limits.connections));
+    loop {
+        let stream = tokio::select! {
+            _ = &mut stop => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of descriptors, say: wait rather than spin.
+                    tracing::warn!("control API: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(
+                "control API: {} connections open, one more refused",
+                server.limits.connections
+            );
+            drop(stream);
+            continue;
+        };
+        let server = server.clone();
+        tokio::spawn(async move {
+            let limits = server.limits;
+            let service = hyper::service::service_fn(move |request| {
+                let server = server.clone();
+                async move { Ok::<_, Infallible>(server.handle(request).await) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.head_timeout)
+                .max_buf_size(limits.head_bytes.max(8192))
+                .max_header_size(limits.head_bytes)
+                .max_headers(limits.headers)
+                .keep_alive(false)
+                .serve_connection(TokioIo::new(stream), service);
+            match tokio::time::timeout(limits.connection_timeout, connection).await {
+                Ok(Err(e)) => tracing::debug!("control API: {e}"),
+                Err(_) => tracing::debug!("control API: a connection outlived its time"),
+                Ok(Ok(())) => {}
+            }
+            drop(slot);
+        });
+    }
+}
+
+fn text(status: StatusCode, body: impl Into<String>) -> Response<Full<Bytes>> {
+    respond(status, "text/plain; charset=utf-8", body.into())
+}
+
+fn respond(status: StatusCode, kind: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(kind),
+    );
+    response
+}
+
+fn json(value: &impl serde::Serialize) -> Response<Full<Bytes>> {
+    match serde_json::to_string_pretty(value) {
+        Ok(body) => respond(StatusCode::OK, "application/json", body),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    }
+}
+
+/// Compares in time independent of where the strings differ.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl Server {
+    fn authorised(&self, request: &Request<Incoming>) -> bool {
+        request
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+            .is_some_and(|t| same_secret(t, self.token.as_bytes()))
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        self.shared
+            .snapshot
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default()
+    }
+
+    async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let received = Instant::now();
+        if !self.authorised(&request) {
+            return text(StatusCode::UNAUTHORIZED, "missing or wrong token\n");
+        }
+        let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+        match (&method, path.as_str()) {
+            (&Method::GET, "/status") => {
+                let mut s = self.snapshot();
+                s.trades.clear();
+                json(&s)
+            }
+            (&Method::GET, "/positions") => {
+                let s = self.snapshot();
+                let books: Vec<_> = s
+                    .books
+                    .iter()
+                    .map(|b| serde_json::json!({"slot": b.slot, "positions": b.positions}))
+                    .collect();
+                json(&books)
+            }
+            (&Method::GET, "/trades") => json(&self.snapshot().trades),
+            (&Method::GET, "/metrics") => respond(
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                super::metrics(&self.snapshot()),
+            ),
+            (&Method::POST, "/pause" | "/resume" | "/kill" | "/swap") => {
+                if path == "/kill" {
+                    // Orders stop going out now, before the body is read.
+                    self.shared.kill_requested.store(true, Ordering::SeqCst);
+                }
+                let body = match self.body(request).await {
+                    Ok(body) => body,
+                    Err(response) => {
+                        if path != "/kill" {
+                            return response;
+                        }
+                        String::new()
+                    }
+                };
+                self.command(&path, body, received).await
+            }
+            _ => text(StatusCode::NOT_FOUND, "no such endpoint\n"),
+        }
+    }
+
+    /// The request's body as text, at most `Limits::body_bytes`.
+    async fn body(&self, request: Request<Incoming>) -> Result<String, Response<Full<Bytes>>> {
+        let limited = Limited::new(request.into_body(), self.limits.body_bytes);
+        match tokio::time::timeout(self.limits.head_timeout, limited.collect()).await {
+            Ok(Ok(collected)) => Ok(String::from_utf8_lossy(&collected.to_bytes()).into_owned()),
+            Ok(Err(_)) => Err(text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the body is limited to {} bytes\n", self.limits.body_bytes),
+            )),
+            Err(_) => Err(text(
+                StatusCode::REQUEST_TIMEOUT,
+                "the body did not arrive\n",
+            )),
+        }
+    }
+
+    async fn command(&self, path: &str, body: String, received: Instant) -> Response<Full<Bytes>> {
+        let reason = match body.trim() {
+            "" => "no reason given".to_owned(),
+            reason => reason.to_owned(),
+        };
+        let (reply, answer) = mpsc::channel();
+        let (command, wait) = match path {
+            "/pause" => (Command::Pause { reason, reply }, 10),
+            "/resume" => (Command::Resume { reason, reply }, 10),
+            "/kill" => (
+                Command::Kill {
+                    reason,
+                    received,
+                    reply,
+                },
+                10,
+            ),
+            _ => {
+                let mut parts = reason.splitn(3, ' ');
+                let hash = parts.next().unwrap_or_default().to_owned();
+                let actor = parts.next().unwrap_or("operator").to_owned();
+                let reason = parts.next().unwrap_or("no reason given").to_owned();
+                let swap = Command::Swap {
+                    hash,
+                    actor,
+                    reason,
+                    reply,
+                };
+                (swap, 30)
+            }
+        };
+        if self.shared.commands.send(command).is_err() {
+            return text(StatusCode::SERVICE_UNAVAILABLE, "the engine has stopped\n");
+        }
+        let waited =
+            tokio::task::spawn_blocking(move || answer.recv_timeout(Duration::from_secs(wait)))
+                .await;
+        match waited {
+            Ok(Ok(Ok(reply))) => json(&reply),
+            Ok(Ok(Err(e))) => text(StatusCode::CONFLICT, format!("{e}\n")),
+            _ => text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the engine did not answer\n",
+            ),
+        }
+    }
+}
