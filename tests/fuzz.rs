@@ -114,7 +114,10 @@ fn mutate(text: &str, rng: &mut Rng) -> Vec<u8> {
             }
             6 => {
                 let at = rng.below(text.len());
-                let at = (0..=at).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+                let at = (0..=at)
+                    .rev()
+                    .find(|&i| text.is_char_boundary(i))
+                    .unwrap_or(0);
                 text[..at].to_owned()
             }
             7 => {
@@ -142,10 +145,19 @@ fn mutate(text: &str, rng: &mut Rng) -> Vec<u8> {
 
 /// One short, printable line.
 fn assert_one_line(what: &str, error: &str) {
-    assert!(!error.contains('\n'), "{what}: more than one line: {error:?}");
-    assert!(error.len() <= 400, "{what}: {} bytes: {error:.200}", error.len());
     assert!(
-        !error.chars().any(|c| c.is_control() || ('\u{202a}'..='\u{202e}').contains(&c)),
+        !error.contains('\n'),
+        "{what}: more than one line: {error:?}"
+    );
+    assert!(
+        error.len() <= 400,
+        "{what}: {} bytes: {error:.200}",
+        error.len()
+    );
+    assert!(
+        !error
+            .chars()
+            .any(|c| c.is_control() || ('\u{202a}'..='\u{202e}').contains(&c)),
         "{what}: control or bidi characters reach the terminal: {error:?}"
     );
 }
@@ -185,7 +197,11 @@ impl Bench<'_> {
                     Err(e) => assert_one_line(&what, &format!("{e:#}")),
                     Ok(report) => {
                         let m = &report.metrics;
-                        assert!(m.total_return.is_finite(), "{what}: return {}", m.total_return);
+                        assert!(
+                            m.total_return.is_finite(),
+                            "{what}: return {}",
+                            m.total_return
+                        );
                     }
                 }
             }
@@ -290,7 +306,11 @@ fn mutated_candle_files_get_an_answer_or_one_line_and_the_ledger_adds_up() {
         let (csv, json) = base_files();
         let mut rng = Rng(0x6b65_656c);
         for i in 0..1000 {
-            let (base, ext) = if i % 4 == 3 { (&json, "json") } else { (&csv, "csv") };
+            let (base, ext) = if i % 4 == 3 {
+                (&json, "json")
+            } else {
+                (&csv, "csv")
+            };
             let file: PathBuf = dir.path().join(format!("fuzz-{i}.{ext}"));
             std::fs::write(&file, mutate(base, &mut rng)).expect("write");
             // A paper replay for one file in ten: each books every bar.
@@ -356,7 +376,9 @@ fn mutated_configs_load_or_are_refused_in_one_line() {
             let candidates_file = dir.path().join(format!("candidates-{i}.toml"));
             std::fs::write(&candidates_file, mutate(CANDIDATES_TOML, &mut rng)).expect("write");
             match CandidatesConfig::load(&candidates_file) {
-                Err(e) => assert_one_line(&candidates_file.display().to_string(), &format!("{e:#}")),
+                Err(e) => {
+                    assert_one_line(&candidates_file.display().to_string(), &format!("{e:#}"))
+                }
                 Ok(c) => {
                     let numbers = [
                         c.backtest.min_sharpe,
@@ -377,7 +399,11 @@ fn mutated_configs_load_or_are_refused_in_one_line() {
                         "{}: negative costs loaded",
                         candidates_file.display()
                     );
-                    assert!(c.paper.slots >= 1, "{}: no paper slot", candidates_file.display());
+                    assert!(
+                        c.paper.slots >= 1,
+                        "{}: no paper slot",
+                        candidates_file.display()
+                    );
                 }
             }
         }

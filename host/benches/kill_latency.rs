@@ -36,7 +36,9 @@ fn main() {
     for mode in ["quiet", "siege", "kill file"] {
         let (mut stored_ms, mut round_ms) = (Vec::new(), Vec::new());
         for i in 0..runs {
-            let db = dir.path().join(format!("kill-{}-{i}.db", mode.replace(' ', "-")));
+            let db = dir
+                .path()
+                .join(format!("kill-{}-{i}.db", mode.replace(' ', "-")));
             let mut child = Command::new(env!("CARGO_BIN_EXE_keel"))
                 .arg("--db")
                 .arg(&db)
@@ -62,7 +64,10 @@ fn main() {
             if mode == "kill file" {
                 let file = control::write_kill_file(&db, "bench").expect("kill file");
                 while file.exists() {
-                    assert!(asked.elapsed() < Duration::from_secs(10), "kill file not taken");
+                    assert!(
+                        asked.elapsed() < Duration::from_secs(10),
+                        "kill file not taken"
+                    );
                     std::thread::sleep(Duration::from_micros(200));
                 }
             } else {
@@ -91,7 +96,9 @@ fn main() {
         v.sort_by(f64::total_cmp);
         (v[v.len() / 2], v[v.len() - 1])
     };
-    println!("kill latency over {runs} paper runs each (target < 10 ms stored; < 1 s end to end under siege):");
+    println!(
+        "kill latency over {runs} paper runs each (target < 10 ms stored; < 1 s end to end under siege):"
+    );
     for (mode, mut stored, mut round) in figures {
         let (s_med, s_max) = median(&mut stored);
         let (r_med, r_max) = median(&mut round);
@@ -100,7 +107,9 @@ fn main() {
         );
     }
     let (g_med, g_max) = median(&mut growth_kb);
-    println!("  a 1 GB header grew the engine by median {g_med:.0} kB, max {g_max:.0} kB (target < 10 MB)");
+    println!(
+        "  a 1 GB header grew the engine by median {g_med:.0} kB, max {g_max:.0} kB (target < 10 MB)"
+    );
 }
 
 /// A local process without the token: 200 idle connections, a slowloris

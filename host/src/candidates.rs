@@ -120,7 +120,8 @@ impl CandidatesConfig {
             let line = e.span().map_or(1, |s| {
                 text[..s.start.min(text.len())].matches('\n').count() + 1
             });
-            anyhow!("{}:{line}: {}", path.display(), e.message().trim())
+            let msg = keel_model::shown::message(e.message().trim());
+            anyhow!("{}:{line}: {msg}", path.display())
         })?;
         let dir = path.parent().unwrap_or(Path::new("."));
         for spec in &mut config.backtest.data {

@@ -57,7 +57,7 @@ impl RiskConfig {
         let text =
             std::fs::read_to_string(path).map_err(|e| format!("{name}: cannot read: {e}"))?;
         let config: RiskConfig = toml::from_str(&text).map_err(|e| {
-            let msg = e.message().trim().to_owned();
+            let msg = shown::message(e.message().trim());
             match e.span() {
                 Some(span) => {
                     let line = text[..span.start.min(text.len())].matches('\n').count() + 1;

@@ -16,6 +16,9 @@ pub const MAX_CHARS: usize = 80;
 /// Most characters of a whole line shown (an error, a log line).
 pub const MAX_LINE_CHARS: usize = 1000;
 
+/// Most characters shown of another library's message.
+pub const MAX_MESSAGE_CHARS: usize = 300;
+
 /// `text` as it may be shown: at most [`MAX_CHARS`] characters, every
 /// control, bidi and invisible formatting character escaped.
 pub fn text(text: &str) -> Text<'_> {
@@ -34,6 +37,50 @@ pub fn line(text: &str) -> Text<'_> {
         quoted: false,
         max: MAX_LINE_CHARS,
     }
+}
+
+/// Another library's error message (a TOML or JSON parser's), which may
+/// quote the input: escaped, every number of more than 24 characters
+/// written compactly (`1e-300`, not 300 digits; past f64's range, its
+/// first 20 digits and `…`), cut at
+/// [`MAX_MESSAGE_CHARS`]. For an error path: it builds a string.
+pub fn message(text: &str) -> String {
+    let mut compacted = String::with_capacity(text.len().min(4 * MAX_MESSAGE_CHARS));
+    let mut rest = text;
+    while let Some(start) = rest.find(|c: char| c.is_ascii_digit()) {
+        let (before, from) = rest.split_at(start);
+        compacted.push_str(before);
+        let end = from
+            .char_indices()
+            .find(|&(i, c)| {
+                !(c.is_ascii_digit()
+                    || c == '.'
+                    || c == 'e'
+                    || c == 'E'
+                    || ((c == '-' || c == '+') && i > 0 && from[..i].ends_with(['e', 'E'])))
+            })
+            .map_or(from.len(), |(i, _)| i);
+        let run = &from[..end];
+        match run.parse::<f64>() {
+            _ if run.len() <= 24 => compacted.push_str(run),
+            Ok(v) if v.is_finite() => write!(compacted, "{}", number(v)).unwrap_or(()),
+            // Past f64's range, or not one number: its first digits.
+            _ => write!(compacted, "{}…", &run[..20]).unwrap_or(()),
+        }
+        if compacted.chars().count() > MAX_MESSAGE_CHARS {
+            break;
+        }
+        rest = &from[end..];
+    }
+    if compacted.chars().count() <= MAX_MESSAGE_CHARS {
+        compacted.push_str(rest);
+    }
+    Text {
+        text: &compacted,
+        quoted: false,
+        max: MAX_MESSAGE_CHARS,
+    }
+    .to_string()
 }
 
 /// [`text`] in double quotes, with `"` and `\` escaped too: for naming
@@ -221,6 +268,26 @@ mod tests {
             exact,
             "exactly the limit is whole"
         );
+    }
+
+    #[test]
+    fn library_messages_get_compact_numbers_and_are_cut() {
+        let tiny = format!(
+            "invalid type: floating point `0.{}1`, expected u32",
+            "0".repeat(300)
+        );
+        assert_eq!(
+            message(&tiny),
+            "invalid type: floating point `1e-301`, expected u32"
+        );
+        assert_eq!(
+            message("line 3 column 7: expected 2.5 or 1e9\u{1b}"),
+            "line 3 column 7: expected 2.5 or 1e9\\x1b"
+        );
+        let long = message(&"word ".repeat(1000));
+        assert_eq!(long.chars().count(), MAX_MESSAGE_CHARS + 1);
+        let digits = message(&"9".repeat(100_000));
+        assert_eq!(digits, format!("{}…", "9".repeat(20)));
     }
 
     #[test]
