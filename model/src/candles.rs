@@ -256,7 +256,10 @@ pub fn parse_json(text: &str, source: &str) -> Result<Vec<Candle>, CandleError> 
     let rows: Vec<Vec<serde_json::Value>> = serde_json::from_str(text).map_err(|e| {
         invalid(
             e.line().max(1),
-            format!("not a JSON list of [ms, open, high, low, close, volume] rows: {e}"),
+            format!(
+                "not a JSON list of [ms, open, high, low, close, volume] rows: {}",
+                shown::message(&e.to_string())
+            ),
         )
     })?;
     let lines = row_lines(text);
