@@ -6,7 +6,7 @@ use std::process::{Command, Output};
 use keel_host::sandbox::Metering;
 use keel_model::replay::Series;
 
-use crate::support::{binding, data, example, sandbox, series};
+use crate::support::{binding, data, example, fixture, sandbox, series};
 
 fn keel(db: &Path, cache: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_keel"))
@@ -24,6 +24,13 @@ fn text(bytes: &[u8]) -> String {
 
 fn path(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
+}
+
+/// A compile cache these tests share across runs: they test reports, not
+/// the cache, and a fresh compile of each component per test is slow on a
+/// busy machine.
+fn shared_cache() -> std::path::PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("keel-cache")
 }
 
 const PAIRS: [&str; 10] = [
@@ -495,4 +502,227 @@ fn a_grid_skips_combinations_the_strategy_refuses() {
         "{}",
         text(&out.stderr)
     );
+}
+
+#[test]
+fn every_refused_signal_is_counted_and_listed_with_its_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, cache) = (dir.path().join("keel.db"), shared_cache());
+    let test = format!("TEST/USD={}", path(&data("UNITTEST_BTC-1m.csv")));
+    let wasm = path(fixture("bad-signals"));
+    let (json, html) = (dir.path().join("r.json"), dir.path().join("r.html"));
+    let out = keel(
+        &db,
+        &cache,
+        &[
+            "backtest",
+            wasm,
+            "--data",
+            &test,
+            "--json",
+            path(&json),
+            "--report",
+            path(&html),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("report")).expect("json");
+    // One malformed signal per bar, every one refused: by the sandbox's
+    // checks, or (a 1e308 order) by risk.
+    let steps = report["summary"]["steps"].as_u64().expect("steps");
+    assert!(steps > 100, "{steps}");
+    assert_eq!(report["summary"]["signals"], steps);
+    assert_eq!(report["summary"]["rejected"], steps);
+    let rejected = report["rejected"].as_array().expect("rejected");
+    assert_eq!(rejected.len() as u64, steps);
+    for expect in [
+        "open-long TEST/USD []: size NaN is not a positive number",
+        "open-long TEST/USD []: size -1 is not a positive number",
+        "open-short TEST/USD []: order of",
+        "open-long TEST/USD []: stop-loss NaN is not a positive price",
+        "open-long  []: unknown symbol \"\" (bound: TEST/USD)",
+    ] {
+        assert!(
+            rejected
+                .iter()
+                .any(|r| r["message"].as_str().is_some_and(|m| m.contains(expect))),
+            "no {expect:?} in {rejected:?}"
+        );
+    }
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(&format!("{} / {steps} / {steps}", steps)),
+        "{stdout}"
+    );
+    // The table names the first ones, the page lists them.
+    assert!(
+        stdout.contains("  rejected at ") && stdout.contains(": size -1 is not a positive number"),
+        "{stdout}"
+    );
+    let page = std::fs::read_to_string(&html).expect("html");
+    assert!(
+        page.contains(&format!("Rejected signals ({steps})"))
+            && page.contains("stop-loss NaN is not a positive price"),
+        "{}",
+        &page[..page.len().min(4000)]
+    );
+    // `keel strategy run` counts the same.
+    let out = keel(
+        &db,
+        &cache,
+        &["strategy", "run", wasm, "--data", &test, "--quiet"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains(&format!("{steps} signals ({steps} rejected)")),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn the_minimum_order_is_in_each_symbol_s_quote_currency() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, cache) = (dir.path().join("keel.db"), shared_cache());
+    let eth = format!("ETH/BTC={}", path(&data("crypto-5m/ETH_BTC-5m.csv")));
+    let ltc = format!("LTC/BTC={}", path(&data("crypto-5m/LTC_BTC-5m.csv")));
+    let wasm = path(example("atr-breakout"));
+    let json = dir.path().join("r.json");
+    let backtest = |extra: &[&str]| {
+        let mut args = vec!["backtest", wasm, "--data", &eth, "--data", &ltc];
+        args.extend(["--json", path(&json)]);
+        args.extend(extra);
+        let out = keel(&db, &cache, &args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&json).expect("report")).expect("json");
+        let below: Vec<String> = report["rejected"]
+            .as_array()
+            .expect("rejected")
+            .iter()
+            .filter_map(|r| r["message"].as_str())
+            .filter(|m| m.contains("below the minimum order"))
+            .map(str::to_owned)
+            .collect();
+        (report, below)
+    };
+    // 10 is meant in dollars: in BTC the minimum is 0.0001.
+    let (report, below) = backtest(&[]);
+    assert!(report["summary"]["signals"].as_u64() > Some(100));
+    assert_eq!(below, Vec::<String>::new());
+    assert_eq!(report["settings"]["min_order_quote"], 10.0);
+    // The same limits file as `keel run`, with a minimum by quote currency.
+    let limits = dir.path().join("risk_limits.toml");
+    std::fs::write(&limits, "min_order_quote = 10\n[min_order]\nBTC = 1000\n").expect("write");
+    let (report, below) = backtest(&["--risk-limits", path(&limits)]);
+    assert!(!below.is_empty());
+    assert!(
+        below[0].ends_with("is below the minimum order of 1000.00"),
+        "{below:?}"
+    );
+    assert_eq!(report["settings"]["min_order"]["BTC"], 1000.0);
+    // A bad file is one line naming it.
+    std::fs::write(&limits, "[min_order]\nBTC = -1\n").expect("write");
+    let out = keel(
+        &db,
+        &cache,
+        &[
+            "backtest",
+            wasm,
+            "--data",
+            &eth,
+            "--risk-limits",
+            path(&limits),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("risk_limits.toml: min_order.BTC = -1 must be 0 or more"),
+        "{stderr}"
+    );
+}
+
+/// No terminal escape, NUL or bidi control in `out`, and no line longer than
+/// `max` characters.
+fn assert_tame(what: &str, out: &str, max: usize) {
+    for bad in ['\u{1b}', '\0', '\u{202e}'] {
+        assert!(!out.contains(bad), "{what}: {bad:?} in {out}");
+    }
+    let longest = out.lines().map(|l| l.chars().count()).max().unwrap_or(0);
+    assert!(longest <= max, "{what}: a line of {longest} characters");
+}
+
+#[test]
+fn hostile_text_and_huge_numbers_are_shown_escaped_short_and_compact() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, cache) = (dir.path().join("keel.db"), shared_cache());
+    let sma = path(example("sma-cross"));
+    let backtest_on = |file: &Path| {
+        let spec = format!("BTC/USD={}", path(file));
+        keel(&db, &cache, &["backtest", sma, "--data", &spec])
+    };
+    // A 10 MB file of one line: a short one-line error.
+    let huge = dir.path().join("huge.csv");
+    std::fs::write(&huge, "x".repeat(10 << 20)).expect("write");
+    let out = backtest_on(&huge);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{}", &stderr[..200]);
+    assert_tame("huge header", &stderr, 400);
+    // Escapes and NULs in a field are shown escaped.
+    let escapes = dir.path().join("escapes.csv");
+    std::fs::write(
+        &escapes,
+        "time,open,high,low,close,volume\n2018-01-10T04:55:00Z,\u{1b}[31m1\0\u{202e},2,0.5,1.5,10\n",
+    )
+    .expect("write");
+    let stderr = text(&backtest_on(&escapes).stderr);
+    assert!(stderr.contains("\\x1b[31m1\\x00\\u{202e}"), "{stderr}");
+    assert_tame("escapes", &stderr, 400);
+    // A number of 309 digits is shown as 1e308.
+    let big = dir.path().join("big.csv");
+    std::fs::write(
+        &big,
+        "time,open,high,low,close,volume\n2018-01-10T04:55:00Z,1,1,1e308,1,10\n",
+    )
+    .expect("write");
+    let stderr = text(&backtest_on(&big).stderr);
+    assert!(stderr.contains("high 1 is below low 1e308"), "{stderr}");
+    // A strategy's symbols, reasons, log lines and 1e308 sizes.
+    let test = format!("TEST/USD={}", path(&data("UNITTEST_BTC-1m.csv")));
+    let out = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .arg("--db")
+        .arg(&db)
+        .env("KEEL_CACHE_DIR", &cache)
+        .env("KEEL_LOG", "info")
+        .args([
+            "strategy",
+            "run",
+            path(fixture("bad-signals")),
+            "--data",
+            &test,
+        ])
+        .output()
+        .expect("run keel");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("\\x1b[31mTEST/USD\\u{202e}"), "{stdout}");
+    assert!(stdout.contains("\\x1b[2J\\x00wiped"), "{stdout}");
+    assert!(stdout.contains("% of equity is over"), "{stdout}");
+    assert!(!stdout.contains("0000000000000000"), "309 digits: {stdout}");
+    assert_tame("strategy run", &stdout, 400);
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("\\x1b[31mlogged\\u{202e}\\x00"), "{stderr}");
+    assert_tame("strategy log", &stderr, 1000);
+    // A hostile symbol in the backtest table.
+    let spec = format!(
+        "\u{1b}[31mBTC\u{202e}={}",
+        path(&data("UNITTEST_BTC-1m.csv"))
+    );
+    let out = keel(&db, &cache, &["backtest", sma, "--data", &spec]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_tame("backtest table", &text(&out.stdout), 400);
 }

@@ -173,6 +173,10 @@ fn validate_passes_the_examples_and_fails_every_hostile_fixture() {
         ("log-flood", "log flood:"),
         ("clock-random", "depends on randomness"),
         (
+            "bad-signals",
+            "signal rejected: size -1 is not a positive number (OpenLong TEST/USD)",
+        ),
+        (
             "foreign-import",
             "imports hostile:fixture/exfiltrate, which Keel does not provide",
         ),

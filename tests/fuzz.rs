@@ -96,7 +96,7 @@ fn mutate(text: &str, rng: &mut Rng) -> Vec<u8> {
         let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
         let n = lines.len().max(1);
         text = match rng.below(10) {
-            0 | 1 | 2 => replace_number(&text, rng),
+            0..=2 => replace_number(&text, rng),
             3 if !lines.is_empty() => {
                 lines.remove(rng.below(n));
                 lines.join("\n")

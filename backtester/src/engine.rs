@@ -14,21 +14,25 @@ use std::collections::BTreeMap;
 use keel_model::batch::{BarColumns, Bars, Batch, BatchOutcome};
 use keel_model::candles::Candle;
 use keel_model::replay::{Feed, Merge, Series};
+use keel_model::shown::{number, quoted, text};
 use keel_model::{
     Action, Fill, Portfolio, Position, RiskLimits, RunningStrategy, Side, Signal, Symbol,
 };
 
 use crate::fills::FillModel;
 use crate::metrics::{EquityStats, EquityTracker};
-use crate::risk::{self, Exposure};
+use crate::risk::{self, Exposure, MinOrders};
 
 /// Everything a backtest is run with besides the strategy and the data.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BacktestConfig {
     /// Starting cash, quote currency.
     pub cash: f64,
     pub fills: FillModel,
     pub limits: RiskLimits,
+    /// The minimum order by symbol or quote currency (`limits.min_order_quote`
+    /// is the one for fiat quotes).
+    pub min_orders: MinOrders,
     /// Keep every signal and every fill in the result (counts are always
     /// kept). Off for long runs whose report needs only the trades.
     pub record_signals: bool,
@@ -41,6 +45,7 @@ impl Default for BacktestConfig {
             cash: 10_000.0,
             fills: FillModel::default(),
             limits: RiskLimits::default(),
+            min_orders: MinOrders::default(),
             record_signals: true,
             record_fills: true,
         }
@@ -84,12 +89,25 @@ pub struct EquityPoint {
     pub equity: f64,
 }
 
-/// A signal the risk checks or the fill model refused.
+/// A signal refused before it became a trade.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rejection {
     pub time_ms: i64,
     pub signal: Signal,
     pub reason: String,
+    pub by: RejectedBy,
+}
+
+/// Which check refused a signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectedBy {
+    /// The checks of whatever runs the strategy (a sandbox's: bound symbol,
+    /// finite positive size, …), before any risk check.
+    Sandbox,
+    /// The pre-trade risk checks (`risk::check`).
+    Risk,
+    /// At fill time: no fillable quantity, or no later bar to fill at.
+    Fill,
 }
 
 /// What a run produced.
@@ -280,6 +298,18 @@ pub fn run_feeds(
         .unwrap_or(60_000);
     let index: BTreeMap<&str, usize> = symbols.iter().enumerate().map(|(i, s)| (&**s, i)).collect();
     let mut last_close = vec![f64::NAN; symbols.len()];
+    // The limits per symbol (their minimum orders differ by quote
+    // currency); the strategy is shown the smallest minimum.
+    let limits: Vec<RiskLimits> = symbols
+        .iter()
+        .map(|s| config.min_orders.limits_for(s, &config.limits))
+        .collect();
+    let shown_limits = RiskLimits {
+        min_order_quote: (limits.iter().map(|l| l.min_order_quote))
+            .reduce(f64::min)
+            .unwrap_or(config.limits.min_order_quote),
+        ..config.limits
+    };
     let mut book = Book {
         config,
         cash: config.cash,
@@ -368,21 +398,21 @@ pub fn run_feeds(
             }
         }
         let view = book.view(equity);
-        let batch = ahead.batch(quiet, &symbols, &view, config.limits);
+        let batch = ahead.batch(quiet, &symbols, &view, shown_limits);
         let outcome = match strategy.on_bars(&batch) {
             Ok(o) if (1..=quiet).contains(&o.consumed) => o,
             Ok(o) => BatchOutcome {
                 consumed: 1,
-                signals: Vec::new(),
                 error: Some(format!(
                     "said it handled {} of a batch of {quiet} bar closes",
                     o.consumed
                 )),
+                ..BatchOutcome::default()
             },
             Err(e) => BatchOutcome {
                 consumed: 1,
-                signals: Vec::new(),
                 error: Some(e),
+                ..BatchOutcome::default()
             },
         };
         // The later closes it handled: only marking.
@@ -404,6 +434,18 @@ pub fn run_feeds(
             errors.push((time_ms, e));
             continue;
         }
+        for (signal, reason) in outcome.refused {
+            signal_count += 1;
+            if config.record_signals {
+                all_signals.push((time_ms, signal.clone()));
+            }
+            book.rejected.push(Rejection {
+                time_ms,
+                signal,
+                reason,
+                by: RejectedBy::Sandbox,
+            });
+        }
         if outcome.signals.is_empty() {
             continue;
         }
@@ -413,10 +455,11 @@ pub fn run_feeds(
             if config.record_signals {
                 all_signals.push((time_ms, signal.clone()));
             }
-            let price = index
-                .get(signal.symbol.as_str())
-                .map_or(f64::NAN, |&s| last_close[s]);
-            match risk::check(&signal, price, &exposure, &config.limits) {
+            let (price, limits) = match index.get(signal.symbol.as_str()) {
+                Some(&s) => (last_close[s], &limits[s]),
+                None => (f64::NAN, &config.limits),
+            };
+            match risk::check(&signal, price, &exposure, limits) {
                 Ok(approved) => {
                     if let Some(a) = approved {
                         exposure.add(&signal, a);
@@ -427,6 +470,7 @@ pub fn run_feeds(
                     time_ms,
                     signal,
                     reason,
+                    by: RejectedBy::Risk,
                 }),
             }
         }
@@ -436,7 +480,7 @@ pub fn run_feeds(
     for order in pending {
         let reason = format!(
             "the data ended before a later {} bar could fill it",
-            order.signal.symbol
+            text(&order.signal.symbol)
         );
         book.reject(order, end_ms, reason);
     }
@@ -566,6 +610,7 @@ impl Book<'_> {
             time_ms,
             signal: order.signal,
             reason,
+            by: RejectedBy::Fill,
         });
     }
 
@@ -589,13 +634,14 @@ impl Book<'_> {
                 let wanted = risk::quantity(signal.size, price, order.equity);
                 let (quantity, capped) = fills.fillable(wanted, bar.volume);
                 if quantity <= 0.0 {
-                    let reason = format!("{wanted} rounds to zero lots of {}", fills.lot_size);
+                    let (wanted, lot) = (number(wanted), number(fills.lot_size));
+                    let reason = format!("{wanted} rounds to zero lots of {lot}");
                     return self.reject(order, bar.time_ms, reason);
                 }
                 if let Some(i) = index
                     && self.open[i].pos.side != side
                 {
-                    let reason = format!("tag '{}' holds the other side", signal.tag);
+                    let reason = format!("tag {} holds the other side", quoted(&signal.tag));
                     return self.reject(order, bar.time_ms, reason);
                 }
                 self.capped += usize::from(capped);

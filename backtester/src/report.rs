@@ -4,9 +4,12 @@
 //! hash of every series' candles, and every setting — and nothing else (no
 //! wall-clock time, no host name), so the same inputs give the same bytes.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use keel_model::candles::{Candle, format_time};
+use keel_model::shown::{fixed, line, text};
 
 use crate::engine::{BacktestConfig, BacktestResult, Trade};
 use crate::metrics::Metrics;
@@ -52,6 +55,8 @@ pub struct Settings {
     pub max_open_positions: u32,
     pub max_trade_fraction: f64,
     pub min_order_quote: f64,
+    /// Minimum orders set by quote currency or symbol (see `risk::MinOrders`).
+    pub min_order: BTreeMap<String, f64>,
     /// How strategy calls were bounded (fuel per call, deterministic).
     pub fuel_per_call: Option<u64>,
     /// A time window, when the run covers only part of the data.
@@ -132,6 +137,7 @@ impl Report {
                 max_open_positions: config.limits.max_open_positions,
                 max_trade_fraction: config.limits.max_trade_fraction,
                 min_order_quote: config.limits.min_order_quote,
+                min_order: config.min_orders.entries().clone(),
                 fuel_per_call,
                 window: window.map(|(a, b)| (format_time(a), format_time(b))),
             },
@@ -162,9 +168,9 @@ impl Report {
                         format!(
                             "{} {} [{}]: {}",
                             r.signal.action.as_str(),
-                            r.signal.symbol,
-                            r.signal.tag,
-                            r.reason
+                            text(&r.signal.symbol),
+                            text(&r.signal.tag),
+                            line(&r.reason)
                         ),
                     )
                 })
@@ -172,7 +178,7 @@ impl Report {
             errors: result
                 .errors
                 .iter()
-                .map(|(t, e)| issue(*t, e.clone()))
+                .map(|(t, e)| issue(*t, line(e).to_string()))
                 .collect(),
         }
     }
@@ -185,7 +191,11 @@ impl Report {
     /// A self-contained HTML page: the figures, an SVG equity and drawdown
     /// chart, and the trade list. No script, no external resource.
     pub fn html(&self) -> String {
-        let title = format!("{} {} backtest", self.strategy.name, self.strategy.version);
+        let title = format!(
+            "{} {} backtest",
+            self.strategy.name,
+            text(&self.strategy.version)
+        );
         let mut page = String::with_capacity(64 * 1024);
         page.push_str("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n");
         page.push_str(&format!("<title>{}</title>\n", escape(&title)));
@@ -203,7 +213,7 @@ impl Report {
         for d in &self.data {
             page.push_str(&format!(
                 "{} — {} bars, {} .. {}, <code>{}</code><br>\n",
-                escape(&d.symbol),
+                escape(&text(&d.symbol).to_string()),
                 d.bars,
                 escape(&d.first),
                 escape(&d.last),
@@ -232,23 +242,41 @@ impl Report {
         for t in &self.trades {
             let class = if t.pnl >= 0.0 { "pos" } else { "neg" };
             page.push_str(&format!(
-                "<tr><th>{}</th><th>{}</th><td>{:?}</td><td>{}</td><td>{}</td><td>{:.6}</td><td>{:.8}</td>\
-                 <td>{:.8}</td><td class=\"{class}\">{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:?}</td></tr>\n",
-                escape(&t.symbol),
-                escape(&t.tag),
+                "<tr><th>{}</th><th>{}</th><td>{:?}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+                 <td>{}</td><td class=\"{class}\">{}</td><td>{}</td><td>{}</td><td>{:?}</td></tr>\n",
+                escape(&text(&t.symbol).to_string()),
+                escape(&text(&t.tag).to_string()),
                 t.side,
                 format_time(t.time_entry_ms),
                 format_time(t.time_exit_ms),
-                t.quantity,
-                t.price_entry,
-                t.price_exit,
-                t.pnl,
-                t.mae,
-                t.mfe,
+                fixed(t.quantity, 6),
+                fixed(t.price_entry, 8),
+                fixed(t.price_exit, 8),
+                fixed(t.pnl, 2),
+                fixed(t.mae, 2),
+                fixed(t.mfe, 2),
                 t.exit_reason
             ));
         }
-        page.push_str("</table>\n</body></html>\n");
+        page.push_str("</table>\n");
+        for (title, issues) in [
+            ("Rejected signals", &self.rejected),
+            ("Strategy errors", &self.errors),
+        ] {
+            if issues.is_empty() {
+                continue;
+            }
+            page.push_str(&format!("<h2>{title} ({})</h2>\n<table>\n", issues.len()));
+            for issue in issues {
+                page.push_str(&format!(
+                    "<tr><th>{}</th><td style=\"text-align:left\">{}</td></tr>\n",
+                    escape(&issue.time),
+                    escape(&issue.message)
+                ));
+            }
+            page.push_str("</table>\n");
+        }
+        page.push_str("</body></html>\n");
         page
     }
 
@@ -324,9 +352,9 @@ impl Report {
     /// The figures as an aligned terminal table.
     pub fn table(&self) -> String {
         let m = &self.metrics;
-        let pct = |v: f64| format!("{:.2}%", v * 100.0);
+        let pct = |v: f64| format!("{}%", fixed(v * 100.0, 2));
         let opt = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map_or_else(|| "-".to_owned(), f);
-        let num = |v: f64| format!("{v:.2}");
+        let num = |v: f64| fixed(v, 2).to_string();
         let days = m.max_drawdown_duration_ms as f64 / 86_400_000.0;
         let rows: Vec<(&str, String)> = vec![
             ("total return", pct(m.total_return)),
@@ -348,8 +376,9 @@ impl Report {
             (
                 "equity",
                 format!(
-                    "{:.2} -> {:.2}",
-                    self.summary.cash_start, self.summary.equity_final
+                    "{} -> {}",
+                    fixed(self.summary.cash_start, 2),
+                    fixed(self.summary.equity_final, 2)
                 ),
             ),
             (
@@ -363,11 +392,11 @@ impl Report {
         let mut out = format!(
             "{} {} ({})  on {}\n",
             self.strategy.name,
-            self.strategy.version,
+            text(&self.strategy.version),
             &self.strategy.sha256[..12.min(self.strategy.sha256.len())],
             self.data
                 .iter()
-                .map(|d| d.symbol.as_str())
+                .map(|d| text(&d.symbol).to_string())
                 .collect::<Vec<_>>()
                 .join(", ")
         );

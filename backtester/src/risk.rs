@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use keel_model::shown::{amount, fixed, number, quoted, text};
 use keel_model::{Action, RiskLimits, Side, Signal, Size};
 
 /// What the checks need to know about the book, including orders already
@@ -24,6 +25,84 @@ pub struct Exposure {
 pub struct Approved {
     pub quantity: f64,
     pub notional: f64,
+}
+
+/// Quote currencies a dollar-like minimum (`RiskLimits::min_order_quote`)
+/// fits: fiat money and stablecoins.
+const FIAT_QUOTES: [&str; 16] = [
+    "USD", "USDT", "USDC", "DAI", "BUSD", "TUSD", "FDUSD", "PYUSD", "EUR", "EURT", "GBP", "CHF",
+    "CAD", "AUD", "ZUSD", "ZEUR",
+];
+
+/// Built-in minimums (about ten dollars' worth) for crypto quote currencies.
+const CRYPTO_QUOTES: [(&str, f64); 4] = [
+    ("BTC", 0.0001),
+    ("XBT", 0.0001),
+    ("XXBT", 0.0001),
+    ("ETH", 0.003),
+];
+
+/// The smallest order per symbol, in the symbol's quote currency: entries by
+/// symbol (`ETH/BTC`) or by quote currency (`BTC`), over built-in defaults
+/// for BTC and ETH quotes. A fiat or stablecoin quote, or a symbol whose
+/// quote cannot be told (`BTC`, a file name), takes `min_order_quote`; any
+/// other quote has no minimum unless one is set.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MinOrders(BTreeMap<String, f64>);
+
+impl MinOrders {
+    /// Sets the minimum for a symbol or a quote currency (any case).
+    pub fn set(&mut self, name: &str, minimum: f64) {
+        self.0.insert(name.to_ascii_uppercase(), minimum);
+    }
+
+    /// Every entry set, by upper-case name.
+    pub fn entries(&self) -> &BTreeMap<String, f64> {
+        &self.0
+    }
+
+    /// The minimum order on `symbol`, `fiat` being `min_order_quote`.
+    pub fn for_symbol(&self, symbol: &str, fiat: f64) -> f64 {
+        let symbol = symbol.to_ascii_uppercase();
+        if let Some(&m) = self.0.get(&symbol) {
+            return m;
+        }
+        let Some(quote) = quote_of(&symbol) else {
+            return fiat;
+        };
+        if let Some(&m) = self.0.get(quote) {
+            m
+        } else if let Some(&(_, m)) = CRYPTO_QUOTES.iter().find(|(q, _)| *q == quote) {
+            m
+        } else if FIAT_QUOTES.contains(&quote) {
+            fiat
+        } else {
+            0.0
+        }
+    }
+
+    /// `limits` with the minimum order of `symbol`.
+    pub fn limits_for(&self, symbol: &str, limits: &RiskLimits) -> RiskLimits {
+        RiskLimits {
+            min_order_quote: self.for_symbol(symbol, limits.min_order_quote),
+            ..*limits
+        }
+    }
+}
+
+/// The quote currency of an upper-case symbol: after its `/`, else a known
+/// quote it ends with (`XBTUSD`); none for a bare name (`BTC`).
+fn quote_of(symbol: &str) -> Option<&str> {
+    if let Some((_, quote)) = symbol.rsplit_once('/') {
+        return Some(quote);
+    }
+    let known = FIAT_QUOTES
+        .iter()
+        .chain(CRYPTO_QUOTES.iter().map(|(q, _)| q));
+    known
+        .filter(|q| symbol.len() > q.len() && symbol.ends_with(**q))
+        .max_by_key(|q| q.len())
+        .map(|q| &symbol[symbol.len() - q.len()..])
 }
 
 /// The quantity a size means at `price` for a book of `equity`.
@@ -50,20 +129,25 @@ pub fn check(
         Action::OpenShort => Side::Short,
     };
     if !(price.is_finite() && price > 0.0) {
-        return Err(format!("no price for {} yet", signal.symbol));
+        return Err(format!("no price for {} yet", text(&signal.symbol)));
     }
+    let size = signal.size.amount();
+    if !(size.is_finite() && size > 0.0) {
+        return Err(format!("size {} is not a positive number", number(size)));
+    }
+    exits_beyond(signal, side, price)?;
     let equity = exposure.equity;
     if equity <= 0.0 {
-        return Err(format!("equity {equity:.2} leaves nothing to trade"));
+        return Err(format!("equity {} leaves nothing to trade", amount(equity)));
     }
     let key = (signal.symbol.clone(), signal.tag.clone());
     if let Some(held) = exposure.sides.get(&key)
         && *held != side
     {
         return Err(format!(
-            "tag '{}' on {} holds a {} position; close it before opening the other side",
-            signal.tag,
-            signal.symbol,
+            "tag {} on {} holds a {} position; close it before opening the other side",
+            quoted(&signal.tag),
+            text(&signal.symbol),
             if *held == Side::Long { "long" } else { "short" }
         ));
     }
@@ -71,16 +155,17 @@ pub fn check(
     let notional = quantity * price;
     if notional < limits.min_order_quote {
         return Err(format!(
-            "order of {notional:.2} is below the minimum order of {:.2}",
-            limits.min_order_quote
+            "order of {} is below the minimum order of {}",
+            amount(notional),
+            amount(limits.min_order_quote)
         ));
     }
     let trade_fraction = notional / equity;
     if trade_fraction > limits.max_trade_fraction {
         return Err(format!(
-            "order of {:.2}% of equity is over the {:.2}% trade limit",
-            trade_fraction * 100.0,
-            limits.max_trade_fraction * 100.0
+            "order of {}% of equity is over the {}% trade limit",
+            fixed(trade_fraction * 100.0, 2),
+            fixed(limits.max_trade_fraction * 100.0, 2)
         ));
     }
     let held = exposure
@@ -91,10 +176,10 @@ pub fn check(
     let position_fraction = (held + notional) / equity;
     if position_fraction > limits.max_position_fraction {
         return Err(format!(
-            "{} would be {:.2}% of equity, over the {:.2}% position limit",
-            signal.symbol,
-            position_fraction * 100.0,
-            limits.max_position_fraction * 100.0
+            "{} would be {}% of equity, over the {}% position limit",
+            text(&signal.symbol),
+            fixed(position_fraction * 100.0, 2),
+            fixed(limits.max_position_fraction * 100.0, 2)
         ));
     }
     if !exposure.open.contains(&key) && exposure.open.len() >= limits.max_open_positions as usize {
@@ -105,6 +190,40 @@ pub fn check(
         ));
     }
     Ok(Some(Approved { quantity, notional }))
+}
+
+/// A stop-loss must be on the losing side of the reference `price` (below
+/// it for a long), a take-profit on the winning side: one on the wrong side
+/// would close the position at its first bar.
+fn exits_beyond(signal: &Signal, side: Side, price: f64) -> Result<(), String> {
+    let (name, below, above) = match side {
+        Side::Long => ("long", "stop-loss", "take-profit"),
+        Side::Short => ("short", "take-profit", "stop-loss"),
+    };
+    let (stop, target) = (signal.stop_loss, signal.take_profit);
+    let (lower, upper) = match side {
+        Side::Long => (stop, target),
+        Side::Short => (target, stop),
+    };
+    if let Some(p) = lower
+        && p.partial_cmp(&price) != Some(std::cmp::Ordering::Less)
+    {
+        return Err(format!(
+            "{below} {} of a {name} is not below the price {}",
+            number(p),
+            number(price)
+        ));
+    }
+    if let Some(p) = upper
+        && p.partial_cmp(&price) != Some(std::cmp::Ordering::Greater)
+    {
+        return Err(format!(
+            "{above} {} of a {name} is not above the price {}",
+            number(p),
+            number(price)
+        ));
+    }
+    Ok(())
 }
 
 impl Exposure {
@@ -216,7 +335,7 @@ mod tests {
                 signal: long(50.0),
                 exposure: other_side,
                 expect: Err(
-                    "tag '' on BTC holds a short position; close it before opening the other side",
+                    "tag \"\" on BTC holds a short position; close it before opening the other side",
                 ),
             },
             Case {
@@ -241,6 +360,109 @@ mod tests {
         for case in cases {
             let got = check(&case.signal, 50.0, &case.exposure, &limits()).map(|_| ());
             assert_eq!(got, case.expect.map_err(str::to_owned), "{}", case.name);
+        }
+        // A minimum in BTC shows its digits.
+        let btc = MinOrders::default().limits_for("ETH/BTC", &limits());
+        let tiny = Signal::open_long("ETH/BTC", Size::Quote(0.00005));
+        assert_eq!(
+            check(&tiny, 50.0, &book(), &btc),
+            Err("order of 0.0000500 is below the minimum order of 0.000100".into())
+        );
+    }
+
+    #[test]
+    fn stops_and_targets_must_be_on_the_right_side_of_the_price() {
+        struct Case {
+            name: &'static str,
+            signal: Signal,
+            expect: Result<(), &'static str>,
+        }
+        let long = || Signal::open_long("BTC", Size::Quote(50.0));
+        let short = || Signal::open_short("BTC", Size::Quote(50.0));
+        let cases = [
+            Case {
+                name: "long, stop below",
+                signal: long().stop_loss(49.0).take_profit(51.0),
+                expect: Ok(()),
+            },
+            Case {
+                name: "long, stop above",
+                signal: long().stop_loss(51.0),
+                expect: Err("stop-loss 51 of a long is not below the price 50"),
+            },
+            Case {
+                name: "long, stop at the price",
+                signal: long().stop_loss(50.0),
+                expect: Err("stop-loss 50 of a long is not below the price 50"),
+            },
+            Case {
+                name: "long, target below",
+                signal: long().take_profit(49.5),
+                expect: Err("take-profit 49.5 of a long is not above the price 50"),
+            },
+            Case {
+                name: "short, stop above",
+                signal: short().stop_loss(51.0).take_profit(49.0),
+                expect: Ok(()),
+            },
+            Case {
+                name: "short, stop below",
+                signal: short().stop_loss(49.0),
+                expect: Err("stop-loss 49 of a short is not above the price 50"),
+            },
+            Case {
+                name: "short, target above",
+                signal: short().take_profit(1e300),
+                expect: Err("take-profit 1e300 of a short is not below the price 50"),
+            },
+        ];
+        for case in cases {
+            let got = check(&case.signal, 50.0, &book(), &limits()).map(|_| ());
+            assert_eq!(got, case.expect.map_err(str::to_owned), "{}", case.name);
+        }
+        // A close carries no stop that matters.
+        let close = Signal::close("BTC").stop_loss(1e9);
+        assert_eq!(check(&close, 50.0, &book(), &limits()), Ok(None));
+    }
+
+    #[test]
+    fn sizes_that_are_not_positive_numbers_are_refused() {
+        for size in [
+            Size::Quote(f64::NAN),
+            Size::Base(-1.0),
+            Size::FractionOfEquity(0.0),
+        ] {
+            let signal = Signal::open_long("BTC", size);
+            assert!(
+                check(&signal, 50.0, &book(), &limits())
+                    .is_err_and(|e| e.ends_with("is not a positive number")),
+                "{size:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_minimum_order_goes_by_symbol_then_quote_currency() {
+        let mut orders = MinOrders::default();
+        orders.set("LTC/BTC", 0.5);
+        orders.set("eur", 20.0);
+        let fiat = 10.0;
+        let cases = [
+            ("BTC/USD", 10.0),
+            ("ETH/USDT", 10.0),
+            ("XBTUSD", 10.0),
+            ("BTC/EUR", 20.0),
+            ("ETH/BTC", 0.0001),
+            ("ETHBTC", 0.0001),
+            ("XMR/XBT", 0.0001),
+            ("LTC/BTC", 0.5),
+            ("LINK/ETH", 0.003),
+            ("BTC", 10.0),
+            ("UNITTEST_BTC-1m", 10.0),
+            ("ADA/BNB", 0.0),
+        ];
+        for (symbol, expect) in cases {
+            assert_eq!(orders.for_symbol(symbol, fiat), expect, "{symbol}");
         }
     }
 

@@ -120,7 +120,8 @@ impl CandidatesConfig {
             let line = e.span().map_or(1, |s| {
                 text[..s.start.min(text.len())].matches('\n').count() + 1
             });
-            anyhow!("{}:{line}: {}", path.display(), e.message().trim())
+            let msg = keel_model::shown::message(e.message().trim());
+            anyhow!("{}:{line}: {msg}", path.display())
         })?;
         let dir = path.parent().unwrap_or(Path::new("."));
         for spec in &mut config.backtest.data {
@@ -285,6 +286,7 @@ pub fn describe_hash(conn: &Connection, hash: &str) -> rusqlite::Result<String> 
         )
         .optional()?;
     if let Some((id, name, version)) = candidate {
+        let version = keel_model::shown::text(&version);
         return Ok(format!("{short} (candidate {id}, {name} {version})"));
     }
     let known: Option<(String, String)> = conn
@@ -295,7 +297,10 @@ pub fn describe_hash(conn: &Connection, hash: &str) -> rusqlite::Result<String> 
         )
         .optional()?;
     Ok(match known {
-        Some((name, version)) => format!("{short} ({name} {version})"),
+        Some((name, version)) => {
+            let version = keel_model::shown::text(&version);
+            format!("{short} ({name} {version})")
+        }
         None => short.to_owned(),
     })
 }

@@ -7,10 +7,12 @@ use clap::{Args, Parser, Subcommand};
 
 use keel_model::candles::{self, format_time};
 use keel_model::replay::Series;
-use keel_model::{Action, Params, RiskLimits, Size, Timeframe, synth};
+use keel_model::shown::{fixed, line, number, text};
+use keel_model::{Action, Params, Size, Timeframe, synth};
 
 use crate::backtest;
 use crate::build_strategy;
+use crate::risk::RiskConfig;
 use crate::sandbox::{Binding, LoadedStrategy, Metering, Sandbox, SandboxConfig, timed};
 use crate::store::Store;
 use crate::validate::{self, ValidationReport};
@@ -205,6 +207,10 @@ pub struct BacktestArgs {
     /// Walk forward over K folds: pick the grid's best in-sample, test it on the next window.
     #[arg(long, value_name = "K")]
     pub walk_forward: Option<usize>,
+    /// The pre-trade limits of a `risk_limits.toml` (as `keel run` takes);
+    /// the defaults otherwise. Halts apply to paper and live trading only.
+    #[arg(long, value_name = "FILE")]
+    pub risk_limits: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -366,6 +372,10 @@ fn backtest(args: &BacktestArgs, db: &Path, cache: &CompileCache) -> anyhow::Res
             });
         }
     }
+    let risk = match &args.risk_limits {
+        Some(path) => RiskConfig::load(path).map_err(anyhow::Error::msg)?,
+        None => RiskConfig::default(),
+    };
     let config = keel_backtester::BacktestConfig {
         cash: args.cash,
         fills: keel_backtester::fills::FillModel {
@@ -374,7 +384,8 @@ fn backtest(args: &BacktestArgs, db: &Path, cache: &CompileCache) -> anyhow::Res
             max_volume_share: args.volume_share,
             lot_size: args.lot_size,
         },
-        limits: RiskLimits::default(),
+        limits: risk.base_limits(),
+        min_orders: risk.min_orders(),
         // The reports count signals and fills; keeping each one would make
         // memory grow with the data.
         record_signals: false,
@@ -487,8 +498,15 @@ fn backtest(args: &BacktestArgs, db: &Path, cache: &CompileCache) -> anyhow::Res
     }
     if let [report] = reports.as_slice() {
         print!("{}", report.table());
-        for issue in report.errors.iter().take(5) {
-            println!("  error at {}: {}", issue.time, issue.message);
+        const SHOWN: usize = 5;
+        for (what, issues) in [("error", &report.errors), ("rejected", &report.rejected)] {
+            for issue in issues.iter().take(SHOWN) {
+                println!("  {what} at {}: {}", issue.time, issue.message);
+            }
+            if issues.len() > SHOWN {
+                let more = issues.len() - SHOWN;
+                println!("  … and {more} more {what} (every one in --json and --report)");
+            }
         }
     } else {
         println!(
@@ -745,12 +763,12 @@ fn print_inspect(loaded: &LoadedStrategy, took: std::time::Duration) {
     println!("file       {}", loaded.origin.display());
     println!("sha256     {}", loaded.hash);
     println!("size       {} bytes", loaded.size);
-    println!("strategy   {} {}", info.name, info.version);
+    println!("strategy   {} {}", info.name, text(&info.version));
     println!("contract   keel:strategy@{}", loaded.contract);
     if !info.description.is_empty() {
-        println!("about      {}", info.description);
+        println!("about      {}", line(&info.description));
     }
-    println!("symbols    {}", info.symbols.join(", "));
+    println!("symbols    {}", line(&info.symbols.join(", ")));
     println!(
         "timeframe  {}    warm-up {} bars",
         info.timeframe, info.warmup_bars
@@ -767,7 +785,11 @@ fn print_inspect(loaded: &LoadedStrategy, took: std::time::Duration) {
         let head = if i == 0 { "params" } else { "" };
         println!(
             "{head:<10} {:<14} {:<5} {:<8} {:<14} {}",
-            p.name, p.kind, p.default, range, p.description
+            p.name,
+            p.kind,
+            p.default,
+            range,
+            line(&p.description)
         );
     }
     for (i, import) in loaded.imports.iter().enumerate() {
@@ -848,71 +870,62 @@ pub fn run_file(sandbox: &Sandbox, args: &RunArgs, db: &Path) -> anyhow::Result<
         ..keel_backtester::BacktestConfig::default()
     };
     let outcome = keel_backtester::run(&mut instance, &series, &config);
-    let rejections = instance.take_rejections();
     if !args.quiet {
         for (time, s) in &outcome.signals {
             let size = match (s.action, s.size) {
                 (Action::Close, _) => String::new(),
-                (_, Size::FractionOfEquity(f)) => format!("{f} of equity"),
-                (_, Size::Quote(q)) => format!("{q} quote"),
-                (_, Size::Base(b)) => format!("{b} base"),
+                (_, Size::FractionOfEquity(f)) => format!("{} of equity", number(f)),
+                (_, Size::Quote(q)) => format!("{} quote", number(q)),
+                (_, Size::Base(b)) => format!("{} base", number(b)),
             };
             let tag = if s.tag.is_empty() {
                 String::new()
             } else {
-                format!("[{}]", s.tag)
+                format!("[{}]", text(&s.tag))
             };
             println!(
                 "{}  {:<10} {:<10} {:<9} {:<22} {}",
                 format_time(*time),
                 s.action.as_str(),
-                s.symbol,
+                text(&s.symbol),
                 tag,
                 size,
-                s.reason
+                text(&s.reason)
             );
         }
-        // Refused by the sandbox's checks, then by the risk checks.
-        let refused = rejections
-            .iter()
-            .map(|r| (r.time_ms, &r.signal, &r.reason))
-            .chain(
-                outcome
-                    .rejected
-                    .iter()
-                    .map(|r| (r.time_ms, &r.signal, &r.reason)),
-            );
-        for (time, signal, reason) in refused {
+        // Refused by the sandbox's checks, by risk, or at fill time.
+        for r in &outcome.rejected {
             println!(
-                "{}  REJECTED {} {}: {reason}",
-                format_time(time),
-                signal.action.as_str(),
-                signal.symbol
+                "{}  REJECTED {} {}: {}",
+                format_time(r.time_ms),
+                r.signal.action.as_str(),
+                text(&r.signal.symbol),
+                line(&r.reason)
             );
         }
         const SHOWN: usize = 10;
         for (time, e) in outcome.errors.iter().take(SHOWN) {
-            println!("{}  ERROR {e}", format_time(*time));
+            println!("{}  ERROR {}", format_time(*time), line(e));
         }
         if outcome.errors.len() > SHOWN {
             println!("… and {} more errors", outcome.errors.len() - SHOWN);
         }
     }
     let stats = instance.stats();
-    let rejected = rejections.len() + outcome.rejected.len();
+    let rejected = outcome.rejected.len();
     println!(
-        "{}: {} bars on {} symbol(s), {} signals ({} rejected), {} fills, {} trades, {} errors, {} traps; equity {:.2} -> {:.2} (fees {} bps, slippage {} bps)",
+        "{}: {} bars on {} symbol(s), {} signals ({} rejected), {} fills, {} trades, {} errors, {} traps; equity {} -> {} (fees {} bps, slippage {} bps)",
         instance.label(),
         outcome.steps,
         series.len(),
-        outcome.signals.len(),
+        outcome.signal_count,
         rejected,
         outcome.fills.len(),
         outcome.trades.len(),
         outcome.errors.len(),
         stats.traps,
-        args.cash,
-        outcome.equity_final,
+        fixed(args.cash, 2),
+        fixed(outcome.equity_final, 2),
         config.fills.fee_bps,
         config.fills.slippage_bps
     );

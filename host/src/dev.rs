@@ -186,10 +186,12 @@ pub fn run(args: &DevArgs, db: &Path, cache: &CompileCache) -> anyhow::Result<bo
         let report = backtest::run_job(&sandbox, &job, &data, &config)?;
         let m = &report.metrics;
         Ok(format!(
-            "{} trades, return {:+.2}%, max drawdown {:.2}%, {} errors",
+            "{} trades, return {:+.2}%, max drawdown {:.2}%, {} signals ({} rejected), {} errors",
             m.trades,
             m.total_return * 100.0,
             m.max_drawdown * 100.0,
+            report.summary.signals,
+            report.summary.rejected,
             report.errors.len()
         ))
     };

@@ -23,7 +23,8 @@ fn main() {
         Ok(true) => {}
         Ok(false) => std::process::exit(1),
         Err(e) => {
-            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+            let message = format!("{e:#}").replace('\n', " ");
+            eprintln!("error: {}", keel_model::shown::line(&message));
             std::process::exit(1);
         }
     }

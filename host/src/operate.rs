@@ -11,6 +11,7 @@ use clap::Args;
 
 use keel_backtester::fills::FillModel;
 use keel_model::candles::format_time;
+use keel_model::shown;
 
 use crate::api::{self, ApiServer, Bound, Edge, Shared};
 use crate::build_strategy;
@@ -443,8 +444,8 @@ pub fn positions(args: &ShowArgs, db: &Path) -> anyhow::Result<bool> {
             println!(
                 "{:<20} {:<10} {:<8} {:<5} qty {:>14.8}  entry {:>12.4}  mark {:>12.4}  unrealized {:>+10.2}",
                 b.slot,
-                p.symbol,
-                if p.tag.is_empty() { "-" } else { &p.tag },
+                shown::text(&p.symbol),
+                shown::text(if p.tag.is_empty() { "-" } else { &p.tag }),
                 p.side,
                 p.quantity,
                 p.entry,
@@ -474,7 +475,7 @@ pub fn trades(args: &ShowArgs, db: &Path) -> anyhow::Result<bool> {
         println!(
             "{:<20} {:<10} {:<5} {} → {}  qty {:>12.8}  {:>10.4} → {:>10.4}  P&L {:>+10.2}  ({})",
             t.slot,
-            t.symbol,
+            shown::text(&t.symbol),
             t.side,
             format_time(t.opened_ms),
             format_time(t.closed_ms),
@@ -856,7 +857,7 @@ pub fn candidate(args: &CandidateArgs, db: &Path, cache: &CompileCache) -> anyho
             println!(
                 "candidate {id}: {} {} ({}) — {}",
                 c.name,
-                c.version,
+                shown::text(&c.version),
                 artifact.hash.short(),
                 c.state
             );
@@ -895,7 +896,7 @@ pub fn candidate(args: &CandidateArgs, db: &Path, cache: &CompileCache) -> anyho
             // strategies, of any length.
             let width = |field: fn(&candidates::Candidate) -> &str| {
                 all.iter()
-                    .map(|c| field(c).chars().count())
+                    .map(|c| shown::text(field(c)).to_string().chars().count())
                     .max()
                     .unwrap_or(0)
             };
@@ -911,10 +912,10 @@ pub fn candidate(args: &CandidateArgs, db: &Path, cache: &CompileCache) -> anyho
                     c.id,
                     c.state,
                     c.name,
-                    c.version,
+                    shown::text(&c.version),
                     &c.hash[..12],
                     format_time(c.created_ms),
-                    c.note
+                    shown::line(&c.note)
                 );
             }
             if let Some(hash) = active.filter(|a| !all.iter().any(|c| c.hash == *a)) {
@@ -949,7 +950,10 @@ pub fn candidate(args: &CandidateArgs, db: &Path, cache: &CompileCache) -> anyho
             }
             println!(
                 "candidate {}  {} {}  state {}",
-                c.id, c.name, c.version, c.state
+                c.id,
+                c.name,
+                shown::text(&c.version),
+                c.state
             );
             println!("sha256     {}", c.hash);
             println!("source     {}", c.source);
@@ -967,7 +971,7 @@ pub fn candidate(args: &CandidateArgs, db: &Path, cache: &CompileCache) -> anyho
                     }
                 }
             }
-            println!("note       {}", c.note);
+            println!("note       {}", shown::line(&c.note));
             println!("gates");
             for (g, at) in &gates {
                 println!("  {}  {}", format_time(*at), gate_line(g));
@@ -995,7 +999,9 @@ pub fn candidate(args: &CandidateArgs, db: &Path, cache: &CompileCache) -> anyho
             let c = candidates::promote(store.conn(), &config, *id, &by.actor, force_reason)?;
             println!(
                 "candidate {} ({} {}) is the active strategy",
-                c.id, c.name, c.version
+                c.id,
+                c.name,
+                shown::text(&c.version)
             );
             let why = reason
                 .clone()

@@ -3,11 +3,12 @@
 //! before an order exists (the contract's basic limits are
 //! `keel_backtester::risk::check`, shared with backtests) and after (halts).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
-use keel_backtester::risk::{self, Approved, Exposure};
-use keel_model::{Action, RiskLimits, Signal};
+use keel_backtester::risk::{self, Approved, Exposure, MinOrders};
+use keel_model::{Action, RiskLimits, Signal, shown};
 
 /// `risk_limits.toml`. Percentages are of the book's equity.
 #[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
@@ -26,8 +27,12 @@ pub struct RiskConfig {
     /// Refuse to fill an order at a price this far from the last price the
     /// order was sized at (a bad tick or a gap).
     pub fat_finger_pct: f64,
-    /// Smallest order, quote currency.
+    /// Smallest order on a fiat or stablecoin quote (USD, EUR, USDT, …), or
+    /// on a symbol whose quote cannot be told.
     pub min_order_quote: f64,
+    /// Smallest order by quote currency (`BTC = 0.0001`) or by symbol
+    /// (`"ETH/BTC" = 0.001`), over the built-in ones for BTC and ETH quotes.
+    pub min_order: BTreeMap<String, f64>,
 }
 
 impl Default for RiskConfig {
@@ -40,6 +45,7 @@ impl Default for RiskConfig {
             max_drawdown_halt_pct: 20.0,
             fat_finger_pct: 10.0,
             min_order_quote: 10.0,
+            min_order: BTreeMap::new(),
         }
     }
 }
@@ -51,7 +57,7 @@ impl RiskConfig {
         let text =
             std::fs::read_to_string(path).map_err(|e| format!("{name}: cannot read: {e}"))?;
         let config: RiskConfig = toml::from_str(&text).map_err(|e| {
-            let msg = e.message().trim().to_owned();
+            let msg = shown::message(e.message().trim());
             match e.span() {
                 Some(span) => {
                     let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
@@ -87,17 +93,42 @@ impl RiskConfig {
                 self.min_order_quote
             ));
         }
+        for (name, &minimum) in &self.min_order {
+            if !(minimum >= 0.0 && minimum.is_finite()) {
+                return Err(format!(
+                    "min_order.{} = {} must be 0 or more",
+                    shown::text(name),
+                    shown::number(minimum)
+                ));
+            }
+        }
         Ok(())
     }
 
-    /// The limits strategies see and the shared checks apply.
-    pub fn limits(&self) -> RiskLimits {
+    /// The limits for `symbol`, as the shared checks apply them and a
+    /// strategy trading it sees them (the minimum order in its quote).
+    pub fn limits_for(&self, symbol: &str) -> RiskLimits {
+        self.min_orders().limits_for(symbol, &self.base_limits())
+    }
+
+    /// The limits with `min_order_quote` for fiat quotes: what a backtest
+    /// starts from, beside `min_orders`.
+    pub fn base_limits(&self) -> RiskLimits {
         RiskLimits {
             max_position_fraction: self.max_position_pct / 100.0,
             max_open_positions: self.max_open_positions,
             max_trade_fraction: self.max_trade_pct / 100.0,
             min_order_quote: self.min_order_quote,
         }
+    }
+
+    /// The `[min_order]` table.
+    pub fn min_orders(&self) -> MinOrders {
+        let mut orders = MinOrders::default();
+        for (name, &minimum) in &self.min_order {
+            orders.set(name, minimum);
+        }
+        orders
     }
 }
 
@@ -153,7 +184,7 @@ pub fn pre_trade(
         }
         _ => {}
     }
-    risk::check(signal, price, exposure, &config.limits())
+    risk::check(signal, price, exposure, &config.limits_for(&signal.symbol))
 }
 
 /// Why a book must halt now, if it must: its equity against its peak and
@@ -210,6 +241,7 @@ mod tests {
             max_drawdown_halt_pct: 15.0,
             fat_finger_pct: 10.0,
             min_order_quote: 50.0,
+            min_order: BTreeMap::new(),
         }
     }
 
@@ -265,6 +297,21 @@ mod tests {
         assert_eq!(
             ok(&buy(60.0), &two).expect_err("count"),
             "2 positions are open, the limit is 2"
+        );
+    }
+
+    #[test]
+    fn paper_refuses_exits_on_the_wrong_side_as_backtests_do() {
+        let flat = exposure(1000.0, &[]);
+        let long = buy(60.0).stop_loss(101.0);
+        assert_eq!(
+            pre_trade(&long, TradingState::Active, 100.0, &flat, &config()),
+            Err("stop-loss 101 of a long is not below the price 100".into())
+        );
+        let short = Signal::open_short("BTC", Size::Quote(60.0)).stop_loss(99.0);
+        assert_eq!(
+            pre_trade(&short, TradingState::Active, 100.0, &flat, &config()),
+            Err("stop-loss 99 of a short is not above the price 100".into())
         );
     }
 
@@ -332,6 +379,18 @@ mod tests {
         let c = RiskConfig::load(&good).expect("loads");
         assert_eq!((c.max_trade_pct, c.min_order_quote), (5.0, 20.0));
         assert_eq!(c.max_open_positions, 10, "defaults fill the rest");
+        // The minimum order by quote currency or symbol, beside the old key.
+        let quotes = write("min_order_quote = 20\n[min_order]\nbtc = 0.001\n\"ETH/BTC\" = 0.01\n");
+        let c = RiskConfig::load(&quotes).expect("loads");
+        let minimum = |symbol: &str| c.limits_for(symbol).min_order_quote;
+        assert_eq!(
+            [minimum("BTC/USD"), minimum("LTC/BTC"), minimum("ETH/BTC")],
+            [20.0, 0.001, 0.01]
+        );
+        assert_eq!(
+            RiskConfig::default().limits_for("LTC/BTC").min_order_quote,
+            0.0001
+        );
         let typo = write("max_trade_pct = 5\nmax_trade_pc = 3\n");
         let err = RiskConfig::load(&typo).expect_err("unknown key");
         assert!(

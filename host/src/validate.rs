@@ -218,12 +218,16 @@ fn smoke_run(
         let at = keel_model::candles::format_time(*time);
         return Err(("smoke run", format!("at {at}: {error}")));
     }
-    if let Some(r) = instance.take_rejections().first() {
+    let refused =
+        (out.rejected.iter()).find(|r| r.by == keel_backtester::engine::RejectedBy::Sandbox);
+    if let Some(r) = refused {
         return Err((
             "smoke run",
             format!(
                 "signal rejected: {} ({:?} {})",
-                r.reason, r.signal.action, r.signal.symbol
+                r.reason,
+                r.signal.action,
+                keel_model::shown::text(&r.signal.symbol)
             ),
         ));
     }

@@ -221,8 +221,12 @@ impl<'a> Batch<'a> {
 pub struct BatchOutcome {
     /// Ticks handled, from the first; at least one.
     pub consumed: usize,
-    /// Signals of the last tick handled.
+    /// Signals of the last tick handled that passed the runner's checks of
+    /// strategy output (a sandbox's; a native strategy's are all here).
     pub signals: Vec<Signal>,
+    /// Signals of the last tick handled that those checks refused, with the
+    /// reason. They never reach `signals`, and every report counts them.
+    pub refused: Vec<(Signal, String)>,
     /// The last tick handled failed with this error.
     pub error: Option<String>,
 }
@@ -451,13 +455,13 @@ pub fn drive_closes<C: Closes + ?Sized>(
         return BatchOutcome {
             consumed: i + 1,
             signals,
+            refused: Vec::new(),
             error,
         };
     }
     BatchOutcome {
         consumed: ticks,
-        signals: Vec::new(),
-        error: None,
+        ..BatchOutcome::default()
     }
 }
 

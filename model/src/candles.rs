@@ -4,6 +4,8 @@
 use std::fmt;
 use std::path::Path;
 
+use crate::shown::{self, number};
+
 /// One OHLCV candle; `time_ms` is its open time (ms since the Unix epoch, UTC).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Candle {
@@ -123,7 +125,10 @@ impl<L: Iterator<Item = std::io::Result<String>>> CsvCandles<L> {
                 .ok_or_else(|| CandleError::Invalid {
                     path: source.to_owned(),
                     line,
-                    message: format!("missing column '{column}' (header is '{}')", header.trim()),
+                    message: format!(
+                        "missing column '{column}' (header is '{}')",
+                        shown::text(header.trim())
+                    ),
                 })?;
         }
         Ok(CsvCandles {
@@ -153,9 +158,9 @@ impl<L: Iterator<Item = std::io::Result<String>>> CsvCandles<L> {
             let text = fields[self.index[k + 1]];
             *value = text
                 .parse::<f64>()
-                .map_err(|_| format!("{column} '{text}' is not a number"))?;
+                .map_err(|_| format!("{column} '{}' is not a number", shown::text(text)))?;
             if !value.is_finite() {
-                return Err(format!("{column} is {text}"));
+                return Err(format!("{column} is {}", shown::text(text)));
             }
         }
         checked(self.last_ms, time_ms, values)
@@ -251,7 +256,10 @@ pub fn parse_json(text: &str, source: &str) -> Result<Vec<Candle>, CandleError> 
     let rows: Vec<Vec<serde_json::Value>> = serde_json::from_str(text).map_err(|e| {
         invalid(
             e.line().max(1),
-            format!("not a JSON list of [ms, open, high, low, close, volume] rows: {e}"),
+            format!(
+                "not a JSON list of [ms, open, high, low, close, volume] rows: {}",
+                shown::message(&e.to_string())
+            ),
         )
     })?;
     let lines = row_lines(text);
@@ -275,7 +283,10 @@ pub fn parse_json(text: &str, source: &str) -> Result<Vec<Candle>, CandleError> 
             .ok_or_else(|| {
                 invalid(
                     line,
-                    format!("time {} is not whole epoch milliseconds", row[0]),
+                    format!(
+                        "time {} is not whole epoch milliseconds",
+                        shown::text(&row[0].to_string())
+                    ),
                 )
             })?;
         let mut values = [0.0f64; 5];
@@ -288,7 +299,10 @@ pub fn parse_json(text: &str, source: &str) -> Result<Vec<Candle>, CandleError> 
                 .ok_or_else(|| {
                     invalid(
                         line,
-                        format!("{column} {} is not a finite number", row[k + 1]),
+                        format!(
+                            "{column} {} is not a finite number",
+                            shown::text(&row[k + 1].to_string())
+                        ),
                     )
                 })?;
         }
@@ -397,21 +411,20 @@ pub fn gaps(candles: &[Candle], bar_ms: i64) -> Vec<Gap> {
 /// The consistency rules every candle obeys.
 pub fn check_candle(c: &Candle) -> Result<(), String> {
     if c.low <= 0.0 {
-        return Err(format!("low {} is not positive", c.low));
+        return Err(format!("low {} is not positive", number(c.low)));
     }
     if c.high < c.low {
-        return Err(format!("high {} is below low {}", c.high, c.low));
+        let (high, low) = (number(c.high), number(c.low));
+        return Err(format!("high {high} is below low {low}"));
     }
     for (name, v) in [("open", c.open), ("close", c.close)] {
         if v > c.high || v < c.low {
-            return Err(format!(
-                "{name} {v} is outside low {} .. high {}",
-                c.low, c.high
-            ));
+            let (v, low, high) = (number(v), number(c.low), number(c.high));
+            return Err(format!("{name} {v} is outside low {low} .. high {high}"));
         }
     }
     if c.volume < 0.0 {
-        return Err(format!("volume {} is negative", c.volume));
+        return Err(format!("volume {} is negative", number(c.volume)));
     }
     Ok(())
 }
@@ -421,11 +434,16 @@ pub fn parse_time(text: &str) -> Result<i64, String> {
     if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
         return text
             .parse::<i64>()
-            .map_err(|_| format!("time '{text}' is out of range"));
+            .map_err(|_| format!("time '{}' is out of range", shown::text(text)));
     }
     chrono::DateTime::parse_from_rfc3339(text)
         .map(|t| t.timestamp_millis())
-        .map_err(|_| format!("time '{text}' is neither RFC 3339 nor epoch ms"))
+        .map_err(|_| {
+            format!(
+                "time '{}' is neither RFC 3339 nor epoch ms",
+                shown::text(text)
+            )
+        })
 }
 
 /// RFC 3339 UTC text for epoch milliseconds.
@@ -587,11 +605,30 @@ mod tests {
                 body: "2018-01-10T04:55:00Z,1,2,0.5,1,-1\n",
                 expect: "t.csv:2: volume -1 is negative",
             },
+            Case {
+                body: "2018-01-10T04:55:00Z,\u{1b}[31m\0\u{202e},2,0.5,1,1\n",
+                expect: "t.csv:2: open '\\x1b[31m\\x00\\u{202e}' is not a number",
+            },
+            Case {
+                body: "2018-01-10T04:55:00Z,1,1,1e308,1,1\n",
+                expect: "t.csv:2: high 1 is below low 1e308",
+            },
         ];
         for case in cases {
             let err = parse_csv(&format!("{HEADER}{}", case.body), "t.csv").expect_err(case.body);
             assert_eq!(err.to_string(), case.expect);
         }
+    }
+
+    #[test]
+    fn a_huge_header_is_cut_in_the_error() {
+        let header = "x".repeat(1 << 20);
+        let err = parse_csv(&header, "t.csv").expect_err("no columns");
+        let expect = format!(
+            "t.csv:1: missing column 'time' (header is '{}…')",
+            "x".repeat(crate::shown::MAX_CHARS)
+        );
+        assert_eq!(err.to_string(), expect);
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod candles;
 pub mod contract;
 pub mod params;
 pub mod replay;
+pub mod shown;
 pub mod synth;
 
 pub use candles::{Candle, CandleError, Timeframe};

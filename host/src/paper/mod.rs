@@ -906,7 +906,7 @@ impl<'c> PaperEngine<'c> {
         book_id: i64,
         ledger: &Ledger,
     ) -> anyhow::Result<usize> {
-        let limits = self.settings.risk.limits();
+        let limits = self.settings.risk.limits_for(&self.settings.symbol);
         let started = Instant::now();
         let replayed = history::replay(
             self.conn,
@@ -916,7 +916,6 @@ impl<'c> PaperEngine<'c> {
             self.shown_ms,
             |candle, close_ms, portfolio| {
                 let _ = show_bar(instance, &self.symbols, candle, close_ms, portfolio, limits);
-                let _ = instance.take_rejections();
             },
         )?;
         if replayed.ledger != *ledger {
@@ -1153,7 +1152,7 @@ impl<'c> PaperEngine<'c> {
         if self.killed || kill_requested {
             return Ok(());
         }
-        let limits = self.settings.risk.limits();
+        let limits = self.settings.risk.limits_for(&self.settings.symbol);
         let mut orders = Vec::new();
         for b in 0..self.books.len() {
             let view = self.books[b].ledger.view();
@@ -1166,13 +1165,13 @@ impl<'c> PaperEngine<'c> {
                 &view,
                 limits,
             );
-            let refused = book.instance.take_rejections();
-            let mut decided: Vec<(Signal, Result<(), String>)> = refused
-                .into_iter()
-                .map(|r| (r.signal, Err(format!("sandbox: {}", r.reason))))
-                .collect();
+            let mut decided: Vec<(Signal, Result<(), String>)> = Vec::new();
             match outcome {
                 Ok(outcome) => {
+                    decided.extend(
+                        (outcome.refused.into_iter())
+                            .map(|(signal, why)| (signal, Err(format!("sandbox: {why}")))),
+                    );
                     if let Some(e) = outcome.error {
                         tracing::warn!(book = %book.slot, "{e}");
                     }

@@ -1,5 +1,6 @@
 //! What the host checks in everything a strategy hands back.
 
+use keel_model::shown::{number, quoted};
 use keel_model::{Action, Size, StrategyInfo, Timeframe, params::check_specs};
 
 use super::SandboxLimits;
@@ -18,14 +19,14 @@ pub fn check_info(info: &StrategyInfo, limits: &SandboxLimits) -> Result<(), Str
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if !name_ok {
         return Err(format!(
-            "name {:?} is not 1 to 64 of [a-z0-9-]",
-            shown(&info.name)
+            "name {} is not 1 to 64 of [a-z0-9-]",
+            quoted(&info.name)
         ));
     }
     if info.version.is_empty() || info.version.len() > 32 {
         return Err(format!(
-            "version {:?} is not 1 to 32 bytes",
-            shown(&info.version)
+            "version {} is not 1 to 32 bytes",
+            quoted(&info.version)
         ));
     }
     if info.description.len() > 4096 {
@@ -36,8 +37,8 @@ pub fn check_info(info: &StrategyInfo, limits: &SandboxLimits) -> Result<(), Str
     }
     if Timeframe::parse(&info.timeframe).is_none() {
         return Err(format!(
-            "timeframe {:?} is not one of 1m 5m 15m 1h 4h 1d 1w 1M",
-            shown(&info.timeframe)
+            "timeframe {} is not one of 1m 5m 15m 1h 4h 1d 1w 1M",
+            quoted(&info.timeframe)
         ));
     }
     if info.warmup_bars > MAX_WARMUP_BARS {
@@ -58,8 +59,8 @@ pub fn check_info(info: &StrategyInfo, limits: &SandboxLimits) -> Result<(), Str
         .find(|s| s.is_empty() || s.len() > limits.max_symbol_bytes)
     {
         return Err(format!(
-            "symbol {:?} is not 1 to {} bytes",
-            shown(s),
+            "symbol {} is not 1 to {} bytes",
+            quoted(s),
             limits.max_symbol_bytes
         ));
     }
@@ -80,9 +81,9 @@ pub fn check_signal(
 ) -> Result<(), String> {
     if s.symbol.len() > limits.max_symbol_bytes || !symbols.contains(&s.symbol) {
         return Err(format!(
-            "unknown symbol {:?} (bound: {})",
-            shown(&s.symbol),
-            symbols.join(", ")
+            "unknown symbol {} (bound: {})",
+            quoted(&s.symbol),
+            keel_model::shown::line(&symbols.join(", "))
         ));
     }
     if s.tag.len() > limits.max_tag_bytes {
@@ -100,39 +101,30 @@ pub fn check_signal(
         ));
     }
     if !(s.confidence.is_finite() && (0.0..=1.0).contains(&s.confidence)) {
-        return Err(format!("confidence {} is outside [0, 1]", s.confidence));
+        return Err(format!(
+            "confidence {} is outside [0, 1]",
+            number(s.confidence)
+        ));
     }
     if s.action != Action::Close {
         let amount = s.size.amount();
         if !(amount.is_finite() && amount > 0.0) {
-            return Err(format!("size {amount} is not a positive number"));
+            return Err(format!("size {} is not a positive number", number(amount)));
         }
         if let Size::FractionOfEquity(f) = s.size
             && f > 1.0
         {
-            return Err(format!("size {f} of equity is over 1"));
+            return Err(format!("size {} of equity is over 1", number(f)));
         }
     }
     for (name, price) in [("stop-loss", s.stop_loss), ("take-profit", s.take_profit)] {
         if let Some(p) = price
             && !(p.is_finite() && p > 0.0)
         {
-            return Err(format!("{name} {p} is not a positive price"));
+            return Err(format!("{name} {} is not a positive price", number(p)));
         }
     }
     Ok(())
-}
-
-/// A string as it may be shown in an error: at most 40 bytes.
-fn shown(text: &str) -> String {
-    if text.len() <= 40 {
-        return text.to_owned();
-    }
-    let mut end = 40;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
 }
 
 #[cfg(test)]

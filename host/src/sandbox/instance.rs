@@ -10,6 +10,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 use keel_model::batch::{BarColumns, Batch, BatchOutcome, PackedBuffers, drive};
 use keel_model::candles::Candle;
+use keel_model::shown;
 use keel_model::{
     Fill, LogLevel, Params, Portfolio, RiskLimits, RunningStrategy, Signal, StrategyInfo, Symbol,
     Tick,
@@ -91,7 +92,7 @@ impl fmt::Display for Fault {
                 limit >> 10
             ),
             Fault::Panic(msg) if msg.is_empty() => write!(f, "panicked"),
-            Fault::Panic(msg) => write!(f, "panicked: {msg}"),
+            Fault::Panic(msg) => write!(f, "panicked: {}", shown::text(msg)),
             Fault::Trap(msg) => write!(f, "trapped: {msg}"),
             Fault::OutputTooLarge(limit) => {
                 write!(f, "handed the host more than {limit} bytes in one call")
@@ -102,7 +103,7 @@ impl fmt::Display for Fault {
                     "returned {count} signals, more than the {limit} allowed per bar close"
                 )
             }
-            Fault::Returned(msg) => write!(f, "returned an error: {msg}"),
+            Fault::Returned(msg) => write!(f, "returned an error: {}", shown::text(msg)),
             Fault::Contract(msg) => write!(f, "broke the contract: {msg}"),
             Fault::Quarantined(why) => {
                 write!(f, "is quarantined after repeated failures (last: {why})")
@@ -117,14 +118,6 @@ impl fmt::Display for Fault {
 pub struct StrategyError {
     pub label: String,
     pub fault: Fault,
-}
-
-/// A signal the host refused, with the reason.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Rejected {
-    pub time_ms: i64,
-    pub signal: Signal,
-    pub reason: String,
 }
 
 /// Counters of one instance's life.
@@ -288,7 +281,6 @@ pub struct StrategyInstance {
     failures_in_row: u32,
     quarantined: Option<Fault>,
     stats: InstanceStats,
-    rejections: Vec<Rejected>,
     logs: Vec<(LogLevel, String)>,
 }
 
@@ -527,7 +519,6 @@ impl StrategyInstance {
             failures_in_row: 0,
             quarantined: None,
             stats: InstanceStats::default(),
-            rejections: Vec::new(),
             logs: Vec::new(),
         })
     }
@@ -581,16 +572,13 @@ impl StrategyInstance {
     pub fn is_quarantined(&self) -> bool {
         self.quarantined.is_some()
     }
-    /// Signals refused since the last call of this method.
-    pub fn take_rejections(&mut self) -> Vec<Rejected> {
-        std::mem::take(&mut self.rejections)
-    }
     /// Lines logged since the last call of this method (within the caps).
     pub fn take_logs(&mut self) -> Vec<(LogLevel, String)> {
         std::mem::take(&mut self.logs)
     }
 
-    /// Runs one bar close: a batch of one tick.
+    /// Runs one bar close: a batch of one tick. Refused signals are left
+    /// out (counted in `stats`, and logged); `on_bars` returns them.
     pub fn on_bar(&mut self, tick: &Tick) -> Result<Vec<Signal>, StrategyError> {
         let symbols: Vec<Symbol> = tick.bars.iter().map(|b| b.symbol.clone()).collect();
         let mut bars = BarColumns::default();
@@ -620,8 +608,8 @@ impl StrategyInstance {
     }
 
     /// Runs the bar closes of `batch`, up to the first that gives signals.
-    /// Accepted signals come back; refused ones are kept with their reasons
-    /// (`take_rejections`). A fault rebuilds the instance and fails the
+    /// Accepted signals come back in `signals`, refused ones with their
+    /// reasons in `refused`. A fault rebuilds the instance and fails the
     /// batch's first tick.
     pub fn on_bars(&mut self, batch: &Batch<'_>) -> Result<BatchOutcome, StrategyError> {
         let (mut outcome, error) = self.handle(batch)?;
@@ -676,7 +664,7 @@ impl StrategyInstance {
         self.failures_in_row = 0;
         let time_ms = batch.tick_times[consumed - 1];
         // Refused signals leave the list in place (they are rare).
-        let mut accepted = signals;
+        let (mut accepted, mut refused) = (signals, Vec::new());
         let mut i = 0;
         while i < accepted.len() {
             match check_signal(&accepted[i], &self.binding.symbols, &self.limits) {
@@ -684,12 +672,8 @@ impl StrategyInstance {
                 Err(reason) => {
                     let signal = accepted.remove(i);
                     self.stats.signals_rejected += 1;
-                    tracing::warn!(strategy = %self.label, "signal rejected: {reason}");
-                    self.rejections.push(Rejected {
-                        time_ms,
-                        signal: convert::shortened(signal),
-                        reason,
-                    });
+                    tracing::warn!(strategy = %self.label, time_ms, "signal rejected: {reason}");
+                    refused.push((convert::shortened(signal), reason));
                 }
             }
         }
@@ -697,6 +681,7 @@ impl StrategyInstance {
         let outcome = BatchOutcome {
             consumed,
             signals: accepted,
+            refused,
             error: None,
         };
         Ok((outcome, None))

@@ -30,9 +30,7 @@ pub use artifact::{ArtifactError, StrategyArtifact, StrategyHash};
 pub use background::BACKGROUND_QUIET;
 pub use cache::{DEFAULT_DISK_CACHE_BYTES, MEMORY_CACHE_ENTRIES};
 pub use checks::{check_info, check_signal};
-pub use instance::{
-    Binding, ClockMode, Fault, InstanceStats, Rejected, StrategyError, StrategyInstance,
-};
+pub use instance::{Binding, ClockMode, Fault, InstanceStats, StrategyError, StrategyInstance};
 pub use limits::{EPOCH_TICK, SandboxLimits};
 pub use optimizer::{OPTIMIZER_COMMAND, serve_optimizer};
 
@@ -907,21 +905,23 @@ impl LogBuffer {
         }
         self.bytes += message.len();
         let label = &self.label;
+        // The terminal gets it escaped and cut; `take_logs` gets it whole.
+        let shown = keel_model::shown::line(&message);
         match level {
             LogLevel::Trace => {
-                tracing::trace!(target: "keel::strategy", strategy = %label, "{message}")
+                tracing::trace!(target: "keel::strategy", strategy = %label, "{shown}")
             }
             LogLevel::Debug => {
-                tracing::debug!(target: "keel::strategy", strategy = %label, "{message}")
+                tracing::debug!(target: "keel::strategy", strategy = %label, "{shown}")
             }
             LogLevel::Info => {
-                tracing::info!(target: "keel::strategy", strategy = %label, "{message}")
+                tracing::info!(target: "keel::strategy", strategy = %label, "{shown}")
             }
             LogLevel::Warn => {
-                tracing::warn!(target: "keel::strategy", strategy = %label, "{message}")
+                tracing::warn!(target: "keel::strategy", strategy = %label, "{shown}")
             }
             LogLevel::Error => {
-                tracing::error!(target: "keel::strategy", strategy = %label, "{message}")
+                tracing::error!(target: "keel::strategy", strategy = %label, "{shown}")
             }
         }
         self.lines.push((level, message));
