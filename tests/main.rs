@@ -6,6 +6,7 @@ mod candidates;
 mod cli;
 mod data;
 mod dev;
+mod limits;
 mod paper;
 mod sandbox;
 mod support;

@@ -543,7 +543,9 @@ fn bad_settings_are_refused_in_one_line() {
 
 /// A loopback server answering Kraken's OHLC endpoint from a script, one
 /// reply per request (the last one repeated); it records the requests.
-fn kraken_server(replies: Vec<String>) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+pub(crate) fn kraken_server(
+    replies: Vec<String>,
+) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
     use std::io::{BufRead, BufReader, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
@@ -573,7 +575,7 @@ fn kraken_server(replies: Vec<String>) -> (u16, std::sync::Arc<std::sync::Mutex<
     (port, seen)
 }
 
-fn ohlc(rows: &[i64], last: i64) -> String {
+pub(crate) fn ohlc(rows: &[i64], last: i64) -> String {
     let rows: Vec<String> = rows
         .iter()
         .map(|t| {

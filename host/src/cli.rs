@@ -11,6 +11,7 @@ use keel_model::{Action, Params, RiskLimits, Size, Timeframe, synth};
 
 use crate::backtest;
 use crate::build_strategy;
+use crate::ranges;
 use crate::sandbox::{Binding, LoadedStrategy, Metering, Sandbox, SandboxConfig, timed};
 use crate::store::Store;
 use crate::validate::{self, ValidationReport};
@@ -32,7 +33,8 @@ pub struct Cli {
         global = true,
         env = "KEEL_CACHE_MAX_MB",
         default_value_t = crate::sandbox::DEFAULT_DISK_CACHE_BYTES >> 20,
-        value_name = "MB"
+        value_name = "MB",
+        value_parser = ranges::CACHE_MAX_MB.parser()
     )]
     pub cache_max_mb: u64,
     /// The SQLite database (candles and the ledger).
@@ -148,7 +150,7 @@ pub enum DataCommand {
     Synth {
         #[arg(long, default_value = "SYN/USD")]
         symbol: String,
-        #[arg(long, default_value_t = 100_000)]
+        #[arg(long, default_value_t = 100_000, value_parser = ranges::SYNTH_BARS.parser())]
         bars: usize,
         #[arg(long, default_value_t = 1)]
         seed: u64,
@@ -157,10 +159,10 @@ pub enum DataCommand {
         /// Open time of the first bar (RFC 3339 or epoch ms).
         #[arg(long, default_value = "2024-01-01T00:00:00Z")]
         start: String,
-        #[arg(long, default_value_t = 100.0)]
+        #[arg(long, default_value_t = 100.0, value_parser = ranges::SYNTH_PRICE.parser())]
         price: f64,
         /// Per-bar volatility (0.01 = 1%).
-        #[arg(long, default_value_t = 0.01)]
+        #[arg(long, default_value_t = 0.01, value_parser = ranges::SYNTH_SIGMA.parser())]
         sigma: f64,
         /// Write CSV here; without it the candles go into the database.
         #[arg(long, value_name = "CSV")]
@@ -179,19 +181,19 @@ pub struct BacktestArgs {
     #[arg(long = "data", required = true, value_name = "SOURCE")]
     pub data: Vec<String>,
     /// Fee per fill, basis points of notional.
-    #[arg(long, default_value_t = 10.0, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 10.0, allow_negative_numbers = true, value_parser = ranges::BPS.parser())]
     pub fee_bps: f64,
     /// Slippage per market fill, basis points.
-    #[arg(long, default_value_t = 5.0, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 5.0, allow_negative_numbers = true, value_parser = ranges::BPS.parser())]
     pub slippage_bps: f64,
     /// Cap each fill at this share of the bar's volume (0 < x <= 1).
-    #[arg(long, value_name = "SHARE")]
+    #[arg(long, value_name = "SHARE", value_parser = ranges::VOLUME_SHARE.parser())]
     pub volume_share: Option<f64>,
     /// Quantities are rounded down to a multiple of this.
-    #[arg(long, default_value_t = 1e-8)]
+    #[arg(long, default_value_t = 1e-8, value_parser = ranges::LOT_SIZE.parser())]
     pub lot_size: f64,
     /// Starting cash, quote currency.
-    #[arg(long, default_value_t = 10_000.0, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 10_000.0, allow_negative_numbers = true, value_parser = ranges::CASH.parser())]
     pub cash: f64,
     /// `NAME=VALUE`, `NAME=a,b,c` or `NAME=from..to:step` (repeatable; a grid runs every combination).
     #[arg(long = "param", value_name = "NAME=VALUES")]
@@ -203,7 +205,7 @@ pub struct BacktestArgs {
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
     /// Walk forward over K folds: pick the grid's best in-sample, test it on the next window.
-    #[arg(long, value_name = "K")]
+    #[arg(long, value_name = "K", value_parser = ranges::WALK_FORWARD_FOLDS.parser())]
     pub walk_forward: Option<usize>,
 }
 
@@ -217,7 +219,7 @@ pub struct RunArgs {
     #[arg(long = "param", value_name = "NAME=VALUE")]
     pub params: Vec<String>,
     /// Starting cash of the replay's book (quote currency).
-    #[arg(long, default_value_t = 10_000.0)]
+    #[arg(long, default_value_t = 10_000.0, value_parser = ranges::CASH.parser())]
     pub cash: f64,
     /// Print only the summary, not every signal.
     #[arg(long)]
@@ -325,28 +327,6 @@ pub fn run(cli: Cli) -> anyhow::Result<bool> {
 }
 
 fn backtest(args: &BacktestArgs, db: &Path, cache: &CompileCache) -> anyhow::Result<bool> {
-    let finite_non_negative = |name: &str, v: f64| {
-        if v.is_finite() && v >= 0.0 {
-            Ok(())
-        } else {
-            Err(anyhow::anyhow!(
-                "--{name} {v} must be a non-negative number"
-            ))
-        }
-    };
-    finite_non_negative("fee-bps", args.fee_bps)?;
-    finite_non_negative("slippage-bps", args.slippage_bps)?;
-    if !(args.cash.is_finite() && args.cash > 0.0) {
-        bail!("--cash {} must be positive", args.cash);
-    }
-    if !(args.lot_size.is_finite() && args.lot_size > 0.0) {
-        bail!("--lot-size {} must be positive", args.lot_size);
-    }
-    if let Some(v) = args.volume_share
-        && !(v > 0.0 && v <= 1.0)
-    {
-        bail!("--volume-share {v} must be in (0, 1]");
-    }
     let sandbox = sandbox(Metering::Fuel, cache)?;
     let loaded = args
         .files
@@ -654,9 +634,6 @@ fn data(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
         } => {
             let tf = timeframe(&tf)?;
             let start_ms = candles::parse_time(&start).map_err(anyhow::Error::msg)?;
-            if !(price > 0.0 && (0.0..1.0).contains(&sigma)) {
-                bail!("--price must be positive and --sigma in [0, 1)");
-            }
             let candles = synth::random_walk(seed, bars, start_ms, tf.duration_ms(), price, sigma);
             match out {
                 Some(path) => {

@@ -46,7 +46,7 @@ pub struct DevArgs {
     #[arg(long, default_value = "600x")]
     pub speed: String,
     /// Stop after this many swaps (for scripts and tests).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::ranges::RELOADS.parser())]
     pub max_reloads: Option<usize>,
     #[arg(long, value_name = "DIR")]
     pub target_dir: Option<PathBuf>,
@@ -153,6 +153,11 @@ pub fn run(args: &DevArgs, db: &Path, cache: &CompileCache) -> anyhow::Result<bo
     if args.paper == args.data.is_some() {
         bail!("keel dev needs exactly one of --data <csv> and --paper");
     }
+    // Settings first: nothing is built or watched for a run that cannot start.
+    let paper_feed = match args.paper {
+        true => Some((crate::operate::speed(&args.speed)?, feed(&args.feed)?)),
+        false => None,
+    };
     // Every save is a new artifact, so every load is a cold compile: the
     // baseline compiler gets each version validated and running quickly.
     let sandbox = Sandbox::new(cache.sandbox_config(SandboxConfig {
@@ -167,8 +172,17 @@ pub fn run(args: &DevArgs, db: &Path, cache: &CompileCache) -> anyhow::Result<bo
         args,
         sandbox: &sandbox,
     };
-    if args.paper {
-        return paper(args, db, &sandbox, &builder, events, &watched, &skip);
+    if let Some((speed, feed)) = paper_feed {
+        return paper(
+            args,
+            db,
+            &sandbox,
+            &builder,
+            (speed, feed),
+            events,
+            &watched,
+            &skip,
+        );
     }
     let spec = args.data.clone().unwrap_or_default();
     let data = backtest::load_data(std::slice::from_ref(&spec), db, &[])?;
@@ -252,11 +266,26 @@ pub fn run(args: &DevArgs, db: &Path, cache: &CompileCache) -> anyhow::Result<bo
 
 /// `keel dev --paper`: a paper engine on this thread, the watcher on
 /// another, swaps through the engine's command channel.
+/// `--feed`: `replay:<file>` or `sample:<bars>`.
+fn feed(spec: &str) -> anyhow::Result<Feed> {
+    if let Some(path) = spec.strip_prefix("replay:") {
+        return Ok(Feed::replay(Path::new(path))?);
+    }
+    let Some(bars) = spec.strip_prefix("sample:") else {
+        bail!("--feed {spec}: expected replay:<file> or sample:<bars>");
+    };
+    let bars = (crate::ranges::SAMPLE_BARS.parse(bars))
+        .map_err(|e| anyhow::anyhow!("--feed {spec}: {e}"))?;
+    Ok(Feed::sample(7, bars))
+}
+
+#[allow(clippy::too_many_arguments)]
 fn paper(
     args: &DevArgs,
     db: &Path,
     sandbox: &Sandbox,
     builder: &Builder<'_>,
+    (speed, mut feed): (Option<f64>, Feed),
     events: Receiver<notify::Result<Event>>,
     watched: &Path,
     skip: &Path,
@@ -269,25 +298,6 @@ fn paper(
     };
     let mut store = Store::open(db)?;
     candidates::store_blob(store.conn(), &artifact)?;
-    let speed = match args.speed.as_str() {
-        "max" => None,
-        s => Some(
-            s.trim_end_matches('x')
-                .parse::<f64>()
-                .with_context(|| format!("--speed {s}: expected e.g. 600x or max"))?,
-        ),
-    };
-    let mut feed = match args.feed.strip_prefix("replay:") {
-        Some(path) => Feed::replay(Path::new(path))?,
-        None => {
-            let bars = args
-                .feed
-                .strip_prefix("sample:")
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(100_000);
-            Feed::sample(7, bars)
-        }
-    };
     let (commands_tx, commands) = mpsc::channel();
     let snapshot = Arc::new(Mutex::new(Snapshot::default()));
     let kill = Arc::new(AtomicBool::new(false));

@@ -17,7 +17,16 @@ fn main() {
         // Colour for a terminal; a log file or a pipe gets plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = keel_host::cli::Cli::parse();
+    let cli = match keel_host::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        // A value outside its range: one line (option, value, range) and
+        // exit 1, like every other bad input.
+        Err(e) if e.kind() == clap::error::ErrorKind::ValueValidation => {
+            eprintln!("{}", e.to_string().lines().next().unwrap_or_default());
+            std::process::exit(1);
+        }
+        Err(e) => e.exit(),
+    };
     match keel_host::cli::run(cli) {
         Ok(true) => {}
         Ok(false) => std::process::exit(1),

@@ -7,12 +7,14 @@
 //! a sandboxed one therefore run through the same code.
 
 pub mod batch;
+pub mod bounds;
 pub mod candles;
 pub mod contract;
 pub mod params;
 pub mod replay;
 pub mod synth;
 
+pub use bounds::{Bounds, OutOfRange};
 pub use candles::{Candle, CandleError, Timeframe};
 pub use contract::*;
 pub use params::{ParamError, ParamKind, ParamSpec, ParamValue, Params};
