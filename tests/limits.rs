@@ -161,6 +161,11 @@ fn out_of_range_candidates_toml_values_are_refused_with_their_line_before_anythi
             "[backtest]\nmax_drawdown_pct = -5\n",
             "candidates.toml:2: max_drawdown_pct -5 is outside (0, 100]",
         ),
+        // In range, but more folds than the gate's 4,000 sample bars allow.
+        (
+            "[backtest]\nwalk_forward = 100\n",
+            "candidates.toml: backtest.walk_forward: walk-forward over 100 folds: 101 windows over 4000 bars leave 39 bars in the smallest, under the 100 a window needs",
+        ),
         (
             "[paper]\nslots = 0\n",
             "candidates.toml:2: slots 0 is outside [1, 64]",

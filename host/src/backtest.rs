@@ -351,19 +351,11 @@ pub struct WalkForward {
     pub out_of_sample_return: f64,
 }
 
-/// Splits the data's time span into `folds + 1` equal windows; fold k picks
-/// the best Sharpe (then return) of the grid on window k−1 and runs it on
-/// window k. Each window's run starts from a fresh instance and fresh cash,
-/// so its first warm-up bars are spent warming up.
-pub fn walk_forward(
-    sandbox: &Sandbox,
-    strategy: &LoadedStrategy,
-    grid: &[Params],
-    data: &[Dataset],
-    config: &BacktestConfig,
-    folds: usize,
-    mut progress: impl FnMut(usize, usize),
-) -> anyhow::Result<WalkForward> {
+/// The data's time span split into `folds + 1` equal windows (`[from, to)`,
+/// ms), each holding at least [`MIN_BARS_PER_WINDOW`] bars of some series;
+/// else why not. Checked before any job runs (and before a candidate is
+/// stored: its gate's data must allow the walk-forward it asks for).
+pub fn walk_forward_windows(data: &[Dataset], folds: usize) -> anyhow::Result<Vec<(i64, i64)>> {
     crate::ranges::WALK_FORWARD_FOLDS.check("walk-forward folds", folds)?;
     let start = data
         .iter()
@@ -377,21 +369,21 @@ pub fn walk_forward(
     let (Some(start), Some(end)) = (start, end) else {
         bail!("no candles to walk forward over")
     };
+    // Both within the candle time range, and folds <= 100: no overflow.
     let segment = (end - start) / (folds as i64 + 1);
-    if segment <= 0 {
-        bail!("too little data for {folds} folds");
-    }
-    let bound = |k: usize| {
-        if k == folds + 1 {
-            end
-        } else {
-            start + segment * k as i64
-        }
-    };
-    // Every window needs bars enough to say something, before any job runs.
-    let smallest = (0..=folds)
+    let windows: Vec<(i64, i64)> = (0..=folds)
         .map(|k| {
-            let (from, to) = (bound(k), bound(k + 1));
+            let to = if k == folds {
+                end
+            } else {
+                start + segment * (k as i64 + 1)
+            };
+            (start + segment * k as i64, to)
+        })
+        .collect();
+    let smallest = windows
+        .iter()
+        .map(|&(from, to)| {
             data.iter()
                 .map(|d| {
                     let c = &d.series.candles;
@@ -413,6 +405,30 @@ pub fn walk_forward(
             folds + 1
         );
     }
+    Ok(windows)
+}
+
+/// Splits the data's time span into `folds + 1` equal windows; fold k picks
+/// the best Sharpe (then return) of the grid on window k−1 and runs it on
+/// window k. Each window's run starts from a fresh instance and fresh cash,
+/// so its first warm-up bars are spent warming up.
+pub fn walk_forward(
+    sandbox: &Sandbox,
+    strategy: &LoadedStrategy,
+    grid: &[Params],
+    data: &[Dataset],
+    config: &BacktestConfig,
+    folds: usize,
+    mut progress: impl FnMut(usize, usize),
+) -> anyhow::Result<WalkForward> {
+    let windows = walk_forward_windows(data, folds)?;
+    let bound = |k: usize| {
+        if k == folds + 1 {
+            windows[folds].1
+        } else {
+            windows[k].0
+        }
+    };
     let total = folds * (grid.len() + 1);
     let mut done = 0;
     let mut out = Vec::with_capacity(folds);

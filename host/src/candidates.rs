@@ -392,6 +392,10 @@ pub fn submit(
     // The gate's data first: a bad `candidates.toml` stores nothing.
     let db = PathBuf::from(conn.path().unwrap_or("keel.db"));
     let data = gate_data(config, &db)?;
+    if config.backtest.walk_forward > 0 {
+        backtest::walk_forward_windows(&data, config.backtest.walk_forward)
+            .context("candidates.toml: backtest.walk_forward")?;
+    }
     let hash = artifact.hash.to_hex();
     let existing: Option<(i64, String)> = conn
         .query_row(

@@ -266,13 +266,15 @@ pub fn run(args: &DevArgs, db: &Path, cache: &CompileCache) -> anyhow::Result<bo
 
 /// `keel dev --paper`: a paper engine on this thread, the watcher on
 /// another, swaps through the engine's command channel.
-/// `--feed`: `replay:<file>` or `sample:<bars>`.
+/// `--feed`: `replay:<file>` or `sample[:<bars>]` (100,000 bars by default).
 fn feed(spec: &str) -> anyhow::Result<Feed> {
     if let Some(path) = spec.strip_prefix("replay:") {
         return Ok(Feed::replay(Path::new(path))?);
     }
-    let Some(bars) = spec.strip_prefix("sample:") else {
-        bail!("--feed {spec}: expected replay:<file> or sample:<bars>");
+    let bars = match spec.strip_prefix("sample") {
+        Some("") => "100000",
+        Some(rest) if rest.starts_with(':') => &rest[1..],
+        _ => bail!("--feed {spec}: expected replay:<file> or sample[:<bars>]"),
     };
     let bars = (crate::ranges::SAMPLE_BARS.parse(bars))
         .map_err(|e| anyhow::anyhow!("--feed {spec}: {e}"))?;
