@@ -113,7 +113,7 @@ fn out_of_range_options_are_refused_in_one_line_naming_option_value_and_range() 
                 d,
                 &["run", "--paper", "--strategy", wasm, "--speed", "1e-308x"],
             ),
-            "--speed 1e-308 is outside [0.01, 1000000]",
+            "--speed 1e-308 is outside [0.01, 1000000000]",
         ),
         (
             run(
@@ -131,7 +131,7 @@ fn out_of_range_options_are_refused_in_one_line_naming_option_value_and_range() 
         ),
         (
             run(d, &["dev", wasm, "--paper", "--speed", "1e-308x"]),
-            "--speed 1e-308 is outside [0.01, 1000000]",
+            "--speed 1e-308 is outside [0.01, 1000000000]",
         ),
     ];
     for (i, (out, expected)) in cases.iter().enumerate() {
@@ -155,7 +155,7 @@ fn out_of_range_candidates_toml_values_are_refused_with_their_line_before_anythi
         ),
         (
             "[backtest]\nmin_sharpe = nan\n",
-            "candidates.toml:2: min_sharpe NaN is outside [-100, 100]",
+            "candidates.toml:2: min_sharpe NaN is outside [-1000000, 1000000]",
         ),
         (
             "[backtest]\nmax_drawdown_pct = -5\n",

@@ -111,6 +111,14 @@ pub struct RollbackRule {
     pub daily_loss_pct: f64,
 }
 
+impl Default for RollbackRule {
+    fn default() -> Self {
+        RollbackRule {
+            daily_loss_pct: 15.0,
+        }
+    }
+}
+
 /// `candidates.toml`'s numbers, each checked against its range in
 /// [`crate::ranges`] as it is read (the error then names its line).
 mod bounded {
@@ -146,14 +154,6 @@ mod bounded {
     }
     pub(super) fn slots<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
         ranges::SHADOW_SLOTS.deserialize("slots", d)
-    }
-}
-
-impl Default for RollbackRule {
-    fn default() -> Self {
-        RollbackRule {
-            daily_loss_pct: 15.0,
-        }
     }
 }
 

@@ -635,6 +635,16 @@ fn data(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
             let tf = timeframe(&tf)?;
             let start_ms = candles::parse_time(&start).map_err(anyhow::Error::msg)?;
             let candles = synth::random_walk(seed, bars, start_ms, tf.duration_ms(), price, sigma);
+            // A wild enough walk leaves what the ledger books (or the times
+            // Keel accepts): the same rule as every imported candle.
+            for (i, c) in candles.iter().enumerate() {
+                candles::check_candle(c).map_err(|e| {
+                    anyhow::anyhow!(
+                        "synth bar {}: {e} (try a smaller --sigma or fewer --bars)",
+                        i + 1
+                    )
+                })?;
+            }
             match out {
                 Some(path) => {
                     candles::write_csv(&path, &candles)?;

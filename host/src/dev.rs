@@ -264,8 +264,6 @@ pub fn run(args: &DevArgs, db: &Path, cache: &CompileCache) -> anyhow::Result<bo
     }
 }
 
-/// `keel dev --paper`: a paper engine on this thread, the watcher on
-/// another, swaps through the engine's command channel.
 /// `--feed`: `replay:<file>` or `sample[:<bars>]` (100,000 bars by default).
 fn feed(spec: &str) -> anyhow::Result<Feed> {
     if let Some(path) = spec.strip_prefix("replay:") {
@@ -281,6 +279,8 @@ fn feed(spec: &str) -> anyhow::Result<Feed> {
     Ok(Feed::sample(7, bars))
 }
 
+/// `keel dev --paper`: a paper engine on this thread, the watcher on
+/// another, swaps through the engine's command channel.
 #[allow(clippy::too_many_arguments)]
 fn paper(
     args: &DevArgs,

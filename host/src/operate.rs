@@ -30,8 +30,9 @@ pub struct PaperArgs {
     /// Paper trading (the only mode so far: live trading is not built yet).
     #[arg(long)]
     pub paper: bool,
-    /// `replay:<file>` to replay a candle file (CSV or freqtrade `.json`), `sample[:BARS]` for the
-    /// built-in seeded sample (default: 720 one-minute bars), or
+    /// `replay:<file>` to replay a candle file (CSV or freqtrade `.json`),
+    /// `sample[:BARS]` for the built-in seeded sample (default: 720
+    /// one-minute bars), or
     /// `kraken:<PAIR>` for live bars from Kraken's public OHLC endpoint.
     #[arg(long, default_value = "sample")]
     pub feed: String,

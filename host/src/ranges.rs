@@ -21,7 +21,7 @@ pub const VOLUME_SHARE: Bounds<f64> = Bounds::above(0.0, 1.0);
 /// `backtest::MIN_BARS_PER_WINDOW`).
 pub const WALK_FORWARD_FOLDS: Bounds<usize> = Bounds::new(1, 100);
 /// Replay speed, feed seconds per second (`max`: no waiting at all).
-pub const SPEED: Bounds<f64> = Bounds::new(0.01, 1e6);
+pub const SPEED: Bounds<f64> = Bounds::new(0.01, 1e9);
 /// Bars of the built-in sample feed.
 pub const SAMPLE_BARS: Bounds<usize> = Bounds::new(2, 100_000_000);
 /// `--bars`: a paper run stops after this many.
@@ -43,8 +43,8 @@ pub const PERCENT: Bounds<f64> = Bounds::above(0.0, 100.0);
 pub const TRADES: Bounds<usize> = Bounds::new(0, 1_000_000);
 /// Candidates in shadow at once.
 pub const SHADOW_SLOTS: Bounds<usize> = Bounds::new(1, 64);
-/// A gate's minimum Sharpe ratio.
-pub const SHARPE: Bounds<f64> = Bounds::new(-100.0, 100.0);
+/// A gate's minimum Sharpe ratio (a large negative one waives the check).
+pub const SHARPE: Bounds<f64> = Bounds::new(-1e6, 1e6);
 /// A gate's minimum profit factor.
 pub const PROFIT_FACTOR: Bounds<f64> = Bounds::new(0.0, 1000.0);
 /// The backtest gate's walk-forward folds (0: none).
