@@ -263,11 +263,11 @@ fn bad_backtest_settings_are_refused_in_one_line() {
     let cases: [(&[&str], &str); 4] = [
         (
             &["--fee-bps", "-1"],
-            "error: --fee-bps -1 must be a non-negative number",
+            "error: invalid value '-1' for '--fee-bps <FEE_BPS>': -1 is outside [0, 1000]",
         ),
         (
             &["--volume-share", "1.5"],
-            "error: --volume-share 1.5 must be in (0, 1]",
+            "error: invalid value '1.5' for '--volume-share <SHARE>': 1.5 is outside (0, 1]",
         ),
         (
             &["--param", "fast=1..3:1"],

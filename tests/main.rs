@@ -7,6 +7,7 @@ mod cli;
 mod data;
 mod dev;
 mod fuzz;
+mod limits;
 mod paper;
 mod safety;
 mod sandbox;

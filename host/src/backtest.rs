@@ -87,10 +87,56 @@ pub fn load_data(
     Ok(out)
 }
 
+/// The most parameter combinations one backtest runs.
+pub const MAX_COMBINATIONS: usize = 10_000;
+
+/// The fewest bars a walk-forward window may hold: fewer say nothing about
+/// a strategy (and most strategies would still be warming up).
+pub const MIN_BARS_PER_WINDOW: usize = 100;
+
+/// One `--param` axis: its values as text, a range made on demand (so a
+/// grid is counted before anything of it is built).
+#[derive(Debug)]
+enum Axis {
+    List(Vec<String>),
+    Range {
+        from: f64,
+        step: f64,
+        count: usize,
+        kind: ParamKind,
+    },
+}
+
+impl Axis {
+    fn len(&self) -> usize {
+        match self {
+            Axis::List(values) => values.len(),
+            Axis::Range { count, .. } => *count,
+        }
+    }
+
+    fn value(&self, i: usize) -> String {
+        match self {
+            Axis::List(values) => values[i].clone(),
+            Axis::Range {
+                from, step, kind, ..
+            } => {
+                let v = from + step * i as f64;
+                match kind {
+                    ParamKind::Int => format!("{}", v.round() as i64),
+                    _ => format!("{v}"),
+                }
+            }
+        }
+    }
+}
+
 /// Expands `NAME=VALUE`, `NAME=a,b,c` and `NAME=from..to:step` into every
 /// combination, each resolved and checked against the strategy's specs.
+/// The combinations are counted first: a grid over [`MAX_COMBINATIONS`] is
+/// refused before any of it is made.
 pub fn expand_grid(specs: &[ParamSpec], assignments: &[String]) -> anyhow::Result<Vec<Params>> {
-    let mut axes: Vec<(String, Vec<String>)> = Vec::new();
+    let mut axes: Vec<(String, Axis)> = Vec::with_capacity(assignments.len());
     for text in assignments {
         let (name, values) = text.split_once('=').with_context(|| {
             format!("--param {text}: expected NAME=VALUE, NAME=a,b,c or NAME=from..to:step")
@@ -106,62 +152,70 @@ pub fn expand_grid(specs: &[ParamSpec], assignments: &[String]) -> anyhow::Resul
             })?;
         axes.push((
             spec.name.clone(),
-            expand_values(spec, values).with_context(|| format!("--param {text}"))?,
+            axis(spec, values).with_context(|| format!("--param {text}"))?,
         ));
     }
-    let mut combos: Vec<Vec<String>> = vec![Vec::new()];
-    for (name, values) in &axes {
-        combos = combos
-            .into_iter()
-            .flat_map(|combo| {
-                values.iter().map(move |v| {
-                    let mut c = combo.clone();
-                    c.push(format!("{name}={v}"));
-                    c
-                })
-            })
-            .collect();
-    }
-    if combos.len() > 10_000 {
-        bail!(
-            "the parameter grid has {} combinations, over 10000",
-            combos.len()
-        );
-    }
-    combos
+    let total = axes
         .iter()
-        .map(|c| Params::resolve_text(specs, c).map_err(anyhow::Error::from))
+        .try_fold(1usize, |n, (_, axis)| n.checked_mul(axis.len()))
+        .filter(|&n| n <= MAX_COMBINATIONS);
+    let Some(total) = total else {
+        let count: f64 = axes.iter().map(|(_, axis)| axis.len() as f64).product();
+        bail!(
+            "the parameter grid has {} combinations, over {MAX_COMBINATIONS}",
+            keel_model::bounds::compact(&count)
+        );
+    };
+    (0..total)
+        .map(|mut i| {
+            // The last axis varies fastest.
+            let mut combo = vec![String::new(); axes.len()];
+            for (slot, (name, axis)) in combo.iter_mut().zip(&axes).rev() {
+                *slot = format!("{name}={}", axis.value(i % axis.len()));
+                i /= axis.len();
+            }
+            Params::resolve_text(specs, &combo).map_err(anyhow::Error::from)
+        })
         .collect()
 }
 
-fn expand_values(spec: &ParamSpec, text: &str) -> anyhow::Result<Vec<String>> {
+fn axis(spec: &ParamSpec, text: &str) -> anyhow::Result<Axis> {
     if let Some((range, step)) = text.split_once(':')
         && let Some((from, to)) = range.split_once("..")
     {
-        let parse = |t: &str| {
-            t.trim()
+        let parse = |what: &str, t: &str| {
+            let v = t
+                .trim()
                 .parse::<f64>()
-                .with_context(|| format!("'{t}' is not a number"))
+                .with_context(|| format!("{what} '{t}' is not a number"))?;
+            if !v.is_finite() {
+                bail!("{what} {t} is not a finite number");
+            }
+            Ok(v)
         };
-        let (from, to, step) = (parse(from)?, parse(to)?, parse(step)?);
-        if step.is_nan() || step <= 0.0 || to < from {
-            bail!("a range needs from <= to and a positive step");
+        let (from, to, step) = (parse("from", from)?, parse("to", to)?, parse("step", step)?);
+        if step <= 0.0 || to < from {
+            bail!("a range needs from <= to and a step above 0");
         }
-        let count = ((to - from) / step + 1e-9).floor() as usize + 1;
-        if count > 10_000 {
-            bail!("the range has {count} values, over 10000");
+        // Counted as a float (at most inf, never NaN): a tiny step must not
+        // wrap an integer.
+        let count = ((to - from) / step + 1e-9).floor() + 1.0;
+        if count > MAX_COMBINATIONS as f64 {
+            bail!(
+                "the range has {} values, over {MAX_COMBINATIONS}",
+                keel_model::bounds::compact(&count)
+            );
         }
-        return Ok((0..count)
-            .map(|i| {
-                let v = from + step * i as f64;
-                match spec.kind {
-                    ParamKind::Int => format!("{}", v.round() as i64),
-                    _ => format!("{v}"),
-                }
-            })
-            .collect());
+        return Ok(Axis::Range {
+            from,
+            step,
+            count: count as usize,
+            kind: spec.kind,
+        });
     }
-    Ok(text.split(',').map(|v| v.trim().to_owned()).collect())
+    Ok(Axis::List(
+        text.split(',').map(|v| v.trim().to_owned()).collect(),
+    ))
 }
 
 /// One backtest to run.
@@ -297,6 +351,63 @@ pub struct WalkForward {
     pub out_of_sample_return: f64,
 }
 
+/// The data's time span split into `folds + 1` equal windows (`[from, to)`,
+/// ms), each holding at least [`MIN_BARS_PER_WINDOW`] bars of some series;
+/// else why not. Checked before any job runs (and before a candidate is
+/// stored: its gate's data must allow the walk-forward it asks for).
+pub fn walk_forward_windows(data: &[Dataset], folds: usize) -> anyhow::Result<Vec<(i64, i64)>> {
+    crate::ranges::WALK_FORWARD_FOLDS.check("walk-forward folds", folds)?;
+    let start = data
+        .iter()
+        .filter_map(|d| d.series.candles.first())
+        .map(|c| c.time_ms)
+        .min();
+    let end = data
+        .iter()
+        .filter_map(|d| d.series.candles.last().map(|c| c.time_ms + d.series.bar_ms))
+        .max();
+    let (Some(start), Some(end)) = (start, end) else {
+        bail!("no candles to walk forward over")
+    };
+    // Both within the candle time range, and folds <= 100: no overflow.
+    let segment = (end - start) / (folds as i64 + 1);
+    let windows: Vec<(i64, i64)> = (0..=folds)
+        .map(|k| {
+            let to = if k == folds {
+                end
+            } else {
+                start + segment * (k as i64 + 1)
+            };
+            (start + segment * k as i64, to)
+        })
+        .collect();
+    let smallest = windows
+        .iter()
+        .map(|&(from, to)| {
+            data.iter()
+                .map(|d| {
+                    let c = &d.series.candles;
+                    c.partition_point(|c| c.time_ms < to) - c.partition_point(|c| c.time_ms < from)
+                })
+                .max()
+                .unwrap_or(0)
+        })
+        .min()
+        .unwrap_or(0);
+    if smallest < MIN_BARS_PER_WINDOW {
+        let bars = data
+            .iter()
+            .map(|d| d.series.candles.len())
+            .max()
+            .unwrap_or(0);
+        bail!(
+            "walk-forward over {folds} folds: {} windows over {bars} bars leave {smallest} bars in the smallest, under the {MIN_BARS_PER_WINDOW} a window needs",
+            folds + 1
+        );
+    }
+    Ok(windows)
+}
+
 /// Splits the data's time span into `folds + 1` equal windows; fold k picks
 /// the best Sharpe (then return) of the grid on window k−1 and runs it on
 /// window k. Each window's run starts from a fresh instance and fresh cash,
@@ -310,30 +421,12 @@ pub fn walk_forward(
     folds: usize,
     mut progress: impl FnMut(usize, usize),
 ) -> anyhow::Result<WalkForward> {
-    if folds == 0 {
-        bail!("--walk-forward needs at least 1 fold");
-    }
-    let start = data
-        .iter()
-        .filter_map(|d| d.series.candles.first())
-        .map(|c| c.time_ms)
-        .min();
-    let end = data
-        .iter()
-        .filter_map(|d| d.series.candles.last().map(|c| c.time_ms + d.series.bar_ms))
-        .max();
-    let (Some(start), Some(end)) = (start, end) else {
-        bail!("no candles to walk forward over")
-    };
-    let segment = (end - start) / (folds as i64 + 1);
-    if segment <= 0 {
-        bail!("too little data for {folds} folds");
-    }
+    let windows = walk_forward_windows(data, folds)?;
     let bound = |k: usize| {
         if k == folds + 1 {
-            end
+            windows[folds].1
         } else {
-            start + segment * k as i64
+            windows[k].0
         }
     };
     let total = folds * (grid.len() + 1);
@@ -403,6 +496,98 @@ pub fn walk_forward(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Counts the bytes each thread allocates, to prove what a refusal
+    /// costs without timing anything.
+    mod counting {
+        use std::alloc::{GlobalAlloc, Layout, System};
+        use std::cell::Cell;
+
+        thread_local! {
+            static ALLOCATED: Cell<usize> = const { Cell::new(0) };
+        }
+
+        struct Counting;
+
+        // SAFETY: every call goes to the system allocator unchanged; the
+        // count is a thread-local without a destructor (it allocates nothing).
+        #[allow(unsafe_code)]
+        unsafe impl GlobalAlloc for Counting {
+            unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+                let _ = ALLOCATED.try_with(|n| n.set(n.get() + layout.size()));
+                // SAFETY: as the caller promised for `layout`.
+                unsafe { System.alloc(layout) }
+            }
+
+            unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+                // SAFETY: `ptr` came from `alloc` above, with `layout`.
+                unsafe { System.dealloc(ptr, layout) }
+            }
+        }
+
+        #[global_allocator]
+        static COUNTING: Counting = Counting;
+
+        /// What `f` returns, and the bytes it allocated on this thread.
+        pub fn allocated_by<T>(f: impl FnOnce() -> T) -> (T, usize) {
+            let before = ALLOCATED.with(Cell::get);
+            let out = f();
+            (out, ALLOCATED.with(Cell::get) - before)
+        }
+    }
+
+    #[test]
+    fn a_grid_is_counted_before_it_is_built() {
+        let specs = vec![
+            ParamSpec::int("fast", 10, 1, 1000, ""),
+            ParamSpec::int("slow", 30, 1, 1000, ""),
+        ];
+        let cases: [(&[&str], &str); 2] = [
+            (
+                &["fast=2..100:0.01", "slow=30,60,90"],
+                "the parameter grid has 29403 combinations, over 10000",
+            ),
+            // The grid (it reached 6 GB before it was refused).
+            (
+                &["fast=2..200:0.02", "slow=3..1000:0.1"],
+                "the parameter grid has 98722871 combinations, over 10000",
+            ),
+        ];
+        for (params, expect) in cases {
+            let params: Vec<String> = params.iter().map(|p| (*p).to_owned()).collect();
+            let (result, bytes) = counting::allocated_by(|| expand_grid(&specs, &params));
+            assert_eq!(result.expect_err(expect).to_string(), expect);
+            // Building even the smaller grid takes megabytes.
+            assert!(bytes < 16 * 1024, "{expect}: {bytes} bytes allocated");
+        }
+    }
+
+    #[test]
+    fn ranges_with_no_sane_count_of_values_are_refused() {
+        let specs = vec![ParamSpec::int("fast", 10, 1, 1000, "")];
+        let cases = [
+            (
+                "fast=5..50:1e-300",
+                "--param fast=5..50:1e-300: the range has 4.5e301 values, over 10000",
+            ),
+            (
+                "fast=1..inf:1",
+                "--param fast=1..inf:1: to inf is not a finite number",
+            ),
+            (
+                "fast=5..50:0",
+                "--param fast=5..50:0: a range needs from <= to and a step above 0",
+            ),
+            (
+                "fast=5..50:NaN",
+                "--param fast=5..50:NaN: step NaN is not a finite number",
+            ),
+        ];
+        for (param, expect) in cases {
+            let err = expand_grid(&specs, &[param.to_owned()]).expect_err(param);
+            assert_eq!(format!("{err:#}"), expect);
+        }
+    }
 
     #[test]
     fn grids_expand_ranges_lists_and_singles() {

@@ -40,15 +40,23 @@ pub struct BacktestGate {
     /// `SYMBOL@TIMEFRAME` (candles in the store); empty: the built-in
     /// seeded sample.
     pub data: Vec<String>,
+    #[serde(deserialize_with = "bounded::trades")]
     pub min_trades: usize,
+    #[serde(deserialize_with = "bounded::sharpe")]
     pub min_sharpe: f64,
+    #[serde(deserialize_with = "bounded::max_drawdown_pct")]
     pub max_drawdown_pct: f64,
+    #[serde(deserialize_with = "bounded::profit_factor")]
     pub min_profit_factor: f64,
     /// Walk-forward folds (0: none); each fold's out-of-sample return must
     /// not be below `min_oos_return_pct`.
+    #[serde(deserialize_with = "bounded::folds")]
     pub walk_forward: usize,
+    #[serde(deserialize_with = "bounded::return_pct")]
     pub min_oos_return_pct: f64,
+    #[serde(deserialize_with = "bounded::fee_bps")]
     pub fee_bps: f64,
+    #[serde(deserialize_with = "bounded::slippage_bps")]
     pub slippage_bps: f64,
 }
 
@@ -73,8 +81,11 @@ impl Default for BacktestGate {
 #[serde(deny_unknown_fields, default)]
 pub struct PaperGate {
     /// Candidates run in shadow at once.
+    #[serde(deserialize_with = "bounded::slots")]
     pub slots: usize,
+    #[serde(deserialize_with = "bounded::trades")]
     pub min_trades: usize,
+    #[serde(deserialize_with = "bounded::max_drawdown_pct")]
     pub max_drawdown_pct: f64,
     /// Must promotion wait for this gate?
     pub required: bool,
@@ -96,6 +107,7 @@ impl Default for PaperGate {
 #[serde(deny_unknown_fields, default)]
 pub struct RollbackRule {
     /// Loss in a day since promotion, percent of equity at promotion.
+    #[serde(deserialize_with = "bounded::daily_loss_pct")]
     pub daily_loss_pct: f64,
 }
 
@@ -104,6 +116,44 @@ impl Default for RollbackRule {
         RollbackRule {
             daily_loss_pct: 15.0,
         }
+    }
+}
+
+/// `candidates.toml`'s numbers, each checked against its range in
+/// [`crate::ranges`] as it is read (the error then names its line).
+mod bounded {
+    use crate::ranges;
+    use serde::Deserializer;
+
+    pub(super) fn trades<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+        ranges::TRADES.deserialize("min_trades", d)
+    }
+    pub(super) fn sharpe<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        ranges::SHARPE.deserialize("min_sharpe", d)
+    }
+    pub(super) fn max_drawdown_pct<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        ranges::PERCENT.deserialize("max_drawdown_pct", d)
+    }
+    pub(super) fn daily_loss_pct<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        ranges::PERCENT.deserialize("daily_loss_pct", d)
+    }
+    pub(super) fn profit_factor<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        ranges::PROFIT_FACTOR.deserialize("min_profit_factor", d)
+    }
+    pub(super) fn folds<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+        ranges::GATE_FOLDS.deserialize("walk_forward", d)
+    }
+    pub(super) fn return_pct<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        ranges::RETURN_PCT.deserialize("min_oos_return_pct", d)
+    }
+    pub(super) fn fee_bps<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        ranges::BPS.deserialize("fee_bps", d)
+    }
+    pub(super) fn slippage_bps<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        ranges::BPS.deserialize("slippage_bps", d)
+    }
+    pub(super) fn slots<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+        ranges::SHADOW_SLOTS.deserialize("slots", d)
     }
 }
 
@@ -347,6 +397,10 @@ pub fn submit(
     // The gate's data first: a bad `candidates.toml` stores nothing.
     let db = PathBuf::from(conn.path().unwrap_or("keel.db"));
     let data = gate_data(config, &db)?;
+    if config.backtest.walk_forward > 0 {
+        backtest::walk_forward_windows(&data, config.backtest.walk_forward)
+            .context("candidates.toml: backtest.walk_forward")?;
+    }
     let hash = artifact.hash.to_hex();
     let existing: Option<(i64, String)> = conn
         .query_row(

@@ -12,6 +12,7 @@ use keel_model::{Action, Params, Size, Timeframe, synth};
 
 use crate::backtest;
 use crate::build_strategy;
+use crate::ranges;
 use crate::risk::RiskConfig;
 use crate::sandbox::{Binding, LoadedStrategy, Metering, Sandbox, SandboxConfig, timed};
 use crate::store::Store;
@@ -34,7 +35,8 @@ pub struct Cli {
         global = true,
         env = "KEEL_CACHE_MAX_MB",
         default_value_t = crate::sandbox::DEFAULT_DISK_CACHE_BYTES >> 20,
-        value_name = "MB"
+        value_name = "MB",
+        value_parser = ranges::CACHE_MAX_MB.parser()
     )]
     pub cache_max_mb: u64,
     /// The SQLite database (candles and the ledger).
@@ -150,7 +152,7 @@ pub enum DataCommand {
     Synth {
         #[arg(long, default_value = "SYN/USD")]
         symbol: String,
-        #[arg(long, default_value_t = 100_000)]
+        #[arg(long, default_value_t = 100_000, value_parser = ranges::SYNTH_BARS.parser())]
         bars: usize,
         #[arg(long, default_value_t = 1)]
         seed: u64,
@@ -159,10 +161,10 @@ pub enum DataCommand {
         /// Open time of the first bar (RFC 3339 or epoch ms).
         #[arg(long, default_value = "2024-01-01T00:00:00Z")]
         start: String,
-        #[arg(long, default_value_t = 100.0)]
+        #[arg(long, default_value_t = 100.0, value_parser = ranges::SYNTH_PRICE.parser())]
         price: f64,
         /// Per-bar volatility (0.01 = 1%).
-        #[arg(long, default_value_t = 0.01)]
+        #[arg(long, default_value_t = 0.01, value_parser = ranges::SYNTH_SIGMA.parser())]
         sigma: f64,
         /// Write CSV here; without it the candles go into the database.
         #[arg(long, value_name = "CSV")]
@@ -181,19 +183,19 @@ pub struct BacktestArgs {
     #[arg(long = "data", required = true, value_name = "SOURCE")]
     pub data: Vec<String>,
     /// Fee per fill, basis points of notional.
-    #[arg(long, default_value_t = 10.0, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 10.0, allow_negative_numbers = true, value_parser = ranges::BPS.parser())]
     pub fee_bps: f64,
     /// Slippage per market fill, basis points.
-    #[arg(long, default_value_t = 5.0, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 5.0, allow_negative_numbers = true, value_parser = ranges::BPS.parser())]
     pub slippage_bps: f64,
     /// Cap each fill at this share of the bar's volume (0 < x <= 1).
-    #[arg(long, value_name = "SHARE")]
+    #[arg(long, value_name = "SHARE", value_parser = ranges::VOLUME_SHARE.parser())]
     pub volume_share: Option<f64>,
     /// Quantities are rounded down to a multiple of this.
-    #[arg(long, default_value_t = 1e-8)]
+    #[arg(long, default_value_t = 1e-8, value_parser = ranges::LOT_SIZE.parser())]
     pub lot_size: f64,
     /// Starting cash, quote currency.
-    #[arg(long, default_value_t = 10_000.0, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 10_000.0, allow_negative_numbers = true, value_parser = ranges::CASH.parser())]
     pub cash: f64,
     /// `NAME=VALUE`, `NAME=a,b,c` or `NAME=from..to:step` (repeatable; a grid runs every combination).
     #[arg(long = "param", value_name = "NAME=VALUES")]
@@ -205,7 +207,7 @@ pub struct BacktestArgs {
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
     /// Walk forward over K folds: pick the grid's best in-sample, test it on the next window.
-    #[arg(long, value_name = "K")]
+    #[arg(long, value_name = "K", value_parser = ranges::WALK_FORWARD_FOLDS.parser())]
     pub walk_forward: Option<usize>,
     /// The pre-trade limits of a `risk_limits.toml` (as `keel run` takes);
     /// the defaults otherwise. Halts apply to paper and live trading only.
@@ -223,7 +225,7 @@ pub struct RunArgs {
     #[arg(long = "param", value_name = "NAME=VALUE")]
     pub params: Vec<String>,
     /// Starting cash of the replay's book (quote currency).
-    #[arg(long, default_value_t = 10_000.0)]
+    #[arg(long, default_value_t = 10_000.0, value_parser = ranges::CASH.parser())]
     pub cash: f64,
     /// Print only the summary, not every signal.
     #[arg(long)]
@@ -331,28 +333,6 @@ pub fn run(cli: Cli) -> anyhow::Result<bool> {
 }
 
 fn backtest(args: &BacktestArgs, db: &Path, cache: &CompileCache) -> anyhow::Result<bool> {
-    let finite_non_negative = |name: &str, v: f64| {
-        if v.is_finite() && v >= 0.0 {
-            Ok(())
-        } else {
-            Err(anyhow::anyhow!(
-                "--{name} {v} must be a non-negative number"
-            ))
-        }
-    };
-    finite_non_negative("fee-bps", args.fee_bps)?;
-    finite_non_negative("slippage-bps", args.slippage_bps)?;
-    if !(args.cash.is_finite() && args.cash > 0.0) {
-        bail!("--cash {} must be positive", args.cash);
-    }
-    if !(args.lot_size.is_finite() && args.lot_size > 0.0) {
-        bail!("--lot-size {} must be positive", args.lot_size);
-    }
-    if let Some(v) = args.volume_share
-        && !(v > 0.0 && v <= 1.0)
-    {
-        bail!("--volume-share {v} must be in (0, 1]");
-    }
     let sandbox = sandbox(Metering::Fuel, cache)?;
     let loaded = args
         .files
@@ -672,10 +652,17 @@ fn data(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
         } => {
             let tf = timeframe(&tf)?;
             let start_ms = candles::parse_time(&start).map_err(anyhow::Error::msg)?;
-            if !(price > 0.0 && (0.0..1.0).contains(&sigma)) {
-                bail!("--price must be positive and --sigma in [0, 1)");
-            }
             let candles = synth::random_walk(seed, bars, start_ms, tf.duration_ms(), price, sigma);
+            // A wild enough walk leaves what the ledger books (or the times
+            // Keel accepts): the same rule as every imported candle.
+            for (i, c) in candles.iter().enumerate() {
+                candles::check_candle(c).map_err(|e| {
+                    anyhow::anyhow!(
+                        "synth bar {}: {e} (try a smaller --sigma or fewer --bars)",
+                        i + 1
+                    )
+                })?;
+            }
             match out {
                 Some(path) => {
                     candles::write_csv(&path, &candles)?;

@@ -45,7 +45,7 @@ pub struct DevArgs {
     #[arg(long, default_value = "600x")]
     pub speed: String,
     /// Stop after this many swaps (for scripts and tests).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::ranges::RELOADS.parser())]
     pub max_reloads: Option<usize>,
     #[arg(long, value_name = "DIR")]
     pub target_dir: Option<PathBuf>,
@@ -152,6 +152,11 @@ pub fn run(args: &DevArgs, db: &Path, cache: &CompileCache) -> anyhow::Result<bo
     if args.paper == args.data.is_some() {
         bail!("keel dev needs exactly one of --data <csv> and --paper");
     }
+    // Settings first: nothing is built or watched for a run that cannot start.
+    let paper_feed = match args.paper {
+        true => Some((crate::operate::speed(&args.speed)?, feed(&args.feed)?)),
+        false => None,
+    };
     // Every save is a new artifact, so every load is a cold compile: the
     // baseline compiler gets each version validated and running quickly.
     let sandbox = Sandbox::new(cache.sandbox_config(SandboxConfig {
@@ -166,8 +171,17 @@ pub fn run(args: &DevArgs, db: &Path, cache: &CompileCache) -> anyhow::Result<bo
         args,
         sandbox: &sandbox,
     };
-    if args.paper {
-        return paper(args, db, &sandbox, &builder, events, &watched, &skip);
+    if let Some((speed, feed)) = paper_feed {
+        return paper(
+            args,
+            db,
+            &sandbox,
+            &builder,
+            (speed, feed),
+            events,
+            &watched,
+            &skip,
+        );
     }
     let spec = args.data.clone().unwrap_or_default();
     let data = backtest::load_data(std::slice::from_ref(&spec), db, &[])?;
@@ -251,13 +265,30 @@ pub fn run(args: &DevArgs, db: &Path, cache: &CompileCache) -> anyhow::Result<bo
     }
 }
 
+/// `--feed`: `replay:<file>` or `sample[:<bars>]` (100,000 bars by default).
+fn feed(spec: &str) -> anyhow::Result<Feed> {
+    if let Some(path) = spec.strip_prefix("replay:") {
+        return Ok(Feed::replay(Path::new(path))?);
+    }
+    let bars = match spec.strip_prefix("sample") {
+        Some("") => "100000",
+        Some(rest) if rest.starts_with(':') => &rest[1..],
+        _ => bail!("--feed {spec}: expected replay:<file> or sample[:<bars>]"),
+    };
+    let bars = (crate::ranges::SAMPLE_BARS.parse(bars))
+        .map_err(|e| anyhow::anyhow!("--feed {spec}: {e}"))?;
+    Ok(Feed::sample(7, bars))
+}
+
 /// `keel dev --paper`: a paper engine on this thread, the watcher on
 /// another, swaps through the engine's command channel.
+#[allow(clippy::too_many_arguments)]
 fn paper(
     args: &DevArgs,
     db: &Path,
     sandbox: &Sandbox,
     builder: &Builder<'_>,
+    (speed, mut feed): (Option<f64>, Feed),
     events: Receiver<notify::Result<Event>>,
     watched: &Path,
     skip: &Path,
@@ -271,25 +302,6 @@ fn paper(
     let owner = Ownership::claim(db, "keel dev --paper")?;
     let mut store = Store::open(db)?;
     candidates::store_blob(store.conn(), &artifact)?;
-    let speed = match args.speed.as_str() {
-        "max" => None,
-        s => Some(
-            s.trim_end_matches('x')
-                .parse::<f64>()
-                .with_context(|| format!("--speed {s}: expected e.g. 600x or max"))?,
-        ),
-    };
-    let mut feed = match args.feed.strip_prefix("replay:") {
-        Some(path) => Feed::replay(Path::new(path))?,
-        None => {
-            let bars = args
-                .feed
-                .strip_prefix("sample:")
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(100_000);
-            Feed::sample(7, bars)
-        }
-    };
     let mut controls = Controls::start(db, 0)?;
     let commands_tx = controls.commands();
     let settings = PaperSettings {

@@ -11,6 +11,7 @@ pub mod dev;
 pub mod ledger;
 pub mod operate;
 pub mod paper;
+pub mod ranges;
 pub mod risk;
 pub mod sandbox;
 pub mod store;

@@ -12,13 +12,26 @@ fn main() {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("KEEL_LOG")
                 // Feed trouble is the operator's business from the start.
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error,keel::feed=warn")),
+                .unwrap_or_else(|_| {
+                    tracing_subscriber::EnvFilter::new(
+                        "error,keel::feed=warn,keel_host::sandbox::cache=warn",
+                    )
+                }),
         )
         .with_writer(std::io::stderr)
         // Colour for a terminal; a log file or a pipe gets plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = keel_host::cli::Cli::parse();
+    let cli = match keel_host::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        // A value outside its range: one line (option, value, range) and
+        // exit 1, like every other bad input.
+        Err(e) if e.kind() == clap::error::ErrorKind::ValueValidation => {
+            eprintln!("{}", e.to_string().lines().next().unwrap_or_default());
+            std::process::exit(1);
+        }
+        Err(e) => e.exit(),
+    };
     match keel_host::cli::run(cli) {
         Ok(true) => {}
         Ok(false) => std::process::exit(1),

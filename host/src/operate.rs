@@ -22,6 +22,7 @@ use crate::paper::feed::Feed;
 use crate::paper::{
     ControlLink, PaperEngine, PaperSettings, PaperSummary, StrategySource, StrategySpec,
 };
+use crate::ranges;
 use crate::risk::RiskConfig;
 use crate::sandbox::StrategyArtifact;
 use crate::sandbox::{Metering, Sandbox, SandboxConfig};
@@ -32,8 +33,9 @@ pub struct PaperArgs {
     /// Paper trading (the only mode so far: live trading is not built yet).
     #[arg(long)]
     pub paper: bool,
-    /// `replay:<csv>` to replay a candle file, `sample[:BARS]` for the
-    /// built-in seeded sample (default: 720 one-minute bars), or
+    /// `replay:<file>` to replay a candle file (CSV or freqtrade `.json`),
+    /// `sample[:BARS]` for the built-in seeded sample (default: 720
+    /// one-minute bars), or
     /// `kraken:<PAIR>` for live bars from Kraken's public OHLC endpoint.
     #[arg(long, default_value = "sample")]
     pub feed: String,
@@ -43,15 +45,15 @@ pub struct PaperArgs {
     /// Kraken bar length in minutes.
     #[arg(long, default_value_t = 1)]
     pub interval: u32,
-    /// How often to poll Kraken, in milliseconds (10 to 3600000).
-    #[arg(long, default_value_t = 5000)]
+    /// How often to poll Kraken, in milliseconds.
+    #[arg(long, default_value_t = 5000, value_parser = ranges::POLL_MS.parser())]
     pub poll_ms: u64,
     /// A live feed that has not delivered a closed bar this many seconds
     /// after the start ends the run, in error.
     #[arg(long, default_value_t = 60, value_name = "SECS")]
     pub first_bar_timeout: u64,
     /// Stop after booking this many bars.
-    #[arg(long)]
+    #[arg(long, value_parser = ranges::MAX_BARS.parser())]
     pub bars: Option<u64>,
     /// The feed's symbol.
     #[arg(long, default_value = "BTC/USD")]
@@ -66,14 +68,14 @@ pub struct PaperArgs {
     #[arg(long = "strategy", value_name = "FILE[,NAME=VALUE...]")]
     pub strategies: Vec<String>,
     /// Starting cash of each book (quote currency).
-    #[arg(long, default_value_t = 10_000.0)]
+    #[arg(long, default_value_t = 10_000.0, value_parser = ranges::CASH.parser())]
     pub cash: f64,
     /// The host's risk limits (TOML); built-in defaults when absent.
     #[arg(long, value_name = "FILE")]
     pub risk_limits: Option<PathBuf>,
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = 10.0, value_parser = ranges::BPS.parser())]
     pub fee_bps: f64,
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = 5.0, value_parser = ranges::BPS.parser())]
     pub slippage_bps: f64,
     /// Control API port on 127.0.0.1 (0: any free port).
     #[arg(long, default_value_t = 0)]
@@ -103,7 +105,8 @@ pub struct ReasonArgs {
     pub reason: String,
 }
 
-fn speed(text: &str) -> anyhow::Result<Option<f64>> {
+/// `--speed`: `600x` (or `600`), within [`ranges::SPEED`], or `max` (`None`).
+pub(crate) fn speed(text: &str) -> anyhow::Result<Option<f64>> {
     if text == "max" {
         return Ok(None);
     }
@@ -112,9 +115,8 @@ fn speed(text: &str) -> anyhow::Result<Option<f64>> {
         .unwrap_or(text)
         .parse()
         .ok()
-        .filter(|x: &f64| x.is_finite() && *x > 0.0)
         .with_context(|| format!("--speed {text}: expected e.g. 600x or max"))?;
-    Ok(Some(x))
+    Ok(Some(ranges::SPEED.check("--speed", x)?))
 }
 
 fn feed(spec: &str, args: &PaperArgs) -> anyhow::Result<(Feed, String)> {
@@ -126,11 +128,9 @@ fn feed(spec: &str, args: &PaperArgs) -> anyhow::Result<(Feed, String)> {
     }
     if let Some(rest) = spec.strip_prefix("sample") {
         let bars = match rest.strip_prefix(':') {
-            Some(n) => n
-                .parse()
-                .ok()
-                .filter(|&n: &usize| n >= 2)
-                .with_context(|| format!("--feed {spec}: the bar count must be 2 or more"))?,
+            Some(n) => ranges::SAMPLE_BARS
+                .parse(n)
+                .map_err(|e| anyhow::anyhow!("--feed {spec}: {e}"))?,
             None if rest.is_empty() => 720,
             None => bail!("--feed {spec}: expected sample or sample:BARS"),
         };
@@ -163,7 +163,7 @@ fn feed(spec: &str, args: &PaperArgs) -> anyhow::Result<(Feed, String)> {
         let feed = Feed::kraken(&args.kraken_url, pair, args.interval, poll, first_bar)?;
         return Ok((feed, format!("kraken:{pair}@{}m", args.interval)));
     }
-    bail!("--feed {spec}: expected replay:<csv>, sample[:BARS] or kraken:<PAIR>")
+    bail!("--feed {spec}: expected replay:<file>, sample[:BARS] or kraken:<PAIR>")
 }
 
 /// The books of a run: the given strategies, else the active one (the
@@ -278,17 +278,6 @@ pub fn run(args: &PaperArgs, db: &Path, cache: &CompileCache) -> anyhow::Result<
         Some(path) => RiskConfig::load(path).map_err(anyhow::Error::msg)?,
         None => RiskConfig::default(),
     };
-    for (name, v) in [
-        ("fee-bps", args.fee_bps),
-        ("slippage-bps", args.slippage_bps),
-    ] {
-        if !(v.is_finite() && v >= 0.0) {
-            bail!("--{name} {v} must be a non-negative number");
-        }
-    }
-    if !(args.cash.is_finite() && args.cash > 0.0) {
-        bail!("--cash {} must be above zero", args.cash);
-    }
     let candidates_config = CandidatesConfig::load(&args.candidates)?;
     let (mut feed, feed_name) = feed(&args.feed, args)?;
     let mut controls = Controls::start(db, args.control_port)?;

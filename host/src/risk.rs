@@ -70,8 +70,9 @@ impl RiskConfig {
         Ok(config)
     }
 
-    /// Every percentage in (0, 100], counts above zero.
+    /// Every value within its range in [`crate::ranges`].
     pub fn check(&self) -> Result<(), String> {
+        use crate::ranges::{MIN_ORDER_QUOTE, OPEN_POSITIONS, PERCENT};
         let pcts = [
             ("max_position_pct", self.max_position_pct),
             ("max_trade_pct", self.max_trade_pct),
@@ -80,19 +81,12 @@ impl RiskConfig {
             ("fat_finger_pct", self.fat_finger_pct),
         ];
         for (name, value) in pcts {
-            if !(value > 0.0 && value <= 100.0) {
-                return Err(format!("{name} = {value} must be in (0, 100]"));
-            }
+            PERCENT.check(name, value).map_err(|e| e.to_string())?;
         }
-        if self.max_open_positions == 0 {
-            return Err("max_open_positions must be at least 1".into());
-        }
-        if !(self.min_order_quote >= 0.0 && self.min_order_quote.is_finite()) {
-            return Err(format!(
-                "min_order_quote = {} must be 0 or more",
-                self.min_order_quote
-            ));
-        }
+        (OPEN_POSITIONS.check("max_open_positions", self.max_open_positions))
+            .map_err(|e| e.to_string())?;
+        (MIN_ORDER_QUOTE.check("min_order_quote", self.min_order_quote))
+            .map_err(|e| e.to_string())?;
         for (name, &minimum) in &self.min_order {
             if !(minimum >= 0.0 && minimum.is_finite()) {
                 return Err(format!(
@@ -401,7 +395,7 @@ mod tests {
         assert!(
             RiskConfig::load(&bad)
                 .expect_err("range")
-                .ends_with("fat_finger_pct = 0 must be in (0, 100]")
+                .ends_with("fat_finger_pct 0 is outside (0, 100]")
         );
     }
 }

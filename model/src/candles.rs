@@ -34,6 +34,20 @@ pub enum CandleError {
     Empty { path: String },
 }
 
+/// The largest price or volume a candle may carry: the ledger books prices
+/// and quantities as decimals of at most 28 digits (about 7.9e28), and with
+/// both at most 1e14 any price × quantity stays representable.
+pub const MAX_CANDLE_VALUE: f64 = 1e14;
+
+/// The smallest price a candle may carry: the ledger keeps 8 decimal
+/// places, so anything lower would be booked as a price of zero.
+pub const MIN_CANDLE_PRICE: f64 = 1e-8;
+
+/// Bar times Keel accepts: 1900-01-01 to 2200-01-01 (UTC), in epoch ms.
+/// Anything outside is a unit mix-up or garbage, and would overflow the
+/// arithmetic on bar spacing.
+pub const CANDLE_TIME_MS: (i64, i64) = (-2_208_988_800_000, 7_258_118_400_000);
+
 const COLUMNS: [&str; 6] = ["time", "open", "high", "low", "close", "volume"];
 
 /// Reads a `time,open,high,low,close,volume` CSV file (time in RFC 3339 or epoch ms).
@@ -240,10 +254,18 @@ pub fn read_json(path: &Path) -> Result<Vec<Candle>, CandleError> {
 
 /// Reads a candle file by its extension: `.json` as freqtrade JSON, anything else as CSV.
 pub fn read_file(path: &Path) -> Result<Vec<Candle>, CandleError> {
-    match path.extension().and_then(|e| e.to_str()) {
-        Some(ext) if ext.eq_ignore_ascii_case("json") => read_json(path),
-        _ => read_csv(path),
+    if is_json(path) {
+        read_json(path)
+    } else {
+        read_csv(path)
     }
+}
+
+/// Whether `path` names a freqtrade JSON file (by its extension) rather than CSV.
+pub fn is_json(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|ext| ext.eq_ignore_ascii_case("json"))
 }
 
 /// Parses freqtrade JSON; errors name the line where the bad candle starts.
@@ -272,23 +294,26 @@ pub fn parse_json(text: &str, source: &str) -> Result<Vec<Candle>, CandleError> 
                 format!("candle {} has {} values, expected 6", i + 1, row.len()),
             ));
         }
-        let time_ms = row[0]
-            .as_i64()
-            .or_else(|| {
-                row[0]
-                    .as_f64()
-                    .filter(|t| t.fract() == 0.0)
-                    .map(|t| t as i64)
-            })
-            .ok_or_else(|| {
-                invalid(
+        let time_ms = match (row[0].as_i64(), row[0].as_f64()) {
+            (Some(t), _) => t,
+            (None, Some(t)) if t.fract() == 0.0 => {
+                // Checked before the cast, which would clamp it.
+                let (first, last) = CANDLE_TIME_MS;
+                if !(first as f64..=last as f64).contains(&t) {
+                    return Err(invalid(line, time_outside(&number(t).to_string())));
+                }
+                t as i64
+            }
+            _ => {
+                return Err(invalid(
                     line,
                     format!(
                         "time {} is not whole epoch milliseconds",
                         shown::text(&row[0].to_string())
                     ),
-                )
-            })?;
+                ));
+            }
+        };
         let mut values = [0.0f64; 5];
         for (k, value) in values.iter_mut().enumerate() {
             let column = COLUMNS[k + 1];
@@ -408,10 +433,37 @@ pub fn gaps(candles: &[Candle], bar_ms: i64) -> Vec<Gap> {
         .collect()
 }
 
-/// The consistency rules every candle obeys.
+/// The rules every candle obeys, wherever it comes from (a file imported,
+/// backtested or replayed, a live feed): a time in [`CANDLE_TIME_MS`],
+/// prices from [`MIN_CANDLE_PRICE`] to [`MAX_CANDLE_VALUE`] with open and
+/// close inside low .. high, and a volume from 0 to [`MAX_CANDLE_VALUE`].
+/// Whatever passes, the ledger can book.
 pub fn check_candle(c: &Candle) -> Result<(), String> {
-    if c.low <= 0.0 {
-        return Err(format!("low {} is not positive", number(c.low)));
+    let (first, last) = CANDLE_TIME_MS;
+    if !(first..=last).contains(&c.time_ms) {
+        return Err(time_outside(&c.time_ms.to_string()));
+    }
+    for (name, v) in [
+        ("open", c.open),
+        ("high", c.high),
+        ("low", c.low),
+        ("close", c.close),
+    ] {
+        if !(MIN_CANDLE_PRICE..=MAX_CANDLE_VALUE).contains(&v) {
+            return Err(format!(
+                "{name} {} is outside the prices Keel books, {} to {}",
+                number(v),
+                number(MIN_CANDLE_PRICE),
+                number(MAX_CANDLE_VALUE)
+            ));
+        }
+    }
+    if !(0.0..=MAX_CANDLE_VALUE).contains(&c.volume) {
+        return Err(format!(
+            "volume {} is outside 0 to {}",
+            number(c.volume),
+            number(MAX_CANDLE_VALUE)
+        ));
     }
     if c.high < c.low {
         let (high, low) = (number(c.high), number(c.low));
@@ -423,10 +475,16 @@ pub fn check_candle(c: &Candle) -> Result<(), String> {
             return Err(format!("{name} {v} is outside low {low} .. high {high}"));
         }
     }
-    if c.volume < 0.0 {
-        return Err(format!("volume {} is negative", number(c.volume)));
-    }
     Ok(())
+}
+
+fn time_outside(time_ms: &str) -> String {
+    let (first, last) = CANDLE_TIME_MS;
+    format!(
+        "time {time_ms} ms is outside {} .. {}",
+        format_time(first),
+        format_time(last)
+    )
 }
 
 /// RFC 3339 (`2018-01-10T04:55:00Z`) or integer epoch milliseconds.
@@ -603,7 +661,28 @@ mod tests {
             },
             Case {
                 body: "2018-01-10T04:55:00Z,1,2,0.5,1,-1\n",
-                expect: "t.csv:2: volume -1 is negative",
+                expect: "t.csv:2: volume -1 is outside 0 to 100000000000000",
+            },
+            // What the ledger cannot book is refused where it is read.
+            Case {
+                body: "2018-01-10T04:55:00Z,1,1e30,0.5,1,1\n",
+                expect: "t.csv:2: high 1e30 is outside the prices Keel books, 1e-8 to 100000000000000",
+            },
+            Case {
+                body: "2018-01-10T04:55:00Z,1e-9,1e-9,1e-9,1e-9,1\n",
+                expect: "t.csv:2: open 1e-9 is outside the prices Keel books, 1e-8 to 100000000000000",
+            },
+            Case {
+                body: "2018-01-10T04:55:00Z,1,2,0.5,1,1e15\n",
+                expect: "t.csv:2: volume 1e15 is outside 0 to 100000000000000",
+            },
+            Case {
+                body: "99999999999999999,1,2,0.5,1,1\n",
+                expect: "t.csv:2: time 99999999999999999 ms is outside 1900-01-01T00:00:00Z .. 2200-01-01T00:00:00Z",
+            },
+            Case {
+                body: "2300-01-01T00:00:00Z,1,2,0.5,1,1\n",
+                expect: "t.csv:2: time 10413792000000 ms is outside 1900-01-01T00:00:00Z .. 2200-01-01T00:00:00Z",
             },
             Case {
                 body: "2018-01-10T04:55:00Z,\u{1b}[31m\0\u{202e},2,0.5,1,1\n",
@@ -611,7 +690,7 @@ mod tests {
             },
             Case {
                 body: "2018-01-10T04:55:00Z,1,1,1e308,1,1\n",
-                expect: "t.csv:2: high 1 is below low 1e308",
+                expect: "t.csv:2: low 1e308 is outside the prices Keel books, 1e-8 to 100000000000000",
             },
         ];
         for case in cases {
@@ -676,6 +755,14 @@ mod tests {
             (
                 "[[1, 1, 2, 0.5, null, 1]]",
                 "t.json:1: close null is not a finite number",
+            ),
+            (
+                "[\n [1, 1, 2, 0.5, 1.5, 10],\n [1e30, 1, 2, 0.5, 1.5, 10]\n]",
+                "t.json:3: time 1e30 ms is outside 1900-01-01T00:00:00Z .. 2200-01-01T00:00:00Z",
+            ),
+            (
+                "[[-9223372036854775808, 1, 2, 0.5, 1.5, 10]]",
+                "t.json:1: time -9223372036854775808 ms is outside 1900-01-01T00:00:00Z .. 2200-01-01T00:00:00Z",
             ),
             (
                 "[\n [5, 1, 2, 0.5, 1.5, 10],\n\n [5, 1, 2, 0.5, 1.5, 10]]",

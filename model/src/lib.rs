@@ -7,6 +7,7 @@
 //! a sandboxed one therefore run through the same code.
 
 pub mod batch;
+pub mod bounds;
 pub mod candles;
 pub mod contract;
 pub mod params;
@@ -14,6 +15,7 @@ pub mod replay;
 pub mod shown;
 pub mod synth;
 
+pub use bounds::{Bounds, OutOfRange};
 pub use candles::{Candle, CandleError, Timeframe};
 pub use contract::*;
 pub use params::{ParamError, ParamKind, ParamSpec, ParamValue, Params};

@@ -1,14 +1,16 @@
 //! Where paper trading's bars come from: a candle file replayed line by line
 //! (a bad line stops the feed with `file:line: what`; the bars before it were
 //! already traded), the built-in seeded sample, or live bars polled from
-//! Kraken's public OHLC endpoint (a bad reply is reported and polled again).
+//! Kraken's public OHLC endpoint (a bad reply is reported and polled again; a
+//! bad bar in a reply is skipped and reported). Every bar passes
+//! `check_candle`, the rule import and backtests apply too.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, Read};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use keel_model::candles::{Candle, CandleError, CsvCandles, check_candle};
+use keel_model::candles::{Candle, CandleError, CsvCandles, check_candle, format_time};
 
 use crate::control::FeedHealth;
 
@@ -47,9 +49,14 @@ impl std::fmt::Debug for Feed {
 }
 
 impl Feed {
-    /// Replays a CSV candle file, read as it goes.
+    /// Replays a candle file of any format `keel data import` reads: CSV
+    /// read as it goes, freqtrade JSON (`.json`) read whole first.
     pub fn replay(path: &Path) -> Result<Feed, CandleError> {
         let name = path.display().to_string();
+        if keel_model::candles::is_json(path) {
+            let candles = keel_model::candles::read_json(path)?;
+            return Feed::start(Box::new(candles.into_iter().map(Ok)), &name);
+        }
         let file = std::fs::File::open(path).map_err(|error| CandleError::Io {
             path: name.clone(),
             error,
@@ -241,7 +248,10 @@ impl Kraken {
         }
         self.polled = Some(Instant::now());
         match self.fetch() {
-            Ok(()) => self.recovered(warnings),
+            Ok(skipped) => {
+                self.recovered(warnings);
+                warnings.extend(skipped);
+            }
             Err(Fatal(e)) => return Next::Failed(e),
             Err(Transient(e)) => self.failed(e, warnings, reminders),
         }
@@ -295,7 +305,9 @@ impl Kraken {
         self.health.last_error = None;
     }
 
-    fn fetch(&mut self) -> Result<(), Problem> {
+    /// Queues the new closed bars; returns what was wrong with the bars
+    /// it skipped.
+    fn fetch(&mut self) -> Result<Vec<String>, Problem> {
         let mut request = self.client.get(&self.url).query(&[
             ("pair", self.pair.clone()),
             ("interval", self.interval_min.to_string()),
@@ -333,21 +345,23 @@ impl Kraken {
         if !status.is_success() {
             return Err(Transient(format!("{what}: HTTP {status}")));
         }
-        let (rows, last) = parse_ohlc(&body).map_err(|e| match e {
+        let reply = parse_ohlc(&body).map_err(|e| match e {
             Fatal(m) => Fatal(format!("{what}: {m}")),
             Transient(m) => Transient(format!("{what}: {m}")),
         })?;
-        self.since = last.or(self.since);
-        // All but the last row have closed.
-        let closed = rows.len().saturating_sub(1);
-        for candle in rows.into_iter().take(closed) {
+        self.since = reply.last.or(self.since);
+        for candle in reply.closed {
             if self.last_ms.is_some_and(|l| candle.time_ms <= l) {
                 continue;
             }
             self.last_ms = Some(candle.time_ms);
             self.queue.push_back(candle);
         }
-        Ok(())
+        Ok(reply
+            .skipped
+            .iter()
+            .map(|m| format!("{what}: {m}"))
+            .collect())
     }
 }
 
@@ -365,8 +379,21 @@ fn one_line(e: &dyn std::fmt::Display) -> String {
     e.to_string().replace('\n', " ")
 }
 
-/// Parses one OHLC reply into its candles (oldest first) and `last`.
-pub fn parse_ohlc(body: &str) -> Result<(Vec<Candle>, Option<i64>), Problem> {
+/// One OHLC reply: its closed bars, the rows skipped and why, and `last`.
+#[derive(Debug, PartialEq)]
+pub struct OhlcReply {
+    /// Every row but the last (the bar still forming) that passed the
+    /// candle rules, oldest first.
+    pub closed: Vec<Candle>,
+    /// A bad row is skipped, not the whole reply (the feed would ask for the
+    /// same bar forever): one message each, naming the bar.
+    pub skipped: Vec<String>,
+    pub last: Option<i64>,
+}
+
+/// Parses one OHLC reply. A reply Kraken refused, or one that is not OHLC
+/// rows at all, is a `Problem`.
+pub fn parse_ohlc(body: &str) -> Result<OhlcReply, Problem> {
     let v: serde_json::Value =
         serde_json::from_str(body).map_err(|e| Transient(format!("malformed reply: {e}")))?;
     if let Some(errors) = v.get("error").and_then(|e| e.as_array())
@@ -397,42 +424,58 @@ pub fn parse_ohlc(body: &str) -> Result<(Vec<Candle>, Option<i64>), Problem> {
         .find(|(k, _)| *k != "last")
         .and_then(|(_, v)| v.as_array())
         .ok_or_else(|| Transient("malformed reply: no OHLC rows".into()))?;
-    let mut candles = Vec::with_capacity(rows.len());
-    for (i, row) in rows.iter().enumerate() {
-        let bad = |what: &str| Transient(format!("malformed reply: row {i}: {what}"));
-        let row = row.as_array().ok_or_else(|| bad("not an array"))?;
-        if row.len() < 7 {
-            return Err(bad(&format!("{} fields, expected 8", row.len())));
+    let mut reply = OhlcReply {
+        closed: Vec::with_capacity(rows.len()),
+        skipped: Vec::new(),
+        last,
+    };
+    // The last row is the bar still forming.
+    for (i, row) in rows.iter().enumerate().take(rows.len().saturating_sub(1)) {
+        match ohlc_row(row, reply.closed.last()) {
+            Ok(candle) => reply.closed.push(candle),
+            Err((Some(time_ms), why)) => reply
+                .skipped
+                .push(format!("bar {} skipped: {why}", format_time(time_ms))),
+            Err((None, why)) => reply.skipped.push(format!("row {i} skipped: {why}")),
         }
-        let time_s = row[0]
-            .as_i64()
-            .ok_or_else(|| bad("time is not an integer"))?;
-        let num = |k: usize, name: &str| -> Result<f64, Problem> {
-            row[k]
-                .as_str()
-                .and_then(|s| s.parse::<f64>().ok())
-                .or_else(|| row[k].as_f64())
-                .filter(|x| x.is_finite())
-                .ok_or_else(|| bad(&format!("{name} is not a number")))
-        };
-        let candle = Candle {
-            time_ms: time_s * 1000,
-            open: num(1, "open")?,
-            high: num(2, "high")?,
-            low: num(3, "low")?,
-            close: num(4, "close")?,
-            volume: num(6, "volume")?,
-        };
-        check_candle(&candle).map_err(|e| bad(&e))?;
-        if candles
-            .last()
-            .is_some_and(|p: &Candle| candle.time_ms <= p.time_ms)
-        {
-            return Err(bad("time is not after the previous row's"));
-        }
-        candles.push(candle);
     }
-    Ok((candles, last))
+    Ok(reply)
+}
+
+/// One OHLC row as a candle checked by the rules every candle obeys, coming
+/// after `previous`; else what is wrong, with the bar's time when it has one.
+fn ohlc_row(
+    row: &serde_json::Value,
+    previous: Option<&Candle>,
+) -> Result<Candle, (Option<i64>, String)> {
+    let row = row.as_array().ok_or((None, "not an array".to_owned()))?;
+    if row.len() < 7 {
+        return Err((None, format!("{} fields, expected 8", row.len())));
+    }
+    let time_ms = (row[0].as_i64())
+        .and_then(|s| s.checked_mul(1000))
+        .ok_or((None, format!("time {} is not whole epoch seconds", row[0])))?;
+    let num = |k: usize, name: &str| -> Result<f64, (Option<i64>, String)> {
+        row[k]
+            .as_str()
+            .and_then(|s| s.parse::<f64>().ok())
+            .or_else(|| row[k].as_f64())
+            .filter(|x| x.is_finite())
+            .ok_or((Some(time_ms), format!("{name} is not a number")))
+    };
+    let candle = Candle {
+        time_ms,
+        open: num(1, "open")?,
+        high: num(2, "high")?,
+        low: num(3, "low")?,
+        close: num(4, "close")?,
+        volume: num(6, "volume")?,
+    };
+    check_candle(&candle).map_err(|e| (Some(time_ms), e))?;
+    if previous.is_some_and(|p| candle.time_ms <= p.time_ms) {
+        return Err((Some(time_ms), "not after the bar before it".into()));
+    }
+    Ok(candle)
 }
 
 #[cfg(test)]
@@ -444,11 +487,15 @@ mod tests {
         let good = r#"{"error":[],"result":{"XXBTZUSD":[
             [1688671200,"30306.1","30306.2","30305.7","30305.7","30306.1","3.39243896",23],
             [1688671260,"30305.7","30310.0","30300.0","30309.9","30305.0","1.5",7]],"last":1688671200}}"#;
-        let (rows, last) = parse_ohlc(good).expect("parses");
-        assert_eq!(last, Some(1688671200));
-        assert_eq!(rows.len(), 2);
-        assert_eq!(rows[0].time_ms, 1_688_671_200_000);
-        assert_eq!((rows[0].high, rows[0].volume), (30306.2, 3.39243896));
+        let reply = parse_ohlc(good).expect("parses");
+        assert_eq!(reply.last, Some(1688671200));
+        assert_eq!(reply.closed.len(), 1, "the forming bar is left out");
+        assert!(reply.skipped.is_empty());
+        assert_eq!(reply.closed[0].time_ms, 1_688_671_200_000);
+        assert_eq!(
+            (reply.closed[0].high, reply.closed[0].volume),
+            (30306.2, 3.39243896)
+        );
 
         let cases = [
             (
@@ -463,17 +510,45 @@ mod tests {
                 r#"{"error":[],"result":"#,
                 Transient("malformed reply: EOF while parsing a value at line 1 column 21".into()),
             ),
-            (
-                r#"{"error":[],"result":{"X":[[1,"1","0.5","2","1","1","1",1]]}}"#,
-                Transient("malformed reply: row 0: high 0.5 is below low 2".into()),
-            ),
-            (
-                r#"{"error":[],"result":{"X":[[1,"a","1","1","1","1","1",1]]}}"#,
-                Transient("malformed reply: row 0: open is not a number".into()),
-            ),
         ];
         for (body, expected) in cases {
             assert_eq!(parse_ohlc(body).expect_err(body), expected, "{body}");
         }
+    }
+
+    #[test]
+    fn a_bad_row_is_skipped_by_name_and_the_rest_of_the_reply_kept() {
+        let row = |t: i64, high: &str| format!(r#"[{t},"1","{high}","0.5","1","1","1",1]"#);
+        let reply = |rows: &[String]| {
+            format!(
+                r#"{{"error":[],"result":{{"X":[{}],"last":9}}}}"#,
+                rows.join(",")
+            )
+        };
+        let body = reply(&[
+            row(60, "2"),
+            row(120, "0.1"),
+            row(180, "1e30"),
+            r#"[240,"a","1","1","1","1","1",1]"#.to_owned(),
+            r#"[9223372036854775807,"1","2","0.5","1","1","1",1]"#.to_owned(),
+            row(300, "2"),
+            row(240, "2"),
+            row(360, "1e30"),
+        ]);
+        let parsed = parse_ohlc(&body).expect("parses");
+        let times: Vec<i64> = parsed.closed.iter().map(|c| c.time_ms).collect();
+        assert_eq!(times, [60_000, 300_000], "the good closed bars");
+        assert_eq!(
+            parsed.skipped,
+            [
+                "bar 1970-01-01T00:02:00Z skipped: high 0.1 is below low 0.5",
+                "bar 1970-01-01T00:03:00Z skipped: high 1e30 is outside the prices Keel books, 1e-8 to 100000000000000",
+                "bar 1970-01-01T00:04:00Z skipped: open is not a number",
+                "row 4 skipped: time 9223372036854775807 is not whole epoch seconds",
+                "bar 1970-01-01T00:04:00Z skipped: not after the bar before it",
+            ],
+            "the forming bar is not judged"
+        );
+        assert_eq!(parsed.last, Some(9));
     }
 }

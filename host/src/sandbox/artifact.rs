@@ -15,6 +15,10 @@ impl StrategyHash {
         StrategyHash(Sha256::digest(bytes).into())
     }
 
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
     }

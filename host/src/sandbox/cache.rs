@@ -7,6 +7,16 @@
 //! On disk, `<cache>/<engine key>/<sha256>.cwasm` files up to a byte budget;
 //! a hit refreshes a file's modification time, and the least recently used
 //! files go first.
+//!
+//! wasmtime trusts serialized code: deserialising a damaged entry can
+//! crash the process, hang it or run other code than the artifact's. So
+//! each file is [`ENTRY_MAGIC`], then a BLAKE3 keyed hash of the code under
+//! a key derived from the engine key and the artifact's hash, then the
+//! code; an entry is deserialised only if its hash checks. A flipped bit, a
+//! truncated file or another artifact's entry copied over it fails, is
+//! dropped with a warning and compiled anew. (The key is not secret: this
+//! guards against damage and mix-ups, not against someone who can write
+//! the cache directory, and so the `keel` binary too.)
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -81,13 +91,30 @@ impl MemoryCache {
     }
 }
 
+/// What a cache file starts with; the entry's keyed hash follows, then the code.
+const ENTRY_MAGIC: &[u8] = b"keel-cwasm-v1\n";
+
+/// Bytes before the code in a cache file.
+const ENTRY_HEADER: usize = ENTRY_MAGIC.len() + blake3::OUT_LEN;
+
 /// Optimised code on disk: `<root>/<engine key>/<sha256>.cwasm`, the whole
 /// of `root` (every engine key's files) held to `max_bytes`.
 #[derive(Debug, Clone)]
 pub(super) struct DiskCache {
     root: PathBuf,
     dir: PathBuf,
+    engine_key: String,
     max_bytes: u64,
+}
+
+/// A cache file's contents whose hash checked: the code starts after the header.
+#[derive(Debug)]
+pub(super) struct CheckedEntry(Vec<u8>);
+
+impl CheckedEntry {
+    pub(super) fn code(&self) -> &[u8] {
+        &self.0[ENTRY_HEADER..]
+    }
 }
 
 impl DiskCache {
@@ -95,6 +122,7 @@ impl DiskCache {
         DiskCache {
             dir: root.join(engine_key),
             root,
+            engine_key: engine_key.to_owned(),
             max_bytes,
         }
     }
@@ -103,12 +131,57 @@ impl DiskCache {
         self.dir.join(format!("{hash}.cwasm"))
     }
 
-    /// Writes `hash`'s code whole or not at all (a temporary file renamed),
-    /// then trims the cache to its budget.
-    pub(super) fn write(&self, hash: &StrategyHash, bytes: &[u8]) -> anyhow::Result<()> {
+    /// The keyed hash `code` has as `hash`'s entry under this engine key.
+    fn entry_hash(&self, hash: &StrategyHash, code: &[u8]) -> blake3::Hash {
+        let mut material = Vec::with_capacity(self.engine_key.len() + 33);
+        material.extend_from_slice(self.engine_key.as_bytes());
+        material.push(0);
+        material.extend_from_slice(hash.as_bytes());
+        let key = blake3::derive_key("keel compile cache entry v1", &material);
+        blake3::keyed_hash(&key, code)
+    }
+
+    /// `hash`'s entry, if there is one and its keyed hash checks (the hit
+    /// then counts as a use). An entry that fails is removed, with a
+    /// warning, so the code is compiled and written anew.
+    pub(super) fn read(&self, hash: &StrategyHash) -> Option<CheckedEntry> {
+        let path = self.path(hash);
+        // Read into memory rather than map the file: a file truncated or
+        // rewritten by someone else must never fault a running host.
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "cannot read compile cache entry: {e}");
+                return None;
+            }
+        };
+        let checks = bytes.len() >= ENTRY_HEADER
+            && bytes.starts_with(ENTRY_MAGIC)
+            && self.entry_hash(hash, &bytes[ENTRY_HEADER..]).as_bytes()[..]
+                == bytes[ENTRY_MAGIC.len()..ENTRY_HEADER];
+        if !checks {
+            tracing::warn!(
+                path = %path.display(),
+                "compile cache entry damaged or not this artifact's: dropped, compiling anew"
+            );
+            let _ = std::fs::remove_file(&path);
+            return None;
+        }
+        touch(&path);
+        Some(CheckedEntry(bytes))
+    }
+
+    /// Writes `hash`'s code, behind its header, whole or not at all (a
+    /// temporary file renamed), then trims the cache to its budget.
+    pub(super) fn write(&self, hash: &StrategyHash, code: &[u8]) -> anyhow::Result<()> {
         std::fs::create_dir_all(&self.dir)?;
         let path = self.path(hash);
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        let mut bytes = Vec::with_capacity(ENTRY_HEADER + code.len());
+        bytes.extend_from_slice(ENTRY_MAGIC);
+        bytes.extend_from_slice(self.entry_hash(hash, code).as_bytes());
+        bytes.extend_from_slice(code);
         std::fs::write(&tmp, bytes)?;
         std::fs::rename(&tmp, &path)?;
         trim(&self.root, self.max_bytes, &path)
@@ -116,7 +189,7 @@ impl DiskCache {
 }
 
 /// Marks a cache file as just used, so trimming keeps it longest.
-pub(super) fn touch(path: &Path) {
+fn touch(path: &Path) {
     // Only the eviction order suffers if this fails.
     let _ = std::fs::File::options()
         .write(true)
@@ -201,14 +274,85 @@ mod tests {
         assert!(!stale.exists(), "the stale engine key's file goes first");
         assert!(!used.exists(), "then the least recently used");
         assert!(old.exists(), "a touched file counts as just used");
-        assert_eq!(
-            std::fs::read(cache.path(&hash)).expect("written"),
-            [1u8; 400]
-        );
+        assert_eq!(cache.read(&hash).expect("written").code(), [1u8; 400]);
         assert!(
             partial.exists(),
             "another writer's file in progress is left alone"
         );
+    }
+
+    #[test]
+    fn an_entry_is_read_back_only_if_its_keyed_hash_checks() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let cache = DiskCache::new(root.path().to_owned(), "key", 1 << 20);
+        let (a, b) = (StrategyHash::of(b"a"), StrategyHash::of(b"b"));
+        let code: Vec<u8> = (0..1000u32).map(|i| (i * 7) as u8).collect();
+        cache.write(&a, &code).expect("write");
+        assert_eq!(cache.read(&a).expect("intact").code(), code);
+        let written = std::fs::read(cache.path(&a)).expect("file");
+        let other_key = DiskCache::new(root.path().to_owned(), "other-key", 1 << 20);
+        std::fs::create_dir_all(&other_key.dir).expect("dir");
+        let mut flipped = written.clone();
+        flipped[ENTRY_HEADER + 500] ^= 0x10;
+        let mut bad_magic = written.clone();
+        bad_magic[0] ^= 1;
+        struct Case<'a> {
+            name: &'a str,
+            cache: &'a DiskCache,
+            hash: StrategyHash,
+            bytes: Vec<u8>,
+        }
+        let cases = [
+            Case {
+                name: "one bit flipped",
+                cache: &cache,
+                hash: a,
+                bytes: flipped,
+            },
+            Case {
+                name: "another header",
+                cache: &cache,
+                hash: a,
+                bytes: bad_magic,
+            },
+            Case {
+                name: "truncated",
+                cache: &cache,
+                hash: a,
+                bytes: written[..700].to_vec(),
+            },
+            Case {
+                name: "shorter than a header",
+                cache: &cache,
+                hash: a,
+                bytes: written[..20].to_vec(),
+            },
+            Case {
+                name: "empty",
+                cache: &cache,
+                hash: a,
+                bytes: Vec::new(),
+            },
+            Case {
+                name: "another artifact's entry",
+                cache: &cache,
+                hash: b,
+                bytes: written.clone(),
+            },
+            Case {
+                name: "another engine key's entry",
+                cache: &other_key,
+                hash: a,
+                bytes: written.clone(),
+            },
+        ];
+        for case in cases {
+            let path = case.cache.path(&case.hash);
+            std::fs::write(&path, &case.bytes).expect("damage");
+            assert!(case.cache.read(&case.hash).is_none(), "{}", case.name);
+            assert!(!path.exists(), "{}: the entry is dropped", case.name);
+        }
+        assert!(cache.read(&b).is_none(), "nothing there");
     }
 
     #[test]

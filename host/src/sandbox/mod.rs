@@ -571,11 +571,10 @@ impl Sandbox {
         if let Some(c) = lock(&self.compiled).get(&artifact.hash) {
             return Ok((c.clone(), true, Tier::Optimized));
         }
-        if let Some(path) = self.disk.as_ref().map(|disk| disk.path(&artifact.hash))
-            && path.exists()
-            && let Some(component) = self.read_cached(&path)
+        if let Some(disk) = &self.disk
+            && let Some(entry) = disk.read(&artifact.hash)
+            && let Some(component) = self.deserialize_cached(&disk.path(&artifact.hash), &entry)
         {
-            cache::touch(&path);
             lock(&self.compiled).insert(artifact.hash, component.clone());
             return Ok((component, true, Tier::Optimized));
         }
@@ -685,18 +684,15 @@ impl Sandbox {
     }
 
     #[allow(unsafe_code)]
-    fn read_cached(&self, path: &Path) -> Option<Component> {
-        // Read into memory rather than map the file: a cache file truncated or
-        // rewritten by someone else must never fault a running host.
-        let bytes = std::fs::read(path).ok()?;
-        // SAFETY: files under the cache directory are written only by
-        // `write_cached`, from `Component::serialize` of this engine's own
-        // compilation or of a `keel __optimize` worker's engine (built by the
-        // same `engine()`), and named by the source's SHA-256 and the
-        // engine's compatibility key; wasmtime re-checks version and settings
-        // on load.
-        // The cache directory is trusted like the keel binary itself.
-        match unsafe { Component::deserialize(&self.optimizing.engine, &bytes) } {
+    fn deserialize_cached(&self, path: &Path, entry: &cache::CheckedEntry) -> Option<Component> {
+        // SAFETY: the entry's keyed hash checked, so these are the bytes
+        // `DiskCache::write` wrote for this artifact under this engine key:
+        // `Component::serialize` output of this engine's own compilation or
+        // of a `keel __optimize` worker's engine (built by the same
+        // `engine()`), unchanged since; wasmtime re-checks version and
+        // settings on load. The cache directory is trusted like the keel
+        // binary itself.
+        match unsafe { Component::deserialize(&self.optimizing.engine, entry.code()) } {
             Ok(c) => Some(c),
             Err(e) => {
                 tracing::warn!(path = %path.display(), "ignoring unusable compile cache entry: {e:#}");
