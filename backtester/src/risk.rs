@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use keel_model::candles::MAX_ORDER_QUANTITY;
 use keel_model::shown::{amount, fixed, number, quoted, text};
 use keel_model::{Action, RiskLimits, Side, Signal, Size};
 
@@ -152,6 +153,13 @@ pub fn check(
         ));
     }
     let quantity = quantity(signal.size, price, equity);
+    if !(quantity <= MAX_ORDER_QUANTITY) {
+        return Err(format!(
+            "quantity {} is over the largest one order may carry, {}",
+            number(quantity),
+            number(MAX_ORDER_QUANTITY)
+        ));
+    }
     let notional = quantity * price;
     if notional < limits.min_order_quote {
         return Err(format!(
@@ -368,6 +376,25 @@ mod tests {
             check(&tiny, 50.0, &book(), &btc),
             Err("order of 0.0000500 is below the minimum order of 0.000100".into())
         );
+    }
+
+    #[test]
+    fn an_order_too_large_for_the_ledger_is_refused() {
+        let exposure = Exposure {
+            equity: 1e12,
+            ..Exposure::default()
+        };
+        let limits = RiskLimits {
+            max_position_fraction: 1.0,
+            max_trade_fraction: 1.0,
+            ..RiskLimits::default()
+        };
+        let buy = Signal::open_long("DUST/USD", Size::FractionOfEquity(0.5));
+        assert_eq!(
+            check(&buy, 1e-8, &exposure, &limits),
+            Err("quantity 5e19 is over the largest one order may carry, 1000000000000".into())
+        );
+        assert!(check(&buy, 1.0, &exposure, &limits).is_ok());
     }
 
     #[test]

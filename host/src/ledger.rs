@@ -94,10 +94,10 @@ impl Holding {
 
     /// Unrealized P&L at the mark.
     pub fn unrealized(&self) -> Decimal {
-        let value = self.quantity * self.mark;
+        let value = self.quantity.saturating_mul(self.mark);
         match self.side {
-            Side::Long => value - self.cost,
-            Side::Short => self.cost - value,
+            Side::Long => value.saturating_sub(self.cost),
+            Side::Short => self.cost.saturating_sub(value),
         }
     }
 }
@@ -272,9 +272,10 @@ impl Ledger {
     /// mark at its close.
     pub fn mark(&mut self, symbol: &str, low: Decimal, high: Decimal, close: Decimal) {
         for h in self.holdings.iter_mut().filter(|h| h.symbol == symbol) {
+            // Saturating: a mark must never panic, whatever the feed did.
             let worst = match h.side {
-                Side::Long => h.quantity * low - h.cost,
-                Side::Short => h.cost - h.quantity * high,
+                Side::Long => h.quantity.saturating_mul(low).saturating_sub(h.cost),
+                Side::Short => h.cost.saturating_sub(h.quantity.saturating_mul(high)),
             };
             h.mae = h.mae.min(worst);
             h.mark = close;
@@ -282,20 +283,18 @@ impl Ledger {
     }
 
     pub fn unrealized(&self) -> Decimal {
-        self.holdings.iter().map(Holding::unrealized).sum()
+        (self.holdings.iter().map(Holding::unrealized)).fold(Decimal::ZERO, Decimal::saturating_add)
     }
 
     /// Cash plus the marked value of every position.
     pub fn equity(&self) -> Decimal {
-        self.cash
-            + self
-                .holdings
-                .iter()
-                .map(|h| match h.side {
-                    Side::Long => h.quantity * h.mark,
-                    Side::Short => -(h.quantity * h.mark),
-                })
-                .sum::<Decimal>()
+        self.holdings
+            .iter()
+            .map(|h| match h.side {
+                Side::Long => h.quantity.saturating_mul(h.mark),
+                Side::Short => -(h.quantity.saturating_mul(h.mark)),
+            })
+            .fold(self.cash, Decimal::saturating_add)
     }
 
     /// What the strategy sees.
@@ -400,6 +399,35 @@ mod tests {
         assert_eq!(l.unrealized(), d("10"));
         assert_eq!(l.holdings[0].mae, d("-5"));
         l.check().expect("identities");
+    }
+
+    #[test]
+    fn a_mark_far_beyond_the_fill_price_does_not_panic() {
+        let mut l = Ledger::new(d("1000000000000"));
+        l.apply(&fill(
+            Action::OpenLong,
+            "",
+            "0.00000001",
+            "100000000000000000000",
+            "0",
+        ))
+        .expect("open");
+        l.apply(&fill(
+            Action::OpenShort,
+            "s",
+            "0.00000001",
+            "100000000000000000000",
+            "0",
+        ))
+        .expect("short");
+        let top = d("100000000000000");
+        l.mark("BTC/USD", top, top, top);
+        // Saturated, not wrapped and not a panic: the long gained more than
+        // anything the ledger can count, the short lost as much.
+        let huge = Decimal::from(10u64.pow(18)) * Decimal::from(10u64.pow(10));
+        assert!(l.holdings[0].unrealized() > huge);
+        assert!(l.holdings[1].unrealized() < -huge);
+        let _ = (l.equity(), l.unrealized(), l.view());
     }
 
     #[test]

@@ -39,6 +39,11 @@ pub enum CandleError {
 /// both at most 1e14 any price × quantity stays representable.
 pub const MAX_CANDLE_VALUE: f64 = 1e14;
 
+/// The largest quantity one order may carry: at most `MAX_CANDLE_VALUE`
+/// apart, quantity × price stays far inside the ledger's decimals (about
+/// 7.9e28), however far the price moves while the position is held.
+pub const MAX_ORDER_QUANTITY: f64 = 1e12;
+
 /// The smallest price a candle may carry: the ledger keeps 8 decimal
 /// places, so anything lower would be booked as a price of zero.
 pub const MIN_CANDLE_PRICE: f64 = 1e-8;

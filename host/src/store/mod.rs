@@ -119,14 +119,31 @@ impl Store {
         self.conn
             .busy_timeout(std::time::Duration::from_secs(5))
             .map_err(|e| self.sql(e))?;
-        self.conn
-            .execute_batch(
+        // Switching a new file to WAL takes an exclusive lock, and SQLite
+        // answers "locked" at once, without its busy wait, while another
+        // process holds one: ask again for as long as the busy wait would.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let configured = self.conn.execute_batch(
                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
-            )
-            .map_err(|e| StoreError::Open {
-                path: self.path.clone(),
-                source: e,
-            })
+            );
+            match configured {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if matches!(
+                        e.code,
+                        rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                    ) && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                other => {
+                    return other.map_err(|e| StoreError::Open {
+                        path: self.path.clone(),
+                        source: e,
+                    });
+                }
+            }
+        }
     }
 
     /// The highest applied migration, 0 for a new database.
@@ -207,7 +224,7 @@ mod tests {
 
     #[test]
     fn processes_opening_a_new_database_at_once_migrate_it_once() {
-        for _ in 0..5 {
+        for _ in 0..20 {
             let dir = tempfile::tempdir().expect("tempdir");
             let path = dir.path().join("keel.db");
             let barrier = std::sync::Barrier::new(6);
