@@ -153,7 +153,7 @@ pub fn check(
         ));
     }
     let quantity = quantity(signal.size, price, equity);
-    if !(quantity <= MAX_ORDER_QUANTITY) {
+    if quantity.is_nan() || quantity > MAX_ORDER_QUANTITY {
         return Err(format!(
             "quantity {} is over the largest one order may carry, {}",
             number(quantity),
