@@ -9,19 +9,20 @@
 //!
 //! Nothing here reads a clock or does IO: the same inputs give the same result.
 
-use std::collections::BTreeMap;
-
 use keel_model::batch::{BarColumns, Bars, Batch, BatchOutcome};
 use keel_model::candles::Candle;
 use keel_model::replay::{Feed, Merge, Series};
-use keel_model::shown::{number, quoted, text};
-use keel_model::{
-    Action, Fill, Portfolio, Position, RiskLimits, RunningStrategy, Side, Signal, Symbol,
-};
+use keel_model::shown::text;
+use keel_model::{Fill, Portfolio, RiskLimits, RunningStrategy, Signal, Symbol};
 
 use crate::fills::FillModel;
+use crate::kernel::{
+    Book, ClientOrderId, Decision, FillSource, Market, SimulatedVenue, TradingState, Venue,
+};
 use crate::metrics::{EquityStats, EquityTracker};
-use crate::risk::{self, Exposure, MinOrders};
+use crate::risk::MinOrders;
+
+pub use crate::kernel::{ExitReason, RejectedBy, Rejection, Trade};
 
 /// Everything a backtest is run with besides the strategy and the data.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,62 +53,11 @@ impl Default for BacktestConfig {
     }
 }
 
-/// Why a trade ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ExitReason {
-    Signal,
-    StopLoss,
-    TakeProfit,
-    EndOfData,
-}
-
-/// A closed (part of a) position, net of every fee.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct Trade {
-    pub symbol: String,
-    pub tag: String,
-    pub side: Side,
-    pub quantity: f64,
-    pub price_entry: f64,
-    pub price_exit: f64,
-    pub time_entry_ms: i64,
-    pub time_exit_ms: i64,
-    /// Profit or loss after entry and exit fees, quote currency.
-    pub pnl: f64,
-    pub fees: f64,
-    /// Worst and best unrealized P&L while open, quote currency.
-    pub mae: f64,
-    pub mfe: f64,
-    pub exit_reason: ExitReason,
-}
-
 /// Equity after the bars closing at `time_ms`.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct EquityPoint {
     pub time_ms: i64,
     pub equity: f64,
-}
-
-/// A signal refused before it became a trade.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Rejection {
-    pub time_ms: i64,
-    pub signal: Signal,
-    pub reason: String,
-    pub by: RejectedBy,
-}
-
-/// Which check refused a signal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RejectedBy {
-    /// The checks of whatever runs the strategy (a sandbox's: bound symbol,
-    /// finite positive size, …), before any risk check.
-    Sandbox,
-    /// The pre-trade risk checks (`risk::check`).
-    Risk,
-    /// At fill time: no fillable quantity, or no later bar to fill at.
-    Fill,
 }
 
 /// What a run produced.
@@ -140,38 +90,6 @@ pub struct BacktestResult {
     /// when `record_signals`.
     pub signals: Vec<(i64, Signal)>,
     pub signal_count: usize,
-}
-
-#[derive(Debug, Clone)]
-struct Open {
-    /// What the strategy sees; `size` is the quantity held, `price_mark` the
-    /// last close.
-    pos: Position,
-    /// Index of the symbol in the run's symbol table.
-    sym: usize,
-    stop_loss: Option<f64>,
-    take_profit: Option<f64>,
-    /// Entry fees not yet charged to a trade.
-    fees: f64,
-    mfe: f64,
-}
-
-#[derive(Debug, Clone)]
-struct Pending {
-    signal: Signal,
-    /// Equity when the signal was made: what a fraction of equity means.
-    equity: f64,
-}
-
-struct Book<'a> {
-    config: &'a BacktestConfig,
-    cash: f64,
-    open: Vec<Open>,
-    trades: Vec<Trade>,
-    fills: Vec<Fill>,
-    rejected: Vec<Rejection>,
-    fees: f64,
-    capped: usize,
 }
 
 /// Most bar closes handed to a strategy in one call.
@@ -296,31 +214,17 @@ pub fn run_feeds(
         .map(|f| f.bar_ms)
         .min()
         .unwrap_or(60_000);
-    let index: BTreeMap<&str, usize> = symbols.iter().enumerate().map(|(i, s)| (&**s, i)).collect();
-    let mut last_close = vec![f64::NAN; symbols.len()];
-    // The limits per symbol (their minimum orders differ by quote
-    // currency); the strategy is shown the smallest minimum.
-    let limits: Vec<RiskLimits> = symbols
-        .iter()
-        .map(|s| config.min_orders.limits_for(s, &config.limits))
-        .collect();
-    let shown_limits = RiskLimits {
-        min_order_quote: (limits.iter().map(|l| l.min_order_quote))
-            .reduce(f64::min)
-            .unwrap_or(config.limits.min_order_quote),
-        ..config.limits
-    };
-    let mut book = Book {
-        config,
-        cash: config.cash,
-        open: Vec::new(),
-        trades: Vec::new(),
-        fills: Vec::new(),
-        rejected: Vec::new(),
-        fees: 0.0,
-        capped: 0,
-    };
-    let mut pending: Vec<Pending> = Vec::new();
+    let mut market = Market::new(
+        symbols.clone(),
+        config.limits,
+        &config.min_orders,
+        config.fills,
+        None,
+    );
+    let fills = config.fills;
+    let mut book = Book::new(config.cash);
+    let mut venue = SimulatedVenue::new(config.fills);
+    let (mut reports, mut cursor) = (Vec::new(), 0);
     let mut curve = EquityTracker::new(config.cash);
     let mut errors = Vec::new();
     let (mut exposed_steps, mut bar_count, mut step_count) = (0usize, 0usize, 0usize);
@@ -338,34 +242,23 @@ pub fn run_feeds(
         let first_ms = ahead.time(0);
         let bars = ahead.bars_of(0, 1);
 
-        // 1. Fill waiting orders at this bar's open.
-        let mut waiting = Vec::new();
-        for order in pending.drain(..) {
-            let sym = index.get(order.signal.symbol.as_str()).copied();
-            match (0..bars.len()).find(|&b| Some(bars.symbol[b] as usize) == sym) {
-                Some(b) => book.execute(order, bars.get(b)),
-                None => waiting.push(order),
+        // 1. Waiting orders fill at this bar's open.
+        if venue.has_open() {
+            venue.on_step(bars);
+            cursor = unfailing(venue.fills_since(cursor, &mut reports));
+            for report in reports.drain(..) {
+                book.settle(report);
             }
         }
-        pending = waiting;
-
         // 2. Stops and targets inside the bar.
-        for b in 0..bars.len() {
-            let bar = bars.get(b);
-            let mut i = 0;
-            while i < book.open.len() {
-                match book.exit_in_bar(i, bar) {
-                    Some((price, reason)) => {
-                        let quantity = book.open[i].pos.size;
-                        book.exit(i, quantity, price, reason, bar.1.time_ms);
-                    }
-                    None => i += 1,
-                }
+        if !book.open.is_empty() {
+            for b in 0..bars.len() {
+                book.exits(&fills, bars.get(b));
             }
         }
-
         // 3. Mark at the close.
-        let mut equity = book.close_step(bars, &mut last_close);
+        market.close(bars);
+        let mut equity = book.mark(bars);
         curve.push(EquityPoint {
             time_ms: first_ms,
             equity,
@@ -376,29 +269,24 @@ pub fn run_feeds(
 
         // Tell the strategy what filled, then show it the closed bars: this
         // close and the later ones at which only prices can move.
-        for fill in book.fills.drain(..) {
-            if let Err(e) = strategy.on_fill(&fill) {
+        for booked in book.fills.drain(..) {
+            if let Err(e) = strategy.on_fill(&booked.fill) {
                 errors.push((first_ms, format!("on-fill: {e}")));
             }
             fill_count += 1;
             if config.record_fills {
-                all_fills.push(fill);
+                all_fills.push(booked.fill);
             }
         }
         let mut quiet = 1;
-        if pending.is_empty() {
-            let exits = book
-                .open
-                .iter()
-                .any(|p| p.stop_loss.is_some() || p.take_profit.is_some());
-            while quiet < ahead.len()
-                && !(exits && book.exit_within(ahead.bars_of(quiet, quiet + 1)))
+        if book.pending.is_empty() {
+            while quiet < ahead.len() && !book.exit_within(&fills, ahead.bars_of(quiet, quiet + 1))
             {
                 quiet += 1;
             }
         }
         let view = book.view(equity);
-        let batch = ahead.batch(quiet, &symbols, &view, shown_limits);
+        let batch = ahead.batch(quiet, &symbols, &view, market.shown_limits);
         let outcome = match strategy.on_bars(&batch) {
             Ok(o) if (1..=quiet).contains(&o.consumed) => o,
             Ok(o) => BatchOutcome {
@@ -418,7 +306,8 @@ pub fn run_feeds(
         // The later closes it handled: only marking.
         for t in 1..outcome.consumed {
             let bars = ahead.bars_of(t, t + 1);
-            equity = book.close_step(bars, &mut last_close);
+            market.close(bars);
+            equity = book.mark(bars);
             curve.push(EquityPoint {
                 time_ms: ahead.time(t),
                 equity,
@@ -449,52 +338,43 @@ pub fn run_feeds(
         if outcome.signals.is_empty() {
             continue;
         }
-        let mut exposure = book.exposure(equity, &pending, &last_close, &index);
-        for signal in outcome.signals {
-            signal_count += 1;
-            if config.record_signals {
-                all_signals.push((time_ms, signal.clone()));
+        signal_count += outcome.signals.len();
+        let decisions = book.decide(
+            &market,
+            time_ms,
+            &outcome.signals,
+            TradingState::Active,
+            |seq| ClientOrderId(format!("{time_ms}-{seq}")),
+        );
+        for decision in decisions {
+            if let Decision::Accepted(Some(order)) = decision {
+                unfailing(venue.submit(&order));
             }
-            let (price, limits) = match index.get(signal.symbol.as_str()) {
-                Some(&s) => (last_close[s], &limits[s]),
-                None => (f64::NAN, &config.limits),
-            };
-            match risk::check(&signal, price, &exposure, limits) {
-                Ok(approved) => {
-                    if let Some(a) = approved {
-                        exposure.add(&signal, a);
-                    }
-                    pending.push(Pending { signal, equity });
-                }
-                Err(reason) => book.rejected.push(Rejection {
-                    time_ms,
-                    signal,
-                    reason,
-                    by: RejectedBy::Risk,
-                }),
-            }
+        }
+        if config.record_signals {
+            all_signals.extend(outcome.signals.into_iter().map(|s| (time_ms, s)));
         }
     }
 
     // Orders that never met a later bar of their symbol did not fill.
-    for order in pending {
+    for order in std::mem::take(&mut book.pending) {
         let reason = format!(
             "the data ended before a later {} bar could fill it",
             text(&order.signal.symbol)
         );
-        book.reject(order, end_ms, reason);
+        book.rejected.push(Rejection {
+            time_ms: end_ms,
+            signal: order.signal,
+            reason,
+            by: RejectedBy::Fill,
+        });
     }
     // Whatever is still open is closed at its symbol's last close.
-    while let Some(p) = book.open.last() {
-        let buy = p.pos.side == Side::Short;
-        let price = config.fills.market_price(last_close[p.sym], buy);
-        let (i, quantity) = (book.open.len() - 1, p.pos.size);
-        book.exit(i, quantity, price, ExitReason::EndOfData, end_ms);
-    }
+    book.close_all(&market, end_ms, FillSource::EndOfData);
     let equity_final = book.cash;
     fill_count += book.fills.len();
     if config.record_fills {
-        all_fills.append(&mut book.fills);
+        all_fills.extend(book.fills.drain(..).map(|b| b.fill));
     }
     let (equity_stats, equity_points) = curve.finish(equity_final);
     BacktestResult {
@@ -522,262 +402,11 @@ pub fn run_feeds(
     }
 }
 
-impl Book<'_> {
-    fn equity(&self) -> f64 {
-        self.cash + self.open.iter().map(|p| p.pos.value()).sum::<f64>()
-    }
-
-    /// Where position `i` exits inside `bar` by its stop or target, if it does.
-    fn exit_in_bar(&self, i: usize, (symbol, candle): (u32, Candle)) -> Option<(f64, ExitReason)> {
-        let p = &self.open[i];
-        if p.sym != symbol as usize || (p.stop_loss.is_none() && p.take_profit.is_none()) {
-            return None;
-        }
-        self.config
-            .fills
-            .exit_in_bar(p.pos.side, p.stop_loss, p.take_profit, &candle)
-    }
-
-    /// Whether any position's stop or target is inside one of `bars`.
-    fn exit_within(&self, bars: Bars<'_>) -> bool {
-        (0..bars.len()).any(|b| {
-            let bar = bars.get(b);
-            (0..self.open.len()).any(|i| self.exit_in_bar(i, bar).is_some())
-        })
-    }
-
-    /// Marks every position at the closes of one step; returns equity.
-    fn close_step(&mut self, bars: Bars<'_>, last_close: &mut [f64]) -> f64 {
-        for b in 0..bars.len() {
-            let symbol = bars.symbol[b] as usize;
-            last_close[symbol] = bars.close[b];
-            for p in self.open.iter_mut().filter(|p| p.sym == symbol) {
-                let best = p.pos.mark_at(bars.low[b], bars.high[b], bars.close[b]);
-                p.mfe = p.mfe.max(best);
-            }
-        }
-        self.equity()
-    }
-
-    fn view(&self, equity: f64) -> Portfolio {
-        Portfolio {
-            cash: self.cash,
-            equity,
-            positions: self.open.iter().map(|p| p.pos.clone()).collect(),
-        }
-    }
-
-    /// Held and pending exposure, for the risk checks.
-    fn exposure(
-        &self,
-        equity: f64,
-        pending: &[Pending],
-        last_close: &[f64],
-        index: &BTreeMap<&str, usize>,
-    ) -> Exposure {
-        let mut e = Exposure {
-            equity,
-            ..Exposure::default()
-        };
-        for p in &self.open {
-            let p = &p.pos;
-            *e.notional.entry(p.symbol.clone()).or_default() += p.size * p.price_mark;
-            let key = (p.symbol.clone(), p.tag.clone());
-            if !e.open.contains(&key) {
-                e.open.push(key.clone());
-            }
-            e.sides.insert(key, p.side);
-        }
-        // Orders accepted on earlier bars and not filled yet take their share.
-        for order in pending
-            .iter()
-            .filter(|o| matches!(o.signal.action, Action::OpenLong | Action::OpenShort))
-        {
-            let price = index
-                .get(order.signal.symbol.as_str())
-                .map_or(f64::NAN, |&s| last_close[s]);
-            let quantity = risk::quantity(order.signal.size, price, order.equity);
-            let notional = quantity * price;
-            if notional.is_finite() && notional > 0.0 {
-                e.add(&order.signal, risk::Approved { quantity, notional });
-            }
-        }
-        e
-    }
-
-    fn reject(&mut self, order: Pending, time_ms: i64, reason: String) {
-        self.rejected.push(Rejection {
-            time_ms,
-            signal: order.signal,
-            reason,
-            by: RejectedBy::Fill,
-        });
-    }
-
-    /// Fills one order at `bar`'s open.
-    fn execute(&mut self, order: Pending, (sym, bar): (u32, Candle)) {
-        let sym = sym as usize;
-        let fills = self.config.fills;
-        let signal = &order.signal;
-        let index = self
-            .open
-            .iter()
-            .position(|p| p.pos.symbol == signal.symbol && p.pos.tag == signal.tag);
-        match signal.action {
-            Action::OpenLong | Action::OpenShort => {
-                let side = if signal.action == Action::OpenLong {
-                    Side::Long
-                } else {
-                    Side::Short
-                };
-                let price = fills.market_price(bar.open, side == Side::Long);
-                let wanted = risk::quantity(signal.size, price, order.equity);
-                let (quantity, capped) = fills.fillable(wanted, bar.volume);
-                if quantity <= 0.0 {
-                    let (wanted, lot) = (number(wanted), number(fills.lot_size));
-                    let reason = format!("{wanted} rounds to zero lots of {lot}");
-                    return self.reject(order, bar.time_ms, reason);
-                }
-                if let Some(i) = index
-                    && self.open[i].pos.side != side
-                {
-                    let reason = format!("tag {} holds the other side", quoted(&signal.tag));
-                    return self.reject(order, bar.time_ms, reason);
-                }
-                self.capped += usize::from(capped);
-                let fee = fills.fee(quantity, price);
-                self.fees += fee;
-                self.cash += match side {
-                    Side::Long => -(quantity * price) - fee,
-                    Side::Short => quantity * price - fee,
-                };
-                match index {
-                    Some(i) => {
-                        let p = &mut self.open[i];
-                        let held = &mut p.pos;
-                        held.price_entry = (held.price_entry * held.size + price * quantity)
-                            / (held.size + quantity);
-                        held.size += quantity;
-                        held.pnl_unrealized = held.unrealized();
-                        p.fees += fee;
-                        p.stop_loss = signal.stop_loss.or(p.stop_loss);
-                        p.take_profit = signal.take_profit.or(p.take_profit);
-                    }
-                    None => self.open.push(Open {
-                        pos: Position {
-                            symbol: signal.symbol.clone(),
-                            tag: signal.tag.clone(),
-                            side,
-                            size: quantity,
-                            price_entry: price,
-                            time_entry_ms: bar.time_ms,
-                            price_mark: price,
-                            pnl_unrealized: 0.0,
-                            mae: 0.0,
-                        },
-                        sym,
-                        stop_loss: signal.stop_loss,
-                        take_profit: signal.take_profit,
-                        fees: fee,
-                        mfe: 0.0,
-                    }),
-                }
-                self.fills.push(Fill {
-                    symbol: signal.symbol.clone(),
-                    tag: signal.tag.clone(),
-                    action: signal.action,
-                    price,
-                    quantity,
-                    fee,
-                    time_ms: bar.time_ms,
-                });
-            }
-            Action::Close | Action::Reduce => {
-                // Nothing open under the tag: nothing to do.
-                let Some(i) = index else { return };
-                let held = self.open[i].pos.size;
-                let price = fills.market_price(bar.open, self.open[i].pos.side == Side::Short);
-                let quantity = match signal.action {
-                    Action::Close => held,
-                    _ => {
-                        fills.round_lot(risk::quantity(signal.size, price, order.equity).min(held))
-                    }
-                };
-                if quantity > 0.0 {
-                    self.exit_as(
-                        i,
-                        quantity,
-                        price,
-                        ExitReason::Signal,
-                        bar.time_ms,
-                        signal.action,
-                    );
-                }
-            }
-        }
-    }
-
-    fn exit(&mut self, i: usize, quantity: f64, price: f64, reason: ExitReason, time_ms: i64) {
-        self.exit_as(i, quantity, price, reason, time_ms, Action::Close);
-    }
-
-    /// Closes `quantity` of position `i` at `price`, recording the trade and the fill.
-    fn exit_as(
-        &mut self,
-        i: usize,
-        quantity: f64,
-        price: f64,
-        reason: ExitReason,
-        time_ms: i64,
-        action: Action,
-    ) {
-        let fee = self.config.fills.fee(quantity, price);
-        let o = &mut self.open[i];
-        let p = &mut o.pos;
-        let share = (quantity / p.size).min(1.0);
-        let entry_fees = o.fees * share;
-        let gross = match p.side {
-            Side::Long => (price - p.price_entry) * quantity,
-            Side::Short => (p.price_entry - price) * quantity,
-        };
-        self.cash += match p.side {
-            Side::Long => quantity * price - fee,
-            Side::Short => -(quantity * price) - fee,
-        };
-        self.fees += fee;
-        self.trades.push(Trade {
-            symbol: p.symbol.clone(),
-            tag: p.tag.clone(),
-            side: p.side,
-            quantity,
-            price_entry: p.price_entry,
-            price_exit: price,
-            time_entry_ms: p.time_entry_ms,
-            time_exit_ms: time_ms,
-            pnl: gross - entry_fees - fee,
-            fees: entry_fees + fee,
-            mae: p.mae * share,
-            mfe: o.mfe * share,
-            exit_reason: reason,
-        });
-        self.fills.push(Fill {
-            symbol: p.symbol.clone(),
-            tag: p.tag.clone(),
-            action,
-            price,
-            quantity,
-            fee,
-            time_ms,
-        });
-        if share >= 1.0 - 1e-12 {
-            self.open.remove(i);
-        } else {
-            p.size -= quantity;
-            p.mae *= 1.0 - share;
-            p.pnl_unrealized = p.unrealized();
-            o.fees -= entry_fees;
-            o.mfe *= 1.0 - share;
-        }
+/// The value of a result that cannot fail.
+fn unfailing<T>(result: Result<T, std::convert::Infallible>) -> T {
+    match result {
+        Ok(t) => t,
+        Err(never) => match never {},
     }
 }
 
@@ -785,7 +414,7 @@ impl Book<'_> {
 mod tests {
     use super::*;
     use keel_model::candles::Candle;
-    use keel_model::{Size, Tick};
+    use keel_model::{Side, Size, Tick};
 
     /// Emits the scripted signals on the given (0-based) steps; records what it saw.
     #[derive(Default)]

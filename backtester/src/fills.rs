@@ -13,7 +13,7 @@
 use keel_model::Side;
 use keel_model::candles::Candle;
 
-use crate::engine::ExitReason;
+use crate::kernel::ExitReason;
 
 /// Fees, slippage, lot size and volume cap.
 #[derive(Debug, Clone, Copy, PartialEq)]

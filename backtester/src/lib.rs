@@ -5,11 +5,15 @@
 //! the shared pre-trade [`risk`] checks, become market orders, and fill at the
 //! next bar's open through the [`fills`] model (fees, slippage, volume cap,
 //! lot rounding, stop-loss and take-profit inside the bar). [`metrics`] turns
-//! the trades and the equity curve into figures. Paper and live trading reuse
-//! `risk` and `fills`; nothing here reads a clock, a file or the network.
+//! the trades and the equity curve into figures. [`kernel`] is the per-close
+//! step every mode shares — the book, order intents, the `Venue` trait and
+//! the simulated venue; [`engine`] drives it for a backtest, the host's
+//! paper engine for a paper run. Nothing here reads a clock, a file or the
+//! network.
 
 pub mod engine;
 pub mod fills;
+pub mod kernel;
 pub mod metrics;
 pub mod report;
 pub mod risk;

@@ -1,0 +1,94 @@
+//! Orders as the kernel decides them and venues report on them.
+
+use keel_model::{Signal, Size};
+
+/// The id an order is known by at the venue, chosen by us so a resent
+/// order is recognised (and never placed twice).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ClientOrderId(pub String);
+
+impl std::fmt::Display for ClientOrderId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An order intent: a market order for one signal of one book.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Order {
+    pub id: ClientOrderId,
+    /// Index of the symbol in the run's [`super::Market`].
+    pub sym: usize,
+    /// What the strategy asked for (symbol, tag, action, size, exits).
+    pub signal: Signal,
+    /// Buying (opening long, closing short) or selling.
+    pub buy: bool,
+    /// The book's equity when the order was made: what a fraction of
+    /// equity means.
+    pub equity: f64,
+    /// For closes and reductions: at most this much (what was held).
+    pub max_quantity: Option<f64>,
+    /// The last close when it was decided, and how far the fill may stray
+    /// from it (percent; `None`: any price).
+    pub reference_price: f64,
+    pub max_deviation_pct: Option<f64>,
+}
+
+impl Order {
+    pub fn size(&self) -> Size {
+        self.signal.size
+    }
+}
+
+/// What a venue reports on one order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Execution {
+    pub id: ClientOrderId,
+    /// When it happened (a fill: the open time of the bar it filled at).
+    pub time_ms: i64,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Filled whole, at exchange precision.
+    Filled {
+        price: f64,
+        quantity: f64,
+        fee: f64,
+        /// The volume cap cut it.
+        capped: bool,
+    },
+    Rejected(String),
+    Cancelled(String),
+}
+
+/// What became of one signal at the risk checks.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Accepted; the order to send (none for a close of nothing held).
+    Accepted(Option<Order>),
+    Rejected(String),
+}
+
+/// A signal refused before it became a trade.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    pub time_ms: i64,
+    pub signal: Signal,
+    pub reason: String,
+    pub by: RejectedBy,
+}
+
+/// Which check refused a signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectedBy {
+    /// The checks of whatever runs the strategy (a sandbox's: bound symbol,
+    /// finite positive size, …), before any risk check.
+    Sandbox,
+    /// The trading state or the pre-trade risk checks (`risk::check`).
+    Risk,
+    /// At fill time: no fillable quantity, a price outside the collar, or
+    /// no later bar to fill at.
+    Fill,
+}
