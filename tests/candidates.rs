@@ -293,7 +293,7 @@ fn candidates_are_judged_shadowed_promoted_without_a_missed_bar_and_rolled_back(
     };
     assert_eq!(deployments, ["initial", "promote", "rollback"]);
     assert_eq!(state(&conn, 1), "retired");
-    keel_host::paper::audit_ledger(&conn).expect("ledger adds up");
+    keel_host::engine::audit_ledger(&conn).expect("ledger adds up");
 
     // `show` tells the whole story with the figures.
     let show = text(&run(&db, &cache, &["candidate", "show", "1"]).stdout);
@@ -483,7 +483,7 @@ fn a_new_version_losing_too_much_on_its_first_day_is_rolled_back_by_itself() {
         "{detail}"
     );
     assert_eq!(state(&conn, 1), "retired");
-    keel_host::paper::audit_ledger(&conn).expect("ledger adds up");
+    keel_host::engine::audit_ledger(&conn).expect("ledger adds up");
 }
 
 /// The detail and figures of candidate `id`'s paper verdict.
@@ -643,7 +643,7 @@ fn candidates_submitted_into_a_running_engine_take_free_shadow_slots_and_never_h
         )
         .expect("count");
     assert_eq!(main_bars, 2148);
-    keel_host::paper::audit_ledger(&conn).expect("ledger adds up");
+    keel_host::engine::audit_ledger(&conn).expect("ledger adds up");
 }
 
 #[test]
@@ -750,7 +750,7 @@ fn a_promoted_version_takes_over_the_books_tagged_positions() {
         .query_row("SELECT COUNT(*) FROM equity_snapshots", [], |r| r.get(0))
         .expect("count");
     assert_eq!(bars, 800);
-    keel_host::paper::audit_ledger(&conn).expect("ledger adds up");
+    keel_host::engine::audit_ledger(&conn).expect("ledger adds up");
 }
 
 #[test]
@@ -929,7 +929,7 @@ fn rejecting_a_candidate_withdraws_its_running_shadow() {
         "the shadow ran on after its rejection: {bars} bars"
     );
     assert_eq!(open, 0);
-    keel_host::paper::audit_ledger(&conn).expect("ledger adds up");
+    keel_host::engine::audit_ledger(&conn).expect("ledger adds up");
 }
 
 #[test]

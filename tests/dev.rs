@@ -208,5 +208,5 @@ fn in_paper_mode_a_save_is_hot_swapped_into_the_running_engine() {
         .position(|t| keel_model::candles::format_time(*t) == after)
         .unwrap_or_else(|| panic!("no bar at {after}"));
     assert_eq!(warmed, through + 1, "{swapped}");
-    keel_host::paper::audit_ledger(&conn).expect("ledger adds up");
+    keel_host::engine::audit_ledger(&conn).expect("ledger adds up");
 }

@@ -11,8 +11,9 @@ use std::time::Duration;
 use keel_backtester::engine::BacktestConfig;
 use keel_host::backtest::{self, Job};
 use keel_host::candidates::CandidatesConfig;
-use keel_host::paper::feed::Feed;
-use keel_host::paper::{PaperEngine, PaperSettings, StrategySpec};
+use keel_host::engine::feed::BarFeed;
+use keel_host::engine::feeds::Feeds;
+use keel_host::engine::{Engine, RunSettings, StrategySpec};
 use keel_host::risk::RiskConfig;
 use keel_host::sandbox::{LoadedStrategy, Metering, Sandbox};
 use keel_host::store::{Ownership, Store};
@@ -218,9 +219,9 @@ impl Bench<'_> {
         let db = self.dir.join(format!("paper-{}.db", self.dir_entries()));
         let owner = Ownership::claim(&db, "fuzz").expect("owner");
         let mut store = Store::open(&db).expect("store");
-        let settings = PaperSettings {
+        let settings = RunSettings {
             feed_name: format!("replay:{what}"),
-            symbol: "FZ/USD".into(),
+            symbols: vec!["FZ/USD".into()],
             speed: None,
             cash: 10_000.0,
             risk: risk.unwrap_or_default(),
@@ -229,12 +230,13 @@ impl Bench<'_> {
             max_bars: None,
             candidates: CandidatesConfig::default(),
         };
-        let ran = Feed::replay(file)
+        let ran = BarFeed::replay(file)
             .map_err(anyhow::Error::from)
-            .and_then(|mut feed| {
-                let mut engine =
-                    PaperEngine::open(&owner, store.conn(), self.sandbox, settings, None)?;
-                engine.run(&mut feed)
+            .and_then(|feed| {
+                let symbols = settings.symbols.clone();
+                let mut feeds = Feeds::new(symbols, vec![feed], std::time::Duration::ZERO);
+                let mut engine = Engine::open(&owner, store.conn(), self.sandbox, settings, None)?;
+                engine.run(&mut feeds)
             });
         match ran {
             Err(e) => assert_one_line(&what, &format!("{e:#}")),
@@ -244,7 +246,7 @@ impl Bench<'_> {
                 }
             }
         }
-        keel_host::paper::audit_ledger(store.conn())
+        keel_host::engine::audit_ledger(store.conn())
             .unwrap_or_else(|e| panic!("{what}: the ledger does not add up: {e:#}"));
     }
 

@@ -293,7 +293,7 @@ fn a_price_the_ledger_cannot_hold_is_refused_by_import_backtest_and_replay_with_
             )
             .expect("runs");
         assert_eq!(running, 0, "attempt {attempt}");
-        keel_host::paper::audit_ledger(&conn).expect("ledger intact");
+        keel_host::engine::audit_ledger(&conn).expect("ledger intact");
     }
 }
 

@@ -279,7 +279,7 @@ fn a_paper_run_books_every_step_and_answers_a_second_terminal() {
         1
     );
     // The stored books are exactly what their fills replay to.
-    keel_host::paper::audit_ledger(&conn).expect("ledger adds up");
+    keel_host::engine::audit_ledger(&conn).expect("ledger adds up");
     assert!(count(&conn, "SELECT COUNT(*) FROM audit_log") >= 1);
     // The audit log cannot be rewritten.
     let err = conn
@@ -543,7 +543,7 @@ fn check_same(db: &Path, expected: &Booked) {
     );
     same(&format!("equity of {name}"), &got.equity, &expected.equity);
     let conn = open(db);
-    keel_host::paper::audit_ledger(&conn).expect("ledger adds up");
+    keel_host::engine::audit_ledger(&conn).expect("ledger adds up");
     // Every restart rebuilt each book from the stored bars and fills.
     assert_eq!(
         count(
@@ -636,7 +636,7 @@ fn the_kill_switch_flattens_and_halts_and_the_halt_survives_a_restart() {
         ) > 0,
         "the strategy kept signalling and was refused"
     );
-    keel_host::paper::audit_ledger(&conn).expect("ledger adds up");
+    keel_host::engine::audit_ledger(&conn).expect("ledger adds up");
 }
 
 #[test]
@@ -706,7 +706,7 @@ fn malformed_feed_data_stops_the_run_cleanly_with_the_line_at_fault() {
         .query_row("SELECT status FROM runs", [], |r| r.get(0))
         .expect("run");
     assert_eq!(status, "stopped");
-    keel_host::paper::audit_ledger(&conn).expect("ledger intact");
+    keel_host::engine::audit_ledger(&conn).expect("ledger intact");
 }
 
 #[test]
@@ -726,7 +726,25 @@ fn bad_settings_are_refused_in_one_line() {
         ),
         (
             vec!["--feed".into(), "kraken:XBT;USD".into()],
-            "--feed kraken:XBT;USD: expected a Kraken pair such as kraken:XBTUSD".into(),
+            "--feed kraken:XBT;USD: expected Kraken pairs such as kraken:XBTUSD,ETHUSD".into(),
+        ),
+        (
+            vec![
+                "--feed".into(),
+                "kraken:XBTUSD,ETHUSD".into(),
+                "--feed".into(),
+                "kraken:XBTUSD".into(),
+            ],
+            "--feed kraken:XBTUSD: symbol \"XBTUSD\" is fed twice".into(),
+        ),
+        (
+            vec![
+                "--feed".into(),
+                "kraken:XBTUSD".into(),
+                "--feed".into(),
+                "sample".into(),
+            ],
+            "--feed sample: with several feeds, each names its symbol (replay:SYMBOL=FILE)".into(),
         ),
         (
             vec![

@@ -94,7 +94,7 @@ fn runs_started_at_once_on_one_database_trade_once() {
             count(&conn, "SELECT COUNT(*) FROM paper_fills"),
             "round {round}"
         );
-        keel_host::paper::audit_ledger(&conn).expect("ledger adds up");
+        keel_host::engine::audit_ledger(&conn).expect("ledger adds up");
     }
 }
 
@@ -169,7 +169,7 @@ fn sigterm_and_ctrl_c_end_a_run_cleanly_and_it_resumes() {
             .query_row("SELECT status FROM runs WHERE id = 1", [], |r| r.get(0))
             .expect("run");
         assert_eq!(status, "interrupted");
-        keel_host::paper::audit_ledger(&conn).expect("ledger adds up");
+        keel_host::engine::audit_ledger(&conn).expect("ledger adds up");
     }
     // The next start resumes it and finishes.
     let out = s.run_to_end(&db, feed, &[]);

@@ -19,7 +19,7 @@ use keel_model::Params;
 use keel_model::replay::Series;
 
 use crate::backtest::{self, Dataset, Job};
-use crate::paper::audit;
+use crate::engine::audit_line as audit;
 use crate::sandbox::{LoadedStrategy, Sandbox, StrategyArtifact};
 use crate::validate;
 

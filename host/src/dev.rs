@@ -21,9 +21,10 @@ use crate::build_strategy;
 use crate::candidates;
 use crate::cli::CompileCache;
 use crate::control::{Command, Reply};
+use crate::engine::feed::BarFeed;
+use crate::engine::feeds::Feeds;
+use crate::engine::{Engine, RunSettings, StrategySource, StrategySpec};
 use crate::operate::Controls;
-use crate::paper::feed::Feed;
-use crate::paper::{PaperEngine, PaperSettings, StrategySource, StrategySpec};
 use crate::risk::RiskConfig;
 use crate::sandbox::{LoadedStrategy, Metering, Sandbox, SandboxConfig, StrategyArtifact};
 use crate::store::{Ownership, Store};
@@ -266,9 +267,9 @@ pub fn run(args: &DevArgs, db: &Path, cache: &CompileCache) -> anyhow::Result<bo
 }
 
 /// `--feed`: `replay:<file>` or `sample[:<bars>]` (100,000 bars by default).
-fn feed(spec: &str) -> anyhow::Result<Feed> {
+fn feed(spec: &str) -> anyhow::Result<BarFeed> {
     if let Some(path) = spec.strip_prefix("replay:") {
-        return Ok(Feed::replay(Path::new(path))?);
+        return Ok(BarFeed::replay(Path::new(path))?);
     }
     let bars = match spec.strip_prefix("sample") {
         Some("") => "100000",
@@ -277,7 +278,7 @@ fn feed(spec: &str) -> anyhow::Result<Feed> {
     };
     let bars = (crate::ranges::SAMPLE_BARS.parse(bars))
         .map_err(|e| anyhow::anyhow!("--feed {spec}: {e}"))?;
-    Ok(Feed::sample(7, bars))
+    Ok(BarFeed::sample(7, bars))
 }
 
 /// `keel dev --paper`: a paper engine on this thread, the watcher on
@@ -288,7 +289,7 @@ fn paper(
     db: &Path,
     sandbox: &Sandbox,
     builder: &Builder<'_>,
-    (speed, mut feed): (Option<f64>, Feed),
+    (speed, feed): (Option<f64>, BarFeed),
     events: Receiver<notify::Result<Event>>,
     watched: &Path,
     skip: &Path,
@@ -304,9 +305,11 @@ fn paper(
     candidates::store_blob(store.conn(), &artifact)?;
     let mut controls = Controls::start(db, 0)?;
     let commands_tx = controls.commands();
-    let settings = PaperSettings {
+    let symbol = String::from("BTC/USD");
+    let mut feeds = Feeds::new(vec![symbol.clone()], vec![feed], std::time::Duration::ZERO);
+    let settings = RunSettings {
         feed_name: format!("dev:{}", args.feed),
-        symbol: "BTC/USD".into(),
+        symbols: vec![symbol],
         speed,
         cash: 10_000.0,
         risk: RiskConfig::default(),
@@ -327,7 +330,7 @@ fn paper(
         },
     };
     let link = controls.link();
-    let mut engine = PaperEngine::open(&owner, store.conn(), sandbox, settings, link)?;
+    let mut engine = Engine::open(&owner, store.conn(), sandbox, settings, link)?;
     let _server = controls.serve(db)?;
     println!(
         "running {} in a paper engine; watching {}",
@@ -386,7 +389,7 @@ fn paper(
                 }
             }
         });
-        let summary = engine.run(&mut feed)?;
+        let summary = engine.run(&mut feeds)?;
         println!("{} bars booked", summary.bars);
         Ok(true)
     })

@@ -13,7 +13,7 @@
 //! never leaks into the identities.
 
 use rust_decimal::Decimal;
-use rust_decimal::prelude::{FromPrimitive, ToPrimitive};
+use rust_decimal::prelude::FromPrimitive;
 
 use keel_model::{Action, Portfolio, Position, Side};
 
@@ -22,17 +22,27 @@ use keel_model::{Action, Portfolio, Position, Side};
 /// inside a decimal's 28 digits, so every sum and product is exact.
 pub const SCALE: u32 = 8;
 
-/// A float from outside (feed, fill model) as a decimal, rounded to
-/// [`SCALE`] places. Non-finite numbers are refused.
+/// A float from outside (feed, kernel) as a decimal, rounded to [`SCALE`]
+/// places — the decimal a float at exchange precision
+/// (`keel_backtester::kernel::exact`) stands for, exactly. Non-finite
+/// numbers are refused.
 pub fn dec(x: f64) -> Result<Decimal, LedgerError> {
-    Decimal::from_f64(x)
-        .map(|d| d.round_dp(SCALE))
-        .ok_or(LedgerError::NotANumber(x))
+    if !x.is_finite() {
+        return Err(LedgerError::NotANumber(x));
+    }
+    // Rust prints the float's exact value rounded to eight places.
+    match format!("{x:.8}").parse::<Decimal>() {
+        Ok(d) => Ok(d.normalize()),
+        Err(_) => Decimal::from_f64(x)
+            .map(|d| d.round_dp(SCALE))
+            .ok_or(LedgerError::NotANumber(x)),
+    }
 }
 
-/// A decimal as a float, for strategies and reports.
+/// A decimal as the nearest float, for strategies, the kernel's book and
+/// reports: `float(dec(x)) == x` for every `x` at exchange precision.
 pub fn float(d: Decimal) -> f64 {
-    d.to_f64().unwrap_or(f64::NAN)
+    d.to_string().parse().unwrap_or(f64::NAN)
 }
 
 /// Why a fill could not be booked.

@@ -18,10 +18,9 @@ use crate::build_strategy;
 use crate::candidates::{self, CandidatesConfig};
 use crate::cli::CompileCache;
 use crate::control::{self, Command, Snapshot};
-use crate::paper::feed::Feed;
-use crate::paper::{
-    ControlLink, PaperEngine, PaperSettings, PaperSummary, StrategySource, StrategySpec,
-};
+use crate::engine::feed::BarFeed;
+use crate::engine::feeds::Feeds;
+use crate::engine::{ControlLink, Engine, RunSettings, RunSummary, StrategySource, StrategySpec};
 use crate::ranges;
 use crate::risk::RiskConfig;
 use crate::sandbox::StrategyArtifact;
@@ -33,12 +32,15 @@ pub struct PaperArgs {
     /// Paper trading (the only mode so far: live trading is not built yet).
     #[arg(long)]
     pub paper: bool,
-    /// `replay:<file>` to replay a candle file (CSV or freqtrade `.json`),
-    /// `sample[:BARS]` for the built-in seeded sample (default: 720
-    /// one-minute bars), or
-    /// `kraken:<PAIR>` for live bars from Kraken's public OHLC endpoint.
-    #[arg(long, default_value = "sample")]
-    pub feed: String,
+    /// `replay:[SYMBOL=]<file>` to replay a candle file (CSV or freqtrade
+    /// `.json`), `sample[:BARS]` for the built-in seeded sample (default:
+    /// 720 one-minute bars), or `kraken:<PAIR>[,<PAIR>…]` for live bars
+    /// from Kraken's public OHLC endpoint. Repeat it for several symbols
+    /// (`--feed replay:BTC/USD=btc.csv --feed replay:ETH/USD=eth.csv`):
+    /// their bars are aligned on close time, as in a backtest, and every
+    /// strategy of the run is given all of them.
+    #[arg(long = "feed", default_value = "sample", value_name = "FEED")]
+    pub feeds: Vec<String>,
     /// Kraken's API base URL.
     #[arg(long, default_value = "https://api.kraken.com")]
     pub kraken_url: String,
@@ -55,7 +57,8 @@ pub struct PaperArgs {
     /// Stop after booking this many bars.
     #[arg(long, value_parser = ranges::MAX_BARS.parser())]
     pub bars: Option<u64>,
-    /// The feed's symbol.
+    /// The symbol of a feed that does not name one (`replay:<file>`,
+    /// `sample`).
     #[arg(long, default_value = "BTC/USD")]
     pub symbol: String,
     /// Replay speed: `600x` (600 feed seconds per second) or `max`.
@@ -119,12 +122,71 @@ pub(crate) fn speed(text: &str) -> anyhow::Result<Option<f64>> {
     Ok(Some(ranges::SPEED.check("--speed", x)?))
 }
 
-fn feed(spec: &str, args: &PaperArgs) -> anyhow::Result<(Feed, String)> {
-    if let Some(path) = spec.strip_prefix("replay:") {
+/// The feeds of `--feed`: each symbol's bar feed, in order, and how the
+/// run names them in the ledger.
+fn feeds(args: &PaperArgs) -> anyhow::Result<(Feeds, Vec<String>, String)> {
+    let (mut symbols, mut bar_feeds, mut names) = (Vec::new(), Vec::new(), Vec::new());
+    let mut live = None;
+    for spec in &args.feeds {
+        for (symbol, feed, name, poll) in feed(spec, args)? {
+            if symbols.contains(&symbol) {
+                bail!(
+                    "--feed {spec}: symbol {} is fed twice",
+                    shown::quoted(&symbol)
+                );
+            }
+            live = live.or(poll);
+            symbols.push(symbol);
+            bar_feeds.push(feed);
+            names.push(name);
+        }
+    }
+    if symbols.len() > 1
+        && let Some(spec) = args
+            .feeds
+            .iter()
+            .find(|f| f.starts_with("sample") || (f.starts_with("replay:") && !names_symbol(f)))
+    {
+        bail!("--feed {spec}: with several feeds, each names its symbol (replay:SYMBOL=FILE)");
+    }
+    // A live feed's bar may come a few polls after the others'.
+    let grace = live.map_or(Duration::ZERO, |poll: Duration| {
+        (poll * 3).max(Duration::from_secs(1))
+    });
+    let name = names.join(" + ");
+    Ok((Feeds::new(symbols.clone(), bar_feeds, grace), symbols, name))
+}
+
+/// Whether a `replay:` spec names its symbol (`replay:SYMBOL=FILE`).
+fn names_symbol(spec: &str) -> bool {
+    let rest = spec.strip_prefix("replay:").unwrap_or(spec);
+    !Path::new(rest).exists() && rest.contains('=')
+}
+
+/// One `--feed`: its symbols, each with its bar feed, its name in the
+/// ledger and (live) its poll interval.
+fn feed(
+    spec: &str,
+    args: &PaperArgs,
+) -> anyhow::Result<Vec<(String, BarFeed, String, Option<Duration>)>> {
+    if let Some(rest) = spec.strip_prefix("replay:") {
+        let (symbol, path) = match rest.split_once('=') {
+            Some((symbol, path)) if names_symbol(spec) => {
+                if symbol.is_empty() || path.is_empty() {
+                    bail!("--feed {spec}: expected replay:SYMBOL=FILE");
+                }
+                (symbol.to_owned(), path)
+            }
+            _ => (args.symbol.clone(), rest),
+        };
         let path = PathBuf::from(path);
-        let feed = Feed::replay(&path)?;
-        let name = std::fs::canonicalize(&path).unwrap_or(path);
-        return Ok((feed, format!("replay:{}", name.display())));
+        let feed = BarFeed::replay(&path)?;
+        let canonical = std::fs::canonicalize(&path).unwrap_or(path);
+        let name = match names_symbol(spec) {
+            true => format!("replay:{symbol}={}", canonical.display()),
+            false => format!("replay:{}", canonical.display()),
+        };
+        return Ok(vec![(symbol, feed, name, None)]);
     }
     if let Some(rest) = spec.strip_prefix("sample") {
         let bars = match rest.strip_prefix(':') {
@@ -134,11 +196,21 @@ fn feed(spec: &str, args: &PaperArgs) -> anyhow::Result<(Feed, String)> {
             None if rest.is_empty() => 720,
             None => bail!("--feed {spec}: expected sample or sample:BARS"),
         };
-        return Ok((Feed::sample(7, bars), format!("sample:{bars}")));
+        let feed = BarFeed::sample(7, bars);
+        return Ok(vec![(
+            args.symbol.clone(),
+            feed,
+            format!("sample:{bars}"),
+            None,
+        )]);
     }
-    if let Some(pair) = spec.strip_prefix("kraken:") {
-        if pair.is_empty() || !pair.chars().all(|c| c.is_ascii_alphanumeric() || c == '/') {
-            bail!("--feed {spec}: expected a Kraken pair such as kraken:XBTUSD");
+    if let Some(pairs) = spec.strip_prefix("kraken:") {
+        let pairs: Vec<&str> = pairs.split(',').collect();
+        if pairs
+            .iter()
+            .any(|p| p.is_empty() || !p.chars().all(|c| c.is_ascii_alphanumeric() || c == '/'))
+        {
+            bail!("--feed {spec}: expected Kraken pairs such as kraken:XBTUSD,ETHUSD");
         }
         if ![1, 5, 15, 30, 60, 240, 1440, 10080, 21600].contains(&args.interval) {
             bail!(
@@ -160,10 +232,17 @@ fn feed(spec: &str, args: &PaperArgs) -> anyhow::Result<(Feed, String)> {
         }
         let poll = Duration::from_millis(args.poll_ms);
         let first_bar = Duration::from_secs(args.first_bar_timeout);
-        let feed = Feed::kraken(&args.kraken_url, pair, args.interval, poll, first_bar)?;
-        return Ok((feed, format!("kraken:{pair}@{}m", args.interval)));
+        let mut out = Vec::new();
+        for pair in pairs {
+            let feed = BarFeed::kraken(&args.kraken_url, pair, args.interval, poll, first_bar)?;
+            let name = format!("kraken:{pair}@{}m", args.interval);
+            out.push((pair.to_owned(), feed, name, Some(poll)));
+        }
+        return Ok(out);
     }
-    bail!("--feed {spec}: expected replay:<file>, sample[:BARS] or kraken:<PAIR>")
+    bail!(
+        "--feed {spec}: expected replay:[SYMBOL=]<file>, sample[:BARS] or kraken:<PAIR>[,<PAIR>…]"
+    )
 }
 
 /// The books of a run: the given strategies, else the active one (the
@@ -279,7 +358,7 @@ pub fn run(args: &PaperArgs, db: &Path, cache: &CompileCache) -> anyhow::Result<
         None => RiskConfig::default(),
     };
     let candidates_config = CandidatesConfig::load(&args.candidates)?;
-    let (mut feed, feed_name) = feed(&args.feed, args)?;
+    let (mut feeds, symbols, feed_name) = feeds(args)?;
     let mut controls = Controls::start(db, args.control_port)?;
     // A promoted candidate swaps in within milliseconds: baseline code at
     // once, optimised code from the background compile for later loads.
@@ -293,9 +372,9 @@ pub fn run(args: &PaperArgs, db: &Path, cache: &CompileCache) -> anyhow::Result<
     .context("failed to set up the wasm sandbox")?;
     let mut store = Store::open(db)?;
     let strategies = strategies(args, store.conn())?;
-    let settings = PaperSettings {
+    let settings = RunSettings {
         feed_name,
-        symbol: args.symbol.clone(),
+        symbols,
         speed,
         cash: args.cash,
         risk,
@@ -309,25 +388,25 @@ pub fn run(args: &PaperArgs, db: &Path, cache: &CompileCache) -> anyhow::Result<
         candidates: candidates_config,
     };
     let link = controls.link();
-    let mut engine = PaperEngine::open(&owner, store.conn(), &sandbox, settings, link)?;
+    let mut engine = Engine::open(&owner, store.conn(), &sandbox, settings, link)?;
     // Served once the engine has published its first snapshot.
     let server = controls.serve(db)?;
     println!(
         "paper run {} on {} ({}); control API on 127.0.0.1:{} — try `keel status --db {}`",
         engine.run_id(),
-        args.feed,
+        args.feeds.join(" "),
         args.speed,
         server.port,
         db.display()
     );
-    let summary = engine.run(&mut feed)?;
+    let summary = engine.run(&mut feeds)?;
     drop(engine);
     drop(server);
     print_summary(&summary);
     Ok(summary.feed_error.is_none())
 }
 
-fn print_summary(s: &PaperSummary) {
+fn print_summary(s: &RunSummary) {
     let how = if s.resumed { "resumed" } else { "new" };
     println!(
         "run {} ({how}): {} bars booked; trading state {}",

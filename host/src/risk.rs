@@ -4,11 +4,13 @@
 //! `keel_backtester::risk::check`, shared with backtests) and after (halts).
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::Path;
 
-use keel_backtester::risk::{self, Approved, Exposure, MinOrders};
-use keel_model::{Action, RiskLimits, Signal, shown};
+use keel_backtester::kernel;
+use keel_backtester::risk::MinOrders;
+use keel_model::{RiskLimits, shown};
+
+pub use keel_backtester::kernel::{TradingState, collar};
 
 /// `risk_limits.toml`. Percentages are of the book's equity.
 #[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
@@ -126,105 +128,41 @@ impl RiskConfig {
     }
 }
 
-/// Whether the account may trade.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TradingState {
-    Active,
-    /// Closing and reducing only (`keel pause`).
-    ReduceOnly,
-    /// Nothing at all (a halt, or `keel kill`).
-    Halted,
-}
-
-impl TradingState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TradingState::Active => "ACTIVE",
-            TradingState::ReduceOnly => "REDUCE_ONLY",
-            TradingState::Halted => "HALTED",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<TradingState> {
-        match text {
-            "ACTIVE" => Some(TradingState::Active),
-            "REDUCE_ONLY" => Some(TradingState::ReduceOnly),
-            "HALTED" => Some(TradingState::Halted),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for TradingState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Every check before a signal becomes an order: the trading state, then
-/// the shared limits at the reference `price`.
-pub fn pre_trade(
-    signal: &Signal,
-    state: TradingState,
-    price: f64,
-    exposure: &Exposure,
-    config: &RiskConfig,
-) -> Result<Option<Approved>, String> {
-    let opens = matches!(signal.action, Action::OpenLong | Action::OpenShort);
-    match state {
-        TradingState::Halted => return Err("trading is halted".into()),
-        TradingState::ReduceOnly if opens => {
-            return Err("trading is reduce-only: no new exposure".into());
-        }
-        _ => {}
-    }
-    risk::check(signal, price, exposure, &config.limits_for(&signal.symbol))
-}
-
 /// Why a book must halt now, if it must: its equity against its peak and
-/// against the day's starting equity.
+/// against the day's starting equity, by `config`'s limits.
 pub fn halt_reason(equity: f64, peak: f64, day_start: f64, config: &RiskConfig) -> Option<String> {
-    let drawdown = if peak > 0.0 {
-        (peak - equity) / peak * 100.0
-    } else {
-        0.0
-    };
-    if drawdown >= config.max_drawdown_halt_pct {
-        return Some(format!(
-            "drawdown {drawdown:.2}% from the peak {peak:.2} reached the {}% limit",
-            config.max_drawdown_halt_pct
-        ));
-    }
-    let daily = if day_start > 0.0 {
-        (day_start - equity) / day_start * 100.0
-    } else {
-        0.0
-    };
-    if daily >= config.daily_loss_halt_pct {
-        return Some(format!(
-            "daily loss {daily:.2}% from the day's start {day_start:.2} reached the {}% limit",
-            config.daily_loss_halt_pct
-        ));
-    }
-    None
-}
-
-/// The fat-finger check at fill time: `price` within `max_deviation_pct` of
-/// the `reference` the order was sized at.
-pub fn collar(reference: f64, price: f64, max_deviation_pct: f64) -> Result<(), String> {
-    let deviation = (price - reference).abs() / reference * 100.0;
-    if deviation > max_deviation_pct + 1e-9 {
-        return Err(format!(
-            "fat-finger: price {price} is {deviation:.2}% from the reference {reference}, over the {max_deviation_pct}% limit"
-        ));
-    }
-    Ok(())
+    kernel::halt_reason(
+        equity,
+        peak,
+        day_start,
+        config.max_drawdown_halt_pct,
+        config.daily_loss_halt_pct,
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use keel_model::Size;
+    use keel_backtester::kernel::pre_trade as kernel_pre_trade;
+    use keel_backtester::risk::{Approved, Exposure};
+    use keel_model::{Signal, Size};
+
+    /// The kernel's checks under `config`'s limits for the signal's symbol.
+    fn pre_trade(
+        signal: &Signal,
+        state: TradingState,
+        price: f64,
+        exposure: &Exposure,
+        config: &RiskConfig,
+    ) -> Result<Option<Approved>, String> {
+        kernel_pre_trade(
+            signal,
+            state,
+            price,
+            exposure,
+            &config.limits_for(&signal.symbol),
+        )
+    }
 
     fn config() -> RiskConfig {
         RiskConfig {

@@ -13,7 +13,7 @@ use keel_model::{Action, Fill, Portfolio, Position, Side, Signal};
 use super::ExitReason;
 use super::market::{Market, exact};
 use super::order::{ClientOrderId, Decision, Execution, Order, Outcome, RejectedBy, Rejection};
-use super::state::TradingState;
+use super::state::{TradingState, pre_trade};
 use crate::fills::FillModel;
 use crate::risk::{self, Exposure};
 
@@ -60,6 +60,8 @@ pub enum FillSource {
     TakeProfit,
     /// The kill switch's flattening at the last close.
     Kill,
+    /// A shadow book's flattening when its paper gate ends.
+    ShadowEnd,
     EndOfData,
 }
 
@@ -71,13 +73,26 @@ impl FillSource {
             FillSource::StopLoss => "stop-loss",
             FillSource::TakeProfit => "take-profit",
             FillSource::Kill => "kill",
+            FillSource::ShadowEnd => "shadow-end",
             FillSource::EndOfData => "end-of-data",
+        }
+    }
+
+    /// What the ledger's stored `source` names.
+    pub fn parse(text: &str, order: Option<ClientOrderId>) -> FillSource {
+        match (text, order) {
+            (_, Some(id)) => FillSource::Order(id),
+            ("stop-loss", None) => FillSource::StopLoss,
+            ("take-profit", None) => FillSource::TakeProfit,
+            ("shadow-end", None) => FillSource::ShadowEnd,
+            ("end-of-data", None) => FillSource::EndOfData,
+            _ => FillSource::Kill,
         }
     }
 
     fn exit_reason(&self) -> ExitReason {
         match self {
-            FillSource::Order(_) | FillSource::Kill => ExitReason::Signal,
+            FillSource::Order(_) | FillSource::Kill | FillSource::ShadowEnd => ExitReason::Signal,
             FillSource::StopLoss => ExitReason::StopLoss,
             FillSource::TakeProfit => ExitReason::TakeProfit,
             FillSource::EndOfData => ExitReason::EndOfData,
@@ -402,10 +417,13 @@ impl Book {
         for (seq, signal) in signals.iter().enumerate() {
             let opens = matches!(signal.action, Action::OpenLong | Action::OpenShort);
             let sym = market.index(&signal.symbol);
-            let checked = match state.refuses(opens) {
-                Some(why) => Err(why.to_owned()),
-                None => risk::check(signal, market.price(sym), &exposure, market.limits(sym)),
-            };
+            let checked = pre_trade(
+                signal,
+                state,
+                market.price(sym),
+                &exposure,
+                market.limits(sym),
+            );
             let decision = match (checked, sym) {
                 (Err(reason), _) => Decision::Rejected(reason),
                 (Ok(_), None) if opens => Decision::Rejected(format!(

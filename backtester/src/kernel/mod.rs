@@ -26,8 +26,8 @@ mod venue;
 pub use book::{Book, Booked, FillSource, Open, Trade};
 pub use market::{Market, PLACES, exact};
 pub use order::{ClientOrderId, Decision, Execution, Order, Outcome, RejectedBy, Rejection};
-pub use state::{TradingState, collar, halt_reason};
-pub use venue::{Balances, SimulatedVenue, Venue, execute};
+pub use state::{TradingState, collar, halt_reason, pre_trade};
+pub use venue::{Balances, OrderState, SimulatedVenue, Venue, execute};
 
 /// Why a trade ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

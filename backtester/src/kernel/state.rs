@@ -3,6 +3,10 @@
 
 use std::fmt;
 
+use keel_model::{Action, RiskLimits, Signal};
+
+use crate::risk::{self, Approved, Exposure};
+
 /// Whether the account may trade.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TradingState {
@@ -89,4 +93,20 @@ pub fn collar(reference: f64, price: f64, max_deviation_pct: f64) -> Result<(), 
         ));
     }
     Ok(())
+}
+
+/// Every check before a signal becomes an order: the trading state, then
+/// the contract's limits at the reference `price` (`risk::check`).
+pub fn pre_trade(
+    signal: &Signal,
+    state: TradingState,
+    price: f64,
+    exposure: &Exposure,
+    limits: &RiskLimits,
+) -> Result<Option<Approved>, String> {
+    let opens = matches!(signal.action, Action::OpenLong | Action::OpenShort);
+    if let Some(why) = state.refuses(opens) {
+        return Err(why.to_owned());
+    }
+    risk::check(signal, price, exposure, limits)
 }

@@ -22,6 +22,14 @@ pub struct Balances {
     pub assets: Vec<(Symbol, f64)>,
 }
 
+/// Where an order stands at a venue.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OrderState {
+    Open,
+    /// Filled, rejected or cancelled.
+    Done(Execution),
+}
+
 /// An execution venue: a simulated market, the paper exchange, a real one.
 ///
 /// Every order carries a client order id chosen by the kernel; submitting
@@ -37,8 +45,8 @@ pub trait Venue {
     fn cancel(&mut self, id: &ClientOrderId) -> Result<bool, Self::Error>;
     /// Cancels every open order; their ids.
     fn cancel_all(&mut self) -> Result<Vec<ClientOrderId>, Self::Error>;
-    /// What became of an order, if the venue has it (`None` while open).
-    fn query(&mut self, id: &ClientOrderId) -> Result<Option<Option<Outcome>>, Self::Error>;
+    /// Where an order stands, if the venue has it.
+    fn query(&mut self, id: &ClientOrderId) -> Result<Option<OrderState>, Self::Error>;
     /// The ids of the orders still open.
     fn open_orders(&mut self) -> Result<Vec<ClientOrderId>, Self::Error>;
     /// Reports after `cursor` into `out`; the cursor to pass next time.
@@ -171,15 +179,15 @@ impl Venue for SimulatedVenue {
         Ok(ids)
     }
 
-    fn query(&mut self, id: &ClientOrderId) -> Result<Option<Option<Outcome>>, Self::Error> {
+    fn query(&mut self, id: &ClientOrderId) -> Result<Option<OrderState>, Self::Error> {
         if self.open.iter().any(|o| o.id == *id) {
-            return Ok(Some(None));
+            return Ok(Some(OrderState::Open));
         }
         Ok(self
             .reports
             .iter()
             .find(|r| r.id == *id)
-            .map(|r| Some(r.outcome.clone())))
+            .map(|r| OrderState::Done(r.clone())))
     }
 
     fn open_orders(&mut self) -> Result<Vec<ClientOrderId>, Self::Error> {

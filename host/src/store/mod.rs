@@ -40,6 +40,11 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
         "run_bars",
         include_str!("../../../migrations/0005_run_bars.sql"),
     ),
+    (
+        6,
+        "fill_booked",
+        include_str!("../../../migrations/0006_fill_booked.sql"),
+    ),
 ];
 
 /// Why the store could not be used.

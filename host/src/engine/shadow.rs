@@ -13,18 +13,22 @@ use rusqlite::{Connection, params};
 
 use keel_model::Params;
 
-use super::{Book, BookPlan, PaperEngine, audit, flatten, open_book};
+use keel_backtester::kernel::FillSource;
+
+use super::Engine;
+use super::journal::{Journal, audit};
+use super::slot::{BookPlan, Slot, open_slot};
 use crate::candidates::{self, GateResult};
 use crate::ledger::float;
 
-impl PaperEngine<'_> {
+impl Engine<'_> {
     /// This bar's return of every book, and of the main book into the
     /// yardstick of each shadow that had a return of its own on it.
     pub(super) fn record_returns(&mut self) {
         // The first book that is no shadow is the main one.
         let mut main: Option<Option<f64>> = None;
         let mut returned = Vec::new();
-        for (i, book) in self.books.iter_mut().enumerate() {
+        for (i, book) in self.slots.iter_mut().enumerate() {
             let r = book.record_equity(float(book.ledger.equity()));
             if book.candidate.is_none() {
                 main.get_or_insert(r);
@@ -34,7 +38,7 @@ impl PaperEngine<'_> {
         }
         if let Some(Some(r)) = main {
             for i in returned {
-                self.books[i].active_returns.push(r);
+                self.slots[i].active_returns.push(r);
             }
         }
     }
@@ -48,7 +52,7 @@ impl PaperEngine<'_> {
     pub(super) fn judge_shadows(&mut self, at_end: bool) -> anyhow::Result<()> {
         let gate = self.settings.candidates.paper.clone();
         let mut ended = Vec::new();
-        for (i, book) in self.books.iter_mut().enumerate() {
+        for (i, book) in self.slots.iter_mut().enumerate() {
             let Some(candidate) = book.candidate else {
                 continue;
             };
@@ -130,26 +134,12 @@ impl PaperEngine<'_> {
     /// Ends shadow book `i`: its open orders cancelled, its positions
     /// closed at the last price, the book out of the run.
     fn end_shadow(&mut self, i: usize, why: &str) -> anyhow::Result<()> {
-        let (id, slot) = (self.books[i].id, self.books[i].slot.clone());
+        let (id, slot) = (self.slots[i].id, self.slots[i].slot.clone());
         let cancelled = self.cancel_open_orders(Some(id), "shadow ended")?;
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let closed = if self.last_close.is_finite() {
-            let book = &mut self.books[i];
-            flatten(
-                &tx,
-                &self.settings.fills,
-                book,
-                self.last_close,
-                self.cursor_ms,
-                "shadow-end",
-            )?
-        } else {
-            0
-        };
+        let closed = self.flatten(i, FillSource::ShadowEnd)?;
+        let journal = Journal::begin(self.conn, self.run_id)?;
         audit(
-            &tx,
+            journal.conn(),
             "keel",
             "shadow ended",
             &format!(
@@ -157,8 +147,8 @@ impl PaperEngine<'_> {
                 cancelled.len()
             ),
         )?;
-        tx.commit()?;
-        self.books.remove(i);
+        journal.commit()?;
+        self.slots.remove(i);
         Ok(())
     }
 
@@ -167,7 +157,7 @@ impl PaperEngine<'_> {
     /// start fails its paper gate, saying why.
     pub(super) fn admit_shadows(&mut self) -> anyhow::Result<()> {
         let slots = self.settings.candidates.paper.slots;
-        let running: Vec<i64> = self.books.iter().filter_map(|b| b.candidate).collect();
+        let running: Vec<i64> = self.slots.iter().filter_map(|b| b.candidate).collect();
         if self.killed || self.stopping || running.len() >= slots {
             return Ok(());
         }
@@ -196,7 +186,7 @@ impl PaperEngine<'_> {
                         ),
                     )?;
                     tracing::info!(candidate, book = %book.slot, "shadow started");
-                    self.books.push(book);
+                    self.slots.push(book);
                 }
                 Err(e) => {
                     let result = GateResult {
@@ -215,7 +205,7 @@ impl PaperEngine<'_> {
 
     /// Candidate `candidate`'s shadow book, its strategy replayed through
     /// the run's history as a hot swap's is.
-    fn start_shadow(&mut self, candidate: i64, hash: &str) -> anyhow::Result<Book> {
+    fn start_shadow(&mut self, candidate: i64, hash: &str) -> anyhow::Result<Slot> {
         let artifact = candidates::load_blob(self.conn, hash)?;
         let loaded = self.sandbox.load(&artifact)?;
         let params = Params::resolve(&loaded.info.params, &[])?;
@@ -225,15 +215,13 @@ impl PaperEngine<'_> {
             params,
             candidate: Some(candidate),
         };
-        let mut book = open_book(self.conn, self.sandbox, &self.settings, self.run_id, plan)?;
+        let slot = open_slot(self.conn, self.sandbox, &self.settings, self.run_id, plan)?;
         let main = self
-            .books
+            .slots
             .iter()
             .find(|b| b.candidate.is_none())
             .map(|b| b.id);
-        seed_history(self.conn, &mut book, main)?;
-        self.replay_into(&mut book.instance, book.id, &book.ledger)?;
-        Ok(book)
+        self.warm(slot, main)
     }
 }
 
@@ -243,7 +231,7 @@ impl PaperEngine<'_> {
 /// stored equity snapshots. A new book has none.
 pub(super) fn seed_history(
     conn: &Connection,
-    book: &mut Book,
+    book: &mut Slot,
     main: Option<i64>,
 ) -> rusqlite::Result<()> {
     if book.candidate.is_none() {

@@ -1,4 +1,4 @@
-//! Where paper trading's bars come from: a candle file replayed line by line
+//! Where a run's bars come from, one symbol each: a candle file replayed line by line
 //! (a bad line stops the feed with `file:line: what`; the bars before it were
 //! already traded), the built-in seeded sample, or live bars polled from
 //! Kraken's public OHLC endpoint (a bad reply is reported and polled again; a
@@ -28,7 +28,7 @@ pub enum Next {
 }
 
 /// A stream of closed bars of one symbol.
-pub struct Feed {
+pub struct BarFeed {
     candles: Candles,
     ahead: VecDeque<Result<Candle, CandleError>>,
     bar_ms: i64,
@@ -40,22 +40,22 @@ pub struct Feed {
     reminders: Vec<String>,
 }
 
-impl std::fmt::Debug for Feed {
+impl std::fmt::Debug for BarFeed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Feed")
+        f.debug_struct("BarFeed")
             .field("bar_ms", &self.bar_ms)
             .finish()
     }
 }
 
-impl Feed {
+impl BarFeed {
     /// Replays a candle file of any format `keel data import` reads: CSV
     /// read as it goes, freqtrade JSON (`.json`) read whole first.
-    pub fn replay(path: &Path) -> Result<Feed, CandleError> {
+    pub fn replay(path: &Path) -> Result<BarFeed, CandleError> {
         let name = path.display().to_string();
         if keel_model::candles::is_json(path) {
             let candles = keel_model::candles::read_json(path)?;
-            return Feed::start(Box::new(candles.into_iter().map(Ok)), &name);
+            return BarFeed::start(Box::new(candles.into_iter().map(Ok)), &name);
         }
         let file = std::fs::File::open(path).map_err(|error| CandleError::Io {
             path: name.clone(),
@@ -63,7 +63,7 @@ impl Feed {
         })?;
         let lines = std::io::BufReader::new(file).lines();
         let candles = CsvCandles::new(lines, &name)?;
-        Feed::start(Box::new(candles), &name)
+        BarFeed::start(Box::new(candles), &name)
     }
 
     /// Live bars of `pair` from Kraken's public OHLC endpoint at `base_url`
@@ -74,12 +74,12 @@ impl Feed {
         interval_min: u32,
         poll: Duration,
         first_bar_within: Duration,
-    ) -> anyhow::Result<Feed> {
+    ) -> anyhow::Result<BarFeed> {
         let client = reqwest::blocking::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .user_agent(concat!("keel/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(Feed {
+        Ok(BarFeed {
             candles: Box::new(std::iter::empty()),
             ahead: VecDeque::new(),
             bar_ms: i64::from(interval_min) * 60_000,
@@ -133,10 +133,10 @@ impl Feed {
     }
 
     /// The built-in sample: `bars` seeded random-walk 1-minute candles.
-    pub fn sample(seed: u64, bars: usize) -> Feed {
+    pub fn sample(seed: u64, bars: usize) -> BarFeed {
         let start = 1_767_225_600_000; // 2026-01-01T00:00:00Z
         let candles = keel_model::synth::random_walk_iter(seed, bars, start, 60_000, 100.0, 0.004);
-        Feed {
+        BarFeed {
             candles: Box::new(candles.map(Ok)),
             ahead: VecDeque::new(),
             bar_ms: 60_000,
@@ -147,7 +147,7 @@ impl Feed {
     }
 
     /// Reads ahead to the second bar to learn the bar length.
-    fn start(mut candles: Candles, name: &str) -> Result<Feed, CandleError> {
+    fn start(mut candles: Candles, name: &str) -> Result<BarFeed, CandleError> {
         let mut ahead = VecDeque::new();
         for _ in 0..2 {
             match candles.next() {
@@ -168,7 +168,7 @@ impl Feed {
                 });
             }
         };
-        Ok(Feed {
+        Ok(BarFeed {
             candles,
             ahead,
             bar_ms,
@@ -184,7 +184,7 @@ impl Feed {
     }
 }
 
-impl Iterator for Feed {
+impl Iterator for BarFeed {
     type Item = Result<Candle, CandleError>;
 
     fn next(&mut self) -> Option<Self::Item> {

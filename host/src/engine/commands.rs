@@ -1,0 +1,281 @@
+//! What the engine does between closes when told: pause, resume, kill,
+//! stop, hot swap; and after each close: the automatic rollback.
+
+use std::time::Instant;
+
+use anyhow::{anyhow, bail};
+use rusqlite::params;
+
+use keel_backtester::kernel::{Execution, FillSource, Outcome, TradingState, Venue};
+use keel_model::Params;
+
+use super::journal::{Journal, audit, now_ms, order_state, risk_event, store_state};
+use super::{Engine, history};
+use crate::candidates;
+use crate::control::{Command, Reply};
+use crate::ledger::float;
+use crate::sandbox::{Binding, StrategyInstance};
+
+impl Engine<'_> {
+    pub(super) fn command(&mut self, command: Command) -> anyhow::Result<()> {
+        match command {
+            Command::Pause { reason, reply } => {
+                let answer = self.set_state(TradingState::ReduceOnly, &reason, "operator");
+                let _ = reply.send(answer.map(|()| Reply::State {
+                    state: self.state.as_str().into(),
+                }));
+            }
+            Command::Resume { reason, reply } => {
+                if self.killed {
+                    let _ = reply.send(Err("this run was killed; start a new one".into()));
+                } else {
+                    let answer = self.set_state(TradingState::Active, &reason, "operator");
+                    let _ = reply.send(answer.map(|()| Reply::State {
+                        state: self.state.as_str().into(),
+                    }));
+                }
+            }
+            Command::Kill {
+                reason,
+                received,
+                reply,
+            } => {
+                let answer = self.kill(&reason, received);
+                let _ = reply.send(answer.map_err(|e| e.to_string()));
+            }
+            Command::Stop { reply } => {
+                self.stopping = true;
+                let _ = reply.send(Ok(Reply::State {
+                    state: "stopping".into(),
+                }));
+            }
+            Command::Swap {
+                hash,
+                actor,
+                reason,
+                reply,
+            } => {
+                let answer = self.swap(&hash, &actor, &reason);
+                let _ = reply.send(answer.map_err(|e| format!("{e:#}")));
+            }
+        }
+        self.publish();
+        Ok(())
+    }
+
+    fn set_state(&mut self, state: TradingState, reason: &str, actor: &str) -> Result<(), String> {
+        store_state(self.conn, state, reason, actor).map_err(|e| e.to_string())?;
+        self.state = state;
+        Ok(())
+    }
+
+    /// The kill switch: strategies stop, new orders are blocked, open orders
+    /// are cancelled, every position is closed at the last price, and the
+    /// account halts. The latency from command to "stopped and blocked" is
+    /// stored with the risk event.
+    pub(super) fn kill(&mut self, reason: &str, received: Instant) -> anyhow::Result<Reply> {
+        self.killed = true;
+        let journal = Journal::begin(self.conn, self.run_id)?;
+        store_state(
+            journal.conn(),
+            TradingState::Halted,
+            &format!("kill switch: {reason}"),
+            "operator",
+        )?;
+        journal.commit()?;
+        self.state = TradingState::Halted;
+        let latency = received.elapsed();
+        tracing::warn!(
+            latency_us = latency.as_micros() as u64,
+            reason,
+            "kill switch: strategies stopped, trading halted"
+        );
+        risk_event(
+            self.conn,
+            "kill",
+            None,
+            &format!("kill switch: {reason}"),
+            Some(latency.as_micros() as i64),
+        )?;
+        // Everything still open at the venue is cancelled.
+        let open = self.cancel_open_orders(None, "kill switch")?;
+        // Flatten every book at the last prices.
+        let mut closed = 0;
+        for i in 0..self.slots.len() {
+            closed += self.flatten(i, FillSource::Kill)?;
+        }
+        Ok(Reply::Killed {
+            latency_us: latency.as_micros() as u64,
+            positions_closed: closed,
+            orders_cancelled: open.len(),
+        })
+    }
+
+    /// Closes every position of slot `i` at its symbol's last close (plus
+    /// slippage, with fees), booked after the last close was shown; how
+    /// many it closed.
+    pub(super) fn flatten(&mut self, i: usize, source: FillSource) -> anyhow::Result<usize> {
+        let time_ms = self.cursor_ms.unwrap_or(0);
+        let slot = &mut self.slots[i];
+        let closed = slot.book.close_all(&self.market, time_ms, source);
+        let booked = std::mem::take(&mut slot.book.fills);
+        for b in &booked {
+            if let Err(e) = slot.instance.on_fill(&b.fill) {
+                tracing::warn!(book = %slot.slot, "{e}");
+            }
+        }
+        slot.book.trades.clear();
+        let journal = Journal::begin(self.conn, self.run_id)?;
+        journal.fills(slot, &booked, time_ms, time_ms + 1)?;
+        journal.persist(slot)?;
+        journal.commit()?;
+        Ok(closed)
+    }
+
+    /// Cancels the orders still open, of one book or of the whole run;
+    /// their ids.
+    pub(super) fn cancel_open_orders(
+        &mut self,
+        book: Option<i64>,
+        reason: &str,
+    ) -> anyhow::Result<Vec<String>> {
+        let open: Vec<String> = {
+            let mut stmt = self.conn.prepare(
+                "SELECT o.client_order_id FROM orders o JOIN books b ON b.id = o.book_id
+                 WHERE b.run_id = ?1 AND (?2 IS NULL OR b.id = ?2) AND o.state IN ('new', 'open')",
+            )?;
+            stmt.query_map(params![self.run_id, book], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?
+        };
+        for id in &open {
+            let id = keel_backtester::kernel::ClientOrderId(id.clone());
+            self.venue.cancel(&id)?;
+            order_state(
+                self.conn,
+                &id.0,
+                &["new", "open"],
+                "cancelled",
+                Some(reason),
+            )?;
+            for slot in &mut self.slots {
+                slot.book.settle(Execution {
+                    id: id.clone(),
+                    time_ms: now_ms(),
+                    outcome: Outcome::Cancelled(reason.to_owned()),
+                });
+            }
+        }
+        Ok(open)
+    }
+
+    /// Hot swap: the main book (the first that is not a shadow) gets the
+    /// stored artifact `hash`. The new version is loaded and replayed through
+    /// the run's history now, between two closes, and handles the next one;
+    /// the book and its positions stay.
+    pub(super) fn swap(&mut self, hash: &str, actor: &str, reason: &str) -> anyhow::Result<Reply> {
+        if self.killed {
+            bail!("this run was killed; start a new one");
+        }
+        let artifact = candidates::load_blob(self.conn, hash)?;
+        let loaded = self.sandbox.load(&artifact)?;
+        let params = Params::resolve(&loaded.info.params, &[])?;
+        let Some(main) = self.slots.iter().position(|b| b.candidate.is_none()) else {
+            bail!("this run has no main book to swap");
+        };
+        let binding = Binding {
+            symbols: self.settings.symbols.clone(),
+            params,
+            simulated_clock: false,
+            seed: self.slots[main].id as u64,
+        };
+        let mut instance: StrategyInstance = self
+            .sandbox
+            .instantiate(&loaded, binding)
+            .map_err(|e| anyhow!("{e}"))?;
+        let (id, ledger) = (self.slots[main].id, &self.slots[main].ledger);
+        let replayed = self.replay_into(&mut instance, id, ledger)?;
+        let warmed = replayed.shown;
+        self.check_rebuilt(main, &replayed)?;
+        let b = &mut self.slots[main];
+        let old = b.hash;
+        b.instance = instance;
+        b.hash = loaded.hash;
+        b.promoted_at = Some((float(b.ledger.equity()), self.cursor_ms.unwrap_or(0)));
+        self.conn.execute(
+            "INSERT OR IGNORE INTO artifacts (hash, name, version, contract, size, first_seen_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![loaded.hash.to_hex(), loaded.info.name, loaded.info.version, loaded.contract, loaded.size as i64, now_ms()],
+        )?;
+        self.conn.execute(
+            "UPDATE books SET artifact_hash = ?2 WHERE id = ?1",
+            params![b.id, loaded.hash.to_hex()],
+        )?;
+        let after = self
+            .cursor_ms
+            .map_or("-".into(), keel_model::candles::format_time);
+        audit(
+            self.conn,
+            actor,
+            "hot swap",
+            &format!(
+                "book {}: {} -> {} ({}), warmed on {warmed} bars, takes over after bar {after}: {reason}",
+                b.slot,
+                old.short(),
+                loaded.hash.short(),
+                loaded.info.name
+            ),
+        )?;
+        tracing::info!(book = %b.slot, from = %old.short(), to = %loaded.hash.short(), warmed, tier = ?loaded.tier, "hot swap");
+        Ok(Reply::Swapped {
+            slot: b.slot.clone(),
+            from: old.to_hex(),
+            to: loaded.hash.to_hex(),
+            warmed_bars: warmed,
+            after_ms: self.cursor_ms,
+        })
+    }
+
+    /// The self-check of a replay mid-run: the book rebuilt from the ledger
+    /// is the live one. A difference is a risk event (the live book stays).
+    fn check_rebuilt(&self, i: usize, replayed: &history::Replayed) -> anyhow::Result<()> {
+        let live = &self.slots[i].book;
+        let (a, b) = (&replayed.book, live);
+        if a.cash != b.cash || a.open != b.open {
+            let why = format!(
+                "book {}: the book rebuilt from the ledger differs from the live one (cash {} against {})",
+                self.slots[i].slot, a.cash, b.cash
+            );
+            tracing::warn!("{why}");
+            risk_event(self.conn, "history", Some(self.slots[i].id), &why, None)?;
+        }
+        Ok(())
+    }
+
+    /// After each close: returns for the paper gate, shadow verdicts (a
+    /// judged shadow ends, and a waiting candidate takes its slot), and the
+    /// automatic rollback of a new version losing too much in its first day.
+    pub(super) fn after_bar(&mut self) -> anyhow::Result<()> {
+        self.record_returns();
+        self.judge_shadows(false)?;
+        self.admit_shadows()?;
+        let rule = self.settings.candidates.rollback.daily_loss_pct;
+        let now = self.cursor_ms.unwrap_or(0);
+        let losing = self.slots.iter().find_map(|b| {
+            let (at, since) = b.promoted_at?;
+            let equity = float(b.ledger.equity());
+            let loss = (at - equity) / at * 100.0;
+            // Its first day (24 hours of feed time) after taking over.
+            (now - since <= 86_400_000 && at > 0.0 && loss >= rule).then_some(loss)
+        });
+        if let Some(loss) = losing {
+            let reason =
+                format!("the new version lost {loss:.2}% in its first day, over the {rule}% limit");
+            let previous = candidates::rollback(self.conn, "risk-manager", &reason)?;
+            self.swap(&previous, "risk-manager", &reason)?;
+            for b in &mut self.slots {
+                b.promoted_at = None;
+            }
+            risk_event(self.conn, "rollback", None, &reason, None)?;
+        }
+        Ok(())
+    }
+}

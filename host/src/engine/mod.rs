@@ -1,0 +1,850 @@
+//! The engine: drives the kernel close by close for a paper (and, next, a
+//! live) run — feeds in, the journal and the venue out — and answers the
+//! control API in between.
+//!
+//! ```text
+//!  feeds ──step──▶ kernel books ──batch──▶ strategies ──signals──▶ kernel decide
+//!    ▲               (settle, exits, marks)                          │ intents
+//!    │                     ▲ reports                                 ▼
+//!  control ──commands──▶   └──────── venue ◀── sent after ── journal (one transaction)
+//! ```
+//!
+//! Each close: the venue fills waiting orders at the open of the bars that
+//! arrived; every book settles the venue's reports, takes the stops and
+//! targets inside the bars and marks at the close (`keel_backtester::kernel`,
+//! the same code a backtest runs); the journal books all of it, the bars
+//! and the run's cursor in one transaction. Then each strategy is told its
+//! fills and shown the closed bars and its portfolio, the kernel decides
+//! its signals, the journal commits the intents, and only then are they
+//! sent.
+//!
+//! Restart safety. An intent is committed (`new`) before it is sent, and
+//! the venue answers by client order id, so at start-up the engine re-sends
+//! intents the venue never saw and re-runs the strategies on a close whose
+//! signals were not all sent — with the same ids, so nothing is placed
+//! twice and no fill is lost. Before that, every book and strategy is
+//! rebuilt by replaying the run's history (`history`), so it resumes in the
+//! state it had, to the bit.
+
+mod commands;
+pub mod feed;
+pub mod feeds;
+mod history;
+mod journal;
+mod settings;
+mod shadow;
+mod slot;
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use keel_backtester::kernel::{ClientOrderId, Market, Order, OrderState, TradingState, Venue};
+use keel_model::batch::{BarColumns, Batch, BatchOutcome};
+use keel_model::candles::Candle;
+use keel_model::{Params, Portfolio, RiskLimits, Signal, Symbol};
+
+use crate::control::{self, FeedHealth};
+use crate::sandbox::{Sandbox, StrategyError, StrategyInstance};
+use crate::store::Ownership;
+use crate::venues::PaperVenue;
+use crate::venues::paper::{action_parse, size_parse};
+use feeds::{Feeds, Step};
+use journal::{Journal, audit, now_ms, order_state, risk_event};
+use slot::{BookPlan, Slot, open_slot};
+
+pub use journal::{audit_ledger, load_state, recent_trades};
+pub use settings::{ControlLink, RunSettings, RunSummary, StrategySource, StrategySpec};
+
+pub(crate) use journal::audit as audit_line;
+
+/// How often a waiting engine looks for the kill file.
+const KILL_FILE_POLL: Duration = Duration::from_millis(50);
+
+/// Crash-test hook: with `KEEL_FAILPOINT=<point>:<n>` set, the process
+/// SIGKILLs itself the `n`th time it reaches `point` (the restart tests use
+/// it to die between any two steps that must not be torn apart). Without the
+/// variable it does nothing.
+fn failpoint(point: &str) {
+    use std::sync::atomic::AtomicUsize;
+    static SEEN: AtomicUsize = AtomicUsize::new(0);
+    let Ok(spec) = std::env::var("KEEL_FAILPOINT") else {
+        return;
+    };
+    let Some((name, n)) = spec.split_once(':') else {
+        return;
+    };
+    if name != point {
+        return;
+    }
+    let seen = SEEN.fetch_add(1, Ordering::SeqCst) + 1;
+    if n.parse() == Ok(seen) {
+        let pid = std::process::id().to_string();
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &pid])
+            .status();
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+}
+
+/// The engine of one run.
+pub struct Engine<'c> {
+    conn: &'c mut Connection,
+    sandbox: &'c Sandbox,
+    settings: RunSettings,
+    run_id: i64,
+    resumed: bool,
+    market: Market,
+    slots: Vec<Slot>,
+    venue: PaperVenue,
+    state: TradingState,
+    killed: bool,
+    stopping: bool,
+    cursor_ms: Option<i64>,
+    signalled_ms: Option<i64>,
+    /// The close of the last step the strategies were shown: a strategy
+    /// starting now is replayed through it (`history`).
+    shown_ms: Option<i64>,
+    bars: u64,
+    /// How the (live) feed was doing at the last look.
+    feed_health: FeedHealth,
+    control: Option<ControlLink>,
+}
+
+impl std::fmt::Debug for Engine<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("run_id", &self.run_id)
+            .field("state", &self.state)
+            .finish()
+    }
+}
+
+/// Shows `instance` one step's closed bars, closing at `close_ms`, with
+/// `portfolio`: what a strategy is told at a close, live and when its
+/// history is replayed.
+fn show_step(
+    instance: &mut StrategyInstance,
+    symbols: &[Symbol],
+    bars: &[(usize, Candle)],
+    close_ms: i64,
+    portfolio: &Portfolio,
+    limits: RiskLimits,
+) -> Result<BatchOutcome, StrategyError> {
+    let mut columns = BarColumns::default();
+    for (sym, candle) in bars {
+        columns.push(*sym as u32, candle);
+    }
+    instance.on_bars(&Batch {
+        symbols,
+        tick_times: &[close_ms],
+        tick_bars: &[bars.len() as u32],
+        bars: columns.slice(0, bars.len()),
+        portfolio,
+        limits,
+    })
+}
+
+impl<'c> Engine<'c> {
+    /// Starts a new run, or resumes the unfinished one of the same feed and
+    /// strategies; loads and binds every strategy and rebuilds every book.
+    pub fn open(
+        _owner: &'c Ownership,
+        conn: &'c mut Connection,
+        sandbox: &'c Sandbox,
+        settings: RunSettings,
+        control: Option<ControlLink>,
+    ) -> anyhow::Result<Engine<'c>> {
+        if settings.symbols.is_empty() {
+            anyhow::bail!("a run needs at least one symbol");
+        }
+        let mut loaded = Vec::new();
+        for (i, spec) in settings.strategies.iter().enumerate() {
+            let strategy = match &spec.source {
+                StrategySource::File(path) => sandbox.load_file(path),
+                StrategySource::Stored(artifact) => sandbox.load(artifact),
+            }
+            .with_context(|| format!("strategy {}", spec.origin()))?;
+            let params = Params::resolve_text(&strategy.info.params, &spec.params)
+                .map_err(|e| anyhow!("{}: {e}", spec.origin()))?;
+            let slot = spec
+                .slot
+                .clone()
+                .unwrap_or_else(|| format!("{}#{}", strategy.info.name, i + 1));
+            loaded.push((slot, strategy, params));
+        }
+        let mut settings_json = serde_json::json!({
+            "cash": settings.cash,
+            "risk": settings.risk,
+            "fee_bps": settings.fills.fee_bps,
+            "slippage_bps": settings.fills.slippage_bps,
+            // Slots, not hashes: a run whose strategy was hot-swapped resumes.
+            "strategies": loaded.iter().map(|(slot, ..)| slot.clone()).collect::<Vec<_>>(),
+        });
+        // One symbol is stored as before several were possible, so such a
+        // run resumes across the upgrade.
+        settings_json["symbol"] = match settings.symbols.as_slice() {
+            [one] => serde_json::json!(one),
+            many => serde_json::json!(many),
+        };
+        let settings_text = settings_json.to_string();
+        let (state, _) = load_state(conn)?;
+        let unfinished: Option<(i64, String, String)> = conn
+            .query_row(
+                "SELECT id, feed, settings FROM runs WHERE status IN ('running', 'interrupted')
+                 ORDER BY id DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let resume = match unfinished {
+            Some((id, feed, old)) if feed == settings.feed_name && old == settings_text => Some(id),
+            Some((id, ..)) => {
+                conn.execute(
+                    "UPDATE runs SET status = 'abandoned', ended_ms = ?2 WHERE id = ?1",
+                    params![id, now_ms()],
+                )?;
+                audit(
+                    conn,
+                    "keel",
+                    "abandon run",
+                    &format!("run {id}: a run with other settings started"),
+                )?;
+                None
+            }
+            None => None,
+        };
+        let (run_id, cursor_ms, signalled_ms) = match resume {
+            Some(id) => {
+                conn.execute("UPDATE runs SET status = 'running' WHERE id = ?1", [id])?;
+                let (c, s) = conn.query_row(
+                    "SELECT cursor_ms, signalled_ms FROM runs WHERE id = ?1",
+                    [id],
+                    |r| Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, Option<i64>>(1)?)),
+                )?;
+                (id, c, s)
+            }
+            None => {
+                conn.execute(
+                    "INSERT INTO runs (mode, feed, settings, started_ms, status) VALUES ('paper', ?1, ?2, ?3, 'running')",
+                    params![settings.feed_name, settings_text, now_ms()],
+                )?;
+                let id = conn.last_insert_rowid();
+                audit(
+                    conn,
+                    "operator",
+                    "start run",
+                    &format!("run {id}: paper on {}", settings.feed_name),
+                )?;
+                (id, None, None)
+            }
+        };
+        // The strategies have been shown every booked close, except the
+        // last one if its signals were not all sent (it is signalled again).
+        let shown_ms = match cursor_ms {
+            Some(cursor) if signalled_ms == Some(cursor) => Some(cursor),
+            Some(cursor) => history::bar_before(conn, run_id, cursor)?,
+            None => None,
+        };
+        let stored_bars: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM run_bars WHERE run_id = ?1",
+            [run_id],
+            |r| r.get(0),
+        )?;
+        if cursor_ms.is_some() && stored_bars == 0 {
+            tracing::warn!(
+                run_id,
+                "this run began before keel stored the bars it booked: its strategies resume without that history"
+            );
+        }
+        let path = conn
+            .path()
+            .filter(|p| !p.is_empty())
+            .map(std::path::PathBuf::from)
+            .ok_or_else(|| anyhow!("a run needs a database file"))?;
+        let venue = PaperVenue::open(&path, settings.fills)
+            .with_context(|| format!("{}: the paper exchange", path.display()))?;
+        let market = Market::new(
+            settings
+                .symbols
+                .iter()
+                .map(|s| Symbol::from(s.as_str()))
+                .collect(),
+            settings.risk.base_limits(),
+            &settings.risk.min_orders(),
+            settings.fills,
+            Some(settings.risk.fat_finger_pct),
+        );
+        let mut engine = Engine {
+            conn,
+            sandbox,
+            settings,
+            run_id,
+            resumed: resume.is_some(),
+            market,
+            slots: Vec::new(),
+            venue,
+            state,
+            killed: false,
+            stopping: false,
+            cursor_ms,
+            signalled_ms,
+            shown_ms,
+            bars: 0,
+            feed_health: FeedHealth::default(),
+            control,
+        };
+        for (slot, strategy, params) in loaded {
+            let plan = BookPlan {
+                slot,
+                strategy: &strategy,
+                params,
+                candidate: None,
+            };
+            let slot = open_slot(engine.conn, sandbox, &engine.settings, run_id, plan)?;
+            let slot = engine.warm(slot, None)?;
+            engine.slots.push(slot);
+        }
+        // Candidates waiting for their paper gate, in shadow from the start
+        // (and, in a resumed run, in the books they had).
+        engine.admit_shadows()?;
+        engine.reconcile()?;
+        engine.publish();
+        Ok(engine)
+    }
+
+    pub fn run_id(&self) -> i64 {
+        self.run_id
+    }
+
+    /// Brings an opened slot up to the run's present: its book and its
+    /// strategy rebuilt from the history, its orders in flight.
+    fn warm(&mut self, mut slot: Slot, main: Option<i64>) -> anyhow::Result<Slot> {
+        shadow::seed_history(self.conn, &mut slot, main)?;
+        let replayed = self.replay_into(&mut slot.instance, slot.id, &slot.ledger)?;
+        slot.book = replayed.book;
+        slot.book.pending = self.orders_in_flight(&slot)?;
+        for (last, seen) in self.market.last_close.iter_mut().zip(replayed.last_close) {
+            if last.is_nan() {
+                *last = seen;
+            }
+        }
+        Ok(slot)
+    }
+
+    /// A book's orders committed and not yet settled, as the kernel keeps them.
+    fn orders_in_flight(&self, slot: &Slot) -> anyhow::Result<Vec<Order>> {
+        let book_id = slot.id;
+        let mut stmt = self.conn.prepare(
+            "SELECT client_order_id, symbol, tag, action, size, equity, max_quantity, reference_price,
+                    max_deviation, stop_loss, take_profit
+             FROM orders WHERE book_id = ?1 AND state IN ('new', 'open') ORDER BY created_ms, rowid",
+        )?;
+        let rows = stmt.query_map([book_id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, f64>(5)?,
+                r.get::<_, Option<String>>(6)?,
+                r.get::<_, f64>(7)?,
+                r.get::<_, f64>(8)?,
+                r.get::<_, Option<f64>>(9)?,
+                r.get::<_, Option<f64>>(10)?,
+            ))
+        })?;
+        let mut orders = Vec::new();
+        for row in rows {
+            let (id, symbol, tag, action, size, equity, max_q, reference, deviation, stop, target) =
+                row?;
+            let Some(sym) = self.market.index(&symbol) else {
+                continue;
+            };
+            let action = action_parse(&action).unwrap_or(keel_model::Action::Close);
+            let held = (slot.book.open.iter())
+                .find(|o| o.pos.symbol == symbol && o.pos.tag == tag)
+                .map(|o| o.pos.side);
+            let max_quantity = max_q.and_then(|q| q.parse().ok());
+            orders.push(Order {
+                id: ClientOrderId(id),
+                sym,
+                buy: journal::buys(action, held),
+                signal: Signal {
+                    symbol,
+                    action,
+                    size: size_parse(&size).unwrap_or(keel_model::Size::Base(0.0)),
+                    tag,
+                    stop_loss: stop,
+                    take_profit: target,
+                    reason: String::new(),
+                    confidence: 0.0,
+                },
+                equity,
+                max_quantity,
+                reference_price: reference,
+                max_deviation_pct: Some(deviation),
+            });
+        }
+        Ok(orders)
+    }
+
+    /// Intents committed but never acknowledged: sent now (the venue
+    /// ignores ones it already has), or cancelled if trading halted since.
+    fn reconcile(&mut self) -> anyhow::Result<()> {
+        let mut unsent = Vec::new();
+        for slot in &self.slots {
+            let ids: Vec<String> = {
+                let mut stmt = self.conn.prepare(
+                    "SELECT client_order_id FROM orders WHERE book_id = ?1 AND state = 'new'
+                     ORDER BY created_ms, rowid",
+                )?;
+                stmt.query_map([slot.id], |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()?
+            };
+            for id in ids {
+                if let Some(order) = slot.book.pending.iter().find(|o| o.id.0 == id) {
+                    unsent.push(order.clone());
+                }
+            }
+        }
+        for order in unsent {
+            let known = self.venue.query(&order.id)?.is_some();
+            tracing::info!(order = %order.id, known, "reconciling an unacknowledged order");
+            self.send(order)?;
+        }
+        Ok(())
+    }
+
+    /// Sends a committed order to the venue and marks it open, unless a
+    /// kill arrived or trading halted, in which case it is cancelled unsent.
+    fn send(&mut self, order: Order) -> anyhow::Result<()> {
+        let killed = self.killed || self.kill_requested();
+        if killed || self.state == TradingState::Halted {
+            order_state(
+                self.conn,
+                &order.id.0,
+                &["new"],
+                "cancelled",
+                Some("trading halted before it was sent"),
+            )?;
+            for slot in &mut self.slots {
+                slot.book.pending.retain(|o| o.id != order.id);
+            }
+            return Ok(());
+        }
+        self.venue.submit(&order)?;
+        failpoint("after-send");
+        order_state(self.conn, &order.id.0, &["new"], "open", None)?;
+        Ok(())
+    }
+
+    fn kill_requested(&self) -> bool {
+        self.control
+            .as_ref()
+            .is_some_and(|c| c.kill_requested.load(Ordering::SeqCst))
+    }
+
+    fn stop_requested(&self) -> bool {
+        self.control
+            .as_ref()
+            .is_some_and(|c| c.stop_requested.load(Ordering::SeqCst))
+    }
+
+    /// Drives every step of `feeds` after the run's cursor; stops cleanly
+    /// at bad feed data (what was booked stays booked).
+    pub fn run(&mut self, feeds: &mut Feeds) -> anyhow::Result<RunSummary> {
+        self.resignal()?;
+        let mut feed_error = None;
+        let mut last_feed_ms: Option<i64> = None;
+        self.publish();
+        loop {
+            if self.stopping
+                || self.stop_requested()
+                || self.settings.max_bars.is_some_and(|n| self.bars >= n)
+            {
+                break;
+            }
+            let next = feeds.next_step();
+            for warning in feeds.take_warnings() {
+                tracing::warn!(target: "keel::feed", "{warning}");
+                risk_event(self.conn, "feed", None, &warning, None)?;
+            }
+            for reminder in feeds.take_reminders() {
+                tracing::warn!(target: "keel::feed", "{reminder}");
+            }
+            if let Some(health) = feeds.health()
+                && health != self.feed_health
+            {
+                self.feed_health = health;
+                self.publish();
+            }
+            let (close_ms, bars) = match next {
+                Step::Bars { close_ms, bars } => (close_ms, bars),
+                Step::Wait(d) => {
+                    self.wait(d)?;
+                    continue;
+                }
+                Step::End => break,
+                Step::Failed(msg) => {
+                    tracing::error!("feed stopped: {msg}");
+                    risk_event(self.conn, "feed", None, &msg, None)?;
+                    feed_error = Some(msg);
+                    break;
+                }
+            };
+            if self.cursor_ms.is_some_and(|c| close_ms <= c) {
+                continue;
+            }
+            if let Some(previous) = last_feed_ms
+                && let Some(speed) = self.settings.speed
+            {
+                let wait =
+                    Duration::from_secs_f64(((close_ms - previous).max(0) as f64 / 1000.0) / speed);
+                self.wait(wait)?;
+            } else {
+                self.wait(Duration::ZERO)?;
+            }
+            last_feed_ms = Some(close_ms);
+            self.book_step(close_ms, &bars)?;
+            failpoint("after-bar");
+            self.signal_step(close_ms, &bars)?;
+            self.after_bar()?;
+            self.publish();
+        }
+        let interrupted = self.stop_requested();
+        if !interrupted {
+            self.judge_shadows(true)?;
+        }
+        let status = if interrupted {
+            "interrupted"
+        } else if feed_error.is_some() {
+            "stopped"
+        } else {
+            "finished"
+        };
+        self.conn.execute(
+            "UPDATE runs SET status = ?2, ended_ms = ?3 WHERE id = ?1",
+            params![self.run_id, status, now_ms()],
+        )?;
+        self.publish();
+        Ok(RunSummary {
+            run_id: self.run_id,
+            resumed: self.resumed,
+            bars: self.bars,
+            state: self.state,
+            books: self.slots.iter().map(Slot::snapshot).collect(),
+            feed_error,
+            interrupted,
+        })
+    }
+
+    /// Books one step: the venue's fills at the bars' open, then, for every
+    /// book, the kernel settles them, takes stops and targets inside the
+    /// bars and marks at the close; the journal writes it all, the bars and
+    /// the cursor in one transaction.
+    fn book_step(&mut self, close_ms: i64, bars: &[(usize, Candle)]) -> anyhow::Result<()> {
+        let symbols: Vec<Symbol> = bars
+            .iter()
+            .map(|(sym, _)| self.market.symbols[*sym].clone())
+            .collect();
+        let named: Vec<(&str, Candle)> = (symbols.iter())
+            .zip(bars)
+            .map(|(symbol, (_, c))| (symbol.as_ref(), *c))
+            .collect();
+        self.venue.on_step(&named)?;
+        failpoint("after-exchange-fill");
+        let mut columns = BarColumns::default();
+        for (sym, candle) in bars {
+            columns.push(*sym as u32, candle);
+        }
+        let step = columns.slice(0, bars.len());
+        self.market.close(step);
+        let journal = Journal::begin(self.conn, self.run_id)?;
+        let mut halts = Vec::new();
+        for slot in &mut self.slots {
+            let waiting: Vec<ClientOrderId> =
+                slot.book.pending.iter().map(|o| o.id.clone()).collect();
+            for id in waiting {
+                if let Some(OrderState::Done(report)) = self.venue.query(&id)? {
+                    journal.settled(slot.id, &report)?;
+                    slot.book.settle(report);
+                }
+            }
+            for b in 0..step.len() {
+                slot.book.exits(&self.market.fills, step.get(b));
+            }
+            slot.book.mark(step);
+            let booked = std::mem::take(&mut slot.book.fills);
+            for b in &booked {
+                if let Err(e) = slot.instance.on_fill(&b.fill) {
+                    tracing::warn!(book = %slot.slot, "{e}");
+                }
+            }
+            journal.fills(slot, &booked, close_ms, close_ms)?;
+            slot.book.trades.clear();
+            slot.book.rejected.clear();
+            if let Some(why) = journal.close(slot, &named, close_ms, &self.settings.risk)? {
+                halts.push((slot.id, why));
+            }
+        }
+        if self.state != TradingState::Halted
+            && let Some((book, why)) = halts.first()
+        {
+            journal.halt(*book, why)?;
+            self.state = TradingState::Halted;
+            tracing::warn!("trading halted: {why}");
+        }
+        journal.booked(&named, close_ms)?;
+        journal.commit()?;
+        self.cursor_ms = Some(close_ms);
+        self.bars += 1;
+        Ok(())
+    }
+
+    /// Shows every strategy the closed bars and turns its signals into
+    /// orders: the kernel decides, the journal commits the intents, then
+    /// they are sent.
+    fn signal_step(&mut self, close_ms: i64, bars: &[(usize, Candle)]) -> anyhow::Result<()> {
+        self.shown_ms = Some(close_ms);
+        if self.killed || self.kill_requested() {
+            return Ok(());
+        }
+        let mut orders = Vec::new();
+        for slot in &mut self.slots {
+            let equity = slot.book.equity();
+            let view = slot.book.view(equity);
+            let outcome = show_step(
+                &mut slot.instance,
+                &self.market.symbols,
+                bars,
+                close_ms,
+                &view,
+                self.market.shown_limits,
+            );
+            let outcome = match outcome {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::warn!(book = %slot.slot, "{e}");
+                    BatchOutcome::default()
+                }
+            };
+            if let Some(e) = &outcome.error {
+                tracing::warn!(book = %slot.slot, "{e}");
+            }
+            let (run, book) = (self.run_id, slot.id);
+            let decisions = slot.book.decide(
+                &self.market,
+                close_ms,
+                &outcome.signals,
+                self.state,
+                |seq| {
+                    ClientOrderId(format!(
+                        "k{run}-{book}-{close_ms}-{}",
+                        seq + outcome.refused.len()
+                    ))
+                },
+            );
+            // A close signalled again after a restart decides the same ids.
+            let mut seen = std::collections::HashSet::new();
+            slot.book.pending.retain(|o| seen.insert(o.id.clone()));
+            if !outcome.signals.is_empty() || !outcome.refused.is_empty() {
+                failpoint("before-intent");
+            }
+            let journal = Journal::begin(self.conn, self.run_id)?;
+            let sent = journal.intents(
+                slot,
+                close_ms,
+                &outcome.refused,
+                &outcome.signals,
+                decisions,
+            )?;
+            journal.commit()?;
+            orders.extend(sent);
+        }
+        if !orders.is_empty() {
+            failpoint("after-intent");
+        }
+        for order in orders {
+            // Already sent before a crash? Then it is only marked open.
+            let state: Option<String> = self
+                .conn
+                .query_row(
+                    "SELECT state FROM orders WHERE client_order_id = ?1",
+                    [&order.id.0],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if state.as_deref() == Some("new") {
+                self.send(order)?;
+            }
+        }
+        self.conn.execute(
+            "UPDATE runs SET signalled_ms = ?2 WHERE id = ?1",
+            params![self.run_id, close_ms],
+        )?;
+        self.signalled_ms = Some(close_ms);
+        Ok(())
+    }
+
+    /// After a restart whose last booked step's signals were not all sent:
+    /// that step is signalled again (the same order ids, so nothing is
+    /// placed twice). The strategies were replayed up to the step before.
+    fn resignal(&mut self) -> anyhow::Result<()> {
+        let Some(cursor) = self.cursor_ms else {
+            return Ok(());
+        };
+        if self.signalled_ms == Some(cursor) {
+            return Ok(());
+        }
+        let step = history::stored_step(self.conn, self.run_id, cursor, &self.market)?;
+        if step.is_empty() {
+            tracing::warn!(
+                bar_ms = cursor,
+                "the last booked bar is not stored: its signals are not given again"
+            );
+            return Ok(());
+        }
+        tracing::info!(bar_ms = cursor, "re-signalling the last booked bar");
+        // The intents the crash left of that close are decided again, with
+        // the same ids, from the book as it was before them.
+        let run = self.run_id;
+        for slot in &mut self.slots {
+            let prefix = format!("k{run}-{}-{cursor}-", slot.id);
+            slot.book.pending.retain(|o| !o.id.0.starts_with(&prefix));
+        }
+        self.signal_step(cursor, &step)
+    }
+
+    /// Waits up to `wait` for the next bar, answering control commands.
+    fn wait(&mut self, wait: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + wait;
+        loop {
+            self.poll_kill_file()?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Some(control) = &self.control else {
+                std::thread::sleep(left);
+                return Ok(());
+            };
+            if control.stop_requested.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            // The kill file is looked at again at least this often.
+            let left = left.min(KILL_FILE_POLL);
+            let command = match control.commands.recv_timeout(left) {
+                Ok(c) => c,
+                Err(_) => {
+                    if left.is_zero() || Instant::now() >= deadline {
+                        return Ok(());
+                    }
+                    std::thread::sleep(left.min(Duration::from_millis(5)));
+                    continue;
+                }
+            };
+            self.command(command)?;
+        }
+    }
+
+    /// A kill asked for through the kill file is applied like one from
+    /// the API.
+    fn poll_kill_file(&mut self) -> anyhow::Result<()> {
+        let Some(control) = &self.control else {
+            return Ok(());
+        };
+        let Some(reason) = control::read_kill_file(&control.kill_file) else {
+            return Ok(());
+        };
+        control.kill_requested.store(true, Ordering::SeqCst);
+        let file = control.kill_file.clone();
+        let reply = self.kill(&reason, Instant::now())?;
+        // Removed once the kill is stored: what `keel kill` waits for.
+        std::fs::remove_file(&file).with_context(|| {
+            format!(
+                "{}: the kill is applied, but the file stays",
+                file.display()
+            )
+        })?;
+        tracing::warn!(?reply, "kill file: applied");
+        self.publish();
+        Ok(())
+    }
+
+    /// Refreshes what the control API serves.
+    fn publish(&self) {
+        let Some(control) = &self.control else { return };
+        let trades = recent_trades(self.conn, self.run_id, 50).unwrap_or_default();
+        let books = self.slots.iter().map(Slot::snapshot).collect();
+        if let Ok(mut snap) = control.snapshot.lock() {
+            snap.run_id = self.run_id;
+            snap.state = self.state.as_str().into();
+            snap.killed = self.killed;
+            snap.bars = self.bars;
+            snap.cursor_ms = self.cursor_ms;
+            snap.feed = self.settings.feed_name.clone();
+            snap.feed_health = self.feed_health.clone();
+            snap.books = books;
+            snap.trades = trades;
+        }
+    }
+
+    /// Replays the run's history (`history`) into `instance`, the strategy
+    /// of book `book_id` starting now: every step the strategies were shown,
+    /// each with the fills booked at it and the portfolio the book held at
+    /// its close, signals discarded. Returns the rebuilt book. A history
+    /// that does not rebuild the stored `ledger` is reported (a run begun
+    /// before the bars were stored).
+    fn replay_into(
+        &self,
+        instance: &mut StrategyInstance,
+        book_id: i64,
+        ledger: &crate::ledger::Ledger,
+    ) -> anyhow::Result<history::Replayed> {
+        let started = Instant::now();
+        let limits = self.market.shown_limits;
+        let symbols = &self.market.symbols;
+        let replayed = history::replay(
+            self.conn,
+            self.run_id,
+            book_id,
+            ledger.start_cash,
+            &self.market,
+            self.shown_ms,
+            |step| {
+                for fill in step.fills {
+                    let _ = instance.on_fill(fill);
+                }
+                let _ = show_step(
+                    instance,
+                    symbols,
+                    step.bars,
+                    step.close_ms,
+                    step.portfolio,
+                    limits,
+                );
+            },
+        )?;
+        for fill in &replayed.untold {
+            let _ = instance.on_fill(fill);
+        }
+        if replayed.ledger != *ledger {
+            let why = format!(
+                "book {book_id}: the stored bars and fills do not rebuild the book (cash {} against {}); its strategy resumes on an incomplete history",
+                replayed.ledger.cash, ledger.cash
+            );
+            tracing::warn!("{why}");
+            risk_event(self.conn, "history", Some(book_id), &why, None)?;
+        }
+        tracing::info!(
+            book = book_id,
+            bars = replayed.shown,
+            ms = started.elapsed().as_millis() as u64,
+            "strategy replayed through the run's history"
+        );
+        Ok(replayed)
+    }
+}
