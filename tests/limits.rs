@@ -125,6 +125,20 @@ fn out_of_range_options_are_refused_in_one_line_naming_option_value_and_range() 
         (
             run(
                 d,
+                &[
+                    "run",
+                    "--paper",
+                    "--strategy",
+                    wasm,
+                    "--call-deadline-ms",
+                    "0",
+                ],
+            ),
+            "--call-deadline-ms <MS>': 0 is outside [1, 60000]",
+        ),
+        (
+            run(
+                d,
                 &["run", "--paper", "--strategy", wasm, "--feed", "sample:1"],
             ),
             "--feed sample:1: 1 is outside [2, 100000000]",

@@ -6,6 +6,7 @@ mod candidates;
 mod cli;
 mod data;
 mod dev;
+mod equivalence;
 mod fuzz;
 mod limits;
 mod paper;

@@ -24,7 +24,7 @@ use crate::engine::{ControlLink, Engine, RunSettings, RunSummary, StrategySource
 use crate::ranges;
 use crate::risk::RiskConfig;
 use crate::sandbox::StrategyArtifact;
-use crate::sandbox::{Metering, Sandbox, SandboxConfig};
+use crate::sandbox::{Metering, Sandbox, SandboxConfig, SandboxLimits};
 use crate::store::{Ownership, Store};
 
 #[derive(Debug, Args)]
@@ -54,6 +54,11 @@ pub struct PaperArgs {
     /// after the start ends the run, in error.
     #[arg(long, default_value_t = 60, value_name = "SECS")]
     pub first_bar_timeout: u64,
+    /// The wall-clock time one strategy call may take, in milliseconds; a
+    /// call that runs over is a fault of that strategy (its instance is
+    /// rebuilt, and quarantined after repeated faults).
+    #[arg(long, default_value_t = 50, value_name = "MS", value_parser = ranges::CALL_DEADLINE_MS.parser())]
+    pub call_deadline_ms: u64,
     /// Stop after booking this many bars.
     #[arg(long, value_parser = ranges::MAX_BARS.parser())]
     pub bars: Option<u64>,
@@ -364,6 +369,10 @@ pub fn run(args: &PaperArgs, db: &Path, cache: &CompileCache) -> anyhow::Result<
     // once, optimised code from the background compile for later loads.
     let sandbox = Sandbox::new(cache.sandbox_config(SandboxConfig {
         metering: Metering::WallClock,
+        limits: SandboxLimits {
+            call_deadline: Duration::from_millis(args.call_deadline_ms),
+            ..SandboxLimits::default()
+        },
         baseline_first: true,
         // This binary: background compiles in a process of their own.
         optimizer: std::env::current_exe().ok(),

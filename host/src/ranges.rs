@@ -26,6 +26,9 @@ pub const SPEED: Bounds<f64> = Bounds::new(0.01, 1e9);
 pub const SAMPLE_BARS: Bounds<usize> = Bounds::new(2, 100_000_000);
 /// `--bars`: a paper run stops after this many.
 pub const MAX_BARS: Bounds<u64> = Bounds::new(1, 1_000_000_000_000);
+/// The wall-clock time one strategy call may take in a paper or live run,
+/// milliseconds.
+pub const CALL_DEADLINE_MS: Bounds<u64> = Bounds::new(1, 60_000);
 /// How often a live feed is polled, milliseconds.
 pub const POLL_MS: Bounds<u64> = Bounds::new(10, 3_600_000);
 /// `keel dev --max-reloads`.
