@@ -15,11 +15,13 @@ use keel_model::replay::{Feed, Merge, Series};
 use keel_model::shown::text;
 use keel_model::{Fill, Portfolio, RiskLimits, RunningStrategy, Signal, Symbol};
 
+use crate::equity::{EquityStats, EquityTracker};
 use crate::fills::FillModel;
 use crate::kernel::{
     Book, ClientOrderId, Decision, FillSource, Market, SimulatedVenue, TradingState, Venue,
 };
-use crate::metrics::{EquityStats, EquityTracker};
+
+pub use crate::equity::EquityPoint;
 use crate::risk::MinOrders;
 
 pub use crate::kernel::{ExitReason, RejectedBy, Rejection, Trade};
@@ -51,13 +53,6 @@ impl Default for BacktestConfig {
             record_fills: true,
         }
     }
-}
-
-/// Equity after the bars closing at `time_ms`.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
-pub struct EquityPoint {
-    pub time_ms: i64,
-    pub equity: f64,
 }
 
 /// What a run produced.

@@ -13,7 +13,26 @@
 use keel_model::Side;
 use keel_model::candles::Candle;
 
-use crate::kernel::ExitReason;
+/// Why a trade ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExitReason {
+    Signal,
+    StopLoss,
+    TakeProfit,
+    EndOfData,
+}
+
+impl ExitReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExitReason::Signal => "signal",
+            ExitReason::StopLoss => "stop-loss",
+            ExitReason::TakeProfit => "take-profit",
+            ExitReason::EndOfData => "end-of-data",
+        }
+    }
+}
 
 /// Fees, slippage, lot size and volume cap.
 #[derive(Debug, Clone, Copy, PartialEq)]

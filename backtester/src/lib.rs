@@ -12,6 +12,7 @@
 //! network.
 
 pub mod engine;
+pub mod equity;
 pub mod fills;
 pub mod kernel;
 pub mod metrics;

@@ -1,7 +1,7 @@
 //! Performance figures from a backtest's trades and equity curve. Returns are
 //! per step of the merged time axis; annualised with the series' bar length.
 
-use crate::engine::{BacktestResult, EquityPoint};
+use crate::engine::BacktestResult;
 
 const YEAR_MS: f64 = 365.25 * 86_400_000.0;
 
@@ -25,115 +25,6 @@ pub struct Metrics {
     pub average_loss: Option<f64>,
     pub exposure: f64,
     pub fees: f64,
-}
-
-/// Largest number of points kept of an equity curve.
-pub const CURVE_POINTS: usize = 10_000;
-
-/// Figures of the equity curve accumulated step by step (Welford's running
-/// mean and variance of step returns, downside deviation, drawdown).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct EquityStats {
-    pub start: f64,
-    pub points: u64,
-    pub first_ms: Option<i64>,
-    pub last_ms: i64,
-    mean: f64,
-    m2: f64,
-    downside_sq: f64,
-    previous: f64,
-    peak: f64,
-    peak_ms: i64,
-    pub max_drawdown: f64,
-    pub max_drawdown_ms: i64,
-}
-
-impl EquityStats {
-    fn absorb(&mut self, p: EquityPoint) {
-        let first = *self.first_ms.get_or_insert(p.time_ms);
-        if self.points == 0 {
-            self.peak_ms = first;
-        }
-        self.last_ms = p.time_ms;
-        let r = if self.previous > 0.0 {
-            p.equity / self.previous - 1.0
-        } else {
-            0.0
-        };
-        self.previous = p.equity;
-        self.points += 1;
-        let delta = r - self.mean;
-        self.mean += delta / self.points as f64;
-        self.m2 += delta * (r - self.mean);
-        self.downside_sq += r.min(0.0).powi(2);
-        if p.equity >= self.peak {
-            self.peak = p.equity;
-            self.peak_ms = p.time_ms;
-        } else {
-            self.max_drawdown = self.max_drawdown.max(1.0 - p.equity / self.peak);
-            self.max_drawdown_ms = self.max_drawdown_ms.max(p.time_ms - self.peak_ms);
-        }
-    }
-}
-
-/// Takes the equity after every step; keeps its statistics and an evenly
-/// thinned curve of at most [`CURVE_POINTS`] points (plus the last).
-#[derive(Debug, Clone)]
-pub struct EquityTracker {
-    stats: EquityStats,
-    pending: Option<EquityPoint>,
-    curve: Vec<EquityPoint>,
-    stride: u64,
-    seen: u64,
-}
-
-impl EquityTracker {
-    pub fn new(start: f64) -> EquityTracker {
-        EquityTracker {
-            stats: EquityStats {
-                start,
-                previous: start,
-                peak: start,
-                ..EquityStats::default()
-            },
-            pending: None,
-            curve: Vec::new(),
-            stride: 1,
-            seen: 0,
-        }
-    }
-
-    /// The equity after a step. (The last one is held back until `finish`,
-    /// which may correct it for end-of-data exits.)
-    pub fn push(&mut self, point: EquityPoint) {
-        if let Some(previous) = self.pending.replace(point) {
-            self.absorb(previous);
-        }
-    }
-
-    fn absorb(&mut self, p: EquityPoint) {
-        self.stats.absorb(p);
-        if self.seen.is_multiple_of(self.stride) {
-            self.curve.push(p);
-            if self.curve.len() > CURVE_POINTS {
-                self.curve = self.curve.iter().step_by(2).copied().collect();
-                self.stride *= 2;
-            }
-        }
-        self.seen += 1;
-    }
-
-    /// Ends the run with the final equity (after end-of-data exits).
-    pub fn finish(mut self, equity_final: f64) -> (EquityStats, Vec<EquityPoint>) {
-        if let Some(mut last) = self.pending.take() {
-            last.equity = equity_final;
-            self.absorb(last);
-            if self.curve.last() != Some(&last) {
-                self.curve.push(last);
-            }
-        }
-        (self.stats, self.curve)
-    }
 }
 
 impl Metrics {
@@ -192,6 +83,7 @@ impl Metrics {
 mod tests {
     use super::*;
     use crate::engine::{ExitReason, Trade};
+    use crate::equity::{CURVE_POINTS, EquityPoint, EquityTracker};
     use keel_model::Side;
 
     const DAY: i64 = 86_400_000;

@@ -19,8 +19,8 @@ use keel_model::Params;
 use keel_model::replay::Series;
 
 use crate::backtest::{self, Dataset, Job};
-use crate::engine::audit_line as audit;
 use crate::sandbox::{LoadedStrategy, Sandbox, StrategyArtifact};
+use crate::store::audit;
 use crate::validate;
 
 /// `candidates.toml`.

@@ -12,6 +12,7 @@ pub mod candles;
 pub mod contract;
 pub mod params;
 pub mod replay;
+pub mod running;
 pub mod shown;
 pub mod synth;
 
@@ -19,3 +20,4 @@ pub use bounds::{Bounds, OutOfRange};
 pub use candles::{Candle, CandleError, Timeframe};
 pub use contract::*;
 pub use params::{ParamError, ParamKind, ParamSpec, ParamValue, Params};
+pub use running::RunningStrategy;

@@ -23,29 +23,9 @@ mod order;
 mod state;
 mod venue;
 
+pub use crate::fills::ExitReason;
 pub use book::{Book, Booked, FillSource, Open, Trade};
 pub use market::{Market, PLACES, exact};
 pub use order::{ClientOrderId, Decision, Execution, Order, Outcome, RejectedBy, Rejection};
 pub use state::{TradingState, collar, halt_reason, pre_trade};
 pub use venue::{Balances, OrderState, SimulatedVenue, Venue, execute};
-
-/// Why a trade ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ExitReason {
-    Signal,
-    StopLoss,
-    TakeProfit,
-    EndOfData,
-}
-
-impl ExitReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ExitReason::Signal => "signal",
-            ExitReason::StopLoss => "stop-loss",
-            ExitReason::TakeProfit => "take-profit",
-            ExitReason::EndOfData => "end-of-data",
-        }
-    }
-}

@@ -9,12 +9,13 @@ use rusqlite::params;
 use keel_backtester::kernel::{Execution, FillSource, Outcome, TradingState, Venue};
 use keel_model::Params;
 
-use super::journal::{Journal, audit, now_ms, order_state, risk_event, store_state};
+use super::journal::{Journal, now_ms, order_state, risk_event, store_state};
 use super::{Engine, history};
 use crate::candidates;
 use crate::control::{Command, Reply};
 use crate::ledger::float;
 use crate::sandbox::{Binding, StrategyInstance};
+use crate::store::audit;
 
 impl Engine<'_> {
     pub(super) fn command(&mut self, command: Command) -> anyhow::Result<()> {

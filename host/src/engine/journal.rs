@@ -15,6 +15,7 @@ use keel_model::{Action, Side, Signal};
 use crate::control::SnapshotTrade;
 use crate::ledger::{ClosedTrade, Ledger, LedgerFill, dec, float};
 use crate::risk::{RiskConfig, TradingState, halt_reason};
+use crate::store::audit;
 use crate::venues::paper::size_text;
 
 use super::history;
@@ -36,20 +37,6 @@ pub(super) fn side_text(side: Side) -> &'static str {
         Side::Long => "long",
         Side::Short => "short",
     }
-}
-
-/// Writes one audit line (append-only table).
-pub(crate) fn audit(
-    conn: &Connection,
-    actor: &str,
-    action: &str,
-    detail: &str,
-) -> rusqlite::Result<()> {
-    conn.execute(
-        "INSERT INTO audit_log (time_ms, actor, action, detail) VALUES (?1, ?2, ?3, ?4)",
-        params![now_ms(), actor, action, detail],
-    )?;
-    Ok(())
 }
 
 /// The account's trading state as stored.

@@ -49,16 +49,15 @@ use keel_model::{Params, Portfolio, RiskLimits, Signal, Symbol};
 use crate::control::{self, FeedHealth};
 use crate::sandbox::{Sandbox, StrategyError, StrategyInstance};
 use crate::store::Ownership;
+use crate::store::audit;
 use crate::venues::PaperVenue;
 use crate::venues::paper::{action_parse, size_parse};
 use feeds::{Feeds, Step};
-use journal::{Journal, audit, now_ms, order_state, risk_event};
+use journal::{Journal, now_ms, order_state, risk_event};
 use slot::{BookPlan, Slot, open_slot};
 
 pub use journal::{audit_ledger, load_state, recent_trades};
 pub use settings::{ControlLink, RunSettings, RunSummary, StrategySource, StrategySpec};
-
-pub(crate) use journal::audit as audit_line;
 
 /// How often a waiting engine looks for the kill file.
 const KILL_FILE_POLL: Duration = Duration::from_millis(50);

@@ -16,10 +16,11 @@ use keel_model::Params;
 use keel_backtester::kernel::FillSource;
 
 use super::Engine;
-use super::journal::{Journal, audit};
+use super::journal::Journal;
 use super::slot::{BookPlan, Slot, open_slot};
 use crate::candidates::{self, GateResult};
 use crate::ledger::float;
+use crate::store::audit;
 
 impl Engine<'_> {
     /// This bar's return of every book, and of the main book into the

@@ -2,6 +2,7 @@
 //! `migrations/` in order (each recorded in `schema_migrations`), in WAL mode
 //! with `synchronous=FULL`, and refuses a database newer than this binary.
 
+mod audit;
 mod candles;
 mod owner;
 
@@ -9,6 +10,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension};
 
+pub use audit::audit;
 pub use candles::{ImportReport, StoredSeries};
 pub use owner::{OwnerError, Ownership, lock_file};
 

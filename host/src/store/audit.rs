@@ -1,0 +1,17 @@
+//! The audit log: an append-only record of who did what to the fund
+//! (starting runs, state changes, promotions, rollbacks, swaps), each line
+//! with the time it was written.
+
+use rusqlite::{Connection, params};
+
+/// Writes one audit line.
+pub fn audit(conn: &Connection, actor: &str, action: &str, detail: &str) -> rusqlite::Result<()> {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    conn.execute(
+        "INSERT INTO audit_log (time_ms, actor, action, detail) VALUES (?1, ?2, ?3, ?4)",
+        params![now_ms, actor, action, detail],
+    )?;
+    Ok(())
+}
