@@ -14,7 +14,7 @@ use keel_host::candidates::CandidatesConfig;
 use keel_host::engine::feed::BarFeed;
 use keel_host::engine::feeds::Feeds;
 use keel_host::engine::{Engine, RunSettings, StrategySpec};
-use keel_host::risk::RiskConfig;
+use keel_host::risk_limits::RiskConfig;
 use keel_host::sandbox::{LoadedStrategy, Metering, Sandbox};
 use keel_host::store::{Ownership, Store};
 use keel_model::Params;

@@ -13,7 +13,7 @@ use keel_model::{Action, Params, Size, Timeframe, synth};
 use crate::backtest;
 use crate::build_strategy;
 use crate::ranges;
-use crate::risk::RiskConfig;
+use crate::risk_limits::RiskConfig;
 use crate::sandbox::{Binding, LoadedStrategy, Metering, Sandbox, SandboxConfig, timed};
 use crate::store::Store;
 use crate::validate::{self, ValidationReport};

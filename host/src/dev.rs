@@ -25,7 +25,7 @@ use crate::engine::feed::BarFeed;
 use crate::engine::feeds::Feeds;
 use crate::engine::{Engine, RunSettings, StrategySource, StrategySpec};
 use crate::operate::Controls;
-use crate::risk::RiskConfig;
+use crate::risk_limits::RiskConfig;
 use crate::sandbox::{LoadedStrategy, Metering, Sandbox, SandboxConfig, StrategyArtifact};
 use crate::store::{Ownership, Store};
 use crate::validate;

@@ -12,7 +12,7 @@ pub mod engine;
 pub mod ledger;
 pub mod operate;
 pub mod ranges;
-pub mod risk;
+pub mod risk_limits;
 pub mod sandbox;
 pub mod store;
 pub mod validate;

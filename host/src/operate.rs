@@ -22,7 +22,7 @@ use crate::engine::feed::BarFeed;
 use crate::engine::feeds::Feeds;
 use crate::engine::{ControlLink, Engine, RunSettings, RunSummary, StrategySource, StrategySpec};
 use crate::ranges;
-use crate::risk::RiskConfig;
+use crate::risk_limits::RiskConfig;
 use crate::sandbox::StrategyArtifact;
 use crate::sandbox::{Metering, Sandbox, SandboxConfig, SandboxLimits};
 use crate::store::{Ownership, Store};

@@ -14,7 +14,7 @@ use keel_model::{Action, Side, Signal};
 
 use crate::control::SnapshotTrade;
 use crate::ledger::{ClosedTrade, Ledger, LedgerFill, dec, float};
-use crate::risk::{RiskConfig, TradingState, halt_reason};
+use crate::risk_limits::{RiskConfig, TradingState, halt_reason};
 use crate::store::audit;
 use crate::venues::paper::size_text;
 

@@ -31,6 +31,7 @@ pub mod feed;
 pub mod feeds;
 mod history;
 mod journal;
+mod orders;
 mod settings;
 mod shadow;
 mod slot;
@@ -41,19 +42,18 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use keel_backtester::kernel::{ClientOrderId, Market, Order, OrderState, TradingState, Venue};
+use keel_backtester::kernel::{ClientOrderId, Market, OrderState, TradingState, Venue};
 use keel_model::batch::{BarColumns, Batch, BatchOutcome};
 use keel_model::candles::Candle;
-use keel_model::{Params, Portfolio, RiskLimits, Signal, Symbol};
+use keel_model::{Params, Portfolio, RiskLimits, Symbol};
 
 use crate::control::{self, FeedHealth};
 use crate::sandbox::{Sandbox, StrategyError, StrategyInstance};
 use crate::store::Ownership;
 use crate::store::audit;
 use crate::venues::PaperVenue;
-use crate::venues::paper::{action_parse, size_parse};
 use feeds::{Feeds, Step};
-use journal::{Journal, now_ms, order_state, risk_event};
+use journal::{Journal, now_ms, risk_event};
 use slot::{BookPlan, Slot, open_slot};
 
 pub use journal::{audit_ledger, load_state, recent_trades};
@@ -333,114 +333,6 @@ impl<'c> Engine<'c> {
             }
         }
         Ok(slot)
-    }
-
-    /// A book's orders committed and not yet settled, as the kernel keeps them.
-    fn orders_in_flight(&self, slot: &Slot) -> anyhow::Result<Vec<Order>> {
-        let book_id = slot.id;
-        let mut stmt = self.conn.prepare(
-            "SELECT client_order_id, symbol, tag, action, size, equity, max_quantity, reference_price,
-                    max_deviation, stop_loss, take_profit
-             FROM orders WHERE book_id = ?1 AND state IN ('new', 'open') ORDER BY created_ms, rowid",
-        )?;
-        let rows = stmt.query_map([book_id], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, f64>(5)?,
-                r.get::<_, Option<String>>(6)?,
-                r.get::<_, f64>(7)?,
-                r.get::<_, f64>(8)?,
-                r.get::<_, Option<f64>>(9)?,
-                r.get::<_, Option<f64>>(10)?,
-            ))
-        })?;
-        let mut orders = Vec::new();
-        for row in rows {
-            let (id, symbol, tag, action, size, equity, max_q, reference, deviation, stop, target) =
-                row?;
-            let Some(sym) = self.market.index(&symbol) else {
-                continue;
-            };
-            let action = action_parse(&action).unwrap_or(keel_model::Action::Close);
-            let held = (slot.book.open.iter())
-                .find(|o| o.pos.symbol == symbol && o.pos.tag == tag)
-                .map(|o| o.pos.side);
-            let max_quantity = max_q.and_then(|q| q.parse().ok());
-            orders.push(Order {
-                id: ClientOrderId(id),
-                sym,
-                buy: journal::buys(action, held),
-                signal: Signal {
-                    symbol,
-                    action,
-                    size: size_parse(&size).unwrap_or(keel_model::Size::Base(0.0)),
-                    tag,
-                    stop_loss: stop,
-                    take_profit: target,
-                    reason: String::new(),
-                    confidence: 0.0,
-                },
-                equity,
-                max_quantity,
-                reference_price: reference,
-                max_deviation_pct: Some(deviation),
-            });
-        }
-        Ok(orders)
-    }
-
-    /// Intents committed but never acknowledged: sent now (the venue
-    /// ignores ones it already has), or cancelled if trading halted since.
-    fn reconcile(&mut self) -> anyhow::Result<()> {
-        let mut unsent = Vec::new();
-        for slot in &self.slots {
-            let ids: Vec<String> = {
-                let mut stmt = self.conn.prepare(
-                    "SELECT client_order_id FROM orders WHERE book_id = ?1 AND state = 'new'
-                     ORDER BY created_ms, rowid",
-                )?;
-                stmt.query_map([slot.id], |r| r.get(0))?
-                    .collect::<rusqlite::Result<_>>()?
-            };
-            for id in ids {
-                if let Some(order) = slot.book.pending.iter().find(|o| o.id.0 == id) {
-                    unsent.push(order.clone());
-                }
-            }
-        }
-        for order in unsent {
-            let known = self.venue.query(&order.id)?.is_some();
-            tracing::info!(order = %order.id, known, "reconciling an unacknowledged order");
-            self.send(order)?;
-        }
-        Ok(())
-    }
-
-    /// Sends a committed order to the venue and marks it open, unless a
-    /// kill arrived or trading halted, in which case it is cancelled unsent.
-    fn send(&mut self, order: Order) -> anyhow::Result<()> {
-        let killed = self.killed || self.kill_requested();
-        if killed || self.state == TradingState::Halted {
-            order_state(
-                self.conn,
-                &order.id.0,
-                &["new"],
-                "cancelled",
-                Some("trading halted before it was sent"),
-            )?;
-            for slot in &mut self.slots {
-                slot.book.pending.retain(|o| o.id != order.id);
-            }
-            return Ok(());
-        }
-        self.venue.submit(&order)?;
-        failpoint("after-send");
-        order_state(self.conn, &order.id.0, &["new"], "open", None)?;
-        Ok(())
     }
 
     fn kill_requested(&self) -> bool {

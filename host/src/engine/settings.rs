@@ -9,7 +9,7 @@ use keel_backtester::fills::FillModel;
 
 use crate::candidates::CandidatesConfig;
 use crate::control::{Command, Snapshot, SnapshotBook};
-use crate::risk::{RiskConfig, TradingState};
+use crate::risk_limits::{RiskConfig, TradingState};
 use crate::sandbox::StrategyArtifact;
 
 /// Where a strategy's component comes from.

@@ -1,7 +1,7 @@
-//! The risk manager of paper and live trading: the limits in the host's
-//! `risk_limits.toml`, the account's trading state, and the checks made
-//! before an order exists (the contract's basic limits are
-//! `keel_backtester::risk::check`, shared with backtests) and after (halts).
+//! The host's risk limits: `risk_limits.toml` (`RiskConfig`), the limits
+//! it gives each symbol, and the halt rule by its figures. The checks
+//! themselves — the trading state, the contract's limits, the collar — are
+//! the kernel's (`keel_backtester::kernel`), the same in every mode.
 
 use std::collections::BTreeMap;
 use std::path::Path;
