@@ -26,8 +26,9 @@ use std::time::{Duration, Instant};
 use notify::Watcher;
 
 use keel_host::build_strategy;
-use keel_host::paper::feed::Feed;
-use keel_host::paper::{PaperEngine, PaperSettings, StrategySpec};
+use keel_host::engine::feed::BarFeed;
+use keel_host::engine::feeds::Feeds;
+use keel_host::engine::{Engine, RunSettings, StrategySpec};
 use keel_host::sandbox::{
     BACKGROUND_QUIET, Binding, LoadedStrategy, Metering, Sandbox, SandboxConfig, StrategyArtifact,
     StrategyInstance,
@@ -419,9 +420,9 @@ fn main() {
         let db = dir.path().join(format!("paper-{n}.db"));
         let owner = keel_host::store::Ownership::claim(&db, "bench").expect("owner");
         let mut store = keel_host::store::Store::open(&db).expect("db");
-        let settings = PaperSettings {
+        let settings = RunSettings {
             feed_name: "sample:500".into(),
-            symbol: "BTC/USD".into(),
+            symbols: vec!["BTC/USD".into()],
             speed: None,
             cash: 10_000.0,
             risk: Default::default(),
@@ -437,11 +438,14 @@ fn main() {
             candidates: Default::default(),
         };
         let sb = sandbox(None, false);
-        let mut engine =
-            PaperEngine::open(&owner, store.conn(), &sb, settings, None).expect("engine");
-        let mut feed = Feed::sample(7, 500);
+        let mut engine = Engine::open(&owner, store.conn(), &sb, settings, None).expect("engine");
+        let mut feeds = Feeds::new(
+            vec!["BTC/USD".into()],
+            vec![BarFeed::sample(7, 500)],
+            Duration::ZERO,
+        );
         let started = Instant::now();
-        let summary = engine.run(&mut feed).expect("run");
+        let summary = engine.run(&mut feeds).expect("run");
         let paper_ms = started.elapsed().as_secs_f64() * 1e3 / summary.bars as f64;
         println!(
             "  N = {n:>2}   sandbox {sandbox_us:>8.1} µs/bar ({:.2} µs per strategy; baseline code {baseline_us:.1} µs/bar)   paper engine {paper_ms:>7.2} ms/bar",
