@@ -11,12 +11,12 @@ use std::collections::HashMap;
 
 use rusqlite::{Connection, params};
 
+use keel_candidates::judge::{self, PaperFigures};
 use keel_model::Params;
 
 use super::{Book, BookPlan, PaperEngine, audit, flatten, open_book};
 use crate::candidates::{self, CandidateState, Gate, GateResult, Verdict};
 use crate::ledger::float;
-use keel_candidates::judge::{self, PaperFigures};
 
 impl PaperEngine<'_> {
     /// This bar's return of every book, and of the main book into the
