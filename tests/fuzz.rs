@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use keel_backtester::engine::BacktestConfig;
 use keel_host::backtest::{self, Job};
-use keel_host::candidates::CandidatesConfig;
+use keel_host::candidates::{self, CandidatesConfig};
 use keel_host::engine::feed::BarFeed;
 use keel_host::engine::feeds::Feeds;
 use keel_host::engine::{Engine, RunSettings, StrategySpec};
@@ -377,7 +377,7 @@ fn mutated_configs_load_or_are_refused_in_one_line() {
             }
             let candidates_file = dir.path().join(format!("candidates-{i}.toml"));
             std::fs::write(&candidates_file, mutate(CANDIDATES_TOML, &mut rng)).expect("write");
-            match CandidatesConfig::load(&candidates_file) {
+            match candidates::load_config(&candidates_file) {
                 Err(e) => {
                     assert_one_line(&candidates_file.display().to_string(), &format!("{e:#}"))
                 }

@@ -7,11 +7,22 @@
 //! *paper* gate runs in shadow inside `keel run`. `promote` makes a
 //! candidate the active strategy (hot-swapped into a running engine), and
 //! `rollback` restores the previous one. Every state change is audited.
+//!
+//! What the figures mean, which moves the lifecycle allows and which
+//! version a rollback restores is decided in `keel-candidates`; this module
+//! runs the gates (wasm, backtests) and reads and writes the rows.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
 use rusqlite::{Connection, OptionalExtension, params};
+
+use keel_candidates::deploy::{self, DeployAction, Deployment};
+use keel_candidates::judge::{self, FoldReturn, Judgement};
+pub use keel_candidates::{
+    Actor, BacktestGate, CandidateState, CandidatesConfig, Gate, PaperGate, RollbackRule, Verdict,
+};
+use keel_candidates::{Move, UnknownName, transition};
 
 use keel_backtester::engine::BacktestConfig;
 use keel_backtester::fills::FillModel;
@@ -23,182 +34,40 @@ use crate::sandbox::{LoadedStrategy, Sandbox, StrategyArtifact};
 use crate::store::audit;
 use crate::validate;
 
-/// `candidates.toml`.
-#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct CandidatesConfig {
-    pub backtest: BacktestGate,
-    pub paper: PaperGate,
-    pub rollback: RollbackRule,
-}
-
-/// The backtest gate's data and thresholds.
-#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct BacktestGate {
-    /// `[SYMBOL=]FILE` (relative to `candidates.toml`) or
-    /// `SYMBOL@TIMEFRAME` (candles in the store); empty: the built-in
-    /// seeded sample.
-    pub data: Vec<String>,
-    #[serde(deserialize_with = "bounded::trades")]
-    pub min_trades: usize,
-    #[serde(deserialize_with = "bounded::sharpe")]
-    pub min_sharpe: f64,
-    #[serde(deserialize_with = "bounded::max_drawdown_pct")]
-    pub max_drawdown_pct: f64,
-    #[serde(deserialize_with = "bounded::profit_factor")]
-    pub min_profit_factor: f64,
-    /// Walk-forward folds (0: none); each fold's out-of-sample return must
-    /// not be below `min_oos_return_pct`.
-    #[serde(deserialize_with = "bounded::folds")]
-    pub walk_forward: usize,
-    #[serde(deserialize_with = "bounded::return_pct")]
-    pub min_oos_return_pct: f64,
-    #[serde(deserialize_with = "bounded::fee_bps")]
-    pub fee_bps: f64,
-    #[serde(deserialize_with = "bounded::slippage_bps")]
-    pub slippage_bps: f64,
-}
-
-impl Default for BacktestGate {
-    fn default() -> Self {
-        BacktestGate {
-            data: Vec::new(),
-            min_trades: 10,
-            min_sharpe: 0.0,
-            max_drawdown_pct: 25.0,
-            min_profit_factor: 1.0,
-            walk_forward: 0,
-            min_oos_return_pct: -100.0,
-            fee_bps: 10.0,
-            slippage_bps: 5.0,
+/// Reads `candidates.toml` at `path`, or the defaults when it does not
+/// exist. Data paths are made relative to the file.
+pub fn load_config(path: &Path) -> anyhow::Result<CandidatesConfig> {
+    if !path.exists() {
+        return Ok(CandidatesConfig::default());
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
+    let mut config = CandidatesConfig::parse(&text, &path.display().to_string())?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    for spec in &mut config.backtest.data {
+        // `SYMBOL@TIMEFRAME` names candles in the store, not a file.
+        if !spec.contains('=') && spec.contains('@') && !dir.join(&*spec).exists() {
+            continue;
         }
+        let (symbol, file) = match spec.split_once('=') {
+            Some((s, f)) => (Some(s.to_owned()), f.to_owned()),
+            None => (None, spec.clone()),
+        };
+        let full = dir.join(&file);
+        *spec = match symbol {
+            Some(s) => format!("{s}={}", full.display()),
+            None => full.display().to_string(),
+        };
     }
-}
-
-/// The paper gate's criteria.
-#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PaperGate {
-    /// Candidates run in shadow at once.
-    #[serde(deserialize_with = "bounded::slots")]
-    pub slots: usize,
-    #[serde(deserialize_with = "bounded::trades")]
-    pub min_trades: usize,
-    #[serde(deserialize_with = "bounded::max_drawdown_pct")]
-    pub max_drawdown_pct: f64,
-    /// Must promotion wait for this gate?
-    pub required: bool,
-}
-
-impl Default for PaperGate {
-    fn default() -> Self {
-        PaperGate {
-            slots: 3,
-            min_trades: 20,
-            max_drawdown_pct: 20.0,
-            required: true,
-        }
-    }
-}
-
-/// When a new version is rolled back by itself.
-#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RollbackRule {
-    /// Loss in a day since promotion, percent of equity at promotion.
-    #[serde(deserialize_with = "bounded::daily_loss_pct")]
-    pub daily_loss_pct: f64,
-}
-
-impl Default for RollbackRule {
-    fn default() -> Self {
-        RollbackRule {
-            daily_loss_pct: 15.0,
-        }
-    }
-}
-
-/// `candidates.toml`'s numbers, each checked against its range in
-/// [`crate::ranges`] as it is read (the error then names its line).
-mod bounded {
-    use crate::ranges;
-    use serde::Deserializer;
-
-    pub(super) fn trades<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
-        ranges::TRADES.deserialize("min_trades", d)
-    }
-    pub(super) fn sharpe<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-        ranges::SHARPE.deserialize("min_sharpe", d)
-    }
-    pub(super) fn max_drawdown_pct<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-        ranges::PERCENT.deserialize("max_drawdown_pct", d)
-    }
-    pub(super) fn daily_loss_pct<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-        ranges::PERCENT.deserialize("daily_loss_pct", d)
-    }
-    pub(super) fn profit_factor<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-        ranges::PROFIT_FACTOR.deserialize("min_profit_factor", d)
-    }
-    pub(super) fn folds<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
-        ranges::GATE_FOLDS.deserialize("walk_forward", d)
-    }
-    pub(super) fn return_pct<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-        ranges::RETURN_PCT.deserialize("min_oos_return_pct", d)
-    }
-    pub(super) fn fee_bps<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-        ranges::BPS.deserialize("fee_bps", d)
-    }
-    pub(super) fn slippage_bps<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-        ranges::BPS.deserialize("slippage_bps", d)
-    }
-    pub(super) fn slots<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
-        ranges::SHADOW_SLOTS.deserialize("slots", d)
-    }
-}
-
-impl CandidatesConfig {
-    /// Reads `path`, or the defaults when it does not exist. Data paths are
-    /// made relative to the file.
-    pub fn load(path: &Path) -> anyhow::Result<CandidatesConfig> {
-        if !path.exists() {
-            return Ok(CandidatesConfig::default());
-        }
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("{}: cannot read", path.display()))?;
-        let mut config: CandidatesConfig = toml::from_str(&text).map_err(|e| {
-            let line = e.span().map_or(1, |s| {
-                text[..s.start.min(text.len())].matches('\n').count() + 1
-            });
-            let msg = keel_model::shown::message(e.message().trim());
-            anyhow!("{}:{line}: {msg}", path.display())
-        })?;
-        let dir = path.parent().unwrap_or(Path::new("."));
-        for spec in &mut config.backtest.data {
-            // `SYMBOL@TIMEFRAME` names candles in the store, not a file.
-            if !spec.contains('=') && spec.contains('@') && !dir.join(&*spec).exists() {
-                continue;
-            }
-            let (symbol, file) = match spec.split_once('=') {
-                Some((s, f)) => (Some(s.to_owned()), f.to_owned()),
-                None => (None, spec.clone()),
-            };
-            let full = dir.join(&file);
-            *spec = match symbol {
-                Some(s) => format!("{s}={}", full.display()),
-                None => full.display().to_string(),
-            };
-        }
-        Ok(config)
-    }
+    Ok(config)
 }
 
 /// Who submitted a candidate, and what it descends from.
 #[derive(Debug, Clone)]
 pub struct Submission {
     pub note: String,
-    /// "person" or "evolution".
-    pub submitted_by: String,
+    /// A person or the evolution ([`Actor::submits`]).
+    pub submitted_by: Actor,
     /// The full SHA-256 of the strategy it was derived from (see
     /// [`resolve_parent`]).
     pub parent: Option<String>,
@@ -206,13 +75,29 @@ pub struct Submission {
     pub source: String,
 }
 
-/// One gate's verdict.
+/// One gate's verdict, with the figures it judged.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GateResult {
-    pub gate: String,
-    pub passed: bool,
+    pub gate: Gate,
+    pub verdict: Verdict,
     pub figures: serde_json::Value,
     pub detail: String,
+}
+
+impl GateResult {
+    /// `judgement`, stored with `figures`.
+    pub fn judged(judgement: &Judgement, figures: serde_json::Value) -> GateResult {
+        GateResult {
+            gate: judgement.gate,
+            verdict: judgement.verdict,
+            figures,
+            detail: judgement.detail(),
+        }
+    }
+
+    pub fn passed(&self) -> bool {
+        self.verdict.passed()
+    }
 }
 
 /// A stored candidate.
@@ -223,10 +108,10 @@ pub struct Candidate {
     pub name: String,
     pub version: String,
     pub parent: Option<String>,
-    pub submitted_by: String,
+    pub submitted_by: Actor,
     pub note: String,
     pub source: String,
-    pub state: String,
+    pub state: CandidateState,
     pub created_ms: i64,
 }
 
@@ -281,12 +166,17 @@ pub fn active(conn: &Connection) -> rusqlite::Result<Option<String>> {
 pub fn record_initial(conn: &Connection, artifact: &StrategyArtifact) -> rusqlite::Result<()> {
     store_blob(conn, artifact)?;
     conn.execute(
-        "INSERT INTO deployments (hash, action, actor, reason, time_ms) VALUES (?1, 'initial', 'keel', 'first strategy run', ?2)",
-        params![artifact.hash.to_hex(), now_ms()],
+        "INSERT INTO deployments (hash, action, actor, reason, time_ms) VALUES (?1, ?2, ?3, 'first strategy run', ?4)",
+        params![
+            artifact.hash.to_hex(),
+            DeployAction::Initial.as_str(),
+            Actor::Keel.as_str(),
+            now_ms()
+        ],
     )?;
     audit(
         conn,
-        "keel",
+        Actor::Keel.as_str(),
         "deploy",
         &format!("{} is the active strategy", artifact.hash.short()),
     )
@@ -305,12 +195,11 @@ pub fn resolve_parent(conn: &Connection, text: &str) -> anyhow::Result<String> {
     {
         return Ok(hash);
     }
-    let prefix = text.to_ascii_lowercase();
-    if prefix.len() < 6 || prefix.len() > 64 || !prefix.chars().all(|c| c.is_ascii_hexdigit()) {
+    let Some(prefix) = keel_candidates::lineage::hash_prefix(text) else {
         bail!(
             "--parent {text}: no candidate has that id, and it is not a SHA-256 (or 6 or more of its first hex digits)"
         );
-    }
+    };
     let matches: Vec<String> = {
         let mut stmt = conn.prepare(
             "SELECT hash FROM artifact_blobs WHERE substr(hash, 1, length(?1)) = ?1 LIMIT 2",
@@ -358,23 +247,19 @@ pub fn describe_hash(conn: &Connection, hash: &str) -> rusqlite::Result<String> 
 /// The ancestors of candidate `id`, parent first, as far as they are known
 /// (a parent that is no candidate ends the line).
 pub fn lineage(conn: &Connection, id: i64) -> anyhow::Result<Vec<String>> {
-    let mut line = Vec::new();
-    let mut next = get(conn, id)?.parent;
-    while let Some(hash) = next.take() {
-        if line.len() == 100 || line.contains(&hash) {
-            break;
-        }
-        next = conn
-            .query_row(
-                "SELECT parent FROM candidates WHERE hash = ?1",
-                [&hash],
-                |r| r.get::<_, Option<String>>(0),
-            )
-            .optional()?
-            .flatten();
-        line.push(hash);
-    }
-    Ok(line)
+    let parent_of = |hash: &str| {
+        conn.query_row(
+            "SELECT parent FROM candidates WHERE hash = ?1",
+            [hash],
+            |r| r.get::<_, Option<String>>(0),
+        )
+        .optional()
+        .map(Option::flatten)
+    };
+    Ok(keel_candidates::lineage::ancestors(
+        get(conn, id)?.parent,
+        parent_of,
+    )?)
 }
 
 /// Stores a candidate and runs its offline gates. A hash already submitted
@@ -402,15 +287,17 @@ pub fn submit(
             .context("candidates.toml: backtest.walk_forward")?;
     }
     let hash = artifact.hash.to_hex();
-    let existing: Option<(i64, String)> = conn
+    let existing: Option<(i64, CandidateState)> = conn
         .query_row(
             "SELECT id, state FROM candidates WHERE hash = ?1",
             [&hash],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, named(r, 1, CandidateState::parse)?)),
         )
         .optional()?;
     let report = match existing {
-        Some((id, state)) if state != "submitted" => return Ok((id, true, Vec::new())),
+        Some((id, state)) if state != CandidateState::Submitted => {
+            return Ok((id, true, Vec::new()));
+        }
         // Stored, but its gates never came to a verdict (the process died,
         // say): they run again.
         Some((id, _)) => {
@@ -430,22 +317,23 @@ pub fn submit(
     store_blob(&tx, artifact)?;
     tx.execute(
         "INSERT INTO candidates (hash, name, version, parent, submitted_by, note, source, state, created_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'submitted', ?8)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params![
             hash,
             name,
             version,
             submission.parent,
-            submission.submitted_by,
+            submission.submitted_by.as_str(),
             submission.note,
             submission.source,
+            CandidateState::Submitted.as_str(),
             now_ms()
         ],
     )?;
     let id = tx.last_insert_rowid();
     audit(
         &tx,
-        &submission.submitted_by,
+        submission.submitted_by.as_str(),
         "submit",
         &format!(
             "candidate {id}: {name} {version} ({})",
@@ -478,30 +366,27 @@ fn judge_offline(
             Err(e) => serde_json::json!({"check": c.name, "ok": false, "detail": e}),
         })
         .collect();
-    let validate = GateResult {
-        gate: "validate".into(),
-        passed: report.passed(),
-        figures: serde_json::json!({ "checks": checks }),
-        detail: if report.passed() {
-            "every check passed".into()
-        } else {
-            report.failures().join("; ")
-        },
-    };
+    let validate = GateResult::judged(
+        &judge::validate(report.failures()),
+        serde_json::json!({ "checks": checks }),
+    );
     record_gate(conn, id, &validate)?;
     gates.push(validate.clone());
-    if validate.passed {
+    if validate.passed() {
         let loaded = sandbox.load(artifact)?;
         let gate = backtest_gate(conn, sandbox, config, data, &loaded)?;
         record_gate(conn, id, &gate)?;
         gates.push(gate);
     }
-    let state = if gates.iter().all(|g| g.passed) {
-        "gated"
-    } else {
-        "failed"
-    };
-    set_state(conn, id, state, "keel", &format!("offline gates: {state}"))?;
+    let verdict = Verdict::from_passed(gates.iter().all(GateResult::passed));
+    let state = transition(CandidateState::Submitted, Move::OfflineGates(verdict))?;
+    set_state(
+        conn,
+        id,
+        state,
+        Actor::Keel,
+        &format!("offline gates: {state}"),
+    )?;
     Ok(gates)
 }
 
@@ -510,8 +395,8 @@ fn record_gate(conn: &Connection, id: i64, gate: &GateResult) -> rusqlite::Resul
         "INSERT INTO gate_results (candidate_id, gate, verdict, figures, detail, time_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![
             id,
-            gate.gate,
-            if gate.passed { "pass" } else { "fail" },
+            gate.gate.as_str(),
+            gate.verdict.as_str(),
             gate.figures.to_string(),
             gate.detail,
             now_ms()
@@ -525,20 +410,17 @@ fn record_gate(conn: &Connection, id: i64, gate: &GateResult) -> rusqlite::Resul
 /// rejected meanwhile keeps its state.
 pub fn record_paper_gate(conn: &Connection, id: i64, gate: &GateResult) -> rusqlite::Result<()> {
     record_gate(conn, id, gate)?;
-    let gated: bool = conn.query_row(
-        "SELECT state = 'gated' FROM candidates WHERE id = ?1",
-        [id],
-        |r| r.get(0),
-    )?;
-    if !gated {
+    let state = conn.query_row("SELECT state FROM candidates WHERE id = ?1", [id], |r| {
+        named(r, 0, CandidateState::parse)
+    })?;
+    let Ok(state) = transition(state, Move::PaperGate(gate.verdict)) else {
         return Ok(());
-    }
-    let state = if gate.passed { "passed" } else { "failed" };
+    };
     set_state(
         conn,
         id,
         state,
-        "keel",
+        Actor::Keel,
         &format!("paper gate: {}", gate.detail),
     )
 }
@@ -546,15 +428,32 @@ pub fn record_paper_gate(conn: &Connection, id: i64, gate: &GateResult) -> rusql
 fn set_state(
     conn: &Connection,
     id: i64,
-    state: &str,
-    actor: &str,
+    state: CandidateState,
+    actor: Actor,
     reason: &str,
 ) -> rusqlite::Result<()> {
     conn.execute(
         "UPDATE candidates SET state = ?2 WHERE id = ?1",
-        params![id, state],
+        params![id, state.as_str()],
     )?;
-    audit(conn, actor, &format!("candidate {id} {state}"), reason)
+    audit(
+        conn,
+        actor.as_str(),
+        &format!("candidate {id} {state}"),
+        reason,
+    )
+}
+
+/// Column `i` of `r`, a name of one of the lifecycle's enums.
+fn named<T>(
+    r: &rusqlite::Row<'_>,
+    i: usize,
+    parse: fn(&str) -> Result<T, UnknownName>,
+) -> rusqlite::Result<T> {
+    let text: String = r.get(i)?;
+    parse(&text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+    })
 }
 
 fn gate_data(config: &CandidatesConfig, db: &Path) -> anyhow::Result<Vec<Dataset>> {
@@ -622,34 +521,7 @@ fn backtest_gate(
         Ok(backtest::run_job(sandbox, &job, data, &bt)?.metrics)
     };
     let m = run(loaded)?;
-    let mut failures = Vec::new();
-    if m.trades < gate.min_trades {
-        failures.push(format!(
-            "{} trades, fewer than {}",
-            m.trades, gate.min_trades
-        ));
-    }
-    match m.sharpe {
-        Some(s) if s >= gate.min_sharpe => {}
-        Some(s) => failures.push(format!("Sharpe {s:.2} below {:.2}", gate.min_sharpe)),
-        None => failures.push("no Sharpe ratio (flat equity)".into()),
-    }
-    if m.max_drawdown * 100.0 > gate.max_drawdown_pct {
-        failures.push(format!(
-            "max drawdown {:.2}% over {:.2}%",
-            m.max_drawdown * 100.0,
-            gate.max_drawdown_pct
-        ));
-    }
-    match m.profit_factor {
-        Some(pf) if pf >= gate.min_profit_factor => {}
-        Some(pf) => failures.push(format!(
-            "profit factor {pf:.2} below {:.2}",
-            gate.min_profit_factor
-        )),
-        None => failures.push("no profit factor (no losing or no winning trade)".into()),
-    }
-    let mut oos = Vec::new();
+    let mut folds = Vec::new();
     if gate.walk_forward > 0 {
         let grid = vec![Params::resolve(&loaded.info.params, &[])?];
         let wf = backtest::walk_forward(
@@ -661,17 +533,16 @@ fn backtest_gate(
             gate.walk_forward,
             |_, _| {},
         )?;
-        for fold in &wf.folds {
-            let r = fold.out_of_sample_metrics.total_return * 100.0;
-            oos.push(r);
-            if r < gate.min_oos_return_pct {
-                failures.push(format!(
-                    "fold {} out-of-sample return {r:.2}% below {:.2}%",
-                    fold.fold, gate.min_oos_return_pct
-                ));
-            }
-        }
+        folds = wf
+            .folds
+            .iter()
+            .map(|fold| FoldReturn {
+                fold: fold.fold,
+                return_pct: fold.out_of_sample_metrics.total_return * 100.0,
+            })
+            .collect();
     }
+    let judgement = judge::backtest(gate, &m, &folds);
     let active_figures = match active(conn)? {
         Some(hash) if hash != loaded.hash.to_hex() => {
             let artifact = load_blob(conn, &hash)?;
@@ -680,21 +551,16 @@ fn backtest_gate(
         }
         _ => None,
     };
-    Ok(GateResult {
-        gate: "backtest".into(),
-        passed: failures.is_empty(),
-        figures: serde_json::json!({
+    let oos: Vec<f64> = folds.iter().map(|f| f.return_pct).collect();
+    Ok(GateResult::judged(
+        &judgement,
+        serde_json::json!({
             "data": data.iter().map(|d| d.reference.source.clone()).collect::<Vec<_>>(),
             "candidate": metrics_json(&m),
             "active": active_figures,
             "out_of_sample_return_pct": oos,
         }),
-        detail: if failures.is_empty() {
-            "every threshold met".into()
-        } else {
-            failures.join("; ")
-        },
-    })
+    ))
 }
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Candidate> {
@@ -704,10 +570,10 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Candidate> {
         name: r.get(2)?,
         version: r.get(3)?,
         parent: r.get(4)?,
-        submitted_by: r.get(5)?,
+        submitted_by: named(r, 5, Actor::parse)?,
         note: r.get(6)?,
         source: r.get(7)?,
-        state: r.get(8)?,
+        state: named(r, 8, CandidateState::parse)?,
         created_ms: r.get(9)?,
     })
 }
@@ -739,8 +605,8 @@ pub fn gates(conn: &Connection, id: i64) -> rusqlite::Result<Vec<(GateResult, i6
         let figures: String = r.get(2)?;
         Ok((
             GateResult {
-                gate: r.get(0)?,
-                passed: r.get::<_, String>(1)? == "pass",
+                gate: named(r, 0, Gate::parse)?,
+                verdict: named(r, 1, Verdict::parse)?,
                 figures: serde_json::from_str(&figures).unwrap_or(serde_json::Value::Null),
                 detail: r.get(3)?,
             },
@@ -772,12 +638,15 @@ pub fn history(
     .collect()
 }
 
-pub fn reject(conn: &Connection, id: i64, actor: &str, reason: &str) -> anyhow::Result<()> {
+pub fn reject(conn: &Connection, id: i64, actor: Actor, reason: &str) -> anyhow::Result<()> {
     let c = get(conn, id)?;
-    if c.state == "promoted" {
-        bail!("candidate {id} is the active strategy; roll back instead");
-    }
-    set_state(conn, id, "rejected", actor, reason)?;
+    let state = transition(c.state, Move::Reject).map_err(|refused| match refused.from {
+        CandidateState::Promoted => {
+            anyhow!("candidate {id} is the active strategy; roll back instead")
+        }
+        _ => anyhow!("candidate {id}: {refused}"),
+    })?;
+    set_state(conn, id, state, actor, reason)?;
     Ok(())
 }
 
@@ -787,32 +656,21 @@ pub fn promote(
     conn: &Connection,
     config: &CandidatesConfig,
     id: i64,
-    actor: &str,
+    actor: Actor,
     force: Option<&str>,
 ) -> anyhow::Result<Candidate> {
     let c = get(conn, id)?;
-    if matches!(c.state.as_str(), "rejected" | "promoted") {
-        bail!("candidate {id} is {}; it cannot be promoted", c.state);
-    }
+    let promoted = transition(c.state, Move::Promote)
+        .map_err(|_| anyhow!("candidate {id} is {}; it cannot be promoted", c.state))?;
     let results = gates(conn, id)?;
-    let passed = |gate: &str| {
+    let latest = |gate: Gate| {
         results
             .iter()
             .rev()
             .find(|(g, _)| g.gate == gate)
-            .map(|(g, _)| g.passed)
+            .map(|(g, _)| g.verdict)
     };
-    let mut missing = Vec::new();
-    for gate in ["validate", "backtest", "paper"] {
-        if gate == "paper" && !config.paper.required {
-            continue;
-        }
-        match passed(gate) {
-            Some(true) => {}
-            Some(false) => missing.push(format!("{gate} failed")),
-            None => missing.push(format!("{gate} has not run")),
-        }
-    }
+    let missing = judge::promotion_blockers(config.paper.required, latest);
     if !missing.is_empty() {
         match force {
             None => bail!(
@@ -821,24 +679,32 @@ pub fn promote(
             ),
             Some(reason) => audit(
                 conn,
-                actor,
+                actor.as_str(),
                 &format!("candidate {id} forced"),
                 &format!("promoted despite: {}; reason: {reason}", missing.join(", ")),
             )?,
         }
     }
     if let Some(previous) = active(conn)? {
+        // The version it replaces is retired (no audit line of its own: the
+        // promotion's says it all).
+        let retired = transition(CandidateState::Promoted, Move::Retire)?;
         conn.execute(
-            "UPDATE candidates SET state = 'retired' WHERE hash = ?1 AND state = 'promoted'",
-            [&previous],
+            "UPDATE candidates SET state = ?2 WHERE hash = ?1 AND state = ?3",
+            params![
+                &previous,
+                retired.as_str(),
+                CandidateState::Promoted.as_str()
+            ],
         )?;
     }
     conn.execute(
-        "INSERT INTO deployments (hash, candidate_id, action, actor, reason, forced, time_ms) VALUES (?1, ?2, 'promote', ?3, ?4, ?5, ?6)",
+        "INSERT INTO deployments (hash, candidate_id, action, actor, reason, forced, time_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![
             c.hash,
             id,
-            actor,
+            DeployAction::Promote.as_str(),
+            actor.as_str(),
             force.unwrap_or("every gate passed"),
             i64::from(force.is_some()),
             now_ms()
@@ -847,80 +713,67 @@ pub fn promote(
     set_state(
         conn,
         id,
-        "promoted",
+        promoted,
         actor,
         force.unwrap_or("every gate passed"),
     )?;
     get(conn, id)
 }
 
-/// The active versions the deployments describe, oldest first, each with
-/// its candidate id: the first run and every promotion put a version on
-/// top, a rollback takes the top one off and goes back to the one under it.
-fn deployed_versions(conn: &Connection) -> rusqlite::Result<Vec<(String, Option<i64>)>> {
+/// Every deployment row, oldest first.
+fn deployments(conn: &Connection) -> rusqlite::Result<Vec<Deployment>> {
     let mut stmt =
         conn.prepare("SELECT hash, candidate_id, action FROM deployments ORDER BY id")?;
-    let rows = stmt.query_map([], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, Option<i64>>(1)?,
-            r.get::<_, String>(2)?,
-        ))
-    })?;
-    let mut versions: Vec<(String, Option<i64>)> = Vec::new();
-    for row in rows {
-        let (hash, candidate, action) = row?;
-        if action == "rollback" {
-            versions.pop();
-            // What the row says became active is the truth, should the
-            // history say otherwise.
-            if versions.last().is_none_or(|(top, _)| *top != hash) {
-                versions.push((hash, candidate));
-            }
-        } else {
-            versions.push((hash, candidate));
-        }
-    }
-    Ok(versions)
+    stmt.query_map([], |r| {
+        Ok(Deployment {
+            hash: r.get(0)?,
+            candidate: r.get(1)?,
+            action: named(r, 2, DeployAction::parse)?,
+        })
+    })?
+    .collect()
 }
 
-/// Restores the active version from before the current one was deployed:
-/// rolling back twice after two promotions restores the first version, never
-/// the one just rolled back. The version rolled back is retired; a restored
-/// candidate is the promoted one again. Returns the restored hash.
-pub fn rollback(conn: &Connection, actor: &str, reason: &str) -> anyhow::Result<String> {
-    let mut versions = deployed_versions(conn)?;
-    let Some((current, current_candidate)) = versions.pop() else {
-        bail!("nothing has been deployed; there is nothing to roll back");
-    };
-    let Some((previous, previous_candidate)) = versions.pop() else {
-        bail!("there is no earlier version to roll back to");
-    };
-    conn.execute(
-        "INSERT INTO deployments (hash, candidate_id, action, actor, reason, time_ms) VALUES (?1, ?2, 'rollback', ?3, ?4, ?5)",
-        params![previous, previous_candidate, actor, reason, now_ms()],
-    )?;
-    if let Some(id) = current_candidate {
-        set_state(
-            conn,
-            id,
-            "retired",
-            actor,
-            &format!("rolled back: {reason}"),
-        )?;
+/// Restores the active version from before the current one was deployed
+/// (`deploy::plan_rollback` decides which). The version rolled back is
+/// retired; a restored candidate is the promoted one again. Every move is
+/// checked before anything is written. Returns the restored hash.
+pub fn rollback(conn: &Connection, actor: Actor, reason: &str) -> anyhow::Result<String> {
+    let plan = deploy::plan_rollback(deployments(conn)?)?;
+    let moves = [
+        (plan.current.candidate, Move::Retire),
+        (plan.restore.candidate, Move::Restore),
+    ];
+    let mut changes = Vec::new();
+    for (candidate, by) in moves {
+        if let Some(id) = candidate {
+            let state = transition(get(conn, id)?.state, by)
+                .map_err(|refused| anyhow!("cannot roll back: candidate {id}: {refused}"))?;
+            changes.push((id, state, by));
+        }
     }
-    if let Some(id) = previous_candidate {
-        set_state(
-            conn,
-            id,
-            "promoted",
-            actor,
-            &format!("restored by a rollback: {reason}"),
-        )?;
+    let (current, previous) = (&plan.current.hash, &plan.restore.hash);
+    conn.execute(
+        "INSERT INTO deployments (hash, candidate_id, action, actor, reason, time_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            previous,
+            plan.restore.candidate,
+            DeployAction::Rollback.as_str(),
+            actor.as_str(),
+            reason,
+            now_ms()
+        ],
+    )?;
+    for (id, state, by) in changes {
+        let why = match by {
+            Move::Restore => format!("restored by a rollback: {reason}"),
+            _ => format!("rolled back: {reason}"),
+        };
+        set_state(conn, id, state, actor, &why)?;
     }
     audit(
         conn,
-        actor,
+        actor.as_str(),
         "rollback",
         &format!(
             "{} replaced by {}: {reason}",
@@ -928,7 +781,7 @@ pub fn rollback(conn: &Connection, actor: &str, reason: &str) -> anyhow::Result<
             &previous[..12.min(previous.len())]
         ),
     )?;
-    Ok(previous)
+    Ok(previous.clone())
 }
 
 #[cfg(test)]
@@ -948,7 +801,7 @@ mod tests {
         (conn.last_insert_rowid(), artifact.hash.to_hex())
     }
 
-    fn state(conn: &Connection, id: i64) -> String {
+    fn state(conn: &Connection, id: i64) -> CandidateState {
         get(conn, id).expect("candidate").state
     }
 
@@ -959,17 +812,17 @@ mod tests {
         let conn = store.conn();
         let (waiting, _) = candidate(conn, b"waiting");
         let (rejected, _) = candidate(conn, b"rejected");
-        reject(conn, rejected, "operator", "no").expect("reject");
-        let verdict = |passed| GateResult {
-            gate: "paper".into(),
-            passed,
+        reject(conn, rejected, Actor::Operator, "no").expect("reject");
+        let verdict = |verdict| GateResult {
+            gate: Gate::Paper,
+            verdict,
             figures: serde_json::json!({}),
             detail: "test".into(),
         };
-        record_paper_gate(conn, waiting, &verdict(true)).expect("verdict");
-        record_paper_gate(conn, rejected, &verdict(true)).expect("verdict");
-        assert_eq!(state(conn, waiting), "passed");
-        assert_eq!(state(conn, rejected), "rejected");
+        record_paper_gate(conn, waiting, &verdict(Verdict::Pass)).expect("verdict");
+        record_paper_gate(conn, rejected, &verdict(Verdict::Pass)).expect("verdict");
+        assert_eq!(state(conn, waiting), CandidateState::Passed);
+        assert_eq!(state(conn, rejected), CandidateState::Rejected);
         // Both verdicts are on record.
         assert_eq!(gates(conn, rejected).expect("gates").len(), 1);
     }
@@ -985,42 +838,45 @@ mod tests {
         let (c, c_hash) = candidate(conn, b"third");
         let config = CandidatesConfig::default();
         for id in [b, c] {
-            promote(conn, &config, id, "operator", Some("test")).expect("promote");
+            promote(conn, &config, id, Actor::Operator, Some("test")).expect("promote");
         }
         assert_eq!(active(conn).expect("active"), Some(c_hash.clone()));
         assert_eq!(
             (state(conn, b), state(conn, c)),
-            ("retired".into(), "promoted".into())
+            (CandidateState::Retired, CandidateState::Promoted)
         );
 
         // The first rollback restores the second version, which is the
         // promoted candidate again.
-        assert_eq!(rollback(conn, "operator", "one").expect("rollback"), b_hash);
+        assert_eq!(
+            rollback(conn, Actor::Operator, "one").expect("rollback"),
+            b_hash
+        );
         assert_eq!(active(conn).expect("active"), Some(b_hash));
         assert_eq!(
             (state(conn, b), state(conn, c)),
-            ("promoted".into(), "retired".into())
+            (CandidateState::Promoted, CandidateState::Retired)
         );
         // The second goes further back, not forward to the third.
         assert_eq!(
-            rollback(conn, "operator", "two").expect("rollback"),
+            rollback(conn, Actor::Operator, "two").expect("rollback"),
             first.hash.to_hex()
         );
         assert_eq!(active(conn).expect("active"), Some(first.hash.to_hex()));
         assert_eq!(
             (state(conn, b), state(conn, c)),
-            ("retired".into(), "retired".into())
+            (CandidateState::Retired, CandidateState::Retired)
         );
-        let err = rollback(conn, "operator", "three").expect_err("nothing earlier");
+        let err = rollback(conn, Actor::Operator, "three").expect_err("nothing earlier");
         assert_eq!(
             err.to_string(),
             "there is no earlier version to roll back to"
         );
 
         // A promotion after the rollbacks is rolled back to the first again.
-        promote(conn, &config, c, "operator", Some("again")).expect("promote");
+        promote(conn, &config, c, Actor::Operator, Some("again")).expect("promote");
         assert_eq!(
-            rollback(conn, "operator", "four").expect("rollback"),
+            rollback(conn, Actor::Operator, "four").expect("rollback"),
             first.hash.to_hex()
         );
         let rollbacks: i64 = conn

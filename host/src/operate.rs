@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
+use clap::builder::TypedValueParser;
 
 use keel_backtester::fills::FillModel;
 use keel_model::candles::format_time;
@@ -15,7 +16,7 @@ use keel_model::shown;
 
 use crate::api::{self, ApiServer, Bound, Edge, Shared};
 use crate::build_strategy;
-use crate::candidates::{self, CandidatesConfig};
+use crate::candidates::{self, Actor, CandidateState, Gate};
 use crate::cli::CompileCache;
 use crate::control::{self, Command, Snapshot};
 use crate::engine::feed::BarFeed;
@@ -168,12 +169,12 @@ fn names_symbol(spec: &str) -> bool {
     !Path::new(rest).exists() && rest.contains('=')
 }
 
-/// One `--feed`: its symbols, each with its bar feed, its name in the
-/// ledger and (live) its poll interval.
-fn feed(
-    spec: &str,
-    args: &PaperArgs,
-) -> anyhow::Result<Vec<(String, BarFeed, String, Option<Duration>)>> {
+/// One symbol of a `--feed`: its bar feed, its name in the ledger and (for a
+/// live feed) its poll interval.
+type SymbolFeed = (String, BarFeed, String, Option<Duration>);
+
+/// One `--feed`: its symbols.
+fn feed(spec: &str, args: &PaperArgs) -> anyhow::Result<Vec<SymbolFeed>> {
     if let Some(rest) = spec.strip_prefix("replay:") {
         let (symbol, path) = match rest.split_once('=') {
             Some((symbol, path)) if names_symbol(spec) => {
@@ -362,7 +363,7 @@ pub fn run(args: &PaperArgs, db: &Path, cache: &CompileCache) -> anyhow::Result<
         Some(path) => RiskConfig::load(path).map_err(anyhow::Error::msg)?,
         None => RiskConfig::default(),
     };
-    let candidates_config = CandidatesConfig::load(&args.candidates)?;
+    let candidates_config = candidates::load_config(&args.candidates)?;
     let (mut feeds, symbols, feed_name) = feeds(args)?;
     let mut controls = Controls::start(db, args.control_port)?;
     // A promoted candidate swaps in within milliseconds: baseline code at
@@ -718,15 +719,20 @@ pub enum CandidateCommand {
 #[derive(Debug, Args)]
 pub struct Decider {
     /// `operator` (a person) or `evolution` (the nightly job).
-    #[arg(long = "by", default_value = "operator", value_parser = ["operator", "evolution"])]
-    pub actor: String,
+    #[arg(
+        long = "by",
+        default_value = "operator",
+        value_parser = clap::builder::PossibleValuesParser::new(["operator", "evolution"])
+            .try_map(|by| Actor::parse(&by))
+    )]
+    pub actor: Actor,
 }
 
 fn gate_line(g: &candidates::GateResult) -> String {
     format!(
         "{:<9} {}  {}",
         g.gate,
-        if g.passed { "PASS" } else { "FAIL" },
+        if g.passed() { "PASS" } else { "FAIL" },
         g.detail
     )
 }
@@ -740,8 +746,8 @@ fn figure_lines(g: &candidates::GateResult) -> Vec<String> {
         v.as_f64()
             .map_or("-".to_owned(), |x| format!("{x:.digits$}"))
     };
-    match g.gate.as_str() {
-        "validate" if f["checks"].is_array() => f["checks"]
+    match g.gate {
+        Gate::Validate if f["checks"].is_array() => f["checks"]
             .as_array()
             .into_iter()
             .flatten()
@@ -758,7 +764,7 @@ fn figure_lines(g: &candidates::GateResult) -> Vec<String> {
                 )
             })
             .collect(),
-        "backtest" if f["candidate"].is_object() => {
+        Gate::Backtest if f["candidate"].is_object() => {
             let data: Vec<&str> = f["data"]
                 .as_array()
                 .into_iter()
@@ -811,7 +817,7 @@ fn figure_lines(g: &candidates::GateResult) -> Vec<String> {
             }
             lines
         }
-        "paper" if f["trades"].is_number() => {
+        Gate::Paper if f["trades"].is_number() => {
             let mut parts = Vec::new();
             if f["bars"].is_number() {
                 parts.push(format!("{} bars", f["bars"]));
@@ -885,7 +891,7 @@ fn hot_swap(db: &Path, hash: &str, actor: &str, reason: &str) -> anyhow::Result<
 
 /// `keel candidate …`.
 pub fn candidate(args: &CandidateArgs, db: &Path, cache: &CompileCache) -> anyhow::Result<bool> {
-    let config = CandidatesConfig::load(&args.config)?;
+    let config = candidates::load_config(&args.config)?;
     let mut store = Store::open(db)?;
     match &args.command {
         CandidateCommand::Submit {
@@ -895,9 +901,10 @@ pub fn candidate(args: &CandidateArgs, db: &Path, cache: &CompileCache) -> anyho
             parent,
             target_dir,
         } => {
-            if by != "person" && by != "evolution" {
-                bail!("--by {by}: expected person or evolution");
-            }
+            let by = match Actor::parse(by) {
+                Ok(actor) if actor.submits() => actor,
+                _ => bail!("--by {by}: expected person or evolution"),
+            };
             let file = if source.is_dir() {
                 build_strategy::build(source, target_dir.as_deref())?
                     .into_iter()
@@ -917,7 +924,7 @@ pub fn candidate(args: &CandidateArgs, db: &Path, cache: &CompileCache) -> anyho
             let artifact = StrategyArtifact::read(&file, sandbox.limits().max_wasm_bytes)?;
             let submission = candidates::Submission {
                 note: note.clone(),
-                submitted_by: by.clone(),
+                submitted_by: by,
                 parent,
                 source: source.display().to_string(),
             };
@@ -940,16 +947,16 @@ pub fn candidate(args: &CandidateArgs, db: &Path, cache: &CompileCache) -> anyho
             );
             for g in &gates {
                 println!("  {}", gate_line(g));
-                if g.gate == "backtest" {
+                if g.gate == Gate::Backtest {
                     for line in figure_lines(g) {
                         println!("            {line}");
                     }
                 }
             }
-            if c.state == "gated" && control::serving_pid(db).is_some() {
+            if c.state == CandidateState::Gated && control::serving_pid(db).is_some() {
                 println!("  paper     next: the running keel run shadows it once a slot is free");
             }
-            Ok(gates.iter().all(|g| g.passed))
+            Ok(gates.iter().all(candidates::GateResult::passed))
         }
         CandidateCommand::List { json } => {
             let all = candidates::list(store.conn())?;
@@ -1015,7 +1022,7 @@ pub fn candidate(args: &CandidateArgs, db: &Path, cache: &CompileCache) -> anyho
                     "state": c.state, "source": c.source, "submitted_by": c.submitted_by,
                     "note": c.note, "lineage": lineage,
                     "gates": gates.iter().map(|(g, at)| serde_json::json!({
-                        "gate": g.gate, "passed": g.passed, "detail": g.detail,
+                        "gate": g.gate, "passed": g.passed(), "detail": g.detail,
                         "figures": g.figures, "time": format_time(*at),
                     })).collect::<Vec<_>>(),
                     "history": history.iter().map(|(at, actor, action, detail)| serde_json::json!({
@@ -1073,7 +1080,7 @@ pub fn candidate(args: &CandidateArgs, db: &Path, cache: &CompileCache) -> anyho
                 (true, None) => bail!("--force needs --reason"),
                 (false, _) => None,
             };
-            let c = candidates::promote(store.conn(), &config, *id, &by.actor, force_reason)?;
+            let c = candidates::promote(store.conn(), &config, *id, by.actor, force_reason)?;
             println!(
                 "candidate {} ({} {}) is the active strategy",
                 c.id,
@@ -1083,18 +1090,18 @@ pub fn candidate(args: &CandidateArgs, db: &Path, cache: &CompileCache) -> anyho
             let why = reason
                 .clone()
                 .unwrap_or_else(|| format!("promote candidate {id}"));
-            hot_swap(db, &c.hash, &by.actor, &why)?;
+            hot_swap(db, &c.hash, by.actor.as_str(), &why)?;
             Ok(true)
         }
         CandidateCommand::Reject { id, reason, by } => {
-            candidates::reject(store.conn(), *id, &by.actor, reason)?;
+            candidates::reject(store.conn(), *id, by.actor, reason)?;
             println!("candidate {id} rejected");
             Ok(true)
         }
         CandidateCommand::Rollback { reason, by } => {
-            let previous = candidates::rollback(store.conn(), &by.actor, reason)?;
+            let previous = candidates::rollback(store.conn(), by.actor, reason)?;
             println!("rolled back to {}", &previous[..12]);
-            hot_swap(db, &previous, &by.actor, reason)?;
+            hot_swap(db, &previous, by.actor.as_str(), reason)?;
             Ok(true)
         }
     }

@@ -7,9 +7,13 @@
 use keel_model::Bounds;
 use keel_model::candles::{MAX_CANDLE_VALUE, MIN_CANDLE_PRICE};
 
-/// Fees and slippage in basis points of notional: at most 10% a fill (at
-/// 100% a fill's fee alone could take more than the book holds).
-pub const BPS: Bounds<f64> = Bounds::new(0.0, 1000.0);
+/// `candidates.toml`'s own ranges live beside it.
+pub use keel_candidates::config::{
+    GATE_FOLDS, PROFIT_FACTOR, RETURN_PCT, SHADOW_SLOTS, SHARPE, TRADES,
+};
+/// Fees and slippage in basis points of notional, and percentages of
+/// equity: shared with `candidates.toml`, so defined in `keel-model`.
+pub use keel_model::bounds::{BPS, PERCENT};
 /// A book's starting cash: positive, and far inside what the ledger's
 /// decimals hold.
 pub const CASH: Bounds<f64> = Bounds::above(0.0, 1e12);
@@ -40,20 +44,6 @@ pub const SYNTH_BARS: Bounds<usize> = Bounds::new(1, 100_000_000);
 pub const SYNTH_PRICE: Bounds<f64> = Bounds::new(MIN_CANDLE_PRICE, MAX_CANDLE_VALUE);
 pub const SYNTH_SIGMA: Bounds<f64> = Bounds::new(0.0, 0.5);
 
-/// Percentages of equity (risk limits, gate thresholds).
-pub const PERCENT: Bounds<f64> = Bounds::above(0.0, 100.0);
-/// Counts of trades a gate requires.
-pub const TRADES: Bounds<usize> = Bounds::new(0, 1_000_000);
-/// Candidates in shadow at once.
-pub const SHADOW_SLOTS: Bounds<usize> = Bounds::new(1, 64);
-/// A gate's minimum Sharpe ratio (a large negative one waives the check).
-pub const SHARPE: Bounds<f64> = Bounds::new(-1e6, 1e6);
-/// A gate's minimum profit factor.
-pub const PROFIT_FACTOR: Bounds<f64> = Bounds::new(0.0, 1000.0);
-/// The backtest gate's walk-forward folds (0: none).
-pub const GATE_FOLDS: Bounds<usize> = Bounds::new(0, 100);
-/// A return in percent: from losing everything to a hundredfold.
-pub const RETURN_PCT: Bounds<f64> = Bounds::new(-100.0, 10_000.0);
 /// Open positions a book may hold.
 pub const OPEN_POSITIONS: Bounds<u32> = Bounds::new(1, 10_000);
 /// The smallest order, quote currency.

@@ -6,6 +6,13 @@
 use std::fmt;
 use std::str::FromStr;
 
+/// Fees and slippage in basis points of notional: at most 10% a fill (at
+/// 100% a fill's fee alone could take more than the book holds). Shared by
+/// the host's options and `candidates.toml`.
+pub const BPS: Bounds<f64> = Bounds::new(0.0, 1000.0);
+/// Percentages of equity (risk limits, gate thresholds).
+pub const PERCENT: Bounds<f64> = Bounds::above(0.0, 100.0);
+
 /// The values a number may take: `min` to `max`, both included, unless
 /// `min_open` leaves `min` out. NaN is never inside.
 #[derive(Debug, Clone, Copy, PartialEq)]

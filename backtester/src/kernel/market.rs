@@ -133,7 +133,7 @@ mod tests {
                 assert_eq!(exact(e), e, "{x}");
                 // The decimal a ledger keeps, parsed back, is the same float.
                 let text = format!("{e:.8}");
-                assert_eq!(text.parse::<f64>().unwrap(), e, "{x} -> {text}");
+                assert_eq!(text.parse::<f64>().expect("a number"), e, "{x} -> {text}");
                 let grid = f64::max(5e-9, x.abs() * 5e-14);
                 assert!((e - x).abs() <= grid + x.abs() * 1e-15, "{x} -> {e}");
             }

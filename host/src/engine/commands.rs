@@ -258,20 +258,20 @@ impl Engine<'_> {
         self.record_returns();
         self.judge_shadows(false)?;
         self.admit_shadows()?;
-        let rule = self.settings.candidates.rollback.daily_loss_pct;
+        let rule = &self.settings.candidates.rollback;
         let now = self.cursor_ms.unwrap_or(0);
         let losing = self.slots.iter().find_map(|b| {
             let (at, since) = b.promoted_at?;
-            let equity = float(b.ledger.equity());
-            let loss = (at - equity) / at * 100.0;
-            // Its first day (24 hours of feed time) after taking over.
-            (now - since <= 86_400_000 && at > 0.0 && loss >= rule).then_some(loss)
+            rule.first_day_loss(at, since, float(b.ledger.equity()), now)
         });
         if let Some(loss) = losing {
-            let reason =
-                format!("the new version lost {loss:.2}% in its first day, over the {rule}% limit");
-            let previous = candidates::rollback(self.conn, "risk-manager", &reason)?;
-            self.swap(&previous, "risk-manager", &reason)?;
+            let reason = format!(
+                "the new version lost {loss:.2}% in its first day, over the {}% limit",
+                rule.daily_loss_pct
+            );
+            let actor = candidates::Actor::RiskManager;
+            let previous = candidates::rollback(self.conn, actor, &reason)?;
+            self.swap(&previous, actor.as_str(), &reason)?;
             for b in &mut self.slots {
                 b.promoted_at = None;
             }

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 
 use rusqlite::{Connection, params};
 
+use keel_candidates::judge::{self, PaperFigures};
 use keel_model::Params;
 
 use keel_backtester::kernel::FillSource;
@@ -18,7 +19,7 @@ use keel_backtester::kernel::FillSource;
 use super::Engine;
 use super::journal::Journal;
 use super::slot::{BookPlan, Slot, open_slot};
-use crate::candidates::{self, GateResult};
+use crate::candidates::{self, CandidateState, Gate, GateResult, Verdict};
 use crate::ledger::float;
 use crate::store::audit;
 
@@ -62,7 +63,8 @@ impl Engine<'_> {
                 params![book.id, candidate],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )?;
-            if state != "gated" {
+            let state = CandidateState::parse(&state)?;
+            if state != CandidateState::Gated {
                 // Promoted or rejected meanwhile: its trial is moot.
                 ended.push((
                     i,
@@ -71,58 +73,29 @@ impl Engine<'_> {
                 continue;
             }
             book.trades = trades as u64;
-            let pnl = float(book.ledger.equity() - book.ledger.start_cash);
-            let drawdown = book.max_drawdown_pct;
-            let (sharpe, active_sharpe) = (book.returns.sharpe(), book.active_returns.sharpe());
-            let enough = book.trades as usize >= gate.min_trades;
-            let breached = drawdown >= gate.max_drawdown_pct;
-            // A quarantined strategy trades no more: its trial is over.
-            let quarantined = book.instance.is_quarantined();
-            let mut failures = Vec::new();
-            if quarantined {
-                failures.push("quarantined after repeated failures".into());
-            }
-            if !enough {
-                failures.push(format!(
-                    "{} paper trades, fewer than {}",
-                    book.trades, gate.min_trades
-                ));
-            }
-            if pnl <= 0.0 {
-                failures.push(format!("P&L {pnl:.2} is not positive"));
-            }
-            if breached {
-                failures.push(format!(
-                    "max drawdown {drawdown:.2}% not under {}%",
-                    gate.max_drawdown_pct
-                ));
-            }
-            match (sharpe, active_sharpe) {
-                (Some(c), Some(a)) if c < a => failures.push(format!(
-                    "Sharpe {c:.4} worse than the active strategy's {a:.4} over the same bars"
-                )),
-                (None, _) => failures.push("no risk-adjusted return yet".into()),
-                _ => {}
-            }
-            let passed = failures.is_empty();
-            if !(passed || breached || quarantined || (at_end && enough)) {
-                continue;
-            }
-            let result = GateResult {
-                gate: "paper".into(),
-                passed,
-                figures: serde_json::json!({
-                    "run": self.run_id, "bars": book.returns.n + 1, "trades": book.trades, "pnl": pnl,
-                    "max_drawdown_pct": drawdown, "sharpe_per_bar": sharpe,
-                    "active_sharpe_per_bar": active_sharpe,
-                }),
-                detail: if passed {
-                    "every criterion held".into()
-                } else {
-                    failures.join("; ")
-                },
+            let figures = PaperFigures {
+                trades: book.trades,
+                pnl: float(book.ledger.equity() - book.ledger.start_cash),
+                max_drawdown_pct: book.max_drawdown_pct,
+                sharpe: book.returns.sharpe(),
+                active_sharpe: book.active_returns.sharpe(),
+                // A quarantined strategy trades no more: its trial is over.
+                quarantined: book.instance.is_quarantined(),
             };
+            let Some(judgement) = judge::paper(&gate, &figures, at_end) else {
+                continue;
+            };
+            let result = GateResult::judged(
+                &judgement,
+                serde_json::json!({
+                    "run": self.run_id, "bars": book.returns.n + 1, "trades": book.trades,
+                    "pnl": figures.pnl, "max_drawdown_pct": figures.max_drawdown_pct,
+                    "sharpe_per_bar": figures.sharpe,
+                    "active_sharpe_per_bar": figures.active_sharpe,
+                }),
+            );
             candidates::record_paper_gate(self.conn, candidate, &result)?;
+            let passed = result.passed();
             tracing::info!(candidate, passed, "paper gate");
             ended.push((i, "paper gate judged".to_owned()));
         }
@@ -191,8 +164,8 @@ impl Engine<'_> {
                 }
                 Err(e) => {
                     let result = GateResult {
-                        gate: "paper".into(),
-                        passed: false,
+                        gate: Gate::Paper,
+                        verdict: Verdict::Fail,
                         figures: serde_json::json!({ "run": self.run_id }),
                         detail: format!("could not start in shadow: {e:#}"),
                     };

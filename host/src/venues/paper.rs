@@ -216,7 +216,8 @@ impl Venue for PaperVenue {
     }
 
     fn query(&mut self, id: &ClientOrderId) -> rusqlite::Result<Option<OrderState>> {
-        let row: Option<(String, Option<String>, Option<(String, String, String, i64)>)> = self
+        type Fill = (String, String, String, i64);
+        let row: Option<(String, Option<String>, Option<Fill>)> = self
             .conn
             .prepare_cached(
                 "SELECT p.state, p.reason, f.price, f.quantity, f.fee, f.time_ms
