@@ -275,7 +275,11 @@ pub fn run_feeds(
         }
         let mut quiet = 1;
         if book.pending.is_empty() {
-            while quiet < ahead.len() && !book.exit_within(&fills, ahead.bars_of(quiet, quiet + 1))
+            // Marking is all that happens at a close before the first whose
+            // bar reaches a stop or target.
+            let exits = book.has_exits();
+            while quiet < ahead.len()
+                && !(exits && book.exit_within(&fills, ahead.bars_of(quiet, quiet + 1)))
             {
                 quiet += 1;
             }

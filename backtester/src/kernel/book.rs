@@ -332,17 +332,19 @@ impl Book {
         fills.exit_in_bar(p.pos.side, p.stop_loss, p.take_profit, &candle)
     }
 
+    /// Whether any open position has a stop or a target.
+    pub fn has_exits(&self) -> bool {
+        self.open
+            .iter()
+            .any(|p| p.stop_loss.is_some() || p.take_profit.is_some())
+    }
+
     /// Whether any position's stop or target is inside one of `bars`.
     pub fn exit_within(&self, fills: &FillModel, bars: Bars<'_>) -> bool {
-        let exits = self
-            .open
-            .iter()
-            .any(|p| p.stop_loss.is_some() || p.take_profit.is_some());
-        exits
-            && (0..bars.len()).any(|b| {
-                let bar = bars.get(b);
-                (0..self.open.len()).any(|i| self.exit_in_bar(fills, i, bar).is_some())
-            })
+        (0..bars.len()).any(|b| {
+            let bar = bars.get(b);
+            (0..self.open.len()).any(|i| self.exit_in_bar(fills, i, bar).is_some())
+        })
     }
 
     /// Step 3: marks every position at the closes of one step's bars
