@@ -19,13 +19,14 @@ use keel_model::Params;
 use crate::backtest::{self, Job};
 use crate::build_strategy;
 use crate::candidates;
-use crate::cli::CompileCache;
 use crate::control::{Command, Reply};
 use crate::operate::Controls;
 use crate::paper::feed::Feed;
 use crate::paper::{PaperEngine, PaperSettings, StrategySource, StrategySpec};
 use crate::risk::RiskConfig;
-use crate::sandbox::{LoadedStrategy, Metering, Sandbox, SandboxConfig, StrategyArtifact};
+use crate::sandbox::{
+    CompileCache, LoadedStrategy, Metering, Sandbox, SandboxConfig, StrategyArtifact,
+};
 use crate::store::{Ownership, Store};
 use crate::validate;
 

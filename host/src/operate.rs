@@ -16,7 +16,6 @@ use keel_model::shown;
 use crate::api::{self, ApiServer, Bound, Edge, Shared};
 use crate::build_strategy;
 use crate::candidates::{self, CandidatesConfig};
-use crate::cli::CompileCache;
 use crate::control::{self, Command, Snapshot};
 use crate::paper::feed::Feed;
 use crate::paper::{
@@ -25,7 +24,7 @@ use crate::paper::{
 use crate::ranges;
 use crate::risk::RiskConfig;
 use crate::sandbox::StrategyArtifact;
-use crate::sandbox::{Metering, Sandbox, SandboxConfig};
+use crate::sandbox::{CompileCache, Metering, Sandbox, SandboxConfig};
 use crate::store::{Ownership, Store};
 
 #[derive(Debug, Args)]

@@ -28,7 +28,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 pub use artifact::{ArtifactError, StrategyArtifact, StrategyHash};
 pub use background::BACKGROUND_QUIET;
-pub use cache::{DEFAULT_DISK_CACHE_BYTES, MEMORY_CACHE_ENTRIES};
+pub use cache::{CompileCache, DEFAULT_DISK_CACHE_BYTES, MEMORY_CACHE_ENTRIES};
 pub use checks::{check_info, check_signal};
 pub use instance::{Binding, ClockMode, Fault, InstanceStats, StrategyError, StrategyInstance};
 pub use limits::{EPOCH_TICK, SandboxLimits};
