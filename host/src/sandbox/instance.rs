@@ -3,23 +3,23 @@
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::Duration;
 
-use wasmtime::{Engine, Store, Trap};
+use wasmtime::{Engine, Store};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 use keel_model::batch::{BarColumns, Batch, BatchOutcome, PackedBuffers, drive};
 use keel_model::candles::Candle;
-use keel_model::shown;
 use keel_model::{
     Fill, LogLevel, Params, Portfolio, RiskLimits, RunningStrategy, Signal, StrategyInfo, Symbol,
     Tick,
 };
 
 use super::checks::check_signal;
+use super::fault::{classify, truncate};
+use super::recent::Recent;
 use super::{
-    HostState, LoadedStrategy, Metering, Pre, Sandbox, SandboxLimits, StrategyHash, bindings_v1,
-    bindings_v2, bindings_v3, bindings_v4, convert, one_line,
+    Fault, HostState, LoadedStrategy, Metering, Pre, Sandbox, SandboxLimits, StrategyError,
+    StrategyHash, bindings_v1, bindings_v2, bindings_v3, bindings_v4, convert, one_line,
 };
 
 /// How the strategy's WASI clocks read.
@@ -42,82 +42,6 @@ pub struct Binding {
     pub simulated_clock: bool,
     /// Seed of the strategy's WASI randomness.
     pub seed: u64,
-}
-
-/// Why a call failed. Every variant is data about the strategy.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Fault {
-    Deadline(Duration),
-    Fuel(u64),
-    Memory(usize),
-    Stack(usize),
-    Panic(String),
-    Trap(String),
-    OutputTooLarge(usize),
-    TooManySignals {
-        count: usize,
-        limit: usize,
-    },
-    /// The strategy returned `err`.
-    Returned(String),
-    /// It broke the contract in a way the types cannot express.
-    Contract(String),
-    Quarantined(String),
-}
-
-impl Fault {
-    /// Did the sandbox stop it (as opposed to the strategy's own `err`)?
-    pub fn is_trap(&self) -> bool {
-        !matches!(
-            self,
-            Fault::Returned(_)
-                | Fault::Quarantined(_)
-                | Fault::TooManySignals { .. }
-                | Fault::Contract(_)
-        )
-    }
-}
-
-impl fmt::Display for Fault {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Fault::Deadline(d) => write!(f, "ran past its {} ms deadline", d.as_millis()),
-            Fault::Fuel(fuel) => write!(f, "used up its fuel ({fuel} per call)"),
-            Fault::Memory(limit) => {
-                write!(f, "tried to grow memory past its {} MiB limit", limit >> 20)
-            }
-            Fault::Stack(limit) => write!(
-                f,
-                "exhausted its {} KiB stack (runaway recursion?)",
-                limit >> 10
-            ),
-            Fault::Panic(msg) if msg.is_empty() => write!(f, "panicked"),
-            Fault::Panic(msg) => write!(f, "panicked: {}", shown::text(msg)),
-            Fault::Trap(msg) => write!(f, "trapped: {msg}"),
-            Fault::OutputTooLarge(limit) => {
-                write!(f, "handed the host more than {limit} bytes in one call")
-            }
-            Fault::TooManySignals { count, limit } => {
-                write!(
-                    f,
-                    "returned {count} signals, more than the {limit} allowed per bar close"
-                )
-            }
-            Fault::Returned(msg) => write!(f, "returned an error: {}", shown::text(msg)),
-            Fault::Contract(msg) => write!(f, "broke the contract: {msg}"),
-            Fault::Quarantined(why) => {
-                write!(f, "is quarantined after repeated failures (last: {why})")
-            }
-        }
-    }
-}
-
-/// A failed call, named by strategy and artifact hash.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("strategy {label} {fault}")]
-pub struct StrategyError {
-    pub label: String,
-    pub fault: Fault,
 }
 
 /// Counters of one instance's life.
@@ -351,57 +275,6 @@ fn arm(
     Ok(())
 }
 
-/// Names what stopped a call of `closes` bar closes.
-fn classify(
-    e: &wasmtime::Error,
-    limits: &SandboxLimits,
-    stderr: &MemoryOutputPipe,
-    seen: usize,
-    closes: usize,
-) -> Fault {
-    let text = one_line(e);
-    let closes = closes.max(1) as u64;
-    match e.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => Fault::Deadline(limits.call_deadline * closes as u32),
-        Some(Trap::OutOfFuel) => Fault::Fuel(limits.fuel_per_call.saturating_mul(closes)),
-        Some(Trap::StackOverflow) => Fault::Stack(limits.max_stack_bytes),
-        Some(Trap::UnreachableCodeReached) => Fault::Panic(panic_message(stderr, seen)),
-        _ if text.contains("forcing trap when growing memory") => {
-            Fault::Memory(limits.max_memory_bytes)
-        }
-        _ if text.contains("fuel allocated for hostcalls has been exhausted") => {
-            Fault::OutputTooLarge(limits.max_output_bytes)
-        }
-        _ => Fault::Trap(text),
-    }
-}
-
-/// The panic line a Rust guest wrote to stderr since `seen`, if any.
-fn panic_message(stderr: &MemoryOutputPipe, seen: usize) -> String {
-    let contents = stderr.contents();
-    let new = contents.get(seen..).unwrap_or_default();
-    let text = String::from_utf8_lossy(new);
-    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
-    let mut message = String::new();
-    while let Some(line) = lines.next() {
-        if line.contains("panicked at") {
-            message = lines.next().unwrap_or(line).to_owned();
-        }
-    }
-    truncate(&message, 256)
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}… ({} bytes)", &text[..end], text.len())
-}
-
 /// A batch's symbol index as the instance's own (`symbol_map`), or `None`
 /// for a symbol it is not bound to.
 fn bound(symbol_map: &[u32]) -> impl Fn(u32) -> Option<u32> + '_ {
@@ -424,49 +297,6 @@ fn next_cap(cap: usize, avg: &mut f64, consumed: usize, offered: usize) -> usize
         (2.0 * *avg).ceil() as usize
     };
     next.clamp(2, MAX_BATCH)
-}
-
-/// The last ticks an instance handled, kept to warm a rebuilt instance up:
-/// each tick's close time and bar count, and the bars column by column.
-/// Both are appended in bulk (a call's bars are copied column by column, not
-/// bar by bar) and the live ones start at `ticks_from` and `bars_from`; the
-/// dropped front is removed in bulk too, now and then.
-#[derive(Debug, Default)]
-struct Recent {
-    ticks: Vec<(i64, u32)>,
-    ticks_from: usize,
-    bars: BarColumns,
-    bars_from: usize,
-}
-
-impl Recent {
-    /// Appends the first `handled` ticks of `batch`, keeping the last `keep`.
-    fn remember(&mut self, batch: &Batch<'_>, handled: usize, keep: usize) {
-        // Ticks before the last `keep` handled would only be dropped again.
-        let skip = handled.saturating_sub(keep);
-        let available = batch.bars.len();
-        let skipped: usize = batch.tick_bars[..skip].iter().map(|&n| n as usize).sum();
-        let start = skipped.min(available);
-        let mut end = start;
-        let ticks = batch.tick_times.iter().zip(batch.tick_bars);
-        for (&time_ms, &count) in ticks.take(handled).skip(skip) {
-            let next = (end + count as usize).min(available);
-            self.ticks.push((time_ms, (next - end) as u32));
-            end = next;
-        }
-        self.bars.extend_from(batch.bars.slice(start, end));
-        let live = self.ticks.len() - self.ticks_from;
-        if live > keep {
-            let dropped = &self.ticks[self.ticks_from..][..live - keep];
-            self.bars_from += dropped.iter().map(|&(_, n)| n as usize).sum::<usize>();
-            self.ticks_from += live - keep;
-        }
-        if self.ticks_from > 4096 && self.ticks_from * 2 > self.ticks.len() {
-            self.ticks.drain(..self.ticks_from);
-            self.bars.drop_front(self.bars_from);
-            (self.ticks_from, self.bars_from) = (0, 0);
-        }
-    }
 }
 
 impl StrategyInstance {
@@ -1010,67 +840,5 @@ impl RunningStrategy for StrategyInstance {
     }
     fn on_fill(&mut self, fill: &Fill) -> Result<(), String> {
         StrategyInstance::on_fill(self, fill).map_err(|e| e.to_string())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Offers `recent` a batch of `offered` one-bar ticks whose closes count
-    /// from `first`, of which the instance handled `handled`.
-    fn remember(recent: &mut Recent, first: usize, offered: usize, handled: usize) {
-        let mut bars = BarColumns::default();
-        for i in first..first + offered {
-            let p = i as f64;
-            let candle = Candle {
-                time_ms: i as i64,
-                open: p,
-                high: p,
-                low: p,
-                close: p,
-                volume: 1.0,
-            };
-            bars.push(0, &candle);
-        }
-        let times: Vec<i64> = (first..first + offered).map(|i| i as i64 + 1).collect();
-        let batch = Batch {
-            symbols: &[Symbol::from("A")],
-            tick_times: &times,
-            tick_bars: &vec![1; offered],
-            bars: bars.slice(0, bars.len()),
-            portfolio: &Portfolio::default(),
-            limits: RiskLimits::default(),
-        };
-        recent.remember(&batch, handled, 30);
-    }
-
-    fn live_closes(recent: &Recent) -> &[f64] {
-        &recent.bars.close[recent.bars_from..]
-    }
-
-    #[test]
-    fn recent_keeps_exactly_the_last_warm_up_ticks_across_calls() {
-        let mut recent = Recent::default();
-        let mut next = 0;
-        // Calls that handle 7 of 9 offered ticks, then all of them, many times
-        // over (so the front is dropped in bulk at least once).
-        for call in 0..3000 {
-            let handled = if call % 2 == 0 { 7 } else { 9 };
-            remember(&mut recent, next, 9, handled);
-            next += handled;
-        }
-        let live = &recent.ticks[recent.ticks_from..];
-        let times: Vec<i64> = live.iter().map(|&(t, _)| t).collect();
-        let expected: Vec<i64> = (next - 30..next).map(|i| i as i64 + 1).collect();
-        assert_eq!(times, expected);
-        let expected: Vec<f64> = (next - 30..next).map(|i| i as f64).collect();
-        assert_eq!(live_closes(&recent), expected);
-        assert!(recent.ticks.len() < 2 * 4096 + 30, "the front is dropped");
-
-        // One call handling more than the warm-up keeps only its last ticks.
-        remember(&mut recent, next, 50, 45);
-        let expected: Vec<f64> = (next + 15..next + 45).map(|i| i as f64).collect();
-        assert_eq!(live_closes(&recent), expected);
     }
 }
