@@ -9,8 +9,7 @@ use std::time::Duration;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine};
 
-use super::{EPOCH_TICK, HostState, LoadError, Metering, SandboxConfig, Tier, one_line};
-use super::{bindings_v1, bindings_v2, bindings_v3, bindings_v4};
+use super::{EPOCH_TICK, HostState, LoadError, Metering, SandboxConfig, Tier, one_line, wit};
 
 /// The one place the wasm engine is configured.
 pub(super) fn engine(config: &SandboxConfig, tier: Tier) -> anyhow::Result<Engine> {
@@ -56,22 +55,7 @@ impl Compiler {
         let engine = engine(config, tier)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-        bindings_v4::Strategy::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
-            &mut linker,
-            |state| state,
-        )?;
-        bindings_v3::Strategy::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
-            &mut linker,
-            |state| state,
-        )?;
-        bindings_v2::Strategy::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
-            &mut linker,
-            |state| state,
-        )?;
-        bindings_v1::Strategy::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
-            &mut linker,
-            |state| state,
-        )?;
+        wit::add_to_linker(&mut linker)?;
         Ok(Compiler { engine, linker })
     }
 

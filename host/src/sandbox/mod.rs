@@ -11,14 +11,15 @@ mod artifact;
 mod background;
 mod cache;
 mod checks;
-mod convert;
 mod engine;
 mod fault;
+mod guard;
 mod host_state;
 mod instance;
 mod limits;
 mod optimizer;
 mod recent;
+mod wit;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -37,66 +38,14 @@ pub use fault::{Fault, StrategyError};
 pub use instance::{Binding, ClockMode, InstanceStats, StrategyInstance};
 pub use limits::{EPOCH_TICK, SandboxLimits};
 pub use optimizer::{OPTIMIZER_COMMAND, serve_optimizer};
+pub use wit::CONTRACT_VERSIONS;
 
 use cache::{DiskCache, MemoryCache};
 use engine::{Compiler, EpochTicker, engine};
+use guard::Guard;
 use host_state::HostState;
 use keel_model::StrategyInfo;
-
-/// Host-side bindings of the `keel:strategy@0.4.0` world (the current one).
-/// (`on-bars` takes its parts as separate parameters, so the generated call
-/// has many.)
-#[allow(clippy::too_many_arguments)]
-pub(crate) mod bindings_v4 {
-    wasmtime::component::bindgen!({
-        path: "../wit/since_v0.4.0",
-        world: "keel:strategy/strategy@0.4.0",
-    });
-    pub use self::keel::strategy::types::*;
-}
-
-/// Host-side bindings of the `keel:strategy@0.3.0` world, so components built
-/// against it keep loading.
-#[allow(clippy::too_many_arguments)]
-pub(crate) mod bindings_v3 {
-    wasmtime::component::bindgen!({
-        path: "../wit/since_v0.3.0",
-        world: "keel:strategy/strategy@0.3.0",
-    });
-    pub use self::keel::strategy::types::*;
-}
-
-/// Host-side bindings of the `keel:strategy@0.2.0` world, so components built
-/// against it keep loading.
-pub(crate) mod bindings_v2 {
-    wasmtime::component::bindgen!({
-        path: "../wit/since_v0.2.0",
-        world: "keel:strategy/strategy@0.2.0",
-    });
-    pub use self::keel::strategy::types::*;
-}
-
-/// Host-side bindings of the `keel:strategy@0.1.0` world, so components built
-/// against it keep loading.
-pub(crate) mod bindings_v1 {
-    wasmtime::component::bindgen!({
-        path: "../wit/since_v0.1.0",
-        world: "keel:strategy/strategy@0.1.0",
-    });
-    pub use self::keel::strategy::types::*;
-}
-
-/// Contract versions this host runs, newest first.
-pub const CONTRACT_VERSIONS: [&str; 4] = ["0.4.0", "0.3.0", "0.2.0", "0.1.0"];
-
-/// A component checked against one contract version, ready to instantiate.
-#[derive(Clone)]
-pub(crate) enum Pre {
-    V4(bindings_v4::StrategyPre<HostState>),
-    V3(bindings_v3::StrategyPre<HostState>),
-    V2(bindings_v2::StrategyPre<HostState>),
-    V1(bindings_v1::StrategyPre<HostState>),
-}
+use wit::GuestPre;
 
 /// How a call's running time is bounded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -182,7 +131,9 @@ pub enum LoadError {
     )]
     ForbiddenImport { origin: String, import: String },
     #[error(
-        "{origin}: does not implement the keel:strategy@0.4.0 world (nor 0.3.0, 0.2.0 or 0.1.0): {reason}"
+        "{origin}: does not implement the keel:strategy@{} world (nor {}): {reason}",
+        CONTRACT_VERSIONS[0],
+        wit::listed(&CONTRACT_VERSIONS[1..])
     )]
     WrongExports { origin: String, reason: String },
     #[error("{origin}: {reason}")]
@@ -206,7 +157,7 @@ pub struct LoadedStrategy {
     pub tier: Tier,
     /// The engine `pre` belongs to (the sandbox's optimising or baseline one).
     engine: Engine,
-    pre: Pre,
+    pre: GuestPre,
     in_use: Arc<InUse>,
 }
 
@@ -401,31 +352,16 @@ impl Sandbox {
                     origin: origin.clone(),
                     reason: one_line(&e),
                 })?;
-        // Newest contract first; the error worth reporting is the newest's.
-        let (pre, contract) = match bindings_v4::StrategyPre::new(instance_pre.clone()) {
-            Ok(pre) => (Pre::V4(pre), CONTRACT_VERSIONS[0]),
-            Err(newest) => {
-                if let Ok(pre) = bindings_v3::StrategyPre::new(instance_pre.clone()) {
-                    (Pre::V3(pre), CONTRACT_VERSIONS[1])
-                } else if let Ok(pre) = bindings_v2::StrategyPre::new(instance_pre.clone()) {
-                    (Pre::V2(pre), CONTRACT_VERSIONS[2])
-                } else if let Ok(pre) = bindings_v1::StrategyPre::new(instance_pre) {
-                    (Pre::V1(pre), CONTRACT_VERSIONS[3])
-                } else {
-                    return Err(LoadError::WrongExports {
-                        origin: origin.clone(),
-                        reason: one_line(&newest),
-                    });
-                }
+        let pre = GuestPre::new(instance_pre).map_err(|newest| LoadError::WrongExports {
+            origin: origin.clone(),
+            reason: one_line(&newest),
+        })?;
+        let info = guard::describe(self, &compiler.engine, &pre, artifact.hash).map_err(|e| {
+            LoadError::Describe {
+                origin: origin.clone(),
+                reason: e.to_string(),
             }
-        };
-        let info =
-            instance::describe(self, &compiler.engine, &pre, artifact.hash).map_err(|e| {
-                LoadError::Describe {
-                    origin: origin.clone(),
-                    reason: e.to_string(),
-                }
-            })?;
+        })?;
         check_info(&info, &self.limits).map_err(|reason| LoadError::Describe {
             origin: origin.clone(),
             reason: format!("describe(): {reason}"),
@@ -437,7 +373,7 @@ impl Sandbox {
             info,
             imports,
             from_cache,
-            contract,
+            contract: pre.contract(),
             tier,
             engine: compiler.engine.clone(),
             pre,
@@ -663,35 +599,6 @@ fn is_component(bytes: &[u8]) -> bool {
 /// An error chain on one line.
 pub(crate) fn one_line(e: &impl std::fmt::Display) -> String {
     format!("{e:#}").replace('\n', " ")
-}
-
-impl bindings_v4::keel::strategy::types::Host for HostState {}
-impl bindings_v3::keel::strategy::types::Host for HostState {}
-impl bindings_v2::keel::strategy::types::Host for HostState {}
-impl bindings_v1::keel::strategy::types::Host for HostState {}
-
-impl bindings_v4::keel::strategy::host::Host for HostState {
-    fn log(&mut self, level: bindings_v4::LogLevel, message: String) {
-        self.log.push(convert::v4::log_level(level), message);
-    }
-}
-
-impl bindings_v3::keel::strategy::host::Host for HostState {
-    fn log(&mut self, level: bindings_v3::LogLevel, message: String) {
-        self.log.push(convert::v3::log_level(level), message);
-    }
-}
-
-impl bindings_v2::keel::strategy::host::Host for HostState {
-    fn log(&mut self, level: bindings_v2::LogLevel, message: String) {
-        self.log.push(convert::v2::log_level(level), message);
-    }
-}
-
-impl bindings_v1::keel::strategy::host::Host for HostState {
-    fn log(&mut self, level: bindings_v1::LogLevel, message: String) {
-        self.log.push(convert::v1::log_level(level), message);
-    }
 }
 
 /// Time a closure; used by the CLI and benches to report load costs.
