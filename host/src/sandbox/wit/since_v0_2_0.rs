@@ -13,6 +13,7 @@ use crate::sandbox::{Binding, Fault, Guard, HostState};
 
 use self::bindings as b;
 
+/// The `keel:strategy` version this file runs.
 pub(super) const VERSION: &str = "0.2.0";
 
 /// Host-side bindings of the `keel:strategy@0.2.0` world, so components built
@@ -25,6 +26,7 @@ mod bindings {
     pub use self::keel::strategy::types::*;
 }
 
+/// Links this version's `keel:strategy/host` for the strategy to import.
 pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     b::Strategy::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)
 }
@@ -40,6 +42,7 @@ impl b::keel::strategy::host::Host for HostState {
 /// A component whose exports checked against this version.
 pub(super) type Pre = b::StrategyPre<HostState>;
 
+/// Type-checks the component's exports against this version.
 pub(super) fn pre(pre: InstancePre<HostState>) -> wasmtime::Result<Pre> {
     Pre::new(pre)
 }

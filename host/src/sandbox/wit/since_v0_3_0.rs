@@ -14,6 +14,7 @@ use crate::sandbox::{Binding, Fault, Guard, HostState};
 
 use self::bindings as b;
 
+/// The `keel:strategy` version this file runs.
 pub(super) const VERSION: &str = "0.3.0";
 
 /// Host-side bindings of the `keel:strategy@0.3.0` world, so components
@@ -27,6 +28,7 @@ mod bindings {
     pub use self::keel::strategy::types::*;
 }
 
+/// Links this version's `keel:strategy/host` for the strategy to import.
 pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     b::Strategy::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)
 }
@@ -42,6 +44,7 @@ impl b::keel::strategy::host::Host for HostState {
 /// A component whose exports checked against this version.
 pub(super) type Pre = b::StrategyPre<HostState>;
 
+/// Type-checks the component's exports against this version.
 pub(super) fn pre(pre: InstancePre<HostState>) -> wasmtime::Result<Pre> {
     Pre::new(pre)
 }
