@@ -14,7 +14,9 @@ use crate::backtest;
 use crate::build_strategy;
 use crate::ranges;
 use crate::risk_limits::RiskConfig;
-use crate::sandbox::{Binding, LoadedStrategy, Metering, Sandbox, SandboxConfig, timed};
+use crate::sandbox::{
+    Binding, CompileCache, LoadedStrategy, Metering, Sandbox, SandboxConfig, timed,
+};
 use crate::store::Store;
 use crate::validate::{self, ValidationReport};
 
@@ -717,24 +719,6 @@ fn default_cache_dir() -> Option<PathBuf> {
         return Some(PathBuf::from(dir));
     }
     std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache").join("keel"))
-}
-
-/// Where compiled code is cached on disk, and how much of it.
-#[derive(Debug, Clone)]
-pub struct CompileCache {
-    pub dir: Option<PathBuf>,
-    pub max_bytes: u64,
-}
-
-impl CompileCache {
-    /// `config` with this cache.
-    pub fn sandbox_config(&self, config: SandboxConfig) -> SandboxConfig {
-        SandboxConfig {
-            cache_dir: self.dir.clone(),
-            cache_max_bytes: self.max_bytes,
-            ..config
-        }
-    }
 }
 
 fn sandbox(metering: Metering, cache: &CompileCache) -> anyhow::Result<Sandbox> {

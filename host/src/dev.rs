@@ -19,14 +19,15 @@ use keel_model::Params;
 use crate::backtest::{self, Job};
 use crate::build_strategy;
 use crate::candidates;
-use crate::cli::CompileCache;
 use crate::control::{Command, Reply};
 use crate::engine::feed::BarFeed;
 use crate::engine::feeds::Feeds;
 use crate::engine::{Engine, RunSettings, StrategySource, StrategySpec};
 use crate::operate::Controls;
 use crate::risk_limits::RiskConfig;
-use crate::sandbox::{LoadedStrategy, Metering, Sandbox, SandboxConfig, StrategyArtifact};
+use crate::sandbox::{
+    CompileCache, LoadedStrategy, Metering, Sandbox, SandboxConfig, StrategyArtifact,
+};
 use crate::store::{Ownership, Store};
 use crate::validate;
 

@@ -17,7 +17,6 @@ use keel_model::shown;
 use crate::api::{self, ApiServer, Bound, Edge, Shared};
 use crate::build_strategy;
 use crate::candidates::{self, Actor, CandidateState, Gate};
-use crate::cli::CompileCache;
 use crate::control::{self, Command, Snapshot};
 use crate::engine::feed::BarFeed;
 use crate::engine::feeds::Feeds;
@@ -25,7 +24,7 @@ use crate::engine::{ControlLink, Engine, RunSettings, RunSummary, StrategySource
 use crate::ranges;
 use crate::risk_limits::RiskConfig;
 use crate::sandbox::StrategyArtifact;
-use crate::sandbox::{Metering, Sandbox, SandboxConfig, SandboxLimits};
+use crate::sandbox::{CompileCache, Metering, Sandbox, SandboxConfig, SandboxLimits};
 use crate::store::{Ownership, Store};
 
 #[derive(Debug, Args)]

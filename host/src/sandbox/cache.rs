@@ -24,7 +24,7 @@ use std::time::SystemTime;
 
 use wasmtime::component::Component;
 
-use super::StrategyHash;
+use super::{SandboxConfig, StrategyHash};
 
 /// How many compiled components a sandbox keeps in memory per tier.
 pub const MEMORY_CACHE_ENTRIES: usize = 32;
@@ -32,6 +32,25 @@ pub const MEMORY_CACHE_ENTRIES: usize = 32;
 /// The default byte budget of the disk cache: at 1–3 MB a strategy, some
 /// hundreds of versions.
 pub const DEFAULT_DISK_CACHE_BYTES: u64 = 1 << 30;
+
+/// Where compiled code is cached on disk, and how much of it: what a
+/// command sets up each of its sandboxes with.
+#[derive(Debug, Clone)]
+pub struct CompileCache {
+    pub dir: Option<PathBuf>,
+    pub max_bytes: u64,
+}
+
+impl CompileCache {
+    /// `config` with this cache.
+    pub fn sandbox_config(&self, config: SandboxConfig) -> SandboxConfig {
+        SandboxConfig {
+            cache_dir: self.dir.clone(),
+            cache_max_bytes: self.max_bytes,
+            ..config
+        }
+    }
+}
 
 /// Compiled components by artifact hash, the least recently used dropped
 /// first once over capacity.

@@ -1,7 +1,7 @@
 //! What the host checks in everything a strategy hands back.
 
 use keel_model::shown::{number, quoted};
-use keel_model::{Action, Size, StrategyInfo, Timeframe, params::check_specs};
+use keel_model::{Action, Signal, Size, StrategyInfo, Timeframe, params::check_specs};
 
 use super::SandboxLimits;
 
@@ -125,6 +125,20 @@ pub fn check_signal(
         }
     }
     Ok(())
+}
+
+/// A refused signal with its strings cut to a printable length.
+pub(super) fn shortened(mut s: Signal) -> Signal {
+    for text in [&mut s.symbol, &mut s.tag, &mut s.reason] {
+        if text.len() > 80 {
+            let mut end = 80;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            *text = format!("{}…", &text[..end]);
+        }
+    }
+    s
 }
 
 #[cfg(test)]

@@ -1,26 +1,25 @@
-//! One running strategy: a store, an instance, and the guard around every call.
+//! One running strategy: a bound, initialised instance, its batch size,
+//! the checks on what it returns, and its rebuilds and quarantine.
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::AtomicI64;
 
-use wasmtime::{Engine, Store, Trap};
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime::Engine;
 
-use keel_model::batch::{BarColumns, Batch, BatchOutcome, PackedBuffers, drive};
+use keel_model::batch::{BarColumns, Batch, BatchOutcome};
 use keel_model::candles::Candle;
-use keel_model::shown;
 use keel_model::{
     Fill, LogLevel, Params, Portfolio, RiskLimits, RunningStrategy, Signal, StrategyInfo, Symbol,
     Tick,
 };
 
-use super::checks::check_signal;
-use super::{
-    HostState, LoadedStrategy, Metering, Pre, Sandbox, SandboxLimits, StrategyHash, bindings_v1,
-    bindings_v2, bindings_v3, bindings_v4, convert, one_line,
-};
+use super::checks::{check_signal, shortened};
+use super::fault::truncate;
+use super::guard::Guard;
+use super::recent::Recent;
+use super::wit::{Guest, GuestPre, Handled};
+use super::{Fault, LoadedStrategy, Metering, Sandbox, SandboxLimits, StrategyError, StrategyHash};
 
 /// How the strategy's WASI clocks read.
 #[derive(Debug, Clone)]
@@ -44,82 +43,6 @@ pub struct Binding {
     pub seed: u64,
 }
 
-/// Why a call failed. Every variant is data about the strategy.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Fault {
-    Deadline(Duration),
-    Fuel(u64),
-    Memory(usize),
-    Stack(usize),
-    Panic(String),
-    Trap(String),
-    OutputTooLarge(usize),
-    TooManySignals {
-        count: usize,
-        limit: usize,
-    },
-    /// The strategy returned `err`.
-    Returned(String),
-    /// It broke the contract in a way the types cannot express.
-    Contract(String),
-    Quarantined(String),
-}
-
-impl Fault {
-    /// Did the sandbox stop it (as opposed to the strategy's own `err`)?
-    pub fn is_trap(&self) -> bool {
-        !matches!(
-            self,
-            Fault::Returned(_)
-                | Fault::Quarantined(_)
-                | Fault::TooManySignals { .. }
-                | Fault::Contract(_)
-        )
-    }
-}
-
-impl fmt::Display for Fault {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Fault::Deadline(d) => write!(f, "ran past its {} ms deadline", d.as_millis()),
-            Fault::Fuel(fuel) => write!(f, "used up its fuel ({fuel} per call)"),
-            Fault::Memory(limit) => {
-                write!(f, "tried to grow memory past its {} MiB limit", limit >> 20)
-            }
-            Fault::Stack(limit) => write!(
-                f,
-                "exhausted its {} KiB stack (runaway recursion?)",
-                limit >> 10
-            ),
-            Fault::Panic(msg) if msg.is_empty() => write!(f, "panicked"),
-            Fault::Panic(msg) => write!(f, "panicked: {}", shown::text(msg)),
-            Fault::Trap(msg) => write!(f, "trapped: {msg}"),
-            Fault::OutputTooLarge(limit) => {
-                write!(f, "handed the host more than {limit} bytes in one call")
-            }
-            Fault::TooManySignals { count, limit } => {
-                write!(
-                    f,
-                    "returned {count} signals, more than the {limit} allowed per bar close"
-                )
-            }
-            Fault::Returned(msg) => write!(f, "returned an error: {}", shown::text(msg)),
-            Fault::Contract(msg) => write!(f, "broke the contract: {msg}"),
-            Fault::Quarantined(why) => {
-                write!(f, "is quarantined after repeated failures (last: {why})")
-            }
-        }
-    }
-}
-
-/// A failed call, named by strategy and artifact hash.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("strategy {label} {fault}")]
-pub struct StrategyError {
-    pub label: String,
-    pub fault: Fault,
-}
-
 /// Counters of one instance's life.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct InstanceStats {
@@ -132,142 +55,25 @@ pub struct InstanceStats {
     pub log_bytes_dropped: u64,
 }
 
-/// The exports of one instance, by contract version.
-enum Exports {
-    V4(bindings_v4::Strategy),
-    V3(bindings_v3::Strategy),
-    V2(bindings_v2::Strategy),
-    V1(bindings_v1::Strategy),
-}
-
-impl Pre {
-    fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<Exports> {
-        Ok(match self {
-            Pre::V4(pre) => Exports::V4(pre.instantiate(store)?),
-            Pre::V3(pre) => Exports::V3(pre.instantiate(store)?),
-            Pre::V2(pre) => Exports::V2(pre.instantiate(store)?),
-            Pre::V1(pre) => Exports::V1(pre.instantiate(store)?),
-        })
-    }
-}
-
-impl Exports {
-    fn describe(&self, store: &mut Store<HostState>) -> wasmtime::Result<StrategyInfo> {
-        Ok(match self {
-            Exports::V4(e) => convert::v4::info_in(e.call_describe(store)?),
-            Exports::V3(e) => convert::v3::info_in(e.call_describe(store)?),
-            Exports::V2(e) => convert::v2::info_in(e.call_describe(store)?),
-            Exports::V1(e) => convert::v1::info_in(e.call_describe(store)?),
-        })
-    }
-
-    fn init(
-        &self,
-        store: &mut Store<HostState>,
-        binding: &Binding,
-    ) -> wasmtime::Result<Result<(), String>> {
-        match self {
-            Exports::V4(e) => e.call_init(
-                store,
-                &convert::v4::params_out(&binding.params),
-                &binding.symbols,
-            ),
-            Exports::V3(e) => e.call_init(
-                store,
-                &convert::v3::params_out(&binding.params),
-                &binding.symbols,
-            ),
-            Exports::V2(e) => e.call_init(
-                store,
-                &convert::v2::params_out(&binding.params),
-                &binding.symbols,
-            ),
-            Exports::V1(e) => e.call_init(store, &convert::v1::params_out(&binding.params)),
-        }
-    }
-
-    /// Calls `on-fill` (0.3.0 and later have none: fills go with the next
-    /// batch).
-    fn on_fill(&self, store: &mut Store<HostState>, fill: &Fill) -> wasmtime::Result<()> {
-        match self {
-            Exports::V4(_) | Exports::V3(_) => Ok(()),
-            Exports::V2(e) => e.call_on_fill(store, &convert::v2::fill_out(fill)),
-            Exports::V1(e) => e.call_on_fill(store, &convert::v1::fill_out(fill)),
-        }
-    }
-}
-
-/// What an instance hands its component in binding form, kept from call to
-/// call to reuse the buffers (and, up to 0.3.0, the strings), by contract
-/// version. Fills queued here go with the next batch, whatever becomes of
-/// that call.
-enum Outbox {
-    V4 {
-        fills: Vec<bindings_v4::Fill>,
-        /// The tags the queued fills and the next portfolio name.
-        tags: convert::v4::Tags,
-        portfolio: bindings_v4::Portfolio,
-    },
-    V3 {
-        /// The first `pending` are queued; the rest are kept for their
-        /// strings.
-        fills: Vec<bindings_v3::Fill>,
-        pending: usize,
-        portfolio: bindings_v3::Portfolio,
-    },
-    V2(bindings_v2::Batch),
-    V1,
-}
-
-impl Outbox {
-    fn new(exports: &Exports) -> Outbox {
-        match exports {
-            Exports::V4(_) => Outbox::V4 {
-                fills: Vec::new(),
-                tags: convert::v4::Tags::default(),
-                portfolio: convert::v4::empty_portfolio(),
-            },
-            Exports::V3(_) => Outbox::V3 {
-                fills: Vec::new(),
-                pending: 0,
-                portfolio: convert::v3::empty_portfolio(),
-            },
-            Exports::V2(_) => Outbox::V2(convert::v2::empty_batch()),
-            Exports::V1(_) => Outbox::V1,
-        }
-    }
-}
-
-/// What one call made of a batch: ticks handled, their last one's signals,
-/// and its error.
-type Handled = (usize, Vec<Signal>, Option<String>);
-
 /// One bound, initialised strategy instance, rebuilt after a trap and
 /// quarantined after repeated failures.
 pub struct StrategyInstance {
     label: String,
     info: StrategyInfo,
     hash: StrategyHash,
-    pre: Pre,
+    pre: GuestPre,
     engine: Engine,
     /// Keeps the artifact "in use" for the sandbox while this runs.
     _in_use: std::sync::Arc<super::InUse>,
-    limits: SandboxLimits,
-    metering: Metering,
     binding: Binding,
-    clock: ClockMode,
-    store: Store<HostState>,
-    stderr: MemoryOutputPipe,
-    stderr_seen: usize,
-    exports: Exports,
+    /// The store, its limits and clock.
+    guard: Guard,
+    /// The exports, and what goes out to them, of its contract version.
+    guest: Guest,
     /// The symbol table of the last batch, and each entry's index in the
     /// bound symbols (`u32::MAX`: not bound).
     symbols: Vec<Symbol>,
     symbol_map: Vec<u32>,
-    /// The packed batch (0.3.0 and later) and the rest of what goes out,
-    /// kept to reuse their buffers.
-    packed: PackedBuffers,
-    outbox: Outbox,
     /// Most ticks per call now: starts at one and doubles after each call
     /// that handled all it was given, so a strategy that misbehaves from the
     /// start is caught on a one-tick budget; back to one after a fault.
@@ -294,124 +100,8 @@ impl fmt::Debug for StrategyInstance {
     }
 }
 
-const STDERR_CAPACITY: usize = 64 << 10;
-
 /// Most ticks in one call (the engine may offer more).
 const MAX_BATCH: usize = 256;
-
-/// Calls `describe()` in a throwaway instance under the sandbox's limits.
-pub(super) fn describe(
-    sandbox: &Sandbox,
-    engine: &Engine,
-    pre: &Pre,
-    hash: StrategyHash,
-) -> Result<StrategyInfo, StrategyError> {
-    let label = format!("@{}", hash.short());
-    let clock = ClockMode::Simulated(Arc::new(AtomicI64::new(0)));
-    let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
-    let mut store = HostState::store(
-        engine,
-        HostState::new(sandbox.limits(), &clock, 0, label.clone(), stderr.clone()),
-    );
-    let limits = sandbox.limits().clone();
-    let fail = |fault| StrategyError {
-        label: label.clone(),
-        fault,
-    };
-    arm(&mut store, &limits, sandbox.metering(), 1).map_err(fail)?;
-    let exports = pre
-        .instantiate(&mut store)
-        .map_err(|e| fail(classify(&e, &limits, &stderr, 0, 1)))?;
-    arm(&mut store, &limits, sandbox.metering(), 1).map_err(fail)?;
-    exports
-        .describe(&mut store)
-        .map_err(|e| fail(classify(&e, &limits, &stderr, 0, 1)))
-}
-
-/// Sets the fuel, deadline, output budget and log budget of a call that
-/// handles `closes` bar closes (the per-close budgets are pooled).
-fn arm(
-    store: &mut Store<HostState>,
-    limits: &SandboxLimits,
-    metering: Metering,
-    closes: usize,
-) -> Result<(), Fault> {
-    let closes = closes.max(1) as u64;
-    if metering == Metering::Fuel {
-        store
-            .set_fuel(limits.fuel_per_call.saturating_mul(closes))
-            .map_err(|e| Fault::Trap(one_line(&e)))?;
-    }
-    if metering == Metering::WallClock {
-        store.set_epoch_deadline(limits.deadline_ticks().saturating_mul(closes));
-    }
-    store.set_hostcall_fuel(limits.max_output_bytes);
-    let log = &mut store.data_mut().log;
-    log.bytes = 0;
-    Ok(())
-}
-
-/// Names what stopped a call of `closes` bar closes.
-fn classify(
-    e: &wasmtime::Error,
-    limits: &SandboxLimits,
-    stderr: &MemoryOutputPipe,
-    seen: usize,
-    closes: usize,
-) -> Fault {
-    let text = one_line(e);
-    let closes = closes.max(1) as u64;
-    match e.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => Fault::Deadline(limits.call_deadline * closes as u32),
-        Some(Trap::OutOfFuel) => Fault::Fuel(limits.fuel_per_call.saturating_mul(closes)),
-        Some(Trap::StackOverflow) => Fault::Stack(limits.max_stack_bytes),
-        Some(Trap::UnreachableCodeReached) => Fault::Panic(panic_message(stderr, seen)),
-        _ if text.contains("forcing trap when growing memory") => {
-            Fault::Memory(limits.max_memory_bytes)
-        }
-        _ if text.contains("fuel allocated for hostcalls has been exhausted") => {
-            Fault::OutputTooLarge(limits.max_output_bytes)
-        }
-        _ => Fault::Trap(text),
-    }
-}
-
-/// The panic line a Rust guest wrote to stderr since `seen`, if any.
-fn panic_message(stderr: &MemoryOutputPipe, seen: usize) -> String {
-    let contents = stderr.contents();
-    let new = contents.get(seen..).unwrap_or_default();
-    let text = String::from_utf8_lossy(new);
-    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
-    let mut message = String::new();
-    while let Some(line) = lines.next() {
-        if line.contains("panicked at") {
-            message = lines.next().unwrap_or(line).to_owned();
-        }
-    }
-    truncate(&message, 256)
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}… ({} bytes)", &text[..end], text.len())
-}
-
-/// A batch's symbol index as the instance's own (`symbol_map`), or `None`
-/// for a symbol it is not bound to.
-fn bound(symbol_map: &[u32]) -> impl Fn(u32) -> Option<u32> + '_ {
-    |i| {
-        symbol_map
-            .get(i as usize)
-            .copied()
-            .filter(|&s| s != u32::MAX)
-    }
-}
 
 /// The batch cap after a good call that handled `consumed` of `offered`
 /// ticks: double when it took everything, else twice the smoothed number it
@@ -426,49 +116,6 @@ fn next_cap(cap: usize, avg: &mut f64, consumed: usize, offered: usize) -> usize
     next.clamp(2, MAX_BATCH)
 }
 
-/// The last ticks an instance handled, kept to warm a rebuilt instance up:
-/// each tick's close time and bar count, and the bars column by column.
-/// Both are appended in bulk (a call's bars are copied column by column, not
-/// bar by bar) and the live ones start at `ticks_from` and `bars_from`; the
-/// dropped front is removed in bulk too, now and then.
-#[derive(Debug, Default)]
-struct Recent {
-    ticks: Vec<(i64, u32)>,
-    ticks_from: usize,
-    bars: BarColumns,
-    bars_from: usize,
-}
-
-impl Recent {
-    /// Appends the first `handled` ticks of `batch`, keeping the last `keep`.
-    fn remember(&mut self, batch: &Batch<'_>, handled: usize, keep: usize) {
-        // Ticks before the last `keep` handled would only be dropped again.
-        let skip = handled.saturating_sub(keep);
-        let available = batch.bars.len();
-        let skipped: usize = batch.tick_bars[..skip].iter().map(|&n| n as usize).sum();
-        let start = skipped.min(available);
-        let mut end = start;
-        let ticks = batch.tick_times.iter().zip(batch.tick_bars);
-        for (&time_ms, &count) in ticks.take(handled).skip(skip) {
-            let next = (end + count as usize).min(available);
-            self.ticks.push((time_ms, (next - end) as u32));
-            end = next;
-        }
-        self.bars.extend_from(batch.bars.slice(start, end));
-        let live = self.ticks.len() - self.ticks_from;
-        if live > keep {
-            let dropped = &self.ticks[self.ticks_from..][..live - keep];
-            self.bars_from += dropped.iter().map(|&(_, n)| n as usize).sum::<usize>();
-            self.ticks_from += live - keep;
-        }
-        if self.ticks_from > 4096 && self.ticks_from * 2 > self.ticks.len() {
-            self.ticks.drain(..self.ticks_from);
-            self.bars.drop_front(self.bars_from);
-            (self.ticks_from, self.bars_from) = (0, 0);
-        }
-    }
-}
-
 impl StrategyInstance {
     pub(super) fn start(
         sandbox: &Sandbox,
@@ -481,13 +128,13 @@ impl StrategyInstance {
         } else {
             ClockMode::Real
         };
-        let (store, stderr, exports) = Self::fresh(
+        let (guard, guest) = Self::fresh(
             &loaded.engine,
             sandbox.limits(),
             sandbox.metering(),
+            &clock,
             &loaded.pre,
             &binding,
-            &clock,
             &label,
         )
         .map_err(|fault| StrategyError {
@@ -501,18 +148,11 @@ impl StrategyInstance {
             pre: loaded.pre.clone(),
             engine: loaded.engine.clone(),
             _in_use: loaded.in_use.clone(),
-            limits: sandbox.limits().clone(),
-            metering: sandbox.metering(),
             binding,
-            clock,
-            store,
-            stderr,
-            stderr_seen: 0,
-            outbox: Outbox::new(&exports),
-            exports,
+            guard,
+            guest,
             symbols: Vec::new(),
             symbol_map: Vec::new(),
-            packed: PackedBuffers::default(),
             batch_cap: 1,
             consumed_avg: 1.0,
             recent: Recent::default(),
@@ -528,33 +168,14 @@ impl StrategyInstance {
         engine: &Engine,
         limits: &SandboxLimits,
         metering: Metering,
-        pre: &Pre,
-        binding: &Binding,
         clock: &ClockMode,
+        pre: &GuestPre,
+        binding: &Binding,
         label: &str,
-    ) -> Result<(Store<HostState>, MemoryOutputPipe, Exports), Fault> {
-        let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
-        let state = HostState::new(
-            limits,
-            clock,
-            binding.seed,
-            label.to_owned(),
-            stderr.clone(),
-        );
-        let mut store = HostState::store(engine, state);
-        arm(&mut store, limits, metering, 1)?;
-        let exports = pre
-            .instantiate(&mut store)
-            .map_err(|e| classify(&e, limits, &stderr, 0, 1))?;
-        arm(&mut store, limits, metering, 1)?;
-        match exports.init(&mut store, binding) {
-            Ok(Ok(())) => Ok((store, stderr, exports)),
-            Ok(Err(msg)) => Err(Fault::Returned(format!(
-                "init refused its parameters: {}",
-                truncate(&msg, 256)
-            ))),
-            Err(e) => Err(classify(&e, limits, &stderr, 0, 1)),
-        }
+    ) -> Result<(Guard, Guest), Fault> {
+        let mut guard = Guard::new(engine, limits, metering, clock, binding.seed, label);
+        let guest = guard.start(pre, binding)?;
+        Ok((guard, guest))
     }
 
     pub fn label(&self) -> &str {
@@ -629,9 +250,9 @@ impl StrategyInstance {
             return Ok((BatchOutcome::default(), None));
         }
         self.stats.calls += 1;
-        let cap = match self.exports {
-            Exports::V4(_) | Exports::V3(_) | Exports::V2(_) => self.batch_cap,
-            Exports::V1(_) => 1,
+        let cap = match self.guest.takes_batches() {
+            true => self.batch_cap,
+            false => 1,
         };
         let batch = batch.first(cap);
         self.bind_symbols(batch.symbols);
@@ -667,13 +288,13 @@ impl StrategyInstance {
         let (mut accepted, mut refused) = (signals, Vec::new());
         let mut i = 0;
         while i < accepted.len() {
-            match check_signal(&accepted[i], &self.binding.symbols, &self.limits) {
+            match check_signal(&accepted[i], &self.binding.symbols, self.guard.limits()) {
                 Ok(()) => i += 1,
                 Err(reason) => {
                     let signal = accepted.remove(i);
                     self.stats.signals_rejected += 1;
                     tracing::warn!(strategy = %self.label, time_ms, "signal rejected: {reason}");
-                    refused.push((convert::shortened(signal), reason));
+                    refused.push((shortened(signal), reason));
                 }
             }
         }
@@ -687,139 +308,23 @@ impl StrategyInstance {
         Ok((outcome, None))
     }
 
-    /// One call into the component for `batch` (V1: one call per tick).
+    /// One call into the component for `batch` (0.1.0: one call per tick).
     fn call(&mut self, batch: &Batch<'_>) -> Result<Handled, Fault> {
         let n = batch.tick_times.len();
-        let mut outbox = std::mem::replace(&mut self.outbox, Outbox::V1);
-        let (consumed, signals, error) = match &mut outbox {
-            Outbox::V4 {
-                fills,
-                tags,
-                portfolio,
-            } => {
-                let mut packed = std::mem::take(&mut self.packed);
-                packed.pack(batch, bound(&self.symbol_map));
-                let bound_symbols = &self.binding.symbols;
-                convert::v4::portfolio_into(batch.portfolio, bound_symbols, tags, portfolio);
-                let limits = convert::v4::limits_out(batch.limits);
-                let result = self.guarded(batch.tick_times[0], n, |exports, store| match exports {
-                    Exports::V4(e) => e.call_on_bars(
-                        store,
-                        &packed.lanes,
-                        &packed.prices,
-                        portfolio,
-                        limits,
-                        fills,
-                        tags.list(),
-                    ),
-                    _ => Err(wasmtime::Error::msg("not a 0.4.0 component")),
-                });
-                self.packed = packed;
-                // Delivered with this call, whatever becomes of it.
-                fills.clear();
-                tags.clear();
-                self.outbox = outbox;
-                let result = match result? {
-                    Ok(result) => result,
-                    Err(msg) => return Ok((1, Vec::new(), Some(msg))),
-                };
-                self.check_count(result.signals.len())?;
-                let signals = result.signals.into_iter().map(convert::v4::signal_in);
-                (result.consumed as usize, signals.collect(), result.error)
-            }
-            Outbox::V3 {
-                fills,
-                pending,
-                portfolio,
-            } => {
-                let mut packed = std::mem::take(&mut self.packed);
-                packed.pack(batch, bound(&self.symbol_map));
-                convert::v3::portfolio_into(batch.portfolio, portfolio);
-                let limits = convert::v3::limits_out(batch.limits);
-                let view = packed.view();
-                let result = self.guarded(batch.tick_times[0], n, |exports, store| match exports {
-                    Exports::V3(e) => e.call_on_bars(
-                        store,
-                        view.ticks,
-                        view.keys,
-                        view.prices,
-                        portfolio,
-                        limits,
-                        &fills[..*pending],
-                    ),
-                    _ => Err(wasmtime::Error::msg("not a 0.3.0 component")),
-                });
-                self.packed = packed;
-                // Delivered with this call, whatever becomes of it.
-                *pending = 0;
-                self.outbox = outbox;
-                let result = match result? {
-                    Ok(result) => result,
-                    Err(msg) => return Ok((1, Vec::new(), Some(msg))),
-                };
-                self.check_count(result.signals.len())?;
-                let signals = result.signals.into_iter().map(convert::v3::signal_in);
-                (result.consumed as usize, signals.collect(), result.error)
-            }
-            Outbox::V2(wit) => {
-                convert::v2::batch_out(batch, bound(&self.symbol_map), wit);
-                let result = self.guarded(batch.tick_times[0], n, |exports, store| match exports {
-                    Exports::V2(e) => e.call_on_bars(store, wit),
-                    _ => Err(wasmtime::Error::msg("not a 0.2.0 component")),
-                });
-                self.outbox = outbox;
-                let result = match result? {
-                    Ok(result) => result,
-                    Err(msg) => return Ok((1, Vec::new(), Some(msg))),
-                };
-                self.check_count(result.signals.len())?;
-                let signals = result.signals.into_iter().map(convert::v2::signal_in);
-                (result.consumed as usize, signals.collect(), result.error)
-            }
-            Outbox::V1 => {
-                self.outbox = outbox;
-                let mut fault = None;
-                let outcome = drive(batch, |tick| {
-                    let wit_tick = convert::v1::tick_out(tick, &self.binding.symbols);
-                    let result = self.guarded(tick.time_ms, 1, |exports, store| match exports {
-                        Exports::V1(e) => e.call_on_bar(store, &wit_tick),
-                        _ => Err(wasmtime::Error::msg("not a 0.1.0 component")),
-                    });
-                    match result {
-                        Ok(Ok(signals)) => {
-                            if let Err(f) = self.check_count(signals.len()) {
-                                fault = Some(f);
-                                return Err(String::new());
-                            }
-                            Ok(signals.into_iter().map(convert::v1::signal_in).collect())
-                        }
-                        Ok(Err(msg)) => Err(msg),
-                        Err(f) => {
-                            fault = Some(f);
-                            Err(String::new())
-                        }
-                    }
-                });
-                if let Some(fault) = fault {
-                    return Err(fault);
-                }
-                (outcome.consumed, outcome.signals, outcome.error)
-            }
-        };
+        let called = self.guest.on_bars(
+            &mut self.guard,
+            batch,
+            &self.symbol_map,
+            &self.binding.symbols,
+        );
+        self.collect_logs();
+        let (consumed, signals, error) = called?;
         if !(1..=n).contains(&consumed) {
             return Err(Fault::Contract(format!(
                 "said it handled {consumed} of a batch of {n} bar closes"
             )));
         }
         Ok((consumed, signals, error))
-    }
-
-    fn check_count(&self, count: usize) -> Result<(), Fault> {
-        let limit = self.limits.max_signals_per_call;
-        if count > limit {
-            return Err(Fault::TooManySignals { count, limit });
-        }
-        Ok(())
     }
 
     /// Maps the batch's symbol table to the bound symbols, when it changed.
@@ -852,52 +357,18 @@ impl StrategyInstance {
         if let Some(fault) = &self.quarantined {
             return Err(self.error(Fault::Quarantined(fault.to_string())));
         }
-        match &mut self.outbox {
-            Outbox::V4 { fills, tags, .. } => {
-                fills.push(convert::v4::fill_out(fill, &self.binding.symbols, tags));
-                return Ok(());
-            }
-            Outbox::V3 { fills, pending, .. } => {
-                match fills.get_mut(*pending) {
-                    Some(reused) => convert::v3::fill_into(fill, reused),
-                    None => fills.push(convert::v3::fill_out(fill)),
-                }
-                *pending += 1;
-                return Ok(());
-            }
-            Outbox::V2(_) | Outbox::V1 => {}
-        }
-        match self.guarded(fill.time_ms, 1, |exports, store| {
-            exports.on_fill(store, fill)
-        }) {
-            Ok(()) => Ok(()),
-            Err(fault) => Err(self.failed(fault)),
-        }
+        let called = self
+            .guest
+            .on_fill(&mut self.guard, fill, &self.binding.symbols);
+        self.collect_logs();
+        called.map_err(|fault| self.failed(fault))
     }
 
-    /// Arms the limits for `closes` bar closes, sets the clock, runs `call`,
-    /// and collects logs.
-    fn guarded<R>(
-        &mut self,
-        time_ms: i64,
-        closes: usize,
-        call: impl FnOnce(&Exports, &mut Store<HostState>) -> wasmtime::Result<R>,
-    ) -> Result<R, Fault> {
-        if let ClockMode::Simulated(now) = &self.clock {
-            now.store(time_ms, Ordering::Relaxed);
-        }
-        arm(&mut self.store, &self.limits, self.metering, closes)?;
-        let result = call(&self.exports, &mut self.store);
-        let log = &mut self.store.data_mut().log;
-        self.stats.log_bytes_dropped += std::mem::take(&mut log.dropped) as u64;
-        self.logs.append(&mut log.lines);
-        // Stderr is only read when a call failed (it holds a panic message);
-        // reading it copies the buffer, so successful calls leave it alone.
-        result.map_err(|e| {
-            let fault = classify(&e, &self.limits, &self.stderr, self.stderr_seen, closes);
-            self.stderr_seen = self.stderr.contents().len();
-            fault
-        })
+    /// Moves what the strategy logged into `logs` (and the count of what
+    /// was dropped over its cap into the stats).
+    fn collect_logs(&mut self) {
+        let dropped = self.guard.drain_logs(&mut self.logs);
+        self.stats.log_bytes_dropped += dropped;
     }
 
     /// Counts a failure; rebuilds after a trap; quarantines after too many.
@@ -912,9 +383,9 @@ impl StrategyInstance {
                 self.quarantined = Some(rebuild);
             }
         }
-        if self.failures_in_row >= self.limits.max_consecutive_failures {
+        if self.failures_in_row >= self.guard.limits().max_consecutive_failures {
             let failures = self.failures_in_row;
-            match self.clock {
+            match self.guard.clock() {
                 // A replay (backtest, validation) reports it as data.
                 ClockMode::Simulated(_) => {
                     tracing::warn!(strategy = %self.label, "quarantined after {failures} failures in a row");
@@ -932,19 +403,17 @@ impl StrategyInstance {
     /// cached `InstancePre`, `init` it, and replay the recent bars so its
     /// indicators are warm (their signals are discarded).
     fn rebuild(&mut self) -> Result<(), Fault> {
-        let (store, stderr, exports) = Self::fresh(
+        let (guard, guest) = Self::fresh(
             &self.engine,
-            &self.limits,
-            self.metering,
+            self.guard.limits(),
+            self.guard.metering(),
+            self.guard.clock(),
             &self.pre,
             &self.binding,
-            &self.clock,
             &self.label,
         )?;
-        self.store = store;
-        self.stderr = stderr;
-        self.stderr_seen = 0;
-        self.exports = exports;
+        self.guard = guard;
+        self.guest = guest;
         self.stats.rebuilds += 1;
         // The tick that trapped is the last one; replaying it could trap again.
         let recent = std::mem::take(&mut self.recent);
@@ -1010,67 +479,5 @@ impl RunningStrategy for StrategyInstance {
     }
     fn on_fill(&mut self, fill: &Fill) -> Result<(), String> {
         StrategyInstance::on_fill(self, fill).map_err(|e| e.to_string())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Offers `recent` a batch of `offered` one-bar ticks whose closes count
-    /// from `first`, of which the instance handled `handled`.
-    fn remember(recent: &mut Recent, first: usize, offered: usize, handled: usize) {
-        let mut bars = BarColumns::default();
-        for i in first..first + offered {
-            let p = i as f64;
-            let candle = Candle {
-                time_ms: i as i64,
-                open: p,
-                high: p,
-                low: p,
-                close: p,
-                volume: 1.0,
-            };
-            bars.push(0, &candle);
-        }
-        let times: Vec<i64> = (first..first + offered).map(|i| i as i64 + 1).collect();
-        let batch = Batch {
-            symbols: &[Symbol::from("A")],
-            tick_times: &times,
-            tick_bars: &vec![1; offered],
-            bars: bars.slice(0, bars.len()),
-            portfolio: &Portfolio::default(),
-            limits: RiskLimits::default(),
-        };
-        recent.remember(&batch, handled, 30);
-    }
-
-    fn live_closes(recent: &Recent) -> &[f64] {
-        &recent.bars.close[recent.bars_from..]
-    }
-
-    #[test]
-    fn recent_keeps_exactly_the_last_warm_up_ticks_across_calls() {
-        let mut recent = Recent::default();
-        let mut next = 0;
-        // Calls that handle 7 of 9 offered ticks, then all of them, many times
-        // over (so the front is dropped in bulk at least once).
-        for call in 0..3000 {
-            let handled = if call % 2 == 0 { 7 } else { 9 };
-            remember(&mut recent, next, 9, handled);
-            next += handled;
-        }
-        let live = &recent.ticks[recent.ticks_from..];
-        let times: Vec<i64> = live.iter().map(|&(t, _)| t).collect();
-        let expected: Vec<i64> = (next - 30..next).map(|i| i as i64 + 1).collect();
-        assert_eq!(times, expected);
-        let expected: Vec<f64> = (next - 30..next).map(|i| i as f64).collect();
-        assert_eq!(live_closes(&recent), expected);
-        assert!(recent.ticks.len() < 2 * 4096 + 30, "the front is dropped");
-
-        // One call handling more than the warm-up keeps only its last ticks.
-        remember(&mut recent, next, 50, 45);
-        let expected: Vec<f64> = (next + 15..next + 45).map(|i| i as f64).collect();
-        assert_eq!(live_closes(&recent), expected);
     }
 }

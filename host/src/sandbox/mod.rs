@@ -11,86 +11,41 @@ mod artifact;
 mod background;
 mod cache;
 mod checks;
-mod convert;
+mod engine;
+mod fault;
+mod guard;
+mod host_state;
 mod instance;
 mod limits;
 mod optimizer;
+mod recent;
+mod wit;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime::Engine;
+use wasmtime::component::Component;
 
 pub use artifact::{ArtifactError, StrategyArtifact, StrategyHash};
 pub use background::BACKGROUND_QUIET;
-pub use cache::{DEFAULT_DISK_CACHE_BYTES, MEMORY_CACHE_ENTRIES};
+pub use cache::{CompileCache, DEFAULT_DISK_CACHE_BYTES, MEMORY_CACHE_ENTRIES};
 pub use checks::{check_info, check_signal};
-pub use instance::{Binding, ClockMode, Fault, InstanceStats, StrategyError, StrategyInstance};
+pub use fault::{Fault, StrategyError};
+pub use instance::{Binding, ClockMode, InstanceStats, StrategyInstance};
 pub use limits::{EPOCH_TICK, SandboxLimits};
 pub use optimizer::{OPTIMIZER_COMMAND, serve_optimizer};
+pub use wit::CONTRACT_VERSIONS;
 
 use cache::{DiskCache, MemoryCache};
-use keel_model::{LogLevel, StrategyInfo};
-
-/// Host-side bindings of the `keel:strategy@0.4.0` world (the current one).
-/// (`on-bars` takes its parts as separate parameters, so the generated call
-/// has many.)
-#[allow(clippy::too_many_arguments)]
-pub(crate) mod bindings_v4 {
-    wasmtime::component::bindgen!({
-        path: "../wit/since_v0.4.0",
-        world: "keel:strategy/strategy@0.4.0",
-    });
-    pub use self::keel::strategy::types::*;
-}
-
-/// Host-side bindings of the `keel:strategy@0.3.0` world, so components built
-/// against it keep loading.
-#[allow(clippy::too_many_arguments)]
-pub(crate) mod bindings_v3 {
-    wasmtime::component::bindgen!({
-        path: "../wit/since_v0.3.0",
-        world: "keel:strategy/strategy@0.3.0",
-    });
-    pub use self::keel::strategy::types::*;
-}
-
-/// Host-side bindings of the `keel:strategy@0.2.0` world, so components built
-/// against it keep loading.
-pub(crate) mod bindings_v2 {
-    wasmtime::component::bindgen!({
-        path: "../wit/since_v0.2.0",
-        world: "keel:strategy/strategy@0.2.0",
-    });
-    pub use self::keel::strategy::types::*;
-}
-
-/// Host-side bindings of the `keel:strategy@0.1.0` world, so components built
-/// against it keep loading.
-pub(crate) mod bindings_v1 {
-    wasmtime::component::bindgen!({
-        path: "../wit/since_v0.1.0",
-        world: "keel:strategy/strategy@0.1.0",
-    });
-    pub use self::keel::strategy::types::*;
-}
-
-/// Contract versions this host runs, newest first.
-pub const CONTRACT_VERSIONS: [&str; 4] = ["0.4.0", "0.3.0", "0.2.0", "0.1.0"];
-
-/// A component checked against one contract version, ready to instantiate.
-#[derive(Clone)]
-pub(crate) enum Pre {
-    V4(bindings_v4::StrategyPre<HostState>),
-    V3(bindings_v3::StrategyPre<HostState>),
-    V2(bindings_v2::StrategyPre<HostState>),
-    V1(bindings_v1::StrategyPre<HostState>),
-}
+use engine::{Compiler, EpochTicker, engine};
+use guard::Guard;
+use host_state::HostState;
+use keel_model::StrategyInfo;
+use wit::GuestPre;
 
 /// How a call's running time is bounded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -176,7 +131,9 @@ pub enum LoadError {
     )]
     ForbiddenImport { origin: String, import: String },
     #[error(
-        "{origin}: does not implement the keel:strategy@0.4.0 world (nor 0.3.0, 0.2.0 or 0.1.0): {reason}"
+        "{origin}: does not implement the keel:strategy@{} world (nor {}): {reason}",
+        CONTRACT_VERSIONS[0],
+        wit::listed(&CONTRACT_VERSIONS[1..])
     )]
     WrongExports { origin: String, reason: String },
     #[error("{origin}: {reason}")]
@@ -200,7 +157,7 @@ pub struct LoadedStrategy {
     pub tier: Tier,
     /// The engine `pre` belongs to (the sandbox's optimising or baseline one).
     engine: Engine,
-    pre: Pre,
+    pre: GuestPre,
     in_use: Arc<InUse>,
 }
 
@@ -234,12 +191,6 @@ fn held(in_use: &InUseMap, hash: &StrategyHash) -> bool {
     lock(in_use)
         .get(hash)
         .is_some_and(|token| token.strong_count() > 0)
-}
-
-/// One wasm engine and the linker of its stores.
-struct Compiler {
-    engine: Engine,
-    linker: Linker<HostState>,
 }
 
 /// The baseline tier of a `baseline_first` sandbox: Winch for quick loads,
@@ -301,91 +252,6 @@ fn import_allowed(name: &str) -> bool {
                     version == *v && (iface == "host" || iface == "types")
                 })
         })
-}
-
-/// The one place the wasm engine is configured.
-fn engine(config: &SandboxConfig, tier: Tier) -> anyhow::Result<Engine> {
-    let mut wasm = Config::new();
-    wasm.wasm_component_model(true)
-        .epoch_interruption(config.metering != Metering::Fuel)
-        .consume_fuel(config.metering == Metering::Fuel)
-        .max_wasm_stack(config.limits.max_stack_bytes)
-        .generate_address_map(false);
-    match tier {
-        Tier::Optimized => wasm.cranelift_opt_level(wasmtime::OptLevel::Speed),
-        // Winch compiles the strategy's functions; Cranelift still
-        // compiles an entry trampoline for each exported or
-        // address-taken one (thousands in a big table-driven
-        // component), and those gain nothing from optimisation. (The
-        // single-pass register allocator would compile them ~15%
-        // faster, but wasmtime 48 calls it not production-ready and
-        // outside its security support: not for untrusted code.)
-        Tier::Baseline => wasm
-            .strategy(wasmtime::Strategy::Winch)
-            .cranelift_opt_level(wasmtime::OptLevel::None),
-    };
-    // No `.eh_frame` for the strategy's code: wasmtime never unwinds
-    // natively through wasm frames (a host panic is caught at the boundary
-    // and resumed outside), so it would serve only outside unwinders, and it
-    // costs every compile and load. A profiling run keeps it.
-    let profiling = std::env::var_os("KEEL_PERFMAP").is_some();
-    wasm.native_unwind_info(profiling);
-    if profiling {
-        wasm.profiler(wasmtime::ProfilingStrategy::PerfMap);
-    }
-    Ok(Engine::new(&wasm)?)
-}
-
-impl Compiler {
-    fn new(config: &SandboxConfig, tier: Tier) -> anyhow::Result<Compiler> {
-        let engine = engine(config, tier)?;
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-        bindings_v4::Strategy::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
-            &mut linker,
-            |state| state,
-        )?;
-        bindings_v3::Strategy::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
-            &mut linker,
-            |state| state,
-        )?;
-        bindings_v2::Strategy::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
-            &mut linker,
-            |state| state,
-        )?;
-        bindings_v1::Strategy::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
-            &mut linker,
-            |state| state,
-        )?;
-        Ok(Compiler { engine, linker })
-    }
-
-    /// Compiles `bytes` on a thread of its own, giving up after `limit`.
-    fn compile(&self, origin: &str, bytes: &[u8], limit: Duration) -> Result<Component, LoadError> {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let engine = self.engine.clone();
-        let bytes = bytes.to_vec();
-        std::thread::Builder::new()
-            .name("keel-compile".into())
-            .spawn(move || {
-                let _ = tx.send(Component::new(&engine, &bytes));
-            })
-            .map_err(|e| LoadError::NotAComponent {
-                origin: origin.to_owned(),
-                reason: format!("cannot start compiler: {e}"),
-            })?;
-        match rx.recv_timeout(limit) {
-            Ok(Ok(c)) => Ok(c),
-            Ok(Err(e)) => Err(LoadError::NotAComponent {
-                origin: origin.to_owned(),
-                reason: one_line(&e),
-            }),
-            Err(_) => Err(LoadError::CompileTimeout {
-                origin: origin.to_owned(),
-                limit,
-            }),
-        }
-    }
 }
 
 impl Sandbox {
@@ -486,31 +352,16 @@ impl Sandbox {
                     origin: origin.clone(),
                     reason: one_line(&e),
                 })?;
-        // Newest contract first; the error worth reporting is the newest's.
-        let (pre, contract) = match bindings_v4::StrategyPre::new(instance_pre.clone()) {
-            Ok(pre) => (Pre::V4(pre), CONTRACT_VERSIONS[0]),
-            Err(newest) => {
-                if let Ok(pre) = bindings_v3::StrategyPre::new(instance_pre.clone()) {
-                    (Pre::V3(pre), CONTRACT_VERSIONS[1])
-                } else if let Ok(pre) = bindings_v2::StrategyPre::new(instance_pre.clone()) {
-                    (Pre::V2(pre), CONTRACT_VERSIONS[2])
-                } else if let Ok(pre) = bindings_v1::StrategyPre::new(instance_pre) {
-                    (Pre::V1(pre), CONTRACT_VERSIONS[3])
-                } else {
-                    return Err(LoadError::WrongExports {
-                        origin: origin.clone(),
-                        reason: one_line(&newest),
-                    });
-                }
+        let pre = GuestPre::new(instance_pre).map_err(|newest| LoadError::WrongExports {
+            origin: origin.clone(),
+            reason: one_line(&newest),
+        })?;
+        let info = guard::describe(self, &compiler.engine, &pre, artifact.hash).map_err(|e| {
+            LoadError::Describe {
+                origin: origin.clone(),
+                reason: e.to_string(),
             }
-        };
-        let info =
-            instance::describe(self, &compiler.engine, &pre, artifact.hash).map_err(|e| {
-                LoadError::Describe {
-                    origin: origin.clone(),
-                    reason: e.to_string(),
-                }
-            })?;
+        })?;
         check_info(&info, &self.limits).map_err(|reason| LoadError::Describe {
             origin: origin.clone(),
             reason: format!("describe(): {reason}"),
@@ -522,7 +373,7 @@ impl Sandbox {
             info,
             imports,
             from_cache,
-            contract,
+            contract: pre.contract(),
             tier,
             engine: compiler.engine.clone(),
             pre,
@@ -748,202 +599,6 @@ fn is_component(bytes: &[u8]) -> bool {
 /// An error chain on one line.
 pub(crate) fn one_line(e: &impl std::fmt::Display) -> String {
     format!("{e:#}").replace('\n', " ")
-}
-
-/// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.
-struct EpochTicker {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl EpochTicker {
-    fn start(engines: Vec<Engine>) -> EpochTicker {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("keel-epoch".into())
-            .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
-                    for engine in &engines {
-                        engine.increment_epoch();
-                    }
-                }
-            })
-            .ok();
-        EpochTicker { stop, thread }
-    }
-}
-
-impl Drop for EpochTicker {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// Per-store state: the deny-all WASI context, the memory limiter, the
-/// simulated clock, and this call's log budget.
-pub(crate) struct HostState {
-    wasi: WasiCtx,
-    table: ResourceTable,
-    limits: StoreLimits,
-    pub(crate) log: LogBuffer,
-}
-
-/// Log lines of the current call, capped in bytes.
-#[derive(Debug, Default)]
-pub(crate) struct LogBuffer {
-    pub(crate) cap: usize,
-    pub(crate) bytes: usize,
-    pub(crate) dropped: usize,
-    pub(crate) lines: Vec<(LogLevel, String)>,
-    pub(crate) label: String,
-}
-
-impl HostState {
-    pub(crate) fn new(
-        limits: &SandboxLimits,
-        clock: &ClockMode,
-        seed: u64,
-        label: String,
-        stderr: wasmtime_wasi::p2::pipe::MemoryOutputPipe,
-    ) -> HostState {
-        // Deny-all: no preopened directories, no environment, no arguments, no
-        // network; stdout is discarded and stderr is kept only to report panics.
-        let mut wasi = WasiCtxBuilder::new();
-        wasi.allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .stderr(stderr);
-        let mut rng = keel_model::synth::SplitMix64::new(seed);
-        let bytes: Vec<u8> = (0..64).flat_map(|_| rng.next_u64().to_le_bytes()).collect();
-        wasi.secure_random(wasmtime_wasi::Deterministic::new(bytes.clone()))
-            .insecure_random(wasmtime_wasi::Deterministic::new(bytes))
-            .insecure_random_seed(u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64()));
-        if let ClockMode::Simulated(now) = clock {
-            wasi.wall_clock(SimulatedClock(now.clone()))
-                .monotonic_clock(SimulatedClock(now.clone()));
-        }
-        HostState {
-            wasi: wasi.build(),
-            table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(limits.max_memory_bytes)
-                .table_elements(100_000)
-                .instances(64)
-                .memories(16)
-                .tables(64)
-                .trap_on_grow_failure(true)
-                .build(),
-            log: LogBuffer {
-                cap: limits.max_log_bytes_per_call,
-                label,
-                ..LogBuffer::default()
-            },
-        }
-    }
-
-    pub(crate) fn store(engine: &Engine, state: HostState) -> Store<HostState> {
-        let mut store = Store::new(engine, state);
-        store.limiter(|s| &mut s.limits);
-        store.epoch_deadline_trap();
-        store
-    }
-}
-
-impl WasiView for HostState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
-
-impl bindings_v4::keel::strategy::types::Host for HostState {}
-impl bindings_v3::keel::strategy::types::Host for HostState {}
-impl bindings_v2::keel::strategy::types::Host for HostState {}
-impl bindings_v1::keel::strategy::types::Host for HostState {}
-
-impl bindings_v4::keel::strategy::host::Host for HostState {
-    fn log(&mut self, level: bindings_v4::LogLevel, message: String) {
-        self.log.push(convert::v4::log_level(level), message);
-    }
-}
-
-impl bindings_v3::keel::strategy::host::Host for HostState {
-    fn log(&mut self, level: bindings_v3::LogLevel, message: String) {
-        self.log.push(convert::v3::log_level(level), message);
-    }
-}
-
-impl bindings_v2::keel::strategy::host::Host for HostState {
-    fn log(&mut self, level: bindings_v2::LogLevel, message: String) {
-        self.log.push(convert::v2::log_level(level), message);
-    }
-}
-
-impl bindings_v1::keel::strategy::host::Host for HostState {
-    fn log(&mut self, level: bindings_v1::LogLevel, message: String) {
-        self.log.push(convert::v1::log_level(level), message);
-    }
-}
-
-impl LogBuffer {
-    /// Logs one line of the strategy's, unless it is over its byte cap.
-    fn push(&mut self, level: LogLevel, message: String) {
-        if self.bytes + message.len() > self.cap {
-            self.dropped += message.len();
-            return;
-        }
-        self.bytes += message.len();
-        let label = &self.label;
-        // The terminal gets it escaped and cut; `take_logs` gets it whole.
-        let shown = keel_model::shown::line(&message);
-        match level {
-            LogLevel::Trace => {
-                tracing::trace!(target: "keel::strategy", strategy = %label, "{shown}")
-            }
-            LogLevel::Debug => {
-                tracing::debug!(target: "keel::strategy", strategy = %label, "{shown}")
-            }
-            LogLevel::Info => {
-                tracing::info!(target: "keel::strategy", strategy = %label, "{shown}")
-            }
-            LogLevel::Warn => {
-                tracing::warn!(target: "keel::strategy", strategy = %label, "{shown}")
-            }
-            LogLevel::Error => {
-                tracing::error!(target: "keel::strategy", strategy = %label, "{shown}")
-            }
-        }
-        self.lines.push((level, message));
-    }
-}
-
-/// The host's simulated time: what the strategy's WASI clocks read.
-#[derive(Debug, Clone)]
-struct SimulatedClock(Arc<AtomicI64>);
-
-impl wasmtime_wasi::HostWallClock for SimulatedClock {
-    fn resolution(&self) -> Duration {
-        Duration::from_millis(1)
-    }
-    fn now(&self) -> Duration {
-        Duration::from_millis(self.0.load(Ordering::Relaxed).max(0) as u64)
-    }
-}
-
-impl wasmtime_wasi::HostMonotonicClock for SimulatedClock {
-    fn resolution(&self) -> u64 {
-        1_000_000
-    }
-    fn now(&self) -> u64 {
-        self.0.load(Ordering::Relaxed).max(0) as u64 * 1_000_000
-    }
 }
 
 /// Time a closure; used by the CLI and benches to report load costs.
