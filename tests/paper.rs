@@ -811,6 +811,48 @@ pub(crate) fn kraken_server(
     (port, seen)
 }
 
+/// A loopback server answering Kraken's OHLC endpoint for several pairs,
+/// each from its own script (one reply per request of that pair, the last
+/// one repeated).
+fn kraken_pairs_server(replies: Vec<(&'static str, Vec<String>)>) -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let mut asked = vec![0usize; replies.len()];
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            loop {
+                let mut header = String::new();
+                if reader.read_line(&mut header).unwrap_or(0) == 0 || header.trim().is_empty() {
+                    break;
+                }
+            }
+            let body = match replies
+                .iter()
+                .position(|(pair, _)| line.contains(&format!("pair={pair}&")))
+            {
+                Some(p) => {
+                    let script = &replies[p].1;
+                    let body = script[asked[p].min(script.len() - 1)].clone();
+                    asked[p] += 1;
+                    body
+                }
+                None => r#"{"error":["EQuery:Unknown asset pair"]}"#.to_owned(),
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
 pub(crate) fn ohlc(rows: &[i64], last: i64) -> String {
     let rows: Vec<String> = rows
         .iter()
@@ -913,4 +955,69 @@ fn an_unknown_kraken_pair_stops_the_run_with_krakens_reason() {
         stdout.contains("feed stopped: kraken OHLC NOPE: refused: EQuery:Unknown asset pair"),
         "{stdout}"
     );
+}
+
+#[test]
+fn several_kraken_pairs_are_aligned_on_close_time_and_a_late_pair_is_waited_for() {
+    let s = Setup::new();
+    let t = 1_767_225_600; // seconds, like Kraken
+    let m = 60;
+    let port = kraken_pairs_server(vec![
+        (
+            "XBTUSD",
+            vec![ohlc(
+                &[t, t + m, t + 2 * m, t + 3 * m, t + 4 * m],
+                t + 3 * m,
+            )],
+        ),
+        (
+            "ETHUSD",
+            vec![
+                // Nothing closed yet at the first poll: the first close waits
+                // for this pair (within the grace period) rather than going
+                // without it.
+                ohlc(&[t], t),
+                // No bar at t + 2m: that close is booked without this pair.
+                ohlc(&[t, t + m, t + 3 * m, t + 4 * m], t + 3 * m),
+            ],
+        ),
+    ]);
+    let db = s.db("pairs.db");
+    let url = format!("http://127.0.0.1:{port}");
+    let out = s.run_to_end(
+        &db,
+        "kraken:XBTUSD,ETHUSD",
+        &["--kraken-url", &url, "--poll-ms", "20", "--bars", "4"],
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("4 bars booked"), "{stdout}");
+    let conn = open(&db);
+    let rows: Vec<(i64, String)> = {
+        let mut stmt = conn
+            .prepare("SELECT close_ms, symbol FROM run_bars ORDER BY close_ms, symbol")
+            .expect("sql");
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("sql")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    };
+    let close = |k: i64| (t + k * m) * 1000;
+    let expected: Vec<(i64, String)> = [
+        (1, "ETHUSD"),
+        (1, "XBTUSD"),
+        (2, "ETHUSD"),
+        (2, "XBTUSD"),
+        (3, "XBTUSD"),
+        (4, "ETHUSD"),
+        (4, "XBTUSD"),
+    ]
+    .into_iter()
+    .map(|(k, symbol)| (close(k), symbol.to_owned()))
+    .collect();
+    assert_eq!(rows, expected);
+    let feed: String = conn
+        .query_row("SELECT feed FROM runs", [], |r| r.get(0))
+        .expect("run");
+    assert_eq!(feed, "kraken:XBTUSD@1m + kraken:ETHUSD@1m");
 }

@@ -347,7 +347,7 @@ pub fn run_feeds(
         );
         for decision in decisions {
             if let Decision::Accepted(Some(order)) = decision {
-                unfailing(venue.submit(&order));
+                unfailing(venue.submit(order));
             }
         }
         if config.record_signals {

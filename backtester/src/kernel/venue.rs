@@ -40,7 +40,7 @@ pub trait Venue {
     type Error: std::fmt::Display;
 
     /// Places `order` unless the venue already has its id.
-    fn submit(&mut self, order: &Order) -> Result<(), Self::Error>;
+    fn submit(&mut self, order: Order) -> Result<(), Self::Error>;
     /// Cancels an open order; `false` if it was not open.
     fn cancel(&mut self, id: &ClientOrderId) -> Result<bool, Self::Error>;
     /// Cancels every open order; their ids.
@@ -97,7 +97,8 @@ pub fn execute(fills: &FillModel, order: &Order, bar: &Candle) -> Outcome {
 }
 
 /// The market of a backtest: orders wait in memory and fill at their
-/// symbol's next open. No IO, no clock.
+/// symbol's next open. No IO, no clock. Its reports are handed over once
+/// (`fills_since` moves them out), as a backtest reads each once.
 #[derive(Debug, Clone, Default)]
 pub struct SimulatedVenue {
     fills: FillModel,
@@ -151,9 +152,9 @@ impl SimulatedVenue {
 impl Venue for SimulatedVenue {
     type Error = std::convert::Infallible;
 
-    fn submit(&mut self, order: &Order) -> Result<(), Self::Error> {
+    fn submit(&mut self, order: Order) -> Result<(), Self::Error> {
         if !self.open.iter().any(|o| o.id == order.id) {
-            self.open.push(order.clone());
+            self.open.push(order);
         }
         Ok(())
     }
@@ -195,13 +196,13 @@ impl Venue for SimulatedVenue {
     }
 
     fn fills_since(&mut self, cursor: u64, out: &mut Vec<Execution>) -> Result<u64, Self::Error> {
-        // Reports before the cursor were taken: they are dropped, so memory
-        // does not grow with the run.
-        let taken = (cursor.saturating_sub(self.first) as usize).min(self.reports.len());
-        self.reports.drain(..taken);
-        self.first += taken as u64;
-        out.extend(self.reports.iter().cloned());
-        Ok(self.first + self.reports.len() as u64)
+        // In memory, a report is handed over once: the next cursor is past
+        // it whatever the caller passes, so memory does not grow with the
+        // run.
+        let _ = cursor;
+        self.first += self.reports.len() as u64;
+        out.append(&mut self.reports);
+        Ok(self.first)
     }
 
     fn balances(&mut self) -> Result<Balances, Self::Error> {
@@ -254,9 +255,9 @@ mod tests {
         let mut venue = SimulatedVenue::new(FillModel::default());
         let a = order("a", 1, Action::OpenLong, Size::FractionOfEquity(0.5));
         let b = order("b", 0, Action::OpenLong, Size::Quote(100.0));
-        venue.submit(&a).unwrap();
-        venue.submit(&a).unwrap();
-        venue.submit(&b).unwrap();
+        venue.submit(a.clone()).unwrap();
+        venue.submit(a.clone()).unwrap();
+        venue.submit(b.clone()).unwrap();
         let mut columns = BarColumns::default();
         columns.push(0, &bar(100.0));
         venue.on_step(columns.slice(0, 1));
@@ -274,7 +275,7 @@ mod tests {
         assert!((price * quantity - 100.0).abs() < 1e-6, "{quantity}");
         out.clear();
         assert_eq!(venue.fills_since(cursor, &mut out).unwrap(), 1);
-        assert!(out.is_empty());
+        assert!(out.is_empty(), "a report is handed over once");
         assert!(venue.cancel(&a.id).unwrap());
         assert!(!venue.cancel(&a.id).unwrap());
         assert_eq!(venue.fills_since(cursor, &mut out).unwrap(), 2);

@@ -114,9 +114,10 @@ impl Engine<'_> {
             }
             return Ok(());
         }
-        self.venue.submit(&order)?;
+        let id = order.id.0.clone();
+        self.venue.submit(order)?;
         failpoint("after-send");
-        order_state(self.conn, &order.id.0, &["new"], "open", None)?;
+        order_state(self.conn, &id, &["new"], "open", None)?;
         Ok(())
     }
 }

@@ -177,7 +177,7 @@ fn now_ms() -> i64 {
 impl Venue for PaperVenue {
     type Error = rusqlite::Error;
 
-    fn submit(&mut self, order: &Order) -> rusqlite::Result<()> {
+    fn submit(&mut self, order: Order) -> rusqlite::Result<()> {
         self.conn.execute(
             "INSERT OR IGNORE INTO paper_orders (client_order_id, symbol, action, side, size, equity,
                  max_quantity, reference_price, max_deviation, state, placed_ms)

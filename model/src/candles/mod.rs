@@ -6,6 +6,28 @@ use std::path::Path;
 
 use crate::shown::{self, number};
 
+mod csv;
+mod json;
+
+pub use csv::{CsvCandles, parse_csv, read_csv, write_csv};
+pub use json::{parse_json, read_json};
+
+/// The columns of a candle row, in order.
+pub(crate) const COLUMNS: [&str; 6] = ["time", "open", "high", "low", "close", "volume"];
+
+/// Reads `path` whole and parses it, naming the file in every error.
+pub(crate) fn read_with(
+    path: &Path,
+    parse: fn(&str, &str) -> Result<Vec<Candle>, CandleError>,
+) -> Result<Vec<Candle>, CandleError> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|error| CandleError::Io {
+        path: name.clone(),
+        error,
+    })?;
+    parse(&text, &name)
+}
+
 /// One OHLCV candle; `time_ms` is its open time (ms since the Unix epoch, UTC).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Candle {
@@ -53,210 +75,6 @@ pub const MIN_CANDLE_PRICE: f64 = 1e-8;
 /// arithmetic on bar spacing.
 pub const CANDLE_TIME_MS: (i64, i64) = (-2_208_988_800_000, 7_258_118_400_000);
 
-const COLUMNS: [&str; 6] = ["time", "open", "high", "low", "close", "volume"];
-
-/// Reads a `time,open,high,low,close,volume` CSV file (time in RFC 3339 or epoch ms).
-pub fn read_csv(path: &Path) -> Result<Vec<Candle>, CandleError> {
-    read_with(path, parse_csv)
-}
-
-/// Reads `path` whole and parses it, naming the file in every error.
-fn read_with(
-    path: &Path,
-    parse: fn(&str, &str) -> Result<Vec<Candle>, CandleError>,
-) -> Result<Vec<Candle>, CandleError> {
-    let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|error| CandleError::Io {
-        path: name.clone(),
-        error,
-    })?;
-    parse(&text, &name)
-}
-
-/// Parses CSV text; `source` names it in errors.
-pub fn parse_csv(text: &str, source: &str) -> Result<Vec<Candle>, CandleError> {
-    let mut reader = CsvCandles::new(text.lines().map(|l| Ok(l.to_owned())), source)?;
-    let mut candles: Vec<Candle> = Vec::with_capacity(text.len() / 48);
-    for candle in reader.by_ref() {
-        candles.push(candle?);
-    }
-    if candles.is_empty() {
-        return Err(CandleError::Empty {
-            path: source.to_owned(),
-        });
-    }
-    Ok(candles)
-}
-
-/// Candles read from CSV lines one at a time (a live or replayed feed does
-/// not hold its file). Each is checked as it is read, times included; the
-/// first bad line ends the stream with `source:line: what`.
-pub struct CsvCandles<L> {
-    lines: L,
-    source: String,
-    line: usize,
-    columns: usize,
-    index: [usize; 6],
-    last_ms: Option<i64>,
-    failed: bool,
-}
-
-impl<L> std::fmt::Debug for CsvCandles<L> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CsvCandles")
-            .field("source", &self.source)
-            .field("line", &self.line)
-            .finish()
-    }
-}
-
-impl<L: Iterator<Item = std::io::Result<String>>> CsvCandles<L> {
-    /// Reads the header; `source` names the input in errors.
-    pub fn new(mut lines: L, source: &str) -> Result<CsvCandles<L>, CandleError> {
-        let mut line = 0;
-        let header = loop {
-            line += 1;
-            match lines.next() {
-                None => {
-                    return Err(CandleError::Empty {
-                        path: source.to_owned(),
-                    });
-                }
-                Some(Err(e)) => {
-                    return Err(CandleError::Io {
-                        path: source.to_owned(),
-                        error: e,
-                    });
-                }
-                Some(Ok(l)) if l.trim().is_empty() => continue,
-                Some(Ok(l)) => break l,
-            }
-        };
-        let names: Vec<String> = header
-            .split(',')
-            .map(|c| c.trim().trim_start_matches('\u{feff}').to_ascii_lowercase())
-            .collect();
-        let mut index = [0usize; 6];
-        for (slot, column) in index.iter_mut().zip(COLUMNS) {
-            *slot = names
-                .iter()
-                .position(|n| n == column)
-                .ok_or_else(|| CandleError::Invalid {
-                    path: source.to_owned(),
-                    line,
-                    message: format!(
-                        "missing column '{column}' (header is '{}')",
-                        shown::text(header.trim())
-                    ),
-                })?;
-        }
-        Ok(CsvCandles {
-            lines,
-            source: source.to_owned(),
-            line,
-            columns: names.len(),
-            index,
-            last_ms: None,
-            failed: false,
-        })
-    }
-
-    fn parse(&self, raw: &str) -> Result<Candle, String> {
-        let fields: Vec<&str> = raw.split(',').map(str::trim).collect();
-        if fields.len() != self.columns {
-            return Err(format!(
-                "expected {} fields, found {}",
-                self.columns,
-                fields.len()
-            ));
-        }
-        let time_ms = parse_time(fields[self.index[0]])?;
-        let mut values = [0.0f64; 5];
-        for (k, value) in values.iter_mut().enumerate() {
-            let column = COLUMNS[k + 1];
-            let text = fields[self.index[k + 1]];
-            *value = text
-                .parse::<f64>()
-                .map_err(|_| format!("{column} '{}' is not a number", shown::text(text)))?;
-            if !value.is_finite() {
-                return Err(format!("{column} is {}", shown::text(text)));
-            }
-        }
-        checked(self.last_ms, time_ms, values)
-    }
-}
-
-impl<L: Iterator<Item = std::io::Result<String>>> Iterator for CsvCandles<L> {
-    type Item = Result<Candle, CandleError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.failed {
-            return None;
-        }
-        loop {
-            self.line += 1;
-            let raw = match self.lines.next()? {
-                Ok(raw) => raw,
-                Err(e) => {
-                    self.failed = true;
-                    return Some(Err(CandleError::Io {
-                        path: self.source.clone(),
-                        error: e,
-                    }));
-                }
-            };
-            if raw.trim().is_empty() {
-                continue;
-            }
-            return Some(match self.parse(&raw) {
-                Ok(candle) => {
-                    self.last_ms = Some(candle.time_ms);
-                    Ok(candle)
-                }
-                Err(message) => {
-                    self.failed = true;
-                    Err(CandleError::Invalid {
-                        path: self.source.clone(),
-                        line: self.line,
-                        message,
-                    })
-                }
-            });
-        }
-    }
-}
-
-/// Writes candles as `time,open,high,low,close,volume` CSV with RFC 3339 times.
-pub fn write_csv(path: &Path, candles: &[Candle]) -> Result<(), CandleError> {
-    use std::io::Write;
-    let name = path.display().to_string();
-    let io = |error| CandleError::Io {
-        path: name.clone(),
-        error,
-    };
-    let mut out = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
-    writeln!(out, "time,open,high,low,close,volume").map_err(io)?;
-    for c in candles {
-        writeln!(
-            out,
-            "{},{},{},{},{},{}",
-            format_time(c.time_ms),
-            c.open,
-            c.high,
-            c.low,
-            c.close,
-            c.volume
-        )
-        .map_err(io)?;
-    }
-    out.flush().map_err(io)
-}
-
-/// Reads freqtrade-style JSON: `[[ms, open, high, low, close, volume], …]`.
-pub fn read_json(path: &Path) -> Result<Vec<Candle>, CandleError> {
-    read_with(path, parse_json)
-}
-
 /// Reads a candle file by its extension: `.json` as freqtrade JSON, anything else as CSV.
 pub fn read_file(path: &Path) -> Result<Vec<Candle>, CandleError> {
     if is_json(path) {
@@ -273,115 +91,13 @@ pub fn is_json(path: &Path) -> bool {
         .is_some_and(|ext| ext.eq_ignore_ascii_case("json"))
 }
 
-/// Parses freqtrade JSON; errors name the line where the bad candle starts.
-pub fn parse_json(text: &str, source: &str) -> Result<Vec<Candle>, CandleError> {
-    let invalid = |line: usize, message: String| CandleError::Invalid {
-        path: source.to_owned(),
-        line,
-        message,
-    };
-    let rows: Vec<Vec<serde_json::Value>> = serde_json::from_str(text).map_err(|e| {
-        invalid(
-            e.line().max(1),
-            format!(
-                "not a JSON list of [ms, open, high, low, close, volume] rows: {}",
-                shown::message(&e.to_string())
-            ),
-        )
-    })?;
-    let lines = row_lines(text);
-    let mut candles: Vec<Candle> = Vec::with_capacity(rows.len());
-    for (i, row) in rows.iter().enumerate() {
-        let line = lines.get(i).copied().unwrap_or(1);
-        if row.len() != 6 {
-            return Err(invalid(
-                line,
-                format!("candle {} has {} values, expected 6", i + 1, row.len()),
-            ));
-        }
-        let time_ms = match (row[0].as_i64(), row[0].as_f64()) {
-            (Some(t), _) => t,
-            (None, Some(t)) if t.fract() == 0.0 => {
-                // Checked before the cast, which would clamp it.
-                let (first, last) = CANDLE_TIME_MS;
-                if !(first as f64..=last as f64).contains(&t) {
-                    return Err(invalid(line, time_outside(&number(t).to_string())));
-                }
-                t as i64
-            }
-            _ => {
-                return Err(invalid(
-                    line,
-                    format!(
-                        "time {} is not whole epoch milliseconds",
-                        shown::text(&row[0].to_string())
-                    ),
-                ));
-            }
-        };
-        let mut values = [0.0f64; 5];
-        for (k, value) in values.iter_mut().enumerate() {
-            let column = COLUMNS[k + 1];
-            *value = row[k + 1]
-                .as_f64()
-                .or_else(|| row[k + 1].as_str().and_then(|s| s.parse().ok()))
-                .filter(|v: &f64| v.is_finite())
-                .ok_or_else(|| {
-                    invalid(
-                        line,
-                        format!(
-                            "{column} {} is not a finite number",
-                            shown::text(&row[k + 1].to_string())
-                        ),
-                    )
-                })?;
-        }
-        push_checked(&mut candles, time_ms, values).map_err(|m| invalid(line, m))?;
-    }
-    if candles.is_empty() {
-        return Err(CandleError::Empty {
-            path: source.to_owned(),
-        });
-    }
-    Ok(candles)
-}
-
-/// The line on which each row (a `[` at depth 2) of a JSON array of arrays starts.
-fn row_lines(text: &str) -> Vec<usize> {
-    let (mut depth, mut line, mut in_string, mut escaped) = (0usize, 1usize, false, false);
-    let mut lines = Vec::new();
-    for b in text.bytes() {
-        if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            if b == b'\n' {
-                line += 1;
-            }
-            continue;
-        }
-        match b {
-            b'\n' => line += 1,
-            b'"' => in_string = true,
-            b'[' => {
-                depth += 1;
-                if depth == 2 {
-                    lines.push(line);
-                }
-            }
-            b']' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    lines
-}
-
 /// Appends the candle of `[open, high, low, close, volume]` after checking it
 /// and that time moves forward.
-fn push_checked(candles: &mut Vec<Candle>, time_ms: i64, values: [f64; 5]) -> Result<(), String> {
+pub(crate) fn push_checked(
+    candles: &mut Vec<Candle>,
+    time_ms: i64,
+    values: [f64; 5],
+) -> Result<(), String> {
     let candle = checked(candles.last().map(|c| c.time_ms), time_ms, values)?;
     candles.push(candle);
     Ok(())
@@ -389,7 +105,11 @@ fn push_checked(candles: &mut Vec<Candle>, time_ms: i64, values: [f64; 5]) -> Re
 
 /// The candle of `[open, high, low, close, volume]`, checked, and checked to
 /// come after a bar opening at `prev_ms`.
-fn checked(prev_ms: Option<i64>, time_ms: i64, values: [f64; 5]) -> Result<Candle, String> {
+pub(crate) fn checked(
+    prev_ms: Option<i64>,
+    time_ms: i64,
+    values: [f64; 5],
+) -> Result<Candle, String> {
     let [open, high, low, close, volume] = values;
     let candle = Candle {
         time_ms,

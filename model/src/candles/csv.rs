@@ -1,0 +1,190 @@
+//! Candle CSV: `time,open,high,low,close,volume`, read whole or as a stream,
+//! and written.
+
+use std::path::Path;
+
+use super::*;
+
+/// Reads a `time,open,high,low,close,volume` CSV file (time in RFC 3339 or epoch ms).
+pub fn read_csv(path: &Path) -> Result<Vec<Candle>, CandleError> {
+    read_with(path, parse_csv)
+}
+
+/// Parses CSV text; `source` names it in errors.
+pub fn parse_csv(text: &str, source: &str) -> Result<Vec<Candle>, CandleError> {
+    let mut reader = CsvCandles::new(text.lines().map(|l| Ok(l.to_owned())), source)?;
+    let mut candles: Vec<Candle> = Vec::with_capacity(text.len() / 48);
+    for candle in reader.by_ref() {
+        candles.push(candle?);
+    }
+    if candles.is_empty() {
+        return Err(CandleError::Empty {
+            path: source.to_owned(),
+        });
+    }
+    Ok(candles)
+}
+
+/// Candles read from CSV lines one at a time (a live or replayed feed does
+/// not hold its file). Each is checked as it is read, times included; the
+/// first bad line ends the stream with `source:line: what`.
+pub struct CsvCandles<L> {
+    lines: L,
+    source: String,
+    line: usize,
+    columns: usize,
+    index: [usize; 6],
+    last_ms: Option<i64>,
+    failed: bool,
+}
+
+impl<L> std::fmt::Debug for CsvCandles<L> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CsvCandles")
+            .field("source", &self.source)
+            .field("line", &self.line)
+            .finish()
+    }
+}
+
+impl<L: Iterator<Item = std::io::Result<String>>> CsvCandles<L> {
+    /// Reads the header; `source` names the input in errors.
+    pub fn new(mut lines: L, source: &str) -> Result<CsvCandles<L>, CandleError> {
+        let mut line = 0;
+        let header = loop {
+            line += 1;
+            match lines.next() {
+                None => {
+                    return Err(CandleError::Empty {
+                        path: source.to_owned(),
+                    });
+                }
+                Some(Err(e)) => {
+                    return Err(CandleError::Io {
+                        path: source.to_owned(),
+                        error: e,
+                    });
+                }
+                Some(Ok(l)) if l.trim().is_empty() => continue,
+                Some(Ok(l)) => break l,
+            }
+        };
+        let names: Vec<String> = header
+            .split(',')
+            .map(|c| c.trim().trim_start_matches('\u{feff}').to_ascii_lowercase())
+            .collect();
+        let mut index = [0usize; 6];
+        for (slot, column) in index.iter_mut().zip(COLUMNS) {
+            *slot = names
+                .iter()
+                .position(|n| n == column)
+                .ok_or_else(|| CandleError::Invalid {
+                    path: source.to_owned(),
+                    line,
+                    message: format!(
+                        "missing column '{column}' (header is '{}')",
+                        shown::text(header.trim())
+                    ),
+                })?;
+        }
+        Ok(CsvCandles {
+            lines,
+            source: source.to_owned(),
+            line,
+            columns: names.len(),
+            index,
+            last_ms: None,
+            failed: false,
+        })
+    }
+
+    fn parse(&self, raw: &str) -> Result<Candle, String> {
+        let fields: Vec<&str> = raw.split(',').map(str::trim).collect();
+        if fields.len() != self.columns {
+            return Err(format!(
+                "expected {} fields, found {}",
+                self.columns,
+                fields.len()
+            ));
+        }
+        let time_ms = parse_time(fields[self.index[0]])?;
+        let mut values = [0.0f64; 5];
+        for (k, value) in values.iter_mut().enumerate() {
+            let column = COLUMNS[k + 1];
+            let text = fields[self.index[k + 1]];
+            *value = text
+                .parse::<f64>()
+                .map_err(|_| format!("{column} '{}' is not a number", shown::text(text)))?;
+            if !value.is_finite() {
+                return Err(format!("{column} is {}", shown::text(text)));
+            }
+        }
+        checked(self.last_ms, time_ms, values)
+    }
+}
+
+impl<L: Iterator<Item = std::io::Result<String>>> Iterator for CsvCandles<L> {
+    type Item = Result<Candle, CandleError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        loop {
+            self.line += 1;
+            let raw = match self.lines.next()? {
+                Ok(raw) => raw,
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(CandleError::Io {
+                        path: self.source.clone(),
+                        error: e,
+                    }));
+                }
+            };
+            if raw.trim().is_empty() {
+                continue;
+            }
+            return Some(match self.parse(&raw) {
+                Ok(candle) => {
+                    self.last_ms = Some(candle.time_ms);
+                    Ok(candle)
+                }
+                Err(message) => {
+                    self.failed = true;
+                    Err(CandleError::Invalid {
+                        path: self.source.clone(),
+                        line: self.line,
+                        message,
+                    })
+                }
+            });
+        }
+    }
+}
+
+/// Writes candles as `time,open,high,low,close,volume` CSV with RFC 3339 times.
+pub fn write_csv(path: &Path, candles: &[Candle]) -> Result<(), CandleError> {
+    use std::io::Write;
+    let name = path.display().to_string();
+    let io = |error| CandleError::Io {
+        path: name.clone(),
+        error,
+    };
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
+    writeln!(out, "time,open,high,low,close,volume").map_err(io)?;
+    for c in candles {
+        writeln!(
+            out,
+            "{},{},{},{},{},{}",
+            format_time(c.time_ms),
+            c.open,
+            c.high,
+            c.low,
+            c.close,
+            c.volume
+        )
+        .map_err(io)?;
+    }
+    out.flush().map_err(io)
+}
