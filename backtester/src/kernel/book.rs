@@ -672,7 +672,9 @@ mod tests {
         for case in cases {
             let mut book = Book::new(1000.0);
             if case.held {
-                let o = order(&book.decide(&m, 0, &[open.clone()], TradingState::Active, id)[0]);
+                let o = order(
+                    &book.decide(&m, 0, std::slice::from_ref(&open), TradingState::Active, id)[0],
+                );
                 book.settle(fill(&o, 100.0, 5.0));
             }
             let decisions = book.decide(&m, 1, std::slice::from_ref(&case.signal), case.state, id);
@@ -696,9 +698,9 @@ mod tests {
         let m = market_with(0.6);
         let mut book = Book::new(1000.0);
         let buy = Signal::open_long("A", Size::Quote(400.0));
-        let first = book.decide(&m, 0, &[buy.clone()], TradingState::Active, id);
+        let first = book.decide(&m, 0, std::slice::from_ref(&buy), TradingState::Active, id);
         // 400 waiting + 400 more is over 60% of 1000.
-        let second = book.decide(&m, 0, &[buy.clone()], TradingState::Active, id);
+        let second = book.decide(&m, 0, std::slice::from_ref(&buy), TradingState::Active, id);
         assert!(matches!(second[0], Decision::Rejected(_)), "{second:?}");
         let o = order(&first[0]);
         assert_eq!(
