@@ -11,7 +11,7 @@ use keel_model::Params;
 
 use super::journal::{Journal, now_ms, order_state, risk_event, store_state};
 use super::{Engine, history};
-use crate::candidates;
+use crate::candidates::{self, Actor};
 use crate::control::{Command, Reply};
 use crate::ledger::float;
 use crate::sandbox::{Binding, StrategyInstance};
@@ -21,7 +21,8 @@ impl Engine<'_> {
     pub(super) fn command(&mut self, command: Command) -> anyhow::Result<()> {
         match command {
             Command::Pause { reason, reply } => {
-                let answer = self.set_state(TradingState::ReduceOnly, &reason, "operator");
+                let answer =
+                    self.set_state(TradingState::ReduceOnly, &reason, Actor::Operator.as_str());
                 let _ = reply.send(answer.map(|()| Reply::State {
                     state: self.state.as_str().into(),
                 }));
@@ -30,7 +31,8 @@ impl Engine<'_> {
                 if self.killed {
                     let _ = reply.send(Err("this run was killed; start a new one".into()));
                 } else {
-                    let answer = self.set_state(TradingState::Active, &reason, "operator");
+                    let answer =
+                        self.set_state(TradingState::Active, &reason, Actor::Operator.as_str());
                     let _ = reply.send(answer.map(|()| Reply::State {
                         state: self.state.as_str().into(),
                     }));
@@ -81,7 +83,7 @@ impl Engine<'_> {
             journal.conn(),
             TradingState::Halted,
             &format!("kill switch: {reason}"),
-            "operator",
+            Actor::Operator.as_str(),
         )?;
         journal.commit()?;
         self.state = TradingState::Halted;
@@ -269,7 +271,7 @@ impl Engine<'_> {
                 "the new version lost {loss:.2}% in its first day, over the {}% limit",
                 rule.daily_loss_pct
             );
-            let actor = candidates::Actor::RiskManager;
+            let actor = Actor::RiskManager;
             let previous = candidates::rollback(self.conn, actor, &reason)?;
             self.swap(&previous, actor.as_str(), &reason)?;
             for b in &mut self.slots {

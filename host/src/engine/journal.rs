@@ -12,6 +12,7 @@ use keel_backtester::kernel::{Booked, Decision, Execution, FillSource, Order, Ou
 use keel_model::candles::Candle;
 use keel_model::{Action, Side, Signal};
 
+use crate::candidates::Actor;
 use crate::control::SnapshotTrade;
 use crate::ledger::{ClosedTrade, Ledger, LedgerFill, dec, float};
 use crate::risk_limits::{RiskConfig, TradingState, halt_reason};
@@ -280,7 +281,12 @@ impl<'c> Journal<'c> {
 
     /// Halts the account for `why`, found at book `book_id`.
     pub fn halt(&self, book_id: i64, why: &str) -> rusqlite::Result<()> {
-        store_state(&self.tx, TradingState::Halted, why, "risk-manager")?;
+        store_state(
+            &self.tx,
+            TradingState::Halted,
+            why,
+            Actor::RiskManager.as_str(),
+        )?;
         self.tx.execute(
             "INSERT INTO risk_events (time_ms, kind, book_id, detail) VALUES (?1, 'halt', ?2, ?3)",
             params![now_ms(), book_id, why],

@@ -47,6 +47,7 @@ use keel_model::batch::{BarColumns, Batch, BatchOutcome};
 use keel_model::candles::Candle;
 use keel_model::{Params, Portfolio, RiskLimits, Symbol};
 
+use crate::candidates::Actor;
 use crate::control::{self, FeedHealth};
 use crate::sandbox::{Sandbox, StrategyError, StrategyInstance};
 use crate::store::Ownership;
@@ -209,7 +210,7 @@ impl<'c> Engine<'c> {
                 )?;
                 audit(
                     conn,
-                    "keel",
+                    Actor::Keel.as_str(),
                     "abandon run",
                     &format!("run {id}: a run with other settings started"),
                 )?;
@@ -235,7 +236,7 @@ impl<'c> Engine<'c> {
                 let id = conn.last_insert_rowid();
                 audit(
                     conn,
-                    "operator",
+                    Actor::Operator.as_str(),
                     "start run",
                     &format!("run {id}: paper on {}", settings.feed_name),
                 )?;

@@ -19,7 +19,7 @@ use keel_backtester::kernel::FillSource;
 use super::Engine;
 use super::journal::Journal;
 use super::slot::{BookPlan, Slot, open_slot};
-use crate::candidates::{self, CandidateState, Gate, GateResult, Verdict};
+use crate::candidates::{self, Actor, CandidateState, Gate, GateResult, Verdict};
 use crate::ledger::float;
 use crate::store::audit;
 
@@ -114,7 +114,7 @@ impl Engine<'_> {
         let journal = Journal::begin(self.conn, self.run_id)?;
         audit(
             journal.conn(),
-            "keel",
+            Actor::Keel.as_str(),
             "shadow ended",
             &format!(
                 "book {slot}: {why}; {} order(s) cancelled, {closed} position(s) closed at the last price",
@@ -149,7 +149,7 @@ impl Engine<'_> {
                 Ok(book) => {
                     audit(
                         self.conn,
-                        "keel",
+                        Actor::Keel.as_str(),
                         "shadow started",
                         &format!(
                             "book {}: candidate {candidate} ({}) in shadow from the bar after {}",
