@@ -363,7 +363,7 @@ pub fn run_feeds(
         );
         book.rejected.push(Rejection {
             time_ms: end_ms,
-            signal: order.signal,
+            signal: std::sync::Arc::unwrap_or_clone(order.signal),
             reason,
             by: RejectedBy::Fill,
         });

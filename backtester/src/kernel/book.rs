@@ -5,6 +5,8 @@
 //! it from that ledger's fills after a restart — the same operations in the
 //! same order, so the same floats.
 
+use std::sync::Arc;
+
 use keel_model::batch::Bars;
 use keel_model::candles::Candle;
 use keel_model::shown::quoted;
@@ -179,7 +181,7 @@ impl Book {
         };
         self.rejected.push(Rejection {
             time_ms,
-            signal: order.signal,
+            signal: Arc::unwrap_or_clone(order.signal),
             reason,
             by: RejectedBy::Fill,
         });
@@ -454,7 +456,7 @@ impl Book {
                         let order = Order {
                             id: id_of(seq),
                             sym,
-                            signal: signal.clone(),
+                            signal: Arc::new(signal.clone()),
                             buy,
                             equity,
                             max_quantity,

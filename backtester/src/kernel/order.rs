@@ -1,5 +1,7 @@
 //! Orders as the kernel decides them and venues report on them.
 
+use std::sync::Arc;
+
 use keel_model::{Signal, Size};
 
 /// The id an order is known by at the venue, chosen by us so a resent
@@ -19,8 +21,10 @@ pub struct Order {
     pub id: ClientOrderId,
     /// Index of the symbol in the run's [`super::Market`].
     pub sym: usize,
-    /// What the strategy asked for (symbol, tag, action, size, exits).
-    pub signal: Signal,
+    /// What the strategy asked for (symbol, tag, action, size, exits);
+    /// shared, so the copies of an order (the book's, the venue's) cost no
+    /// strings.
+    pub signal: Arc<Signal>,
     /// Buying (opening long, closing short) or selling.
     pub buy: bool,
     /// The book's equity when the order was made: what a fraction of

@@ -221,7 +221,7 @@ mod tests {
         Order {
             id: ClientOrderId(id.into()),
             sym,
-            signal: Signal {
+            signal: std::sync::Arc::new(Signal {
                 symbol: format!("S{sym}"),
                 action,
                 size,
@@ -230,7 +230,7 @@ mod tests {
                 take_profit: None,
                 reason: String::new(),
                 confidence: 1.0,
-            },
+            }),
             buy: action == Action::OpenLong,
             equity: 1000.0,
             max_quantity: Some(2.0),

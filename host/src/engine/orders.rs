@@ -51,7 +51,7 @@ impl Engine<'_> {
                 id: ClientOrderId(id),
                 sym,
                 buy: journal::buys(action, held),
-                signal: Signal {
+                signal: std::sync::Arc::new(Signal {
                     symbol,
                     action,
                     size: size_parse(&size).unwrap_or(keel_model::Size::Base(0.0)),
@@ -60,7 +60,7 @@ impl Engine<'_> {
                     take_profit: target,
                     reason: String::new(),
                     confidence: 0.0,
-                },
+                }),
                 equity,
                 max_quantity,
                 reference_price: reference,

@@ -109,7 +109,7 @@ impl PaperVenue {
                 let order = Order {
                     id: ClientOrderId(id),
                     sym: 0,
-                    signal: Signal {
+                    signal: std::sync::Arc::new(Signal {
                         symbol,
                         action,
                         size: size_parse(&size).unwrap_or(Size::Base(0.0)),
@@ -118,7 +118,7 @@ impl PaperVenue {
                         take_profit: None,
                         reason: String::new(),
                         confidence: 0.0,
-                    },
+                    }),
                     buy: side == "buy",
                     equity,
                     max_quantity: max_q.as_deref().map(amount),
