@@ -10,12 +10,12 @@ use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use clap::Args;
 use notify::{Event, RecursiveMode, Watcher};
 
 use keel_backtester::engine::BacktestConfig;
 use keel_model::Params;
 
+use crate::api::Controls;
 use crate::backtest::{self, Job};
 use crate::build_strategy;
 use crate::candidates;
@@ -23,7 +23,6 @@ use crate::control::{Command, Reply};
 use crate::engine::feed::BarFeed;
 use crate::engine::feeds::Feeds;
 use crate::engine::{Engine, RunSettings, StrategySource, StrategySpec};
-use crate::operate::Controls;
 use crate::risk_limits::RiskConfig;
 use crate::sandbox::{
     CompileCache, LoadedStrategy, Metering, Sandbox, SandboxConfig, StrategyArtifact,
@@ -31,26 +30,30 @@ use crate::sandbox::{
 use crate::store::{Ownership, Store};
 use crate::validate;
 
-#[derive(Debug, Args)]
-pub struct DevArgs {
+/// What `keel dev` watches and where each version runs.
+#[derive(Debug)]
+pub struct DevSettings {
     /// A strategy crate directory, or a `.wasm` component to watch.
     pub source: PathBuf,
-    /// `[SYMBOL=]CSV` to re-run every version over.
-    #[arg(long, value_name = "[SYMBOL=]CSV")]
-    pub data: Option<String>,
-    /// Run the strategy in a paper engine on the built-in sample (or
-    /// `--feed`) and hot-swap each new version into it.
-    #[arg(long)]
-    pub paper: bool,
-    #[arg(long, default_value = "sample:100000")]
-    pub feed: String,
-    #[arg(long, default_value = "600x")]
-    pub speed: String,
+    pub mode: DevMode,
     /// Stop after this many swaps (for scripts and tests).
-    #[arg(long, value_parser = crate::ranges::RELOADS.parser())]
     pub max_reloads: Option<usize>,
-    #[arg(long, value_name = "DIR")]
+    /// The Cargo target directory a crate is built in.
     pub target_dir: Option<PathBuf>,
+}
+
+/// Where each version runs.
+#[derive(Debug)]
+pub enum DevMode {
+    /// Re-run over this candle source (`[SYMBOL=]CSV`), figures printed.
+    Replay { data: String },
+    /// Hot-swapped into a paper engine on this feed, named `dev:<feed_spec>`
+    /// in the ledger; `speed` as `RunSettings::speed`.
+    Paper {
+        feed: Box<BarFeed>,
+        feed_spec: String,
+        speed: Option<f64>,
+    },
 }
 
 /// What a save produced.
@@ -60,15 +63,16 @@ enum Version {
 }
 
 struct Builder<'s> {
-    args: &'s DevArgs,
+    source: &'s Path,
+    target_dir: Option<&'s Path>,
     sandbox: &'s Sandbox,
 }
 
 impl Builder<'_> {
     /// Builds (a crate) or reads (a `.wasm`) and validates.
     fn version(&self) -> Version {
-        let file = if self.args.source.is_dir() {
-            match build_strategy::build(&self.args.source, self.args.target_dir.as_deref()) {
+        let file = if self.source.is_dir() {
+            match build_strategy::build(self.source, self.target_dir) {
                 Ok(files) => match files.into_iter().next() {
                     Some(f) => f,
                     None => return Version::Broken("the build produced no component".into()),
@@ -76,7 +80,7 @@ impl Builder<'_> {
                 Err(e) => return Version::Broken(format!("{e:#}")),
             }
         } else {
-            self.args.source.clone()
+            self.source.to_path_buf()
         };
         let artifact = match StrategyArtifact::read(&file, self.sandbox.limits().max_wasm_bytes) {
             Ok(a) => a,
@@ -124,7 +128,7 @@ fn next_change(events: &Receiver<notify::Result<Event>>, watched: &Path, skip: &
 }
 
 fn watch(
-    args: &DevArgs,
+    source: &Path,
 ) -> anyhow::Result<(
     notify::RecommendedWatcher,
     Receiver<notify::Result<Event>>,
@@ -133,8 +137,8 @@ fn watch(
 )> {
     let (tx, rx) = mpsc::channel();
     let mut watcher = notify::recommended_watcher(tx)?;
-    let source = std::fs::canonicalize(&args.source)
-        .with_context(|| format!("{}: not found", args.source.display()))?;
+    let source = std::fs::canonicalize(source)
+        .with_context(|| format!("{}: not found", source.display()))?;
     let (watched, skip) = if source.is_dir() {
         (source.clone(), source.join("target"))
     } else {
@@ -150,15 +154,7 @@ fn watch(
 }
 
 /// `keel dev`.
-pub fn run(args: &DevArgs, db: &Path, cache: &CompileCache) -> anyhow::Result<bool> {
-    if args.paper == args.data.is_some() {
-        bail!("keel dev needs exactly one of --data <csv> and --paper");
-    }
-    // Settings first: nothing is built or watched for a run that cannot start.
-    let paper_feed = match args.paper {
-        true => Some((crate::operate::speed(&args.speed)?, feed(&args.feed)?)),
-        false => None,
-    };
+pub fn run(settings: DevSettings, db: &Path, cache: &CompileCache) -> anyhow::Result<bool> {
     // Every save is a new artifact, so every load is a cold compile: the
     // baseline compiler gets each version validated and running quickly.
     let sandbox = Sandbox::new(cache.sandbox_config(SandboxConfig {
@@ -168,24 +164,37 @@ pub fn run(args: &DevArgs, db: &Path, cache: &CompileCache) -> anyhow::Result<bo
         optimizer: std::env::current_exe().ok(),
         ..SandboxConfig::default()
     }))?;
-    let (_watcher, events, watched, skip) = watch(args)?;
+    let (_watcher, events, watched, skip) = watch(&settings.source)?;
     let builder = Builder {
-        args,
+        source: &settings.source,
+        target_dir: settings.target_dir.as_deref(),
         sandbox: &sandbox,
     };
-    if let Some((speed, feed)) = paper_feed {
-        return paper(
-            args,
-            db,
-            &sandbox,
-            &builder,
-            (speed, feed),
-            events,
-            &watched,
-            &skip,
-        );
-    }
-    let spec = args.data.clone().unwrap_or_default();
+    let spec = match settings.mode {
+        DevMode::Paper {
+            feed,
+            feed_spec,
+            speed,
+        } => {
+            let paper_settings = Paper {
+                source: &settings.source,
+                feed_name: format!("dev:{feed_spec}"),
+                speed,
+                max_reloads: settings.max_reloads,
+            };
+            return paper(
+                &paper_settings,
+                db,
+                &sandbox,
+                &builder,
+                feed,
+                events,
+                &watched,
+                &skip,
+            );
+        }
+        DevMode::Replay { data } => data,
+    };
     let data = backtest::load_data(std::slice::from_ref(&spec), db, &[])?;
     let config = BacktestConfig {
         record_signals: false,
@@ -261,36 +270,29 @@ pub fn run(args: &DevArgs, db: &Path, cache: &CompileCache) -> anyhow::Result<bo
             println!("watching {} (Ctrl-C to stop)", watched.display());
             first = false;
         }
-        if args.max_reloads.is_some_and(|n| reloads >= n) {
+        if settings.max_reloads.is_some_and(|n| reloads >= n) {
             return Ok(true);
         }
     }
 }
 
-/// `--feed`: `replay:<file>` or `sample[:<bars>]` (100,000 bars by default).
-fn feed(spec: &str) -> anyhow::Result<BarFeed> {
-    if let Some(path) = spec.strip_prefix("replay:") {
-        return Ok(BarFeed::replay(Path::new(path))?);
-    }
-    let bars = match spec.strip_prefix("sample") {
-        Some("") => "100000",
-        Some(rest) if rest.starts_with(':') => &rest[1..],
-        _ => bail!("--feed {spec}: expected replay:<file> or sample[:<bars>]"),
-    };
-    let bars = (crate::ranges::SAMPLE_BARS.parse(bars))
-        .map_err(|e| anyhow::anyhow!("--feed {spec}: {e}"))?;
-    Ok(BarFeed::sample(7, bars))
+/// What the paper engine of `keel dev --paper` is set up with.
+struct Paper<'s> {
+    source: &'s Path,
+    feed_name: String,
+    speed: Option<f64>,
+    max_reloads: Option<usize>,
 }
 
 /// `keel dev --paper`: a paper engine on this thread, the watcher on
 /// another, swaps through the engine's command channel.
 #[allow(clippy::too_many_arguments)]
 fn paper(
-    args: &DevArgs,
+    dev: &Paper<'_>,
     db: &Path,
     sandbox: &Sandbox,
     builder: &Builder<'_>,
-    (speed, feed): (Option<f64>, BarFeed),
+    feed: Box<BarFeed>,
     events: Receiver<notify::Result<Event>>,
     watched: &Path,
     skip: &Path,
@@ -298,7 +300,7 @@ fn paper(
     let Version::Good(artifact, _) = builder.version() else {
         bail!(
             "{}: the first version must build and validate",
-            args.source.display()
+            dev.source.display()
         );
     };
     let owner = Ownership::claim(db, "keel dev --paper")?;
@@ -307,11 +309,11 @@ fn paper(
     let mut controls = Controls::start(db, 0)?;
     let commands_tx = controls.commands();
     let symbol = String::from("BTC/USD");
-    let mut feeds = Feeds::new(vec![symbol.clone()], vec![feed], std::time::Duration::ZERO);
+    let mut feeds = Feeds::new(vec![symbol.clone()], vec![*feed], std::time::Duration::ZERO);
     let settings = RunSettings {
-        feed_name: format!("dev:{}", args.feed),
+        feed_name: dev.feed_name.clone(),
         symbols: vec![symbol],
-        speed,
+        speed: dev.speed,
         cash: 10_000.0,
         risk: RiskConfig::default(),
         fills: Default::default(),
@@ -340,7 +342,7 @@ fn paper(
     );
     let db = db.to_path_buf();
     let (watched, skip) = (watched.to_path_buf(), skip.to_path_buf());
-    let max = args.max_reloads;
+    let max = dev.max_reloads;
     let first = artifact.hash;
     std::thread::scope(|scope| -> anyhow::Result<bool> {
         scope.spawn(move || {

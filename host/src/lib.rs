@@ -10,7 +10,6 @@ pub mod control;
 pub mod dev;
 pub mod engine;
 pub mod ledger;
-pub mod operate;
 pub mod ranges;
 pub mod risk_limits;
 pub mod sandbox;

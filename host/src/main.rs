@@ -1,5 +1,3 @@
-use clap::Parser;
-
 /// mimalloc, not glibc's malloc: wasmtime compiles a component's functions
 /// on several threads, and under glibc their allocations and frees contend
 /// for the arena locks (a fifth of a cold compile's time went there).
@@ -22,16 +20,7 @@ fn main() {
         // Colour for a terminal; a log file or a pipe gets plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = match keel_host::cli::Cli::try_parse() {
-        Ok(cli) => cli,
-        // A value outside its range: one line (option, value, range) and
-        // exit 1, like every other bad input.
-        Err(e) if e.kind() == clap::error::ErrorKind::ValueValidation => {
-            eprintln!("{}", e.to_string().lines().next().unwrap_or_default());
-            std::process::exit(1);
-        }
-        Err(e) => e.exit(),
-    };
+    let cli = keel_host::cli::parse();
     match keel_host::cli::run(cli) {
         Ok(true) => {}
         Ok(false) => std::process::exit(1),

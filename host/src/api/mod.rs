@@ -4,6 +4,7 @@
 //! and never sees tokio: it reads the command channel and two flags, and
 //! publishes its snapshot.
 
+mod controls;
 mod metrics;
 mod server;
 
@@ -13,6 +14,7 @@ use std::sync::mpsc::{self, Sender};
 
 use anyhow::Context;
 
+pub use controls::Controls;
 pub use metrics::metrics;
 pub use server::{ApiServer, Bound, Limits, Shared, bind};
 

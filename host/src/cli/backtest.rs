@@ -1,0 +1,312 @@
+//! `keel backtest`: strategies × a parameter grid on candle files or stored
+//! series, and walk-forward; the reports printed and written.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::Args;
+
+use keel_model::Params;
+
+use crate::backtest;
+use crate::ranges;
+use crate::risk_limits::RiskConfig;
+use crate::sandbox::{CompileCache, Metering};
+
+use super::sandbox;
+
+#[derive(Debug, Args)]
+pub struct BacktestArgs {
+    /// Strategy components to test.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// `[SYMBOL=]FILE` (CSV or .json) or `SYMBOL@TF` from the store; repeat for several symbols.
+    #[arg(long = "data", required = true, value_name = "SOURCE")]
+    pub data: Vec<String>,
+    /// Fee per fill, basis points of notional.
+    #[arg(long, default_value_t = 10.0, allow_negative_numbers = true, value_parser = ranges::BPS.parser())]
+    pub fee_bps: f64,
+    /// Slippage per market fill, basis points.
+    #[arg(long, default_value_t = 5.0, allow_negative_numbers = true, value_parser = ranges::BPS.parser())]
+    pub slippage_bps: f64,
+    /// Cap each fill at this share of the bar's volume (0 < x <= 1).
+    #[arg(long, value_name = "SHARE", value_parser = ranges::VOLUME_SHARE.parser())]
+    pub volume_share: Option<f64>,
+    /// Quantities are rounded down to a multiple of this.
+    #[arg(long, default_value_t = 1e-8, value_parser = ranges::LOT_SIZE.parser())]
+    pub lot_size: f64,
+    /// Starting cash, quote currency.
+    #[arg(long, default_value_t = 10_000.0, allow_negative_numbers = true, value_parser = ranges::CASH.parser())]
+    pub cash: f64,
+    /// `NAME=VALUE`, `NAME=a,b,c` or `NAME=from..to:step` (repeatable; a grid runs every combination).
+    #[arg(long = "param", value_name = "NAME=VALUES")]
+    pub params: Vec<String>,
+    /// Write the JSON report here (an array when several runs).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Write a self-contained HTML report here (one run only).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Walk forward over K folds: pick the grid's best in-sample, test it on the next window.
+    #[arg(long, value_name = "K", value_parser = ranges::WALK_FORWARD_FOLDS.parser())]
+    pub walk_forward: Option<usize>,
+    /// The pre-trade limits of a `risk_limits.toml` (as `keel run` takes);
+    /// the defaults otherwise. Halts apply to paper and live trading only.
+    #[arg(long, value_name = "FILE")]
+    pub risk_limits: Option<PathBuf>,
+}
+
+pub(super) fn run(args: &BacktestArgs, db: &Path, cache: &CompileCache) -> anyhow::Result<bool> {
+    let sandbox = sandbox(Metering::Fuel, cache)?;
+    let loaded = args
+        .files
+        .iter()
+        .map(|f| sandbox.load_file(f))
+        .collect::<Result<Vec<_>, _>>()?;
+    let data = backtest::load_data(&args.data, db, &loaded[0].info.symbols)?;
+    let mut jobs = Vec::new();
+    for strategy in &loaded {
+        for params in backtest::expand_grid(&strategy.info.params, &args.params)
+            .with_context(|| format!("{}: bad parameters", strategy.info.name))?
+        {
+            jobs.push(backtest::Job {
+                strategy,
+                params,
+                window: None,
+            });
+        }
+    }
+    let risk = match &args.risk_limits {
+        Some(path) => RiskConfig::load(path).map_err(anyhow::Error::msg)?,
+        None => RiskConfig::default(),
+    };
+    let config = keel_backtester::BacktestConfig {
+        cash: args.cash,
+        fills: keel_backtester::fills::FillModel {
+            fee_bps: args.fee_bps,
+            slippage_bps: args.slippage_bps,
+            max_volume_share: args.volume_share,
+            lot_size: args.lot_size,
+        },
+        limits: risk.base_limits(),
+        min_orders: risk.min_orders(),
+        // The reports count signals and fills; keeping each one would make
+        // memory grow with the data.
+        record_signals: false,
+        record_fills: false,
+    };
+    if let Some(folds) = args.walk_forward {
+        let [strategy] = loaded.as_slice() else {
+            bail!(
+                "--walk-forward takes one strategy; {} were given",
+                loaded.len()
+            );
+        };
+        let grid: Vec<Params> = jobs.iter().map(|j| j.params.clone()).collect();
+        let mut bar = ProgressBar::new("walk-forward");
+        let report = backtest::walk_forward(
+            &sandbox,
+            strategy,
+            &grid,
+            &data,
+            &config,
+            folds,
+            |done, total| bar.update(done, total),
+        )?;
+        bar.finish();
+        println!(
+            "{:<5} {:<43} {:<40} {:>9} {:>10} {:>8}",
+            "fold",
+            "out-of-sample window",
+            "chosen params",
+            "IS Sharpe",
+            "OOS return",
+            "OOS trades"
+        );
+        for f in &report.folds {
+            let params: Vec<String> = f
+                .params
+                .iter()
+                .map(|p| format!("{}={}", p.name, p.value))
+                .collect();
+            println!(
+                "{:<5} {:<43} {:<40} {:>9} {:>9.2}% {:>8}",
+                f.fold,
+                format!("{} .. {}", f.out_of_sample.0, f.out_of_sample.1),
+                params.join(" "),
+                f.in_sample_metrics
+                    .sharpe
+                    .map_or("-".into(), |s| format!("{s:.2}")),
+                f.out_of_sample_metrics.total_return * 100.0,
+                f.out_of_sample_metrics.trades
+            );
+        }
+        println!(
+            "out-of-sample return, compounded over {} folds: {:+.2}%",
+            report.folds.len(),
+            report.out_of_sample_return * 100.0
+        );
+        if let Some(path) = &args.json {
+            let text = serde_json::to_string_pretty(&report)?;
+            std::fs::write(path, text + "\n")
+                .with_context(|| format!("{}: cannot write the report", path.display()))?;
+        }
+        return Ok(true);
+    }
+    let quiet_progress = jobs.len() == 1;
+    let mut bar = ProgressBar::new("backtests");
+    let progress =
+        |done: usize, total: usize, i: usize, result: &anyhow::Result<keel_backtester::Report>| {
+            if quiet_progress {
+                return;
+            }
+            if bar.tty {
+                bar.update(done, total);
+                return;
+            }
+            let what = match result {
+                Ok(r) => format!(
+                    "return {:+.2}%, {} trades",
+                    r.metrics.total_return * 100.0,
+                    r.metrics.trades
+                ),
+                Err(e) => format!("failed: {e}"),
+            };
+            eprintln!(
+                "[{done:>4}/{total}] {} {}: {what}",
+                jobs[i].strategy.info.name,
+                params_text(&jobs[i].params)
+            );
+        };
+    let results = backtest::run_all(&sandbox, &jobs, &data, &config, progress);
+    if !quiet_progress {
+        bar.finish();
+    }
+    // A combination the strategy refuses (its init says no) is skipped and
+    // named; the command fails only when nothing could run.
+    let mut reports = Vec::with_capacity(results.len());
+    let mut refused = Vec::new();
+    for (job, result) in jobs.iter().zip(results) {
+        let what = || format!("{} {}", job.strategy.info.name, params_text(&job.params));
+        match result {
+            Ok(report) => reports.push(report),
+            Err(e) if jobs.len() == 1 => return Err(e.context(what())),
+            Err(e) => refused.push(format!("{}: {e}", what())),
+        }
+    }
+    for line in &refused {
+        println!("skipped {line}");
+    }
+    if reports.is_empty() {
+        bail!("none of the {} runs could start", jobs.len());
+    }
+    if let [report] = reports.as_slice() {
+        print!("{}", report.table());
+        const SHOWN: usize = 5;
+        for (what, issues) in [("error", &report.errors), ("rejected", &report.rejected)] {
+            for issue in issues.iter().take(SHOWN) {
+                println!("  {what} at {}: {}", issue.time, issue.message);
+            }
+            if issues.len() > SHOWN {
+                let more = issues.len() - SHOWN;
+                println!("  … and {more} more {what} (every one in --json and --report)");
+            }
+        }
+    } else {
+        println!(
+            "{:<16} {:<36} {:>10} {:>8} {:>9} {:>7}",
+            "strategy", "params", "return", "Sharpe", "max DD", "trades"
+        );
+        for r in &reports {
+            let params: Vec<String> = r
+                .strategy
+                .params
+                .iter()
+                .map(|p| format!("{}={}", p.name, p.value))
+                .collect();
+            println!(
+                "{:<16} {:<36} {:>9.2}% {:>8} {:>8.2}% {:>7}",
+                r.strategy.name,
+                params.join(" "),
+                r.metrics.total_return * 100.0,
+                r.metrics.sharpe.map_or("-".into(), |s| format!("{s:.2}")),
+                r.metrics.max_drawdown * 100.0,
+                r.metrics.trades
+            );
+        }
+    }
+    if let Some(path) = &args.report {
+        let [report] = reports.as_slice() else {
+            bail!(
+                "--report draws one run; this was {} runs (use --json for all of them)",
+                reports.len()
+            );
+        };
+        std::fs::write(path, report.html())
+            .with_context(|| format!("{}: cannot write the report", path.display()))?;
+    }
+    if let Some(path) = &args.json {
+        let text = match reports.as_slice() {
+            [one] => one.to_json(),
+            many => format!(
+                "[\n{}\n]",
+                many.iter()
+                    .map(|r| r.to_json())
+                    .collect::<Vec<_>>()
+                    .join(",\n")
+            ),
+        };
+        std::fs::write(path, text + "\n")
+            .with_context(|| format!("{}: cannot write the report", path.display()))?;
+    }
+    Ok(true)
+}
+
+/// A one-line progress bar on a terminal; plain lines elsewhere (logs, CI).
+struct ProgressBar {
+    label: &'static str,
+    tty: bool,
+}
+
+impl ProgressBar {
+    fn new(label: &'static str) -> ProgressBar {
+        use std::io::IsTerminal;
+        ProgressBar {
+            label,
+            tty: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn update(&mut self, done: usize, total: usize) {
+        if self.tty {
+            let width = 30;
+            let filled = (done * width)
+                .checked_div(total)
+                .unwrap_or(width)
+                .min(width);
+            eprint!(
+                "\r{} [{}{}] {done}/{total}",
+                self.label,
+                "#".repeat(filled),
+                " ".repeat(width - filled)
+            );
+        } else {
+            eprintln!("{} {done}/{total}", self.label);
+        }
+    }
+
+    fn finish(&self) {
+        if self.tty {
+            eprintln!();
+        }
+    }
+}
+
+fn params_text(params: &Params) -> String {
+    params
+        .values()
+        .iter()
+        .map(|(n, v)| format!("{n}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}

@@ -1,0 +1,173 @@
+//! The `keel` command line: the only module that knows clap. Each command
+//! group's options and printing live in a file of their own; the modules
+//! below them take plain settings.
+
+mod backtest;
+mod candidate;
+mod data;
+mod dev;
+mod operate;
+mod quickstart;
+mod run;
+mod strategy;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+
+use crate::ranges;
+use crate::sandbox::{CompileCache, Metering, Sandbox, SandboxConfig};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "keel",
+    version,
+    about = "Hot-reloadable host for sandboxed WebAssembly trading strategies"
+)]
+pub struct Cli {
+    /// Where compiled components are cached (default: $KEEL_CACHE_DIR, else ~/.cache/keel).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// The most the compile cache may take on disk; the least recently used
+    /// code goes first.
+    #[arg(
+        long,
+        global = true,
+        env = "KEEL_CACHE_MAX_MB",
+        default_value_t = crate::sandbox::DEFAULT_DISK_CACHE_BYTES >> 20,
+        value_name = "MB",
+        value_parser = ranges::CACHE_MAX_MB.parser()
+    )]
+    pub cache_max_mb: u64,
+    /// The SQLite database (candles and the ledger).
+    #[arg(
+        long,
+        global = true,
+        env = "KEEL_DB",
+        default_value = "keel.db",
+        value_name = "FILE"
+    )]
+    pub db: PathBuf,
+    #[command(subcommand)]
+    pub command: Verb,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Verb {
+    /// Build, inspect, validate and run strategy components.
+    #[command(subcommand)]
+    Strategy(strategy::StrategyCommand),
+    /// Import, generate and list candle data.
+    #[command(subcommand)]
+    Data(data::DataCommand),
+    /// Backtest strategies (× a parameter grid) on candle files or stored series.
+    Backtest(backtest::BacktestArgs),
+    /// Build the example strategies, validate them and run each over the
+    /// sample data: the whole path from source to signals, on built-in defaults.
+    Quickstart(quickstart::QuickstartArgs),
+    /// Trade strategies on a feed: `--paper` books every order and fill in
+    /// the ledger through a paper exchange. Serves a control API on loopback.
+    Run(run::RunArgs),
+    /// Show a running `keel run`: state, equity, positions per book.
+    Status(operate::ShowArgs),
+    /// Show the open positions of a running `keel run`.
+    Positions(operate::ShowArgs),
+    /// Show the latest closed trades of a running `keel run`.
+    Trades(operate::ShowArgs),
+    /// Reduce-only: no new exposure until `keel resume`.
+    Pause(operate::ReasonArgs),
+    /// Back to ACTIVE trading.
+    Resume(operate::ReasonArgs),
+    /// Kill switch: stop every strategy, block and cancel orders, close all
+    /// positions and halt.
+    Kill(operate::ReasonArgs),
+    /// Submit, judge, promote and roll back candidate strategies.
+    Candidate(candidate::CandidateArgs),
+    /// Hot reload while writing a strategy: rebuild, validate and swap on
+    /// every save, over a candle file or into a paper engine.
+    Dev(dev::DevArgs),
+    /// Internal: the worker a host starts for a background optimising
+    /// compile (component on stdin, compiled code on stdout).
+    #[command(name = "__optimize", hide = true)]
+    Optimize {
+        /// `fuel` or `wall-clock`, as the host's sandbox.
+        #[arg(long, value_parser = parse_metering)]
+        metering: Metering,
+        #[arg(long)]
+        max_stack_bytes: usize,
+    },
+}
+
+fn parse_metering(text: &str) -> Result<Metering, String> {
+    match text {
+        "fuel" => Ok(Metering::Fuel),
+        "wall-clock" => Ok(Metering::WallClock),
+        other => Err(format!("{other:?} is not fuel or wall-clock")),
+    }
+}
+
+/// Parses the command line. A value outside its range is one line (option,
+/// value, range) and exit 1, like every other bad input; anything else
+/// clap reports (and exits) as it does.
+pub fn parse() -> Cli {
+    match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if e.kind() == clap::error::ErrorKind::ValueValidation => {
+            eprintln!("{}", e.to_string().lines().next().unwrap_or_default());
+            std::process::exit(1);
+        }
+        Err(e) => e.exit(),
+    }
+}
+
+/// Runs a parsed command; `Ok(false)` means "ran, but the verdict is no" (exit 1).
+pub fn run(cli: Cli) -> anyhow::Result<bool> {
+    let cache = &CompileCache {
+        dir: cli.cache_dir.or_else(default_cache_dir),
+        max_bytes: cli.cache_max_mb.saturating_mul(1 << 20),
+    };
+    let db = &cli.db;
+    match cli.command {
+        Verb::Optimize {
+            metering,
+            max_stack_bytes,
+        } => {
+            crate::sandbox::serve_optimizer(
+                metering,
+                max_stack_bytes,
+                std::io::stdin().lock(),
+                std::io::stdout().lock(),
+            )?;
+            Ok(true)
+        }
+        Verb::Strategy(command) => strategy::run(command, db, cache),
+        Verb::Data(command) => data::run(command, db),
+        Verb::Backtest(args) => backtest::run(&args, db, cache),
+        Verb::Quickstart(args) => quickstart::run(&args, db, cache),
+        Verb::Run(args) => run::run(&args, db, cache),
+        Verb::Status(args) => operate::status(&args, db),
+        Verb::Positions(args) => operate::positions(&args, db),
+        Verb::Trades(args) => operate::trades(&args, db),
+        Verb::Pause(args) => operate::command("pause", &args, db),
+        Verb::Resume(args) => operate::command("resume", &args, db),
+        Verb::Kill(args) => operate::command("kill", &args, db),
+        Verb::Candidate(args) => candidate::run(&args, db, cache),
+        Verb::Dev(args) => dev::run(args, db, cache),
+    }
+}
+
+fn default_cache_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("KEEL_CACHE_DIR") {
+        return Some(PathBuf::from(dir));
+    }
+    std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache").join("keel"))
+}
+
+fn sandbox(metering: Metering, cache: &CompileCache) -> anyhow::Result<Sandbox> {
+    Sandbox::new(cache.sandbox_config(SandboxConfig {
+        metering,
+        ..SandboxConfig::default()
+    }))
+    .context("failed to set up the wasm sandbox")
+}

@@ -1,0 +1,223 @@
+//! The commands that act on a running `keel run` through its control API:
+//! `keel status`, `positions`, `trades`, `pause`, `resume` and `kill` (with
+//! the kill file as the fallback when the API does not answer).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+
+use keel_model::candles::format_time;
+use keel_model::shown;
+
+use crate::control::{self, Snapshot};
+
+/// Output format of the read-only commands.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// Print the engine's JSON as it came.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The reason given with a state change.
+#[derive(Debug, Args)]
+pub struct ReasonArgs {
+    #[arg(long, default_value = "operator request")]
+    pub reason: String,
+}
+fn call(db: &Path, method: &str, path: &str, body: &str) -> anyhow::Result<String> {
+    let (status, body) = control::request(db, method, path, body)?;
+    if status != 200 {
+        bail!("{} {path}: {}", status, body.trim());
+    }
+    Ok(body)
+}
+
+/// Whether the process named by an unanswered request is still alive.
+pub(super) fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// `keel status`.
+pub(super) fn status(args: &ShowArgs, db: &Path) -> anyhow::Result<bool> {
+    let body = call(db, "GET", "/status", "")?;
+    if args.json {
+        println!("{body}");
+        return Ok(true);
+    }
+    let s: Snapshot = serde_json::from_str(&body)?;
+    let at = s.cursor_ms.map_or("-".to_owned(), format_time);
+    println!(
+        "run {}  {}  state {}{}  bars {}  last bar {at}",
+        s.run_id,
+        s.feed,
+        s.state,
+        if s.killed { " (killed)" } else { "" },
+        s.bars
+    );
+    let health = &s.feed_health;
+    if health.consecutive_failures > 0 || s.feed.starts_with("kraken:") {
+        println!(
+            "feed: last bar {}, {} failed poll(s) in a row{}",
+            health
+                .last_bar_ms
+                .map_or("none yet".to_owned(), format_time),
+            health.consecutive_failures,
+            health
+                .last_error
+                .as_deref()
+                .map_or(String::new(), |e| format!(" — {e}"))
+        );
+    }
+    for b in &s.books {
+        println!(
+            "{:<20} equity {:>12.2}  cash {:>12.2}  drawdown {:>5.2}%  positions {}  signals {} ({} rejected)  calls {}  traps {}",
+            b.slot,
+            b.equity,
+            b.cash,
+            b.drawdown_pct,
+            b.positions.len(),
+            b.signals,
+            b.rejected,
+            b.calls,
+            b.traps
+        );
+    }
+    Ok(true)
+}
+
+/// `keel positions`.
+pub(super) fn positions(args: &ShowArgs, db: &Path) -> anyhow::Result<bool> {
+    let body = call(db, "GET", "/status", "")?;
+    let s: Snapshot = serde_json::from_str(&body)?;
+    if args.json {
+        println!("{}", call(db, "GET", "/positions", "")?);
+        return Ok(true);
+    }
+    let mut any = false;
+    for b in &s.books {
+        for p in &b.positions {
+            any = true;
+            println!(
+                "{:<20} {:<10} {:<8} {:<5} qty {:>14.8}  entry {:>12.4}  mark {:>12.4}  unrealized {:>+10.2}",
+                b.slot,
+                shown::text(&p.symbol),
+                shown::text(if p.tag.is_empty() { "-" } else { &p.tag }),
+                p.side,
+                p.quantity,
+                p.entry,
+                p.mark,
+                p.unrealized
+            );
+        }
+    }
+    if !any {
+        println!("no open positions");
+    }
+    Ok(true)
+}
+
+/// `keel trades`.
+pub(super) fn trades(args: &ShowArgs, db: &Path) -> anyhow::Result<bool> {
+    let body = call(db, "GET", "/trades", "")?;
+    if args.json {
+        println!("{body}");
+        return Ok(true);
+    }
+    let trades: Vec<control::SnapshotTrade> = serde_json::from_str(&body)?;
+    if trades.is_empty() {
+        println!("no closed trades yet");
+    }
+    for t in trades {
+        println!(
+            "{:<20} {:<10} {:<5} {} → {}  qty {:>12.8}  {:>10.4} → {:>10.4}  P&L {:>+10.2}  ({})",
+            t.slot,
+            shown::text(&t.symbol),
+            t.side,
+            format_time(t.opened_ms),
+            format_time(t.closed_ms),
+            t.quantity,
+            t.entry,
+            t.exit,
+            t.pnl,
+            t.exit_reason
+        );
+    }
+    Ok(true)
+}
+
+/// `keel pause`, `keel resume` and `keel kill`.
+pub(super) fn command(which: &str, args: &ReasonArgs, db: &Path) -> anyhow::Result<bool> {
+    let body = match control::request(db, "POST", &format!("/{which}"), &args.reason) {
+        Ok((200, body)) => body,
+        Ok((status, body)) => bail!("{status} /{which}: {}", body.trim()),
+        Err(unreachable) if which == "kill" => return kill_by_file(db, &args.reason, &unreachable),
+        Err(unreachable) => return Err(unreachable.into()),
+    };
+    let reply: control::Reply = serde_json::from_str(&body)?;
+    match reply {
+        control::Reply::State { state } => println!("trading state {state}"),
+        control::Reply::Killed {
+            latency_us,
+            positions_closed,
+            orders_cancelled,
+        } => println!(
+            "killed in {:.3} ms: strategies stopped, orders blocked; {positions_closed} position(s) closed, {orders_cancelled} order(s) cancelled; trading HALTED",
+            latency_us as f64 / 1000.0
+        ),
+        control::Reply::Swapped { .. } => println!("{body}"),
+    }
+    Ok(true)
+}
+
+/// How long `keel kill` waits for an engine to take its kill file.
+const KILL_FILE_WAIT: Duration = Duration::from_secs(3);
+
+/// The kill switch's fallback when the API does not answer: `<db>.kill`,
+/// which the engine looks for before every bar, while it waits for one,
+/// and at start.
+fn kill_by_file(
+    db: &Path,
+    reason: &str,
+    unreachable: &control::Unreachable,
+) -> anyhow::Result<bool> {
+    eprintln!("{unreachable}");
+    let file = control::write_kill_file(db, reason).with_context(|| {
+        format!(
+            "the kill was not delivered: cannot write {}",
+            control::kill_file(db).display()
+        )
+    })?;
+    let engine = match unreachable {
+        control::Unreachable::NoAnswer { pid, .. } if alive(*pid) => Some(*pid),
+        _ => None,
+    };
+    let Some(pid) = engine else {
+        println!(
+            "wrote {}: no engine is running on {}; the next keel run on it starts by killing (trading HALTED)",
+            file.display(),
+            db.display()
+        );
+        return Ok(true);
+    };
+    let asked = Instant::now();
+    while file.exists() && asked.elapsed() < KILL_FILE_WAIT {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if file.exists() {
+        println!(
+            "wrote {}: keel run (pid {pid}) has not taken it within {} s; it halts before its next bar — if it never does, stop it with `kill -9 {pid}` (a restart resumes, then halts)",
+            file.display(),
+            KILL_FILE_WAIT.as_secs()
+        );
+        return Ok(false);
+    }
+    println!(
+        "killed through {} in {:.0} ms: keel run (pid {pid}) took it; strategies stopped, positions closed, trading HALTED",
+        file.display(),
+        asked.elapsed().as_secs_f64() * 1e3
+    );
+    Ok(true)
+}

@@ -1,0 +1,366 @@
+//! `keel run --paper`: its options turned into the engine's `RunSettings`
+//! (the `--feed`s into one aligned `Feeds`), the control side started, the
+//! engine run and its summary printed.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+
+use keel_backtester::fills::FillModel;
+use keel_model::shown;
+
+use crate::api::Controls;
+use crate::build_strategy;
+use crate::candidates;
+use crate::engine::feed::BarFeed;
+use crate::engine::feeds::Feeds;
+use crate::engine::{Engine, RunSettings, RunSummary, StrategySource, StrategySpec};
+use crate::ranges;
+use crate::risk_limits::RiskConfig;
+use crate::sandbox::StrategyArtifact;
+use crate::sandbox::{CompileCache, Metering, Sandbox, SandboxConfig, SandboxLimits};
+use crate::store::{Ownership, Store};
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Paper trading (the only mode so far: live trading is not built yet).
+    #[arg(long)]
+    pub paper: bool,
+    /// `replay:[SYMBOL=]<file>` to replay a candle file (CSV or freqtrade
+    /// `.json`), `sample[:BARS]` for the built-in seeded sample (default:
+    /// 720 one-minute bars), or `kraken:<PAIR>[,<PAIR>…]` for live bars
+    /// from Kraken's public OHLC endpoint. Repeat it for several symbols
+    /// (`--feed replay:BTC/USD=btc.csv --feed replay:ETH/USD=eth.csv`):
+    /// their bars are aligned on close time, as in a backtest, and every
+    /// strategy of the run is given all of them.
+    #[arg(long = "feed", default_value = "sample", value_name = "FEED")]
+    pub feeds: Vec<String>,
+    /// Kraken's API base URL.
+    #[arg(long, default_value = "https://api.kraken.com")]
+    pub kraken_url: String,
+    /// Kraken bar length in minutes.
+    #[arg(long, default_value_t = 1)]
+    pub interval: u32,
+    /// How often to poll Kraken, in milliseconds.
+    #[arg(long, default_value_t = 5000, value_parser = ranges::POLL_MS.parser())]
+    pub poll_ms: u64,
+    /// A live feed that has not delivered a closed bar this many seconds
+    /// after the start ends the run, in error.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    pub first_bar_timeout: u64,
+    /// The wall-clock time one strategy call may take, in milliseconds; a
+    /// call that runs over is a fault of that strategy (its instance is
+    /// rebuilt, and quarantined after repeated faults).
+    #[arg(long, default_value_t = 50, value_name = "MS", value_parser = ranges::CALL_DEADLINE_MS.parser())]
+    pub call_deadline_ms: u64,
+    /// Stop after booking this many bars.
+    #[arg(long, value_parser = ranges::MAX_BARS.parser())]
+    pub bars: Option<u64>,
+    /// The symbol of a feed that does not name one (`replay:<file>`,
+    /// `sample`).
+    #[arg(long, default_value = "BTC/USD")]
+    pub symbol: String,
+    /// Replay speed: `600x` (600 feed seconds per second) or `max`.
+    /// Ignored by a live feed.
+    #[arg(long, default_value = "1440x")]
+    pub speed: String,
+    /// A strategy component, with parameter overrides after commas:
+    /// `sma_cross.wasm,fast=5,slow=20` (repeatable; each gets its own book).
+    /// Default: the repo's sma-cross, built now.
+    #[arg(long = "strategy", value_name = "FILE[,NAME=VALUE...]")]
+    pub strategies: Vec<String>,
+    /// Starting cash of each book (quote currency).
+    #[arg(long, default_value_t = 10_000.0, value_parser = ranges::CASH.parser())]
+    pub cash: f64,
+    /// The host's risk limits (TOML); built-in defaults when absent.
+    #[arg(long, value_name = "FILE")]
+    pub risk_limits: Option<PathBuf>,
+    #[arg(long, default_value_t = 10.0, value_parser = ranges::BPS.parser())]
+    pub fee_bps: f64,
+    #[arg(long, default_value_t = 5.0, value_parser = ranges::BPS.parser())]
+    pub slippage_bps: f64,
+    /// Control API port on 127.0.0.1 (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    pub control_port: u16,
+    /// The Keel source tree, for building the default strategy.
+    #[arg(long, default_value = ".")]
+    pub repo: PathBuf,
+    #[arg(long, value_name = "DIR")]
+    pub target_dir: Option<PathBuf>,
+    /// Paper-gate criteria and the automatic rollback rule.
+    #[arg(long, default_value = "candidates.toml", value_name = "FILE")]
+    pub candidates: PathBuf,
+}
+
+/// `--speed`: `600x` (or `600`), within [`ranges::SPEED`], or `max` (`None`).
+pub(super) fn speed(text: &str) -> anyhow::Result<Option<f64>> {
+    if text == "max" {
+        return Ok(None);
+    }
+    let x: f64 = text
+        .strip_suffix('x')
+        .unwrap_or(text)
+        .parse()
+        .ok()
+        .with_context(|| format!("--speed {text}: expected e.g. 600x or max"))?;
+    Ok(Some(ranges::SPEED.check("--speed", x)?))
+}
+
+/// The feeds of `--feed`: each symbol's bar feed, in order, and how the
+/// run names them in the ledger.
+fn feeds(args: &RunArgs) -> anyhow::Result<(Feeds, Vec<String>, String)> {
+    let (mut symbols, mut bar_feeds, mut names) = (Vec::new(), Vec::new(), Vec::new());
+    let mut live = None;
+    for spec in &args.feeds {
+        for (symbol, feed, name, poll) in feed(spec, args)? {
+            if symbols.contains(&symbol) {
+                bail!(
+                    "--feed {spec}: symbol {} is fed twice",
+                    shown::quoted(&symbol)
+                );
+            }
+            live = live.or(poll);
+            symbols.push(symbol);
+            bar_feeds.push(feed);
+            names.push(name);
+        }
+    }
+    if symbols.len() > 1
+        && let Some(spec) = args
+            .feeds
+            .iter()
+            .find(|f| f.starts_with("sample") || (f.starts_with("replay:") && !names_symbol(f)))
+    {
+        bail!("--feed {spec}: with several feeds, each names its symbol (replay:SYMBOL=FILE)");
+    }
+    // A live feed's bar may come a few polls after the others'.
+    let grace = live.map_or(Duration::ZERO, |poll: Duration| {
+        (poll * 3).max(Duration::from_secs(1))
+    });
+    let name = names.join(" + ");
+    Ok((Feeds::new(symbols.clone(), bar_feeds, grace), symbols, name))
+}
+
+/// Whether a `replay:` spec names its symbol (`replay:SYMBOL=FILE`).
+fn names_symbol(spec: &str) -> bool {
+    let rest = spec.strip_prefix("replay:").unwrap_or(spec);
+    !Path::new(rest).exists() && rest.contains('=')
+}
+
+/// One symbol of a `--feed`: its bar feed, its name in the ledger and (for a
+/// live feed) its poll interval.
+type SymbolFeed = (String, BarFeed, String, Option<Duration>);
+
+/// One `--feed`: its symbols.
+fn feed(spec: &str, args: &RunArgs) -> anyhow::Result<Vec<SymbolFeed>> {
+    if let Some(rest) = spec.strip_prefix("replay:") {
+        let (symbol, path) = match rest.split_once('=') {
+            Some((symbol, path)) if names_symbol(spec) => {
+                if symbol.is_empty() || path.is_empty() {
+                    bail!("--feed {spec}: expected replay:SYMBOL=FILE");
+                }
+                (symbol.to_owned(), path)
+            }
+            _ => (args.symbol.clone(), rest),
+        };
+        let path = PathBuf::from(path);
+        let feed = BarFeed::replay(&path)?;
+        let canonical = std::fs::canonicalize(&path).unwrap_or(path);
+        let name = match names_symbol(spec) {
+            true => format!("replay:{symbol}={}", canonical.display()),
+            false => format!("replay:{}", canonical.display()),
+        };
+        return Ok(vec![(symbol, feed, name, None)]);
+    }
+    if let Some(rest) = spec.strip_prefix("sample") {
+        let bars = match rest.strip_prefix(':') {
+            Some(n) => ranges::SAMPLE_BARS
+                .parse(n)
+                .map_err(|e| anyhow::anyhow!("--feed {spec}: {e}"))?,
+            None if rest.is_empty() => 720,
+            None => bail!("--feed {spec}: expected sample or sample:BARS"),
+        };
+        let feed = BarFeed::sample(7, bars);
+        return Ok(vec![(
+            args.symbol.clone(),
+            feed,
+            format!("sample:{bars}"),
+            None,
+        )]);
+    }
+    if let Some(pairs) = spec.strip_prefix("kraken:") {
+        let pairs: Vec<&str> = pairs.split(',').collect();
+        if pairs
+            .iter()
+            .any(|p| p.is_empty() || !p.chars().all(|c| c.is_ascii_alphanumeric() || c == '/'))
+        {
+            bail!("--feed {spec}: expected Kraken pairs such as kraken:XBTUSD,ETHUSD");
+        }
+        if ![1, 5, 15, 30, 60, 240, 1440, 10080, 21600].contains(&args.interval) {
+            bail!(
+                "--interval {}: Kraken's intervals are 1, 5, 15, 30, 60, 240, 1440, 10080 and 21600 minutes",
+                args.interval
+            );
+        }
+        if !(10..=3_600_000).contains(&args.poll_ms) {
+            bail!(
+                "--poll-ms {}: expected 10 to 3600000 (one hour)",
+                args.poll_ms
+            );
+        }
+        if !(1..=86_400).contains(&args.first_bar_timeout) {
+            bail!(
+                "--first-bar-timeout {}: expected 1 to 86400 seconds",
+                args.first_bar_timeout
+            );
+        }
+        let poll = Duration::from_millis(args.poll_ms);
+        let first_bar = Duration::from_secs(args.first_bar_timeout);
+        let mut out = Vec::new();
+        for pair in pairs {
+            let feed = BarFeed::kraken(&args.kraken_url, pair, args.interval, poll, first_bar)?;
+            let name = format!("kraken:{pair}@{}m", args.interval);
+            out.push((pair.to_owned(), feed, name, Some(poll)));
+        }
+        return Ok(out);
+    }
+    bail!(
+        "--feed {spec}: expected replay:[SYMBOL=]<file>, sample[:BARS] or kraken:<PAIR>[,<PAIR>…]"
+    )
+}
+
+/// The books of a run: the given strategies, else the active one (the
+/// repo's sma-cross the first time). The engine adds the candidates waiting
+/// for their paper gate, in shadow.
+fn strategies(args: &RunArgs, conn: &rusqlite::Connection) -> anyhow::Result<Vec<StrategySpec>> {
+    let mut specs = Vec::new();
+    for spec in &args.strategies {
+        let mut parts = spec.split(',');
+        let file = PathBuf::from(parts.next().unwrap_or_default());
+        specs.push(StrategySpec::file(file, parts.map(str::to_owned).collect()));
+    }
+    if specs.is_empty() {
+        let artifact = match candidates::active(conn)? {
+            Some(hash) => candidates::load_blob(conn, &hash)?,
+            None => {
+                let dir = args.repo.join("strategies/sma-cross");
+                eprintln!("building the default strategy, {}", dir.display());
+                let file = build_strategy::build(&dir, args.target_dir.as_deref())?
+                    .into_iter()
+                    .next()
+                    .context("no component built")?;
+                StrategyArtifact::read(&file, usize::MAX)?
+            }
+        };
+        specs.push(StrategySpec {
+            source: StrategySource::Stored(artifact),
+            params: vec![],
+            slot: Some("main".into()),
+        });
+    }
+    if candidates::active(conn)?.is_none() {
+        let artifact = match &specs[0].source {
+            StrategySource::File(path) => StrategyArtifact::read(path, usize::MAX)?,
+            StrategySource::Stored(a) => a.clone(),
+        };
+        candidates::record_initial(conn, &artifact)?;
+    }
+    Ok(specs)
+}
+
+/// `keel run --paper`.
+pub(super) fn run(args: &RunArgs, db: &Path, cache: &CompileCache) -> anyhow::Result<bool> {
+    if !args.paper {
+        bail!("live trading is not available yet: pass --paper");
+    }
+    // Before anything is read or written: one process trades on a database.
+    let owner = Ownership::claim(db, "keel run")?;
+    let speed = speed(&args.speed)?;
+    let risk = match &args.risk_limits {
+        Some(path) => RiskConfig::load(path).map_err(anyhow::Error::msg)?,
+        None => RiskConfig::default(),
+    };
+    let candidates_config = candidates::load_config(&args.candidates)?;
+    let (mut feeds, symbols, feed_name) = feeds(args)?;
+    let mut controls = Controls::start(db, args.control_port)?;
+    // A promoted candidate swaps in within milliseconds: baseline code at
+    // once, optimised code from the background compile for later loads.
+    let sandbox = Sandbox::new(cache.sandbox_config(SandboxConfig {
+        metering: Metering::WallClock,
+        limits: SandboxLimits {
+            call_deadline: Duration::from_millis(args.call_deadline_ms),
+            ..SandboxLimits::default()
+        },
+        baseline_first: true,
+        // This binary: background compiles in a process of their own.
+        optimizer: std::env::current_exe().ok(),
+        ..SandboxConfig::default()
+    }))
+    .context("failed to set up the wasm sandbox")?;
+    let mut store = Store::open(db)?;
+    let strategies = strategies(args, store.conn())?;
+    let settings = RunSettings {
+        feed_name,
+        symbols,
+        speed,
+        cash: args.cash,
+        risk,
+        fills: FillModel {
+            fee_bps: args.fee_bps,
+            slippage_bps: args.slippage_bps,
+            ..FillModel::default()
+        },
+        strategies,
+        max_bars: args.bars,
+        candidates: candidates_config,
+    };
+    let link = controls.link();
+    let mut engine = Engine::open(&owner, store.conn(), &sandbox, settings, link)?;
+    // Served once the engine has published its first snapshot.
+    let server = controls.serve(db)?;
+    println!(
+        "paper run {} on {} ({}); control API on 127.0.0.1:{} — try `keel status --db {}`",
+        engine.run_id(),
+        args.feeds.join(" "),
+        args.speed,
+        server.port,
+        db.display()
+    );
+    let summary = engine.run(&mut feeds)?;
+    drop(engine);
+    drop(server);
+    print_summary(&summary);
+    Ok(summary.feed_error.is_none())
+}
+
+fn print_summary(s: &RunSummary) {
+    let how = if s.resumed { "resumed" } else { "new" };
+    println!(
+        "run {} ({how}): {} bars booked; trading state {}",
+        s.run_id, s.bars, s.state
+    );
+    for b in &s.books {
+        println!(
+            "{:<20} equity {:>12.2} (start {:.2}, realized {:+.2}, fees {:.2}), {} open position(s), {} signals ({} rejected)",
+            b.slot,
+            b.equity,
+            b.start_cash,
+            b.realized,
+            b.fees,
+            b.positions.len(),
+            b.signals,
+            b.rejected
+        );
+    }
+    if let Some(e) = &s.feed_error {
+        println!("feed stopped: {e}");
+    }
+    if s.interrupted {
+        println!(
+            "interrupted: `keel run` with the same settings resumes run {} after its last booked bar",
+            s.run_id
+        );
+    }
+}
