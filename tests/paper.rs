@@ -740,6 +740,19 @@ fn bad_settings_are_refused_in_one_line() {
         (
             vec![
                 "--feed".into(),
+                format!(
+                    "kraken:{}",
+                    (0..300)
+                        .map(|i| format!("P{i}"))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+            ],
+            "--feed: a run takes at most 256 symbols, 300 given".into(),
+        ),
+        (
+            vec![
+                "--feed".into(),
                 "kraken:XBTUSD".into(),
                 "--feed".into(),
                 "sample".into(),

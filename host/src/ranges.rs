@@ -26,6 +26,8 @@ pub const VOLUME_SHARE: Bounds<f64> = Bounds::above(0.0, 1.0);
 pub const WALK_FORWARD_FOLDS: Bounds<usize> = Bounds::new(1, 100);
 /// Replay speed, feed seconds per second (`max`: no waiting at all).
 pub const SPEED: Bounds<f64> = Bounds::new(0.01, 1e9);
+/// Most symbols one run's feeds may deliver.
+pub const RUN_SYMBOLS: usize = 256;
 /// Bars of the built-in sample feed.
 pub const SAMPLE_BARS: Bounds<usize> = Bounds::new(2, 100_000_000);
 /// `--bars`: a paper run stops after this many.

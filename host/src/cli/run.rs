@@ -113,6 +113,20 @@ pub(super) fn speed(text: &str) -> anyhow::Result<Option<f64>> {
 fn feeds(args: &RunArgs) -> anyhow::Result<(Feeds, Vec<String>, String)> {
     let (mut symbols, mut bar_feeds, mut names) = (Vec::new(), Vec::new(), Vec::new());
     let mut live = None;
+    let named: usize = args
+        .feeds
+        .iter()
+        .map(|spec| match spec.strip_prefix("kraken:") {
+            Some(pairs) => pairs.split(',').count(),
+            None => 1,
+        })
+        .sum();
+    if named > ranges::RUN_SYMBOLS {
+        bail!(
+            "--feed: a run takes at most {} symbols, {named} given",
+            ranges::RUN_SYMBOLS
+        );
+    }
     for spec in &args.feeds {
         for (symbol, feed, name, poll) in feed(spec, args)? {
             if symbols.contains(&symbol) {
