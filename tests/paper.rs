@@ -790,49 +790,13 @@ fn bad_settings_are_refused_in_one_line() {
     );
 }
 
-/// A loopback server answering Kraken's OHLC endpoint from a script, one
-/// reply per request (the last one repeated); it records the requests.
-pub(crate) fn kraken_server(
-    replies: Vec<String>,
-) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-    use std::io::{BufRead, BufReader, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let log = seen.clone();
-    std::thread::spawn(move || {
-        for (i, stream) in listener.incoming().enumerate() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-            let mut line = String::new();
-            let _ = reader.read_line(&mut line);
-            loop {
-                let mut header = String::new();
-                if reader.read_line(&mut header).unwrap_or(0) == 0 || header.trim().is_empty() {
-                    break;
-                }
-            }
-            log.lock().expect("log").push(line.trim().to_owned());
-            let body = &replies[i.min(replies.len() - 1)];
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    (port, seen)
-}
-
-/// A loopback server answering Kraken's OHLC endpoint for several pairs,
-/// each from its own script (one reply per request of that pair, the last
-/// one repeated).
-fn kraken_pairs_server(replies: Vec<(&'static str, Vec<String>)>) -> u16 {
+/// A loopback HTTP server: each request's line goes to `reply`, whose
+/// answer is sent as a JSON body; one request per connection.
+fn json_server(mut reply: impl FnMut(&str) -> String + Send + 'static) -> u16 {
     use std::io::{BufRead, BufReader, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     std::thread::spawn(move || {
-        let mut asked = vec![0usize; replies.len()];
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
             let mut reader = BufReader::new(stream.try_clone().expect("clone"));
@@ -844,18 +808,7 @@ fn kraken_pairs_server(replies: Vec<(&'static str, Vec<String>)>) -> u16 {
                     break;
                 }
             }
-            let body = match replies
-                .iter()
-                .position(|(pair, _)| line.contains(&format!("pair={pair}&")))
-            {
-                Some(p) => {
-                    let script = &replies[p].1;
-                    let body = script[asked[p].min(script.len() - 1)].clone();
-                    asked[p] += 1;
-                    body
-                }
-                None => r#"{"error":["EQuery:Unknown asset pair"]}"#.to_owned(),
-            };
+            let body = reply(line.trim());
             let _ = write!(
                 stream,
                 "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -864,6 +817,43 @@ fn kraken_pairs_server(replies: Vec<(&'static str, Vec<String>)>) -> u16 {
         }
     });
     port
+}
+
+/// A loopback server answering Kraken's OHLC endpoint from a script, one
+/// reply per request (the last one repeated); it records the requests.
+pub(crate) fn kraken_server(
+    replies: Vec<String>,
+) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let port = json_server(move |line| {
+        let mut log = log.lock().expect("log");
+        let i = log.len();
+        log.push(line.to_owned());
+        replies[i.min(replies.len() - 1)].clone()
+    });
+    (port, seen)
+}
+
+/// A loopback server answering Kraken's OHLC endpoint for several pairs,
+/// each from its own script (one reply per request of that pair, the last
+/// one repeated).
+fn kraken_pairs_server(replies: Vec<(&'static str, Vec<String>)>) -> u16 {
+    let mut asked = vec![0usize; replies.len()];
+    json_server(move |line| {
+        match replies
+            .iter()
+            .position(|(pair, _)| line.contains(&format!("pair={pair}&")))
+        {
+            Some(p) => {
+                let script = &replies[p].1;
+                let body = script[asked[p].min(script.len() - 1)].clone();
+                asked[p] += 1;
+                body
+            }
+            None => r#"{"error":["EQuery:Unknown asset pair"]}"#.to_owned(),
+        }
+    })
 }
 
 pub(crate) fn ohlc(rows: &[i64], last: i64) -> String {

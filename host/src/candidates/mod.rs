@@ -30,7 +30,7 @@ pub use keel_candidates::{
 
 use crate::backtest;
 use crate::sandbox::{Sandbox, StrategyArtifact};
-use crate::store::audit;
+use crate::store::{audit, now_ms};
 use crate::validate;
 
 use gates::{gate_data, judge_offline};
@@ -121,12 +121,6 @@ pub struct Candidate {
     pub source: String,
     pub state: CandidateState,
     pub created_ms: i64,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Stores a candidate and runs its offline gates. A hash already submitted

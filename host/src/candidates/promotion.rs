@@ -12,8 +12,9 @@ use keel_candidates::{Move, transition};
 
 use crate::store::audit;
 
+use super::Candidate;
 use super::rows::{active, gates, get, named, set_state};
-use super::{Candidate, now_ms};
+use crate::store::now_ms;
 
 pub fn reject(conn: &Connection, id: i64, actor: Actor, reason: &str) -> anyhow::Result<()> {
     let c = get(conn, id)?;

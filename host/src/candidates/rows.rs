@@ -13,7 +13,8 @@ use keel_candidates::{Move, UnknownName, transition};
 use crate::sandbox::StrategyArtifact;
 use crate::store::audit;
 
-use super::{Candidate, GateResult, now_ms};
+use super::{Candidate, GateResult};
+use crate::store::now_ms;
 
 /// Stores `bytes` once under their hash.
 pub fn store_blob(conn: &Connection, artifact: &StrategyArtifact) -> rusqlite::Result<()> {

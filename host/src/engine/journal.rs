@@ -17,16 +17,11 @@ use crate::control::SnapshotTrade;
 use crate::ledger::{ClosedTrade, Ledger, LedgerFill, dec, float};
 use crate::risk_limits::{RiskConfig, TradingState, halt_reason};
 use crate::store::audit;
+pub(super) use crate::store::now_ms;
 use crate::venues::paper::size_text;
 
 use super::history;
 use super::slot::Slot;
-
-pub(super) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
 
 /// A stored decimal.
 pub(super) fn d(text: &str) -> Decimal {

@@ -6,12 +6,9 @@ use rusqlite::{Connection, params};
 
 /// Writes one audit line.
 pub fn audit(conn: &Connection, actor: &str, action: &str, detail: &str) -> rusqlite::Result<()> {
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
     conn.execute(
         "INSERT INTO audit_log (time_ms, actor, action, detail) VALUES (?1, ?2, ?3, ?4)",
-        params![now_ms, actor, action, detail],
+        params![super::now_ms(), actor, action, detail],
     )?;
     Ok(())
 }

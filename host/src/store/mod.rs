@@ -219,7 +219,9 @@ impl Store {
     }
 }
 
-fn now_ms() -> i64 {
+/// The wall clock in ms since the Unix epoch: when the ledger says a
+/// write happened (never what a strategy or the kernel decides by).
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)

@@ -18,6 +18,7 @@ use keel_model::candles::Candle;
 use keel_model::{Action, Signal, Size};
 
 use crate::ledger::{dec, float};
+use crate::store::now_ms;
 
 /// How an order's size is stored.
 pub(crate) fn size_text(size: Size) -> String {
@@ -166,12 +167,6 @@ impl PaperVenue {
         }
         tx.commit()
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl Venue for PaperVenue {
