@@ -3,7 +3,8 @@
 //! and through `keel run --paper` replaying the same files at full speed —
 //! the same entries and exits, to the millisecond, the same quantities and
 //! prices, the same fees — and still does when the paper run is SIGKILLed
-//! at random moments and restarted.
+//! at random moments and restarted. Books bound to some of the pairs only
+//! trade as a backtest of those pairs.
 
 use std::path::{Path, PathBuf};
 use std::process::Child;
@@ -16,6 +17,8 @@ use crate::support::{data, example};
 const PAIRS: [&str; 3] = ["ETH", "LTC", "XMR"];
 /// Bars of each file used: enough for every strategy to trade.
 const BARS: usize = 1500;
+/// Bars by which ETH/BTC's window starts after the others'.
+const ETH_LATER: usize = 300;
 
 /// Limits both modes run under; paper's halts and collar set out of reach,
 /// since a backtest has neither.
@@ -28,15 +31,30 @@ fat_finger_pct = 100
 min_order_quote = 0
 ";
 
-/// The example strategies with the parameters they trade often with.
-fn strategies() -> Vec<(&'static str, Vec<&'static str>)> {
+/// A book of the paper run: an example strategy, the parameters it trades
+/// often with, and the symbols it is bound to (none named: all three).
+struct BookSpec {
+    strategy: &'static str,
+    params: Vec<&'static str>,
+    symbols: Vec<&'static str>,
+}
+
+/// Each example strategy on every pair, and two of them again on some of
+/// the pairs only: books with different symbol sets share one run.
+fn strategies() -> Vec<BookSpec> {
+    let sma = || vec!["fast=5", "slow=20"];
+    let rsi = || vec!["oversold=45", "overbought=55", "allow_short=true"];
+    let book = |strategy, params, symbols| BookSpec {
+        strategy,
+        params,
+        symbols,
+    };
     vec![
-        ("sma-cross", vec!["fast=5", "slow=20"]),
-        (
-            "rsi-reversion",
-            vec!["oversold=45", "overbought=55", "allow_short=true"],
-        ),
-        ("atr-breakout", vec![]),
+        book("sma-cross", sma(), vec![]),
+        book("rsi-reversion", rsi(), vec![]),
+        book("atr-breakout", vec![], vec![]),
+        book("sma-cross", sma(), vec!["ETH/BTC"]),
+        book("rsi-reversion", rsi(), vec!["LTC/BTC", "XMR/BTC"]),
     ]
 }
 
@@ -71,7 +89,12 @@ impl Fixture {
             .map(|pair| {
                 let text = std::fs::read_to_string(data(&format!("crypto-5m/{pair}_BTC-5m.csv")))
                     .expect("shared data");
-                let head: Vec<&str> = text.lines().take(BARS + 1).collect();
+                // ETH/BTC starts later: the pairs' closes differ, so the
+                // merged run has closes where a symbol has no bar.
+                let skip = if *pair == "ETH" { ETH_LATER } else { 0 };
+                let head: Vec<&str> = (text.lines().take(1))
+                    .chain(text.lines().skip(1 + skip).take(BARS))
+                    .collect();
                 let path = dir.path().join(format!("{pair}.csv"));
                 std::fs::write(&path, head.join("\n") + "\n").expect("write");
                 (format!("{pair}/BTC"), path)
@@ -89,14 +112,16 @@ impl Fixture {
 
     /// The trades of `keel backtest`, less those the end of the data closed
     /// (a paper run leaves them open).
-    fn backtest(&self, strategy: &str, params: &[&str]) -> Vec<Trade> {
-        let json = self.dir.path().join(format!("{strategy}.json"));
-        let wasm = example(strategy).display().to_string();
+    fn backtest(&self, book: &BookSpec) -> Vec<Trade> {
+        let json = self.dir.path().join(format!("{}.json", book.strategy));
+        let wasm = example(book.strategy).display().to_string();
         let mut args = vec!["backtest".to_owned(), wasm];
         for (symbol, file) in &self.files {
-            args.extend(["--data".into(), format!("{symbol}={}", file.display())]);
+            if book.symbols.is_empty() || book.symbols.contains(&symbol.as_str()) {
+                args.extend(["--data".into(), format!("{symbol}={}", file.display())]);
+            }
         }
-        for p in params {
+        for p in &book.params {
             args.extend(["--param".into(), (*p).to_owned()]);
         }
         args.extend([
@@ -151,10 +176,13 @@ impl Fixture {
                 format!("replay:{symbol}={}", file.display()),
             ]);
         }
-        for (strategy, params) in strategies() {
-            let mut spec = example(strategy).display().to_string();
-            for p in params {
+        for book in strategies() {
+            let mut spec = example(book.strategy).display().to_string();
+            for p in book.params {
                 spec = format!("{spec},{p}");
+            }
+            for symbol in book.symbols {
+                spec = format!("{spec},@{symbol}");
             }
             args.extend(["--strategy".into(), spec]);
         }
@@ -243,23 +271,50 @@ fn assert_same(strategy: &str, backtest: &[Trade], paper: &[Trade]) {
     );
 }
 
-/// Runs (or resumes) the paper run in `db` to its end.
-fn finish(fixture: &Fixture, db: &Path) {
+/// Runs (or resumes) the paper run in `db` to its end; its summary.
+fn finish(fixture: &Fixture, db: &Path) -> String {
     let out = fixture
         .spawn_paper(db)
         .wait_with_output()
         .expect("keel run");
     assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stdout)
 }
 
 #[test]
 fn backtest_and_paper_trade_the_same() {
     let fixture = Fixture::new();
     let db = fixture.setup.db("paper.db");
-    finish(&fixture, &db);
-    for (n, (strategy, params)) in strategies().into_iter().enumerate() {
-        let backtest = fixture.backtest(strategy, &params);
-        assert_same(strategy, &backtest, &paper_trades(&db, n + 1));
+    let stdout = finish(&fixture, &db);
+    // A book bound to ETH/BTC alone is called at ETH/BTC's closes only
+    // (its file's bars), as its backtest is; a book of every pair at each
+    // close of any of them.
+    let calls = |book: &str| {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(book))
+            .unwrap_or_else(|| panic!("no summary of {book}: {stdout}"));
+        let (before, _) = line.split_once(" strategy calls on ").expect("calls");
+        let n: u64 = before
+            .rsplit(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .expect("count");
+        (
+            n,
+            line.rsplit(" strategy calls on ")
+                .next()
+                .unwrap_or("")
+                .to_owned(),
+        )
+    };
+    assert_eq!(calls("sma-cross#4"), (BARS as u64, "ETH/BTC".to_owned()));
+    let (all, symbols) = calls("sma-cross#1");
+    assert_eq!(all, (BARS + ETH_LATER) as u64, "every close of the run");
+    assert_eq!(symbols, "ETH/BTC, LTC/BTC, XMR/BTC");
+    for (n, book) in strategies().iter().enumerate() {
+        let name = format!("{} {:?}", book.strategy, book.symbols);
+        assert_same(&name, &fixture.backtest(book), &paper_trades(&db, n + 1));
     }
 }
 
@@ -311,8 +366,8 @@ fn paper_killed_at_random_moments_still_trades_as_the_backtest() {
     assert_eq!(runs, 1, "every restart resumed the one run");
     assert!(kills > 0, "the run ended before any kill");
     keel_host::engine::audit_ledger(&open(&db)).expect("ledger adds up");
-    for (n, (strategy, params)) in strategies().into_iter().enumerate() {
-        let backtest = fixture.backtest(strategy, &params);
-        assert_same(strategy, &backtest, &paper_trades(&db, n + 1));
+    for (n, book) in strategies().iter().enumerate() {
+        let name = format!("{} {:?}", book.strategy, book.symbols);
+        assert_same(&name, &fixture.backtest(book), &paper_trades(&db, n + 1));
     }
 }

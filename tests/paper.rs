@@ -343,8 +343,13 @@ fn sigkill_at_any_point_loses_no_fill_and_places_no_order_twice() {
             );
             std::thread::sleep(Duration::from_millis(1));
         }
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            assert!(status.success(), "a run failed on its own");
+        if child.try_wait().expect("try_wait").is_some() {
+            let out = child.wait_with_output().expect("output");
+            assert!(
+                out.status.success(),
+                "a run failed on its own: {}",
+                text(&out.stderr)
+            );
             finished = true;
             break;
         }
@@ -767,6 +772,23 @@ fn bad_settings_are_refused_in_one_line() {
                 "7".into(),
             ],
             "--interval 7: Kraken's intervals are 1, 5, 15".into(),
+        ),
+        (
+            vec![
+                "--strategy".into(),
+                format!("{},@ETH/USD", example("sma-cross").display()),
+            ],
+            "@ETH/USD is not a symbol of this run (fed: BTC/USD)".into(),
+        ),
+        (
+            vec![
+                "--strategy".into(),
+                format!(
+                    "{},@BTC/USD,fast=4,@BTC/USD",
+                    example("sma-cross").display()
+                ),
+            ],
+            "@BTC/USD is named twice".into(),
         ),
     ];
     for (extra, expected) in cases {

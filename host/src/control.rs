@@ -31,6 +31,9 @@ pub struct SnapshotPosition {
 pub struct SnapshotBook {
     pub slot: String,
     pub strategy: String,
+    /// The symbols its strategy is bound to.
+    #[serde(default)]
+    pub symbols: Vec<String>,
     pub start_cash: f64,
     pub cash: f64,
     pub equity: f64,

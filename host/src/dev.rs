@@ -320,6 +320,7 @@ fn paper(
         strategies: vec![StrategySpec {
             source: StrategySource::Stored(artifact.clone()),
             params: vec![],
+            symbols: vec![],
             slot: Some("dev".into()),
         }],
         max_bars: None,

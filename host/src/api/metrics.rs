@@ -117,6 +117,7 @@ mod tests {
             books: vec![SnapshotBook {
                 slot: "a\"b\\c\nd".into(),
                 strategy: String::new(),
+                symbols: vec![],
                 start_cash: 0.0,
                 cash: 0.0,
                 equity: 1.0,

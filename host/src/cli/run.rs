@@ -33,8 +33,8 @@ pub struct RunArgs {
     /// 720 one-minute bars), or `kraken:<PAIR>[,<PAIR>…]` for live bars
     /// from Kraken's public OHLC endpoint. Repeat it for several symbols
     /// (`--feed replay:BTC/USD=btc.csv --feed replay:ETH/USD=eth.csv`):
-    /// their bars are aligned on close time, as in a backtest, and every
-    /// strategy of the run is given all of them.
+    /// their bars are aligned on close time, as in a backtest, and each
+    /// strategy is given those it is bound to (`--strategy …,@SYMBOL`).
     #[arg(long = "feed", default_value = "sample", value_name = "FEED")]
     pub feeds: Vec<String>,
     /// Kraken's API base URL.
@@ -66,10 +66,12 @@ pub struct RunArgs {
     /// Ignored by a live feed.
     #[arg(long, default_value = "1440x")]
     pub speed: String,
-    /// A strategy component, with parameter overrides after commas:
-    /// `sma_cross.wasm,fast=5,slow=20` (repeatable; each gets its own book).
-    /// Default: the repo's sma-cross, built now.
-    #[arg(long = "strategy", value_name = "FILE[,NAME=VALUE...]")]
+    /// A strategy component, with parameter overrides and the symbols it
+    /// trades after commas: `sma_cross.wasm,fast=5,@ETH/BTC` (repeatable;
+    /// each gets its own book). Without `@SYMBOL`s it is bound to every
+    /// symbol of the run. Default: the active strategy (the repo's
+    /// sma-cross, built now, the first time).
+    #[arg(long = "strategy", value_name = "FILE[,NAME=VALUE|@SYMBOL...]")]
     pub strategies: Vec<String>,
     /// Starting cash of each book (quote currency).
     #[arg(long, default_value_t = 10_000.0, value_parser = ranges::CASH.parser())]
@@ -253,7 +255,10 @@ fn strategies(args: &RunArgs, conn: &rusqlite::Connection) -> anyhow::Result<Vec
     for spec in &args.strategies {
         let mut parts = spec.split(',');
         let file = PathBuf::from(parts.next().unwrap_or_default());
-        specs.push(StrategySpec::file(file, parts.map(str::to_owned).collect()));
+        let (symbols, params): (Vec<&str>, Vec<&str>) = parts.partition(|p| p.starts_with('@'));
+        let mut spec = StrategySpec::file(file, params.into_iter().map(str::to_owned).collect());
+        spec.symbols = symbols.iter().map(|s| s[1..].to_owned()).collect();
+        specs.push(spec);
     }
     if specs.is_empty() {
         let artifact = match candidates::active(conn)? {
@@ -271,6 +276,7 @@ fn strategies(args: &RunArgs, conn: &rusqlite::Connection) -> anyhow::Result<Vec
         specs.push(StrategySpec {
             source: StrategySource::Stored(artifact),
             params: vec![],
+            symbols: vec![],
             slot: Some("main".into()),
         });
     }
@@ -357,7 +363,7 @@ fn print_summary(s: &RunSummary) {
     );
     for b in &s.books {
         println!(
-            "{:<20} equity {:>12.2} (start {:.2}, realized {:+.2}, fees {:.2}), {} open position(s), {} signals ({} rejected)",
+            "{:<20} equity {:>12.2} (start {:.2}, realized {:+.2}, fees {:.2}), {} open position(s), {} signals ({} rejected), {} strategy calls on {}",
             b.slot,
             b.equity,
             b.start_cash,
@@ -365,7 +371,9 @@ fn print_summary(s: &RunSummary) {
             b.fees,
             b.positions.len(),
             b.signals,
-            b.rejected
+            b.rejected,
+            b.calls,
+            b.symbols.join(", ")
         );
     }
     if let Some(e) = &s.feed_error {

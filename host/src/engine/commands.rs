@@ -186,7 +186,7 @@ impl Engine<'_> {
             bail!("this run has no main book to swap");
         };
         let binding = Binding {
-            symbols: self.settings.symbols.clone(),
+            symbols: self.slots[main].symbols.clone(),
             params,
             simulated_clock: false,
             seed: self.slots[main].id as u64,
@@ -195,8 +195,8 @@ impl Engine<'_> {
             .sandbox
             .instantiate(&loaded, binding)
             .map_err(|e| anyhow!("{e}"))?;
-        let (id, ledger) = (self.slots[main].id, &self.slots[main].ledger);
-        let replayed = self.replay_into(&mut instance, id, ledger)?;
+        let b = &self.slots[main];
+        let replayed = self.replay_into(&mut instance, b.id, &b.sees, &b.ledger)?;
         let warmed = replayed.shown;
         self.check_rebuilt(main, &replayed)?;
         let b = &mut self.slots[main];

@@ -175,7 +175,8 @@ impl<'c> Engine<'c> {
                 .slot
                 .clone()
                 .unwrap_or_else(|| format!("{}#{}", strategy.info.name, i + 1));
-            loaded.push((slot, strategy, params));
+            let symbols = spec.binding(&settings.symbols)?;
+            loaded.push((slot, symbols, strategy, params));
         }
         let mut settings_json = serde_json::json!({
             "cash": settings.cash,
@@ -185,6 +186,19 @@ impl<'c> Engine<'c> {
             // Slots, not hashes: a run whose strategy was hot-swapped resumes.
             "strategies": loaded.iter().map(|(slot, ..)| slot.clone()).collect::<Vec<_>>(),
         });
+        // A book bound to some of the run's symbols only: a run bound
+        // otherwise does not resume it (runs that bind every book to every
+        // symbol are stored as before, and resume across the upgrade).
+        if loaded
+            .iter()
+            .any(|(_, symbols, ..)| *symbols != settings.symbols)
+        {
+            settings_json["bindings"] = loaded
+                .iter()
+                .map(|(_, symbols, ..)| symbols.clone())
+                .collect::<Vec<_>>()
+                .into();
+        }
         // One symbol is stored as before several were possible, so such a
         // run resumes across the upgrade.
         settings_json["symbol"] = match settings.symbols.as_slice() {
@@ -298,9 +312,10 @@ impl<'c> Engine<'c> {
             feed_health: FeedHealth::default(),
             control,
         };
-        for (slot, strategy, params) in loaded {
+        for (slot, symbols, strategy, params) in loaded {
             let plan = BookPlan {
                 slot,
+                symbols,
                 strategy: &strategy,
                 params,
                 candidate: None,
@@ -325,7 +340,7 @@ impl<'c> Engine<'c> {
     /// strategy rebuilt from the history, its orders in flight.
     fn warm(&mut self, mut slot: Slot, main: Option<i64>) -> anyhow::Result<Slot> {
         shadow::seed_history(self.conn, &mut slot, main)?;
-        let replayed = self.replay_into(&mut slot.instance, slot.id, &slot.ledger)?;
+        let replayed = self.replay_into(&mut slot.instance, slot.id, &slot.sees, &slot.ledger)?;
         slot.book = replayed.book;
         slot.book.pending = self.orders_in_flight(&slot)?;
         for (last, seen) in self.market.last_close.iter_mut().zip(replayed.last_close) {
@@ -509,6 +524,9 @@ impl<'c> Engine<'c> {
         }
         let mut orders = Vec::new();
         for slot in &mut self.slots {
+            if !slot.sees_any(bars) {
+                continue;
+            }
             let equity = slot.book.equity();
             let view = slot.book.view(equity);
             let outcome = show_step(
@@ -694,6 +712,7 @@ impl<'c> Engine<'c> {
         &self,
         instance: &mut StrategyInstance,
         book_id: i64,
+        sees: &[bool],
         ledger: &crate::ledger::Ledger,
     ) -> anyhow::Result<history::Replayed> {
         let started = Instant::now();
@@ -709,6 +728,9 @@ impl<'c> Engine<'c> {
             |step| {
                 for fill in step.fills {
                     let _ = instance.on_fill(fill);
+                }
+                if !step.bars.iter().any(|(sym, _)| sees[*sym]) {
+                    return;
                 }
                 let _ = show_step(
                     instance,

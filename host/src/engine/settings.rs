@@ -20,11 +20,16 @@ pub enum StrategySource {
     Stored(StrategyArtifact),
 }
 
-/// One strategy to run: its component, parameter overrides and book.
+/// One strategy to run: its component, parameter overrides, the symbols
+/// it is bound to and its book.
 #[derive(Debug, Clone)]
 pub struct StrategySpec {
     pub source: StrategySource,
     pub params: Vec<String>,
+    /// The run's symbols this strategy is shown and may trade, in the order
+    /// it is told them; empty: every symbol of the run (as a backtest binds
+    /// every `--data`).
+    pub symbols: Vec<String>,
     /// The book's name; default `<name>#<n>`.
     pub slot: Option<String>,
 }
@@ -34,8 +39,30 @@ impl StrategySpec {
         StrategySpec {
             source: StrategySource::File(path),
             params,
+            symbols: Vec::new(),
             slot: None,
         }
+    }
+
+    /// The symbols this strategy is bound to among the run's `symbols`:
+    /// the ones its spec names (each fed, none twice), else all of them.
+    pub fn binding(&self, symbols: &[String]) -> anyhow::Result<Vec<String>> {
+        if self.symbols.is_empty() {
+            return Ok(symbols.to_vec());
+        }
+        for (i, s) in self.symbols.iter().enumerate() {
+            if !symbols.contains(s) {
+                anyhow::bail!(
+                    "strategy {}: @{s} is not a symbol of this run (fed: {})",
+                    self.origin(),
+                    symbols.join(", ")
+                );
+            }
+            if self.symbols[..i].contains(s) {
+                anyhow::bail!("strategy {}: @{s} is named twice", self.origin());
+            }
+        }
+        Ok(self.symbols.clone())
     }
 
     pub(super) fn origin(&self) -> String {
@@ -51,8 +78,8 @@ impl StrategySpec {
 pub struct RunSettings {
     /// How the feed is named in the ledger (`replay:<file>`, `sample:…`).
     pub feed_name: String,
-    /// The symbols the feed delivers, in its order: every strategy of the
-    /// run is bound to them.
+    /// The symbols the feed delivers, in its order: a strategy is bound to
+    /// all of them unless its spec names some.
     pub symbols: Vec<String>,
     /// Bars per second of feed time: `None` runs as fast as it can.
     pub speed: Option<f64>,

@@ -183,18 +183,19 @@ impl Engine<'_> {
         let artifact = candidates::load_blob(self.conn, hash)?;
         let loaded = self.sandbox.load(&artifact)?;
         let params = Params::resolve(&loaded.info.params, &[])?;
+        // The candidate would replace the main book's strategy: it is bound
+        // to the same symbols.
+        let main = self.slots.iter().find(|b| b.candidate.is_none());
+        let symbols = main.map_or_else(|| self.settings.symbols.clone(), |b| b.symbols.clone());
+        let main = main.map(|b| b.id);
         let plan = BookPlan {
             slot: format!("candidate-{candidate}"),
+            symbols,
             strategy: &loaded,
             params,
             candidate: Some(candidate),
         };
         let slot = open_slot(self.conn, self.sandbox, &self.settings, self.run_id, plan)?;
-        let main = self
-            .slots
-            .iter()
-            .find(|b| b.candidate.is_none())
-            .map(|b| b.id);
         self.warm(slot, main)
     }
 }

@@ -21,6 +21,10 @@ pub(super) struct Slot {
     pub slot: String,
     pub hash: StrategyHash,
     pub instance: StrategyInstance,
+    /// The run's symbols its strategy is bound to, and for each of the
+    /// run's symbols (by index) whether it is one of them.
+    pub symbols: Vec<String>,
+    pub sees: Vec<bool>,
     /// What decides: cash, positions with their exits, orders in flight.
     pub book: Book,
     /// What is booked: the same fills in exact decimals.
@@ -49,6 +53,13 @@ pub(super) struct Slot {
 }
 
 impl Slot {
+    /// Whether a close with these bars (by run symbol index) has a bar of
+    /// a symbol this book is bound to: a close without one is not shown to
+    /// its strategy, as a backtest of its symbols would not have it.
+    pub fn sees_any(&self, bars: &[(usize, keel_model::candles::Candle)]) -> bool {
+        bars.iter().any(|(sym, _)| self.sees[*sym])
+    }
+
     /// Books this bar's closing equity: its return (none on the first bar)
     /// and the drawdown.
     pub fn record_equity(&mut self, equity: f64) -> Option<f64> {
@@ -74,6 +85,7 @@ impl Slot {
         SnapshotBook {
             slot: self.slot.clone(),
             strategy: self.instance.label().to_owned(),
+            symbols: self.symbols.clone(),
             cash: float(self.ledger.cash),
             equity: float(equity),
             start_cash: float(self.ledger.start_cash),
@@ -139,6 +151,8 @@ impl Returns {
 /// candidate it shadows.
 pub(super) struct BookPlan<'a> {
     pub slot: String,
+    /// The run's symbols the strategy is bound to.
+    pub symbols: Vec<String>,
     pub strategy: &'a LoadedStrategy,
     pub params: Params,
     pub candidate: Option<i64>,
@@ -157,6 +171,7 @@ pub(super) fn open_slot(
 ) -> anyhow::Result<Slot> {
     let BookPlan {
         slot,
+        symbols,
         strategy,
         params,
         candidate,
@@ -215,8 +230,13 @@ pub(super) fn open_slot(
     ledger
         .check()
         .map_err(|e| anyhow!("book {slot}: the stored ledger does not add up: {e}"))?;
+    let sees = settings
+        .symbols
+        .iter()
+        .map(|s| symbols.contains(s))
+        .collect();
     let binding = Binding {
-        symbols: settings.symbols.clone(),
+        symbols: symbols.clone(),
         params,
         simulated_clock: false,
         seed: id as u64,
@@ -229,6 +249,8 @@ pub(super) fn open_slot(
         slot,
         hash: strategy.hash,
         instance,
+        symbols,
+        sees,
         book: Book::new(float(d(&start_cash))),
         ledger,
         peak: d(&peak),
