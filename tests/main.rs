@@ -7,6 +7,7 @@ mod cli;
 mod data;
 mod dev;
 mod equivalence;
+mod evolve;
 mod fuzz;
 mod limits;
 mod paper;

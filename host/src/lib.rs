@@ -13,6 +13,7 @@ pub mod ledger;
 pub mod ranges;
 pub mod risk_limits;
 pub mod sandbox;
+pub mod scaffold;
 pub mod store;
 pub mod validate;
 pub mod venues;

@@ -17,6 +17,7 @@ use keel_model::{Fill, LogLevel, ParamValue, Params, RunningStrategy, Signal, Ti
 use crate::Strategy;
 
 pub use keel_backtester::fills::FillModel;
+pub use keel_backtester::kernel::RejectedBy;
 pub use keel_backtester::{BacktestConfig, BacktestResult as Outcome, ExitReason, Trade};
 pub use keel_model::candles::read_csv;
 

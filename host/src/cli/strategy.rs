@@ -14,6 +14,7 @@ use crate::backtest;
 use crate::build_strategy;
 use crate::ranges;
 use crate::sandbox::{Binding, CompileCache, LoadedStrategy, Metering, Sandbox, timed};
+use crate::scaffold;
 use crate::validate::{self, ValidationReport};
 
 use super::sandbox;
@@ -43,6 +44,21 @@ pub enum StrategyCommand {
     },
     /// Drive a component over candle files and print its signals.
     Run(StrategyRunArgs),
+    /// Start a strategy crate from an example: it builds anywhere (a
+    /// workspace of its own, the SDK by path) and has a native unit test.
+    New {
+        /// The strategy's name, e.g. `my-breakout` (a-z, 0-9, '-').
+        name: String,
+        /// The example to start from: sma-cross, rsi-reversion or atr-breakout.
+        #[arg(long, default_value = "sma-cross", value_name = "EXAMPLE")]
+        from: String,
+        /// Where to write it; default `./NAME`.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Keel's strategy-sdk crate; default: the one this keel was built from.
+        #[arg(long, value_name = "DIR")]
+        sdk: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -116,6 +132,29 @@ pub(super) fn run(
                 all_passed &= report.passed();
             }
             Ok(all_passed)
+        }
+        StrategyCommand::New {
+            name,
+            from,
+            dir,
+            sdk,
+        } => {
+            scaffold::check_name(&name)?;
+            let template = scaffold::template(&from)?;
+            let sdk = sdk.or_else(scaffold::default_sdk).context(
+                "the strategy-sdk this keel was built from is gone: pass --sdk <keel>/strategy-sdk",
+            )?;
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            scaffold::write(&dir, &name, template, &sdk)?;
+            println!(
+                "{}: strategy {name} from {from}
+  test:  cargo test --manifest-path {}
+  build: keel strategy build {}",
+                dir.display(),
+                dir.join("Cargo.toml").display(),
+                dir.display()
+            );
+            Ok(true)
         }
         StrategyCommand::Run(args) => {
             let sandbox = sandbox(Metering::Fuel, cache)?;
