@@ -47,6 +47,11 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
         "fill_booked",
         include_str!("../../../migrations/0006_fill_booked.sql"),
     ),
+    (
+        7,
+        "evolve",
+        include_str!("../../../migrations/0007_evolve.sql"),
+    ),
 ];
 
 /// Why the store could not be used.
