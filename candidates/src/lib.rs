@@ -13,6 +13,9 @@
 //! - [`deploy`]: the deployment stack, which version a rollback restores,
 //!   and the automatic rollback rule.
 //! - [`lineage`]: walking a candidate's ancestors, and hash prefixes.
+//! - [`overfit`]: whether a backtest is overfit: moments, the probabilistic
+//!   and deflated Sharpe ratios, and the probability of backtest
+//!   overfitting by combinatorially symmetric cross-validation.
 //!
 //! No IO and no clock: every time and every row comes in as an argument.
 
@@ -22,6 +25,7 @@ pub mod config;
 pub mod deploy;
 pub mod judge;
 pub mod lineage;
+pub mod overfit;
 pub mod state;
 
 pub use config::{BacktestGate, CandidatesConfig, ConfigError, PaperGate, RollbackRule};
