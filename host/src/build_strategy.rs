@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 
 /// Settings that make a small, fast component, given on the command line so
 /// they apply to any crate, inside this workspace or not.
@@ -17,11 +17,40 @@ const PROFILE: [&str; 4] = [
 /// Builds every cdylib of the crate (or workspace) at `manifest_dir` and
 /// returns the component files, in the order cargo reports them.
 pub fn build(manifest_dir: &Path, target_dir: Option<&Path>) -> anyhow::Result<Vec<PathBuf>> {
+    build_with(manifest_dir, target_dir, false).map_err(|e| match e {
+        Built::Failed(e) => e,
+        Built::Diagnostics(_, e) => e,
+    })
+}
+
+/// Why a quiet build failed: the compiler's own words (errors and
+/// warnings, rendered), or something else.
+#[derive(Debug)]
+pub enum Built {
+    Diagnostics(String, anyhow::Error),
+    Failed(anyhow::Error),
+}
+
+/// As [`build`], printing nothing: a failed compile returns the rendered
+/// diagnostics (at most 64 KiB), to be shown to whoever wrote the code.
+pub fn build_quiet(manifest_dir: &Path, target_dir: Option<&Path>) -> Result<Vec<PathBuf>, Built> {
+    build_with(manifest_dir, target_dir, true)
+}
+
+fn build_with(
+    manifest_dir: &Path,
+    target_dir: Option<&Path>,
+    quiet: bool,
+) -> Result<Vec<PathBuf>, Built> {
+    let failed = |e: anyhow::Error| Built::Failed(e);
     let manifest = manifest_dir.join("Cargo.toml");
     if !manifest.is_file() {
-        bail!("{}: no Cargo.toml there", manifest_dir.display());
+        return Err(failed(anyhow!(
+            "{}: no Cargo.toml there",
+            manifest_dir.display()
+        )));
     }
-    ensure_target()?;
+    ensure_target().map_err(failed)?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.arg("build")
@@ -41,14 +70,44 @@ pub fn build(manifest_dir: &Path, target_dir: Option<&Path>) -> anyhow::Result<V
     }
     let output = cmd
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(if quiet {
+            Stdio::piped()
+        } else {
+            Stdio::inherit()
+        })
         .output()
-        .context("failed to run cargo")?;
+        .context("failed to run cargo")
+        .map_err(failed)?;
     if !output.status.success() {
-        bail!(
+        if quiet {
+            let mut words = String::new();
+            for line in String::from_utf8_lossy(&output.stdout).lines() {
+                let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+                    continue;
+                };
+                if msg["reason"] == "compiler-message"
+                    && let Some(text) = msg["message"]["rendered"].as_str()
+                    && words.len() < 64 * 1024
+                {
+                    words.push_str(text);
+                }
+            }
+            if words.is_empty() {
+                words = String::from_utf8_lossy(&output.stderr).into_owned();
+            }
+            words.truncate(words.floor_char_boundary(64 * 1024));
+            return Err(Built::Diagnostics(
+                words,
+                anyhow!(
+                    "{}: cargo build for wasm32-wasip2 failed",
+                    manifest.display()
+                ),
+            ));
+        }
+        return Err(failed(anyhow!(
             "{}: cargo build for wasm32-wasip2 failed (see the compiler output above)",
             manifest.display()
-        );
+        )));
     }
     let mut wasm = Vec::new();
     for line in String::from_utf8_lossy(&output.stdout).lines() {
@@ -71,10 +130,10 @@ pub fn build(manifest_dir: &Path, target_dir: Option<&Path>) -> anyhow::Result<V
         }
     }
     if wasm.is_empty() {
-        bail!(
+        return Err(failed(anyhow!(
             "{}: the build produced no .wasm component (is crate-type = [\"cdylib\"] set?)",
             manifest.display()
-        );
+        )));
     }
     Ok(wasm)
 }

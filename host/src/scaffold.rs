@@ -185,6 +185,14 @@ keel-strategy-sdk = {{ path = {sdk:?} }}
 /// (which must not exist, or be empty).
 pub fn write(dir: &Path, name: &str, template: &Template, sdk: &Path) -> anyhow::Result<()> {
     check_name(name)?;
+    let lib = source(template, name)?;
+    write_source(dir, name, &lib, sdk)
+}
+
+/// Writes strategy `name` with `lib` as its `src/lib.rs` into the new
+/// directory `dir` (which must not exist, or be empty).
+pub fn write_source(dir: &Path, name: &str, lib: &str, sdk: &Path) -> anyhow::Result<()> {
+    check_name(name)?;
     if !sdk.join("Cargo.toml").is_file() {
         bail!("--sdk {}: no Cargo.toml there", sdk.display());
     }
@@ -196,7 +204,6 @@ pub fn write(dir: &Path, name: &str, template: &Template, sdk: &Path) -> anyhow:
     {
         bail!("{}: already exists and is not empty", dir.display());
     }
-    let lib = source(template, name)?;
     std::fs::create_dir_all(dir.join("src")).with_context(|| format!("{}", dir.display()))?;
     let sdk = sdk.canonicalize().unwrap_or_else(|_| sdk.to_owned());
     std::fs::write(dir.join("Cargo.toml"), manifest(name, &sdk))

@@ -123,6 +123,20 @@ pub struct Candidate {
     pub created_ms: i64,
 }
 
+/// The data the evolution's gates run on: `specs` when given (as
+/// `--data` takes them), else the candidate gates' data.
+pub fn gate_data_for(
+    config: &CandidatesConfig,
+    db: &std::path::Path,
+    specs: &[String],
+) -> anyhow::Result<Vec<crate::backtest::Dataset>> {
+    if specs.is_empty() {
+        gate_data(config, db)
+    } else {
+        backtest::load_data(specs, db, &[])
+    }
+}
+
 /// Stores a candidate and runs its offline gates. A hash already submitted
 /// is not stored twice: its existing id comes back.
 pub fn submit(

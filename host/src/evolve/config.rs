@@ -486,22 +486,46 @@ time_zone = "+02:00"
     #[test]
     fn a_bad_value_is_one_line_naming_file_line_and_key() {
         let cases = [
-            ("holdout_pct = 80\n", "e.toml:1: holdout_pct 80 is outside [5, 50]"),
-            ("[budget]\nusd = -1\n", "e.toml:2: usd -1 is outside [0, 10000]"),
-            ("[gates]\nmin_dsr = 1.5\n", "e.toml:2: probability 1.5 is outside [0, 1]"),
-            ("[gates]\npbo_splits = 7\n", "e.toml: gates.pbo_splits 7 is odd"),
-            ("[schedule]\nat = \"25:00\"\n", "e.toml: schedule.at \"25:00\": expected HH:MM"),
+            (
+                "holdout_pct = 80\n",
+                "e.toml:1: holdout_pct 80 is outside [5, 50]",
+            ),
+            (
+                "[budget]\nusd = -1\n",
+                "e.toml:2: usd -1 is outside [0, 10000]",
+            ),
+            (
+                "[gates]\nmin_dsr = 1.5\n",
+                "e.toml:2: probability 1.5 is outside [0, 1]",
+            ),
+            (
+                "[gates]\npbo_splits = 7\n",
+                "e.toml: gates.pbo_splits 7 is odd",
+            ),
+            (
+                "[schedule]\nat = \"25:00\"\n",
+                "e.toml: schedule.at \"25:00\": expected HH:MM",
+            ),
             (
                 "[schedule]\ntime_zone = \"Europe/Paris\"\n",
                 "expected UTC or an offset such as +02:00",
             ),
-            ("[provider]\nkind = \"anthropic\"\n", "the analyst is played by anthropic but names no model"),
+            (
+                "[provider]\nkind = \"anthropic\"\n",
+                "the analyst is played by anthropic but names no model",
+            ),
             (
                 "[provider]\nkind = \"openai\"\nmodel = \"m\"\n",
                 "no [prices.\"m\"] for the analyst's model",
             ),
-            ("[provider]\napi_key = \"sk-123\"\n", "e.toml:2: unknown field `api_key`"),
-            ("mutations = 0\n", "e.toml:1: mutations 0 is outside [1, 1000]"),
+            (
+                "[provider]\napi_key = \"sk-123\"\n",
+                "e.toml:2: unknown field `api_key`",
+            ),
+            (
+                "mutations = 0\n",
+                "e.toml:1: mutations 0 is outside [1, 1000]",
+            ),
         ];
         for (text, expected) in cases {
             let e = EvolveConfig::parse(text, "e.toml").expect_err(text);
