@@ -9,6 +9,7 @@ pub mod cli;
 pub mod control;
 pub mod dev;
 pub mod engine;
+pub mod evolve;
 pub mod ledger;
 pub mod ranges;
 pub mod risk_limits;

@@ -1,0 +1,3 @@
+//! The nightly evolution: the language-model providers it asks, and (later) its steps.
+
+pub mod provider;
