@@ -255,7 +255,7 @@ impl<P: Provider> Provider for Metered<P> {
 mod tests {
     use std::time::Duration;
 
-    use super::super::test_server::{Scripted, TestServer};
+    use super::super::test_server::{Gate, Scripted, TestServer};
     use super::super::{Anthropic, Key, Turn};
     use super::*;
 
@@ -397,8 +397,9 @@ mod tests {
 
     #[test]
     fn a_call_in_flight_holds_its_worst_case() {
+        let gate = Gate::default();
         let server = TestServer::start(vec![
-            Scripted::json(200, GOOD).delay(Duration::from_millis(500)),
+            Scripted::json(200, GOOD).until(&gate),
             Scripted::json(200, GOOD),
         ]);
         // Room for one worst case (1116 tokens), not two.
@@ -415,6 +416,7 @@ mod tests {
         assert_eq!(budget.reserved().1, 1116, "the first call is in flight");
         let second = metered.complete(&request(1000));
         assert!(matches!(second, Err(ProviderError::Budget(_))));
+        gate.open();
         first.join().expect("thread").expect("first call");
         assert_eq!(server.requests().len(), 1);
         assert_eq!(budget.spent(), (usd("0.00105"), 150));
@@ -448,6 +450,43 @@ mod tests {
             budget.spent(),
             (usd("0.015348"), 1116),
             "a timeout may have been billed"
+        );
+        assert_eq!(budget.reserved(), (Decimal::ZERO, 0));
+    }
+
+    #[test]
+    fn guarded_counts_every_attempt() {
+        use super::super::{RetryPolicy, guarded};
+        let server = TestServer::start(vec![
+            Scripted::json(200, GOOD).delay(Duration::from_millis(600)),
+            Scripted::json(
+                429,
+                r#"{"type":"error","error":{"type":"rate_limit_error","message":"slow down"}}"#,
+            ),
+            Scripted::json(200, GOOD),
+        ]);
+        let budget = Arc::new(Budget::new(usd("1"), 1_000_000));
+        let slow = Anthropic::new(
+            &server.base_url(),
+            "claude-test",
+            Key::for_tests("sk-ant-budget"),
+            Duration::from_millis(200),
+        )
+        .expect("client");
+        let policy = RetryPolicy {
+            max_retries: 2,
+            base_backoff: Duration::from_millis(1),
+            max_wait: Duration::from_millis(10),
+        };
+        guarded(slow, budget.clone(), price(), policy)
+            .complete(&request(1000))
+            .expect("the third attempt answers");
+        assert_eq!(server.requests().len(), 3);
+        // The timed-out attempt's worst case, nothing for the 429, the
+        // answer's reported usage.
+        assert_eq!(
+            budget.spent(),
+            (usd("0.015348") + usd("0.00105"), 1116 + 150)
         );
         assert_eq!(budget.reserved(), (Decimal::ZERO, 0));
     }

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -17,6 +17,27 @@ pub struct Scripted {
     headers: Vec<(String, String)>,
     body: String,
     delay: Duration,
+    gate: Option<Gate>,
+}
+
+/// Holds a scripted answer back until the test opens it.
+#[derive(Debug, Clone, Default)]
+pub struct Gate(Arc<(Mutex<bool>, Condvar)>);
+
+impl Gate {
+    pub fn open(&self) {
+        let (open, changed) = &*self.0;
+        *open.lock().expect("lock") = true;
+        changed.notify_all();
+    }
+
+    fn wait(&self) {
+        let (open, changed) = &*self.0;
+        let mut is_open = open.lock().expect("lock");
+        while !*is_open {
+            is_open = changed.wait(is_open).expect("lock");
+        }
+    }
 }
 
 impl Scripted {
@@ -26,6 +47,7 @@ impl Scripted {
             headers: vec![("content-type".into(), "application/json".into())],
             body: body.to_owned(),
             delay: Duration::ZERO,
+            gate: None,
         }
     }
 
@@ -36,6 +58,12 @@ impl Scripted {
 
     pub fn delay(mut self, delay: Duration) -> Scripted {
         self.delay = delay;
+        self
+    }
+
+    /// Answers only once `gate` is open.
+    pub fn until(mut self, gate: &Gate) -> Scripted {
+        self.gate = Some(gate.clone());
         self
     }
 }
@@ -126,6 +154,9 @@ fn serve(stream: TcpStream, seen: &Mutex<Vec<Received>>, script: &Mutex<VecDeque
             r#"{"error":{"type":"test_error","message":"script exhausted"}}"#,
         )
     });
+    if let Some(gate) = &answer.gate {
+        gate.wait();
+    }
     thread::sleep(answer.delay);
     let mut head = format!(
         "HTTP/1.1 {} Scripted\r\ncontent-length: {}\r\nconnection: close\r\n",
