@@ -137,6 +137,18 @@ impl ErrorBody {
             Some(serde_json::Value::Number(n)) => Some(n.to_string()),
             _ => None,
         };
+        // vLLM puts the fields at the top level (`{"object":"error",
+        // "message",…}`); some servers send `{"error": "text"}`.
+        let error = match (error, &value) {
+            (Some(serde_json::Value::String(m)), _) => {
+                return ErrorBody {
+                    summary: scrub(m, key, MAX_MESSAGE_CHARS),
+                    ..ErrorBody::default()
+                };
+            }
+            (None, Some(top)) if top.get("message").is_some() => Some(top),
+            (error, _) => error,
+        };
         let Some(error) = error.filter(|e| e.is_object()) else {
             let raw = if body.trim().is_empty() {
                 "(empty body)"
@@ -239,5 +251,16 @@ mod tests {
         let html = ErrorBody::parse("<html>\n<b>bad gateway</b></html>", None);
         assert_eq!(html.summary, "<html> <b>bad gateway</b></html>");
         assert_eq!(ErrorBody::parse("", None).summary, "(empty body)");
+        let vllm = ErrorBody::parse(
+            r#"{"object":"error","message":"maximum context length is 4096 tokens","type":"BadRequestError","param":null,"code":400}"#,
+            None,
+        );
+        assert_eq!(
+            vllm.summary,
+            "BadRequestError: maximum context length is 4096 tokens"
+        );
+        assert_eq!(vllm.code.as_deref(), Some("400"));
+        let plain = ErrorBody::parse(r#"{"error":"model 'llama9' not found"}"#, None);
+        assert_eq!(plain.summary, "model 'llama9' not found");
     }
 }
