@@ -122,13 +122,13 @@ impl Anthropic {
                 status,
                 message,
             },
-            408 | 429 => ProviderError::RateLimited {
+            429 => ProviderError::RateLimited {
                 provider,
                 status,
                 message,
                 retry_after: answer.retry_after,
             },
-            500.. => ProviderError::Unavailable {
+            408 | 500.. => ProviderError::Unavailable {
                 provider,
                 status,
                 message,
