@@ -122,3 +122,235 @@ fn a_new_strategy_with_a_bad_name_template_or_place_is_refused_in_one_line() {
         "mine"
     );
 }
+
+/// `keel` on database `db`, in directory `dir` (where a night writes its
+/// crates), building in the tests' shared wasm target directory.
+fn keel_in(dir: &Path, db: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_keel"))
+        .current_dir(dir)
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .env_remove("KEEL_LOG")
+        .output()
+        .expect("run keel")
+}
+
+fn night_once(dir: &Path, db: &Path) -> Output {
+    let target = repo().join("target/keel-wasm");
+    keel_in(
+        dir,
+        db,
+        &["evolve", "--once", "--target-dir", path(&target)],
+    )
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out.stdout)))
+}
+
+#[test]
+fn an_offline_night_on_the_sample_data_writes_builds_gates_and_records_a_candidate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("keel.db");
+    // A night whose process was killed is closed as abandoned by the next.
+    let out = keel_in(dir.path(), &db, &["evolve", "history"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("no night on record"));
+    rusqlite::Connection::open(&db)
+        .expect("db")
+        .execute(
+            "INSERT INTO evolve_nights (started_ms, status, providers, settings) VALUES (1, 'running', 'offline', '{}')",
+            [],
+        )
+        .expect("a killed night");
+
+    let out = night_once(dir.path(), &db);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("night 1 had not finished: closed as abandoned"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("night 2 ("), "{stdout}");
+
+    let history = json(&keel_in(dir.path(), &db, &["evolve", "history", "--json"]));
+    let nights = history.as_array().expect("nights");
+    assert_eq!(nights.len(), 2);
+    let (night, killed) = (&nights[0], &nights[1]);
+    assert_eq!(killed["status"], "abandoned");
+    assert_eq!(night["status"], "finished", "{night}");
+    assert_eq!(night["decision"], "create", "{night}");
+    assert_eq!(night["usd"], 0.0);
+    assert!(night["predictions"][0]["claim"].is_string(), "{night}");
+    let attempt = &night["attempts"][0];
+    // Built and validated, then judged by the gates, on the record with
+    // its figures, whatever they said of a random walk.
+    let reached = attempt["reached"].as_str().expect("reached");
+    assert!(
+        !["generate", "review", "build", "validate"].contains(&reached),
+        "{attempt}"
+    );
+    assert!(
+        attempt["hash"].as_str().is_some_and(|h| h.len() == 64),
+        "{attempt}"
+    );
+    assert!(
+        attempt["figures"]["in_sample"]["trades"].is_u64(),
+        "{attempt}"
+    );
+    let crate_dir = Path::new(attempt["dir"].as_str().expect("dir"));
+    assert!(crate_dir.join("src/lib.rs").is_file(), "{attempt}");
+    assert!(
+        dir.path().join("candidates").is_dir(),
+        "crates under ./candidates"
+    );
+
+    let show = json(&keel_in(
+        dir.path(),
+        &db,
+        &["evolve", "show", "2", "--json"],
+    ));
+    let kinds: Vec<&str> = show["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| s["kind"].as_str().expect("kind"))
+        .collect();
+    assert_eq!(
+        kinds[..7],
+        [
+            "benchmarks",
+            "decide",
+            "generate",
+            "review",
+            "build",
+            "validate",
+            "lookahead"
+        ],
+        "{kinds:?}"
+    );
+    let generate = &show["steps"][2];
+    assert!(
+        generate["output"]
+            .as_str()
+            .expect("output")
+            .contains("\"tried\": 50"),
+        "{generate}"
+    );
+    let text_show = keel_in(dir.path(), &db, &["evolve", "show", "2"]);
+    assert!(text(&text_show.stdout).contains("] build by code — ok"));
+    let missing = keel_in(dir.path(), &db, &["evolve", "show", "99"]);
+    assert!(!missing.status.success());
+    assert!(text(&missing.stderr).contains("night 99: not on record"));
+}
+
+/// Gates lenient enough that a mutation of sma-cross on a random walk goes
+/// all the way.
+const LENIENT_EVOLVE: &str = "mutations = 12
+[gates]
+min_dsr = 0
+max_pbo = 1
+min_holdout_sharpe = -1000000
+min_return_pct = -100
+min_fold_return_pct = -100
+min_stress_return_pct = -100
+";
+const LENIENT_CANDIDATES: &str = "[backtest]
+min_trades = 0
+min_sharpe = -1000000
+max_drawdown_pct = 100
+min_profit_factor = 0
+";
+
+#[test]
+fn a_candidate_through_every_gate_is_submitted_by_the_evolution_with_its_parent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("keel.db");
+    std::fs::write(dir.path().join("evolve.toml"), LENIENT_EVOLVE).expect("write");
+    std::fs::write(dir.path().join("candidates.toml"), LENIENT_CANDIDATES).expect("write");
+    // The active strategy: sma-cross, as a first paper run records it.
+    let sma = crate::support::example("sma-cross");
+    let out = keel_in(
+        dir.path(),
+        &db,
+        &[
+            "run",
+            "--paper",
+            "--feed",
+            "sample:60",
+            "--speed",
+            "max",
+            "--strategy",
+            path(sma),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let active = keel_host::sandbox::StrategyHash::of(&std::fs::read(sma).expect("read")).to_hex();
+
+    let out = night_once(dir.path(), &db);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let night = &json(&keel_in(dir.path(), &db, &["evolve", "history", "--json"]))[0];
+    let attempt = &night["attempts"][0];
+    assert_eq!(attempt["reached"], "submitted", "{night}");
+    assert_eq!(attempt["parent"], active.as_str());
+    for gate in [
+        "lookahead",
+        "diversity",
+        "backtest",
+        "walk-forward",
+        "stress",
+        "deflated-sharpe",
+        "pbo",
+        "holdout",
+    ] {
+        assert!(attempt["figures"][gate].is_object(), "{gate}: {attempt}");
+    }
+    assert_eq!(attempt["figures"]["holdout"]["uses"], 1, "{attempt}");
+    let id = attempt["candidate"].as_i64().expect("candidate id");
+    let shown = json(&keel_in(
+        dir.path(),
+        &db,
+        &["candidate", "show", &id.to_string(), "--json"],
+    ));
+    assert_eq!(shown["submitted_by"], "evolution", "{shown}");
+    assert_eq!(shown["lineage"][0], active.as_str(), "{shown}");
+    assert_eq!(shown["state"], "gated", "{shown}");
+
+    // The next night: our candidate waits for its paper gate, so nothing;
+    // the trial registry still holds the first night's trials.
+    let out = night_once(dir.path(), &db);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let night = &json(&keel_in(dir.path(), &db, &["evolve", "history", "--json"]))[0];
+    assert_eq!(night["decision"], "nothing", "{night}");
+    assert!(
+        night["note"]
+            .as_str()
+            .expect("note")
+            .contains(&format!("candidate {id} is still in its paper gate")),
+        "{night}"
+    );
+    let trials: i64 = rusqlite::Connection::open(&db)
+        .expect("db")
+        .query_row("SELECT COUNT(*) FROM evolve_trials", [], |r| r.get(0))
+        .expect("trials");
+    assert!(trials >= 10, "{trials} trials registered");
+}
+
+#[test]
+fn a_bad_evolve_toml_is_refused_in_one_line_and_no_night_starts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("keel.db");
+    std::fs::write(dir.path().join("evolve.toml"), "[budget]\nusd = 1e9\n").expect("write");
+    let out = night_once(dir.path(), &db);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("evolve.toml:2: usd 1000000000 is outside [0, 10000]"),
+        "{stderr}"
+    );
+    let out = keel_in(dir.path(), &db, &["evolve"]);
+    assert!(text(&out.stderr).contains("pass --once to run a night now"));
+}

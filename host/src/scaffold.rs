@@ -210,6 +210,13 @@ pub fn write_source(dir: &Path, name: &str, lib: &str, sdk: &Path) -> anyhow::Re
         .with_context(|| format!("{}", dir.join("Cargo.toml").display()))?;
     std::fs::write(dir.join("src/lib.rs"), lib)
         .with_context(|| format!("{}", dir.join("src/lib.rs").display()))?;
+    // The SDK's own lock file, so the new crate builds with the versions
+    // Keel is tested with, and without a registry at hand.
+    let lock = sdk.join("../Cargo.lock");
+    if lock.is_file() {
+        std::fs::copy(&lock, dir.join("Cargo.lock"))
+            .with_context(|| format!("{}", dir.join("Cargo.lock").display()))?;
+    }
     std::fs::write(dir.join(".gitignore"), "/target\n")
         .with_context(|| format!("{}", dir.join(".gitignore").display()))?;
     Ok(())

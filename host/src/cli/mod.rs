@@ -6,6 +6,7 @@ mod backtest;
 mod candidate;
 mod data;
 mod dev;
+mod evolve;
 mod operate;
 mod quickstart;
 mod run;
@@ -87,6 +88,8 @@ pub enum Verb {
     /// Hot reload while writing a strategy: rebuild, validate and swap on
     /// every save, over a candle file or into a paper engine.
     Dev(dev::DevArgs),
+    /// The nightly evolution: run a night (`--once`), or read past ones.
+    Evolve(evolve::EvolveArgs),
     /// Internal: the worker a host starts for a background optimising
     /// compile (component on stdin, compiled code on stdout).
     #[command(name = "__optimize", hide = true)]
@@ -154,6 +157,7 @@ pub fn run(cli: Cli) -> anyhow::Result<bool> {
         Verb::Kill(args) => operate::command("kill", &args, db),
         Verb::Candidate(args) => candidate::run(&args, db, cache),
         Verb::Dev(args) => dev::run(args, db, cache),
+        Verb::Evolve(args) => evolve::run(&args, db, cache),
     }
 }
 

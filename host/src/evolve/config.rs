@@ -183,6 +183,12 @@ pub struct EvolveGates {
     /// The least per-bar Sharpe ratio on the locked holdout.
     #[serde(deserialize_with = "bounded::sharpe")]
     pub min_holdout_sharpe: f64,
+    /// The least in-sample return, percent.
+    #[serde(deserialize_with = "bounded::min_return_pct")]
+    pub min_return_pct: f64,
+    /// The least out-of-sample return, percent, of any walk-forward fold.
+    #[serde(deserialize_with = "bounded::min_fold_return_pct")]
+    pub min_fold_return_pct: f64,
     /// The least return, percent, under stress (2× fees and slippage,
     /// signals one bar late).
     #[serde(deserialize_with = "bounded::return_pct")]
@@ -199,6 +205,8 @@ impl Default for EvolveGates {
             max_pbo: 0.5,
             pbo_splits: 8,
             min_holdout_sharpe: 0.0,
+            min_return_pct: 0.0,
+            min_fold_return_pct: -5.0,
             min_stress_return_pct: -5.0,
             lookahead_probes: 3,
         }
@@ -416,6 +424,12 @@ mod bounded {
     }
     pub(super) fn return_pct<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
         Bounds::new(-100.0, 10_000.0).deserialize("min_stress_return_pct", d)
+    }
+    pub(super) fn min_return_pct<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Bounds::new(-100.0, 10_000.0).deserialize("min_return_pct", d)
+    }
+    pub(super) fn min_fold_return_pct<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Bounds::new(-100.0, 10_000.0).deserialize("min_fold_return_pct", d)
     }
     pub(super) fn probes<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
         Bounds::new(0, 50).deserialize("lookahead_probes", d)

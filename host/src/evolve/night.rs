@@ -338,14 +338,16 @@ impl Night<'_> {
         };
         let (parent_name, parent_source, parent_hash, parent_artifact) = self.parent()?;
         let slug = slug(&parent_name, self.id, k);
-        let dir = config.workdir.join(format!("{}-{slug}", self.id));
+        let workdir =
+            std::path::absolute(&config.workdir).unwrap_or_else(|_| config.workdir.clone());
+        let dir = workdir.join(format!("{}-{slug}", self.id));
 
         // The parent's component runs the grid: the one on record, else the
         // template built as it is.
         let parent_built = match parent_artifact {
             Some(a) => a,
             None => {
-                let base = config.workdir.join(format!("{}-{slug}-parent", self.id));
+                let base = workdir.join(format!("{}-{slug}-parent", self.id));
                 if !base.exists() {
                     scaffold::write_source(&base, &parent_name, &parent_source, &settings.sdk)?;
                 }
@@ -488,11 +490,12 @@ impl Night<'_> {
                     let trades = grid.figures["trades"].as_u64().unwrap_or(0) as usize;
                     let ret = grid.figures["return_pct"].as_f64().unwrap_or(0.0);
                     let min = settings.candidates.backtest.min_trades;
+                    let min_ret = config.gates.min_return_pct;
                     Ok(Verdict {
                         gate: "backtest",
-                        passed: trades >= min && ret > 0.0,
+                        passed: trades >= min && ret >= min_ret,
                         detail: format!(
-                            "in sample: {trades} trades (min {min}), return {ret:.3}% (must be above 0)"
+                            "in sample: {trades} trades (min {min}), return {ret:.3}% (min {min_ret}%)"
                         ),
                         figures: grid.figures.clone(),
                     })
@@ -500,7 +503,16 @@ impl Night<'_> {
             ),
             (
                 "walk-forward",
-                Box::new(|n| walk_forward(n.sandbox, &loaded, &params, &split, fills)),
+                Box::new(|n| {
+                    walk_forward(
+                        n.sandbox,
+                        &loaded,
+                        &params,
+                        &split,
+                        fills,
+                        config.gates.min_fold_return_pct,
+                    )
+                }),
             ),
             (
                 "stress",
@@ -663,18 +675,25 @@ impl Night<'_> {
         let runs: Vec<_> = runs.into_iter().flatten().collect();
         let trials: Vec<record::Trial> = runs
             .iter()
-            .filter_map(|(set, r)| {
-                let m = overfit::moments(&gates::returns(r))?;
-                Some(record::Trial {
+            .map(|(set, r)| {
+                // A trial that never moved its equity is a trial too: a
+                // Sharpe of 0 with normal moments.
+                let returns = gates::returns(r);
+                let m = overfit::moments(&returns);
+                record::Trial {
                     dataset: split.digest.clone(),
                     strategy: parent.info.name.clone(),
-                    params: format!("{set:?}"),
-                    sharpe: m.sharpe,
-                    n_obs: m.n as u64,
-                    skew: m.skewness,
-                    kurtosis: m.kurtosis,
+                    params: set
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    sharpe: m.as_ref().map_or(0.0, |m| m.sharpe),
+                    n_obs: m.as_ref().map_or(returns.len(), |m| m.n) as u64,
+                    skew: m.as_ref().map_or(0.0, |m| m.skewness),
+                    kurtosis: m.as_ref().map_or(3.0, |m| m.kurtosis),
                     trades: r.trades.len() as u64,
-                })
+                }
             })
             .collect();
         record::add_trials(self.conn, self.id, &trials)?;
@@ -750,14 +769,15 @@ struct Grid {
     returns: Vec<Vec<f64>>,
 }
 
-/// The in-sample walk-forward of the chosen parameters: three folds, each
-/// out of sample return must not lose more than 5%.
+/// The in-sample walk-forward of the chosen parameters: three folds, none
+/// of whose out-of-sample returns may fall below `min` percent.
 fn walk_forward(
     sandbox: &Sandbox,
     loaded: &LoadedStrategy,
     params: &Params,
     split: &Split,
     fills: FillModel,
+    min: f64,
 ) -> anyhow::Result<Verdict> {
     let bt = gates::config(fills, false);
     let wf = crate::backtest::walk_forward(
@@ -776,9 +796,9 @@ fn walk_forward(
         .fold(f64::INFINITY, f64::min);
     Ok(Verdict {
         gate: "walk-forward",
-        passed: worst >= -5.0,
+        passed: worst >= min,
         detail: format!(
-            "{} folds, worst out-of-sample return {worst:.3}% (min -5%), compounded {:.3}%",
+            "{} folds, worst out-of-sample return {worst:.3}% (min {min}%), compounded {:.3}%",
             wf.folds.len(),
             wf.out_of_sample_return * 100.0
         ),
