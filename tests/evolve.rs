@@ -354,3 +354,35 @@ fn a_bad_evolve_toml_is_refused_in_one_line_and_no_night_starts() {
     let out = keel_in(dir.path(), &db, &["evolve"]);
     assert!(text(&out.stderr).contains("pass --once to run a night now"));
 }
+
+#[test]
+fn the_sample_evolve_toml_parses_to_the_defaults_it_documents() {
+    let text = std::fs::read_to_string(repo().join("examples/evolve.toml")).expect("sample");
+    let config = keel_host::evolve::config::EvolveConfig::parse(&text, "examples/evolve.toml")
+        .expect("the sample parses");
+    assert_eq!(config, keel_host::evolve::config::EvolveConfig::default());
+    // The commented-out model setup parses too, once uncommented.
+    let setting = |rest: &str| {
+        rest.starts_with('[')
+            || rest
+                .split_once(" = ")
+                .is_some_and(|(k, _)| k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+    };
+    let uncommented: String = text
+        .lines()
+        .map(|l| {
+            l.strip_prefix("# ")
+                .filter(|rest| setting(rest))
+                .unwrap_or(l)
+        })
+        .filter(|l| !l.starts_with("data = "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let uncommented = uncommented.replacen("[provider]\nkind = \"offline\"", "", 1);
+    let config = keel_host::evolve::config::EvolveConfig::parse(&uncommented, "uncommented")
+        .unwrap_or_else(|e| panic!("{e}\n{uncommented}"));
+    assert_eq!(
+        config.role(keel_host::evolve::config::Role::Author).label(),
+        "openai:qwen2.5-coder:14b"
+    );
+}
