@@ -353,6 +353,33 @@ fn a_bad_evolve_toml_is_refused_in_one_line_and_no_night_starts() {
     );
     let out = keel_in(dir.path(), &db, &["evolve"]);
     assert!(text(&out.stderr).contains("pass --once to run a night now"));
+    // Refused before trading starts, not when the night comes.
+    let sma = crate::support::example("sma-cross");
+    let out = keel_in(
+        dir.path(),
+        &db,
+        &[
+            "run",
+            "--paper",
+            "--evolve",
+            "--feed",
+            "sample:50",
+            "--strategy",
+            path(sma),
+        ],
+    );
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("evolve.toml:2: usd 1000000000 is outside"),
+        "{stderr}"
+    );
+    let runs: i64 = rusqlite::Connection::open(&db)
+        .expect("db")
+        .query_row("SELECT COUNT(*) FROM runs", [], |r| r.get(0))
+        .expect("runs");
+    assert_eq!(runs, 0, "no run started");
 }
 
 #[test]
@@ -385,4 +412,111 @@ fn the_sample_evolve_toml_parses_to_the_defaults_it_documents() {
         config.role(keel_host::evolve::config::Role::Author).label(),
         "openai:qwen2.5-coder:14b"
     );
+}
+
+#[test]
+fn keel_run_with_evolve_runs_the_due_night_beside_trading_without_stopping_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("keel.db");
+    // Scheduled two minutes ago: due at once (a night missed is run at start).
+    let now_minute = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        / 60
+        % 1440) as u32;
+    let at = (now_minute + 1440 - 2) % 1440;
+    std::fs::write(
+        dir.path().join("evolve.toml"),
+        format!(
+            "mutations = 8\n[schedule]\nat = \"{:02}:{:02}\"\n",
+            at / 60,
+            at % 60
+        ),
+    )
+    .expect("write");
+    let target = repo().join("target/keel-wasm");
+    let sma = crate::support::example("sma-cross");
+    let mut run = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .current_dir(dir.path())
+        .arg("--db")
+        .arg(&db)
+        .args([
+            "run",
+            "--paper",
+            "--evolve",
+            "--feed",
+            "sample:100000",
+            "--speed",
+            "600x",
+            "--strategy",
+            path(sma),
+            "--target-dir",
+            path(&target),
+        ])
+        .env_remove("KEEL_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("keel run");
+    let started = std::time::Instant::now();
+    let conn = || {
+        let c = rusqlite::Connection::open(&db).expect("db");
+        c.busy_timeout(std::time::Duration::from_secs(5))
+            .expect("timeout");
+        c
+    };
+    let bars = || -> i64 {
+        conn()
+            .query_row("SELECT COUNT(*) FROM run_bars", [], |r| r.get(0))
+            .unwrap_or(0)
+    };
+    let status = || -> Option<String> {
+        conn()
+            .query_row(
+                "SELECT status FROM evolve_nights ORDER BY id LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .ok()
+    };
+    let mut during = None;
+    loop {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(240),
+            "no finished night; night status {:?}",
+            status()
+        );
+        if let Some(done) = run.try_wait().expect("try_wait") {
+            panic!("keel run ended: {done}");
+        }
+        match status().as_deref() {
+            Some("running") if during.is_none() => during = Some(bars()),
+            Some("running") | None => {}
+            Some(_) => break,
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let after = bars();
+    run.kill().expect("stop keel run");
+    let out = run.wait_with_output().expect("reap");
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "nightly evolution at {:02}:{:02} UTC",
+            at / 60,
+            at % 60
+        )),
+        "{stdout}"
+    );
+    assert_eq!(status().as_deref(), Some("finished"));
+    let during = during.expect("the night was seen running");
+    assert!(
+        after > during,
+        "trading went on while the night ran: {during} then {after} bars"
+    );
+    let nights: i64 = conn()
+        .query_row("SELECT COUNT(*) FROM evolve_nights", [], |r| r.get(0))
+        .expect("nights");
+    assert_eq!(nights, 1, "one night per scheduled instant");
 }

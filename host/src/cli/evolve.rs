@@ -109,6 +109,8 @@ pub(super) fn run(args: &EvolveArgs, db: &Path, cache: &CompileCache) -> anyhow:
             anyhow::bail!("keel evolve: pass --once to run a night now, or history / show NIGHT")
         }
         None => {
+            // Background work: it yields every core to trading.
+            crate::sandbox::lowest_priority();
             let config = EvolveConfig::load(&args.config)?;
             let candidates_config = candidates::load_config(&args.candidates)?;
             let sdk = args.sdk.clone().or_else(scaffold::default_sdk).context(

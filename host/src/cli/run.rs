@@ -17,6 +17,8 @@ use crate::candidates;
 use crate::engine::feed::BarFeed;
 use crate::engine::feeds::Feeds;
 use crate::engine::{Engine, RunSettings, RunSummary, StrategySource, StrategySpec};
+use crate::evolve::config::EvolveConfig;
+use crate::evolve::schedule::{NightCommand, Scheduler};
 use crate::ranges;
 use crate::risk_limits::RiskConfig;
 use crate::sandbox::StrategyArtifact;
@@ -94,6 +96,15 @@ pub struct RunArgs {
     /// Paper-gate criteria and the automatic rollback rule.
     #[arg(long, default_value = "candidates.toml", value_name = "FILE")]
     pub candidates: PathBuf,
+    /// Run the nightly evolution at its scheduled time (`evolve.toml`'s
+    /// `[schedule]`), as a child process at the lowest priority: a night
+    /// never blocks or slows trading. A night missed while keel was down
+    /// runs at the start.
+    #[arg(long)]
+    pub evolve: bool,
+    /// The nightly evolution's settings.
+    #[arg(long, default_value = "evolve.toml", value_name = "FILE")]
+    pub evolve_config: PathBuf,
 }
 
 /// `--speed`: `600x` (or `600`), within [`ranges::SPEED`], or `max` (`None`).
@@ -336,6 +347,16 @@ pub(super) fn run(args: &RunArgs, db: &Path, cache: &CompileCache) -> anyhow::Re
         max_bars: args.bars,
         candidates: candidates_config,
     };
+    // The night's settings are checked now: a bad evolve.toml is refused
+    // before trading starts, not at 02:00.
+    let evolution = match args.evolve {
+        true => {
+            let config = EvolveConfig::load(&args.evolve_config)?;
+            let minute = config.schedule.utc_minute().map_err(anyhow::Error::msg)?;
+            Some((config, minute))
+        }
+        false => None,
+    };
     let link = controls.link();
     let mut engine = Engine::open(&owner, store.conn(), &sandbox, settings, link)?;
     // Served once the engine has published its first snapshot.
@@ -348,7 +369,31 @@ pub(super) fn run(args: &RunArgs, db: &Path, cache: &CompileCache) -> anyhow::Re
         server.port,
         db.display()
     );
+    let scheduler = match evolution {
+        Some((_, minute)) => {
+            let night = NightCommand {
+                keel: std::env::current_exe().context("this keel's own path")?,
+                db: std::path::absolute(db)?,
+                config: std::path::absolute(&args.evolve_config)?,
+                candidates: std::path::absolute(&args.candidates)?,
+                target_dir: args
+                    .target_dir
+                    .as_deref()
+                    .map(std::path::absolute)
+                    .transpose()?,
+            };
+            println!(
+                "nightly evolution at {:02}:{:02} UTC ({})",
+                minute / 60,
+                minute % 60,
+                args.evolve_config.display()
+            );
+            Some(Scheduler::start(night, minute, Duration::from_secs(1)))
+        }
+        None => None,
+    };
     let summary = engine.run(&mut feeds)?;
+    drop(scheduler);
     drop(engine);
     drop(server);
     print_summary(&summary);

@@ -13,3 +13,4 @@ pub mod night;
 pub mod offline;
 pub mod provider;
 pub mod record;
+pub mod schedule;

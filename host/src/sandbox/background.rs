@@ -206,7 +206,7 @@ impl Workers {
 /// value instead (on Linux, both belong to the thread).
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
-fn lowest_priority() {
+pub fn lowest_priority() {
     let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: both calls only read `param`, which outlives them; `0` names
     // the calling thread.
@@ -221,7 +221,7 @@ fn lowest_priority() {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn lowest_priority() {}
+pub fn lowest_priority() {}
 
 #[derive(Debug, Clone, Copy)]
 enum Signal {

@@ -31,7 +31,7 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 
 pub use artifact::{ArtifactError, StrategyArtifact, StrategyHash};
-pub use background::BACKGROUND_QUIET;
+pub use background::{BACKGROUND_QUIET, lowest_priority};
 pub use cache::{CompileCache, DEFAULT_DISK_CACHE_BYTES, MEMORY_CACHE_ENTRIES};
 pub use checks::{check_info, check_signal};
 pub use fault::{Fault, StrategyError};
