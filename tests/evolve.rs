@@ -520,3 +520,43 @@ fn keel_run_with_evolve_runs_the_due_night_beside_trading_without_stopping_it() 
         .expect("nights");
     assert_eq!(nights, 1, "one night per scheduled instant");
 }
+
+/// A series as the evolution's gates take it.
+fn dataset(symbol: &str, seed: u64, bars: usize) -> keel_host::backtest::Dataset {
+    let series = crate::support::synthetic(symbol, seed, bars);
+    let reference = keel_backtester::report::DataRef {
+        symbol: symbol.into(),
+        source: format!("synthetic:{seed}"),
+        sha256: keel_backtester::report::candles_sha256(&series.candles),
+        bars: series.candles.len(),
+        first: String::new(),
+        last: String::new(),
+    };
+    keel_host::backtest::Dataset { series, reference }
+}
+
+#[test]
+fn the_lookahead_probe_catches_a_strategy_reading_later_closes_of_its_call() {
+    use keel_host::evolve::gates;
+    use keel_host::sandbox::Metering;
+    let sandbox = crate::support::sandbox(Metering::Fuel);
+    let data = [dataset("TEST/USD", 3, 3000)];
+    let fills = keel_backtester::fills::FillModel::default();
+    let probe = |file: &Path| {
+        let loaded = sandbox
+            .load(&keel_host::sandbox::StrategyArtifact::read(file, usize::MAX).expect("read"))
+            .expect("load");
+        let params = keel_model::Params::resolve(&loaded.info.params, &[]).expect("params");
+        gates::lookahead(&sandbox, &loaded, &params, &data, fills, 3).expect("probe")
+    };
+    let peek = probe(crate::support::fixture("peek"));
+    assert!(!peek.passed, "{peek:?}");
+    assert!(
+        peek.detail
+            .contains("differ when the later bars are removed"),
+        "{peek:?}"
+    );
+    let honest = probe(crate::support::example("sma-cross"));
+    assert!(honest.passed, "{honest:?}");
+    assert_eq!(honest.figures["probes"], 3, "{honest:?}");
+}
