@@ -26,7 +26,10 @@ use keel_model::synth;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     let bars: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(525_600);
     let mutations: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(50);
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -74,12 +77,24 @@ fn main() -> anyhow::Result<()> {
     println!("offline night on {bars} one-minute bars, {mutations} mutations");
     println!("{:<18} {:>10}", "step", "ms");
     let cascade = [
-        "lookahead", "diversity", "backtest", "walk-forward", "stress", "deflated-sharpe",
-        "pbo", "holdout", "submit",
+        "lookahead",
+        "diversity",
+        "backtest",
+        "walk-forward",
+        "stress",
+        "deflated-sharpe",
+        "pbo",
+        "holdout",
+        "submit",
     ];
     let mut cascade_ms = 0;
     for s in &steps {
-        println!("{:<18} {:>10} {}", s.kind, s.duration_ms, if s.ok { "" } else { "(stopped)" });
+        println!(
+            "{:<18} {:>10} {}",
+            s.kind,
+            s.duration_ms,
+            if s.ok { "" } else { "(stopped)" }
+        );
         if cascade.contains(&s.kind.as_str()) {
             cascade_ms += s.duration_ms;
         }

@@ -52,6 +52,11 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
         "evolve",
         include_str!("../../../migrations/0007_evolve.sql"),
     ),
+    (
+        8,
+        "venue_nonces",
+        include_str!("../../../migrations/0008_venue_nonces.sql"),
+    ),
 ];
 
 /// Why the store could not be used.

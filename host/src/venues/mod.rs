@@ -1,7 +1,8 @@
 //! Implementations of the kernel's `Venue`: the durable paper exchange
 //! here; the backtest's in-memory one is `keel_backtester::kernel::SimulatedVenue`;
-//! live exchanges follow.
+//! `kraken` is being built (signature and nonces so far).
 
+pub mod kraken;
 pub mod paper;
 
 pub use paper::PaperVenue;
