@@ -348,7 +348,7 @@ mod tests {
                 .wrapping_add(1_442_695_040_888_963_407);
             (state >> 11) as f64 / (1u64 << 53) as f64 - 0.5
         };
-        let weak: Vec<f64> = (0..2000).map(|_| 0.002 + noise() * 0.02).collect();
+        let weak: Vec<f64> = (0..2000).map(|_| 0.0001 + noise() * 0.02).collect();
         let strong: Vec<f64> = (0..2000).map(|_| 0.02 + noise() * 0.02).collect();
         assert!(!deflated(&weak, 1000, 0.001, 0.95).passed);
         assert!(deflated(&strong, 1000, 0.001, 0.95).passed);

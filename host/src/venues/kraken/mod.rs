@@ -3,8 +3,12 @@
 //! rate limits modelled so Keel waits instead of being locked out
 //! (`limits`), replies and what their errors mean for an order (`reply`),
 //! and the pairs' decimals and minimums that round every order (`pairs`).
-//! The REST client, reconciliation and the `Venue` implementation follow.
+//! `client` signs and sends REST calls; `fake` is a Kraken on loopback that
+//! checks signatures and nonces as Kraken does and can be scripted to fail.
+//! Reconciliation and the `Venue` implementation follow.
 
+pub mod client;
+pub mod fake;
 pub mod limits;
 pub mod nonce;
 pub mod pairs;

@@ -1,0 +1,205 @@
+//! Kraken's REST API over `reqwest` (blocking, like the OHLC feed: the
+//! venue is driven from the engine's own thread between closes). Private
+//! calls are signed (`sign`), carry a nonce that never repeats (`nonce`),
+//! and wait on the modelled rate limits (`limits`) instead of running into
+//! them. A reply that never came, or a 5xx, is an unknown outcome: the
+//! caller reconciles by client order id before sending anything again.
+
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use super::limits::{RateLimits, Tier};
+use super::nonce::Nonces;
+use super::reply::{self, Failure};
+use super::sign::SigningKey;
+
+/// A key pair as Kraken issues it. Shows as `[redacted]`.
+#[derive(Clone)]
+pub struct Credentials {
+    api_key: String,
+    signing: SigningKey,
+}
+
+impl Credentials {
+    pub fn new(api_key: &str, private_key_base64: &str) -> Result<Credentials, Failure> {
+        let signing = SigningKey::from_base64(private_key_base64)
+            .map_err(|e| Failure::Auth(e.to_string()))?;
+        if api_key.trim().is_empty() || api_key.contains(['\r', '\n']) {
+            return Err(Failure::Auth(
+                "the Kraken API key is empty or not one line".into(),
+            ));
+        }
+        Ok(Credentials {
+            api_key: api_key.trim().to_owned(),
+            signing,
+        })
+    }
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Credentials([redacted])")
+    }
+}
+
+/// How long one request may take before its outcome is unknown.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Longest a reply body may be.
+const MAX_REPLY: usize = 4 << 20;
+
+/// A Kraken REST client for one key.
+pub struct Client {
+    base: String,
+    http: reqwest::blocking::Client,
+    credentials: Credentials,
+    nonces: Nonces,
+    /// Where the nonce lease is kept.
+    conn: Connection,
+    limits: RateLimits,
+    clock: Box<dyn Fn() -> i64 + Send>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("base", &self.base).finish()
+    }
+}
+
+impl Client {
+    /// A client of `base` (`https://api.kraken.com`) whose nonce lease is
+    /// kept in the database at `db`; `clock` gives the time in ms.
+    pub fn new(
+        base: &str,
+        credentials: Credentials,
+        tier: Tier,
+        db: &std::path::Path,
+        clock: Box<dyn Fn() -> i64 + Send>,
+    ) -> anyhow::Result<Client> {
+        let conn = Connection::open(db)?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        let nonces = Nonces::open(&conn, "kraken", &credentials.api_key)?;
+        let http = reqwest::blocking::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .user_agent(concat!("keel/", env!("CARGO_PKG_VERSION")))
+            // A redirect would carry the key elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(Client {
+            base: base.trim_end_matches('/').to_owned(),
+            http,
+            credentials,
+            nonces,
+            conn,
+            limits: RateLimits::new(tier),
+            clock,
+        })
+    }
+
+    /// The same client, its requests' outcome unknown after `timeout`
+    /// (default [`REQUEST_TIMEOUT`]).
+    pub fn with_timeout(mut self, timeout: Duration) -> anyhow::Result<Client> {
+        self.http = reqwest::blocking::Client::builder()
+            .timeout(timeout)
+            .user_agent(concat!("keel/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(self)
+    }
+
+    /// The rate-limit model, for waits on order placement and status.
+    pub fn limits(&mut self) -> &mut RateLimits {
+        &mut self.limits
+    }
+
+    /// A public method's `result`.
+    pub fn public(
+        &self,
+        method: &str,
+        query: &[(&str, &str)],
+    ) -> Result<serde_json::Value, Failure> {
+        let url = format!("{}/0/public/{method}", self.base);
+        let reply = self.http.get(url).query(query).send();
+        self.read(reply)
+    }
+
+    /// A private method's `result`: waits on the call counter, signs,
+    /// sends. An `EAPI:Invalid nonce` (nothing happened) is tried once more
+    /// with a nonce above it.
+    pub fn private(
+        &mut self,
+        method: &str,
+        params: &[(&str, String)],
+    ) -> Result<serde_json::Value, Failure> {
+        let wait = self.limits.rest_wait(method, (self.clock)());
+        if !wait.is_zero() {
+            std::thread::sleep(wait.min(Duration::from_secs(60)));
+        }
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let now = (self.clock)();
+            self.limits.called(method, now);
+            let nonce = self
+                .nonces
+                .next(&self.conn, (now.max(0) as u64).saturating_mul(1000))
+                .map_err(|e| Failure::Unknown(format!("the nonce store: {e}")))?;
+            let mut form = form_urlencoded::Serializer::new(String::new());
+            form.append_pair("nonce", &nonce.to_string());
+            for (k, v) in params {
+                form.append_pair(k, v);
+            }
+            let body = form.finish();
+            let path = format!("/0/private/{method}");
+            let sign = self.credentials.signing.sign(&path, nonce, &body);
+            let reply = self
+                .http
+                .post(format!("{}{path}", self.base))
+                .header("API-Key", &self.credentials.api_key)
+                .header("API-Sign", sign)
+                .header("Content-Type", "application/x-www-form-urlencoded")
+                .body(body)
+                .send();
+            match self.read(reply) {
+                Err(Failure::Nonce(_)) if tries < 2 => continue,
+                Err(Failure::RestRateLimit(e)) => {
+                    self.limits.rest_refused((self.clock)());
+                    return Err(Failure::RestRateLimit(e));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn read(
+        &self,
+        reply: reqwest::Result<reqwest::blocking::Response>,
+    ) -> Result<serde_json::Value, Failure> {
+        let reply = reply.map_err(|e| {
+            Failure::Unknown(if e.is_timeout() {
+                "no reply in time".into()
+            } else {
+                format!(
+                    "no reply: {}",
+                    keel_model::shown::message(&e.without_url().to_string())
+                )
+            })
+        })?;
+        let status = reply.status().as_u16();
+        let mut body = Vec::new();
+        use std::io::Read;
+        reply
+            .take(MAX_REPLY as u64 + 1)
+            .read_to_end(&mut body)
+            .map_err(|e| Failure::Unknown(format!("the reply broke off: {e}")))?;
+        if body.len() > MAX_REPLY {
+            return Err(Failure::Malformed(format!(
+                "HTTP {status}: a reply over 4 MiB"
+            )));
+        }
+        // The key never comes back in an error, even if a server echoes it.
+        let text = String::from_utf8_lossy(&body).replace(&self.credentials.api_key, "[redacted]");
+        reply::parse(status, &text)
+    }
+}

@@ -1,0 +1,442 @@
+//! A fake Kraken on loopback, for tests and for rehearsing: it speaks
+//! Kraken's REST formats, verifies every private call's signature and nonce
+//! as Kraken does (`EAPI:Invalid signature`, `EAPI:Invalid nonce`), keeps
+//! the orders it was sent (by `txid` and `cl_ord_id`), and can be scripted
+//! to fail the next calls: an error reply, a 502 after placing the order,
+//! or no reply at all after placing it.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use super::sign::SigningKey;
+
+/// What the next private call meets.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fault {
+    /// An error reply, e.g. `EOrder:Insufficient funds`; nothing happens.
+    Error(String),
+    /// The call is carried out, then answered with a 502.
+    DoneThen502,
+    /// The call is carried out, then no answer for this long.
+    DoneThenSilent(Duration),
+}
+
+/// An order the fake holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FakeOrder {
+    pub txid: String,
+    pub cl_ord_id: Option<String>,
+    pub pair: String,
+    pub side: String,
+    pub ordertype: String,
+    pub volume: String,
+    pub price: Option<String>,
+    pub status: String,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    keys: HashMap<String, SigningKey>,
+    last_nonce: HashMap<String, u64>,
+    orders: Vec<FakeOrder>,
+    faults: VecDeque<Fault>,
+    /// Every private call that passed the checks, by method.
+    calls: Vec<String>,
+    balances: BTreeMap<String, String>,
+}
+
+/// A running fake; it stops with the process.
+#[derive(Debug, Clone)]
+pub struct FakeKraken {
+    pub port: u16,
+    state: Arc<Mutex<State>>,
+}
+
+impl FakeKraken {
+    /// Serves on 127.0.0.1 (`port` 0: any free one), knowing the key pair
+    /// `api_key` / `private_key` (base64).
+    pub fn start(port: u16, api_key: &str, private_key: &str) -> anyhow::Result<FakeKraken> {
+        let listener = TcpListener::bind(("127.0.0.1", port))?;
+        let port = listener.local_addr()?.port();
+        let mut state = State::default();
+        state.keys.insert(
+            api_key.to_owned(),
+            SigningKey::from_base64(private_key).map_err(|e| anyhow::anyhow!("{e}"))?,
+        );
+        state.balances.insert("ZUSD".into(), "10000.0000".into());
+        state.balances.insert("XXBT".into(), "0.0000000000".into());
+        let state = Arc::new(Mutex::new(state));
+        let shared = state.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let state = shared.clone();
+                std::thread::spawn(move || serve(stream, &state));
+            }
+        });
+        Ok(FakeKraken { port, state })
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The next private calls meet these faults, in order.
+    pub fn script(&self, faults: impl IntoIterator<Item = Fault>) {
+        self.state().faults.extend(faults);
+    }
+
+    pub fn orders(&self) -> Vec<FakeOrder> {
+        self.state().orders.clone()
+    }
+
+    /// The private calls that passed the signature and nonce checks.
+    pub fn calls(&self) -> Vec<String> {
+        self.state().calls.clone()
+    }
+}
+
+fn serve(stream: TcpStream, state: &Mutex<State>) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let Ok(mut writer) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    if reader.read_line(&mut line).is_err() {
+        return;
+    }
+    let target = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
+    let mut headers = HashMap::new();
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+        }
+    }
+    let length: usize = headers
+        .get("content-length")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(0)
+        .min(1 << 20);
+    let mut body = vec![0; length];
+    if reader.read_exact(&mut body).is_err() {
+        return;
+    }
+    let body = String::from_utf8_lossy(&body).into_owned();
+    let (status, reply) = answer(state, &target, &headers, &body);
+    if status == 0 {
+        return;
+    }
+    let _ = write!(
+        writer,
+        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
+        reply.len()
+    );
+}
+
+fn error(e: &str) -> (u16, String) {
+    (200, serde_json::json!({ "error": [e] }).to_string())
+}
+
+fn ok(result: serde_json::Value) -> (u16, String) {
+    (
+        200,
+        serde_json::json!({ "error": [], "result": result }).to_string(),
+    )
+}
+
+/// The reply to one request (status 0: none at all).
+fn answer(
+    state: &Mutex<State>,
+    target: &str,
+    headers: &HashMap<String, String>,
+    body: &str,
+) -> (u16, String) {
+    let path = target.split('?').next().unwrap_or(target);
+    if let Some(method) = path.strip_prefix("/0/public/") {
+        return match method {
+            "AssetPairs" => ok(serde_json::json!({
+                "XXBTZUSD": {
+                    "altname": "XBTUSD", "wsname": "XBT/USD", "base": "XXBT", "quote": "ZUSD",
+                    "pair_decimals": 1, "lot_decimals": 8, "cost_decimals": 5,
+                    "ordermin": "0.0001", "costmin": "0.5", "tick_size": "0.1", "status": "online"
+                }
+            })),
+            "Time" => ok(serde_json::json!({ "unixtime": 0, "rfc1123": "" })),
+            _ => error("EGeneral:Unknown method"),
+        };
+    }
+    let Some(method) = path.strip_prefix("/0/private/") else {
+        return (404, "{}".into());
+    };
+    let form: HashMap<String, String> = form_urlencoded::parse(body.as_bytes())
+        .into_owned()
+        .collect();
+    let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
+    // Kraken's checks: the key, the signature, then the nonce.
+    let key = headers.get("api-key").cloned().unwrap_or_default();
+    let Some(signing) = s.keys.get(&key).cloned() else {
+        return error("EAPI:Invalid key");
+    };
+    let Some(nonce) = form.get("nonce").and_then(|n| n.parse::<u64>().ok()) else {
+        return error("EAPI:Invalid nonce");
+    };
+    if headers.get("api-sign") != Some(&signing.sign(path, nonce, body)) {
+        return error("EAPI:Invalid signature");
+    }
+    if s.last_nonce.get(&key).is_some_and(|last| nonce <= *last) {
+        return error("EAPI:Invalid nonce");
+    }
+    s.last_nonce.insert(key, nonce);
+    let fault = s.faults.pop_front();
+    if let Some(Fault::Error(e)) = &fault {
+        return error(e);
+    }
+    s.calls.push(method.to_owned());
+    let reply = match method {
+        "Balance" => ok(serde_json::to_value(&s.balances).unwrap_or_default()),
+        "AddOrder" => add_order(&mut s, &form),
+        "OpenOrders" => {
+            let open: serde_json::Map<String, serde_json::Value> = (s.orders.iter())
+                .filter(|o| o.status == "open")
+                .map(|o| (o.txid.clone(), order_json(o)))
+                .collect();
+            ok(serde_json::json!({ "open": open }))
+        }
+        "CancelOrder" => {
+            let id = form
+                .get("txid")
+                .or(form.get("cl_ord_id"))
+                .cloned()
+                .unwrap_or_default();
+            let mut count = 0;
+            for o in s.orders.iter_mut().filter(|o| o.status == "open") {
+                if o.txid == id || o.cl_ord_id.as_deref() == Some(&id) {
+                    o.status = "canceled".into();
+                    count += 1;
+                }
+            }
+            if count == 0 {
+                error("EOrder:Unknown order")
+            } else {
+                ok(serde_json::json!({ "count": count }))
+            }
+        }
+        "CancelAll" => {
+            let mut count = 0;
+            for o in s.orders.iter_mut().filter(|o| o.status == "open") {
+                o.status = "canceled".into();
+                count += 1;
+            }
+            ok(serde_json::json!({ "count": count }))
+        }
+        _ => error("EGeneral:Unknown method"),
+    };
+    drop(s);
+    match fault {
+        Some(Fault::DoneThen502) => (502, "<html>502 Bad Gateway</html>".into()),
+        Some(Fault::DoneThenSilent(quiet)) => {
+            std::thread::sleep(quiet);
+            (0, String::new())
+        }
+        _ => reply,
+    }
+}
+
+fn add_order(s: &mut State, form: &HashMap<String, String>) -> (u16, String) {
+    let field = |k: &str| form.get(k).cloned();
+    let (Some(pair), Some(side), Some(ordertype), Some(volume)) = (
+        field("pair"),
+        field("type"),
+        field("ordertype"),
+        field("volume"),
+    ) else {
+        return error("EGeneral:Invalid arguments");
+    };
+    if !["buy", "sell"].contains(&side.as_str()) || volume.parse::<f64>().is_err() {
+        return error("EGeneral:Invalid arguments");
+    }
+    let cl_ord_id = field("cl_ord_id");
+    if let Some(id) = &cl_ord_id
+        && s.orders
+            .iter()
+            .any(|o| o.cl_ord_id.as_ref() == Some(id) && o.status == "open")
+    {
+        return error("EOrder:Duplicate order");
+    }
+    let txid = format!(
+        "O{:05}-FAKE-{:06}",
+        s.orders.len() + 1,
+        s.orders.len() * 7919 % 1_000_000
+    );
+    let order = FakeOrder {
+        txid: txid.clone(),
+        cl_ord_id,
+        pair,
+        side: side.clone(),
+        ordertype: ordertype.clone(),
+        volume: volume.clone(),
+        price: field("price"),
+        status: "open".into(),
+    };
+    s.orders.push(order);
+    ok(serde_json::json!({
+        "descr": { "order": format!("{side} {volume} {ordertype}") },
+        "txid": [txid],
+    }))
+}
+
+fn order_json(o: &FakeOrder) -> serde_json::Value {
+    serde_json::json!({
+        "cl_ord_id": o.cl_ord_id,
+        "status": o.status,
+        "vol": o.volume,
+        "vol_exec": "0.00000000",
+        "descr": { "pair": o.pair, "type": o.side, "ordertype": o.ordertype, "price": o.price.clone().unwrap_or_else(|| "0".into()) },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::client::{Client, Credentials};
+    use super::super::limits::Tier;
+    use super::super::reply::Failure;
+    use super::*;
+
+    const KEY: &str = "test-api-key";
+    const SECRET: &str =
+        "kQH5HW/8p1uGOVjbgWA7FunAmGO8lsSUXNsu3eow76sz84Q18fWxnyRzBHCd3pd5nE9qa99HAZtuZuj6F1huXg==";
+
+    fn db(dir: &std::path::Path) -> std::path::PathBuf {
+        let path = dir.join("keel.db");
+        let conn = rusqlite::Connection::open(&path).expect("db");
+        conn.execute_batch(include_str!("../../../../migrations/0008_venue_nonces.sql"))
+            .expect("schema");
+        path
+    }
+
+    fn client(fake: &FakeKraken, db: &std::path::Path, secret: &str, clock_ms: i64) -> Client {
+        Client::new(
+            &fake.base_url(),
+            Credentials::new(KEY, secret).expect("credentials"),
+            Tier::Pro,
+            db,
+            Box::new(move || clock_ms),
+        )
+        .expect("client")
+        .with_timeout(Duration::from_millis(500))
+        .expect("timeout")
+    }
+
+    fn order(id: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("pair", "XBTUSD".into()),
+            ("type", "buy".into()),
+            ("ordertype", "limit".into()),
+            ("price", "37500".into()),
+            ("volume", "0.01".into()),
+            ("cl_ord_id", id.into()),
+        ]
+    }
+
+    #[test]
+    fn signed_calls_pass_krakens_checks_and_a_bad_key_or_stale_nonce_does_not() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = db(dir.path());
+        let fake = FakeKraken::start(0, KEY, SECRET).expect("fake");
+        let mut c = client(&fake, &db, SECRET, 1_000_000);
+        let balance = c.private("Balance", &[]).expect("balance");
+        assert_eq!(balance["ZUSD"], "10000.0000");
+        let pairs = c
+            .public("AssetPairs", &[("pair", "XBTUSD")])
+            .expect("pairs");
+        assert!(
+            super::super::pairs::parse(&pairs)
+                .expect("parse")
+                .contains_key("XXBTZUSD")
+        );
+
+        // Another private key: refused by signature.
+        let other = "c2VjcmV0LXRoYXQtaXMtbm90LWtyYWtlbnM=";
+        let mut wrong = client(&fake, &db, other, 2_000_000);
+        let e = wrong.private("Balance", &[]).expect_err("bad signature");
+        assert_eq!(e, Failure::Auth("EAPI:Invalid signature".into()));
+        assert!(!format!("{e}{e:?}").contains(KEY));
+
+        // A second keel on its own database, its clock behind: Kraken
+        // refuses its nonces (tried twice), and nothing happens.
+        let elsewhere = tempfile::tempdir().expect("tempdir");
+        let mut behind = client(&fake, &self::db(elsewhere.path()), SECRET, 10);
+        assert!(matches!(
+            behind.private("Balance", &[]),
+            Err(Failure::Nonce(_))
+        ));
+        // The same database after a restart, its clock behind too: the
+        // lease keeps it above every nonce it used.
+        let mut restarted = client(&fake, &db, SECRET, 10);
+        restarted.private("Balance", &[]).expect("above the lease");
+        assert_eq!(fake.calls(), ["Balance", "Balance"]);
+    }
+
+    #[test]
+    fn an_order_answered_by_a_502_or_never_is_unknown_and_found_by_its_client_id() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = db(dir.path());
+        let fake = FakeKraken::start(0, KEY, SECRET).expect("fake");
+        let mut c = client(&fake, &db, SECRET, 5_000_000);
+        fake.script([
+            Fault::DoneThen502,
+            Fault::DoneThenSilent(Duration::from_secs(2)),
+            Fault::Error("EOrder:Insufficient funds".into()),
+        ]);
+        assert_eq!(
+            c.private("AddOrder", &order("k1-1")),
+            Err(Failure::Unknown("HTTP 502".into()))
+        );
+        let e = c.private("AddOrder", &order("k1-2")).expect_err("silent");
+        assert_eq!(e, Failure::Unknown("no reply in time".into()));
+        let e = c.private("AddOrder", &order("k1-3")).expect_err("refused");
+        assert_eq!(e, Failure::Refused("EOrder:Insufficient funds".into()));
+        // Both unknown ones were placed; the refused one was not.
+        let open = c.private("OpenOrders", &[]).expect("open orders");
+        let ids: Vec<&str> = open["open"]
+            .as_object()
+            .expect("open")
+            .values()
+            .filter_map(|o| o["cl_ord_id"].as_str())
+            .collect();
+        assert_eq!(ids, ["k1-1", "k1-2"]);
+        // Sent again blindly, Kraken would refuse the copy.
+        let e = c
+            .private("AddOrder", &order("k1-1"))
+            .expect_err("duplicate");
+        assert_eq!(e, Failure::Refused("EOrder:Duplicate order".into()));
+        let cancelled = c.private("CancelAll", &[]).expect("cancel all");
+        assert_eq!(cancelled["count"], 2);
+        assert!(fake.orders().iter().all(|o| o.status == "canceled"));
+    }
+
+    #[test]
+    fn a_rate_limit_refusal_fills_the_model_so_the_next_call_waits() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = db(dir.path());
+        let fake = FakeKraken::start(0, KEY, SECRET).expect("fake");
+        let mut c = client(&fake, &db, SECRET, 7_000_000);
+        fake.script([Fault::Error("EAPI:Rate limit exceeded".into())]);
+        assert!(matches!(
+            c.private("Balance", &[]),
+            Err(Failure::RestRateLimit(_))
+        ));
+        assert!(!c.limits().rest_wait("Balance", 7_000_000).is_zero());
+    }
+}
