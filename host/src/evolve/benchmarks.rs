@@ -159,9 +159,11 @@ fn book_figures(
         }
     }
     f.equity = last;
-    f.return_pct = (f.start_cash > 0.0)
-        .then(|| (last / f.start_cash - 1.0) * 100.0)
-        .unwrap_or(0.0);
+    f.return_pct = if f.start_cash > 0.0 {
+        (last / f.start_cash - 1.0) * 100.0
+    } else {
+        0.0
+    };
     f.sharpe_per_bar = overfit::moments(&returns).map(|m| m.sharpe);
     let (trades, wins): (i64, i64) = conn.query_row(
         "SELECT COUNT(*), COALESCE(SUM(CAST(pnl_gross AS REAL) - CAST(fees AS REAL) > 0), 0)

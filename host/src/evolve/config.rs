@@ -313,7 +313,7 @@ impl EvolveConfig {
             .schedule
             .utc_minute()
             .map_err(|e| format!("{origin}: {e}"))?;
-        if config.gates.pbo_splits % 2 != 0 {
+        if !config.gates.pbo_splits.is_multiple_of(2) {
             return Err(format!(
                 "{origin}: gates.pbo_splits {} is odd; it must be even",
                 config.gates.pbo_splits
