@@ -234,3 +234,52 @@ impl Night<'_> {
         outcome
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_prices_become_exact_decimals() {
+        let p = price(&ModelPrice {
+            input_usd_per_mtok: 0.1,
+            output_usd_per_mtok: 15.0,
+        });
+        assert_eq!(p.input_usd_per_mtok.to_string(), "0.1");
+        assert_eq!(p.output_usd_per_mtok.to_string(), "15");
+        assert_eq!(decimal(2.0), Decimal::from(2));
+    }
+
+    #[test]
+    fn offline_roles_have_no_model_and_a_missing_key_names_only_its_variable() {
+        let offline = Models::new(&EvolveConfig::default()).expect("offline");
+        assert!(!offline.plays(Role::Analyst) && !offline.plays(Role::Author));
+        assert_eq!(offline.spent(), (0.0, 0));
+
+        let text = r#"
+[author]
+kind = "anthropic"
+model = "m"
+key_env = "KEEL_ROLES_TEST_UNSET_KEY"
+[prices.m]
+input_usd_per_mtok = 3
+output_usd_per_mtok = 15
+"#;
+        let config = EvolveConfig::parse(text, "evolve.toml").expect("config");
+        let e = Models::new(&config).expect_err("no key").to_string();
+        assert_eq!(
+            e,
+            "the author: API key: environment variable KEEL_ROLES_TEST_UNSET_KEY is not set"
+        );
+
+        let local = EvolveConfig::parse(
+            &text
+                .replace("anthropic", "openai")
+                .replace("key_env = \"KEEL_ROLES_TEST_UNSET_KEY\"\n", ""),
+            "evolve.toml",
+        )
+        .expect("config");
+        let models = Models::new(&local).expect("a local model needs no key");
+        assert!(models.plays(Role::Author) && !models.plays(Role::Reviewer));
+    }
+}
