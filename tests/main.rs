@@ -8,6 +8,7 @@ mod data;
 mod dev;
 mod equivalence;
 mod evolve;
+mod fakes;
 mod fuzz;
 mod limits;
 mod paper;

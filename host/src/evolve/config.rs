@@ -548,4 +548,18 @@ time_zone = "+02:00"
             assert!(!e.contains("sk-123"), "a key is never echoed: {e}");
         }
     }
+
+    #[test]
+    fn the_readmes_sample_evolve_toml_is_accepted() {
+        let readme = include_str!("../../../README.md");
+        let block = readme
+            .split("```toml\n# evolve.toml")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("the README has a sample evolve.toml");
+        let config = EvolveConfig::parse(&format!("#{block}"), "README.md").expect("accepted");
+        assert_eq!(config.role(Role::Analyst).kind, ProviderKind::Anthropic);
+        assert_eq!(config.role(Role::Author).kind, ProviderKind::Openai);
+        assert_eq!(config.budget.usd, 2.0);
+    }
 }

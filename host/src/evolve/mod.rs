@@ -4,13 +4,21 @@
 //! ledger; `offline` is the author that needs no model; `provider` the
 //! language-model APIs a role may be played by (with retries and the
 //! night's budget); `gates` are the evolution's own gates before a
-//! candidate is submitted.
+//! candidate is submitted, run in order by `cascade`. `roles` plays the
+//! analyst, author and reviewer with a model when `evolve.toml` names one
+//! (`analyst`, `author`), every prompt built by `prompts` from quoted data;
+//! `schedule` starts the night beside `keel run --evolve`.
 
+mod analyst;
+mod author;
 pub mod benchmarks;
+mod cascade;
 pub mod config;
 pub mod gates;
 pub mod night;
 pub mod offline;
+pub mod prompts;
 pub mod provider;
 pub mod record;
+pub mod roles;
 pub mod schedule;

@@ -1,33 +1,33 @@
 //! One night: benchmarks from the ledger → reflection (every N nights) →
 //! decision → for `create`, a strategy written, reviewed, built and sent
-//! through the gates, cheapest first → submission as a candidate with its
-//! lineage. Every step is stored as it happens (inputs, output, tokens,
-//! cost, time). The offline analyst and author play every role here; a
-//! model-backed role plugs into the same steps.
+//! through the gates, cheapest first (`cascade`) → submission as a
+//! candidate with its lineage. Every step is stored as it happens (inputs,
+//! output, tokens, cost, time). Each role is played offline (code) or by a
+//! model (`roles`: the analyst, the author and the reviewer), under one
+//! budget for the night.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use rayon::prelude::*;
 use rusqlite::Connection;
 
 use keel_backtester::fills::FillModel;
-use keel_candidates::overfit;
 use keel_candidates::{Actor, CandidateState, CandidatesConfig};
-use keel_model::{ParamValue, Params};
+use keel_model::ParamValue;
 
-use crate::build_strategy::{self, Built};
-use crate::candidates::{self, Submission};
+use crate::build_strategy;
+use crate::candidates;
 use crate::sandbox::{LoadedStrategy, Sandbox, StrategyArtifact};
 use crate::scaffold;
 use crate::store::now_ms;
-use crate::validate;
 
 use super::benchmarks;
+use super::cascade::{Cascade, Choice, review};
 use super::config::{EvolveConfig, Role};
-use super::gates::{self, Split, Verdict};
-use super::offline::{self, Draws};
+use super::gates::{self, Split};
+use super::offline;
 use super::record::{self, NightStatus, Prediction, Step};
+use super::roles::{Models, Stopped};
 
 /// What a night runs with.
 #[derive(Debug, Clone)]
@@ -56,13 +56,16 @@ pub struct NightOutcome {
     pub abandoned: Vec<i64>,
 }
 
-/// Runs one night on `conn`'s record.
+/// Runs one night on `conn`'s record. A night the budget (or a provider's
+/// spend limit) stops ends `stopped`, with the reason, and nothing else is
+/// touched after it.
 pub fn run(
     conn: &mut Connection,
     sandbox: &Sandbox,
     settings: &NightSettings,
 ) -> anyhow::Result<NightOutcome> {
     let config = &settings.config;
+    let models = Models::new(config)?;
     let providers = [Role::Analyst, Role::Author, Role::Reviewer]
         .map(|r| format!("{}={}", r.as_str(), config.role(r).label()))
         .join(" ");
@@ -71,52 +74,73 @@ pub fn run(
         conn,
         sandbox,
         settings,
+        models: &models,
         id: night,
     };
-    match n.go() {
-        Ok((decision, note)) => {
-            record::close_night(
-                n.conn,
-                night,
-                NightStatus::Finished,
-                Some(&decision),
-                &note,
-                (0.0, 0),
-            )?;
-            Ok(NightOutcome {
-                night,
-                decision,
-                status: NightStatus::Finished.as_str(),
-                note,
-                attempts: record::attempts(n.conn, night)?,
-                abandoned,
-            })
-        }
-        Err(e) => {
-            let note = format!("{e:#}");
-            record::close_night(n.conn, night, NightStatus::Failed, None, &note, (0.0, 0))?;
-            Err(e.context(format!("night {night}")))
+    let result = n.go();
+    let spent = models.spent();
+    let (status, decision, note) = match result {
+        Ok((decision, note)) => (NightStatus::Finished, Some(decision), note),
+        Err(e) => match e.downcast_ref::<Stopped>() {
+            Some(stopped) => (NightStatus::Stopped, None, format!("stopped: {stopped}")),
+            None => {
+                let note = format!("{e:#}");
+                record::close_night(n.conn, night, NightStatus::Failed, None, &note, spent)?;
+                return Err(e.context(format!("night {night}")));
+            }
+        },
+    };
+    record::close_night(n.conn, night, status, decision.as_deref(), &note, spent)?;
+    let decision = match decision {
+        Some(d) => d,
+        None => record::night(n.conn, night)?
+            .decision
+            .unwrap_or_else(|| "none".into()),
+    };
+    Ok(NightOutcome {
+        night,
+        decision,
+        status: status.as_str(),
+        note,
+        attempts: record::attempts(n.conn, night)?,
+        abandoned,
+    })
+}
+
+pub(super) struct Night<'a> {
+    pub conn: &'a mut Connection,
+    pub sandbox: &'a Sandbox,
+    pub settings: &'a NightSettings,
+    pub models: &'a Models,
+    pub id: i64,
+}
+
+/// A step's outcome before it is recorded.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Done {
+    pub ok: bool,
+    pub input: String,
+    pub output: String,
+    /// What a model call used (zero for code).
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub usd: f64,
+}
+
+impl Done {
+    pub fn new(ok: bool, input: impl Into<String>, output: impl Into<String>) -> Done {
+        Done {
+            ok,
+            input: input.into(),
+            output: output.into(),
+            ..Done::default()
         }
     }
 }
 
-struct Night<'a> {
-    conn: &'a mut Connection,
-    sandbox: &'a Sandbox,
-    settings: &'a NightSettings,
-    id: i64,
-}
-
-/// A step's outcome before it is recorded.
-struct Done {
-    ok: bool,
-    input: String,
-    output: String,
-}
-
 impl Night<'_> {
     /// Runs `work` as step `kind`, recording it whatever it returns.
-    fn step(
+    pub(super) fn step(
         &mut self,
         kind: &str,
         actor: &str,
@@ -126,9 +150,9 @@ impl Night<'_> {
         let (started_ms, clock) = (now_ms(), Instant::now());
         let done = work(self);
         let duration_ms = clock.elapsed().as_millis() as i64;
-        let (ok, input, output) = match &done {
-            Ok(d) => (d.ok, d.input.clone(), d.output.clone()),
-            Err(e) => (false, String::new(), format!("error: {e:#}")),
+        let recorded = match &done {
+            Ok(d) => d.clone(),
+            Err(e) => Done::new(false, "", format!("error: {e:#}")),
         };
         record::add_step(
             self.conn,
@@ -137,12 +161,12 @@ impl Night<'_> {
                 seq: 0,
                 kind: kind.into(),
                 actor: actor.into(),
-                ok,
-                input,
-                output,
-                input_tokens: 0,
-                output_tokens: 0,
-                usd: 0.0,
+                ok: recorded.ok,
+                input: recorded.input,
+                output: recorded.output,
+                input_tokens: recorded.input_tokens,
+                output_tokens: recorded.output_tokens,
+                usd: recorded.usd,
                 started_ms,
                 duration_ms,
                 attempt,
@@ -155,6 +179,9 @@ impl Night<'_> {
         let bench = self.step("benchmarks", "code", None, |n| {
             let b = benchmarks::compute(n.conn)?;
             Ok(Done {
+                input_tokens: 0,
+                output_tokens: 0,
+                usd: 0.0,
                 ok: true,
                 input: "the ledger's latest run".into(),
                 output: serde_json::to_string_pretty(&b)?,
@@ -166,19 +193,32 @@ impl Night<'_> {
         if nights % i64::from(self.settings.config.reflect_every) == 0 {
             self.step("reflect", "code", None, |n| n.reflect(&bench.output))?;
         }
-        let decision = self.step("decide", "analyst", None, |n| n.decide())?;
-        let answer: serde_json::Value = serde_json::from_str(&decision.output)?;
-        let kind = answer["decision"].as_str().unwrap_or("nothing").to_owned();
-        let reason = answer["reason"].as_str().unwrap_or_default().to_owned();
+        let decided = if self.models.plays(Role::Analyst) {
+            self.decide_by_model(&bench.output)?
+        } else {
+            let decision = self.step("decide", "analyst", None, |n| n.decide())?;
+            let answer: serde_json::Value = serde_json::from_str(&decision.output)?;
+            Decided {
+                kind: answer["decision"].as_str().unwrap_or("nothing").to_owned(),
+                reason: answer["reason"].as_str().unwrap_or_default().to_owned(),
+                brief: answer["reason"].as_str().unwrap_or_default().to_owned(),
+                predictions: serde_json::from_value(answer["predictions"].clone())?,
+            }
+        };
+        let Decided {
+            kind,
+            reason,
+            brief,
+            predictions,
+        } = decided;
         record::set_decision(self.conn, self.id, &kind, &reason)?;
         let made = now_ms();
-        for p in answer["predictions"].as_array().into_iter().flatten() {
-            let p: Prediction = serde_json::from_value(p.clone())?;
-            record::add_prediction(self.conn, self.id, &p, made)?;
+        for p in &predictions {
+            record::add_prediction(self.conn, self.id, p, made)?;
         }
         if kind == "create" {
             for k in 0..self.settings.config.max_candidates {
-                self.attempt(k)?;
+                self.attempt(k, &brief)?;
             }
         }
         Ok((kind, reason))
@@ -225,6 +265,9 @@ impl Night<'_> {
         ));
         let new = record::revise_document(self.conn, self.id, &text)?;
         Ok(Done {
+            input_tokens: 0,
+            output_tokens: 0,
+            usd: 0.0,
             ok: true,
             input: format!("strategy document v{version}, predictions due by {now}"),
             output: serde_json::json!({
@@ -289,6 +332,9 @@ impl Night<'_> {
             probability: 0.7,
         };
         Ok(Done {
+            input_tokens: 0,
+            output_tokens: 0,
+            usd: 0.0,
             ok: true,
             input: format!("{} candidates on record", list.len()),
             output: serde_json::to_string_pretty(&serde_json::json!({
@@ -325,8 +371,9 @@ impl Night<'_> {
         Ok((t.name.into(), scaffold::source(t, t.name)?, None, None))
     }
 
-    /// One candidate: written, reviewed, built, gated, submitted.
-    fn attempt(&mut self, k: usize) -> anyhow::Result<()> {
+    /// One candidate: written (by the offline author, or by a model from
+    /// `brief`), reviewed, built, gated, submitted.
+    fn attempt(&mut self, k: usize, brief: &str) -> anyhow::Result<()> {
         let settings = self.settings;
         let config = &settings.config;
         let data = candidates::gate_data_for(&settings.candidates, &settings.db, &config.data)?;
@@ -342,7 +389,8 @@ impl Night<'_> {
             std::path::absolute(&config.workdir).unwrap_or_else(|_| config.workdir.clone());
         let dir = workdir.join(format!("{}-{slug}", self.id));
 
-        // The parent's component runs the grid: the one on record, else the
+        // The parent's component runs the grid (and its trades are what a
+        // new strategy must differ from): the one on record, else the
         // template built as it is.
         let parent_built = match parent_artifact {
             Some(a) => a,
@@ -356,9 +404,22 @@ impl Night<'_> {
             }
         };
         let parent = self.sandbox.load(&parent_built)?;
+        if self.models.plays(Role::Author) {
+            return self.authored(&Plan {
+                slug,
+                dir,
+                brief: brief.to_owned(),
+                parent_name,
+                parent_source,
+                parent_hash,
+                parent: &parent,
+                split: &split,
+                fills,
+            });
+        }
         let mut found = None;
         self.step("generate", "author", None, |n| {
-            let (done, grid) = n.grid(&parent, &split, fills)?;
+            let (done, grid) = n.grid(&parent, &split, fills, Choice::BestNew, None)?;
             found = Some(grid);
             Ok(done)
         })?;
@@ -389,460 +450,68 @@ impl Night<'_> {
             &brief,
             &source,
         )?;
-        let mut figures = serde_json::json!({
+        let figures = serde_json::json!({
             "trades_hash": grid.trades_hash,
             "in_sample": grid.figures,
         });
-        let reached = |n: &mut Night<'_>,
-                       gate: &str,
-                       passed: bool,
-                       figures: &serde_json::Value,
-                       hash: Option<&str>| {
-            record::update_attempt(n.conn, attempt, gate, passed, hash, figures, None)
+        let stop = |n: &mut Night<'_>, gate: &str, hash: Option<&str>| {
+            record::update_attempt(n.conn, attempt, gate, false, hash, &figures, None)
         };
-
         let review = self.step("review", "reviewer", Some(attempt), |_| Ok(review(&source)))?;
         if !review.ok {
-            return Ok(reached(self, "review", false, &figures, None)?);
+            return Ok(stop(self, "review", None)?);
         }
-        let build = self.step("build", "code", Some(attempt), |_| {
-            Ok(
-                match build_strategy::build_quiet(&dir, Some(&settings.target_dir)) {
-                    Ok(files) => Done {
-                        ok: true,
-                        input: dir.display().to_string(),
-                        output: files[0].display().to_string(),
-                    },
-                    Err(Built::Diagnostics(words, e)) => Done {
-                        ok: false,
-                        input: dir.display().to_string(),
-                        output: format!("{e}\n{words}"),
-                    },
-                    Err(Built::Failed(e)) => Done {
-                        ok: false,
-                        input: dir.display().to_string(),
-                        output: format!("{e:#}"),
-                    },
-                },
-            )
-        })?;
+        if self.models.plays(Role::Reviewer) {
+            let verdict = self.review_by_model(attempt, &brief, &source)?;
+            if !verdict.accept {
+                return Ok(stop(self, "review", None)?);
+            }
+        }
+        let build = self.build_step(&dir, attempt)?;
         if !build.ok {
-            return Ok(reached(self, "build", false, &figures, None)?);
+            return Ok(stop(self, "build", None)?);
         }
         let file = PathBuf::from(&build.output);
         let artifact = StrategyArtifact::read(&file, usize::MAX)?;
         let hash = artifact.hash.to_hex();
-        let valid = self.step("validate", "code", Some(attempt), |n| {
-            let report = validate::validate_file(n.sandbox, &file);
-            Ok(Done {
-                ok: report.passed(),
-                input: hash.clone(),
-                output: if report.passed() {
-                    "every check passed".into()
-                } else {
-                    report.failures().join("\n")
-                },
-            })
-        })?;
-        if !valid.ok {
-            return Ok(reached(self, "validate", false, &figures, Some(&hash))?);
+        if !self.validate_step(&file, &hash, attempt)?.ok {
+            return Ok(stop(self, "validate", Some(&hash))?);
         }
-        let loaded = self.sandbox.load(&artifact)?;
-        let params = Params::resolve(&loaded.info.params, &[])?;
-        let grid_returns = grid.returns.clone();
-        let chosen_returns = grid.chosen_returns.clone();
-        let gates: [(&str, Box<dyn Fn(&mut Night<'_>) -> anyhow::Result<Verdict>>); 8] = [
-            (
-                "lookahead",
-                Box::new(|n| {
-                    gates::lookahead(
-                        n.sandbox,
-                        &loaded,
-                        &params,
-                        &split.in_sample,
-                        fills,
-                        config.gates.lookahead_probes,
-                    )
-                }),
-            ),
-            (
-                "diversity",
-                Box::new(|n| {
-                    let seen = record::trade_lists(n.conn)?;
-                    let copies = seen.iter().filter(|h| **h == grid.trades_hash).count();
-                    Ok(Verdict {
-                        gate: "diversity",
-                        passed: copies <= 1 && grid.trades_hash != grid.parent_trades_hash,
-                        detail: if grid.trades_hash == grid.parent_trades_hash {
-                            "trades exactly as its parent: nothing new".into()
-                        } else if copies > 1 {
-                            "trades exactly as an earlier candidate of the evolution".into()
-                        } else {
-                            "a trade list of its own".into()
-                        },
-                        figures: serde_json::json!({ "trades_hash": grid.trades_hash }),
-                    })
-                }),
-            ),
-            (
-                "backtest",
-                Box::new(|_| {
-                    let trades = grid.figures["trades"].as_u64().unwrap_or(0) as usize;
-                    let ret = grid.figures["return_pct"].as_f64().unwrap_or(0.0);
-                    let min = settings.candidates.backtest.min_trades;
-                    let min_ret = config.gates.min_return_pct;
-                    Ok(Verdict {
-                        gate: "backtest",
-                        passed: trades >= min && ret >= min_ret,
-                        detail: format!(
-                            "in sample: {trades} trades (min {min}), return {ret:.3}% (min {min_ret}%)"
-                        ),
-                        figures: grid.figures.clone(),
-                    })
-                }),
-            ),
-            (
-                "walk-forward",
-                Box::new(|n| {
-                    walk_forward(
-                        n.sandbox,
-                        &loaded,
-                        &params,
-                        &split,
-                        fills,
-                        config.gates.min_fold_return_pct,
-                    )
-                }),
-            ),
-            (
-                "stress",
-                Box::new(|n| {
-                    let stressed = FillModel {
-                        fee_bps: fills.fee_bps * 2.0,
-                        slippage_bps: fills.slippage_bps * 2.0,
-                        ..fills
-                    };
-                    let r = gates::run(
-                        n.sandbox,
-                        &loaded,
-                        &params,
-                        &split.in_sample,
-                        &gates::config(stressed, false),
-                        true,
-                    )?;
-                    let ret = (r.equity_final / r.cash_start - 1.0) * 100.0;
-                    let min = config.gates.min_stress_return_pct;
-                    Ok(Verdict {
-                        gate: "stress",
-                        passed: ret >= min,
-                        detail: format!(
-                            "2x fees and slippage, signals one bar late: return {ret:.3}% (min {min}%)"
-                        ),
-                        figures: serde_json::json!({ "return_pct": ret, "trades": r.trades.len() }),
-                    })
-                }),
-            ),
-            (
-                "deflated-sharpe",
-                Box::new(|n| {
-                    let (trials, variance) = record::trial_stats(n.conn, &split.digest)?;
-                    Ok(gates::deflated(
-                        &chosen_returns,
-                        trials,
-                        variance,
-                        config.gates.min_dsr,
-                    ))
-                }),
-            ),
-            (
-                "pbo",
-                Box::new(|_| {
-                    Ok(gates::pbo(
-                        &grid_returns,
-                        config.gates.pbo_splits,
-                        config.gates.max_pbo,
-                    ))
-                }),
-            ),
-            (
-                "holdout",
-                Box::new(|n| {
-                    let uses = record::use_holdout(n.conn, n.id, attempt, &split.holdout_digest)?;
-                    let r = gates::run(
-                        n.sandbox,
-                        &loaded,
-                        &params,
-                        &split.holdout,
-                        &gates::config(fills, false),
-                        false,
-                    )?;
-                    let m = overfit::moments(&gates::returns(&r));
-                    let sharpe = m.as_ref().map_or(0.0, |m| m.sharpe);
-                    let min = config.gates.min_holdout_sharpe;
-                    Ok(Verdict {
-                        gate: "holdout",
-                        passed: sharpe >= min && m.is_some(),
-                        detail: format!(
-                            "locked holdout (look {uses} at it): Sharpe {sharpe:.5} per bar (min {min}), {} trades",
-                            r.trades.len()
-                        ),
-                        figures: serde_json::json!({
-                            "sharpe_per_bar": sharpe, "trades": r.trades.len(), "uses": uses,
-                            "return_pct": (r.equity_final / r.cash_start - 1.0) * 100.0,
-                        }),
-                    })
-                }),
-            ),
-        ];
-        for (name, gate) in gates.iter() {
-            let verdict = self.step(name, "code", Some(attempt), |n| {
-                let v = gate(n)?;
-                Ok(Done {
-                    ok: v.passed,
-                    input: hash.clone(),
-                    output: serde_json::to_string(&v)?,
-                })
-            })?;
-            let v: serde_json::Value = serde_json::from_str(&verdict.output)?;
-            figures[*name] = v["figures"].clone();
-            if !verdict.ok {
-                return Ok(reached(self, name, false, &figures, Some(&hash))?);
-            }
-        }
-        let submitted = self.step("submit", "code", Some(attempt), |n| {
-            let submission = Submission {
-                note: brief.clone(),
-                submitted_by: Actor::Evolution,
-                parent: parent_hash.clone(),
-                source: dir.display().to_string(),
-            };
-            let (id, _, gates) = candidates::submit(
-                n.conn,
-                n.sandbox,
-                &settings.candidates,
-                &artifact,
-                &submission,
-            )?;
-            Ok(Done {
-                ok: true,
-                input: hash.clone(),
-                output: serde_json::json!({
-                    "candidate": id,
-                    "gates": gates.iter().map(|g| serde_json::json!({
-                        "gate": g.gate.as_str(), "passed": g.passed(), "detail": g.detail,
-                    })).collect::<Vec<_>>(),
-                })
-                .to_string(),
-            })
-        })?;
-        let out: serde_json::Value = serde_json::from_str(&submitted.output)?;
-        record::update_attempt(
-            self.conn,
+        self.gates_and_submit(Cascade {
             attempt,
-            "submitted",
-            true,
-            Some(&hash),
-            &figures,
-            out["candidate"].as_i64(),
-        )?;
-        Ok(())
-    }
-
-    /// The offline author's work: the mutation grid run in sample, every
-    /// trial registered, the best new trade list chosen.
-    fn grid(
-        &mut self,
-        parent: &LoadedStrategy,
-        split: &Split,
-        fills: FillModel,
-    ) -> anyhow::Result<(Done, Grid)> {
-        let config = &self.settings.config;
-        let sets = offline::mutations(
-            &parent.info.params,
-            &mut Draws::new(self.id as u64),
-            config.mutations,
-        );
-        let bt = gates::config(fills, false);
-        let sandbox = self.sandbox;
-        let runs: Vec<Option<(Vec<(String, ParamValue)>, keel_backtester::BacktestResult)>> = sets
-            .par_iter()
-            .map(|set| {
-                let params = Params::resolve(&parent.info.params, set).ok()?;
-                let r = gates::run(sandbox, parent, &params, &split.in_sample, &bt, false).ok()?;
-                r.errors.is_empty().then(|| (set.clone(), r))
-            })
-            .collect();
-        let runs: Vec<_> = runs.into_iter().flatten().collect();
-        let trials: Vec<record::Trial> = runs
-            .iter()
-            .map(|(set, r)| {
-                // A trial that never moved its equity is a trial too: a
-                // Sharpe of 0 with normal moments.
-                let returns = gates::returns(r);
-                let m = overfit::moments(&returns);
-                record::Trial {
-                    dataset: split.digest.clone(),
-                    strategy: parent.info.name.clone(),
-                    params: set
-                        .iter()
-                        .map(|(k, v)| format!("{k}={v}"))
-                        .collect::<Vec<_>>()
-                        .join(" "),
-                    sharpe: m.as_ref().map_or(0.0, |m| m.sharpe),
-                    n_obs: m.as_ref().map_or(returns.len(), |m| m.n) as u64,
-                    skew: m.as_ref().map_or(0.0, |m| m.skewness),
-                    kurtosis: m.as_ref().map_or(3.0, |m| m.kurtosis),
-                    trades: r.trades.len() as u64,
-                }
-            })
-            .collect();
-        record::add_trials(self.conn, self.id, &trials)?;
-        let parent_trades = runs
-            .first()
-            .filter(|(set, _)| *set == sets[0])
-            .map(|(_, r)| gates::trades_hash(r))
-            .unwrap_or_default();
-        let seen = record::trade_lists(self.conn)?;
-        let sharpe = |r: &keel_backtester::BacktestResult| {
-            overfit::moments(&gates::returns(r)).map_or(f64::NEG_INFINITY, |m| m.sharpe)
-        };
-        let best = runs
-            .iter()
-            .filter(|(_, r)| {
-                let h = gates::trades_hash(r);
-                h != parent_trades && !seen.contains(&h) && !r.trades.is_empty()
-            })
-            .max_by(|a, b| sharpe(&a.1).total_cmp(&sharpe(&b.1)));
-        let output = Grid {
-            tried: sets.len(),
-            ran: runs.len(),
-            registered: trials.len(),
-            parent_trades_hash: parent_trades,
-            chosen: best.map(|(set, _)| set.clone()),
-            chosen_returns: best.map(|(_, r)| gates::returns(r)).unwrap_or_default(),
-            trades_hash: best.map(|(_, r)| gates::trades_hash(r)).unwrap_or_default(),
-            figures: best.map_or(serde_json::Value::Null, |(_, r)| {
-                serde_json::json!({
-                    "trades": r.trades.len(),
-                    "return_pct": (r.equity_final / r.cash_start - 1.0) * 100.0,
-                    "sharpe_per_bar": sharpe(r),
-                })
-            }),
-            returns: runs.iter().map(|(_, r)| gates::returns(r)).collect(),
-        };
-        let done = Done {
-            ok: output.chosen.is_some(),
-            input: format!(
-                "{} parameter sets of {} near its defaults, in sample ({})",
-                sets.len(),
-                parent.info.name,
-                split.digest
-            ),
-            output: serde_json::to_string_pretty(&serde_json::json!({
-                "tried": output.tried,
-                "ran": output.ran,
-                "registered": output.registered,
-                "chosen": output.chosen.as_ref().map(|set| set
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()),
-                "figures": output.figures,
-                "trades_hash": output.trades_hash,
-                "parent_trades_hash": output.parent_trades_hash,
-            }))?,
-        };
-        Ok((done, output))
+            artifact,
+            split: &split,
+            fills,
+            grid,
+            brief,
+            parent_hash,
+            dir,
+            figures,
+        })
     }
 }
 
-/// What the offline author's grid found.
-#[derive(Debug, Clone)]
-struct Grid {
-    tried: usize,
-    ran: usize,
-    registered: usize,
-    parent_trades_hash: String,
-    chosen: Option<Vec<(String, ParamValue)>>,
-    chosen_returns: Vec<f64>,
-    trades_hash: String,
-    figures: serde_json::Value,
-    returns: Vec<Vec<f64>>,
+/// What a night decided, and the brief its author writes from.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Decided {
+    pub kind: String,
+    pub reason: String,
+    pub brief: String,
+    pub predictions: Vec<Prediction>,
 }
 
-/// The in-sample walk-forward of the chosen parameters: three folds, none
-/// of whose out-of-sample returns may fall below `min` percent.
-fn walk_forward(
-    sandbox: &Sandbox,
-    loaded: &LoadedStrategy,
-    params: &Params,
-    split: &Split,
-    fills: FillModel,
-    min: f64,
-) -> anyhow::Result<Verdict> {
-    let bt = gates::config(fills, false);
-    let wf = crate::backtest::walk_forward(
-        sandbox,
-        loaded,
-        std::slice::from_ref(params),
-        &split.in_sample,
-        &bt,
-        3,
-        |_, _| {},
-    )?;
-    let worst = wf
-        .folds
-        .iter()
-        .map(|f| f.out_of_sample_metrics.total_return * 100.0)
-        .fold(f64::INFINITY, f64::min);
-    Ok(Verdict {
-        gate: "walk-forward",
-        passed: worst >= min,
-        detail: format!(
-            "{} folds, worst out-of-sample return {worst:.3}% (min {min}%), compounded {:.3}%",
-            wf.folds.len(),
-            wf.out_of_sample_return * 100.0
-        ),
-        figures: serde_json::json!({
-            "folds": wf.folds.len(), "worst_oos_return_pct": worst,
-            "oos_return_pct": wf.out_of_sample_return * 100.0,
-        }),
-    })
-}
-
-/// The offline reviewer: the house rules a reading of the code can check.
-fn review(source: &str) -> Done {
-    let forbidden = [
-        ("unsafe", "unsafe code"),
-        ("include_bytes!", "embedded data (include_bytes!)"),
-        ("include_str!", "embedded data (include_str!)"),
-        ("std::fs", "file access"),
-        ("std::net", "network access"),
-        ("std::process", "processes"),
-        ("std::env", "the environment"),
-        ("extern \"C\"", "foreign functions"),
-    ];
-    let found: Vec<&str> = forbidden
-        .iter()
-        .filter(|(word, _)| source.contains(word))
-        .map(|(_, what)| *what)
-        .collect();
-    let stops = source.contains(".stop_loss(") || source.contains("stop_loss:");
-    Done {
-        ok: found.is_empty(),
-        input: format!("{} bytes of source", source.len()),
-        output: if found.is_empty() {
-            format!(
-                "house rules kept{}",
-                if stops {
-                    ""
-                } else {
-                    "; note: no stop-loss on its entries"
-                }
-            )
-        } else {
-            format!("refused: {}", found.join(", "))
-        },
-    }
+/// What an attempt is written from.
+pub(super) struct Plan<'p> {
+    pub slug: String,
+    /// Where its crate is written.
+    pub dir: PathBuf,
+    pub brief: String,
+    pub parent_name: String,
+    pub parent_source: String,
+    pub parent_hash: Option<String>,
+    pub parent: &'p LoadedStrategy,
+    pub split: &'p Split,
+    pub fills: FillModel,
 }
 
 /// A candidate's name: its parent's, then `-e<night>` and a letter per
@@ -905,16 +574,5 @@ mod tests {
         let long = slug(&"x".repeat(60), 123_456, 0);
         assert!(long.len() <= 48, "{long}");
         scaffold::check_name(&long).expect("valid");
-    }
-
-    #[test]
-    fn the_reviewer_refuses_what_a_strategy_must_not_do() {
-        assert!(review("fn a() {}").ok);
-        let r = review("let x = include_bytes!(\"prices.bin\"); unsafe {}");
-        assert!(!r.ok);
-        assert_eq!(
-            r.output,
-            "refused: unsafe code, embedded data (include_bytes!)"
-        );
     }
 }

@@ -196,6 +196,15 @@ pub fn add_attempt(
     Ok(conn.last_insert_rowid())
 }
 
+/// The source of attempt `id`, as its author last wrote it.
+pub fn set_attempt_source(conn: &Connection, id: i64, source: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE evolve_attempts SET source = ?2 WHERE id = ?1",
+        params![id, source],
+    )?;
+    Ok(())
+}
+
 /// Where attempt `id` got to, with its figures so far.
 pub fn update_attempt(
     conn: &Connection,

@@ -7,6 +7,8 @@ use std::process::{Command, Output};
 
 use crate::support::repo;
 
+mod llm;
+
 fn keel(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_keel"))
         .args(args)

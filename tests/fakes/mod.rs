@@ -1,0 +1,3 @@
+//! Servers on loopback that stand in for the outside world in tests.
+
+pub mod llm;
