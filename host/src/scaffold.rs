@@ -192,6 +192,28 @@ pub fn write(dir: &Path, name: &str, template: &Template, sdk: &Path) -> anyhow:
 /// Writes strategy `name` with `lib` as its `src/lib.rs` into the new
 /// directory `dir` (which must not exist, or be empty).
 pub fn write_source(dir: &Path, name: &str, lib: &str, sdk: &Path) -> anyhow::Result<()> {
+    write_package(dir, name, name, lib, sdk)
+}
+
+/// As [`write_source`], the cargo package named after `dir` as well, so
+/// that crates written by different databases into one shared target
+/// directory never build over each other's component (the strategy's own
+/// name, in `describe()`, stays `name`).
+pub fn write_unique(dir: &Path, name: &str, lib: &str, sdk: &Path) -> anyhow::Result<()> {
+    use sha2::{Digest, Sha256};
+    let at = std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());
+    let print = Sha256::digest(at.display().to_string().as_bytes());
+    let package = format!("{name}-{}", hex::encode(&print[..4]));
+    write_package(dir, &package, name, lib, sdk)
+}
+
+fn write_package(
+    dir: &Path,
+    package: &str,
+    name: &str,
+    lib: &str,
+    sdk: &Path,
+) -> anyhow::Result<()> {
     check_name(name)?;
     if !sdk.join("Cargo.toml").is_file() {
         bail!("--sdk {}: no Cargo.toml there", sdk.display());
@@ -206,7 +228,7 @@ pub fn write_source(dir: &Path, name: &str, lib: &str, sdk: &Path) -> anyhow::Re
     }
     std::fs::create_dir_all(dir.join("src")).with_context(|| format!("{}", dir.display()))?;
     let sdk = sdk.canonicalize().unwrap_or_else(|_| sdk.to_owned());
-    std::fs::write(dir.join("Cargo.toml"), manifest(name, &sdk))
+    std::fs::write(dir.join("Cargo.toml"), manifest(package, &sdk))
         .with_context(|| format!("{}", dir.join("Cargo.toml").display()))?;
     std::fs::write(dir.join("src/lib.rs"), lib)
         .with_context(|| format!("{}", dir.join("src/lib.rs").display()))?;

@@ -99,7 +99,7 @@ impl Night<'_> {
             if plan.dir.join("src").is_dir() {
                 std::fs::write(plan.dir.join("src/lib.rs"), &code)?;
             } else {
-                scaffold::write_source(&plan.dir, &plan.slug, &code, &settings.sdk)?;
+                scaffold::write_unique(&plan.dir, &plan.slug, &code, &settings.sdk)?;
             }
 
             let house = self.step("review", "reviewer", Some(id), |_| Ok(review(&code)))?;

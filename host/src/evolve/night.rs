@@ -397,7 +397,7 @@ impl Night<'_> {
             None => {
                 let base = workdir.join(format!("{}-{slug}-parent", self.id));
                 if !base.exists() {
-                    scaffold::write_source(&base, &parent_name, &parent_source, &settings.sdk)?;
+                    scaffold::write_unique(&base, &parent_name, &parent_source, &settings.sdk)?;
                 }
                 let files = build_strategy::build(&base, Some(&settings.target_dir))?;
                 StrategyArtifact::read(&files[0], usize::MAX)?
@@ -432,7 +432,7 @@ impl Night<'_> {
         let values: Vec<(String, ParamValue)> = chosen.clone();
         let source = offline::rewrite(&parent_source, &values, &parent_name, &slug)
             .map_err(anyhow::Error::msg)?;
-        scaffold::write_source(&dir, &slug, &source, &settings.sdk)?;
+        scaffold::write_unique(&dir, &slug, &source, &settings.sdk)?;
         let brief = format!(
             "{parent_name} with new defaults {}",
             values
