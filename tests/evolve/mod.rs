@@ -562,3 +562,109 @@ fn the_lookahead_probe_catches_a_strategy_reading_later_closes_of_its_call() {
     assert!(honest.passed, "{honest:?}");
     assert_eq!(honest.figures["probes"], 3, "{honest:?}");
 }
+
+/// A graded prediction: claim, outcome, hit, Brier score.
+type Graded = (String, Option<f64>, Option<bool>, Option<f64>);
+
+#[test]
+fn a_prediction_past_its_horizon_is_graded_from_the_ledger_and_the_document_revised() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("keel.db");
+    std::fs::write(
+        dir.path().join("evolve.toml"),
+        "reflect_every = 1\nmax_candidates = 0\n",
+    )
+    .expect("write");
+    // A paper run books the active book's equity.
+    let sma = crate::support::example("sma-cross");
+    let out = keel_in(
+        dir.path(),
+        &db,
+        &[
+            "run",
+            "--paper",
+            "--feed",
+            "sample:300",
+            "--speed",
+            "max",
+            "--strategy",
+            path(sma),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = night_once(dir.path(), &db);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let conn = rusqlite::Connection::open(&db).expect("db");
+    let (first, last): (f64, f64) = conn
+        .query_row(
+            "SELECT (SELECT CAST(equity AS REAL) FROM equity_snapshots ORDER BY time_ms LIMIT 1),
+                    (SELECT CAST(equity AS REAL) FROM equity_snapshots ORDER BY time_ms DESC LIMIT 1)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("equity");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64;
+    // Two predictions of night 1 whose horizon has passed: one the ledger
+    // bears out, one it does not; and one not yet due.
+    let returned = (last / first - 1.0) * 100.0;
+    for (claim, comparator, threshold, due) in [
+        ("held", ">=", returned - 1.0, now - 1),
+        ("failed", "<=", returned - 1.0, now - 1),
+        ("not yet", ">=", 0.0, now + 86_400_000),
+    ] {
+        conn.execute(
+            "INSERT INTO evolve_predictions (night_id, claim, metric, comparator, threshold, probability, made_ms, due_ms)
+             VALUES (1, ?1, 'active_return_pct', ?2, ?3, 0.8, 0, ?4)",
+            rusqlite::params![claim, comparator, threshold, due],
+        )
+        .expect("prediction");
+    }
+    let out = night_once(dir.path(), &db);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let graded: Vec<Graded> = conn
+        .prepare(
+            "SELECT claim, outcome, hit, brier FROM evolve_predictions
+             WHERE night_id = 1 AND claim IN ('held', 'failed', 'not yet') ORDER BY id",
+        )
+        .expect("query")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .expect("rows")
+        .collect::<rusqlite::Result<_>>()
+        .expect("graded");
+    let outcome = graded[0].1.expect("measured");
+    assert!((outcome - returned).abs() < 1e-6, "{outcome} vs {returned}");
+    assert_eq!(graded[0].2, Some(true));
+    assert!(
+        (graded[0].3.expect("brier") - 0.04).abs() < 1e-12,
+        "(0.8 - 1)^2"
+    );
+    assert_eq!(graded[1].2, Some(false));
+    assert!(
+        (graded[1].3.expect("brier") - 0.64).abs() < 1e-12,
+        "(0.8 - 0)^2"
+    );
+    assert_eq!(graded[2], ("not yet".to_owned(), None, None, None));
+    let (version, document): (i64, String) = conn
+        .query_row(
+            "SELECT version, text FROM evolve_documents ORDER BY version DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("document");
+    assert_eq!(version, 2, "revised by each night");
+    assert!(document.contains("## Night 2"), "{document}");
+    assert!(
+        document.contains("2 prediction(s) graded, mean Brier score 0.3400"),
+        "{document}"
+    );
+    let history = json(&keel_in(dir.path(), &db, &["evolve", "history", "--json"]));
+    let night1 = &history.as_array().expect("nights")[1];
+    assert_eq!(
+        night1["predictions"].as_array().map(Vec::len),
+        Some(4),
+        "{night1}"
+    );
+}

@@ -510,6 +510,10 @@ pub(super) fn review(source: &str) -> Done {
         ("std::process", "processes"),
         ("std::env", "the environment"),
         ("extern \"C\"", "foreign functions"),
+        // The one way a strategy could read the later closes of a call
+        // (the look-ahead probe is the defence behind this one).
+        ("__private", "the SDK's private interface (__private)"),
+        ("wit_bindgen", "its own bindings (wit_bindgen)"),
     ];
     let found: Vec<&str> = forbidden
         .iter()

@@ -534,8 +534,11 @@ fn slug(parent: &str, night: i64, k: usize) -> String {
 fn measure(conn: &Connection, metric: &str, from: i64, to: i64) -> anyhow::Result<Option<f64>> {
     let equity: Vec<f64> = conn
         .prepare(
-            "SELECT e.equity FROM equity_snapshots e JOIN books b ON b.id = e.book_id
-             WHERE b.slot = 'main' AND e.time_ms BETWEEN ?1 AND ?2 ORDER BY e.time_ms",
+            // The active book: each run's first book that is no
+            // candidate's shadow.
+            "SELECT e.equity FROM equity_snapshots e
+             WHERE e.book_id IN (SELECT MIN(id) FROM books WHERE slot NOT LIKE 'candidate-%' GROUP BY run_id)
+               AND e.time_ms BETWEEN ?1 AND ?2 ORDER BY e.time_ms",
         )?
         .query_map([from, to], |r| r.get::<_, String>(0))?
         .map(|e| e.map(|e| e.parse::<f64>().unwrap_or(f64::NAN)))
