@@ -20,7 +20,7 @@ pub struct Template {
 }
 
 /// The examples, in the order `keel strategy new --help` lists them.
-pub const TEMPLATES: [Template; 3] = [
+pub const TEMPLATES: [Template; 4] = [
     Template {
         name: "sma-cross",
         source: include_str!("../../strategies/sma-cross/src/lib.rs"),
@@ -32,6 +32,10 @@ pub const TEMPLATES: [Template; 3] = [
     Template {
         name: "atr-breakout",
         source: include_str!("../../strategies/atr-breakout/src/lib.rs"),
+    },
+    Template {
+        name: "blocks",
+        source: include_str!("../../strategies/blocks/src/lib.rs"),
     },
 ];
 
@@ -277,6 +281,9 @@ mod tests {
             .map(|t| t.name)
             .expect_err("unknown")
             .to_string();
-        assert!(e.contains("sma-cross, rsi-reversion, atr-breakout"), "{e}");
+        assert!(
+            e.contains("sma-cross, rsi-reversion, atr-breakout, blocks"),
+            "{e}"
+        );
     }
 }

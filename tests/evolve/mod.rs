@@ -102,7 +102,7 @@ fn a_new_strategy_with_a_bad_name_template_or_place_is_refused_in_one_line() {
         ),
         (
             vec!["ok", "--from", "macd"],
-            "--from \"macd\": no such example (one of sma-cross, rsi-reversion, atr-breakout)",
+            "--from \"macd\": no such example (one of sma-cross, rsi-reversion, atr-breakout, blocks)",
         ),
         (
             vec!["ok", "--dir", path(&taken)],
@@ -667,4 +667,37 @@ fn a_prediction_past_its_horizon_is_graded_from_the_ledger_and_the_document_revi
         Some(4),
         "{night1}"
     );
+}
+
+#[test]
+fn an_offline_night_also_recombines_the_examples_building_blocks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("keel.db");
+    std::fs::write(
+        dir.path().join("evolve.toml"),
+        "max_candidates = 2\nmutations = 12\n",
+    )
+    .expect("write");
+    let out = night_once(dir.path(), &db);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let night = &json(&keel_in(dir.path(), &db, &["evolve", "history", "--json"]))[0];
+    let attempts = night["attempts"].as_array().expect("attempts");
+    assert_eq!(attempts.len(), 2, "{night}");
+    let blocks = &attempts[1];
+    assert_eq!(blocks["slug"], "blocks-e1b", "{night}");
+    let brief = blocks["brief"].as_str().expect("brief");
+    assert!(
+        brief.contains("entry=") && brief.contains("exit="),
+        "{brief}"
+    );
+    // Written, built and validated like any other, then judged.
+    let reached = blocks["reached"].as_str().expect("reached");
+    assert!(
+        !["generate", "review", "build", "validate"].contains(&reached),
+        "{blocks}"
+    );
+    let source =
+        std::fs::read_to_string(Path::new(blocks["dir"].as_str().expect("dir")).join("src/lib.rs"))
+            .expect("source");
+    assert!(source.contains("name: \"blocks-e1b\".into()"));
 }

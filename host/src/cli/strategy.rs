@@ -49,7 +49,8 @@ pub enum StrategyCommand {
     New {
         /// The strategy's name, e.g. `my-breakout` (a-z, 0-9, '-').
         name: String,
-        /// The example to start from: sma-cross, rsi-reversion or atr-breakout.
+        /// The example to start from: sma-cross, rsi-reversion, atr-breakout or
+        /// blocks (the others' entries and exits, chosen by parameters).
         #[arg(long, default_value = "sma-cross", value_name = "EXAMPLE")]
         from: String,
         /// Where to write it; default `./NAME`.

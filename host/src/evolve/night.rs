@@ -350,7 +350,36 @@ impl Night<'_> {
     /// example. Returns (name, source, parent hash, built component).
     fn parent(
         &mut self,
+        k: usize,
     ) -> anyhow::Result<(String, String, Option<String>, Option<StrategyArtifact>)> {
+        // Taken in turn, night by night and attempt by attempt: the active
+        // strategy, the evolution's candidates still in or through their
+        // paper gate (the most recent first), and `blocks`, the examples'
+        // entries and exits to recombine.
+        let promising: Vec<String> = self
+            .conn
+            .prepare(
+                "SELECT c.hash FROM candidates c
+                 WHERE c.submitted_by = 'evolution' AND c.state IN ('gated', 'passed')
+                   AND EXISTS (SELECT 1 FROM evolve_attempts a WHERE a.hash = c.hash)
+                 ORDER BY c.id DESC LIMIT 3",
+            )?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let turns = 2 + promising.len();
+        let turn = (self.id as usize).saturating_sub(1).wrapping_add(k) % turns;
+        if turn == turns - 1 {
+            let t = scaffold::template("blocks")?;
+            return Ok((t.name.into(), scaffold::source(t, t.name)?, None, None));
+        }
+        if turn > 0 {
+            let hash = promising[turn - 1].clone();
+            let artifact = candidates::load_blob(self.conn, &hash)?;
+            let name = self.sandbox.load(&artifact)?.info.name.clone();
+            if let Some(source) = record::source_of(self.conn, &hash)? {
+                return Ok((name, source, Some(hash), Some(artifact)));
+            }
+        }
         if let Some(hash) = candidates::active(self.conn)? {
             let artifact = candidates::load_blob(self.conn, &hash)?;
             let loaded = self.sandbox.load(&artifact)?;
@@ -383,7 +412,7 @@ impl Night<'_> {
             slippage_bps: settings.candidates.backtest.slippage_bps,
             ..FillModel::default()
         };
-        let (parent_name, parent_source, parent_hash, parent_artifact) = self.parent()?;
+        let (parent_name, parent_source, parent_hash, parent_artifact) = self.parent(k)?;
         let slug = slug(&parent_name, self.id, k);
         let workdir =
             std::path::absolute(&config.workdir).unwrap_or_else(|_| config.workdir.clone());

@@ -30,7 +30,8 @@ impl Draws {
 
 /// `n` parameter sets near the specs' defaults: each number moved by a
 /// factor up to ×/÷ 2 (at least one step for integers), kept within its
-/// range; flags flipped one time in five. The defaults themselves come
+/// range; an integer of at most eleven values (a choice: a building
+/// block, a mode) drawn among all of them; flags flipped one time in five. The defaults themselves come
 /// first, so the parent is always among the trials.
 pub fn mutations(
     specs: &[ParamSpec],
@@ -61,6 +62,18 @@ fn mutate(spec: &ParamSpec, draws: &mut Draws) -> ParamValue {
         spec.max.map_or(x, |m| x.min(m))
     };
     match (spec.kind, spec.default) {
+        // A choice among a few (a building block, a mode): any of them.
+        (ParamKind::Int, ParamValue::Int(_))
+            if spec
+                .min
+                .zip(spec.max)
+                .is_some_and(|(lo, hi)| hi - lo <= 10.0) =>
+        {
+            let (lo, hi) = spec.min.zip(spec.max).unwrap_or((0.0, 0.0));
+            ParamValue::Int(
+                lo as i64 + (draws.unit() * (hi - lo + 1.0)).floor().min(hi - lo) as i64,
+            )
+        }
         (ParamKind::Int, ParamValue::Int(d)) => {
             let mut v = (d as f64 * factor).round() as i64;
             if v == d {
@@ -222,6 +235,19 @@ mod tests {
             ParamValue::Float(_) => "float",
             ParamValue::Flag(_) => "flag",
         }
+    }
+
+    #[test]
+    fn a_choice_among_few_is_drawn_among_all_of_them() {
+        let specs = [ParamSpec::int("entry", 0, 0, 2, "")];
+        let drawn: std::collections::BTreeSet<i64> = mutations(&specs, &mut Draws::new(3), 30)
+            .iter()
+            .map(|set| match set[0].1 {
+                ParamValue::Int(i) => i,
+                _ => -1,
+            })
+            .collect();
+        assert_eq!(drawn.into_iter().collect::<Vec<_>>(), [0, 1, 2]);
     }
 
     #[test]
