@@ -58,7 +58,7 @@ fn run_example(
 #[test]
 fn the_examples_pass_every_validation_check() {
     let sandbox = sandbox(Metering::Fuel);
-    for name in ["sma-cross", "rsi-reversion", "atr-breakout"] {
+    for name in ["sma-cross", "rsi-reversion", "atr-breakout", "blocks"] {
         let report = validate::validate_file(&sandbox, example(name));
         assert!(report.passed(), "{name}: {:?}", report.failures());
         assert_eq!(report.info.as_ref().map(|i| i.name.as_str()), Some(name));

@@ -34,7 +34,7 @@ pub fn built() -> &'static Built {
     BUILT.get_or_init(|| {
         let target = repo().join("target/keel-wasm");
         let mut examples = BTreeMap::new();
-        for name in ["sma-cross", "rsi-reversion", "atr-breakout"] {
+        for name in ["sma-cross", "rsi-reversion", "atr-breakout", "blocks"] {
             let files = build_strategy::build(&repo().join("strategies").join(name), Some(&target))
                 .unwrap_or_else(|e| panic!("building {name}: {e:#}"));
             examples.insert(name.to_owned(), files[0].clone());
