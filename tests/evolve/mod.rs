@@ -701,3 +701,34 @@ fn an_offline_night_also_recombines_the_examples_building_blocks() {
             .expect("source");
     assert!(source.contains("name: \"blocks-e1b\".into()"));
 }
+
+#[test]
+fn a_night_whose_data_cannot_be_read_decides_nothing_and_says_why() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("keel.db");
+    std::fs::write(
+        dir.path().join("evolve.toml"),
+        "data = [\"BTC/USD=gone.csv\"]\n",
+    )
+    .expect("write");
+    let out = night_once(dir.path(), &db);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("night 1: the evolution's data:") && stderr.contains("gone.csv"),
+        "{stderr}"
+    );
+    let night = &json(&keel_in(dir.path(), &db, &["evolve", "history", "--json"]))[0];
+    assert_eq!(night["status"], "failed", "{night}");
+    assert!(night["decision"].is_null(), "{night}");
+    assert_eq!(
+        night["predictions"].as_array().map(Vec::len),
+        Some(0),
+        "{night}"
+    );
+    assert!(
+        night["note"].as_str().expect("note").contains("gone.csv"),
+        "{night}"
+    );
+}

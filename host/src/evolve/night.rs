@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use anyhow::Context;
 use rusqlite::Connection;
 
 use keel_backtester::fills::FillModel;
@@ -176,6 +177,12 @@ impl Night<'_> {
     }
 
     fn go(&mut self) -> anyhow::Result<(String, String)> {
+        // The data first: a night whose data cannot be read decides nothing.
+        let config = &self.settings.config;
+        let data =
+            candidates::gate_data_for(&self.settings.candidates, &self.settings.db, &config.data)
+                .context("the evolution's data")?;
+        let split = gates::split(data, config.holdout_pct).context("the evolution's data")?;
         let bench = self.step("benchmarks", "code", None, |n| {
             let b = benchmarks::compute(n.conn)?;
             Ok(Done {
@@ -218,7 +225,7 @@ impl Night<'_> {
         }
         if kind == "create" {
             for k in 0..self.settings.config.max_candidates {
-                self.attempt(k, &brief)?;
+                self.attempt(k, &brief, &split)?;
             }
         }
         Ok((kind, reason))
@@ -402,11 +409,9 @@ impl Night<'_> {
 
     /// One candidate: written (by the offline author, or by a model from
     /// `brief`), reviewed, built, gated, submitted.
-    fn attempt(&mut self, k: usize, brief: &str) -> anyhow::Result<()> {
+    fn attempt(&mut self, k: usize, brief: &str, split: &Split) -> anyhow::Result<()> {
         let settings = self.settings;
         let config = &settings.config;
-        let data = candidates::gate_data_for(&settings.candidates, &settings.db, &config.data)?;
-        let split = gates::split(data, config.holdout_pct)?;
         let fills = FillModel {
             fee_bps: settings.candidates.backtest.fee_bps,
             slippage_bps: settings.candidates.backtest.slippage_bps,
