@@ -620,6 +620,8 @@ fn a_model_strategy_that_peeks_at_later_bars_is_refused_before_it_is_built() {
     assert!(said("the SDK's private interface (__private)"), "{all:?}");
     assert!(!all.iter().any(|s| s.0 == "build"), "never built: {all:?}");
     assert_eq!(llm.requests().len(), 3, "no reviewer call");
+    let (gate, passed, _) = reached(&db);
+    assert_eq!((gate.as_str(), passed), ("review", false), "on the record");
     let candidates: i64 = Connection::open(&db)
         .expect("db")
         .query_row("SELECT COUNT(*) FROM candidates", [], |r| r.get(0))
@@ -679,4 +681,22 @@ fn a_model_strategy_fit_to_the_in_sample_window_is_stopped_by_the_locked_holdout
         .query_row("SELECT COUNT(*) FROM evolve_holdout_uses", [], |r| r.get(0))
         .expect("uses");
     assert_eq!(uses, 1, "each look at the holdout is counted");
+}
+
+#[test]
+fn an_author_that_never_answers_with_code_leaves_its_attempt_on_the_record() {
+    let llm = FakeLlm::start(vec![
+        Reply::openai(&create(), 1000, 200),
+        Reply::openai("I would rather not write code tonight.", 500, 20),
+    ]);
+    let toml = evolve_toml("openai", &llm.openai_url(), "").replace("retries = 2", "retries = 0");
+    let (_dir, db, out) = night(&toml);
+    assert_ok(&out);
+    let (gate, passed, _) = reached(&db);
+    assert_eq!((gate.as_str(), passed), ("generate", false));
+    let (status, decision, ..) = night_row(&db);
+    assert_eq!(
+        (status.as_str(), decision.as_deref()),
+        ("finished", Some("create"))
+    );
 }

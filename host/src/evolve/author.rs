@@ -48,9 +48,20 @@ impl Night<'_> {
                           detail: &str|
          -> anyhow::Result<bool> {
             if fixes_left == 0 {
-                if let Some(a) = attempt {
-                    record::update_attempt(n.conn, a, gate, false, hash, &none, None)?;
-                }
+                // On the record even when no answer ever gave code.
+                let a = match attempt {
+                    Some(a) => a,
+                    None => record::add_attempt(
+                        n.conn,
+                        n.id,
+                        &plan.slug,
+                        &plan.dir.display().to_string(),
+                        plan.parent_hash.as_deref(),
+                        &plan.brief,
+                        "",
+                    )?,
+                };
+                record::update_attempt(n.conn, a, gate, false, hash, &none, None)?;
                 return Ok(false);
             }
             fixes_left -= 1;
