@@ -447,13 +447,13 @@ impl Night<'_> {
                 parent_source,
                 parent_hash,
                 parent: &parent,
-                split: &split,
+                split,
                 fills,
             });
         }
         let mut found = None;
         self.step("generate", "author", None, |n| {
-            let (done, grid) = n.grid(&parent, &split, fills, Choice::BestNew, None)?;
+            let (done, grid) = n.grid(&parent, split, fills, Choice::BestNew, None)?;
             found = Some(grid);
             Ok(done)
         })?;
@@ -514,7 +514,7 @@ impl Night<'_> {
         self.gates_and_submit(Cascade {
             attempt,
             artifact,
-            split: &split,
+            split,
             fills,
             grid,
             brief,
