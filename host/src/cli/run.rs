@@ -352,8 +352,7 @@ pub(super) fn run(args: &RunArgs, db: &Path, cache: &CompileCache) -> anyhow::Re
     let evolution = match args.evolve {
         true => {
             let config = EvolveConfig::load(&args.evolve_config)?;
-            let minute = config.schedule.utc_minute().map_err(anyhow::Error::msg)?;
-            Some((config, minute))
+            Some(config.schedule)
         }
         false => None,
     };
@@ -370,7 +369,7 @@ pub(super) fn run(args: &RunArgs, db: &Path, cache: &CompileCache) -> anyhow::Re
         db.display()
     );
     let scheduler = match evolution {
-        Some((_, minute)) => {
+        Some(schedule) => {
             let night = NightCommand {
                 keel: std::env::current_exe().context("this keel's own path")?,
                 db: std::path::absolute(db)?,
@@ -383,12 +382,12 @@ pub(super) fn run(args: &RunArgs, db: &Path, cache: &CompileCache) -> anyhow::Re
                     .transpose()?,
             };
             println!(
-                "nightly evolution at {:02}:{:02} UTC ({})",
-                minute / 60,
-                minute % 60,
+                "nightly evolution at {} {} ({})",
+                schedule.at,
+                schedule.time_zone,
                 args.evolve_config.display()
             );
-            Some(Scheduler::start(night, minute, Duration::from_secs(1)))
+            Some(Scheduler::start(night, schedule, Duration::from_secs(1)))
         }
         None => None,
     };

@@ -112,7 +112,8 @@ impl Default for BudgetConfig {
 pub struct Schedule {
     /// `HH:MM` in `time_zone`.
     pub at: String,
-    /// `UTC`, or a fixed offset from it: `+02:00`, `-05:00`.
+    /// `UTC`, a fixed offset from it (`+02:00`, `-05:00`), or a zone of
+    /// the IANA database (`Europe/Paris`, daylight saving followed).
     pub time_zone: String,
 }
 
@@ -126,34 +127,77 @@ impl Default for Schedule {
 }
 
 impl Schedule {
-    /// The minute of the UTC day the night starts at.
-    pub fn utc_minute(&self) -> Result<u32, String> {
+    /// The zone the schedule is read in: `UTC`, a fixed offset (`+02:00`),
+    /// or a name of the IANA database (`Europe/Paris`, built into keel),
+    /// whose daylight saving the night follows.
+    pub fn zone(&self) -> Result<jiff::tz::TimeZone, String> {
+        let tz = self.time_zone.as_str();
+        if tz == "UTC" || tz == "Z" {
+            return Ok(jiff::tz::TimeZone::UTC);
+        }
+        let sign = match tz.as_bytes().first() {
+            Some(b'+') => Some(1),
+            Some(b'-') => Some(-1),
+            _ => None,
+        };
+        if let Some(sign) = sign {
+            return match parse_hhmm(&tz[1..]) {
+                Some(m) if m <= 14 * 60 => jiff::tz::Offset::from_seconds(sign * m as i32 * 60)
+                    .map(jiff::tz::TimeZone::fixed)
+                    .map_err(|e| {
+                        format!("schedule.time_zone {}: {e}", keel_model::shown::quoted(tz))
+                    }),
+                _ => Err(format!(
+                    "schedule.time_zone {}: an offset is +HH:MM or -HH:MM, at most 14 hours",
+                    keel_model::shown::quoted(tz)
+                )),
+            };
+        }
+        jiff::tz::TimeZone::get(tz).map_err(|_| {
+            format!(
+                "schedule.time_zone {}: expected UTC, an offset such as +02:00, or a zone such as Europe/Paris",
+                keel_model::shown::quoted(tz)
+            )
+        })
+    }
+
+    /// `at` as (hour, minute).
+    fn hour_minute(&self) -> Result<(i8, i8), String> {
         let minute = parse_hhmm(&self.at).ok_or_else(|| {
             format!(
                 "schedule.at {}: expected HH:MM, e.g. 02:00",
                 keel_model::shown::quoted(&self.at)
             )
         })?;
-        let offset = match self.time_zone.as_str() {
-            "UTC" | "Z" => 0,
-            tz => {
-                let (sign, rest) = match tz.split_at_checked(1) {
-                    Some(("+", rest)) => (1, rest),
-                    Some(("-", rest)) => (-1, rest),
-                    _ => (0, ""),
-                };
-                match parse_hhmm(rest) {
-                    Some(m) if sign != 0 && m <= 14 * 60 => sign * m as i32,
-                    _ => {
-                        return Err(format!(
-                            "schedule.time_zone {}: expected UTC or an offset such as +02:00",
-                            keel_model::shown::quoted(tz)
-                        ));
-                    }
-                }
-            }
+        Ok(((minute / 60) as i8, (minute % 60) as i8))
+    }
+
+    /// Both fields, checked.
+    pub fn check(&self) -> Result<(), String> {
+        self.hour_minute()?;
+        self.zone().map(|_| ())
+    }
+
+    /// The latest time (ms since the epoch) at or before `now_ms` that the
+    /// night was scheduled for: `at` on today's date in the zone, else on
+    /// yesterday's. A time a clock change skips is taken as the moment
+    /// after the change.
+    pub fn latest(&self, now_ms: i64) -> Result<i64, String> {
+        let (hour, minute) = self.hour_minute()?;
+        let zone = self.zone()?;
+        let now = jiff::Timestamp::from_millisecond(now_ms).map_err(|e| e.to_string())?;
+        let today = now.to_zoned(zone.clone()).date();
+        let at = |date: jiff::civil::Date| -> Result<i64, String> {
+            date.at(hour, minute, 0, 0)
+                .to_zoned(zone.clone())
+                .map(|z| z.timestamp().as_millisecond())
+                .map_err(|e| e.to_string())
         };
-        Ok((minute as i32 - offset).rem_euclid(24 * 60) as u32)
+        let candidate = at(today)?;
+        if candidate <= now_ms {
+            return Ok(candidate);
+        }
+        at(today.yesterday().map_err(|e| e.to_string())?)
     }
 }
 
@@ -311,7 +355,7 @@ impl EvolveConfig {
         })?;
         config
             .schedule
-            .utc_minute()
+            .check()
             .map_err(|e| format!("{origin}: {e}"))?;
         if !config.gates.pbo_splits.is_multiple_of(2) {
             return Err(format!(
@@ -461,7 +505,9 @@ mod tests {
         assert_eq!(c, EvolveConfig::default());
         assert_eq!(c.role(Role::Author).kind, ProviderKind::Offline);
         assert!(!c.allow_promote);
-        assert_eq!(c.schedule.utc_minute(), Ok(120));
+        // 2026-12-01T12:00Z: today's 02:00 UTC has passed.
+        let noon = 1_796_126_400_000;
+        assert_eq!(c.schedule.latest(noon), Ok(noon - 10 * 3_600_000));
     }
 
     #[test]
@@ -493,8 +539,28 @@ time_zone = "+02:00"
         assert_eq!(c.role(Role::Analyst).label(), "anthropic:claude-x");
         assert_eq!(c.role(Role::Author).label(), "openai:qwen");
         assert_eq!(c.role(Role::Reviewer).label(), "anthropic:claude-x");
-        // 01:30 at +02:00 is 23:30 UTC.
-        assert_eq!(c.schedule.utc_minute(), Ok(23 * 60 + 30));
+        // 01:30 at +02:00 is 23:30 UTC the day before.
+        let noon = 1_796_126_400_000;
+        assert_eq!(
+            c.schedule.latest(noon),
+            Ok(noon - 12 * 3_600_000 - 30 * 60_000)
+        );
+    }
+
+    #[test]
+    fn a_named_zone_follows_its_daylight_saving() {
+        let paris = Schedule {
+            at: "02:00".into(),
+            time_zone: "Europe/Paris".into(),
+        };
+        // 2026-07-01T12:00Z (summer, UTC+2) and 2026-01-15T12:00Z (UTC+1).
+        assert_eq!(paris.latest(1_782_907_200_000), Ok(1_782_864_000_000));
+        assert_eq!(paris.latest(1_768_478_400_000), Ok(1_768_438_800_000));
+        // Before 02:00 in Paris: yesterday's.
+        assert_eq!(
+            paris.latest(1_782_864_000_000 - 1),
+            Ok(1_782_864_000_000 - 86_400_000)
+        );
     }
 
     #[test]
@@ -521,8 +587,12 @@ time_zone = "+02:00"
                 "e.toml: schedule.at \"25:00\": expected HH:MM",
             ),
             (
-                "[schedule]\ntime_zone = \"Europe/Paris\"\n",
-                "expected UTC or an offset such as +02:00",
+                "[schedule]\ntime_zone = \"Mars/Olympus\"\n",
+                "expected UTC, an offset such as +02:00, or a zone such as Europe/Paris",
+            ),
+            (
+                "[schedule]\ntime_zone = \"+15:00\"\n",
+                "an offset is +HH:MM or -HH:MM, at most 14 hours",
             ),
             (
                 "[provider]\nkind = \"anthropic\"\n",

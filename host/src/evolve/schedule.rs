@@ -14,23 +14,12 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
-const DAY_MS: i64 = 86_400_000;
-
-/// The latest scheduled instant at or before `now_ms`, for a night at
-/// `minute` of the UTC day.
-pub fn latest_instant(now_ms: i64, minute: u32) -> i64 {
-    let today = now_ms.div_euclid(DAY_MS) * DAY_MS + i64::from(minute) * 60_000;
-    if today <= now_ms {
-        today
-    } else {
-        today - DAY_MS
-    }
-}
+use super::config::Schedule;
 
 /// Whether a night is due at `now_ms`: none started since the latest
-/// scheduled instant.
-pub fn due(conn: &Connection, now_ms: i64, minute: u32) -> rusqlite::Result<bool> {
-    let since = latest_instant(now_ms, minute);
+/// instant `schedule` names.
+pub fn due(conn: &Connection, now_ms: i64, schedule: &Schedule) -> anyhow::Result<bool> {
+    let since = schedule.latest(now_ms).map_err(anyhow::Error::msg)?;
     let started: i64 = conn.query_row(
         "SELECT COUNT(*) FROM evolve_nights WHERE started_ms >= ?1",
         [since],
@@ -61,12 +50,12 @@ pub struct NightCommand {
 
 impl Scheduler {
     /// Starts the schedule: checks every `poll` whether a night is due.
-    pub fn start(night: NightCommand, minute: u32, poll: Duration) -> Scheduler {
+    pub fn start(night: NightCommand, schedule: Schedule, poll: Duration) -> Scheduler {
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
         let thread = std::thread::Builder::new()
             .name("keel-evolve-schedule".into())
-            .spawn(move || schedule(&night, minute, poll, &stopping))
+            .spawn(move || run_schedule(&night, &schedule, poll, &stopping))
             .ok();
         Scheduler { stop, thread }
     }
@@ -81,7 +70,7 @@ impl Drop for Scheduler {
     }
 }
 
-fn schedule(night: &NightCommand, minute: u32, poll: Duration, stop: &AtomicBool) {
+fn run_schedule(night: &NightCommand, schedule: &Schedule, poll: Duration, stop: &AtomicBool) {
     let mut child: Option<Child> = None;
     while !stop.load(Ordering::SeqCst) {
         if let Some(c) = &mut child {
@@ -97,7 +86,7 @@ fn schedule(night: &NightCommand, minute: u32, poll: Duration, stop: &AtomicBool
                 }
             }
         } else {
-            match is_due(&night.db, minute) {
+            match is_due(&night.db, schedule) {
                 Ok(true) => match spawn(night) {
                     Ok(c) => {
                         tracing::info!(pid = c.id(), "a night of the evolution started");
@@ -117,10 +106,10 @@ fn schedule(night: &NightCommand, minute: u32, poll: Duration, stop: &AtomicBool
     }
 }
 
-fn is_due(db: &Path, minute: u32) -> anyhow::Result<bool> {
+fn is_due(db: &Path, schedule: &Schedule) -> anyhow::Result<bool> {
     let conn = Connection::open(db)?;
     conn.busy_timeout(Duration::from_secs(5))?;
-    Ok(due(&conn, crate::store::now_ms(), minute)?)
+    due(&conn, crate::store::now_ms(), schedule)
 }
 
 fn spawn(night: &NightCommand) -> std::io::Result<Child> {
@@ -145,29 +134,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_latest_instant_is_today_once_passed_else_yesterday() {
-        let day = 20_000 * DAY_MS;
-        assert_eq!(latest_instant(day + 3 * 3_600_000, 120), day + 7_200_000);
-        assert_eq!(
-            latest_instant(day + 3_600_000, 120),
-            day - DAY_MS + 7_200_000
-        );
-        assert_eq!(latest_instant(day + 7_200_000, 120), day + 7_200_000);
-    }
-
-    #[test]
     fn a_night_is_due_until_one_starts_after_the_instant() {
         let conn = Connection::open_in_memory().expect("db");
         conn.execute_batch("CREATE TABLE evolve_nights (started_ms INTEGER NOT NULL)")
             .expect("table");
-        let day = 20_000 * DAY_MS;
+        let day = 20_000 * 86_400_000;
         let now = day + 3 * 3_600_000;
-        assert!(due(&conn, now, 120).expect("due"));
+        let at_two = Schedule::default();
+        assert!(due(&conn, now, &at_two).expect("due"));
         conn.execute("INSERT INTO evolve_nights VALUES (?1)", [day + 7_100_000])
             .expect("before the instant");
-        assert!(due(&conn, now, 120).expect("due"));
+        assert!(due(&conn, now, &at_two).expect("due"));
         conn.execute("INSERT INTO evolve_nights VALUES (?1)", [day + 7_300_000])
             .expect("after it");
-        assert!(!due(&conn, now, 120).expect("not due"));
+        assert!(!due(&conn, now, &at_two).expect("not due"));
+        // Tomorrow after 02:00, those nights are before the instant: due.
+        assert!(due(&conn, now + 86_400_000, &at_two).expect("tomorrow's"));
     }
 }
