@@ -43,6 +43,16 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+/// An order Kraken holds open, as `OpenOrders` gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenOrder {
+    pub txid: String,
+    pub status: String,
+    /// Ordered and executed volume, as Kraken writes them (decimals).
+    pub volume: String,
+    pub executed: String,
+}
+
 /// How long one request may take before its outcome is unknown.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -170,6 +180,42 @@ impl Client {
                 other => return other,
             }
         }
+    }
+
+    /// Arms (or refreshes) Kraken's dead man's switch: every open order is
+    /// cancelled `seconds` from now unless this is called again first;
+    /// `0` disarms it. Refreshed while the engine is healthy, it keeps no
+    /// order working after keel has gone quiet.
+    pub fn dead_man(&mut self, seconds: u32) -> Result<(), Failure> {
+        self.private("CancelAllOrdersAfter", &[("timeout", seconds.to_string())])
+            .map(|_| ())
+    }
+
+    /// The open orders, by client order id (orders without one are
+    /// someone else's and left out): what reconciliation compares with the
+    /// ledger's orders in flight.
+    pub fn open_by_client_id(
+        &mut self,
+    ) -> Result<std::collections::BTreeMap<String, OpenOrder>, Failure> {
+        let result = self.private("OpenOrders", &[])?;
+        let open = result["open"]
+            .as_object()
+            .ok_or_else(|| Failure::Malformed("OpenOrders: no \"open\" object".into()))?;
+        Ok(open
+            .iter()
+            .filter_map(|(txid, o)| {
+                let id = o["cl_ord_id"].as_str()?;
+                Some((
+                    id.to_owned(),
+                    OpenOrder {
+                        txid: txid.clone(),
+                        status: o["status"].as_str().unwrap_or_default().to_owned(),
+                        volume: o["vol"].as_str().unwrap_or_default().to_owned(),
+                        executed: o["vol_exec"].as_str().unwrap_or_default().to_owned(),
+                    },
+                ))
+            })
+            .collect())
     }
 
     fn read(

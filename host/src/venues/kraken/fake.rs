@@ -46,6 +46,24 @@ struct State {
     /// Every private call that passed the checks, by method.
     calls: Vec<String>,
     balances: BTreeMap<String, String>,
+    /// The dead man's switch: when every open order is cancelled unless
+    /// `CancelAllOrdersAfter` is called again first.
+    switch: Option<std::time::Instant>,
+}
+
+impl State {
+    /// Fires the dead man's switch if its time has come.
+    fn tick(&mut self) {
+        if self
+            .switch
+            .is_some_and(|at| std::time::Instant::now() >= at)
+        {
+            self.switch = None;
+            for o in self.orders.iter_mut().filter(|o| o.status == "open") {
+                o.status = "canceled".into();
+            }
+        }
+    }
 }
 
 /// A running fake; it stops with the process.
@@ -93,7 +111,9 @@ impl FakeKraken {
     }
 
     pub fn orders(&self) -> Vec<FakeOrder> {
-        self.state().orders.clone()
+        let mut s = self.state();
+        s.tick();
+        s.orders.clone()
     }
 
     /// The private calls that passed the signature and nonce checks.
@@ -183,6 +203,7 @@ fn answer(
         .into_owned()
         .collect();
     let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
+    s.tick();
     // Kraken's checks: the key, the signature, then the nonce.
     let key = headers.get("api-key").cloned().unwrap_or_default();
     let Some(signing) = s.keys.get(&key).cloned() else {
@@ -232,6 +253,17 @@ fn answer(
                 ok(serde_json::json!({ "count": count }))
             }
         }
+        "CancelAllOrdersAfter" => match form.get("timeout").and_then(|t| t.parse::<u64>().ok()) {
+            Some(0) => {
+                s.switch = None;
+                ok(serde_json::json!({ "currentTime": "now", "triggerTime": "0" }))
+            }
+            Some(t) if t <= 86_400 => {
+                s.switch = Some(std::time::Instant::now() + Duration::from_secs(t));
+                ok(serde_json::json!({ "currentTime": "now", "triggerTime": format!("+{t}s") }))
+            }
+            _ => error("EGeneral:Invalid arguments"),
+        },
         "CancelAll" => {
             let mut count = 0;
             for o in s.orders.iter_mut().filter(|o| o.status == "open") {
@@ -424,6 +456,36 @@ mod tests {
         let cancelled = c.private("CancelAll", &[]).expect("cancel all");
         assert_eq!(cancelled["count"], 2);
         assert!(fake.orders().iter().all(|o| o.status == "canceled"));
+    }
+
+    #[test]
+    fn the_dead_mans_switch_cancels_every_order_unless_it_is_refreshed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = db(dir.path());
+        let fake = FakeKraken::start(0, KEY, SECRET).expect("fake");
+        let mut c = client(&fake, &db, SECRET, 9_000_000);
+        c.private("AddOrder", &order("k9-1")).expect("placed");
+        // Seconds apart, so a busy machine cannot blur them.
+        c.dead_man(2).expect("armed");
+        std::thread::sleep(Duration::from_millis(1000));
+        c.dead_man(2).expect("refreshed in time");
+        std::thread::sleep(Duration::from_millis(1000));
+        assert_eq!(fake.orders()[0].status, "open", "refreshed: still open");
+        std::thread::sleep(Duration::from_millis(1500));
+        assert_eq!(
+            fake.orders()[0].status,
+            "canceled",
+            "keel went quiet: cancelled"
+        );
+        // Disarmed, nothing happens however long keel is quiet.
+        c.private("AddOrder", &order("k9-2")).expect("placed");
+        c.dead_man(1).expect("armed");
+        c.dead_man(0).expect("disarmed");
+        std::thread::sleep(Duration::from_millis(1100));
+        assert_eq!(fake.orders()[1].status, "open");
+        let open = c.open_by_client_id().expect("open orders");
+        assert_eq!(open.keys().collect::<Vec<_>>(), ["k9-2"]);
+        assert_eq!(open["k9-2"].volume, "0.01");
     }
 
     #[test]
