@@ -10,6 +10,7 @@ mod equivalence;
 mod evolve;
 mod fakes;
 mod fuzz;
+mod kraken;
 mod limits;
 mod paper;
 mod safety;

@@ -100,6 +100,14 @@ pub enum Verb {
         #[arg(long)]
         max_stack_bytes: usize,
     },
+    /// A fake Kraken on 127.0.0.1 to rehearse against: it checks
+    /// signatures and nonces as Kraken does. The key pair it accepts is
+    /// read from KEEL_KRAKEN_KEY and KEEL_KRAKEN_SECRET (base64).
+    #[command(name = "__fake-kraken", hide = true)]
+    FakeKraken {
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+    },
 }
 
 fn parse_metering(text: &str) -> Result<Metering, String> {
@@ -143,6 +151,16 @@ pub fn run(cli: Cli) -> anyhow::Result<bool> {
                 std::io::stdout().lock(),
             )?;
             Ok(true)
+        }
+        Verb::FakeKraken { port } => {
+            let key = std::env::var("KEEL_KRAKEN_KEY").context("KEEL_KRAKEN_KEY is not set")?;
+            let secret =
+                std::env::var("KEEL_KRAKEN_SECRET").context("KEEL_KRAKEN_SECRET is not set")?;
+            let fake = crate::venues::kraken::fake::FakeKraken::start(port, &key, &secret)?;
+            println!("fake Kraken on {} (Ctrl-C stops it)", fake.base_url());
+            loop {
+                std::thread::park();
+            }
         }
         Verb::Strategy(command) => strategy::run(command, db, cache),
         Verb::Data(command) => data::run(command, db),
