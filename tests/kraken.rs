@@ -42,7 +42,7 @@ fn the_fake_kraken_runs_by_hand_and_answers_only_a_correctly_signed_key() {
             Credentials::new(KEY, secret).expect("credentials"),
             Tier::Starter,
             &db,
-            Box::new(|| keel_host::store::now_ms()),
+            Box::new(keel_host::store::now_ms),
         )
         .expect("client")
     };
