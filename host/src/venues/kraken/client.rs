@@ -53,6 +53,19 @@ pub struct OpenOrder {
     pub executed: String,
 }
 
+/// A trade of one of Keel's orders, as Kraken reports it (decimals as
+/// Kraken writes them).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VenueFill {
+    pub trade_id: String,
+    pub client_order_id: String,
+    pub price: String,
+    pub volume: String,
+    pub fee: String,
+    /// Seconds since the epoch, as Kraken gives them.
+    pub time_s: f64,
+}
+
 /// How long one request may take before its outcome is unknown.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -216,6 +229,48 @@ impl Client {
                 ))
             })
             .collect())
+    }
+
+    /// Every trade after trade `after` (all when none), oldest first, each
+    /// named by its order's client order id (trades of orders without one
+    /// are someone else's and left out): what the ledger books, and what
+    /// reconciliation compares with it.
+    pub fn fills_after(&mut self, after: Option<&str>) -> Result<Vec<VenueFill>, Failure> {
+        let mut params = Vec::new();
+        if let Some(id) = after {
+            params.push(("start", id.to_owned()));
+        }
+        let result = self.private("TradesHistory", &params)?;
+        let trades = result["trades"]
+            .as_object()
+            .ok_or_else(|| Failure::Malformed("TradesHistory: no \"trades\" object".into()))?;
+        let closed = self.private("ClosedOrders", &[])?;
+        let open = self.private("OpenOrders", &[])?;
+        let client_id = |txid: &str| {
+            [&closed["closed"][txid], &open["open"][txid]]
+                .into_iter()
+                .find_map(|o| o["cl_ord_id"].as_str().map(str::to_owned))
+        };
+        let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+        let mut fills: Vec<VenueFill> = trades
+            .iter()
+            .filter_map(|(id, t)| {
+                Some(VenueFill {
+                    trade_id: id.clone(),
+                    client_order_id: client_id(t["ordertxid"].as_str()?)?,
+                    price: text(&t["price"]),
+                    volume: text(&t["vol"]),
+                    fee: text(&t["fee"]),
+                    time_s: t["time"].as_f64().unwrap_or(0.0),
+                })
+            })
+            .collect();
+        fills.sort_by(|a, b| {
+            a.time_s
+                .total_cmp(&b.time_s)
+                .then(a.trade_id.cmp(&b.trade_id))
+        });
+        Ok(fills)
     }
 
     fn read(

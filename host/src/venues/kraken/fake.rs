@@ -35,6 +35,8 @@ pub struct FakeOrder {
     pub volume: String,
     pub price: Option<String>,
     pub status: String,
+    /// Volume executed so far.
+    pub executed: f64,
 }
 
 #[derive(Debug, Default)]
@@ -46,6 +48,9 @@ struct State {
     /// Every private call that passed the checks, by method.
     calls: Vec<String>,
     balances: BTreeMap<String, String>,
+    /// Trades, in the order they happened: (trade id, order txid, price,
+    /// volume, fee, time in seconds).
+    trades: Vec<(String, String, String, String, String, f64)>,
     /// The dead man's switch: when every open order is cancelled unless
     /// `CancelAllOrdersAfter` is called again first.
     switch: Option<std::time::Instant>,
@@ -114,6 +119,36 @@ impl FakeKraken {
         let mut s = self.state();
         s.tick();
         s.orders.clone()
+    }
+
+    /// The order with client id `cl_ord_id` trades `volume` at `price`
+    /// (a fee of 0.26% of the cost), `at_s` seconds after the epoch; the
+    /// order closes once wholly executed. Returns the trade id.
+    pub fn fill(&self, cl_ord_id: &str, volume: f64, price: f64, at_s: f64) -> Option<String> {
+        let mut s = self.state();
+        let n = s.trades.len();
+        let order = s
+            .orders
+            .iter_mut()
+            .find(|o| o.cl_ord_id.as_deref() == Some(cl_ord_id) && o.status == "open")?;
+        let ordered: f64 = order.volume.parse().ok()?;
+        let executed = order.executed + volume;
+        order.executed = executed.min(ordered);
+        if executed >= ordered - 1e-12 {
+            order.status = "closed".into();
+        }
+        let txid = order.txid.clone();
+        let id = format!("T{:05}-FAKE", n + 1);
+        let cost = volume * price;
+        s.trades.push((
+            id.clone(),
+            txid,
+            format!("{price:.1}"),
+            format!("{volume:.8}"),
+            format!("{:.5}", cost * 0.0026),
+            at_s,
+        ));
+        Some(id)
     }
 
     /// The private calls that passed the signature and nonce checks.
@@ -253,6 +288,39 @@ fn answer(
                 ok(serde_json::json!({ "count": count }))
             }
         }
+        "ClosedOrders" => {
+            let closed: serde_json::Map<String, serde_json::Value> = (s.orders.iter())
+                .filter(|o| o.status != "open")
+                .map(|o| (o.txid.clone(), order_json(o)))
+                .collect();
+            let count = closed.len();
+            ok(serde_json::json!({ "closed": closed, "count": count }))
+        }
+        "TradesHistory" => {
+            // `start`: a trade id (exclusive), as Kraken takes one.
+            let after = form
+                .get("start")
+                .and_then(|id| s.trades.iter().position(|t| t.0 == *id));
+            let from = after.map_or(0, |i| i + 1);
+            let trades: serde_json::Map<String, serde_json::Value> = s.trades[from..]
+                .iter()
+                .map(|(id, txid, price, vol, fee, time)| {
+                    let order = s.orders.iter().find(|o| o.txid == *txid);
+                    (
+                        id.clone(),
+                        serde_json::json!({
+                            "ordertxid": txid, "pair": order.map(|o| o.pair.clone()),
+                            "time": time, "type": order.map(|o| o.side.clone()),
+                            "ordertype": order.map(|o| o.ordertype.clone()),
+                            "price": price, "vol": vol, "fee": fee,
+                            "cost": format!("{:.5}", price.parse::<f64>().unwrap_or(0.0) * vol.parse::<f64>().unwrap_or(0.0)),
+                        }),
+                    )
+                })
+                .collect();
+            let count = trades.len();
+            ok(serde_json::json!({ "trades": trades, "count": count }))
+        }
         "CancelAllOrdersAfter" => match form.get("timeout").and_then(|t| t.parse::<u64>().ok()) {
             Some(0) => {
                 s.switch = None;
@@ -320,6 +388,7 @@ fn add_order(s: &mut State, form: &HashMap<String, String>) -> (u16, String) {
         volume: volume.clone(),
         price: field("price"),
         status: "open".into(),
+        executed: 0.0,
     };
     s.orders.push(order);
     ok(serde_json::json!({
@@ -333,7 +402,7 @@ fn order_json(o: &FakeOrder) -> serde_json::Value {
         "cl_ord_id": o.cl_ord_id,
         "status": o.status,
         "vol": o.volume,
-        "vol_exec": "0.00000000",
+        "vol_exec": format!("{:.8}", o.executed),
         "descr": { "pair": o.pair, "type": o.side, "ordertype": o.ordertype, "price": o.price.clone().unwrap_or_else(|| "0".into()) },
     })
 }
@@ -486,6 +555,41 @@ mod tests {
         let open = c.open_by_client_id().expect("open orders");
         assert_eq!(open.keys().collect::<Vec<_>>(), ["k9-2"]);
         assert_eq!(open["k9-2"].volume, "0.01");
+    }
+
+    #[test]
+    fn fills_come_back_in_order_after_a_cursor_partial_ones_included() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = db(dir.path());
+        let fake = FakeKraken::start(0, KEY, SECRET).expect("fake");
+        let mut c = client(&fake, &db, SECRET, 11_000_000);
+        c.private("AddOrder", &order("k11-1")).expect("placed");
+        c.private("AddOrder", &order("k11-2")).expect("placed");
+        let first = fake.fill("k11-1", 0.004, 37_500.0, 100.0).expect("partial");
+        fake.fill("k11-1", 0.006, 37_510.0, 101.0)
+            .expect("the rest");
+        fake.fill("k11-2", 0.01, 37_490.0, 102.0).expect("whole");
+        let fills = c.fills_after(None).expect("fills");
+        let ids: Vec<(&str, &str)> = fills
+            .iter()
+            .map(|f| (f.client_order_id.as_str(), f.volume.as_str()))
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                ("k11-1", "0.00400000"),
+                ("k11-1", "0.00600000"),
+                ("k11-2", "0.01000000")
+            ]
+        );
+        assert_eq!(fills[0].trade_id, first);
+        assert_eq!(fills[1].price, "37510.0");
+        let after = c.fills_after(Some(&first)).expect("after the cursor");
+        assert_eq!(after.len(), 2);
+        assert!(
+            c.open_by_client_id().expect("open").is_empty(),
+            "both executed"
+        );
     }
 
     #[test]
