@@ -10,6 +10,7 @@ use rusqlite::Connection;
 
 use super::{LENIENT_CANDIDATES, path, text};
 use crate::fakes::llm::{FakeLlm, Received, Reply};
+use crate::paper::count;
 use crate::support::repo;
 
 const KEY_VAR: &str = "KEEL_TEST_LLM_KEY";
@@ -622,10 +623,10 @@ fn a_model_strategy_that_peeks_at_later_bars_is_refused_before_it_is_built() {
     assert_eq!(llm.requests().len(), 3, "no reviewer call");
     let (gate, passed, _) = reached(&db);
     assert_eq!((gate.as_str(), passed), ("review", false), "on the record");
-    let candidates: i64 = Connection::open(&db)
-        .expect("db")
-        .query_row("SELECT COUNT(*) FROM candidates", [], |r| r.get(0))
-        .expect("count");
+    let candidates = count(
+        &Connection::open(&db).expect("db"),
+        "SELECT COUNT(*) FROM candidates",
+    );
     assert_eq!(candidates, 0, "never submitted");
 }
 
@@ -676,10 +677,10 @@ fn a_model_strategy_fit_to_the_in_sample_window_is_stopped_by_the_locked_holdout
     let (gate, passed, output) = reached(&db);
     assert_eq!((gate.as_str(), passed), ("holdout", false), "{output}");
     assert!(output.contains("\"trades\":0"), "{output}");
-    let uses: i64 = Connection::open(&db)
-        .expect("db")
-        .query_row("SELECT COUNT(*) FROM evolve_holdout_uses", [], |r| r.get(0))
-        .expect("uses");
+    let uses = count(
+        &Connection::open(&db).expect("db"),
+        "SELECT COUNT(*) FROM evolve_holdout_uses",
+    );
     assert_eq!(uses, 1, "each look at the holdout is counted");
 }
 

@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+use crate::paper::{count, text};
 use crate::support::repo;
 
 mod llm;
@@ -15,10 +16,6 @@ fn keel(args: &[&str]) -> Output {
         .env_remove("KEEL_LOG")
         .output()
         .expect("run keel")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 fn path(p: &Path) -> &str {
@@ -123,6 +120,15 @@ fn a_new_strategy_with_a_bad_name_template_or_place_is_refused_in_one_line() {
         std::fs::read_to_string(taken.join("keep.txt")).expect("read"),
         "mine"
     );
+}
+
+/// A fresh directory with `evolve` as its `evolve.toml`, and the database
+/// path in it.
+fn configured(evolve: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("evolve.toml"), evolve).expect("write");
+    let db = dir.path().join("keel.db");
+    (dir, db)
 }
 
 /// `keel` on database `db`, in directory `dir` (where a night writes its
@@ -268,9 +274,7 @@ min_profit_factor = 0
 
 #[test]
 fn a_candidate_through_every_gate_is_submitted_by_the_evolution_with_its_parent() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("keel.db");
-    std::fs::write(dir.path().join("evolve.toml"), LENIENT_EVOLVE).expect("write");
+    let (dir, db) = configured(LENIENT_EVOLVE);
     std::fs::write(dir.path().join("candidates.toml"), LENIENT_CANDIDATES).expect("write");
     // The active strategy: sma-cross, as a first paper run records it.
     let sma = crate::support::example("sma-cross");
@@ -333,18 +337,16 @@ fn a_candidate_through_every_gate_is_submitted_by_the_evolution_with_its_parent(
             .contains(&format!("candidate {id} is still in its paper gate")),
         "{night}"
     );
-    let trials: i64 = rusqlite::Connection::open(&db)
-        .expect("db")
-        .query_row("SELECT COUNT(*) FROM evolve_trials", [], |r| r.get(0))
-        .expect("trials");
+    let trials = count(
+        &rusqlite::Connection::open(&db).expect("db"),
+        "SELECT COUNT(*) FROM evolve_trials",
+    );
     assert!(trials >= 10, "{trials} trials registered");
 }
 
 #[test]
 fn a_bad_evolve_toml_is_refused_in_one_line_and_no_night_starts() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("keel.db");
-    std::fs::write(dir.path().join("evolve.toml"), "[budget]\nusd = 1e9\n").expect("write");
+    let (dir, db) = configured("[budget]\nusd = 1e9\n");
     let out = night_once(dir.path(), &db);
     let stderr = text(&out.stderr);
     assert!(!out.status.success());
@@ -377,10 +379,10 @@ fn a_bad_evolve_toml_is_refused_in_one_line_and_no_night_starts() {
         stderr.contains("evolve.toml:2: usd 1000000000 is outside"),
         "{stderr}"
     );
-    let runs: i64 = rusqlite::Connection::open(&db)
-        .expect("db")
-        .query_row("SELECT COUNT(*) FROM runs", [], |r| r.get(0))
-        .expect("runs");
+    let runs = count(
+        &rusqlite::Connection::open(&db).expect("db"),
+        "SELECT COUNT(*) FROM runs",
+    );
     assert_eq!(runs, 0, "no run started");
 }
 
@@ -568,13 +570,7 @@ type Graded = (String, Option<f64>, Option<bool>, Option<f64>);
 
 #[test]
 fn a_prediction_past_its_horizon_is_graded_from_the_ledger_and_the_document_revised() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("keel.db");
-    std::fs::write(
-        dir.path().join("evolve.toml"),
-        "reflect_every = 1\nmax_candidates = 0\n",
-    )
-    .expect("write");
+    let (dir, db) = configured("reflect_every = 1\nmax_candidates = 0\n");
     // A paper run books the active book's equity.
     let sma = crate::support::example("sma-cross");
     let out = keel_in(
@@ -671,13 +667,7 @@ fn a_prediction_past_its_horizon_is_graded_from_the_ledger_and_the_document_revi
 
 #[test]
 fn an_offline_night_also_recombines_the_examples_building_blocks() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("keel.db");
-    std::fs::write(
-        dir.path().join("evolve.toml"),
-        "max_candidates = 2\nmutations = 12\n",
-    )
-    .expect("write");
+    let (dir, db) = configured("max_candidates = 2\nmutations = 12\n");
     let out = night_once(dir.path(), &db);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let night = &json(&keel_in(dir.path(), &db, &["evolve", "history", "--json"]))[0];
@@ -704,13 +694,7 @@ fn an_offline_night_also_recombines_the_examples_building_blocks() {
 
 #[test]
 fn a_night_whose_data_cannot_be_read_decides_nothing_and_says_why() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("keel.db");
-    std::fs::write(
-        dir.path().join("evolve.toml"),
-        "data = [\"BTC/USD=gone.csv\"]\n",
-    )
-    .expect("write");
+    let (dir, db) = configured("data = [\"BTC/USD=gone.csv\"]\n");
     let out = night_once(dir.path(), &db);
     let stderr = text(&out.stderr);
     assert!(!out.status.success());

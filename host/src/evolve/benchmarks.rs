@@ -145,7 +145,6 @@ fn book_figures(
         .query_map([book], |r| r.get::<_, String>(0))?
         .map(|e| e.map(|e| number(&e)))
         .collect::<rusqlite::Result<_>>()?;
-    let mut peak = f.start_cash;
     let mut returns = Vec::with_capacity(equity.len());
     let mut last = f.start_cash;
     for &e in &equity {
@@ -153,11 +152,8 @@ fn book_figures(
             returns.push(e / last - 1.0);
         }
         last = e;
-        peak = peak.max(e);
-        if peak > 0.0 {
-            f.max_drawdown_pct = f.max_drawdown_pct.max((peak - e) / peak * 100.0);
-        }
     }
+    f.max_drawdown_pct = max_drawdown_pct(f.start_cash, &equity);
     f.equity = last;
     f.return_pct = if f.start_cash > 0.0 {
         (last / f.start_cash - 1.0) * 100.0
@@ -188,6 +184,20 @@ fn book_figures(
         f.exposure_pct = covered(&mut held) as f64 / (last - first) as f64 * 100.0;
     }
     Ok(f)
+}
+
+/// The deepest fall of `equity` below its running peak (which starts at
+/// `start`), percent.
+pub fn max_drawdown_pct(start: f64, equity: &[f64]) -> f64 {
+    let mut peak = start;
+    let mut worst: f64 = 0.0;
+    for &e in equity {
+        peak = peak.max(e);
+        if peak > 0.0 {
+            worst = worst.max((peak - e) / peak * 100.0);
+        }
+    }
+    worst
 }
 
 /// The length of the union of `intervals`.
@@ -241,6 +251,13 @@ fn symbol_figures(conn: &Connection, run_id: i64) -> anyhow::Result<Vec<SymbolFi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_drawdown_is_the_deepest_fall_below_the_running_peak() {
+        assert_eq!(max_drawdown_pct(100.0, &[110.0, 99.0, 120.0, 108.0]), 10.0);
+        assert_eq!(max_drawdown_pct(100.0, &[90.0]), 10.0);
+        assert_eq!(max_drawdown_pct(100.0, &[]), 0.0);
+    }
 
     #[test]
     fn exposure_counts_overlapping_positions_once() {

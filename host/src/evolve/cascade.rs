@@ -355,67 +355,73 @@ impl Night<'_> {
                 r.errors.is_empty().then(|| (set.clone(), r))
             })
             .collect();
-        let runs: Vec<_> = runs.into_iter().flatten().collect();
-        let trials: Vec<record::Trial> = runs
+        // Each run's returns, moments and trade list, once.
+        let scored: Vec<Scored> = runs
+            .into_iter()
+            .flatten()
+            .map(|(set, result)| {
+                let returns = gates::returns(&result);
+                Scored {
+                    moments: overfit::moments(&returns),
+                    hash: gates::trades_hash(&result),
+                    set,
+                    result,
+                    returns,
+                }
+            })
+            .collect();
+        let trials: Vec<record::Trial> = scored
             .iter()
-            .map(|(set, r)| {
+            .map(|run| {
                 // A trial that never moved its equity is a trial too: a
                 // Sharpe of 0 with normal moments.
-                let returns = gates::returns(r);
-                let m = overfit::moments(&returns);
+                let m = run.moments.as_ref();
                 record::Trial {
                     dataset: split.digest.clone(),
                     strategy: parent.info.name.clone(),
-                    params: set
-                        .iter()
-                        .map(|(k, v)| format!("{k}={v}"))
-                        .collect::<Vec<_>>()
-                        .join(" "),
-                    sharpe: m.as_ref().map_or(0.0, |m| m.sharpe),
-                    n_obs: m.as_ref().map_or(returns.len(), |m| m.n) as u64,
-                    skew: m.as_ref().map_or(0.0, |m| m.skewness),
-                    kurtosis: m.as_ref().map_or(3.0, |m| m.kurtosis),
-                    trades: r.trades.len() as u64,
+                    params: offline::assignments(&run.set).join(" "),
+                    sharpe: m.map_or(0.0, |m| m.sharpe),
+                    n_obs: m.map_or(run.returns.len(), |m| m.n) as u64,
+                    skew: m.map_or(0.0, |m| m.skewness),
+                    kurtosis: m.map_or(3.0, |m| m.kurtosis),
+                    trades: run.result.trades.len() as u64,
                 }
             })
             .collect();
         record::add_trials(self.conn, self.id, &trials)?;
-        let defaults = runs.first().filter(|(set, _)| *set == sets[0]);
-        let parent_trades = parent_trades.unwrap_or_else(|| {
-            defaults
-                .map(|(_, r)| gates::trades_hash(r))
-                .unwrap_or_default()
-        });
+        let defaults = scored.first().filter(|run| run.set == sets[0]);
+        let parent_trades = parent_trades
+            .unwrap_or_else(|| defaults.map(|run| run.hash.clone()).unwrap_or_default());
         let seen = record::trade_lists(self.conn)?;
-        let sharpe = |r: &keel_backtester::BacktestResult| {
-            overfit::moments(&gates::returns(r)).map_or(f64::NEG_INFINITY, |m| m.sharpe)
-        };
+        let sharpe = |run: &Scored| run.moments.as_ref().map_or(f64::NEG_INFINITY, |m| m.sharpe);
         let best = match choice {
             Choice::Defaults => defaults,
-            Choice::BestNew => runs
+            Choice::BestNew => scored
                 .iter()
-                .filter(|(_, r)| {
-                    let h = gates::trades_hash(r);
-                    h != parent_trades && !seen.contains(&h) && !r.trades.is_empty()
+                .filter(|run| {
+                    run.hash != parent_trades
+                        && !seen.contains(&run.hash)
+                        && !run.result.trades.is_empty()
                 })
-                .max_by(|a, b| sharpe(&a.1).total_cmp(&sharpe(&b.1))),
+                .max_by(|a, b| sharpe(a).total_cmp(&sharpe(b))),
         };
         let output = Grid {
             tried: sets.len(),
-            ran: runs.len(),
+            ran: scored.len(),
             registered: trials.len(),
             parent_trades_hash: parent_trades,
-            chosen: best.map(|(set, _)| set.clone()),
-            chosen_returns: best.map(|(_, r)| gates::returns(r)).unwrap_or_default(),
-            trades_hash: best.map(|(_, r)| gates::trades_hash(r)).unwrap_or_default(),
-            figures: best.map_or(serde_json::Value::Null, |(_, r)| {
+            chosen: best.map(|run| run.set.clone()),
+            chosen_returns: best.map(|run| run.returns.clone()).unwrap_or_default(),
+            trades_hash: best.map(|run| run.hash.clone()).unwrap_or_default(),
+            figures: best.map_or(serde_json::Value::Null, |run| {
+                let r = &run.result;
                 serde_json::json!({
                     "trades": r.trades.len(),
                     "return_pct": (r.equity_final / r.cash_start - 1.0) * 100.0,
-                    "sharpe_per_bar": sharpe(r),
+                    "sharpe_per_bar": sharpe(run),
                 })
             }),
-            returns: runs.iter().map(|(_, r)| gates::returns(r)).collect(),
+            returns: scored.into_iter().map(|run| run.returns).collect(),
         };
         let done = Done {
             input_tokens: 0,
@@ -432,10 +438,7 @@ impl Night<'_> {
                 "tried": output.tried,
                 "ran": output.ran,
                 "registered": output.registered,
-                "chosen": output.chosen.as_ref().map(|set| set
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()),
+                "chosen": output.chosen.as_deref().map(offline::assignments),
                 "figures": output.figures,
                 "trades_hash": output.trades_hash,
                 "parent_trades_hash": output.parent_trades_hash,
@@ -443,6 +446,15 @@ impl Night<'_> {
         };
         Ok((done, output))
     }
+}
+
+/// One run of the grid, scored once.
+struct Scored {
+    set: Vec<(String, ParamValue)>,
+    result: keel_backtester::BacktestResult,
+    returns: Vec<f64>,
+    moments: Option<overfit::Moments>,
+    hash: String,
 }
 
 /// What the offline author's grid found.

@@ -469,11 +469,7 @@ impl Night<'_> {
         scaffold::write_unique(&dir, &slug, &source, &settings.sdk)?;
         let brief = format!(
             "{parent_name} with new defaults {}",
-            values
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(" ")
+            offline::assignments(&values).join(" ")
         );
         let attempt = record::add_attempt(
             self.conn,
@@ -582,15 +578,7 @@ fn measure(conn: &Connection, metric: &str, from: i64, to: i64) -> anyhow::Resul
     };
     Ok(match metric {
         "active_return_pct" => Some((last / first - 1.0) * 100.0),
-        "active_max_drawdown_pct" => {
-            let mut peak = f64::MIN;
-            let mut worst: f64 = 0.0;
-            for e in &equity {
-                peak = peak.max(*e);
-                worst = worst.max((peak - e) / peak * 100.0);
-            }
-            Some(worst)
-        }
+        "active_max_drawdown_pct" => Some(benchmarks::max_drawdown_pct(*first, &equity)),
         _ => None,
     })
 }

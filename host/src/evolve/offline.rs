@@ -93,6 +93,20 @@ fn mutate(spec: &ParamSpec, draws: &mut Draws) -> ParamValue {
     }
 }
 
+/// A parameter set as `name=value` assignments.
+pub fn assignments(set: &[(String, ParamValue)]) -> Vec<String> {
+    set.iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+/// The `ParamSpec` constructor of a value's kind.
+fn kind_of(v: ParamValue) -> &'static str {
+    match v {
+        ParamValue::Int(_) => "int",
+        ParamValue::Float(_) => "float",
+        ParamValue::Flag(_) => "flag",
+    }
+}
+
 /// A value as a Rust literal of its kind.
 fn literal(v: ParamValue) -> String {
     match v {
@@ -114,11 +128,7 @@ pub fn rewrite(
 ) -> Result<String, String> {
     let mut out = source.to_owned();
     for (name, value) in values {
-        let kind = match value {
-            ParamValue::Int(_) => "int",
-            ParamValue::Float(_) => "float",
-            ParamValue::Flag(_) => "flag",
-        };
+        let kind = kind_of(*value);
         let (start, end) = default_span(&out, kind, name)
             .ok_or_else(|| format!("no ParamSpec::{kind}(\"{name}\", …) in the source"))?;
         out.replace_range(start..end, &literal(*value));
@@ -227,14 +237,6 @@ mod tests {
         let e =
             rewrite("x", &[("nope".into(), ParamValue::Int(1))], "a", "b").expect_err("missing");
         assert_eq!(e, "no ParamSpec::int(\"nope\", …) in the source");
-    }
-
-    fn kind_of(v: ParamValue) -> &'static str {
-        match v {
-            ParamValue::Int(_) => "int",
-            ParamValue::Float(_) => "float",
-            ParamValue::Flag(_) => "flag",
-        }
     }
 
     #[test]

@@ -72,6 +72,8 @@ impl Drop for Scheduler {
 
 fn run_schedule(night: &NightCommand, schedule: &Schedule, poll: Duration, stop: &AtomicBool) {
     let mut child: Option<Child> = None;
+    // One connection for every look, opened at the first.
+    let mut conn: Option<Connection> = None;
     while !stop.load(Ordering::SeqCst) {
         if let Some(c) = &mut child {
             match c.try_wait() {
@@ -86,7 +88,7 @@ fn run_schedule(night: &NightCommand, schedule: &Schedule, poll: Duration, stop:
                 }
             }
         } else {
-            match is_due(&night.db, schedule) {
+            match is_due(&mut conn, &night.db, schedule) {
                 Ok(true) => match spawn(night) {
                     Ok(c) => {
                         tracing::info!(pid = c.id(), "a night of the evolution started");
@@ -106,10 +108,16 @@ fn run_schedule(night: &NightCommand, schedule: &Schedule, poll: Duration, stop:
     }
 }
 
-fn is_due(db: &Path, schedule: &Schedule) -> anyhow::Result<bool> {
-    let conn = Connection::open(db)?;
-    conn.busy_timeout(Duration::from_secs(5))?;
-    due(&conn, crate::store::now_ms(), schedule)
+fn is_due(conn: &mut Option<Connection>, db: &Path, schedule: &Schedule) -> anyhow::Result<bool> {
+    let conn = match conn {
+        Some(c) => c,
+        None => {
+            let c = Connection::open(db)?;
+            c.busy_timeout(Duration::from_secs(5))?;
+            conn.insert(c)
+        }
+    };
+    due(conn, crate::store::now_ms(), schedule)
 }
 
 fn spawn(night: &NightCommand) -> std::io::Result<Child> {

@@ -201,6 +201,41 @@ pub(super) fn temperature(t: f32) -> serde_json::Value {
         .map_or(serde_json::Value::Null, serde_json::Value::Number)
 }
 
+/// What an error `answer` means by its status alone, once a provider has
+/// ruled out its own ways of saying "spend limit": a refused key, a rate
+/// limit, an outage (each with its `retry-after`), or a refused request.
+pub(super) fn failure_by_status(
+    provider: String,
+    answer: &Answer,
+    message: String,
+) -> ProviderError {
+    let status = answer.status;
+    match status {
+        401 | 403 => ProviderError::Auth {
+            provider,
+            status,
+            message,
+        },
+        429 => ProviderError::RateLimited {
+            provider,
+            status,
+            message,
+            retry_after: answer.retry_after,
+        },
+        408 | 500.. => ProviderError::Unavailable {
+            provider,
+            status,
+            message,
+            retry_after: answer.retry_after,
+        },
+        _ => ProviderError::Rejected {
+            provider,
+            status,
+            message,
+        },
+    }
+}
+
 pub(super) fn malformed(label: &str, message: impl Into<String>) -> ProviderError {
     ProviderError::Malformed {
         provider: label.to_owned(),

@@ -126,30 +126,7 @@ impl OpenAiCompatible {
                 message,
             };
         }
-        match status {
-            401 | 403 => ProviderError::Auth {
-                provider,
-                status,
-                message,
-            },
-            429 => ProviderError::RateLimited {
-                provider,
-                status,
-                message,
-                retry_after: answer.retry_after,
-            },
-            408 | 500.. => ProviderError::Unavailable {
-                provider,
-                status,
-                message,
-                retry_after: answer.retry_after,
-            },
-            _ => ProviderError::Rejected {
-                provider,
-                status,
-                message,
-            },
-        }
+        http::failure_by_status(provider, &answer, message)
     }
 
     fn reply(&self, request: &Request, answer: &Answer) -> Result<Reply, ProviderError> {
