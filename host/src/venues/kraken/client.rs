@@ -91,6 +91,16 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
+    /// The HTTP client of the REST calls: requests time out after `timeout`,
+    /// and never follow a redirect (it would carry the key elsewhere).
+    fn http_client(timeout: Duration) -> reqwest::Result<reqwest::blocking::Client> {
+        reqwest::blocking::Client::builder()
+            .timeout(timeout)
+            .user_agent(concat!("keel/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+    }
+
     /// A client of `base` (`https://api.kraken.com`) whose nonce lease is
     /// kept in the database at `db`; `clock` gives the time in ms.
     pub fn new(
@@ -103,12 +113,7 @@ impl Client {
         let conn = Connection::open(db)?;
         conn.busy_timeout(Duration::from_secs(5))?;
         let nonces = Nonces::open(&conn, "kraken", &credentials.api_key)?;
-        let http = reqwest::blocking::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .user_agent(concat!("keel/", env!("CARGO_PKG_VERSION")))
-            // A redirect would carry the key elsewhere.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+        let http = Self::http_client(REQUEST_TIMEOUT)?;
         Ok(Client {
             base: base.trim_end_matches('/').to_owned(),
             http,
@@ -123,11 +128,7 @@ impl Client {
     /// The same client, its requests' outcome unknown after `timeout`
     /// (default [`REQUEST_TIMEOUT`]).
     pub fn with_timeout(mut self, timeout: Duration) -> anyhow::Result<Client> {
-        self.http = reqwest::blocking::Client::builder()
-            .timeout(timeout)
-            .user_agent(concat!("keel/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+        self.http = Self::http_client(timeout)?;
         Ok(self)
     }
 
