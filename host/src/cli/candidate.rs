@@ -17,7 +17,7 @@ use crate::control;
 use crate::sandbox::{CompileCache, Metering, Sandbox, SandboxConfig, StrategyArtifact};
 use crate::store::Store;
 
-use super::operate::alive;
+use crate::store::alive;
 
 /// `keel candidate …`.
 #[derive(Debug, Args)]

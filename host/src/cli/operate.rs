@@ -12,6 +12,7 @@ use keel_model::candles::format_time;
 use keel_model::shown;
 
 use crate::control::{self, Snapshot};
+use crate::store::alive;
 
 /// Output format of the read-only commands.
 #[derive(Debug, Args)]
@@ -33,11 +34,6 @@ fn call(db: &Path, method: &str, path: &str, body: &str) -> anyhow::Result<Strin
         bail!("{} {path}: {}", status, body.trim());
     }
     Ok(body)
-}
-
-/// Whether the process named by an unanswered request is still alive.
-pub(super) fn alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// `keel status`.

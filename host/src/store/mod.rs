@@ -12,7 +12,7 @@ use rusqlite::{Connection, OptionalExtension};
 
 pub use audit::audit;
 pub use candles::{ImportReport, StoredSeries};
-pub use owner::{OwnerError, Ownership, lock_file};
+pub use owner::{OwnerError, Ownership, alive, lock_file};
 
 /// Every migration this binary knows, in order. Forward-only: a file, once
 /// released, never changes; a schema change is a new file.

@@ -54,10 +54,22 @@ impl Ownership {
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
-                return Err(OwnerError::Taken {
-                    db: db.display().to_string(),
-                    owner: owner_of(&mut file),
-                });
+                let (pid, owner) = owner_of(&mut file);
+                // An owner that is gone while its lock is held: a process it
+                // was starting when it died holds a copy of the lock until
+                // that process execs (the lock is close-on-exec). Wait for it.
+                let orphaned = pid.is_some_and(|pid| !alive(pid));
+                if !(orphaned && released_within(&file, ORPHAN_WAIT).map_err(io)?) {
+                    let owner = if orphaned {
+                        format!("{owner}, which has ended, through a process it started")
+                    } else {
+                        owner
+                    };
+                    return Err(OwnerError::Taken {
+                        db: db.display().to_string(),
+                        owner,
+                    });
+                }
             }
             Err(TryLockError::Error(e)) => return Err(io(e)),
         }
@@ -77,9 +89,34 @@ impl Ownership {
     }
 }
 
-/// The owner named in a held lock file. The owner writes its name just
-/// after it takes the lock, so an empty file is read again for a moment.
-fn owner_of(file: &mut File) -> String {
+/// How long a lock left to a dead owner's child is waited for: that child
+/// lets go when it execs, in microseconds unless the machine is starved.
+const ORPHAN_WAIT: Duration = Duration::from_secs(5);
+
+/// Whether the lock could be taken within `wait`.
+fn released_within(file: &File, wait: Duration) -> std::io::Result<bool> {
+    let deadline = Instant::now() + wait;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(true),
+            Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(TryLockError::WouldBlock) => return Ok(false),
+            Err(TryLockError::Error(e)) => return Err(e),
+        }
+    }
+}
+
+/// Whether process `pid` exists (a zombie not yet reaped counts).
+pub fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// The owner named in a held lock file: its pid and how to name it. The
+/// owner writes its name just after it takes the lock, so an empty file is
+/// read again for a moment.
+fn owner_of(file: &mut File) -> (Option<u32>, String) {
     let deadline = Instant::now() + Duration::from_millis(500);
     loop {
         let mut text = String::new();
@@ -89,7 +126,7 @@ fn owner_of(file: &mut File) -> String {
         if let Ok(n) = read
             && n > 0
             && let Some((pid, command)) = text.trim().split_once(' ')
-            && pid.parse::<u32>().is_ok()
+            && let Ok(pid) = pid.parse::<u32>()
         {
             // Written by whoever holds the lock: printable ASCII only.
             let command: String = command
@@ -97,10 +134,10 @@ fn owner_of(file: &mut File) -> String {
                 .filter(|c| c.is_ascii_graphic() || *c == ' ')
                 .take(40)
                 .collect();
-            return format!("{command} (pid {pid})");
+            return (Some(pid), format!("{command} (pid {pid})"));
         }
         if Instant::now() >= deadline {
-            return "another keel process (pid unknown)".to_owned();
+            return (None, "another keel process (pid unknown)".to_owned());
         }
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -121,6 +158,7 @@ mod tests {
 
     #[test]
     fn a_second_claim_is_refused_naming_the_owner_until_the_first_is_dropped() {
+        let _serial = SERIAL.lock();
         let dir = tempfile::tempdir().expect("tempdir");
         let db = dir.path().join("keel.db");
         let first = Ownership::claim(&db, "keel run").expect("first claim");
@@ -135,4 +173,49 @@ mod tests {
         let again = Ownership::claim(&db, "keel dev --paper").expect("claim after release");
         assert_eq!(again.db(), db);
     }
+
+    /// A process the owner was starting when it was SIGKILLed holds a copy
+    /// of the lock until it execs. Found by CI: a restart right after the
+    /// kill was refused, naming an owner that was already gone.
+    #[cfg(unix)]
+    #[test]
+    #[allow(unsafe_code)]
+    fn a_lock_left_to_a_dead_owners_child_for_a_moment_is_waited_for() {
+        use std::os::unix::process::CommandExt;
+        let _serial = SERIAL.lock();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("keel.db");
+        let first = Ownership::claim(&db, "keel run").expect("first claim");
+        // Another thread starts a process, which holds every descriptor of
+        // this one (the lock's too) until it execs, and pauses before the
+        // exec; it says so through a pipe once it is paused.
+        let (mut forked, paused) = std::io::pipe().expect("pipe");
+        let starter = std::thread::spawn(move || {
+            let mut child = std::process::Command::new("true");
+            // SAFETY: the closure writes to a pipe and sleeps, both
+            // async-signal-safe.
+            unsafe {
+                child.pre_exec(move || {
+                    (&paused).write_all(b"x")?;
+                    std::thread::sleep(Duration::from_millis(300));
+                    Ok(())
+                });
+            }
+            child.status().expect("run the child")
+        });
+        let mut byte = [0u8; 1];
+        forked.read_exact(&mut byte).expect("the child paused");
+        // The owner named in the file is gone: a reaped process.
+        let mut gone = std::process::Command::new("true").spawn().expect("spawn");
+        gone.wait().expect("reap");
+        std::fs::write(lock_file(&db), format!("{} keel run", gone.id())).expect("rewrite");
+        drop(first);
+        let again = Ownership::claim(&db, "keel run").expect("claim once the child lets go");
+        assert_eq!(again.db(), db);
+        starter.join().expect("starter");
+    }
+
+    /// The test above forks this process with every descriptor it has: no
+    /// other claim may be held meanwhile.
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 }
