@@ -110,6 +110,8 @@ pub struct Booked {
     /// The position's exits after an opening fill.
     pub stop_loss: Option<f64>,
     pub take_profit: Option<f64>,
+    /// The venue's id of the trade, for an order that trades in parts.
+    pub trade: Option<String>,
 }
 
 /// One strategy's account.
@@ -149,8 +151,18 @@ impl Book {
         let Some(i) = self.pending.iter().position(|o| o.id == report.id) else {
             return;
         };
-        let order = self.pending.remove(i);
         let time_ms = report.time_ms;
+        if let Outcome::Part {
+            price,
+            quantity,
+            fee,
+            trade,
+        } = report.outcome
+        {
+            self.settle_part(i, (price, quantity, fee), trade, time_ms);
+            return;
+        }
+        let order = self.pending.remove(i);
         let reason = match report.outcome {
             Outcome::Filled {
                 price,
@@ -177,7 +189,7 @@ impl Book {
                 }
             }
             Outcome::Rejected(reason) => reason,
-            Outcome::Cancelled(_) => return,
+            Outcome::Cancelled(_) | Outcome::Ended(_) | Outcome::Part { .. } => return,
         };
         self.rejected.push(Rejection {
             time_ms,
@@ -185,6 +197,46 @@ impl Book {
             reason,
             by: RejectedBy::Fill,
         });
+    }
+
+    /// One execution of pending order `i`, which stays in flight (a close
+    /// or a reduction then has that much less to do). A part the book
+    /// cannot take (nothing left to close) is a rejection on record.
+    fn settle_part(
+        &mut self,
+        i: usize,
+        (price, quantity, fee): (f64, f64, f64),
+        trade: String,
+        time_ms: i64,
+    ) {
+        let order = &mut self.pending[i];
+        if let Some(left) = &mut order.max_quantity {
+            *left = exact((*left - quantity).max(0.0));
+        }
+        let order = order.clone();
+        let fill = Fill {
+            symbol: order.signal.symbol.clone(),
+            tag: order.signal.tag.clone(),
+            action: order.signal.action,
+            price,
+            quantity,
+            fee,
+            time_ms,
+        };
+        let exits = (order.signal.stop_loss, order.signal.take_profit);
+        match self.apply(order.sym, fill, exits, FillSource::Order(order.id.clone())) {
+            Ok(()) => {
+                if let Some(last) = self.fills.last_mut() {
+                    last.trade = Some(trade);
+                }
+            }
+            Err(reason) => self.rejected.push(Rejection {
+                time_ms,
+                signal: Arc::unwrap_or_clone(order.signal),
+                reason,
+                by: RejectedBy::Fill,
+            }),
+        }
     }
 
     /// Books one fill: opens or adds to the (symbol, tag) position, or
@@ -260,6 +312,7 @@ impl Book {
                     source,
                     stop_loss,
                     take_profit,
+                    trade: None,
                 });
                 Ok(())
             }
@@ -553,6 +606,7 @@ impl Book {
             source,
             stop_loss: None,
             take_profit: None,
+            trade: None,
         });
     }
 }
@@ -720,6 +774,63 @@ mod tests {
         // A close is sized at what is held and sells.
         let close = order(&book.decide(&m, 1, &[Signal::close("A")], TradingState::Active, id)[0]);
         assert_eq!((close.buy, close.max_quantity), (false, Some(3.96)));
+    }
+
+    #[test]
+    fn an_order_filled_in_parts_is_booked_part_by_part_until_the_venue_ends_it() {
+        let m = market();
+        let mut book = Book::new(1000.0);
+        let buy = Signal::open_long("A", Size::Base(3.0)).stop_loss(90.0);
+        let o = order(&book.decide(&m, 0, &[buy], TradingState::Active, id)[0]);
+        let part = |price: f64, quantity: f64, trade: &str| Execution {
+            id: o.id.clone(),
+            time_ms: 60_000,
+            outcome: Outcome::Part {
+                price,
+                quantity,
+                fee: 0.1,
+                trade: trade.into(),
+            },
+        };
+        book.settle(part(100.0, 1.0, "T1"));
+        book.settle(part(103.0, 2.0, "T2"));
+        assert_eq!(
+            book.pending.len(),
+            1,
+            "still in flight until the venue ends it"
+        );
+        let held = &book.open[0];
+        assert_eq!((held.pos.size, held.pos.price_entry), (3.0, 102.0));
+        assert_eq!(held.stop_loss, Some(90.0));
+        let trades: Vec<_> = book.fills.iter().map(|b| b.trade.clone()).collect();
+        assert_eq!(trades, [Some("T1".into()), Some("T2".into())]);
+        assert!((book.cash - (1000.0 - 100.0 - 206.0 - 0.2)).abs() < 1e-9);
+        book.settle(Execution {
+            id: o.id.clone(),
+            time_ms: 60_000,
+            outcome: Outcome::Ended("closed".into()),
+        });
+        assert!(book.pending.is_empty());
+        assert_eq!(book.fills.len(), 2, "ending books nothing");
+
+        // A close filled in parts has less left to close after each.
+        let close = order(&book.decide(&m, 1, &[Signal::close("A")], TradingState::Active, id)[0]);
+        let part = |quantity: f64, trade: &str| Execution {
+            id: close.id.clone(),
+            time_ms: 120_000,
+            outcome: Outcome::Part {
+                price: 104.0,
+                quantity,
+                fee: 0.0,
+                trade: trade.into(),
+            },
+        };
+        book.settle(part(1.0, "T3"));
+        assert_eq!(book.pending[0].max_quantity, Some(2.0));
+        assert_eq!(book.open[0].pos.size, 2.0);
+        book.settle(part(2.0, "T4"));
+        assert!(book.open.is_empty());
+        assert_eq!(book.trades.len(), 2, "two parts, two closed trades");
     }
 
     #[test]

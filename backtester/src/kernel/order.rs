@@ -65,6 +65,19 @@ pub enum Outcome {
     },
     Rejected(String),
     Cancelled(String),
+    /// One execution of an order that may trade in several (a live
+    /// venue's trade, named by the venue's id for it): booked as it comes;
+    /// the order stays in flight.
+    Part {
+        price: f64,
+        quantity: f64,
+        fee: f64,
+        trade: String,
+    },
+    /// The venue is done with an order whose executions came as `Part`s
+    /// (every one of them reported before this): filled, cancelled or
+    /// expired, as the venue says.
+    Ended(String),
 }
 
 /// What became of one signal at the risk checks.

@@ -77,6 +77,11 @@ pub(super) fn risk_event(
     Ok(())
 }
 
+/// The ledger's id of a fill a venue reported as trade `trade`.
+pub(crate) fn venue_fill_id(trade: &str) -> String {
+    format!("vf-{trade}")
+}
+
 /// Sets an order's state in the ledger (`new` → `open` → `filled` |
 /// `rejected` | `cancelled`), if it is still in `from`.
 pub(super) fn order_state(
@@ -140,6 +145,18 @@ impl<'c> Journal<'c> {
             Outcome::Cancelled(why) => {
                 order_state(&self.tx, id, &["new", "open"], "cancelled", Some(why))?;
             }
+            Outcome::Part { .. } => {
+                order_state(&self.tx, id, &["new"], "open", None)?;
+            }
+            Outcome::Ended(why) => {
+                let traded: bool = self.tx.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM fills WHERE client_order_id = ?1)",
+                    [id],
+                    |r| r.get(0),
+                )?;
+                let to = if traded { "filled" } else { "cancelled" };
+                order_state(&self.tx, id, &["new", "open"], to, Some(why))?;
+            }
         }
         Ok(())
     }
@@ -159,7 +176,11 @@ impl<'c> Journal<'c> {
         for b in booked {
             let f = &b.fill;
             let (fill_id, order) = match &b.source {
-                FillSource::Order(id) => (format!("pf-{id}"), Some(id.0.as_str())),
+                // A venue's trade is booked under the venue's id for it.
+                FillSource::Order(id) => match &b.trade {
+                    Some(trade) => (venue_fill_id(trade), Some(id.0.as_str())),
+                    None => (format!("pf-{id}"), Some(id.0.as_str())),
+                },
                 other => (
                     format!(
                         "{}-{}-{}-{}-{close_ms}",

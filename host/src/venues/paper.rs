@@ -157,12 +157,14 @@ impl PaperVenue {
                         [&order.id.0],
                     )?;
                 }
-                Outcome::Rejected(reason) | Outcome::Cancelled(reason) => {
+                Outcome::Rejected(reason) | Outcome::Cancelled(reason) | Outcome::Ended(reason) => {
                     tx.execute(
                         "UPDATE paper_orders SET state = 'rejected', reason = ?2 WHERE client_order_id = ?1",
                         params![order.id.0, reason],
                     )?;
                 }
+                // The paper exchange fills an order whole.
+                Outcome::Part { .. } => {}
             }
         }
         tx.commit()
