@@ -57,6 +57,11 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
         "venue_nonces",
         include_str!("../../../migrations/0008_venue_nonces.sql"),
     ),
+    (
+        9,
+        "venue_orders",
+        include_str!("../../../migrations/0009_venue_orders.sql"),
+    ),
 ];
 
 /// Why the store could not be used.

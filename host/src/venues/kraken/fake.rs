@@ -54,9 +54,63 @@ struct State {
     /// The dead man's switch: when every open order is cancelled unless
     /// `CancelAllOrdersAfter` is called again first.
     switch: Option<std::time::Instant>,
+    /// Where a market order of a pair (by Kraken's key or altname) trades
+    /// at once; a pair without one leaves market orders open until
+    /// [`FakeKraken::fill`] trades them.
+    prices: HashMap<String, f64>,
+    /// How many trades a market order fills in.
+    parts: u32,
 }
 
 impl State {
+    /// Order `i` trades `volume` at `price`, `at_s` seconds after the
+    /// epoch (a fee of 0.26% of the cost); it closes once wholly executed,
+    /// and the balances move. Returns the trade id.
+    fn trade(&mut self, i: usize, volume: f64, price: f64, at_s: f64) -> Option<String> {
+        let n = self.trades.len();
+        let order = &mut self.orders[i];
+        let ordered: f64 = order.volume.parse().ok()?;
+        let executed = order.executed + volume;
+        order.executed = executed.min(ordered);
+        if executed >= ordered - 1e-12 {
+            order.status = "closed".into();
+        }
+        let (txid, buy, pair) = (order.txid.clone(), order.side == "buy", order.pair.clone());
+        let id = format!("T{:05}-FAKE", n + 1);
+        let cost = volume * price;
+        let fee = cost * 0.0026;
+        self.trades.push((
+            id.clone(),
+            txid,
+            format!("{price:.1}"),
+            format!("{volume:.8}"),
+            format!("{fee:.5}"),
+            at_s,
+        ));
+        let (base, quote) = if pair.contains("XBT") {
+            ("XXBT", "ZUSD")
+        } else {
+            ("XETH", "ZUSD")
+        };
+        let mut add = |asset: &str, x: f64| {
+            let held: f64 = self
+                .balances
+                .get(asset)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0);
+            self.balances
+                .insert(asset.to_owned(), format!("{:.10}", held + x));
+        };
+        if buy {
+            add(base, volume);
+            add(quote, -cost - fee);
+        } else {
+            add(base, -volume);
+            add(quote, cost - fee);
+        }
+        Some(id)
+    }
+
     /// Fires the dead man's switch if its time has come.
     fn tick(&mut self) {
         if self
@@ -126,29 +180,24 @@ impl FakeKraken {
     /// order closes once wholly executed. Returns the trade id.
     pub fn fill(&self, cl_ord_id: &str, volume: f64, price: f64, at_s: f64) -> Option<String> {
         let mut s = self.state();
-        let n = s.trades.len();
-        let order = s
+        let i = s
             .orders
-            .iter_mut()
-            .find(|o| o.cl_ord_id.as_deref() == Some(cl_ord_id) && o.status == "open")?;
-        let ordered: f64 = order.volume.parse().ok()?;
-        let executed = order.executed + volume;
-        order.executed = executed.min(ordered);
-        if executed >= ordered - 1e-12 {
-            order.status = "closed".into();
-        }
-        let txid = order.txid.clone();
-        let id = format!("T{:05}-FAKE", n + 1);
-        let cost = volume * price;
-        s.trades.push((
-            id.clone(),
-            txid,
-            format!("{price:.1}"),
-            format!("{volume:.8}"),
-            format!("{:.5}", cost * 0.0026),
-            at_s,
-        ));
-        Some(id)
+            .iter()
+            .position(|o| o.cl_ord_id.as_deref() == Some(cl_ord_id) && o.status == "open")?;
+        s.trade(i, volume, price, at_s)
+    }
+
+    /// Market orders of `pair` (Kraken's key or altname) trade at once at
+    /// `price`, in `parts` trades.
+    pub fn set_price(&self, pair: &str, price: f64, parts: u32) {
+        let mut s = self.state();
+        s.prices.insert(pair_key(pair), price);
+        s.parts = parts.max(1);
+    }
+
+    /// What the account holds, by Kraken's asset names.
+    pub fn balances(&self) -> BTreeMap<String, String> {
+        self.state().balances.clone()
     }
 
     /// The private calls that passed the signature and nonce checks.
@@ -225,6 +274,11 @@ fn answer(
                     "altname": "XBTUSD", "wsname": "XBT/USD", "base": "XXBT", "quote": "ZUSD",
                     "pair_decimals": 1, "lot_decimals": 8, "cost_decimals": 5,
                     "ordermin": "0.0001", "costmin": "0.5", "tick_size": "0.1", "status": "online"
+                },
+                "XETHZUSD": {
+                    "altname": "ETHUSD", "wsname": "ETH/USD", "base": "XETH", "quote": "ZUSD",
+                    "pair_decimals": 2, "lot_decimals": 8, "cost_decimals": 5,
+                    "ordermin": "0.002", "costmin": "0.5", "tick_size": "0.01", "status": "online"
                 }
             })),
             "Time" => ok(serde_json::json!({ "unixtime": 0, "rfc1123": "" })),
@@ -297,13 +351,29 @@ fn answer(
             ok(serde_json::json!({ "closed": closed, "count": count }))
         }
         "TradesHistory" => {
-            // `start`: a trade id (exclusive), as Kraken takes one.
-            let after = form
-                .get("start")
+            // `start`: a unix time or a trade id (exclusive), as Kraken
+            // takes either; newest first, 50 a page from `ofs`.
+            let start = form.get("start");
+            let after_time = start.and_then(|t| t.parse::<f64>().ok());
+            let after_id = start
+                .filter(|_| after_time.is_none())
                 .and_then(|id| s.trades.iter().position(|t| t.0 == *id));
-            let from = after.map_or(0, |i| i + 1);
-            let trades: serde_json::Map<String, serde_json::Value> = s.trades[from..]
+            let ofs: usize = form.get("ofs").and_then(|o| o.parse().ok()).unwrap_or(0);
+            let chosen: Vec<_> = s
+                .trades
                 .iter()
+                .enumerate()
+                .filter(|(i, t)| {
+                    after_id.is_none_or(|a| *i > a) && after_time.is_none_or(|a| t.5 > a)
+                })
+                .map(|(_, t)| t)
+                .collect();
+            let count = chosen.len();
+            let trades: serde_json::Map<String, serde_json::Value> = chosen
+                .into_iter()
+                .rev()
+                .skip(ofs)
+                .take(50)
                 .map(|(id, txid, price, vol, fee, time)| {
                     let order = s.orders.iter().find(|o| o.txid == *txid);
                     (
@@ -318,7 +388,6 @@ fn answer(
                     )
                 })
                 .collect();
-            let count = trades.len();
             ok(serde_json::json!({ "trades": trades, "count": count }))
         }
         "CancelAllOrdersAfter" => match form.get("timeout").and_then(|t| t.parse::<u64>().ok()) {
@@ -391,10 +460,43 @@ fn add_order(s: &mut State, form: &HashMap<String, String>) -> (u16, String) {
         executed: 0.0,
     };
     s.orders.push(order);
+    let price = s
+        .prices
+        .get(&pair_key(&s.orders[s.orders.len() - 1].pair))
+        .copied();
+    if ordertype == "market"
+        && let Some(price) = price
+        && let Ok(total) = volume.parse::<f64>()
+    {
+        let i = s.orders.len() - 1;
+        let parts = s.parts.max(1);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let mut left = total;
+        for k in 0..parts {
+            let part = if k + 1 == parts {
+                left
+            } else {
+                (total / f64::from(parts) * 1e8).floor() / 1e8
+            };
+            left -= part;
+            s.trade(i, part, price, now);
+        }
+    }
     ok(serde_json::json!({
         "descr": { "order": format!("{side} {volume} {ordertype}") },
         "txid": [txid],
     }))
+}
+
+/// Kraken's key of a pair named by its altname (the pairs the fake knows).
+fn pair_key(pair: &str) -> String {
+    match pair {
+        "XBTUSD" => "XXBTZUSD".into(),
+        "ETHUSD" => "XETHZUSD".into(),
+        other => other.to_owned(),
+    }
 }
 
 fn order_json(o: &FakeOrder) -> serde_json::Value {

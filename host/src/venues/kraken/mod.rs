@@ -5,7 +5,7 @@
 //! and the pairs' decimals and minimums that round every order (`pairs`).
 //! `client` signs and sends REST calls; `fake` is a Kraken on loopback that
 //! checks signatures and nonces as Kraken does and can be scripted to fail.
-//! Reconciliation and the `Venue` implementation follow.
+//! `venue` is Kraken as the kernel's `Venue`.
 
 pub mod client;
 pub mod fake;
@@ -14,6 +14,8 @@ pub mod nonce;
 pub mod pairs;
 pub mod reply;
 pub mod sign;
+pub mod venue;
 
 pub use nonce::Nonces;
 pub use sign::{BadSecret, SigningKey};
+pub use venue::{KrakenVenue, VenueHealth};

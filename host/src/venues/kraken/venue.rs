@@ -1,0 +1,906 @@
+//! Kraken spot as the kernel's [`Venue`]. Every order is written down
+//! (`venue_orders`) before it leaves, and sent with a client order id
+//! derived from the kernel's, so an order whose outcome is unknown — a
+//! timeout, a 5xx, an `EService` reply, a crash mid-request — is looked up
+//! at Kraken by that id before anything is sent again. Kraken enforces the
+//! id's uniqueness among *open* orders only, so the lookup covers the
+//! closed ones too: an order that filled at once is never placed twice.
+//!
+//! Executions come as Kraken's trades (`TradesHistory`), one report each
+//! (`Outcome::Part`, named by the trade id the ledger books it under), and
+//! an order Kraken is done with ends once all of them are reported: its
+//! status is read before the trades, so every trade of an order seen
+//! closed is in the trades read after.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
+use sha2::{Digest, Sha256};
+
+use keel_backtester::kernel::{
+    Balances, ClientOrderId, Execution, Order, OrderState, Outcome, Venue,
+};
+use keel_backtester::risk;
+use keel_model::{Action, Symbol};
+
+use super::client::Client;
+use super::pairs::{self, Pair};
+use super::reply::Failure;
+
+/// How long the dead man's switch waits for the next refresh: every open
+/// order is cancelled this long after keel last showed it was healthy.
+pub const SWITCH_SECS: u32 = 60;
+
+/// How often the switch is refreshed while the engine is healthy.
+const SWITCH_REFRESH_MS: i64 = 15_000;
+
+/// How long an order whose outcome is unknown is waited for at Kraken
+/// before, not found open or closed, it is sent again.
+const UNKNOWN_GRACE_MS: i64 = 2_000;
+
+/// How many times an order refused for a rate limit or a nonce is tried.
+const MAX_TRIES: u32 = 5;
+
+/// What Kraken says of one of our orders.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Held {
+    pub txid: String,
+    /// `pending`, `open`, `closed`, `canceled`, `expired`.
+    pub status: String,
+    pub executed: String,
+    pub reason: Option<String>,
+}
+
+/// One trade of the account, as `TradesHistory` gives it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trade {
+    pub trade_id: String,
+    pub txid: String,
+    pub price: Decimal,
+    pub volume: Decimal,
+    pub fee: Decimal,
+    pub time_ms: i64,
+}
+
+/// How the live venue is doing, for `keel status`.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct VenueHealth {
+    pub venue: String,
+    /// Whether the last reconciliation found the venue and the ledger in
+    /// agreement (trading is reduce-only until it does).
+    pub reconciled: bool,
+    /// What the last reconciliation or call found wrong, if anything.
+    pub problem: Option<String>,
+    /// Share of the REST call counter still free (0 to 1).
+    pub rest_headroom: f64,
+    /// When the dead man's switch fires unless refreshed (ms since the epoch).
+    pub switch_fires_ms: Option<i64>,
+    /// Orders whose outcome is not known yet.
+    pub unknown_orders: u64,
+}
+
+/// Kraken as a venue.
+pub struct KrakenVenue {
+    client: Client,
+    /// Kraken's pair for each of the run's symbols.
+    pairs: HashMap<String, Pair>,
+    conn: Connection,
+    clock: Box<dyn Fn() -> i64 + Send>,
+    switch_refreshed_ms: Option<i64>,
+    pub health: VenueHealth,
+}
+
+impl std::fmt::Debug for KrakenVenue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KrakenVenue")
+            .field("pairs", &self.pairs.keys())
+            .finish()
+    }
+}
+
+/// The client order id Kraken is sent for ours: a UUID made from its
+/// SHA-256 (Kraken takes a UUID, or free text of at most 18 characters,
+/// which ours exceed). The same id always gives the same UUID.
+pub fn venue_order_id(id: &ClientOrderId) -> String {
+    let digest = Sha256::digest(id.0.as_bytes());
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+/// The pair Kraken trades `symbol` as: by key (`XXBTZUSD`), altname
+/// (`XBTUSD`) or WebSocket name (`XBT/USD`), BTC also as XBT.
+pub fn pair_for<'p>(pairs: &'p BTreeMap<String, Pair>, symbol: &str) -> Option<&'p Pair> {
+    let names = [symbol.to_owned(), symbol.replace("BTC", "XBT")];
+    names.iter().find_map(|name| {
+        pairs
+            .values()
+            .find(|p| p.name == *name || p.altname == *name || p.wsname == *name)
+    })
+}
+
+fn decimal(v: &serde_json::Value, field: &str) -> Result<Decimal, Failure> {
+    v[field]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .ok_or_else(|| Failure::Malformed(format!("{field} is not a decimal string")))
+}
+
+impl KrakenVenue {
+    /// Kraken for the run's `symbols`: reads `AssetPairs` and refuses a
+    /// symbol Kraken does not trade, naming it.
+    pub fn open(
+        client: Client,
+        symbols: &[String],
+        db: &std::path::Path,
+        clock: Box<dyn Fn() -> i64 + Send>,
+    ) -> anyhow::Result<KrakenVenue> {
+        let result = client
+            .public("AssetPairs", &[])
+            .map_err(|e| anyhow::anyhow!("AssetPairs: {e}"))?;
+        let all = pairs::parse(&result).map_err(anyhow::Error::msg)?;
+        let mut pairs = HashMap::new();
+        for symbol in symbols {
+            let pair = pair_for(&all, symbol)
+                .ok_or_else(|| anyhow::anyhow!("{symbol}: Kraken has no such pair"))?;
+            pairs.insert(symbol.clone(), pair.clone());
+        }
+        let conn = Connection::open(db)?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        Ok(KrakenVenue {
+            client,
+            pairs,
+            conn,
+            clock,
+            switch_refreshed_ms: None,
+            health: VenueHealth {
+                venue: "kraken".into(),
+                ..VenueHealth::default()
+            },
+        })
+    }
+
+    fn now(&self) -> i64 {
+        (self.clock)()
+    }
+
+    fn set_state(&self, id: &str, state: &str, txid: Option<&str>, reason: Option<&str>) {
+        let result = self.conn.execute(
+            "UPDATE venue_orders SET state = ?2, txid = COALESCE(?3, txid), reason = COALESCE(?4, reason),
+                 updated_ms = ?5 WHERE client_order_id = ?1",
+            params![id, state, txid, reason, self.now()],
+        );
+        if let Err(e) = result {
+            tracing::error!(order = id, "venue_orders: {e}");
+        }
+    }
+
+    /// Refreshes the dead man's switch if it is due: called at every close
+    /// while the engine is healthy, so an engine gone quiet leaves no order
+    /// working for longer than [`SWITCH_SECS`].
+    pub fn keep_alive(&mut self) {
+        let now = self.now();
+        if self
+            .switch_refreshed_ms
+            .is_some_and(|at| now - at < SWITCH_REFRESH_MS)
+        {
+            return;
+        }
+        match self.client.dead_man(SWITCH_SECS) {
+            Ok(()) => {
+                self.switch_refreshed_ms = Some(now);
+                self.health.switch_fires_ms = Some(now + i64::from(SWITCH_SECS) * 1000);
+            }
+            Err(e) => {
+                tracing::warn!("the dead man's switch was not refreshed: {e}");
+                self.health.problem = Some(format!("dead man's switch: {e}"));
+            }
+        }
+        self.health.rest_headroom = self.client.limits().rest_headroom(now);
+    }
+
+    /// Disarms the dead man's switch (a run that ends cleanly).
+    pub fn disarm(&mut self) {
+        if let Err(e) = self.client.dead_man(0) {
+            tracing::warn!("the dead man's switch was not disarmed: {e}");
+        }
+        self.health.switch_fires_ms = None;
+    }
+
+    /// Every order of ours Kraken holds, open or closed, by our client
+    /// order id (Kraken's `cl_ord_id` mapped back through `venue_orders`).
+    pub fn held(&mut self) -> Result<HashMap<String, Held>, Failure> {
+        let open = self.client.private("OpenOrders", &[])?;
+        let closed = self.client.private("ClosedOrders", &[])?;
+        let by_venue_id: HashMap<String, String> = {
+            let mut stmt = self
+                .conn
+                .prepare_cached("SELECT venue_order_id, client_order_id FROM venue_orders")
+                .map_err(|e| Failure::Unknown(format!("venue_orders: {e}")))?;
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .and_then(|rows| rows.collect())
+                .map_err(|e| Failure::Unknown(format!("venue_orders: {e}")))?
+        };
+        let mut out = HashMap::new();
+        for (list, key) in [(&closed, "closed"), (&open, "open")] {
+            let Some(orders) = list[key].as_object() else {
+                return Err(Failure::Malformed(format!("no \"{key}\" object")));
+            };
+            for (txid, o) in orders {
+                let Some(ours) = o["cl_ord_id"].as_str().and_then(|v| by_venue_id.get(v)) else {
+                    continue;
+                };
+                out.insert(
+                    ours.clone(),
+                    Held {
+                        txid: txid.clone(),
+                        status: o["status"].as_str().unwrap_or_default().to_owned(),
+                        executed: o["vol_exec"].as_str().unwrap_or("0").to_owned(),
+                        reason: o["reason"].as_str().map(str::to_owned),
+                    },
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// The account's trades since `start_ms`, oldest first (every page).
+    pub fn trades_since(&mut self, start_ms: i64) -> Result<Vec<Trade>, Failure> {
+        let start = format!("{:.3}", (start_ms.max(0) as f64) / 1000.0);
+        let mut out: Vec<Trade> = Vec::new();
+        for page in 0..100 {
+            let result = self.client.private(
+                "TradesHistory",
+                &[("start", start.clone()), ("ofs", (page * 50).to_string())],
+            )?;
+            let Some(trades) = result["trades"].as_object() else {
+                return Err(Failure::Malformed(
+                    "TradesHistory: no \"trades\" object".into(),
+                ));
+            };
+            for (id, t) in trades {
+                out.push(Trade {
+                    trade_id: id.clone(),
+                    txid: t["ordertxid"].as_str().unwrap_or_default().to_owned(),
+                    price: decimal(t, "price")?,
+                    volume: decimal(t, "vol")?,
+                    fee: decimal(t, "fee")?,
+                    time_ms: (t["time"].as_f64().unwrap_or(0.0) * 1000.0).round() as i64,
+                });
+            }
+            let count = result["count"].as_u64().unwrap_or(0) as usize;
+            if trades.is_empty() || out.len() >= count {
+                break;
+            }
+        }
+        out.sort_by(|a, b| a.time_ms.cmp(&b.time_ms).then(a.trade_id.cmp(&b.trade_id)));
+        out.dedup_by(|a, b| a.trade_id == b.trade_id);
+        Ok(out)
+    }
+
+    /// The volume of `order` at Kraken, on its lot grid, or why it cannot
+    /// be sent.
+    fn volume(&self, order: &Order, pair: &Pair) -> Result<Decimal, String> {
+        let action = order.signal.action;
+        if action == Action::OpenShort {
+            return Err("Kraken spot cannot sell short".into());
+        }
+        let price = order.reference_price;
+        let wanted = match action {
+            Action::Close => order.max_quantity.unwrap_or(0.0),
+            Action::Reduce => {
+                let q = risk::quantity(order.size(), price, order.equity);
+                q.min(order.max_quantity.unwrap_or(0.0))
+            }
+            _ => risk::quantity(order.size(), price, order.equity),
+        };
+        let volume = Decimal::from_f64_retain(wanted)
+            .filter(|v| *v > Decimal::ZERO)
+            .ok_or_else(|| format!("no volume to send ({wanted})"))?;
+        let volume = pair.volume(volume).normalize();
+        let price = Decimal::from_f64_retain(price).unwrap_or_default();
+        let reducing = matches!(action, Action::Close | Action::Reduce);
+        pair.check(volume, price, reducing)
+            .map_err(|e| e.to_string())?;
+        Ok(volume)
+    }
+
+    /// Sends one written-down order; what became of it is in its row.
+    fn place(&mut self, id: &str, venue_id: &str, pair: &str, side: &str, volume: &str) {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let now = self.now();
+            let wait = self.client.limits().order_wait(pair, now);
+            if !wait.is_zero() {
+                std::thread::sleep(wait.min(Duration::from_secs(10)));
+            }
+            let now = self.now();
+            self.client.limits().placed(pair, now);
+            let reply = self.client.private(
+                "AddOrder",
+                &[
+                    ("pair", pair.to_owned()),
+                    ("type", side.to_owned()),
+                    ("ordertype", "market".to_owned()),
+                    ("volume", volume.to_owned()),
+                    ("cl_ord_id", venue_id.to_owned()),
+                ],
+            );
+            match reply {
+                Ok(result) => {
+                    let txid = result["txid"][0].as_str().map(str::to_owned);
+                    self.set_state(id, "placed", txid.as_deref(), None);
+                    return;
+                }
+                Err(Failure::OrderRateLimit(e)) => {
+                    let now = self.now();
+                    self.client.limits().orders_refused(pair, now);
+                    if tries >= MAX_TRIES {
+                        self.set_state(id, "retry", None, Some(&e));
+                        return;
+                    }
+                }
+                Err(Failure::RestRateLimit(e) | Failure::Nonce(e)) => {
+                    if tries >= MAX_TRIES {
+                        self.set_state(id, "retry", None, Some(&e));
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(200 * u64::from(tries)));
+                }
+                Err(Failure::Unknown(e) | Failure::Malformed(e)) => {
+                    tracing::warn!(order = id, "AddOrder: outcome unknown: {e}");
+                    self.health.problem = Some(format!("order {id}: outcome unknown: {e}"));
+                    self.set_state(id, "unknown", None, Some(&e));
+                    return;
+                }
+                Err(e @ (Failure::Refused(_) | Failure::Auth(_))) => {
+                    self.set_state(id, "refused", None, Some(&e.to_string()));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// What became of the orders `pending` since the last look, as reports:
+    /// orders whose outcome was unknown are looked up and, not found, sent
+    /// again; each trade of a pending order is a `Part`; an order Kraken is
+    /// done with ends after its trades; one Kraken refused is rejected.
+    pub fn reports(&mut self, pending: &[ClientOrderId]) -> Result<Vec<Execution>, Failure> {
+        let mut out = Vec::new();
+        if pending.is_empty() {
+            return Ok(out);
+        }
+        // id, venue id, pair, side, volume, state, reason, updated, created
+        type Row = (
+            String,
+            String,
+            String,
+            String,
+            String,
+            String,
+            Option<String>,
+            i64,
+            i64,
+        );
+        let rows: Vec<Row> = {
+            let mut stmt = self
+                .conn
+                .prepare_cached(
+                    "SELECT client_order_id, venue_order_id, pair, side, volume, state, reason, updated_ms, created_ms
+                     FROM venue_orders WHERE client_order_id = ?1",
+                )
+                .map_err(|e| Failure::Unknown(format!("venue_orders: {e}")))?;
+            let mut rows = Vec::new();
+            for id in pending {
+                if let Some(row) = stmt
+                    .query_row([&id.0], |r| {
+                        Ok((
+                            r.get(0)?,
+                            r.get(1)?,
+                            r.get(2)?,
+                            r.get(3)?,
+                            r.get(4)?,
+                            r.get(5)?,
+                            r.get(6)?,
+                            r.get(7)?,
+                            r.get(8)?,
+                        ))
+                    })
+                    .optional()
+                    .map_err(|e| Failure::Unknown(format!("venue_orders: {e}")))?
+                {
+                    rows.push(row);
+                }
+            }
+            rows
+        };
+        let now = self.now();
+        // Refused: reported while the ledger waits for it.
+        for (id, _, _, _, _, state, reason, ..) in &rows {
+            if state == "refused" {
+                out.push(Execution {
+                    id: ClientOrderId(id.clone()),
+                    time_ms: now,
+                    outcome: Outcome::Rejected(reason.clone().unwrap_or_default()),
+                });
+            }
+        }
+        let live: Vec<&Row> = rows.iter().filter(|r| r.5 != "refused").collect();
+        if live.is_empty() {
+            return Ok(out);
+        }
+        // Statuses first: every trade of an order seen done is then in the
+        // trades read after.
+        let held = self.held()?;
+        let mut unknown = 0;
+        for (id, venue_id, pair, side, volume, state, _, updated_ms, _) in live.iter().copied() {
+            if let Some(h) = held.get(id) {
+                if !["placed", "ended"].contains(&state.as_str()) {
+                    self.set_state(id, "placed", Some(&h.txid), None);
+                }
+                continue;
+            }
+            match state.as_str() {
+                "retry" => self.place(id, venue_id, pair, side, volume),
+                "sending" | "unknown" if now - updated_ms >= UNKNOWN_GRACE_MS => {
+                    tracing::info!(order = %id, "not at Kraken, open or closed: sent again");
+                    self.place(id, venue_id, pair, side, volume);
+                }
+                "sending" | "unknown" => unknown += 1,
+                _ => {}
+            }
+        }
+        self.health.unknown_orders = unknown;
+        let txids: HashMap<String, String> = held
+            .iter()
+            .filter(|(id, _)| pending.iter().any(|p| p.0 == **id))
+            .map(|(id, h)| (h.txid.clone(), id.clone()))
+            .collect();
+        if txids.is_empty() {
+            return Ok(out);
+        }
+        // From a minute before the oldest was written (clocks differ).
+        let since = live.iter().map(|r| r.8).min().unwrap_or(now) - 60_000;
+        for trade in self.trades_since(since)? {
+            let Some(id) = txids.get(&trade.txid) else {
+                continue;
+            };
+            let f = |d: Decimal| d.to_f64().unwrap_or(f64::NAN);
+            out.push(Execution {
+                id: ClientOrderId(id.clone()),
+                time_ms: trade.time_ms,
+                outcome: Outcome::Part {
+                    price: f(trade.price),
+                    quantity: f(trade.volume),
+                    fee: f(trade.fee),
+                    trade: trade.trade_id,
+                },
+            });
+        }
+        for (id, h) in &held {
+            if !pending.iter().any(|p| p.0 == *id) {
+                continue;
+            }
+            if ["closed", "canceled", "expired"].contains(&h.status.as_str()) {
+                let why = match &h.reason {
+                    Some(r) => format!("{}: {r}", h.status),
+                    None => h.status.clone(),
+                };
+                out.push(Execution {
+                    id: ClientOrderId(id.clone()),
+                    time_ms: now,
+                    outcome: Outcome::Ended(why),
+                });
+                self.set_state(id, "ended", None, None);
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Venue for KrakenVenue {
+    type Error = rusqlite::Error;
+
+    /// Writes the order down, then sends it (once: an id written before is
+    /// left to `reports`, which looks it up at Kraken first). Kraken's
+    /// answer, whatever it is, is kept in the order's row; only the local
+    /// database failing is an error.
+    fn submit(&mut self, order: Order) -> rusqlite::Result<()> {
+        let id = order.id.0.clone();
+        let known: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT state FROM venue_orders WHERE client_order_id = ?1",
+                [&id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if known.is_some() {
+            return Ok(());
+        }
+        let symbol = order.signal.symbol.clone();
+        let pair = self.pairs.get(&symbol).cloned();
+        let side = if order.buy { "buy" } else { "sell" };
+        let (pair_name, volume, refusal) = match &pair {
+            None => (
+                String::new(),
+                String::new(),
+                Some(format!("{symbol}: no Kraken pair")),
+            ),
+            Some(p) => match self.volume(&order, p) {
+                Ok(v) => (p.name.clone(), v.normalize().to_string(), None),
+                Err(why) => (p.name.clone(), String::new(), Some(why)),
+            },
+        };
+        let venue_id = venue_order_id(&order.id);
+        let now = self.now();
+        let state = if refusal.is_some() {
+            "refused"
+        } else {
+            "sending"
+        };
+        self.conn.execute(
+            "INSERT INTO venue_orders (client_order_id, venue, venue_order_id, symbol, pair, side, volume, state,
+                 reason, created_ms, updated_ms)
+             VALUES (?1, 'kraken', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+            params![id, venue_id, symbol, pair_name, side, volume, state, refusal, now],
+        )?;
+        if refusal.is_none() {
+            self.place(&id, &venue_id, &pair_name, side, &volume);
+        }
+        Ok(())
+    }
+
+    fn cancel(&mut self, id: &ClientOrderId) -> rusqlite::Result<bool> {
+        let venue_id = venue_order_id(id);
+        match self
+            .client
+            .private("CancelOrder", &[("cl_ord_id", venue_id)])
+        {
+            Ok(result) => Ok(result["count"].as_u64().unwrap_or(0) > 0),
+            Err(e) => {
+                tracing::warn!(order = %id, "CancelOrder: {e}");
+                Ok(false)
+            }
+        }
+    }
+
+    fn cancel_all(&mut self) -> rusqlite::Result<Vec<ClientOrderId>> {
+        let open = self.open_orders()?;
+        match self.client.private("CancelAll", &[]) {
+            Ok(_) => Ok(open),
+            Err(e) => {
+                tracing::error!("CancelAll: {e}");
+                self.health.problem = Some(format!("CancelAll: {e}"));
+                Ok(Vec::new())
+            }
+        }
+    }
+
+    fn query(&mut self, id: &ClientOrderId) -> rusqlite::Result<Option<OrderState>> {
+        let state: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT state FROM venue_orders WHERE client_order_id = ?1",
+                [&id.0],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(state.map(|s| match s.as_str() {
+            "ended" | "refused" => OrderState::Done(Execution {
+                id: id.clone(),
+                time_ms: 0,
+                outcome: Outcome::Ended(s),
+            }),
+            _ => OrderState::Open,
+        }))
+    }
+
+    fn open_orders(&mut self) -> rusqlite::Result<Vec<ClientOrderId>> {
+        match self.held() {
+            Ok(held) => Ok(held
+                .into_iter()
+                .filter(|(_, h)| ["open", "pending"].contains(&h.status.as_str()))
+                .map(|(id, _)| ClientOrderId(id))
+                .collect()),
+            Err(e) => {
+                tracing::warn!("OpenOrders: {e}");
+                Ok(Vec::new())
+            }
+        }
+    }
+
+    fn fills_since(&mut self, cursor: u64, _out: &mut Vec<Execution>) -> rusqlite::Result<u64> {
+        // Kraken's trades come through `reports`, for the orders in flight.
+        Ok(cursor)
+    }
+
+    fn balances(&mut self) -> rusqlite::Result<Balances> {
+        match self.client.private("Balance", &[]) {
+            Ok(result) => Ok(Balances {
+                assets: result
+                    .as_object()
+                    .map(|m| {
+                        m.iter()
+                            .filter_map(|(asset, v)| {
+                                let amount: f64 = v.as_str()?.parse().ok()?;
+                                Some((Symbol::from(asset.as_str()), amount))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            }),
+            Err(e) => {
+                tracing::warn!("Balance: {e}");
+                Ok(Balances::default())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    use keel_model::{Signal, Size};
+
+    use super::super::client::Credentials;
+    use super::super::fake::{FakeKraken, Fault};
+    use super::super::limits::Tier;
+    use super::*;
+
+    const KEY: &str = "test-api-key";
+    const SECRET: &str =
+        "kQH5HW/8p1uGOVjbgWA7FunAmGO8lsSUXNsu3eow76sz84Q18fWxnyRzBHCd3pd5nE9qa99HAZtuZuj6F1huXg==";
+
+    struct Rig {
+        fake: FakeKraken,
+        venue: KrakenVenue,
+        clock: Arc<AtomicI64>,
+        _dir: tempfile::TempDir,
+    }
+
+    fn rig() -> Rig {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("keel.db");
+        crate::store::Store::open(&db).expect("store");
+        let fake = FakeKraken::start(0, KEY, SECRET).expect("fake");
+        fake.set_price("XBTUSD", 40_000.0, 1);
+        let client = Client::new(
+            &fake.base_url(),
+            Credentials::new(KEY, SECRET).expect("credentials"),
+            Tier::Pro,
+            &db,
+            Box::new(crate::store::now_ms),
+        )
+        .expect("client")
+        .with_timeout(Duration::from_millis(300))
+        .expect("timeout");
+        let clock = Arc::new(AtomicI64::new(crate::store::now_ms()));
+        let c = clock.clone();
+        let venue = KrakenVenue::open(
+            client,
+            &["XBT/USD".to_owned()],
+            &db,
+            Box::new(move || c.load(Ordering::SeqCst)),
+        )
+        .expect("venue");
+        Rig {
+            fake,
+            venue,
+            clock,
+            _dir: dir,
+        }
+    }
+
+    fn buy(id: &str, quote: f64) -> Order {
+        Order {
+            id: ClientOrderId(id.into()),
+            sym: 0,
+            signal: Arc::new(Signal::open_long("XBT/USD", Size::Quote(quote))),
+            buy: true,
+            equity: 10_000.0,
+            max_quantity: None,
+            reference_price: 40_000.0,
+            max_deviation_pct: None,
+        }
+    }
+
+    /// What the reports say, one word each: `part:<volume>`, `ended`,
+    /// `rejected:<reason>`.
+    fn words(reports: &[Execution]) -> Vec<String> {
+        reports
+            .iter()
+            .map(|r| match &r.outcome {
+                Outcome::Part { quantity, .. } => format!("part:{quantity}"),
+                Outcome::Ended(_) => "ended".into(),
+                Outcome::Rejected(why) => format!("rejected:{why}"),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_order_filled_in_parts_reports_each_trade_then_ends() {
+        let mut r = rig();
+        r.fake.set_price("XBTUSD", 40_000.0, 3);
+        let order = buy("k1-1-60000-0", 1_000.0);
+        r.venue.submit(order.clone()).expect("submit");
+        let at_kraken = r.fake.orders();
+        assert_eq!(at_kraken.len(), 1);
+        assert_eq!(
+            at_kraken[0].cl_ord_id.as_deref(),
+            Some(venue_order_id(&order.id).as_str())
+        );
+        assert_eq!(at_kraken[0].volume, "0.025");
+        let reports = r
+            .venue
+            .reports(std::slice::from_ref(&order.id))
+            .expect("reports");
+        assert_eq!(
+            words(&reports),
+            [
+                "part:0.00833333",
+                "part:0.00833333",
+                "part:0.00833334",
+                "ended"
+            ]
+        );
+        let trades: std::collections::BTreeSet<_> = reports
+            .iter()
+            .filter_map(|r| match &r.outcome {
+                Outcome::Part { trade, .. } => Some(trade.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(trades.len(), 3, "each trade named by its own id");
+        // Sent again (a restart re-sending its intents): placed once.
+        r.venue.submit(order).expect("submit again");
+        assert_eq!(r.fake.orders().len(), 1);
+        assert_eq!(r.fake.balances()["XXBT"], "0.0250000000");
+    }
+
+    #[test]
+    fn an_order_answered_late_or_with_a_502_is_found_by_its_id_and_never_sent_twice() {
+        for fault in [
+            Fault::DoneThenSilent(Duration::from_millis(800)),
+            Fault::DoneThen502,
+        ] {
+            let mut r = rig();
+            let order = buy("k1-1-60000-0", 1_000.0);
+            r.fake.script([fault.clone()]);
+            r.venue.submit(order.clone()).expect("submit");
+            assert_eq!(r.fake.orders().len(), 1, "{fault:?}: placed");
+            let state: String = r
+                .venue
+                .conn
+                .query_row("SELECT state FROM venue_orders", [], |row| row.get(0))
+                .expect("row");
+            assert_eq!(state, "unknown", "{fault:?}");
+            // Looked up well after the grace: found closed, not resent.
+            r.clock.fetch_add(10_000, Ordering::SeqCst);
+            let reports = r
+                .venue
+                .reports(std::slice::from_ref(&order.id))
+                .expect("reports");
+            assert_eq!(words(&reports), ["part:0.025", "ended"], "{fault:?}");
+            assert_eq!(r.fake.orders().len(), 1, "{fault:?}: never placed twice");
+        }
+    }
+
+    #[test]
+    fn an_order_that_never_reached_kraken_is_sent_again_after_the_grace_once() {
+        let mut r = rig();
+        let order = buy("k1-1-60000-0", 1_000.0);
+        // EService: nothing was done, but we cannot know that.
+        r.fake.script([Fault::Error("EService:Unavailable".into())]);
+        r.venue.submit(order.clone()).expect("submit");
+        assert!(r.fake.orders().is_empty());
+        let reports = r
+            .venue
+            .reports(std::slice::from_ref(&order.id))
+            .expect("reports");
+        assert!(reports.is_empty(), "within the grace: waited for");
+        assert!(r.fake.orders().is_empty(), "not resent within the grace");
+        r.clock.fetch_add(UNKNOWN_GRACE_MS, Ordering::SeqCst);
+        let reports = r
+            .venue
+            .reports(std::slice::from_ref(&order.id))
+            .expect("reports");
+        assert_eq!(r.fake.orders().len(), 1, "sent again once");
+        assert!(reports.is_empty(), "its trades come at the next look");
+        let reports = r
+            .venue
+            .reports(std::slice::from_ref(&order.id))
+            .expect("reports");
+        assert_eq!(words(&reports), ["part:0.025", "ended"]);
+        assert_eq!(r.fake.orders().len(), 1);
+    }
+
+    #[test]
+    fn refusals_are_rejections_with_krakens_reason_and_transient_ones_are_retried() {
+        let mut r = rig();
+        r.fake
+            .script([Fault::Error("EOrder:Insufficient funds".into())]);
+        let poor = buy("k1-1-60000-0", 1_000.0);
+        r.venue.submit(poor.clone()).expect("submit");
+        let reports = r
+            .venue
+            .reports(std::slice::from_ref(&poor.id))
+            .expect("reports");
+        assert_eq!(
+            words(&reports),
+            ["rejected:Kraken: refused: EOrder:Insufficient funds"]
+        );
+        assert!(r.fake.orders().is_empty());
+
+        // Under the minimum: refused here, never sent.
+        let tiny = buy("k1-1-60000-1", 1.0);
+        r.venue.submit(tiny.clone()).expect("submit");
+        let reports = r
+            .venue
+            .reports(std::slice::from_ref(&tiny.id))
+            .expect("reports");
+        assert_eq!(
+            words(&reports),
+            ["rejected:XBT/USD: volume 0.000025 is below Kraken's minimum 0.0001"]
+        );
+        let short = Order {
+            id: ClientOrderId("k1-1-60000-2".into()),
+            signal: Arc::new(Signal::open_short("XBT/USD", Size::Quote(1_000.0))),
+            buy: false,
+            ..buy("x", 0.0)
+        };
+        r.venue.submit(short.clone()).expect("submit");
+        let reports = r
+            .venue
+            .reports(std::slice::from_ref(&short.id))
+            .expect("reports");
+        assert_eq!(words(&reports), ["rejected:Kraken spot cannot sell short"]);
+        assert!(r.fake.orders().is_empty());
+
+        // A rate limit and a stale nonce: nothing happened; tried again.
+        r.fake.script([
+            Fault::Error("EOrder:Rate limit exceeded".into()),
+            Fault::Error("EAPI:Rate limit exceeded".into()),
+        ]);
+        let order = buy("k1-1-60000-3", 1_000.0);
+        r.venue.submit(order.clone()).expect("submit");
+        assert_eq!(r.fake.orders().len(), 1, "placed once, after backing off");
+        let reports = r
+            .venue
+            .reports(std::slice::from_ref(&order.id))
+            .expect("reports");
+        assert_eq!(words(&reports), ["part:0.025", "ended"]);
+    }
+
+    #[test]
+    fn the_dead_mans_switch_is_armed_and_refreshed_only_when_due() {
+        let mut r = rig();
+        r.venue.keep_alive();
+        r.venue.keep_alive();
+        let armed = |r: &Rig| {
+            r.fake
+                .calls()
+                .iter()
+                .filter(|c| *c == "CancelAllOrdersAfter")
+                .count()
+        };
+        assert_eq!(armed(&r), 1);
+        assert!(r.venue.health.switch_fires_ms.is_some());
+        r.clock.fetch_add(SWITCH_REFRESH_MS, Ordering::SeqCst);
+        r.venue.keep_alive();
+        assert_eq!(armed(&r), 2);
+    }
+}
