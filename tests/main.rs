@@ -12,6 +12,7 @@ mod fakes;
 mod fuzz;
 mod kraken;
 mod limits;
+mod live;
 mod paper;
 mod safety;
 mod sandbox;

@@ -87,6 +87,9 @@ pub struct Snapshot {
     pub cursor_ms: Option<i64>,
     pub books: Vec<SnapshotBook>,
     pub trades: Vec<SnapshotTrade>,
+    /// The live venue's health (a live run only).
+    #[serde(default)]
+    pub venue: Option<crate::venues::kraken::VenueHealth>,
 }
 
 /// The engine's answer to a command.
@@ -100,6 +103,9 @@ pub enum Reply {
         latency_us: u64,
         positions_closed: usize,
         orders_cancelled: usize,
+        /// What the live venue confirmed (a live run only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        venue: Option<String>,
     },
     Swapped {
         slot: String,

@@ -387,6 +387,14 @@ impl Book {
         fills.exit_in_bar(p.pos.side, p.stop_loss, p.take_profit, &candle)
     }
 
+    /// The positions (by index) whose stop or target is inside `bar`,
+    /// nothing booked: a live venue closes them with orders of its own.
+    pub fn exits_due(&self, fills: &FillModel, bar: (u32, Candle)) -> Vec<(usize, ExitReason)> {
+        (0..self.open.len())
+            .filter_map(|i| self.exit_in_bar(fills, i, bar).map(|(_, why)| (i, why)))
+            .collect()
+    }
+
     /// Whether any open position has a stop or a target.
     pub fn has_exits(&self) -> bool {
         self.open

@@ -107,6 +107,13 @@ pub enum Verb {
     FakeKraken {
         #[arg(long, default_value_t = 0)]
         port: u16,
+        /// `PAIR=PRICE`: market orders of the pair trade at once at that
+        /// price (repeatable); others wait.
+        #[arg(long = "price", value_name = "PAIR=PRICE")]
+        prices: Vec<String>,
+        /// How many trades a market order fills in.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+        parts: u32,
     },
 }
 
@@ -152,11 +159,28 @@ pub fn run(cli: Cli) -> anyhow::Result<bool> {
             )?;
             Ok(true)
         }
-        Verb::FakeKraken { port } => {
+        Verb::FakeKraken {
+            port,
+            prices,
+            parts,
+        } => {
             let key = std::env::var("KEEL_KRAKEN_KEY").context("KEEL_KRAKEN_KEY is not set")?;
             let secret =
                 std::env::var("KEEL_KRAKEN_SECRET").context("KEEL_KRAKEN_SECRET is not set")?;
             let fake = crate::venues::kraken::fake::FakeKraken::start(port, &key, &secret)?;
+            for spec in &prices {
+                let price = spec
+                    .split_once('=')
+                    .and_then(|(pair, p)| Some((pair, p.parse::<f64>().ok()?)))
+                    .filter(|(_, p)| p.is_finite() && *p > 0.0);
+                let Some((pair, price)) = price else {
+                    anyhow::bail!(
+                        "--price {}: expected PAIR=PRICE, e.g. XBTUSD=40000",
+                        keel_model::shown::quoted(spec)
+                    );
+                };
+                fake.set_price(pair, price, parts);
+            }
             println!("fake Kraken on {} (Ctrl-C stops it)", fake.base_url());
             loop {
                 std::thread::park();

@@ -159,10 +159,16 @@ pub(super) fn command(which: &str, args: &ReasonArgs, db: &Path) -> anyhow::Resu
             latency_us,
             positions_closed,
             orders_cancelled,
-        } => println!(
-            "killed in {:.3} ms: strategies stopped, orders blocked; {positions_closed} position(s) closed, {orders_cancelled} order(s) cancelled; trading HALTED",
-            latency_us as f64 / 1000.0
-        ),
+            venue,
+        } => {
+            println!(
+                "killed in {:.3} ms: strategies stopped, orders blocked; {positions_closed} position(s) closed, {orders_cancelled} order(s) cancelled; trading HALTED",
+                latency_us as f64 / 1000.0
+            );
+            if let Some(venue) = venue {
+                println!("venue: {venue}");
+            }
+        }
         control::Reply::Swapped { .. } => println!("{body}"),
     }
     Ok(true)

@@ -24,12 +24,37 @@ use crate::risk_limits::RiskConfig;
 use crate::sandbox::StrategyArtifact;
 use crate::sandbox::{CompileCache, Metering, Sandbox, SandboxConfig, SandboxLimits};
 use crate::store::{Ownership, Store};
+use crate::venues::kraken::KrakenVenue;
+use crate::venues::kraken::client::{Client, Credentials};
+use crate::venues::kraken::limits::Tier;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Paper trading (the only mode so far: live trading is not built yet).
-    #[arg(long)]
+    /// Paper trading: orders fill on the paper exchange in the database.
+    #[arg(long, conflicts_with = "live")]
     pub paper: bool,
+    /// Live trading: the main books' orders go to the venue (`--venue`),
+    /// with real money. Needs --i-understand-this-trades-real-money and
+    /// the venue's keys (KEEL_KRAKEN_KEY and KEEL_KRAKEN_SECRET, or
+    /// --kraken-keys). Candidates in shadow stay on paper.
+    #[arg(long)]
+    pub live: bool,
+    /// The live venue: `kraken` (spot).
+    #[arg(long, default_value = "kraken", value_name = "VENUE")]
+    pub venue: String,
+    /// The confirmation a live run needs.
+    #[arg(long = "i-understand-this-trades-real-money")]
+    pub real_money: bool,
+    /// A file only its owner may read (mode 600) holding the Kraken API key
+    /// on its first line and its private key (base64) on the second; else
+    /// KEEL_KRAKEN_KEY and KEEL_KRAKEN_SECRET are read.
+    #[arg(long, value_name = "FILE")]
+    pub kraken_keys: Option<PathBuf>,
+    /// The Kraken account's verification tier (`starter`, `intermediate`,
+    /// `pro`): the rate limits Keel keeps to. `unlimited` keeps to none:
+    /// only for rehearsals against `keel __fake-kraken`.
+    #[arg(long, default_value = "starter", value_name = "TIER")]
+    pub kraken_tier: String,
     /// `replay:[SYMBOL=]<file>` to replay a candle file (CSV or freqtrade
     /// `.json`), `sample[:BARS]` for the built-in seeded sample (default:
     /// 720 one-minute bars), or `kraken:<PAIR>[,<PAIR>…]` for live bars
@@ -303,9 +328,14 @@ fn strategies(args: &RunArgs, conn: &rusqlite::Connection) -> anyhow::Result<Vec
 
 /// `keel run --paper`.
 pub(super) fn run(args: &RunArgs, db: &Path, cache: &CompileCache) -> anyhow::Result<bool> {
-    if !args.paper {
-        bail!("live trading is not available yet: pass --paper");
+    if !args.paper && !args.live {
+        bail!("pass --paper, or --live --venue kraken to trade real money");
     }
+    // Everything a live run needs is checked before anything is opened.
+    let credentials = match args.live {
+        true => Some(live_credentials(args)?),
+        false => None,
+    };
     // Before anything is read or written: one process trades on a database.
     let owner = Ownership::claim(db, "keel run")?;
     let speed = speed(&args.speed)?;
@@ -357,11 +387,22 @@ pub(super) fn run(args: &RunArgs, db: &Path, cache: &CompileCache) -> anyhow::Re
         false => None,
     };
     let link = controls.link();
-    let mut engine = Engine::open(&owner, store.conn(), &sandbox, settings, link)?;
+    let live = match credentials {
+        Some((credentials, tier)) => {
+            let clock = || Box::new(crate::store::now_ms) as Box<dyn Fn() -> i64 + Send>;
+            let client = Client::new(&args.kraken_url, credentials, tier, db, clock())?;
+            let venue =
+                KrakenVenue::open(client, &settings.symbols, db, clock()).context("Kraken")?;
+            Some(venue)
+        }
+        None => None,
+    };
+    let mode = if live.is_some() { "LIVE" } else { "paper" };
+    let mut engine = Engine::open_on(&owner, store.conn(), &sandbox, settings, link, live)?;
     // Served once the engine has published its first snapshot.
     let server = controls.serve(db)?;
     println!(
-        "paper run {} on {} ({}); control API on 127.0.0.1:{} — try `keel status --db {}`",
+        "{mode} run {} on {} ({}); control API on 127.0.0.1:{} — try `keel status --db {}`",
         engine.run_id(),
         args.feeds.join(" "),
         args.speed,
@@ -397,6 +438,76 @@ pub(super) fn run(args: &RunArgs, db: &Path, cache: &CompileCache) -> anyhow::Re
     drop(server);
     print_summary(&summary);
     Ok(summary.feed_error.is_none())
+}
+
+/// The venue's keys and tier for `--live`, after the confirmation: from
+/// `--kraken-keys` (a file only its owner may read) or the environment.
+/// No error names a key.
+fn live_credentials(args: &RunArgs) -> anyhow::Result<(Credentials, Tier)> {
+    if args.venue != "kraken" {
+        bail!(
+            "--venue {}: the live venue is kraken",
+            shown::quoted(&args.venue)
+        );
+    }
+    if !args.real_money {
+        bail!(
+            "--live trades real money on Kraken: add --i-understand-this-trades-real-money to go on"
+        );
+    }
+    let tier = Tier::parse(&args.kraken_tier).ok_or_else(|| {
+        anyhow::anyhow!(
+            "--kraken-tier {}: expected starter, intermediate, pro or unlimited",
+            shown::quoted(&args.kraken_tier)
+        )
+    })?;
+    let (key, secret) = match &args.kraken_keys {
+        Some(path) => read_keys(path)?,
+        None => {
+            let var = |name: &str| {
+                std::env::var(name).map_err(|_| {
+                    anyhow::anyhow!("{name} is not set: give the Kraken keys in KEEL_KRAKEN_KEY and KEEL_KRAKEN_SECRET, or --kraken-keys FILE")
+                })
+            };
+            (var("KEEL_KRAKEN_KEY")?, var("KEEL_KRAKEN_SECRET")?)
+        }
+    };
+    let credentials = Credentials::new(&key, &secret).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok((credentials, tier))
+}
+
+/// The key and secret in a keys file: two lines, the file readable by its
+/// owner only.
+fn read_keys(path: &Path) -> anyhow::Result<(String, String)> {
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("--kraken-keys {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            bail!(
+                "--kraken-keys {}: others may read it (mode {mode:o}); `chmod 600` it",
+                path.display()
+            );
+        }
+    }
+    if meta.len() > 64 * 1024 {
+        bail!(
+            "--kraken-keys {}: over 64 KiB, not a keys file",
+            path.display()
+        );
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--kraken-keys {}", path.display()))?;
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    match (lines.next(), lines.next(), lines.next()) {
+        (Some(key), Some(secret), None) => Ok((key.to_owned(), secret.to_owned())),
+        _ => bail!(
+            "--kraken-keys {}: expected two lines, the API key then the private key",
+            path.display()
+        ),
+    }
 }
 
 fn print_summary(s: &RunSummary) {

@@ -100,17 +100,30 @@ impl Engine<'_> {
             &format!("kill switch: {reason}"),
             Some(latency.as_micros() as i64),
         )?;
-        // Everything still open at the venue is cancelled.
+        // A live venue: everything there cancelled, live positions closed
+        // by market orders (`live`).
+        let (venue_cancelled, venue_closed, venue) = match self.live {
+            Some(_) => {
+                let (cancelled, closed, words) = self.kill_live(received)?;
+                (cancelled, closed, Some(words))
+            }
+            None => (0, 0, None),
+        };
+        // Everything still open on paper is cancelled.
         let open = self.cancel_open_orders(None, "kill switch")?;
-        // Flatten every book at the last prices.
-        let mut closed = 0;
+        // Flatten every paper book at the last prices.
+        let mut closed = venue_closed;
         for i in 0..self.slots.len() {
+            if self.live.is_some() && self.slots[i].candidate.is_none() {
+                continue;
+            }
             closed += self.flatten(i, FillSource::Kill)?;
         }
         Ok(Reply::Killed {
             latency_us: latency.as_micros() as u64,
             positions_closed: closed,
-            orders_cancelled: open.len(),
+            orders_cancelled: open.len() + venue_cancelled,
+            venue,
         })
     }
 
@@ -150,6 +163,18 @@ impl Engine<'_> {
             stmt.query_map(params![self.run_id, book], |r| r.get(0))?
                 .collect::<rusqlite::Result<_>>()?
         };
+        // A live book's orders are the live venue's to end.
+        let live_ids: std::collections::HashSet<String> = match self.live {
+            Some(_) => (self.slots.iter())
+                .filter(|s| s.candidate.is_none())
+                .flat_map(|s| s.book.pending.iter().map(|o| o.id.0.clone()))
+                .collect(),
+            None => Default::default(),
+        };
+        let open: Vec<String> = open
+            .into_iter()
+            .filter(|id| !live_ids.contains(id))
+            .collect();
         for id in &open {
             let id = keel_backtester::kernel::ClientOrderId(id.clone());
             self.venue.cancel(&id)?;

@@ -416,6 +416,41 @@ impl<'c> Journal<'c> {
     }
 }
 
+impl Journal<'_> {
+    /// An order the engine makes itself (a live book's stop, target or
+    /// kill close), committed as `new` before it is sent, like an intent.
+    pub fn own_order(
+        &self,
+        book_id: i64,
+        close_ms: i64,
+        seq: i64,
+        order: &Order,
+    ) -> rusqlite::Result<()> {
+        let signal = &order.signal;
+        self.tx.execute(
+            "INSERT OR IGNORE INTO orders (client_order_id, book_id, signal_time_ms, signal_seq, symbol, tag, action,
+                 size, equity, max_quantity, reference_price, max_deviation, stop_loss, take_profit, state,
+                 created_ms, updated_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, NULL, NULL, 'new', ?13, ?13)",
+            params![
+                order.id.0, book_id, close_ms, seq, signal.symbol, signal.tag, signal.action.as_str(),
+                size_text(signal.size), order.equity, order.max_quantity.map(|q| q.to_string()),
+                order.reference_price, order.max_deviation_pct.unwrap_or(f64::MAX), now_ms()
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Whether the venue's trade `trade` is booked already.
+    pub fn has_trade(&self, trade: &str) -> rusqlite::Result<bool> {
+        self.tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM fills WHERE fill_id = ?1)",
+            [venue_fill_id(trade)],
+            |r| r.get(0),
+        )
+    }
+}
+
 fn record_trade(
     tx: &Transaction<'_>,
     book_id: i64,

@@ -31,6 +31,7 @@ pub mod feed;
 pub mod feeds;
 mod history;
 mod journal;
+mod live;
 mod orders;
 mod settings;
 mod shadow;
@@ -53,6 +54,7 @@ use crate::sandbox::{Sandbox, StrategyError, StrategyInstance};
 use crate::store::Ownership;
 use crate::store::audit;
 use crate::venues::PaperVenue;
+use crate::venues::kraken::KrakenVenue;
 use feeds::{Feeds, Step};
 use journal::{Journal, now_ms, risk_event};
 use slot::{BookPlan, Slot, open_slot};
@@ -67,7 +69,7 @@ const KILL_FILE_POLL: Duration = Duration::from_millis(50);
 /// SIGKILLs itself the `n`th time it reaches `point` (the restart tests use
 /// it to die between any two steps that must not be torn apart). Without the
 /// variable it does nothing.
-fn failpoint(point: &str) {
+pub(crate) fn failpoint(point: &str) {
     use std::sync::atomic::AtomicUsize;
     static SEEN: AtomicUsize = AtomicUsize::new(0);
     let Ok(spec) = std::env::var("KEEL_FAILPOINT") else {
@@ -101,6 +103,15 @@ pub struct Engine<'c> {
     market: Market,
     slots: Vec<Slot>,
     venue: PaperVenue,
+    /// The live venue of the main books (a live run); shadows trade on
+    /// paper beside them.
+    live: Option<Box<KrakenVenue>>,
+    /// A live run trades reduce-only until the venue and the ledger are
+    /// found to agree, at start and after any gap.
+    reconciled: bool,
+    /// When reconciliation was last tried, and what it found wrong.
+    reconcile_tried_ms: Option<i64>,
+    reconcile_problems: Vec<String>,
     state: TradingState,
     killed: bool,
     stopping: bool,
@@ -153,11 +164,23 @@ impl<'c> Engine<'c> {
     /// Starts a new run, or resumes the unfinished one of the same feed and
     /// strategies; loads and binds every strategy and rebuilds every book.
     pub fn open(
+        owner: &'c Ownership,
+        conn: &'c mut Connection,
+        sandbox: &'c Sandbox,
+        settings: RunSettings,
+        control: Option<ControlLink>,
+    ) -> anyhow::Result<Engine<'c>> {
+        Engine::open_on(owner, conn, sandbox, settings, control, None)
+    }
+
+    /// [`Engine::open`], the main books trading on `live` if given.
+    pub fn open_on(
         _owner: &'c Ownership,
         conn: &'c mut Connection,
         sandbox: &'c Sandbox,
         settings: RunSettings,
         control: Option<ControlLink>,
+        live: Option<KrakenVenue>,
     ) -> anyhow::Result<Engine<'c>> {
         if settings.symbols.is_empty() {
             anyhow::bail!("a run needs at least one symbol");
@@ -205,6 +228,11 @@ impl<'c> Engine<'c> {
             [one] => serde_json::json!(one),
             many => serde_json::json!(many),
         };
+        // A live run is never resumed as a paper one, nor the other way.
+        if live.is_some() {
+            settings_json["venue"] = "kraken".into();
+        }
+        let mode = if live.is_some() { "live" } else { "paper" };
         let settings_text = settings_json.to_string();
         let (state, _) = load_state(conn)?;
         let unfinished: Option<(i64, String, String)> = conn
@@ -244,15 +272,15 @@ impl<'c> Engine<'c> {
             }
             None => {
                 conn.execute(
-                    "INSERT INTO runs (mode, feed, settings, started_ms, status) VALUES ('paper', ?1, ?2, ?3, 'running')",
-                    params![settings.feed_name, settings_text, now_ms()],
+                    "INSERT INTO runs (mode, feed, settings, started_ms, status) VALUES (?4, ?1, ?2, ?3, 'running')",
+                    params![settings.feed_name, settings_text, now_ms(), mode],
                 )?;
                 let id = conn.last_insert_rowid();
                 audit(
                     conn,
                     Actor::Operator.as_str(),
                     "start run",
-                    &format!("run {id}: paper on {}", settings.feed_name),
+                    &format!("run {id}: {mode} on {}", settings.feed_name),
                 )?;
                 (id, None, None)
             }
@@ -302,6 +330,10 @@ impl<'c> Engine<'c> {
             market,
             slots: Vec::new(),
             venue,
+            reconciled: live.is_none(),
+            live: live.map(Box::new),
+            reconcile_tried_ms: None,
+            reconcile_problems: Vec::new(),
             state,
             killed: false,
             stopping: false,
@@ -328,6 +360,7 @@ impl<'c> Engine<'c> {
         // (and, in a resumed run, in the books they had).
         engine.admit_shadows()?;
         engine.reconcile()?;
+        engine.reconcile_live()?;
         engine.publish();
         Ok(engine)
     }
@@ -419,12 +452,17 @@ impl<'c> Engine<'c> {
             }
             last_feed_ms = Some(close_ms);
             self.book_step(close_ms, &bars)?;
+            self.live_exits(close_ms, &bars)?;
             failpoint("after-bar");
             self.signal_step(close_ms, &bars)?;
             self.after_bar()?;
             self.publish();
         }
         let interrupted = self.stop_requested();
+        // Nothing of ours rests at the venue after a run: the switch is off.
+        if let Some(live) = self.live.as_mut() {
+            live.disarm();
+        }
         if !interrupted {
             self.judge_shadows(true)?;
         }
@@ -465,6 +503,7 @@ impl<'c> Engine<'c> {
             .map(|(symbol, (_, c))| (symbol.as_ref(), *c))
             .collect();
         self.venue.on_step(&named)?;
+        let reports = self.live_reports();
         failpoint("after-exchange-fill");
         let mut columns = BarColumns::default();
         for (sym, candle) in bars {
@@ -472,19 +511,27 @@ impl<'c> Engine<'c> {
         }
         let step = columns.slice(0, bars.len());
         self.market.close(step);
+        let live_on = self.live.is_some();
         let journal = Journal::begin(self.conn, self.run_id)?;
         let mut halts = Vec::new();
         for slot in &mut self.slots {
-            let waiting: Vec<ClientOrderId> =
-                slot.book.pending.iter().map(|o| o.id.clone()).collect();
-            for id in waiting {
-                if let Some(OrderState::Done(report)) = self.venue.query(&id)? {
-                    journal.settled(slot.id, &report)?;
-                    slot.book.settle(report);
+            let live = live_on && slot.candidate.is_none();
+            if live {
+                live::settle(&journal, slot, &reports)?;
+            } else {
+                let waiting: Vec<ClientOrderId> =
+                    slot.book.pending.iter().map(|o| o.id.clone()).collect();
+                for id in waiting {
+                    if let Some(OrderState::Done(report)) = self.venue.query(&id)? {
+                        journal.settled(slot.id, &report)?;
+                        slot.book.settle(report);
+                    }
                 }
-            }
-            for b in 0..step.len() {
-                slot.book.exits(&self.market.fills, step.get(b));
+                // A live book's stops and targets are orders at the venue
+                // (`live_exits`), never fills made up here.
+                for b in 0..step.len() {
+                    slot.book.exits(&self.market.fills, step.get(b));
+                }
             }
             slot.book.mark(step);
             let booked = std::mem::take(&mut slot.book.fills);
@@ -523,10 +570,21 @@ impl<'c> Engine<'c> {
             return Ok(());
         }
         let mut orders = Vec::new();
+        // A live book is reduce-only until the venue and the ledger agree.
+        let live_state = match self.state {
+            TradingState::Active if !self.reconciled => TradingState::ReduceOnly,
+            state => state,
+        };
+        let live_on = self.live.is_some();
         for slot in &mut self.slots {
             if !slot.sees_any(bars) {
                 continue;
             }
+            let state = if live_on && slot.candidate.is_none() {
+                live_state
+            } else {
+                self.state
+            };
             let equity = slot.book.equity();
             let view = slot.book.view(equity);
             let outcome = show_step(
@@ -548,18 +606,14 @@ impl<'c> Engine<'c> {
                 tracing::warn!(book = %slot.slot, "{e}");
             }
             let (run, book) = (self.run_id, slot.id);
-            let decisions = slot.book.decide(
-                &self.market,
-                close_ms,
-                &outcome.signals,
-                self.state,
-                |seq| {
-                    ClientOrderId(format!(
-                        "k{run}-{book}-{close_ms}-{}",
-                        seq + outcome.refused.len()
-                    ))
-                },
-            );
+            let decisions =
+                slot.book
+                    .decide(&self.market, close_ms, &outcome.signals, state, |seq| {
+                        ClientOrderId(format!(
+                            "k{run}-{book}-{close_ms}-{}",
+                            seq + outcome.refused.len()
+                        ))
+                    });
             // A close signalled again after a restart decides the same ids.
             let mut seen = std::collections::HashSet::new();
             slot.book.pending.retain(|o| seen.insert(o.id.clone()));
@@ -699,6 +753,7 @@ impl<'c> Engine<'c> {
             snap.feed_health = self.feed_health.clone();
             snap.books = books;
             snap.trades = trades;
+            snap.venue = self.live.as_ref().map(|l| l.health.clone());
         }
     }
 

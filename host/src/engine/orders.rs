@@ -46,7 +46,16 @@ impl Engine<'_> {
             let held = (slot.book.open.iter())
                 .find(|o| o.pos.symbol == symbol && o.pos.tag == tag)
                 .map(|o| o.pos.side);
-            let max_quantity = max_q.and_then(|q| q.parse().ok());
+            // What parts of it were booked already (a live venue's trades)
+            // need not be closed again.
+            let done: f64 = self.conn.query_row(
+                "SELECT COALESCE(SUM(CAST(quantity AS REAL)), 0) FROM fills WHERE client_order_id = ?1",
+                [&id],
+                |r| r.get(0),
+            )?;
+            let max_quantity = max_q
+                .and_then(|q| q.parse::<f64>().ok())
+                .map(|q| keel_backtester::kernel::exact((q - done).max(0.0)));
             orders.push(Order {
                 id: ClientOrderId(id),
                 sym,
@@ -114,8 +123,22 @@ impl Engine<'_> {
             }
             return Ok(());
         }
+        self.send_now(order)
+    }
+
+    /// Sends a committed order to its book's venue — the live one for a
+    /// main book of a live run, else paper — and marks it open.
+    pub(super) fn send_now(&mut self, order: Order) -> anyhow::Result<()> {
         let id = order.id.0.clone();
-        self.venue.submit(order)?;
+        let shadow = self
+            .slots
+            .iter()
+            .find(|s| s.book.pending.iter().any(|o| o.id == order.id))
+            .is_some_and(|s| s.candidate.is_some());
+        match &mut self.live {
+            Some(live) if !shadow => live.submit(order)?,
+            _ => self.venue.submit(order)?,
+        }
         failpoint("after-send");
         order_state(self.conn, &id, &["new"], "open", None)?;
         Ok(())

@@ -77,16 +77,14 @@ impl State {
         }
         let (txid, buy, pair) = (order.txid.clone(), order.side == "buy", order.pair.clone());
         let id = format!("T{:05}-FAKE", n + 1);
+        // The balances move by the figures as reported.
+        let (price_text, volume_text) = (format!("{price:.1}"), format!("{volume:.8}"));
+        let (price, volume): (f64, f64) = (price_text.parse().ok()?, volume_text.parse().ok()?);
         let cost = volume * price;
-        let fee = cost * 0.0026;
-        self.trades.push((
-            id.clone(),
-            txid,
-            format!("{price:.1}"),
-            format!("{volume:.8}"),
-            format!("{fee:.5}"),
-            at_s,
-        ));
+        let fee_text = format!("{:.5}", cost * 0.0026);
+        let fee: f64 = fee_text.parse().ok()?;
+        self.trades
+            .push((id.clone(), txid, price_text, volume_text, fee_text, at_s));
         let (base, quote) = if pair.contains("XBT") {
             ("XXBT", "ZUSD")
         } else {
@@ -198,6 +196,21 @@ impl FakeKraken {
     /// What the account holds, by Kraken's asset names.
     pub fn balances(&self) -> BTreeMap<String, String> {
         self.state().balances.clone()
+    }
+
+    /// Sets what the account holds of `asset` (a deposit, a withdrawal, a
+    /// trade made by hand).
+    pub fn set_balance(&self, asset: &str, amount: &str) {
+        self.state()
+            .balances
+            .insert(asset.to_owned(), amount.to_owned());
+    }
+
+    /// Every trade, oldest first: (trade id, order txid, price, volume).
+    pub fn trades(&self) -> Vec<(String, String, String, String)> {
+        (self.state().trades.iter())
+            .map(|t| (t.0.clone(), t.1.clone(), t.2.clone(), t.3.clone()))
+            .collect()
     }
 
     /// The private calls that passed the signature and nonce checks.

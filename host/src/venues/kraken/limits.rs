@@ -20,6 +20,9 @@ pub enum Tier {
     Starter,
     Intermediate,
     Pro,
+    /// No limits modelled: for rehearsals against `keel __fake-kraken`,
+    /// which keeps none; never for Kraken itself.
+    Unlimited,
 }
 
 impl Tier {
@@ -29,6 +32,7 @@ impl Tier {
             Tier::Starter => (15.0, 0.33),
             Tier::Intermediate => (20.0, 0.5),
             Tier::Pro => (20.0, 1.0),
+            Tier::Unlimited => (1e12, 1e12),
         }
     }
 
@@ -38,6 +42,7 @@ impl Tier {
             Tier::Starter => (60.0, 1.0),
             Tier::Intermediate => (125.0, 2.34),
             Tier::Pro => (180.0, 3.75),
+            Tier::Unlimited => (1e12, 1e12),
         }
     }
 
@@ -46,6 +51,7 @@ impl Tier {
             "starter" => Some(Tier::Starter),
             "intermediate" => Some(Tier::Intermediate),
             "pro" => Some(Tier::Pro),
+            "unlimited" => Some(Tier::Unlimited),
             _ => None,
         }
     }

@@ -16,6 +16,9 @@ pub struct Pair {
     pub altname: String,
     /// e.g. `XBT/USD`: the name the WebSocket API and Keel's symbols use.
     pub wsname: String,
+    /// The assets it trades, as `Balance` names them (`XXBT`, `ZUSD`).
+    pub base: String,
+    pub quote: String,
     pub pair_decimals: u32,
     pub lot_decimals: u32,
     pub cost_decimals: u32,
@@ -34,6 +37,10 @@ struct Raw {
     altname: String,
     #[serde(default)]
     wsname: Option<String>,
+    #[serde(default)]
+    base: Option<String>,
+    #[serde(default)]
+    quote: Option<String>,
     pair_decimals: u32,
     lot_decimals: u32,
     #[serde(default)]
@@ -93,6 +100,8 @@ pub fn parse(result: &serde_json::Value) -> Result<BTreeMap<String, Pair>, Strin
             Pair {
                 name: name.clone(),
                 wsname: raw.wsname.clone().unwrap_or_else(|| raw.altname.clone()),
+                base: raw.base.unwrap_or_default(),
+                quote: raw.quote.unwrap_or_default(),
                 altname: raw.altname,
                 pair_decimals: raw.pair_decimals,
                 lot_decimals: raw.lot_decimals,

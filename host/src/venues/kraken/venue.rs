@@ -154,6 +154,14 @@ impl KrakenVenue {
                 .ok_or_else(|| anyhow::anyhow!("{symbol}: Kraken has no such pair"))?;
             pairs.insert(symbol.clone(), pair.clone());
         }
+        // A key Kraken refuses stops the run before it starts; a Kraken
+        // that does not answer leaves it reduce-only until it does.
+        let mut client = client;
+        match client.private("Balance", &[]) {
+            Err(e @ Failure::Auth(_)) => anyhow::bail!("{e}"),
+            Err(e) => tracing::warn!("Kraken does not answer yet: {e}"),
+            Ok(_) => {}
+        }
         let conn = Connection::open(db)?;
         conn.busy_timeout(Duration::from_secs(5))?;
         Ok(KrakenVenue {
@@ -206,6 +214,35 @@ impl KrakenVenue {
             }
         }
         self.health.rest_headroom = self.client.limits().rest_headroom(now);
+    }
+
+    /// Kraken's pair of each of the run's symbols.
+    pub fn pairs(&self) -> &HashMap<String, Pair> {
+        &self.pairs
+    }
+
+    /// What the account holds, by Kraken's asset names.
+    pub fn balance(&mut self) -> Result<HashMap<String, Decimal>, Failure> {
+        let result = self.client.private("Balance", &[])?;
+        let map = result
+            .as_object()
+            .ok_or_else(|| Failure::Malformed("Balance: not an object".into()))?;
+        map.iter()
+            .map(|(asset, v)| {
+                let amount = v
+                    .as_str()
+                    .and_then(|t| t.parse().ok())
+                    .ok_or_else(|| Failure::Malformed(format!("Balance {asset}: not a decimal")))?;
+                Ok((asset.clone(), amount))
+            })
+            .collect()
+    }
+
+    /// Cancels every open order of the account (`CancelAll`); how many
+    /// Kraken says it cancelled.
+    pub fn cancel_everything(&mut self) -> Result<usize, Failure> {
+        let result = self.client.private("CancelAll", &[])?;
+        Ok(result["count"].as_u64().unwrap_or(0) as usize)
     }
 
     /// Disarms the dead man's switch (a run that ends cleanly).
@@ -326,6 +363,7 @@ impl KrakenVenue {
             }
             let now = self.now();
             self.client.limits().placed(pair, now);
+            crate::engine::failpoint("venue-before-send");
             let reply = self.client.private(
                 "AddOrder",
                 &[
@@ -336,6 +374,7 @@ impl KrakenVenue {
                     ("cl_ord_id", venue_id.to_owned()),
                 ],
             );
+            crate::engine::failpoint("venue-after-send");
             match reply {
                 Ok(result) => {
                     let txid = result["txid"][0].as_str().map(str::to_owned);
@@ -369,6 +408,30 @@ impl KrakenVenue {
                 }
             }
         }
+    }
+
+    /// Orders in `pending` whose outcome is unknown (a request unanswered,
+    /// or a process that died mid-request): their grace is waited out, then
+    /// they are looked up, and those Kraken never got are sent again — at
+    /// start, before the first close, so a restart trades as an
+    /// uninterrupted run would. Their reports come at the next look.
+    pub fn settle_unknowns(&mut self, pending: &[ClientOrderId]) -> Result<(), Failure> {
+        let ids: Vec<&str> = pending.iter().map(|p| p.0.as_str()).collect();
+        let latest: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT MAX(updated_ms) FROM venue_orders WHERE state IN ('sending', 'unknown')
+                 AND client_order_id IN (SELECT value FROM json_each(?1))",
+                [serde_json::to_string(&ids).unwrap_or_default()],
+                |r| r.get(0),
+            )
+            .map_err(|e| Failure::Unknown(format!("venue_orders: {e}")))?;
+        let Some(at) = latest else {
+            return Ok(());
+        };
+        let wait = (at + UNKNOWN_GRACE_MS - self.now()).clamp(0, UNKNOWN_GRACE_MS);
+        std::thread::sleep(Duration::from_millis(wait as u64));
+        self.reports(pending).map(|_| ())
     }
 
     /// What became of the orders `pending` since the last look, as reports:

@@ -1,0 +1,520 @@
+//! Live trading as an operator runs it, against a fake Kraken on loopback
+//! that checks signatures and nonces as Kraken does and fills market
+//! orders at a set price, in parts: `keel run --live --venue kraken`, a
+//! kill, a ledger the venue disagrees with, and SIGKILL at every step.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use keel_host::venues::kraken::fake::FakeKraken;
+
+use crate::paper::{Setup, count, open, snapshots, text, wait_for_control};
+use crate::support::example;
+
+const KEY: &str = "live-test-key-7f3a";
+const SECRET: &str =
+    "kQH5HW/8p1uGOVjbgWA7FunAmGO8lsSUXNsu3eow76sz84Q18fWxnyRzBHCd3pd5nE9qa99HAZtuZuj6F1huXg==";
+
+/// A fake Kraken whose XBT/USD market orders trade at 100 (the sample's
+/// price level) in two parts.
+fn fake() -> FakeKraken {
+    let fake = FakeKraken::start(0, KEY, SECRET).expect("fake Kraken");
+    fake.set_price("XBTUSD", 100.0, 2);
+    fake
+}
+
+/// `keel run --live` against `fake` on the sample feed, sma-cross trading
+/// XBT/USD.
+fn live_args<'a>(fake: &'a str, feed: &'a str, speed: &'a str) -> Vec<String> {
+    [
+        "run",
+        "--live",
+        "--venue",
+        "kraken",
+        "--i-understand-this-trades-real-money",
+        "--kraken-url",
+        fake,
+        "--kraken-tier",
+        "unlimited",
+        "--feed",
+        feed,
+        "--symbol",
+        "XBT/USD",
+        "--speed",
+        speed,
+        "--strategy",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .chain([format!("{},fast=5,slow=20", example("sma-cross").display())])
+    .collect()
+}
+
+fn live(s: &Setup, db: &Path, args: &[String]) -> Command {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut cmd = s.command(db, &args);
+    cmd.env("KEEL_KRAKEN_KEY", KEY)
+        .env("KEEL_KRAKEN_SECRET", SECRET);
+    cmd
+}
+
+fn run_live(s: &Setup, db: &Path, args: &[String]) -> Output {
+    live(s, db, args).output().expect("keel run --live")
+}
+
+fn spawn_live(s: &Setup, db: &Path, args: &[String]) -> Child {
+    live(s, db, args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("keel run --live")
+}
+
+fn strings(conn: &rusqlite::Connection, sql: &str) -> Vec<String> {
+    let mut stmt = conn.prepare(sql).expect(sql);
+    stmt.query_map([], |r| r.get(0))
+        .expect(sql)
+        .collect::<Result<_, _>>()
+        .expect(sql)
+}
+
+/// Every trade at the venue is booked once, under its own id, and no
+/// order was placed twice.
+fn assert_venue_and_ledger_agree(fake: &FakeKraken, db: &Path) {
+    let conn = open(db);
+    let booked: BTreeSet<String> =
+        strings(&conn, "SELECT fill_id FROM fills WHERE fill_id LIKE 'vf-%'")
+            .into_iter()
+            .collect();
+    let traded: BTreeSet<String> = fake
+        .trades()
+        .into_iter()
+        .map(|t| format!("vf-{}", t.0))
+        .collect();
+    assert_eq!(booked, traded, "every trade at Kraken booked, once");
+    let ids: Vec<String> = fake
+        .orders()
+        .into_iter()
+        .filter_map(|o| o.cl_ord_id)
+        .collect();
+    let distinct: BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(ids.len(), distinct.len(), "an order placed twice");
+    let sent = count(
+        &conn,
+        "SELECT COUNT(*) FROM venue_orders WHERE state NOT IN ('refused')",
+    );
+    assert_eq!(ids.len() as i64, sent, "every order sent is at Kraken");
+    // What Kraken holds of XBT is what the ledger holds.
+    let held: f64 = conn
+        .query_row(
+            "SELECT COALESCE(SUM(CAST(quantity AS REAL)), 0) FROM positions",
+            [],
+            |r| r.get(0),
+        )
+        .expect("positions");
+    let xbt: f64 = fake.balances()["XXBT"].parse().expect("XXBT");
+    assert!((xbt - held).abs() < 1e-9, "Kraken {xbt} XBT, ledger {held}");
+}
+
+#[test]
+fn a_live_run_trades_at_kraken_and_books_every_trade_once() {
+    let s = Setup::new();
+    let fake = fake();
+    let url = fake.base_url();
+    let db = s.db("live.db");
+    let out = run_live(&s, &db, &live_args(&url, "sample:400", "max"));
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.starts_with("LIVE run 1"), "{stdout}");
+    let conn = open(&db);
+    assert_eq!(strings(&conn, "SELECT mode FROM runs"), ["live"]);
+    assert!(fake.trades().len() >= 10, "{} trades", fake.trades().len());
+    // Two trades an order: booked part by part, the order then filled.
+    let parts = count(
+        &conn,
+        "SELECT COUNT(*) FROM fills GROUP BY client_order_id HAVING COUNT(*) = 2 LIMIT 1",
+    );
+    assert_eq!(parts, 2);
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT COUNT(*) FROM orders WHERE state IN ('new', 'open')"
+        ),
+        0
+    );
+    assert_venue_and_ledger_agree(&fake, &db);
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT COUNT(*) FROM risk_events WHERE kind = 'reconcile'"
+        ),
+        0
+    );
+    // The dead man's switch was armed while trading, disarmed at the end.
+    let calls = fake.calls();
+    assert!(calls.iter().any(|c| c == "CancelAllOrdersAfter"));
+    // The key never reaches the database or the output.
+    let bytes = std::fs::read(&db).expect("db");
+    assert!(!bytes.windows(KEY.len()).any(|w| w == KEY.as_bytes()));
+    assert!(!stdout.contains(KEY) && !text(&out.stderr).contains(KEY));
+}
+
+#[test]
+fn a_live_run_needs_its_confirmation_and_keys_and_names_what_is_missing() {
+    let s = Setup::new();
+    let db = s.db("refused.db");
+    let fake = fake();
+    let url = fake.base_url();
+    let args = live_args(&url, "sample:50", "max");
+    let without =
+        |flag: &str| -> Vec<String> { args.iter().filter(|a| *a != flag).cloned().collect() };
+    let out = run_live(&s, &db, &without("--i-understand-this-trades-real-money"));
+    let err = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("add --i-understand-this-trades-real-money"),
+        "{err}"
+    );
+    let out = s
+        .command(&db, &args.iter().map(String::as_str).collect::<Vec<_>>())
+        .env_remove("KEEL_KRAKEN_KEY")
+        .env_remove("KEEL_KRAKEN_SECRET")
+        .output()
+        .expect("run");
+    let err = text(&out.stderr);
+    assert!(err.contains("KEEL_KRAKEN_KEY is not set"), "{err}");
+    // A keys file others may read is refused; a good one is used.
+    let keys = s.db("kraken.keys");
+    std::fs::write(&keys, format!("{KEY}\n{SECRET}\n")).expect("keys");
+    let with_file: Vec<String> = args
+        .iter()
+        .cloned()
+        .chain(["--kraken-keys".into(), keys.display().to_string()])
+        .collect();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let out = s
+        .command(
+            &db,
+            &with_file.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
+        .output()
+        .expect("run");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("others may read it (mode 644); `chmod 600` it"),
+        "{err}"
+    );
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let out = s
+        .command(
+            &db,
+            &with_file.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // A key Kraken does not know: refused in one line, the key not shown.
+    let out = s
+        .command(
+            &s.db("badkey.db"),
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
+        .env("KEEL_KRAKEN_KEY", "not-the-key-9c1e")
+        .env("KEEL_KRAKEN_SECRET", SECRET)
+        .output()
+        .expect("run");
+    let err = text(&out.stderr);
+    assert!(
+        !out.status.success() || err.contains("EAPI:Invalid key"),
+        "{err}"
+    );
+    assert!(!err.contains("not-the-key-9c1e"), "{err}");
+    for (flag, value, says) in [
+        (
+            "--kraken-tier",
+            "diamond",
+            "--kraken-tier \"diamond\": expected starter",
+        ),
+        (
+            "--venue",
+            "binance",
+            "--venue \"binance\": the live venue is kraken",
+        ),
+    ] {
+        let mut bad = args.clone();
+        let at = bad.iter().position(|a| a == flag).expect(flag);
+        bad[at + 1] = value.into();
+        let out = run_live(&s, &db, &bad);
+        let err = text(&out.stderr);
+        assert!(!out.status.success() && err.contains(says), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+}
+
+/// Kraken holds more than the ledger can explain after a restart: the
+/// account becomes reduce-only with a risk event naming the asset, and
+/// the ledger is left as it was.
+#[test]
+fn a_balance_the_ledger_cannot_explain_makes_the_account_reduce_only() {
+    let s = Setup::new();
+    let fake = fake();
+    let url = fake.base_url();
+    let db = s.db("mismatch.db");
+    let args = live_args(&url, "sample:3000", "2000x");
+    let mut child = spawn_live(&s, &db, &args);
+    let started = Instant::now();
+    while snapshots(&db) < 200 {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no bars booked"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    let fills_before = count(&open(&db), "SELECT COUNT(*) FROM fills");
+    // Someone bought XBT by hand.
+    let xbt: f64 = fake.balances()["XXBT"].parse().expect("XXBT");
+    fake.set_balance("XXBT", &format!("{:.10}", xbt + 0.5));
+    let mut child = spawn_live(&s, &db, &live_args(&url, "sample:3000", "2000x"));
+    wait_for_control(&db);
+    let started = Instant::now();
+    let conn = open(&db);
+    while count(
+        &conn,
+        "SELECT COUNT(*) FROM risk_events WHERE kind = 'reconcile'",
+    ) == 0
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no reconcile event"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let event = strings(
+        &conn,
+        "SELECT detail FROM risk_events WHERE kind = 'reconcile'",
+    );
+    assert!(event[0].starts_with("XXBT: Kraken holds"), "{event:?}");
+    let state = strings(&conn, "SELECT state FROM trading_state");
+    assert_eq!(state, ["REDUCE_ONLY"]);
+    let status = s.keel(&db, &["status", "--json"]);
+    let snap: serde_json::Value = serde_json::from_slice(&status.stdout).expect("json");
+    assert_eq!(snap["venue"]["reconciled"], false, "{snap}");
+    assert!(
+        snap["venue"]["problem"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("XXBT"),
+        "{snap}"
+    );
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    assert!(count(&conn, "SELECT COUNT(*) FROM fills") >= fills_before);
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT COUNT(*) FROM fills WHERE fill_id NOT LIKE 'vf-%'"
+        ),
+        0,
+        "nothing booked to make the ledger agree"
+    );
+}
+
+/// `keel kill` on a live run: Kraken cancels everything, every position is
+/// sold at the venue and booked from its trades, and the reply says what
+/// the venue confirmed.
+#[test]
+fn the_kill_switch_cancels_everything_at_kraken_and_sells_what_is_held() {
+    let s = Setup::new();
+    let fake = fake();
+    let url = fake.base_url();
+    let db = s.db("kill.db");
+    let mut child = spawn_live(&s, &db, &live_args(&url, "sample:5000", "1000x"));
+    wait_for_control(&db);
+    let started = Instant::now();
+    loop {
+        let held = count(
+            &open(&db),
+            "SELECT COUNT(*) FROM positions WHERE CAST(quantity AS REAL) > 0",
+        );
+        if held > 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "never held anything"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = s.keel(&db, &["kill", "--reason", "test"]);
+    let said = text(&out.stdout);
+    assert!(out.status.success(), "{said}{}", text(&out.stderr));
+    assert!(said.contains("venue: Kraken cancelled"), "{said}");
+    assert!(
+        said.contains("1 of 1 positions closed by market orders"),
+        "{said}"
+    );
+    assert!(fake.calls().iter().any(|c| c == "CancelAll"));
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    let conn = open(&db);
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT COUNT(*) FROM positions WHERE CAST(quantity AS REAL) > 0"
+        ),
+        0
+    );
+    let latency: Vec<String> = strings(
+        &conn,
+        "SELECT CAST(latency_us AS TEXT) FROM risk_events WHERE kind = 'kill-venue'",
+    );
+    assert_eq!(latency.len(), 1, "{latency:?}");
+    assert_venue_and_ledger_agree(&fake, &db);
+}
+
+/// What must come out the same however often a live run died: orders and
+/// their states, fills (price, quantity), closed trades, the books, and
+/// each close's equity. Times of fills are Kraken's clock, so left out.
+#[derive(Debug, PartialEq)]
+struct Books {
+    orders: BTreeSet<(String, String, String)>,
+    fills: Vec<(String, String, String, String)>,
+    trades: Vec<(String, String, String)>,
+    books: BTreeSet<(String, String, String)>,
+    equity: BTreeSet<(String, String, String)>,
+}
+
+fn books(db: &Path) -> Books {
+    let conn = open(db);
+    let rows = |sql: &str, n: usize| -> Vec<Vec<String>> {
+        let mut stmt = conn.prepare(sql).expect(sql);
+        stmt.query_map([], |r| {
+            (0..n)
+                .map(|i| {
+                    r.get::<_, rusqlite::types::Value>(i)
+                        .map(|v| format!("{v:?}"))
+                })
+                .collect()
+        })
+        .expect(sql)
+        .collect::<Result<_, _>>()
+        .expect(sql)
+    };
+    Books {
+        orders: rows("SELECT client_order_id, action, state FROM orders", 3)
+            .into_iter()
+            .map(|r| (r[0].clone(), r[1].clone(), r[2].clone()))
+            .collect(),
+        fills: rows(
+            "SELECT client_order_id, action, price, quantity FROM fills ORDER BY client_order_id, fill_id",
+            4,
+        )
+        .into_iter()
+        .map(|r| (r[0].clone(), r[1].clone(), r[2].clone(), r[3].clone()))
+        .collect(),
+        trades: rows("SELECT side, quantity, pnl_gross FROM trades ORDER BY fill_id", 3)
+            .into_iter()
+            .map(|r| (r[0].clone(), r[1].clone(), r[2].clone()))
+            .collect(),
+        books: rows("SELECT cash, realized, fees FROM books", 3)
+            .into_iter()
+            .map(|r| (r[0].clone(), r[1].clone(), r[2].clone()))
+            .collect(),
+        equity: rows("SELECT book_id, time_ms, equity FROM equity_snapshots", 3)
+            .into_iter()
+            .map(|r| (r[0].clone(), r[1].clone(), r[2].clone()))
+            .collect(),
+    }
+}
+
+/// SIGKILL at random moments (50 times) and at every failpoint — between
+/// the intent and the request, between the request and Kraken's answer,
+/// between the answer and the ledger — and restarted each time: no order
+/// is placed twice at Kraken, no trade is missing from the ledger, and the
+/// books equal those of one uninterrupted run.
+#[test]
+fn sigkill_at_any_point_of_a_live_run_places_nothing_twice_and_loses_no_trade() {
+    let s = Setup::new();
+    let feed = "sample:500";
+    let clean_fake = fake();
+    let clean_url = clean_fake.base_url();
+    let clean = s.db("clean.db");
+    let out = run_live(&s, &clean, &live_args(&clean_url, feed, "max"));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let expected = books(&clean);
+    assert!(expected.fills.len() >= 10, "{} fills", expected.fills.len());
+
+    let crashy_fake = fake();
+    let url = crashy_fake.base_url();
+    let crashy = s.db("crashy.db");
+    let args = live_args(&url, feed, "12000x");
+    let steps = [9i64, 4, 14, 6, 11, 3, 17, 5];
+    let mut kills = 0;
+    let mut finished = false;
+    for (i, step) in steps.iter().cycle().take(120).enumerate() {
+        let target = snapshots(&crashy) + step;
+        let mut child = spawn_live(&s, &crashy, &args);
+        let started = Instant::now();
+        while child.try_wait().expect("try_wait").is_none() {
+            if snapshots(&crashy) >= target {
+                std::thread::sleep(Duration::from_millis(i as u64 % 4));
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "the run stopped booking bars"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if child.try_wait().expect("try_wait").is_some() {
+            let out = child.wait_with_output().expect("output");
+            assert!(
+                out.status.success(),
+                "a run failed on its own: {}",
+                text(&out.stderr)
+            );
+            finished = true;
+            break;
+        }
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+        kills += 1;
+    }
+    assert!(finished, "the run never finished");
+    assert!(kills >= 50, "only {kills} kills landed mid-run");
+    assert_eq!(books(&crashy), expected);
+    assert_venue_and_ledger_agree(&crashy_fake, &crashy);
+
+    // And at each failpoint: the process SIGKILLs itself there, restarts
+    // and finishes.
+    let points = [
+        ("venue-before-send", 3),
+        ("venue-after-send", 5),
+        ("after-send", 4),
+        ("before-intent", 6),
+        ("after-intent", 2),
+        ("after-exchange-fill", 120),
+        ("after-bar", 210),
+    ];
+    for (point, n) in points {
+        let venue = fake();
+        let url = venue.base_url();
+        let args = live_args(&url, feed, "max");
+        let db = s.db(&format!("{point}.db"));
+        let died = live(&s, &db, &args)
+            .env("KEEL_FAILPOINT", format!("{point}:{n}"))
+            .output()
+            .expect("run");
+        assert!(!died.status.success(), "{point}:{n} did not fire");
+        let out = run_live(&s, &db, &args);
+        assert!(out.status.success(), "{point}:{n}: {}", text(&out.stderr));
+        assert!(text(&out.stdout).contains("(resumed)"), "{point}:{n}");
+        assert_eq!(books(&db), expected, "{point}:{n}");
+        assert_venue_and_ledger_agree(&venue, &db);
+    }
+}
