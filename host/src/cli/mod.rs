@@ -69,7 +69,7 @@ pub enum Verb {
     Quickstart(quickstart::QuickstartArgs),
     /// Trade strategies on a feed: `--paper` books every order and fill in
     /// the ledger through a paper exchange. Serves a control API on loopback.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Show a running `keel run`: state, equity, positions per book.
     Status(operate::ShowArgs),
     /// Show the open positions of a running `keel run`.
@@ -181,7 +181,11 @@ pub fn run(cli: Cli) -> anyhow::Result<bool> {
                 };
                 fake.set_price(pair, price, parts);
             }
-            println!("fake Kraken on {} (Ctrl-C stops it)", fake.base_url());
+            println!(
+                "fake Kraken on {}, executions channel on {} (Ctrl-C stops it)",
+                fake.base_url(),
+                fake.ws_url()
+            );
             loop {
                 std::thread::park();
             }

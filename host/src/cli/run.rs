@@ -27,6 +27,7 @@ use crate::store::{Ownership, Store};
 use crate::venues::kraken::KrakenVenue;
 use crate::venues::kraken::client::{Client, Credentials};
 use crate::venues::kraken::limits::Tier;
+use crate::venues::kraken::stream::Executions;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -50,6 +51,14 @@ pub struct RunArgs {
     /// KEEL_KRAKEN_KEY and KEEL_KRAKEN_SECRET are read.
     #[arg(long, value_name = "FILE")]
     pub kraken_keys: Option<PathBuf>,
+    /// Kraken's WebSocket v2 endpoint for the account's executions (fills
+    /// as they happen, REST polling while it is down); `none` polls only.
+    #[arg(
+        long,
+        default_value = "wss://ws-auth.kraken.com/v2",
+        value_name = "URL"
+    )]
+    pub kraken_ws_url: String,
     /// The Kraken account's verification tier (`starter`, `intermediate`,
     /// `pro`): the rate limits Keel keeps to. `unlimited` keeps to none:
     /// only for rehearsals against `keel __fake-kraken`.
@@ -391,8 +400,12 @@ pub(super) fn run(args: &RunArgs, db: &Path, cache: &CompileCache) -> anyhow::Re
         Some((credentials, tier)) => {
             let clock = || Box::new(crate::store::now_ms) as Box<dyn Fn() -> i64 + Send>;
             let client = Client::new(&args.kraken_url, credentials, tier, db, clock())?;
-            let venue =
+            let mut venue =
                 KrakenVenue::open(client, &settings.symbols, db, clock()).context("Kraken")?;
+            if args.kraken_ws_url != "none" {
+                let stream = Executions::start(&args.kraken_ws_url, crate::store::now_ms)?;
+                venue = venue.with_stream(stream);
+            }
             Some(venue)
         }
         None => None,

@@ -148,15 +148,7 @@ impl<'c> Journal<'c> {
             Outcome::Part { .. } => {
                 order_state(&self.tx, id, &["new"], "open", None)?;
             }
-            Outcome::Ended(why) => {
-                let traded: bool = self.tx.query_row(
-                    "SELECT EXISTS (SELECT 1 FROM fills WHERE client_order_id = ?1)",
-                    [id],
-                    |r| r.get(0),
-                )?;
-                let to = if traded { "filled" } else { "cancelled" };
-                order_state(&self.tx, id, &["new", "open"], to, Some(why))?;
-            }
+            Outcome::Ended(why) => self.ended(id, why, false)?,
         }
         Ok(())
     }
@@ -438,6 +430,24 @@ impl Journal<'_> {
                 order.reference_price, order.max_deviation_pct.unwrap_or(f64::MAX), now_ms()
             ],
         )?;
+        Ok(())
+    }
+
+    /// A venue is done with an order that traded in parts: filled if any
+    /// part of it was booked (or `traded` in the batch being booked), else
+    /// cancelled; `why` is the venue's word for it.
+    pub fn ended(&self, id: &str, why: &str, traded: bool) -> rusqlite::Result<()> {
+        let booked: bool = self.tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM fills WHERE client_order_id = ?1)",
+            [id],
+            |r| r.get(0),
+        )?;
+        let to = if traded || booked {
+            "filled"
+        } else {
+            "cancelled"
+        };
+        order_state(&self.tx, id, &["new", "open"], to, Some(why))?;
         Ok(())
     }
 

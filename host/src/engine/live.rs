@@ -34,14 +34,25 @@ pub(super) fn settle(
     slot: &mut Slot,
     reports: &[Execution],
 ) -> anyhow::Result<()> {
+    // Orders that traded in this batch: their fills are written after it.
+    let mut traded = HashSet::new();
     for report in reports {
         if !slot.book.pending.iter().any(|o| o.id == report.id) {
             continue;
         }
-        if let Outcome::Part { trade, .. } = &report.outcome
-            && journal.has_trade(trade)?
-        {
-            continue;
+        match &report.outcome {
+            Outcome::Part { trade, .. } => {
+                traded.insert(report.id.clone());
+                if journal.has_trade(trade)? {
+                    continue;
+                }
+            }
+            Outcome::Ended(why) if traded.contains(&report.id) => {
+                journal.ended(&report.id.0, why, true)?;
+                slot.book.settle(report.clone());
+                continue;
+            }
+            _ => {}
         }
         journal.settled(slot.id, report)?;
         slot.book.settle(report.clone());

@@ -60,6 +60,12 @@ struct State {
     prices: HashMap<String, f64>,
     /// How many trades a market order fills in.
     parts: u32,
+    /// The executions channel: the token `GetWebSocketsToken` hands out,
+    /// the subscribed sockets' queues, and a count that, raised, drops
+    /// every socket.
+    ws_token: String,
+    ws_clients: Vec<std::sync::mpsc::Sender<serde_json::Value>>,
+    ws_generation: u64,
 }
 
 impl State {
@@ -76,6 +82,7 @@ impl State {
             order.status = "closed".into();
         }
         let (txid, buy, pair) = (order.txid.clone(), order.side == "buy", order.pair.clone());
+        let (cl_ord_id, closed) = (order.cl_ord_id.clone(), order.status == "closed");
         let id = format!("T{:05}-FAKE", n + 1);
         // The balances move by the figures as reported.
         let (price_text, volume_text) = (format!("{price:.1}"), format!("{volume:.8}"));
@@ -83,8 +90,32 @@ impl State {
         let cost = volume * price;
         let fee_text = format!("{:.5}", cost * 0.0026);
         let fee: f64 = fee_text.parse().ok()?;
-        self.trades
-            .push((id.clone(), txid, price_text, volume_text, fee_text, at_s));
+        self.trades.push((
+            id.clone(),
+            txid.clone(),
+            price_text,
+            volume_text,
+            fee_text,
+            at_s,
+        ));
+        // As Kraken documents it: a trade says partially_filled even when
+        // it fills the order; a separate `filled` event ends it.
+        let timestamp = jiff::Timestamp::from_microsecond((at_s * 1e6) as i64)
+            .map(|t| t.to_string())
+            .unwrap_or_default();
+        self.publish(serde_json::json!({
+            "order_id": txid, "exec_id": id, "exec_type": "trade", "order_status": "partially_filled",
+            "cl_ord_id": cl_ord_id, "symbol": pair, "side": if buy { "buy" } else { "sell" },
+            "last_qty": volume, "last_price": price, "cost": cost, "liquidity_ind": "t",
+            "order_type": "market", "timestamp": timestamp,
+            "fees": [{ "asset": "USD", "qty": fee }],
+        }));
+        if closed {
+            self.publish(serde_json::json!({
+                "order_id": txid, "exec_type": "filled", "order_status": "filled",
+                "cl_ord_id": cl_ord_id, "timestamp": timestamp,
+            }));
+        }
         let (base, quote) = if pair.contains("XBT") {
             ("XXBT", "ZUSD")
         } else {
@@ -109,6 +140,21 @@ impl State {
         Some(id)
     }
 
+    /// Sends one execution report to every subscribed socket.
+    fn publish(&mut self, report: serde_json::Value) {
+        self.ws_clients.retain(|c| c.send(report.clone()).is_ok());
+    }
+
+    /// An order was cancelled: the sockets hear of it.
+    fn cancelled(&mut self, i: usize) {
+        let o = &self.orders[i];
+        let report = serde_json::json!({
+            "order_id": o.txid, "exec_type": "canceled", "order_status": "canceled",
+            "cl_ord_id": o.cl_ord_id,
+        });
+        self.publish(report);
+    }
+
     /// Fires the dead man's switch if its time has come.
     fn tick(&mut self) {
         if self
@@ -116,8 +162,11 @@ impl State {
             .is_some_and(|at| std::time::Instant::now() >= at)
         {
             self.switch = None;
-            for o in self.orders.iter_mut().filter(|o| o.status == "open") {
-                o.status = "canceled".into();
+            for i in 0..self.orders.len() {
+                if self.orders[i].status == "open" {
+                    self.orders[i].status = "canceled".into();
+                    self.cancelled(i);
+                }
             }
         }
     }
@@ -127,6 +176,8 @@ impl State {
 #[derive(Debug, Clone)]
 pub struct FakeKraken {
     pub port: u16,
+    /// The executions channel's port.
+    pub ws_port: u16,
     state: Arc<Mutex<State>>,
 }
 
@@ -143,6 +194,7 @@ impl FakeKraken {
         );
         state.balances.insert("ZUSD".into(), "10000.0000".into());
         state.balances.insert("XXBT".into(), "0.0000000000".into());
+        state.ws_token = format!("fake-ws-token-{port}");
         let state = Arc::new(Mutex::new(state));
         let shared = state.clone();
         std::thread::spawn(move || {
@@ -151,7 +203,37 @@ impl FakeKraken {
                 std::thread::spawn(move || serve(stream, &state));
             }
         });
-        Ok(FakeKraken { port, state })
+        let ws = TcpListener::bind(("127.0.0.1", 0))?;
+        let ws_port = ws.local_addr()?.port();
+        let shared = state.clone();
+        std::thread::spawn(move || {
+            for stream in ws.incoming().flatten() {
+                let state = shared.clone();
+                std::thread::spawn(move || serve_executions(stream, &state));
+            }
+        });
+        Ok(FakeKraken {
+            port,
+            ws_port,
+            state,
+        })
+    }
+
+    /// The executions channel's URL.
+    pub fn ws_url(&self) -> String {
+        format!("ws://127.0.0.1:{}/v2", self.ws_port)
+    }
+
+    /// Drops every executions socket, as a network break would.
+    pub fn drop_sockets(&self) {
+        let mut s = self.state();
+        s.ws_generation += 1;
+        s.ws_clients.clear();
+    }
+
+    /// How many sockets are subscribed now.
+    pub fn subscribers(&self) -> usize {
+        self.state().ws_clients.len()
     }
 
     pub fn base_url(&self) -> String {
@@ -261,6 +343,84 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
     );
 }
 
+/// One executions socket: the subscription (with the token
+/// `GetWebSocketsToken` gave) is answered as Kraken answers it, then every
+/// execution report is sent as an `update` with its sequence number, and a
+/// heartbeat every second.
+fn serve_executions(stream: TcpStream, state: &Mutex<State>) {
+    let lock = || state.lock().unwrap_or_else(PoisonError::into_inner);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let Ok(mut ws) = tungstenite::accept(stream) else {
+        return;
+    };
+    let _ = ws
+        .get_ref()
+        .set_read_timeout(Some(Duration::from_millis(10)));
+    let generation = lock().ws_generation;
+    let (tx, rx) = std::sync::mpsc::channel::<serde_json::Value>();
+    let mut sequence = 0u64;
+    let mut beat = std::time::Instant::now();
+    loop {
+        if lock().ws_generation != generation {
+            // Dropped without a close frame, as a broken network does.
+            return;
+        }
+        match ws.read() {
+            Ok(tungstenite::Message::Text(text)) => {
+                let request: serde_json::Value =
+                    serde_json::from_str(text.as_str()).unwrap_or_default();
+                if request["method"] != "subscribe" || request["params"]["channel"] != "executions"
+                {
+                    continue;
+                }
+                let mut s = lock();
+                let reply = if request["params"]["token"] == s.ws_token.as_str() {
+                    s.ws_clients.push(tx.clone());
+                    serde_json::json!({ "method": "subscribe", "success": true,
+                        "result": { "channel": "executions", "snap_orders": false, "snap_trades": false } })
+                } else {
+                    serde_json::json!({ "method": "subscribe", "success": false,
+                        "error": "EAPI:Invalid token" })
+                };
+                drop(s);
+                if ws
+                    .send(tungstenite::Message::text(reply.to_string()))
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Ok(tungstenite::Message::Close(_)) => return,
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return,
+        }
+        while let Ok(report) = rx.try_recv() {
+            sequence += 1;
+            let update = serde_json::json!({
+                "channel": "executions", "type": "update", "data": [report], "sequence": sequence,
+            });
+            if ws
+                .send(tungstenite::Message::text(update.to_string()))
+                .is_err()
+            {
+                return;
+            }
+        }
+        if beat.elapsed() >= Duration::from_secs(1) {
+            beat = std::time::Instant::now();
+            let heartbeat = serde_json::json!({ "channel": "heartbeat" }).to_string();
+            if ws.send(tungstenite::Message::text(heartbeat)).is_err() {
+                return;
+            }
+        }
+    }
+}
+
 fn error(e: &str) -> (u16, String) {
     (200, serde_json::json!({ "error": [e] }).to_string())
 }
@@ -328,6 +488,7 @@ fn answer(
     s.calls.push(method.to_owned());
     let reply = match method {
         "Balance" => ok(serde_json::to_value(&s.balances).unwrap_or_default()),
+        "GetWebSocketsToken" => ok(serde_json::json!({ "token": s.ws_token, "expires": 900 })),
         "AddOrder" => add_order(&mut s, &form),
         "OpenOrders" => {
             let open: serde_json::Map<String, serde_json::Value> = (s.orders.iter())
@@ -343,10 +504,12 @@ fn answer(
                 .cloned()
                 .unwrap_or_default();
             let mut count = 0;
-            for o in s.orders.iter_mut().filter(|o| o.status == "open") {
-                if o.txid == id || o.cl_ord_id.as_deref() == Some(&id) {
+            for i in 0..s.orders.len() {
+                let o = &mut s.orders[i];
+                if o.status == "open" && (o.txid == id || o.cl_ord_id.as_deref() == Some(&id)) {
                     o.status = "canceled".into();
                     count += 1;
+                    s.cancelled(i);
                 }
             }
             if count == 0 {
@@ -416,9 +579,12 @@ fn answer(
         },
         "CancelAll" => {
             let mut count = 0;
-            for o in s.orders.iter_mut().filter(|o| o.status == "open") {
-                o.status = "canceled".into();
-                count += 1;
+            for i in 0..s.orders.len() {
+                if s.orders[i].status == "open" {
+                    s.orders[i].status = "canceled".into();
+                    count += 1;
+                    s.cancelled(i);
+                }
             }
             ok(serde_json::json!({ "count": count }))
         }

@@ -14,6 +14,7 @@ pub mod nonce;
 pub mod pairs;
 pub mod reply;
 pub mod sign;
+pub mod stream;
 pub mod venue;
 
 pub use nonce::Nonces;
