@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use keel_host::venues::kraken::fake::FakeKraken;
+use keel_host::venues::kraken::fake::{FakeKraken, Fault};
 
 use crate::paper::{Setup, count, open, snapshots, text, wait_for_control};
 use crate::support::example;
@@ -255,6 +255,78 @@ fn a_live_run_needs_its_confirmation_and_keys_and_names_what_is_missing() {
     }
 }
 
+/// Every fault Kraken can answer an order with, in one live run: a 502
+/// after placing it and no answer at all (both maybe placed: looked up by
+/// client order id, never placed twice, their trades booked); a refusal
+/// for funds and for arguments (rejected in the ledger with Kraken's
+/// reason, a risk event naming the order); a stale nonce and the order
+/// rate limit (nothing happened: tried again, placed once).
+#[test]
+fn every_fault_kraken_answers_an_order_with_leaves_the_venue_and_the_ledger_agreeing() {
+    let s = Setup::new();
+    let fake = fake();
+    fake.script_method(
+        "AddOrder",
+        [
+            Fault::DoneThen502,
+            Fault::DoneThenSilent(Duration::from_millis(1500)),
+            Fault::Error("EOrder:Insufficient funds".into()),
+            Fault::Error("EAPI:Invalid nonce".into()),
+            Fault::Error("EOrder:Rate limit exceeded".into()),
+            Fault::Error("EGeneral:Invalid arguments".into()),
+        ],
+    );
+    let db = s.db("faults.db");
+    let args: Vec<String> = live_args(&fake, "sample:400", "max")
+        .into_iter()
+        .chain(["--kraken-timeout-ms".into(), "500".into()])
+        .collect();
+    let out = run_live(&s, &db, &args);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("outcome unknown"),
+        "the operator is told: {err}"
+    );
+    assert_venue_and_ledger_agree(&fake, &db);
+    let conn = open(&db);
+    let rejected = strings(
+        &conn,
+        "SELECT client_order_id || ' ' || reason FROM orders WHERE state = 'rejected' ORDER BY created_ms",
+    );
+    assert_eq!(rejected.len(), 2, "{rejected:?}");
+    assert!(
+        rejected[0].ends_with("Kraken: refused: EOrder:Insufficient funds"),
+        "{rejected:?}"
+    );
+    assert!(
+        rejected[1].ends_with("Kraken: refused: EGeneral:Invalid arguments"),
+        "{rejected:?}"
+    );
+    let events = strings(
+        &conn,
+        "SELECT detail FROM risk_events WHERE kind = 'order-rejected'",
+    );
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert!(
+        events[0].contains("EOrder:Insufficient funds"),
+        "{events:?}"
+    );
+    // The first two orders were answered badly and still filled, once.
+    let first_two = strings(
+        &conn,
+        "SELECT state FROM orders ORDER BY created_ms, client_order_id LIMIT 2",
+    );
+    assert_eq!(first_two, ["filled", "filled"]);
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT COUNT(*) FROM venue_orders WHERE state NOT IN ('ended', 'refused')"
+        ),
+        0
+    );
+}
+
 /// Kraken holds more than the ledger can explain after a restart: the
 /// account becomes reduce-only with a risk event naming the asset, and
 /// the ledger is left as it was.
@@ -301,6 +373,11 @@ fn a_balance_the_ledger_cannot_explain_makes_the_account_reduce_only() {
     assert!(event[0].starts_with("XXBT: Kraken holds"), "{event:?}");
     let state = strings(&conn, "SELECT state FROM trading_state");
     assert_eq!(state, ["REDUCE_ONLY"]);
+    let said = text(&s.keel(&db, &["status"]).stdout);
+    assert!(
+        said.contains("venue kraken: NOT reconciled (XXBT: Kraken holds"),
+        "{said}"
+    );
     let status = s.keel(&db, &["status", "--json"]);
     let snap: serde_json::Value = serde_json::from_slice(&status.stdout).expect("json");
     assert_eq!(snap["venue"]["reconciled"], false, "{snap}");

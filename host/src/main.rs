@@ -9,10 +9,10 @@ fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("KEEL_LOG")
-                // Feed trouble is the operator's business from the start.
+                // Feed and venue trouble is the operator's business from the start.
                 .unwrap_or_else(|_| {
                     tracing_subscriber::EnvFilter::new(
-                        "error,keel::feed=warn,keel_host::sandbox::cache=warn",
+                        "error,keel::feed=warn,keel::venue=warn,keel_host::sandbox::cache=warn",
                     )
                 }),
         )

@@ -36,6 +36,29 @@ fn call(db: &Path, method: &str, path: &str, body: &str) -> anyhow::Result<Strin
     Ok(body)
 }
 
+/// A live venue's health in one line: reconciled or why not, the rate
+/// limit's headroom, the dead man's switch, orders of unknown outcome.
+fn venue_line(v: &crate::venues::kraken::VenueHealth) -> String {
+    let reconciled = match (&v.problem, v.reconciled) {
+        (_, true) => "reconciled".to_owned(),
+        (Some(p), false) => format!("NOT reconciled ({p}): reduce-only"),
+        (None, false) => "not reconciled yet: reduce-only".to_owned(),
+    };
+    let switch = match v.switch_fires_ms {
+        Some(at) => format!(
+            "dead man's switch fires {} unless refreshed",
+            format_time(at)
+        ),
+        None => "dead man's switch off".to_owned(),
+    };
+    format!(
+        "venue {}: {reconciled}; REST headroom {:.0}%; {switch}; {} order(s) of unknown outcome",
+        v.venue,
+        v.rest_headroom * 100.0,
+        v.unknown_orders
+    )
+}
+
 /// `keel status`.
 pub(super) fn status(args: &ShowArgs, db: &Path) -> anyhow::Result<bool> {
     let body = call(db, "GET", "/status", "")?;
@@ -66,6 +89,9 @@ pub(super) fn status(args: &ShowArgs, db: &Path) -> anyhow::Result<bool> {
                 .as_deref()
                 .map_or(String::new(), |e| format!(" — {e}"))
         );
+    }
+    if let Some(v) = &s.venue {
+        println!("{}", venue_line(v));
     }
     for b in &s.books {
         println!(

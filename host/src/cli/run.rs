@@ -59,6 +59,11 @@ pub struct RunArgs {
         value_name = "URL"
     )]
     pub kraken_ws_url: String,
+    /// How long a Kraken request may take before its outcome is unknown
+    /// (and, for an order, looked up before anything is sent again), ms.
+    #[arg(long, default_value_t = 10_000, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(100..=120_000))]
+    pub kraken_timeout_ms: u64,
     /// The Kraken account's verification tier (`starter`, `intermediate`,
     /// `pro`): the rate limits Keel keeps to. `unlimited` keeps to none:
     /// only for rehearsals against `keel __fake-kraken`.
@@ -399,7 +404,8 @@ pub(super) fn run(args: &RunArgs, db: &Path, cache: &CompileCache) -> anyhow::Re
     let live = match credentials {
         Some((credentials, tier)) => {
             let clock = || Box::new(crate::store::now_ms) as Box<dyn Fn() -> i64 + Send>;
-            let client = Client::new(&args.kraken_url, credentials, tier, db, clock())?;
+            let client = Client::new(&args.kraken_url, credentials, tier, db, clock())?
+                .with_timeout(Duration::from_millis(args.kraken_timeout_ms))?;
             let mut venue =
                 KrakenVenue::open(client, &settings.symbols, db, clock()).context("Kraken")?;
             if args.kraken_ws_url != "none" {

@@ -106,7 +106,7 @@ impl Engine<'_> {
         match live.reports(&pending) {
             Ok(reports) => reports,
             Err(e) => {
-                tracing::warn!("{e}: reduce-only until the venue and the ledger are reconciled");
+                tracing::warn!(target: "keel::venue", "{e}: reduce-only until the venue and the ledger are reconciled");
                 live.health.problem = Some(e.to_string());
                 live.health.reconciled = false;
                 self.reconciled = false;
@@ -125,7 +125,7 @@ impl Engine<'_> {
             let booked = std::mem::take(&mut slot.book.fills);
             for b in &booked {
                 if let Err(e) = slot.instance.on_fill(&b.fill) {
-                    tracing::warn!(book = %slot.slot, "{e}");
+                    tracing::warn!(target: "keel::venue", book = %slot.slot, "{e}");
                 }
             }
             slot.book.trades.clear();
@@ -184,7 +184,7 @@ impl Engine<'_> {
                 let id = format!("k{run}-{}-{close_ms}-x{n}", slot.id);
                 let why = format!("{} inside the bar", why.as_str());
                 let order = close_order(slot, i, id, &self.market, &why);
-                tracing::info!(book = %slot.slot, order = %order.id, "{why}: closing at the venue");
+                tracing::info!(target: "keel::venue", book = %slot.slot, order = %order.id, "{why}: closing at the venue");
                 journal.own_order(slot.id, close_ms, 1_000 + n as i64, &order)?;
                 slot.book.pending.push(order.clone());
                 orders.push(order);
@@ -224,7 +224,7 @@ impl Engine<'_> {
         let (held, trades, balances) = match read {
             Ok(all) => all,
             Err(e) => {
-                tracing::warn!("reconciliation: {e}");
+                tracing::warn!(target: "keel::venue", "reconciliation: {e}");
                 live.health.problem = Some(format!("reconciliation: {e}"));
                 self.reconciled = false;
                 return Ok(());
@@ -275,7 +275,7 @@ impl Engine<'_> {
         let live = self.live.as_mut().expect("a live run");
         if problems.is_empty() {
             if !self.reconciled {
-                tracing::info!(
+                tracing::info!(target: "keel::venue",
                     "the venue and the ledger agree: trading as the account's state allows"
                 );
             }
@@ -294,7 +294,7 @@ impl Engine<'_> {
             .cloned()
             .collect();
         for p in &new {
-            tracing::error!("reconciliation: {p}");
+            tracing::error!(target: "keel::venue", "reconciliation: {p}");
             risk_event(self.conn, "reconcile", None, p, None)?;
         }
         self.reconcile_problems = problems.clone();

@@ -45,6 +45,8 @@ struct State {
     last_nonce: HashMap<String, u64>,
     orders: Vec<FakeOrder>,
     faults: VecDeque<Fault>,
+    /// Faults for the next calls of one method only.
+    method_faults: HashMap<String, VecDeque<Fault>>,
     /// Every private call that passed the checks, by method.
     calls: Vec<String>,
     balances: BTreeMap<String, String>,
@@ -247,6 +249,16 @@ impl FakeKraken {
     /// The next private calls meet these faults, in order.
     pub fn script(&self, faults: impl IntoIterator<Item = Fault>) {
         self.state().faults.extend(faults);
+    }
+
+    /// The next calls of `method` (e.g. `AddOrder`) meet these faults, in
+    /// order; other methods are answered as usual.
+    pub fn script_method(&self, method: &str, faults: impl IntoIterator<Item = Fault>) {
+        self.state()
+            .method_faults
+            .entry(method.to_owned())
+            .or_default()
+            .extend(faults);
     }
 
     pub fn orders(&self) -> Vec<FakeOrder> {
@@ -481,7 +493,14 @@ fn answer(
         return error("EAPI:Invalid nonce");
     }
     s.last_nonce.insert(key, nonce);
-    let fault = s.faults.pop_front();
+    let fault = match s
+        .method_faults
+        .get_mut(method)
+        .and_then(VecDeque::pop_front)
+    {
+        Some(fault) => Some(fault),
+        None => s.faults.pop_front(),
+    };
     if let Some(Fault::Error(e)) = &fault {
         return error(e);
     }

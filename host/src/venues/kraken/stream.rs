@@ -143,7 +143,7 @@ async fn serve(url: String, shared: Arc<Mutex<Shared>>, clock: fn() -> i64) {
             let mut s = lock();
             s.up_since_ms = None;
             s.problem = Some(format!("executions channel: {e}"));
-            tracing::warn!("Kraken executions channel: {e}; REST until it is back");
+            tracing::warn!(target: "keel::venue", "Kraken executions channel: {e}; REST until it is back");
         }
         tokio::time::sleep(RECONNECT).await;
     }
@@ -198,7 +198,7 @@ async fn listen(
         let value: serde_json::Value = match serde_json::from_str(text) {
             Ok(v) => v,
             Err(e) => {
-                tracing::warn!("executions channel: not JSON: {e}");
+                tracing::warn!(target: "keel::venue", "executions channel: not JSON: {e}");
                 continue;
             }
         };
@@ -220,7 +220,7 @@ async fn listen(
         if let (Some(last), Some(now)) = (last_sequence, sequence)
             && now != last + 1
         {
-            tracing::warn!(last, now, "executions channel: a message was missed");
+            tracing::warn!(target: "keel::venue", last, now, "executions channel: a message was missed");
             lock().up_since_ms = Some(clock());
         }
         last_sequence = sequence.or(last_sequence);

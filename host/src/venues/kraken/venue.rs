@@ -181,7 +181,7 @@ impl KrakenVenue {
         let mut client = client;
         match client.private("Balance", &[]) {
             Err(e @ Failure::Auth(_)) => anyhow::bail!("{e}"),
-            Err(e) => tracing::warn!("Kraken does not answer yet: {e}"),
+            Err(e) => tracing::warn!(target: "keel::venue", "Kraken does not answer yet: {e}"),
             Ok(_) => {}
         }
         let conn = Connection::open(db)?;
@@ -196,6 +196,7 @@ impl KrakenVenue {
             heard: HashMap::new(),
             health: VenueHealth {
                 venue: "kraken".into(),
+                rest_headroom: 1.0,
                 ..VenueHealth::default()
             },
         })
@@ -275,7 +276,7 @@ impl KrakenVenue {
             params![id, state, txid, reason, self.now()],
         );
         if let Err(e) = result {
-            tracing::error!(order = id, "venue_orders: {e}");
+            tracing::error!(target: "keel::venue", order = id, "venue_orders: {e}");
         }
     }
 
@@ -289,9 +290,11 @@ impl KrakenVenue {
             match self.client.private("GetWebSocketsToken", &[]) {
                 Ok(result) => match result["token"].as_str() {
                     Some(token) => stream.give_token(token.to_owned()),
-                    None => tracing::warn!("GetWebSocketsToken: no token in the reply"),
+                    None => {
+                        tracing::warn!(target: "keel::venue", "GetWebSocketsToken: no token in the reply")
+                    }
                 },
-                Err(e) => tracing::warn!("GetWebSocketsToken: {e}"),
+                Err(e) => tracing::warn!(target: "keel::venue", "GetWebSocketsToken: {e}"),
             }
         }
         let now = self.now();
@@ -307,7 +310,7 @@ impl KrakenVenue {
                 self.health.switch_fires_ms = Some(now + i64::from(SWITCH_SECS) * 1000);
             }
             Err(e) => {
-                tracing::warn!("the dead man's switch was not refreshed: {e}");
+                tracing::warn!(target: "keel::venue", "the dead man's switch was not refreshed: {e}");
                 self.health.problem = Some(format!("dead man's switch: {e}"));
             }
         }
@@ -346,7 +349,7 @@ impl KrakenVenue {
     /// Disarms the dead man's switch (a run that ends cleanly).
     pub fn disarm(&mut self) {
         if let Err(e) = self.client.dead_man(0) {
-            tracing::warn!("the dead man's switch was not disarmed: {e}");
+            tracing::warn!(target: "keel::venue", "the dead man's switch was not disarmed: {e}");
         }
         self.health.switch_fires_ms = None;
     }
@@ -502,7 +505,7 @@ impl KrakenVenue {
                     std::thread::sleep(Duration::from_millis(200 * u64::from(tries)));
                 }
                 Err(Failure::Unknown(e) | Failure::Malformed(e)) => {
-                    tracing::warn!(order = id, "AddOrder: outcome unknown: {e}");
+                    tracing::warn!(target: "keel::venue", order = id, "AddOrder: outcome unknown: {e}");
                     self.health.problem = Some(format!("order {id}: outcome unknown: {e}"));
                     self.set_state(id, "unknown", None, Some(&e));
                     return;
@@ -651,7 +654,7 @@ impl KrakenVenue {
             match state.as_str() {
                 "retry" => self.place(id, venue_id, pair, side, volume),
                 "sending" | "unknown" if now - updated_ms >= UNKNOWN_GRACE_MS => {
-                    tracing::info!(order = %id, "not at Kraken, open or closed: sent again");
+                    tracing::info!(target: "keel::venue", order = %id, "not at Kraken, open or closed: sent again");
                     self.place(id, venue_id, pair, side, volume);
                 }
                 "sending" | "unknown" => unknown += 1,
@@ -780,7 +783,7 @@ impl Venue for KrakenVenue {
         {
             Ok(result) => Ok(result["count"].as_u64().unwrap_or(0) > 0),
             Err(e) => {
-                tracing::warn!(order = %id, "CancelOrder: {e}");
+                tracing::warn!(target: "keel::venue", order = %id, "CancelOrder: {e}");
                 Ok(false)
             }
         }
@@ -791,7 +794,7 @@ impl Venue for KrakenVenue {
         match self.client.private("CancelAll", &[]) {
             Ok(_) => Ok(open),
             Err(e) => {
-                tracing::error!("CancelAll: {e}");
+                tracing::error!(target: "keel::venue", "CancelAll: {e}");
                 self.health.problem = Some(format!("CancelAll: {e}"));
                 Ok(Vec::new())
             }
@@ -825,7 +828,7 @@ impl Venue for KrakenVenue {
                 .map(|(id, _)| ClientOrderId(id))
                 .collect()),
             Err(e) => {
-                tracing::warn!("OpenOrders: {e}");
+                tracing::warn!(target: "keel::venue", "OpenOrders: {e}");
                 Ok(Vec::new())
             }
         }
@@ -852,7 +855,7 @@ impl Venue for KrakenVenue {
                     .unwrap_or_default(),
             }),
             Err(e) => {
-                tracing::warn!("Balance: {e}");
+                tracing::warn!(target: "keel::venue", "Balance: {e}");
                 Ok(Balances::default())
             }
         }
