@@ -17,6 +17,8 @@ CREATE TABLE venue_orders (
     pair            TEXT    NOT NULL,
     side            TEXT    NOT NULL,
     volume          TEXT    NOT NULL,
+    -- A stop order's trigger price (as sent); NULL: a market order.
+    trigger_price   TEXT,
     state           TEXT    NOT NULL,
     reason          TEXT,
     created_ms      INTEGER NOT NULL,
@@ -32,3 +34,7 @@ CREATE TABLE venue_baselines (
     amount   TEXT    NOT NULL,
     PRIMARY KEY (run_id, asset)
 );
+
+-- A live book's protective stop is an order of the book like any other,
+-- resting at the venue: the price that triggers it. NULL: a market order.
+ALTER TABLE orders ADD COLUMN trigger_price REAL;

@@ -28,6 +28,12 @@ fn fake() -> FakeKraken {
 /// `keel run --live` against `fake` (REST and its executions channel) on
 /// the sample feed, sma-cross trading XBT/USD.
 fn live_args(fake: &FakeKraken, feed: &str, speed: &str) -> Vec<String> {
+    let strategy = format!("{},fast=5,slow=20", example("sma-cross").display());
+    live_args_with(fake, feed, speed, &strategy)
+}
+
+/// `keel run --live` against `fake` with one `--strategy` value.
+fn live_args_with(fake: &FakeKraken, feed: &str, speed: &str, strategy: &str) -> Vec<String> {
     let (url, ws) = (fake.base_url(), fake.ws_url());
     [
         "run",
@@ -51,7 +57,7 @@ fn live_args(fake: &FakeKraken, feed: &str, speed: &str) -> Vec<String> {
     ]
     .into_iter()
     .map(str::to_owned)
-    .chain([format!("{},fast=5,slow=20", example("sma-cross").display())])
+    .chain([strategy.to_owned()])
     .collect()
 }
 
@@ -324,6 +330,104 @@ fn every_fault_kraken_answers_an_order_with_leaves_the_venue_and_the_ledger_agre
             "SELECT COUNT(*) FROM venue_orders WHERE state NOT IN ('ended', 'refused')"
         ),
         0
+    );
+}
+
+/// A position opened with a stop-loss has that stop resting at Kraken for
+/// its whole size, so it protects the position while keel is down (the
+/// dead man's switch is off meanwhile: it would cancel the stop); when it
+/// triggers, its trade is booked like any other at the next start.
+#[test]
+fn a_stop_loss_rests_at_kraken_through_a_crash_and_its_trade_is_booked() {
+    let s = Setup::new();
+    let fake = fake();
+    let db = s.db("stops.db");
+    let strategy = format!(
+        "{},oversold=45,overbought=55,stop_loss=0.02,take_profit=0.5",
+        example("rsi-reversion").display()
+    );
+    let args = live_args_with(&fake, "sample:5000", "300x", &strategy);
+    let mut child = spawn_live(&s, &db, &args);
+    let resting = |fake: &FakeKraken| {
+        fake.orders()
+            .into_iter()
+            .find(|o| o.ordertype == "stop-loss" && o.status == "open")
+    };
+    let started = Instant::now();
+    while resting(&fake).is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no stop at Kraken"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Off before the stop was placed; the status says so once published.
+    let started = Instant::now();
+    loop {
+        let said = text(&s.keel(&db, &["status"]).stdout);
+        if said.contains("dead man's switch off while stop-losses rest at Kraken") {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{said}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    let stop = resting(&fake).expect("the stop outlives keel");
+    let conn = open(&db);
+    let held: String = conn
+        .query_row("SELECT quantity FROM positions", [], |r| r.get(0))
+        .expect("a position");
+    assert_eq!(stop.volume.parse::<f64>().ok(), held.parse::<f64>().ok());
+    let trigger: f64 = stop
+        .price
+        .as_deref()
+        .and_then(|p| p.parse().ok())
+        .expect("trigger");
+    assert!(trigger > 90.0 && trigger < 100.0, "{trigger}");
+    // The market falls through it while keel is down.
+    fake.set_price("XBTUSD", 90.0, 1);
+    assert_eq!(resting(&fake), None, "it triggered");
+    let mut child = spawn_live(&s, &db, &args);
+    let stop_id = strings(
+        &conn,
+        "SELECT client_order_id FROM orders WHERE trigger_price IS NOT NULL",
+    );
+    let started = Instant::now();
+    loop {
+        let state: String = conn
+            .query_row(
+                "SELECT state FROM orders WHERE client_order_id = ?1",
+                [&stop_id[0]],
+                |r| r.get(0),
+            )
+            .expect("stop order");
+        if state == "filled" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the stop's trade was never booked"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    let sold: Vec<String> = strings(
+        &conn,
+        &format!(
+            "SELECT price || ' ' || quantity FROM fills WHERE client_order_id = '{}'",
+            stop_id[0]
+        ),
+    );
+    assert_eq!(sold, [format!("90 {held}")]);
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT COUNT(*) FROM risk_events WHERE kind = 'reconcile'"
+        ),
+        0,
+        "a trade of our own stop is no mismatch"
     );
 }
 

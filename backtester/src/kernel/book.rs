@@ -523,6 +523,7 @@ impl Book {
                             max_quantity,
                             reference_price: market.price(Some(sym)),
                             max_deviation_pct: market.max_deviation_pct,
+                            trigger: None,
                         };
                         self.pending.push(order.clone());
                         order

@@ -36,6 +36,10 @@ pub struct Order {
     /// from it (percent; `None`: any price).
     pub reference_price: f64,
     pub max_deviation_pct: Option<f64>,
+    /// A stop order: it rests at the venue and trades at market once the
+    /// price crosses this (a live book's protective stop-loss, which works
+    /// while the host is down). `None`: a market order, now.
+    pub trigger: Option<f64>,
 }
 
 impl Order {

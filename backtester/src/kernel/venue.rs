@@ -236,6 +236,7 @@ mod tests {
             max_quantity: Some(2.0),
             reference_price: 100.0,
             max_deviation_pct: Some(5.0),
+            trigger: None,
         }
     }
 

@@ -49,6 +49,9 @@ fn venue_line(v: &crate::venues::kraken::VenueHealth) -> String {
             "dead man's switch fires {} unless refreshed",
             format_time(at)
         ),
+        None if v.switch_off_for_stops => {
+            "dead man's switch off while stop-losses rest at Kraken".to_owned()
+        }
         None => "dead man's switch off".to_owned(),
     };
     format!(

@@ -422,12 +422,12 @@ impl Journal<'_> {
         self.tx.execute(
             "INSERT OR IGNORE INTO orders (client_order_id, book_id, signal_time_ms, signal_seq, symbol, tag, action,
                  size, equity, max_quantity, reference_price, max_deviation, stop_loss, take_profit, state,
-                 created_ms, updated_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, NULL, NULL, 'new', ?13, ?13)",
+                 created_ms, updated_ms, trigger_price)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, NULL, NULL, 'new', ?13, ?13, ?14)",
             params![
                 order.id.0, book_id, close_ms, seq, signal.symbol, signal.tag, signal.action.as_str(),
                 size_text(signal.size), order.equity, order.max_quantity.map(|q| q.to_string()),
-                order.reference_price, order.max_deviation_pct.unwrap_or(f64::MAX), now_ms()
+                order.reference_price, order.max_deviation_pct.unwrap_or(f64::MAX), now_ms(), order.trigger
             ],
         )?;
         Ok(())

@@ -60,6 +60,11 @@ pub(super) fn settle(
     Ok(())
 }
 
+/// Whether `order` is for the position `p` (its symbol and tag).
+fn same_position(order: &Order, p: &keel_model::Position) -> bool {
+    order.signal.symbol == p.symbol && order.signal.tag == p.tag
+}
+
 /// A market order closing position `i` of `slot`, as the engine makes it.
 fn close_order(slot: &Slot, i: usize, id: String, market: &Market, why: &str) -> Order {
     let p = &slot.book.open[i];
@@ -81,10 +86,60 @@ fn close_order(slot: &Slot, i: usize, id: String, market: &Market, why: &str) ->
         max_quantity: Some(p.pos.size),
         reference_price: market.last_close[p.sym],
         max_deviation_pct: None,
+        trigger: None,
     }
 }
 
 impl Engine<'_> {
+    /// Cancels a stop resting at the venue (once: its end is reported
+    /// with the next look).
+    pub(super) fn cancel_resting(&mut self, id: &ClientOrderId) {
+        let Some(live) = self.live.as_mut() else {
+            return;
+        };
+        tracing::info!(target: "keel::venue", order = %id, "cancelling a resting stop");
+        let _ = keel_backtester::kernel::Venue::cancel(live.as_mut(), id);
+        self.cancelling.insert(id.clone());
+    }
+
+    /// Before a market order closes or reduces a live position, the stop
+    /// resting for it is cancelled (it would sell what the order sells).
+    pub(super) fn cancel_resting_for(&mut self, order: &Order) {
+        if order.trigger.is_some() || !matches!(order.signal.action, Action::Close | Action::Reduce)
+        {
+            return;
+        }
+        let resting: Vec<ClientOrderId> = self
+            .slots
+            .iter()
+            .filter(|s| s.candidate.is_none())
+            .flat_map(|s| s.book.pending.iter())
+            .filter(|o| {
+                o.trigger.is_some()
+                    && o.signal.symbol == order.signal.symbol
+                    && o.signal.tag == order.signal.tag
+                    && !self.cancelling.contains(&o.id)
+            })
+            .map(|o| o.id.clone())
+            .collect();
+        for id in resting {
+            self.cancel_resting(&id);
+        }
+    }
+
+    /// Refreshes the dead man's switch, or keeps it off while stops rest.
+    fn keep_switch(&mut self) {
+        let protecting = self
+            .slots
+            .iter()
+            .filter(|s| s.candidate.is_none())
+            .flat_map(|s| s.book.pending.iter())
+            .any(|o| o.trigger.is_some() && !self.cancelling.contains(&o.id));
+        if let Some(live) = self.live.as_mut() {
+            live.keep_alive(protecting);
+        }
+    }
+
     /// The ids of the live books' orders in flight.
     fn live_pending(&self) -> Vec<ClientOrderId> {
         self.slots
@@ -99,10 +154,10 @@ impl Engine<'_> {
     /// is a gap: trading is reduce-only until it is reconciled again.
     pub(super) fn live_reports(&mut self) -> Vec<Execution> {
         let pending = self.live_pending();
+        self.keep_switch();
         let Some(live) = self.live.as_mut() else {
             return Vec::new();
         };
-        live.keep_alive();
         match live.reports(&pending) {
             Ok(reports) => reports,
             Err(e) => {
@@ -161,8 +216,49 @@ impl Engine<'_> {
         }
         let (run, fills) = (self.run_id, self.market.fills);
         let mut orders = Vec::new();
+        let mut cancels = Vec::new();
         let journal = Journal::begin(self.conn, self.run_id)?;
         for slot in self.slots.iter_mut().filter(|s| s.candidate.is_none()) {
+            // Each position with a stop-loss has one resting at the venue,
+            // for its whole size at its price; any other is cancelled.
+            let mut kept: HashSet<ClientOrderId> = HashSet::new();
+            for i in 0..slot.book.open.len() {
+                let p = &slot.book.open[i];
+                let wanted = p.stop_loss.filter(|s| s.is_finite() && *s > 0.0);
+                let fits = slot.book.pending.iter().find(|o| {
+                    o.trigger.is_some()
+                        && o.trigger == wanted
+                        && o.max_quantity == Some(p.pos.size)
+                        && same_position(o, &p.pos)
+                        && !self.cancelling.contains(&o.id)
+                });
+                match (fits, wanted) {
+                    (Some(o), _) => {
+                        kept.insert(o.id.clone());
+                    }
+                    (None, Some(stop)) => {
+                        let id = format!("k{run}-{}-{close_ms}-s{i}", slot.id);
+                        let mut order = close_order(
+                            slot,
+                            i,
+                            id,
+                            &self.market,
+                            "stop-loss resting at the venue",
+                        );
+                        order.trigger = Some(stop);
+                        journal.own_order(slot.id, close_ms, 3_000 + i as i64, &order)?;
+                        kept.insert(order.id.clone());
+                        slot.book.pending.push(order.clone());
+                        orders.push(order);
+                    }
+                    (None, None) => {}
+                }
+            }
+            for o in slot.book.pending.iter().filter(|o| o.trigger.is_some()) {
+                if !kept.contains(&o.id) && !self.cancelling.contains(&o.id) {
+                    cancels.push(o.id.clone());
+                }
+            }
             let mut due: Vec<(usize, keel_backtester::kernel::ExitReason)> = Vec::new();
             for (sym, candle) in bars {
                 for (i, why) in slot.book.exits_due(&fills, (*sym as u32, *candle)) {
@@ -173,10 +269,17 @@ impl Engine<'_> {
             }
             for (n, (i, why)) in due.into_iter().enumerate() {
                 let p = &slot.book.open[i].pos;
+                // A stop resting at the venue is the venue's to trigger, at
+                // its price: no second order races it.
+                let resting =
+                    slot.book.pending.iter().any(|o| {
+                        o.trigger.is_some() && kept.contains(&o.id) && same_position(o, p)
+                    });
+                if why == keel_backtester::kernel::ExitReason::StopLoss && resting {
+                    continue;
+                }
                 let closing = slot.book.pending.iter().any(|o| {
-                    o.signal.symbol == p.symbol
-                        && o.signal.tag == p.tag
-                        && o.signal.action == Action::Close
+                    o.trigger.is_none() && same_position(o, p) && o.signal.action == Action::Close
                 });
                 if closing {
                     continue;
@@ -191,6 +294,16 @@ impl Engine<'_> {
             }
         }
         journal.commit()?;
+        // The switch goes off before a stop is placed: a crash in between
+        // leaves no switch to cancel it.
+        if orders.iter().any(|o| o.trigger.is_some())
+            && let Some(live) = self.live.as_mut()
+        {
+            live.keep_alive(true);
+        }
+        for id in cancels {
+            self.cancel_resting(&id);
+        }
         for order in orders {
             self.send_now(order)?;
         }
@@ -269,7 +382,13 @@ impl Engine<'_> {
                 ));
             }
         }
-        if in_flight.is_empty() {
+        // Balances are compared once nothing in flight can have traded
+        // unbooked (a stop resting untouched cannot).
+        let moving = pending.iter().any(|id| match held.get(&id.0) {
+            Some(h) => h.executed.parse::<f64>().map_or(true, |x| x > 0.0),
+            None => true,
+        });
+        if !moving {
             problems.extend(self.balance_problems(&pairs, &balances)?);
         }
         let live = self.live.as_mut().expect("a live run");

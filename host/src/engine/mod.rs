@@ -112,6 +112,8 @@ pub struct Engine<'c> {
     /// When reconciliation was last tried, and what it found wrong.
     reconcile_tried_ms: Option<i64>,
     reconcile_problems: Vec<String>,
+    /// Resting stops asked to be cancelled, their end not yet reported.
+    cancelling: std::collections::HashSet<ClientOrderId>,
     state: TradingState,
     killed: bool,
     stopping: bool,
@@ -334,6 +336,7 @@ impl<'c> Engine<'c> {
             live: live.map(Box::new),
             reconcile_tried_ms: None,
             reconcile_problems: Vec::new(),
+            cancelling: Default::default(),
             state,
             killed: false,
             stopping: false,

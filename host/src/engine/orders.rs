@@ -17,7 +17,7 @@ impl Engine<'_> {
         let book_id = slot.id;
         let mut stmt = self.conn.prepare(
             "SELECT client_order_id, symbol, tag, action, size, equity, max_quantity, reference_price,
-                    max_deviation, stop_loss, take_profit
+                    max_deviation, stop_loss, take_profit, trigger_price
              FROM orders WHERE book_id = ?1 AND state IN ('new', 'open') ORDER BY created_ms, rowid",
         )?;
         let rows = stmt.query_map([book_id], |r| {
@@ -33,12 +33,25 @@ impl Engine<'_> {
                 r.get::<_, f64>(8)?,
                 r.get::<_, Option<f64>>(9)?,
                 r.get::<_, Option<f64>>(10)?,
+                r.get::<_, Option<f64>>(11)?,
             ))
         })?;
         let mut orders = Vec::new();
         for row in rows {
-            let (id, symbol, tag, action, size, equity, max_q, reference, deviation, stop, target) =
-                row?;
+            let (
+                id,
+                symbol,
+                tag,
+                action,
+                size,
+                equity,
+                max_q,
+                reference,
+                deviation,
+                stop,
+                target,
+                trigger,
+            ) = row?;
             let Some(sym) = self.market.index(&symbol) else {
                 continue;
             };
@@ -74,6 +87,7 @@ impl Engine<'_> {
                 max_quantity,
                 reference_price: reference,
                 max_deviation_pct: Some(deviation),
+                trigger,
             });
         }
         Ok(orders)
@@ -135,6 +149,9 @@ impl Engine<'_> {
             .iter()
             .find(|s| s.book.pending.iter().any(|o| o.id == order.id))
             .is_some_and(|s| s.candidate.is_some());
+        if self.live.is_some() && !shadow {
+            self.cancel_resting_for(&order);
+        }
         match &mut self.live {
             Some(live) if !shadow => live.submit(order)?,
             _ => self.venue.submit(order)?,

@@ -125,6 +125,7 @@ impl PaperVenue {
                     max_quantity: max_q.as_deref().map(amount),
                     reference_price: reference,
                     max_deviation_pct: Some(deviation),
+                    trigger: None,
                 };
                 out.push((order, bar));
             }

@@ -285,6 +285,23 @@ impl FakeKraken {
         let mut s = self.state();
         s.prices.insert(pair_key(pair), price);
         s.parts = parts.max(1);
+        // Stop orders the move crosses trigger, and trade at the price.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        for i in 0..s.orders.len() {
+            let o = &s.orders[i];
+            let trigger = o.price.as_deref().and_then(|p| p.parse::<f64>().ok());
+            let crossed = match (o.ordertype.as_str(), o.side.as_str(), trigger) {
+                ("stop-loss", "sell", Some(t)) => price <= t,
+                ("stop-loss", "buy", Some(t)) => price >= t,
+                _ => false,
+            };
+            if o.status == "open" && crossed && pair_key(&o.pair) == pair_key(pair) {
+                let left = o.volume.parse::<f64>().unwrap_or(0.0) - o.executed;
+                s.trade(i, left, price, now);
+            }
+        }
     }
 
     /// What the account holds, by Kraken's asset names.

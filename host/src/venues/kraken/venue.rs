@@ -68,6 +68,22 @@ pub struct Trade {
     pub time_ms: i64,
 }
 
+/// An order as written down before it left (`venue_orders`).
+#[derive(Debug, Clone)]
+struct Sent {
+    id: String,
+    venue_id: String,
+    pair: String,
+    side: String,
+    volume: String,
+    /// A stop order's trigger price; `None`: a market order.
+    trigger: Option<String>,
+    state: String,
+    reason: Option<String>,
+    updated_ms: i64,
+    created_ms: i64,
+}
+
 /// How the live venue is doing, for `keel status`.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct VenueHealth {
@@ -83,6 +99,10 @@ pub struct VenueHealth {
     pub switch_fires_ms: Option<i64>,
     /// Orders whose outcome is not known yet.
     pub unknown_orders: u64,
+    /// The switch is off because stop-losses rest at Kraken: they must
+    /// outlive keel, and the switch would cancel them with everything else.
+    #[serde(default)]
+    pub switch_off_for_stops: bool,
 }
 
 /// Kraken as a venue.
@@ -282,8 +302,10 @@ impl KrakenVenue {
 
     /// Refreshes the dead man's switch if it is due: called at every close
     /// while the engine is healthy, so an engine gone quiet leaves no order
-    /// working for longer than [`SWITCH_SECS`].
-    pub fn keep_alive(&mut self) {
+    /// working for longer than [`SWITCH_SECS`]. While `protecting` (stops
+    /// rest at Kraken for open positions) the switch is off instead: it
+    /// cancels every order, and a stop must outlive keel.
+    pub fn keep_alive(&mut self, protecting: bool) {
         if let Some(stream) = &self.stream
             && stream.wants_token()
         {
@@ -298,6 +320,21 @@ impl KrakenVenue {
             }
         }
         let now = self.now();
+        self.health.switch_off_for_stops = protecting;
+        if protecting {
+            if self.switch_refreshed_ms.is_some() {
+                match self.client.dead_man(0) {
+                    Ok(()) => {
+                        self.switch_refreshed_ms = None;
+                        self.health.switch_fires_ms = None;
+                    }
+                    Err(e) => {
+                        tracing::warn!(target: "keel::venue", "the dead man's switch was not turned off: {e}")
+                    }
+                }
+            }
+            return;
+        }
         if self
             .switch_refreshed_ms
             .is_some_and(|at| now - at < SWITCH_REFRESH_MS)
@@ -460,7 +497,21 @@ impl KrakenVenue {
     }
 
     /// Sends one written-down order; what became of it is in its row.
-    fn place(&mut self, id: &str, venue_id: &str, pair: &str, side: &str, volume: &str) {
+    fn place(&mut self, sent: &Sent) {
+        let (id, pair) = (sent.id.as_str(), sent.pair.as_str());
+        let mut params = vec![
+            ("pair", sent.pair.clone()),
+            ("type", sent.side.clone()),
+            ("volume", sent.volume.clone()),
+            ("cl_ord_id", sent.venue_id.clone()),
+        ];
+        match &sent.trigger {
+            Some(price) => {
+                params.push(("ordertype", "stop-loss".to_owned()));
+                params.push(("price", price.clone()));
+            }
+            None => params.push(("ordertype", "market".to_owned())),
+        }
         let mut tries = 0;
         loop {
             tries += 1;
@@ -472,16 +523,7 @@ impl KrakenVenue {
             let now = self.now();
             self.client.limits().placed(pair, now);
             crate::engine::failpoint("venue-before-send");
-            let reply = self.client.private(
-                "AddOrder",
-                &[
-                    ("pair", pair.to_owned()),
-                    ("type", side.to_owned()),
-                    ("ordertype", "market".to_owned()),
-                    ("volume", volume.to_owned()),
-                    ("cl_ord_id", venue_id.to_owned()),
-                ],
-            );
+            let reply = self.client.private("AddOrder", &params);
             crate::engine::failpoint("venue-after-send");
             match reply {
                 Ok(result) => {
@@ -552,23 +594,12 @@ impl KrakenVenue {
         if pending.is_empty() {
             return Ok(out);
         }
-        // id, venue id, pair, side, volume, state, reason, updated, created
-        type Row = (
-            String,
-            String,
-            String,
-            String,
-            String,
-            String,
-            Option<String>,
-            i64,
-            i64,
-        );
-        let rows: Vec<Row> = {
+        let rows: Vec<Sent> = {
             let mut stmt = self
                 .conn
                 .prepare_cached(
-                    "SELECT client_order_id, venue_order_id, pair, side, volume, state, reason, updated_ms, created_ms
+                    "SELECT client_order_id, venue_order_id, pair, side, volume, trigger_price, state, reason,
+                         updated_ms, created_ms
                      FROM venue_orders WHERE client_order_id = ?1",
                 )
                 .map_err(|e| Failure::Unknown(format!("venue_orders: {e}")))?;
@@ -576,17 +607,18 @@ impl KrakenVenue {
             for id in pending {
                 if let Some(row) = stmt
                     .query_row([&id.0], |r| {
-                        Ok((
-                            r.get(0)?,
-                            r.get(1)?,
-                            r.get(2)?,
-                            r.get(3)?,
-                            r.get(4)?,
-                            r.get(5)?,
-                            r.get(6)?,
-                            r.get(7)?,
-                            r.get(8)?,
-                        ))
+                        Ok(Sent {
+                            id: r.get(0)?,
+                            venue_id: r.get(1)?,
+                            pair: r.get(2)?,
+                            side: r.get(3)?,
+                            volume: r.get(4)?,
+                            trigger: r.get(5)?,
+                            state: r.get(6)?,
+                            reason: r.get(7)?,
+                            updated_ms: r.get(8)?,
+                            created_ms: r.get(9)?,
+                        })
                     })
                     .optional()
                     .map_err(|e| Failure::Unknown(format!("venue_orders: {e}")))?
@@ -598,24 +630,22 @@ impl KrakenVenue {
         };
         let now = self.now();
         // Refused: reported while the ledger waits for it.
-        for (id, _, _, _, _, state, reason, ..) in &rows {
-            if state == "refused" {
-                out.push(Execution {
-                    id: ClientOrderId(id.clone()),
-                    time_ms: now,
-                    outcome: Outcome::Rejected(reason.clone().unwrap_or_default()),
-                });
-            }
+        for row in rows.iter().filter(|r| r.state == "refused") {
+            out.push(Execution {
+                id: ClientOrderId(row.id.clone()),
+                time_ms: now,
+                outcome: Outcome::Rejected(row.reason.clone().unwrap_or_default()),
+            });
         }
-        let mut live: Vec<&Row> = rows.iter().filter(|r| r.5 != "refused").collect();
+        let mut live: Vec<&Sent> = rows.iter().filter(|r| r.state != "refused").collect();
         // Orders the channel saw end, heard whole: reported from it.
         let up_since = self.stream.as_ref().and_then(Executions::up_since_ms);
         let mut heard_whole = Vec::new();
         live.retain(|row| {
-            let whole = up_since.is_some_and(|up| up <= row.8)
-                && self.heard.get(&row.0).is_some_and(|h| h.done.is_some());
+            let whole = up_since.is_some_and(|up| up <= row.created_ms)
+                && self.heard.get(&row.id).is_some_and(|h| h.done.is_some());
             if whole {
-                heard_whole.push(row.0.clone());
+                heard_whole.push(row.id.clone());
             }
             !whole
         });
@@ -639,23 +669,24 @@ impl KrakenVenue {
             return Ok(out);
         }
         let over_rest: std::collections::HashSet<String> =
-            live.iter().map(|r| r.0.clone()).collect();
+            live.iter().map(|r| r.id.clone()).collect();
         // Statuses first: every trade of an order seen done is then in the
         // trades read after.
         let held = self.held()?;
         let mut unknown = 0;
-        for (id, venue_id, pair, side, volume, state, _, updated_ms, _) in live.iter().copied() {
+        for row in live.iter().copied() {
+            let id = row.id.as_str();
             if let Some(h) = held.get(id) {
-                if !["placed", "ended"].contains(&state.as_str()) {
+                if !["placed", "ended"].contains(&row.state.as_str()) {
                     self.set_state(id, "placed", Some(&h.txid), None);
                 }
                 continue;
             }
-            match state.as_str() {
-                "retry" => self.place(id, venue_id, pair, side, volume),
-                "sending" | "unknown" if now - updated_ms >= UNKNOWN_GRACE_MS => {
+            match row.state.as_str() {
+                "retry" => self.place(row),
+                "sending" | "unknown" if now - row.updated_ms >= UNKNOWN_GRACE_MS => {
                     tracing::info!(target: "keel::venue", order = %id, "not at Kraken, open or closed: sent again");
-                    self.place(id, venue_id, pair, side, volume);
+                    self.place(row);
                 }
                 "sending" | "unknown" => unknown += 1,
                 _ => {}
@@ -671,7 +702,7 @@ impl KrakenVenue {
             return Ok(out);
         }
         // From a minute before the oldest was written (clocks differ).
-        let since = live.iter().map(|r| r.8).min().unwrap_or(now) - 60_000;
+        let since = live.iter().map(|r| r.created_ms).min().unwrap_or(now) - 60_000;
         for trade in self.trades_since(since)? {
             let Some(id) = txids.get(&trade.txid) else {
                 continue;
@@ -756,6 +787,14 @@ impl Venue for KrakenVenue {
                 Err(why) => (p.name.clone(), String::new(), Some(why)),
             },
         };
+        // A stop's trigger on the pair's price grid, rounded the safe way
+        // (a sell stop up: it triggers no later than asked).
+        let trigger = match (&pair, order.trigger) {
+            (Some(p), Some(t)) => Decimal::from_f64_retain(t)
+                .filter(|t| *t > Decimal::ZERO)
+                .map(|t| p.price(t, !order.buy).to_string()),
+            _ => None,
+        };
         let venue_id = venue_order_id(&order.id);
         let now = self.now();
         let state = if refusal.is_some() {
@@ -764,13 +803,24 @@ impl Venue for KrakenVenue {
             "sending"
         };
         self.conn.execute(
-            "INSERT INTO venue_orders (client_order_id, venue, venue_order_id, symbol, pair, side, volume, state,
-                 reason, created_ms, updated_ms)
-             VALUES (?1, 'kraken', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
-            params![id, venue_id, symbol, pair_name, side, volume, state, refusal, now],
+            "INSERT INTO venue_orders (client_order_id, venue, venue_order_id, symbol, pair, side, volume,
+                 trigger_price, state, reason, created_ms, updated_ms)
+             VALUES (?1, 'kraken', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
+            params![id, venue_id, symbol, pair_name, side, volume, trigger, state, refusal, now],
         )?;
         if refusal.is_none() {
-            self.place(&id, &venue_id, &pair_name, side, &volume);
+            self.place(&Sent {
+                id,
+                venue_id,
+                pair: pair_name,
+                side: side.to_owned(),
+                volume,
+                trigger,
+                state: state.to_owned(),
+                reason: None,
+                updated_ms: now,
+                created_ms: now,
+            });
         }
         Ok(())
     }
@@ -928,6 +978,7 @@ mod tests {
             max_quantity: None,
             reference_price: 40_000.0,
             max_deviation_pct: None,
+            trigger: None,
         }
     }
 
@@ -1131,7 +1182,7 @@ mod tests {
         let started = std::time::Instant::now();
         loop {
             r.venue.switch_refreshed_ms = None;
-            r.venue.keep_alive();
+            r.venue.keep_alive(false);
             if r.venue
                 .stream
                 .as_ref()
@@ -1267,8 +1318,8 @@ mod tests {
     #[test]
     fn the_dead_mans_switch_is_armed_and_refreshed_only_when_due() {
         let mut r = rig();
-        r.venue.keep_alive();
-        r.venue.keep_alive();
+        r.venue.keep_alive(false);
+        r.venue.keep_alive(false);
         let armed = |r: &Rig| {
             r.fake
                 .calls()
@@ -1279,7 +1330,7 @@ mod tests {
         assert_eq!(armed(&r), 1);
         assert!(r.venue.health.switch_fires_ms.is_some());
         r.clock.fetch_add(SWITCH_REFRESH_MS, Ordering::SeqCst);
-        r.venue.keep_alive();
+        r.venue.keep_alive(false);
         assert_eq!(armed(&r), 2);
     }
 }
