@@ -25,6 +25,7 @@ CREATE TABLE venue_orders (
     updated_ms      INTEGER NOT NULL
 );
 CREATE INDEX venue_orders_state ON venue_orders (state);
+CREATE INDEX venue_orders_venue_id ON venue_orders (venue_order_id);
 
 -- What the account held at the venue when a live run first reconciled:
 -- later balances must equal these plus the run's booked fills.

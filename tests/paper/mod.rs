@@ -347,7 +347,9 @@ fn bad_settings_are_refused_in_one_line() {
         assert!(stderr.contains(&expected), "{stderr}");
     }
     let out = s.keel(&db, &["run"]);
-    assert!(text(&out.stderr).contains("live trading is not available yet: pass --paper"));
+    assert!(
+        text(&out.stderr).contains("pass --paper, or --live --venue kraken to trade real money")
+    );
     let out = s.keel(&db, &["status"]);
     assert!(!out.status.success());
     assert!(

@@ -182,7 +182,7 @@ pub fn run(cli: Cli) -> anyhow::Result<bool> {
                 fake.set_price(pair, price, parts);
             }
             println!(
-                "fake Kraken on {}, executions channel on {} (Ctrl-C stops it)",
+                "fake Kraken on {} and its executions channel on {} (Ctrl-C stops it)",
                 fake.base_url(),
                 fake.ws_url()
             );

@@ -321,18 +321,32 @@ impl Engine<'_> {
         self.reconcile_tried_ms = Some(now_ms());
         let pending = self.live_pending();
         let in_flight: HashSet<&str> = pending.iter().map(|id| id.0.as_str()).collect();
-        let started: i64 = self.conn.query_row(
-            "SELECT started_ms FROM runs WHERE id = ?1",
-            [self.run_id],
-            |r| r.get(0),
-        )?;
+        // From the last trade booked (every one before it was, or a
+        // reconciliation then would have said so), or the oldest order
+        // still in flight if older, or the run's start: a minute earlier,
+        // as clocks differ.
+        let (started, last_booked, oldest_open): (i64, Option<i64>, Option<i64>) =
+            self.conn.query_row(
+                "SELECT r.started_ms,
+                    (SELECT MAX(f.time_ms) FROM fills f JOIN books b ON b.id = f.book_id
+                     WHERE b.run_id = r.id AND f.fill_id LIKE 'vf-%'),
+                    (SELECT MIN(created_ms) FROM venue_orders WHERE state NOT IN ('ended', 'refused'))
+                 FROM runs r WHERE r.id = ?1",
+                [self.run_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?;
+        let since = last_booked
+            .unwrap_or(started)
+            .min(oldest_open.unwrap_or(i64::MAX))
+            .max(started)
+            - 60_000;
         let Some(live) = self.live.as_mut() else {
             return Ok(());
         };
         let read = live
             .settle_unknowns(&pending)
-            .and_then(|()| live.held())
-            .and_then(|held| Ok((held.clone(), live.trades_since(started - 60_000)?)))
+            .and_then(|()| live.held(since))
+            .and_then(|held| Ok((held.clone(), live.trades_since(since)?)))
             .and_then(|(held, trades)| Ok((held, trades, live.balance()?)));
         let (held, trades, balances) = match read {
             Ok(all) => all,

@@ -37,6 +37,8 @@ pub struct FakeOrder {
     pub status: String,
     /// Volume executed so far.
     pub executed: f64,
+    /// When it was placed, seconds since the epoch (`opentm`).
+    pub opened_s: f64,
 }
 
 #[derive(Debug, Default)]
@@ -555,11 +557,21 @@ fn answer(
             }
         }
         "ClosedOrders" => {
-            let closed: serde_json::Map<String, serde_json::Value> = (s.orders.iter())
-                .filter(|o| o.status != "open")
+            // As Kraken: opened after `start` (a unix time), 50 a page from
+            // `ofs`, the newest first; `count` is all that match.
+            let start = form.get("start").and_then(|t| t.parse::<f64>().ok());
+            let ofs: usize = form.get("ofs").and_then(|o| o.parse().ok()).unwrap_or(0);
+            let matching: Vec<&FakeOrder> = (s.orders.iter())
+                .filter(|o| o.status != "open" && start.is_none_or(|t| o.opened_s > t))
+                .collect();
+            let count = matching.len();
+            let closed: serde_json::Map<String, serde_json::Value> = matching
+                .into_iter()
+                .rev()
+                .skip(ofs)
+                .take(50)
                 .map(|o| (o.txid.clone(), order_json(o)))
                 .collect();
-            let count = closed.len();
             ok(serde_json::json!({ "closed": closed, "count": count }))
         }
         "TradesHistory" => {
@@ -673,6 +685,9 @@ fn add_order(s: &mut State, form: &HashMap<String, String>) -> (u16, String) {
         price: field("price"),
         status: "open".into(),
         executed: 0.0,
+        opened_s: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64()),
     };
     s.orders.push(order);
     let price = s
@@ -720,6 +735,7 @@ fn order_json(o: &FakeOrder) -> serde_json::Value {
         "status": o.status,
         "vol": o.volume,
         "vol_exec": format!("{:.8}", o.executed),
+        "opentm": o.opened_s,
         "descr": { "pair": o.pair, "type": o.side, "ordertype": o.ordertype, "price": o.price.clone().unwrap_or_else(|| "0".into()) },
     })
 }

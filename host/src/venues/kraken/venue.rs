@@ -128,6 +128,9 @@ struct Heard {
     done: Option<String>,
 }
 
+/// Most pages of one listing read at once (50 entries a page).
+const MAX_PAGES: usize = 100;
+
 /// Most orders whose channel events are kept unreported.
 const MAX_HEARD: usize = 10_000;
 
@@ -391,38 +394,55 @@ impl KrakenVenue {
         self.health.switch_fires_ms = None;
     }
 
-    /// Every order of ours Kraken holds, open or closed, by our client
-    /// order id (Kraken's `cl_ord_id` mapped back through `venue_orders`).
-    pub fn held(&mut self) -> Result<HashMap<String, Held>, Failure> {
-        let open = self.client.private("OpenOrders", &[])?;
-        let closed = self.client.private("ClosedOrders", &[])?;
-        let by_venue_id: HashMap<String, String> = {
-            let mut stmt = self
-                .conn
-                .prepare_cached("SELECT venue_order_id, client_order_id FROM venue_orders")
-                .map_err(|e| Failure::Unknown(format!("venue_orders: {e}")))?;
-            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-                .and_then(|rows| rows.collect())
-                .map_err(|e| Failure::Unknown(format!("venue_orders: {e}")))?
-        };
+    /// Every order of ours Kraken holds open, and those it closed that
+    /// were opened since `since_ms` (every page: Kraken gives 50 a page,
+    /// the newest first), by our client order id (Kraken's `cl_ord_id`
+    /// mapped back through `venue_orders`).
+    pub fn held(&mut self, since_ms: i64) -> Result<HashMap<String, Held>, Failure> {
+        let mut lists = vec![(self.client.private("OpenOrders", &[])?, "open")];
+        let start = format!("{:.3}", (since_ms.max(0) as f64) / 1000.0);
+        let mut offset = 0;
+        for _ in 0..MAX_PAGES {
+            let page = self.client.private(
+                "ClosedOrders",
+                &[("start", start.clone()), ("ofs", offset.to_string())],
+            )?;
+            let got = page["closed"].as_object().map_or(0, |m| m.len());
+            let count = page["count"].as_u64().unwrap_or(0) as usize;
+            lists.push((page, "closed"));
+            offset += got;
+            if got == 0 || offset >= count {
+                break;
+            }
+        }
         let mut out = HashMap::new();
-        for (list, key) in [(&closed, "closed"), (&open, "open")] {
-            let Some(orders) = list[key].as_object() else {
+        let mut ours = self
+            .conn
+            .prepare_cached("SELECT client_order_id FROM venue_orders WHERE venue_order_id = ?1")
+            .map_err(|e| Failure::Unknown(format!("venue_orders: {e}")))?;
+        // Closed pages first: an order seen open and then closed between
+        // the calls is taken as closed.
+        lists.rotate_left(1);
+        for (list, key) in &lists {
+            let Some(orders) = list[*key].as_object() else {
                 return Err(Failure::Malformed(format!("no \"{key}\" object")));
             };
             for (txid, o) in orders {
-                let Some(ours) = o["cl_ord_id"].as_str().and_then(|v| by_venue_id.get(v)) else {
+                let Some(venue_id) = o["cl_ord_id"].as_str() else {
                     continue;
                 };
-                out.insert(
-                    ours.clone(),
-                    Held {
-                        txid: txid.clone(),
-                        status: o["status"].as_str().unwrap_or_default().to_owned(),
-                        executed: o["vol_exec"].as_str().unwrap_or("0").to_owned(),
-                        reason: o["reason"].as_str().map(str::to_owned),
-                    },
-                );
+                let id: Option<String> = ours
+                    .query_row([venue_id], |r| r.get(0))
+                    .optional()
+                    .map_err(|e| Failure::Unknown(format!("venue_orders: {e}")))?;
+                let Some(id) = id else { continue };
+                let held = Held {
+                    txid: txid.clone(),
+                    status: o["status"].as_str().unwrap_or_default().to_owned(),
+                    executed: o["vol_exec"].as_str().unwrap_or("0").to_owned(),
+                    reason: o["reason"].as_str().map(str::to_owned),
+                };
+                out.entry(id).or_insert(held);
             }
         }
         Ok(out)
@@ -432,7 +452,7 @@ impl KrakenVenue {
     pub fn trades_since(&mut self, start_ms: i64) -> Result<Vec<Trade>, Failure> {
         let start = format!("{:.3}", (start_ms.max(0) as f64) / 1000.0);
         let mut out: Vec<Trade> = Vec::new();
-        for page in 0..100 {
+        for page in 0..MAX_PAGES {
             let result = self.client.private(
                 "TradesHistory",
                 &[("start", start.clone()), ("ofs", (page * 50).to_string())],
@@ -672,7 +692,8 @@ impl KrakenVenue {
             live.iter().map(|r| r.id.clone()).collect();
         // Statuses first: every trade of an order seen done is then in the
         // trades read after.
-        let held = self.held()?;
+        let since = live.iter().map(|r| r.created_ms).min().unwrap_or(now) - 60_000;
+        let held = self.held(since)?;
         let mut unknown = 0;
         for row in live.iter().copied() {
             let id = row.id.as_str();
@@ -702,7 +723,6 @@ impl KrakenVenue {
             return Ok(out);
         }
         // From a minute before the oldest was written (clocks differ).
-        let since = live.iter().map(|r| r.created_ms).min().unwrap_or(now) - 60_000;
         for trade in self.trades_since(since)? {
             let Some(id) = txids.get(&trade.txid) else {
                 continue;
@@ -871,7 +891,7 @@ impl Venue for KrakenVenue {
     }
 
     fn open_orders(&mut self) -> rusqlite::Result<Vec<ClientOrderId>> {
-        match self.held() {
+        match self.held(self.now()) {
             Ok(held) => Ok(held
                 .into_iter()
                 .filter(|(_, h)| ["open", "pending"].contains(&h.status.as_str()))
@@ -1062,6 +1082,29 @@ mod tests {
             assert_eq!(words(&reports), ["part:0.025", "ended"], "{fault:?}");
             assert_eq!(r.fake.orders().len(), 1, "{fault:?}: never placed twice");
         }
+    }
+
+    /// Kraken lists closed orders 50 a page, newest first: an order whose
+    /// answer was lost is found however many closed after it.
+    #[test]
+    fn an_unknown_order_is_found_behind_fifty_newer_closed_ones() {
+        let mut r = rig();
+        let lost = buy("k1-1-60000-0", 1_000.0);
+        r.fake.script([Fault::DoneThen502]);
+        r.venue.submit(lost.clone()).expect("submit");
+        for i in 1..=55 {
+            r.venue
+                .submit(buy(&format!("k1-1-60000-{i}"), 1_000.0))
+                .expect("submit");
+        }
+        assert_eq!(r.fake.orders().len(), 56);
+        r.clock.fetch_add(10_000, Ordering::SeqCst);
+        let reports = r
+            .venue
+            .reports(std::slice::from_ref(&lost.id))
+            .expect("reports");
+        assert_eq!(words(&reports), ["part:0.025", "ended"]);
+        assert_eq!(r.fake.orders().len(), 56, "never placed twice");
     }
 
     #[test]
