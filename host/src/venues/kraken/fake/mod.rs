@@ -481,6 +481,21 @@ fn answer(
                 ok(serde_json::json!({ "count": count }))
             }
         }
+        "QueryOrders" => {
+            let wanted: Vec<&str> = form
+                .get("txid")
+                .map(|t| t.split(',').map(str::trim).collect())
+                .unwrap_or_default();
+            let found: serde_json::Map<String, serde_json::Value> = (s.orders.iter())
+                .filter(|o| wanted.contains(&o.txid.as_str()))
+                .map(|o| (o.txid.clone(), order_json(o)))
+                .collect();
+            if found.is_empty() {
+                error("EOrder:Invalid order")
+            } else {
+                ok(serde_json::Value::Object(found))
+            }
+        }
         "ClosedOrders" => {
             // As Kraken: opened after `start` (a unix time), 50 a page from
             // `ofs`, the newest first; `count` is all that match.

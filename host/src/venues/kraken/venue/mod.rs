@@ -80,6 +80,8 @@ struct Sent {
     volume: String,
     /// A stop order's trigger price; `None`: a market order.
     trigger: Option<String>,
+    /// Kraken's id for it, once Kraken said it holds it.
+    txid: Option<String>,
     state: String,
     reason: Option<String>,
     updated_ms: i64,
@@ -512,6 +514,7 @@ impl Venue for KrakenVenue {
                 side: side.to_owned(),
                 volume,
                 trigger,
+                txid: None,
                 state: state.to_owned(),
                 reason: None,
                 updated_ms: now,

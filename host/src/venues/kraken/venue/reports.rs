@@ -122,6 +122,36 @@ impl KrakenVenue {
         Ok(out)
     }
 
+    /// What Kraken says of `rows`, each named by its txid (`QueryOrders`,
+    /// 50 a call), by our client order id.
+    fn query_orders(&mut self, rows: &[&Sent]) -> Result<HashMap<String, Held>, Failure> {
+        let mut out = HashMap::new();
+        for chunk in rows.chunks(50) {
+            let txids: Vec<&str> = chunk.iter().filter_map(|r| r.txid.as_deref()).collect();
+            let result = self
+                .client
+                .private("QueryOrders", &[("txid", txids.join(","))])?;
+            let orders = result
+                .as_object()
+                .ok_or_else(|| Failure::Malformed("QueryOrders: not an object".into()))?;
+            for row in chunk {
+                let Some(o) = row.txid.as_deref().and_then(|t| orders.get(t)) else {
+                    continue;
+                };
+                out.insert(
+                    row.id.clone(),
+                    Held {
+                        txid: row.txid.clone().unwrap_or_default(),
+                        status: o["status"].as_str().unwrap_or_default().to_owned(),
+                        executed: o["vol_exec"].as_str().unwrap_or("0").to_owned(),
+                        reason: o["reason"].as_str().map(str::to_owned),
+                    },
+                );
+            }
+        }
+        Ok(out)
+    }
+
     /// The account's trades since `start_ms`, oldest first (every page).
     pub fn trades_since(&mut self, start_ms: i64) -> Result<Vec<Trade>, Failure> {
         let start = format!("{:.3}", (start_ms.max(0) as f64) / 1000.0);
@@ -195,7 +225,7 @@ impl KrakenVenue {
                 .conn
                 .prepare_cached(
                     "SELECT client_order_id, venue_order_id, pair, side, volume, trigger_price, state, reason,
-                         updated_ms, created_ms
+                         updated_ms, created_ms, txid
                      FROM venue_orders WHERE client_order_id = ?1",
                 )
                 .map_err(|e| Failure::Unknown(format!("venue_orders: {e}")))?;
@@ -214,6 +244,7 @@ impl KrakenVenue {
                             reason: r.get(7)?,
                             updated_ms: r.get(8)?,
                             created_ms: r.get(9)?,
+                            txid: r.get(10)?,
                         })
                     })
                     .optional()
@@ -269,7 +300,13 @@ impl KrakenVenue {
         // Statuses first: every trade of an order seen done is then in the
         // trades read after.
         let since = live.iter().map(|r| r.created_ms).min().unwrap_or(now) - 60_000;
-        let held = self.held(since)?;
+        // Orders Kraken named are asked for by name (`QueryOrders`); one it
+        // never named is looked for in the listings, by client order id.
+        let held = if live.iter().all(|r| r.txid.is_some()) {
+            self.query_orders(&live)?
+        } else {
+            self.held(since)?
+        };
         let mut unknown = 0;
         for row in live.iter().copied() {
             let id = row.id.as_str();

@@ -93,6 +93,7 @@ fn an_order_filled_in_parts_reports_each_trade_then_ends() {
         Some(venue_order_id(&order.id).as_str())
     );
     assert_eq!(at_kraken[0].volume, "0.025");
+    let before = r.fake.calls().len();
     let reports = r
         .venue
         .reports(std::slice::from_ref(&order.id))
@@ -106,6 +107,8 @@ fn an_order_filled_in_parts_reports_each_trade_then_ends() {
             "ended"
         ]
     );
+    // An order Kraken named is asked for by name, not looked for in lists.
+    assert_eq!(r.fake.calls()[before..], ["QueryOrders", "TradesHistory"]);
     let trades: std::collections::BTreeSet<_> = reports
         .iter()
         .filter_map(|r| match &r.outcome {
