@@ -92,6 +92,14 @@ pub struct Snapshot {
     pub venue: Option<crate::venues::kraken::VenueHealth>,
 }
 
+/// Every book's positions, as `GET /positions` serves them.
+pub fn positions_json(s: &Snapshot) -> serde_json::Value {
+    s.books
+        .iter()
+        .map(|b| serde_json::json!({"slot": b.slot, "positions": b.positions}))
+        .collect()
+}
+
 /// The engine's answer to a command.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "reply")]

@@ -252,15 +252,7 @@ impl Server {
                 s.trades.clear();
                 json(&s)
             }
-            (&Method::GET, "/positions") => {
-                let s = self.snapshot();
-                let books: Vec<_> = s
-                    .books
-                    .iter()
-                    .map(|b| serde_json::json!({"slot": b.slot, "positions": b.positions}))
-                    .collect();
-                json(&books)
-            }
+            (&Method::GET, "/positions") => json(&control::positions_json(&self.snapshot())),
             (&Method::GET, "/trades") => json(&self.snapshot().trades),
             (&Method::GET, "/metrics") => respond(
                 StatusCode::OK,

@@ -1,6 +1,8 @@
 //! The commands that act on a running `keel run` through its control API:
 //! `keel status`, `positions`, `trades`, `pause`, `resume` and `kill` (with
-//! the kill file as the fallback when the API does not answer).
+//! the kill file as the fallback when the API does not answer). The first
+//! three read the database's record of its last run when no run is live,
+//! and say so.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -36,6 +38,75 @@ fn call(db: &Path, method: &str, path: &str, body: &str) -> anyhow::Result<Strin
     Ok(body)
 }
 
+/// What the read-only commands show: the live run's figures, or the
+/// database's record of its last run when no run is live.
+enum Source {
+    Live(Snapshot),
+    Record(crate::engine::record::Record),
+}
+
+impl Source {
+    fn of(db: &Path) -> anyhow::Result<Source> {
+        match control::request(db, "GET", "/status", "") {
+            Ok((200, body)) => Ok(Source::Live(serde_json::from_str(&body)?)),
+            Ok((status, body)) => bail!("{status} /status: {}", body.trim()),
+            Err(control::Unreachable::NoControlFile { .. }) => Source::record(db),
+            Err(control::Unreachable::NoAnswer { pid, .. }) if !alive(pid) => Source::record(db),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn record(db: &Path) -> anyhow::Result<Source> {
+        match crate::engine::record::last_run(db)? {
+            Some(record) => Ok(Source::Record(record)),
+            None => bail!(
+                "{}: no run yet: start one with `keel run --paper`",
+                db.display()
+            ),
+        }
+    }
+
+    fn snapshot(&self) -> &Snapshot {
+        match self {
+            Source::Live(s) => s,
+            Source::Record(r) => &r.snapshot,
+        }
+    }
+
+    /// One line saying the figures are a record, not live (none if live).
+    fn note(&self, db: &Path) -> Option<String> {
+        let Source::Record(r) = self else { return None };
+        let ended = r
+            .ended_ms
+            .map_or(String::new(), |t| format!(" at {}", format_time(t)));
+        let status = match r.status.as_str() {
+            "running" => "ended without a word (killed or crashed); `keel run` with the same settings resumes it".to_owned(),
+            "interrupted" => format!("interrupted{ended}; `keel run` with the same settings resumes it"),
+            other => format!("{other}{ended}"),
+        };
+        Some(format!(
+            "no run is live on {}: the record of {} run {}, {status}",
+            db.display(),
+            r.mode,
+            r.snapshot.run_id
+        ))
+    }
+
+    /// The JSON of the figures, marked with where they come from.
+    fn json(&self) -> anyhow::Result<String> {
+        let mut value = serde_json::to_value(self.snapshot())?;
+        // As the live /status: the trades are `keel trades`'.
+        value["trades"] = serde_json::json!([]);
+        value["live"] = matches!(self, Source::Live(_)).into();
+        if let Source::Record(r) = self {
+            value["record"] = serde_json::json!({
+                "mode": r.mode, "status": r.status, "ended_ms": r.ended_ms,
+            });
+        }
+        Ok(value.to_string())
+    }
+}
+
 /// A live venue's health in one line: reconciled or why not, the rate
 /// limit's headroom, the dead man's switch, orders of unknown outcome.
 fn venue_line(v: &crate::venues::kraken::VenueHealth) -> String {
@@ -64,12 +135,15 @@ fn venue_line(v: &crate::venues::kraken::VenueHealth) -> String {
 
 /// `keel status`.
 pub(super) fn status(args: &ShowArgs, db: &Path) -> anyhow::Result<bool> {
-    let body = call(db, "GET", "/status", "")?;
+    let source = Source::of(db)?;
     if args.json {
-        println!("{body}");
+        println!("{}", source.json()?);
         return Ok(true);
     }
-    let s: Snapshot = serde_json::from_str(&body)?;
+    if let Some(note) = source.note(db) {
+        println!("{note}");
+    }
+    let s = source.snapshot();
     let at = s.cursor_ms.map_or("-".to_owned(), format_time);
     println!(
         "run {}  {}  state {}{}  bars {}  last bar {at}",
@@ -115,11 +189,17 @@ pub(super) fn status(args: &ShowArgs, db: &Path) -> anyhow::Result<bool> {
 
 /// `keel positions`.
 pub(super) fn positions(args: &ShowArgs, db: &Path) -> anyhow::Result<bool> {
-    let body = call(db, "GET", "/status", "")?;
-    let s: Snapshot = serde_json::from_str(&body)?;
+    let source = Source::of(db)?;
+    let s = source.snapshot();
     if args.json {
-        println!("{}", call(db, "GET", "/positions", "")?);
+        match &source {
+            Source::Live(_) => println!("{}", call(db, "GET", "/positions", "")?),
+            Source::Record(_) => println!("{}", control::positions_json(s)),
+        }
         return Ok(true);
+    }
+    if let Some(note) = source.note(db) {
+        println!("{note}");
     }
     let mut any = false;
     for b in &s.books {
@@ -146,12 +226,18 @@ pub(super) fn positions(args: &ShowArgs, db: &Path) -> anyhow::Result<bool> {
 
 /// `keel trades`.
 pub(super) fn trades(args: &ShowArgs, db: &Path) -> anyhow::Result<bool> {
-    let body = call(db, "GET", "/trades", "")?;
+    let source = Source::of(db)?;
+    let trades: Vec<control::SnapshotTrade> = match &source {
+        Source::Live(_) => serde_json::from_str(&call(db, "GET", "/trades", "")?)?,
+        Source::Record(r) => r.snapshot.trades.clone(),
+    };
     if args.json {
-        println!("{body}");
+        println!("{}", serde_json::to_string(&trades)?);
         return Ok(true);
     }
-    let trades: Vec<control::SnapshotTrade> = serde_json::from_str(&body)?;
+    if let Some(note) = source.note(db) {
+        println!("{note}");
+    }
     if trades.is_empty() {
         println!("no closed trades yet");
     }

@@ -33,6 +33,7 @@ mod history;
 mod journal;
 mod live;
 mod orders;
+pub mod record;
 mod settings;
 mod shadow;
 mod slot;

@@ -81,39 +81,18 @@ impl Slot {
 
     /// What the control API shows of this book.
     pub fn snapshot(&self) -> SnapshotBook {
-        let equity = self.ledger.equity();
         SnapshotBook {
-            slot: self.slot.clone(),
-            strategy: self.instance.label().to_owned(),
-            symbols: self.symbols.clone(),
-            cash: float(self.ledger.cash),
-            equity: float(equity),
-            start_cash: float(self.ledger.start_cash),
-            realized: float(self.ledger.realized),
-            fees: float(self.ledger.fees),
-            drawdown_pct: if self.peak > Decimal::ZERO {
-                float((self.peak - equity) / self.peak) * 100.0
-            } else {
-                0.0
-            },
-            positions: self
-                .ledger
-                .holdings
-                .iter()
-                .map(|h| SnapshotPosition {
-                    symbol: h.symbol.clone(),
-                    tag: h.tag.clone(),
-                    side: side_text(h.side).into(),
-                    quantity: float(h.quantity),
-                    entry: float(h.entry()),
-                    mark: float(h.mark),
-                    unrealized: float(h.unrealized()),
-                })
-                .collect(),
             signals: self.signals,
             rejected: self.rejected,
             calls: self.instance.stats().calls,
             traps: self.instance.stats().traps,
+            ..book_snapshot(
+                &self.slot,
+                self.instance.label(),
+                &self.symbols,
+                &self.ledger,
+                self.peak,
+            )
         }
     }
 }
@@ -162,6 +141,88 @@ pub(super) struct BookPlan<'a> {
 /// stored when the run resumes — with its strategy bound and initialised.
 /// Its kernel book starts empty: the engine rebuilds it from the run's
 /// history (`history::replay`).
+/// Book `id`'s ledger as stored: its start cash, cash, realized P&L and
+/// fees (as stored text), and its positions.
+pub(super) fn stored_ledger(
+    conn: &Connection,
+    id: i64,
+    [start_cash, cash, realized, fees]: [&str; 4],
+) -> rusqlite::Result<Ledger> {
+    let mut ledger = Ledger::new(d(start_cash));
+    ledger.cash = d(cash);
+    ledger.realized = d(realized);
+    ledger.fees = d(fees);
+    let mut stmt = conn.prepare(
+        "SELECT symbol, tag, side, quantity, cost, fees, opened_ms, mark, mae
+         FROM positions WHERE book_id = ?1 ORDER BY rowid",
+    )?;
+    let rows = stmt.query_map([id], |r| {
+        let side: String = r.get(2)?;
+        Ok(Holding {
+            symbol: r.get(0)?,
+            tag: r.get(1)?,
+            side: if side == "short" {
+                Side::Short
+            } else {
+                Side::Long
+            },
+            quantity: d(&r.get::<_, String>(3)?),
+            cost: d(&r.get::<_, String>(4)?),
+            fees: d(&r.get::<_, String>(5)?),
+            opened_ms: r.get(6)?,
+            mark: d(&r.get::<_, String>(7)?),
+            mae: d(&r.get::<_, String>(8)?),
+        })
+    })?;
+    for row in rows {
+        ledger.holdings.push(row?);
+    }
+    Ok(ledger)
+}
+
+/// A book's figures as served, from its ledger.
+pub(super) fn book_snapshot(
+    slot: &str,
+    strategy: &str,
+    symbols: &[String],
+    ledger: &Ledger,
+    peak: Decimal,
+) -> SnapshotBook {
+    let equity = ledger.equity();
+    SnapshotBook {
+        slot: slot.to_owned(),
+        strategy: strategy.to_owned(),
+        symbols: symbols.to_vec(),
+        cash: float(ledger.cash),
+        equity: float(equity),
+        start_cash: float(ledger.start_cash),
+        realized: float(ledger.realized),
+        fees: float(ledger.fees),
+        drawdown_pct: if peak > Decimal::ZERO {
+            float((peak - equity) / peak) * 100.0
+        } else {
+            0.0
+        },
+        positions: ledger
+            .holdings
+            .iter()
+            .map(|h| SnapshotPosition {
+                symbol: h.symbol.clone(),
+                tag: h.tag.clone(),
+                side: side_text(h.side).into(),
+                quantity: float(h.quantity),
+                entry: float(h.entry()),
+                mark: float(h.mark),
+                unrealized: float(h.unrealized()),
+            })
+            .collect(),
+        signals: 0,
+        rejected: 0,
+        calls: 0,
+        traps: 0,
+    }
+}
+
 pub(super) fn open_slot(
     conn: &Connection,
     sandbox: &Sandbox,
@@ -196,37 +257,7 @@ pub(super) fn open_slot(
         params![run_id, slot],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?)),
     )?;
-    let mut ledger = Ledger::new(d(&start_cash));
-    ledger.cash = d(&cash);
-    ledger.realized = d(&realized);
-    ledger.fees = d(&fees);
-    {
-        let mut stmt = conn.prepare(
-            "SELECT symbol, tag, side, quantity, cost, fees, opened_ms, mark, mae
-             FROM positions WHERE book_id = ?1 ORDER BY rowid",
-        )?;
-        let rows = stmt.query_map([id], |r| {
-            let side: String = r.get(2)?;
-            Ok(Holding {
-                symbol: r.get(0)?,
-                tag: r.get(1)?,
-                side: if side == "short" {
-                    Side::Short
-                } else {
-                    Side::Long
-                },
-                quantity: d(&r.get::<_, String>(3)?),
-                cost: d(&r.get::<_, String>(4)?),
-                fees: d(&r.get::<_, String>(5)?),
-                opened_ms: r.get(6)?,
-                mark: d(&r.get::<_, String>(7)?),
-                mae: d(&r.get::<_, String>(8)?),
-            })
-        })?;
-        for row in rows {
-            ledger.holdings.push(row?);
-        }
-    }
+    let ledger = stored_ledger(conn, id, [&start_cash, &cash, &realized, &fees])?;
     ledger
         .check()
         .map_err(|e| anyhow!("book {slot}: the stored ledger does not add up: {e}"))?;
