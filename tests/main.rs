@@ -1,6 +1,7 @@
 //! Keel's cross-crate integration tests: one binary, so wasmtime links once.
 //! Strategy components are built from the repo's own sources by `support`.
 
+mod api;
 mod backtest;
 mod candidates;
 mod cli;

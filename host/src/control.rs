@@ -90,6 +90,9 @@ pub struct Snapshot {
     /// The live venue's health (a live run only).
     #[serde(default)]
     pub venue: Option<crate::venues::kraken::VenueHealth>,
+    /// `paper` or `live`.
+    #[serde(default)]
+    pub mode: String,
 }
 
 /// Every book's positions, as `GET /positions` serves them.

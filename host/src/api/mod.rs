@@ -7,6 +7,7 @@
 mod controls;
 mod metrics;
 mod server;
+pub mod v1;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -15,7 +15,9 @@
 //!
 //! Endpoints: `GET /status`, `GET /positions`, `GET /trades`, `GET /metrics`
 //! (Prometheus text), `POST /pause`, `POST /resume`, `POST /kill` (the body
-//! is the reason), `POST /swap` (`<sha256> <actor> <reason…>`).
+//! is the reason), `POST /swap` (`<sha256> <actor> <reason…>`); and API v1
+//! (`v1`): `GET /v1/<read>` and `POST /v1/{pause,resume,kill}`, each answer
+//! in the envelope `{data, meta}`.
 
 use std::convert::Infallible;
 use std::net::TcpListener as StdListener;
@@ -108,6 +110,8 @@ struct Server {
     token: String,
     shared: Shared,
     limits: Limits,
+    /// The run's database, read by API v1 (read-only, off the runtime).
+    db: PathBuf,
 }
 
 /// Writes `<db>.control` and serves `bound` on `runtime`.
@@ -136,6 +140,7 @@ pub fn serve(
         token,
         shared,
         limits,
+        db: db.to_owned(),
     });
     runtime.spawn(accept(listener, server, stop_rx));
     Ok(ApiServer {
@@ -259,6 +264,25 @@ impl Server {
                 "text/plain; version=0.0.4",
                 super::metrics(&self.snapshot()),
             ),
+            (&Method::GET, v1) if v1.starts_with("/v1/") => self.v1_read(&v1[4..]).await,
+            (&Method::POST, "/v1/pause" | "/v1/resume" | "/v1/kill") => {
+                let command = &path[3..];
+                if command == "/kill" {
+                    self.shared.kill_requested.store(true, Ordering::SeqCst);
+                }
+                let body = match self.body(request).await {
+                    Ok(body) => body,
+                    Err(response) if command != "/kill" => return response,
+                    Err(_) => String::new(),
+                };
+                match self.reply(command, body, received).await {
+                    Ok(reply) => json(&super::v1::envelope(
+                        serde_json::to_value(reply).unwrap_or_default(),
+                        &self.snapshot().mode,
+                    )),
+                    Err(response) => response,
+                }
+            }
             (&Method::POST, "/pause" | "/resume" | "/kill" | "/swap") => {
                 if path == "/kill" {
                     // Orders stop going out now, before the body is read.
@@ -295,7 +319,51 @@ impl Server {
         }
     }
 
+    /// `GET /v1/<name>`: from the snapshot, or the ledger read off the
+    /// runtime's threads.
+    async fn v1_read(&self, name: &str) -> Response<Full<Bytes>> {
+        let snapshot = self.snapshot();
+        if let Some(data) = super::v1::from_snapshot(name, &snapshot) {
+            return json(&super::v1::envelope(data, &snapshot.mode));
+        }
+        if !super::v1::READS.contains(&name) {
+            return text(StatusCode::NOT_FOUND, "no such endpoint\n");
+        }
+        let (db, name_owned, run_id) = (self.db.clone(), name.to_owned(), snapshot.run_id);
+        let read = tokio::task::spawn_blocking(move || {
+            let conn = rusqlite::Connection::open_with_flags(
+                &db,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            )?;
+            conn.busy_timeout(Duration::from_secs(5))?;
+            super::v1::from_ledger(&name_owned, &conn, run_id)
+        })
+        .await;
+        match read {
+            Ok(Ok(Some(data))) => json(&super::v1::envelope(data, &snapshot.mode)),
+            Ok(Ok(None)) => text(StatusCode::NOT_FOUND, "no such endpoint\n"),
+            Ok(Err(e)) => text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the ledger could not be read: {e}\n"),
+            ),
+            Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "the read failed\n"),
+        }
+    }
+
     async fn command(&self, path: &str, body: String, received: Instant) -> Response<Full<Bytes>> {
+        match self.reply(path, body, received).await {
+            Ok(reply) => json(&reply),
+            Err(response) => response,
+        }
+    }
+
+    /// Sends a command to the engine and waits for its reply.
+    async fn reply(
+        &self,
+        path: &str,
+        body: String,
+        received: Instant,
+    ) -> Result<control::Reply, Response<Full<Bytes>>> {
         let reason = match body.trim() {
             "" => "no reason given".to_owned(),
             reason => reason.to_owned(),
@@ -327,18 +395,21 @@ impl Server {
             }
         };
         if self.shared.commands.send(command).is_err() {
-            return text(StatusCode::SERVICE_UNAVAILABLE, "the engine has stopped\n");
+            return Err(text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the engine has stopped\n",
+            ));
         }
         let waited =
             tokio::task::spawn_blocking(move || answer.recv_timeout(Duration::from_secs(wait)))
                 .await;
         match waited {
-            Ok(Ok(Ok(reply))) => json(&reply),
-            Ok(Ok(Err(e))) => text(StatusCode::CONFLICT, format!("{e}\n")),
-            _ => text(
+            Ok(Ok(Ok(reply))) => Ok(reply),
+            Ok(Ok(Err(e))) => Err(text(StatusCode::CONFLICT, format!("{e}\n"))),
+            _ => Err(text(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "the engine did not answer\n",
-            ),
+            )),
         }
     }
 }

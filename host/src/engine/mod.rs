@@ -754,6 +754,7 @@ impl<'c> Engine<'c> {
             snap.bars = self.bars;
             snap.cursor_ms = self.cursor_ms;
             snap.feed = self.settings.feed_name.clone();
+            snap.mode = if self.live.is_some() { "live" } else { "paper" }.into();
             snap.feed_health = self.feed_health.clone();
             snap.books = books;
             snap.trades = trades;

@@ -127,6 +127,7 @@ fn read(conn: &Connection) -> anyhow::Result<Option<Record>> {
         books,
         trades: recent_trades(conn, run_id, 50)?,
         venue: None,
+        mode: mode.clone(),
     };
     Ok(Some(Record {
         snapshot,
