@@ -6,11 +6,13 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use keel_host::venues::kraken::fake::{FakeKraken, Fault};
 
-use crate::paper::{Setup, count, open, snapshots, text, wait_for_control};
+use crate::paper::{
+    Setup, count, kill_until_finished, open, snapshots, text, until, wait_for_control,
+};
 use crate::support::example;
 
 const KEY: &str = "live-test-key-7f3a";
@@ -353,24 +355,18 @@ fn a_stop_loss_rests_at_kraken_through_a_crash_and_its_trade_is_booked() {
             .into_iter()
             .find(|o| o.ordertype == "stop-loss" && o.status == "open")
     };
-    let started = Instant::now();
-    while resting(&fake).is_none() {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "no stop at Kraken"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    until("no stop at Kraken", Duration::from_secs(120), || {
+        resting(&fake).is_some()
+    });
     // Off before the stop was placed; the status says so once published.
-    let started = Instant::now();
-    loop {
-        let said = text(&s.keel(&db, &["status"]).stdout);
-        if said.contains("dead man's switch off while stop-losses rest at Kraken") {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(10), "{said}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    until(
+        "status never said the switch is off",
+        Duration::from_secs(10),
+        || {
+            text(&s.keel(&db, &["status"]).stdout)
+                .contains("dead man's switch off while stop-losses rest at Kraken")
+        },
+    );
     child.kill().expect("SIGKILL");
     child.wait().expect("reap");
     let stop = resting(&fake).expect("the stop outlives keel");
@@ -393,24 +389,20 @@ fn a_stop_loss_rests_at_kraken_through_a_crash_and_its_trade_is_booked() {
         &conn,
         "SELECT client_order_id FROM orders WHERE trigger_price IS NOT NULL",
     );
-    let started = Instant::now();
-    loop {
-        let state: String = conn
-            .query_row(
-                "SELECT state FROM orders WHERE client_order_id = ?1",
-                [&stop_id[0]],
-                |r| r.get(0),
-            )
-            .expect("stop order");
-        if state == "filled" {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the stop's trade was never booked"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    until(
+        "the stop's trade was never booked",
+        Duration::from_secs(60),
+        || {
+            let state: String = conn
+                .query_row(
+                    "SELECT state FROM orders WHERE client_order_id = ?1",
+                    [&stop_id[0]],
+                    |r| r.get(0),
+                )
+                .expect("stop order");
+            state == "filled"
+        },
+    );
     child.kill().expect("SIGKILL");
     child.wait().expect("reap");
     let sold: Vec<String> = strings(
@@ -441,14 +433,9 @@ fn a_balance_the_ledger_cannot_explain_makes_the_account_reduce_only() {
     let db = s.db("mismatch.db");
     let args = live_args(&fake, "sample:3000", "2000x");
     let mut child = spawn_live(&s, &db, &args);
-    let started = Instant::now();
-    while snapshots(&db) < 200 {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "no bars booked"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    until("no bars booked", Duration::from_secs(120), || {
+        snapshots(&db) >= 200
+    });
     child.kill().expect("SIGKILL");
     child.wait().expect("reap");
     let fills_before = count(&open(&db), "SELECT COUNT(*) FROM fills");
@@ -457,19 +444,13 @@ fn a_balance_the_ledger_cannot_explain_makes_the_account_reduce_only() {
     fake.set_balance("XXBT", &format!("{:.10}", xbt + 0.5));
     let mut child = spawn_live(&s, &db, &live_args(&fake, "sample:3000", "2000x"));
     wait_for_control(&db);
-    let started = Instant::now();
     let conn = open(&db);
-    while count(
-        &conn,
-        "SELECT COUNT(*) FROM risk_events WHERE kind = 'reconcile'",
-    ) == 0
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "no reconcile event"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    until("no reconcile event", Duration::from_secs(60), || {
+        count(
+            &conn,
+            "SELECT COUNT(*) FROM risk_events WHERE kind = 'reconcile'",
+        ) > 0
+    });
     let event = strings(
         &conn,
         "SELECT detail FROM risk_events WHERE kind = 'reconcile'",
@@ -515,21 +496,12 @@ fn the_kill_switch_cancels_everything_at_kraken_and_sells_what_is_held() {
     let db = s.db("kill.db");
     let mut child = spawn_live(&s, &db, &live_args(&fake, "sample:5000", "1000x"));
     wait_for_control(&db);
-    let started = Instant::now();
-    loop {
-        let held = count(
+    until("never held anything", Duration::from_secs(120), || {
+        count(
             &open(&db),
             "SELECT COUNT(*) FROM positions WHERE CAST(quantity AS REAL) > 0",
-        );
-        if held > 0 {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "never held anything"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+        ) > 0
+    });
     let out = s.keel(&db, &["kill", "--reason", "test"]);
     let said = text(&out.stdout);
     assert!(out.status.success(), "{said}{}", text(&out.stderr));
@@ -668,38 +640,7 @@ fn sigkill_at_any_point_of_a_live_run_places_nothing_twice_and_loses_no_trade() 
     let crashy = s.db("crashy.db");
     let args = live_args(&crashy_fake, feed, "12000x");
     let steps = [9i64, 4, 14, 6, 11, 3, 17, 5];
-    let mut kills = 0;
-    let mut finished = false;
-    for (i, step) in steps.iter().cycle().take(120).enumerate() {
-        let target = snapshots(&crashy) + step;
-        let mut child = spawn_live(&s, &crashy, &args);
-        let started = Instant::now();
-        while child.try_wait().expect("try_wait").is_none() {
-            if snapshots(&crashy) >= target {
-                std::thread::sleep(Duration::from_millis(i as u64 % 4));
-                break;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(120),
-                "the run stopped booking bars"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        if child.try_wait().expect("try_wait").is_some() {
-            let out = child.wait_with_output().expect("output");
-            assert!(
-                out.status.success(),
-                "a run failed on its own: {}",
-                text(&out.stderr)
-            );
-            finished = true;
-            break;
-        }
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reap");
-        kills += 1;
-    }
-    assert!(finished, "the run never finished");
+    let kills = kill_until_finished(&crashy, &steps, 120, || spawn_live(&s, &crashy, &args));
     assert!(kills >= 50, "only {kills} kills landed mid-run");
     same_books(&books(&crashy), &expected, &events("SIGKILLed", &crashy));
     assert_venue_and_ledger_agree(&crashy_fake, &crashy);

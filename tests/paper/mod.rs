@@ -140,6 +140,59 @@ pub(crate) fn snapshots(db: &Path) -> i64 {
         .unwrap_or(0)
 }
 
+/// Waits until `done`, for at most `within`; `what` names what never came.
+pub(crate) fn until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < within, "{what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Starts a run on `db` again and again (`spawn`), SIGKILLing each once the
+/// database has booked a varied number more equity snapshots (`steps`,
+/// cycled), a varied few milliseconds into the next bar, until a run
+/// finishes on its own — which must succeed — or `tries` were started.
+/// Progress is read from the database, not the clock, so a busy machine
+/// cannot let a run finish before the kills land. Returns the kills; the
+/// run must have finished.
+pub(crate) fn kill_until_finished(
+    db: &Path,
+    steps: &[i64],
+    tries: usize,
+    mut spawn: impl FnMut() -> Child,
+) -> usize {
+    // Every run before the one that finishes was killed: `i` kills.
+    for (i, step) in steps.iter().cycle().take(tries).enumerate() {
+        let target = snapshots(db) + step;
+        let mut child = spawn();
+        let started = Instant::now();
+        while child.try_wait().expect("try_wait").is_none() {
+            if snapshots(db) >= target {
+                std::thread::sleep(Duration::from_millis(i as u64 % 5));
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "the run stopped booking bars"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if child.try_wait().expect("try_wait").is_some() {
+            let out = child.wait_with_output().expect("output");
+            assert!(
+                out.status.success(),
+                "a run failed on its own: {}",
+                text(&out.stderr)
+            );
+            return i;
+        }
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+    }
+    panic!("the run never finished");
+}
+
 pub(crate) fn count(conn: &Connection, sql: &str) -> i64 {
     conn.query_row(sql, [], |r| r.get(0)).expect(sql)
 }

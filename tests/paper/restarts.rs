@@ -5,7 +5,10 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::{Setup, books_args, count, open, snapshots, text, three_books, wait_for_control};
+use super::{
+    Setup, books_args, count, kill_until_finished, open, snapshots, text, three_books,
+    wait_for_control,
+};
 use crate::support::{data, example};
 
 /// Everything that must come out the same however often the run died.
@@ -104,45 +107,12 @@ fn sigkill_at_any_point_loses_no_fill_and_places_no_order_twice() {
     }
 
     let crashy = s.db("crashy.db");
-    // 500 bars at 12000x: 5 ms a bar, ~2.5 s a run. Kill each run once it
-    // has booked a varied number of bars more, a varied few milliseconds
-    // into the next one. Progress is read from the database, not the clock,
-    // so a busy machine (a starved test thread) cannot let a run finish
-    // before the kills land.
-    let steps = [40i64, 25, 65, 33, 52, 18, 90, 27];
-    let mut kills = 0;
-    let mut finished = false;
-    for (i, step) in steps.iter().cycle().take(40).enumerate() {
-        // Three books: three snapshots a bar.
-        let target = snapshots(&crashy) + 3 * step;
-        let mut child = s.spawn_books(&crashy, feed, "12000x", &strategies, &symbol);
-        let started = Instant::now();
-        while child.try_wait().expect("try_wait").is_none() {
-            if snapshots(&crashy) >= target {
-                std::thread::sleep(Duration::from_millis(i as u64 % 5));
-                break;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(120),
-                "the run stopped booking bars"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        if child.try_wait().expect("try_wait").is_some() {
-            let out = child.wait_with_output().expect("output");
-            assert!(
-                out.status.success(),
-                "a run failed on its own: {}",
-                text(&out.stderr)
-            );
-            finished = true;
-            break;
-        }
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reap");
-        kills += 1;
-    }
-    assert!(finished, "the run never finished");
+    // 500 bars at 12000x: 5 ms a bar, ~2.5 s a run.
+    // Three books: three snapshots a bar.
+    let steps = [40i64, 25, 65, 33, 52, 18, 90, 27].map(|bars| 3 * bars);
+    let kills = kill_until_finished(&crashy, &steps, 40, || {
+        s.spawn_books(&crashy, feed, "12000x", &strategies, &symbol)
+    });
     assert!(kills >= 3, "only {kills} kills landed mid-run");
     check_same(&crashy, &expected);
 

@@ -1,18 +1,20 @@
 //! What the engine does between closes when told: pause, resume, kill,
-//! stop, hot swap; and after each close: the automatic rollback.
+//! stop, hot swap; the waits between closes, where commands and the kill
+//! file are taken; and after each close: the automatic rollback.
 
-use std::time::Instant;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail};
+use anyhow::{Context, anyhow, bail};
 use rusqlite::params;
 
 use keel_backtester::kernel::{Execution, FillSource, Outcome, TradingState, Venue};
 use keel_model::Params;
 
 use super::journal::{Journal, now_ms, order_state, risk_event, store_state};
-use super::{Engine, history};
+use super::{Engine, KILL_FILE_POLL, history};
 use crate::candidates::{self, Actor};
-use crate::control::{Command, Reply};
+use crate::control::{self, Command, Reply};
 use crate::ledger::float;
 use crate::sandbox::{Binding, StrategyInstance};
 use crate::store::audit;
@@ -304,6 +306,59 @@ impl Engine<'_> {
             }
             risk_event(self.conn, "rollback", None, &reason, None)?;
         }
+        Ok(())
+    }
+
+    /// Waits up to `wait` for the next bar, answering control commands.
+    pub(super) fn wait(&mut self, wait: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + wait;
+        loop {
+            self.poll_kill_file()?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Some(control) = &self.control else {
+                std::thread::sleep(left);
+                return Ok(());
+            };
+            if control.stop_requested.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            // The kill file is looked at again at least this often.
+            let left = left.min(KILL_FILE_POLL);
+            let command = match control.commands.recv_timeout(left) {
+                Ok(c) => c,
+                Err(_) => {
+                    if left.is_zero() || Instant::now() >= deadline {
+                        return Ok(());
+                    }
+                    std::thread::sleep(left.min(Duration::from_millis(5)));
+                    continue;
+                }
+            };
+            self.command(command)?;
+        }
+    }
+
+    /// A kill asked for through the kill file is applied like one from
+    /// the API.
+    pub(super) fn poll_kill_file(&mut self) -> anyhow::Result<()> {
+        let Some(control) = &self.control else {
+            return Ok(());
+        };
+        let Some(reason) = control::read_kill_file(&control.kill_file) else {
+            return Ok(());
+        };
+        control.kill_requested.store(true, Ordering::SeqCst);
+        let file = control.kill_file.clone();
+        let reply = self.kill(&reason, Instant::now())?;
+        // Removed once the kill is stored: what `keel kill` waits for.
+        std::fs::remove_file(&file).with_context(|| {
+            format!(
+                "{}: the kill is applied, but the file stays",
+                file.display()
+            )
+        })?;
+        tracing::warn!(?reply, "kill file: applied");
+        self.publish();
         Ok(())
     }
 }

@@ -50,7 +50,7 @@ use keel_model::candles::Candle;
 use keel_model::{Params, Portfolio, RiskLimits, Symbol};
 
 use crate::candidates::Actor;
-use crate::control::{self, FeedHealth};
+use crate::control::FeedHealth;
 use crate::sandbox::{Sandbox, StrategyError, StrategyInstance};
 use crate::store::Ownership;
 use crate::store::audit;
@@ -687,59 +687,6 @@ impl<'c> Engine<'c> {
             slot.book.pending.retain(|o| !o.id.0.starts_with(&prefix));
         }
         self.signal_step(cursor, &step)
-    }
-
-    /// Waits up to `wait` for the next bar, answering control commands.
-    fn wait(&mut self, wait: Duration) -> anyhow::Result<()> {
-        let deadline = Instant::now() + wait;
-        loop {
-            self.poll_kill_file()?;
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Some(control) = &self.control else {
-                std::thread::sleep(left);
-                return Ok(());
-            };
-            if control.stop_requested.load(Ordering::SeqCst) {
-                return Ok(());
-            }
-            // The kill file is looked at again at least this often.
-            let left = left.min(KILL_FILE_POLL);
-            let command = match control.commands.recv_timeout(left) {
-                Ok(c) => c,
-                Err(_) => {
-                    if left.is_zero() || Instant::now() >= deadline {
-                        return Ok(());
-                    }
-                    std::thread::sleep(left.min(Duration::from_millis(5)));
-                    continue;
-                }
-            };
-            self.command(command)?;
-        }
-    }
-
-    /// A kill asked for through the kill file is applied like one from
-    /// the API.
-    fn poll_kill_file(&mut self) -> anyhow::Result<()> {
-        let Some(control) = &self.control else {
-            return Ok(());
-        };
-        let Some(reason) = control::read_kill_file(&control.kill_file) else {
-            return Ok(());
-        };
-        control.kill_requested.store(true, Ordering::SeqCst);
-        let file = control.kill_file.clone();
-        let reply = self.kill(&reason, Instant::now())?;
-        // Removed once the kill is stored: what `keel kill` waits for.
-        std::fs::remove_file(&file).with_context(|| {
-            format!(
-                "{}: the kill is applied, but the file stays",
-                file.display()
-            )
-        })?;
-        tracing::warn!(?reply, "kill file: applied");
-        self.publish();
-        Ok(())
     }
 
     /// Refreshes what the control API serves.

@@ -66,6 +66,13 @@ fn buy(id: &str, quote: f64) -> Order {
     }
 }
 
+/// The venue's reports on one order.
+fn reports_on(r: &mut Rig, order: &Order) -> Vec<Execution> {
+    r.venue
+        .reports(std::slice::from_ref(&order.id))
+        .expect("reports")
+}
+
 /// What the reports say, one word each: `part:<volume>`, `ended`,
 /// `rejected:<reason>`.
 fn words(reports: &[Execution]) -> Vec<String> {
@@ -94,10 +101,7 @@ fn an_order_filled_in_parts_reports_each_trade_then_ends() {
     );
     assert_eq!(at_kraken[0].volume, "0.025");
     let before = r.fake.calls().len();
-    let reports = r
-        .venue
-        .reports(std::slice::from_ref(&order.id))
-        .expect("reports");
+    let reports = reports_on(&mut r, &order);
     assert_eq!(
         words(&reports),
         [
@@ -142,10 +146,7 @@ fn an_order_answered_late_or_with_a_502_is_found_by_its_id_and_never_sent_twice(
         assert_eq!(state, "unknown", "{fault:?}");
         // Looked up well after the grace: found closed, not resent.
         r.clock.fetch_add(10_000, Ordering::SeqCst);
-        let reports = r
-            .venue
-            .reports(std::slice::from_ref(&order.id))
-            .expect("reports");
+        let reports = reports_on(&mut r, &order);
         assert_eq!(words(&reports), ["part:0.025", "ended"], "{fault:?}");
         assert_eq!(r.fake.orders().len(), 1, "{fault:?}: never placed twice");
     }
@@ -166,10 +167,7 @@ fn an_unknown_order_is_found_behind_fifty_newer_closed_ones() {
     }
     assert_eq!(r.fake.orders().len(), 56);
     r.clock.fetch_add(10_000, Ordering::SeqCst);
-    let reports = r
-        .venue
-        .reports(std::slice::from_ref(&lost.id))
-        .expect("reports");
+    let reports = reports_on(&mut r, &lost);
     assert_eq!(words(&reports), ["part:0.025", "ended"]);
     assert_eq!(r.fake.orders().len(), 56, "never placed twice");
 }
@@ -182,23 +180,14 @@ fn an_order_that_never_reached_kraken_is_sent_again_after_the_grace_once() {
     r.fake.script([Fault::Error("EService:Unavailable".into())]);
     r.venue.submit(order.clone()).expect("submit");
     assert!(r.fake.orders().is_empty());
-    let reports = r
-        .venue
-        .reports(std::slice::from_ref(&order.id))
-        .expect("reports");
+    let reports = reports_on(&mut r, &order);
     assert!(reports.is_empty(), "within the grace: waited for");
     assert!(r.fake.orders().is_empty(), "not resent within the grace");
     r.clock.fetch_add(UNKNOWN_GRACE_MS, Ordering::SeqCst);
-    let reports = r
-        .venue
-        .reports(std::slice::from_ref(&order.id))
-        .expect("reports");
+    let reports = reports_on(&mut r, &order);
     assert_eq!(r.fake.orders().len(), 1, "sent again once");
     assert!(reports.is_empty(), "its trades come at the next look");
-    let reports = r
-        .venue
-        .reports(std::slice::from_ref(&order.id))
-        .expect("reports");
+    let reports = reports_on(&mut r, &order);
     assert_eq!(words(&reports), ["part:0.025", "ended"]);
     assert_eq!(r.fake.orders().len(), 1);
 }
@@ -210,10 +199,7 @@ fn refusals_are_rejections_with_krakens_reason_and_transient_ones_are_retried() 
         .script([Fault::Error("EOrder:Insufficient funds".into())]);
     let poor = buy("k1-1-60000-0", 1_000.0);
     r.venue.submit(poor.clone()).expect("submit");
-    let reports = r
-        .venue
-        .reports(std::slice::from_ref(&poor.id))
-        .expect("reports");
+    let reports = reports_on(&mut r, &poor);
     assert_eq!(
         words(&reports),
         ["rejected:Kraken: refused: EOrder:Insufficient funds"]
@@ -223,10 +209,7 @@ fn refusals_are_rejections_with_krakens_reason_and_transient_ones_are_retried() 
     // Under the minimum: refused here, never sent.
     let tiny = buy("k1-1-60000-1", 1.0);
     r.venue.submit(tiny.clone()).expect("submit");
-    let reports = r
-        .venue
-        .reports(std::slice::from_ref(&tiny.id))
-        .expect("reports");
+    let reports = reports_on(&mut r, &tiny);
     assert_eq!(
         words(&reports),
         ["rejected:XBT/USD: volume 0.000025 is below Kraken's minimum 0.0001"]
@@ -238,10 +221,7 @@ fn refusals_are_rejections_with_krakens_reason_and_transient_ones_are_retried() 
         ..buy("x", 0.0)
     };
     r.venue.submit(short.clone()).expect("submit");
-    let reports = r
-        .venue
-        .reports(std::slice::from_ref(&short.id))
-        .expect("reports");
+    let reports = reports_on(&mut r, &short);
     assert_eq!(words(&reports), ["rejected:Kraken spot cannot sell short"]);
     assert!(r.fake.orders().is_empty());
 
@@ -253,10 +233,7 @@ fn refusals_are_rejections_with_krakens_reason_and_transient_ones_are_retried() 
     let order = buy("k1-1-60000-3", 1_000.0);
     r.venue.submit(order.clone()).expect("submit");
     assert_eq!(r.fake.orders().len(), 1, "placed once, after backing off");
-    let reports = r
-        .venue
-        .reports(std::slice::from_ref(&order.id))
-        .expect("reports");
+    let reports = reports_on(&mut r, &order);
     assert_eq!(words(&reports), ["part:0.025", "ended"]);
 }
 
@@ -264,26 +241,19 @@ fn refusals_are_rejections_with_krakens_reason_and_transient_ones_are_retried() 
 fn rig_with_stream() -> Rig {
     let mut r = rig();
     let stream = Executions::start(&r.fake.ws_url(), crate::store::now_ms).expect("stream");
-    r.venue = std::mem::replace(&mut r.venue, dummy()).with_stream(stream);
+    r.venue.stream = Some(stream);
     wait_up(&mut r);
     r
 }
 
-fn dummy() -> KrakenVenue {
-    // A venue to swap out; never used.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("keel.db");
-    crate::store::Store::open(&db).expect("store");
-    let fake = FakeKraken::start(0, KEY, SECRET).expect("fake");
-    let client = Client::new(
-        &fake.base_url(),
-        Credentials::new(KEY, SECRET).expect("credentials"),
-        Tier::Pro,
-        &db,
-        Box::new(crate::store::now_ms),
-    )
-    .expect("client");
-    KrakenVenue::open(client, &[], &db, Box::new(crate::store::now_ms)).expect("venue")
+/// Takes in what the channel heard until it has heard an order end.
+fn wait_heard(r: &mut Rig) {
+    let started = std::time::Instant::now();
+    while !r.venue.heard.values().any(|h| h.done.is_some()) {
+        r.venue.hear();
+        assert!(started.elapsed() < Duration::from_secs(10), "nothing heard");
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// Hands the channel its token until it is subscribed; the venue's
@@ -327,17 +297,9 @@ fn fills_heard_on_the_executions_channel_need_no_rest_call() {
     r.venue.submit(order.clone()).expect("submit");
     // Until the channel has told the end, REST answers; once it has,
     // the reports come from what it said.
-    let started = std::time::Instant::now();
-    while !r.venue.heard.values().any(|h| h.done.is_some()) {
-        r.venue.hear();
-        assert!(started.elapsed() < Duration::from_secs(10), "nothing heard");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_heard(&mut r);
     let before = rest_calls(&r);
-    let reports = r
-        .venue
-        .reports(std::slice::from_ref(&order.id))
-        .expect("reports");
+    let reports = reports_on(&mut r, &order);
     assert_eq!(
         words(&reports),
         [
@@ -371,10 +333,7 @@ fn a_dropped_channel_falls_back_to_rest_and_nothing_is_lost() {
     let order = buy("k1-1-60000-0", 1_000.0);
     r.venue.submit(order.clone()).expect("submit");
     let before = rest_calls(&r);
-    let reports = r
-        .venue
-        .reports(std::slice::from_ref(&order.id))
-        .expect("reports");
+    let reports = reports_on(&mut r, &order);
     assert_eq!(words(&reports), ["part:0.025", "ended"]);
     assert!(rest_calls(&r) > before, "asked over REST");
     // It comes back with a fresh token, and is used again for orders
@@ -383,17 +342,9 @@ fn a_dropped_channel_falls_back_to_rest_and_nothing_is_lost() {
     assert_eq!(r.fake.subscribers(), 1);
     let next = buy("k1-1-120000-0", 1_000.0);
     r.venue.submit(next.clone()).expect("submit");
-    let started = std::time::Instant::now();
-    while !r.venue.heard.values().any(|h| h.done.is_some()) {
-        r.venue.hear();
-        assert!(started.elapsed() < Duration::from_secs(10), "nothing heard");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_heard(&mut r);
     let before = rest_calls(&r);
-    let reports = r
-        .venue
-        .reports(std::slice::from_ref(&next.id))
-        .expect("reports");
+    let reports = reports_on(&mut r, &next);
     assert_eq!(words(&reports), ["part:0.025", "ended"]);
     assert_eq!(rest_calls(&r), before);
 }
