@@ -24,6 +24,11 @@ pub struct SnapshotPosition {
     pub entry: f64,
     pub mark: f64,
     pub unrealized: f64,
+    /// The stop-loss and take-profit prices the host holds for it.
+    #[serde(default)]
+    pub stop_loss: Option<f64>,
+    #[serde(default)]
+    pub take_profit: Option<f64>,
 }
 
 /// One book (strategy slot), as served.

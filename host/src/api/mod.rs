@@ -5,6 +5,8 @@
 //! publishes its snapshot.
 
 mod controls;
+mod dashboard;
+pub mod events;
 mod metrics;
 mod server;
 pub mod v1;

@@ -9,7 +9,8 @@
 //! - the request head must arrive within `Limits::head_timeout` and fit in
 //!   `Limits::head_bytes` (hyper answers 431 past it), with at most
 //!   `Limits::headers` header lines; a whole connection lives at most
-//!   `Limits::connection_timeout`, and serves one request;
+//!   `Limits::connection_timeout` (an event stream, once upgraded, is
+//!   counted and kept by `events`);
 //! - the bearer token is checked before the body is read, and a body is read
 //!   only up to `Limits::body_bytes`, within the head's timeout.
 //!
@@ -48,6 +49,9 @@ pub struct Limits {
     pub body_bytes: usize,
     pub head_timeout: Duration,
     pub connection_timeout: Duration,
+    /// Event streams (`/v1/events`) open at once; they outlive their
+    /// connection's slot.
+    pub streams: usize,
 }
 
 impl Default for Limits {
@@ -59,6 +63,7 @@ impl Default for Limits {
             body_bytes: 64 << 10,
             head_timeout: Duration::from_secs(5),
             connection_timeout: Duration::from_secs(60),
+            streams: 32,
         }
     }
 }
@@ -112,6 +117,7 @@ struct Server {
     limits: Limits,
     /// The run's database, read by API v1 (read-only, off the runtime).
     db: PathBuf,
+    streams: Arc<Semaphore>,
 }
 
 /// Writes `<db>.control` and serves `bound` on `runtime`.
@@ -141,6 +147,7 @@ pub fn serve(
         shared,
         limits,
         db: db.to_owned(),
+        streams: Arc::new(Semaphore::new(limits.streams)),
     });
     runtime.spawn(accept(listener, server, stop_rx));
     Ok(ApiServer {
@@ -190,8 +197,12 @@ async fn accept(
                 .max_buf_size(limits.head_bytes.max(8192))
                 .max_header_size(limits.head_bytes)
                 .max_headers(limits.headers)
-                .keep_alive(false)
-                .serve_connection(TokioIo::new(stream), service);
+                // Kept alive (within the connection's time) for a browser's
+                // several reads, and because a closing connection cannot
+                // be upgraded to the event stream.
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
             match tokio::time::timeout(limits.connection_timeout, connection).await {
                 Ok(Err(e)) => tracing::debug!("control API: {e}"),
                 Err(_) => tracing::debug!("control API: a connection outlived its time"),
@@ -229,11 +240,20 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl Server {
+    /// The bearer token in `Authorization`, or (a browser's WebSocket
+    /// cannot set headers) offered as the subprotocol `bearer.<token>`.
     fn authorised(&self, request: &Request<Incoming>) -> bool {
-        request
-            .headers()
+        let headers = request.headers();
+        let bearer = headers
             .get(hyper::header::AUTHORIZATION)
-            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+        let offered = headers
+            .get(hyper::header::SEC_WEBSOCKET_PROTOCOL)
+            .and_then(|v| v.to_str().ok())
+            .and_then(super::events::offered_token)
+            .map(str::as_bytes);
+        bearer
+            .or(offered)
             .is_some_and(|t| same_secret(t, self.token.as_bytes()))
     }
 
@@ -247,11 +267,18 @@ impl Server {
 
     async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
         let received = Instant::now();
+        let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+        // The dashboard's page holds no data: it asks for the token.
+        if method == Method::GET
+            && let Some(page) = super::dashboard::page(&path)
+        {
+            return page;
+        }
         if !self.authorised(&request) {
             return text(StatusCode::UNAUTHORIZED, "missing or wrong token\n");
         }
-        let (method, path) = (request.method().clone(), request.uri().path().to_owned());
         match (&method, path.as_str()) {
+            (&Method::GET, "/v1/events") => self.events(request),
             (&Method::GET, "/status") => {
                 let mut s = self.snapshot();
                 s.trades.clear();
@@ -301,6 +328,64 @@ impl Server {
             }
             _ => text(StatusCode::NOT_FOUND, "no such endpoint\n"),
         }
+    }
+
+    /// `GET /v1/events`: the WebSocket handshake, then the stream on a
+    /// task of its own (it outlives the connection's slot and time limit).
+    fn events(&self, mut request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let subscription = match super::events::Subscription::parse(request.uri().query()) {
+            Ok(s) => s,
+            Err(e) => return text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+        };
+        let headers = request.headers();
+        let header = |name| {
+            headers
+                .get(name)
+                .and_then(|v: &hyper::header::HeaderValue| v.to_str().ok())
+        };
+        let upgrade =
+            header(hyper::header::UPGRADE).is_some_and(|u| u.eq_ignore_ascii_case("websocket"));
+        let (Some(key), true, Some("13")) = (
+            header(hyper::header::SEC_WEBSOCKET_KEY),
+            upgrade,
+            header(hyper::header::SEC_WEBSOCKET_VERSION),
+        ) else {
+            return text(
+                StatusCode::UPGRADE_REQUIRED,
+                "/v1/events is a WebSocket (version 13)\n",
+            );
+        };
+        let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+        let named = header(hyper::header::SEC_WEBSOCKET_PROTOCOL)
+            .is_some_and(|p| p.split(',').any(|p| p.trim() == "keel"));
+        let Ok(slot) = self.streams.clone().try_acquire_owned() else {
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{} event streams are open already\n", self.limits.streams),
+            );
+        };
+        let upgrading = hyper::upgrade::on(&mut request);
+        let db = self.db.clone();
+        tokio::spawn(async move {
+            match upgrading.await {
+                Ok(upgraded) => super::events::stream(upgraded, db, subscription).await,
+                Err(e) => tracing::debug!("event stream: the upgrade failed: {e}"),
+            }
+            drop(slot);
+        });
+        let mut response = Response::new(Full::new(Bytes::new()));
+        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let h = response.headers_mut();
+        let value = hyper::header::HeaderValue::from_static;
+        h.insert(hyper::header::UPGRADE, value("websocket"));
+        h.insert(hyper::header::CONNECTION, value("Upgrade"));
+        if let Ok(accept) = hyper::header::HeaderValue::from_str(&accept) {
+            h.insert(hyper::header::SEC_WEBSOCKET_ACCEPT, accept);
+        }
+        if named {
+            h.insert(hyper::header::SEC_WEBSOCKET_PROTOCOL, value("keel"));
+        }
+        response
     }
 
     /// The request's body as text, at most `Limits::body_bytes`.

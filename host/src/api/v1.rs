@@ -12,12 +12,13 @@ use serde_json::{Value, json};
 use crate::control::{self, Snapshot};
 
 /// The read endpoints, by the name after `/v1/`.
-pub const READS: [&str; 11] = [
+pub const READS: [&str; 12] = [
     "system",
     "portfolio",
     "positions",
     "trades",
     "performance",
+    "equity",
     "risk",
     "signals",
     "strategy",
@@ -171,16 +172,48 @@ pub fn from_ledger(name: &str, conn: &Connection, run_id: i64) -> rusqlite::Resu
              FROM evolve_nights ORDER BY id DESC LIMIT 30",
             [],
         )?),
-        "activity" => Value::Array(rows(
-            conn,
-            "SELECT time_ms, 'audit' AS source, actor, action AS kind, detail FROM audit_log
-             UNION ALL
-             SELECT time_ms, 'risk' AS source, 'keel' AS actor, kind, detail FROM risk_events
-             ORDER BY time_ms DESC LIMIT ?1",
-            [RECENT],
-        )?),
+        "activity" => Value::Array(
+            crate::store::events::recent(conn, RECENT as usize)?
+                .iter()
+                .map(|e| serde_json::from_str(&super::events::frame(e)).unwrap_or_default())
+                .collect(),
+        ),
+        "equity" => equity(conn, run_id)?,
         _ => return Ok(None),
     }))
+}
+
+/// Points of each book's equity curve a chart needs: at most this many.
+const CURVE_POINTS: i64 = 500;
+
+/// Each book's equity over time, `[time_ms, equity]` at each close, evenly
+/// thinned to at most `CURVE_POINTS` (the last close always kept).
+fn equity(conn: &Connection, run_id: i64) -> rusqlite::Result<Value> {
+    let books = rows(
+        conn,
+        "SELECT id, slot, CAST(start_cash AS REAL) AS start_cash FROM books WHERE run_id = ?1 ORDER BY id",
+        [run_id],
+    )?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT time_ms, equity FROM (
+             SELECT time_ms, CAST(equity AS REAL) AS equity,
+                 ROW_NUMBER() OVER (ORDER BY time_ms) AS n, COUNT(*) OVER () AS total
+             FROM equity_snapshots WHERE book_id = ?1)
+         WHERE (n - 1) % ((total + ?2 - 2) / (?2 - 1)) = 0 OR n = total
+         ORDER BY time_ms",
+    )?;
+    let mut out = Vec::new();
+    for book in books {
+        let points = stmt
+            .query_map(rusqlite::params![book["id"].as_i64(), CURVE_POINTS], |r| {
+                Ok(json!([r.get::<_, i64>(0)?, r.get::<_, f64>(1)?]))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        out.push(
+            json!({ "slot": book["slot"], "start_cash": book["start_cash"], "points": points }),
+        );
+    }
+    Ok(json!({ "books": out }))
 }
 
 /// Each book's record: closed trades, wins, net P&L, fees, return and the

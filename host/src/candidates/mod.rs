@@ -206,6 +206,11 @@ pub fn submit(
         ],
     )?;
     let id = tx.last_insert_rowid();
+    let event = serde_json::json!({
+        "id": id, "state": CandidateState::Submitted.as_str(), "name": name, "version": version,
+        "hash": hash, "actor": submission.submitted_by.as_str(),
+    });
+    crate::store::events::emit(&tx, crate::store::events::Kind::Candidate, event)?;
     audit(
         &tx,
         submission.submitted_by.as_str(),

@@ -203,6 +203,10 @@ pub(super) fn set_state(
         "UPDATE candidates SET state = ?2 WHERE id = ?1",
         params![id, state.as_str()],
     )?;
+    let data = serde_json::json!({
+        "id": id, "state": state.as_str(), "actor": actor.as_str(), "reason": reason,
+    });
+    crate::store::events::emit(conn, crate::store::events::Kind::Candidate, data)?;
     audit(
         conn,
         actor.as_str(),

@@ -17,6 +17,7 @@ use crate::control::SnapshotTrade;
 use crate::ledger::{ClosedTrade, Ledger, LedgerFill, dec, float};
 use crate::risk_limits::{RiskConfig, TradingState, halt_reason};
 use crate::store::audit;
+use crate::store::events::{self, Kind};
 pub(super) use crate::store::now_ms;
 use crate::venues::paper::size_text;
 
@@ -60,6 +61,8 @@ pub(super) fn store_state(
         "UPDATE trading_state SET state = ?1, reason = ?2, changed_ms = ?3 WHERE id = 1",
         params![state.as_str(), reason, now_ms()],
     )?;
+    let data = serde_json::json!({ "state": state.as_str(), "reason": reason, "actor": actor });
+    events::emit(conn, Kind::State, data)?;
     audit(conn, actor, &format!("state {}", state.as_str()), reason)
 }
 
@@ -74,7 +77,10 @@ pub(super) fn risk_event(
         "INSERT INTO risk_events (time_ms, kind, book_id, detail, latency_us) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![now_ms(), kind, book, detail, latency_us],
     )?;
-    Ok(())
+    let data = serde_json::json!({
+        "kind": kind, "book_id": book, "detail": detail, "latency_us": latency_us,
+    });
+    events::emit(conn, Kind::Risk, data)
 }
 
 /// The ledger's id of a fill a venue reported as trade `trade`.
@@ -102,6 +108,10 @@ pub(super) fn order_state(
             serde_json::to_string(from).unwrap_or_default()
         ],
     )?;
+    if n == 1 {
+        let data = serde_json::json!({ "id": id, "state": to, "reason": reason });
+        events::emit(conn, Kind::Order, data)?;
+    }
     Ok(n == 1)
 }
 
@@ -235,6 +245,13 @@ impl<'c> Journal<'c> {
                 fill.quantity.to_string(), fill.fee.to_string(), fill.time_ms, source, booked_ms
             ],
         )?;
+        let data = serde_json::json!({
+            "book": slot.slot, "book_id": slot.id, "fill_id": fill_id, "order": client_order_id,
+            "symbol": fill.symbol, "tag": fill.tag, "action": fill.action.as_str(),
+            "price": fill.price.to_string(), "quantity": fill.quantity.to_string(),
+            "fee": fill.fee.to_string(), "time_ms": fill.time_ms, "source": source,
+        });
+        events::emit(&self.tx, Kind::Fill, data)?;
         if let Some(t) = trade {
             record_trade(&self.tx, slot.id, fill_id, &t, source)?;
         }
@@ -299,7 +316,8 @@ impl<'c> Journal<'c> {
             "INSERT INTO risk_events (time_ms, kind, book_id, detail) VALUES (?1, 'halt', ?2, ?3)",
             params![now_ms(), book_id, why],
         )?;
-        Ok(())
+        let data = serde_json::json!({ "book_id": book_id, "reason": why });
+        events::emit(&self.tx, Kind::Halt, data)
     }
 
     /// The step's bars are stored and the run's cursor moves past them.
@@ -307,6 +325,17 @@ impl<'c> Journal<'c> {
         for (symbol, candle) in bars {
             history::store_bar(&self.tx, self.run_id, symbol, candle, close_ms)?;
         }
+        let bars: Vec<_> = bars
+            .iter()
+            .map(|(symbol, c)| {
+                serde_json::json!({
+                    "symbol": symbol, "time_ms": c.time_ms, "open": c.open, "high": c.high,
+                    "low": c.low, "close": c.close, "volume": c.volume,
+                })
+            })
+            .collect();
+        let data = serde_json::json!({ "run_id": self.run_id, "close_ms": close_ms, "bars": bars });
+        events::emit(&self.tx, Kind::Bar, data)?;
         self.tx.execute(
             "UPDATE runs SET cursor_ms = ?2 WHERE id = ?1",
             params![self.run_id, close_ms],
@@ -378,7 +407,7 @@ impl<'c> Journal<'c> {
                 book = %slot.slot, time_ms = close_ms, seq, symbol = %signal.symbol, action = signal.action.as_str(),
                 decision = text, reason = reason.unwrap_or(""), "signal"
             );
-            self.tx.execute(
+            let written = self.tx.execute(
                 "INSERT OR IGNORE INTO signals (book_id, time_ms, seq, artifact_hash, symbol, action, size, tag,
                      stop_loss, take_profit, reason, confidence, decision, reject_reason)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
@@ -388,8 +417,17 @@ impl<'c> Journal<'c> {
                     signal.confidence, text, reason
                 ],
             )?;
+            if written == 1 {
+                let data = serde_json::json!({
+                    "book": slot.slot, "book_id": slot.id, "time_ms": close_ms, "seq": seq,
+                    "symbol": signal.symbol, "action": signal.action.as_str(),
+                    "size": size_text(signal.size), "tag": signal.tag, "reason": signal.reason,
+                    "decision": text, "reject_reason": reason,
+                });
+                events::emit(&self.tx, Kind::Signal, data)?;
+            }
             let Ok(Some(order)) = decision else { continue };
-            self.tx.execute(
+            let written = self.tx.execute(
                 "INSERT OR IGNORE INTO orders (client_order_id, book_id, signal_time_ms, signal_seq, symbol, tag, action,
                      size, equity, max_quantity, reference_price, max_deviation, stop_loss, take_profit, state,
                      created_ms, updated_ms)
@@ -401,6 +439,9 @@ impl<'c> Journal<'c> {
                     signal.take_profit, now_ms()
                 ],
             )?;
+            if written == 1 {
+                self.new_order(slot.id, &order)?;
+            }
             orders.push(order);
         }
         slot.book.rejected.clear();
@@ -409,6 +450,17 @@ impl<'c> Journal<'c> {
 }
 
 impl Journal<'_> {
+    /// The event of an order written as `new`.
+    fn new_order(&self, book_id: i64, order: &Order) -> rusqlite::Result<()> {
+        let signal = &order.signal;
+        let data = serde_json::json!({
+            "id": order.id.0, "book_id": book_id, "state": "new", "symbol": signal.symbol,
+            "action": signal.action.as_str(), "size": size_text(signal.size), "tag": signal.tag,
+            "trigger": order.trigger,
+        });
+        events::emit(&self.tx, Kind::Order, data)
+    }
+
     /// An order the engine makes itself (a live book's stop, target or
     /// kill close), committed as `new` before it is sent, like an intent.
     pub fn own_order(
@@ -419,7 +471,7 @@ impl Journal<'_> {
         order: &Order,
     ) -> rusqlite::Result<()> {
         let signal = &order.signal;
-        self.tx.execute(
+        let written = self.tx.execute(
             "INSERT OR IGNORE INTO orders (client_order_id, book_id, signal_time_ms, signal_seq, symbol, tag, action,
                  size, equity, max_quantity, reference_price, max_deviation, stop_loss, take_profit, state,
                  created_ms, updated_ms, trigger_price)
@@ -430,6 +482,9 @@ impl Journal<'_> {
                 order.reference_price, order.max_deviation_pct.unwrap_or(f64::MAX), now_ms(), order.trigger
             ],
         )?;
+        if written == 1 {
+            self.new_order(book_id, order)?;
+        }
         Ok(())
     }
 

@@ -111,6 +111,13 @@ fn read(conn: &Connection) -> anyhow::Result<Option<Record>> {
             let ledger = stored_ledger(conn, id, [&start, &cash, &realized, &fees])?;
             let label = format!("{name}@{}", hash.get(..12).unwrap_or(&hash));
             let mut book = book_snapshot(&slot, &label, &bound(&slot), &ledger, d(&peak));
+            for p in &mut book.positions {
+                (p.stop_loss, p.take_profit) = conn.query_row(
+                    "SELECT stop_loss, take_profit FROM positions WHERE book_id = ?1 AND symbol = ?2 AND tag = ?3",
+                    rusqlite::params![id, p.symbol, p.tag],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?;
+            }
             book.signals = signals.max(0) as u64;
             book.rejected = rejected.max(0) as u64;
             books.push(book);

@@ -81,7 +81,7 @@ impl Slot {
 
     /// What the control API shows of this book.
     pub fn snapshot(&self) -> SnapshotBook {
-        SnapshotBook {
+        let mut book = SnapshotBook {
             signals: self.signals,
             rejected: self.rejected,
             calls: self.instance.stats().calls,
@@ -93,7 +93,18 @@ impl Slot {
                 &self.ledger,
                 self.peak,
             )
+        };
+        for p in &mut book.positions {
+            if let Some(open) = self
+                .book
+                .open
+                .iter()
+                .find(|o| o.pos.symbol == p.symbol && o.pos.tag == p.tag)
+            {
+                (p.stop_loss, p.take_profit) = (open.stop_loss, open.take_profit);
+            }
         }
+        book
     }
 }
 
@@ -214,6 +225,8 @@ pub(super) fn book_snapshot(
                 entry: float(h.entry()),
                 mark: float(h.mark),
                 unrealized: float(h.unrealized()),
+                stop_loss: None,
+                take_profit: None,
             })
             .collect(),
         signals: 0,

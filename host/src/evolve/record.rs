@@ -5,6 +5,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use crate::store::events::{Kind, emit};
 use crate::store::now_ms;
 
 /// How a night ended.
@@ -48,7 +49,10 @@ pub fn open_night(
         "INSERT INTO evolve_nights (started_ms, status, providers, settings) VALUES (?1, 'running', ?2, ?3)",
         params![now_ms(), providers, settings.to_string()],
     )?;
-    Ok((conn.last_insert_rowid(), abandoned))
+    let night = conn.last_insert_rowid();
+    let data = serde_json::json!({ "night": night, "status": "running", "providers": providers });
+    emit(conn, Kind::Evolution, data)?;
+    Ok((night, abandoned))
 }
 
 /// Ends night `id`.
@@ -73,7 +77,11 @@ pub fn close_night(
             now_ms()
         ],
     )?;
-    Ok(())
+    let data = serde_json::json!({
+        "night": id, "status": status.as_str(), "decision": decision, "note": note,
+        "usd": spent.0, "tokens": spent.1,
+    });
+    emit(conn, Kind::Evolution, data)
 }
 
 pub fn set_decision(
@@ -133,6 +141,12 @@ pub fn add_step(conn: &Connection, night: i64, step: &Step) -> rusqlite::Result<
             step.attempt
         ],
     )?;
+    let data = serde_json::json!({
+        "night": night, "step": seq, "kind": step.kind, "actor": step.actor, "ok": step.ok,
+        "tokens": step.input_tokens + step.output_tokens, "usd": step.usd,
+        "duration_ms": step.duration_ms,
+    });
+    emit(conn, Kind::Evolution, data)?;
     Ok(seq)
 }
 

@@ -10,5 +10,6 @@ pub fn audit(conn: &Connection, actor: &str, action: &str, detail: &str) -> rusq
         "INSERT INTO audit_log (time_ms, actor, action, detail) VALUES (?1, ?2, ?3, ?4)",
         params![super::now_ms(), actor, action, detail],
     )?;
-    Ok(())
+    let data = serde_json::json!({ "actor": actor, "action": action, "detail": detail });
+    super::events::emit(conn, super::events::Kind::Audit, data)
 }

@@ -4,6 +4,7 @@
 
 mod audit;
 mod candles;
+pub mod events;
 mod owner;
 
 use std::path::Path;
@@ -61,6 +62,11 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
         9,
         "venue_orders",
         include_str!("../../../migrations/0009_venue_orders.sql"),
+    ),
+    (
+        10,
+        "events",
+        include_str!("../../../migrations/0010_events.sql"),
     ),
 ];
 
