@@ -7,7 +7,7 @@
 mod controls;
 mod dashboard;
 pub mod events;
-mod metrics;
+pub mod metrics;
 mod server;
 pub mod v1;
 

@@ -286,11 +286,7 @@ impl Server {
             }
             (&Method::GET, "/positions") => json(&control::positions_json(&self.snapshot())),
             (&Method::GET, "/trades") => json(&self.snapshot().trades),
-            (&Method::GET, "/metrics") => respond(
-                StatusCode::OK,
-                "text/plain; version=0.0.4",
-                super::metrics(&self.snapshot()),
-            ),
+            (&Method::GET, "/metrics") => self.metrics().await,
             (&Method::GET, v1) if v1.starts_with("/v1/") => self.v1_read(&v1[4..]).await,
             (&Method::POST, "/v1/pause" | "/v1/resume" | "/v1/kill") => {
                 let command = &path[3..];
@@ -402,6 +398,29 @@ impl Server {
                 "the body did not arrive\n",
             )),
         }
+    }
+
+    /// `GET /metrics`: the snapshot's figures, then the ledger's (read
+    /// off the runtime's threads; left out, with a comment, if the ledger
+    /// cannot be read).
+    async fn metrics(&self) -> Response<Full<Bytes>> {
+        let mut text = super::metrics(&self.snapshot());
+        let db = self.db.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let conn = rusqlite::Connection::open_with_flags(
+                &db,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            )?;
+            conn.busy_timeout(Duration::from_secs(5))?;
+            super::metrics::ledger_metrics(&conn)
+        })
+        .await;
+        match read {
+            Ok(Ok(ledger)) => text.push_str(&ledger),
+            Ok(Err(e)) => text.push_str(&format!("# the ledger could not be read: {e}\n")),
+            Err(_) => text.push_str("# the ledger read failed\n"),
+        }
+        respond(StatusCode::OK, "text/plain; version=0.0.4", text)
     }
 
     /// `GET /v1/<name>`: from the snapshot, or the ledger read off the
