@@ -316,7 +316,9 @@ fn the_html_report_is_self_contained() {
     let trades = report["trades"].as_array().expect("trades").len();
     assert!(page.starts_with("<!doctype html>") && page.trim_end().ends_with("</html>"));
     assert_eq!(page.matches("<svg").count(), 1);
-    assert!(page.contains("<polyline points=\"") && page.contains("drawdown, deepest"));
+    assert!(
+        page.contains("<polyline class=\"equity\" points=\"") && page.contains("drawdown (deepest")
+    );
     assert_eq!(
         page.matches("<td class=\"").count(),
         trades,

@@ -499,3 +499,37 @@ fn output_into_a_closed_pipe_ends_quietly() {
     assert_eq!(text(&out.stderr), "");
     assert!(out.status.success(), "{:?}", out.status);
 }
+
+#[test]
+fn a_run_report_of_no_run_is_one_line_naming_what_is_missing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("keel.db");
+    let keel = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+            .arg("--db")
+            .arg(&db)
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .expect("keel")
+    };
+    let missing = keel(&["report", "run"]);
+    let said = String::from_utf8_lossy(&missing.stderr);
+    assert!(!missing.status.success());
+    assert!(said.contains("keel.db: no such database"), "{said}");
+    keel_host::store::Store::open(&db).expect("an empty database");
+    for (args, says) in [
+        (
+            &["report", "run"][..],
+            "no run has been booked in this database yet",
+        ),
+        (&["report", "run", "7"][..], "run 7: no run has been booked"),
+    ] {
+        let out = keel(args);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(said.contains(says), "{args:?}: {said}");
+        assert_eq!(said.trim().lines().count(), 1, "{said}");
+    }
+    assert!(!dir.path().join("run-7.html").exists());
+}

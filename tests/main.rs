@@ -20,3 +20,4 @@ mod paper;
 mod safety;
 mod sandbox;
 mod support;
+mod telegram;

@@ -14,6 +14,7 @@
 pub mod engine;
 pub mod equity;
 pub mod fills;
+pub mod html;
 pub mod kernel;
 pub mod metrics;
 pub mod report;

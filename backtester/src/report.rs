@@ -12,6 +12,7 @@ use keel_model::candles::{Candle, format_time};
 use keel_model::shown::{fixed, line, text};
 
 use crate::engine::{BacktestConfig, BacktestResult, Trade};
+use crate::html::{self, escape};
 use crate::metrics::Metrics;
 
 pub const SCHEMA: &str = "keel.backtest/1";
@@ -197,15 +198,7 @@ impl Report {
             text(&self.strategy.version)
         );
         let mut page = String::with_capacity(64 * 1024);
-        page.push_str("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n");
-        page.push_str(&format!("<title>{}</title>\n", escape(&title)));
-        page.push_str(
-            "<style>body{font:14px system-ui,sans-serif;margin:2em;color:#222}\
-             table{border-collapse:collapse}td,th{padding:2px 10px;text-align:right;border-bottom:1px solid #eee}\
-             th{text-align:left}.neg{color:#b00}.pos{color:#070}svg{background:#fafafa;border:1px solid #ddd}\
-             code{font-size:12px}</style></head><body>\n",
-        );
-        page.push_str(&format!("<h1>{}</h1>\n", escape(&title)));
+        page.push_str(&html::page_start(&title));
         page.push_str(&format!(
             "<p>artifact <code>{}</code></p>\n<p>",
             escape(&self.strategy.sha256)
@@ -230,7 +223,7 @@ impl Report {
             ));
         }
         page.push_str("</table>\n<h2>Equity and drawdown</h2>\n");
-        page.push_str(&self.chart());
+        page.push_str(&html::equity_chart(&self.equity));
         page.push_str(&format!(
             "<h2>Trades ({})</h2>\n<table>\n",
             self.trades.len()
@@ -276,77 +269,8 @@ impl Report {
             }
             page.push_str("</table>\n");
         }
-        page.push_str("</body></html>\n");
+        page.push_str(html::PAGE_END);
         page
-    }
-
-    /// Equity (top) and drawdown (bottom) as one SVG, at most ~2,000 points.
-    fn chart(&self) -> String {
-        const W: f64 = 1000.0;
-        const H: f64 = 260.0;
-        const DD_H: f64 = 120.0;
-        if self.equity.len() < 2 {
-            return "<p>(too few points to draw)</p>\n".to_owned();
-        }
-        let every = self.equity.len().div_ceil(2000);
-        let points: Vec<(i64, f64)> = self.equity.iter().step_by(every).copied().collect();
-        let (t0, t1) = (points[0].0 as f64, points[points.len() - 1].0 as f64);
-        let (lo, hi) = points
-            .iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &(_, e)| {
-                (lo.min(e), hi.max(e))
-            });
-        let x = |t: i64| {
-            if t1 > t0 {
-                (t as f64 - t0) / (t1 - t0) * W
-            } else {
-                0.0
-            }
-        };
-        let y = |e: f64| {
-            if hi > lo {
-                H - (e - lo) / (hi - lo) * (H - 10.0) - 5.0
-            } else {
-                H / 2.0
-            }
-        };
-        let mut peak = f64::NEG_INFINITY;
-        let mut equity_line = String::new();
-        let mut drawdown_area = format!("0,{H:.1} ");
-        let mut worst = 0.0f64;
-        let drawdowns: Vec<(i64, f64)> = points
-            .iter()
-            .map(|&(t, e)| {
-                peak = peak.max(e);
-                let dd = if peak > 0.0 { 1.0 - e / peak } else { 0.0 };
-                worst = worst.max(dd);
-                (t, dd)
-            })
-            .collect();
-        for &(t, e) in &points {
-            equity_line.push_str(&format!("{:.1},{:.1} ", x(t), y(e)));
-        }
-        for &(t, dd) in &drawdowns {
-            let depth = if worst > 0.0 {
-                dd / worst * (DD_H - 10.0)
-            } else {
-                0.0
-            };
-            drawdown_area.push_str(&format!("{:.1},{:.1} ", x(t), H + depth));
-        }
-        drawdown_area.push_str(&format!("{W:.1},{H:.1}"));
-        format!(
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{}\" viewBox=\"0 0 {W} {}\" role=\"img\" \
-             aria-label=\"equity and drawdown\">\n\
-             <polygon points=\"{drawdown_area}\" fill=\"#e88\" opacity=\"0.6\"/>\n\
-             <polyline points=\"{equity_line}\" fill=\"none\" stroke=\"#1565c0\" stroke-width=\"1.5\"/>\n\
-             <text x=\"4\" y=\"14\">equity {lo:.2} .. {hi:.2}</text>\n\
-             <text x=\"4\" y=\"{}\">drawdown, deepest {:.2}%</text>\n</svg>\n",
-            H + DD_H,
-            H + DD_H,
-            H + DD_H - 4.0,
-            worst * 100.0
-        )
     }
 
     /// The figures as an aligned terminal table.
@@ -404,26 +328,5 @@ impl Report {
             out.push_str(&format!("  {name:<26} {value:>22}\n"));
         }
         out
-    }
-}
-
-/// Text made safe for HTML.
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::escape;
-
-    #[test]
-    fn html_text_is_escaped() {
-        assert_eq!(
-            escape("<b>\"P&L\"</b>"),
-            "&lt;b&gt;&quot;P&amp;L&quot;&lt;/b&gt;"
-        );
     }
 }

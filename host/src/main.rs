@@ -6,16 +6,20 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     quiet_on_closed_stdout();
+    let mut filter = tracing_subscriber::EnvFilter::try_from_env("KEEL_LOG")
+        // Feed, venue and Telegram trouble is the operator's business from the start.
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(
+                "error,keel::feed=warn,keel::venue=warn,keel::telegram=warn,keel_host::sandbox::cache=warn",
+            )
+        });
+    // A Bot API token travels in its URL's path, and reqwest's debug lines
+    // name URLs: never below warn, whatever is asked.
+    if let Ok(quiet) = "reqwest=warn".parse() {
+        filter = filter.add_directive(quiet);
+    }
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KEEL_LOG")
-                // Feed and venue trouble is the operator's business from the start.
-                .unwrap_or_else(|_| {
-                    tracing_subscriber::EnvFilter::new(
-                        "error,keel::feed=warn,keel::venue=warn,keel_host::sandbox::cache=warn",
-                    )
-                }),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         // Colour for a terminal; a log file or a pipe gets plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

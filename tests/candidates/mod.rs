@@ -243,6 +243,44 @@ fn candidates_are_judged_shadowed_promoted_without_a_missed_bar_and_rolled_back(
     );
     let out = engine.wait_with_output().expect("engine");
     assert!(out.status.success(), "{}", text(&out.stderr));
+    // Its end names each book's strategy and figures, and the shadow's verdict.
+    let said = text(&out.stdout);
+    assert!(
+        said.contains("candidate-1 (sma-cross 1.0.0): return ")
+            && said.contains("candidate 1 in shadow, ")
+            && said.contains(", paper gate pass"),
+        "{said}"
+    );
+    assert!(
+        said.contains("the whole record: `keel report run 2 --db"),
+        "{said}"
+    );
+    let report = dir.path().join("run.html");
+    let wrote = run(
+        &db,
+        &cache,
+        &["report", "run", "--out", report.to_str().expect("utf-8")],
+    );
+    assert!(wrote.status.success(), "{}", text(&wrote.stderr));
+    let html = std::fs::read_to_string(&report).expect("report");
+    let trades: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM trades t JOIN books b ON b.id = t.book_id WHERE b.slot = 'main'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("trades");
+    assert!(trades > 0);
+    assert!(
+        html.contains(&format!("<h3>Trades ({trades})</h3>")),
+        "the main book's trades"
+    );
+    assert!(html.contains("candidate 1: pass"), "the shadow's verdict");
+    assert!(
+        html.contains("text-anchor=\"start\">2004-08-"),
+        "the time axis is dated from the first close"
+    );
+    assert!(!html.contains("<script"), "no script");
 
     // No bar was missed: the main book booked every bar of the feed.
     let run_id: i64 = conn

@@ -232,6 +232,11 @@ fn a_paper_run_books_every_step_and_answers_a_second_terminal() {
         metrics.1
     );
     assert!(metrics.1.contains("keel_trading_state{state=\"ACTIVE\"} 1"));
+    let listed = text(&s.keel(&db, &["candidates"]).stdout);
+    assert!(
+        listed.starts_with(&format!("run 1 is live on {}", db.display())),
+        "{listed}"
+    );
 
     let out = child.wait_with_output().expect("run");
     let stdout = text(&out.stdout);
@@ -272,6 +277,27 @@ fn a_paper_run_books_every_step_and_answers_a_second_terminal() {
     );
     let held = text(&s.keel(&db, &["positions"]).stdout);
     assert!(held.contains("the record of paper run 1"), "{held}");
+    let listed = s.keel(&db, &["candidates"]);
+    let said = text(&listed.stdout);
+    assert!(listed.status.success(), "{}", text(&listed.stderr));
+    assert!(
+        said.starts_with(&format!(
+            "no run is live on {}: the record of paper run 1, finished",
+            db.display()
+        )),
+        "{said}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&s.keel(&db, &["candidates", "--json"]).stdout).expect("json");
+    assert_eq!(
+        (json["live"].clone(), json["run_id"].clone()),
+        (false.into(), 1.into())
+    );
+    assert_eq!(
+        json["candidates"].as_array().map(Vec::len),
+        Some(count(&conn, "SELECT COUNT(*) FROM candidates") as usize),
+        "{json}"
+    );
     assert_eq!(count(&conn, "SELECT COUNT(*) FROM equity_snapshots"), 600);
     assert!(count(&conn, "SELECT COUNT(*) FROM fills") > 10);
     assert!(count(&conn, "SELECT COUNT(*) FROM trades") > 5);

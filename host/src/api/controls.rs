@@ -60,6 +60,16 @@ impl Controls {
         self.shared.commands.clone()
     }
 
+    /// Starts the Telegram bridge on the edge's runtime (once the engine
+    /// has published its first snapshot); it stops when the handle drops.
+    pub fn telegram(
+        &self,
+        db: &Path,
+        config: crate::telegram::TelegramConfig,
+    ) -> anyhow::Result<crate::telegram::TelegramBridge> {
+        crate::telegram::start(self.edge.runtime.handle(), db, self.shared.clone(), config)
+    }
+
     /// Serves the API (once the engine has published its first snapshot)
     /// and writes `<db>.control`.
     pub fn serve(&mut self, db: &Path) -> anyhow::Result<ApiServer> {

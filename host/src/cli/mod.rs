@@ -9,6 +9,7 @@ mod dev;
 mod evolve;
 mod operate;
 mod quickstart;
+mod report;
 mod run;
 mod strategy;
 
@@ -76,6 +77,9 @@ pub enum Verb {
     Positions(operate::ShowArgs),
     /// Show the latest closed trades of a running `keel run`.
     Trades(operate::ShowArgs),
+    /// Show every candidate with its gates' verdicts, and how those in
+    /// shadow are doing (live, or as the last run left them).
+    Candidates(operate::ShowArgs),
     /// Reduce-only: no new exposure until `keel resume`.
     Pause(operate::ReasonArgs),
     /// Back to ACTIVE trading.
@@ -85,6 +89,9 @@ pub enum Verb {
     Kill(operate::ReasonArgs),
     /// Submit, judge, promote and roll back candidate strategies.
     Candidate(candidate::CandidateArgs),
+    /// Reports of paper and live runs, from the ledger.
+    #[command(subcommand)]
+    Report(report::ReportCommand),
     /// Hot reload while writing a strategy: rebuild, validate and swap on
     /// every save, over a candle file or into a paper engine.
     Dev(dev::DevArgs),
@@ -198,10 +205,12 @@ pub fn run(cli: Cli) -> anyhow::Result<bool> {
         Verb::Status(args) => operate::status(&args, db),
         Verb::Positions(args) => operate::positions(&args, db),
         Verb::Trades(args) => operate::trades(&args, db),
+        Verb::Candidates(args) => operate::candidates(&args, db),
         Verb::Pause(args) => operate::command("pause", &args, db),
         Verb::Resume(args) => operate::command("resume", &args, db),
         Verb::Kill(args) => operate::command("kill", &args, db),
         Verb::Candidate(args) => candidate::run(&args, db, cache),
+        Verb::Report(command) => report::run(&command, db),
         Verb::Dev(args) => dev::run(args, db, cache),
         Verb::Evolve(args) => evolve::run(&args, db, cache),
     }

@@ -259,6 +259,93 @@ pub(super) fn trades(args: &ShowArgs, db: &Path) -> anyhow::Result<bool> {
     Ok(true)
 }
 
+/// `keel candidates`: every candidate with its gates' verdicts, and how
+/// one in shadow is doing in the live run (or did in the last one).
+pub(super) fn candidates(args: &ShowArgs, db: &Path) -> anyhow::Result<bool> {
+    // Candidates may be submitted before any run.
+    let source = match crate::engine::record::last_run(db)? {
+        None => None,
+        Some(_) => Some(Source::of(db)?),
+    };
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .with_context(|| format!("{}: cannot open the database", db.display()))?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    let run_id = source.as_ref().map_or(0, |s| s.snapshot().run_id);
+    let listed = crate::api::v1::from_ledger("candidates", &conn, run_id)?.unwrap_or_default();
+    let shadow = |id: i64| {
+        source.as_ref().and_then(|s| {
+            s.snapshot()
+                .books
+                .iter()
+                .find(|b| b.slot == format!("candidate-{id}"))
+                .map(|b| (b.equity, b.start_cash))
+        })
+    };
+    let mut rows = Vec::new();
+    for c in listed.as_array().into_iter().flatten() {
+        let id = c["id"].as_i64().unwrap_or_default();
+        let mut c = c.clone();
+        if let Some((equity, start)) = shadow(id) {
+            c["shadow"] = serde_json::json!({ "equity": equity, "start_cash": start });
+        }
+        rows.push(c);
+    }
+    if args.json {
+        let value = serde_json::json!({
+            "live": matches!(source, Some(Source::Live(_))),
+            "run_id": source.as_ref().map(|s| s.snapshot().run_id),
+            "candidates": rows,
+        });
+        println!("{value}");
+        return Ok(true);
+    }
+    match &source {
+        Some(Source::Live(s)) => println!("run {} is live on {}", s.run_id, db.display()),
+        Some(record) => println!("{}", record.note(db).unwrap_or_default()),
+        None => println!("no run has been booked on {} yet", db.display()),
+    }
+    if rows.is_empty() {
+        println!("no candidates: submit one with `keel candidate submit FILE`");
+    }
+    for c in &rows {
+        let text = |key: &str| shown::text(c[key].as_str().unwrap_or("?")).to_string();
+        let gates: Vec<String> = c["gates"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|g| {
+                format!(
+                    "{} {}",
+                    g["gate"].as_str().unwrap_or("?"),
+                    g["verdict"].as_str().unwrap_or("?")
+                )
+            })
+            .collect();
+        let shadow = match (
+            c["shadow"]["equity"].as_f64(),
+            c["shadow"]["start_cash"].as_f64(),
+        ) {
+            (Some(e), Some(s)) if s > 0.0 => {
+                format!("; in shadow: equity {e:.2} ({:+.2}%)", (e - s) / s * 100.0)
+            }
+            _ => String::new(),
+        };
+        println!(
+            "{:>4}  {:<10} {} {}  {}{shadow}",
+            c["id"],
+            text("state"),
+            text("name"),
+            text("version"),
+            match gates.is_empty() {
+                true => "not judged yet".to_owned(),
+                false => gates.join(", "),
+            },
+        );
+    }
+    Ok(true)
+}
+
 /// `keel pause`, `keel resume` and `keel kill`.
 pub(super) fn command(which: &str, args: &ReasonArgs, db: &Path) -> anyhow::Result<bool> {
     let body = match control::request(db, "POST", &format!("/{which}"), &args.reason) {

@@ -24,6 +24,7 @@ use crate::risk_limits::RiskConfig;
 use crate::sandbox::StrategyArtifact;
 use crate::sandbox::{CompileCache, Metering, Sandbox, SandboxConfig, SandboxLimits};
 use crate::store::{Ownership, Store};
+use crate::telegram::TelegramConfig;
 use crate::venues::kraken::KrakenVenue;
 use crate::venues::kraken::client::{Client, Credentials};
 use crate::venues::kraken::limits::Tier;
@@ -144,6 +145,11 @@ pub struct RunArgs {
     /// The nightly evolution's settings.
     #[arg(long, default_value = "evolve.toml", value_name = "FILE")]
     pub evolve_config: PathBuf,
+    /// The Telegram bridge's settings (a `[telegram]` table: the allowed
+    /// users and chats, what is notified); the bot token comes from
+    /// KEEL_TELEGRAM_TOKEN or the table's token_file. Off without it.
+    #[arg(long, value_name = "FILE")]
+    pub telegram: Option<PathBuf>,
 }
 
 /// `--speed`: `600x` (or `600`), within [`ranges::SPEED`], or `max` (`None`).
@@ -350,6 +356,11 @@ pub(super) fn run(args: &RunArgs, db: &Path, cache: &CompileCache) -> anyhow::Re
         true => Some(live_credentials(args)?),
         false => None,
     };
+    let telegram = args
+        .telegram
+        .as_deref()
+        .map(TelegramConfig::load)
+        .transpose()?;
     // Before anything is read or written: one process trades on a database.
     let owner = Ownership::claim(db, "keel run")?;
     let speed = speed(&args.speed)?;
@@ -420,6 +431,7 @@ pub(super) fn run(args: &RunArgs, db: &Path, cache: &CompileCache) -> anyhow::Re
     let mut engine = Engine::open_on(&owner, store.conn(), &sandbox, settings, link, live)?;
     // Served once the engine has published its first snapshot.
     let server = controls.serve(db)?;
+    let bridge = telegram.map(|c| controls.telegram(db, c)).transpose()?;
     println!(
         "{mode} run {} on {} ({}); control API on 127.0.0.1:{} — try `keel status --db {}`",
         engine.run_id(),
@@ -453,9 +465,10 @@ pub(super) fn run(args: &RunArgs, db: &Path, cache: &CompileCache) -> anyhow::Re
     };
     let summary = engine.run(&mut feeds)?;
     drop(scheduler);
+    drop(bridge);
     drop(engine);
     drop(server);
-    print_summary(&summary);
+    print_summary(&summary, db);
     Ok(summary.feed_error.is_none())
 }
 
@@ -529,12 +542,51 @@ fn read_keys(path: &Path) -> anyhow::Result<(String, String)> {
     }
 }
 
-fn print_summary(s: &RunSummary) {
+/// What a run says when it ends: its record in the ledger, book by book
+/// (strategy, return, drawdown, trades, shadow verdicts), and where its
+/// report comes from.
+fn print_summary(s: &RunSummary, db: &Path) {
     let how = if s.resumed { "resumed" } else { "new" };
     println!(
         "run {} ({how}): {} bars booked; trading state {}",
         s.run_id, s.bars, s.state
     );
+    match crate::run_report::load(db, Some(s.run_id)) {
+        Ok(record) => {
+            for b in &record.books {
+                let engine = s
+                    .books
+                    .iter()
+                    .find(|e| e.slot == b.slot)
+                    .map_or(String::new(), |e| {
+                        format!(", {} strategy calls on {}", e.calls, e.symbols.join(", "))
+                    });
+                println!("{}{engine}", crate::run_report::RunRecord::book_line(b));
+            }
+            println!(
+                "the whole record: `keel report run {} --db {}`",
+                s.run_id,
+                db.display()
+            );
+        }
+        Err(e) => {
+            tracing::warn!("the run's record could not be read: {e:#}");
+            print_books(s);
+        }
+    }
+    if let Some(e) = &s.feed_error {
+        println!("feed stopped: {e}");
+    }
+    if s.interrupted {
+        println!(
+            "interrupted: `keel run` with the same settings resumes run {} after its last booked bar",
+            s.run_id
+        );
+    }
+}
+
+/// The books as the engine ended them (when the ledger cannot be read).
+fn print_books(s: &RunSummary) {
     for b in &s.books {
         println!(
             "{:<20} equity {:>12.2} (start {:.2}, realized {:+.2}, fees {:.2}), {} open position(s), {} signals ({} rejected), {} strategy calls on {}",
@@ -548,15 +600,6 @@ fn print_summary(s: &RunSummary) {
             b.rejected,
             b.calls,
             b.symbols.join(", ")
-        );
-    }
-    if let Some(e) = &s.feed_error {
-        println!("feed stopped: {e}");
-    }
-    if s.interrupted {
-        println!(
-            "interrupted: `keel run` with the same settings resumes run {} after its last booked bar",
-            s.run_id
         );
     }
 }

@@ -236,6 +236,16 @@ pub(super) fn book_snapshot(
     }
 }
 
+/// Parameters as a book records them: `fast=5, slow=20`.
+fn shown_params(params: &keel_model::Params) -> String {
+    let pairs: Vec<String> = params
+        .values()
+        .iter()
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect();
+    pairs.join(", ")
+}
+
 pub(super) fn open_slot(
     conn: &Connection,
     sandbox: &Sandbox,
@@ -258,7 +268,7 @@ pub(super) fn open_slot(
     conn.execute(
         "INSERT OR IGNORE INTO books (run_id, slot, artifact_hash, params, start_cash, cash, realized, fees, peak_equity, day_ms, day_start_equity)
          VALUES (?1, ?2, ?3, ?4, ?5, ?5, '0', '0', ?5, -1, ?5)",
-        params![run_id, slot, strategy.hash.to_hex(), format!("{params:?}"), start.to_string()],
+        params![run_id, slot, strategy.hash.to_hex(), shown_params(&params), start.to_string()],
     )?;
     conn.execute(
         "UPDATE books SET artifact_hash = ?3 WHERE run_id = ?1 AND slot = ?2",

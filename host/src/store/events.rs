@@ -131,15 +131,27 @@ mod tests {
             emit(conn, Kind::Fill, json!({ "n": n })).expect("test");
         }
         let read = after(conn, 2, 10).expect("test");
-        let ns: Vec<_> = read.iter().map(|e| e.data["n"].as_i64().expect("test")).collect();
+        let ns: Vec<_> = read
+            .iter()
+            .map(|e| e.data["n"].as_i64().expect("test"))
+            .collect();
         assert_eq!(ns, [2, 3, 4]);
         assert!(read.iter().all(|e| e.kind == "fill"));
         assert_eq!(after(conn, 0, 2).expect("test").len(), 2);
-        let newest: Vec<_> = recent(conn, 2).expect("test").iter().map(|e| e.id).collect();
+        let newest: Vec<_> = recent(conn, 2)
+            .expect("test")
+            .iter()
+            .map(|e| e.id)
+            .collect();
         assert_eq!(newest, [5, 4]);
-        conn.execute("DELETE FROM events WHERE id = 5", []).expect("test");
+        conn.execute("DELETE FROM events WHERE id = 5", [])
+            .expect("test");
         emit(conn, Kind::Bar, json!({})).expect("test");
-        assert_eq!(last_id(conn).expect("test"), 6, "an id is never given twice");
+        assert_eq!(
+            last_id(conn).expect("test"),
+            6,
+            "an id is never given twice"
+        );
         assert_eq!(Kind::parse("halt"), Some(Kind::Halt));
         assert_eq!(Kind::parse("nope"), None);
     }

@@ -83,13 +83,13 @@ impl Key {
         Ok(Key(trimmed.to_owned()))
     }
 
-    /// The secret itself, for the one header that carries it.
-    pub(super) fn expose(&self) -> &str {
+    /// The secret itself, for the one header (or Bot API path) that carries it.
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 
     #[cfg(test)]
-    pub(super) fn for_tests(secret: &str) -> Key {
+    pub(crate) fn for_tests(secret: &str) -> Key {
         Key(secret.to_owned())
     }
 }
