@@ -143,6 +143,8 @@ pub enum Command {
     },
     Resume {
         reason: String,
+        /// Lift a halt the kill switch left (`keel resume --after-kill`).
+        after_kill: bool,
         reply: Answer,
     },
     Kill {

@@ -397,6 +397,31 @@ fn the_kill_switch_flattens_and_halts_and_the_halt_survives_a_restart() {
         "the strategy kept signalling and was refused"
     );
     keel_host::engine::audit_ledger(&conn).expect("ledger adds up");
+
+    // A later run is halted too, and `resume` does not quietly lift a
+    // kill: only `--after-kill` does.
+    let mut next = s.spawn_run(&db, "sample:3000", "300x", &[]);
+    wait_for_control(&db);
+    let resume = s.keel(&db, &["resume"]);
+    assert!(!resume.status.success());
+    let said = text(&resume.stderr);
+    assert!(
+        said.contains("halted by the kill switch (kill switch: test)")
+            && said.contains("`keel resume --after-kill`"),
+        "{said}"
+    );
+    let (status, body) =
+        keel_host::control::request(&db, "POST", "/v1/resume", "from a script").expect("v1");
+    assert_eq!(status, 409, "{body}");
+    let lifted = s.keel(&db, &["resume", "--after-kill", "--reason", "checked"]);
+    assert_eq!(
+        text(&lifted.stdout).trim(),
+        "trading state ACTIVE",
+        "{}",
+        text(&lifted.stderr)
+    );
+    next.kill().expect("SIGKILL");
+    next.wait().expect("reap");
 }
 
 #[test]

@@ -268,6 +268,10 @@ impl Server {
     async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
         let received = Instant::now();
         let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+        // `POST /resume?after_kill=true`: lifting a kill's halt is asked for by name.
+        let after_kill =
+            form_urlencoded::parse(request.uri().query().unwrap_or_default().as_bytes())
+                .any(|(k, v)| k == "after_kill" && (v == "true" || v == "1"));
         // The dashboard's page holds no data: it asks for the token.
         if method == Method::GET
             && let Some(page) = super::dashboard::page(&path)
@@ -298,7 +302,7 @@ impl Server {
                     Err(response) if command != "/kill" => return response,
                     Err(_) => String::new(),
                 };
-                match self.reply(command, body, received).await {
+                match self.reply(command, body, received, after_kill).await {
                     Ok(reply) => json(&super::v1::envelope(
                         serde_json::to_value(reply).unwrap_or_default(),
                         &self.snapshot().mode,
@@ -320,7 +324,7 @@ impl Server {
                         String::new()
                     }
                 };
-                self.command(&path, body, received).await
+                self.command(&path, body, received, after_kill).await
             }
             _ => text(StatusCode::NOT_FOUND, "no such endpoint\n"),
         }
@@ -454,8 +458,14 @@ impl Server {
         }
     }
 
-    async fn command(&self, path: &str, body: String, received: Instant) -> Response<Full<Bytes>> {
-        match self.reply(path, body, received).await {
+    async fn command(
+        &self,
+        path: &str,
+        body: String,
+        received: Instant,
+        after_kill: bool,
+    ) -> Response<Full<Bytes>> {
+        match self.reply(path, body, received, after_kill).await {
             Ok(reply) => json(&reply),
             Err(response) => response,
         }
@@ -467,6 +477,7 @@ impl Server {
         path: &str,
         body: String,
         received: Instant,
+        after_kill: bool,
     ) -> Result<control::Reply, Response<Full<Bytes>>> {
         let reason = match body.trim() {
             "" => "no reason given".to_owned(),
@@ -475,7 +486,14 @@ impl Server {
         let (reply, answer) = mpsc::channel();
         let (command, wait) = match path {
             "/pause" => (Command::Pause { reason, reply }, 10),
-            "/resume" => (Command::Resume { reason, reply }, 10),
+            "/resume" => (
+                Command::Resume {
+                    reason,
+                    after_kill,
+                    reply,
+                },
+                10,
+            ),
             "/kill" => (
                 Command::Kill {
                     reason,

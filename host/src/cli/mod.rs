@@ -82,8 +82,9 @@ pub enum Verb {
     Candidates(operate::ShowArgs),
     /// Reduce-only: no new exposure until `keel resume`.
     Pause(operate::ReasonArgs),
-    /// Back to ACTIVE trading.
-    Resume(operate::ReasonArgs),
+    /// Back to ACTIVE trading (a halt the kill switch left only with
+    /// --after-kill).
+    Resume(operate::ResumeArgs),
     /// Kill switch: stop every strategy, block and cancel orders, close all
     /// positions and halt.
     Kill(operate::ReasonArgs),
@@ -206,9 +207,9 @@ pub fn run(cli: Cli) -> anyhow::Result<bool> {
         Verb::Positions(args) => operate::positions(&args, db),
         Verb::Trades(args) => operate::trades(&args, db),
         Verb::Candidates(args) => operate::candidates(&args, db),
-        Verb::Pause(args) => operate::command("pause", &args, db),
-        Verb::Resume(args) => operate::command("resume", &args, db),
-        Verb::Kill(args) => operate::command("kill", &args, db),
+        Verb::Pause(args) => operate::command("pause", &args, false, db),
+        Verb::Resume(args) => operate::command("resume", &args.reason, args.after_kill, db),
+        Verb::Kill(args) => operate::command("kill", &args, false, db),
         Verb::Candidate(args) => candidate::run(&args, db, cache),
         Verb::Report(command) => report::run(&command, db),
         Verb::Dev(args) => dev::run(args, db, cache),

@@ -27,8 +27,20 @@ pub struct ShowArgs {
 /// The reason given with a state change.
 #[derive(Debug, Args)]
 pub struct ReasonArgs {
+    /// Why, for the audit log.
     #[arg(long, default_value = "operator request")]
     pub reason: String,
+}
+
+/// `keel resume`'s arguments.
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    #[command(flatten)]
+    pub reason: ReasonArgs,
+    /// Also lift a halt the kill switch left: a plain resume refuses to,
+    /// so a kill is never undone by habit.
+    #[arg(long)]
+    pub after_kill: bool,
 }
 fn call(db: &Path, method: &str, path: &str, body: &str) -> anyhow::Result<String> {
     let (status, body) = control::request(db, method, path, body)?;
@@ -347,8 +359,17 @@ pub(super) fn candidates(args: &ShowArgs, db: &Path) -> anyhow::Result<bool> {
 }
 
 /// `keel pause`, `keel resume` and `keel kill`.
-pub(super) fn command(which: &str, args: &ReasonArgs, db: &Path) -> anyhow::Result<bool> {
-    let body = match control::request(db, "POST", &format!("/{which}"), &args.reason) {
+pub(super) fn command(
+    which: &str,
+    args: &ReasonArgs,
+    after_kill: bool,
+    db: &Path,
+) -> anyhow::Result<bool> {
+    let path = match after_kill {
+        true => format!("/{which}?after_kill=true"),
+        false => format!("/{which}"),
+    };
+    let body = match control::request(db, "POST", &path, &args.reason) {
         Ok((200, body)) => body,
         Ok((status, body)) => bail!("{status} /{which}: {}", body.trim()),
         Err(unreachable) if which == "kill" => return kill_by_file(db, &args.reason, &unreachable),

@@ -11,7 +11,7 @@ use rusqlite::params;
 use keel_backtester::kernel::{Execution, FillSource, Outcome, TradingState, Venue};
 use keel_model::Params;
 
-use super::journal::{Journal, now_ms, order_state, risk_event, store_state};
+use super::journal::{Journal, load_state, now_ms, order_state, risk_event, store_state};
 use super::{Engine, KILL_FILE_POLL, history};
 use crate::candidates::{self, Actor};
 use crate::control::{self, Command, Reply};
@@ -29,9 +29,17 @@ impl Engine<'_> {
                     state: self.state.as_str().into(),
                 }));
             }
-            Command::Resume { reason, reply } => {
+            Command::Resume {
+                reason,
+                after_kill,
+                reply,
+            } => {
                 if self.killed {
                     let _ = reply.send(Err("this run was killed; start a new one".into()));
+                } else if let Some(kill) = self.kill_halt().filter(|_| !after_kill) {
+                    let _ = reply.send(Err(format!(
+                        "the account was halted by the kill switch ({kill}); `keel resume --after-kill` lifts it"
+                    )));
                 } else {
                     let answer =
                         self.set_state(TradingState::Active, &reason, Actor::Operator.as_str());
@@ -66,6 +74,14 @@ impl Engine<'_> {
         }
         self.publish();
         Ok(())
+    }
+
+    /// The reason of a halt the kill switch left, if the account is in one.
+    fn kill_halt(&self) -> Option<String> {
+        match load_state(self.conn) {
+            Ok((TradingState::Halted, reason)) if reason.starts_with("kill switch") => Some(reason),
+            _ => None,
+        }
     }
 
     fn set_state(&mut self, state: TradingState, reason: &str, actor: &str) -> Result<(), String> {

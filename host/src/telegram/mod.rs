@@ -400,7 +400,12 @@ impl Bridge {
         let (reply, answer) = mpsc::channel();
         let command = match act {
             Act::Pause => Command::Pause { reason, reply },
-            Act::Resume => Command::Resume { reason, reply },
+            // A kill's halt is lifted from the command line only.
+            Act::Resume => Command::Resume {
+                reason,
+                after_kill: false,
+                reply,
+            },
             Act::Kill => {
                 // Orders stop going out now, before the engine takes the command.
                 self.shared.kill_requested.store(true, Ordering::SeqCst);
