@@ -226,3 +226,93 @@ fn synth_is_seeded_and_reproducible() {
         stdout(&out)
     );
 }
+
+/// The layouts in `tests/data/layouts/`: each imports the same bars as
+/// Keel's own CSV of them.
+#[test]
+fn common_layouts_import_the_same_bars() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let layouts = crate::support::repo().join("tests/data/layouts");
+    let eth = keel_model::candles::read_csv(&data("crypto-5m/ETH_BTC-5m.csv")).expect("eth");
+    let columns = "time=Zeit,open=Erster,high=Hoch,low=Tief,close=Letzter,volume=Umsatz";
+    for (file, extra) in [
+        ("binance-ETHBTC-5m.csv", None),
+        ("binance-ETHBTC-5m-2025.csv", None),
+        ("yfinance-ETHBTC-5m.csv", None),
+        ("pandas-ETHBTC-5m.csv", None),
+        ("capitalised-ETHBTC-5m.csv", None),
+        ("freqtrade-ETH_BTC-5m.json", None),
+        ("custom-ETHBTC-5m.csv", Some(columns)),
+    ] {
+        let db = dir.path().join(format!("{file}.db"));
+        let path = layouts.join(file);
+        let mut args = vec![
+            "data",
+            "import",
+            path.to_str().expect("path"),
+            "--symbol",
+            "ETH/BTC",
+            "--timeframe",
+            "5m",
+        ];
+        if let Some(columns) = extra {
+            args.extend(["--columns", columns]);
+        }
+        let out = keel(&db, &args);
+        assert!(out.status.success(), "{file}: {}", stderr(&out));
+        assert!(
+            stdout(&out).contains("48 bars (48 new"),
+            "{file}: {}",
+            stdout(&out)
+        );
+        let store = keel_host::store::Store::open(&db).expect("open");
+        let stored = store
+            .load_candles("ETH/BTC", keel_model::Timeframe::M5, None, None)
+            .expect("load");
+        assert_eq!(stored, eth[..48], "{file}");
+    }
+    // yfinance's daily file: dates, and the close (not the adjusted one).
+    let db = dir.path().join("goog.db");
+    let goog = layouts.join("yfinance-GOOG-1d.csv");
+    let out = import_file(&db, goog.to_str().expect("path"), "GOOG", "1d");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let store = keel_host::store::Store::open(&db).expect("open");
+    let stored = store
+        .load_candles("GOOG", keel_model::Timeframe::D1, None, None)
+        .expect("load");
+    let real = keel_model::candles::read_csv(&data("GOOG-1d.csv")).expect("goog");
+    assert_eq!(stored, real[..30]);
+    // Names no alias knows, without --columns: one line naming the header.
+    let custom = layouts.join("custom-ETHBTC-5m.csv");
+    let out = import_file(
+        &dir.path().join("x.db"),
+        custom.to_str().expect("path"),
+        "X",
+        "5m",
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out)
+            .contains("missing column 'time' (header is 'Zeit,Erster,Hoch,Tief,Letzter,Umsatz')"),
+        "{}",
+        stderr(&out)
+    );
+    let bad = keel(
+        &dir.path().join("y.db"),
+        &[
+            "data",
+            "import",
+            custom.to_str().expect("path"),
+            "--symbol",
+            "X",
+            "--timeframe",
+            "5m",
+            "--columns",
+            "when=Zeit",
+        ],
+    );
+    assert_eq!(
+        stderr(&bad).trim(),
+        "error: --columns: \"when\": not a column role (time, open, high, low, close, volume)"
+    );
+}

@@ -15,13 +15,22 @@ use crate::store::Store;
 pub enum DataCommand {
     /// Validate a candle file (CSV or freqtrade JSON) and store it.
     Import {
-        /// `time,open,high,low,close,volume` CSV (RFC 3339 or epoch ms), or `.json`.
+        /// Candle CSV — `time,open,high,low,close,volume`, capitalised or
+        /// yfinance's names (`Date`, `Datetime`, `Adj Close` left aside),
+        /// pandas' `to_csv`, Binance's headerless klines — or freqtrade's
+        /// `.json`. Times: RFC 3339, a date (and time), or epoch s/ms/µs.
         file: PathBuf,
+        /// The symbol the bars are of, e.g. `ETH/BTC`.
         #[arg(long)]
         symbol: String,
         /// Bar length: 1m 5m 15m 1h 4h 1d 1w 1M.
         #[arg(long)]
         timeframe: String,
+        /// The CSV's columns by role, for names Keel does not know:
+        /// `time=Zeit,open=Erster,high=Hoch,low=Tief,close=Letzter,volume=Umsatz`
+        /// (roles not named are found by their usual names).
+        #[arg(long, value_name = "ROLE=COLUMN,…")]
+        columns: Option<String>,
         /// Overwrite stored bars whose values differ (otherwise refused).
         #[arg(long)]
         replace: bool,
@@ -63,12 +72,15 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
             file,
             symbol,
             timeframe: tf,
+            columns,
             replace,
         } => {
             let tf = timeframe(&tf)?;
+            let columns = candles::Columns::parse(columns.as_deref().unwrap_or_default())
+                .map_err(|e| anyhow::anyhow!("--columns: {e}"))?;
             let bytes =
                 std::fs::read(&file).with_context(|| format!("{}: cannot read", file.display()))?;
-            let candles = candles::read_file(&file)?;
+            let candles = candles::read_file_columns(&file, &columns)?;
             if let Some(spacing) = candles::typical_spacing_ms(&candles)
                 && !tf.matches_spacing(spacing)
             {

@@ -1,18 +1,28 @@
-//! Candle CSV: `time,open,high,low,close,volume`, read whole or as a stream,
-//! and written.
+//! Candle CSV: `time,open,high,low,close,volume` and the other common
+//! layouts (`layout`), read whole or as a stream, and written.
 
 use std::path::Path;
 
 use super::*;
 
-/// Reads a `time,open,high,low,close,volume` CSV file (time in RFC 3339 or epoch ms).
+/// Reads a candle CSV file in any layout `layout` recognises.
 pub fn read_csv(path: &Path) -> Result<Vec<Candle>, CandleError> {
     read_with(path, parse_csv)
 }
 
 /// Parses CSV text; `source` names it in errors.
 pub fn parse_csv(text: &str, source: &str) -> Result<Vec<Candle>, CandleError> {
-    let mut reader = CsvCandles::new(text.lines().map(|l| Ok(l.to_owned())), source)?;
+    parse_csv_columns(text, source, &Columns::default())
+}
+
+/// Parses CSV text whose columns the user named (for the roles named).
+pub fn parse_csv_columns(
+    text: &str,
+    source: &str,
+    columns: &Columns,
+) -> Result<Vec<Candle>, CandleError> {
+    let lines = text.lines().map(|l| Ok(l.to_owned()));
+    let mut reader = CsvCandles::with_columns(lines, source, columns)?;
     let mut candles: Vec<Candle> = Vec::with_capacity(text.len() / 48);
     for candle in reader.by_ref() {
         candles.push(candle?);
@@ -36,6 +46,8 @@ pub struct CsvCandles<L> {
     index: [usize; 6],
     last_ms: Option<i64>,
     failed: bool,
+    /// A file without a header: its first row, read with the header's line.
+    pending: Option<String>,
 }
 
 impl<L> std::fmt::Debug for CsvCandles<L> {
@@ -49,7 +61,16 @@ impl<L> std::fmt::Debug for CsvCandles<L> {
 
 impl<L: Iterator<Item = std::io::Result<String>>> CsvCandles<L> {
     /// Reads the header; `source` names the input in errors.
-    pub fn new(mut lines: L, source: &str) -> Result<CsvCandles<L>, CandleError> {
+    pub fn new(lines: L, source: &str) -> Result<CsvCandles<L>, CandleError> {
+        CsvCandles::with_columns(lines, source, &Columns::default())
+    }
+
+    /// Reads the header, finding the columns `columns` names by their names.
+    pub fn with_columns(
+        mut lines: L,
+        source: &str,
+        columns: &Columns,
+    ) -> Result<CsvCandles<L>, CandleError> {
         let mut line = 0;
         let header = loop {
             line += 1;
@@ -69,37 +90,30 @@ impl<L: Iterator<Item = std::io::Result<String>>> CsvCandles<L> {
                 Some(Ok(l)) => break l,
             }
         };
-        let names: Vec<String> = header
-            .split(',')
-            .map(|c| c.trim().trim_start_matches('\u{feff}').to_ascii_lowercase())
-            .collect();
-        let mut index = [0usize; 6];
-        for (slot, column) in index.iter_mut().zip(COLUMNS) {
-            *slot = names
-                .iter()
-                .position(|n| n == column)
-                .ok_or_else(|| CandleError::Invalid {
-                    path: source.to_owned(),
-                    line,
-                    message: format!(
-                        "missing column '{column}' (header is '{}')",
-                        shown::text(header.trim())
-                    ),
-                })?;
-        }
+        let invalid = |message| CandleError::Invalid {
+            path: source.to_owned(),
+            line,
+            message,
+        };
+        let width = header.split(',').count();
+        let (index, pending) = match layout::header(&header, columns).map_err(invalid)? {
+            layout::Header::Named(index) => (index, None),
+            layout::Header::Headerless => ([0, 1, 2, 3, 4, 5], Some(header)),
+        };
         Ok(CsvCandles {
             lines,
             source: source.to_owned(),
-            line,
-            columns: names.len(),
+            line: line - usize::from(pending.is_some()),
+            columns: width,
             index,
             last_ms: None,
             failed: false,
+            pending,
         })
     }
 
     fn parse(&self, raw: &str) -> Result<Candle, String> {
-        let fields: Vec<&str> = raw.split(',').map(str::trim).collect();
+        let fields: Vec<&str> = raw.split(',').map(layout::field).collect();
         if fields.len() != self.columns {
             return Err(format!(
                 "expected {} fields, found {}",
@@ -132,7 +146,11 @@ impl<L: Iterator<Item = std::io::Result<String>>> Iterator for CsvCandles<L> {
         }
         loop {
             self.line += 1;
-            let raw = match self.lines.next()? {
+            let next = match self.pending.take() {
+                Some(first) => Some(Ok(first)),
+                None => self.lines.next(),
+            };
+            let raw = match next? {
                 Ok(raw) => raw,
                 Err(e) => {
                     self.failed = true;

@@ -8,9 +8,11 @@ use crate::shown::{self, number};
 
 mod csv;
 mod json;
+mod layout;
 
-pub use csv::{CsvCandles, parse_csv, read_csv, write_csv};
+pub use csv::{CsvCandles, parse_csv, parse_csv_columns, read_csv, write_csv};
 pub use json::{parse_json, read_json};
+pub use layout::Columns;
 
 /// The columns of a candle row, in order.
 pub(crate) const COLUMNS: [&str; 6] = ["time", "open", "high", "low", "close", "volume"];
@@ -82,6 +84,27 @@ pub fn read_file(path: &Path) -> Result<Vec<Candle>, CandleError> {
     } else {
         read_csv(path)
     }
+}
+
+/// `read_file`, with the CSV's columns for the roles `columns` names found
+/// by those names (a JSON file has no names: `columns` must be empty).
+pub fn read_file_columns(path: &Path, columns: &Columns) -> Result<Vec<Candle>, CandleError> {
+    if *columns == Columns::default() {
+        return read_file(path);
+    }
+    let name = path.display().to_string();
+    if is_json(path) {
+        return Err(CandleError::Invalid {
+            path: name,
+            line: 1,
+            message: "freqtrade JSON has no column names: --columns is for CSV".into(),
+        });
+    }
+    let text = std::fs::read_to_string(path).map_err(|error| CandleError::Io {
+        path: name.clone(),
+        error,
+    })?;
+    parse_csv_columns(&text, &name, columns)
 }
 
 /// Whether `path` names a freqtrade JSON file (by its extension) rather than CSV.
@@ -212,18 +235,20 @@ fn time_outside(time_ms: &str) -> String {
     )
 }
 
-/// RFC 3339 (`2018-01-10T04:55:00Z`) or integer epoch milliseconds.
+/// RFC 3339 (`2018-01-10T04:55:00Z`), a date or a date and time (UTC
+/// unless it has an offset), or an integer epoch time: 10 digits are
+/// seconds, 16 µs, 19 ns, any other count ms.
 pub fn parse_time(text: &str) -> Result<i64, String> {
     if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
-        return text
-            .parse::<i64>()
-            .map_err(|_| format!("time '{}' is out of range", shown::text(text)));
+        return layout::epoch_ms(text);
     }
     chrono::DateTime::parse_from_rfc3339(text)
         .map(|t| t.timestamp_millis())
-        .map_err(|_| {
+        .ok()
+        .or_else(|| layout::calendar_ms(text))
+        .ok_or_else(|| {
             format!(
-                "time '{}' is neither RFC 3339 nor epoch ms",
+                "time '{}' is neither RFC 3339, a date and time, nor epoch time",
                 shown::text(text)
             )
         })
@@ -374,7 +399,7 @@ mod tests {
             },
             Case {
                 body: "yesterday,1,2,0.5,1,1\n",
-                expect: "t.csv:2: time 'yesterday' is neither RFC 3339 nor epoch ms",
+                expect: "t.csv:2: time 'yesterday' is neither RFC 3339, a date and time, nor epoch time",
             },
             Case {
                 body: "2018-01-10T04:55:00Z,1,2,0.5,x,1\n",

@@ -1,0 +1,194 @@
+//! The layouts candle CSV comes in, and how each is recognised: Keel's own
+//! `time,open,high,low,close,volume`; the same with capitalised or other
+//! common names (yfinance's `Date,Open,High,Low,Close,Adj Close,Volume`,
+//! `Datetime`, `timestamp`, `open_time`, …; an adjusted close is not the
+//! close and is left aside); Binance's kline files, which have no header
+//! (twelve columns, the open time first, in ms — or µs since 2025); or an
+//! explicit map given by the user (`--columns time=Date,close=Close,…`).
+//! Times may be RFC 3339, a date, a date and time (UTC unless an offset is
+//! given), or epoch seconds, ms, µs or ns told apart by their digits.
+
+use super::{COLUMNS, shown};
+
+/// Names a column may go by, per role (compared without case).
+const ALIASES: [&[&str]; 6] = [
+    &[
+        "time",
+        "date",
+        "datetime",
+        "timestamp",
+        "open_time",
+        "open time",
+        "date_time",
+        "opentime",
+    ],
+    &["open"],
+    &["high"],
+    &["low"],
+    &["close"],
+    &["volume", "vol"],
+];
+
+/// Columns named by the user for some roles: `time=Date,close=Close`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Columns {
+    names: [Option<String>; 6],
+}
+
+impl Columns {
+    /// `role=Name` pairs, comma separated; roles are time, open, high, low,
+    /// close and volume.
+    pub fn parse(text: &str) -> Result<Columns, String> {
+        let mut columns = Columns::default();
+        for pair in text.split(',').filter(|p| !p.trim().is_empty()) {
+            let (role, name) = pair.split_once('=').ok_or_else(|| {
+                format!(
+                    "{}: expected ROLE=COLUMN, e.g. time=Date",
+                    shown::quoted(pair)
+                )
+            })?;
+            let role = role.trim().to_ascii_lowercase();
+            let slot = COLUMNS.iter().position(|c| *c == role).ok_or_else(|| {
+                format!(
+                    "{}: not a column role (time, open, high, low, close, volume)",
+                    shown::quoted(&role)
+                )
+            })?;
+            if name.trim().is_empty() {
+                return Err(format!("{role}=: the column's name is empty"));
+            }
+            if columns.names[slot]
+                .replace(name.trim().to_owned())
+                .is_some()
+            {
+                return Err(format!("{role} is named twice"));
+            }
+        }
+        Ok(columns)
+    }
+}
+
+/// A field as written: surrounding spaces and quotes removed.
+pub(super) fn field(raw: &str) -> &str {
+    let raw = raw.trim();
+    raw.strip_prefix('"')
+        .and_then(|r| r.strip_suffix('"'))
+        .unwrap_or(raw)
+        .trim()
+}
+
+/// Where each role's value sits in a row: from the header's names (the
+/// user's, then the aliases), or `Headerless` when the first line is data.
+pub(super) enum Header {
+    Named([usize; 6]),
+    /// No header: the first line is a row (Binance's kline files, or bare
+    /// `time,open,high,low,close,volume`).
+    Headerless,
+}
+
+/// Reads the first line: a header naming the columns, or a row of data.
+pub(super) fn header(line: &str, columns: &Columns) -> Result<Header, String> {
+    let names: Vec<String> = line
+        .split(',')
+        .map(|c| field(c.trim_start_matches('\u{feff}')).to_ascii_lowercase())
+        .collect();
+    if names.len() >= 6 && names.iter().all(|n| n.parse::<f64>().is_ok()) {
+        return Ok(Header::Headerless);
+    }
+    let mut index = [0usize; 6];
+    for (role, slot) in index.iter_mut().enumerate() {
+        let found = match &columns.names[role] {
+            Some(name) => names.iter().position(|n| *n == name.to_ascii_lowercase()),
+            None => ALIASES[role]
+                .iter()
+                .find_map(|alias| names.iter().position(|n| n == alias)),
+        };
+        *slot = found.ok_or_else(|| {
+            let wanted = columns.names[role].as_deref().unwrap_or(COLUMNS[role]);
+            format!(
+                "missing column '{}' (header is '{}')",
+                shown::text(wanted),
+                shown::text(line.trim())
+            )
+        })?;
+    }
+    Ok(Header::Named(index))
+}
+
+/// Epoch time in ms from a count of seconds, ms, µs or ns, told apart by
+/// its digits (10, 13, 16 or 19; any other count is taken as ms).
+pub(super) fn epoch_ms(digits: &str) -> Result<i64, String> {
+    let n: i64 = digits
+        .parse()
+        .map_err(|_| format!("time '{}' is out of range", shown::text(digits)))?;
+    Ok(match digits.len() {
+        10 => n.saturating_mul(1000),
+        16 => n / 1_000,
+        19 => n / 1_000_000,
+        _ => n,
+    })
+}
+
+/// A time given as a date (`2024-01-02`), or a date and time with a space
+/// or `T` and no zone (taken as UTC), or with an offset.
+pub(super) fn calendar_ms(text: &str) -> Option<i64> {
+    use chrono::{DateTime, NaiveDate, NaiveDateTime};
+    if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return date
+            .and_hms_opt(0, 0, 0)
+            .map(|t| t.and_utc().timestamp_millis());
+    }
+    for format in [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M",
+    ] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(text, format) {
+            return Some(t.and_utc().timestamp_millis());
+        }
+    }
+    for format in ["%Y-%m-%d %H:%M:%S%.f%:z", "%Y-%m-%d %H:%M:%S%.f%z"] {
+        if let Ok(t) = DateTime::parse_from_str(text, format) {
+            return Some(t.timestamp_millis());
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_are_named_by_role_or_refused_in_one_line() {
+        let c = Columns::parse("time=Date, close = Adj Close").expect("valid");
+        assert_eq!(c.names[0].as_deref(), Some("Date"));
+        assert_eq!(c.names[4].as_deref(), Some("Adj Close"));
+        for (text, says) in [
+            ("time", "expected ROLE=COLUMN"),
+            ("when=Date", "not a column role"),
+            ("time=", "empty"),
+            ("time=a,time=b", "named twice"),
+        ] {
+            let e = Columns::parse(text).expect_err(text);
+            assert!(e.contains(says), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn times_come_in_every_common_shape() {
+        assert_eq!(epoch_ms("1704067200"), Ok(1_704_067_200_000));
+        assert_eq!(epoch_ms("1704067200000"), Ok(1_704_067_200_000));
+        assert_eq!(epoch_ms("1704067200000000"), Ok(1_704_067_200_000));
+        assert_eq!(epoch_ms("1704067200000000000"), Ok(1_704_067_200_000));
+        assert_eq!(epoch_ms("60000"), Ok(60_000));
+        assert_eq!(calendar_ms("2024-01-01"), Some(1_704_067_200_000));
+        assert_eq!(calendar_ms("2024-01-01 00:01:00"), Some(1_704_067_260_000));
+        assert_eq!(calendar_ms("2024-01-01T00:01:00"), Some(1_704_067_260_000));
+        assert_eq!(
+            calendar_ms("2024-01-01 09:30:00-05:00"),
+            Some(1_704_067_200_000 + (14 * 60 + 30) * 60_000)
+        );
+        assert_eq!(calendar_ms("01/02/2024"), None);
+    }
+}
