@@ -362,7 +362,6 @@ fn walk_forward_picks_the_in_sample_best_and_tests_it_on_the_next_window() {
     let data = backtest::load_data(
         &[format!("BTC/USD={}", path(&data("UNITTEST_BTC-1m.csv")))],
         Path::new("unused.db"),
-        &[],
     )
     .expect("data");
     let grid = backtest::expand_grid(
@@ -733,4 +732,64 @@ fn hostile_text_and_huge_numbers_are_shown_escaped_short_and_compact() {
     let out = keel(&db, &cache, &["backtest", sma, "--data", &spec]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_tame("backtest table", &text(&out.stdout), 400);
+}
+
+#[test]
+fn data_is_named_by_its_file_and_a_mismatch_with_the_strategy_is_said() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, cache) = (dir.path().join("keel.db"), dir.path().join("cache"));
+    let json = dir.path().join("r.json");
+    let out = keel(
+        &db,
+        &cache,
+        &[
+            "backtest",
+            path(example("sma-cross")),
+            "--data",
+            path(&data("GOOG-1d.csv")),
+            "--json",
+            path(&json),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    assert!(
+        said.lines().next().is_some_and(|l| l.ends_with(" on GOOG")),
+        "{said}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("json");
+    assert_eq!(report["data"][0]["symbol"], "GOOG");
+    let warned = text(&out.stderr);
+    assert!(
+        warned.contains("warning: sma-cross declares BTC/USD and is given GOOG"),
+        "{warned}"
+    );
+    assert!(
+        warned.contains("warning: sma-cross declares 1h bars;") && warned.contains("'s are 1d"),
+        "{warned}"
+    );
+    // A pair's file gives the pair; SYMBOL= still names it outright.
+    let eth = data("crypto-5m/ETH_BTC-5m.csv");
+    let named = keel(
+        &db,
+        &cache,
+        &[
+            "backtest",
+            path(example("atr-breakout")),
+            "--data",
+            path(&eth),
+        ],
+    );
+    assert!(named.status.success(), "{}", text(&named.stderr));
+    assert!(
+        text(&named.stdout)
+            .lines()
+            .next()
+            .is_some_and(|l| l.ends_with(" on ETH/BTC"))
+    );
+    assert!(
+        !text(&named.stderr).contains("bars;"),
+        "atr-breakout is a 5m strategy"
+    );
 }

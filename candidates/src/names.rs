@@ -74,7 +74,8 @@ pub(crate) use named;
 named! {
     /// Who moves a candidate or the deployments.
     pub enum Actor as "actor" {
-        /// A person submitting a candidate by hand.
+        /// A person submitting a candidate by hand, as records before
+        /// `operator` submitted name them.
         Person = "person",
         /// A person deciding (promote, reject, roll back).
         Operator = "operator",
@@ -88,9 +89,10 @@ named! {
 }
 
 impl Actor {
-    /// May submit a candidate (`keel candidate submit --by`).
+    /// May submit a candidate (`keel candidate submit --by`, which, like
+    /// every other `--by`, takes `operator` or `evolution`).
     pub fn submits(self) -> bool {
-        matches!(self, Actor::Person | Actor::Evolution)
+        matches!(self, Actor::Person | Actor::Operator | Actor::Evolution)
     }
 
     /// May promote, reject or roll back (`keel candidate … --by`).
@@ -166,7 +168,10 @@ mod tests {
         let json = serde_json::to_string(&[Gate::Paper]).expect("json");
         assert_eq!(json, r#"["paper"]"#);
         let submitters: Vec<Actor> = Actor::ALL.iter().copied().filter(|a| a.submits()).collect();
-        assert_eq!(submitters, [Actor::Person, Actor::Evolution]);
+        assert_eq!(
+            submitters,
+            [Actor::Person, Actor::Operator, Actor::Evolution]
+        );
         let deciders: Vec<Actor> = Actor::ALL.iter().copied().filter(|a| a.decides()).collect();
         assert_eq!(deciders, [Actor::Operator, Actor::Evolution]);
     }

@@ -10,7 +10,7 @@ use keel_backtester::report::{DataRef, ParamEntry, StrategyRef, candles_sha256};
 use keel_backtester::{BacktestConfig, Report};
 use keel_model::candles::{self, format_time};
 use keel_model::replay::{Feed, Series};
-use keel_model::{ParamKind, ParamSpec, Params, Timeframe};
+use keel_model::{ParamKind, ParamSpec, Params, Timeframe, shown};
 
 use crate::sandbox::{Binding, LoadedStrategy, Metering, Sandbox};
 use crate::store::Store;
@@ -22,12 +22,9 @@ pub struct Dataset {
     pub reference: DataRef,
 }
 
-/// `--data` values: `[SYMBOL=]FILE` (CSV or `.json`) or `SYMBOL@TF` from the store.
-pub fn load_data(
-    specs: &[String],
-    db: &Path,
-    default_symbols: &[String],
-) -> anyhow::Result<Vec<Dataset>> {
+/// `--data` values: `[SYMBOL=]FILE` (CSV or `.json`; without `SYMBOL=`
+/// the file's name gives it) or `SYMBOL@TF` from the store.
+pub fn load_data(specs: &[String], db: &Path) -> anyhow::Result<Vec<Dataset>> {
     let mut out = Vec::with_capacity(specs.len());
     for (i, spec) in specs.iter().enumerate() {
         let (symbol, candles, source, bar_ms) = if let Some((symbol, tf)) = spec.split_once('@')
@@ -52,14 +49,11 @@ pub fn load_data(
         } else {
             let (symbol, path) = match spec.split_once('=') {
                 Some((s, p)) => (s.to_owned(), PathBuf::from(p)),
+                // The file's name says what it holds (`SYMBOL=` overrides).
                 None => {
                     let path = PathBuf::from(spec);
-                    let symbol = default_symbols.get(i).cloned().unwrap_or_else(|| {
-                        path.file_stem().map_or_else(
-                            || format!("SYMBOL{i}"),
-                            |s| s.to_string_lossy().into_owned(),
-                        )
-                    });
+                    let symbol = candles::symbol_from_file(&path)
+                        .unwrap_or_else(|| format!("SYMBOL{}", i + 1));
                     (symbol, path)
                 }
             };
@@ -85,6 +79,41 @@ pub fn load_data(
         });
     }
     Ok(out)
+}
+
+/// Where the data differs from what a strategy declares (its symbols, its
+/// bar length): one line each, for a warning. A strategy is bound to the
+/// data's symbols in their order whatever it declares, and is handed the
+/// bars as they are.
+pub fn mismatches(info: &keel_model::StrategyInfo, data: &[Dataset]) -> Vec<String> {
+    let mut out = Vec::new();
+    let given: Vec<&str> = data.iter().map(|d| d.series.symbol.as_str()).collect();
+    let declared: Vec<&str> = info.symbols.iter().map(String::as_str).collect();
+    if !declared.is_empty() && declared != given {
+        out.push(format!(
+            "{} declares {} and is given {}: it trades them in that order",
+            shown::text(&info.name),
+            shown::text(&declared.join(", ")),
+            shown::text(&given.join(", "))
+        ));
+    }
+    if let Some(tf) = Timeframe::parse(&info.timeframe) {
+        for d in data.iter().filter(|d| !tf.matches_spacing(d.series.bar_ms)) {
+            let theirs = Timeframe::ALL
+                .into_iter()
+                .find(|t| t.matches_spacing(d.series.bar_ms))
+                .map_or_else(
+                    || format!("{} s", d.series.bar_ms / 1000),
+                    |t| t.to_string(),
+                );
+            out.push(format!(
+                "{} declares {tf} bars; {}'s are {theirs} (it is handed them as they are)",
+                shown::text(&info.name),
+                shown::text(&d.reference.source)
+            ));
+        }
+    }
+    out
 }
 
 /// The most parameter combinations one backtest runs.

@@ -63,7 +63,17 @@ pub(super) fn run(args: &BacktestArgs, db: &Path, cache: &CompileCache) -> anyho
         .iter()
         .map(|f| sandbox.load_file(f))
         .collect::<Result<Vec<_>, _>>()?;
-    let data = backtest::load_data(&args.data, db, &loaded[0].info.symbols)?;
+    let data = backtest::load_data(&args.data, db)?;
+    // Said once the work is done: a refusal stays one line.
+    let warnings: Vec<String> = loaded
+        .iter()
+        .flat_map(|s| backtest::mismatches(&s.info, &data))
+        .collect();
+    let warn = || {
+        for warning in &warnings {
+            eprintln!("warning: {warning}");
+        }
+    };
     let mut jobs = Vec::new();
     for strategy in &loaded {
         for params in backtest::expand_grid(&strategy.info.params, &args.params)
@@ -114,6 +124,7 @@ pub(super) fn run(args: &BacktestArgs, db: &Path, cache: &CompileCache) -> anyho
             |done, total| bar.update(done, total),
         )?;
         bar.finish();
+        warn();
         println!(
             "{:<5} {:<43} {:<40} {:>9} {:>10} {:>8}",
             "fold",
@@ -181,6 +192,9 @@ pub(super) fn run(args: &BacktestArgs, db: &Path, cache: &CompileCache) -> anyho
     let results = backtest::run_all(&sandbox, &jobs, &data, &config, progress);
     if !quiet_progress {
         bar.finish();
+    }
+    if results.iter().any(Result::is_ok) {
+        warn();
     }
     // A combination the strategy refuses (its init says no) is skipped and
     // named; the command fails only when nothing could run.

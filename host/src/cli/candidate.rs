@@ -43,9 +43,8 @@ pub enum CandidateCommand {
         source: PathBuf,
         #[arg(long, default_value = "")]
         note: String,
-        /// Who submits it: `person` or `evolution`.
-        #[arg(long, default_value = "person")]
-        by: String,
+        #[command(flatten)]
+        by: Decider,
         /// The strategy or candidate it was derived from (hash or id).
         #[arg(long)]
         parent: Option<String>,
@@ -93,7 +92,8 @@ pub enum CandidateCommand {
     },
 }
 
-/// Who decides, as the audit log and the deployments record it.
+/// Who submits or decides, as the candidates, the audit log and the
+/// deployments record it: one vocabulary for every `--by`.
 #[derive(Debug, Args)]
 pub struct Decider {
     /// `operator` (a person) or `evolution` (the nightly job).
@@ -279,10 +279,7 @@ pub(super) fn run(args: &CandidateArgs, db: &Path, cache: &CompileCache) -> anyh
             parent,
             target_dir,
         } => {
-            let by = match Actor::parse(by) {
-                Ok(actor) if actor.submits() => actor,
-                _ => bail!("--by {by}: expected person or evolution"),
-            };
+            let by = by.actor;
             let file = if source.is_dir() {
                 build_strategy::build(source, target_dir.as_deref())?
                     .into_iter()

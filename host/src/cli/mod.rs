@@ -133,14 +133,27 @@ fn parse_metering(text: &str) -> Result<Metering, String> {
     }
 }
 
-/// Parses the command line. A value outside its range is one line (option,
-/// value, range) and exit 1, like every other bad input; anything else
-/// clap reports (and exits) as it does.
+/// Parses the command line. A bad value — outside its range, or not one of
+/// the allowed ones — is one line (option, value, what is allowed) and
+/// exit 1, like every other bad input; anything else clap reports (and
+/// exits) as it does.
 pub fn parse() -> Cli {
+    use clap::error::ErrorKind;
     match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) if e.kind() == clap::error::ErrorKind::ValueValidation => {
-            eprintln!("{}", e.to_string().lines().next().unwrap_or_default());
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::ValueValidation | ErrorKind::InvalidValue
+            ) =>
+        {
+            let text = e.to_string();
+            let mut lines = text.lines();
+            let first = lines.next().unwrap_or_default();
+            match lines.find_map(|l| l.trim().strip_prefix("[possible values: ")) {
+                Some(allowed) => eprintln!("{first}: expected {}", allowed.trim_end_matches(']')),
+                None => eprintln!("{first}"),
+            }
             std::process::exit(1);
         }
         Err(e) => e.exit(),

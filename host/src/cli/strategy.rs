@@ -259,10 +259,9 @@ pub(super) fn print_report(report: &ValidationReport) {
 
 pub(super) fn run_file(sandbox: &Sandbox, args: &StrategyRunArgs, db: &Path) -> anyhow::Result<()> {
     let loaded = sandbox.load_file(&args.file)?;
-    let series: Vec<Series> = backtest::load_data(&args.data, db, &loaded.info.symbols)?
-        .into_iter()
-        .map(|d| d.series)
-        .collect();
+    let data = backtest::load_data(&args.data, db)?;
+    let warnings = backtest::mismatches(&loaded.info, &data);
+    let series: Vec<Series> = data.into_iter().map(|d| d.series).collect();
     let params = Params::resolve_text(&loaded.info.params, &args.params)
         .with_context(|| format!("{}: bad parameters", loaded.info.name))?;
     let binding = Binding {
@@ -272,6 +271,10 @@ pub(super) fn run_file(sandbox: &Sandbox, args: &StrategyRunArgs, db: &Path) -> 
         seed: 1,
     };
     let mut instance = sandbox.instantiate(&loaded, binding)?;
+    // Said once everything is checked: a refusal stays one line.
+    for warning in warnings {
+        eprintln!("warning: {warning}");
+    }
     let config = keel_backtester::BacktestConfig {
         cash: args.cash,
         ..keel_backtester::BacktestConfig::default()

@@ -107,6 +107,37 @@ pub fn read_file_columns(path: &Path, columns: &Columns) -> Result<Vec<Candle>, 
     parse_csv_columns(&text, &name, columns)
 }
 
+/// The symbol a candle file's name gives: the name without its extensions
+/// and a trailing timeframe, a pair written `ETH_BTC` or `BTC-USD` as
+/// `ETH/BTC`, `BTC/USD` (`GOOG-1d.csv` → `GOOG`, `ETH_BTC-5m.json` →
+/// `ETH/BTC`, `UNITTEST_BTC-1m.csv` → `UNITTEST_BTC`).
+pub fn symbol_from_file(path: &Path) -> Option<String> {
+    let mut name = path.file_name()?.to_str()?;
+    while let Some((stem, ext)) = name.rsplit_once('.') {
+        let known = ["csv", "json", "gz", "feather", "parquet", "txt"];
+        if stem.is_empty() || !known.iter().any(|k| ext.eq_ignore_ascii_case(k)) {
+            break;
+        }
+        name = stem;
+    }
+    if let Some((stem, tf)) = name.rsplit_once(['-', '_'])
+        && !stem.is_empty()
+        && Timeframe::parse(tf).is_some()
+    {
+        name = stem;
+    }
+    let code = |s: &str| {
+        (2..=6).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+    };
+    match name.split_once(['_', '-']) {
+        Some((base, quote)) if code(base) && code(quote) => Some(format!("{base}/{quote}")),
+        _ if !name.is_empty() => Some(name.to_owned()),
+        _ => None,
+    }
+}
+
 /// Whether `path` names a freqtrade JSON file (by its extension) rather than CSV.
 pub fn is_json(path: &Path) -> bool {
     path.extension()
@@ -588,5 +619,26 @@ mod tests {
             assert_eq!(Timeframe::parse(t.as_str()), Some(t));
         }
         assert_eq!(Timeframe::parse("7m"), None);
+    }
+
+    #[test]
+    fn a_files_name_gives_its_symbol() {
+        for (file, symbol) in [
+            ("GOOG-1d.csv", Some("GOOG")),
+            ("data/ETH_BTC-5m.csv", Some("ETH/BTC")),
+            ("ETH_BTC-5m.json", Some("ETH/BTC")),
+            ("BTC-USD.csv", Some("BTC/USD")),
+            ("UNITTEST_BTC-1m.csv", Some("UNITTEST_BTC")),
+            ("BTCUSD-1M.csv", Some("BTCUSD")),
+            ("prices.csv.gz", Some("prices")),
+            ("my.data.v2.csv", Some("my.data.v2")),
+            ("1d.csv", Some("1d")),
+        ] {
+            assert_eq!(
+                symbol_from_file(Path::new(file)).as_deref(),
+                symbol,
+                "{file}"
+            );
+        }
     }
 }
