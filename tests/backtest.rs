@@ -220,14 +220,14 @@ fn a_parameter_grid_runs_every_combination() {
         6,
         "{stdout}"
     );
-    assert_eq!(
-        text(&out.stderr)
-            .lines()
-            .filter(|l| l.contains("/6]"))
-            .count(),
-        6,
-        "progress per run"
-    );
+    // Off a terminal, progress is a line per tenth, the last at the end.
+    let stderr = text(&out.stderr);
+    let progress: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("backtests "))
+        .collect();
+    assert!((1..=11).contains(&progress.len()), "{stderr}");
+    assert_eq!(progress.last(), Some(&"backtests 6/6 (100%)"), "{stderr}");
     let reports: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).expect("read")).expect("json");
     let params: Vec<String> = reports
@@ -347,10 +347,10 @@ fn the_html_report_is_self_contained() {
         ],
     );
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("--report draws one run; this was 2 runs"),
-        "{}",
-        text(&out.stderr)
+    assert_eq!(
+        text(&out.stderr).trim(),
+        "error: --report draws one run; this is 2 runs (use --json for all of them)",
+        "refused before any run"
     );
 }
 
@@ -459,6 +459,20 @@ fn a_grid_skips_combinations_the_strategy_refuses() {
                 .contains("init refused its parameters: fast (30) must be shorter than slow (30)"),
         "{stdout}"
     );
+    // Each refused combination is named once, and progress off a terminal
+    // is a line per tenth at most.
+    let stderr = text(&out.stderr);
+    let everything = format!("{stdout}{stderr}");
+    assert_eq!(
+        everything.matches("fast=30 slow=30").count(),
+        1,
+        "{everything}"
+    );
+    let progress = stderr
+        .lines()
+        .filter(|l| l.starts_with("backtests "))
+        .count();
+    assert!((1..=11).contains(&progress), "{stderr}");
     // Walk-forward skips them too.
     let out = keel(
         &db,
@@ -482,6 +496,45 @@ fn a_grid_skips_combinations_the_strategy_refuses() {
         "{}",
         text(&out.stdout)
     );
+    let steps = text(&out.stderr)
+        .lines()
+        .filter(|l| l.starts_with("walk-forward "))
+        .count();
+    assert!((1..=11).contains(&steps), "{}", text(&out.stderr));
+    // A report that cannot be written, or one report of many runs, is
+    // refused before any run.
+    let html = dir.path().join("r.html");
+    let unwritable = dir.path().join("no/such/dir/r.html");
+    for (args, says) in [
+        (
+            vec!["--report", path(&unwritable)],
+            "r.html: cannot write the report",
+        ),
+        (
+            vec![
+                "--param",
+                "fast=20,30",
+                "--param",
+                "slow=30,60",
+                "--report",
+                path(&html),
+            ],
+            "--report draws one run; this is 4 runs",
+        ),
+    ] {
+        let mut all = vec!["backtest", wasm, "--data", &btc];
+        all.extend(args);
+        let out = keel(&db, &cache, &all);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert_eq!(
+            stderr.lines().count(),
+            1,
+            "refused before running: {stderr}"
+        );
+        assert!(stderr.contains(says), "{stderr}");
+    }
+    assert!(!html.exists());
     // Nothing runnable: a one-line error.
     let out = keel(
         &db,

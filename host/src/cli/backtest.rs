@@ -86,6 +86,24 @@ pub(super) fn run(args: &BacktestArgs, db: &Path, cache: &CompileCache) -> anyho
             });
         }
     }
+    // What cannot be written is refused before any run.
+    if args.report.is_some() && (jobs.len() > 1 || args.walk_forward.is_some()) {
+        bail!(
+            "--report draws one run; this is {} runs{} (use --json for all of them)",
+            jobs.len(),
+            if args.walk_forward.is_some() {
+                " of a walk-forward"
+            } else {
+                ""
+            }
+        );
+    }
+    for (path, what) in [(&args.report, "report"), (&args.json, "report")] {
+        if let Some(path) = path {
+            writable(path)
+                .with_context(|| format!("{}: cannot write the {what}", path.display()))?;
+        }
+    }
     let risk = match &args.risk_limits {
         Some(path) => RiskConfig::load(path).map_err(anyhow::Error::msg)?,
         None => RiskConfig::default(),
@@ -166,28 +184,12 @@ pub(super) fn run(args: &BacktestArgs, db: &Path, cache: &CompileCache) -> anyho
     }
     let quiet_progress = jobs.len() == 1;
     let mut bar = ProgressBar::new("backtests");
+    // A refused combination is named once, with the results, not here.
     let progress =
-        |done: usize, total: usize, i: usize, result: &anyhow::Result<keel_backtester::Report>| {
-            if quiet_progress {
-                return;
-            }
-            if bar.tty {
+        |done: usize, total: usize, _: usize, _: &anyhow::Result<keel_backtester::Report>| {
+            if !quiet_progress {
                 bar.update(done, total);
-                return;
             }
-            let what = match result {
-                Ok(r) => format!(
-                    "return {:+.2}%, {} trades",
-                    r.metrics.total_return * 100.0,
-                    r.metrics.trades
-                ),
-                Err(e) => format!("failed: {e}"),
-            };
-            eprintln!(
-                "[{done:>4}/{total}] {} {}: {what}",
-                jobs[i].strategy.info.name,
-                params_text(&jobs[i].params)
-            );
         };
     let results = backtest::run_all(&sandbox, &jobs, &data, &config, progress);
     if !quiet_progress {
@@ -277,9 +279,13 @@ pub(super) fn run(args: &BacktestArgs, db: &Path, cache: &CompileCache) -> anyho
 }
 
 /// A one-line progress bar on a terminal; plain lines elsewhere (logs, CI).
+/// Progress on stderr: one bar redrawn in place on a terminal; off one
+/// (a log, a pipe), a line at each tenth of the way.
 struct ProgressBar {
     label: &'static str,
     tty: bool,
+    /// The last tenth a line was written for.
+    tenth: Option<usize>,
 }
 
 impl ProgressBar {
@@ -288,6 +294,7 @@ impl ProgressBar {
         ProgressBar {
             label,
             tty: std::io::stderr().is_terminal(),
+            tenth: None,
         }
     }
 
@@ -305,7 +312,11 @@ impl ProgressBar {
                 " ".repeat(width - filled)
             );
         } else {
-            eprintln!("{} {done}/{total}", self.label);
+            let tenth = (done * 10).checked_div(total).unwrap_or(10).min(10);
+            if self.tenth.is_none_or(|last| tenth > last) {
+                self.tenth = Some(tenth);
+                eprintln!("{} {done}/{total} ({}%)", self.label, tenth * 10);
+            }
         }
     }
 
@@ -313,6 +324,20 @@ impl ProgressBar {
         if self.tty {
             eprintln!();
         }
+    }
+}
+
+/// Whether `path` can be written, without changing it: an existing file is
+/// opened for writing (not truncated), a new one made and removed.
+fn writable(path: &Path) -> std::io::Result<()> {
+    if path.exists() {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map(drop)
+    } else {
+        std::fs::File::create(path)?;
+        std::fs::remove_file(path)
     }
 }
 
