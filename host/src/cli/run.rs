@@ -100,10 +100,11 @@ pub struct RunArgs {
     /// Stop after booking this many bars.
     #[arg(long, value_parser = ranges::MAX_BARS.parser())]
     pub bars: Option<u64>,
-    /// The symbol of a feed that does not name one (`replay:<file>`,
-    /// `sample`).
-    #[arg(long, default_value = "BTC/USD")]
-    pub symbol: String,
+    /// The symbol of a feed that does not name one: by default a
+    /// `replay:<file>` is named by its file (`GOOG-1d.csv` is GOOG), and
+    /// `sample` is BTC/USD.
+    #[arg(long)]
+    pub symbol: Option<String>,
     /// Replay speed: `600x` (600 feed seconds per second) or `max`.
     /// Ignored by a live feed.
     #[arg(long, default_value = "1440x")]
@@ -151,6 +152,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub telegram: Option<PathBuf>,
 }
+
+/// The symbol `sample` is traded as, unless --symbol names another.
+const SAMPLE_SYMBOL: &str = "BTC/USD";
 
 /// `--speed`: `600x` (or `600`), within [`ranges::SPEED`], or `max` (`None`).
 pub(super) fn speed(text: &str) -> anyhow::Result<Option<f64>> {
@@ -235,7 +239,13 @@ fn feed(spec: &str, args: &RunArgs) -> anyhow::Result<Vec<SymbolFeed>> {
                 }
                 (symbol.to_owned(), path)
             }
-            _ => (args.symbol.clone(), rest),
+            _ => {
+                // The file's name says what it holds, unless --symbol is given.
+                let named = args.symbol.clone().or_else(|| {
+                    keel_model::candles::symbol_from_file(Path::new(rest))
+                });
+                (named.unwrap_or_else(|| SAMPLE_SYMBOL.to_owned()), rest)
+            }
         };
         let path = PathBuf::from(path);
         let feed = BarFeed::replay(&path)?;
@@ -256,7 +266,7 @@ fn feed(spec: &str, args: &RunArgs) -> anyhow::Result<Vec<SymbolFeed>> {
         };
         let feed = BarFeed::sample(7, bars);
         return Ok(vec![(
-            args.symbol.clone(),
+            args.symbol.clone().unwrap_or_else(|| SAMPLE_SYMBOL.to_owned()),
             feed,
             format!("sample:{bars}"),
             None,
