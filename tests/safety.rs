@@ -460,3 +460,61 @@ fn an_outage_after_the_first_bar_shows_in_status_and_metrics_with_one_row() {
         "{events:?}"
     );
 }
+
+#[test]
+fn a_write_lock_held_by_another_process_delays_the_engine_and_its_kill_but_ends_neither() {
+    let s = Setup::new();
+    let db = s.db("locked.db");
+    let mut child = s.spawn_run(&db, "sample:3000", "300x", &[]);
+    wait_for_control(&db);
+    wait_for_bars(&db, 20);
+    // A user's sqlite3 session (or a backup, or another keel command)
+    // holds the write lock for longer than SQLite's usual few seconds.
+    let holder = std::thread::spawn({
+        let db = db.clone();
+        move || {
+            let conn = rusqlite::Connection::open(&db).expect("open");
+            conn.execute_batch("BEGIN IMMEDIATE").expect("lock");
+            std::thread::sleep(Duration::from_secs(7));
+            conn.execute_batch("COMMIT").expect("unlock");
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let asked = Instant::now();
+    let (status, body) = keel_host::control::request_within(
+        &db,
+        "POST",
+        "/v1/kill",
+        "while locked",
+        Duration::from_secs(30),
+    )
+    .expect("kill");
+    holder.join().expect("holder");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"killed\""), "{body}");
+    assert!(
+        asked.elapsed() >= Duration::from_secs(5),
+        "it waited for the lock"
+    );
+    assert!(
+        child.try_wait().expect("alive").is_none(),
+        "the run goes on"
+    );
+    let conn = open(&db);
+    let state: String = conn
+        .query_row("SELECT state FROM trading_state", [], |r| r.get(0))
+        .expect("state");
+    assert_eq!(state, "HALTED");
+    let before = snapshots(&db);
+    wait_for_bars(&db, before + 5);
+    let _ = child.kill();
+    let _ = child.wait();
+    keel_host::engine::audit_ledger(&conn).expect("the ledger adds up");
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT COUNT(*) FROM risk_events WHERE kind = 'kill'"
+        ),
+        1
+    );
+}

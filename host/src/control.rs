@@ -206,10 +206,15 @@ const KILL_REASON_BYTES: u64 = 1024;
 /// Asks for a kill through the kill file (replaced atomically, private).
 pub fn write_kill_file(db: &Path, reason: &str) -> std::io::Result<PathBuf> {
     let file = kill_file(db);
-    let partial = suffixed(&file, ".partial");
-    write_private(&partial, reason.as_bytes())?;
-    std::fs::rename(&partial, &file)?;
+    write_kill_request(&file, reason)?;
     Ok(file)
+}
+
+/// Writes the kill file `file` (replaced atomically, private).
+pub(crate) fn write_kill_request(file: &Path, reason: &str) -> std::io::Result<()> {
+    let partial = suffixed(file, ".partial");
+    write_private(&partial, reason.as_bytes())?;
+    std::fs::rename(&partial, file)
 }
 
 /// The reason in a kill file, if there is one. The engine removes the file

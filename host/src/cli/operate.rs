@@ -371,6 +371,22 @@ pub(super) fn command(
     };
     let body = match control::request(db, "POST", &path, &args.reason) {
         Ok((200, body)) => body,
+        // The engine took the kill (orders are blocked) but could not
+        // store it yet: the kill file keeps it until it can.
+        Ok((status, body)) if which == "kill" => {
+            eprintln!("{status} /{which}: {}", body.trim());
+            let file = control::write_kill_file(db, &args.reason).with_context(|| {
+                format!(
+                    "the kill was not stored: cannot write {}",
+                    control::kill_file(db).display()
+                )
+            })?;
+            println!(
+                "wrote {}: orders are blocked; the engine stores the kill and halts before its next bar",
+                file.display()
+            );
+            return Ok(false);
+        }
         Ok((status, body)) => bail!("{status} /{which}: {}", body.trim()),
         Err(unreachable) if which == "kill" => return kill_by_file(db, &args.reason, &unreachable),
         Err(unreachable) => return Err(unreachable.into()),

@@ -241,9 +241,10 @@ fn feed(spec: &str, args: &RunArgs) -> anyhow::Result<Vec<SymbolFeed>> {
             }
             _ => {
                 // The file's name says what it holds, unless --symbol is given.
-                let named = args.symbol.clone().or_else(|| {
-                    keel_model::candles::symbol_from_file(Path::new(rest))
-                });
+                let named = args
+                    .symbol
+                    .clone()
+                    .or_else(|| keel_model::candles::symbol_from_file(Path::new(rest)));
                 (named.unwrap_or_else(|| SAMPLE_SYMBOL.to_owned()), rest)
             }
         };
@@ -266,7 +267,9 @@ fn feed(spec: &str, args: &RunArgs) -> anyhow::Result<Vec<SymbolFeed>> {
         };
         let feed = BarFeed::sample(7, bars);
         return Ok(vec![(
-            args.symbol.clone().unwrap_or_else(|| SAMPLE_SYMBOL.to_owned()),
+            args.symbol
+                .clone()
+                .unwrap_or_else(|| SAMPLE_SYMBOL.to_owned()),
             feed,
             format!("sample:{bars}"),
             None,

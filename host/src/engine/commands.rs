@@ -54,6 +54,23 @@ impl Engine<'_> {
                 reply,
             } => {
                 let answer = self.kill(&reason, received);
+                if let (Err(e), Some(control)) = (&answer, &self.control) {
+                    // Orders are blocked already; the kill itself waits in
+                    // the kill file until the ledger can take it (at the
+                    // latest at the next start).
+                    let kept = control::write_kill_request(&control.kill_file, &reason);
+                    tracing::error!(
+                        "kill switch: could not be stored ({e:#}); {}",
+                        match kept {
+                            Ok(()) => format!(
+                                "kept in {} and applied once the ledger can be written",
+                                control.kill_file.display()
+                            ),
+                            Err(io) =>
+                                format!("and the kill file could not be written either: {io}"),
+                        }
+                    );
+                }
                 let _ = reply.send(answer.map_err(|e| e.to_string()));
             }
             Command::Stop { reply } => {

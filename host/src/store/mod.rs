@@ -15,6 +15,13 @@ pub use audit::audit;
 pub use candles::{ImportReport, StoredSeries};
 pub use owner::{OwnerError, Ownership, alive, lock_file};
 
+/// How long a writer of the database waits for another's write lock before
+/// it gives up. Keel's own writers hold it for milliseconds; a user's
+/// `sqlite3` session, a `VACUUM` or a stuck process may hold it longer, and
+/// a trading engine that gave up would stop trading: it waits a minute
+/// (while it waits, a kill already stops every order from going out).
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Every migration this binary knows, in order. Forward-only: a file, once
 /// released, never changes; a schema change is a new file.
 const MIGRATIONS: &[(u32, &str, &str)] = &[
@@ -144,9 +151,7 @@ impl Store {
     fn configure(&self) -> Result<(), StoreError> {
         // The wait first: another process may be creating or migrating
         // this file at this very moment.
-        self.conn
-            .busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(|e| self.sql(e))?;
+        self.conn.busy_timeout(LOCK_WAIT).map_err(|e| self.sql(e))?;
         // Switching a new file to WAL takes an exclusive lock, and SQLite
         // answers "locked" at once, without its busy wait, while another
         // process holds one: ask again for as long as the busy wait would.

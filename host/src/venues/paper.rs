@@ -6,7 +6,6 @@
 //! by client order id, so an order sent twice (after a crash) is placed once.
 
 use std::path::Path;
-use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -67,7 +66,7 @@ impl PaperVenue {
     /// The exchange in the database at `path` (whose schema is in place).
     pub fn open(path: &Path, fills: FillModel) -> rusqlite::Result<PaperVenue> {
         let conn = Connection::open(path)?;
-        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.busy_timeout(crate::store::LOCK_WAIT)?;
         Ok(PaperVenue { conn, fills })
     }
 

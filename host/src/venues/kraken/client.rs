@@ -111,7 +111,7 @@ impl Client {
         clock: Box<dyn Fn() -> i64 + Send>,
     ) -> anyhow::Result<Client> {
         let conn = Connection::open(db)?;
-        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.busy_timeout(crate::store::LOCK_WAIT)?;
         let nonces = Nonces::open(&conn, "kraken", &credentials.api_key)?;
         let http = Self::http_client(REQUEST_TIMEOUT)?;
         Ok(Client {

@@ -212,7 +212,7 @@ impl KrakenVenue {
             Ok(_) => {}
         }
         let conn = Connection::open(db)?;
-        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.busy_timeout(crate::store::LOCK_WAIT)?;
         Ok(KrakenVenue {
             client,
             pairs,
