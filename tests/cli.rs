@@ -566,3 +566,33 @@ fn every_by_takes_the_same_two_actors() {
         assert_eq!(said.trim().lines().count(), 1, "{said}");
     }
 }
+
+#[test]
+fn a_symbol_no_strategy_could_trade_is_refused_before_the_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("keel.db");
+    let long = "A".repeat(33);
+    let goog = data("GOOG-1d.csv");
+    let named = format!("{long}={}", goog.display());
+    for (args, says) in [
+        (
+            vec!["backtest", path(example("sma-cross")), "--data", &named],
+            format!("--data {named}: symbol \"{long}\" is not one a strategy can trade"),
+        ),
+        (
+            vec!["run", "--paper", "--feed", "sample:100", "--symbol", &long],
+            format!("--feed sample:100: symbol \"{long}\" is not one a strategy can trade"),
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_keel"))
+            .arg("--db")
+            .arg(&db)
+            .args(&args)
+            .output()
+            .expect("keel");
+        let said = text(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert_eq!(said.trim().lines().count(), 1, "{said}");
+        assert!(said.contains(&says), "{said}");
+    }
+}

@@ -89,6 +89,27 @@ fn a_client_sees_a_replays_bars_signals_orders_and_fills_in_order_and_needs_the_
         (426, "/v1/events is a WebSocket (version 13)")
     );
 
+    // A key that is not 16 bytes of base64 is refused; a stale id is said
+    // and closed, not waited on for ever.
+    let (port, token) = endpoint(&db);
+    let mut raw = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let head = format!(
+        "GET /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {}\r\n\r\n",
+        "k".repeat(500)
+    );
+    std::io::Write::write_all(&mut raw, head.as_bytes()).expect("send");
+    let mut answer = [0u8; 12];
+    std::io::Read::read_exact(&mut raw, &mut answer).expect("answer");
+    assert_eq!(&answer, b"HTTP/1.1 400");
+    let mut stale = open(&db, "?since=999999999", &[bearer(&db)]).expect("opens");
+    match stale.read() {
+        Ok(Message::Close(Some(frame))) => {
+            assert!(frame.reason.contains("past the newest event"), "{frame:?}")
+        }
+        other => panic!("not closed: {other:?}"),
+    }
+
     // From the first event on: every bar, signal, order and fill, in the
     // order the ledger committed them.
     let mut socket = open(&db, "?since=0", &[bearer(&db)]).expect("stream");

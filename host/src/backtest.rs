@@ -57,6 +57,8 @@ pub fn load_data(specs: &[String], db: &Path) -> anyhow::Result<Vec<Dataset>> {
                     (symbol, path)
                 }
             };
+            crate::sandbox::bindable(&symbol)
+                .map_err(|e| anyhow::anyhow!("--data {spec}: {e}; name it: SYMBOL=FILE"))?;
             let candles = candles::read_file(&path)?;
             let bar_ms = candles::typical_spacing_ms(&candles).unwrap_or(60_000);
             (symbol, candles, path.display().to_string(), bar_ms)

@@ -119,7 +119,14 @@ pub fn load(db: &Path, run: Option<i64>) -> anyhow::Result<RunRecord> {
     let conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .with_context(|| format!("{}: cannot open the database", db.display()))?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    read(&conn, run).with_context(|| format!("{}", db.display()))
+    let mut record = read(&conn, run).with_context(|| format!("{}", db.display()))?;
+    // `running` with no process serving it: it ended without a word.
+    if record.status == "running" && crate::control::serving_pid(db).is_none() {
+        record.status =
+            "ended without a word: killed or crashed; `keel run` with the same settings resumes it"
+                .into();
+    }
+    Ok(record)
 }
 
 /// Run `run` (the last one when `None`) from `conn`.

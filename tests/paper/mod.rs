@@ -466,3 +466,32 @@ fn bad_settings_are_refused_in_one_line() {
         "{err}"
     );
 }
+
+#[test]
+fn the_report_of_a_run_killed_midway_says_so() {
+    let s = Setup::new();
+    let db = s.db("crashed.db");
+    let mut child = s.spawn_run(&db, "sample:3000", "300x", &[]);
+    wait_for_control(&db);
+    until("bars booked", Duration::from_secs(60), || {
+        snapshots(&db) > 10
+    });
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    let out_file = s.dir.path().join("crashed.html");
+    let out = s.keel(
+        &db,
+        &["report", "run", "--out", out_file.to_str().expect("utf-8")],
+    );
+    let said = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        said.contains("paper run 1 (ended without a word: killed or crashed;"),
+        "{said}"
+    );
+    let html = std::fs::read_to_string(&out_file).expect("report");
+    assert!(
+        html.contains("ended without a word"),
+        "the page says it too"
+    );
+}

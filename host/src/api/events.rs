@@ -51,7 +51,15 @@ impl Subscription {
             since: None,
             kinds: None,
         };
+        let mut seen = Vec::new();
         for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+            if seen.contains(&key) {
+                return Err(format!(
+                    "{} is given twice",
+                    keel_model::shown::quoted(&key)
+                ));
+            }
+            seen.push(key.clone());
             match key.as_ref() {
                 "since" => {
                     let id = value
@@ -146,6 +154,15 @@ pub async fn stream(upgraded: Upgraded, db: PathBuf, subscription: Subscription)
         }
         Err(_) => return,
     };
+    // A stale id (a database made anew since) would wait for ever: said, and closed.
+    if let Some(since) = subscription.since.filter(|since| *since > last) {
+        let close = tungstenite::protocol::CloseFrame {
+            code: tungstenite::protocol::frame::coding::CloseCode::Policy,
+            reason: format!("since={since} is past the newest event ({last})").into(),
+        };
+        let _ = ws.close(Some(close)).await;
+        return;
+    }
     let mut cursor = subscription.since.unwrap_or(last);
     let mut idle = tokio::time::interval(PING);
     idle.reset();
@@ -220,6 +237,7 @@ mod tests {
             ("since=99999999999999999999", "expected an event id"),
             ("kinds=fill,nope", "\"nope\" is not a kind"),
             ("token=abc", "unknown parameter"),
+            ("since=1&since=50", "\"since\" is given twice"),
         ] {
             let e = Subscription::parse(Some(query)).expect_err("refused");
             assert!(e.contains(says), "{query}: {e}");

@@ -355,6 +355,14 @@ impl Server {
                 "/v1/events is a WebSocket (version 13)\n",
             );
         };
+        use base64::Engine as _;
+        let nonce = base64::engine::general_purpose::STANDARD.decode(key.trim());
+        if nonce.map_or(true, |n| n.len() != 16) {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "Sec-WebSocket-Key must be 16 bytes in base64\n",
+            );
+        }
         let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
         let named = header(hyper::header::SEC_WEBSOCKET_PROTOCOL)
             .is_some_and(|p| p.split(',').any(|p| p.trim() == "keel"));

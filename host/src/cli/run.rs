@@ -191,6 +191,7 @@ fn feeds(args: &RunArgs) -> anyhow::Result<(Feeds, Vec<String>, String)> {
     }
     for spec in &args.feeds {
         for (symbol, feed, name, poll) in feed(spec, args)? {
+            crate::sandbox::bindable(&symbol).map_err(|e| anyhow::anyhow!("--feed {spec}: {e}"))?;
             if symbols.contains(&symbol) {
                 bail!(
                     "--feed {spec}: symbol {} is fed twice",

@@ -9,6 +9,19 @@ const MAX_WARMUP_BARS: u32 = 100_000;
 const MAX_PARAMS: usize = 64;
 const MAX_SYMBOLS: usize = 256;
 
+/// Whether a strategy can be bound to `symbol` (a feed's or a data set's):
+/// one it could never trade is refused before a run, not signal by signal.
+pub fn bindable(symbol: &str) -> Result<(), String> {
+    let max = SandboxLimits::default().max_symbol_bytes;
+    if symbol.is_empty() || symbol.len() > max || symbol.chars().any(char::is_control) {
+        return Err(format!(
+            "symbol {} is not one a strategy can trade (1 to {max} bytes, no control characters)",
+            quoted(symbol)
+        ));
+    }
+    Ok(())
+}
+
 /// Checks `describe()`'s answer; `Err` says which field is wrong and why.
 pub fn check_info(info: &StrategyInfo, limits: &SandboxLimits) -> Result<(), String> {
     let name_ok = !info.name.is_empty()

@@ -33,7 +33,7 @@ use wasmtime::component::Component;
 pub use artifact::{ArtifactError, StrategyArtifact, StrategyHash};
 pub use background::{BACKGROUND_QUIET, lowest_priority};
 pub use cache::{CompileCache, DEFAULT_DISK_CACHE_BYTES, MEMORY_CACHE_ENTRIES};
-pub use checks::{check_info, check_signal};
+pub use checks::{bindable, check_info, check_signal};
 pub use fault::{Fault, StrategyError};
 pub use instance::{Binding, ClockMode, InstanceStats, StrategyInstance};
 pub use limits::{EPOCH_TICK, SandboxLimits};
