@@ -449,6 +449,22 @@ fn a_risk_halt_is_kept_across_a_restart() {
         detail.contains("daily loss") && detail.contains("reached the 0.5% limit"),
         "{detail}"
     );
+    // Halted, what is held may still be closed (a halt must not keep a
+    // losing position open for ever); nothing new opens (run 2, below).
+    let refused = |action: &str| {
+        count(
+            &conn,
+            &format!(
+                "SELECT COUNT(*) FROM signals WHERE action {action} AND reject_reason = 'trading is halted'"
+            ),
+        )
+    };
+    assert_eq!(refused("= 'close'"), 0, "closes are taken while halted");
+    assert_eq!(
+        count(&conn, "SELECT COUNT(*) FROM positions"),
+        0,
+        "the position was closed"
+    );
     // A new run on the same database starts halted.
     let out = s.run_to_end(&db, "sample:50", &[]);
     assert!(

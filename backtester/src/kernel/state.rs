@@ -13,7 +13,11 @@ pub enum TradingState {
     Active,
     /// Closing and reducing only (`keel pause`).
     ReduceOnly,
-    /// Nothing at all (a halt, or `keel kill`).
+    /// A risk limit was breached, or `keel kill`: nothing new until an
+    /// operator resumes. A strategy may still close and reduce what it
+    /// holds — a halt that kept an open position from being closed would
+    /// leave its loss unbounded. (A kill has closed everything and stopped
+    /// the strategies already.)
     Halted,
 }
 
@@ -38,7 +42,7 @@ impl TradingState {
     /// Why a signal that opens (or not) is refused in this state.
     pub fn refuses(self, opens: bool) -> Option<&'static str> {
         match self {
-            TradingState::Halted => Some("trading is halted"),
+            TradingState::Halted if opens => Some("trading is halted"),
             TradingState::ReduceOnly if opens => Some("trading is reduce-only: no new exposure"),
             _ => None,
         }

@@ -4,7 +4,7 @@
 //! sent — never before their intent is committed, never after a kill.
 
 use keel_backtester::kernel::{ClientOrderId, Order, TradingState, Venue};
-use keel_model::Signal;
+use keel_model::{Action, Signal};
 
 use super::journal::{self, order_state};
 use super::slot::Slot;
@@ -121,10 +121,13 @@ impl Engine<'_> {
     }
 
     /// Sends a committed order to the venue and marks it open, unless a
-    /// kill arrived or trading halted, in which case it is cancelled unsent.
+    /// kill arrived, or trading halted and it would open (a close or a
+    /// reduce still goes: a halt must not keep a position from closing),
+    /// in which case it is cancelled unsent.
     pub(super) fn send(&mut self, order: Order) -> anyhow::Result<()> {
         let killed = self.killed || self.kill_requested();
-        if killed || self.state == TradingState::Halted {
+        let opens = matches!(order.signal.action, Action::OpenLong | Action::OpenShort);
+        if killed || (self.state == TradingState::Halted && opens) {
             order_state(
                 self.conn,
                 &order.id.0,

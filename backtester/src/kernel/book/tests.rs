@@ -89,10 +89,17 @@ fn decisions_are_data_by_state_and_holding() {
             want: "order",
         },
         Case {
-            name: "halted refuses even a close",
+            name: "halted still takes a close: a halt never keeps a loss open",
             state: TradingState::Halted,
             signal: close.clone(),
             held: true,
+            want: "order",
+        },
+        Case {
+            name: "halted refuses an open",
+            state: TradingState::Halted,
+            signal: open.clone(),
+            held: false,
             want: "trading is halted",
         },
         Case {
