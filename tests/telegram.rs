@@ -142,6 +142,10 @@ fn telegram_answers_the_allow_list_ignores_a_stranger_and_notifies_fills() {
     fake.say(STRANGER, STRANGER, "/kill");
     fake.say(STRANGER, ELSEWHERE, "/pause");
     fake.press(STRANGER, STRANGER, "confirm:000000");
+    // A stranger's flood does not flood the log.
+    for _ in 0..50 {
+        fake.say(STRANGER, STRANGER, "hello");
+    }
     // Updates are taken in order: once this is answered, those were taken.
     ask(&fake, OPERATOR, "/status", "ACTIVE");
     assert!(
@@ -178,6 +182,8 @@ fn telegram_answers_the_allow_list_ignores_a_stranger_and_notifies_fills() {
         !log.contains("/pause"),
         "a stranger's text is not logged: {log}"
     );
+    let logged = format!("from user {STRANGER} in chat {STRANGER}:");
+    assert_eq!(log.matches(&logged).count(), 1, "logged once a minute: {log}");
 }
 
 #[test]

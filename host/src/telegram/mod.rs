@@ -91,6 +91,7 @@ pub fn start(
         outbox: Outbox::new(api.clone()),
         api,
         confirmations: Mutex::new(Confirmations::new(config.confirm_within)),
+        strangers: Mutex::default(),
         confirm_within: config.confirm_within,
         allow: config.allow,
         notify: config.notify,
@@ -111,9 +112,20 @@ struct Bridge {
     notify: Vec<Kind>,
     confirm_within: Duration,
     confirmations: Mutex<Confirmations>,
+    /// Strangers heard from: when each was last logged and how many of
+    /// their updates were ignored since (a stranger cannot flood the log).
+    strangers: Mutex<std::collections::HashMap<Sender, (Option<Instant>, u64)>>,
     shared: Shared,
     db: PathBuf,
 }
+
+/// Who an update came from: the user (if any) and the chat.
+type Sender = (Option<i64>, i64);
+
+/// How often one stranger's ignored updates are logged.
+const STRANGER_LOG_EVERY: Duration = Duration::from_secs(60);
+/// How many strangers are remembered; past it the memory starts anew.
+const STRANGERS_KEPT: usize = 256;
 
 /// Who sent a command: the reason the engine records names them.
 #[derive(Debug, Clone, Copy)]
@@ -224,11 +236,28 @@ impl Bridge {
     fn admitted(&self, user: Option<i64>, chat: i64) -> bool {
         let admitted = self.allow.admits(user, chat);
         if !admitted {
-            let user = user.map_or("none".to_owned(), |u| u.to_string());
-            tracing::warn!(
-                target: "keel::telegram",
-                "telegram: ignored an update from user {user} in chat {chat}: not on the allow-list"
-            );
+            let mut strangers = self.strangers.lock().unwrap_or_else(|p| p.into_inner());
+            if strangers.len() >= STRANGERS_KEPT && !strangers.contains_key(&(user, chat)) {
+                strangers.clear();
+            }
+            let now = Instant::now();
+            let seen = strangers.entry((user, chat)).or_insert((None, 0));
+            seen.1 += 1;
+            if seen
+                .0
+                .is_none_or(|logged| now.duration_since(logged) >= STRANGER_LOG_EVERY)
+            {
+                let shown = user.map_or("none".to_owned(), |u| u.to_string());
+                let more = match seen.1 {
+                    1 => String::new(),
+                    n => format!(" ({n} ignored since it was last logged)"),
+                };
+                tracing::warn!(
+                    target: "keel::telegram",
+                    "telegram: ignored an update from user {shown} in chat {chat}: not on the allow-list{more}"
+                );
+                *seen = (Some(now), 0);
+            }
         }
         admitted
     }
