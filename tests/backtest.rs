@@ -315,15 +315,37 @@ fn the_html_report_is_self_contained() {
         serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("json");
     let trades = report["trades"].as_array().expect("trades").len();
     assert!(page.starts_with("<!doctype html>") && page.trim_end().ends_with("</html>"));
-    assert_eq!(page.matches("<svg").count(), 1);
+    // Equity with buy and hold, the symbol's price, the returns' spread.
+    assert_eq!(page.matches("<svg").count(), 3);
     assert!(
         page.contains("<polyline class=\"equity\" points=\"") && page.contains("drawdown (deepest")
     );
+    assert!(page.contains("<polyline class=\"benchmark\"") && page.contains("buy and hold"));
+    assert!(
+        page.contains("text-anchor=\"start\">2017-11-"),
+        "dated axes"
+    );
+    assert!(trades > 0);
     assert_eq!(
-        page.matches("<td class=\"").count(),
+        page.matches("<tr><th>BTC/USD</th><th>").count(),
         trades,
         "one row per trade"
     );
+    let entries = page.matches("class=\"entry-long\"").count()
+        + page.matches("class=\"entry-short\"").count();
+    assert_eq!(entries, trades, "each trade's entry on the price");
+    assert_eq!(page.matches("<circle class=\"exit\"").count(), trades);
+    for section in [
+        "Settings and limits",
+        "Monthly returns",
+        "By symbol",
+        "Distribution of trade returns",
+        "fees</th><td style=\"text-align:left\">10 bps",
+        "<th>held</th>",
+        "<th>return</th>",
+    ] {
+        assert!(page.contains(section), "{section}");
+    }
     // Opens with no network: nothing to fetch, nothing to run.
     let without_svg_namespace = page.replace("xmlns=\"http://www.w3.org/2000/svg\"", "");
     assert!(

@@ -183,7 +183,11 @@ fn telegram_answers_the_allow_list_ignores_a_stranger_and_notifies_fills() {
         "a stranger's text is not logged: {log}"
     );
     let logged = format!("from user {STRANGER} in chat {STRANGER}:");
-    assert_eq!(log.matches(&logged).count(), 1, "logged once a minute: {log}");
+    assert_eq!(
+        log.matches(&logged).count(),
+        1,
+        "logged once a minute: {log}"
+    );
 }
 
 #[test]

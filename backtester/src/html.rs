@@ -5,6 +5,10 @@
 
 use keel_model::candles::format_time;
 
+mod charts;
+
+pub use charts::{Marker, histogram, monthly_returns, price_chart};
+
 /// Text made safe for HTML.
 pub fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
@@ -21,6 +25,12 @@ const STYLE: &str = "body{font:14px system-ui,sans-serif;margin:2em;color:#222;m
      .chart .grid{stroke:#e4e4e4;stroke-width:1}.chart .axis{fill:#666;font-size:11px}\
      .chart .equity{fill:none;stroke:#1565c0;stroke-width:1.5}\
      .chart .drawdown{fill:#e88;opacity:0.6}.chart .name{fill:#333;font-size:12px}\
+     .chart .benchmark{fill:none;stroke:#888;stroke-width:1.2;stroke-dasharray:5 4}\
+     .chart .price{fill:none;stroke:#444;stroke-width:1}\
+     .chart .entry-long{fill:#2ea043}.chart .entry-short{fill:#d73a49}\
+     .chart .exit{fill:none;stroke:#1565c0;stroke-width:1.5}\
+     .chart .gain{fill:#2ea043;opacity:0.8}.chart .loss{fill:#d73a49;opacity:0.8}\
+     table.months td{text-align:center;min-width:3.5em}\
      .muted{color:#777}h2{margin-top:1.6em}";
 
 /// The start of a page titled `title`, with the reports' style sheet.
@@ -49,8 +59,9 @@ fn tick(value: f64, span: f64) -> String {
 
 /// Equity (top) and its drawdown from the running peak (below) as one
 /// SVG: five dated gridlines across, five valued ones up, the deepest
-/// drawdown marked; at most ~2,000 points drawn.
-pub fn equity_chart(points: &[(i64, f64)]) -> String {
+/// drawdown marked; at most ~2,000 points drawn. `benchmark` (buy and
+/// hold, say), if any, is drawn dashed on the same scale.
+pub fn equity_chart(points: &[(i64, f64)], benchmark: &[(i64, f64)]) -> String {
     const W: f64 = 1000.0;
     const LEFT: f64 = 80.0;
     const RIGHT: f64 = 12.0;
@@ -69,8 +80,16 @@ pub fn equity_chart(points: &[(i64, f64)]) -> String {
         drawn.extend(points.last().copied());
     }
     let (t0, t1) = (drawn[0].0 as f64, drawn[drawn.len() - 1].0 as f64);
+    let bench_every = benchmark.len().div_ceil(2000).max(1);
+    let bench: Vec<(i64, f64)> = benchmark
+        .iter()
+        .step_by(bench_every)
+        .copied()
+        .filter(|&(t, _)| t >= drawn[0].0 && t <= drawn[drawn.len() - 1].0)
+        .collect();
     let (mut lo, mut hi) = drawn
         .iter()
+        .chain(&bench)
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &(_, e)| {
             (lo.min(e), hi.max(e))
         });
@@ -143,6 +162,18 @@ pub fn equity_chart(points: &[(i64, f64)]) -> String {
         area.push_str(&format!("{:.1},{:.1} ", x(t as f64), yd(d)));
     }
     area.push_str(&format!("{:.1},{:.1}", x(t1), yd(0.0)));
+    if bench.len() > 1 {
+        let dashed: String = bench
+            .iter()
+            .map(|&(t, e)| format!("{:.1},{:.1} ", x(t as f64), y(e)))
+            .collect();
+        svg.push_str(&format!(
+            "<polyline class=\"benchmark\" points=\"{dashed}\"/>\n\
+             <text class=\"axis\" x=\"{:.1}\" y=\"{:.1}\">- - buy and hold</text>\n",
+            LEFT + 60.0,
+            TOP + 14.0
+        ));
+    }
     svg.push_str(&format!(
         "<polyline class=\"equity\" points=\"{line}\"/>\n\
          <line class=\"grid\" x1=\"{LEFT}\" x2=\"{}\" y1=\"{z:.1}\" y2=\"{z:.1}\"/>\n\
@@ -184,13 +215,13 @@ mod tests {
             .enumerate()
             .map(|(i, &e)| (1_704_067_200_000 + i as i64 * day, e))
             .collect();
-        let svg = equity_chart(&points);
+        let svg = equity_chart(&points, &[]);
         assert!(svg.contains(">2024-01-01 00:00<"), "{svg}");
         assert!(svg.contains(">2024-01-05 00:00<"), "{svg}");
         assert_eq!(svg.matches("class=\"grid\"").count(), 11, "{svg}");
         assert!(svg.contains("deepest 20.00%"), "110 to 88 is 20%: {svg}");
-        assert!(equity_chart(&points[..1]).contains("too few points"));
-        let flat = equity_chart(&[(0, 5.0), (60_000, 5.0)]);
+        assert!(equity_chart(&points[..1], &[]).contains("too few points"));
+        let flat = equity_chart(&[(0, 5.0), (60_000, 5.0)], &[]);
         assert!(!flat.contains("NaN"), "{flat}");
     }
 }

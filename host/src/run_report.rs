@@ -108,6 +108,8 @@ pub struct RunRecord {
     pub books: Vec<BookRecord>,
     /// `(time, kind, detail)`, oldest first.
     pub risk_events: Vec<(i64, String, String)>,
+    /// Each symbol's closes as the run booked them, `[close time, close]`.
+    pub prices: Vec<(String, Vec<(i64, f64)>)>,
 }
 
 /// Run `run` (the last one when `None`) of the database at `db`, read
@@ -216,6 +218,24 @@ pub fn read(conn: &Connection, run: Option<i64>) -> anyhow::Result<RunRecord> {
         .into_iter()
         .rev()
         .collect();
+    let mut prices: Vec<(String, Vec<(i64, f64)>)> = Vec::new();
+    let mut stmt = conn.prepare(
+        "SELECT symbol, close_ms, close FROM run_bars WHERE run_id = ?1 ORDER BY symbol, close_ms",
+    )?;
+    let rows = stmt.query_map([id], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, f64>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (symbol, t, close) = row?;
+        match prices.last_mut() {
+            Some((s, closes)) if *s == symbol => closes.push((t, close)),
+            _ => prices.push((symbol, vec![(t, close)])),
+        }
+    }
     Ok(RunRecord {
         id,
         mode,
@@ -227,6 +247,7 @@ pub fn read(conn: &Connection, run: Option<i64>) -> anyhow::Result<RunRecord> {
         state,
         books,
         risk_events,
+        prices,
     })
 }
 
@@ -453,7 +474,42 @@ impl RunRecord {
                 escape(&text(detail).to_string())
             ));
         }
-        page.push_str(&html::equity_chart(&b.curve));
+        page.push_str(&html::equity_chart(&b.curve, &[]));
+        page.push_str("<h3>Monthly returns</h3>\n");
+        page.push_str(&html::monthly_returns(&b.curve));
+        for (symbol, closes) in &self.prices {
+            let markers: Vec<html::Marker> = (b.trades.iter())
+                .filter(|t| t.symbol == *symbol)
+                .flat_map(|t| {
+                    let long = t.side == "long";
+                    [
+                        html::Marker {
+                            time_ms: t.opened_ms,
+                            price: t.entry,
+                            entry: true,
+                            long,
+                        },
+                        html::Marker {
+                            time_ms: t.closed_ms,
+                            price: t.exit,
+                            entry: false,
+                            long,
+                        },
+                    ]
+                })
+                .collect();
+            if !markers.is_empty() {
+                page.push_str(&html::price_chart(symbol, closes, &markers));
+            }
+        }
+        let returns: Vec<f64> = (b.trades.iter())
+            .map(|t| match t.entry * t.quantity {
+                cost if cost > 0.0 => t.pnl / cost * 100.0,
+                _ => 0.0,
+            })
+            .collect();
+        page.push_str("<h3>Distribution of trade returns</h3>\n");
+        page.push_str(&html::histogram(&returns));
         if !b.open_positions.is_empty() {
             page.push_str("<h3>Open at the end</h3>\n<table><tr><th>symbol</th><th>side</th><th>quantity</th><th>mark</th></tr>\n");
             for (symbol, side, quantity, mark) in &b.open_positions {

@@ -281,6 +281,15 @@ fn candidates_are_judged_shadowed_promoted_without_a_missed_bar_and_rolled_back(
         "the time axis is dated from the first close"
     );
     assert!(!html.contains("<script"), "no script");
+    // The backtest report's pieces: months, the price with the trades on
+    // it, the spread of trade returns.
+    assert!(
+        html.contains("<h3>Monthly returns</h3>")
+            && html.contains("GOOG — close, entries")
+            && html.contains("class=\"entry-long\"")
+            && html.contains("<h3>Distribution of trade returns</h3>"),
+        "the run report's charts"
+    );
 
     // No bar was missed: the main book booked every bar of the feed.
     let run_id: i64 = conn

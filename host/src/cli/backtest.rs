@@ -258,7 +258,17 @@ pub(super) fn run(args: &BacktestArgs, db: &Path, cache: &CompileCache) -> anyho
                 reports.len()
             );
         };
-        std::fs::write(path, report.html())
+        // Each symbol's closes at their close times, as the equity is.
+        let prices: Vec<keel_backtester::report::PriceSeries> = data
+            .iter()
+            .map(|d| keel_backtester::report::PriceSeries {
+                symbol: d.series.symbol.clone(),
+                closes: (d.series.candles.iter())
+                    .map(|c| (c.time_ms + d.series.bar_ms, c.close))
+                    .collect(),
+            })
+            .collect();
+        std::fs::write(path, report.html_with(&prices))
             .with_context(|| format!("{}: cannot write the report", path.display()))?;
     }
     if let Some(path) = &args.json {

@@ -12,8 +12,11 @@ use keel_model::candles::{Candle, format_time};
 use keel_model::shown::{fixed, line, text};
 
 use crate::engine::{BacktestConfig, BacktestResult, Trade};
-use crate::html::{self, escape};
 use crate::metrics::Metrics;
+
+mod page;
+
+pub use page::PriceSeries;
 
 pub const SCHEMA: &str = "keel.backtest/1";
 
@@ -187,90 +190,6 @@ impl Report {
     /// The JSON document (pretty, stable field order).
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
-    }
-
-    /// A self-contained HTML page: the figures, an SVG equity and drawdown
-    /// chart, and the trade list. No script, no external resource.
-    pub fn html(&self) -> String {
-        let title = format!(
-            "{} {} backtest",
-            self.strategy.name,
-            text(&self.strategy.version)
-        );
-        let mut page = String::with_capacity(64 * 1024);
-        page.push_str(&html::page_start(&title));
-        page.push_str(&format!(
-            "<p>artifact <code>{}</code></p>\n<p>",
-            escape(&self.strategy.sha256)
-        ));
-        for d in &self.data {
-            page.push_str(&format!(
-                "{} — {} bars, {} .. {}, <code>{}</code><br>\n",
-                escape(&text(&d.symbol).to_string()),
-                d.bars,
-                escape(&d.first),
-                escape(&d.last),
-                escape(&d.sha256)
-            ));
-        }
-        page.push_str("</p>\n<table>\n");
-        for line in self.table().lines().skip(1) {
-            let (name, value) = line.trim().split_at(line.trim().len().min(26));
-            page.push_str(&format!(
-                "<tr><th>{}</th><td>{}</td></tr>\n",
-                escape(name.trim()),
-                escape(value.trim())
-            ));
-        }
-        page.push_str("</table>\n<h2>Equity and drawdown</h2>\n");
-        page.push_str(&html::equity_chart(&self.equity));
-        page.push_str(&format!(
-            "<h2>Trades ({})</h2>\n<table>\n",
-            self.trades.len()
-        ));
-        page.push_str(
-            "<tr><th>symbol</th><th>tag</th><th>side</th><th>entry</th><th>exit</th><th>qty</th>\
-             <th>price in</th><th>price out</th><th>P&amp;L</th><th>MAE</th><th>MFE</th><th>exit by</th></tr>\n",
-        );
-        for t in &self.trades {
-            let class = if t.pnl >= 0.0 { "pos" } else { "neg" };
-            page.push_str(&format!(
-                "<tr><th>{}</th><th>{}</th><td>{:?}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-                 <td>{}</td><td class=\"{class}\">{}</td><td>{}</td><td>{}</td><td>{:?}</td></tr>\n",
-                escape(&text(&t.symbol).to_string()),
-                escape(&text(&t.tag).to_string()),
-                t.side,
-                format_time(t.time_entry_ms),
-                format_time(t.time_exit_ms),
-                fixed(t.quantity, 6),
-                fixed(t.price_entry, 8),
-                fixed(t.price_exit, 8),
-                fixed(t.pnl, 2),
-                fixed(t.mae, 2),
-                fixed(t.mfe, 2),
-                t.exit_reason
-            ));
-        }
-        page.push_str("</table>\n");
-        for (title, issues) in [
-            ("Rejected signals", &self.rejected),
-            ("Strategy errors", &self.errors),
-        ] {
-            if issues.is_empty() {
-                continue;
-            }
-            page.push_str(&format!("<h2>{title} ({})</h2>\n<table>\n", issues.len()));
-            for issue in issues {
-                page.push_str(&format!(
-                    "<tr><th>{}</th><td style=\"text-align:left\">{}</td></tr>\n",
-                    escape(&issue.time),
-                    escape(&issue.message)
-                ));
-            }
-            page.push_str("</table>\n");
-        }
-        page.push_str(html::PAGE_END);
-        page
     }
 
     /// The figures as an aligned terminal table.

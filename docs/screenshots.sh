@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Makes the report screenshots under docs/ with headless Chromium, from the
+# shared sample data and the example strategies (built by the tests into
+# target/keel-wasm). The dashboard's is made by its test:
+#   KEEL_DASHBOARD_SCREENSHOT=docs/dashboard.png cargo test -p keel-host --test integration -- dashboard
+set -euo pipefail
+cd "$(dirname "$0")/.."
+keel=${KEEL:-target/debug/keel}
+wasm=target/keel-wasm/wasm32-wasip2/release
+data=../shared/data
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+shot() { chromium --headless=new --no-sandbox --disable-gpu --hide-scrollbars \
+  --window-size=1200,"$2" --screenshot="$3" "file://$1" 2>/dev/null; }
+
+"$keel" --db "$work/k.db" backtest "$wasm/atr_breakout.wasm" \
+  --data "$data/crypto-5m/ETH_BTC-5m.csv" --data "$data/crypto-5m/LTC_BTC-5m.csv" \
+  --report "$work/backtest.html" >/dev/null
+shot "$work/backtest.html" 2600 docs/backtest-report.png
+
+"$keel" --db "$work/k.db" run --paper --speed max \
+  --feed "replay:$data/UNITTEST_BTC-1m.csv" \
+  --strategy "$wasm/sma_cross.wasm,fast=5,slow=20" --strategy "$wasm/rsi_reversion.wasm" >/dev/null
+"$keel" --db "$work/k.db" report run --out "$work/run.html" >/dev/null
+shot "$work/run.html" 1800 docs/run-report.png
