@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use anyhow::{Context, bail};
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use keel_backtester::html::{self, escape};
 use keel_model::candles::format_time;
@@ -115,12 +115,7 @@ pub struct RunRecord {
 /// Run `run` (the last one when `None`) of the database at `db`, read
 /// without writing.
 pub fn load(db: &Path, run: Option<i64>) -> anyhow::Result<RunRecord> {
-    if !db.exists() {
-        bail!("{}: no such database", db.display());
-    }
-    let conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .with_context(|| format!("{}: cannot open the database", db.display()))?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    let conn = crate::store::open_record(db)?;
     let mut record = read(&conn, run).with_context(|| format!("{}", db.display()))?;
     // `running` with no process serving it: it ended without a word.
     if record.status == "running" && crate::control::serving_pid(db).is_none() {

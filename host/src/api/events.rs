@@ -19,7 +19,6 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use rusqlite::{Connection, OpenFlags};
 use tokio_tungstenite::WebSocketStream;
 use tungstenite::Message;
 use tungstenite::protocol::{Role, WebSocketConfig};
@@ -139,8 +138,7 @@ pub async fn stream(upgraded: Upgraded, db: PathBuf, subscription: Subscription)
     let mut ws =
         WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
     let opened = tokio::task::spawn_blocking(move || {
-        let conn = Connection::open_with_flags(&db, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-        conn.busy_timeout(Duration::from_secs(5))?;
+        let conn = crate::store::read_only(&db)?;
         let last = events::last_id(&conn)?;
         Ok::<_, rusqlite::Error>((conn, last))
     })

@@ -419,11 +419,7 @@ impl Server {
         let mut text = super::metrics(&self.snapshot());
         let db = self.db.clone();
         let read = tokio::task::spawn_blocking(move || {
-            let conn = rusqlite::Connection::open_with_flags(
-                &db,
-                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-            )?;
-            conn.busy_timeout(Duration::from_secs(5))?;
+            let conn = crate::store::read_only(&db)?;
             super::metrics::ledger_metrics(&conn)
         })
         .await;
@@ -447,11 +443,7 @@ impl Server {
         }
         let (db, name_owned, run_id) = (self.db.clone(), name.to_owned(), snapshot.run_id);
         let read = tokio::task::spawn_blocking(move || {
-            let conn = rusqlite::Connection::open_with_flags(
-                &db,
-                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-            )?;
-            conn.busy_timeout(Duration::from_secs(5))?;
+            let conn = crate::store::read_only(&db)?;
             super::v1::from_ledger(&name_owned, &conn, run_id)
         })
         .await;

@@ -279,10 +279,7 @@ pub(super) fn candidates(args: &ShowArgs, db: &Path) -> anyhow::Result<bool> {
         None => None,
         Some(_) => Some(Source::of(db)?),
     };
-    let conn =
-        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .with_context(|| format!("{}: cannot open the database", db.display()))?;
-    conn.busy_timeout(Duration::from_secs(5))?;
+    let conn = crate::store::open_record(db)?;
     let run_id = source.as_ref().map_or(0, |s| s.snapshot().run_id);
     let listed = crate::api::v1::from_ledger("candidates", &conn, run_id)?.unwrap_or_default();
     let shadow = |id: i64| {

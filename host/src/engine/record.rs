@@ -4,7 +4,7 @@
 //! same shape the control API serves a live run's.
 
 use anyhow::Context;
-use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use rusqlite::{Connection, OptionalExtension};
 
 use crate::control::Snapshot;
 
@@ -26,12 +26,7 @@ pub struct Record {
 /// The last run booked in the database at `db`, read without writing (the
 /// database is not created if missing); `None` before any run.
 pub fn last_run(db: &std::path::Path) -> anyhow::Result<Option<Record>> {
-    if !db.exists() {
-        anyhow::bail!("{}: no such database", db.display());
-    }
-    let conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .with_context(|| format!("{}: cannot open the database", db.display()))?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    let conn = crate::store::open_record(db)?;
     read(&conn).with_context(|| format!("{}: cannot read the last run", db.display()))
 }
 

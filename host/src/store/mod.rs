@@ -22,6 +22,24 @@ pub use owner::{OwnerError, Ownership, alive, lock_file};
 /// (while it waits, a kill already stops every order from going out).
 pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// A connection that only reads the database at `db` (never creates or
+/// migrates it), waiting a few seconds for a writer's lock: for the API's
+/// reads, the event stream, the Telegram bridge and the record commands.
+pub fn read_only(db: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(conn)
+}
+
+/// `read_only` for a command reading a database's record, which must
+/// exist: errors name the file.
+pub fn open_record(db: &Path) -> anyhow::Result<Connection> {
+    if !db.exists() {
+        anyhow::bail!("{}: no such database", db.display());
+    }
+    read_only(db).map_err(|e| anyhow::anyhow!("{}: cannot open the database: {e}", db.display()))
+}
+
 /// Every migration this binary knows, in order. Forward-only: a file, once
 /// released, never changes; a schema change is a new file.
 const MIGRATIONS: &[(u32, &str, &str)] = &[

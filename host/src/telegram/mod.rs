@@ -38,7 +38,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::Connection;
 use serde_json::Value;
 
 pub use config::TelegramConfig;
@@ -412,8 +412,7 @@ impl Bridge {
     ) -> Result<T, String> {
         let db = self.db.clone();
         let done = tokio::task::spawn_blocking(move || {
-            let conn = Connection::open_with_flags(&db, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-            conn.busy_timeout(Duration::from_secs(5))?;
+            let conn = crate::store::read_only(&db)?;
             read(&conn)
         })
         .await;
