@@ -41,6 +41,7 @@ pub enum CandidateCommand {
     Submit {
         /// A `.wasm` component or a strategy crate directory.
         source: PathBuf,
+        /// What it is, or why it was written (kept with it).
         #[arg(long, default_value = "")]
         note: String,
         #[command(flatten)]
@@ -48,6 +49,7 @@ pub enum CandidateCommand {
         /// The strategy or candidate it was derived from (hash or id).
         #[arg(long)]
         parent: Option<String>,
+        /// Cargo's target directory, when a crate is built.
         #[arg(long, value_name = "DIR")]
         target_dir: Option<PathBuf>,
     },
@@ -59,6 +61,7 @@ pub enum CandidateCommand {
     },
     /// One candidate: lineage, every gate's figures, its history.
     Show {
+        /// The candidate's id (`keel candidate list` names them).
         id: i64,
         /// All of it as one JSON object (for scripts and the evolution job).
         #[arg(long)]
@@ -66,10 +69,12 @@ pub enum CandidateCommand {
     },
     /// Make it the active strategy (hot-swapped into a running `keel run`).
     Promote {
+        /// The candidate's id.
         id: i64,
         /// Promote although a gate has not passed (needs --reason; audited).
         #[arg(long)]
         force: bool,
+        /// Why, for the audit log (needed with --force).
         #[arg(long)]
         reason: Option<String>,
         #[command(flatten)]
@@ -77,7 +82,9 @@ pub enum CandidateCommand {
     },
     /// Refuse it for good.
     Reject {
+        /// The candidate's id.
         id: i64,
+        /// Why, for the audit log and the candidate's record.
         #[arg(long, default_value = "rejected by an operator")]
         reason: String,
         #[command(flatten)]
@@ -85,6 +92,7 @@ pub enum CandidateCommand {
     },
     /// Restore the previous active strategy.
     Rollback {
+        /// Why, for the audit log.
         #[arg(long, default_value = "operator rollback")]
         reason: String,
         #[command(flatten)]

@@ -37,17 +37,22 @@ pub enum DataCommand {
     },
     /// Write seeded random-walk candles (for scale and speed tests).
     Synth {
+        /// The symbol the bars are stored or written as.
         #[arg(long, default_value = "SYN/USD")]
         symbol: String,
+        /// How many bars.
         #[arg(long, default_value_t = 100_000, value_parser = ranges::SYNTH_BARS.parser())]
         bars: usize,
+        /// The random walk's seed: the same seed, the same bars.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Bar length: 1m 5m 15m 1h 4h 1d 1w 1M.
         #[arg(long, default_value = "1m")]
         timeframe: String,
         /// Open time of the first bar (RFC 3339 or epoch ms).
         #[arg(long, default_value = "2024-01-01T00:00:00Z")]
         start: String,
+        /// The first bar's open price.
         #[arg(long, default_value_t = 100.0, value_parser = ranges::SYNTH_PRICE.parser())]
         price: f64,
         /// Per-bar volatility (0.01 = 1%).

@@ -20,13 +20,16 @@ pub struct DevArgs {
     /// `--feed`) and hot-swap each new version into it.
     #[arg(long)]
     pub paper: bool,
+    /// With --paper: `replay:<file>` or `sample[:<bars>]`.
     #[arg(long, default_value = "sample:100000")]
     pub feed: String,
+    /// With --paper: replay speed, `600x` (feed seconds per second) or `max`.
     #[arg(long, default_value = "600x")]
     pub speed: String,
     /// Stop after this many swaps (for scripts and tests).
     #[arg(long, value_parser = crate::ranges::RELOADS.parser())]
     pub max_reloads: Option<usize>,
+    /// Cargo's target directory for the strategy's builds.
     #[arg(long, value_name = "DIR")]
     pub target_dir: Option<PathBuf>,
 }

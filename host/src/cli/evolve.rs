@@ -46,12 +46,15 @@ pub enum EvolveCommand {
         /// Nights to show, newest first.
         #[arg(long, default_value_t = 20)]
         last: usize,
+        /// As JSON, for scripts.
         #[arg(long)]
         json: bool,
     },
     /// Every step of one night, with what went in and came out.
     Show {
+        /// The night's number (`keel evolve history` lists them).
         night: i64,
+        /// As JSON, for scripts.
         #[arg(long)]
         json: bool,
     },

@@ -244,3 +244,29 @@ fn sandbox(metering: Metering, cache: &CompileCache) -> anyhow::Result<Sandbox> 
     }))
     .context("failed to set up the wasm sandbox")
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every option and argument a user can see, by command, that has no
+    /// help text.
+    fn unexplained(command: &clap::Command, path: &str, out: &mut Vec<String>) {
+        for arg in command.get_arguments() {
+            let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+            if !arg.is_hide_set() && !builtin && arg.get_help().is_none() {
+                out.push(format!("{path} {}", arg.get_id()));
+            }
+        }
+        for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
+            unexplained(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn every_option_and_argument_has_help_text() {
+        let mut missing = Vec::new();
+        unexplained(&super::Cli::command(), "keel", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
+    }
+}

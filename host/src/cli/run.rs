@@ -122,8 +122,10 @@ pub struct RunArgs {
     /// The host's risk limits (TOML); built-in defaults when absent.
     #[arg(long, value_name = "FILE")]
     pub risk_limits: Option<PathBuf>,
+    /// The paper exchange's fee per fill, basis points of its value.
     #[arg(long, default_value_t = 10.0, value_parser = ranges::BPS.parser())]
     pub fee_bps: f64,
+    /// The paper exchange's slippage against the open, basis points.
     #[arg(long, default_value_t = 5.0, value_parser = ranges::BPS.parser())]
     pub slippage_bps: f64,
     /// Control API port on 127.0.0.1 (0: any free port).
@@ -132,6 +134,7 @@ pub struct RunArgs {
     /// The Keel source tree, for building the default strategy.
     #[arg(long, default_value = ".")]
     pub repo: PathBuf,
+    /// Cargo's target directory for building the default strategy.
     #[arg(long, value_name = "DIR")]
     pub target_dir: Option<PathBuf>,
     /// Paper-gate criteria and the automatic rollback rule.

@@ -32,6 +32,7 @@ pub enum StrategyCommand {
     },
     /// Show a component's hash, size, describe() and imports.
     Inspect {
+        /// The component (`.wasm`).
         file: PathBuf,
         /// Print JSON instead of text.
         #[arg(long)]
@@ -39,6 +40,7 @@ pub enum StrategyCommand {
     },
     /// Run every load-time check, a smoke run and a determinism check; exit 1 on failure.
     Validate {
+        /// The components (`.wasm`) to check.
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
@@ -64,6 +66,7 @@ pub enum StrategyCommand {
 
 #[derive(Debug, Args)]
 pub struct StrategyRunArgs {
+    /// The component (`.wasm`).
     pub file: PathBuf,
     /// `[SYMBOL=]FILE` (CSV or .json) or `SYMBOL@TF` from the store (repeat for several symbols).
     #[arg(long = "data", required = true, value_name = "[SYMBOL=]CSV")]
