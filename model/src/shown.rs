@@ -126,6 +126,19 @@ pub fn amount(value: f64) -> Number {
     fixed(value, decimals)
 }
 
+/// A price with the precision its size needs: six significant digits,
+/// at least two decimals and at most eight (the ledger's), so
+/// `0.00159866` and `42000.00` both read right.
+pub fn price(value: f64) -> Number {
+    let size = value.abs();
+    let decimals = if size > 0.0 && size.is_finite() {
+        (5 - size.log10().floor() as i64).clamp(2, 8) as usize
+    } else {
+        2
+    };
+    fixed(value, decimals)
+}
+
 /// See [`text`], [`quoted`] and [`line`].
 #[derive(Debug, Clone, Copy)]
 pub struct Text<'a> {
@@ -334,5 +347,14 @@ mod tests {
             assert_eq!(amount(value).to_string(), expect, "{value:?}");
         }
         assert_eq!(format!("{:<6}|", text("\u{1b}")), "\\x1b  |");
+    }
+
+    #[test]
+    fn prices_keep_the_digits_their_size_needs() {
+        assert_eq!(price(0.00159866).to_string(), "0.00159866");
+        assert_eq!(price(101.078405).to_string(), "101.078");
+        assert_eq!(price(42000.0).to_string(), "42000.00");
+        assert_eq!(price(1.5).to_string(), "1.50000");
+        assert_eq!(price(0.0).to_string(), "0.00");
     }
 }

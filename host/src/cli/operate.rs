@@ -218,14 +218,14 @@ pub(super) fn positions(args: &ShowArgs, db: &Path) -> anyhow::Result<bool> {
         for p in &b.positions {
             any = true;
             println!(
-                "{:<20} {:<10} {:<8} {:<5} qty {:>14.8}  entry {:>12.4}  mark {:>12.4}  unrealized {:>+10.2}",
+                "{:<20} {:<10} {:<8} {:<5} qty {:>14.8}  entry {:>12}  mark {:>12}  unrealized {:>+10.2}",
                 b.slot,
                 shown::text(&p.symbol),
                 shown::text(if p.tag.is_empty() { "-" } else { &p.tag }),
                 p.side,
                 p.quantity,
-                p.entry,
-                p.mark,
+                shown::price(p.entry),
+                shown::price(p.mark),
                 p.unrealized
             );
         }
@@ -255,15 +255,15 @@ pub(super) fn trades(args: &ShowArgs, db: &Path) -> anyhow::Result<bool> {
     }
     for t in trades {
         println!(
-            "{:<20} {:<10} {:<5} {} → {}  qty {:>12.8}  {:>10.4} → {:>10.4}  P&L {:>+10.2}  ({})",
+            "{:<20} {:<10} {:<5} {} → {}  qty {:>12.8}  {:>10} → {:>10}  P&L {:>+10.2}  ({})",
             t.slot,
             shown::text(&t.symbol),
             t.side,
             format_time(t.opened_ms),
             format_time(t.closed_ms),
             t.quantity,
-            t.entry,
-            t.exit,
+            shown::price(t.entry),
+            shown::price(t.exit),
             t.pnl,
             t.exit_reason
         );
