@@ -255,7 +255,8 @@ mod tests {
         for (state, open_ok, close_ok) in [
             (TradingState::Active, true, true),
             (TradingState::ReduceOnly, false, true),
-            (TradingState::Halted, false, false),
+            // A halt never keeps a position from closing.
+            (TradingState::Halted, false, true),
         ] {
             assert_eq!(
                 pre_trade(&buy(60.0), state, 100.0, &flat, &c).is_ok(),
