@@ -10,12 +10,14 @@ const MAX_PARAMS: usize = 64;
 const MAX_SYMBOLS: usize = 256;
 
 /// Whether a strategy can be bound to `symbol` (a feed's or a data set's):
-/// one it could never trade is refused before a run, not signal by signal.
+/// one it could never trade (the same rule as `check_signal`'s) is refused
+/// before a run, not signal by signal. Whatever else it holds is shown
+/// escaped wherever it is shown.
 pub fn bindable(symbol: &str) -> Result<(), String> {
     let max = SandboxLimits::default().max_symbol_bytes;
-    if symbol.is_empty() || symbol.len() > max || symbol.chars().any(char::is_control) {
+    if symbol.is_empty() || symbol.len() > max {
         return Err(format!(
-            "symbol {} is not one a strategy can trade (1 to {max} bytes, no control characters)",
+            "symbol {} is not one a strategy can trade (1 to {max} bytes)",
             quoted(symbol)
         ));
     }
