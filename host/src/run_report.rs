@@ -82,15 +82,21 @@ impl BookRecord {
 
     /// The deepest fall of equity from its running peak, percent.
     pub fn max_drawdown_pct(&self) -> f64 {
-        let mut peak = f64::MIN;
-        self.curve.iter().fold(0.0, |deepest: f64, &(_, e)| {
-            peak = peak.max(e);
-            match peak {
-                p if p > 0.0 => deepest.max((p - e) / p * 100.0),
-                _ => deepest,
-            }
-        })
+        deepest_drawdown_pct(self.curve.iter().map(|&(_, e)| e))
     }
+}
+
+/// The deepest fall of an equity series from its running peak, percent:
+/// what a run's report and API v1's performance both call its drawdown.
+pub fn deepest_drawdown_pct(equities: impl IntoIterator<Item = f64>) -> f64 {
+    let mut peak = f64::MIN;
+    equities.into_iter().fold(0.0, |deepest: f64, e| {
+        peak = peak.max(e);
+        match peak {
+            p if p > 0.0 => deepest.max((p - e) / p * 100.0),
+            _ => deepest,
+        }
+    })
 }
 
 /// A run, as its ledger holds it.
@@ -160,11 +166,8 @@ pub fn read(conn: &Connection, run: Option<i64>) -> anyhow::Result<RunRecord> {
             None => bail!("run {id}: no run has been booked in this database yet"),
         }
     };
-    let state = conn.query_row(
-        "SELECT state, reason FROM trading_state WHERE id = 1",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
+    let (state, reason) = crate::engine::load_state(conn)?;
+    let state = (state.as_str().to_owned(), reason);
     let mut books = Vec::new();
     let mut stmt = conn.prepare(
         "SELECT b.id, b.slot, b.artifact_hash, COALESCE(a.name || ' ' || a.version, '?'), b.params,

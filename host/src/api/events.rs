@@ -106,8 +106,8 @@ impl Subscription {
     }
 }
 
-/// An event as a frame's text.
-pub fn frame(event: &Event) -> String {
+/// An event as it is served, on the stream and by `/v1/activity`.
+pub fn served(event: &Event) -> serde_json::Value {
     let time = jiff::Timestamp::from_millisecond(event.time_ms)
         .map(|t| t.to_string())
         .unwrap_or_default();
@@ -118,7 +118,11 @@ pub fn frame(event: &Event) -> String {
         "kind": event.kind,
         "data": event.data,
     })
-    .to_string()
+}
+
+/// An event as a frame's text.
+pub fn frame(event: &Event) -> String {
+    served(event).to_string()
 }
 
 /// Whether a WebSocket request offers the token as a subprotocol.

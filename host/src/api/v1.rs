@@ -175,7 +175,7 @@ pub fn from_ledger(name: &str, conn: &Connection, run_id: i64) -> rusqlite::Resu
         "activity" => Value::Array(
             crate::store::events::recent(conn, RECENT as usize)?
                 .iter()
-                .map(|e| serde_json::from_str(&super::events::frame(e)).unwrap_or_default())
+                .map(super::events::served)
                 .collect(),
         ),
         "equity" => equity(conn, run_id)?,
@@ -236,15 +236,11 @@ fn performance(conn: &Connection, run_id: i64) -> rusqlite::Result<Value> {
         let mut stmt = conn.prepare_cached(
             "SELECT CAST(equity AS REAL) FROM equity_snapshots WHERE book_id = ?1 ORDER BY time_ms",
         )?;
-        let (mut peak, mut deepest, mut last) = (f64::MIN, 0.0f64, None);
-        for equity in stmt.query_map([id], |r| r.get::<_, f64>(0))? {
-            let equity = equity?;
-            peak = peak.max(equity);
-            if peak > 0.0 {
-                deepest = deepest.max((peak - equity) / peak * 100.0);
-            }
-            last = Some(equity);
-        }
+        let curve = stmt
+            .query_map([id], |r| r.get::<_, f64>(0))?
+            .collect::<rusqlite::Result<Vec<f64>>>()?;
+        let deepest = crate::run_report::deepest_drawdown_pct(curve.iter().copied());
+        let last = curve.last().copied();
         let start = book["start_cash"].as_f64().unwrap_or(0.0);
         let trades = book["trades"].as_i64().unwrap_or(0);
         book["win_rate"] = match trades {
