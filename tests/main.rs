@@ -17,6 +17,7 @@ mod kraken;
 mod limits;
 mod live;
 mod paper;
+mod readme;
 mod safety;
 mod sandbox;
 mod support;

@@ -185,6 +185,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_shipped_example_states_the_defaults_and_names_real_candles() {
+        let text = include_str!("../../examples/candidates.toml");
+        let config = CandidatesConfig::parse(text, "examples/candidates.toml").expect("parses");
+        assert_eq!(
+            config.backtest.data,
+            ["../../shared/data/crypto-5m/XLM_BTC-5m.csv"]
+        );
+        let defaults = CandidatesConfig::default();
+        assert_eq!(
+            CandidatesConfig {
+                backtest: BacktestGate {
+                    data: Vec::new(),
+                    ..config.backtest
+                },
+                ..config
+            },
+            defaults,
+            "every other number in the example is the default it documents"
+        );
+    }
+
+    #[test]
     fn an_empty_file_is_the_defaults_and_keys_override_them() {
         assert_eq!(
             CandidatesConfig::parse("", "c.toml"),

@@ -164,6 +164,29 @@ mod tests {
         )
     }
 
+    #[test]
+    fn the_shipped_example_states_the_built_in_limits() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/risk_limits.toml");
+        let example = RiskConfig::load(&path).expect("the example loads");
+        let defaults = RiskConfig::default();
+        assert_eq!(
+            RiskConfig {
+                min_order: BTreeMap::new(),
+                ..example.clone()
+            },
+            defaults
+        );
+        for symbol in [
+            "ETH/BTC", "XLM/BTC", "SOL/ETH", "XBT/USD", "GOOG", "ADA/XBT",
+        ] {
+            assert_eq!(
+                example.limits_for(symbol),
+                defaults.limits_for(symbol),
+                "{symbol}"
+            );
+        }
+    }
+
     fn config() -> RiskConfig {
         RiskConfig {
             max_position_pct: 20.0,

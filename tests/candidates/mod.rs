@@ -589,3 +589,81 @@ fn bad_gate_data_stores_nothing_and_a_candidate_whose_gates_never_finished_is_ju
         Some(2)
     );
 }
+
+#[test]
+fn a_gate_failed_on_the_built_in_sample_says_what_to_do_and_a_named_file_must_exist() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, cache) = (dir.path().join("keel.db"), dir.path().join("cache"));
+    let sma = example("sma-cross").to_str().expect("utf-8");
+
+    // A candidates file named but not there is refused, not the defaults.
+    let missing = dir.path().join("candidats.toml");
+    for args in [
+        vec![
+            "candidate",
+            "submit",
+            sma,
+            "--config",
+            missing.to_str().expect("utf-8"),
+        ],
+        vec![
+            "run",
+            "--paper",
+            "--feed",
+            "sample:5",
+            "--candidates",
+            missing.to_str().expect("utf-8"),
+        ],
+    ] {
+        let out = run(&db, &cache, &args);
+        assert!(!out.status.success(), "{args:?}");
+        let err = text(&out.stderr);
+        assert!(
+            err.lines().count() == 1 && err.contains("candidats.toml: no such file"),
+            "{err}"
+        );
+    }
+    let conn = Connection::open(&db).expect("db");
+    assert_eq!(
+        count(&conn, "SELECT COUNT(*) FROM candidates").unwrap_or(0),
+        0
+    );
+
+    // Without one, sma-cross fails on the random walk, and is told why
+    // that proves little and what to do instead.
+    let out = run(&db, &cache, &["candidate", "submit", sma]);
+    let said = text(&out.stdout);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("backtest  FAIL"), "{said}");
+    assert!(
+        said.contains("hint      that was the built-in sample")
+            && said.contains("examples/candidates.toml"),
+        "{said}"
+    );
+
+    // On real candles, a failure is the strategy's: no hint.
+    let config = dir.path().join("candidates.toml");
+    let eth = data("crypto-5m/ETH_BTC-5m.csv");
+    std::fs::write(
+        &config,
+        format!("[backtest]\ndata = [{:?}]\n", eth.display().to_string()),
+    )
+    .expect("config");
+    let atr = example("atr-breakout").to_str().expect("utf-8");
+    let out = run(
+        &db,
+        &cache,
+        &[
+            "candidate",
+            "submit",
+            atr,
+            "--config",
+            config.to_str().expect("utf-8"),
+        ],
+    );
+    let said = text(&out.stdout);
+    assert!(
+        said.contains("backtest  FAIL") && !said.contains("hint"),
+        "{said}"
+    );
+}

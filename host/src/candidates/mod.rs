@@ -42,6 +42,31 @@ pub use rows::{
     record_paper_gate, resolve_parent, store_blob,
 };
 
+/// The file read when no `--config`/`--candidates` names one, if it exists.
+pub const DEFAULT_CONFIG: &str = "candidates.toml";
+
+/// The candidates file a command reads: the one `named` (which must
+/// exist: a mistyped name is not quietly the defaults), else
+/// `./candidates.toml` when there is one; `None`: the built-in defaults.
+pub fn config_file(named: Option<&Path>) -> anyhow::Result<Option<PathBuf>> {
+    match named {
+        Some(path) if !path.is_file() => bail!(
+            "{}: no such file (the candidates' gates and thresholds; see examples/candidates.toml)",
+            path.display()
+        ),
+        Some(path) => Ok(Some(path.to_path_buf())),
+        None => Ok(Some(PathBuf::from(DEFAULT_CONFIG)).filter(|p| p.is_file())),
+    }
+}
+
+/// The gates' settings from the file `config_file` picks, or the defaults.
+pub fn load_named_config(named: Option<&Path>) -> anyhow::Result<CandidatesConfig> {
+    match config_file(named)? {
+        Some(path) => load_config(&path),
+        None => Ok(CandidatesConfig::default()),
+    }
+}
+
 /// Reads `candidates.toml` at `path`, or the defaults when it does not
 /// exist. Data paths are made relative to the file.
 pub fn load_config(path: &Path) -> anyhow::Result<CandidatesConfig> {

@@ -22,14 +22,10 @@ use crate::store::alive;
 /// `keel candidate …`.
 #[derive(Debug, Args)]
 pub struct CandidateArgs {
-    /// Gate thresholds and criteria.
-    #[arg(
-        long,
-        global = true,
-        default_value = "candidates.toml",
-        value_name = "FILE"
-    )]
-    pub config: PathBuf,
+    /// The gates' data and thresholds (default: `candidates.toml` if there
+    /// is one, else the built-in defaults); a file named must exist.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: CandidateCommand,
 }
@@ -277,7 +273,7 @@ fn hot_swap(db: &Path, hash: &str, actor: &str, reason: &str) -> anyhow::Result<
 
 /// `keel candidate …`.
 pub(super) fn run(args: &CandidateArgs, db: &Path, cache: &CompileCache) -> anyhow::Result<bool> {
-    let config = candidates::load_config(&args.config)?;
+    let config = candidates::load_named_config(args.config.as_deref())?;
     let mut store = Store::open(db)?;
     match &args.command {
         CandidateCommand::Submit {
@@ -335,6 +331,14 @@ pub(super) fn run(args: &CandidateArgs, db: &Path, cache: &CompileCache) -> anyh
                         println!("            {line}");
                     }
                 }
+            }
+            let backtest_failed = gates
+                .iter()
+                .any(|g| g.gate == Gate::Backtest && !g.passed());
+            if backtest_failed && config.backtest.data.is_empty() {
+                println!(
+                    "  hint      that was the built-in sample, a seeded random walk on which no strategy is expected to earn: give the gate real candles with [backtest] data in a candidates file (see examples/candidates.toml)"
+                );
             }
             if c.state == CandidateState::Gated && control::serving_pid(db).is_some() {
                 println!("  paper     next: the running keel run shadows it once a slot is free");

@@ -24,9 +24,10 @@ pub struct EvolveArgs {
     /// The night's settings; a missing file is the defaults (offline).
     #[arg(long, default_value = "evolve.toml", value_name = "FILE")]
     pub config: PathBuf,
-    /// The candidate gates' data and thresholds.
-    #[arg(long, default_value = "candidates.toml", value_name = "FILE")]
-    pub candidates: PathBuf,
+    /// The candidate gates' data and thresholds (default: `candidates.toml`
+    /// if there is one, else the built-in defaults); a file named must exist.
+    #[arg(long, value_name = "FILE")]
+    pub candidates: Option<PathBuf>,
     /// Keel's strategy-sdk crate, for the crates a night writes; default:
     /// the one this keel was built from.
     #[arg(long, value_name = "DIR")]
@@ -115,7 +116,7 @@ pub(super) fn run(args: &EvolveArgs, db: &Path, cache: &CompileCache) -> anyhow:
             // Background work: it yields every core to trading.
             crate::sandbox::lowest_priority();
             let config = EvolveConfig::load(&args.config)?;
-            let candidates_config = candidates::load_config(&args.candidates)?;
+            let candidates_config = candidates::load_named_config(args.candidates.as_deref())?;
             let sdk = args.sdk.clone().or_else(scaffold::default_sdk).context(
                 "the strategy-sdk this keel was built from is gone: pass --sdk <keel>/strategy-sdk",
             )?;

@@ -137,9 +137,11 @@ pub struct RunArgs {
     /// Cargo's target directory for building the default strategy.
     #[arg(long, value_name = "DIR")]
     pub target_dir: Option<PathBuf>,
-    /// Paper-gate criteria and the automatic rollback rule.
-    #[arg(long, default_value = "candidates.toml", value_name = "FILE")]
-    pub candidates: PathBuf,
+    /// Paper-gate criteria and the automatic rollback rule (default:
+    /// `candidates.toml` if there is one, else the built-in defaults); a
+    /// file named must exist.
+    #[arg(long, value_name = "FILE")]
+    pub candidates: Option<PathBuf>,
     /// Run the nightly evolution at its scheduled time (`evolve.toml`'s
     /// `[schedule]`), as a child process at the lowest priority: a night
     /// never blocks or slows trading. A night missed while keel was down
@@ -385,7 +387,7 @@ pub(super) fn run(args: &RunArgs, db: &Path, cache: &CompileCache) -> anyhow::Re
         Some(path) => RiskConfig::load(path).map_err(anyhow::Error::msg)?,
         None => RiskConfig::default(),
     };
-    let candidates_config = candidates::load_config(&args.candidates)?;
+    let candidates_config = candidates::load_named_config(args.candidates.as_deref())?;
     let (mut feeds, symbols, feed_name) = feeds(args)?;
     let mut controls = Controls::start(db, args.control_port)?;
     // A promoted candidate swaps in within milliseconds: baseline code at
@@ -463,7 +465,9 @@ pub(super) fn run(args: &RunArgs, db: &Path, cache: &CompileCache) -> anyhow::Re
                 keel: std::env::current_exe().context("this keel's own path")?,
                 db: std::path::absolute(db)?,
                 config: std::path::absolute(&args.evolve_config)?,
-                candidates: std::path::absolute(&args.candidates)?,
+                candidates: candidates::config_file(args.candidates.as_deref())?
+                    .map(std::path::absolute)
+                    .transpose()?,
                 target_dir: args
                     .target_dir
                     .as_deref()

@@ -43,7 +43,8 @@ pub struct NightCommand {
     pub keel: PathBuf,
     pub db: PathBuf,
     pub config: PathBuf,
-    pub candidates: PathBuf,
+    /// The candidates file, if the run has one (else the defaults).
+    pub candidates: Option<PathBuf>,
     /// Where its crates are built; the night's default when none.
     pub target_dir: Option<PathBuf>,
 }
@@ -125,9 +126,10 @@ fn spawn(night: &NightCommand) -> std::io::Result<Child> {
     cmd.arg("--db")
         .arg(&night.db)
         .args(["evolve", "--once", "--config"])
-        .arg(&night.config)
-        .arg("--candidates")
-        .arg(&night.candidates);
+        .arg(&night.config);
+    if let Some(file) = &night.candidates {
+        cmd.arg("--candidates").arg(file);
+    }
     if let Some(dir) = &night.target_dir {
         cmd.arg("--target-dir").arg(dir);
     }
