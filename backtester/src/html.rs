@@ -6,8 +6,10 @@
 use keel_model::candles::format_time;
 
 mod charts;
+mod surface;
 
-pub use charts::{Marker, histogram, monthly_returns, price_chart};
+pub use charts::{Level, Marker, histogram, monthly_returns, price_chart};
+pub use surface::{Point, heatmap};
 
 /// Text made safe for HTML.
 pub fn escape(text: &str) -> String {
@@ -29,8 +31,12 @@ const STYLE: &str = "body{font:14px system-ui,sans-serif;margin:2em;color:#222;m
      .chart .price{fill:none;stroke:#444;stroke-width:1}\
      .chart .entry-long{fill:#2ea043}.chart .entry-short{fill:#d73a49}\
      .chart .exit{fill:none;stroke:#1565c0;stroke-width:1.5}\
+     .chart .stop{stroke:#d73a49;stroke-width:1.2;stroke-dasharray:4 3}\
+     .chart .target{stroke:#2ea043;stroke-width:1.2;stroke-dasharray:4 3}\
      .chart .gain{fill:#2ea043;opacity:0.8}.chart .loss{fill:#d73a49;opacity:0.8}\
      table.months td{text-align:center;min-width:3.5em}\
+     table.surface td{text-align:center;min-width:3.5em}table.surface caption{text-align:left;padding:4px 0;color:#333}\
+     td.chosen{outline:2px solid #1565c0;outline-offset:-2px;font-weight:bold}\
      .muted{color:#777}h2{margin-top:1.6em}";
 
 /// The start of a page titled `title`, with the reports' style sheet.

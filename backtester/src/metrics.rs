@@ -103,6 +103,8 @@ mod tests {
             mae: 0.0,
             mfe: 0.0,
             exit_reason: ExitReason::Signal,
+            stop_loss: None,
+            take_profit: None,
         }
     }
 

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context, bail};
 
-use keel_backtester::report::{DataRef, ParamEntry, StrategyRef, candles_sha256};
+use keel_backtester::report::{DataRef, ParamEntry, StrategyRef, candles_sha256, score};
 use keel_backtester::{BacktestConfig, Report};
 use keel_model::candles::{self, format_time};
 use keel_model::replay::{Feed, Series};
@@ -295,15 +295,7 @@ pub fn run_job(
         name: info.name.clone(),
         version: info.version.clone(),
         sha256: job.strategy.hash.to_hex(),
-        params: job
-            .params
-            .values()
-            .iter()
-            .map(|(name, value)| ParamEntry {
-                name: name.clone(),
-                value: value.to_string(),
-            })
-            .collect(),
+        params: params_entries(&job.params),
     };
     let fuel = (sandbox.metering() == Metering::Fuel).then_some(sandbox.limits().fuel_per_call);
     Ok(Report::new(
@@ -357,30 +349,22 @@ pub fn run_all(
         .collect()
 }
 
-/// One walk-forward fold: the grid's best on the in-sample window, then
-/// those parameters alone on the out-of-sample window that follows.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Fold {
-    pub fold: usize,
-    pub in_sample: (String, String),
-    pub out_of_sample: (String, String),
-    pub params: Vec<ParamEntry>,
-    pub in_sample_metrics: keel_backtester::Metrics,
-    pub out_of_sample_metrics: keel_backtester::Metrics,
+/// Parameters as a report lists them, in declaration order.
+pub fn params_entries(params: &Params) -> Vec<ParamEntry> {
+    params
+        .values()
+        .iter()
+        .map(|(name, value)| ParamEntry {
+            name: name.clone(),
+            value: value.to_string(),
+        })
+        .collect()
 }
 
-/// The walk-forward report (`keel.walk-forward/1`).
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct WalkForward {
-    pub schema: &'static str,
-    pub strategy: String,
-    pub sha256: String,
-    pub data: Vec<DataRef>,
-    pub candidates_per_fold: usize,
-    pub folds: Vec<Fold>,
-    /// Out-of-sample returns compounded across the folds.
-    pub out_of_sample_return: f64,
-}
+/// One walk-forward fold and the whole walk-forward's report: the
+/// grid's best on each in-sample window, then those parameters alone on
+/// the out-of-sample window that follows.
+pub use keel_backtester::report::{Fold, WalkForward};
 
 /// The data's time span split into `folds + 1` equal windows (`[from, to)`,
 /// ms), each holding at least [`MIN_BARS_PER_WINDOW`] bars of some series;
@@ -479,16 +463,16 @@ pub fn walk_forward(
             progress(done, total);
         });
         let mut best: Option<(usize, Report)> = None;
+        let mut in_sample_sharpe = Vec::with_capacity(grid.len());
         for (i, report) in reports.into_iter().enumerate() {
             // A combination the strategy refuses cannot win the fold.
-            let Ok(report) = report else { continue };
-            let score = |r: &Report| {
-                (
-                    r.metrics.sharpe.unwrap_or(f64::NEG_INFINITY),
-                    r.metrics.total_return,
-                )
+            let Ok(report) = report else {
+                in_sample_sharpe.push(None);
+                continue;
             };
-            if best.as_ref().is_none_or(|(_, b)| score(&report) > score(b)) {
+            in_sample_sharpe.push(report.metrics.sharpe);
+            let better = |b: &Report| score(&report.metrics) > score(&b.metrics);
+            if best.as_ref().is_none_or(|(_, b)| better(b)) {
                 best = Some((i, report));
             }
         }
@@ -511,6 +495,8 @@ pub fn walk_forward(
             params: in_report.strategy.params.clone(),
             in_sample_metrics: in_report.metrics,
             out_of_sample_metrics: out_report.metrics,
+            chosen,
+            in_sample_sharpe,
         });
     }
     Ok(WalkForward {
@@ -521,6 +507,7 @@ pub fn walk_forward(
         candidates_per_fold: grid.len(),
         folds: out,
         out_of_sample_return: compounded - 1.0,
+        grid: grid.iter().map(params_entries).collect(),
     })
 }
 

@@ -31,6 +31,24 @@ pub struct TradeRow {
     pub pnl: f64,
     pub fees: f64,
     pub exit_reason: String,
+    /// The stop-loss and take-profit of the order that opened it (or last
+    /// added to it), where set.
+    pub stop_loss: Option<f64>,
+    pub take_profit: Option<f64>,
+}
+
+/// The stop-loss or take-profit (`level`) of the last order that opened
+/// or added to a trade `t` before it closed.
+macro_rules! order_level {
+    ($level:literal) => {
+        concat!(
+            "(SELECT o.",
+            $level,
+            " FROM orders o WHERE o.book_id = t.book_id AND o.symbol = t.symbol AND o.tag = t.tag
+               AND o.action LIKE 'open-%' AND o.signal_time_ms <= t.opened_ms
+             ORDER BY o.signal_time_ms DESC, o.rowid DESC LIMIT 1)"
+        )
+    };
 }
 
 /// A candidate that traded in shadow, and what its paper gate said.
@@ -266,10 +284,15 @@ fn fill_book(conn: &Connection, book_id: i64, book: &mut BookRecord) -> rusqlite
     )?;
     let mut trades: Vec<TradeRow> = conn
         .prepare_cached(
-            "SELECT symbol, tag, side, CAST(quantity AS REAL), CAST(price_entry AS REAL),
-                 CAST(price_exit AS REAL), opened_ms, closed_ms,
-                 CAST(pnl_gross AS REAL) - CAST(fees AS REAL), CAST(fees AS REAL), exit_reason
-             FROM trades WHERE book_id = ?1 ORDER BY id DESC LIMIT ?2",
+            concat!(
+                "SELECT symbol, tag, side, CAST(quantity AS REAL), CAST(price_entry AS REAL),
+                     CAST(price_exit AS REAL), opened_ms, closed_ms,
+                     CAST(pnl_gross AS REAL) - CAST(fees AS REAL), CAST(fees AS REAL), exit_reason, ",
+                order_level!("stop_loss"),
+                ", ",
+                order_level!("take_profit"),
+                " FROM trades t WHERE book_id = ?1 ORDER BY id DESC LIMIT ?2"
+            ),
         )?
         .query_map(params![book_id, LISTED], |r| {
             Ok(TradeRow {
@@ -284,6 +307,8 @@ fn fill_book(conn: &Connection, book_id: i64, book: &mut BookRecord) -> rusqlite
                 pnl: r.get(8)?,
                 fees: r.get(9)?,
                 exit_reason: r.get(10)?,
+                stop_loss: r.get(11)?,
+                take_profit: r.get(12)?,
             })
         })?
         .collect::<rusqlite::Result<_>>()?;
@@ -496,8 +521,12 @@ impl RunRecord {
                     ]
                 })
                 .collect();
+            let levels: Vec<html::Level> = (b.trades.iter())
+                .filter(|t| t.symbol == *symbol)
+                .flat_map(|t| html::Level::of(t.opened_ms, t.closed_ms, t.stop_loss, t.take_profit))
+                .collect();
             if !markers.is_empty() {
-                page.push_str(&html::price_chart(symbol, closes, &markers));
+                page.push_str(&html::price_chart(symbol, closes, &markers, &levels));
             }
         }
         let returns: Vec<f64> = (b.trades.iter())

@@ -448,15 +448,8 @@ fn a_grid_skips_combinations_the_strategy_refuses() {
             "r.html: cannot write the report",
         ),
         (
-            vec![
-                "--param",
-                "fast=20,30",
-                "--param",
-                "slow=30,60",
-                "--report",
-                path(&html),
-            ],
-            "--report draws one run; this is 4 runs",
+            vec![path(example("rsi-reversion")), "--report", path(&html)],
+            "--report draws one strategy's runs; 2 strategies were given",
         ),
     ] {
         let mut all = vec!["backtest", wasm, "--data", &btc];

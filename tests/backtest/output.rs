@@ -53,6 +53,15 @@ fn the_html_report_is_self_contained() {
         + page.matches("class=\"entry-short\"").count();
     assert_eq!(entries, trades, "each trade's entry on the price");
     assert_eq!(page.matches("<circle class=\"exit\"").count(), trades);
+    // rsi-reversion sets a stop and a target on every entry: each drawn
+    // over the time its trade was open, and kept in the JSON.
+    assert_eq!(page.matches("class=\"stop\"").count(), trades);
+    assert_eq!(page.matches("class=\"target\"").count(), trades);
+    assert!(
+        report["trades"][0]["stop_loss"]
+            .as_f64()
+            .is_some_and(|s| s > 0.0)
+    );
     for section in [
         "Settings and limits",
         "Monthly returns",
@@ -72,24 +81,74 @@ fn the_html_report_is_self_contained() {
             && !page.contains("src=")
     );
 
+    // A grid's report is its parameter surface, the best starred; a
+    // walk-forward's, its folds, each with its in-sample surface.
+    let grid = ["--param", "fast=5..15:5", "--param", "slow=30,60"];
+    let mut args = vec!["backtest", path(example("sma-cross")), "--data", &btc];
+    args.extend(grid);
+    args.extend(["--report", path(&html)]);
+    let out = keel(&db, &cache, &args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let page = std::fs::read_to_string(&html).expect("html");
+    assert!(page.contains("sma-cross 1.0.0 — parameter grid"), "{page}");
+    assert!(
+        page.contains("6 combinations, 6 ran; the best by Sharpe"),
+        "{page}"
+    );
+    assert!(
+        page.contains("Sharpe by fast (across) and slow (down)"),
+        "{page}"
+    );
+    assert_eq!(
+        page.matches("class=\"chosen\"").count(),
+        3,
+        "starred on each surface"
+    );
+    assert!(!page.contains("<script") && !page.contains("src="));
+
+    let wf_html = dir.path().join("wf.html");
+    let mut args = vec!["backtest", path(example("sma-cross")), "--data", &btc];
+    args.extend(grid);
+    args.extend(["--walk-forward", "3", "--report", path(&wf_html)]);
+    let out = keel(&db, &cache, &args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let page = std::fs::read_to_string(&wf_html).expect("html");
+    assert!(
+        page.contains("sma-cross 1.0.0 — walk-forward, 3 folds"),
+        "{page}"
+    );
+    assert!(page.contains("Out-of-sample return, compounded over the folds"));
+    for fold in 1..=3 {
+        assert!(
+            page.contains(&format!("Fold {fold}: in-sample Sharpe")),
+            "{page}"
+        );
+    }
+    assert_eq!(
+        page.matches("<th>★ fast=").count(),
+        3,
+        "each fold's choice named"
+    );
+    assert_eq!(page.matches("class=\"chosen\"").count(), 3);
+
+    // Two strategies make no one page: refused before any run.
     let out = keel(
         &db,
         &cache,
         &[
             "backtest",
             path(example("sma-cross")),
+            path(example("rsi-reversion")),
             "--data",
             &btc,
-            "--param",
-            "fast=5,6",
             "--report",
-            path(&html),
+            path(&dir.path().join("two.html")),
         ],
     );
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         text(&out.stderr).trim(),
-        "error: --report draws one run; this is 2 runs (use --json for all of them)",
+        "error: --report draws one strategy's runs; 2 strategies were given (use --json for all of them)",
         "refused before any run"
     );
 }

@@ -290,6 +290,14 @@ fn candidates_are_judged_shadowed_promoted_without_a_missed_bar_and_rolled_back(
             && html.contains("<h3>Distribution of trade returns</h3>"),
         "the run report's charts"
     );
+    // The main book (rsi-reversion) sets a stop and a target on each entry:
+    // drawn from the orders that opened its trades.
+    assert!(
+        html.contains("stop-loss and take-profit dashed")
+            && html.contains("class=\"stop\"")
+            && html.contains("class=\"target\""),
+        "the main book's stops and targets"
+    );
 
     // No bar was missed: the main book booked every bar of the feed.
     let run_id: i64 = conn

@@ -17,6 +17,38 @@ pub struct Marker {
     pub long: bool,
 }
 
+/// A position's stop-loss or take-profit while it was open, drawn on its
+/// symbol's price as a dashed level from entry to exit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Level {
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub price: f64,
+    /// A stop-loss (else a take-profit).
+    pub stop: bool,
+}
+
+impl Level {
+    /// The stop and the target of a position held from `from_ms` to
+    /// `to_ms`, those that were set.
+    pub fn of(from_ms: i64, to_ms: i64, stop: Option<f64>, target: Option<f64>) -> Vec<Level> {
+        let level = |price: Option<f64>, stop| {
+            price
+                .filter(|p| p.is_finite() && *p > 0.0)
+                .map(|price| Level {
+                    from_ms,
+                    to_ms,
+                    price,
+                    stop,
+                })
+        };
+        [level(stop, true), level(target, false)]
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+}
+
 /// A plot area of `w × h` at (`left`, `top`) mapping time and value.
 struct Frame {
     left: f64,
@@ -77,8 +109,14 @@ impl Frame {
 }
 
 /// A symbol's closes with each trade's entry (▲ long, ▼ short) and exit
-/// (○) marked at its price; at most ~2,000 closes drawn.
-pub fn price_chart(symbol: &str, closes: &[(i64, f64)], markers: &[Marker]) -> String {
+/// (○) marked at its price, and its stop-loss and take-profit (dashed)
+/// while it was open; at most ~2,000 closes drawn.
+pub fn price_chart(
+    symbol: &str,
+    closes: &[(i64, f64)],
+    markers: &[Marker],
+    levels: &[Level],
+) -> String {
     if closes.len() < 2 {
         return format!(
             "<p class=\"muted\">{}: too few closes to draw</p>\n",
@@ -91,6 +129,7 @@ pub fn price_chart(symbol: &str, closes: &[(i64, f64)], markers: &[Marker]) -> S
         .iter()
         .map(|c| c.1)
         .chain(markers.iter().map(|m| m.price))
+        .chain(levels.iter().map(|l| l.price))
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| {
             (lo.min(p), hi.max(p))
         });
@@ -106,9 +145,14 @@ pub fn price_chart(symbol: &str, closes: &[(i64, f64)], markers: &[Marker]) -> S
     let mut svg = format!(
         "<svg class=\"chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"1000\" height=\"290\" \
          viewBox=\"0 0 1000 290\" role=\"img\" aria-label=\"{} price and trades\">\n\
-         <text class=\"name\" x=\"80\" y=\"16\">{} — close, entries ▲ long ▼ short, exits ○</text>\n",
+         <text class=\"name\" x=\"80\" y=\"16\">{} — close, entries ▲ long ▼ short, exits ○{}</text>\n",
         escape(symbol),
-        escape(symbol)
+        escape(symbol),
+        if levels.is_empty() {
+            ""
+        } else {
+            ", stop-loss and take-profit dashed"
+        }
     );
     frame.grid(&mut svg);
     let line: String = drawn
@@ -116,6 +160,15 @@ pub fn price_chart(symbol: &str, closes: &[(i64, f64)], markers: &[Marker]) -> S
         .map(|&(t, p)| format!("{:.1},{:.1} ", frame.x(t as f64), frame.y(p)))
         .collect();
     svg.push_str(&format!("<polyline class=\"price\" points=\"{line}\"/>\n"));
+    for l in levels {
+        let y = frame.y(l.price);
+        svg.push_str(&format!(
+            "<line class=\"{}\" x1=\"{:.1}\" x2=\"{:.1}\" y1=\"{y:.1}\" y2=\"{y:.1}\"/>",
+            if l.stop { "stop" } else { "target" },
+            frame.x(l.from_ms as f64),
+            frame.x(l.to_ms as f64).max(frame.x(l.from_ms as f64) + 2.0),
+        ));
+    }
     for m in markers {
         let (x, y) = (frame.x(m.time_ms as f64), frame.y(m.price));
         let shape = match (m.entry, m.long) {
@@ -327,7 +380,14 @@ mod tests {
                 long: false,
             },
         ];
-        let svg = price_chart("ETH/BTC", &closes, &markers);
+        let svg = price_chart("ETH/BTC", &closes, &markers, &[]);
+        assert!(!svg.contains("class=\"stop\"") && !svg.contains("dashed"));
+        let levels = Level::of(JAN_1_2024, JAN_1_2024 + 5 * DAY, Some(90.0), Some(120.0));
+        let with_levels = price_chart("ETH/BTC", &closes, &markers, &levels);
+        assert_eq!(with_levels.matches("class=\"stop\"").count(), 1);
+        assert_eq!(with_levels.matches("class=\"target\"").count(), 1);
+        assert!(with_levels.contains("stop-loss and take-profit dashed"));
+        assert_eq!(Level::of(0, 1, None, Some(f64::NAN)), []);
         assert_eq!(svg.matches("class=\"entry-long\"").count(), 1);
         assert_eq!(svg.matches("class=\"entry-short\"").count(), 1);
         assert_eq!(svg.matches("class=\"exit\"").count(), 1);

@@ -14,8 +14,10 @@ use keel_model::shown::{fixed, line, text};
 use crate::engine::{BacktestConfig, BacktestResult, Trade};
 use crate::metrics::Metrics;
 
+mod grid;
 mod page;
 
+pub use grid::{Fold, GridRun, WalkForward, grid_html, score};
 pub use page::PriceSeries;
 
 pub const SCHEMA: &str = "keel.backtest/1";

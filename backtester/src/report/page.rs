@@ -10,7 +10,7 @@ use keel_model::candles::format_time;
 use keel_model::shown::{fixed, text};
 
 use super::Report;
-use crate::html::{self, Marker, escape};
+use crate::html::{self, Level, Marker, escape};
 
 /// A symbol's closes, for drawing its trades on (and buy and hold).
 #[derive(Debug, Clone, PartialEq)]
@@ -92,20 +92,11 @@ impl Report {
         let mut page = String::with_capacity(64 * 1024);
         page.push_str(&html::page_start(&title));
         page.push_str(&format!(
-            "<p>artifact <code>{}</code></p>\n<p>",
+            "<p>artifact <code>{}</code></p>\n",
             escape(&self.strategy.sha256)
         ));
-        for d in &self.data {
-            page.push_str(&format!(
-                "{} — {} bars, {} .. {}, <code>{}</code><br>\n",
-                escape(&text(&d.symbol).to_string()),
-                d.bars,
-                escape(&d.first),
-                escape(&d.last),
-                escape(&d.sha256)
-            ));
-        }
-        page.push_str("</p>\n<table>\n");
+        page.push_str(&super::grid::data_lines(&self.data));
+        page.push_str("<table>\n");
         for line in self.table().lines().skip(1) {
             let (name, value) = line.trim().split_at(line.trim().len().min(26));
             page.push_str(&format!(
@@ -274,7 +265,13 @@ impl Report {
                     ]
                 })
                 .collect();
-            page.push_str(&html::price_chart(&p.symbol, &p.closes, &markers));
+            let levels: Vec<Level> = (self.trades.iter())
+                .filter(|t| t.symbol == p.symbol)
+                .flat_map(|t| {
+                    Level::of(t.time_entry_ms, t.time_exit_ms, t.stop_loss, t.take_profit)
+                })
+                .collect();
+            page.push_str(&html::price_chart(&p.symbol, &p.closes, &markers, &levels));
         }
     }
 

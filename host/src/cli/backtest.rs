@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use clap::Args;
 
+use keel_backtester::report::{GridRun, grid_html};
 use keel_model::Params;
 
 use crate::backtest;
@@ -44,7 +45,7 @@ pub struct BacktestArgs {
     /// Write the JSON report here (an array when several runs).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
-    /// Write a self-contained HTML report here (one run only).
+    /// Write a self-contained HTML report here: the run, or a grid's parameter surface, or a walk-forward's folds (one strategy).
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
     /// Walk forward over K folds: pick the grid's best in-sample, test it on the next window.
@@ -87,15 +88,10 @@ pub(super) fn run(args: &BacktestArgs, db: &Path, cache: &CompileCache) -> anyho
         }
     }
     // What cannot be written is refused before any run.
-    if args.report.is_some() && (jobs.len() > 1 || args.walk_forward.is_some()) {
+    if args.report.is_some() && loaded.len() > 1 {
         bail!(
-            "--report draws one run; this is {} runs{} (use --json for all of them)",
-            jobs.len(),
-            if args.walk_forward.is_some() {
-                " of a walk-forward"
-            } else {
-                ""
-            }
+            "--report draws one strategy's runs; {} strategies were given (use --json for all of them)",
+            loaded.len()
         );
     }
     for (path, what) in [(&args.report, "report"), (&args.json, "report")] {
@@ -180,6 +176,10 @@ pub(super) fn run(args: &BacktestArgs, db: &Path, cache: &CompileCache) -> anyho
             std::fs::write(path, text + "\n")
                 .with_context(|| format!("{}: cannot write the report", path.display()))?;
         }
+        if let Some(path) = &args.report {
+            std::fs::write(path, report.html())
+                .with_context(|| format!("{}: cannot write the report", path.display()))?;
+        }
         return Ok(true);
     }
     let quiet_progress = jobs.len() == 1;
@@ -202,12 +202,26 @@ pub(super) fn run(args: &BacktestArgs, db: &Path, cache: &CompileCache) -> anyho
     // named; the command fails only when nothing could run.
     let mut reports = Vec::with_capacity(results.len());
     let mut refused = Vec::new();
+    let mut grid = Vec::with_capacity(results.len());
     for (job, result) in jobs.iter().zip(results) {
         let what = || format!("{} {}", job.strategy.info.name, params_text(&job.params));
+        let params = backtest::params_entries(&job.params);
         match result {
-            Ok(report) => reports.push(report),
+            Ok(report) => {
+                grid.push(GridRun {
+                    params,
+                    outcome: Ok(report.metrics.clone()),
+                });
+                reports.push(report);
+            }
             Err(e) if jobs.len() == 1 => return Err(e.context(what())),
-            Err(e) => refused.push(format!("{}: {e}", what())),
+            Err(e) => {
+                grid.push(GridRun {
+                    params,
+                    outcome: Err(format!("{e:#}")),
+                });
+                refused.push(format!("{}: {e}", what()));
+            }
         }
     }
     for line in &refused {
@@ -251,13 +265,20 @@ pub(super) fn run(args: &BacktestArgs, db: &Path, cache: &CompileCache) -> anyho
             );
         }
     }
-    if let Some(path) = &args.report {
-        let [report] = reports.as_slice() else {
-            bail!(
-                "--report draws one run; this was {} runs (use --json for all of them)",
-                reports.len()
-            );
-        };
+    if let Some(path) = &args.report
+        && let ([strategy], true) = (loaded.as_slice(), jobs.len() > 1)
+    {
+        let page = grid_html(
+            &format!("{} {}", strategy.info.name, strategy.info.version),
+            &strategy.hash.to_hex(),
+            &reports[0].data,
+            &grid,
+        );
+        std::fs::write(path, page)
+            .with_context(|| format!("{}: cannot write the report", path.display()))?;
+    } else if let Some(path) = &args.report
+        && let [report] = reports.as_slice()
+    {
         // Each symbol's closes at their close times, as the equity is.
         let prices: Vec<keel_backtester::report::PriceSeries> = data
             .iter()

@@ -37,6 +37,11 @@ pub struct Trade {
     pub mae: f64,
     pub mfe: f64,
     pub exit_reason: ExitReason,
+    /// The position's stop-loss and take-profit when it closed, where set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_loss: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub take_profit: Option<f64>,
 }
 
 /// An open position.
@@ -600,6 +605,8 @@ impl Book {
             mae: p.mae * share,
             mfe: o.mfe * share,
             exit_reason: source.exit_reason(),
+            stop_loss: o.stop_loss,
+            take_profit: o.take_profit,
         });
         if share >= 1.0 - 1e-12 {
             self.open.remove(i);
