@@ -23,3 +23,11 @@ shot "$work/backtest.html" 2600 docs/backtest-report.png
   --strategy "$wasm/sma_cross.wasm,fast=5,slow=20" --strategy "$wasm/rsi_reversion.wasm" >/dev/null
 "$keel" --db "$work/k.db" report run --out "$work/run.html" >/dev/null
 shot "$work/run.html" 1800 docs/run-report.png
+
+"$keel" --db "$work/k.db" backtest "$wasm/sma_cross.wasm" --data "$data/crypto-5m/XLM_BTC-5m.csv" \
+  --param fast=4..20:4 --param slow=30..90:15 --report "$work/grid.html" >/dev/null
+shot "$work/grid.html" 1500 docs/grid-report.png
+
+"$keel" --db "$work/k.db" backtest "$wasm/sma_cross.wasm" --data "$data/UNITTEST_BTC-1m.csv" \
+  --param fast=5..20:5 --param slow=30,60,90 --walk-forward 4 --report "$work/wf.html" >/dev/null
+shot "$work/wf.html" 1700 docs/walk-forward-report.png

@@ -129,7 +129,7 @@ fn a_client_sees_a_replays_bars_signals_orders_and_fills_in_order_and_needs_the_
             let close = e["data"]["close_ms"].as_i64().expect("close_ms");
             assert!(close > last_close, "bars in time order");
             last_close = close;
-            assert_eq!(e["data"]["bars"][0]["symbol"], "BTC/USD", "{e}");
+            assert_eq!(e["data"]["bars"][0]["symbol"], "SAMPLE/USD", "{e}");
         }
         seen.push(e);
     }

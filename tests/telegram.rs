@@ -165,10 +165,10 @@ fn telegram_answers_the_allow_list_ignores_a_stranger_and_notifies_fills() {
     // Fills are notified to the group and to the operator's private chat.
     let fill = fake.wait_for(DESK, 0, "fill", WITHIN);
     assert!(
-        fill.text.contains("sma-cross#1") && fill.text.contains("BTC/USD"),
+        fill.text.contains("sma-cross#1") && fill.text.contains("SAMPLE/USD"),
         "{fill:?}"
     );
-    fake.wait_for(OPERATOR, 0, " BTC/USD @ ", WITHIN);
+    fake.wait_for(OPERATOR, 0, " SAMPLE/USD @ ", WITHIN);
 
     let out = stop(child);
     let log = text(&out.stderr);

@@ -52,6 +52,8 @@ pub enum DevMode {
     Paper {
         feed: Box<BarFeed>,
         feed_spec: String,
+        /// What the feed's bars are of.
+        symbol: String,
         speed: Option<f64>,
     },
 }
@@ -174,11 +176,13 @@ pub fn run(settings: DevSettings, db: &Path, cache: &CompileCache) -> anyhow::Re
         DevMode::Paper {
             feed,
             feed_spec,
+            symbol,
             speed,
         } => {
             let paper_settings = Paper {
                 source: &settings.source,
                 feed_name: format!("dev:{feed_spec}"),
+                symbol,
                 speed,
                 max_reloads: settings.max_reloads,
             };
@@ -280,6 +284,7 @@ pub fn run(settings: DevSettings, db: &Path, cache: &CompileCache) -> anyhow::Re
 struct Paper<'s> {
     source: &'s Path,
     feed_name: String,
+    symbol: String,
     speed: Option<f64>,
     max_reloads: Option<usize>,
 }
@@ -308,7 +313,7 @@ fn paper(
     candidates::store_blob(store.conn(), &artifact)?;
     let mut controls = Controls::start(db, 0)?;
     let commands_tx = controls.commands();
-    let symbol = String::from("BTC/USD");
+    let symbol = dev.symbol.clone();
     let mut feeds = Feeds::new(vec![symbol.clone()], vec![*feed], std::time::Duration::ZERO);
     let settings = RunSettings {
         feed_name: dev.feed_name.clone(),

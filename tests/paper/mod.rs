@@ -431,17 +431,17 @@ fn bad_settings_are_refused_in_one_line() {
                 "--strategy".into(),
                 format!("{},@ETH/USD", example("sma-cross").display()),
             ],
-            "@ETH/USD is not a symbol of this run (fed: BTC/USD)".into(),
+            "@ETH/USD is not a symbol of this run (fed: SAMPLE/USD)".into(),
         ),
         (
             vec![
                 "--strategy".into(),
                 format!(
-                    "{},@BTC/USD,fast=4,@BTC/USD",
+                    "{},@SAMPLE/USD,fast=4,@SAMPLE/USD",
                     example("sma-cross").display()
                 ),
             ],
-            "@BTC/USD is named twice".into(),
+            "@SAMPLE/USD is named twice".into(),
         ),
     ];
     for (extra, expected) in cases {

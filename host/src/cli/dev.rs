@@ -37,10 +37,19 @@ pub struct DevArgs {
 /// `keel dev`.
 pub(super) fn run(args: DevArgs, db: &Path, cache: &CompileCache) -> anyhow::Result<bool> {
     // Settings first: nothing is built or watched for a run that cannot start.
+    // A file's bars are named by the file, the sample's honestly.
+    let symbol = (args.feed.strip_prefix("replay:"))
+        .and_then(|file| keel_model::candles::symbol_from_file(Path::new(file)))
+        .unwrap_or_else(|| super::run::SAMPLE_SYMBOL.to_owned());
+    if args.paper {
+        crate::sandbox::bindable(&symbol)
+            .map_err(|e| anyhow::anyhow!("--feed {}: {e}", args.feed))?;
+    }
     let mode = match (args.paper, args.data) {
         (true, None) => DevMode::Paper {
             speed: super::run::speed(&args.speed)?,
             feed: Box::new(feed(&args.feed)?),
+            symbol,
             feed_spec: args.feed,
         },
         (false, Some(data)) => DevMode::Replay { data },

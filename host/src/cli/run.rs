@@ -102,7 +102,7 @@ pub struct RunArgs {
     pub bars: Option<u64>,
     /// The symbol of a feed that does not name one: by default a
     /// `replay:<file>` is named by its file (`GOOG-1d.csv` is GOOG), and
-    /// `sample` is BTC/USD.
+    /// `sample` (a seeded random walk) is SAMPLE/USD.
     #[arg(long)]
     pub symbol: Option<String>,
     /// Replay speed: `600x` (600 feed seconds per second) or `max`.
@@ -159,7 +159,7 @@ pub struct RunArgs {
 }
 
 /// The symbol `sample` is traded as, unless --symbol names another.
-const SAMPLE_SYMBOL: &str = "BTC/USD";
+pub(super) const SAMPLE_SYMBOL: &str = "SAMPLE/USD";
 
 /// `--speed`: `600x` (or `600`), within [`ranges::SPEED`], or `max` (`None`).
 pub(super) fn speed(text: &str) -> anyhow::Result<Option<f64>> {
