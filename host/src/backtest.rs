@@ -83,6 +83,38 @@ pub fn load_data(specs: &[String], db: &Path) -> anyhow::Result<Vec<Dataset>> {
     Ok(out)
 }
 
+/// Each series aggregated to bars of `to` (see `candles::resample`), its
+/// reference made of what the strategy will see; a note for each series
+/// with partial bars (a gap inside, or the data starting or ending inside
+/// them): kept as they are, never filled.
+pub fn resample_data(data: &mut [Dataset], to: Timeframe) -> anyhow::Result<Vec<String>> {
+    let mut notes = Vec::new();
+    for d in data.iter_mut() {
+        let made = candles::resample::resample(&d.series.candles, d.series.bar_ms, to)
+            .map_err(|e| anyhow::anyhow!("--timeframe {to}: {}: {e}", d.reference.source))?;
+        if made.partial > 0 {
+            notes.push(format!(
+                "{} as {to}: {} of {} bars are partial (a gap inside, or the data starts or ends inside them); kept as they are, never filled",
+                shown::text(&d.reference.source),
+                made.partial,
+                made.candles.len()
+            ));
+        }
+        d.series.candles = made.candles;
+        d.series.bar_ms = to.duration_ms();
+        let candles = &d.series.candles;
+        d.reference = DataRef {
+            symbol: d.series.symbol.clone(),
+            source: format!("{} as {to}", d.reference.source),
+            sha256: candles_sha256(candles),
+            bars: candles.len(),
+            first: format_time(candles[0].time_ms),
+            last: format_time(candles[candles.len() - 1].time_ms),
+        };
+    }
+    Ok(notes)
+}
+
 /// Where the data differs from what a strategy declares (its symbols, its
 /// bar length): one line each, for a warning. A strategy is bound to the
 /// data's symbols in their order whatever it declares, and is handed the
@@ -108,8 +140,12 @@ pub fn mismatches(info: &keel_model::StrategyInfo, data: &[Dataset]) -> Vec<Stri
                     || format!("{} s", d.series.bar_ms / 1000),
                     |t| t.to_string(),
                 );
+            let fix = candles::resample::resample(&[], d.series.bar_ms, tf)
+                .map_or(String::new(), |_| {
+                    format!("; --timeframe {tf} aggregates them")
+                });
             out.push(format!(
-                "{} declares {tf} bars; {}'s are {theirs} (it is handed them as they are)",
+                "{} declares {tf} bars; {}'s are {theirs} (it is handed them as they are{fix})",
                 shown::text(&info.name),
                 shown::text(&d.reference.source)
             ));

@@ -8,6 +8,7 @@ use clap::Args;
 
 use keel_backtester::report::{GridRun, grid_html};
 use keel_model::Params;
+use keel_model::candles::Timeframe;
 
 use crate::backtest;
 use crate::ranges;
@@ -24,6 +25,12 @@ pub struct BacktestArgs {
     /// `[SYMBOL=]FILE` (CSV or .json) or `SYMBOL@TF` from the store; repeat for several symbols.
     #[arg(long = "data", required = true, value_name = "SOURCE")]
     pub data: Vec<String>,
+    /// Aggregate each series to bars of this length first (5m, 15m, 1h, 4h
+    /// or 1d from a finer one that divides it): open of the first, highest
+    /// high, lowest low, close of the last, volume summed; a bar with a gap
+    /// inside is kept and counted, never filled.
+    #[arg(long, value_name = "TF", value_parser = timeframe)]
+    pub timeframe: Option<Timeframe>,
     /// Fee per fill, basis points of notional.
     #[arg(long, default_value_t = 10.0, allow_negative_numbers = true, value_parser = ranges::BPS.parser())]
     pub fee_bps: f64,
@@ -64,13 +71,20 @@ pub(super) fn run(args: &BacktestArgs, db: &Path, cache: &CompileCache) -> anyho
         .iter()
         .map(|f| sandbox.load_file(f))
         .collect::<Result<Vec<_>, _>>()?;
-    let data = backtest::load_data(&args.data, db)?;
+    let mut data = backtest::load_data(&args.data, db)?;
+    let notes = match args.timeframe {
+        Some(tf) => backtest::resample_data(&mut data, tf)?,
+        None => Vec::new(),
+    };
     // Said once the work is done: a refusal stays one line.
     let warnings: Vec<String> = loaded
         .iter()
         .flat_map(|s| backtest::mismatches(&s.info, &data))
         .collect();
     let warn = || {
+        for note in &notes {
+            eprintln!("note: {note}");
+        }
         for warning in &warnings {
             eprintln!("warning: {warning}");
         }
@@ -307,6 +321,16 @@ pub(super) fn run(args: &BacktestArgs, db: &Path, cache: &CompileCache) -> anyho
             .with_context(|| format!("{}: cannot write the report", path.display()))?;
     }
     Ok(true)
+}
+
+/// `--timeframe`: one of the bar lengths Keel knows.
+pub(super) fn timeframe(text: &str) -> Result<Timeframe, String> {
+    Timeframe::parse(text).ok_or_else(|| {
+        format!(
+            "unknown timeframe (one of {})",
+            Timeframe::ALL.map(|t| t.as_str()).join(", ")
+        )
+    })
 }
 
 /// A one-line progress bar on a terminal; plain lines elsewhere (logs, CI).

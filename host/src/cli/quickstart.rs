@@ -62,6 +62,7 @@ pub(super) fn run(args: &QuickstartArgs, db: &Path, cache: &CompileCache) -> any
         let run = StrategyRunArgs {
             file,
             data: data.iter().map(|d| with_dir(d, &args.data)).collect(),
+            timeframe: None,
             params: vec![],
             cash: 10_000.0,
             quiet: true,

@@ -71,6 +71,10 @@ pub struct StrategyRunArgs {
     /// `[SYMBOL=]FILE` (CSV or .json) or `SYMBOL@TF` from the store (repeat for several symbols).
     #[arg(long = "data", required = true, value_name = "[SYMBOL=]CSV")]
     pub data: Vec<String>,
+    /// Aggregate each series to bars of this length first, as `keel
+    /// backtest --timeframe` does.
+    #[arg(long, value_name = "TF", value_parser = super::backtest::timeframe)]
+    pub timeframe: Option<keel_model::candles::Timeframe>,
     /// Parameter override `NAME=VALUE` (repeatable).
     #[arg(long = "param", value_name = "NAME=VALUE")]
     pub params: Vec<String>,
@@ -262,8 +266,12 @@ pub(super) fn print_report(report: &ValidationReport) {
 
 pub(super) fn run_file(sandbox: &Sandbox, args: &StrategyRunArgs, db: &Path) -> anyhow::Result<()> {
     let loaded = sandbox.load_file(&args.file)?;
-    let data = backtest::load_data(&args.data, db)?;
-    let warnings = backtest::mismatches(&loaded.info, &data);
+    let mut data = backtest::load_data(&args.data, db)?;
+    let mut warnings = match args.timeframe {
+        Some(tf) => backtest::resample_data(&mut data, tf)?,
+        None => Vec::new(),
+    };
+    warnings.extend(backtest::mismatches(&loaded.info, &data));
     let series: Vec<Series> = data.into_iter().map(|d| d.series).collect();
     let params = Params::resolve_text(&loaded.info.params, &args.params)
         .with_context(|| format!("{}: bad parameters", loaded.info.name))?;

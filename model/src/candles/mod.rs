@@ -9,6 +9,7 @@ use crate::shown::{self, number};
 mod csv;
 mod json;
 mod layout;
+pub mod resample;
 
 pub use csv::{CsvCandles, parse_csv, parse_csv_columns, read_csv, write_csv};
 pub use json::{parse_json, read_json};
