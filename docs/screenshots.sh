@@ -13,10 +13,13 @@ trap 'rm -rf "$work"' EXIT
 shot() { chromium --headless=new --no-sandbox --disable-gpu --hide-scrollbars \
   --window-size=1200,"$2" --screenshot="$3" "file://$1" 2>/dev/null; }
 
+# atr-breakout as it declares (hourly bars, from five-minute candles), one
+# position at a time: its stops, and the signals that limit refused.
+printf 'max_open_positions = 1\n' > "$work/limits.toml"
 "$keel" --db "$work/k.db" backtest "$wasm/atr_breakout.wasm" \
   --data "$data/crypto-5m/ETH_BTC-5m.csv" --data "$data/crypto-5m/LTC_BTC-5m.csv" \
-  --report "$work/backtest.html" >/dev/null
-shot "$work/backtest.html" 2600 docs/backtest-report.png
+  --timeframe 1h --risk-limits "$work/limits.toml" --report "$work/backtest.html" >/dev/null 2>&1
+shot "$work/backtest.html" 3300 docs/backtest-report.png
 
 "$keel" --db "$work/k.db" run --paper --speed max \
   --feed "replay:$data/UNITTEST_BTC-1m.csv" \

@@ -242,6 +242,8 @@ fn common_layouts_import_the_same_bars() {
         ("pandas-ETHBTC-5m.csv", None),
         ("capitalised-ETHBTC-5m.csv", None),
         ("freqtrade-ETH_BTC-5m.json", None),
+        ("pandas-ETHBTC-5m.csv.gz", None),
+        ("freqtrade-ETH_BTC-5m.json.gz", None),
         ("custom-ETHBTC-5m.csv", Some(columns)),
     ] {
         let db = dir.path().join(format!("{file}.db"));
@@ -271,6 +273,30 @@ fn common_layouts_import_the_same_bars() {
             .expect("load");
         assert_eq!(stored, eth[..48], "{file}");
     }
+    // A compressed file replays as it decompresses, bar by bar.
+    let gz = layouts.join("pandas-ETHBTC-5m.csv.gz");
+    let feed = format!("replay:{}", gz.to_str().expect("path"));
+    let out = keel(
+        &dir.path().join("replay.db"),
+        &[
+            "run",
+            "--paper",
+            "--feed",
+            &feed,
+            "--speed",
+            "max",
+            "--strategy",
+            crate::support::example("sma-cross").to_str().expect("path"),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("48 bars booked"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("calls on pandas-ETHBTC"),
+        "named by the file: {}",
+        stdout(&out)
+    );
+
     // yfinance's daily file: dates, and the close (not the adjusted one).
     let db = dir.path().join("goog.db");
     let goog = layouts.join("yfinance-GOOG-1d.csv");

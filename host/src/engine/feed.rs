@@ -57,10 +57,7 @@ impl BarFeed {
             let candles = keel_model::candles::read_json(path)?;
             return BarFeed::start(Box::new(candles.into_iter().map(Ok)), &name);
         }
-        let file = std::fs::File::open(path).map_err(|error| CandleError::Io {
-            path: name.clone(),
-            error,
-        })?;
+        let file = keel_model::candles::open(path)?;
         let lines = std::io::BufReader::new(file).lines();
         let candles = CsvCandles::new(lines, &name)?;
         BarFeed::start(Box::new(candles), &name)

@@ -18,16 +18,74 @@ pub use layout::Columns;
 /// The columns of a candle row, in order.
 pub(crate) const COLUMNS: [&str; 6] = ["time", "open", "high", "low", "close", "volume"];
 
+/// The most a compressed candle file may expand to (4 GiB): a file that
+/// would make more is refused, not read.
+pub const MAX_EXPANDED_BYTES: u64 = 4 << 30;
+
+/// Whether `path` is gzip-compressed, by its extension (`.csv.gz`,
+/// `.json.gz`).
+pub fn is_gzip(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|ext| ext.eq_ignore_ascii_case("gz"))
+}
+
+/// A candle file's bytes as they are read, decompressed when it is gzip
+/// (`.gz`), at most [`MAX_EXPANDED_BYTES`] of them plus one (so that more
+/// can be told).
+pub fn open(path: &Path) -> Result<Box<dyn std::io::Read + Send>, CandleError> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|error| CandleError::Io {
+        path: path.display().to_string(),
+        error,
+    })?;
+    Ok(if is_gzip(path) {
+        Box::new(flate2::read::MultiGzDecoder::new(file).take(MAX_EXPANDED_BYTES + 1))
+    } else {
+        Box::new(file)
+    })
+}
+
+/// The whole text of a candle file, decompressed if it is gzip.
+pub(crate) fn read_text(path: &Path) -> Result<String, CandleError> {
+    read_text_within(path, MAX_EXPANDED_BYTES)
+}
+
+/// `read_text`, a compressed file refused when it expands past `max` bytes.
+fn read_text_within(path: &Path, max: u64) -> Result<String, CandleError> {
+    use std::io::Read;
+    let name = path.display().to_string();
+    let io = |error| CandleError::Io {
+        path: name.clone(),
+        error,
+    };
+    let mut text = String::new();
+    let reader = open(path)?;
+    let limit = if is_gzip(path) { max } else { u64::MAX - 1 };
+    reader
+        .take(limit + 1)
+        .read_to_string(&mut text)
+        .map_err(io)?;
+    if text.len() as u64 > limit {
+        return Err(io(std::io::Error::other(format!(
+            "expands to more than {}",
+            if max >= 1 << 30 {
+                format!("{} GiB", max >> 30)
+            } else {
+                format!("{max} bytes")
+            }
+        ))));
+    }
+    Ok(text)
+}
+
 /// Reads `path` whole and parses it, naming the file in every error.
 pub(crate) fn read_with(
     path: &Path,
     parse: fn(&str, &str) -> Result<Vec<Candle>, CandleError>,
 ) -> Result<Vec<Candle>, CandleError> {
     let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|error| CandleError::Io {
-        path: name.clone(),
-        error,
-    })?;
+    let text = read_text(path)?;
     parse(&text, &name)
 }
 
@@ -78,7 +136,8 @@ pub const MIN_CANDLE_PRICE: f64 = 1e-8;
 /// arithmetic on bar spacing.
 pub const CANDLE_TIME_MS: (i64, i64) = (-2_208_988_800_000, 7_258_118_400_000);
 
-/// Reads a candle file by its extension: `.json` as freqtrade JSON, anything else as CSV.
+/// Reads a candle file by its extension: `.json` as freqtrade JSON, anything
+/// else as CSV; either decompressed first when it ends in `.gz`.
 pub fn read_file(path: &Path) -> Result<Vec<Candle>, CandleError> {
     if is_json(path) {
         read_json(path)
@@ -101,10 +160,7 @@ pub fn read_file_columns(path: &Path, columns: &Columns) -> Result<Vec<Candle>, 
             message: "freqtrade JSON has no column names: --columns is for CSV".into(),
         });
     }
-    let text = std::fs::read_to_string(path).map_err(|error| CandleError::Io {
-        path: name.clone(),
-        error,
-    })?;
+    let text = read_text(path)?;
     parse_csv_columns(&text, &name, columns)
 }
 
@@ -140,8 +196,15 @@ pub fn symbol_from_file(path: &Path) -> Option<String> {
 }
 
 /// Whether `path` names a freqtrade JSON file (by its extension) rather than CSV.
+/// (`.json.gz`: compressed freqtrade JSON.)
 pub fn is_json(path: &Path) -> bool {
-    path.extension()
+    let inner = if is_gzip(path) {
+        path.file_stem().map(Path::new)
+    } else {
+        Some(path)
+    };
+    inner
+        .and_then(|p| p.extension())
         .and_then(|e| e.to_str())
         .is_some_and(|ext| ext.eq_ignore_ascii_case("json"))
 }
@@ -394,6 +457,39 @@ mod tests {
     use super::*;
 
     const HEADER: &str = "time,open,high,low,close,volume\n";
+
+    #[test]
+    fn a_gzip_file_is_read_through_and_one_that_expands_too_far_is_refused() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut text = String::from(HEADER);
+        for i in 0..40 {
+            text.push_str(&format!("{},1,2,0.5,1.5,10\n", 1_600_000_000 + i * 60));
+        }
+        let gz = dir.path().join("x.csv.gz");
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(text.as_bytes()).expect("compress");
+        std::fs::write(&gz, encoder.finish().expect("compress")).expect("write");
+        assert_eq!(read_file(&gz).expect("read").len(), 40);
+        assert_eq!(
+            read_text_within(&gz, text.len() as u64).expect("fits"),
+            text
+        );
+        let refused = read_text_within(&gz, 1000).expect_err("expands past 1000 bytes");
+        assert_eq!(
+            refused.to_string(),
+            format!(
+                "{}: cannot read: expands to more than 1000 bytes",
+                gz.display()
+            )
+        );
+        // The limit is for what a compressed file makes, not for a plain one.
+        let plain = dir.path().join("x.csv");
+        std::fs::write(&plain, &text).expect("write");
+        assert_eq!(read_text_within(&plain, 1000).expect("plain"), text);
+        assert!(is_json(Path::new("a/ETH_BTC-5m.json.gz")) && is_json(Path::new("b.JSON")));
+        assert!(!is_json(Path::new("x.csv.gz")) && !is_json(Path::new("json.gz")));
+    }
 
     #[test]
     fn reads_rfc3339_and_epoch_ms() {

@@ -53,3 +53,10 @@ with open("custom-ETHBTC-5m.csv", "w") as f:
     f.write("Zeit,Erster,Hoch,Tief,Letzter,Umsatz\n")
     for r in rows:
         f.write(f"{ms(r['time'])//1000},{r['open']},{r['high']},{r['low']},{r['close']},{r['volume']}\n")
+# gzip-compressed, as Python's gzip writes them (no timestamp, so the
+# bytes are the same each time): a pandas CSV and freqtrade's JSON.
+import gzip
+for name in ["pandas-ETHBTC-5m.csv", "freqtrade-ETH_BTC-5m.json"]:
+    with open(name, "rb") as src, open(name + ".gz", "wb") as raw:
+        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as dst:
+            dst.write(src.read())
