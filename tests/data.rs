@@ -485,3 +485,88 @@ fn a_backtest_aggregates_to_the_timeframe_asked_for() {
         assert!(err.contains(says), "{tf}: {err}");
     }
 }
+
+/// `keel data export` writes a stored series back out as Keel's CSV (gzip
+/// when the name says so), aggregated if asked: read back, it is the same
+/// bars; what it cannot do is one line, and no file is left behind.
+#[test]
+fn a_stored_series_exports_to_csv_and_gzip_and_reads_back_the_same() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("keel.db");
+    let eth = data("crypto-5m/ETH_BTC-5m.csv");
+    let out = import_file(&db, eth.to_str().expect("path"), "ETH/BTC", "5m");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stored = keel_model::candles::read_csv(&eth).expect("eth");
+    for name in ["eth.csv", "eth.csv.gz"] {
+        let file = dir.path().join(name);
+        let out = keel(
+            &db,
+            &[
+                "data",
+                "export",
+                "ETH/BTC@5m",
+                "--out",
+                file.to_str().expect("path"),
+            ],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(
+            stdout(&out).contains("wrote 5760 bars of ETH/BTC 5m"),
+            "{}",
+            stdout(&out)
+        );
+        assert_eq!(
+            keel_model::candles::read_file(&file).expect(name),
+            stored,
+            "{name}"
+        );
+    }
+    let hourly = dir.path().join("eth-1h.csv");
+    let out = keel(
+        &db,
+        &[
+            "data",
+            "export",
+            "ETH/BTC@5m",
+            "--timeframe",
+            "1h",
+            "--out",
+            hourly.to_str().expect("path"),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let made = keel_model::candles::resample::resample(&stored, 300_000, keel_model::Timeframe::H1)
+        .expect("1h");
+    assert_eq!(
+        keel_model::candles::read_file(&hourly).expect("1h"),
+        made.candles
+    );
+
+    let nowhere = dir.path().join("no/such/dir/x.csv");
+    for (args, says) in [
+        (
+            vec!["data", "export", "XRP/BTC@5m", "--out", "x.csv"],
+            "XRP/BTC@5m: no such series",
+        ),
+        (
+            vec!["data", "export", "ETH/BTC", "--out", "x.csv"],
+            "expected SYMBOL@TIMEFRAME",
+        ),
+        (
+            vec![
+                "data",
+                "export",
+                "ETH/BTC@5m",
+                "--out",
+                nowhere.to_str().expect("path"),
+            ],
+            "x.csv: cannot write: No such file or directory",
+        ),
+    ] {
+        let out = keel(&db, &args);
+        assert!(!out.status.success(), "{args:?}");
+        assert_eq!(stderr(&out).trim().lines().count(), 1, "{}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{}", stderr(&out));
+    }
+    assert!(!Path::new("x.csv").exists());
+}

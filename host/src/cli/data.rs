@@ -6,7 +6,7 @@ use anyhow::{Context, bail};
 use clap::Subcommand;
 
 use keel_model::candles::{self, format_time};
-use keel_model::{Timeframe, synth};
+use keel_model::{Timeframe, shown, synth};
 
 use crate::ranges;
 use crate::store::Store;
@@ -64,6 +64,19 @@ pub enum DataCommand {
     },
     /// List the stored series.
     List,
+    /// Write a stored series to a CSV file (`.csv.gz`: gzip-compressed), in
+    /// Keel's own layout, which every tool reads.
+    Export {
+        /// The series, as `SYMBOL@TIMEFRAME` (`keel data list` names them).
+        series: String,
+        /// The file to write (replaced whole, never left half-written).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Aggregate to bars of this length first (5m, 15m, 1h, 4h or 1d),
+        /// as `keel backtest --timeframe` does.
+        #[arg(long, value_name = "TF", value_parser = super::backtest::timeframe)]
+        timeframe: Option<Timeframe>,
+    },
 }
 
 fn timeframe(text: &str) -> anyhow::Result<Timeframe> {
@@ -171,6 +184,46 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
                     );
                 }
             }
+            Ok(true)
+        }
+        DataCommand::Export {
+            series,
+            out,
+            timeframe: to,
+        } => {
+            let (symbol, tf) = series.rsplit_once('@').with_context(|| {
+                format!(
+                    "{}: expected SYMBOL@TIMEFRAME, e.g. ETH/BTC@5m",
+                    shown::text(&series)
+                )
+            })?;
+            let tf = timeframe(tf)?;
+            let store = Store::open(db)?;
+            let mut candles = store.load_candles(symbol, tf, None, None)?;
+            if candles.is_empty() {
+                bail!(
+                    "{}: no such series in {} (keel data list names them)",
+                    shown::text(&series),
+                    db.display()
+                );
+            }
+            let mut note = String::new();
+            if let Some(to) = to {
+                let made = candles::resample::resample(&candles, tf.duration_ms(), to)
+                    .map_err(|e| anyhow::anyhow!("--timeframe {to}: {e}"))?;
+                if made.partial > 0 {
+                    note = format!(" ({} partial: a gap inside)", made.partial);
+                }
+                candles = made.candles;
+            }
+            candles::write_csv(&out, &candles)?;
+            println!(
+                "wrote {} bars of {} {}{note} to {}",
+                candles.len(),
+                shown::text(symbol),
+                to.unwrap_or(tf),
+                out.display()
+            );
             Ok(true)
         }
         DataCommand::List => {

@@ -183,14 +183,33 @@ impl<L: Iterator<Item = std::io::Result<String>>> Iterator for CsvCandles<L> {
 
 /// Writes candles as `time,open,high,low,close,volume` CSV with RFC 3339 times.
 pub fn write_csv(path: &Path, candles: &[Candle]) -> Result<(), CandleError> {
-    use std::io::Write;
     let name = path.display().to_string();
-    let io = |error| CandleError::Io {
-        path: name.clone(),
-        error,
-    };
-    let mut out = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
-    writeln!(out, "time,open,high,low,close,volume").map_err(io)?;
+    // Written beside it and renamed over it once whole: a crash or a full
+    // disk never leaves half a file under the name.
+    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let partial = path.with_file_name(format!(".{}.partial", file_name.unwrap_or_default()));
+    let written = (|| {
+        let file = std::fs::File::create(&partial)?;
+        let file = if super::is_gzip(path) {
+            let gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
+            write_rows(gz, candles)?.finish()?
+        } else {
+            write_rows(file, candles)?
+        };
+        file.sync_all()?;
+        std::fs::rename(&partial, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    written.map_err(|error| CandleError::Write { path: name, error })
+}
+
+/// The header and a line per candle into `out`, handed back flushed.
+fn write_rows<W: std::io::Write>(out: W, candles: &[Candle]) -> std::io::Result<W> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(out);
+    writeln!(out, "time,open,high,low,close,volume")?;
     for c in candles {
         writeln!(
             out,
@@ -201,8 +220,7 @@ pub fn write_csv(path: &Path, candles: &[Candle]) -> Result<(), CandleError> {
             c.low,
             c.close,
             c.volume
-        )
-        .map_err(io)?;
+        )?;
     }
-    out.flush().map_err(io)
+    out.into_inner().map_err(|e| e.into_error())
 }

@@ -107,6 +107,8 @@ pub enum CandleError {
     /// report would repeat it.)
     #[error("{path}: cannot read: {error}")]
     Io { path: String, error: std::io::Error },
+    #[error("{path}: cannot write: {error}")]
+    Write { path: String, error: std::io::Error },
     #[error("{path}:{line}: {message}")]
     Invalid {
         path: String,
