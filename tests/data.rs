@@ -569,4 +569,91 @@ fn a_stored_series_exports_to_csv_and_gzip_and_reads_back_the_same() {
         assert!(stderr(&out).contains(says), "{}", stderr(&out));
     }
     assert!(!Path::new("x.csv").exists());
+
+    // Only a regular file is replaced: not a pipe (or a device), not the
+    // database, not a JSON name; a link is written through, and a file
+    // replaced keeps its permissions.
+    let fifo = dir.path().join("pipe");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo")
+            .success()
+    );
+    let json = dir.path().join("eth.json");
+    for (out, says) in [
+        (fifo.clone(), "pipe: cannot write: not a regular file"),
+        (db.clone(), "that is the database's own file"),
+        (json, "export writes CSV; name it .csv or .csv.gz"),
+    ] {
+        let run = keel(
+            &db,
+            &[
+                "data",
+                "export",
+                "ETH/BTC@5m",
+                "--out",
+                out.to_str().expect("path"),
+            ],
+        );
+        assert!(!run.status.success(), "{}", out.display());
+        assert!(stderr(&run).contains(says), "{}", stderr(&run));
+    }
+    assert!(
+        std::fs::metadata(&fifo)
+            .expect("fifo")
+            .file_type()
+            .is_fifo()
+    );
+    assert!(
+        keel_host::store::Store::open(&db).is_ok(),
+        "the database is whole"
+    );
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let private = dir.path().join("private.csv");
+    std::fs::write(&private, "old").expect("write");
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let link = dir.path().join("link.csv");
+    std::os::unix::fs::symlink(&private, &link).expect("link");
+    let run = keel(
+        &db,
+        &[
+            "data",
+            "export",
+            "ETH/BTC@5m",
+            "--out",
+            link.to_str().expect("path"),
+        ],
+    );
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .expect("link")
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(
+        keel_model::candles::read_file(&private).expect("through the link"),
+        stored
+    );
+    let mode = std::fs::metadata(&private)
+        .expect("private")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // `-` is the standard output.
+    let run = keel(&db, &["data", "export", "ETH/BTC@5m", "--out", "-"]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert_eq!(stdout(&run).lines().count(), 5761);
+    assert!(!Path::new("-").exists());
+
+    // A symbol with '@' could never be named as SYMBOL@TF: refused.
+    let out = import_file(&db, eth.to_str().expect("path"), "A@B", "5m");
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).trim().lines().count() == 1 && stderr(&out).contains("may not hold '@'"),
+        "{}",
+        stderr(&out)
+    );
 }

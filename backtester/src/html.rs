@@ -11,12 +11,22 @@ mod surface;
 pub use charts::{Level, Marker, histogram, monthly_returns, price_chart};
 pub use surface::{Point, heatmap};
 
-/// Text made safe for HTML.
+/// Text made safe for HTML: markup characters as entities, and control
+/// characters (which a symbol or a reason may carry) shown as `\xNN`
+/// rather than written raw into the page.
 pub fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 const STYLE: &str = "body{font:14px system-ui,sans-serif;margin:2em;color:#222;max-width:1200px}\
@@ -204,6 +214,11 @@ pub fn equity_chart(points: &[(i64, f64)], benchmark: &[(i64, f64)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_are_shown_not_written_raw() {
+        assert_eq!(escape("\u{1b}[31mX\u{7}\u{1}"), "\\x1b[31mX\\x07\\x01");
+    }
 
     #[test]
     fn html_text_is_escaped() {

@@ -71,8 +71,9 @@ pub(super) fn data_lines(data: &[DataRef]) -> String {
     let mut lines = String::from("<p>");
     for d in data {
         lines.push_str(&format!(
-            "{} — {} bars, {} .. {}, <code>{}</code><br>\n",
+            "{} — {}, {} bars, {} .. {}, <code>{}</code><br>\n",
             escape(&text(&d.symbol).to_string()),
+            escape(&text(&d.source).to_string()),
             d.bars,
             escape(&d.first),
             escape(&d.last),

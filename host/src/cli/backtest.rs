@@ -323,12 +323,15 @@ pub(super) fn run(args: &BacktestArgs, db: &Path, cache: &CompileCache) -> anyho
     Ok(true)
 }
 
-/// `--timeframe`: one of the bar lengths Keel knows.
+/// `--timeframe`: a bar length Keel knows (whether candles can be
+/// aggregated to it is said with the data).
 pub(super) fn timeframe(text: &str) -> Result<Timeframe, String> {
     Timeframe::parse(text).ok_or_else(|| {
         format!(
-            "unknown timeframe (one of {})",
-            Timeframe::ALL.map(|t| t.as_str()).join(", ")
+            "unknown timeframe (bars can be aggregated to {})",
+            keel_model::candles::resample::TARGETS
+                .map(|t| t.as_str())
+                .join(", ")
         )
     })
 }

@@ -79,6 +79,25 @@ pub enum DataCommand {
     },
 }
 
+/// Why `out` is no place to export to: a JSON name (the file would be
+/// CSV), or the database itself or one of its files.
+fn refuse_export_to(out: &Path, db: &Path) -> anyhow::Result<()> {
+    if candles::is_json(out) {
+        bail!(
+            "--out {}: export writes CSV; name it .csv or .csv.gz",
+            out.display()
+        );
+    }
+    if let (Ok(out_path), Ok(db_path)) = (out.canonicalize(), db.canonicalize())
+        && out_path
+            .to_string_lossy()
+            .starts_with(&*db_path.to_string_lossy())
+    {
+        bail!("--out {}: that is the database's own file", out.display());
+    }
+    Ok(())
+}
+
 fn timeframe(text: &str) -> anyhow::Result<Timeframe> {
     Timeframe::parse(text)
         .with_context(|| format!("timeframe '{text}' is not one of 1m 5m 15m 1h 4h 1d 1w 1M"))
@@ -94,6 +113,14 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
             replace,
         } => {
             let tf = timeframe(&tf)?;
+            // `SYMBOL@TF` names a stored series: a symbol with an `@`
+            // could never be named so.
+            if symbol.contains('@') {
+                bail!(
+                    "--symbol {}: a symbol may not hold '@' (stored series are named SYMBOL@TIMEFRAME)",
+                    shown::text(&symbol)
+                );
+            }
             let columns = candles::Columns::parse(columns.as_deref().unwrap_or_default())
                 .map_err(|e| anyhow::anyhow!("--columns: {e}"))?;
             let bytes =
@@ -113,7 +140,7 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
             let report = store.import_candles(&symbol, tf, &candles, &source, &bytes, replace)?;
             println!(
                 "imported {} {} from {}: {} bars ({} new, {} unchanged, {} replaced), {} .. {}",
-                report.symbol,
+                shown::text(&report.symbol),
                 report.timeframe,
                 source,
                 report.bars,
@@ -198,6 +225,10 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
                 )
             })?;
             let tf = timeframe(tf)?;
+            let stdout = out == Path::new("-");
+            if !stdout {
+                refuse_export_to(&out, db)?;
+            }
             let store = Store::open(db)?;
             let mut candles = store.load_candles(symbol, tf, None, None)?;
             if candles.is_empty() {
@@ -212,9 +243,23 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
                 let made = candles::resample::resample(&candles, tf.duration_ms(), to)
                     .map_err(|e| anyhow::anyhow!("--timeframe {to}: {e}"))?;
                 if made.partial > 0 {
-                    note = format!(" ({} partial: a gap inside)", made.partial);
+                    note = format!(
+                        " ({} partial: a gap inside, or the data starts or ends inside them)",
+                        made.partial
+                    );
                 }
                 candles = made.candles;
+            }
+            if stdout {
+                let out = std::io::stdout().lock();
+                drop(candles::write_rows(out, &candles).context("standard output")?);
+                eprintln!(
+                    "wrote {} bars of {} {}{note}",
+                    candles.len(),
+                    shown::text(symbol),
+                    to.unwrap_or(tf)
+                );
+                return Ok(true);
             }
             candles::write_csv(&out, &candles)?;
             println!(
@@ -235,7 +280,7 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
             for s in series {
                 println!(
                     "{:<12} {:<4} {:>9} bars  {} .. {}",
-                    s.symbol,
+                    shown::text(&s.symbol).to_string(),
                     s.timeframe,
                     s.bars,
                     format_time(s.first_ms),

@@ -267,11 +267,11 @@ pub(super) fn print_report(report: &ValidationReport) {
 pub(super) fn run_file(sandbox: &Sandbox, args: &StrategyRunArgs, db: &Path) -> anyhow::Result<()> {
     let loaded = sandbox.load_file(&args.file)?;
     let mut data = backtest::load_data(&args.data, db)?;
-    let mut warnings = match args.timeframe {
+    let notes = match args.timeframe {
         Some(tf) => backtest::resample_data(&mut data, tf)?,
         None => Vec::new(),
     };
-    warnings.extend(backtest::mismatches(&loaded.info, &data));
+    let warnings = backtest::mismatches(&loaded.info, &data);
     let series: Vec<Series> = data.into_iter().map(|d| d.series).collect();
     let params = Params::resolve_text(&loaded.info.params, &args.params)
         .with_context(|| format!("{}: bad parameters", loaded.info.name))?;
@@ -283,6 +283,9 @@ pub(super) fn run_file(sandbox: &Sandbox, args: &StrategyRunArgs, db: &Path) -> 
     };
     let mut instance = sandbox.instantiate(&loaded, binding)?;
     // Said once everything is checked: a refusal stays one line.
+    for note in notes {
+        eprintln!("note: {note}");
+    }
     for warning in warnings {
         eprintln!("warning: {warning}");
     }

@@ -184,12 +184,36 @@ impl<L: Iterator<Item = std::io::Result<String>>> Iterator for CsvCandles<L> {
 /// Writes candles as `time,open,high,low,close,volume` CSV with RFC 3339 times.
 pub fn write_csv(path: &Path, candles: &[Candle]) -> Result<(), CandleError> {
     let name = path.display().to_string();
+    let refused = |why: &str| CandleError::Write {
+        path: name.clone(),
+        error: std::io::Error::other(why.to_owned()),
+    };
+    // Only a regular file is replaced: never a device, a directory or a
+    // pipe (the name may be /dev/null).
+    let existing = std::fs::metadata(path).ok();
+    if existing.as_ref().is_some_and(|m| !m.is_file()) {
+        return Err(refused("not a regular file"));
+    }
+    // A link is written through: its target is the file replaced.
+    let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    let target = if is_link {
+        std::fs::canonicalize(path).map_err(|error| CandleError::Write {
+            path: name.clone(),
+            error,
+        })?
+    } else {
+        path.to_path_buf()
+    };
     // Written beside it and renamed over it once whole: a crash or a full
     // disk never leaves half a file under the name.
-    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-    let partial = path.with_file_name(format!(".{}.partial", file_name.unwrap_or_default()));
+    let file_name = target.file_name().map(|n| n.to_string_lossy().into_owned());
+    let partial = target.with_file_name(format!(".{}.partial", file_name.unwrap_or_default()));
     let written = (|| {
         let file = std::fs::File::create(&partial)?;
+        // A file replaced keeps who may read it.
+        if let Some(m) = &existing {
+            file.set_permissions(m.permissions())?;
+        }
         let file = if super::is_gzip(path) {
             let gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
             write_rows(gz, candles)?.finish()?
@@ -197,7 +221,7 @@ pub fn write_csv(path: &Path, candles: &[Candle]) -> Result<(), CandleError> {
             write_rows(file, candles)?
         };
         file.sync_all()?;
-        std::fs::rename(&partial, path)
+        std::fs::rename(&partial, &target)
     })();
     if written.is_err() {
         let _ = std::fs::remove_file(&partial);
@@ -206,7 +230,7 @@ pub fn write_csv(path: &Path, candles: &[Candle]) -> Result<(), CandleError> {
 }
 
 /// The header and a line per candle into `out`, handed back flushed.
-fn write_rows<W: std::io::Write>(out: W, candles: &[Candle]) -> std::io::Result<W> {
+pub fn write_rows<W: std::io::Write>(out: W, candles: &[Candle]) -> std::io::Result<W> {
     use std::io::Write;
     let mut out = std::io::BufWriter::new(out);
     writeln!(out, "time,open,high,low,close,volume")?;

@@ -11,16 +11,18 @@ mod json;
 mod layout;
 pub mod resample;
 
-pub use csv::{CsvCandles, parse_csv, parse_csv_columns, read_csv, write_csv};
+pub use csv::{CsvCandles, parse_csv, parse_csv_columns, read_csv, write_csv, write_rows};
 pub use json::{parse_json, read_json};
 pub use layout::Columns;
 
 /// The columns of a candle row, in order.
 pub(crate) const COLUMNS: [&str; 6] = ["time", "open", "high", "low", "close", "volume"];
 
-/// The most a compressed candle file may expand to (4 GiB): a file that
-/// would make more is refused, not read.
-pub const MAX_EXPANDED_BYTES: u64 = 4 << 30;
+/// The most a compressed candle file may expand to (1 GiB, some 17 million
+/// one-minute candles): a file that would make more is refused, not read.
+/// What is read is held whole while it is parsed, about three times its
+/// size at the peak.
+pub const MAX_EXPANDED_BYTES: u64 = 1 << 30;
 
 /// Whether `path` is gzip-compressed, by its extension (`.csv.gz`,
 /// `.json.gz`).
