@@ -426,21 +426,23 @@ impl Engine<'_> {
             .filter(|p| !self.reconcile_problems.contains(p))
             .cloned()
             .collect();
+        // The risk event and the state it causes in one transaction: no
+        // reader sees the one without the other.
+        let tx = self.conn.transaction()?;
         for p in &new {
             tracing::error!(target: "keel::venue", "reconciliation: {p}");
-            risk_event(self.conn, "reconcile", None, p, None)?;
+            risk_event(&tx, "reconcile", None, p, None)?;
         }
-        self.reconcile_problems = problems.clone();
-        if self.state == TradingState::Active {
+        let reduce = self.state == TradingState::Active;
+        if reduce {
             let why = format!("reconciliation: {}", problems.join("; "));
-            store_state(
-                self.conn,
-                TradingState::ReduceOnly,
-                &why,
-                Actor::Keel.as_str(),
-            )?;
+            store_state(&tx, TradingState::ReduceOnly, &why, Actor::Keel.as_str())?;
+        }
+        tx.commit()?;
+        if reduce {
             self.state = TradingState::ReduceOnly;
         }
+        self.reconcile_problems = problems.clone();
         Ok(())
     }
 
