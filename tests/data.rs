@@ -486,6 +486,17 @@ fn a_backtest_aggregates_to_the_timeframe_asked_for() {
     }
 }
 
+fn path(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// `keel data export ETH/BTC@5m --out OUT`, with `extra` options.
+fn export_eth(db: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["data", "export", "ETH/BTC@5m", "--out", path(out)];
+    args.extend_from_slice(extra);
+    keel(db, &args)
+}
+
 /// `keel data export` writes a stored series back out as Keel's CSV (gzip
 /// when the name says so), aggregated if asked: read back, it is the same
 /// bars; what it cannot do is one line, and no file is left behind.
@@ -499,16 +510,7 @@ fn a_stored_series_exports_to_csv_and_gzip_and_reads_back_the_same() {
     let stored = keel_model::candles::read_csv(&eth).expect("eth");
     for name in ["eth.csv", "eth.csv.gz"] {
         let file = dir.path().join(name);
-        let out = keel(
-            &db,
-            &[
-                "data",
-                "export",
-                "ETH/BTC@5m",
-                "--out",
-                file.to_str().expect("path"),
-            ],
-        );
+        let out = export_eth(&db, &file, &[]);
         assert!(out.status.success(), "{}", stderr(&out));
         assert!(
             stdout(&out).contains("wrote 5760 bars of ETH/BTC 5m"),
@@ -522,18 +524,7 @@ fn a_stored_series_exports_to_csv_and_gzip_and_reads_back_the_same() {
         );
     }
     let hourly = dir.path().join("eth-1h.csv");
-    let out = keel(
-        &db,
-        &[
-            "data",
-            "export",
-            "ETH/BTC@5m",
-            "--timeframe",
-            "1h",
-            "--out",
-            hourly.to_str().expect("path"),
-        ],
-    );
+    let out = export_eth(&db, &hourly, &["--timeframe", "1h"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let made = keel_model::candles::resample::resample(&stored, 300_000, keel_model::Timeframe::H1)
         .expect("1h");
@@ -553,13 +544,7 @@ fn a_stored_series_exports_to_csv_and_gzip_and_reads_back_the_same() {
             "expected SYMBOL@TIMEFRAME",
         ),
         (
-            vec![
-                "data",
-                "export",
-                "ETH/BTC@5m",
-                "--out",
-                nowhere.to_str().expect("path"),
-            ],
+            vec!["data", "export", "ETH/BTC@5m", "--out", path(&nowhere)],
             "x.csv: cannot write: No such file or directory",
         ),
     ] {
@@ -587,16 +572,7 @@ fn a_stored_series_exports_to_csv_and_gzip_and_reads_back_the_same() {
         (db.clone(), "that is the database's own file"),
         (json, "export writes CSV; name it .csv or .csv.gz"),
     ] {
-        let run = keel(
-            &db,
-            &[
-                "data",
-                "export",
-                "ETH/BTC@5m",
-                "--out",
-                out.to_str().expect("path"),
-            ],
-        );
+        let run = export_eth(&db, &out, &[]);
         assert!(!run.status.success(), "{}", out.display());
         assert!(stderr(&run).contains(says), "{}", stderr(&run));
     }
@@ -616,16 +592,7 @@ fn a_stored_series_exports_to_csv_and_gzip_and_reads_back_the_same() {
     std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     let link = dir.path().join("link.csv");
     std::os::unix::fs::symlink(&private, &link).expect("link");
-    let run = keel(
-        &db,
-        &[
-            "data",
-            "export",
-            "ETH/BTC@5m",
-            "--out",
-            link.to_str().expect("path"),
-        ],
-    );
+    let run = export_eth(&db, &link, &[]);
     assert!(run.status.success(), "{}", stderr(&run));
     assert!(
         std::fs::symlink_metadata(&link)
