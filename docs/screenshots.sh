@@ -2,7 +2,8 @@
 # Makes the report screenshots under docs/ with headless Chromium, from the
 # shared sample data and the example strategies (built by the tests into
 # target/keel-wasm). The dashboard's is made by its test:
-#   KEEL_DASHBOARD_SCREENSHOT=docs/dashboard.png cargo test -p keel-host --test integration -- dashboard
+#   KEEL_DASHBOARD_SCREENSHOT=$PWD/docs/dashboard.png cargo test -p keel-host --test integration -- dashboard
+# (an absolute path: the test runs in host/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 keel=${KEEL:-target/debug/keel}
