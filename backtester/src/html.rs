@@ -62,6 +62,54 @@ pub fn page_start(title: &str) -> String {
 /// The end of a page.
 pub const PAGE_END: &str = "</body></html>\n";
 
+/// Five gridlines up a plot spanning `left..right`, at even steps of
+/// `lo..hi` placed by `y`, each labelled left of it.
+fn valued_gridlines(
+    svg: &mut String,
+    (lo, hi): (f64, f64),
+    y: impl Fn(f64) -> f64,
+    (left, right): (f64, f64),
+) {
+    for i in 0..=4 {
+        let v = lo + (hi - lo) * f64::from(i) / 4.0;
+        svg.push_str(&format!(
+            "<line class=\"grid\" x1=\"{left:.1}\" x2=\"{right:.1}\" y1=\"{y:.1}\" y2=\"{y:.1}\"/>\
+             <text class=\"axis\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\n",
+            left - 6.0,
+            y(v) + 4.0,
+            tick(v, hi - lo),
+            y = y(v)
+        ));
+    }
+}
+
+/// Five dated gridlines across a plot from `top` to `bottom`, at even
+/// steps of `t0..t1` (ms) placed by `x`, labelled at `label_y` (the first
+/// label from its start, the last to its end).
+fn dated_gridlines(
+    svg: &mut String,
+    (t0, t1): (f64, f64),
+    x: impl Fn(f64) -> f64,
+    (top, bottom): (f64, f64),
+    label_y: f64,
+) {
+    for i in 0..=4 {
+        let t = t0 + (t1 - t0) * f64::from(i) / 4.0;
+        let anchor = match i {
+            0 => "start",
+            4 => "end",
+            _ => "middle",
+        };
+        let label = format_time(t as i64);
+        svg.push_str(&format!(
+            "<line class=\"grid\" x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{top:.1}\" y2=\"{bottom:.1}\"/>\
+             <text class=\"axis\" x=\"{x:.1}\" y=\"{label_y:.1}\" text-anchor=\"{anchor}\">{}</text>\n",
+            escape(&label.get(..16).unwrap_or(&label).replace('T', " ")),
+            x = x(t)
+        ));
+    }
+}
+
 /// A number for an axis label: as many decimals as its range needs.
 fn tick(value: f64, span: f64) -> String {
     let decimals = match span.abs() {
@@ -140,35 +188,8 @@ pub fn equity_chart(points: &[(i64, f64)], benchmark: &[(i64, f64)]) -> String {
         "<svg class=\"chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" \
          viewBox=\"0 0 {W} {H}\" role=\"img\" aria-label=\"equity and drawdown\">\n"
     );
-    for i in 0..=4 {
-        let v = lo + (hi - lo) * f64::from(i) / 4.0;
-        svg.push_str(&format!(
-            "<line class=\"grid\" x1=\"{LEFT}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\"/>\
-             <text class=\"axis\" x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\n",
-            W - RIGHT,
-            LEFT - 6.0,
-            y(v) + 4.0,
-            tick(v, hi - lo),
-            y = y(v)
-        ));
-    }
-    for i in 0..=4 {
-        let t = t0 + (t1 - t0) * f64::from(i) / 4.0;
-        let anchor = match i {
-            0 => "start",
-            4 => "end",
-            _ => "middle",
-        };
-        let label = format_time(t as i64);
-        svg.push_str(&format!(
-            "<line class=\"grid\" x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{TOP}\" y2=\"{:.1}\"/>\
-             <text class=\"axis\" x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"{anchor}\">{}</text>\n",
-            H - BOTTOM,
-            H - 8.0,
-            escape(&label.get(..16).unwrap_or(&label).replace('T', " ")),
-            x = x(t)
-        ));
-    }
+    valued_gridlines(&mut svg, (lo, hi), y, (LEFT, W - RIGHT));
+    dated_gridlines(&mut svg, (t0, t1), x, (TOP, H - BOTTOM), H - 8.0);
     let line: String = drawn
         .iter()
         .map(|&(t, e)| format!("{:.1},{:.1} ", x(t as f64), y(e)))

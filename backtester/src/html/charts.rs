@@ -2,9 +2,7 @@
 //! the monthly returns as a heat-coloured table, and the distribution of
 //! trade returns. Inline SVG and tables; every axis labelled.
 
-use keel_model::candles::format_time;
-
-use super::{escape, tick};
+use super::{dated_gridlines, escape, valued_gridlines};
 
 /// A trade's entry or exit, drawn on its symbol's price.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -72,39 +70,15 @@ impl Frame {
 
     /// Five valued gridlines up and five dated ones across, labelled.
     fn grid(&self, svg: &mut String) {
-        let (lo, hi) = self.v;
-        for i in 0..=4 {
-            let v = lo + (hi - lo) * f64::from(i) / 4.0;
-            svg.push_str(&format!(
-                "<line class=\"grid\" x1=\"{:.1}\" x2=\"{:.1}\" y1=\"{y:.1}\" y2=\"{y:.1}\"/>\
-                 <text class=\"axis\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\n",
-                self.left,
-                self.left + self.w,
-                self.left - 6.0,
-                self.y(v) + 4.0,
-                tick(v, hi - lo),
-                y = self.y(v)
-            ));
-        }
-        let (t0, t1) = self.t;
-        for i in 0..=4 {
-            let t = t0 + (t1 - t0) * f64::from(i) / 4.0;
-            let anchor = match i {
-                0 => "start",
-                4 => "end",
-                _ => "middle",
-            };
-            let label = format_time(t as i64);
-            svg.push_str(&format!(
-                "<line class=\"grid\" x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{:.1}\" y2=\"{:.1}\"/>\
-                 <text class=\"axis\" x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"{anchor}\">{}</text>\n",
-                self.top,
-                self.top + self.h,
-                self.top + self.h + 16.0,
-                escape(&label.get(..16).unwrap_or(&label).replace('T', " ")),
-                x = self.x(t)
-            ));
-        }
+        let bottom = self.top + self.h;
+        valued_gridlines(svg, self.v, |v| self.y(v), (self.left, self.left + self.w));
+        dated_gridlines(
+            svg,
+            self.t,
+            |t| self.x(t),
+            (self.top, bottom),
+            bottom + 16.0,
+        );
     }
 }
 
