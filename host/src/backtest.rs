@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context, bail};
 
-use keel_backtester::report::{DataRef, ParamEntry, StrategyRef, candles_sha256, score};
+use keel_backtester::report::{DataRef, ParamEntry, StrategyRef, score};
 use keel_backtester::{BacktestConfig, Report};
 use keel_model::candles::{self, format_time};
 use keel_model::replay::{Feed, Series};
@@ -63,14 +63,7 @@ pub fn load_data(specs: &[String], db: &Path) -> anyhow::Result<Vec<Dataset>> {
             let bar_ms = candles::typical_spacing_ms(&candles).unwrap_or(60_000);
             (symbol, candles, path.display().to_string(), bar_ms)
         };
-        let reference = DataRef {
-            symbol: symbol.clone(),
-            source,
-            sha256: candles_sha256(&candles),
-            bars: candles.len(),
-            first: format_time(candles[0].time_ms),
-            last: format_time(candles[candles.len() - 1].time_ms),
-        };
+        let reference = DataRef::of(&symbol, source, &candles);
         out.push(Dataset {
             series: Series {
                 symbol,
@@ -100,17 +93,10 @@ pub fn resample_data(data: &mut [Dataset], to: Timeframe) -> anyhow::Result<Vec<
                 made.candles.len()
             ));
         }
+        let source = format!("{} as {to}", d.reference.source);
+        d.reference = DataRef::of(&d.series.symbol, source, &made.candles);
         d.series.candles = made.candles;
         d.series.bar_ms = to.duration_ms();
-        let candles = &d.series.candles;
-        d.reference = DataRef {
-            symbol: d.series.symbol.clone(),
-            source: format!("{} as {to}", d.reference.source),
-            sha256: candles_sha256(candles),
-            bars: candles.len(),
-            first: format_time(candles[0].time_ms),
-            last: format_time(candles[candles.len() - 1].time_ms),
-        };
     }
     Ok(notes)
 }

@@ -103,6 +103,22 @@ pub struct Report {
     pub errors: Vec<Issue>,
 }
 
+impl DataRef {
+    /// The reference of `candles` of `symbol` read from `source`: their
+    /// hash, count and span.
+    pub fn of(symbol: &str, source: String, candles: &[Candle]) -> DataRef {
+        let time = |c: Option<&Candle>| c.map_or_else(String::new, |c| format_time(c.time_ms));
+        DataRef {
+            symbol: symbol.to_owned(),
+            source,
+            sha256: candles_sha256(candles),
+            bars: candles.len(),
+            first: time(candles.first()),
+            last: time(candles.last()),
+        }
+    }
+}
+
 /// SHA-256 of candles, independent of how they were stored.
 pub fn candles_sha256(candles: &[Candle]) -> String {
     use sha2::{Digest, Sha256};

@@ -76,16 +76,11 @@ pub(super) fn gate_data(config: &CandidatesConfig, db: &Path) -> anyhow::Result<
             candles,
             bar_ms: 60_000,
         };
-        let reference = keel_backtester::report::DataRef {
-            symbol: series.symbol.clone(),
-            source: "sample:4000".into(),
-            bars: series.candles.len(),
-            first: keel_model::candles::format_time(series.candles[0].time_ms),
-            last: keel_model::candles::format_time(
-                series.candles[series.candles.len() - 1].time_ms,
-            ),
-            sha256: keel_backtester::report::candles_sha256(&series.candles),
-        };
+        let reference = keel_backtester::report::DataRef::of(
+            &series.symbol,
+            "sample:4000".into(),
+            &series.candles,
+        );
         return Ok(vec![Dataset { series, reference }]);
     }
     backtest::load_data(&config.backtest.data, db)

@@ -57,11 +57,11 @@ pub fn split(data: Vec<Dataset>, holdout_pct: f64) -> anyhow::Result<Split> {
                 d.series.candles.len()
             );
         }
-        let mut reference = d.reference.clone();
-        reference.sha256 = keel_backtester::report::candles_sha256(&candles);
-        reference.bars = candles.len();
-        reference.first = keel_model::candles::format_time(candles[0].time_ms);
-        reference.last = keel_model::candles::format_time(candles[candles.len() - 1].time_ms);
+        let reference = keel_backtester::report::DataRef::of(
+            &d.reference.symbol,
+            d.reference.source.clone(),
+            &candles,
+        );
         let mut series = d.series.clone();
         series.candles = candles;
         Ok(Dataset { series, reference })
