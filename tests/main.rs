@@ -8,6 +8,7 @@ mod cli;
 mod dashboard;
 mod data;
 mod dev;
+mod download;
 mod equivalence;
 mod events;
 mod evolve;

@@ -27,24 +27,25 @@ pub struct Dataset {
 pub fn load_data(specs: &[String], db: &Path) -> anyhow::Result<Vec<Dataset>> {
     let mut out = Vec::with_capacity(specs.len());
     for (i, spec) in specs.iter().enumerate() {
-        let (symbol, candles, source, bar_ms) = if let Some((symbol, tf)) = spec.split_once('@')
+        let (symbol, candles, source, bar_ms, digest) = if let Some((symbol, tf)) =
+            spec.split_once('@')
             && !Path::new(spec).exists()
         {
             let tf = Timeframe::parse(tf)
                 .with_context(|| format!("--data {spec}: unknown timeframe '{tf}'"))?;
             let store = Store::open(db)?;
-            let candles = store.load_candles(symbol, tf, None, None)?;
-            if candles.is_empty() {
+            let Some((candles, digest)) = store.load_series(symbol, tf)? else {
                 bail!(
                     "--data {spec}: no {symbol} {tf} candles in {} (import them with keel data import)",
                     db.display()
                 );
-            }
+            };
             (
                 symbol.to_owned(),
                 candles,
                 format!("store:{spec}"),
                 tf.duration_ms(),
+                Some(digest),
             )
         } else {
             let (symbol, path) = match spec.split_once('=') {
@@ -61,9 +62,12 @@ pub fn load_data(specs: &[String], db: &Path) -> anyhow::Result<Vec<Dataset>> {
                 .map_err(|e| anyhow::anyhow!("--data {spec}: {e}; name it: SYMBOL=FILE"))?;
             let candles = candles::read_file(&path)?;
             let bar_ms = candles::typical_spacing_ms(&candles).unwrap_or(60_000);
-            (symbol, candles, path.display().to_string(), bar_ms)
+            (symbol, candles, path.display().to_string(), bar_ms, None)
         };
-        let reference = DataRef::of(&symbol, source, &candles);
+        let reference = match digest {
+            Some(digest) => DataRef::with_digest(&symbol, source, &candles, digest),
+            None => DataRef::of(&symbol, source, &candles),
+        };
         out.push(Dataset {
             series: Series {
                 symbol,

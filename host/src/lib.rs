@@ -8,6 +8,7 @@ pub mod candidates;
 pub mod cli;
 pub mod control;
 pub mod dev;
+pub mod download;
 pub mod engine;
 pub mod evolve;
 pub mod ledger;

@@ -45,6 +45,9 @@ pub const CACHE_MAX_MB: Bounds<u64> = Bounds::new(0, 1 << 20);
 pub const SYNTH_BARS: Bounds<usize> = Bounds::new(1, 100_000_000);
 pub const SYNTH_PRICE: Bounds<f64> = Bounds::new(MIN_CANDLE_PRICE, MAX_CANDLE_VALUE);
 pub const SYNTH_SIGMA: Bounds<f64> = Bounds::new(0.0, 0.5);
+/// `keel data download`: requests a second, and bars a batch commits.
+pub const DOWNLOAD_RATE: Bounds<f64> = Bounds::above(0.0, 1000.0);
+pub const DOWNLOAD_BATCH: Bounds<usize> = Bounds::new(1, 1_000_000);
 
 /// Open positions a book may hold.
 pub const OPEN_POSITIONS: Bounds<u32> = Bounds::new(1, 10_000);

@@ -71,7 +71,7 @@ fn the_same_backtest_gives_a_byte_identical_report() {
     }
     assert_eq!(reports[0], reports[1], "byte-identical");
     let report: serde_json::Value = serde_json::from_slice(&reports[0]).expect("json");
-    assert_eq!(report["schema"], "keel.backtest/1");
+    assert_eq!(report["schema"], "keel.backtest/2");
     let wasm = std::fs::read(example("rsi-reversion")).expect("wasm");
     assert_eq!(
         report["strategy"]["sha256"],
@@ -79,8 +79,8 @@ fn the_same_backtest_gives_a_byte_identical_report() {
     );
     let candles = keel_model::candles::read_csv(&data("UNITTEST_BTC-1m.csv")).expect("candles");
     assert_eq!(
-        report["data"][0]["sha256"],
-        keel_backtester::report::candles_sha256(&candles)
+        report["data"][0]["digest"],
+        keel_model::candles::columns::digest(&candles)
     );
     assert_eq!(report["settings"]["fee_bps"], 7.5);
     assert_eq!(report["settings"]["fuel_per_call"], 50_000_000);

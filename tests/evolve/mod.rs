@@ -531,7 +531,7 @@ fn dataset(symbol: &str, seed: u64, bars: usize) -> keel_host::backtest::Dataset
     let reference = keel_backtester::report::DataRef {
         symbol: symbol.into(),
         source: format!("synthetic:{seed}"),
-        sha256: keel_backtester::report::candles_sha256(&series.candles),
+        digest: keel_model::candles::columns::digest(&series.candles),
         bars: series.candles.len(),
         first: String::new(),
         last: String::new(),

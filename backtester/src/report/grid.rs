@@ -77,7 +77,7 @@ pub(super) fn data_lines(data: &[DataRef]) -> String {
             d.bars,
             escape(&d.first),
             escape(&d.last),
-            escape(&d.sha256)
+            escape(&d.digest)
         ));
     }
     lines.push_str("</p>\n");

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use keel_model::candles::{Candle, format_time};
+use keel_model::candles::{Candle, columns, format_time};
 use keel_model::shown::{fixed, line, text};
 
 use crate::engine::{BacktestConfig, BacktestResult, Trade};
@@ -20,7 +20,7 @@ mod page;
 pub use grid::{Fold, GridRun, WalkForward, grid_html, score};
 pub use page::PriceSeries;
 
-pub const SCHEMA: &str = "keel.backtest/1";
+pub const SCHEMA: &str = "keel.backtest/2";
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StrategyRef {
@@ -42,9 +42,10 @@ pub struct DataRef {
     pub symbol: String,
     /// Where it came from: a file path or `store:SYMBOL@TF`.
     pub source: String,
-    /// SHA-256 of the candles themselves (time and OHLCV as little-endian
-    /// bytes), so the same data hashes the same from a file or the store.
-    pub sha256: String,
+    /// The candles' digest, `blake3:<hex>` (`candles::columns::digest`): of
+    /// the bars themselves, so the same data has the same digest from a
+    /// file or the store (where it is kept, not recomputed).
+    pub digest: String,
     pub bars: usize,
     pub first: String,
     pub last: String,
@@ -107,29 +108,26 @@ impl DataRef {
     /// The reference of `candles` of `symbol` read from `source`: their
     /// hash, count and span.
     pub fn of(symbol: &str, source: String, candles: &[Candle]) -> DataRef {
+        DataRef::with_digest(symbol, source, candles, columns::digest(candles))
+    }
+
+    /// `of`, with the candles' digest already known (the store keeps it).
+    pub fn with_digest(
+        symbol: &str,
+        source: String,
+        candles: &[Candle],
+        digest: String,
+    ) -> DataRef {
         let time = |c: Option<&Candle>| c.map_or_else(String::new, |c| format_time(c.time_ms));
         DataRef {
             symbol: symbol.to_owned(),
             source,
-            sha256: candles_sha256(candles),
+            digest,
             bars: candles.len(),
             first: time(candles.first()),
             last: time(candles.last()),
         }
     }
-}
-
-/// SHA-256 of candles, independent of how they were stored.
-pub fn candles_sha256(candles: &[Candle]) -> String {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    for c in candles {
-        h.update(c.time_ms.to_le_bytes());
-        for v in [c.open, c.high, c.low, c.close, c.volume] {
-            h.update(v.to_le_bytes());
-        }
-    }
-    hex::encode(h.finalize())
 }
 
 impl Report {

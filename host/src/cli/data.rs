@@ -1,4 +1,4 @@
-//! `keel data …`: import, generate and list candle data.
+//! `keel data …`: import, download, generate and list candle data.
 
 use std::path::{Path, PathBuf};
 
@@ -13,12 +13,19 @@ use crate::store::Store;
 
 #[derive(Debug, Subcommand)]
 pub enum DataCommand {
-    /// Validate a candle file (CSV or freqtrade JSON) and store it.
+    /// Validate a candle file (CSV, freqtrade JSON, Parquet or Feather) and
+    /// store it.
     Import {
         /// Candle CSV — `time,open,high,low,close,volume`, capitalised or
         /// yfinance's names (`Date`, `Datetime`, `Adj Close` left aside),
-        /// pandas' `to_csv`, Binance's headerless klines — or freqtrade's
-        /// `.json`. Times: RFC 3339, a date (and time), or epoch s/ms/µs.
+        /// pandas' `to_csv`, Binance's headerless klines — freqtrade's
+        /// `.json` or `.feather`, or Parquet (`.parquet`: pandas'
+        /// `to_parquet`, the time a column or the index; pyarrow). Feather is
+        /// Arrow's IPC file (also `.arrow`, `.ipc`). Times: RFC 3339, a date
+        /// (and time), or epoch s/ms/µs/ns; in Parquet and Feather also
+        /// timestamps of any unit. Codecs: gzip (`.gz`) for CSV and JSON;
+        /// snappy, lz4, gzip for Parquet; lz4 for Feather (zstd is refused
+        /// with how to rewrite the file).
         file: PathBuf,
         /// The symbol the bars are of, e.g. `ETH/BTC`.
         #[arg(long)]
@@ -26,7 +33,8 @@ pub enum DataCommand {
         /// Bar length: 1m 5m 15m 1h 4h 1d 1w 1M.
         #[arg(long)]
         timeframe: String,
-        /// The CSV's columns by role, for names Keel does not know:
+        /// The file's columns by role, for names Keel does not know (CSV,
+        /// Parquet, Feather):
         /// `time=Zeit,open=Erster,high=Hoch,low=Tief,close=Letzter,volume=Umsatz`
         /// (roles not named are found by their usual names).
         #[arg(long, value_name = "ROLE=COLUMN,…")]
@@ -64,8 +72,11 @@ pub enum DataCommand {
     },
     /// List the stored series.
     List,
-    /// Write a stored series to a CSV file (`.csv.gz`: gzip-compressed), in
-    /// Keel's own layout, which every tool reads.
+    /// Write a stored series to a file: CSV in Keel's own layout, which
+    /// every tool reads (`.csv.gz`: gzip-compressed), or Parquet
+    /// (`.parquet`: `date` as timestamp[ms, UTC], then open, high, low,
+    /// close, volume as float64, snappy-compressed; pandas and pyarrow read
+    /// it as it was).
     Export {
         /// The series, as `SYMBOL@TIMEFRAME` (`keel data list` names them).
         series: String,
@@ -77,14 +88,25 @@ pub enum DataCommand {
         #[arg(long, value_name = "TF", value_parser = super::backtest::timeframe)]
         timeframe: Option<Timeframe>,
     },
+    /// Fetch a venue's public trade history as bars into the database:
+    /// resumable (the same command again goes on where it stopped), gaps
+    /// reported and never filled.
+    Download(super::download::DownloadArgs),
 }
 
-/// Why `out` is no place to export to: a JSON name (the file would be
-/// CSV), or the database itself or one of its files.
+/// Why `out` is no place to export to: the name of a format export does
+/// not write (JSON, Feather, a compressed Parquet: the file would be CSV),
+/// or the database itself or one of its files.
 fn refuse_export_to(out: &Path, db: &Path) -> anyhow::Result<()> {
-    if candles::is_json(out) {
+    let inner = candles::is_gzip(out)
+        .then(|| out.file_stem().map(Path::new))
+        .flatten();
+    if candles::is_json(out)
+        || candles::is_feather(out)
+        || inner.is_some_and(|i| candles::is_parquet(i) || candles::is_feather(i))
+    {
         bail!(
-            "--out {}: export writes CSV; name it .csv or .csv.gz",
+            "--out {}: export writes CSV or Parquet; name it .csv, .csv.gz or .parquet",
             out.display()
         );
     }
@@ -98,7 +120,7 @@ fn refuse_export_to(out: &Path, db: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn timeframe(text: &str) -> anyhow::Result<Timeframe> {
+pub(super) fn timeframe(text: &str) -> anyhow::Result<Timeframe> {
     Timeframe::parse(text)
         .with_context(|| format!("timeframe '{text}' is not one of 1m 5m 15m 1h 4h 1d 1w 1M"))
 }
@@ -123,9 +145,15 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
             }
             let columns = candles::Columns::parse(columns.as_deref().unwrap_or_default())
                 .map_err(|e| anyhow::anyhow!("--columns: {e}"))?;
-            let bytes =
-                std::fs::read(&file).with_context(|| format!("{}: cannot read", file.display()))?;
-            let candles = candles::read_file_columns(&file, &columns)?;
+            // The file's digest is taken while it is parsed.
+            let (digest, candles) = std::thread::scope(|s| {
+                let digest = s.spawn(|| crate::store::file_digest(&file));
+                let candles = candles::read_file_columns(&file, &columns);
+                (digest.join(), candles)
+            });
+            let candles = candles?;
+            let digest = (digest.map_err(|_| anyhow::anyhow!("the digest failed"))?)
+                .with_context(|| format!("{}: cannot read", file.display()))?;
             if let Some(spacing) = candles::typical_spacing_ms(&candles)
                 && !tf.matches_spacing(spacing)
             {
@@ -137,7 +165,8 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
             }
             let mut store = Store::open(db)?;
             let source = file.display().to_string();
-            let report = store.import_candles(&symbol, tf, &candles, &source, &bytes, replace)?;
+            let report =
+                store.import_candles_from(&symbol, tf, &candles, &source, &digest, replace)?;
             println!(
                 "imported {} {} from {}: {} bars ({} new, {} unchanged, {} replaced), {} .. {}",
                 shown::text(&report.symbol),
@@ -261,7 +290,7 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
                 );
                 return Ok(true);
             }
-            candles::write_csv(&out, &candles)?;
+            candles::write_file(&out, &candles)?;
             println!(
                 "wrote {} bars of {} {}{note} to {}",
                 candles.len(),
@@ -271,6 +300,7 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
             );
             Ok(true)
         }
+        DataCommand::Download(args) => super::download::run(args, db),
         DataCommand::List => {
             let store = Store::open(db)?;
             let series = store.list_series()?;
@@ -278,13 +308,18 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
                 println!("no candles stored in {}", db.display());
             }
             for s in series {
+                let gaps = match s.gaps {
+                    0 => "no gaps".to_owned(),
+                    n => format!("{n} gaps ({} bars missing)", s.missing),
+                };
                 println!(
-                    "{:<12} {:<4} {:>9} bars  {} .. {}",
+                    "{:<12} {:<4} {:>9} bars  {} .. {}  {gaps}  {}",
                     shown::text(&s.symbol).to_string(),
                     s.timeframe,
                     s.bars,
                     format_time(s.first_ms),
-                    format_time(s.last_ms)
+                    format_time(s.last_ms),
+                    &s.digest[..s.digest.len().min(7 + 16)]
                 );
             }
             Ok(true)

@@ -6,6 +6,7 @@ mod backtest;
 mod candidate;
 mod data;
 mod dev;
+mod download;
 mod evolve;
 mod operate;
 mod quickstart;
@@ -122,6 +123,10 @@ pub enum Verb {
         /// How many trades a market order fills in.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
         parts: u32,
+        /// XBTUSD traded these many days up to now: a seeded synthetic
+        /// history, to rehearse `keel data download` against.
+        #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(i64).range(1..=31))]
+        history_days: Option<i64>,
     },
 }
 
@@ -184,6 +189,7 @@ pub fn run(cli: Cli) -> anyhow::Result<bool> {
             port,
             prices,
             parts,
+            history_days,
         } => {
             let key = std::env::var("KEEL_KRAKEN_KEY").context("KEEL_KRAKEN_KEY is not set")?;
             let secret =
@@ -201,6 +207,12 @@ pub fn run(cli: Cli) -> anyhow::Result<bool> {
                     );
                 };
                 fake.set_price(pair, price, parts);
+            }
+            if let Some(days) = history_days {
+                use crate::venues::kraken::fake::MarketHistory;
+                let span_s = days * 86_400;
+                let start_s = crate::store::now_ms() / 1000 - span_s;
+                fake.set_market("XBTUSD", MarketHistory::synthetic(1, start_s, span_s, 0..0));
             }
             println!(
                 "fake Kraken on {} and its executions channel on {} (Ctrl-C stops it)",

@@ -50,11 +50,13 @@ impl std::fmt::Debug for BarFeed {
 
 impl BarFeed {
     /// Replays a candle file of any format `keel data import` reads: CSV
-    /// read as it goes, freqtrade JSON (`.json`) read whole first.
+    /// read as it goes, freqtrade JSON (`.json`), Parquet and Feather read
+    /// whole first.
     pub fn replay(path: &Path) -> Result<BarFeed, CandleError> {
+        use keel_model::candles::{is_feather, is_json, is_parquet};
         let name = path.display().to_string();
-        if keel_model::candles::is_json(path) {
-            let candles = keel_model::candles::read_json(path)?;
+        if is_json(path) || is_parquet(path) || is_feather(path) {
+            let candles = keel_model::candles::read_file(path)?;
             return BarFeed::start(Box::new(candles.into_iter().map(Ok)), &name);
         }
         let file = keel_model::candles::open(path)?;

@@ -76,7 +76,7 @@ pub fn split(data: Vec<Dataset>, holdout_pct: f64) -> anyhow::Result<Split> {
         let mut h = Sha256::new();
         for d in parts {
             h.update(d.series.symbol.as_bytes());
-            h.update(d.reference.sha256.as_bytes());
+            h.update(registry_hash(&d.series.candles).as_bytes());
         }
         hex::encode(h.finalize())
     };
@@ -86,6 +86,22 @@ pub fn split(data: Vec<Dataset>, holdout_pct: f64) -> anyhow::Result<Split> {
         in_sample,
         holdout,
     })
+}
+
+/// The trial registry's name for a part's bars: SHA-256 of each bar's time
+/// and values, little-endian, as reports named data before they moved to
+/// BLAKE3. Kept so that every trial already registered still counts against
+/// its data set: a new hash would part them and under-count the trials the
+/// deflated Sharpe ratio deflates by.
+fn registry_hash(candles: &[keel_model::Candle]) -> String {
+    let mut h = Sha256::new();
+    for c in candles {
+        h.update(c.time_ms.to_le_bytes());
+        for v in [c.open, c.high, c.low, c.close, c.volume] {
+            h.update(v.to_le_bytes());
+        }
+    }
+    hex::encode(h.finalize())
 }
 
 /// How the gates' backtests fill: the candidate gate's fees and slippage.
@@ -337,6 +353,46 @@ pub fn pbo(grid_returns: &[Vec<f64>], splits: usize, max: f64) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_registry_names_data_as_it_always_has() {
+        // Digests computed by the release before reports moved to BLAKE3:
+        // trials registered then must still count against the same data.
+        let candles: Vec<keel_model::Candle> = (0..10)
+            .map(|i| keel_model::Candle {
+                time_ms: i * 60_000,
+                open: 100.0 + i as f64,
+                high: 101.0 + i as f64,
+                low: 99.0 + i as f64,
+                close: 100.5 + i as f64,
+                volume: 10.0 * i as f64,
+            })
+            .collect();
+        let data = Dataset {
+            series: keel_model::replay::Series {
+                symbol: "ETH/BTC".into(),
+                candles: candles.clone(),
+                bar_ms: 60_000,
+            },
+            reference: keel_backtester::report::DataRef::of("ETH/BTC", "a.csv".into(), &candles),
+        };
+        let split = split(vec![data], 20.0).expect("split");
+        assert_eq!(
+            (
+                split.in_sample[0].series.candles.len(),
+                split.holdout[0].series.candles.len()
+            ),
+            (8, 2)
+        );
+        assert_eq!(
+            split.digest,
+            "d2eb5cc01fe38022db0dadf5992c7e1b66ffb0cad42eac246f9404ec39e0dd00"
+        );
+        assert_eq!(
+            split.holdout_digest,
+            "64906f3f4ad7319e968aa6163c69cf6bbfeb30bb024e734cc7ecb7fd90fe537d"
+        );
+    }
 
     #[test]
     fn deflation_rejects_a_lucky_best_of_many_and_passes_a_strong_one() {

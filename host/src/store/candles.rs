@@ -1,9 +1,24 @@
-//! The candle store: validated series by symbol and timeframe.
+//! The candle store: validated series by symbol and timeframe, kept by
+//! columns in spans of the clock (`keel_model::candles::columns`: one row
+//! per 65,536 minutes, read in bulk), with a catalogue of every series
+//! (`candle_series`: its bars, range, gaps and digest) that each import
+//! remakes in the same transaction.
+//!
+//! Why SQLite blobs and not Arrow or Parquet files beside the database: an
+//! import must be all or nothing, and a SIGKILL must never leave a file
+//! that disagrees with the catalogue. In one SQLite file both commit
+//! together; in two places they need a protocol of their own. Read by
+//! columns, a 500,000-bar series loads in a few milliseconds either way
+//! (BENCHMARKS.md, *The candle store*).
 
-use rusqlite::params;
-use sha2::{Digest, Sha256};
+use std::path::Path;
 
-use keel_model::candles::{Candle, Gap, Timeframe, format_time, gaps};
+use rusqlite::{OptionalExtension, Transaction, params};
+
+use keel_model::candles::columns::{self, span_of};
+use keel_model::candles::{
+    Candle, Gap, Timeframe, check_candle, format_time, gaps, missing_between,
+};
 
 use super::{Store, StoreError, now_ms};
 
@@ -19,10 +34,11 @@ pub struct ImportReport {
     pub unchanged: usize,
     /// Stored bars overwritten with different values (only with `replace`).
     pub replaced: usize,
+    /// The gaps in what was imported (not in the whole series).
     pub gaps: Vec<Gap>,
 }
 
-/// A stored series' extent.
+/// A stored series, as the catalogue has it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredSeries {
     pub symbol: String,
@@ -30,11 +46,24 @@ pub struct StoredSeries {
     pub bars: i64,
     pub first_ms: i64,
     pub last_ms: i64,
+    /// Runs of missing bars, and how many bars they miss (never filled).
+    pub gaps: i64,
+    pub missing: i64,
+    /// `blake3:<hex>` of the bars (`columns::digest`).
+    pub digest: String,
+}
+
+/// The digest of a file's bytes, read as a stream: `blake3:<hex>`.
+pub fn file_digest(path: &Path) -> std::io::Result<String> {
+    let mut h = blake3::Hasher::new();
+    h.update_reader(std::fs::File::open(path)?)?;
+    Ok(format!("blake3:{}", h.finalize().to_hex()))
 }
 
 impl Store {
-    /// Writes validated candles in one transaction. A stored bar with other
-    /// values is a conflict, refused unless `replace`; then nothing is written.
+    /// Writes validated candles (oldest first) in one transaction. A stored
+    /// bar with other values is a conflict, refused unless `replace`; then
+    /// nothing is written. `source_bytes` are the file's, for its digest.
     pub fn import_candles(
         &mut self,
         symbol: &str,
@@ -44,96 +73,36 @@ impl Store {
         source_bytes: &[u8],
         replace: bool,
     ) -> Result<ImportReport, StoreError> {
+        let digest = format!("blake3:{}", blake3::hash(source_bytes).to_hex());
+        self.import_candles_from(symbol, timeframe, candles, source, &digest, replace)
+    }
+
+    /// `import_candles`, the source named by its digest (`file_digest`).
+    pub fn import_candles_from(
+        &mut self,
+        symbol: &str,
+        timeframe: Timeframe,
+        candles: &[Candle],
+        source: &str,
+        source_digest: &str,
+        replace: bool,
+    ) -> Result<ImportReport, StoreError> {
         let path = self.path.clone();
-        let sql = |source| StoreError::Sql {
-            path: path.clone(),
-            source,
-        };
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(sql)?;
-        let mut report = ImportReport {
-            symbol: symbol.to_owned(),
+            .map_err(|e| sql(&path, e))?;
+        let report = import_in(
+            &tx,
+            &path,
+            symbol,
             timeframe,
-            bars: candles.len(),
-            inserted: 0,
-            unchanged: 0,
-            replaced: 0,
-            gaps: gaps(candles, timeframe.duration_ms()),
-        };
-        {
-            let mut find = tx
-                .prepare_cached(
-                    "SELECT open, high, low, close, volume FROM candles
-                     WHERE symbol = ?1 AND timeframe = ?2 AND time_ms = ?3",
-                )
-                .map_err(sql)?;
-            let mut write = tx
-                .prepare_cached(
-                    "INSERT OR REPLACE INTO candles (symbol, timeframe, time_ms, open, high, low, close, volume)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )
-                .map_err(sql)?;
-            for c in candles {
-                let stored: Option<[f64; 5]> = find
-                    .query_row(params![symbol, timeframe.as_str(), c.time_ms], |r| {
-                        Ok([r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?])
-                    })
-                    .map(Some)
-                    .or_else(|e| match e {
-                        rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                        e => Err(e),
-                    })
-                    .map_err(sql)?;
-                let incoming = [c.open, c.high, c.low, c.close, c.volume];
-                match stored {
-                    Some(old) if old == incoming => {
-                        report.unchanged += 1;
-                        continue;
-                    }
-                    Some(old) if !replace => {
-                        return Err(StoreError::Conflict(format!(
-                            "{source}: {symbol} {timeframe} {} is already stored with other values \
-                             (close {} there, {} here); nothing imported (use --replace to overwrite)",
-                            format_time(c.time_ms),
-                            old[3],
-                            c.close
-                        )));
-                    }
-                    Some(_) => report.replaced += 1,
-                    None => report.inserted += 1,
-                }
-                write
-                    .execute(params![
-                        symbol,
-                        timeframe.as_str(),
-                        c.time_ms,
-                        c.open,
-                        c.high,
-                        c.low,
-                        c.close,
-                        c.volume
-                    ])
-                    .map_err(sql)?;
-            }
-        }
-        tx.execute(
-            "INSERT INTO candle_imports (symbol, timeframe, source, sha256, bars, inserted, gaps, imported_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![
-                symbol,
-                timeframe.as_str(),
-                source,
-                hex::encode(Sha256::digest(source_bytes)),
-                candles.len() as i64,
-                report.inserted as i64,
-                report.gaps.len() as i64,
-                now_ms()
-            ],
-        )
-        .map_err(sql)?;
-        tx.commit().map_err(sql)?;
+            candles,
+            source,
+            source_digest,
+            replace,
+        )?;
+        tx.commit().map_err(|e| sql(&path, e))?;
         Ok(report)
     }
 
@@ -145,44 +114,97 @@ impl Store {
         from_ms: Option<i64>,
         to_ms: Option<i64>,
     ) -> Result<Vec<Candle>, StoreError> {
+        let (from, to) = (from_ms.unwrap_or(i64::MIN), to_ms.unwrap_or(i64::MAX));
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let spans = (span_of(from), span_of(to - 1));
+        let key = params![symbol, timeframe.as_str(), spans.0, spans.1];
+        let total: i64 = self
+            .conn
+            .query_row(
+                "SELECT COALESCE(SUM(bars), 0) FROM candle_spans
+                 WHERE symbol = ?1 AND timeframe = ?2 AND span BETWEEN ?3 AND ?4",
+                key,
+                |r| r.get(0),
+            )
+            .map_err(|e| self.sql(e))?;
+        let mut out = Vec::with_capacity(usize::try_from(total).unwrap_or(0).min(1 << 26));
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT time_ms, open, high, low, close, volume FROM candles
-                 WHERE symbol = ?1 AND timeframe = ?2 AND time_ms >= ?3 AND time_ms < ?4
-                 ORDER BY time_ms",
+                "SELECT span, bars, columns FROM candle_spans
+                 WHERE symbol = ?1 AND timeframe = ?2 AND span BETWEEN ?3 AND ?4
+                 ORDER BY span",
             )
             .map_err(|e| self.sql(e))?;
-        let rows = stmt
-            .query_map(
-                params![
-                    symbol,
-                    timeframe.as_str(),
-                    from_ms.unwrap_or(i64::MIN),
-                    to_ms.unwrap_or(i64::MAX)
-                ],
-                |r| {
-                    Ok(Candle {
-                        time_ms: r.get(0)?,
-                        open: r.get(1)?,
-                        high: r.get(2)?,
-                        low: r.get(3)?,
-                        close: r.get(4)?,
-                        volume: r.get(5)?,
-                    })
-                },
-            )
-            .map_err(|e| self.sql(e))?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.sql(e))
+        let mut rows = stmt.query(key).map_err(|e| self.sql(e))?;
+        while let Some(row) = rows.next().map_err(|e| self.sql(e))? {
+            let (span, bars): (i64, i64) = (
+                row.get(0).map_err(|e| self.sql(e))?,
+                row.get(1).map_err(|e| self.sql(e))?,
+            );
+            let bytes = row
+                .get_ref(2)
+                .and_then(|v| Ok(v.as_blob()?))
+                .map_err(|e| self.sql(e))?;
+            let before = out.len();
+            let whole = columns::decode(bytes, &mut out).is_some();
+            if !whole || (out.len() - before) as i64 != bars {
+                return Err(self.corrupt(symbol, timeframe, span, "its columns are not its bars"));
+            }
+        }
+        // Every bar obeys the candle rules and follows the one before, or
+        // the file was changed behind Keel's back.
+        for (i, c) in out.iter().enumerate() {
+            let after = i == 0 || c.time_ms > out[i - 1].time_ms;
+            if let Err(why) = check_candle(c).and(if after {
+                Ok(())
+            } else {
+                Err("out of order".into())
+            }) {
+                return Err(self.corrupt(symbol, timeframe, span_of(c.time_ms), &why));
+            }
+        }
+        let start = out.partition_point(|c| c.time_ms < from);
+        let end = out.partition_point(|c| c.time_ms < to);
+        out.truncate(end);
+        out.drain(..start);
+        Ok(out)
     }
 
-    /// Every stored series with its extent.
+    /// A whole stored series with its digest, as the catalogue keeps it
+    /// (not recomputed); `None` when nothing is stored.
+    pub fn load_series(
+        &self,
+        symbol: &str,
+        timeframe: Timeframe,
+    ) -> Result<Option<(Vec<Candle>, String)>, StoreError> {
+        let digest: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT digest FROM candle_series WHERE symbol = ?1 AND timeframe = ?2",
+                params![symbol, timeframe.as_str()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.sql(e))?;
+        match digest {
+            None => Ok(None),
+            Some(digest) => Ok(Some((
+                self.load_candles(symbol, timeframe, None, None)?,
+                digest,
+            ))),
+        }
+    }
+
+    /// Every stored series, from the catalogue.
     pub fn list_series(&self) -> Result<Vec<StoredSeries>, StoreError> {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT symbol, timeframe, COUNT(*), MIN(time_ms), MAX(time_ms) FROM candles
-                 GROUP BY symbol, timeframe ORDER BY symbol, timeframe",
+                "SELECT symbol, timeframe, bars, first_ms, last_ms, gaps, missing, digest
+                 FROM candle_series ORDER BY symbol, timeframe",
             )
             .map_err(|e| self.sql(e))?;
         let rows = stmt
@@ -193,13 +215,270 @@ impl Store {
                     bars: r.get(2)?,
                     first_ms: r.get(3)?,
                     last_ms: r.get(4)?,
+                    gaps: r.get(5)?,
+                    missing: r.get(6)?,
+                    digest: r.get(7)?,
                 })
             })
             .map_err(|e| self.sql(e))?;
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.sql(e))
     }
+
+    fn corrupt(&self, symbol: &str, timeframe: Timeframe, span: i64, why: &str) -> StoreError {
+        StoreError::Conflict(format!(
+            "{}: the stored {symbol} {timeframe} bars from {} are damaged ({why}); import them again with --replace",
+            self.path,
+            format_time(span.saturating_mul(columns::SPAN_MS))
+        ))
+    }
 }
 
+fn sql(path: &str, source: rusqlite::Error) -> StoreError {
+    StoreError::Sql {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// An import inside `tx` (for a caller that commits more with it, such as
+/// a download's cursor): the spans the candles fall in are merged and
+/// rewritten, the catalogue remade, and the import recorded.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn import_in(
+    tx: &Transaction,
+    path: &str,
+    symbol: &str,
+    timeframe: Timeframe,
+    candles: &[Candle],
+    source: &str,
+    source_digest: &str,
+    replace: bool,
+) -> Result<ImportReport, StoreError> {
+    let sql = |e| sql(path, e);
+    let mut report = ImportReport {
+        symbol: symbol.to_owned(),
+        timeframe,
+        bars: candles.len(),
+        inserted: 0,
+        unchanged: 0,
+        replaced: 0,
+        gaps: gaps(candles, timeframe.duration_ms()),
+    };
+    let mut bytes = Vec::new();
+    for incoming in columns::spans(candles) {
+        let span = span_of(incoming[0].time_ms);
+        let stored: Option<Vec<u8>> = tx
+            .query_row(
+                "SELECT columns FROM candle_spans WHERE symbol = ?1 AND timeframe = ?2 AND span = ?3",
+                params![symbol, timeframe.as_str(), span],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(sql)?;
+        let mut bars = Vec::new();
+        if let Some(stored) = stored
+            && columns::decode(&stored, &mut bars).is_none()
+        {
+            return Err(StoreError::Conflict(format!(
+                "{path}: the stored {symbol} {timeframe} bars from {} are damaged; nothing imported",
+                format_time(span.saturating_mul(columns::SPAN_MS))
+            )));
+        }
+        let counts = (report.inserted, report.replaced);
+        let merged = merge(&bars, incoming, replace, &mut report).map_err(|(at, old, new)| {
+            StoreError::Conflict(format!(
+                "{source}: {symbol} {timeframe} {} is already stored with other values \
+                 (close {old} there, {new} here); nothing imported (use --replace to overwrite)",
+                format_time(at)
+            ))
+        })?;
+        if (report.inserted, report.replaced) != counts {
+            write_span(
+                tx,
+                symbol,
+                timeframe.as_str(),
+                timeframe.duration_ms(),
+                &merged,
+                &mut bytes,
+            )
+            .map_err(sql)?;
+        }
+    }
+    refresh_series(tx, symbol, timeframe.as_str(), timeframe.duration_ms()).map_err(sql)?;
+    tx.execute(
+        "INSERT INTO candle_imports (symbol, timeframe, source, file_digest, bars, inserted, gaps, imported_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            symbol,
+            timeframe.as_str(),
+            source,
+            source_digest,
+            candles.len() as i64,
+            report.inserted as i64,
+            report.gaps.len() as i64,
+            now_ms()
+        ],
+    )
+    .map_err(sql)?;
+    Ok(report)
+}
+
+/// `stored` and `incoming` (both oldest first) as one series, counting in
+/// `report`; a bar stored with other values is `(time, stored close,
+/// incoming close)` unless `replace`.
+fn merge(
+    stored: &[Candle],
+    incoming: &[Candle],
+    replace: bool,
+    report: &mut ImportReport,
+) -> Result<Vec<Candle>, (i64, f64, f64)> {
+    let mut out = Vec::with_capacity(stored.len() + incoming.len());
+    let mut old = stored.iter().peekable();
+    for new in incoming {
+        while let Some(o) = old.next_if(|o| o.time_ms < new.time_ms) {
+            out.push(*o);
+        }
+        match old.next_if(|o| o.time_ms == new.time_ms) {
+            Some(o) if o == new => report.unchanged += 1,
+            Some(o) if !replace => return Err((new.time_ms, o.close, new.close)),
+            Some(_) => report.replaced += 1,
+            None => report.inserted += 1,
+        }
+        out.push(*new);
+    }
+    out.extend(old);
+    Ok(out)
+}
+
+/// One span's bars, written whole over what was stored.
+fn write_span(
+    tx: &Transaction,
+    symbol: &str,
+    timeframe: &str,
+    bar_ms: i64,
+    bars: &[Candle],
+    bytes: &mut Vec<u8>,
+) -> rusqlite::Result<()> {
+    let (Some(first), Some(last)) = (bars.first(), bars.last()) else {
+        return Ok(());
+    };
+    columns::encode(bars, bytes);
+    let holes = gaps(bars, bar_ms);
+    let missing: u64 = holes.iter().map(|g| g.missing).sum();
+    tx.prepare_cached(
+        "INSERT INTO candle_spans (symbol, timeframe, span, bars, first_ms, last_ms, gaps, missing, digest, columns)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         ON CONFLICT (symbol, timeframe, span) DO UPDATE SET
+            bars = excluded.bars, first_ms = excluded.first_ms, last_ms = excluded.last_ms,
+            gaps = excluded.gaps, missing = excluded.missing, digest = excluded.digest,
+            columns = excluded.columns",
+    )?
+    .execute(params![
+        symbol,
+        timeframe,
+        span_of(first.time_ms),
+        bars.len() as i64,
+        first.time_ms,
+        last.time_ms,
+        holes.len() as i64,
+        missing as i64,
+        &columns::span_digest(bytes)[..],
+        &bytes[..]
+    ])?;
+    Ok(())
+}
+
+/// The catalogue's row of a series, remade from its spans' own figures
+/// (their columns are not read): bars, range, the gaps inside spans and
+/// across their edges, and the digest of the spans' digests.
+fn refresh_series(
+    tx: &Transaction,
+    symbol: &str,
+    timeframe: &str,
+    bar_ms: i64,
+) -> rusqlite::Result<()> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT bars, first_ms, last_ms, gaps, missing, digest FROM candle_spans
+         WHERE symbol = ?1 AND timeframe = ?2 ORDER BY span",
+    )?;
+    let spans = stmt
+        .query_map(params![symbol, timeframe], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, Vec<u8>>(5)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let (Some(first), Some(last)) = (spans.first(), spans.last()) else {
+        return Ok(());
+    };
+    let (mut bars, mut holes, mut missing) = (0, 0, 0);
+    let mut digests = Vec::with_capacity(spans.len());
+    for (i, (n, first_ms, _, g, m, digest)) in spans.iter().enumerate() {
+        (bars, holes, missing) = (bars + n, holes + g, missing + m);
+        if i > 0
+            && let Some(m) = missing_between(spans[i - 1].2, *first_ms, bar_ms)
+        {
+            (holes, missing) = (holes + 1, missing + m as i64);
+        }
+        digests.push(<[u8; 32]>::try_from(&digest[..]).unwrap_or([0; 32]));
+    }
+    tx.execute(
+        "INSERT OR REPLACE INTO candle_series
+            (symbol, timeframe, bars, first_ms, last_ms, gaps, missing, digest, updated_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            symbol,
+            timeframe,
+            bars,
+            first.1,
+            last.2,
+            holes,
+            missing,
+            columns::combine(&digests),
+            now_ms()
+        ],
+    )?;
+    Ok(())
+}
+
+/// Moves the rows of the old `candles` table (one row per bar) into spans
+/// and the catalogue, then drops it: part of migration 11's transaction.
+pub(super) fn move_rows_to_spans(tx: &Transaction) -> rusqlite::Result<()> {
+    let series: Vec<(String, String)> = tx
+        .prepare("SELECT DISTINCT symbol, timeframe FROM candles")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut bytes = Vec::new();
+    for (symbol, timeframe) in series {
+        let bar_ms = Timeframe::parse(&timeframe).map_or(0, Timeframe::duration_ms);
+        let candles: Vec<Candle> = tx
+            .prepare(
+                "SELECT time_ms, open, high, low, close, volume FROM candles
+                 WHERE symbol = ?1 AND timeframe = ?2 ORDER BY time_ms",
+            )?
+            .query_map(params![symbol, timeframe], |r| {
+                Ok(Candle {
+                    time_ms: r.get(0)?,
+                    open: r.get(1)?,
+                    high: r.get(2)?,
+                    low: r.get(3)?,
+                    close: r.get(4)?,
+                    volume: r.get(5)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        for span in columns::spans(&candles) {
+            write_span(tx, &symbol, &timeframe, bar_ms, span, &mut bytes)?;
+        }
+        refresh_series(tx, &symbol, &timeframe, bar_ms)?;
+    }
+    tx.execute_batch("DROP TABLE candles")
+}
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,5 +545,176 @@ mod tests {
         let series = store.list_series().expect("list");
         assert_eq!(series.len(), 1);
         assert_eq!((series[0].bars, series[0].first_ms), (499, 0));
+    }
+
+    #[test]
+    fn the_catalogue_counts_every_span_and_the_gaps_across_their_edges() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open(&dir.path().join("keel.db")).expect("open");
+        // 200,000 minutes: four spans; one gap inside a span, one across an edge.
+        let mut candles = synth::random_walk(5, 200_000, 0, 60_000, 10.0, 0.01);
+        let edge = columns::SPAN_MS / 60_000;
+        candles.drain(edge as usize - 2..edge as usize + 3);
+        candles.drain(1000..1010);
+        // Imported in two halves, the second overlapping the first.
+        let half = candles.len() / 2;
+        store
+            .import_candles(
+                "ETH/BTC",
+                Timeframe::M1,
+                &candles[..half + 50],
+                "a",
+                b"a",
+                false,
+            )
+            .expect("first half");
+        let second = store
+            .import_candles("ETH/BTC", Timeframe::M1, &candles[half..], "b", b"b", false)
+            .expect("second half");
+        assert_eq!(
+            (second.unchanged, second.inserted),
+            (50, candles.len() - half - 50)
+        );
+        let listed = store.list_series().expect("list");
+        assert_eq!(
+            listed,
+            vec![StoredSeries {
+                symbol: "ETH/BTC".into(),
+                timeframe: "1m".into(),
+                bars: candles.len() as i64,
+                first_ms: 0,
+                last_ms: candles[candles.len() - 1].time_ms,
+                gaps: 2,
+                missing: 15,
+                digest: columns::digest(&candles),
+            }]
+        );
+        let (loaded, digest) = store
+            .load_series("ETH/BTC", Timeframe::M1)
+            .expect("load")
+            .expect("stored");
+        assert_eq!(loaded, candles);
+        assert_eq!(digest, columns::digest(&candles));
+        // A window across a span's edge.
+        let (from, to) = (columns::SPAN_MS - 600_000, columns::SPAN_MS + 600_000);
+        let window = store
+            .load_candles("ETH/BTC", Timeframe::M1, Some(from), Some(to))
+            .expect("window");
+        let expected: Vec<Candle> = (candles.iter())
+            .filter(|c| (from..to).contains(&c.time_ms))
+            .copied()
+            .collect();
+        assert_eq!(window, expected);
+        assert!(
+            store
+                .load_series("ETH/BTC", Timeframe::M5)
+                .expect("load")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_damaged_span_is_refused_by_name_not_handed_to_a_backtest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open(&dir.path().join("keel.db")).expect("open");
+        let candles = synth::random_walk(9, 300, 0, 60_000, 10.0, 0.01);
+        store
+            .import_candles("ETH/BTC", Timeframe::M1, &candles, "a", b"a", false)
+            .expect("import");
+        // A price made negative behind Keel's back.
+        let mut bytes = Vec::new();
+        let mut broken = candles.clone();
+        broken[7].open = -1.0;
+        columns::encode(&broken, &mut bytes);
+        store
+            .conn
+            .execute("UPDATE candle_spans SET columns = ?1", [&bytes])
+            .expect("damage");
+        let err = store
+            .load_candles("ETH/BTC", Timeframe::M1, None, None)
+            .expect_err("damaged");
+        assert!(
+            err.to_string()
+                .contains("the stored ETH/BTC 1m bars from 1970-01-01T00:00:00Z are damaged"),
+            "{err}"
+        );
+        store
+            .conn
+            .execute("UPDATE candle_spans SET columns = x'0102'", [])
+            .expect("damage");
+        let err = store
+            .load_candles("ETH/BTC", Timeframe::M1, None, None)
+            .expect_err("damaged");
+        assert!(
+            err.to_string().contains("its columns are not its bars"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_database_of_rows_is_moved_into_spans_when_it_is_opened() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("keel.db");
+        // A database as the last release left it: migrations 1 to 10, one
+        // row per bar.
+        let candles = synth::random_walk(4, 70_000, 0, 60_000, 10.0, 0.01);
+        {
+            let conn = rusqlite::Connection::open(&path).expect("open");
+            conn.execute_batch(
+                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_ms INTEGER NOT NULL)",
+            )
+            .expect("schema");
+            for &(version, name, sql) in &super::super::MIGRATIONS[..10] {
+                conn.execute_batch(sql).expect("migration");
+                conn.execute(
+                    "INSERT INTO schema_migrations VALUES (?1, ?2, 0)",
+                    params![version, name],
+                )
+                .expect("record");
+            }
+            let tx = conn.unchecked_transaction().expect("begin");
+            let mut insert = tx
+                .prepare("INSERT INTO candles VALUES ('ETH/BTC', '1m', ?1, ?2, ?3, ?4, ?5, ?6)")
+                .expect("prepare");
+            for c in &candles {
+                insert
+                    .execute(params![c.time_ms, c.open, c.high, c.low, c.close, c.volume])
+                    .expect("row");
+            }
+            drop(insert);
+            tx.commit().expect("commit");
+            conn.execute(
+                "INSERT INTO candle_imports (symbol, timeframe, source, sha256, bars, inserted, gaps, imported_ms)
+                 VALUES ('ETH/BTC', '1m', 'a.csv', 'ab12', 70000, 70000, 0, 0)",
+                [],
+            )
+            .expect("import row");
+        }
+        let store = Store::open(&path).expect("migrate");
+        let (loaded, digest) = store
+            .load_series("ETH/BTC", Timeframe::M1)
+            .expect("load")
+            .expect("stored");
+        assert_eq!(loaded, candles);
+        assert_eq!(digest, columns::digest(&candles));
+        let spans: i64 = store
+            .conn
+            .query_row("SELECT COUNT(*) FROM candle_spans", [], |r| r.get(0))
+            .expect("spans");
+        assert_eq!(spans, 2);
+        let gone: bool = store
+            .conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'candles')",
+                [],
+                |r| r.get(0),
+            )
+            .expect("master");
+        assert!(!gone, "the rows' table is dropped");
+        let named: String = store
+            .conn
+            .query_row("SELECT file_digest FROM candle_imports", [], |r| r.get(0))
+            .expect("import row");
+        assert_eq!(named, "sha256:ab12");
     }
 }

@@ -4,6 +4,7 @@
 
 mod audit;
 mod candles;
+mod downloads;
 pub mod events;
 mod owner;
 
@@ -12,7 +13,8 @@ use std::path::Path;
 use rusqlite::{Connection, OptionalExtension};
 
 pub use audit::audit;
-pub use candles::{ImportReport, StoredSeries};
+pub use candles::{ImportReport, StoredSeries, file_digest};
+pub use downloads::{DownloadCursor, DownloadKey};
 pub use owner::{OwnerError, Ownership, alive, lock_file};
 
 /// How long a writer of the database waits for another's write lock before
@@ -93,7 +95,22 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
         "events",
         include_str!("../../../migrations/0010_events.sql"),
     ),
+    (
+        11,
+        "candle_spans",
+        include_str!("../../../migrations/0011_candle_spans.sql"),
+    ),
+    (
+        12,
+        "download_cursors",
+        include_str!("../../../migrations/0012_download_cursors.sql"),
+    ),
 ];
+
+/// The migration that moves the candle rows into spans: SQL alone cannot
+/// write their columns, so the host does it inside that migration's
+/// transaction.
+const CANDLE_SPANS: u32 = 11;
 
 /// Why the store could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -252,6 +269,9 @@ impl Store {
                 continue;
             }
             tx.execute_batch(sql).map_err(failed)?;
+            if version == CANDLE_SPANS {
+                candles::move_rows_to_spans(&tx).map_err(failed)?;
+            }
             tx.execute(
                 "INSERT INTO schema_migrations (version, name, applied_ms) VALUES (?1, ?2, ?3)",
                 rusqlite::params![version, name, now_ms()],

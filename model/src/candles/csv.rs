@@ -1,13 +1,107 @@
 //! Candle CSV: `time,open,high,low,close,volume` and the other common
 //! layouts (`layout`), read whole or as a stream, and written.
+//!
+//! A file is read in blocks of complete lines, never held whole: memory is
+//! the candles (48 bytes each) and one block. A line longer than
+//! [`MAX_LINE_BYTES`] is refused, not buffered.
 
+use std::io::Read;
 use std::path::Path;
 
 use super::*;
 
-/// Reads a candle CSV file in any layout `layout` recognises.
+/// The longest line a candle CSV may have: a row of even many columns is a
+/// few hundred bytes, so anything longer is not candles.
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+
+/// How much of a file is read at once.
+const BLOCK_BYTES: usize = 4 << 20;
+
+/// Reads a candle CSV file in any layout `layout` recognises
+/// (gzip-compressed when it ends in `.gz`).
 pub fn read_csv(path: &Path) -> Result<Vec<Candle>, CandleError> {
-    read_with(path, parse_csv)
+    read_csv_columns(path, &Columns::default())
+}
+
+/// `read_csv`, the columns for the roles `columns` names found by those
+/// names.
+pub fn read_csv_columns(path: &Path, columns: &Columns) -> Result<Vec<Candle>, CandleError> {
+    let name = path.display().to_string();
+    let io = |error| CandleError::Io {
+        path: name.clone(),
+        error,
+    };
+    let mut reader = open(path)?;
+    let gzip = is_gzip(path);
+    let size = std::fs::metadata(path).map_or(0, |m| m.len());
+    let mut block: Vec<u8> = Vec::with_capacity(BLOCK_BYTES + MAX_LINE_BYTES);
+    let mut rows = Lines::new(&name, columns);
+    let mut candles: Vec<Candle> = Vec::new();
+    let mut read: u64 = 0;
+    loop {
+        let start = block.len();
+        block.resize(start + BLOCK_BYTES, 0);
+        let n = loop {
+            match reader.read(&mut block[start..]) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                other => break other.map_err(io)?,
+            }
+        };
+        block.truncate(start + n);
+        read += n as u64;
+        if gzip && read > MAX_EXPANDED_BYTES {
+            return Err(io(std::io::Error::other(format!(
+                "expands to more than {} GiB",
+                MAX_EXPANDED_BYTES >> 30
+            ))));
+        }
+        let end = n == 0;
+        // Complete lines only; the rest waits for the next block.
+        let whole = if end {
+            block.len()
+        } else {
+            match block.iter().rposition(|&b| b == b'\n') {
+                Some(i) => i + 1,
+                None if block.len() > MAX_LINE_BYTES => {
+                    return Err(rows.invalid(
+                        rows.line + 1,
+                        format!(
+                            "a line longer than {} KiB: not candles",
+                            MAX_LINE_BYTES >> 10
+                        ),
+                    ));
+                }
+                None => continue,
+            }
+        };
+        let text = std::str::from_utf8(&block[..whole]).map_err(|e| {
+            let line = rows.line
+                + 1
+                + block[..e.valid_up_to()]
+                    .iter()
+                    .filter(|&&b| b == b'\n')
+                    .count();
+            rows.invalid(
+                line,
+                "not UTF-8 text (a compressed file? name it .csv.gz)".into(),
+            )
+        })?;
+        if candles.capacity() == 0 && !gzip && whole > 0 {
+            // As many as the first block promises for the whole file, so
+            // that the candles are not copied as they grow.
+            let per_line = whole / text.lines().count().max(1);
+            candles.reserve((size as usize / per_line.max(1)).saturating_add(16));
+        }
+        rows.block(text, &mut candles)?;
+        block.drain(..whole);
+        if end {
+            break;
+        }
+    }
+    if candles.is_empty() {
+        return Err(CandleError::Empty { path: name });
+    }
+    Ok(candles)
 }
 
 /// Parses CSV text; `source` names it in errors.
@@ -21,11 +115,12 @@ pub fn parse_csv_columns(
     source: &str,
     columns: &Columns,
 ) -> Result<Vec<Candle>, CandleError> {
-    let lines = text.lines().map(|l| Ok(l.to_owned()));
-    let mut reader = CsvCandles::with_columns(lines, source, columns)?;
+    let mut rows = Lines::new(source, columns);
     let mut candles: Vec<Candle> = Vec::with_capacity(text.len() / 48);
-    for candle in reader.by_ref() {
-        candles.push(candle?);
+    for raw in text.lines() {
+        if let Some(candle) = rows.row(raw)? {
+            candles.push(candle);
+        }
     }
     if candles.is_empty() {
         return Err(CandleError::Empty {
@@ -35,97 +130,182 @@ pub fn parse_csv_columns(
     Ok(candles)
 }
 
-/// Candles read from CSV lines one at a time (a live or replayed feed does
-/// not hold its file). Each is checked as it is read, times included; the
-/// first bad line ends the stream with `source:line: what`.
-pub struct CsvCandles<L> {
-    lines: L,
+/// A CSV read line by line: the header (or its absence) first, then a
+/// candle per row, each checked, times included.
+struct Lines<'c> {
     source: String,
+    columns: &'c Columns,
+    /// The line last read (1 for the first).
     line: usize,
-    columns: usize,
+    layout: Option<Layout>,
+}
+
+/// What the header said: how many fields a row has, where each role sits.
+#[derive(Clone, Copy)]
+struct Layout {
+    width: usize,
     index: [usize; 6],
     last_ms: Option<i64>,
-    failed: bool,
-    /// A file without a header: its first row, read with the header's line.
-    pending: Option<String>,
 }
 
-impl<L> std::fmt::Debug for CsvCandles<L> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CsvCandles")
-            .field("source", &self.source)
-            .field("line", &self.line)
-            .finish()
-    }
-}
-
-impl<L: Iterator<Item = std::io::Result<String>>> CsvCandles<L> {
-    /// Reads the header; `source` names the input in errors.
-    pub fn new(lines: L, source: &str) -> Result<CsvCandles<L>, CandleError> {
-        CsvCandles::with_columns(lines, source, &Columns::default())
+impl<'c> Lines<'c> {
+    fn new(source: &str, columns: &'c Columns) -> Lines<'c> {
+        Lines {
+            source: source.to_owned(),
+            columns,
+            line: 0,
+            layout: None,
+        }
     }
 
-    /// Reads the header, finding the columns `columns` names by their names.
-    pub fn with_columns(
-        mut lines: L,
-        source: &str,
-        columns: &Columns,
-    ) -> Result<CsvCandles<L>, CandleError> {
-        let mut line = 0;
-        let header = loop {
-            line += 1;
-            match lines.next() {
-                None => {
-                    return Err(CandleError::Empty {
-                        path: source.to_owned(),
-                    });
-                }
-                Some(Err(e)) => {
-                    return Err(CandleError::Io {
-                        path: source.to_owned(),
-                        error: e,
-                    });
-                }
-                Some(Ok(l)) if l.trim().is_empty() => continue,
-                Some(Ok(l)) => break l,
-            }
+    /// The lines of `text` (whole lines) into `out`: once the header is
+    /// read, a large block in two halves on two threads, the second
+    /// checked against the first where they meet.
+    fn block(&mut self, text: &str, out: &mut Vec<Candle>) -> Result<(), CandleError> {
+        let two = std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
+        let half = text.len() / 2;
+        let cut = text.as_bytes()[half..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map(|i| half + i + 1);
+        let (Some(layout), Some(cut), true) = (&self.layout, cut, two && text.len() >= 1 << 20)
+        else {
+            return self.lines(text, out);
         };
-        let invalid = |message| CandleError::Invalid {
-            path: source.to_owned(),
+        let (first, second) = text.split_at(cut);
+        let mut rest = Lines {
+            source: self.source.clone(),
+            columns: self.columns,
+            line: self.line + first.bytes().filter(|&b| b == b'\n').count(),
+            layout: Some(Layout {
+                last_ms: None,
+                ..*layout
+            }),
+        };
+        let mut later = Vec::with_capacity(second.len() / 48);
+        let (done, rest_done) = std::thread::scope(|s| {
+            let other = s.spawn(|| rest.lines(second, &mut later));
+            let done = self.lines(first, out);
+            (done, other.join())
+        });
+        done?;
+        let joined =
+            rest_done.map_err(|_| self.invalid(self.line + 1, "the reader failed".into()))?;
+        let last_ms = self.layout.as_ref().and_then(|l| l.last_ms);
+        match (joined, later.first()) {
+            // In order where the halves meet: kept as read.
+            (Ok(()), Some(next)) if last_ms.is_none_or(|last| next.time_ms > last) => {
+                out.append(&mut later);
+                (self.line, self.layout) = (rest.line, rest.layout);
+                Ok(())
+            }
+            (Ok(()), None) => {
+                self.line = rest.line;
+                Ok(())
+            }
+            // Read again after the first half, for the error its own line gives.
+            _ => self.lines(second, out),
+        }
+    }
+
+    /// The lines of `text`, one after another, into `out`.
+    fn lines(&mut self, text: &str, out: &mut Vec<Candle>) -> Result<(), CandleError> {
+        for raw in text.lines() {
+            if raw.len() > MAX_LINE_BYTES {
+                return Err(self.invalid(
+                    self.line + 1,
+                    format!(
+                        "a line longer than {} KiB: not candles",
+                        MAX_LINE_BYTES >> 10
+                    ),
+                ));
+            }
+            if let Some(candle) = self.row(raw)? {
+                out.push(candle);
+            }
+        }
+        Ok(())
+    }
+
+    fn invalid(&self, line: usize, message: String) -> CandleError {
+        CandleError::Invalid {
+            path: self.source.clone(),
             line,
             message,
-        };
-        let width = header.split(',').count();
-        let (index, pending) = match layout::header(&header, columns).map_err(invalid)? {
-            layout::Header::Named(index) => (index, None),
-            layout::Header::Headerless => ([0, 1, 2, 3, 4, 5], Some(header)),
-        };
-        Ok(CsvCandles {
-            lines,
-            source: source.to_owned(),
-            line: line - usize::from(pending.is_some()),
-            columns: width,
-            index,
-            last_ms: None,
-            failed: false,
-            pending,
-        })
+        }
     }
 
-    fn parse(&self, raw: &str) -> Result<Candle, String> {
-        let fields: Vec<&str> = raw.split(',').map(layout::field).collect();
-        if fields.len() != self.columns {
-            return Err(format!(
-                "expected {} fields, found {}",
-                self.columns,
-                fields.len()
-            ));
+    /// The next line: a candle, or nothing (a blank line, the header).
+    fn row(&mut self, raw: &str) -> Result<Option<Candle>, CandleError> {
+        self.line += 1;
+        if raw.trim().is_empty() {
+            return Ok(None);
         }
-        let time_ms = parse_time(fields[self.index[0]])?;
+        let layout = match &mut self.layout {
+            Some(layout) => layout,
+            None => {
+                let header =
+                    layout::header(raw, self.columns).map_err(|m| self.invalid(self.line, m))?;
+                let (index, data) = match header {
+                    layout::Header::Named(index) => (index, false),
+                    layout::Header::Headerless => ([0, 1, 2, 3, 4, 5], true),
+                };
+                let layout = self.layout.insert(Layout {
+                    width: raw.split(',').count(),
+                    index,
+                    last_ms: None,
+                });
+                if !data {
+                    return Ok(None);
+                }
+                layout
+            }
+        };
+        match layout.parse(raw) {
+            Ok(candle) => {
+                layout.last_ms = Some(candle.time_ms);
+                Ok(Some(candle))
+            }
+            Err(message) => Err(self.invalid(self.line, message)),
+        }
+    }
+}
+
+impl Layout {
+    fn parse<'a>(&self, raw: &'a str) -> Result<Candle, String> {
+        // The fields, without a vector per row: a row wider than this is
+        // still read, field by field.
+        let mut fields = [""; 16];
+        let mut count = 0;
+        let mut put = |f: &'a str| {
+            if let Some(slot) = fields.get_mut(count) {
+                *slot = layout::field(f);
+            }
+            count += 1;
+        };
+        let mut start = 0;
+        for (i, &b) in raw.as_bytes().iter().enumerate() {
+            if b == b',' {
+                put(&raw[start..i]);
+                start = i + 1;
+            }
+        }
+        put(&raw[start..]);
+        if count != self.width {
+            return Err(format!("expected {} fields, found {count}", self.width));
+        }
+        let field = |k: usize| -> &str {
+            let i = self.index[k];
+            match fields.get(i) {
+                Some(f) => f,
+                None => raw.split(',').nth(i).map_or("", layout::field),
+            }
+        };
+        let time_ms = parse_time(field(0))?;
         let mut values = [0.0f64; 5];
         for (k, value) in values.iter_mut().enumerate() {
             let column = COLUMNS[k + 1];
-            let text = fields[self.index[k + 1]];
+            let text = field(k + 1);
             *value = text
                 .parse::<f64>()
                 .map_err(|_| format!("{column} '{}' is not a number", shown::text(text)))?;
@@ -137,96 +317,102 @@ impl<L: Iterator<Item = std::io::Result<String>>> CsvCandles<L> {
     }
 }
 
+/// Candles read from CSV lines one at a time (a live or replayed feed does
+/// not hold its file). Each is checked as it is read, times included; the
+/// first bad line ends the stream with `source:line: what`.
+pub struct CsvCandles<L> {
+    lines: L,
+    rows: Lines<'static>,
+    failed: bool,
+    /// A file without a header: its first row, read with the header's line.
+    first: Option<Candle>,
+}
+
+impl<L> std::fmt::Debug for CsvCandles<L> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CsvCandles")
+            .field("source", &self.rows.source)
+            .field("line", &self.rows.line)
+            .finish()
+    }
+}
+
+/// The columns of a stream: found by their usual names.
+static USUAL: std::sync::LazyLock<Columns> = std::sync::LazyLock::new(Columns::default);
+
+impl<L: Iterator<Item = std::io::Result<String>>> CsvCandles<L> {
+    /// Reads the header; `source` names the input in errors.
+    pub fn new(mut lines: L, source: &str) -> Result<CsvCandles<L>, CandleError> {
+        let mut rows = Lines::new(source, &USUAL);
+        let mut first = None;
+        while rows.layout.is_none() {
+            let line = match lines.next() {
+                None => {
+                    return Err(CandleError::Empty {
+                        path: source.to_owned(),
+                    });
+                }
+                Some(line) => line.map_err(|error| CandleError::Io {
+                    path: source.to_owned(),
+                    error,
+                })?,
+            };
+            first = rows.row(&line)?;
+        }
+        Ok(CsvCandles {
+            lines,
+            rows,
+            failed: false,
+            first,
+        })
+    }
+}
+
 impl<L: Iterator<Item = std::io::Result<String>>> Iterator for CsvCandles<L> {
     type Item = Result<Candle, CandleError>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        if let Some(candle) = self.first.take() {
+            return Some(Ok(candle));
+        }
         if self.failed {
             return None;
         }
         loop {
-            self.line += 1;
-            let next = match self.pending.take() {
-                Some(first) => Some(Ok(first)),
-                None => self.lines.next(),
-            };
-            let raw = match next? {
+            let raw = match self.lines.next()? {
                 Ok(raw) => raw,
-                Err(e) => {
+                Err(error) => {
                     self.failed = true;
                     return Some(Err(CandleError::Io {
-                        path: self.source.clone(),
-                        error: e,
+                        path: self.rows.source.clone(),
+                        error,
                     }));
                 }
             };
-            if raw.trim().is_empty() {
-                continue;
-            }
-            return Some(match self.parse(&raw) {
-                Ok(candle) => {
-                    self.last_ms = Some(candle.time_ms);
-                    Ok(candle)
-                }
-                Err(message) => {
+            match self.rows.row(&raw) {
+                Ok(Some(candle)) => return Some(Ok(candle)),
+                Ok(None) => continue,
+                Err(e) => {
                     self.failed = true;
-                    Err(CandleError::Invalid {
-                        path: self.source.clone(),
-                        line: self.line,
-                        message,
-                    })
+                    return Some(Err(e));
                 }
-            });
+            }
         }
     }
 }
 
-/// Writes candles as `time,open,high,low,close,volume` CSV with RFC 3339 times.
+/// Writes candles as `time,open,high,low,close,volume` CSV with RFC 3339
+/// times (gzip-compressed when the name ends in `.gz`), replacing `path`
+/// whole (`replace::replace_file`).
 pub fn write_csv(path: &Path, candles: &[Candle]) -> Result<(), CandleError> {
-    let name = path.display().to_string();
-    let refused = |why: &str| CandleError::Write {
-        path: name.clone(),
-        error: std::io::Error::other(why.to_owned()),
-    };
-    // Only a regular file is replaced: never a device, a directory or a
-    // pipe (the name may be /dev/null).
-    let existing = std::fs::metadata(path).ok();
-    if existing.as_ref().is_some_and(|m| !m.is_file()) {
-        return Err(refused("not a regular file"));
-    }
-    // A link is written through: its target is the file replaced.
-    let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
-    let target = if is_link {
-        std::fs::canonicalize(path).map_err(|error| CandleError::Write {
-            path: name.clone(),
-            error,
-        })?
-    } else {
-        path.to_path_buf()
-    };
-    // Written beside it and renamed over it once whole: a crash or a full
-    // disk never leaves half a file under the name.
-    let file_name = target.file_name().map(|n| n.to_string_lossy().into_owned());
-    let partial = target.with_file_name(format!(".{}.partial", file_name.unwrap_or_default()));
-    let written = (|| {
-        let file = std::fs::File::create(&partial)?;
-        // A file replaced keeps who may read it.
-        if let Some(m) = &existing {
-            file.set_permissions(m.permissions())?;
-        }
-        let file = if super::is_gzip(path) {
+    replace::replace_file(path, |file| {
+        if super::is_gzip(path) {
             let gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
-            write_rows(gz, candles)?.finish()?
+            write_rows(gz, candles)?.finish()
         } else {
-            write_rows(file, candles)?
-        };
-        file.sync_all()?;
-        std::fs::rename(&partial, &target)
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&partial);
-    }
-    written.map_err(|error| CandleError::Write { path: name, error })
+            write_rows(file, candles)
+        }
+    })
 }
 
 /// The header and a line per candle into `out`, handed back flushed.
@@ -247,4 +433,73 @@ pub fn write_rows<W: std::io::Write>(out: W, candles: &[Candle]) -> std::io::Res
         )?;
     }
     out.into_inner().map_err(|e| e.into_error())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 40,000 rows of CSV (about 2.5 MB, read in halves), and where the
+    /// second half starts: its first line's number and its index.
+    fn rows() -> (Vec<String>, usize) {
+        let candles = crate::synth::random_walk(6, 40_000, 0, 60_000, 10.0, 0.01);
+        let mut text = Vec::new();
+        let text = String::from_utf8(
+            write_rows(&mut text, &candles)
+                .map(|w| w.clone())
+                .expect("rows"),
+        )
+        .expect("utf-8");
+        let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        let half = text.len() / 2;
+        let cut = half + text[half..].find('\n').expect("newline") + 1;
+        let index = text[..cut].lines().count();
+        (lines, index)
+    }
+
+    fn read(lines: &[String]) -> Result<Vec<Candle>, CandleError> {
+        let columns = Columns::default();
+        let mut rows = Lines::new("a.csv", &columns);
+        let mut out = Vec::new();
+        rows.block(&(lines.join("\n") + "\n"), &mut out)?;
+        Ok(out)
+    }
+
+    #[test]
+    fn halves_read_apart_are_the_rows_read_in_turn() {
+        let (lines, _) = rows();
+        let text = lines.join("\n") + "\n";
+        let columns = Columns::default();
+        let mut one = Lines::new("a.csv", &columns);
+        let mut in_turn = Vec::new();
+        one.lines(&text, &mut in_turn).expect("in turn");
+        assert_eq!(read(&lines).expect("halves"), in_turn);
+        assert_eq!(in_turn.len(), 40_000);
+    }
+
+    #[test]
+    fn a_bad_row_in_the_second_half_is_named_by_its_own_line() {
+        let (lines, second) = rows();
+        // The second half's fourth row is broken: line second + 4.
+        let mut broken = lines.clone();
+        broken[second + 3] = broken[second + 3].replace(',', ";");
+        let err = read(&broken).expect_err("broken").to_string();
+        assert_eq!(
+            err,
+            format!("a.csv:{}: expected 6 fields, found 1", second + 4)
+        );
+        // Where the halves meet: its first row is no later than the last.
+        let mut early = lines.clone();
+        early[second] = early[second - 2].clone();
+        let err = read(&early).expect_err("early").to_string();
+        assert!(
+            err.starts_with(&format!("a.csv:{}: time ", second + 1))
+                && err.contains("is not after the previous bar's"),
+            "{err}"
+        );
+        // A broken row in both halves: the first is reported.
+        broken[10] = "x".into();
+        let err = read(&broken).expect_err("both").to_string();
+        assert_eq!(err, "a.csv:11: expected 6 fields, found 1");
+    }
 }

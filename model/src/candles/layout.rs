@@ -66,10 +66,35 @@ impl Columns {
         }
         Ok(columns)
     }
+
+    /// The name a role's column is looked for by: the user's, or the
+    /// role's own (`time`, `open`, …).
+    pub(super) fn wanted(&self, role: usize) -> &str {
+        self.names[role].as_deref().unwrap_or(COLUMNS[role])
+    }
+
+    /// Whether the user named the column of `role`.
+    #[cfg_attr(not(feature = "formats"), allow(dead_code))]
+    pub(super) fn is_named(&self, role: usize) -> bool {
+        self.names[role].is_some()
+    }
+
+    /// These columns, the time's named `name`.
+    #[cfg_attr(not(feature = "formats"), allow(dead_code))]
+    pub(super) fn with_time(&self, name: &str) -> Columns {
+        let mut columns = self.clone();
+        columns.names[0] = Some(name.to_owned());
+        columns
+    }
 }
 
 /// A field as written: surrounding spaces and quotes removed.
 pub(super) fn field(raw: &str) -> &str {
+    // Most fields are bare: nothing to trim or unquote.
+    let bare = |b: Option<&u8>| b.is_some_and(|&b| b.is_ascii_alphanumeric() || b == b'.');
+    if bare(raw.as_bytes().first()) && bare(raw.as_bytes().last()) {
+        return raw;
+    }
     let raw = raw.trim();
     raw.strip_prefix('"')
         .and_then(|r| r.strip_suffix('"'))
@@ -95,6 +120,19 @@ pub(super) fn header(line: &str, columns: &Columns) -> Result<Header, String> {
     if names.len() >= 6 && names.iter().all(|n| n.parse::<f64>().is_ok()) {
         return Ok(Header::Headerless);
     }
+    let index = find(&names, columns).map_err(|role| {
+        format!(
+            "missing column '{}' (header is '{}')",
+            shown::text(columns.wanted(role)),
+            shown::text(line.trim())
+        )
+    })?;
+    Ok(Header::Named(index))
+}
+
+/// Where each role's column is among `names` (lower-cased): the one the
+/// user named, else the first alias found. A role not found is the error.
+pub(super) fn find(names: &[String], columns: &Columns) -> Result<[usize; 6], usize> {
     let mut index = [0usize; 6];
     for (role, slot) in index.iter_mut().enumerate() {
         let found = match &columns.names[role] {
@@ -103,16 +141,9 @@ pub(super) fn header(line: &str, columns: &Columns) -> Result<Header, String> {
                 .iter()
                 .find_map(|alias| names.iter().position(|n| n == alias)),
         };
-        *slot = found.ok_or_else(|| {
-            let wanted = columns.names[role].as_deref().unwrap_or(COLUMNS[role]);
-            format!(
-                "missing column '{}' (header is '{}')",
-                shown::text(wanted),
-                shown::text(line.trim())
-            )
-        })?;
+        *slot = found.ok_or(role)?;
     }
-    Ok(Header::Named(index))
+    Ok(index)
 }
 
 /// Epoch time in ms from a count of seconds, ms, µs or ns, told apart by
@@ -121,12 +152,28 @@ pub(super) fn epoch_ms(digits: &str) -> Result<i64, String> {
     let n: i64 = digits
         .parse()
         .map_err(|_| format!("time '{}' is out of range", shown::text(digits)))?;
-    Ok(match digits.len() {
+    Ok(scaled_ms(n, digits.len()))
+}
+
+/// Epoch time in ms from an integer count of seconds, ms, µs or ns, told
+/// apart by its digits as in text (a column of integers in a Parquet or
+/// Feather file).
+#[cfg_attr(not(feature = "formats"), allow(dead_code))]
+pub(super) fn epoch_int_ms(n: i64) -> i64 {
+    let digits = n
+        .unsigned_abs()
+        .checked_ilog10()
+        .map_or(1, |d| d as usize + 1);
+    scaled_ms(n, digits)
+}
+
+fn scaled_ms(n: i64, digits: usize) -> i64 {
+    match digits {
         10 => n.saturating_mul(1000),
         16 => n / 1_000,
         19 => n / 1_000_000,
         _ => n,
-    })
+    }
 }
 
 /// A time given as a date (`2024-01-02`), or a date and time with a space
@@ -182,6 +229,12 @@ mod tests {
         assert_eq!(epoch_ms("1704067200000000"), Ok(1_704_067_200_000));
         assert_eq!(epoch_ms("1704067200000000000"), Ok(1_704_067_200_000));
         assert_eq!(epoch_ms("60000"), Ok(60_000));
+        for n in [1_704_067_200, 1_704_067_200_000, 1_704_067_200_000_000] {
+            assert_eq!(epoch_int_ms(n), 1_704_067_200_000, "{n}");
+        }
+        assert_eq!(epoch_int_ms(1_704_067_200_000_000_000), 1_704_067_200_000);
+        assert_eq!((epoch_int_ms(0), epoch_int_ms(60_000)), (0, 60_000));
+        assert_eq!(epoch_int_ms(-1_000_000_000), -1_000_000_000_000);
         assert_eq!(calendar_ms("2024-01-01"), Some(1_704_067_200_000));
         assert_eq!(calendar_ms("2024-01-01 00:01:00"), Some(1_704_067_260_000));
         assert_eq!(calendar_ms("2024-01-01T00:01:00"), Some(1_704_067_260_000));

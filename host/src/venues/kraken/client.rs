@@ -93,7 +93,7 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// The HTTP client of the REST calls: requests time out after `timeout`,
     /// and never follow a redirect (it would carry the key elsewhere).
-    fn http_client(timeout: Duration) -> reqwest::Result<reqwest::blocking::Client> {
+    pub(super) fn http_client(timeout: Duration) -> reqwest::Result<reqwest::blocking::Client> {
         reqwest::blocking::Client::builder()
             .timeout(timeout)
             .user_agent(concat!("keel/", env!("CARGO_PKG_VERSION")))

@@ -133,6 +133,36 @@ pub fn cancel_penalty(age: Duration) -> f64 {
     }
 }
 
+/// Kraken's public endpoints, throttled per IP address at about one call a
+/// second sustained: a counter of one call that decays at `per_s`, so calls
+/// go out `1 / per_s` apart.
+#[derive(Debug, Clone)]
+pub struct PublicLimit {
+    counter: Counter,
+}
+
+impl PublicLimit {
+    pub fn new(per_s: f64) -> PublicLimit {
+        PublicLimit {
+            counter: Counter::new((1.0, per_s)),
+        }
+    }
+
+    /// How long to wait before the next public call (then call `called`).
+    pub fn wait(&self, now_ms: i64) -> Duration {
+        self.counter.wait(1.0, now_ms)
+    }
+
+    pub fn called(&mut self, now_ms: i64) {
+        self.counter.add(1.0, now_ms);
+    }
+
+    /// The spacing of calls when nothing goes wrong.
+    pub fn interval(&self) -> Duration {
+        Duration::from_secs_f64(1.0 / self.counter.decay_per_s)
+    }
+}
+
 /// Both counters of one key.
 #[derive(Debug, Clone)]
 pub struct RateLimits {
@@ -254,6 +284,23 @@ mod tests {
         // Another pair has its own counter.
         assert!(l.order_wait("ETHUSD", 0).is_zero());
         assert!(l.engine_headroom(0) < 0.2);
+    }
+
+    #[test]
+    fn public_calls_are_spaced_by_the_rate() {
+        let ms = |d: Duration| (d.as_secs_f64() * 1000.0).round();
+        let mut l = PublicLimit::new(2.0);
+        assert_eq!(l.wait(0), Duration::ZERO, "the first goes at once");
+        l.called(0);
+        assert_eq!(ms(l.wait(0)), 500.0);
+        assert_eq!(ms(l.wait(300)), 200.0);
+        assert_eq!(l.wait(500), Duration::ZERO);
+        l.called(500);
+        assert_eq!(ms(l.wait(500)), 500.0);
+        // Idle time is no credit for a burst.
+        l.called(10_000);
+        assert_eq!(ms(l.wait(10_000)), 500.0);
+        assert_eq!(l.interval(), Duration::from_millis(500));
     }
 
     #[test]

@@ -5,10 +5,12 @@
 //! and the pairs' decimals and minimums that round every order (`pairs`).
 //! `client` signs and sends REST calls; `fake` is a Kraken on loopback that
 //! checks signatures and nonces as Kraken does and can be scripted to fail.
-//! `venue` is Kraken as the kernel's `Venue`.
+//! `venue` is Kraken as the kernel's `Venue`; `history` is its public
+//! trade history, which `keel data download` makes bars of.
 
 pub mod client;
 pub mod fake;
+pub mod history;
 pub mod limits;
 pub mod nonce;
 pub mod pairs;

@@ -3,7 +3,8 @@
 //! as Kraken does (`EAPI:Invalid signature`, `EAPI:Invalid nonce`), keeps
 //! the orders it was sent (by `txid` and `cl_ord_id`), and can be scripted
 //! to fail the next calls: an error reply, a 502 after placing the order,
-//! or no reply at all after placing it.
+//! or no reply at all after placing it. Its public market data (`market`)
+//! is a seeded synthetic trade history served as `Trades` and `OHLC`.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -14,9 +15,12 @@ use std::time::Duration;
 use super::sign::SigningKey;
 
 mod executions;
+mod market;
 use executions::serve_executions;
+pub use market::{FakeTrade, MarketHistory, PublicCall};
 
-/// What the next private call meets.
+/// What the next private call meets (or, scripted with `script_method`,
+/// the next public `Trades` or `OHLC` call).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Fault {
     /// An error reply, e.g. `EOrder:Insufficient funds`; nothing happens.
@@ -25,6 +29,9 @@ pub enum Fault {
     DoneThen502,
     /// The call is carried out, then no answer for this long.
     DoneThenSilent(Duration),
+    /// This HTTP status and body instead of an answer; nothing happens
+    /// (a 429, a proxy's error page, a body that is not JSON).
+    Reply(u16, String),
 }
 
 /// An order the fake holds.
@@ -73,6 +80,8 @@ struct State {
     ws_token: String,
     ws_clients: Vec<std::sync::mpsc::Sender<serde_json::Value>>,
     ws_generation: u64,
+    /// The public market data: trade histories, and the calls made.
+    market: market::Markets,
 }
 
 impl State {
@@ -411,6 +420,7 @@ fn answer(
                 }
             })),
             "Time" => ok(serde_json::json!({ "unixtime": 0, "rfc1123": "" })),
+            "Trades" | "OHLC" => market::answer(state, method, target),
             _ => error("EGeneral:Unknown method"),
         };
     }
@@ -445,8 +455,10 @@ fn answer(
         Some(fault) => Some(fault),
         None => s.faults.pop_front(),
     };
-    if let Some(Fault::Error(e)) = &fault {
-        return error(e);
+    match &fault {
+        Some(Fault::Error(e)) => return error(e),
+        Some(Fault::Reply(status, body)) => return (*status, body.clone()),
+        _ => {}
     }
     s.calls.push(method.to_owned());
     let reply = match method {

@@ -1,0 +1,436 @@
+//! Parquet candle files: pandas' `to_parquet`, pyarrow's `write_table`,
+//! freqtrade's parquet data, and Keel's own export (`write_parquet`).
+//! What a file claims — its rows, the decoded size of the columns read and
+//! of each of their pages (`pages.rs`), their codecs — is checked before a
+//! byte of it is decoded.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use ::parquet::arrow::ProjectionMask;
+use ::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use ::parquet::basic::Compression;
+use ::parquet::file::metadata::ColumnChunkMetaData;
+use arrow_array::{ArrayRef, Float64Array, RecordBatch, TimestampMillisecondArray};
+use arrow_schema::{DataType, Field, Schema, TimeUnit};
+
+use super::arrow::{self, ROW_BYTES, Roles, Rows, refused};
+use super::*;
+
+mod pages;
+
+/// Rows decoded at a time (about 3 MB of the six columns).
+const BATCH_ROWS: usize = 64 * 1024;
+
+/// How to rewrite a file in a codec Keel reads.
+const REWRITE: &str = "python3 -c 'import pyarrow.parquet as pq; \
+     pq.write_table(pq.read_table(\"in.parquet\"), \"out.parquet\", compression=\"snappy\")'";
+
+/// Reads a Parquet candle file, its columns found by the names CSV headers
+/// go by (`date`, `timestamp`, `Open`, …, or pandas' index).
+pub fn read_parquet(path: &Path) -> Result<Vec<Candle>, CandleError> {
+    read_parquet_columns(path, &Columns::default())
+}
+
+/// `read_parquet`, with the columns for the roles `columns` names found by
+/// those names.
+pub fn read_parquet_columns(path: &Path, columns: &Columns) -> Result<Vec<Candle>, CandleError> {
+    read_within(path, columns, MAX_EXPANDED_BYTES)
+}
+
+/// `read_parquet_columns`, a file refused when it is larger than `max`
+/// bytes or claims to decode to more.
+fn read_within(path: &Path, columns: &Columns, max: u64) -> Result<Vec<Candle>, CandleError> {
+    let source = path.display().to_string();
+    let bytes = arrow::read_bytes(path, max)?;
+    arrow::guarded(&source, "Parquet", || {
+        parse(bytes.into(), &source, columns, max)
+    })
+}
+
+fn parse(
+    bytes: bytes::Bytes,
+    source: &str,
+    columns: &Columns,
+    max: u64,
+) -> Result<Vec<Candle>, CandleError> {
+    let unreadable = |e: &dyn std::fmt::Display| {
+        refused(
+            source,
+            format!(
+                "not a readable Parquet file: {}",
+                shown::message(&e.to_string())
+            ),
+        )
+    };
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(bytes.clone()).map_err(|e| unreadable(&e))?;
+    let roles = Roles::find(builder.schema(), columns, source)?;
+    check_claims(&builder, &bytes, &roles, source, max)?;
+    let mask = ProjectionMask::roots(builder.parquet_schema(), roles.projection.iter().copied());
+    let reader = builder
+        .with_projection(mask)
+        .with_batch_size(BATCH_ROWS)
+        .build()
+        .map_err(|e| unreadable(&e))?;
+    let mut rows = Rows::new(source, roles);
+    for batch in reader {
+        rows.push(&batch.map_err(|e| unreadable(&e))?)?;
+    }
+    rows.finish()
+}
+
+/// Refuses a file that says it decodes to more than `max` bytes: its rows
+/// (the file's count, or its row groups' if larger) times [`ROW_BYTES`],
+/// and what each column to be read decodes to (`check_chunk`).
+fn check_claims(
+    builder: &ParquetRecordBatchReaderBuilder<bytes::Bytes>,
+    file: &[u8],
+    roles: &Roles,
+    source: &str,
+    max: u64,
+) -> Result<(), CandleError> {
+    let metadata = builder.metadata();
+    let schema = builder.parquet_schema();
+    let in_groups: u64 = metadata
+        .row_groups()
+        .iter()
+        .map(|g| claimed(g.num_rows()))
+        .fold(0, u64::saturating_add);
+    let rows = claimed(metadata.file_metadata().num_rows()).max(in_groups);
+    let mut decoded = rows.saturating_mul(ROW_BYTES);
+    for group in metadata.row_groups() {
+        for (leaf, chunk) in group.columns().iter().enumerate() {
+            if leaf < schema.num_columns()
+                && roles.projection.contains(&schema.get_column_root_idx(leaf))
+            {
+                decoded = decoded.saturating_add(check_chunk(chunk, file, source)?);
+            }
+        }
+    }
+    if decoded > max {
+        return Err(arrow::too_large(source, rows, decoded, max));
+    }
+    Ok(())
+}
+
+/// What a column chunk to be read decodes to: what its metadata says, or
+/// what its pages' headers add up to if more. Refused when it lies outside
+/// the file, a header cannot be read, or its codec is one Keel does not
+/// read.
+fn check_chunk(chunk: &ColumnChunkMetaData, file: &[u8], source: &str) -> Result<u64, CandleError> {
+    let column = shown::text(&chunk.column_path().string()).to_string();
+    let refuse = |what: String| refused(source, format!("column '{column}' {what}"));
+    let codec = match chunk.compression() {
+        Compression::UNCOMPRESSED
+        | Compression::SNAPPY
+        | Compression::GZIP(_)
+        | Compression::LZ4
+        | Compression::LZ4_RAW => None,
+        Compression::ZSTD(_) => Some("zstd"),
+        Compression::BROTLI(_) => Some("brotli"),
+        Compression::LZO => Some("lzo"),
+    };
+    if let Some(codec) = codec {
+        return Err(refuse(format!(
+            "is compressed with {codec}, which Keel does not read \
+             (snappy, lz4, gzip or none); rewrite it: {REWRITE}"
+        )));
+    }
+    let start = chunk
+        .dictionary_page_offset()
+        .unwrap_or(chunk.data_page_offset());
+    let stored = usize::try_from(start)
+        .ok()
+        .zip(usize::try_from(chunk.compressed_size()).ok())
+        .and_then(|(start, len)| file.get(start..start.checked_add(len)?))
+        .ok_or_else(|| refuse("lies outside the file".into()))?;
+    let paged = pages::decoded_size(stored)
+        .ok_or_else(|| refuse("has a page header that cannot be read".into()))?;
+    Ok(claimed(chunk.uncompressed_size()).max(paged))
+}
+
+/// A count or size a file claims; a negative one (nonsense the decoder
+/// refuses) as none.
+fn claimed(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+/// Writes candles as Parquet, replacing `path` whole as `write_csv` does:
+/// `date` as timestamp[ms, UTC], then `open`, `high`, `low`, `close` and
+/// `volume` as float64, snappy-compressed — freqtrade's frame, as pandas
+/// and pyarrow read it.
+pub fn write_parquet(path: &Path, candles: &[Candle]) -> Result<(), CandleError> {
+    replace::replace_file(path, |file| write_table(file, candles))
+}
+
+/// The candles as a Parquet file into `out`, handed back complete.
+fn write_table<W: std::io::Write + Send>(out: W, candles: &[Candle]) -> std::io::Result<W> {
+    use ::parquet::arrow::ArrowWriter;
+    use ::parquet::file::properties::WriterProperties;
+    let time = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
+    let mut fields = vec![Field::new("date", time, false)];
+    fields.extend(
+        COLUMNS[1..]
+            .iter()
+            .map(|c| Field::new(*c, DataType::Float64, false)),
+    );
+    let schema = Arc::new(Schema::new(fields));
+    let properties = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_created_by(format!("keel {}", env!("CARGO_PKG_VERSION")))
+        .build();
+    let mut writer = ArrowWriter::try_new(out, schema.clone(), Some(properties))
+        .map_err(std::io::Error::other)?;
+    for chunk in candles.chunks(BATCH_ROWS) {
+        let prices = |value: fn(&Candle) -> f64| -> ArrayRef {
+            Arc::new(Float64Array::from_iter_values(chunk.iter().map(value)))
+        };
+        let times = TimestampMillisecondArray::from_iter_values(chunk.iter().map(|c| c.time_ms))
+            .with_timezone("UTC");
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(times),
+                prices(|c| c.open),
+                prices(|c| c.high),
+                prices(|c| c.low),
+                prices(|c| c.close),
+                prices(|c| c.volume),
+            ],
+        )
+        .map_err(std::io::Error::other)?;
+        writer.write(&batch).map_err(std::io::Error::other)?;
+    }
+    writer.into_inner().map_err(std::io::Error::other)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::arrow::fixtures::{batch_with_note, eth, file, formats, garbled, goog};
+    use super::*;
+
+    /// The float32 a value was written as, read as the decimal it is.
+    fn as_float32(candles: Vec<Candle>) -> Vec<Candle> {
+        let f = |v: f64| (v as f32).to_string().parse::<f64>().expect("a number");
+        let c = |c: Candle| Candle {
+            open: f(c.open),
+            high: f(c.high),
+            low: f(c.low),
+            close: f(c.close),
+            volume: f(c.volume),
+            ..c
+        };
+        candles.into_iter().map(c).collect()
+    }
+
+    #[test]
+    fn every_parquet_file_pandas_and_pyarrow_write_reads_as_the_csv_rows() {
+        let goog_volume_whole = goog(30)
+            .into_iter()
+            .map(|c| Candle {
+                volume: c.volume.trunc(),
+                ..c
+            })
+            .collect();
+        let cases: [(&str, Vec<Candle>); 17] = [
+            ("pandas-ETH_BTC-5m.parquet", eth(300)),
+            ("pandas-index-ETH_BTC-5m.parquet", eth(60)),
+            ("pandas-named-index-ETH_BTC-5m.parquet", eth(60)),
+            ("epoch-s-ETH_BTC-5m.parquet", eth(60)),
+            ("epoch-ms-ETH_BTC-5m.parquet", eth(60)),
+            ("epoch-us-ETH_BTC-5m.parquet", eth(60)),
+            ("epoch-ns-ETH_BTC-5m.parquet", eth(60)),
+            ("timestamp-us-newyork-ETH_BTC-5m.parquet", eth(60)),
+            ("int96-ETH_BTC-5m.parquet", eth(60)),
+            ("float32-ETH_BTC-5m.parquet", as_float32(eth(60))),
+            ("row-groups-ETH_BTC-5m.parquet", eth(60)),
+            ("gzip-ETH_BTC-5m.parquet", eth(60)),
+            ("lz4-ETH_BTC-5m.parquet", eth(60)),
+            ("none-ETH_BTC-5m.parquet", eth(60)),
+            ("text-time-ETH_BTC-5m.parquet", eth(60)),
+            ("yfinance-GOOG-1d.parquet", goog_volume_whole),
+            // The same file through the dispatch by extension.
+            ("pandas-ETH_BTC-5m.parquet", eth(300)),
+        ];
+        for (i, (name, expected)) in cases.into_iter().enumerate() {
+            let path = formats(name);
+            let read = if i + 1 == 17 {
+                read_file(&path)
+            } else {
+                read_parquet(&path)
+            };
+            assert_eq!(read.expect(name), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn columns_are_found_by_the_names_the_user_gives() {
+        let yfinance = formats("yfinance-GOOG-1d.parquet");
+        let swapped = Columns::parse("open=Close,close=Open").expect("columns");
+        let read = read_parquet_columns(&yfinance, &swapped).expect("swapped");
+        let goog = goog(30);
+        assert_eq!(read.len(), goog.len());
+        for (r, g) in read.iter().zip(&goog) {
+            assert_eq!((r.open, r.close), (g.close, g.open));
+        }
+        let epoch = formats("epoch-ms-ETH_BTC-5m.parquet");
+        let named = Columns::parse("time=timestamp,volume=volume").expect("columns");
+        assert_eq!(read_file_columns(&epoch, &named).expect("named"), eth(60));
+        let wrong = Columns::parse("time=Zeit").expect("columns");
+        assert_eq!(
+            read_parquet_columns(&epoch, &wrong)
+                .expect_err("no Zeit")
+                .to_string(),
+            format!(
+                "{}: missing column 'Zeit' (columns are 'timestamp, open, high, low, close, volume')",
+                epoch.display()
+            )
+        );
+    }
+
+    #[test]
+    fn bad_parquet_files_are_refused_in_one_line() {
+        let cases = [
+            ("null-close-ETH_BTC-5m.parquet", "row 7: close is null".to_owned()),
+            (
+                "duplicate-ETH_BTC-5m.parquet",
+                "row 5: time 2018-01-10T05:10:00Z is not after the previous bar's 2018-01-10T05:10:00Z"
+                    .to_owned(),
+            ),
+            (
+                "zstd-ETH_BTC-5m.parquet",
+                format!(
+                    "column 'date' is compressed with zstd, which Keel does not read \
+                     (snappy, lz4, gzip or none); rewrite it: {REWRITE}"
+                ),
+            ),
+            (
+                "missing-volume-ETH_BTC-5m.parquet",
+                "missing column 'volume' (columns are 'date, open, high, low, close')".to_owned(),
+            ),
+            (
+                "text-close-ETH_BTC-5m.parquet",
+                "column 'close' holds LargeUtf8, not numbers".to_owned(),
+            ),
+        ];
+        for (name, says) in cases {
+            let path = formats(name);
+            let err = read_file(&path).expect_err(name).to_string();
+            assert_eq!(err, format!("{}: {says}", path.display()));
+        }
+    }
+
+    #[test]
+    fn a_file_claiming_more_than_the_limit_is_refused_before_it_is_decoded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pandas = formats("pandas-ETH_BTC-5m.parquet");
+        let refused = read_within(&pandas, &Columns::default(), 16_000).expect_err("too large");
+        assert!(
+            refused.to_string().ends_with(
+                ": 300 rows, 30520 bytes decoded: more than the 16000 bytes Keel reads at once"
+            ) || refused
+                .to_string()
+                .contains("cannot read: larger than 16000 bytes"),
+            "{refused}"
+        );
+        let small = formats("epoch-ms-ETH_BTC-5m.parquet");
+        let refused = read_within(&small, &Columns::default(), 5_000).expect_err("too large");
+        assert!(
+            refused
+                .to_string()
+                .starts_with(&format!("{}: 60 rows, ", small.display())),
+            "{refused}"
+        );
+        // The footer says 2^40 rows (FileMetaData.num_rows, after the schema
+        // list: field 3, an i64 of 60 as a zigzag varint, 0x78, then field 4).
+        let bytes = std::fs::read(&small).expect("read");
+        let footer_len = u32::from_le_bytes(
+            bytes[bytes.len() - 8..bytes.len() - 4]
+                .try_into()
+                .expect("4 bytes"),
+        ) as usize;
+        let footer_start = bytes.len() - 8 - footer_len;
+        let footer = &bytes[footer_start..bytes.len() - 8];
+        let at: Vec<usize> = footer
+            .windows(3)
+            .enumerate()
+            .filter(|(_, w)| *w == [0x16, 0x78, 0x19])
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(at.len(), 1, "the num_rows field is found once");
+        let mut patched = bytes[..footer_start + at[0] + 1].to_vec();
+        patched.extend([0x80, 0x80, 0x80, 0x80, 0x80, 0x40]);
+        patched.extend(&footer[at[0] + 2..]);
+        patched.extend(((footer_len + 5) as u32).to_le_bytes());
+        patched.extend(b"PAR1");
+        let claims = file(&dir, "claims.parquet", &patched);
+        let refused = read_parquet(&claims).expect_err("2^40 rows").to_string();
+        assert!(
+            refused.starts_with(&format!("{}: 1099511627776 rows, ", claims.display()))
+                && refused.ends_with(" bytes decoded: more than the 1 GiB Keel reads at once"),
+            "{refused}"
+        );
+        let garbage = file(&dir, "garbage.parquet", b"PAR1 nothing of the kind PAR1");
+        let err = read_parquet(&garbage).expect_err("garbage").to_string();
+        assert!(
+            err.starts_with(&format!(
+                "{}: not a readable Parquet file: ",
+                garbage.display()
+            )),
+            "{err}"
+        );
+        let empty = file(&dir, "empty.parquet", b"");
+        assert!(read_parquet(&empty).is_err());
+    }
+
+    #[test]
+    fn a_huge_text_column_beside_the_candles_is_never_decoded() {
+        use ::parquet::arrow::ArrowWriter;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let batch = batch_with_note(&eth(60), 100_000);
+        let mut bytes = Vec::new();
+        let mut writer = ArrowWriter::try_new(&mut bytes, batch.schema(), None).expect("writer");
+        writer.write(&batch).expect("write");
+        writer.close().expect("close");
+        let path = file(&dir, "notes.parquet", &bytes);
+        let read = read_within(&path, &Columns::default(), 1 << 20).expect("the note is not read");
+        assert_eq!(read, eth(60));
+        let refused = read_parquet_columns(&path, &Columns::parse("close=note").expect("columns"))
+            .expect_err("text");
+        assert!(
+            refused
+                .to_string()
+                .ends_with("column 'note' holds Utf8, not numbers"),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn a_garbled_parquet_file_is_refused_in_one_line_never_a_panic() {
+        garbled(&formats("row-groups-ETH_BTC-5m.parquet"), read_parquet);
+        garbled(&formats("pandas-index-ETH_BTC-5m.parquet"), read_parquet);
+    }
+
+    #[test]
+    fn written_parquet_reads_back_exactly_and_replaces_only_a_regular_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("synth.parquet");
+        let candles = crate::synth::random_walk(9, 200_000, 1_700_000_000_000, 60_000, 50.0, 0.02);
+        std::fs::write(&path, "old").expect("write");
+        write_file(&path, &candles).expect("write");
+        assert_eq!(read_file(&path).expect("read"), candles);
+        assert_eq!(
+            std::fs::read_dir(dir.path()).expect("dir").count(),
+            1,
+            "no partial file left"
+        );
+        let refused = write_parquet(dir.path(), &candles).expect_err("a directory");
+        assert!(
+            refused
+                .to_string()
+                .ends_with("cannot write: not a regular file"),
+            "{refused}"
+        );
+    }
+}
