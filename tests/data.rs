@@ -775,3 +775,33 @@ fn parquet_and_feather_import_and_a_series_exports_to_parquet() {
         );
     }
 }
+
+#[test]
+fn a_pipe_is_refused_for_import_in_one_line_not_read_twice() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("keel.db");
+    let fifo = dir.path().join("bars.csv");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    // Nothing ever writes to it: reading it would wait forever.
+    let out = keel(
+        &db,
+        &[
+            "data",
+            "import",
+            path(&fifo),
+            "--symbol",
+            "ETH/BTC",
+            "--timeframe",
+            "5m",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "error: {}: not a regular file (a pipe or a device is read once; save it to a file first)\n",
+            fifo.display()
+        )
+    );
+}

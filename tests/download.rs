@@ -351,6 +351,34 @@ fn an_unknown_pair_or_a_malformed_reply_is_one_line_and_stores_nothing() {
 }
 
 #[test]
+fn an_address_nothing_answers_at_is_one_line_at_once_not_minutes_of_retries() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("keel.db");
+    // A port nothing listens on: the connection is refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let started = std::time::Instant::now();
+    let out = keel(&db, &args(&url, &[]));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.starts_with(&format!(
+            "error: kraken AssetPairs XBTUSD: cannot connect to http://127.0.0.1:{port} (no reply: "
+        )) && err.ends_with("); is --base-url right?\n")
+            && err.lines().count() == 1,
+        "{err}"
+    );
+}
+
+#[test]
 fn bad_options_are_refused_in_one_line_before_anything_is_asked() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("keel.db");

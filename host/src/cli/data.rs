@@ -145,6 +145,13 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
             }
             let columns = candles::Columns::parse(columns.as_deref().unwrap_or_default())
                 .map_err(|e| anyhow::anyhow!("--columns: {e}"))?;
+            // Read twice at once (its digest, its bars): only a file can be.
+            if std::fs::metadata(&file).is_ok_and(|m| !m.is_file()) {
+                bail!(
+                    "{}: not a regular file (a pipe or a device is read once; save it to a file first)",
+                    file.display()
+                );
+            }
             // The file's digest is taken while it is parsed.
             let (digest, candles) = std::thread::scope(|s| {
                 let digest = s.spawn(|| crate::store::file_digest(&file));
@@ -259,7 +266,10 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
                 refuse_export_to(&out, db)?;
             }
             let store = Store::open(db)?;
-            let mut candles = store.load_candles(symbol, tf, None, None)?;
+            let mut candles = store
+                .load_series(symbol, tf)?
+                .map(|s| s.0)
+                .unwrap_or_default();
             if candles.is_empty() {
                 bail!(
                     "{}: no such series in {} (keel data list names them)",

@@ -114,88 +114,133 @@ impl Store {
         from_ms: Option<i64>,
         to_ms: Option<i64>,
     ) -> Result<Vec<Candle>, StoreError> {
+        Ok(self.read_spans(symbol, timeframe, from_ms, to_ms)?.0)
+    }
+
+    /// The bars of the spans covering `[from_ms, to_ms)`, cut to it, and
+    /// the spans' digests. Each span is checked against its own digest and
+    /// bar count, its bars against the candle rules, their order and their
+    /// span: bars changed behind Keel's back are refused, never backtested.
+    fn read_spans(
+        &self,
+        symbol: &str,
+        timeframe: Timeframe,
+        from_ms: Option<i64>,
+        to_ms: Option<i64>,
+    ) -> Result<(Vec<Candle>, Vec<[u8; 32]>), StoreError> {
         let (from, to) = (from_ms.unwrap_or(i64::MIN), to_ms.unwrap_or(i64::MAX));
         if from >= to {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Vec::new()));
         }
         let spans = (span_of(from), span_of(to - 1));
         let key = params![symbol, timeframe.as_str(), spans.0, spans.1];
-        let total: i64 = self
+        // TOTAL, not SUM: a damaged count cannot overflow the query.
+        let total: f64 = self
             .conn
             .query_row(
-                "SELECT COALESCE(SUM(bars), 0) FROM candle_spans
+                "SELECT TOTAL(bars) FROM candle_spans
                  WHERE symbol = ?1 AND timeframe = ?2 AND span BETWEEN ?3 AND ?4",
                 key,
                 |r| r.get(0),
             )
             .map_err(|e| self.sql(e))?;
-        let mut out = Vec::with_capacity(usize::try_from(total).unwrap_or(0).min(1 << 26));
+        let mut out = Vec::with_capacity((total.max(0.0) as usize).min(1 << 26));
+        let mut digests = Vec::new();
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT span, bars, columns FROM candle_spans
+                "SELECT span, bars, digest, columns FROM candle_spans
                  WHERE symbol = ?1 AND timeframe = ?2 AND span BETWEEN ?3 AND ?4
                  ORDER BY span",
             )
             .map_err(|e| self.sql(e))?;
         let mut rows = stmt.query(key).map_err(|e| self.sql(e))?;
         while let Some(row) = rows.next().map_err(|e| self.sql(e))? {
-            let (span, bars): (i64, i64) = (
-                row.get(0).map_err(|e| self.sql(e))?,
-                row.get(1).map_err(|e| self.sql(e))?,
-            );
-            let bytes = row
-                .get_ref(2)
-                .and_then(|v| Ok(v.as_blob()?))
-                .map_err(|e| self.sql(e))?;
+            let span: i64 = row.get(0).map_err(|e| self.sql(e))?;
+            let damaged = |why: &str| self.corrupt(symbol, timeframe, span, why);
+            let bars: i64 = row
+                .get(1)
+                .map_err(|_| damaged("its bar count is not a number"))?;
+            let digest: [u8; 32] = (row.get_ref(2).ok())
+                .and_then(|v| v.as_blob().ok())
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| damaged("its digest is not one"))?;
+            let bytes = (row.get_ref(3).ok())
+                .and_then(|v| v.as_blob().ok())
+                .ok_or_else(|| damaged("its columns are not bytes"))?;
+            if columns::span_digest(bytes) != digest {
+                return Err(damaged("its bars do not match their digest"));
+            }
             let before = out.len();
             let whole = columns::decode(bytes, &mut out).is_some();
             if !whole || (out.len() - before) as i64 != bars {
-                return Err(self.corrupt(symbol, timeframe, span, "its columns are not its bars"));
+                return Err(damaged("its columns are not its bars"));
             }
-        }
-        // Every bar obeys the candle rules and follows the one before, or
-        // the file was changed behind Keel's back.
-        for (i, c) in out.iter().enumerate() {
-            let after = i == 0 || c.time_ms > out[i - 1].time_ms;
-            if let Err(why) = check_candle(c).and(if after {
-                Ok(())
-            } else {
-                Err("out of order".into())
-            }) {
-                return Err(self.corrupt(symbol, timeframe, span_of(c.time_ms), &why));
+            for (i, c) in out[before..].iter().enumerate() {
+                let previous = (before + i).checked_sub(1).map(|p| out[p].time_ms);
+                let why = if span_of(c.time_ms) != span {
+                    Err(format!("a bar at {} is outside it", format_time(c.time_ms)))
+                } else if previous.is_some_and(|p| c.time_ms <= p) {
+                    Err("its bars are out of order".to_owned())
+                } else {
+                    check_candle(c)
+                };
+                if let Err(why) = why {
+                    return Err(damaged(&why));
+                }
             }
+            digests.push(digest);
         }
         let start = out.partition_point(|c| c.time_ms < from);
         let end = out.partition_point(|c| c.time_ms < to);
         out.truncate(end);
         out.drain(..start);
-        Ok(out)
+        Ok((out, digests))
     }
 
     /// A whole stored series with its digest, as the catalogue keeps it
-    /// (not recomputed); `None` when nothing is stored.
+    /// (not recomputed from the bars: checked against the spans' own
+    /// digests); `None` when nothing is stored.
     pub fn load_series(
         &self,
         symbol: &str,
         timeframe: Timeframe,
     ) -> Result<Option<(Vec<Candle>, String)>, StoreError> {
-        let digest: Option<String> = self
+        let listed: Option<(i64, i64, i64, String)> = self
             .conn
             .query_row(
-                "SELECT digest FROM candle_series WHERE symbol = ?1 AND timeframe = ?2",
+                "SELECT bars, first_ms, last_ms, digest FROM candle_series
+                 WHERE symbol = ?1 AND timeframe = ?2",
                 params![symbol, timeframe.as_str()],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .optional()
             .map_err(|e| self.sql(e))?;
-        match digest {
-            None => Ok(None),
-            Some(digest) => Ok(Some((
-                self.load_candles(symbol, timeframe, None, None)?,
-                digest,
-            ))),
+        let (candles, digests) = self.read_spans(symbol, timeframe, None, None)?;
+        let Some((bars, first_ms, last_ms, digest)) = listed else {
+            return match candles.first() {
+                None => Ok(None),
+                Some(c) => Err(self.corrupt(
+                    symbol,
+                    timeframe,
+                    span_of(c.time_ms),
+                    "the catalogue has no row for them",
+                )),
+            };
+        };
+        let agrees = bars == candles.len() as i64
+            && candles.first().map(|c| c.time_ms) == Some(first_ms)
+            && candles.last().map(|c| c.time_ms) == Some(last_ms)
+            && columns::combine(&digests) == digest;
+        if !agrees {
+            return Err(self.corrupt(
+                symbol,
+                timeframe,
+                span_of(first_ms),
+                "the catalogue and the bars disagree",
+            ));
         }
+        Ok(Some((candles, digest)))
     }
 
     /// Every stored series, from the catalogue.
@@ -285,13 +330,14 @@ pub(crate) fn import_in(
             )));
         }
         let counts = (report.inserted, report.replaced);
-        let merged = merge(&bars, incoming, replace, &mut report).map_err(|(at, old, new)| {
-            StoreError::Conflict(format!(
-                "{source}: {symbol} {timeframe} {} is already stored with other values \
-                 (close {old} there, {new} here); nothing imported (use --replace to overwrite)",
-                format_time(at)
-            ))
-        })?;
+        let merged =
+            merge(&bars, incoming, replace, &mut report).map_err(|(at, name, old, new)| {
+                StoreError::Conflict(format!(
+                    "{source}: {symbol} {timeframe} {} is already stored with other values \
+                 ({name} {old} there, {new} here); nothing imported (use --replace to overwrite)",
+                    format_time(at)
+                ))
+            })?;
         if (report.inserted, report.replaced) != counts {
             write_span(
                 tx,
@@ -324,14 +370,14 @@ pub(crate) fn import_in(
 }
 
 /// `stored` and `incoming` (both oldest first) as one series, counting in
-/// `report`; a bar stored with other values is `(time, stored close,
-/// incoming close)` unless `replace`.
+/// `report`; a bar stored with other values is `(time, the first value
+/// that differs: its name, stored, incoming)` unless `replace`.
 fn merge(
     stored: &[Candle],
     incoming: &[Candle],
     replace: bool,
     report: &mut ImportReport,
-) -> Result<Vec<Candle>, (i64, f64, f64)> {
+) -> Result<Vec<Candle>, (i64, &'static str, f64, f64)> {
     let mut out = Vec::with_capacity(stored.len() + incoming.len());
     let mut old = stored.iter().peekable();
     for new in incoming {
@@ -340,7 +386,16 @@ fn merge(
         }
         match old.next_if(|o| o.time_ms == new.time_ms) {
             Some(o) if o == new => report.unchanged += 1,
-            Some(o) if !replace => return Err((new.time_ms, o.close, new.close)),
+            Some(o) if !replace => {
+                let values = |c: &Candle| [c.open, c.high, c.low, c.close, c.volume];
+                let names = ["open", "high", "low", "close", "volume"];
+                let (name, (there, here)) = names
+                    .into_iter()
+                    .zip(values(o).into_iter().zip(values(new)))
+                    .find(|(_, (a, b))| a != b)
+                    .unwrap_or(("close", (o.close, new.close)));
+                return Err((new.time_ms, name, there, here));
+            }
             Some(_) => report.replaced += 1,
             None => report.inserted += 1,
         }
@@ -616,37 +671,129 @@ mod tests {
     #[test]
     fn a_damaged_span_is_refused_by_name_not_handed_to_a_backtest() {
         let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("keel.db");
+        let candles = synth::random_walk(9, 70_000, 0, 60_000, 10.0, 0.01);
+        let fresh = || {
+            let _ = std::fs::remove_file(&path);
+            let mut store = Store::open(&path).expect("open");
+            store
+                .import_candles("ETH/BTC", Timeframe::M1, &candles, "a", b"a", false)
+                .expect("import");
+            store
+        };
+        let refused = |store: &Store, why: &str| {
+            let err = store
+                .load_series("ETH/BTC", Timeframe::M1)
+                .expect_err(why)
+                .to_string();
+            assert!(
+                err.contains("the stored ETH/BTC 1m bars from 1970-01-01T00:00:00Z are damaged")
+                    && err.contains(why)
+                    && err.ends_with("import them again with --replace"),
+                "{why}: {err}"
+            );
+        };
+        let mut bytes = Vec::new();
+        let mut moved = candles[..65_536].to_vec();
+        moved[7].close = moved[7].low;
+
+        // A value changed, its digest not: caught by the digest.
+        let store = fresh();
+        columns::encode(&moved, &mut bytes);
+        store
+            .conn
+            .execute(
+                "UPDATE candle_spans SET columns = ?1 WHERE span = 0",
+                [&bytes],
+            )
+            .expect("damage");
+        refused(&store, "its bars do not match their digest");
+        drop(store);
+
+        // Both changed, as a hand that knows the layout would: the bars
+        // no longer make the catalogue's digest.
+        let store = fresh();
+        store
+            .conn
+            .execute(
+                "UPDATE candle_spans SET columns = ?1, digest = ?2 WHERE span = 0",
+                params![&bytes, &columns::span_digest(&bytes)[..]],
+            )
+            .expect("damage");
+        refused(&store, "the catalogue and the bars disagree");
+        // … and a price no candle may have is refused even then.
+        let mut negative = candles[..65_536].to_vec();
+        negative[7].open = -1.0;
+        columns::encode(&negative, &mut bytes);
+        store
+            .conn
+            .execute(
+                "UPDATE candle_spans SET columns = ?1, digest = ?2 WHERE span = 0",
+                params![&bytes, &columns::span_digest(&bytes)[..]],
+            )
+            .expect("damage");
+        refused(&store, "open -1 is outside the prices Keel books");
+        drop(store);
+
+        // A span gone: the series would be shorter than the catalogue says.
+        let store = fresh();
+        store
+            .conn
+            .execute("DELETE FROM candle_spans WHERE span = 1", [])
+            .expect("damage");
+        refused(&store, "the catalogue and the bars disagree");
+        drop(store);
+
+        // The catalogue's row gone, the bars left.
+        let store = fresh();
+        store
+            .conn
+            .execute("DELETE FROM candle_series", [])
+            .expect("damage");
+        refused(&store, "the catalogue has no row for them");
+        drop(store);
+
+        // Not bytes at all, and a count no query can sum.
+        let store = fresh();
+        store
+            .conn
+            .execute(
+                "UPDATE candle_spans SET columns = 'hello' WHERE span = 0",
+                [],
+            )
+            .expect("damage");
+        refused(&store, "its columns are not bytes");
+        drop(store);
+        let store = fresh();
+        store
+            .conn
+            .execute(
+                "UPDATE candle_spans SET bars = 9223372036854775807 WHERE span = 0",
+                [],
+            )
+            .expect("damage");
+        refused(&store, "its columns are not its bars");
+    }
+
+    #[test]
+    fn a_conflict_names_the_value_that_differs() {
+        let dir = tempfile::tempdir().expect("tempdir");
         let mut store = Store::open(&dir.path().join("keel.db")).expect("open");
-        let candles = synth::random_walk(9, 300, 0, 60_000, 10.0, 0.01);
+        let candles = synth::random_walk(9, 10, 0, 60_000, 10.0, 0.01);
         store
             .import_candles("ETH/BTC", Timeframe::M1, &candles, "a", b"a", false)
             .expect("import");
-        // A price made negative behind Keel's back.
-        let mut bytes = Vec::new();
-        let mut broken = candles.clone();
-        broken[7].open = -1.0;
-        columns::encode(&broken, &mut bytes);
-        store
-            .conn
-            .execute("UPDATE candle_spans SET columns = ?1", [&bytes])
-            .expect("damage");
+        let mut louder = candles.clone();
+        louder[4].volume += 1.0;
         let err = store
-            .load_candles("ETH/BTC", Timeframe::M1, None, None)
-            .expect_err("damaged");
+            .import_candles("ETH/BTC", Timeframe::M1, &louder, "b.csv", b"b", false)
+            .expect_err("conflict")
+            .to_string();
         assert!(
-            err.to_string()
-                .contains("the stored ETH/BTC 1m bars from 1970-01-01T00:00:00Z are damaged"),
-            "{err}"
-        );
-        store
-            .conn
-            .execute("UPDATE candle_spans SET columns = x'0102'", [])
-            .expect("damage");
-        let err = store
-            .load_candles("ETH/BTC", Timeframe::M1, None, None)
-            .expect_err("damaged");
-        assert!(
-            err.to_string().contains("its columns are not its bars"),
+            err.starts_with(&format!(
+                "b.csv: ETH/BTC 1m 1970-01-01T00:04:00Z is already stored with other values (volume {} there, {} here)",
+                candles[4].volume, louder[4].volume
+            )),
             "{err}"
         );
     }

@@ -59,6 +59,8 @@ pub struct KrakenHistory {
     say: Box<dyn FnMut(&str)>,
     /// The id of the last trade handed out, where Kraken gives ids.
     last_id: Option<u64>,
+    /// Whether the server has answered once in this run.
+    answered: bool,
 }
 
 impl std::fmt::Debug for KrakenHistory {
@@ -75,6 +77,9 @@ enum Outcome {
     Answer(Value),
     /// Worth asking again after a wait: why not this time.
     Retry(String),
+    /// No connection could be made: worth asking again only if the server
+    /// has answered before (a wrong address is not waited on for minutes).
+    Unreachable(String),
     /// Asking again will not help.
     Fatal(String),
 }
@@ -90,6 +95,7 @@ impl KrakenHistory {
             started: Instant::now(),
             say,
             last_id: None,
+            answered: false,
         })
     }
 
@@ -121,9 +127,18 @@ impl KrakenHistory {
             }
             self.pace.called(self.now_ms());
             match read(self.http.get(&url).query(query).send()) {
-                Outcome::Answer(result) => return Ok(result),
+                Outcome::Answer(result) => {
+                    self.answered = true;
+                    return Ok(result);
+                }
                 Outcome::Fatal(e) => return Err(HistoryError::Refused(format!("{what}: {e}"))),
-                Outcome::Retry(e) => problem = e,
+                Outcome::Unreachable(e) if !self.answered => {
+                    return Err(HistoryError::GaveUp(format!(
+                        "{what}: cannot connect to {} ({e}); is --base-url right?",
+                        shown::text(&self.base)
+                    )));
+                }
+                Outcome::Retry(e) | Outcome::Unreachable(e) => problem = e,
             }
             if attempt < TRIES {
                 let wait = self.backoff(attempt);
@@ -198,8 +213,13 @@ fn read(reply: reqwest::Result<reqwest::blocking::Response>) -> Outcome {
         Ok(reply) => reply,
         Err(e) if e.is_timeout() => return Outcome::Retry("no reply in time".into()),
         Err(e) => {
-            let e = e.without_url().to_string();
-            return Outcome::Retry(format!("no reply: {}", shown::message(&e)));
+            let connect = e.is_connect();
+            let e = format!("no reply: {}", shown::message(&e.without_url().to_string()));
+            return if connect {
+                Outcome::Unreachable(e)
+            } else {
+                Outcome::Retry(e)
+            };
         }
     };
     let status = reply.status().as_u16();
