@@ -805,3 +805,32 @@ fn a_pipe_is_refused_for_import_in_one_line_not_read_twice() {
         )
     );
 }
+
+#[test]
+fn synth_writes_parquet_when_the_name_says_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("keel.db");
+    let file = dir.path().join("walk.parquet");
+    let out = keel(
+        &db,
+        &[
+            "data",
+            "synth",
+            "--bars",
+            "500",
+            "--timeframe",
+            "5m",
+            "--out",
+            path(&file),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let bytes = std::fs::read(&file).expect("written");
+    assert_eq!(
+        &bytes[..4],
+        b"PAR1",
+        "a Parquet file, not CSV under its name"
+    );
+    let candles = keel_model::candles::read_file(&file).expect("read back");
+    assert_eq!(candles.len(), 500);
+}

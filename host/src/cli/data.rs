@@ -66,8 +66,9 @@ pub enum DataCommand {
         /// Per-bar volatility (0.01 = 1%).
         #[arg(long, default_value_t = 0.01, value_parser = ranges::SYNTH_SIGMA.parser())]
         sigma: f64,
-        /// Write CSV here; without it the candles go into the database.
-        #[arg(long, value_name = "CSV")]
+        /// Write the bars here — CSV (`.csv`, `.csv.gz`) or Parquet
+        /// (`.parquet`), by the name; without it they go into the database.
+        #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
     /// List the stored series.
@@ -223,7 +224,7 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
             }
             match out {
                 Some(path) => {
-                    candles::write_csv(&path, &candles)?;
+                    candles::write_file(&path, &candles)?;
                     println!(
                         "wrote {bars} {tf} bars of {symbol} (seed {seed}) to {}",
                         path.display()

@@ -1,0 +1,359 @@
+//! Tests of candle files: reading every layout, gzip, times and the rules.
+use super::*;
+
+#[test]
+fn a_csv_is_read_in_blocks_with_its_lines_named_and_bounded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Some 11 MB: lines cut across several blocks.
+    let candles = crate::synth::random_walk(2, 200_000, 0, 60_000, 10.0, 0.01);
+    let path = dir.path().join("a.csv");
+    write_csv(&path, &candles).expect("write");
+    assert!(std::fs::metadata(&path).expect("size").len() > 8 << 20);
+    let read = read_csv(&path).expect("read");
+    assert_eq!(read.len(), candles.len());
+    let text = std::fs::read_to_string(&path).expect("text");
+    assert_eq!(read, parse_csv(&text, "a.csv").expect("parse"));
+
+    // A line no candle file has: refused, not buffered.
+    let long = dir.path().join("long.csv");
+    let mut bytes = format!("{HEADER}1,1,1,1,1,1\n").into_bytes();
+    bytes.extend(std::iter::repeat_n(b'9', 3 << 20));
+    std::fs::write(&long, &bytes).expect("write");
+    let err = read_csv(&long).expect_err("long").to_string();
+    assert!(
+        err.ends_with("long.csv:3: a line longer than 1024 KiB: not candles"),
+        "{err}"
+    );
+
+    // Bytes that are not text, named by their line.
+    let binary = dir.path().join("b.csv");
+    let mut bytes = format!("{HEADER}60000,1,1,1,1,1\n120000,1,1,1,1,1\n").into_bytes();
+    bytes.extend([0x1f, 0x8b, 0xff, b'\n']);
+    std::fs::write(&binary, &bytes).expect("write");
+    let err = read_csv(&binary).expect_err("binary").to_string();
+    assert!(
+        err.ends_with("b.csv:4: not UTF-8 text (a compressed file? name it .csv.gz)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_quick_time_reader_agrees_with_rfc_3339_everywhere() {
+    // Every day boundary of the years Keel accepts, at odd hours, plus
+    // the dates a calendar gets wrong.
+    let mut ms = CANDLE_TIME_MS.0;
+    while ms <= CANDLE_TIME_MS.1 {
+        let text = format_time(ms);
+        assert_eq!(utc_seconds_ms(&text), Some(ms), "{text}");
+        ms += 86_400_000 * 7 + 3_600_000 * 5 + 60_000 * 7 + 13_000;
+    }
+    for text in [
+        "2000-02-29T23:59:59Z",
+        "1900-03-01T00:00:00Z",
+        "2024-12-31T00:00:00Z",
+        "1969-12-31T23:59:59Z",
+    ] {
+        let chrono = chrono::DateTime::parse_from_rfc3339(text).expect(text);
+        assert_eq!(
+            utc_seconds_ms(text),
+            Some(chrono.timestamp_millis()),
+            "{text}"
+        );
+    }
+    // Not dates: left to the general parsers, which refuse them.
+    for text in [
+        "1900-02-29T00:00:00Z",
+        "2023-02-29T00:00:00Z",
+        "2024-13-01T00:00:00Z",
+        "2024-01-01T24:00:00Z",
+        "2024-01-01T00:60:00Z",
+        "2024-01-00T00:00:00Z",
+        "2024-01-01T00:00:0xZ",
+        "2024-01-01 00:00:00Z",
+    ] {
+        assert_eq!(utc_seconds_ms(text), None, "{text}");
+    }
+    assert!(parse_time("2023-02-29T00:00:00Z").is_err());
+}
+
+const HEADER: &str = "time,open,high,low,close,volume\n";
+
+#[test]
+fn a_gzip_file_is_read_through_and_one_that_expands_too_far_is_refused() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut text = String::from(HEADER);
+    for i in 0..40 {
+        text.push_str(&format!("{},1,2,0.5,1.5,10\n", 1_600_000_000 + i * 60));
+    }
+    let gz = dir.path().join("x.csv.gz");
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(text.as_bytes()).expect("compress");
+    std::fs::write(&gz, encoder.finish().expect("compress")).expect("write");
+    assert_eq!(read_file(&gz).expect("read").len(), 40);
+    assert_eq!(
+        read_text_within(&gz, text.len() as u64).expect("fits"),
+        text
+    );
+    let refused = read_text_within(&gz, 1000).expect_err("expands past 1000 bytes");
+    assert_eq!(
+        refused.to_string(),
+        format!(
+            "{}: cannot read: expands to more than 1000 bytes",
+            gz.display()
+        )
+    );
+    // The limit is for what a compressed file makes, not for a plain one.
+    let plain = dir.path().join("x.csv");
+    std::fs::write(&plain, &text).expect("write");
+    assert_eq!(read_text_within(&plain, 1000).expect("plain"), text);
+    assert!(is_json(Path::new("a/ETH_BTC-5m.json.gz")) && is_json(Path::new("b.JSON")));
+    assert!(!is_json(Path::new("x.csv.gz")) && !is_json(Path::new("json.gz")));
+}
+
+#[test]
+fn reads_rfc3339_and_epoch_ms() {
+    let text =
+        format!("{HEADER}2018-01-10T04:55:00Z,1,2,0.5,1.5,10\n1515560400000,1.5,2,1,1.8,3\n");
+    let candles = parse_csv(&text, "t.csv").expect("valid");
+    assert_eq!(candles.len(), 2);
+    assert_eq!(candles[0].time_ms, 1_515_560_100_000);
+    assert_eq!(candles[1].time_ms, 1_515_560_400_000);
+    assert_eq!(format_time(candles[0].time_ms), "2018-01-10T04:55:00Z");
+}
+
+#[test]
+fn bad_lines_are_named() {
+    struct Case {
+        body: &'static str,
+        expect: &'static str,
+    }
+    let cases = [
+        Case {
+            body: "2018-01-10T04:55:00Z,1,2,3,1.5,10\n",
+            expect: "t.csv:2: high 2 is below low 3",
+        },
+        Case {
+            body: "2018-01-10T04:55:00Z,1,2,0.5,1.5,10\n2018-01-10T04:55:00Z,1,2,0.5,1.5,10\n",
+            expect: "t.csv:3: time 2018-01-10T04:55:00Z is not after the previous bar's 2018-01-10T04:55:00Z",
+        },
+        Case {
+            body: "2018-01-10T04:55:00Z,1,2,0.5,NaN,10\n",
+            expect: "t.csv:2: close is NaN",
+        },
+        Case {
+            body: "2018-01-10T04:55:00Z,1,2,0.5\n",
+            expect: "t.csv:2: expected 6 fields, found 4",
+        },
+        Case {
+            body: "yesterday,1,2,0.5,1,1\n",
+            expect: "t.csv:2: time 'yesterday' is neither RFC 3339, a date and time, nor epoch time",
+        },
+        Case {
+            body: "2018-01-10T04:55:00Z,1,2,0.5,x,1\n",
+            expect: "t.csv:2: close 'x' is not a number",
+        },
+        Case {
+            body: "2018-01-10T04:55:00Z,3,2,0.5,1,1\n",
+            expect: "t.csv:2: open 3 is outside low 0.5 .. high 2",
+        },
+        Case {
+            body: "2018-01-10T04:55:00Z,1,2,0.5,1,-1\n",
+            expect: "t.csv:2: volume -1 is outside 0 to 100000000000000",
+        },
+        // What the ledger cannot book is refused where it is read.
+        Case {
+            body: "2018-01-10T04:55:00Z,1,1e30,0.5,1,1\n",
+            expect: "t.csv:2: high 1e30 is outside the prices Keel books, 1e-8 to 100000000000000",
+        },
+        Case {
+            body: "2018-01-10T04:55:00Z,1e-9,1e-9,1e-9,1e-9,1\n",
+            expect: "t.csv:2: open 1e-9 is outside the prices Keel books, 1e-8 to 100000000000000",
+        },
+        Case {
+            body: "2018-01-10T04:55:00Z,1,2,0.5,1,1e15\n",
+            expect: "t.csv:2: volume 1e15 is outside 0 to 100000000000000",
+        },
+        Case {
+            body: "99999999999999999,1,2,0.5,1,1\n",
+            expect: "t.csv:2: time 99999999999999999 ms is outside 1900-01-01T00:00:00Z .. 2200-01-01T00:00:00Z",
+        },
+        Case {
+            body: "2300-01-01T00:00:00Z,1,2,0.5,1,1\n",
+            expect: "t.csv:2: time 10413792000000 ms is outside 1900-01-01T00:00:00Z .. 2200-01-01T00:00:00Z",
+        },
+        Case {
+            body: "2018-01-10T04:55:00Z,\u{1b}[31m\0\u{202e},2,0.5,1,1\n",
+            expect: "t.csv:2: open '\\x1b[31m\\x00\\u{202e}' is not a number",
+        },
+        Case {
+            body: "2018-01-10T04:55:00Z,1,1,1e308,1,1\n",
+            expect: "t.csv:2: low 1e308 is outside the prices Keel books, 1e-8 to 100000000000000",
+        },
+    ];
+    for case in cases {
+        let err = parse_csv(&format!("{HEADER}{}", case.body), "t.csv").expect_err(case.body);
+        assert_eq!(err.to_string(), case.expect);
+    }
+}
+
+#[test]
+fn a_huge_header_is_cut_in_the_error() {
+    let header = "x".repeat(1 << 20);
+    let err = parse_csv(&header, "t.csv").expect_err("no columns");
+    let expect = format!(
+        "t.csv:1: missing column 'time' (header is '{}…')",
+        "x".repeat(crate::shown::MAX_CHARS)
+    );
+    assert_eq!(err.to_string(), expect);
+}
+
+#[test]
+fn header_problems_are_named() {
+    let err = parse_csv("time,open,high,low,close\n", "t.csv").expect_err("no volume");
+    assert_eq!(
+        err.to_string(),
+        "t.csv:1: missing column 'volume' (header is 'time,open,high,low,close')"
+    );
+    let err = parse_csv("", "t.csv").expect_err("empty");
+    assert_eq!(err.to_string(), "t.csv: no candles");
+}
+
+#[test]
+fn spacing_ignores_gaps() {
+    let c = |t| Candle {
+        time_ms: t,
+        open: 1.0,
+        high: 1.0,
+        low: 1.0,
+        close: 1.0,
+        volume: 0.0,
+    };
+    let series = [c(0), c(300), c(600), c(1500), c(1800)];
+    assert_eq!(typical_spacing_ms(&series), Some(300));
+    assert_eq!(typical_spacing_ms(&series[..1]), None);
+}
+
+#[test]
+fn reads_freqtrade_json_and_names_bad_rows_by_line() {
+    let text = "[\n [1515560100000, 1, 2, 0.5, 1.5, 10],\n [1515560400000, 1.5, 2, 1, 1.8, 3]\n]";
+    let candles = parse_json(text, "t.json").expect("valid");
+    assert_eq!(candles.len(), 2);
+    assert_eq!(candles[1].close, 1.8);
+    let cases = [
+        (
+            "[\n [1, 1, 2, 0.5, 1.5, 10],\n [2, 1, 2, 3, 1.5, 10]\n]",
+            "t.json:3: high 2 is below low 3",
+        ),
+        (
+            "[[1, 1, 2, 0.5, 1.5]]",
+            "t.json:1: candle 1 has 5 values, expected 6",
+        ),
+        (
+            "[[1, 1, 2, 0.5, null, 1]]",
+            "t.json:1: close null is not a finite number",
+        ),
+        (
+            "[\n [1, 1, 2, 0.5, 1.5, 10],\n [1e30, 1, 2, 0.5, 1.5, 10]\n]",
+            "t.json:3: time 1e30 ms is outside 1900-01-01T00:00:00Z .. 2200-01-01T00:00:00Z",
+        ),
+        (
+            "[[-9223372036854775808, 1, 2, 0.5, 1.5, 10]]",
+            "t.json:1: time -9223372036854775808 ms is outside 1900-01-01T00:00:00Z .. 2200-01-01T00:00:00Z",
+        ),
+        (
+            "[\n [5, 1, 2, 0.5, 1.5, 10],\n\n [5, 1, 2, 0.5, 1.5, 10]]",
+            "t.json:4: time 1970-01-01T00:00:00Z is not after the previous bar's 1970-01-01T00:00:00Z",
+        ),
+    ];
+    for (text, expect) in cases {
+        assert_eq!(
+            parse_json(text, "t.json").expect_err(text).to_string(),
+            expect
+        );
+    }
+    let err = parse_json("[[1, 2,", "t.json").expect_err("truncated");
+    assert!(
+        err.to_string().starts_with("t.json:1: not a JSON list"),
+        "{err}"
+    );
+}
+
+#[test]
+fn written_csv_reads_back_exactly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("synth.csv");
+    let candles = crate::synth::random_walk(9, 200, 1_700_000_000_000, 60_000, 50.0, 0.02);
+    write_csv(&path, &candles).expect("write");
+    assert_eq!(read_csv(&path).expect("read"), candles);
+}
+
+#[test]
+fn gaps_are_found_not_filled() {
+    let c = |t| Candle {
+        time_ms: t,
+        open: 1.0,
+        high: 1.0,
+        low: 1.0,
+        close: 1.0,
+        volume: 0.0,
+    };
+    let series = [c(0), c(300), c(600), c(1500), c(1800), c(2400)];
+    assert_eq!(
+        gaps(&series, 300),
+        vec![
+            Gap {
+                after_ms: 600,
+                missing: 2
+            },
+            Gap {
+                after_ms: 1800,
+                missing: 1
+            }
+        ]
+    );
+    assert!(gaps(&series[..3], 300).is_empty());
+    // Calendar months: 31-day steps are not gaps, a missing month is.
+    let day = 86_400_000;
+    let months = [c(0), c(31 * day), c(59 * day), c(120 * day)];
+    let month_ms = Timeframe::Month1.duration_ms();
+    assert_eq!(
+        gaps(&months, month_ms),
+        vec![Gap {
+            after_ms: 59 * day,
+            missing: 1
+        }]
+    );
+    assert!(Timeframe::Month1.matches_spacing(31 * day));
+    assert!(Timeframe::M5.matches_spacing(300_000));
+    assert!(!Timeframe::M5.matches_spacing(60_000));
+}
+
+#[test]
+fn timeframes_round_trip() {
+    for t in Timeframe::ALL {
+        assert_eq!(Timeframe::parse(t.as_str()), Some(t));
+    }
+    assert_eq!(Timeframe::parse("7m"), None);
+}
+
+#[test]
+fn a_files_name_gives_its_symbol() {
+    for (file, symbol) in [
+        ("GOOG-1d.csv", Some("GOOG")),
+        ("data/ETH_BTC-5m.csv", Some("ETH/BTC")),
+        ("ETH_BTC-5m.json", Some("ETH/BTC")),
+        ("BTC-USD.csv", Some("BTC/USD")),
+        ("UNITTEST_BTC-1m.csv", Some("UNITTEST_BTC")),
+        ("BTCUSD-1M.csv", Some("BTCUSD")),
+        ("prices.csv.gz", Some("prices")),
+        ("my.data.v2.csv", Some("my.data.v2")),
+        ("1d.csv", Some("1d")),
+    ] {
+        assert_eq!(
+            symbol_from_file(Path::new(file)).as_deref(),
+            symbol,
+            "{file}"
+        );
+    }
+}
