@@ -13,6 +13,7 @@ mod equivalence;
 mod events;
 mod evolve;
 mod fakes;
+mod files;
 mod fuzz;
 mod kraken;
 mod limits;

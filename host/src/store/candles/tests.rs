@@ -1,0 +1,329 @@
+//! The candle store's tests: imports, the catalogue, damage, the migration.
+use super::*;
+use keel_model::synth;
+
+#[test]
+fn import_round_trips_and_refuses_silent_overwrites() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = Store::open(&dir.path().join("keel.db")).expect("open");
+    let mut candles = synth::random_walk(3, 500, 0, 300_000, 10.0, 0.01);
+    candles.remove(100); // a real gap
+    let report = store
+        .import_candles("ETH/BTC", Timeframe::M5, &candles, "a.csv", b"a", false)
+        .expect("import");
+    assert_eq!(
+        (report.inserted, report.unchanged, report.replaced),
+        (499, 0, 0)
+    );
+    assert_eq!(
+        report.gaps,
+        vec![Gap {
+            after_ms: 99 * 300_000,
+            missing: 1
+        }]
+    );
+    assert_eq!(
+        store
+            .load_candles("ETH/BTC", Timeframe::M5, None, None)
+            .expect("load"),
+        candles
+    );
+    let window = store
+        .load_candles(
+            "ETH/BTC",
+            Timeframe::M5,
+            Some(10 * 300_000),
+            Some(20 * 300_000),
+        )
+        .expect("window");
+    assert_eq!(window, candles[10..20]);
+
+    // The same file again changes nothing.
+    let again = store
+        .import_candles("ETH/BTC", Timeframe::M5, &candles, "a.csv", b"a", false)
+        .expect("reimport");
+    assert_eq!((again.inserted, again.unchanged), (0, 499));
+
+    // Different values for a stored bar: refused whole, then allowed with replace.
+    let mut changed = candles[..3].to_vec();
+    changed[1].close = changed[1].low;
+    let err = store
+        .import_candles("ETH/BTC", Timeframe::M5, &changed, "b.csv", b"b", false)
+        .expect_err("conflict");
+    assert!(
+        err.to_string()
+            .contains("1970-01-01T00:05:00Z is already stored with other values"),
+        "{err}"
+    );
+    let replaced = store
+        .import_candles("ETH/BTC", Timeframe::M5, &changed, "b.csv", b"b", true)
+        .expect("replace");
+    assert_eq!((replaced.replaced, replaced.unchanged), (1, 2));
+
+    let series = store.list_series().expect("list");
+    assert_eq!(series.len(), 1);
+    assert_eq!((series[0].bars, series[0].first_ms), (499, 0));
+}
+
+#[test]
+fn the_catalogue_counts_every_span_and_the_gaps_across_their_edges() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = Store::open(&dir.path().join("keel.db")).expect("open");
+    // 200,000 minutes: four spans; one gap inside a span, one across an edge.
+    let mut candles = synth::random_walk(5, 200_000, 0, 60_000, 10.0, 0.01);
+    let edge = columns::SPAN_MS / 60_000;
+    candles.drain(edge as usize - 2..edge as usize + 3);
+    candles.drain(1000..1010);
+    // Imported in two halves, the second overlapping the first.
+    let half = candles.len() / 2;
+    store
+        .import_candles(
+            "ETH/BTC",
+            Timeframe::M1,
+            &candles[..half + 50],
+            "a",
+            b"a",
+            false,
+        )
+        .expect("first half");
+    let second = store
+        .import_candles("ETH/BTC", Timeframe::M1, &candles[half..], "b", b"b", false)
+        .expect("second half");
+    assert_eq!(
+        (second.unchanged, second.inserted),
+        (50, candles.len() - half - 50)
+    );
+    let listed = store.list_series().expect("list");
+    assert_eq!(
+        listed,
+        vec![StoredSeries {
+            symbol: "ETH/BTC".into(),
+            timeframe: "1m".into(),
+            bars: candles.len() as i64,
+            first_ms: 0,
+            last_ms: candles[candles.len() - 1].time_ms,
+            gaps: 2,
+            missing: 15,
+            digest: columns::digest(&candles),
+        }]
+    );
+    let (loaded, digest) = store
+        .load_series("ETH/BTC", Timeframe::M1)
+        .expect("load")
+        .expect("stored");
+    assert_eq!(loaded, candles);
+    assert_eq!(digest, columns::digest(&candles));
+    // A window across a span's edge.
+    let (from, to) = (columns::SPAN_MS - 600_000, columns::SPAN_MS + 600_000);
+    let window = store
+        .load_candles("ETH/BTC", Timeframe::M1, Some(from), Some(to))
+        .expect("window");
+    let expected: Vec<Candle> = (candles.iter())
+        .filter(|c| (from..to).contains(&c.time_ms))
+        .copied()
+        .collect();
+    assert_eq!(window, expected);
+    assert!(
+        store
+            .load_series("ETH/BTC", Timeframe::M5)
+            .expect("load")
+            .is_none()
+    );
+}
+
+#[test]
+fn a_damaged_span_is_refused_by_name_not_handed_to_a_backtest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("keel.db");
+    let candles = synth::random_walk(9, 70_000, 0, 60_000, 10.0, 0.01);
+    let fresh = || {
+        let _ = std::fs::remove_file(&path);
+        let mut store = Store::open(&path).expect("open");
+        store
+            .import_candles("ETH/BTC", Timeframe::M1, &candles, "a", b"a", false)
+            .expect("import");
+        store
+    };
+    let refused = |store: &Store, why: &str| {
+        let err = store
+            .load_series("ETH/BTC", Timeframe::M1)
+            .expect_err(why)
+            .to_string();
+        assert!(
+            err.contains("the stored ETH/BTC 1m bars from 1970-01-01T00:00:00Z are damaged")
+                && err.contains(why)
+                && err.ends_with("import them again with --replace"),
+            "{why}: {err}"
+        );
+    };
+    let mut bytes = Vec::new();
+    let mut moved = candles[..65_536].to_vec();
+    moved[7].close = moved[7].low;
+
+    // A value changed, its digest not: caught by the digest.
+    let store = fresh();
+    columns::encode(&moved, &mut bytes);
+    store
+        .conn
+        .execute(
+            "UPDATE candle_spans SET columns = ?1 WHERE span = 0",
+            [&bytes],
+        )
+        .expect("damage");
+    refused(&store, "its bars do not match their digest");
+    drop(store);
+
+    // Both changed, as a hand that knows the layout would: the bars
+    // no longer make the catalogue's digest.
+    let store = fresh();
+    store
+        .conn
+        .execute(
+            "UPDATE candle_spans SET columns = ?1, digest = ?2 WHERE span = 0",
+            params![&bytes, &columns::span_digest(&bytes)[..]],
+        )
+        .expect("damage");
+    refused(&store, "the catalogue and the bars disagree");
+    // … and a price no candle may have is refused even then.
+    let mut negative = candles[..65_536].to_vec();
+    negative[7].open = -1.0;
+    columns::encode(&negative, &mut bytes);
+    store
+        .conn
+        .execute(
+            "UPDATE candle_spans SET columns = ?1, digest = ?2 WHERE span = 0",
+            params![&bytes, &columns::span_digest(&bytes)[..]],
+        )
+        .expect("damage");
+    refused(&store, "open -1 is outside the prices Keel books");
+    drop(store);
+
+    // A span gone: the series would be shorter than the catalogue says.
+    let store = fresh();
+    store
+        .conn
+        .execute("DELETE FROM candle_spans WHERE span = 1", [])
+        .expect("damage");
+    refused(&store, "the catalogue and the bars disagree");
+    drop(store);
+
+    // The catalogue's row gone, the bars left.
+    let store = fresh();
+    store
+        .conn
+        .execute("DELETE FROM candle_series", [])
+        .expect("damage");
+    refused(&store, "the catalogue has no row for them");
+    drop(store);
+
+    // Not bytes at all, and a count no query can sum.
+    let store = fresh();
+    store
+        .conn
+        .execute(
+            "UPDATE candle_spans SET columns = 'hello' WHERE span = 0",
+            [],
+        )
+        .expect("damage");
+    refused(&store, "its columns are not bytes");
+    drop(store);
+    let store = fresh();
+    store
+        .conn
+        .execute(
+            "UPDATE candle_spans SET bars = 9223372036854775807 WHERE span = 0",
+            [],
+        )
+        .expect("damage");
+    refused(&store, "its columns are not its bars");
+}
+
+#[test]
+fn a_conflict_names_the_value_that_differs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = Store::open(&dir.path().join("keel.db")).expect("open");
+    let candles = synth::random_walk(9, 10, 0, 60_000, 10.0, 0.01);
+    store
+        .import_candles("ETH/BTC", Timeframe::M1, &candles, "a", b"a", false)
+        .expect("import");
+    let mut louder = candles.clone();
+    louder[4].volume += 1.0;
+    let err = store
+        .import_candles("ETH/BTC", Timeframe::M1, &louder, "b.csv", b"b", false)
+        .expect_err("conflict")
+        .to_string();
+    assert!(
+        err.starts_with(&format!(
+            "b.csv: ETH/BTC 1m 1970-01-01T00:04:00Z is already stored with other values (volume {} there, {} here)",
+            candles[4].volume, louder[4].volume
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_database_of_rows_is_moved_into_spans_when_it_is_opened() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("keel.db");
+    // A database as the last release left it: migrations 1 to 10, one
+    // row per bar.
+    let candles = synth::random_walk(4, 70_000, 0, 60_000, 10.0, 0.01);
+    {
+        let conn = rusqlite::Connection::open(&path).expect("open");
+        conn.execute_batch(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_ms INTEGER NOT NULL)",
+        )
+        .expect("schema");
+        for &(version, name, sql) in &super::super::MIGRATIONS[..10] {
+            conn.execute_batch(sql).expect("migration");
+            conn.execute(
+                "INSERT INTO schema_migrations VALUES (?1, ?2, 0)",
+                params![version, name],
+            )
+            .expect("record");
+        }
+        let tx = conn.unchecked_transaction().expect("begin");
+        let mut insert = tx
+            .prepare("INSERT INTO candles VALUES ('ETH/BTC', '1m', ?1, ?2, ?3, ?4, ?5, ?6)")
+            .expect("prepare");
+        for c in &candles {
+            insert
+                .execute(params![c.time_ms, c.open, c.high, c.low, c.close, c.volume])
+                .expect("row");
+        }
+        drop(insert);
+        tx.commit().expect("commit");
+        conn.execute(
+            "INSERT INTO candle_imports (symbol, timeframe, source, sha256, bars, inserted, gaps, imported_ms)
+             VALUES ('ETH/BTC', '1m', 'a.csv', 'ab12', 70000, 70000, 0, 0)",
+            [],
+        )
+        .expect("import row");
+    }
+    let store = Store::open(&path).expect("migrate");
+    let (loaded, digest) = store
+        .load_series("ETH/BTC", Timeframe::M1)
+        .expect("load")
+        .expect("stored");
+    assert_eq!(loaded, candles);
+    assert_eq!(digest, columns::digest(&candles));
+    let spans: i64 = store
+        .conn
+        .query_row("SELECT COUNT(*) FROM candle_spans", [], |r| r.get(0))
+        .expect("spans");
+    assert_eq!(spans, 2);
+    let gone: bool = store
+        .conn
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'candles')",
+            [],
+            |r| r.get(0),
+        )
+        .expect("master");
+    assert!(!gone, "the rows' table is dropped");
+    let named: String = store
+        .conn
+        .query_row("SELECT file_digest FROM candle_imports", [], |r| r.get(0))
+        .expect("import row");
+    assert_eq!(named, "sha256:ab12");
+}

@@ -1,0 +1,214 @@
+//! `keel data` with Parquet and Feather files, and what is no file at all.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::data::{export_eth, import_file, keel, path, stderr, stdout};
+use crate::support::data;
+
+/// Parquet and Feather files as freqtrade, pandas and pyarrow write them
+/// (`tests/data/formats/`, made by its `make.py`) import and backtest as
+/// the CSV they were made of; a bad one is refused in one line naming the
+/// row; a stored series exports to Parquet that pandas reads back as the
+/// same bars, to the bit.
+#[test]
+fn parquet_and_feather_import_and_a_series_exports_to_parquet() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let formats = crate::support::repo().join("tests/data/formats");
+    let eth = keel_model::candles::read_csv(&data("crypto-5m/ETH_BTC-5m.csv")).expect("eth");
+    for (file, extra) in [
+        ("freqtrade-ETH_BTC-5m.feather", &[][..]),
+        ("pandas-ETH_BTC-5m.parquet", &[][..]),
+        (
+            "pandas-ETH_BTC-5m.parquet",
+            &["--columns", "time=date,volume=volume"][..],
+        ),
+    ] {
+        let db = dir.path().join(format!("{file}-{}.db", extra.len()));
+        let source = formats.join(file);
+        let mut args = vec!["data", "import", path(&source)];
+        args.extend(["--symbol", "ETH/BTC", "--timeframe", "5m"]);
+        args.extend(extra);
+        let out = keel(&db, &args);
+        assert!(out.status.success(), "{file}: {}", stderr(&out));
+        assert!(
+            stdout(&out).contains("300 bars (300 new"),
+            "{file}: {}",
+            stdout(&out)
+        );
+        let store = keel_host::store::Store::open(&db).expect("open");
+        let stored = store
+            .load_candles("ETH/BTC", keel_model::Timeframe::M5, None, None)
+            .expect("load");
+        assert_eq!(stored, eth[..300], "{file}");
+    }
+    let sma = crate::support::example("sma-cross");
+    let feather = formats.join("freqtrade-ETH_BTC-5m.feather");
+    let out = keel(
+        &dir.path().join("backtest.db"),
+        &["backtest", path(sma), "--data", path(&feather)],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    for (file, says) in [
+        (
+            "null-close-ETH_BTC-5m.parquet",
+            ": row 7: close is null".to_owned(),
+        ),
+        (
+            "zstd-ETH_BTC-5m.parquet",
+            ": column 'date' is compressed with zstd, which Keel does not read".to_owned(),
+        ),
+        (
+            "missing-volume-ETH_BTC-5m.parquet",
+            ": missing column 'volume' (columns are 'date, open, high, low, close')".to_owned(),
+        ),
+    ] {
+        let bad = formats.join(file);
+        let out = import_file(&dir.path().join("bad.db"), path(&bad), "ETH/BTC", "5m");
+        assert_eq!(out.status.code(), Some(1), "{file}");
+        let said = stderr(&out);
+        assert_eq!(said.lines().count(), 1, "{said}");
+        assert!(
+            said.starts_with(&format!("error: {}{says}", bad.display())),
+            "{said}"
+        );
+    }
+
+    let db = dir.path().join("keel.db");
+    let out = import_file(
+        &db,
+        path(&data("crypto-5m/ETH_BTC-5m.csv")),
+        "ETH/BTC",
+        "5m",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let parquet = dir.path().join("eth.parquet");
+    let out = export_eth(&db, &parquet, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("wrote 5760 bars of ETH/BTC 5m"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(keel_model::candles::read_file(&parquet).expect("read"), eth);
+    let read = pandas_reads(&parquet);
+    let mut lines = read.lines();
+    assert_eq!(
+        lines.next(),
+        Some(
+            "date:datetime64[ms, UTC],open:float64,high:float64,low:float64,close:float64,volume:float64"
+        )
+    );
+    let rows: Vec<keel_model::candles::Candle> = lines
+        .map(|line| {
+            let f: Vec<&str> = line.split(',').collect();
+            let number = |i: usize| f[i].parse::<f64>().expect(line);
+            keel_model::candles::Candle {
+                time_ms: f[0].parse().expect(line),
+                open: number(1),
+                high: number(2),
+                low: number(3),
+                close: number(4),
+                volume: number(5),
+            }
+        })
+        .collect();
+    assert_eq!(rows, eth, "pandas reads the export as the bars stored");
+    for name in ["eth.feather", "eth.parquet.gz"] {
+        let run = export_eth(&db, &dir.path().join(name), &[]);
+        assert!(!run.status.success(), "{name}");
+        assert!(
+            stderr(&run).contains("export writes CSV or Parquet"),
+            "{}",
+            stderr(&run)
+        );
+    }
+}
+
+#[test]
+fn a_pipe_is_refused_for_import_in_one_line_not_read_twice() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("keel.db");
+    let fifo = dir.path().join("bars.csv");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    // Nothing ever writes to it: reading it would wait forever.
+    let out = keel(
+        &db,
+        &[
+            "data",
+            "import",
+            path(&fifo),
+            "--symbol",
+            "ETH/BTC",
+            "--timeframe",
+            "5m",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "error: {}: not a regular file (a pipe or a device is read once; save it to a file first)\n",
+            fifo.display()
+        )
+    );
+}
+
+#[test]
+fn synth_writes_parquet_when_the_name_says_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("keel.db");
+    let file = dir.path().join("walk.parquet");
+    let out = keel(
+        &db,
+        &[
+            "data",
+            "synth",
+            "--bars",
+            "500",
+            "--timeframe",
+            "5m",
+            "--out",
+            path(&file),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let bytes = std::fs::read(&file).expect("written");
+    assert_eq!(
+        &bytes[..4],
+        b"PAR1",
+        "a Parquet file, not CSV under its name"
+    );
+    let candles = keel_model::candles::read_file(&file).expect("read back");
+    assert_eq!(candles.len(), 500);
+}
+
+/// What pandas makes of a Parquet file: a line of its columns and their
+/// types, then one per row, `ms,open,high,low,close,volume` (the numbers
+/// as Python writes them back, exactly). Needs python3 with pandas and
+/// pyarrow (`KEEL_PYTHON` names another python), which `.ci/run` installs.
+fn pandas_reads(file: &Path) -> String {
+    const SCRIPT: &str = "import sys, pandas as pd
+df = pd.read_parquet(sys.argv[1])
+print(','.join(f'{c}:{t}' for c, t in df.dtypes.items()))
+for r in df.itertuples(index=False):
+    print(r.date.value // 10**6, *(repr(float(v)) for v in r[1:]), sep=',')
+";
+    let python = std::env::var_os("KEEL_PYTHON").unwrap_or_else(|| "python3".into());
+    let install = "pip install pyarrow pandas, as .ci/run does, or set KEEL_PYTHON";
+    let out = Command::new(&python)
+        .arg("-c")
+        .arg(SCRIPT)
+        .arg(file)
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e} ({install})", python.display()));
+    assert!(
+        out.status.success(),
+        "pandas could not read {} ({install}): {}",
+        file.display(),
+        stderr(&out)
+    );
+    stdout(&out)
+}
