@@ -157,38 +157,8 @@ impl Store {
         let mut rows = stmt.query(key).map_err(|e| self.sql(e))?;
         while let Some(row) = rows.next().map_err(|e| self.sql(e))? {
             let span: i64 = row.get(0).map_err(|e| self.sql(e))?;
-            let damaged = |why: &str| self.corrupt(symbol, timeframe, span, why);
-            let bars: i64 = row
-                .get(1)
-                .map_err(|_| damaged("its bar count is not a number"))?;
-            let digest: [u8; 32] = (row.get_ref(2).ok())
-                .and_then(|v| v.as_blob().ok())
-                .and_then(|b| b.try_into().ok())
-                .ok_or_else(|| damaged("its digest is not one"))?;
-            let bytes = (row.get_ref(3).ok())
-                .and_then(|v| v.as_blob().ok())
-                .ok_or_else(|| damaged("its columns are not bytes"))?;
-            if columns::span_digest(bytes) != digest {
-                return Err(damaged("its bars do not match their digest"));
-            }
-            let before = out.len();
-            let whole = columns::decode(bytes, &mut out).is_some();
-            if !whole || (out.len() - before) as i64 != bars {
-                return Err(damaged("its columns are not its bars"));
-            }
-            for (i, c) in out[before..].iter().enumerate() {
-                let previous = (before + i).checked_sub(1).map(|p| out[p].time_ms);
-                let why = if span_of(c.time_ms) != span {
-                    Err(format!("a bar at {} is outside it", format_time(c.time_ms)))
-                } else if previous.is_some_and(|p| c.time_ms <= p) {
-                    Err("its bars are out of order".to_owned())
-                } else {
-                    check_candle(c)
-                };
-                if let Err(why) = why {
-                    return Err(damaged(&why));
-                }
-            }
+            let digest = stored_span(row, span, &mut out)
+                .map_err(|why| self.corrupt(symbol, timeframe, span, &why))?;
             digests.push(digest);
         }
         let start = out.partition_point(|c| c.time_ms < from);
@@ -271,11 +241,57 @@ impl Store {
 
     fn corrupt(&self, symbol: &str, timeframe: Timeframe, span: i64, why: &str) -> StoreError {
         StoreError::Conflict(format!(
-            "{}: the stored {symbol} {timeframe} bars from {} are damaged ({why}); import them again with --replace",
-            self.path,
-            format_time(span.saturating_mul(columns::SPAN_MS))
+            "{}; import them again with --replace",
+            damaged(&self.path, symbol, timeframe, span, why)
         ))
     }
+}
+
+/// `<db>: the stored SYMBOL TF bars from … are damaged (why)`.
+fn damaged(path: &str, symbol: &str, timeframe: Timeframe, span: i64, why: &str) -> String {
+    format!(
+        "{path}: the stored {symbol} {timeframe} bars from {} are damaged ({why})",
+        format_time(span.saturating_mul(columns::SPAN_MS))
+    )
+}
+
+/// The bars of a `candle_spans` row (`bars, digest, columns` from its
+/// second column on) of `span`, appended to `out` (which holds the spans
+/// before it), and its digest; or why the row is damaged: its columns
+/// against its digest and bar count, each bar against its span, the
+/// bar before and the candle rules.
+fn stored_span(row: &rusqlite::Row, span: i64, out: &mut Vec<Candle>) -> Result<[u8; 32], String> {
+    let bars: i64 = row
+        .get(1)
+        .map_err(|_| "its bar count is not a number".to_owned())?;
+    let digest: [u8; 32] = (row.get_ref(2).ok())
+        .and_then(|v| v.as_blob().ok())
+        .and_then(|b| b.try_into().ok())
+        .ok_or("its digest is not one")?;
+    let bytes = (row.get_ref(3).ok())
+        .and_then(|v| v.as_blob().ok())
+        .ok_or("its columns are not bytes")?;
+    if columns::span_digest(bytes) != digest {
+        return Err("its bars do not match their digest".into());
+    }
+    let before = out.len();
+    let whole = columns::decode(bytes, out).is_some();
+    if !whole || (out.len() - before) as i64 != bars {
+        return Err("its columns are not its bars".into());
+    }
+    for i in before..out.len() {
+        let c = &out[i];
+        if span_of(c.time_ms) != span {
+            return Err(format!("a bar at {} is outside it", format_time(c.time_ms)));
+        }
+        if i.checked_sub(1)
+            .is_some_and(|p| c.time_ms <= out[p].time_ms)
+        {
+            return Err("its bars are out of order".into());
+        }
+        check_candle(c)?;
+    }
+    Ok(digest)
 }
 
 fn sql(path: &str, source: rusqlite::Error) -> StoreError {
@@ -312,22 +328,28 @@ pub(crate) fn import_in(
     let mut bytes = Vec::new();
     for incoming in columns::spans(candles) {
         let span = span_of(incoming[0].time_ms);
-        let stored: Option<Vec<u8>> = tx
-            .query_row(
-                "SELECT columns FROM candle_spans WHERE symbol = ?1 AND timeframe = ?2 AND span = ?3",
-                params![symbol, timeframe.as_str(), span],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(sql)?;
+        // The stored span, checked as every read checks it: damaged bars
+        // are never merged and written back under a new digest. With
+        // `replace` the damaged span is dropped and made of these bars.
         let mut bars = Vec::new();
-        if let Some(stored) = stored
-            && columns::decode(&stored, &mut bars).is_none()
-        {
-            return Err(StoreError::Conflict(format!(
-                "{path}: the stored {symbol} {timeframe} bars from {} are damaged; nothing imported",
-                format_time(span.saturating_mul(columns::SPAN_MS))
-            )));
+        let stored = tx
+            .prepare_cached(
+                "SELECT span, bars, digest, columns FROM candle_spans
+                 WHERE symbol = ?1 AND timeframe = ?2 AND span = ?3",
+            )
+            .and_then(|mut stmt| {
+                let mut rows = stmt.query(params![symbol, timeframe.as_str(), span])?;
+                Ok(rows.next()?.map(|row| stored_span(row, span, &mut bars)))
+            })
+            .map_err(sql)?;
+        if let Some(Err(why)) = stored {
+            if !replace {
+                return Err(StoreError::Conflict(format!(
+                    "{}; nothing imported (use --replace to make it of these bars)",
+                    damaged(path, symbol, timeframe, span, &why)
+                )));
+            }
+            bars.clear();
         }
         let counts = (report.inserted, report.replaced);
         let merged =

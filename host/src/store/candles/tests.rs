@@ -327,3 +327,47 @@ fn a_database_of_rows_is_moved_into_spans_when_it_is_opened() {
         .expect("import row");
     assert_eq!(named, "sha256:ab12");
 }
+
+#[test]
+fn an_import_never_writes_damaged_bars_back_under_a_new_digest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = Store::open(&dir.path().join("keel.db")).expect("open");
+    let candles = synth::random_walk(9, 1000, 0, 60_000, 10.0, 0.01);
+    store
+        .import_candles("ETH/BTC", Timeframe::M1, &candles, "a", b"a", false)
+        .expect("import");
+    // A value changed behind Keel's back, its digest not.
+    let mut moved = candles.clone();
+    moved[7].close = moved[7].low;
+    let mut bytes = Vec::new();
+    columns::encode(&moved, &mut bytes);
+    store
+        .conn
+        .execute("UPDATE candle_spans SET columns = ?1", [&bytes])
+        .expect("damage");
+    // More bars into the same span: refused, the damage named.
+    let more = synth::random_walk(9, 10, 1000 * 60_000, 60_000, 10.0, 0.01);
+    let err = store
+        .import_candles("ETH/BTC", Timeframe::M1, &more, "b", b"b", false)
+        .expect_err("damaged")
+        .to_string();
+    assert!(
+        err.contains("the stored ETH/BTC 1m bars from 1970-01-01T00:00:00Z are damaged (its bars do not match their digest); nothing imported (use --replace"),
+        "{err}"
+    );
+    assert!(
+        store.load_series("ETH/BTC", Timeframe::M1).is_err(),
+        "still refused"
+    );
+    // With --replace the span is made of the bars imported.
+    let report = store
+        .import_candles("ETH/BTC", Timeframe::M1, &candles, "c", b"c", true)
+        .expect("replace");
+    assert_eq!(report.inserted, 1000);
+    let (loaded, digest) = store
+        .load_series("ETH/BTC", Timeframe::M1)
+        .expect("load")
+        .expect("stored");
+    assert_eq!(loaded, candles);
+    assert_eq!(digest, columns::digest(&candles));
+}
