@@ -65,6 +65,7 @@ pub struct EquityTracker {
     stats: EquityStats,
     pending: Option<EquityPoint>,
     curve: Vec<EquityPoint>,
+    /// Every `stride`-th point is kept; always a power of two.
     stride: u64,
     seen: u64,
 }
@@ -95,7 +96,8 @@ impl EquityTracker {
 
     fn absorb(&mut self, p: EquityPoint) {
         self.stats.absorb(p);
-        if self.seen.is_multiple_of(self.stride) {
+        // The stride is a power of two: a mask, not a division, per step.
+        if self.seen & (self.stride - 1) == 0 {
             self.curve.push(p);
             if self.curve.len() > CURVE_POINTS {
                 self.curve = self.curve.iter().step_by(2).copied().collect();

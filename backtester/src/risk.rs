@@ -15,10 +15,18 @@ pub struct Exposure {
     pub equity: f64,
     /// Absolute notional held (and pending) per symbol, in quote currency.
     pub notional: BTreeMap<String, f64>,
-    /// (symbol, tag) of every open or pending position.
-    pub open: Vec<(String, String)>,
-    /// Side held under each (symbol, tag).
-    pub sides: BTreeMap<(String, String), Side>,
+    /// Every open or pending position's (symbol, tag), in the order first
+    /// seen, with the side last held under it. A book holds a few: a scan
+    /// finds one without building a key.
+    pub held: Vec<Held>,
+}
+
+/// One open or pending position of an [`Exposure`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Held {
+    pub symbol: String,
+    pub tag: String,
+    pub side: Side,
 }
 
 /// An accepted opening order's estimated size at `price`.
@@ -141,15 +149,15 @@ pub fn check(
     if equity <= 0.0 {
         return Err(format!("equity {} leaves nothing to trade", amount(equity)));
     }
-    let key = (signal.symbol.clone(), signal.tag.clone());
-    if let Some(held) = exposure.sides.get(&key)
-        && *held != side
+    let position = exposure.position(&signal.symbol, &signal.tag);
+    if let Some(held) = position.map(|p| p.side)
+        && held != side
     {
         return Err(format!(
             "tag {} on {} holds a {} position; close it before opening the other side",
             quoted(&signal.tag),
             text(&signal.symbol),
-            if *held == Side::Long { "long" } else { "short" }
+            if held == Side::Long { "long" } else { "short" }
         ));
     }
     let quantity = quantity(signal.size, price, equity);
@@ -190,10 +198,10 @@ pub fn check(
             fixed(limits.max_position_fraction * 100.0, 2)
         ));
     }
-    if !exposure.open.contains(&key) && exposure.open.len() >= limits.max_open_positions as usize {
+    if position.is_none() && exposure.held.len() >= limits.max_open_positions as usize {
         return Err(format!(
             "{} positions are open, the limit is {}",
-            exposure.open.len(),
+            exposure.held.len(),
             limits.max_open_positions
         ));
     }
@@ -237,17 +245,41 @@ fn exits_beyond(signal: &Signal, side: Side, price: f64) -> Result<(), String> {
 impl Exposure {
     /// Records an accepted opening order so later signals see it.
     pub fn add(&mut self, signal: &Signal, approved: Approved) {
-        *self.notional.entry(signal.symbol.clone()).or_default() += approved.notional;
-        let key = (signal.symbol.clone(), signal.tag.clone());
-        if !self.open.contains(&key) {
-            self.open.push(key.clone());
-        }
         let side = if signal.action == Action::OpenShort {
             Side::Short
         } else {
             Side::Long
         };
-        self.sides.insert(key, side);
+        self.hold(&signal.symbol, &signal.tag, side, approved.notional);
+    }
+
+    /// Counts `notional` more of `symbol`, held as `side` under `tag`.
+    pub fn hold(&mut self, symbol: &str, tag: &str, side: Side, notional: f64) {
+        match self.notional.get_mut(symbol) {
+            Some(n) => *n += notional,
+            None => {
+                self.notional.insert(symbol.to_owned(), notional);
+            }
+        }
+        match self
+            .held
+            .iter_mut()
+            .find(|h| h.symbol == symbol && h.tag == tag)
+        {
+            Some(held) => held.side = side,
+            None => self.held.push(Held {
+                symbol: symbol.to_owned(),
+                tag: tag.to_owned(),
+                side,
+            }),
+        }
+    }
+
+    /// The position held or pending under (`symbol`, `tag`).
+    pub fn position(&self, symbol: &str, tag: &str) -> Option<&Held> {
+        self.held
+            .iter()
+            .find(|h| h.symbol == symbol && h.tag == tag)
     }
 }
 
@@ -283,12 +315,10 @@ mod tests {
         let mut held = book();
         held.notional.insert("BTC".into(), 160.0);
         let mut two_open = book();
-        two_open.open = vec![("ETH".into(), "".into()), ("LTC".into(), "".into())];
+        two_open.hold("ETH", "", Side::Long, 0.0);
+        two_open.hold("LTC", "", Side::Long, 0.0);
         let mut other_side = book();
-        other_side
-            .sides
-            .insert(("BTC".into(), "".into()), Side::Short);
-        other_side.open.push(("BTC".into(), "".into()));
+        other_side.hold("BTC", "", Side::Short, 0.0);
         let cases = [
             Case {
                 name: "trade at 10%",

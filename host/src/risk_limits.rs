@@ -206,10 +206,7 @@ mod tests {
             ..Exposure::default()
         };
         for (symbol, tag, notional) in held {
-            *e.notional.entry((*symbol).into()).or_default() += notional;
-            e.open.push(((*symbol).into(), (*tag).into()));
-            e.sides
-                .insert(((*symbol).into(), (*tag).into()), keel_model::Side::Long);
+            e.hold(symbol, tag, keel_model::Side::Long, *notional);
         }
         e
     }

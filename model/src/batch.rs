@@ -26,14 +26,17 @@ pub struct BarColumns {
 }
 
 impl BarColumns {
+    #[inline]
     pub fn len(&self) -> usize {
         self.symbol.len()
     }
 
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.symbol.is_empty()
     }
 
+    #[inline]
     pub fn push(&mut self, symbol: u32, c: &Candle) {
         self.symbol.push(symbol);
         self.time_ms.push(c.time_ms);
@@ -72,6 +75,7 @@ impl BarColumns {
     }
 
     /// Bars `from..to`, borrowed.
+    #[inline]
     pub fn slice(&self, from: usize, to: usize) -> Bars<'_> {
         Bars {
             symbol: &self.symbol,
@@ -100,6 +104,7 @@ pub struct Bars<'a> {
 
 impl<'a> Bars<'a> {
     /// The shortest column's length (they are equal when well formed).
+    #[inline]
     pub fn len(&self) -> usize {
         [
             self.symbol.len(),
@@ -115,11 +120,13 @@ impl<'a> Bars<'a> {
         .unwrap_or(0)
     }
 
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Bar `i`'s symbol index and candle.
+    #[inline]
     pub fn get(&self, i: usize) -> (u32, Candle) {
         (
             self.symbol[i],
@@ -135,6 +142,7 @@ impl<'a> Bars<'a> {
     }
 
     /// Bars `from..to`.
+    #[inline]
     pub fn slice(&self, from: usize, to: usize) -> Bars<'a> {
         Bars {
             symbol: &self.symbol[from..to],
@@ -204,6 +212,7 @@ impl<'a> Batch<'a> {
     }
 
     /// The first `ticks` closes of this batch.
+    #[inline]
     pub fn first(&self, ticks: usize) -> Batch<'a> {
         let ticks = ticks.min(self.tick_times.len()).min(self.tick_bars.len());
         let bars: usize = self.tick_bars[..ticks].iter().map(|&n| n as usize).sum();

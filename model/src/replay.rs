@@ -62,6 +62,13 @@ impl<'a> Merge<'a> {
     /// then; a feed with no bar at that time is absent. `None` at the end.
     pub fn next_step(&mut self, out: &mut Vec<(usize, Candle)>) -> Option<i64> {
         out.clear();
+        // One feed: its next candle is the next step.
+        if let ([feed], [head]) = (self.feeds.as_mut_slice(), self.heads.as_mut_slice()) {
+            let c = (*head)?;
+            out.push((0, c));
+            *head = feed.candles.next();
+            return Some(c.time_ms + feed.bar_ms);
+        }
         let time_ms = self
             .feeds
             .iter()

@@ -447,12 +447,7 @@ impl Book {
         };
         for p in &self.open {
             let p = &p.pos;
-            *e.notional.entry(p.symbol.clone()).or_default() += p.size * p.price_mark;
-            let key = (p.symbol.clone(), p.tag.clone());
-            if !e.open.contains(&key) {
-                e.open.push(key.clone());
-            }
-            e.sides.insert(key, p.side);
+            e.hold(&p.symbol, &p.tag, p.side, p.size * p.price_mark);
         }
         // Orders accepted earlier and not filled yet take their share.
         for order in self
