@@ -341,6 +341,22 @@ fn every_fault_kraken_answers_an_order_with_leaves_the_venue_and_the_ledger_agre
 /// triggers, its trade is booked like any other at the next start.
 #[test]
 fn a_stop_loss_rests_at_kraken_through_a_crash_and_its_trade_is_booked() {
+    stop_through_a_crash(None);
+}
+
+/// Killed right after the stop is placed, before the close's signals are
+/// on the record: the restart signals that close again, and the stop,
+/// an order of the engine's own made at that close, must stay in flight
+/// (it was dropped with the close's intents, and its trade went unbooked).
+#[test]
+fn a_stop_placed_just_before_a_crash_is_followed_after_the_restart() {
+    stop_through_a_crash(Some("after-stop:1"));
+}
+
+/// A position with a stop resting at Kraken; keel is SIGKILLed (by the
+/// test once the stop rests, or at `failpoint`); the price falls through
+/// the stop while keel is down; the restart books the stop's trade.
+fn stop_through_a_crash(failpoint: Option<&str>) {
     let s = Setup::new();
     let fake = fake();
     let db = s.db("stops.db");
@@ -349,26 +365,35 @@ fn a_stop_loss_rests_at_kraken_through_a_crash_and_its_trade_is_booked() {
         example("rsi-reversion").display()
     );
     let args = live_args_with(&fake, "sample:5000", "300x", &strategy);
-    let mut child = spawn_live(&s, &db, &args);
     let resting = |fake: &FakeKraken| {
         fake.orders()
             .into_iter()
             .find(|o| o.ordertype == "stop-loss" && o.status == "open")
     };
-    until("no stop at Kraken", Duration::from_secs(120), || {
-        resting(&fake).is_some()
-    });
-    // Off before the stop was placed; the status says so once published.
-    until(
-        "status never said the switch is off",
-        Duration::from_secs(10),
-        || {
-            text(&s.keel(&db, &["status"]).stdout)
-                .contains("dead man's switch off while stop-losses rest at Kraken")
-        },
-    );
-    child.kill().expect("SIGKILL");
-    child.wait().expect("reap");
+    if let Some(point) = failpoint {
+        let mut cmd = live(&s, &db, &args);
+        let out = cmd
+            .env("KEEL_FAILPOINT", point)
+            .output()
+            .expect("keel run --live");
+        assert!(!out.status.success(), "it ran to the end past {point}");
+    } else {
+        let mut child = spawn_live(&s, &db, &args);
+        until("no stop at Kraken", Duration::from_secs(120), || {
+            resting(&fake).is_some()
+        });
+        // Off before the stop was placed; the status says so once published.
+        until(
+            "status never said the switch is off",
+            Duration::from_secs(10),
+            || {
+                text(&s.keel(&db, &["status"]).stdout)
+                    .contains("dead man's switch off while stop-losses rest at Kraken")
+            },
+        );
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+    }
     let stop = resting(&fake).expect("the stop outlives keel");
     let conn = open(&db);
     let held: String = conn

@@ -16,9 +16,9 @@ use crate::candidates::Actor;
 use crate::control::SnapshotTrade;
 use crate::ledger::{ClosedTrade, Ledger, LedgerFill, dec, float};
 use crate::risk_limits::{RiskConfig, TradingState, halt_reason};
-use crate::store::audit;
 use crate::store::events::{self, Kind};
 pub(super) use crate::store::now_ms;
+use crate::store::{Cached, audit};
 use crate::venues::paper::size_text;
 
 use super::history;
@@ -236,7 +236,7 @@ impl<'c> Journal<'c> {
             book = %slot.slot, fill_id, symbol = %fill.symbol, tag = %fill.tag, action = fill.action.as_str(),
             price = %fill.price, quantity = %fill.quantity, fee = %fill.fee, source, "fill booked"
         );
-        self.tx.execute(
+        self.tx.run(
             "INSERT INTO fills (fill_id, client_order_id, book_id, symbol, tag, action, price, quantity, fee, time_ms, source,
                  booked_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
@@ -285,7 +285,7 @@ impl<'c> Journal<'c> {
             slot.day_start = before;
         }
         slot.peak = slot.peak.max(equity);
-        self.tx.execute(
+        self.tx.run(
             "INSERT OR REPLACE INTO equity_snapshots (book_id, time_ms, cash, equity) VALUES (?1, ?2, ?3, ?4)",
             params![slot.id, close_ms, slot.ledger.cash.to_string(), equity.to_string()],
         )?;
@@ -312,7 +312,7 @@ impl<'c> Journal<'c> {
             why,
             Actor::RiskManager.as_str(),
         )?;
-        self.tx.execute(
+        self.tx.run(
             "INSERT INTO risk_events (time_ms, kind, book_id, detail) VALUES (?1, 'halt', ?2, ?3)",
             params![now_ms(), book_id, why],
         )?;
@@ -320,8 +320,15 @@ impl<'c> Journal<'c> {
         events::emit(&self.tx, Kind::Halt, data)
     }
 
-    /// The step's bars are stored and the run's cursor moves past them.
-    pub fn booked(&self, bars: &[(&str, Candle)], close_ms: i64) -> rusqlite::Result<()> {
+    /// The step's bars are stored and the run's cursor moves past them;
+    /// `signalled_ms` is the last close whose orders were all sent (it rides
+    /// along here, so a close without orders costs no commit of its own).
+    pub fn booked(
+        &self,
+        bars: &[(&str, Candle)],
+        close_ms: i64,
+        signalled_ms: Option<i64>,
+    ) -> rusqlite::Result<()> {
         for (symbol, candle) in bars {
             history::store_bar(&self.tx, self.run_id, symbol, candle, close_ms)?;
         }
@@ -336,17 +343,16 @@ impl<'c> Journal<'c> {
             .collect();
         let data = serde_json::json!({ "run_id": self.run_id, "close_ms": close_ms, "bars": bars });
         events::emit(&self.tx, Kind::Bar, data)?;
-        self.tx.execute(
-            "UPDATE runs SET cursor_ms = ?2 WHERE id = ?1",
-            params![self.run_id, close_ms],
-        )?;
+        self.tx
+            .prepare_cached("UPDATE runs SET cursor_ms = ?2, signalled_ms = ?3 WHERE id = ?1")?
+            .execute(params![self.run_id, close_ms, signalled_ms])?;
         Ok(())
     }
 
     /// A slot's totals and positions (with the kernel book's exits).
     pub fn persist(&self, slot: &Slot) -> rusqlite::Result<()> {
         let l = &slot.ledger;
-        self.tx.execute(
+        self.tx.run(
             "UPDATE books SET cash = ?2, realized = ?3, fees = ?4, peak_equity = ?5, day_ms = ?6, day_start_equity = ?7 WHERE id = ?1",
             params![
                 slot.id, l.cash.to_string(), l.realized.to_string(), l.fees.to_string(), slot.peak.to_string(), slot.day,
@@ -354,7 +360,7 @@ impl<'c> Journal<'c> {
             ],
         )?;
         self.tx
-            .execute("DELETE FROM positions WHERE book_id = ?1", [slot.id])?;
+            .run("DELETE FROM positions WHERE book_id = ?1", [slot.id])?;
         for h in &l.holdings {
             let exits = slot
                 .book
@@ -362,7 +368,7 @@ impl<'c> Journal<'c> {
                 .iter()
                 .find(|o| o.pos.symbol == h.symbol && o.pos.tag == h.tag)
                 .map_or((None, None), |o| (o.stop_loss, o.take_profit));
-            self.tx.execute(
+            self.tx.run(
                 "INSERT INTO positions (book_id, symbol, tag, side, quantity, cost, fees, opened_ms, mark, mae, stop_loss, take_profit)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 params![
@@ -407,7 +413,7 @@ impl<'c> Journal<'c> {
                 book = %slot.slot, time_ms = close_ms, seq, symbol = %signal.symbol, action = signal.action.as_str(),
                 decision = text, reason = reason.unwrap_or(""), "signal"
             );
-            let written = self.tx.execute(
+            let written = self.tx.run(
                 "INSERT OR IGNORE INTO signals (book_id, time_ms, seq, artifact_hash, symbol, action, size, tag,
                      stop_loss, take_profit, reason, confidence, decision, reject_reason)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
@@ -427,7 +433,7 @@ impl<'c> Journal<'c> {
                 events::emit(&self.tx, Kind::Signal, data)?;
             }
             let Ok(Some(order)) = decision else { continue };
-            let written = self.tx.execute(
+            let written = self.tx.run(
                 "INSERT OR IGNORE INTO orders (client_order_id, book_id, signal_time_ms, signal_seq, symbol, tag, action,
                      size, equity, max_quantity, reference_price, max_deviation, stop_loss, take_profit, state,
                      created_ms, updated_ms)
@@ -471,7 +477,7 @@ impl Journal<'_> {
         order: &Order,
     ) -> rusqlite::Result<()> {
         let signal = &order.signal;
-        let written = self.tx.execute(
+        let written = self.tx.run(
             "INSERT OR IGNORE INTO orders (client_order_id, book_id, signal_time_ms, signal_seq, symbol, tag, action,
                  size, equity, max_quantity, reference_price, max_deviation, stop_loss, take_profit, state,
                  created_ms, updated_ms, trigger_price)
@@ -523,7 +529,7 @@ fn record_trade(
     t: &ClosedTrade,
     reason: &str,
 ) -> rusqlite::Result<()> {
-    tx.execute(
+    tx.run(
         "INSERT INTO trades (book_id, fill_id, symbol, tag, side, quantity, price_entry, price_exit, opened_ms, closed_ms,
              pnl_gross, fees, mae, exit_reason)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",

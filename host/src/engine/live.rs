@@ -304,8 +304,12 @@ impl Engine<'_> {
         for id in cancels {
             self.cancel_resting(&id);
         }
+        let placed_stop = orders.iter().any(|o| o.trigger.is_some());
         for order in orders {
             self.send_now(order)?;
+        }
+        if placed_stop {
+            super::failpoint("after-stop");
         }
         Ok(())
     }

@@ -478,8 +478,8 @@ impl<'c> Engine<'c> {
             "finished"
         };
         self.conn.execute(
-            "UPDATE runs SET status = ?2, ended_ms = ?3 WHERE id = ?1",
-            params![self.run_id, status, now_ms()],
+            "UPDATE runs SET status = ?2, ended_ms = ?3, signalled_ms = ?4 WHERE id = ?1",
+            params![self.run_id, status, now_ms(), self.signalled_ms],
         )?;
         self.publish();
         Ok(RunSummary {
@@ -558,7 +558,7 @@ impl<'c> Engine<'c> {
             self.state = TradingState::Halted;
             tracing::warn!("trading halted: {why}");
         }
-        journal.booked(&named, close_ms)?;
+        journal.booked(&named, close_ms, self.signalled_ms)?;
         journal.commit()?;
         self.cursor_ms = Some(close_ms);
         self.bars += 1;
@@ -573,14 +573,14 @@ impl<'c> Engine<'c> {
         if self.killed || self.kill_requested() {
             return Ok(());
         }
-        let mut orders = Vec::new();
+        let (mut orders, mut intents) = (Vec::new(), Vec::new());
         // A live book is reduce-only until the venue and the ledger agree.
         let live_state = match self.state {
             TradingState::Active if !self.reconciled => TradingState::ReduceOnly,
             state => state,
         };
         let live_on = self.live.is_some();
-        for slot in &mut self.slots {
+        for (i, slot) in self.slots.iter_mut().enumerate() {
             if !slot.sees_any(bars) {
                 continue;
             }
@@ -622,18 +622,26 @@ impl<'c> Engine<'c> {
             let mut seen = std::collections::HashSet::new();
             slot.book.pending.retain(|o| seen.insert(o.id.clone()));
             if !outcome.signals.is_empty() || !outcome.refused.is_empty() {
-                failpoint("before-intent");
+                intents.push((i, outcome, decisions));
             }
+        }
+        // Every book's intents of this close in one transaction, begun only
+        // when there is one to write.
+        if !intents.is_empty() {
+            failpoint("before-intent");
             let journal = Journal::begin(self.conn, self.run_id)?;
-            let sent = journal.intents(
-                slot,
-                close_ms,
-                &outcome.refused,
-                &outcome.signals,
-                decisions,
-            )?;
+            for (i, outcome, decisions) in intents {
+                let slot = &mut self.slots[i];
+                let sent = journal.intents(
+                    slot,
+                    close_ms,
+                    &outcome.refused,
+                    &outcome.signals,
+                    decisions,
+                )?;
+                orders.extend(sent);
+            }
             journal.commit()?;
-            orders.extend(sent);
         }
         if !orders.is_empty() {
             failpoint("after-intent");
@@ -652,10 +660,8 @@ impl<'c> Engine<'c> {
                 self.send(order)?;
             }
         }
-        self.conn.execute(
-            "UPDATE runs SET signalled_ms = ?2 WHERE id = ?1",
-            params![self.run_id, close_ms],
-        )?;
+        // Stored with the next close's cursor (or the run's end): until
+        // then a restart signals this close again, which sends nothing twice.
         self.signalled_ms = Some(close_ms);
         Ok(())
     }
@@ -681,10 +687,18 @@ impl<'c> Engine<'c> {
         tracing::info!(bar_ms = cursor, "re-signalling the last booked bar");
         // The intents the crash left of that close are decided again, with
         // the same ids, from the book as it was before them.
+        // Only the intents: the engine's own orders of that close (a stop
+        // placed, an exit, a kill's close: `-s…`, `-x…`, `-kill…`) are not
+        // decided again, and stay in flight.
         let run = self.run_id;
         for slot in &mut self.slots {
             let prefix = format!("k{run}-{}-{cursor}-", slot.id);
-            slot.book.pending.retain(|o| !o.id.0.starts_with(&prefix));
+            slot.book.pending.retain(|o| {
+                !o.id
+                    .0
+                    .strip_prefix(&prefix)
+                    .is_some_and(|seq| !seq.is_empty() && seq.bytes().all(|b| b.is_ascii_digit()))
+            });
         }
         self.signal_step(cursor, &step)
     }

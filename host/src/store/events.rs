@@ -6,6 +6,8 @@
 //! the nightly evolution).
 
 use rusqlite::{Connection, params};
+
+use super::Cached;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -79,7 +81,7 @@ pub struct Event {
 
 /// Writes one event (inside the caller's transaction, if it has one).
 pub fn emit(conn: &Connection, kind: Kind, data: Value) -> rusqlite::Result<()> {
-    conn.execute(
+    conn.run(
         "INSERT INTO events (time_ms, kind, data) VALUES (?1, ?2, ?3)",
         params![super::now_ms(), kind.as_str(), data.to_string()],
     )?;

@@ -17,7 +17,7 @@ use keel_model::candles::Candle;
 use keel_model::{Action, Signal, Size};
 
 use crate::ledger::{dec, float};
-use crate::store::now_ms;
+use crate::store::{Cached, now_ms};
 
 /// How an order's size is stored.
 pub(crate) fn size_text(size: Size) -> String {
@@ -67,6 +67,7 @@ impl PaperVenue {
     pub fn open(path: &Path, fills: FillModel) -> rusqlite::Result<PaperVenue> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(crate::store::LOCK_WAIT)?;
+        conn.set_prepared_statement_cache_capacity(crate::store::STATEMENT_CACHE);
         Ok(PaperVenue { conn, fills })
     }
 
@@ -140,7 +141,7 @@ impl PaperVenue {
                     ..
                 } => {
                     let text = |x: f64| dec(x).map(|d| d.to_string()).unwrap_or_default();
-                    tx.execute(
+                    tx.run(
                         "INSERT OR IGNORE INTO paper_fills (fill_id, client_order_id, price, quantity, fee, time_ms)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                         params![
@@ -152,13 +153,13 @@ impl PaperVenue {
                             candle.time_ms
                         ],
                     )?;
-                    tx.execute(
+                    tx.run(
                         "UPDATE paper_orders SET state = 'filled' WHERE client_order_id = ?1",
                         [&order.id.0],
                     )?;
                 }
                 Outcome::Rejected(reason) | Outcome::Cancelled(reason) | Outcome::Ended(reason) => {
-                    tx.execute(
+                    tx.run(
                         "UPDATE paper_orders SET state = 'rejected', reason = ?2 WHERE client_order_id = ?1",
                         params![order.id.0, reason],
                     )?;
@@ -175,7 +176,7 @@ impl Venue for PaperVenue {
     type Error = rusqlite::Error;
 
     fn submit(&mut self, order: Order) -> rusqlite::Result<()> {
-        self.conn.execute(
+        self.conn.run(
             "INSERT OR IGNORE INTO paper_orders (client_order_id, symbol, action, side, size, equity,
                  max_quantity, reference_price, max_deviation, state, placed_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'open', ?10)",
@@ -196,7 +197,7 @@ impl Venue for PaperVenue {
     }
 
     fn cancel(&mut self, id: &ClientOrderId) -> rusqlite::Result<bool> {
-        let n = self.conn.execute(
+        let n = self.conn.run(
             "UPDATE paper_orders SET state = 'cancelled', reason = 'cancelled'
              WHERE client_order_id = ?1 AND state = 'open'",
             [&id.0],
