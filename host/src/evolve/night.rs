@@ -25,6 +25,7 @@ use crate::store::now_ms;
 use super::benchmarks;
 use super::cascade::{Cascade, Choice, review};
 use super::config::{EvolveConfig, Role};
+use super::diversity::TradeLists;
 use super::gates::{self, Split};
 use super::offline;
 use super::record::{self, NightStatus, Prediction, Step};
@@ -77,6 +78,7 @@ pub fn run(
         settings,
         models: &models,
         id: night,
+        traded: TradeLists::new(),
     };
     let result = n.go();
     let spent = models.spent();
@@ -114,6 +116,8 @@ pub(super) struct Night<'a> {
     pub settings: &'a NightSettings,
     pub models: &'a Models,
     pub id: i64,
+    /// The trade lists of stored components already run tonight.
+    pub traded: TradeLists,
 }
 
 /// A step's outcome before it is recorded.
@@ -453,7 +457,8 @@ impl Night<'_> {
         }
         let mut found = None;
         self.step("generate", "author", None, |n| {
-            let (done, grid) = n.grid(&parent, split, fills, Choice::BestNew, None)?;
+            let known = n.known_trades(split, fills, &parent, None)?;
+            let (done, grid) = n.grid(&parent, split, fills, Choice::BestNew, &known)?;
             found = Some(grid);
             Ok(done)
         })?;
@@ -507,6 +512,12 @@ impl Night<'_> {
         if !self.validate_step(&file, &hash, attempt)?.ok {
             return Ok(stop(self, "validate", Some(&hash))?);
         }
+        let diverse = self.diversity_step(attempt, &artifact, split, fills, &parent)?;
+        if !diverse.passed {
+            return Ok(());
+        }
+        let mut figures = figures;
+        figures["diversity"] = diverse.figures;
         self.gates_and_submit(Cascade {
             attempt,
             artifact,
