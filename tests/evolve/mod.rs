@@ -9,6 +9,7 @@ use crate::paper::{count, text};
 use crate::support::repo;
 
 mod diversity;
+mod holdout;
 mod llm;
 
 fn keel(args: &[&str]) -> Output {

@@ -8,6 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
 use rayon::prelude::*;
 
 use keel_backtester::fills::FillModel;
@@ -277,10 +278,16 @@ impl Night<'_> {
                 parent: parent_hash.clone(),
                 source: dir.display().to_string(),
             };
-            let (id, _, gates) = candidates::submit(
+            // The candidate gate's figures are shown to the analyst on
+            // later nights: they are computed before the locked holdout.
+            let data = candidates::gate_data_for(&settings.candidates, &settings.db, &[])?;
+            let data = gates::before(&data, split.holdout_from_ms)
+                .context("the candidate gate's data before the locked holdout")?;
+            let (id, _, gates) = candidates::submit_on(
                 n.conn,
                 n.sandbox,
                 &settings.candidates,
+                &data,
                 &artifact,
                 &submission,
             )?;

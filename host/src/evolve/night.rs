@@ -205,7 +205,7 @@ impl Night<'_> {
             self.step("reflect", "code", None, |n| n.reflect(&bench.output))?;
         }
         let decided = if self.models.plays(Role::Analyst) {
-            self.decide_by_model(&bench.output)?
+            self.decide_by_model(&bench.output, split.holdout_from_ms)?
         } else {
             let decision = self.step("decide", "analyst", None, |n| n.decide())?;
             let answer: serde_json::Value = serde_json::from_str(&decision.output)?;
