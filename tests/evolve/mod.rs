@@ -11,6 +11,7 @@ use crate::support::repo;
 mod diversity;
 mod holdout;
 mod llm;
+mod schedule;
 
 fn keel(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_keel"))

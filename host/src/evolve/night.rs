@@ -67,11 +67,20 @@ pub fn run(
     settings: &NightSettings,
 ) -> anyhow::Result<NightOutcome> {
     let config = &settings.config;
-    let models = Models::new(config)?;
     let providers = [Role::Analyst, Role::Author, Role::Reviewer]
         .map(|r| format!("{}={}", r.as_str(), config.role(r).label()))
         .join(" ");
     let (night, abandoned) = record::open_night(conn, &providers, &serde_json::to_value(config)?)?;
+    // On the record before anything can fail (a key that cannot be read,
+    // say): a failed night is a night, and its scheduled time has passed.
+    let models = match Models::new(config) {
+        Ok(models) => models,
+        Err(e) => {
+            let note = format!("{e:#}");
+            record::close_night(conn, night, NightStatus::Failed, None, &note, (0.0, 0))?;
+            return Err(e.context(format!("night {night}")));
+        }
+    };
     let mut n = Night {
         conn,
         sandbox,
