@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
-use super::path;
+use super::llm::{evolve_toml, night_command, night_in, nothing, prepared};
+use super::{LENIENT_CANDIDATES, path};
+use crate::fakes::llm::{FakeLlm, Reply};
 use crate::paper::text;
 
 /// The key variable of these nights: never set.
@@ -106,4 +108,52 @@ fn a_scheduled_night_whose_key_is_missing_fails_once_on_the_record_and_in_the_lo
         log.contains("the night failed") && log.contains(note.as_str()),
         "keel run's log says why: {log}"
     );
+}
+
+#[test]
+fn a_second_night_while_one_runs_is_refused_naming_it_and_the_first_goes_on() {
+    // The first night's analyst takes its time to answer.
+    let llm = FakeLlm::start(vec![
+        Reply::openai(&nothing(), 500, 50).after(Duration::from_secs(5)),
+    ]);
+    let (dir, db) = prepared(
+        &evolve_toml("openai", &llm.openai_url(), ""),
+        LENIENT_CANDIDATES,
+    );
+    let first = night_command(dir.path(), &db)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the first night");
+    let started = Instant::now();
+    while llm.requests().is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the first night never asked its model"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let second = night_in(dir.path(), &db);
+    let stderr = text(&second.stderr);
+    assert!(!second.status.success(), "{}", text(&second.stdout));
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "night 1 is running on {} (pid {}); one night runs at a time on a database",
+            db.display(),
+            first.id()
+        )),
+        "{stderr}"
+    );
+    assert_eq!(
+        nights(&db).iter().map(|n| n.0.as_str()).collect::<Vec<_>>(),
+        ["running"],
+        "not closed as abandoned, no second night"
+    );
+    let out = first.wait_with_output().expect("the first night ends");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let all = nights(&db);
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0].0, "finished", "{all:?}");
+    assert_eq!(llm.requests().len(), 1, "the second night asked nothing");
 }

@@ -8,7 +8,8 @@
 //! candidate is submitted, run in order by `cascade`. `roles` plays the
 //! analyst, author and reviewer with a model when `evolve.toml` names one
 //! (`analyst`, `author`), every prompt built by `prompts` from quoted data;
-//! `schedule` starts the night beside `keel run --evolve`.
+//! `schedule` starts the night beside `keel run --evolve`; `lock` lets one
+//! night run at a time on a database.
 
 mod analyst;
 mod author;
@@ -17,6 +18,7 @@ mod cascade;
 pub mod config;
 mod diversity;
 pub mod gates;
+pub mod lock;
 pub mod night;
 pub mod offline;
 pub mod prompts;

@@ -27,6 +27,7 @@ use super::cascade::{Cascade, Choice, review};
 use super::config::{EvolveConfig, Role};
 use super::diversity::TradeLists;
 use super::gates::{self, Split};
+use super::lock::NightLock;
 use super::offline;
 use super::record::{self, NightStatus, Prediction, Step};
 use super::roles::{Models, Stopped};
@@ -70,6 +71,9 @@ pub fn run(
     let providers = [Role::Analyst, Role::Author, Role::Reviewer]
         .map(|r| format!("{}={}", r.as_str(), config.role(r).label()))
         .join(" ");
+    // Held until the night ends: with it, a night still `running` is one
+    // whose process is gone.
+    let _lock = NightLock::take(conn)?;
     let (night, abandoned) = record::open_night(conn, &providers, &serde_json::to_value(config)?)?;
     // On the record before anything can fail (a key that cannot be read,
     // say): a failed night is a night, and its scheduled time has passed.

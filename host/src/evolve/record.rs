@@ -28,7 +28,9 @@ impl NightStatus {
 }
 
 /// Starts a night; a night still `running` (its process was killed) is
-/// closed as abandoned first, and its id returned beside the new one.
+/// closed as abandoned first, and its id returned beside the new one. The
+/// caller holds the night lock (`lock::NightLock`), so no `running` night's
+/// process is alive.
 pub fn open_night(
     conn: &Connection,
     providers: &str,
