@@ -11,6 +11,7 @@ use crate::support::repo;
 mod diversity;
 mod holdout;
 mod llm;
+mod provider_errors;
 mod schedule;
 
 fn keel(args: &[&str]) -> Output {
