@@ -13,11 +13,11 @@ use crate::fakes::llm::{FakeLlm, Received, Reply};
 use crate::paper::count;
 use crate::support::repo;
 
-const KEY_VAR: &str = "KEEL_TEST_LLM_KEY";
-const KEY: &str = "sk-test-never-in-the-record-7f3a9c";
+pub(super) const KEY_VAR: &str = "KEEL_TEST_LLM_KEY";
+pub(super) const KEY: &str = "sk-test-never-in-the-record-7f3a9c";
 
 /// sma-cross with other defaults and a stop-loss on every entry.
-const GOOD: &str = r#"use keel_strategy_sdk::prelude::*;
+pub(super) const GOOD: &str = r#"use keel_strategy_sdk::prelude::*;
 
 #[derive(Debug)]
 pub struct Crossing {
@@ -93,29 +93,30 @@ impl Strategy for Crossing {
 keel_strategy_sdk::export_strategy!(Crossing);
 "#;
 
-fn fenced(code: &str) -> String {
+pub(super) fn fenced(code: &str) -> String {
     format!("Here is the strategy.\n\n```rust\n{code}```\n")
 }
 
-const PREDICTION: &str = r#"{"claim":"the active book keeps its drawdown under 5% this week","metric":"active_max_drawdown_pct","comparator":"<=","threshold":5,"horizon_days":7,"probability":0.8}"#;
+pub(super) const PREDICTION: &str = r#"{"claim":"the active book keeps its drawdown under 5% this week","metric":"active_max_drawdown_pct","comparator":"<=","threshold":5,"horizon_days":7,"probability":0.8}"#;
 
-fn create() -> String {
+pub(super) fn create() -> String {
     format!(
         "```json\n{{\"decision\":\"create\",\"reason\":\"no candidate is in its paper gate\",\"brief\":\"an SMA cross with faster averages and a 5% stop\",\"predictions\":[{PREDICTION}]}}\n```"
     )
 }
 
-fn nothing() -> String {
+pub(super) fn nothing() -> String {
     format!(
         r#"{{"decision":"nothing","reason":"the book is doing fine","predictions":[{PREDICTION}]}}"#
     )
 }
 
-const ACCEPT: &str = r#"{"verdict":"accept","reasons":["stop-loss on the entry, no look-ahead"]}"#;
+pub(super) const ACCEPT: &str =
+    r#"{"verdict":"accept","reasons":["stop-loss on the entry, no look-ahead"]}"#;
 
 /// `evolve.toml` with every role played by `kind` at `url`, the key in
 /// `KEY_VAR`, lenient gates and few mutations.
-fn evolve_toml(kind: &str, url: &str, extra: &str) -> String {
+pub(super) fn evolve_toml(kind: &str, url: &str, extra: &str) -> String {
     format!(
         r#"mutations = 6
 retries = 2
@@ -144,26 +145,43 @@ min_stress_return_pct = -100
 
 /// One night in a fresh directory with `evolve`; returns the directory,
 /// the database and keel's output.
-fn night(evolve: &str) -> (tempfile::TempDir, std::path::PathBuf, Output) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("keel.db");
-    std::fs::write(dir.path().join("evolve.toml"), evolve).expect("write");
-    std::fs::write(dir.path().join("candidates.toml"), LENIENT_CANDIDATES).expect("write");
-    let target = repo().join("target/keel-wasm");
-    let out = Command::new(env!("CARGO_BIN_EXE_keel"))
-        .current_dir(dir.path())
-        .arg("--db")
-        .arg(&db)
-        .args(["evolve", "--once", "--target-dir", path(&target)])
-        .env_remove("KEEL_LOG")
-        .env(KEY_VAR, KEY)
-        .output()
-        .expect("run keel");
+pub(super) fn night(evolve: &str) -> (tempfile::TempDir, std::path::PathBuf, Output) {
+    let (dir, db) = prepared(evolve, LENIENT_CANDIDATES);
+    let out = night_in(dir.path(), &db);
     (dir, db, out)
 }
 
+/// A fresh directory with `evolve` and `candidates` as its files, and the
+/// database path in it.
+pub(super) fn prepared(evolve: &str, candidates: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("evolve.toml"), evolve).expect("write");
+    std::fs::write(dir.path().join("candidates.toml"), candidates).expect("write");
+    let db = dir.path().join("keel.db");
+    (dir, db)
+}
+
+/// `keel evolve --once` in `dir` on `db`, the key in the environment.
+pub(super) fn night_in(dir: &Path, db: &Path) -> Output {
+    night_command(dir, db).output().expect("run keel")
+}
+
+/// The command of a night in `dir` on `db`, the key in the environment.
+pub(super) fn night_command(dir: &Path, db: &Path) -> Command {
+    let target = repo().join("target/keel-wasm");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_keel"));
+    command
+        .current_dir(dir)
+        .arg("--db")
+        .arg(db)
+        .args(["evolve", "--once", "--target-dir", path(&target)])
+        .env_remove("KEEL_LOG")
+        .env(KEY_VAR, KEY);
+    command
+}
+
 /// The night's row: status, decision, note, usd, tokens.
-fn night_row(db: &Path) -> (String, Option<String>, String, f64, i64) {
+pub(super) fn night_row(db: &Path) -> (String, Option<String>, String, f64, i64) {
     Connection::open(db)
         .expect("db")
         .query_row(
@@ -175,9 +193,9 @@ fn night_row(db: &Path) -> (String, Option<String>, String, f64, i64) {
 }
 
 /// A model step: kind, actor, ok, input, output, tokens in and out, usd.
-type ModelStep = (String, String, bool, String, String, i64, i64, f64);
+pub(super) type ModelStep = (String, String, bool, String, String, i64, i64, f64);
 
-fn steps(db: &Path) -> Vec<ModelStep> {
+pub(super) fn steps(db: &Path) -> Vec<ModelStep> {
     Connection::open(db)
         .expect("db")
         .prepare(
@@ -204,7 +222,7 @@ fn steps(db: &Path) -> Vec<ModelStep> {
 
 /// Every text column of the night's record; the key is in none of them,
 /// nor in keel's output, though every request carried it.
-fn assert_key_kept(db: &Path, out: &Output, requests: &[Received]) {
+pub(super) fn assert_key_kept(db: &Path, out: &Output, requests: &[Received]) {
     let conn = Connection::open(db).expect("db");
     for (table, columns) in [
         ("evolve_steps", "kind || actor || input || output"),
@@ -240,7 +258,7 @@ fn assert_key_kept(db: &Path, out: &Output, requests: &[Received]) {
     }
 }
 
-fn assert_ok(out: &Output) {
+pub(super) fn assert_ok(out: &Output) {
     assert!(
         out.status.success(),
         "{}{}",

@@ -8,7 +8,11 @@ use std::process::{Command, Output};
 use crate::paper::{count, text};
 use crate::support::repo;
 
+mod diversity;
+mod holdout;
 mod llm;
+mod provider_errors;
+mod schedule;
 
 fn keel(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_keel"))
@@ -227,7 +231,7 @@ fn an_offline_night_on_the_sample_data_writes_builds_gates_and_records_a_candida
         .map(|s| s["kind"].as_str().expect("kind"))
         .collect();
     assert_eq!(
-        kinds[..7],
+        kinds[..8],
         [
             "benchmarks",
             "decide",
@@ -235,6 +239,7 @@ fn an_offline_night_on_the_sample_data_writes_builds_gates_and_records_a_candida
             "review",
             "build",
             "validate",
+            "diversity",
             "lookahead"
         ],
         "{kinds:?}"

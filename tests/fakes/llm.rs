@@ -10,6 +10,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::thread;
+use std::time::Duration;
 
 /// One scripted answer.
 #[derive(Debug, Clone)]
@@ -17,6 +18,8 @@ pub struct Reply {
     status: u16,
     headers: Vec<(String, String)>,
     body: String,
+    /// How long the server waits before answering (a slow model).
+    delay: Duration,
 }
 
 impl Reply {
@@ -70,7 +73,14 @@ impl Reply {
             status,
             headers: vec![("content-type".into(), "application/json".into())],
             body: body.to_string(),
+            delay: Duration::ZERO,
         }
+    }
+
+    /// The same answer, given `delay` after the request arrives.
+    pub fn after(mut self, delay: Duration) -> Reply {
+        self.delay = delay;
+        self
     }
 
     pub fn header(mut self, name: &str, value: &str) -> Reply {
@@ -166,6 +176,7 @@ fn serve(stream: TcpStream, seen: &Mutex<Vec<Received>>, script: &Mutex<VecDeque
             Reply::anthropic_error(500, "api_error", "the fake's script is exhausted")
         }),
     };
+    thread::sleep(reply.delay);
     let mut head = format!(
         "HTTP/1.1 {} Scripted\r\ncontent-length: {}\r\nconnection: close\r\n",
         reply.status,

@@ -97,6 +97,17 @@ fn metrics_json(m: &keel_backtester::Metrics) -> serde_json::Value {
     })
 }
 
+/// The bars a data set spans: how many, the first's and the last's time.
+fn span(d: &Dataset) -> serde_json::Value {
+    let candles = &d.series.candles;
+    serde_json::json!({
+        "symbol": d.series.symbol,
+        "bars": candles.len(),
+        "first_ms": candles.first().map(|c| c.time_ms),
+        "last_ms": candles.last().map(|c| c.time_ms),
+    })
+}
+
 /// Backtests `loaded` (default parameters) on the gate's data, beside the
 /// active strategy, and judges it against the thresholds.
 fn backtest_gate(
@@ -162,6 +173,7 @@ fn backtest_gate(
         &judgement,
         serde_json::json!({
             "data": data.iter().map(|d| d.reference.source.clone()).collect::<Vec<_>>(),
+            "spans": data.iter().map(span).collect::<Vec<_>>(),
             "candidate": metrics_json(&m),
             "active": active_figures,
             "out_of_sample_return_pct": oos,

@@ -162,12 +162,29 @@ pub fn gate_data_for(
     }
 }
 
-/// Stores a candidate and runs its offline gates. A hash already submitted
-/// is not stored twice: its existing id comes back.
+/// Stores a candidate and runs its offline gates on the gate's data
+/// (`candidates.toml`). A hash already submitted is not stored twice: its
+/// existing id comes back.
 pub fn submit(
     conn: &mut Connection,
     sandbox: &Sandbox,
     config: &CandidatesConfig,
+    artifact: &StrategyArtifact,
+    submission: &Submission,
+) -> anyhow::Result<(i64, bool, Vec<GateResult>)> {
+    // The gate's data first: a bad `candidates.toml` stores nothing.
+    let db = PathBuf::from(conn.path().unwrap_or("keel.db"));
+    let data = gate_data(config, &db)?;
+    submit_on(conn, sandbox, config, &data, artifact, submission)
+}
+
+/// `submit`, the backtest gate run on `data` (the evolution's: the gate's
+/// data cut before its locked holdout).
+pub fn submit_on(
+    conn: &mut Connection,
+    sandbox: &Sandbox,
+    config: &CandidatesConfig,
+    data: &[backtest::Dataset],
     artifact: &StrategyArtifact,
     submission: &Submission,
 ) -> anyhow::Result<(i64, bool, Vec<GateResult>)> {
@@ -179,11 +196,8 @@ pub fn submit(
             artifact.origin.display()
         );
     }
-    // The gate's data first: a bad `candidates.toml` stores nothing.
-    let db = PathBuf::from(conn.path().unwrap_or("keel.db"));
-    let data = gate_data(config, &db)?;
     if config.backtest.walk_forward > 0 {
-        backtest::walk_forward_windows(&data, config.backtest.walk_forward)
+        backtest::walk_forward_windows(data, config.backtest.walk_forward)
             .context("candidates.toml: backtest.walk_forward")?;
     }
     let hash = artifact.hash.to_hex();
@@ -202,7 +216,7 @@ pub fn submit(
         // say): they run again.
         Some((id, _)) => {
             let report = validate::validate_artifact(sandbox, artifact);
-            return judge_offline(conn, sandbox, config, &data, artifact, id, &report)
+            return judge_offline(conn, sandbox, config, data, artifact, id, &report)
                 .map(|gates| (id, false, gates));
         }
         None => validate::validate_artifact(sandbox, artifact),
@@ -246,6 +260,6 @@ pub fn submit(
         ),
     )?;
     tx.commit()?;
-    let gates = judge_offline(conn, sandbox, config, &data, artifact, id, &report)?;
+    let gates = judge_offline(conn, sandbox, config, data, artifact, id, &report)?;
     Ok((id, false, gates))
 }

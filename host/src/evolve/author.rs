@@ -3,21 +3,20 @@
 //! written under the workdir and goes through the cheapest checks first —
 //! the static review, the build, validation — each failure fed back to the
 //! author (compiler diagnostics cut to their end), as many times as
-//! `retries` allows. The reviewer then reads the code against the brief
-//! and the house rules; its rejection is fed back once. What passes runs
+//! `retries` allows. A strategy that trades exactly as one already known
+//! is then dropped (`diversity`), before it costs a review. The reviewer
+//! reads the code against the brief and the house rules; its rejection is
+//! fed back once. What passes runs
 //! its parameter grid in sample (every trial registered) and goes through
 //! the gates at its own defaults.
 
 use std::path::PathBuf;
-
-use keel_model::Params;
 
 use crate::sandbox::StrategyArtifact;
 use crate::scaffold;
 
 use super::cascade::{Cascade, Choice, review};
 use super::config::Role;
-use super::gates;
 use super::night::{Night, Plan};
 use super::prompts::{self, Review};
 use super::provider::Turn;
@@ -165,6 +164,12 @@ impl Night<'_> {
                 }
                 return Ok(());
             }
+            // A copy is dropped before it costs a review or a gate.
+            let diverse =
+                self.diversity_step(id, &artifact, plan.split, plan.fills, plan.parent)?;
+            if !diverse.passed {
+                return Ok(());
+            }
             if self.models.plays(Role::Reviewer) {
                 let verdict = self.review_by_model(id, &plan.brief, &code)?;
                 if !verdict.accept {
@@ -189,7 +194,7 @@ impl Night<'_> {
                     continue;
                 }
             }
-            return self.trials_and_gates(plan, id, artifact);
+            return self.trials_and_gates(plan, id, artifact, diverse.figures);
         }
     }
 
@@ -200,28 +205,12 @@ impl Night<'_> {
         plan: &Plan<'_>,
         attempt: i64,
         artifact: StrategyArtifact,
+        diversity: serde_json::Value,
     ) -> anyhow::Result<()> {
-        let bt = gates::config(plan.fills, false);
-        let defaults = Params::resolve(&plan.parent.info.params, &[])?;
-        let parent_run = gates::run(
-            self.sandbox,
-            plan.parent,
-            &defaults,
-            &plan.split.in_sample,
-            &bt,
-            false,
-        )?;
-        let parent_trades = gates::trades_hash(&parent_run);
         let loaded = self.sandbox.load(&artifact)?;
         let mut found = None;
         self.step("trials", "code", Some(attempt), |n| {
-            let (done, grid) = n.grid(
-                &loaded,
-                plan.split,
-                plan.fills,
-                Choice::Defaults,
-                Some(parent_trades),
-            )?;
+            let (done, grid) = n.grid(&loaded, plan.split, plan.fills, Choice::Defaults, &[])?;
             found = Some(grid);
             Ok(done)
         })?;
@@ -245,6 +234,7 @@ impl Night<'_> {
         let figures = serde_json::json!({
             "trades_hash": grid.trades_hash,
             "in_sample": grid.figures,
+            "diversity": diversity,
         });
         self.gates_and_submit(Cascade {
             attempt,

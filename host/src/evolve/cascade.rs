@@ -1,12 +1,14 @@
 //! The cascade a written strategy goes through, cheapest check first:
-//! the static review, the build, validation, then the evolution's gates
-//! (look-ahead probe, diversity, backtest, walk-forward, stress, deflated
-//! Sharpe, PBO, the locked holdout) and submission with its lineage. Also
+//! the static review, the build, validation, diversity (`diversity`), then
+//! the evolution's gates (look-ahead probe, backtest, walk-forward, stress,
+//! deflated Sharpe, PBO, the locked holdout) and submission with its
+//! lineage. Also
 //! the trials a strategy's parameter grid runs in sample, every one
 //! registered.
 
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
 use rayon::prelude::*;
 
 use keel_backtester::fills::FillModel;
@@ -19,6 +21,7 @@ use crate::candidates::{self, Submission};
 use crate::sandbox::{LoadedStrategy, Sandbox, StrategyArtifact};
 use crate::validate;
 
+use super::diversity::Known;
 use super::gates::{self, Split, Verdict};
 use super::night::{Done, Night};
 use super::offline::{self, Draws};
@@ -48,8 +51,8 @@ pub(super) struct Cascade<'c> {
 pub(super) enum Choice {
     /// The best new trade list (the offline author's mutation).
     BestNew,
-    /// The strategy's own defaults (a model-written strategy), judged
-    /// against its parent's trades.
+    /// The strategy's own defaults (a model-written strategy, whose
+    /// diversity was judged before its grid ran).
     Defaults,
 }
 
@@ -126,7 +129,7 @@ impl Night<'_> {
         let params = Params::resolve(&loaded.info.params, &[])?;
         let grid_returns = grid.returns.clone();
         let chosen_returns = grid.chosen_returns.clone();
-        let gates: [(&str, Box<GateFn<'_, '_>>); 8] = [
+        let gates: [(&str, Box<GateFn<'_, '_>>); 7] = [
             (
                 "lookahead",
                 Box::new(|n| {
@@ -138,25 +141,6 @@ impl Night<'_> {
                         fills,
                         config.gates.lookahead_probes,
                     )
-                }),
-            ),
-            (
-                "diversity",
-                Box::new(|n| {
-                    let seen = record::trade_lists(n.conn)?;
-                    let copies = seen.iter().filter(|h| **h == grid.trades_hash).count();
-                    Ok(Verdict {
-                        gate: "diversity",
-                        passed: copies <= 1 && grid.trades_hash != grid.parent_trades_hash,
-                        detail: if grid.trades_hash == grid.parent_trades_hash {
-                            "trades exactly as its parent: nothing new".into()
-                        } else if copies > 1 {
-                            "trades exactly as an earlier candidate of the evolution".into()
-                        } else {
-                            "a trade list of its own".into()
-                        },
-                        figures: serde_json::json!({ "trades_hash": grid.trades_hash }),
-                    })
                 }),
             ),
             (
@@ -294,10 +278,16 @@ impl Night<'_> {
                 parent: parent_hash.clone(),
                 source: dir.display().to_string(),
             };
-            let (id, _, gates) = candidates::submit(
+            // The candidate gate's figures are shown to the analyst on
+            // later nights: they are computed before the locked holdout.
+            let data = candidates::gate_data_for(&settings.candidates, &settings.db, &[])?;
+            let data = gates::before(&data, split.holdout_from_ms)
+                .context("the candidate gate's data before the locked holdout")?;
+            let (id, _, gates) = candidates::submit_on(
                 n.conn,
                 n.sandbox,
                 &settings.candidates,
+                &data,
                 &artifact,
                 &submission,
             )?;
@@ -330,14 +320,14 @@ impl Night<'_> {
     }
 
     /// The offline author's work: the mutation grid run in sample, every
-    /// trial registered, the best new trade list chosen.
+    /// trial registered, the best trade list not in `known` chosen.
     pub(super) fn grid(
         &mut self,
         parent: &LoadedStrategy,
         split: &Split,
         fills: FillModel,
         choice: Choice,
-        parent_trades: Option<String>,
+        known: &[Known],
     ) -> anyhow::Result<(Done, Grid)> {
         let config = &self.settings.config;
         let sets = offline::mutations(
@@ -390,18 +380,13 @@ impl Night<'_> {
             .collect();
         record::add_trials(self.conn, self.id, &trials)?;
         let defaults = scored.first().filter(|run| run.set == sets[0]);
-        let parent_trades = parent_trades
-            .unwrap_or_else(|| defaults.map(|run| run.hash.clone()).unwrap_or_default());
-        let seen = record::trade_lists(self.conn)?;
         let sharpe = |run: &Scored| run.moments.as_ref().map_or(f64::NEG_INFINITY, |m| m.sharpe);
         let best = match choice {
             Choice::Defaults => defaults,
             Choice::BestNew => scored
                 .iter()
                 .filter(|run| {
-                    run.hash != parent_trades
-                        && !seen.contains(&run.hash)
-                        && !run.result.trades.is_empty()
+                    !known.iter().any(|k| k.hash == run.hash) && !run.result.trades.is_empty()
                 })
                 .max_by(|a, b| sharpe(a).total_cmp(&sharpe(b))),
         };
@@ -409,7 +394,6 @@ impl Night<'_> {
             tried: sets.len(),
             ran: scored.len(),
             registered: trials.len(),
-            parent_trades_hash: parent_trades,
             chosen: best.map(|run| run.set.clone()),
             chosen_returns: best.map(|run| run.returns.clone()).unwrap_or_default(),
             trades_hash: best.map(|run| run.hash.clone()).unwrap_or_default(),
@@ -441,7 +425,6 @@ impl Night<'_> {
                 "chosen": output.chosen.as_deref().map(offline::assignments),
                 "figures": output.figures,
                 "trades_hash": output.trades_hash,
-                "parent_trades_hash": output.parent_trades_hash,
             }))?,
         };
         Ok((done, output))
@@ -463,7 +446,6 @@ pub(super) struct Grid {
     pub tried: usize,
     pub ran: usize,
     pub registered: usize,
-    pub parent_trades_hash: String,
     pub chosen: Option<Vec<(String, ParamValue)>>,
     pub chosen_returns: Vec<f64>,
     pub trades_hash: String,

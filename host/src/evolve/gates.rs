@@ -25,6 +25,9 @@ pub struct Split {
     /// Names the in-sample data in the trial registry.
     pub digest: String,
     pub holdout_digest: String,
+    /// Where the holdout window begins: no figure computed on a bar at or
+    /// after it may reach a model.
+    pub holdout_from_ms: i64,
 }
 
 /// Cuts `data` at the time `holdout_pct` percent before the end of its
@@ -44,28 +47,6 @@ pub fn split(data: Vec<Dataset>, holdout_pct: f64) -> anyhow::Result<Split> {
         anyhow::bail!("the evolution's data is empty");
     };
     let cut = first + ((last - first) as f64 * (1.0 - holdout_pct / 100.0)) as i64;
-    let part = |d: &Dataset, keep: &dyn Fn(i64) -> bool, name: &str| -> anyhow::Result<Dataset> {
-        let candles: Vec<_> = (d.series.candles.iter())
-            .filter(|c| keep(c.time_ms))
-            .copied()
-            .collect();
-        if candles.len() < 2 {
-            anyhow::bail!(
-                "{}: too few bars for its {name} ({} of {})",
-                d.reference.source,
-                candles.len(),
-                d.series.candles.len()
-            );
-        }
-        let reference = keel_backtester::report::DataRef::of(
-            &d.reference.symbol,
-            d.reference.source.clone(),
-            &candles,
-        );
-        let mut series = d.series.clone();
-        series.candles = candles;
-        Ok(Dataset { series, reference })
-    };
     let in_sample = (data.iter())
         .map(|d| part(d, &|t| t < cut, "in-sample part"))
         .collect::<anyhow::Result<Vec<_>>>()?;
@@ -85,7 +66,40 @@ pub fn split(data: Vec<Dataset>, holdout_pct: f64) -> anyhow::Result<Split> {
         holdout_digest: digest(&holdout),
         in_sample,
         holdout,
+        holdout_from_ms: cut,
     })
+}
+
+/// `data` without its bars at or after `cut_ms` (a holdout window's
+/// start); each data set must keep bars.
+pub fn before(data: &[Dataset], cut_ms: i64) -> anyhow::Result<Vec<Dataset>> {
+    data.iter()
+        .map(|d| part(d, &|t| t < cut_ms, "part before the locked holdout"))
+        .collect()
+}
+
+/// The bars of `d` whose time `keep` keeps, named `name` in an error.
+fn part(d: &Dataset, keep: &dyn Fn(i64) -> bool, name: &str) -> anyhow::Result<Dataset> {
+    let candles: Vec<_> = (d.series.candles.iter())
+        .filter(|c| keep(c.time_ms))
+        .copied()
+        .collect();
+    if candles.len() < 2 {
+        anyhow::bail!(
+            "{}: too few bars for its {name} ({} of {})",
+            d.reference.source,
+            candles.len(),
+            d.series.candles.len()
+        );
+    }
+    let reference = keel_backtester::report::DataRef::of(
+        &d.reference.symbol,
+        d.reference.source.clone(),
+        &candles,
+    );
+    let mut series = d.series.clone();
+    series.candles = candles;
+    Ok(Dataset { series, reference })
 }
 
 /// The trial registry's name for a part's bars: SHA-256 of each bar's time

@@ -25,7 +25,9 @@ use crate::store::now_ms;
 use super::benchmarks;
 use super::cascade::{Cascade, Choice, review};
 use super::config::{EvolveConfig, Role};
+use super::diversity::TradeLists;
 use super::gates::{self, Split};
+use super::lock::NightLock;
 use super::offline;
 use super::record::{self, NightStatus, Prediction, Step};
 use super::roles::{Models, Stopped};
@@ -66,17 +68,30 @@ pub fn run(
     settings: &NightSettings,
 ) -> anyhow::Result<NightOutcome> {
     let config = &settings.config;
-    let models = Models::new(config)?;
     let providers = [Role::Analyst, Role::Author, Role::Reviewer]
         .map(|r| format!("{}={}", r.as_str(), config.role(r).label()))
         .join(" ");
+    // Held until the night ends: with it, a night still `running` is one
+    // whose process is gone.
+    let _lock = NightLock::take(conn)?;
     let (night, abandoned) = record::open_night(conn, &providers, &serde_json::to_value(config)?)?;
+    // On the record before anything can fail (a key that cannot be read,
+    // say): a failed night is a night, and its scheduled time has passed.
+    let models = match Models::new(config) {
+        Ok(models) => models,
+        Err(e) => {
+            let note = format!("{e:#}");
+            record::close_night(conn, night, NightStatus::Failed, None, &note, (0.0, 0))?;
+            return Err(e.context(format!("night {night}")));
+        }
+    };
     let mut n = Night {
         conn,
         sandbox,
         settings,
         models: &models,
         id: night,
+        traded: TradeLists::new(),
     };
     let result = n.go();
     let spent = models.spent();
@@ -114,6 +129,8 @@ pub(super) struct Night<'a> {
     pub settings: &'a NightSettings,
     pub models: &'a Models,
     pub id: i64,
+    /// The trade lists of stored components already run tonight.
+    pub traded: TradeLists,
 }
 
 /// A step's outcome before it is recorded.
@@ -201,7 +218,7 @@ impl Night<'_> {
             self.step("reflect", "code", None, |n| n.reflect(&bench.output))?;
         }
         let decided = if self.models.plays(Role::Analyst) {
-            self.decide_by_model(&bench.output)?
+            self.decide_by_model(&bench.output, split.holdout_from_ms)?
         } else {
             let decision = self.step("decide", "analyst", None, |n| n.decide())?;
             let answer: serde_json::Value = serde_json::from_str(&decision.output)?;
@@ -453,7 +470,8 @@ impl Night<'_> {
         }
         let mut found = None;
         self.step("generate", "author", None, |n| {
-            let (done, grid) = n.grid(&parent, split, fills, Choice::BestNew, None)?;
+            let known = n.known_trades(split, fills, &parent, None)?;
+            let (done, grid) = n.grid(&parent, split, fills, Choice::BestNew, &known)?;
             found = Some(grid);
             Ok(done)
         })?;
@@ -507,6 +525,12 @@ impl Night<'_> {
         if !self.validate_step(&file, &hash, attempt)?.ok {
             return Ok(stop(self, "validate", Some(&hash))?);
         }
+        let diverse = self.diversity_step(attempt, &artifact, split, fills, &parent)?;
+        if !diverse.passed {
+            return Ok(());
+        }
+        let mut figures = figures;
+        figures["diversity"] = diverse.figures;
         self.gates_and_submit(Cascade {
             attempt,
             artifact,

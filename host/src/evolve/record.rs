@@ -28,7 +28,9 @@ impl NightStatus {
 }
 
 /// Starts a night; a night still `running` (its process was killed) is
-/// closed as abandoned first, and its id returned beside the new one.
+/// closed as abandoned first, and its id returned beside the new one. The
+/// caller holds the night lock (`lock::NightLock`), so no `running` night's
+/// process is alive.
 pub fn open_night(
     conn: &Connection,
     providers: &str,
@@ -270,13 +272,16 @@ pub fn source_of(conn: &Connection, hash: &str) -> rusqlite::Result<Option<Strin
     .optional()
 }
 
-/// Trial hashes already seen: a trade list made before is not new.
-pub fn trade_lists(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+/// The trade lists attempts made (on their night's reference data): a
+/// trade list made before is not new. Each is (attempt, night, slug,
+/// trade-list hash).
+pub fn trade_lists(conn: &Connection) -> rusqlite::Result<Vec<(i64, i64, String, String)>> {
     conn.prepare(
-        "SELECT json_extract(figures, '$.trades_hash') FROM evolve_attempts
-         WHERE json_extract(figures, '$.trades_hash') IS NOT NULL",
+        "SELECT id, night_id, slug, json_extract(figures, '$.trades_hash') FROM evolve_attempts
+         WHERE json_extract(figures, '$.trades_hash') IS NOT NULL
+           AND json_extract(figures, '$.trades_hash') != '' ORDER BY id",
     )?
-    .query_map([], |r| r.get(0))?
+    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
     .collect()
 }
 

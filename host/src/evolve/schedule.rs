@@ -3,7 +3,8 @@
 //! or slows trading. A night is due when the latest scheduled instant has
 //! passed and no night started since it: a machine that was off at that
 //! time runs the night when it comes back, and a restart does not run it
-//! twice.
+//! twice. A scheduled instant's night is started once, whatever becomes of
+//! it; what a failed night said on its stderr goes to the log.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -71,45 +72,101 @@ impl Drop for Scheduler {
     }
 }
 
+/// A night's process, and what it says on its stderr.
+struct Running {
+    child: Child,
+    stderr: Option<JoinHandle<String>>,
+}
+
+/// The most of a night's stderr kept for the log.
+const STDERR_KEPT: usize = 4096;
+
 fn run_schedule(night: &NightCommand, schedule: &Schedule, poll: Duration, stop: &AtomicBool) {
-    let mut child: Option<Child> = None;
+    let mut running: Option<Running> = None;
+    // The instant whose night was last started: started once, whatever
+    // became of it (a night that fails before it is recorded must not be
+    // started again at every poll).
+    let mut started_for: Option<i64> = None;
     // One connection for every look, opened at the first.
     let mut conn: Option<Connection> = None;
     while !stop.load(Ordering::SeqCst) {
-        if let Some(c) = &mut child {
-            match c.try_wait() {
+        if let Some(r) = &mut running {
+            match r.child.try_wait() {
                 Ok(Some(status)) => {
-                    tracing::info!(%status, "the night ended");
-                    child = None;
+                    let said = r.stderr.take().and_then(|t| t.join().ok());
+                    let said = said.unwrap_or_default();
+                    if status.success() {
+                        tracing::info!(%status, "the night ended");
+                    } else {
+                        tracing::error!(
+                            target: "keel::evolve",
+                            "the night failed ({status}): {}",
+                            said.trim()
+                        );
+                    }
+                    running = None;
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    tracing::warn!("the night's process: {e}");
-                    child = None;
+                    tracing::error!(target: "keel::evolve", "the night's process: {e}");
+                    running = None;
                 }
             }
         } else {
             match is_due(&mut conn, &night.db, schedule) {
-                Ok(true) => match spawn(night) {
-                    Ok(c) => {
-                        tracing::info!(pid = c.id(), "a night of the evolution started");
-                        child = Some(c);
+                Ok(Some(instant)) if started_for == Some(instant) => {}
+                Ok(Some(instant)) => {
+                    started_for = Some(instant);
+                    match spawn(night) {
+                        Ok(mut child) => {
+                            tracing::info!(pid = child.id(), "a night of the evolution started");
+                            let stderr = child.stderr.take().and_then(|pipe| {
+                                std::thread::Builder::new()
+                                    .name("keel-evolve-stderr".into())
+                                    .spawn(move || kept_tail(pipe))
+                                    .ok()
+                            });
+                            running = Some(Running { child, stderr });
+                        }
+                        Err(e) => {
+                            tracing::error!(target: "keel::evolve", "the night could not start: {e}")
+                        }
                     }
-                    Err(e) => tracing::warn!("the night could not start: {e}"),
-                },
-                Ok(false) => {}
+                }
+                Ok(None) => {}
                 Err(e) => tracing::warn!("the evolution's schedule: {e:#}"),
             }
         }
         std::thread::sleep(poll);
     }
-    if let Some(mut c) = child {
-        let _ = c.kill();
-        let _ = c.wait();
+    if let Some(mut r) = running {
+        let _ = r.child.kill();
+        let _ = r.child.wait();
     }
 }
 
-fn is_due(conn: &mut Option<Connection>, db: &Path, schedule: &Schedule) -> anyhow::Result<bool> {
+/// Everything read from `pipe` until it closes, but only its last
+/// `STDERR_KEPT` bytes kept.
+fn kept_tail(mut pipe: impl std::io::Read) -> String {
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 1024];
+    while let Ok(n) = pipe.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        kept.extend_from_slice(&buf[..n]);
+        let over = kept.len().saturating_sub(STDERR_KEPT);
+        kept.drain(..over);
+    }
+    String::from_utf8_lossy(&kept).into_owned()
+}
+
+/// The scheduled instant whose night is due, if one is.
+fn is_due(
+    conn: &mut Option<Connection>,
+    db: &Path,
+    schedule: &Schedule,
+) -> anyhow::Result<Option<i64>> {
     let conn = match conn {
         Some(c) => c,
         None => {
@@ -118,7 +175,9 @@ fn is_due(conn: &mut Option<Connection>, db: &Path, schedule: &Schedule) -> anyh
             conn.insert(c)
         }
     };
-    due(conn, crate::store::now_ms(), schedule)
+    let now = crate::store::now_ms();
+    let instant = schedule.latest(now).map_err(anyhow::Error::msg)?;
+    Ok(due(conn, now, schedule)?.then_some(instant))
 }
 
 fn spawn(night: &NightCommand) -> std::io::Result<Child> {
@@ -133,9 +192,10 @@ fn spawn(night: &NightCommand) -> std::io::Result<Child> {
     if let Some(dir) = &night.target_dir {
         cmd.arg("--target-dir").arg(dir);
     }
+    // Its stderr is read into the log: a night that fails says why.
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
 }
 
@@ -160,5 +220,17 @@ mod tests {
         assert!(!due(&conn, now, &at_two).expect("not due"));
         // Tomorrow after 02:00, those nights are before the instant: due.
         assert!(due(&conn, now + 86_400_000, &at_two).expect("tomorrow's"));
+    }
+
+    #[test]
+    fn only_the_end_of_a_long_stderr_is_kept() {
+        let long = format!("{}the reason", "x".repeat(10_000));
+        let kept = kept_tail(long.as_bytes());
+        assert_eq!(kept.len(), STDERR_KEPT);
+        assert!(kept.ends_with("the reason"));
+        assert_eq!(
+            kept_tail("error: night 1: why\n".as_bytes()),
+            "error: night 1: why\n"
+        );
     }
 }

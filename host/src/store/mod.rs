@@ -15,6 +15,7 @@ use rusqlite::{Connection, OptionalExtension};
 pub use audit::audit;
 pub use candles::{ImportReport, StoredSeries, file_digest};
 pub use downloads::{DownloadCursor, DownloadKey};
+pub(crate) use owner::open_private;
 pub use owner::{OwnerError, Ownership, alive, lock_file};
 
 /// How long a writer of the database waits for another's write lock before

@@ -144,7 +144,7 @@ fn owner_of(file: &mut File) -> (Option<u32>, String) {
 }
 
 /// Opens (creating) a file only its owner can read.
-fn open_private(path: &Path) -> std::io::Result<File> {
+pub(crate) fn open_private(path: &Path) -> std::io::Result<File> {
     let mut options = OpenOptions::new();
     options.read(true).write(true).create(true).truncate(false);
     #[cfg(unix)]
