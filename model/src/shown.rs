@@ -39,6 +39,16 @@ pub fn line(text: &str) -> Text<'_> {
     }
 }
 
+/// Text the operator asked to read whole (a prompt, a model's answer, one
+/// line of it at a time): escaped as [`text`], never cut.
+pub fn whole(text: &str) -> Text<'_> {
+    Text {
+        text,
+        quoted: false,
+        max: usize::MAX,
+    }
+}
+
 /// Another library's error message (a TOML or JSON parser's), which may
 /// quote the input: escaped, every number of more than 24 characters
 /// written compactly (`1e-300`, not 300 digits; past f64's range, its

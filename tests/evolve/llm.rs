@@ -362,6 +362,31 @@ fn code_that_does_not_compile_is_fixed_on_the_retry_with_the_compilers_error() {
     assert_key_kept(&db, &out, &requests);
 }
 
+/// What a model writes reaches the operator's terminal escaped: a reason
+/// carrying terminal control sequences is shown as text by `history` and
+/// `show`, and kept as written in `--json`.
+#[test]
+fn a_models_control_characters_are_shown_escaped() {
+    let hostile = r#"{"decision":"nothing","reason":"fine\u001b]0;pwned\u0007\u001b[2J","predictions":[PREDICTION]}"#
+        .replace("PREDICTION", PREDICTION);
+    let llm = FakeLlm::start(vec![Reply::openai(&hostile, 600, 50)]);
+    let (dir, db, out) = night(&evolve_toml("openai", &llm.openai_url(), ""));
+    assert_ok(&out);
+    for args in [&["evolve", "history"][..], &["evolve", "show", "1"]] {
+        let shown = super::keel_in(dir.path(), &db, args);
+        assert_ok(&shown);
+        let stdout = text(&shown.stdout);
+        assert!(
+            !stdout.contains('\u{1b}'),
+            "{args:?}: a raw ESC: {stdout:?}"
+        );
+        assert!(!stdout.contains('\u{7}'), "{args:?}: a raw BEL: {stdout:?}");
+        assert!(stdout.contains(r"fine\x1b]0;pwned"), "{args:?}: {stdout}");
+    }
+    let json = super::keel_in(dir.path(), &db, &["evolve", "history", "--json"]);
+    assert!(text(&json.stdout).contains(r"fine\u001b]0;pwned"));
+}
+
 #[test]
 fn a_malformed_decision_is_refused_and_asked_again_once() {
     let llm = FakeLlm::start(vec![

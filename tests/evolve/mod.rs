@@ -8,6 +8,7 @@ use std::process::{Command, Output};
 use crate::paper::{count, text};
 use crate::support::repo;
 
+mod decisions;
 mod diversity;
 mod holdout;
 mod llm;

@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 
 use keel_model::candles::format_time;
+use keel_model::shown;
 
 use crate::candidates;
 use crate::evolve::config::EvolveConfig;
@@ -103,8 +104,8 @@ pub(super) fn run(args: &EvolveArgs, db: &Path, cache: &CompileCache) -> anyhow:
                             s.input_tokens, s.output_tokens, s.usd
                         );
                     }
-                    println!("  in:  {}", s.input.replace('\n', "\n       "));
-                    println!("  out: {}", s.output.replace('\n', "\n       "));
+                    println!("  in:  {}", block(&s.input));
+                    println!("  out: {}", block(&s.output));
                 }
             }
             Ok(true)
@@ -143,6 +144,15 @@ pub(super) fn run(args: &EvolveArgs, db: &Path, cache: &CompileCache) -> anyhow:
     }
 }
 
+/// A step's input or output as shown under its heading: what a model
+/// wrote (or a strategy named) reaches the terminal escaped, line by line.
+fn block(text: &str) -> String {
+    text.lines()
+        .map(|l| shown::whole(l).to_string())
+        .collect::<Vec<_>>()
+        .join("\n       ")
+}
+
 fn print_night(n: &record::Night) {
     println!(
         "night {} ({}) {}: {} — {}; ${:.4}, {} tokens; {}",
@@ -150,7 +160,7 @@ fn print_night(n: &record::Night) {
         format_time(n.started_ms),
         n.status,
         n.decision.as_deref().unwrap_or("no decision"),
-        n.note,
+        shown::line(&n.note),
         n.usd,
         n.tokens,
         n.providers
@@ -158,8 +168,8 @@ fn print_night(n: &record::Night) {
     for a in &n.attempts {
         println!(
             "  {} ({}): {} at {}{}",
-            a.slug,
-            a.brief,
+            shown::text(&a.slug),
+            shown::line(&a.brief),
             if a.passed { "passed" } else { "stopped" },
             a.reached,
             a.candidate
@@ -174,7 +184,11 @@ fn print_night(n: &record::Night) {
         };
         println!(
             "  prediction: {} [{} {} {} at p={}] {grade}",
-            p.claim, p.metric, p.comparator, p.threshold, p.probability
+            shown::line(&p.claim),
+            shown::text(&p.metric),
+            p.comparator,
+            p.threshold,
+            p.probability
         );
     }
 }

@@ -403,6 +403,18 @@ impl EvolveConfig {
             .iter()
             .map(|spec| relative_data(spec, base))
             .collect();
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        let roles = [
+            Some(&mut config.provider),
+            config.analyst.as_mut(),
+            config.author.as_mut(),
+            config.reviewer.as_mut(),
+        ];
+        for rc in roles.into_iter().flatten() {
+            if let Some(file) = &rc.key_file {
+                rc.key_file = Some(key_path(file, base, home.as_deref())?);
+            }
+        }
         Ok(config)
     }
 
@@ -414,6 +426,23 @@ impl EvolveConfig {
             Role::Reviewer => &self.reviewer,
         };
         own.as_ref().unwrap_or(&self.provider)
+    }
+}
+
+/// A `key_file` as written: `~/…` is in the home directory `home`, a
+/// relative path is beside `evolve.toml` (in `base`), not wherever keel
+/// happens to be started.
+fn key_path(file: &Path, base: &Path, home: Option<&Path>) -> anyhow::Result<PathBuf> {
+    match file.strip_prefix("~") {
+        Ok(rest) => match home {
+            Some(home) => Ok(home.join(rest)),
+            None => anyhow::bail!(
+                "key_file {}: ~ stands for the home directory, and HOME is not set",
+                keel_model::shown::quoted(&file.display().to_string())
+            ),
+        },
+        Err(_) if file.is_relative() => Ok(base.join(file)),
+        Err(_) => Ok(file.to_path_buf()),
     }
 }
 
@@ -476,7 +505,8 @@ mod bounded {
         Bounds::new(-100.0, 10_000.0).deserialize("min_fold_return_pct", d)
     }
     pub(super) fn probes<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
-        Bounds::new(0, 50).deserialize("lookahead_probes", d)
+        // At least one: no probe would let a strategy that peeks through.
+        Bounds::new(1, 50).deserialize("lookahead_probes", d)
     }
     pub(super) fn holdout_pct<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
         Bounds::new(5.0, 50.0).deserialize("holdout_pct", d)
@@ -498,6 +528,19 @@ mod bounded {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_file_is_found_from_home_or_beside_the_config() {
+        let (base, home) = (Path::new("/etc/keel"), Some(Path::new("/home/me")));
+        let at = |file: &str| key_path(Path::new(file), base, home).expect(file);
+        assert_eq!(at("~/.keel/a.key"), Path::new("/home/me/.keel/a.key"));
+        assert_eq!(at("keys/a.key"), Path::new("/etc/keel/keys/a.key"));
+        assert_eq!(at("/srv/a.key"), Path::new("/srv/a.key"));
+        // `~user` is not expanded: a file of that name beside the config.
+        assert_eq!(at("~bob/a.key"), Path::new("/etc/keel/~bob/a.key"));
+        let err = key_path(Path::new("~/a.key"), base, None).expect_err("no HOME");
+        assert!(err.to_string().contains("HOME is not set"), "{err}");
+    }
 
     #[test]
     fn an_empty_file_is_the_safe_defaults() {
@@ -577,6 +620,10 @@ time_zone = "+02:00"
             (
                 "[gates]\nmin_dsr = 1.5\n",
                 "e.toml:2: probability 1.5 is outside [0, 1]",
+            ),
+            (
+                "[gates]\nlookahead_probes = 0\n",
+                "e.toml:2: lookahead_probes 0 is outside [1, 50]",
             ),
             (
                 "[gates]\npbo_splits = 7\n",
