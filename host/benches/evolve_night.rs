@@ -76,7 +76,9 @@ fn main() -> anyhow::Result<()> {
     let steps = record::steps(store.conn(), outcome.night)?;
     println!("offline night on {bars} one-minute bars, {mutations} mutations");
     println!("{:<18} {:>10}", "step", "ms");
+    // Every gate after the build, validation included.
     let cascade = [
+        "validate",
         "lookahead",
         "diversity",
         "backtest",
@@ -101,7 +103,7 @@ fn main() -> anyhow::Result<()> {
     }
     let attempt = outcome.attempts.first();
     println!(
-        "cascade after the build (validate excluded): {cascade_ms} ms; reached {}",
+        "cascade after the build (validate to submit): {cascade_ms} ms; reached {}",
         attempt.map_or("nothing", |a| a.reached.as_str())
     );
     println!("whole night: {:.1} s", total.as_secs_f64());
