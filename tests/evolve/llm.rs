@@ -8,9 +8,9 @@ use std::process::{Command, Output};
 
 use rusqlite::Connection;
 
+use super::stopped::reached;
 use super::{LENIENT_CANDIDATES, path, text};
 use crate::fakes::llm::{FakeLlm, Received, Reply};
-use crate::paper::count;
 use crate::support::repo;
 
 pub(super) const KEY_VAR: &str = "KEEL_TEST_LLM_KEY";
@@ -143,6 +143,42 @@ min_stress_return_pct = -100
     )
 }
 
+/// The two API shapes a model may speak: every scripted scenario runs in
+/// both, against the same fake server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Shape {
+    Anthropic,
+    OpenAi,
+}
+
+pub(super) const SHAPES: [Shape; 2] = [Shape::Anthropic, Shape::OpenAi];
+
+impl Shape {
+    /// An answer whose text is `text`, with its token counts.
+    pub(super) fn reply(self, text: &str, input: u64, output: u64) -> Reply {
+        match self {
+            Shape::Anthropic => Reply::anthropic(text, input, output),
+            Shape::OpenAi => Reply::openai(text, input, output),
+        }
+    }
+
+    /// `evolve.toml` with every role played in this shape at `llm`.
+    pub(super) fn toml(self, llm: &FakeLlm, extra: &str) -> String {
+        match self {
+            Shape::Anthropic => evolve_toml("anthropic", &llm.anthropic_url(), extra),
+            Shape::OpenAi => evolve_toml("openai", &llm.openai_url(), extra),
+        }
+    }
+
+    /// The path every request of this shape goes to.
+    pub(super) fn path(self) -> &'static str {
+        match self {
+            Shape::Anthropic => "/v1/messages",
+            Shape::OpenAi => "/v1/chat/completions",
+        }
+    }
+}
+
 /// One night in a fresh directory with `evolve`; returns the directory,
 /// the database and keel's output.
 pub(super) fn night(evolve: &str) -> (tempfile::TempDir, std::path::PathBuf, Output) {
@@ -269,12 +305,21 @@ pub(super) fn assert_ok(out: &Output) {
 
 #[test]
 fn a_model_written_strategy_goes_through_the_gates_with_its_tokens_and_cost_recorded() {
+    for shape in SHAPES {
+        eprintln!("in the {shape:?} shape");
+        a_model_written_strategy_goes_through_the_gates_with_its_tokens_and_cost_recorded_in(shape);
+    }
+}
+
+fn a_model_written_strategy_goes_through_the_gates_with_its_tokens_and_cost_recorded_in(
+    shape: Shape,
+) {
     let llm = FakeLlm::start(vec![
-        Reply::anthropic(&create(), 1000, 200),
-        Reply::anthropic(&fenced(GOOD), 2000, 900),
-        Reply::anthropic(ACCEPT, 1500, 40),
+        shape.reply(&create(), 1000, 200),
+        shape.reply(&fenced(GOOD), 2000, 900),
+        shape.reply(ACCEPT, 1500, 40),
     ]);
-    let (_dir, db, out) = night(&evolve_toml("anthropic", &llm.anthropic_url(), ""));
+    let (_dir, db, out) = night(&shape.toml(&llm, ""));
     assert_ok(&out);
     let (status, decision, _, usd, tokens) = night_row(&db);
     assert_eq!(
@@ -332,19 +377,29 @@ fn a_model_written_strategy_goes_through_the_gates_with_its_tokens_and_cost_reco
 
 #[test]
 fn code_that_does_not_compile_is_fixed_on_the_retry_with_the_compilers_error() {
+    for shape in SHAPES {
+        eprintln!("in the {shape:?} shape");
+        code_that_does_not_compile_is_fixed_on_the_retry_with_the_compilers_error_in(shape);
+    }
+}
+
+fn code_that_does_not_compile_is_fixed_on_the_retry_with_the_compilers_error_in(shape: Shape) {
     let broken = GOOD.replace("let above = fast > slow;", "let above: u32 = fast > slow;");
     let llm = FakeLlm::start(vec![
-        Reply::openai(&create(), 1000, 200),
-        Reply::openai(&fenced(&broken), 2000, 900),
-        Reply::openai(&fenced(GOOD), 2500, 900),
-        Reply::openai(ACCEPT, 1500, 40),
+        shape.reply(&create(), 1000, 200),
+        shape.reply(&fenced(&broken), 2000, 900),
+        shape.reply(&fenced(GOOD), 2500, 900),
+        shape.reply(ACCEPT, 1500, 40),
     ]);
-    let (_dir, db, out) = night(&evolve_toml("openai", &llm.openai_url(), ""));
+    let (_dir, db, out) = night(&shape.toml(&llm, ""));
     assert_ok(&out);
     let requests = llm.requests();
     assert_eq!(requests.len(), 4, "{:?}", steps(&db));
-    assert!(requests.iter().all(|r| r.path == "/v1/chat/completions"));
-    assert_eq!(requests[0].body["messages"][0]["role"], "system");
+    assert!(requests.iter().all(|r| r.path == shape.path()));
+    match shape {
+        Shape::Anthropic => assert!(requests[0].body["system"].is_string()),
+        Shape::OpenAi => assert_eq!(requests[0].body["messages"][0]["role"], "system"),
+    }
     let fix = requests[2].last();
     assert!(fix.contains("it does not build"), "{fix}");
     assert!(fix.contains("mismatched types"), "{fix}");
@@ -389,11 +444,18 @@ fn a_models_control_characters_are_shown_escaped() {
 
 #[test]
 fn a_malformed_decision_is_refused_and_asked_again_once() {
+    for shape in SHAPES {
+        eprintln!("in the {shape:?} shape");
+        a_malformed_decision_is_refused_and_asked_again_once_in(shape);
+    }
+}
+
+fn a_malformed_decision_is_refused_and_asked_again_once_in(shape: Shape) {
     let llm = FakeLlm::start(vec![
-        Reply::openai("{\"decision\": \"nothing\", \"reason\": ", 500, 10),
-        Reply::openai(&nothing(), 600, 50),
+        shape.reply("{\"decision\": \"nothing\", \"reason\": ", 500, 10),
+        shape.reply(&nothing(), 600, 50),
     ]);
-    let (_dir, db, out) = night(&evolve_toml("openai", &llm.openai_url(), ""));
+    let (_dir, db, out) = night(&shape.toml(&llm, ""));
     assert_ok(&out);
     let (status, decision, note, _, _) = night_row(&db);
     assert_eq!(
@@ -417,14 +479,14 @@ fn a_malformed_decision_is_refused_and_asked_again_once() {
 
     // Twice refused: the night decides nothing, without a prediction.
     let llm = FakeLlm::start(vec![
-        Reply::openai("I think we should buy.", 500, 10),
-        Reply::openai(
+        shape.reply("I think we should buy.", 500, 10),
+        shape.reply(
             r#"{"decision":"buy","reason":"r","predictions":[]}"#,
             500,
             10,
         ),
     ]);
-    let (_dir, db, out) = night(&evolve_toml("openai", &llm.openai_url(), ""));
+    let (_dir, db, out) = night(&shape.toml(&llm, ""));
     assert_ok(&out);
     let (_, decision, note, _, _) = night_row(&db);
     assert_eq!(decision.as_deref(), Some("nothing"));
@@ -471,13 +533,21 @@ fn rate_limits_and_overload_are_waited_out() {
 
 #[test]
 fn a_reply_that_would_pass_the_budget_stops_the_night_before_the_next_call() {
+    for shape in SHAPES {
+        eprintln!("in the {shape:?} shape");
+        a_reply_that_would_pass_the_budget_stops_the_night_before_the_next_call_in(shape);
+    }
+}
+
+fn a_reply_that_would_pass_the_budget_stops_the_night_before_the_next_call_in(shape: Shape) {
     // The analyst's reply reports 30,000 output tokens ($0.45 of $0.50):
     // the author's worst case no longer fits.
     let llm = FakeLlm::start(vec![
-        Reply::anthropic(&create(), 1000, 30_000),
-        Reply::anthropic(&fenced(GOOD), 2000, 900),
+        shape.reply(&create(), 1000, 30_000),
+        shape.reply(&fenced(GOOD), 2000, 900),
     ]);
-    let toml = evolve_toml("anthropic", &llm.anthropic_url(), "")
+    let toml = shape
+        .toml(&llm, "")
         .replace("[gates]", "[budget]\nusd = 0.5\n\n[gates]");
     let (_dir, db, out) = night(&toml);
     assert_ok(&out);
@@ -524,207 +594,6 @@ fn a_reviewers_rejection_is_fed_back_to_the_author_once() {
         .expect("attempt");
     assert_eq!(reached, "submitted");
     assert_key_kept(&db, &out, &requests);
-}
-
-/// A model's strategy that reads the later closes of its call before
-/// deciding at the first (written against the SDK's own export, as a
-/// model could): it builds, validates and is deterministic, and only the
-/// look-ahead probe can tell.
-const PEEKING: &str = r#"use std::cell::Cell;
-
-use keel_strategy_sdk::prelude::*;
-
-std::thread_local! {
-    static AHEAD: Cell<Option<bool>> = const { Cell::new(None) };
-}
-
-pub struct Peek {
-    holding: bool,
-}
-
-impl Strategy for Peek {
-    fn describe() -> StrategyInfo {
-        StrategyInfo {
-            name: "peek".into(),
-            version: "1.0.0".into(),
-            description: "Buys before rises.".into(),
-            symbols: vec![],
-            timeframe: "1m".into(),
-            warmup_bars: 0,
-            params: vec![],
-        }
-    }
-
-    fn init(_params: &Params) -> Result<Self, String> {
-        Ok(Peek { holding: false })
-    }
-
-    fn on_bar(&mut self, tick: &Tick) -> Result<Vec<Signal>, String> {
-        let Some(bar) = tick.bars.first() else {
-            return Ok(vec![]);
-        };
-        Ok(match (AHEAD.with(Cell::take), self.holding) {
-            (Some(true), false) => {
-                self.holding = true;
-                vec![Signal::open_long(&bar.symbol, Size::FractionOfEquity(0.5))
-                    .stop_loss(bar.close * 0.95)
-                    .reason("it rises")]
-            }
-            (Some(false), true) => {
-                self.holding = false;
-                vec![Signal::close(&bar.symbol).reason("it falls")]
-            }
-            _ => vec![],
-        })
-    }
-}
-
-#[cfg(target_arch = "wasm32")]
-const _: () = {
-    use keel_strategy_sdk::__private::{self, bindings};
-
-    std::thread_local! {
-        static SLOT: __private::Slot<Peek> = const { std::cell::RefCell::new(None) };
-    }
-
-    struct Guest;
-
-    impl __private::Guest for Guest {
-        fn describe() -> bindings::StrategyInfo {
-            __private::describe::<Peek>()
-        }
-
-        fn init(params: Vec<bindings::Param>, symbols: Vec<String>) -> Result<(), String> {
-            SLOT.with(|slot| __private::init(slot, params, symbols))
-        }
-
-        fn on_bars(
-            lanes: Vec<i64>,
-            prices: Vec<f64>,
-            portfolio: bindings::Portfolio,
-            limits: bindings::RiskLimits,
-            fills: Vec<bindings::Fill>,
-            tags: Vec<String>,
-        ) -> Result<bindings::BatchResult, String> {
-            let bars = prices.len() / 5;
-            let close = |b: usize| prices[b * 5 + 3];
-            AHEAD.with(|a| a.set((bars >= 2).then(|| close(bars - 1) > close(0))));
-            SLOT.with(|slot| __private::on_bars(slot, lanes, prices, portfolio, limits, fills, tags))
-        }
-    }
-
-    __private::export!(Guest with_types_in bindings);
-};
-"#;
-
-/// The attempt's furthest gate, whether it passed, and its last step's output.
-fn reached(db: &Path) -> (String, bool, String) {
-    let conn = Connection::open(db).expect("db");
-    let (reached, passed): (String, bool) = conn
-        .query_row("SELECT reached, passed FROM evolve_attempts", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .expect("an attempt");
-    let output: String = conn
-        .query_row(
-            "SELECT output FROM evolve_steps WHERE kind = ?1 ORDER BY seq DESC LIMIT 1",
-            [&reached],
-            |r| r.get(0),
-        )
-        .unwrap_or_default();
-    (reached, passed, output)
-}
-
-/// Through the SDK's own API a strategy sees one close at a time: a model
-/// that wants the later closes of a call has to reach into the SDK's
-/// private interface, which the static review refuses before anything is
-/// built; the look-ahead probe behind it is proven on a component that
-/// does it (`evolve::the_lookahead_probe_catches_…`).
-#[test]
-fn a_model_strategy_that_peeks_at_later_bars_is_refused_before_it_is_built() {
-    // Its own export is refused as no strategy; asked again, it names the
-    // macro in a comment to get past that, and the review refuses the
-    // private interface.
-    let dodging = format!("// keel_strategy_sdk::export_strategy! is not needed here\n{PEEKING}");
-    let llm = FakeLlm::start(vec![
-        Reply::anthropic(&create(), 1000, 200),
-        Reply::anthropic(&fenced(PEEKING), 2000, 900),
-        Reply::anthropic(&fenced(&dodging), 2000, 900),
-    ]);
-    let toml =
-        evolve_toml("anthropic", &llm.anthropic_url(), "").replace("retries = 2", "retries = 1");
-    let (_dir, db, out) = night(&toml);
-    assert_ok(&out);
-    let all = steps(&db);
-    let said = |text: &str| all.iter().any(|s| s.4.contains(text));
-    assert!(
-        said("the code does not export a strategy (export_strategy!)"),
-        "{all:?}"
-    );
-    assert!(said("the SDK's private interface (__private)"), "{all:?}");
-    assert!(!all.iter().any(|s| s.0 == "build"), "never built: {all:?}");
-    assert_eq!(llm.requests().len(), 3, "no reviewer call");
-    let (gate, passed, _) = reached(&db);
-    assert_eq!((gate.as_str(), passed), ("review", false), "on the record");
-    let candidates = count(
-        &Connection::open(&db).expect("db"),
-        "SELECT COUNT(*) FROM candidates",
-    );
-    assert_eq!(candidates, 0, "never submitted");
-}
-
-#[test]
-fn a_hostile_model_strategy_is_stopped_by_the_sandbox_and_never_submitted() {
-    let hostile = GOOD.replacen(
-        "fn on_bar(&mut self, tick: &Tick) -> Result<Vec<Signal>, String> {",
-        "fn on_bar(&mut self, tick: &Tick) -> Result<Vec<Signal>, String> {\n        let mut spin = tick.time_ms as u64;\n        loop {\n            spin = spin.wrapping_mul(6364136223846793005).wrapping_add(1);\n            if spin == 42 {\n                break;\n            }\n        }",
-        1,
-    );
-    assert_ne!(hostile, GOOD, "the loop went in");
-    let llm = FakeLlm::start(vec![
-        Reply::openai(&create(), 1000, 200),
-        Reply::openai(&fenced(&hostile), 2000, 900),
-        Reply::openai(ACCEPT, 1500, 40),
-    ]);
-    let toml = evolve_toml("openai", &llm.openai_url(), "").replace("retries = 2", "retries = 0");
-    let (_dir, db, out) = night(&toml);
-    assert_ok(&out);
-    let (gate, passed, output) = reached(&db);
-    assert!(!passed, "{gate}: {output}");
-    assert_eq!(gate, "validate", "{output}");
-    assert!(output.contains("fuel"), "the sandbox's reason: {output}");
-    let (status, ..) = night_row(&db);
-    assert_eq!(status, "finished", "the night itself carried on");
-}
-
-#[test]
-fn a_model_strategy_fit_to_the_in_sample_window_is_stopped_by_the_locked_holdout() {
-    // It trades only before the holdout begins (a date it was never shown,
-    // but a model can fit to the data it saw): in sample it trades, on the
-    // holdout it does nothing at all.
-    let overfit = GOOD.replacen(
-        "fn on_bar(&mut self, tick: &Tick) -> Result<Vec<Signal>, String> {",
-        "fn on_bar(&mut self, tick: &Tick) -> Result<Vec<Signal>, String> {\n        if tick.time_ms >= 1_767_225_600_000 + 3_000 * 60_000 {\n            return Ok(vec![]);\n        }",
-        1,
-    );
-    assert_ne!(overfit, GOOD);
-    let llm = FakeLlm::start(vec![
-        Reply::anthropic(&create(), 1000, 200),
-        Reply::anthropic(&fenced(&overfit), 2000, 900),
-        Reply::anthropic(ACCEPT, 1500, 40),
-    ]);
-    let toml = evolve_toml("anthropic", &llm.anthropic_url(), "")
-        .replace("min_holdout_sharpe = -1000000", "min_holdout_sharpe = 0");
-    let (_dir, db, out) = night(&toml);
-    assert_ok(&out);
-    let (gate, passed, output) = reached(&db);
-    assert_eq!((gate.as_str(), passed), ("holdout", false), "{output}");
-    assert!(output.contains("\"trades\":0"), "{output}");
-    let uses = count(
-        &Connection::open(&db).expect("db"),
-        "SELECT COUNT(*) FROM evolve_holdout_uses",
-    );
-    assert_eq!(uses, 1, "each look at the holdout is counted");
 }
 
 #[test]

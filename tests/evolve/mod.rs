@@ -14,6 +14,7 @@ mod holdout;
 mod llm;
 mod provider_errors;
 mod schedule;
+mod stopped;
 
 fn keel(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_keel"))
