@@ -172,11 +172,14 @@ fn an_offline_night_on_the_sample_data_writes_builds_gates_and_records_a_candida
     let out = keel_in(dir.path(), &db, &["evolve", "history"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("no night on record"));
+    // It had paid for two model calls before it was killed.
     rusqlite::Connection::open(&db)
         .expect("db")
-        .execute(
-            "INSERT INTO evolve_nights (started_ms, status, providers, settings) VALUES (1, 'running', 'offline', '{}')",
-            [],
+        .execute_batch(
+            "INSERT INTO evolve_nights (started_ms, status, providers, settings) VALUES (1, 'running', 'anthropic', '{}');
+             INSERT INTO evolve_steps (night_id, seq, kind, actor, ok, input, output, input_tokens, output_tokens, usd, started_ms, duration_ms)
+                 VALUES (1, 1, 'decide', 'analyst', 1, 'p', 'a', 1000, 200, 0.006, 1, 1),
+                        (1, 2, 'generate', 'author', 1, 'p', 'a', 2000, 900, 0.0195, 2, 1);",
         )
         .expect("a killed night");
 
@@ -194,6 +197,12 @@ fn an_offline_night_on_the_sample_data_writes_builds_gates_and_records_a_candida
     assert_eq!(nights.len(), 2);
     let (night, killed) = (&nights[0], &nights[1]);
     assert_eq!(killed["status"], "abandoned");
+    // What it spent is on its record, not lost with its process.
+    assert!(
+        (killed["usd"].as_f64().expect("usd") - 0.0255).abs() < 1e-12,
+        "{killed}"
+    );
+    assert_eq!(killed["tokens"], 4100, "{killed}");
     assert_eq!(night["status"], "finished", "{night}");
     assert_eq!(night["decision"], "create", "{night}");
     assert_eq!(night["usd"], 0.0);

@@ -41,9 +41,15 @@ pub fn open_night(
         .query_map([], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
     for id in &abandoned {
+        // What it paid for is on the record of each step it finished (a
+        // call in flight when it was killed was never answered here).
         conn.execute(
             "UPDATE evolve_nights SET status = 'abandoned', ended_ms = ?2,
-             note = 'its process ended before the night did' WHERE id = ?1",
+                 note = 'its process ended before the night did',
+                 usd = (SELECT COALESCE(SUM(usd), 0) FROM evolve_steps WHERE night_id = ?1),
+                 tokens = (SELECT COALESCE(SUM(input_tokens + output_tokens), 0)
+                           FROM evolve_steps WHERE night_id = ?1)
+             WHERE id = ?1",
             params![id, now_ms()],
         )?;
     }
