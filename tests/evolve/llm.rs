@@ -151,7 +151,15 @@ pub(super) enum Shape {
     OpenAi,
 }
 
-pub(super) const SHAPES: [Shape; 2] = [Shape::Anthropic, Shape::OpenAi];
+const SHAPES: [Shape; 2] = [Shape::Anthropic, Shape::OpenAi];
+
+/// Runs `scenario` in each shape, saying which (shown when it fails).
+pub(super) fn in_both_shapes(scenario: fn(Shape)) {
+    for shape in SHAPES {
+        eprintln!("in the {shape:?} shape");
+        scenario(shape);
+    }
+}
 
 impl Shape {
     /// An answer whose text is `text`, with its token counts.
@@ -305,10 +313,9 @@ pub(super) fn assert_ok(out: &Output) {
 
 #[test]
 fn a_model_written_strategy_goes_through_the_gates_with_its_tokens_and_cost_recorded() {
-    for shape in SHAPES {
-        eprintln!("in the {shape:?} shape");
-        a_model_written_strategy_goes_through_the_gates_with_its_tokens_and_cost_recorded_in(shape);
-    }
+    in_both_shapes(
+        a_model_written_strategy_goes_through_the_gates_with_its_tokens_and_cost_recorded_in,
+    );
 }
 
 fn a_model_written_strategy_goes_through_the_gates_with_its_tokens_and_cost_recorded_in(
@@ -377,10 +384,7 @@ fn a_model_written_strategy_goes_through_the_gates_with_its_tokens_and_cost_reco
 
 #[test]
 fn code_that_does_not_compile_is_fixed_on_the_retry_with_the_compilers_error() {
-    for shape in SHAPES {
-        eprintln!("in the {shape:?} shape");
-        code_that_does_not_compile_is_fixed_on_the_retry_with_the_compilers_error_in(shape);
-    }
+    in_both_shapes(code_that_does_not_compile_is_fixed_on_the_retry_with_the_compilers_error_in);
 }
 
 fn code_that_does_not_compile_is_fixed_on_the_retry_with_the_compilers_error_in(shape: Shape) {
@@ -444,10 +448,7 @@ fn a_models_control_characters_are_shown_escaped() {
 
 #[test]
 fn a_malformed_decision_is_refused_and_asked_again_once() {
-    for shape in SHAPES {
-        eprintln!("in the {shape:?} shape");
-        a_malformed_decision_is_refused_and_asked_again_once_in(shape);
-    }
+    in_both_shapes(a_malformed_decision_is_refused_and_asked_again_once_in);
 }
 
 fn a_malformed_decision_is_refused_and_asked_again_once_in(shape: Shape) {
@@ -533,10 +534,7 @@ fn rate_limits_and_overload_are_waited_out() {
 
 #[test]
 fn a_reply_that_would_pass_the_budget_stops_the_night_before_the_next_call() {
-    for shape in SHAPES {
-        eprintln!("in the {shape:?} shape");
-        a_reply_that_would_pass_the_budget_stops_the_night_before_the_next_call_in(shape);
-    }
+    in_both_shapes(a_reply_that_would_pass_the_budget_stops_the_night_before_the_next_call_in);
 }
 
 fn a_reply_that_would_pass_the_budget_stops_the_night_before_the_next_call_in(shape: Shape) {

@@ -6,7 +6,9 @@ use std::path::Path;
 
 use rusqlite::Connection;
 
-use super::llm::{ACCEPT, GOOD, SHAPES, Shape, assert_ok, create, fenced, night, night_row, steps};
+use super::llm::{
+    ACCEPT, GOOD, Shape, assert_ok, create, fenced, in_both_shapes, night, night_row, steps,
+};
 use crate::fakes::llm::FakeLlm;
 use crate::paper::count;
 
@@ -126,10 +128,7 @@ pub(super) fn reached(db: &Path) -> (String, bool, String) {
 /// does it (`evolve::the_lookahead_probe_catches_…`).
 #[test]
 fn a_model_strategy_that_peeks_at_later_bars_is_refused_before_it_is_built() {
-    for shape in SHAPES {
-        eprintln!("in the {shape:?} shape");
-        a_model_strategy_that_peeks_at_later_bars_is_refused_before_it_is_built_in(shape);
-    }
+    in_both_shapes(a_model_strategy_that_peeks_at_later_bars_is_refused_before_it_is_built_in);
 }
 
 fn a_model_strategy_that_peeks_at_later_bars_is_refused_before_it_is_built_in(shape: Shape) {
@@ -165,10 +164,7 @@ fn a_model_strategy_that_peeks_at_later_bars_is_refused_before_it_is_built_in(sh
 
 #[test]
 fn a_hostile_model_strategy_is_stopped_by_the_sandbox_and_never_submitted() {
-    for shape in SHAPES {
-        eprintln!("in the {shape:?} shape");
-        a_hostile_model_strategy_is_stopped_by_the_sandbox_and_never_submitted_in(shape);
-    }
+    in_both_shapes(a_hostile_model_strategy_is_stopped_by_the_sandbox_and_never_submitted_in);
 }
 
 fn a_hostile_model_strategy_is_stopped_by_the_sandbox_and_never_submitted_in(shape: Shape) {
@@ -196,10 +192,9 @@ fn a_hostile_model_strategy_is_stopped_by_the_sandbox_and_never_submitted_in(sha
 
 #[test]
 fn a_model_strategy_fit_to_the_in_sample_window_is_stopped_by_the_locked_holdout() {
-    for shape in SHAPES {
-        eprintln!("in the {shape:?} shape");
-        a_model_strategy_fit_to_the_in_sample_window_is_stopped_by_the_locked_holdout_in(shape);
-    }
+    in_both_shapes(
+        a_model_strategy_fit_to_the_in_sample_window_is_stopped_by_the_locked_holdout_in,
+    );
 }
 
 fn a_model_strategy_fit_to_the_in_sample_window_is_stopped_by_the_locked_holdout_in(shape: Shape) {
