@@ -139,6 +139,33 @@ fn configured(evolve: &str) -> (tempfile::TempDir, std::path::PathBuf) {
 
 /// `keel` on database `db`, in directory `dir` (where a night writes its
 /// crates), building in the tests' shared wasm target directory.
+/// `keel run --paper --evolve` in `dir` on `db`: sma-cross on a long
+/// sample at 600x, nights built in the repo's wasm target directory.
+fn evolving_run(dir: &Path, db: &Path) -> Command {
+    let target = repo().join("target/keel-wasm");
+    let sma = crate::support::example("sma-cross");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_keel"));
+    command
+        .current_dir(dir)
+        .arg("--db")
+        .arg(db)
+        .args([
+            "run",
+            "--paper",
+            "--evolve",
+            "--feed",
+            "sample:100000",
+            "--speed",
+            "600x",
+            "--strategy",
+            path(sma),
+            "--target-dir",
+            path(&target),
+        ])
+        .env_remove("KEEL_LOG");
+    command
+}
+
 fn keel_in(dir: &Path, db: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_keel"))
         .current_dir(dir)
@@ -455,26 +482,7 @@ fn keel_run_with_evolve_runs_the_due_night_beside_trading_without_stopping_it() 
         ),
     )
     .expect("write");
-    let target = repo().join("target/keel-wasm");
-    let sma = crate::support::example("sma-cross");
-    let mut run = Command::new(env!("CARGO_BIN_EXE_keel"))
-        .current_dir(dir.path())
-        .arg("--db")
-        .arg(&db)
-        .args([
-            "run",
-            "--paper",
-            "--evolve",
-            "--feed",
-            "sample:100000",
-            "--speed",
-            "600x",
-            "--strategy",
-            path(sma),
-            "--target-dir",
-            path(&target),
-        ])
-        .env_remove("KEEL_LOG")
+    let mut run = evolving_run(dir.path(), &db)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

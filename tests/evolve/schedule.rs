@@ -2,13 +2,13 @@
 //! gets going is on the record, once, with its reason, and `keel run`'s
 //! log says why; two nights never run at once on one database.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
+use super::LENIENT_CANDIDATES;
 use super::llm::{evolve_toml, night_command, night_in, nothing, prepared};
-use super::{LENIENT_CANDIDATES, path};
 use crate::fakes::llm::{FakeLlm, Reply};
 use crate::paper::text;
 
@@ -53,23 +53,7 @@ fn a_scheduled_night_whose_key_is_missing_fails_once_on_the_record_and_in_the_lo
         ),
     )
     .expect("write");
-    let sma = crate::support::example("sma-cross");
-    let mut run = Command::new(env!("CARGO_BIN_EXE_keel"))
-        .current_dir(dir.path())
-        .arg("--db")
-        .arg(&db)
-        .args([
-            "run",
-            "--paper",
-            "--evolve",
-            "--feed",
-            "sample:100000",
-            "--speed",
-            "600x",
-            "--strategy",
-            path(sma),
-        ])
-        .env_remove("KEEL_LOG")
+    let mut run = super::evolving_run(dir.path(), &db)
         .env_remove(UNSET_KEY_VAR)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
