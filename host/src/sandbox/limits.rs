@@ -7,7 +7,9 @@ use std::time::Duration;
 pub struct SandboxLimits {
     /// Largest `.wasm` file accepted, in bytes.
     pub max_wasm_bytes: usize,
-    /// Longest a compile may take before the artifact is refused.
+    /// CPU time a compile may take before the artifact is refused (the
+    /// process's, every compiling thread counted; time spent waiting for
+    /// the CPU does not count, up to 30 times this in wall-clock time).
     pub max_compile_time: Duration,
     /// Linear memory (and tables) one instance may grow to, in bytes.
     pub max_memory_bytes: usize,
