@@ -6,7 +6,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use keel_host::store::{DownloadKey, Store};
@@ -14,6 +14,9 @@ use keel_host::venues::kraken::fake::{FakeKraken, Fault, MarketHistory};
 use keel_model::Timeframe;
 use keel_model::candles::Candle;
 use rust_decimal::Decimal;
+
+use crate::data::keel;
+use crate::paper::text;
 
 const KEY: &str = "download-test-key";
 const SECRET: &str =
@@ -54,19 +57,6 @@ fn args<'a>(fake_url: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     }
     args.extend_from_slice(extra);
     args
-}
-
-fn keel(db: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_keel"))
-        .arg("--db")
-        .arg(db)
-        .args(args)
-        .output()
-        .expect("run keel")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// The hourly bars of the fake's XBTUSD trades, made here: grouped by the
@@ -141,6 +131,11 @@ fn a_download_stores_the_bars_its_trades_make_reports_the_gap_and_then_is_up_to_
     let bars = stored(&db);
     assert_eq!(bars, reference(&fake, i64::MAX));
     assert_eq!(bars.len(), 70);
+    // A bar a batch: the gap lies across a batch's edge, and is the same.
+    let one_by_one = dir.path().join("one.db");
+    let out = keel(&one_by_one, &args(&url, &["--batch-bars", "1"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), stdout);
     // A progress line a batch, on stderr.
     assert!(
         text(&out.stderr).contains("kraken XBTUSD 1h: 70 bars so far, up to "),

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 
 use keel_model::Timeframe;
-use keel_model::candles::{Candle, Gap, format_time, gaps};
+use keel_model::candles::{Candle, Gap, format_time, gaps, missing_between};
 use keel_model::shown;
 
 use crate::store::{DownloadCursor, DownloadKey, Store};
@@ -199,22 +199,18 @@ pub fn download(
     let mut bars = Bars::new(bar_ms);
     let mut batch: Vec<Candle> = Vec::new();
     // The last bar stored, for a gap across the edge of a batch.
-    let mut last: Option<Candle> = at.last_bar_ms.map(|time_ms| Candle {
-        time_ms,
-        open: 0.0,
-        high: 0.0,
-        low: 0.0,
-        close: 0.0,
-        volume: 0.0,
-    });
+    let mut last_ms: Option<i64> = at.last_bar_ms;
     let mut commit = |batch: &mut Vec<Candle>, at: &mut DownloadCursor| -> anyhow::Result<()> {
         if let Some(c) = batch.last() {
             at.last_bar_ms = Some(c.time_ms);
         }
         let report = store.commit_download(&key, batch, at, request.replace)?;
-        let mut seen: Vec<Candle> = last.into_iter().collect();
-        seen.extend_from_slice(batch);
-        summary.gaps.extend(gaps(&seen, bar_ms));
+        if let (Some(after_ms), Some(first)) = (last_ms, batch.first())
+            && let Some(missing) = missing_between(after_ms, first.time_ms, bar_ms)
+        {
+            summary.gaps.push(Gap { after_ms, missing });
+        }
+        summary.gaps.extend(gaps(batch, bar_ms));
         summary.bars += batch.len();
         summary.inserted += report.inserted;
         summary.unchanged += report.unchanged;
@@ -224,7 +220,7 @@ pub fn download(
         }
         if let Some(c) = batch.last() {
             summary.last_ms = Some(c.time_ms);
-            last = Some(*c);
+            last_ms = Some(c.time_ms);
         }
         summary.next_ms = at.next_ms;
         batch.clear();

@@ -139,6 +139,18 @@ fn configured(evolve: &str) -> (tempfile::TempDir, std::path::PathBuf) {
 
 /// `keel` on database `db`, in directory `dir` (where a night writes its
 /// crates), building in the tests' shared wasm target directory.
+/// `HH:MM` (UTC) two minutes ago: a night scheduled then is due now.
+fn two_minutes_ago() -> String {
+    let now_minute = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        / 60
+        % 1440) as u32;
+    let at = (now_minute + 1440 - 2) % 1440;
+    format!("{:02}:{:02}", at / 60, at % 60)
+}
+
 /// `keel run --paper --evolve` in `dir` on `db`: sma-cross on a long
 /// sample at 600x, nights built in the repo's wasm target directory.
 fn evolving_run(dir: &Path, db: &Path) -> Command {
@@ -466,20 +478,10 @@ fn keel_run_with_evolve_runs_the_due_night_beside_trading_without_stopping_it() 
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("keel.db");
     // Scheduled two minutes ago: due at once (a night missed is run at start).
-    let now_minute = (std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-        / 60
-        % 1440) as u32;
-    let at = (now_minute + 1440 - 2) % 1440;
+    let at = two_minutes_ago();
     std::fs::write(
         dir.path().join("evolve.toml"),
-        format!(
-            "mutations = 8\n[schedule]\nat = \"{:02}:{:02}\"\n",
-            at / 60,
-            at % 60
-        ),
+        format!("mutations = 8\n[schedule]\nat = \"{at}\"\n"),
     )
     .expect("write");
     let mut run = evolving_run(dir.path(), &db)
@@ -530,11 +532,7 @@ fn keel_run_with_evolve_runs_the_due_night_beside_trading_without_stopping_it() 
     let out = run.wait_with_output().expect("reap");
     let stdout = text(&out.stdout);
     assert!(
-        stdout.contains(&format!(
-            "nightly evolution at {:02}:{:02} UTC",
-            at / 60,
-            at % 60
-        )),
+        stdout.contains(&format!("nightly evolution at {at} UTC")),
         "{stdout}"
     );
     assert_eq!(status().as_deref(), Some("finished"));

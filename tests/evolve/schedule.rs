@@ -15,18 +15,6 @@ use crate::paper::text;
 /// The key variable of these nights: never set.
 const UNSET_KEY_VAR: &str = "KEEL_TEST_EVOLVE_KEY_NEVER_SET";
 
-/// `HH:MM` (UTC) two minutes ago: a night scheduled then is due now.
-fn two_minutes_ago() -> String {
-    let now_minute = (std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-        / 60
-        % 1440) as u32;
-    let at = (now_minute + 1440 - 2) % 1440;
-    format!("{:02}:{:02}", at / 60, at % 60)
-}
-
 /// Every night: status and note.
 fn nights(db: &std::path::Path) -> Vec<(String, String)> {
     let Ok(conn) = Connection::open(db) else {
@@ -49,7 +37,7 @@ fn a_scheduled_night_whose_key_is_missing_fails_once_on_the_record_and_in_the_lo
         dir.path().join("evolve.toml"),
         format!(
             "[schedule]\nat = \"{}\"\n\n[provider]\nkind = \"anthropic\"\nmodel = \"m\"\nkey_env = \"{UNSET_KEY_VAR}\"\n\n[prices.m]\ninput_usd_per_mtok = 3\noutput_usd_per_mtok = 15\n",
-            two_minutes_ago()
+            super::two_minutes_ago()
         ),
     )
     .expect("write");

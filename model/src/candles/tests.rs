@@ -219,16 +219,20 @@ fn header_problems_are_named() {
     assert_eq!(err.to_string(), "t.csv: no candles");
 }
 
-#[test]
-fn spacing_ignores_gaps() {
-    let c = |t| Candle {
+/// A flat candle opening at `t`.
+fn c(t: i64) -> Candle {
+    Candle {
         time_ms: t,
         open: 1.0,
         high: 1.0,
         low: 1.0,
         close: 1.0,
         volume: 0.0,
-    };
+    }
+}
+
+#[test]
+fn spacing_ignores_gaps() {
     let series = [c(0), c(300), c(600), c(1500), c(1800)];
     assert_eq!(typical_spacing_ms(&series), Some(300));
     assert_eq!(typical_spacing_ms(&series[..1]), None);
@@ -290,14 +294,6 @@ fn written_csv_reads_back_exactly() {
 
 #[test]
 fn gaps_are_found_not_filled() {
-    let c = |t| Candle {
-        time_ms: t,
-        open: 1.0,
-        high: 1.0,
-        low: 1.0,
-        close: 1.0,
-        volume: 0.0,
-    };
     let series = [c(0), c(300), c(600), c(1500), c(1800), c(2400)];
     assert_eq!(
         gaps(&series, 300),

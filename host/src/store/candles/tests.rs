@@ -160,82 +160,62 @@ fn a_damaged_span_is_refused_by_name_not_handed_to_a_backtest() {
     let mut moved = candles[..65_536].to_vec();
     moved[7].close = moved[7].low;
 
-    // A value changed, its digest not: caught by the digest.
-    let store = fresh();
-    columns::encode(&moved, &mut bytes);
-    store
-        .conn
-        .execute(
-            "UPDATE candle_spans SET columns = ?1 WHERE span = 0",
-            [&bytes],
-        )
-        .expect("damage");
-    refused(&store, "its bars do not match their digest");
-    drop(store);
+    // Each damage done by `sql` to a fresh store, refused for `why`.
+    let damaged = |sql: &str, params: &[&dyn rusqlite::ToSql], why: &str| {
+        let store = fresh();
+        store.conn.execute(sql, params).expect("damage");
+        refused(&store, why);
+    };
+    let with_digest = "UPDATE candle_spans SET columns = ?1, digest = ?2 WHERE span = 0";
 
+    // A value changed, its digest not: caught by the digest.
+    columns::encode(&moved, &mut bytes);
+    damaged(
+        "UPDATE candle_spans SET columns = ?1 WHERE span = 0",
+        &[&bytes],
+        "its bars do not match their digest",
+    );
     // Both changed, as a hand that knows the layout would: the bars
     // no longer make the catalogue's digest.
-    let store = fresh();
-    store
-        .conn
-        .execute(
-            "UPDATE candle_spans SET columns = ?1, digest = ?2 WHERE span = 0",
-            params![&bytes, &columns::span_digest(&bytes)[..]],
-        )
-        .expect("damage");
-    refused(&store, "the catalogue and the bars disagree");
+    let digest = columns::span_digest(&bytes).to_vec();
+    damaged(
+        with_digest,
+        &[&bytes, &digest],
+        "the catalogue and the bars disagree",
+    );
     // … and a price no candle may have is refused even then.
     let mut negative = candles[..65_536].to_vec();
     negative[7].open = -1.0;
     columns::encode(&negative, &mut bytes);
-    store
-        .conn
-        .execute(
-            "UPDATE candle_spans SET columns = ?1, digest = ?2 WHERE span = 0",
-            params![&bytes, &columns::span_digest(&bytes)[..]],
-        )
-        .expect("damage");
-    refused(&store, "open -1 is outside the prices Keel books");
-    drop(store);
-
+    let digest = columns::span_digest(&bytes).to_vec();
+    damaged(
+        with_digest,
+        &[&bytes, &digest],
+        "open -1 is outside the prices Keel books",
+    );
     // A span gone: the series would be shorter than the catalogue says.
-    let store = fresh();
-    store
-        .conn
-        .execute("DELETE FROM candle_spans WHERE span = 1", [])
-        .expect("damage");
-    refused(&store, "the catalogue and the bars disagree");
-    drop(store);
-
+    damaged(
+        "DELETE FROM candle_spans WHERE span = 1",
+        &[],
+        "the catalogue and the bars disagree",
+    );
     // The catalogue's row gone, the bars left.
-    let store = fresh();
-    store
-        .conn
-        .execute("DELETE FROM candle_series", [])
-        .expect("damage");
-    refused(&store, "the catalogue has no row for them");
-    drop(store);
-
+    damaged(
+        "DELETE FROM candle_series",
+        &[],
+        "the catalogue has no row for them",
+    );
     // Not bytes at all, and a count no query can sum.
-    let store = fresh();
-    store
-        .conn
-        .execute(
-            "UPDATE candle_spans SET columns = 'hello' WHERE span = 0",
-            [],
-        )
-        .expect("damage");
-    refused(&store, "its columns are not bytes");
-    drop(store);
-    let store = fresh();
-    store
-        .conn
-        .execute(
-            "UPDATE candle_spans SET bars = 9223372036854775807 WHERE span = 0",
-            [],
-        )
-        .expect("damage");
-    refused(&store, "its columns are not its bars");
+    damaged(
+        "UPDATE candle_spans SET columns = 'hello' WHERE span = 0",
+        &[],
+        "its columns are not bytes",
+    );
+    damaged(
+        "UPDATE candle_spans SET bars = 9223372036854775807 WHERE span = 0",
+        &[],
+        "its columns are not its bars",
+    );
 }
 
 #[test]
