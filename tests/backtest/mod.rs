@@ -9,6 +9,7 @@ use keel_model::replay::Series;
 use crate::support::{binding, data, example, fixture, sandbox, series};
 
 mod output;
+mod stored;
 
 fn keel(db: &Path, cache: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_keel"))

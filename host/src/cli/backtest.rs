@@ -71,24 +71,6 @@ pub(super) fn run(args: &BacktestArgs, db: &Path, cache: &CompileCache) -> anyho
         .iter()
         .map(|f| sandbox.load_file(f))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut data = backtest::load_data(&args.data, db)?;
-    let notes = match args.timeframe {
-        Some(tf) => backtest::resample_data(&mut data, tf)?,
-        None => Vec::new(),
-    };
-    // Said once the work is done: a refusal stays one line.
-    let warnings: Vec<String> = loaded
-        .iter()
-        .flat_map(|s| backtest::mismatches(&s.info, &data))
-        .collect();
-    let warn = || {
-        for note in &notes {
-            eprintln!("note: {note}");
-        }
-        for warning in &warnings {
-            eprintln!("warning: {warning}");
-        }
-    };
     let mut jobs = Vec::new();
     for strategy in &loaded {
         for params in backtest::expand_grid(&strategy.info.params, &args.params)
@@ -132,6 +114,43 @@ pub(super) fn run(args: &BacktestArgs, db: &Path, cache: &CompileCache) -> anyho
         // memory grow with the data.
         record_signals: false,
         record_fills: false,
+    };
+    // One run on stored series alone reads them while it runs; anything
+    // else (a grid, folds, aggregation, a page that draws the closes, a
+    // file) loads the data whole first.
+    let one_streamed_run = jobs.len() == 1
+        && args.walk_forward.is_none()
+        && args.timeframe.is_none()
+        && args.report.is_none();
+    let streamed = match one_streamed_run {
+        true => backtest::stream_data(&args.data, db)?,
+        false => None,
+    };
+    let mut data = match streamed {
+        Some(_) => Vec::new(),
+        None => backtest::load_data(&args.data, db)?,
+    };
+    let notes = match args.timeframe {
+        Some(tf) => backtest::resample_data(&mut data, tf)?,
+        None => Vec::new(),
+    };
+    let given: Vec<backtest::Given> = match &streamed {
+        Some(streams) => streams.iter().map(backtest::Streamed::given).collect(),
+        None => data.iter().map(backtest::Dataset::given).collect(),
+    };
+    // Said once the work is done: a refusal stays one line.
+    let warnings: Vec<String> = loaded
+        .iter()
+        .flat_map(|s| backtest::mismatches(&s.info, &given))
+        .collect();
+    drop(given);
+    let warn = || {
+        for note in &notes {
+            eprintln!("note: {note}");
+        }
+        for warning in &warnings {
+            eprintln!("warning: {warning}");
+        }
     };
     if let Some(folds) = args.walk_forward {
         let [strategy] = loaded.as_slice() else {
@@ -205,7 +224,10 @@ pub(super) fn run(args: &BacktestArgs, db: &Path, cache: &CompileCache) -> anyho
                 bar.update(done, total);
             }
         };
-    let results = backtest::run_all(&sandbox, &jobs, &data, &config, progress);
+    let results = match (streamed, jobs.as_slice()) {
+        (Some(streams), [job]) => vec![backtest::run_streamed(&sandbox, job, streams, &config)],
+        _ => backtest::run_all(&sandbox, &jobs, &data, &config, progress),
+    };
     if !quiet_progress {
         bar.finish();
     }

@@ -271,7 +271,8 @@ pub(super) fn run_file(sandbox: &Sandbox, args: &StrategyRunArgs, db: &Path) -> 
         Some(tf) => backtest::resample_data(&mut data, tf)?,
         None => Vec::new(),
     };
-    let warnings = backtest::mismatches(&loaded.info, &data);
+    let given: Vec<backtest::Given> = data.iter().map(backtest::Dataset::given).collect();
+    let warnings = backtest::mismatches(&loaded.info, &given);
     let series: Vec<Series> = data.into_iter().map(|d| d.series).collect();
     let params = Params::resolve_text(&loaded.info.params, &args.params)
         .with_context(|| format!("{}: bad parameters", loaded.info.name))?;

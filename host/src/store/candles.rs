@@ -118,9 +118,7 @@ impl Store {
     }
 
     /// The bars of the spans covering `[from_ms, to_ms)`, cut to it, and
-    /// the spans' digests. Each span is checked against its own digest and
-    /// bar count, its bars against the candle rules, their order and their
-    /// span: bars changed behind Keel's back are refused, never backtested.
+    /// the spans' digests.
     fn read_spans(
         &self,
         symbol: &str,
@@ -133,19 +131,43 @@ impl Store {
             return Ok((Vec::new(), Vec::new()));
         }
         let spans = (span_of(from), span_of(to - 1));
-        let key = params![symbol, timeframe.as_str(), spans.0, spans.1];
         // TOTAL, not SUM: a damaged count cannot overflow the query.
         let total: f64 = self
             .conn
             .query_row(
                 "SELECT TOTAL(bars) FROM candle_spans
                  WHERE symbol = ?1 AND timeframe = ?2 AND span BETWEEN ?3 AND ?4",
-                key,
+                params![symbol, timeframe.as_str(), spans.0, spans.1],
                 |r| r.get(0),
             )
             .map_err(|e| self.sql(e))?;
         let mut out = Vec::with_capacity((total.max(0.0) as usize).min(1 << 26));
         let mut digests = Vec::new();
+        self.each_span(symbol, timeframe, spans, &mut out, |_, digest| {
+            digests.push(digest);
+            true
+        })?;
+        let start = out.partition_point(|c| c.time_ms < from);
+        let end = out.partition_point(|c| c.time_ms < to);
+        out.truncate(end);
+        out.drain(..start);
+        Ok((out, digests))
+    }
+
+    /// Reads the spans `first..=last` in time order, appending each one's
+    /// bars to `out`, then calls `done(out, its digest)`, which may take
+    /// them and says whether to go on. Each span is checked against its
+    /// own digest and bar count, its bars against the candle rules, their
+    /// order and their span: bars changed behind Keel's back are refused,
+    /// never backtested. `Ok(false)` when `done` stopped the read.
+    fn each_span(
+        &self,
+        symbol: &str,
+        timeframe: Timeframe,
+        (first, last): (i64, i64),
+        out: &mut Vec<Candle>,
+        mut done: impl FnMut(&mut Vec<Candle>, [u8; 32]) -> bool,
+    ) -> Result<bool, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached(
@@ -154,18 +176,35 @@ impl Store {
                  ORDER BY span",
             )
             .map_err(|e| self.sql(e))?;
-        let mut rows = stmt.query(key).map_err(|e| self.sql(e))?;
+        let mut rows = stmt
+            .query(params![symbol, timeframe.as_str(), first, last])
+            .map_err(|e| self.sql(e))?;
         while let Some(row) = rows.next().map_err(|e| self.sql(e))? {
             let span: i64 = row.get(0).map_err(|e| self.sql(e))?;
-            let digest = stored_span(row, span, &mut out)
+            let digest = stored_span(row, span, out)
                 .map_err(|why| self.corrupt(symbol, timeframe, span, &why))?;
-            digests.push(digest);
+            if !done(out, digest) {
+                return Ok(false);
+            }
         }
-        let start = out.partition_point(|c| c.time_ms < from);
-        let end = out.partition_point(|c| c.time_ms < to);
-        out.truncate(end);
-        out.drain(..start);
-        Ok((out, digests))
+        Ok(true)
+    }
+
+    /// The catalogue's row of a series; `None` when it lists none.
+    pub fn series(
+        &self,
+        symbol: &str,
+        timeframe: Timeframe,
+    ) -> Result<Option<StoredSeries>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT symbol, timeframe, bars, first_ms, last_ms, gaps, missing, digest
+                 FROM candle_series WHERE symbol = ?1 AND timeframe = ?2",
+                params![symbol, timeframe.as_str()],
+                listed,
+            )
+            .optional()
+            .map_err(|e| self.sql(e))
     }
 
     /// A whole stored series with its digest, as the catalogue keeps it
@@ -176,18 +215,9 @@ impl Store {
         symbol: &str,
         timeframe: Timeframe,
     ) -> Result<Option<(Vec<Candle>, String)>, StoreError> {
-        let listed: Option<(i64, i64, i64, String)> = self
-            .conn
-            .query_row(
-                "SELECT bars, first_ms, last_ms, digest FROM candle_series
-                 WHERE symbol = ?1 AND timeframe = ?2",
-                params![symbol, timeframe.as_str()],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )
-            .optional()
-            .map_err(|e| self.sql(e))?;
+        let listed = self.series(symbol, timeframe)?;
         let (candles, digests) = self.read_spans(symbol, timeframe, None, None)?;
-        let Some((bars, first_ms, last_ms, digest)) = listed else {
+        let Some(listed) = listed else {
             return match candles.first() {
                 None => Ok(None),
                 Some(c) => Err(self.corrupt(
@@ -198,19 +228,70 @@ impl Store {
                 )),
             };
         };
-        let agrees = bars == candles.len() as i64
-            && candles.first().map(|c| c.time_ms) == Some(first_ms)
-            && candles.last().map(|c| c.time_ms) == Some(last_ms)
-            && columns::combine(&digests) == digest;
-        if !agrees {
-            return Err(self.corrupt(
-                symbol,
-                timeframe,
-                span_of(first_ms),
-                "the catalogue and the bars disagree",
-            ));
+        let range = candles.first().zip(candles.last());
+        let range = range.map(|(a, b)| (a.time_ms, b.time_ms));
+        self.agrees(&listed, timeframe, candles.len(), range, &digests)?;
+        Ok(Some((candles, listed.digest)))
+    }
+
+    /// A whole series the catalogue lists (`series`), span by span: `each`
+    /// gets each span's bars as they are read, checked as `load_series`
+    /// checks them, and says whether to go on; at the end the whole is
+    /// checked against the catalogue. A caller that acts on the spans
+    /// before the end must undo what it did on an error. `Ok(false)` when
+    /// `each` stopped the read.
+    pub fn stream_series(
+        &self,
+        listed: &StoredSeries,
+        timeframe: Timeframe,
+        mut each: impl FnMut(Vec<Candle>) -> bool,
+    ) -> Result<bool, StoreError> {
+        let symbol = &listed.symbol;
+        let (mut bars, mut range, mut digests) = (0, None::<(i64, i64)>, Vec::new());
+        let mut out = Vec::new();
+        let whole = self.each_span(
+            symbol,
+            timeframe,
+            (i64::MIN, i64::MAX),
+            &mut out,
+            |out, digest| {
+                let (Some(first), Some(last)) = (out.first(), out.last()) else {
+                    return true;
+                };
+                range = Some((range.map_or(first.time_ms, |r| r.0), last.time_ms));
+                bars += out.len();
+                digests.push(digest);
+                each(std::mem::take(out))
+            },
+        )?;
+        if whole {
+            self.agrees(listed, timeframe, bars, range, &digests)?;
         }
-        Ok(Some((candles, digest)))
+        Ok(whole)
+    }
+
+    /// Whether the bars read (how many, their first and last times, their
+    /// spans' digests) are what the catalogue lists; else why not.
+    fn agrees(
+        &self,
+        listed: &StoredSeries,
+        timeframe: Timeframe,
+        bars: usize,
+        range: Option<(i64, i64)>,
+        digests: &[[u8; 32]],
+    ) -> Result<(), StoreError> {
+        let agrees = listed.bars == bars as i64
+            && range == Some((listed.first_ms, listed.last_ms))
+            && columns::combine(digests) == listed.digest;
+        if agrees {
+            return Ok(());
+        }
+        Err(self.corrupt(
+            &listed.symbol,
+            timeframe,
+            span_of(listed.first_ms),
+            "the catalogue and the bars disagree",
+        ))
     }
 
     /// Every stored series, from the catalogue.
@@ -222,20 +303,7 @@ impl Store {
                  FROM candle_series ORDER BY symbol, timeframe",
             )
             .map_err(|e| self.sql(e))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok(StoredSeries {
-                    symbol: r.get(0)?,
-                    timeframe: r.get(1)?,
-                    bars: r.get(2)?,
-                    first_ms: r.get(3)?,
-                    last_ms: r.get(4)?,
-                    gaps: r.get(5)?,
-                    missing: r.get(6)?,
-                    digest: r.get(7)?,
-                })
-            })
-            .map_err(|e| self.sql(e))?;
+        let rows = stmt.query_map([], listed).map_err(|e| self.sql(e))?;
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.sql(e))
     }
 
@@ -245,6 +313,20 @@ impl Store {
             damaged(&self.path, symbol, timeframe, span, why)
         ))
     }
+}
+
+/// A `candle_series` row, its columns in `StoredSeries`' order.
+fn listed(r: &rusqlite::Row) -> rusqlite::Result<StoredSeries> {
+    Ok(StoredSeries {
+        symbol: r.get(0)?,
+        timeframe: r.get(1)?,
+        bars: r.get(2)?,
+        first_ms: r.get(3)?,
+        last_ms: r.get(4)?,
+        gaps: r.get(5)?,
+        missing: r.get(6)?,
+        digest: r.get(7)?,
+    })
 }
 
 /// `<db>: the stored SYMBOL TF bars from … are damaged (why)`.

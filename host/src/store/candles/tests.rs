@@ -113,6 +113,28 @@ fn the_catalogue_counts_every_span_and_the_gaps_across_their_edges() {
         .expect("stored");
     assert_eq!(loaded, candles);
     assert_eq!(digest, columns::digest(&candles));
+    // Read span by span: the same bars, a span at a time.
+    let entry = store
+        .series("ETH/BTC", Timeframe::M1)
+        .expect("catalogue")
+        .expect("listed");
+    assert_eq!(entry, listed[0]);
+    let mut streamed: Vec<Vec<Candle>> = Vec::new();
+    let whole = store.stream_series(&entry, Timeframe::M1, |span| {
+        streamed.push(span);
+        true
+    });
+    assert!(whole.expect("read"));
+    assert_eq!(streamed.len(), 4);
+    assert!(streamed.iter().all(|s| !s.is_empty()));
+    assert_eq!(streamed.concat(), candles);
+    // A reader that stops after the first span stops the read there.
+    let mut taken = 0;
+    let whole = store.stream_series(&entry, Timeframe::M1, |_| {
+        taken += 1;
+        false
+    });
+    assert!(!whole.expect("read") && taken == 1);
     // A window across a span's edge.
     let (from, to) = (columns::SPAN_MS - 600_000, columns::SPAN_MS + 600_000);
     let window = store

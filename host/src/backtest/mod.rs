@@ -15,6 +15,10 @@ use keel_model::{ParamKind, ParamSpec, Params, Timeframe, shown};
 use crate::sandbox::{Binding, LoadedStrategy, Metering, Sandbox};
 use crate::store::Store;
 
+mod streamed;
+
+pub use streamed::{Streamed, run_streamed, stream_data};
+
 /// One series to test on, with what the report says about it.
 #[derive(Debug, Clone)]
 pub struct Dataset {
@@ -22,23 +26,34 @@ pub struct Dataset {
     pub reference: DataRef,
 }
 
+impl Dataset {
+    pub fn given(&self) -> Given<'_> {
+        Given {
+            symbol: &self.series.symbol,
+            bar_ms: self.series.bar_ms,
+            source: &self.reference.source,
+        }
+    }
+}
+
+/// What a warning about a series names: its symbol, bar length and source.
+#[derive(Debug, Clone, Copy)]
+pub struct Given<'a> {
+    pub symbol: &'a str,
+    pub bar_ms: i64,
+    pub source: &'a str,
+}
+
 /// `--data` values: `[SYMBOL=]FILE` (CSV or `.json`; without `SYMBOL=`
 /// the file's name gives it) or `SYMBOL@TF` from the store.
 pub fn load_data(specs: &[String], db: &Path) -> anyhow::Result<Vec<Dataset>> {
     let mut out = Vec::with_capacity(specs.len());
     for (i, spec) in specs.iter().enumerate() {
-        let (symbol, candles, source, bar_ms, digest) = if let Some((symbol, tf)) =
-            spec.split_once('@')
-            && !Path::new(spec).exists()
-        {
-            let tf = Timeframe::parse(tf)
-                .with_context(|| format!("--data {spec}: unknown timeframe '{tf}'"))?;
+        let (symbol, candles, source, bar_ms, digest) = if let Some(stored) = stored_spec(spec) {
+            let (symbol, tf) = stored?;
             let store = Store::open(db)?;
             let Some((candles, digest)) = store.load_series(symbol, tf)? else {
-                bail!(
-                    "--data {spec}: no {symbol} {tf} candles in {} (import them with keel data import)",
-                    db.display()
-                );
+                bail!(not_stored(spec, symbol, tf, db));
             };
             (
                 symbol.to_owned(),
@@ -80,6 +95,27 @@ pub fn load_data(specs: &[String], db: &Path) -> anyhow::Result<Vec<Dataset>> {
     Ok(out)
 }
 
+/// A `--data` value naming a stored series, `SYMBOL@TF` (and no file of
+/// that name): its symbol and timeframe, or why the timeframe is not one.
+fn stored_spec(spec: &str) -> Option<anyhow::Result<(&str, Timeframe)>> {
+    let (symbol, tf) = spec.split_once('@')?;
+    if Path::new(spec).exists() {
+        return None;
+    }
+    Some(
+        Timeframe::parse(tf)
+            .map(|tf| (symbol, tf))
+            .with_context(|| format!("--data {spec}: unknown timeframe '{tf}'")),
+    )
+}
+
+fn not_stored(spec: &str, symbol: &str, tf: Timeframe, db: &Path) -> String {
+    format!(
+        "--data {spec}: no {symbol} {tf} candles in {} (import them with keel data import)",
+        db.display()
+    )
+}
+
 /// Each series aggregated to bars of `to` (see `candles::resample`), its
 /// reference made of what the strategy will see; a note for each series
 /// with partial bars (a gap inside, or the data starting or ending inside
@@ -109,9 +145,9 @@ pub fn resample_data(data: &mut [Dataset], to: Timeframe) -> anyhow::Result<Vec<
 /// bar length): one line each, for a warning. A strategy is bound to the
 /// data's symbols in their order whatever it declares, and is handed the
 /// bars as they are.
-pub fn mismatches(info: &keel_model::StrategyInfo, data: &[Dataset]) -> Vec<String> {
+pub fn mismatches(info: &keel_model::StrategyInfo, data: &[Given<'_>]) -> Vec<String> {
     let mut out = Vec::new();
-    let given: Vec<&str> = data.iter().map(|d| d.series.symbol.as_str()).collect();
+    let given: Vec<&str> = data.iter().map(|d| d.symbol).collect();
     let declared: Vec<&str> = info.symbols.iter().map(String::as_str).collect();
     if !declared.is_empty() && declared != given {
         out.push(format!(
@@ -122,22 +158,18 @@ pub fn mismatches(info: &keel_model::StrategyInfo, data: &[Dataset]) -> Vec<Stri
         ));
     }
     if let Some(tf) = Timeframe::parse(&info.timeframe) {
-        for d in data.iter().filter(|d| !tf.matches_spacing(d.series.bar_ms)) {
+        for d in data.iter().filter(|d| !tf.matches_spacing(d.bar_ms)) {
             let theirs = Timeframe::ALL
                 .into_iter()
-                .find(|t| t.matches_spacing(d.series.bar_ms))
-                .map_or_else(
-                    || format!("{} s", d.series.bar_ms / 1000),
-                    |t| t.to_string(),
-                );
-            let fix = candles::resample::resample(&[], d.series.bar_ms, tf)
-                .map_or(String::new(), |_| {
-                    format!("; --timeframe {tf} aggregates them")
-                });
+                .find(|t| t.matches_spacing(d.bar_ms))
+                .map_or_else(|| format!("{} s", d.bar_ms / 1000), |t| t.to_string());
+            let fix = candles::resample::resample(&[], d.bar_ms, tf).map_or(String::new(), |_| {
+                format!("; --timeframe {tf} aggregates them")
+            });
             out.push(format!(
                 "{} declares {tf} bars; {}'s are {theirs} (it is handed them as they are{fix})",
                 shown::text(&info.name),
-                shown::text(&d.reference.source)
+                shown::text(d.source)
             ));
         }
     }
@@ -308,8 +340,20 @@ pub fn run_job(
             ),
         })
         .collect();
+    let references = data.iter().map(|d| d.reference.clone()).collect();
+    run_on(sandbox, job, feeds, references, config)
+}
+
+/// Runs `job` over `feeds`, which `references` describe in the report.
+fn run_on(
+    sandbox: &Sandbox,
+    job: &Job<'_>,
+    feeds: Vec<Feed<'_>>,
+    references: Vec<DataRef>,
+    config: &BacktestConfig,
+) -> anyhow::Result<Report> {
     let binding = Binding {
-        symbols: data.iter().map(|d| d.series.symbol.clone()).collect(),
+        symbols: feeds.iter().map(|f| f.symbol.clone()).collect(),
         params: job.params.clone(),
         simulated_clock: true,
         seed: 1,
@@ -325,12 +369,7 @@ pub fn run_job(
     };
     let fuel = (sandbox.metering() == Metering::Fuel).then_some(sandbox.limits().fuel_per_call);
     Ok(Report::new(
-        strategy,
-        data.iter().map(|d| d.reference.clone()).collect(),
-        config,
-        fuel,
-        None,
-        &result,
+        strategy, references, config, fuel, None, &result,
     ))
 }
 

@@ -1,0 +1,137 @@
+//! A backtest of stored series that does not wait for them to load: each
+//! series is read span by span (some 65,000 bars at a time) on a thread
+//! and a connection of its own while the run consumes the spans before it,
+//! so reading and checking the bars takes the second core instead of the
+//! run's time, and memory holds a few spans, never the whole series.
+//!
+//! Every span is checked as `Store::load_series` checks it, and the whole
+//! against the catalogue once it is read. A damaged series is found only
+//! after the run has started: its run is then thrown away and the
+//! backtest refused with the store's own error, as before — bars changed
+//! behind Keel's back are never reported on.
+
+use std::path::Path;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
+
+use anyhow::bail;
+
+use keel_backtester::report::DataRef;
+use keel_backtester::{BacktestConfig, Report};
+use keel_model::candles::{Candle, format_time};
+use keel_model::replay::Feed;
+
+use super::{Given, Job, not_stored, run_on, stored_spec};
+use crate::sandbox::Sandbox;
+use crate::store::{Store, StoreError, StoredSeries};
+
+/// Spans read ahead of the run, per series: enough that the reader is
+/// never what the run waits for, few enough that memory stays flat.
+const SPANS_AHEAD: usize = 2;
+
+/// A stored series being read while a backtest runs.
+#[derive(Debug)]
+pub struct Streamed {
+    symbol: String,
+    bar_ms: i64,
+    source: String,
+    reference: DataRef,
+    spans: Receiver<Vec<Candle>>,
+    reader: JoinHandle<Result<(), StoreError>>,
+}
+
+impl Streamed {
+    pub fn given(&self) -> Given<'_> {
+        Given {
+            symbol: &self.symbol,
+            bar_ms: self.bar_ms,
+            source: &self.source,
+        }
+    }
+}
+
+/// The `--data` values as stored series being read, each on its own
+/// thread; `None` unless every one names a stored series (a file is read
+/// whole, by `load_data`). What the catalogue does not list is refused
+/// here, before any run.
+pub fn stream_data(specs: &[String], db: &Path) -> anyhow::Result<Option<Vec<Streamed>>> {
+    if specs.is_empty() || !specs.iter().all(|s| stored_spec(s).is_some()) {
+        return Ok(None);
+    }
+    let mut out = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let Some(stored) = stored_spec(spec) else {
+            return Ok(None);
+        };
+        let (symbol, tf) = stored?;
+        let store = Store::open(db)?;
+        let Some(listed) = store.series(symbol, tf)? else {
+            // Bars without a catalogue row are damaged: said as a load says it.
+            store.load_series(symbol, tf)?;
+            bail!(not_stored(spec, symbol, tf, db));
+        };
+        let reference = DataRef {
+            symbol: symbol.to_owned(),
+            source: format!("store:{spec}"),
+            digest: listed.digest.clone(),
+            bars: usize::try_from(listed.bars).unwrap_or(0),
+            first: format_time(listed.first_ms),
+            last: format_time(listed.last_ms),
+        };
+        let (tx, spans) = sync_channel(SPANS_AHEAD);
+        let reader = std::thread::Builder::new()
+            .name(format!("read {symbol}"))
+            .spawn(move || read(store, listed, tf, tx))?;
+        out.push(Streamed {
+            symbol: symbol.to_owned(),
+            bar_ms: tf.duration_ms(),
+            source: reference.source.clone(),
+            reference,
+            spans,
+            reader,
+        });
+    }
+    Ok(Some(out))
+}
+
+/// Sends the series' spans until the run stops taking them.
+fn read(
+    store: Store,
+    listed: StoredSeries,
+    tf: keel_model::Timeframe,
+    tx: SyncSender<Vec<Candle>>,
+) -> Result<(), StoreError> {
+    store.stream_series(&listed, tf, |span| tx.send(span).is_ok())?;
+    Ok(())
+}
+
+/// Runs `job` over the series as they are read; a series found damaged
+/// on the way refuses the run (its report is never made).
+pub fn run_streamed(
+    sandbox: &Sandbox,
+    job: &Job<'_>,
+    data: Vec<Streamed>,
+    config: &BacktestConfig,
+) -> anyhow::Result<Report> {
+    let mut readers = Vec::with_capacity(data.len());
+    let mut references = Vec::with_capacity(data.len());
+    let mut feeds = Vec::with_capacity(data.len());
+    for d in data {
+        feeds.push(Feed {
+            symbol: d.symbol,
+            bar_ms: d.bar_ms,
+            candles: Box::new(d.spans.into_iter().flatten()),
+        });
+        references.push(d.reference);
+        readers.push(d.reader);
+    }
+    // The run ends when every feed has: each reader has finished by then.
+    let report = run_on(sandbox, job, feeds, references, config);
+    for reader in readers {
+        match reader.join() {
+            Ok(read) => read?,
+            Err(_) => bail!("the thread reading the stored bars failed"),
+        }
+    }
+    report
+}

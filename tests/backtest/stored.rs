@@ -1,0 +1,199 @@
+//! `keel backtest --data SYMBOL@TF`: stored series are read span by span
+//! while the run goes on. The run must be the one a loaded file gives, and
+//! bars damaged in the database must still refuse it, wherever they are.
+
+use std::path::Path;
+
+use super::{keel, path, shared_cache, text};
+use crate::support::example;
+
+/// Seeded hourly bars in a CSV file (5,000 hours: five spans of the store).
+fn synth(db: &Path, out: &Path, seed: &str) {
+    let made = keel(
+        db,
+        &shared_cache(),
+        &[
+            "data",
+            "synth",
+            "--bars",
+            "5000",
+            "--seed",
+            seed,
+            "--timeframe",
+            "1h",
+            "--out",
+            path(out),
+        ],
+    );
+    assert!(made.status.success(), "{}", text(&made.stderr));
+}
+
+fn import(db: &Path, file: &Path, symbol: &str) {
+    let out = keel(
+        db,
+        &shared_cache(),
+        &[
+            "data",
+            "import",
+            path(file),
+            "--symbol",
+            symbol,
+            "--timeframe",
+            "1h",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+/// `keel backtest sma-cross --data …` with a JSON report: (succeeded,
+/// stdout, stderr, the report when written).
+fn backtest(
+    db: &Path,
+    json: &Path,
+    data: &[&str],
+) -> (bool, String, String, Option<serde_json::Value>) {
+    let _ = std::fs::remove_file(json);
+    let mut args = vec![
+        "backtest",
+        path(example("sma-cross")),
+        "--param",
+        "fast=5",
+        "--param",
+        "slow=20",
+        "--json",
+        path(json),
+    ];
+    for d in data {
+        args.extend(["--data", d]);
+    }
+    let out = keel(db, &shared_cache(), &args);
+    let report = std::fs::read_to_string(json)
+        .ok()
+        .map(|t| serde_json::from_str(&t).expect("the report is JSON"));
+    (
+        out.status.success(),
+        text(&out.stdout),
+        text(&out.stderr),
+        report,
+    )
+}
+
+#[test]
+fn a_stored_series_gives_the_run_its_file_gives() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("keel.db");
+    let (a, b) = (dir.path().join("a.csv"), dir.path().join("b.csv"));
+    synth(&db, &a, "3");
+    synth(&db, &b, "4");
+    import(&db, &a, "AAA/USD");
+    import(&db, &b, "BBB/USD");
+    let json = dir.path().join("r.json");
+
+    let (ok, _, said, stored) = backtest(&db, &json, &["AAA/USD@1h"]);
+    assert!(ok, "{said}");
+    let stored = stored.expect("a report");
+    let file = format!("AAA/USD={}", path(&a));
+    let (ok, _, said, loaded) = backtest(&db, &json, &[&file]);
+    assert!(ok, "{said}");
+    let loaded = loaded.expect("a report");
+    assert_eq!(stored["data"][0]["bars"], 5000);
+    assert_eq!(stored["data"][0]["source"], "store:AAA/USD@1h");
+    for same in ["digest", "bars", "first", "last"] {
+        assert_eq!(stored["data"][0][same], loaded["data"][0][same], "{same}");
+    }
+    assert!(
+        stored["trades"].as_array().is_some_and(|t| t.len() > 20),
+        "{stored}"
+    );
+    for same in ["trades", "metrics", "equity"] {
+        assert_eq!(stored[same], loaded[same], "{same}");
+    }
+
+    // Two stored series, each read on its own: the same as both files.
+    let (ok, _, said, stored) = backtest(&db, &json, &["AAA/USD@1h", "BBB/USD@1h"]);
+    assert!(ok, "{said}");
+    let stored = stored.expect("a report");
+    let files = [file, format!("BBB/USD={}", path(&b))];
+    let (ok, _, said, loaded) = backtest(&db, &json, &[&files[0], &files[1]]);
+    assert!(ok, "{said}");
+    let loaded = loaded.expect("a report");
+    assert_eq!(stored["data"][1]["digest"], loaded["data"][1]["digest"]);
+    for same in ["trades", "metrics", "equity"] {
+        assert_eq!(stored[same], loaded[same], "{same}");
+    }
+
+    // What the store does not hold is refused before any run.
+    let (ok, _, said, report) = backtest(&db, &json, &["CCC/USD@1h"]);
+    assert!(!ok && report.is_none());
+    assert!(said.contains("no CCC/USD 1h candles in"), "{said}");
+}
+
+#[test]
+fn damaged_stored_bars_refuse_the_run_wherever_they_are() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("keel.db");
+    let file = dir.path().join("a.csv");
+    synth(&db, &file, "5");
+    let json = dir.path().join("r.json");
+    // One bit flipped in the fourth of five spans: found mid-run.
+    let flip = |conn: &rusqlite::Connection| {
+        let (span, mut columns): (i64, Vec<u8>) = conn
+            .query_row(
+                "SELECT span, columns FROM candle_spans ORDER BY span LIMIT 1 OFFSET 3",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("a fourth span");
+        columns[1000] ^= 4;
+        conn.execute(
+            "UPDATE candle_spans SET columns = ?1 WHERE span = ?2",
+            rusqlite::params![columns, span],
+        )
+    };
+    let sql =
+        |statement: &'static str| move |conn: &rusqlite::Connection| conn.execute(statement, []);
+    type Damage<'a> = (
+        &'a str,
+        &'a dyn Fn(&rusqlite::Connection) -> rusqlite::Result<usize>,
+        &'a str,
+    );
+    let cases: [Damage; 4] = [
+        ("a bit flipped", &flip, "do not match their digest"),
+        (
+            "the last span deleted",
+            &sql("DELETE FROM candle_spans WHERE span = (SELECT MAX(span) FROM candle_spans)"),
+            "the catalogue and the bars disagree",
+        ),
+        (
+            "the catalogue's count changed",
+            &sql("UPDATE candle_series SET bars = bars + 1"),
+            "the catalogue and the bars disagree",
+        ),
+        (
+            "the catalogue's row deleted",
+            &sql("DELETE FROM candle_series"),
+            "the catalogue has no row for them",
+        ),
+    ];
+    for (damage, apply, says) in cases {
+        let _ = std::fs::remove_file(&db);
+        import(&db, &file, "AAA/USD");
+        let (ok, _, said, _) = backtest(&db, &json, &["AAA/USD@1h"]);
+        assert!(ok, "{said}");
+        let conn = rusqlite::Connection::open(&db).expect("open");
+        let changed = apply(&conn).expect("damage");
+        assert!(changed > 0, "{damage}: nothing changed");
+        drop(conn);
+        let (ok, out, said, report) = backtest(&db, &json, &["AAA/USD@1h"]);
+        assert!(!ok, "{damage}: ran on damaged bars: {out}");
+        assert!(
+            report.is_none() && !out.contains("total return"),
+            "{damage}: {out}"
+        );
+        assert!(
+            said.contains("the stored AAA/USD 1h bars from") && said.contains(says),
+            "{damage}: {said}"
+        );
+        assert_eq!(said.trim().lines().count(), 1, "{damage}: {said}");
+    }
+}
