@@ -130,15 +130,22 @@ pub fn grid_html(strategy: &str, sha256: &str, data: &[DataRef], runs: &[GridRun
             .partial_cmp(&score(a.1))
             .unwrap_or(std::cmp::Ordering::Equal)
     });
-    let chosen = ranked.first().map(|(i, _)| *i);
-    page.push_str(&format!(
-        "<p>{} combinations, {} ran{}.</p>\n",
-        runs.len(),
-        ranked.len(),
-        chosen.map_or(String::new(), |i| format!(
+    // A combination that never traded is no one's best.
+    let chosen = (ranked.first())
+        .filter(|(_, m)| m.trades > 0)
+        .map(|(i, _)| *i);
+    let verdict = match chosen {
+        Some(i) => format!(
             "; the best by Sharpe (then return): <b>{}</b>",
             escape(&params_text(&runs[i].params))
-        ))
+        ),
+        None if !ranked.is_empty() => "; none of them traded, so none is the best".to_owned(),
+        None => String::new(),
+    };
+    page.push_str(&format!(
+        "<p>{} combinations, {} ran{verdict}.</p>\n",
+        runs.len(),
+        ranked.len(),
     ));
     let grid: Vec<Vec<ParamEntry>> = runs.iter().map(|r| r.params.clone()).collect();
     let metric =
@@ -349,6 +356,22 @@ mod tests {
         assert!(page.contains("<th>★ fast=10 slow=30</th>"), "{page}");
         assert!(page.contains("slow must exceed fast"));
         assert!(!page.contains("<script"), "no script in a report");
+
+        // When nothing traded, nothing is starred as the best.
+        for run in &mut runs {
+            if let Ok(m) = &mut run.outcome {
+                m.trades = 0;
+            }
+        }
+        let page = grid_html("sma-cross 1.0.0", "ab12", &[], &runs);
+        assert!(
+            page.contains("5 combinations, 4 ran; none of them traded, so none is the best."),
+            "{page}"
+        );
+        assert!(
+            !page.contains("class=\"chosen\"") && !page.contains('★'),
+            "{page}"
+        );
     }
 
     #[test]

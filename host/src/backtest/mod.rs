@@ -213,7 +213,9 @@ impl Axis {
                 let v = from + step * i as f64;
                 match kind {
                     ParamKind::Int => format!("{}", v.round() as i64),
-                    _ => format!("{v}"),
+                    // To 12 significant digits: 0.1 + 0.1 * 2 is shown and
+                    // run as 0.3, not 0.30000000000000004.
+                    _ => format!("{}", format!("{v:.11e}").parse::<f64>().unwrap_or(v)),
                 }
             }
         }
@@ -692,6 +694,18 @@ mod tests {
         let fast: Vec<i64> = grid.iter().map(|p| p.int("fast").expect("int")).collect();
         assert_eq!(fast, [5, 5, 10, 10, 15, 15]);
         assert!(grid.iter().all(|p| p.flag("short") == Ok(true)));
+        // A float range is stepped in the decimals it is written in.
+        let grid = expand_grid(&specs, &["size=0.1..0.7:0.1".into()]).expect("floats");
+        let sizes: Vec<String> = (grid.iter())
+            .map(|p| params_entries(p)[1].value.clone())
+            .collect();
+        assert_eq!(sizes, ["0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7"]);
+        let grid = expand_grid(&specs, &["size=1e-2..3e-2:1e-2".into()]).expect("floats");
+        let sizes: Vec<f64> = grid
+            .iter()
+            .map(|p| p.float("size").expect("size"))
+            .collect();
+        assert_eq!(sizes, [0.01, 0.02, 0.03]);
         assert_eq!(expand_grid(&specs, &[]).expect("defaults").len(), 1);
         let err = expand_grid(&specs, &["fast=1..5:1".into()]).expect_err("out of range");
         assert_eq!(err.to_string(), "parameter 'fast' = 1 is outside [2, 100]");
