@@ -156,6 +156,60 @@ fn a_pipe_is_refused_for_import_in_one_line_not_read_twice() {
     );
 }
 
+/// A Parquet file is imported as it is decoded, span by span: a bad row
+/// far inside it, after spans were written, still leaves nothing stored.
+#[test]
+fn a_bad_row_deep_in_a_parquet_file_leaves_nothing_imported() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("keel.db");
+    let good = keel_model::synth::random_walk(5, 150_000, 1_704_067_200_000, 60_000, 100.0, 0.001);
+    let mut bad = good.clone();
+    bad[140_000].high = bad[140_000].low / 2.0;
+    let (good_file, bad_file) = (
+        dir.path().join("good.parquet"),
+        dir.path().join("bad.parquet"),
+    );
+    keel_model::candles::write_parquet(&good_file, &good).expect("write");
+    keel_model::candles::write_parquet(&bad_file, &bad).expect("write");
+
+    let out = import_file(&db, path(&bad_file), "SYN/USD", "1m");
+    assert_eq!(out.status.code(), Some(1));
+    let said = stderr(&out);
+    assert!(
+        said.starts_with(&format!("error: {}: row 140001: ", bad_file.display()))
+            && said.lines().count() == 1,
+        "{said}"
+    );
+    let store = keel_host::store::Store::open(&db).expect("open");
+    assert_eq!(store.list_series().expect("list"), []);
+    drop(store);
+
+    let out = import_file(&db, path(&good_file), "SYN/USD", "1m");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out)
+            .contains("150000 bars (150000 new, 0 unchanged, 0 replaced), 2024-01-01T00:00:00Z .."),
+        "{}",
+        stdout(&out)
+    );
+    // A conflict past the first spans: refused whole, the store unchanged.
+    let mut other = good.clone();
+    other[149_000].volume += 1.0;
+    keel_model::candles::write_parquet(&bad_file, &other).expect("write");
+    let out = import_file(&db, path(&bad_file), "SYN/USD", "1m");
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("is already stored with other values"),
+        "{}",
+        stderr(&out)
+    );
+    let store = keel_host::store::Store::open(&db).expect("open");
+    let stored = store
+        .load_candles("SYN/USD", keel_model::Timeframe::M1, None, None)
+        .expect("load");
+    assert!(stored == good, "the stored bars changed");
+}
+
 #[test]
 fn synth_writes_parquet_when_the_name_says_so() {
     let dir = tempfile::tempdir().expect("tempdir");

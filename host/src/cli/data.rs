@@ -153,28 +153,36 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
                     file.display()
                 );
             }
-            // The file's digest is taken while it is parsed.
-            let (digest, candles) = std::thread::scope(|s| {
-                let digest = s.spawn(|| crate::store::file_digest(&file));
-                let candles = candles::read_file_columns(&file, &columns);
-                (digest.join(), candles)
-            });
-            let candles = candles?;
-            let digest = (digest.map_err(|_| anyhow::anyhow!("the digest failed"))?)
-                .with_context(|| format!("{}: cannot read", file.display()))?;
-            if let Some(spacing) = candles::typical_spacing_ms(&candles)
-                && !tf.matches_spacing(spacing)
-            {
-                bail!(
-                    "{}: bars are mostly {} s apart, which is not --timeframe {tf}",
-                    file.display(),
-                    spacing / 1000
-                );
-            }
-            let mut store = Store::open(db)?;
+            // The file's digest is taken while it is read; the bars go
+            // into the store as they are read (a Parquet file's never held
+            // whole), all in one transaction.
             let source = file.display().to_string();
-            let report =
-                store.import_candles_from(&symbol, tf, &candles, &source, &digest, replace)?;
+            let mut store = Store::open(db)?;
+            let (report, range) = std::thread::scope(|s| {
+                let digest = s.spawn(|| crate::store::file_digest(&file));
+                let mut range = None;
+                let report = store.import_with(&symbol, tf, &source, replace, |import| {
+                    candles::read_file_each(&file, &columns, |piece| {
+                        import.push(piece).map_err(anyhow::Error::from)
+                    })?;
+                    if let Some(spacing) = import.typical_spacing_ms()
+                        && !tf.matches_spacing(spacing)
+                    {
+                        bail!(
+                            "{}: bars are mostly {} s apart, which is not --timeframe {tf}",
+                            file.display(),
+                            spacing / 1000
+                        );
+                    }
+                    range = import.range();
+                    let digest = digest
+                        .join()
+                        .map_err(|_| anyhow::anyhow!("the digest failed"))?;
+                    digest.with_context(|| format!("{}: cannot read", file.display()))
+                });
+                report.map(|r| (r, range))
+            })?;
+            let (first, last) = range.unwrap_or_default();
             println!(
                 "imported {} {} from {}: {} bars ({} new, {} unchanged, {} replaced), {} .. {}",
                 shown::text(&report.symbol),
@@ -184,8 +192,8 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
                 report.inserted,
                 report.unchanged,
                 report.replaced,
-                format_time(candles[0].time_ms),
-                format_time(candles[candles.len() - 1].time_ms),
+                format_time(first),
+                format_time(last),
             );
             let missing: u64 = report.gaps.iter().map(|g| g.missing).sum();
             match report.gaps.iter().max_by_key(|g| g.missing) {

@@ -87,21 +87,32 @@ impl Store {
         source_digest: &str,
         replace: bool,
     ) -> Result<ImportReport, StoreError> {
+        self.import_with(symbol, timeframe, source, replace, |import| {
+            import.push(candles)?;
+            Ok::<_, StoreError>(source_digest.to_owned())
+        })
+    }
+
+    /// An import whose bars `fill` hands over in pieces (`Importer::push`)
+    /// as it reads them, in one transaction: committed when `fill` returns
+    /// the source's digest, rolled back whatever fails. Memory holds one
+    /// span of the import, not the whole.
+    pub fn import_with<E: From<StoreError>>(
+        &mut self,
+        symbol: &str,
+        timeframe: Timeframe,
+        source: &str,
+        replace: bool,
+        fill: impl FnOnce(&mut Importer<'_>) -> Result<String, E>,
+    ) -> Result<ImportReport, E> {
         let path = self.path.clone();
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(|e| sql(&path, e))?;
-        let report = import_in(
-            &tx,
-            &path,
-            symbol,
-            timeframe,
-            candles,
-            source,
-            source_digest,
-            replace,
-        )?;
+        let mut import = Importer::new(&tx, &path, symbol, timeframe, source, replace);
+        let digest = fill(&mut import)?;
+        let report = import.finish(&digest)?;
         tx.commit().map_err(|e| sql(&path, e))?;
         Ok(report)
     }
@@ -383,132 +394,6 @@ fn sql(path: &str, source: rusqlite::Error) -> StoreError {
     }
 }
 
-/// An import inside `tx` (for a caller that commits more with it, such as
-/// a download's cursor): the spans the candles fall in are merged and
-/// rewritten, the catalogue remade, and the import recorded.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn import_in(
-    tx: &Transaction,
-    path: &str,
-    symbol: &str,
-    timeframe: Timeframe,
-    candles: &[Candle],
-    source: &str,
-    source_digest: &str,
-    replace: bool,
-) -> Result<ImportReport, StoreError> {
-    let sql = |e| sql(path, e);
-    let mut report = ImportReport {
-        symbol: symbol.to_owned(),
-        timeframe,
-        bars: candles.len(),
-        inserted: 0,
-        unchanged: 0,
-        replaced: 0,
-        gaps: gaps(candles, timeframe.duration_ms()),
-    };
-    let mut bytes = Vec::new();
-    for incoming in columns::spans(candles) {
-        let span = span_of(incoming[0].time_ms);
-        // The stored span, checked as every read checks it: damaged bars
-        // are never merged and written back under a new digest. With
-        // `replace` the damaged span is dropped and made of these bars.
-        let mut bars = Vec::new();
-        let stored = tx
-            .prepare_cached(
-                "SELECT span, bars, digest, columns FROM candle_spans
-                 WHERE symbol = ?1 AND timeframe = ?2 AND span = ?3",
-            )
-            .and_then(|mut stmt| {
-                let mut rows = stmt.query(params![symbol, timeframe.as_str(), span])?;
-                Ok(rows.next()?.map(|row| stored_span(row, span, &mut bars)))
-            })
-            .map_err(sql)?;
-        if let Some(Err(why)) = stored {
-            if !replace {
-                return Err(StoreError::Conflict(format!(
-                    "{}; nothing imported (use --replace to make it of these bars)",
-                    damaged(path, symbol, timeframe, span, &why)
-                )));
-            }
-            bars.clear();
-        }
-        let counts = (report.inserted, report.replaced);
-        let merged =
-            merge(&bars, incoming, replace, &mut report).map_err(|(at, name, old, new)| {
-                StoreError::Conflict(format!(
-                    "{source}: {symbol} {timeframe} {} is already stored with other values \
-                 ({name} {old} there, {new} here); nothing imported (use --replace to overwrite)",
-                    format_time(at)
-                ))
-            })?;
-        if (report.inserted, report.replaced) != counts {
-            write_span(
-                tx,
-                symbol,
-                timeframe.as_str(),
-                timeframe.duration_ms(),
-                &merged,
-                &mut bytes,
-            )
-            .map_err(sql)?;
-        }
-    }
-    refresh_series(tx, symbol, timeframe.as_str(), timeframe.duration_ms()).map_err(sql)?;
-    tx.execute(
-        "INSERT INTO candle_imports (symbol, timeframe, source, file_digest, bars, inserted, gaps, imported_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![
-            symbol,
-            timeframe.as_str(),
-            source,
-            source_digest,
-            candles.len() as i64,
-            report.inserted as i64,
-            report.gaps.len() as i64,
-            now_ms()
-        ],
-    )
-    .map_err(sql)?;
-    Ok(report)
-}
-
-/// `stored` and `incoming` (both oldest first) as one series, counting in
-/// `report`; a bar stored with other values is `(time, the first value
-/// that differs: its name, stored, incoming)` unless `replace`.
-fn merge(
-    stored: &[Candle],
-    incoming: &[Candle],
-    replace: bool,
-    report: &mut ImportReport,
-) -> Result<Vec<Candle>, (i64, &'static str, f64, f64)> {
-    let mut out = Vec::with_capacity(stored.len() + incoming.len());
-    let mut old = stored.iter().peekable();
-    for new in incoming {
-        while let Some(o) = old.next_if(|o| o.time_ms < new.time_ms) {
-            out.push(*o);
-        }
-        match old.next_if(|o| o.time_ms == new.time_ms) {
-            Some(o) if o == new => report.unchanged += 1,
-            Some(o) if !replace => {
-                let values = |c: &Candle| [c.open, c.high, c.low, c.close, c.volume];
-                let names = ["open", "high", "low", "close", "volume"];
-                let (name, (there, here)) = names
-                    .into_iter()
-                    .zip(values(o).into_iter().zip(values(new)))
-                    .find(|(_, (a, b))| a != b)
-                    .unwrap_or(("close", (o.close, new.close)));
-                return Err((new.time_ms, name, there, here));
-            }
-            Some(_) => report.replaced += 1,
-            None => report.inserted += 1,
-        }
-        out.push(*new);
-    }
-    out.extend(old);
-    Ok(out)
-}
-
 /// One span's bars, written whole over what was stored.
 fn write_span(
     tx: &Transaction,
@@ -638,5 +523,10 @@ pub(super) fn move_rows_to_spans(tx: &Transaction) -> rusqlite::Result<()> {
     }
     tx.execute_batch("DROP TABLE candles")
 }
+mod import;
+
+pub use import::Importer;
+pub(crate) use import::import_in;
+
 #[cfg(test)]
 mod tests;

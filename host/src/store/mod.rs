@@ -13,7 +13,7 @@ use std::path::Path;
 use rusqlite::{Connection, OptionalExtension};
 
 pub use audit::audit;
-pub use candles::{ImportReport, StoredSeries, file_digest};
+pub use candles::{ImportReport, Importer, StoredSeries, file_digest};
 pub use downloads::{DownloadCursor, DownloadKey};
 pub(crate) use owner::open_private;
 pub use owner::{OwnerError, Ownership, alive, lock_file};

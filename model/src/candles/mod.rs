@@ -30,7 +30,7 @@ pub use feather::{read_feather, read_feather_columns};
 pub use json::{parse_json, read_json};
 pub use layout::Columns;
 #[cfg(feature = "formats")]
-pub use parquet::{read_parquet, read_parquet_columns, write_parquet};
+pub use parquet::{read_parquet, read_parquet_columns, read_parquet_each, write_parquet};
 
 /// The columns of a candle row, in order.
 pub(crate) const COLUMNS: [&str; 6] = ["time", "open", "high", "low", "close", "volume"];
@@ -176,6 +176,21 @@ pub const CANDLE_TIME_MS: (i64, i64) = (-2_208_988_800_000, 7_258_118_400_000);
 /// when the name ends in `.gz`.
 pub fn read_file(path: &Path) -> Result<Vec<Candle>, CandleError> {
     read_file_columns(path, &Columns::default())
+}
+
+/// `read_file_columns`, the candles handed to `each` in pieces, oldest
+/// first: a Parquet file as it is decoded (never held whole), any other in
+/// one piece. The first error of `each` ends the read and is returned.
+pub fn read_file_each<E: From<CandleError>>(
+    path: &Path,
+    columns: &Columns,
+    mut each: impl FnMut(&[Candle]) -> Result<(), E>,
+) -> Result<(), E> {
+    #[cfg(feature = "formats")]
+    if is_parquet(path) {
+        return read_parquet_each(path, columns, each);
+    }
+    each(&read_file_columns(path, columns)?)
 }
 
 /// `read_file`, with the columns for the roles `columns` names found by
@@ -577,23 +592,52 @@ impl fmt::Display for Timeframe {
 }
 
 /// The most common spacing between consecutive candles: the bar length of a
-/// series with gaps. `None` for fewer than two candles.
+/// series with gaps (the shortest of equally common ones). `None` for fewer
+/// than two candles.
 pub fn typical_spacing_ms(candles: &[Candle]) -> Option<i64> {
-    let mut gaps: Vec<i64> = candles
-        .windows(2)
-        .map(|w| w[1].time_ms - w[0].time_ms)
-        .collect();
-    gaps.sort_unstable();
-    let mut best = (0usize, None);
-    let mut i = 0;
-    while i < gaps.len() {
-        let j = gaps[i..].iter().take_while(|g| **g == gaps[i]).count();
-        if j > best.0 {
-            best = (j, Some(gaps[i]));
-        }
-        i += j;
+    let mut spacings = Spacings::default();
+    for w in candles.windows(2) {
+        spacings.add(w[1].time_ms - w[0].time_ms);
     }
-    best.1
+    spacings.typical()
+}
+
+/// The spacings between consecutive candles, counted as they come (a file
+/// read a piece at a time), for [`typical_spacing_ms`]. A run of equal
+/// spacings — nearly all of them in a real series — is counted without a
+/// look-up.
+#[derive(Debug, Clone, Default)]
+pub struct Spacings {
+    counts: std::collections::HashMap<i64, u64>,
+    run: Option<(i64, u64)>,
+}
+
+impl Spacings {
+    pub fn add(&mut self, spacing: i64) {
+        match &mut self.run {
+            Some((s, n)) if *s == spacing => *n += 1,
+            run => {
+                if let Some((s, n)) = run.replace((spacing, 1)) {
+                    *self.counts.entry(s).or_default() += n;
+                }
+            }
+        }
+    }
+
+    /// The most common spacing (the shortest of equally common ones).
+    pub fn typical(&self) -> Option<i64> {
+        let run = self.run;
+        let with_run = |s: i64, n: u64| n + run.filter(|r| r.0 == s).map_or(0, |r| r.1);
+        let mut all: Vec<(i64, u64)> = (self.counts.iter())
+            .map(|(&s, &n)| (s, with_run(s, n)))
+            .collect();
+        if let Some(run) = run.filter(|r| !self.counts.contains_key(&r.0)) {
+            all.push(run);
+        }
+        all.into_iter()
+            .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
+            .map(|(s, _)| s)
+    }
 }
 
 #[cfg(test)]

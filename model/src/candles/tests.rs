@@ -236,6 +236,19 @@ fn spacing_ignores_gaps() {
     let series = [c(0), c(300), c(600), c(1500), c(1800)];
     assert_eq!(typical_spacing_ms(&series), Some(300));
     assert_eq!(typical_spacing_ms(&series[..1]), None);
+    // Equally common: the shortest, wherever the runs are.
+    let tied = [c(0), c(600), c(1200), c(1500), c(1800)];
+    assert_eq!(typical_spacing_ms(&tied), Some(300));
+    // Counted a piece at a time, runs split anywhere: the same answer.
+    let mut spacings = Spacings::default();
+    for s in [60, 60, 120, 60, 120, 120, 120, 60, 60] {
+        spacings.add(s);
+    }
+    assert_eq!(spacings.typical(), Some(60));
+    spacings.add(120);
+    assert_eq!(spacings.typical(), Some(60), "a tie goes to the shortest");
+    spacings.add(120);
+    assert_eq!(spacings.typical(), Some(120));
 }
 
 #[test]

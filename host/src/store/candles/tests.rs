@@ -373,3 +373,65 @@ fn an_import_never_writes_damaged_bars_back_under_a_new_digest() {
     assert_eq!(loaded, candles);
     assert_eq!(digest, columns::digest(&candles));
 }
+
+#[test]
+fn an_import_in_pieces_stores_what_one_piece_does_and_is_all_or_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut candles = synth::random_walk(11, 150_000, 0, 60_000, 10.0, 0.01);
+    candles.drain(70_000..70_010); // a gap inside the second span
+    let whole = {
+        let mut store = Store::open(&dir.path().join("whole.db")).expect("open");
+        let report = store
+            .import_candles("ETH/BTC", Timeframe::M1, &candles, "a.csv", b"a", false)
+            .expect("import");
+        (report, store.list_series().expect("list"))
+    };
+    let mut store = Store::open(&dir.path().join("pieces.db")).expect("open");
+    // Pieces that end anywhere: inside spans, on their edges, one bar long.
+    let cuts = [1, 2, 65_535, 65_536, 65_537, 70_000, 100_000, candles.len()];
+    let report = store
+        .import_with("ETH/BTC", Timeframe::M1, "a.csv", false, |import| {
+            let mut from = 0;
+            for to in cuts {
+                import.push(&candles[from..to])?;
+                from = to;
+            }
+            assert_eq!(import.typical_spacing_ms(), Some(60_000));
+            let last = candles[candles.len() - 1].time_ms;
+            assert_eq!(import.range(), Some((0, last)));
+            Ok::<_, StoreError>(file_digest_of(b"a"))
+        })
+        .expect("import");
+    assert_eq!(report, whole.0);
+    assert_eq!(report.gaps.len(), 1);
+    assert_eq!(store.list_series().expect("list"), whole.1);
+    let (loaded, _) = (store.load_series("ETH/BTC", Timeframe::M1))
+        .expect("load")
+        .expect("stored");
+    assert_eq!(loaded, candles);
+
+    // A failure after spans were written leaves nothing of the import.
+    let fresh = synth::random_walk(12, 150_000, 400 * columns::SPAN_MS, 60_000, 10.0, 0.01);
+    let failed = store.import_with("ETH/BTC", Timeframe::M1, "b.csv", false, |import| {
+        import.push(&fresh[..140_000])?;
+        Err::<String, _>(StoreError::Conflict("b.csv: row 140001: broken".into()))
+    });
+    assert!(failed.is_err());
+    // Bars handed out of order are refused.
+    let backwards = store.import_with("ETH/BTC", Timeframe::M1, "c.csv", false, |import| {
+        import.push(&fresh[10..20])?;
+        import.push(&fresh[..10])?;
+        Ok::<_, StoreError>(String::new())
+    });
+    let err = backwards.expect_err("out of order").to_string();
+    assert!(err.contains("out of order"), "{err}");
+    assert_eq!(store.list_series().expect("list"), whole.1);
+    let (loaded, _) = (store.load_series("ETH/BTC", Timeframe::M1))
+        .expect("load")
+        .expect("stored");
+    assert_eq!(loaded, candles);
+}
+
+fn file_digest_of(bytes: &[u8]) -> String {
+    format!("blake3:{}", blake3::hash(bytes).to_hex())
+}

@@ -35,16 +35,46 @@ pub fn read_parquet(path: &Path) -> Result<Vec<Candle>, CandleError> {
 /// `read_parquet`, with the columns for the roles `columns` names found by
 /// those names.
 pub fn read_parquet_columns(path: &Path, columns: &Columns) -> Result<Vec<Candle>, CandleError> {
-    read_within(path, columns, MAX_EXPANDED_BYTES)
+    read_within(path, columns, MAX_EXPANDED_BYTES, &mut |_| true)
 }
 
+/// `read_parquet_columns`, the candles handed to `each` as they are
+/// decoded (some 65,000 at a time, every one checked, in order across the
+/// pieces) and never held whole; the first error of `each` ends the read
+/// and is returned.
+pub fn read_parquet_each<E: From<CandleError>>(
+    path: &Path,
+    columns: &Columns,
+    mut each: impl FnMut(&[Candle]) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut failed = None;
+    let read = read_within(path, columns, MAX_EXPANDED_BYTES, &mut |candles| {
+        let went = each(candles);
+        candles.clear();
+        went.map_err(|e| failed = Some(e)).is_ok()
+    });
+    match failed {
+        Some(e) => Err(e),
+        None => read.map(drop).map_err(E::from),
+    }
+}
+
+/// What a reader does with the candles of each batch decoded (appended to
+/// the ones it left): takes them or leaves them, and says whether to go on.
+type Each<'a> = dyn FnMut(&mut Vec<Candle>) -> bool + 'a;
+
 /// `read_parquet_columns`, a file refused when it is larger than `max`
-/// bytes or claims to decode to more.
-fn read_within(path: &Path, columns: &Columns, max: u64) -> Result<Vec<Candle>, CandleError> {
+/// bytes or claims to decode to more; the candles `each` leaves.
+fn read_within(
+    path: &Path,
+    columns: &Columns,
+    max: u64,
+    each: &mut Each<'_>,
+) -> Result<Vec<Candle>, CandleError> {
     let source = path.display().to_string();
     let bytes = arrow::read_bytes(path, max)?;
     arrow::guarded(&source, "Parquet", || {
-        parse(bytes.into(), &source, columns, max)
+        parse(bytes.into(), &source, columns, max, each)
     })
 }
 
@@ -53,6 +83,7 @@ fn parse(
     source: &str,
     columns: &Columns,
     max: u64,
+    each: &mut Each<'_>,
 ) -> Result<Vec<Candle>, CandleError> {
     let unreadable = |e: &dyn std::fmt::Display| {
         refused(
@@ -76,6 +107,9 @@ fn parse(
     let mut rows = Rows::new(source, roles);
     for batch in reader {
         rows.push(&batch.map_err(|e| unreadable(&e))?)?;
+        if !each(&mut rows.candles) {
+            return Ok(Vec::new());
+        }
     }
     rows.finish()
 }
@@ -325,7 +359,8 @@ mod tests {
     fn a_file_claiming_more_than_the_limit_is_refused_before_it_is_decoded() {
         let dir = tempfile::tempdir().expect("tempdir");
         let pandas = formats("pandas-ETH_BTC-5m.parquet");
-        let refused = read_within(&pandas, &Columns::default(), 16_000).expect_err("too large");
+        let refused = read_within(&pandas, &Columns::default(), 16_000, &mut |_| true)
+            .expect_err("too large");
         assert!(
             refused.to_string().ends_with(
                 ": 300 rows, 30520 bytes decoded: more than the 16000 bytes Keel reads at once"
@@ -335,7 +370,8 @@ mod tests {
             "{refused}"
         );
         let small = formats("epoch-ms-ETH_BTC-5m.parquet");
-        let refused = read_within(&small, &Columns::default(), 5_000).expect_err("too large");
+        let refused =
+            read_within(&small, &Columns::default(), 5_000, &mut |_| true).expect_err("too large");
         assert!(
             refused
                 .to_string()
@@ -394,7 +430,8 @@ mod tests {
         writer.write(&batch).expect("write");
         writer.close().expect("close");
         let path = file(&dir, "notes.parquet", &bytes);
-        let read = read_within(&path, &Columns::default(), 1 << 20).expect("the note is not read");
+        let read = read_within(&path, &Columns::default(), 1 << 20, &mut |_| true)
+            .expect("the note is not read");
         assert_eq!(read, eth(60));
         let refused = read_parquet_columns(&path, &Columns::parse("close=note").expect("columns"))
             .expect_err("text");

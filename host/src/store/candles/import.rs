@@ -1,0 +1,248 @@
+//! An import, span by span: bars handed over oldest first in pieces, each
+//! span merged with what is stored of it and written once complete, the
+//! catalogue remade at the end, all inside the caller's transaction.
+
+use rusqlite::{Transaction, params};
+
+use keel_model::candles::columns::span_of;
+use keel_model::candles::{Candle, Gap, Spacings, Timeframe, format_time, missing_between};
+
+use super::{ImportReport, damaged, refresh_series, sql, stored_span, write_span};
+use crate::store::{StoreError, now_ms};
+
+/// An import inside `tx` (for a caller that commits more with it, such as
+/// a download's cursor): the spans the candles fall in are merged and
+/// rewritten, the catalogue remade, and the import recorded.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn import_in(
+    tx: &Transaction,
+    path: &str,
+    symbol: &str,
+    timeframe: Timeframe,
+    candles: &[Candle],
+    source: &str,
+    source_digest: &str,
+    replace: bool,
+) -> Result<ImportReport, StoreError> {
+    let mut import = Importer::new(tx, path, symbol, timeframe, source, replace);
+    import.push(candles)?;
+    import.finish(source_digest)
+}
+
+/// An import in progress, inside a transaction its caller commits: bars
+/// are handed over oldest first, in as many pieces as the reader likes,
+/// and each span is written once its last bar has come, so memory holds
+/// one span whatever the file's size. Whatever fails leaves the rollback
+/// to the caller: an import is all or nothing.
+#[derive(Debug)]
+pub struct Importer<'t> {
+    tx: &'t Transaction<'t>,
+    path: &'t str,
+    /// What the bars are read from, as conflicts name it.
+    source: String,
+    replace: bool,
+    report: ImportReport,
+    /// The bars of the span being filled, not yet written.
+    span: Vec<Candle>,
+    last_ms: Option<i64>,
+    first_ms: Option<i64>,
+    spacing: Spacings,
+    bytes: Vec<u8>,
+}
+
+impl<'t> Importer<'t> {
+    pub(super) fn new(
+        tx: &'t Transaction<'t>,
+        path: &'t str,
+        symbol: &str,
+        timeframe: Timeframe,
+        source: &str,
+        replace: bool,
+    ) -> Importer<'t> {
+        Importer {
+            tx,
+            path,
+            source: source.to_owned(),
+            replace,
+            report: ImportReport {
+                symbol: symbol.to_owned(),
+                timeframe,
+                bars: 0,
+                inserted: 0,
+                unchanged: 0,
+                replaced: 0,
+                gaps: Vec::new(),
+            },
+            span: Vec::new(),
+            last_ms: None,
+            first_ms: None,
+            spacing: Spacings::default(),
+            bytes: Vec::new(),
+        }
+    }
+
+    /// The next bars, oldest first and after every bar handed before
+    /// (refused otherwise: a reader checks its order, this is the guard).
+    pub fn push(&mut self, candles: &[Candle]) -> Result<(), StoreError> {
+        let bar_ms = self.report.timeframe.duration_ms();
+        for c in candles {
+            if let Some(last) = self.last_ms {
+                if c.time_ms <= last {
+                    return Err(StoreError::Conflict(format!(
+                        "{}: bars handed to the import out of order at {}",
+                        self.path,
+                        format_time(c.time_ms)
+                    )));
+                }
+                if let Some(missing) = missing_between(last, c.time_ms, bar_ms) {
+                    self.report.gaps.push(Gap {
+                        after_ms: last,
+                        missing,
+                    });
+                }
+                self.spacing.add(c.time_ms - last);
+                if span_of(c.time_ms) != span_of(last) {
+                    self.write_span()?;
+                }
+            }
+            self.first_ms.get_or_insert(c.time_ms);
+            self.last_ms = Some(c.time_ms);
+            self.span.push(*c);
+        }
+        self.report.bars += candles.len();
+        Ok(())
+    }
+
+    /// The most common spacing between the bars handed so far (as
+    /// `typical_spacing_ms` of them all).
+    pub fn typical_spacing_ms(&self) -> Option<i64> {
+        self.spacing.typical()
+    }
+
+    /// The first and last bars' times so far.
+    pub fn range(&self) -> Option<(i64, i64)> {
+        self.first_ms.zip(self.last_ms)
+    }
+
+    /// Writes the last span, remakes the catalogue's row and records the
+    /// import (of a source whose digest is `source_digest`).
+    pub fn finish(mut self, source_digest: &str) -> Result<ImportReport, StoreError> {
+        self.write_span()?;
+        let sql = |e| sql(self.path, e);
+        let (symbol, timeframe) = (&self.report.symbol, self.report.timeframe);
+        refresh_series(self.tx, symbol, timeframe.as_str(), timeframe.duration_ms())
+            .map_err(sql)?;
+        self.tx
+            .execute(
+                "INSERT INTO candle_imports (symbol, timeframe, source, file_digest, bars, inserted, gaps, imported_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    symbol,
+                    timeframe.as_str(),
+                    self.source,
+                    source_digest,
+                    self.report.bars as i64,
+                    self.report.inserted as i64,
+                    self.report.gaps.len() as i64,
+                    now_ms()
+                ],
+            )
+            .map_err(sql)?;
+        Ok(self.report)
+    }
+
+    /// The span being filled, merged with what is stored of it and
+    /// written when that changes anything; then emptied.
+    fn write_span(&mut self) -> Result<(), StoreError> {
+        let Some(first) = self.span.first() else {
+            return Ok(());
+        };
+        let (path, tx) = (self.path, self.tx);
+        let (symbol, timeframe) = (self.report.symbol.clone(), self.report.timeframe);
+        let symbol = symbol.as_str();
+        let span = span_of(first.time_ms);
+        let sql = |e| sql(path, e);
+        // The stored span, checked as every read checks it: damaged bars
+        // are never merged and written back under a new digest. With
+        // `replace` the damaged span is dropped and made of these bars.
+        let mut bars = Vec::new();
+        let stored = tx
+            .prepare_cached(
+                "SELECT span, bars, digest, columns FROM candle_spans
+                 WHERE symbol = ?1 AND timeframe = ?2 AND span = ?3",
+            )
+            .and_then(|mut stmt| {
+                let mut rows = stmt.query(params![symbol, timeframe.as_str(), span])?;
+                Ok(rows.next()?.map(|row| stored_span(row, span, &mut bars)))
+            })
+            .map_err(sql)?;
+        if let Some(Err(why)) = stored {
+            if !self.replace {
+                return Err(StoreError::Conflict(format!(
+                    "{}; nothing imported (use --replace to make it of these bars)",
+                    damaged(path, symbol, timeframe, span, &why)
+                )));
+            }
+            bars.clear();
+        }
+        let (report, source) = (&mut self.report, &self.source);
+        let counts = (report.inserted, report.replaced);
+        let merged =
+            merge(&bars, &self.span, self.replace, report).map_err(|(at, name, old, new)| {
+                StoreError::Conflict(format!(
+                    "{source}: {symbol} {timeframe} {} is already stored with other values \
+                 ({name} {old} there, {new} here); nothing imported (use --replace to overwrite)",
+                    format_time(at)
+                ))
+            })?;
+        if (report.inserted, report.replaced) != counts {
+            write_span(
+                tx,
+                symbol,
+                timeframe.as_str(),
+                timeframe.duration_ms(),
+                &merged,
+                &mut self.bytes,
+            )
+            .map_err(sql)?;
+        }
+        self.span.clear();
+        Ok(())
+    }
+}
+
+/// `stored` and `incoming` (both oldest first) as one series, counting in
+/// `report`; a bar stored with other values is `(time, the first value
+/// that differs: its name, stored, incoming)` unless `replace`.
+fn merge(
+    stored: &[Candle],
+    incoming: &[Candle],
+    replace: bool,
+    report: &mut ImportReport,
+) -> Result<Vec<Candle>, (i64, &'static str, f64, f64)> {
+    let mut out = Vec::with_capacity(stored.len() + incoming.len());
+    let mut old = stored.iter().peekable();
+    for new in incoming {
+        while let Some(o) = old.next_if(|o| o.time_ms < new.time_ms) {
+            out.push(*o);
+        }
+        match old.next_if(|o| o.time_ms == new.time_ms) {
+            Some(o) if o == new => report.unchanged += 1,
+            Some(o) if !replace => {
+                let values = |c: &Candle| [c.open, c.high, c.low, c.close, c.volume];
+                let names = ["open", "high", "low", "close", "volume"];
+                let (name, (there, here)) = names
+                    .into_iter()
+                    .zip(values(o).into_iter().zip(values(new)))
+                    .find(|(_, (a, b))| a != b)
+                    .unwrap_or(("close", (o.close, new.close)));
+                return Err((new.time_ms, name, there, here));
+            }
+            Some(_) => report.replaced += 1,
+            None => report.inserted += 1,
+        }
+        out.push(*new);
+    }
+    out.extend(old);
+    Ok(out)
+}
