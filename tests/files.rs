@@ -203,6 +203,19 @@ fn a_bad_row_deep_in_a_parquet_file_leaves_nothing_imported() {
         "{}",
         stderr(&out)
     );
+    // A conflict at the first bar of a long file: the import stops at
+    // once, and so does the reading of the rest (no hang, nothing stored).
+    let long = keel_model::synth::random_walk(5, 600_000, good[0].time_ms, 60_000, 100.0, 0.001);
+    let mut long_conflicting = long.clone();
+    long_conflicting[0].volume += 1.0;
+    keel_model::candles::write_parquet(&bad_file, &long_conflicting).expect("write");
+    let out = import_file(&db, path(&bad_file), "SYN/USD", "1m");
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("2024-01-01T00:00:00Z is already stored with other values"),
+        "{}",
+        stderr(&out)
+    );
     let store = keel_host::store::Store::open(&db).expect("open");
     let stored = store
         .load_candles("SYN/USD", keel_model::Timeframe::M1, None, None)

@@ -5,11 +5,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use clap::Subcommand;
 
-use keel_model::candles::{self, format_time};
+use keel_model::candles::{self, Candle, format_time};
 use keel_model::{Timeframe, shown, synth};
 
 use crate::ranges;
 use crate::store::Store;
+
+/// Pieces of a file (some 65,000 bars each) read ahead of the import.
+const PIECES_AHEAD: usize = 4;
 
 #[derive(Debug, Subcommand)]
 pub enum DataCommand {
@@ -153,18 +156,33 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
                     file.display()
                 );
             }
-            // The file's digest is taken while it is read; the bars go
-            // into the store as they are read (a Parquet file's never held
-            // whole), all in one transaction.
+            // Three at once: the file's digest is taken, its bars read
+            // and checked on another thread, and stored here as they come
+            // (a Parquet file's never held whole), in one transaction.
             let source = file.display().to_string();
             let mut store = Store::open(db)?;
+            let (file, columns) = (&file, &columns);
             let (report, range) = std::thread::scope(|s| {
-                let digest = s.spawn(|| crate::store::file_digest(&file));
+                let digest = s.spawn(|| crate::store::file_digest(file));
+                let (pieces, taken) = std::sync::mpsc::sync_channel::<Vec<Candle>>(PIECES_AHEAD);
+                let reader = s.spawn(|| {
+                    candles::read_file_each(file, columns, move |piece| {
+                        // The import stopped first: its error is the one said.
+                        pieces.send(piece).map_err(|_| anyhow::anyhow!("stopped"))
+                    })
+                });
                 let mut range = None;
-                let report = store.import_with(&symbol, tf, &source, replace, |import| {
-                    candles::read_file_each(&file, &columns, |piece| {
-                        import.push(piece).map_err(anyhow::Error::from)
-                    })?;
+                let range_out = &mut range;
+                // `taken` moves in: an import that stops drops it, and the
+                // reader's next piece finds no one to take it.
+                let report = store.import_with(&symbol, tf, &source, replace, move |import| {
+                    for piece in taken.iter() {
+                        import.push(&piece)?;
+                    }
+                    match reader.join() {
+                        Ok(read) => read?,
+                        Err(_) => bail!("{}: the thread reading it failed", file.display()),
+                    }
                     if let Some(spacing) = import.typical_spacing_ms()
                         && !tf.matches_spacing(spacing)
                     {
@@ -174,7 +192,7 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
                             spacing / 1000
                         );
                     }
-                    range = import.range();
+                    *range_out = import.range();
                     let digest = digest
                         .join()
                         .map_err(|_| anyhow::anyhow!("the digest failed"))?;

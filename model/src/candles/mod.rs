@@ -184,13 +184,13 @@ pub fn read_file(path: &Path) -> Result<Vec<Candle>, CandleError> {
 pub fn read_file_each<E: From<CandleError>>(
     path: &Path,
     columns: &Columns,
-    mut each: impl FnMut(&[Candle]) -> Result<(), E>,
+    mut each: impl FnMut(Vec<Candle>) -> Result<(), E>,
 ) -> Result<(), E> {
     #[cfg(feature = "formats")]
     if is_parquet(path) {
         return read_parquet_each(path, columns, each);
     }
-    each(&read_file_columns(path, columns)?)
+    each(read_file_columns(path, columns)?)
 }
 
 /// `read_file`, with the columns for the roles `columns` names found by

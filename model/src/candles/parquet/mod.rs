@@ -45,13 +45,12 @@ pub fn read_parquet_columns(path: &Path, columns: &Columns) -> Result<Vec<Candle
 pub fn read_parquet_each<E: From<CandleError>>(
     path: &Path,
     columns: &Columns,
-    mut each: impl FnMut(&[Candle]) -> Result<(), E>,
+    mut each: impl FnMut(Vec<Candle>) -> Result<(), E>,
 ) -> Result<(), E> {
     let mut failed = None;
     let read = read_within(path, columns, MAX_EXPANDED_BYTES, &mut |candles| {
-        let went = each(candles);
-        candles.clear();
-        went.map_err(|e| failed = Some(e)).is_ok()
+        let piece = std::mem::replace(candles, Vec::with_capacity(BATCH_ROWS));
+        each(piece).map_err(|e| failed = Some(e)).is_ok()
     });
     match failed {
         Some(e) => Err(e),
