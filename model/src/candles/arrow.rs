@@ -21,8 +21,26 @@ use super::*;
 /// [`MAX_EXPANDED_BYTES`].
 pub(super) const ROW_BYTES: u64 = 48;
 
-/// The bytes of a Parquet or Feather file, read whole: it is refused when
-/// it is larger than `max`.
+/// A (Parquet) file opened to be read in place, refused when it is larger
+/// than `max` bytes.
+pub(super) fn open_within(path: &Path, max: u64) -> Result<std::fs::File, CandleError> {
+    let io = |error| CandleError::Io {
+        path: path.display().to_string(),
+        error,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    if len > max {
+        return Err(io(std::io::Error::other(format!(
+            "larger than {}",
+            size(max)
+        ))));
+    }
+    Ok(file)
+}
+
+/// The bytes of a (Feather) file, read whole: it is refused when it is
+/// larger than `max`.
 pub(super) fn read_bytes(path: &Path, max: u64) -> Result<Vec<u8>, CandleError> {
     use std::io::Read;
     let io = |error| CandleError::Io {

@@ -11,6 +11,7 @@ use ::parquet::arrow::ProjectionMask;
 use ::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use ::parquet::basic::Compression;
 use ::parquet::file::metadata::ColumnChunkMetaData;
+use ::parquet::file::reader::{ChunkReader, Length};
 use arrow_array::{ArrayRef, Float64Array, RecordBatch, TimestampMillisecondArray};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 
@@ -71,14 +72,16 @@ fn read_within(
     each: &mut Each<'_>,
 ) -> Result<Vec<Candle>, CandleError> {
     let source = path.display().to_string();
-    let bytes = arrow::read_bytes(path, max)?;
+    // Read where the decoder asks, never whole: memory holds a row group's
+    // columns, not the file.
+    let file = arrow::open_within(path, max)?;
     arrow::guarded(&source, "Parquet", || {
-        parse(bytes.into(), &source, columns, max, each)
+        parse(file, &source, columns, max, each)
     })
 }
 
 fn parse(
-    bytes: bytes::Bytes,
+    file: std::fs::File,
     source: &str,
     columns: &Columns,
     max: u64,
@@ -93,10 +96,14 @@ fn parse(
             ),
         )
     };
-    let builder =
-        ParquetRecordBatchReaderBuilder::try_new(bytes.clone()).map_err(|e| unreadable(&e))?;
+    let io = |error| CandleError::Io {
+        path: source.to_owned(),
+        error,
+    };
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file.try_clone().map_err(io)?)
+        .map_err(|e| unreadable(&e))?;
     let roles = Roles::find(builder.schema(), columns, source)?;
-    check_claims(&builder, &bytes, &roles, source, max)?;
+    check_claims(&builder, &file, &roles, source, max)?;
     let mask = ProjectionMask::roots(builder.parquet_schema(), roles.projection.iter().copied());
     let reader = builder
         .with_projection(mask)
@@ -117,8 +124,8 @@ fn parse(
 /// (the file's count, or its row groups' if larger) times [`ROW_BYTES`],
 /// and what each column to be read decodes to (`check_chunk`).
 fn check_claims(
-    builder: &ParquetRecordBatchReaderBuilder<bytes::Bytes>,
-    file: &[u8],
+    builder: &ParquetRecordBatchReaderBuilder<std::fs::File>,
+    file: &std::fs::File,
     roles: &Roles,
     source: &str,
     max: u64,
@@ -151,7 +158,11 @@ fn check_claims(
 /// what its pages' headers add up to if more. Refused when it lies outside
 /// the file, a header cannot be read, or its codec is one Keel does not
 /// read.
-fn check_chunk(chunk: &ColumnChunkMetaData, file: &[u8], source: &str) -> Result<u64, CandleError> {
+fn check_chunk(
+    chunk: &ColumnChunkMetaData,
+    file: &std::fs::File,
+    source: &str,
+) -> Result<u64, CandleError> {
     let column = shown::text(&chunk.column_path().string()).to_string();
     let refuse = |what: String| refused(source, format!("column '{column}' {what}"));
     let codec = match chunk.compression() {
@@ -173,12 +184,18 @@ fn check_chunk(chunk: &ColumnChunkMetaData, file: &[u8], source: &str) -> Result
     let start = chunk
         .dictionary_page_offset()
         .unwrap_or(chunk.data_page_offset());
-    let stored = usize::try_from(start)
+    let outside = || refuse("lies outside the file".into());
+    // Checked against the file's length before a byte is read: a chunk
+    // that claims to be huge is never allocated for.
+    let (start, len) = u64::try_from(start)
         .ok()
-        .zip(usize::try_from(chunk.compressed_size()).ok())
-        .and_then(|(start, len)| file.get(start..start.checked_add(len)?))
-        .ok_or_else(|| refuse("lies outside the file".into()))?;
-    let paged = pages::decoded_size(stored)
+        .zip(u64::try_from(chunk.compressed_size()).ok())
+        .filter(|&(start, len)| start.checked_add(len).is_some_and(|end| end <= file.len()))
+        .ok_or_else(outside)?;
+    let stored = file
+        .get_bytes(start, usize::try_from(len).map_err(|_| outside())?)
+        .map_err(|_| outside())?;
+    let paged = pages::decoded_size(&stored)
         .ok_or_else(|| refuse("has a page header that cannot be read".into()))?;
     Ok(claimed(chunk.uncompressed_size()).max(paged))
 }
