@@ -156,8 +156,9 @@ fn a_pipe_is_refused_for_import_in_one_line_not_read_twice() {
     );
 }
 
-/// A Parquet file is imported as it is decoded, span by span: a bad row
-/// far inside it, after spans were written, still leaves nothing stored.
+/// A Parquet or CSV file is imported as it is read, span by span: a bad
+/// row far inside it, after spans were written, still leaves nothing
+/// stored.
 #[test]
 fn a_bad_row_deep_in_a_parquet_file_leaves_nothing_imported() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -177,6 +178,21 @@ fn a_bad_row_deep_in_a_parquet_file_leaves_nothing_imported() {
     let said = stderr(&out);
     assert!(
         said.starts_with(&format!("error: {}: row 140001: ", bad_file.display()))
+            && said.lines().count() == 1,
+        "{said}"
+    );
+    let store = keel_host::store::Store::open(&db).expect("open");
+    assert_eq!(store.list_series().expect("list"), []);
+    drop(store);
+    // A CSV file is read block by block (4 MB) the same way.
+    let bad_csv = dir.path().join("bad.csv");
+    keel_model::candles::write_csv(&bad_csv, &bad).expect("write");
+    assert!(std::fs::metadata(&bad_csv).expect("csv").len() > 3 * (4 << 20));
+    let out = import_file(&db, path(&bad_csv), "SYN/USD", "1m");
+    assert_eq!(out.status.code(), Some(1));
+    let said = stderr(&out);
+    assert!(
+        said.starts_with(&format!("error: {}:140002: ", bad_csv.display()))
             && said.lines().count() == 1,
         "{said}"
     );

@@ -26,6 +26,38 @@ pub fn read_csv(path: &Path) -> Result<Vec<Candle>, CandleError> {
 /// `read_csv`, the columns for the roles `columns` names found by those
 /// names.
 pub fn read_csv_columns(path: &Path, columns: &Columns) -> Result<Vec<Candle>, CandleError> {
+    read_within(path, columns, true, &mut |_| true)
+}
+
+/// `read_csv_columns`, the candles of each block (some 4 MB of the file)
+/// handed to `each` as they are read, never held whole; the first error
+/// of `each` ends the read and is returned.
+pub fn read_csv_each<E: From<CandleError>>(
+    path: &Path,
+    columns: &Columns,
+    mut each: impl FnMut(Vec<Candle>) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut failed = None;
+    let read = read_within(path, columns, false, &mut |candles| {
+        let piece = std::mem::take(candles);
+        each(piece).map_err(|e| failed = Some(e)).is_ok()
+    });
+    match failed {
+        Some(e) => Err(e),
+        None => read.map(drop).map_err(E::from),
+    }
+}
+
+/// The file's candles, read block by block; after each block `each` is
+/// given the candles read and not yet taken, takes them or leaves them,
+/// and says whether to go on. `whole`: the candles are left to the end,
+/// so room for them all is made at once.
+fn read_within(
+    path: &Path,
+    columns: &Columns,
+    whole: bool,
+    each: &mut dyn FnMut(&mut Vec<Candle>) -> bool,
+) -> Result<Vec<Candle>, CandleError> {
     let name = path.display().to_string();
     let io = |error| CandleError::Io {
         path: name.clone(),
@@ -37,7 +69,8 @@ pub fn read_csv_columns(path: &Path, columns: &Columns) -> Result<Vec<Candle>, C
     let mut block: Vec<u8> = Vec::with_capacity(BLOCK_BYTES + MAX_LINE_BYTES);
     let mut rows = Lines::new(&name, columns);
     let mut candles: Vec<Candle> = Vec::new();
-    let mut read: u64 = 0;
+    let (mut read, mut any): (u64, bool) = (0, false);
+    let whole_file = whole;
     loop {
         let start = block.len();
         block.resize(start + BLOCK_BYTES, 0);
@@ -86,19 +119,24 @@ pub fn read_csv_columns(path: &Path, columns: &Columns) -> Result<Vec<Candle>, C
                 "not UTF-8 text (a compressed file? name it .csv.gz)".into(),
             )
         })?;
-        if candles.capacity() == 0 && !gzip && whole > 0 {
+        if whole_file && candles.capacity() == 0 && !gzip && whole > 0 {
             // As many as the first block promises for the whole file, so
             // that the candles are not copied as they grow.
             let per_line = whole / text.lines().count().max(1);
             candles.reserve((size as usize / per_line.max(1)).saturating_add(16));
         }
+        let before = candles.len();
         rows.block(text, &mut candles)?;
+        any |= candles.len() > before;
         block.drain(..whole);
+        if !each(&mut candles) {
+            return Ok(Vec::new());
+        }
         if end {
             break;
         }
     }
-    if candles.is_empty() {
+    if !any {
         return Err(CandleError::Empty { path: name });
     }
     Ok(candles)

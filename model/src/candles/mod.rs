@@ -23,7 +23,7 @@ pub mod resample;
 
 pub use csv::{
     CsvCandles, MAX_LINE_BYTES, parse_csv, parse_csv_columns, read_csv, read_csv_columns,
-    write_csv, write_rows,
+    read_csv_each, write_csv, write_rows,
 };
 #[cfg(feature = "formats")]
 pub use feather::{read_feather, read_feather_columns};
@@ -179,8 +179,8 @@ pub fn read_file(path: &Path) -> Result<Vec<Candle>, CandleError> {
 }
 
 /// `read_file_columns`, the candles handed to `each` in pieces, oldest
-/// first: a Parquet file as it is decoded (never held whole), any other in
-/// one piece. The first error of `each` ends the read and is returned.
+/// first: a Parquet or CSV file as it is read (never held whole), any other
+/// in one piece. The first error of `each` ends the read and is returned.
 pub fn read_file_each<E: From<CandleError>>(
     path: &Path,
     columns: &Columns,
@@ -189,6 +189,9 @@ pub fn read_file_each<E: From<CandleError>>(
     #[cfg(feature = "formats")]
     if is_parquet(path) {
         return read_parquet_each(path, columns, each);
+    }
+    if !is_parquet(path) && !is_feather(path) && !is_json(path) {
+        return read_csv_each(path, columns, each);
     }
     each(read_file_columns(path, columns)?)
 }
