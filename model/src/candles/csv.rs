@@ -35,17 +35,9 @@ pub fn read_csv_columns(path: &Path, columns: &Columns) -> Result<Vec<Candle>, C
 pub fn read_csv_each<E: From<CandleError>>(
     path: &Path,
     columns: &Columns,
-    mut each: impl FnMut(Vec<Candle>) -> Result<(), E>,
+    each: impl FnMut(Vec<Candle>) -> Result<(), E>,
 ) -> Result<(), E> {
-    let mut failed = None;
-    let read = read_within(path, columns, false, &mut |candles| {
-        let piece = std::mem::take(candles);
-        each(piece).map_err(|e| failed = Some(e)).is_ok()
-    });
-    match failed {
-        Some(e) => Err(e),
-        None => read.map(drop).map_err(E::from),
-    }
+    in_pieces(each, |take| read_within(path, columns, false, take))
 }
 
 /// The file's candles, read block by block; after each block `each` is
@@ -56,7 +48,7 @@ fn read_within(
     path: &Path,
     columns: &Columns,
     whole: bool,
-    each: &mut dyn FnMut(&mut Vec<Candle>) -> bool,
+    each: &mut Take<'_>,
 ) -> Result<Vec<Candle>, CandleError> {
     let name = path.display().to_string();
     let io = |error| CandleError::Io {

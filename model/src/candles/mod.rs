@@ -196,6 +196,29 @@ pub fn read_file_each<E: From<CandleError>>(
     each(read_file_columns(path, columns)?)
 }
 
+/// What a reader does after each piece it reads with the candles it has
+/// not had taken yet: takes them or leaves them, and says whether to go on.
+pub(crate) type Take<'a> = dyn FnMut(&mut Vec<Candle>) -> bool + 'a;
+
+/// The pieces of `read` (a reader that offers its candles to a [`Take`]
+/// after each piece) given to `each`, every one taken; `each`'s first
+/// error ends the read and is returned.
+pub(crate) fn in_pieces<E: From<CandleError>>(
+    mut each: impl FnMut(Vec<Candle>) -> Result<(), E>,
+    read: impl FnOnce(&mut Take<'_>) -> Result<Vec<Candle>, CandleError>,
+) -> Result<(), E> {
+    let mut failed = None;
+    let read = read(&mut |candles| {
+        (each(std::mem::take(candles)))
+            .map_err(|e| failed = Some(e))
+            .is_ok()
+    });
+    match failed {
+        Some(e) => Err(e),
+        None => read.map(drop).map_err(E::from),
+    }
+}
+
 /// `read_file`, with the columns for the roles `columns` names found by
 /// those names (a JSON file has no names: `columns` must be empty).
 pub fn read_file_columns(path: &Path, columns: &Columns) -> Result<Vec<Candle>, CandleError> {

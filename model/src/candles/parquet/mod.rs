@@ -46,22 +46,12 @@ pub fn read_parquet_columns(path: &Path, columns: &Columns) -> Result<Vec<Candle
 pub fn read_parquet_each<E: From<CandleError>>(
     path: &Path,
     columns: &Columns,
-    mut each: impl FnMut(Vec<Candle>) -> Result<(), E>,
+    each: impl FnMut(Vec<Candle>) -> Result<(), E>,
 ) -> Result<(), E> {
-    let mut failed = None;
-    let read = read_within(path, columns, MAX_EXPANDED_BYTES, &mut |candles| {
-        let piece = std::mem::replace(candles, Vec::with_capacity(BATCH_ROWS));
-        each(piece).map_err(|e| failed = Some(e)).is_ok()
-    });
-    match failed {
-        Some(e) => Err(e),
-        None => read.map(drop).map_err(E::from),
-    }
+    in_pieces(each, |take| {
+        read_within(path, columns, MAX_EXPANDED_BYTES, take)
+    })
 }
-
-/// What a reader does with the candles of each batch decoded (appended to
-/// the ones it left): takes them or leaves them, and says whether to go on.
-type Each<'a> = dyn FnMut(&mut Vec<Candle>) -> bool + 'a;
 
 /// `read_parquet_columns`, a file refused when it is larger than `max`
 /// bytes or claims to decode to more; the candles `each` leaves.
@@ -69,7 +59,7 @@ fn read_within(
     path: &Path,
     columns: &Columns,
     max: u64,
-    each: &mut Each<'_>,
+    each: &mut Take<'_>,
 ) -> Result<Vec<Candle>, CandleError> {
     let source = path.display().to_string();
     // Read where the decoder asks, never whole: memory holds a row group's
@@ -85,7 +75,7 @@ fn parse(
     source: &str,
     columns: &Columns,
     max: u64,
-    each: &mut Each<'_>,
+    each: &mut Take<'_>,
 ) -> Result<Vec<Candle>, CandleError> {
     let unreadable = |e: &dyn std::fmt::Display| {
         refused(
