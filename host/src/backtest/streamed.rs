@@ -32,9 +32,8 @@ const SPANS_AHEAD: usize = 2;
 /// A stored series being read while a backtest runs.
 #[derive(Debug)]
 pub struct Streamed {
-    symbol: String,
     bar_ms: i64,
-    source: String,
+    /// What the report says of the series, from the catalogue.
     reference: DataRef,
     spans: Receiver<Vec<Candle>>,
     reader: JoinHandle<Result<(), StoreError>>,
@@ -43,9 +42,9 @@ pub struct Streamed {
 impl Streamed {
     pub fn given(&self) -> Given<'_> {
         Given {
-            symbol: &self.symbol,
+            symbol: &self.reference.symbol,
             bar_ms: self.bar_ms,
-            source: &self.source,
+            source: &self.reference.source,
         }
     }
 }
@@ -55,14 +54,12 @@ impl Streamed {
 /// whole, by `load_data`). What the catalogue does not list is refused
 /// here, before any run.
 pub fn stream_data(specs: &[String], db: &Path) -> anyhow::Result<Option<Vec<Streamed>>> {
-    if specs.is_empty() || !specs.iter().all(|s| stored_spec(s).is_some()) {
+    let stored: Option<Vec<_>> = specs.iter().map(|s| stored_spec(s)).collect();
+    let Some(stored) = stored.filter(|s| !s.is_empty()) else {
         return Ok(None);
-    }
+    };
     let mut out = Vec::with_capacity(specs.len());
-    for spec in specs {
-        let Some(stored) = stored_spec(spec) else {
-            return Ok(None);
-        };
+    for (spec, stored) in specs.iter().zip(stored) {
         let (symbol, tf) = stored?;
         let store = Store::open(db)?;
         let Some(listed) = store.series(symbol, tf)? else {
@@ -83,9 +80,7 @@ pub fn stream_data(specs: &[String], db: &Path) -> anyhow::Result<Option<Vec<Str
             .name(format!("read {symbol}"))
             .spawn(move || read(store, listed, tf, tx))?;
         out.push(Streamed {
-            symbol: symbol.to_owned(),
             bar_ms: tf.duration_ms(),
-            source: reference.source.clone(),
             reference,
             spans,
             reader,
@@ -118,7 +113,7 @@ pub fn run_streamed(
     let mut feeds = Vec::with_capacity(data.len());
     for d in data {
         feeds.push(Feed {
-            symbol: d.symbol,
+            symbol: d.reference.symbol.clone(),
             bar_ms: d.bar_ms,
             candles: Box::new(d.spans.into_iter().flatten()),
         });

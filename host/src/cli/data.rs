@@ -162,7 +162,7 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
             let source = file.display().to_string();
             let mut store = Store::open(db)?;
             let (file, columns) = (&file, &columns);
-            let (report, range) = std::thread::scope(|s| {
+            let report = std::thread::scope(|s| {
                 let digest = s.spawn(|| crate::store::file_digest(file));
                 let (pieces, taken) = std::sync::mpsc::sync_channel::<Vec<Candle>>(PIECES_AHEAD);
                 let reader = s.spawn(|| {
@@ -171,11 +171,9 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
                         pieces.send(piece).map_err(|_| anyhow::anyhow!("stopped"))
                     })
                 });
-                let mut range = None;
-                let range_out = &mut range;
                 // `taken` moves in: an import that stops drops it, and the
                 // reader's next piece finds no one to take it.
-                let report = store.import_with(&symbol, tf, &source, replace, move |import| {
+                store.import_with(&symbol, tf, &source, replace, move |import| {
                     for piece in taken.iter() {
                         import.push(&piece)?;
                     }
@@ -192,15 +190,13 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
                             spacing / 1000
                         );
                     }
-                    *range_out = import.range();
                     let digest = digest
                         .join()
                         .map_err(|_| anyhow::anyhow!("the digest failed"))?;
                     digest.with_context(|| format!("{}: cannot read", file.display()))
-                });
-                report.map(|r| (r, range))
+                })
             })?;
-            let (first, last) = range.unwrap_or_default();
+            let (first, last) = report.range.unwrap_or_default();
             println!(
                 "imported {} {} from {}: {} bars ({} new, {} unchanged, {} replaced), {} .. {}",
                 shown::text(&report.symbol),

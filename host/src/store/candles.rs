@@ -36,6 +36,8 @@ pub struct ImportReport {
     pub replaced: usize,
     /// The gaps in what was imported (not in the whole series).
     pub gaps: Vec<Gap>,
+    /// The first and last imported bars' times; `None` for no bars.
+    pub range: Option<(i64, i64)>,
 }
 
 /// A stored series, as the catalogue has it.
@@ -74,22 +76,9 @@ impl Store {
         replace: bool,
     ) -> Result<ImportReport, StoreError> {
         let digest = format!("blake3:{}", blake3::hash(source_bytes).to_hex());
-        self.import_candles_from(symbol, timeframe, candles, source, &digest, replace)
-    }
-
-    /// `import_candles`, the source named by its digest (`file_digest`).
-    pub fn import_candles_from(
-        &mut self,
-        symbol: &str,
-        timeframe: Timeframe,
-        candles: &[Candle],
-        source: &str,
-        source_digest: &str,
-        replace: bool,
-    ) -> Result<ImportReport, StoreError> {
         self.import_with(symbol, timeframe, source, replace, |import| {
             import.push(candles)?;
-            Ok::<_, StoreError>(source_digest.to_owned())
+            Ok::<_, StoreError>(digest)
         })
     }
 

@@ -78,6 +78,7 @@ impl Store {
                 unchanged: 0,
                 replaced: 0,
                 gaps: Vec::new(),
+                range: None,
             }
         } else {
             let source = format!("{}:{}", key.venue, key.pair);

@@ -21,45 +21,44 @@ use super::*;
 /// [`MAX_EXPANDED_BYTES`].
 pub(super) const ROW_BYTES: u64 = 48;
 
-/// A (Parquet) file opened to be read in place, refused when it is larger
-/// than `max` bytes.
-pub(super) fn open_within(path: &Path, max: u64) -> Result<std::fs::File, CandleError> {
-    let io = |error| CandleError::Io {
-        path: path.display().to_string(),
-        error,
-    };
-    let file = std::fs::File::open(path).map_err(io)?;
-    let len = file.metadata().map_err(io)?.len();
+/// A file opened to be read in place, and its length; refused when it is
+/// larger than `max` bytes.
+pub(super) fn open_within(path: &Path, max: u64) -> Result<(std::fs::File, u64), CandleError> {
+    let file = std::fs::File::open(path).map_err(|e| io_error(path, e))?;
+    let len = file.metadata().map_err(|e| io_error(path, e))?.len();
     if len > max {
-        return Err(io(std::io::Error::other(format!(
-            "larger than {}",
-            size(max)
-        ))));
+        return Err(larger_than(path, max));
     }
-    Ok(file)
+    Ok((file, len))
 }
 
 /// The bytes of a (Feather) file, read whole: it is refused when it is
-/// larger than `max`.
+/// larger than `max` (by its length, or by what a pipe gives).
 pub(super) fn read_bytes(path: &Path, max: u64) -> Result<Vec<u8>, CandleError> {
     use std::io::Read;
-    let io = |error| CandleError::Io {
-        path: path.display().to_string(),
-        error,
-    };
-    let file = std::fs::File::open(path).map_err(io)?;
+    let (file, len) = open_within(path, max)?;
     // Sized once from the file's length: grown by doubling, a 476 MB file
     // held 256 and 512 MB at once while it was read.
-    let expected = file.metadata().map_or(0, |m| m.len()).min(max + 1);
-    let mut bytes = Vec::with_capacity(usize::try_from(expected).unwrap_or(0));
-    file.take(max + 1).read_to_end(&mut bytes).map_err(io)?;
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    (file.take(max + 1).read_to_end(&mut bytes)).map_err(|e| io_error(path, e))?;
     if bytes.len() as u64 > max {
-        return Err(io(std::io::Error::other(format!(
-            "larger than {}",
-            size(max)
-        ))));
+        return Err(larger_than(path, max));
     }
     Ok(bytes)
+}
+
+fn io_error(path: &Path, error: std::io::Error) -> CandleError {
+    CandleError::Io {
+        path: path.display().to_string(),
+        error,
+    }
+}
+
+fn larger_than(path: &Path, max: u64) -> CandleError {
+    io_error(
+        path,
+        std::io::Error::other(format!("larger than {}", size(max))),
+    )
 }
 
 /// `max` bytes in words: `1 GiB`, `4096 bytes`.

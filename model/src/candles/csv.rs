@@ -42,12 +42,12 @@ pub fn read_csv_each<E: From<CandleError>>(
 
 /// The file's candles, read block by block; after each block `each` is
 /// given the candles read and not yet taken, takes them or leaves them,
-/// and says whether to go on. `whole`: the candles are left to the end,
-/// so room for them all is made at once.
+/// and says whether to go on. `whole_file`: the candles are left to the
+/// end, so room for them all is made at once.
 fn read_within(
     path: &Path,
     columns: &Columns,
-    whole: bool,
+    whole_file: bool,
     each: &mut Take<'_>,
 ) -> Result<Vec<Candle>, CandleError> {
     let name = path.display().to_string();
@@ -62,7 +62,6 @@ fn read_within(
     let mut rows = Lines::new(&name, columns);
     let mut candles: Vec<Candle> = Vec::new();
     let (mut read, mut any): (u64, bool) = (0, false);
-    let whole_file = whole;
     loop {
         let start = block.len();
         block.resize(start + BLOCK_BYTES, 0);

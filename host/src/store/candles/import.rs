@@ -44,8 +44,6 @@ pub struct Importer<'t> {
     report: ImportReport,
     /// The bars of the span being filled, not yet written.
     span: Vec<Candle>,
-    last_ms: Option<i64>,
-    first_ms: Option<i64>,
     spacing: Spacings,
     bytes: Vec<u8>,
 }
@@ -72,10 +70,9 @@ impl<'t> Importer<'t> {
                 unchanged: 0,
                 replaced: 0,
                 gaps: Vec::new(),
+                range: None,
             },
             span: Vec::new(),
-            last_ms: None,
-            first_ms: None,
             spacing: Spacings::default(),
             bytes: Vec::new(),
         }
@@ -86,7 +83,7 @@ impl<'t> Importer<'t> {
     pub fn push(&mut self, candles: &[Candle]) -> Result<(), StoreError> {
         let bar_ms = self.report.timeframe.duration_ms();
         for c in candles {
-            if let Some(last) = self.last_ms {
+            if let Some((_, last)) = self.report.range {
                 if c.time_ms <= last {
                     return Err(StoreError::Conflict(format!(
                         "{}: bars handed to the import out of order at {}",
@@ -105,8 +102,8 @@ impl<'t> Importer<'t> {
                     self.write_span()?;
                 }
             }
-            self.first_ms.get_or_insert(c.time_ms);
-            self.last_ms = Some(c.time_ms);
+            let first = self.report.range.map_or(c.time_ms, |r| r.0);
+            self.report.range = Some((first, c.time_ms));
             self.span.push(*c);
         }
         self.report.bars += candles.len();
@@ -117,11 +114,6 @@ impl<'t> Importer<'t> {
     /// `typical_spacing_ms` of them all).
     pub fn typical_spacing_ms(&self) -> Option<i64> {
         self.spacing.typical()
-    }
-
-    /// The first and last bars' times so far.
-    pub fn range(&self) -> Option<(i64, i64)> {
-        self.first_ms.zip(self.last_ms)
     }
 
     /// Writes the last span, remakes the catalogue's row and records the
