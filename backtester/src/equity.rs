@@ -12,20 +12,25 @@ pub struct EquityPoint {
 /// Largest number of points kept of an equity curve.
 pub const CURVE_POINTS: usize = 10_000;
 
-/// Figures of the equity curve accumulated step by step (Welford's running
-/// mean and variance of step returns, downside deviation, drawdown).
+/// Figures of the equity curve accumulated step by step: sums of the step
+/// returns and of their squares (no division carried from step to step),
+/// the downside's squares, and the drawdown (each peak's lowest point is
+/// weighed once, when the next peak or the end comes).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct EquityStats {
     pub start: f64,
     pub points: u64,
     pub first_ms: Option<i64>,
     pub last_ms: i64,
-    pub(crate) mean: f64,
-    pub(crate) m2: f64,
+    pub(crate) sum: f64,
+    pub(crate) sum_sq: f64,
     pub(crate) downside_sq: f64,
     pub(crate) previous: f64,
     pub(crate) peak: f64,
     pub(crate) peak_ms: i64,
+    /// Since the peak: the lowest equity and the last time below the peak.
+    low: f64,
+    under_ms: Option<i64>,
     pub max_drawdown: f64,
     pub max_drawdown_ms: i64,
 }
@@ -44,17 +49,39 @@ impl EquityStats {
         };
         self.previous = p.equity;
         self.points += 1;
-        let delta = r - self.mean;
-        self.mean += delta / self.points as f64;
-        self.m2 += delta * (r - self.mean);
-        self.downside_sq += r.min(0.0).powi(2);
+        self.sum += r;
+        self.sum_sq += r * r;
+        if r < 0.0 {
+            self.downside_sq += r * r;
+        }
         if p.equity >= self.peak {
+            self.weigh_drawdown();
             self.peak = p.equity;
             self.peak_ms = p.time_ms;
         } else {
-            self.max_drawdown = self.max_drawdown.max(1.0 - p.equity / self.peak);
-            self.max_drawdown_ms = self.max_drawdown_ms.max(p.time_ms - self.peak_ms);
+            if self.under_ms.is_none() || p.equity < self.low {
+                self.low = p.equity;
+            }
+            self.under_ms = Some(p.time_ms);
         }
+    }
+
+    /// The drawdown from the peak to its lowest point, once the peak is
+    /// passed or the curve ends: the same as weighing every point below
+    /// it (the deepest point is the largest fraction, the last the longest).
+    fn weigh_drawdown(&mut self) {
+        if let Some(under_ms) = self.under_ms.take() {
+            self.max_drawdown = self.max_drawdown.max(1.0 - self.low / self.peak);
+            self.max_drawdown_ms = self.max_drawdown_ms.max(under_ms - self.peak_ms);
+        }
+    }
+
+    /// Mean and sample variance of the step returns.
+    pub(crate) fn returns(&self) -> (f64, f64) {
+        let n = self.points.max(1) as f64;
+        let mean = self.sum / n;
+        let variance = (self.sum_sq - self.sum * mean).max(0.0) / (n - 1.0).max(1.0);
+        (mean, variance)
     }
 }
 
@@ -116,6 +143,7 @@ impl EquityTracker {
                 self.curve.push(last);
             }
         }
+        self.stats.weigh_drawdown();
         (self.stats, self.curve)
     }
 }

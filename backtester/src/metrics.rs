@@ -39,8 +39,7 @@ impl Metrics {
         let cagr =
             (span_ms > 0.0 && end > 0.0).then(|| (end / start).powf(YEAR_MS / span_ms) - 1.0);
         let n = stats.points.max(1) as f64;
-        let mean = stats.mean;
-        let variance = stats.m2 / (n - 1.0).max(1.0);
+        let (mean, variance) = stats.returns();
         let downside = (stats.downside_sq / n).sqrt();
         let per_year = YEAR_MS / result.bar_ms.max(1) as f64;
         let std = variance.sqrt();
@@ -202,5 +201,57 @@ mod tests {
             (None, None, None, None, None)
         );
         assert_eq!(m.max_drawdown, 0.0);
+    }
+
+    /// The figures accumulated step by step equal the ones computed from
+    /// the whole curve at once: two-pass mean and variance, and every
+    /// point's drawdown from the peak before it.
+    #[test]
+    fn step_by_step_figures_equal_the_whole_curves() {
+        let mut state = 7u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let mut equity = 100.0;
+        let mut points = Vec::new();
+        for i in 0..5000 {
+            // Flat stretches, slides and recoveries, ending under the peak.
+            if i % 50 >= 20 {
+                equity *= 1.0 + (next() - 0.5) * 0.02 - if i > 4900 { 0.01 } else { 0.0 };
+            }
+            points.push((i * DAY, equity));
+        }
+        let r = result(100.0, &points, vec![]);
+        let stats = &r.equity_stats;
+        let mut previous = 100.0;
+        let returns: Vec<f64> = points
+            .iter()
+            .map(|&(_, e)| {
+                let r = e / previous - 1.0;
+                previous = e;
+                r
+            })
+            .collect();
+        let n = returns.len() as f64;
+        let mean = returns.iter().sum::<f64>() / n;
+        let variance = returns.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (n - 1.0);
+        let (got_mean, got_variance) = stats.returns();
+        assert!((got_mean - mean).abs() <= 1e-12 * mean.abs().max(1e-9), "{got_mean} {mean}");
+        assert!((got_variance / variance - 1.0).abs() <= 1e-9, "{got_variance} {variance}");
+        let (mut peak, mut peak_ms, mut worst, mut longest) = (100.0, 0, 0.0f64, 0);
+        for &(t, e) in &points {
+            if e >= peak {
+                (peak, peak_ms) = (e, t);
+            } else {
+                worst = worst.max(1.0 - e / peak);
+                longest = longest.max(t - peak_ms);
+            }
+        }
+        assert!(worst > 0.05 && longest > 10 * DAY, "{worst} {longest}");
+        assert_eq!(stats.max_drawdown, worst);
+        assert_eq!(stats.max_drawdown_ms, longest);
     }
 }

@@ -41,18 +41,11 @@ fn peak_rss_mb() -> f64 {
 
 /// The bars are generated as the engine consumes them: nothing holds them.
 fn feed(bars: usize) -> Vec<Feed<'static>> {
-    vec![Feed {
-        symbol: "SYN/USD".into(),
-        bar_ms: 60_000,
-        candles: Box::new(synth::random_walk_iter(
-            7,
-            bars,
-            1_600_000_000_000,
-            60_000,
-            100.0,
-            0.002,
-        )),
-    }]
+    vec![Feed::gathered(
+        "SYN/USD".into(),
+        60_000,
+        synth::random_walk_iter(7, bars, 1_600_000_000_000, 60_000, 100.0, 0.002),
+    )]
 }
 
 fn child(mode: &str, bars: usize) {

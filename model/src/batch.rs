@@ -47,6 +47,18 @@ impl BarColumns {
         self.volume.push(c.volume);
     }
 
+    /// Appends `candles`, all of `symbol`, column by column.
+    pub fn extend_candles(&mut self, symbol: u32, candles: &[Candle]) {
+        self.symbol
+            .extend(std::iter::repeat_n(symbol, candles.len()));
+        self.time_ms.extend(candles.iter().map(|c| c.time_ms));
+        self.open.extend(candles.iter().map(|c| c.open));
+        self.high.extend(candles.iter().map(|c| c.high));
+        self.low.extend(candles.iter().map(|c| c.low));
+        self.close.extend(candles.iter().map(|c| c.close));
+        self.volume.extend(candles.iter().map(|c| c.volume));
+    }
+
     /// Appends `bars`, column by column.
     pub fn extend_from(&mut self, bars: Bars<'_>) {
         let n = bars.len();

@@ -60,6 +60,7 @@
 //! assert_eq!(outcome.fills[0].price, 13.0);
 //! ```
 
+pub mod fixed;
 pub mod indicators;
 pub mod log;
 
@@ -73,6 +74,7 @@ pub use keel_model::{
 
 /// Everything a strategy file usually needs.
 pub mod prelude {
+    pub use crate::fixed::fixed;
     pub use crate::indicators::*;
     pub use crate::{
         Action, Bar, Fill, ParamSpec, ParamValue, Params, Portfolio, Position, RiskLimits, Side,

@@ -116,6 +116,17 @@ impl Ahead {
             }
             self.head = 0;
         }
+        // One feed: its candles are the ticks, taken a run at a time.
+        if let [feed] = merge.feeds() {
+            let bar_ms = feed.bar_ms;
+            while self.len() < MAX_BATCH_TICKS {
+                match merge.next_run(MAX_BATCH_TICKS - self.len()) {
+                    Some(run) if !run.is_empty() => self.push_run(bar_ms, run),
+                    _ => return,
+                }
+            }
+            return;
+        }
         while self.len() < MAX_BATCH_TICKS {
             let Some(time_ms) = merge.next_step(step) else {
                 return;
@@ -127,6 +138,16 @@ impl Ahead {
                 self.bars.push(*s as u32, candle);
             }
         }
+    }
+
+    /// Consecutive candles of the one symbol (index 0), a tick each.
+    fn push_run(&mut self, bar_ms: i64, run: &[Candle]) {
+        let first = self.bars.len();
+        self.tick_times
+            .extend(run.iter().map(|c| c.time_ms + bar_ms));
+        self.tick_bars.extend(std::iter::repeat_n(1, run.len()));
+        self.starts.extend(first..first + run.len());
+        self.bars.extend_candles(0, run);
     }
 
     /// How many ticks are not yet handled.

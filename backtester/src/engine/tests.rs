@@ -607,3 +607,47 @@ fn a_wrong_handled_count_is_an_error_at_that_close_and_the_run_goes_on() {
         "said it handled 0 of a batch of 3 bar closes"
     );
 }
+
+#[test]
+fn one_feed_in_runs_of_any_length_runs_as_step_by_step() {
+    let a = keel_model::synth::random_walk(4, 3000, 0, 60_000, 100.0, 0.004);
+    let cfg = BacktestConfig::default();
+    // Runs of awkward lengths, empty ones and ones longer than a batch.
+    let mut runs = Vec::new();
+    let mut rest = &a[..];
+    for n in [0, 1, 255, 0, 256, 257, 3, 700, 1, 0, 520]
+        .into_iter()
+        .cycle()
+    {
+        if rest.is_empty() {
+            break;
+        }
+        let (run, after) = rest.split_at(n.min(rest.len()));
+        runs.push(std::borrow::Cow::Borrowed(run));
+        rest = after;
+    }
+    let in_runs = Feed {
+        symbol: "A".into(),
+        bar_ms: 60_000,
+        runs: Box::new(runs.into_iter()),
+    };
+    let mut by_runs = Trader {
+        n: 0,
+        seen: Vec::new(),
+    };
+    let r1 = run_feeds(&mut by_runs, vec![in_runs], &cfg);
+    // With a second, empty feed the merge goes step by step.
+    let mut by_steps = Trader {
+        n: 0,
+        seen: Vec::new(),
+    };
+    let whole = series("A", a.clone());
+    let empty = Feed::slice("B".into(), 60_000, &[]);
+    let r2 = run_feeds(&mut by_steps, vec![whole.feed(), empty], &cfg);
+    assert!(r1.trades.len() > 20, "{} trades", r1.trades.len());
+    assert_eq!(r1.trades, r2.trades);
+    assert_eq!(r1.equity, r2.equity);
+    assert_eq!(r1.errors, r2.errors);
+    assert_eq!((r1.steps, r1.bars), (3000, 3000));
+    assert_eq!(by_runs.seen, by_steps.seen);
+}

@@ -330,16 +330,11 @@ pub fn run_job(
     let window = job.window.unwrap_or((i64::MIN, i64::MAX));
     let feeds: Vec<Feed<'_>> = data
         .iter()
-        .map(|d| Feed {
-            symbol: d.series.symbol.clone(),
-            bar_ms: d.series.bar_ms,
-            candles: Box::new(
-                d.series
-                    .candles
-                    .iter()
-                    .filter(move |c| c.time_ms >= window.0 && c.time_ms < window.1)
-                    .copied(),
-            ),
+        .map(|d| {
+            let candles = &d.series.candles;
+            let from = candles.partition_point(|c| c.time_ms < window.0);
+            let to = from + candles[from..].partition_point(|c| c.time_ms < window.1);
+            Feed::slice(d.series.symbol.clone(), d.series.bar_ms, &candles[from..to])
         })
         .collect();
     let references = data.iter().map(|d| d.reference.clone()).collect();

@@ -10,6 +10,7 @@
 //! backtest refused with the store's own error, as before — bars changed
 //! behind Keel's back are never reported on.
 
+use std::borrow::Cow;
 use std::path::Path;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
@@ -115,7 +116,7 @@ pub fn run_streamed(
         feeds.push(Feed {
             symbol: d.reference.symbol.clone(),
             bar_ms: d.bar_ms,
-            candles: Box::new(d.spans.into_iter().flatten()),
+            runs: Box::new(d.spans.into_iter().map(Cow::Owned)),
         });
         references.push(d.reference);
         readers.push(d.reader);

@@ -138,14 +138,7 @@ pub fn run(
     config: &BacktestConfig,
     late: bool,
 ) -> anyhow::Result<BacktestResult> {
-    let feeds: Vec<Feed<'_>> = data
-        .iter()
-        .map(|d| Feed {
-            symbol: d.series.symbol.clone(),
-            bar_ms: d.series.bar_ms,
-            candles: Box::new(d.series.candles.iter().copied()),
-        })
-        .collect();
+    let feeds: Vec<Feed<'_>> = data.iter().map(|d| d.series.feed()).collect();
     let binding = Binding {
         symbols: data.iter().map(|d| d.series.symbol.clone()).collect(),
         params: params.clone(),

@@ -171,7 +171,11 @@ impl Strategy for Blocks {
         };
         let mut entry = Signal::open_long(symbol, Size::FractionOfEquity(self.size))
             .stop_loss((bar.close - distance).max(bar.close * 0.01))
-            .reason(format!("entry block {} at {:.6}", self.entry, bar.close));
+            .reason(format!(
+                "entry block {} at {}",
+                self.entry,
+                fixed(bar.close, 6)
+            ));
         if self.exit != 0 {
             entry = entry.take_profit(bar.close * (1.0 + self.target_pct));
         }

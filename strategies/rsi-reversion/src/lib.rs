@@ -78,14 +78,22 @@ impl Strategy for RsiReversion {
                 Signal::open_long(symbol, Size::FractionOfEquity(self.size))
                     .stop_loss(close * (1.0 - self.stop))
                     .take_profit(close * (1.0 + self.target))
-                    .reason(format!("RSI {rsi:.2} fell below {}", self.oversold))
+                    .reason(format!(
+                        "RSI {} fell below {}",
+                        fixed(rsi, 2),
+                        self.oversold
+                    ))
                     .confidence(((self.oversold - rsi) / self.oversold).clamp(0.0, 1.0)),
             ),
             None if self.allow_short && prev <= self.overbought && rsi > self.overbought => Some(
                 Signal::open_short(symbol, Size::FractionOfEquity(self.size))
                     .stop_loss(close * (1.0 + self.stop))
                     .take_profit(close * (1.0 - self.target))
-                    .reason(format!("RSI {rsi:.2} rose above {}", self.overbought))
+                    .reason(format!(
+                        "RSI {} rose above {}",
+                        fixed(rsi, 2),
+                        self.overbought
+                    ))
                     .confidence(
                         ((rsi - self.overbought) / (100.0 - self.overbought)).clamp(0.0, 1.0),
                     ),

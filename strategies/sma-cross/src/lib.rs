@@ -72,13 +72,17 @@ impl Strategy for SmaCross {
         let holding = tick.portfolio.position(symbol, "").is_some();
         Ok(match (above, holding) {
             (true, false) => vec![
-                Signal::open_long(symbol, Size::FractionOfEquity(self.size))
-                    .reason(format!("fast SMA {fast:.6} crossed above slow {slow:.6}")),
+                Signal::open_long(symbol, Size::FractionOfEquity(self.size)).reason(format!(
+                    "fast SMA {} crossed above slow {}",
+                    fixed(fast, 6),
+                    fixed(slow, 6)
+                )),
             ],
-            (false, true) => vec![
-                Signal::close(symbol)
-                    .reason(format!("fast SMA {fast:.6} crossed below slow {slow:.6}")),
-            ],
+            (false, true) => vec![Signal::close(symbol).reason(format!(
+                "fast SMA {} crossed below slow {}",
+                fixed(fast, 6),
+                fixed(slow, 6)
+            ))],
             _ => vec![],
         })
     }
