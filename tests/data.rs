@@ -618,12 +618,25 @@ fn a_stored_series_exports_to_csv_and_gzip_and_reads_back_the_same() {
     assert_eq!(stdout(&run).lines().count(), 5761);
     assert!(!Path::new("-").exists());
 
-    // A symbol with '@' could never be named as SYMBOL@TF: refused.
-    let out = import_file(&db, eth.to_str().expect("path"), "A@B", "5m");
-    assert!(!out.status.success());
-    assert!(
-        stderr(&out).trim().lines().count() == 1 && stderr(&out).contains("may not hold '@'"),
-        "{}",
-        stderr(&out)
-    );
+    // A symbol with '@' could never be named as SYMBOL@TF; an empty,
+    // padded or control-character one could not be told apart in a
+    // listing: all refused, and nothing stored.
+    for (symbol, why) in [
+        ("A@B", "holds no '@'"),
+        ("", "is not empty"),
+        (" ", "is not empty"),
+        (" ETH/BTC", "has no space around it"),
+        ("N\nL", "holds no control character"),
+        ("T\tAB", "holds no control character"),
+    ] {
+        let out = import_file(&db, eth.to_str().expect("path"), symbol, "5m");
+        assert!(!out.status.success());
+        assert!(
+            stderr(&out).trim().lines().count() == 1 && stderr(&out).contains(why),
+            "{symbol:?}: {}",
+            stderr(&out)
+        );
+    }
+    let listed = stdout(&keel(&db, &["data", "list"]));
+    assert_eq!(listed.lines().filter(|l| l.contains(" 5m ")).count(), 1, "{listed}");
 }

@@ -126,6 +126,20 @@ fn a_stored_series_gives_the_run_its_file_gives() {
     let (ok, _, said, report) = backtest(&db, &json, &["CCC/USD@1h"]);
     assert!(!ok && report.is_none());
     assert!(said.contains("no CCC/USD 1h candles in"), "{said}");
+
+    // One symbol twice, from the store or from files: refused, no report.
+    for twice in [
+        ["AAA/USD@1h", "AAA/USD@1h"],
+        ["AAA/USD@1h", files[0].as_str()],
+        [files[1].as_str(), files[1].as_str()],
+    ] {
+        let (ok, _, said, report) = backtest(&db, &json, &twice);
+        assert!(!ok && report.is_none(), "{twice:?}");
+        assert!(
+            said.trim().lines().count() == 1 && said.contains("is given twice"),
+            "{twice:?}: {said}"
+        );
+    }
 }
 
 #[test]

@@ -44,6 +44,22 @@ pub struct Given<'a> {
     pub source: &'a str,
 }
 
+/// Refuses a symbol given twice: a run keeps one market, one set of
+/// positions and one line of the report per symbol.
+pub fn distinct(given: &[Given<'_>]) -> anyhow::Result<()> {
+    for (i, g) in given.iter().enumerate() {
+        if let Some(first) = given[..i].iter().find(|f| f.symbol == g.symbol) {
+            bail!(
+                "{} is given twice ({} and {}): a run takes each symbol once",
+                shown::text(g.symbol),
+                shown::text(first.source),
+                shown::text(g.source)
+            );
+        }
+    }
+    Ok(())
+}
+
 /// `--data` values: `[SYMBOL=]FILE` (CSV or `.json`; without `SYMBOL=`
 /// the file's name gives it) or `SYMBOL@TF` from the store.
 pub fn load_data(specs: &[String], db: &Path) -> anyhow::Result<Vec<Dataset>> {

@@ -138,6 +138,7 @@ pub(super) fn run(args: &BacktestArgs, db: &Path, cache: &CompileCache) -> anyho
         Some(streams) => streams.iter().map(backtest::Streamed::given).collect(),
         None => data.iter().map(backtest::Dataset::given).collect(),
     };
+    backtest::distinct(&given)?;
     // Said once the work is done: a refusal stays one line.
     let warnings: Vec<String> = loaded
         .iter()

@@ -139,17 +139,13 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
             replace,
         } => {
             let tf = timeframe(&tf)?;
-            // `SYMBOL@TF` names a stored series: a symbol with an `@`
-            // could never be named so.
-            if symbol.contains('@') {
-                bail!(
-                    "--symbol {}: a symbol may not hold '@' (stored series are named SYMBOL@TIMEFRAME)",
-                    shown::text(&symbol)
-                );
-            }
+            check_symbol(&symbol)?;
             let columns = candles::Columns::parse(columns.as_deref().unwrap_or_default())
                 .map_err(|e| anyhow::anyhow!("--columns: {e}"))?;
             // Read twice at once (its digest, its bars): only a file can be.
+            if std::fs::metadata(&file).is_ok_and(|m| m.is_dir()) {
+                bail!("{}: is a directory, not a candle file", file.display());
+            }
             if std::fs::metadata(&file).is_ok_and(|m| !m.is_file()) {
                 bail!(
                     "{}: not a regular file (a pipe or a device is read once; save it to a file first)",
@@ -357,5 +353,28 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
             }
             Ok(true)
         }
+    }
+}
+
+/// A symbol the store can name and a listing can show: not empty, no
+/// space around it, no control character, and no `@` (stored series are
+/// named `SYMBOL@TIMEFRAME`, so one with an `@` could never be named).
+pub(super) fn check_symbol(symbol: &str) -> anyhow::Result<()> {
+    let fault = if symbol.trim().is_empty() {
+        Some("a symbol is not empty")
+    } else if symbol.trim() != symbol {
+        Some("a symbol has no space around it")
+    } else if symbol.chars().any(char::is_control) {
+        Some("a symbol holds no control character")
+    } else if symbol.contains('@') {
+        Some("a symbol holds no '@' (stored series are named SYMBOL@TIMEFRAME)")
+    } else if symbol.chars().count() > 64 {
+        Some("a symbol is at most 64 characters")
+    } else {
+        None
+    };
+    match fault {
+        Some(fault) => bail!("--symbol {}: {fault}", shown::quoted(symbol)),
+        None => Ok(()),
     }
 }

@@ -79,13 +79,8 @@ pub(super) fn run(args: DownloadArgs, db: &Path) -> anyhow::Result<bool> {
             shown::quoted(&args.pair)
         );
     }
-    if let Some(symbol) = &args.symbol
-        && (symbol.contains('@') || symbol.trim().is_empty())
-    {
-        bail!(
-            "--symbol {}: a symbol is not empty and holds no '@' (stored series are named SYMBOL@TIMEFRAME)",
-            shown::quoted(symbol)
-        );
+    if let Some(symbol) = &args.symbol {
+        super::data::check_symbol(symbol)?;
     }
     let mut history: Box<dyn TradeHistory> = match args.venue {
         HistoryVenue::Kraken => Box::new(KrakenHistory::new(

@@ -272,6 +272,7 @@ pub(super) fn run_file(sandbox: &Sandbox, args: &StrategyRunArgs, db: &Path) -> 
         None => Vec::new(),
     };
     let given: Vec<backtest::Given> = data.iter().map(backtest::Dataset::given).collect();
+    backtest::distinct(&given)?;
     let warnings = backtest::mismatches(&loaded.info, &given);
     let series: Vec<Series> = data.into_iter().map(|d| d.series).collect();
     let params = Params::resolve_text(&loaded.info.params, &args.params)

@@ -538,7 +538,7 @@ fn utc_seconds_ms(text: &str) -> Option<i64> {
 pub fn format_time(time_ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(time_ms).map_or_else(
         || format!("{time_ms}ms"),
-        |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        |t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
     )
 }
 

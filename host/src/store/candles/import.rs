@@ -2,7 +2,7 @@
 //! span merged with what is stored of it and written once complete, the
 //! catalogue remade at the end, all inside the caller's transaction.
 
-use rusqlite::{Transaction, params};
+use rusqlite::{OptionalExtension, Transaction, params};
 
 use keel_model::candles::columns::span_of;
 use keel_model::candles::{Candle, Gap, Spacings, Timeframe, format_time, missing_between};
@@ -46,6 +46,9 @@ pub struct Importer<'t> {
     span: Vec<Candle>,
     spacing: Spacings,
     bytes: Vec<u8>,
+    /// The time the series' bars are whole timeframes from (the stored
+    /// series' first bar, else the first bar handed), once known.
+    grid: Option<i64>,
 }
 
 impl<'t> Importer<'t> {
@@ -75,6 +78,7 @@ impl<'t> Importer<'t> {
             span: Vec::new(),
             spacing: Spacings::default(),
             bytes: Vec::new(),
+            grid: None,
         }
     }
 
@@ -83,6 +87,7 @@ impl<'t> Importer<'t> {
     pub fn push(&mut self, candles: &[Candle]) -> Result<(), StoreError> {
         let bar_ms = self.report.timeframe.duration_ms();
         for c in candles {
+            self.check_grid(c.time_ms)?;
             if let Some((_, last)) = self.report.range {
                 if c.time_ms <= last {
                     return Err(StoreError::Conflict(format!(
@@ -108,6 +113,43 @@ impl<'t> Importer<'t> {
         }
         self.report.bars += candles.len();
         Ok(())
+    }
+
+    /// Refuses a bar that does not open a whole number of bars from the
+    /// series' others: bars 30 s off a 1m series' are not its bars, and
+    /// stored beside them they would be counted twice by every resample.
+    /// Months have no fixed length, so no grid.
+    fn check_grid(&mut self, time_ms: i64) -> Result<(), StoreError> {
+        let timeframe = self.report.timeframe;
+        if timeframe == Timeframe::Month1 {
+            return Ok(());
+        }
+        let anchor = match self.grid {
+            Some(anchor) => anchor,
+            None => {
+                let stored: Option<i64> = self
+                    .tx
+                    .query_row(
+                        "SELECT first_ms FROM candle_series WHERE symbol = ?1 AND timeframe = ?2",
+                        params![self.report.symbol, timeframe.as_str()],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(|e| sql(self.path, e))?;
+                *self.grid.insert(stored.unwrap_or(time_ms))
+            }
+        };
+        if (time_ms - anchor).rem_euclid(timeframe.duration_ms()) == 0 {
+            return Ok(());
+        }
+        Err(StoreError::Conflict(format!(
+            "{}: the {} {timeframe} bar at {} is off the grid of the series' bars \
+             (whole {timeframe} steps from {}); nothing imported",
+            self.source,
+            self.report.symbol,
+            format_time(time_ms),
+            format_time(anchor)
+        )))
     }
 
     /// The most common spacing between the bars handed so far (as

@@ -435,3 +435,68 @@ fn an_import_in_pieces_stores_what_one_piece_does_and_is_all_or_nothing() {
 fn file_digest_of(bytes: &[u8]) -> String {
     format!("blake3:{}", blake3::hash(bytes).to_hex())
 }
+
+#[test]
+fn bars_off_the_series_grid_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = Store::open(&dir.path().join("keel.db")).expect("open");
+    let start = 1_704_067_200_000; // 2024-01-01T00:00:00Z
+    let on_grid = synth::random_walk(1, 10, start, 60_000, 10.0, 0.01);
+    store
+        .import_candles("X/Y", Timeframe::M1, &on_grid, "a.csv", b"a", false)
+        .expect("import");
+
+    // The same minutes 30 s later: not this series' bars, with or
+    // without --replace, and nothing of them is stored.
+    let shifted: Vec<Candle> = on_grid
+        .iter()
+        .map(|c| Candle {
+            time_ms: c.time_ms + 10 * 60_000 + 30_000,
+            ..*c
+        })
+        .collect();
+    for replace in [false, true] {
+        let err = store
+            .import_candles("X/Y", Timeframe::M1, &shifted, "b.csv", b"b", replace)
+            .expect_err("off the grid");
+        assert_eq!(
+            err.to_string(),
+            "b.csv: the X/Y 1m bar at 2024-01-01T00:10:30Z is off the grid of the series' \
+             bars (whole 1m steps from 2024-01-01T00:00:00Z); nothing imported"
+        );
+    }
+    // One bar a millisecond off, deep in a file of a new series.
+    let mut file = synth::random_walk(2, 3000, start, 60_000, 10.0, 0.01);
+    file[2500].time_ms += 1;
+    let err = store
+        .import_candles("Z/Y", Timeframe::M1, &file, "c.csv", b"c", false)
+        .expect_err("off the grid");
+    assert!(err.to_string().contains("bar at 2024-01-02T17:40:00.001Z is off the grid"), "{err}");
+    let listed = store.list_series().expect("list");
+    assert_eq!(listed.len(), 1, "only X/Y: {listed:?}");
+    assert_eq!(
+        store
+            .load_candles("X/Y", Timeframe::M1, None, None)
+            .expect("load"),
+        on_grid
+    );
+
+    // A series may sit anywhere on the clock, as long as all of it does;
+    // months have no grid (their bars are 28 to 31 days apart).
+    let offset = synth::random_walk(3, 10, start + 30_000, 60_000, 10.0, 0.01);
+    store
+        .import_candles("W/Y", Timeframe::M1, &offset, "d.csv", b"d", false)
+        .expect("a grid of its own");
+    let months: Vec<Candle> = [31, 29, 31, 30]
+        .iter()
+        .scan(start, |t, days| {
+            *t += days * 86_400_000;
+            Some(*t)
+        })
+        .zip(synth::random_walk(4, 4, 0, 1, 10.0, 0.01))
+        .map(|(time_ms, c)| Candle { time_ms, ..c })
+        .collect();
+    store
+        .import_candles("M/Y", Timeframe::Month1, &months, "e.csv", b"e", false)
+        .expect("months");
+}
