@@ -638,5 +638,9 @@ fn a_stored_series_exports_to_csv_and_gzip_and_reads_back_the_same() {
         );
     }
     let listed = stdout(&keel(&db, &["data", "list"]));
-    assert_eq!(listed.lines().filter(|l| l.contains(" 5m ")).count(), 1, "{listed}");
+    assert_eq!(
+        listed.lines().filter(|l| l.contains(" 5m ")).count(),
+        1,
+        "{listed}"
+    );
 }

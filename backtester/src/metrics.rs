@@ -239,8 +239,14 @@ mod tests {
         let mean = returns.iter().sum::<f64>() / n;
         let variance = returns.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (n - 1.0);
         let (got_mean, got_variance) = stats.returns();
-        assert!((got_mean - mean).abs() <= 1e-12 * mean.abs().max(1e-9), "{got_mean} {mean}");
-        assert!((got_variance / variance - 1.0).abs() <= 1e-9, "{got_variance} {variance}");
+        assert!(
+            (got_mean - mean).abs() <= 1e-12 * mean.abs().max(1e-9),
+            "{got_mean} {mean}"
+        );
+        assert!(
+            (got_variance / variance - 1.0).abs() <= 1e-9,
+            "{got_variance} {variance}"
+        );
         let (mut peak, mut peak_ms, mut worst, mut longest) = (100.0, 0, 0.0f64, 0);
         for &(t, e) in &points {
             if e >= peak {

@@ -471,7 +471,11 @@ fn bars_off_the_series_grid_are_refused() {
     let err = store
         .import_candles("Z/Y", Timeframe::M1, &file, "c.csv", b"c", false)
         .expect_err("off the grid");
-    assert!(err.to_string().contains("bar at 2024-01-02T17:40:00.001Z is off the grid"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("bar at 2024-01-02T17:40:00.001Z is off the grid"),
+        "{err}"
+    );
     let listed = store.list_series().expect("list");
     assert_eq!(listed.len(), 1, "only X/Y: {listed:?}");
     assert_eq!(
