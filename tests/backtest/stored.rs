@@ -205,7 +205,7 @@ fn damaged_stored_bars_refuse_the_run_wherever_they_are() {
             "{damage}: {out}"
         );
         assert!(
-            said.contains("the stored AAA/USD 1h bars from") && said.contains(says),
+            said.contains("the stored AAA/USD 1h bars of ") && said.contains(says),
             "{damage}: {said}"
         );
         assert_eq!(said.trim().lines().count(), 1, "{damage}: {said}");

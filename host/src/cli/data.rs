@@ -205,6 +205,11 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
                 format_time(first),
                 format_time(last),
             );
+            for dropped in &report.dropped {
+                println!(
+                    "dropped damaged stored {dropped}: import the file that has them to have them back"
+                );
+            }
             let missing: u64 = report.gaps.iter().map(|g| g.missing).sum();
             match report.gaps.iter().max_by_key(|g| g.missing) {
                 None => println!("no gaps"),

@@ -38,6 +38,9 @@ pub struct ImportReport {
     pub gaps: Vec<Gap>,
     /// The first and last imported bars' times; `None` for no bars.
     pub range: Option<(i64, i64)>,
+    /// With `replace`: stored bars outside the import found damaged and
+    /// dropped, each as `bars of FROM .. TO (why)`.
+    pub dropped: Vec<String>,
 }
 
 /// A stored series, as the catalogue has it.
@@ -170,19 +173,19 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let mut stmt = self
             .conn
-            .prepare_cached(
-                "SELECT span, bars, digest, columns FROM candle_spans
+            .prepare_cached(&format!(
+                "SELECT {SPAN_COLUMNS} FROM candle_spans
                  WHERE symbol = ?1 AND timeframe = ?2 AND span BETWEEN ?3 AND ?4
-                 ORDER BY span",
-            )
+                 ORDER BY span"
+            ))
             .map_err(|e| self.sql(e))?;
         let mut rows = stmt
             .query(params![symbol, timeframe.as_str(), first, last])
             .map_err(|e| self.sql(e))?;
         while let Some(row) = rows.next().map_err(|e| self.sql(e))? {
             let span: i64 = row.get(0).map_err(|e| self.sql(e))?;
-            let digest = stored_span(row, span, out)
-                .map_err(|why| self.corrupt(symbol, timeframe, span, &why))?;
+            let digest = stored_span(row, span, timeframe.duration_ms(), out)
+                .map_err(|why| self.corrupt(symbol, timeframe, span_times(span), &why))?;
             if !done(out, digest) {
                 return Ok(false);
             }
@@ -218,12 +221,12 @@ impl Store {
         let listed = self.series(symbol, timeframe)?;
         let (candles, digests) = self.read_spans(symbol, timeframe, None, None)?;
         let Some(listed) = listed else {
-            return match candles.first() {
+            return match candles.first().zip(candles.last()) {
                 None => Ok(None),
-                Some(c) => Err(self.corrupt(
+                Some((a, b)) => Err(self.corrupt(
                     symbol,
                     timeframe,
-                    span_of(c.time_ms),
+                    (a.time_ms, b.time_ms),
                     "the catalogue has no row for them",
                 )),
             };
@@ -289,7 +292,7 @@ impl Store {
         Err(self.corrupt(
             &listed.symbol,
             timeframe,
-            span_of(listed.first_ms),
+            (listed.first_ms, listed.last_ms),
             "the catalogue and the bars disagree",
         ))
     }
@@ -307,10 +310,16 @@ impl Store {
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.sql(e))
     }
 
-    fn corrupt(&self, symbol: &str, timeframe: Timeframe, span: i64, why: &str) -> StoreError {
+    fn corrupt(
+        &self,
+        symbol: &str,
+        timeframe: Timeframe,
+        times: (i64, i64),
+        why: &str,
+    ) -> StoreError {
         StoreError::Conflict(format!(
             "{}; import them again with --replace",
-            damaged(&self.path, symbol, timeframe, span, why)
+            damaged(&self.path, symbol, timeframe, times, why)
         ))
     }
 }
@@ -329,20 +338,38 @@ fn listed(r: &rusqlite::Row) -> rusqlite::Result<StoredSeries> {
     })
 }
 
-/// `<db>: the stored SYMBOL TF bars from … are damaged (why)`.
-fn damaged(path: &str, symbol: &str, timeframe: Timeframe, span: i64, why: &str) -> String {
+/// `<db>: the stored SYMBOL TF bars of FROM .. TO are damaged (why)`.
+fn damaged(
+    path: &str,
+    symbol: &str,
+    timeframe: Timeframe,
+    (from_ms, to_ms): (i64, i64),
+    why: &str,
+) -> String {
     format!(
-        "{path}: the stored {symbol} {timeframe} bars from {} are damaged ({why})",
-        format_time(span.saturating_mul(columns::SPAN_MS))
+        "{path}: the stored {symbol} {timeframe} bars of {} .. {} are damaged ({why})",
+        format_time(from_ms),
+        format_time(to_ms)
     )
 }
 
-/// The bars of a `candle_spans` row (`bars, digest, columns` from its
-/// second column on) of `span`, appended to `out` (which holds the spans
-/// before it), and its digest; or why the row is damaged: its columns
-/// against its digest and bar count, each bar against its span, the
-/// bar before and the candle rules.
-fn stored_span(row: &rusqlite::Row, span: i64, out: &mut Vec<Candle>) -> Result<[u8; 32], String> {
+/// The times span `span` holds, first and last.
+fn span_times(span: i64) -> (i64, i64) {
+    let from = span.saturating_mul(columns::SPAN_MS);
+    (from, from.saturating_add(columns::SPAN_MS - 1))
+}
+
+/// The bars of a `candle_spans` row ([`SPAN_COLUMNS`]) of `span`,
+/// appended to `out` (which holds the spans before it), and its digest;
+/// or why the row is damaged: its columns against its digest and bar
+/// count, each bar against its span, the bar before and the candle rules,
+/// and its first and last times and gap counts against its bars.
+fn stored_span(
+    row: &rusqlite::Row,
+    span: i64,
+    bar_ms: i64,
+    out: &mut Vec<Candle>,
+) -> Result<[u8; 32], String> {
     let bars: i64 = row
         .get(1)
         .map_err(|_| "its bar count is not a number".to_owned())?;
@@ -373,8 +400,26 @@ fn stored_span(row: &rusqlite::Row, span: i64, out: &mut Vec<Candle>) -> Result<
         }
         check_candle(c)?;
     }
+    // The row's own figures, which the catalogue is made of, are its bars'.
+    let got = &out[before..];
+    let figure = |i: usize| row.get::<_, i64>(i).ok();
+    let range = got
+        .first()
+        .zip(got.last())
+        .map(|(a, b)| (a.time_ms, b.time_ms));
+    if range.is_none() || range != figure(4).zip(figure(5)) {
+        return Err("its first and last times are not its bars'".into());
+    }
+    let holes = gaps(got, bar_ms);
+    let missing: u64 = holes.iter().map(|g| g.missing).sum();
+    if Some(holes.len() as i64) != figure(6) || Some(missing as i64) != figure(7) {
+        return Err("its gap counts are not its bars'".into());
+    }
     Ok(digest)
 }
+
+/// The columns `stored_span` reads, in its order.
+const SPAN_COLUMNS: &str = "span, bars, digest, columns, first_ms, last_ms, gaps, missing";
 
 fn sql(path: &str, source: rusqlite::Error) -> StoreError {
     StoreError::Sql {
@@ -429,9 +474,9 @@ fn refresh_series(
     symbol: &str,
     timeframe: &str,
     bar_ms: i64,
-) -> rusqlite::Result<()> {
+) -> rusqlite::Result<Result<(), (i64, &'static str)>> {
     let mut stmt = tx.prepare_cached(
-        "SELECT bars, first_ms, last_ms, gaps, missing, digest FROM candle_spans
+        "SELECT bars, first_ms, last_ms, gaps, missing, digest, span FROM candle_spans
          WHERE symbol = ?1 AND timeframe = ?2 ORDER BY span",
     )?;
     let spans = stmt
@@ -443,15 +488,23 @@ fn refresh_series(
                 r.get::<_, i64>(3)?,
                 r.get::<_, i64>(4)?,
                 r.get::<_, Vec<u8>>(5)?,
+                r.get::<_, i64>(6)?,
             ))
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
+    // A span's figures that cannot be its own (a span stored under
+    // another's key, times out of it) would make a catalogue of nothing.
+    for &(bars, first_ms, last_ms, .., span) in &spans {
+        if bars < 1 || first_ms > last_ms || span_of(first_ms) != span || span_of(last_ms) != span {
+            return Ok(Err((span, "its first and last times are not of it")));
+        }
+    }
     let (Some(first), Some(last)) = (spans.first(), spans.last()) else {
-        return Ok(());
+        return Ok(Ok(()));
     };
     let (mut bars, mut holes, mut missing) = (0, 0, 0);
     let mut digests = Vec::with_capacity(spans.len());
-    for (i, (n, first_ms, _, g, m, digest)) in spans.iter().enumerate() {
+    for (i, (n, first_ms, _, g, m, digest, _)) in spans.iter().enumerate() {
         (bars, holes, missing) = (bars + n, holes + g, missing + m);
         if i > 0
             && let Some(m) = missing_between(spans[i - 1].2, *first_ms, bar_ms)
@@ -476,7 +529,7 @@ fn refresh_series(
             now_ms()
         ],
     )?;
-    Ok(())
+    Ok(Ok(()))
 }
 
 /// Moves the rows of the old `candles` table (one row per bar) into spans
@@ -508,7 +561,8 @@ pub(super) fn move_rows_to_spans(tx: &Transaction) -> rusqlite::Result<()> {
         for span in columns::spans(&candles) {
             write_span(tx, &symbol, &timeframe, bar_ms, span, &mut bytes)?;
         }
-        refresh_series(tx, &symbol, &timeframe, bar_ms)?;
+        // Rows made from rows: their spans' figures are their own.
+        let _ = refresh_series(tx, &symbol, &timeframe, bar_ms)?;
     }
     tx.execute_batch("DROP TABLE candles")
 }

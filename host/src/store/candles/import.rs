@@ -7,7 +7,9 @@ use rusqlite::{OptionalExtension, Transaction, params};
 use keel_model::candles::columns::span_of;
 use keel_model::candles::{Candle, Gap, Spacings, Timeframe, format_time, missing_between};
 
-use super::{ImportReport, damaged, refresh_series, sql, stored_span, write_span};
+use super::{
+    ImportReport, SPAN_COLUMNS, damaged, refresh_series, span_times, sql, stored_span, write_span,
+};
 use crate::store::{StoreError, now_ms};
 
 /// An import inside `tx` (for a caller that commits more with it, such as
@@ -49,6 +51,8 @@ pub struct Importer<'t> {
     /// The time the series' bars are whole timeframes from (the stored
     /// series' first bar, else the first bar handed), once known.
     grid: Option<i64>,
+    /// The spans the bars fell in, in order.
+    spans: Vec<i64>,
 }
 
 impl<'t> Importer<'t> {
@@ -74,11 +78,13 @@ impl<'t> Importer<'t> {
                 replaced: 0,
                 gaps: Vec::new(),
                 range: None,
+                dropped: Vec::new(),
             },
             span: Vec::new(),
             spacing: Spacings::default(),
             bytes: Vec::new(),
             grid: None,
+            spans: Vec::new(),
         }
     }
 
@@ -162,10 +168,20 @@ impl<'t> Importer<'t> {
     /// import (of a source whose digest is `source_digest`).
     pub fn finish(mut self, source_digest: &str) -> Result<ImportReport, StoreError> {
         self.write_span()?;
+        if self.replace {
+            self.drop_damaged()?;
+        }
         let sql = |e| sql(self.path, e);
         let (symbol, timeframe) = (&self.report.symbol, self.report.timeframe);
-        refresh_series(self.tx, symbol, timeframe.as_str(), timeframe.duration_ms())
-            .map_err(sql)?;
+        let refreshed =
+            refresh_series(self.tx, symbol, timeframe.as_str(), timeframe.duration_ms())
+                .map_err(sql)?;
+        if let Err((span, why)) = refreshed {
+            return Err(StoreError::Conflict(format!(
+                "{}; nothing imported (use --replace to drop them)",
+                damaged(self.path, symbol, timeframe, span_times(span), why)
+            )));
+        }
         self.tx
             .execute(
                 "INSERT INTO candle_imports (symbol, timeframe, source, file_digest, bars, inserted, gaps, imported_ms)
@@ -185,6 +201,53 @@ impl<'t> Importer<'t> {
         Ok(self.report)
     }
 
+    /// Reads every stored span of the series the import did not write,
+    /// checked as every read checks it, and drops those found damaged,
+    /// saying so in the report: `--replace` is how damage is mended, and
+    /// damage the file does not cover can only be dropped. (Without it,
+    /// an import reads only the spans it writes.)
+    fn drop_damaged(&mut self) -> Result<(), StoreError> {
+        let (path, tx) = (self.path, self.tx);
+        let sql = |e| sql(path, e);
+        let (symbol, timeframe) = (self.report.symbol.as_str(), self.report.timeframe);
+        let mut damaged_spans = Vec::new();
+        let mut stmt = tx
+            .prepare(&format!(
+                "SELECT {SPAN_COLUMNS} FROM candle_spans
+                 WHERE symbol = ?1 AND timeframe = ?2 ORDER BY span"
+            ))
+            .map_err(sql)?;
+        let mut rows = stmt
+            .query(params![symbol, timeframe.as_str()])
+            .map_err(sql)?;
+        let mut bars = Vec::new();
+        while let Some(row) = rows.next().map_err(sql)? {
+            let span: i64 = row.get(0).map_err(sql)?;
+            if self.spans.binary_search(&span).is_ok() {
+                continue;
+            }
+            bars.clear();
+            if let Err(why) = stored_span(row, span, timeframe.duration_ms(), &mut bars) {
+                damaged_spans.push((span, why));
+            }
+        }
+        drop(rows);
+        for (span, why) in damaged_spans {
+            tx.execute(
+                "DELETE FROM candle_spans WHERE symbol = ?1 AND timeframe = ?2 AND span = ?3",
+                params![symbol, timeframe.as_str(), span],
+            )
+            .map_err(sql)?;
+            let (from, to) = span_times(span);
+            self.report.dropped.push(format!(
+                "bars of {} .. {} ({why})",
+                format_time(from),
+                format_time(to)
+            ));
+        }
+        Ok(())
+    }
+
     /// The span being filled, merged with what is stored of it and
     /// written when that changes anything; then emptied.
     fn write_span(&mut self) -> Result<(), StoreError> {
@@ -195,26 +258,30 @@ impl<'t> Importer<'t> {
         let (symbol, timeframe) = (self.report.symbol.clone(), self.report.timeframe);
         let symbol = symbol.as_str();
         let span = span_of(first.time_ms);
+        self.spans.push(span);
         let sql = |e| sql(path, e);
         // The stored span, checked as every read checks it: damaged bars
         // are never merged and written back under a new digest. With
         // `replace` the damaged span is dropped and made of these bars.
         let mut bars = Vec::new();
         let stored = tx
-            .prepare_cached(
-                "SELECT span, bars, digest, columns FROM candle_spans
-                 WHERE symbol = ?1 AND timeframe = ?2 AND span = ?3",
-            )
+            .prepare_cached(&format!(
+                "SELECT {SPAN_COLUMNS} FROM candle_spans
+                 WHERE symbol = ?1 AND timeframe = ?2 AND span = ?3"
+            ))
             .and_then(|mut stmt| {
                 let mut rows = stmt.query(params![symbol, timeframe.as_str(), span])?;
-                Ok(rows.next()?.map(|row| stored_span(row, span, &mut bars)))
+                let bar_ms = timeframe.duration_ms();
+                Ok(rows
+                    .next()?
+                    .map(|row| stored_span(row, span, bar_ms, &mut bars)))
             })
             .map_err(sql)?;
         if let Some(Err(why)) = stored {
             if !self.replace {
                 return Err(StoreError::Conflict(format!(
                     "{}; nothing imported (use --replace to make it of these bars)",
-                    damaged(path, symbol, timeframe, span, &why)
+                    damaged(path, symbol, timeframe, span_times(span), &why)
                 )));
             }
             bars.clear();

@@ -172,7 +172,8 @@ fn a_damaged_span_is_refused_by_name_not_handed_to_a_backtest() {
             .expect_err(why)
             .to_string();
         assert!(
-            err.contains("the stored ETH/BTC 1m bars from 1970-01-01T00:00:00Z are damaged")
+            err.contains("the stored ETH/BTC 1m bars of 1970-01-01T00:00:00Z .. ")
+                && err.contains("are damaged")
                 && err.contains(why)
                 && err.ends_with("import them again with --replace"),
             "{why}: {err}"
@@ -238,6 +239,96 @@ fn a_damaged_span_is_refused_by_name_not_handed_to_a_backtest() {
         &[],
         "its columns are not its bars",
     );
+    // The figures the catalogue is made of, changed beside the bars.
+    damaged(
+        "UPDATE candle_spans SET first_ms = first_ms + 60000 WHERE span = 0",
+        &[],
+        "its first and last times are not its bars'",
+    );
+    damaged(
+        "UPDATE candle_spans SET gaps = 3, missing = 7 WHERE span = 0",
+        &[],
+        "its gap counts are not its bars'",
+    );
+}
+
+#[test]
+fn replace_mends_damage_wherever_it_is() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = Store::open(&dir.path().join("keel.db")).expect("open");
+    let span = (columns::SPAN_MS / 60_000) as usize;
+    let all = synth::random_walk(5, 3 * span + 1000, 0, 60_000, 10.0, 0.01);
+    let import = |store: &mut Store, candles: &[Candle], replace: bool| {
+        store.import_candles("A/B", Timeframe::M1, candles, "a.csv", b"a", replace)
+    };
+    import(&mut store, &all, false).expect("import");
+
+    // A span moved under another's key: refused wherever it is read,
+    // and an import without --replace will not make a catalogue of it.
+    store
+        .conn
+        .execute("UPDATE candle_spans SET span = 999 WHERE span = 1", [])
+        .expect("damage");
+    let err = store.load_series("A/B", Timeframe::M1).expect_err("moved");
+    assert!(err.to_string().contains("is outside it"), "{err}");
+    let err = import(&mut store, &all, false).expect_err("not mended");
+    assert!(
+        err.to_string()
+            .ends_with("are damaged (its first and last times are not of it); nothing imported (use --replace to drop them)"),
+        "{err}"
+    );
+    assert!(
+        store.load_series("A/B", Timeframe::M1).is_err(),
+        "rolled back"
+    );
+    let mended = import(&mut store, &all, true).expect("mended");
+    assert_eq!(mended.dropped.len(), 1, "{:?}", mended.dropped);
+    assert!(
+        mended.dropped[0].contains("is outside it"),
+        "{:?}",
+        mended.dropped
+    );
+    let (loaded, _) = store
+        .load_series("A/B", Timeframe::M1)
+        .expect("load")
+        .expect("some");
+    assert!(loaded == all, "{} bars, not {}", loaded.len(), all.len());
+
+    // Damage the file does not cover is dropped, and said to be; what
+    // it covers is made of its bars.
+    store
+        .conn
+        .execute(
+            "UPDATE candle_spans SET columns = zeroblob(length(columns)) WHERE span = 3",
+            [],
+        )
+        .expect("damage");
+    store
+        .conn
+        .execute(
+            "UPDATE candle_spans SET first_ms = first_ms + 60000 WHERE span = 0",
+            [],
+        )
+        .expect("damage");
+    let mended = import(&mut store, &all[..1000], true).expect("mended");
+    assert_eq!(mended.dropped.len(), 1, "{:?}", mended.dropped);
+    assert!(
+        mended.dropped[0].contains("its bars do not match their digest"),
+        "{:?}",
+        mended.dropped
+    );
+    // Span 0 is made of the file's bars alone, span 3 is gone.
+    let kept = [&all[..1000], &all[span..3 * span]].concat();
+    let (loaded, _) = store
+        .load_series("A/B", Timeframe::M1)
+        .expect("load")
+        .expect("some");
+    assert!(loaded == kept, "{} bars, not {}", loaded.len(), kept.len());
+    let listed = store
+        .series("A/B", Timeframe::M1)
+        .expect("list")
+        .expect("listed");
+    assert_eq!(listed.bars as usize, kept.len());
 }
 
 #[test]
@@ -354,7 +445,7 @@ fn an_import_never_writes_damaged_bars_back_under_a_new_digest() {
         .expect_err("damaged")
         .to_string();
     assert!(
-        err.contains("the stored ETH/BTC 1m bars from 1970-01-01T00:00:00Z are damaged (its bars do not match their digest); nothing imported (use --replace"),
+        err.contains("the stored ETH/BTC 1m bars of 1970-01-01T00:00:00Z .. 1970-02-15T12:15:59.999Z are damaged (its bars do not match their digest); nothing imported (use --replace"),
         "{err}"
     );
     assert!(
