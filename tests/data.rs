@@ -107,14 +107,33 @@ fn bad_files_are_refused_in_one_line_and_store_nothing() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         stderr(&out).trim(),
-        format!("error: {}:3: high 9 is below low 10.5", json.display())
+        format!(
+            "error: {}:3: candle 2: high 9 is below low 10.5",
+            json.display()
+        )
+    );
+    // Epoch seconds where freqtrade writes milliseconds: said so.
+    std::fs::write(
+        &json,
+        "[[1700000000, 10, 12, 9, 11, 5], [1700000060, 11, 12, 10.5, 11.2, 3], \
+          [1700000120, 11, 12, 10.5, 11.2, 3]]",
+    )
+    .expect("write");
+    let out = import_file(&db, json.to_str().expect("path"), "X", "1m");
+    assert_eq!(
+        stderr(&out).trim(),
+        format!(
+            "error: {}: bars are mostly 60 ms apart, which is not --timeframe 1m \
+             (are its times in seconds? they are read as milliseconds)",
+            json.display()
+        )
     );
 
     let goog = data("GOOG-1d.csv");
     let out = import_file(&db, goog.to_str().expect("path"), "GOOG", "1h");
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).ends_with("bars are mostly 86400 s apart, which is not --timeframe 1h\n"),
+        stderr(&out).ends_with("bars are mostly 1 d apart, which is not --timeframe 1h\n"),
         "{}",
         stderr(&out)
     );

@@ -199,6 +199,41 @@ fn a_bad_row_deep_in_a_parquet_file_leaves_nothing_imported() {
     let store = keel_host::store::Store::open(&db).expect("open");
     assert_eq!(store.list_series().expect("list"), []);
     drop(store);
+    // And freqtrade JSON row by row, plain and gzip-compressed.
+    let rows: Vec<String> = bad
+        .iter()
+        .map(|c| {
+            format!(
+                "[{}, {}, {}, {}, {}, {}]",
+                c.time_ms, c.open, c.high, c.low, c.close, c.volume
+            )
+        })
+        .collect();
+    let json = format!("[\n{}\n]", rows.join(",\n"));
+    let bad_json = dir.path().join("bad.json");
+    std::fs::write(&bad_json, &json).expect("write");
+    let bad_gz = dir.path().join("bad.json.gz");
+    let mut gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(&bad_gz).expect("create"),
+        flate2::Compression::fast(),
+    );
+    std::io::Write::write_all(&mut gz, json.as_bytes()).expect("gzip");
+    gz.finish().expect("gzip");
+    for file in [&bad_json, &bad_gz] {
+        let out = import_file(&db, path(file), "SYN/USD", "1m");
+        assert_eq!(out.status.code(), Some(1));
+        let said = stderr(&out);
+        assert!(
+            said.starts_with(&format!(
+                "error: {}:140002: candle 140001: high ",
+                file.display()
+            )) && said.lines().count() == 1,
+            "{said}"
+        );
+    }
+    let store = keel_host::store::Store::open(&db).expect("open");
+    assert_eq!(store.list_series().expect("list"), []);
+    drop(store);
 
     let out = import_file(&db, path(&good_file), "SYN/USD", "1m");
     assert!(out.status.success(), "{}", stderr(&out));

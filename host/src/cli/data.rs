@@ -180,10 +180,15 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
                     if let Some(spacing) = import.typical_spacing_ms()
                         && !tf.matches_spacing(spacing)
                     {
+                        // Epoch seconds read as milliseconds: 1000 times closer.
+                        let hint = match tf.matches_spacing(spacing.saturating_mul(1000)) {
+                            true => " (are its times in seconds? they are read as milliseconds)",
+                            false => "",
+                        };
                         bail!(
-                            "{}: bars are mostly {} s apart, which is not --timeframe {tf}",
+                            "{}: bars are mostly {} apart, which is not --timeframe {tf}{hint}",
                             file.display(),
-                            spacing / 1000
+                            spacing_text(spacing)
                         );
                     }
                     let digest = digest
@@ -381,5 +386,19 @@ pub(super) fn check_symbol(symbol: &str) -> anyhow::Result<()> {
     match fault {
         Some(fault) => bail!("--symbol {}: {fault}", shown::quoted(symbol)),
         None => Ok(()),
+    }
+}
+
+/// A spacing in the largest unit it is whole in: `60 ms`, `90 s`, `5 min`, `1 d`.
+fn spacing_text(ms: i64) -> String {
+    let units = [
+        (86_400_000, "d"),
+        (3_600_000, "h"),
+        (60_000, "min"),
+        (1000, "s"),
+    ];
+    match units.iter().find(|(unit, _)| ms != 0 && ms % unit == 0) {
+        Some((unit, name)) => format!("{} {name}", ms / unit),
+        None => format!("{ms} ms"),
     }
 }

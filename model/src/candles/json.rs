@@ -1,116 +1,278 @@
-//! freqtrade's JSON candles: `[[ms, open, high, low, close, volume], …]`.
+//! freqtrade's JSON candles: `[[ms, open, high, low, close, volume], …]`,
+//! read row by row as the bytes come, so memory holds a piece of candles
+//! and never the text: a 300 MB file, or a small gzip of gigabytes of
+//! blanks, costs what a CSV file does.
 
+use std::cell::Cell;
+use std::io::Read;
 use std::path::Path;
+use std::rc::Rc;
+
+use serde::de::{DeserializeSeed, Error as _, SeqAccess, Visitor};
 
 use super::*;
 
+/// Candles offered to the taker at a time.
+const PIECE: usize = 1 << 16;
+
 /// Reads freqtrade-style JSON: `[[ms, open, high, low, close, volume], …]`.
 pub fn read_json(path: &Path) -> Result<Vec<Candle>, CandleError> {
-    read_with(path, parse_json)
+    read_json_within(path, &mut |_| true)
 }
 
-/// Parses freqtrade JSON; errors name the line where the bad candle starts.
+/// `read_json`, the candles handed to `each` in pieces as they are read.
+pub fn read_json_each<E: From<CandleError>>(
+    path: &Path,
+    each: impl FnMut(Vec<Candle>) -> Result<(), E>,
+) -> Result<(), E> {
+    in_pieces(each, |take| read_json_within(path, take))
+}
+
+fn read_json_within(path: &Path, take: &mut Take<'_>) -> Result<Vec<Candle>, CandleError> {
+    let name = path.display().to_string();
+    let limit = is_gzip(path).then_some(MAX_EXPANDED_BYTES);
+    let reader = std::io::BufReader::with_capacity(1 << 16, open(path)?);
+    parse_rows(reader, limit, &name, take)
+}
+
+/// Parses freqtrade JSON; errors name the candle and the line it ends on.
 pub fn parse_json(text: &str, source: &str) -> Result<Vec<Candle>, CandleError> {
-    let invalid = |line: usize, message: String| CandleError::Invalid {
-        path: source.to_owned(),
-        line,
-        message,
+    parse_rows(text.as_bytes(), None, source, &mut |_| true)
+}
+
+/// The rows of `reader` (at most `limit` bytes of it), checked as they come;
+/// after every [`PIECE`] candles, and after the last, `take` may take them
+/// and says whether to go on. What it leaves is returned.
+fn parse_rows(
+    reader: impl Read,
+    limit: Option<u64>,
+    source: &str,
+    take: &mut Take<'_>,
+) -> Result<Vec<Candle>, CandleError> {
+    let lines = Rc::new(Cell::new(1));
+    let counted = Counted {
+        inner: reader,
+        lines: Rc::clone(&lines),
+        read: 0,
+        limit,
     };
-    let rows: Vec<Vec<serde_json::Value>> = serde_json::from_str(text).map_err(|e| {
-        invalid(
-            e.line().max(1),
-            format!(
+    let mut rows = Rows {
+        source,
+        lines: &lines,
+        take,
+        candles: Vec::new(),
+        count: 0,
+        last: None,
+        refused: None,
+    };
+    let mut de = serde_json::Deserializer::from_reader(counted);
+    let parsed = (&mut rows).deserialize(&mut de).and_then(|()| de.end());
+    if let Some(refused) = rows.refused.take() {
+        return Err(refused);
+    }
+    if let Err(e) = parsed {
+        if e.is_io() {
+            return Err(CandleError::Io {
+                path: source.to_owned(),
+                error: std::io::Error::from(e),
+            });
+        }
+        return Err(CandleError::Invalid {
+            path: source.to_owned(),
+            line: e.line().max(1),
+            message: format!(
                 "not a JSON list of [ms, open, high, low, close, volume] rows: {}",
                 shown::message(&e.to_string())
             ),
-        )
-    })?;
-    let lines = row_lines(text);
-    let mut candles: Vec<Candle> = Vec::with_capacity(rows.len());
-    for (i, row) in rows.iter().enumerate() {
-        let line = lines.get(i).copied().unwrap_or(1);
-        if row.len() != 6 {
-            return Err(invalid(
-                line,
-                format!("candle {} has {} values, expected 6", i + 1, row.len()),
-            ));
-        }
-        let time_ms = match (row[0].as_i64(), row[0].as_f64()) {
-            (Some(t), _) => t,
-            (None, Some(t)) if t.fract() == 0.0 => {
-                // Checked before the cast, which would clamp it.
-                let (first, last) = CANDLE_TIME_MS;
-                if !(first as f64..=last as f64).contains(&t) {
-                    return Err(invalid(line, time_outside(&number(t).to_string())));
-                }
-                t as i64
-            }
-            _ => {
-                return Err(invalid(
-                    line,
-                    format!(
-                        "time {} is not whole epoch milliseconds",
-                        shown::text(&row[0].to_string())
-                    ),
-                ));
-            }
-        };
-        let mut values = [0.0f64; 5];
-        for (k, value) in values.iter_mut().enumerate() {
-            let column = COLUMNS[k + 1];
-            *value = row[k + 1]
-                .as_f64()
-                .or_else(|| row[k + 1].as_str().and_then(|s| s.parse().ok()))
-                .filter(|v: &f64| v.is_finite())
-                .ok_or_else(|| {
-                    invalid(
-                        line,
-                        format!(
-                            "{column} {} is not a finite number",
-                            shown::text(&row[k + 1].to_string())
-                        ),
-                    )
-                })?;
-        }
-        push_checked(&mut candles, time_ms, values).map_err(|m| invalid(line, m))?;
+        });
     }
-    if candles.is_empty() {
+    if rows.count == 0 {
         return Err(CandleError::Empty {
             path: source.to_owned(),
         });
     }
-    Ok(candles)
+    if !rows.candles.is_empty() {
+        (rows.take)(&mut rows.candles);
+    }
+    Ok(rows.candles)
 }
 
-/// The line on which each row (a `[` at depth 2) of a JSON array of arrays starts.
-fn row_lines(text: &str) -> Vec<usize> {
-    let (mut depth, mut line, mut in_string, mut escaped) = (0usize, 1usize, false, false);
-    let mut lines = Vec::new();
-    for b in text.bytes() {
-        if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            if b == b'\n' {
-                line += 1;
-            }
-            continue;
+/// The bytes read, counting lines as they pass (the parser reads one byte
+/// at a time, so the count is where it is), refused past `limit`.
+struct Counted<R> {
+    inner: R,
+    lines: Rc<Cell<usize>>,
+    read: u64,
+    limit: Option<u64>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let newlines = buf[..n].iter().filter(|&&b| b == b'\n').count();
+        self.lines.set(self.lines.get() + newlines);
+        self.read += n as u64;
+        if let Some(limit) = self.limit.filter(|&l| self.read > l) {
+            return Err(std::io::Error::other(match limit >> 30 {
+                0 => format!("expands to more than {limit} bytes"),
+                gib => format!("expands to more than {gib} GiB"),
+            }));
         }
-        match b {
-            b'\n' => line += 1,
-            b'"' => in_string = true,
-            b'[' => {
-                depth += 1;
-                if depth == 2 {
-                    lines.push(line);
-                }
-            }
-            b']' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
+        Ok(n)
     }
-    lines
+}
+
+/// The outer list, row by row.
+struct Rows<'a, 'b> {
+    source: &'a str,
+    lines: &'a Cell<usize>,
+    take: &'a mut Take<'b>,
+    candles: Vec<Candle>,
+    /// Rows read so far.
+    count: usize,
+    /// The time of the last candle read (taken or not).
+    last: Option<i64>,
+    /// Why a row was refused (the parser is stopped with a bare error).
+    refused: Option<CandleError>,
+}
+
+impl<'de> DeserializeSeed<'de> for &mut Rows<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+        de.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for &mut Rows<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a list of [ms, open, high, low, close, volume] rows")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(row) = seq.next_element::<Vec<serde_json::Value>>()? {
+            self.count += 1;
+            let checked =
+                candle_of(&row).and_then(|(time_ms, values)| checked(self.last, time_ms, values));
+            let candle = match checked {
+                Ok(candle) => candle,
+                Err(message) => {
+                    self.refused = Some(CandleError::Invalid {
+                        path: self.source.to_owned(),
+                        line: self.lines.get(),
+                        message: format!("candle {}: {message}", self.count),
+                    });
+                    return Err(A::Error::custom("refused"));
+                }
+            };
+            self.last = Some(candle.time_ms);
+            self.candles.push(candle);
+            if self.candles.len() >= PIECE && !(self.take)(&mut self.candles) {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A row's time and its five values, or why they are not a candle's.
+fn candle_of(row: &[serde_json::Value]) -> Result<(i64, [f64; 5]), String> {
+    if row.len() != 6 {
+        return Err(format!("has {} values, expected 6", row.len()));
+    }
+    let time_ms = match (row[0].as_i64(), row[0].as_f64()) {
+        (Some(t), _) => t,
+        (None, Some(t)) if t.fract() == 0.0 => {
+            // Checked before the cast, which would clamp it.
+            let (first, last) = CANDLE_TIME_MS;
+            if !(first as f64..=last as f64).contains(&t) {
+                return Err(time_outside(&number(t).to_string()));
+            }
+            t as i64
+        }
+        _ => {
+            return Err(format!(
+                "time {} is not whole epoch milliseconds",
+                shown::text(&row[0].to_string())
+            ));
+        }
+    };
+    let mut values = [0.0f64; 5];
+    for (k, value) in values.iter_mut().enumerate() {
+        let column = COLUMNS[k + 1];
+        *value = row[k + 1]
+            .as_f64()
+            .or_else(|| row[k + 1].as_str().and_then(|s| s.parse().ok()))
+            .filter(|v: &f64| v.is_finite())
+            .ok_or_else(|| {
+                format!(
+                    "{column} {} is not a finite number",
+                    shown::text(&row[k + 1].to_string())
+                )
+            })?;
+    }
+    Ok((time_ms, values))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_come_in_pieces_and_blanks_past_the_limit_are_refused() {
+        let mut text = String::from("[\n");
+        for i in 0..(2 * PIECE + 10) {
+            let t = i as i64 * 60_000;
+            text.push_str(&format!("[{t}, 1, 2, 0.5, 1.5, 10],\n"));
+        }
+        text.push_str("[999999999999, 1, 2, 0.5, 1.5, 10]\n]");
+        let mut pieces = Vec::new();
+        let rest = parse_rows(text.as_bytes(), None, "t.json", &mut |c| {
+            pieces.push(std::mem::take(c));
+            true
+        })
+        .expect("valid");
+        assert_eq!(
+            pieces.len(),
+            3,
+            "offered every {PIECE} candles and the last"
+        );
+        assert!(pieces[..2].iter().all(|p| p.len() == PIECE));
+        assert_eq!(pieces[2].len(), 11);
+        assert_eq!(pieces[2][10].time_ms, 999_999_999_999);
+        assert!(rest.is_empty());
+
+        // A bad row far down names its candle and line.
+        let bad = text.replacen("[60000, 1, 2, 0.5", "[60000, 1, 0.1, 0.5", 1);
+        let err = parse_rows(bad.as_bytes(), None, "t.json", &mut |_| true).expect_err("bad");
+        assert_eq!(
+            err.to_string(),
+            "t.json:3: candle 2: high 0.1 is below low 0.5"
+        );
+        let late = text.replacen(
+            &format!("[{}, 1, 2, 0.5", (2 * PIECE) as i64 * 60_000),
+            "[5, 1, 2, 0.5",
+            1,
+        );
+        let err = parse_rows(late.as_bytes(), None, "t.json", &mut |_| true).expect_err("late");
+        assert!(
+            err.to_string().starts_with(&format!(
+                "t.json:{}: candle {}: time",
+                2 * PIECE + 2,
+                2 * PIECE + 1
+            )),
+            "{err}"
+        );
+
+        // Blanks past the limit stop the read there, whatever follows.
+        let blanks = format!("[{}]", " ".repeat(100_000));
+        let err = parse_rows(blanks.as_bytes(), Some(1000), "t.json.gz", &mut |_| true)
+            .expect_err("too long");
+        assert_eq!(
+            err.to_string(),
+            "t.json.gz: cannot read: expands to more than 1000 bytes"
+        );
+    }
 }

@@ -27,7 +27,7 @@ pub use csv::{
 };
 #[cfg(feature = "formats")]
 pub use feather::{read_feather, read_feather_columns};
-pub use json::{parse_json, read_json};
+pub use json::{parse_json, read_json, read_json_each};
 pub use layout::Columns;
 #[cfg(feature = "formats")]
 pub use parquet::{read_parquet, read_parquet_columns, read_parquet_each, write_parquet};
@@ -179,8 +179,8 @@ pub fn read_file(path: &Path) -> Result<Vec<Candle>, CandleError> {
 }
 
 /// `read_file_columns`, the candles handed to `each` in pieces, oldest
-/// first: a Parquet or CSV file as it is read (never held whole), any other
-/// in one piece. The first error of `each` ends the read and is returned.
+/// first: a Parquet, CSV or JSON file as it is read (never held whole), a
+/// Feather file in one piece. The first error of `each` ends the read and is returned.
 pub fn read_file_each<E: From<CandleError>>(
     path: &Path,
     columns: &Columns,
@@ -192,6 +192,9 @@ pub fn read_file_each<E: From<CandleError>>(
     }
     if !is_parquet(path) && !is_feather(path) && !is_json(path) {
         return read_csv_each(path, columns, each);
+    }
+    if is_json(path) && *columns == Columns::default() {
+        return read_json_each(path, each);
     }
     each(read_file_columns(path, columns)?)
 }

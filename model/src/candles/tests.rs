@@ -260,27 +260,27 @@ fn reads_freqtrade_json_and_names_bad_rows_by_line() {
     let cases = [
         (
             "[\n [1, 1, 2, 0.5, 1.5, 10],\n [2, 1, 2, 3, 1.5, 10]\n]",
-            "t.json:3: high 2 is below low 3",
+            "t.json:3: candle 2: high 2 is below low 3",
         ),
         (
             "[[1, 1, 2, 0.5, 1.5]]",
-            "t.json:1: candle 1 has 5 values, expected 6",
+            "t.json:1: candle 1: has 5 values, expected 6",
         ),
         (
             "[[1, 1, 2, 0.5, null, 1]]",
-            "t.json:1: close null is not a finite number",
+            "t.json:1: candle 1: close null is not a finite number",
         ),
         (
             "[\n [1, 1, 2, 0.5, 1.5, 10],\n [1e30, 1, 2, 0.5, 1.5, 10]\n]",
-            "t.json:3: time 1e30 ms is outside 1900-01-01T00:00:00Z .. 2200-01-01T00:00:00Z",
+            "t.json:3: candle 2: time 1e30 ms is outside 1900-01-01T00:00:00Z .. 2200-01-01T00:00:00Z",
         ),
         (
             "[[-9223372036854775808, 1, 2, 0.5, 1.5, 10]]",
-            "t.json:1: time -9223372036854775808 ms is outside 1900-01-01T00:00:00Z .. 2200-01-01T00:00:00Z",
+            "t.json:1: candle 1: time -9223372036854775808 ms is outside 1900-01-01T00:00:00Z .. 2200-01-01T00:00:00Z",
         ),
         (
             "[\n [5, 1, 2, 0.5, 1.5, 10],\n\n [5, 1, 2, 0.5, 1.5, 10]]",
-            "t.json:4: time 1970-01-01T00:00:00Z is not after the previous bar's 1970-01-01T00:00:00Z",
+            "t.json:4: candle 2: time 1970-01-01T00:00:00.005Z is not after the previous bar's 1970-01-01T00:00:00.005Z",
         ),
     ];
     for (text, expect) in cases {

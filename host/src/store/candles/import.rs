@@ -53,6 +53,8 @@ pub struct Importer<'t> {
     grid: Option<i64>,
     /// The spans the bars fell in, in order.
     spans: Vec<i64>,
+    /// The first bar off the grid, and the time the grid is counted from.
+    off_grid: Option<(i64, i64)>,
 }
 
 impl<'t> Importer<'t> {
@@ -85,6 +87,7 @@ impl<'t> Importer<'t> {
             bytes: Vec::new(),
             grid: None,
             spans: Vec::new(),
+            off_grid: None,
         }
     }
 
@@ -121,9 +124,11 @@ impl<'t> Importer<'t> {
         Ok(())
     }
 
-    /// Refuses a bar that does not open a whole number of bars from the
-    /// series' others: bars 30 s off a 1m series' are not its bars, and
-    /// stored beside them they would be counted twice by every resample.
+    /// Notes the first bar that does not open a whole number of bars from
+    /// the series' others, for `finish` to refuse: bars 30 s off a 1m
+    /// series' are not its bars, and stored beside them they would be
+    /// counted twice by every resample. (Said at the end, so that a caller
+    /// that checks the bars' spacing first can say the timeframe is wrong.)
     /// Months have no fixed length, so no grid.
     fn check_grid(&mut self, time_ms: i64) -> Result<(), StoreError> {
         let timeframe = self.report.timeframe;
@@ -145,17 +150,10 @@ impl<'t> Importer<'t> {
                 *self.grid.insert(stored.unwrap_or(time_ms))
             }
         };
-        if (time_ms - anchor).rem_euclid(timeframe.duration_ms()) == 0 {
-            return Ok(());
+        if self.off_grid.is_none() && (time_ms - anchor).rem_euclid(timeframe.duration_ms()) != 0 {
+            self.off_grid = Some((time_ms, anchor));
         }
-        Err(StoreError::Conflict(format!(
-            "{}: the {} {timeframe} bar at {} is off the grid of the series' bars \
-             (whole {timeframe} steps from {}); nothing imported",
-            self.source,
-            self.report.symbol,
-            format_time(time_ms),
-            format_time(anchor)
-        )))
+        Ok(())
     }
 
     /// The most common spacing between the bars handed so far (as
@@ -167,6 +165,17 @@ impl<'t> Importer<'t> {
     /// Writes the last span, remakes the catalogue's row and records the
     /// import (of a source whose digest is `source_digest`).
     pub fn finish(mut self, source_digest: &str) -> Result<ImportReport, StoreError> {
+        if let Some((time_ms, anchor)) = self.off_grid {
+            let timeframe = self.report.timeframe;
+            return Err(StoreError::Conflict(format!(
+                "{}: the {} {timeframe} bar at {} is off the grid of the series' bars \
+                 (whole {timeframe} steps from {}); nothing imported",
+                self.source,
+                self.report.symbol,
+                format_time(time_ms),
+                format_time(anchor)
+            )));
+        }
         self.write_span()?;
         if self.replace {
             self.drop_damaged()?;
