@@ -67,49 +67,6 @@ pub fn open(path: &Path) -> Result<Box<dyn std::io::Read + Send>, CandleError> {
     })
 }
 
-/// The whole text of a candle file, decompressed if it is gzip.
-pub(crate) fn read_text(path: &Path) -> Result<String, CandleError> {
-    read_text_within(path, MAX_EXPANDED_BYTES)
-}
-
-/// `read_text`, a compressed file refused when it expands past `max` bytes.
-fn read_text_within(path: &Path, max: u64) -> Result<String, CandleError> {
-    use std::io::Read;
-    let name = path.display().to_string();
-    let io = |error| CandleError::Io {
-        path: name.clone(),
-        error,
-    };
-    let mut text = String::new();
-    let reader = open(path)?;
-    let limit = if is_gzip(path) { max } else { u64::MAX - 1 };
-    reader
-        .take(limit + 1)
-        .read_to_string(&mut text)
-        .map_err(io)?;
-    if text.len() as u64 > limit {
-        return Err(io(std::io::Error::other(format!(
-            "expands to more than {}",
-            if max >= 1 << 30 {
-                format!("{} GiB", max >> 30)
-            } else {
-                format!("{max} bytes")
-            }
-        ))));
-    }
-    Ok(text)
-}
-
-/// Reads `path` whole and parses it, naming the file in every error.
-pub(crate) fn read_with(
-    path: &Path,
-    parse: fn(&str, &str) -> Result<Vec<Candle>, CandleError>,
-) -> Result<Vec<Candle>, CandleError> {
-    let name = path.display().to_string();
-    let text = read_text(path)?;
-    parse(&text, &name)
-}
-
 /// One OHLCV candle; `time_ms` is its open time (ms since the Unix epoch, UTC).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Candle {
@@ -338,18 +295,6 @@ pub fn is_json(path: &Path) -> bool {
         .and_then(|p| p.extension())
         .and_then(|e| e.to_str())
         .is_some_and(|ext| ext.eq_ignore_ascii_case("json"))
-}
-
-/// Appends the candle of `[open, high, low, close, volume]` after checking it
-/// and that time moves forward.
-pub(crate) fn push_checked(
-    candles: &mut Vec<Candle>,
-    time_ms: i64,
-    values: [f64; 5],
-) -> Result<(), String> {
-    let candle = checked(candles.last().map(|c| c.time_ms), time_ms, values)?;
-    candles.push(candle);
-    Ok(())
 }
 
 /// The candle of `[open, high, low, close, volume]`, checked, and checked to

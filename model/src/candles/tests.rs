@@ -79,7 +79,7 @@ fn the_quick_time_reader_agrees_with_rfc_3339_everywhere() {
 const HEADER: &str = "time,open,high,low,close,volume\n";
 
 #[test]
-fn a_gzip_file_is_read_through_and_one_that_expands_too_far_is_refused() {
+fn a_gzip_file_is_read_through() {
     use std::io::Write;
     let dir = tempfile::tempdir().expect("tempdir");
     let mut text = String::from(HEADER);
@@ -91,22 +91,6 @@ fn a_gzip_file_is_read_through_and_one_that_expands_too_far_is_refused() {
     encoder.write_all(text.as_bytes()).expect("compress");
     std::fs::write(&gz, encoder.finish().expect("compress")).expect("write");
     assert_eq!(read_file(&gz).expect("read").len(), 40);
-    assert_eq!(
-        read_text_within(&gz, text.len() as u64).expect("fits"),
-        text
-    );
-    let refused = read_text_within(&gz, 1000).expect_err("expands past 1000 bytes");
-    assert_eq!(
-        refused.to_string(),
-        format!(
-            "{}: cannot read: expands to more than 1000 bytes",
-            gz.display()
-        )
-    );
-    // The limit is for what a compressed file makes, not for a plain one.
-    let plain = dir.path().join("x.csv");
-    std::fs::write(&plain, &text).expect("write");
-    assert_eq!(read_text_within(&plain, 1000).expect("plain"), text);
     assert!(is_json(Path::new("a/ETH_BTC-5m.json.gz")) && is_json(Path::new("b.JSON")));
     assert!(!is_json(Path::new("x.csv.gz")) && !is_json(Path::new("json.gz")));
 }
