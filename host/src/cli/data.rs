@@ -158,8 +158,9 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
             let source = file.display().to_string();
             let mut store = Store::open(db)?;
             let (file, columns) = (&file, &columns);
+            let stop = std::sync::atomic::AtomicBool::new(false);
             let report = std::thread::scope(|s| {
-                let digest = s.spawn(|| crate::store::file_digest(file));
+                let digest = s.spawn(|| crate::store::file_digest(file, &stop));
                 let (pieces, taken) = std::sync::mpsc::sync_channel::<Vec<Candle>>(PIECES_AHEAD);
                 let reader = s.spawn(|| {
                     candles::read_file_each(file, columns, move |piece| {
@@ -169,7 +170,7 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
                 });
                 // `taken` moves in: an import that stops drops it, and the
                 // reader's next piece finds no one to take it.
-                store.import_with(&symbol, tf, &source, replace, move |import| {
+                let imported = store.import_with(&symbol, tf, &source, replace, move |import| {
                     for piece in taken.iter() {
                         import.push(&piece)?;
                     }
@@ -195,7 +196,10 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
                         .join()
                         .map_err(|_| anyhow::anyhow!("the digest failed"))?;
                     digest.with_context(|| format!("{}: cannot read", file.display()))
-                })
+                });
+                // A failed import does not wait for the rest of the digest.
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                imported
             })?;
             let (first, last) = report.range.unwrap_or_default();
             println!(

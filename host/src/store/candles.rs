@@ -12,6 +12,7 @@
 //! (BENCHMARKS.md, *The candle store*).
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rusqlite::{OptionalExtension, Transaction, params};
 
@@ -58,10 +59,28 @@ pub struct StoredSeries {
     pub digest: String,
 }
 
-/// The digest of a file's bytes, read as a stream: `blake3:<hex>`.
-pub fn file_digest(path: &Path) -> std::io::Result<String> {
+/// The digest of a file's bytes, read as a stream: `blake3:<hex>`. Once
+/// `stop` is set the read ends with an error (an import that failed does
+/// not wait for the digest of the rest of a large file).
+pub fn file_digest(path: &Path, stop: &AtomicBool) -> std::io::Result<String> {
+    /// A reader that fails once `stop` is set.
+    struct Stoppable<'a, R> {
+        inner: R,
+        stop: &'a AtomicBool,
+    }
+    impl<R: std::io::Read> std::io::Read for Stoppable<'_, R> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.stop.load(Ordering::Relaxed) {
+                return Err(std::io::Error::other("stopped"));
+            }
+            self.inner.read(buf)
+        }
+    }
     let mut h = blake3::Hasher::new();
-    h.update_reader(std::fs::File::open(path)?)?;
+    h.update_reader(Stoppable {
+        inner: std::fs::File::open(path)?,
+        stop,
+    })?;
     Ok(format!("blake3:{}", h.finalize().to_hex()))
 }
 

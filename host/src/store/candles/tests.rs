@@ -595,3 +595,18 @@ fn bars_off_the_series_grid_are_refused() {
         .import_candles("M/Y", Timeframe::Month1, &months, "e.csv", b"e", false)
         .expect("months");
 }
+
+#[test]
+fn a_file_digest_stops_when_told() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("a.csv");
+    std::fs::write(&path, b"some bytes").expect("write");
+    let go = AtomicBool::new(false);
+    assert_eq!(
+        file_digest(&path, &go).expect("digest"),
+        file_digest_of(b"some bytes")
+    );
+    let stop = AtomicBool::new(true);
+    let err = file_digest(&path, &stop).expect_err("stopped");
+    assert_eq!(err.to_string(), "stopped");
+}
