@@ -162,17 +162,23 @@ impl Roles {
             }
             _ => Err(role),
         });
-        let index = found.map_err(|role| {
+        let all = || {
             let all: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+            shown::text(&all.join(", ")).to_string()
+        };
+        let index = found.map_err(|role| {
             refused(
                 source,
                 format!(
                     "missing column '{}' (columns are '{}')",
                     shown::text(columns.wanted(role)),
-                    shown::text(&all.join(", "))
+                    all()
                 ),
             )
         })?;
+        if let Some(why) = layout::ambiguity(&names, &index) {
+            return Err(refused(source, format!("{why} (columns are '{}')", all())));
+        }
         for (role, &i) in index.iter().enumerate() {
             let field = &schema.fields()[i];
             let empty = arrow_array::new_empty_array(field.data_type());

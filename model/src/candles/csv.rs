@@ -175,6 +175,9 @@ struct Layout {
     width: usize,
     index: [usize; 6],
     last_ms: Option<i64>,
+    /// The digits of the first epoch time: its unit (seconds, ms, µs or
+    /// ns) is every row's.
+    epoch_digits: Option<usize>,
 }
 
 impl<'c> Lines<'c> {
@@ -283,6 +286,7 @@ impl<'c> Lines<'c> {
                     width: raw.split(',').count(),
                     index,
                     last_ms: None,
+                    epoch_digits: None,
                 });
                 if !data {
                     return Ok(None);
@@ -301,7 +305,7 @@ impl<'c> Lines<'c> {
 }
 
 impl Layout {
-    fn parse<'a>(&self, raw: &'a str) -> Result<Candle, String> {
+    fn parse<'a>(&mut self, raw: &'a str) -> Result<Candle, String> {
         // The fields, without a vector per row: a row wider than this is
         // still read, field by field.
         let mut fields = [""; 16];
@@ -330,7 +334,21 @@ impl Layout {
                 None => raw.split(',').nth(i).map_or("", layout::field),
             }
         };
-        let time_ms = parse_time(field(0))?;
+        let time = field(0);
+        if !time.is_empty() && time.bytes().all(|b| b.is_ascii_digit()) {
+            match *self.epoch_digits.get_or_insert(time.len()) {
+                first if first != time.len() => {
+                    return Err(format!(
+                        "time '{}' has {} digits where the first row's has {first}: \
+                         a file's epoch times are in one unit",
+                        shown::text(time),
+                        time.len()
+                    ));
+                }
+                _ => {}
+            }
+        }
+        let time_ms = parse_time(time)?;
         let mut values = [0.0f64; 5];
         for (k, value) in values.iter_mut().enumerate() {
             let column = COLUMNS[k + 1];

@@ -127,7 +127,34 @@ pub(super) fn header(line: &str, columns: &Columns) -> Result<Header, String> {
             shown::text(line.trim())
         )
     })?;
+    if let Some(why) = ambiguity(&names, &index) {
+        return Err(format!("{why} (header is '{}')", shown::text(line.trim())));
+    }
     Ok(Header::Named(index))
+}
+
+/// Why the columns found for the roles (`index`, into `names`) cannot be
+/// trusted: one column taken for two roles, or a column's name shared by
+/// another (which of them holds the prices is a guess). `None` when clear.
+pub(super) fn ambiguity(names: &[String], index: &[usize; 6]) -> Option<String> {
+    for (role, &i) in index.iter().enumerate() {
+        if let Some(other) = index[..role].iter().position(|&j| j == i) {
+            return Some(format!(
+                "column '{}' is taken for both {} and {}",
+                shown::text(&names[i]),
+                COLUMNS[other],
+                COLUMNS[role]
+            ));
+        }
+        if names.iter().filter(|n| **n == names[i]).count() > 1 {
+            return Some(format!(
+                "two columns are named '{}' ({} is one of them)",
+                shown::text(&names[i]),
+                COLUMNS[role]
+            ));
+        }
+    }
+    None
 }
 
 /// Where each role's column is among `names` (lower-cased): the one the
@@ -220,6 +247,36 @@ mod tests {
             let e = Columns::parse(text).expect_err(text);
             assert!(e.contains(says), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn a_column_that_could_be_either_of_two_is_refused() {
+        let plain = Columns::default();
+        for (line, columns, says) in [
+            (
+                "time,open,open,high,low,close,volume",
+                &plain,
+                "two columns are named 'open' (open is one of them)",
+            ),
+            (
+                "time,close,open,high,low,close,volume",
+                &plain,
+                "two columns are named 'close' (close is one of them)",
+            ),
+            (
+                "time,open,high,low,close,volume",
+                &Columns::parse("volume=open").expect("valid"),
+                "column 'open' is taken for both open and volume",
+            ),
+        ] {
+            match header(line, columns) {
+                Err(e) => assert_eq!(e, format!("{says} (header is '{line}')")),
+                Ok(_) => panic!("{line} was taken"),
+            }
+        }
+        // An adjusted close beside the close is not the close: no doubt.
+        let yfinance = "Date,Open,High,Low,Close,Adj Close,Volume";
+        assert!(matches!(header(yfinance, &plain), Ok(Header::Named(_))));
     }
 
     #[test]

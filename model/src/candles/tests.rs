@@ -129,6 +129,12 @@ fn bad_lines_are_named() {
             body: "2018-01-10T04:55:00Z,1,2,0.5\n",
             expect: "t.csv:2: expected 6 fields, found 4",
         },
+        // Seconds, then milliseconds: one file, one unit.
+        Case {
+            body: "1704067200,1,2,0.5,1.5,10\n1704067260000,1,2,0.5,1.5,10\n",
+            expect: "t.csv:3: time '1704067260000' has 13 digits where the first row's has 10: \
+                     a file's epoch times are in one unit",
+        },
         Case {
             body: "yesterday,1,2,0.5,1,1\n",
             expect: "t.csv:2: time 'yesterday' is neither RFC 3339, a date and time, nor epoch time",
