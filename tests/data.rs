@@ -149,6 +149,22 @@ fn bad_files_are_refused_in_one_line_and_store_nothing() {
         stdout(&out).trim(),
         format!("no candles stored in {}", db.display())
     );
+
+    // A file that is not a database, said once.
+    let junk = dir.path().join("junk.db");
+    std::fs::write(
+        &junk,
+        "not a database at all, but long enough to be read as one",
+    )
+    .expect("write");
+    let out = keel(&junk, &["data", "list"]);
+    assert_eq!(
+        stderr(&out).trim(),
+        format!(
+            "error: {}: cannot open the database: file is not a database",
+            junk.display()
+        )
+    );
 }
 
 #[test]

@@ -127,6 +127,24 @@ fn a_stored_series_gives_the_run_its_file_gives() {
     assert!(!ok && report.is_none());
     assert!(said.contains("no CCC/USD 1h candles in"), "{said}");
 
+    // No symbol, or nothing at all.
+    for (data, says) in [
+        (
+            "@1h",
+            "--data @1h: no symbol before the '@' (SYMBOL@TIMEFRAME)",
+        ),
+        (
+            "",
+            "--data '': give a candle file, SYMBOL=FILE or SYMBOL@TIMEFRAME",
+        ),
+    ] {
+        let (ok, _, said, _) = backtest(&db, &json, &[data]);
+        assert!(
+            !ok && said.trim() == format!("error: {says}"),
+            "{data:?}: {said}"
+        );
+    }
+
     // One symbol twice, from the store or from files: refused, no report.
     for twice in [
         ["AAA/USD@1h", "AAA/USD@1h"],

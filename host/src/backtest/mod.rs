@@ -65,6 +65,9 @@ pub fn distinct(given: &[Given<'_>]) -> anyhow::Result<()> {
 pub fn load_data(specs: &[String], db: &Path) -> anyhow::Result<Vec<Dataset>> {
     let mut out = Vec::with_capacity(specs.len());
     for (i, spec) in specs.iter().enumerate() {
+        if spec.trim().is_empty() {
+            bail!("--data '': give a candle file, SYMBOL=FILE or SYMBOL@TIMEFRAME");
+        }
         let (symbol, candles, source, bar_ms, digest) = if let Some(stored) = stored_spec(spec) {
             let (symbol, tf) = stored?;
             let store = Store::open(db)?;
@@ -117,6 +120,12 @@ fn stored_spec(spec: &str) -> Option<anyhow::Result<(&str, Timeframe)>> {
     let (symbol, tf) = spec.split_once('@')?;
     if Path::new(spec).exists() {
         return None;
+    }
+    if symbol.trim().is_empty() {
+        return Some(Err(anyhow::anyhow!(
+            "--data {}: no symbol before the '@' (SYMBOL@TIMEFRAME)",
+            shown::text(spec)
+        )));
     }
     Some(
         Timeframe::parse(tf)

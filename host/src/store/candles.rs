@@ -440,10 +440,10 @@ fn stored_span(
 /// The columns `stored_span` reads, in its order.
 const SPAN_COLUMNS: &str = "span, bars, digest, columns, first_ms, last_ms, gaps, missing";
 
-fn sql(path: &str, source: rusqlite::Error) -> StoreError {
+fn sql(path: &str, error: rusqlite::Error) -> StoreError {
     StoreError::Sql {
         path: path.to_owned(),
-        source,
+        error,
     }
 }
 

@@ -61,9 +61,9 @@ impl Store {
         replace: bool,
     ) -> Result<ImportReport, StoreError> {
         let path = self.path.clone();
-        let sql = |source| StoreError::Sql {
+        let sql = |error| StoreError::Sql {
             path: path.clone(),
-            source,
+            error,
         };
         let tx = self
             .conn

@@ -116,10 +116,12 @@ const CANDLE_SPANS: u32 = 11;
 /// Why the store could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("{path}: cannot open the database: {source}")]
+    // (`error` is part of the line, not a source below it: the one-line
+    // report would repeat it.)
+    #[error("{path}: cannot open the database: {error}")]
     Open {
         path: String,
-        source: rusqlite::Error,
+        error: rusqlite::Error,
     },
     #[error(
         "{path}: the database is at schema version {found}, newer than this keel ({known}); use a newer keel"
@@ -129,17 +131,17 @@ pub enum StoreError {
         found: u32,
         known: u32,
     },
-    #[error("{path}: migration {version} ({name}) failed: {source}")]
+    #[error("{path}: migration {version} ({name}) failed: {error}")]
     Migration {
         path: String,
         version: u32,
         name: &'static str,
-        source: rusqlite::Error,
+        error: rusqlite::Error,
     },
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Sql {
         path: String,
-        source: rusqlite::Error,
+        error: rusqlite::Error,
     },
     #[error("{0}")]
     Conflict(String),
@@ -156,9 +158,9 @@ impl Store {
     /// Opens (creating if needed) the database at `path` and migrates it.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let name = path.display().to_string();
-        let conn = Connection::open(path).map_err(|source| StoreError::Open {
+        let conn = Connection::open(path).map_err(|error| StoreError::Open {
             path: name.clone(),
-            source,
+            error,
         })?;
         let mut store = Store { conn, path: name };
         store.configure()?;
@@ -177,10 +179,10 @@ impl Store {
         &self.path
     }
 
-    fn sql(&self, source: rusqlite::Error) -> StoreError {
+    fn sql(&self, error: rusqlite::Error) -> StoreError {
         StoreError::Sql {
             path: self.path.clone(),
-            source,
+            error,
         }
     }
 
@@ -208,9 +210,9 @@ impl Store {
                     std::thread::sleep(std::time::Duration::from_millis(5));
                 }
                 other => {
-                    return other.map_err(|e| StoreError::Open {
+                    return other.map_err(|error| StoreError::Open {
                         path: self.path.clone(),
-                        source: e,
+                        error,
                     });
                 }
             }
@@ -249,11 +251,11 @@ impl Store {
         }
         for &(version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
             let path = self.path.clone();
-            let failed = |source| StoreError::Migration {
+            let failed = |error| StoreError::Migration {
                 path: path.clone(),
                 version,
                 name,
-                source,
+                error,
             };
             let tx = self
                 .conn

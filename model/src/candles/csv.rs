@@ -472,11 +472,11 @@ pub fn write_rows<W: std::io::Write>(out: W, candles: &[Candle]) -> std::io::Res
             out,
             "{},{},{},{},{},{}",
             format_time(c.time_ms),
-            c.open,
-            c.high,
-            c.low,
-            c.close,
-            c.volume
+            shown::number(c.open),
+            shown::number(c.high),
+            shown::number(c.low),
+            shown::number(c.close),
+            shown::number(c.volume)
         )?;
     }
     out.into_inner().map_err(|e| e.into_error())

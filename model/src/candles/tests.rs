@@ -293,6 +293,17 @@ fn written_csv_reads_back_exactly() {
     let candles = crate::synth::random_walk(9, 200, 1_700_000_000_000, 60_000, 50.0, 0.02);
     write_csv(&path, &candles).expect("write");
     assert_eq!(read_csv(&path).expect("read"), candles);
+    // Extremes stay exact and short; times keep their milliseconds.
+    let mut odd = candles[..3].to_vec();
+    odd[0].volume = 5e-324;
+    odd[1].volume = 0.0;
+    odd[1].time_ms += 1;
+    odd[2].volume = 99_999_999_999_999.98;
+    write_csv(&path, &odd).expect("write");
+    let text = std::fs::read_to_string(&path).expect("text");
+    assert!(text.lines().all(|l| l.len() < 120), "{text}");
+    assert!(text.contains("T22:14:20.001Z,"), "{text}");
+    assert_eq!(read_csv(&path).expect("read"), odd);
 }
 
 #[test]
