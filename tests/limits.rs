@@ -413,7 +413,7 @@ fn json_times_out_of_range_are_refused_and_replay_reads_freqtrade_json() {
     assert_refused(
         &out,
         &format!(
-            "{}:3: time 1e30 ms is outside 1900-01-01T00:00:00Z .. 2200-01-01T00:00:00Z",
+            "{}:3: candle 2: time 1e30 ms is outside 1900-01-01T00:00:00Z .. 2200-01-01T00:00:00Z",
             json.display()
         ),
         "far time",

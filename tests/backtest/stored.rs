@@ -227,5 +227,16 @@ fn damaged_stored_bars_refuse_the_run_wherever_they_are() {
             "{damage}: {said}"
         );
         assert_eq!(said.trim().lines().count(), 1, "{damage}: {said}");
+        // An export, read span by span, is refused too and leaves the
+        // file it would have replaced as it was.
+        for name in ["out.csv", "out.parquet"] {
+            let out_file = dir.path().join(name);
+            std::fs::write(&out_file, "before").expect("write");
+            let args = ["data", "export", "AAA/USD@1h", "--out", path(&out_file)];
+            let out = keel(&db, &shared_cache(), &args);
+            assert_eq!(out.status.code(), Some(1), "{damage}: {name}");
+            assert_eq!(text(&out.stderr).trim().lines().count(), 1, "{damage}");
+            assert_eq!(std::fs::read_to_string(&out_file).expect("read"), "before");
+        }
     }
 }

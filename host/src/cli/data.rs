@@ -299,48 +299,53 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
                 refuse_export_to(&out, db)?;
             }
             let store = Store::open(db)?;
-            let mut candles = store
-                .load_series(symbol, tf)?
-                .map(|s| s.0)
-                .unwrap_or_default();
-            if candles.is_empty() {
+            let Some(listed) = store.series(symbol, tf)? else {
                 bail!(
                     "{}: no such series in {} (keel data list names them)",
                     shown::text(&series),
                     db.display()
                 );
-            }
-            let mut note = String::new();
-            if let Some(to) = to {
-                let made = candles::resample::resample(&candles, tf.duration_ms(), to)
-                    .map_err(|e| anyhow::anyhow!("--timeframe {to}: {e}"))?;
-                if made.partial > 0 {
-                    note = format!(
-                        " ({} partial: a gap inside, or the data starts or ends inside them)",
-                        made.partial
-                    );
+            };
+            let resampler = match to {
+                Some(to) => Some(
+                    candles::resample::Resampler::new(tf.duration_ms(), to)
+                        .map_err(|e| anyhow::anyhow!("--timeframe {to}: {e}"))?,
+                ),
+                None => None,
+            };
+            // Span by span, never the whole series: a file is replaced only
+            // once complete; the standard output has what came before a
+            // damaged span, then the error.
+            let (written, partial) = if stdout {
+                let mut rows = candles::CsvRows::new(std::io::stdout().lock())?;
+                let pumped = pump(&store, &listed, tf, resampler, &mut |c| rows.write(c))
+                    .context("standard output")?;
+                drop(rows.finish().context("standard output")?);
+                pumped
+            } else {
+                let mut pumped = (0, 0);
+                candles::write_file_each(&out, |put| {
+                    pumped = pump(&store, &listed, tf, resampler, put)
+                        .with_context(|| format!("{}: cannot write", out.display()))?;
+                    Ok::<_, anyhow::Error>(())
+                })?;
+                pumped
+            };
+            let note = match partial {
+                0 => String::new(),
+                n => {
+                    format!(" ({n} partial: a gap inside, or the data starts or ends inside them)")
                 }
-                candles = made.candles;
-            }
-            if stdout {
-                let out = std::io::stdout().lock();
-                drop(candles::write_rows(out, &candles).context("standard output")?);
-                eprintln!(
-                    "wrote {} bars of {} {}{note}",
-                    candles.len(),
-                    shown::text(symbol),
-                    to.unwrap_or(tf)
-                );
-                return Ok(true);
-            }
-            candles::write_file(&out, &candles)?;
-            println!(
-                "wrote {} bars of {} {}{note} to {}",
-                candles.len(),
+            };
+            let what = format!(
+                "{written} bars of {} {}{note}",
                 shown::text(symbol),
-                to.unwrap_or(tf),
-                out.display()
+                to.unwrap_or(tf)
             );
+            match stdout {
+                true => eprintln!("wrote {what}"),
+                false => println!("wrote {what} to {}", out.display()),
+            }
             Ok(true)
         }
         DataCommand::Download(args) => super::download::run(args, db),
@@ -405,4 +410,41 @@ fn spacing_text(ms: i64) -> String {
         Some((unit, name)) => format!("{} {name}", ms / unit),
         None => format!("{ms} ms"),
     }
+}
+
+/// Hands the stored series to `put` span by span, aggregated by
+/// `resampler` when given; how many bars it put, and how many of them are
+/// partial. A damaged span stops it with the store's error; a failed `put`
+/// with its own.
+fn pump(
+    store: &Store,
+    listed: &crate::store::StoredSeries,
+    tf: Timeframe,
+    mut resampler: Option<candles::resample::Resampler>,
+    put: &mut dyn FnMut(&[Candle]) -> std::io::Result<()>,
+) -> anyhow::Result<(usize, usize)> {
+    let (mut written, mut made, mut failed) = (0, Vec::new(), None);
+    store.stream_series(listed, tf, |span| {
+        let bars = match &mut resampler {
+            Some(r) => {
+                made.clear();
+                r.push(&span, &mut made);
+                &made[..]
+            }
+            None => &span[..],
+        };
+        written += bars.len();
+        put(bars).map_err(|e| failed = Some(e)).is_ok()
+    })?;
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    let mut partial = 0;
+    if let Some(r) = resampler {
+        made.clear();
+        partial = r.finish(&mut made);
+        written += made.len();
+        put(&made)?;
+    }
+    Ok((written, partial))
 }

@@ -464,22 +464,48 @@ pub fn write_csv(path: &Path, candles: &[Candle]) -> Result<(), CandleError> {
 
 /// The header and a line per candle into `out`, handed back flushed.
 pub fn write_rows<W: std::io::Write>(out: W, candles: &[Candle]) -> std::io::Result<W> {
-    use std::io::Write;
-    let mut out = std::io::BufWriter::new(out);
-    writeln!(out, "time,open,high,low,close,volume")?;
-    for c in candles {
-        writeln!(
-            out,
-            "{},{},{},{},{},{}",
-            format_time(c.time_ms),
-            shown::number(c.open),
-            shown::number(c.high),
-            shown::number(c.low),
-            shown::number(c.close),
-            shown::number(c.volume)
-        )?;
+    let mut rows = CsvRows::new(out)?;
+    rows.write(candles)?;
+    rows.finish()
+}
+
+/// CSV in Keel's own layout being written, piece by piece: the header
+/// first, then a line per candle.
+#[derive(Debug)]
+pub struct CsvRows<W: std::io::Write> {
+    out: std::io::BufWriter<W>,
+}
+
+impl<W: std::io::Write> CsvRows<W> {
+    pub fn new(out: W) -> std::io::Result<CsvRows<W>> {
+        use std::io::Write;
+        let mut out = std::io::BufWriter::new(out);
+        writeln!(out, "time,open,high,low,close,volume")?;
+        Ok(CsvRows { out })
     }
-    out.into_inner().map_err(|e| e.into_error())
+
+    /// The next candles, each number in its shortest exact form.
+    pub fn write(&mut self, candles: &[Candle]) -> std::io::Result<()> {
+        use std::io::Write;
+        for c in candles {
+            writeln!(
+                self.out,
+                "{},{},{},{},{},{}",
+                format_time(c.time_ms),
+                shown::number(c.open),
+                shown::number(c.high),
+                shown::number(c.low),
+                shown::number(c.close),
+                shown::number(c.volume)
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Flushed and handed back.
+    pub fn finish(self) -> std::io::Result<W> {
+        self.out.into_inner().map_err(|e| e.into_error())
+    }
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ mod replace;
 pub mod resample;
 
 pub use csv::{
-    CsvCandles, MAX_LINE_BYTES, parse_csv, parse_csv_columns, read_csv, read_csv_columns,
+    CsvCandles, CsvRows, MAX_LINE_BYTES, parse_csv, parse_csv_columns, read_csv, read_csv_columns,
     read_csv_each, write_csv, write_rows,
 };
 #[cfg(feature = "formats")]
@@ -30,7 +30,9 @@ pub use feather::{read_feather, read_feather_columns};
 pub use json::{parse_json, read_json, read_json_each};
 pub use layout::Columns;
 #[cfg(feature = "formats")]
-pub use parquet::{read_parquet, read_parquet_columns, read_parquet_each, write_parquet};
+pub use parquet::{
+    ParquetRows, read_parquet, read_parquet_columns, read_parquet_each, write_parquet,
+};
 
 /// The columns of a candle row, in order.
 pub(crate) const COLUMNS: [&str; 6] = ["time", "open", "high", "low", "close", "volume"];
@@ -222,6 +224,61 @@ pub fn write_file(path: &Path, candles: &[Candle]) -> Result<(), CandleError> {
         return Err(without_formats(path));
     }
     write_csv(path, candles)
+}
+
+/// Writes a candle file as `write_file` does (its format by its name,
+/// replaced whole), from candles `fill` hands to `put` in pieces, oldest
+/// first, so that they need not be held whole. When `fill` fails nothing
+/// is written and its error is returned.
+pub fn write_file_each<E: From<CandleError>>(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn FnMut(&[Candle]) -> std::io::Result<()>) -> Result<(), E>,
+) -> Result<(), E> {
+    /// Where the pieces go, by the file's name.
+    enum Rows {
+        Csv(CsvRows<std::fs::File>),
+        Gzip(CsvRows<flate2::write::GzEncoder<std::fs::File>>),
+        #[cfg(feature = "formats")]
+        Parquet(Box<self::parquet::ParquetRows<std::fs::File>>),
+    }
+    #[cfg(not(feature = "formats"))]
+    if is_parquet(path) {
+        return Err(without_formats(path).into());
+    }
+    let mut failed = None;
+    let written = replace::replace_file(path, |file| {
+        let mut rows = match () {
+            #[cfg(feature = "formats")]
+            () if is_parquet(path) => {
+                Rows::Parquet(Box::new(self::parquet::ParquetRows::new(file)?))
+            }
+            () if is_gzip(path) => Rows::Gzip(CsvRows::new(flate2::write::GzEncoder::new(
+                file,
+                flate2::Compression::default(),
+            ))?),
+            () => Rows::Csv(CsvRows::new(file)?),
+        };
+        let filled = fill(&mut |candles| match &mut rows {
+            Rows::Csv(r) => r.write(candles),
+            Rows::Gzip(r) => r.write(candles),
+            #[cfg(feature = "formats")]
+            Rows::Parquet(r) => r.write(candles),
+        });
+        if let Err(e) = filled {
+            failed = Some(e);
+            return Err(std::io::Error::other("stopped"));
+        }
+        match rows {
+            Rows::Csv(r) => r.finish(),
+            Rows::Gzip(r) => r.finish()?.finish(),
+            #[cfg(feature = "formats")]
+            Rows::Parquet(r) => r.finish(),
+        }
+    });
+    match failed {
+        Some(e) => Err(e),
+        None => written.map_err(E::from),
+    }
 }
 
 /// A Parquet or Feather file where keel-model is built without them.

@@ -29,48 +29,91 @@ pub struct Resampled {
 /// `candles` (each `from_ms` long, in time order) as bars of `to`; else why
 /// not, in words naming both lengths.
 pub fn resample(candles: &[Candle], from_ms: i64, to: Timeframe) -> Result<Resampled, String> {
-    let to_ms = to.duration_ms();
-    if from_ms <= 0 || from_ms > to_ms || to_ms % from_ms != 0 {
-        return Err(format!(
-            "{} bars do not make whole {to} bars",
-            spacing_name(from_ms)
-        ));
-    }
-    if !TARGETS.contains(&to) {
-        return Err(format!(
-            "bars can be aggregated to {} only, not {to}",
-            TARGETS.map(|t| t.as_str()).join(", ")
-        ));
-    }
-    let whole = (to_ms / from_ms) as usize;
-    let mut out: Vec<Candle> = Vec::with_capacity(candles.len() / whole + 1);
-    let mut counts: Vec<usize> = Vec::with_capacity(out.capacity());
-    for c in candles {
-        let start = c.time_ms.div_euclid(to_ms) * to_ms;
-        match out.last_mut() {
-            Some(bar) if bar.time_ms == start => {
-                bar.high = bar.high.max(c.high);
-                bar.low = bar.low.min(c.low);
-                bar.close = c.close;
-                bar.volume += c.volume;
-                if let Some(n) = counts.last_mut() {
-                    *n += 1;
-                }
-            }
-            _ => {
-                out.push(Candle {
-                    time_ms: start,
-                    ..*c
-                });
-                counts.push(1);
-            }
-        }
-    }
-    let partial = counts.iter().filter(|&&n| n < whole).count();
+    let mut resampler = Resampler::new(from_ms, to)?;
+    let mut out = Vec::with_capacity(candles.len() / resampler.whole + 1);
+    resampler.push(candles, &mut out);
+    let partial = resampler.finish(&mut out);
     Ok(Resampled {
         candles: out,
         partial,
     })
+}
+
+/// [`resample`] as the candles come, in pieces cut anywhere: each bar is
+/// handed over once a candle of a later one comes (or at `finish`), so
+/// memory holds one bar, not the series.
+#[derive(Debug)]
+pub struct Resampler {
+    to_ms: i64,
+    /// Candles in a whole bar.
+    whole: usize,
+    /// The bar being made and how many candles it holds.
+    bar: Option<(Candle, usize)>,
+    partial: usize,
+}
+
+impl Resampler {
+    /// From candles `from_ms` long to bars of `to`; else why not.
+    pub fn new(from_ms: i64, to: Timeframe) -> Result<Resampler, String> {
+        let to_ms = to.duration_ms();
+        if from_ms <= 0 || from_ms > to_ms || to_ms % from_ms != 0 {
+            return Err(format!(
+                "{} bars do not make whole {to} bars",
+                spacing_name(from_ms)
+            ));
+        }
+        if !TARGETS.contains(&to) {
+            return Err(format!(
+                "bars can be aggregated to {} only, not {to}",
+                TARGETS.map(|t| t.as_str()).join(", ")
+            ));
+        }
+        Ok(Resampler {
+            to_ms,
+            whole: (to_ms / from_ms) as usize,
+            bar: None,
+            partial: 0,
+        })
+    }
+
+    /// The next candles (after every earlier piece): the bars they
+    /// complete are appended to `out`.
+    pub fn push(&mut self, candles: &[Candle], out: &mut Vec<Candle>) {
+        for c in candles {
+            let start = c.time_ms.div_euclid(self.to_ms) * self.to_ms;
+            match &mut self.bar {
+                Some((bar, n)) if bar.time_ms == start => {
+                    bar.high = bar.high.max(c.high);
+                    bar.low = bar.low.min(c.low);
+                    bar.close = c.close;
+                    bar.volume += c.volume;
+                    *n += 1;
+                }
+                _ => {
+                    let next = Candle {
+                        time_ms: start,
+                        ..*c
+                    };
+                    if let Some(done) = self.bar.replace((next, 1)) {
+                        self.hand_over(done, out);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Appends the last bar; how many of all the bars were partial.
+    pub fn finish(mut self, out: &mut Vec<Candle>) -> usize {
+        if let Some(done) = self.bar.take() {
+            self.hand_over(done, out);
+        }
+        self.partial
+    }
+
+    fn hand_over(&mut self, (bar, n): (Candle, usize), out: &mut Vec<Candle>) {
+        self.partial += usize::from(n < self.whole);
+        out.push(bar);
+    }
 }
 
 /// A bar length as its timeframe's name, else in seconds.
@@ -175,5 +218,35 @@ mod tests {
         );
         let same = resample(&one, 60 * MIN, Timeframe::H1).expect("same length");
         assert_eq!((same.candles.len(), same.partial), (1, 0));
+    }
+
+    #[test]
+    fn pieces_cut_anywhere_make_what_the_whole_makes() {
+        let mut candles: Vec<Candle> = (0..500)
+            .map(|m| {
+                let p = 100.0 + (m % 17) as f64;
+                candle(m, p, p + 2.0, p - 1.0, p + 0.5, 1.0 + m as f64)
+            })
+            .collect();
+        candles.retain(|c| c.time_ms % (7 * MIN) != 0); // gaps
+        let whole = resample(&candles, MIN, Timeframe::M15).expect("whole");
+        assert!(whole.partial > 0);
+        for cut in [1, 2, 14, 15, 16, 97] {
+            let mut r = Resampler::new(MIN, Timeframe::M15).expect("valid");
+            let mut out = Vec::new();
+            for piece in candles.chunks(cut) {
+                r.push(piece, &mut out);
+                r.push(&[], &mut out);
+            }
+            let partial = r.finish(&mut out);
+            assert_eq!(
+                Resampled {
+                    candles: out,
+                    partial
+                },
+                whole,
+                "pieces of {cut}"
+            );
+        }
     }
 }

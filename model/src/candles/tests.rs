@@ -367,3 +367,52 @@ fn a_files_name_gives_its_symbol() {
         );
     }
 }
+
+#[test]
+fn a_file_written_in_pieces_is_the_file_written_whole_or_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let candles = crate::synth::random_walk(4, 70_000, 1_700_000_000_000, 60_000, 50.0, 0.02);
+    let mut names = vec!["a.csv", "a.csv.gz"];
+    if cfg!(feature = "formats") {
+        names.push("a.parquet");
+    }
+    for name in names {
+        let (whole, pieces) = (
+            dir.path().join(format!("whole-{name}")),
+            dir.path().join(name),
+        );
+        write_file(&whole, &candles).expect("whole");
+        let io = |error| CandleError::Write {
+            path: name.into(),
+            error,
+        };
+        write_file_each(&pieces, |put| {
+            for piece in candles.chunks(6_553) {
+                put(piece).map_err(io)?;
+                put(&[]).map_err(io)?;
+            }
+            Ok::<_, CandleError>(())
+        })
+        .expect("pieces");
+        assert_eq!(read_file(&pieces).expect("read"), candles, "{name}");
+        if !name.ends_with(".gz") {
+            assert_eq!(
+                std::fs::read(&pieces).expect("bytes"),
+                std::fs::read(&whole).expect("bytes"),
+                "{name}"
+            );
+        }
+        // A fill that fails leaves the file as it was.
+        let failed = write_file_each(&pieces, |put| {
+            put(&candles[..10]).map_err(io)?;
+            Err(CandleError::Empty {
+                path: "the source".into(),
+            })
+        });
+        assert_eq!(
+            failed.expect_err("failed").to_string(),
+            "the source: no candles"
+        );
+        assert_eq!(read_file(&pieces).expect("read"), candles, "{name}");
+    }
+}

@@ -206,30 +206,80 @@ pub fn write_parquet(path: &Path, candles: &[Candle]) -> Result<(), CandleError>
 
 /// The candles as a Parquet file into `out`, handed back complete.
 fn write_table<W: std::io::Write + Send>(out: W, candles: &[Candle]) -> std::io::Result<W> {
-    use ::parquet::arrow::ArrowWriter;
-    use ::parquet::file::properties::WriterProperties;
-    let time = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
-    let mut fields = vec![Field::new("date", time, false)];
-    fields.extend(
-        COLUMNS[1..]
-            .iter()
-            .map(|c| Field::new(*c, DataType::Float64, false)),
-    );
-    let schema = Arc::new(Schema::new(fields));
-    let properties = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .set_created_by(format!("keel {}", env!("CARGO_PKG_VERSION")))
-        .build();
-    let mut writer = ArrowWriter::try_new(out, schema.clone(), Some(properties))
-        .map_err(std::io::Error::other)?;
-    for chunk in candles.chunks(BATCH_ROWS) {
+    let mut table = ParquetRows::new(out)?;
+    table.write(candles)?;
+    table.finish()
+}
+
+/// A Parquet file being written piece by piece (`date` as timestamp[ms,
+/// UTC], then open, high, low, close, volume as float64, snappy), a row
+/// group every [`BATCH_ROWS`] candles.
+pub struct ParquetRows<W: std::io::Write + Send> {
+    writer: ::parquet::arrow::ArrowWriter<W>,
+    schema: Arc<Schema>,
+    /// Candles not yet in a batch.
+    held: Vec<Candle>,
+}
+
+impl<W: std::io::Write + Send> std::fmt::Debug for ParquetRows<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParquetRows")
+            .field("held", &self.held.len())
+            .finish()
+    }
+}
+
+impl<W: std::io::Write + Send> ParquetRows<W> {
+    pub fn new(out: W) -> std::io::Result<ParquetRows<W>> {
+        use ::parquet::file::properties::WriterProperties;
+        let time = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
+        let mut fields = vec![Field::new("date", time, false)];
+        fields.extend(
+            COLUMNS[1..]
+                .iter()
+                .map(|c| Field::new(*c, DataType::Float64, false)),
+        );
+        let schema = Arc::new(Schema::new(fields));
+        let properties = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_created_by(format!("keel {}", env!("CARGO_PKG_VERSION")))
+            .build();
+        let writer = ::parquet::arrow::ArrowWriter::try_new(out, schema.clone(), Some(properties))
+            .map_err(std::io::Error::other)?;
+        Ok(ParquetRows {
+            writer,
+            schema,
+            held: Vec::with_capacity(BATCH_ROWS),
+        })
+    }
+
+    /// The next candles.
+    pub fn write(&mut self, mut candles: &[Candle]) -> std::io::Result<()> {
+        while !candles.is_empty() {
+            let room = BATCH_ROWS - self.held.len();
+            let (now, later) = candles.split_at(room.min(candles.len()));
+            self.held.extend_from_slice(now);
+            candles = later;
+            if self.held.len() == BATCH_ROWS {
+                self.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The held candles as one batch.
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        let held = &self.held;
         let prices = |value: fn(&Candle) -> f64| -> ArrayRef {
-            Arc::new(Float64Array::from_iter_values(chunk.iter().map(value)))
+            Arc::new(Float64Array::from_iter_values(held.iter().map(value)))
         };
-        let times = TimestampMillisecondArray::from_iter_values(chunk.iter().map(|c| c.time_ms))
+        let times = TimestampMillisecondArray::from_iter_values(held.iter().map(|c| c.time_ms))
             .with_timezone("UTC");
         let batch = RecordBatch::try_new(
-            schema.clone(),
+            self.schema.clone(),
             vec![
                 Arc::new(times),
                 prices(|c| c.open),
@@ -240,9 +290,16 @@ fn write_table<W: std::io::Write + Send>(out: W, candles: &[Candle]) -> std::io:
             ],
         )
         .map_err(std::io::Error::other)?;
-        writer.write(&batch).map_err(std::io::Error::other)?;
+        self.writer.write(&batch).map_err(std::io::Error::other)?;
+        self.held.clear();
+        Ok(())
     }
-    writer.into_inner().map_err(std::io::Error::other)
+
+    /// The file complete (its footer written), handed back.
+    pub fn finish(mut self) -> std::io::Result<W> {
+        self.flush()?;
+        self.writer.into_inner().map_err(std::io::Error::other)
+    }
 }
 
 #[cfg(test)]

@@ -141,7 +141,7 @@ fn a_trades_result_is_read_and_every_bad_shape_named() {
                 serde_json::json!([row("5", "1", t, 1)]),
                 "1688669599000000000",
             ),
-            "\"last\" 1688669599000000000 is before the page's last trade at 2023-07-06T18:53:20Z",
+            "\"last\" 1688669599000000000 is before the page's last trade at 2023-07-06T18:53:20.500Z",
         ),
     ];
     for (result, error) in cases {
