@@ -454,7 +454,7 @@ impl<L: Iterator<Item = std::io::Result<String>>> Iterator for CsvCandles<L> {
 pub fn write_csv(path: &Path, candles: &[Candle]) -> Result<(), CandleError> {
     replace::replace_file(path, |file| {
         if super::is_gzip(path) {
-            let gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
+            let gz = flate2::write::GzEncoder::new(file, super::GZIP_LEVEL);
             write_rows(gz, candles)?.finish()
         } else {
             write_rows(file, candles)

@@ -254,7 +254,7 @@ pub fn write_file_each<E: From<CandleError>>(
             }
             () if is_gzip(path) => Rows::Gzip(CsvRows::new(flate2::write::GzEncoder::new(
                 file,
-                flate2::Compression::default(),
+                GZIP_LEVEL,
             ))?),
             () => Rows::Csv(CsvRows::new(file)?),
         };
@@ -280,6 +280,11 @@ pub fn write_file_each<E: From<CandleError>>(
         None => written.map_err(E::from),
     }
 }
+
+/// How hard a written `.gz` file is compressed: the fastest level (about
+/// four times faster than the default, a fifth larger), as an export of
+/// millions of bars is waited for.
+pub(crate) const GZIP_LEVEL: flate2::Compression = flate2::Compression::new(1);
 
 /// A Parquet or Feather file where keel-model is built without them.
 #[cfg(not(feature = "formats"))]
