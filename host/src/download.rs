@@ -31,17 +31,13 @@ const FLUSH_EVERY: Duration = Duration::from_secs(30);
 /// The earliest `--since`: older than any venue's trades.
 const EARLIEST_MS: i64 = 1_262_304_000_000; // 2010-01-01T00:00:00Z
 
-/// The bar lengths a download makes: fixed lengths that divide a day
-/// (weeks and months are calendar buckets), each one of Kraken's OHLC
-/// intervals too, so its charts show the same bars.
-pub const TIMEFRAMES: [Timeframe; 6] = [
-    Timeframe::M1,
-    Timeframe::M5,
-    Timeframe::M15,
-    Timeframe::H1,
-    Timeframe::H4,
-    Timeframe::D1,
-];
+/// The bar lengths a download makes: one minute and every length a
+/// series can be aggregated to (fixed lengths that divide a day; weeks and
+/// months are calendar buckets), each one of Kraken's OHLC intervals too,
+/// so its charts show the same bars.
+pub fn makes(timeframe: Timeframe) -> bool {
+    timeframe == Timeframe::M1 || keel_model::candles::resample::TARGETS.contains(&timeframe)
+}
 
 /// What to download.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,10 +65,15 @@ pub fn check_request(
     until_ms: Option<i64>,
     now_ms: i64,
 ) -> Result<(), String> {
-    if !TIMEFRAMES.contains(&timeframe) {
+    if !makes(timeframe) {
+        let made: Vec<&str> = Timeframe::ALL
+            .into_iter()
+            .filter(|&t| makes(t))
+            .map(Timeframe::as_str)
+            .collect();
         return Err(format!(
             "--timeframe {timeframe}: downloads make bars of {} (lengths that divide a day)",
-            TIMEFRAMES.map(|t| t.as_str()).join(" ")
+            made.join(" ")
         ));
     }
     if since_ms < EARLIEST_MS {

@@ -253,8 +253,7 @@ pub fn write_file_each<E: From<CandleError>>(
                 Rows::Parquet(Box::new(self::parquet::ParquetRows::new(file)?))
             }
             () if is_gzip(path) => Rows::Gzip(CsvRows::new(flate2::write::GzEncoder::new(
-                file,
-                GZIP_LEVEL,
+                file, GZIP_LEVEL,
             ))?),
             () => Rows::Csv(CsvRows::new(file)?),
         };
