@@ -453,6 +453,22 @@ pub fn drive_closes<C: Closes + ?Sized>(
 ) -> BatchOutcome {
     let ticks = closes.ticks();
     let (bars, mut start) = (closes.bars(), 0);
+    // Which bound symbols each position is of, as bits, worked out once:
+    // positions do not change within a batch, and marking by index spares
+    // a comparison of names per bar.
+    let of_symbols: Option<Vec<u64>> = (ticks > 1 && symbols.len() <= 64).then(|| {
+        let positions = &tick.portfolio.positions;
+        positions
+            .iter()
+            .map(|p| {
+                let same = symbols
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| ***s == *p.symbol);
+                same.fold(0u64, |bits, (i, _)| bits | 1 << i)
+            })
+            .collect()
+    });
     for i in 0..ticks {
         let (time_ms, count) = closes.tick(i);
         let end = (start + count as usize).min(bars);
@@ -464,10 +480,13 @@ pub fn drive_closes<C: Closes + ?Sized>(
                 tick.bars.push(Bar::from_candle(symbol, &candle));
             }
         }
-        start = end;
         if i > 0 && !tick.portfolio.positions.is_empty() {
-            tick.portfolio.mark(&tick.bars);
+            match &of_symbols {
+                Some(of_symbols) => mark_by_index(closes, start..end, of_symbols, tick),
+                None => tick.portfolio.mark(&tick.bars),
+            }
         }
+        start = end;
         let (signals, error) = match on_bar(tick) {
             Ok(signals) if signals.is_empty() => continue,
             Ok(signals) => (signals, None),
@@ -484,6 +503,30 @@ pub fn drive_closes<C: Closes + ?Sized>(
         consumed: ticks,
         ..BatchOutcome::default()
     }
+}
+
+/// What `Portfolio::mark` does with a tick's bars, the positions matched to
+/// bars by symbol index (`of_symbols`: each position's bound symbols, as
+/// bits) rather than by name.
+fn mark_by_index<C: Closes + ?Sized>(
+    closes: &C,
+    bars: std::ops::Range<usize>,
+    of_symbols: &[u64],
+    tick: &mut Tick,
+) {
+    let portfolio = &mut tick.portfolio;
+    for b in bars {
+        let (symbol, candle) = closes.bar(b);
+        let Some(bit) = 1u64.checked_shl(symbol) else {
+            continue;
+        };
+        for (p, of) in portfolio.positions.iter_mut().zip(of_symbols) {
+            if of & bit != 0 {
+                p.mark_at(candle.low, candle.high, candle.close);
+            }
+        }
+    }
+    portfolio.equity = Portfolio::equity_of(portfolio.cash, &portfolio.positions);
 }
 
 /// [`drive_with`] with fresh scratch space.
@@ -522,6 +565,77 @@ mod tests {
             columns.push(*symbol, candle);
         }
         columns
+    }
+
+    #[test]
+    fn every_position_is_marked_by_its_own_symbols_bars() {
+        let symbols: Vec<Symbol> = vec!["A".into(), "B".into()];
+        // B has no bar at the third close.
+        let (tick_times, tick_bars) = ([1, 2, 3, 4], [2, 2, 1, 2]);
+        let bars = columns(&[
+            (0, candle(0, 9.0, 11.0, 10.0)),
+            (1, candle(0, 4.0, 6.0, 5.0)),
+            (0, candle(1, 8.0, 12.0, 9.0)),
+            (1, candle(1, 3.0, 7.0, 6.5)),
+            (0, candle(2, 7.5, 9.5, 8.0)),
+            (0, candle(3, 8.5, 10.5, 10.0)),
+            (1, candle(3, 2.0, 5.0, 4.0)),
+        ]);
+        let position = |symbol: &str, side: Side, price: f64| {
+            let mut p = Position {
+                symbol: symbol.into(),
+                tag: String::new(),
+                side,
+                size: 2.0,
+                price_entry: price,
+                time_entry_ms: 0,
+                price_mark: price,
+                pnl_unrealized: 0.0,
+                mae: 0.0,
+            };
+            p.pnl_unrealized = p.unrealized();
+            p
+        };
+        let portfolio = Portfolio {
+            cash: 100.0,
+            equity: 0.0,
+            positions: vec![
+                position("B", Side::Short, 5.0),
+                position("A", Side::Long, 10.0),
+                position("C", Side::Long, 1.0),
+            ],
+        };
+        let batch = Batch {
+            symbols: &symbols,
+            tick_times: &tick_times,
+            tick_bars: &tick_bars,
+            bars: bars.slice(0, bars.len()),
+            portfolio: &portfolio,
+            limits: RiskLimits::default(),
+        };
+        let mut seen = Vec::new();
+        let outcome = drive(&batch, |tick| {
+            seen.push(tick.portfolio.clone());
+            Ok(vec![])
+        });
+        assert_eq!(outcome.consumed, 4);
+        // Each later tick marked by name, the reference way.
+        let mut expected = portfolio.clone();
+        let mut want = vec![expected.clone()];
+        let mut at = 2;
+        for &n in &tick_bars[1..] {
+            let tick: Vec<Bar> = (at..at + n as usize)
+                .map(|b| {
+                    let (symbol, c) = batch.bar(b);
+                    Bar::from_candle(&symbols[symbol as usize], &c)
+                })
+                .collect();
+            expected.mark(&tick);
+            want.push(expected.clone());
+            at += n as usize;
+        }
+        assert_eq!(seen, want);
+        assert!(want[3].positions[0].mae < 0.0 && want[3].positions[2].mae == 0.0);
     }
 
     #[test]
