@@ -52,6 +52,16 @@ fn backtest(
     json: &Path,
     data: &[&str],
 ) -> (bool, String, String, Option<serde_json::Value>) {
+    backtest_with(db, json, data, &[])
+}
+
+/// `backtest` with more arguments.
+fn backtest_with(
+    db: &Path,
+    json: &Path,
+    data: &[&str],
+    extra: &[&str],
+) -> (bool, String, String, Option<serde_json::Value>) {
     let _ = std::fs::remove_file(json);
     let mut args = vec![
         "backtest",
@@ -66,6 +76,7 @@ fn backtest(
     for d in data {
         args.extend(["--data", d]);
     }
+    args.extend(extra);
     let out = keel(db, &shared_cache(), &args);
     let report = std::fs::read_to_string(json)
         .ok()
@@ -121,6 +132,31 @@ fn a_stored_series_gives_the_run_its_file_gives() {
     for same in ["trades", "metrics", "equity"] {
         assert_eq!(stored[same], loaded[same], "{same}");
     }
+
+    // Aggregated as it is read (4h from 1h): what the file aggregated
+    // whole gives, its reference made of the 4h bars, and the same note.
+    let four = ["--timeframe", "4h"];
+    let (ok, _, said_stored, stored) = backtest_with(&db, &json, &["AAA/USD@1h"], &four);
+    assert!(ok, "{said_stored}");
+    let stored = stored.expect("a report");
+    let (ok, _, said_loaded, loaded) = backtest_with(&db, &json, &[&files[0]], &four);
+    assert!(ok, "{said_loaded}");
+    let loaded = loaded.expect("a report");
+    assert_eq!(stored["data"][0]["source"], "store:AAA/USD@1h as 4h");
+    assert_eq!(stored["data"][0]["bars"], 1250);
+    for same in ["digest", "bars", "first", "last"] {
+        assert_eq!(stored["data"][0][same], loaded["data"][0][same], "{same}");
+    }
+    for same in ["trades", "metrics", "equity"] {
+        assert_eq!(stored[same], loaded[same], "{same}");
+    }
+    // The notes of partial bars, past the series' name.
+    let note = |said: &str| {
+        let note = said.lines().find_map(|l| l.strip_prefix("note: "));
+        note.and_then(|n| n.split_once(": "))
+            .map(|(_, what)| what.to_owned())
+    };
+    assert_eq!(note(&said_stored), note(&said_loaded), "{said_stored}");
 
     // What the store does not hold is refused before any run.
     let (ok, _, said, report) = backtest(&db, &json, &["CCC/USD@1h"]);

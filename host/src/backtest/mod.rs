@@ -150,20 +150,24 @@ pub fn resample_data(data: &mut [Dataset], to: Timeframe) -> anyhow::Result<Vec<
     for d in data.iter_mut() {
         let made = candles::resample::resample(&d.series.candles, d.series.bar_ms, to)
             .map_err(|e| anyhow::anyhow!("--timeframe {to}: {}: {e}", d.reference.source))?;
-        if made.partial > 0 {
-            notes.push(format!(
-                "{} as {to}: {} of {} bars are partial (a gap inside, or the data starts or ends inside them); kept as they are, never filled",
-                shown::text(&d.reference.source),
-                made.partial,
-                made.candles.len()
-            ));
-        }
         let source = format!("{} as {to}", d.reference.source);
+        if made.partial > 0 {
+            notes.push(partial_note(&source, made.partial, made.candles.len()));
+        }
         d.reference = DataRef::of(&d.series.symbol, source, &made.candles);
         d.series.candles = made.candles;
         d.series.bar_ms = to.duration_ms();
     }
     Ok(notes)
+}
+
+/// The note for an aggregated series (`source`, already `… as TF`) with
+/// `partial` of its `bars` partial.
+fn partial_note(source: &str, partial: usize, bars: usize) -> String {
+    format!(
+        "{}: {partial} of {bars} bars are partial (a gap inside, or the data starts or ends inside them); kept as they are, never filled",
+        shown::text(source)
+    )
 }
 
 /// Where the data differs from what a strategy declares (its symbols, its

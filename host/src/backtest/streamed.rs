@@ -19,10 +19,13 @@ use anyhow::bail;
 
 use keel_backtester::report::DataRef;
 use keel_backtester::{BacktestConfig, Report};
+use keel_model::candles::columns::Digester;
+use keel_model::candles::resample::Resampler;
 use keel_model::candles::{Candle, format_time};
 use keel_model::replay::Feed;
+use keel_model::{Timeframe, shown};
 
-use super::{Given, Job, not_stored, run_on, stored_spec};
+use super::{Given, Job, not_stored, partial_note, run_on, stored_spec};
 use crate::sandbox::Sandbox;
 use crate::store::{Store, StoreError, StoredSeries};
 
@@ -34,10 +37,19 @@ const SPANS_AHEAD: usize = 2;
 #[derive(Debug)]
 pub struct Streamed {
     bar_ms: i64,
-    /// What the report says of the series, from the catalogue.
+    /// What the report says of the series: from the catalogue, or, when
+    /// it is aggregated, made by the reader as it goes.
     reference: DataRef,
     spans: Receiver<Vec<Candle>>,
-    reader: JoinHandle<Result<(), StoreError>>,
+    reader: JoinHandle<Result<Option<Made>, StoreError>>,
+}
+
+/// What aggregating a series made: its reference and how many of its bars
+/// are partial.
+#[derive(Debug)]
+struct Made {
+    reference: DataRef,
+    partial: usize,
 }
 
 impl Streamed {
@@ -51,10 +63,15 @@ impl Streamed {
 }
 
 /// The `--data` values as stored series being read, each on its own
-/// thread; `None` unless every one names a stored series (a file is read
-/// whole, by `load_data`). What the catalogue does not list is refused
-/// here, before any run.
-pub fn stream_data(specs: &[String], db: &Path) -> anyhow::Result<Option<Vec<Streamed>>> {
+/// thread and aggregated there to bars of `to` when given; `None` unless
+/// every one names a stored series (a file is read whole, by
+/// `load_data`). What the catalogue does not list, or cannot be
+/// aggregated so, is refused here, before any run.
+pub fn stream_data(
+    specs: &[String],
+    db: &Path,
+    to: Option<Timeframe>,
+) -> anyhow::Result<Option<Vec<Streamed>>> {
     let stored: Option<Vec<_>> = specs.iter().map(|s| stored_spec(s)).collect();
     let Some(stored) = stored.filter(|s| !s.is_empty()) else {
         return Ok(None);
@@ -68,7 +85,7 @@ pub fn stream_data(specs: &[String], db: &Path) -> anyhow::Result<Option<Vec<Str
             store.load_series(symbol, tf)?;
             bail!(not_stored(spec, symbol, tf, db));
         };
-        let reference = DataRef {
+        let mut reference = DataRef {
             symbol: symbol.to_owned(),
             source: format!("store:{spec}"),
             digest: listed.digest.clone(),
@@ -76,12 +93,26 @@ pub fn stream_data(specs: &[String], db: &Path) -> anyhow::Result<Option<Vec<Str
             first: format_time(listed.first_ms),
             last: format_time(listed.last_ms),
         };
+        let resampler = match to {
+            Some(to) => {
+                reference.source = format!("{} as {to}", reference.source);
+                let made = Resampler::new(tf.duration_ms(), to).map_err(|e| {
+                    anyhow::anyhow!("--timeframe {to}: store:{}: {e}", shown::text(spec))
+                })?;
+                Some(made)
+            }
+            None => None,
+        };
         let (tx, spans) = sync_channel(SPANS_AHEAD);
+        let (name, source) = (symbol.to_owned(), reference.source.clone());
         let reader = std::thread::Builder::new()
             .name(format!("read {symbol}"))
-            .spawn(move || read(store, listed, tf, tx))?;
+            .spawn(move || match resampler {
+                Some(resampler) => read_resampled(store, listed, tf, resampler, tx, name, source),
+                None => read(store, listed, tf, tx).map(|()| None),
+            })?;
         out.push(Streamed {
-            bar_ms: tf.duration_ms(),
+            bar_ms: to.unwrap_or(tf).duration_ms(),
             reference,
             spans,
             reader,
@@ -101,14 +132,59 @@ fn read(
     Ok(())
 }
 
+/// Sends the series' spans aggregated by `resampler`, until the run stops
+/// taking them; the reference of what it sent (what the strategy saw).
+fn read_resampled(
+    store: Store,
+    listed: StoredSeries,
+    tf: keel_model::Timeframe,
+    mut resampler: Resampler,
+    tx: SyncSender<Vec<Candle>>,
+    symbol: String,
+    source: String,
+) -> Result<Option<Made>, StoreError> {
+    let mut digester = Digester::default();
+    let (mut bars, mut first, mut last) = (0, None, None);
+    let mut note = |made: &[Candle]| {
+        digester.push(made);
+        bars += made.len();
+        first = first.or(made.first().map(|c| c.time_ms));
+        last = made.last().map(|c| c.time_ms).or(last);
+    };
+    let whole = store.stream_series(&listed, tf, |span| {
+        let mut made = Vec::new();
+        resampler.push(&span, &mut made);
+        note(&made);
+        made.is_empty() || tx.send(made).is_ok()
+    })?;
+    let mut made = Vec::new();
+    let partial = resampler.finish(&mut made);
+    note(&made);
+    if whole && !made.is_empty() {
+        // The run has stopped taking bars if this fails: nothing to say.
+        let _ = tx.send(made);
+    }
+    let time = |t: Option<i64>| t.map_or_else(String::new, format_time);
+    let reference = DataRef {
+        symbol,
+        source,
+        digest: digester.finish(),
+        bars,
+        first: time(first),
+        last: time(last),
+    };
+    Ok(Some(Made { reference, partial }))
+}
+
 /// Runs `job` over the series as they are read; a series found damaged
-/// on the way refuses the run (its report is never made).
+/// on the way refuses the run (its report is never made). Notes for
+/// aggregated series with partial bars come with the report.
 pub fn run_streamed(
     sandbox: &Sandbox,
     job: &Job<'_>,
     data: Vec<Streamed>,
     config: &BacktestConfig,
-) -> anyhow::Result<Report> {
+) -> anyhow::Result<(Report, Vec<String>)> {
     let mut readers = Vec::with_capacity(data.len());
     let mut references = Vec::with_capacity(data.len());
     let mut feeds = Vec::with_capacity(data.len());
@@ -123,11 +199,25 @@ pub fn run_streamed(
     }
     // The run ends when every feed has: each reader has finished by then.
     let report = run_on(sandbox, job, feeds, references, config);
+    let mut made = Vec::with_capacity(readers.len());
     for reader in readers {
         match reader.join() {
-            Ok(read) => read?,
+            Ok(read) => made.push(read?),
             Err(_) => bail!("the thread reading the stored bars failed"),
         }
     }
-    report
+    let mut report = report?;
+    let mut notes = Vec::new();
+    for (i, made) in made.into_iter().enumerate() {
+        let Some(Made { reference, partial }) = made else {
+            continue;
+        };
+        if partial > 0 {
+            notes.push(partial_note(&reference.source, partial, reference.bars));
+        }
+        if let Some(data) = report.data.get_mut(i) {
+            *data = reference;
+        }
+    }
+    Ok((report, notes))
 }

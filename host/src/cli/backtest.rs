@@ -115,25 +115,23 @@ pub(super) fn run(args: &BacktestArgs, db: &Path, cache: &CompileCache) -> anyho
         record_signals: false,
         record_fills: false,
     };
-    // One run on stored series alone reads them while it runs; anything
-    // else (a grid, folds, aggregation, a page that draws the closes, a
-    // file) loads the data whole first.
-    let one_streamed_run = jobs.len() == 1
-        && args.walk_forward.is_none()
-        && args.timeframe.is_none()
-        && args.report.is_none();
+    // One run on stored series alone reads them while it runs, aggregated
+    // as they are read when asked; anything else (a grid, folds, a page
+    // that draws the closes, a file) loads the data whole first.
+    let one_streamed_run = jobs.len() == 1 && args.walk_forward.is_none() && args.report.is_none();
     let streamed = match one_streamed_run {
-        true => backtest::stream_data(&args.data, db)?,
+        true => backtest::stream_data(&args.data, db, args.timeframe)?,
         false => None,
     };
     let mut data = match streamed {
         Some(_) => Vec::new(),
         None => backtest::load_data(&args.data, db)?,
     };
-    let notes = match args.timeframe {
-        Some(tf) => backtest::resample_data(&mut data, tf)?,
-        None => Vec::new(),
-    };
+    // A streamed run's notes come with its report.
+    let notes = std::cell::RefCell::new(match (args.timeframe, &streamed) {
+        (Some(tf), None) => backtest::resample_data(&mut data, tf)?,
+        _ => Vec::new(),
+    });
     let given: Vec<backtest::Given> = match &streamed {
         Some(streams) => streams.iter().map(backtest::Streamed::given).collect(),
         None => data.iter().map(backtest::Dataset::given).collect(),
@@ -146,7 +144,7 @@ pub(super) fn run(args: &BacktestArgs, db: &Path, cache: &CompileCache) -> anyho
         .collect();
     drop(given);
     let warn = || {
-        for note in &notes {
+        for note in notes.borrow().iter() {
             eprintln!("note: {note}");
         }
         for warning in &warnings {
@@ -226,7 +224,13 @@ pub(super) fn run(args: &BacktestArgs, db: &Path, cache: &CompileCache) -> anyho
             }
         };
     let results = match (streamed, jobs.as_slice()) {
-        (Some(streams), [job]) => vec![backtest::run_streamed(&sandbox, job, streams, &config)],
+        (Some(streams), [job]) => {
+            let run = backtest::run_streamed(&sandbox, job, streams, &config);
+            vec![run.map(|(report, made)| {
+                notes.borrow_mut().extend(made);
+                report
+            })]
+        }
         _ => backtest::run_all(&sandbox, &jobs, &data, &config, progress),
     };
     if !quiet_progress {

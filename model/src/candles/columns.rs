@@ -89,14 +89,46 @@ pub fn combine<'a>(span_digests: impl IntoIterator<Item = &'a [u8; 32]>) -> Stri
 /// The digest of `candles` (oldest first): the same as the store's for the
 /// same bars.
 pub fn digest(candles: &[Candle]) -> String {
-    let mut bytes = Vec::new();
-    let each: Vec<[u8; 32]> = spans(candles)
-        .map(|span| {
-            encode(span, &mut bytes);
-            span_digest(&bytes)
-        })
-        .collect();
-    combine(&each)
+    let mut digester = Digester::default();
+    digester.push(candles);
+    digester.finish()
+}
+
+/// [`digest`] of candles handed over in pieces cut anywhere, oldest first:
+/// one span's candles held at a time.
+#[derive(Debug, Default)]
+pub struct Digester {
+    span: Vec<Candle>,
+    digests: Vec<[u8; 32]>,
+    bytes: Vec<u8>,
+}
+
+impl Digester {
+    pub fn push(&mut self, candles: &[Candle]) {
+        for c in candles {
+            if self
+                .span
+                .first()
+                .is_some_and(|f| span_of(f.time_ms) != span_of(c.time_ms))
+            {
+                self.close_span();
+            }
+            self.span.push(*c);
+        }
+    }
+
+    fn close_span(&mut self) {
+        encode(&self.span, &mut self.bytes);
+        self.digests.push(span_digest(&self.bytes));
+        self.span.clear();
+    }
+
+    pub fn finish(mut self) -> String {
+        if !self.span.is_empty() {
+            self.close_span();
+        }
+        combine(&self.digests)
+    }
 }
 
 #[cfg(test)]
@@ -148,5 +180,19 @@ mod tests {
             .collect();
         assert_eq!(each.len(), 4);
         assert_eq!(combine(&each), d);
+    }
+
+    #[test]
+    fn a_digest_of_pieces_is_the_digest_of_the_whole() {
+        let candles = synth::random_walk(3, 200_000, -SPAN_MS / 2, 60_000, 10.0, 0.01);
+        let whole = digest(&candles);
+        for cut in [1, 999, 65_536, 70_001] {
+            let mut d = Digester::default();
+            for piece in candles.chunks(cut) {
+                d.push(piece);
+            }
+            assert_eq!(d.finish(), whole, "pieces of {cut}");
+        }
+        assert_eq!(Digester::default().finish(), digest(&[]));
     }
 }
