@@ -123,8 +123,8 @@ fn bad_files_are_refused_in_one_line_and_store_nothing() {
     assert_eq!(
         stderr(&out).trim(),
         format!(
-            "error: {}: bars are mostly 60 ms apart, which is not --timeframe 1m \
-             (are its times in seconds? they are read as milliseconds)",
+            "error: {}:1: candle 1: time 1700000000 looks like epoch seconds; \
+             freqtrade JSON gives milliseconds",
             json.display()
         )
     );
@@ -605,6 +605,14 @@ fn a_stored_series_exports_to_csv_and_gzip_and_reads_back_the_same() {
     for (out, says) in [
         (fifo.clone(), "pipe: cannot write: not a regular file"),
         (db.clone(), "that is the database's own file"),
+        // Its log, which SQLite removes as the database closes.
+        (
+            dir.path().join(format!(
+                "{}-wal",
+                db.file_name().expect("name").to_string_lossy()
+            )),
+            "that is the database's own file",
+        ),
         (
             json,
             "export writes CSV or Parquet; name it .csv, .csv.gz or .parquet",
@@ -652,6 +660,21 @@ fn a_stored_series_exports_to_csv_and_gzip_and_reads_back_the_same() {
     assert!(run.status.success(), "{}", stderr(&run));
     assert_eq!(stdout(&run).lines().count(), 5761);
     assert!(!Path::new("-").exists());
+    // A reader that stops early (`| head -2`) ends it quietly.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .arg("--db")
+        .arg(&db)
+        .args(["data", "export", "ETH/BTC@5m", "--out", "-"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run keel");
+    let mut head = [0u8; 64];
+    std::io::Read::read_exact(child.stdout.as_mut().expect("stdout"), &mut head).expect("head");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "");
 
     // A symbol with '@' could never be named as SYMBOL@TF; an empty,
     // padded or control-character one could not be told apart in a

@@ -114,11 +114,27 @@ fn refuse_export_to(out: &Path, db: &Path) -> anyhow::Result<()> {
             out.display()
         );
     }
-    if let (Ok(out_path), Ok(db_path)) = (out.canonicalize(), db.canonicalize())
-        && out_path
-            .to_string_lossy()
-            .starts_with(&*db_path.to_string_lossy())
-    {
+    // The database and its companions (`-wal`, `-shm`, `-journal`, which
+    // may not exist yet): by the file itself (through links), or by its
+    // directory and name.
+    let Ok(db_path) = db.canonicalize() else {
+        return Ok(());
+    };
+    let by_directory = out.file_name().and_then(|name| {
+        let dir = out.parent().filter(|p| !p.as_os_str().is_empty());
+        Some(
+            dir.unwrap_or(Path::new("."))
+                .canonicalize()
+                .ok()?
+                .join(name),
+        )
+    });
+    let db_text = db_path.to_string_lossy();
+    let own = [out.canonicalize().ok(), by_directory]
+        .into_iter()
+        .flatten()
+        .any(|p| p.to_string_lossy().starts_with(&*db_text));
+    if own {
         bail!("--out {}: that is the database's own file", out.display());
     }
     Ok(())
@@ -181,13 +197,8 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
                     if let Some(spacing) = import.typical_spacing_ms()
                         && !tf.matches_spacing(spacing)
                     {
-                        // Epoch seconds read as milliseconds: 1000 times closer.
-                        let hint = match tf.matches_spacing(spacing.saturating_mul(1000)) {
-                            true => " (are its times in seconds? they are read as milliseconds)",
-                            false => "",
-                        };
                         bail!(
-                            "{}: bars are mostly {} apart, which is not --timeframe {tf}{hint}",
+                            "{}: bars are mostly {} apart, which is not --timeframe {tf}",
                             file.display(),
                             spacing_text(spacing)
                         );
@@ -214,10 +225,8 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
                 format_time(first),
                 format_time(last),
             );
-            for dropped in &report.dropped {
-                println!(
-                    "dropped damaged stored {dropped}: import the file that has them to have them back"
-                );
+            for mended in &report.mended {
+                println!("{mended}");
             }
             let missing: u64 = report.gaps.iter().map(|g| g.missing).sum();
             match report.gaps.iter().max_by_key(|g| g.missing) {
@@ -317,11 +326,22 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
             // once complete; the standard output has what came before a
             // damaged span, then the error.
             let (written, partial) = if stdout {
-                let mut rows = candles::CsvRows::new(std::io::stdout().lock())?;
-                let pumped = pump(&store, &listed, tf, resampler, &mut |c| rows.write(c))
-                    .context("standard output")?;
-                drop(rows.finish().context("standard output")?);
-                pumped
+                // A reader that has had enough (`| head`) ends the export
+                // quietly, as it ends any tool writing to a pipe.
+                let quiet = |e: &anyhow::Error| {
+                    e.downcast_ref::<std::io::Error>()
+                        .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+                };
+                let written = (|| {
+                    let mut rows = candles::CsvRows::new(std::io::stdout().lock())?;
+                    let pumped = pump(&store, &listed, tf, resampler, &mut |c| rows.write(c))?;
+                    drop(rows.finish()?);
+                    anyhow::Ok(pumped)
+                })();
+                match written {
+                    Err(e) if quiet(&e) => return Ok(true),
+                    other => other.context("standard output")?,
+                }
             } else {
                 let mut pumped = (0, 0);
                 candles::write_file_each(&out, |put| {

@@ -39,9 +39,10 @@ pub struct ImportReport {
     pub gaps: Vec<Gap>,
     /// The first and last imported bars' times; `None` for no bars.
     pub range: Option<(i64, i64)>,
-    /// With `replace`: stored bars outside the import found damaged and
-    /// dropped, each as `bars of FROM .. TO (why)`.
-    pub dropped: Vec<String>,
+    /// With `replace`: what was found damaged among the stored bars and
+    /// what became of it, a line each (damaged bars dropped, or the
+    /// figures of whole bars made again).
+    pub mended: Vec<String>,
 }
 
 /// A stored series, as the catalogue has it.
@@ -204,7 +205,7 @@ impl Store {
         while let Some(row) = rows.next().map_err(|e| self.sql(e))? {
             let span: i64 = row.get(0).map_err(|e| self.sql(e))?;
             let digest = stored_span(row, span, timeframe.duration_ms(), out)
-                .map_err(|why| self.corrupt(symbol, timeframe, span_times(span), &why))?;
+                .map_err(|fault| self.corrupt(symbol, timeframe, span_times(span), fault.why()))?;
             if !done(out, digest) {
                 return Ok(false);
             }
@@ -388,53 +389,81 @@ fn stored_span(
     span: i64,
     bar_ms: i64,
     out: &mut Vec<Candle>,
-) -> Result<[u8; 32], String> {
+) -> Result<[u8; 32], SpanFault> {
+    let bars_of = |why: String| SpanFault::Bars(why);
     let bars: i64 = row
         .get(1)
-        .map_err(|_| "its bar count is not a number".to_owned())?;
+        .map_err(|_| bars_of("its bar count is not a number".into()))?;
     let digest: [u8; 32] = (row.get_ref(2).ok())
         .and_then(|v| v.as_blob().ok())
         .and_then(|b| b.try_into().ok())
-        .ok_or("its digest is not one")?;
+        .ok_or_else(|| bars_of("its digest is not one".into()))?;
     let bytes = (row.get_ref(3).ok())
         .and_then(|v| v.as_blob().ok())
-        .ok_or("its columns are not bytes")?;
+        .ok_or_else(|| bars_of("its columns are not bytes".into()))?;
     if columns::span_digest(bytes) != digest {
-        return Err("its bars do not match their digest".into());
+        return Err(bars_of("its bars do not match their digest".into()));
     }
     let before = out.len();
     let whole = columns::decode(bytes, out).is_some();
-    if !whole || (out.len() - before) as i64 != bars {
-        return Err("its columns are not its bars".into());
+    if !whole {
+        return Err(bars_of("its columns are not its bars".into()));
     }
     for i in before..out.len() {
         let c = &out[i];
         if span_of(c.time_ms) != span {
-            return Err(format!("a bar at {} is outside it", format_time(c.time_ms)));
+            return Err(bars_of(format!(
+                "a bar at {} is outside it",
+                format_time(c.time_ms)
+            )));
         }
         if i.checked_sub(1)
             .is_some_and(|p| c.time_ms <= out[p].time_ms)
         {
-            return Err("its bars are out of order".into());
+            return Err(bars_of("its bars are out of order".into()));
         }
-        check_candle(c)?;
+        check_candle(c).map_err(bars_of)?;
     }
     // The row's own figures, which the catalogue is made of, are its bars'.
     let got = &out[before..];
+    if got.len() as i64 != bars {
+        return Err(SpanFault::Figures("its bar count is not its bars'"));
+    }
     let figure = |i: usize| row.get::<_, i64>(i).ok();
     let range = got
         .first()
         .zip(got.last())
         .map(|(a, b)| (a.time_ms, b.time_ms));
     if range.is_none() || range != figure(4).zip(figure(5)) {
-        return Err("its first and last times are not its bars'".into());
+        return Err(SpanFault::Figures(
+            "its first and last times are not its bars'",
+        ));
     }
     let holes = gaps(got, bar_ms);
     let missing: u64 = holes.iter().map(|g| g.missing).sum();
     if Some(holes.len() as i64) != figure(6) || Some(missing as i64) != figure(7) {
-        return Err("its gap counts are not its bars'".into());
+        return Err(SpanFault::Figures("its gap counts are not its bars'"));
     }
     Ok(digest)
+}
+
+/// Why a stored span cannot be used as it is.
+#[derive(Debug)]
+enum SpanFault {
+    /// Its bars are damaged: they cannot be trusted.
+    Bars(String),
+    /// Its bars are whole (their digest holds, every rule too) but the
+    /// row's figures are not theirs: they can be made again from them.
+    Figures(&'static str),
+}
+
+impl SpanFault {
+    fn why(&self) -> &str {
+        match self {
+            SpanFault::Bars(why) => why,
+            SpanFault::Figures(why) => why,
+        }
+    }
 }
 
 /// The columns `stored_span` reads, in its order.

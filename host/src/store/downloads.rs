@@ -79,7 +79,7 @@ impl Store {
                 replaced: 0,
                 gaps: Vec::new(),
                 range: None,
-                dropped: Vec::new(),
+                mended: Vec::new(),
             }
         } else {
             let source = format!("{}:{}", key.venue, key.pair);

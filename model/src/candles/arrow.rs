@@ -176,7 +176,7 @@ impl Roles {
                 ),
             )
         })?;
-        if let Some(why) = layout::ambiguity(&names, &index) {
+        if let Some(why) = layout::ambiguity(&names, &index, columns) {
             return Err(refused(source, format!("{why} (columns are '{}')", all())));
         }
         for (role, &i) in index.iter().enumerate() {

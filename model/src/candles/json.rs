@@ -49,16 +49,16 @@ fn parse_rows(
     source: &str,
     take: &mut Take<'_>,
 ) -> Result<Vec<Candle>, CandleError> {
-    let lines = Rc::new(Cell::new(1));
+    let at = Rc::new(At::default());
     let counted = Counted {
         inner: reader,
-        lines: Rc::clone(&lines),
-        read: 0,
+        at: Rc::clone(&at),
         limit,
+        bom: true,
     };
     let mut rows = Rows {
         source,
-        lines: &lines,
+        at: &at,
         take,
         candles: Vec::new(),
         count: 0,
@@ -97,26 +97,65 @@ fn parse_rows(
     Ok(rows.candles)
 }
 
+/// Where the parser is: the line, the bytes read, and where the row being
+/// read started.
+#[derive(Debug)]
+struct At {
+    line: Cell<usize>,
+    read: Cell<u64>,
+    row_start: Cell<u64>,
+}
+
+impl Default for At {
+    fn default() -> At {
+        At {
+            line: Cell::new(1),
+            read: Cell::new(0),
+            row_start: Cell::new(0),
+        }
+    }
+}
+
 /// The bytes read, counting lines as they pass (the parser reads one byte
-/// at a time, so the count is where it is), refused past `limit`.
+/// at a time, so the count is where it is); refused past `limit`, or when
+/// one row runs past [`MAX_LINE_BYTES`] (a candle is a few dozen bytes: a
+/// megabyte is not one, and would be held whole). A byte-order mark at the
+/// start is passed over.
 struct Counted<R> {
     inner: R,
-    lines: Rc<Cell<usize>>,
-    read: u64,
+    at: Rc<At>,
     limit: Option<u64>,
+    /// Still at the start, where a byte-order mark may be.
+    bom: bool,
 }
 
 impl<R: Read> Read for Counted<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
+        let mut n = self.inner.read(buf)?;
+        if std::mem::take(&mut self.bom) && n > 0 && buf[0] == 0xEF {
+            let mut mark = [0u8; 2];
+            self.inner.read_exact(&mut mark)?;
+            if mark != [0xBB, 0xBF] {
+                return Err(std::io::Error::other("starts with a stray byte 0xEF"));
+            }
+            n = self.inner.read(buf)?;
+        }
+        let at = &self.at;
         let newlines = buf[..n].iter().filter(|&&b| b == b'\n').count();
-        self.lines.set(self.lines.get() + newlines);
-        self.read += n as u64;
-        if let Some(limit) = self.limit.filter(|&l| self.read > l) {
+        at.line.set(at.line.get() + newlines);
+        at.read.set(at.read.get() + n as u64);
+        if let Some(limit) = self.limit.filter(|&l| at.read.get() > l) {
             return Err(std::io::Error::other(match limit >> 30 {
                 0 => format!("expands to more than {limit} bytes"),
                 gib => format!("expands to more than {gib} GiB"),
             }));
+        }
+        if at.read.get() - at.row_start.get() > MAX_LINE_BYTES as u64 {
+            return Err(std::io::Error::other(format!(
+                "a candle longer than {} KiB at line {}: not candles",
+                MAX_LINE_BYTES >> 10,
+                at.line.get()
+            )));
         }
         Ok(n)
     }
@@ -125,7 +164,7 @@ impl<R: Read> Read for Counted<R> {
 /// The outer list, row by row.
 struct Rows<'a, 'b> {
     source: &'a str,
-    lines: &'a Cell<usize>,
+    at: &'a At,
     take: &'a mut Take<'b>,
     candles: Vec<Candle>,
     /// Rows read so far.
@@ -152,7 +191,11 @@ impl<'de> Visitor<'de> for &mut Rows<'_, '_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while let Some(row) = seq.next_element::<Vec<serde_json::Value>>()? {
+        loop {
+            self.at.row_start.set(self.at.read.get());
+            let Some(row) = seq.next_element::<Vec<serde_json::Value>>()? else {
+                break;
+            };
             self.count += 1;
             let checked =
                 candle_of(&row).and_then(|(time_ms, values)| checked(self.last, time_ms, values));
@@ -161,7 +204,7 @@ impl<'de> Visitor<'de> for &mut Rows<'_, '_> {
                 Err(message) => {
                     self.refused = Some(CandleError::Invalid {
                         path: self.source.to_owned(),
-                        line: self.lines.get(),
+                        line: self.at.line.get(),
                         message: format!("candle {}: {message}", self.count),
                     });
                     return Err(A::Error::custom("refused"));
@@ -199,6 +242,13 @@ fn candle_of(row: &[serde_json::Value]) -> Result<(i64, [f64; 5]), String> {
             ));
         }
     };
+    // Ten digits are epoch seconds (2001 to 2286); as milliseconds they
+    // would be a few weeks of January 1970, when nothing traded.
+    if (1_000_000_000..10_000_000_000).contains(&time_ms) {
+        return Err(format!(
+            "time {time_ms} looks like epoch seconds; freqtrade JSON gives milliseconds"
+        ));
+    }
     let mut values = [0.0f64; 5];
     for (k, value) in values.iter_mut().enumerate() {
         let column = COLUMNS[k + 1];
@@ -222,12 +272,13 @@ mod tests {
 
     #[test]
     fn rows_come_in_pieces_and_blanks_past_the_limit_are_refused() {
+        const START: i64 = 1_704_067_200_000;
+        let time = |i: usize| START + i as i64 * 60_000;
         let mut text = String::from("[\n");
         for i in 0..(2 * PIECE + 10) {
-            let t = i as i64 * 60_000;
-            text.push_str(&format!("[{t}, 1, 2, 0.5, 1.5, 10],\n"));
+            text.push_str(&format!("[{}, 1, 2, 0.5, 1.5, 10],\n", time(i)));
         }
-        text.push_str("[999999999999, 1, 2, 0.5, 1.5, 10]\n]");
+        text.push_str(&format!("[{}, 1, 2, 0.5, 1.5, 10]\n]", time(3 * PIECE)));
         let mut pieces = Vec::new();
         let rest = parse_rows(text.as_bytes(), None, "t.json", &mut |c| {
             pieces.push(std::mem::take(c));
@@ -241,18 +292,22 @@ mod tests {
         );
         assert!(pieces[..2].iter().all(|p| p.len() == PIECE));
         assert_eq!(pieces[2].len(), 11);
-        assert_eq!(pieces[2][10].time_ms, 999_999_999_999);
+        assert_eq!(pieces[2][10].time_ms, time(3 * PIECE));
         assert!(rest.is_empty());
 
         // A bad row far down names its candle and line.
-        let bad = text.replacen("[60000, 1, 2, 0.5", "[60000, 1, 0.1, 0.5", 1);
+        let bad = text.replacen(
+            &format!("[{}, 1, 2, 0.5", time(1)),
+            &format!("[{}, 1, 0.1, 0.5", time(1)),
+            1,
+        );
         let err = parse_rows(bad.as_bytes(), None, "t.json", &mut |_| true).expect_err("bad");
         assert_eq!(
             err.to_string(),
             "t.json:3: candle 2: high 0.1 is below low 0.5"
         );
         let late = text.replacen(
-            &format!("[{}, 1, 2, 0.5", (2 * PIECE) as i64 * 60_000),
+            &format!("[{}, 1, 2, 0.5", time(2 * PIECE)),
             "[5, 1, 2, 0.5",
             1,
         );
@@ -264,6 +319,35 @@ mod tests {
                 2 * PIECE + 1
             )),
             "{err}"
+        );
+
+        // Epoch seconds, even in a file of one row.
+        let err = parse_rows(
+            &b"[[1704067200, 1, 2, 0.5, 1.5, 10]]"[..],
+            None,
+            "s.json",
+            &mut |_| true,
+        )
+        .expect_err("seconds");
+        assert_eq!(
+            err.to_string(),
+            "s.json:1: candle 1: time 1704067200 looks like epoch seconds; freqtrade JSON gives milliseconds"
+        );
+
+        // A byte-order mark first is passed over; a megabyte-long row is
+        // not a candle, and is not held.
+        let marked = format!("\u{feff}{text}");
+        let read = parse_rows(marked.as_bytes(), None, "t.json", &mut |_| true).expect("marked");
+        assert_eq!(read.len(), 2 * PIECE + 11);
+        let long = format!(
+            "[[{}, 1, 2, 0.5, 1.5, \"{}\"]]",
+            time(0),
+            "9".repeat(2 << 20)
+        );
+        let err = parse_rows(long.as_bytes(), None, "l.json", &mut |_| true).expect_err("long");
+        assert_eq!(
+            err.to_string(),
+            "l.json: cannot read: a candle longer than 1024 KiB at line 1: not candles"
         );
 
         // Blanks past the limit stop the read there, whatever follows.

@@ -74,7 +74,6 @@ impl Columns {
     }
 
     /// Whether the user named the column of `role`.
-    #[cfg_attr(not(feature = "formats"), allow(dead_code))]
     pub(super) fn is_named(&self, role: usize) -> bool {
         self.names[role].is_some()
     }
@@ -127,7 +126,7 @@ pub(super) fn header(line: &str, columns: &Columns) -> Result<Header, String> {
             shown::text(line.trim())
         )
     })?;
-    if let Some(why) = ambiguity(&names, &index) {
+    if let Some(why) = ambiguity(&names, &index, columns) {
         return Err(format!("{why} (header is '{}')", shown::text(line.trim())));
     }
     Ok(Header::Named(index))
@@ -136,8 +135,27 @@ pub(super) fn header(line: &str, columns: &Columns) -> Result<Header, String> {
 /// Why the columns found for the roles (`index`, into `names`) cannot be
 /// trusted: one column taken for two roles, or a column's name shared by
 /// another (which of them holds the prices is a guess). `None` when clear.
-pub(super) fn ambiguity(names: &[String], index: &[usize; 6]) -> Option<String> {
+pub(super) fn ambiguity(names: &[String], index: &[usize; 6], columns: &Columns) -> Option<String> {
     for (role, &i) in index.iter().enumerate() {
+        // Two columns going by the role's names (`date` and `datetime`):
+        // which one the file means is a guess, unless the user says.
+        if !columns.is_named(role) {
+            let mut matching: Vec<&str> = Vec::new();
+            for n in names.iter().filter(|n| ALIASES[role].contains(&n.as_str())) {
+                if !matching.contains(&n.as_str()) {
+                    matching.push(n);
+                }
+            }
+            if let [first, second, ..] = matching.as_slice() {
+                return Some(format!(
+                    "two columns could be the {}: '{}' and '{}'; name one with --columns {}=NAME",
+                    COLUMNS[role],
+                    shown::text(first),
+                    shown::text(second),
+                    COLUMNS[role]
+                ));
+            }
+        }
         if let Some(other) = index[..role].iter().position(|&j| j == i) {
             return Some(format!(
                 "column '{}' is taken for both {} and {}",
@@ -274,6 +292,23 @@ mod tests {
                 Ok(_) => panic!("{line} was taken"),
             }
         }
+        // Two names a time goes by, unless the user says which.
+        let two_times = "Date,Datetime,open,high,low,close,volume";
+        match header(two_times, &plain) {
+            Err(e) => assert_eq!(
+                e,
+                format!(
+                    "two columns could be the time: 'date' and 'datetime'; name one with \
+                     --columns time=NAME (header is '{two_times}')"
+                )
+            ),
+            Ok(_) => panic!("{two_times} was taken"),
+        }
+        let said = Columns::parse("time=Datetime").expect("valid");
+        assert!(matches!(
+            header(two_times, &said),
+            Ok(Header::Named([1, 2, 3, 4, 5, 6]))
+        ));
         // An adjusted close beside the close is not the close: no doubt.
         let yfinance = "Date,Open,High,Low,Close,Adj Close,Volume";
         assert!(matches!(header(yfinance, &plain), Ok(Header::Named(_))));

@@ -8,7 +8,8 @@ use keel_model::candles::columns::span_of;
 use keel_model::candles::{Candle, Gap, Spacings, Timeframe, format_time, missing_between};
 
 use super::{
-    ImportReport, SPAN_COLUMNS, damaged, refresh_series, span_times, sql, stored_span, write_span,
+    ImportReport, SPAN_COLUMNS, SpanFault, damaged, refresh_series, span_times, sql, stored_span,
+    write_span,
 };
 use crate::store::{StoreError, now_ms};
 
@@ -50,11 +51,20 @@ pub struct Importer<'t> {
     bytes: Vec<u8>,
     /// The time the series' bars are whole timeframes from (the stored
     /// series' first bar, else the first bar handed), once known.
-    grid: Option<i64>,
+    grid: Option<Grid>,
     /// The spans the bars fell in, in order.
     spans: Vec<i64>,
-    /// The first bar off the grid, and the time the grid is counted from.
-    off_grid: Option<(i64, i64)>,
+    /// Why the first bar off the grid is (said at `finish`).
+    off_grid: Option<String>,
+}
+
+/// What the bars' times are held to.
+#[derive(Debug, Clone, Copy)]
+struct Grid {
+    /// The time bars are whole timeframes from.
+    anchor: i64,
+    /// The stored series' first and last bars, if any.
+    stored: Option<(i64, i64)>,
 }
 
 impl<'t> Importer<'t> {
@@ -80,7 +90,7 @@ impl<'t> Importer<'t> {
                 replaced: 0,
                 gaps: Vec::new(),
                 range: None,
-                dropped: Vec::new(),
+                mended: Vec::new(),
             },
             span: Vec::new(),
             spacing: Spacings::default(),
@@ -129,29 +139,76 @@ impl<'t> Importer<'t> {
     /// series' are not its bars, and stored beside them they would be
     /// counted twice by every resample. (Said at the end, so that a caller
     /// that checks the bars' spacing first can say the timeframe is wrong.)
-    /// Months have no fixed length, so no grid.
+    /// Months have no fixed length, so no grid: a month's bar is refused
+    /// when it is less than 28 days from its neighbour, stored or handed.
     fn check_grid(&mut self, time_ms: i64) -> Result<(), StoreError> {
-        let timeframe = self.report.timeframe;
-        if timeframe == Timeframe::Month1 {
+        if self.off_grid.is_some() {
             return Ok(());
         }
-        let anchor = match self.grid {
-            Some(anchor) => anchor,
+        let timeframe = self.report.timeframe;
+        let grid = match self.grid {
+            Some(grid) => grid,
             None => {
-                let stored: Option<i64> = self
+                let stored: Option<(i64, i64)> = self
                     .tx
                     .query_row(
-                        "SELECT first_ms FROM candle_series WHERE symbol = ?1 AND timeframe = ?2",
+                        "SELECT first_ms, last_ms FROM candle_series
+                         WHERE symbol = ?1 AND timeframe = ?2",
                         params![self.report.symbol, timeframe.as_str()],
-                        |r| r.get(0),
+                        |r| Ok((r.get(0)?, r.get(1)?)),
                     )
                     .optional()
                     .map_err(|e| sql(self.path, e))?;
-                *self.grid.insert(stored.unwrap_or(time_ms))
+                *self.grid.insert(Grid {
+                    anchor: stored.map_or(time_ms, |s| s.0),
+                    stored,
+                })
             }
         };
-        if self.off_grid.is_none() && (time_ms - anchor).rem_euclid(timeframe.duration_ms()) != 0 {
-            self.off_grid = Some((time_ms, anchor));
+        let what = |time_ms| {
+            format!(
+                "{}: the {} {timeframe} bar at {}",
+                self.source,
+                self.report.symbol,
+                format_time(time_ms)
+            )
+        };
+        if timeframe != Timeframe::Month1 {
+            if (time_ms - grid.anchor).rem_euclid(timeframe.duration_ms()) != 0 {
+                let from = match grid.stored {
+                    Some(_) => "the stored series' first bar",
+                    None => "the first bar imported",
+                };
+                self.off_grid = Some(format!(
+                    "{} is off the grid of the series' bars (whole {timeframe} steps from \
+                     {from}, at {})",
+                    what(time_ms),
+                    format_time(grid.anchor)
+                ));
+            }
+            return Ok(());
+        }
+        const MONTH_MS: i64 = 28 * 86_400_000;
+        let before = self.report.range.map(|r| r.1);
+        let (first, last) = grid.stored.map_or((None, None), |s| (Some(s.0), Some(s.1)));
+        let near = [
+            before,
+            last.filter(|&l| l < time_ms),
+            first.filter(|&f| f > time_ms),
+        ]
+        .into_iter()
+        .flatten()
+        .find(|&other| (time_ms - other).abs() < MONTH_MS);
+        if let Some(other) = near {
+            let days = match (time_ms - other).abs() / 86_400_000 {
+                1 => "1 day".to_owned(),
+                n => format!("{n} days"),
+            };
+            self.off_grid = Some(format!(
+                "{} is {days} from the bar at {} (months are 28 to 31 days apart)",
+                what(time_ms),
+                format_time(other)
+            ));
         }
         Ok(())
     }
@@ -165,20 +222,12 @@ impl<'t> Importer<'t> {
     /// Writes the last span, remakes the catalogue's row and records the
     /// import (of a source whose digest is `source_digest`).
     pub fn finish(mut self, source_digest: &str) -> Result<ImportReport, StoreError> {
-        if let Some((time_ms, anchor)) = self.off_grid {
-            let timeframe = self.report.timeframe;
-            return Err(StoreError::Conflict(format!(
-                "{}: the {} {timeframe} bar at {} is off the grid of the series' bars \
-                 (whole {timeframe} steps from {}); nothing imported",
-                self.source,
-                self.report.symbol,
-                format_time(time_ms),
-                format_time(anchor)
-            )));
+        if let Some(why) = self.off_grid.take() {
+            return Err(StoreError::Conflict(format!("{why}; nothing imported")));
         }
         self.write_span()?;
         if self.replace {
-            self.drop_damaged()?;
+            self.mend_the_rest()?;
         }
         let sql = |e| sql(self.path, e);
         let (symbol, timeframe) = (&self.report.symbol, self.report.timeframe);
@@ -211,15 +260,17 @@ impl<'t> Importer<'t> {
     }
 
     /// Reads every stored span of the series the import did not write,
-    /// checked as every read checks it, and drops those found damaged,
-    /// saying so in the report: `--replace` is how damage is mended, and
-    /// damage the file does not cover can only be dropped. (Without it,
-    /// an import reads only the spans it writes.)
-    fn drop_damaged(&mut self) -> Result<(), StoreError> {
+    /// checked as every read checks it: one whose bars are damaged is
+    /// dropped, one whose bars are whole but whose figures are not theirs
+    /// has them made again; each is said in the report. `--replace` is how
+    /// damage is mended, and damaged bars the file does not cover can only
+    /// be dropped. (Without it, an import reads only the spans it writes.)
+    fn mend_the_rest(&mut self) -> Result<(), StoreError> {
         let (path, tx) = (self.path, self.tx);
         let sql = |e| sql(path, e);
-        let (symbol, timeframe) = (self.report.symbol.as_str(), self.report.timeframe);
-        let mut damaged_spans = Vec::new();
+        let (symbol, timeframe) = (self.report.symbol.clone(), self.report.timeframe);
+        let bar_ms = timeframe.duration_ms();
+        let mut faults = Vec::new();
         let mut stmt = tx
             .prepare(&format!(
                 "SELECT {SPAN_COLUMNS} FROM candle_spans
@@ -229,32 +280,65 @@ impl<'t> Importer<'t> {
         let mut rows = stmt
             .query(params![symbol, timeframe.as_str()])
             .map_err(sql)?;
-        let mut bars = Vec::new();
         while let Some(row) = rows.next().map_err(sql)? {
             let span: i64 = row.get(0).map_err(sql)?;
             if self.spans.binary_search(&span).is_ok() {
                 continue;
             }
-            bars.clear();
-            if let Err(why) = stored_span(row, span, timeframe.duration_ms(), &mut bars) {
-                damaged_spans.push((span, why));
+            let mut bars = Vec::new();
+            if let Err(fault) = stored_span(row, span, bar_ms, &mut bars) {
+                faults.push((span, fault, bars));
             }
         }
         drop(rows);
-        for (span, why) in damaged_spans {
-            tx.execute(
-                "DELETE FROM candle_spans WHERE symbol = ?1 AND timeframe = ?2 AND span = ?3",
-                params![symbol, timeframe.as_str(), span],
-            )
-            .map_err(sql)?;
-            let (from, to) = span_times(span);
-            self.report.dropped.push(format!(
-                "bars of {} .. {} ({why})",
-                format_time(from),
-                format_time(to)
-            ));
+        for (span, fault, bars) in faults {
+            match &fault {
+                SpanFault::Bars(_) => {
+                    tx.execute(
+                        "DELETE FROM candle_spans WHERE symbol = ?1 AND timeframe = ?2 AND span = ?3",
+                        params![symbol, timeframe.as_str(), span],
+                    )
+                    .map_err(sql)?;
+                }
+                SpanFault::Figures(_) => {
+                    write_span(
+                        tx,
+                        &symbol,
+                        timeframe.as_str(),
+                        bar_ms,
+                        &bars,
+                        &mut self.bytes,
+                    )
+                    .map_err(sql)?;
+                }
+            }
+            self.note_mended(span, &fault, false);
         }
         Ok(())
+    }
+
+    /// Says in the report what became of the damaged span `span`
+    /// (`written`: the import's bars were written into it).
+    fn note_mended(&mut self, span: i64, fault: &SpanFault, written: bool) {
+        let (from, to) = span_times(span);
+        let bars = format!(
+            "stored bars of {} .. {}",
+            format_time(from),
+            format_time(to)
+        );
+        let why = fault.why();
+        self.report.mended.push(match (fault, written) {
+            (SpanFault::Bars(_), false) => format!(
+                "dropped damaged {bars} ({why}): import the file that has them to have them back"
+            ),
+            (SpanFault::Bars(_), true) => format!(
+                "dropped damaged {bars} ({why}): the span holds this file's bars alone; \
+                 import the file that has the rest to have them back"
+            ),
+            (SpanFault::Figures(_), _) => {
+                format!("made the figures of {bars} again from their bars ({why})")
+            }
+        });
     }
 
     /// The span being filled, merged with what is stored of it and
@@ -286,14 +370,21 @@ impl<'t> Importer<'t> {
                     .map(|row| stored_span(row, span, bar_ms, &mut bars)))
             })
             .map_err(sql)?;
-        if let Some(Err(why)) = stored {
+        // Whole bars with wrong figures are kept (and the span written,
+        // which makes the figures again); damaged bars are dropped.
+        let mut rewrite = false;
+        if let Some(Err(fault)) = stored {
             if !self.replace {
                 return Err(StoreError::Conflict(format!(
-                    "{}; nothing imported (use --replace to make it of these bars)",
-                    damaged(path, symbol, timeframe, span_times(span), &why)
+                    "{}; nothing imported (use --replace to mend it with these bars)",
+                    damaged(path, symbol, timeframe, span_times(span), fault.why())
                 )));
             }
-            bars.clear();
+            if let SpanFault::Bars(_) = fault {
+                bars.clear();
+            }
+            self.note_mended(span, &fault, true);
+            rewrite = true;
         }
         let (report, source) = (&mut self.report, &self.source);
         let counts = (report.inserted, report.replaced);
@@ -305,7 +396,7 @@ impl<'t> Importer<'t> {
                     format_time(at)
                 ))
             })?;
-        if (report.inserted, report.replaced) != counts {
+        if rewrite || (report.inserted, report.replaced) != counts {
             write_span(
                 tx,
                 symbol,

@@ -237,7 +237,7 @@ fn a_damaged_span_is_refused_by_name_not_handed_to_a_backtest() {
     damaged(
         "UPDATE candle_spans SET bars = 9223372036854775807 WHERE span = 0",
         &[],
-        "its columns are not its bars",
+        "its bar count is not its bars'",
     );
     // The figures the catalogue is made of, changed beside the bars.
     damaged(
@@ -282,11 +282,12 @@ fn replace_mends_damage_wherever_it_is() {
         "rolled back"
     );
     let mended = import(&mut store, &all, true).expect("mended");
-    assert_eq!(mended.dropped.len(), 1, "{:?}", mended.dropped);
+    assert_eq!(mended.mended.len(), 1, "{:?}", mended.mended);
     assert!(
-        mended.dropped[0].contains("is outside it"),
+        mended.mended[0].starts_with("dropped damaged stored bars of ")
+            && mended.mended[0].contains("is outside it"),
         "{:?}",
-        mended.dropped
+        mended.mended
     );
     let (loaded, _) = store
         .load_series("A/B", Timeframe::M1)
@@ -294,31 +295,63 @@ fn replace_mends_damage_wherever_it_is() {
         .expect("some");
     assert!(loaded == all, "{} bars, not {}", loaded.len(), all.len());
 
-    // Damage the file does not cover is dropped, and said to be; what
-    // it covers is made of its bars.
-    store
-        .conn
-        .execute(
-            "UPDATE candle_spans SET columns = zeroblob(length(columns)) WHERE span = 3",
-            [],
-        )
-        .expect("damage");
-    store
-        .conn
-        .execute(
-            "UPDATE candle_spans SET first_ms = first_ms + 60000 WHERE span = 0",
-            [],
-        )
-        .expect("damage");
-    let mended = import(&mut store, &all[..1000], true).expect("mended");
-    assert_eq!(mended.dropped.len(), 1, "{:?}", mended.dropped);
-    assert!(
-        mended.dropped[0].contains("its bars do not match their digest"),
-        "{:?}",
-        mended.dropped
+    // Damaged bars the file does not cover are dropped, and said to be;
+    // whole bars with wrong figures are kept, their figures made again.
+    let damage = |store: &Store, sql: &str| store.conn.execute(sql, []).expect("damage");
+    damage(
+        &store,
+        "UPDATE candle_spans SET columns = zeroblob(length(columns)) WHERE span = 3",
     );
-    // Span 0 is made of the file's bars alone, span 3 is gone.
-    let kept = [&all[..1000], &all[span..3 * span]].concat();
+    damage(
+        &store,
+        "UPDATE candle_spans SET first_ms = first_ms + 60000 WHERE span = 0",
+    );
+    damage(
+        &store,
+        "UPDATE candle_spans SET gaps = 2, missing = 5 WHERE span = 2",
+    );
+    let mended = import(&mut store, &all[..1000], true).expect("mended");
+    let said = &mended.mended;
+    assert_eq!(said.len(), 3, "{said:?}");
+    assert!(
+        said[0].starts_with("made the figures of stored bars of 1970-01-01T00:00:00Z"),
+        "{said:?}"
+    );
+    assert!(
+        said[1].starts_with("made the figures of stored bars of ")
+            && said[1].contains("gap counts"),
+        "{said:?}"
+    );
+    assert!(
+        said[2].starts_with("dropped damaged ") && said[2].contains("do not match their digest"),
+        "{said:?}"
+    );
+    let kept = &all[..3 * span];
+    let (loaded, _) = store
+        .load_series("A/B", Timeframe::M1)
+        .expect("load")
+        .expect("some");
+    assert!(loaded == kept, "{} bars, not {}", loaded.len(), kept.len());
+
+    // Damaged bars the file writes into: the span is the file's bars
+    // alone, and that is said.
+    damage(
+        &store,
+        "UPDATE candle_spans SET columns = zeroblob(length(columns)) WHERE span = 1",
+    );
+    let mended = import(&mut store, &all[span..span + 10], true).expect("mended");
+    assert_eq!(mended.mended.len(), 1, "{:?}", mended.mended);
+    assert!(
+        mended.mended[0].contains("the span holds this file's bars alone"),
+        "{:?}",
+        mended.mended
+    );
+    let kept = [
+        &all[..span],
+        &all[span..span + 10],
+        &all[2 * span..3 * span],
+    ]
+    .concat();
     let (loaded, _) = store
         .load_series("A/B", Timeframe::M1)
         .expect("load")
@@ -553,7 +586,8 @@ fn bars_off_the_series_grid_are_refused() {
         assert_eq!(
             err.to_string(),
             "b.csv: the X/Y 1m bar at 2024-01-01T00:10:30Z is off the grid of the series' \
-             bars (whole 1m steps from 2024-01-01T00:00:00Z); nothing imported"
+             bars (whole 1m steps from the stored series' first bar, at 2024-01-01T00:00:00Z); \
+             nothing imported"
         );
     }
     // One bar a millisecond off, deep in a file of a new series.
@@ -563,8 +597,10 @@ fn bars_off_the_series_grid_are_refused() {
         .import_candles("Z/Y", Timeframe::M1, &file, "c.csv", b"c", false)
         .expect_err("off the grid");
     assert!(
-        err.to_string()
-            .contains("bar at 2024-01-02T17:40:00.001Z is off the grid"),
+        err.to_string().contains(
+            "bar at 2024-01-02T17:40:00.001Z is off the grid of the series' bars (whole 1m \
+             steps from the first bar imported, at 2024-01-01T00:00:00Z)"
+        ),
         "{err}"
     );
     let listed = store.list_series().expect("list");
@@ -594,6 +630,19 @@ fn bars_off_the_series_grid_are_refused() {
     store
         .import_candles("M/Y", Timeframe::Month1, &months, "e.csv", b"e", false)
         .expect("months");
+    // A month's bar a day after a stored one is not the next month's.
+    let mut next_day = months[3];
+    next_day.time_ms += 86_400_000;
+    let err = store
+        .import_candles("M/Y", Timeframe::Month1, &[next_day], "f.csv", b"f", false)
+        .expect_err("a day apart");
+    assert!(
+        err.to_string().ends_with(
+            "is 1 day from the bar at 2024-05-01T00:00:00Z (months are 28 to 31 days \
+             apart); nothing imported"
+        ),
+        "{err}"
+    );
 }
 
 #[test]
