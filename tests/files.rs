@@ -200,16 +200,7 @@ fn a_bad_row_deep_in_a_parquet_file_leaves_nothing_imported() {
     assert_eq!(store.list_series().expect("list"), []);
     drop(store);
     // And freqtrade JSON row by row, plain and gzip-compressed.
-    let rows: Vec<String> = bad
-        .iter()
-        .map(|c| {
-            format!(
-                "[{}, {}, {}, {}, {}, {}]",
-                c.time_ms, c.open, c.high, c.low, c.close, c.volume
-            )
-        })
-        .collect();
-    let json = format!("[\n{}\n]", rows.join(",\n"));
+    let json = crate::support::freqtrade_json(&bad);
     let bad_json = dir.path().join("bad.json");
     std::fs::write(&bad_json, &json).expect("write");
     let bad_gz = dir.path().join("bad.json.gz");

@@ -420,17 +420,8 @@ fn json_times_out_of_range_are_refused_and_replay_reads_freqtrade_json() {
     );
     // The sample minutes as freqtrade JSON, replayed.
     let candles = keel_model::candles::read_csv(&data("UNITTEST_BTC-1m.csv")).expect("csv");
-    let rows: Vec<String> = candles[..300]
-        .iter()
-        .map(|c| {
-            format!(
-                "[{}, {}, {}, {}, {}, {}]",
-                c.time_ms, c.open, c.high, c.low, c.close, c.volume
-            )
-        })
-        .collect();
     let json = d.join("btc.json");
-    std::fs::write(&json, format!("[\n{}\n]", rows.join(",\n"))).expect("write");
+    std::fs::write(&json, crate::support::freqtrade_json(&candles[..300])).expect("write");
     let strategy = format!("{},fast=5,slow=20", path(example("sma-cross")));
     let feed = format!("replay:{}", path(&json));
     let out = run(

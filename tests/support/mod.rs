@@ -96,6 +96,21 @@ pub fn binding(
 }
 
 /// One symbol of a sample data file.
+/// `candles` as freqtrade JSON: `[[ms, open, high, low, close, volume], …]`,
+/// a row a line.
+pub fn freqtrade_json(candles: &[candles::Candle]) -> String {
+    let rows: Vec<String> = candles
+        .iter()
+        .map(|c| {
+            format!(
+                "[{}, {}, {}, {}, {}, {}]",
+                c.time_ms, c.open, c.high, c.low, c.close, c.volume
+            )
+        })
+        .collect();
+    format!("[\n{}\n]", rows.join(",\n"))
+}
+
 pub fn series(symbol: &str, file: &str) -> Series {
     let candles = candles::read_csv(&data(file)).expect("sample data");
     let bar_ms = candles::typical_spacing_ms(&candles).expect("spacing");
