@@ -701,4 +701,21 @@ fn a_stored_series_exports_to_csv_and_gzip_and_reads_back_the_same() {
         1,
         "{listed}"
     );
+
+    // Deleted whole, then nothing to delete.
+    let out = keel(&db, &["data", "delete", "ETH/BTC@5m"]);
+    assert_eq!(
+        stdout(&out).trim(),
+        "deleted ETH/BTC 5m: 5760 bars",
+        "{}",
+        stderr(&out)
+    );
+    let out = keel(&db, &["data", "delete", "ETH/BTC@5m"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("ETH/BTC@5m: no such series in"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stdout(&keel(&db, &["data", "list"])).contains(" 5m "));
 }

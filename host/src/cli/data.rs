@@ -76,6 +76,13 @@ pub enum DataCommand {
     },
     /// List the stored series.
     List,
+    /// Remove a stored series whole (its bars, its catalogue row, and where
+    /// downloads into it stood): to import it again on another grid, or to
+    /// be rid of it. Files and venues it came from are untouched.
+    Delete {
+        /// The series, as `SYMBOL@TIMEFRAME` (`keel data list` names them).
+        series: String,
+    },
     /// Write a stored series to a file: CSV in Keel's own layout, which
     /// every tool reads (`.csv.gz`: gzip-compressed), or Parquet
     /// (`.parquet`: `date` as timestamp[ms, UTC], then open, high, low,
@@ -138,6 +145,17 @@ fn refuse_export_to(out: &Path, db: &Path) -> anyhow::Result<()> {
         bail!("--out {}: that is the database's own file", out.display());
     }
     Ok(())
+}
+
+/// A stored series named on the command line, `SYMBOL@TIMEFRAME`.
+fn series_arg(series: &str) -> anyhow::Result<(&str, Timeframe)> {
+    let (symbol, tf) = series.rsplit_once('@').with_context(|| {
+        format!(
+            "{}: expected SYMBOL@TIMEFRAME, e.g. ETH/BTC@5m",
+            shown::text(series)
+        )
+    })?;
+    Ok((symbol, timeframe(tf)?))
 }
 
 pub(super) fn timeframe(text: &str) -> anyhow::Result<Timeframe> {
@@ -296,13 +314,7 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
             out,
             timeframe: to,
         } => {
-            let (symbol, tf) = series.rsplit_once('@').with_context(|| {
-                format!(
-                    "{}: expected SYMBOL@TIMEFRAME, e.g. ETH/BTC@5m",
-                    shown::text(&series)
-                )
-            })?;
-            let tf = timeframe(tf)?;
+            let (symbol, tf) = series_arg(&series)?;
             let stdout = out == Path::new("-");
             if !stdout {
                 refuse_export_to(&out, db)?;
@@ -369,6 +381,19 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
             Ok(true)
         }
         DataCommand::Download(args) => super::download::run(args, db),
+        DataCommand::Delete { series } => {
+            let (symbol, tf) = series_arg(&series)?;
+            let mut store = Store::open(db)?;
+            let Some(bars) = store.delete_series(symbol, tf)? else {
+                bail!(
+                    "{}: no such series in {} (keel data list names them)",
+                    shown::text(&series),
+                    db.display()
+                );
+            };
+            println!("deleted {} {tf}: {bars} bars", shown::text(symbol));
+            Ok(true)
+        }
         DataCommand::List => {
             let store = Store::open(db)?;
             let series = store.list_series()?;

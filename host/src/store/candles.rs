@@ -317,6 +317,48 @@ impl Store {
         ))
     }
 
+    /// Removes a stored series whole, damaged or not: its spans, its
+    /// catalogue row and the cursors of downloads into it (so a download
+    /// starts again rather than resuming past bars no longer there), in
+    /// one transaction. How many bars it held (from its spans' counts);
+    /// `None` when nothing of it was stored. The record of past imports
+    /// is kept.
+    pub fn delete_series(
+        &mut self,
+        symbol: &str,
+        timeframe: Timeframe,
+    ) -> Result<Option<i64>, StoreError> {
+        let path = self.path.clone();
+        let sql = |e| sql(&path, e);
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(sql)?;
+        let key = params![symbol, timeframe.as_str()];
+        let (spans, bars): (i64, f64) = tx
+            .query_row(
+                "SELECT COUNT(*), TOTAL(bars) FROM candle_spans WHERE symbol = ?1 AND timeframe = ?2",
+                key,
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(sql)?;
+        let listed = tx
+            .execute(
+                "DELETE FROM candle_series WHERE symbol = ?1 AND timeframe = ?2",
+                key,
+            )
+            .map_err(sql)?;
+        for table in ["candle_spans", "download_cursors"] {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE symbol = ?1 AND timeframe = ?2"),
+                key,
+            )
+            .map_err(sql)?;
+        }
+        tx.commit().map_err(sql)?;
+        Ok((spans > 0 || listed > 0).then_some(bars.max(0.0) as i64))
+    }
+
     /// Every stored series, from the catalogue.
     pub fn list_series(&self) -> Result<Vec<StoredSeries>, StoreError> {
         let mut stmt = self

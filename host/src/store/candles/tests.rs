@@ -659,3 +659,52 @@ fn a_file_digest_stops_when_told() {
     let err = file_digest(&path, &stop).expect_err("stopped");
     assert_eq!(err.to_string(), "stopped");
 }
+
+#[test]
+fn a_deleted_series_is_gone_whole_and_can_be_imported_on_another_grid() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = Store::open(&dir.path().join("keel.db")).expect("open");
+    let start = 1_704_067_200_000;
+    let on_the_minute = synth::random_walk(1, 70_000, start, 60_000, 10.0, 0.01);
+    let import = |store: &mut Store, candles: &[Candle]| {
+        store.import_candles("X/Y", Timeframe::M1, candles, "a.csv", b"a", false)
+    };
+    import(&mut store, &on_the_minute).expect("import");
+    store
+        .conn
+        .execute(
+            "INSERT INTO download_cursors VALUES ('kraken', 'XY', '1m', 'X/Y', 0, 60000, 0, 0)",
+            [],
+        )
+        .expect("a cursor");
+    // Damaged first: deleting does not read the bars.
+    store
+        .conn
+        .execute("UPDATE candle_spans SET columns = x'00'", [])
+        .expect("damage");
+    let shifted: Vec<Candle> = on_the_minute[..10]
+        .iter()
+        .map(|c| Candle {
+            time_ms: c.time_ms + 30_000,
+            ..*c
+        })
+        .collect();
+    assert!(import(&mut store, &shifted).is_err(), "another grid");
+
+    assert_eq!(
+        store.delete_series("X/Y", Timeframe::M1).expect("delete"),
+        Some(70_000)
+    );
+    assert_eq!(store.list_series().expect("list"), []);
+    let count = |table: &str| -> i64 {
+        let sql = format!("SELECT COUNT(*) FROM {table}");
+        store.conn.query_row(&sql, [], |r| r.get(0)).expect("count")
+    };
+    assert_eq!((count("candle_spans"), count("download_cursors")), (0, 0));
+    assert!(count("candle_imports") > 0, "the record of imports is kept");
+    assert_eq!(
+        store.delete_series("X/Y", Timeframe::M1).expect("again"),
+        None
+    );
+    import(&mut store, &shifted).expect("a grid of its own now");
+}
