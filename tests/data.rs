@@ -613,6 +613,16 @@ fn a_stored_series_exports_to_csv_and_gzip_and_reads_back_the_same() {
             )),
             "that is the database's own file",
         ),
+        // A link to the log, which does not exist yet.
+        (
+            {
+                let link = dir.path().join("to-the-log.csv");
+                let log = format!("{}-wal", db.file_name().expect("name").to_string_lossy());
+                std::os::unix::fs::symlink(log, &link).expect("link");
+                link
+            },
+            "that is the database's own file",
+        ),
         (
             json,
             "export writes CSV or Parquet; name it .csv, .csv.gz or .parquet",

@@ -127,7 +127,8 @@ fn refuse_export_to(out: &Path, db: &Path) -> anyhow::Result<()> {
     let Ok(db_path) = db.canonicalize() else {
         return Ok(());
     };
-    let by_directory = out.file_name().and_then(|name| {
+    let by_directory = |out: &Path| {
+        let name = out.file_name()?;
         let dir = out.parent().filter(|p| !p.as_os_str().is_empty());
         Some(
             dir.unwrap_or(Path::new("."))
@@ -135,12 +136,23 @@ fn refuse_export_to(out: &Path, db: &Path) -> anyhow::Result<()> {
                 .ok()?
                 .join(name),
         )
-    });
+    };
+    // A link's target, which need not exist yet (the export writes it).
+    let linked = std::fs::read_link(out)
+        .ok()
+        .map(|target| match out.parent() {
+            Some(dir) if target.is_relative() => dir.join(target),
+            _ => target,
+        });
     let db_text = db_path.to_string_lossy();
-    let own = [out.canonicalize().ok(), by_directory]
-        .into_iter()
-        .flatten()
-        .any(|p| p.to_string_lossy().starts_with(&*db_text));
+    let own = [
+        out.canonicalize().ok(),
+        by_directory(out),
+        linked.as_deref().and_then(by_directory),
+    ]
+    .into_iter()
+    .flatten()
+    .any(|p| p.to_string_lossy().starts_with(&*db_text));
     if own {
         bail!("--out {}: that is the database's own file", out.display());
     }

@@ -202,9 +202,10 @@ impl Store {
         let mut rows = stmt
             .query(params![symbol, timeframe.as_str(), first, last])
             .map_err(|e| self.sql(e))?;
+        let mut grid = None;
         while let Some(row) = rows.next().map_err(|e| self.sql(e))? {
             let span: i64 = row.get(0).map_err(|e| self.sql(e))?;
-            let digest = stored_span(row, span, timeframe.duration_ms(), out)
+            let digest = stored_span(row, span, timeframe, &mut grid, out)
                 .map_err(|fault| self.corrupt(symbol, timeframe, span_times(span), fault.why()))?;
             if !done(out, digest) {
                 return Ok(false);
@@ -429,9 +430,11 @@ fn span_times(span: i64) -> (i64, i64) {
 fn stored_span(
     row: &rusqlite::Row,
     span: i64,
-    bar_ms: i64,
+    timeframe: Timeframe,
+    grid: &mut Option<i64>,
     out: &mut Vec<Candle>,
 ) -> Result<[u8; 32], SpanFault> {
+    let bar_ms = timeframe.duration_ms();
     let bars_of = |why: String| SpanFault::Bars(why);
     let bars: i64 = row
         .get(1)
@@ -465,6 +468,15 @@ fn stored_span(
             return Err(bars_of("its bars are out of order".into()));
         }
         check_candle(c).map_err(bars_of)?;
+        // Whole timeframes from the series' other bars (months: no grid).
+        if timeframe != Timeframe::Month1
+            && (c.time_ms - *grid.get_or_insert(c.time_ms)).rem_euclid(bar_ms) != 0
+        {
+            return Err(bars_of(format!(
+                "a bar at {} is off the series' {timeframe} grid",
+                format_time(c.time_ms)
+            )));
+        }
     }
     // The row's own figures, which the catalogue is made of, are its bars'.
     let got = &out[before..];

@@ -149,16 +149,7 @@ impl<'t> Importer<'t> {
         let grid = match self.grid {
             Some(grid) => grid,
             None => {
-                let stored: Option<(i64, i64)> = self
-                    .tx
-                    .query_row(
-                        "SELECT first_ms, last_ms FROM candle_series
-                         WHERE symbol = ?1 AND timeframe = ?2",
-                        params![self.report.symbol, timeframe.as_str()],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
-                    )
-                    .optional()
-                    .map_err(|e| sql(self.path, e))?;
+                let stored = self.stored_range()?;
                 *self.grid.insert(Grid {
                     anchor: stored.map_or(time_ms, |s| s.0),
                     stored,
@@ -213,6 +204,130 @@ impl<'t> Importer<'t> {
         Ok(())
     }
 
+    /// The stored series' first and last bars, by its spans' own figures
+    /// (the catalogue may be what is damaged). A catalogue that does not
+    /// list what the spans hold (no row, or another count or range) is
+    /// refused, unless `replace`, which makes it again and says so.
+    fn stored_range(&mut self) -> Result<Option<(i64, i64)>, StoreError> {
+        let (symbol, timeframe) = (&self.report.symbol, self.report.timeframe);
+        let key = params![symbol, timeframe.as_str()];
+        let sql = |e| sql(self.path, e);
+        let spans: (f64, Option<i64>, Option<i64>) = self
+            .tx
+            .query_row(
+                "SELECT TOTAL(bars), MIN(first_ms), MAX(last_ms) FROM candle_spans
+                 WHERE symbol = ?1 AND timeframe = ?2",
+                key,
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .map_err(sql)?;
+        let listed: Option<(i64, i64, i64)> = self
+            .tx
+            .query_row(
+                "SELECT bars, first_ms, last_ms FROM candle_series
+                 WHERE symbol = ?1 AND timeframe = ?2",
+                key,
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(sql)?;
+        let range = spans.1.zip(spans.2);
+        let agrees = match (listed, range) {
+            (None, None) => true,
+            (Some((bars, first, last)), Some(range)) => {
+                bars as f64 == spans.0 && (first, last) == range
+            }
+            _ => false,
+        };
+        if !agrees {
+            let (first, last) = range.or(listed.map(|l| (l.1, l.2))).unwrap_or_default();
+            let what = format!(
+                "the stored {symbol} {timeframe} bars of {} .. {}",
+                format_time(first),
+                format_time(last)
+            );
+            if !self.replace {
+                return Err(StoreError::Conflict(format!(
+                    "{}: {what} are damaged (the catalogue and the bars disagree); nothing \
+                     imported (use --replace to make the catalogue again)",
+                    self.path
+                )));
+            }
+            self.report.mended.push(format!(
+                "made the catalogue of {what} again (it and the spans' figures disagreed)"
+            ));
+        }
+        // The grid is counted from the first stored bar itself, read and
+        // checked (figures may be what is damaged), else from the figures.
+        let first_bar = self
+            .tx
+            .query_row(
+                &format!(
+                    "SELECT {SPAN_COLUMNS} FROM candle_spans
+                     WHERE symbol = ?1 AND timeframe = ?2 ORDER BY span LIMIT 1"
+                ),
+                key,
+                |row| {
+                    let span: i64 = row.get(0)?;
+                    let mut bars = Vec::new();
+                    let read = stored_span(row, span, timeframe, &mut None, &mut bars);
+                    Ok(bars
+                        .first()
+                        .filter(|_| !matches!(read, Err(SpanFault::Bars(_))))
+                        .map(|c| c.time_ms))
+                },
+            )
+            .optional()
+            .map_err(sql)?
+            .flatten();
+        Ok(match (first_bar, range) {
+            (Some(first), Some((_, last))) => Some((first, last.max(first))),
+            _ => range,
+        })
+    }
+
+    /// A month's bars, stored and imported, at least 28 days apart: read
+    /// whole (a monthly series is a few hundred bars).
+    fn check_months(&self) -> Result<(), StoreError> {
+        let (symbol, timeframe) = (&self.report.symbol, self.report.timeframe);
+        let sql = |e| sql(self.path, e);
+        let mut stmt = self
+            .tx
+            .prepare(&format!(
+                "SELECT {SPAN_COLUMNS} FROM candle_spans
+                 WHERE symbol = ?1 AND timeframe = ?2 ORDER BY span"
+            ))
+            .map_err(sql)?;
+        let mut rows = stmt
+            .query(params![symbol, timeframe.as_str()])
+            .map_err(sql)?;
+        let mut bars = Vec::new();
+        while let Some(row) = rows.next().map_err(sql)? {
+            let span: i64 = row.get(0).map_err(sql)?;
+            stored_span(row, span, timeframe, &mut None, &mut bars).map_err(|fault| {
+                StoreError::Conflict(format!(
+                    "{}; nothing imported",
+                    damaged(self.path, symbol, timeframe, span_times(span), fault.why())
+                ))
+            })?;
+        }
+        const MONTH_MS: i64 = 28 * 86_400_000;
+        match bars
+            .windows(2)
+            .find(|w| w[1].time_ms - w[0].time_ms < MONTH_MS)
+        {
+            None => Ok(()),
+            Some(w) => Err(StoreError::Conflict(format!(
+                "{}: the {symbol} {timeframe} bar at {} would be {} days after the one at {} \
+                 (months are 28 to 31 days apart); nothing imported",
+                self.source,
+                format_time(w[1].time_ms),
+                (w[1].time_ms - w[0].time_ms) / 86_400_000,
+                format_time(w[0].time_ms)
+            ))),
+        }
+    }
+
     /// The most common spacing between the bars handed so far (as
     /// `typical_spacing_ms` of them all).
     pub fn typical_spacing_ms(&self) -> Option<i64> {
@@ -228,6 +343,9 @@ impl<'t> Importer<'t> {
         self.write_span()?;
         if self.replace {
             self.mend_the_rest()?;
+        }
+        if self.report.timeframe == Timeframe::Month1 {
+            self.check_months()?;
         }
         let sql = |e| sql(self.path, e);
         let (symbol, timeframe) = (&self.report.symbol, self.report.timeframe);
@@ -286,21 +404,17 @@ impl<'t> Importer<'t> {
                 continue;
             }
             let mut bars = Vec::new();
-            if let Err(fault) = stored_span(row, span, bar_ms, &mut bars) {
+            let mut grid = self.grid.map(|g| g.anchor);
+            if let Err(fault) = stored_span(row, span, timeframe, &mut grid, &mut bars) {
                 faults.push((span, fault, bars));
             }
         }
         drop(rows);
         for (span, fault, bars) in faults {
-            match &fault {
-                SpanFault::Bars(_) => {
-                    tx.execute(
-                        "DELETE FROM candle_spans WHERE symbol = ?1 AND timeframe = ?2 AND span = ?3",
-                        params![symbol, timeframe.as_str(), span],
-                    )
-                    .map_err(sql)?;
-                }
-                SpanFault::Figures(_) => {
+            // Whole bars are kept and their figures made again; damaged
+            // bars, or a span with none, are dropped.
+            let fault = match fault {
+                SpanFault::Figures(_) if !bars.is_empty() => {
                     write_span(
                         tx,
                         &symbol,
@@ -310,8 +424,17 @@ impl<'t> Importer<'t> {
                         &mut self.bytes,
                     )
                     .map_err(sql)?;
+                    fault
                 }
-            }
+                other => {
+                    tx.execute(
+                        "DELETE FROM candle_spans WHERE symbol = ?1 AND timeframe = ?2 AND span = ?3",
+                        params![symbol, timeframe.as_str(), span],
+                    )
+                    .map_err(sql)?;
+                    SpanFault::Bars(other.why().to_owned())
+                }
+            };
             self.note_mended(span, &fault, false);
         }
         Ok(())
@@ -364,10 +487,10 @@ impl<'t> Importer<'t> {
             ))
             .and_then(|mut stmt| {
                 let mut rows = stmt.query(params![symbol, timeframe.as_str(), span])?;
-                let bar_ms = timeframe.duration_ms();
+                let mut grid = self.grid.map(|g| g.anchor);
                 Ok(rows
                     .next()?
-                    .map(|row| stored_span(row, span, bar_ms, &mut bars)))
+                    .map(|row| stored_span(row, span, timeframe, &mut grid, &mut bars)))
             })
             .map_err(sql)?;
         // Whole bars with wrong figures are kept (and the span written,

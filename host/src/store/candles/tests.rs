@@ -312,7 +312,14 @@ fn replace_mends_damage_wherever_it_is() {
     );
     let mended = import(&mut store, &all[..1000], true).expect("mended");
     let said = &mended.mended;
-    assert_eq!(said.len(), 3, "{said:?}");
+    assert_eq!(said.len(), 4, "{said:?}");
+    // The catalogue no longer agreed with the first span's changed figures.
+    assert!(
+        said[0].starts_with("made the catalogue of the stored A/B 1m bars of ")
+            && said[0].ends_with("again (it and the spans' figures disagreed)"),
+        "{said:?}"
+    );
+    let said = &said[1..];
     assert!(
         said[0].starts_with("made the figures of stored bars of 1970-01-01T00:00:00Z"),
         "{said:?}"
@@ -707,4 +714,167 @@ fn a_deleted_series_is_gone_whole_and_can_be_imported_on_another_grid() {
         None
     );
     import(&mut store, &shifted).expect("a grid of its own now");
+}
+
+#[test]
+fn what_a_third_hostile_round_found_is_refused_or_mended() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = Store::open(&dir.path().join("keel.db")).expect("open");
+    let exec = |store: &Store, sql: &str| store.conn.execute(sql, []).expect("damage");
+    let start = 1_704_067_200_000;
+    let minutes = synth::random_walk(1, 70_000, start, 60_000, 10.0, 0.01);
+    let fives: Vec<Candle> = minutes.iter().step_by(5).copied().collect();
+    store
+        .import_candles("U", Timeframe::M1, &minutes, "m.csv", b"m", false)
+        .expect("1m");
+    store
+        .import_candles("U", Timeframe::M5, &fives[..100], "f.csv", b"f", false)
+        .expect("5m");
+
+    // The 1m series' second span copied under the 5m series: whole bars,
+    // but 1m apart, off its grid; refused, and dropped by --replace.
+    exec(
+        &store,
+        "INSERT INTO candle_spans (symbol, timeframe, span, bars, first_ms, last_ms, gaps, missing, digest, columns)
+         SELECT symbol, '5m', span, bars, first_ms, last_ms, gaps, missing, digest, columns
+         FROM candle_spans WHERE timeframe = '1m' ORDER BY span LIMIT 1 OFFSET 1",
+    );
+    let err = store.load_series("U", Timeframe::M5).expect_err("refused");
+    assert!(
+        err.to_string().contains("is off the series' 5m grid"),
+        "{err}"
+    );
+    let mended = store
+        .import_candles("U", Timeframe::M5, &fives[..100], "f.csv", b"f", true)
+        .expect("mended");
+    assert!(
+        mended
+            .mended
+            .iter()
+            .any(|m| m.contains("is off the series' 5m grid")),
+        "{:?}",
+        mended.mended
+    );
+    let (loaded, _) = store
+        .load_series("U", Timeframe::M5)
+        .expect("load")
+        .expect("some");
+    assert!(loaded == fives[..100], "{} bars", loaded.len());
+
+    // The catalogue's own figures damaged: a plain import refuses, and
+    // --replace makes it again, the grid still counted from the bars.
+    let mut store2 = Store::open(&dir.path().join("two.db")).expect("open");
+    store2
+        .import_candles("G", Timeframe::M1, &minutes[..1000], "g.csv", b"g", false)
+        .expect("import");
+    exec(
+        &store2,
+        "UPDATE candle_series SET first_ms = first_ms + 30000",
+    );
+    let err = store2
+        .import_candles(
+            "G",
+            Timeframe::M1,
+            &minutes[1000..1010],
+            "h.csv",
+            b"h",
+            false,
+        )
+        .expect_err("catalogue");
+    assert!(
+        err.to_string()
+            .contains("(the catalogue and the bars disagree); nothing imported"),
+        "{err}"
+    );
+    let mended = store2
+        .import_candles(
+            "G",
+            Timeframe::M1,
+            &minutes[1000..1010],
+            "h.csv",
+            b"h",
+            true,
+        )
+        .expect("mended");
+    assert!(
+        mended.mended[0].starts_with("made the catalogue of"),
+        "{:?}",
+        mended.mended
+    );
+    let (loaded, _) = store2
+        .load_series("G", Timeframe::M1)
+        .expect("load")
+        .expect("some");
+    assert!(loaded == minutes[..1010], "{} bars", loaded.len());
+
+    // Bars with no catalogue row: not taken in silently.
+    exec(&store2, "DELETE FROM candle_series");
+    let err = store2
+        .import_candles(
+            "G",
+            Timeframe::M1,
+            &minutes[1010..1011],
+            "i.csv",
+            b"i",
+            false,
+        )
+        .expect_err("no row");
+    assert!(
+        err.to_string()
+            .contains("the catalogue and the bars disagree"),
+        "{err}"
+    );
+
+    // An empty span row (past the table's checks, as a hand could put
+    // it): dropped by --replace, not left to refuse it.
+    store2
+        .conn
+        .pragma_update(None, "ignore_check_constraints", true)
+        .expect("pragma");
+    exec(
+        &store2,
+        "UPDATE candle_spans SET bars = 0, columns = x'', digest = zeroblob(32)",
+    );
+    let mended = store2
+        .import_candles(
+            "G",
+            Timeframe::M1,
+            &minutes[50_000..50_010],
+            "j.csv",
+            b"j",
+            true,
+        )
+        .expect("mended");
+    assert!(
+        mended
+            .mended
+            .iter()
+            .any(|m| m.starts_with("dropped damaged")),
+        "{:?}",
+        mended.mended
+    );
+
+    // Months: a bar between two stored ones, less than 28 days from them.
+    let day = 86_400_000;
+    let months: Vec<Candle> = (0..12)
+        .map(|m| Candle {
+            time_ms: start + m * 31 * day,
+            ..minutes[0]
+        })
+        .collect();
+    store2
+        .import_candles("M", Timeframe::Month1, &months, "k.csv", b"k", false)
+        .expect("months");
+    let between = Candle {
+        time_ms: start + 5 * 31 * day + 15 * day,
+        ..minutes[0]
+    };
+    let err = store2
+        .import_candles("M", Timeframe::Month1, &[between], "l.csv", b"l", true)
+        .expect_err("between");
+    assert!(
+        err.to_string().contains("days after the one at")
+            && err.to_string().contains("(months are 28 to 31 days apart)"),
+        "{err}"
+    );
 }
