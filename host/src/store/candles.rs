@@ -674,4 +674,6 @@ pub use import::Importer;
 pub(crate) use import::import_in;
 
 #[cfg(test)]
+mod damage_tests;
+#[cfg(test)]
 mod tests;

@@ -286,10 +286,12 @@ impl<'t> Importer<'t> {
         })
     }
 
-    /// A month's bars, stored and imported, at least 28 days apart: read
-    /// whole (a monthly series is a few hundred bars).
-    fn check_months(&self) -> Result<(), StoreError> {
-        let (symbol, timeframe) = (&self.report.symbol, self.report.timeframe);
+    /// Hands `each` every stored span row of the series (its key and the
+    /// row, [`SPAN_COLUMNS`]), oldest first.
+    fn each_stored_span(
+        &self,
+        mut each: impl FnMut(i64, &rusqlite::Row) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         let sql = |e| sql(self.path, e);
         let mut stmt = self
             .tx
@@ -298,19 +300,28 @@ impl<'t> Importer<'t> {
                  WHERE symbol = ?1 AND timeframe = ?2 ORDER BY span"
             ))
             .map_err(sql)?;
-        let mut rows = stmt
-            .query(params![symbol, timeframe.as_str()])
-            .map_err(sql)?;
-        let mut bars = Vec::new();
+        let key = params![self.report.symbol, self.report.timeframe.as_str()];
+        let mut rows = stmt.query(key).map_err(sql)?;
         while let Some(row) = rows.next().map_err(sql)? {
-            let span: i64 = row.get(0).map_err(sql)?;
+            each(row.get(0).map_err(sql)?, row)?;
+        }
+        Ok(())
+    }
+
+    /// A month's bars, stored and imported, at least 28 days apart: read
+    /// whole (a monthly series is a few hundred bars).
+    fn check_months(&self) -> Result<(), StoreError> {
+        let (symbol, timeframe) = (&self.report.symbol, self.report.timeframe);
+        let mut bars = Vec::new();
+        self.each_stored_span(|span, row| {
             stored_span(row, span, timeframe, &mut None, &mut bars).map_err(|fault| {
                 StoreError::Conflict(format!(
                     "{}; nothing imported",
                     damaged(self.path, symbol, timeframe, span_times(span), fault.why())
                 ))
             })?;
-        }
+            Ok(())
+        })?;
         const MONTH_MS: i64 = 28 * 86_400_000;
         match bars
             .windows(2)
@@ -389,27 +400,17 @@ impl<'t> Importer<'t> {
         let (symbol, timeframe) = (self.report.symbol.clone(), self.report.timeframe);
         let bar_ms = timeframe.duration_ms();
         let mut faults = Vec::new();
-        let mut stmt = tx
-            .prepare(&format!(
-                "SELECT {SPAN_COLUMNS} FROM candle_spans
-                 WHERE symbol = ?1 AND timeframe = ?2 ORDER BY span"
-            ))
-            .map_err(sql)?;
-        let mut rows = stmt
-            .query(params![symbol, timeframe.as_str()])
-            .map_err(sql)?;
-        while let Some(row) = rows.next().map_err(sql)? {
-            let span: i64 = row.get(0).map_err(sql)?;
+        self.each_stored_span(|span, row| {
             if self.spans.binary_search(&span).is_ok() {
-                continue;
+                return Ok(());
             }
             let mut bars = Vec::new();
             let mut grid = self.grid.map(|g| g.anchor);
             if let Err(fault) = stored_span(row, span, timeframe, &mut grid, &mut bars) {
                 faults.push((span, fault, bars));
             }
-        }
-        drop(rows);
+            Ok(())
+        })?;
         for (span, fault, bars) in faults {
             // Whole bars are kept and their figures made again; damaged
             // bars, or a span with none, are dropped.
