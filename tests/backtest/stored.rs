@@ -158,10 +158,73 @@ fn a_stored_series_gives_the_run_its_file_gives() {
     };
     assert_eq!(note(&said_stored), note(&said_loaded), "{said_stored}");
 
+    // One-minute bars fill a span (65,536 minutes) and are handed over in
+    // pieces within it: still the file's run.
+    let minutes = dir.path().join("m.csv");
+    let args = ["data", "synth", "--bars", "70000", "--seed", "5"];
+    let made = keel(
+        &db,
+        &shared_cache(),
+        &[&args[..], &["--out", path(&minutes)]].concat(),
+    );
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    let args = ["data", "import", path(&minutes), "--symbol", "MMM/USD"];
+    let made = keel(
+        &db,
+        &shared_cache(),
+        &[&args[..], &["--timeframe", "1m"]].concat(),
+    );
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    let (ok, _, said, stored) = backtest(&db, &json, &["MMM/USD@1m"]);
+    assert!(ok, "{said}");
+    let file = format!("MMM/USD={}", path(&minutes));
+    let (ok, _, said, loaded) = backtest(&db, &json, &[&file]);
+    assert!(ok, "{said}");
+    let (stored, loaded) = (stored.expect("a report"), loaded.expect("a report"));
+    assert_eq!(stored["data"][0]["bars"], 70000);
+    for same in ["trades", "metrics", "equity"] {
+        assert_eq!(stored[same], loaded[same], "{same}");
+    }
+
     // What the store does not hold is refused before any run.
     let (ok, _, said, report) = backtest(&db, &json, &["CCC/USD@1h"]);
     assert!(!ok && report.is_none());
     assert!(said.contains("no CCC/USD 1h candles in"), "{said}");
+    // The reading starts beside the strategy's loading, yet what is wrong
+    // with the strategy is still said first, and alone.
+    let none = dir.path().join("none.wasm");
+    let out = keel(
+        &db,
+        &shared_cache(),
+        &["backtest", path(&none), "--data", "CCC/USD@1h"],
+    );
+    let said = text(&out.stderr);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("none.wasm: cannot read") && !said.contains("CCC/USD"),
+        "{said}"
+    );
+    // A grid over a stored series, started as one run's reading would be,
+    // loads the series whole and runs every combination.
+    let out = keel(
+        &db,
+        &shared_cache(),
+        &[
+            "backtest",
+            path(example("sma-cross")),
+            "--param",
+            "fast=5..10:5",
+            "--param",
+            "slow=20",
+            "--data",
+            "AAA/USD@1h",
+        ],
+    );
+    let table = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for combination in ["fast=5 slow=20", "fast=10 slow=20"] {
+        assert!(table.contains(combination), "{table}");
+    }
 
     // No symbol, or nothing at all.
     for (data, says) in [

@@ -90,6 +90,11 @@ pub struct BacktestResult {
 /// Most bar closes handed to a strategy in one call.
 pub const MAX_BATCH_TICKS: usize = 256;
 
+/// Handled ticks kept at the front of [`Ahead`] before they are dropped
+/// together: the unhandled rest is moved down once per this many, not once
+/// per batch.
+const DROP_AFTER_TICKS: usize = 16 * MAX_BATCH_TICKS;
+
 /// Bar closes read from the feeds but not yet handled, in batch form: a
 /// queue whose handled front is dropped in bulk (not on every call).
 #[derive(Default)]
@@ -105,7 +110,7 @@ struct Ahead {
 
 impl Ahead {
     fn fill(&mut self, merge: &mut Merge<'_>, step: &mut Vec<(usize, Candle)>) {
-        if self.head >= MAX_BATCH_TICKS {
+        if self.head >= DROP_AFTER_TICKS {
             let bars = self.start(0);
             self.tick_times.drain(..self.head);
             self.tick_bars.drain(..self.head);
@@ -298,9 +303,10 @@ pub fn run_feeds(
         if book.pending.is_empty() {
             // Marking is all that happens at a close before the first whose
             // bar reaches a stop or target.
-            let exits = book.has_exits();
-            while quiet < ahead.len()
-                && !(exits && book.exit_within(&fills, ahead.bars_of(quiet, quiet + 1)))
+            if !book.has_exits() {
+                quiet = ahead.len();
+            }
+            while quiet < ahead.len() && !book.exit_within(&fills, ahead.bars_of(quiet, quiet + 1))
             {
                 quiet += 1;
             }

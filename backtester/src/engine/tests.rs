@@ -532,9 +532,11 @@ impl RunningStrategy for OneAtATime {
 
 #[test]
 fn batches_show_and_do_exactly_what_one_close_per_call_does() {
-    let a = keel_model::synth::random_walk(1, 4000, 0, 60_000, 100.0, 0.004);
+    // More closes than are kept before the handled ones are dropped.
+    let n = 2 * super::DROP_AFTER_TICKS + 300;
+    let a = keel_model::synth::random_walk(1, n, 0, 60_000, 100.0, 0.004);
     // B has gaps: every 5th bar is missing.
-    let b: Vec<Candle> = keel_model::synth::random_walk(2, 4000, 0, 60_000, 50.0, 0.004)
+    let b: Vec<Candle> = keel_model::synth::random_walk(2, n, 0, 60_000, 50.0, 0.004)
         .into_iter()
         .enumerate()
         .filter(|(i, _)| i % 5 != 3)
@@ -610,7 +612,9 @@ fn a_wrong_handled_count_is_an_error_at_that_close_and_the_run_goes_on() {
 
 #[test]
 fn one_feed_in_runs_of_any_length_runs_as_step_by_step() {
-    let a = keel_model::synth::random_walk(4, 3000, 0, 60_000, 100.0, 0.004);
+    // More closes than are kept before the handled ones are dropped.
+    let n = 2 * super::DROP_AFTER_TICKS + 300;
+    let a = keel_model::synth::random_walk(4, n, 0, 60_000, 100.0, 0.004);
     let cfg = BacktestConfig::default();
     // Runs of awkward lengths, empty ones and ones longer than a batch.
     let mut runs = Vec::new();
@@ -648,6 +652,6 @@ fn one_feed_in_runs_of_any_length_runs_as_step_by_step() {
     assert_eq!(r1.trades, r2.trades);
     assert_eq!(r1.equity, r2.equity);
     assert_eq!(r1.errors, r2.errors);
-    assert_eq!((r1.steps, r1.bars), (3000, 3000));
+    assert_eq!((r1.steps, r1.bars), (n, n));
     assert_eq!(by_runs.seen, by_steps.seen);
 }

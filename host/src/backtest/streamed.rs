@@ -22,16 +22,19 @@ use keel_backtester::{BacktestConfig, Report};
 use keel_model::candles::columns::Digester;
 use keel_model::candles::resample::Resampler;
 use keel_model::candles::{Candle, format_time};
-use keel_model::replay::Feed;
+use keel_model::replay::{FEED_CHUNK, Feed};
 use keel_model::{Timeframe, shown};
 
 use super::{Given, Job, not_stored, partial_note, run_on, stored_spec};
 use crate::sandbox::Sandbox;
 use crate::store::{Store, StoreError, StoredSeries};
 
-/// Spans read ahead of the run, per series: enough that the reader is
-/// never what the run waits for, few enough that memory stays flat.
-const SPANS_AHEAD: usize = 2;
+/// Pieces of [`FEED_CHUNK`] bars read ahead of the run, per series: enough
+/// that the reader is never what the run waits for, few enough that memory
+/// stays flat. A span is handed over in pieces, not whole, so the run
+/// reads bars the reader wrote moments ago, still in the cache the two
+/// cores share (measured: about 4% of a 500,000-bar run).
+const PIECES_AHEAD: usize = 16;
 
 /// A stored series being read while a backtest runs.
 #[derive(Debug)]
@@ -103,7 +106,7 @@ pub fn stream_data(
             }
             None => None,
         };
-        let (tx, spans) = sync_channel(SPANS_AHEAD);
+        let (tx, spans) = sync_channel(PIECES_AHEAD);
         let (name, source) = (symbol.to_owned(), reference.source.clone());
         let reader = std::thread::Builder::new()
             .name(format!("read {symbol}"))
@@ -121,14 +124,18 @@ pub fn stream_data(
     Ok(Some(out))
 }
 
-/// Sends the series' spans until the run stops taking them.
+/// Sends the series' bars, a piece at a time, until the run stops taking
+/// them.
 fn read(
     store: Store,
     listed: StoredSeries,
     tf: keel_model::Timeframe,
     tx: SyncSender<Vec<Candle>>,
 ) -> Result<(), StoreError> {
-    store.stream_series(&listed, tf, |span| tx.send(span).is_ok())?;
+    store.stream_series(&listed, tf, |span| {
+        span.chunks(FEED_CHUNK)
+            .all(|piece| tx.send(piece.to_vec()).is_ok())
+    })?;
     Ok(())
 }
 
@@ -153,7 +160,7 @@ fn read_resampled(
     };
     let whole = store.stream_series(&listed, tf, |span| {
         let mut made = Vec::new();
-        resampler.push(&span, &mut made);
+        resampler.push(span, &mut made);
         note(&made);
         made.is_empty() || tx.send(made).is_ok()
     })?;

@@ -65,6 +65,12 @@ pub struct BacktestArgs {
 }
 
 pub(super) fn run(args: &BacktestArgs, db: &Path, cache: &CompileCache) -> anyhow::Result<bool> {
+    // One strategy, no folds and no page may be one run on stored series:
+    // their reading starts now, beside the strategy's loading, so the first
+    // bars are there when the run starts. What it finds wrong is said after
+    // what is wrong with the strategy, as if it had started later.
+    let early = (args.files.len() == 1 && args.walk_forward.is_none() && args.report.is_none())
+        .then(|| backtest::stream_data(&args.data, db, args.timeframe));
     let sandbox = sandbox(Metering::Fuel, cache)?;
     let loaded = args
         .files
@@ -119,9 +125,11 @@ pub(super) fn run(args: &BacktestArgs, db: &Path, cache: &CompileCache) -> anyho
     // as they are read when asked; anything else (a grid, folds, a page
     // that draws the closes, a file) loads the data whole first.
     let one_streamed_run = jobs.len() == 1 && args.walk_forward.is_none() && args.report.is_none();
-    let streamed = match one_streamed_run {
-        true => backtest::stream_data(&args.data, db, args.timeframe)?,
-        false => None,
+    let streamed = match (one_streamed_run, early) {
+        (true, Some(early)) => early?,
+        (true, None) => backtest::stream_data(&args.data, db, args.timeframe)?,
+        // A grid after all: its readers stop when their bars are dropped.
+        (false, _) => None,
     };
     let mut data = match streamed {
         Some(_) => Vec::new(),

@@ -485,7 +485,7 @@ fn pump(
         let bars = match &mut resampler {
             Some(r) => {
                 made.clear();
-                r.push(&span, &mut made);
+                r.push(span, &mut made);
                 &made[..]
             }
             None => &span[..],

@@ -263,12 +263,15 @@ impl Store {
     /// checks them, and says whether to go on; at the end the whole is
     /// checked against the catalogue. A caller that acts on the spans
     /// before the end must undo what it did on an error. `Ok(false)` when
-    /// `each` stopped the read.
+    /// `each` stopped the read. The bars are read into the same memory
+    /// span after span (written over, not freshly taken from the system,
+    /// whose every new page costs a fault): `each` takes them if it keeps
+    /// them.
     pub fn stream_series(
         &self,
         listed: &StoredSeries,
         timeframe: Timeframe,
-        mut each: impl FnMut(Vec<Candle>) -> bool,
+        mut each: impl FnMut(&mut Vec<Candle>) -> bool,
     ) -> Result<bool, StoreError> {
         let symbol = &listed.symbol;
         let (mut bars, mut range, mut digests) = (0, None::<(i64, i64)>, Vec::new());
@@ -285,7 +288,9 @@ impl Store {
                 range = Some((range.map_or(first.time_ms, |r| r.0), last.time_ms));
                 bars += out.len();
                 digests.push(digest);
-                each(std::mem::take(out))
+                let go_on = each(out);
+                out.clear();
+                go_on
             },
         )?;
         if whole {

@@ -121,7 +121,7 @@ fn the_catalogue_counts_every_span_and_the_gaps_across_their_edges() {
     assert_eq!(entry, listed[0]);
     let mut streamed: Vec<Vec<Candle>> = Vec::new();
     let whole = store.stream_series(&entry, Timeframe::M1, |span| {
-        streamed.push(span);
+        streamed.push(std::mem::take(span));
         true
     });
     assert!(whole.expect("read"));
