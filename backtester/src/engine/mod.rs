@@ -329,19 +329,34 @@ pub fn run_feeds(
                 ..BatchOutcome::default()
             },
         };
-        // The later closes it handled: only marking.
-        for t in 1..outcome.consumed {
-            let bars = ahead.bars_of(t, t + 1);
-            market.close(bars);
-            equity = book.mark(bars);
-            curve.push(EquityPoint {
-                time_ms: ahead.time(t),
-                equity,
+        // The later closes it handled: only marking (no position opens or
+        // closes at them).
+        let later = outcome.consumed - 1;
+        let marked = ahead.bars_of(1, outcome.consumed);
+        if marked.len() == later {
+            // One bar at each of these closes (always so with one feed):
+            // marked in one pass.
+            market.close(marked);
+            book.mark_each(marked, |b, equity| {
+                curve.push(EquityPoint {
+                    time_ms: ahead.time(1 + b),
+                    equity,
+                });
             });
-            step_count += 1;
-            bar_count += bars.len();
-            exposed_steps += usize::from(!book.open.is_empty());
+        } else {
+            for t in 1..outcome.consumed {
+                let bars = ahead.bars_of(t, t + 1);
+                market.close(bars);
+                equity = book.mark(bars);
+                curve.push(EquityPoint {
+                    time_ms: ahead.time(t),
+                    equity,
+                });
+            }
         }
+        step_count += later;
+        bar_count += marked.len();
+        exposed_steps += later * usize::from(!book.open.is_empty());
         let time_ms = ahead.time(outcome.consumed - 1);
         end_ms = time_ms;
         ahead.drop_front(outcome.consumed);

@@ -430,6 +430,32 @@ impl Book {
         self.equity()
     }
 
+    /// [`Book::mark`] at each of `bars` in turn (each closed at a time of
+    /// its own): `each(b, equity)` after bar `b`. Flat, equity is the cash
+    /// at every one.
+    pub fn mark_each(&mut self, bars: Bars<'_>, mut each: impl FnMut(usize, f64)) {
+        let n = bars.len();
+        if self.open.is_empty() {
+            let equity = self.equity();
+            (0..n).for_each(|b| each(b, equity));
+            return;
+        }
+        let (symbol, low, high, close) = (
+            &bars.symbol[..n],
+            &bars.low[..n],
+            &bars.high[..n],
+            &bars.close[..n],
+        );
+        for b in 0..n {
+            let sym = symbol[b] as usize;
+            for p in self.open.iter_mut().filter(|p| p.sym == sym) {
+                let best = p.pos.mark_at(low[b], high[b], close[b]);
+                p.mfe = p.mfe.max(best);
+            }
+            each(b, self.equity());
+        }
+    }
+
     /// What the strategy is shown.
     pub fn view(&self, equity: f64) -> Portfolio {
         Portfolio {
