@@ -154,7 +154,7 @@ impl Roles {
         let names: Vec<String> = schema
             .fields()
             .iter()
-            .map(|f| f.name().to_ascii_lowercase())
+            .map(|f| f.name().to_owned())
             .collect();
         let found = layout::find(&names, columns).or_else(|role| match pandas_index(schema) {
             Some(index) if role == 0 && !columns.is_named(0) => {

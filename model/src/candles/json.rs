@@ -152,7 +152,7 @@ impl<R: Read> Read for Counted<R> {
         }
         if at.read.get() - at.row_start.get() > MAX_LINE_BYTES as u64 {
             return Err(std::io::Error::other(format!(
-                "a candle longer than {} KiB at line {}: not candles",
+                "more than {} KiB without a whole candle at line {}: not candles",
                 MAX_LINE_BYTES >> 10,
                 at.line.get()
             )));
@@ -347,7 +347,21 @@ mod tests {
         let err = parse_rows(long.as_bytes(), None, "l.json", &mut |_| true).expect_err("long");
         assert_eq!(
             err.to_string(),
-            "l.json: cannot read: a candle longer than 1024 KiB at line 1: not candles"
+            "l.json: cannot read: more than 1024 KiB without a whole candle at line 1: not candles"
+        );
+
+        // So are more than a megabyte of blanks between two rows: said
+        // without calling them a candle.
+        let spaced = format!(
+            "[[{}, 1, 2, 0.5, 1.5, 10],{}[{}, 1, 2, 0.5, 1.5, 10]]",
+            time(0),
+            " ".repeat(2 << 20),
+            time(1)
+        );
+        let err = parse_rows(spaced.as_bytes(), None, "b.json", &mut |_| true).expect_err("blanks");
+        assert_eq!(
+            err.to_string(),
+            "b.json: cannot read: more than 1024 KiB without a whole candle at line 1: not candles"
         );
 
         // Blanks past the limit stop the read there, whatever follows.

@@ -114,7 +114,7 @@ pub(super) enum Header {
 pub(super) fn header(line: &str, columns: &Columns) -> Result<Header, String> {
     let names: Vec<String> = line
         .split(',')
-        .map(|c| field(c.trim_start_matches('\u{feff}')).to_ascii_lowercase())
+        .map(|c| field(c.trim_start_matches('\u{feff}')).to_owned())
         .collect();
     if names.len() >= 6 && names.iter().all(|n| n.parse::<f64>().is_ok()) {
         return Ok(Header::Headerless);
@@ -132,17 +132,21 @@ pub(super) fn header(line: &str, columns: &Columns) -> Result<Header, String> {
     Ok(Header::Named(index))
 }
 
-/// Why the columns found for the roles (`index`, into `names`) cannot be
-/// trusted: one column taken for two roles, or a column's name shared by
-/// another (which of them holds the prices is a guess). `None` when clear.
+/// Why the columns found for the roles (`index`, into `names`, as the file
+/// spells them) cannot be trusted: one column taken for two roles, or a
+/// column's name shared by another (which of them holds the prices is a
+/// guess). Names are the same in any case (`volume`, `Volume`), unless the
+/// user named the column and spelled it as one of them alone does.
+/// `None` when clear.
 pub(super) fn ambiguity(names: &[String], index: &[usize; 6], columns: &Columns) -> Option<String> {
     for (role, &i) in index.iter().enumerate() {
         // Two columns going by the role's names (`date` and `datetime`):
         // which one the file means is a guess, unless the user says.
         if !columns.is_named(role) {
             let mut matching: Vec<&str> = Vec::new();
-            for n in names.iter().filter(|n| ALIASES[role].contains(&n.as_str())) {
-                if !matching.contains(&n.as_str()) {
+            let by_alias = names.iter().filter(|n| is_alias(role, n));
+            for n in by_alias {
+                if !matching.iter().any(|m| m.eq_ignore_ascii_case(n)) {
                     matching.push(n);
                 }
             }
@@ -164,7 +168,12 @@ pub(super) fn ambiguity(names: &[String], index: &[usize; 6], columns: &Columns)
                 COLUMNS[role]
             ));
         }
-        if names.iter().filter(|n| **n == names[i]).count() > 1 {
+        let spelled = columns.names[role].as_deref() == Some(names[i].as_str());
+        let same = |n: &&String| match spelled {
+            true => **n == names[i],
+            false => n.eq_ignore_ascii_case(&names[i]),
+        };
+        if names.iter().filter(same).count() > 1 {
             return Some(format!(
                 "two columns are named '{}' ({} is one of them)",
                 shown::text(&names[i]),
@@ -175,16 +184,23 @@ pub(super) fn ambiguity(names: &[String], index: &[usize; 6], columns: &Columns)
     None
 }
 
-/// Where each role's column is among `names` (lower-cased): the one the
-/// user named, else the first alias found. A role not found is the error.
+/// Whether `name` is one the column of `role` goes by, in any case.
+fn is_alias(role: usize, name: &str) -> bool {
+    ALIASES[role].iter().any(|a| a.eq_ignore_ascii_case(name))
+}
+
+/// Where each role's column is among `names` (as the file spells them):
+/// the one the user named (spelled so, else in any case), else the first
+/// alias found in any case. A role not found is the error.
 pub(super) fn find(names: &[String], columns: &Columns) -> Result<[usize; 6], usize> {
     let mut index = [0usize; 6];
     for (role, slot) in index.iter_mut().enumerate() {
         let found = match &columns.names[role] {
-            Some(name) => names.iter().position(|n| *n == name.to_ascii_lowercase()),
+            Some(name) => (names.iter().position(|n| n == name))
+                .or_else(|| names.iter().position(|n| n.eq_ignore_ascii_case(name))),
             None => ALIASES[role]
                 .iter()
-                .find_map(|alias| names.iter().position(|n| n == alias)),
+                .find_map(|alias| names.iter().position(|n| n.eq_ignore_ascii_case(alias))),
         };
         *slot = found.ok_or(role)?;
     }
@@ -298,7 +314,7 @@ mod tests {
             Err(e) => assert_eq!(
                 e,
                 format!(
-                    "two columns could be the time: 'date' and 'datetime'; name one with \
+                    "two columns could be the time: 'Date' and 'Datetime'; name one with \
                      --columns time=NAME (header is '{two_times}')"
                 )
             ),
@@ -308,6 +324,33 @@ mod tests {
         assert!(matches!(
             header(two_times, &said),
             Ok(Header::Named([1, 2, 3, 4, 5, 6]))
+        ));
+        // Names differing in case alone are one name, unless the user
+        // names the column as one of them alone spells it.
+        let cased = "time,open,high,low,close,volume,Volume";
+        match header(cased, &plain) {
+            Err(e) => assert_eq!(
+                e,
+                format!(
+                    "two columns are named 'volume' (volume is one of them) (header is '{cased}')"
+                )
+            ),
+            Ok(_) => panic!("{cased} was taken"),
+        }
+        for (named, column) in [("volume=Volume", 6), ("volume=volume", 5)] {
+            let said = Columns::parse(named).expect("valid");
+            match header(cased, &said) {
+                Ok(Header::Named(index)) => assert_eq!(index, [0, 1, 2, 3, 4, column], "{named}"),
+                Ok(Header::Headerless) => panic!("{named}: headerless"),
+                Err(e) => panic!("{named}: {e}"),
+            }
+        }
+        let unsure = Columns::parse("volume=VOLUME").expect("valid");
+        assert!(header(cased, &unsure).is_err());
+        // A name in another case than the aliases' is still found.
+        assert!(matches!(
+            header("TIME,OPEN,HIGH,LOW,CLOSE,VOLUME", &plain),
+            Ok(Header::Named([0, 1, 2, 3, 4, 5]))
         ));
         // An adjusted close beside the close is not the close: no doubt.
         let yfinance = "Date,Open,High,Low,Close,Adj Close,Volume";

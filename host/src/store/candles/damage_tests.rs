@@ -183,6 +183,14 @@ fn replace_mends_damage_wherever_it_is() {
         said[2].starts_with("dropped damaged ") && said[2].contains("do not match their digest"),
         "{said:?}"
     );
+    // How many bars went, and when they were, as the span's row lists them.
+    let lost = &all[3 * span..];
+    let listed = format!(
+        "; its row lists 1000 bars, {} .. {})",
+        format_time(lost[0].time_ms),
+        format_time(lost[999].time_ms)
+    );
+    assert!(said[2].contains(&listed), "{said:?}");
     let kept = &all[..3 * span];
     let (loaded, _) = store
         .load_series("A/B", Timeframe::M1)

@@ -407,11 +407,11 @@ impl<'t> Importer<'t> {
             let mut bars = Vec::new();
             let mut grid = self.grid.map(|g| g.anchor);
             if let Err(fault) = stored_span(row, span, timeframe, &mut grid, &mut bars) {
-                faults.push((span, fault, bars));
+                faults.push((span, fault, bars, Listed::of(row)));
             }
             Ok(())
         })?;
-        for (span, fault, bars) in faults {
+        for (span, fault, bars, listed) in faults {
             // Whole bars are kept and their figures made again; damaged
             // bars, or a span with none, are dropped.
             let fault = match fault {
@@ -436,21 +436,25 @@ impl<'t> Importer<'t> {
                     SpanFault::Bars(other.why().to_owned())
                 }
             };
-            self.note_mended(span, &fault, false);
+            self.note_mended(span, &fault, false, listed);
         }
         Ok(())
     }
 
     /// Says in the report what became of the damaged span `span`
-    /// (`written`: the import's bars were written into it).
-    fn note_mended(&mut self, span: i64, fault: &SpanFault, written: bool) {
+    /// (`written`: the import's bars were written into it), with what its
+    /// row listed of the bars it held, when that could be read.
+    fn note_mended(&mut self, span: i64, fault: &SpanFault, written: bool, listed: Option<Listed>) {
         let (from, to) = span_times(span);
         let bars = format!(
             "stored bars of {} .. {}",
             format_time(from),
             format_time(to)
         );
-        let why = fault.why();
+        let why = match listed {
+            Some(listed) => format!("{}; {listed}", fault.why()),
+            None => fault.why().to_owned(),
+        };
         self.report.mended.push(match (fault, written) {
             (SpanFault::Bars(_), false) => format!(
                 "dropped damaged {bars} ({why}): import the file that has them to have them back"
@@ -489,15 +493,16 @@ impl<'t> Importer<'t> {
             .and_then(|mut stmt| {
                 let mut rows = stmt.query(params![symbol, timeframe.as_str(), span])?;
                 let mut grid = self.grid.map(|g| g.anchor);
-                Ok(rows
-                    .next()?
-                    .map(|row| stored_span(row, span, timeframe, &mut grid, &mut bars)))
+                Ok(rows.next()?.map(|row| {
+                    let read = stored_span(row, span, timeframe, &mut grid, &mut bars);
+                    (read, Listed::of(row))
+                }))
             })
             .map_err(sql)?;
         // Whole bars with wrong figures are kept (and the span written,
         // which makes the figures again); damaged bars are dropped.
         let mut rewrite = false;
-        if let Some(Err(fault)) = stored {
+        if let Some((Err(fault), listed)) = stored {
             if !self.replace {
                 return Err(StoreError::Conflict(format!(
                     "{}; nothing imported (use --replace to mend it with these bars)",
@@ -507,7 +512,7 @@ impl<'t> Importer<'t> {
             if let SpanFault::Bars(_) = fault {
                 bars.clear();
             }
-            self.note_mended(span, &fault, true);
+            self.note_mended(span, &fault, true, listed);
             rewrite = true;
         }
         let (report, source) = (&mut self.report, &self.source);
@@ -570,4 +575,35 @@ fn merge(
     }
     out.extend(old);
     Ok(out)
+}
+
+/// What a span's row lists of its bars: how many, the first and the last.
+#[derive(Debug, Clone, Copy)]
+struct Listed {
+    bars: i64,
+    first_ms: i64,
+    last_ms: i64,
+}
+
+impl Listed {
+    /// The row's figures (`SPAN_COLUMNS`' bars, first and last), when each
+    /// is a number.
+    fn of(row: &rusqlite::Row) -> Option<Listed> {
+        let figure = |i: usize| row.get::<_, i64>(i).ok();
+        Some(Listed {
+            bars: figure(1)?,
+            first_ms: figure(4)?,
+            last_ms: figure(5)?,
+        })
+    }
+}
+
+impl std::fmt::Display for Listed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (first, last) = (format_time(self.first_ms), format_time(self.last_ms));
+        match self.bars {
+            1 => write!(f, "its row lists 1 bar, at {first}"),
+            n => write!(f, "its row lists {n} bars, {first} .. {last}"),
+        }
+    }
 }

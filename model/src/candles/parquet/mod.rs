@@ -507,6 +507,45 @@ mod tests {
     }
 
     #[test]
+    fn columns_differing_in_case_alone_are_told_apart_only_by_the_user() {
+        use ::parquet::arrow::ArrowWriter;
+        use arrow_array::{ArrayRef, Float64Array};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let candles = eth(60);
+        let doubled = Float64Array::from_iter_values(candles.iter().map(|c| 2.0 * c.volume));
+        let plain = batch_with_note(&candles, 1);
+        let batch = plain
+            .project(&[0, 1, 2, 3, 4, 5])
+            .expect("the candles' columns");
+        let mut columns: Vec<(&str, ArrayRef)> = ["date", "open", "high", "low", "close", "volume"]
+            .into_iter()
+            .zip(batch.columns().iter().cloned())
+            .collect();
+        columns.push(("Volume", std::sync::Arc::new(doubled)));
+        let batch = arrow_array::RecordBatch::try_from_iter(columns).expect("a batch");
+        let mut bytes = Vec::new();
+        let mut writer = ArrowWriter::try_new(&mut bytes, batch.schema(), None).expect("writer");
+        writer.write(&batch).expect("write");
+        writer.close().expect("close");
+        let path = file(&dir, "cased.parquet", &bytes);
+        let refused = read_parquet(&path).expect_err("which volume").to_string();
+        assert!(
+            refused.contains("two columns are named 'volume' (volume is one of them)"),
+            "{refused}"
+        );
+        let named = Columns::parse("volume=Volume").expect("columns");
+        let read = read_parquet_columns(&path, &named).expect("the user said");
+        let volumes: Vec<f64> = read.iter().map(|c| c.volume).collect();
+        let expected: Vec<f64> = candles.iter().map(|c| 2.0 * c.volume).collect();
+        assert_eq!(volumes, expected);
+        let named = Columns::parse("volume=volume").expect("columns");
+        assert_eq!(
+            read_parquet_columns(&path, &named).expect("the user said"),
+            candles
+        );
+    }
+
+    #[test]
     fn a_garbled_parquet_file_is_refused_in_one_line_never_a_panic() {
         garbled(&formats("row-groups-ETH_BTC-5m.parquet"), read_parquet);
         garbled(&formats("pandas-index-ETH_BTC-5m.parquet"), read_parquet);
