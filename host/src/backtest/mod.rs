@@ -94,8 +94,15 @@ pub fn load_data(specs: &[String], db: &Path) -> anyhow::Result<Vec<Dataset>> {
             };
             crate::sandbox::bindable(&symbol)
                 .map_err(|e| anyhow::anyhow!("--data {spec}: {e}; name it: SYMBOL=FILE"))?;
-            let candles = candles::read_file(&path)?;
-            let bar_ms = candles::typical_spacing_ms(&candles).unwrap_or(60_000);
+            let mut candles = candles::read_file(&path)?;
+            let mut bar_ms = candles::typical_spacing_ms(&candles).unwrap_or(60_000);
+            if bar_ms >= Timeframe::D1.duration_ms() {
+                // Daily or longer: dated as an import dates them (a local
+                // midnight is its date), so the file and the store agree.
+                let dated = candles::Columns::default().with_dates(true);
+                candles = candles::read_file_columns(&path, &dated)?;
+                bar_ms = candles::typical_spacing_ms(&candles).unwrap_or(bar_ms);
+            }
             (symbol, candles, path.display().to_string(), bar_ms, None)
         };
         let reference = match digest {

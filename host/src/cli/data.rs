@@ -188,6 +188,9 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
             check_symbol(&symbol)?;
             let columns = candles::Columns::parse(columns.as_deref().unwrap_or_default())
                 .map_err(|e| anyhow::anyhow!("--columns: {e}"))?;
+            // Bars of a day or longer are dated: a local midnight (as
+            // exporters of stocks write them) is the date it names.
+            let columns = columns.with_dates(tf.duration_ms() >= Timeframe::D1.duration_ms());
             // Read twice at once (its digest, its bars): only a file can be.
             if std::fs::metadata(&file).is_ok_and(|m| m.is_dir()) {
                 bail!("{}: is a directory, not a candle file", file.display());

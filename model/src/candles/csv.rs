@@ -178,6 +178,8 @@ struct Layout {
     /// The digits of the first epoch time: its unit (seconds, ms, µs or
     /// ns) is every row's.
     epoch_digits: Option<usize>,
+    /// Times at local midnight are their dates (`Columns::with_dates`).
+    dates: bool,
 }
 
 impl<'c> Lines<'c> {
@@ -287,6 +289,7 @@ impl<'c> Lines<'c> {
                     index,
                     last_ms: None,
                     epoch_digits: None,
+                    dates: self.columns.dates(),
                 });
                 if !data {
                     return Ok(None);
@@ -348,7 +351,11 @@ impl Layout {
                 _ => {}
             }
         }
-        let time_ms = parse_time(time)?;
+        let date_ms = self.dates.then(|| layout::local_midnight_date_ms(time));
+        let time_ms = match date_ms.flatten() {
+            Some(date_ms) => date_ms,
+            None => parse_time(time)?,
+        };
         let mut values = [0.0f64; 5];
         for (k, value) in values.iter_mut().enumerate() {
             let column = COLUMNS[k + 1];

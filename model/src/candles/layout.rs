@@ -29,10 +29,17 @@ const ALIASES: [&[&str]; 6] = [
     &["volume", "vol"],
 ];
 
-/// Columns named by the user for some roles: `time=Date,close=Close`.
+/// Columns named by the user for some roles: `time=Date,close=Close`;
+/// and how a file's times are read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Columns {
     names: [Option<String>; 6],
+    /// A time at local midnight with a UTC offset is the date it names
+    /// (`2024-03-11 00:00:00-04:00` is 2024-03-11T00:00:00Z): daily and
+    /// longer bars are dated, and an exporter that writes them as local
+    /// midnights (yfinance's `history()` for US stocks, say) moves them by
+    /// an hour at each daylight-saving change.
+    dates: bool,
 }
 
 impl Columns {
@@ -71,6 +78,23 @@ impl Columns {
     /// role's own (`time`, `open`, …).
     pub(super) fn wanted(&self, role: usize) -> &str {
         self.names[role].as_deref().unwrap_or(COLUMNS[role])
+    }
+
+    /// These columns, with times at local midnight read as dates (for
+    /// bars of a day or longer).
+    pub fn with_dates(mut self, dates: bool) -> Columns {
+        self.dates = dates;
+        self
+    }
+
+    /// Whether times at local midnight are read as dates.
+    pub(super) fn dates(&self) -> bool {
+        self.dates
+    }
+
+    /// Whether the user named any column.
+    pub(super) fn any_named(&self) -> bool {
+        self.names.iter().any(Option::is_some)
     }
 
     /// Whether the user named the column of `role`.
@@ -239,6 +263,21 @@ fn scaled_ms(n: i64, digits: usize) -> i64 {
 
 /// A time given as a date (`2024-01-02`), or a date and time with a space
 /// or `T` and no zone (taken as UTC), or with an offset.
+/// The date a time at local midnight with a non-zero UTC offset names, as
+/// epoch ms at 00:00 UTC; `None` for any other time.
+pub(super) fn local_midnight_date_ms(text: &str) -> Option<i64> {
+    use chrono::DateTime;
+    let t = DateTime::parse_from_rfc3339(text).ok().or_else(|| {
+        ["%Y-%m-%d %H:%M:%S%.f%:z", "%Y-%m-%d %H:%M:%S%.f%z"]
+            .into_iter()
+            .find_map(|format| DateTime::parse_from_str(text, format).ok())
+    })?;
+    let midnight = t.time() == chrono::NaiveTime::MIN;
+    (midnight && t.offset().local_minus_utc() != 0)
+        .then(|| t.date_naive().and_time(chrono::NaiveTime::MIN))
+        .map(|d| d.and_utc().timestamp_millis())
+}
+
 pub(super) fn calendar_ms(text: &str) -> Option<i64> {
     use chrono::{DateTime, NaiveDate, NaiveDateTime};
     if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {

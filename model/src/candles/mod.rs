@@ -152,7 +152,7 @@ pub fn read_file_each<E: From<CandleError>>(
     if !is_parquet(path) && !is_feather(path) && !is_json(path) {
         return read_csv_each(path, columns, each);
     }
-    if is_json(path) && *columns == Columns::default() {
+    if is_json(path) && !columns.any_named() {
         return read_json_each(path, each);
     }
     each(read_file_columns(path, columns)?)
@@ -199,7 +199,7 @@ pub fn read_file_columns(path: &Path, columns: &Columns) -> Result<Vec<Candle>, 
         return Err(without_formats(path));
     }
     if is_json(path) {
-        if *columns != Columns::default() {
+        if columns.any_named() {
             return Err(CandleError::Invalid {
                 path: name,
                 line: 1,

@@ -107,6 +107,35 @@ fn reads_rfc3339_and_epoch_ms() {
 }
 
 #[test]
+fn local_midnights_are_dates_when_the_bars_are_daily() {
+    // yfinance's `history()` of a US stock, across the March change: local
+    // midnights an hour apart in UTC. Tokyo's are the day before in UTC.
+    let text = "Date,Open,High,Low,Close,Volume\n\
+                2024-03-08 00:00:00-05:00,1,2,0.5,1.5,10\n\
+                2024-03-11 00:00:00-04:00,1,2,0.5,1.5,10\n\
+                2024-03-12T00:00:00+09:00,1,2,0.5,1.5,10\n\
+                2024-03-13 00:00:00+00:00,1,2,0.5,1.5,10\n\
+                2024-03-14 09:30:00-04:00,1,2,0.5,1.5,10\n";
+    let day = |d: &str| parse_time(d).expect(d);
+    let dated = Columns::default().with_dates(true);
+    let read = parse_csv_columns(text, "d.csv", &dated).expect("valid");
+    let times: Vec<i64> = read.iter().map(|c| c.time_ms).collect();
+    let expected = [
+        day("2024-03-08"),
+        day("2024-03-11"),
+        day("2024-03-12"),
+        // UTC's midnight is its date already; a time of day stays one.
+        day("2024-03-13"),
+        day("2024-03-14T13:30:00Z"),
+    ];
+    assert_eq!(times, expected);
+    // Otherwise every time is the instant it names.
+    let read = parse_csv(text, "d.csv").expect("valid");
+    assert_eq!(read[0].time_ms, day("2024-03-08T05:00:00Z"));
+    assert_eq!(read[1].time_ms, day("2024-03-11T04:00:00Z"));
+    assert_eq!(read[2].time_ms, day("2024-03-11T15:00:00Z"));
+}
+#[test]
 fn bad_lines_are_named() {
     struct Case {
         body: &'static str,
