@@ -441,9 +441,9 @@ fn stored_span(
 ) -> Result<[u8; 32], SpanFault> {
     let bar_ms = timeframe.duration_ms();
     let bars_of = |why: String| SpanFault::Bars(why);
-    let bars: i64 = row
-        .get(1)
-        .map_err(|_| bars_of("its bar count is not a number".into()))?;
+    // A count that is not a number is a figure of the row, not its bars:
+    // the bars may still be whole (and `--replace` keeps them).
+    let bars: Option<i64> = row.get(1).ok();
     let digest: [u8; 32] = (row.get_ref(2).ok())
         .and_then(|v| v.as_blob().ok())
         .and_then(|b| b.try_into().ok())
@@ -485,8 +485,12 @@ fn stored_span(
     }
     // The row's own figures, which the catalogue is made of, are its bars'.
     let got = &out[before..];
-    if got.len() as i64 != bars {
-        return Err(SpanFault::Figures("its bar count is not its bars'"));
+    match bars {
+        None => return Err(SpanFault::Figures("its bar count is not a number")),
+        Some(bars) if bars != got.len() as i64 => {
+            return Err(SpanFault::Figures("its bar count is not its bars'"));
+        }
+        Some(_) => {}
     }
     let figure = |i: usize| row.get::<_, i64>(i).ok();
     let range = got

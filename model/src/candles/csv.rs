@@ -270,7 +270,7 @@ impl<'c> Lines<'c> {
     }
 
     /// The next line: a candle, or nothing (a blank line, the header).
-    fn row(&mut self, raw: &str) -> Result<Option<Candle>, CandleError> {
+    fn row(&mut self, mut raw: &str) -> Result<Option<Candle>, CandleError> {
         self.line += 1;
         if raw.trim().is_empty() {
             return Ok(None);
@@ -278,6 +278,8 @@ impl<'c> Lines<'c> {
         let layout = match &mut self.layout {
             Some(layout) => layout,
             None => {
+                // A byte-order mark before the first line, header or row.
+                raw = raw.strip_prefix('\u{feff}').unwrap_or(raw);
                 let header =
                     layout::header(raw, self.columns).map_err(|m| self.invalid(self.line, m))?;
                 let (index, data) = match header {

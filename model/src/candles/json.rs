@@ -152,7 +152,7 @@ impl<R: Read> Read for Counted<R> {
         }
         if at.read.get() - at.row_start.get() > MAX_LINE_BYTES as u64 {
             return Err(std::io::Error::other(format!(
-                "more than {} KiB without a whole candle at line {}: not candles",
+                "more than {} KiB without a whole candle at line {}",
                 MAX_LINE_BYTES >> 10,
                 at.line.get()
             )));
@@ -347,7 +347,7 @@ mod tests {
         let err = parse_rows(long.as_bytes(), None, "l.json", &mut |_| true).expect_err("long");
         assert_eq!(
             err.to_string(),
-            "l.json: cannot read: more than 1024 KiB without a whole candle at line 1: not candles"
+            "l.json: cannot read: more than 1024 KiB without a whole candle at line 1"
         );
 
         // So are more than a megabyte of blanks between two rows: said
@@ -361,8 +361,18 @@ mod tests {
         let err = parse_rows(spaced.as_bytes(), None, "b.json", &mut |_| true).expect_err("blanks");
         assert_eq!(
             err.to_string(),
-            "b.json: cannot read: more than 1024 KiB without a whole candle at line 1: not candles"
+            "b.json: cannot read: more than 1024 KiB without a whole candle at line 1"
         );
+
+        // Every number is the double its decimal names, as CSV's are: the
+        // nearest, not one a step away.
+        let exact = "[[1704067200000,100.43150985228927,100.43150985228927,\
+                     100.43150985228927,100.43150985228927,2.2250738585072011e-308]]";
+        let read = parse_rows(exact.as_bytes(), None, "x.json", &mut |_| true).expect("exact");
+        let price: f64 = "100.43150985228927".parse().expect("a number");
+        assert_eq!(read[0].open.to_bits(), price.to_bits());
+        let tiny: f64 = "2.2250738585072011e-308".parse().expect("a number");
+        assert_eq!(read[0].volume.to_bits(), tiny.to_bits());
 
         // Blanks past the limit stop the read there, whatever follows.
         let blanks = format!("[{}]", " ".repeat(100_000));

@@ -197,10 +197,32 @@ pub(super) fn ambiguity(names: &[String], index: &[usize; 6], columns: &Columns)
             true => **n == names[i],
             false => n.eq_ignore_ascii_case(&names[i]),
         };
-        if names.iter().filter(same).count() > 1 {
+        let mut spellings: Vec<&str> = Vec::new();
+        let mut count = 0;
+        for n in names.iter().filter(same) {
+            count += 1;
+            if !spellings.contains(&n.as_str()) {
+                spellings.push(n);
+            }
+        }
+        if let [one] = spellings.as_slice()
+            && count > 1
+        {
             return Some(format!(
                 "two columns are named '{}' ({} is one of them)",
-                shown::text(&names[i]),
+                shown::text(one),
+                COLUMNS[role]
+            ));
+        }
+        if spellings.len() > 1 {
+            let quoted: Vec<String> = (spellings.iter())
+                .map(|n| format!("'{}'", shown::text(n)))
+                .collect();
+            return Some(format!(
+                "columns {} differ in case alone, and the {} is one of them: name it as the \
+                 file spells it, --columns {}=NAME",
+                quoted.join(", "),
+                COLUMNS[role],
                 COLUMNS[role]
             ));
         }
@@ -371,7 +393,8 @@ mod tests {
             Err(e) => assert_eq!(
                 e,
                 format!(
-                    "two columns are named 'volume' (volume is one of them) (header is '{cased}')"
+                    "columns 'volume', 'Volume' differ in case alone, and the volume is one of \
+                     them: name it as the file spells it, --columns volume=NAME (header is '{cased}')"
                 )
             ),
             Ok(_) => panic!("{cased} was taken"),

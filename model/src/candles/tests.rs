@@ -107,6 +107,16 @@ fn reads_rfc3339_and_epoch_ms() {
 }
 
 #[test]
+fn a_byte_order_mark_is_passed_over_with_a_header_or_without() {
+    let rows = "1704067200000,1,2,0.5,1.5,10\n1704067260000,1,2,0.5,1.5,10\n";
+    for text in [format!("\u{feff}{rows}"), format!("\u{feff}{HEADER}{rows}")] {
+        let read = parse_csv(&text, "b.csv").expect("valid");
+        let times: Vec<i64> = read.iter().map(|c| c.time_ms).collect();
+        assert_eq!(times, [1_704_067_200_000, 1_704_067_260_000], "{text:?}");
+    }
+}
+
+#[test]
 fn local_midnights_are_dates_when_the_bars_are_daily() {
     // yfinance's `history()` of a US stock, across the March change: local
     // midnights an hour apart in UTC. Tokyo's are the day before in UTC.

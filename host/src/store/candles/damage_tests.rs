@@ -227,6 +227,39 @@ fn replace_mends_damage_wherever_it_is() {
         .expect("list")
         .expect("listed");
     assert_eq!(listed.bars as usize, kept.len());
+
+    // A bar count that is not a number at all, the bars whole: refused as
+    // damage, and kept by --replace, the count made again.
+    for count in ["'abc'", "X'00'"] {
+        damage(
+            &store,
+            &format!("UPDATE candle_spans SET bars = {count} WHERE span = 2"),
+        );
+        let err = store.load_series("A/B", Timeframe::M1).expect_err(count);
+        assert!(
+            err.to_string().contains("its bar count is not a number"),
+            "{err}"
+        );
+        let mended = import(&mut store, &all[..10], true).expect("mended");
+        let said = &mended.mended;
+        assert!(
+            said.iter()
+                .any(|m| m.starts_with("made the figures of stored bars of ")
+                    && m.ends_with("(its bar count is not a number)")),
+            "{said:?}"
+        );
+        assert!(!said.iter().any(|m| m.starts_with("dropped")), "{said:?}");
+        let (loaded, _) = store
+            .load_series("A/B", Timeframe::M1)
+            .expect("load")
+            .expect("some");
+        assert!(
+            loaded == kept,
+            "{count}: {} bars, not {}",
+            loaded.len(),
+            kept.len()
+        );
+    }
 }
 
 #[test]

@@ -530,7 +530,7 @@ mod tests {
         let path = file(&dir, "cased.parquet", &bytes);
         let refused = read_parquet(&path).expect_err("which volume").to_string();
         assert!(
-            refused.contains("two columns are named 'volume' (volume is one of them)"),
+            refused.contains("columns 'volume', 'Volume' differ in case alone"),
             "{refused}"
         );
         let named = Columns::parse("volume=Volume").expect("columns");
