@@ -339,3 +339,89 @@ fn damaged_stored_bars_refuse_the_run_wherever_they_are() {
         }
     }
 }
+
+/// A seeded one-minute CSV of `bars` bars.
+fn minutes(db: &Path, out: &Path, bars: usize, seed: &str) {
+    let args = ["data", "synth", "--bars", &bars.to_string(), "--seed", seed];
+    let made = keel(
+        db,
+        &shared_cache(),
+        &[&args[..], &["--out", path(out)]].concat(),
+    );
+    assert!(made.status.success(), "{}", text(&made.stderr));
+}
+
+#[test]
+fn a_file_read_as_the_run_goes_gives_the_run_it_gives_loaded_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("keel.db");
+    let file = dir.path().join("SYN_USD-1m.csv");
+    minutes(&db, &file, 50_000, "8");
+    let json = dir.path().join("r.json");
+    // A page that draws the closes loads the data whole: the same report.
+    let page = dir.path().join("r.html");
+    for extra in [&[][..], &["--timeframe", "15m"][..]] {
+        let data = [path(&file)];
+        let (ok, _, said, streamed) = backtest_with(&db, &json, &data, extra);
+        assert!(ok, "{said}");
+        let whole_args = [extra, &["--report", path(&page)][..]].concat();
+        let (ok, _, said_whole, whole) = backtest_with(&db, &json, &data, &whole_args);
+        assert!(ok, "{said_whole}");
+        assert_eq!(streamed, whole, "{extra:?}");
+        assert_eq!(said, said_whole, "{extra:?}");
+    }
+
+    // A file whose first bars are an hour apart and the rest a minute: the
+    // run is made again loaded whole, and is the stored series' run.
+    let all = std::fs::read_to_string(&file).expect("read");
+    let mut odd = String::from("time,open,high,low,close,volume\n");
+    let (mut time_ms, mut close) = (1_704_067_200_000_i64, 100.0_f64);
+    for i in 0..17_000 + 40_000 {
+        let open = close;
+        close = 100.0 + 20.0 * ((i as f64) / 97.0).sin() + ((i * 7919) % 13) as f64 * 0.1;
+        let (high, low) = (open.max(close) + 0.05, open.min(close) - 0.05);
+        let time = keel_model::candles::format_time(time_ms);
+        odd.push_str(&format!("{time},{open},{high},{low},{close},10\n"));
+        time_ms += if i < 17_000 { 3_600_000 } else { 60_000 };
+    }
+    let odd_file = dir.path().join("ODD_USD-1m.csv");
+    std::fs::write(&odd_file, odd).expect("write");
+    import_minutes(&db, &odd_file, "ODD/USD");
+    let (ok, _, said, from_file) = backtest(&db, &json, &[path(&odd_file)]);
+    assert!(ok, "{said}");
+    let (ok, _, said, stored) = backtest(&db, &json, &["ODD/USD@1m"]);
+    assert!(ok, "{said}");
+    let (from_file, stored) = (from_file.expect("a report"), stored.expect("a report"));
+    for same in ["trades", "metrics", "equity"] {
+        assert_eq!(from_file[same], stored[same], "{same}");
+    }
+    assert_eq!(from_file["data"][0]["digest"], stored["data"][0]["digest"]);
+
+    // A bad line far into the file: the run is refused with the file's
+    // own words, and no report is written.
+    let bad_file = dir.path().join("BAD_USD-1m.csv");
+    let mut bad = all.clone();
+    let at = bad
+        .match_indices('\n')
+        .nth(40_000)
+        .map(|(i, _)| i)
+        .expect("a line");
+    bad.insert_str(at + 1, "2099-01-01T00:00:00Z,1,2,0.5,x,1\n");
+    std::fs::write(&bad_file, bad).expect("write");
+    let (ok, _, said, report) = backtest(&db, &json, &[path(&bad_file)]);
+    assert!(!ok && report.is_none(), "{said}");
+    assert!(
+        said.contains("BAD_USD-1m.csv:40002: close 'x' is not a number"),
+        "{said}"
+    );
+}
+
+fn import_minutes(db: &Path, file: &Path, symbol: &str) {
+    let args = ["data", "import", path(file), "--symbol", symbol];
+    let out = keel(
+        db,
+        &shared_cache(),
+        &[&args[..], &["--timeframe", "1m"]].concat(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}

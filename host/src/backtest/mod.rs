@@ -17,7 +17,7 @@ use crate::store::Store;
 
 mod streamed;
 
-pub use streamed::{Streamed, run_streamed, stream_data};
+pub use streamed::{Streamed, run_streamed, settle, stream_data};
 
 /// One series to test on, with what the report says about it.
 #[derive(Debug, Clone)]
@@ -82,18 +82,7 @@ pub fn load_data(specs: &[String], db: &Path) -> anyhow::Result<Vec<Dataset>> {
                 Some(digest),
             )
         } else {
-            let (symbol, path) = match spec.split_once('=') {
-                Some((s, p)) => (s.to_owned(), PathBuf::from(p)),
-                // The file's name says what it holds (`SYMBOL=` overrides).
-                None => {
-                    let path = PathBuf::from(spec);
-                    let symbol = candles::symbol_from_file(&path)
-                        .unwrap_or_else(|| format!("SYMBOL{}", i + 1));
-                    (symbol, path)
-                }
-            };
-            crate::sandbox::bindable(&symbol)
-                .map_err(|e| anyhow::anyhow!("--data {spec}: {e}; name it: SYMBOL=FILE"))?;
+            let (symbol, path) = file_spec(spec, i)?;
             let mut candles = candles::read_file(&path)?;
             let mut bar_ms = candles::typical_spacing_ms(&candles).unwrap_or(60_000);
             if bar_ms >= Timeframe::D1.duration_ms() {
@@ -119,6 +108,27 @@ pub fn load_data(specs: &[String], db: &Path) -> anyhow::Result<Vec<Dataset>> {
         });
     }
     Ok(out)
+}
+
+/// The symbol and file of `--data` value `spec`, the `i`th, that names a
+/// file: `SYMBOL=FILE`, or the file alone (its name gives the symbol).
+fn file_spec(spec: &str, i: usize) -> anyhow::Result<(String, PathBuf)> {
+    if spec.trim().is_empty() {
+        bail!("--data '': give a candle file, SYMBOL=FILE or SYMBOL@TIMEFRAME");
+    }
+    let (symbol, path) = match spec.split_once('=') {
+        Some((s, p)) => (s.to_owned(), PathBuf::from(p)),
+        // The file's name says what it holds (`SYMBOL=` overrides).
+        None => {
+            let path = PathBuf::from(spec);
+            let symbol =
+                candles::symbol_from_file(&path).unwrap_or_else(|| format!("SYMBOL{}", i + 1));
+            (symbol, path)
+        }
+    };
+    crate::sandbox::bindable(&symbol)
+        .map_err(|e| anyhow::anyhow!("--data {spec}: {e}; name it: SYMBOL=FILE"))?;
+    Ok((symbol, path))
 }
 
 /// A `--data` value naming a stored series, `SYMBOL@TF` (and no file of

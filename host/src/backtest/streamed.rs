@@ -1,14 +1,18 @@
-//! A backtest of stored series that does not wait for them to load: each
-//! series is read span by span (some 65,000 bars at a time) on a thread
-//! and a connection of its own while the run consumes the spans before it,
-//! so reading and checking the bars takes the second core instead of the
-//! run's time, and memory holds a few spans, never the whole series.
+//! A backtest that does not wait for its data to load: each series — a
+//! stored one, or a candle file — is read on a thread of its own while the
+//! run consumes the bars before it, so reading and checking them takes the
+//! second core instead of the run's time, and memory holds a piece or two
+//! of the series, never the whole.
 //!
-//! Every span is checked as `Store::load_series` checks it, and the whole
-//! against the catalogue once it is read. A damaged series is found only
+//! Every stored span is checked as `Store::load_series` checks it, and the
+//! whole against the catalogue once it is read; a file's bars are checked
+//! as a load checks them. A damaged series or a bad line is found only
 //! after the run has started: its run is then thrown away and the
-//! backtest refused with the store's own error, as before — bars changed
-//! behind Keel's back are never reported on.
+//! backtest refused with the store's or the file's own error, as before —
+//! bars changed behind Keel's back are never reported on. A file's bar
+//! length is judged from its first bars (`files`); one whose whole says
+//! otherwise, or whose bars are a day or longer (dated as a load dates
+//! them), is run again loaded whole.
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -29,30 +33,35 @@ use super::{Given, Job, not_stored, partial_note, run_on, stored_spec};
 use crate::sandbox::Sandbox;
 use crate::store::{Store, StoreError, StoredSeries};
 
+mod files;
+
 /// Pieces of [`FEED_CHUNK`] bars read ahead of the run, per series: enough
-/// that the reader is never what the run waits for, few enough that memory
-/// stays flat. A span is handed over in pieces, not whole, so the run
-/// reads bars the reader wrote moments ago, still in the cache the two
-/// cores share (measured: about 4% of a 500,000-bar run).
+/// that the reader is never what the run waits for (a span's worth), few
+/// enough that memory stays flat.
 const PIECES_AHEAD: usize = 16;
 
-/// A stored series being read while a backtest runs.
+/// A series being read while a backtest runs.
 #[derive(Debug)]
 pub struct Streamed {
     bar_ms: i64,
     /// What the report says of the series: from the catalogue, or, when
-    /// it is aggregated, made by the reader as it goes.
+    /// it is aggregated or a file, made by the reader as it goes.
     reference: DataRef,
     spans: Receiver<Vec<Candle>>,
-    reader: JoinHandle<Result<Option<Made>, StoreError>>,
+    reader: JoinHandle<anyhow::Result<Option<Made>>>,
+    /// A file's reader says here how it began: its bar length, or that the
+    /// file is to be loaded whole.
+    start: Option<Receiver<files::Start>>,
 }
 
-/// What aggregating a series made: its reference and how many of its bars
-/// are partial.
+/// What a reader made of what it read: the series' reference, how many of
+/// its bars are partial (aggregated), and whether the run must be made
+/// again with the series loaded whole.
 #[derive(Debug)]
 struct Made {
     reference: DataRef,
     partial: usize,
+    again: bool,
 }
 
 impl Streamed {
@@ -75,12 +84,15 @@ pub fn stream_data(
     db: &Path,
     to: Option<Timeframe>,
 ) -> anyhow::Result<Option<Vec<Streamed>>> {
-    let stored: Option<Vec<_>> = specs.iter().map(|s| stored_spec(s)).collect();
-    let Some(stored) = stored.filter(|s| !s.is_empty()) else {
+    if specs.is_empty() {
         return Ok(None);
-    };
+    }
     let mut out = Vec::with_capacity(specs.len());
-    for (spec, stored) in specs.iter().zip(stored) {
+    for (i, spec) in specs.iter().enumerate() {
+        let Some(stored) = stored_spec(spec) else {
+            out.push(files::stream_file(spec, i, to)?);
+            continue;
+        };
         let (symbol, tf) = stored?;
         let store = Store::open(db)?;
         let Some(listed) = store.series(symbol, tf)? else {
@@ -110,15 +122,21 @@ pub fn stream_data(
         let (name, source) = (symbol.to_owned(), reference.source.clone());
         let reader = std::thread::Builder::new()
             .name(format!("read {symbol}"))
-            .spawn(move || match resampler {
-                Some(resampler) => read_resampled(store, listed, tf, resampler, tx, name, source),
-                None => read(store, listed, tf, tx).map(|()| None),
+            .spawn(move || {
+                let read = match resampler {
+                    Some(resampler) => {
+                        read_resampled(store, listed, tf, resampler, tx, name, source)
+                    }
+                    None => read(store, listed, tf, tx).map(|()| None),
+                };
+                Ok(read?)
             })?;
         out.push(Streamed {
             bar_ms: to.unwrap_or(tf).duration_ms(),
             reference,
             spans,
             reader,
+            start: None,
         });
     }
     Ok(Some(out))
@@ -180,18 +198,54 @@ fn read_resampled(
         first: time(first),
         last: time(last),
     };
-    Ok(Some(Made { reference, partial }))
+    Ok(Some(Made {
+        reference,
+        partial,
+        again: false,
+    }))
+}
+
+/// Waits for each file's reader to say how it began: the series as they
+/// are read, or `None` when one is to be loaded whole (the others'
+/// readers stop as they are dropped). A file that cannot be read is its
+/// error.
+pub fn settle(data: Vec<Streamed>) -> anyhow::Result<Option<Vec<Streamed>>> {
+    let mut out = Vec::with_capacity(data.len());
+    for mut d in data {
+        if let Some(start) = d.start.take() {
+            match start.recv() {
+                Ok(files::Start::Stream(bar_ms)) => d.bar_ms = bar_ms,
+                Ok(files::Start::Whole) => return Ok(None),
+                // It ended before it could begin: its error says why.
+                Err(_) => return Err(failed(d)),
+            }
+        }
+        out.push(d);
+    }
+    Ok(Some(out))
+}
+
+/// Why a reader ended before it began: its own error.
+fn failed(d: Streamed) -> anyhow::Error {
+    let source = d.reference.source;
+    match d.reader.join() {
+        Ok(Err(e)) => e,
+        Ok(Ok(_)) => anyhow::anyhow!("the thread reading {} stopped", shown::text(&source)),
+        Err(_) => anyhow::anyhow!("the thread reading {} failed", shown::text(&source)),
+    }
 }
 
 /// Runs `job` over the series as they are read; a series found damaged
 /// on the way refuses the run (its report is never made). Notes for
-/// aggregated series with partial bars come with the report.
+/// aggregated series with partial bars come with the report. `None` when
+/// a file's whole gave another bar length than its first bars: the run is
+/// to be made again with the data loaded whole.
 pub fn run_streamed(
     sandbox: &Sandbox,
     job: &Job<'_>,
     data: Vec<Streamed>,
     config: &BacktestConfig,
-) -> anyhow::Result<(Report, Vec<String>)> {
+) -> anyhow::Result<Option<(Report, Vec<String>)>> {
     let mut readers = Vec::with_capacity(data.len());
     let mut references = Vec::with_capacity(data.len());
     let mut feeds = Vec::with_capacity(data.len());
@@ -213,10 +267,16 @@ pub fn run_streamed(
             Err(_) => bail!("the thread reading the stored bars failed"),
         }
     }
+    if made.iter().flatten().any(|m| m.again) {
+        return Ok(None);
+    }
     let mut report = report?;
     let mut notes = Vec::new();
     for (i, made) in made.into_iter().enumerate() {
-        let Some(Made { reference, partial }) = made else {
+        let Some(Made {
+            reference, partial, ..
+        }) = made
+        else {
             continue;
         };
         if partial > 0 {
@@ -226,5 +286,5 @@ pub fn run_streamed(
             *data = reference;
         }
     }
-    Ok((report, notes))
+    Ok(Some((report, notes)))
 }

@@ -121,15 +121,20 @@ pub(super) fn run(args: &BacktestArgs, db: &Path, cache: &CompileCache) -> anyho
         record_signals: false,
         record_fills: false,
     };
-    // One run on stored series alone reads them while it runs, aggregated
+    // One run reads its series (stored or files) while it runs, aggregated
     // as they are read when asked; anything else (a grid, folds, a page
-    // that draws the closes, a file) loads the data whole first.
+    // that draws the closes) loads the data whole first, and so does a
+    // run on a file of daily bars.
     let one_streamed_run = jobs.len() == 1 && args.walk_forward.is_none() && args.report.is_none();
     let streamed = match (one_streamed_run, early) {
         (true, Some(early)) => early?,
         (true, None) => backtest::stream_data(&args.data, db, args.timeframe)?,
         // A grid after all: its readers stop when their bars are dropped.
         (false, _) => None,
+    };
+    let streamed = match streamed {
+        Some(streamed) => backtest::settle(streamed)?,
+        None => None,
     };
     let mut data = match streamed {
         Some(_) => Vec::new(),
@@ -146,16 +151,18 @@ pub(super) fn run(args: &BacktestArgs, db: &Path, cache: &CompileCache) -> anyho
     };
     backtest::distinct(&given)?;
     // Said once the work is done: a refusal stays one line.
-    let warnings: Vec<String> = loaded
-        .iter()
-        .flat_map(|s| backtest::mismatches(&s.info, &given))
-        .collect();
+    let warnings_of = |given: &[backtest::Given]| -> Vec<String> {
+        (loaded.iter())
+            .flat_map(|s| backtest::mismatches(&s.info, given))
+            .collect()
+    };
+    let warnings = std::cell::RefCell::new(warnings_of(&given));
     drop(given);
     let warn = || {
         for note in notes.borrow().iter() {
             eprintln!("note: {note}");
         }
-        for warning in &warnings {
+        for warning in warnings.borrow().iter() {
             eprintln!("warning: {warning}");
         }
     };
@@ -232,13 +239,24 @@ pub(super) fn run(args: &BacktestArgs, db: &Path, cache: &CompileCache) -> anyho
             }
         };
     let results = match (streamed, jobs.as_slice()) {
-        (Some(streams), [job]) => {
-            let run = backtest::run_streamed(&sandbox, job, streams, &config);
-            vec![run.map(|(report, made)| {
+        (Some(streams), [job]) => match backtest::run_streamed(&sandbox, job, streams, &config) {
+            Ok(Some((report, made))) => {
                 notes.borrow_mut().extend(made);
-                report
-            })]
-        }
+                vec![Ok(report)]
+            }
+            // A file's whole is not what its first bars said (its bar
+            // length): the run is made again on the data loaded whole.
+            Ok(None) => {
+                let mut data = backtest::load_data(&args.data, db)?;
+                if let Some(tf) = args.timeframe {
+                    *notes.borrow_mut() = backtest::resample_data(&mut data, tf)?;
+                }
+                let given: Vec<_> = data.iter().map(backtest::Dataset::given).collect();
+                *warnings.borrow_mut() = warnings_of(&given);
+                backtest::run_all(&sandbox, &jobs, &data, &config, progress)
+            }
+            Err(e) => vec![Err(e)],
+        },
         _ => backtest::run_all(&sandbox, &jobs, &data, &config, progress),
     };
     if !quiet_progress {
