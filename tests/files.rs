@@ -321,3 +321,38 @@ for r in df.itertuples(index=False):
     );
     stdout(&out)
 }
+
+/// yfinance's `history()` of a US stock as pandas saves it: local
+/// midnights in a zone known by name. An import of daily bars cannot date
+/// them and says how to write them; a backtest runs on the instants.
+#[test]
+fn a_zoned_daily_parquet_is_refused_with_the_way_to_dates_and_backtested_as_it_is() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("keel.db");
+    let file = crate::support::repo().join("tests/data/formats/yfinance-history-AAPL-1d.parquet");
+    let out = import_file(&db, path(&file), "AAPL", "1d");
+    assert!(!out.status.success());
+    let said = stderr(&out);
+    assert!(
+        said.trim().lines().count() == 1
+            && said.contains(": row 1: time 2024-03-04T05:00:00Z is in zone America/New_York")
+            && said.contains("df.index = df.index.tz_localize(None)"),
+        "{said}"
+    );
+    let sma = crate::support::example("sma-cross");
+    let json = dir.path().join("r.json");
+    let args = [
+        "backtest",
+        path(sma),
+        "--data",
+        path(&file),
+        "--json",
+        path(&json),
+    ];
+    let out = keel(&db, &args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("report")).expect("json");
+    assert_eq!(report["data"][0]["first"], "2024-03-04T05:00:00Z");
+    assert_eq!(report["data"][0]["bars"], 10);
+}

@@ -88,9 +88,13 @@ pub fn load_data(specs: &[String], db: &Path) -> anyhow::Result<Vec<Dataset>> {
             if bar_ms >= Timeframe::D1.duration_ms() {
                 // Daily or longer: dated as an import dates them (a local
                 // midnight is its date), so the file and the store agree.
+                // Times an import would refuse to date (a zone known by
+                // name alone) stay the instants they are.
                 let dated = candles::Columns::default().with_dates(true);
-                candles = candles::read_file_columns(&path, &dated)?;
-                bar_ms = candles::typical_spacing_ms(&candles).unwrap_or(bar_ms);
+                if let Ok(dated) = candles::read_file_columns(&path, &dated) {
+                    candles = dated;
+                    bar_ms = candles::typical_spacing_ms(&candles).unwrap_or(bar_ms);
+                }
             }
             (symbol, candles, path.display().to_string(), bar_ms, None)
         };

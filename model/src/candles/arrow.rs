@@ -138,6 +138,8 @@ pub(super) struct Roles {
     index: [usize; 6],
     /// The columns to decode: the roles' columns, in the file's order.
     pub(super) projection: Vec<usize>,
+    /// Times at local midnight are their dates (`Columns::with_dates`).
+    dates: bool,
 }
 
 impl Roles {
@@ -183,7 +185,7 @@ impl Roles {
             let field = &schema.fields()[i];
             let empty = arrow_array::new_empty_array(field.data_type());
             let (fits, holds) = if role == 0 {
-                (times(empty.as_ref()).is_some(), "times")
+                (times(empty.as_ref(), false).is_some(), "times")
             } else {
                 (numbers(empty.as_ref()).is_some(), "numbers")
             };
@@ -201,7 +203,11 @@ impl Roles {
         let mut projection = index.to_vec();
         projection.sort_unstable();
         projection.dedup();
-        Ok(Roles { index, projection })
+        Ok(Roles {
+            index,
+            projection,
+            dates: columns.dates(),
+        })
     }
 }
 
@@ -267,7 +273,7 @@ impl<'a> Rows<'a> {
             )
         };
         let arrays = self.arrays(batch).ok_or_else(unexpected)?;
-        let time = times(arrays[0]).ok_or_else(unexpected)?;
+        let time = times(arrays[0], self.roles.dates).ok_or_else(unexpected)?;
         let mut values = Vec::with_capacity(5);
         for array in &arrays[1..] {
             values.push(numbers(*array).ok_or_else(unexpected)?);
@@ -309,6 +315,54 @@ impl<'a> Rows<'a> {
     }
 }
 
+/// The zone a timestamp column names, for reading its local midnights as
+/// dates: UTC, a fixed offset (`+09:00`), or a zone by name, whose offsets
+/// (daylight saving) Keel does not keep.
+enum Zone {
+    Fixed(i64),
+    Named(String),
+}
+
+const DAY_MS: i64 = 86_400_000;
+
+impl Zone {
+    fn of(tz: &str) -> Zone {
+        if ["UTC", "Etc/UTC", "Z", "GMT", "Etc/GMT"]
+            .iter()
+            .any(|u| u.eq_ignore_ascii_case(tz))
+        {
+            return Zone::Fixed(0);
+        }
+        match tz.parse::<chrono::FixedOffset>() {
+            Ok(offset) => Zone::Fixed(i64::from(offset.local_minus_utc()) * 1000),
+            Err(_) => Zone::Named(tz.to_owned()),
+        }
+    }
+
+    /// The date `utc_ms` names when it is a local midnight (00:00 UTC of
+    /// that date), else `utc_ms`; in a zone known by name alone, a time
+    /// not at midnight UTC cannot be dated, and says so.
+    fn date_of(&self, utc_ms: i64) -> Result<i64, String> {
+        match self {
+            Zone::Fixed(offset) => {
+                let local = utc_ms.saturating_add(*offset);
+                Ok(match local.rem_euclid(DAY_MS) {
+                    0 => local,
+                    _ => utc_ms,
+                })
+            }
+            Zone::Named(_) if utc_ms.rem_euclid(DAY_MS) == 0 => Ok(utc_ms),
+            Zone::Named(name) => Err(format!(
+                "time {} is in zone {}, whose local midnights Keel cannot date without its \
+                 rules; write daily bars as dates (pandas: df.index = \
+                 df.index.tz_localize(None))",
+                super::format_time(utc_ms),
+                crate::shown::text(name)
+            )),
+        }
+    }
+}
+
 /// A row's time in epoch ms, or why it has none.
 type Times<'a> = Box<dyn Fn(usize) -> Result<i64, String> + 'a>;
 /// A row's number.
@@ -317,8 +371,15 @@ type Numbers<'a> = Box<dyn Fn(usize) -> f64 + 'a>;
 /// The times of a column, in epoch ms: a timestamp of any unit (with a
 /// zone or without: either way the count is from the epoch in UTC), a
 /// date, an integer epoch time in s, ms, µs or ns told apart by its digits
-/// as CSV's are, or text as CSV's. `None` for any other type.
-fn times(array: &dyn Array) -> Option<Times<'_>> {
+/// as CSV's are, or text as CSV's. With `dates`, a timestamp at local
+/// midnight in its zone is the date it names (see [`Zone`]). `None` for
+/// any other type.
+fn times(array: &dyn Array, dates: bool) -> Option<Times<'_>> {
+    if let (true, DataType::Timestamp(_, Some(tz))) = (dates, array.data_type()) {
+        let zone = Zone::of(tz);
+        let instant = times(array, false)?;
+        return Some(Box::new(move |i| zone.date_of(instant(i)?)));
+    }
     Some(match array.data_type() {
         DataType::Timestamp(TimeUnit::Second, _) => {
             let a = array.as_primitive_opt::<TimestampSecondType>()?;

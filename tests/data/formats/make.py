@@ -116,3 +116,16 @@ bad.to_parquet("zstd-ETH_BTC-5m.parquet", compression="zstd", index=False)
 bad.to_feather("zstd-ETH_BTC-5m.feather", compression="zstd")
 bad.drop(columns="volume").to_parquet("missing-volume-ETH_BTC-5m.parquet", index=False)
 bad.astype({"close": "str"}).to_parquet("text-close-ETH_BTC-5m.parquet", index=False)
+
+# yfinance's history() of a US stock, saved by pandas: the index's local
+# midnights in America/New_York, an hour apart in UTC across the March
+# daylight-saving change (refused as daily bars, with how to write dates).
+days = pd.bdate_range("2024-03-04", "2024-03-15", tz="America/New_York", name="Date")
+prices = [170.0 + i for i in range(len(days))]
+pd.DataFrame({
+    "Open": prices,
+    "High": [p + 1.0 for p in prices],
+    "Low": [p - 1.0 for p in prices],
+    "Close": [p + 0.5 for p in prices],
+    "Volume": [1000 + i for i in range(len(days))],
+}, index=days).to_parquet("yfinance-history-AAPL-1d.parquet")

@@ -546,6 +546,71 @@ mod tests {
     }
 
     #[test]
+    fn local_midnights_in_a_zone_are_dates_or_refused_when_the_bars_are_daily() {
+        use ::parquet::arrow::ArrowWriter;
+        use arrow_array::{ArrayRef, Float64Array, TimestampMillisecondArray};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let day = |d: &str| crate::candles::parse_time(d).expect(d);
+        let write = |name: &str, zone: &str, times: &[i64]| {
+            let prices = || -> ArrayRef {
+                Arc::new(Float64Array::from_iter_values(times.iter().map(|_| 1.0)))
+            };
+            let stamps = TimestampMillisecondArray::from_iter_values(times.iter().copied())
+                .with_timezone(zone);
+            let batch = arrow_array::RecordBatch::try_from_iter([
+                ("date", Arc::new(stamps) as ArrayRef),
+                ("open", prices()),
+                ("high", prices()),
+                ("low", prices()),
+                ("close", prices()),
+                ("volume", prices()),
+            ])
+            .expect("a batch");
+            let mut bytes = Vec::new();
+            let mut writer =
+                ArrowWriter::try_new(&mut bytes, batch.schema(), None).expect("writer");
+            writer.write(&batch).expect("write");
+            writer.close().expect("close");
+            file(&dir, name, &bytes)
+        };
+        let dated = Columns::default().with_dates(true);
+        let read_times = |path: &std::path::Path, columns: &Columns| {
+            read_parquet_columns(path, columns)
+                .map(|c| c.iter().map(|c| c.time_ms).collect::<Vec<i64>>())
+        };
+        // Tokyo's midnights, a fixed offset: the dates they name.
+        let tokyo = [day("2024-03-10T15:00:00Z"), day("2024-03-11T15:00:00Z")];
+        let path = write("tokyo.parquet", "+09:00", &tokyo);
+        let dates = vec![day("2024-03-11"), day("2024-03-12")];
+        assert_eq!(read_times(&path, &dated).expect("dated"), dates);
+        assert_eq!(
+            read_times(&path, &Columns::default()).expect("instants"),
+            tokyo
+        );
+        // New York's by name, across the March change: refused with how
+        // to write them, unless read as instants.
+        let new_york = [day("2024-03-08T05:00:00Z"), day("2024-03-11T04:00:00Z")];
+        let path = write("ny.parquet", "America/New_York", &new_york);
+        let refused = read_times(&path, &dated).expect_err("by name");
+        assert!(
+            refused.to_string().ends_with(
+                "row 1: time 2024-03-08T05:00:00Z is in zone America/New_York, whose local \
+                 midnights Keel cannot date without its rules; write daily bars as dates \
+                 (pandas: df.index = df.index.tz_localize(None))"
+            ),
+            "{refused}"
+        );
+        assert_eq!(
+            read_times(&path, &Columns::default()).expect("instants"),
+            new_york
+        );
+        // Midnights UTC in a named zone are dates already.
+        let utc = [day("2024-03-08"), day("2024-03-11")];
+        let path = write("named-utc.parquet", "Europe/London", &utc);
+        assert_eq!(read_times(&path, &dated).expect("dated"), utc);
+    }
+
+    #[test]
     fn a_garbled_parquet_file_is_refused_in_one_line_never_a_panic() {
         garbled(&formats("row-groups-ETH_BTC-5m.parquet"), read_parquet);
         garbled(&formats("pandas-index-ETH_BTC-5m.parquet"), read_parquet);
