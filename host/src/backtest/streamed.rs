@@ -264,7 +264,7 @@ pub fn run_streamed(
     for reader in readers {
         match reader.join() {
             Ok(read) => made.push(read?),
-            Err(_) => bail!("the thread reading the stored bars failed"),
+            Err(_) => bail!("the thread reading the bars failed"),
         }
     }
     if made.iter().flatten().any(|m| m.again) {

@@ -263,6 +263,32 @@ fn replace_mends_damage_wherever_it_is() {
 }
 
 #[test]
+fn a_damaged_span_a_file_covers_whole_is_said_to_be_replaced_not_lost() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = Store::open(&dir.path().join("keel.db")).expect("open");
+    let span = (columns::SPAN_MS / 60_000) as usize;
+    let all = synth::random_walk(6, 2 * span, 0, 60_000, 10.0, 0.01);
+    let import = |store: &mut Store, candles: &[Candle]| {
+        store.import_candles("A/B", Timeframe::M1, candles, "a.csv", b"a", true)
+    };
+    import(&mut store, &all).expect("import");
+    let damage = "UPDATE candle_spans SET columns = zeroblob(length(columns)) WHERE span = 1";
+    store.conn.execute(damage, []).expect("damage");
+    let mended = import(&mut store, &all[span..]).expect("mended");
+    assert_eq!(mended.mended.len(), 1, "{:?}", mended.mended);
+    assert!(
+        mended.mended[0].ends_with("this file's bars, which cover all it listed, take their place"),
+        "{:?}",
+        mended.mended
+    );
+    let (loaded, _) = store
+        .load_series("A/B", Timeframe::M1)
+        .expect("load")
+        .expect("some");
+    assert!(loaded == all, "{} bars, not {}", loaded.len(), all.len());
+}
+
+#[test]
 fn an_import_never_writes_damaged_bars_back_under_a_new_digest() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut store = Store::open(&dir.path().join("keel.db")).expect("open");

@@ -436,15 +436,22 @@ impl<'t> Importer<'t> {
                     SpanFault::Bars(other.why().to_owned())
                 }
             };
-            self.note_mended(span, &fault, false, listed);
+            self.note_mended(span, &fault, None, listed);
         }
         Ok(())
     }
 
     /// Says in the report what became of the damaged span `span`
-    /// (`written`: the import's bars were written into it), with what its
-    /// row listed of the bars it held, when that could be read.
-    fn note_mended(&mut self, span: i64, fault: &SpanFault, written: bool, listed: Option<Listed>) {
+    /// (`written`: the import's bars were written into it, and whether
+    /// they cover all its row listed), with what its row listed of the
+    /// bars it held, when that could be read.
+    fn note_mended(
+        &mut self,
+        span: i64,
+        fault: &SpanFault,
+        written: Option<bool>,
+        listed: Option<Listed>,
+    ) {
         let (from, to) = span_times(span);
         let bars = format!(
             "stored bars of {} .. {}",
@@ -456,12 +463,16 @@ impl<'t> Importer<'t> {
             None => fault.why().to_owned(),
         };
         self.report.mended.push(match (fault, written) {
-            (SpanFault::Bars(_), false) => format!(
+            (SpanFault::Bars(_), None) => format!(
                 "dropped damaged {bars} ({why}): import the file that has them to have them back"
             ),
-            (SpanFault::Bars(_), true) => format!(
+            (SpanFault::Bars(_), Some(false)) => format!(
                 "dropped damaged {bars} ({why}): the span holds this file's bars alone; \
                  import the file that has the rest to have them back"
+            ),
+            (SpanFault::Bars(_), Some(true)) => format!(
+                "dropped damaged {bars} ({why}): this file's bars, which cover all it listed, \
+                 take their place"
             ),
             (SpanFault::Figures(_), _) => {
                 format!("made the figures of {bars} again from their bars ({why})")
@@ -512,7 +523,14 @@ impl<'t> Importer<'t> {
             if let SpanFault::Bars(_) = fault {
                 bars.clear();
             }
-            self.note_mended(span, &fault, true, listed);
+            // The file's bars cover all the row listed: nothing is lost.
+            let covered = listed.is_some_and(|l| {
+                let (first, last) = (self.span.first(), self.span.last());
+                first
+                    .zip(last)
+                    .is_some_and(|(f, e)| f.time_ms <= l.first_ms && l.last_ms <= e.time_ms)
+            });
+            self.note_mended(span, &fault, Some(covered), listed);
             rewrite = true;
         }
         let (report, source) = (&mut self.report, &self.source);
