@@ -201,6 +201,37 @@ fn bad_files_are_refused_in_one_line_and_store_nothing() {
         format!("no candles stored in {}", db.display())
     );
 
+    // What only reads the store leaves no empty database behind a
+    // mistyped --db: it says there is none.
+    let typo = dir.path().join("kell.db");
+    let sma = crate::support::example("sma-cross").to_str().expect("path");
+    let csv = dir.path().join("out.csv");
+    let reads: [&[&str]; 4] = [
+        &["data", "list"],
+        &[
+            "data",
+            "export",
+            "GOOG@1d",
+            "--out",
+            csv.to_str().expect("path"),
+        ],
+        &["data", "delete", "GOOG@1d"],
+        &["backtest", sma, "--data", "GOOG@1d"],
+    ];
+    for args in reads {
+        let out = keel(&typo, args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert_eq!(
+            stderr(&out).trim(),
+            format!(
+                "error: {}: no such database (an import or a download makes one)",
+                typo.display()
+            ),
+            "{args:?}"
+        );
+        assert!(!typo.exists(), "{args:?} made {}", typo.display());
+    }
+
     // A file that is not a database, said once.
     let junk = dir.path().join("junk.db");
     std::fs::write(

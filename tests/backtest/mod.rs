@@ -261,6 +261,8 @@ fn a_parameter_grid_runs_every_combination() {
 fn bad_backtest_settings_are_refused_in_one_line() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (db, cache) = (dir.path().join("keel.db"), dir.path().join("cache"));
+    // A database without the series asked for.
+    keel_host::store::Store::open(&db).expect("a database");
     let btc = format!("BTC/USD={}", path(&data("UNITTEST_BTC-1m.csv")));
     let wasm = path(example("sma-cross"));
     let cases: [(&[&str], &str); 4] = [

@@ -70,7 +70,7 @@ pub fn load_data(specs: &[String], db: &Path) -> anyhow::Result<Vec<Dataset>> {
         }
         let (symbol, candles, source, bar_ms, digest) = if let Some(stored) = stored_spec(spec) {
             let (symbol, tf) = stored?;
-            let store = Store::open(db)?;
+            let store = Store::open_existing(db)?;
             let Some((candles, digest)) = store.load_series(symbol, tf)? else {
                 bail!(not_stored(spec, symbol, tf, db));
             };

@@ -94,7 +94,7 @@ pub fn stream_data(
             continue;
         };
         let (symbol, tf) = stored?;
-        let store = Store::open(db)?;
+        let store = Store::open_existing(db)?;
         let Some(listed) = store.series(symbol, tf)? else {
             // Bars without a catalogue row are damaged: said as a load says it.
             store.load_series(symbol, tf)?;

@@ -334,7 +334,7 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
             if !stdout {
                 refuse_export_to(&out, db)?;
             }
-            let store = Store::open(db)?;
+            let store = Store::open_existing(db)?;
             let Some(listed) = store.series(symbol, tf)? else {
                 bail!(
                     "{}: no such series in {} (keel data list names them)",
@@ -398,7 +398,7 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
         DataCommand::Download(args) => super::download::run(args, db),
         DataCommand::Delete { series } => {
             let (symbol, tf) = series_arg(&series)?;
-            let mut store = Store::open(db)?;
+            let mut store = Store::open_existing(db)?;
             let Some(bars) = store.delete_series(symbol, tf)? else {
                 bail!(
                     "{}: no such series in {} (keel data list names them)",
@@ -410,7 +410,7 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
             Ok(true)
         }
         DataCommand::List => {
-            let store = Store::open(db)?;
+            let store = Store::open_existing(db)?;
             let series = store.list_series()?;
             if series.is_empty() {
                 println!("no candles stored in {}", db.display());

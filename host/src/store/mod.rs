@@ -143,6 +143,8 @@ pub enum StoreError {
         path: String,
         error: rusqlite::Error,
     },
+    #[error("{path}: no such database (an import or a download makes one)")]
+    Missing { path: String },
     #[error("{0}")]
     Conflict(String),
 }
@@ -166,6 +168,18 @@ impl Store {
         store.configure()?;
         store.migrate()?;
         Ok(store)
+    }
+
+    /// [`Store::open`] of a database that must be there already: what only
+    /// reads it (a listing, an export, a backtest of stored bars) never
+    /// leaves an empty one behind a mistyped `--db`.
+    pub fn open_existing(path: &Path) -> Result<Store, StoreError> {
+        if !path.exists() {
+            return Err(StoreError::Missing {
+                path: path.display().to_string(),
+            });
+        }
+        Store::open(path)
     }
 
     /// The connection, for the modules that own their tables (the paper
