@@ -289,6 +289,47 @@ fn a_damaged_span_a_file_covers_whole_is_said_to_be_replaced_not_lost() {
 }
 
 #[test]
+fn dated_daily_bars_beside_ones_stored_at_their_instants_say_how_to_mend() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = Store::open(&dir.path().join("keel.db")).expect("open");
+    const DAY: i64 = 86_400_000;
+    // New York's local midnights, stored before Keel dated them.
+    let instants = synth::random_walk(2, 10, 5 * 3_600_000, DAY, 10.0, 0.01);
+    store
+        .import_candles("AAPL", Timeframe::D1, &instants, "old.csv", b"a", false)
+        .expect("import");
+    let dated: Vec<Candle> = instants
+        .iter()
+        .map(|c| Candle {
+            time_ms: c.time_ms - 5 * 3_600_000,
+            ..*c
+        })
+        .collect();
+    let err = store
+        .import_candles("AAPL", Timeframe::D1, &dated, "new.csv", b"b", false)
+        .expect_err("off the grid");
+    assert!(
+        err.to_string().contains(
+            "; daily bars written as local midnights are stored as their dates: remove the \
+             series stored at their instants with keel data delete AAPL@1d and import it again"
+        ),
+        "{err}"
+    );
+    // Bars off the grid another way are not told so.
+    let hourly: Vec<Candle> = instants
+        .iter()
+        .map(|c| Candle {
+            time_ms: c.time_ms + 3_600_000,
+            ..*c
+        })
+        .collect();
+    let err = store
+        .import_candles("AAPL", Timeframe::D1, &hourly, "odd.csv", b"c", false)
+        .expect_err("off the grid");
+    assert!(!err.to_string().contains("keel data delete"), "{err}");
+}
+
+#[test]
 fn an_import_never_writes_damaged_bars_back_under_a_new_digest() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut store = Store::open(&dir.path().join("keel.db")).expect("open");

@@ -170,9 +170,25 @@ impl<'t> Importer<'t> {
                     Some(_) => "the stored series' first bar",
                     None => "the first bar imported",
                 };
+                // Daily bars dated now beside ones stored at the instants
+                // of their local midnights, before Keel dated them.
+                const DAY_MS: i64 = 86_400_000;
+                let dated_beside_instants = timeframe.duration_ms() >= DAY_MS
+                    && grid.stored.is_some()
+                    && time_ms.rem_euclid(DAY_MS) == 0
+                    && grid.anchor.rem_euclid(DAY_MS) != 0;
+                let hint = match dated_beside_instants {
+                    true => format!(
+                        "; daily bars written as local midnights are stored as their dates: \
+                         remove the series stored at their instants with keel data delete \
+                         {}@{timeframe} and import it again",
+                        self.report.symbol
+                    ),
+                    false => String::new(),
+                };
                 self.off_grid = Some(format!(
                     "{} is off the grid of the series' bars (whole {timeframe} steps from \
-                     {from}, at {})",
+                     {from}, at {}){hint}",
                     what(time_ms),
                     format_time(grid.anchor)
                 ));
