@@ -372,8 +372,14 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
             } else {
                 let mut pumped = (0, 0);
                 candles::write_file_each(&out, |put| {
-                    pumped = pump(&store, &listed, tf, resampler, put)
-                        .with_context(|| format!("{}: cannot write", out.display()))?;
+                    // A damaged series is said as a read says it; only what
+                    // the file refuses is a failure to write.
+                    pumped = pump(&store, &listed, tf, resampler, put).map_err(|e| {
+                        match e.downcast_ref::<crate::store::StoreError>() {
+                            Some(_) => e,
+                            None => e.context(format!("{}: cannot write", out.display())),
+                        }
+                    })?;
                     Ok::<_, anyhow::Error>(())
                 })?;
                 pumped
