@@ -3,6 +3,12 @@
 use super::*;
 use keel_model::synth;
 
+/// A whole stored one-minute series, as a load reads it.
+fn stored_bars(store: &Store, symbol: &str) -> Vec<Candle> {
+    let loaded = store.load_series(symbol, Timeframe::M1).expect("load");
+    loaded.expect("some").0
+}
+
 #[test]
 fn a_damaged_span_is_refused_by_name_not_handed_to_a_backtest() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -139,10 +145,7 @@ fn replace_mends_damage_wherever_it_is() {
         "{:?}",
         mended.mended
     );
-    let (loaded, _) = store
-        .load_series("A/B", Timeframe::M1)
-        .expect("load")
-        .expect("some");
+    let loaded = stored_bars(&store, "A/B");
     assert!(loaded == all, "{} bars, not {}", loaded.len(), all.len());
 
     // Damaged bars the file does not cover are dropped, and said to be;
@@ -192,10 +195,7 @@ fn replace_mends_damage_wherever_it_is() {
     );
     assert!(said[2].contains(&listed), "{said:?}");
     let kept = &all[..3 * span];
-    let (loaded, _) = store
-        .load_series("A/B", Timeframe::M1)
-        .expect("load")
-        .expect("some");
+    let loaded = stored_bars(&store, "A/B");
     assert!(loaded == kept, "{} bars, not {}", loaded.len(), kept.len());
 
     // Damaged bars the file writes into: the span is the file's bars
@@ -217,10 +217,7 @@ fn replace_mends_damage_wherever_it_is() {
         &all[2 * span..3 * span],
     ]
     .concat();
-    let (loaded, _) = store
-        .load_series("A/B", Timeframe::M1)
-        .expect("load")
-        .expect("some");
+    let loaded = stored_bars(&store, "A/B");
     assert!(loaded == kept, "{} bars, not {}", loaded.len(), kept.len());
     let listed = store
         .series("A/B", Timeframe::M1)
@@ -249,10 +246,7 @@ fn replace_mends_damage_wherever_it_is() {
             "{said:?}"
         );
         assert!(!said.iter().any(|m| m.starts_with("dropped")), "{said:?}");
-        let (loaded, _) = store
-            .load_series("A/B", Timeframe::M1)
-            .expect("load")
-            .expect("some");
+        let loaded = stored_bars(&store, "A/B");
         assert!(
             loaded == kept,
             "{count}: {} bars, not {}",
@@ -281,10 +275,7 @@ fn a_damaged_span_a_file_covers_whole_is_said_to_be_replaced_not_lost() {
         "{:?}",
         mended.mended
     );
-    let (loaded, _) = store
-        .load_series("A/B", Timeframe::M1)
-        .expect("load")
-        .expect("some");
+    let loaded = stored_bars(&store, "A/B");
     assert!(loaded == all, "{} bars, not {}", loaded.len(), all.len());
 }
 
@@ -592,10 +583,7 @@ fn what_a_third_hostile_round_found_is_refused_or_mended() {
         "{:?}",
         mended.mended
     );
-    let (loaded, _) = store2
-        .load_series("G", Timeframe::M1)
-        .expect("load")
-        .expect("some");
+    let loaded = stored_bars(&store2, "G");
     assert!(loaded == minutes[..1010], "{} bars", loaded.len());
 
     // Bars with no catalogue row: not taken in silently.
