@@ -1,4 +1,5 @@
-//! `keel data` with Parquet and Feather files, and what is no file at all.
+//! `keel data` with Parquet and Feather files, how a file's times are dated, and
+//! what is no file at all.
 
 use std::path::Path;
 use std::process::Command;
@@ -355,4 +356,55 @@ fn a_zoned_daily_parquet_is_refused_with_the_way_to_dates_and_backtested_as_it_i
         serde_json::from_str(&std::fs::read_to_string(&json).expect("report")).expect("json");
     assert_eq!(report["data"][0]["first"], "2024-03-04T05:00:00Z");
     assert_eq!(report["data"][0]["bars"], 10);
+}
+
+#[test]
+fn daily_bars_at_local_midnight_import_as_their_dates() {
+    // As yfinance's `history()` writes a US stock: local midnights, an
+    // hour apart in UTC after the March daylight-saving change.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("keel.db");
+    let file = dir.path().join("AAPL-1d.csv");
+    let days = ["2024-03-07", "2024-03-08", "2024-03-11", "2024-03-12"];
+    let mut text = String::from("Date,Open,High,Low,Close,Adj Close,Volume\n");
+    for (i, day) in days.iter().enumerate() {
+        let offset = if i < 2 { "-05:00" } else { "-04:00" };
+        let p = 170.0 + i as f64;
+        text.push_str(&format!(
+            "{day} 00:00:00{offset},{p},{},{},{p},{p},1000\n",
+            p + 1.0,
+            p - 1.0
+        ));
+    }
+    std::fs::write(&file, text).expect("write");
+    let path = file.to_str().expect("path");
+    let out = import_file(&db, path, "AAPL", "1d");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let store = keel_host::store::Store::open(&db).expect("open");
+    let stored = store
+        .load_candles("AAPL", keel_model::Timeframe::D1, None, None)
+        .expect("load");
+    let times: Vec<String> = stored
+        .iter()
+        .map(|c| keel_model::candles::format_time(c.time_ms))
+        .collect();
+    let dates: Vec<String> = days.iter().map(|d| format!("{d}T00:00:00Z")).collect();
+    assert_eq!(times, dates);
+    // A backtest of the file dates it the same: the store's bars, digest
+    // and all.
+    let sma = crate::support::example("sma-cross").to_str().expect("path");
+    let report = |data: &str, name: &str| {
+        let json = dir.path().join(name);
+        let args = ["backtest", sma, "--data", data, "--json"];
+        let out = keel(&db, &[&args[..], &[json.to_str().expect("path")]].concat());
+        assert!(out.status.success(), "{}", stderr(&out));
+        let text = std::fs::read_to_string(&json).expect("report");
+        let report: serde_json::Value = serde_json::from_str(&text).expect("json");
+        report["data"][0].clone()
+    };
+    let (file, stored) = (report(path, "file.json"), report("AAPL@1d", "store.json"));
+    assert_eq!(file["first"], "2024-03-07T00:00:00Z", "{file}");
+    for same in ["digest", "bars", "first", "last"] {
+        assert_eq!(file[same], stored[same], "{same}");
+    }
 }

@@ -166,7 +166,7 @@ fn not_stored(spec: &str, symbol: &str, tf: Timeframe, db: &Path) -> String {
 /// reference made of what the strategy will see; a note for each series
 /// with partial bars (a gap inside, or the data starting or ending inside
 /// them): kept as they are, never filled.
-pub fn resample_data(data: &mut [Dataset], to: Timeframe) -> anyhow::Result<Vec<String>> {
+fn resample_data(data: &mut [Dataset], to: Timeframe) -> anyhow::Result<Vec<String>> {
     let mut notes = Vec::new();
     for d in data.iter_mut() {
         let made = candles::resample::resample(&d.series.candles, d.series.bar_ms, to)
@@ -180,6 +180,21 @@ pub fn resample_data(data: &mut [Dataset], to: Timeframe) -> anyhow::Result<Vec<
         d.series.bar_ms = to.duration_ms();
     }
     Ok(notes)
+}
+
+/// [`load_data`], aggregated to `to` when it is given: the data, and the
+/// notes of its partial bars.
+pub fn load_whole(
+    specs: &[String],
+    db: &Path,
+    to: Option<Timeframe>,
+) -> anyhow::Result<(Vec<Dataset>, Vec<String>)> {
+    let mut data = load_data(specs, db)?;
+    let notes = match to {
+        Some(to) => resample_data(&mut data, to)?,
+        None => Vec::new(),
+    };
+    Ok((data, notes))
 }
 
 /// The note for an aggregated series (`source`, already `… as TF`) with

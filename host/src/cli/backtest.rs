@@ -136,15 +136,12 @@ pub(super) fn run(args: &BacktestArgs, db: &Path, cache: &CompileCache) -> anyho
         Some(streamed) => backtest::settle(streamed)?,
         None => None,
     };
-    let mut data = match streamed {
-        Some(_) => Vec::new(),
-        None => backtest::load_data(&args.data, db)?,
-    };
     // A streamed run's notes come with its report.
-    let notes = std::cell::RefCell::new(match (args.timeframe, &streamed) {
-        (Some(tf), None) => backtest::resample_data(&mut data, tf)?,
-        _ => Vec::new(),
-    });
+    let (data, notes) = match streamed {
+        Some(_) => (Vec::new(), Vec::new()),
+        None => backtest::load_whole(&args.data, db, args.timeframe)?,
+    };
+    let notes = std::cell::RefCell::new(notes);
     let given: Vec<backtest::Given> = match &streamed {
         Some(streams) => streams.iter().map(backtest::Streamed::given).collect(),
         None => data.iter().map(backtest::Dataset::given).collect(),
@@ -247,10 +244,8 @@ pub(super) fn run(args: &BacktestArgs, db: &Path, cache: &CompileCache) -> anyho
             // A file's whole is not what its first bars said (its bar
             // length): the run is made again on the data loaded whole.
             Ok(None) => {
-                let mut data = backtest::load_data(&args.data, db)?;
-                if let Some(tf) = args.timeframe {
-                    *notes.borrow_mut() = backtest::resample_data(&mut data, tf)?;
-                }
+                let (data, made) = backtest::load_whole(&args.data, db, args.timeframe)?;
+                *notes.borrow_mut() = made;
                 let given: Vec<_> = data.iter().map(backtest::Dataset::given).collect();
                 *warnings.borrow_mut() = warnings_of(&given);
                 backtest::run_all(&sandbox, &jobs, &data, &config, progress)

@@ -266,11 +266,7 @@ pub(super) fn print_report(report: &ValidationReport) {
 
 pub(super) fn run_file(sandbox: &Sandbox, args: &StrategyRunArgs, db: &Path) -> anyhow::Result<()> {
     let loaded = sandbox.load_file(&args.file)?;
-    let mut data = backtest::load_data(&args.data, db)?;
-    let notes = match args.timeframe {
-        Some(tf) => backtest::resample_data(&mut data, tf)?,
-        None => Vec::new(),
-    };
+    let (data, notes) = backtest::load_whole(&args.data, db, args.timeframe)?;
     let given: Vec<backtest::Given> = data.iter().map(backtest::Dataset::given).collect();
     backtest::distinct(&given)?;
     let warnings = backtest::mismatches(&loaded.info, &given);
