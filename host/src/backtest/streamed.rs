@@ -74,11 +74,11 @@ impl Streamed {
     }
 }
 
-/// The `--data` values as stored series being read, each on its own
-/// thread and aggregated there to bars of `to` when given; `None` unless
-/// every one names a stored series (a file is read whole, by
-/// `load_data`). What the catalogue does not list, or cannot be
-/// aggregated so, is refused here, before any run.
+/// The `--data` values — stored series or candle files — being read, each
+/// on its own thread and aggregated there to bars of `to` when given;
+/// `None` when there are none. What the catalogue does not list, or cannot
+/// be aggregated so, is refused here, before any run; a file's reader
+/// says how it began through `settle`.
 pub fn stream_data(
     specs: &[String],
     db: &Path,
