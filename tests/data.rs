@@ -760,3 +760,71 @@ fn a_stored_series_exports_to_csv_and_gzip_and_reads_back_the_same() {
     );
     assert!(!stdout(&keel(&db, &["data", "list"])).contains(" 5m "));
 }
+
+/// The lines after an import tell of the file's bars; when the stored
+/// series holds more (bars stored before, or a damaged span dropped by
+/// `--replace`), a line tells of the series as it now is.
+#[test]
+fn an_import_into_a_longer_or_mended_series_says_what_the_series_now_is() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("keel.db");
+    let (all, first) = (dir.path().join("all.csv"), dir.path().join("first.csv"));
+    for (file, bars) in [(&all, "150000"), (&first, "1000")] {
+        let args = ["data", "synth", "--bars", bars, "--out", path(file)];
+        assert!(keel(&db, &args).status.success());
+    }
+    let out = import_file(&db, path(&all), "SYN/USD", "1m");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        !stdout(&out).contains("the stored series now"),
+        "{}",
+        stdout(&out)
+    );
+    let out = import_file(&db, path(&first), "SYN/USD", "1m");
+    assert!(
+        stdout(&out).contains("(0 new, 1000 unchanged, 0 replaced)")
+            && stdout(&out).contains("\nno gaps\nthe stored series now: 150000 bars, 2024-01-01T00:00:00Z .. 2024-04-14T03:59:00Z, no gaps\n"),
+        "{}",
+        stdout(&out)
+    );
+    // One bit flipped in the second span, which the first 1000 bars are
+    // not in: --replace drops it, and the series has a gap where it was.
+    let conn = rusqlite::Connection::open(&db).expect("open");
+    let (span, mut columns): (i64, Vec<u8>) = conn
+        .query_row(
+            "SELECT span, columns FROM candle_spans ORDER BY span LIMIT 1 OFFSET 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("a second span");
+    columns[100] ^= 1;
+    conn.execute(
+        "UPDATE candle_spans SET columns = ?1 WHERE span = ?2",
+        rusqlite::params![columns, span],
+    )
+    .expect("flip");
+    drop(conn);
+    let mut args = vec!["data", "import", path(&first), "--symbol", "SYN/USD"];
+    args.extend(["--timeframe", "1m", "--replace"]);
+    let out = keel(&db, &args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let now = (text.lines())
+        .find_map(|l| l.strip_prefix("the stored series now: "))
+        .unwrap_or_else(|| panic!("no line for the series: {text}"));
+    assert!(text.contains("dropped damaged"), "{text}");
+    let (bars, rest) = now.split_once(" bars, ").expect("bars");
+    let missing = rest
+        .strip_suffix(" missing)")
+        .and_then(|r| r.split_once(", 1 gap ("))
+        .map(|(_, m)| m.trim_end_matches(" bars"));
+    let missing: usize = missing
+        .and_then(|m| m.parse().ok())
+        .unwrap_or_else(|| panic!("{now}"));
+    assert!(missing > 0);
+    assert_eq!(
+        bars.parse::<usize>().expect("count") + missing,
+        150000,
+        "{now}"
+    );
+}

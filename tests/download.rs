@@ -126,7 +126,7 @@ fn a_download_stores_the_bars_its_trades_make_reports_the_gap_and_then_is_up_to_
         stdout,
         "downloaded XBT/USD 1h from kraken XBTUSD 1h: 70 bars (70 new, 0 unchanged, 0 replaced), \
          2024-01-01T00:00:00Z .. 2024-01-03T23:00:00Z\n\
-         1 gaps, 2 missing bars (not filled); largest: 2 bars after 2024-01-02T05:00:00Z\n"
+         1 gap, 2 missing bars (not filled); largest: 2 bars after 2024-01-02T05:00:00Z\n"
     );
     let bars = stored(&db);
     assert_eq!(bars, reference(&fake, i64::MAX));

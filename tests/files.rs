@@ -408,3 +408,69 @@ fn daily_bars_at_local_midnight_import_as_their_dates() {
         assert_eq!(file[same], stored[same], "{same}");
     }
 }
+
+/// A candle file whose columns go by names Keel does not know is refused
+/// with the way to name them, and `backtest --columns` (and `strategy run
+/// --columns`) reads it as the same bars: streamed, or loaded whole for a
+/// page.
+#[test]
+fn a_file_with_unknown_column_names_backtests_with_columns() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("keel.db");
+    let plain = data("crypto-5m/ETH_BTC-5m.csv");
+    let text = std::fs::read_to_string(&plain).expect("read");
+    let (_, rows) = text.split_once('\n').expect("header");
+    let german = dir.path().join("ETH_BTC-5m.csv");
+    std::fs::write(
+        &german,
+        format!("Zeit,Erster,Hoch,Tief,Letzter,Umsatz\n{rows}"),
+    )
+    .expect("write");
+    let sma = crate::support::example("sma-cross").to_str().expect("path");
+    let german = path(&german);
+    let out = keel(&db, &["backtest", sma, "--data", german]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("missing column 'time' (header is 'Zeit,Erster,Hoch,Tief,Letzter,Umsatz'); name the file's own with --columns time=COLUMN"),
+        "{}",
+        stderr(&out)
+    );
+    let named = "time=Zeit,open=Erster,high=Hoch,low=Tief,close=Letzter,volume=Umsatz";
+    let report = |data: &str, extra: &[&str], name: &str| {
+        let json = dir.path().join(name);
+        let mut args = vec!["backtest", sma, "--data", data, "--json", path(&json)];
+        args.extend(extra);
+        let out = keel(&db, &args);
+        assert!(out.status.success(), "{name}: {}", stderr(&out));
+        let text = std::fs::read_to_string(&json).expect("report");
+        let report: serde_json::Value = serde_json::from_str(&text).expect("json");
+        report
+    };
+    let page = dir.path().join("page.html");
+    let expected = report(path(&plain), &[], "plain.json");
+    assert!(
+        expected["metrics"]["trades"].as_u64() > Some(0),
+        "{expected}"
+    );
+    for (extra, name) in [
+        (vec!["--columns", named], "streamed.json"),
+        (
+            vec!["--columns", named, "--report", path(&page)],
+            "whole.json",
+        ),
+    ] {
+        let got = report(german, &extra, name);
+        assert_eq!(got["metrics"], expected["metrics"], "{name}");
+        for same in ["digest", "bars", "first", "last"] {
+            assert_eq!(
+                got["data"][0][same], expected["data"][0][same],
+                "{name}: {same}"
+            );
+        }
+    }
+    let out = keel(
+        &db,
+        &["strategy", "run", sma, "--data", german, "--columns", named],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+}

@@ -186,7 +186,7 @@ impl Bench<'_> {
             }
         }
         let spec = format!("FZ/USD={what}");
-        match backtest::load_data(&[spec], &db) {
+        match backtest::load_data(&[spec], &Default::default(), &db) {
             Err(e) => assert_one_line(&what, &format!("{e:#}")),
             Ok(data) => {
                 let job = Job {

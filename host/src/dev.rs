@@ -199,7 +199,7 @@ pub fn run(settings: DevSettings, db: &Path, cache: &CompileCache) -> anyhow::Re
         }
         DevMode::Replay { data } => data,
     };
-    let data = backtest::load_data(std::slice::from_ref(&spec), db)?;
+    let data = backtest::load_data(std::slice::from_ref(&spec), &Default::default(), db)?;
     let config = BacktestConfig {
         record_signals: false,
         record_fills: false,

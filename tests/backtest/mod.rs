@@ -301,6 +301,7 @@ fn walk_forward_picks_the_in_sample_best_and_tests_it_on_the_next_window() {
     let loaded = sandbox.load_file(example("sma-cross")).expect("loads");
     let data = backtest::load_data(
         &[format!("BTC/USD={}", path(&data("UNITTEST_BTC-1m.csv")))],
+        &Default::default(),
         Path::new("unused.db"),
     )
     .expect("data");

@@ -61,8 +61,13 @@ pub fn distinct(given: &[Given<'_>]) -> anyhow::Result<()> {
 }
 
 /// `--data` values: `[SYMBOL=]FILE` (CSV or `.json`; without `SYMBOL=`
-/// the file's name gives it) or `SYMBOL@TF` from the store.
-pub fn load_data(specs: &[String], db: &Path) -> anyhow::Result<Vec<Dataset>> {
+/// the file's name gives it; its columns found by `columns`) or
+/// `SYMBOL@TF` from the store.
+pub fn load_data(
+    specs: &[String],
+    columns: &candles::Columns,
+    db: &Path,
+) -> anyhow::Result<Vec<Dataset>> {
     let mut out = Vec::with_capacity(specs.len());
     for (i, spec) in specs.iter().enumerate() {
         if spec.trim().is_empty() {
@@ -83,14 +88,14 @@ pub fn load_data(specs: &[String], db: &Path) -> anyhow::Result<Vec<Dataset>> {
             )
         } else {
             let (symbol, path) = file_spec(spec, i)?;
-            let mut candles = candles::read_file(&path)?;
+            let mut candles = candles::read_file_columns(&path, columns)?;
             let mut bar_ms = candles::typical_spacing_ms(&candles).unwrap_or(60_000);
             if bar_ms >= Timeframe::D1.duration_ms() {
                 // Daily or longer: dated as an import dates them (a local
                 // midnight is its date), so the file and the store agree.
                 // Times an import would refuse to date (a zone known by
                 // name alone) stay the instants they are.
-                let dated = candles::Columns::default().with_dates(true);
+                let dated = columns.clone().with_dates(true);
                 if let Ok(dated) = candles::read_file_columns(&path, &dated) {
                     candles = dated;
                     bar_ms = candles::typical_spacing_ms(&candles).unwrap_or(bar_ms);
@@ -186,10 +191,11 @@ fn resample_data(data: &mut [Dataset], to: Timeframe) -> anyhow::Result<Vec<Stri
 /// notes of its partial bars.
 pub fn load_whole(
     specs: &[String],
+    columns: &candles::Columns,
     db: &Path,
     to: Option<Timeframe>,
 ) -> anyhow::Result<(Vec<Dataset>, Vec<String>)> {
-    let mut data = load_data(specs, db)?;
+    let mut data = load_data(specs, columns, db)?;
     let notes = match to {
         Some(to) => resample_data(&mut data, to)?,
         None => Vec::new(),

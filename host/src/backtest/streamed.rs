@@ -25,7 +25,7 @@ use keel_backtester::report::DataRef;
 use keel_backtester::{BacktestConfig, Report};
 use keel_model::candles::columns::Digester;
 use keel_model::candles::resample::Resampler;
-use keel_model::candles::{Candle, format_time};
+use keel_model::candles::{Candle, Columns, format_time};
 use keel_model::replay::{FEED_CHUNK, Feed};
 use keel_model::{Timeframe, shown};
 
@@ -81,6 +81,7 @@ impl Streamed {
 /// says how it began through `settle`.
 pub fn stream_data(
     specs: &[String],
+    columns: &Columns,
     db: &Path,
     to: Option<Timeframe>,
 ) -> anyhow::Result<Option<Vec<Streamed>>> {
@@ -90,7 +91,7 @@ pub fn stream_data(
     let mut out = Vec::with_capacity(specs.len());
     for (i, spec) in specs.iter().enumerate() {
         let Some(stored) = stored_spec(spec) else {
-            out.push(files::stream_file(spec, i, to)?);
+            out.push(files::stream_file(spec, i, to, columns.clone())?);
             continue;
         };
         let (symbol, tf) = stored?;

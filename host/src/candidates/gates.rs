@@ -83,7 +83,7 @@ pub(super) fn gate_data(config: &CandidatesConfig, db: &Path) -> anyhow::Result<
         );
         return Ok(vec![Dataset { series, reference }]);
     }
-    backtest::load_data(&config.backtest.data, db)
+    backtest::load_data(&config.backtest.data, &Default::default(), db)
 }
 
 fn metrics_json(m: &keel_backtester::Metrics) -> serde_json::Value {

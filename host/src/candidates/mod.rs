@@ -158,7 +158,7 @@ pub fn gate_data_for(
     if specs.is_empty() {
         gate_data(config, db)
     } else {
-        backtest::load_data(specs, db)
+        backtest::load_data(specs, &Default::default(), db)
     }
 }
 

@@ -8,7 +8,7 @@ use clap::Args;
 
 use keel_backtester::report::{GridRun, grid_html};
 use keel_model::Params;
-use keel_model::candles::Timeframe;
+use keel_model::candles::{Columns, Timeframe};
 
 use crate::backtest;
 use crate::ranges;
@@ -31,6 +31,11 @@ pub struct BacktestArgs {
     /// inside is kept and counted, never filled.
     #[arg(long, value_name = "TF", value_parser = timeframe)]
     pub timeframe: Option<Timeframe>,
+    /// The candle files' columns by role, for names Keel does not know, as
+    /// `keel data import --columns` takes them (for every file of --data):
+    /// `time=Zeit,close=Letzter` (roles not named are found by their usual names).
+    #[arg(long, value_name = "ROLE=COLUMN,…", value_parser = columns)]
+    pub columns: Option<Columns>,
     /// Fee per fill, basis points of notional.
     #[arg(long, default_value_t = 10.0, allow_negative_numbers = true, value_parser = ranges::BPS.parser())]
     pub fee_bps: f64,
@@ -70,7 +75,7 @@ pub(super) fn run(args: &BacktestArgs, db: &Path, cache: &CompileCache) -> anyho
     // bars are there when the run starts. What it finds wrong is said after
     // what is wrong with the strategy, as if it had started later.
     let early = (args.files.len() == 1 && args.walk_forward.is_none() && args.report.is_none())
-        .then(|| backtest::stream_data(&args.data, db, args.timeframe));
+        .then(|| backtest::stream_data(&args.data, &args.columns(), db, args.timeframe));
     let sandbox = sandbox(Metering::Fuel, cache)?;
     let loaded = args
         .files
@@ -128,7 +133,7 @@ pub(super) fn run(args: &BacktestArgs, db: &Path, cache: &CompileCache) -> anyho
     let one_streamed_run = jobs.len() == 1 && args.walk_forward.is_none() && args.report.is_none();
     let streamed = match (one_streamed_run, early) {
         (true, Some(early)) => early?,
-        (true, None) => backtest::stream_data(&args.data, db, args.timeframe)?,
+        (true, None) => backtest::stream_data(&args.data, &args.columns(), db, args.timeframe)?,
         // A grid after all: its readers stop when their bars are dropped.
         (false, _) => None,
     };
@@ -139,7 +144,7 @@ pub(super) fn run(args: &BacktestArgs, db: &Path, cache: &CompileCache) -> anyho
     // A streamed run's notes come with its report.
     let (data, notes) = match streamed {
         Some(_) => (Vec::new(), Vec::new()),
-        None => backtest::load_whole(&args.data, db, args.timeframe)?,
+        None => backtest::load_whole(&args.data, &args.columns(), db, args.timeframe)?,
     };
     let notes = std::cell::RefCell::new(notes);
     let given: Vec<backtest::Given> = match &streamed {
@@ -244,7 +249,8 @@ pub(super) fn run(args: &BacktestArgs, db: &Path, cache: &CompileCache) -> anyho
             // A file's whole is not what its first bars said (its bar
             // length): the run is made again on the data loaded whole.
             Ok(None) => {
-                let (data, made) = backtest::load_whole(&args.data, db, args.timeframe)?;
+                let (data, made) =
+                    backtest::load_whole(&args.data, &args.columns(), db, args.timeframe)?;
                 *notes.borrow_mut() = made;
                 let given: Vec<_> = data.iter().map(backtest::Dataset::given).collect();
                 *warnings.borrow_mut() = warnings_of(&given);
@@ -373,6 +379,18 @@ pub(super) fn run(args: &BacktestArgs, db: &Path, cache: &CompileCache) -> anyho
 
 /// `--timeframe`: a bar length Keel knows (whether candles can be
 /// aggregated to it is said with the data).
+impl BacktestArgs {
+    /// `--columns`, or none named.
+    fn columns(&self) -> Columns {
+        self.columns.clone().unwrap_or_default()
+    }
+}
+
+/// `--columns ROLE=COLUMN,…`.
+pub(super) fn columns(text: &str) -> Result<Columns, String> {
+    Columns::parse(text)
+}
+
 pub(super) fn timeframe(text: &str) -> Result<Timeframe, String> {
     Timeframe::parse(text).ok_or_else(|| {
         format!(

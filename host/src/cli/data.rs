@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use clap::Subcommand;
 
-use keel_model::candles::{self, Candle, format_time};
+use keel_model::candles::{self, Candle, Gap, format_time};
 use keel_model::{Timeframe, shown, synth};
 
 use crate::ranges;
@@ -261,15 +261,18 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
             for mended in &report.mended {
                 println!("{mended}");
             }
-            let missing: u64 = report.gaps.iter().map(|g| g.missing).sum();
-            match report.gaps.iter().max_by_key(|g| g.missing) {
-                None => println!("no gaps"),
-                Some(largest) => println!(
-                    "{} gaps, {missing} missing bars (not filled); largest: {} bars after {}",
-                    report.gaps.len(),
-                    largest.missing,
-                    format_time(largest.after_ms)
-                ),
+            println!("{}", gap_line(&report.gaps));
+            // The lines above tell of the file's bars; a series that holds
+            // more (bars stored before, or a span mended) is told whole.
+            let series = store.series(&report.symbol, tf)?;
+            if let Some(s) = series.filter(|s| s.bars as usize != report.bars) {
+                println!(
+                    "the stored series now: {} bars, {} .. {}, {}",
+                    s.bars,
+                    format_time(s.first_ms),
+                    format_time(s.last_ms),
+                    gaps_text(&s)
+                );
             }
             Ok(true)
         }
@@ -422,17 +425,14 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
                 println!("no candles stored in {}", db.display());
             }
             for s in series {
-                let gaps = match s.gaps {
-                    0 => "no gaps".to_owned(),
-                    n => format!("{n} gaps ({} bars missing)", s.missing),
-                };
                 println!(
-                    "{:<12} {:<4} {:>9} bars  {} .. {}  {gaps}  {}",
+                    "{:<12} {:<4} {:>9} bars  {} .. {}  {}  {}",
                     shown::text(&s.symbol).to_string(),
                     s.timeframe,
                     s.bars,
                     format_time(s.first_ms),
                     format_time(s.last_ms),
+                    gaps_text(&s),
                     &s.digest[..s.digest.len().min(7 + 16)]
                 );
             }
@@ -513,4 +513,39 @@ fn pump(
         put(&made)?;
     }
     Ok((written, partial))
+}
+
+/// A stored series' gaps, as the catalogue counts them.
+fn gaps_text(s: &crate::store::StoredSeries) -> String {
+    match s.gaps {
+        0 => "no gaps".to_owned(),
+        n => format!(
+            "{} ({} missing)",
+            counted(n, "gap"),
+            counted(s.missing, "bar")
+        ),
+    }
+}
+
+/// The gaps of imported or downloaded bars, in words.
+pub(super) fn gap_line(gaps: &[Gap]) -> String {
+    let missing: u64 = gaps.iter().map(|g| g.missing).sum();
+    match gaps.iter().max_by_key(|g| g.missing) {
+        None => "no gaps".to_owned(),
+        Some(largest) => format!(
+            "{}, {} (not filled); largest: {} after {}",
+            counted(gaps.len(), "gap"),
+            counted(missing, "missing bar"),
+            counted(largest.missing, "bar"),
+            format_time(largest.after_ms)
+        ),
+    }
+}
+
+/// `n` of `one`, in the plural unless one.
+fn counted<N: std::fmt::Display + PartialEq + From<u8>>(n: N, one: &str) -> String {
+    match n == N::from(1) {
+        true => format!("1 {one}"),
+        false => format!("{n} {one}s"),
+    }
 }

@@ -7,9 +7,10 @@ use std::path::Path;
 use anyhow::bail;
 use clap::{Args, ValueEnum};
 
-use keel_model::candles::{Gap, format_time, parse_time};
+use keel_model::candles::{format_time, parse_time};
 use keel_model::shown;
 
+use super::data::gap_line;
 use crate::download::{self, Progress, Request};
 use crate::ranges;
 use crate::store::{Store, now_ms};
@@ -146,18 +147,4 @@ pub(super) fn run(args: DownloadArgs, db: &Path) -> anyhow::Result<bool> {
         ),
     }
     Ok(true)
-}
-
-/// The gaps in words, as `keel data import` says them.
-fn gap_line(gaps: &[Gap]) -> String {
-    let missing: u64 = gaps.iter().map(|g| g.missing).sum();
-    match gaps.iter().max_by_key(|g| g.missing) {
-        None => "no gaps".to_owned(),
-        Some(largest) => format!(
-            "{} gaps, {missing} missing bars (not filled); largest: {} bars after {}",
-            gaps.len(),
-            largest.missing,
-            format_time(largest.after_ms)
-        ),
-    }
 }

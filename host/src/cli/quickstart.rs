@@ -63,6 +63,7 @@ pub(super) fn run(args: &QuickstartArgs, db: &Path, cache: &CompileCache) -> any
             file,
             data: data.iter().map(|d| with_dir(d, &args.data)).collect(),
             timeframe: None,
+            columns: None,
             params: vec![],
             cash: 10_000.0,
             quiet: true,

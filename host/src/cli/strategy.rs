@@ -75,6 +75,9 @@ pub struct StrategyRunArgs {
     /// backtest --timeframe` does.
     #[arg(long, value_name = "TF", value_parser = super::backtest::timeframe)]
     pub timeframe: Option<keel_model::candles::Timeframe>,
+    /// The candle files' columns by role, as `keel backtest --columns` takes them.
+    #[arg(long, value_name = "ROLE=COLUMN,…", value_parser = super::backtest::columns)]
+    pub columns: Option<keel_model::candles::Columns>,
     /// Parameter override `NAME=VALUE` (repeatable).
     #[arg(long = "param", value_name = "NAME=VALUE")]
     pub params: Vec<String>,
@@ -266,7 +269,8 @@ pub(super) fn print_report(report: &ValidationReport) {
 
 pub(super) fn run_file(sandbox: &Sandbox, args: &StrategyRunArgs, db: &Path) -> anyhow::Result<()> {
     let loaded = sandbox.load_file(&args.file)?;
-    let (data, notes) = backtest::load_whole(&args.data, db, args.timeframe)?;
+    let columns = args.columns.clone().unwrap_or_default();
+    let (data, notes) = backtest::load_whole(&args.data, &columns, db, args.timeframe)?;
     let given: Vec<backtest::Given> = data.iter().map(backtest::Dataset::given).collect();
     backtest::distinct(&given)?;
     let warnings = backtest::mismatches(&loaded.info, &given);

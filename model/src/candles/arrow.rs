@@ -169,14 +169,8 @@ impl Roles {
             shown::text(&all.join(", ")).to_string()
         };
         let index = found.map_err(|role| {
-            refused(
-                source,
-                format!(
-                    "missing column '{}' (columns are '{}')",
-                    shown::text(columns.wanted(role)),
-                    all()
-                ),
-            )
+            let listed = format!("columns are '{}'", all());
+            refused(source, layout::missing(columns, role, &listed))
         })?;
         if let Some(why) = layout::ambiguity(&names, &index, columns) {
             return Err(refused(source, format!("{why} (columns are '{}')", all())));

@@ -144,11 +144,8 @@ pub(super) fn header(line: &str, columns: &Columns) -> Result<Header, String> {
         return Ok(Header::Headerless);
     }
     let index = find(&names, columns).map_err(|role| {
-        format!(
-            "missing column '{}' (header is '{}')",
-            shown::text(columns.wanted(role)),
-            shown::text(line.trim())
-        )
+        let header = format!("header is '{}'", shown::text(line.trim()));
+        missing(columns, role, &header)
     })?;
     if let Some(why) = ambiguity(&names, &index, columns) {
         return Err(format!("{why} (header is '{}')", shown::text(line.trim())));
@@ -218,9 +215,17 @@ pub(super) fn ambiguity(names: &[String], index: &[usize; 6], columns: &Columns)
             let quoted: Vec<String> = (spellings.iter())
                 .map(|n| format!("'{}'", shown::text(n)))
                 .collect();
+            // Named, but spelled as none of them is.
+            let unspelled = match columns.is_named(role) {
+                true => format!(
+                    "no column is spelled '{}'; ",
+                    shown::text(columns.wanted(role))
+                ),
+                false => String::new(),
+            };
             return Some(format!(
-                "columns {} differ in case alone, and the {} is one of them: name it as the \
-                 file spells it, --columns {}=NAME",
+                "{unspelled}columns {} differ in case alone, and the {} is one of them: name it \
+                 as the file spells it, --columns {}=NAME",
                 quoted.join(", "),
                 COLUMNS[role],
                 COLUMNS[role]
@@ -228,6 +233,20 @@ pub(super) fn ambiguity(names: &[String], index: &[usize; 6], columns: &Columns)
         }
     }
     None
+}
+
+/// The refusal of a file with no column for `role` (`listed`: what it
+/// has): a column Keel looked for by its usual names may be there under
+/// another, which `--columns` names.
+pub(super) fn missing(columns: &Columns, role: usize, listed: &str) -> String {
+    let wanted = shown::text(columns.wanted(role));
+    match columns.is_named(role) {
+        true => format!("missing column '{wanted}' ({listed})"),
+        false => format!(
+            "missing column '{wanted}' ({listed}); name the file's own with --columns {}=COLUMN",
+            COLUMNS[role]
+        ),
+    }
 }
 
 /// Whether `name` is one the column of `role` goes by, in any case.
@@ -408,7 +427,17 @@ mod tests {
             }
         }
         let unsure = Columns::parse("volume=VOLUME").expect("valid");
-        assert!(header(cased, &unsure).is_err());
+        match header(cased, &unsure) {
+            Err(e) => assert_eq!(
+                e,
+                format!(
+                    "no column is spelled 'VOLUME'; columns 'volume', 'Volume' differ in \
+                     case alone, and the volume is one of them: name it as the file spells it, \
+                     --columns volume=NAME (header is '{cased}')"
+                )
+            ),
+            Ok(_) => panic!("VOLUME was taken in {cased}"),
+        }
         // A name in another case than the aliases' is still found.
         assert!(matches!(
             header("TIME,OPEN,HIGH,LOW,CLOSE,VOLUME", &plain),

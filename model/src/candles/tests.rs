@@ -231,7 +231,8 @@ fn a_huge_header_is_cut_in_the_error() {
     let header = "x".repeat(1 << 20);
     let err = parse_csv(&header, "t.csv").expect_err("no columns");
     let expect = format!(
-        "t.csv:1: missing column 'time' (header is '{}…')",
+        "t.csv:1: missing column 'time' (header is '{}…'); name the file's own with \
+         --columns time=COLUMN",
         "x".repeat(crate::shown::MAX_CHARS)
     );
     assert_eq!(err.to_string(), expect);
@@ -242,7 +243,8 @@ fn header_problems_are_named() {
     let err = parse_csv("time,open,high,low,close\n", "t.csv").expect_err("no volume");
     assert_eq!(
         err.to_string(),
-        "t.csv:1: missing column 'volume' (header is 'time,open,high,low,close')"
+        "t.csv:1: missing column 'volume' (header is 'time,open,high,low,close'); name the \
+         file's own with --columns volume=COLUMN"
     );
     let err = parse_csv("", "t.csv").expect_err("empty");
     assert_eq!(err.to_string(), "t.csv: no candles");

@@ -39,7 +39,12 @@ pub(in crate::backtest) enum Start {
 /// `--data` value `spec` (the `i`th), a file, read on a thread of its own
 /// and aggregated there to bars of `to` when given. Its bar length is
 /// known once the reader has begun (`settle`).
-pub(super) fn stream_file(spec: &str, i: usize, to: Option<Timeframe>) -> anyhow::Result<Streamed> {
+pub(super) fn stream_file(
+    spec: &str,
+    i: usize,
+    to: Option<Timeframe>,
+    columns: Columns,
+) -> anyhow::Result<Streamed> {
     let (symbol, path) = file_spec(spec, i)?;
     let source = path.display().to_string();
     let (tx, spans) = sync_channel(PIECES_AHEAD);
@@ -69,7 +74,7 @@ pub(super) fn stream_file(spec: &str, i: usize, to: Option<Timeframe>) -> anyhow
                 spacings: Spacings::default(),
                 sink: None,
             };
-            reading.read(&path)
+            reading.read(&path, &columns)
         })?;
     Ok(Streamed {
         bar_ms: 0,
@@ -124,8 +129,8 @@ struct Sink {
 }
 
 impl Reading {
-    fn read(&mut self, path: &std::path::Path) -> anyhow::Result<Option<Made>> {
-        let read = candles::read_file_each(path, &Columns::default(), |piece| self.take(piece));
+    fn read(&mut self, path: &std::path::Path, columns: &Columns) -> anyhow::Result<Option<Made>> {
+        let read = candles::read_file_each(path, columns, |piece| self.take(piece));
         let read = read.and_then(|()| match self.sink {
             Some(_) => Ok(()),
             // A file shorter than the bars judged: judged whole.

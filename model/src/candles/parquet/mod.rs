@@ -404,7 +404,9 @@ mod tests {
             ),
             (
                 "missing-volume-ETH_BTC-5m.parquet",
-                "missing column 'volume' (columns are 'date, open, high, low, close')".to_owned(),
+                "missing column 'volume' (columns are 'date, open, high, low, close'); name the \
+                 file's own with --columns volume=COLUMN"
+                    .to_owned(),
             ),
             (
                 "text-close-ETH_BTC-5m.parquet",
