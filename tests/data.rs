@@ -291,6 +291,29 @@ fn synth_is_seeded_and_reproducible() {
         "{}",
         stdout(&out)
     );
+    // Monthly bars open on the same day of each calendar month.
+    let months = dir.path().join("months.csv");
+    let args = ["data", "synth", "--bars", "14", "--timeframe", "1M"];
+    let out = keel(
+        &db,
+        &[
+            &args[..],
+            &["--start", "2024-01-31", "--out", path(&months)],
+        ]
+        .concat(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let bars = keel_model::candles::read_csv(&months).expect("months");
+    let times: Vec<String> = (bars.iter())
+        .map(|c| keel_model::candles::format_time(c.time_ms)[..10].to_owned())
+        .collect();
+    assert_eq!(
+        times[..4],
+        ["2024-01-31", "2024-02-29", "2024-03-31", "2024-04-30"]
+    );
+    assert_eq!(times[13], "2025-02-28");
+    let out = import_file(&db, path(&months), "MON/USD", "1M");
+    assert!(out.status.success(), "{}", stderr(&out));
 }
 
 /// The layouts in `tests/data/layouts/`: each imports the same bars as

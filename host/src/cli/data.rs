@@ -288,7 +288,16 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
         } => {
             let tf = timeframe(&tf)?;
             let start_ms = candles::parse_time(&start).map_err(anyhow::Error::msg)?;
-            let candles = synth::random_walk(seed, bars, start_ms, tf.duration_ms(), price, sigma);
+            let mut candles =
+                synth::random_walk(seed, bars, start_ms, tf.duration_ms(), price, sigma);
+            // Monthly bars a calendar month apart, not 30 days.
+            if tf == Timeframe::Month1 {
+                for (i, c) in candles.iter_mut().enumerate() {
+                    let month = u32::try_from(i).ok();
+                    c.time_ms = (month.and_then(|m| candles::months_after(start_ms, m)))
+                        .with_context(|| format!("synth bar {}: past the last time", i + 1))?;
+                }
+            }
             // A wild enough walk leaves what the ledger books (or the times
             // Keel accepts): the same rule as every imported candle.
             for (i, c) in candles.iter().enumerate() {

@@ -551,6 +551,15 @@ pub fn format_time(time_ms: i64) -> String {
     )
 }
 
+/// The time `months` calendar months after `time_ms` (the same day of the
+/// month and time of day, the month's last day when it has fewer);
+/// `None` past what a time can be.
+pub fn months_after(time_ms: i64, months: u32) -> Option<i64> {
+    let t = chrono::DateTime::from_timestamp_millis(time_ms)?;
+    let later = t.checked_add_months(chrono::Months::new(months))?;
+    Some(later.timestamp_millis())
+}
+
 /// A bar length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Timeframe {
