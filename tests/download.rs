@@ -99,18 +99,19 @@ fn reference(fake: &FakeKraken, before_ms: i64) -> Vec<Candle> {
         .collect()
 }
 
+/// The bars a download stores of the fake's history: every one but the
+/// bar its trades end in, which no later trade shows over.
+fn downloadable(fake: &FakeKraken) -> Vec<Candle> {
+    let mut bars = reference(fake, i64::MAX);
+    bars.pop();
+    bars
+}
+
 fn stored(db: &Path) -> Vec<Candle> {
     Store::open(db)
         .expect("open")
         .load_candles("XBT/USD", Timeframe::H1, None, None)
         .expect("load")
-}
-
-fn trades_calls(fake: &FakeKraken) -> usize {
-    fake.public_calls()
-        .iter()
-        .filter(|c| c.method == "Trades")
-        .count()
 }
 
 #[test]
@@ -124,13 +125,15 @@ fn a_download_stores_the_bars_its_trades_make_reports_the_gap_and_then_is_up_to_
     let stdout = text(&out.stdout);
     assert_eq!(
         stdout,
-        "downloaded XBT/USD 1h from kraken XBTUSD 1h: 70 bars (70 new, 0 unchanged, 0 replaced), \
-         2024-01-01T00:00:00Z .. 2024-01-03T23:00:00Z\n\
-         1 gap, 2 missing bars (not filled); largest: 2 bars after 2024-01-02T05:00:00Z\n"
+        "downloaded XBT/USD 1h from kraken XBTUSD 1h: 69 bars (69 new, 0 unchanged, 0 replaced), \
+         2024-01-01T00:00:00Z .. 2024-01-03T22:00:00Z\n\
+         1 gap, 2 missing bars (not filled); largest: 2 bars after 2024-01-02T05:00:00Z\n\
+         the 2024-01-03T23:00:00Z bar is stored once a trade of a later bar shows it over (the \
+         venue's trades end in it)\n"
     );
     let bars = stored(&db);
-    assert_eq!(bars, reference(&fake, i64::MAX));
-    assert_eq!(bars.len(), 70);
+    assert_eq!(bars, downloadable(&fake));
+    assert_eq!(bars.len(), 69);
     // A bar a batch: the gap lies across a batch's edge, and is the same.
     let one_by_one = dir.path().join("one.db");
     let out = keel(&one_by_one, &args(&url, &["--batch-bars", "1"]));
@@ -138,20 +141,31 @@ fn a_download_stores_the_bars_its_trades_make_reports_the_gap_and_then_is_up_to_
     assert_eq!(text(&out.stdout), stdout);
     // A progress line a batch, on stderr.
     assert!(
-        text(&out.stderr).contains("kraken XBTUSD 1h: 70 bars so far, up to "),
+        text(&out.stderr).contains("kraken XBTUSD 1h: 69 bars so far, up to "),
         "{}",
         text(&out.stderr)
     );
 
-    let calls = trades_calls(&fake);
+    // The next run asks again from the bar still waiting, and from there
+    // only: no later trade yet, so nothing more is stored.
+    let calls = fake.public_calls().len();
     let out = keel(&db, &args(&url, &[]));
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(
-        stdout.starts_with("XBT/USD 1h from kraken XBTUSD 1h is up to date: every bar before "),
+        stdout.starts_with(
+            "XBT/USD 1h from kraken XBTUSD 1h is up to date: every bar before \
+             2024-01-03T23:00:00Z is stored\n"
+        ),
         "{stdout}"
     );
-    assert_eq!(trades_calls(&fake), calls, "nothing asked");
+    let asked = &fake.public_calls()[calls..];
+    let trades: Vec<_> = asked.iter().filter(|c| c.method == "Trades").collect();
+    assert!(
+        trades[0].query.contains("since=1704322799999999999"),
+        "{}",
+        trades[0].query
+    );
     assert_eq!(stored(&db), bars);
 }
 
@@ -178,7 +192,7 @@ fn busy_replies_are_waited_out_and_the_download_completes() {
         stderr.contains("EGeneral:Too many requests; trying again"),
         "{stderr}"
     );
-    assert_eq!(stored(&db), reference(&fake, i64::MAX));
+    assert_eq!(stored(&db), downloadable(&fake));
     // Backed off: at 50 a second, 40 ms, then twice as long each time.
     let calls = fake.public_calls();
     for (i, w) in calls[..5].windows(2).enumerate() {
@@ -243,7 +257,7 @@ fn a_sigkill_midway_and_a_rerun_store_exactly_what_an_uninterrupted_download_doe
         .expect("read")
         .expect("a batch committed");
     let kept = stored(&db);
-    let all = reference(&fake, i64::MAX);
+    let all = downloadable(&fake);
     assert!(
         kept.len() < all.len(),
         "killed midway ({} bars)",

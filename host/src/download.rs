@@ -5,11 +5,14 @@
 //! stored), so a kill loses one batch at most, never stores half of one,
 //! and the next run — the same command again — goes on from the cursor.
 //!
-//! A bar is stored only once its time is over: a trade of a later bar has
-//! been seen, or `--until` or the present is reached (`SETTLE_MS` after
-//! the bar's close, for trades the venue has not published yet). A bar no
-//! trade fell in is a gap, reported and never made up. Memory holds one
-//! page of trades and one batch of bars, whatever the span.
+//! A bar is stored only once a trade of a later bar has been seen (or one
+//! at `--until` or past the present, `SETTLE_MS` before now). The venue's
+//! history running out says nothing of the bar its last trades fell in:
+//! an empty page may be a venue that has not yet published the rest of
+//! that bar's trades, or a page lost on the way, so that bar waits for the
+//! next run, and the cursor never passes a time no trade has shown over.
+//! A bar no trade fell in is a gap, reported and never made up. Memory
+//! holds one page of trades and one batch of bars, whatever the span.
 
 use std::time::{Duration, Instant};
 
@@ -27,6 +30,10 @@ pub const SETTLE_MS: i64 = 15_000;
 
 /// A batch is committed at least this often while bars close.
 const FLUSH_EVERY: Duration = Duration::from_secs(30);
+
+/// How far past this machine's clock a trade may be stamped before the
+/// venue's clock (or this one) is taken as wrong.
+pub const AHEAD_MS: i64 = 5 * 60_000;
 
 /// The earliest `--since`: older than any venue's trades.
 const EARLIEST_MS: i64 = 1_262_304_000_000; // 2010-01-01T00:00:00Z
@@ -132,6 +139,9 @@ pub struct Summary {
     pub gaps: Vec<Gap>,
     /// The first bar not stored: where the next run begins.
     pub next_ms: i64,
+    /// The bar the venue's last trades fell in, when the history ran out
+    /// in it: stored once a trade of a later bar shows it over.
+    pub waiting_ms: Option<i64>,
 }
 
 fn floor(ms: i64, bar_ms: i64) -> i64 {
@@ -186,6 +196,7 @@ pub fn download(
         last_ms: None,
         gaps: Vec::new(),
         next_ms: at.next_ms,
+        waiting_ms: None,
     };
     if at.next_ms >= end_at(clock()) {
         return Ok(summary);
@@ -244,16 +255,26 @@ pub fn download(
                 shown::quoted(before)
             );
         }
-        let end = end_at(clock());
-        // No trades: the history is read to the present.
-        let mut ended = page.trades.is_empty();
+        let now = clock();
+        let end = end_at(now);
+        // No trades: the history is read as far as the venue has it.
+        let ran_out = page.trades.is_empty();
+        let mut past_end = false;
         for trade in &page.trades {
             let ms = trade.time_us.div_euclid(1000);
             if ms < first_ms {
                 continue;
             }
+            if ms > now + AHEAD_MS {
+                bail!(
+                    "{venue} {pair}: a trade at {} is after the present ({} here): the venue's \
+                     clock or this machine's is wrong; nothing from it on is stored",
+                    format_time(ms),
+                    format_time(now)
+                );
+            }
             if ms >= end {
-                ended = true;
+                past_end = true;
                 break;
             }
             if let Some(closed) = bars
@@ -269,9 +290,9 @@ pub fn download(
                 }
             }
         }
-        if ended {
-            // Every trade before `end` is in, so the bar still forming
-            // (it opens before `end`) is over.
+        if past_end {
+            // A trade at or after `end`: every trade before it is in, so
+            // the bar still forming (it opens before `end`) is over.
             if let Some(c) = bars
                 .finish()
                 .map_err(|e| anyhow::anyhow!("{venue} {pair}: {e}"))?
@@ -280,6 +301,15 @@ pub fn download(
             }
             at.next_ms = at.next_ms.max(end);
             commit(&mut batch, &mut at)?;
+            break;
+        }
+        if ran_out {
+            // Nothing shows the bar still forming over: the next run asks
+            // again from its open.
+            let waiting = bars.forming_ms();
+            at.next_ms = waiting.unwrap_or(at.next_ms).max(at.next_ms);
+            commit(&mut batch, &mut at)?;
+            summary.waiting_ms = waiting;
             break;
         }
         if !batch.is_empty() && flushed.elapsed() >= FLUSH_EVERY {

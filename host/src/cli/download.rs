@@ -140,11 +140,21 @@ pub(super) fn run(args: DownloadArgs, db: &Path) -> anyhow::Result<bool> {
             "{symbol} {timeframe} from {name} is up to date: every bar before {} is stored",
             format_time(summary.next_ms)
         ),
+        _ if summary.waiting_ms.is_some() => {
+            println!("{symbol} {timeframe} from {name}: nothing stored yet")
+        }
         _ => println!(
             "{symbol} {timeframe} from {name}: no trades from {} to {}; nothing stored",
             format_time(summary.start_ms),
             format_time(summary.next_ms)
         ),
+    }
+    if let Some(waiting) = summary.waiting_ms {
+        println!(
+            "the {} bar is stored once a trade of a later bar shows it over (the venue's \
+             trades end in it)",
+            format_time(waiting)
+        );
     }
     Ok(true)
 }

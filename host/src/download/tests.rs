@@ -13,6 +13,8 @@ struct Tape {
     page: usize,
     calls: usize,
     fail_on: Option<usize>,
+    /// The call that answers with no trades, whatever it asked for.
+    empty_on: Option<usize>,
     stuck: bool,
 }
 
@@ -35,6 +37,7 @@ impl Tape {
             page: 20,
             calls: 0,
             fail_on: None,
+            empty_on: None,
             stuck: false,
         }
     }
@@ -61,7 +64,10 @@ impl TradeHistory for Tape {
             PageStart::At(ms) => self.trades.partition_point(|t| t.time_us < ms * 1000),
             PageStart::After(next) => next.parse().expect("an index"),
         };
-        let to = (from + self.page).min(self.trades.len());
+        let to = match self.empty_on == Some(self.calls) {
+            true => from,
+            false => (from + self.page).min(self.trades.len()),
+        };
         Ok(TradePage {
             trades: self.trades[from..to].to_vec(),
             next: if self.stuck { from } else { to }.to_string(),
@@ -162,7 +168,8 @@ fn a_download_stores_the_bars_its_trades_make_and_reports_the_gaps() {
     let summary = summary.expect("downloaded");
     let all = expected(&tape.trades, i64::MAX);
     assert_eq!(all.len(), 28, "30 hours, two of them quiet");
-    assert_eq!(stored(&store), all);
+    // The tape's trades end in hour 29: no later trade shows it over.
+    assert_eq!(stored(&store), all[..27]);
     assert_eq!(
         (
             summary.bars,
@@ -170,11 +177,11 @@ fn a_download_stores_the_bars_its_trades_make_and_reports_the_gaps() {
             summary.unchanged,
             summary.resumed
         ),
-        (28, 28, 0, false)
+        (27, 27, 0, false)
     );
     assert_eq!(
-        (summary.first_ms, summary.last_ms),
-        (Some(T0), Some(T0 + 29 * H))
+        (summary.first_ms, summary.last_ms, summary.waiting_ms),
+        (Some(T0), Some(T0 + 28 * H), Some(T0 + 29 * H))
     );
     assert_eq!(
         summary.gaps,
@@ -183,16 +190,16 @@ fn a_download_stores_the_bars_its_trades_make_and_reports_the_gaps() {
             missing: 2
         }]
     );
-    // The quiet hours after the last trade are covered too: the next run
-    // asks from the last bar that was over.
-    let end = floor(LATER - SETTLE_MS, H);
+    // The next run asks from the bar still waiting: the clock alone
+    // never passes a time no trade has shown over.
+    let end = T0 + 29 * H;
     assert_eq!(summary.next_ms, end);
     assert_eq!(
         cursor(&store),
         Some(DownloadCursor {
             from_ms: T0,
             next_ms: end,
-            last_bar_ms: Some(T0 + 29 * H),
+            last_bar_ms: Some(T0 + 28 * H),
         })
     );
     // A line a batch of five, then the rest; each up to the bar after its
@@ -204,7 +211,7 @@ fn a_download_stores_the_bars_its_trades_make_and_reports_the_gaps() {
             Progress::Resuming { .. } => panic!("nothing to resume"),
         })
         .collect();
-    assert_eq!(counts, [5, 10, 15, 20, 25, 28]);
+    assert_eq!(counts, [5, 10, 15, 20, 25, 27]);
     assert_eq!(
         heard[0],
         Progress::Batch {
@@ -222,7 +229,7 @@ fn a_download_stores_the_bars_its_trades_make_and_reports_the_gaps() {
     assert_eq!(
         heard.last(),
         Some(&Progress::Batch {
-            bars: 28,
+            bars: 27,
             up_to_ms: end
         })
     );
@@ -245,12 +252,83 @@ fn the_bar_still_forming_is_never_stored() {
         .0
         .expect("up to date");
     assert_eq!((summary.bars, summary.resumed), (0, true));
-    // Once over, the next run stores it, and only it.
+    // Long after, with no trade since: the venue's history ending is no
+    // proof its last trades are all published, so it still waits.
+    let summary = run(&mut tape, &mut store, &request(T0, None), LATER)
+        .0
+        .expect("asked");
+    assert_eq!((summary.bars, summary.waiting_ms), (0, Some(T0 + 29 * H)));
+    assert_eq!(stored(&store), expected(&tape.trades, T0 + 29 * H));
+    // A trade of a later bar shows it over: the next run stores it, and
+    // only it.
+    let all = expected(&tape.trades, i64::MAX);
+    tape.trades.push(Trade {
+        time_us: (T0 + 31 * H + 1_000) * 1000,
+        price: 100.0,
+        volume: Decimal::ONE,
+    });
     let summary = run(&mut tape, &mut store, &request(T0, None), LATER)
         .0
         .expect("downloaded");
     assert_eq!((summary.bars, summary.inserted), (1, 1));
-    assert_eq!(stored(&store), expected(&tape.trades, i64::MAX));
+    assert_eq!(
+        (summary.waiting_ms, summary.next_ms),
+        (Some(T0 + 31 * H), T0 + 31 * H)
+    );
+    assert_eq!(stored(&store), all);
+}
+
+/// A page that comes back empty in the middle of the history (a venue's
+/// glitch, a page lost) ends the run where its trades ended: the bars
+/// after are neither skipped nor stored half made, and the next run, the
+/// same command, goes on from there.
+#[test]
+fn an_empty_page_midway_skips_nothing_and_stores_no_bar_half_made() {
+    let (_dir, mut store) = store();
+    let mut tape = Tape::new();
+    tape.empty_on = Some(3);
+    let summary = run(&mut tape, &mut store, &request(T0, None), LATER)
+        .0
+        .expect("stopped early");
+    let waiting = summary.waiting_ms.expect("a bar waits");
+    assert!(waiting < T0 + 9 * H, "{}", format_time(waiting));
+    assert_eq!(summary.next_ms, waiting);
+    assert_eq!(stored(&store), expected(&tape.trades, waiting));
+    tape.empty_on = None;
+    let summary = run(&mut tape, &mut store, &request(T0, None), LATER)
+        .0
+        .expect("downloaded");
+    assert!(summary.resumed);
+    assert_eq!(stored(&store), expected(&tape.trades, T0 + 29 * H));
+}
+
+/// A trade stamped well past this machine's clock is a clock that is
+/// wrong (the venue's or this one's): refused, not taken as the present.
+#[test]
+fn a_trade_from_the_future_stops_the_download_by_name() {
+    let (_dir, mut store) = store();
+    let mut tape = Tape::new();
+    let now = T0 + 3 * H;
+    // Amid the trades of the first hour, one stamped past the present.
+    tape.trades.retain(|t| t.time_us < H * 1000 + T0 * 1000);
+    for ms in [now + AHEAD_MS + 60_000, T0 + H + 1_000] {
+        tape.trades.push(Trade {
+            time_us: ms * 1000,
+            price: 100.0,
+            volume: Decimal::ONE,
+        });
+    }
+    let error = run(&mut tape, &mut store, &request(T0, None), now)
+        .0
+        .expect_err("from the future");
+    assert_eq!(
+        error.to_string(),
+        "tape TAPE: a trade at 2024-01-01T03:06:00Z is after the present \
+         (2024-01-01T03:00:00Z here): the venue's clock or this machine's is wrong; nothing \
+         from it on is stored"
+    );
+    assert!(stored(&store).is_empty());
+    assert_eq!(cursor(&store), None);
 }
 
 #[test]
@@ -278,8 +356,8 @@ fn a_failure_midway_loses_at_most_a_batch_and_a_rerun_makes_the_same_series() {
     );
     assert!(summary.resumed);
     // Nothing counted twice: the rest is new, none of it "unchanged".
-    assert_eq!((summary.inserted, summary.unchanged), (28 - kept.len(), 0));
-    assert_eq!(stored(&store), expected(&tape.trades, i64::MAX));
+    assert_eq!((summary.inserted, summary.unchanged), (27 - kept.len(), 0));
+    assert_eq!(stored(&store), expected(&tape.trades, T0 + 29 * H));
     // The quiet hours after the last bar stored are this run's gap: found
     // across the two runs.
     assert_eq!(kept.last().map(|c| c.time_ms), Some(T0 + 9 * H));
@@ -296,11 +374,21 @@ fn a_failure_midway_loses_at_most_a_batch_and_a_rerun_makes_the_same_series() {
 fn a_second_run_is_up_to_date_without_asking_the_venue() {
     let (_dir, mut store) = store();
     let mut tape = Tape::new();
-    run(&mut tape, &mut store, &request(T0, None), LATER)
-        .0
-        .expect("downloaded");
+    run(
+        &mut tape,
+        &mut store,
+        &request(T0, Some(T0 + 20 * H)),
+        LATER,
+    )
+    .0
+    .expect("downloaded");
     let calls = tape.calls;
-    let (summary, heard) = run(&mut tape, &mut store, &request(T0, None), LATER);
+    let (summary, heard) = run(
+        &mut tape,
+        &mut store,
+        &request(T0, Some(T0 + 20 * H)),
+        LATER,
+    );
     let summary = summary.expect("up to date");
     assert_eq!((summary.bars, summary.resumed), (0, true));
     assert_eq!(tape.calls, calls, "no request");
@@ -326,9 +414,9 @@ fn until_stops_before_its_bar_and_a_later_run_goes_on_from_there() {
         .expect("downloaded");
     assert_eq!(
         (summary.resumed, summary.start_ms, summary.bars),
-        (true, T0 + 5 * H, 23)
+        (true, T0 + 5 * H, 22)
     );
-    assert_eq!(stored(&store), expected(&tape.trades, i64::MAX));
+    assert_eq!(stored(&store), expected(&tape.trades, T0 + 29 * H));
 }
 
 #[test]
@@ -343,7 +431,7 @@ fn since_before_what_was_covered_starts_again_and_finds_stored_bars_unchanged() 
         .expect("downloaded");
     assert_eq!(
         (summary.resumed, summary.inserted, summary.unchanged),
-        (false, 3, 25)
+        (false, 3, 24)
     );
     assert_eq!(cursor(&store).map(|c| c.from_ms), Some(T0));
 }
