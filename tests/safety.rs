@@ -456,7 +456,7 @@ fn an_outage_after_the_first_bar_shows_in_status_and_metrics_with_one_row() {
     let events = feed_events(&db);
     assert_eq!(events.len(), 1, "{events:?}");
     assert!(
-        events[0].starts_with("kraken OHLC XBTUSD: the reply is larger than 4 MiB; not read"),
+        events[0].starts_with("kraken OHLC XBTUSD: a reply over 4 MiB"),
         "{events:?}"
     );
 }

@@ -275,6 +275,10 @@ pub enum Unreachable {
 /// How long a request may take end to end, unless said otherwise.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// The largest reply the control client reads (a status or a list of
+/// trades is kilobytes).
+const MAX_CONTROL_REPLY: u64 = 16 << 20;
+
 /// Sends one request to the engine running on `db`; returns the status
 /// and body.
 pub fn request(
@@ -335,10 +339,11 @@ pub fn request_within(
             })
         })?;
     let status = response.status().as_u16();
-    let body = response
-        .text()
-        .map_err(|e| no_answer(e.without_url().to_string()))?;
-    Ok((status, body))
+    // Whatever answers on the port may be another process: its reply is
+    // read within the timeout and a cap, not for as long as it drips.
+    let body = crate::venues::body::read_body(response, MAX_CONTROL_REPLY, started, timeout)
+        .map_err(|e| no_answer(e.to_string()))?;
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
 #[cfg(test)]

@@ -6,13 +6,14 @@
 //! `check_candle`, the rule import and backtests apply too.
 
 use std::collections::VecDeque;
-use std::io::{BufRead, Read};
+use std::io::BufRead;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use keel_model::candles::{Candle, CandleError, CsvCandles, check_candle, format_time};
 
 use crate::control::FeedHealth;
+use crate::venues::body::read_body;
 
 type Candles = Box<dyn Iterator<Item = Result<Candle, CandleError>>>;
 
@@ -325,22 +326,10 @@ impl Kraken {
             .send()
             .map_err(|e| Transient(format!("{what}: request failed: {}", one_line(&e))))?;
         let status = response.status();
-        let mut body = String::new();
-        response
-            .take(MAX_REPLY_BYTES + 1)
-            .read_to_string(&mut body)
-            .map_err(|e| {
-                Transient(format!(
-                    "{what}: reading the reply failed: {}",
-                    one_line(&e)
-                ))
-            })?;
-        if body.len() as u64 > MAX_REPLY_BYTES {
-            return Err(Transient(format!(
-                "{what}: the reply is larger than {} MiB; not read",
-                MAX_REPLY_BYTES >> 20
-            )));
-        }
+        // A body that drips in is cut off, not waited on read by read.
+        let body = read_body(response, MAX_REPLY_BYTES, Instant::now(), REQUEST_TIMEOUT)
+            .map_err(|e| Transient(format!("{what}: {e}")))?;
+        let body = String::from_utf8_lossy(&body);
         if !status.is_success() {
             return Err(Transient(format!("{what}: HTTP {status}")));
         }

@@ -3,6 +3,7 @@
 //! `kraken` is being built (signature and nonces so far). `history` is a
 //! venue's public trade history, which `keel data download` reads.
 
+pub mod body;
 pub mod history;
 pub mod kraken;
 pub mod paper;

@@ -14,7 +14,6 @@
 
 use std::time::Duration;
 
-use reqwest::blocking::Client;
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::{Value, json};
 
@@ -26,7 +25,7 @@ const VERSION: &str = "2023-06-01";
 
 /// A client of one Anthropic model.
 pub struct Anthropic {
-    client: Client,
+    client: http::Http,
     url: String,
     model: String,
     key: Key,

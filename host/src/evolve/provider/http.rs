@@ -2,14 +2,14 @@
 //! its answer read under a size cap, the `retry-after` headers, and the
 //! error body every provider wraps in `{"error": {…}}`.
 
-use std::io::Read;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::blocking::Client;
 use reqwest::header::HeaderMap;
 
 use super::ProviderError;
 use super::key::{Key, scrub};
+use crate::venues::body::{BodyError, read_body};
 
 /// The longest server text kept in an error message.
 pub(super) const MAX_MESSAGE_CHARS: usize = 300;
@@ -17,10 +17,19 @@ pub(super) const MAX_MESSAGE_CHARS: usize = 300;
 /// The largest reply read: a long completion is well under a megabyte.
 const MAX_REPLY_BYTES: u64 = 16 << 20;
 
+/// The blocking client and how long a call may take: its timeout bounds
+/// the wait for the answer's headers and each read of its body, and the
+/// body is read whole within it again (a reply that drips in is cut off).
+#[derive(Debug, Clone)]
+pub(super) struct Http {
+    client: Client,
+    timeout: Duration,
+}
+
 /// A client that never follows redirects: a redirect would carry the key's
 /// header (`x-api-key` is not one reqwest strips) to wherever it points.
-pub(super) fn client(label: &str, timeout: Duration) -> Result<Client, ProviderError> {
-    Client::builder()
+pub(super) fn client(label: &str, timeout: Duration) -> Result<Http, ProviderError> {
+    let client = Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(10)))
         .redirect(reqwest::redirect::Policy::none())
@@ -29,7 +38,8 @@ pub(super) fn client(label: &str, timeout: Duration) -> Result<Client, ProviderE
         .map_err(|e| ProviderError::Setup {
             provider: label.to_owned(),
             message: scrub(&e.to_string(), None, MAX_MESSAGE_CHARS),
-        })
+        })?;
+    Ok(Http { client, timeout })
 }
 
 /// A server's answer, success or not.
@@ -43,7 +53,7 @@ pub(super) struct Answer {
 /// POSTs `body` as JSON to `url`. Only a failure to get an answer at all
 /// is an error here; what the status means is the caller's to say.
 pub(super) fn post_json(
-    client: &Client,
+    http: &Http,
     url: &str,
     headers: HeaderMap,
     body: &serde_json::Value,
@@ -54,7 +64,7 @@ pub(super) fn post_json(
         provider: label.to_owned(),
         message: scrub(&format!("{what}: {e}"), key, MAX_MESSAGE_CHARS),
     };
-    let response = client
+    let response = (http.client)
         .post(url)
         .headers(headers)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -63,23 +73,19 @@ pub(super) fn post_json(
         .map_err(|e| transport(describe(&e), &e))?;
     let status = response.status().as_u16();
     let retry_after = retry_after(response.headers());
-    let mut text = String::new();
-    response
-        .take(MAX_REPLY_BYTES + 1)
-        .read_to_string(&mut text)
-        .map_err(|e| transport("reading the reply failed", &e))?;
-    if text.len() as u64 > MAX_REPLY_BYTES {
-        return Err(ProviderError::Malformed {
-            provider: label.to_owned(),
-            message: format!(
-                "the reply is larger than {} MiB; not read",
-                MAX_REPLY_BYTES >> 20
-            ),
-        });
-    }
+    let body = match read_body(response, MAX_REPLY_BYTES, Instant::now(), http.timeout) {
+        Ok(body) => body,
+        Err(e @ BodyError::TooLarge(_)) => {
+            return Err(ProviderError::Malformed {
+                provider: label.to_owned(),
+                message: format!("{e}; not read"),
+            });
+        }
+        Err(e) => return Err(transport("reading the reply failed", &e)),
+    };
     Ok(Answer {
         status,
-        body: text,
+        body: String::from_utf8_lossy(&body).into_owned(),
         retry_after,
     })
 }

@@ -14,7 +14,6 @@
 
 use std::time::Duration;
 
-use reqwest::blocking::Client;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use serde_json::{Value, json};
 
@@ -33,7 +32,7 @@ const SPEND_CODES: &[&str] = &[
 
 /// A client of one model behind an OpenAI-compatible endpoint.
 pub struct OpenAiCompatible {
-    client: Client,
+    client: http::Http,
     url: String,
     name: String,
     model: String,

@@ -5,7 +5,7 @@
 //! them. A reply that never came, or a 5xx, is an unknown outcome: the
 //! caller reconciles by client order id before sending anything again.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
@@ -13,6 +13,7 @@ use super::limits::{RateLimits, Tier};
 use super::nonce::Nonces;
 use super::reply::{self, Failure};
 use super::sign::SigningKey;
+use crate::venues::body::{BodyError, read_body};
 
 /// A key pair as Kraken issues it. Shows as `[redacted]`.
 #[derive(Clone)]
@@ -76,6 +77,9 @@ const MAX_REPLY: usize = 4 << 20;
 pub struct Client {
     base: String,
     http: reqwest::blocking::Client,
+    /// How long a reply's body may take once its headers are in (the
+    /// client's timeout bounds each read, not the whole).
+    body_within: Duration,
     credentials: Credentials,
     nonces: Nonces,
     /// Where the nonce lease is kept.
@@ -117,6 +121,7 @@ impl Client {
         Ok(Client {
             base: base.trim_end_matches('/').to_owned(),
             http,
+            body_within: REQUEST_TIMEOUT,
             credentials,
             nonces,
             conn,
@@ -129,6 +134,7 @@ impl Client {
     /// (default [`REQUEST_TIMEOUT`]).
     pub fn with_timeout(mut self, timeout: Duration) -> anyhow::Result<Client> {
         self.http = Self::http_client(timeout)?;
+        self.body_within = timeout;
         Ok(self)
     }
 
@@ -145,7 +151,7 @@ impl Client {
     ) -> Result<serde_json::Value, Failure> {
         let url = format!("{}/0/public/{method}", self.base);
         let reply = self.http.get(url).query(query).send();
-        self.read(reply)
+        self.read(reply, Instant::now())
     }
 
     /// A private method's `result`: waits on the call counter, signs,
@@ -185,7 +191,7 @@ impl Client {
                 .header("Content-Type", "application/x-www-form-urlencoded")
                 .body(body)
                 .send();
-            match self.read(reply) {
+            match self.read(reply, Instant::now()) {
                 Err(Failure::Nonce(_)) if tries < 2 => continue,
                 Err(Failure::RestRateLimit(e)) => {
                     self.limits.rest_refused((self.clock)());
@@ -274,9 +280,12 @@ impl Client {
         Ok(fills)
     }
 
+    /// A reply's `result`, its body read within `body_within` of
+    /// `headers_in`, when its headers came.
     fn read(
         &self,
         reply: reqwest::Result<reqwest::blocking::Response>,
+        headers_in: Instant,
     ) -> Result<serde_json::Value, Failure> {
         let reply = reply.map_err(|e| {
             Failure::Unknown(if e.is_timeout() {
@@ -289,17 +298,13 @@ impl Client {
             })
         })?;
         let status = reply.status().as_u16();
-        let mut body = Vec::new();
-        use std::io::Read;
-        reply
-            .take(MAX_REPLY as u64 + 1)
-            .read_to_end(&mut body)
-            .map_err(|e| Failure::Unknown(format!("the reply broke off: {e}")))?;
-        if body.len() > MAX_REPLY {
-            return Err(Failure::Malformed(format!(
-                "HTTP {status}: a reply over 4 MiB"
-            )));
-        }
+        let body = read_body(reply, MAX_REPLY as u64, headers_in, self.body_within).map_err(
+            |e| match e {
+                BodyError::TooLarge(_) => Failure::Malformed(format!("HTTP {status}: {e}")),
+                // What the call did is unknown: the caller finds out.
+                e => Failure::Unknown(e.to_string()),
+            },
+        )?;
         // The key never comes back in an error, even if a server echoes it.
         let text = String::from_utf8_lossy(&body).replace(&self.credentials.api_key, "[redacted]");
         reply::parse(status, &text)

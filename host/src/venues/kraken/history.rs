@@ -19,7 +19,6 @@
 //! two to that). The price is requests: a page is 1,000 trades, so a busy
 //! pair's month takes some hundreds of seconds.
 
-use std::io::Read;
 use std::time::{Duration, Instant};
 
 use rust_decimal::Decimal;
@@ -32,6 +31,7 @@ use super::client::{Client, REQUEST_TIMEOUT};
 use super::limits::PublicLimit;
 use super::pairs;
 use super::reply::{self, Failure};
+use crate::venues::body::{BodyError, REPLY_WITHIN, read_body};
 use crate::venues::history::{HistoryError, Market, PageStart, Trade, TradeHistory, TradePage};
 
 /// Kraken's REST API.
@@ -61,6 +61,8 @@ pub struct KrakenHistory {
     last_id: Option<u64>,
     /// Whether the server has answered once in this run.
     answered: bool,
+    /// The longest a request may take, to its body's last byte.
+    reply_within: Duration,
 }
 
 impl std::fmt::Debug for KrakenHistory {
@@ -85,6 +87,13 @@ enum Outcome {
 }
 
 impl KrakenHistory {
+    /// The same, with requests cut off after `within` instead of
+    /// [`REPLY_WITHIN`].
+    pub fn with_reply_within(mut self, within: Duration) -> KrakenHistory {
+        self.reply_within = within;
+        self
+    }
+
     /// Reads from `base` (`DEFAULT_URL`), at most `per_s` requests a
     /// second; retries are announced to `say`.
     pub fn new(base: &str, per_s: f64, say: Box<dyn FnMut(&str)>) -> anyhow::Result<KrakenHistory> {
@@ -96,6 +105,7 @@ impl KrakenHistory {
             say,
             last_id: None,
             answered: false,
+            reply_within: REPLY_WITHIN,
         })
     }
 
@@ -126,7 +136,9 @@ impl KrakenHistory {
                 std::thread::sleep(wait);
             }
             self.pace.called(self.now_ms());
-            match read(self.http.get(&url).query(query).send()) {
+            let sent = Instant::now();
+            let reply = self.http.get(&url).query(query).send();
+            match read(reply, sent, self.reply_within) {
                 Outcome::Answer(result) => {
                     self.answered = true;
                     return Ok(result);
@@ -207,8 +219,13 @@ impl TradeHistory for KrakenHistory {
     }
 }
 
-/// A reply, or what went wrong getting it.
-fn read(reply: reqwest::Result<reqwest::blocking::Response>) -> Outcome {
+/// A reply to a request sent at `sent`, read whole within `within`, or
+/// what went wrong getting it.
+fn read(
+    reply: reqwest::Result<reqwest::blocking::Response>,
+    sent: Instant,
+    within: Duration,
+) -> Outcome {
     let reply = match reply {
         Ok(reply) => reply,
         Err(e) if e.is_timeout() => return Outcome::Retry("no reply in time".into()),
@@ -223,19 +240,11 @@ fn read(reply: reqwest::Result<reqwest::blocking::Response>) -> Outcome {
         }
     };
     let status = reply.status().as_u16();
-    let mut body = Vec::new();
-    if let Err(e) = reply.take(MAX_REPLY + 1).read_to_end(&mut body) {
-        return Outcome::Retry(format!(
-            "the reply broke off: {}",
-            shown::message(&e.to_string())
-        ));
-    }
-    if body.len() as u64 > MAX_REPLY {
-        return Outcome::Fatal(format!(
-            "HTTP {status}: a reply over {} MiB",
-            MAX_REPLY >> 20
-        ));
-    }
+    let body = match read_body(reply, MAX_REPLY, sent, within) {
+        Ok(body) => body,
+        Err(e @ BodyError::TooLarge(_)) => return Outcome::Fatal(format!("HTTP {status}: {e}")),
+        Err(e) => return Outcome::Retry(e.to_string()),
+    };
     classify(status, &String::from_utf8_lossy(&body))
 }
 

@@ -319,3 +319,63 @@ fn bars_from_trades_are_krakens_ohlc_bars_wherever_those_have_trades() {
     assert_eq!(traded.into_iter().copied().collect::<Vec<_>>(), made);
     assert_eq!(made.len(), 11);
 }
+
+/// A server that sends its reply a byte at a time is cut off once the
+/// request has taken its time, and asked again (the client's own timeout
+/// bounds each read, not the body: it waited for weeks).
+#[test]
+fn a_reply_that_drips_in_is_cut_off_and_asked_again() {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let server = std::thread::spawn(move || {
+        for (i, stream) in listener.incoming().take(2).enumerate() {
+            let mut stream = stream.expect("accept");
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            if i == 0 {
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n");
+                let until = Instant::now() + Duration::from_secs(20);
+                while Instant::now() < until && stream.write_all(b" ").is_ok() {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            } else {
+                let body = r#"{"error":[],"result":{"XXBTZUSD":[],"last":"1704067199999999999"}}"#;
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        }
+    });
+    let notes = Arc::new(Mutex::new(Vec::new()));
+    let heard = notes.clone();
+    let mut history = KrakenHistory::new(
+        &url,
+        100.0,
+        Box::new(move |n| heard.lock().expect("notes").push(n.to_owned())),
+    )
+    .expect("history")
+    .with_reply_within(Duration::from_millis(400));
+    let started = Instant::now();
+    let page = history
+        .trades("XBTUSD", &PageStart::At(START * 1000))
+        .expect("the second try answers");
+    assert!(page.trades.is_empty());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let notes = notes.lock().expect("notes");
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0].contains("the reply was still coming after 0.4 s; cut off; trying again"),
+        "{notes:?}"
+    );
+    server.join().expect("server");
+}
