@@ -63,6 +63,9 @@ pub struct KrakenHistory {
     answered: bool,
     /// The longest a request may take, to its body's last byte.
     reply_within: Duration,
+    /// The names a `Trades` result may list a pair's trades under (its
+    /// name and altname, from `AssetPairs`), by the pair as asked for.
+    keys: std::collections::HashMap<String, [String; 2]>,
 }
 
 impl std::fmt::Debug for KrakenHistory {
@@ -106,6 +109,7 @@ impl KrakenHistory {
             last_id: None,
             answered: false,
             reply_within: REPLY_WITHIN,
+            keys: Default::default(),
         })
     }
 
@@ -178,14 +182,18 @@ impl TradeHistory for KrakenHistory {
         let result = self.get(&what, "AssetPairs", &[("pair", pair)])?;
         let pairs =
             pairs::parse(&result).map_err(|e| HistoryError::Malformed(format!("{what}: {e}")))?;
-        pairs
+        let found = pairs
             .values()
             .find(|p| p.name.eq_ignore_ascii_case(pair) || p.altname.eq_ignore_ascii_case(pair))
-            .map(|p| Market {
-                pair: p.altname.clone(),
-                symbol: p.wsname.clone(),
-            })
-            .ok_or_else(|| HistoryError::Refused(format!("{what}: Kraken lists no such pair")))
+            .ok_or_else(|| HistoryError::Refused(format!("{what}: Kraken lists no such pair")))?;
+        for asked in [pair, &found.altname] {
+            let names = [found.name.clone(), found.altname.clone()];
+            self.keys.insert(asked.to_ascii_uppercase(), names);
+        }
+        Ok(Market {
+            pair: found.altname.clone(),
+            symbol: found.wsname.clone(),
+        })
     }
 
     fn trades(&mut self, pair: &str, start: &PageStart) -> Result<TradePage, HistoryError> {
@@ -201,6 +209,12 @@ impl TradeHistory for KrakenHistory {
                 ))
             })?,
         };
+        // The names its trades may come under, from `AssetPairs`.
+        if !self.keys.contains_key(&pair.to_ascii_uppercase()) {
+            self.market(pair)?;
+        }
+        let keys = (self.keys.get(&pair.to_ascii_uppercase()).cloned())
+            .unwrap_or_else(|| [pair.to_owned(), pair.to_owned()]);
         let what = format!("kraken Trades {} since {since}", shown::text(pair));
         let since_text = since.to_string();
         let query = [
@@ -209,7 +223,7 @@ impl TradeHistory for KrakenHistory {
             ("count", PAGE_TRADES),
         ];
         let result = self.get(&what, "Trades", &query)?;
-        let page = parse_trades(&result, since, self.last_id)
+        let page = parse_trades(&result, &keys, since, self.last_id)
             .map_err(|e| HistoryError::Malformed(format!("{what}: {e}")))?;
         self.last_id = page.last_id.or(self.last_id);
         Ok(TradePage {
@@ -286,7 +300,12 @@ struct Page {
 /// a trade before `since`, an id that does not rise, or a `last` that does
 /// not move past the page (the next page would repeat it, or never end) is
 /// an error naming the row.
-fn parse_trades(result: &Value, since: i128, after_id: Option<u64>) -> Result<Page, String> {
+fn parse_trades(
+    result: &Value,
+    keys: &[String],
+    since: i128,
+    after_id: Option<u64>,
+) -> Result<Page, String> {
     let fields = result.as_object().ok_or("the result is not an object")?;
     let last = match fields.get("last") {
         Some(Value::String(text)) => text.parse::<i128>().ok(),
@@ -294,11 +313,22 @@ fn parse_trades(result: &Value, since: i128, after_id: Option<u64>) -> Result<Pa
         _ => None,
     }
     .ok_or("no \"last\" time in ns")?;
-    let rows = fields
-        .iter()
-        .find(|(k, _)| *k != "last")
-        .and_then(|(_, v)| v.as_array())
-        .ok_or("no array of trades")?;
+    // The pair's own trades: another pair's, under its name, are not.
+    let rows = keys.iter().find_map(|k| fields.get(k)).ok_or_else(|| {
+        let held: Vec<String> = (fields.keys())
+            .filter(|k| *k != "last")
+            .map(|k| shown::quoted(k).to_string())
+            .collect();
+        format!(
+            "no trades under {} (the result holds {})",
+            shown::quoted(&keys[0]),
+            match held.is_empty() {
+                true => "nothing else".to_owned(),
+                false => held.join(", "),
+            }
+        )
+    })?;
+    let rows = rows.as_array().ok_or("no array of trades")?;
     let mut page = Page {
         trades: Vec::with_capacity(rows.len()),
         last,

@@ -69,7 +69,8 @@ fn a_trades_result_is_read_and_every_bad_shape_named() {
         ],
         "last": "1688669598280411234"
     });
-    let page = parse_trades(&good, since, None).expect("good");
+    let xbt = ["XXBTZUSD".to_owned(), "XBTUSD".to_owned()];
+    let page = parse_trades(&good, &xbt, since, None).expect("good");
     assert_eq!(page.last, 1_688_669_598_280_411_234);
     assert_eq!(page.last_id, Some(61044953));
     assert_eq!(
@@ -82,7 +83,19 @@ fn a_trades_result_is_read_and_every_bad_shape_named() {
     );
     // Nothing new: an empty page, whatever `last` says.
     let empty = serde_json::json!({ "XXBTZUSD": [], "last": since.to_string() });
-    assert_eq!(parse_trades(&empty, since, None).expect("empty").trades, []);
+    assert_eq!(
+        parse_trades(&empty, &xbt, since, None)
+            .expect("empty")
+            .trades,
+        []
+    );
+    // Another pair's trades are not this one's.
+    let other = serde_json::json!({ "XETHZUSD": [], "last": since.to_string() });
+    assert_eq!(
+        parse_trades(&other, &xbt, since, None).expect_err("another pair"),
+        "no trades under \"XXBTZUSD\" (the result holds \"XETHZUSD\")"
+    );
+    let x = ["X".to_owned(), "X".to_owned()];
 
     let with = |rows: serde_json::Value, last: &str| serde_json::json!({ "X": rows, "last": last });
     let row = |price: &str, volume: &str, time: f64, id: u64| {
@@ -93,7 +106,14 @@ fn a_trades_result_is_read_and_every_bad_shape_named() {
     let cases = [
         (serde_json::json!([1, 2]), "the result is not an object"),
         (serde_json::json!({ "X": [] }), "no \"last\" time in ns"),
-        (serde_json::json!({ "last": "5" }), "no array of trades"),
+        (
+            serde_json::json!({ "last": "5" }),
+            "no trades under \"X\" (the result holds nothing else)",
+        ),
+        (
+            serde_json::json!({ "X": 5, "last": "5" }),
+            "no array of trades",
+        ),
         (
             with(serde_json::json!([["1", "2"]]), last),
             "row 0 is not a trade (price, volume, time, …)",
@@ -145,12 +165,15 @@ fn a_trades_result_is_read_and_every_bad_shape_named() {
         ),
     ];
     for (result, error) in cases {
-        assert_eq!(parse_trades(&result, since, None).expect_err(error), error);
+        assert_eq!(
+            parse_trades(&result, &x, since, None).expect_err(error),
+            error
+        );
     }
     // Ids go on rising across pages.
     let again = with(serde_json::json!([row("5", "1", t, 61044953)]), last);
     assert_eq!(
-        parse_trades(&again, since, Some(61044953)).expect_err("repeat"),
+        parse_trades(&again, &x, since, Some(61044953)).expect_err("repeat"),
         "row 0: trade id 61044953 does not follow 61044953"
     );
 }
@@ -277,16 +300,16 @@ fn an_unknown_pair_is_refused_at_once_naming_it() {
         error.to_string(),
         "kraken AssetPairs DOGEXYZ: Kraken lists no such pair"
     );
+    // Trades of a pair never named first are asked for under the names
+    // AssetPairs gives it: an unknown one is refused there.
     let error = history
         .trades("DOGEXYZ", &PageStart::At(START * 1000))
         .expect_err("unknown");
     assert_eq!(
         error,
-        HistoryError::Refused(
-            "kraken Trades DOGEXYZ since 1704067199999999999: EQuery:Unknown asset pair".into()
-        )
+        HistoryError::Refused("kraken AssetPairs DOGEXYZ: Kraken lists no such pair".into())
     );
-    assert_eq!(fake.public_calls().len(), 1, "not tried again");
+    assert!(fake.public_calls().is_empty(), "no Trades asked");
     assert!(notes.lock().expect("notes").is_empty());
 }
 
@@ -329,14 +352,26 @@ fn a_reply_that_drips_in_is_cut_off_and_asked_again() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     let server = std::thread::spawn(move || {
-        for (i, stream) in listener.incoming().take(2).enumerate() {
+        let mut trades = 0;
+        for stream in listener.incoming().take(3) {
             let mut stream = stream.expect("accept");
             let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-            let mut line = String::new();
+            let (mut request, mut line) = (String::new(), String::new());
+            reader.read_line(&mut request).expect("request line");
             while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
                 line.clear();
             }
-            if i == 0 {
+            if request.contains("AssetPairs") {
+                let body = r#"{"error":[],"result":{"XXBTZUSD":{"altname":"XBTUSD","wsname":"XBT/USD","base":"XXBT","quote":"ZUSD","pair_decimals":1,"lot_decimals":8,"cost_decimals":5,"ordermin":"0.0001","costmin":"0.5","tick_size":"0.1","status":"online"}}}"#;
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                continue;
+            }
+            trades += 1;
+            if trades == 1 {
                 let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n");
                 let until = Instant::now() + Duration::from_secs(20);
                 while Instant::now() < until && stream.write_all(b" ").is_ok() {
