@@ -312,6 +312,14 @@ pub fn expand_grid(specs: &[ParamSpec], assignments: &[String]) -> anyhow::Resul
                     name.trim()
                 )
             })?;
+        // Given twice, the last would silently win: one axis a name.
+        if axes.iter().any(|(n, _)| *n == spec.name) {
+            bail!(
+                "--param {}: given twice; give all its values at once ({}=a,b,c)",
+                spec.name,
+                spec.name
+            );
+        }
         axes.push((
             spec.name.clone(),
             axis(spec, values).with_context(|| format!("--param {text}"))?,
@@ -779,6 +787,13 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "--param slow=3: parameter 'slow' is not declared by the strategy"
+        );
+        // Given twice, the last one used to win without a word.
+        let twice = ["fast=5".to_owned(), " fast=6".to_owned()];
+        let err = expand_grid(&specs, &twice).expect_err("twice");
+        assert_eq!(
+            err.to_string(),
+            "--param fast: given twice; give all its values at once (fast=a,b,c)"
         );
     }
 }
