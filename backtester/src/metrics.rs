@@ -1,5 +1,10 @@
 //! Performance figures from a backtest's trades and equity curve. Returns are
-//! per step of the merged time axis; annualised with the series' bar length.
+//! per step of the merged time axis, annualised by the steps a year the run
+//! took: its steps over its span. For one series without gaps that is a
+//! year over the bar length; a daily stock series (no weekends) counts its
+//! ~252 steps a year, not 365; and feeds of different bar lengths (a daily
+//! series beside a few 5m bars) are no longer annualised as if every step
+//! were the shortest bar's (which put √288 on a daily series' Sharpe).
 
 use crate::engine::BacktestResult;
 
@@ -41,7 +46,12 @@ impl Metrics {
         let n = stats.points.max(1) as f64;
         let (mean, variance) = stats.returns();
         let downside = (stats.downside_sq / n).sqrt();
-        let per_year = YEAR_MS / result.bar_ms.max(1) as f64;
+        // Steps a year: the intervals between steps over the time they took.
+        let stepped_ms = stats.first_ms.map_or(0, |first| stats.last_ms - first);
+        let per_year = match (stats.points > 1 && stepped_ms > 0) {
+            true => (stats.points - 1) as f64 * YEAR_MS / stepped_ms as f64,
+            false => YEAR_MS / result.bar_ms.max(1) as f64,
+        };
         let std = variance.sqrt();
         let volatility = std * per_year.sqrt();
         let sharpe = (std > 0.0).then(|| mean / std * per_year.sqrt());
@@ -161,6 +171,36 @@ mod tests {
         assert_eq!(m.trades, 4);
         assert!(close(m.win_rate, 0.5) && close(m.profit_factor, 3.0) && close(m.expectancy, 5.0));
         assert!(close(m.average_win, 15.0) && close(m.average_loss, -5.0));
+    }
+
+    /// Annualised by the steps a year the run took: not by the shortest
+    /// bar among its feeds (a few 5m bars beside a daily series put √288
+    /// on its Sharpe), and a daily series without weekends counts five
+    /// steps a week.
+    #[test]
+    fn returns_are_annualised_by_the_steps_taken_not_the_shortest_bar() {
+        let points = [(0, 110.0), (DAY, 99.0), (2 * DAY, 121.0)];
+        let daily = Metrics::of(&result(100.0, &points, vec![]));
+        let mut mixed = result(100.0, &points, vec![]);
+        mixed.bar_ms = 5 * 60_000;
+        let mixed = Metrics::of(&mixed);
+        assert_eq!(mixed.sharpe, daily.sharpe);
+        assert_eq!(mixed.volatility, daily.volatility);
+        assert!(close(daily.sharpe, 8.70279982119768), "{:?}", daily.sharpe);
+        // Weekdays only: 5 steps in 7 days, so √(5/7) of a daily Sharpe.
+        let weekdays: Vec<(i64, f64)> = (0..200)
+            .filter(|d| d % 7 < 5)
+            .map(|d| (d * DAY, 100.0 + (d % 3) as f64))
+            .collect();
+        let gapped = Metrics::of(&result(100.0, &weekdays, vec![]));
+        let steps = weekdays.len() as f64;
+        let days = (weekdays[weekdays.len() - 1].0 / DAY) as f64;
+        let (mean, variance) = result(100.0, &weekdays, vec![]).equity_stats.returns();
+        let per_year = (steps - 1.0) / days * 365.25;
+        assert!(close(
+            gapped.sharpe,
+            mean / variance.sqrt() * per_year.sqrt()
+        ));
     }
 
     #[test]
