@@ -474,3 +474,29 @@ fn a_file_with_unknown_column_names_backtests_with_columns() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+/// A file of one bar cannot tell its bar length by its bars: its name
+/// does (`ONE_BTC-5m.csv`), streamed or loaded whole; it was taken as 1m.
+#[test]
+fn a_one_bar_file_has_the_bar_length_its_name_says() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("keel.db");
+    let one = dir.path().join("ONE_BTC-5m.csv");
+    std::fs::write(
+        &one,
+        "time,open,high,low,close,volume\n2013-03-04T00:00:00Z,1,1,1,1,1\n",
+    )
+    .expect("write");
+    let sma = crate::support::example("sma-cross").to_str().expect("path");
+    let page = dir.path().join("page.html");
+    for extra in [&[][..], &["--report", path(&page)][..]] {
+        let args = [&["backtest", sma, "--data", path(&one)][..], extra].concat();
+        let out = keel(&db, &args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("ONE_BTC-5m.csv's are 5m"),
+            "{extra:?}: {}",
+            stderr(&out)
+        );
+    }
+}

@@ -48,7 +48,7 @@ impl Metrics {
         let downside = (stats.downside_sq / n).sqrt();
         // Steps a year: the intervals between steps over the time they took.
         let stepped_ms = stats.first_ms.map_or(0, |first| stats.last_ms - first);
-        let per_year = match (stats.points > 1 && stepped_ms > 0) {
+        let per_year = match stats.points > 1 && stepped_ms > 0 {
             true => (stats.points - 1) as f64 * YEAR_MS / stepped_ms as f64,
             false => YEAR_MS / result.bar_ms.max(1) as f64,
         };

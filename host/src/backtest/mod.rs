@@ -89,7 +89,8 @@ pub fn load_data(
         } else {
             let (symbol, path) = file_spec(spec, i)?;
             let mut candles = candles::read_file_columns(&path, columns)?;
-            let mut bar_ms = candles::typical_spacing_ms(&candles).unwrap_or(60_000);
+            let mut bar_ms =
+                candles::typical_spacing_ms(&candles).unwrap_or_else(|| named_bar_ms(&path));
             if bar_ms >= Timeframe::D1.duration_ms() {
                 // Daily or longer: dated as an import dates them (a local
                 // midnight is its date), so the file and the store agree.
@@ -117,6 +118,12 @@ pub fn load_data(
         });
     }
     Ok(out)
+}
+
+/// The bar length of a file too short to tell by its bars (one bar): the
+/// one its name ends in (`ONE_BTC-5m.csv`), else a minute.
+pub(crate) fn named_bar_ms(path: &Path) -> i64 {
+    candles::timeframe_from_file(path).map_or(60_000, Timeframe::duration_ms)
 }
 
 /// The symbol and file of `--data` value `spec`, the `i`th, that names a

@@ -311,11 +311,9 @@ fn has_extension(path: &Path, any: &[&str]) -> bool {
         .is_some_and(|ext| any.iter().any(|a| ext.eq_ignore_ascii_case(a)))
 }
 
-/// The symbol a candle file's name gives: the name without its extensions
-/// and a trailing timeframe, a pair written `ETH_BTC` or `BTC-USD` as
-/// `ETH/BTC`, `BTC/USD` (`GOOG-1d.csv` → `GOOG`, `ETH_BTC-5m.json` →
-/// `ETH/BTC`, `UNITTEST_BTC-1m.csv` → `UNITTEST_BTC`).
-pub fn symbol_from_file(path: &Path) -> Option<String> {
+/// A file's name without the extensions of candle files (`ETH_BTC-5m.csv.gz`
+/// → `ETH_BTC-5m`).
+fn file_stem(path: &Path) -> Option<&str> {
     let mut name = path.file_name()?.to_str()?;
     while let Some((stem, ext)) = name.rsplit_once('.') {
         let known = [
@@ -326,6 +324,22 @@ pub fn symbol_from_file(path: &Path) -> Option<String> {
         }
         name = stem;
     }
+    Some(name)
+}
+
+/// The bar length a candle file's name ends in (`ETH_BTC-5m.csv` → 5m), as
+/// freqtrade names its files; for a file too short to tell by its bars.
+pub fn timeframe_from_file(path: &Path) -> Option<Timeframe> {
+    let (stem, tf) = file_stem(path)?.rsplit_once(['-', '_'])?;
+    Timeframe::parse(tf).filter(|_| !stem.is_empty())
+}
+
+/// The symbol a candle file's name gives: the name without its extensions
+/// and a trailing timeframe, a pair written `ETH_BTC` or `BTC-USD` as
+/// `ETH/BTC`, `BTC/USD` (`GOOG-1d.csv` → `GOOG`, `ETH_BTC-5m.json` →
+/// `ETH/BTC`, `UNITTEST_BTC-1m.csv` → `UNITTEST_BTC`).
+pub fn symbol_from_file(path: &Path) -> Option<String> {
+    let mut name = file_stem(path)?;
     if let Some((stem, tf)) = name.rsplit_once(['-', '_'])
         && !stem.is_empty()
         && Timeframe::parse(tf).is_some()

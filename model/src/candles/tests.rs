@@ -407,6 +407,15 @@ fn a_files_name_gives_its_symbol() {
             "{file}"
         );
     }
+    for (file, timeframe) in [
+        ("ONE_BTC-5m.csv", Some(Timeframe::M5)),
+        ("data/GOOG-1d.csv.gz", Some(Timeframe::D1)),
+        ("BTCUSD-1M.json", Some(Timeframe::Month1)),
+        ("prices.csv", None),
+        ("1d.csv", None),
+    ] {
+        assert_eq!(timeframe_from_file(Path::new(file)), timeframe, "{file}");
+    }
 }
 
 #[test]

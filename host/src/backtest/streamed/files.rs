@@ -72,6 +72,7 @@ pub(super) fn stream_file(
                 first: Vec::new(),
                 last_ms: None,
                 spacings: Spacings::default(),
+                named_ms: crate::backtest::named_bar_ms(&path),
                 sink: None,
             };
             reading.read(&path, &columns)
@@ -113,6 +114,8 @@ struct Reading {
     last_ms: Option<i64>,
     /// Every spacing between the file's bars.
     spacings: Spacings,
+    /// The bar length when the bars cannot tell (one bar): by the name.
+    named_ms: i64,
     /// Where the bars go once the read has begun.
     sink: Option<Sink>,
 }
@@ -158,7 +161,7 @@ impl Reading {
             Some(to) => format!("{} as {to}", self.source),
             None => self.source.clone(),
         };
-        let typical = self.spacings.typical().unwrap_or(60_000);
+        let typical = self.spacings.typical().unwrap_or(self.named_ms);
         Ok(Some(Made {
             reference: DataRef {
                 symbol: self.symbol.clone(),
@@ -195,7 +198,7 @@ impl Reading {
     /// begins, and sends them.
     fn begin(&mut self) -> Result<(), Ended> {
         let judged = &self.first[..self.first.len().min(FIRST_BARS)];
-        let bar_ms = candles::typical_spacing_ms(judged).unwrap_or(60_000);
+        let bar_ms = candles::typical_spacing_ms(judged).unwrap_or(self.named_ms);
         let whole = bar_ms >= Timeframe::D1.duration_ms();
         // What cannot be aggregated is refused before the run begins.
         let resampler = match self.to.filter(|_| !whole) {
