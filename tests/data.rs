@@ -813,19 +813,7 @@ fn an_import_into_a_longer_or_mended_series_says_what_the_series_now_is() {
     // One bit flipped in the second span, which the first 1000 bars are
     // not in: --replace drops it, and the series has a gap where it was.
     let conn = rusqlite::Connection::open(&db).expect("open");
-    let (span, mut columns): (i64, Vec<u8>) = conn
-        .query_row(
-            "SELECT span, columns FROM candle_spans ORDER BY span LIMIT 1 OFFSET 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .expect("a second span");
-    columns[100] ^= 1;
-    conn.execute(
-        "UPDATE candle_spans SET columns = ?1 WHERE span = ?2",
-        rusqlite::params![columns, span],
-    )
-    .expect("flip");
+    crate::support::flip_span_bit(&conn, 1, 100, 1).expect("a second span");
     drop(conn);
     let mut args = vec!["data", "import", path(&first), "--symbol", "SYN/USD"];
     args.extend(["--timeframe", "1m", "--replace"]);

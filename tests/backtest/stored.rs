@@ -267,20 +267,7 @@ fn damaged_stored_bars_refuse_the_run_wherever_they_are() {
     synth(&db, &file, "5");
     let json = dir.path().join("r.json");
     // One bit flipped in the fourth of five spans: found mid-run.
-    let flip = |conn: &rusqlite::Connection| {
-        let (span, mut columns): (i64, Vec<u8>) = conn
-            .query_row(
-                "SELECT span, columns FROM candle_spans ORDER BY span LIMIT 1 OFFSET 3",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .expect("a fourth span");
-        columns[1000] ^= 4;
-        conn.execute(
-            "UPDATE candle_spans SET columns = ?1 WHERE span = ?2",
-            rusqlite::params![columns, span],
-        )
-    };
+    let flip = |conn: &rusqlite::Connection| crate::support::flip_span_bit(conn, 3, 1000, 4);
     let sql =
         |statement: &'static str| move |conn: &rusqlite::Connection| conn.execute(statement, []);
     type Damage<'a> = (

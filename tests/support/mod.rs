@@ -148,3 +148,23 @@ pub fn cache_files(cache: &Path) -> Vec<String> {
     names.sort();
     names
 }
+
+/// Flips the bits `mask` of byte `at` in the columns of the stored span
+/// `nth` (0 for the first, in time order), as damage behind Keel's back.
+pub fn flip_span_bit(
+    conn: &rusqlite::Connection,
+    nth: usize,
+    at: usize,
+    mask: u8,
+) -> rusqlite::Result<usize> {
+    let (span, mut columns): (i64, Vec<u8>) = conn.query_row(
+        "SELECT span, columns FROM candle_spans ORDER BY span LIMIT 1 OFFSET ?1",
+        [nth as i64],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    columns[at] ^= mask;
+    conn.execute(
+        "UPDATE candle_spans SET columns = ?1 WHERE span = ?2",
+        rusqlite::params![columns, span],
+    )
+}
