@@ -333,6 +333,89 @@ fn a_kill_that_cannot_reach_the_api_goes_through_the_kill_file() {
     );
 }
 
+/// A process that is not the engine answering on the control port (a
+/// port a crashed run left in its control file, taken since) does not
+/// make a kill: only the engine's own account of one does, anything else
+/// goes by the kill file. A control file that is a pipe or a link to
+/// `/dev/zero` is refused at once, never waited on or read whole.
+#[test]
+fn a_kill_answered_by_another_process_goes_through_the_kill_file() {
+    use std::io::{BufRead, BufReader};
+    let s = Setup::new();
+    let db = s.db("impostor.db");
+    let mut run = s.spawn_run(&db, "sample:1440", "600x", &[]);
+    wait_for_control(&db);
+    wait_for_bars(&db, 30);
+    let impostor = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = impostor.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for stream in impostor.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let body = r#"{"reply":"state","state":"ACTIVE"}"#;
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let file = keel_host::control::control_file(&db);
+    let mut endpoint: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&file).expect("control")).expect("json");
+    endpoint["port"] = port.into();
+    std::fs::write(&file, endpoint.to_string()).expect("rewrite");
+    let kill = s.keel(&db, &["kill", "--reason", "impostor"]);
+    let (out, err) = (text(&kill.stdout), text(&kill.stderr));
+    assert!(kill.status.success(), "{out}{err}");
+    assert!(err.contains("200 /kill: not a kill's reply"), "{err}");
+    assert!(
+        out.contains(&format!("keel run (pid {}) took it", run.id())),
+        "{out}"
+    );
+    let state: String = open(&db)
+        .query_row("SELECT state FROM trading_state", [], |r| r.get(0))
+        .expect("state");
+    assert_eq!(state, "HALTED");
+    run.kill().expect("SIGKILL");
+    run.wait().expect("reap");
+
+    // A control file that is a pipe, or a link to an endless device.
+    for (name, make) in [("fifo.db", "mkfifo"), ("zero.db", "ln")] {
+        let db = s.db(name);
+        let control = keel_host::control::control_file(&db);
+        let made = match make {
+            "mkfifo" => std::process::Command::new("mkfifo").arg(&control).status(),
+            _ => std::process::Command::new("ln")
+                .args(["-s", "/dev/zero"])
+                .arg(&control)
+                .status(),
+        };
+        assert!(made.expect("made").success());
+        let started = Instant::now();
+        let status = s.keel(&db, &["status"]);
+        assert!(!status.status.success());
+        assert!(
+            text(&status.stderr).contains("not a control file: not a regular file")
+                || text(&status.stderr).contains("Too many levels of symbolic links"),
+            "{name}: {}",
+            text(&status.stderr)
+        );
+        let kill = s.keel(&db, &["kill", "--reason", "odd file"]);
+        assert!(kill.status.success(), "{name}: {kill:?}");
+        assert!(keel_host::control::kill_file(&db).exists(), "{name}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{name}: {:?}",
+            started.elapsed()
+        );
+    }
+}
+
 /// The risk events a feed left.
 fn feed_events(db: &Path) -> Vec<String> {
     let conn = open(db);

@@ -181,7 +181,7 @@ pub fn control_file(db: &Path) -> PathBuf {
 /// The pid of the live process serving the control API of `db`, if any
 /// (for what a command says; ownership itself is `store::Ownership`).
 pub fn serving_pid(db: &Path) -> Option<u32> {
-    let text = std::fs::read(control_file(db)).ok()?;
+    let text = read_regular(&control_file(db), CONTROL_FILE_BYTES).ok()?;
     let endpoint: Endpoint = serde_json::from_slice(&text).ok()?;
     Path::new(&format!("/proc/{}", endpoint.pid))
         .exists()
@@ -203,6 +203,30 @@ fn suffixed(path: &Path, suffix: &str) -> PathBuf {
 /// Longest reason read from a kill file.
 const KILL_REASON_BYTES: u64 = 1024;
 
+/// Longest control file read (its port, token and pid are a hundred bytes).
+const CONTROL_FILE_BYTES: u64 = 64 << 10;
+
+/// At most `max` bytes of `path` when it is a regular file: a link is not
+/// followed and a pipe never waited on (whoever can write beside the
+/// database could otherwise hang a reader with a FIFO, or feed it
+/// `/dev/zero`).
+fn read_regular(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(
+        &mut options,
+        libc::O_NONBLOCK | libc::O_NOFOLLOW,
+    );
+    let file = options.open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut bytes = Vec::new();
+    file.take(max).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 /// Asks for a kill through the kill file (replaced atomically, private).
 pub fn write_kill_file(db: &Path, reason: &str) -> std::io::Result<PathBuf> {
     let file = kill_file(db);
@@ -221,9 +245,10 @@ pub(crate) fn write_kill_request(file: &Path, reason: &str) -> std::io::Result<(
 /// once the kill is applied and stored, which is what `keel kill` waits
 /// for. A reason that is not text, or none, still kills.
 pub fn read_kill_file(file: &Path) -> Option<String> {
-    let opened = std::fs::File::open(file).ok()?;
-    let mut bytes = Vec::new();
-    let _ = opened.take(KILL_REASON_BYTES).read_to_end(&mut bytes);
+    // Whatever is there kills, a link or a pipe too; only a regular file's
+    // text is read as the reason.
+    std::fs::symlink_metadata(file).ok()?;
+    let bytes = read_regular(file, KILL_REASON_BYTES).unwrap_or_default();
     let text: String = String::from_utf8_lossy(&bytes)
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
@@ -299,10 +324,17 @@ pub fn request_within(
     timeout: Duration,
 ) -> Result<(u16, String), Unreachable> {
     let file = control_file(db);
-    let text = std::fs::read(&file).map_err(|_| Unreachable::NoControlFile {
-        db: db.display().to_string(),
-        file: file.display().to_string(),
-    })?;
+    if std::fs::symlink_metadata(&file).is_err() {
+        return Err(Unreachable::NoControlFile {
+            db: db.display().to_string(),
+            file: file.display().to_string(),
+        });
+    }
+    let text =
+        read_regular(&file, CONTROL_FILE_BYTES).map_err(|e| Unreachable::BadControlFile {
+            file: file.display().to_string(),
+            why: e.to_string(),
+        })?;
     let endpoint: Endpoint =
         serde_json::from_slice(&text).map_err(|e| Unreachable::BadControlFile {
             file: file.display().to_string(),
@@ -367,5 +399,13 @@ mod tests {
         );
         std::fs::remove_file(&file).expect("remove");
         assert_eq!(read_kill_file(&file), None);
+        // A pipe or a link to an endless device still kills, at once: the
+        // engine never waits on it nor reads it whole.
+        let made = std::process::Command::new("mkfifo").arg(&file).status();
+        assert!(made.expect("mkfifo").success());
+        assert_eq!(read_kill_file(&file).as_deref(), Some("kill file"));
+        std::fs::remove_file(&file).expect("remove");
+        std::os::unix::fs::symlink("/dev/zero", &file).expect("link");
+        assert_eq!(read_kill_file(&file).as_deref(), Some("kill file"));
     }
 }

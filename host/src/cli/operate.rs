@@ -366,29 +366,41 @@ pub(super) fn command(
         true => format!("/{which}?after_kill=true"),
         false => format!("/{which}"),
     };
-    let body = match control::request(db, "POST", &path, &args.reason) {
-        Ok((200, body)) => body,
-        // The engine took the kill (orders are blocked) but could not
-        // store it yet: the kill file keeps it until it can.
-        Ok((status, body)) if which == "kill" => {
-            eprintln!("{status} /{which}: {}", body.trim());
-            let file = control::write_kill_file(db, &args.reason).with_context(|| {
-                format!(
-                    "the kill was not stored: cannot write {}",
-                    control::kill_file(db).display()
-                )
-            })?;
-            println!(
-                "wrote {}: orders are blocked; the engine stores the kill and halts before its next bar",
-                file.display()
-            );
-            return Ok(false);
+    let answer = control::request(db, "POST", &path, &args.reason);
+    if which == "kill" {
+        // Only the engine's own account of the kill is a kill; any other
+        // answer (the engine refusing, or another process on a port a
+        // crashed run left in its control file) goes by the kill file.
+        let said = match &answer {
+            Ok((200, body)) => match serde_json::from_str::<control::Reply>(body) {
+                Ok(control::Reply::Killed { .. }) => None,
+                _ => Some(format!(
+                    "200 /kill: not a kill's reply: {}",
+                    shown::text(body.trim())
+                )),
+            },
+            Ok((status, body)) => Some(format!("{status} /kill: {}", shown::text(body.trim()))),
+            Err(unreachable) => Some(unreachable.to_string()),
+        };
+        if let Some(said) = said {
+            let engine = match &answer {
+                Err(control::Unreachable::NoAnswer { pid, .. }) => Some(*pid),
+                _ => control::serving_pid(db),
+            };
+            return kill_by_file(db, &args.reason, &said, engine.filter(|&pid| alive(pid)));
         }
-        Ok((status, body)) => bail!("{status} /{which}: {}", body.trim()),
-        Err(unreachable) if which == "kill" => return kill_by_file(db, &args.reason, &unreachable),
+    }
+    let body = match answer {
+        Ok((200, body)) => body,
+        Ok((status, body)) => bail!("{status} /{which}: {}", shown::text(body.trim())),
         Err(unreachable) => return Err(unreachable.into()),
     };
-    let reply: control::Reply = serde_json::from_str(&body)?;
+    let reply: control::Reply = serde_json::from_str(&body).map_err(|e| {
+        anyhow::anyhow!(
+            "200 /{which}: not the engine's reply ({e}): {}",
+            shown::text(body.trim())
+        )
+    })?;
     match reply {
         control::Reply::State { state } => println!("trading state {state}"),
         control::Reply::Killed {
@@ -416,22 +428,14 @@ const KILL_FILE_WAIT: Duration = Duration::from_secs(3);
 /// The kill switch's fallback when the API does not answer: `<db>.kill`,
 /// which the engine looks for before every bar, while it waits for one,
 /// and at start.
-fn kill_by_file(
-    db: &Path,
-    reason: &str,
-    unreachable: &control::Unreachable,
-) -> anyhow::Result<bool> {
-    eprintln!("{unreachable}");
+fn kill_by_file(db: &Path, reason: &str, said: &str, engine: Option<u32>) -> anyhow::Result<bool> {
+    eprintln!("{said}");
     let file = control::write_kill_file(db, reason).with_context(|| {
         format!(
             "the kill was not delivered: cannot write {}",
             control::kill_file(db).display()
         )
     })?;
-    let engine = match unreachable {
-        control::Unreachable::NoAnswer { pid, .. } if alive(*pid) => Some(*pid),
-        _ => None,
-    };
     let Some(pid) = engine else {
         println!(
             "wrote {}: no engine is running on {}; the next keel run on it starts by killing (trading HALTED)",
