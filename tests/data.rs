@@ -696,6 +696,17 @@ fn a_stored_series_exports_to_csv_and_gzip_and_reads_back_the_same() {
         keel_host::store::Store::open(&db).is_ok(),
         "the database is whole"
     );
+    // A name that only begins with the database's is a file of its own.
+    let beside = dir.path().join(format!(
+        "{}.csv",
+        db.file_name().expect("name").to_string_lossy()
+    ));
+    let run = export_eth(&db, &beside, &[]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert_eq!(
+        keel_model::candles::read_file(&beside).expect("beside"),
+        stored
+    );
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
     let private = dir.path().join("private.csv");
     std::fs::write(&private, "old").expect("write");

@@ -473,6 +473,23 @@ fn a_file_with_unknown_column_names_backtests_with_columns() {
         &["strategy", "run", sma, "--data", german, "--columns", named],
     );
     assert!(out.status.success(), "{}", stderr(&out));
+    // A stored series has no columns to name: refused, not ignored.
+    let out = import_file(&db, path(&plain), "ETH/BTC", "5m");
+    assert!(out.status.success(), "{}", stderr(&out));
+    for command in [&["backtest"][..], &["strategy", "run"][..]] {
+        let args = [
+            command,
+            &[sma, "--data", "ETH/BTC@5m", "--columns", named][..],
+        ]
+        .concat();
+        let out = keel(&db, &args);
+        assert!(!out.status.success(), "{command:?}");
+        assert!(
+            stderr(&out).contains("every --data here is a stored series"),
+            "{}",
+            stderr(&out)
+        );
+    }
 }
 
 /// A file of one bar cannot tell its bar length by its bars: its name

@@ -120,6 +120,18 @@ pub fn load_data(
     Ok(out)
 }
 
+/// Refuses `--columns` when no `--data` value names a file: a stored
+/// series has no columns to name, and the option would be ignored.
+pub fn check_columns(specs: &[String], columns: &candles::Columns) -> anyhow::Result<()> {
+    if *columns != candles::Columns::default() && specs.iter().all(|s| stored_spec(s).is_some()) {
+        bail!(
+            "--columns names a candle file's columns; every --data here is a stored series \
+             (SYMBOL@TF), whose columns are Keel's own"
+        );
+    }
+    Ok(())
+}
+
 /// The bar length of a file too short to tell by its bars (one bar): the
 /// one its name ends in (`ONE_BTC-5m.csv`), else a minute.
 pub(crate) fn named_bar_ms(path: &Path) -> i64 {

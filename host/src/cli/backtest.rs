@@ -74,6 +74,7 @@ pub(super) fn run(args: &BacktestArgs, db: &Path, cache: &CompileCache) -> anyho
     // their reading starts now, beside the strategy's loading, so the first
     // bars are there when the run starts. What it finds wrong is said after
     // what is wrong with the strategy, as if it had started later.
+    backtest::check_columns(&args.data, &args.columns())?;
     let early = (args.files.len() == 1 && args.walk_forward.is_none() && args.report.is_none())
         .then(|| backtest::stream_data(&args.data, &args.columns(), db, args.timeframe));
     let sandbox = sandbox(Metering::Fuel, cache)?;
@@ -388,6 +389,9 @@ impl BacktestArgs {
 
 /// `--columns ROLE=COLUMN,…`.
 pub(super) fn columns(text: &str) -> Result<Columns, String> {
+    if text.trim().is_empty() {
+        return Err("name at least one ROLE=COLUMN, e.g. time=Date".into());
+    }
     Columns::parse(text)
 }
 

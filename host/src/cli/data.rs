@@ -144,7 +144,16 @@ fn refuse_export_to(out: &Path, db: &Path) -> anyhow::Result<()> {
             Some(dir) if target.is_relative() => dir.join(target),
             _ => target,
         });
-    let db_text = db_path.to_string_lossy();
+    // The database's own names, not every name that begins with one
+    // (`keel.db.csv` is a file of its own).
+    let companions: Vec<PathBuf> = ["", "-wal", "-shm", "-journal"]
+        .iter()
+        .map(|suffix| {
+            let mut name = db_path.clone().into_os_string();
+            name.push(suffix);
+            PathBuf::from(name)
+        })
+        .collect();
     let own = [
         out.canonicalize().ok(),
         by_directory(out),
@@ -152,7 +161,7 @@ fn refuse_export_to(out: &Path, db: &Path) -> anyhow::Result<()> {
     ]
     .into_iter()
     .flatten()
-    .any(|p| p.to_string_lossy().starts_with(&*db_text));
+    .any(|p| companions.contains(&p));
     if own {
         bail!("--out {}: that is the database's own file", out.display());
     }

@@ -270,6 +270,7 @@ pub(super) fn print_report(report: &ValidationReport) {
 pub(super) fn run_file(sandbox: &Sandbox, args: &StrategyRunArgs, db: &Path) -> anyhow::Result<()> {
     let loaded = sandbox.load_file(&args.file)?;
     let columns = args.columns.clone().unwrap_or_default();
+    backtest::check_columns(&args.data, &columns)?;
     let (data, notes) = backtest::load_whole(&args.data, &columns, db, args.timeframe)?;
     let given: Vec<backtest::Given> = data.iter().map(backtest::Dataset::given).collect();
     backtest::distinct(&given)?;
