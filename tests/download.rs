@@ -154,8 +154,8 @@ fn a_download_stores_the_bars_its_trades_make_reports_the_gap_and_then_is_up_to_
     let stdout = text(&out.stdout);
     assert!(
         stdout.starts_with(
-            "XBT/USD 1h from kraken XBTUSD 1h is up to date: every bar before \
-             2024-01-03T23:00:00Z is stored\n"
+            "XBT/USD 1h from kraken XBTUSD 1h: nothing new stored; every bar before \
+             2024-01-03T23:00:00Z is stored, and the venue shows no later bar over yet\n"
         ),
         "{stdout}"
     );

@@ -142,6 +142,9 @@ pub struct Summary {
     /// The bar the venue's last trades fell in, when the history ran out
     /// in it: stored once a trade of a later bar shows it over.
     pub waiting_ms: Option<i64>,
+    /// Every bar over by the clock (or before `--until`) is stored: the
+    /// cursor is at the first bar not yet over.
+    pub up_to_date: bool,
 }
 
 fn floor(ms: i64, bar_ms: i64) -> i64 {
@@ -197,8 +200,10 @@ pub fn download(
         gaps: Vec::new(),
         next_ms: at.next_ms,
         waiting_ms: None,
+        up_to_date: false,
     };
     if at.next_ms >= end_at(clock()) {
+        summary.up_to_date = true;
         return Ok(summary);
     }
     if resumed {
@@ -319,6 +324,7 @@ pub fn download(
         }
         page_start = PageStart::After(page.next);
     }
+    summary.up_to_date = summary.next_ms >= end_at(clock());
     Ok(summary)
 }
 

@@ -136,13 +136,20 @@ pub(super) fn run(args: DownloadArgs, db: &Path) -> anyhow::Result<bool> {
             );
             println!("{}", gap_line(&summary.gaps));
         }
-        _ if summary.resumed => println!(
+        _ if summary.up_to_date && summary.resumed => println!(
             "{symbol} {timeframe} from {name} is up to date: every bar before {} is stored",
             format_time(summary.next_ms)
         ),
-        _ if summary.waiting_ms.is_some() => {
-            println!("{symbol} {timeframe} from {name}: nothing stored yet")
-        }
+        // Asked before the first bar is over.
+        _ if summary.up_to_date && summary.next_ms == summary.start_ms => println!(
+            "{symbol} {timeframe} from {name}: nothing to store yet: the {} bar is not over",
+            format_time(summary.next_ms)
+        ),
+        _ if summary.resumed || summary.waiting_ms.is_some() => println!(
+            "{symbol} {timeframe} from {name}: nothing new stored; every bar before {} is \
+             stored, and the venue shows no later bar over yet",
+            format_time(summary.next_ms)
+        ),
         _ => println!(
             "{symbol} {timeframe} from {name}: no trades from {} to {}; nothing stored",
             format_time(summary.start_ms),

@@ -251,13 +251,28 @@ fn the_bar_still_forming_is_never_stored() {
     let summary = run(&mut tape, &mut store, &request(T0, None), just)
         .0
         .expect("up to date");
-    assert_eq!((summary.bars, summary.resumed), (0, true));
+    assert_eq!(
+        (summary.bars, summary.resumed, summary.up_to_date),
+        (0, true, true)
+    );
+    // Asked for a bar that is not over: nothing to do, and said so.
+    let (_other, mut fresh) = self::store();
+    let summary = run(&mut tape, &mut fresh, &request(just - 5_000, None), just)
+        .0
+        .expect("not over");
+    assert_eq!(
+        (summary.up_to_date, summary.start_ms, summary.next_ms),
+        (true, T0 + 30 * H, T0 + 30 * H)
+    );
     // Long after, with no trade since: the venue's history ending is no
     // proof its last trades are all published, so it still waits.
     let summary = run(&mut tape, &mut store, &request(T0, None), LATER)
         .0
         .expect("asked");
-    assert_eq!((summary.bars, summary.waiting_ms), (0, Some(T0 + 29 * H)));
+    assert_eq!(
+        (summary.bars, summary.waiting_ms, summary.up_to_date),
+        (0, Some(T0 + 29 * H), false)
+    );
     assert_eq!(stored(&store), expected(&tape.trades, T0 + 29 * H));
     // A trade of a later bar shows it over: the next run stores it, and
     // only it.
