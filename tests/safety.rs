@@ -381,6 +381,13 @@ fn a_kill_answered_by_another_process_goes_through_the_kill_file() {
         .query_row("SELECT state FROM trading_state", [], |r| r.get(0))
         .expect("state");
     assert_eq!(state, "HALTED");
+    let status = s.keel(&db, &["status"]);
+    assert!(!status.status.success());
+    assert!(
+        text(&status.stderr).contains("200 /status: not the engine's reply"),
+        "{}",
+        text(&status.stderr)
+    );
     run.kill().expect("SIGKILL");
     run.wait().expect("reap");
 

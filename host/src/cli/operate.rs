@@ -45,9 +45,20 @@ pub struct ResumeArgs {
 fn call(db: &Path, method: &str, path: &str, body: &str) -> anyhow::Result<String> {
     let (status, body) = control::request(db, method, path, body)?;
     if status != 200 {
-        bail!("{} {path}: {}", status, body.trim());
+        bail!("{} {path}: {}", status, shown::text(body.trim()));
     }
     Ok(body)
+}
+
+/// A 200 reply to `path` read as the engine's JSON; anything else (another
+/// process on the port) is said as that, in one line.
+fn engine_reply<T: serde::de::DeserializeOwned>(path: &str, body: &str) -> anyhow::Result<T> {
+    serde_json::from_str(body).map_err(|e| {
+        anyhow::anyhow!(
+            "200 {path}: not the engine's reply ({e}): {}",
+            shown::text(body.trim())
+        )
+    })
 }
 
 /// What the read-only commands show: the live run's figures, or the
@@ -60,8 +71,8 @@ enum Source {
 impl Source {
     fn of(db: &Path) -> anyhow::Result<Source> {
         match control::request(db, "GET", "/status", "") {
-            Ok((200, body)) => Ok(Source::Live(serde_json::from_str(&body)?)),
-            Ok((status, body)) => bail!("{status} /status: {}", body.trim()),
+            Ok((200, body)) => Ok(Source::Live(engine_reply("/status", &body)?)),
+            Ok((status, body)) => bail!("{status} /status: {}", shown::text(body.trim())),
             Err(control::Unreachable::NoControlFile { .. }) => Source::record(db),
             Err(control::Unreachable::NoAnswer { pid, .. }) if !alive(pid) => Source::record(db),
             Err(e) => Err(e.into()),
@@ -240,7 +251,7 @@ pub(super) fn positions(args: &ShowArgs, db: &Path) -> anyhow::Result<bool> {
 pub(super) fn trades(args: &ShowArgs, db: &Path) -> anyhow::Result<bool> {
     let source = Source::of(db)?;
     let trades: Vec<control::SnapshotTrade> = match &source {
-        Source::Live(_) => serde_json::from_str(&call(db, "GET", "/trades", "")?)?,
+        Source::Live(_) => engine_reply("/trades", &call(db, "GET", "/trades", "")?)?,
         Source::Record(r) => r.snapshot.trades.clone(),
     };
     if args.json {
@@ -395,12 +406,7 @@ pub(super) fn command(
         Ok((status, body)) => bail!("{status} /{which}: {}", shown::text(body.trim())),
         Err(unreachable) => return Err(unreachable.into()),
     };
-    let reply: control::Reply = serde_json::from_str(&body).map_err(|e| {
-        anyhow::anyhow!(
-            "200 /{which}: not the engine's reply ({e}): {}",
-            shown::text(body.trim())
-        )
-    })?;
+    let reply: control::Reply = engine_reply(&format!("/{which}"), &body)?;
     match reply {
         control::Reply::State { state } => println!("trading state {state}"),
         control::Reply::Killed {

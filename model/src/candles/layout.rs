@@ -145,7 +145,17 @@ pub(super) fn header(line: &str, columns: &Columns) -> Result<Header, String> {
     }
     let index = find(&names, columns).map_err(|role| {
         let header = format!("header is '{}'", shown::text(line.trim()));
-        missing(columns, role, &header)
+        // One field that holds them all: another separator than commas.
+        let separator = [';', '\t', '|'].into_iter().find(|&c| line.contains(c));
+        match separator.filter(|_| names.len() == 1) {
+            Some(c) => format!(
+                "the fields are separated by {}, not commas: Keel reads comma-separated CSV \
+                 ({header}); rewrite it with commas (pandas: pd.read_csv(f, sep={}).to_csv(out))",
+                shown::quoted(&c.to_string()),
+                shown::quoted(&c.to_string())
+            ),
+            None => missing(columns, role, &header),
+        }
     })?;
     if let Some(why) = ambiguity(&names, &index, columns) {
         return Err(format!("{why} (header is '{}')", shown::text(line.trim())));
@@ -425,6 +435,14 @@ mod tests {
                 Ok(Header::Headerless) => panic!("{named}: headerless"),
                 Err(e) => panic!("{named}: {e}"),
             }
+        }
+        let semicolons = "ts;o;h;l;c;v";
+        match header(semicolons, &plain) {
+            Err(e) => assert!(
+                e.starts_with("the fields are separated by \";\", not commas"),
+                "{e}"
+            ),
+            Ok(_) => panic!("{semicolons} was taken"),
         }
         let unsure = Columns::parse("volume=VOLUME").expect("valid");
         match header(cased, &unsure) {
