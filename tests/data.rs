@@ -316,6 +316,71 @@ fn synth_is_seeded_and_reproducible() {
     assert!(out.status.success(), "{}", stderr(&out));
 }
 
+/// `keel run --feed replay:` takes `--columns` as an import does: a file
+/// whose names Keel does not know replays as the same bars in Keel's own
+/// layout would; without it, one line names the flag; with no file to
+/// replay, the flag is refused rather than ignored.
+#[test]
+fn a_replayed_file_takes_columns_as_an_import_does() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let layouts = crate::support::repo().join("tests/data/layouts");
+    let strategy = format!(
+        "{},fast=2,slow=3",
+        path(&crate::support::example("sma-cross"))
+    );
+    let run = |db: &str, feed: &str, extra: &[&str]| {
+        let mut args = vec!["run", "--paper", "--speed", "max", "--strategy", &strategy];
+        if !feed.is_empty() {
+            args.extend(["--feed", feed]);
+        }
+        args.extend(extra);
+        keel(&dir.path().join(db), &args)
+    };
+    let book = |out: &Output| {
+        let text = stdout(out);
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("sma-cross#1"))
+            .map(str::to_owned);
+        line.unwrap_or_else(|| panic!("no book line: {text}"))
+            .split(" strategy calls on ")
+            .next()
+            .map(str::to_owned)
+            .unwrap_or_default()
+    };
+    let custom = format!("replay:{}", path(&layouts.join("custom-ETHBTC-5m.csv")));
+    let plain = format!("replay:{}", path(&layouts.join("pandas-ETHBTC-5m.csv")));
+    let columns = "time=Zeit,open=Erster,high=Hoch,low=Tief,close=Letzter,volume=Umsatz";
+
+    let named = run("named.db", &custom, &["--columns", columns]);
+    assert!(named.status.success(), "{}", stderr(&named));
+    assert!(
+        stdout(&named).contains("48 bars booked"),
+        "{}",
+        stdout(&named)
+    );
+    let usual = run("usual.db", &plain, &[]);
+    assert!(usual.status.success(), "{}", stderr(&usual));
+    assert!(book(&usual).contains("8 trade(s)"), "{}", book(&usual));
+    assert_eq!(book(&named), book(&usual));
+
+    let unnamed = run("unnamed.db", &custom, &[]);
+    assert!(!unnamed.status.success());
+    assert!(
+        stderr(&unnamed).contains("missing column 'time'")
+            && stderr(&unnamed).contains("--columns time=COLUMN"),
+        "{}",
+        stderr(&unnamed)
+    );
+    let no_file = run("sample.db", "", &["--columns", "time=Zeit"]);
+    assert!(!no_file.status.success());
+    assert!(
+        stderr(&no_file).contains("no --feed here replays a file"),
+        "{}",
+        stderr(&no_file)
+    );
+}
+
 /// The layouts in `tests/data/layouts/`: each imports the same bars as
 /// Keel's own CSV of them.
 #[test]

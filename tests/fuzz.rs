@@ -230,7 +230,7 @@ impl Bench<'_> {
             max_bars: None,
             candidates: CandidatesConfig::default(),
         };
-        let ran = BarFeed::replay(file)
+        let ran = BarFeed::replay(file, &Default::default())
             .map_err(anyhow::Error::from)
             .and_then(|feed| {
                 let symbols = settings.symbols.clone();

@@ -67,7 +67,7 @@ pub(super) fn run(args: DevArgs, db: &Path, cache: &CompileCache) -> anyhow::Res
 /// `--feed`: `replay:<file>` or `sample[:<bars>]` (100,000 bars by default).
 fn feed(spec: &str) -> anyhow::Result<BarFeed> {
     if let Some(path) = spec.strip_prefix("replay:") {
-        return Ok(BarFeed::replay(Path::new(path))?);
+        return Ok(BarFeed::replay(Path::new(path), &Default::default())?);
     }
     let bars = match spec.strip_prefix("sample") {
         Some("") => "100000",

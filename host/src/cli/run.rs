@@ -105,6 +105,11 @@ pub struct RunArgs {
     /// `sample` (a seeded random walk) is SAMPLE/USD.
     #[arg(long)]
     pub symbol: Option<String>,
+    /// The replayed files' columns by role, for names Keel does not know,
+    /// as `keel data import --columns` takes them (for every
+    /// `--feed replay:` file): `time=Zeit,close=Letzter`.
+    #[arg(long, value_name = "ROLE=COLUMN,…", value_parser = super::backtest::columns)]
+    pub columns: Option<keel_model::candles::Columns>,
     /// Replay speed: `600x` (600 feed seconds per second) or `max`.
     /// Ignored by a live feed.
     #[arg(long, default_value = "1440x")]
@@ -194,6 +199,11 @@ fn feeds(args: &RunArgs) -> anyhow::Result<(Feeds, Vec<String>, String)> {
             ranges::RUN_SYMBOLS
         );
     }
+    if args.columns.is_some() && !args.feeds.iter().any(|f| f.starts_with("replay:")) {
+        bail!(
+            "--columns names a replayed file's columns; no --feed here replays a file (replay:FILE)"
+        );
+    }
     for spec in &args.feeds {
         for (symbol, feed, name, poll) in feed(spec, args)? {
             crate::sandbox::bindable(&symbol).map_err(|e| anyhow::anyhow!("--feed {spec}: {e}"))?;
@@ -255,7 +265,7 @@ fn feed(spec: &str, args: &RunArgs) -> anyhow::Result<Vec<SymbolFeed>> {
             }
         };
         let path = PathBuf::from(path);
-        let feed = BarFeed::replay(&path)?;
+        let feed = BarFeed::replay(&path, &args.columns.clone().unwrap_or_default())?;
         let canonical = std::fs::canonicalize(&path).unwrap_or(path);
         let name = match names_symbol(spec) {
             true => format!("replay:{symbol}={}", canonical.display()),

@@ -10,7 +10,7 @@ use std::io::BufRead;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use keel_model::candles::{Candle, CandleError, CsvCandles, check_candle, format_time};
+use keel_model::candles::{Candle, CandleError, Columns, CsvCandles, check_candle, format_time};
 
 use crate::control::FeedHealth;
 use crate::venues::body::read_body;
@@ -52,17 +52,18 @@ impl std::fmt::Debug for BarFeed {
 impl BarFeed {
     /// Replays a candle file of any format `keel data import` reads: CSV
     /// read as it goes, freqtrade JSON (`.json`), Parquet and Feather read
-    /// whole first.
-    pub fn replay(path: &Path) -> Result<BarFeed, CandleError> {
+    /// whole first. `columns` names the columns of roles whose names Keel
+    /// does not know (`--columns`).
+    pub fn replay(path: &Path, columns: &Columns) -> Result<BarFeed, CandleError> {
         use keel_model::candles::{is_feather, is_json, is_parquet};
         let name = path.display().to_string();
         if is_json(path) || is_parquet(path) || is_feather(path) {
-            let candles = keel_model::candles::read_file(path)?;
+            let candles = keel_model::candles::read_file_columns(path, columns)?;
             return BarFeed::start(Box::new(candles.into_iter().map(Ok)), &name);
         }
         let file = keel_model::candles::open(path)?;
         let lines = std::io::BufReader::new(file).lines();
-        let candles = CsvCandles::new(lines, &name)?;
+        let candles = CsvCandles::with_columns(lines, &name, columns)?;
         BarFeed::start(Box::new(candles), &name)
     }
 

@@ -180,7 +180,7 @@ mod tests {
         }
         let path = dir.join(name);
         std::fs::write(&path, text).expect("write");
-        BarFeed::replay(&path).expect("feed")
+        BarFeed::replay(&path, &Default::default()).expect("feed")
     }
 
     #[test]
@@ -228,7 +228,7 @@ mod tests {
             format!("time,open,high,low,close,volume\n{t0},1,1,1,1,1\n{t1},1,1,1,oops,1\n"),
         )
         .expect("write");
-        let b = BarFeed::replay(&path).expect("feed");
+        let b = BarFeed::replay(&path, &Default::default()).expect("feed");
         let mut feeds = Feeds::new(vec!["A".into(), "B".into()], vec![a, b], Duration::ZERO);
         assert!(matches!(feeds.next_step(), Step::Bars { .. }));
         match feeds.next_step() {

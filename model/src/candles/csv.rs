@@ -192,6 +192,17 @@ impl<'c> Lines<'c> {
         }
     }
 
+    /// These lines once their header is read: the columns were looked at
+    /// only to read it (the layout holds where each role sits).
+    fn past_header(self) -> Lines<'static> {
+        Lines {
+            source: self.source,
+            columns: &USUAL,
+            line: self.line,
+            layout: self.layout,
+        }
+    }
+
     /// The lines of `text` (whole lines) into `out`: once the header is
     /// read, a large block in two halves on two threads, the second
     /// checked against the first where they meet.
@@ -398,8 +409,18 @@ static USUAL: std::sync::LazyLock<Columns> = std::sync::LazyLock::new(Columns::d
 
 impl<L: Iterator<Item = std::io::Result<String>>> CsvCandles<L> {
     /// Reads the header; `source` names the input in errors.
-    pub fn new(mut lines: L, source: &str) -> Result<CsvCandles<L>, CandleError> {
-        let mut rows = Lines::new(source, &USUAL);
+    pub fn new(lines: L, source: &str) -> Result<CsvCandles<L>, CandleError> {
+        CsvCandles::with_columns(lines, source, &USUAL)
+    }
+
+    /// `new`, with the columns for the roles `columns` names found by those
+    /// names (`--columns`).
+    pub fn with_columns(
+        mut lines: L,
+        source: &str,
+        columns: &Columns,
+    ) -> Result<CsvCandles<L>, CandleError> {
+        let mut rows = Lines::new(source, columns);
         let mut first = None;
         while rows.layout.is_none() {
             let line = match lines.next() {
@@ -417,7 +438,7 @@ impl<L: Iterator<Item = std::io::Result<String>>> CsvCandles<L> {
         }
         Ok(CsvCandles {
             lines,
-            rows,
+            rows: rows.past_header(),
             failed: false,
             first,
         })
