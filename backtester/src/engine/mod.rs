@@ -385,7 +385,7 @@ pub fn run_feeds(
             time_ms,
             &outcome.signals,
             TradingState::Active,
-            |seq| ClientOrderId(format!("{time_ms}-{seq}")),
+            |seq| ClientOrderId::at(time_ms, seq),
         );
         for decision in decisions {
             if let Decision::Accepted(Some(order)) = decision {

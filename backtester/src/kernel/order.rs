@@ -9,6 +9,37 @@ use keel_model::{Signal, Size};
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ClientOrderId(pub String);
 
+impl ClientOrderId {
+    /// `{time_ms}-{seq}`: a backtest's id for the `seq`th signal of the
+    /// close at `time_ms`. Written digit by digit: one is made per signal,
+    /// and `format!` took about 1.5% of a backtest.
+    pub fn at(time_ms: i64, seq: usize) -> ClientOrderId {
+        let mut id = String::with_capacity(24);
+        if time_ms < 0 {
+            id.push('-');
+        }
+        push_digits(&mut id, time_ms.unsigned_abs());
+        id.push('-');
+        push_digits(&mut id, seq as u64);
+        ClientOrderId(id)
+    }
+}
+
+/// `n` in decimal.
+fn push_digits(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend(digits[at..].iter().map(|&d| char::from(d)));
+}
+
 impl std::fmt::Display for ClientOrderId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
@@ -112,4 +143,22 @@ pub enum RejectedBy {
     /// At fill time: no fillable quantity, a price outside the collar, or
     /// no later bar to fill at.
     Fill,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ClientOrderId;
+
+    #[test]
+    fn ids_read_as_format_writes_them() {
+        let times = [0, 7, -1, -60_000, 1_704_067_200_000, i64::MAX, i64::MIN];
+        for time_ms in times {
+            for seq in [0, 1, 9, 10, 12_345, usize::MAX] {
+                assert_eq!(
+                    ClientOrderId::at(time_ms, seq).0,
+                    format!("{time_ms}-{seq}")
+                );
+            }
+        }
+    }
 }

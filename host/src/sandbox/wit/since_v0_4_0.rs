@@ -109,8 +109,8 @@ impl Guest {
         let result = guard.call(batch.tick_times[0], batch.tick_times.len(), |store| {
             exports.call_on_bars(
                 store,
-                &packed.lanes,
-                &packed.prices,
+                packed.lanes(),
+                packed.prices(),
                 portfolio,
                 limits,
                 fills,
