@@ -14,30 +14,32 @@ impl ClientOrderId {
     /// close at `time_ms`. Written digit by digit: one is made per signal,
     /// and `format!` took about 1.5% of a backtest.
     pub fn at(time_ms: i64, seq: usize) -> ClientOrderId {
-        let mut id = String::with_capacity(24);
+        // Written from the end: the sequence, '-', the time, its sign.
+        const LONGEST: usize = 42;
+        let mut text = [0u8; LONGEST];
+        let mut at = digits_before(&mut text, LONGEST, seq as u64);
+        at -= 1;
+        text[at] = b'-';
+        at = digits_before(&mut text, at, time_ms.unsigned_abs());
         if time_ms < 0 {
-            id.push('-');
+            at -= 1;
+            text[at] = b'-';
         }
-        push_digits(&mut id, time_ms.unsigned_abs());
-        id.push('-');
-        push_digits(&mut id, seq as u64);
-        ClientOrderId(id)
+        let text = std::str::from_utf8(&text[at..]).unwrap_or_default();
+        ClientOrderId(text.to_owned())
     }
 }
 
-/// `n` in decimal.
-fn push_digits(out: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
+/// Writes `n` in decimal to end just before `end`; where it begins.
+fn digits_before(out: &mut [u8], mut end: usize, mut n: u64) -> usize {
     loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
+        end -= 1;
+        out[end] = b'0' + (n % 10) as u8;
         n /= 10;
         if n == 0 {
-            break;
+            return end;
         }
     }
-    out.extend(digits[at..].iter().map(|&d| char::from(d)));
 }
 
 impl std::fmt::Display for ClientOrderId {
