@@ -326,7 +326,7 @@ fn a_replayed_file_takes_columns_as_an_import_does() {
     let layouts = crate::support::repo().join("tests/data/layouts");
     let strategy = format!(
         "{},fast=2,slow=3",
-        path(&crate::support::example("sma-cross"))
+        path(crate::support::example("sma-cross"))
     );
     let run = |db: &str, feed: &str, extra: &[&str]| {
         let mut args = vec!["run", "--paper", "--speed", "max", "--strategy", &strategy];
