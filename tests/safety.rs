@@ -608,3 +608,214 @@ fn a_write_lock_held_by_another_process_delays_the_engine_and_its_kill_but_ends_
         1
     );
 }
+
+/// Waits until `done` holds, for at most a minute.
+fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < Duration::from_secs(60), "{what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A process listening where a control file points, answering every
+/// request as the engine answers a kill; what it was sent.
+fn fake_killer() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = heard.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                log.lock().expect("log").push(line.trim().to_owned());
+                line.clear();
+            }
+            let body =
+                r#"{"reply":"killed","latency_us":1,"positions_closed":0,"orders_cancelled":0}"#;
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (port, heard)
+}
+
+#[test]
+fn a_crashed_runs_port_cannot_fake_a_kill_nor_learn_the_token() {
+    let s = Setup::new();
+    let db = s.db("crashed.db");
+    let mut run = s.spawn_run(&db, "sample:1440", "600x", &[]);
+    wait_for_control(&db);
+    wait_for_bars(&db, 3);
+    run.kill().expect("SIGKILL");
+    run.wait().expect("reap");
+    // Another process now listens where the crashed run's control file
+    // points, and answers as the engine answers a kill.
+    let (port, heard) = fake_killer();
+    let file = keel_host::control::control_file(&db);
+    let mut endpoint: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&file).expect("control")).expect("json");
+    endpoint["port"] = port.into();
+    std::fs::write(&file, endpoint.to_string()).expect("rewrite");
+
+    let kill = s.keel(&db, &["kill", "--reason", "after the crash"]);
+    let (out, err) = (text(&kill.stdout), text(&kill.stderr));
+    assert!(kill.status.success(), "{out}{err}");
+    assert!(err.contains("it has ended"), "{err}");
+    assert!(out.contains("no engine is running"), "{out}");
+    assert!(keel_host::control::kill_file(&db).exists());
+    let pause = s.keel(&db, &["pause", "--reason", "x"]);
+    assert!(!pause.status.success());
+    assert!(
+        heard.lock().expect("log").is_empty(),
+        "the other process was asked, token and all: {:?}",
+        heard.lock().expect("log")
+    );
+    // The next run starts by killing.
+    let restarted = s.keel(
+        &db,
+        &[
+            "run",
+            "--paper",
+            "--feed",
+            "sample:1440",
+            "--speed",
+            "max",
+            "--bars",
+            "20",
+            "--strategy",
+            &format!("{},fast=5,slow=20", example("sma-cross").display()),
+        ],
+    );
+    assert!(
+        text(&restarted.stdout).contains("trading state HALTED"),
+        "{restarted:?}"
+    );
+}
+
+#[test]
+fn links_and_pipes_beside_the_database_are_replaced_never_written_through() {
+    let s = Setup::new();
+    let victim = s.db("victim.txt");
+    std::fs::write(&victim, "precious").expect("victim");
+    let untouched = || std::fs::read_to_string(&victim).expect("victim") == "precious";
+
+    // The kill file's partial name, planted as a link.
+    let db = s.db("partial.db");
+    let mut partial = keel_host::control::kill_file(&db).into_os_string();
+    partial.push(".partial");
+    std::os::unix::fs::symlink(&victim, &partial).expect("link");
+    let kill = s.keel(&db, &["kill", "--reason", "market crash"]);
+    assert!(kill.status.success(), "{kill:?}");
+    assert!(untouched(), "keel kill wrote through a planted link");
+    let killed = std::fs::symlink_metadata(keel_host::control::kill_file(&db)).expect("kill file");
+    assert!(killed.is_file());
+
+    // The control file, planted as a link to a file others can read: the
+    // token must not land there.
+    let db = s.db("control.db");
+    let control = keel_host::control::control_file(&db);
+    std::os::unix::fs::symlink(&victim, &control).expect("link");
+    let mut run = s.spawn_run(&db, "sample:1440", "600x", &[]);
+    wait_until("the control file replaced", || {
+        std::fs::symlink_metadata(&control).is_ok_and(|m| m.is_file())
+    });
+    assert!(untouched(), "the control token was written through a link");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&control).expect("control").permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    wait_for_bars(&db, 3);
+    let status = s.keel(&db, &["status"]);
+    assert!(status.status.success(), "{status:?}");
+    // A damaged control file does not hide the run from the kill: it is
+    // found by its lock, and takes the kill file.
+    std::fs::write(&control, "not json").expect("damage");
+    let kill = s.keel(&db, &["kill", "--reason", "blind"]);
+    assert!(kill.status.success(), "{kill:?}");
+    assert!(
+        text(&kill.stdout).contains(&format!("keel run (pid {}) took it", run.id())),
+        "{}",
+        text(&kill.stdout)
+    );
+    run.kill().expect("SIGKILL");
+    run.wait().expect("reap");
+
+    // The lock file as a link: refused in one line, the file left alone.
+    let db = s.db("lock.db");
+    std::os::unix::fs::symlink(&victim, keel_host::store::lock_file(&db)).expect("link");
+    let strategy = example("sma-cross").display().to_string();
+    let refused = s.keel(
+        &db,
+        &[
+            "run",
+            "--paper",
+            "--feed",
+            "sample:100",
+            "--speed",
+            "max",
+            "--strategy",
+            &strategy,
+        ],
+    );
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("cannot take the database's lock"),
+        "{}",
+        text(&refused.stderr)
+    );
+    assert!(untouched(), "the lock truncated a planted link's target");
+
+    // The control file as a pipe: the run starts and trades, not waiting
+    // for a reader.
+    let db = s.db("fifo.db");
+    let made = std::process::Command::new("mkfifo")
+        .arg(keel_host::control::control_file(&db))
+        .status();
+    assert!(made.expect("mkfifo").success());
+    let mut run = s.spawn_run(&db, "sample:1440", "600x", &[]);
+    wait_for_bars(&db, 3);
+    let status = s.keel(&db, &["status"]);
+    assert!(status.status.success(), "{status:?}");
+    run.kill().expect("SIGKILL");
+    run.wait().expect("reap");
+}
+
+#[test]
+fn connections_that_never_show_the_token_cannot_lock_the_operator_out() {
+    let s = Setup::new();
+    let db = s.db("crowded.db");
+    let mut run = s.spawn_run(&db, "sample:1440", "600x", &[]);
+    wait_for_control(&db);
+    wait_for_bars(&db, 3);
+    let endpoint: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(keel_host::control::control_file(&db)).expect("control"),
+    )
+    .expect("json");
+    let addr = format!("127.0.0.1:{}", endpoint["port"]);
+    // Every one of the server's 512 slots, held by a page read kept alive.
+    let crowd: Vec<TcpStream> = (0..600)
+        .filter_map(|_| {
+            let mut c = TcpStream::connect(&addr).ok()?;
+            c.write_all(b"GET /style.css HTTP/1.1\r\nHost: x\r\n\r\n")
+                .ok()?;
+            Some(c)
+        })
+        .collect();
+    assert!(crowd.len() >= 512, "{} connections", crowd.len());
+    let status = s.keel(&db, &["status"]);
+    assert!(status.status.success(), "{status:?}");
+    let pause = s.keel(&db, &["pause", "--reason", "crowded"]);
+    assert!(pause.status.success(), "{pause:?}");
+    assert!(text(&pause.stdout).contains("REDUCE_ONLY"), "{pause:?}");
+    drop(crowd);
+    run.kill().expect("SIGKILL");
+    run.wait().expect("reap");
+}

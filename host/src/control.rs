@@ -236,9 +236,7 @@ pub fn write_kill_file(db: &Path, reason: &str) -> std::io::Result<PathBuf> {
 
 /// Writes the kill file `file` (replaced atomically, private).
 pub(crate) fn write_kill_request(file: &Path, reason: &str) -> std::io::Result<()> {
-    let partial = suffixed(file, ".partial");
-    write_private(&partial, reason.as_bytes())?;
-    std::fs::rename(&partial, file)
+    replace_private(file, reason.as_bytes())
 }
 
 /// The reason in a kill file, if there is one. The engine removes the file
@@ -270,15 +268,48 @@ pub(crate) fn token() -> anyhow::Result<String> {
     Ok(hex::encode(bytes))
 }
 
-/// Writes a file only its owner can read.
-pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut f = options.open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
+/// Replaces `path` with a file only its owner can read, holding `bytes`:
+/// written under a name of its own, created afresh (never through a link
+/// or into a file someone put there first), then renamed over `path`,
+/// which replaces whatever is there (a link, a pipe) rather than writing
+/// through it. Whoever can write beside the database could otherwise plant
+/// a link and have Keel write the control token into a file they can
+/// read, or truncate any file the operator can write; a pipe would hang
+/// the write.
+pub(crate) fn replace_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    static FRESH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut tries = 0;
+    let (partial, mut f) = loop {
+        let n = FRESH.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let partial = suffixed(
+            path,
+            &format!(".{}-{n}-{nanos}.partial", std::process::id()),
+        );
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NOFOLLOW);
+        }
+        match options.open(&partial) {
+            Ok(f) => break (partial, f),
+            // Someone took the name first: another.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && tries < 8 => tries += 1,
+            Err(e) => return Err(e),
+        }
+    };
+    let written = f
+        .write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .and_then(|()| std::fs::rename(&partial, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    written
 }
 
 /// Why a request did not reach the engine.
@@ -346,11 +377,21 @@ pub fn request_within(
         port: endpoint.port,
         why,
     };
+    // A run that has ended answers nothing: whatever listens on the port it
+    // left is another process, which is neither asked nor shown the token
+    // (it could fake the engine's replies, a kill's too).
+    if !crate::store::alive(endpoint.pid) {
+        return Err(no_answer(
+            "it has ended; its control file is left over".into(),
+        ));
+    }
     let started = Instant::now();
     let client = reqwest::blocking::Client::builder()
         .connect_timeout(Duration::from_secs(2))
         .timeout(timeout)
         .no_proxy()
+        // The engine never redirects: a redirect is someone else's.
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| no_answer(e.to_string()))?;
     let method =

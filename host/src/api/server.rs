@@ -135,7 +135,7 @@ pub fn serve(
         token: token.clone(),
         pid: std::process::id(),
     };
-    control::write_private(&file, &serde_json::to_vec(&endpoint)?)
+    control::replace_private(&file, &serde_json::to_vec(&endpoint)?)
         .with_context(|| format!("{}: cannot write the control file", file.display()))?;
     let listener = {
         let _inside = runtime.enter();
@@ -157,12 +157,39 @@ pub fn serve(
     })
 }
 
+/// The connections being served, oldest first: each one's id, whether it
+/// has shown the token, and how to end it.
+#[derive(Default)]
+struct Live {
+    next: u64,
+    connections: std::collections::VecDeque<(u64, Arc<AtomicBool>, tokio::task::AbortHandle)>,
+}
+
+impl Live {
+    /// Ends the oldest connection that has not shown the token; whether
+    /// there was one.
+    fn evict_stranger(&mut self) -> bool {
+        let oldest =
+            (self.connections.iter()).position(|(_, trusted, _)| !trusted.load(Ordering::Relaxed));
+        let Some(evicted) = oldest.and_then(|i| self.connections.remove(i)) else {
+            return false;
+        };
+        evicted.2.abort();
+        true
+    }
+
+    fn ended(&mut self, id: u64) {
+        self.connections.retain(|(each, _, _)| *each != id);
+    }
+}
+
 async fn accept(
     listener: tokio::net::TcpListener,
     server: Arc<Server>,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
     let slots = Arc::new(Semaphore::new(server.limits.connections));
+    let live = Arc::new(std::sync::Mutex::new(Live::default()));
     loop {
         let stream = tokio::select! {
             _ = &mut stop => return,
@@ -176,7 +203,24 @@ async fn accept(
                 }
             },
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
+        // Every slot taken: the oldest connection that never showed the
+        // token gives its slot up, so that idle or slow connections from
+        // another process cannot lock the operator out.
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => Some(slot),
+            Err(_) => {
+                let evicted = (live
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner))
+                .evict_stranger();
+                let freed = tokio::time::timeout(EVICTED_WITHIN, slots.clone().acquire_owned());
+                match evicted {
+                    true => freed.await.ok().and_then(Result::ok),
+                    false => None,
+                }
+            }
+        };
+        let Some(slot) = slot else {
             tracing::warn!(
                 "control API: {} connections open, one more refused",
                 server.limits.connections
@@ -184,11 +228,22 @@ async fn accept(
             drop(stream);
             continue;
         };
-        let server = server.clone();
-        tokio::spawn(async move {
+        let trusted = Arc::new(AtomicBool::new(false));
+        let (task_server, task_trusted, task_live) =
+            (server.clone(), trusted.clone(), live.clone());
+        let mut registry = live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let id = registry.next;
+        registry.next += 1;
+        let task = tokio::spawn(async move {
+            let (server, trusted, live) = (task_server, task_trusted, task_live);
             let limits = server.limits;
             let service = hyper::service::service_fn(move |request| {
                 let server = server.clone();
+                if server.authorised(&request) {
+                    trusted.store(true, Ordering::Relaxed);
+                }
                 async move { Ok::<_, Infallible>(server.handle(request).await) }
             });
             let connection = hyper::server::conn::http1::Builder::new()
@@ -208,10 +263,20 @@ async fn accept(
                 Err(_) => tracing::debug!("control API: a connection outlived its time"),
                 Ok(Ok(())) => {}
             }
+            (live
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner))
+            .ended(id);
             drop(slot);
         });
+        registry
+            .connections
+            .push_back((id, trusted, task.abort_handle()));
     }
 }
+
+/// How long a new connection waits for the slot of one evicted for it.
+const EVICTED_WITHIN: Duration = Duration::from_millis(200);
 
 fn text(status: StatusCode, body: impl Into<String>) -> Response<Full<Bytes>> {
     respond(status, "text/plain; charset=utf-8", body.into())

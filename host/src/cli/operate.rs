@@ -394,11 +394,17 @@ pub(super) fn command(
             Err(unreachable) => Some(unreachable.to_string()),
         };
         if let Some(said) = said {
+            // The pid in the control file; without a readable one, the
+            // lock's holder (a damaged control file does not stop a run
+            // from taking its kill file).
             let engine = match &answer {
                 Err(control::Unreachable::NoAnswer { pid, .. }) => Some(*pid),
                 _ => control::serving_pid(db),
             };
-            return kill_by_file(db, &args.reason, &said, engine.filter(|&pid| alive(pid)));
+            let engine = engine
+                .filter(|&pid| alive(pid))
+                .or_else(|| crate::store::holder(db));
+            return kill_by_file(db, &args.reason, &said, engine);
         }
     }
     let body = match answer {

@@ -113,6 +113,26 @@ pub fn alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// The pid of the live process named in `db`'s lock file, if any: who
+/// runs on a database whose control file is missing or damaged.
+pub fn holder(db: &Path) -> Option<u32> {
+    let mut options = OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(
+        &mut options,
+        libc::O_NOFOLLOW | libc::O_NONBLOCK,
+    );
+    let file = options.open(lock_file(db)).ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut text = String::new();
+    file.take(256).read_to_string(&mut text).ok()?;
+    let pid: u32 = text.split_whitespace().next()?.parse().ok()?;
+    (pid != std::process::id() && alive(pid)).then_some(pid)
+}
+
 /// The owner named in a held lock file: its pid and how to name it. The
 /// owner writes its name just after it takes the lock, so an empty file is
 /// read again for a moment.
@@ -143,13 +163,25 @@ fn owner_of(file: &mut File) -> (Option<u32>, String) {
     }
 }
 
-/// Opens (creating) a file only its owner can read.
+/// Opens (creating) a file only its owner can read; never through a link
+/// (the lock file is truncated once taken: a link planted in its place
+/// would have Keel truncate whatever it points to), nor waiting on a pipe.
 pub(crate) fn open_private(path: &Path) -> std::io::Result<File> {
     let mut options = OpenOptions::new();
     options.read(true).write(true).create(true).truncate(false);
     #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path)
+    {
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        std::os::unix::fs::OpenOptionsExt::custom_flags(
+            &mut options,
+            libc::O_NOFOLLOW | libc::O_NONBLOCK,
+        );
+    }
+    let file = options.open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    Ok(file)
 }
 
 #[cfg(test)]
