@@ -45,7 +45,7 @@ pub struct ResumeArgs {
 fn call(db: &Path, method: &str, path: &str, body: &str) -> anyhow::Result<String> {
     let (status, body) = control::request(db, method, path, body)?;
     if status != 200 {
-        bail!("{} {path}: {}", status, shown::text(body.trim()));
+        bail!("{} {path}: {}", status, shown::line(body.trim()));
     }
     Ok(body)
 }
@@ -72,7 +72,7 @@ impl Source {
     fn of(db: &Path) -> anyhow::Result<Source> {
         match control::request(db, "GET", "/status", "") {
             Ok((200, body)) => Ok(Source::Live(engine_reply("/status", &body)?)),
-            Ok((status, body)) => bail!("{status} /status: {}", shown::text(body.trim())),
+            Ok((status, body)) => bail!("{status} /status: {}", shown::line(body.trim())),
             Err(control::Unreachable::NoControlFile { .. }) => Source::record(db),
             Err(control::Unreachable::NoAnswer { pid, .. }) if !alive(pid) => Source::record(db),
             Err(e) => Err(e.into()),
@@ -390,7 +390,7 @@ pub(super) fn command(
                     shown::text(body.trim())
                 )),
             },
-            Ok((status, body)) => Some(format!("{status} /kill: {}", shown::text(body.trim()))),
+            Ok((status, body)) => Some(format!("{status} /kill: {}", shown::line(body.trim()))),
             Err(unreachable) => Some(unreachable.to_string()),
         };
         if let Some(said) = said {
@@ -409,7 +409,7 @@ pub(super) fn command(
     }
     let body = match answer {
         Ok((200, body)) => body,
-        Ok((status, body)) => bail!("{status} /{which}: {}", shown::text(body.trim())),
+        Ok((status, body)) => bail!("{status} /{which}: {}", shown::line(body.trim())),
         Err(unreachable) => return Err(unreachable.into()),
     };
     let reply: control::Reply = engine_reply(&format!("/{which}"), &body)?;
