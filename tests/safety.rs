@@ -33,6 +33,15 @@ fn signal(child: &Child, name: &str) {
     assert!(sent.success());
 }
 
+/// Where the run on `db` serves its control API.
+fn control_addr(db: &Path) -> String {
+    let endpoint: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(keel_host::control::control_file(db)).expect("control"),
+    )
+    .expect("json");
+    format!("127.0.0.1:{}", endpoint["port"])
+}
+
 fn rss_kb(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
     status
@@ -216,11 +225,7 @@ fn the_kill_switch_answers_through_idle_slow_and_huge_connections() {
     let mut run = s.spawn_run(&db, "sample:1440", "600x", &[]);
     wait_for_control(&db);
     wait_for_bars(&db, 3);
-    let endpoint: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(keel_host::control::control_file(&db)).expect("control"),
-    )
-    .expect("json");
-    let addr = format!("127.0.0.1:{}", endpoint["port"]);
+    let addr = control_addr(&db);
     let idle: Vec<TcpStream> = (0..200)
         .map(|_| TcpStream::connect(&addr).expect("idle connection"))
         .collect();
@@ -795,11 +800,7 @@ fn connections_that_never_show_the_token_cannot_lock_the_operator_out() {
     let mut run = s.spawn_run(&db, "sample:1440", "600x", &[]);
     wait_for_control(&db);
     wait_for_bars(&db, 3);
-    let endpoint: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(keel_host::control::control_file(&db)).expect("control"),
-    )
-    .expect("json");
-    let addr = format!("127.0.0.1:{}", endpoint["port"]);
+    let addr = control_addr(&db);
     // Every one of the server's 512 slots, held by a page read kept alive.
     let crowd: Vec<TcpStream> = (0..600)
         .filter_map(|_| {

@@ -188,6 +188,15 @@ pub fn serving_pid(db: &Path) -> Option<u32> {
         .then_some(endpoint.pid)
 }
 
+/// The pid of the live process named in `db`'s lock file, if any: who
+/// runs on a database whose control file is missing or damaged.
+pub fn lock_holder(db: &Path) -> Option<u32> {
+    let text = read_regular(&crate::store::lock_file(db), 256).ok()?;
+    let text = String::from_utf8_lossy(&text);
+    let pid: u32 = text.split_whitespace().next()?.parse().ok()?;
+    (pid != std::process::id() && crate::store::alive(pid)).then_some(pid)
+}
+
 /// The kill file of a database: its presence halts the engine trading on
 /// it; its text is the reason.
 pub fn kill_file(db: &Path) -> PathBuf {

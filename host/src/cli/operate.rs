@@ -403,7 +403,7 @@ pub(super) fn command(
             };
             let engine = engine
                 .filter(|&pid| alive(pid))
-                .or_else(|| crate::store::holder(db));
+                .or_else(|| control::lock_holder(db));
             return kill_by_file(db, &args.reason, &said, engine);
         }
     }

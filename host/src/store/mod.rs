@@ -16,7 +16,7 @@ pub use audit::audit;
 pub use candles::{ImportReport, Importer, StoredSeries, file_digest};
 pub use downloads::{DownloadCursor, DownloadKey};
 pub(crate) use owner::open_private;
-pub use owner::{OwnerError, Ownership, alive, holder, lock_file};
+pub use owner::{OwnerError, Ownership, alive, lock_file};
 
 /// How long a writer of the database waits for another's write lock before
 /// it gives up. Keel's own writers hold it for milliseconds; a user's

@@ -113,26 +113,6 @@ pub fn alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// The pid of the live process named in `db`'s lock file, if any: who
-/// runs on a database whose control file is missing or damaged.
-pub fn holder(db: &Path) -> Option<u32> {
-    let mut options = OpenOptions::new();
-    options.read(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::custom_flags(
-        &mut options,
-        libc::O_NOFOLLOW | libc::O_NONBLOCK,
-    );
-    let file = options.open(lock_file(db)).ok()?;
-    if !file.metadata().ok()?.is_file() {
-        return None;
-    }
-    let mut text = String::new();
-    file.take(256).read_to_string(&mut text).ok()?;
-    let pid: u32 = text.split_whitespace().next()?.parse().ok()?;
-    (pid != std::process::id() && alive(pid)).then_some(pid)
-}
-
 /// The owner named in a held lock file: its pid and how to name it. The
 /// owner writes its name just after it takes the lock, so an empty file is
 /// read again for a moment.
