@@ -183,9 +183,7 @@ pub fn control_file(db: &Path) -> PathBuf {
 pub fn serving_pid(db: &Path) -> Option<u32> {
     let text = read_regular(&control_file(db), CONTROL_FILE_BYTES).ok()?;
     let endpoint: Endpoint = serde_json::from_slice(&text).ok()?;
-    Path::new(&format!("/proc/{}", endpoint.pid))
-        .exists()
-        .then_some(endpoint.pid)
+    crate::store::alive(endpoint.pid).then_some(endpoint.pid)
 }
 
 /// The pid of the live process named in `db`'s lock file, if any: who

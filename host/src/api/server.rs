@@ -213,9 +213,11 @@ async fn accept(
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner))
                 .evict_stranger();
-                let freed = tokio::time::timeout(EVICTED_WITHIN, slots.clone().acquire_owned());
                 match evicted {
-                    true => freed.await.ok().and_then(Result::ok),
+                    true => tokio::time::timeout(EVICTED_WITHIN, slots.clone().acquire_owned())
+                        .await
+                        .ok()
+                        .and_then(Result::ok),
                     false => None,
                 }
             }
