@@ -190,8 +190,7 @@ pub fn serving_pid(db: &Path) -> Option<u32> {
 /// runs on a database whose control file is missing or damaged.
 pub fn lock_holder(db: &Path) -> Option<u32> {
     let text = read_regular(&crate::store::lock_file(db), 256).ok()?;
-    let text = String::from_utf8_lossy(&text);
-    let pid: u32 = text.split_whitespace().next()?.parse().ok()?;
+    let (pid, _) = crate::store::parse_owner(&String::from_utf8_lossy(&text))?;
     (pid != std::process::id() && crate::store::alive(pid)).then_some(pid)
 }
 

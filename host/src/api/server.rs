@@ -243,10 +243,11 @@ async fn accept(
             let limits = server.limits;
             let service = hyper::service::service_fn(move |request| {
                 let server = server.clone();
-                if server.authorised(&request) {
+                let authorised = server.authorised(&request);
+                if authorised {
                     trusted.store(true, Ordering::Relaxed);
                 }
-                async move { Ok::<_, Infallible>(server.handle(request).await) }
+                async move { Ok::<_, Infallible>(server.handle(request, authorised).await) }
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -332,7 +333,9 @@ impl Server {
             .unwrap_or_default()
     }
 
-    async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    /// Answers `request`; `authorised`: whether it showed the token (asked
+    /// once, as the connection is marked trusted).
+    async fn handle(&self, request: Request<Incoming>, authorised: bool) -> Response<Full<Bytes>> {
         let received = Instant::now();
         let (method, path) = (request.method().clone(), request.uri().path().to_owned());
         // `POST /resume?after_kill=true`: lifting a kill's halt is asked for by name.
@@ -345,7 +348,7 @@ impl Server {
         {
             return page;
         }
-        if !self.authorised(&request) {
+        if !authorised {
             return text(StatusCode::UNAUTHORIZED, "missing or wrong token\n");
         }
         match (&method, path.as_str()) {

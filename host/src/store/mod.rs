@@ -15,8 +15,8 @@ use rusqlite::{Connection, OptionalExtension};
 pub use audit::audit;
 pub use candles::{ImportReport, Importer, StoredSeries, file_digest};
 pub use downloads::{DownloadCursor, DownloadKey};
-pub(crate) use owner::open_private;
 pub use owner::{OwnerError, Ownership, alive, lock_file};
+pub(crate) use owner::{open_private, parse_owner};
 
 /// How long a writer of the database waits for another's write lock before
 /// it gives up. Keel's own writers hold it for milliseconds; a user's

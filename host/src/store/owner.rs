@@ -125,15 +125,9 @@ fn owner_of(file: &mut File) -> (Option<u32>, String) {
             .and_then(|_| file.take(256).read_to_string(&mut text));
         if let Ok(n) = read
             && n > 0
-            && let Some((pid, command)) = text.trim().split_once(' ')
-            && let Ok(pid) = pid.parse::<u32>()
+            && let Some((pid, command)) = parse_owner(&text)
         {
-            // Written by whoever holds the lock: printable ASCII only.
-            let command: String = command
-                .chars()
-                .filter(|c| c.is_ascii_graphic() || *c == ' ')
-                .take(40)
-                .collect();
+            let command = if command.is_empty() { "keel" } else { &command };
             return (Some(pid), format!("{command} (pid {pid})"));
         }
         if Instant::now() >= deadline {
@@ -141,6 +135,20 @@ fn owner_of(file: &mut File) -> (Option<u32>, String) {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// A lock file's "PID COMMAND" line: the pid, and the command as printable
+/// ASCII (whoever holds the lock wrote it; it is shown to the user).
+pub(crate) fn parse_owner(text: &str) -> Option<(u32, String)> {
+    let text = text.trim();
+    let (pid, command) = text.split_once(' ').unwrap_or((text, ""));
+    let pid = pid.parse::<u32>().ok()?;
+    let command = command
+        .chars()
+        .filter(|c| c.is_ascii_graphic() || *c == ' ')
+        .take(40)
+        .collect();
+    Some((pid, command))
 }
 
 /// Opens (creating) a file only its owner can read; never through a link
@@ -225,6 +233,19 @@ mod tests {
         let again = Ownership::claim(&db, "keel run").expect("claim once the child lets go");
         assert_eq!(again.db(), db);
         starter.join().expect("starter");
+    }
+
+    #[test]
+    fn the_lock_files_owner_line_is_read_as_printable_text() {
+        assert_eq!(
+            parse_owner("4242 keel run --mode paper\n"),
+            Some((4242, "keel run --mode paper".to_owned()))
+        );
+        let (pid, command) = parse_owner("7 keel\u{1b}[2J\u{7}run").expect("pid");
+        assert_eq!((pid, command.as_str()), (7, "keel[2Jrun"));
+        assert_eq!(parse_owner("4242 "), Some((4242, String::new())));
+        assert_eq!(parse_owner("-1 keel"), None);
+        assert_eq!(parse_owner(""), None);
     }
 
     /// The test above forks this process with every descriptor it has: no
