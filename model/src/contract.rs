@@ -35,6 +35,17 @@ impl Bar {
             volume: candle.volume,
         }
     }
+
+    /// The bar's time and prices set to `candle`'s, its symbol kept.
+    #[inline]
+    pub fn set_candle(&mut self, candle: &Candle) {
+        self.time_ms = candle.time_ms;
+        self.open = candle.open;
+        self.high = candle.high;
+        self.low = candle.low;
+        self.close = candle.close;
+        self.volume = candle.volume;
+    }
 }
 
 /// `a == b`, answered without comparing bytes when both are the same

@@ -10,9 +10,11 @@
 
 use std::collections::VecDeque;
 
-/// A fixed-length window with a running sum (and sum of squares).
+/// A fixed-length window with a running sum (and, when `SQUARES`, a
+/// running sum of squares: only the Bollinger bands need it, and the SMA of
+/// every bar should not pay for it).
 #[derive(Debug, Clone)]
-struct Window {
+struct Window<const SQUARES: bool> {
     values: Vec<f64>,
     next: usize,
     full: bool,
@@ -20,8 +22,8 @@ struct Window {
     sum_sq: f64,
 }
 
-impl Window {
-    fn new(period: usize) -> Window {
+impl<const SQUARES: bool> Window<SQUARES> {
+    fn new(period: usize) -> Window<SQUARES> {
         Window {
             values: vec![0.0; period.max(1)],
             next: 0,
@@ -36,10 +38,14 @@ impl Window {
         let old = std::mem::replace(&mut self.values[self.next], x);
         if self.full {
             self.sum -= old;
-            self.sum_sq -= old * old;
+            if SQUARES {
+                self.sum_sq -= old * old;
+            }
         }
         self.sum += x;
-        self.sum_sq += x * x;
+        if SQUARES {
+            self.sum_sq += x * x;
+        }
         self.next += 1;
         if self.next == self.values.len() {
             self.next = 0;
@@ -56,7 +62,7 @@ impl Window {
 /// Simple moving average of the last `period` values.
 #[derive(Debug, Clone)]
 pub struct Sma {
-    window: Window,
+    window: Window<false>,
     value: Option<f64>,
 }
 
@@ -243,7 +249,7 @@ pub struct Bands {
 
 #[derive(Debug, Clone)]
 pub struct Bollinger {
-    window: Window,
+    window: Window<true>,
     k: f64,
     value: Option<Bands>,
 }

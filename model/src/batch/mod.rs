@@ -331,13 +331,21 @@ pub fn drive_closes<C: Closes + ?Sized>(
         let (time_ms, count) = closes.tick(i);
         let end = (start + count as usize).min(bars);
         tick.time_ms = time_ms;
-        tick.bars.clear();
+        // Written over the last tick's bars: a bar of the same symbol in the
+        // same place keeps its name (no count of it taken and given back).
+        let mut n = 0;
         for b in start..end {
             let (symbol, candle) = closes.bar(b);
-            if let Some(symbol) = symbols.get(symbol as usize) {
-                tick.bars.push(Bar::from_candle(symbol, &candle));
+            if let Some(name) = symbols.get(symbol as usize) {
+                match tick.bars.get_mut(n) {
+                    Some(bar) if Symbol::ptr_eq(&bar.symbol, name) => bar.set_candle(&candle),
+                    Some(bar) => *bar = Bar::from_candle(name, &candle),
+                    None => tick.bars.push(Bar::from_candle(name, &candle)),
+                }
+                n += 1;
             }
         }
+        tick.bars.truncate(n);
         if i > 0 && !tick.portfolio.positions.is_empty() {
             match &of_symbols {
                 Some(of_symbols) => mark_by_index(closes, start..end, of_symbols, tick),

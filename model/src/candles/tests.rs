@@ -466,3 +466,65 @@ fn a_file_written_in_pieces_is_the_file_written_whole_or_nothing() {
         assert_eq!(read_file(&pieces).expect("read"), candles, "{name}");
     }
 }
+
+/// The one-pass test of [`check_candle`] passes exactly the candles the
+/// rule by rule test finds nothing wrong with, at and around every bound
+/// and with NaN and infinities in each field.
+#[test]
+fn the_quick_candle_check_agrees_with_the_rule_by_rule_one() {
+    let (first, last) = CANDLE_TIME_MS;
+    let (min, max) = (MIN_CANDLE_PRICE, MAX_CANDLE_VALUE);
+    let prices = [
+        f64::NAN,
+        f64::NEG_INFINITY,
+        -1.0,
+        0.0,
+        min / 2.0,
+        min,
+        1.0,
+        2.0,
+        max,
+        max * 2.0,
+        f64::INFINITY,
+    ];
+    let times = [i64::MIN, first - 1, first, 0, last, last + 1, i64::MAX];
+    let volumes = [
+        f64::NAN,
+        -0.0,
+        -1.0,
+        0.0,
+        5.0,
+        max,
+        max * 2.0,
+        f64::INFINITY,
+    ];
+    let (mut passed, mut refused) = (0, 0);
+    for &open in &prices {
+        for &high in &prices {
+            for &low in &prices {
+                for &close in &prices {
+                    for (&time_ms, &volume) in times.iter().cycle().zip(&volumes) {
+                        let c = Candle {
+                            time_ms,
+                            open,
+                            high,
+                            low,
+                            close,
+                            volume,
+                        };
+                        let quick = check_candle(&c);
+                        assert_eq!(quick.is_ok(), candle_fault(&c).is_ok(), "{c:?}");
+                        if quick.is_ok() {
+                            passed += 1;
+                        } else {
+                            refused += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // Sane: open and close within low .. high among the four prices in
+    // bounds (50 ways), at the two (time, volume) pairs in bounds.
+    assert_eq!((passed, passed + refused), (100, 11usize.pow(4) * 8));
+}
