@@ -332,6 +332,29 @@ pub enum Unreachable {
         port: u16,
         why: String,
     },
+    #[error(
+        "127.0.0.1:{port} (in {file}) is not the control port of a keel run on {db}: {why}; it was not asked, nor shown the token"
+    )]
+    NotTheEngine {
+        db: String,
+        file: String,
+        port: u16,
+        why: String,
+    },
+}
+
+impl Unreachable {
+    /// Whether this says that no run is live on `db`: no control file, or
+    /// one left over by a run that has ended (its pid gone, or its port
+    /// held by another process while no run holds the database's lock).
+    pub fn no_run(&self, db: &Path) -> bool {
+        match self {
+            Unreachable::NoControlFile { .. } => true,
+            Unreachable::NoAnswer { pid, .. } => !crate::store::alive(*pid),
+            Unreachable::NotTheEngine { .. } => lock_holder(db).is_none(),
+            Unreachable::BadControlFile { .. } => false,
+        }
+    }
 }
 
 /// How long a request may take end to end, unless said otherwise.
@@ -391,6 +414,14 @@ pub fn request_within(
             "it has ended; its control file is left over".into(),
         ));
     }
+    if let Some(why) = port_not_held_by(endpoint.pid, endpoint.port) {
+        return Err(Unreachable::NotTheEngine {
+            db: db.display().to_string(),
+            file: file.display().to_string(),
+            port: endpoint.port,
+            why,
+        });
+    }
     let started = Instant::now();
     let client = reqwest::blocking::Client::builder()
         .connect_timeout(Duration::from_secs(2))
@@ -425,9 +456,114 @@ pub fn request_within(
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
+/// Why the socket listening on `port` where 127.0.0.1 reaches it is not
+/// process `pid`'s, if it is not. A control file's port is asked only
+/// while its run holds it: after a crash, or a reboot that handed the run's
+/// pid to another process, whoever listens there would be shown the token
+/// (and could answer a kill). Nothing is said where this cannot be told (no
+/// `/proc`), nor when nothing listens (the connection fails as it would).
+fn port_not_held_by(pid: u32, port: u16) -> Option<String> {
+    let mut listeners = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        if let Ok(text) = std::fs::read_to_string(table) {
+            listeners.extend(listening_on(&text, port));
+        }
+    }
+    if listeners.is_empty() {
+        return None;
+    }
+    let fds = match std::fs::read_dir(format!("/proc/{pid}/fd")) {
+        Ok(fds) => fds,
+        Err(e) => return Some(format!("the descriptors of pid {pid} cannot be read ({e})")),
+    };
+    let sockets: std::collections::HashSet<String> = fds
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter_map(|link| {
+            let link = link.to_str()?;
+            Some(link.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+        })
+        .collect();
+    let (_, uid) = listeners
+        .iter()
+        .find(|(inode, _)| !sockets.contains(inode))?;
+    Some(format!(
+        "another process (uid {uid}) listens there, not pid {pid}"
+    ))
+}
+
+/// The (inode, uid) of each socket of a `/proc/net/tcp` or `tcp6` table
+/// that listens on `port` at an address a connection to 127.0.0.1 reaches:
+/// loopback itself, or any address.
+fn listening_on(table: &str, port: u16) -> Vec<(String, String)> {
+    const REACHED: [&str; 4] = [
+        "0100007F",
+        "00000000",
+        "00000000000000000000000000000000",
+        "0000000000000000FFFF00000100007F",
+    ];
+    let port = format!(":{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (local, state, uid, inode) = (f.get(1)?, f.get(3)?, f.get(7)?, f.get(9)?);
+            let address = local.strip_suffix(port.as_str())?;
+            (*state == "0A" && REACHED.contains(&address))
+                .then(|| ((*inode).to_owned(), (*uid).to_owned()))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_listeners_a_loopback_connection_reaches_are_read_from_the_tables() {
+        let v4 = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 4242 1 0000000000000000 100 0 0 10 0
+   1: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4343 1 0000000000000000 100 0 0 10 0
+   2: 0200007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4444 1 0000000000000000 100 0 0 10 0
+   3: 0100007F:1F90 0100007F:D431 01 00000000:00000000 00:00000000 00000000  1000        0 4545 1 0000000000000000 100 0 0 10 0
+   4: 0100007F:1F91 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 4646 1 0000000000000000 100 0 0 10 0
+";
+        // Loopback and any address; not 127.0.0.2, a connection, another port.
+        assert_eq!(
+            listening_on(v4, 8080),
+            [
+                ("4242".to_owned(), "1000".to_owned()),
+                ("4343".to_owned(), "0".to_owned())
+            ]
+        );
+        let v6 = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000000000000000000000000000:1F90 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000  1001        0 5151 1 0000000000000000 100 0 0 10 0
+   1: 00000000000000000000000001000000:1F90 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000  1001        0 5252 1 0000000000000000 100 0 0 10 0
+";
+        assert_eq!(
+            listening_on(v6, 8080),
+            [("5151".to_owned(), "1001".to_owned())]
+        );
+        assert!(listening_on("garbage\n\n 0: x", 8080).is_empty());
+    }
+
+    #[test]
+    fn a_port_held_here_is_not_another_pids() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        assert_eq!(port_not_held_by(std::process::id(), port), None);
+        let mut other = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep");
+        let said = port_not_held_by(other.id(), port);
+        let _ = other.kill();
+        let _ = other.wait();
+        let said = said.expect("another pid's port");
+        assert!(said.contains("another process"), "{said}");
+        drop(listener);
+        assert_eq!(port_not_held_by(std::process::id(), port), None);
+    }
 
     #[test]
     fn a_kill_files_reason_is_made_printable() {

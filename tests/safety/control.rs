@@ -5,6 +5,7 @@
 use std::io::Write;
 use std::net::TcpStream;
 use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use super::wait_for_bars;
@@ -166,9 +167,12 @@ fn a_kill_answered_by_another_process_goes_through_the_kill_file() {
     wait_for_bars(&db, 30);
     let impostor = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = impostor.local_addr().expect("addr").port();
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let told = asked.clone();
     std::thread::spawn(move || {
         for stream in impostor.incoming() {
             let Ok(mut stream) = stream else { return };
+            told.store(true, std::sync::atomic::Ordering::SeqCst);
             let mut reader = BufReader::new(stream.try_clone().expect("clone"));
             let mut line = String::new();
             while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
@@ -190,7 +194,11 @@ fn a_kill_answered_by_another_process_goes_through_the_kill_file() {
     let kill = s.keel(&db, &["kill", "--reason", "impostor"]);
     let (out, err) = (text(&kill.stdout), text(&kill.stderr));
     assert!(kill.status.success(), "{out}{err}");
-    assert!(err.contains("200 /kill: not a kill's reply"), "{err}");
+    // The port is not the run's: the impostor is not asked at all.
+    assert!(
+        err.contains("is not the control port of a keel run"),
+        "{err}"
+    );
     assert!(
         out.contains(&format!("keel run (pid {}) took it", run.id())),
         "{out}"
@@ -202,9 +210,13 @@ fn a_kill_answered_by_another_process_goes_through_the_kill_file() {
     let status = s.keel(&db, &["status"]);
     assert!(!status.status.success());
     assert!(
-        text(&status.stderr).contains("200 /status: not the engine's reply"),
+        text(&status.stderr).contains("is not the control port of a keel run"),
         "{}",
         text(&status.stderr)
+    );
+    assert!(
+        !asked.load(std::sync::atomic::Ordering::SeqCst),
+        "the impostor was asked"
     );
     run.kill().expect("SIGKILL");
     run.wait().expect("reap");
@@ -329,6 +341,47 @@ fn a_crashed_runs_port_cannot_fake_a_kill_nor_learn_the_token() {
     assert!(
         text(&restarted.stdout).contains("trading state HALTED"),
         "{restarted:?}"
+    );
+}
+
+/// After a reboot the pid a crashed run left in its control file may be
+/// another live process's: whatever then listens on the port is not the
+/// run, and is neither asked nor shown the token.
+#[test]
+fn a_left_over_control_files_pid_alive_in_another_process_is_not_the_engine() {
+    let s = Setup::new();
+    let db = s.db("rebooted.db");
+    let mut run = s.spawn_run(&db, "sample:1440", "600x", &[]);
+    wait_for_control(&db);
+    wait_for_bars(&db, 3);
+    run.kill().expect("SIGKILL");
+    run.wait().expect("reap");
+    let mut stranger = Command::new("sleep").arg("60").spawn().expect("sleep");
+    let (port, heard) = fake_killer();
+    let file = keel_host::control::control_file(&db);
+    let mut endpoint: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&file).expect("control")).expect("json");
+    endpoint["port"] = port.into();
+    endpoint["pid"] = stranger.id().into();
+    std::fs::write(&file, endpoint.to_string()).expect("rewrite");
+
+    let kill = s.keel(&db, &["kill", "--reason", "after the reboot"]);
+    let status = s.keel(&db, &["status"]);
+    let _ = stranger.kill();
+    let _ = stranger.wait();
+    let (out, err) = (text(&kill.stdout), text(&kill.stderr));
+    assert!(kill.status.success(), "{out}{err}");
+    assert!(err.contains("is not the control port"), "{err}");
+    assert!(out.contains("no engine is running"), "{out}");
+    assert!(keel_host::control::kill_file(&db).exists());
+    // The record of the crashed run, said to be one.
+    let shown = text(&status.stdout);
+    assert!(status.status.success(), "{status:?}");
+    assert!(shown.contains("no run is live"), "{shown}");
+    assert!(
+        heard.lock().expect("log").is_empty(),
+        "the other process was asked, token and all: {:?}",
+        heard.lock().expect("log")
     );
 }
 

@@ -17,8 +17,6 @@ use crate::control;
 use crate::sandbox::{CompileCache, Metering, Sandbox, SandboxConfig, StrategyArtifact};
 use crate::store::Store;
 
-use crate::store::alive;
-
 /// `keel candidate …`.
 #[derive(Debug, Args)]
 pub struct CandidateArgs {
@@ -239,14 +237,7 @@ fn hot_swap(db: &Path, hash: &str, actor: &str, reason: &str) -> anyhow::Result<
     let body = match control::request_within(db, "POST", "/swap", &body, SWAP_TIMEOUT) {
         Ok((200, body)) => body,
         Ok((status, body)) => bail!("{}: {status} /swap: {}", not_swapped(), body.trim()),
-        Err(control::Unreachable::NoAnswer { pid, .. }) if !alive(pid) => {
-            println!(
-                "no keel run is trading on {}; the next one starts with it",
-                db.display()
-            );
-            return Ok(());
-        }
-        Err(control::Unreachable::NoControlFile { .. }) => {
+        Err(e) if e.no_run(db) => {
             println!(
                 "no keel run is trading on {}; the next one starts with it",
                 db.display()

@@ -73,8 +73,7 @@ impl Source {
         match control::request(db, "GET", "/status", "") {
             Ok((200, body)) => Ok(Source::Live(engine_reply("/status", &body)?)),
             Ok((status, body)) => bail!("{status} /status: {}", shown::line(body.trim())),
-            Err(control::Unreachable::NoControlFile { .. }) => Source::record(db),
-            Err(control::Unreachable::NoAnswer { pid, .. }) if !alive(pid) => Source::record(db),
+            Err(e) if e.no_run(db) => Source::record(db),
             Err(e) => Err(e.into()),
         }
     }
@@ -399,6 +398,8 @@ pub(super) fn command(
             // from taking its kill file).
             let engine = match &answer {
                 Err(control::Unreachable::NoAnswer { pid, .. }) => Some(*pid),
+                // The control file's pid is not the one on its port.
+                Err(control::Unreachable::NotTheEngine { .. }) => None,
                 _ => control::serving_pid(db),
             };
             let engine = engine

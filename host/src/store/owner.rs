@@ -75,7 +75,9 @@ impl Ownership {
         }
         file.set_len(0).map_err(io)?;
         file.seek(SeekFrom::Start(0)).map_err(io)?;
-        write!(file, "{} {command}", std::process::id()).map_err(io)?;
+        // One write: a reader never sees the pid without the command.
+        let line = format!("{} {command}", std::process::id());
+        file.write_all(line.as_bytes()).map_err(io)?;
         file.flush().map_err(io)?;
         Ok(Ownership {
             _file: file,
@@ -126,8 +128,8 @@ fn owner_of(file: &mut File) -> (Option<u32>, String) {
         if let Ok(n) = read
             && n > 0
             && let Some((pid, command)) = parse_owner(&text)
+            && !command.is_empty()
         {
-            let command = if command.is_empty() { "keel" } else { &command };
             return (Some(pid), format!("{command} (pid {pid})"));
         }
         if Instant::now() >= deadline {
