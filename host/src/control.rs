@@ -186,12 +186,53 @@ pub fn serving_pid(db: &Path) -> Option<u32> {
     crate::store::alive(endpoint.pid).then_some(endpoint.pid)
 }
 
-/// The pid of the live process named in `db`'s lock file, if any: who
-/// runs on a database whose control file is missing or damaged.
+/// The pid of the run trading on `db` (the live holder of its lock), if
+/// any: who runs on a database whose control file is missing or damaged.
+/// Asked of the kernel (`/proc/locks`) where it can be: a pid named in a
+/// file may have ended and been handed to another process, a held lock
+/// cannot outlive its holder. Elsewhere, the lock file's pid if alive.
 pub fn lock_holder(db: &Path) -> Option<u32> {
+    let own = std::process::id();
+    if let Some(held) = lock_held_by(db) {
+        return held.filter(|&pid| pid != own);
+    }
     let text = read_regular(&crate::store::lock_file(db), 256).ok()?;
     let (pid, _) = crate::store::parse_owner(&String::from_utf8_lossy(&text))?;
-    (pid != std::process::id() && crate::store::alive(pid)).then_some(pid)
+    (pid != own && crate::store::alive(pid)).then_some(pid)
+}
+
+/// Who holds `db`'s lock, as the kernel's table of locks says: `None` where
+/// that table cannot be read, `Some(None)` when no one holds it.
+fn lock_held_by(db: &Path) -> Option<Option<u32>> {
+    use std::os::unix::fs::MetadataExt;
+    let table = std::fs::read_to_string("/proc/locks").ok()?;
+    let Ok(lock) = std::fs::symlink_metadata(crate::store::lock_file(db)) else {
+        return Some(None);
+    };
+    Some(exclusive_flock_on(&table, lock.ino()))
+}
+
+/// The pid holding an exclusive `flock` on inode `inode` in a
+/// `/proc/locks` table (waiters, shown after `->`, hold nothing).
+fn exclusive_flock_on(table: &str, inode: u64) -> Option<u32> {
+    table.lines().find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let [_, "FLOCK", _, "WRITE", pid, file, ..] = f.as_slice() else {
+            return None;
+        };
+        let on: u64 = file.rsplit(':').next()?.parse().ok()?;
+        (on == inode).then(|| pid.parse().ok()).flatten()
+    })
+}
+
+/// The pid that trades on `db` as far as can be told: the holder of its
+/// lock; where the kernel's table of locks cannot be read, the control
+/// file's pid or else the lock file's, if alive.
+pub fn trading_pid(db: &Path) -> Option<u32> {
+    match lock_held_by(db) {
+        Some(held) => held.filter(|&pid| pid != std::process::id()),
+        None => serving_pid(db).or_else(|| lock_holder(db)),
+    }
 }
 
 /// The kill file of a database: its presence halts the engine trading on
@@ -350,7 +391,9 @@ impl Unreachable {
     pub fn no_run(&self, db: &Path) -> bool {
         match self {
             Unreachable::NoControlFile { .. } => true,
-            Unreachable::NoAnswer { pid, .. } => !crate::store::alive(*pid),
+            Unreachable::NoAnswer { pid, .. } => {
+                !crate::store::alive(*pid) || lock_holder(db).is_none()
+            }
             Unreachable::NotTheEngine { .. } => lock_holder(db).is_none(),
             Unreachable::BadControlFile { .. } => false,
         }
@@ -414,7 +457,18 @@ pub fn request_within(
             "it has ended; its control file is left over".into(),
         ));
     }
-    if let Some(why) = port_not_held_by(endpoint.pid, endpoint.port) {
+    let not_the_engine = match lock_held_by(db) {
+        Some(None) => Some(format!(
+            "no run holds the database's lock (pid {} named there is not a live run)",
+            endpoint.pid
+        )),
+        Some(Some(holder)) if holder != endpoint.pid => Some(format!(
+            "the run holding the database's lock is pid {holder}, not pid {}",
+            endpoint.pid
+        )),
+        _ => port_not_held_by(endpoint.pid, endpoint.port),
+    };
+    if let Some(why) = not_the_engine {
         return Err(Unreachable::NotTheEngine {
             db: db.display().to_string(),
             file: file.display().to_string(),
@@ -483,23 +537,46 @@ fn port_not_held_by(pid: u32, port: u16) -> Option<String> {
             Some(link.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
         })
         .collect();
-    let (_, uid) = listeners
-        .iter()
-        .find(|(inode, _)| !sockets.contains(inode))?;
+    let uid = foreign_listener(&listeners, &sockets)?;
     Some(format!(
         "another process (uid {uid}) listens there, not pid {pid}"
     ))
 }
 
-/// The (inode, uid) of each socket of a `/proc/net/tcp` or `tcp6` table
-/// that listens on `port` at an address a connection to 127.0.0.1 reaches:
-/// loopback itself, or any address.
-fn listening_on(table: &str, port: u16) -> Vec<(String, String)> {
-    const REACHED: [&str; 4] = [
-        "0100007F",
+/// The uid of a listener a connection to 127.0.0.1 may reach that is not
+/// among `sockets`: none when one of `sockets` listens on 127.0.0.1 itself
+/// (Linux hands a connection to the exact address before any wildcard, and
+/// a wildcard socket of IPv6 only, which the tables cannot tell apart,
+/// never gets it).
+fn foreign_listener(
+    listeners: &[Listener],
+    sockets: &std::collections::HashSet<String>,
+) -> Option<String> {
+    let ours = |l: &&Listener| sockets.contains(&l.inode);
+    if listeners.iter().filter(|l| l.loopback).any(|l| ours(&l)) {
+        return None;
+    }
+    listeners.iter().find(|l| !ours(l)).map(|l| l.uid.clone())
+}
+
+/// A listening socket from a `/proc/net/tcp` or `tcp6` table.
+#[derive(Debug, Clone, PartialEq)]
+struct Listener {
+    inode: String,
+    uid: String,
+    /// On 127.0.0.1 itself (not a wildcard).
+    loopback: bool,
+}
+
+/// The sockets of a `/proc/net/tcp` or `tcp6` table that listen on
+/// `port` at an address a connection to 127.0.0.1 reaches: loopback
+/// itself, or a wildcard (IPv4's, IPv6's, or IPv6's for IPv4 only).
+fn listening_on(table: &str, port: u16) -> Vec<Listener> {
+    const LOOPBACK: [&str; 2] = ["0100007F", "0000000000000000FFFF00000100007F"];
+    const WILDCARDS: [&str; 3] = [
         "00000000",
         "00000000000000000000000000000000",
-        "0000000000000000FFFF00000100007F",
+        "0000000000000000FFFF000000000000",
     ];
     let port = format!(":{port:04X}");
     table
@@ -509,8 +586,12 @@ fn listening_on(table: &str, port: u16) -> Vec<(String, String)> {
             let f: Vec<&str> = line.split_whitespace().collect();
             let (local, state, uid, inode) = (f.get(1)?, f.get(3)?, f.get(7)?, f.get(9)?);
             let address = local.strip_suffix(port.as_str())?;
-            (*state == "0A" && REACHED.contains(&address))
-                .then(|| ((*inode).to_owned(), (*uid).to_owned()))
+            let loopback = LOOPBACK.contains(&address);
+            (*state == "0A" && (loopback || WILDCARDS.contains(&address))).then(|| Listener {
+                inode: (*inode).to_owned(),
+                uid: (*uid).to_owned(),
+                loopback,
+            })
         })
         .collect()
 }
@@ -528,23 +609,79 @@ mod tests {
    3: 0100007F:1F90 0100007F:D431 01 00000000:00000000 00:00000000 00000000  1000        0 4545 1 0000000000000000 100 0 0 10 0
    4: 0100007F:1F91 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 4646 1 0000000000000000 100 0 0 10 0
 ";
+        let listener = |inode: &str, uid: &str, loopback| Listener {
+            inode: inode.to_owned(),
+            uid: uid.to_owned(),
+            loopback,
+        };
         // Loopback and any address; not 127.0.0.2, a connection, another port.
         assert_eq!(
             listening_on(v4, 8080),
-            [
-                ("4242".to_owned(), "1000".to_owned()),
-                ("4343".to_owned(), "0".to_owned())
-            ]
+            [listener("4242", "1000", true), listener("4343", "0", false)]
         );
         let v6 = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
    0: 00000000000000000000000000000000:1F90 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000  1001        0 5151 1 0000000000000000 100 0 0 10 0
    1: 00000000000000000000000001000000:1F90 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000  1001        0 5252 1 0000000000000000 100 0 0 10 0
+   2: 0000000000000000FFFF000000000000:1F90 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000  1002        0 5353 1 0000000000000000 100 0 0 10 0
+   3: 0000000000000000FFFF00000100007F:1F90 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000  1003        0 5454 1 0000000000000000 100 0 0 10 0
 ";
+        // Any address, IPv4's any as IPv6 says it, IPv4's loopback; not ::1.
         assert_eq!(
             listening_on(v6, 8080),
-            [("5151".to_owned(), "1001".to_owned())]
+            [
+                listener("5151", "1001", false),
+                listener("5353", "1002", false),
+                listener("5454", "1003", true)
+            ]
+        );
+
+        // A connection to 127.0.0.1 goes to a socket on that address before
+        // any wildcard (one of IPv6 only, which the tables do not tell
+        // apart, never gets it): the engine's own listener there is enough.
+        let ours: std::collections::HashSet<String> = ["4242".to_owned()].into();
+        let wild = listener("5151", "1001", false);
+        let engines = listener("4242", "1000", true);
+        assert_eq!(
+            foreign_listener(&[wild.clone(), engines.clone()], &ours),
+            None
+        );
+        assert_eq!(foreign_listener(&[engines], &ours), None);
+        assert_eq!(
+            foreign_listener(std::slice::from_ref(&wild), &ours),
+            Some("1001".to_owned())
+        );
+        let strangers = listener("4444", "0", true);
+        assert_eq!(
+            foreign_listener(&[strangers, wild], &ours),
+            Some("0".to_owned())
         );
         assert!(listening_on("garbage\n\n 0: x", 8080).is_empty());
+    }
+
+    #[test]
+    fn the_holder_of_an_exclusive_flock_is_read_from_the_kernels_table() {
+        let table = "1: FLOCK  ADVISORY  WRITE 18372 fe:00:10010753 0 EOF
+2: FLOCK  ADVISORY  READ 14620 fe:00:10133507 0 EOF
+2: -> FLOCK  ADVISORY  WRITE 14700 fe:00:10133507 0 EOF
+3: POSIX  ADVISORY  WRITE 14621 fe:00:777 0 EOF
+";
+        assert_eq!(exclusive_flock_on(table, 10010753), Some(18372));
+        // Shared, waiting, a POSIX lock, no lock: none holds it.
+        assert_eq!(exclusive_flock_on(table, 10133507), None);
+        assert_eq!(exclusive_flock_on(table, 777), None);
+        assert_eq!(exclusive_flock_on(table, 1), None);
+        assert_eq!(exclusive_flock_on("garbage\n1: FLOCK", 1), None);
+
+        // A lock this process holds is read back as its own.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("keel.db");
+        assert_eq!(lock_held_by(&db), Some(None));
+        let file = std::fs::File::create(crate::store::lock_file(&db)).expect("lock file");
+        assert_eq!(lock_held_by(&db), Some(None));
+        file.try_lock().expect("lock");
+        assert_eq!(lock_held_by(&db), Some(Some(std::process::id())));
+        drop(file);
+        assert_eq!(lock_held_by(&db), Some(None));
     }
 
     #[test]

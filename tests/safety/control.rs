@@ -383,6 +383,24 @@ fn a_left_over_control_files_pid_alive_in_another_process_is_not_the_engine() {
         "the other process was asked, token and all: {:?}",
         heard.lock().expect("log")
     );
+
+    // The pid gone to the very process that listens on the port (this
+    // one): it holds the port, but not the database's lock, so it is no
+    // run, and its forged kill is not believed.
+    std::fs::remove_file(keel_host::control::kill_file(&db)).expect("unkill");
+    endpoint["pid"] = std::process::id().into();
+    std::fs::write(&file, endpoint.to_string()).expect("rewrite");
+    let kill = s.keel(&db, &["kill", "--reason", "the pid taken"]);
+    let (out, err) = (text(&kill.stdout), text(&kill.stderr));
+    assert!(kill.status.success(), "{out}{err}");
+    assert!(err.contains("no run holds the database's lock"), "{err}");
+    assert!(out.contains("no engine is running"), "{out}");
+    assert!(keel_host::control::kill_file(&db).exists());
+    assert!(
+        heard.lock().expect("log").is_empty(),
+        "the pid's holder was asked, token and all: {:?}",
+        heard.lock().expect("log")
+    );
 }
 
 #[test]

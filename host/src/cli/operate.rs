@@ -14,7 +14,6 @@ use keel_model::candles::format_time;
 use keel_model::shown;
 
 use crate::control::{self, Snapshot};
-use crate::store::alive;
 
 /// Output format of the read-only commands.
 #[derive(Debug, Args)]
@@ -396,15 +395,10 @@ pub(super) fn command(
             // The pid in the control file; without a readable one, the
             // lock's holder (a damaged control file does not stop a run
             // from taking its kill file).
-            let engine = match &answer {
-                Err(control::Unreachable::NoAnswer { pid, .. }) => Some(*pid),
-                // The control file's pid is not the one on its port.
-                Err(control::Unreachable::NotTheEngine { .. }) => None,
-                _ => control::serving_pid(db),
-            };
-            let engine = engine
-                .filter(|&pid| alive(pid))
-                .or_else(|| control::lock_holder(db));
+            // The run holding the database's lock, which takes the file
+            // (not a pid a control file names: it may have ended, and the
+            // pid gone to another process).
+            let engine = control::trading_pid(db);
             return kill_by_file(db, &args.reason, &said, engine);
         }
     }
