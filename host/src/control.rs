@@ -202,27 +202,49 @@ pub fn lock_holder(db: &Path) -> Option<u32> {
 }
 
 /// Who holds `db`'s lock, as the kernel's table of locks says: `None` where
-/// that table cannot be read, `Some(None)` when no one holds it.
+/// that table cannot be read, `Some(None)` when no live process holds it.
+/// The table names a lock's file by inode number alone (a snapshot of a
+/// filesystem repeats them) and keeps the pid that took it after that
+/// process has ended (a child it forked may hold it a moment longer): a pid
+/// counts only if the lock file itself is among its open files.
 fn lock_held_by(db: &Path) -> Option<Option<u32>> {
     use std::os::unix::fs::MetadataExt;
     let table = std::fs::read_to_string("/proc/locks").ok()?;
     let Ok(lock) = std::fs::symlink_metadata(crate::store::lock_file(db)) else {
         return Some(None);
     };
-    Some(exclusive_flock_on(&table, lock.ino()))
+    let holder = exclusive_flocks_on(&table, lock.ino())
+        .into_iter()
+        .find(|&pid| has_open(pid, lock.dev(), lock.ino()));
+    Some(holder)
 }
 
-/// The pid holding an exclusive `flock` on inode `inode` in a
+/// Whether process `pid` has the file (`dev`, `ino`) open; where its open
+/// files cannot be read (another user's), whether it is alive.
+fn has_open(pid: u32, dev: u64, ino: u64) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::read_dir(format!("/proc/{pid}/fd")) {
+        Ok(fds) => fds
+            .filter_map(Result::ok)
+            .any(|fd| std::fs::metadata(fd.path()).is_ok_and(|m| m.dev() == dev && m.ino() == ino)),
+        Err(_) => crate::store::alive(pid),
+    }
+}
+
+/// The pids holding an exclusive `flock` on inode `inode` in a
 /// `/proc/locks` table (waiters, shown after `->`, hold nothing).
-fn exclusive_flock_on(table: &str, inode: u64) -> Option<u32> {
-    table.lines().find_map(|line| {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        let [_, "FLOCK", _, "WRITE", pid, file, ..] = f.as_slice() else {
-            return None;
-        };
-        let on: u64 = file.rsplit(':').next()?.parse().ok()?;
-        (on == inode).then(|| pid.parse().ok()).flatten()
-    })
+fn exclusive_flocks_on(table: &str, inode: u64) -> Vec<u32> {
+    table
+        .lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let [_, "FLOCK", _, "WRITE", pid, file, ..] = f.as_slice() else {
+                return None;
+            };
+            let on: u64 = file.rsplit(':').next()?.parse().ok()?;
+            (on == inode).then(|| pid.parse().ok()).flatten()
+        })
+        .collect()
 }
 
 /// The pid that trades on `db` as far as can be told: the holder of its
@@ -390,7 +412,9 @@ impl Unreachable {
     /// held by another process while no run holds the database's lock).
     pub fn no_run(&self, db: &Path) -> bool {
         match self {
-            Unreachable::NoControlFile { .. } => true,
+            // A run starting (building its strategy, say) holds the lock
+            // before it serves: it is live.
+            Unreachable::NoControlFile { .. } => lock_holder(db).is_none(),
             Unreachable::NoAnswer { pid, .. } => {
                 !crate::store::alive(*pid) || lock_holder(db).is_none()
             }
@@ -665,12 +689,15 @@ mod tests {
 2: -> FLOCK  ADVISORY  WRITE 14700 fe:00:10133507 0 EOF
 3: POSIX  ADVISORY  WRITE 14621 fe:00:777 0 EOF
 ";
-        assert_eq!(exclusive_flock_on(table, 10010753), Some(18372));
+        assert_eq!(exclusive_flocks_on(table, 10010753), [18372]);
         // Shared, waiting, a POSIX lock, no lock: none holds it.
-        assert_eq!(exclusive_flock_on(table, 10133507), None);
-        assert_eq!(exclusive_flock_on(table, 777), None);
-        assert_eq!(exclusive_flock_on(table, 1), None);
-        assert_eq!(exclusive_flock_on("garbage\n1: FLOCK", 1), None);
+        assert!(exclusive_flocks_on(table, 10133507).is_empty());
+        assert!(exclusive_flocks_on(table, 777).is_empty());
+        assert!(exclusive_flocks_on(table, 1).is_empty());
+        assert!(exclusive_flocks_on("garbage\n1: FLOCK", 1).is_empty());
+        // The same inode number on two filesystems: both named.
+        let twice = "1: FLOCK  ADVISORY  WRITE 10 fe:00:99 0 EOF\n2: FLOCK  ADVISORY  WRITE 20 fe:01:99 0 EOF";
+        assert_eq!(exclusive_flocks_on(twice, 99), [10, 20]);
 
         // A lock this process holds is read back as its own.
         let dir = tempfile::tempdir().expect("tempdir");
@@ -680,8 +707,25 @@ mod tests {
         assert_eq!(lock_held_by(&db), Some(None));
         file.try_lock().expect("lock");
         assert_eq!(lock_held_by(&db), Some(Some(std::process::id())));
+        // (A test elsewhere in this binary forks, and its child may hold a
+        // copy of the lock a moment longer: not this process, nor a run.)
         drop(file);
         assert_eq!(lock_held_by(&db), Some(None));
+
+        // A holder counts only with the lock file among its open files, by
+        // device and inode: an open file is found, another inode is not,
+        // nor a process that does not exist.
+        use std::os::unix::fs::MetadataExt;
+        let lock = std::fs::metadata(crate::store::lock_file(&db)).expect("lock");
+        let other = std::fs::File::create(dir.path().join("other")).expect("other");
+        let other_ino = other.metadata().expect("other").ino();
+        assert!(!has_open(
+            std::process::id(),
+            lock.dev(),
+            other_ino ^ 1 << 40
+        ));
+        assert!(has_open(std::process::id(), lock.dev(), other_ino));
+        assert!(!has_open(u32::MAX, lock.dev(), other_ino));
     }
 
     #[test]

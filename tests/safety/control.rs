@@ -403,6 +403,36 @@ fn a_left_over_control_files_pid_alive_in_another_process_is_not_the_engine() {
     );
 }
 
+/// A run holds its database's lock before it serves its control API (it
+/// may be building its strategy first): meanwhile `keel status` says so,
+/// rather than showing the last run's record as if none were live.
+#[test]
+fn a_run_not_yet_serving_is_not_said_to_be_gone() {
+    let s = Setup::new();
+    let db = s.db("starting.db");
+    // flock(1) holds the lock as a starting run does, and keeps it open.
+    let lock = keel_host::store::lock_file(&db);
+    let mut holder = Command::new("flock")
+        .arg(&lock)
+        .args(["sleep", "60"])
+        .spawn()
+        .expect("flock(1)");
+    wait_until("the lock taken", || {
+        std::fs::read_to_string("/proc/locks")
+            .is_ok_and(|t| t.contains(&format!(" {} ", holder.id())))
+    });
+    let status = s.keel(&db, &["status"]);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    let err = text(&status.stderr);
+    assert!(!status.status.success(), "{status:?}");
+    assert!(
+        err.contains(&format!("keel (pid {}) holds", holder.id()))
+            && err.contains("serves no control API yet"),
+        "{err}"
+    );
+}
+
 #[test]
 fn links_and_pipes_beside_the_database_are_replaced_never_written_through() {
     let s = Setup::new();

@@ -73,6 +73,13 @@ impl Source {
             Ok((200, body)) => Ok(Source::Live(engine_reply("/status", &body)?)),
             Ok((status, body)) => bail!("{status} /status: {}", shown::line(body.trim())),
             Err(e) if e.no_run(db) => Source::record(db),
+            Err(control::Unreachable::NoControlFile { .. }) => match control::lock_holder(db) {
+                Some(pid) => bail!(
+                    "keel (pid {pid}) holds {} but serves no control API yet (starting?); ask again in a moment",
+                    db.display()
+                ),
+                None => Source::record(db),
+            },
             Err(e) => Err(e.into()),
         }
     }
