@@ -187,7 +187,7 @@ pub fn serving_pid(db: &Path) -> Option<u32> {
 }
 
 /// The pid of the run trading on `db` (the live holder of its lock), if
-/// any: who runs on a database whose control file is missing or damaged.
+/// any: the run a kill file waits for, whatever a control file names.
 /// Asked of the kernel (`/proc/locks`) where it can be: a pid named in a
 /// file may have ended and been handed to another process, a held lock
 /// cannot outlive its holder. Elsewhere, the lock file's pid if alive.
@@ -222,13 +222,21 @@ fn lock_held_by(db: &Path) -> Option<Option<u32>> {
 /// Whether process `pid` has the file (`dev`, `ino`) open; where its open
 /// files cannot be read (another user's), whether it is alive.
 fn has_open(pid: u32, dev: u64, ino: u64) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match std::fs::read_dir(format!("/proc/{pid}/fd")) {
-        Ok(fds) => fds
-            .filter_map(Result::ok)
-            .any(|fd| std::fs::metadata(fd.path()).is_ok_and(|m| m.dev() == dev && m.ino() == ino)),
+    match open_files(pid) {
+        Ok(files) => files.contains(&(dev, ino)),
         Err(_) => crate::store::alive(pid),
     }
+}
+
+/// The (device, inode) of every file process `pid` has open, sockets
+/// among them (a socket's inode is the one `/proc/net/tcp` names).
+fn open_files(pid: u32) -> std::io::Result<std::collections::HashSet<(u64, u64)>> {
+    use std::os::unix::fs::MetadataExt;
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))?;
+    Ok(fds
+        .filter_map(|fd| std::fs::metadata(fd.ok()?.path()).ok())
+        .map(|m| (m.dev(), m.ino()))
+        .collect())
 }
 
 /// The pids holding an exclusive `flock` on inode `inode` in a
@@ -245,16 +253,6 @@ fn exclusive_flocks_on(table: &str, inode: u64) -> Vec<u32> {
             (on == inode).then(|| pid.parse().ok()).flatten()
         })
         .collect()
-}
-
-/// The pid that trades on `db` as far as can be told: the holder of its
-/// lock; where the kernel's table of locks cannot be read, the control
-/// file's pid or else the lock file's, if alive.
-pub fn trading_pid(db: &Path) -> Option<u32> {
-    match lock_held_by(db) {
-        Some(held) => held.filter(|&pid| pid != std::process::id()),
-        None => serving_pid(db).or_else(|| lock_holder(db)),
-    }
 }
 
 /// The kill file of a database: its presence halts the engine trading on
@@ -550,18 +548,12 @@ fn port_not_held_by(pid: u32, port: u16) -> Option<String> {
     if listeners.is_empty() {
         return None;
     }
-    let fds = match std::fs::read_dir(format!("/proc/{pid}/fd")) {
-        Ok(fds) => fds,
+    let files = match open_files(pid) {
+        Ok(files) => files,
         Err(e) => return Some(format!("the descriptors of pid {pid} cannot be read ({e})")),
     };
-    let sockets: std::collections::HashSet<String> = fds
-        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
-        .filter_map(|link| {
-            let link = link.to_str()?;
-            Some(link.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
-        })
-        .collect();
-    let uid = foreign_listener(&listeners, &sockets)?;
+    let inodes = files.into_iter().map(|(_, ino)| ino).collect();
+    let uid = foreign_listener(&listeners, &inodes)?;
     Some(format!(
         "another process (uid {uid}) listens there, not pid {pid}"
     ))
@@ -574,7 +566,7 @@ fn port_not_held_by(pid: u32, port: u16) -> Option<String> {
 /// never gets it).
 fn foreign_listener(
     listeners: &[Listener],
-    sockets: &std::collections::HashSet<String>,
+    sockets: &std::collections::HashSet<u64>,
 ) -> Option<String> {
     let ours = |l: &&Listener| sockets.contains(&l.inode);
     if listeners.iter().filter(|l| l.loopback).any(|l| ours(&l)) {
@@ -586,7 +578,7 @@ fn foreign_listener(
 /// A listening socket from a `/proc/net/tcp` or `tcp6` table.
 #[derive(Debug, Clone, PartialEq)]
 struct Listener {
-    inode: String,
+    inode: u64,
     uid: String,
     /// On 127.0.0.1 itself (not a wildcard).
     loopback: bool,
@@ -610,9 +602,10 @@ fn listening_on(table: &str, port: u16) -> Vec<Listener> {
             let f: Vec<&str> = line.split_whitespace().collect();
             let (local, state, uid, inode) = (f.get(1)?, f.get(3)?, f.get(7)?, f.get(9)?);
             let address = local.strip_suffix(port.as_str())?;
+            let inode = inode.parse().ok()?;
             let loopback = LOOPBACK.contains(&address);
             (*state == "0A" && (loopback || WILDCARDS.contains(&address))).then(|| Listener {
-                inode: (*inode).to_owned(),
+                inode,
                 uid: (*uid).to_owned(),
                 loopback,
             })
@@ -633,15 +626,15 @@ mod tests {
    3: 0100007F:1F90 0100007F:D431 01 00000000:00000000 00:00000000 00000000  1000        0 4545 1 0000000000000000 100 0 0 10 0
    4: 0100007F:1F91 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 4646 1 0000000000000000 100 0 0 10 0
 ";
-        let listener = |inode: &str, uid: &str, loopback| Listener {
-            inode: inode.to_owned(),
+        let listener = |inode: u64, uid: &str, loopback| Listener {
+            inode,
             uid: uid.to_owned(),
             loopback,
         };
         // Loopback and any address; not 127.0.0.2, a connection, another port.
         assert_eq!(
             listening_on(v4, 8080),
-            [listener("4242", "1000", true), listener("4343", "0", false)]
+            [listener(4242, "1000", true), listener(4343, "0", false)]
         );
         let v6 = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
    0: 00000000000000000000000000000000:1F90 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000  1001        0 5151 1 0000000000000000 100 0 0 10 0
@@ -653,18 +646,18 @@ mod tests {
         assert_eq!(
             listening_on(v6, 8080),
             [
-                listener("5151", "1001", false),
-                listener("5353", "1002", false),
-                listener("5454", "1003", true)
+                listener(5151, "1001", false),
+                listener(5353, "1002", false),
+                listener(5454, "1003", true)
             ]
         );
 
         // A connection to 127.0.0.1 goes to a socket on that address before
         // any wildcard (one of IPv6 only, which the tables do not tell
         // apart, never gets it): the engine's own listener there is enough.
-        let ours: std::collections::HashSet<String> = ["4242".to_owned()].into();
-        let wild = listener("5151", "1001", false);
-        let engines = listener("4242", "1000", true);
+        let ours: std::collections::HashSet<u64> = [4242].into();
+        let wild = listener(5151, "1001", false);
+        let engines = listener(4242, "1000", true);
         assert_eq!(
             foreign_listener(&[wild.clone(), engines.clone()], &ours),
             None
@@ -674,7 +667,7 @@ mod tests {
             foreign_listener(std::slice::from_ref(&wild), &ours),
             Some("1001".to_owned())
         );
-        let strangers = listener("4444", "0", true);
+        let strangers = listener(4444, "0", true);
         assert_eq!(
             foreign_listener(&[strangers, wild], &ours),
             Some("0".to_owned())

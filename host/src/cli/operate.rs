@@ -72,7 +72,6 @@ impl Source {
         match control::request(db, "GET", "/status", "") {
             Ok((200, body)) => Ok(Source::Live(engine_reply("/status", &body)?)),
             Ok((status, body)) => bail!("{status} /status: {}", shown::line(body.trim())),
-            Err(e) if e.no_run(db) => Source::record(db),
             Err(control::Unreachable::NoControlFile { .. }) => match control::lock_holder(db) {
                 Some(pid) => bail!(
                     "keel (pid {pid}) holds {} but serves no control API yet (starting?); ask again in a moment",
@@ -80,6 +79,7 @@ impl Source {
                 ),
                 None => Source::record(db),
             },
+            Err(e) if e.no_run(db) => Source::record(db),
             Err(e) => Err(e.into()),
         }
     }
@@ -405,7 +405,7 @@ pub(super) fn command(
             // The run holding the database's lock, which takes the file
             // (not a pid a control file names: it may have ended, and the
             // pid gone to another process).
-            let engine = control::trading_pid(db);
+            let engine = control::lock_holder(db);
             return kill_by_file(db, &args.reason, &said, engine);
         }
     }
