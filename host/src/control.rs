@@ -399,27 +399,53 @@ pub enum Unreachable {
     NotTheEngine {
         db: String,
         file: String,
+        /// The pid the control file names.
+        pid: u32,
         port: u16,
         why: String,
     },
 }
 
+/// What a request that did not reach an engine says of the run on a
+/// database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunOn {
+    /// No process holds the database's lock: whatever control file is
+    /// there was left by a run that has ended.
+    None,
+    /// A run holds the lock but its control file is not yet written (the
+    /// one there, if any, names a process that is not it): it is starting.
+    Starting(u32),
+    /// The run holding the lock is the one the control file names, and it
+    /// was not reached (or the control file cannot be read).
+    Unreached,
+}
+
 impl Unreachable {
-    /// Whether this says that no run is live on `db`: no control file, or
-    /// one left over by a run that has ended (its pid gone, or its port
-    /// held by another process while no run holds the database's lock).
-    pub fn no_run(&self, db: &Path) -> bool {
-        match self {
-            // A run starting (building its strategy, say) holds the lock
-            // before it serves: it is live.
-            Unreachable::NoControlFile { .. } => lock_holder(db).is_none(),
-            Unreachable::NoAnswer { pid, .. } => {
-                !crate::store::alive(*pid) || lock_holder(db).is_none()
-            }
-            Unreachable::NotTheEngine { .. } => lock_holder(db).is_none(),
-            Unreachable::BadControlFile { .. } => false,
+    /// What this says of the run on `db`. The one rule: a run is live iff a
+    /// process holds the database's lock (asked of the kernel where it can
+    /// be); a control file's pid alone says nothing, since it outlives its
+    /// run and a new run writes its own only once it serves.
+    pub fn run_on(&self, db: &Path) -> RunOn {
+        let named = match self {
+            Unreachable::BadControlFile { .. } => return RunOn::Unreached,
+            Unreachable::NoControlFile { .. } => None,
+            Unreachable::NoAnswer { pid, .. } | Unreachable::NotTheEngine { pid, .. } => Some(*pid),
+        };
+        match lock_holder(db) {
+            None => RunOn::None,
+            Some(holder) if named != Some(holder) => RunOn::Starting(holder),
+            Some(_) => RunOn::Unreached,
         }
     }
+}
+
+/// What a command says of a run holding `db`'s lock that does not serve yet.
+pub fn starting(pid: u32, db: &Path) -> String {
+    format!(
+        "keel (pid {pid}) holds {} but serves no control API yet (starting?); ask again in a moment",
+        db.display()
+    )
 }
 
 /// How long a request may take end to end, unless said otherwise.
@@ -494,6 +520,7 @@ pub fn request_within(
         return Err(Unreachable::NotTheEngine {
             db: db.display().to_string(),
             file: file.display().to_string(),
+            pid: endpoint.pid,
             port: endpoint.port,
             why,
         });

@@ -421,16 +421,37 @@ fn a_run_not_yet_serving_is_not_said_to_be_gone() {
         std::fs::read_to_string("/proc/locks")
             .is_ok_and(|t| t.contains(&format!(" {} ", holder.id())))
     });
-    let status = s.keel(&db, &["status"]);
+    let holder_pid = holder.id();
+    let starting = |status: &std::process::Output| {
+        let err = text(&status.stderr);
+        assert!(!status.status.success(), "{status:?}");
+        assert!(
+            err.contains(&format!("keel (pid {holder_pid}) holds"))
+                && err.contains("serves no control API yet"),
+            "{err}"
+        );
+    };
+    // No control file yet.
+    let fresh = s.keel(&db, &["status"]);
+    // The last run's control file left over, its pid ended: the starting
+    // run has not replaced it yet.
+    let mut ended = Command::new("true").spawn().expect("true");
+    ended.wait().expect("reap");
+    let file = keel_host::control::control_file(&db);
+    let endpoint = |pid: u32| serde_json::json!({"port": 9, "token": "t", "pid": pid}).to_string();
+    std::fs::write(&file, endpoint(ended.id())).expect("control file");
+    let left_over = s.keel(&db, &["status"]);
+    // Its pid handed to another live process.
+    let mut stranger = Command::new("sleep").arg("60").spawn().expect("sleep");
+    std::fs::write(&file, endpoint(stranger.id())).expect("control file");
+    let reused = s.keel(&db, &["status"]);
+    let _ = stranger.kill();
+    let _ = stranger.wait();
     let _ = holder.kill();
     let _ = holder.wait();
-    let err = text(&status.stderr);
-    assert!(!status.status.success(), "{status:?}");
-    assert!(
-        err.contains(&format!("keel (pid {}) holds", holder.id()))
-            && err.contains("serves no control API yet"),
-        "{err}"
-    );
+    starting(&fresh);
+    starting(&left_over);
+    starting(&reused);
 }
 
 #[test]

@@ -237,14 +237,19 @@ fn hot_swap(db: &Path, hash: &str, actor: &str, reason: &str) -> anyhow::Result<
     let body = match control::request_within(db, "POST", "/swap", &body, SWAP_TIMEOUT) {
         Ok((200, body)) => body,
         Ok((status, body)) => bail!("{}: {status} /swap: {}", not_swapped(), body.trim()),
-        Err(e) if e.no_run(db) => {
-            println!(
-                "no keel run is trading on {}; the next one starts with it",
-                db.display()
-            );
-            return Ok(());
-        }
-        Err(e) => return Err(anyhow::Error::from(e).context(not_swapped())),
+        Err(e) => match e.run_on(db) {
+            control::RunOn::None => {
+                println!(
+                    "no keel run is trading on {}; the next one starts with it",
+                    db.display()
+                );
+                return Ok(());
+            }
+            control::RunOn::Starting(pid) => {
+                bail!("{}: {}", not_swapped(), control::starting(pid, db))
+            }
+            control::RunOn::Unreached => return Err(anyhow::Error::from(e).context(not_swapped())),
+        },
     };
     let reply: control::Reply = serde_json::from_str(&body)?;
     if let control::Reply::Swapped {

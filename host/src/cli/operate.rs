@@ -72,15 +72,11 @@ impl Source {
         match control::request(db, "GET", "/status", "") {
             Ok((200, body)) => Ok(Source::Live(engine_reply("/status", &body)?)),
             Ok((status, body)) => bail!("{status} /status: {}", shown::line(body.trim())),
-            Err(control::Unreachable::NoControlFile { .. }) => match control::lock_holder(db) {
-                Some(pid) => bail!(
-                    "keel (pid {pid}) holds {} but serves no control API yet (starting?); ask again in a moment",
-                    db.display()
-                ),
-                None => Source::record(db),
+            Err(e) => match e.run_on(db) {
+                control::RunOn::None => Source::record(db),
+                control::RunOn::Starting(pid) => bail!(control::starting(pid, db)),
+                control::RunOn::Unreached => Err(e.into()),
             },
-            Err(e) if e.no_run(db) => Source::record(db),
-            Err(e) => Err(e.into()),
         }
     }
 
