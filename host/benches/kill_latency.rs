@@ -22,6 +22,9 @@ use std::time::{Duration, Instant};
 use keel_host::build_strategy;
 use keel_host::control;
 
+#[path = "../../tests/support/siege.rs"]
+mod siege;
+
 /// The key pair the fake Kraken knows (a test key, nobody's account).
 const KEY: &str = "bench-key";
 const SECRET: &str =
@@ -147,43 +150,21 @@ fn main() {
 /// and a header that never ends, sent until the server hangs up.
 struct Siege {
     idle: Vec<std::net::TcpStream>,
-    rss_before_kb: f64,
-}
-
-fn rss_kb(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0.0)
+    rss_before_kb: u64,
 }
 
 impl Siege {
     fn start(db: &Path, pid: u32) -> Siege {
         use std::io::Write;
-        let text = std::fs::read_to_string(control::control_file(db)).expect("control file");
-        let endpoint: serde_json::Value = serde_json::from_str(&text).expect("json");
-        let addr = format!("127.0.0.1:{}", endpoint["port"]);
-        let rss_before_kb = rss_kb(pid);
+        let addr = siege::control_addr(db);
+        let rss_before_kb = siege::rss_kb(pid);
         let mut idle: Vec<_> = (0..200)
             .map(|_| std::net::TcpStream::connect(&addr).expect("connect"))
             .collect();
         let mut slow = std::net::TcpStream::connect(&addr).expect("connect");
         let _ = slow.write_all(b"GET /status HTTP/1.1\r\nX-Slow: 1\r\n");
         idle.push(slow);
-        let mut huge = std::net::TcpStream::connect(&addr).expect("connect");
-        let _ = huge.write_all(b"GET /status HTTP/1.1\r\nX-Huge: ");
-        let chunk = vec![b'a'; 1 << 20];
-        let mut sent = 0usize;
-        while sent < 1 << 30 {
-            match huge.write(&chunk) {
-                Ok(n) => sent += n,
-                Err(_) => break,
-            }
-        }
+        siege::huge_header(&addr);
         Siege {
             idle,
             rss_before_kb,
@@ -192,7 +173,7 @@ impl Siege {
 
     /// The engine's growth since the siege began, kB.
     fn end(self, pid: u32) -> f64 {
-        let grown = rss_kb(pid) - self.rss_before_kb;
+        let grown = siege::rss_kb(pid) as f64 - self.rss_before_kb as f64;
         drop(self.idle);
         grown
     }

@@ -4,31 +4,13 @@
 
 use std::io::Write;
 use std::net::TcpStream;
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use super::wait_for_bars;
 use crate::paper::{Setup, count, open, text, wait_for_control};
 use crate::support::example;
-
-/// Where the run on `db` serves its control API.
-fn control_addr(db: &Path) -> String {
-    let endpoint: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(keel_host::control::control_file(db)).expect("control"),
-    )
-    .expect("json");
-    format!("127.0.0.1:{}", endpoint["port"])
-}
-
-fn rss_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
+use crate::support::siege::{control_addr, huge_header, rss_kb};
 
 /// A local process without the token: idle sockets, a slowloris and a
 /// header that never ends.
@@ -56,18 +38,7 @@ fn the_kill_switch_answers_through_idle_slow_and_huge_connections() {
     });
     let before = rss_kb(run.id());
     // A 1 GB header, sent until the server hangs up.
-    let mut huge = TcpStream::connect(&addr).expect("huge");
-    huge.set_write_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    let _ = huge.write_all(b"GET /status HTTP/1.1\r\nX-Huge: ");
-    let chunk = vec![b'a'; 1 << 20];
-    let mut sent = 0usize;
-    while sent < 1 << 30 {
-        match huge.write(&chunk) {
-            Ok(n) => sent += n,
-            Err(_) => break,
-        }
-    }
+    let sent = huge_header(&addr);
     assert!(sent < 1 << 30, "the server read a whole 1 GB header");
     let grown_kb = rss_kb(run.id()).saturating_sub(before);
     assert!(grown_kb < 10 << 10, "the engine grew by {grown_kb} kB");

@@ -2,6 +2,8 @@
 //! per test run for wasm32-wasip2 (into target/keel-wasm, so the outer cargo's
 //! build lock is never in the way), and the sample data.
 
+pub mod siege;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
