@@ -8,8 +8,9 @@ use std::path::Path;
 use super::CandleError;
 
 /// Writes `path` through `write`, which is handed a new file beside it
-/// (`.NAME.partial`) and hands it back complete; then renames that over
-/// `path`. Only a regular file is replaced (never a device, a directory or
+/// (`.NAME.PID-N.partial`, its own: two writers of one file at once each
+/// write theirs, and the last renamed wins whole) and hands it back
+/// complete; then renames that over `path`. Only a regular file is replaced (never a device, a directory or
 /// a pipe: the name may be /dev/null); a link is written through (its
 /// target is the file replaced); a file replaced keeps who may read it.
 pub(super) fn replace_file(
@@ -35,9 +36,13 @@ pub(super) fn replace_file(
         path.to_path_buf()
     };
     let file_name = target.file_name().map(|n| n.to_string_lossy().into_owned());
-    let partial = target.with_file_name(format!(".{}.partial", file_name.unwrap_or_default()));
+    let file_name = file_name.unwrap_or_default();
+    remove_left_over(&target, &file_name);
+    let (partial, file) = match new_partial(&target, &file_name) {
+        Ok(made) => made,
+        Err(error) => return Err(CandleError::Write { path: name, error }),
+    };
     let written = (|| {
-        let file = File::create(&partial)?;
         if let Some(m) = &existing {
             file.set_permissions(m.permissions())?;
         }
@@ -48,4 +53,54 @@ pub(super) fn replace_file(
         let _ = std::fs::remove_file(&partial);
     }
     written.map_err(|error| CandleError::Write { path: name, error })
+}
+
+/// A new file beside `target` for this writer alone: created, never
+/// opened if something is there (a link planted there is not followed).
+fn new_partial(target: &Path, file_name: &str) -> std::io::Result<(std::path::PathBuf, File)> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let pid = std::process::id();
+    let mut tries = 0;
+    loop {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let partial = target.with_file_name(format!(".{file_name}.{pid}-{n}.partial"));
+        match File::options().write(true).create_new(true).open(&partial) {
+            Ok(file) => return Ok((partial, file)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && tries < 8 => tries += 1,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Removes the partial files of `target` that writers which have ended
+/// (killed mid-write) left beside it. Where it cannot be told whether a
+/// writer is alive (no `/proc`), they stay.
+fn remove_left_over(target: &Path, file_name: &str) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let dir = match target.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!(".{file_name}.");
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(writer) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|n| n.strip_suffix(".partial"))
+            .and_then(|n| n.split_once('-'))
+            .and_then(|(pid, n)| n.parse::<u64>().ok().and(pid.parse::<u32>().ok()))
+        else {
+            continue;
+        };
+        let ended = !Path::new(&format!("/proc/{writer}")).exists();
+        if ended && entry.file_type().is_ok_and(|t| t.is_file()) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }

@@ -467,6 +467,54 @@ fn a_file_written_in_pieces_is_the_file_written_whole_or_nothing() {
     }
 }
 
+/// Two writers of one file at once (two exports to the same `--out`): each
+/// writes a partial file of its own, so the file is one of theirs whole,
+/// and neither fails for the other.
+#[test]
+fn two_writers_of_one_file_at_once_leave_one_of_their_files_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("same.csv");
+    let series =
+        |seed| crate::synth::random_walk(seed, 20_000, 1_700_000_000_000, 60_000, 50.0, 0.02);
+    let (a, b) = (series(1), series(2));
+    // What a writer killed mid-write left: removed by the next writer.
+    let left_over = dir.path().join(".same.csv.999999999-0.partial");
+    std::fs::write(&left_over, "half a file").expect("left over");
+    let both_started = std::sync::Barrier::new(2);
+    let write = |candles: &[Candle]| {
+        write_file_each(&path, |put| {
+            let io = |error| CandleError::Write {
+                path: "same.csv".into(),
+                error,
+            };
+            let (first, rest) = candles.split_at(1_000);
+            put(first).map_err(io)?;
+            // Both have begun writing before either goes on.
+            both_started.wait();
+            for piece in rest.chunks(1_000) {
+                put(piece).map_err(io)?;
+                std::thread::yield_now();
+            }
+            Ok::<_, CandleError>(())
+        })
+    };
+    let (wrote_a, wrote_b) = std::thread::scope(|s| {
+        let a = s.spawn(|| write(&a));
+        let b = s.spawn(|| write(&b));
+        (a.join().expect("a"), b.join().expect("b"))
+    });
+    wrote_a.expect("the first writer");
+    wrote_b.expect("the second writer");
+    let read = read_file(&path).expect("a whole file");
+    assert!(read == a || read == b, "the file is neither writer's");
+    // Nothing is left beside it, nor what an ended writer left.
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(names, ["same.csv"]);
+}
+
 /// The one-pass test of [`check_candle`] passes exactly the candles the
 /// rule by rule test finds nothing wrong with, at and around every bound
 /// and with NaN and infinities in each field.
