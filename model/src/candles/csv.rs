@@ -79,6 +79,12 @@ fn read_within(
                 MAX_EXPANDED_BYTES >> 30
             ))));
         }
+        // A file of another kind named as a CSV: said what it is.
+        if read == n as u64
+            && let Some(what) = what_file_is(&block)
+        {
+            return Err(rows.invalid(1, what.into()));
+        }
         let end = n == 0;
         // Complete lines only; the rest waits for the next block.
         let whole = if end {
@@ -605,4 +611,34 @@ mod tests {
         let err = read(&broken).expect_err("both").to_string();
         assert_eq!(err, "a.csv:11: expected 6 fields, found 1");
     }
+}
+
+/// What a file that is not text is, by its first bytes, and what to do
+/// with it; `None` when they say nothing known.
+fn what_file_is(start: &[u8]) -> Option<&'static str> {
+    const KNOWN: [(&[u8], &str); 6] = [
+        (b"PAR1", "a Parquet file: name it .parquet"),
+        (b"ARROW1", "an Arrow IPC (Feather) file: name it .feather"),
+        (b"\x1f\x8b", "gzip-compressed: name it .csv.gz"),
+        (
+            b"\xfd7zXZ\x00",
+            "xz-compressed, which Keel does not read: decompress it first (unxz)",
+        ),
+        (
+            b"\x28\xb5\x2f\xfd",
+            "zstd-compressed, which Keel does not read: decompress it first (unzstd)",
+        ),
+        (
+            b"PK\x03\x04",
+            "a zip archive, which Keel does not read: unzip it first",
+        ),
+    ];
+    // bzip2: "BZh" and its block size, a digit 1 to 9.
+    if start.len() > 3 && start.starts_with(b"BZh") && (b'1'..=b'9').contains(&start[3]) {
+        return Some("bzip2-compressed, which Keel does not read: decompress it first (bunzip2)");
+    }
+    KNOWN
+        .iter()
+        .find(|(magic, _)| start.starts_with(magic))
+        .map(|&(_, what)| what)
 }

@@ -35,6 +35,37 @@ fn a_csv_is_read_in_blocks_with_its_lines_named_and_bounded() {
         err.ends_with("b.csv:4: not UTF-8 text (a compressed file? name it .csv.gz)"),
         "{err}"
     );
+
+    // A file of another kind under a CSV's name: said what it is.
+    for (start, says) in [
+        (&b"PAR1\x15\x04"[..], "a Parquet file: name it .parquet"),
+        (
+            b"ARROW1\0\0\xff",
+            "an Arrow IPC (Feather) file: name it .feather",
+        ),
+        (b"\x1f\x8b\x08\0", "gzip-compressed: name it .csv.gz"),
+        (
+            b"BZh91AY&SY\xff",
+            "bzip2-compressed, which Keel does not read",
+        ),
+        (
+            b"\xfd7zXZ\0\0\x04",
+            "xz-compressed, which Keel does not read",
+        ),
+        (
+            b"\x28\xb5\x2f\xfd\x04",
+            "zstd-compressed, which Keel does not read",
+        ),
+        (
+            b"PK\x03\x04\x14\0\xff",
+            "a zip archive, which Keel does not read: unzip it first",
+        ),
+        (b"\xff\xfe\x00", "b.csv:1: not UTF-8 text"),
+    ] {
+        std::fs::write(&binary, start).expect("write");
+        let err = read_csv(&binary).expect_err("not text").to_string();
+        assert!(err.contains(says), "{err}");
+    }
 }
 
 #[test]
