@@ -544,6 +544,36 @@ impl<W: std::io::Write> CsvRows<W> {
     }
 }
 
+/// What a file that is not text is, by its first bytes, and what to do
+/// with it; `None` when they say nothing known.
+fn what_file_is(start: &[u8]) -> Option<&'static str> {
+    const KNOWN: [(&[u8], &str); 6] = [
+        (b"PAR1", "a Parquet file: name it .parquet"),
+        (b"ARROW1", "an Arrow IPC (Feather) file: name it .feather"),
+        (b"\x1f\x8b", "gzip-compressed: name it .csv.gz"),
+        (
+            b"\xfd7zXZ\x00",
+            "xz-compressed, which Keel does not read: decompress it first (unxz)",
+        ),
+        (
+            b"\x28\xb5\x2f\xfd",
+            "zstd-compressed, which Keel does not read: decompress it first (unzstd)",
+        ),
+        (
+            b"PK\x03\x04",
+            "a zip archive, which Keel does not read: unzip it first",
+        ),
+    ];
+    // bzip2: "BZh" and its block size, a digit 1 to 9.
+    if start.len() > 3 && start.starts_with(b"BZh") && (b'1'..=b'9').contains(&start[3]) {
+        return Some("bzip2-compressed, which Keel does not read: decompress it first (bunzip2)");
+    }
+    KNOWN
+        .iter()
+        .find(|(magic, _)| start.starts_with(magic))
+        .map(|&(_, what)| what)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -611,34 +641,4 @@ mod tests {
         let err = read(&broken).expect_err("both").to_string();
         assert_eq!(err, "a.csv:11: expected 6 fields, found 1");
     }
-}
-
-/// What a file that is not text is, by its first bytes, and what to do
-/// with it; `None` when they say nothing known.
-fn what_file_is(start: &[u8]) -> Option<&'static str> {
-    const KNOWN: [(&[u8], &str); 6] = [
-        (b"PAR1", "a Parquet file: name it .parquet"),
-        (b"ARROW1", "an Arrow IPC (Feather) file: name it .feather"),
-        (b"\x1f\x8b", "gzip-compressed: name it .csv.gz"),
-        (
-            b"\xfd7zXZ\x00",
-            "xz-compressed, which Keel does not read: decompress it first (unxz)",
-        ),
-        (
-            b"\x28\xb5\x2f\xfd",
-            "zstd-compressed, which Keel does not read: decompress it first (unzstd)",
-        ),
-        (
-            b"PK\x03\x04",
-            "a zip archive, which Keel does not read: unzip it first",
-        ),
-    ];
-    // bzip2: "BZh" and its block size, a digit 1 to 9.
-    if start.len() > 3 && start.starts_with(b"BZh") && (b'1'..=b'9').contains(&start[3]) {
-        return Some("bzip2-compressed, which Keel does not read: decompress it first (bunzip2)");
-    }
-    KNOWN
-        .iter()
-        .find(|(magic, _)| start.starts_with(magic))
-        .map(|&(_, what)| what)
 }
