@@ -97,6 +97,15 @@ fn a_stored_series_exports_to_csv_and_gzip_and_reads_back_the_same() {
             json,
             "export writes CSV or Parquet; name it .csv, .csv.gz or .parquet",
         ),
+        // A compression export does not do: the file would be plain CSV.
+        (
+            dir.path().join("eth.csv.bz2"),
+            "export writes CSV or Parquet; name it .csv, .csv.gz or .parquet",
+        ),
+        (
+            dir.path().join("eth.csv.ZST"),
+            "export writes CSV or Parquet; name it .csv, .csv.gz or .parquet",
+        ),
     ] {
         let run = export_eth(&db, &out, &[]);
         assert!(!run.status.success(), "{}", out.display());

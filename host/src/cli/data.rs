@@ -106,15 +106,22 @@ pub enum DataCommand {
 }
 
 /// Why `out` is no place to export to: the name of a format export does
-/// not write (JSON, Feather, a compressed Parquet: the file would be CSV),
-/// or the database itself or one of its files.
+/// not write (JSON, Feather, a compressed Parquet, a compression other than
+/// gzip: the file would be CSV), or the database itself or one of its files.
 fn refuse_export_to(out: &Path, db: &Path) -> anyhow::Result<()> {
     let inner = candles::is_gzip(out)
         .then(|| out.file_stem().map(Path::new))
         .flatten();
+    let extension = out
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase());
+    let compressed = [
+        "bz2", "xz", "zst", "zstd", "lz4", "br", "zip", "7z", "lzma", "z",
+    ];
     if candles::is_json(out)
         || candles::is_feather(out)
         || inner.is_some_and(|i| candles::is_parquet(i) || candles::is_feather(i))
+        || extension.is_some_and(|e| compressed.contains(&e.as_str()))
     {
         bail!(
             "--out {}: export writes CSV or Parquet; name it .csv, .csv.gz or .parquet",
