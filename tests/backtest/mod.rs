@@ -265,10 +265,19 @@ fn bad_backtest_settings_are_refused_in_one_line() {
     keel_host::store::Store::open(&db).expect("a database");
     let btc = format!("BTC/USD={}", path(&data("UNITTEST_BTC-1m.csv")));
     let wasm = path(example("sma-cross"));
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 6] = [
         (
             &["--fee-bps", "-1"],
             "error: invalid value '-1' for '--fee-bps <FEE_BPS>': -1 is outside [0, 1000]",
+        ),
+        // Every number's range says what is wrong with a negative one.
+        (
+            &["--lot-size", "-1"],
+            "error: invalid value '-1' for '--lot-size <LOT_SIZE>': -1 is outside (0, 1000000]",
+        ),
+        (
+            &["--walk-forward", "-2"],
+            "error: invalid value '-2' for '--walk-forward <K>': '-2' is not a number in",
         ),
         (
             &["--volume-share", "1.5"],
