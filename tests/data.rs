@@ -144,7 +144,9 @@ fn bad_files_are_refused_in_one_line_and_store_nothing() {
     let out = import_file(&db, goog.to_str().expect("path"), "GOOG", "1h");
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).ends_with("bars are mostly 1 d apart, which is not --timeframe 1h\n"),
+        stderr(&out).ends_with(
+            "bars are 1 d apart or whole multiples of it: --timeframe 1d, not --timeframe 1h\n"
+        ),
         "{}",
         stderr(&out)
     );
@@ -206,6 +208,63 @@ fn bad_files_are_refused_in_one_line_and_store_nothing() {
             "error: {}: cannot open the database: file is not a database",
             junk.display()
         )
+    );
+}
+
+/// A timeframe is judged by how the bars are spaced: a sparse series (an
+/// illiquid pair's minutes, every other one missing) is of its timeframe
+/// with gaps; bars mostly closer than the timeframe, or all on a longer
+/// timeframe's grid, are not; one bar off the grid is named as such.
+#[test]
+fn sparse_bars_are_their_timeframe_with_gaps() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("keel.db");
+    let write = |name: &str, times: &[i64]| {
+        let file = dir.path().join(name);
+        let mut text = String::from("time,open,high,low,close,volume\n");
+        for t in times {
+            text.push_str(&format!("{t},1,1.1,0.9,1,5\n"));
+        }
+        std::fs::write(&file, text).expect("write");
+        file
+    };
+    const T0: i64 = 1_704_067_200; // 2024-01-01T00:00:00Z, a Monday
+    // Every other minute, and now and then two in a row.
+    let sparse: Vec<i64> = (0..600)
+        .filter(|m| m % 2 == 0 || m % 37 == 0)
+        .map(|m| T0 + m * 60)
+        .collect();
+    let out = import_file(&db, path(&write("sparse.csv", &sparse)), "ILLIQ/USD", "1m");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(&format!("{} bars", sparse.len())),
+        "{}",
+        stdout(&out)
+    );
+    assert!(stdout(&out).contains("gaps"), "{}", stdout(&out));
+
+    // All on the five-minute grid: a 5m file, said so.
+    let fives: Vec<i64> = (0..300).map(|i| T0 + i * 300 + (i / 7) * 300).collect();
+    let out = import_file(&db, path(&write("fives.csv", &fives)), "FIVE/USD", "1m");
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).ends_with(
+            "bars are 5 min apart or whole multiples of it: --timeframe 5m, not --timeframe 1m\n"
+        ),
+        "{}",
+        stderr(&out)
+    );
+
+    // Weeks with one bar a day off their grid: that bar is named, not a
+    // spacing made of three different ones.
+    let day = 86_400;
+    let weeks = [T0, T0 + 7 * day, T0 + 21 * day, T0 + 22 * day];
+    let out = import_file(&db, path(&write("weeks.csv", &weeks)), "WEEK/USD", "1w");
+    assert!(!out.status.success());
+    assert!(
+        !stderr(&out).contains("mostly") && stderr(&out).contains("2024-01-23T00:00:00Z"),
+        "{}",
+        stderr(&out)
     );
 }
 

@@ -105,6 +105,32 @@ pub enum DataCommand {
     Download(super::download::DownloadArgs),
 }
 
+/// Why bars spaced as `spacings` are not of timeframe `tf`, if they are
+/// not: most of them closer together than a bar's length, or every one on
+/// the grid of a longer timeframe (the file is of that one). A series that
+/// is only sparse (bars missing here and there, or every other one) is of
+/// its timeframe, with gaps.
+fn not_of_timeframe(spacings: &candles::Spacings, tf: Timeframe) -> Option<String> {
+    let spacing = spacings.typical()?;
+    if tf.matches_spacing(spacing) {
+        return None;
+    }
+    let shown = spacing_text(spacing);
+    if spacing < tf.duration_ms() {
+        return spacings
+            .mostly(spacing)
+            .then(|| format!("bars are mostly {shown} apart, which is not --timeframe {tf}"));
+    }
+    let longer = Timeframe::ALL
+        .into_iter()
+        .find(|t| *t != Timeframe::Month1 && t.duration_ms() == spacing)?;
+    spacings.all_multiples_of(spacing).then(|| {
+        format!(
+            "bars are {shown} apart or whole multiples of it: --timeframe {longer}, not --timeframe {tf}"
+        )
+    })
+}
+
 /// Why `out` is no place to export to: the name of a format export does
 /// not write (JSON, Feather, a compressed Parquet, a compression other than
 /// gzip: the file would be CSV), or the database itself or one of its files.
@@ -243,14 +269,8 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
                         Ok(read) => read?,
                         Err(_) => bail!("{}: the thread reading it failed", file.display()),
                     }
-                    if let Some(spacing) = import.typical_spacing_ms()
-                        && !tf.matches_spacing(spacing)
-                    {
-                        bail!(
-                            "{}: bars are mostly {} apart, which is not --timeframe {tf}",
-                            file.display(),
-                            spacing_text(spacing)
-                        );
+                    if let Some(why) = not_of_timeframe(import.spacings(), tf) {
+                        bail!("{}: {why}", file.display());
                     }
                     let digest = digest
                         .join()

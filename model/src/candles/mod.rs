@@ -714,6 +714,31 @@ impl Spacings {
         }
     }
 
+    /// Each spacing seen and how often.
+    fn each(&self) -> impl Iterator<Item = (i64, u64)> + '_ {
+        let run = self.run.filter(|r| !self.counts.contains_key(&r.0));
+        let with_run = |s: i64, n: u64| n + self.run.filter(|r| r.0 == s).map_or(0, |r| r.1);
+        (self.counts.iter())
+            .map(move |(&s, &n)| (s, with_run(s, n)))
+            .chain(run)
+    }
+
+    /// Whether more than half the spacings are `spacing`.
+    pub fn mostly(&self, spacing: i64) -> bool {
+        let (mut of_it, mut all) = (0, 0);
+        for (s, n) in self.each() {
+            all += n;
+            of_it += if s == spacing { n } else { 0 };
+        }
+        of_it * 2 > all
+    }
+
+    /// Whether every spacing is a whole multiple of `spacing` (every bar on
+    /// its grid from the first).
+    pub fn all_multiples_of(&self, spacing: i64) -> bool {
+        spacing > 0 && self.each().all(|(s, _)| s % spacing == 0)
+    }
+
     /// The most common spacing (the shortest of equally common ones).
     pub fn typical(&self) -> Option<i64> {
         let run = self.run;

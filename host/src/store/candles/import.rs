@@ -355,10 +355,9 @@ impl<'t> Importer<'t> {
         }
     }
 
-    /// The most common spacing between the bars handed so far (as
-    /// `typical_spacing_ms` of them all).
-    pub fn typical_spacing_ms(&self) -> Option<i64> {
-        self.spacing.typical()
+    /// The spacings between the bars handed so far.
+    pub fn spacings(&self) -> &keel_model::candles::Spacings {
+        &self.spacing
     }
 
     /// Writes the last span, remakes the catalogue's row and records the

@@ -265,7 +265,7 @@ fn an_import_in_pieces_stores_what_one_piece_does_and_is_all_or_nothing() {
                 import.push(&candles[from..to])?;
                 from = to;
             }
-            assert_eq!(import.typical_spacing_ms(), Some(60_000));
+            assert_eq!(import.spacings().typical(), Some(60_000));
             Ok::<_, StoreError>(file_digest_of(b"a"))
         })
         .expect("import");
