@@ -304,7 +304,7 @@ impl<'c> Lines<'c> {
                     layout::Header::Headerless => ([0, 1, 2, 3, 4, 5], true),
                 };
                 let layout = self.layout.insert(Layout {
-                    width: raw.split(',').count(),
+                    width: layout::fields_of(raw).len(),
                     index,
                     last_ms: None,
                     epoch_digits: None,
@@ -338,14 +338,9 @@ impl Layout {
             }
             count += 1;
         };
-        let mut start = 0;
-        for (i, &b) in raw.as_bytes().iter().enumerate() {
-            if b == b',' {
-                put(&raw[start..i]);
-                start = i + 1;
-            }
+        if !layout::split_fields(raw, &mut put) {
+            return Err(layout::OPEN_QUOTE.to_owned());
         }
-        put(&raw[start..]);
         if count != self.width {
             return Err(format!("expected {} fields, found {count}", self.width));
         }
@@ -353,7 +348,9 @@ impl Layout {
             let i = self.index[k];
             match fields.get(i) {
                 Some(f) => f,
-                None => raw.split(',').nth(i).map_or("", layout::field),
+                None => layout::fields_of(raw)
+                    .get(i)
+                    .map_or("", |f| layout::field(f)),
             }
         };
         let time = field(0);

@@ -112,6 +112,37 @@ impl Columns {
 }
 
 /// A field as written: surrounding spaces and quotes removed.
+/// Hands each comma-separated field of `raw` to `put`, as written (quotes
+/// and all), a comma inside double quotes being part of its field (RFC
+/// 4180; a doubled quote inside is one quote). `false` when a quote is
+/// left open at the end of the line (the rest of its field would be on
+/// the next: Keel reads a row a line).
+#[inline]
+pub(super) fn split_fields<'a>(raw: &'a str, mut put: impl FnMut(&'a str)) -> bool {
+    let mut start = 0;
+    let mut quoted = false;
+    for (i, &b) in raw.as_bytes().iter().enumerate() {
+        if b == b'"' {
+            quoted = !quoted;
+        } else if b == b',' && !quoted {
+            put(&raw[start..i]);
+            start = i + 1;
+        }
+    }
+    put(&raw[start..]);
+    !quoted
+}
+
+/// The fields of `raw`, as [`split_fields`] cuts them.
+pub(super) fn fields_of(raw: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    split_fields(raw, |f| out.push(f));
+    out
+}
+
+/// What is said of a line whose quote is left open.
+pub(super) const OPEN_QUOTE: &str = "a quoted field does not end on its line (Keel reads a row a line: no line breaks inside quotes)";
+
 pub(super) fn field(raw: &str) -> &str {
     // Most fields are bare: nothing to trim or unquote.
     let bare = |b: Option<&u8>| b.is_some_and(|&b| b.is_ascii_alphanumeric() || b == b'.');
@@ -136,10 +167,13 @@ pub(super) enum Header {
 
 /// Reads the first line: a header naming the columns, or a row of data.
 pub(super) fn header(line: &str, columns: &Columns) -> Result<Header, String> {
-    let names: Vec<String> = line
-        .split(',')
-        .map(|c| field(c.trim_start_matches('\u{feff}')).to_owned())
-        .collect();
+    let mut names: Vec<String> = Vec::new();
+    let closed = split_fields(line, |c| {
+        names.push(field(c.trim_start_matches('\u{feff}')).to_owned())
+    });
+    if !closed {
+        return Err(OPEN_QUOTE.to_owned());
+    }
     if names.len() >= 6 && names.iter().all(|n| n.parse::<f64>().is_ok()) {
         return Ok(Header::Headerless);
     }

@@ -137,6 +137,40 @@ fn reads_rfc3339_and_epoch_ms() {
     assert_eq!(format_time(candles[0].time_ms), "2018-01-10T04:55:00Z");
 }
 
+/// Fields in double quotes (pandas writes a text column with a comma in it
+/// so) are one field each, commas and doubled quotes inside; a quote left
+/// open at the end of a line is said to be one.
+#[test]
+fn quoted_fields_keep_their_commas() {
+    let text = "\"time\",open,high,low,close,volume,note\n\
+                2024-01-01T00:00:00Z,1,2,0.5,1.5,10,\"a, b\"\n\
+                \"2024-01-01T00:01:00Z\",\"1\",2,0.5,1.5,10,\"say \"\"hi, there\"\"\"\n\
+                2024-01-01T00:02:00Z,1,2,0.5,1.5,10,plain\n";
+    let read = parse_csv(text, "q.csv").expect("quoted");
+    let times: Vec<i64> = read.iter().map(|c| c.time_ms).collect();
+    assert_eq!(
+        times,
+        [1_704_067_200_000, 1_704_067_260_000, 1_704_067_320_000]
+    );
+    assert!(read.iter().all(|c| c.open == 1.0 && c.volume == 10.0));
+
+    let open = "time,open,high,low,close,volume,note\n\
+                2024-01-01T00:00:00Z,1,2,0.5,1.5,10,\"two\nlines\"\n";
+    let err = parse_csv(open, "q.csv")
+        .expect_err("open quote")
+        .to_string();
+    assert_eq!(
+        err,
+        "q.csv:2: a quoted field does not end on its line (Keel reads a row a line: no line breaks inside quotes)"
+    );
+    // A number written with a thousands comma, quoted: a field that is not a number.
+    let thousands = format!("{HEADER}2024-01-01T00:00:00Z,\"1,000\",2000,900,1000,10\n");
+    let err = parse_csv(&thousands, "q.csv")
+        .expect_err("1,000")
+        .to_string();
+    assert_eq!(err, "q.csv:2: open '1,000' is not a number");
+}
+
 #[test]
 fn a_byte_order_mark_is_passed_over_with_a_header_or_without() {
     let rows = "1704067200000,1,2,0.5,1.5,10\n1704067260000,1,2,0.5,1.5,10\n";
