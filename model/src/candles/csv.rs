@@ -173,6 +173,8 @@ struct Lines<'c> {
     /// The line last read (1 for the first).
     line: usize,
     layout: Option<Layout>,
+    /// Rows of a header of several still to pass over (yfinance's).
+    header_rows: u8,
 }
 
 /// What the header said: how many fields a row has, where each role sits.
@@ -195,6 +197,7 @@ impl<'c> Lines<'c> {
             columns,
             line: 0,
             layout: None,
+            header_rows: 0,
         }
     }
 
@@ -206,6 +209,7 @@ impl<'c> Lines<'c> {
             columns: &USUAL,
             line: self.line,
             layout: self.layout,
+            header_rows: self.header_rows,
         }
     }
 
@@ -232,6 +236,8 @@ impl<'c> Lines<'c> {
                 last_ms: None,
                 ..*layout
             }),
+            // Only rows right after the header are header rows.
+            header_rows: 0,
         };
         let mut later = Vec::with_capacity(second.len() / 48);
         let (done, rest_done) = std::thread::scope(|s| {
@@ -302,6 +308,10 @@ impl<'c> Lines<'c> {
                 let (index, data) = match header {
                     layout::Header::Named(index) => (index, false),
                     layout::Header::Headerless => ([0, 1, 2, 3, 4, 5], true),
+                    layout::Header::Yfinance(index) => {
+                        self.header_rows = 2;
+                        (index, false)
+                    }
                 };
                 let layout = self.layout.insert(Layout {
                     width: layout::fields_of(raw).len(),
@@ -316,6 +326,15 @@ impl<'c> Lines<'c> {
                 layout
             }
         };
+        if self.header_rows > 0 {
+            self.header_rows -= 1;
+            let first = layout::fields_of(raw).first().map(|f| layout::field(f));
+            let label = ["ticker", "date", "datetime"];
+            if first.is_some_and(|f| label.iter().any(|l| f.eq_ignore_ascii_case(l))) {
+                return Ok(None);
+            }
+            self.header_rows = 0;
+        }
         match layout.parse(raw) {
             Ok(candle) => {
                 layout.last_ms = Some(candle.time_ms);

@@ -163,6 +163,10 @@ pub(super) enum Header {
     /// No header: the first line is a row (Binance's kline files, or bare
     /// `time,open,high,low,close,volume`).
     Headerless,
+    /// yfinance's header of three rows (since 0.2.51): `Price,Close,High,…`
+    /// (the time column is the one named `Price`), then the tickers' row
+    /// and the index's name (`Ticker,…`, `Date,,…`), passed over.
+    Yfinance([usize; 6]),
 }
 
 /// Reads the first line: a header naming the columns, or a row of data.
@@ -176,6 +180,20 @@ pub(super) fn header(line: &str, columns: &Columns) -> Result<Header, String> {
     }
     if names.len() >= 6 && names.iter().all(|n| n.parse::<f64>().is_ok()) {
         return Ok(Header::Headerless);
+    }
+    // yfinance's three rows: the first names the prices, and its first
+    // column, over the dates, is `Price`.
+    if !columns.is_named(0)
+        && names
+            .first()
+            .is_some_and(|n| n.eq_ignore_ascii_case("price"))
+        && find(&names, columns) == Err(0)
+    {
+        let mut renamed = names.clone();
+        renamed[0] = "time".into();
+        if let Ok(index) = find(&renamed, columns) {
+            return Ok(Header::Yfinance(index));
+        }
     }
     let index = find(&names, columns).map_err(|role| {
         let header = format!("header is '{}'", shown::text(line.trim()));
@@ -466,7 +484,7 @@ mod tests {
             let said = Columns::parse(named).expect("valid");
             match header(cased, &said) {
                 Ok(Header::Named(index)) => assert_eq!(index, [0, 1, 2, 3, 4, column], "{named}"),
-                Ok(Header::Headerless) => panic!("{named}: headerless"),
+                Ok(Header::Headerless | Header::Yfinance(_)) => panic!("{named}: not named"),
                 Err(e) => panic!("{named}: {e}"),
             }
         }

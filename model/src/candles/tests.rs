@@ -171,6 +171,39 @@ fn quoted_fields_keep_their_commas() {
     assert_eq!(err, "q.csv:2: open '1,000' is not a number");
 }
 
+/// yfinance (0.2.51 and later) writes a header of three rows: the prices
+/// over the `Price` column (which holds the dates), the tickers, the
+/// index's name. Read as its one header.
+#[test]
+fn yfinance_s_three_header_rows_are_one_header() {
+    // As `yf.download("GOOG").to_csv(f)` writes it (the shape made with
+    // pandas: columns a MultiIndex named Price and Ticker, index Date).
+    let text = "Price,Close,High,Low,Open,Volume\n\
+                Ticker,GOOG,GOOG,GOOG,GOOG,GOOG\n\
+                Date,,,,,\n\
+                2024-01-02,139.5,140.6,137.7,138.5,20071900\n\
+                2024-01-03,136.1,138.9,136.0,138.9,20123100\n";
+    let columns = Columns::default().with_dates(true);
+    let read = parse_csv_columns(text, "yf.csv", &columns).expect("yfinance");
+    assert_eq!(read.len(), 2);
+    assert_eq!(format_time(read[0].time_ms), "2024-01-02T00:00:00Z");
+    assert_eq!(
+        (
+            read[0].open,
+            read[0].high,
+            read[0].low,
+            read[0].close,
+            read[0].volume
+        ),
+        (138.5, 140.6, 137.7, 139.5, 20_071_900.0)
+    );
+    // Without the rows after it, a `Price` header is still read; a row
+    // that is not a label is data.
+    let short = "Price,Close,High,Low,Open,Volume\n2024-01-02,139.5,140.6,137.7,138.5,1\n";
+    let read = parse_csv_columns(short, "yf.csv", &columns).expect("one row");
+    assert_eq!(read.len(), 1);
+}
+
 #[test]
 fn a_byte_order_mark_is_passed_over_with_a_header_or_without() {
     let rows = "1704067200000,1,2,0.5,1.5,10\n1704067260000,1,2,0.5,1.5,10\n";
