@@ -391,6 +391,10 @@ impl Layout {
             Some(date_ms) => date_ms,
             None => parse_time(time)?,
         };
+        // Said as the file writes it, not in ms.
+        if !(CANDLE_TIME_MS.0..=CANDLE_TIME_MS.1).contains(&time_ms) {
+            return Err(super::time_outside(&format!("'{}'", shown::text(time))));
+        }
         let mut values = [0.0f64; 5];
         for (k, value) in values.iter_mut().enumerate() {
             let column = COLUMNS[k + 1];

@@ -231,7 +231,7 @@ fn candle_of(row: &[serde_json::Value]) -> Result<(i64, [f64; 5]), String> {
             // Checked before the cast, which would clamp it.
             let (first, last) = CANDLE_TIME_MS;
             if !(first as f64..=last as f64).contains(&t) {
-                return Err(time_outside(&number(t).to_string()));
+                return Err(time_outside(&format!("{} ms", number(t))));
             }
             t as i64
         }

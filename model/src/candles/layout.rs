@@ -381,12 +381,27 @@ pub(super) fn local_midnight_date_ms(text: &str) -> Option<i64> {
         .map(|d| d.and_utc().timestamp_millis())
 }
 
-pub(super) fn calendar_ms(text: &str) -> Option<i64> {
-    use chrono::{DateTime, NaiveDate, NaiveDateTime};
+/// A date, or a date and time (UTC unless it has an offset): its time in
+/// ms, or that it is a leap second (`23:59:60`, which chrono reads as a
+/// second's leap).
+pub(super) enum Calendar {
+    Ms(i64),
+    Leap,
+}
+
+pub(super) fn calendar(text: &str) -> Option<Calendar> {
+    use chrono::{DateTime, NaiveDate, NaiveDateTime, Timelike};
+    let of = |leap: bool, ms: i64| {
+        Some(if leap {
+            Calendar::Leap
+        } else {
+            Calendar::Ms(ms)
+        })
+    };
     if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
         return date
             .and_hms_opt(0, 0, 0)
-            .map(|t| t.and_utc().timestamp_millis());
+            .map(|t| Calendar::Ms(t.and_utc().timestamp_millis()));
     }
     for format in [
         "%Y-%m-%d %H:%M:%S%.f",
@@ -394,12 +409,15 @@ pub(super) fn calendar_ms(text: &str) -> Option<i64> {
         "%Y-%m-%d %H:%M",
     ] {
         if let Ok(t) = NaiveDateTime::parse_from_str(text, format) {
-            return Some(t.and_utc().timestamp_millis());
+            return of(
+                t.nanosecond() >= 1_000_000_000,
+                t.and_utc().timestamp_millis(),
+            );
         }
     }
     for format in ["%Y-%m-%d %H:%M:%S%.f%:z", "%Y-%m-%d %H:%M:%S%.f%z"] {
         if let Ok(t) = DateTime::parse_from_str(text, format) {
-            return Some(t.timestamp_millis());
+            return of(t.nanosecond() >= 1_000_000_000, t.timestamp_millis());
         }
     }
     None
@@ -408,6 +426,13 @@ pub(super) fn calendar_ms(text: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn calendar_ms(text: &str) -> Option<i64> {
+        match calendar(text)? {
+            Calendar::Ms(ms) => Some(ms),
+            Calendar::Leap => None,
+        }
+    }
 
     #[test]
     fn columns_are_named_by_role_or_refused_in_one_line() {

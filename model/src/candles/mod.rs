@@ -474,7 +474,7 @@ pub fn check_candle(c: &Candle) -> Result<(), String> {
 fn candle_fault(c: &Candle) -> Result<(), String> {
     let (first, last) = CANDLE_TIME_MS;
     if !(first..=last).contains(&c.time_ms) {
-        return Err(time_outside(&c.time_ms.to_string()));
+        return Err(time_outside(&format!("{} ms", c.time_ms)));
     }
     for (name, v) in [
         ("open", c.open),
@@ -511,10 +511,12 @@ fn candle_fault(c: &Candle) -> Result<(), String> {
     Ok(())
 }
 
-fn time_outside(time_ms: &str) -> String {
+/// What is said of a time outside [`CANDLE_TIME_MS`], given as `time`
+/// (`'9999-12-31T23:59:00Z'`, or `253402300740000 ms`).
+pub(crate) fn time_outside(time: &str) -> String {
     let (first, last) = CANDLE_TIME_MS;
     format!(
-        "time {time_ms} ms is outside {} .. {}",
+        "time {time} is outside {} .. {}",
         format_time(first),
         format_time(last)
     )
@@ -530,16 +532,28 @@ pub fn parse_time(text: &str) -> Result<i64, String> {
     if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
         return layout::epoch_ms(text);
     }
-    chrono::DateTime::parse_from_rfc3339(text)
-        .map(|t| t.timestamp_millis())
-        .ok()
-        .or_else(|| layout::calendar_ms(text))
-        .ok_or_else(|| {
-            format!(
-                "time '{}' is neither RFC 3339, a date and time, nor epoch time",
-                shown::text(text)
-            )
-        })
+    // chrono reads `23:59:60` as the second's leap: no bar starts there,
+    // and read as the next second it would clash with that one's bar.
+    let leap = || {
+        format!(
+            "time '{}' is a leap second, at which no bar starts",
+            shown::text(text)
+        )
+    };
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        if chrono::Timelike::nanosecond(&t) >= 1_000_000_000 {
+            return Err(leap());
+        }
+        return Ok(t.timestamp_millis());
+    }
+    match layout::calendar(text) {
+        Some(layout::Calendar::Ms(ms)) => Ok(ms),
+        Some(layout::Calendar::Leap) => Err(leap()),
+        None => Err(format!(
+            "time '{}' is neither RFC 3339, a date and time, nor epoch time",
+            shown::text(text)
+        )),
+    }
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ`, the form nearly every candle file writes, read

@@ -303,11 +303,21 @@ fn bad_lines_are_named() {
         },
         Case {
             body: "99999999999999999,1,2,0.5,1,1\n",
-            expect: "t.csv:2: time 99999999999999999 ms is outside 1900-01-01T00:00:00Z .. 2200-01-01T00:00:00Z",
+            expect: "t.csv:2: time '99999999999999999' is outside 1900-01-01T00:00:00Z .. 2200-01-01T00:00:00Z",
         },
         Case {
             body: "2300-01-01T00:00:00Z,1,2,0.5,1,1\n",
-            expect: "t.csv:2: time 10413792000000 ms is outside 1900-01-01T00:00:00Z .. 2200-01-01T00:00:00Z",
+            expect: "t.csv:2: time '2300-01-01T00:00:00Z' is outside 1900-01-01T00:00:00Z .. 2200-01-01T00:00:00Z",
+        },
+        // A leap second is no bar's time (read as the next second, it
+        // clashed with that bar, and the error named the wrong line).
+        Case {
+            body: "2016-12-31T23:59:60Z,1,2,0.5,1,1\n",
+            expect: "t.csv:2: time '2016-12-31T23:59:60Z' is a leap second, at which no bar starts",
+        },
+        Case {
+            body: "2016-12-31 23:59:60,1,2,0.5,1,1\n",
+            expect: "t.csv:2: time '2016-12-31 23:59:60' is a leap second, at which no bar starts",
         },
         Case {
             body: "2018-01-10T04:55:00Z,\u{1b}[31m\0\u{202e},2,0.5,1,1\n",
