@@ -431,6 +431,14 @@ fn times(array: &dyn Array, dates: bool) -> Option<Times<'_>> {
             let a = array.as_string_view_opt()?;
             Box::new(move |i| parse_time(a.value(i)))
         }
+        DataType::Dictionary(..) => {
+            let (keys, values) = dictionary(array)?;
+            let values = times(values, dates)?;
+            Box::new(move |i| match keys.get(i) {
+                Some(&k) => values(k),
+                None => Err("time is missing".to_owned()),
+            })
+        }
         _ => return None,
     })
 }
@@ -467,8 +475,27 @@ fn numbers(array: &dyn Array) -> Option<Numbers<'_>> {
             let a = array.as_primitive_opt::<Decimal128Type>()?;
             Box::new(move |i| a.value_as_string(i).parse().unwrap_or(f64::NAN))
         }
+        // Each row a key into a list of numbers (pyarrow writes a pandas
+        // categorical so).
+        DataType::Dictionary(..) => {
+            let (keys, values) = dictionary(array)?;
+            let values = numbers(values)?;
+            Box::new(move |i| keys.get(i).map_or(f64::NAN, |&k| values(k)))
+        }
         _ => return None,
     })
+}
+
+/// A dictionary column's keys (as indices into its values, each in range)
+/// and its values; no keys when it has no values (every row is null).
+fn dictionary(array: &dyn Array) -> Option<(Vec<usize>, &dyn Array)> {
+    let dict = array.as_any_dictionary_opt()?;
+    let values = dict.values().as_ref();
+    let keys = match values.is_empty() {
+        true => Vec::new(),
+        false => dict.normalized_keys(),
+    };
+    Some((keys, values))
 }
 
 /// The `f64` of the shortest decimal that reads back as `v`.

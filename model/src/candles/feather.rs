@@ -66,10 +66,18 @@ fn parse(
             format!("an Arrow IPC stream, not a file (Feather); rewrite it: {REWRITE_STREAM}"),
         ));
     }
-    let (schema, blocks, version) = footer(&bytes).map_err(not_feather)?;
+    let Footer {
+        schema,
+        dictionaries,
+        blocks,
+        version,
+    } = footer(&bytes).map_err(not_feather)?;
     let roles = Roles::find(&schema, columns, source)?;
     let mut claims = Claims::default();
-    for (i, block) in blocks.iter().enumerate() {
+    // The dictionaries (a dictionary column's values) first, then the
+    // record batches, all within what the file may decode to.
+    let every = dictionaries.iter().chain(&blocks);
+    for (i, block) in every.enumerate() {
         match claims.add(&bytes, block) {
             Ok(()) => {}
             Err(Unread::Codec(codec)) => {
@@ -89,9 +97,17 @@ fn parse(
     if claims.decoded() > max {
         return Err(arrow::too_large(source, claims.rows, claims.decoded(), max));
     }
-    let decoder =
+    let mut decoder =
         FileDecoder::new(Arc::new(schema), version).with_projection(roles.projection.clone());
     let buffer = arrow_buffer::Buffer::from_vec(bytes);
+    for (i, block) in dictionaries.iter().enumerate() {
+        let at = |why: &str| not_feather(format!("dictionary {}: {why}", i + 1));
+        let (start, meta, body) =
+            block_parts(block, buffer.len()).ok_or_else(|| at("it lies outside the file"))?;
+        decoder
+            .read_dictionary(block, &buffer.slice_with_length(start, meta + body))
+            .map_err(|e| at(&shown::message(&e.to_string())))?;
+    }
     let mut rows = Rows::new(source, roles);
     for (i, block) in blocks.iter().enumerate() {
         let at = |why: &str| not_feather(format!("record batch {}: {why}", i + 1));
@@ -107,9 +123,18 @@ fn parse(
     rows.finish()
 }
 
-/// What a file's footer holds: the schema, where each record batch is,
-/// the format's version; or why it is no Feather file.
-fn footer(bytes: &[u8]) -> Result<(Schema, Vec<Block>, MetadataVersion), String> {
+/// What a file's footer holds.
+struct Footer {
+    schema: Schema,
+    /// Where each dictionary batch is (the values of dictionary columns).
+    dictionaries: Vec<Block>,
+    /// Where each record batch is.
+    blocks: Vec<Block>,
+    version: MetadataVersion,
+}
+
+/// What a file's footer holds, or why it is no Feather file.
+fn footer(bytes: &[u8]) -> Result<Footer, String> {
     let len = bytes.len();
     if len < 2 * MAGIC.len() + 6 || !bytes.starts_with(MAGIC) || !bytes.ends_with(MAGIC) {
         return Err("no ARROW1 magic at its start and end".into());
@@ -131,13 +156,22 @@ fn footer(bytes: &[u8]) -> Result<(Schema, Vec<Block>, MetadataVersion), String>
     let schema = footer.schema().ok_or("its footer has no schema")?;
     let schema =
         arrow_ipc::convert::try_fb_to_schema(schema).map_err(|e| shown::message(&e.to_string()))?;
-    let blocks = footer
-        .recordBatches()
-        .into_iter()
-        .flatten()
-        .copied()
-        .collect();
-    Ok((schema, blocks, footer.version()))
+    Ok(Footer {
+        schema,
+        dictionaries: footer
+            .dictionaries()
+            .into_iter()
+            .flatten()
+            .copied()
+            .collect(),
+        blocks: footer
+            .recordBatches()
+            .into_iter()
+            .flatten()
+            .copied()
+            .collect(),
+        version: footer.version(),
+    })
 }
 
 /// A block's start, header length and body length, when it lies inside
@@ -193,8 +227,8 @@ impl Claims {
         };
         let message =
             arrow_ipc::root_as_message(flatbuffer).map_err(|e| shown::message(&e.to_string()))?;
-        let batch = message
-            .header_as_record_batch()
+        let batch = (message.header_as_record_batch())
+            .or_else(|| message.header_as_dictionary_batch().and_then(|d| d.data()))
             .ok_or("its header is not a record batch's")?;
         self.rows = self
             .rows

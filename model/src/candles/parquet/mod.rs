@@ -508,6 +508,73 @@ mod tests {
         );
     }
 
+    /// Columns whose type is a dictionary (each row a key into a list of
+    /// values: pyarrow writes a pandas categorical so), times and prices,
+    /// in Parquet and in Feather: read as their values.
+    #[test]
+    fn dictionary_columns_are_read_as_their_values() {
+        use ::parquet::arrow::ArrowWriter;
+        use arrow_array::types::Int32Type;
+        use arrow_array::{ArrayRef, DictionaryArray, Float64Array, Int32Array, StringArray};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let candles = eth(40);
+        // Each column its distinct values and every row a key into them.
+        let encoded = |values: Vec<f64>| -> ArrayRef {
+            let mut distinct: Vec<f64> = Vec::new();
+            let keys: Vec<i32> = (values.iter())
+                .map(|v| match distinct.iter().position(|d| d == v) {
+                    Some(k) => k as i32,
+                    None => {
+                        distinct.push(*v);
+                        distinct.len() as i32 - 1
+                    }
+                })
+                .collect();
+            let dict = DictionaryArray::<Int32Type>::try_new(
+                Int32Array::from(keys),
+                std::sync::Arc::new(Float64Array::from(distinct)),
+            )
+            .expect("dictionary");
+            std::sync::Arc::new(dict)
+        };
+        let times: Vec<String> = candles.iter().map(|c| format_time(c.time_ms)).collect();
+        let time: ArrayRef = std::sync::Arc::new(
+            DictionaryArray::<Int32Type>::try_new(
+                Int32Array::from((0..times.len() as i32).collect::<Vec<_>>()),
+                std::sync::Arc::new(StringArray::from(times)),
+            )
+            .expect("times"),
+        );
+        let column = |f: fn(&Candle) -> f64| encoded(candles.iter().map(f).collect());
+        let batch = arrow_array::RecordBatch::try_from_iter([
+            ("date", time),
+            ("open", column(|c| c.open)),
+            ("high", column(|c| c.high)),
+            ("low", column(|c| c.low)),
+            ("close", column(|c| c.close)),
+            ("volume", column(|c| c.volume)),
+        ])
+        .expect("batch");
+        let mut bytes = Vec::new();
+        let mut writer = ArrowWriter::try_new(&mut bytes, batch.schema(), None).expect("writer");
+        writer.write(&batch).expect("write");
+        writer.close().expect("close");
+        let parquet = file(&dir, "categorical.parquet", &bytes);
+        assert_eq!(read_parquet(&parquet).expect("parquet"), candles);
+
+        let mut bytes = Vec::new();
+        let mut writer =
+            arrow_ipc::writer::FileWriter::try_new(&mut bytes, &batch.schema()).expect("writer");
+        writer.write(&batch).expect("write");
+        writer.finish().expect("finish");
+        drop(writer);
+        let feather = file(&dir, "categorical.feather", &bytes);
+        assert_eq!(
+            super::super::read_feather(&feather).expect("feather"),
+            candles
+        );
+    }
+
     #[test]
     fn columns_differing_in_case_alone_are_told_apart_only_by_the_user() {
         use ::parquet::arrow::ArrowWriter;
