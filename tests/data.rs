@@ -144,9 +144,7 @@ fn bad_files_are_refused_in_one_line_and_store_nothing() {
     let out = import_file(&db, goog.to_str().expect("path"), "GOOG", "1h");
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).ends_with(
-            "bars are 1 d apart or whole multiples of it: --timeframe 1d, not --timeframe 1h\n"
-        ),
+        stderr(&out).ends_with("bars are mostly 1d apart: --timeframe 1d, not --timeframe 1h\n"),
         "{}",
         stderr(&out)
     );
@@ -248,12 +246,56 @@ fn sparse_bars_are_their_timeframe_with_gaps() {
     let out = import_file(&db, path(&write("fives.csv", &fives)), "FIVE/USD", "1m");
     assert!(!out.status.success());
     assert!(
-        stderr(&out).ends_with(
-            "bars are 5 min apart or whole multiples of it: --timeframe 5m, not --timeframe 1m\n"
-        ),
+        stderr(&out).ends_with("bars are mostly 5m apart: --timeframe 5m, not --timeframe 1m\n"),
         "{}",
         stderr(&out)
     );
+
+    // Months, given as any shorter timeframe; weekdays' daily bars at a
+    // New York midnight (their UTC hour moves at each daylight-saving
+    // change), given as hours.
+    let months: Vec<i64> = (0..40)
+        .map(|m| {
+            let (y, mo) = (2020 + m / 12, m % 12 + 1);
+            keel_model::candles::parse_time(&format!("{y}-{mo:02}-01T00:00:00Z")).expect("month")
+                / 1000
+        })
+        .collect();
+    let months = write("months.csv", &months);
+    for tf in ["1m", "1h", "1d", "1w"] {
+        let out = import_file(&db, path(&months), "MONTH/USD", tf);
+        assert!(!out.status.success(), "{tf}");
+        assert!(
+            stderr(&out).ends_with(&format!(
+                "bars are mostly 1M apart: --timeframe 1M, not --timeframe {tf}\n"
+            )),
+            "{tf}: {}",
+            stderr(&out)
+        );
+    }
+    let new_york = dir.path().join("ny.csv");
+    let mut text = String::from("Date,Open,High,Low,Close,Volume\n");
+    let mut day = T0;
+    for _ in 0..260 {
+        let date = keel_model::candles::format_time(day * 1000);
+        let weekday = (day / 86_400 + 4) % 7; // 0 Sunday
+        // Eastern time: daylight saving from 2024-03-10 to 2024-11-03.
+        let summer = (1_710_054_000..1_730_613_600).contains(&day);
+        if (1..=5).contains(&weekday) {
+            let offset = if summer { "-04:00" } else { "-05:00" };
+            text.push_str(&format!("{} 00:00:00{offset},1,1.1,0.9,1,5\n", &date[..10]));
+        }
+        day += 86_400;
+    }
+    std::fs::write(&new_york, text).expect("write");
+    let out = import_file(&db, path(&new_york), "NY/USD", "1h");
+    assert!(
+        stderr(&out).ends_with("bars are mostly 1d apart: --timeframe 1d, not --timeframe 1h\n"),
+        "{}",
+        stderr(&out)
+    );
+    let out = import_file(&db, path(&new_york), "NY/USD", "1d");
+    assert!(out.status.success(), "{}", stderr(&out));
 
     // Weeks with one bar a day off their grid: that bar is named, not a
     // spacing made of three different ones.
@@ -338,6 +380,25 @@ fn synth_is_seeded_and_reproducible() {
     let (a, b) = (std::fs::read(&a).expect("a"), std::fs::read(&b).expect("b"));
     assert_eq!(a, b, "same seed, same bytes");
     assert_eq!(String::from_utf8_lossy(&a).lines().count(), 501);
+    // A negative number is the option's value, out of its range — not an
+    // unknown option.
+    for (args, says) in [
+        (
+            ["--seed", "-1"],
+            "error: invalid value '-1' for '--seed <SEED>'",
+        ),
+        (
+            ["--bars", "-5"],
+            "error: invalid value '-5' for '--bars <BARS>': -5 is outside [1, 100000000]",
+        ),
+    ] {
+        let out = keel(
+            &db,
+            &[&["data", "synth", "--out", "x.csv"][..], &args].concat(),
+        );
+        assert!(!out.status.success(), "{args:?}");
+        assert!(stderr(&out).starts_with(says), "{args:?}: {}", stderr(&out));
+    }
 
     let out = keel(
         &db,

@@ -78,10 +78,14 @@ impl<T: PartialOrd + Copy + fmt::Display> Bounds<T> {
     where
         T: FromStr,
     {
-        let value = text
-            .trim()
-            .parse::<T>()
-            .map_err(|_| format!("'{}' is not a number in {self}", shorten(text)))?;
+        let value = text.trim().parse::<T>().map_err(|_| {
+            // A whole number the type cannot hold (-5 for a count) is a
+            // number out of range, not text.
+            match text.trim().parse::<i128>() {
+                Ok(n) => format!("{n} is outside {self}"),
+                Err(_) => format!("'{}' is not a number in {self}", shorten(text)),
+            }
+        })?;
         self.check("", value).map_err(|e| e.to_string())
     }
 
@@ -174,7 +178,15 @@ mod tests {
         );
         assert_eq!(
             folds.parse("99999999999999999999999"),
-            Err("'99999999999999999999999' is not a number in [1, 100]".to_owned())
+            Err("99999999999999999999999 is outside [1, 100]".to_owned())
+        );
+        assert_eq!(folds.parse("-5"), Err("-5 is outside [1, 100]".to_owned()));
+        assert_eq!(
+            folds.parse("999999999999999999999999999999999999999999"),
+            Err(
+                "'999999999999999999999999999999999999999999' is not a number in [1, 100]"
+                    .to_owned()
+            )
         );
     }
 }

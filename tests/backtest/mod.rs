@@ -277,7 +277,7 @@ fn bad_backtest_settings_are_refused_in_one_line() {
         ),
         (
             &["--walk-forward", "-2"],
-            "error: invalid value '-2' for '--walk-forward <K>': '-2' is not a number in",
+            "error: invalid value '-2' for '--walk-forward <K>': -2 is outside [",
         ),
         (
             &["--volume-share", "1.5"],

@@ -106,29 +106,29 @@ pub enum DataCommand {
 }
 
 /// Why bars spaced as `spacings` are not of timeframe `tf`, if they are
-/// not: most of them closer together than a bar's length, or every one on
-/// the grid of a longer timeframe (the file is of that one). A series that
-/// is only sparse (bars missing here and there, or every other one) is of
-/// its timeframe, with gaps.
+/// not: most of them closer together than a bar's length, or most of them
+/// a longer timeframe's length apart (the file is of that one: 5m bars, or
+/// daily ones whose UTC hour moves an hour at each daylight-saving change,
+/// or months). A series that is only sparse (bars missing here and there,
+/// or every other one) is of its timeframe, with gaps.
 fn not_of_timeframe(spacings: &candles::Spacings, tf: Timeframe) -> Option<String> {
     let spacing = spacings.typical()?;
     if tf.matches_spacing(spacing) {
         return None;
     }
-    let shown = spacing_text(spacing);
     if spacing < tf.duration_ms() {
+        let shown = spacing_text(spacing);
         return spacings
-            .mostly(spacing)
+            .mostly(|s| s == spacing)
             .then(|| format!("bars are mostly {shown} apart, which is not --timeframe {tf}"));
     }
     let longer = Timeframe::ALL
         .into_iter()
-        .find(|t| *t != Timeframe::Month1 && t.duration_ms() == spacing)?;
-    spacings.all_multiples_of(spacing).then(|| {
-        format!(
-            "bars are {shown} apart or whole multiples of it: --timeframe {longer}, not --timeframe {tf}"
-        )
-    })
+        .filter(|t| t.duration_ms() > tf.duration_ms())
+        .find(|t| spacings.mostly(|s| t.matches_spacing(s)))?;
+    Some(format!(
+        "bars are mostly {longer} apart: --timeframe {longer}, not --timeframe {tf}"
+    ))
 }
 
 /// Why `out` is no place to export to: the name of a format export does

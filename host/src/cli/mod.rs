@@ -145,7 +145,18 @@ fn parse_metering(text: &str) -> Result<Metering, String> {
 /// exits) as it does.
 pub fn parse() -> Cli {
     use clap::error::ErrorKind;
-    match Cli::try_parse() {
+    use clap::{CommandFactory, FromArgMatches};
+    // A negative number is an option's value (`--seed -1`), said out of
+    // its range by its parser, never taken for an unknown option.
+    fn negative_numbers(command: clap::Command) -> clap::Command {
+        command
+            .allow_negative_numbers(true)
+            .mut_subcommands(negative_numbers)
+    }
+    let parsed = negative_numbers(Cli::command())
+        .try_get_matches()
+        .and_then(|matches| Cli::from_arg_matches(&matches));
+    match parsed {
         Ok(cli) => cli,
         Err(e)
             if matches!(

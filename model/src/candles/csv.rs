@@ -328,8 +328,29 @@ impl<'c> Lines<'c> {
         };
         if self.header_rows > 0 {
             self.header_rows -= 1;
-            let first = layout::fields_of(raw).first().map(|f| layout::field(f));
-            let label = ["ticker", "date", "datetime"];
+            let fields = layout::fields_of(raw);
+            let first = fields.first().map(|f| layout::field(f));
+            if first.is_some_and(|f| f.eq_ignore_ascii_case("ticker")) {
+                // One ticker's prices, or a guess which is whose.
+                let mut tickers: Vec<&str> = Vec::new();
+                for t in fields[1..].iter().map(|f| layout::field(f)) {
+                    if !t.is_empty() && !tickers.contains(&t) {
+                        tickers.push(t);
+                    }
+                }
+                if tickers.len() > 1 {
+                    let listed = tickers.join(", ");
+                    return Err(self.invalid(
+                        self.line,
+                        format!(
+                            "the tickers' row names several ({}); save one ticker's",
+                            shown::text(&listed)
+                        ),
+                    ));
+                }
+                return Ok(None);
+            }
+            let label = ["date", "datetime"];
             if first.is_some_and(|f| label.iter().any(|l| f.eq_ignore_ascii_case(l))) {
                 return Ok(None);
             }

@@ -119,15 +119,26 @@ impl Columns {
 /// the next: Keel reads a row a line).
 #[inline]
 pub(super) fn split_fields<'a>(raw: &'a str, mut put: impl FnMut(&'a str)) -> bool {
-    let mut start = 0;
+    let bytes = raw.as_bytes();
+    let (mut start, mut i) = (0, 0);
     let mut quoted = false;
-    for (i, &b) in raw.as_bytes().iter().enumerate() {
-        if b == b'"' {
-            quoted = !quoted;
-        } else if b == b',' && !quoted {
-            put(&raw[start..i]);
-            start = i + 1;
+    while i < bytes.len() {
+        match bytes[i] {
+            // A quote opens a quoted field only where a field starts; a
+            // quote elsewhere (`12" pipe`) is a character of its field.
+            b'"' if !quoted && i == start => quoted = true,
+            b'"' if quoted => match bytes.get(i + 1) {
+                // Doubled: one quote inside.
+                Some(b'"') => i += 1,
+                _ => quoted = false,
+            },
+            b',' if !quoted => {
+                put(&raw[start..i]);
+                start = i + 1;
+            }
+            _ => {}
         }
+        i += 1;
     }
     put(&raw[start..]);
     !quoted
@@ -192,7 +203,30 @@ pub(super) fn header(line: &str, columns: &Columns) -> Result<Header, String> {
         let mut renamed = names.clone();
         renamed[0] = "time".into();
         if let Ok(index) = find(&renamed, columns) {
+            // Several tickers' prices side by side name each price twice.
+            if let Some(why) = ambiguity(&renamed, &index, columns) {
+                return Err(format!(
+                    "{why}: yfinance's header of several tickers; save one ticker's \
+                     (pandas: df.xs(TICKER, axis=1, level='Ticker').to_csv(out)) \
+                     (header is '{}')",
+                    shown::text(line.trim())
+                ));
+            }
             return Ok(Header::Yfinance(index));
+        }
+    }
+    // pandas' `to_csv` of a frame whose time index has no name: the first
+    // column has none.
+    if !columns.is_named(0)
+        && names.first().is_some_and(|n| n.is_empty())
+        && find(&names, columns) == Err(0)
+    {
+        let mut renamed = names.clone();
+        renamed[0] = "time".into();
+        if let Ok(index) = find(&renamed, columns)
+            && ambiguity(&renamed, &index, columns).is_none()
+        {
+            return Ok(Header::Named(index));
         }
     }
     let index = find(&names, columns).map_err(|role| {

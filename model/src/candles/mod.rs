@@ -737,20 +737,16 @@ impl Spacings {
             .chain(run)
     }
 
-    /// Whether more than half the spacings are `spacing`.
-    pub fn mostly(&self, spacing: i64) -> bool {
-        let (mut of_it, mut all) = (0, 0);
+    /// Whether more than half the spacings are ones `such` says yes to.
+    pub fn mostly(&self, such: impl Fn(i64) -> bool) -> bool {
+        let (mut of_it, mut all) = (0u64, 0u64);
         for (s, n) in self.each() {
-            all += n;
-            of_it += if s == spacing { n } else { 0 };
+            all = all.saturating_add(n);
+            if such(s) {
+                of_it = of_it.saturating_add(n);
+            }
         }
-        of_it * 2 > all
-    }
-
-    /// Whether every spacing is a whole multiple of `spacing` (every bar on
-    /// its grid from the first).
-    pub fn all_multiples_of(&self, spacing: i64) -> bool {
-        spacing > 0 && self.each().all(|(s, _)| s % spacing == 0)
+        of_it > all / 2
     }
 
     /// The most common spacing (the shortest of equally common ones).

@@ -163,6 +163,18 @@ fn quoted_fields_keep_their_commas() {
         err,
         "q.csv:2: a quoted field does not end on its line (Keel reads a row a line: no line breaks inside quotes)"
     );
+    // A quote inside a field, not at its start, is a character of it.
+    let inch = "time,open,high,low,close,volume,note\n\
+                2024-01-01T00:00:00Z,1,2,0.5,1.5,10,12\" pipe, steel\n";
+    let err = parse_csv(inch, "q.csv")
+        .expect_err("an unquoted comma")
+        .to_string();
+    assert_eq!(err, "q.csv:2: expected 7 fields, found 8");
+    let inch = inch.replace(", steel", "");
+    assert_eq!(
+        parse_csv(&inch, "q.csv").expect("a quote mid-field").len(),
+        1
+    );
     // A number written with a thousands comma, quoted: a field that is not a number.
     let thousands = format!("{HEADER}2024-01-01T00:00:00Z,\"1,000\",2000,900,1000,10\n");
     let err = parse_csv(&thousands, "q.csv")
@@ -197,11 +209,42 @@ fn yfinance_s_three_header_rows_are_one_header() {
         ),
         (138.5, 140.6, 137.7, 139.5, 20_071_900.0)
     );
+    // Several tickers side by side (`yf.download(["AAPL", "GOOG"])`), or
+    // a tickers' row naming two: refused, never one ticker's prices read
+    // as another's.
+    let two = "Price,Close,Close,High,High,Low,Low,Open,Open,Volume,Volume\n\
+               Ticker,AAPL,GOOG,AAPL,GOOG,AAPL,GOOG,AAPL,GOOG,AAPL,GOOG\n\
+               Date,,,,,,,,,,\n\
+               2024-01-02,200.0,100.0,201.0,101.0,199.0,99.0,200.5,100.5,5000.0,1000.0\n";
+    let err = parse_csv_columns(two, "yf.csv", &columns)
+        .expect_err("two tickers")
+        .to_string();
+    assert!(
+        err.contains("two columns are named") && err.contains("several tickers"),
+        "{err}"
+    );
+    let mixed = text.replace("Ticker,GOOG,GOOG", "Ticker,GOOG,AAPL");
+    let err = parse_csv_columns(&mixed, "yf.csv", &columns)
+        .expect_err("mixed")
+        .to_string();
+    assert_eq!(
+        err,
+        "yf.csv:2: the tickers' row names several (GOOG, AAPL); save one ticker's"
+    );
     // Without the rows after it, a `Price` header is still read; a row
     // that is not a label is data.
     let short = "Price,Close,High,Low,Open,Volume\n2024-01-02,139.5,140.6,137.7,138.5,1\n";
     let read = parse_csv_columns(short, "yf.csv", &columns).expect("one row");
     assert_eq!(read.len(), 1);
+}
+
+/// pandas' `to_csv` of a frame whose time index has no name writes the
+/// header `,open,high,…`: the unnamed first column is the time.
+#[test]
+fn an_unnamed_index_column_is_the_time() {
+    let text = ",open,high,low,close,volume\n2024-01-01 00:00:00+00:00,1,2,0.5,1.5,10\n";
+    let read = parse_csv(text, "p.csv").expect("unnamed index");
+    assert_eq!(read[0].time_ms, 1_704_067_200_000);
 }
 
 #[test]
