@@ -375,6 +375,19 @@ fn volume_cap_and_lot_rounding() {
     assert_eq!(r.fills[0].quantity, 10.0);
     assert_eq!(r.capped_fills, 1);
     assert_eq!(r.rejected[0].reason, "0.3 rounds to zero lots of 0.5");
+
+    // A bar that traded nothing: the cap leaves nothing, and says so.
+    let mut quiet = flat(&[10.0, 10.0, 10.0, 10.0]);
+    quiet[1].volume = 0.0;
+    let mut s = Script {
+        plan: vec![(0, Signal::open_long("A", Size::Base(2.0)))],
+        ..Script::default()
+    };
+    let r = run(&mut s, &[series("A", quiet)], &cfg);
+    assert_eq!(
+        r.rejected[0].reason,
+        "2 cut to a 0.01 share of the bar's volume 0, which rounds to zero lots of 0.5"
+    );
 }
 
 #[test]

@@ -72,6 +72,13 @@ pub fn execute(fills: &FillModel, order: &Order, bar: &Candle) -> Outcome {
             let (quantity, capped) = fills.fillable(wanted, bar.volume);
             if quantity.is_nan() || quantity <= 0.0 {
                 let (wanted, lot) = (number(wanted), number(fills.lot_size));
+                // Cut by the volume cap first: that is why.
+                if let (true, Some(share)) = (capped, fills.max_volume_share) {
+                    let (share, volume) = (number(share), number(bar.volume));
+                    return Outcome::Rejected(format!(
+                        "{wanted} cut to a {share} share of the bar's volume {volume}, which rounds to zero lots of {lot}"
+                    ));
+                }
                 return Outcome::Rejected(format!("{wanted} rounds to zero lots of {lot}"));
             }
             (quantity, capped)

@@ -588,7 +588,7 @@ impl<W: std::io::Write> CsvRows<W> {
 /// What a file that is not text is, by its first bytes, and what to do
 /// with it; `None` when they say nothing known.
 fn what_file_is(start: &[u8]) -> Option<&'static str> {
-    const KNOWN: [(&[u8], &str); 6] = [
+    const KNOWN: [(&[u8], &str); 10] = [
         (b"PAR1", "a Parquet file: name it .parquet"),
         (b"ARROW1", "an Arrow IPC (Feather) file: name it .feather"),
         (b"\x1f\x8b", "gzip-compressed: name it .csv.gz"),
@@ -604,6 +604,10 @@ fn what_file_is(start: &[u8]) -> Option<&'static str> {
             b"PK\x03\x04",
             "a zip archive, which Keel does not read: unzip it first",
         ),
+        (b"PK\x05\x06", "an empty zip archive"),
+        (b"\xff\xfe", "UTF-16 text: save it as UTF-8"),
+        (b"\xfe\xff", "UTF-16 text: save it as UTF-8"),
+        (b"[[", "JSON (freqtrade's candles?), not CSV: name it .json"),
     ];
     // bzip2: "BZh" and its block size, a digit 1 to 9.
     if start.len() > 3 && start.starts_with(b"BZh") && (b'1'..=b'9').contains(&start[3]) {

@@ -118,8 +118,9 @@ pub const MAX_CANDLE_VALUE: f64 = 1e14;
 /// The largest volume a candle may carry. Volume is never booked (an
 /// order's quantity has a cap of its own, [`MAX_ORDER_QUANTITY`]); the
 /// bound keeps sums finite. Tokens with vast supplies trade 1e15 and more
-/// a day, and a month of one-minute bars aggregated is 44,640 of them:
-/// what an export aggregates can be imported again.
+/// a day; a month of one-minute bars aggregated is 44,640 of them, so what
+/// an export aggregates imports again wherever a minute's volume is below
+/// 2e25.
 pub const MAX_CANDLE_VOLUME: f64 = 1e30;
 
 /// The largest quantity one order may carry: at most `MAX_CANDLE_VALUE`

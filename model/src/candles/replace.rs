@@ -36,10 +36,27 @@ pub(super) fn replace_file(
         path.to_path_buf()
     };
     let file_name = target.file_name().map(|n| n.to_string_lossy().into_owned());
-    let file_name = file_name.unwrap_or_default();
+    let file_name = partial_stem(&file_name.unwrap_or_default());
     remove_left_over(&target, &file_name);
     let (partial, file) = match new_partial(&target, &file_name) {
         Ok(made) => made,
+        // The file is written beside its name: what the directory refuses
+        // is said of the directory.
+        Err(error) if error.kind() == std::io::ErrorKind::PermissionDenied => {
+            let dir = match target.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d.display().to_string(),
+                _ => ".".to_owned(),
+            };
+            return Err(CandleError::Write {
+                path: name,
+                error: std::io::Error::new(
+                    error.kind(),
+                    format!(
+                        "cannot create a file in {dir} ({error}): a file is written beside its name, then renamed over it"
+                    ),
+                ),
+            });
+        }
         Err(error) => return Err(CandleError::Write { path: name, error }),
     };
     let written = (|| {
@@ -53,6 +70,18 @@ pub(super) fn replace_file(
         let _ = std::fs::remove_file(&partial);
     }
     written.map_err(|error| CandleError::Write { path: name, error })
+}
+
+/// What a partial file's name starts with: the file's name, cut so that
+/// the partial file's name (`.STEM.PID-N.partial`) stays within the 255
+/// bytes a file name may have.
+fn partial_stem(file_name: &str) -> String {
+    const MOST: usize = 255 - ".".len() - ".4294967295-18446744073709551615.partial".len();
+    let mut end = file_name.len().min(MOST);
+    while !file_name.is_char_boundary(end) {
+        end -= 1;
+    }
+    file_name[..end].to_owned()
 }
 
 /// A new file beside `target` for this writer alone: created, never

@@ -60,7 +60,13 @@ fn a_csv_is_read_in_blocks_with_its_lines_named_and_bounded() {
             b"PK\x03\x04\x14\0\xff",
             "a zip archive, which Keel does not read: unzip it first",
         ),
-        (b"\xff\xfe\x00", "b.csv:1: not UTF-8 text"),
+        (b"\xff\xfe\x00", "b.csv:1: UTF-16 text: save it as UTF-8"),
+        (b"PK\x05\x06\0\0", "an empty zip archive"),
+        (
+            b"[[1704067200000,1,2,0.5,1.5,10]]",
+            "JSON (freqtrade's candles?), not CSV: name it .json",
+        ),
+        (b"\xc3\x28\n", "b.csv:1: not UTF-8 text"),
     ] {
         std::fs::write(&binary, start).expect("write");
         let err = read_csv(&binary).expect_err("not text").to_string();
@@ -664,6 +670,12 @@ fn two_writers_of_one_file_at_once_leave_one_of_their_files_whole() {
         .map(|e| e.expect("entry").file_name())
         .collect();
     assert_eq!(names, ["same.csv"]);
+
+    // A name as long as a name may be: its partial file's is cut to fit.
+    let long = dir.path().join(format!("{}.csv", "é".repeat(125)));
+    assert_eq!(long.file_name().expect("name").len(), 254);
+    write_file(&long, &a).expect("a long name");
+    assert_eq!(read_file(&long).expect("read"), a);
 }
 
 /// The one-pass test of [`check_candle`] passes exactly the candles the
