@@ -399,6 +399,25 @@ fn synth_is_seeded_and_reproducible() {
         assert!(!out.status.success(), "{args:?}");
         assert!(stderr(&out).starts_with(says), "{args:?}: {}", stderr(&out));
     }
+    // Past the last time Keel takes: the start is why, not the walk.
+    let late = [
+        "data",
+        "synth",
+        "--start",
+        "2199-12-31T23:59:00Z",
+        "--bars",
+        "10",
+        "--out",
+        "x.csv",
+    ];
+    let out = keel(&db, &late);
+    assert!(
+        stderr(&out)
+            .trim_end()
+            .ends_with("(try an earlier --start or fewer --bars)"),
+        "{}",
+        stderr(&out)
+    );
 
     let out = keel(
         &db,

@@ -336,12 +336,15 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
             }
             // A wild enough walk leaves what the ledger books (or the times
             // Keel accepts): the same rule as every imported candle.
+            let (first, last) = candles::CANDLE_TIME_MS;
             for (i, c) in candles.iter().enumerate() {
                 candles::check_candle(c).map_err(|e| {
-                    anyhow::anyhow!(
-                        "synth bar {}: {e} (try a smaller --sigma or fewer --bars)",
-                        i + 1
-                    )
+                    // A time out of range is the start's and the count's.
+                    let hint = match (first..=last).contains(&c.time_ms) {
+                        true => "try a smaller --sigma or fewer --bars",
+                        false => "try an earlier --start or fewer --bars",
+                    };
+                    anyhow::anyhow!("synth bar {}: {e} ({hint})", i + 1)
                 })?;
             }
             match out {

@@ -111,7 +111,6 @@ impl Columns {
     }
 }
 
-/// A field as written: surrounding spaces and quotes removed.
 /// Hands each comma-separated field of `raw` to `put`, as written (quotes
 /// and all), a comma inside double quotes being part of its field (RFC
 /// 4180; a doubled quote inside is one quote). `false` when a quote is
@@ -154,6 +153,7 @@ pub(super) fn fields_of(raw: &str) -> Vec<&str> {
 /// What is said of a line whose quote is left open.
 pub(super) const OPEN_QUOTE: &str = "a quoted field does not end on its line (Keel reads a row a line: no line breaks inside quotes)";
 
+/// A field as written: surrounding spaces and quotes removed.
 pub(super) fn field(raw: &str) -> &str {
     // Most fields are bare: nothing to trim or unquote.
     let bare = |b: Option<&u8>| b.is_some_and(|&b| b.is_ascii_alphanumeric() || b == b'.');
