@@ -4,6 +4,7 @@
 
 use std::io::Write;
 use std::net::TcpStream;
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -262,6 +263,25 @@ fn fake_killer() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
     (port, heard)
 }
 
+/// `kill` went by the kill file: the port's answer was not believed (why,
+/// in its error), no engine said to be running, the file written.
+fn killed_by_the_file(kill: &std::process::Output, db: &Path, why: &str) {
+    let (out, err) = (text(&kill.stdout), text(&kill.stderr));
+    assert!(kill.status.success(), "{out}{err}");
+    assert!(err.contains(why), "{err}");
+    assert!(out.contains("no engine is running"), "{out}");
+    assert!(keel_host::control::kill_file(db).exists());
+}
+
+/// Whatever listens on the port heard nothing: not asked, nor shown the token.
+fn never_asked(heard: &std::sync::Mutex<Vec<String>>) {
+    let heard = heard.lock().expect("log");
+    assert!(
+        heard.is_empty(),
+        "the other process was asked, token and all: {heard:?}"
+    );
+}
+
 #[test]
 fn a_crashed_runs_port_cannot_fake_a_kill_nor_learn_the_token() {
     let s = Setup::new();
@@ -281,18 +301,10 @@ fn a_crashed_runs_port_cannot_fake_a_kill_nor_learn_the_token() {
     std::fs::write(&file, endpoint.to_string()).expect("rewrite");
 
     let kill = s.keel(&db, &["kill", "--reason", "after the crash"]);
-    let (out, err) = (text(&kill.stdout), text(&kill.stderr));
-    assert!(kill.status.success(), "{out}{err}");
-    assert!(err.contains("it has ended"), "{err}");
-    assert!(out.contains("no engine is running"), "{out}");
-    assert!(keel_host::control::kill_file(&db).exists());
+    killed_by_the_file(&kill, &db, "it has ended");
     let pause = s.keel(&db, &["pause", "--reason", "x"]);
     assert!(!pause.status.success());
-    assert!(
-        heard.lock().expect("log").is_empty(),
-        "the other process was asked, token and all: {:?}",
-        heard.lock().expect("log")
-    );
+    never_asked(&heard);
     // The next run starts by killing.
     let restarted = s.keel(
         &db,
@@ -340,20 +352,12 @@ fn a_left_over_control_files_pid_alive_in_another_process_is_not_the_engine() {
     let status = s.keel(&db, &["status"]);
     let _ = stranger.kill();
     let _ = stranger.wait();
-    let (out, err) = (text(&kill.stdout), text(&kill.stderr));
-    assert!(kill.status.success(), "{out}{err}");
-    assert!(err.contains("is not the control port"), "{err}");
-    assert!(out.contains("no engine is running"), "{out}");
-    assert!(keel_host::control::kill_file(&db).exists());
+    killed_by_the_file(&kill, &db, "is not the control port");
     // The record of the crashed run, said to be one.
     let shown = text(&status.stdout);
     assert!(status.status.success(), "{status:?}");
     assert!(shown.contains("no run is live"), "{shown}");
-    assert!(
-        heard.lock().expect("log").is_empty(),
-        "the other process was asked, token and all: {:?}",
-        heard.lock().expect("log")
-    );
+    never_asked(&heard);
 
     // The pid gone to the very process that listens on the port (this
     // one): it holds the port, but not the database's lock, so it is no
@@ -362,16 +366,8 @@ fn a_left_over_control_files_pid_alive_in_another_process_is_not_the_engine() {
     endpoint["pid"] = std::process::id().into();
     std::fs::write(&file, endpoint.to_string()).expect("rewrite");
     let kill = s.keel(&db, &["kill", "--reason", "the pid taken"]);
-    let (out, err) = (text(&kill.stdout), text(&kill.stderr));
-    assert!(kill.status.success(), "{out}{err}");
-    assert!(err.contains("no run holds the database's lock"), "{err}");
-    assert!(out.contains("no engine is running"), "{out}");
-    assert!(keel_host::control::kill_file(&db).exists());
-    assert!(
-        heard.lock().expect("log").is_empty(),
-        "the pid's holder was asked, token and all: {:?}",
-        heard.lock().expect("log")
-    );
+    killed_by_the_file(&kill, &db, "no run holds the database's lock");
+    never_asked(&heard);
 }
 
 /// A run holds its database's lock before it serves its control API (it

@@ -37,19 +37,19 @@ pub struct BacktestArgs {
     #[arg(long, value_name = "ROLE=COLUMN,…", value_parser = columns)]
     pub columns: Option<Columns>,
     /// Fee per fill, basis points of notional.
-    #[arg(long, default_value_t = 10.0, allow_negative_numbers = true, value_parser = ranges::BPS.parser())]
+    #[arg(long, default_value_t = 10.0, value_parser = ranges::BPS.parser())]
     pub fee_bps: f64,
     /// Slippage per market fill, basis points.
-    #[arg(long, default_value_t = 5.0, allow_negative_numbers = true, value_parser = ranges::BPS.parser())]
+    #[arg(long, default_value_t = 5.0, value_parser = ranges::BPS.parser())]
     pub slippage_bps: f64,
     /// Cap each fill at this share of the bar's volume (0 < x <= 1).
-    #[arg(long, value_name = "SHARE", allow_negative_numbers = true, value_parser = ranges::VOLUME_SHARE.parser())]
+    #[arg(long, value_name = "SHARE", value_parser = ranges::VOLUME_SHARE.parser())]
     pub volume_share: Option<f64>,
     /// Quantities are rounded down to a multiple of this.
-    #[arg(long, default_value_t = 1e-8, allow_negative_numbers = true, value_parser = ranges::LOT_SIZE.parser())]
+    #[arg(long, default_value_t = 1e-8, value_parser = ranges::LOT_SIZE.parser())]
     pub lot_size: f64,
     /// Starting cash, quote currency.
-    #[arg(long, default_value_t = 10_000.0, allow_negative_numbers = true, value_parser = ranges::CASH.parser())]
+    #[arg(long, default_value_t = 10_000.0, value_parser = ranges::CASH.parser())]
     pub cash: f64,
     /// `NAME=VALUE`, `NAME=a,b,c` or `NAME=from..to:step` (repeatable; a grid runs every combination).
     #[arg(long = "param", value_name = "NAME=VALUES")]
@@ -61,7 +61,7 @@ pub struct BacktestArgs {
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
     /// Walk forward over K folds: pick the grid's best in-sample, test it on the next window.
-    #[arg(long, value_name = "K", allow_negative_numbers = true, value_parser = ranges::WALK_FORWARD_FOLDS.parser())]
+    #[arg(long, value_name = "K", value_parser = ranges::WALK_FORWARD_FOLDS.parser())]
     pub walk_forward: Option<usize>,
     /// The pre-trade limits of a `risk_limits.toml` (as `keel run` takes);
     /// the defaults otherwise. Halts apply to paper and live trading only.

@@ -52,7 +52,7 @@ pub enum DataCommand {
         #[arg(long, default_value = "SYN/USD")]
         symbol: String,
         /// How many bars.
-        #[arg(long, default_value_t = 100_000, allow_negative_numbers = true, value_parser = ranges::SYNTH_BARS.parser())]
+        #[arg(long, default_value_t = 100_000, value_parser = ranges::SYNTH_BARS.parser())]
         bars: usize,
         /// The random walk's seed: the same seed, the same bars.
         #[arg(long, default_value_t = 1)]
@@ -64,10 +64,10 @@ pub enum DataCommand {
         #[arg(long, default_value = "2024-01-01T00:00:00Z")]
         start: String,
         /// The first bar's open price.
-        #[arg(long, default_value_t = 100.0, allow_negative_numbers = true, value_parser = ranges::SYNTH_PRICE.parser())]
+        #[arg(long, default_value_t = 100.0, value_parser = ranges::SYNTH_PRICE.parser())]
         price: f64,
         /// Per-bar volatility (0.01 = 1%).
-        #[arg(long, default_value_t = 0.01, allow_negative_numbers = true, value_parser = ranges::SYNTH_SIGMA.parser())]
+        #[arg(long, default_value_t = 0.01, value_parser = ranges::SYNTH_SIGMA.parser())]
         sigma: f64,
         /// Write the bars here — CSV (`.csv`, `.csv.gz`) or Parquet
         /// (`.parquet`), by the name; without it they go into the database.

@@ -53,11 +53,11 @@ pub struct DownloadArgs {
     #[arg(long)]
     replace: bool,
     /// Requests a second at most (Kraken allows about one).
-    #[arg(long, hide = true, default_value_t = 1.0, allow_negative_numbers = true, value_parser = ranges::DOWNLOAD_RATE.parser())]
+    #[arg(long, hide = true, default_value_t = 1.0, value_parser = ranges::DOWNLOAD_RATE.parser())]
     rate: f64,
     /// Bars a batch commits (and at least every 30 s): a kill loses one
     /// batch at most.
-    #[arg(long, hide = true, default_value_t = 720, allow_negative_numbers = true, value_parser = ranges::DOWNLOAD_BATCH.parser())]
+    #[arg(long, hide = true, default_value_t = 720, value_parser = ranges::DOWNLOAD_BATCH.parser())]
     batch_bars: usize,
 }
 

@@ -40,7 +40,6 @@ pub struct Cli {
         env = "KEEL_CACHE_MAX_MB",
         default_value_t = crate::sandbox::DEFAULT_DISK_CACHE_BYTES >> 20,
         value_name = "MB",
-        allow_negative_numbers = true,
         value_parser = ranges::CACHE_MAX_MB.parser()
     )]
     pub cache_max_mb: u64,

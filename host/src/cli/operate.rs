@@ -395,9 +395,6 @@ pub(super) fn command(
             Err(unreachable) => Some(unreachable.to_string()),
         };
         if let Some(said) = said {
-            // The pid in the control file; without a readable one, the
-            // lock's holder (a damaged control file does not stop a run
-            // from taking its kill file).
             // The run holding the database's lock, which takes the file
             // (not a pid a control file names: it may have ended, and the
             // pid gone to another process).

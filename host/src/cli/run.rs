@@ -86,7 +86,7 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 1)]
     pub interval: u32,
     /// How often to poll Kraken, in milliseconds.
-    #[arg(long, default_value_t = 5000, allow_negative_numbers = true, value_parser = ranges::POLL_MS.parser())]
+    #[arg(long, default_value_t = 5000, value_parser = ranges::POLL_MS.parser())]
     pub poll_ms: u64,
     /// A live feed that has not delivered a closed bar this many seconds
     /// after the start ends the run, in error.
@@ -95,10 +95,10 @@ pub struct RunArgs {
     /// The wall-clock time one strategy call may take, in milliseconds; a
     /// call that runs over is a fault of that strategy (its instance is
     /// rebuilt, and quarantined after repeated faults).
-    #[arg(long, default_value_t = 50, value_name = "MS", allow_negative_numbers = true, value_parser = ranges::CALL_DEADLINE_MS.parser())]
+    #[arg(long, default_value_t = 50, value_name = "MS", value_parser = ranges::CALL_DEADLINE_MS.parser())]
     pub call_deadline_ms: u64,
     /// Stop after booking this many bars.
-    #[arg(long, allow_negative_numbers = true, value_parser = ranges::MAX_BARS.parser())]
+    #[arg(long, value_parser = ranges::MAX_BARS.parser())]
     pub bars: Option<u64>,
     /// The symbol of a feed that does not name one: by default a
     /// `replay:<file>` is named by its file (`GOOG-1d.csv` is GOOG), and
@@ -122,16 +122,16 @@ pub struct RunArgs {
     #[arg(long = "strategy", value_name = "FILE[,NAME=VALUE|@SYMBOL...]")]
     pub strategies: Vec<String>,
     /// Starting cash of each book (quote currency).
-    #[arg(long, default_value_t = 10_000.0, allow_negative_numbers = true, value_parser = ranges::CASH.parser())]
+    #[arg(long, default_value_t = 10_000.0, value_parser = ranges::CASH.parser())]
     pub cash: f64,
     /// The host's risk limits (TOML); built-in defaults when absent.
     #[arg(long, value_name = "FILE")]
     pub risk_limits: Option<PathBuf>,
     /// The paper exchange's fee per fill, basis points of its value.
-    #[arg(long, default_value_t = 10.0, allow_negative_numbers = true, value_parser = ranges::BPS.parser())]
+    #[arg(long, default_value_t = 10.0, value_parser = ranges::BPS.parser())]
     pub fee_bps: f64,
     /// The paper exchange's slippage against the open, basis points.
-    #[arg(long, default_value_t = 5.0, allow_negative_numbers = true, value_parser = ranges::BPS.parser())]
+    #[arg(long, default_value_t = 5.0, value_parser = ranges::BPS.parser())]
     pub slippage_bps: f64,
     /// Control API port on 127.0.0.1 (0: any free port).
     #[arg(long, default_value_t = 0)]

@@ -82,7 +82,7 @@ pub struct StrategyRunArgs {
     #[arg(long = "param", value_name = "NAME=VALUE")]
     pub params: Vec<String>,
     /// Starting cash of the replay's book (quote currency).
-    #[arg(long, default_value_t = 10_000.0, allow_negative_numbers = true, value_parser = ranges::CASH.parser())]
+    #[arg(long, default_value_t = 10_000.0, value_parser = ranges::CASH.parser())]
     pub cash: f64,
     /// Print only the summary, not every signal.
     #[arg(long)]

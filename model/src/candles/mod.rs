@@ -752,15 +752,7 @@ impl Spacings {
 
     /// The most common spacing (the shortest of equally common ones).
     pub fn typical(&self) -> Option<i64> {
-        let run = self.run;
-        let with_run = |s: i64, n: u64| n + run.filter(|r| r.0 == s).map_or(0, |r| r.1);
-        let mut all: Vec<(i64, u64)> = (self.counts.iter())
-            .map(|(&s, &n)| (s, with_run(s, n)))
-            .collect();
-        if let Some(run) = run.filter(|r| !self.counts.contains_key(&r.0)) {
-            all.push(run);
-        }
-        all.into_iter()
+        self.each()
             .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
             .map(|(s, _)| s)
     }
