@@ -111,6 +111,7 @@ impl Position {
     }
 
     /// What the position adds to equity at the mark (negative for a short).
+    #[inline]
     pub fn value(&self) -> f64 {
         match self.side {
             Side::Long => self.size * self.price_mark,
@@ -136,6 +137,7 @@ impl Portfolio {
     }
 
     /// Cash plus the value of every position at its mark.
+    #[inline]
     pub fn equity_of(cash: f64, positions: &[Position]) -> f64 {
         cash + positions.iter().map(Position::value).sum::<f64>()
     }

@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use crate::Strategy;
 use bindings as b;
 use keel_model as m;
-use keel_model::batch::{PRICE_LANES, Packed, drive_closes};
+use keel_model::batch::{PRICE_LANES, Packed, drive_packed};
 
 pub use bindings::Guest;
 pub use bindings::export;
@@ -137,7 +137,7 @@ pub fn on_bars<S: Strategy>(
         max_trade_fraction: limits.max_trade_fraction,
         min_order_quote: limits.min_order_quote,
     };
-    let outcome = drive_closes(&packed, symbols, tick, |t| strategy.on_bar(t));
+    let outcome = drive_packed(&packed, symbols, tick, |t| strategy.on_bar(t));
     Ok(b::BatchResult {
         consumed: outcome.consumed as u32,
         signals: outcome.signals.into_iter().map(signal_out).collect(),

@@ -9,10 +9,10 @@
 //! host uses, so a strategy sees what it would see one call per bar.
 
 use crate::candles::Candle;
-use crate::contract::{Bar, Portfolio, RiskLimits, Signal, Symbol, Tick};
+use crate::contract::{Bar, Portfolio, Position, RiskLimits, Signal, Symbol, Tick};
 
 mod packed;
-pub use packed::{KEY_LANES, PRICE_LANES, Packed, PackedBuffers, TICK_LANES};
+pub use packed::{KEY_LANES, PRICE_LANES, Packed, PackedBuffers, TICK_LANES, drive_packed};
 
 /// Bars, column by column (entry `i` of every column is bar `i`): how they
 /// cross the component boundary, as plain copies.
@@ -307,27 +307,28 @@ pub fn drive_closes<C: Closes + ?Sized>(
     closes: &C,
     symbols: &[Symbol],
     tick: &mut Tick,
+    on_bar: impl FnMut(&Tick) -> Result<Vec<Signal>, String>,
+) -> BatchOutcome {
+    drive_closes_from(closes, (0, 0), symbols, tick, on_bar)
+}
+
+/// [`drive_closes`] from tick `first`, whose bars start at bar `start`:
+/// the ticks before it were handled, so `first` is marked like any later
+/// tick (unless it is the batch's first).
+fn drive_closes_from<C: Closes + ?Sized>(
+    closes: &C,
+    (first, mut start): (usize, usize),
+    symbols: &[Symbol],
+    tick: &mut Tick,
     mut on_bar: impl FnMut(&Tick) -> Result<Vec<Signal>, String>,
 ) -> BatchOutcome {
-    let ticks = closes.ticks();
-    let (bars, mut start) = (closes.bars(), 0);
+    let (ticks, bars) = (closes.ticks(), closes.bars());
     // Which bound symbols each position is of, as bits, worked out once:
     // positions do not change within a batch, and marking by index spares
     // a comparison of names per bar.
-    let of_symbols: Option<Vec<u64>> = (ticks > 1 && symbols.len() <= 64).then(|| {
-        let positions = &tick.portfolio.positions;
-        positions
-            .iter()
-            .map(|p| {
-                let same = symbols
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, s)| ***s == *p.symbol);
-                same.fold(0u64, |bits, (i, _)| bits | 1 << i)
-            })
-            .collect()
-    });
-    for i in 0..ticks {
+    let of_symbols: Option<Vec<u64>> = (ticks > 1 && symbols.len() <= 64)
+        .then(|| position_symbols(symbols, &tick.portfolio.positions));
+    for i in first..ticks {
         let (time_ms, count) = closes.tick(i);
         let end = (start + count as usize).min(bars);
         tick.time_ms = time_ms;
@@ -369,6 +370,20 @@ pub fn drive_closes<C: Closes + ?Sized>(
         consumed: ticks,
         ..BatchOutcome::default()
     }
+}
+
+/// Which of `symbols` (at most 64) each of `positions` is of, as bits.
+fn position_symbols(symbols: &[Symbol], positions: &[Position]) -> Vec<u64> {
+    positions
+        .iter()
+        .map(|p| {
+            let same = symbols
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| ***s == *p.symbol);
+            same.fold(0u64, |bits, (i, _)| bits | 1 << i)
+        })
+        .collect()
 }
 
 /// What `Portfolio::mark` does with a tick's bars, the positions matched to

@@ -2,8 +2,9 @@
 //! `keel:strategy@0.3.0` and later carry them: each list one copy across the
 //! component boundary.
 
-use super::{Batch, Closes};
+use super::{Batch, BatchOutcome, Closes, drive_closes, drive_closes_from, position_symbols};
 use crate::candles::Candle;
+use crate::contract::{Bar, Portfolio, Signal, Symbol, Tick};
 /// Lanes per tick in [`Packed::ticks`]: close time, bar count.
 pub const TICK_LANES: usize = 2;
 /// Lanes per bar in [`Packed::keys`]: bar time, symbol index.
@@ -169,13 +170,114 @@ impl PackedBuffers {
     }
 }
 
-/// Hands `batch` to `on_bar` one tick at a time, until a tick gives signals
+/// [`drive_closes`] over packed closes, with a loop of its own for the
+/// shape of a one-symbol run: one bar at each close, all of one symbol.
+/// That loop writes each bar over the last in place and reads the lanes in
+/// order, with no lookup and no bounds check per bar; in a sandboxed
+/// strategy it was most of what the SDK cost per bar. From the first close
+/// of another shape on, [`drive_closes`]'s loop goes on; either way
+/// `on_bar` is handed the same ticks and the outcome is the same.
+pub fn drive_packed(
+    packed: &Packed<'_>,
+    symbols: &[Symbol],
+    tick: &mut Tick,
+    mut on_bar: impl FnMut(&Tick) -> Result<Vec<Signal>, String>,
+) -> BatchOutcome {
+    let keys = packed.keys.chunks_exact(KEY_LANES);
+    let symbol_lane = match keys.clone().next() {
+        Some(key) if symbols.len() <= 64 => key[1],
+        _ => return drive_closes(packed, symbols, tick, on_bar),
+    };
+    let symbol = u32::try_from(symbol_lane).unwrap_or(u32::MAX);
+    // The one bar of every tick (its values written in the loop), or none
+    // for a symbol not bound.
+    tick.bars.truncate(1);
+    match (symbols.get(symbol as usize), tick.bars.first_mut()) {
+        (Some(name), Some(bar)) if Symbol::ptr_eq(&bar.symbol, name) => {}
+        (Some(name), Some(bar)) => bar.symbol = name.clone(),
+        (Some(name), None) => {
+            let unset = Candle {
+                time_ms: 0,
+                open: 0.0,
+                high: 0.0,
+                low: 0.0,
+                close: 0.0,
+                volume: 0.0,
+            };
+            tick.bars.push(Bar::from_candle(name, &unset));
+        }
+        (None, _) => tick.bars.clear(),
+    }
+    // Which positions the symbol's bars mark (positions do not change
+    // within a batch).
+    let positions = &tick.portfolio.positions;
+    let marked: Vec<bool> = match 1u64.checked_shl(symbol) {
+        Some(bit) if !positions.is_empty() && packed.ticks() > 1 => {
+            let of_symbols = position_symbols(symbols, positions);
+            of_symbols.into_iter().map(|of| of & bit != 0).collect()
+        }
+        _ => vec![false; positions.len()],
+    };
+    let closes = packed.ticks.chunks_exact(TICK_LANES);
+    let bars = keys.zip(packed.prices.chunks_exact(PRICE_LANES));
+    let handled = closes.len().min(bars.len());
+    for (i, (t, (k, p))) in closes.zip(bars).enumerate() {
+        if t[1] != 1 || k[1] != symbol_lane {
+            return drive_closes_from(packed, (i, i), symbols, tick, on_bar);
+        }
+        tick.time_ms = t[0];
+        if let Some(bar) = tick.bars.first_mut() {
+            bar.time_ms = k[0];
+            bar.open = p[0];
+            bar.high = p[1];
+            bar.low = p[2];
+            bar.close = p[3];
+            bar.volume = p[4];
+        }
+        let portfolio = &mut tick.portfolio;
+        if i > 0 && !portfolio.positions.is_empty() {
+            for (position, &marked) in portfolio.positions.iter_mut().zip(&marked) {
+                if marked {
+                    position.mark_at(p[2], p[1], p[3]);
+                }
+            }
+            portfolio.equity = Portfolio::equity_of(portfolio.cash, &portfolio.positions);
+        }
+        let (signals, error) = match on_bar(tick) {
+            // No signals and no buffer: nothing to drop (an out-of-line
+            // drop of the empty list cost more than the rest of the loop's
+            // bookkeeping).
+            Ok(signals) if signals.capacity() == 0 => {
+                std::mem::forget(signals);
+                continue;
+            }
+            Ok(signals) if signals.is_empty() => continue,
+            Ok(signals) => (signals, None),
+            Err(e) => (Vec::new(), Some(e)),
+        };
+        return BatchOutcome {
+            consumed: i + 1,
+            signals,
+            refused: Vec::new(),
+            error,
+        };
+    }
+    if handled < packed.ticks() {
+        // Ticks beyond the bars: drive_closes's loop says what they are.
+        return drive_closes_from(packed, (handled, handled), symbols, tick, on_bar);
+    }
+    BatchOutcome {
+        consumed: packed.ticks(),
+        ..BatchOutcome::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::batch::drive_closes;
     use crate::batch::tests::{candle, columns};
-    use crate::contract::{Portfolio, RiskLimits, Symbol, Tick};
+    use crate::contract::{Portfolio, Position, RiskLimits, Side, Symbol, Tick};
 
     #[test]
     fn a_packed_batch_drives_exactly_as_its_columns_do() {
@@ -239,5 +341,147 @@ mod tests {
             .collect();
         assert_eq!(names, [vec!["C"], vec!["B"], vec!["C"]]);
         assert_eq!(filtered[2].1[0].close, 2.25);
+    }
+
+    /// A small seeded generator, for batches of many shapes.
+    struct Lcg(u64);
+
+    impl Lcg {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (self.0 >> 33) % n
+        }
+    }
+
+    /// What a drive hands `on_bar` at each tick, its outcome and the tick
+    /// it leaves.
+    type Drove = (Vec<Tick>, BatchOutcome, Tick);
+
+    #[test]
+    fn the_one_symbol_loop_drives_as_the_general_one() {
+        let symbols: Vec<Symbol> = vec!["A".into(), "B".into(), "C".into()];
+        let mut rng = Lcg(21);
+        let mut shortcut_taken = 0;
+        for case in 0..4000 {
+            // Mostly one bar of one symbol at each close; now and then no
+            // bar, two, one of another symbol, of a symbol not bound, or of
+            // an index past 64.
+            let main = match rng.below(12) {
+                0 => 5,
+                1 => 70,
+                n => (n % 3) as u32,
+            };
+            let odd = rng.below(3) == 0;
+            let ticks = 1 + rng.below(10) as usize;
+            let (mut tick_times, mut tick_bars, mut bars) = (vec![], vec![], vec![]);
+            for t in 0..ticks {
+                let count = match rng.below(if odd { 8 } else { 1000 }) {
+                    0 => 0,
+                    1 => 2,
+                    _ => 1,
+                };
+                tick_times.push(60 * (t as i64 + 1));
+                tick_bars.push(count);
+                for b in 0..count {
+                    let other = b > 0 || (odd && rng.below(8) == 0);
+                    let symbol = if other { rng.below(3) as u32 } else { main };
+                    let close = 100.0 + rng.below(100) as f64 / 10.0;
+                    let (low, high) = (
+                        close - rng.below(30) as f64 / 10.0,
+                        close + rng.below(30) as f64 / 10.0,
+                    );
+                    bars.push((symbol, candle(60 * t as i64, low, high, close)));
+                }
+            }
+            let positions = (0..rng.below(4))
+                .map(|_| {
+                    let side = [Side::Long, Side::Short][rng.below(2) as usize];
+                    let symbol = ["A", "B", "C", "Z"][rng.below(4) as usize];
+                    let price = 95.0 + rng.below(100) as f64 / 10.0;
+                    let mut p = Position {
+                        symbol: symbol.into(),
+                        tag: String::new(),
+                        side,
+                        size: 1.0 + rng.below(3) as f64,
+                        price_entry: price,
+                        time_entry_ms: 0,
+                        price_mark: price,
+                        pnl_unrealized: 0.0,
+                        mae: 0.0,
+                    };
+                    p.pnl_unrealized = p.unrealized();
+                    p
+                })
+                .collect();
+            let portfolio = Portfolio {
+                cash: 100.0,
+                equity: 1.5,
+                positions,
+            };
+            // What the last call left in the tick: nothing, a bar of the
+            // same name under another pointer, the bound symbol's own, two.
+            let a = candle(0, 1.0, 1.0, 1.0);
+            let leftover = match rng.below(4) {
+                0 => vec![],
+                1 => vec![Bar::from_candle(&Symbol::from("A"), &a)],
+                2 => vec![Bar::from_candle(&symbols[0], &a)],
+                _ => vec![
+                    Bar::from_candle(&symbols[1], &a),
+                    Bar::from_candle(&symbols[2], &a),
+                ],
+            };
+            let start = Tick {
+                time_ms: 0,
+                bars: leftover,
+                portfolio: portfolio.clone(),
+                limits: RiskLimits::default(),
+            };
+            let columns = columns(&bars);
+            let batch = Batch {
+                symbols: &symbols,
+                tick_times: &tick_times,
+                tick_bars: &tick_bars,
+                bars: columns.slice(0, columns.len()),
+                portfolio: &portfolio,
+                limits: RiskLimits::default(),
+            };
+            let mut packed = PackedBuffers::default();
+            packed.pack(&batch, Some);
+            // Signals, an error or an empty list with room, at a close or
+            // none.
+            let (signal_at, error_at, roomy_at) = (
+                rng.below(ticks as u64 + 3) as i64 * 60 + 60,
+                rng.below(ticks as u64 * 3 + 1) as i64 * 60 + 60,
+                rng.below(ticks as u64 + 1) as i64 * 60 + 60,
+            );
+            let respond = |t: &Tick| match t.time_ms {
+                at if at == error_at => Err(format!("broken at {at}")),
+                at if at == signal_at => Ok(vec![Signal::close("A")]),
+                at if at == roomy_at => Ok(Vec::with_capacity(4)),
+                _ => Ok(vec![]),
+            };
+            let drive = |shortcut: bool| -> Drove {
+                let (mut seen, mut tick) = (Vec::new(), start.clone());
+                let on_bar = |t: &Tick| {
+                    seen.push(t.clone());
+                    respond(t)
+                };
+                let outcome = if shortcut {
+                    drive_packed(&packed.view(), &symbols, &mut tick, on_bar)
+                } else {
+                    drive_closes(&batch, &symbols, &mut tick, on_bar)
+                };
+                (seen, outcome, tick)
+            };
+            let (general, shortcut) = (drive(false), drive(true));
+            assert_eq!(shortcut.0, general.0, "case {case}: the ticks handed over");
+            assert_eq!(shortcut.1, general.1, "case {case}: the outcome");
+            assert_eq!(shortcut.2, general.2, "case {case}: the tick left");
+            shortcut_taken += usize::from(!odd && main < 3);
+        }
+        assert!(shortcut_taken > 1500, "{shortcut_taken}");
     }
 }
