@@ -42,7 +42,10 @@ impl EquityStats {
             self.peak_ms = first;
         }
         self.last_ms = p.time_ms;
-        let r = if self.previous > 0.0 {
+        // An unchanged equity (every step while flat) is a return of 0
+        // exactly, as the division would give: it is skipped (a division
+        // is the slowest step here).
+        let r = if self.previous > 0.0 && p.equity != self.previous {
             p.equity / self.previous - 1.0
         } else {
             0.0

@@ -24,12 +24,20 @@ impl Recent {
         let skipped: usize = batch.tick_bars[..skip].iter().map(|&n| n as usize).sum();
         let start = skipped.min(available);
         let mut end = start;
-        let ticks = batch.tick_times.iter().zip(batch.tick_bars);
-        for (&time_ms, &count) in ticks.take(handled).skip(skip) {
+        // Slices zipped: one reservation, no check of room per tick.
+        let to = handled
+            .min(batch.tick_times.len())
+            .min(batch.tick_bars.len());
+        let from = skip.min(to);
+        let ticks = batch.tick_times[from..to]
+            .iter()
+            .zip(&batch.tick_bars[from..to]);
+        self.ticks.extend(ticks.map(|(&time_ms, &count)| {
             let next = (end + count as usize).min(available);
-            self.ticks.push((time_ms, (next - end) as u32));
+            let kept = (next - end) as u32;
             end = next;
-        }
+            (time_ms, kept)
+        }));
         self.bars.extend_from(batch.bars.slice(start, end));
         let live = self.ticks.len() - self.ticks_from;
         if live > keep {
