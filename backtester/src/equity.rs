@@ -69,6 +69,31 @@ impl EquityStats {
         }
     }
 
+    /// [`EquityStats::absorb`] of `n` points at the equity of the last one
+    /// absorbed (each a return of 0), the first at `first_ms` and the last
+    /// at `last_ms`. After the first, such a point moves only the times:
+    /// the count, the last time, and the peak's time (at or over the peak)
+    /// or the time last under it.
+    fn absorb_unchanged(&mut self, n: u64, first_ms: i64, last_ms: i64) {
+        if n == 0 {
+            return;
+        }
+        let equity = self.previous;
+        self.absorb(EquityPoint {
+            time_ms: first_ms,
+            equity,
+        });
+        if n > 1 {
+            self.points += n - 1;
+            self.last_ms = last_ms;
+            if equity >= self.peak {
+                self.peak_ms = last_ms;
+            } else {
+                self.under_ms = Some(last_ms);
+            }
+        }
+    }
+
     /// The drawdown from the peak to its lowest point, once the peak is
     /// passed or the curve ends: the same as weighing every point below
     /// it (the deepest point is the largest fraction, the last the longest).
@@ -124,15 +149,66 @@ impl EquityTracker {
         }
     }
 
+    /// [`EquityTracker::push`] of a point at `equity` for each time in
+    /// `times`: what a run shows at closes where it is flat (the equity is
+    /// the cash at each). The same figures and curve as one push each,
+    /// without a step of arithmetic per point once the equity is unchanged.
+    pub fn push_flat(&mut self, times: &[i64], equity: f64) {
+        // The first two as any: the first may move the figures, the second
+        // makes the held-back point one at `equity`.
+        let (first, rest) = times.split_at(times.len().min(2));
+        for &time_ms in first {
+            self.push(EquityPoint { time_ms, equity });
+        }
+        let (Some((&last_ms, middle)), Some(held)) = (rest.split_last(), self.pending) else {
+            return;
+        };
+        if held.equity != equity || self.stats.previous != equity {
+            for &time_ms in rest {
+                self.push(EquityPoint { time_ms, equity });
+            }
+            return;
+        }
+        // The held-back point and the middle ones are absorbed unchanged;
+        // the last is held back.
+        let n = 1 + middle.len() as u64;
+        let time_of = |k: u64| match k {
+            0 => held.time_ms,
+            k => middle[k as usize - 1],
+        };
+        self.stats.absorb_unchanged(n, held.time_ms, time_of(n - 1));
+        // The curve keeps every `stride`-th point, as `absorb` would.
+        let (from, end) = (self.seen, self.seen + n);
+        let mut i = from.next_multiple_of(self.stride);
+        while i < end {
+            self.keep(EquityPoint {
+                time_ms: time_of(i - from),
+                equity,
+            });
+            i = (i + 1).next_multiple_of(self.stride);
+        }
+        self.seen = end;
+        self.pending = Some(EquityPoint {
+            time_ms: last_ms,
+            equity,
+        });
+    }
+
+    /// Keeps `p` on the curve, thinning it to every other point (and the
+    /// stride to twice) once it is over [`CURVE_POINTS`].
+    fn keep(&mut self, p: EquityPoint) {
+        self.curve.push(p);
+        if self.curve.len() > CURVE_POINTS {
+            self.curve = self.curve.iter().step_by(2).copied().collect();
+            self.stride *= 2;
+        }
+    }
+
     fn absorb(&mut self, p: EquityPoint) {
         self.stats.absorb(p);
         // The stride is a power of two: a mask, not a division, per step.
         if self.seen & (self.stride - 1) == 0 {
-            self.curve.push(p);
-            if self.curve.len() > CURVE_POINTS {
-                self.curve = self.curve.iter().step_by(2).copied().collect();
-                self.stride *= 2;
-            }
+            self.keep(p);
         }
         self.seen += 1;
     }
@@ -148,5 +224,67 @@ impl EquityTracker {
         }
         self.stats.weigh_drawdown();
         (self.stats, self.curve)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A seeded stream of numbers in [0, 1).
+    fn uniform(seed: u64) -> impl FnMut() -> f64 {
+        let mut state = seed;
+        move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        }
+    }
+
+    #[test]
+    fn flat_stretches_pushed_at_once_give_the_figures_and_curve_of_one_push_each() {
+        for seed in 1..=40u64 {
+            let mut next = uniform(seed);
+            let start = if seed % 7 == 0 { 0.0 } else { 1000.0 };
+            let (mut each, mut at_once) = (EquityTracker::new(start), EquityTracker::new(start));
+            let (mut time_ms, mut equity) = (0i64, start);
+            for _ in 0..60 {
+                // A stretch of moves, then a flat one at a level of its own
+                // (or the last: a position closed at the mark), of any
+                // length: some long enough to thin the curve.
+                for _ in 0..(next() * 30.0) as usize {
+                    time_ms += 60_000;
+                    equity *= 1.0 + (next() - 0.5) * 0.02;
+                    let point = EquityPoint { time_ms, equity };
+                    each.push(point);
+                    at_once.push(point);
+                }
+                if next() < 0.5 {
+                    equity *= 1.0 + (next() - 0.5) * 0.02;
+                }
+                if seed % 5 == 0 && next() < 0.1 {
+                    equity = -equity.abs();
+                }
+                let long = next() < 0.05;
+                let len = if long {
+                    20_000
+                } else {
+                    (next() * 6.0) as usize
+                };
+                let times: Vec<i64> = (1..=len as i64).map(|k| time_ms + k * 60_000).collect();
+                time_ms += len as i64 * 60_000;
+                for &t in &times {
+                    each.push(EquityPoint { time_ms: t, equity });
+                }
+                at_once.push_flat(&times, equity);
+            }
+            let final_equity = equity * 1.01;
+            assert_eq!(
+                at_once.finish(final_equity),
+                each.finish(final_equity),
+                "seed {seed}"
+            );
+        }
     }
 }

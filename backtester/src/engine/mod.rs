@@ -165,6 +165,11 @@ impl Ahead {
         self.tick_times[self.head + i]
     }
 
+    /// Close times of (unhandled) ticks `from..to`.
+    fn times(&self, from: usize, to: usize) -> &[i64] {
+        &self.tick_times[self.head + from..self.head + to]
+    }
+
     /// Where (unhandled) tick `i`'s bars start; the end for `i == len`.
     fn start(&self, i: usize) -> usize {
         self.starts
@@ -337,12 +342,17 @@ pub fn run_feeds(
             // One bar at each of these closes (always so with one feed):
             // marked in one pass.
             market.close(marked);
-            book.mark_each(marked, |b, equity| {
-                curve.push(EquityPoint {
-                    time_ms: ahead.time(1 + b),
-                    equity,
+            if book.open.is_empty() {
+                // Flat: the equity is the cash at each.
+                curve.push_flat(ahead.times(1, outcome.consumed), book.equity());
+            } else {
+                book.mark_each(marked, |b, equity| {
+                    curve.push(EquityPoint {
+                        time_ms: ahead.time(1 + b),
+                        equity,
+                    });
                 });
-            });
+            }
         } else {
             for t in 1..outcome.consumed {
                 let bars = ahead.bars_of(t, t + 1);
