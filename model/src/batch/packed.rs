@@ -122,12 +122,24 @@ impl PackedBuffers {
                     .map(|(&t, &n)| [t, i64::from(n)]),
             );
             let mut kept = true;
-            self.lanes
-                .extend(columns.time_ms.iter().zip(columns.symbol).map(|(&t, &s)| {
-                    let index = symbol(s);
-                    kept &= index.is_some();
-                    [t, index.map_or(-1, i64::from)]
-                }));
+            match one_symbol(columns.symbol) {
+                // All of one symbol (one feed): renamed once.
+                Some(s) => match symbol(s) {
+                    Some(index) => {
+                        let index = i64::from(index);
+                        self.lanes
+                            .extend(columns.time_ms.iter().map(|&t| [t, index]));
+                    }
+                    None => kept = false,
+                },
+                None => self
+                    .lanes
+                    .extend(columns.time_ms.iter().zip(columns.symbol).map(|(&t, &s)| {
+                        let index = symbol(s);
+                        kept &= index.is_some();
+                        [t, index.map_or(-1, i64::from)]
+                    })),
+            }
             if kept {
                 let prices = columns.open.iter().zip(columns.high).zip(columns.low);
                 self.prices.extend(
@@ -168,6 +180,14 @@ impl PackedBuffers {
             prices: self.prices(),
         }
     }
+}
+
+/// The one symbol index of every bar, if they all have the same (folded
+/// without a branch per bar).
+fn one_symbol(symbols: &[u32]) -> Option<u32> {
+    let first = *symbols.first()?;
+    let others = symbols.iter().fold(0, |others, &s| others | (s ^ first));
+    (others == 0).then_some(first)
 }
 
 /// [`drive_closes`] over packed closes, with a loop of its own for the
@@ -341,6 +361,25 @@ mod tests {
             .collect();
         assert_eq!(names, [vec!["C"], vec!["B"], vec!["C"]]);
         assert_eq!(filtered[2].1[0].close, 2.25);
+
+        // Bars all of one symbol are renamed once; left out whole when it is
+        // not bound.
+        let c_only = columns(&[
+            (2, candle(0, 1.0, 3.0, 2.0)),
+            (2, candle(60, 2.0, 4.0, 3.0)),
+        ]);
+        let one = Batch {
+            tick_times: &tick_times[..2],
+            tick_bars: &[1, 1],
+            bars: c_only.slice(0, c_only.len()),
+            ..batch
+        };
+        packed.pack(&one, |i| i.checked_sub(1));
+        assert_eq!(packed.lanes(), [60, 1, 120, 1, 0, 1, 60, 1]);
+        assert_eq!(seen(&packed.view(), &bound)[1].1[0].close, 3.0);
+        packed.pack(&one, |i| (i != 2).then_some(i));
+        assert_eq!(packed.lanes(), [60, 0, 120, 0]);
+        assert!(packed.prices().is_empty());
     }
 
     /// A small seeded generator, for batches of many shapes.
