@@ -42,10 +42,11 @@ impl EquityStats {
             self.peak_ms = first;
         }
         self.last_ms = p.time_ms;
-        // An unchanged equity (every step while flat) is a return of 0
-        // exactly, as the division would give: it is skipped (a division
-        // is the slowest step here).
-        let r = if self.previous > 0.0 && p.equity != self.previous {
+        // An unchanged finite equity (every step while flat) is a return
+        // of 0 exactly, as the division would give: it is skipped (a
+        // division is the slowest step here).
+        let unchanged = p.equity == self.previous && p.equity.is_finite();
+        let r = if self.previous > 0.0 && !unchanged {
             p.equity / self.previous - 1.0
         } else {
             0.0
@@ -163,7 +164,7 @@ impl EquityTracker {
         let (Some((&last_ms, middle)), Some(held)) = (rest.split_last(), self.pending) else {
             return;
         };
-        if held.equity != equity || self.stats.previous != equity {
+        if held.equity != equity || self.stats.previous != equity || !equity.is_finite() {
             for &time_ms in rest {
                 self.push(EquityPoint { time_ms, equity });
             }
@@ -286,5 +287,22 @@ mod tests {
                 "seed {seed}"
             );
         }
+    }
+
+    #[test]
+    fn an_infinite_equity_is_not_a_return_of_zero() {
+        // inf / inf is NaN: the figures say so, pushed one by one or at once.
+        let (mut each, mut at_once) = (EquityTracker::new(1000.0), EquityTracker::new(1000.0));
+        let times = [60_000, 120_000, 180_000, 240_000];
+        for &time_ms in &times {
+            each.push(EquityPoint {
+                time_ms,
+                equity: f64::INFINITY,
+            });
+        }
+        at_once.push_flat(&times, f64::INFINITY);
+        let (each, at_once) = (each.finish(f64::INFINITY), at_once.finish(f64::INFINITY));
+        assert!(each.0.returns().0.is_nan());
+        assert_eq!(format!("{at_once:?}"), format!("{each:?}"));
     }
 }

@@ -286,6 +286,7 @@ impl Closes for Batch<'_> {
     }
 }
 
+/// Hands `batch` to `on_bar` one tick at a time, until a tick gives signals
 /// or an error, or the batch ends. `tick` is scratch space, reused across
 /// calls to save allocations; its contents on entry do not matter.
 pub fn drive_with(
