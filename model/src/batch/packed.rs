@@ -2,7 +2,9 @@
 //! `keel:strategy@0.3.0` and later carry them: each list one copy across the
 //! component boundary.
 
-use super::{Batch, BatchOutcome, Closes, drive_closes, drive_closes_from, position_symbols};
+use super::{
+    Batch, BatchOutcome, Closes, answered, drive_closes, drive_closes_from, position_symbols,
+};
 use crate::candles::Candle;
 use crate::contract::{Bar, Portfolio, Signal, Symbol, Tick};
 /// Lanes per tick in [`Packed::ticks`]: close time, bar count.
@@ -263,24 +265,9 @@ pub fn drive_packed(
             }
             portfolio.equity = Portfolio::equity_of(portfolio.cash, &portfolio.positions);
         }
-        let (signals, error) = match on_bar(tick) {
-            // No signals and no buffer: nothing to drop (an out-of-line
-            // drop of the empty list cost more than the rest of the loop's
-            // bookkeeping).
-            Ok(signals) if signals.capacity() == 0 => {
-                std::mem::forget(signals);
-                continue;
-            }
-            Ok(signals) if signals.is_empty() => continue,
-            Ok(signals) => (signals, None),
-            Err(e) => (Vec::new(), Some(e)),
-        };
-        return BatchOutcome {
-            consumed: i + 1,
-            signals,
-            refused: Vec::new(),
-            error,
-        };
+        if let Some(outcome) = answered(i, on_bar(tick)) {
+            return outcome;
+        }
     }
     if handled < packed.ticks() {
         // Ticks beyond the bars: drive_closes's loop says what they are.
