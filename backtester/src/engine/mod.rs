@@ -390,10 +390,14 @@ pub fn run_feeds(
             continue;
         }
         signal_count += outcome.signals.len();
+        if config.record_signals {
+            all_signals.extend(outcome.signals.iter().map(|s| (time_ms, s.clone())));
+        }
+        // Moved into their orders and refusals.
         let decisions = book.decide(
             &market,
             time_ms,
-            &outcome.signals,
+            outcome.signals,
             TradingState::Active,
             |seq| ClientOrderId::at(time_ms, seq),
         );
@@ -401,9 +405,6 @@ pub fn run_feeds(
             if let Decision::Accepted(Some(order)) = decision {
                 unfailing(venue.submit(order));
             }
-        }
-        if config.record_signals {
-            all_signals.extend(outcome.signals.into_iter().map(|s| (time_ms, s)));
         }
     }
 

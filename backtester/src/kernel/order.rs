@@ -30,17 +30,37 @@ impl ClientOrderId {
     }
 }
 
-/// Writes `n` in decimal to end just before `end`; where it begins.
+/// Writes `n` in decimal to end just before `end`, two digits at a time;
+/// where it begins.
 fn digits_before(out: &mut [u8], mut end: usize, mut n: u64) -> usize {
-    loop {
-        end -= 1;
-        out[end] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return end;
-        }
+    while n >= 100 {
+        let pair = 2 * (n % 100) as usize;
+        end -= 2;
+        out[end..end + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+        n /= 100;
     }
+    if n >= 10 {
+        let pair = 2 * n as usize;
+        end -= 2;
+        out[end..end + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    } else {
+        end -= 1;
+        out[end] = b'0' + n as u8;
+    }
+    end
 }
+
+/// `00`, `01`, … `99`.
+const PAIRS: [u8; 200] = {
+    let mut pairs = [0u8; 200];
+    let mut n = 0;
+    while n < 100 {
+        pairs[2 * n] = b'0' + (n / 10) as u8;
+        pairs[2 * n + 1] = b'0' + (n % 10) as u8;
+        n += 1;
+    }
+    pairs
+};
 
 impl std::fmt::Display for ClientOrderId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -153,9 +173,20 @@ mod tests {
 
     #[test]
     fn ids_read_as_format_writes_them() {
-        let times = [0, 7, -1, -60_000, 1_704_067_200_000, i64::MAX, i64::MIN];
+        let times = [
+            0,
+            7,
+            10,
+            99,
+            100,
+            -1,
+            -60_000,
+            1_704_067_200_000,
+            i64::MAX,
+            i64::MIN,
+        ];
         for time_ms in times {
-            for seq in [0, 1, 9, 10, 12_345, usize::MAX] {
+            for seq in [0, 1, 9, 10, 11, 99, 100, 101, 999, 12_345, usize::MAX] {
                 assert_eq!(
                     ClientOrderId::at(time_ms, seq).0,
                     format!("{time_ms}-{seq}")

@@ -5,6 +5,7 @@
 //! it from that ledger's fills after a restart — the same operations in the
 //! same order, so the same floats.
 
+use std::borrow::Borrow;
 use std::sync::Arc;
 
 use keel_model::batch::Bars;
@@ -18,6 +19,24 @@ use super::order::{ClientOrderId, Decision, Execution, Order, Outcome, RejectedB
 use super::state::{TradingState, pre_trade};
 use crate::fills::FillModel;
 use crate::risk::{self, Exposure};
+
+/// A signal handed to [`Book::decide`]: owned (moved into the order or the
+/// refusal it becomes) or borrowed (cloned there; the caller keeps it).
+pub trait SignalIn: Borrow<Signal> {
+    fn into_signal(self) -> Signal;
+}
+
+impl SignalIn for Signal {
+    fn into_signal(self) -> Signal {
+        self
+    }
+}
+
+impl SignalIn for &Signal {
+    fn into_signal(self) -> Signal {
+        self.clone()
+    }
+}
 
 /// A closed (part of a) position, net of every fee.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -185,7 +204,7 @@ impl Book {
                     time_ms,
                 };
                 let exits = (order.signal.stop_loss, order.signal.take_profit);
-                match self.apply(order.sym, fill, exits, FillSource::Order(order.id.clone())) {
+                match self.apply(order.sym, fill, exits, FillSource::Order(order.id)) {
                     Ok(()) => {
                         self.capped += usize::from(capped);
                         return;
@@ -229,7 +248,7 @@ impl Book {
             time_ms,
         };
         let exits = (order.signal.stop_loss, order.signal.take_profit);
-        match self.apply(order.sym, fill, exits, FillSource::Order(order.id.clone())) {
+        match self.apply(order.sym, fill, exits, FillSource::Order(order.id)) {
             Ok(()) => {
                 if let Some(last) = self.fills.last_mut() {
                     last.trade = Some(trade);
@@ -494,76 +513,88 @@ impl Book {
     /// Step 5: the trading state and the risk checks decide each signal, in
     /// order; an accepted one becomes an order (waiting in `pending` from
     /// now), named by `id_of(seq)`. Refusals are also kept in `rejected`.
+    /// Signals handed over owned are moved into their orders and refusals;
+    /// borrowed ones are cloned there.
     pub fn decide(
         &mut self,
         market: &Market,
         time_ms: i64,
-        signals: &[Signal],
+        signals: impl IntoIterator<Item = impl SignalIn>,
         state: TradingState,
         mut id_of: impl FnMut(usize) -> ClientOrderId,
     ) -> Vec<Decision> {
         let equity = self.equity();
-        let mut exposure = self.exposure(equity, market);
-        let mut decisions = Vec::with_capacity(signals.len());
-        for (seq, signal) in signals.iter().enumerate() {
-            let opens = matches!(signal.action, Action::OpenLong | Action::OpenShort);
-            let sym = market.index(&signal.symbol);
-            let checked = pre_trade(
-                signal,
-                state,
-                market.price(sym),
-                &exposure,
-                market.limits(sym),
-            );
-            let decision = match (checked, sym) {
-                (Err(reason), _) => Decision::Rejected(reason),
-                (Ok(_), None) if opens => Decision::Rejected(format!(
+        // What is held and pending, built at the first signal that opens: a
+        // close or a reduction passes the risk checks whatever is held.
+        let mut exposure: Option<Exposure> = None;
+        let closing = Exposure {
+            equity,
+            ..Exposure::default()
+        };
+        let mut signals = signals.into_iter().enumerate().peekable();
+        let mut decisions = Vec::with_capacity(signals.size_hint().0);
+        while let Some((seq, signal)) = signals.next() {
+            let given: &Signal = signal.borrow();
+            let opens = matches!(given.action, Action::OpenLong | Action::OpenShort);
+            let sym = market.index(&given.symbol);
+            let seen = match opens {
+                true => &*exposure.get_or_insert_with(|| self.exposure(equity, market)),
+                false => &closing,
+            };
+            let checked = pre_trade(given, state, market.price(sym), seen, market.limits(sym));
+            let verdict = match (checked, sym) {
+                (Err(reason), _) => Err(reason),
+                (Ok(_), None) if opens => Err(format!(
                     "symbol {} is not traded in this run",
-                    quoted(&signal.symbol)
+                    quoted(&given.symbol)
                 )),
                 (Ok(approved), sym) => {
-                    if let Some(a) = approved {
-                        exposure.add(signal, a);
+                    // Counted for the signals after it (if there are any).
+                    if let (Some(a), Some(exposure), Some(_)) =
+                        (approved, &mut exposure, signals.peek())
+                    {
+                        exposure.add(given, a);
                     }
                     let held = self
                         .open
                         .iter()
-                        .find(|p| p.pos.symbol == signal.symbol && p.pos.tag == signal.tag);
-                    let order = match (sym, opens, held) {
-                        (Some(sym), true, _) => {
-                            Some((sym, signal.action == Action::OpenLong, None))
-                        }
+                        .find(|p| p.pos.symbol == given.symbol && p.pos.tag == given.tag);
+                    Ok(match (sym, opens, held) {
+                        (Some(sym), true, _) => Some((sym, given.action == Action::OpenLong, None)),
                         (_, false, Some(p)) => {
                             Some((p.sym, p.pos.side == Side::Short, Some(p.pos.size)))
                         }
                         // Nothing open under the tag: nothing to do.
                         _ => None,
-                    };
-                    Decision::Accepted(order.map(|(sym, buy, max_quantity)| {
-                        let order = Order {
-                            id: id_of(seq),
-                            sym,
-                            signal: Arc::new(signal.clone()),
-                            buy,
-                            equity,
-                            max_quantity,
-                            reference_price: market.price(Some(sym)),
-                            max_deviation_pct: market.max_deviation_pct,
-                            trigger: None,
-                        };
-                        self.pending.push(order.clone());
-                        order
-                    }))
+                    })
                 }
             };
-            if let Decision::Rejected(reason) = &decision {
-                self.rejected.push(Rejection {
-                    time_ms,
-                    signal: signal.clone(),
-                    reason: reason.clone(),
-                    by: RejectedBy::Risk,
-                });
-            }
+            let decision = match verdict {
+                Err(reason) => {
+                    self.rejected.push(Rejection {
+                        time_ms,
+                        signal: signal.into_signal(),
+                        reason: reason.clone(),
+                        by: RejectedBy::Risk,
+                    });
+                    Decision::Rejected(reason)
+                }
+                Ok(order) => Decision::Accepted(order.map(|(sym, buy, max_quantity)| {
+                    let order = Order {
+                        id: id_of(seq),
+                        sym,
+                        signal: Arc::new(signal.into_signal()),
+                        buy,
+                        equity,
+                        max_quantity,
+                        reference_price: market.price(Some(sym)),
+                        max_deviation_pct: market.max_deviation_pct,
+                        trigger: None,
+                    };
+                    self.pending.push(order.clone());
+                    order
+                })),
+            };
             decisions.push(decision);
         }
         decisions

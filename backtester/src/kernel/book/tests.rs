@@ -169,6 +169,46 @@ fn pending_orders_count_against_the_next_signals_and_fills_settle_them() {
 }
 
 #[test]
+fn signals_of_one_close_count_against_what_is_held_and_each_other() {
+    let m = market_with(0.6);
+    let mut held = Book::new(1000.0);
+    let buy = Signal::open_long("A", Size::Quote(300.0));
+    let o = order(&held.decide(&m, 0, [&buy], TradingState::Active, id)[0]);
+    held.settle(fill(&o, 100.0, 3.0));
+    // Equity 999.7, so 599.82 a symbol: 300 held + 200 fits, 200 more does
+    // not; B has its own limit. The close of nothing comes first, so the
+    // exposure is not looked at before an opening signal.
+    let signals = [
+        Signal::close("B"),
+        Signal::open_long("A", Size::Quote(200.0)).reason("second"),
+        Signal::open_long("A", Size::Quote(200.0)).reason("third"),
+        Signal::open_long("B", Size::Quote(500.0)),
+    ];
+    let kinds = |decisions: &[Decision]| -> Vec<&'static str> {
+        decisions
+            .iter()
+            .map(|d| match d {
+                Decision::Accepted(None) => "nothing",
+                Decision::Accepted(Some(_)) => "order",
+                Decision::Rejected(_) => "refused",
+            })
+            .collect()
+    };
+    let mut borrowed = held.clone();
+    let lent = borrowed.decide(&m, 1, &signals, TradingState::Active, id);
+    let mut owned = held.clone();
+    let given = owned.decide(&m, 1, signals.clone(), TradingState::Active, id);
+    for (book, decisions) in [(&borrowed, &lent), (&owned, &given)] {
+        assert_eq!(kinds(decisions), ["nothing", "order", "refused", "order"]);
+        assert_eq!(book.rejected.len(), 1);
+        assert_eq!(book.rejected[0].signal, signals[2], "kept whole");
+        let pending: Vec<_> = book.pending.iter().map(|o| &*o.signal).collect();
+        assert_eq!(pending, [&signals[1], &signals[3]]);
+    }
+    assert_eq!(lent, given);
+}
+
+#[test]
 fn an_order_filled_in_parts_is_booked_part_by_part_until_the_venue_ends_it() {
     let m = market();
     let mut book = Book::new(1000.0);
