@@ -54,7 +54,12 @@ impl fmt::Display for Fixed {
             out.put(b'-');
         }
         let text = out.text()?;
-        f.pad(text)
+        // `pad` only for a width or a precision: it costs a few hundred
+        // instructions in wasm even without them.
+        match (f.width(), f.precision()) {
+            (None, None) => f.write_str(text),
+            _ => f.pad(text),
+        }
     }
 }
 
@@ -244,5 +249,8 @@ mod tests {
         assert_eq!(format!("[{:>10}]", fixed(12.3456, 2)), "[     12.35]");
         assert_eq!(format!("[{:<8}]", fixed(-1.0, 1)), "[-1.0    ]");
         assert_eq!(format!("[{:>6}]", fixed(f64::NAN, 3)), "[   NaN]");
+        // A precision cuts the text, as for any string.
+        assert_eq!(format!("[{:.3}]", fixed(12.3456, 2)), "[12.]");
+        assert_eq!(format!("[{:>5.2}]", fixed(-7.25, 2)), "[   -7]");
     }
 }
