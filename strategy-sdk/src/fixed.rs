@@ -54,12 +54,7 @@ impl fmt::Display for Fixed {
             out.put(b'-');
         }
         let text = out.text()?;
-        // `pad` only for a width or a precision: it costs a few hundred
-        // instructions in wasm even without them.
-        match (f.width(), f.precision()) {
-            (None, None) => f.write_str(text),
-            _ => f.pad(text),
-        }
+        f.pad(text)
     }
 }
 
