@@ -5,6 +5,7 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    keep_the_c_heap();
     quiet_on_closed_stdout();
     let mut filter = tracing_subscriber::EnvFilter::try_from_env("KEEL_LOG")
         // Feed, venue and Telegram trouble is the operator's business from the start.
@@ -35,6 +36,28 @@ fn main() {
         }
     }
 }
+
+/// SQLite allocates with the C library's malloc (Rust's own allocations go
+/// to mimalloc), and each span an import writes is a few megabytes it
+/// copies twice (binding the blob, making the record). Under glibc's
+/// defaults a block that large is mapped fresh and unmapped when freed, or
+/// the heap's top is given back, so every span's copies fault their pages
+/// in again: a fifth of a 10M-bar Parquet import's time. Blocks up to
+/// 64 MiB come from the heap and up to 128 MiB of free heap is kept for
+/// the next; a backtest's peak memory does not move (BENCHMARKS.md).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn keep_the_c_heap() {
+    #[allow(unsafe_code)]
+    // SAFETY: mallopt only sets the allocator's tunables; called first
+    // thing, before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 128 << 20);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn keep_the_c_heap() {}
 
 /// `keel candidate list | head -3`: once the reader is gone, `println!`
 /// panics on the broken pipe. That ends the output, not in error: leave
