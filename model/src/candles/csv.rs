@@ -228,10 +228,14 @@ impl<'c> Lines<'c> {
             return self.lines(text, out);
         };
         let (first, second) = text.split_at(cut);
+        // The second half counts its lines from 0: they follow the first
+        // half's once both are read. A line it names in an error would be
+        // wrong, so its errors are never said: that half is read again
+        // after the first, whose count is then known.
         let mut rest = Lines {
             source: self.source.clone(),
             columns: self.columns,
-            line: self.line + first.bytes().filter(|&b| b == b'\n').count(),
+            line: 0,
             layout: Some(Layout {
                 last_ms: None,
                 ..*layout
@@ -253,11 +257,12 @@ impl<'c> Lines<'c> {
             // In order where the halves meet: kept as read.
             (Ok(()), Some(next)) if last_ms.is_none_or(|last| next.time_ms > last) => {
                 out.append(&mut later);
-                (self.line, self.layout) = (rest.line, rest.layout);
+                self.line += rest.line;
+                self.layout = rest.layout;
                 Ok(())
             }
             (Ok(()), None) => {
-                self.line = rest.line;
+                self.line += rest.line;
                 Ok(())
             }
             // Read again after the first half, for the error its own line gives.
@@ -635,9 +640,11 @@ mod tests {
         )
         .expect("utf-8");
         let lines: Vec<String> = text.lines().map(str::to_owned).collect();
-        let half = text.len() / 2;
-        let cut = half + text[half..].find('\n').expect("newline") + 1;
-        let index = text[..cut].lines().count();
+        // The rows after the header are one block (`read`).
+        let body = &text[text.find('\n').expect("header") + 1..];
+        let half = body.len() / 2;
+        let cut = half + body[half..].find('\n').expect("newline") + 1;
+        let index = 1 + body[..cut].lines().count();
         (lines, index)
     }
 
@@ -645,7 +652,9 @@ mod tests {
         let columns = Columns::default();
         let mut rows = Lines::new("a.csv", &columns);
         let mut out = Vec::new();
-        rows.block(&(lines.join("\n") + "\n"), &mut out)?;
+        // The header alone first: a block is read in halves once it is known.
+        rows.block(&(lines[0].clone() + "\n"), &mut out)?;
+        rows.block(&(lines[1..].join("\n") + "\n"), &mut out)?;
         Ok(out)
     }
 
@@ -659,6 +668,29 @@ mod tests {
         one.lines(&text, &mut in_turn).expect("in turn");
         assert_eq!(read(&lines).expect("halves"), in_turn);
         assert_eq!(in_turn.len(), 40_000);
+    }
+
+    #[test]
+    fn lines_after_a_block_read_in_halves_are_counted_from_its_end() {
+        let (mut lines, second) = rows();
+        // Blank lines in either half are lines too.
+        lines.insert(second + 5, String::new());
+        lines.insert(7, String::new());
+        let columns = Columns::default();
+        let mut rows = Lines::new("a.csv", &columns);
+        let mut out = Vec::new();
+        // The header first: a block is read in halves once it is known.
+        rows.block(&(lines[0].clone() + "\n"), &mut out)
+            .expect("header");
+        rows.block(&(lines[1..].join("\n") + "\n"), &mut out)
+            .expect("rows");
+        assert_eq!(out.len(), 40_000);
+        let next = "2030-01-01T00:00:00Z,1,1,1,1,1\n\nnot a row\n";
+        let err = rows.block(next, &mut out).expect_err("broken").to_string();
+        assert_eq!(
+            err,
+            format!("a.csv:{}: expected 6 fields, found 1", lines.len() + 3)
+        );
     }
 
     #[test]
