@@ -507,6 +507,59 @@ fn output_into_a_closed_pipe_ends_quietly() {
 }
 
 #[test]
+fn output_that_cannot_be_written_is_an_error_in_one_line_not_a_panic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("keel.db");
+    let csv = data("UNITTEST_BTC-1m.csv");
+    let keel = |stdout: std::process::Stdio, stderr: std::process::Stdio| {
+        Command::new(env!("CARGO_BIN_EXE_keel"))
+            .arg("--db")
+            .arg(&db)
+            .args(["data", "import", path(&csv), "--symbol", "UT/BTC"])
+            .args(["--timeframe", "1m", "--replace"])
+            .env_remove("KEEL_LOG")
+            .stdout(stdout)
+            .stderr(stderr)
+            .output()
+            .expect("run keel")
+    };
+    // A full disk under stdout: the import is stored, the report is not.
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full");
+    let out = keel(full.into(), std::process::Stdio::piped());
+    assert_eq!(
+        text(&out.stderr),
+        "error: cannot write to stdout: No space left on device (os error 28)\n"
+    );
+    assert_eq!(out.status.code(), Some(1));
+    // stderr's reader gone: nowhere to say why, and no panic (exit 101).
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(&bad, "time,open,high,low,close,volume\nx\n").expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .arg("--db")
+        .arg(&db)
+        .args(["data", "import", path(&bad), "--symbol", "UT/BTC"])
+        .args(["--timeframe", "1m"])
+        .env_remove("KEEL_LOG")
+        .stderr(writer)
+        .output()
+        .expect("run keel");
+    assert_eq!(out.status.code(), Some(1));
+    // What was imported is there whole.
+    let listed = keel(std::process::Stdio::piped(), std::process::Stdio::piped());
+    assert!(listed.status.success(), "{}", text(&listed.stderr));
+    assert!(
+        text(&listed.stdout).contains("0 new, "),
+        "{}",
+        text(&listed.stdout)
+    );
+}
+
+#[test]
 fn a_run_report_of_no_run_is_one_line_naming_what_is_missing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("keel.db");

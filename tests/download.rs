@@ -170,6 +170,31 @@ fn a_download_stores_the_bars_its_trades_make_reports_the_gap_and_then_is_up_to_
 }
 
 #[test]
+fn a_download_beside_stored_bars_tells_of_the_series_whole() {
+    let fake = fake();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("keel.db");
+    let url = fake.base_url();
+    let until = ["--until", "2024-01-01T05:00:00Z"];
+    let out = keel(&db, &args(&url, &until));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!text(&out.stdout).contains("the stored series now"));
+    let mut later = args(&url, &["--until", "2024-01-01T15:00:00Z"]);
+    let since = later.iter().position(|a| *a == "--since").expect("--since");
+    later[since + 1] = "2024-01-01T10:00:00Z";
+    let out = keel(&db, &later);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "downloaded XBT/USD 1h from kraken XBTUSD 1h: 5 bars (5 new, 0 unchanged, 0 replaced), \
+         2024-01-01T10:00:00Z .. 2024-01-01T14:00:00Z\n\
+         no gaps\n\
+         the stored series now: 10 bars, 2024-01-01T00:00:00Z .. 2024-01-01T14:00:00Z, \
+         1 gap (5 bars missing)\n"
+    );
+}
+
+#[test]
 fn busy_replies_are_waited_out_and_the_download_completes() {
     let fake = fake();
     fake.script_method(
@@ -388,12 +413,56 @@ fn an_address_nothing_answers_at_is_one_line_at_once_not_minutes_of_retries() {
 }
 
 #[test]
+fn a_base_url_s_user_password_and_query_are_never_shown() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("keel.db");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let url = format!("http://user:s3cretpw@127.0.0.1:{port}/?apikey=SECRET123");
+    let out = keel(&db, &args(&url, &[]));
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.starts_with(&format!(
+            "error: kraken AssetPairs XBTUSD: cannot connect to http://127.0.0.1:{port} (no reply: "
+        )) && !err.contains("s3cret")
+            && !err.contains("SECRET")
+            && !err.contains("user"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_address_that_is_not_kraken_s_api_is_one_line_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("keel.db");
+    let fake = fake();
+    // The fake answers 404 under any other path.
+    let url = format!("{}/nope", fake.base_url());
+    let started = std::time::Instant::now();
+    let out = keel(&db, &args(&url, &[]));
+    let err = text(&out.stderr);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(
+        err,
+        "error: kraken AssetPairs XBTUSD: HTTP 404, not an answer of Kraken's API; is --base-url right?\n"
+    );
+}
+
+#[test]
 fn bad_options_are_refused_in_one_line_before_anything_is_asked() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("keel.db");
     // Nothing listens here: a request would fail otherwise.
     let url = "http://127.0.0.1:9";
-    let cases: [(&str, &str, &str); 8] = [
+    let cases: [(&str, &str, &str); 10] = [
         (
             "--since",
             "2009-12-31",
@@ -433,6 +502,16 @@ fn bad_options_are_refused_in_one_line_before_anything_is_asked() {
             "--venue",
             "binance",
             "error: invalid value 'binance' for '--venue <VENUE>': expected kraken",
+        ),
+        (
+            "--base-url",
+            "not a url",
+            "error: --base-url: not an http(s) URL (relative URL without a base)",
+        ),
+        (
+            "--base-url",
+            "ftp://127.0.0.1:9",
+            "error: --base-url: not an http(s) URL (its scheme is \"ftp\")",
         ),
     ];
     for (option, value, error) in cases {

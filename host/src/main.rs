@@ -63,13 +63,30 @@ fn keep_the_c_heap() {}
 /// panics on the broken pipe. That ends the output, not in error: leave
 /// quietly, as a tool killed by SIGPIPE would, without a panic message.
 /// (SIGPIPE itself stays ignored, as Rust sets it: `keel run` writes to
-/// sockets whose peers may leave, and must not die of it.)
+/// sockets whose peers may leave, and must not die of it.) Output that
+/// cannot be written otherwise (`> /dev/full`) is an error said in one
+/// line; when it is stderr that cannot be written, there is nowhere to
+/// say it. Either way what the command committed stays committed, and
+/// what it had not is not: as if it were killed there.
 fn quiet_on_closed_stdout() {
     let report = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        let message = (info.payload().downcast_ref::<String>()).map_or("", String::as_str);
-        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
-            std::process::exit(0);
+        let payload = info.payload();
+        let message = (payload.downcast_ref::<String>().map(String::as_str))
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if let Some(why) = message.strip_prefix("failed printing to stdout: ") {
+            if why.contains("Broken pipe") {
+                std::process::exit(0);
+            }
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                format!("error: cannot write to stdout: {why}\n").as_bytes(),
+            );
+            std::process::exit(1);
+        }
+        if message.starts_with("failed printing to stderr") {
+            std::process::exit(1);
         }
         report(info);
     }));

@@ -22,7 +22,7 @@ pub struct BacktestArgs {
     /// Strategy components to test.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
-    /// `[SYMBOL=]FILE` (CSV or .json) or `SYMBOL@TF` from the store; repeat for several symbols.
+    /// `[SYMBOL=]FILE` (CSV, freqtrade JSON, Feather or Parquet; .csv.gz and .json.gz too) or `SYMBOL@TF` from the store; repeat for several symbols.
     #[arg(long = "data", required = true, value_name = "SOURCE")]
     pub data: Vec<String>,
     /// Aggregate each series to bars of this length first (5m, 15m, 1h, 4h

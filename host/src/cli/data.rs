@@ -298,18 +298,7 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
                 println!("{mended}");
             }
             println!("{}", gap_line(&report.gaps));
-            // The lines above tell of the file's bars; a series that holds
-            // more (bars stored before, or a span mended) is told whole.
-            let series = store.series(&report.symbol, tf)?;
-            if let Some(s) = series.filter(|s| s.bars as usize != report.bars) {
-                println!(
-                    "the stored series now: {} bars, {} .. {}, {}",
-                    s.bars,
-                    format_time(s.first_ms),
-                    format_time(s.last_ms),
-                    gaps_text(&s)
-                );
-            }
+            print_stored_series(&store, &report.symbol, tf, report.bars)?;
             Ok(true)
         }
         DataCommand::Synth {
@@ -564,6 +553,28 @@ fn pump(
 }
 
 /// A stored series' gaps, as the catalogue counts them.
+/// After the lines that tell of the bars a command stored: the series
+/// whole, when it holds more than those (bars stored before, a span
+/// mended, another run's bars with a gap between).
+pub(super) fn print_stored_series(
+    store: &Store,
+    symbol: &str,
+    tf: Timeframe,
+    bars: usize,
+) -> anyhow::Result<()> {
+    let series = store.series(symbol, tf)?;
+    if let Some(s) = series.filter(|s| s.bars as usize != bars) {
+        println!(
+            "the stored series now: {} bars, {} .. {}, {}",
+            s.bars,
+            format_time(s.first_ms),
+            format_time(s.last_ms),
+            gaps_text(&s)
+        );
+    }
+    Ok(())
+}
+
 fn gaps_text(s: &crate::store::StoredSeries) -> String {
     match s.gaps {
         0 => "no gaps".to_owned(),

@@ -135,6 +135,7 @@ pub(super) fn run(args: DownloadArgs, db: &Path) -> anyhow::Result<bool> {
                 format_time(last),
             );
             println!("{}", gap_line(&summary.gaps));
+            super::data::print_stored_series(&store, &request.symbol, timeframe, summary.bars)?;
         }
         _ if summary.up_to_date && summary.resumed => println!(
             "{symbol} {timeframe} from {name} is up to date: every bar before {} is stored",

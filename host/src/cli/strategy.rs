@@ -68,7 +68,7 @@ pub enum StrategyCommand {
 pub struct StrategyRunArgs {
     /// The component (`.wasm`).
     pub file: PathBuf,
-    /// `[SYMBOL=]FILE` (CSV or .json) or `SYMBOL@TF` from the store (repeat for several symbols).
+    /// `[SYMBOL=]FILE` (CSV, freqtrade JSON, Feather or Parquet; .csv.gz and .json.gz too) or `SYMBOL@TF` from the store (repeat for several symbols).
     #[arg(long = "data", required = true, value_name = "[SYMBOL=]CSV")]
     pub data: Vec<String>,
     /// Aggregate each series to bars of this length first, as `keel

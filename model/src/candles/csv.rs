@@ -81,7 +81,7 @@ fn read_within(
         }
         // A file of another kind named as a CSV: said what it is.
         if read == n as u64
-            && let Some(what) = what_file_is(&block)
+            && let Some(what) = what_file_is(&block, gzip)
         {
             return Err(rows.invalid(1, what.into()));
         }
@@ -590,9 +590,22 @@ impl<W: std::io::Write> CsvRows<W> {
     }
 }
 
-/// What a file that is not text is, by its first bytes, and what to do
-/// with it; `None` when they say nothing known.
-fn what_file_is(start: &[u8]) -> Option<&'static str> {
+/// What a file that is not text is, by its first bytes (after gunzip
+/// when `gzip`), and what to do with it; `None` when they say nothing
+/// known.
+fn what_file_is(start: &[u8], gzip: bool) -> Option<&'static str> {
+    if gzip && start.starts_with(b"PAR1") {
+        return Some(
+            "a gzip-compressed Parquet file, which Keel does not read: gunzip it \
+             and name it .parquet (Parquet compresses its columns itself)",
+        );
+    }
+    if gzip && start.starts_with(b"ARROW1") {
+        return Some(
+            "a gzip-compressed Arrow IPC (Feather) file, which Keel does not read: \
+             gunzip it and name it .feather (Feather compresses its columns itself)",
+        );
+    }
     const KNOWN: [(&[u8], &str); 10] = [
         (b"PAR1", "a Parquet file: name it .parquet"),
         (b"ARROW1", "an Arrow IPC (Feather) file: name it .feather"),

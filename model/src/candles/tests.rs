@@ -128,6 +128,28 @@ fn a_gzip_file_is_read_through() {
     encoder.write_all(text.as_bytes()).expect("compress");
     std::fs::write(&gz, encoder.finish().expect("compress")).expect("write");
     assert_eq!(read_file(&gz).expect("read").len(), 40);
+    // Parquet and Feather gzipped whole: said so, and what to do.
+    for (name, start, says) in [
+        (
+            "x.feather.gz",
+            &b"ARROW1\0\0\xff"[..],
+            "x.feather.gz:1: a gzip-compressed Arrow IPC (Feather) file, which Keel does not \
+             read: gunzip it and name it .feather",
+        ),
+        (
+            "x.parquet.gz",
+            b"PAR1\x15\x04",
+            "x.parquet.gz:1: a gzip-compressed Parquet file, which Keel does not read: gunzip \
+             it and name it .parquet",
+        ),
+    ] {
+        let path = dir.path().join(name);
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(start).expect("compress");
+        std::fs::write(&path, encoder.finish().expect("compress")).expect("write");
+        let err = read_file(&path).expect_err(name).to_string();
+        assert!(err.contains(says), "{err}");
+    }
     assert!(is_json(Path::new("a/ETH_BTC-5m.json.gz")) && is_json(Path::new("b.JSON")));
     assert!(!is_json(Path::new("x.csv.gz")) && !is_json(Path::new("json.gz")));
 }

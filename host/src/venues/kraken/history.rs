@@ -6,7 +6,8 @@
 //! second); a rate-limit reply (`EGeneral:Too many requests`, HTTP 429), a
 //! 5xx, `EService:*`, no reply in time or a body that is not JSON is tried
 //! again after a doubling wait, a bounded number of times; any other error
-//! (`EQuery:Unknown asset pair`) ends the download at once.
+//! (`EQuery:Unknown asset pair`, a 4xx that is not Kraken's) ends the
+//! download at once.
 //!
 //! Why bars are made from trades throughout, even for the 720 most recent
 //! bars Kraken's `OHLC` would give in one request: OHLC fills an interval
@@ -52,6 +53,8 @@ const MAX_REPLY: u64 = 4 << 20;
 /// Kraken's trade history, read over HTTP.
 pub struct KrakenHistory {
     base: String,
+    /// `base` as messages show it: no user, password or query.
+    shown: String,
     http: reqwest::blocking::Client,
     pace: PublicLimit,
     started: Instant,
@@ -71,7 +74,7 @@ pub struct KrakenHistory {
 impl std::fmt::Debug for KrakenHistory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KrakenHistory")
-            .field("base", &self.base)
+            .field("base", &self.shown)
             .finish()
     }
 }
@@ -100,8 +103,11 @@ impl KrakenHistory {
     /// Reads from `base` (`DEFAULT_URL`), at most `per_s` requests a
     /// second; retries are announced to `say`.
     pub fn new(base: &str, per_s: f64, say: Box<dyn FnMut(&str)>) -> anyhow::Result<KrakenHistory> {
+        let shown =
+            crate::venues::base_url(base).map_err(|e| anyhow::anyhow!("--base-url: {e}"))?;
         Ok(KrakenHistory {
             base: base.trim_end_matches('/').to_owned(),
+            shown,
             http: Client::http_client(REQUEST_TIMEOUT)?,
             pace: PublicLimit::new(per_s),
             started: Instant::now(),
@@ -151,7 +157,7 @@ impl KrakenHistory {
                 Outcome::Unreachable(e) if !self.answered => {
                     return Err(HistoryError::GaveUp(format!(
                         "{what}: cannot connect to {} ({e}); is --base-url right?",
-                        shown::text(&self.base)
+                        shown::text(&self.shown)
                     )));
                 }
                 Outcome::Retry(e) | Outcome::Unreachable(e) => problem = e,
@@ -270,6 +276,13 @@ fn classify(status: u16, body: &str) -> Outcome {
     }
     match reply::parse::<Value>(status, body) {
         Ok(result) => Outcome::Answer(result),
+        // Refused by what answered, and not in Kraken's words: asking
+        // again gets the same (a wrong address, a proxy that forbids it).
+        Err(Failure::Malformed(_)) if (400..500).contains(&status) && status != 408 => {
+            Outcome::Fatal(format!(
+                "HTTP {status}, not an answer of Kraken's API; is --base-url right?"
+            ))
+        }
         // 5xx, `EService:*`, `EGeneral:Internal error`; a body that is not
         // Kraken's (a proxy's error page).
         Err(Failure::Unknown(e) | Failure::Malformed(e) | Failure::RestRateLimit(e)) => {

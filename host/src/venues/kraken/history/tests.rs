@@ -38,6 +38,27 @@ fn replies_are_sorted_into_answers_retries_and_refusals() {
             retry("EService:Busy"),
         ),
         (503, "<html>", retry("HTTP 503")),
+        // A wrong address, a proxy that forbids: not Kraken's refusal.
+        (
+            404,
+            "{}",
+            Outcome::Fatal("HTTP 404, not an answer of Kraken's API; is --base-url right?".into()),
+        ),
+        (
+            403,
+            "<html>Forbidden</html>",
+            Outcome::Fatal("HTTP 403, not an answer of Kraken's API; is --base-url right?".into()),
+        ),
+        (
+            408,
+            "",
+            retry("HTTP 408: EOF while parsing a value at line 1 column 0"),
+        ),
+        (
+            400,
+            r#"{"error":["EGeneral:Invalid arguments"]}"#,
+            Outcome::Fatal("EGeneral:Invalid arguments".into()),
+        ),
         (
             200,
             "<html>maintenance</html>",
