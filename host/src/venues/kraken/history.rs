@@ -62,6 +62,8 @@ pub struct KrakenHistory {
     say: Box<dyn FnMut(&str)>,
     /// The id of the last trade handed out, where Kraken gives ids.
     last_id: Option<u64>,
+    /// The last trade handed out.
+    last_trade: Option<Trade>,
     /// Whether the server has answered once in this run.
     answered: bool,
     /// The longest a request may take, to its body's last byte.
@@ -113,6 +115,7 @@ impl KrakenHistory {
             started: Instant::now(),
             say,
             last_id: None,
+            last_trade: None,
             answered: false,
             reply_within: REPLY_WITHIN,
             keys: Default::default(),
@@ -229,9 +232,13 @@ impl TradeHistory for KrakenHistory {
             ("count", PAGE_TRADES),
         ];
         let result = self.get(&what, "Trades", &query)?;
-        let page = parse_trades(&result, &keys, since, self.last_id)
+        let after = (self.last_id, self.last_trade.as_ref());
+        let page = parse_trades(&result, &keys, since, after)
             .map_err(|e| HistoryError::Malformed(format!("{what}: {e}")))?;
         self.last_id = page.last_id.or(self.last_id);
+        if let Some(t) = page.trades.last() {
+            self.last_trade = Some(t.clone());
+        }
         Ok(TradePage {
             trades: page.trades,
             next: page.last.to_string(),
@@ -308,17 +315,20 @@ struct Page {
 }
 
 /// Reads a `Trades` result asked for with `since` (ns), after the trade
-/// `after_id`: `{"<PAIR>": [["price", "volume", time_s, "b"|"s",
-/// "m"|"l", "misc", id], …], "last": "<ns>"}`. A row that is not a trade,
-/// a trade before `since`, an id that does not rise, or a `last` that does
-/// not move past the page (the next page would repeat it, or never end) is
-/// an error naming the row.
+/// `after` (its id, where Kraken gives one, and the trade): `{"<PAIR>":
+/// [["price", "volume", time_s, "b"|"s", "m"|"l", "misc", id], …],
+/// "last": "<ns>"}`. A row that is not a trade, a trade before `since`, an
+/// id that does not rise, a trade without an id that is the one before
+/// it again (the page before's last: `since` taken as inclusive), or a
+/// `last` that does not move past the page (the next page would repeat
+/// it, or never end) is an error naming the row.
 fn parse_trades(
     result: &Value,
     keys: &[String],
     since: i128,
-    after_id: Option<u64>,
+    after: (Option<u64>, Option<&Trade>),
 ) -> Result<Page, String> {
+    let (after_id, after_trade) = after;
     let fields = result.as_object().ok_or("the result is not an object")?;
     let last = match fields.get("last") {
         Some(Value::String(text)) => text.parse::<i128>().ok(),
@@ -393,11 +403,23 @@ fn parse_trades(
             }
             page.last_id = Some(id);
         }
-        page.trades.push(Trade {
+        let trade = Trade {
             time_us,
             price,
             volume,
-        });
+        };
+        // Without ids a repeat cannot be told from a new trade but by its
+        // figures: refused rather than counted twice.
+        if row.get(6).is_none_or(Value::is_null) && after_trade == Some(&trade) {
+            return Err(format!(
+                "row {i}: the page before's last trade again ({} at {}, volume {}), and no \
+                 trade ids to tell them apart: a repeat would be counted twice",
+                format_time(time_us.div_euclid(1000)),
+                trade.price,
+                trade.volume
+            ));
+        }
+        page.trades.push(trade);
     }
     if let Some(t) = page.trades.last() {
         if last <= since {

@@ -91,7 +91,7 @@ fn a_trades_result_is_read_and_every_bad_shape_named() {
         "last": "1688669598280411234"
     });
     let xbt = ["XXBTZUSD".to_owned(), "XBTUSD".to_owned()];
-    let page = parse_trades(&good, &xbt, since, None).expect("good");
+    let page = parse_trades(&good, &xbt, since, (None, None)).expect("good");
     assert_eq!(page.last, 1_688_669_598_280_411_234);
     assert_eq!(page.last_id, Some(61044953));
     assert_eq!(
@@ -105,7 +105,7 @@ fn a_trades_result_is_read_and_every_bad_shape_named() {
     // Nothing new: an empty page, whatever `last` says.
     let empty = serde_json::json!({ "XXBTZUSD": [], "last": since.to_string() });
     assert_eq!(
-        parse_trades(&empty, &xbt, since, None)
+        parse_trades(&empty, &xbt, since, (None, None))
             .expect("empty")
             .trades,
         []
@@ -113,7 +113,7 @@ fn a_trades_result_is_read_and_every_bad_shape_named() {
     // Another pair's trades are not this one's.
     let other = serde_json::json!({ "XETHZUSD": [], "last": since.to_string() });
     assert_eq!(
-        parse_trades(&other, &xbt, since, None).expect_err("another pair"),
+        parse_trades(&other, &xbt, since, (None, None)).expect_err("another pair"),
         "no trades under \"XXBTZUSD\" (the result holds \"XETHZUSD\")"
     );
     let x = ["X".to_owned(), "X".to_owned()];
@@ -187,16 +187,45 @@ fn a_trades_result_is_read_and_every_bad_shape_named() {
     ];
     for (result, error) in cases {
         assert_eq!(
-            parse_trades(&result, &x, since, None).expect_err(error),
+            parse_trades(&result, &x, since, (None, None)).expect_err(error),
             error
         );
     }
     // Ids go on rising across pages.
     let again = with(serde_json::json!([row("5", "1", t, 61044953)]), last);
     assert_eq!(
-        parse_trades(&again, &x, since, Some(61044953)).expect_err("repeat"),
+        parse_trades(&again, &x, since, (Some(61044953), None)).expect_err("repeat"),
         "row 0: trade id 61044953 does not follow 61044953"
     );
+    // Without ids, the page before's last trade again (`since` taken as
+    // inclusive) is refused; a trade after it, or another at its time
+    // with other figures, is a new one.
+    let no_ids = |rows: serde_json::Value| {
+        let rows: Vec<serde_json::Value> = (rows.as_array().expect("rows").iter())
+            .map(|r| serde_json::json!(r.as_array().expect("row")[..6]))
+            .collect();
+        with(serde_json::json!(rows), "1688669601000000000")
+    };
+    let before = Trade {
+        time_us: (t * 1e6).round() as i64,
+        price: 5.0,
+        volume: "1".parse().expect("volume"),
+    };
+    let repeat = no_ids(serde_json::json!([
+        row("5", "1", t, 0),
+        row("6", "1", t + 0.5, 0)
+    ]));
+    let err = parse_trades(&repeat, &x, since, (None, Some(&before))).expect_err("repeat");
+    assert!(
+        err.starts_with("row 0: the page before's last trade again (") && err.ends_with(" at 5, volume 1), and no trade ids to tell them apart: a repeat would be counted twice"),
+        "{err}"
+    );
+    let other = no_ids(serde_json::json!([
+        row("5", "2", t, 0),
+        row("6", "1", t + 0.5, 0)
+    ]));
+    let page = parse_trades(&other, &x, since, (None, Some(&before))).expect("another trade");
+    assert_eq!(page.trades.len(), 2);
 }
 
 /// A fake Kraken trading XBTUSD for 13 hours from `START`, quiet in hours
