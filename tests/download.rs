@@ -393,7 +393,8 @@ fn an_address_nothing_answers_at_is_one_line_at_once_not_minutes_of_retries() {
         .and_then(|l| l.local_addr())
         .expect("port")
         .port();
-    let url = format!("http://127.0.0.1:{port}");
+    // A user, a password and a query, which may be secrets: never shown.
+    let url = format!("http://user:s3cretpw@127.0.0.1:{port}/?apikey=SECRET123");
     let started = std::time::Instant::now();
     let out = keel(&db, &args(&url, &[]));
     assert!(
@@ -407,27 +408,8 @@ fn an_address_nothing_answers_at_is_one_line_at_once_not_minutes_of_retries() {
         err.starts_with(&format!(
             "error: kraken AssetPairs XBTUSD: cannot connect to http://127.0.0.1:{port} (no reply: "
         )) && err.ends_with("); is --base-url right?\n")
-            && err.lines().count() == 1,
-        "{err}"
-    );
-}
-
-#[test]
-fn a_base_url_s_user_password_and_query_are_never_shown() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("keel.db");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
-    let url = format!("http://user:s3cretpw@127.0.0.1:{port}/?apikey=SECRET123");
-    let out = keel(&db, &args(&url, &[]));
-    let err = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(
-        err.starts_with(&format!(
-            "error: kraken AssetPairs XBTUSD: cannot connect to http://127.0.0.1:{port} (no reply: "
-        )) && !err.contains("s3cret")
+            && err.lines().count() == 1
+            && !err.contains("s3cret")
             && !err.contains("SECRET")
             && !err.contains("user"),
         "{err}"
