@@ -511,11 +511,11 @@ fn output_that_cannot_be_written_is_an_error_in_one_line_not_a_panic() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("keel.db");
     let csv = data("UNITTEST_BTC-1m.csv");
-    let keel = |stdout: std::process::Stdio, stderr: std::process::Stdio| {
+    let import = |file: &Path, stdout: std::process::Stdio, stderr: std::process::Stdio| {
         Command::new(env!("CARGO_BIN_EXE_keel"))
             .arg("--db")
             .arg(&db)
-            .args(["data", "import", path(&csv), "--symbol", "UT/BTC"])
+            .args(["data", "import", path(file), "--symbol", "UT/BTC"])
             .args(["--timeframe", "1m", "--replace"])
             .env_remove("KEEL_LOG")
             .stdout(stdout)
@@ -528,7 +528,7 @@ fn output_that_cannot_be_written_is_an_error_in_one_line_not_a_panic() {
         .write(true)
         .open("/dev/full")
         .expect("/dev/full");
-    let out = keel(full.into(), std::process::Stdio::piped());
+    let out = import(&csv, full.into(), std::process::Stdio::piped());
     assert_eq!(
         text(&out.stderr),
         "error: cannot write to stdout: No space left on device (os error 28)\n"
@@ -539,18 +539,14 @@ fn output_that_cannot_be_written_is_an_error_in_one_line_not_a_panic() {
     drop(reader);
     let bad = dir.path().join("bad.csv");
     std::fs::write(&bad, "time,open,high,low,close,volume\nx\n").expect("write");
-    let out = Command::new(env!("CARGO_BIN_EXE_keel"))
-        .arg("--db")
-        .arg(&db)
-        .args(["data", "import", path(&bad), "--symbol", "UT/BTC"])
-        .args(["--timeframe", "1m"])
-        .env_remove("KEEL_LOG")
-        .stderr(writer)
-        .output()
-        .expect("run keel");
+    let out = import(&bad, std::process::Stdio::piped(), writer.into());
     assert_eq!(out.status.code(), Some(1));
     // What was imported is there whole.
-    let listed = keel(std::process::Stdio::piped(), std::process::Stdio::piped());
+    let listed = import(
+        &csv,
+        std::process::Stdio::piped(),
+        std::process::Stdio::piped(),
+    );
     assert!(listed.status.success(), "{}", text(&listed.stderr));
     assert!(
         text(&listed.stdout).contains("0 new, "),

@@ -552,7 +552,6 @@ fn pump(
     Ok((written, partial))
 }
 
-/// A stored series' gaps, as the catalogue counts them.
 /// After the lines that tell of the bars a command stored: the series
 /// whole, when it holds more than those (bars stored before, a span
 /// mended, another run's bars with a gap between).
@@ -575,6 +574,7 @@ pub(super) fn print_stored_series(
     Ok(())
 }
 
+/// A stored series' gaps, as the catalogue counts them.
 fn gaps_text(s: &crate::store::StoredSeries) -> String {
     match s.gaps {
         0 => "no gaps".to_owned(),

@@ -395,7 +395,8 @@ fn parse_trades(
                 format_time(time_us.div_euclid(1000))
             ));
         }
-        if let Some(id) = row.get(6).and_then(Value::as_u64) {
+        let id = row.get(6).and_then(Value::as_u64);
+        if let Some(id) = id {
             if let Some(before) = page.last_id.or(after_id)
                 && id <= before
             {
@@ -410,7 +411,7 @@ fn parse_trades(
         };
         // Without ids a repeat cannot be told from a new trade but by its
         // figures: refused rather than counted twice.
-        if row.get(6).is_none_or(Value::is_null) && after_trade == Some(&trade) {
+        if id.is_none() && after_trade == Some(&trade) {
             return Err(format!(
                 "row {i}: the page before's last trade again ({} at {}, volume {}), and no \
                  trade ids to tell them apart: a repeat would be counted twice",
