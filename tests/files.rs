@@ -299,7 +299,7 @@ fn synth_writes_parquet_when_the_name_says_so() {
 /// types, then one per row, `ms,open,high,low,close,volume` (the numbers
 /// as Python writes them back, exactly). Needs python3 with pandas and
 /// pyarrow (`KEEL_PYTHON` names another python), which `.ci/run` installs.
-fn pandas_reads(file: &Path) -> String {
+pub(crate) fn pandas_reads(file: &Path) -> String {
     const SCRIPT: &str = "import sys, pandas as pd
 df = pd.read_parquet(sys.argv[1])
 print(','.join(f'{c}:{t}' for c, t in df.dtypes.items()))

@@ -30,10 +30,12 @@ fn expected_bars(path: &Path) -> Vec<(keel_model::candles::Candle, usize)> {
 /// What pandas' `resample` makes of the shared candles
 /// (`tests/data/resample/make.py` wrote it) is what Keel's aggregation
 /// makes: the same bars at the same times, the same prices to the bit, the
-/// same volumes to rounding, and the same bars counted partial.
+/// same volumes to rounding, and the same bars marked partial, in pieces
+/// as in one.
 #[test]
 fn aggregation_makes_what_pandas_resample_makes_of_the_shared_data() {
-    use keel_model::candles::{Timeframe, read_file, resample::resample};
+    use keel_model::candles::resample::{FIRST_PARTIAL, Resampler, resample};
+    use keel_model::candles::{Timeframe, read_file};
     let dir = crate::support::repo().join("tests/data/resample");
     let cases = [
         ("UNITTEST_BTC-1m.csv", 60_000, ["15m", "1h", "1d"]),
@@ -63,11 +65,104 @@ fn aggregation_makes_what_pandas_resample_makes_of_the_shared_data() {
                 );
             }
             let whole = (to.duration_ms() / from_ms) as usize;
-            let partial = expected.iter().filter(|(_, n)| *n < whole).count();
-            assert_eq!(made.partial, partial, "{file} to {tf}");
-            assert!(partial > 0, "the shared data has gaps: some bar is partial");
+            let short: Vec<bool> = expected.iter().map(|(_, n)| *n < whole).collect();
+            let partial: Vec<i64> = (expected.iter().zip(&short))
+                .filter(|(_, short)| **short)
+                .map(|((bar, _), _)| bar.time_ms)
+                .collect();
+            assert_eq!(made.partial.count, partial.len(), "{file} to {tf}");
+            assert!(
+                !partial.is_empty(),
+                "the shared data has gaps: bars are partial"
+            );
+            let first = &partial[..partial.len().min(FIRST_PARTIAL)];
+            assert_eq!(made.partial.first, first, "{file} to {tf}");
+            // Bar by bar, as an export marks them.
+            let mut resampler = Resampler::new(from_ms, to).expect("valid");
+            let (mut bars, mut marks) = (Vec::new(), Vec::new());
+            for piece in source.chunks(1_000) {
+                resampler.push_marked(piece, &mut bars, &mut marks);
+            }
+            resampler.finish_marked(&mut bars, Some(&mut marks));
+            assert_eq!(bars, made.candles, "{file} to {tf}");
+            assert_eq!(marks, short, "{file} to {tf}");
         }
     }
+}
+
+/// An aggregated export marks each partial bar in a `partial` column, as
+/// pandas counts them short: `true`/`false` in CSV, which pandas reads as
+/// booleans, and a boolean column in Parquet; the summary says how many
+/// and where the first are. An export as stored has no such column.
+#[test]
+fn an_aggregated_export_marks_the_bars_pandas_counts_short() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("keel.db");
+    let eth = data("crypto-5m/ETH_BTC-5m.csv");
+    let out = import_file(&db, path(&eth), "ETH/BTC", "5m");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let expected =
+        expected_bars(&crate::support::repo().join("tests/data/resample/ETH_BTC-5m-to-1h.csv"));
+    let short: Vec<bool> = expected.iter().map(|(_, n)| *n < 12).collect();
+    let count = short.iter().filter(|s| **s).count();
+    assert!(count > 0 && count < short.len(), "{count}");
+
+    let csv = dir.path().join("eth-1h.csv");
+    let out = export_eth(&db, &csv, &["--timeframe", "1h"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let first = keel_model::candles::format_time(
+        expected[short.iter().position(|s| *s).expect("a partial bar")]
+            .0
+            .time_ms,
+    );
+    assert!(
+        stdout(&out).contains(&format!("({count} partial, marked in its partial column"))
+            && stdout(&out).contains(&format!("; at {first}")),
+        "{}",
+        stdout(&out)
+    );
+    let text = std::fs::read_to_string(&csv).expect("csv");
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some("time,open,high,low,close,volume,partial")
+    );
+    let marks: Vec<bool> = lines
+        .map(|line| match line.rsplit_once(',') {
+            Some((_, "true")) => true,
+            Some((_, "false")) => false,
+            _ => panic!("no mark: {line}"),
+        })
+        .collect();
+    assert_eq!(marks, short);
+    // Read as candles, the column is left aside: the bars aggregated.
+    let read = keel_model::candles::read_file(&csv).expect("read");
+    let bars: Vec<_> = expected.iter().map(|(bar, _)| bar.time_ms).collect();
+    assert_eq!(read.iter().map(|c| c.time_ms).collect::<Vec<_>>(), bars);
+
+    let parquet = dir.path().join("eth-1h.parquet");
+    let out = export_eth(&db, &parquet, &["--timeframe", "1h"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = crate::files::pandas_reads(&parquet);
+    let mut lines = said.lines();
+    assert_eq!(
+        lines.next(),
+        Some(
+            "date:datetime64[ms, UTC],open:float64,high:float64,low:float64,close:float64,volume:float64,partial:bool"
+        )
+    );
+    let marks: Vec<bool> = lines.map(|line| line.ends_with(",1.0")).collect();
+    assert_eq!(marks, short, "pandas reads the marks");
+    assert_eq!(
+        keel_model::candles::read_file(&parquet).expect("read"),
+        read
+    );
+
+    // As stored: no marks, no column.
+    let out = export_eth(&db, &csv, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = std::fs::read_to_string(&csv).expect("csv");
+    assert_eq!(text.lines().next(), Some("time,open,high,low,close,volume"));
 }
 
 /// `--timeframe` hands a strategy the bars it declares: sma-cross (1h) on
@@ -109,7 +204,8 @@ fn a_backtest_aggregates_to_the_timeframe_asked_for() {
     assert!(
         said.contains("note: ")
             && said.contains("as 1h: ")
-            && said.contains("of 240 bars are partial"),
+            && said.contains("of 240 bars are partial")
+            && said.contains("inside them): at 2017-11-04T23:00:00Z, "),
         "{said}"
     );
     let report: serde_json::Value =

@@ -199,8 +199,8 @@ fn resample_data(data: &mut [Dataset], to: Timeframe) -> anyhow::Result<Vec<Stri
         let made = candles::resample::resample(&d.series.candles, d.series.bar_ms, to)
             .map_err(|e| anyhow::anyhow!("--timeframe {to}: {}: {e}", d.reference.source))?;
         let source = format!("{} as {to}", d.reference.source);
-        if made.partial > 0 {
-            notes.push(partial_note(&source, made.partial, made.candles.len()));
+        if made.partial.count > 0 {
+            notes.push(partial_note(&source, &made.partial, made.candles.len()));
         }
         d.reference = DataRef::of(&d.series.symbol, source, &made.candles);
         d.series.candles = made.candles;
@@ -226,11 +226,13 @@ pub fn load_whole(
 }
 
 /// The note for an aggregated series (`source`, already `… as TF`) with
-/// `partial` of its `bars` partial.
-fn partial_note(source: &str, partial: usize, bars: usize) -> String {
+/// `partial` of its `bars` partial: how many, and where the first are.
+fn partial_note(source: &str, partial: &candles::resample::Partial, bars: usize) -> String {
     format!(
-        "{}: {partial} of {bars} bars are partial (a gap inside, or the data starts or ends inside them); kept as they are, never filled",
-        shown::text(source)
+        "{}: {} of {bars} bars are partial (a gap inside, or the data starts or ends inside them): {}; kept as they are, never filled",
+        shown::text(source),
+        partial.count,
+        partial.places()
     )
 }
 

@@ -60,7 +60,7 @@ pub struct Streamed {
 #[derive(Debug)]
 struct Made {
     reference: DataRef,
-    partial: usize,
+    partial: keel_model::candles::resample::Partial,
     again: bool,
 }
 
@@ -280,8 +280,8 @@ pub fn run_streamed(
         else {
             continue;
         };
-        if partial > 0 {
-            notes.push(partial_note(&reference.source, partial, reference.bars));
+        if partial.count > 0 {
+            notes.push(partial_note(&reference.source, &partial, reference.bars));
         }
         if let Some(data) = report.data.get_mut(i) {
             *data = reference;

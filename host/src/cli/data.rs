@@ -95,7 +95,11 @@ pub enum DataCommand {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
         /// Aggregate to bars of this length first (5m, 15m, 1h, 4h or 1d),
-        /// as `keel backtest --timeframe` does.
+        /// as `keel backtest --timeframe` does. The file then has a last
+        /// column `partial`: `true` for a bar with fewer candles than a
+        /// whole one (a gap inside, or the data starts or ends inside it).
+        /// An import leaves that column aside, as any column it does not
+        /// know: the store keeps bars, not marks.
         #[arg(long, value_name = "TF", value_parser = super::backtest::timeframe)]
         timeframe: Option<Timeframe>,
     },
@@ -400,8 +404,10 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
                         .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
                 };
                 let written = (|| {
-                    let mut rows = candles::CsvRows::new(std::io::stdout().lock())?;
-                    let pumped = pump(&store, &listed, tf, resampler, &mut |c| rows.write(c))?;
+                    let marked = resampler.is_some();
+                    let mut rows = candles::CsvRows::new(std::io::stdout().lock(), marked)?;
+                    let pumped =
+                        pump(&store, &listed, tf, resampler, &mut |c, p| rows.write(c, p))?;
                     drop(rows.finish()?);
                     anyhow::Ok(pumped)
                 })();
@@ -410,8 +416,8 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
                     other => other.context("standard output")?,
                 }
             } else {
-                let mut pumped = (0, 0);
-                candles::write_file_each(&out, |put| {
+                let mut pumped = (0, Default::default());
+                candles::write_file_each(&out, resampler.is_some(), |put| {
                     // A damaged series is said as a read says it; only what
                     // the file refuses is a failure to write.
                     pumped = pump(&store, &listed, tf, resampler, put).map_err(|e| {
@@ -424,11 +430,12 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
                 })?;
                 pumped
             };
-            let note = match partial {
+            let note = match partial.count {
                 0 => String::new(),
-                n => {
-                    format!(" ({n} partial: a gap inside, or the data starts or ends inside them)")
-                }
+                n => format!(
+                    " ({n} partial, marked in its partial column: a gap inside, or the data starts or ends inside them; {})",
+                    partial.places()
+                ),
             };
             let what = format!(
                 "{written} bars of {} {}{note}",
@@ -516,38 +523,42 @@ fn spacing_text(ms: i64) -> String {
 }
 
 /// Hands the stored series to `put` span by span, aggregated by
-/// `resampler` when given; how many bars it put, and how many of them are
-/// partial. A damaged span stops it with the store's error; a failed `put`
-/// with its own.
+/// `resampler` when given (with whether each bar is partial; no marks
+/// otherwise); how many bars it put, and which of them are partial. A
+/// damaged span stops it with the store's error; a failed `put` with its
+/// own.
 fn pump(
     store: &Store,
     listed: &crate::store::StoredSeries,
     tf: Timeframe,
     mut resampler: Option<candles::resample::Resampler>,
-    put: &mut dyn FnMut(&[Candle]) -> std::io::Result<()>,
-) -> anyhow::Result<(usize, usize)> {
-    let (mut written, mut made, mut failed) = (0, Vec::new(), None);
+    put: &mut candles::Put<'_>,
+) -> anyhow::Result<(usize, candles::resample::Partial)> {
+    let (mut written, mut failed) = (0, None);
+    let (mut made, mut marks) = (Vec::new(), Vec::new());
     store.stream_series(listed, tf, |span| {
-        let bars = match &mut resampler {
+        let (bars, marks) = match &mut resampler {
             Some(r) => {
                 made.clear();
-                r.push(span, &mut made);
-                &made[..]
+                marks.clear();
+                r.push_marked(span, &mut made, &mut marks);
+                (&made[..], &marks[..])
             }
-            None => &span[..],
+            None => (&span[..], &[][..]),
         };
         written += bars.len();
-        put(bars).map_err(|e| failed = Some(e)).is_ok()
+        put(bars, marks).map_err(|e| failed = Some(e)).is_ok()
     })?;
     if let Some(e) = failed {
         return Err(e.into());
     }
-    let mut partial = 0;
+    let mut partial = Default::default();
     if let Some(r) = resampler {
         made.clear();
-        partial = r.finish(&mut made);
+        marks.clear();
+        partial = r.finish_marked(&mut made, Some(&mut marks));
         written += made.len();
-        put(&made)?;
+        put(&made, &marks)?;
     }
     Ok((written, partial))
 }

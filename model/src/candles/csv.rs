@@ -546,31 +546,38 @@ pub fn write_csv(path: &Path, candles: &[Candle]) -> Result<(), CandleError> {
 
 /// The header and a line per candle into `out`, handed back flushed.
 pub fn write_rows<W: std::io::Write>(out: W, candles: &[Candle]) -> std::io::Result<W> {
-    let mut rows = CsvRows::new(out)?;
-    rows.write(candles)?;
+    let mut rows = CsvRows::new(out, false)?;
+    rows.write(candles, &[])?;
     rows.finish()
 }
 
 /// CSV in Keel's own layout being written, piece by piece: the header
-/// first, then a line per candle.
+/// first, then a line per candle; when `marked`, a last column `partial`
+/// says `true` or `false` of each bar (an aggregated series: see
+/// [`resample`](super::resample)).
 #[derive(Debug)]
 pub struct CsvRows<W: std::io::Write> {
     out: std::io::BufWriter<W>,
+    marked: bool,
 }
 
 impl<W: std::io::Write> CsvRows<W> {
-    pub fn new(out: W) -> std::io::Result<CsvRows<W>> {
+    pub fn new(out: W, marked: bool) -> std::io::Result<CsvRows<W>> {
         use std::io::Write;
         let mut out = std::io::BufWriter::new(out);
-        writeln!(out, "time,open,high,low,close,volume")?;
-        Ok(CsvRows { out })
+        let mark = if marked { ",partial" } else { "" };
+        writeln!(out, "time,open,high,low,close,volume{mark}")?;
+        Ok(CsvRows { out, marked })
     }
 
-    /// The next candles, each number in its shortest exact form.
-    pub fn write(&mut self, candles: &[Candle]) -> std::io::Result<()> {
+    /// The next candles, each number in its shortest exact form, and
+    /// whether each is partial when the file marks them (see
+    /// [`marks_fit`](super::marks_fit)).
+    pub fn write(&mut self, candles: &[Candle], partial: &[bool]) -> std::io::Result<()> {
         use std::io::Write;
-        for c in candles {
-            writeln!(
+        super::marks_fit(self.marked, candles, partial)?;
+        for (i, c) in candles.iter().enumerate() {
+            write!(
                 self.out,
                 "{},{},{},{},{},{}",
                 format_time(c.time_ms),
@@ -580,6 +587,10 @@ impl<W: std::io::Write> CsvRows<W> {
                 shown::number(c.close),
                 shown::number(c.volume)
             )?;
+            match partial.get(i) {
+                Some(p) => writeln!(self.out, ",{p}")?,
+                None => writeln!(self.out)?,
+            }
         }
         Ok(())
     }

@@ -236,11 +236,15 @@ pub fn write_file(path: &Path, candles: &[Candle]) -> Result<(), CandleError> {
 
 /// Writes a candle file as `write_file` does (its format by its name,
 /// replaced whole), from candles `fill` hands to `put` in pieces, oldest
-/// first, so that they need not be held whole. When `fill` fails nothing
-/// is written and its error is returned.
+/// first, so that they need not be held whole. When `marked`, the file has
+/// a last column `partial` (boolean in Parquet, `true`/`false` in CSV) and
+/// each piece comes with whether each of its bars is partial; otherwise
+/// with no marks (`&[]`). When `fill` fails nothing is written and its
+/// error is returned.
 pub fn write_file_each<E: From<CandleError>>(
     path: &Path,
-    fill: impl FnOnce(&mut dyn FnMut(&[Candle]) -> std::io::Result<()>) -> Result<(), E>,
+    marked: bool,
+    fill: impl FnOnce(&mut Put<'_>) -> Result<(), E>,
 ) -> Result<(), E> {
     /// Where the pieces go, by the file's name.
     enum Rows {
@@ -258,18 +262,19 @@ pub fn write_file_each<E: From<CandleError>>(
         let mut rows = match () {
             #[cfg(feature = "formats")]
             () if is_parquet(path) => {
-                Rows::Parquet(Box::new(self::parquet::ParquetRows::new(file)?))
+                Rows::Parquet(Box::new(self::parquet::ParquetRows::new(file, marked)?))
             }
-            () if is_gzip(path) => Rows::Gzip(CsvRows::new(flate2::write::GzEncoder::new(
-                file, GZIP_LEVEL,
-            ))?),
-            () => Rows::Csv(CsvRows::new(file)?),
+            () if is_gzip(path) => Rows::Gzip(CsvRows::new(
+                flate2::write::GzEncoder::new(file, GZIP_LEVEL),
+                marked,
+            )?),
+            () => Rows::Csv(CsvRows::new(file, marked)?),
         };
-        let filled = fill(&mut |candles| match &mut rows {
-            Rows::Csv(r) => r.write(candles),
-            Rows::Gzip(r) => r.write(candles),
+        let filled = fill(&mut |candles, partial| match &mut rows {
+            Rows::Csv(r) => r.write(candles, partial),
+            Rows::Gzip(r) => r.write(candles, partial),
             #[cfg(feature = "formats")]
-            Rows::Parquet(r) => r.write(candles),
+            Rows::Parquet(r) => r.write(candles, partial),
         });
         if let Err(e) = filled {
             failed = Some(e);
@@ -286,6 +291,33 @@ pub fn write_file_each<E: From<CandleError>>(
         Some(e) => Err(e),
         None => written.map_err(E::from),
     }
+}
+
+/// Where a writer's caller puts the next bars, and whether each is
+/// partial (see [`write_file_each`]).
+pub type Put<'a> = dyn FnMut(&[Candle], &[bool]) -> std::io::Result<()> + 'a;
+
+/// Whether `partial` fits `candles` for a file that marks partial bars
+/// (`marked`: a mark for each) or does not (none); else an error saying
+/// which, as a writer's caller got them wrong.
+pub(crate) fn marks_fit(marked: bool, candles: &[Candle], partial: &[bool]) -> std::io::Result<()> {
+    let wanted = if marked { candles.len() } else { 0 };
+    if partial.len() == wanted {
+        return Ok(());
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        format!(
+            "{} marks of partial bars for {} bars in a file {}",
+            partial.len(),
+            candles.len(),
+            if marked {
+                "that marks each"
+            } else {
+                "without marks"
+            }
+        ),
+    ))
 }
 
 /// How hard a written `.gz` file is compressed: the fastest level (about

@@ -3,7 +3,7 @@
 //! on whole multiples of it since the Unix epoch, so days start at 00:00
 //! UTC) takes the open of its first candle, the highest high, the lowest
 //! low, the close of its last and the volume summed. A bar nothing fell in
-//! is not made up; one with a gap inside is kept and counted as partial.
+//! is not made up; one with a gap inside is kept and marked partial.
 
 use super::{Candle, Timeframe};
 
@@ -17,13 +17,42 @@ pub const TARGETS: [Timeframe; 5] = [
     Timeframe::D1,
 ];
 
+/// How many partial bars' times [`Partial`] keeps, to say where they are.
+pub const FIRST_PARTIAL: usize = 3;
+
+/// Which bars aggregation made partial: fewer candles than a whole bar
+/// holds (a gap inside, or the data starts or ends inside them).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Partial {
+    /// How many.
+    pub count: usize,
+    /// The open times of the first of them, at most [`FIRST_PARTIAL`].
+    pub first: Vec<i64>,
+}
+
+impl Partial {
+    fn add(&mut self, time_ms: i64) {
+        self.count += 1;
+        if self.first.len() < FIRST_PARTIAL {
+            self.first.push(time_ms);
+        }
+    }
+
+    /// Where the first of them open: `at T`, or `at T1, T2, T3 and 5 more`.
+    pub fn places(&self) -> String {
+        let times: Vec<String> = self.first.iter().map(|&t| super::format_time(t)).collect();
+        match self.count.checked_sub(times.len()) {
+            Some(more @ 1..) => format!("at {} and {more} more", times.join(", ")),
+            _ => format!("at {}", times.join(", ")),
+        }
+    }
+}
+
 /// What aggregation made.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resampled {
     pub candles: Vec<Candle>,
-    /// How many of them hold fewer candles than a whole bar would (a gap
-    /// inside, or the data starts or ends inside them).
-    pub partial: usize,
+    pub partial: Partial,
 }
 
 /// `candles` (each `from_ms` long, in time order) as bars of `to`; else why
@@ -49,7 +78,7 @@ pub struct Resampler {
     whole: usize,
     /// The bar being made and how many candles it holds.
     bar: Option<(Candle, usize)>,
-    partial: usize,
+    partial: Partial,
 }
 
 impl Resampler {
@@ -72,13 +101,33 @@ impl Resampler {
             to_ms,
             whole: (to_ms / from_ms) as usize,
             bar: None,
-            partial: 0,
+            partial: Partial::default(),
         })
     }
 
     /// The next candles (after every earlier piece): the bars they
     /// complete are appended to `out`.
     pub fn push(&mut self, candles: &[Candle], out: &mut Vec<Candle>) {
+        self.feed(candles, out, None);
+    }
+
+    /// [`push`](Self::push), and whether each bar appended is partial
+    /// appended to `marks`, for a file that marks them.
+    pub fn push_marked(
+        &mut self,
+        candles: &[Candle],
+        out: &mut Vec<Candle>,
+        marks: &mut Vec<bool>,
+    ) {
+        self.feed(candles, out, Some(marks));
+    }
+
+    fn feed(
+        &mut self,
+        candles: &[Candle],
+        out: &mut Vec<Candle>,
+        mut marks: Option<&mut Vec<bool>>,
+    ) {
         for c in candles {
             let start = c.time_ms.div_euclid(self.to_ms) * self.to_ms;
             match &mut self.bar {
@@ -95,23 +144,44 @@ impl Resampler {
                         ..*c
                     };
                     if let Some(done) = self.bar.replace((next, 1)) {
-                        self.hand_over(done, out);
+                        self.hand_over(done, out, marks.as_deref_mut());
                     }
                 }
             }
         }
     }
 
-    /// Appends the last bar; how many of all the bars were partial.
-    pub fn finish(mut self, out: &mut Vec<Candle>) -> usize {
+    /// Appends the last bar; which of all the bars were partial.
+    pub fn finish(self, out: &mut Vec<Candle>) -> Partial {
+        self.finish_marked(out, None)
+    }
+
+    /// [`finish`](Self::finish), and whether the last bar is partial
+    /// appended to `marks` when given.
+    pub fn finish_marked(
+        mut self,
+        out: &mut Vec<Candle>,
+        marks: Option<&mut Vec<bool>>,
+    ) -> Partial {
         if let Some(done) = self.bar.take() {
-            self.hand_over(done, out);
+            self.hand_over(done, out, marks);
         }
         self.partial
     }
 
-    fn hand_over(&mut self, (bar, n): (Candle, usize), out: &mut Vec<Candle>) {
-        self.partial += usize::from(n < self.whole);
+    fn hand_over(
+        &mut self,
+        (bar, n): (Candle, usize),
+        out: &mut Vec<Candle>,
+        marks: Option<&mut Vec<bool>>,
+    ) {
+        let partial = n < self.whole;
+        if partial {
+            self.partial.add(bar.time_ms);
+        }
+        if let Some(marks) = marks {
+            marks.push(partial);
+        }
         out.push(bar);
     }
 }
@@ -149,13 +219,14 @@ mod tests {
                 candle(m, p, p + 2.0, p - 1.0, p + 0.5, 1.0 + m as f64)
             })
             .collect();
-        // The next bar misses its minutes 6 and 8: kept, counted partial.
+        // The next bar misses its minutes 6 and 8: kept, marked partial.
         candles.push(candle(5, 10.0, 11.0, 9.0, 10.5, 1.0));
         candles.push(candle(7, 10.5, 20.0, 10.0, 12.0, 2.0));
         candles.push(candle(9, 12.0, 13.0, 1.0, 12.5, 3.0));
         let r = resample(&candles, MIN, Timeframe::M5).expect("5m");
         assert_eq!(r.candles.len(), 2);
-        assert_eq!(r.partial, 1);
+        assert_eq!(r.partial.count, 1);
+        assert_eq!(r.partial.first, [candles[5].time_ms]);
         let first = r.candles[0];
         assert_eq!(first.time_ms, candles[0].time_ms);
         assert_eq!(
@@ -192,7 +263,9 @@ mod tests {
             .map(|c| (c.time_ms - candles[0].time_ms + 58 * MIN) / (60 * MIN))
             .collect();
         assert_eq!(hours, [0, 1, 3], "no bar invented for hour 2");
-        assert_eq!(r.partial, 3);
+        assert_eq!(r.partial.count, 3);
+        let starts: Vec<i64> = r.candles.iter().map(|c| c.time_ms).collect();
+        assert_eq!(r.partial.first, starts, "the first three kept to say where");
         assert!(r.candles.iter().all(|c| c.time_ms % (60 * MIN) == 0));
         assert_eq!(
             resample(&[], MIN, Timeframe::D1).expect("empty").candles,
@@ -217,7 +290,7 @@ mod tests {
                 .contains("5m, 15m, 1h, 4h, 1d only, not 1w")
         );
         let same = resample(&one, 60 * MIN, Timeframe::H1).expect("same length");
-        assert_eq!((same.candles.len(), same.partial), (1, 0));
+        assert_eq!((same.candles.len(), same.partial.count), (1, 0));
     }
 
     #[test]
@@ -230,15 +303,27 @@ mod tests {
             .collect();
         candles.retain(|c| c.time_ms % (7 * MIN) != 0); // gaps
         let whole = resample(&candles, MIN, Timeframe::M15).expect("whole");
-        assert!(whole.partial > 0);
+        assert!(whole.partial.count > FIRST_PARTIAL);
+        assert_eq!(whole.partial.first.len(), FIRST_PARTIAL);
+        // Each bar is marked partial when fewer than 15 candles fell in it.
+        let held = |bar: &Candle| {
+            let end = bar.time_ms + 15 * MIN;
+            candles
+                .iter()
+                .filter(|c| (bar.time_ms..end).contains(&c.time_ms))
+                .count()
+        };
+        let expected: Vec<bool> = whole.candles.iter().map(|b| held(b) < 15).collect();
+        assert_eq!(expected.iter().filter(|&&p| p).count(), whole.partial.count);
         for cut in [1, 2, 14, 15, 16, 97] {
             let mut r = Resampler::new(MIN, Timeframe::M15).expect("valid");
-            let mut out = Vec::new();
+            let (mut out, mut marks) = (Vec::new(), Vec::new());
             for piece in candles.chunks(cut) {
-                r.push(piece, &mut out);
-                r.push(&[], &mut out);
+                r.push_marked(piece, &mut out, &mut marks);
+                r.push_marked(&[], &mut out, &mut marks);
             }
-            let partial = r.finish(&mut out);
+            let partial = r.finish_marked(&mut out, Some(&mut marks));
+            assert_eq!(marks, expected, "pieces of {cut}");
             assert_eq!(
                 Resampled {
                     candles: out,

@@ -615,10 +615,10 @@ fn a_file_written_in_pieces_is_the_file_written_whole_or_nothing() {
             path: name.into(),
             error,
         };
-        write_file_each(&pieces, |put| {
+        write_file_each(&pieces, false, |put| {
             for piece in candles.chunks(6_553) {
-                put(piece).map_err(io)?;
-                put(&[]).map_err(io)?;
+                put(piece, &[]).map_err(io)?;
+                put(&[], &[]).map_err(io)?;
             }
             Ok::<_, CandleError>(())
         })
@@ -632,8 +632,8 @@ fn a_file_written_in_pieces_is_the_file_written_whole_or_nothing() {
             );
         }
         // A fill that fails leaves the file as it was.
-        let failed = write_file_each(&pieces, |put| {
-            put(&candles[..10]).map_err(io)?;
+        let failed = write_file_each(&pieces, false, |put| {
+            put(&candles[..10], &[]).map_err(io)?;
             Err(CandleError::Empty {
                 path: "the source".into(),
             })
@@ -644,6 +644,91 @@ fn a_file_written_in_pieces_is_the_file_written_whole_or_nothing() {
         );
         assert_eq!(read_file(&pieces).expect("read"), candles, "{name}");
     }
+}
+
+/// A file that marks partial bars has a last column `partial` with a mark
+/// for each bar, however the pieces came (Parquet's batches cut across
+/// them); marks that do not fit the bars fail the writing, and leave
+/// nothing.
+#[test]
+fn a_marked_file_has_a_mark_for_each_bar_in_its_last_column() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let candles = crate::synth::random_walk(6, 70_000, 1_700_000_000_000, 60_000, 50.0, 0.02);
+    let marks: Vec<bool> = (0..candles.len())
+        .map(|i| i % 3 == 0 || i > 65_530)
+        .collect();
+    let mut names = vec!["m.csv", "m.csv.gz"];
+    if cfg!(feature = "formats") {
+        names.push("m.parquet");
+    }
+    for name in names {
+        let path = dir.path().join(name);
+        let io = |error| CandleError::Write {
+            path: name.into(),
+            error,
+        };
+        write_file_each(&path, true, |put| {
+            for (bars, marks) in candles.chunks(6_553).zip(marks.chunks(6_553)) {
+                put(bars, marks).map_err(io)?;
+                put(&[], &[]).map_err(io)?;
+            }
+            Ok::<_, CandleError>(())
+        })
+        .expect("written");
+        assert_eq!(read_file(&path).expect("read"), candles, "{name}");
+        assert_eq!(written_marks(&path), marks, "{name}");
+
+        let wrong = dir.path().join(format!("wrong-{name}"));
+        let failed = write_file_each(&wrong, true, |put| {
+            put(&candles[..10], &marks[..1]).map_err(io)
+        });
+        assert!(
+            failed
+                .expect_err("too few marks")
+                .to_string()
+                .contains("1 marks of partial bars for 10 bars in a file that marks each"),
+            "{name}"
+        );
+        let failed = write_file_each(&wrong, false, |put| {
+            put(&candles[..10], &marks[..10]).map_err(io)
+        });
+        assert!(failed.is_err(), "marks in a file without them: {name}");
+        assert!(!wrong.exists(), "{name}");
+    }
+}
+
+/// The `partial` column of a marked file, as booleans.
+fn written_marks(path: &std::path::Path) -> Vec<bool> {
+    #[cfg(feature = "formats")]
+    if is_parquet(path) {
+        use arrow_array::cast::AsArray;
+        let file = std::fs::File::open(path).expect("open");
+        let reader = ::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .expect("parquet")
+            .build()
+            .expect("reader");
+        let mut marks = Vec::new();
+        for batch in reader {
+            let batch = batch.expect("batch");
+            let column = batch.column_by_name("partial").expect("a partial column");
+            marks.extend(column.as_boolean().iter().map(|m| m.expect("a mark")));
+        }
+        return marks;
+    }
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut open(path).expect("open"), &mut text).expect("text");
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some("time,open,high,low,close,volume,partial")
+    );
+    lines
+        .map(|line| match line.rsplit_once(',') {
+            Some((_, "true")) => true,
+            Some((_, "false")) => false,
+            _ => panic!("no mark: {line}"),
+        })
+        .collect()
 }
 
 /// Two writers of one file at once (two exports to the same `--out`): each
@@ -661,17 +746,17 @@ fn two_writers_of_one_file_at_once_leave_one_of_their_files_whole() {
     std::fs::write(&left_over, "half a file").expect("left over");
     let both_started = std::sync::Barrier::new(2);
     let write = |candles: &[Candle]| {
-        write_file_each(&path, |put| {
+        write_file_each(&path, false, |put| {
             let io = |error| CandleError::Write {
                 path: "same.csv".into(),
                 error,
             };
             let (first, rest) = candles.split_at(1_000);
-            put(first).map_err(io)?;
+            put(first, &[]).map_err(io)?;
             // Both have begun writing before either goes on.
             both_started.wait();
             for piece in rest.chunks(1_000) {
-                put(piece).map_err(io)?;
+                put(piece, &[]).map_err(io)?;
                 std::thread::yield_now();
             }
             Ok::<_, CandleError>(())

@@ -148,7 +148,7 @@ impl Reading {
         let Some(mut sink) = self.sink.take() else {
             return Ok(None);
         };
-        let mut partial = 0;
+        let mut partial = Default::default();
         if let Some(resampler) = sink.resampler.take() {
             let mut made = Vec::new();
             partial = resampler.finish(&mut made);

@@ -206,19 +206,21 @@ pub fn write_parquet(path: &Path, candles: &[Candle]) -> Result<(), CandleError>
 
 /// The candles as a Parquet file into `out`, handed back complete.
 fn write_table<W: std::io::Write + Send>(out: W, candles: &[Candle]) -> std::io::Result<W> {
-    let mut table = ParquetRows::new(out)?;
-    table.write(candles)?;
+    let mut table = ParquetRows::new(out, false)?;
+    table.write(candles, &[])?;
     table.finish()
 }
 
 /// A Parquet file being written piece by piece (`date` as timestamp[ms,
-/// UTC], then open, high, low, close, volume as float64, snappy), a row
-/// group every [`BATCH_ROWS`] candles.
+/// UTC], then open, high, low, close, volume as float64, and when marked
+/// `partial` as boolean; snappy), a row group every [`BATCH_ROWS`] candles.
 pub struct ParquetRows<W: std::io::Write + Send> {
     writer: ::parquet::arrow::ArrowWriter<W>,
     schema: Arc<Schema>,
     /// Candles not yet in a batch.
     held: Vec<Candle>,
+    /// Whether each held candle is partial, when the file marks them.
+    marks: Option<Vec<bool>>,
 }
 
 impl<W: std::io::Write + Send> std::fmt::Debug for ParquetRows<W> {
@@ -230,7 +232,7 @@ impl<W: std::io::Write + Send> std::fmt::Debug for ParquetRows<W> {
 }
 
 impl<W: std::io::Write + Send> ParquetRows<W> {
-    pub fn new(out: W) -> std::io::Result<ParquetRows<W>> {
+    pub fn new(out: W, marked: bool) -> std::io::Result<ParquetRows<W>> {
         use ::parquet::file::properties::WriterProperties;
         let time = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
         let mut fields = vec![Field::new("date", time, false)];
@@ -239,6 +241,9 @@ impl<W: std::io::Write + Send> ParquetRows<W> {
                 .iter()
                 .map(|c| Field::new(*c, DataType::Float64, false)),
         );
+        if marked {
+            fields.push(Field::new("partial", DataType::Boolean, false));
+        }
         let schema = Arc::new(Schema::new(fields));
         let properties = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
@@ -250,16 +255,24 @@ impl<W: std::io::Write + Send> ParquetRows<W> {
             writer,
             schema,
             held: Vec::with_capacity(BATCH_ROWS),
+            marks: marked.then(|| Vec::with_capacity(BATCH_ROWS)),
         })
     }
 
-    /// The next candles.
-    pub fn write(&mut self, mut candles: &[Candle]) -> std::io::Result<()> {
+    /// The next candles, and whether each is partial when the file marks
+    /// them (see [`marks_fit`](super::marks_fit)).
+    pub fn write(&mut self, mut candles: &[Candle], mut partial: &[bool]) -> std::io::Result<()> {
+        super::marks_fit(self.marks.is_some(), candles, partial)?;
         while !candles.is_empty() {
             let room = BATCH_ROWS - self.held.len();
             let (now, later) = candles.split_at(room.min(candles.len()));
             self.held.extend_from_slice(now);
             candles = later;
+            if let Some(marks) = &mut self.marks {
+                let (now, later) = partial.split_at(now.len());
+                marks.extend_from_slice(now);
+                partial = later;
+            }
             if self.held.len() == BATCH_ROWS {
                 self.flush()?;
             }
@@ -278,18 +291,21 @@ impl<W: std::io::Write + Send> ParquetRows<W> {
         };
         let times = TimestampMillisecondArray::from_iter_values(held.iter().map(|c| c.time_ms))
             .with_timezone("UTC");
-        let batch = RecordBatch::try_new(
-            self.schema.clone(),
-            vec![
-                Arc::new(times),
-                prices(|c| c.open),
-                prices(|c| c.high),
-                prices(|c| c.low),
-                prices(|c| c.close),
-                prices(|c| c.volume),
-            ],
-        )
-        .map_err(std::io::Error::other)?;
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(times),
+            prices(|c| c.open),
+            prices(|c| c.high),
+            prices(|c| c.low),
+            prices(|c| c.close),
+            prices(|c| c.volume),
+        ];
+        if let Some(marks) = &mut self.marks {
+            columns.push(Arc::new(arrow_array::BooleanArray::from(std::mem::take(
+                marks,
+            ))));
+        }
+        let batch =
+            RecordBatch::try_new(self.schema.clone(), columns).map_err(std::io::Error::other)?;
         self.writer.write(&batch).map_err(std::io::Error::other)?;
         self.held.clear();
         Ok(())
