@@ -109,9 +109,13 @@ fn a_stored_series_gives_the_run_its_file_gives() {
     let loaded = loaded.expect("a report");
     assert_eq!(stored["data"][0]["bars"], 5000);
     assert_eq!(stored["data"][0]["source"], "store:AAA/USD@1h");
-    for same in ["digest", "bars", "first", "last"] {
+    for same in ["digest", "bars", "first", "last", "partial"] {
         assert_eq!(stored["data"][0][same], loaded["data"][0][same], "{same}");
     }
+    assert!(
+        stored["data"][0]["partial"].is_null(),
+        "none when not aggregated"
+    );
     assert!(
         stored["trades"].as_array().is_some_and(|t| t.len() > 20),
         "{stored}"
@@ -144,7 +148,7 @@ fn a_stored_series_gives_the_run_its_file_gives() {
     let loaded = loaded.expect("a report");
     assert_eq!(stored["data"][0]["source"], "store:AAA/USD@1h as 4h");
     assert_eq!(stored["data"][0]["bars"], 1250);
-    for same in ["digest", "bars", "first", "last"] {
+    for same in ["digest", "bars", "first", "last", "partial"] {
         assert_eq!(stored["data"][0][same], loaded["data"][0][same], "{same}");
     }
     for same in ["trades", "metrics", "equity"] {

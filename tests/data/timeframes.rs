@@ -211,11 +211,41 @@ fn a_backtest_aggregates_to_the_timeframe_asked_for() {
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("json");
     assert_eq!(report["data"][0]["bars"], 240);
+    assert_eq!(report["data"][0]["partial"], 118, "the report counts them");
     assert!(
         report["data"][0]["source"]
             .as_str()
             .is_some_and(|s| s.ends_with(" as 1h"))
     );
+    // From the store, aggregated as it is read: the same bars, the same
+    // partial ones.
+    let out = import_file(&db, btc, "BTC/USD", "1m");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let from_file = report;
+    let json_text = json.to_str().expect("utf-8");
+    let args = [
+        "--data",
+        "BTC/USD@1m",
+        "--timeframe",
+        "1h",
+        "--json",
+        json_text,
+    ];
+    let out = keel(&db, &[&["backtest", sma][..], &args].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("store:BTC/USD@1m as 1h: 118 of 240 bars are partial"),
+        "{}",
+        stderr(&out)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("json");
+    for same in ["digest", "bars", "partial"] {
+        assert_eq!(
+            report["data"][0][same], from_file["data"][0][same],
+            "{same}"
+        );
+    }
 
     let eth = data("crypto-5m/ETH_BTC-5m.csv");
     for (tf, says) in [

@@ -557,6 +557,7 @@ fn dataset(symbol: &str, seed: u64, bars: usize) -> keel_host::backtest::Dataset
         bars: series.candles.len(),
         first: String::new(),
         last: String::new(),
+        partial: 0,
     };
     keel_host::backtest::Dataset { series, reference }
 }

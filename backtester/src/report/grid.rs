@@ -70,8 +70,12 @@ const SURFACES: usize = 24;
 pub(super) fn data_lines(data: &[DataRef]) -> String {
     let mut lines = String::from("<p>");
     for d in data {
+        let partial = match d.partial {
+            0 => String::new(),
+            n => format!(" ({n} partial)"),
+        };
         lines.push_str(&format!(
-            "{} — {}, {} bars, {} .. {}, <code>{}</code><br>\n",
+            "{} — {}, {} bars{partial}, {} .. {}, <code>{}</code><br>\n",
             escape(&text(&d.symbol).to_string()),
             escape(&text(&d.source).to_string()),
             d.bars,
@@ -294,6 +298,23 @@ impl WalkForward {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_page_says_how_many_bars_of_a_series_are_partial() {
+        let data = |partial| DataRef {
+            symbol: "BTC/USD".into(),
+            source: "store:BTC/USD@1m as 1h".into(),
+            digest: "blake3:ab".into(),
+            bars: 240,
+            first: "2017-11-04T23:00:00Z".into(),
+            last: "2017-11-14T22:00:00Z".into(),
+            partial,
+        };
+        assert!(
+            data_lines(&[data(118)]).contains(", 240 bars (118 partial), 2017-11-04T23:00:00Z")
+        );
+        assert!(data_lines(&[data(0)]).contains(", 240 bars, 2017-11-04T23:00:00Z"));
+    }
 
     fn params(fast: u32, slow: u32) -> Vec<ParamEntry> {
         [("fast", fast), ("slow", slow)]

@@ -49,6 +49,15 @@ pub struct DataRef {
     pub bars: usize,
     pub first: String,
     pub last: String,
+    /// How many of the bars are partial, when they were aggregated from
+    /// finer ones (`--timeframe`): fewer candles than a whole bar, a gap
+    /// inside or the data starting or ending inside; absent when none.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub partial: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -126,6 +135,7 @@ impl DataRef {
             bars: candles.len(),
             first: time(candles.first()),
             last: time(candles.last()),
+            partial: 0,
         }
     }
 }

@@ -202,7 +202,10 @@ fn resample_data(data: &mut [Dataset], to: Timeframe) -> anyhow::Result<Vec<Stri
         if made.partial.count > 0 {
             notes.push(partial_note(&source, &made.partial, made.candles.len()));
         }
-        d.reference = DataRef::of(&d.series.symbol, source, &made.candles);
+        d.reference = DataRef {
+            partial: made.partial.count,
+            ..DataRef::of(&d.series.symbol, source, &made.candles)
+        };
         d.series.candles = made.candles;
         d.series.bar_ms = to.duration_ms();
     }

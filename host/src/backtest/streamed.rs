@@ -108,6 +108,7 @@ pub fn stream_data(
             bars: usize::try_from(listed.bars).unwrap_or(0),
             first: format_time(listed.first_ms),
             last: format_time(listed.last_ms),
+            partial: 0,
         };
         let resampler = match to {
             Some(to) => {
@@ -198,6 +199,7 @@ fn read_resampled(
         bars,
         first: time(first),
         last: time(last),
+        partial: partial.count,
     };
     Ok(Some(Made {
         reference,

@@ -57,6 +57,7 @@ pub(super) fn stream_file(
         },
         digest: String::new(),
         bars: 0,
+        partial: 0,
         first: String::new(),
         last: String::new(),
     };
@@ -170,6 +171,7 @@ impl Reading {
                 bars: sink.bars,
                 first: time(sink.first_ms),
                 last: time(sink.last_ms),
+                partial: partial.count,
             },
             partial,
             again: typical != sink.bar_ms,
