@@ -270,3 +270,50 @@ fn a_backtest_aggregates_to_the_timeframe_asked_for() {
         assert!(err.contains(says), "{tf}: {err}");
     }
 }
+
+/// A file of one bar does not tell its length: its name may (`-1d`),
+/// else it is taken as a bar of the timeframe asked for, never called
+/// partial or made into a bar of another length, as the same bar stored
+/// with its timeframe is not; with its name's length it is aggregated as
+/// that.
+#[test]
+fn a_file_of_one_bar_is_not_called_partial_for_a_length_it_does_not_tell() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("keel.db");
+    let sma = crate::support::example("sma-cross")
+        .to_str()
+        .expect("utf-8")
+        .to_owned();
+    let bar = "time,open,high,low,close,volume\n2020-01-01T00:00:00Z,1,1,1,1,1\n";
+    let json = dir.path().join("r.json");
+    let run = |data: &str, tf: &str| {
+        let args = ["backtest", &sma, "--data", data, "--timeframe", tf];
+        let out = keel(&db, &[&args[..], &["--json", path(&json)]].concat());
+        assert!(out.status.success(), "{data} {tf}: {}", stderr(&out));
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("json");
+        (stderr(&out), report["data"][0].clone())
+    };
+    let one = dir.path().join("one.csv");
+    std::fs::write(&one, bar).expect("write");
+    for tf in ["1h", "1d"] {
+        let (said, data) = run(&format!("ONE={}", path(&one)), tf);
+        assert!(!said.contains("partial"), "{tf}: {said}");
+        assert!(data["partial"].is_null(), "{tf}: {data}");
+        assert_eq!(data["bars"], 1);
+    }
+    // Stored as a daily bar: the store knows its length.
+    let out = import_file(&db, path(&one), "ONE", "1d");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (said, data) = run("ONE@1d", "1d");
+    assert!(
+        !said.contains("partial") && data["partial"].is_null(),
+        "{said}"
+    );
+    // A name that says 5m: one of twelve in its hour.
+    let named = dir.path().join("ONE_USD-5m.csv");
+    std::fs::write(&named, bar).expect("write");
+    let (said, data) = run(path(&named), "1h");
+    assert!(said.contains("1 of 1 bars are partial"), "{said}");
+    assert_eq!(data["partial"], 1);
+}

@@ -71,6 +71,18 @@ pub fn load_data(
     columns: &candles::Columns,
     db: &Path,
 ) -> anyhow::Result<Vec<Dataset>> {
+    load_to(specs, columns, db, None)
+}
+
+/// [`load_data`] for a run that aggregates to `to`: a file too short to
+/// tell its bar length is taken to be of that length (see
+/// [`named_bar_ms`]).
+fn load_to(
+    specs: &[String],
+    columns: &candles::Columns,
+    db: &Path,
+    to: Option<Timeframe>,
+) -> anyhow::Result<Vec<Dataset>> {
     let mut out = Vec::with_capacity(specs.len());
     for (i, spec) in specs.iter().enumerate() {
         if spec.trim().is_empty() {
@@ -93,7 +105,7 @@ pub fn load_data(
             let (symbol, path) = file_spec(spec, i)?;
             let mut candles = candles::read_file_columns(&path, columns)?;
             let mut bar_ms =
-                candles::typical_spacing_ms(&candles).unwrap_or_else(|| named_bar_ms(&path));
+                candles::typical_spacing_ms(&candles).unwrap_or_else(|| named_bar_ms(&path, to));
             if bar_ms >= Timeframe::D1.duration_ms() {
                 // Daily or longer: dated as an import dates them (a local
                 // midnight is its date), so the file and the store agree.
@@ -136,9 +148,13 @@ pub fn check_columns(specs: &[String], columns: &candles::Columns) -> anyhow::Re
 }
 
 /// The bar length of a file too short to tell by its bars (one bar): the
-/// one its name ends in (`ONE_BTC-5m.csv`), else a minute.
-pub(crate) fn named_bar_ms(path: &Path) -> i64 {
-    candles::timeframe_from_file(path).map_or(60_000, Timeframe::duration_ms)
+/// one its name ends in (`ONE_BTC-5m.csv`), else the length a run
+/// aggregates to (`to`: a bar whose length is not known is not called
+/// partial, nor made a bar of another length), else a minute.
+pub(crate) fn named_bar_ms(path: &Path, to: Option<Timeframe>) -> i64 {
+    candles::timeframe_from_file(path)
+        .or(to)
+        .map_or(60_000, Timeframe::duration_ms)
 }
 
 /// The symbol and file of `--data` value `spec`, the `i`th, that names a
@@ -220,7 +236,7 @@ pub fn load_whole(
     db: &Path,
     to: Option<Timeframe>,
 ) -> anyhow::Result<(Vec<Dataset>, Vec<String>)> {
-    let mut data = load_data(specs, columns, db)?;
+    let mut data = load_to(specs, columns, db, to)?;
     let notes = match to {
         Some(to) => resample_data(&mut data, to)?,
         None => Vec::new(),

@@ -73,7 +73,7 @@ pub(super) fn stream_file(
                 first: Vec::new(),
                 last_ms: None,
                 spacings: Spacings::default(),
-                named_ms: crate::backtest::named_bar_ms(&path),
+                named_ms: crate::backtest::named_bar_ms(&path, to),
                 sink: None,
             };
             reading.read(&path, &columns)
@@ -115,7 +115,8 @@ struct Reading {
     last_ms: Option<i64>,
     /// Every spacing between the file's bars.
     spacings: Spacings,
-    /// The bar length when the bars cannot tell (one bar): by the name.
+    /// The bar length when the bars cannot tell (one bar): by the name,
+    /// else the one aggregated to.
     named_ms: i64,
     /// Where the bars go once the read has begun.
     sink: Option<Sink>,
