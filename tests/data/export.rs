@@ -250,6 +250,12 @@ fn an_aggregated_export_of_vast_volumes_imports_again() {
             ],
         );
         assert!(out.status.success(), "{}", stderr(&out));
+        assert!(
+            stdout(&out)
+                .contains("2 bars of BTTC/USDT 1d (none partial: its partial column is all false)"),
+            "{}",
+            stdout(&out)
+        );
         let again = dir.path().join(format!("again-{name}.db"));
         let out = import_file(&again, path(&daily), "BTTC/USDT", "1d");
         assert!(out.status.success(), "{name}: {}", stderr(&out));

@@ -431,6 +431,7 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
                 pumped
             };
             let note = match partial.count {
+                0 if to.is_some() => " (none partial: its partial column is all false)".into(),
                 0 => String::new(),
                 n => format!(
                     " ({n} partial, marked in its partial column: a gap inside, or the data starts or ends inside them; {})",
