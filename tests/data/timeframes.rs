@@ -83,7 +83,7 @@ fn aggregation_makes_what_pandas_resample_makes_of_the_shared_data() {
             for piece in source.chunks(1_000) {
                 resampler.push_marked(piece, &mut bars, &mut marks);
             }
-            resampler.finish_marked(&mut bars, Some(&mut marks));
+            resampler.finish_marked(&mut bars, &mut marks);
             assert_eq!(bars, made.candles, "{file} to {tf}");
             assert_eq!(marks, short, "{file} to {tf}");
         }
@@ -280,14 +280,11 @@ fn a_backtest_aggregates_to_the_timeframe_asked_for() {
 fn a_file_of_one_bar_is_not_called_partial_for_a_length_it_does_not_tell() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("keel.db");
-    let sma = crate::support::example("sma-cross")
-        .to_str()
-        .expect("utf-8")
-        .to_owned();
+    let sma = path(crate::support::example("sma-cross"));
     let bar = "time,open,high,low,close,volume\n2020-01-01T00:00:00Z,1,1,1,1,1\n";
     let json = dir.path().join("r.json");
     let run = |data: &str, tf: &str| {
-        let args = ["backtest", &sma, "--data", data, "--timeframe", tf];
+        let args = ["backtest", sma, "--data", data, "--timeframe", tf];
         let out = keel(&db, &[&args[..], &["--json", path(&json)]].concat());
         assert!(out.status.success(), "{data} {tf}: {}", stderr(&out));
         let report: serde_json::Value =

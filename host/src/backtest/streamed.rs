@@ -199,7 +199,7 @@ fn read_resampled(
         bars,
         first: time(first),
         last: time(last),
-        partial: partial.count,
+        partial: 0,
     };
     Ok(Some(Made {
         reference,
@@ -277,11 +277,14 @@ pub fn run_streamed(
     let mut notes = Vec::new();
     for (i, made) in made.into_iter().enumerate() {
         let Some(Made {
-            reference, partial, ..
+            mut reference,
+            partial,
+            ..
         }) = made
         else {
             continue;
         };
+        reference.partial = partial.count;
         if partial.count > 0 {
             notes.push(partial_note(&reference.source, &partial, reference.bars));
         }

@@ -557,7 +557,7 @@ fn pump(
     if let Some(r) = resampler {
         made.clear();
         marks.clear();
-        partial = r.finish_marked(&mut made, Some(&mut marks));
+        partial = r.finish_marked(&mut made, &mut marks);
         written += made.len();
         put(&made, &marks)?;
     }

@@ -153,16 +153,16 @@ impl Resampler {
 
     /// Appends the last bar; which of all the bars were partial.
     pub fn finish(self, out: &mut Vec<Candle>) -> Partial {
-        self.finish_marked(out, None)
+        self.end(out, None)
     }
 
     /// [`finish`](Self::finish), and whether the last bar is partial
-    /// appended to `marks` when given.
-    pub fn finish_marked(
-        mut self,
-        out: &mut Vec<Candle>,
-        marks: Option<&mut Vec<bool>>,
-    ) -> Partial {
+    /// appended to `marks`.
+    pub fn finish_marked(self, out: &mut Vec<Candle>, marks: &mut Vec<bool>) -> Partial {
+        self.end(out, Some(marks))
+    }
+
+    fn end(mut self, out: &mut Vec<Candle>, marks: Option<&mut Vec<bool>>) -> Partial {
         if let Some(done) = self.bar.take() {
             self.hand_over(done, out, marks);
         }
@@ -322,7 +322,7 @@ mod tests {
                 r.push_marked(piece, &mut out, &mut marks);
                 r.push_marked(&[], &mut out, &mut marks);
             }
-            let partial = r.finish_marked(&mut out, Some(&mut marks));
+            let partial = r.finish_marked(&mut out, &mut marks);
             assert_eq!(marks, expected, "pieces of {cut}");
             assert_eq!(
                 Resampled {

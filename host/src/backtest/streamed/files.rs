@@ -172,7 +172,7 @@ impl Reading {
                 bars: sink.bars,
                 first: time(sink.first_ms),
                 last: time(sink.last_ms),
-                partial: partial.count,
+                partial: 0,
             },
             partial,
             again: typical != sink.bar_ms,
