@@ -188,7 +188,7 @@ pub fn serving_pid(db: &Path) -> Option<u32> {
 
 /// The pid of the run trading on `db` (the live holder of its lock), if
 /// any: the run a kill file waits for, whatever a control file names.
-/// Asked of the kernel (`/proc/locks`) where it can be: a pid named in a
+/// Asked of the kernel (`/proc`) where it can be: a pid named in a
 /// file may have ended and been handed to another process, a held lock
 /// cannot outlive its holder. Elsewhere, the lock file's pid if alive.
 pub fn lock_holder(db: &Path) -> Option<u32> {
@@ -201,22 +201,62 @@ pub fn lock_holder(db: &Path) -> Option<u32> {
     (pid != own && crate::store::alive(pid)).then_some(pid)
 }
 
-/// Who holds `db`'s lock, as the kernel's table of locks says: `None` where
-/// that table cannot be read, `Some(None)` when no live process holds it.
-/// The table names a lock's file by inode number alone (a snapshot of a
-/// filesystem repeats them) and keeps the pid that took it after that
-/// process has ended (a child it forked may hold it a moment longer): a pid
-/// counts only if the lock file itself is among its open files.
+/// Who holds `db`'s lock, as the kernel says: `None` where its table of
+/// locks cannot be read, `Some(None)` when no live process holds it.
+///
+/// The pid the lock file names (its holder writes it there) is asked
+/// first, of its own descriptors (`/proc/PID/fdinfo`, one file's locks
+/// read whole). `/proc/locks`, which names every holder, is read a page at
+/// a time, each read starting again by position: while other processes
+/// lock and unlock, a line moves and is skipped, so it is only where the
+/// named pid holds nothing that it is searched. That table names a lock's
+/// file by inode number alone (a snapshot of a filesystem repeats them)
+/// and keeps the pid that took it after that process has ended (a child it
+/// forked may hold it a moment longer): a pid counts only if the lock file
+/// itself is among its open files.
 fn lock_held_by(db: &Path) -> Option<Option<u32>> {
     use std::os::unix::fs::MetadataExt;
     let table = std::fs::read_to_string("/proc/locks").ok()?;
-    let Ok(lock) = std::fs::symlink_metadata(crate::store::lock_file(db)) else {
+    let path = crate::store::lock_file(db);
+    let Ok(lock) = std::fs::symlink_metadata(&path) else {
         return Some(None);
     };
+    let named = read_regular(&path, 256)
+        .ok()
+        .and_then(|text| crate::store::parse_owner(&String::from_utf8_lossy(&text)))
+        .map(|(pid, _)| pid);
+    if let Some(pid) = named
+        && holds_flock(pid, lock.dev(), lock.ino()) == Some(true)
+    {
+        return Some(Some(pid));
+    }
     let holder = exclusive_flocks_on(&table, lock.ino())
         .into_iter()
         .find(|&pid| has_open(pid, lock.dev(), lock.ino()));
     Some(holder)
+}
+
+/// Whether process `pid` holds an exclusive `flock` on the file (`dev`,
+/// `ino`) through a descriptor of its own; `None` where its descriptors
+/// cannot be read (another user's process, or no `/proc`).
+fn holds_flock(pid: u32, dev: u64, ino: u64) -> Option<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    Some(fds.filter_map(Result::ok).any(|fd| {
+        let on_it = std::fs::metadata(fd.path()).is_ok_and(|m| (m.dev(), m.ino()) == (dev, ino));
+        on_it
+            && read_regular(
+                Path::new(&format!(
+                    "/proc/{pid}/fdinfo/{}",
+                    fd.file_name().to_string_lossy()
+                )),
+                64 << 10,
+            )
+            .is_ok_and(|info| {
+                let locks = String::from_utf8_lossy(&info).replace("lock:", "");
+                !exclusive_flocks_on(&locks, ino).is_empty()
+            })
+    }))
 }
 
 /// Whether process `pid` has the file (`dev`, `ino`) open; where its open
@@ -746,6 +786,47 @@ mod tests {
         ));
         assert!(has_open(std::process::id(), lock.dev(), other_ino));
         assert!(!has_open(u32::MAX, lock.dev(), other_ino));
+    }
+
+    /// `/proc/locks` is read a page at a time and each read starts again
+    /// by position: as other processes lock and unlock, a line moves and
+    /// is skipped. A run's lock must be seen whatever the machine locks
+    /// meanwhile (once it was not, `keel kill` said no run held it).
+    #[test]
+    fn a_held_lock_is_seen_while_other_files_are_locked_and_unlocked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("keel.db");
+        let held = crate::store::Ownership::claim(&db, "keel run").expect("claim");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let churn: Vec<_> = (0..3)
+            .map(|t| {
+                let files: Vec<_> = (0..40)
+                    .map(|i| std::fs::File::create(dir.path().join(format!("churn-{t}-{i}"))))
+                    .collect::<Result<_, _>>()
+                    .expect("churn files");
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        files.iter().for_each(|f| f.lock().expect("churn lock"));
+                        files.iter().for_each(|f| f.unlock().expect("churn unlock"));
+                    }
+                })
+            })
+            .collect();
+        let missed = (0..300)
+            .filter(|_| lock_held_by(&db) != Some(Some(std::process::id())))
+            .count();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        churn.into_iter().for_each(|t| t.join().expect("churn"));
+        assert_eq!(missed, 0, "the held lock was missed {missed} times in 300");
+        // Let go, the lock file still names this process: it holds nothing.
+        drop(held);
+        assert_eq!(lock_held_by(&db), Some(None));
+        let lock = std::fs::metadata(crate::store::lock_file(&db)).expect("lock");
+        use std::os::unix::fs::MetadataExt;
+        let mine = holds_flock(std::process::id(), lock.dev(), lock.ino());
+        assert_eq!(mine, Some(false));
+        assert_eq!(holds_flock(u32::MAX, lock.dev(), lock.ino()), None);
     }
 
     #[test]
