@@ -466,6 +466,88 @@ fn synth_is_seeded_and_reproducible() {
     assert!(out.status.success(), "{}", stderr(&out));
 }
 
+/// `--tick` and `--lot` write a walk with a venue's digits: every price a
+/// multiple of the tick, printed with its places and no more.
+#[test]
+fn synth_quotes_prices_on_a_tick_and_volumes_on_a_lot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("keel.db");
+    let file = dir.path().join("ticks.csv");
+    let args = ["data", "synth", "--bars", "3000", "--tick", "0.05"];
+    let out = keel(
+        &db,
+        &[&args[..], &["--lot", "0.001", "--out", path(&file)]].concat(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = std::fs::read_to_string(&file).expect("file");
+    let places = |field: &str| field.split_once('.').map_or(0, |(_, f)| f.len());
+    for line in text.lines().skip(1) {
+        let fields: Vec<&str> = line.split(',').collect();
+        for price in &fields[1..5] {
+            let cents = (price.parse::<f64>().expect("price") * 100.0).round() as i64;
+            assert!(places(price) <= 2 && cents % 5 == 0, "{line}");
+        }
+        assert!(places(fields[5]) <= 3, "{line}");
+    }
+    // The walk is the same walk: only its digits changed.
+    let plain = dir.path().join("plain.csv");
+    let out = keel(
+        &db,
+        &["data", "synth", "--bars", "3000", "--out", path(&plain)],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (quoted, walk) = (
+        keel_model::candles::read_csv(&file).expect("quoted"),
+        keel_model::candles::read_csv(&plain).expect("walk"),
+    );
+    assert!(
+        quoted
+            .iter()
+            .zip(&walk)
+            .all(|(q, w)| (q.close - w.close).abs() <= 0.025)
+    );
+
+    for (flag, value, says) in [
+        (
+            "--tick",
+            "0",
+            "'0' for '--tick <TICK>': 0 is outside (0, 1000000]",
+        ),
+        (
+            "--tick",
+            "-0.01",
+            "'-0.01' for '--tick <TICK>': \"-0.01\" is not a decimal such as 0.01",
+        ),
+        (
+            "--lot",
+            "1e-8",
+            "'1e-8' for '--lot <LOT>': \"1e-8\" is not a decimal such as 0.01",
+        ),
+        ("--lot", "0.0000000000001", "at most 12 decimal places"),
+    ] {
+        let out = keel(&db, &["data", "synth", "--out", "x.csv", flag, value]);
+        assert!(!out.status.success(), "{flag} {value}");
+        assert!(
+            stderr(&out).contains(says),
+            "{flag} {value}: {}",
+            stderr(&out)
+        );
+    }
+    // A tick as coarse as the prices puts a low at zero: said, with why.
+    let x = dir.path().join("x.csv");
+    let coarse = ["data", "synth", "--price", "1", "--tick", "5"];
+    let out = keel(&db, &[&coarse[..], &["--out", path(&x)]].concat());
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out)
+            .trim_end()
+            .ends_with("(try a smaller --sigma, a finer --tick or fewer --bars)"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!x.exists());
+}
+
 /// The lines after an import tell of the file's bars; when the stored
 /// series holds more (bars stored before, or a damaged span dropped by
 /// `--replace`), a line tells of the series as it now is.

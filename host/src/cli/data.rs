@@ -69,6 +69,15 @@ pub enum DataCommand {
         /// Per-bar volatility (0.01 = 1%).
         #[arg(long, default_value_t = 0.01, value_parser = ranges::SYNTH_SIGMA.parser())]
         sigma: f64,
+        /// Prices on this tick, as a venue quotes them (`0.01`): values
+        /// with the digits of a venue's file. Default: as the walk makes
+        /// them (seventeen digits).
+        #[arg(long, value_parser = synth::Step::parse)]
+        tick: Option<synth::Step>,
+        /// Volumes on this lot size (`0.00000001`). Default: as the walk
+        /// makes them.
+        #[arg(long, value_parser = synth::Step::parse)]
+        lot: Option<synth::Step>,
         /// Write the bars here — CSV (`.csv`, `.csv.gz`) or Parquet
         /// (`.parquet`), by the name; without it they go into the database.
         #[arg(long, value_name = "FILE")]
@@ -313,6 +322,8 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
             start,
             price,
             sigma,
+            tick,
+            lot,
             out,
         } => {
             let tf = timeframe(&tf)?;
@@ -330,12 +341,14 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
             // A wild enough walk leaves what the ledger books (or the times
             // Keel accepts): the same rule as every imported candle.
             let (first, last) = candles::CANDLE_TIME_MS;
-            for (i, c) in candles.iter().enumerate() {
+            for (i, c) in candles.iter_mut().enumerate() {
+                synth::quote(c, tick, lot);
                 candles::check_candle(c).map_err(|e| {
                     // A time out of range is the start's and the count's.
-                    let hint = match (first..=last).contains(&c.time_ms) {
-                        true => "try a smaller --sigma or fewer --bars",
-                        false => "try an earlier --start or fewer --bars",
+                    let hint = match ((first..=last).contains(&c.time_ms), tick.is_some()) {
+                        (true, false) => "try a smaller --sigma or fewer --bars",
+                        (true, true) => "try a smaller --sigma, a finer --tick or fewer --bars",
+                        (false, _) => "try an earlier --start or fewer --bars",
                     };
                     anyhow::anyhow!("synth bar {}: {e} ({hint})", i + 1)
                 })?;
