@@ -201,8 +201,10 @@ pub(crate) fn count(conn: &Connection, sql: &str) -> i64 {
 fn a_paper_run_books_every_step_and_answers_a_second_terminal() {
     let s = Setup::new();
     let db = s.db("paper.db");
-    // 600 one-minute bars at 6000x: about 6 s of replay.
-    let child = s.spawn_run(&db, "sample:600", "6000x", &[]);
+    // 600 one-minute bars at 3000x: about 12 s of replay, for the seven
+    // commands asked of it while it runs (each a second or more on a
+    // loaded machine).
+    let child = s.spawn_run(&db, "sample:600", "3000x", &[]);
     wait_for_control(&db);
     let status = s.keel(&db, &["status"]);
     assert!(status.status.success(), "{}", text(&status.stderr));
