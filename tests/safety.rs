@@ -88,6 +88,47 @@ fn runs_started_at_once_on_one_database_trade_once() {
     }
 }
 
+/// A lock file removed while its run goes on (an `rm`, a cleaner of old
+/// files): the run holds the database file itself, so `keel status` and
+/// `keel kill` still find it and a second run is refused. (Found by a
+/// hostile round: the run was reported ended, and a second one started
+/// on its ledger.)
+#[test]
+fn a_run_whose_lock_file_was_removed_is_still_found_and_never_joined() {
+    let s = Setup::new();
+    let db = s.db("removed.db");
+    let mut run = s.spawn_run(&db, "sample:3000", "300x", &[]);
+    wait_for_control(&db);
+    std::fs::remove_file(keel_host::store::lock_file(&db)).expect("rm the lock file");
+    let status = s.keel(&db, &["status"]);
+    assert!(status.status.success(), "{}", text(&status.stderr));
+    let said = text(&status.stdout);
+    assert!(
+        said.starts_with("run 1  sample:3000  state ACTIVE"),
+        "{said}"
+    );
+    let second = s.keel(&db, &["run", "--paper", "--feed", "sample:50"]);
+    assert!(!second.status.success());
+    let err = text(&second.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("was removed or replaced while it ran) is trading on this database"),
+        "{err}"
+    );
+    let kill = s.keel(&db, &["kill", "--reason", "removed"]);
+    assert!(kill.status.success(), "{}", text(&kill.stderr));
+    assert!(
+        text(&kill.stdout).starts_with("killed in "),
+        "{}",
+        text(&kill.stdout)
+    );
+    run.kill().expect("SIGKILL");
+    run.wait().expect("reap");
+    let conn = open(&db);
+    assert_eq!(count(&conn, "SELECT COUNT(*) FROM runs"), 1);
+    keel_host::engine::audit_ledger(&conn).expect("ledger adds up");
+}
+
 #[test]
 fn keel_dev_paper_cannot_take_over_a_running_runs_database() {
     let s = Setup::new();

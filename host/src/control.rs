@@ -204,58 +204,69 @@ pub fn lock_holder(db: &Path) -> Option<u32> {
 /// Who holds `db`'s lock, as the kernel says: `None` where its table of
 /// locks cannot be read, `Some(None)` when no live process holds it.
 ///
-/// The pid the lock file names (its holder writes it there) is asked
-/// first, of its own descriptors (`/proc/PID/fdinfo`, one file's locks
-/// read whole). `/proc/locks`, which names every holder, is read a page at
-/// a time, each read starting again by position: while other processes
-/// lock and unlock, a line moves and is skipped, so it is only where the
-/// named pid holds nothing that it is searched. That table names a lock's
-/// file by inode number alone (a snapshot of a filesystem repeats them)
-/// and keeps the pid that took it after that process has ended (a child it
-/// forked may hold it a moment longer): a pid counts only if the lock file
-/// itself is among its open files.
+/// A run holds two: its lock file's and the database file's own (the lock
+/// file may have been removed or replaced while it runs; the database
+/// cannot be). The pids the lock file and the control file name are asked
+/// first, of their own descriptors (`/proc/PID/fdinfo` of one open on
+/// either file lists its locks, read whole). `/proc/locks`, which names
+/// every holder, is read a page at a time, each read starting again by
+/// position: while other processes lock and unlock, a line moves and is
+/// skipped, so it is searched only where neither named pid holds either
+/// file (a run starting, before it names itself). That table names a
+/// lock's file by inode number alone (a snapshot of a filesystem repeats
+/// them) and keeps the pid that took it after that process has ended (a
+/// child it forked may hold it a moment longer): a pid found there counts
+/// only if the file itself is among its open files.
 fn lock_held_by(db: &Path) -> Option<Option<u32>> {
     use std::os::unix::fs::MetadataExt;
     let table = std::fs::read_to_string("/proc/locks").ok()?;
     let path = crate::store::lock_file(db);
-    let Ok(lock) = std::fs::symlink_metadata(&path) else {
-        return Some(None);
-    };
+    let files: Vec<(u64, u64)> = [std::fs::symlink_metadata(&path), std::fs::metadata(db)]
+        .into_iter()
+        .filter_map(|m| m.ok().filter(|m| m.is_file()).map(|m| (m.dev(), m.ino())))
+        .collect();
     let named = read_regular(&path, 256)
         .ok()
         .and_then(|text| crate::store::parse_owner(&String::from_utf8_lossy(&text)))
         .map(|(pid, _)| pid);
-    if let Some(pid) = named
-        && holds_flock(pid, lock.dev(), lock.ino()) == Some(true)
+    let serving = read_regular(&control_file(db), CONTROL_FILE_BYTES)
+        .ok()
+        .and_then(|text| serde_json::from_slice::<Endpoint>(&text).ok())
+        .map(|endpoint| endpoint.pid);
+    if let Some(pid) = [named, serving]
+        .into_iter()
+        .flatten()
+        .find(|&pid| holds_flock(pid, &files) == Some(true))
     {
         return Some(Some(pid));
     }
-    let holder = exclusive_flocks_on(&table, lock.ino())
-        .into_iter()
-        .find(|&pid| has_open(pid, lock.dev(), lock.ino()));
+    let holder = files.iter().find_map(|&(dev, ino)| {
+        exclusive_flocks_on(&table, ino)
+            .into_iter()
+            .find(|&pid| has_open(pid, dev, ino))
+    });
     Some(holder)
 }
 
-/// Whether process `pid` holds an exclusive `flock` on the file (`dev`,
-/// `ino`) through a descriptor of its own; `None` where its descriptors
-/// cannot be read (another user's process, or no `/proc`).
-fn holds_flock(pid: u32, dev: u64, ino: u64) -> Option<bool> {
+/// Whether process `pid` holds an exclusive `flock` on one of `files`
+/// (device, inode) through a descriptor of its own; `None` where its
+/// descriptors cannot be read (another user's process, or no `/proc`).
+fn holds_flock(pid: u32, files: &[(u64, u64)]) -> Option<bool> {
     use std::os::unix::fs::MetadataExt;
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
     Some(fds.filter_map(Result::ok).any(|fd| {
-        let on_it = std::fs::metadata(fd.path()).is_ok_and(|m| (m.dev(), m.ino()) == (dev, ino));
-        on_it
-            && read_regular(
-                Path::new(&format!(
-                    "/proc/{pid}/fdinfo/{}",
-                    fd.file_name().to_string_lossy()
-                )),
-                64 << 10,
-            )
-            .is_ok_and(|info| {
-                let locks = String::from_utf8_lossy(&info).replace("lock:", "");
-                !exclusive_flocks_on(&locks, ino).is_empty()
-            })
+        let Some(ino) = std::fs::metadata(fd.path())
+            .ok()
+            .filter(|m| files.contains(&(m.dev(), m.ino())))
+            .map(|m| m.ino())
+        else {
+            return false;
+        };
+        let info = format!("/proc/{pid}/fdinfo/{}", fd.file_name().to_string_lossy());
+        read_regular(Path::new(&info), 64 << 10).is_ok_and(|info| {
+            let locks = String::from_utf8_lossy(&info).replace("lock:", "");
+            !exclusive_flocks_on(&locks, ino).is_empty()
+        })
     }))
 }
 
@@ -813,20 +824,39 @@ mod tests {
                 })
             })
             .collect();
+        let me = std::process::id();
         let missed = (0..300)
-            .filter(|_| lock_held_by(&db) != Some(Some(std::process::id())))
+            .filter(|_| lock_held_by(&db) != Some(Some(me)))
+            .count();
+        assert_eq!(missed, 0, "the held lock was missed {missed} times in 300");
+        // Its lock file emptied, or removed: the control file names the
+        // run, which holds the database's own lock.
+        let control = format!(r#"{{"port":1,"token":"t","pid":{me}}}"#);
+        std::fs::write(control_file(&db), control).expect("control file");
+        std::fs::write(crate::store::lock_file(&db), "").expect("empty the lock file");
+        let emptied = (0..300)
+            .filter(|_| lock_held_by(&db) != Some(Some(me)))
+            .count();
+        std::fs::remove_file(crate::store::lock_file(&db)).expect("remove the lock file");
+        let removed = (0..300)
+            .filter(|_| lock_held_by(&db) != Some(Some(me)))
             .count();
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         churn.into_iter().for_each(|t| t.join().expect("churn"));
-        assert_eq!(missed, 0, "the held lock was missed {missed} times in 300");
+        assert_eq!(
+            (emptied, removed),
+            (0, 0),
+            "missed with the lock file emptied, removed"
+        );
+        std::fs::write(crate::store::lock_file(&db), format!("{me} keel run")).expect("lock file");
         // Let go, the lock file still names this process: it holds nothing.
         drop(held);
         assert_eq!(lock_held_by(&db), Some(None));
         let lock = std::fs::metadata(crate::store::lock_file(&db)).expect("lock");
         use std::os::unix::fs::MetadataExt;
-        let mine = holds_flock(std::process::id(), lock.dev(), lock.ino());
-        assert_eq!(mine, Some(false));
-        assert_eq!(holds_flock(u32::MAX, lock.dev(), lock.ino()), None);
+        let files = [(lock.dev(), lock.ino())];
+        assert_eq!(holds_flock(std::process::id(), &files), Some(false));
+        assert_eq!(holds_flock(u32::MAX, &files), None);
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! `<db>.lock` for its whole life, taken before it opens the database, so
 //! before any migration or row is written. The lock is the kernel's, so it
 //! is released the moment the process ends, however it ends (SIGKILL too):
-//! no stale owner is ever left behind to be guessed at.
+//! no stale owner is ever left behind to be guessed at. It holds one on the
+//! database file too: the lock file can be removed while a run goes on.
 //!
 //! The file also names the owner (`pid command`), for the one-line refusal
 //! the others print.
@@ -31,7 +32,21 @@ pub enum OwnerError {
 #[derive(Debug)]
 pub struct Ownership {
     _file: File,
+    /// The database file, locked as the lock file is.
+    _database: File,
+    /// Whether the claim made the database file (left empty, it goes).
+    made: bool,
     db: PathBuf,
+}
+
+impl Drop for Ownership {
+    /// A database file the claim made and nothing wrote (a start refused
+    /// before its first row) is not left behind; the lock is still held.
+    fn drop(&mut self) {
+        if self.made && std::fs::metadata(&self.db).is_ok_and(|m| m.is_file() && m.len() == 0) {
+            let _ = std::fs::remove_file(&self.db);
+        }
+    }
 }
 
 /// The lock file of a database.
@@ -73,6 +88,25 @@ impl Ownership {
             }
             Err(TryLockError::Error(e)) => return Err(io(e)),
         }
+        // The database itself is locked too, and it is what counts: a lock
+        // file can be removed or replaced while its run goes on (a cleaner
+        // of old files, an `rm`), and a second run would take the new one.
+        // The database cannot be, and keep its ledger. (SQLite's own locks
+        // are POSIX ones, which an flock neither meets nor blocks.)
+        let made = std::fs::symlink_metadata(db).is_err();
+        let database = lock_database(db).map_err(|source| OwnerError::Io {
+            path: db.display().to_string(),
+            source,
+        })?;
+        let Some(database) = database else {
+            return Err(OwnerError::Taken {
+                db: db.display().to_string(),
+                owner: format!(
+                    "another keel process (whose lock file {} was removed or replaced while it ran)",
+                    path.display()
+                ),
+            });
+        };
         file.set_len(0).map_err(io)?;
         file.seek(SeekFrom::Start(0)).map_err(io)?;
         // One write: a reader never sees the pid without the command.
@@ -81,6 +115,8 @@ impl Ownership {
         file.flush().map_err(io)?;
         Ok(Ownership {
             _file: file,
+            _database: database,
+            made,
             db: db.to_owned(),
         })
     }
@@ -88,6 +124,27 @@ impl Ownership {
     /// The database owned.
     pub fn db(&self) -> &Path {
         &self.db
+    }
+}
+
+/// Opens (creating, as SQLite would) and locks the database file itself:
+/// `None` when another process holds it past a dead owner's child's moment.
+fn lock_database(db: &Path) -> std::io::Result<Option<File>> {
+    let mut options = OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o644);
+        std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    }
+    let file = options.open(db)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(TryLockError::WouldBlock) => Ok(released_within(&file, ORPHAN_WAIT)?.then_some(file)),
+        Err(TryLockError::Error(e)) => Err(e),
     }
 }
 
@@ -194,6 +251,39 @@ mod tests {
         drop(first);
         let again = Ownership::claim(&db, "keel dev --paper").expect("claim after release");
         assert_eq!(again.db(), db);
+    }
+
+    /// A lock file removed (or replaced) while its run goes on: the run
+    /// still holds the database itself, and a second is refused.
+    #[test]
+    fn a_run_whose_lock_file_was_removed_still_holds_the_database() {
+        let _serial = SERIAL.lock();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("keel.db");
+        let first = Ownership::claim(&db, "keel run").expect("first claim");
+        std::fs::remove_file(lock_file(&db)).expect("remove the lock file");
+        let err = Ownership::claim(&db, "keel run").expect_err("second claim");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: another keel process (whose lock file {} was removed or replaced while it ran) is trading on this database; one process trades on a database at a time",
+                db.display(),
+                lock_file(&db).display()
+            )
+        );
+        std::fs::write(lock_file(&db), "").expect("a new lock file");
+        assert!(Ownership::claim(&db, "keel run").is_err(), "replaced");
+        drop(first);
+        let again = Ownership::claim(&db, "keel run").expect("claim once the first ends");
+        assert_eq!(again.db(), db);
+        // The database file the first claim made, nothing written to it,
+        // is not left behind; one written to stays.
+        drop(again);
+        assert!(!db.exists(), "an empty database file left");
+        let owner = Ownership::claim(&db, "keel run").expect("claim");
+        std::fs::write(&db, "x").expect("write");
+        drop(owner);
+        assert!(db.exists(), "a written database removed");
     }
 
     /// A process the owner was starting when it was SIGKILLed holds a copy
