@@ -306,6 +306,19 @@ fn exclusive_flocks_on(table: &str, inode: u64) -> Vec<u32> {
         .collect()
 }
 
+/// Removes a control file as its run ends, unless it names another pid:
+/// then it is another run's (one that started on the database once this
+/// one could no longer hold it), which it still serves.
+pub(crate) fn remove_own_control_file(file: &Path) {
+    let another = read_regular(file, CONTROL_FILE_BYTES)
+        .ok()
+        .and_then(|text| serde_json::from_slice::<Endpoint>(&text).ok())
+        .is_some_and(|endpoint| endpoint.pid != std::process::id());
+    if !another {
+        let _ = std::fs::remove_file(file);
+    }
+}
+
 /// The kill file of a database: its presence halts the engine trading on
 /// it; its text is the reason.
 pub fn kill_file(db: &Path) -> PathBuf {
@@ -857,6 +870,23 @@ mod tests {
         let files = [(lock.dev(), lock.ino())];
         assert_eq!(holds_flock(std::process::id(), &files), Some(false));
         assert_eq!(holds_flock(u32::MAX, &files), None);
+    }
+
+    #[test]
+    fn a_run_ending_removes_its_own_control_file_not_anothers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = control_file(&dir.path().join("keel.db"));
+        let naming = |pid: u32| format!(r#"{{"port":1,"token":"t","pid":{pid}}}"#);
+        std::fs::write(&file, naming(std::process::id() + 1)).expect("write");
+        remove_own_control_file(&file);
+        assert!(file.exists(), "another run's control file removed");
+        std::fs::write(&file, naming(std::process::id())).expect("write");
+        remove_own_control_file(&file);
+        assert!(!file.exists(), "its own control file left");
+        // One that cannot be read as a control file goes as it always did.
+        std::fs::write(&file, "\x00garbage").expect("write");
+        remove_own_control_file(&file);
+        assert!(!file.exists(), "a damaged control file left");
     }
 
     #[test]

@@ -487,10 +487,13 @@ fn links_and_pipes_beside_the_database_are_replaced_never_written_through() {
         ],
     );
     assert!(!refused.status.success());
-    assert!(
-        text(&refused.stderr).contains("cannot take the database's lock"),
-        "{}",
-        text(&refused.stderr)
+    // One line, its cause said once.
+    assert_eq!(
+        text(&refused.stderr).trim_end(),
+        format!(
+            "error: {}: cannot take the database's lock: Too many levels of symbolic links (os error 40)",
+            keel_host::store::lock_file(&db).display()
+        )
     );
     assert!(untouched(), "the lock truncated a planted link's target");
 

@@ -93,8 +93,8 @@ pub struct Shared {
     pub kill_requested: Arc<AtomicBool>,
 }
 
-/// A served control API; stops serving and removes its control file when
-/// dropped.
+/// A served control API; stops serving and removes its control file (if
+/// it is still this run's) when dropped.
 #[derive(Debug)]
 pub struct ApiServer {
     pub port: u16,
@@ -104,7 +104,7 @@ pub struct ApiServer {
 
 impl Drop for ApiServer {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.file);
+        control::remove_own_control_file(&self.file);
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

@@ -24,11 +24,10 @@ pub enum NightLockError {
         db: String,
         holder: String,
     },
-    #[error("{path}: cannot take the night's lock: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    // Not `source`: the cause is in the line already, and a source would
+    // be printed again after it.
+    #[error("{path}: cannot take the night's lock: {why}")]
+    Io { path: String, why: std::io::Error },
 }
 
 /// The right to run a night on a database, held until dropped.
@@ -58,9 +57,9 @@ impl NightLock {
             _ => return Ok(None),
         };
         let path = night_lock_file(&db);
-        let io = |source| NightLockError::Io {
+        let io = |why| NightLockError::Io {
             path: path.display().to_string(),
-            source,
+            why,
         };
         let mut file = open_private(&path).map_err(io)?;
         let deadline = Instant::now() + ORPHAN_WAIT;

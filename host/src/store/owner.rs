@@ -21,11 +21,10 @@ pub enum OwnerError {
         "{db}: {owner} is trading on this database; one process trades on a database at a time"
     )]
     Taken { db: String, owner: String },
-    #[error("{path}: cannot take the database's lock: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    // Not `source`: the cause is in the line already, and a source would
+    // be printed again after it.
+    #[error("{path}: cannot take the database's lock: {why}")]
+    Io { path: String, why: std::io::Error },
 }
 
 /// The exclusive right to write a database's ledger, held until dropped.
@@ -61,9 +60,9 @@ impl Ownership {
     /// e.g. "keel run"), or says who has it.
     pub fn claim(db: &Path, command: &str) -> Result<Ownership, OwnerError> {
         let path = lock_file(db);
-        let io = |source| OwnerError::Io {
+        let io = |why| OwnerError::Io {
             path: path.display().to_string(),
-            source,
+            why,
         };
         let mut file = open_private(&path).map_err(io)?;
         match file.try_lock() {
@@ -94,9 +93,9 @@ impl Ownership {
         // The database cannot be, and keep its ledger. (SQLite's own locks
         // are POSIX ones, which an flock neither meets nor blocks.)
         let made = std::fs::symlink_metadata(db).is_err();
-        let database = lock_database(db).map_err(|source| OwnerError::Io {
+        let database = lock_database(db).map_err(|why| OwnerError::Io {
             path: db.display().to_string(),
-            source,
+            why,
         })?;
         let Some(database) = database else {
             return Err(OwnerError::Taken {
