@@ -31,21 +31,12 @@ pub enum OwnerError {
 #[derive(Debug)]
 pub struct Ownership {
     _file: File,
-    /// The database file, locked as the lock file is.
+    /// The database file, locked as the lock file is. One the claim made
+    /// is left, empty, if the process ends before SQLite writes to it (an
+    /// empty file is an empty database): removing it could take it from
+    /// under an import that has just opened it.
     _database: File,
-    /// Whether the claim made the database file (left empty, it goes).
-    made: bool,
     db: PathBuf,
-}
-
-impl Drop for Ownership {
-    /// A database file the claim made and nothing wrote (a start refused
-    /// before its first row) is not left behind; the lock is still held.
-    fn drop(&mut self) {
-        if self.made && std::fs::metadata(&self.db).is_ok_and(|m| m.is_file() && m.len() == 0) {
-            let _ = std::fs::remove_file(&self.db);
-        }
-    }
 }
 
 /// The lock file of a database.
@@ -92,7 +83,6 @@ impl Ownership {
         // of old files, an `rm`), and a second run would take the new one.
         // The database cannot be, and keep its ledger. (SQLite's own locks
         // are POSIX ones, which an flock neither meets nor blocks.)
-        let made = std::fs::symlink_metadata(db).is_err();
         let database = lock_database(db).map_err(|why| OwnerError::Io {
             path: db.display().to_string(),
             why,
@@ -115,7 +105,6 @@ impl Ownership {
         Ok(Ownership {
             _file: file,
             _database: database,
-            made,
             db: db.to_owned(),
         })
     }
@@ -275,14 +264,6 @@ mod tests {
         drop(first);
         let again = Ownership::claim(&db, "keel run").expect("claim once the first ends");
         assert_eq!(again.db(), db);
-        // The database file the first claim made, nothing written to it,
-        // is not left behind; one written to stays.
-        drop(again);
-        assert!(!db.exists(), "an empty database file left");
-        let owner = Ownership::claim(&db, "keel run").expect("claim");
-        std::fs::write(&db, "x").expect("write");
-        drop(owner);
-        assert!(db.exists(), "a written database removed");
     }
 
     /// A process the owner was starting when it was SIGKILLed holds a copy
