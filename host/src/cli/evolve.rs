@@ -33,8 +33,8 @@ pub struct EvolveArgs {
     /// the one this keel was built from.
     #[arg(long, value_name = "DIR")]
     pub sdk: Option<PathBuf>,
-    /// Cargo target directory candidate crates build in; default: `target`
-    /// under the config's workdir.
+    /// Cargo target directory candidate crates build in; default:
+    /// `CARGO_TARGET_DIR` when set, else `target` under the config's workdir.
     #[arg(long, value_name = "DIR")]
     pub target_dir: Option<PathBuf>,
     #[command(subcommand)]
@@ -121,10 +121,9 @@ pub(super) fn run(args: &EvolveArgs, db: &Path, cache: &CompileCache) -> anyhow:
             let sdk = args.sdk.clone().or_else(scaffold::default_sdk).context(
                 "the strategy-sdk this keel was built from is gone: pass --sdk <keel>/strategy-sdk",
             )?;
-            let target_dir = args
-                .target_dir
-                .clone()
-                .unwrap_or_else(|| night::default_target(&config.workdir));
+            let target_dir = args.target_dir.clone().unwrap_or_else(|| {
+                night::default_target(&config.workdir, std::env::var_os("CARGO_TARGET_DIR"))
+            });
             let sandbox = super::sandbox(Metering::Fuel, cache)?;
             let settings = NightSettings {
                 config,

@@ -6,6 +6,7 @@
 //! model (`roles`: the analyst, the author and the reviewer), under one
 //! budget for the night.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -607,14 +608,37 @@ fn measure(conn: &Connection, metric: &str, from: i64, to: i64) -> anyhow::Resul
     })
 }
 
-/// The default target directory of candidate crates: beside the workdir.
-pub fn default_target(workdir: &Path) -> PathBuf {
-    workdir.join("target")
+/// The default target directory of candidate crates: cargo's own default
+/// when the user set one (`CARGO_TARGET_DIR`, as cargo reads it: relative to
+/// where keel was started), else beside the workdir. A night's builds then
+/// share what the user's other builds compiled (the SDK and its macros).
+pub fn default_target(workdir: &Path, cargo_target_dir: Option<OsString>) -> PathBuf {
+    match cargo_target_dir.filter(|dir| !dir.is_empty()) {
+        Some(dir) => std::path::absolute(&dir).unwrap_or_else(|_| PathBuf::from(dir)),
+        None => workdir.join("target"),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn candidate_crates_build_where_cargo_would_or_beside_the_workdir() {
+        let workdir = Path::new("/nights");
+        assert_eq!(default_target(workdir, None), workdir.join("target"));
+        assert_eq!(
+            default_target(workdir, Some(OsString::new())),
+            workdir.join("target")
+        );
+        assert_eq!(
+            default_target(workdir, Some("/cache/target".into())),
+            Path::new("/cache/target")
+        );
+        let relative = default_target(workdir, Some("shared".into()));
+        assert!(relative.is_absolute(), "{}", relative.display());
+        assert!(relative.ends_with("shared"), "{}", relative.display());
+    }
 
     #[test]
     fn slugs_are_valid_names_and_do_not_grow_with_generations() {
