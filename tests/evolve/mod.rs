@@ -137,8 +137,6 @@ fn configured(evolve: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     (dir, db)
 }
 
-/// `keel` on database `db`, in directory `dir` (where a night writes its
-/// crates), building in the tests' shared wasm target directory.
 /// `HH:MM` (UTC) two minutes ago: a night scheduled then is due now.
 fn two_minutes_ago() -> String {
     let now_minute = (std::time::SystemTime::now()
@@ -178,6 +176,8 @@ fn evolving_run(dir: &Path, db: &Path) -> Command {
     command
 }
 
+/// `keel` on database `db`, in directory `dir` (where a night writes its
+/// crates).
 fn keel_in(dir: &Path, db: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_keel"))
         .current_dir(dir)
@@ -189,6 +189,8 @@ fn keel_in(dir: &Path, db: &Path, args: &[&str]) -> Output {
         .expect("run keel")
 }
 
+/// One night now (`keel evolve --once`) in `dir` on `db`, building in the
+/// tests' shared wasm target directory.
 fn night_once(dir: &Path, db: &Path) -> Output {
     let target = repo().join("target/keel-wasm");
     keel_in(
