@@ -271,6 +271,98 @@ fn a_backtest_aggregates_to_the_timeframe_asked_for() {
     }
 }
 
+/// A file that marks its partial bars (an aggregated export) keeps them
+/// partial when it is used again: a backtest of it notes and counts them,
+/// streamed or loaded whole for a grid, CSV or Parquet; aggregated
+/// further, a bar holding one is partial, so the file gives the bars and
+/// the partial count the store's one-minute candles give; an import says
+/// it leaves the marks aside.
+#[test]
+fn a_files_marks_of_partial_bars_are_kept_by_a_backtest_and_said_by_an_import() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("keel.db");
+    let sma = crate::support::example("sma-cross")
+        .to_str()
+        .expect("utf-8");
+    let btc = data("UNITTEST_BTC-1m.csv");
+    let out = import_file(&db, btc.to_str().expect("utf-8"), "BTC/USD", "1m");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json = dir.path().join("r.json");
+    let json_text = json.to_str().expect("utf-8");
+    let report = |args: &[&str]| -> (String, serde_json::Value) {
+        let out = keel(
+            &db,
+            &[&["backtest", sma, "--json", json_text][..], args].concat(),
+        );
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        let text = std::fs::read_to_string(&json).expect("json");
+        (stderr(&out), serde_json::from_str(&text).expect("json"))
+    };
+    let (_, from_store) = report(&["--data", "BTC/USD@1m", "--timeframe", "4h"]);
+    assert_eq!(from_store["data"][0]["partial"], 38);
+
+    for name in ["btc-1h.csv", "btc-1h.parquet"] {
+        let file = dir.path().join(name);
+        let file_text = file.to_str().expect("utf-8");
+        let out = keel(
+            &db,
+            &[
+                "data",
+                "export",
+                "BTC/USD@1m",
+                "--timeframe",
+                "1h",
+                "--out",
+                file_text,
+            ],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        let spec = format!("BTC/USD={file_text}");
+
+        let (said, run) = report(&["--data", &spec]);
+        assert!(
+            said.contains(&format!(
+                "{name}: 118 of 240 bars are marked partial by the file's column 'partial'"
+            )) && said.contains("): at 2017-11-04T23:00:00Z, "),
+            "{said}"
+        );
+        assert_eq!(run["data"][0]["partial"], 118, "{name}");
+        let grid = ["--data", &spec, "--param", "fast=5..10:5"];
+        let (said, runs) = report(&grid);
+        assert!(
+            said.contains("118 of 240 bars are marked partial"),
+            "{said}"
+        );
+        assert_eq!(runs[1]["data"][0]["partial"], 118, "{name}: a grid's run");
+
+        // Aggregated again: what the one-minute candles make.
+        let (said, run) = report(&["--data", &spec, "--timeframe", "4h"]);
+        assert!(
+            said.contains(&format!("{name} as 4h: 38 of 61 bars are partial"))
+                && said.contains("or a bar the file marks partial"),
+            "{said}"
+        );
+        // (Volumes summed in another order may differ in their last digit.)
+        for same in ["bars", "partial", "first", "last"] {
+            assert_eq!(
+                run["data"][0][same], from_store["data"][0][same],
+                "{name}: {same}"
+            );
+        }
+
+        let out = import_file(&db, file_text, "BTC/USD", "1h");
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(
+            stdout(&out).contains(
+                "note: 118 of its bars are marked partial by its column 'partial' \
+                 (at 2017-11-04T23:00:00Z, "
+            ) && stdout(&out).contains("the store keeps bars, not marks"),
+            "{}",
+            stdout(&out)
+        );
+    }
+}
+
 /// A file of one bar does not tell its length: its name may (`-1d`),
 /// else it is taken as a bar of the timeframe asked for, never called
 /// partial or made into a bar of another length, as the same bar stored

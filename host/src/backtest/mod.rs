@@ -83,54 +83,74 @@ fn load_to(
     db: &Path,
     to: Option<Timeframe>,
 ) -> anyhow::Result<Vec<Dataset>> {
+    let data = load_marked(specs, columns, db, to)?;
+    Ok(data.into_iter().map(|(d, _)| d).collect())
+}
+
+/// [`load_to`], each series with the open times of the bars its file
+/// marks partial (a column `partial`, as `keel data export --timeframe`
+/// writes it; none for a stored series).
+fn load_marked(
+    specs: &[String],
+    columns: &candles::Columns,
+    db: &Path,
+    to: Option<Timeframe>,
+) -> anyhow::Result<Vec<(Dataset, Vec<i64>)>> {
     let mut out = Vec::with_capacity(specs.len());
     for (i, spec) in specs.iter().enumerate() {
         if spec.trim().is_empty() {
             bail!("--data '': give a candle file, SYMBOL=FILE or SYMBOL@TIMEFRAME");
         }
-        let (symbol, candles, source, bar_ms, digest) = if let Some(stored) = stored_spec(spec) {
-            let (symbol, tf) = stored?;
-            let store = Store::open_existing(db)?;
-            let Some((candles, digest)) = store.load_series(symbol, tf)? else {
-                bail!(not_stored(spec, symbol, tf, db));
-            };
-            (
-                symbol.to_owned(),
-                candles,
-                format!("store:{spec}"),
-                tf.duration_ms(),
-                Some(digest),
-            )
-        } else {
-            let (symbol, path) = file_spec(spec, i)?;
-            let mut candles = candles::read_file_columns(&path, columns)?;
-            let mut bar_ms =
-                candles::typical_spacing_ms(&candles).unwrap_or_else(|| named_bar_ms(&path, to));
-            if bar_ms >= Timeframe::D1.duration_ms() {
-                // Daily or longer: dated as an import dates them (a local
-                // midnight is its date), so the file and the store agree.
-                // Times an import would refuse to date (a zone known by
-                // name alone) stay the instants they are.
-                let dated = columns.clone().with_dates(true);
-                if let Ok(dated) = candles::read_file_columns(&path, &dated) {
-                    candles = dated;
-                    bar_ms = candles::typical_spacing_ms(&candles).unwrap_or(bar_ms);
+        let (symbol, candles, source, bar_ms, digest, marks) =
+            if let Some(stored) = stored_spec(spec) {
+                let (symbol, tf) = stored?;
+                let store = Store::open_existing(db)?;
+                let Some((candles, digest)) = store.load_series(symbol, tf)? else {
+                    bail!(not_stored(spec, symbol, tf, db));
+                };
+                (
+                    symbol.to_owned(),
+                    candles,
+                    format!("store:{spec}"),
+                    tf.duration_ms(),
+                    Some(digest),
+                    Vec::new(),
+                )
+            } else {
+                let (symbol, path) = file_spec(spec, i)?;
+                let (mut candles, mut marks) = candles::read_file_marked(&path, columns)?;
+                let mut bar_ms = candles::typical_spacing_ms(&candles)
+                    .unwrap_or_else(|| named_bar_ms(&path, to));
+                if bar_ms >= Timeframe::D1.duration_ms() {
+                    // Daily or longer: dated as an import dates them (a local
+                    // midnight is its date), so the file and the store agree.
+                    // Times an import would refuse to date (a zone known by
+                    // name alone) stay the instants they are.
+                    let dated = columns.clone().with_dates(true);
+                    if let Ok(dated) = candles::read_file_marked(&path, &dated) {
+                        (candles, marks) = dated;
+                        bar_ms = candles::typical_spacing_ms(&candles).unwrap_or(bar_ms);
+                    }
                 }
-            }
-            (symbol, candles, path.display().to_string(), bar_ms, None)
-        };
+                (
+                    symbol,
+                    candles,
+                    path.display().to_string(),
+                    bar_ms,
+                    None,
+                    marks,
+                )
+            };
         let reference = match digest {
             Some(digest) => DataRef::with_digest(&symbol, source, &candles, digest),
             None => DataRef::of(&symbol, source, &candles),
         };
-        out.push(Dataset {
-            series: Series {
-                symbol,
-                candles,
-                bar_ms,
-            },
-            reference,
-        });
+        let series = Series {
+            symbol,
+            candles,
+            bar_ms,
+        };
+        out.push((Dataset { series, reference }, marks));
     }
     Ok(out)
 }
@@ -207,16 +227,23 @@ fn not_stored(spec: &str, symbol: &str, tf: Timeframe, db: &Path) -> String {
 
 /// Each series aggregated to bars of `to` (see `candles::resample`), its
 /// reference made of what the strategy will see; a note for each series
-/// with partial bars (a gap inside, or the data starting or ending inside
-/// them): kept as they are, never filled.
-fn resample_data(data: &mut [Dataset], to: Timeframe) -> anyhow::Result<Vec<String>> {
+/// with partial bars (a gap inside, the data starting or ending inside
+/// them, or a bar its file marks partial): kept as they are, never filled.
+fn resample_data(data: &mut [(Dataset, Vec<i64>)], to: Timeframe) -> anyhow::Result<Vec<String>> {
     let mut notes = Vec::new();
-    for d in data.iter_mut() {
-        let made = candles::resample::resample(&d.series.candles, d.series.bar_ms, to)
-            .map_err(|e| anyhow::anyhow!("--timeframe {to}: {}: {e}", d.reference.source))?;
+    for (d, marks) in data.iter_mut() {
+        let made =
+            candles::resample::resample_partial(&d.series.candles, marks, d.series.bar_ms, to)
+                .map_err(|e| anyhow::anyhow!("--timeframe {to}: {}: {e}", d.reference.source))?;
         let source = format!("{} as {to}", d.reference.source);
         if made.partial.count > 0 {
-            notes.push(partial_note(&source, &made.partial, made.candles.len()));
+            let marked = !marks.is_empty();
+            notes.push(partial_note(
+                &source,
+                &made.partial,
+                made.candles.len(),
+                marked,
+            ));
         }
         d.reference = DataRef {
             partial: made.partial.count,
@@ -228,27 +255,68 @@ fn resample_data(data: &mut [Dataset], to: Timeframe) -> anyhow::Result<Vec<Stri
     Ok(notes)
 }
 
+/// The bars each file marks partial, counted in its reference, with a
+/// note for each file that marks any: kept as they are.
+fn note_marked(data: &mut [(Dataset, Vec<i64>)]) -> Vec<String> {
+    let mut notes = Vec::new();
+    for (d, marks) in data.iter_mut().filter(|(_, m)| !m.is_empty()) {
+        let mut partial = candles::resample::Partial::default();
+        marks.iter().for_each(|&t| partial.add(t));
+        notes.push(marked_note(
+            &d.reference.source,
+            &partial,
+            d.series.candles.len(),
+        ));
+        d.reference.partial = partial.count;
+    }
+    notes
+}
+
 /// [`load_data`], aggregated to `to` when it is given: the data, and the
-/// notes of its partial bars.
+/// notes of its partial bars (aggregated so, or marked so by its file).
 pub fn load_whole(
     specs: &[String],
     columns: &candles::Columns,
     db: &Path,
     to: Option<Timeframe>,
 ) -> anyhow::Result<(Vec<Dataset>, Vec<String>)> {
-    let mut data = load_to(specs, columns, db, to)?;
+    let mut data = load_marked(specs, columns, db, to)?;
     let notes = match to {
         Some(to) => resample_data(&mut data, to)?,
-        None => Vec::new(),
+        None => note_marked(&mut data),
     };
-    Ok((data, notes))
+    Ok((data.into_iter().map(|(d, _)| d).collect(), notes))
 }
 
 /// The note for an aggregated series (`source`, already `… as TF`) with
 /// `partial` of its `bars` partial: how many, and where the first are.
-fn partial_note(source: &str, partial: &candles::resample::Partial, bars: usize) -> String {
+/// `marked`: the series' file marks bars partial itself, which makes the
+/// bars they fall in partial too.
+fn partial_note(
+    source: &str,
+    partial: &candles::resample::Partial,
+    bars: usize,
+    marked: bool,
+) -> String {
+    let why = match marked {
+        false => "a gap inside, or the data starts or ends inside them",
+        true => {
+            "a gap inside, the data starting or ending inside them, or a bar the file marks partial"
+        }
+    };
     format!(
-        "{}: {} of {bars} bars are partial (a gap inside, or the data starts or ends inside them): {}; kept as they are, never filled",
+        "{}: {} of {bars} bars are partial ({why}): {}; kept as they are, never filled",
+        shown::text(source),
+        partial.count,
+        partial.places()
+    )
+}
+
+/// The note for a file (`source`) whose column `partial` marks `partial`
+/// of its `bars` (as an aggregation that wrote it found them).
+fn marked_note(source: &str, partial: &candles::resample::Partial, bars: usize) -> String {
+    format!(
+        "{}: {} of {bars} bars are marked partial by the file's column 'partial' (fewer candles than a whole bar where it was made): {}; kept as they are",
         shown::text(source),
         partial.count,
         partial.places()

@@ -29,7 +29,7 @@ use keel_model::candles::{Candle, Columns, format_time};
 use keel_model::replay::{FEED_CHUNK, Feed};
 use keel_model::{Timeframe, shown};
 
-use super::{Given, Job, not_stored, partial_note, run_on, stored_spec};
+use super::{Given, Job, marked_note, not_stored, partial_note, run_on, stored_spec};
 use crate::sandbox::Sandbox;
 use crate::store::{Store, StoreError, StoredSeries};
 
@@ -55,12 +55,16 @@ pub struct Streamed {
 }
 
 /// What a reader made of what it read: the series' reference, how many of
-/// its bars are partial (aggregated), and whether the run must be made
-/// again with the series loaded whole.
+/// its bars are partial (aggregated, or marked so by its file), and
+/// whether the run must be made again with the series loaded whole.
 #[derive(Debug)]
 struct Made {
     reference: DataRef,
     partial: keel_model::candles::resample::Partial,
+    /// The bars were aggregated (else `partial` are those the file marks).
+    aggregated: bool,
+    /// The file marks bars partial itself.
+    marked: bool,
     again: bool,
 }
 
@@ -204,6 +208,8 @@ fn read_resampled(
     Ok(Some(Made {
         reference,
         partial,
+        aggregated: true,
+        marked: false,
         again: false,
     }))
 }
@@ -279,6 +285,8 @@ pub fn run_streamed(
         let Some(Made {
             mut reference,
             partial,
+            aggregated,
+            marked,
             ..
         }) = made
         else {
@@ -286,7 +294,11 @@ pub fn run_streamed(
         };
         reference.partial = partial.count;
         if partial.count > 0 {
-            notes.push(partial_note(&reference.source, &partial, reference.bars));
+            let (source, bars) = (&reference.source, reference.bars);
+            notes.push(match aggregated {
+                true => partial_note(source, &partial, bars, marked),
+                false => marked_note(source, &partial, bars),
+            });
         }
         if let Some(data) = report.data.get_mut(i) {
             *data = reference;

@@ -107,8 +107,10 @@ pub enum DataCommand {
         /// as `keel backtest --timeframe` does. The file then has a last
         /// column `partial`: `true` for a bar with fewer candles than a
         /// whole one (a gap inside, or the data starts or ends inside it).
-        /// An import leaves that column aside, as any column it does not
-        /// know: the store keeps bars, not marks.
+        /// `keel backtest --data` of the file notes those bars (and an
+        /// aggregation of it counts a bar holding one as partial); an
+        /// import counts them and leaves the marks aside: the store keeps
+        /// bars, not marks.
         #[arg(long, value_name = "TF", value_parser = super::backtest::timeframe)]
         timeframe: Option<Timeframe>,
     },
@@ -263,25 +265,32 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
             let mut store = Store::open(db)?;
             let (file, columns) = (&file, &columns);
             let stop = std::sync::atomic::AtomicBool::new(false);
+            let mut marked = candles::resample::Partial::default();
             let report = std::thread::scope(|s| {
                 let digest = s.spawn(|| crate::store::file_digest(file, &stop));
                 let (pieces, taken) = std::sync::mpsc::sync_channel::<Vec<Candle>>(PIECES_AHEAD);
-                let reader = s.spawn(|| {
-                    candles::read_file_each(file, columns, move |piece| {
+                // The bars the file marks partial: counted, to say the
+                // store leaves the marks aside.
+                let reader = s.spawn(move || {
+                    let mut marked = candles::resample::Partial::default();
+                    candles::read_file_each_marked(file, columns, |piece, marks| {
+                        marks.iter().for_each(|&t| marked.add(t));
                         // The import stopped first: its error is the one said.
                         pieces.send(piece).map_err(|_| anyhow::anyhow!("stopped"))
                     })
+                    .map(|()| marked)
                 });
+                let marked = &mut marked;
                 // `taken` moves in: an import that stops drops it, and the
                 // reader's next piece finds no one to take it.
                 let imported = store.import_with(&symbol, tf, &source, replace, move |import| {
                     for piece in taken.iter() {
                         import.push(&piece)?;
                     }
-                    match reader.join() {
+                    *marked = match reader.join() {
                         Ok(read) => read?,
                         Err(_) => bail!("{}: the thread reading it failed", file.display()),
-                    }
+                    };
                     if let Some(why) = not_of_timeframe(import.spacings(), tf) {
                         bail!("{}: {why}", file.display());
                     }
@@ -309,6 +318,13 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
             );
             for mended in &report.mended {
                 println!("{mended}");
+            }
+            if marked.count > 0 {
+                println!(
+                    "note: {} of its bars are marked partial by its column 'partial' ({}): the store keeps bars, not marks; a backtest of the file itself (--data FILE) notes them",
+                    marked.count,
+                    marked.places()
+                );
             }
             println!("{}", gap_line(&report.gaps));
             print_stored_series(&store, &report.symbol, tf, report.bars)?;

@@ -136,7 +136,10 @@ fn quiet_while_decoding() {
 pub(super) struct Roles {
     /// The column of each role in the file's schema.
     index: [usize; 6],
-    /// The columns to decode: the roles' columns, in the file's order.
+    /// The boolean column that marks partial bars, if the file has one.
+    partial: Option<usize>,
+    /// The columns to decode: the roles' columns (and `partial`), in the
+    /// file's order.
     pub(super) projection: Vec<usize>,
     /// Times at local midnight are their dates (`Columns::with_dates`).
     dates: bool,
@@ -194,11 +197,26 @@ impl Roles {
                 ));
             }
         }
+        let partial = layout::partial_column(&names, &index);
+        if let Some(field) = partial.map(|i| &schema.fields()[i])
+            && field.data_type() != &DataType::Boolean
+        {
+            return Err(refused(
+                source,
+                format!(
+                    "column '{}' holds {}, not booleans (true for a partial bar)",
+                    shown::text(field.name()),
+                    shown::text(&field.data_type().to_string())
+                ),
+            ));
+        }
         let mut projection = index.to_vec();
+        projection.extend(partial);
         projection.sort_unstable();
         projection.dedup();
         Ok(Roles {
             index,
+            partial,
             projection,
             dates: columns.dates(),
         })
@@ -224,6 +242,8 @@ pub(super) struct Rows<'a> {
     /// been taken from `candles` already).
     last_ms: Option<i64>,
     pub(super) candles: Vec<Candle>,
+    /// The times of the rows read and not taken that the file marks partial.
+    pub(super) marks: Vec<i64>,
 }
 
 impl<'a> Rows<'a> {
@@ -234,19 +254,20 @@ impl<'a> Rows<'a> {
             row: 0,
             last_ms: None,
             candles: Vec::new(),
+            marks: Vec::new(),
         }
+    }
+
+    /// The column `index` of the file's schema in a batch decoded with
+    /// the roles' projection.
+    fn column<'b>(&self, batch: &'b RecordBatch, index: usize) -> Option<&'b dyn Array> {
+        let at = self.roles.projection.iter().position(|&i| i == index)?;
+        (batch.num_columns() == self.roles.projection.len()).then(|| batch.column(at).as_ref())
     }
 
     /// The roles' columns of a batch decoded with the roles' projection.
     fn arrays<'b>(&self, batch: &'b RecordBatch) -> Option<[&'b dyn Array; 6]> {
-        let column = |role: usize| {
-            let at = self
-                .roles
-                .projection
-                .iter()
-                .position(|&i| i == self.roles.index[role])?;
-            (batch.num_columns() == self.roles.projection.len()).then(|| batch.column(at).as_ref())
-        };
+        let column = |role: usize| self.column(batch, self.roles.index[role]);
         Some([
             column(0)?,
             column(1)?,
@@ -272,6 +293,13 @@ impl<'a> Rows<'a> {
         for array in &arrays[1..] {
             values.push(numbers(*array).ok_or_else(unexpected)?);
         }
+        let partial = match self.roles.partial {
+            Some(index) => {
+                let column = self.column(batch, index).ok_or_else(unexpected)?;
+                Some(column.as_boolean_opt().ok_or_else(unexpected)?)
+            }
+            None => None,
+        };
         self.candles.reserve(batch.num_rows());
         for i in 0..batch.num_rows() {
             self.row += 1;
@@ -292,20 +320,29 @@ impl<'a> Rows<'a> {
                 }
             }
             let candle = checked(self.last_ms, time_ms, row).map_err(at)?;
+            if let Some(partial) = partial {
+                if partial.is_null(i) {
+                    return Err(at(format!("{PARTIAL_COLUMN} is null")));
+                }
+                if partial.value(i) {
+                    self.marks.push(time_ms);
+                }
+            }
             self.candles.push(candle);
             self.last_ms = Some(time_ms);
         }
         Ok(())
     }
 
-    /// The candles read and not taken; no row at all is an error.
-    pub(super) fn finish(self) -> Result<Vec<Candle>, CandleError> {
+    /// The candles read and not taken, with their marks; no row at all
+    /// is an error.
+    pub(super) fn finish(self) -> Result<Marked, CandleError> {
         if self.row == 0 {
             return Err(CandleError::Empty {
                 path: self.source.to_owned(),
             });
         }
-        Ok(self.candles)
+        Ok((self.candles, self.marks))
     }
 }
 

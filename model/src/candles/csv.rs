@@ -26,7 +26,13 @@ pub fn read_csv(path: &Path) -> Result<Vec<Candle>, CandleError> {
 /// `read_csv`, the columns for the roles `columns` names found by those
 /// names.
 pub fn read_csv_columns(path: &Path, columns: &Columns) -> Result<Vec<Candle>, CandleError> {
-    read_within(path, columns, true, &mut |_| true)
+    read_csv_marked(path, columns).map(|(candles, _)| candles)
+}
+
+/// `read_csv_columns`, and the times of the bars a column `partial`
+/// marks (see [`read_file_marked`]).
+pub(super) fn read_csv_marked(path: &Path, columns: &Columns) -> Result<Marked, CandleError> {
+    read_within(path, columns, true, &mut |_, _| true)
 }
 
 /// `read_csv_columns`, the candles of each block (some 4 MB of the file)
@@ -35,7 +41,16 @@ pub fn read_csv_columns(path: &Path, columns: &Columns) -> Result<Vec<Candle>, C
 pub fn read_csv_each<E: From<CandleError>>(
     path: &Path,
     columns: &Columns,
-    each: impl FnMut(Vec<Candle>) -> Result<(), E>,
+    mut each: impl FnMut(Vec<Candle>) -> Result<(), E>,
+) -> Result<(), E> {
+    read_csv_each_marked(path, columns, |candles, _| each(candles))
+}
+
+/// [`read_csv_each`], each piece with the times of its marked bars.
+pub(super) fn read_csv_each_marked<E: From<CandleError>>(
+    path: &Path,
+    columns: &Columns,
+    each: impl FnMut(Vec<Candle>, Vec<i64>) -> Result<(), E>,
 ) -> Result<(), E> {
     in_pieces(each, |take| read_within(path, columns, false, take))
 }
@@ -49,7 +64,7 @@ fn read_within(
     columns: &Columns,
     whole_file: bool,
     each: &mut Take<'_>,
-) -> Result<Vec<Candle>, CandleError> {
+) -> Result<Marked, CandleError> {
     let name = path.display().to_string();
     let io = |error| CandleError::Io {
         path: name.clone(),
@@ -61,6 +76,7 @@ fn read_within(
     let mut block: Vec<u8> = Vec::with_capacity(BLOCK_BYTES + MAX_LINE_BYTES);
     let mut rows = Lines::new(&name, columns);
     let mut candles: Vec<Candle> = Vec::new();
+    let mut marks: Vec<i64> = Vec::new();
     let (mut read, mut any): (u64, bool) = (0, false);
     loop {
         let start = block.len();
@@ -124,10 +140,11 @@ fn read_within(
         }
         let before = candles.len();
         rows.block(text, &mut candles)?;
+        marks.append(&mut rows.marks);
         any |= candles.len() > before;
         block.drain(..whole);
-        if !each(&mut candles) {
-            return Ok(Vec::new());
+        if !each(&mut candles, &mut marks) {
+            return Ok(Marked::default());
         }
         if end {
             break;
@@ -136,7 +153,7 @@ fn read_within(
     if !any {
         return Err(CandleError::Empty { path: name });
     }
-    Ok(candles)
+    Ok((candles, marks))
 }
 
 /// Parses CSV text; `source` names it in errors.
@@ -175,6 +192,8 @@ struct Lines<'c> {
     layout: Option<Layout>,
     /// Rows of a header of several still to pass over (yfinance's).
     header_rows: u8,
+    /// The times of the rows read that the file marks partial, until taken.
+    marks: Vec<i64>,
 }
 
 /// What the header said: how many fields a row has, where each role sits.
@@ -188,6 +207,8 @@ struct Layout {
     epoch_digits: Option<usize>,
     /// Times at local midnight are their dates (`Columns::with_dates`).
     dates: bool,
+    /// Where the column that marks partial bars sits, if the file has one.
+    partial: Option<usize>,
 }
 
 impl<'c> Lines<'c> {
@@ -198,6 +219,7 @@ impl<'c> Lines<'c> {
             line: 0,
             layout: None,
             header_rows: 0,
+            marks: Vec::new(),
         }
     }
 
@@ -210,6 +232,7 @@ impl<'c> Lines<'c> {
             line: self.line,
             layout: self.layout,
             header_rows: self.header_rows,
+            marks: self.marks,
         }
     }
 
@@ -242,6 +265,7 @@ impl<'c> Lines<'c> {
             }),
             // Only rows right after the header are header rows.
             header_rows: 0,
+            marks: Vec::new(),
         };
         let mut later = Vec::with_capacity(second.len() / 48);
         let (done, rest_done) = std::thread::scope(|s| {
@@ -257,6 +281,7 @@ impl<'c> Lines<'c> {
             // In order where the halves meet: kept as read.
             (Ok(()), Some(next)) if last_ms.is_none_or(|last| next.time_ms > last) => {
                 out.append(&mut later);
+                self.marks.append(&mut rest.marks);
                 self.line += rest.line;
                 self.layout = rest.layout;
                 Ok(())
@@ -318,12 +343,19 @@ impl<'c> Lines<'c> {
                         (index, false)
                     }
                 };
+                let names: Vec<String> = (layout::fields_of(raw).iter())
+                    .map(|f| layout::field(f).trim().to_owned())
+                    .collect();
+                let partial = (!data)
+                    .then(|| layout::partial_column(&names, &index))
+                    .flatten();
                 let layout = self.layout.insert(Layout {
-                    width: layout::fields_of(raw).len(),
+                    width: names.len(),
                     index,
                     last_ms: None,
                     epoch_digits: None,
                     dates: self.columns.dates(),
+                    partial,
                 });
                 if !data {
                     return Ok(None);
@@ -362,8 +394,11 @@ impl<'c> Lines<'c> {
             self.header_rows = 0;
         }
         match layout.parse(raw) {
-            Ok(candle) => {
+            Ok((candle, partial)) => {
                 layout.last_ms = Some(candle.time_ms);
+                if partial {
+                    self.marks.push(candle.time_ms);
+                }
                 Ok(Some(candle))
             }
             Err(message) => Err(self.invalid(self.line, message)),
@@ -372,7 +407,8 @@ impl<'c> Lines<'c> {
 }
 
 impl Layout {
-    fn parse<'a>(&mut self, raw: &'a str) -> Result<Candle, String> {
+    /// A row's candle, and whether the file marks it partial.
+    fn parse<'a>(&mut self, raw: &'a str) -> Result<(Candle, bool), String> {
         // The fields, without a vector per row: a row wider than this is
         // still read, field by field.
         let mut fields = [""; 16];
@@ -389,8 +425,7 @@ impl Layout {
         if count != self.width {
             return Err(format!("expected {} fields, found {count}", self.width));
         }
-        let field = |k: usize| -> &str {
-            let i = self.index[k];
+        let field_at = |i: usize| -> &str {
             match fields.get(i) {
                 Some(f) => f,
                 None => layout::fields_of(raw)
@@ -398,6 +433,7 @@ impl Layout {
                     .map_or("", |f| layout::field(f)),
             }
         };
+        let field = |k: usize| field_at(self.index[k]);
         let time = field(0);
         if !time.is_empty() && time.bytes().all(|b| b.is_ascii_digit()) {
             match *self.epoch_digits.get_or_insert(time.len()) {
@@ -432,7 +468,11 @@ impl Layout {
                 return Err(format!("{column} is {}", shown::text(text)));
             }
         }
-        checked(self.last_ms, time_ms, values)
+        let partial = match self.partial {
+            Some(i) => layout::partial_mark(field_at(i))?,
+            None => false,
+        };
+        checked(self.last_ms, time_ms, values).map(|candle| (candle, partial))
     }
 }
 
@@ -518,7 +558,10 @@ impl<L: Iterator<Item = std::io::Result<String>>> Iterator for CsvCandles<L> {
                     }));
                 }
             };
-            match self.rows.row(&raw) {
+            let row = self.rows.row(&raw);
+            // A feed has no use for marks: none are kept.
+            self.rows.marks.clear();
+            match row {
                 Ok(Some(candle)) => return Some(Ok(candle)),
                 Ok(None) => continue,
                 Err(e) => {

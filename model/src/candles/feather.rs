@@ -36,23 +36,24 @@ pub fn read_feather(path: &Path) -> Result<Vec<Candle>, CandleError> {
 /// `read_feather`, with the columns for the roles `columns` names found by
 /// those names.
 pub fn read_feather_columns(path: &Path, columns: &Columns) -> Result<Vec<Candle>, CandleError> {
+    read_feather_marked(path, columns).map(|(candles, _)| candles)
+}
+
+/// `read_feather_columns`, and the times of the bars a boolean column
+/// `partial` marks (see [`read_file_marked`]).
+pub(super) fn read_feather_marked(path: &Path, columns: &Columns) -> Result<Marked, CandleError> {
     read_within(path, columns, MAX_EXPANDED_BYTES)
 }
 
 /// `read_feather_columns`, a file refused when it is larger than `max`
 /// bytes or claims to decode to more.
-fn read_within(path: &Path, columns: &Columns, max: u64) -> Result<Vec<Candle>, CandleError> {
+fn read_within(path: &Path, columns: &Columns, max: u64) -> Result<Marked, CandleError> {
     let source = path.display().to_string();
     let bytes = arrow::read_bytes(path, max)?;
     arrow::guarded(&source, "Feather", || parse(bytes, &source, columns, max))
 }
 
-fn parse(
-    bytes: Vec<u8>,
-    source: &str,
-    columns: &Columns,
-    max: u64,
-) -> Result<Vec<Candle>, CandleError> {
+fn parse(bytes: Vec<u8>, source: &str, columns: &Columns, max: u64) -> Result<Marked, CandleError> {
     let not_feather = |why: String| refused(source, format!("not a Feather file: {why}"));
     if bytes.starts_with(b"FEA1") {
         return Err(refused(

@@ -17,15 +17,18 @@ const PIECE: usize = 1 << 16;
 
 /// Reads freqtrade-style JSON: `[[ms, open, high, low, close, volume], …]`.
 pub fn read_json(path: &Path) -> Result<Vec<Candle>, CandleError> {
-    read_json_within(path, &mut |_| true)
+    read_json_within(path, &mut |_, _| true)
 }
 
 /// `read_json`, the candles handed to `each` in pieces as they are read.
 pub fn read_json_each<E: From<CandleError>>(
     path: &Path,
-    each: impl FnMut(Vec<Candle>) -> Result<(), E>,
+    mut each: impl FnMut(Vec<Candle>) -> Result<(), E>,
 ) -> Result<(), E> {
-    in_pieces(each, |take| read_json_within(path, take))
+    in_pieces(
+        |candles, _| each(candles),
+        |take| read_json_within(path, take).map(|candles| (candles, Vec::new())),
+    )
 }
 
 fn read_json_within(path: &Path, take: &mut Take<'_>) -> Result<Vec<Candle>, CandleError> {
@@ -37,7 +40,7 @@ fn read_json_within(path: &Path, take: &mut Take<'_>) -> Result<Vec<Candle>, Can
 
 /// Parses freqtrade JSON; errors name the candle and the line it ends on.
 pub fn parse_json(text: &str, source: &str) -> Result<Vec<Candle>, CandleError> {
-    parse_rows(text.as_bytes(), None, source, &mut |_| true)
+    parse_rows(text.as_bytes(), None, source, &mut |_, _| true)
 }
 
 /// The rows of `reader` (at most `limit` bytes of it), checked as they come;
@@ -92,7 +95,7 @@ fn parse_rows(
         });
     }
     if !rows.candles.is_empty() {
-        (rows.take)(&mut rows.candles);
+        (rows.take)(&mut rows.candles, &mut Vec::new());
     }
     Ok(rows.candles)
 }
@@ -212,7 +215,7 @@ impl<'de> Visitor<'de> for &mut Rows<'_, '_> {
             };
             self.last = Some(candle.time_ms);
             self.candles.push(candle);
-            if self.candles.len() >= PIECE && !(self.take)(&mut self.candles) {
+            if self.candles.len() >= PIECE && !(self.take)(&mut self.candles, &mut Vec::new()) {
                 return Ok(());
             }
         }
@@ -280,7 +283,7 @@ mod tests {
         }
         text.push_str(&format!("[{}, 1, 2, 0.5, 1.5, 10]\n]", time(3 * PIECE)));
         let mut pieces = Vec::new();
-        let rest = parse_rows(text.as_bytes(), None, "t.json", &mut |c| {
+        let rest = parse_rows(text.as_bytes(), None, "t.json", &mut |c, _| {
             pieces.push(std::mem::take(c));
             true
         })
@@ -301,7 +304,7 @@ mod tests {
             &format!("[{}, 1, 0.1, 0.5", time(1)),
             1,
         );
-        let err = parse_rows(bad.as_bytes(), None, "t.json", &mut |_| true).expect_err("bad");
+        let err = parse_rows(bad.as_bytes(), None, "t.json", &mut |_, _| true).expect_err("bad");
         assert_eq!(
             err.to_string(),
             "t.json:3: candle 2: high 0.1 is below low 0.5"
@@ -311,7 +314,7 @@ mod tests {
             "[5, 1, 2, 0.5",
             1,
         );
-        let err = parse_rows(late.as_bytes(), None, "t.json", &mut |_| true).expect_err("late");
+        let err = parse_rows(late.as_bytes(), None, "t.json", &mut |_, _| true).expect_err("late");
         assert!(
             err.to_string().starts_with(&format!(
                 "t.json:{}: candle {}: time",
@@ -326,7 +329,7 @@ mod tests {
             &b"[[1704067200, 1, 2, 0.5, 1.5, 10]]"[..],
             None,
             "s.json",
-            &mut |_| true,
+            &mut |_, _| true,
         )
         .expect_err("seconds");
         assert_eq!(
@@ -337,14 +340,14 @@ mod tests {
         // A byte-order mark first is passed over; a megabyte-long row is
         // not a candle, and is not held.
         let marked = format!("\u{feff}{text}");
-        let read = parse_rows(marked.as_bytes(), None, "t.json", &mut |_| true).expect("marked");
+        let read = parse_rows(marked.as_bytes(), None, "t.json", &mut |_, _| true).expect("marked");
         assert_eq!(read.len(), 2 * PIECE + 11);
         let long = format!(
             "[[{}, 1, 2, 0.5, 1.5, \"{}\"]]",
             time(0),
             "9".repeat(2 << 20)
         );
-        let err = parse_rows(long.as_bytes(), None, "l.json", &mut |_| true).expect_err("long");
+        let err = parse_rows(long.as_bytes(), None, "l.json", &mut |_, _| true).expect_err("long");
         assert_eq!(
             err.to_string(),
             "l.json: cannot read: more than 1024 KiB without a whole candle at line 1"
@@ -358,7 +361,8 @@ mod tests {
             " ".repeat(2 << 20),
             time(1)
         );
-        let err = parse_rows(spaced.as_bytes(), None, "b.json", &mut |_| true).expect_err("blanks");
+        let err =
+            parse_rows(spaced.as_bytes(), None, "b.json", &mut |_, _| true).expect_err("blanks");
         assert_eq!(
             err.to_string(),
             "b.json: cannot read: more than 1024 KiB without a whole candle at line 1"
@@ -368,7 +372,7 @@ mod tests {
         // nearest, not one a step away.
         let exact = "[[1704067200000,100.43150985228927,100.43150985228927,\
                      100.43150985228927,100.43150985228927,2.2250738585072011e-308]]";
-        let read = parse_rows(exact.as_bytes(), None, "x.json", &mut |_| true).expect("exact");
+        let read = parse_rows(exact.as_bytes(), None, "x.json", &mut |_, _| true).expect("exact");
         let price: f64 = "100.43150985228927".parse().expect("a number");
         assert_eq!(read[0].open.to_bits(), price.to_bits());
         let tiny: f64 = "2.2250738585072011e-308".parse().expect("a number");
@@ -376,7 +380,7 @@ mod tests {
 
         // Blanks past the limit stop the read there, whatever follows.
         let blanks = format!("[{}]", " ".repeat(100_000));
-        let err = parse_rows(blanks.as_bytes(), Some(1000), "t.json.gz", &mut |_| true)
+        let err = parse_rows(blanks.as_bytes(), Some(1000), "t.json.gz", &mut |_, _| true)
             .expect_err("too long");
         assert_eq!(
             err.to_string(),

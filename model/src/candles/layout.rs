@@ -8,7 +8,7 @@
 //! Times may be RFC 3339, a date, a date and time (UTC unless an offset is
 //! given), or epoch seconds, ms, µs or ns told apart by their digits.
 
-use super::{COLUMNS, shown};
+use super::{COLUMNS, PARTIAL_COLUMN, shown};
 
 /// Names a column may go by, per role (compared without case).
 const ALIASES: [&[&str]; 6] = [
@@ -396,6 +396,28 @@ pub(super) fn find(names: &[String], columns: &Columns) -> Result<[usize; 6], us
         *slot = found.ok_or(role)?;
     }
     Ok(index)
+}
+
+/// Where the column that marks partial bars sits among `names` (see
+/// [`PARTIAL_COLUMN`]): the first so named, in any case, that is not a
+/// role's (`index`); none when the file has none.
+pub(super) fn partial_column(names: &[String], index: &[usize; 6]) -> Option<usize> {
+    (names.iter().enumerate())
+        .find(|(i, n)| n.eq_ignore_ascii_case(PARTIAL_COLUMN) && !index.contains(i))
+        .map(|(i, _)| i)
+}
+
+/// A row's mark of a partial bar: `true` or `false` in any case (pandas
+/// writes `True`), or `1` or `0`.
+pub(super) fn partial_mark(text: &str) -> Result<bool, String> {
+    match text.trim() {
+        t if t.eq_ignore_ascii_case("true") || t == "1" => Ok(true),
+        t if t.eq_ignore_ascii_case("false") || t == "0" => Ok(false),
+        t => Err(format!(
+            "{PARTIAL_COLUMN} '{}' is neither true nor false",
+            shown::text(t)
+        )),
+    }
 }
 
 /// Epoch time in ms from a count of seconds, ms, µs or ns, told apart by

@@ -153,33 +153,45 @@ pub fn read_file_each<E: From<CandleError>>(
     columns: &Columns,
     mut each: impl FnMut(Vec<Candle>) -> Result<(), E>,
 ) -> Result<(), E> {
-    #[cfg(feature = "formats")]
-    if is_parquet(path) {
-        return read_parquet_each(path, columns, each);
-    }
-    if !is_parquet(path) && !is_feather(path) && !is_json(path) {
-        return read_csv_each(path, columns, each);
-    }
-    if is_json(path) && !columns.any_named() {
-        return read_json_each(path, each);
-    }
-    each(read_file_columns(path, columns)?)
+    read_file_each_marked(path, columns, |candles, _| each(candles))
 }
 
-/// What a reader does after each piece it reads with the candles it has
-/// not had taken yet: takes them or leaves them, and says whether to go on.
-pub(crate) type Take<'a> = dyn FnMut(&mut Vec<Candle>) -> bool + 'a;
+/// [`read_file_each`], each piece with the times of its bars the file
+/// marks partial (see [`read_file_marked`]).
+pub fn read_file_each_marked<E: From<CandleError>>(
+    path: &Path,
+    columns: &Columns,
+    mut each: impl FnMut(Vec<Candle>, Vec<i64>) -> Result<(), E>,
+) -> Result<(), E> {
+    #[cfg(feature = "formats")]
+    if is_parquet(path) {
+        return parquet::read_parquet_each_marked(path, columns, each);
+    }
+    if !is_parquet(path) && !is_feather(path) && !is_json(path) {
+        return csv::read_csv_each_marked(path, columns, each);
+    }
+    if is_json(path) && !columns.any_named() {
+        return read_json_each(path, |candles| each(candles, Vec::new()));
+    }
+    let (candles, marks) = read_file_marked(path, columns)?;
+    each(candles, marks)
+}
+
+/// What a reader does after each piece it reads with the candles (and
+/// the times of those marked partial) it has not had taken yet: takes
+/// them or leaves them, and says whether to go on.
+pub(crate) type Take<'a> = dyn FnMut(&mut Vec<Candle>, &mut Vec<i64>) -> bool + 'a;
 
 /// The pieces of `read` (a reader that offers its candles to a [`Take`]
-/// after each piece) given to `each`, every one taken; `each`'s first
-/// error ends the read and is returned.
+/// after each piece) given to `each`, every one taken with its marks;
+/// `each`'s first error ends the read and is returned.
 pub(crate) fn in_pieces<E: From<CandleError>>(
-    mut each: impl FnMut(Vec<Candle>) -> Result<(), E>,
-    read: impl FnOnce(&mut Take<'_>) -> Result<Vec<Candle>, CandleError>,
+    mut each: impl FnMut(Vec<Candle>, Vec<i64>) -> Result<(), E>,
+    read: impl FnOnce(&mut Take<'_>) -> Result<Marked, CandleError>,
 ) -> Result<(), E> {
     let mut failed = None;
-    let read = read(&mut |candles| {
-        (each(std::mem::take(candles)))
+    let read = read(&mut |candles, marks| {
+        (each(std::mem::take(candles), std::mem::take(marks)))
             .map_err(|e| failed = Some(e))
             .is_ok()
     });
@@ -189,16 +201,32 @@ pub(crate) fn in_pieces<E: From<CandleError>>(
     }
 }
 
+/// Candles, and the open times of those among them a file marks partial,
+/// oldest first.
+pub type Marked = (Vec<Candle>, Vec<i64>);
+
+/// The name of the column that marks partial bars (as `keel data export
+/// --timeframe` writes it): `true` or `false` in CSV (`True`, `1`, `0`
+/// too), boolean in Parquet and Feather. Any case.
+pub const PARTIAL_COLUMN: &str = "partial";
+
 /// `read_file`, with the columns for the roles `columns` names found by
 /// those names (a JSON file has no names: `columns` must be empty).
 pub fn read_file_columns(path: &Path, columns: &Columns) -> Result<Vec<Candle>, CandleError> {
+    read_file_marked(path, columns).map(|(candles, _)| candles)
+}
+
+/// [`read_file_columns`], and the open times of the bars the file marks
+/// partial: a column [`PARTIAL_COLUMN`] in a CSV, Parquet or Feather file
+/// (none in freqtrade JSON, or a file without it).
+pub fn read_file_marked(path: &Path, columns: &Columns) -> Result<Marked, CandleError> {
     #[cfg(feature = "formats")]
     {
         if is_parquet(path) {
-            return read_parquet_columns(path, columns);
+            return parquet::read_parquet_marked(path, columns);
         }
         if is_feather(path) {
-            return read_feather_columns(path, columns);
+            return feather::read_feather_marked(path, columns);
         }
     }
     let name = path.display().to_string();
@@ -216,9 +244,9 @@ pub fn read_file_columns(path: &Path, columns: &Columns) -> Result<Vec<Candle>, 
                     .into(),
             });
         }
-        return read_json(path);
+        return read_json(path).map(|candles| (candles, Vec::new()));
     }
-    read_csv_columns(path, columns)
+    csv::read_csv_marked(path, columns)
 }
 
 /// Writes candles to a file in the format its name says: `.parquet` as

@@ -31,7 +31,8 @@ pub struct Partial {
 }
 
 impl Partial {
-    fn add(&mut self, time_ms: i64) {
+    /// One more partial bar, opening at `time_ms`.
+    pub fn add(&mut self, time_ms: i64) {
         self.count += 1;
         if self.first.len() < FIRST_PARTIAL {
             self.first.push(time_ms);
@@ -58,9 +59,21 @@ pub struct Resampled {
 /// `candles` (each `from_ms` long, in time order) as bars of `to`; else why
 /// not, in words naming both lengths.
 pub fn resample(candles: &[Candle], from_ms: i64, to: Timeframe) -> Result<Resampled, String> {
+    resample_partial(candles, &[], from_ms, to)
+}
+
+/// [`resample`] of candles of which those opening at `partial` (in time
+/// order) are partial themselves, as a file marks them: a bar any of them
+/// falls in is partial too.
+pub fn resample_partial(
+    candles: &[Candle],
+    partial: &[i64],
+    from_ms: i64,
+    to: Timeframe,
+) -> Result<Resampled, String> {
     let mut resampler = Resampler::new(from_ms, to)?;
     let mut out = Vec::with_capacity(candles.len() / resampler.whole + 1);
-    resampler.push(candles, &mut out);
+    resampler.push_partial(candles, partial, &mut out);
     let partial = resampler.finish(&mut out);
     Ok(Resampled {
         candles: out,
@@ -76,8 +89,9 @@ pub struct Resampler {
     to_ms: i64,
     /// Candles in a whole bar.
     whole: usize,
-    /// The bar being made and how many candles it holds.
-    bar: Option<(Candle, usize)>,
+    /// The bar being made, how many candles it holds, and whether one of
+    /// them was partial itself.
+    bar: Option<(Candle, usize, bool)>,
     partial: Partial,
 }
 
@@ -108,7 +122,14 @@ impl Resampler {
     /// The next candles (after every earlier piece): the bars they
     /// complete are appended to `out`.
     pub fn push(&mut self, candles: &[Candle], out: &mut Vec<Candle>) {
-        self.feed(candles, out, None);
+        self.feed(candles, &[], out, None);
+    }
+
+    /// [`push`](Self::push) of candles of which those opening at
+    /// `partial` (in time order) are partial themselves: the bars they
+    /// fall in are partial.
+    pub fn push_partial(&mut self, candles: &[Candle], partial: &[i64], out: &mut Vec<Candle>) {
+        self.feed(candles, partial, out, None);
     }
 
     /// [`push`](Self::push), and whether each bar appended is partial
@@ -119,31 +140,38 @@ impl Resampler {
         out: &mut Vec<Candle>,
         marks: &mut Vec<bool>,
     ) {
-        self.feed(candles, out, Some(marks));
+        self.feed(candles, &[], out, Some(marks));
     }
 
     fn feed(
         &mut self,
         candles: &[Candle],
+        mut partial: &[i64],
         out: &mut Vec<Candle>,
         mut marks: Option<&mut Vec<bool>>,
     ) {
         for c in candles {
             let start = c.time_ms.div_euclid(self.to_ms) * self.to_ms;
+            // Marks of times before this candle's mark nothing read.
+            while partial.first().is_some_and(|&t| t < c.time_ms) {
+                partial = &partial[1..];
+            }
+            let given_partial = partial.first() == Some(&c.time_ms);
             match &mut self.bar {
-                Some((bar, n)) if bar.time_ms == start => {
+                Some((bar, n, within)) if bar.time_ms == start => {
                     bar.high = bar.high.max(c.high);
                     bar.low = bar.low.min(c.low);
                     bar.close = c.close;
                     bar.volume += c.volume;
                     *n += 1;
+                    *within |= given_partial;
                 }
                 _ => {
                     let next = Candle {
                         time_ms: start,
                         ..*c
                     };
-                    if let Some(done) = self.bar.replace((next, 1)) {
+                    if let Some(done) = self.bar.replace((next, 1, given_partial)) {
                         self.hand_over(done, out, marks.as_deref_mut());
                     }
                 }
@@ -171,11 +199,11 @@ impl Resampler {
 
     fn hand_over(
         &mut self,
-        (bar, n): (Candle, usize),
+        (bar, n, within): (Candle, usize, bool),
         out: &mut Vec<Candle>,
         marks: Option<&mut Vec<bool>>,
     ) {
-        let partial = n < self.whole;
+        let partial = n < self.whole || within;
         if partial {
             self.partial.add(bar.time_ms);
         }
@@ -333,5 +361,39 @@ mod tests {
                 "pieces of {cut}"
             );
         }
+    }
+
+    /// A bar that holds a candle the file marks partial (an earlier
+    /// aggregation's bar with a gap inside) is partial, whole or not; the
+    /// marks may come in any piece, and marks of times not read mark
+    /// nothing.
+    #[test]
+    fn a_bar_holding_a_partial_candle_is_partial() {
+        let hour = 3_600_000;
+        let candles: Vec<Candle> = (0..12)
+            .map(|i| Candle {
+                time_ms: i * hour,
+                open: 1.0,
+                high: 2.0,
+                low: 0.5,
+                close: 1.5,
+                volume: 1.0,
+            })
+            .collect();
+        // Hours 5 and 9 were partial; 30 min past 2 is no bar's time.
+        let marked = [2 * hour + 1_800_000, 5 * hour, 9 * hour];
+        let whole = resample_partial(&candles, &marked, hour, Timeframe::H4).expect("4h");
+        assert_eq!(whole.candles.len(), 3);
+        assert_eq!(whole.partial.count, 2);
+        assert_eq!(whole.partial.first, [4 * hour, 8 * hour]);
+
+        let mut r = Resampler::new(hour, Timeframe::H4).expect("4h");
+        let mut out = Vec::new();
+        r.push_partial(&candles[..6], &marked[..2], &mut out);
+        r.push_partial(&candles[6..], &marked[2..], &mut out);
+        assert_eq!(r.finish(&mut out), whole.partial);
+        assert_eq!(out, whole.candles);
+        let unmarked = resample(&candles, hour, Timeframe::H4).expect("4h");
+        assert_eq!(unmarked.partial.count, 0);
     }
 }

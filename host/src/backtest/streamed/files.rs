@@ -17,7 +17,7 @@ use std::sync::mpsc::{SyncSender, sync_channel};
 use keel_backtester::report::DataRef;
 use keel_model::Timeframe;
 use keel_model::candles::columns::Digester;
-use keel_model::candles::resample::Resampler;
+use keel_model::candles::resample::{Partial, Resampler};
 use keel_model::candles::{self, Candle, CandleError, Columns, Spacings, format_time};
 use keel_model::replay::FEED_CHUNK;
 
@@ -71,6 +71,7 @@ pub(super) fn stream_file(
                 tx,
                 began: Some(began),
                 first: Vec::new(),
+                first_marks: Vec::new(),
                 last_ms: None,
                 spacings: Spacings::default(),
                 named_ms: crate::backtest::named_bar_ms(&path, to),
@@ -110,8 +111,10 @@ struct Reading {
     tx: SyncSender<Vec<Candle>>,
     /// Where to say how the read began, until it has.
     began: Option<SyncSender<Start>>,
-    /// The bars read before the bar length was judged.
+    /// The bars read before the bar length was judged, and the times of
+    /// those the file marks partial.
     first: Vec<Candle>,
+    first_marks: Vec<i64>,
     last_ms: Option<i64>,
     /// Every spacing between the file's bars.
     spacings: Spacings,
@@ -131,11 +134,16 @@ struct Sink {
     bars: usize,
     first_ms: Option<i64>,
     last_ms: Option<i64>,
+    /// The bars the file marks partial, when they are not aggregated.
+    marked: Partial,
+    /// Whether the file marks any.
+    any_marked: bool,
 }
 
 impl Reading {
     fn read(&mut self, path: &std::path::Path, columns: &Columns) -> anyhow::Result<Option<Made>> {
-        let read = candles::read_file_each(path, columns, |piece| self.take(piece));
+        let read =
+            candles::read_file_each_marked(path, columns, |piece, marks| self.take(piece, marks));
         let read = read.and_then(|()| match self.sink {
             Some(_) => Ok(()),
             // A file shorter than the bars judged: judged whole.
@@ -150,7 +158,8 @@ impl Reading {
         let Some(mut sink) = self.sink.take() else {
             return Ok(None);
         };
-        let mut partial = Default::default();
+        let aggregated = sink.resampler.is_some();
+        let mut partial = std::mem::take(&mut sink.marked);
         if let Some(resampler) = sink.resampler.take() {
             let mut made = Vec::new();
             partial = resampler.finish(&mut made);
@@ -175,12 +184,15 @@ impl Reading {
                 partial: 0,
             },
             partial,
+            aggregated,
+            marked: sink.any_marked,
             again: typical != sink.bar_ms,
         }))
     }
 
-    /// A piece the file's reader gave.
-    fn take(&mut self, piece: Vec<Candle>) -> Result<(), Ended> {
+    /// A piece the file's reader gave, and the times of its bars the file
+    /// marks partial.
+    fn take(&mut self, piece: Vec<Candle>, marks: Vec<i64>) -> Result<(), Ended> {
         for c in &piece {
             if let Some(last) = self.last_ms {
                 self.spacings.add(c.time_ms - last);
@@ -188,9 +200,10 @@ impl Reading {
             self.last_ms = Some(c.time_ms);
         }
         if self.sink.is_some() {
-            return self.send(piece);
+            return self.send(piece, &marks);
         }
         self.first.extend(piece);
+        self.first_marks.extend(marks);
         match self.first.len() >= FIRST_BARS {
             true => self.begin(),
             false => Ok(()),
@@ -229,24 +242,31 @@ impl Reading {
             bars: 0,
             first_ms: None,
             last_ms: None,
+            marked: Partial::default(),
+            any_marked: false,
         });
         let first = std::mem::take(&mut self.first);
-        self.send(first)
+        let marks = std::mem::take(&mut self.first_marks);
+        self.send(first, &marks)
     }
 
-    /// Hands `piece` to the run (aggregated when asked), noting it for the
-    /// report.
-    fn send(&mut self, piece: Vec<Candle>) -> Result<(), Ended> {
+    /// Hands `piece` to the run (aggregated when asked), noting it and
+    /// the bars of it the file marks partial (`marks`) for the report.
+    fn send(&mut self, piece: Vec<Candle>, marks: &[i64]) -> Result<(), Ended> {
         let Some(sink) = &mut self.sink else {
             return Ok(());
         };
+        sink.any_marked |= !marks.is_empty();
         let piece = match &mut sink.resampler {
             Some(resampler) => {
                 let mut made = Vec::new();
-                resampler.push(&piece, &mut made);
+                resampler.push_partial(&piece, marks, &mut made);
                 made
             }
-            None => piece,
+            None => {
+                marks.iter().for_each(|&t| sink.marked.add(t));
+                piece
+            }
         };
         sink.note(&piece);
         // In pieces of a bounded size, whatever the file's reader gives.

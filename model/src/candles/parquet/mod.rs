@@ -36,7 +36,13 @@ pub fn read_parquet(path: &Path) -> Result<Vec<Candle>, CandleError> {
 /// `read_parquet`, with the columns for the roles `columns` names found by
 /// those names.
 pub fn read_parquet_columns(path: &Path, columns: &Columns) -> Result<Vec<Candle>, CandleError> {
-    read_within(path, columns, MAX_EXPANDED_BYTES, &mut |_| true)
+    read_parquet_marked(path, columns).map(|(candles, _)| candles)
+}
+
+/// `read_parquet_columns`, and the times of the bars a boolean column
+/// `partial` marks (see [`read_file_marked`]).
+pub(super) fn read_parquet_marked(path: &Path, columns: &Columns) -> Result<Marked, CandleError> {
+    read_within(path, columns, MAX_EXPANDED_BYTES, &mut |_, _| true)
 }
 
 /// `read_parquet_columns`, the candles handed to `each` as they are
@@ -46,7 +52,16 @@ pub fn read_parquet_columns(path: &Path, columns: &Columns) -> Result<Vec<Candle
 pub fn read_parquet_each<E: From<CandleError>>(
     path: &Path,
     columns: &Columns,
-    each: impl FnMut(Vec<Candle>) -> Result<(), E>,
+    mut each: impl FnMut(Vec<Candle>) -> Result<(), E>,
+) -> Result<(), E> {
+    read_parquet_each_marked(path, columns, |candles, _| each(candles))
+}
+
+/// [`read_parquet_each`], each piece with the times of its marked bars.
+pub(super) fn read_parquet_each_marked<E: From<CandleError>>(
+    path: &Path,
+    columns: &Columns,
+    each: impl FnMut(Vec<Candle>, Vec<i64>) -> Result<(), E>,
 ) -> Result<(), E> {
     in_pieces(each, |take| {
         read_within(path, columns, MAX_EXPANDED_BYTES, take)
@@ -60,7 +75,7 @@ fn read_within(
     columns: &Columns,
     max: u64,
     each: &mut Take<'_>,
-) -> Result<Vec<Candle>, CandleError> {
+) -> Result<Marked, CandleError> {
     let source = path.display().to_string();
     // Read where the decoder asks, never whole: memory holds a row group's
     // columns, not the file.
@@ -76,7 +91,7 @@ fn parse(
     columns: &Columns,
     max: u64,
     each: &mut Take<'_>,
-) -> Result<Vec<Candle>, CandleError> {
+) -> Result<Marked, CandleError> {
     let unreadable = |e: &dyn std::fmt::Display| {
         refused(
             source,
@@ -103,8 +118,8 @@ fn parse(
     let mut rows = Rows::new(source, roles);
     for batch in reader {
         rows.push(&batch.map_err(|e| unreadable(&e))?)?;
-        if !each(&mut rows.candles) {
-            return Ok(Vec::new());
+        if !each(&mut rows.candles, &mut rows.marks) {
+            return Ok(Marked::default());
         }
     }
     rows.finish()
@@ -440,7 +455,7 @@ mod tests {
     fn a_file_claiming_more_than_the_limit_is_refused_before_it_is_decoded() {
         let dir = tempfile::tempdir().expect("tempdir");
         let pandas = formats("pandas-ETH_BTC-5m.parquet");
-        let refused = read_within(&pandas, &Columns::default(), 16_000, &mut |_| true)
+        let refused = read_within(&pandas, &Columns::default(), 16_000, &mut |_, _| true)
             .expect_err("too large");
         assert!(
             refused.to_string().ends_with(
@@ -451,8 +466,8 @@ mod tests {
             "{refused}"
         );
         let small = formats("epoch-ms-ETH_BTC-5m.parquet");
-        let refused =
-            read_within(&small, &Columns::default(), 5_000, &mut |_| true).expect_err("too large");
+        let refused = read_within(&small, &Columns::default(), 5_000, &mut |_, _| true)
+            .expect_err("too large");
         assert!(
             refused
                 .to_string()
@@ -511,9 +526,9 @@ mod tests {
         writer.write(&batch).expect("write");
         writer.close().expect("close");
         let path = file(&dir, "notes.parquet", &bytes);
-        let read = read_within(&path, &Columns::default(), 1 << 20, &mut |_| true)
+        let read = read_within(&path, &Columns::default(), 1 << 20, &mut |_, _| true)
             .expect("the note is not read");
-        assert_eq!(read, eth(60));
+        assert_eq!(read.0, eth(60));
         let refused = read_parquet_columns(&path, &Columns::parse("close=note").expect("columns"))
             .expect_err("text");
         assert!(

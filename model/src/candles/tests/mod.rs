@@ -648,3 +648,82 @@ fn the_quick_candle_check_agrees_with_the_rule_by_rule_one() {
     // volume of -0 is 0).
     assert_eq!((passed, passed + refused), (250, 11usize.pow(4) * 13));
 }
+
+/// A column `partial` marks bars as pandas and Keel write it (`True`,
+/// `false`, `1`, `0`, any case, anywhere in the row); a mark that is
+/// neither is refused with its line, and a file without the column marks
+/// nothing.
+#[test]
+fn a_partial_column_marks_bars_and_a_bad_mark_is_refused_by_its_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("marked.csv");
+    std::fs::write(
+        &path,
+        "date,Partial,open,high,low,close,volume\n\
+         2024-01-01 00:00:00,True,1,2,1,2,5\n\
+         2024-01-01 01:00:00,false,2,3,2,3,5\n\
+         2024-01-01 02:00:00,1,3,4,3,4,5\n\
+         2024-01-01 03:00:00,0,4,5,4,5,5\n",
+    )
+    .expect("write");
+    let (candles, marks) = read_file_marked(&path, &Columns::default()).expect("read");
+    assert_eq!(candles.len(), 4);
+    assert_eq!(marks, [candles[0].time_ms, candles[2].time_ms]);
+    assert_eq!(read_file(&path).expect("unmarked"), candles);
+
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(
+        &bad,
+        "time,open,high,low,close,volume,partial\n160000,1,1,1,1,1,false\n220000,1,1,1,1,1,maybe\n",
+    )
+    .expect("write");
+    let err = read_file_marked(&bad, &Columns::default())
+        .expect_err("a bad mark")
+        .to_string();
+    assert!(
+        err.ends_with("bad.csv:3: partial 'maybe' is neither true nor false"),
+        "{err}"
+    );
+
+    let plain = dir.path().join("plain.csv");
+    std::fs::write(&plain, format!("{HEADER}60000,1,1,1,1,1\n")).expect("write");
+    let (_, marks) = read_file_marked(&plain, &Columns::default()).expect("read");
+    assert!(marks.is_empty());
+}
+
+/// A Parquet file's `partial` column is boolean: one of another type is
+/// refused, naming it, before a row is read.
+#[cfg(feature = "formats")]
+#[test]
+fn a_parquet_partial_column_that_is_not_boolean_is_refused() {
+    use arrow_array::{Float64Array, Int64Array, RecordBatch};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("ints.parquet");
+    let numbers = |v: f64| Arc::new(Float64Array::from(vec![v, v])) as arrow_array::ArrayRef;
+    let batch = RecordBatch::try_from_iter([
+        (
+            "time",
+            Arc::new(Int64Array::from(vec![60_000, 120_000])) as arrow_array::ArrayRef,
+        ),
+        ("open", numbers(1.0)),
+        ("high", numbers(1.0)),
+        ("low", numbers(1.0)),
+        ("close", numbers(1.0)),
+        ("volume", numbers(1.0)),
+        ("partial", Arc::new(Int64Array::from(vec![0, 1]))),
+    ])
+    .expect("batch");
+    let file = std::fs::File::create(&path).expect("create");
+    let mut writer =
+        ::parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).expect("writer");
+    writer.write(&batch).expect("write");
+    writer.close().expect("close");
+    let err = read_file_marked(&path, &Columns::default())
+        .expect_err("not booleans")
+        .to_string();
+    assert!(
+        err.ends_with("column 'partial' holds Int64, not booleans (true for a partial bar)"),
+        "{err}"
+    );
+}

@@ -102,6 +102,23 @@ fn a_marked_file_has_a_mark_for_each_bar_in_its_last_column() {
         .expect("written");
         assert_eq!(read_file(&path).expect("read"), candles, "{name}");
         assert_eq!(written_marks(&path), marks, "{name}");
+        // Read back, the marks are the times of the bars marked, whole
+        // or in pieces.
+        let marked: Vec<i64> = (candles.iter().zip(&marks))
+            .filter(|(_, m)| **m)
+            .map(|(c, _)| c.time_ms)
+            .collect();
+        let read = read_file_marked(&path, &Columns::default()).expect("read marked");
+        assert_eq!(read, (candles.clone(), marked.clone()), "{name}");
+        let (mut bars, mut times) = (Vec::new(), Vec::new());
+        read_file_each_marked(&path, &Columns::default(), |piece, marks| {
+            assert!(marks.iter().all(|t| piece.iter().any(|c| c.time_ms == *t)));
+            bars.extend(piece);
+            times.extend(marks);
+            Ok::<_, CandleError>(())
+        })
+        .expect("read in pieces");
+        assert_eq!((bars, times), (candles.clone(), marked), "{name}");
 
         let wrong = dir.path().join(format!("wrong-{name}"));
         let failed = write_file_each(&wrong, true, |put| {
