@@ -187,27 +187,17 @@ impl Roles {
                 (numbers(empty.as_ref()).is_some(), "numbers")
             };
             if !fits {
-                return Err(refused(
-                    source,
-                    format!(
-                        "column '{}' holds {}, not {holds}",
-                        shown::text(field.name()),
-                        shown::text(&field.data_type().to_string())
-                    ),
-                ));
+                return Err(holds_not(source, field, holds));
             }
         }
         let partial = layout::partial_column(&names, &index);
         if let Some(field) = partial.map(|i| &schema.fields()[i])
             && field.data_type() != &DataType::Boolean
         {
-            return Err(refused(
+            return Err(holds_not(
                 source,
-                format!(
-                    "column '{}' holds {}, not booleans (true for a partial bar)",
-                    shown::text(field.name()),
-                    shown::text(&field.data_type().to_string())
-                ),
+                field,
+                "booleans (true for a partial bar)",
             ));
         }
         let mut projection = index.to_vec();
@@ -221,6 +211,18 @@ impl Roles {
             dates: columns.dates(),
         })
     }
+}
+
+/// The refusal of a column that does not hold what it must (`wanted`).
+fn holds_not(source: &str, field: &arrow_schema::Field, wanted: &str) -> CandleError {
+    refused(
+        source,
+        format!(
+            "column '{}' holds {}, not {wanted}",
+            shown::text(field.name()),
+            shown::text(&field.data_type().to_string())
+        ),
+    )
 }
 
 /// The first index column pandas' metadata names, when it is a column.
