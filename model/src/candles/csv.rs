@@ -346,9 +346,13 @@ impl<'c> Lines<'c> {
                 let names: Vec<String> = (layout::fields_of(raw).iter())
                     .map(|f| layout::field(f).trim().to_owned())
                     .collect();
-                let partial = (!data)
-                    .then(|| layout::partial_column(&names, &index))
-                    .flatten();
+                let partial = match data {
+                    true => None,
+                    false => layout::partial_column(&names, &index).map_err(|why| {
+                        let header = shown::text(raw.trim());
+                        self.invalid(self.line, format!("{why} (header is '{header}')"))
+                    })?,
+                };
                 let layout = self.layout.insert(Layout {
                     width: names.len(),
                     index,

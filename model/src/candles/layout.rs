@@ -270,13 +270,36 @@ pub(super) fn header(line: &str, columns: &Columns) -> Result<Header, String> {
                 shown::quoted(&c.to_string()),
                 shown::quoted(&c.to_string())
             ),
-            None => missing(columns, role, &header),
+            None => match row_but(&names) {
+                // A row of data, one field of which is not a number.
+                Some(why) => format!("{why} ({header})"),
+                None => missing(columns, role, &header),
+            },
         }
     })?;
     if let Some(why) = ambiguity(&names, &index, columns) {
         return Err(format!("{why} (header is '{}')", shown::text(line.trim())));
     }
     Ok(Header::Named(index))
+}
+
+/// Why a first line that names no columns is no header either: its first
+/// six fields are numbers, as a row's are, but one after them is not, so
+/// it is a row Keel cannot read without a header (a mark `true` after the
+/// volume, say). `None` when the line does not start as a row.
+fn row_but(names: &[String]) -> Option<String> {
+    let (six, rest) = names.split_at_checked(6)?;
+    if !six.iter().all(|n| n.parse::<f64>().is_ok()) {
+        return None;
+    }
+    let (at, odd) = (rest.iter().enumerate()).find(|(_, n)| n.parse::<f64>().is_err())?;
+    Some(format!(
+        "the first line is a row of data, not a header, but its field {} '{}' is not a \
+         number: a file without a header holds numbers alone; give it a header naming \
+         the columns (time,open,high,low,close,volume,...)",
+        at + 7,
+        shown::text(odd)
+    ))
 }
 
 /// Why the columns found for the roles (`index`, into `names`, as the file
@@ -399,12 +422,24 @@ pub(super) fn find(names: &[String], columns: &Columns) -> Result<[usize; 6], us
 }
 
 /// Where the column that marks partial bars sits among `names` (see
-/// [`PARTIAL_COLUMN`]): the first so named, in any case, that is not a
-/// role's (`index`); none when the file has none.
-pub(super) fn partial_column(names: &[String], index: &[usize; 6]) -> Option<usize> {
-    (names.iter().enumerate())
-        .find(|(i, n)| n.eq_ignore_ascii_case(PARTIAL_COLUMN) && !index.contains(i))
-        .map(|(i, _)| i)
+/// [`PARTIAL_COLUMN`]): the one so named, in any case, that is not a
+/// role's (`index`); none when the file has none. Two such columns are
+/// refused, as two columns for a role are: which one marks the bars is a
+/// guess, even when they agree on the rows read so far.
+pub(super) fn partial_column(
+    names: &[String],
+    index: &[usize; 6],
+) -> Result<Option<usize>, String> {
+    let mut found = (names.iter().enumerate())
+        .filter(|(i, n)| n.eq_ignore_ascii_case(PARTIAL_COLUMN) && !index.contains(i));
+    match (found.next(), found.next()) {
+        (Some((_, first)), Some((_, second))) => Err(format!(
+            "two columns could mark partial bars: '{}' and '{}'",
+            shown::text(first),
+            shown::text(second)
+        )),
+        (first, _) => Ok(first.map(|(i, _)| i)),
+    }
 }
 
 /// A row's mark of a partial bar: `true` or `false` in any case (pandas

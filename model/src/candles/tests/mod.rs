@@ -691,6 +691,99 @@ fn a_partial_column_marks_bars_and_a_bad_mark_is_refused_by_its_line() {
     assert!(marks.is_empty());
 }
 
+/// Two columns that could mark partial bars (`partial` and `Partial`) are
+/// a guess which one the file means, as two `close` columns are: refused,
+/// naming both, whether or not they agree.
+#[test]
+fn two_partial_columns_are_refused_as_ambiguous() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("twice.csv");
+    std::fs::write(
+        &path,
+        "time,open,high,low,close,volume,partial,Partial
+60000,1,1,1,1,1,true,false
+",
+    )
+    .expect("write");
+    let err = read_file_marked(&path, &Columns::default())
+        .expect_err("two partial columns")
+        .to_string();
+    assert!(
+        err.contains("twice.csv:1: two columns could mark partial bars: 'partial' and 'Partial'"),
+        "{err}"
+    );
+    // Read without its marks, the file is refused alike: what it says is
+    // unclear either way.
+    assert!(read_file(&path).is_err());
+}
+
+/// A file without a header whose rows carry a mark after the volume (or
+/// any field that is not a number) is not taken for a header that lacks
+/// a time column: the error says the line is a row and what to do.
+#[test]
+fn a_headerless_row_with_a_word_after_the_volume_is_said_to_be_a_row() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bare.csv");
+    std::fs::write(&path, "60000,1,2,1,2,5,true\n120000,2,3,2,3,5,false\n").expect("write");
+    let err = read_file(&path).expect_err("a row with a word").to_string();
+    assert!(
+        err.contains(
+            "bare.csv:1: the first line is a row of data, not a header, but its field 7 'true' \
+             is not a number"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("missing column"), "{err}");
+    // A header that names its columns is still read, with its marks.
+    std::fs::write(
+        &path,
+        "time,open,high,low,close,volume,partial\n60000,1,2,1,2,5,true\n",
+    )
+    .expect("write");
+    let (_, marks) = read_file_marked(&path, &Columns::default()).expect("read");
+    assert_eq!(marks, [60_000]);
+}
+
+/// The same in Parquet: two boolean `partial` columns are refused before a
+/// row is read.
+#[cfg(feature = "formats")]
+#[test]
+fn two_parquet_partial_columns_are_refused_as_ambiguous() {
+    use arrow_array::{BooleanArray, Float64Array, Int64Array, RecordBatch};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("twice.parquet");
+    let numbers = |v: f64| Arc::new(Float64Array::from(vec![v, v])) as arrow_array::ArrayRef;
+    let marks =
+        |a: bool, b: bool| Arc::new(BooleanArray::from(vec![a, b])) as arrow_array::ArrayRef;
+    let batch = RecordBatch::try_from_iter([
+        (
+            "time",
+            Arc::new(Int64Array::from(vec![60_000, 120_000])) as arrow_array::ArrayRef,
+        ),
+        ("open", numbers(1.0)),
+        ("high", numbers(1.0)),
+        ("low", numbers(1.0)),
+        ("close", numbers(1.0)),
+        ("volume", numbers(1.0)),
+        ("partial", marks(true, false)),
+        ("PARTIAL", marks(false, false)),
+    ])
+    .expect("batch");
+    let file = std::fs::File::create(&path).expect("create");
+    let mut writer =
+        ::parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).expect("writer");
+    writer.write(&batch).expect("write");
+    writer.close().expect("close");
+    let err = read_file_marked(&path, &Columns::default())
+        .expect_err("two partial columns")
+        .to_string();
+    assert!(
+        err.contains("two columns could mark partial bars: 'partial' and 'PARTIAL'"),
+        "{err}"
+    );
+}
+
 /// A Parquet file's `partial` column is boolean: one of another type is
 /// refused, naming it, before a row is read.
 #[cfg(feature = "formats")]
