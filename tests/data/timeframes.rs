@@ -275,10 +275,13 @@ fn a_backtest_aggregates_to_the_timeframe_asked_for() {
 /// partial when it is used again: a backtest of it notes and counts them,
 /// streamed or loaded whole for a grid, CSV or Parquet; aggregated
 /// further, a bar holding one is partial, so the file gives the bars and
-/// the partial count the store's one-minute candles give; an import says
-/// it leaves the marks aside.
+/// the partial count the store's one-minute candles give. An import keeps
+/// the marks beside the bars: the stored series says them as the file
+/// did, in a backtest (streamed, whole, aggregated) and in its export; a
+/// bar replaced by a file that does not mark it loses its mark, and a
+/// deleted series its marks.
 #[test]
-fn a_files_marks_of_partial_bars_are_kept_by_a_backtest_and_said_by_an_import() {
+fn a_files_marks_of_partial_bars_are_kept_by_a_backtest_an_import_and_an_export() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("keel.db");
     let sma = crate::support::example("sma-cross")
@@ -354,13 +357,92 @@ fn a_files_marks_of_partial_bars_are_kept_by_a_backtest_and_said_by_an_import() 
         assert!(out.status.success(), "{}", stderr(&out));
         assert!(
             stdout(&out).contains(
-                "note: 118 of its bars are marked partial by its column 'partial' \
+                "118 of its bars are marked partial by its column 'partial' \
                  (at 2017-11-04T23:00:00Z, "
-            ) && stdout(&out).contains("the store keeps bars, not marks"),
+            ) && stdout(&out).contains("kept as marks beside them"),
             "{}",
             stdout(&out)
         );
     }
+
+    // The stored hours say their marks as the file did: read as they
+    // run, loaded whole for a grid, and aggregated.
+    let (said, run) = report(&["--data", "BTC/USD@1h"]);
+    assert!(
+        said.contains(
+            "store:BTC/USD@1h: 118 of 240 bars are marked partial by the column 'partial' \
+             of the file it was imported from"
+        ),
+        "{said}"
+    );
+    assert_eq!(run["data"][0]["partial"], 118);
+    let (said, runs) = report(&["--data", "BTC/USD@1h", "--param", "fast=5..10:5"]);
+    assert!(
+        said.contains("118 of 240 bars are marked partial"),
+        "{said}"
+    );
+    assert_eq!(runs[1]["data"][0]["partial"], 118, "a grid's run");
+    let (said, run) = report(&["--data", "BTC/USD@1h", "--timeframe", "4h"]);
+    assert!(
+        said.contains("store:BTC/USD@1h as 4h: 38 of 61 bars are partial"),
+        "{said}"
+    );
+    for same in ["bars", "partial", "first", "last"] {
+        assert_eq!(run["data"][0][same], from_store["data"][0][same], "{same}");
+    }
+
+    // Exported, the hours are marked again, as the file that brought them.
+    let again = dir.path().join("again.csv");
+    let again_text = again.to_str().expect("utf-8");
+    let out = keel(&db, &["data", "export", "BTC/USD@1h", "--out", again_text]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("wrote 240 bars of BTC/USD 1h (118 partial"),
+        "{}",
+        stdout(&out)
+    );
+    let first = std::fs::read_to_string(dir.path().join("btc-1h.csv")).expect("csv");
+    assert_eq!(std::fs::read_to_string(&again).expect("csv"), first);
+
+    // The marked hour at 23:00 replaced by a file that does not mark it.
+    let plain = dir.path().join("plain.csv");
+    std::fs::write(
+        &plain,
+        "time,open,high,low,close,volume\n2017-11-04T23:00:00Z,1,2,1,2,5\n",
+    )
+    .expect("write");
+    let plain_text = plain.to_str().expect("utf-8");
+    let out = keel(
+        &db,
+        &[
+            "data",
+            "import",
+            plain_text,
+            "--symbol",
+            "BTC/USD",
+            "--timeframe",
+            "1h",
+            "--replace",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (_, run) = report(&["--data", "BTC/USD@1h"]);
+    assert_eq!(run["data"][0]["partial"], 117);
+
+    // Deleted, the series takes its marks: its hours again, unmarked.
+    let out = keel(&db, &["data", "delete", "BTC/USD@1h"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let unmarked: String = (first.lines())
+        .map(|l| l.rsplit_once(',').map_or(l, |(row, _)| row).to_owned() + "\n")
+        .collect();
+    std::fs::write(&plain, unmarked).expect("write");
+    let out = import_file(&db, plain_text, "BTC/USD", "1h");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (said, run) = report(&["--data", "BTC/USD@1h"]);
+    assert!(!said.contains("marked partial"), "{said}");
+    // (A report leaves out a count of none.)
+    assert_eq!(run["data"][0]["partial"].as_u64().unwrap_or(0), 0);
+    assert_eq!(run["data"][0]["bars"], 240);
 }
 
 /// A file of one bar does not tell its length: its name may (`-1d`),

@@ -89,7 +89,7 @@ fn load_to(
 
 /// [`load_to`], each series with the open times of the bars its file
 /// marks partial (a column `partial`, as `keel data export --timeframe`
-/// writes it; none for a stored series).
+/// writes it; for a stored series, the marks its import kept).
 fn load_marked(
     specs: &[String],
     columns: &candles::Columns,
@@ -108,13 +108,14 @@ fn load_marked(
                 let Some((candles, digest)) = store.load_series(symbol, tf)? else {
                     bail!(not_stored(spec, symbol, tf, db));
                 };
+                let marks = crate::store::marks_at(&store.marks(symbol, tf)?, &candles);
                 (
                     symbol.to_owned(),
                     candles,
                     format!("store:{spec}"),
                     tf.duration_ms(),
                     Some(digest),
-                    Vec::new(),
+                    marks,
                 )
             } else {
                 let (symbol, path) = file_spec(spec, i)?;
@@ -298,10 +299,13 @@ fn partial_note(
     bars: usize,
     marked: bool,
 ) -> String {
-    let why = match marked {
-        false => "a gap inside, or the data starts or ends inside them",
-        true => {
+    let why = match (marked, stored(source)) {
+        (false, _) => "a gap inside, or the data starts or ends inside them",
+        (true, false) => {
             "a gap inside, the data starting or ending inside them, or a bar the file marks partial"
+        }
+        (true, true) => {
+            "a gap inside, the data starting or ending inside them, or a bar marked partial by the file it was imported from"
         }
     };
     format!(
@@ -314,13 +318,23 @@ fn partial_note(
 
 /// The note for a file (`source`) whose column `partial` marks `partial`
 /// of its `bars` (as an aggregation that wrote it found them).
+/// A stored series' marks came from the file it was imported from.
 fn marked_note(source: &str, partial: &candles::resample::Partial, bars: usize) -> String {
+    let by = match stored(source) {
+        true => "the column 'partial' of the file it was imported from",
+        false => "the file's column 'partial'",
+    };
     format!(
-        "{}: {} of {bars} bars are marked partial by the file's column 'partial' (fewer candles than a whole bar where it was made): {}; kept as they are",
+        "{}: {} of {bars} bars are marked partial by {by} (fewer candles than a whole bar where it was made): {}; kept as they are",
         shown::text(source),
         partial.count,
         partial.places()
     )
+}
+
+/// Whether a series' `source` (as a `DataRef` names it) is the store's.
+fn stored(source: &str) -> bool {
+    source.starts_with("store:")
 }
 
 /// Where the data differs from what a strategy declares (its symbols, its

@@ -31,7 +31,7 @@ use keel_model::{Timeframe, shown};
 
 use super::{Given, Job, marked_note, not_stored, partial_note, run_on, stored_spec};
 use crate::sandbox::Sandbox;
-use crate::store::{Store, StoreError, StoredSeries};
+use crate::store::{SpanMarks, Store, StoreError, StoredSeries};
 
 mod files;
 
@@ -124,16 +124,19 @@ pub fn stream_data(
             }
             None => None,
         };
+        // The bars the file they were imported from marked partial.
+        let marks = store.marks(symbol, tf)?;
         let (tx, spans) = sync_channel(PIECES_AHEAD);
-        let (name, source) = (symbol.to_owned(), reference.source.clone());
+        let listing = reference.clone();
         let reader = std::thread::Builder::new()
             .name(format!("read {symbol}"))
             .spawn(move || {
+                let marks = SpanMarks::new(marks);
                 let read = match resampler {
                     Some(resampler) => {
-                        read_resampled(store, listed, tf, resampler, tx, name, source)
+                        read_resampled(store, listed, tf, resampler, marks, tx, listing)
                     }
-                    None => read(store, listed, tf, tx).map(|()| None),
+                    None => read(store, listed, tf, marks, tx, listing),
                 };
                 Ok(read?)
             })?;
@@ -149,31 +152,46 @@ pub fn stream_data(
 }
 
 /// Sends the series' bars, a piece at a time, until the run stops taking
-/// them.
+/// them; when its import kept marks of partial bars, the reference
+/// (`listing`, the catalogue's) with what they count.
 fn read(
     store: Store,
     listed: StoredSeries,
     tf: keel_model::Timeframe,
+    mut marks: SpanMarks,
     tx: SyncSender<Vec<Candle>>,
-) -> Result<(), StoreError> {
+    listing: DataRef,
+) -> Result<Option<Made>, StoreError> {
+    let mut partial = keel_model::candles::resample::Partial::default();
     store.stream_series(&listed, tf, |span| {
+        if marks.any() {
+            marks.of(span).into_iter().for_each(|t| partial.add(t));
+        }
         span.chunks(FEED_CHUNK)
             .all(|piece| tx.send(piece.to_vec()).is_ok())
     })?;
-    Ok(())
+    Ok(marks.any().then_some(Made {
+        reference: listing,
+        partial,
+        aggregated: false,
+        marked: true,
+        again: false,
+    }))
 }
 
 /// Sends the series' spans aggregated by `resampler`, until the run stops
-/// taking them; the reference of what it sent (what the strategy saw).
+/// taking them; the reference of what it sent (what the strategy saw),
+/// named as `listing` names it.
 fn read_resampled(
     store: Store,
     listed: StoredSeries,
     tf: keel_model::Timeframe,
     mut resampler: Resampler,
+    mut marks: SpanMarks,
     tx: SyncSender<Vec<Candle>>,
-    symbol: String,
-    source: String,
+    listing: DataRef,
 ) -> Result<Option<Made>, StoreError> {
+    let DataRef { symbol, source, .. } = listing;
     let mut digester = Digester::default();
     let (mut bars, mut first, mut last) = (0, None, None);
     let mut note = |made: &[Candle]| {
@@ -184,7 +202,7 @@ fn read_resampled(
     };
     let whole = store.stream_series(&listed, tf, |span| {
         let mut made = Vec::new();
-        resampler.push(span, &mut made);
+        resampler.push_partial(span, &marks.of(span), &mut made);
         note(&made);
         made.is_empty() || tx.send(made).is_ok()
     })?;
@@ -209,7 +227,7 @@ fn read_resampled(
         reference,
         partial,
         aggregated: true,
-        marked: false,
+        marked: marks.any(),
         again: false,
     }))
 }

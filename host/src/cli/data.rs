@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use clap::Subcommand;
 
-use keel_model::candles::{self, Candle, Gap, format_time};
+use keel_model::candles::{self, Gap, format_time};
 use keel_model::{Timeframe, shown, synth};
 
 use crate::ranges;
@@ -109,8 +109,8 @@ pub enum DataCommand {
         /// whole one (a gap inside, or the data starts or ends inside it).
         /// `keel backtest --data` of the file notes those bars (and an
         /// aggregation of it counts a bar holding one as partial); an
-        /// import counts them and leaves the marks aside: the store keeps
-        /// bars, not marks.
+        /// import keeps the marks beside the bars, and an export of a
+        /// series that has them writes the column too.
         #[arg(long, value_name = "TF", value_parser = super::backtest::timeframe)]
         timeframe: Option<Timeframe>,
     },
@@ -268,15 +268,16 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
             let mut marked = candles::resample::Partial::default();
             let report = std::thread::scope(|s| {
                 let digest = s.spawn(|| crate::store::file_digest(file, &stop));
-                let (pieces, taken) = std::sync::mpsc::sync_channel::<Vec<Candle>>(PIECES_AHEAD);
-                // The bars the file marks partial: counted, to say the
-                // store leaves the marks aside.
+                let (pieces, taken) =
+                    std::sync::mpsc::sync_channel::<candles::Marked>(PIECES_AHEAD);
+                // The bars the file marks partial: stored as marks beside
+                // them, and counted to say where they are.
                 let reader = s.spawn(move || {
                     let mut marked = candles::resample::Partial::default();
                     candles::read_file_each_marked(file, columns, |piece, marks| {
                         marks.iter().for_each(|&t| marked.add(t));
                         // The import stopped first: its error is the one said.
-                        pieces.send(piece).map_err(|_| anyhow::anyhow!("stopped"))
+                        (pieces.send((piece, marks))).map_err(|_| anyhow::anyhow!("stopped"))
                     })
                     .map(|()| marked)
                 });
@@ -284,8 +285,8 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
                 // `taken` moves in: an import that stops drops it, and the
                 // reader's next piece finds no one to take it.
                 let imported = store.import_with(&symbol, tf, &source, replace, move |import| {
-                    for piece in taken.iter() {
-                        import.push(&piece)?;
+                    for (piece, marks) in taken.iter() {
+                        import.push_marked(&piece, &marks)?;
                     }
                     *marked = match reader.join() {
                         Ok(read) => read?,
@@ -321,9 +322,10 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
             }
             if marked.count > 0 {
                 println!(
-                    "note: {} of its bars are marked partial by its column 'partial' ({}): the store keeps bars, not marks; a backtest of the file itself (--data FILE) notes them",
+                    "{} of its bars are marked partial by its column 'partial' ({}): kept as marks beside them (backtests and exports of {}@{tf} say them)",
                     marked.count,
-                    marked.places()
+                    marked.places(),
+                    shown::text(&report.symbol)
                 );
             }
             println!("{}", gap_line(&report.gaps));
@@ -422,6 +424,11 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
                 ),
                 None => None,
             };
+            // The bars the file they were imported from marked partial:
+            // marked so again, or making the bars they fall in partial.
+            let marks = crate::store::SpanMarks::new(store.marks(symbol, tf)?);
+            let marked = resampler.is_some() || marks.any();
+            let pumping = Pump { resampler, marks };
             // Span by span, never the whole series: a file is replaced only
             // once complete; the standard output has what came before a
             // damaged span, then the error.
@@ -433,10 +440,8 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
                         .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
                 };
                 let written = (|| {
-                    let marked = resampler.is_some();
                     let mut rows = candles::CsvRows::new(std::io::stdout().lock(), marked)?;
-                    let pumped =
-                        pump(&store, &listed, tf, resampler, &mut |c, p| rows.write(c, p))?;
+                    let pumped = pumping.pump(&store, &listed, tf, &mut |c, p| rows.write(c, p))?;
                     drop(rows.finish()?);
                     anyhow::Ok(pumped)
                 })();
@@ -446,10 +451,10 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
                 }
             } else {
                 let mut pumped = (0, Default::default());
-                candles::write_file_each(&out, resampler.is_some(), |put| {
+                candles::write_file_each(&out, marked, |put| {
                     // A damaged series is said as a read says it; only what
                     // the file refuses is a failure to write.
-                    pumped = pump(&store, &listed, tf, resampler, put).map_err(|e| {
+                    pumped = pumping.pump(&store, &listed, tf, put).map_err(|e| {
                         match e.downcast_ref::<crate::store::StoreError>() {
                             Some(_) => e,
                             None => e.context(format!("{}: cannot write", out.display())),
@@ -462,8 +467,12 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
             let note = match partial.count {
                 0 if to.is_some() => " (none partial: its partial column is all false)".into(),
                 0 => String::new(),
+                n if to.is_none() => format!(
+                    " ({n} partial, marked in its partial column as the file they were imported from marked them; {})",
+                    partial.places()
+                ),
                 n => format!(
-                    " ({n} partial, marked in its partial column: a gap inside, or the data starts or ends inside them; {})",
+                    " ({n} partial, marked in its partial column: a gap inside, the data starting or ending inside them, or a bar marked partial; {})",
                     partial.places()
                 ),
             };
@@ -552,45 +561,69 @@ fn spacing_text(ms: i64) -> String {
     }
 }
 
-/// Hands the stored series to `put` span by span, aggregated by
-/// `resampler` when given (with whether each bar is partial; no marks
-/// otherwise); how many bars it put, and which of them are partial. A
-/// damaged span stops it with the store's error; a failed `put` with its
-/// own.
-fn pump(
-    store: &Store,
-    listed: &crate::store::StoredSeries,
-    tf: Timeframe,
-    mut resampler: Option<candles::resample::Resampler>,
-    put: &mut candles::Put<'_>,
-) -> anyhow::Result<(usize, candles::resample::Partial)> {
-    let (mut written, mut failed) = (0, None);
-    let (mut made, mut marks) = (Vec::new(), Vec::new());
-    store.stream_series(listed, tf, |span| {
-        let (bars, marks) = match &mut resampler {
-            Some(r) => {
-                made.clear();
-                marks.clear();
-                r.push_marked(span, &mut made, &mut marks);
-                (&made[..], &marks[..])
-            }
-            None => (&span[..], &[][..]),
-        };
-        written += bars.len();
-        put(bars, marks).map_err(|e| failed = Some(e)).is_ok()
-    })?;
-    if let Some(e) = failed {
-        return Err(e.into());
+/// How an export hands on a stored series: aggregated by `resampler`
+/// when given, with the marks of partial bars its import kept.
+struct Pump {
+    resampler: Option<candles::resample::Resampler>,
+    marks: crate::store::SpanMarks,
+}
+
+impl Pump {
+    /// Hands the stored series to `put` span by span, aggregated when
+    /// asked, with whether each bar is partial (no marks when neither
+    /// aggregated nor marked); how many bars it put, and which of them
+    /// are partial. A damaged span stops it with the store's error; a
+    /// failed `put` with its own.
+    fn pump(
+        self,
+        store: &Store,
+        listed: &crate::store::StoredSeries,
+        tf: Timeframe,
+        put: &mut candles::Put<'_>,
+    ) -> anyhow::Result<(usize, candles::resample::Partial)> {
+        let Pump {
+            mut resampler,
+            mut marks,
+        } = self;
+        let (mut written, mut failed) = (0, None);
+        let (mut made, mut flags) = (Vec::new(), Vec::new());
+        let mut partial = candles::resample::Partial::default();
+        store.stream_series(listed, tf, |span| {
+            let given = match marks.any() {
+                true => marks.of(span),
+                false => Vec::new(),
+            };
+            let bars = match &mut resampler {
+                Some(r) => {
+                    made.clear();
+                    flags.clear();
+                    r.push_partial_marked(span, &given, &mut made, &mut flags);
+                    &made[..]
+                }
+                None if marks.any() => {
+                    given.iter().for_each(|&t| partial.add(t));
+                    flags.clear();
+                    let mut at = given.iter().peekable();
+                    flags.extend(span.iter().map(|c| at.next_if_eq(&&c.time_ms).is_some()));
+                    &span[..]
+                }
+                None => &span[..],
+            };
+            written += bars.len();
+            put(bars, &flags).map_err(|e| failed = Some(e)).is_ok()
+        })?;
+        if let Some(e) = failed {
+            return Err(e.into());
+        }
+        if let Some(r) = resampler {
+            made.clear();
+            flags.clear();
+            partial = r.finish_marked(&mut made, &mut flags);
+            written += made.len();
+            put(&made, &flags)?;
+        }
+        Ok((written, partial))
     }
-    let mut partial = Default::default();
-    if let Some(r) = resampler {
-        made.clear();
-        marks.clear();
-        partial = r.finish_marked(&mut made, &mut marks);
-        written += made.len();
-        put(&made, &marks)?;
-    }
-    Ok((written, partial))
 }
 
 /// After the lines that tell of the bars a command stored: the series

@@ -35,6 +35,8 @@ pub struct ImportReport {
     pub unchanged: usize,
     /// Stored bars overwritten with different values (only with `replace`).
     pub replaced: usize,
+    /// Bars the file marks partial (its column `partial`), kept as marks.
+    pub marked: usize,
     /// The gaps in what was imported (not in the whole series).
     pub gaps: Vec<Gap>,
     /// The first and last imported bars' times; `None` for no bars.
@@ -323,8 +325,26 @@ impl Store {
         ))
     }
 
+    /// The open times of the series' bars a file marked partial (see
+    /// `migrations/0013_candle_marks.sql`), oldest first. Only a mark at
+    /// a stored bar's time counts: [`marks_at`] keeps those.
+    pub fn marks(&self, symbol: &str, timeframe: Timeframe) -> Result<Vec<i64>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT time_ms FROM candle_marks WHERE symbol = ?1 AND timeframe = ?2
+                 ORDER BY time_ms",
+            )
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map(params![symbol, timeframe.as_str()], |r| r.get(0))
+            .map_err(|e| self.sql(e))?;
+        rows.collect::<Result<Vec<i64>, _>>()
+            .map_err(|e| self.sql(e))
+    }
+
     /// Removes a stored series whole, damaged or not: its spans, its
-    /// catalogue row and the cursors of downloads into it (so a download
+    /// marks, its catalogue row and the cursors of downloads into it (so a download
     /// starts again rather than resuming past bars no longer there), in
     /// one transaction. How many bars it held (from its spans' counts);
     /// `None` when nothing of it was stored. The record of past imports
@@ -354,7 +374,7 @@ impl Store {
                 key,
             )
             .map_err(sql)?;
-        for table in ["candle_spans", "download_cursors"] {
+        for table in ["candle_spans", "candle_marks", "download_cursors"] {
             tx.execute(
                 &format!("DELETE FROM {table} WHERE symbol = ?1 AND timeframe = ?2"),
                 key,
@@ -389,6 +409,46 @@ impl Store {
             "{}; import them again with --replace",
             damaged(&self.path, symbol, timeframe, times, why)
         ))
+    }
+}
+
+/// The marks (`Store::marks`, oldest first) at the times of `bars`
+/// (oldest first): a mark whose bar is not stored says nothing.
+pub fn marks_at(marks: &[i64], bars: &[Candle]) -> Vec<i64> {
+    (marks.iter().copied())
+        .filter(|t| bars.binary_search_by_key(t, |c| c.time_ms).is_ok())
+        .collect()
+}
+
+/// A stored series' marks of partial bars (oldest first), taken span by
+/// span as its bars are read.
+#[derive(Debug)]
+pub struct SpanMarks {
+    times: Vec<i64>,
+    next: usize,
+}
+
+impl SpanMarks {
+    /// `times`: as [`Store::marks`] gives them.
+    pub fn new(times: Vec<i64>) -> SpanMarks {
+        SpanMarks { times, next: 0 }
+    }
+
+    /// Whether the series has any marks.
+    pub fn any(&self) -> bool {
+        !self.times.is_empty()
+    }
+
+    /// The marks up to the last of `bars` (oldest first), from where the
+    /// last call left off; a mark at no bar's time is passed over.
+    pub fn of(&mut self, bars: &[Candle]) -> Vec<i64> {
+        let Some(last) = bars.last() else {
+            return Vec::new();
+        };
+        let rest = &self.times[self.next..];
+        let end = rest.partition_point(|&t| t <= last.time_ms);
+        self.next += end;
+        marks_at(&rest[..end], bars)
     }
 }
 

@@ -77,6 +77,7 @@ impl Store {
                 inserted: 0,
                 unchanged: 0,
                 replaced: 0,
+                marked: 0,
                 gaps: Vec::new(),
                 range: None,
                 mended: Vec::new(),

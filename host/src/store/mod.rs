@@ -13,7 +13,7 @@ use std::path::Path;
 use rusqlite::{Connection, OptionalExtension};
 
 pub use audit::audit;
-pub use candles::{ImportReport, Importer, StoredSeries, file_digest};
+pub use candles::{ImportReport, Importer, SpanMarks, StoredSeries, file_digest, marks_at};
 pub use downloads::{DownloadCursor, DownloadKey};
 pub use owner::{OwnerError, Ownership, alive, lock_file};
 pub(crate) use owner::{open_private, parse_owner};
@@ -105,6 +105,11 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
         12,
         "download_cursors",
         include_str!("../../../migrations/0012_download_cursors.sql"),
+    ),
+    (
+        13,
+        "candle_marks",
+        include_str!("../../../migrations/0013_candle_marks.sql"),
     ),
 ];
 

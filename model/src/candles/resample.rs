@@ -143,6 +143,18 @@ impl Resampler {
         self.feed(candles, &[], out, Some(marks));
     }
 
+    /// [`push_marked`](Self::push_marked) of candles of which those
+    /// opening at `partial` (in time order) are partial themselves.
+    pub fn push_partial_marked(
+        &mut self,
+        candles: &[Candle],
+        partial: &[i64],
+        out: &mut Vec<Candle>,
+        marks: &mut Vec<bool>,
+    ) {
+        self.feed(candles, partial, out, Some(marks));
+    }
+
     fn feed(
         &mut self,
         candles: &[Candle],

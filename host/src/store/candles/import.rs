@@ -56,6 +56,9 @@ pub struct Importer<'t> {
     spans: Vec<i64>,
     /// Why the first bar off the grid is (said at `finish`).
     off_grid: Option<String>,
+    /// The open times of the bars handed that their file marks partial,
+    /// not yet set (oldest first).
+    marks: Vec<i64>,
 }
 
 /// What the bars' times are held to.
@@ -88,6 +91,7 @@ impl<'t> Importer<'t> {
                 inserted: 0,
                 unchanged: 0,
                 replaced: 0,
+                marked: 0,
                 gaps: Vec::new(),
                 range: None,
                 mended: Vec::new(),
@@ -98,6 +102,7 @@ impl<'t> Importer<'t> {
             grid: None,
             spans: Vec::new(),
             off_grid: None,
+            marks: Vec::new(),
         }
     }
 
@@ -132,6 +137,16 @@ impl<'t> Importer<'t> {
         }
         self.report.bars += candles.len();
         Ok(())
+    }
+
+    /// [`push`](Self::push), with the open times of the bars among
+    /// `candles` that their file marks partial (oldest first): kept as
+    /// the bars' marks. A bar stored unchanged keeps a mark it had; any
+    /// other bar handed has its file's mark, or none.
+    pub fn push_marked(&mut self, candles: &[Candle], marks: &[i64]) -> Result<(), StoreError> {
+        // Before the bars: the span they close is written with its marks.
+        self.marks.extend_from_slice(marks);
+        self.push(candles)
     }
 
     /// Notes the first bar that does not open a whole number of bars from
@@ -448,6 +463,13 @@ impl<'t> Importer<'t> {
                         params![symbol, timeframe.as_str(), span],
                     )
                     .map_err(sql)?;
+                    let (from, to) = span_times(span);
+                    tx.execute(
+                        "DELETE FROM candle_marks WHERE symbol = ?1 AND timeframe = ?2
+                         AND time_ms BETWEEN ?3 AND ?4",
+                        params![symbol, timeframe.as_str(), from, to],
+                    )
+                    .map_err(sql)?;
                     SpanFault::Bars(other.why().to_owned())
                 }
             };
@@ -569,7 +591,74 @@ impl<'t> Importer<'t> {
             )
             .map_err(sql)?;
         }
+        let merged = match rewrite {
+            // A damaged span's dropped bars take their marks with them.
+            true => Some(merged.as_slice()),
+            false => None,
+        };
+        self.set_marks(span, &bars, merged)?;
         self.span.clear();
+        Ok(())
+    }
+
+    /// The marks of the span's bars handed (`self.span`; `stored`: the
+    /// span's bars before them): each has its file's mark, or none, but
+    /// for a bar stored unchanged, which keeps a mark it had. `written`:
+    /// the span's bars when it was written over whole (mended), whose
+    /// marks alone are kept.
+    fn set_marks(
+        &mut self,
+        span: i64,
+        stored: &[Candle],
+        written: Option<&[Candle]>,
+    ) -> Result<(), StoreError> {
+        let (path, tx) = (self.path, self.tx);
+        let sql = |e| sql(path, e);
+        let handed = &self.span;
+        let Some(last) = handed.last() else {
+            return Ok(());
+        };
+        let at = |bars: &[Candle], t: i64| bars.binary_search_by_key(&t, |c| c.time_ms).ok();
+        let cut = self.marks.partition_point(|&t| t <= last.time_ms);
+        let marks: Vec<i64> = (self.marks.drain(..cut))
+            .filter(|&t| at(handed, t).is_some())
+            .collect();
+        let key = (&self.report.symbol, self.report.timeframe.as_str());
+        let (from, to) = span_times(span);
+        let had: Vec<i64> = tx
+            .prepare_cached(
+                "SELECT time_ms FROM candle_marks
+                 WHERE symbol = ?1 AND timeframe = ?2 AND time_ms BETWEEN ?3 AND ?4",
+            )
+            .and_then(|mut stmt| {
+                let rows = stmt.query_map(params![key.0, key.1, from, to], |r| r.get(0))?;
+                rows.collect()
+            })
+            .map_err(sql)?;
+        for t in had {
+            let keep = match at(handed, t) {
+                Some(i) => {
+                    let unchanged = at(stored, t).is_some_and(|j| stored[j] == handed[i]);
+                    unchanged || marks.binary_search(&t).is_ok()
+                }
+                None => written.is_none_or(|bars| at(bars, t).is_some()),
+            };
+            if !keep {
+                tx.prepare_cached(
+                    "DELETE FROM candle_marks WHERE symbol = ?1 AND timeframe = ?2 AND time_ms = ?3",
+                )
+                .and_then(|mut stmt| stmt.execute(params![key.0, key.1, t]))
+                .map_err(sql)?;
+            }
+        }
+        for &t in &marks {
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO candle_marks (symbol, timeframe, time_ms) VALUES (?1, ?2, ?3)",
+            )
+            .and_then(|mut stmt| stmt.execute(params![key.0, key.1, t]))
+            .map_err(sql)?;
+        }
+        self.report.marked += marks.len();
         Ok(())
     }
 }

@@ -319,3 +319,71 @@ fn a_file_digest_stops_when_told() {
     let err = file_digest(&path, &stop).expect_err("stopped");
     assert_eq!(err.to_string(), "stopped");
 }
+
+/// The marks of partial bars an import keeps: each bar handed has its
+/// file's mark; a bar stored unchanged keeps one it had, one replaced
+/// loses it unless its file marks it again; pieces may split a span
+/// anywhere; a mark never outlives its bar (a deleted series); marks are
+/// no part of the bars' digest.
+#[test]
+fn an_import_keeps_the_marks_of_partial_bars_by_the_bars_they_mark() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = Store::open(&dir.path().join("keel.db")).expect("open");
+    let tf = Timeframe::H1;
+    let hour = 3_600_000;
+    // Two spans and more (65,536 minutes is about 1,092 hours).
+    let candles = synth::random_walk(9, 3000, 0, hour, 10.0, 0.01);
+    let at = |i: usize| candles[i].time_ms;
+    let marks = vec![at(0), at(5), at(1091), at(1092), at(2999)];
+    let import = |store: &mut Store, bars: &[Candle], marks: &[i64], replace: bool| {
+        store
+            .import_with("ETH/BTC", tf, "m.csv", replace, |import| {
+                // In uneven pieces, the marks with theirs.
+                for piece in bars.chunks(700) {
+                    let (from, to) = (piece[0].time_ms, piece[piece.len() - 1].time_ms);
+                    let own: Vec<i64> = (marks.iter().copied())
+                        .filter(|t| (from..=to).contains(t))
+                        .collect();
+                    import.push_marked(piece, &own)?;
+                }
+                Ok::<_, StoreError>("blake3:00".to_owned())
+            })
+            .expect("import")
+    };
+    let report = import(&mut store, &candles, &marks, false);
+    assert_eq!((report.inserted, report.marked), (3000, 5));
+    assert_eq!(store.marks("ETH/BTC", tf).expect("marks"), marks);
+    let digest = store
+        .series("ETH/BTC", tf)
+        .expect("series")
+        .expect("row")
+        .digest;
+    assert_eq!(
+        digest,
+        columns::digest(&candles),
+        "marks are not in the digest"
+    );
+
+    // The same bars from a file that marks none: unchanged, marks kept.
+    let again = import(&mut store, &candles, &[], false);
+    assert_eq!((again.unchanged, again.marked), (3000, 0));
+    assert_eq!(store.marks("ETH/BTC", tf).expect("marks"), marks);
+
+    // Bar 5 replaced by a file that does not mark it: its mark goes; bar
+    // 1092 replaced by one that does: it stays; bar 7 gains one.
+    let mut changed = candles[5..1093].to_vec();
+    for i in [0, 1087] {
+        changed[i].volume += 1.0;
+    }
+    let report = import(&mut store, &changed, &[at(7), at(1092)], true);
+    assert_eq!((report.replaced, report.marked), (2, 2));
+    assert_eq!(
+        store.marks("ETH/BTC", tf).expect("marks"),
+        [at(0), at(7), at(1091), at(1092), at(2999)]
+    );
+
+    // A deleted series takes its marks with it.
+    store.delete_series("ETH/BTC", tf).expect("delete");
+    import(&mut store, &candles, &[], false);
+    assert!(store.marks("ETH/BTC", tf).expect("marks").is_empty());
+}
