@@ -700,9 +700,7 @@ fn two_partial_columns_are_refused_as_ambiguous() {
     let path = dir.path().join("twice.csv");
     std::fs::write(
         &path,
-        "time,open,high,low,close,volume,partial,Partial
-60000,1,1,1,1,1,true,false
-",
+        "time,open,high,low,close,volume,partial,Partial\n60000,1,1,1,1,1,true,false\n",
     )
     .expect("write");
     let err = read_file_marked(&path, &Columns::default())
@@ -744,37 +742,42 @@ fn a_headerless_row_with_a_word_after_the_volume_is_said_to_be_a_row() {
     assert_eq!(marks, [60_000]);
 }
 
+/// A Parquet file at `path` of two bars (at 1 and 2 minutes, every price
+/// and volume 1), with `extra` columns after the volume.
+#[cfg(feature = "formats")]
+fn two_bars_in_parquet(path: &Path, extra: Vec<(&str, arrow_array::ArrayRef)>) {
+    use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch};
+    use std::sync::Arc;
+    let ones = || Arc::new(Float64Array::from(vec![1.0, 1.0])) as ArrayRef;
+    let times = Arc::new(Int64Array::from(vec![60_000, 120_000])) as ArrayRef;
+    let mut columns = vec![("time", times)];
+    columns.extend(["open", "high", "low", "close", "volume"].map(|name| (name, ones())));
+    columns.extend(extra);
+    let batch = RecordBatch::try_from_iter(columns).expect("batch");
+    let file = std::fs::File::create(path).expect("create");
+    let mut writer =
+        ::parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).expect("writer");
+    writer.write(&batch).expect("write");
+    writer.close().expect("close");
+}
+
 /// The same in Parquet: two boolean `partial` columns are refused before a
 /// row is read.
 #[cfg(feature = "formats")]
 #[test]
 fn two_parquet_partial_columns_are_refused_as_ambiguous() {
-    use arrow_array::{BooleanArray, Float64Array, Int64Array, RecordBatch};
+    use arrow_array::{ArrayRef, BooleanArray};
     use std::sync::Arc;
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("twice.parquet");
-    let numbers = |v: f64| Arc::new(Float64Array::from(vec![v, v])) as arrow_array::ArrayRef;
-    let marks =
-        |a: bool, b: bool| Arc::new(BooleanArray::from(vec![a, b])) as arrow_array::ArrayRef;
-    let batch = RecordBatch::try_from_iter([
-        (
-            "time",
-            Arc::new(Int64Array::from(vec![60_000, 120_000])) as arrow_array::ArrayRef,
-        ),
-        ("open", numbers(1.0)),
-        ("high", numbers(1.0)),
-        ("low", numbers(1.0)),
-        ("close", numbers(1.0)),
-        ("volume", numbers(1.0)),
-        ("partial", marks(true, false)),
-        ("PARTIAL", marks(false, false)),
-    ])
-    .expect("batch");
-    let file = std::fs::File::create(&path).expect("create");
-    let mut writer =
-        ::parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).expect("writer");
-    writer.write(&batch).expect("write");
-    writer.close().expect("close");
+    let marks = |a: bool, b: bool| Arc::new(BooleanArray::from(vec![a, b])) as ArrayRef;
+    two_bars_in_parquet(
+        &path,
+        vec![
+            ("partial", marks(true, false)),
+            ("PARTIAL", marks(false, false)),
+        ],
+    );
     let err = read_file_marked(&path, &Columns::default())
         .expect_err("two partial columns")
         .to_string();
@@ -789,29 +792,12 @@ fn two_parquet_partial_columns_are_refused_as_ambiguous() {
 #[cfg(feature = "formats")]
 #[test]
 fn a_parquet_partial_column_that_is_not_boolean_is_refused() {
-    use arrow_array::{Float64Array, Int64Array, RecordBatch};
+    use arrow_array::Int64Array;
     use std::sync::Arc;
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("ints.parquet");
-    let numbers = |v: f64| Arc::new(Float64Array::from(vec![v, v])) as arrow_array::ArrayRef;
-    let batch = RecordBatch::try_from_iter([
-        (
-            "time",
-            Arc::new(Int64Array::from(vec![60_000, 120_000])) as arrow_array::ArrayRef,
-        ),
-        ("open", numbers(1.0)),
-        ("high", numbers(1.0)),
-        ("low", numbers(1.0)),
-        ("close", numbers(1.0)),
-        ("volume", numbers(1.0)),
-        ("partial", Arc::new(Int64Array::from(vec![0, 1]))),
-    ])
-    .expect("batch");
-    let file = std::fs::File::create(&path).expect("create");
-    let mut writer =
-        ::parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).expect("writer");
-    writer.write(&batch).expect("write");
-    writer.close().expect("close");
+    let ints = Arc::new(Int64Array::from(vec![0, 1])) as arrow_array::ArrayRef;
+    two_bars_in_parquet(&path, vec![("partial", ints)]);
     let err = read_file_marked(&path, &Columns::default())
         .expect_err("not booleans")
         .to_string();
