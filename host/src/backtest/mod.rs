@@ -105,6 +105,8 @@ fn load_marked(
             if let Some(stored) = stored_spec(spec) {
                 let (symbol, tf) = stored?;
                 let store = Store::open_existing(db)?;
+                // The bars and their marks of one state of the store.
+                store.hold_still()?;
                 let Some((candles, digest)) = store.load_series(symbol, tf)? else {
                     bail!(not_stored(spec, symbol, tf, db));
                 };

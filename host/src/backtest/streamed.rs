@@ -100,6 +100,9 @@ pub fn stream_data(
         };
         let (symbol, tf) = stored?;
         let store = Store::open_existing(db)?;
+        // The catalogue, the marks and the spans of one state of the
+        // store, whatever an import commits while the run reads them.
+        store.hold_still()?;
         let Some(listed) = store.series(symbol, tf)? else {
             // Bars without a catalogue row are damaged: said as a load says it.
             store.load_series(symbol, tf)?;

@@ -410,6 +410,8 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
                 refuse_export_to(&out, db)?;
             }
             let store = Store::open_existing(db)?;
+            // What is exported is one state of the store.
+            store.hold_still()?;
             let Some(listed) = store.series(symbol, tf)? else {
                 bail!(
                     "{}: no such series in {} (keel data list names them)",

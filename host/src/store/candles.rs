@@ -332,14 +332,32 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT time_ms FROM candle_marks WHERE symbol = ?1 AND timeframe = ?2
-                 ORDER BY time_ms",
+                "SELECT times FROM candle_marks WHERE symbol = ?1 AND timeframe = ?2
+                 ORDER BY span",
             )
             .map_err(|e| self.sql(e))?;
-        let rows = stmt
-            .query_map(params![symbol, timeframe.as_str()], |r| r.get(0))
+        let mut rows = stmt
+            .query(params![symbol, timeframe.as_str()])
             .map_err(|e| self.sql(e))?;
-        rows.collect::<Result<Vec<i64>, _>>()
+        let mut marks = Vec::new();
+        while let Some(row) = rows.next().map_err(|e| self.sql(e))? {
+            let bytes: Vec<u8> = row.get(0).map_err(|e| self.sql(e))?;
+            marks.extend(marks_of_bytes(&bytes));
+        }
+        // In order whatever the rows hold: readers take them in turn.
+        marks.sort_unstable();
+        marks.dedup();
+        Ok(marks)
+    }
+
+    /// Holds the database as it is now for every read after this one,
+    /// until the store is dropped: the catalogue, the marks and the spans
+    /// read in turn are of one state, whatever an import commits in the
+    /// meantime (which would make them disagree, and the bars seem
+    /// damaged). For a store that only reads.
+    pub fn hold_still(&self) -> Result<(), StoreError> {
+        self.conn
+            .execute_batch("BEGIN DEFERRED")
             .map_err(|e| self.sql(e))
     }
 
@@ -410,6 +428,19 @@ impl Store {
             damaged(&self.path, symbol, timeframe, times, why)
         ))
     }
+}
+
+/// A span's marks as `candle_marks.times` holds them.
+fn marks_bytes(times: &[i64]) -> Vec<u8> {
+    times.iter().flat_map(|t| t.to_le_bytes()).collect()
+}
+
+/// The times `candle_marks.times` holds (trailing bytes short of a time
+/// are no mark).
+fn marks_of_bytes(bytes: &[u8]) -> Vec<i64> {
+    (bytes.chunks_exact(8))
+        .map(|b| i64::from_le_bytes(b.try_into().unwrap_or_default()))
+        .collect()
 }
 
 /// The marks (`Store::marks`, oldest first) at the times of `bars`

@@ -434,7 +434,7 @@ pub(super) fn partial_column(
         .filter(|(i, n)| n.eq_ignore_ascii_case(PARTIAL_COLUMN) && !index.contains(i));
     match (found.next(), found.next()) {
         (Some((_, first)), Some((_, second))) => Err(format!(
-            "two columns could mark partial bars: '{}' and '{}'",
+            "two columns could mark partial bars: '{}' and '{}'; rename or remove one of them",
             shown::text(first),
             shown::text(second)
         )),

@@ -8,8 +8,8 @@ use keel_model::candles::columns::span_of;
 use keel_model::candles::{Candle, Gap, Spacings, Timeframe, format_time, missing_between};
 
 use super::{
-    ImportReport, SPAN_COLUMNS, SpanFault, damaged, refresh_series, span_times, sql, stored_span,
-    write_span,
+    ImportReport, SPAN_COLUMNS, SpanFault, damaged, marks_bytes, marks_of_bytes, refresh_series,
+    span_times, sql, stored_span, write_span,
 };
 use crate::store::{StoreError, now_ms};
 
@@ -463,11 +463,9 @@ impl<'t> Importer<'t> {
                         params![symbol, timeframe.as_str(), span],
                     )
                     .map_err(sql)?;
-                    let (from, to) = span_times(span);
                     tx.execute(
-                        "DELETE FROM candle_marks WHERE symbol = ?1 AND timeframe = ?2
-                         AND time_ms BETWEEN ?3 AND ?4",
-                        params![symbol, timeframe.as_str(), from, to],
+                        "DELETE FROM candle_marks WHERE symbol = ?1 AND timeframe = ?2 AND span = ?3",
+                        params![symbol, timeframe.as_str(), span],
                     )
                     .map_err(sql)?;
                     SpanFault::Bars(other.why().to_owned())
@@ -603,9 +601,10 @@ impl<'t> Importer<'t> {
 
     /// The marks of the span's bars handed (`self.span`; `stored`: the
     /// span's bars before them): each has its file's mark, or none, but
-    /// for a bar stored unchanged, which keeps a mark it had. `written`:
-    /// the span's bars when it was written over whole (mended), whose
-    /// marks alone are kept.
+    /// for a bar stored unchanged, which keeps a mark it had unless the
+    /// import replaces (then the file's marks are the bars' marks).
+    /// `written`: the span's bars when it was written over whole
+    /// (mended), whose marks alone are kept.
     fn set_marks(
         &mut self,
         span: i64,
@@ -623,42 +622,51 @@ impl<'t> Importer<'t> {
         let marks: Vec<i64> = (self.marks.drain(..cut))
             .filter(|&t| at(handed, t).is_some())
             .collect();
-        let key = (&self.report.symbol, self.report.timeframe.as_str());
-        let (from, to) = span_times(span);
+        let key = params![self.report.symbol, self.report.timeframe.as_str(), span];
         let had: Vec<i64> = tx
             .prepare_cached(
-                "SELECT time_ms FROM candle_marks
-                 WHERE symbol = ?1 AND timeframe = ?2 AND time_ms BETWEEN ?3 AND ?4",
+                "SELECT times FROM candle_marks WHERE symbol = ?1 AND timeframe = ?2 AND span = ?3",
             )
             .and_then(|mut stmt| {
-                let rows = stmt.query_map(params![key.0, key.1, from, to], |r| r.get(0))?;
-                rows.collect()
+                (stmt.query_row(key, |r| r.get::<_, Vec<u8>>(0)))
+                    .optional()
+                    .map(|bytes| bytes.map_or_else(Vec::new, |b| marks_of_bytes(&b)))
             })
             .map_err(sql)?;
-        for t in had {
-            let keep = match at(handed, t) {
-                Some(i) => {
-                    let unchanged = at(stored, t).is_some_and(|j| stored[j] == handed[i]);
-                    unchanged || marks.binary_search(&t).is_ok()
-                }
-                None => written.is_none_or(|bars| at(bars, t).is_some()),
-            };
-            if !keep {
-                tx.prepare_cached(
-                    "DELETE FROM candle_marks WHERE symbol = ?1 AND timeframe = ?2 AND time_ms = ?3",
-                )
-                .and_then(|mut stmt| stmt.execute(params![key.0, key.1, t]))
-                .map_err(sql)?;
+        let keep = |t: i64| match at(handed, t) {
+            Some(i) => {
+                let unchanged = at(stored, t).is_some_and(|j| stored[j] == handed[i]);
+                (unchanged && !self.replace) || marks.binary_search(&t).is_ok()
             }
-        }
-        for &t in &marks {
-            tx.prepare_cached(
-                "INSERT OR IGNORE INTO candle_marks (symbol, timeframe, time_ms) VALUES (?1, ?2, ?3)",
-            )
-            .and_then(|mut stmt| stmt.execute(params![key.0, key.1, t]))
-            .map_err(sql)?;
-        }
+            None => written.is_none_or(|bars| at(bars, t).is_some()),
+        };
+        let mut kept: Vec<i64> = had.iter().copied().filter(|&t| keep(t)).collect();
+        kept.extend_from_slice(&marks);
+        kept.sort_unstable();
+        kept.dedup();
         self.report.marked += marks.len();
+        if kept == had {
+            return Ok(());
+        }
+        let statement = match kept.is_empty() {
+            true => "DELETE FROM candle_marks WHERE symbol = ?1 AND timeframe = ?2 AND span = ?3",
+            false => {
+                "INSERT INTO candle_marks (symbol, timeframe, span, times) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (symbol, timeframe, span) DO UPDATE SET times = excluded.times"
+            }
+        };
+        let bytes = marks_bytes(&kept);
+        tx.prepare_cached(statement)
+            .and_then(|mut stmt| match kept.is_empty() {
+                true => stmt.execute(key),
+                false => stmt.execute(params![
+                    self.report.symbol,
+                    self.report.timeframe.as_str(),
+                    span,
+                    bytes
+                ]),
+            })
+            .map_err(sql)?;
         Ok(())
     }
 }

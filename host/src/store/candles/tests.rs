@@ -321,10 +321,10 @@ fn a_file_digest_stops_when_told() {
 }
 
 /// The marks of partial bars an import keeps: each bar handed has its
-/// file's mark; a bar stored unchanged keeps one it had, one replaced
-/// loses it unless its file marks it again; pieces may split a span
-/// anywhere; a mark never outlives its bar (a deleted series); marks are
-/// no part of the bars' digest.
+/// file's mark; a bar stored unchanged keeps one it had, unless the
+/// import replaces (then the file's marks are the bars'); pieces may
+/// split a span anywhere; a mark never outlives its bar (a deleted
+/// series); marks are no part of the bars' digest.
 #[test]
 fn an_import_keeps_the_marks_of_partial_bars_by_the_bars_they_mark() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -369,8 +369,10 @@ fn an_import_keeps_the_marks_of_partial_bars_by_the_bars_they_mark() {
     assert_eq!((again.unchanged, again.marked), (3000, 0));
     assert_eq!(store.marks("ETH/BTC", tf).expect("marks"), marks);
 
-    // Bar 5 replaced by a file that does not mark it: its mark goes; bar
-    // 1092 replaced by one that does: it stays; bar 7 gains one.
+    // Replacing, the file's marks are the bars': bar 5 (changed) and bar
+    // 1091 (unchanged), not marked by it, lose theirs; bar 1092 (changed)
+    // keeps its, marked again; bar 7 gains one; bars it does not bring
+    // (0, 2999) keep theirs.
     let mut changed = candles[5..1093].to_vec();
     for i in [0, 1087] {
         changed[i].volume += 1.0;
@@ -379,11 +381,63 @@ fn an_import_keeps_the_marks_of_partial_bars_by_the_bars_they_mark() {
     assert_eq!((report.replaced, report.marked), (2, 2));
     assert_eq!(
         store.marks("ETH/BTC", tf).expect("marks"),
-        [at(0), at(7), at(1091), at(1092), at(2999)]
+        [at(0), at(7), at(1092), at(2999)]
     );
 
     // A deleted series takes its marks with it.
     store.delete_series("ETH/BTC", tf).expect("delete");
     import(&mut store, &candles, &[], false);
     assert!(store.marks("ETH/BTC", tf).expect("marks").is_empty());
+}
+
+/// A reader that holds the store still sees the catalogue, the marks and
+/// the spans of one state while an import commits another: never bars
+/// that seem damaged because the catalogue was read before the import
+/// and the spans after it, nor another import's marks beside its bars.
+#[test]
+fn a_reader_held_still_sees_one_state_while_an_import_commits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("keel.db");
+    let tf = Timeframe::H1;
+    let candles = synth::random_walk(4, 2000, 0, 3_600_000, 10.0, 0.01);
+    let marked = |store: &mut Store, bars: &[Candle], marks: &[i64]| {
+        store
+            .import_with("ETH/BTC", tf, "m.csv", true, |import| {
+                import.push_marked(bars, marks)?;
+                Ok::<_, StoreError>("blake3:00".to_owned())
+            })
+            .expect("import")
+    };
+    let mut writer = Store::open(&db).expect("open");
+    marked(&mut writer, &candles, &[candles[3].time_ms]);
+
+    let reader = Store::open(&db).expect("open");
+    reader.hold_still().expect("hold");
+    let listed = reader.series("ETH/BTC", tf).expect("series").expect("row");
+    // Another state: every bar's volume changed, two other marks.
+    let mut changed = candles.clone();
+    changed.iter_mut().for_each(|c| c.volume += 1.0);
+    marked(
+        &mut writer,
+        &changed,
+        &[changed[1].time_ms, changed[1500].time_ms],
+    );
+
+    assert_eq!(
+        reader.marks("ETH/BTC", tf).expect("marks"),
+        [candles[3].time_ms]
+    );
+    let mut read = Vec::new();
+    let whole = reader
+        .stream_series(&listed, tf, |span| {
+            read.append(span);
+            true
+        })
+        .expect("the state the catalogue was read in");
+    assert!(whole);
+    assert_eq!(read, candles);
+    drop(reader);
+    // Let go, a reader sees the import.
+    let reader = Store::open(&db).expect("open");
+    assert_eq!(reader.marks("ETH/BTC", tf).expect("marks").len(), 2);
 }
