@@ -42,7 +42,9 @@ pub enum DataCommand {
         /// (roles not named are found by their usual names).
         #[arg(long, value_name = "ROLE=COLUMN,…")]
         columns: Option<String>,
-        /// Overwrite stored bars whose values differ (otherwise refused).
+        /// Overwrite stored bars whose values differ (otherwise refused);
+        /// the file's marks of partial bars (a column `partial`) become
+        /// the marks of every bar it brings, unchanged ones too.
         #[arg(long)]
         replace: bool,
     },
