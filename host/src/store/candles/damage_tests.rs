@@ -657,3 +657,49 @@ fn what_a_third_hostile_round_found_is_refused_or_mended() {
         "{err}"
     );
 }
+
+/// Damaged bars dropped by a mending import take their marks of partial
+/// bars with them: none is left to mark a bar imported there later.
+#[test]
+fn damaged_bars_dropped_take_their_marks_with_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = Store::open(&dir.path().join("keel.db")).expect("open");
+    let span = (columns::SPAN_MS / 60_000) as usize;
+    let all = synth::random_walk(6, 2 * span + 100, 0, 60_000, 10.0, 0.01);
+    let marks = [all[10].time_ms, all[2 * span + 5].time_ms];
+    let import = |store: &mut Store, bars: &[Candle], marks: &[i64]| {
+        store.import_with("A/B", Timeframe::M1, "m.csv", true, |import| {
+            import.push_marked(bars, marks)?;
+            Ok::<_, StoreError>("blake3:00".to_owned())
+        })
+    };
+    import(&mut store, &all, &marks).expect("import");
+    store
+        .conn
+        .execute(
+            "UPDATE candle_spans SET columns = zeroblob(length(columns)) WHERE span = 2",
+            [],
+        )
+        .expect("damage");
+    // A file of the first bars alone (its mark at bar 10 again) mends it
+    // by dropping the damaged span, whose mark goes with it.
+    let mended = import(&mut store, &all[..100], &marks[..1]).expect("mended");
+    assert!(
+        mended
+            .mended
+            .iter()
+            .any(|m| m.starts_with("dropped damaged")),
+        "{:?}",
+        mended.mended
+    );
+    assert_eq!(
+        store.marks("A/B", Timeframe::M1).expect("marks"),
+        marks[..1]
+    );
+    // The dropped bars brought back unmarked are unmarked.
+    import(&mut store, &all[2 * span..], &[]).expect("again");
+    assert_eq!(
+        store.marks("A/B", Timeframe::M1).expect("marks"),
+        marks[..1]
+    );
+}

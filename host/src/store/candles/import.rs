@@ -141,8 +141,9 @@ impl<'t> Importer<'t> {
 
     /// [`push`](Self::push), with the open times of the bars among
     /// `candles` that their file marks partial (oldest first): kept as
-    /// the bars' marks. A bar stored unchanged keeps a mark it had; any
-    /// other bar handed has its file's mark, or none.
+    /// the bars' marks. A bar stored unchanged keeps a mark it had unless
+    /// the import replaces; any other bar handed has its file's mark, or
+    /// none.
     pub fn push_marked(&mut self, candles: &[Candle], marks: &[i64]) -> Result<(), StoreError> {
         // Before the bars: the span they close is written with its marks.
         self.marks.extend_from_slice(marks);
@@ -648,25 +649,24 @@ impl<'t> Importer<'t> {
         if kept == had {
             return Ok(());
         }
-        let statement = match kept.is_empty() {
-            true => "DELETE FROM candle_marks WHERE symbol = ?1 AND timeframe = ?2 AND span = ?3",
-            false => {
-                "INSERT INTO candle_marks (symbol, timeframe, span, times) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (symbol, timeframe, span) DO UPDATE SET times = excluded.times"
-            }
+        let (symbol, timeframe) = (&self.report.symbol, self.report.timeframe.as_str());
+        let changed = match kept.is_empty() {
+            true => tx
+                .prepare_cached(
+                    "DELETE FROM candle_marks WHERE symbol = ?1 AND timeframe = ?2 AND span = ?3",
+                )
+                .and_then(|mut stmt| stmt.execute(params![symbol, timeframe, span])),
+            false => tx
+                .prepare_cached(
+                    "INSERT INTO candle_marks (symbol, timeframe, span, times)
+                     VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (symbol, timeframe, span) DO UPDATE SET times = excluded.times",
+                )
+                .and_then(|mut stmt| {
+                    stmt.execute(params![symbol, timeframe, span, marks_bytes(&kept)])
+                }),
         };
-        let bytes = marks_bytes(&kept);
-        tx.prepare_cached(statement)
-            .and_then(|mut stmt| match kept.is_empty() {
-                true => stmt.execute(key),
-                false => stmt.execute(params![
-                    self.report.symbol,
-                    self.report.timeframe.as_str(),
-                    span,
-                    bytes
-                ]),
-            })
-            .map_err(sql)?;
+        changed.map_err(sql)?;
         Ok(())
     }
 }
