@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use keel_model::candles::MAX_ORDER_QUANTITY;
-use keel_model::shown::{amount, fixed, number, quoted, text};
+use keel_model::shown::{amount, apart, fixed, number, quoted, text};
 use keel_model::{Action, RiskLimits, Side, Signal, Size};
 
 /// What the checks need to know about the book, including orders already
@@ -170,18 +170,19 @@ pub fn check(
     }
     let notional = quantity * price;
     if notional < limits.min_order_quote {
+        let (order, least) = apart(amount(notional), amount(limits.min_order_quote));
         return Err(format!(
-            "order of {} is below the minimum order of {}",
-            amount(notional),
-            amount(limits.min_order_quote)
+            "order of {order} is below the minimum order of {least}"
         ));
     }
     let trade_fraction = notional / equity;
     if trade_fraction > limits.max_trade_fraction {
-        return Err(format!(
-            "order of {}% of equity is over the {}% trade limit",
+        let (order, most) = apart(
             fixed(trade_fraction * 100.0, 2),
-            fixed(limits.max_trade_fraction * 100.0, 2)
+            fixed(limits.max_trade_fraction * 100.0, 2),
+        );
+        return Err(format!(
+            "order of {order}% of equity is over the {most}% trade limit"
         ));
     }
     let held = exposure
@@ -191,11 +192,13 @@ pub fn check(
         .unwrap_or(0.0);
     let position_fraction = (held + notional) / equity;
     if position_fraction > limits.max_position_fraction {
-        return Err(format!(
-            "{} would be {}% of equity, over the {}% position limit",
-            text(&signal.symbol),
+        let (would, most) = apart(
             fixed(position_fraction * 100.0, 2),
-            fixed(limits.max_position_fraction * 100.0, 2)
+            fixed(limits.max_position_fraction * 100.0, 2),
+        );
+        return Err(format!(
+            "{} would be {would}% of equity, over the {most}% position limit",
+            text(&signal.symbol),
         ));
     }
     if position.is_none() && exposure.held.len() >= limits.max_open_positions as usize {
@@ -343,6 +346,20 @@ mod tests {
                 signal: long(9.99),
                 exposure: book(),
                 expect: Err("order of 9.99 is below the minimum order of 10.00"),
+            },
+            Case {
+                name: "trade over 10% by less than a hundredth of a point",
+                signal: long(100.00004),
+                exposure: book(),
+                expect: Err("order of 10.000004% of equity is over the 10.000000% trade limit"),
+            },
+            Case {
+                // Not "of 10.00 ... of 10.00": as many decimals as tell
+                // the two apart.
+                name: "below minimum by less than a cent",
+                signal: long(9.9961),
+                exposure: book(),
+                expect: Err("order of 9.996 is below the minimum order of 10.000"),
             },
             Case {
                 name: "position at 25%",

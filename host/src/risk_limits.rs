@@ -225,7 +225,8 @@ mod tests {
         assert!(ok(&buy(100.0), &flat).is_ok());
         assert_eq!(
             ok(&buy(100.01), &flat).expect_err("trade"),
-            "order of 10.00% of equity is over the 10.00% trade limit"
+            // (Told apart: not "10.00% ... over the 10.00%".)
+            "order of 10.001% of equity is over the 10.000% trade limit"
         );
         // Minimum order: 50.
         assert!(ok(&buy(50.0), &flat).is_ok());
@@ -240,7 +241,7 @@ mod tests {
         assert!(
             ok(&buy(60.0), &more)
                 .expect_err("position")
-                .contains("over the 20.00% position limit")
+                .ends_with("would be 20.001% of equity, over the 20.000% position limit")
         );
         // Open positions: 2.
         let one = exposure(1000.0, &[("ETH", "", 10.0)]);

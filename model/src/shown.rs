@@ -136,6 +136,22 @@ pub fn amount(value: f64) -> Number {
     fixed(value, decimals)
 }
 
+/// Two numbers as written (by [`fixed`], [`amount`], …), both with more
+/// decimals where they differ but would read alike: a value past a limit
+/// never reads as the limit (`order of 10.00 is below the minimum order
+/// of 10.00`). Up to eight decimals more.
+pub fn apart(a: Number, b: Number) -> (Number, Number) {
+    let (mut a, mut b) = (a, b);
+    for _ in 0..8 {
+        if a.value == b.value || a.to_string() != b.to_string() {
+            break;
+        }
+        a.decimals = a.decimals.map(|d| d + 1);
+        b.decimals = b.decimals.map(|d| d + 1);
+    }
+    (a, b)
+}
+
 /// A price with the precision its size needs: six significant digits,
 /// at least two decimals and at most eight (the ledger's), so
 /// `0.00159866` and `42000.00` both read right.
