@@ -31,7 +31,11 @@ fn main() {
         Ok(false) => std::process::exit(1),
         Err(e) => {
             let message = format!("{e:#}").replace('\n', " ");
-            eprintln!("error: {}", keel_model::shown::line(&message));
+            // Made whole first: one write, not one a character (the
+            // standard error is not buffered), never broken into by
+            // another writer's line.
+            let line = format!("error: {}\n", keel_model::shown::line(&message));
+            let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
             std::process::exit(1);
         }
     }
