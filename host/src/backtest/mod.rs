@@ -264,7 +264,7 @@ fn note_marked(data: &mut [(Dataset, Vec<i64>)]) -> Vec<String> {
     let mut notes = Vec::new();
     for (d, marks) in data.iter_mut().filter(|(_, m)| !m.is_empty()) {
         let mut partial = candles::resample::Partial::default();
-        marks.iter().for_each(|&t| partial.add(t));
+        partial.extend(marks.iter().copied());
         notes.push(marked_note(
             &d.reference.source,
             &partial,

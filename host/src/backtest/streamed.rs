@@ -167,9 +167,7 @@ fn read(
 ) -> Result<Option<Made>, StoreError> {
     let mut partial = keel_model::candles::resample::Partial::default();
     store.stream_series(&listed, tf, |span| {
-        if marks.any() {
-            marks.of(span).into_iter().for_each(|t| partial.add(t));
-        }
+        partial.extend(marks.of(span));
         span.chunks(FEED_CHUNK)
             .all(|piece| tx.send(piece.to_vec()).is_ok())
     })?;

@@ -277,7 +277,7 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
                 let reader = s.spawn(move || {
                     let mut marked = candles::resample::Partial::default();
                     candles::read_file_each_marked(file, columns, |piece, marks| {
-                        marks.iter().for_each(|&t| marked.add(t));
+                        marked.extend(marks.iter().copied());
                         // The import stopped first: its error is the one said.
                         (pieces.send((piece, marks))).map_err(|_| anyhow::anyhow!("stopped"))
                     })
@@ -432,7 +432,6 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
             // marked so again, or making the bars they fall in partial.
             let marks = crate::store::SpanMarks::new(store.marks(symbol, tf)?);
             let marked = resampler.is_some() || marks.any();
-            let pumping = Pump { resampler, marks };
             // Span by span, never the whole series: a file is replaced only
             // once complete; the standard output has what came before a
             // damaged span, then the error.
@@ -445,7 +444,9 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
                 };
                 let written = (|| {
                     let mut rows = candles::CsvRows::new(std::io::stdout().lock(), marked)?;
-                    let pumped = pumping.pump(&store, &listed, tf, &mut |c, p| rows.write(c, p))?;
+                    let pumped = pump(&store, &listed, tf, resampler, marks, &mut |c, p| {
+                        rows.write(c, p)
+                    })?;
                     drop(rows.finish()?);
                     anyhow::Ok(pumped)
                 })();
@@ -458,7 +459,7 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
                 candles::write_file_each(&out, marked, |put| {
                     // A damaged series is said as a read says it; only what
                     // the file refuses is a failure to write.
-                    pumped = pumping.pump(&store, &listed, tf, put).map_err(|e| {
+                    pumped = pump(&store, &listed, tf, resampler, marks, put).map_err(|e| {
                         match e.downcast_ref::<crate::store::StoreError>() {
                             Some(_) => e,
                             None => e.context(format!("{}: cannot write", out.display())),
@@ -565,69 +566,55 @@ fn spacing_text(ms: i64) -> String {
     }
 }
 
-/// How an export hands on a stored series: aggregated by `resampler`
-/// when given, with the marks of partial bars its import kept.
-struct Pump {
-    resampler: Option<candles::resample::Resampler>,
-    marks: crate::store::SpanMarks,
-}
-
-impl Pump {
-    /// Hands the stored series to `put` span by span, aggregated when
-    /// asked, with whether each bar is partial (no marks when neither
-    /// aggregated nor marked); how many bars it put, and which of them
-    /// are partial. A damaged span stops it with the store's error; a
-    /// failed `put` with its own.
-    fn pump(
-        self,
-        store: &Store,
-        listed: &crate::store::StoredSeries,
-        tf: Timeframe,
-        put: &mut candles::Put<'_>,
-    ) -> anyhow::Result<(usize, candles::resample::Partial)> {
-        let Pump {
-            mut resampler,
-            mut marks,
-        } = self;
-        let (mut written, mut failed) = (0, None);
-        let (mut made, mut flags) = (Vec::new(), Vec::new());
-        let mut partial = candles::resample::Partial::default();
-        store.stream_series(listed, tf, |span| {
-            let given = match marks.any() {
-                true => marks.of(span),
-                false => Vec::new(),
-            };
-            let bars = match &mut resampler {
-                Some(r) => {
-                    made.clear();
-                    flags.clear();
-                    r.push_partial_marked(span, &given, &mut made, &mut flags);
-                    &made[..]
-                }
-                None if marks.any() => {
-                    given.iter().for_each(|&t| partial.add(t));
-                    flags.clear();
-                    let mut at = given.iter().peekable();
-                    flags.extend(span.iter().map(|c| at.next_if_eq(&&c.time_ms).is_some()));
-                    &span[..]
-                }
-                None => &span[..],
-            };
-            written += bars.len();
-            put(bars, &flags).map_err(|e| failed = Some(e)).is_ok()
-        })?;
-        if let Some(e) = failed {
-            return Err(e.into());
-        }
-        if let Some(r) = resampler {
-            made.clear();
-            flags.clear();
-            partial = r.finish_marked(&mut made, &mut flags);
-            written += made.len();
-            put(&made, &flags)?;
-        }
-        Ok((written, partial))
+/// Hands the stored series to `put` span by span, aggregated by
+/// `resampler` when given, with whether each bar is partial (aggregated
+/// so, or among the `marks` its import kept; no marks when neither
+/// aggregated nor marked); how many bars it put, and which of them are
+/// partial. A damaged span stops it with the store's error; a failed
+/// `put` with its own.
+fn pump(
+    store: &Store,
+    listed: &crate::store::StoredSeries,
+    tf: Timeframe,
+    mut resampler: Option<candles::resample::Resampler>,
+    mut marks: crate::store::SpanMarks,
+    put: &mut candles::Put<'_>,
+) -> anyhow::Result<(usize, candles::resample::Partial)> {
+    let (mut written, mut failed) = (0, None);
+    let (mut made, mut flags) = (Vec::new(), Vec::new());
+    let mut partial = candles::resample::Partial::default();
+    store.stream_series(listed, tf, |span| {
+        let given = marks.of(span);
+        let bars = match &mut resampler {
+            Some(r) => {
+                made.clear();
+                flags.clear();
+                r.push_partial_marked(span, &given, &mut made, &mut flags);
+                &made[..]
+            }
+            None if marks.any() => {
+                partial.extend(given.iter().copied());
+                flags.clear();
+                let mut at = given.iter().peekable();
+                flags.extend(span.iter().map(|c| at.next_if_eq(&&c.time_ms).is_some()));
+                &span[..]
+            }
+            None => &span[..],
+        };
+        written += bars.len();
+        put(bars, &flags).map_err(|e| failed = Some(e)).is_ok()
+    })?;
+    if let Some(e) = failed {
+        return Err(e.into());
     }
+    if let Some(r) = resampler {
+        made.clear();
+        flags.clear();
+        partial = r.finish_marked(&mut made, &mut flags);
+        written += made.len();
+        put(&made, &flags)?;
+    }
+    Ok((written, partial))
 }
 
 /// After the lines that tell of the bars a command stored: the series

@@ -30,9 +30,16 @@ pub struct Partial {
     pub first: Vec<i64>,
 }
 
+/// Partial bars opening at the times given, one after another.
+impl Extend<i64> for Partial {
+    fn extend<I: IntoIterator<Item = i64>>(&mut self, times: I) {
+        times.into_iter().for_each(|t| self.add(t));
+    }
+}
+
 impl Partial {
     /// One more partial bar, opening at `time_ms`.
-    pub fn add(&mut self, time_ms: i64) {
+    fn add(&mut self, time_ms: i64) {
         self.count += 1;
         if self.first.len() < FIRST_PARTIAL {
             self.first.push(time_ms);

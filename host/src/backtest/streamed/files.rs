@@ -264,7 +264,7 @@ impl Reading {
                 made
             }
             None => {
-                marks.iter().for_each(|&t| sink.marked.add(t));
+                sink.marked.extend(marks.iter().copied());
                 piece
             }
         };
