@@ -152,6 +152,14 @@ pub fn apart(a: Number, b: Number) -> (Number, Number) {
     (a, b)
 }
 
+/// `n` of `one`, in the plural unless one: `1 bar`, `2 bars`, `0 bars`.
+pub fn counted<N: std::fmt::Display + PartialEq + From<u8>>(n: N, one: &str) -> String {
+    match n == N::from(1) {
+        true => format!("1 {one}"),
+        false => format!("{n} {one}s"),
+    }
+}
+
 /// A price with the precision its size needs: six significant digits,
 /// at least two decimals and at most eight (the ledger's), so
 /// `0.00159866` and `42000.00` both read right.
@@ -259,6 +267,13 @@ fn write_padded(f: &mut fmt::Formatter<'_>, args: fmt::Arguments<'_>) -> fmt::Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_count_is_plural_unless_one() {
+        assert_eq!(counted(1u32, "bar"), "1 bar");
+        assert_eq!(counted(0u32, "bar"), "0 bars");
+        assert_eq!(counted(2_000_000usize, "bar"), "2000000 bars");
+    }
 
     #[test]
     fn text_is_cut_and_escaped() {

@@ -33,7 +33,8 @@ pub struct BacktestArgs {
     pub timeframe: Option<Timeframe>,
     /// The candle files' columns by role, for names Keel does not know, as
     /// `keel data import --columns` takes them (for every file of --data):
-    /// `time=Zeit,close=Letzter` (roles not named are found by their usual names).
+    /// `time=Zeit,close=Letzter` (roles not named are found by their usual
+    /// names; `partial=NAME` names the column that marks partial bars).
     #[arg(long, value_name = "ROLE=COLUMN,…", value_parser = columns)]
     pub columns: Option<Columns>,
     /// Fee per fill, basis points of notional.

@@ -39,7 +39,8 @@ pub enum DataCommand {
         /// The file's columns by role, for names Keel does not know (CSV,
         /// Parquet, Feather):
         /// `time=Zeit,open=Erster,high=Hoch,low=Tief,close=Letzter,volume=Umsatz`
-        /// (roles not named are found by their usual names).
+        /// (roles not named are found by their usual names); `partial=NAME`
+        /// names the column that marks partial bars, when two could.
         #[arg(long, value_name = "ROLE=COLUMN,…")]
         columns: Option<String>,
         /// Overwrite stored bars whose values differ (otherwise refused);
@@ -308,11 +309,11 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
             })?;
             let (first, last) = report.range.unwrap_or_default();
             println!(
-                "imported {} {} from {}: {} bars ({} new, {} unchanged, {} replaced), {} .. {}",
+                "imported {} {} from {}: {} ({} new, {} unchanged, {} replaced), {} .. {}",
                 shown::text(&report.symbol),
                 report.timeframe,
                 source,
-                report.bars,
+                shown::counted(report.bars, "bar"),
                 report.inserted,
                 report.unchanged,
                 report.replaced,
@@ -482,7 +483,8 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
                 ),
             };
             let what = format!(
-                "{written} bars of {} {}{note}",
+                "{} of {} {}{note}",
+                shown::counted(written, "bar"),
                 shown::text(symbol),
                 to.unwrap_or(tf)
             );
@@ -503,7 +505,11 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
                     db.display()
                 );
             };
-            println!("deleted {} {tf}: {bars} bars", shown::text(symbol));
+            println!(
+                "deleted {} {tf}: {}",
+                shown::text(symbol),
+                shown::counted(bars, "bar")
+            );
             Ok(true)
         }
         DataCommand::List => {
@@ -645,8 +651,8 @@ fn gaps_text(s: &crate::store::StoredSeries) -> String {
         0 => "no gaps".to_owned(),
         n => format!(
             "{} ({} missing)",
-            counted(n, "gap"),
-            counted(s.missing, "bar")
+            shown::counted(n, "gap"),
+            shown::counted(s.missing, "bar")
         ),
     }
 }
@@ -658,18 +664,10 @@ pub(super) fn gap_line(gaps: &[Gap]) -> String {
         None => "no gaps".to_owned(),
         Some(largest) => format!(
             "{}, {} (not filled); largest: {} after {}",
-            counted(gaps.len(), "gap"),
-            counted(missing, "missing bar"),
-            counted(largest.missing, "bar"),
+            shown::counted(gaps.len(), "gap"),
+            shown::counted(missing, "missing bar"),
+            shown::counted(largest.missing, "bar"),
             format_time(largest.after_ms)
         ),
-    }
-}
-
-/// `n` of `one`, in the plural unless one.
-fn counted<N: std::fmt::Display + PartialEq + From<u8>>(n: N, one: &str) -> String {
-    match n == N::from(1) {
-        true => format!("1 {one}"),
-        false => format!("{n} {one}s"),
     }
 }

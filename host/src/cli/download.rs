@@ -126,8 +126,8 @@ pub(super) fn run(args: DownloadArgs, db: &Path) -> anyhow::Result<bool> {
     match (summary.first_ms, summary.last_ms) {
         (Some(first), Some(last)) => {
             println!(
-                "downloaded {symbol} {timeframe} from {name}: {} bars ({} new, {} unchanged, {} replaced), {} .. {}",
-                summary.bars,
+                "downloaded {symbol} {timeframe} from {name}: {} ({} new, {} unchanged, {} replaced), {} .. {}",
+                shown::counted(summary.bars, "bar"),
                 summary.inserted,
                 summary.unchanged,
                 summary.replaced,

@@ -56,13 +56,6 @@ fn rows(v: &Value) -> &[Value] {
     v.as_array().map_or(&[], Vec::as_slice)
 }
 
-fn plural(n: usize, one: &str) -> String {
-    match n {
-        1 => format!("1 {one}"),
-        n => format!("{n} {one}s"),
-    }
-}
-
 /// `/status`: from `system` and `portfolio`.
 pub fn status(system: &Value, portfolio: &Value) -> String {
     let mut out = format!(
@@ -82,7 +75,7 @@ pub fn status(system: &Value, portfolio: &Value) -> String {
             amount(book, "equity"),
             amount(book, "cash"),
             number(book, "realized").map_or("?".into(), signed),
-            plural(positions, "position"),
+            shown::counted(positions, "position"),
             number(book, "drawdown_pct").map_or("?".into(), percent),
         ));
     }
@@ -109,7 +102,7 @@ pub fn health(system: &Value) -> String {
         0 => "healthy".to_owned(),
         n => format!(
             "{} failed in a row, last error: {}",
-            plural(n as usize, "poll"),
+            shown::counted(n as usize, "poll"),
             text(feed, "last_error")
         ),
     };
@@ -136,7 +129,7 @@ pub fn health(system: &Value) -> String {
             "\nvenue {}: {agreed}, REST headroom {}, {} unknown",
             text(venue, "venue"),
             number(venue, "rest_headroom").map_or("?".into(), |h| percent(h * 100.0)),
-            plural(
+            shown::counted(
                 venue["unknown_orders"].as_u64().unwrap_or(0) as usize,
                 "order"
             ),
@@ -248,7 +241,7 @@ pub fn performance(performance: &Value) -> String {
             format!(
                 "{}: {}, {won} won, net P&L {}, fees {}, return {}, max drawdown {}",
                 text(b, "slot"),
-                plural(b["trades"].as_u64().unwrap_or(0) as usize, "trade"),
+                shown::counted(b["trades"].as_u64().unwrap_or(0) as usize, "trade"),
                 number(b, "pnl").map_or("?".into(), signed),
                 amount(b, "fees"),
                 number(b, "return_pct").map_or("?".into(), percent),
@@ -333,7 +326,7 @@ pub fn tokens(nights: &Value) -> String {
     let usd: f64 = all.iter().filter_map(|n| n["usd"].as_f64()).sum();
     let mut out = vec![format!(
         "the evolution's last {}: {tokens} tokens, ${}",
-        plural(all.len(), "night"),
+        shown::counted(all.len(), "night"),
         shown::fixed(usd, 2)
     )];
     for n in all.iter().take(ROWS) {

@@ -190,7 +190,7 @@ impl Roles {
                 return Err(holds_not(source, field, holds));
             }
         }
-        let partial = layout::partial_column(&names, &index)
+        let partial = layout::partial_column(&names, &index, columns)
             .map_err(|why| refused(source, format!("{why} (columns are '{}')", all())))?;
         if let Some(field) = partial.map(|i| &schema.fields()[i])
             && field.data_type() != &DataType::Boolean

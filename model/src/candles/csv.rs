@@ -348,10 +348,12 @@ impl<'c> Lines<'c> {
                     .collect();
                 let partial = match data {
                     true => None,
-                    false => layout::partial_column(&names, &index).map_err(|why| {
-                        let header = shown::text(raw.trim());
-                        self.invalid(self.line, format!("{why} (header is '{header}')"))
-                    })?,
+                    false => {
+                        layout::partial_column(&names, &index, self.columns).map_err(|why| {
+                            let header = shown::text(raw.trim());
+                            self.invalid(self.line, format!("{why} (header is '{header}')"))
+                        })?
+                    }
                 };
                 let layout = self.layout.insert(Layout {
                     width: names.len(),

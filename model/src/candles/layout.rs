@@ -34,6 +34,9 @@ const ALIASES: [&[&str]; 6] = [
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Columns {
     names: [Option<String>; 6],
+    /// The column that marks partial bars, when the user names it (a
+    /// file with two that could).
+    partial: Option<String>,
     /// A time at local midnight with a UTC offset is the date it names
     /// (`2024-03-11 00:00:00-04:00` is 2024-03-11T00:00:00Z): daily and
     /// longer bars are dated, and an exporter that writes them as local
@@ -44,7 +47,8 @@ pub struct Columns {
 
 impl Columns {
     /// `role=Name` pairs, comma separated; roles are time, open, high, low,
-    /// close and volume.
+    /// close and volume, and `partial` for the column that marks partial
+    /// bars.
     pub fn parse(text: &str) -> Result<Columns, String> {
         let mut columns = Columns::default();
         for pair in text.split(',').filter(|p| !p.trim().is_empty()) {
@@ -55,15 +59,21 @@ impl Columns {
                 )
             })?;
             let role = role.trim().to_ascii_lowercase();
-            let slot = COLUMNS.iter().position(|c| *c == role).ok_or_else(|| {
-                format!(
-                    "{}: not a column role (time, open, high, low, close, volume)",
-                    shown::quoted(&role)
-                )
-            })?;
             if name.trim().is_empty() {
                 return Err(format!("{role}=: the column's name is empty"));
             }
+            if role == PARTIAL_COLUMN {
+                if columns.partial.replace(name.trim().to_owned()).is_some() {
+                    return Err(format!("{role} is named twice"));
+                }
+                continue;
+            }
+            let slot = COLUMNS.iter().position(|c| *c == role).ok_or_else(|| {
+                format!(
+                    "{}: not a column role (time, open, high, low, close, volume, partial)",
+                    shown::quoted(&role)
+                )
+            })?;
             if columns.names[slot]
                 .replace(name.trim().to_owned())
                 .is_some()
@@ -219,7 +229,11 @@ pub(super) fn header(line: &str, columns: &Columns) -> Result<Header, String> {
     if !closed {
         return Err(OPEN_QUOTE.to_owned());
     }
-    if names.len() >= 6 && names.iter().all(|n| n.parse::<f64>().is_ok()) {
+    // Six numbers, and after them numbers or nothing (a trailing comma).
+    if names.len() >= 6
+        && names[..6].iter().all(|n| is_number(n))
+        && names[6..].iter().all(|n| n.is_empty() || is_number(n))
+    {
         return Ok(Header::Headerless);
     }
     // yfinance's three rows: the first names the prices, and its first
@@ -283,16 +297,22 @@ pub(super) fn header(line: &str, columns: &Columns) -> Result<Header, String> {
     Ok(Header::Named(index))
 }
 
+/// Whether a field of a first line reads as a number (a row's, not a name).
+fn is_number(field: &str) -> bool {
+    field.parse::<f64>().is_ok()
+}
+
 /// Why a first line that names no columns is no header either: its first
 /// six fields are numbers, as a row's are, but one after them is not, so
 /// it is a row Keel cannot read without a header (a mark `true` after the
 /// volume, say). `None` when the line does not start as a row.
+/// Empty fields after the six are nothing (a row that ends with a comma).
 fn row_but(names: &[String]) -> Option<String> {
     let (six, rest) = names.split_at_checked(6)?;
-    if !six.iter().all(|n| n.parse::<f64>().is_ok()) {
+    if !six.iter().all(|n| is_number(n)) {
         return None;
     }
-    let (at, odd) = (rest.iter().enumerate()).find(|(_, n)| n.parse::<f64>().is_err())?;
+    let (at, odd) = (rest.iter().enumerate()).find(|(_, n)| !n.is_empty() && !is_number(n))?;
     Some(format!(
         "the first line is a row of data, not a header, but its field {} '{}' is not a \
          number: a file without a header holds numbers alone; give it a header naming \
@@ -422,19 +442,41 @@ pub(super) fn find(names: &[String], columns: &Columns) -> Result<[usize; 6], us
 }
 
 /// Where the column that marks partial bars sits among `names` (see
-/// [`PARTIAL_COLUMN`]): the one so named, in any case, that is not a
-/// role's (`index`); none when the file has none. Two such columns are
-/// refused, as two columns for a role are: which one marks the bars is a
-/// guess, even when they agree on the rows read so far.
+/// [`PARTIAL_COLUMN`]): the one the user named (`--columns partial=NAME`,
+/// as spelled, else in any case), which must be there and not a role's
+/// (`index`); else the one named `partial` in any case that is not a
+/// role's; none when the file has none. Two such columns are refused, as
+/// two columns for a role are: which one marks the bars is a guess, even
+/// when they agree on the rows read so far.
 pub(super) fn partial_column(
     names: &[String],
     index: &[usize; 6],
+    columns: &Columns,
 ) -> Result<Option<usize>, String> {
+    if let Some(name) = &columns.partial {
+        let at = (names.iter().position(|n| n == name))
+            .or_else(|| names.iter().position(|n| n.eq_ignore_ascii_case(name)))
+            .ok_or_else(|| {
+                format!(
+                    "no column '{}' to mark partial bars (--columns partial=NAME)",
+                    shown::text(name)
+                )
+            })?;
+        return match index.iter().position(|&i| i == at) {
+            Some(role) => Err(format!(
+                "'{}' is the {}'s column: it cannot mark partial bars too",
+                shown::text(&names[at]),
+                COLUMNS[role]
+            )),
+            None => Ok(Some(at)),
+        };
+    }
     let mut found = (names.iter().enumerate())
         .filter(|(i, n)| n.eq_ignore_ascii_case(PARTIAL_COLUMN) && !index.contains(i));
     match (found.next(), found.next()) {
         (Some((_, first)), Some((_, second))) => Err(format!(
-            "two columns could mark partial bars: '{}' and '{}'; rename or remove one of them",
+            "two columns could mark partial bars: '{}' and '{}'; name one with --columns \
+             partial=NAME",
             shown::text(first),
             shown::text(second)
         )),

@@ -64,9 +64,39 @@ fn two_partial_columns_are_refused_as_ambiguous() {
         err.contains("twice.csv:1: two columns could mark partial bars: 'partial' and 'Partial'"),
         "{err}"
     );
+    assert!(
+        err.contains("name one with --columns partial=NAME"),
+        "{err}"
+    );
     // Read without its marks, the file is refused alike: what it says is
     // unclear either way.
     assert!(read_file(&path).is_err());
+    // Named, the one named marks the bars.
+    let named = Columns::parse("partial=Partial").expect("parse");
+    let (_, marks) = read_file_marked(&path, &named).expect("one named");
+    assert!(marks.is_empty(), "{marks:?}");
+    let named = Columns::parse("partial=partial").expect("parse");
+    let (_, marks) = read_file_marked(&path, &named).expect("one named");
+    assert_eq!(marks, [60_000]);
+    // A name the file does not have is refused, naming it.
+    let named = Columns::parse("partial=Teil").expect("parse");
+    let err = read_file_marked(&path, &named)
+        .expect_err("no such column")
+        .to_string();
+    assert!(
+        err.contains("no column 'Teil' to mark partial bars"),
+        "{err}"
+    );
+    // Nor can a role's column mark them.
+    let named = Columns::parse("partial=close").expect("parse");
+    let err = read_file_marked(&path, &named)
+        .expect_err("the close's")
+        .to_string();
+    assert!(err.contains("'close' is the close's column"), "{err}");
+    assert_eq!(
+        Columns::parse("partial=a,partial=b").expect_err("twice"),
+        "partial is named twice"
+    );
 }
 
 /// A file without a header whose rows carry a mark after the volume (or
@@ -96,6 +126,27 @@ fn a_headerless_row_with_a_word_after_the_volume_is_said_to_be_a_row() {
     assert_eq!(marks, [60_000]);
 }
 
+/// A file without a header whose rows end with a comma (an empty field
+/// after the volume, as some exporters write) is read as its six numbers:
+/// the empty field is nothing, not a word where a number should be.
+#[test]
+fn a_headerless_file_whose_rows_end_with_a_comma_is_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bare.csv");
+    let rows = "1700000000000,1,2,1,2,5,\n1700000060000,2,3,2,3,6,\n";
+    std::fs::write(&path, rows).expect("write");
+    let candles = read_file(&path).expect("rows ending with a comma");
+    assert_eq!(candles.len(), 2);
+    assert_eq!(
+        (candles[1].time_ms, candles[1].close, candles[1].volume),
+        (1_700_000_060_000, 3.0, 6.0)
+    );
+    // A word after an empty field is still a word.
+    std::fs::write(&path, "1700000000000,1,2,1,2,5,,x\n").expect("write");
+    let err = read_file(&path).expect_err("a word").to_string();
+    assert!(err.contains("its field 8 'x' is not a number"), "{err}");
+}
+
 /// A Parquet file at `path` of two bars (at 1 and 2 minutes, every price
 /// and volume 1), with `extra` columns after the volume.
 #[cfg(feature = "formats")]
@@ -116,7 +167,7 @@ fn two_bars_in_parquet(path: &Path, extra: Vec<(&str, arrow_array::ArrayRef)>) {
 }
 
 /// The same in Parquet: two boolean `partial` columns are refused before a
-/// row is read.
+/// row is read, unless one is named.
 #[cfg(feature = "formats")]
 #[test]
 fn two_parquet_partial_columns_are_refused_as_ambiguous() {
@@ -139,6 +190,11 @@ fn two_parquet_partial_columns_are_refused_as_ambiguous() {
         err.contains("two columns could mark partial bars: 'partial' and 'PARTIAL'"),
         "{err}"
     );
+    for (name, marked) in [("partial", vec![60_000]), ("PARTIAL", vec![])] {
+        let named = Columns::parse(&format!("partial={name}")).expect("parse");
+        let (_, marks) = read_file_marked(&path, &named).expect("one named");
+        assert_eq!(marks, marked, "{name}");
+    }
 }
 
 /// A Parquet file's `partial` column is boolean: one of another type is
