@@ -180,6 +180,6 @@ fn common_layouts_import_the_same_bars() {
     );
     assert_eq!(
         stderr(&bad).trim(),
-        "error: --columns: \"when\": not a column role (time, open, high, low, close, volume)"
+        "error: --columns: \"when\": not a column role (time, open, high, low, close, volume, partial)"
     );
 }

@@ -325,7 +325,7 @@ fn a_files_marks_of_partial_bars_are_kept_by_a_backtest_an_import_and_an_export(
         let (said, run) = report(&["--data", &spec]);
         assert!(
             said.contains(&format!(
-                "{name}: 118 of 240 bars are marked partial by the file's column 'partial'"
+                "{name}: 118 of 240 bars are marked partial by the file ("
             )) && said.contains("): at 2017-11-04T23:00:00Z, "),
             "{said}"
         );
@@ -357,8 +357,7 @@ fn a_files_marks_of_partial_bars_are_kept_by_a_backtest_an_import_and_an_export(
         assert!(out.status.success(), "{}", stderr(&out));
         assert!(
             stdout(&out).contains(
-                "118 of its bars are marked partial by its column 'partial' \
-                 (at 2017-11-04T23:00:00Z, "
+                "118 of its bars are marked partial by the file (at 2017-11-04T23:00:00Z, "
             ) && stdout(&out).contains("kept as marks beside them"),
             "{}",
             stdout(&out)
@@ -370,8 +369,8 @@ fn a_files_marks_of_partial_bars_are_kept_by_a_backtest_an_import_and_an_export(
     let (said, run) = report(&["--data", "BTC/USD@1h"]);
     assert!(
         said.contains(
-            "store:BTC/USD@1h: 118 of 240 bars are marked partial by the column 'partial' \
-             of the file it was imported from"
+            "store:BTC/USD@1h: 118 of 240 bars are marked partial by the file it was imported \
+             from"
         ),
         "{said}"
     );
@@ -485,6 +484,6 @@ fn a_file_of_one_bar_is_not_called_partial_for_a_length_it_does_not_tell() {
     let named = dir.path().join("ONE_USD-5m.csv");
     std::fs::write(&named, bar).expect("write");
     let (said, data) = run(path(&named), "1h");
-    assert!(said.contains("1 of 1 bars are partial"), "{said}");
+    assert!(said.contains("1 of 1 bar is partial"), "{said}");
     assert_eq!(data["partial"], 1);
 }

@@ -311,27 +311,40 @@ fn partial_note(
         }
     };
     format!(
-        "{}: {} of {bars} bars are partial ({why}): {}; kept as they are, never filled",
+        "{}: {} of {} {} partial ({why}): {}; kept as they are, never filled",
         shown::text(source),
         partial.count,
+        shown::counted(bars, "bar"),
+        is_are(partial.count),
         partial.places()
     )
 }
 
-/// The note for a file (`source`) whose column `partial` marks `partial`
-/// of its `bars` (as an aggregation that wrote it found them).
-/// A stored series' marks came from the file it was imported from.
+/// The note for a file (`source`) whose column of marks (`partial`, or
+/// the one `--columns partial=NAME` named) marks `partial` of its `bars`
+/// (as an aggregation that wrote it found them). A stored series' marks
+/// came from the file it was imported from.
 fn marked_note(source: &str, partial: &candles::resample::Partial, bars: usize) -> String {
     let by = match stored(source) {
-        true => "the column 'partial' of the file it was imported from",
-        false => "the file's column 'partial'",
+        true => "the file it was imported from",
+        false => "the file",
     };
     format!(
-        "{}: {} of {bars} bars are marked partial by {by} (fewer candles than a whole bar where it was made): {}; kept as they are",
+        "{}: {} of {} {} marked partial by {by} (fewer candles than a whole bar where it was made): {}; kept as they are",
         shown::text(source),
         partial.count,
+        shown::counted(bars, "bar"),
+        is_are(partial.count),
         partial.places()
     )
+}
+
+/// The verb for `n` of some bars.
+pub(crate) fn is_are(n: usize) -> &'static str {
+    match n {
+        1 => "is",
+        _ => "are",
+    }
 }
 
 /// Whether a series' `source` (as a `DataRef` names it) is the store's.
@@ -640,4 +653,28 @@ pub fn walk_forward(
         out_of_sample_return: compounded - 1.0,
         grid: grid.iter().map(params_entries).collect(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One bar is one: "1 of 240 bars is", not "are".
+    #[test]
+    fn a_note_of_one_bar_says_is() {
+        let mut one = candles::resample::Partial::default();
+        one.extend([0]);
+        let note = marked_note("store:A/B@1h", &one, 240);
+        assert!(
+            note.contains("1 of 240 bars is marked partial by the file it was imported from"),
+            "{note}"
+        );
+        let note = partial_note("a.csv", &one, 240, false);
+        assert!(note.contains("a.csv: 1 of 240 bars is partial ("), "{note}");
+        one.extend([3_600_000]);
+        assert!(
+            marked_note("a.csv", &one, 240)
+                .contains("2 of 240 bars are marked partial by the file (")
+        );
+    }
 }

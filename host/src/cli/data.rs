@@ -325,8 +325,9 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
             }
             if marked.count > 0 {
                 println!(
-                    "{} of its bars are marked partial by its column 'partial' ({}): kept as marks beside them (backtests and exports of {}@{tf} say them)",
+                    "{} of its bars {} marked partial by the file ({}): kept as marks beside them (backtests and exports of {}@{tf} say them)",
                     marked.count,
+                    crate::backtest::is_are(marked.count),
                     marked.places(),
                     shown::text(&report.symbol)
                 );
@@ -520,10 +521,10 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
             }
             for s in series {
                 println!(
-                    "{:<12} {:<4} {:>9} bars  {} .. {}  {}  {}",
+                    "{:<12} {:<4} {:>14}  {} .. {}  {}  {}",
                     shown::text(&s.symbol).to_string(),
                     s.timeframe,
-                    s.bars,
+                    shown::counted(s.bars, "bar"),
                     format_time(s.first_ms),
                     format_time(s.last_ms),
                     gaps_text(&s),

@@ -325,7 +325,7 @@ impl<'a> Rows<'a> {
             let candle = checked(self.last_ms, time_ms, row).map_err(at)?;
             if let Some(partial) = partial {
                 if partial.is_null(i) {
-                    return Err(at(format!("{PARTIAL_COLUMN} is null")));
+                    return Err(at("the mark of a partial bar is null".to_owned()));
                 }
                 if partial.value(i) {
                     self.marks.push(time_ms);

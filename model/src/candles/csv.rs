@@ -109,13 +109,7 @@ fn read_within(
             match block.iter().rposition(|&b| b == b'\n') {
                 Some(i) => i + 1,
                 None if block.len() > MAX_LINE_BYTES => {
-                    return Err(rows.invalid(
-                        rows.line + 1,
-                        format!(
-                            "a line longer than {} KiB: not candles",
-                            MAX_LINE_BYTES >> 10
-                        ),
-                    ));
+                    return Err(rows.invalid(rows.line + 1, long_line(&block)));
                 }
                 None => continue,
             }
@@ -200,6 +194,8 @@ struct Lines<'c> {
 #[derive(Clone, Copy)]
 struct Layout {
     width: usize,
+    /// The file has no header: every field is a number or nothing.
+    headerless: bool,
     index: [usize; 6],
     last_ms: Option<i64>,
     /// The digits of the first epoch time: its unit (seconds, ms, µs or
@@ -299,13 +295,7 @@ impl<'c> Lines<'c> {
     fn lines(&mut self, text: &str, out: &mut Vec<Candle>) -> Result<(), CandleError> {
         for raw in text.lines() {
             if raw.len() > MAX_LINE_BYTES {
-                return Err(self.invalid(
-                    self.line + 1,
-                    format!(
-                        "a line longer than {} KiB: not candles",
-                        MAX_LINE_BYTES >> 10
-                    ),
-                ));
+                return Err(self.invalid(self.line + 1, long_line(raw.as_bytes())));
             }
             if let Some(candle) = self.row(raw)? {
                 out.push(candle);
@@ -357,6 +347,7 @@ impl<'c> Lines<'c> {
                 };
                 let layout = self.layout.insert(Layout {
                     width: names.len(),
+                    headerless: data,
                     index,
                     last_ms: None,
                     epoch_digits: None,
@@ -430,6 +421,19 @@ impl Layout {
         }
         if count != self.width {
             return Err(format!("expected {} fields, found {count}", self.width));
+        }
+        // Past the six of a row without a header: numbers, or nothing.
+        if self.headerless && count > 6 {
+            let fields = layout::fields_of(raw);
+            let odd = (fields.iter().map(|f| layout::field(f)).enumerate().skip(6))
+                .find(|(_, f)| !f.is_empty() && !layout::is_number(f));
+            if let Some((at, odd)) = odd {
+                return Err(format!(
+                    "field {} '{}' is not a number: a file without a header holds numbers alone",
+                    at + 1,
+                    shown::text(odd)
+                ));
+            }
         }
         let field_at = |i: usize| -> &str {
             match fields.get(i) {
@@ -695,6 +699,18 @@ fn what_file_is(start: &[u8], gzip: bool) -> Option<&'static str> {
         .iter()
         .find(|(magic, _)| start.starts_with(magic))
         .map(|&(_, what)| what)
+}
+
+/// Why a line longer than [`MAX_LINE_BYTES`] (`bytes`, some of it) is
+/// refused: carriage returns in it mean lines that end with them alone.
+fn long_line(bytes: &[u8]) -> String {
+    match bytes.contains(&b'\r') {
+        true => layout::CARRIAGE_RETURNS.to_owned(),
+        false => format!(
+            "a line longer than {} KiB: not candles",
+            MAX_LINE_BYTES >> 10
+        ),
+    }
 }
 
 #[cfg(test)]

@@ -102,9 +102,9 @@ impl Columns {
         self.dates
     }
 
-    /// Whether the user named any column.
+    /// Whether the user named any column (the partial one too).
     pub(super) fn any_named(&self) -> bool {
-        self.names.iter().any(Option::is_some)
+        self.names.iter().any(Option::is_some) || self.partial.is_some()
     }
 
     /// Whether the user named the column of `role`.
@@ -229,11 +229,22 @@ pub(super) fn header(line: &str, columns: &Columns) -> Result<Header, String> {
     if !closed {
         return Err(OPEN_QUOTE.to_owned());
     }
+    if line.trim_end_matches('\r').contains('\r') {
+        return Err(CARRIAGE_RETURNS.to_owned());
+    }
     // Six numbers, and after them numbers or nothing (a trailing comma).
     if names.len() >= 6
         && names[..6].iter().all(|n| is_number(n))
         && names[6..].iter().all(|n| n.is_empty() || is_number(n))
     {
+        if columns.any_named() {
+            return Err(
+                "the file has no header, so no names for --columns to pick: its \
+                        first six columns are time,open,high,low,close,volume in that order \
+                        (leave --columns out, or give the file a header)"
+                    .to_owned(),
+            );
+        }
         return Ok(Header::Headerless);
     }
     // yfinance's three rows: the first names the prices, and its first
@@ -297,27 +308,34 @@ pub(super) fn header(line: &str, columns: &Columns) -> Result<Header, String> {
     Ok(Header::Named(index))
 }
 
+/// Why a file whose lines end with a carriage return alone is refused:
+/// read by newlines, the whole file is one line.
+pub(super) const CARRIAGE_RETURNS: &str = "its lines end with a carriage return alone \
+     (as classic Mac OS wrote them), not a newline: rewrite them with newlines \
+     (tr '\\r' '\\n' < FILE > OUT)";
+
 /// Whether a field of a first line reads as a number (a row's, not a name).
-fn is_number(field: &str) -> bool {
+pub(super) fn is_number(field: &str) -> bool {
     field.parse::<f64>().is_ok()
 }
 
-/// Why a first line that names no columns is no header either: its first
-/// six fields are numbers, as a row's are, but one after them is not, so
-/// it is a row Keel cannot read without a header (a mark `true` after the
-/// volume, say). `None` when the line does not start as a row.
-/// Empty fields after the six are nothing (a row that ends with a comma).
+/// Why a first line that names no columns is no header either: it
+/// starts with a number, as a row does and a header never does, but a
+/// field is not one (a mark `true` after the volume, say, or an empty
+/// price), so it is a row Keel cannot read. `None` when the line does not
+/// start as a row. Empty fields after the six are nothing (a row that
+/// ends with a comma).
 fn row_but(names: &[String]) -> Option<String> {
-    let (six, rest) = names.split_at_checked(6)?;
-    if !six.iter().all(|n| is_number(n)) {
+    if names.len() < 6 || !is_number(&names[0]) {
         return None;
     }
-    let (at, odd) = (rest.iter().enumerate()).find(|(_, n)| !n.is_empty() && !is_number(n))?;
+    let (at, odd) =
+        (names.iter().enumerate()).find(|(i, n)| !is_number(n) && (*i < 6 || !n.is_empty()))?;
     Some(format!(
         "the first line is a row of data, not a header, but its field {} '{}' is not a \
-         number: a file without a header holds numbers alone; give it a header naming \
-         the columns (time,open,high,low,close,volume,...)",
-        at + 7,
+         number: a file without a header holds numbers alone, time,open,high,low,close,volume \
+         in that order; give it a header naming the columns otherwise",
+        at + 1,
         shown::text(odd)
     ))
 }
@@ -454,14 +472,29 @@ pub(super) fn partial_column(
     columns: &Columns,
 ) -> Result<Option<usize>, String> {
     if let Some(name) = &columns.partial {
-        let at = (names.iter().position(|n| n == name))
-            .or_else(|| names.iter().position(|n| n.eq_ignore_ascii_case(name)))
-            .ok_or_else(|| {
-                format!(
-                    "no column '{}' to mark partial bars (--columns partial=NAME)",
-                    shown::text(name)
-                )
-            })?;
+        // As spelled; else in any case, if one column alone is so named.
+        let mut alike = (names.iter().enumerate()).filter(|(_, n)| n.eq_ignore_ascii_case(name));
+        let at = match names.iter().position(|n| n == name) {
+            Some(at) => at,
+            None => match (alike.next(), alike.next()) {
+                (Some((at, _)), None) => at,
+                (Some((_, first)), Some((_, second))) => {
+                    return Err(format!(
+                        "'{}' could be either of two columns: '{}' and '{}'; name it as the \
+                         file spells it",
+                        shown::text(name),
+                        shown::text(first),
+                        shown::text(second)
+                    ));
+                }
+                (None, _) => {
+                    return Err(format!(
+                        "no column '{}' to mark partial bars (--columns partial=NAME)",
+                        shown::text(name)
+                    ));
+                }
+            },
+        };
         return match index.iter().position(|&i| i == at) {
             Some(role) => Err(format!(
                 "'{}' is the {}'s column: it cannot mark partial bars too",
@@ -491,7 +524,7 @@ pub(super) fn partial_mark(text: &str) -> Result<bool, String> {
         t if t.eq_ignore_ascii_case("true") || t == "1" => Ok(true),
         t if t.eq_ignore_ascii_case("false") || t == "0" => Ok(false),
         t => Err(format!(
-            "{PARTIAL_COLUMN} '{}' is neither true nor false",
+            "the mark of a partial bar '{}' is neither true nor false",
             shown::text(t)
         )),
     }

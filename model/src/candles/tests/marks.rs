@@ -35,7 +35,7 @@ fn a_partial_column_marks_bars_and_a_bad_mark_is_refused_by_its_line() {
         .expect_err("a bad mark")
         .to_string();
     assert!(
-        err.ends_with("bad.csv:3: partial 'maybe' is neither true nor false"),
+        err.ends_with("bad.csv:3: the mark of a partial bar 'maybe' is neither true nor false"),
         "{err}"
     );
 
@@ -93,10 +93,28 @@ fn two_partial_columns_are_refused_as_ambiguous() {
         .expect_err("the close's")
         .to_string();
     assert!(err.contains("'close' is the close's column"), "{err}");
+    // Spelled as neither, a name that both match in another case is the
+    // guess refused above.
+    let named = Columns::parse("partial=PARTIAL").expect("parse");
+    let err = read_file_marked(&path, &named)
+        .expect_err("both match")
+        .to_string();
+    assert!(
+        err.contains("'PARTIAL' could be either of two columns: 'partial' and 'Partial'"),
+        "{err}"
+    );
     assert_eq!(
         Columns::parse("partial=a,partial=b").expect_err("twice"),
         "partial is named twice"
     );
+    // freqtrade JSON has no column names to pick from.
+    let json = dir.path().join("bars.json");
+    std::fs::write(&json, "[[1700000000000,1,2,1,2,5]]").expect("write");
+    let named = Columns::parse("partial=Partial").expect("parse");
+    let err = read_file_marked(&json, &named)
+        .expect_err("JSON")
+        .to_string();
+    assert!(err.contains("has no column names"), "{err}");
 }
 
 /// A file without a header whose rows carry a mark after the volume (or
@@ -124,27 +142,6 @@ fn a_headerless_row_with_a_word_after_the_volume_is_said_to_be_a_row() {
     .expect("write");
     let (_, marks) = read_file_marked(&path, &Columns::default()).expect("read");
     assert_eq!(marks, [60_000]);
-}
-
-/// A file without a header whose rows end with a comma (an empty field
-/// after the volume, as some exporters write) is read as its six numbers:
-/// the empty field is nothing, not a word where a number should be.
-#[test]
-fn a_headerless_file_whose_rows_end_with_a_comma_is_read() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("bare.csv");
-    let rows = "1700000000000,1,2,1,2,5,\n1700000060000,2,3,2,3,6,\n";
-    std::fs::write(&path, rows).expect("write");
-    let candles = read_file(&path).expect("rows ending with a comma");
-    assert_eq!(candles.len(), 2);
-    assert_eq!(
-        (candles[1].time_ms, candles[1].close, candles[1].volume),
-        (1_700_000_060_000, 3.0, 6.0)
-    );
-    // A word after an empty field is still a word.
-    std::fs::write(&path, "1700000000000,1,2,1,2,5,,x\n").expect("write");
-    let err = read_file(&path).expect_err("a word").to_string();
-    assert!(err.contains("its field 8 'x' is not a number"), "{err}");
 }
 
 /// A Parquet file at `path` of two bars (at 1 and 2 minutes, every price

@@ -2,6 +2,7 @@
 use super::*;
 
 mod marks;
+mod rows;
 mod writing;
 
 #[test]
