@@ -422,19 +422,6 @@ impl Layout {
         if count != self.width {
             return Err(format!("expected {} fields, found {count}", self.width));
         }
-        // Past the six of a row without a header: numbers, or nothing.
-        if self.headerless && count > 6 {
-            let fields = layout::fields_of(raw);
-            let odd = (fields.iter().map(|f| layout::field(f)).enumerate().skip(6))
-                .find(|(_, f)| !f.is_empty() && !layout::is_number(f));
-            if let Some((at, odd)) = odd {
-                return Err(format!(
-                    "field {} '{}' is not a number: a file without a header holds numbers alone",
-                    at + 1,
-                    shown::text(odd)
-                ));
-            }
-        }
         let field_at = |i: usize| -> &str {
             match fields.get(i) {
                 Some(f) => f,
@@ -443,6 +430,32 @@ impl Layout {
                     .map_or("", |f| layout::field(f)),
             }
         };
+        // Past the six of a row without a header (Binance's klines have
+        // twelve): numbers, or nothing.
+        // (A row wider than the array is split once, not once a field.)
+        if self.headerless && count > 6 {
+            let wide: Vec<&str>;
+            let rest: &[&str] = match count <= fields.len() {
+                true => &fields[6..count],
+                false => {
+                    wide = layout::fields_of(raw)
+                        .into_iter()
+                        .map(layout::field)
+                        .collect();
+                    &wide[6..]
+                }
+            };
+            let odd = rest
+                .iter()
+                .position(|f| !f.is_empty() && !layout::is_number(f));
+            if let Some(at) = odd {
+                return Err(format!(
+                    "field {} '{}' is not a number: a file without a header holds numbers alone",
+                    at + 7,
+                    shown::text(rest[at])
+                ));
+            }
+        }
         let field = |k: usize| field_at(self.index[k]);
         let time = field(0);
         if !time.is_empty() && time.bytes().all(|b| b.is_ascii_digit()) {

@@ -45,6 +45,19 @@ fn a_word_after_the_six_numbers_of_a_later_row_is_refused_by_its_line() {
             "{first:?}: {err}"
         );
     }
+    // Past the first sixteen fields alike.
+    let wide = |last: &str| format!("{},{last}\n", ["1"; 19].join(","));
+    let rows = format!(
+        "1700000000000,1,2,1,2,5,{}1700000060000,2,3,2,3,6,{}",
+        wide("2"),
+        wide("x")
+    );
+    std::fs::write(&path, rows).expect("write");
+    let err = read_file(&path).expect_err("a word").to_string();
+    assert!(
+        err.contains("bare.csv:2: field 26 'x' is not a number"),
+        "{err}"
+    );
     // Numbers and nothing after the six are still read.
     let rows = "1700000000000,1,2,1,2,5,7,\n1700000060000,2,3,2,3,6,,8\n";
     std::fs::write(&path, rows).expect("write");
