@@ -420,6 +420,10 @@ impl Layout {
             return Err(layout::OPEN_QUOTE.to_owned());
         }
         if count != self.width {
+            // Rows joined by a carriage return alone read as one.
+            if raw.trim_end_matches('\r').contains('\r') {
+                return Err(layout::CARRIAGE_RETURNS.to_owned());
+            }
             return Err(format!("expected {} fields, found {count}", self.width));
         }
         let field_at = |i: usize| -> &str {

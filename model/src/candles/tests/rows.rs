@@ -86,6 +86,17 @@ fn lines_ended_by_a_carriage_return_alone_are_refused() {
             "{rows} rows: {err}"
         );
     }
+    // Some rows alone joined by one, below a header ended by a newline.
+    std::fs::write(
+        &path,
+        "time,open,high,low,close,volume\n1700000000000,1,2,1,2,5\r1700000060000,1,2,1,2,5\n",
+    )
+    .expect("write");
+    let err = read_file(&path).expect_err("CR alone").to_string();
+    assert!(
+        err.contains("mac.csv:2: its lines end with a carriage return alone"),
+        "{err}"
+    );
     // Lines ended by CR LF are read.
     let body: Vec<String> = (0..3).map(row).collect();
     std::fs::write(&path, format!("{}\r\n", body.join("\r\n"))).expect("write");
