@@ -81,7 +81,7 @@ fn aggregation_makes_what_pandas_resample_makes_of_the_shared_data() {
             let mut resampler = Resampler::new(from_ms, to).expect("valid");
             let (mut bars, mut marks) = (Vec::new(), Vec::new());
             for piece in source.chunks(1_000) {
-                resampler.push_marked(piece, &mut bars, &mut marks);
+                (resampler.push_marked(piece, &mut bars, &mut marks)).expect("on the clock");
             }
             resampler.finish_marked(&mut bars, &mut marks);
             assert_eq!(bars, made.candles, "{file} to {tf}");
@@ -486,4 +486,67 @@ fn a_file_of_one_bar_is_not_called_partial_for_a_length_it_does_not_tell() {
     let (said, data) = run(path(&named), "1h");
     assert!(said.contains("1 of 1 bar is partial"), "{said}");
     assert_eq!(data["partial"], 1);
+}
+
+/// Hourly bars opening at half past (a series stored on its own grid):
+/// the one at 03:30 runs to 04:30, past the start of the 4h bar at 04:00,
+/// so no 4h bar holds it whole. Aggregating them is refused, naming it,
+/// by a backtest of the file, one of the stored series and an export —
+/// never 4h bars labelled 00:00 that hold 00:30 to 04:30.
+#[test]
+fn bars_off_the_new_timeframes_boundaries_are_not_aggregated() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("keel.db");
+    let sma = path(crate::support::example("sma-cross"));
+    let mut text = String::from("time,open,high,low,close,volume\n");
+    for h in 0..8 {
+        text.push_str(&format!("2020-01-01T{h:02}:30:00Z,1,2,1,2,{}\n", h + 1));
+    }
+    let file = dir.path().join("off.csv");
+    std::fs::write(&file, text).expect("write");
+    let why = "the 1h candle at 2020-01-01T03:30:00Z runs past 2020-01-01T04:00:00Z, where a 4h \
+               bar starts: candles that open off the 4h bars' boundaries cannot be aggregated to 4h";
+
+    let spec = format!("OFF={}", path(&file));
+    let out = keel(
+        &db,
+        &["backtest", sma, "--data", &spec, "--timeframe", "4h"],
+    );
+    assert!(
+        !out.status.success() && stderr(&out).contains(why),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = import_file(&db, path(&file), "OFF", "1h");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = keel(
+        &db,
+        &["backtest", sma, "--data", "OFF@1h", "--timeframe", "4h"],
+    );
+    assert!(
+        !out.status.success() && stderr(&out).contains(&format!("store:OFF@1h as 4h: {why}")),
+        "{}",
+        stderr(&out)
+    );
+    let out_file = dir.path().join("off-4h.csv");
+    let args = [
+        "data",
+        "export",
+        "OFF@1h",
+        "--timeframe",
+        "4h",
+        "--out",
+        path(&out_file),
+    ];
+    let out = keel(&db, &args);
+    assert!(
+        !out.status.success() && stderr(&out).contains(&format!("OFF@1h: {why}")),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!out_file.exists(), "a refused export leaves no file");
+    // The hours themselves are what they were.
+    let out = keel(&db, &["backtest", sma, "--data", "OFF@1h"]);
+    assert!(out.status.success(), "{}", stderr(&out));
 }

@@ -193,6 +193,7 @@ fn read_resampled(
     listing: DataRef,
 ) -> Result<Option<Made>, StoreError> {
     let DataRef { symbol, source, .. } = listing;
+    let mut off_the_clock = None;
     let mut digester = Digester::default();
     let (mut bars, mut first, mut last) = (0, None, None);
     let mut note = |made: &[Candle]| {
@@ -203,10 +204,19 @@ fn read_resampled(
     };
     let whole = store.stream_series(&listed, tf, |span| {
         let mut made = Vec::new();
-        resampler.push_partial(span, &marks.of(span), &mut made);
+        if let Err(why) = resampler.push_partial(span, &marks.of(span), &mut made) {
+            off_the_clock = Some(why);
+            return false;
+        }
         note(&made);
         made.is_empty() || tx.send(made).is_ok()
     })?;
+    if let Some(why) = off_the_clock {
+        return Err(StoreError::Conflict(format!(
+            "{}: {why}",
+            shown::text(&source)
+        )));
+    }
     let mut made = Vec::new();
     let partial = resampler.finish(&mut made);
     note(&made);

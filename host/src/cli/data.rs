@@ -596,7 +596,10 @@ fn pump(
             Some(r) => {
                 made.clear();
                 flags.clear();
-                r.push_partial_marked(span, &given, &mut made, &mut flags);
+                if let Err(e) = r.push_partial_marked(span, &given, &mut made, &mut flags) {
+                    failed = Some(anyhow::anyhow!("{}@{tf}: {e}", shown::text(&listed.symbol)));
+                    return false;
+                }
                 &made[..]
             }
             None if marks.any() => {
@@ -609,10 +612,12 @@ fn pump(
             None => &span[..],
         };
         written += bars.len();
-        put(bars, &flags).map_err(|e| failed = Some(e)).is_ok()
+        put(bars, &flags)
+            .map_err(|e| failed = Some(e.into()))
+            .is_ok()
     })?;
     if let Some(e) = failed {
-        return Err(e.into());
+        return Err(e);
     }
     if let Some(r) = resampler {
         made.clear();

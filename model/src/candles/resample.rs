@@ -5,7 +5,7 @@
 //! low, the close of its last and the volume summed. A bar nothing fell in
 //! is not made up; one with a gap inside is kept and marked partial.
 
-use super::{Candle, Timeframe};
+use super::{Candle, Timeframe, format_time};
 
 /// The bar lengths a series can be aggregated to: fixed lengths that
 /// divide a day (weeks and months are calendar buckets, not these).
@@ -80,7 +80,7 @@ pub fn resample_partial(
 ) -> Result<Resampled, String> {
     let mut resampler = Resampler::new(from_ms, to)?;
     let mut out = Vec::with_capacity(candles.len() / resampler.whole + 1);
-    resampler.push_partial(candles, partial, &mut out);
+    resampler.push_partial(candles, partial, &mut out)?;
     let partial = resampler.finish(&mut out);
     Ok(Resampled {
         candles: out,
@@ -93,6 +93,7 @@ pub fn resample_partial(
 /// memory holds one bar, not the series.
 #[derive(Debug)]
 pub struct Resampler {
+    from_ms: i64,
     to_ms: i64,
     /// Candles in a whole bar.
     whole: usize,
@@ -119,6 +120,7 @@ impl Resampler {
             ));
         }
         Ok(Resampler {
+            from_ms,
             to_ms,
             whole: (to_ms / from_ms) as usize,
             bar: None,
@@ -127,16 +129,23 @@ impl Resampler {
     }
 
     /// The next candles (after every earlier piece): the bars they
-    /// complete are appended to `out`.
-    pub fn push(&mut self, candles: &[Candle], out: &mut Vec<Candle>) {
-        self.feed(candles, &[], out, None);
+    /// complete are appended to `out`. Refused, naming it, at a candle
+    /// that runs past the start of a bar of the new length (1h candles
+    /// opening at :30, aggregated to 4h): it would belong to two bars.
+    pub fn push(&mut self, candles: &[Candle], out: &mut Vec<Candle>) -> Result<(), String> {
+        self.feed(candles, &[], out, None)
     }
 
     /// [`push`](Self::push) of candles of which those opening at
     /// `partial` (in time order) are partial themselves: the bars they
     /// fall in are partial.
-    pub fn push_partial(&mut self, candles: &[Candle], partial: &[i64], out: &mut Vec<Candle>) {
-        self.feed(candles, partial, out, None);
+    pub fn push_partial(
+        &mut self,
+        candles: &[Candle],
+        partial: &[i64],
+        out: &mut Vec<Candle>,
+    ) -> Result<(), String> {
+        self.feed(candles, partial, out, None)
     }
 
     /// [`push`](Self::push), and whether each bar appended is partial
@@ -146,8 +155,8 @@ impl Resampler {
         candles: &[Candle],
         out: &mut Vec<Candle>,
         marks: &mut Vec<bool>,
-    ) {
-        self.feed(candles, &[], out, Some(marks));
+    ) -> Result<(), String> {
+        self.feed(candles, &[], out, Some(marks))
     }
 
     /// [`push_marked`](Self::push_marked) of candles of which those
@@ -158,8 +167,8 @@ impl Resampler {
         partial: &[i64],
         out: &mut Vec<Candle>,
         marks: &mut Vec<bool>,
-    ) {
-        self.feed(candles, partial, out, Some(marks));
+    ) -> Result<(), String> {
+        self.feed(candles, partial, out, Some(marks))
     }
 
     fn feed(
@@ -168,9 +177,12 @@ impl Resampler {
         mut partial: &[i64],
         out: &mut Vec<Candle>,
         mut marks: Option<&mut Vec<bool>>,
-    ) {
+    ) -> Result<(), String> {
         for c in candles {
             let start = c.time_ms.div_euclid(self.to_ms) * self.to_ms;
+            if c.time_ms + self.from_ms > start + self.to_ms {
+                return Err(self.runs_past(c.time_ms, start + self.to_ms));
+            }
             // Marks of times before this candle's mark nothing read.
             while partial.first().is_some_and(|&t| t < c.time_ms) {
                 partial = &partial[1..];
@@ -196,6 +208,21 @@ impl Resampler {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Why the candle at `time_ms` cannot be aggregated: it runs past
+    /// `next`, where the next bar of the new length starts.
+    #[cold]
+    fn runs_past(&self, time_ms: i64, next: i64) -> String {
+        let from = spacing_name(self.from_ms);
+        let to = spacing_name(self.to_ms);
+        format!(
+            "the {from} candle at {} runs past {}, where a {to} bar starts: candles that open \
+             off the {to} bars' boundaries cannot be aggregated to {to}",
+            format_time(time_ms),
+            format_time(next)
+        )
     }
 
     /// Appends the last bar; which of all the bars were partial.
@@ -320,6 +347,45 @@ mod tests {
         );
     }
 
+    /// A candle that runs past the start of a bar of the new length (1h
+    /// candles opening at :30, aggregated to 4h: the one at 03:30 runs to
+    /// 04:30) belongs to two bars: refused, naming it, never put in the
+    /// first as though it ended there. Candles off the clock that stay
+    /// inside their bars (1h at :45 to 1d, none at 23:45) are aggregated.
+    #[test]
+    fn a_candle_running_past_a_new_bars_start_is_refused() {
+        let hour = 60 * MIN;
+        let at = |minutes: i64| Candle {
+            time_ms: minutes * MIN,
+            ..candle(0, 1.0, 2.0, 0.5, 1.5, 1.0)
+        };
+        let halves: Vec<Candle> = (0..8).map(|h| at(h * 60 + 30)).collect();
+        let err = resample(&halves, hour, Timeframe::H4).expect_err("off the 4h bars");
+        assert_eq!(
+            err,
+            "the 1h candle at 1970-01-01T03:30:00Z runs past 1970-01-01T04:00:00Z, where a 4h \
+             bar starts: candles that open off the 4h bars' boundaries cannot be aggregated to 4h"
+        );
+        // Fed in pieces, alike.
+        let mut r = Resampler::new(hour, Timeframe::H4).expect("valid");
+        let mut out = Vec::new();
+        r.push(&halves[..3], &mut out).expect("inside their bars");
+        assert!(r.push(&halves[3..], &mut out).is_err());
+        // 1m candles opening at :30 s, to 5m.
+        let seconds: Vec<Candle> = (0..10)
+            .map(|m| Candle {
+                time_ms: m * MIN + 30_000,
+                ..at(0)
+            })
+            .collect();
+        assert!(resample(&seconds, MIN, Timeframe::M5).is_err());
+        // 1h candles at :45 from 03:45 to 09:45 stay inside their day.
+        let session: Vec<Candle> = (3..10).map(|h| at(h * 60 + 45)).collect();
+        let made = resample(&session, hour, Timeframe::D1).expect("inside the day");
+        assert_eq!(made.candles.len(), 1);
+        assert_eq!(made.candles[0].time_ms, 0);
+    }
+
     #[test]
     fn only_whole_multiples_to_fixed_lengths_are_made() {
         let one = [candle(0, 1.0, 1.0, 1.0, 1.0, 1.0)];
@@ -366,8 +432,9 @@ mod tests {
             let mut r = Resampler::new(MIN, Timeframe::M15).expect("valid");
             let (mut out, mut marks) = (Vec::new(), Vec::new());
             for piece in candles.chunks(cut) {
-                r.push_marked(piece, &mut out, &mut marks);
-                r.push_marked(&[], &mut out, &mut marks);
+                r.push_marked(piece, &mut out, &mut marks)
+                    .expect("on the clock");
+                r.push_marked(&[], &mut out, &mut marks).expect("none");
             }
             let partial = r.finish_marked(&mut out, &mut marks);
             assert_eq!(marks, expected, "pieces of {cut}");
@@ -408,8 +475,10 @@ mod tests {
 
         let mut r = Resampler::new(hour, Timeframe::H4).expect("4h");
         let mut out = Vec::new();
-        r.push_partial(&candles[..6], &marked[..2], &mut out);
-        r.push_partial(&candles[6..], &marked[2..], &mut out);
+        r.push_partial(&candles[..6], &marked[..2], &mut out)
+            .expect("on the clock");
+        r.push_partial(&candles[6..], &marked[2..], &mut out)
+            .expect("on the clock");
         assert_eq!(r.finish(&mut out), whole.partial);
         assert_eq!(out, whole.candles);
         let unmarked = resample(&candles, hour, Timeframe::H4).expect("4h");

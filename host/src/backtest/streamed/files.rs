@@ -260,7 +260,9 @@ impl Reading {
         let piece = match &mut sink.resampler {
             Some(resampler) => {
                 let mut made = Vec::new();
-                resampler.push_partial(&piece, marks, &mut made);
+                if let Err(e) = resampler.push_partial(&piece, marks, &mut made) {
+                    return Err(Ended::Refused(anyhow::anyhow!("{}: {e}", self.source)));
+                }
                 made
             }
             None => {
