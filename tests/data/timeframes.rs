@@ -529,6 +529,23 @@ fn bars_off_the_new_timeframes_boundaries_are_not_aggregated() {
         "{}",
         stderr(&out)
     );
+    // A grid loads the series whole: alike.
+    let grid = [
+        "backtest",
+        sma,
+        "--data",
+        "OFF@1h",
+        "--timeframe",
+        "4h",
+        "--param",
+        "fast=5..10:5",
+    ];
+    let out = keel(&db, &grid);
+    assert!(
+        !out.status.success() && stderr(&out).contains(why),
+        "{}",
+        stderr(&out)
+    );
     let out_file = dir.path().join("off-4h.csv");
     let args = [
         "data",
