@@ -189,8 +189,29 @@ pub(crate) fn kill_until_finished(
         }
         child.kill().expect("SIGKILL");
         child.wait().expect("reap");
+        // Killed after the run had ended (its end booked, the process on
+        // its way out): it finished, and another start would begin a new
+        // run over the same bars.
+        if run_ended(db) {
+            return i + 1;
+        }
     }
     panic!("the run never finished");
+}
+
+/// Whether the database's last run has ended: not one a start resumes
+/// (running when killed, or interrupted).
+fn run_ended(db: &Path) -> bool {
+    let Ok(conn) = Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+    else {
+        return false;
+    };
+    conn.query_row(
+        "SELECT status NOT IN ('running', 'interrupted') FROM runs ORDER BY id DESC LIMIT 1",
+        [],
+        |r| r.get(0),
+    )
+    .unwrap_or(false)
 }
 
 pub(crate) fn count(conn: &Connection, sql: &str) -> i64 {
