@@ -160,6 +160,14 @@ pub fn counted<N: std::fmt::Display + PartialEq + From<u8>>(n: N, one: &str) -> 
     }
 }
 
+/// The verb for `n` of some things: `1 of 240 bars is`, `2 … are`.
+pub fn is_are(n: usize) -> &'static str {
+    match n {
+        1 => "is",
+        _ => "are",
+    }
+}
+
 /// A price with the precision its size needs: six significant digits,
 /// at least two decimals and at most eight (the ledger's), so
 /// `0.00159866` and `42000.00` both read right.

@@ -315,7 +315,7 @@ fn partial_note(
         shown::text(source),
         partial.count,
         shown::counted(bars, "bar"),
-        is_are(partial.count),
+        shown::is_are(partial.count),
         partial.places()
     )
 }
@@ -334,17 +334,9 @@ fn marked_note(source: &str, partial: &candles::resample::Partial, bars: usize) 
         shown::text(source),
         partial.count,
         shown::counted(bars, "bar"),
-        is_are(partial.count),
+        shown::is_are(partial.count),
         partial.places()
     )
-}
-
-/// The verb for `n` of some bars.
-pub(crate) fn is_are(n: usize) -> &'static str {
-    match n {
-        1 => "is",
-        _ => "are",
-    }
 }
 
 /// Whether a series' `source` (as a `DataRef` names it) is the store's.

@@ -327,7 +327,7 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
                 println!(
                     "{} of its bars {} marked partial by the file ({}): kept as marks beside them (backtests and exports of {}@{tf} say them)",
                     marked.count,
-                    crate::backtest::is_are(marked.count),
+                    shown::is_are(marked.count),
                     marked.places(),
                     shown::text(&report.symbol)
                 );

@@ -421,7 +421,7 @@ impl Layout {
         }
         if count != self.width {
             // Rows joined by a carriage return alone read as one.
-            if raw.trim_end_matches('\r').contains('\r') {
+            if layout::joined_by_carriage_returns(raw) {
                 return Err(layout::CARRIAGE_RETURNS.to_owned());
             }
             return Err(format!("expected {} fields, found {count}", self.width));
@@ -449,9 +449,7 @@ impl Layout {
                     &wide[6..]
                 }
             };
-            let odd = rest
-                .iter()
-                .position(|f| !f.is_empty() && !layout::is_number(f));
+            let odd = rest.iter().position(|f| !layout::is_extra(f));
             if let Some(at) = odd {
                 return Err(format!(
                     "field {} '{}' is not a number: a file without a header holds numbers alone",

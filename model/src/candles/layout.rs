@@ -229,13 +229,13 @@ pub(super) fn header(line: &str, columns: &Columns) -> Result<Header, String> {
     if !closed {
         return Err(OPEN_QUOTE.to_owned());
     }
-    if line.trim_end_matches('\r').contains('\r') {
+    if joined_by_carriage_returns(line) {
         return Err(CARRIAGE_RETURNS.to_owned());
     }
     // Six numbers, and after them numbers or nothing (a trailing comma).
     if names.len() >= 6
         && names[..6].iter().all(|n| is_number(n))
-        && names[6..].iter().all(|n| n.is_empty() || is_number(n))
+        && names[6..].iter().all(|n| is_extra(n))
     {
         if columns.any_named() {
             return Err(
@@ -314,8 +314,20 @@ pub(super) const CARRIAGE_RETURNS: &str = "its lines end with a carriage return 
      (as classic Mac OS wrote them), not a newline: rewrite them with newlines \
      (tr '\\r' '\\n' < FILE > OUT)";
 
+/// Whether `line` holds a carriage return before its end: lines that end
+/// with one alone, read as one.
+pub(super) fn joined_by_carriage_returns(line: &str) -> bool {
+    line.trim_end_matches('\r').contains('\r')
+}
+
+/// Whether a field past the six of a row without a header is what such a
+/// row may hold there: a number, or nothing (a row that ends with a comma).
+pub(super) fn is_extra(field: &str) -> bool {
+    field.is_empty() || is_number(field)
+}
+
 /// Whether a field of a first line reads as a number (a row's, not a name).
-pub(super) fn is_number(field: &str) -> bool {
+fn is_number(field: &str) -> bool {
     field.parse::<f64>().is_ok()
 }
 
@@ -329,8 +341,8 @@ fn row_but(names: &[String]) -> Option<String> {
     if names.len() < 6 || !is_number(&names[0]) {
         return None;
     }
-    let (at, odd) =
-        (names.iter().enumerate()).find(|(i, n)| !is_number(n) && (*i < 6 || !n.is_empty()))?;
+    let (at, odd) = (names.iter().enumerate())
+        .find(|(i, n)| if *i < 6 { !is_number(n) } else { !is_extra(n) })?;
     Some(format!(
         "the first line is a row of data, not a header, but its field {} '{}' is not a \
          number: a file without a header holds numbers alone, time,open,high,low,close,volume \
