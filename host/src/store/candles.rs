@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use keel_model::candles::columns::{self, span_of};
+use keel_model::candles::packed::{self, Packer};
 use keel_model::candles::{
     Candle, Gap, Timeframe, check_candle, format_time, gaps, missing_between,
 };
@@ -204,10 +205,10 @@ impl Store {
         let mut rows = stmt
             .query(params![symbol, timeframe.as_str(), first, last])
             .map_err(|e| self.sql(e))?;
-        let mut grid = None;
+        let (mut grid, mut plain) = (None, Vec::new());
         while let Some(row) = rows.next().map_err(|e| self.sql(e))? {
             let span: i64 = row.get(0).map_err(|e| self.sql(e))?;
-            let digest = stored_span(row, span, timeframe, &mut grid, out)
+            let digest = stored_span(row, span, timeframe, &mut grid, out, &mut plain)
                 .map_err(|fault| self.corrupt(symbol, timeframe, span_times(span), fault.why()))?;
             if !done(out, digest) {
                 return Ok(false);
@@ -519,7 +520,8 @@ fn span_times(span: i64) -> (i64, i64) {
 }
 
 /// The bars of a `candle_spans` row ([`SPAN_COLUMNS`]) of `span`,
-/// appended to `out` (which holds the spans before it), and its digest;
+/// appended to `out` (which holds the spans before it), and its digest
+/// (`plain` is scratch for its plain columns);
 /// or why the row is damaged: its columns against its digest and bar
 /// count, each bar against its span, the bar before and the candle rules,
 /// and its first and last times and gap counts against its bars.
@@ -529,6 +531,7 @@ fn stored_span(
     timeframe: Timeframe,
     grid: &mut Option<i64>,
     out: &mut Vec<Candle>,
+    plain: &mut Vec<u8>,
 ) -> Result<[u8; 32], SpanFault> {
     let bar_ms = timeframe.duration_ms();
     let bars_of = |why: String| SpanFault::Bars(why);
@@ -542,13 +545,27 @@ fn stored_span(
     let bytes = (row.get_ref(3).ok())
         .and_then(|v| v.as_blob().ok())
         .ok_or_else(|| bars_of("its columns are not bytes".into()))?;
-    if columns::span_digest(bytes) != digest {
-        return Err(bars_of("its bars do not match their digest".into()));
-    }
+    // The bars are checked against the digest of their plain columns,
+    // however they are kept: bars that are not the span's are refused
+    // even when a hand that knows the packing made them consistent.
+    let packed = match row.get_ref(8) {
+        Ok(rusqlite::types::ValueRef::Integer(0)) => false,
+        Ok(rusqlite::types::ValueRef::Integer(1)) => true,
+        _ => return Err(bars_of("its packing is neither 0 nor 1".into())),
+    };
     let before = out.len();
-    let whole = columns::decode(bytes, out).is_some();
-    if !whole {
-        return Err(bars_of("its columns are not its bars".into()));
+    if packed {
+        packed::unpack(bytes, out).ok_or_else(|| bars_of("its columns are not its bars".into()))?;
+        columns::encode(&out[before..], plain);
+        if columns::span_digest(plain) != digest {
+            return Err(bars_of("its bars do not match their digest".into()));
+        }
+    } else {
+        if columns::span_digest(bytes) != digest {
+            return Err(bars_of("its bars do not match their digest".into()));
+        }
+        columns::decode(bytes, out)
+            .ok_or_else(|| bars_of("its columns are not its bars".into()))?;
     }
     for i in before..out.len() {
         let c = &out[i];
@@ -621,13 +638,25 @@ impl SpanFault {
 }
 
 /// The columns `stored_span` reads, in its order.
-const SPAN_COLUMNS: &str = "span, bars, digest, columns, first_ms, last_ms, gaps, missing";
+const SPAN_COLUMNS: &str = "span, bars, digest, columns, first_ms, last_ms, gaps, missing, packed";
 
 fn sql(path: &str, error: rusqlite::Error) -> StoreError {
     StoreError::Sql {
         path: path.to_owned(),
         error,
     }
+}
+
+/// Scratch for writing spans, kept between them: a span's plain columns
+/// (its digest is theirs) and its packed bytes (what is kept).
+#[derive(Debug, Default)]
+pub(super) struct SpanBytes {
+    plain: Vec<u8>,
+    packed: Vec<u8>,
+    packer: Packer,
+    /// Written as plain columns only: migration 11's move, which runs
+    /// before `packed` exists (migration 14).
+    plain_only: bool,
 }
 
 /// One span's bars, written whole over what was stored.
@@ -637,23 +666,16 @@ fn write_span(
     timeframe: &str,
     bar_ms: i64,
     bars: &[Candle],
-    bytes: &mut Vec<u8>,
+    scratch: &mut SpanBytes,
 ) -> rusqlite::Result<()> {
     let (Some(first), Some(last)) = (bars.first(), bars.last()) else {
         return Ok(());
     };
-    columns::encode(bars, bytes);
+    columns::encode(bars, &mut scratch.plain);
+    let digest = columns::span_digest(&scratch.plain);
     let holes = gaps(bars, bar_ms);
     let missing: u64 = holes.iter().map(|g| g.missing).sum();
-    tx.prepare_cached(
-        "INSERT INTO candle_spans (symbol, timeframe, span, bars, first_ms, last_ms, gaps, missing, digest, columns)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-         ON CONFLICT (symbol, timeframe, span) DO UPDATE SET
-            bars = excluded.bars, first_ms = excluded.first_ms, last_ms = excluded.last_ms,
-            gaps = excluded.gaps, missing = excluded.missing, digest = excluded.digest,
-            columns = excluded.columns",
-    )?
-    .execute(params![
+    let figures = params![
         symbol,
         timeframe,
         span_of(first.time_ms),
@@ -662,9 +684,32 @@ fn write_span(
         last.time_ms,
         holes.len() as i64,
         missing as i64,
-        &columns::span_digest(bytes)[..],
-        &bytes[..]
-    ])?;
+        &digest[..],
+    ];
+    let upsert = "ON CONFLICT (symbol, timeframe, span) DO UPDATE SET
+            bars = excluded.bars, first_ms = excluded.first_ms, last_ms = excluded.last_ms,
+            gaps = excluded.gaps, missing = excluded.missing, digest = excluded.digest,
+            columns = excluded.columns";
+    if scratch.plain_only {
+        let mut stmt = tx.prepare_cached(&format!(
+            "INSERT INTO candle_spans (symbol, timeframe, span, bars, first_ms, last_ms, gaps, missing, digest, columns)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) {upsert}"
+        ))?;
+        let plain: &dyn rusqlite::ToSql = &&scratch.plain[..];
+        stmt.execute(rusqlite::params_from_iter(
+            figures.iter().copied().chain([plain]),
+        ))?;
+        return Ok(());
+    }
+    scratch.packer.pack(&scratch.plain, &mut scratch.packed);
+    let mut stmt = tx.prepare_cached(&format!(
+        "INSERT INTO candle_spans (symbol, timeframe, span, bars, first_ms, last_ms, gaps, missing, digest, columns, packed)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 1) {upsert}, packed = 1"
+    ))?;
+    let packed: &dyn rusqlite::ToSql = &&scratch.packed[..];
+    stmt.execute(rusqlite::params_from_iter(
+        figures.iter().copied().chain([packed]),
+    ))?;
     Ok(())
 }
 
@@ -741,7 +786,10 @@ pub(super) fn move_rows_to_spans(tx: &Transaction) -> rusqlite::Result<()> {
         .prepare("SELECT DISTINCT symbol, timeframe FROM candles")?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
-    let mut bytes = Vec::new();
+    let mut scratch = SpanBytes {
+        plain_only: true,
+        ..SpanBytes::default()
+    };
     for (symbol, timeframe) in series {
         let bar_ms = Timeframe::parse(&timeframe).map_or(0, Timeframe::duration_ms);
         let candles: Vec<Candle> = tx
@@ -761,7 +809,7 @@ pub(super) fn move_rows_to_spans(tx: &Transaction) -> rusqlite::Result<()> {
             })?
             .collect::<rusqlite::Result<_>>()?;
         for span in columns::spans(&candles) {
-            write_span(tx, &symbol, &timeframe, bar_ms, span, &mut bytes)?;
+            write_span(tx, &symbol, &timeframe, bar_ms, span, &mut scratch)?;
         }
         // Rows made from rows: their spans' figures are their own.
         let _ = refresh_series(tx, &symbol, &timeframe, bar_ms)?;

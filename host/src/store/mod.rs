@@ -111,6 +111,11 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
         "candle_marks",
         include_str!("../../../migrations/0013_candle_marks.sql"),
     ),
+    (
+        14,
+        "packed_spans",
+        include_str!("../../../migrations/0014_packed_spans.sql"),
+    ),
 ];
 
 /// The migration that moves the candle rows into spans: SQL alone cannot

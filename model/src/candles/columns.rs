@@ -35,20 +35,31 @@ pub fn spans(candles: &[Candle]) -> impl Iterator<Item = &[Candle]> {
 
 /// `candles` as columns: times, then opens, highs, lows, closes, volumes.
 pub fn encode(candles: &[Candle], out: &mut Vec<u8>) {
+    let n = candles.len();
     out.clear();
-    out.reserve(candles.len() * BAR_BYTES);
-    out.extend(candles.iter().flat_map(|c| c.time_ms.to_le_bytes()));
-    // A volume of -0 is 0 (`+ 0.0` makes it so): bars that compare equal
-    // are the same bytes, and so the same digest.
-    let values: [fn(&Candle) -> f64; 5] = [
-        |c| c.open,
-        |c| c.high,
-        |c| c.low,
-        |c| c.close,
-        |c| c.volume + 0.0,
-    ];
-    for value in values {
-        out.extend(candles.iter().flat_map(|c| value(c).to_le_bytes()));
+    out.resize(n * BAR_BYTES, 0);
+    // One pass over the bars, writing the six columns side by side.
+    let (times, rest) = out.split_at_mut(n * 8);
+    let (opens, rest) = rest.split_at_mut(n * 8);
+    let (highs, rest) = rest.split_at_mut(n * 8);
+    let (lows, rest) = rest.split_at_mut(n * 8);
+    let (closes, volumes) = rest.split_at_mut(n * 8);
+    let places = times
+        .chunks_exact_mut(8)
+        .zip(opens.chunks_exact_mut(8))
+        .zip(highs.chunks_exact_mut(8))
+        .zip(lows.chunks_exact_mut(8))
+        .zip(closes.chunks_exact_mut(8))
+        .zip(volumes.chunks_exact_mut(8));
+    for ((((((t, o), h), l), c), v), bar) in places.zip(candles) {
+        t.copy_from_slice(&bar.time_ms.to_le_bytes());
+        o.copy_from_slice(&bar.open.to_le_bytes());
+        h.copy_from_slice(&bar.high.to_le_bytes());
+        l.copy_from_slice(&bar.low.to_le_bytes());
+        c.copy_from_slice(&bar.close.to_le_bytes());
+        // A volume of -0 is 0 (`+ 0.0` makes it so): bars that compare
+        // equal are the same bytes, and so the same digest.
+        v.copy_from_slice(&(bar.volume + 0.0).to_le_bytes());
     }
 }
 

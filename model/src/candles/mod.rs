@@ -17,6 +17,8 @@ mod feather;
 mod files;
 mod json;
 mod layout;
+#[cfg(feature = "columns")]
+pub mod packed;
 #[cfg(feature = "formats")]
 mod parquet;
 mod replace;

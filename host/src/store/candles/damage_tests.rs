@@ -45,12 +45,14 @@ fn a_damaged_span_is_refused_by_name_not_handed_to_a_backtest() {
         store.conn.execute(sql, params).expect("damage");
         refused(&store, why);
     };
-    let with_digest = "UPDATE candle_spans SET columns = ?1, digest = ?2 WHERE span = 0";
+    // Written as plain columns, as a Keel before packing wrote them.
+    let with_digest =
+        "UPDATE candle_spans SET columns = ?1, digest = ?2, packed = 0 WHERE span = 0";
 
     // A value changed, its digest not: caught by the digest.
     columns::encode(&moved, &mut bytes);
     damaged(
-        "UPDATE candle_spans SET columns = ?1 WHERE span = 0",
+        "UPDATE candle_spans SET columns = ?1, packed = 0 WHERE span = 0",
         &[&bytes],
         "its bars do not match their digest",
     );
@@ -183,7 +185,7 @@ fn replace_mends_damage_wherever_it_is() {
         "{said:?}"
     );
     assert!(
-        said[2].starts_with("dropped damaged ") && said[2].contains("do not match their digest"),
+        said[2].starts_with("dropped damaged ") && said[2].contains("its columns are not its bars"),
         "{said:?}"
     );
     // How many bars went, and when they were, as the span's row lists them.
@@ -335,7 +337,7 @@ fn an_import_never_writes_damaged_bars_back_under_a_new_digest() {
     columns::encode(&moved, &mut bytes);
     store
         .conn
-        .execute("UPDATE candle_spans SET columns = ?1", [&bytes])
+        .execute("UPDATE candle_spans SET columns = ?1, packed = 0", [&bytes])
         .expect("damage");
     // More bars into the same span: refused, the damage named.
     let more = synth::random_walk(9, 10, 1000 * 60_000, 60_000, 10.0, 0.01);
@@ -517,8 +519,8 @@ fn what_a_third_hostile_round_found_is_refused_or_mended() {
     // but 1m apart, off its grid; refused, and dropped by --replace.
     exec(
         &store,
-        "INSERT INTO candle_spans (symbol, timeframe, span, bars, first_ms, last_ms, gaps, missing, digest, columns)
-         SELECT symbol, '5m', span, bars, first_ms, last_ms, gaps, missing, digest, columns
+        "INSERT INTO candle_spans (symbol, timeframe, span, bars, first_ms, last_ms, gaps, missing, digest, columns, packed)
+         SELECT symbol, '5m', span, bars, first_ms, last_ms, gaps, missing, digest, columns, packed
          FROM candle_spans WHERE timeframe = '1m' ORDER BY span LIMIT 1 OFFSET 1",
     );
     let err = store.load_series("U", Timeframe::M5).expect_err("refused");
@@ -702,4 +704,47 @@ fn damaged_bars_dropped_take_their_marks_with_them() {
         store.marks("A/B", Timeframe::M1).expect("marks"),
         marks[..1]
     );
+}
+
+#[test]
+fn packed_bars_are_checked_against_the_digest_of_their_plain_columns() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = Store::open(&dir.path().join("keel.db")).expect("open");
+    let candles = synth::random_walk(9, 1000, 0, 60_000, 10.0, 0.01);
+    store
+        .import_candles("ETH/BTC", Timeframe::M1, &candles, "a", b"a", false)
+        .expect("import");
+    let refused = |store: &Store, why: &str| match store.load_series("ETH/BTC", Timeframe::M1) {
+        Err(err) => assert!(
+            err.to_string().contains(&format!("are damaged ({why})")),
+            "{err}"
+        ),
+        Ok(_) => panic!("read, not refused for {why}"),
+    };
+    // A value changed and packed again, as a hand that knows the packing
+    // would: whole bars, but not the ones the span's digest is of.
+    let mut moved = candles.clone();
+    moved[7].close = moved[7].low;
+    let (mut plain, mut bytes) = (Vec::new(), Vec::new());
+    columns::encode(&moved, &mut plain);
+    Packer::default().pack(&plain, &mut bytes);
+    let set = |sql: &str, value: &dyn rusqlite::ToSql| {
+        store.conn.execute(sql, [value]).expect("damage");
+    };
+    set("UPDATE candle_spans SET columns = ?1", &bytes);
+    refused(&store, "its bars do not match their digest");
+    // A packing no Keel wrote.
+    columns::encode(&candles, &mut plain);
+    Packer::default().pack(&plain, &mut bytes);
+    set("UPDATE candle_spans SET columns = ?1", &bytes);
+    assert_eq!(stored_bars(&store, "ETH/BTC"), candles);
+    for packing in [&7 as &dyn rusqlite::ToSql, &"one", &1.5] {
+        set("UPDATE candle_spans SET packed = ?1", packing);
+        refused(&store, "its packing is neither 0 nor 1");
+    }
+    // Packed bytes read as plain columns, and plain ones as packed.
+    set("UPDATE candle_spans SET packed = ?1", &0);
+    refused(&store, "its bars do not match their digest");
+    set("UPDATE candle_spans SET columns = ?1, packed = 1", &plain);
+    refused(&store, "its columns are not its bars");
 }

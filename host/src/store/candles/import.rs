@@ -8,8 +8,8 @@ use keel_model::candles::columns::span_of;
 use keel_model::candles::{Candle, Gap, Spacings, Timeframe, format_time, missing_between};
 
 use super::{
-    ImportReport, SPAN_COLUMNS, SpanFault, damaged, marks_bytes, marks_of_bytes, refresh_series,
-    span_times, sql, stored_span, write_span,
+    ImportReport, SPAN_COLUMNS, SpanBytes, SpanFault, damaged, marks_bytes, marks_of_bytes,
+    refresh_series, span_times, sql, stored_span, write_span,
 };
 use crate::store::{StoreError, now_ms};
 
@@ -48,7 +48,7 @@ pub struct Importer<'t> {
     /// The bars of the span being filled, not yet written.
     span: Vec<Candle>,
     spacing: Spacings,
-    bytes: Vec<u8>,
+    bytes: SpanBytes,
     /// The time the series' bars are whole timeframes from (the stored
     /// series' first bar, else the first bar handed), once known.
     grid: Option<Grid>,
@@ -98,7 +98,7 @@ impl<'t> Importer<'t> {
             },
             span: Vec::new(),
             spacing: Spacings::default(),
-            bytes: Vec::new(),
+            bytes: SpanBytes::default(),
             grid: None,
             spans: Vec::new(),
             off_grid: None,
@@ -302,7 +302,8 @@ impl<'t> Importer<'t> {
                 |row| {
                     let span: i64 = row.get(0)?;
                     let mut bars = Vec::new();
-                    let read = stored_span(row, span, timeframe, &mut None, &mut bars);
+                    let read =
+                        stored_span(row, span, timeframe, &mut None, &mut bars, &mut Vec::new());
                     Ok(bars
                         .first()
                         .filter(|_| !matches!(read, Err(SpanFault::Bars(_))))
@@ -346,12 +347,14 @@ impl<'t> Importer<'t> {
         let (symbol, timeframe) = (&self.report.symbol, self.report.timeframe);
         let mut bars = Vec::new();
         self.each_stored_span(|span, row| {
-            stored_span(row, span, timeframe, &mut None, &mut bars).map_err(|fault| {
-                StoreError::Conflict(format!(
-                    "{}; nothing imported",
-                    damaged(self.path, symbol, timeframe, span_times(span), fault.why())
-                ))
-            })?;
+            stored_span(row, span, timeframe, &mut None, &mut bars, &mut Vec::new()).map_err(
+                |fault| {
+                    StoreError::Conflict(format!(
+                        "{}; nothing imported",
+                        damaged(self.path, symbol, timeframe, span_times(span), fault.why())
+                    ))
+                },
+            )?;
             Ok(())
         })?;
         const MONTH_MS: i64 = 28 * 86_400_000;
@@ -437,7 +440,9 @@ impl<'t> Importer<'t> {
             }
             let mut bars = Vec::new();
             let mut grid = self.grid.map(|g| g.anchor);
-            if let Err(fault) = stored_span(row, span, timeframe, &mut grid, &mut bars) {
+            if let Err(fault) =
+                stored_span(row, span, timeframe, &mut grid, &mut bars, &mut Vec::new())
+            {
                 faults.push((span, fault, bars, Listed::of(row)));
             }
             Ok(())
@@ -541,7 +546,8 @@ impl<'t> Importer<'t> {
                 let mut rows = stmt.query(params![symbol, timeframe.as_str(), span])?;
                 let mut grid = self.grid.map(|g| g.anchor);
                 Ok(rows.next()?.map(|row| {
-                    let read = stored_span(row, span, timeframe, &mut grid, &mut bars);
+                    let read =
+                        stored_span(row, span, timeframe, &mut grid, &mut bars, &mut Vec::new());
                     (read, Listed::of(row))
                 }))
             })
