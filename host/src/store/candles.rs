@@ -1,6 +1,7 @@
 //! The candle store: validated series by symbol and timeframe, kept by
 //! columns in spans of the clock (`keel_model::candles::columns`: one row
-//! per 65,536 minutes, read in bulk), with a catalogue of every series
+//! per 65,536 minutes, read in bulk; packed, `keel_model::candles::packed`),
+//! with a catalogue of every series
 //! (`candle_series`: its bars, range, gaps and digest) that each import
 //! remakes in the same transaction.
 //!

@@ -5,15 +5,18 @@
 //! minutes, about 45 days: 65,536 one-minute bars, some 3 MB), so that where
 //! a bar belongs depends only on its time, never on what else is stored:
 //! an import touches only the spans its bars fall in, and the digest of a
-//! series is the same however it was put together. A span's bars are
-//! written column by column, little-endian: every open time (i64), then
-//! every open, high, low, close and volume (f64).
+//! series is the same however it was put together. A span's *plain
+//! columns* are its bars column by column, little-endian: every open time
+//! (i64), then every open, high, low, close and volume (f64). They are what
+//! a digest is taken of; the store keeps them packed
+//! ([`packed`](super::packed)), in fewer bytes that decode to the same.
 //!
 //! The digest of a series is BLAKE3 over the BLAKE3 digests of its spans'
-//! bytes, in time order, written `blake3:<hex>`. The store computes each
-//! span's digest once, when it writes the span, and keeps it; a backtest
-//! of a stored series reads it, and one of a file computes it at about a
-//! gigabyte a second.
+//! plain columns, in time order, written `blake3:<hex>`. The store computes
+//! each span's digest when it writes the span and keeps it (each read
+//! checks the span's bars against it); a backtest of a stored series takes
+//! the series' digest from the catalogue, and one of a file computes it at
+//! several gigabytes a second.
 
 use super::Candle;
 
@@ -36,7 +39,8 @@ pub fn spans(candles: &[Candle]) -> impl Iterator<Item = &[Candle]> {
 /// `candles` as columns: times, then opens, highs, lows, closes, volumes.
 pub fn encode(candles: &[Candle], out: &mut Vec<u8>) {
     let n = candles.len();
-    out.clear();
+    // Every byte is written below: only bytes the buffer did not have are
+    // zeroed first (spans of one length reuse it as it is).
     out.resize(n * BAR_BYTES, 0);
     // One pass over the bars, writing the six columns side by side.
     let (times, rest) = out.split_at_mut(n * 8);
