@@ -204,6 +204,12 @@ pub fn unpack(bytes: &[u8], out: &mut Vec<Candle>) -> Option<()> {
             column.next_into(&mut numbers[..m]);
         }
         let [times, opens, highs, lows, closes, volumes] = &chunk;
+        // The packer writes a volume of -0 as 0, as the plain columns do,
+        // whose digest cannot tell the two apart: a -0 is damage. (Only
+        // bits can be -0; a scaled 0 is 0.)
+        if v == RAW && volumes[..m].contains(&(MINUS_ZERO as i64)) {
+            return None;
+        }
         out.extend((0..m).map(|i| Candle {
             time_ms: times[i],
             open: value(o, opens[i]),
@@ -216,6 +222,9 @@ pub fn unpack(bytes: &[u8], out: &mut Vec<Candle>) -> Option<()> {
     }
     Some(())
 }
+
+/// The bits of -0.
+const MINUS_ZERO: u64 = 1 << 63;
 
 /// How many numbers of each column are read before their bars are made.
 const CHUNK: usize = 512;
@@ -240,7 +249,9 @@ impl<'a> Column<'a> {
         let first = i64::from_le_bytes(take(rest, 8)?.try_into().ok()?);
         let least = i64::from_le_bytes(take(rest, 8)?.try_into().ok()?);
         let width = usize::from(take(rest, 1)?[0]);
-        if width > 8 {
+        // No step past 8 bytes; none at all in a span of one bar, whose
+        // smallest step and width are written 0.
+        if width > 8 || (n <= 1 && (least != 0 || width != 0)) {
             return None;
         }
         // A load may run past the column's own bytes, never past the

@@ -164,3 +164,34 @@ fn unpacked_bars_are_appended_after_those_already_there() {
     unpack(&bytes, &mut out).expect("unpacks");
     assert_eq!(out, bars);
 }
+
+#[test]
+fn a_volume_of_minus_zero_is_damage_the_packer_never_writes() {
+    // The plain columns write a volume of -0 as 0, so a digest of them
+    // cannot tell the two apart: packed bars are refused if one is -0.
+    let mut bars = random_walk(3, 5, 0, 60_000, 100.0, 0.001);
+    bars[4].volume = 0.0;
+    let mut plain = Vec::new();
+    columns::encode(&bars, &mut plain);
+    let volume_of_last = plain.len() - 8;
+    plain[volume_of_last + 7] |= 0x80;
+    let mut bytes = Vec::new();
+    Packer::default().pack(&plain, &mut bytes);
+    assert!(unpack(&bytes, &mut Vec::new()).is_none());
+}
+
+#[test]
+fn a_span_of_one_bar_has_no_steps_to_describe() {
+    let bytes = packed(&ticks(1, 1));
+    let mut out = Vec::new();
+    unpack(&bytes, &mut out).expect("one bar");
+    // Each column's smallest step and width, which no step uses, must be
+    // as the packer writes them: zero.
+    for column in 0..6 {
+        for (offset, byte) in [(9, 0x5a), (17, 3)] {
+            let mut bad = bytes.clone();
+            bad[5 + column * 18 + offset] = byte;
+            assert!(unpack(&bad, &mut out).is_none(), "{column} {offset}");
+        }
+    }
+}
