@@ -556,11 +556,13 @@ fn stored_span(
     };
     let before = out.len();
     if packed {
-        packed::unpack(bytes, out).ok_or_else(|| bars_of("its columns are not its bars".into()))?;
-        columns::encode(&out[before..], plain);
+        packed::unpack_plain(bytes, plain)
+            .ok_or_else(|| bars_of("its columns are not its bars".into()))?;
         if columns::span_digest(plain) != digest {
             return Err(bars_of("its bars do not match their digest".into()));
         }
+        columns::decode(plain, out)
+            .ok_or_else(|| bars_of("its columns are not its bars".into()))?;
     } else {
         if columns::span_digest(bytes) != digest {
             return Err(bars_of("its bars do not match their digest".into()));

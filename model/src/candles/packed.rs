@@ -169,6 +169,15 @@ fn put_column(kind: u8, numbers: &mut [i64], out: &mut Vec<u8>) {
 /// not a packed span (damaged, or not packed): never more than
 /// [`MAX_BARS`] bars, whatever the bytes say.
 pub fn unpack(bytes: &[u8], out: &mut Vec<Candle>) -> Option<()> {
+    let mut plain = Vec::new();
+    unpack_plain(bytes, &mut plain)?;
+    super::columns::decode(&plain, out)
+}
+
+/// A packed span's plain columns (`columns::encode`'s bytes of its bars),
+/// into `plain`; `None` as [`unpack`] says. The store checks a span's
+/// digest on these, then decodes them.
+pub fn unpack_plain(bytes: &[u8], plain: &mut Vec<u8>) -> Option<()> {
     let mut rest = bytes;
     if take(&mut rest, 1)? != [VERSION] {
         return None;
@@ -178,47 +187,53 @@ pub fn unpack(bytes: &[u8], out: &mut Vec<Candle>) -> Option<()> {
         return None;
     }
     let mut columns = Vec::with_capacity(6);
-    for _ in 0..6 {
-        columns.push(Column::read(&mut rest, n)?);
-    }
-    let kinds: Vec<u8> = columns.iter().map(|c| c.kind).collect();
-    if kinds[0] != 0 || kinds[1..].iter().any(|&k| k > MAX_SCALE && k != RAW) {
-        return None;
+    for k in 0..6 {
+        let column = Column::read(&mut rest, n)?;
+        let known = match k {
+            0 => column.kind == 0,
+            _ => column.kind <= MAX_SCALE || column.kind == RAW,
+        };
+        if !known {
+            return None;
+        }
+        columns.push(column);
     }
     if rest != [0; PAD] {
         return None;
     }
-    let value = |kind: u8, n: i64| match kind {
-        RAW => f64::from_bits(n as u64),
-        scale => from_scaled(n, scale),
-    };
-    let (o, h, l, c, v) = (kinds[1], kinds[2], kinds[3], kinds[4], kinds[5]);
-    // A chunk of each column at a time, then its bars in one pass: the
-    // chunks stay in the cache where whole columns of a span would not.
-    out.reserve(n);
-    let mut chunk = [[0i64; CHUNK]; 6];
-    let mut left = n;
-    while left > 0 {
-        let m = left.min(CHUNK);
-        for (column, numbers) in columns.iter_mut().zip(&mut chunk) {
-            column.next_into(&mut numbers[..m]);
+    plain.resize(n * BAR_BYTES, 0);
+    if n == 0 {
+        return Some(());
+    }
+    // A chunk of a column's numbers at a time, written out as its words.
+    let mut chunk = [0i64; CHUNK];
+    for (k, (column, words)) in columns
+        .iter_mut()
+        .zip(plain.chunks_exact_mut(n * 8))
+        .enumerate()
+    {
+        for place in words.chunks_mut(CHUNK * 8) {
+            let numbers = &mut chunk[..place.len() / 8];
+            column.next_into(numbers);
+            let places = place.chunks_exact_mut(8).zip(numbers.iter());
+            match (k, column.kind) {
+                // Times, and values kept as their bits, are their words.
+                (0, _) | (_, RAW) => {
+                    places.for_each(|(p, &n)| p.copy_from_slice(&n.to_le_bytes()));
+                }
+                (_, scale) => {
+                    places.for_each(|(p, &n)| {
+                        p.copy_from_slice(&from_scaled(n, scale).to_le_bytes())
+                    });
+                }
+            }
+            // The packer writes a volume of -0 as 0, as the plain columns
+            // do, whose digest cannot tell the two apart: a -0 is damage.
+            // (Only bits can be -0; a scaled 0 is 0.)
+            if k == 5 && column.kind == RAW && numbers.contains(&(MINUS_ZERO as i64)) {
+                return None;
+            }
         }
-        let [times, opens, highs, lows, closes, volumes] = &chunk;
-        // The packer writes a volume of -0 as 0, as the plain columns do,
-        // whose digest cannot tell the two apart: a -0 is damage. (Only
-        // bits can be -0; a scaled 0 is 0.)
-        if v == RAW && volumes[..m].contains(&(MINUS_ZERO as i64)) {
-            return None;
-        }
-        out.extend((0..m).map(|i| Candle {
-            time_ms: times[i],
-            open: value(o, opens[i]),
-            high: value(h, highs[i]),
-            low: value(l, lows[i]),
-            close: value(c, closes[i]),
-            volume: value(v, volumes[i]),
-        }));
-        left -= m;
     }
     Some(())
 }
@@ -226,7 +241,7 @@ pub fn unpack(bytes: &[u8], out: &mut Vec<Candle>) -> Option<()> {
 /// The bits of -0.
 const MINUS_ZERO: u64 = 1 << 63;
 
-/// How many numbers of each column are read before their bars are made.
+/// How many numbers of a column are read at a time.
 const CHUNK: usize = 512;
 
 /// One packed column of `n` numbers, read in order.
