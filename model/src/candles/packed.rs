@@ -4,23 +4,23 @@
 //!
 //! Each column becomes whole numbers, and each number is written as its
 //! step from the one before, less the column's smallest step, in as few
-//! bits as the largest needs:
+//! whole bytes as the largest needs:
 //! - open times are whole milliseconds already: a series without gaps
 //!   steps by its timeframe every bar, which takes no bits at all;
 //! - a column of prices or volumes a venue quotes in decimal digits (on
 //!   a cent, on 1e-8 of a coin) becomes those digits, `value × 10^scale`,
 //!   when every value of the span comes back from them bit for bit;
 //! - any other column (a value with all of an `f64`'s seventeen digits)
-//!   is kept as its values' bits, whose steps still need fewer than 64
-//!   bits when the values move a little from bar to bar.
+//!   is kept as its values' bits, whose steps still need fewer than eight
+//!   bytes when the values move a little from bar to bar.
 //!
 //! Layout, little-endian: a version byte, the bar count (u32), then for
 //! each of the six columns (times, opens, highs, lows, closes, volumes) a
 //! kind byte (the scale, or [`RAW`]), the first number (i64), the smallest
 //! step (i64), the width of a step in bytes (u8, 0 to 8) and the steps.
-//! A span packed is the same bars as its plain columns: `decode` of one
-//! and `unpack` of the other give equal bits, and the span's digest is
-//! that of its plain columns, whatever the store kept.
+//! Eight zero bytes end it. A span packed is the same bars as its plain
+//! columns: `unpack_plain` gives those columns back byte for byte, and the
+//! span's digest is theirs, whatever the store kept.
 
 use super::Candle;
 use super::columns::BAR_BYTES;
