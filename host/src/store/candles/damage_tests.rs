@@ -322,14 +322,20 @@ fn dated_daily_bars_beside_ones_stored_at_their_instants_say_how_to_mend() {
     assert!(!err.to_string().contains("keel data delete"), "{err}");
 }
 
-#[test]
-fn an_import_never_writes_damaged_bars_back_under_a_new_digest() {
-    let dir = tempfile::tempdir().expect("tempdir");
+/// A store in `dir` holding 1,000 one-minute ETH/BTC bars, and the bars.
+fn thousand_bars(dir: &tempfile::TempDir) -> (Store, Vec<Candle>) {
     let mut store = Store::open(&dir.path().join("keel.db")).expect("open");
     let candles = synth::random_walk(9, 1000, 0, 60_000, 10.0, 0.01);
     store
         .import_candles("ETH/BTC", Timeframe::M1, &candles, "a", b"a", false)
         .expect("import");
+    (store, candles)
+}
+
+#[test]
+fn an_import_never_writes_damaged_bars_back_under_a_new_digest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut store, candles) = thousand_bars(&dir);
     // A value changed behind Keel's back, its digest not.
     let mut moved = candles.clone();
     moved[7].close = moved[7].low;
@@ -709,11 +715,7 @@ fn damaged_bars_dropped_take_their_marks_with_them() {
 #[test]
 fn packed_bars_are_checked_against_the_digest_of_their_plain_columns() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut store = Store::open(&dir.path().join("keel.db")).expect("open");
-    let candles = synth::random_walk(9, 1000, 0, 60_000, 10.0, 0.01);
-    store
-        .import_candles("ETH/BTC", Timeframe::M1, &candles, "a", b"a", false)
-        .expect("import");
+    let (store, candles) = thousand_bars(&dir);
     let refused = |store: &Store, why: &str| match store.load_series("ETH/BTC", Timeframe::M1) {
         Err(err) => assert!(
             err.to_string().contains(&format!("are damaged ({why})")),
