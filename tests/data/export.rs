@@ -186,6 +186,12 @@ fn a_stored_series_exports_to_csv_and_gzip_and_reads_back_the_same() {
         (" ETH/BTC", "has no space around it"),
         ("N\nL", "holds no control character"),
         ("T\tAB", "holds no control character"),
+        // Ü as U and a combining diaeresis: it prints as the Ü typed as one
+        // character, which would name another series.
+        (
+            "U\u{308}SD",
+            "is written composed (Unicode NFC: \"ÜSD\", 3 characters, not 4)",
+        ),
     ] {
         let out = import_file(&db, eth.to_str().expect("path"), symbol, "5m");
         assert!(!out.status.success());

@@ -537,8 +537,9 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
 }
 
 /// A symbol the store can name and a listing can show: not empty, no
-/// space around it, no control character, and no `@` (stored series are
-/// named `SYMBOL@TIMEFRAME`, so one with an `@` could never be named).
+/// space around it, no control character, no `@` (stored series are
+/// named `SYMBOL@TIMEFRAME`, so one with an `@` could never be named), and
+/// written composed (Unicode NFC), so that symbols that look alike are one.
 pub(super) fn check_symbol(symbol: &str) -> anyhow::Result<()> {
     let fault = if symbol.trim().is_empty() {
         Some("a symbol is not empty")
@@ -553,10 +554,24 @@ pub(super) fn check_symbol(symbol: &str) -> anyhow::Result<()> {
     } else {
         None
     };
-    match fault {
-        Some(fault) => bail!("--symbol {}: {fault}", shown::quoted(symbol)),
-        None => Ok(()),
+    if let Some(fault) = fault {
+        bail!("--symbol {}: {fault}", shown::quoted(symbol));
     }
+    // Text that looks alike is one symbol: written another way (a letter
+    // and its accent as two characters), it would be another series that
+    // prints as this one.
+    let nfc = icu_normalizer::ComposingNormalizer::new_nfc();
+    if !nfc.is_normalized(symbol) {
+        let composed = nfc.normalize(symbol);
+        bail!(
+            "--symbol {}: a symbol is written composed (Unicode NFC: {}, {} characters, not {})",
+            shown::quoted(symbol),
+            shown::quoted(&composed),
+            composed.chars().count(),
+            symbol.chars().count()
+        );
+    }
+    Ok(())
 }
 
 /// A spacing in the largest unit it is whole in: `60 ms`, `90 s`, `5 min`, `1 d`.
