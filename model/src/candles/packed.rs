@@ -205,35 +205,27 @@ pub fn unpack_plain(bytes: &[u8], plain: &mut Vec<u8>) -> Option<()> {
     if n == 0 {
         return Some(());
     }
-    // A chunk of a column's numbers at a time, written out as its words.
-    let mut chunk = [0i64; CHUNK];
     for (k, (column, words)) in columns
-        .iter_mut()
+        .iter()
         .zip(plain.chunks_exact_mut(n * 8))
         .enumerate()
     {
-        for place in words.chunks_mut(CHUNK * 8) {
-            let numbers = &mut chunk[..place.len() / 8];
-            column.next_into(numbers);
-            let places = place.chunks_exact_mut(8).zip(numbers.iter());
-            match (k, column.kind) {
-                // Times, and values kept as their bits, are their words.
-                (0, _) | (_, RAW) => {
-                    places.for_each(|(p, &n)| p.copy_from_slice(&n.to_le_bytes()));
-                }
-                (_, scale) => {
-                    places.for_each(|(p, &n)| {
-                        p.copy_from_slice(&from_scaled(n, scale).to_le_bytes())
-                    });
-                }
-            }
-            // The packer writes a volume of -0 as 0, as the plain columns
-            // do, whose digest cannot tell the two apart: a -0 is damage.
-            // (Only bits can be -0; a scaled 0 is 0.)
-            if k == 5 && column.kind == RAW && numbers.contains(&(MINUS_ZERO as i64)) {
-                return None;
-            }
+        match (k, column.kind) {
+            // Times, and values kept as their bits, are their words.
+            (0, _) | (_, RAW) => column.write_words(words, |n| n as u64),
+            (_, scale) => column.write_words(words, |n| from_scaled(n, scale).to_bits()),
         }
+    }
+    // The packer writes a volume of -0 as 0, as the plain columns do,
+    // whose digest cannot tell the two apart: a -0 is damage. (Only bits
+    // can be -0; a scaled 0 is 0.)
+    let volumes = &plain[5 * 8 * n..];
+    if columns[5].kind == RAW
+        && volumes
+            .chunks_exact(8)
+            .any(|w| w == MINUS_ZERO.to_le_bytes())
+    {
+        return None;
     }
     Some(())
 }
@@ -241,10 +233,7 @@ pub fn unpack_plain(bytes: &[u8], plain: &mut Vec<u8>) -> Option<()> {
 /// The bits of -0.
 const MINUS_ZERO: u64 = 1 << 63;
 
-/// How many numbers of a column are read at a time.
-const CHUNK: usize = 512;
-
-/// One packed column of `n` numbers, read in order.
+/// One packed column, as read.
 struct Column<'a> {
     kind: u8,
     first: i64,
@@ -252,9 +241,6 @@ struct Column<'a> {
     width: usize,
     /// Its steps and every byte after them, to the span's end.
     packed: &'a [u8],
-    /// How many of its numbers were read, and the last one.
-    read: usize,
-    last: i64,
 }
 
 impl<'a> Column<'a> {
@@ -282,36 +268,28 @@ impl<'a> Column<'a> {
             least,
             width,
             packed,
-            read: 0,
-            last: first,
         })
     }
 
-    /// Its next numbers, as many as `numbers` holds (the caller asks for
-    /// no more than it has).
-    fn next_into(&mut self, numbers: &mut [i64]) {
-        let mut numbers = numbers.iter_mut();
-        if self.read == 0 {
-            let Some(n) = numbers.next() else { return };
-            *n = self.first;
-            self.read = 1;
-        }
+    /// Its numbers, in order, as words into `words` (eight bytes each,
+    /// one per bar): `word` makes each number's.
+    fn write_words(&self, words: &mut [u8], word: impl Fn(i64) -> u64) {
+        let mut places = words.chunks_exact_mut(8);
+        let Some(head) = places.next() else { return };
+        head.copy_from_slice(&word(self.first).to_le_bytes());
         let mask = match self.width {
             0 => 0,
             width => u64::MAX >> (64 - 8 * width),
         };
-        let word = |byte: usize| {
+        let step = |byte: usize| {
             let b = self.packed.get(byte..byte + 8).unwrap_or(&[0; 8]);
-            u64::from_le_bytes(b.try_into().unwrap_or([0; 8]))
+            u64::from_le_bytes(b.try_into().unwrap_or([0; 8])) & mask
         };
-        let (mut last, mut at) = (self.last, (self.read - 1) * self.width);
-        let count = numbers.len();
-        for n in numbers {
-            last = last.wrapping_add(self.least.wrapping_add((word(at) & mask) as i64));
-            at += self.width;
-            *n = last;
+        let mut last = self.first;
+        for (i, place) in places.enumerate() {
+            last = last.wrapping_add(self.least.wrapping_add(step(i * self.width) as i64));
+            place.copy_from_slice(&word(last).to_le_bytes());
         }
-        (self.last, self.read) = (last, self.read + count);
     }
 }
 
