@@ -554,22 +554,19 @@ fn stored_span(
         Ok(rusqlite::types::ValueRef::Integer(1)) => true,
         _ => return Err(bars_of("its packing is neither 0 nor 1".into())),
     };
-    let before = out.len();
-    if packed {
-        packed::unpack_plain(bytes, plain)
-            .ok_or_else(|| bars_of("its columns are not its bars".into()))?;
-        if columns::span_digest(plain) != digest {
-            return Err(bars_of("its bars do not match their digest".into()));
+    let plain: &[u8] = match packed {
+        true => {
+            packed::unpack_plain(bytes, plain)
+                .ok_or_else(|| bars_of("its columns are not its bars".into()))?;
+            plain
         }
-        columns::decode(plain, out)
-            .ok_or_else(|| bars_of("its columns are not its bars".into()))?;
-    } else {
-        if columns::span_digest(bytes) != digest {
-            return Err(bars_of("its bars do not match their digest".into()));
-        }
-        columns::decode(bytes, out)
-            .ok_or_else(|| bars_of("its columns are not its bars".into()))?;
+        false => bytes,
+    };
+    if columns::span_digest(plain) != digest {
+        return Err(bars_of("its bars do not match their digest".into()));
     }
+    let before = out.len();
+    columns::decode(plain, out).ok_or_else(|| bars_of("its columns are not its bars".into()))?;
     for i in before..out.len() {
         let c = &out[i];
         if span_of(c.time_ms) != span {
@@ -678,7 +675,23 @@ fn write_span(
     let digest = columns::span_digest(&scratch.plain);
     let holes = gaps(bars, bar_ms);
     let missing: u64 = holes.iter().map(|g| g.missing).sum();
-    let figures = params![
+    // Packed, unless the `packed` column is not there yet.
+    let (kept, column, value, update) = match scratch.plain_only {
+        true => (&scratch.plain, "", "", ""),
+        false => {
+            scratch.packer.pack(&scratch.plain, &mut scratch.packed);
+            (&scratch.packed, ", packed", ", 1", ", packed = 1")
+        }
+    };
+    tx.prepare_cached(&format!(
+        "INSERT INTO candle_spans (symbol, timeframe, span, bars, first_ms, last_ms, gaps, missing, digest, columns{column})
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10{value})
+         ON CONFLICT (symbol, timeframe, span) DO UPDATE SET
+            bars = excluded.bars, first_ms = excluded.first_ms, last_ms = excluded.last_ms,
+            gaps = excluded.gaps, missing = excluded.missing, digest = excluded.digest,
+            columns = excluded.columns{update}"
+    ))?
+    .execute(params![
         symbol,
         timeframe,
         span_of(first.time_ms),
@@ -688,31 +701,8 @@ fn write_span(
         holes.len() as i64,
         missing as i64,
         &digest[..],
-    ];
-    let upsert = "ON CONFLICT (symbol, timeframe, span) DO UPDATE SET
-            bars = excluded.bars, first_ms = excluded.first_ms, last_ms = excluded.last_ms,
-            gaps = excluded.gaps, missing = excluded.missing, digest = excluded.digest,
-            columns = excluded.columns";
-    if scratch.plain_only {
-        let mut stmt = tx.prepare_cached(&format!(
-            "INSERT INTO candle_spans (symbol, timeframe, span, bars, first_ms, last_ms, gaps, missing, digest, columns)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) {upsert}"
-        ))?;
-        let plain: &dyn rusqlite::ToSql = &&scratch.plain[..];
-        stmt.execute(rusqlite::params_from_iter(
-            figures.iter().copied().chain([plain]),
-        ))?;
-        return Ok(());
-    }
-    scratch.packer.pack(&scratch.plain, &mut scratch.packed);
-    let mut stmt = tx.prepare_cached(&format!(
-        "INSERT INTO candle_spans (symbol, timeframe, span, bars, first_ms, last_ms, gaps, missing, digest, columns, packed)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 1) {upsert}, packed = 1"
-    ))?;
-    let packed: &dyn rusqlite::ToSql = &&scratch.packed[..];
-    stmt.execute(rusqlite::params_from_iter(
-        figures.iter().copied().chain([packed]),
-    ))?;
+        &kept[..]
+    ])?;
     Ok(())
 }
 
