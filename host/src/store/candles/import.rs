@@ -302,8 +302,8 @@ impl<'t> Importer<'t> {
                 |row| {
                     let span: i64 = row.get(0)?;
                     let mut bars = Vec::new();
-                    let read =
-                        stored_span(row, span, timeframe, &mut None, &mut bars, &mut Vec::new());
+                    let plain = &mut self.bytes.plain;
+                    let read = stored_span(row, span, timeframe, &mut None, &mut bars, plain);
                     Ok(bars
                         .first()
                         .filter(|_| !matches!(read, Err(SpanFault::Bars(_))))
@@ -345,9 +345,9 @@ impl<'t> Importer<'t> {
     /// whole (a monthly series is a few hundred bars).
     fn check_months(&self) -> Result<(), StoreError> {
         let (symbol, timeframe) = (&self.report.symbol, self.report.timeframe);
-        let mut bars = Vec::new();
+        let (mut bars, mut plain) = (Vec::new(), Vec::new());
         self.each_stored_span(|span, row| {
-            stored_span(row, span, timeframe, &mut None, &mut bars, &mut Vec::new()).map_err(
+            stored_span(row, span, timeframe, &mut None, &mut bars, &mut plain).map_err(
                 |fault| {
                     StoreError::Conflict(format!(
                         "{}; nothing imported",
@@ -433,15 +433,14 @@ impl<'t> Importer<'t> {
         let sql = |e| sql(path, e);
         let (symbol, timeframe) = (self.report.symbol.clone(), self.report.timeframe);
         let bar_ms = timeframe.duration_ms();
-        let mut faults = Vec::new();
+        let (mut faults, mut plain) = (Vec::new(), Vec::new());
         self.each_stored_span(|span, row| {
             if self.spans.binary_search(&span).is_ok() {
                 return Ok(());
             }
             let mut bars = Vec::new();
             let mut grid = self.grid.map(|g| g.anchor);
-            if let Err(fault) =
-                stored_span(row, span, timeframe, &mut grid, &mut bars, &mut Vec::new())
+            if let Err(fault) = stored_span(row, span, timeframe, &mut grid, &mut bars, &mut plain)
             {
                 faults.push((span, fault, bars, Listed::of(row)));
             }
@@ -546,8 +545,8 @@ impl<'t> Importer<'t> {
                 let mut rows = stmt.query(params![symbol, timeframe.as_str(), span])?;
                 let mut grid = self.grid.map(|g| g.anchor);
                 Ok(rows.next()?.map(|row| {
-                    let read =
-                        stored_span(row, span, timeframe, &mut grid, &mut bars, &mut Vec::new());
+                    let plain = &mut self.bytes.plain;
+                    let read = stored_span(row, span, timeframe, &mut grid, &mut bars, plain);
                     (read, Listed::of(row))
                 }))
             })
