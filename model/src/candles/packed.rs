@@ -22,7 +22,6 @@
 //! columns: `unpack_plain` gives those columns back byte for byte, and the
 //! span's digest is theirs, whatever the store kept.
 
-use super::Candle;
 use super::columns::BAR_BYTES;
 
 /// The only layout so far.
@@ -165,18 +164,10 @@ fn put_column(kind: u8, numbers: &mut [i64], out: &mut Vec<u8>) {
     }
 }
 
-/// The bars of a packed span, appended to `out`; `None` when the bytes are
-/// not a packed span (damaged, or not packed): never more than
-/// [`MAX_BARS`] bars, whatever the bytes say.
-pub fn unpack(bytes: &[u8], out: &mut Vec<Candle>) -> Option<()> {
-    let mut plain = Vec::new();
-    unpack_plain(bytes, &mut plain)?;
-    super::columns::decode(&plain, out)
-}
-
 /// A packed span's plain columns (`columns::encode`'s bytes of its bars),
-/// into `plain`; `None` as [`unpack`] says. The store checks a span's
-/// digest on these, then decodes them.
+/// into `plain`; `None` when the bytes are not a packed span (damaged, or
+/// not packed): never more than [`MAX_BARS`] bars, whatever the bytes say.
+/// The store checks a span's digest on these, then decodes them.
 pub fn unpack_plain(bytes: &[u8], plain: &mut Vec<u8>) -> Option<()> {
     let mut rest = bytes;
     if take(&mut rest, 1)? != [VERSION] {

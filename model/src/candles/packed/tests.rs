@@ -1,6 +1,14 @@
 use super::*;
-use crate::candles::columns;
+use crate::candles::{Candle, columns};
 use crate::synth::{SplitMix64, Step, quote, random_walk};
+
+/// The bars of a packed span, appended to `out`: its plain columns
+/// decoded, as the store reads them.
+fn unpack(bytes: &[u8], out: &mut Vec<Candle>) -> Option<()> {
+    let mut plain = Vec::new();
+    unpack_plain(bytes, &mut plain)?;
+    columns::decode(&plain, out)
+}
 
 /// The bars of `candles` packed then unpacked, and the packed length.
 fn round_trip(candles: &[Candle]) -> (Vec<Candle>, usize) {
