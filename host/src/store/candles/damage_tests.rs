@@ -1,6 +1,7 @@
 //! The candle store's tests of damage and of the grid: what is refused,
 //! what `--replace` mends and says, and deleting a series whole.
 use super::*;
+use keel_model::candles::packed::Packer;
 use keel_model::synth;
 
 /// A whole stored one-minute series, as a load reads it.
