@@ -606,4 +606,5 @@ fn an_import_into_a_longer_or_mended_series_says_what_the_series_now_is() {
 
 mod columns;
 mod export;
+mod killed;
 mod timeframes;

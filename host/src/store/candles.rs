@@ -110,7 +110,34 @@ impl Store {
     /// as it reads them, in one transaction: committed when `fill` returns
     /// the source's digest, rolled back whatever fails. Memory holds one
     /// span of the import, not the whole.
+    ///
+    /// Into a file no other connection has open, the import writes in
+    /// place (`Store::write_in_place`): its bars are written once, not
+    /// twice, and other processes that open the file meanwhile wait for
+    /// it as for any writer. Beside another connection (a running host's)
+    /// it goes through the write-ahead log, and readers carry on.
     pub fn import_with<E: From<StoreError>>(
+        &mut self,
+        symbol: &str,
+        timeframe: Timeframe,
+        source: &str,
+        replace: bool,
+        fill: impl FnOnce(&mut Importer<'_>) -> Result<String, E>,
+    ) -> Result<ImportReport, E> {
+        let in_place = self.write_in_place()?;
+        let imported = self.import_once(symbol, timeframe, source, replace, fill);
+        if in_place {
+            // Done or not, the file goes back to its log; should another
+            // connection hold it past a writer's wait, the next to open
+            // the file switches it back.
+            if let Err(e) = self.use_wal() {
+                tracing::warn!(db = %self.path, "the import's database stays without its write-ahead log until it is next opened: {e}");
+            }
+        }
+        imported
+    }
+
+    fn import_once<E: From<StoreError>>(
         &mut self,
         symbol: &str,
         timeframe: Timeframe,

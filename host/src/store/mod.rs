@@ -1,6 +1,8 @@
 //! The host's one SQLite file. Opening it applies the migrations in
 //! `migrations/` in order (each recorded in `schema_migrations`), in WAL mode
-//! with `synchronous=FULL`, and refuses a database newer than this binary.
+//! with `synchronous=FULL` (an import into a file of its own writes in
+//! place, beside a rollback journal: `Store::write_in_place`), and refuses
+//! a database newer than this binary.
 
 mod audit;
 mod candles;
@@ -28,10 +30,31 @@ pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 /// A connection that only reads the database at `db` (never creates or
 /// migrates it), waiting a few seconds for a writer's lock: for the API's
 /// reads, the event stream, the Telegram bridge and the record commands.
+///
+/// The one write it may make is SQLite's own, before any read: rolling
+/// back the journal of a writer killed mid-write (an import in place),
+/// which a connection that only reads cannot do and would answer
+/// "attempt to write a readonly database" to every read until then.
 pub fn read_only(db: &Path) -> rusqlite::Result<Connection> {
-    let conn = Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    Ok(conn)
+    let open = |flags| -> rusqlite::Result<Connection> {
+        let conn = Connection::open_with_flags(db, flags)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(conn)
+    };
+    let conn = open(rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let version = |conn: &Connection| conn.query_row("PRAGMA schema_version", [], |_| Ok(()));
+    match version(&conn) {
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.extended_code == rusqlite::ffi::SQLITE_READONLY_ROLLBACK =>
+        {
+            drop(conn);
+            // Opened to write, never to create: the first read rolls back.
+            version(&open(rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)?)?;
+            open(rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        }
+        // Any other failure is the caller's to say, at its first read.
+        _ => Ok(conn),
+    }
 }
 
 /// `read_only` for a command reading a database's record, which must
@@ -216,15 +239,27 @@ impl Store {
         self.conn.busy_timeout(LOCK_WAIT).map_err(|e| self.sql(e))?;
         self.conn
             .set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-        // Switching a new file to WAL takes an exclusive lock, and SQLite
-        // answers "locked" at once, without its busy wait, while another
-        // process holds one: ask again for as long as the busy wait would.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        self.conn
+            .execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+            .and_then(|()| self.use_wal())
+            .map_err(|error| StoreError::Open {
+                path: self.path.clone(),
+                error,
+            })
+    }
+
+    /// The write-ahead log, which lets readers go on beside a writer:
+    /// how the file is kept but for an import's [`write_in_place`].
+    /// Switching to it takes an exclusive lock, and SQLite answers
+    /// "locked" at once, without its busy wait, while another connection
+    /// holds one (a process creating or migrating the file, or importing
+    /// into it in place): this asks again for as long as a writer waits.
+    ///
+    /// [`write_in_place`]: Store::write_in_place
+    fn use_wal(&self) -> rusqlite::Result<()> {
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
         loop {
-            let configured = self.conn.execute_batch(
-                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
-            );
-            match configured {
+            match self.conn.execute_batch("PRAGMA journal_mode = WAL") {
                 Err(rusqlite::Error::SqliteFailure(e, _))
                     if matches!(
                         e.code,
@@ -233,14 +268,35 @@ impl Store {
                 {
                     std::thread::sleep(std::time::Duration::from_millis(5));
                 }
-                other => {
-                    return other.map_err(|error| StoreError::Open {
-                        path: self.path.clone(),
-                        error,
-                    });
-                }
+                other => return other,
             }
         }
+    }
+
+    /// Leaves the write-ahead log, when no other connection has the file
+    /// open (SQLite refuses at once otherwise, and this says `false`), for
+    /// a rollback journal until [`use_wal`]: a bulk write then puts its
+    /// new pages in the file once, where the log would write them twice
+    /// (into the log, then into the file at the checkpoint). The journal
+    /// holds only the pages the write changes, and the file stays all or
+    /// nothing: a process killed mid-write leaves the journal, with which
+    /// the next connection rolls the file back before it reads.
+    ///
+    /// [`use_wal`]: Store::use_wal
+    fn write_in_place(&self) -> Result<bool, StoreError> {
+        // Without the busy wait: a reader of the log in another connection
+        // would make the switch wait for it, when the import can go on
+        // through the log at once.
+        let switched = self
+            .conn
+            .busy_timeout(std::time::Duration::ZERO)
+            .and_then(|()| {
+                (self.conn).query_row("PRAGMA journal_mode = TRUNCATE", [], |r| {
+                    r.get::<_, String>(0)
+                })
+            });
+        self.conn.busy_timeout(LOCK_WAIT).map_err(|e| self.sql(e))?;
+        Ok(switched.is_ok_and(|m| m == "truncate"))
     }
 
     /// The highest applied migration, 0 for a new database.

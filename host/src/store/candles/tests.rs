@@ -499,3 +499,85 @@ fn spans_an_older_keel_kept_plain_are_read_alike_and_packed_when_written_again()
     assert_eq!(loaded, candles);
     assert_eq!(digest, columns::digest(&candles));
 }
+
+/// How the file at `db` is kept, from its header on disk: 1 with a
+/// rollback journal, 2 with the write-ahead log.
+fn kept_with(db: &Path) -> u8 {
+    std::fs::read(db).expect("read the file")[18]
+}
+
+fn size_of(file: &Path) -> u64 {
+    std::fs::metadata(file).map_or(0, |m| m.len())
+}
+
+/// Into a file no other connection has open, an import writes in place:
+/// its bars go into the file once, none through the write-ahead log, and
+/// the file goes back to its log after, whether the import commits or
+/// fails. A process that opens the file meanwhile waits for the import,
+/// then sees it whole. Beside another connection, an import goes through
+/// the log, and the other reads on.
+#[test]
+fn an_import_writes_in_place_into_a_file_of_its_own_and_through_the_log_beside_another() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("keel.db");
+    let wal = dir.path().join("keel.db-wal");
+    let journal = dir.path().join("keel.db-journal");
+    // About 3 MB packed: more than SQLite's page cache holds, so pages
+    // reach the file before the commit.
+    let candles = synth::random_walk(5, 200_000, 0, 60_000, 10.0, 0.01);
+    let mut store = Store::open(&db).expect("open");
+    assert_eq!(kept_with(&db), 2);
+    let mut opener = None;
+    store
+        .import_with("ETH/BTC", Timeframe::M1, "a.csv", false, |import| {
+            assert_eq!(kept_with(&db), 1, "in place");
+            import.push(&candles[..150_000])?;
+            assert!(size_of(&journal) > 0, "the rollback journal is on disk");
+            let other = db.clone();
+            let thread = std::thread::spawn(move || {
+                let store = Store::open(&other)?;
+                store.load_series("ETH/BTC", Timeframe::M1)
+            });
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            assert!(!thread.is_finished(), "an opener waits for the import");
+            opener = Some(thread);
+            import.push(&candles[150_000..])?;
+            Ok::<_, StoreError>(file_digest_of(b"a"))
+        })
+        .expect("import");
+    assert_eq!(kept_with(&db), 2, "back to the log");
+    assert!(size_of(&wal) < 100_000, "{} bytes logged", size_of(&wal));
+    let (seen, _) = (opener.expect("started").join())
+        .expect("the opener")
+        .expect("opened and read")
+        .expect("stored");
+    assert_eq!(seen, candles);
+
+    // A failed import in place leaves nothing of itself, and the log.
+    let listed = store.list_series().expect("list");
+    let later = synth::random_walk(6, 150_000, 400 * columns::SPAN_MS, 60_000, 10.0, 0.01);
+    let failed = store.import_with("ETH/BTC", Timeframe::M1, "b.csv", false, |import| {
+        import.push(&later)?;
+        Err::<String, _>(StoreError::Conflict("b.csv: row 150001: broken".into()))
+    });
+    assert!(failed.is_err());
+    assert_eq!(kept_with(&db), 2);
+    assert_eq!(store.list_series().expect("list"), listed);
+
+    // Beside another connection: through the log, the other reading on.
+    let reader = Store::open(&db).expect("open");
+    store
+        .import_with("ETH/BTC", Timeframe::M1, "b.csv", false, |import| {
+            assert_eq!(kept_with(&db), 2, "through the log");
+            import.push(&later)?;
+            let listed = reader.list_series().expect("a reader reads meanwhile");
+            assert_eq!(listed[0].bars, 200_000);
+            Ok::<_, StoreError>(file_digest_of(b"b"))
+        })
+        .expect("import");
+    assert!(size_of(&wal) > 1_000_000, "{} bytes logged", size_of(&wal));
+    let (loaded, _) = (reader.load_series("ETH/BTC", Timeframe::M1))
+        .expect("load")
+        .expect("stored");
+    assert_eq!(loaded.len(), 350_000);
+}
