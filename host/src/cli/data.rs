@@ -86,8 +86,15 @@ pub enum DataCommand {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
-    /// List the stored series.
-    List,
+    /// List the stored series (from the catalogue; `--check` reads them).
+    List {
+        /// Read every stored bar and check each span against its digest,
+        /// its bars against the candle rules and the catalogue against
+        /// them, saying which series are whole and which damaged (exit 1
+        /// when one is): what a listing alone cannot tell.
+        #[arg(long)]
+        check: bool,
+    },
     /// Remove a stored series whole (its bars, its catalogue row, and where
     /// downloads into it stood): to import it again on another grid, or to
     /// be rid of it. Files and venues it came from are untouched.
@@ -513,13 +520,22 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
             );
             Ok(true)
         }
-        DataCommand::List => {
+        DataCommand::List { check } => {
             let store = Store::open_existing(db)?;
+            // One state for the catalogue and every span read after it.
+            if check {
+                store.hold_still()?;
+            }
             let series = store.list_series()?;
-            if series.is_empty() {
+            let unlisted = match check {
+                true => store.unlisted_series()?,
+                false => Vec::new(),
+            };
+            if series.is_empty() && unlisted.is_empty() {
                 println!("no candles stored in {}", db.display());
             }
-            for s in series {
+            let mut damaged = 0;
+            for s in &series {
                 println!(
                     "{:<12} {:<4} {:>14}  {} .. {}  {}  {}",
                     shown::text(&s.symbol).to_string(),
@@ -527,9 +543,36 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
                     shown::counted(s.bars, "bar"),
                     format_time(s.first_ms),
                     format_time(s.last_ms),
-                    gaps_text(&s),
+                    gaps_text(s),
                     &s.digest[..s.digest.len().min(7 + 16)]
                 );
+                if check {
+                    match store.check_series(s) {
+                        Ok(()) => println!("  whole: every bar read and checked"),
+                        Err(e) => {
+                            damaged += 1;
+                            println!("  damaged: {e}");
+                        }
+                    }
+                }
+            }
+            for (symbol, timeframe) in &unlisted {
+                damaged += 1;
+                println!(
+                    "{:<12} {:<4} damaged: bars stored that the catalogue does not list (keel data delete {}@{} removes them)",
+                    shown::text(symbol).to_string(),
+                    shown::text(timeframe),
+                    shown::text(symbol),
+                    shown::text(timeframe)
+                );
+            }
+            if check && damaged > 0 {
+                let all = series.len() + unlisted.len();
+                eprintln!(
+                    "error: {damaged} of {all} stored series {} damaged (above)",
+                    shown::is_are(damaged)
+                );
+                return Ok(false);
             }
             Ok(true)
         }

@@ -442,6 +442,35 @@ impl Store {
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.sql(e))
     }
 
+    /// Reads a series the catalogue lists, every span, checked as a
+    /// backtest's read checks them (`stream_series`), keeping nothing:
+    /// `Ok` when it is whole, else the first damage found.
+    pub fn check_series(&self, listed: &StoredSeries) -> Result<(), StoreError> {
+        let timeframe = Timeframe::parse(&listed.timeframe).ok_or_else(|| {
+            StoreError::Conflict(format!(
+                "{}: {} is listed with a timeframe Keel does not know: {:?}",
+                self.path, listed.symbol, listed.timeframe
+            ))
+        })?;
+        self.stream_series(listed, timeframe, |_| true).map(|_| ())
+    }
+
+    /// The series whose spans are stored but that the catalogue does not
+    /// list (which no import leaves: damage), as (symbol, timeframe).
+    pub fn unlisted_series(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT DISTINCT s.symbol, s.timeframe FROM candle_spans s
+                 WHERE NOT EXISTS (SELECT 1 FROM candle_series c
+                                   WHERE c.symbol = s.symbol AND c.timeframe = s.timeframe)
+                 ORDER BY s.symbol, s.timeframe",
+            )
+            .map_err(|e| self.sql(e))?;
+        let rows = (stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))).map_err(|e| self.sql(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.sql(e))
+    }
+
     fn corrupt(
         &self,
         symbol: &str,
