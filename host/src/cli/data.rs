@@ -39,7 +39,8 @@ pub enum DataCommand {
         /// The file's columns by role, for names Keel does not know (CSV,
         /// Parquet, Feather):
         /// `time=Zeit,open=Erster,high=Hoch,low=Tief,close=Letzter,volume=Umsatz`
-        /// (roles not named are found by their usual names); `partial=NAME`
+        /// (roles not named are found by their usual names; a name with a
+        /// comma in double quotes: `close="Close, last"`); `partial=NAME`
         /// names the column that marks partial bars, when two could.
         #[arg(long, value_name = "ROLE=COLUMN,…")]
         columns: Option<String>,

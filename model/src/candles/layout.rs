@@ -48,10 +48,30 @@ pub struct Columns {
 impl Columns {
     /// `role=Name` pairs, comma separated; roles are time, open, high, low,
     /// close and volume, and `partial` for the column that marks partial
-    /// bars.
+    /// bars. A name with a comma is written in double quotes, as a CSV
+    /// header writes it: `close="Close, last"`.
     pub fn parse(text: &str) -> Result<Columns, String> {
         let mut columns = Columns::default();
-        for pair in text.split(',').filter(|p| !p.trim().is_empty()) {
+        // Cut at each comma outside double quotes.
+        let (mut pairs, mut start, mut quoted) = (Vec::new(), 0, false);
+        for (i, c) in text.char_indices() {
+            match c {
+                '"' => quoted = !quoted,
+                ',' if !quoted => {
+                    pairs.push(&text[start..i]);
+                    start = i + 1;
+                }
+                _ => {}
+            }
+        }
+        pairs.push(&text[start..]);
+        if quoted {
+            return Err(format!(
+                "{}: a quoted name does not end (write a name with a comma in double quotes: close=\"Close, last\")",
+                shown::quoted(text)
+            ));
+        }
+        for pair in pairs.into_iter().filter(|p| !p.trim().is_empty()) {
             let (role, name) = pair.split_once('=').ok_or_else(|| {
                 format!(
                     "{}: expected ROLE=COLUMN, e.g. time=Date",
@@ -59,11 +79,12 @@ impl Columns {
                 )
             })?;
             let role = role.trim().to_ascii_lowercase();
-            if name.trim().is_empty() {
+            let name = field(name);
+            if name.is_empty() {
                 return Err(format!("{role}=: the column's name is empty"));
             }
             if role == PARTIAL_COLUMN {
-                if columns.partial.replace(name.trim().to_owned()).is_some() {
+                if columns.partial.replace(name.to_owned()).is_some() {
                     return Err(format!("{role} is named twice"));
                 }
                 continue;
@@ -74,10 +95,7 @@ impl Columns {
                     shown::quoted(&role)
                 )
             })?;
-            if columns.names[slot]
-                .replace(name.trim().to_owned())
-                .is_some()
-            {
+            if columns.names[slot].replace(name.to_owned()).is_some() {
                 return Err(format!("{role} is named twice"));
             }
         }

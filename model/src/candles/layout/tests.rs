@@ -74,7 +74,20 @@ fn columns_are_named_by_role_or_refused_in_one_line() {
     let c = Columns::parse("time=Date, close = Adj Close").expect("valid");
     assert_eq!(c.names[0].as_deref(), Some("Date"));
     assert_eq!(c.names[4].as_deref(), Some("Adj Close"));
+    // A name with a comma (or an equals sign) in double quotes, as a CSV
+    // header writes it: a header naming it so is read.
+    let quoted = Columns::parse(r#"close="Close, last",time=Date,volume="Vol = base""#);
+    let quoted = quoted.expect("valid");
+    assert_eq!(quoted.names[4].as_deref(), Some("Close, last"));
+    assert_eq!(quoted.names[5].as_deref(), Some("Vol = base"));
+    let line = r#"Date,open,high,low,"Close, last","Vol = base""#;
+    assert!(matches!(
+        header(line, &quoted),
+        Ok(Header::Named([0, 1, 2, 3, 4, 5]))
+    ));
     for (text, says) in [
+        (r#"close="Close, last"#, "a quoted name does not end"),
+        (r#"close="""#, "empty"),
         ("time", "expected ROLE=COLUMN"),
         ("when=Date", "not a column role"),
         ("time=", "empty"),
