@@ -114,7 +114,8 @@ impl Store {
     /// Into a file no other connection has open, the import writes in
     /// place (`Store::write_in_place`): its bars are written once, not
     /// twice, and other processes that open the file meanwhile wait for
-    /// it as for any writer. Beside another connection (a running host's)
+    /// it as for any writer (a minute at most, then they say the file is
+    /// locked). Beside another connection (a running host's)
     /// it goes through the write-ahead log, and readers carry on.
     pub fn import_with<E: From<StoreError>>(
         &mut self,
@@ -125,7 +126,15 @@ impl Store {
         fill: impl FnOnce(&mut Importer<'_>) -> Result<String, E>,
     ) -> Result<ImportReport, E> {
         let in_place = self.write_in_place()?;
-        let imported = self.import_once(symbol, timeframe, source, replace, fill);
+        // In place, the import holds the file whole from its start: a
+        // reader that took the file meanwhile would keep the import from
+        // writing pages out, and its memory would grow until the reader
+        // let go. Readers wait for it instead, as for any writer.
+        let behavior = match in_place {
+            true => rusqlite::TransactionBehavior::Exclusive,
+            false => rusqlite::TransactionBehavior::Immediate,
+        };
+        let imported = self.import_once(symbol, timeframe, source, replace, behavior, fill);
         if in_place {
             // Done or not, the file goes back to its log; should another
             // connection hold it past a writer's wait, the next to open
@@ -143,12 +152,13 @@ impl Store {
         timeframe: Timeframe,
         source: &str,
         replace: bool,
+        behavior: rusqlite::TransactionBehavior,
         fill: impl FnOnce(&mut Importer<'_>) -> Result<String, E>,
     ) -> Result<ImportReport, E> {
         let path = self.path.clone();
         let tx = self
             .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .transaction_with_behavior(behavior)
             .map_err(|e| sql(&path, e))?;
         let mut import = Importer::new(&tx, &path, symbol, timeframe, source, replace);
         let digest = fill(&mut import)?;

@@ -29,16 +29,21 @@ pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A connection that only reads the database at `db` (never creates or
 /// migrates it), waiting a few seconds for a writer's lock: for the API's
-/// reads, the event stream, the Telegram bridge and the record commands.
+/// reads, the event stream and the Telegram bridge, which answer at once.
+pub fn read_only(db: &Path) -> rusqlite::Result<Connection> {
+    read_only_waiting(db, std::time::Duration::from_secs(5))
+}
+
+/// [`read_only`], waiting up to `wait` for a writer's lock.
 ///
 /// The one write it may make is SQLite's own, before any read: rolling
 /// back the journal of a writer killed mid-write (an import in place),
 /// which a connection that only reads cannot do and would answer
 /// "attempt to write a readonly database" to every read until then.
-pub fn read_only(db: &Path) -> rusqlite::Result<Connection> {
+fn read_only_waiting(db: &Path, wait: std::time::Duration) -> rusqlite::Result<Connection> {
     let open = |flags| -> rusqlite::Result<Connection> {
         let conn = Connection::open_with_flags(db, flags)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.busy_timeout(wait)?;
         Ok(conn)
     };
     let conn = open(rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
@@ -48,8 +53,13 @@ pub fn read_only(db: &Path) -> rusqlite::Result<Connection> {
             if e.extended_code == rusqlite::ffi::SQLITE_READONLY_ROLLBACK =>
         {
             drop(conn);
-            // Opened to write, never to create: the first read rolls back.
-            version(&open(rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)?)?;
+            // Opened to write, never to create: the first read rolls back,
+            // and the file goes back to its write-ahead log (or the next
+            // store to open it takes it back, should another hold it).
+            let writer = open(rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+            version(&writer)?;
+            let _ = writer.execute_batch("PRAGMA journal_mode = WAL");
+            drop(writer);
             open(rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
         }
         // Any other failure is the caller's to say, at its first read.
@@ -58,12 +68,15 @@ pub fn read_only(db: &Path) -> rusqlite::Result<Connection> {
 }
 
 /// `read_only` for a command reading a database's record, which must
-/// exist: errors name the file.
+/// exist: errors name the file. It waits for a writer as long as a writer
+/// waits for another ([`LOCK_WAIT`]): an import holds the whole file while
+/// it writes in place.
 pub fn open_record(db: &Path) -> anyhow::Result<Connection> {
     if !db.exists() {
         anyhow::bail!("{}: no such database", db.display());
     }
-    read_only(db).map_err(|e| anyhow::anyhow!("{}: cannot open the database: {e}", db.display()))
+    read_only_waiting(db, LOCK_WAIT)
+        .map_err(|e| anyhow::anyhow!("{}: cannot open the database: {e}", db.display()))
 }
 
 /// Every migration this binary knows, in order. Forward-only: a file, once

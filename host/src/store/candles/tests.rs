@@ -521,6 +521,7 @@ fn an_import_writes_in_place_into_a_file_of_its_own_and_through_the_log_beside_a
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("keel.db");
     let wal = dir.path().join("keel.db-wal");
+    let killed = dir.path().join("killed.db");
     let journal = dir.path().join("keel.db-journal");
     // About 3 MB packed: more than SQLite's page cache holds, so pages
     // reach the file before the commit.
@@ -531,8 +532,20 @@ fn an_import_writes_in_place_into_a_file_of_its_own_and_through_the_log_beside_a
     store
         .import_with("ETH/BTC", Timeframe::M1, "a.csv", false, |import| {
             assert_eq!(kept_with(&db), 1, "in place");
+            // It holds the file whole: a reader that took it would keep
+            // the pages in memory. Readers wait.
+            let reader = rusqlite::Connection::open(&db).expect("open");
+            reader
+                .busy_timeout(std::time::Duration::ZERO)
+                .expect("no wait");
+            let read = reader.query_row("SELECT COUNT(*) FROM candle_series", [], |_| Ok(()));
+            assert!(read.is_err(), "a reader took the file");
             import.push(&candles[..150_000])?;
             assert!(size_of(&journal) > 0, "the rollback journal is on disk");
+            // The file as a SIGKILL now would leave it: pages of the import
+            // in it, and the journal hot.
+            std::fs::copy(&db, &killed).expect("copy");
+            std::fs::copy(&journal, dir.path().join("killed.db-journal")).expect("copy");
             let other = db.clone();
             let thread = std::thread::spawn(move || {
                 let store = Store::open(&other)?;
@@ -546,6 +559,20 @@ fn an_import_writes_in_place_into_a_file_of_its_own_and_through_the_log_beside_a
         })
         .expect("import");
     assert_eq!(kept_with(&db), 2, "back to the log");
+    // A command reading the record waits for an import as a writer would.
+    let record = crate::store::open_record(&db).expect("record");
+    let waits: i64 = (record.query_row("PRAGMA busy_timeout", [], |r| r.get(0))).expect("wait");
+    assert_eq!(waits, crate::store::LOCK_WAIT.as_millis() as i64);
+    drop(record);
+    // The file a kill left: the first connection, one that only reads,
+    // rolls the import back, and the file goes back to its log.
+    assert_eq!(kept_with(&killed), 1);
+    let reader = crate::store::read_only(&killed).expect("read the killed file");
+    let series: i64 =
+        (reader.query_row("SELECT COUNT(*) FROM candle_spans", [], |r| r.get(0))).expect("count");
+    assert_eq!(series, 0, "none of the import");
+    assert_eq!(kept_with(&killed), 2);
+    drop(reader);
     assert!(size_of(&wal) < 100_000, "{} bytes logged", size_of(&wal));
     let (seen, _) = (opener.expect("started").join())
         .expect("the opener")
