@@ -50,6 +50,30 @@ fn parquet_and_feather_import_and_a_series_exports_to_parquet() {
         &["backtest", path(sma), "--data", path(&feather)],
     );
     assert!(out.status.success(), "{}", stderr(&out));
+    // Gzipped whole (pyarrow's compressed stream): imported and replayed
+    // as the file it expands to.
+    for file in [
+        "gzipped-ETH_BTC-5m.parquet.gz",
+        "gzipped-ETH_BTC-5m.feather.gz",
+    ] {
+        let source = formats.join(file);
+        let db = dir.path().join(format!("{file}.db"));
+        let out = import_file(&db, path(&source), "ETH/BTC", "5m");
+        assert!(out.status.success(), "{file}: {}", stderr(&out));
+        assert!(stdout(&out).contains("60 bars (60 new"), "{}", stdout(&out));
+        let store = keel_host::store::Store::open(&db).expect("open");
+        let stored = store
+            .load_candles("ETH/BTC", keel_model::Timeframe::M5, None, None)
+            .expect("load");
+        assert_eq!(stored, eth[..60], "{file}");
+        let out = keel(&db, &["backtest", path(sma), "--data", path(&source)]);
+        assert!(out.status.success(), "{file}: {}", stderr(&out));
+        let report = stdout(&out);
+        let bars = report
+            .lines()
+            .find(|l| l.contains("bars / signals / rejected"));
+        assert!(bars.is_some_and(|l| l.contains(" 60 / ")), "{report}");
+    }
 
     for (file, says) in [
         (

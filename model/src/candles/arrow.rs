@@ -32,17 +32,29 @@ pub(super) fn open_within(path: &Path, max: u64) -> Result<(std::fs::File, u64),
     Ok((file, len))
 }
 
-/// The bytes of a (Feather) file, read whole: it is refused when it is
-/// larger than `max` (by its length, or by what a pipe gives).
+/// The bytes of a (Feather) file, read whole, expanded when its name ends
+/// in `.gz`: it is refused when it is larger than `max` (by its length, or
+/// by what a pipe or the expansion gives).
 pub(super) fn read_bytes(path: &Path, max: u64) -> Result<Vec<u8>, CandleError> {
     use std::io::Read;
     let (file, len) = open_within(path, max)?;
     // Sized once from the file's length: grown by doubling, a 476 MB file
     // held 256 and 512 MB at once while it was read.
     let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-    (file.take(max + 1).read_to_end(&mut bytes)).map_err(|e| io_error(path, e))?;
+    let read = if is_gzip(path) {
+        flate2::read::MultiGzDecoder::new(file)
+            .take(max + 1)
+            .read_to_end(&mut bytes)
+    } else {
+        file.take(max + 1).read_to_end(&mut bytes)
+    };
+    read.map_err(|e| io_error(path, e))?;
     if bytes.len() as u64 > max {
-        return Err(larger_than(path, max));
+        let more = format!("expands to more than {}", size(max));
+        return Err(match is_gzip(path) {
+            true => io_error(path, std::io::Error::other(more)),
+            false => larger_than(path, max),
+        });
     }
     Ok(bytes)
 }

@@ -674,16 +674,10 @@ impl<W: std::io::Write> CsvRows<W> {
 /// known.
 fn what_file_is(start: &[u8], gzip: bool) -> Option<&'static str> {
     if gzip && start.starts_with(b"PAR1") {
-        return Some(
-            "a gzip-compressed Parquet file, which Keel does not read: gunzip it \
-             and name it .parquet (Parquet compresses its columns itself)",
-        );
+        return Some("a gzip-compressed Parquet file: name it .parquet.gz");
     }
     if gzip && start.starts_with(b"ARROW1") {
-        return Some(
-            "a gzip-compressed Arrow IPC (Feather) file, which Keel does not read: \
-             gunzip it and name it .feather (Feather compresses its columns itself)",
-        );
+        return Some("a gzip-compressed Arrow IPC (Feather) file: name it .feather.gz");
     }
     const KNOWN: [(&[u8], &str); 10] = [
         (b"PAR1", "a Parquet file: name it .parquet"),

@@ -288,6 +288,8 @@ mod tests {
             (formats("freqtrade-ms-ETH_BTC-5m.feather"), eth(60)),
             (arrow, eth(60)),
             (ipc, eth(60)),
+            // Gzipped whole by pyarrow's compressed stream: expanded first.
+            (formats("gzipped-ETH_BTC-5m.feather.gz"), eth(60)),
         ] {
             assert_eq!(
                 read_file(&path).expect("read"),
@@ -460,6 +462,7 @@ mod tests {
     #[test]
     fn a_garbled_feather_file_is_refused_in_one_line_never_a_panic() {
         garbled(&formats("freqtrade-ms-ETH_BTC-5m.feather"), read_feather);
+        garbled(&formats("gzipped-ETH_BTC-5m.feather.gz"), read_feather);
         garbled(&formats("timestamp-s-ETH_BTC-5m.arrow"), read_feather);
     }
 }

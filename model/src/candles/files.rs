@@ -9,8 +9,9 @@ use super::*;
 
 /// Reads a candle file by its extension: `.parquet` as Parquet,
 /// `.feather`, `.arrow` or `.ipc` as Feather (Arrow IPC), `.json` as
-/// freqtrade JSON, anything else as CSV; JSON and CSV decompressed first
-/// when the name ends in `.gz`.
+/// freqtrade JSON, anything else as CSV; each decompressed first when the
+/// name ends in `.gz` (a gzipped Parquet or Feather file is expanded whole
+/// in memory, within [`MAX_EXPANDED_BYTES`]).
 pub fn read_file(path: &Path) -> Result<Vec<Candle>, CandleError> {
     read_file_columns(path, &Columns::default())
 }
@@ -123,6 +124,7 @@ pub fn read_file_marked(path: &Path, columns: &Columns) -> Result<Marked, Candle
 /// Parquet (`write_parquet`), anything else as CSV (`write_csv`; `.gz`
 /// compressed). Either replaces `path` whole.
 pub fn write_file(path: &Path, candles: &[Candle]) -> Result<(), CandleError> {
+    refuse_gzipped_parquet(path)?;
     if is_parquet(path) {
         #[cfg(feature = "formats")]
         return write_parquet(path, candles);
@@ -151,6 +153,7 @@ pub fn write_file_each<E: From<CandleError>>(
         #[cfg(feature = "formats")]
         Parquet(Box<self::parquet::ParquetRows<std::fs::File>>),
     }
+    refuse_gzipped_parquet(path)?;
     #[cfg(not(feature = "formats"))]
     if is_parquet(path) {
         return Err(without_formats(path).into());
@@ -223,6 +226,20 @@ pub(crate) fn marks_fit(marked: bool, candles: &[Candle], partial: &[bool]) -> s
 /// millions of bars is waited for.
 pub(crate) const GZIP_LEVEL: flate2::Compression = flate2::Compression::new(1);
 
+/// A Parquet file is written as it is, its columns compressed: not
+/// gzipped whole (`.parquet.gz`), which is read only.
+fn refuse_gzipped_parquet(path: &Path) -> Result<(), CandleError> {
+    match is_parquet(path) && is_gzip(path) {
+        true => Err(CandleError::Format {
+            path: path.display().to_string(),
+            message: "Parquet is written as it is (its columns compressed), not gzipped \
+                      whole: name it .parquet"
+                .into(),
+        }),
+        false => Ok(()),
+    }
+}
+
 /// A Parquet or Feather file where keel-model is built without them.
 #[cfg(not(feature = "formats"))]
 fn without_formats(path: &Path) -> CandleError {
@@ -232,19 +249,26 @@ fn without_formats(path: &Path) -> CandleError {
     }
 }
 
-/// Whether `path` names a Parquet file, by its extension (`.parquet`).
+/// Whether `path` names a Parquet file, by its extension: `.parquet`, or
+/// `.parquet.gz` for one gzipped whole (read, not written).
 pub fn is_parquet(path: &Path) -> bool {
     has_extension(path, &["parquet"])
 }
 
 /// Whether `path` names a Feather (Arrow IPC) file, by its extension:
-/// `.feather`, `.arrow` or `.ipc`.
+/// `.feather`, `.arrow` or `.ipc`, each perhaps gzipped whole (`.gz`).
 pub fn is_feather(path: &Path) -> bool {
     has_extension(path, &["feather", "arrow", "ipc"])
 }
 
+/// Whether `path`'s extension is one of `any`, or `.gz` after one.
 fn has_extension(path: &Path, any: &[&str]) -> bool {
-    path.extension()
+    let inner = match is_gzip(path) {
+        true => path.file_stem().map(Path::new),
+        false => Some(path),
+    };
+    inner
+        .and_then(|p| p.extension())
         .and_then(|e| e.to_str())
         .is_some_and(|ext| any.iter().any(|a| ext.eq_ignore_ascii_case(a)))
 }
@@ -299,13 +323,5 @@ pub fn symbol_from_file(path: &Path) -> Option<String> {
 /// Whether `path` names a freqtrade JSON file (by its extension) rather than CSV.
 /// (`.json.gz`: compressed freqtrade JSON.)
 pub fn is_json(path: &Path) -> bool {
-    let inner = if is_gzip(path) {
-        path.file_stem().map(Path::new)
-    } else {
-        Some(path)
-    };
-    inner
-        .and_then(|p| p.extension())
-        .and_then(|e| e.to_str())
-        .is_some_and(|ext| ext.eq_ignore_ascii_case("json"))
+    has_extension(path, &["json"])
 }

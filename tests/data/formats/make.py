@@ -79,6 +79,13 @@ pq.write_table(table(60, t, "date", pa.float32()), "float32-ETH_BTC-5m.parquet")
 pq.write_table(table(60, t, "date"), "row-groups-ETH_BTC-5m.parquet", row_group_size=30)
 for codec in ["gzip", "lz4", "none"]:
     pq.write_table(table(60, t, "date"), f"{codec}-ETH_BTC-5m.parquet", compression=codec)
+# Files gzipped whole, as pyarrow writes them through a compressed stream
+# (and reads them back expanded in memory: pa.BufferReader(pa.input_stream(
+# path, compression="detect").read())).
+with pa.CompressedOutputStream("gzipped-ETH_BTC-5m.parquet.gz", "gzip") as out:
+    pq.write_table(table(60, t, "date"), out)
+with pa.CompressedOutputStream("gzipped-ETH_BTC-5m.feather.gz", "gzip") as out:
+    feather.write_feather(freqtrade(60, "ms"), out, compression="lz4")
 text = pa.array([r["time"] for r in rows[:60]], pa.string())
 pq.write_table(table(60, text, "time"), "text-time-ETH_BTC-5m.parquet")
 

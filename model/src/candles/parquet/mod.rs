@@ -11,7 +11,7 @@ use ::parquet::arrow::ProjectionMask;
 use ::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use ::parquet::basic::Compression;
 use ::parquet::file::metadata::ColumnChunkMetaData;
-use ::parquet::file::reader::{ChunkReader, Length};
+use ::parquet::file::reader::ChunkReader;
 use arrow_array::{ArrayRef, Float64Array, RecordBatch, TimestampMillisecondArray};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 
@@ -77,16 +77,32 @@ fn read_within(
     each: &mut Take<'_>,
 ) -> Result<Marked, CandleError> {
     let source = path.display().to_string();
+    if is_gzip(path) {
+        // A file gzipped whole (pyarrow's `CompressedOutputStream`) has no
+        // place to seek to until it is expanded: held whole, within `max`.
+        let bytes = bytes::Bytes::from(arrow::read_bytes(path, max)?);
+        return arrow::guarded(&source, "Parquet", || {
+            parse(bytes.clone(), &bytes, &source, columns, max, each)
+        });
+    }
     // Read where the decoder asks, never whole: memory holds a row group's
     // columns, not the file.
     let (file, _) = arrow::open_within(path, max)?;
+    let io = |error| CandleError::Io {
+        path: source.clone(),
+        error,
+    };
+    let decoded = file.try_clone().map_err(io)?;
     arrow::guarded(&source, "Parquet", || {
-        parse(file, &source, columns, max, each)
+        parse(decoded, &file, &source, columns, max, each)
     })
 }
 
-fn parse(
-    file: std::fs::File,
+/// The candles of the Parquet file `decoded` reads (`file` the same file,
+/// for the checks made before it is decoded).
+fn parse<R: ChunkReader + 'static>(
+    decoded: R,
+    file: &R,
     source: &str,
     columns: &Columns,
     max: u64,
@@ -101,14 +117,9 @@ fn parse(
             ),
         )
     };
-    let io = |error| CandleError::Io {
-        path: source.to_owned(),
-        error,
-    };
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file.try_clone().map_err(io)?)
-        .map_err(|e| unreadable(&e))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(decoded).map_err(|e| unreadable(&e))?;
     let roles = Roles::find(builder.schema(), columns, source)?;
-    check_claims(&builder, &file, &roles, source, max)?;
+    check_claims(&builder, file, &roles, source, max)?;
     let mask = ProjectionMask::roots(builder.parquet_schema(), roles.projection.iter().copied());
     let reader = builder
         .with_projection(mask)
@@ -128,9 +139,9 @@ fn parse(
 /// Refuses a file that says it decodes to more than `max` bytes: its rows
 /// (the file's count, or its row groups' if larger) times [`ROW_BYTES`],
 /// and what each column to be read decodes to (`check_chunk`).
-fn check_claims(
-    builder: &ParquetRecordBatchReaderBuilder<std::fs::File>,
-    file: &std::fs::File,
+fn check_claims<R: ChunkReader>(
+    builder: &ParquetRecordBatchReaderBuilder<R>,
+    file: &R,
     roles: &Roles,
     source: &str,
     max: u64,
@@ -165,7 +176,7 @@ fn check_claims(
 /// read.
 fn check_chunk(
     chunk: &ColumnChunkMetaData,
-    file: &std::fs::File,
+    file: &impl ChunkReader,
     source: &str,
 ) -> Result<u64, CandleError> {
     let column = shown::text(&chunk.column_path().string()).to_string();
@@ -390,6 +401,72 @@ mod tests {
             };
             assert_eq!(read.expect(name), expected, "{name}");
         }
+    }
+
+    #[test]
+    fn a_parquet_file_gzipped_whole_reads_as_it_did_before_and_within_the_limit() {
+        // pyarrow's `CompressedOutputStream(path, "gzip")`: expanded in
+        // memory, then read as any other, whole or in pieces.
+        let gzipped = formats("gzipped-ETH_BTC-5m.parquet.gz");
+        assert_eq!(read_parquet(&gzipped).expect("read"), eth(60));
+        assert_eq!(read_file(&gzipped).expect("dispatched"), eth(60));
+        let mut pieces = Vec::new();
+        read_file_each(&gzipped, &Columns::default(), |candles| {
+            pieces.extend(candles);
+            Ok::<_, CandleError>(())
+        })
+        .expect("in pieces");
+        assert_eq!(pieces, eth(60));
+        // What it expands to counts against the limit, not its length.
+        let expanded = std::fs::read(formats("none-ETH_BTC-5m.parquet")).expect("fixture");
+        let len = std::fs::metadata(&gzipped).expect("len").len();
+        let max = len + 100;
+        assert!(
+            expanded.len() as u64 > max,
+            "the fixture expands past its own length"
+        );
+        let said = read_within(&gzipped, &Columns::default(), max, &mut |_, _| true)
+            .expect_err("too large")
+            .to_string();
+        assert_eq!(
+            said,
+            format!(
+                "{}: cannot read: expands to more than {max} bytes",
+                gzipped.display()
+            )
+        );
+        // Cut short, or not gzip at all: one line.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bytes = std::fs::read(&gzipped).expect("fixture");
+        let short = file(&dir, "short.parquet.gz", &bytes[..bytes.len() / 2]);
+        let said = read_file(&short).expect_err("short").to_string();
+        assert!(
+            said.starts_with(&format!("{}: ", short.display())),
+            "{said}"
+        );
+        assert!(!said.contains('\n'), "{said}");
+        let plain = file(&dir, "plain.parquet.gz", &expanded);
+        let said = read_file(&plain).expect_err("not gzip").to_string();
+        assert!(said.contains("cannot read: invalid gzip header"), "{said}");
+        garbled(&gzipped, read_parquet);
+    }
+
+    #[test]
+    fn parquet_is_never_written_gzipped_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("x.parquet.gz");
+        let said = write_file(&path, &eth(3)).expect_err("gzipped").to_string();
+        assert!(
+            said.ends_with("not gzipped whole: name it .parquet"),
+            "{said}"
+        );
+        let each = write_file_each(&path, false, |put| {
+            put(&eth(3), &[]).map_err(|e| CandleError::Write {
+                path: "x".into(),
+                error: e,
+            })
+        });
+        assert!(each.is_err() && !path.exists());
     }
 
     #[test]

@@ -132,27 +132,41 @@ fn a_gzip_file_is_read_through() {
     encoder.write_all(text.as_bytes()).expect("compress");
     std::fs::write(&gz, encoder.finish().expect("compress")).expect("write");
     assert_eq!(read_file(&gz).expect("read").len(), 40);
-    // Parquet and Feather gzipped whole: said so, and what to do.
-    for (name, start, says) in [
+    // Parquet and Feather gzipped whole under a CSV's name: said so, and
+    // what to name them (by those names they are read: `parquet.rs`,
+    // `feather.rs`).
+    for (start, says) in [
         (
-            "x.feather.gz",
             &b"ARROW1\0\0\xff"[..],
-            "x.feather.gz:1: a gzip-compressed Arrow IPC (Feather) file, which Keel does not \
-             read: gunzip it and name it .feather",
+            "x.csv.gz:1: a gzip-compressed Arrow IPC (Feather) file: name it .feather.gz",
         ),
         (
-            "x.parquet.gz",
             b"PAR1\x15\x04",
-            "x.parquet.gz:1: a gzip-compressed Parquet file, which Keel does not read: gunzip \
-             it and name it .parquet",
+            "x.csv.gz:1: a gzip-compressed Parquet file: name it .parquet.gz",
         ),
     ] {
-        let path = dir.path().join(name);
         let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         encoder.write_all(start).expect("compress");
-        std::fs::write(&path, encoder.finish().expect("compress")).expect("write");
-        let err = read_file(&path).expect_err(name).to_string();
-        assert!(err.contains(says), "{err}");
+        std::fs::write(&gz, encoder.finish().expect("compress")).expect("write");
+        let err = read_file(&gz).expect_err("not CSV").to_string();
+        assert!(err.ends_with(says), "{err}");
+    }
+    for (name, parquet, feather) in [
+        ("x.parquet.gz", true, false),
+        ("x.PARQUET.GZ", true, false),
+        ("x.feather.gz", false, true),
+        ("x.arrow.gz", false, true),
+        ("x.ipc.gz", false, true),
+        ("x.csv.gz", false, false),
+        ("parquet.gz", false, false),
+        ("x.gz", false, false),
+    ] {
+        let path = Path::new(name);
+        assert_eq!(
+            (is_parquet(path), is_feather(path)),
+            (parquet, feather),
+            "{name}"
+        );
     }
     assert!(is_json(Path::new("a/ETH_BTC-5m.json.gz")) && is_json(Path::new("b.JSON")));
     assert!(!is_json(Path::new("x.csv.gz")) && !is_json(Path::new("json.gz")));
