@@ -688,6 +688,101 @@ fn data_list_check_reads_every_series_and_names_the_damaged() {
     assert!(out.status.success(), "{}", stderr(&out));
     let out = keel(&db, &["data", "list", "--check"]);
     assert!(!stdout(&out).contains("ETH/BTC"), "{}", stdout(&out));
+
+    // A timeframe Keel does not know, which only damage writes: named, and
+    // the command the check offers removes it.
+    let conn = rusqlite::Connection::open(&db).expect("open");
+    for table in ["candle_series", "candle_spans"] {
+        let damage = format!("UPDATE {table} SET timeframe = '7q' WHERE symbol = 'SYN/USD'");
+        conn.execute(&damage, []).expect("damage");
+    }
+    drop(conn);
+    let out = keel(&db, &["data", "list", "--check"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains(
+            "is listed with a timeframe Keel does not know: \"7q\" (keel data delete SYN/USD@7q removes it)"
+        ),
+        "{}",
+        stdout(&out)
+    );
+    let out = keel(&db, &["data", "delete", "SYN/USD@7q"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).starts_with("deleted SYN/USD 7q: "),
+        "{}",
+        stdout(&out)
+    );
+    let out = keel(&db, &["data", "delete", "SYN/USD@7q"]);
+    assert_eq!(
+        stderr(&out).trim(),
+        "error: timeframe '7q' is not one of 1m 5m 15m 1h 4h 1d 1w 1M"
+    );
+    let out = keel(&db, &["data", "list", "--check"]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert!(
+        stdout(&out).starts_with("no candles stored"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+/// Marks of partial bars damaged behind Keel's back: the check finds them,
+/// an export refuses them rather than writing a partial bar as a whole
+/// one, and an import of the file with `--replace` mends them.
+#[test]
+fn damaged_marks_of_partial_bars_are_found_refused_and_mended() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("keel.db");
+    let file = dir.path().join("part.csv");
+    std::fs::write(
+        &file,
+        "time,open,high,low,close,volume,partial\n\
+         2024-01-01T00:00:00Z,1,2,0.5,1.5,10,false\n\
+         2024-01-01T00:01:00Z,1.5,2,1,1.2,10,true\n",
+    )
+    .expect("write");
+    let out = import_file(&db, path(&file), "P", "1m");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let export = |name: &str| {
+        let out_file = dir.path().join(name);
+        let out = keel(&db, &["data", "export", "P@1m", "--out", path(&out_file)]);
+        (out, std::fs::read_to_string(&out_file).unwrap_or_default())
+    };
+    let (out, written) = export("before.csv");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(written.ends_with(",true\n"), "{written}");
+    for damage in [
+        "UPDATE candle_marks SET times = x'deadbeef'",
+        "UPDATE candle_marks SET times = x'0100000000000000'",
+        "INSERT INTO candle_marks (symbol, timeframe, span, times) VALUES ('P', '1m', 7, x'00')",
+    ] {
+        let conn = rusqlite::Connection::open(&db).expect("open");
+        conn.execute(damage, []).expect(damage);
+        drop(conn);
+        let out = keel(&db, &["data", "list", "--check"]);
+        assert_eq!(out.status.code(), Some(1), "{damage}: {}", stdout(&out));
+        assert!(
+            stdout(&out).contains("marks of partial bars")
+                && stdout(&out).contains("import them again with --replace"),
+            "{damage}: {}",
+            stdout(&out)
+        );
+        let (out, _) = export("damaged.csv");
+        assert_eq!(out.status.code(), Some(1), "{damage}");
+        assert!(stderr(&out).contains("are damaged"), "{}", stderr(&out));
+        let args = ["data", "import", path(&file), "--symbol", "P"];
+        let out = keel(
+            &db,
+            &[&args[..], &["--timeframe", "1m", "--replace"]].concat(),
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        let out = keel(&db, &["data", "list", "--check"]);
+        assert!(out.status.success(), "{damage}: {}", stdout(&out));
+        let (out, written) = export("after.csv");
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(written.ends_with(",true\n"), "{damage}: {written}");
+    }
 }
 
 /// A column whose name holds a comma is named to `--columns` in double

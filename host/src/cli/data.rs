@@ -229,13 +229,18 @@ fn refuse_export_to(out: &Path, db: &Path) -> anyhow::Result<()> {
 
 /// A stored series named on the command line, `SYMBOL@TIMEFRAME`.
 fn series_arg(series: &str) -> anyhow::Result<(&str, Timeframe)> {
-    let (symbol, tf) = series.rsplit_once('@').with_context(|| {
+    let (symbol, tf) = series_parts(series)?;
+    Ok((symbol, timeframe(tf)?))
+}
+
+/// `SYMBOL@TIMEFRAME` cut at its last `@`, the timeframe as written.
+fn series_parts(series: &str) -> anyhow::Result<(&str, &str)> {
+    series.rsplit_once('@').with_context(|| {
         format!(
             "{}: expected SYMBOL@TIMEFRAME, e.g. ETH/BTC@5m",
             shown::text(series)
         )
-    })?;
-    Ok((symbol, timeframe(tf)?))
+    })
 }
 
 pub(super) fn timeframe(text: &str) -> anyhow::Result<Timeframe> {
@@ -505,18 +510,24 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
         }
         DataCommand::Download(args) => super::download::run(args, db),
         DataCommand::Delete { series } => {
-            let (symbol, tf) = series_arg(&series)?;
+            let (symbol, text) = series_parts(&series)?;
+            // A timeframe Keel does not know only where damage put one.
+            let tf = timeframe(text);
             let mut store = Store::open_existing(db)?;
-            let Some(bars) = store.delete_series(symbol, tf)? else {
-                bail!(
+            let spelled = tf.as_ref().map_or(text, |tf| tf.as_str());
+            let bars = match (store.delete_series(symbol, spelled)?, tf) {
+                (Some(bars), _) => bars,
+                (None, Err(e)) => return Err(e),
+                (None, Ok(_)) => bail!(
                     "{}: no such series in {} (keel data list names them)",
                     shown::text(&series),
                     db.display()
-                );
+                ),
             };
             println!(
-                "deleted {} {tf}: {}",
+                "deleted {} {}: {}",
                 shown::text(symbol),
+                shown::text(spelled),
                 shown::counted(bars, "bar")
             );
             Ok(true)

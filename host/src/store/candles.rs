@@ -363,13 +363,18 @@ impl Store {
 
     /// The open times of the series' bars a file marked partial (see
     /// `migrations/0013_candle_marks.sql`), oldest first. Only a mark at
-    /// a stored bar's time counts: [`marks_at`] keeps those.
+    /// a stored bar's time counts: [`marks_at`] keeps those. Marks that no
+    /// import leaves — not whole times, out of order, outside their span,
+    /// for a span with no bars — are refused as damage: read as they were,
+    /// a partial bar would be handed on as a whole one.
     pub fn marks(&self, symbol: &str, timeframe: Timeframe) -> Result<Vec<i64>, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT times FROM candle_marks WHERE symbol = ?1 AND timeframe = ?2
-                 ORDER BY span",
+                "SELECT m.span, m.times, EXISTS (SELECT 1 FROM candle_spans s
+                     WHERE s.symbol = m.symbol AND s.timeframe = m.timeframe AND s.span = m.span)
+                 FROM candle_marks m WHERE m.symbol = ?1 AND m.timeframe = ?2
+                 ORDER BY m.span",
             )
             .map_err(|e| self.sql(e))?;
         let mut rows = stmt
@@ -377,12 +382,29 @@ impl Store {
             .map_err(|e| self.sql(e))?;
         let mut marks = Vec::new();
         while let Some(row) = rows.next().map_err(|e| self.sql(e))? {
-            let bytes: Vec<u8> = row.get(0).map_err(|e| self.sql(e))?;
-            marks.extend(marks_of_bytes(&bytes));
+            let span: i64 = row.get(0).map_err(|e| self.sql(e))?;
+            let bytes = match row.get_ref(1).map_err(|e| self.sql(e))? {
+                rusqlite::types::ValueRef::Blob(bytes) => Some(bytes.to_vec()),
+                _ => None,
+            };
+            let bars: bool = row.get(2).map_err(|e| self.sql(e))?;
+            let (from, to) = span_times(span);
+            let bytes = bytes.unwrap_or_default();
+            let times = marks_of_bytes(&bytes);
+            let whole = bytes.len() == times.len() * 8
+                && !times.is_empty()
+                && times.windows(2).all(|w| w[0] < w[1])
+                && times.iter().all(|t| (from..=to).contains(t));
+            let why = match (bars, whole) {
+                (false, _) => "marks of partial bars kept where no bars are",
+                (true, false) => "its marks of partial bars are damaged",
+                (true, true) => {
+                    marks.extend(times);
+                    continue;
+                }
+            };
+            return Err(self.corrupt(symbol, timeframe, (from, to), why));
         }
-        // In order whatever the rows hold: readers take them in turn.
-        marks.sort_unstable();
-        marks.dedup();
         Ok(marks)
     }
 
@@ -403,10 +425,13 @@ impl Store {
     /// one transaction. How many bars it held (from its spans' counts);
     /// `None` when nothing of it was stored. The record of past imports
     /// is kept.
+    ///
+    /// `timeframe` is as the store spells it (`Timeframe::as_str`), or any
+    /// text damage put there, so that such rows can be removed too.
     pub fn delete_series(
         &mut self,
         symbol: &str,
-        timeframe: Timeframe,
+        timeframe: &str,
     ) -> Result<Option<i64>, StoreError> {
         let path = self.path.clone();
         let sql = |e| sql(&path, e);
@@ -414,7 +439,7 @@ impl Store {
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(sql)?;
-        let key = params![symbol, timeframe.as_str()];
+        let key = params![symbol, timeframe];
         let (spans, bars): (i64, f64) = tx
             .query_row(
                 "SELECT COUNT(*), TOTAL(bars) FROM candle_spans WHERE symbol = ?1 AND timeframe = ?2",
@@ -458,11 +483,36 @@ impl Store {
     pub fn check_series(&self, listed: &StoredSeries) -> Result<(), StoreError> {
         let timeframe = Timeframe::parse(&listed.timeframe).ok_or_else(|| {
             StoreError::Conflict(format!(
-                "{}: {} is listed with a timeframe Keel does not know: {:?}",
-                self.path, listed.symbol, listed.timeframe
+                "{}: {} is listed with a timeframe Keel does not know: {:?} \
+                 (keel data delete {}@{} removes it)",
+                self.path, listed.symbol, listed.timeframe, listed.symbol, listed.timeframe
             ))
         })?;
-        self.stream_series(listed, timeframe, |_| true).map(|_| ())
+        // Each mark at a stored bar's time: one at none, which reads pass
+        // over, no import leaves.
+        let marks = self.marks(&listed.symbol, timeframe)?;
+        let (mut next, mut stray) = (0, None);
+        self.stream_series(listed, timeframe, |bars| {
+            let Some(last) = bars.last() else {
+                return true;
+            };
+            while let Some(&t) = marks.get(next).filter(|&&t| t <= last.time_ms) {
+                if bars.binary_search_by_key(&t, |c| c.time_ms).is_err() {
+                    stray.get_or_insert(t);
+                }
+                next += 1;
+            }
+            true
+        })?;
+        match stray.or(marks.get(next).copied()) {
+            None => Ok(()),
+            Some(t) => Err(self.corrupt(
+                &listed.symbol,
+                timeframe,
+                span_times(span_of(t)),
+                "a mark of a partial bar at no stored bar's time",
+            )),
+        }
     }
 
     /// The series whose spans are stored but that the catalogue does not

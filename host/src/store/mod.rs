@@ -71,12 +71,46 @@ fn read_only_waiting(db: &Path, wait: std::time::Duration) -> rusqlite::Result<C
 /// exist: errors name the file. It waits for a writer as long as a writer
 /// waits for another ([`LOCK_WAIT`]): an import holds the whole file while
 /// it writes in place.
+///
+/// A file no Keel has made its tables in yet (empty, or being created by
+/// another command this moment) holds no record, and one a newer Keel
+/// wrote is refused, as [`Store::open`] refuses it: each said in a line.
 pub fn open_record(db: &Path) -> anyhow::Result<Connection> {
     if !db.exists() {
         anyhow::bail!("{}: no such database", db.display());
     }
-    read_only_waiting(db, LOCK_WAIT)
-        .map_err(|e| anyhow::anyhow!("{}: cannot open the database: {e}", db.display()))
+    let cannot =
+        |e: rusqlite::Error| anyhow::anyhow!("{}: cannot open the database: {e}", db.display());
+    let conn = read_only_waiting(db, LOCK_WAIT).map_err(cannot)?;
+    let made = conn
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE name = 'schema_migrations'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map_err(cannot)?;
+    let found = match made {
+        0 => None,
+        _ => conn
+            .query_row("SELECT MAX(version) FROM schema_migrations", [], |r| {
+                r.get::<_, Option<u32>>(0)
+            })
+            .map_err(cannot)?,
+    };
+    let known = MIGRATIONS.last().map_or(0, |m| m.0);
+    match found {
+        None | Some(0) => anyhow::bail!(
+            "{}: no record yet (Keel has not made its tables in this file)",
+            db.display()
+        ),
+        Some(found) if found > known => Err(StoreError::TooNew {
+            path: db.display().to_string(),
+            found,
+            known,
+        }
+        .into()),
+        Some(_) => Ok(conn),
+    }
 }
 
 /// Every migration this binary knows, in order. Forward-only: a file, once
@@ -467,11 +501,38 @@ mod tests {
             .expect("insert");
         drop(store);
         let err = Store::open(&path).expect_err("too new");
-        assert!(
-            err.to_string().ends_with(&format!(
-                "the database is at schema version 99, newer than this keel ({latest}); use a newer keel"
-            )),
-            "{err}"
+        let newer = format!(
+            "the database is at schema version 99, newer than this keel ({latest}); use a newer keel"
         );
+        assert!(err.to_string().ends_with(&newer), "{err}");
+        // A command reading the record refuses it too.
+        let err = open_record(&path).expect_err("too new").to_string();
+        assert_eq!(err, format!("{}: {newer}", path.display()));
+    }
+
+    /// A file without Keel's tables (empty, or being made this moment)
+    /// holds no record: said so in a line, not as a missing table.
+    #[test]
+    fn a_record_is_read_only_from_a_file_keel_has_made() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let empty = dir.path().join("empty.db");
+        std::fs::write(&empty, b"").expect("write");
+        let bare = dir.path().join("bare.db");
+        Connection::open(&bare)
+            .and_then(|c| c.execute_batch("CREATE TABLE other (x)"))
+            .expect("bare");
+        for path in [&empty, &bare] {
+            let err = open_record(path).expect_err("no record").to_string();
+            assert_eq!(
+                err,
+                format!(
+                    "{}: no record yet (Keel has not made its tables in this file)",
+                    path.display()
+                )
+            );
+        }
+        let made = dir.path().join("keel.db");
+        drop(Store::open(&made).expect("open"));
+        open_record(&made).expect("a record");
     }
 }

@@ -394,6 +394,14 @@ impl<'t> Importer<'t> {
         }
         let sql = |e| sql(self.path, e);
         let (symbol, timeframe) = (&self.report.symbol, self.report.timeframe);
+        // Marks of spans with no bars (no import leaves them) mark nothing.
+        self.tx
+            .execute(
+                "DELETE FROM candle_marks WHERE symbol = ?1 AND timeframe = ?2
+                 AND span NOT IN (SELECT span FROM candle_spans WHERE symbol = ?1 AND timeframe = ?2)",
+                params![symbol, timeframe.as_str()],
+            )
+            .map_err(sql)?;
         let refreshed =
             refresh_series(self.tx, symbol, timeframe.as_str(), timeframe.duration_ms())
                 .map_err(sql)?;
@@ -595,12 +603,7 @@ impl<'t> Importer<'t> {
             )
             .map_err(sql)?;
         }
-        let merged = match rewrite {
-            // A damaged span's dropped bars take their marks with them.
-            true => Some(merged.as_slice()),
-            false => None,
-        };
-        self.set_marks(span, &bars, merged)?;
+        self.set_marks(span, &bars, &merged)?;
         self.span.clear();
         Ok(())
     }
@@ -609,13 +612,14 @@ impl<'t> Importer<'t> {
     /// span's bars before them): each has its file's mark, or none, but
     /// for a bar stored unchanged, which keeps a mark it had unless the
     /// import replaces (then the file's marks are the bars' marks).
-    /// `written`: the span's bars when it was written over whole
-    /// (mended), whose marks alone are kept.
+    /// `merged`: the span's bars now. A mark at none of them (a damaged
+    /// span's dropped bars, or damage to the marks) goes, and marks not
+    /// stored as an import stores them are written again.
     fn set_marks(
         &mut self,
         span: i64,
         stored: &[Candle],
-        written: Option<&[Candle]>,
+        merged: &[Candle],
     ) -> Result<(), StoreError> {
         let (path, tx) = (self.path, self.tx);
         let sql = |e| sql(path, e);
@@ -629,14 +633,18 @@ impl<'t> Importer<'t> {
             .filter(|&t| at(handed, t).is_some())
             .collect();
         let key = params![self.report.symbol, self.report.timeframe.as_str(), span];
-        let had: Vec<i64> = tx
+        // The row's bytes, or none when it is no blob (damage: written again).
+        let had: Option<Vec<u8>> = tx
             .prepare_cached(
                 "SELECT times FROM candle_marks WHERE symbol = ?1 AND timeframe = ?2 AND span = ?3",
             )
             .and_then(|mut stmt| {
-                (stmt.query_row(key, |r| r.get::<_, Vec<u8>>(0)))
-                    .optional()
-                    .map(|bytes| bytes.map_or_else(Vec::new, |b| marks_of_bytes(&b)))
+                (stmt.query_row(key, |r| match r.get_ref(0)? {
+                    rusqlite::types::ValueRef::Blob(bytes) => Ok(Some(bytes.to_vec())),
+                    _ => Ok(None),
+                }))
+                .optional()
+                .map(|row| row.unwrap_or(Some(Vec::new())))
             })
             .map_err(sql)?;
         let keep = |t: i64| match at(handed, t) {
@@ -644,14 +652,16 @@ impl<'t> Importer<'t> {
                 let unchanged = at(stored, t).is_some_and(|j| stored[j] == handed[i]);
                 (unchanged && !self.replace) || marks.binary_search(&t).is_ok()
             }
-            None => written.is_none_or(|bars| at(bars, t).is_some()),
+            None => at(merged, t).is_some(),
         };
-        let mut kept: Vec<i64> = had.iter().copied().filter(|&t| keep(t)).collect();
+        let mut kept: Vec<i64> = (marks_of_bytes(had.as_deref().unwrap_or_default()).into_iter())
+            .filter(|&t| keep(t))
+            .collect();
         kept.extend_from_slice(&marks);
         kept.sort_unstable();
         kept.dedup();
         self.report.marked += marks.len();
-        if kept == had {
+        if had.is_some_and(|had| marks_bytes(&kept) == had) {
             return Ok(());
         }
         let (symbol, timeframe) = (&self.report.symbol, self.report.timeframe.as_str());

@@ -385,7 +385,7 @@ fn an_import_keeps_the_marks_of_partial_bars_by_the_bars_they_mark() {
     );
 
     // A deleted series takes its marks with it.
-    store.delete_series("ETH/BTC", tf).expect("delete");
+    store.delete_series("ETH/BTC", tf.as_str()).expect("delete");
     import(&mut store, &candles, &[], false);
     assert!(store.marks("ETH/BTC", tf).expect("marks").is_empty());
 }
