@@ -334,7 +334,7 @@ impl<'c> Lines<'c> {
                     }
                 };
                 let names: Vec<String> = (layout::fields_of(raw).iter())
-                    .map(|f| layout::field(f).trim().to_owned())
+                    .map(|f| layout::name_of(f).trim().to_owned())
                     .collect();
                 let partial = match data {
                     true => None,

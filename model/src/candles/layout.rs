@@ -52,11 +52,19 @@ impl Columns {
     /// header writes it: `close="Close, last"`.
     pub fn parse(text: &str) -> Result<Columns, String> {
         let mut columns = Columns::default();
-        // Cut at each comma outside double quotes.
+        // Cut at each comma outside double quotes. As in a CSV header, a
+        // quote opens a quoted name only where the name starts (after the
+        // `=`), and inside one a doubled quote is one quote.
         let (mut pairs, mut start, mut quoted) = (Vec::new(), 0, false);
-        for (i, c) in text.char_indices() {
+        let mut chars = text.char_indices().peekable();
+        while let Some((i, c)) = chars.next() {
+            let starts_name = || text[start..i].trim_end().ends_with('=');
             match c {
-                '"' => quoted = !quoted,
+                '"' if quoted && chars.peek().is_some_and(|&(_, n)| n == '"') => {
+                    chars.next();
+                }
+                '"' if quoted => quoted = false,
+                '"' if starts_name() && !text[start..i].contains('"') => quoted = true,
                 ',' if !quoted => {
                     pairs.push(&text[start..i]);
                     start = i + 1;
@@ -79,7 +87,8 @@ impl Columns {
                 )
             })?;
             let role = role.trim().to_ascii_lowercase();
-            let name = field(name);
+            let name = name_of(name);
+            let name = name.as_str();
             if name.is_empty() {
                 return Err(format!("{role}=: the column's name is empty"));
             }
@@ -225,6 +234,18 @@ pub(super) fn field(raw: &str) -> &str {
         .trim()
 }
 
+/// A column's name as a header (or `--columns`) writes it: [`field`], and
+/// a quoted name's doubled quotes one quote each (`"Close ""adj"""` is
+/// `Close "adj"`), as pandas and every CSV writer escape them.
+pub(super) fn name_of(raw: &str) -> String {
+    let unquoted = field(raw);
+    let quoted = raw.trim().starts_with('"') && unquoted.contains("\"\"");
+    match quoted {
+        true => unquoted.replace("\"\"", "\""),
+        false => unquoted.to_owned(),
+    }
+}
+
 /// Where each role's value sits in a row: from the header's names (the
 /// user's, then the aliases), or `Headerless` when the first line is data.
 pub(super) enum Header {
@@ -242,7 +263,7 @@ pub(super) enum Header {
 pub(super) fn header(line: &str, columns: &Columns) -> Result<Header, String> {
     let mut names: Vec<String> = Vec::new();
     let closed = split_fields(line, |c| {
-        names.push(field(c.trim_start_matches('\u{feff}')).to_owned())
+        names.push(name_of(c.trim_start_matches('\u{feff}')))
     });
     if !closed {
         return Err(OPEN_QUOTE.to_owned());

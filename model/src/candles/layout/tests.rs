@@ -85,8 +85,25 @@ fn columns_are_named_by_role_or_refused_in_one_line() {
         header(line, &quoted),
         Ok(Header::Named([0, 1, 2, 3, 4, 5]))
     ));
+    // A quote in a name, as pandas writes `Close "adj"` in a header:
+    // doubled inside quotes. The name is the same whether the user writes
+    // it bare or as the header does, and the same as Parquet's.
+    let line = r#"Date,open,high,low,"Close ""adj""",volume"#;
+    for text in [r#"close=Close "adj""#, r#"close="Close ""adj""""#] {
+        let named = Columns::parse(text).expect(text);
+        assert_eq!(named.names[4].as_deref(), Some(r#"Close "adj""#), "{text}");
+        assert!(
+            matches!(header(line, &named), Ok(Header::Named([0, 1, 2, 3, 4, 5]))),
+            "{text}"
+        );
+    }
+    // A quote inside a bare name is a character of it, as in a header.
+    let bare = Columns::parse(r#"close=Close" last,time=Date"#).expect("bare");
+    assert_eq!(bare.names[4].as_deref(), Some(r#"Close" last"#));
+    assert_eq!(bare.names[0].as_deref(), Some("Date"));
     for (text, says) in [
         (r#"close="Close, last"#, "a quoted name does not end"),
+        (r#"close="Close "" last"#, "a quoted name does not end"),
         (r#"close="""#, "empty"),
         ("time", "expected ROLE=COLUMN"),
         ("when=Date", "not a column role"),
