@@ -243,8 +243,15 @@ impl Store {
         let (mut grid, mut plain) = (None, Vec::new());
         while let Some(row) = rows.next().map_err(|e| self.sql(e))? {
             let span: i64 = row.get(0).map_err(|e| self.sql(e))?;
-            let digest = stored_span(row, span, timeframe, &mut grid, out, &mut plain)
-                .map_err(|fault| self.corrupt(symbol, timeframe, span_times(span), fault.why()))?;
+            let digest =
+                stored_span(row, span, timeframe, &mut grid, out, &mut plain).map_err(|fault| {
+                    self.corrupt(
+                        symbol,
+                        timeframe,
+                        said_times(row, span, &fault),
+                        fault.why(),
+                    )
+                })?;
             if !done(out, digest) {
                 return Ok(false);
             }
@@ -739,7 +746,7 @@ mod spans;
 
 pub use import::Importer;
 pub(crate) use import::import_in;
-use spans::{SPAN_COLUMNS, SpanBytes, SpanFault, span_times, stored_span, write_span};
+use spans::{SPAN_COLUMNS, SpanBytes, SpanFault, said_times, span_times, stored_span, write_span};
 
 #[cfg(test)]
 mod damage_tests;

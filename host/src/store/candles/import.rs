@@ -9,7 +9,7 @@ use keel_model::candles::{Candle, Gap, Spacings, Timeframe, format_time, missing
 
 use super::{
     ImportReport, SPAN_COLUMNS, SpanBytes, SpanFault, damaged, marks_bytes, marks_of_bytes,
-    refresh_series, span_times, sql, stored_span, write_span,
+    refresh_series, said_times, span_times, sql, stored_span, write_span,
 };
 use crate::store::{StoreError, now_ms};
 
@@ -351,7 +351,13 @@ impl<'t> Importer<'t> {
                 |fault| {
                     StoreError::Conflict(format!(
                         "{}; nothing imported",
-                        damaged(self.path, symbol, timeframe, span_times(span), fault.why())
+                        damaged(
+                            self.path,
+                            symbol,
+                            timeframe,
+                            said_times(row, span, &fault),
+                            fault.why()
+                        )
                     ))
                 },
             )?;
@@ -555,18 +561,24 @@ impl<'t> Importer<'t> {
                 Ok(rows.next()?.map(|row| {
                     let plain = &mut self.bytes.plain;
                     let read = stored_span(row, span, timeframe, &mut grid, &mut bars, plain);
-                    (read, Listed::of(row))
+                    (
+                        read.map_err(|f| {
+                            let said = said_times(row, span, &f);
+                            (f, said)
+                        }),
+                        Listed::of(row),
+                    )
                 }))
             })
             .map_err(sql)?;
         // Whole bars with wrong figures are kept (and the span written,
         // which makes the figures again); damaged bars are dropped.
         let mut rewrite = false;
-        if let Some((Err(fault), listed)) = stored {
+        if let Some((Err((fault, said)), listed)) = stored {
             if !self.replace {
                 return Err(StoreError::Conflict(format!(
                     "{}; nothing imported (use --replace to mend it with these bars)",
-                    damaged(path, symbol, timeframe, span_times(span), fault.why())
+                    damaged(path, symbol, timeframe, said, fault.why())
                 )));
             }
             if let SpanFault::Bars(_) = fault {

@@ -14,6 +14,23 @@ pub(super) fn span_times(span: i64) -> (i64, i64) {
     (from, from.saturating_add(columns::SPAN_MS - 1))
 }
 
+/// The times a span's row that `fault` refused is said by: the first and
+/// last bar the row lists, when they lie within the span and are not what
+/// is wrong with it; else the span's whole range (which may run past the
+/// series' ends).
+pub(super) fn said_times(row: &rusqlite::Row, span: i64, fault: &SpanFault) -> (i64, i64) {
+    let (from, to) = span_times(span);
+    let figure = |i: usize| row.get::<_, i64>(i).ok();
+    match (fault, figure(4), figure(5)) {
+        (SpanFault::Bars(_), Some(first), Some(last))
+            if from <= first && first <= last && last <= to =>
+        {
+            (first, last)
+        }
+        _ => (from, to),
+    }
+}
+
 /// The bars of a `candle_spans` row ([`SPAN_COLUMNS`]) of `span`,
 /// appended to `out` (which holds the spans before it), and its digest
 /// (`plain` is scratch for its plain columns);
