@@ -30,7 +30,7 @@ fn main() {
         Ok(true) => {}
         Ok(false) => std::process::exit(1),
         Err(e) => {
-            let message = format!("{e:#}").replace('\n', " ");
+            let message = keel_host::cli::error_text(&e).replace('\n', " ");
             // Made whole first: one write, not one a character (the
             // standard error is not buffered), never broken into by
             // another writer's line.

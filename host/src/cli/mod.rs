@@ -176,6 +176,20 @@ pub fn parse() -> Cli {
     }
 }
 
+/// What a command's error says, its causes after it (`anyhow`'s `{:#}`),
+/// but for SQLite's bare code beneath a message of its own, which says it
+/// again ("database is locked: Error code 5: database is locked").
+pub fn error_text(error: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in error.chain() {
+        if cause.downcast_ref::<rusqlite::ffi::Error>().is_some() && !parts.is_empty() {
+            continue;
+        }
+        parts.push(cause.to_string());
+    }
+    parts.join(": ")
+}
+
 /// Runs a parsed command; `Ok(false)` means "ran, but the verdict is no" (exit 1).
 pub fn run(cli: Cli) -> anyhow::Result<bool> {
     let cache = &CompileCache {
@@ -271,6 +285,27 @@ fn sandbox(metering: Metering, cache: &CompileCache) -> anyhow::Result<Sandbox> 
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
+
+    #[test]
+    fn an_error_says_sqlite_s_failure_once() {
+        let conn = rusqlite::Connection::open_in_memory().expect("open");
+        let failed = conn
+            .execute("SELECT * FROM runs", [])
+            .expect_err("no table");
+        let error = anyhow::Error::new(failed).context("keel.db: cannot read the last run");
+        assert_eq!(
+            format!("{error:#}"),
+            "keel.db: cannot read the last run: no such table: runs: Error code 1: SQL logic error"
+        );
+        assert_eq!(
+            super::error_text(&error),
+            "keel.db: cannot read the last run: no such table: runs"
+        );
+        // An error of anything else keeps every cause.
+        let io = std::io::Error::other("disk on fire");
+        let error = anyhow::Error::new(io).context("writing");
+        assert_eq!(super::error_text(&error), "writing: disk on fire");
+    }
 
     /// Every option and argument a user can see, by command, that has no
     /// help text.
