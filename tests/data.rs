@@ -676,7 +676,7 @@ fn data_list_check_reads_every_series_and_names_the_damaged() {
     let out = keel(&db, &["data", "list", "--check"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stdout(&out).contains("ETH/BTC      5m   damaged: bars stored that the catalogue does not list (keel data delete ETH/BTC@5m removes them)"),
+        stdout(&out).contains("ETH/BTC      5m   damaged: bars or marks stored that the catalogue does not list (keel data delete ETH/BTC@5m removes them)"),
         "{}",
         stdout(&out)
     );
@@ -688,6 +688,27 @@ fn data_list_check_reads_every_series_and_names_the_damaged() {
     assert!(out.status.success(), "{}", stderr(&out));
     let out = keel(&db, &["data", "list", "--check"]);
     assert!(!stdout(&out).contains("ETH/BTC"), "{}", stdout(&out));
+    // Marks alone, of no listed series: found, and removed by the command
+    // the check names, which says so.
+    let conn = rusqlite::Connection::open(&db).expect("open");
+    conn.execute(
+        "INSERT INTO candle_marks (symbol, timeframe, span, times) VALUES ('M/X', '5m', 3, x'00')",
+        [],
+    )
+    .expect("marks");
+    drop(conn);
+    let out = keel(&db, &["data", "list", "--check"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("keel data delete M/X@5m removes them"),
+        "{}",
+        stdout(&out)
+    );
+    let out = keel(&db, &["data", "delete", "M/X@5m"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "deleted M/X 5m: 0 bars");
+    let out = keel(&db, &["data", "list", "--check"]);
+    assert!(!stdout(&out).contains("M/X"), "{}", stdout(&out));
 
     // A timeframe Keel does not know, which only damage writes: named, and
     // the command the check offers removes it.
@@ -756,6 +777,9 @@ fn damaged_marks_of_partial_bars_are_found_refused_and_mended() {
         "UPDATE candle_marks SET times = x'deadbeef'",
         "UPDATE candle_marks SET times = x'0100000000000000'",
         "INSERT INTO candle_marks (symbol, timeframe, span, times) VALUES ('P', '1m', 7, x'00')",
+        // The partial bar's mark moved 30 s, to no bar: the bar would be
+        // handed on as whole.
+        "UPDATE candle_marks SET times = x'905353c28c010000'",
     ] {
         let conn = rusqlite::Connection::open(&db).expect("open");
         conn.execute(damage, []).expect(damage);
@@ -763,7 +787,7 @@ fn damaged_marks_of_partial_bars_are_found_refused_and_mended() {
         let out = keel(&db, &["data", "list", "--check"]);
         assert_eq!(out.status.code(), Some(1), "{damage}: {}", stdout(&out));
         assert!(
-            stdout(&out).contains("marks of partial bars")
+            stdout(&out).contains(" partial bar")
                 && stdout(&out).contains("import them again with --replace"),
             "{damage}: {}",
             stdout(&out)
@@ -771,6 +795,19 @@ fn damaged_marks_of_partial_bars_are_found_refused_and_mended() {
         let (out, _) = export("damaged.csv");
         assert_eq!(out.status.code(), Some(1), "{damage}");
         assert!(stderr(&out).contains("are damaged"), "{}", stderr(&out));
+        // Streamed as it is, aggregated, and loaded whole for a grid.
+        let sma = crate::support::example("sma-cross");
+        for extra in [&[][..], &["--timeframe", "5m"], &["--param", "fast=5,6"]] {
+            let args = [&["backtest", path(sma), "--data", "P@1m"][..], extra].concat();
+            let out = keel(&db, &args);
+            assert_eq!(
+                out.status.code(),
+                Some(1),
+                "{damage} {extra:?}: {}",
+                stdout(&out)
+            );
+            assert!(stderr(&out).contains("are damaged"), "{}", stderr(&out));
+        }
         let args = ["data", "import", path(&file), "--symbol", "P"];
         let out = keel(
             &db,

@@ -110,7 +110,10 @@ fn load_marked(
                 let Some((candles, digest)) = store.load_series(symbol, tf)? else {
                     bail!(not_stored(spec, symbol, tf, db));
                 };
-                let marks = crate::store::marks_at(&store.marks(symbol, tf)?, &candles);
+                let mut marks = crate::store::SpanMarks::new(store.marks(symbol, tf)?);
+                let at = marks.of(&candles);
+                marks.check(&store, symbol, tf, true)?;
+                let marks = at;
                 (
                     symbol.to_owned(),
                     candles,

@@ -166,11 +166,12 @@ fn read(
     listing: DataRef,
 ) -> Result<Option<Made>, StoreError> {
     let mut partial = keel_model::candles::resample::Partial::default();
-    store.stream_series(&listed, tf, |span| {
+    let whole = store.stream_series(&listed, tf, |span| {
         partial.extend(marks.of(span));
         span.chunks(FEED_CHUNK)
             .all(|piece| tx.send(piece.to_vec()).is_ok())
     })?;
+    marks.check(&store, &listed.symbol, tf, whole)?;
     Ok(marks.any().then_some(Made {
         reference: listing,
         partial,
@@ -217,6 +218,7 @@ fn read_resampled(
             shown::text(&source)
         )));
     }
+    marks.check(&store, &listed.symbol, tf, whole)?;
     let mut made = Vec::new();
     let partial = resampler.finish(&mut made);
     note(&made);

@@ -571,7 +571,7 @@ pub(super) fn run(command: DataCommand, db: &Path) -> anyhow::Result<bool> {
             for (symbol, timeframe) in &unlisted {
                 damaged += 1;
                 println!(
-                    "{:<12} {:<4} damaged: bars stored that the catalogue does not list (keel data delete {}@{} removes them)",
+                    "{:<12} {:<4} damaged: bars or marks stored that the catalogue does not list (keel data delete {}@{} removes them)",
                     shown::text(symbol).to_string(),
                     shown::text(timeframe),
                     shown::text(symbol),
@@ -660,7 +660,7 @@ fn pump(
     let (mut written, mut failed) = (0, None);
     let (mut made, mut flags) = (Vec::new(), Vec::new());
     let mut partial = candles::resample::Partial::default();
-    store.stream_series(listed, tf, |span| {
+    let whole = store.stream_series(listed, tf, |span| {
         let given = marks.of(span);
         let bars = match &mut resampler {
             Some(r) => {
@@ -689,6 +689,7 @@ fn pump(
     if let Some(e) = failed {
         return Err(e);
     }
+    marks.check(store, &listed.symbol, tf, whole)?;
     if let Some(r) = resampler {
         made.clear();
         flags.clear();

@@ -460,15 +460,18 @@ impl Store {
                 key,
             )
             .map_err(sql)?;
+        // Anything of it removed (marks or a cursor alone, too) is said.
+        let mut removed = spans.max(0) as usize + listed;
         for table in ["candle_spans", "candle_marks", "download_cursors"] {
-            tx.execute(
-                &format!("DELETE FROM {table} WHERE symbol = ?1 AND timeframe = ?2"),
-                key,
-            )
-            .map_err(sql)?;
+            removed += tx
+                .execute(
+                    &format!("DELETE FROM {table} WHERE symbol = ?1 AND timeframe = ?2"),
+                    key,
+                )
+                .map_err(sql)?;
         }
         tx.commit().map_err(sql)?;
-        Ok((spans > 0 || listed > 0).then_some(bars.max(0.0) as i64))
+        Ok((removed > 0).then_some(bars.max(0.0) as i64))
     }
 
     /// Every stored series, from the catalogue.
@@ -495,43 +498,29 @@ impl Store {
                 self.path, listed.symbol, listed.timeframe, listed.symbol, listed.timeframe
             ))
         })?;
-        // Each mark at a stored bar's time: one at none, which reads pass
-        // over, no import leaves.
-        let marks = self.marks(&listed.symbol, timeframe)?;
-        let (mut next, mut stray) = (0, None);
-        self.stream_series(listed, timeframe, |bars| {
-            let Some(last) = bars.last() else {
-                return true;
-            };
-            while let Some(&t) = marks.get(next).filter(|&&t| t <= last.time_ms) {
-                if bars.binary_search_by_key(&t, |c| c.time_ms).is_err() {
-                    stray.get_or_insert(t);
-                }
-                next += 1;
-            }
+        let mut marks = SpanMarks::new(self.marks(&listed.symbol, timeframe)?);
+        let whole = self.stream_series(listed, timeframe, |bars| {
+            marks.of(bars);
             true
         })?;
-        match stray.or(marks.get(next).copied()) {
-            None => Ok(()),
-            Some(t) => Err(self.corrupt(
-                &listed.symbol,
-                timeframe,
-                span_times(span_of(t)),
-                "a mark of a partial bar at no stored bar's time",
-            )),
-        }
+        marks.check(self, &listed.symbol, timeframe, whole)
     }
 
-    /// The series whose spans are stored but that the catalogue does not
-    /// list (which no import leaves: damage), as (symbol, timeframe).
+    /// The series whose spans or marks are stored but that the catalogue
+    /// does not list (which no import leaves: damage), as (symbol,
+    /// timeframe).
     pub fn unlisted_series(&self) -> Result<Vec<(String, String)>, StoreError> {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT DISTINCT s.symbol, s.timeframe FROM candle_spans s
+                "SELECT s.symbol, s.timeframe FROM candle_spans s
                  WHERE NOT EXISTS (SELECT 1 FROM candle_series c
                                    WHERE c.symbol = s.symbol AND c.timeframe = s.timeframe)
-                 ORDER BY s.symbol, s.timeframe",
+                 UNION
+                 SELECT m.symbol, m.timeframe FROM candle_marks m
+                 WHERE NOT EXISTS (SELECT 1 FROM candle_series c
+                                   WHERE c.symbol = m.symbol AND c.timeframe = m.timeframe)
+                 ORDER BY 1, 2",
             )
             .map_err(|e| self.sql(e))?;
         let rows = (stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))).map_err(|e| self.sql(e))?;
@@ -574,17 +563,24 @@ pub fn marks_at(marks: &[i64], bars: &[Candle]) -> Vec<i64> {
 }
 
 /// A stored series' marks of partial bars (oldest first), taken span by
-/// span as its bars are read.
+/// span as its bars are read; a mark at none of them (which no import
+/// leaves: damage that would hand a partial bar on as whole) is kept to
+/// be said by [`SpanMarks::check`].
 #[derive(Debug)]
 pub struct SpanMarks {
     times: Vec<i64>,
     next: usize,
+    stray: Option<i64>,
 }
 
 impl SpanMarks {
     /// `times`: as [`Store::marks`] gives them.
     pub fn new(times: Vec<i64>) -> SpanMarks {
-        SpanMarks { times, next: 0 }
+        SpanMarks {
+            times,
+            next: 0,
+            stray: None,
+        }
     }
 
     /// Whether the series has any marks.
@@ -593,7 +589,8 @@ impl SpanMarks {
     }
 
     /// The marks up to the last of `bars` (oldest first), from where the
-    /// last call left off; a mark at no bar's time is passed over.
+    /// last call left off; a mark at no bar's time is passed over, and
+    /// the first such kept for [`check`](Self::check).
     pub fn of(&mut self, bars: &[Candle]) -> Vec<i64> {
         let Some(last) = bars.last() else {
             return Vec::new();
@@ -601,7 +598,32 @@ impl SpanMarks {
         let rest = &self.times[self.next..];
         let end = rest.partition_point(|&t| t <= last.time_ms);
         self.next += end;
-        marks_at(&rest[..end], bars)
+        let at = marks_at(&rest[..end], bars);
+        if at.len() < end && self.stray.is_none() {
+            self.stray = (rest[..end].iter().copied()).find(|t| at.binary_search(t).is_err());
+        }
+        at
+    }
+
+    /// After the series' bars were read (all of them when `whole`): a
+    /// mark at none of their times as the damage it is.
+    pub fn check(
+        &self,
+        store: &Store,
+        symbol: &str,
+        timeframe: Timeframe,
+        whole: bool,
+    ) -> Result<(), StoreError> {
+        let left = whole.then(|| self.times.get(self.next).copied()).flatten();
+        match self.stray.or(left) {
+            None => Ok(()),
+            Some(t) => Err(store.corrupt(
+                symbol,
+                timeframe,
+                span_times(span_of(t)),
+                "a mark of a partial bar at no stored bar's time",
+            )),
+        }
     }
 }
 

@@ -37,24 +37,41 @@ pub(super) fn open_within(path: &Path, max: u64) -> Result<(std::fs::File, u64),
 /// by what a pipe or the expansion gives).
 pub(super) fn read_bytes(path: &Path, max: u64) -> Result<Vec<u8>, CandleError> {
     use std::io::Read;
+    use std::io::Seek;
     let (file, len) = open_within(path, max)?;
-    // Sized once from the file's length: grown by doubling, a 476 MB file
-    // held 256 and 512 MB at once while it was read.
-    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-    let read = if is_gzip(path) {
-        flate2::read::MultiGzDecoder::new(file)
-            .take(max + 1)
-            .read_to_end(&mut bytes)
-    } else {
-        file.take(max + 1).read_to_end(&mut bytes)
+    fn gunzip(file: &std::fs::File, max: u64) -> impl Read + '_ {
+        flate2::read::MultiGzDecoder::new(file).take(max + 1)
+    }
+    // Sized once, to what is to be read: grown by doubling, a buffer holds
+    // the old and the new at once (a 476 MB file held 256 and 512 MB; a
+    // gzip that expands past 1 GiB, 2.6 GB). A gzip is expanded twice:
+    // first counted, keeping nothing, so that one expanding past `max` is
+    // refused before memory holds any of it.
+    let expected = match is_gzip(path) {
+        true => {
+            let counted = std::io::copy(&mut gunzip(&file, max), &mut std::io::sink());
+            let counted = counted.map_err(|e| io_error(path, e))?;
+            if counted > max {
+                let more = format!("expands to more than {}", size(max));
+                return Err(io_error(path, std::io::Error::other(more)));
+            }
+            (&file).rewind().map_err(|e| io_error(path, e))?;
+            counted
+        }
+        false => len,
+    };
+    let mut bytes = Vec::with_capacity(usize::try_from(expected).unwrap_or(0));
+    let read = match is_gzip(path) {
+        true => gunzip(&file, max).read_to_end(&mut bytes),
+        false => (&file).take(max + 1).read_to_end(&mut bytes),
     };
     read.map_err(|e| io_error(path, e))?;
     if bytes.len() as u64 > max {
-        let more = format!("expands to more than {}", size(max));
-        return Err(match is_gzip(path) {
-            true => io_error(path, std::io::Error::other(more)),
-            false => larger_than(path, max),
-        });
+        return Err(larger_than(path, max));
+    }
+    if is_gzip(path) && bytes.len() as u64 != expected {
+        let changed = std::io::Error::other("changed while it was read");
+        return Err(io_error(path, changed));
     }
     Ok(bytes)
 }
