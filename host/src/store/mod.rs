@@ -225,6 +225,11 @@ pub enum StoreError {
     },
     #[error("{path}: no such database (an import or a download makes one)")]
     Missing { path: String },
+    /// Another program's database: Keel neither writes nor migrates it.
+    #[error(
+        "{path}: not a Keel database (it holds tables Keel did not make: {tables}); give --db a file of Keel's or a new one"
+    )]
+    Foreign { path: String, tables: String },
     #[error("{0}")]
     Conflict(String),
 }
@@ -286,6 +291,7 @@ impl Store {
         self.conn.busy_timeout(LOCK_WAIT).map_err(|e| self.sql(e))?;
         self.conn
             .set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        self.recognise()?;
         self.conn
             .execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
             .and_then(|()| self.use_wal())
@@ -293,6 +299,57 @@ impl Store {
                 path: self.path.clone(),
                 error,
             })
+    }
+
+    /// Refuses a file that is not Keel's before anything is written to it
+    /// (even the switch to the write-ahead log): another program's
+    /// database (tables, none of them Keel's `schema_migrations`, which
+    /// Keel makes before any other), or one a newer Keel wrote. An empty
+    /// file, or one being made by another Keel this moment, is Keel's.
+    fn recognise(&self) -> Result<(), StoreError> {
+        let open = |error| StoreError::Open {
+            path: self.path.clone(),
+            error,
+        };
+        let mut stmt = (self.conn)
+            .prepare(
+                "SELECT name FROM sqlite_master WHERE type = 'table'
+                 AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name",
+            )
+            .map_err(open)?;
+        let tables = (stmt.query_map([], |r| r.get::<_, String>(0)))
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(open)?;
+        if tables.is_empty() {
+            return Ok(());
+        }
+        if !tables.iter().any(|t| t == "schema_migrations") {
+            let mut named: Vec<String> = (tables.iter().take(5))
+                .map(|t| keel_model::shown::text(t).to_string())
+                .collect();
+            if tables.len() > 5 {
+                named.push(format!("and {} more", tables.len() - 5));
+            }
+            return Err(StoreError::Foreign {
+                path: self.path.clone(),
+                tables: named.join(", "),
+            });
+        }
+        self.refuse_newer()
+    }
+
+    /// Refuses a database a newer Keel migrated past what this one knows.
+    fn refuse_newer(&self) -> Result<(), StoreError> {
+        let found = self.schema_version()?;
+        let known = MIGRATIONS.last().map_or(0, |m| m.0);
+        match found > known {
+            true => Err(StoreError::TooNew {
+                path: self.path.clone(),
+                found,
+                known,
+            }),
+            false => Ok(()),
+        }
     }
 
     /// The write-ahead log, which lets readers go on beside a writer:
@@ -367,15 +424,8 @@ impl Store {
                 )",
             )
             .map_err(|e| self.sql(e))?;
+        self.refuse_newer()?;
         let current = self.schema_version()?;
-        let known = MIGRATIONS.last().map_or(0, |m| m.0);
-        if current > known {
-            return Err(StoreError::TooNew {
-                path: self.path.clone(),
-                found: current,
-                known,
-            });
-        }
         for &(version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
             let path = self.path.clone();
             let failed = |error| StoreError::Migration {
@@ -534,5 +584,60 @@ mod tests {
         let made = dir.path().join("keel.db");
         drop(Store::open(&made).expect("open"));
         open_record(&made).expect("a record");
+    }
+
+    /// Another program's database, and one a newer Keel wrote, are refused
+    /// by a store before a byte of them is written (not even the switch to
+    /// the write-ahead log); an empty file is made Keel's.
+    #[test]
+    fn a_store_leaves_a_file_that_is_not_its_own_as_it_was() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let foreign = dir.path().join("app.db");
+        Connection::open(&foreign)
+            .and_then(|c| {
+                c.execute_batch(
+                    "CREATE TABLE users (x); CREATE TABLE orders (x); CREATE TABLE a (x);
+                     CREATE TABLE b (x); CREATE TABLE c (x); CREATE TABLE d (x);",
+                )
+            })
+            .expect("foreign");
+        let newer = dir.path().join("newer.db");
+        drop(Store::open(&newer).expect("open"));
+        Connection::open(&newer)
+            .and_then(|c| {
+                c.execute_batch(
+                    "INSERT INTO schema_migrations VALUES (999, 'future', 0);
+                     PRAGMA journal_mode = DELETE;",
+                )
+            })
+            .expect("newer");
+        for (path, says) in [
+            (
+                &foreign,
+                "not a Keel database (it holds tables Keel did not make: a, b, c, d, orders, \
+                 and 1 more); give --db a file of Keel's or a new one"
+                    .to_owned(),
+            ),
+            (
+                &newer,
+                format!(
+                    "the database is at schema version 999, newer than this keel ({}); use a \
+                     newer keel",
+                    MIGRATIONS.len()
+                ),
+            ),
+        ] {
+            let before = std::fs::read(path).expect("read");
+            let err = Store::open(path).expect_err("refused").to_string();
+            assert_eq!(err, format!("{}: {says}", path.display()));
+            assert_eq!(std::fs::read(path).expect("read"), before, "{err}");
+        }
+        let empty = dir.path().join("empty.db");
+        std::fs::write(&empty, b"").expect("write");
+        let store = Store::open(&empty).expect("an empty file");
+        assert_eq!(
+            store.schema_version().expect("version"),
+            MIGRATIONS.len() as u32
+        );
     }
 }
