@@ -49,6 +49,15 @@ fn a_stored_series_exports_to_csv_and_gzip_and_reads_back_the_same() {
             "expected SYMBOL@TIMEFRAME",
         ),
         (
+            vec!["data", "export", "@5m", "--out", "x.csv"],
+            "@5m: expected SYMBOL@TIMEFRAME",
+        ),
+        (
+            vec!["data", "export", "ETH/BTC@", "--out", "x.csv"],
+            "ETH/BTC@: expected SYMBOL@TIMEFRAME",
+        ),
+        (vec!["data", "delete", "@"], "@: expected SYMBOL@TIMEFRAME"),
+        (
             vec!["data", "export", "ETH/BTC@5m", "--out", path(&nowhere)],
             "x.csv: cannot write: No such file or directory",
         ),

@@ -233,14 +233,17 @@ fn series_arg(series: &str) -> anyhow::Result<(&str, Timeframe)> {
     Ok((symbol, timeframe(tf)?))
 }
 
-/// `SYMBOL@TIMEFRAME` cut at its last `@`, the timeframe as written.
+/// `SYMBOL@TIMEFRAME` cut at its last `@`, the timeframe as written;
+/// neither may be empty.
 fn series_parts(series: &str) -> anyhow::Result<(&str, &str)> {
-    series.rsplit_once('@').with_context(|| {
-        format!(
-            "{}: expected SYMBOL@TIMEFRAME, e.g. ETH/BTC@5m",
-            shown::text(series)
-        )
-    })
+    (series.rsplit_once('@'))
+        .filter(|(symbol, tf)| !symbol.trim().is_empty() && !tf.trim().is_empty())
+        .with_context(|| {
+            format!(
+                "{}: expected SYMBOL@TIMEFRAME, e.g. ETH/BTC@5m",
+                shown::text(series)
+            )
+        })
 }
 
 pub(super) fn timeframe(text: &str) -> anyhow::Result<Timeframe> {
