@@ -319,9 +319,10 @@ struct Page {
 /// [["price", "volume", time_s, "b"|"s", "m"|"l", "misc", id], …],
 /// "last": "<ns>"}`. A row that is not a trade, a trade before `since`, an
 /// id that does not rise, a trade without an id that is the one before
-/// it again (the page before's last: `since` taken as inclusive), or a
+/// it again (the page before's last: `since` taken as inclusive), a
 /// `last` that does not move past the page (the next page would repeat
-/// it, or never end) is an error naming the row.
+/// it, or never end), or one past the page's last trade (the next page
+/// would skip the trades between) is an error naming the row.
 fn parse_trades(
     result: &Value,
     keys: &[String],
@@ -429,6 +430,16 @@ fn parse_trades(
         if last < i128::from(t.time_us - 1) * 1000 {
             return Err(format!(
                 "\"last\" {last} is before the page's last trade at {}",
+                format_time(t.time_us.div_euclid(1000))
+            ));
+        }
+        // Kraken's `last` is its last trade's time in ns, finer than the
+        // 4 decimals its seconds are printed with: a ms past it is not.
+        if last > i128::from(t.time_us) * 1000 + 1_000_000 {
+            let to = i64::try_from(last / 1_000_000).map_or_else(|_| last.to_string(), format_time);
+            return Err(format!(
+                "\"last\" {last} is past the page's last trade at {} (it would skip the \
+                 trades up to {to})",
                 format_time(t.time_us.div_euclid(1000))
             ));
         }

@@ -184,6 +184,16 @@ fn a_trades_result_is_read_and_every_bad_shape_named() {
             ),
             "\"last\" 1688669599000000000 is before the page's last trade at 2023-07-06T18:53:20.500Z",
         ),
+        // Past the page's last trade: the trades between would be skipped
+        // and the bars they fall in stored short as if whole.
+        (
+            with(
+                serde_json::json!([row("5", "1", t, 1)]),
+                "1688680400500000000",
+            ),
+            "\"last\" 1688680400500000000 is past the page's last trade at 2023-07-06T18:53:20.500Z \
+             (it would skip the trades up to 2023-07-06T21:53:20.500Z)",
+        ),
     ];
     for (result, error) in cases {
         assert_eq!(
@@ -191,6 +201,18 @@ fn a_trades_result_is_read_and_every_bad_shape_named() {
             error
         );
     }
+    // A `last` a little past the trade's printed time (Kraken's ns are
+    // finer than the 4 decimals of its seconds) is the same trade.
+    let finer = with(
+        serde_json::json!([row("5", "1", t, 1)]),
+        "1688669600500099999",
+    );
+    assert_eq!(
+        parse_trades(&finer, &x, since, (None, None))
+            .expect("finer")
+            .last,
+        1688669600500099999
+    );
     // Ids go on rising across pages.
     let again = with(serde_json::json!([row("5", "1", t, 61044953)]), last);
     assert_eq!(
