@@ -370,7 +370,7 @@ impl Store {
 
     /// The open times of the series' bars a file marked partial (see
     /// `migrations/0013_candle_marks.sql`), oldest first. Only a mark at
-    /// a stored bar's time counts: [`marks_at`] keeps those. Marks that no
+    /// a stored bar's time counts: [`SpanMarks`] keeps those. Marks that no
     /// import leaves — not whole times, out of order, outside their span,
     /// for a span with no bars — are refused as damage: read as they were,
     /// a partial bar would be handed on as a whole one.
@@ -390,10 +390,8 @@ impl Store {
         let mut marks = Vec::new();
         while let Some(row) = rows.next().map_err(|e| self.sql(e))? {
             let span: i64 = row.get(0).map_err(|e| self.sql(e))?;
-            let bytes = match row.get_ref(1).map_err(|e| self.sql(e))? {
-                rusqlite::types::ValueRef::Blob(bytes) => Some(bytes.to_vec()),
-                _ => None,
-            };
+            // Not a blob: no marks an import wrote.
+            let bytes = stored_marks(row, 1).map_err(|e| self.sql(e))?;
             let bars: bool = row.get(2).map_err(|e| self.sql(e))?;
             let (from, to) = span_times(span);
             let bytes = bytes.unwrap_or_default();
@@ -546,6 +544,15 @@ fn marks_bytes(times: &[i64]) -> Vec<u8> {
     times.iter().flat_map(|t| t.to_le_bytes()).collect()
 }
 
+/// `candle_marks.times` in column `i` of `row`: its bytes, or `None`
+/// when it is no blob (which no import writes).
+fn stored_marks(row: &rusqlite::Row, i: usize) -> rusqlite::Result<Option<Vec<u8>>> {
+    Ok(match row.get_ref(i)? {
+        rusqlite::types::ValueRef::Blob(bytes) => Some(bytes.to_vec()),
+        _ => None,
+    })
+}
+
 /// The times `candle_marks.times` holds (trailing bytes short of a time
 /// are no mark).
 fn marks_of_bytes(bytes: &[u8]) -> Vec<i64> {
@@ -556,7 +563,7 @@ fn marks_of_bytes(bytes: &[u8]) -> Vec<i64> {
 
 /// The marks (`Store::marks`, oldest first) at the times of `bars`
 /// (oldest first): a mark whose bar is not stored says nothing.
-pub fn marks_at(marks: &[i64], bars: &[Candle]) -> Vec<i64> {
+fn marks_at(marks: &[i64], bars: &[Candle]) -> Vec<i64> {
     (marks.iter().copied())
         .filter(|t| bars.binary_search_by_key(t, |c| c.time_ms).is_ok())
         .collect()

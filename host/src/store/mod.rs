@@ -12,10 +12,10 @@ mod owner;
 
 use std::path::Path;
 
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::Connection;
 
 pub use audit::audit;
-pub use candles::{ImportReport, Importer, SpanMarks, StoredSeries, file_digest, marks_at};
+pub use candles::{ImportReport, Importer, SpanMarks, StoredSeries, file_digest};
 pub use downloads::{DownloadCursor, DownloadKey};
 pub use owner::{OwnerError, Ownership, alive, lock_file};
 pub(crate) use owner::{open_private, parse_owner};
@@ -82,34 +82,46 @@ pub fn open_record(db: &Path) -> anyhow::Result<Connection> {
     let cannot =
         |e: rusqlite::Error| anyhow::anyhow!("{}: cannot open the database: {e}", db.display());
     let conn = read_only_waiting(db, LOCK_WAIT).map_err(cannot)?;
-    let made = conn
-        .query_row(
-            "SELECT COUNT(*) FROM sqlite_master WHERE name = 'schema_migrations'",
-            [],
-            |r| r.get::<_, i64>(0),
-        )
-        .map_err(cannot)?;
-    let found = match made {
-        0 => None,
-        _ => conn
-            .query_row("SELECT MAX(version) FROM schema_migrations", [], |r| {
-                r.get::<_, Option<u32>>(0)
-            })
-            .map_err(cannot)?,
-    };
-    let known = MIGRATIONS.last().map_or(0, |m| m.0);
-    match found {
+    match recorded_version(&conn).map_err(cannot)? {
         None | Some(0) => anyhow::bail!(
             "{}: no record yet (Keel has not made its tables in this file)",
             db.display()
         ),
-        Some(found) if found > known => Err(StoreError::TooNew {
-            path: db.display().to_string(),
+        Some(found) => refuse_newer(&db.display().to_string(), found)?,
+    }
+    Ok(conn)
+}
+
+/// The highest migration the file of `conn` records: `None` when it has
+/// no `schema_migrations` (Keel has not made its tables in it), 0 when
+/// it records none yet.
+fn recorded_version(conn: &Connection) -> rusqlite::Result<Option<u32>> {
+    let made: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master
+                        WHERE type = 'table' AND name = 'schema_migrations')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !made {
+        return Ok(None);
+    }
+    let found = conn.query_row("SELECT MAX(version) FROM schema_migrations", [], |r| {
+        r.get::<_, Option<u32>>(0)
+    })?;
+    Ok(Some(found.unwrap_or(0)))
+}
+
+/// Refuses the database at `path`, at migration `found`, when a newer
+/// Keel migrated it past what this one knows.
+fn refuse_newer(path: &str, found: u32) -> Result<(), StoreError> {
+    let known = MIGRATIONS.last().map_or(0, |m| m.0);
+    match found > known {
+        true => Err(StoreError::TooNew {
+            path: path.to_owned(),
             found,
             known,
-        }
-        .into()),
-        Some(_) => Ok(conn),
+        }),
+        false => Ok(()),
     }
 }
 
@@ -335,21 +347,7 @@ impl Store {
                 tables: named.join(", "),
             });
         }
-        self.refuse_newer()
-    }
-
-    /// Refuses a database a newer Keel migrated past what this one knows.
-    fn refuse_newer(&self) -> Result<(), StoreError> {
-        let found = self.schema_version()?;
-        let known = MIGRATIONS.last().map_or(0, |m| m.0);
-        match found > known {
-            true => Err(StoreError::TooNew {
-                path: self.path.clone(),
-                found,
-                known,
-            }),
-            false => Ok(()),
-        }
+        refuse_newer(&self.path, self.schema_version()?)
     }
 
     /// The write-ahead log, which lets readers go on beside a writer:
@@ -405,12 +403,8 @@ impl Store {
 
     /// The highest applied migration, 0 for a new database.
     pub fn schema_version(&self) -> Result<u32, StoreError> {
-        self.conn
-            .query_row("SELECT MAX(version) FROM schema_migrations", [], |r| {
-                r.get::<_, Option<u32>>(0)
-            })
-            .optional()
-            .map(|v| v.flatten().unwrap_or(0))
+        (recorded_version(&self.conn))
+            .map(Option::unwrap_or_default)
             .map_err(|e| self.sql(e))
     }
 
@@ -424,8 +418,8 @@ impl Store {
                 )",
             )
             .map_err(|e| self.sql(e))?;
-        self.refuse_newer()?;
         let current = self.schema_version()?;
+        refuse_newer(&self.path, current)?;
         for &(version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
             let path = self.path.clone();
             let failed = |error| StoreError::Migration {

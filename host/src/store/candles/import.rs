@@ -9,7 +9,7 @@ use keel_model::candles::{Candle, Gap, Spacings, Timeframe, format_time, missing
 
 use super::{
     ImportReport, SPAN_COLUMNS, SpanBytes, SpanFault, damaged, marks_bytes, marks_of_bytes,
-    refresh_series, said_times, span_times, sql, stored_span, write_span,
+    refresh_series, said_times, span_times, sql, stored_marks, stored_span, write_span,
 };
 use crate::store::{StoreError, now_ms};
 
@@ -651,12 +651,9 @@ impl<'t> Importer<'t> {
                 "SELECT times FROM candle_marks WHERE symbol = ?1 AND timeframe = ?2 AND span = ?3",
             )
             .and_then(|mut stmt| {
-                (stmt.query_row(key, |r| match r.get_ref(0)? {
-                    rusqlite::types::ValueRef::Blob(bytes) => Ok(Some(bytes.to_vec())),
-                    _ => Ok(None),
-                }))
-                .optional()
-                .map(|row| row.unwrap_or(Some(Vec::new())))
+                (stmt.query_row(key, |r| stored_marks(r, 0)))
+                    .optional()
+                    .map(|row| row.unwrap_or(Some(Vec::new())))
             })
             .map_err(sql)?;
         let keep = |t: i64| match at(handed, t) {
