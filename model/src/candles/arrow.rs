@@ -36,43 +36,39 @@ pub(super) fn open_within(path: &Path, max: u64) -> Result<(std::fs::File, u64),
 /// in `.gz`: it is refused when it is larger than `max` (by its length, or
 /// by what a pipe or the expansion gives).
 pub(super) fn read_bytes(path: &Path, max: u64) -> Result<Vec<u8>, CandleError> {
-    use std::io::Read;
-    use std::io::Seek;
+    use std::io::{Read, Seek};
     let (file, len) = open_within(path, max)?;
-    fn gunzip(file: &std::fs::File, max: u64) -> impl Read + '_ {
-        flate2::read::MultiGzDecoder::new(file).take(max + 1)
+    let io = |e| io_error(path, e);
+    if !is_gzip(path) {
+        let bytes = read_sized((&file).take(max + 1), len).map_err(io)?;
+        return match bytes.len() as u64 > max {
+            true => Err(larger_than(path, max)),
+            false => Ok(bytes),
+        };
     }
-    // Sized once, to what is to be read: grown by doubling, a buffer holds
-    // the old and the new at once (a 476 MB file held 256 and 512 MB; a
-    // gzip that expands past 1 GiB, 2.6 GB). A gzip is expanded twice:
-    // first counted, keeping nothing, so that one expanding past `max` is
-    // refused before memory holds any of it.
-    let expected = match is_gzip(path) {
-        true => {
-            let counted = std::io::copy(&mut gunzip(&file, max), &mut std::io::sink());
-            let counted = counted.map_err(|e| io_error(path, e))?;
-            if counted > max {
-                let more = format!("expands to more than {}", size(max));
-                return Err(io_error(path, std::io::Error::other(more)));
-            }
-            (&file).rewind().map_err(|e| io_error(path, e))?;
-            counted
-        }
-        false => len,
-    };
-    let mut bytes = Vec::with_capacity(usize::try_from(expected).unwrap_or(0));
-    let read = match is_gzip(path) {
-        true => gunzip(&file, max).read_to_end(&mut bytes),
-        false => (&file).take(max + 1).read_to_end(&mut bytes),
-    };
-    read.map_err(|e| io_error(path, e))?;
-    if bytes.len() as u64 > max {
-        return Err(larger_than(path, max));
+    // A gzip is expanded twice: first counted, keeping nothing, so that
+    // one expanding past `max` is refused before memory holds any of it;
+    // then into exactly what it expands to.
+    let gunzip = || flate2::read::MultiGzDecoder::new(&file).take(max + 1);
+    let counted = std::io::copy(&mut gunzip(), &mut std::io::sink()).map_err(io)?;
+    if counted > max {
+        let more = format!("expands to more than {}", size(max));
+        return Err(io(std::io::Error::other(more)));
     }
-    if is_gzip(path) && bytes.len() as u64 != expected {
-        let changed = std::io::Error::other("changed while it was read");
-        return Err(io_error(path, changed));
+    (&file).rewind().map_err(io)?;
+    let bytes = read_sized(gunzip(), counted).map_err(io)?;
+    match bytes.len() as u64 == counted {
+        true => Ok(bytes),
+        false => Err(io(std::io::Error::other("changed while it was read"))),
     }
+}
+
+/// What `read` gives, into a buffer sized once to the `size` expected:
+/// grown by doubling, a buffer holds the old and the new at once (a 476 MB
+/// file held 256 and 512 MB; a gzip that expanded past 1 GiB, 2.6 GB).
+fn read_sized(mut read: impl std::io::Read, size: u64) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    read.read_to_end(&mut bytes)?;
     Ok(bytes)
 }
 
