@@ -183,3 +183,42 @@ fn common_layouts_import_the_same_bars() {
         "error: --columns: \"when\": not a column role (time, open, high, low, close, volume, partial)"
     );
 }
+
+/// A column whose name holds a comma is named to `--columns` in double
+/// quotes, as the file's header writes it.
+#[test]
+fn a_column_named_with_a_comma_is_named_in_quotes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("keel.db");
+    let custom = crate::support::repo().join("tests/data/layouts/custom-ETHBTC-5m.csv");
+    let text = std::fs::read_to_string(&custom).expect("read");
+    let (header, rows) = text.split_once('\n').expect("a header");
+    let file = dir.path().join("comma.csv");
+    let header = header.replace("Letzter", "\"Letzter, Kurs\"");
+    std::fs::write(&file, format!("{header}\n{rows}")).expect("write");
+    let columns = r#"time=Zeit,open=Erster,high=Hoch,low=Tief,close="Letzter, Kurs",volume=Umsatz"#;
+    let mut args = vec!["data", "import", path(&file), "--symbol", "ETH/BTC"];
+    args.extend(["--timeframe", "5m", "--columns", columns]);
+    let out = keel(&db, &args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let named = "time=Zeit,open=Erster,high=Hoch,low=Tief,close=Letzter,volume=Umsatz";
+    let expected = keel_model::candles::read_csv_columns(
+        &custom,
+        &keel_model::candles::Columns::parse(named).expect("columns"),
+    )
+    .expect("the file as it was");
+    let store = keel_host::store::Store::open(&db).expect("open");
+    let stored = store
+        .load_candles("ETH/BTC", keel_model::Timeframe::M5, None, None)
+        .expect("load");
+    assert_eq!(stored, expected);
+    // A quote left open is said, not guessed at.
+    args.pop();
+    args.push(r#"close="Letzter, Kurs"#);
+    let out = keel(&db, &args);
+    assert!(
+        stderr(&out).contains("a quoted name does not end"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -780,4 +780,6 @@ use spans::{SPAN_COLUMNS, SpanBytes, SpanFault, said_times, span_times, stored_s
 #[cfg(test)]
 mod damage_tests;
 #[cfg(test)]
+mod marks_tests;
+#[cfg(test)]
 mod tests;
